@@ -1,0 +1,62 @@
+# Membrane: build, verify, test and demo. Run as root: the local cluster and
+# the datapath need network namespaces, cgroups and eBPF.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+# The binaries of cmd/, built into bin/.
+COMMANDS := $(notdir $(wildcard cmd/*))
+GO_TEST_FLAGS ?=
+E2E_TIMEOUT ?= 60m
+
+include e2e/tools/tools.mk
+
+export MEMBRANE_CACHE
+export MEMBRANE_BIN_DIR := $(BIN)
+
+.PHONY: all build generate verify test unit e2e demo demo-down bench clean
+
+all: build
+
+## build: all binaries into bin/
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+
+## generate: regenerate committed generated code
+generate:
+	$(GO) generate ./...
+
+## verify: generated code is current, gofmt and go vet are clean
+verify: generate
+	@git diff --exit-code --stat -- . || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+
+## test: the whole suite (unit + end-to-end on a local cluster); needs root
+test: tools build
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) $(GO_TEST_FLAGS) ./...
+
+## unit: tests that need no local cluster
+unit:
+	$(GO) test -count=1 -short $(GO_TEST_FLAGS) ./...
+
+## e2e: only the end-to-end tests on a local cluster
+e2e: tools build
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(GO_TEST_FLAGS) ./e2e/
+
+## demo: a local cluster with the demo workload (see README.md)
+demo: tools build
+	bash e2e/demo/demo.sh
+
+## demo-down: remove the demo cluster
+demo-down: build
+	$(BIN)/membrane dev down --name demo
+
+## bench: benchmarks, printing ratios against their peers measured in the same run
+bench: tools build
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout $(E2E_TIMEOUT) ./...
+
+## clean: remove build output (the tool cache stays; see e2e/tools/README.md)
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,82 @@
+// Command membrane is Membrane's command-line interface.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/membrane-mesh/membrane/e2e/noderunner/runtime"
+)
+
+// version is the CLI's version; release builds set it with -ldflags -X.
+const version = "v0.1.0-dev"
+
+func main() {
+	// A pod's container starts as this binary re-executed as its init.
+	if len(os.Args) > 1 && os.Args[1] == runtime.InitArg {
+		err := runtime.Init(os.Args[2:])
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(runtime.ExitStatus(err))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRootCommand(stdout, stderr)
+	root.SetArgs(args[1:])
+	return root.ExecuteContext(ctx)
+}
+
+// globals are the options every command shares.
+type globals struct {
+	stdout, stderr io.Writer
+	verbose        bool
+}
+
+func (g *globals) logger() *slog.Logger {
+	level := slog.LevelInfo
+	if g.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "membrane",
+		Short:         "Operate Membrane, the sidecar-free service mesh",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
+	root.AddCommand(newDevCommand(g), newVersionCommand(g))
+	return root
+}
+
+func newVersionCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the CLI version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(g.stdout, "membrane", version)
+			return err
+		},
+	}
+}

@@ -1,0 +1,138 @@
+package localcluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/membrane-mesh/membrane/e2e/cgroups"
+	"github.com/membrane-mesh/membrane/e2e/netns"
+)
+
+// Down removes everything the cluster created: processes, pod and node
+// namespaces, links, mounts, cgroups and state. It is safe to run twice and
+// on a half-built cluster.
+func Down(ctx context.Context, log *slog.Logger, name string) error {
+	s, err := Load(name)
+	if errors.Is(err, ErrNoCluster) {
+		log.Info("no such cluster, nothing to remove", "cluster", name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l := s.Layout()
+	var errs []error
+	// Node runners first, so they stop restarting pods; then the control plane
+	// in reverse start order.
+	for i := len(s.Processes) - 1; i >= 0; i-- {
+		if err := s.Processes[i].stop(5 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Whatever is left below the cluster's cgroup (pods, exec'd commands).
+	if s.CgroupRoot != "" {
+		if err := cgroups.Remove(l.CgroupDir(s.CgroupRoot)); err != nil {
+			errs = append(errs, err)
+		}
+		// The shared parent goes when the last cluster does.
+		_ = os.Remove(filepath.Join(s.CgroupRoot, "membrane"))
+	}
+	// Pod namespaces and any other mount below the cluster's run dir.
+	if err := unmountBelow(l.RunDir()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(l.RunDir()); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", l.RunDir(), err))
+	}
+	for _, n := range s.Nodes {
+		if err := netns.Remove(n.Netns); err != nil {
+			errs = append(errs, err)
+		}
+		if err := deleteLink(n.Link); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := netns.Remove(l.ControlPlaneNetns()); err != nil {
+		errs = append(errs, err)
+	}
+	for _, link := range []string{l.ControlPlaneLink(), l.Bridge()} {
+		if err := deleteLink(link); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Keep the record so that another `down` can finish the job.
+		return fmt.Errorf("remove cluster %q: %w", name, err)
+	}
+	if err := os.RemoveAll(l.StateDir()); err != nil {
+		return fmt.Errorf("remove %s: %w", l.StateDir(), err)
+	}
+	log.Info("cluster removed", "cluster", name)
+	return nil
+}
+
+// unmountBelow detaches every mount point below dir, deepest first.
+func unmountBelow(dir string) error {
+	mounts, err := mountsBelow(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mounts[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mountsBelow lists the mount points at or below dir in mount order.
+func mountsBelow(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, sc.Err()
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for space, ...).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

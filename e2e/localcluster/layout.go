@@ -1,0 +1,162 @@
+// Package localcluster runs a Kubernetes cluster made of real parts on one
+// machine: etcd, kube-apiserver, kube-controller-manager and kube-scheduler in
+// a control-plane network namespace, and one node runner per node namespace,
+// all joined by an underlay bridge.
+package localcluster
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+)
+
+// Defaults of a local cluster.
+const (
+	DefaultName        = "membrane"
+	DefaultNodes       = 2
+	DefaultPodCIDR     = "10.244.0.0/16"
+	DefaultServiceCIDR = "10.96.0.0/16"
+	DefaultStateRoot   = "/var/lib/membrane/dev"
+	DefaultRunRoot     = "/run/membrane/dev"
+	NetnsDir           = "/run/netns"
+	KubeletPort        = 10250
+	APIServerPort      = 6443
+	ClusterDomain      = "cluster.local"
+	maxNodes           = 50
+)
+
+// validName reports whether name is a DNS label of at most 20 characters.
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > 20 || name[0] < 'a' || name[0] > 'z' || name[len(name)-1] == '-' {
+		return false
+	}
+	for _, c := range name {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// Options are what a user chooses for a cluster.
+type Options struct {
+	Name        string
+	Nodes       int
+	PodCIDR     string
+	ServiceCIDR string
+	// ToolsDir holds bin/ (kube-apiserver, etcd, ...) and images/.
+	ToolsDir string
+	// BinDir holds Membrane's own binaries (membrane, membrane-cni).
+	BinDir string
+}
+
+// Validate reports the first option at fault.
+func (o Options) Validate() error {
+	if !validName(o.Name) {
+		return fmt.Errorf("--name %q: must be a DNS label of at most 20 characters (lower-case letters, digits, '-')", o.Name)
+	}
+	if o.Nodes < 1 || o.Nodes > maxNodes {
+		return fmt.Errorf("--nodes %d: must be between 1 and %d", o.Nodes, maxNodes)
+	}
+	pods, err := netip.ParsePrefix(o.PodCIDR)
+	if err != nil || !pods.Addr().Is4() || pods.Bits() > 22 {
+		return fmt.Errorf("--pod-cidr %q: must be an IPv4 prefix of /22 or larger (each node takes a /24)", o.PodCIDR)
+	}
+	svc, err := netip.ParsePrefix(o.ServiceCIDR)
+	if err != nil || !svc.Addr().Is4() || svc.Bits() > 24 {
+		return fmt.Errorf("--service-cidr %q: must be an IPv4 prefix of /24 or larger", o.ServiceCIDR)
+	}
+	if pods.Overlaps(svc) {
+		return fmt.Errorf("--pod-cidr %s overlaps --service-cidr %s", pods, svc)
+	}
+	if o.ToolsDir == "" || o.BinDir == "" {
+		return fmt.Errorf("tools and binary directories must be set")
+	}
+	return nil
+}
+
+// Layout names every path, link and address of one cluster. It is derived
+// from the name and the cluster's index, so `down` can find everything again.
+type Layout struct {
+	Name  string
+	Index int // 1..250: the third octet of the underlay subnet
+}
+
+func (l Layout) hash() string {
+	sum := sha256.Sum256([]byte(l.Name))
+	return hex.EncodeToString(sum[:])[:6]
+}
+
+// StateDir holds the cluster's PKI, kubeconfigs, etcd data, logs and node state.
+func (l Layout) StateDir() string { return filepath.Join(DefaultStateRoot, l.Name) }
+
+// RunDir holds runtime files such as pod network namespaces.
+func (l Layout) RunDir() string { return filepath.Join(DefaultRunRoot, l.Name) }
+
+// StateFile is the cluster's record.
+func (l Layout) StateFile() string { return filepath.Join(l.StateDir(), "cluster.json") }
+
+// Kubeconfig is the admin kubeconfig.
+func (l Layout) Kubeconfig() string { return filepath.Join(l.StateDir(), "kubeconfig") }
+
+// PKIDir holds certificates and keys.
+func (l Layout) PKIDir() string { return filepath.Join(l.StateDir(), "pki") }
+
+// LogDir holds one log file per process.
+func (l Layout) LogDir() string { return filepath.Join(l.StateDir(), "logs") }
+
+// NodeName is the Kubernetes name of node i (1-based).
+func (l Layout) NodeName(i int) string { return fmt.Sprintf("%s-node%d", l.Name, i) }
+
+// NodeDir holds a node runner's state.
+func (l Layout) NodeDir(node string) string { return filepath.Join(l.StateDir(), "nodes", node) }
+
+// ControlPlaneNetns is the namespace of etcd and the control-plane processes.
+func (l Layout) ControlPlaneNetns() string {
+	return filepath.Join(NetnsDir, "membrane-"+l.Name+"-cp")
+}
+
+// NodeNetns is the namespace of node i.
+func (l Layout) NodeNetns(node string) string { return filepath.Join(NetnsDir, "membrane-"+node) }
+
+// Bridge is the underlay bridge in the root namespace.
+func (l Layout) Bridge() string { return "mbr" + l.hash() }
+
+// ControlPlaneLink is the root-side veth of the control-plane namespace.
+func (l Layout) ControlPlaneLink() string { return "mbc" + l.hash() }
+
+// NodeLink is the root-side veth of node i.
+func (l Layout) NodeLink(i int) string { return fmt.Sprintf("mbn%s%d", l.hash(), i) }
+
+// UnderlayIf is the name of the underlay interface inside node and
+// control-plane namespaces.
+func (l Layout) UnderlayIf() string { return "eth0" }
+
+// Subnet is the underlay subnet: 198.18.0.0/15 is reserved for benchmarking
+// and never routed anywhere.
+func (l Layout) Subnet() netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(l.Index), 0}), 24)
+}
+
+// HostIP is the root namespace's address on the bridge.
+func (l Layout) HostIP() netip.Addr { return netip.AddrFrom4([4]byte{198, 18, byte(l.Index), 1}) }
+
+// APIServerIP is the control-plane namespace's address.
+func (l Layout) APIServerIP() netip.Addr { return netip.AddrFrom4([4]byte{198, 18, byte(l.Index), 2}) }
+
+// NodeIP is node i's address.
+func (l Layout) NodeIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 18, byte(l.Index), byte(10 + i)})
+}
+
+// APIServerURL is what kubeconfigs point at.
+func (l Layout) APIServerURL() string {
+	return fmt.Sprintf("https://%s:%d", l.APIServerIP(), APIServerPort)
+}
+
+// CgroupDir is the cluster's cgroup v2 subtree below the cgroup2 mount.
+func (l Layout) CgroupDir(cgroupRoot string) string {
+	return filepath.Join(cgroupRoot, "membrane", l.Name)
+}

@@ -1,0 +1,277 @@
+package localcluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/membrane-mesh/membrane/e2e/cgroups"
+	"github.com/membrane-mesh/membrane/e2e/noderunner"
+)
+
+// Up creates the cluster and returns once every node is Ready. A failure
+// part-way removes whatever was created.
+func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		if _, err := os.Stat(filepath.Join(o.ToolsDir, "bin", bin)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s: run `make tools` first", bin, filepath.Join(o.ToolsDir, "bin"))
+		}
+	}
+	for _, bin := range []string{"membrane", "membrane-cni"} {
+		if _, err := os.Stat(filepath.Join(o.BinDir, bin)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s: run `make build` first", bin, o.BinDir)
+		}
+	}
+	s, err := reserve(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := build(ctx, log, o, s); err != nil {
+		if derr := Down(context.WithoutCancel(ctx), log, o.Name); derr != nil {
+			log.Error("clean up after failed start", "cluster", o.Name, "error", derr)
+		}
+		return nil, fmt.Errorf("bring up cluster %q: %w", o.Name, err)
+	}
+	return s, nil
+}
+
+// reserve claims a name and an underlay index and writes the first record.
+func reserve(o Options) (*State, error) {
+	if err := os.MkdirAll(DefaultStateRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", DefaultStateRoot, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(DefaultStateRoot, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock cluster list: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock cluster list: %w", err)
+	}
+	if _, err := Load(o.Name); err == nil {
+		return nil, fmt.Errorf("cluster %q already exists: run `membrane dev down --name %s` first", o.Name, o.Name)
+	} else if !errors.Is(err, ErrNoCluster) {
+		return nil, err
+	}
+	idx, err := allocateIndex()
+	if err != nil {
+		return nil, err
+	}
+	root, err := cgroups.Root()
+	if err != nil {
+		return nil, err
+	}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: root}
+	l := s.Layout()
+	for i := 1; i <= o.Nodes; i++ {
+		name := l.NodeName(i)
+		s.Nodes = append(s.Nodes, NodeState{Name: name, Index: i, IP: l.NodeIP(i).String(), Netns: l.NodeNetns(name), Link: l.NodeLink(i)})
+	}
+	for _, d := range []string{l.StateDir(), l.LogDir(), l.RunDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	return s, s.save()
+}
+
+func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
+	l := s.Layout()
+	svc := netip.MustParsePrefix(s.ServiceCIDR)
+	if err := writePKI(l, svc, s.Nodes); err != nil {
+		return err
+	}
+	if err := createBridge(l); err != nil {
+		return err
+	}
+	if err := attachNamespace(l, l.ControlPlaneNetns(), l.ControlPlaneLink(), l.APIServerIP()); err != nil {
+		return err
+	}
+	for _, n := range s.Nodes {
+		if err := attachNamespace(l, n.Netns, n.Link, netip.MustParseAddr(n.IP)); err != nil {
+			return err
+		}
+		if err := enableForwarding(n.Netns); err != nil {
+			return err
+		}
+	}
+	cgDir := l.CgroupDir(s.CgroupRoot)
+	cpCgroup := filepath.Join(cgDir, "control-plane")
+	if err := os.MkdirAll(cpCgroup, 0o755); err != nil {
+		return fmt.Errorf("create cgroup %s: %w", cpCgroup, err)
+	}
+	log.Info("starting control plane", "cluster", s.Name, "apiserver", l.APIServerURL())
+	for _, c := range controlPlane(l, s, filepath.Join(o.ToolsDir, "bin")) {
+		p, err := startDetached(c.name, l.ControlPlaneNetns(), cpCgroup, filepath.Join(l.LogDir(), c.name+".log"), c.argv)
+		if err != nil {
+			return err
+		}
+		s.Processes = append(s.Processes, p)
+		if err := s.save(); err != nil {
+			return err
+		}
+	}
+	client, err := Client(l.Kubeconfig())
+	if err != nil {
+		return err
+	}
+	if err := waitAPIServer(ctx, client, s); err != nil {
+		return err
+	}
+	for _, n := range s.Nodes {
+		p, err := startNode(o, s, n)
+		if err != nil {
+			return err
+		}
+		s.Processes = append(s.Processes, p)
+		if err := s.save(); err != nil {
+			return err
+		}
+	}
+	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
+	return waitNodesReady(ctx, client, s)
+}
+
+// startNode writes the node runner's config and starts it in the node namespace.
+func startNode(o Options, s *State, n NodeState) (Process, error) {
+	l := s.Layout()
+	dir := l.NodeDir(n.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Process{}, fmt.Errorf("create node dir: %w", err)
+	}
+	cg := filepath.Join(l.CgroupDir(s.CgroupRoot), n.Name)
+	system := filepath.Join(cg, "system")
+	if err := os.MkdirAll(system, 0o755); err != nil {
+		return Process{}, fmt.Errorf("create cgroup %s: %w", system, err)
+	}
+	svc := netip.MustParsePrefix(s.ServiceCIDR)
+	cfg := noderunner.Config{
+		Cluster:           s.Name,
+		NodeName:          n.Name,
+		NodeIP:            n.IP,
+		Kubeconfig:        filepath.Join(l.PKIDir(), "node-"+n.Name+".kubeconfig"),
+		KubeletCert:       filepath.Join(l.PKIDir(), "kubelet-"+n.Name+".crt"),
+		KubeletKey:        filepath.Join(l.PKIDir(), "kubelet-"+n.Name+".key"),
+		ClientCA:          filepath.Join(l.PKIDir(), "ca.crt"),
+		KubeletPort:       KubeletPort,
+		StateDir:          dir,
+		PodNetnsDir:       filepath.Join(l.RunDir(), "netns", n.Name),
+		CgroupDir:         cg,
+		ImagesDir:         filepath.Join(o.ToolsDir, "images"),
+		CNIBinDir:         o.BinDir,
+		CNIPlugin:         "membrane-cni",
+		ControlPlaneNetns: l.ControlPlaneNetns(),
+		ClusterDNS:        ClusterDNS(svc).String(),
+		ClusterDomain:     ClusterDomain,
+		KubeletVersion:    "v1.34.2",
+	}
+	raw, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return Process{}, fmt.Errorf("encode node config: %w", err)
+	}
+	cfgPath := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
+		return Process{}, fmt.Errorf("write node config: %w", err)
+	}
+	argv := []string{filepath.Join(o.BinDir, "membrane"), "dev", "node", "--config", cfgPath}
+	return startDetached("node-runner/"+n.Name, n.Netns, system, filepath.Join(l.LogDir(), "node-"+n.Name+".log"), argv)
+}
+
+// Client returns a clientset for a kubeconfig file.
+func Client(kubeconfig string) (kubernetes.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", kubeconfig, err)
+	}
+	return c, nil
+}
+
+func waitAPIServer(ctx context.Context, c kubernetes.Interface, s *State) error {
+	return poll(ctx, 90*time.Second, "kube-apiserver /readyz", func() (bool, error) {
+		if err := s.checkProcesses(); err != nil {
+			return false, err
+		}
+		body, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil && string(body) == "ok", nil
+	})
+}
+
+func waitNodesReady(ctx context.Context, c kubernetes.Interface, s *State) error {
+	return poll(ctx, 90*time.Second, "nodes Ready with a PodCIDR", func() (bool, error) {
+		if err := s.checkProcesses(); err != nil {
+			return false, err
+		}
+		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ready := 0
+		for _, n := range nodes.Items {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && n.Spec.PodCIDR != "" {
+					ready++
+				}
+			}
+		}
+		return ready == len(s.Nodes), nil
+	})
+}
+
+// checkProcesses fails fast when a process the cluster needs has exited.
+func (s *State) checkProcesses() error {
+	for _, p := range s.Processes {
+		if !p.Alive() {
+			return fmt.Errorf("%s exited; see %s", p.Name, p.Log)
+		}
+	}
+	return nil
+}
+
+func poll(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// ClusterDNS is the kube-dns Service address: the tenth of the service range,
+// as kubeadm and kind choose it.
+func ClusterDNS(serviceCIDR netip.Prefix) netip.Addr {
+	a := serviceCIDR.Masked().Addr().As4()
+	a[3] += 10
+	return netip.AddrFrom4(a)
+}

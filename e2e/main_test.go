@@ -1,0 +1,93 @@
+// Package e2e holds Membrane's end-to-end tests. They run on local clusters
+// made of real parts (see package localcluster) and need root.
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
+)
+
+// env is what every end-to-end test shares: one 2-node cluster.
+type env struct {
+	toolsDir string
+	binDir   string
+	cluster  *localcluster.State
+	setupErr error
+}
+
+// shared is set up once by TestMain; tests read it through cluster(t).
+var shared env
+
+const sharedName = "e2e"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() || os.Geteuid() != 0 {
+		if os.Geteuid() != 0 {
+			fmt.Println("e2e: not root: the end-to-end tests are skipped (they create namespaces, cgroups and eBPF programs)")
+		}
+		os.Exit(m.Run())
+	}
+	shared = setUp()
+	code := m.Run()
+	if shared.cluster != nil {
+		if err := localcluster.Down(context.Background(), slog.New(slog.NewTextHandler(os.Stderr, nil)), sharedName); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: tear down:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func setUp() env {
+	e := env{toolsDir: os.Getenv("MEMBRANE_CACHE"), binDir: os.Getenv("MEMBRANE_BIN_DIR")}
+	if e.toolsDir == "" {
+		home, _ := os.UserHomeDir()
+		e.toolsDir = filepath.Join(home, ".cache", "membrane")
+	}
+	if e.binDir == "" {
+		abs, _ := filepath.Abs("../bin")
+		e.binDir = abs
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// A cluster left by an interrupted run would block the name.
+	_ = localcluster.Down(context.Background(), log, sharedName)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	s, err := localcluster.Up(ctx, log, localcluster.Options{
+		Name: sharedName, Nodes: 2,
+		PodCIDR: localcluster.DefaultPodCIDR, ServiceCIDR: localcluster.DefaultServiceCIDR,
+		ToolsDir: e.toolsDir, BinDir: e.binDir,
+	})
+	if err != nil {
+		e.setupErr = fmt.Errorf("bring up the shared cluster (run `make tools build` first): %w", err)
+		return e
+	}
+	fmt.Printf("e2e: cluster %q up in %s\n", sharedName, time.Since(start).Round(time.Millisecond))
+	e.cluster = s
+	return e
+}
+
+// cluster returns the shared cluster, skipping in -short mode.
+func cluster(t *testing.T) *kube {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("end-to-end test: needs root")
+	}
+	if shared.setupErr != nil {
+		t.Fatal(shared.setupErr)
+	}
+	return &kube{t: t, kubeconfig: shared.cluster.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+}

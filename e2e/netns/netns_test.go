@@ -1,0 +1,45 @@
+package netns
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestCreateDoRemove(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+	// Measured before Create: a thread that leaves the namespace may be the
+	// main thread, which /proc/self names.
+	var root, inside unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &root); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ns")
+	if err := Create(path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Remove(path) })
+	if err := Do(path, func() error { return unix.Stat("/proc/thread-self/ns/net", &inside) }); err != nil {
+		t.Fatal(err)
+	}
+	var pinned unix.Stat_t
+	if err := unix.Stat(path, &pinned); err != nil {
+		t.Fatal(err)
+	}
+	if inside.Ino == root.Ino || inside.Ino != pinned.Ino {
+		t.Fatalf("namespace inodes: root %d, inside %d, pinned %d", root.Ino, inside.Ino, pinned.Ino)
+	}
+	if err := Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(path); err != nil {
+		t.Fatalf("second remove: %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("namespace file still there: %v", err)
+	}
+}

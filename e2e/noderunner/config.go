@@ -1,0 +1,83 @@
+// Package noderunner plays the kubelet for one node of a local cluster: it
+// registers the Node, keeps its Lease, and runs the Pods bound to it as
+// processes in their own network namespaces, created through the CNI plugin.
+package noderunner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+)
+
+// Config is what a node runner needs to know; `membrane dev up` writes it.
+type Config struct {
+	Cluster    string `json:"cluster"`
+	NodeName   string `json:"nodeName"`
+	NodeIP     string `json:"nodeIP"`
+	Kubeconfig string `json:"kubeconfig"`
+	// KubeletCert/Key serve the kubelet API; ClientCA verifies the API server.
+	KubeletCert string `json:"kubeletCert"`
+	KubeletKey  string `json:"kubeletKey"`
+	ClientCA    string `json:"clientCA"`
+	KubeletPort int    `json:"kubeletPort"`
+	// StateDir holds per-pod state (volumes, logs, CNI data).
+	StateDir string `json:"stateDir"`
+	// PodNetnsDir is where pod network namespaces are pinned.
+	PodNetnsDir string `json:"podNetnsDir"`
+	// CgroupDir is the node's cgroup v2 subtree; pods go below pods/.
+	CgroupDir string `json:"cgroupDir"`
+	ImagesDir string `json:"imagesDir"`
+	// CNIBinDir holds membrane-cni; CNIPlugin names it.
+	CNIBinDir string `json:"cniBinDir"`
+	CNIPlugin string `json:"cniPlugin"`
+	// ControlPlaneNetns is the namespace that must route replies to this
+	// node's pods (the API server's); the runner installs its PodCIDR route there.
+	ControlPlaneNetns string `json:"controlPlaneNetns"`
+	ClusterDNS        string `json:"clusterDNS"`
+	ClusterDomain     string `json:"clusterDomain"`
+	KubeletVersion    string `json:"kubeletVersion"`
+}
+
+// Validate reports the first field at fault.
+func (c Config) Validate() error {
+	switch {
+	case c.Cluster == "":
+		return errors.New("config: cluster is empty")
+	case c.NodeName == "":
+		return errors.New("config: nodeName is empty")
+	case c.Kubeconfig == "":
+		return errors.New("config: kubeconfig is empty")
+	case c.StateDir == "" || c.PodNetnsDir == "" || c.CgroupDir == "" || c.ImagesDir == "" || c.CNIBinDir == "":
+		return errors.New("config: stateDir, podNetnsDir, cgroupDir, imagesDir and cniBinDir must be set")
+	case c.KubeletPort <= 0 || c.KubeletPort > 65535:
+		return fmt.Errorf("config: kubeletPort %d out of range", c.KubeletPort)
+	}
+	if _, err := netip.ParseAddr(c.NodeIP); err != nil {
+		return fmt.Errorf("config: nodeIP %q: %w", c.NodeIP, err)
+	}
+	if _, err := netip.ParseAddr(c.ClusterDNS); err != nil {
+		return fmt.Errorf("config: clusterDNS %q: %w", c.ClusterDNS, err)
+	}
+	return nil
+}
+
+// LoadConfig reads and validates a config file.
+func LoadConfig(path string) (Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read node config: %w", err)
+	}
+	var c Config
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return Config{}, fmt.Errorf("parse node config %s: %w", path, err)
+	}
+	if c.CNIPlugin == "" {
+		c.CNIPlugin = "membrane-cni"
+	}
+	if c.ClusterDomain == "" {
+		c.ClusterDomain = "cluster.local"
+	}
+	return c, c.Validate()
+}
