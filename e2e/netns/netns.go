@@ -24,23 +24,17 @@ func Create(path string) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("create netns %s: %w", path, err)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		// The thread is never unlocked: it leaves the process's namespace, so
-		// the runtime discards it when this goroutine ends.
-		runtime.LockOSThread()
+	err = onThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
+			return fmt.Errorf("unshare: %w", err)
 		}
 		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
 		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount: %w", err)
-			return
+			return fmt.Errorf("bind mount: %w", err)
 		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		_ = os.Remove(path)
 		return fmt.Errorf("create netns %s: %w", path, err)
 	}
@@ -62,21 +56,38 @@ func Remove(path string) error {
 // Do runs fn on a thread that has entered the namespace at path. fn must not
 // start goroutines that expect to be in the namespace.
 func Do(path string, fn func() error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer f.Close()
+	return onThread(func() error {
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("enter netns %s: %w", path, err)
+		}
+		return fn()
+	})
+}
+
+// onThread runs fn on a locked OS thread that may leave the process's network
+// namespace, then returns the thread to it. A thread that cannot return is
+// left locked, so the Go runtime discards it instead of reusing it.
+func onThread(fn func() error) error {
+	orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+	if err != nil {
+		return fmt.Errorf("open current netns: %w", err)
+	}
+	defer orig.Close()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		f, err := os.Open(path)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", path, err)
-			return
+		err := fn()
+		if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
+			errc <- errors.Join(err, fmt.Errorf("return to the original netns: %w", serr))
+			return // still locked: the thread ends with this goroutine
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		// Left locked: the thread is in another namespace and is discarded.
-		errc <- fn()
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
 	return <-errc
 }

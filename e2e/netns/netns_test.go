@@ -12,8 +12,6 @@ func TestCreateDoRemove(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces")
 	}
-	// Measured before Create: a thread that leaves the namespace may be the
-	// main thread, which /proc/self names.
 	var root, inside unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &root); err != nil {
 		t.Fatal(err)
@@ -32,6 +30,13 @@ func TestCreateDoRemove(t *testing.T) {
 	}
 	if inside.Ino == root.Ino || inside.Ino != pinned.Ino {
 		t.Fatalf("namespace inodes: root %d, inside %d, pinned %d", root.Ino, inside.Ino, pinned.Ino)
+	}
+	var after unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.Ino != root.Ino {
+		t.Fatalf("the process's namespace changed: %d, was %d", after.Ino, root.Ino)
 	}
 	if err := Remove(path); err != nil {
 		t.Fatal(err)
