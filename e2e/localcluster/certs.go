@@ -69,6 +69,8 @@ func writePKI(l Layout, serviceCIDR netip.Prefix, nodes []NodeState) error {
 		{"controller-manager", "system:kube-controller-manager", nil},
 		{"scheduler", "system:kube-scheduler", nil},
 		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}},
+		// The underlay's router: reads Nodes to route PodCIDRs (see rbac.go).
+		{"underlay", underlayUser, nil},
 	}
 	for _, n := range nodes {
 		clients = append(clients, identity{"node-" + n.Name, "system:node:" + n.Name, []string{"system:nodes"}})

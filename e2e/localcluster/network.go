@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/membrane-mesh/membrane/e2e/netns"
@@ -110,12 +111,12 @@ func deleteLink(name string) error {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
+		if errors.As(err, &notFound) || errors.Is(err, unix.ENODEV) {
 			return nil
 		}
 		return fmt.Errorf("find link %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(link); err != nil {
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete link %s: %w", name, err)
 	}
 	return nil

@@ -116,7 +116,18 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 		return fmt.Errorf("create cgroup %s: %w", cpCgroup, err)
 	}
 	log.Info("starting control plane", "cluster", s.Name, "apiserver", l.APIServerURL())
+	client, err := Client(l.Kubeconfig())
+	if err != nil {
+		return err
+	}
+	// etcd and the API server first; the controller manager and the scheduler
+	// need the API server's bootstrap RBAC policy in place.
 	for _, c := range controlPlane(l, s, filepath.Join(o.ToolsDir, "bin")) {
+		if c.name == "kube-controller-manager" {
+			if err := waitAPIServer(ctx, client, s); err != nil {
+				return err
+			}
+		}
 		p, err := startDetached(c.name, l.ControlPlaneNetns(), cpCgroup, filepath.Join(l.LogDir(), c.name+".log"), c.argv)
 		if err != nil {
 			return err
@@ -126,11 +137,7 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 			return err
 		}
 	}
-	client, err := Client(l.Kubeconfig())
-	if err != nil {
-		return err
-	}
-	if err := waitAPIServer(ctx, client, s); err != nil {
+	if err := applyRBAC(ctx, client); err != nil {
 		return err
 	}
 	for _, n := range s.Nodes {
@@ -165,6 +172,7 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 		NodeName:          n.Name,
 		NodeIP:            n.IP,
 		Kubeconfig:        filepath.Join(l.PKIDir(), "node-"+n.Name+".kubeconfig"),
+		RoutesKubeconfig:  filepath.Join(l.PKIDir(), "underlay.kubeconfig"),
 		KubeletCert:       filepath.Join(l.PKIDir(), "kubelet-"+n.Name+".crt"),
 		KubeletKey:        filepath.Join(l.PKIDir(), "kubelet-"+n.Name+".key"),
 		ClientCA:          filepath.Join(l.PKIDir(), "ca.crt"),

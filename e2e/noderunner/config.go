@@ -17,6 +17,9 @@ type Config struct {
 	NodeName   string `json:"nodeName"`
 	NodeIP     string `json:"nodeIP"`
 	Kubeconfig string `json:"kubeconfig"`
+	// RoutesKubeconfig may read every Node: the Node authorizer lets a
+	// node's own identity read only its own Node.
+	RoutesKubeconfig string `json:"routesKubeconfig"`
 	// KubeletCert/Key serve the kubelet API; ClientCA verifies the API server.
 	KubeletCert string `json:"kubeletCert"`
 	KubeletKey  string `json:"kubeletKey"`
@@ -47,8 +50,8 @@ func (c Config) Validate() error {
 		return errors.New("config: cluster is empty")
 	case c.NodeName == "":
 		return errors.New("config: nodeName is empty")
-	case c.Kubeconfig == "":
-		return errors.New("config: kubeconfig is empty")
+	case c.Kubeconfig == "" || c.RoutesKubeconfig == "":
+		return errors.New("config: kubeconfig and routesKubeconfig must be set")
 	case c.StateDir == "" || c.PodNetnsDir == "" || c.CgroupDir == "" || c.ImagesDir == "" || c.CNIBinDir == "":
 		return errors.New("config: stateDir, podNetnsDir, cgroupDir, imagesDir and cniBinDir must be set")
 	case c.KubeletPort <= 0 || c.KubeletPort > 65535:

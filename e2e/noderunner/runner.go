@@ -34,15 +34,13 @@ import (
 // the node's network namespace.
 func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	log = log.With("node", cfg.NodeName)
-	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	client, err := newClient(cfg.Kubeconfig, "membrane-node-runner/"+cfg.NodeName)
 	if err != nil {
-		return fmt.Errorf("load kubeconfig: %w", err)
+		return err
 	}
-	restCfg.QPS, restCfg.Burst = 50, 100
-	restCfg.UserAgent = "membrane-node-runner/" + cfg.NodeName
-	client, err := kubernetes.NewForConfig(restCfg)
+	routesClient, err := newClient(cfg.RoutesKubeconfig, "membrane-underlay/"+cfg.NodeName)
 	if err != nil {
-		return fmt.Errorf("create client: %w", err)
+		return err
 	}
 	node, err := registerNode(ctx, client, cfg)
 	if err != nil {
@@ -69,11 +67,12 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	}
 
 	factory := informers.NewSharedInformerFactory(client, 0)
+	routesFactory := informers.NewSharedInformerFactory(routesClient, 0)
 	podFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 	}))
 	svcInformer := factory.Core().V1().Services()
-	nodeInformer := factory.Core().V1().Nodes()
+	nodeInformer := routesFactory.Core().V1().Nodes()
 	podInformer := podFactory.Core().V1().Pods()
 
 	rt := runtime.New(log.With("component", "runtime"), "")
@@ -134,6 +133,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	defer cancel()
 
 	factory.Start(ctx.Done())
+	routesFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced) {
 		return errors.New("sync service and node caches: stopped")
 	}
@@ -152,6 +152,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	}
 	cancel()
 	factory.Shutdown()
+	routesFactory.Shutdown()
 	podFactory.Shutdown()
 	wg.Wait()
 	m.wait()
@@ -245,4 +246,18 @@ func newKubeletAPI(log *slog.Logger, cfg Config, m *Manager) (*kubeletapi.Server
 	}
 	addr := net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.KubeletPort))
 	return kubeletapi.NewServer(log.With("component", "kubelet-api"), addr, cert, pool, m), nil
+}
+
+func newClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
+	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	restCfg.QPS, restCfg.Burst = 50, 100
+	restCfg.UserAgent = userAgent
+	c, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", kubeconfig, err)
+	}
+	return c, nil
 }

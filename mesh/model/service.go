@@ -1,0 +1,128 @@
+// Package model holds Membrane's view of the cluster as plain Go values: no
+// Kubernetes types, so translators and renderers stay pure and testable.
+package model
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Protocol is an L4 protocol by its IP protocol number.
+type Protocol uint8
+
+// Protocols a Service can use.
+const (
+	TCP  Protocol = 6
+	UDP  Protocol = 17
+	SCTP Protocol = 132
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "TCP"
+	case UDP:
+		return "UDP"
+	case SCTP:
+		return "SCTP"
+	}
+	return fmt.Sprintf("proto-%d", uint8(p))
+}
+
+// MarshalText writes the protocol's name.
+func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads a protocol name (TCP, UDP, SCTP).
+func (p *Protocol) UnmarshalText(b []byte) error {
+	v, err := ParseProtocol(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// ParseProtocol reads a Kubernetes protocol name.
+func ParseProtocol(s string) (Protocol, error) {
+	switch s {
+	case "TCP", "":
+		return TCP, nil
+	case "UDP":
+		return UDP, nil
+	case "SCTP":
+		return SCTP, nil
+	}
+	return 0, fmt.Errorf("unknown protocol %q", s)
+}
+
+// ServiceID names a Service.
+type ServiceID struct {
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+}
+
+func (id ServiceID) String() string { return id.Namespace + "/" + id.Name }
+
+// ServiceType is the Kubernetes Service type.
+type ServiceType string
+
+// Service types.
+const (
+	ClusterIP    ServiceType = "ClusterIP"
+	NodePort     ServiceType = "NodePort"
+	LoadBalancer ServiceType = "LoadBalancer"
+	ExternalName ServiceType = "ExternalName"
+)
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	Name     string   `json:"name,omitempty"`
+	Port     uint16   `json:"port,omitempty"`
+	NodePort uint16   `json:"nodePort,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// Service is what load balancing needs of a Kubernetes Service.
+type Service struct {
+	ID              ServiceID     `json:"id,omitempty"`
+	Type            ServiceType   `json:"type,omitempty"`
+	ClusterIPs      []netip.Addr  `json:"clusterIPs,omitempty"` // empty for headless services
+	ExternalIPs     []netip.Addr  `json:"externalIPs,omitempty"`
+	LoadBalancerIPs []netip.Addr  `json:"loadBalancerIPs,omitempty"`
+	Ports           []ServicePort `json:"ports,omitempty"`
+	// AffinityTimeoutSeconds is non-zero for sessionAffinity: ClientIP.
+	AffinityTimeoutSeconds uint32 `json:"affinityTimeoutSeconds,omitempty"`
+	// InternalLocal and ExternalLocal are the traffic policies "Local".
+	InternalLocal bool `json:"internalLocal,omitempty"`
+	ExternalLocal bool `json:"externalLocal,omitempty"`
+}
+
+// EndpointPort is a port of an EndpointSlice, named after the service port.
+type EndpointPort struct {
+	Name     string   `json:"name,omitempty"`
+	Port     uint16   `json:"port,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// Endpoint is one address of an EndpointSlice with its conditions.
+type Endpoint struct {
+	Addrs       []netip.Addr `json:"addrs,omitempty"`
+	NodeName    string       `json:"nodeName,omitempty"`
+	Ready       bool         `json:"ready,omitempty"`
+	Serving     bool         `json:"serving,omitempty"`
+	Terminating bool         `json:"terminating,omitempty"`
+}
+
+// EndpointSlice is one slice of a Service's endpoints.
+type EndpointSlice struct {
+	Name      string         `json:"name,omitempty"`
+	Service   ServiceID      `json:"service,omitempty"`
+	Ports     []EndpointPort `json:"ports,omitempty"`
+	Endpoints []Endpoint     `json:"endpoints,omitempty"`
+}
+
+// Node is a cluster node as load balancing sees it.
+type Node struct {
+	Name string       `json:"name,omitempty"`
+	IPs  []netip.Addr `json:"ips,omitempty"`
+}
