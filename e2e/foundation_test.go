@@ -52,7 +52,7 @@ func TestTutorialPair(t *testing.T) {
 			if remote == nil {
 				t.Fatalf("no backend on a node other than %s", fe.Spec.NodeName)
 			}
-			out := k.must("", "-n", "tutorial", "exec", fe.Name, "--", "wget", "-q", "-T", "3", "-O-", "http://"+remote.Status.PodIP+":8080")
+			out := k.must("", "-n", "tutorial", "exec", fe.Name, "--", "timeout", "5", "wget", "-q", "-O-", "http://"+remote.Status.PodIP+":8080")
 			if strings.TrimSpace(out) != "Hello from Backend Service!" {
 				t.Fatalf("%s (%s) -> %s (%s): got %q", fe.Name, fe.Spec.NodeName, remote.Name, remote.Spec.NodeName, out)
 			}

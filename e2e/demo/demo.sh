@@ -36,7 +36,7 @@ for fe in $("$kubectl" -n tutorial get pods -l app=frontend -o jsonpath='{range 
 	for be in $backends; do
 		IFS=, read -r fname fnode <<<"$fe"
 		IFS=, read -r bname bnode bip <<<"$be"
-		reply=$("$kubectl" -n tutorial exec "$fname" -- wget -q -T 3 -O- "http://$bip:8080" 2>&1 || true)
+		reply=$("$kubectl" -n tutorial exec "$fname" -- timeout 5 wget -q -O- "http://$bip:8080" 2>&1 || true)
 		printf '%s (%s) -> %s (%s, %s): %s\n' "$fname" "$fnode" "$bname" "$bnode" "$bip" "$reply"
 	done
 done

@@ -46,6 +46,11 @@ func Down(ctx context.Context, log *slog.Logger, name string) error {
 		// The shared parent goes when the last cluster does.
 		_ = os.Remove(filepath.Join(s.CgroupRoot, "membrane"))
 	}
+	// Pinned eBPF maps and links: removing the pins detaches the programs.
+	if err := os.RemoveAll(l.BPFDir()); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", l.BPFDir(), err))
+	}
+	_ = os.Remove(BPFRoot) // the shared parent goes with the last cluster
 	// Pod namespaces and any other mount below the cluster's run dir.
 	if err := unmountBelow(l.RunDir()); err != nil {
 		errs = append(errs, err)

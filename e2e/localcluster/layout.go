@@ -22,6 +22,8 @@ const (
 	DefaultRunRoot     = "/run/membrane/dev"
 	NetnsDir           = "/run/netns"
 	KubeletPort        = 10250
+	AgentPort          = 9890
+	BPFRoot            = "/sys/fs/bpf/membrane"
 	APIServerPort      = 6443
 	ClusterDomain      = "cluster.local"
 	maxNodes           = 50
@@ -48,8 +50,11 @@ type Options struct {
 	ServiceCIDR string
 	// ToolsDir holds bin/ (kube-apiserver, etcd, ...) and images/.
 	ToolsDir string
-	// BinDir holds Membrane's own binaries (membrane, membrane-cni).
+	// BinDir holds Membrane's own binaries (membrane, membrane-cni,
+	// membrane-agent).
 	BinDir string
+	// NoAgent leaves Services untranslated: no membrane-agent on the nodes.
+	NoAgent bool
 }
 
 // Validate reports the first option at fault.
@@ -160,3 +165,9 @@ func (l Layout) APIServerURL() string {
 func (l Layout) CgroupDir(cgroupRoot string) string {
 	return filepath.Join(cgroupRoot, "membrane", l.Name)
 }
+
+// BPFDir holds the cluster's pinned eBPF maps and links.
+func (l Layout) BPFDir() string { return filepath.Join(BPFRoot, l.Name) }
+
+// NodeBPFDir is one node agent's pin directory.
+func (l Layout) NodeBPFDir(node string) string { return filepath.Join(l.BPFDir(), node) }

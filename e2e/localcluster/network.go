@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/e2e/netns"
 )

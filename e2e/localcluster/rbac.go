@@ -14,19 +14,37 @@ import (
 // cloud's route controller plays for a real cluster.
 const underlayUser = "membrane-dev:underlay"
 
+// agentUser is the identity of the node agents the harness starts.
+const agentUser = "membrane-agent"
+
 // applyRBAC grants the harness's own identities what they need.
 func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: underlayUser},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}},
+	read := []string{"get", "list", "watch"}
+	for user, rules := range map[string][]rbacv1.PolicyRule{
+		underlayUser: {{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: read}},
+		agentUser: {
+			{APIGroups: []string{""}, Resources: []string{"nodes", "services", "pods", "namespaces"}, Verbs: read},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+		},
+	} {
+		if err := bindClusterRole(ctx, c, user, rules); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// bindClusterRole creates a cluster role named after user with rules, bound
+// to that user.
+func bindClusterRole(ctx context.Context, c kubernetes.Interface, user string, rules []rbacv1.PolicyRule) error {
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: rules}
 	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create cluster role %s: %w", role.Name, err)
 	}
 	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: underlayUser},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: underlayUser},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: underlayUser}},
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
 	}
 	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create cluster role binding %s: %w", binding.Name, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -32,7 +33,7 @@ func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 			return nil, fmt.Errorf("%s not found in %s: run `make tools` first", bin, filepath.Join(o.ToolsDir, "bin"))
 		}
 	}
-	for _, bin := range []string{"membrane", "membrane-cni"} {
+	for _, bin := range []string{"membrane", "membrane-cni", "membrane-agent"} {
 		if _, err := os.Stat(filepath.Join(o.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("%s not found in %s: run `make build` first", bin, o.BinDir)
 		}
@@ -151,7 +152,80 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 		}
 	}
 	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
-	return waitNodesReady(ctx, client, s)
+	if err := waitNodesReady(ctx, client, s); err != nil {
+		return err
+	}
+	if o.NoAgent {
+		return nil
+	}
+	for _, n := range s.Nodes {
+		p, err := startAgent(o, s, n)
+		if err != nil {
+			return err
+		}
+		s.Processes = append(s.Processes, p)
+		if err := s.save(); err != nil {
+			return err
+		}
+	}
+	if err := waitAgents(ctx, s); err != nil {
+		return err
+	}
+	log.Info("installing cluster DNS", "cluster", s.Name)
+	if err := applyAddons(ctx, o, s); err != nil {
+		return err
+	}
+	return waitDeploymentAvailable(ctx, client, s, "kube-system", "coredns")
+}
+
+// startAgent starts membrane-agent in the node's namespace, attached to the
+// node's cgroup subtree (its pods and its host processes).
+func startAgent(o Options, s *State, n NodeState) (Process, error) {
+	l := s.Layout()
+	cg := filepath.Join(l.CgroupDir(s.CgroupRoot), n.Name)
+	argv := []string{
+		filepath.Join(o.BinDir, "membrane-agent"),
+		"--node-name=" + n.Name,
+		"--kubeconfig=" + filepath.Join(l.PKIDir(), "agent.kubeconfig"),
+		"--bpf-pin-dir=" + l.NodeBPFDir(n.Name),
+		"--cgroup-path=" + cg,
+		fmt.Sprintf("--api-addr=%s:%d", n.IP, AgentPort),
+	}
+	return startDetached("membrane-agent/"+n.Name, n.Netns, filepath.Join(cg, "system"), filepath.Join(l.LogDir(), "agent-"+n.Name+".log"), argv)
+}
+
+// waitAgents waits until every agent has programmed its initial sync.
+func waitAgents(ctx context.Context, s *State) error {
+	hc := &http.Client{Timeout: time.Second}
+	return poll(ctx, 60*time.Second, "membrane-agent /healthz on every node", func() (bool, error) {
+		if err := s.checkProcesses(); err != nil {
+			return false, err
+		}
+		for _, n := range s.Nodes {
+			resp, err := hc.Get(fmt.Sprintf("http://%s:%d/healthz", n.IP, AgentPort))
+			if err != nil {
+				return false, nil
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+func waitDeploymentAvailable(ctx context.Context, c kubernetes.Interface, s *State, ns, name string) error {
+	return poll(ctx, 90*time.Second, "deployment "+ns+"/"+name+" available", func() (bool, error) {
+		if err := s.checkProcesses(); err != nil {
+			return false, err
+		}
+		d, err := c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return d.Spec.Replicas != nil && d.Status.AvailableReplicas == *d.Spec.Replicas && d.Status.ObservedGeneration >= d.Generation, nil
+	})
 }
 
 // startNode writes the node runner's config and starts it in the node namespace.

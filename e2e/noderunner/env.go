@@ -66,6 +66,10 @@ func containerEnv(pod *corev1.Pod, c *corev1.Container, imageEnv []string, podIP
 		}
 		set(e.Name, v)
 	}
+	// Like container runtimes, give the process a home (it runs as root).
+	if _, ok := vars["HOME"]; !ok {
+		set("HOME", "/root")
+	}
 	out := make([]string, 0, len(order))
 	for _, k := range order {
 		out = append(out, k+"="+vars[k])

@@ -1,0 +1,213 @@
+package socklb
+
+import (
+	"bufio"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/membrane-mesh/membrane/bpf/internal/bpftest"
+)
+
+// vipAddr is a service address nothing answers on.
+const vipAddr = "10.96.7.7"
+
+func vip() netip.Addr { return netip.MustParseAddr(vipAddr) }
+
+// testEnv is one loaded datapath on a fresh cgroup and pin directory.
+type testEnv struct {
+	tb     testing.TB
+	cgroup string
+	pinDir string
+	opts   Options
+	dp     *Datapath
+}
+
+func newEnv(tb testing.TB, opts Options) *testEnv {
+	tb.Helper()
+	requireSupported(tb)
+	e := &testEnv{tb: tb, cgroup: bpftest.Cgroup(tb), pinDir: bpftest.PinDir(tb)}
+	opts.PinDir, opts.CgroupPath = e.pinDir, e.cgroup
+	e.opts = opts
+	e.dp = e.load()
+	return e
+}
+
+func (e *testEnv) load() *Datapath {
+	e.tb.Helper()
+	dp, err := Load(e.tb.Context(), testLogger(e.tb), e.opts)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	e.tb.Cleanup(func() { _ = dp.Close() })
+	return dp
+}
+
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// requireSupported skips only when the kernel lacks a feature; a probe
+// that fails for another reason (e.g. not root) fails the test.
+func requireSupported(tb testing.TB) {
+	tb.Helper()
+	err := Supported()
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EPERM) || !errors.Is(err, ebpf.ErrNotSupported):
+		tb.Fatalf("feature probe failed (these tests need root): %v", err)
+	default:
+		tb.Skip(err)
+	}
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (e *testEnv) counters() Counters {
+	e.tb.Helper()
+	c, err := e.dp.Counters()
+	must(e.tb, err)
+	return c
+}
+
+// startTCPBackend listens on ip:<random port> and greets every connection
+// with its name.
+func startTCPBackend(tb testing.TB, ip, name string) netip.AddrPort {
+	tb.Helper()
+	ln, err := net.Listen("tcp4", ip+":0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				w := bufio.NewWriter(c)
+				_, _ = w.WriteString(name + "\n")
+				_ = w.Flush()
+			}()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+// startUDPBackend answers every datagram with its name.
+func startUDPBackend(tb testing.TB, ip, name string) netip.AddrPort {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp4", ip+":0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo([]byte(name), from)
+		}
+	}()
+	return netip.MustParseAddrPort(pc.LocalAddr().String())
+}
+
+func (e *testEnv) backend(id BackendID, ap netip.AddrPort, proto Proto) {
+	e.tb.Helper()
+	must(e.tb, e.dp.UpsertBackend(id, Backend{Addr: ap.Addr(), Port: ap.Port(), Proto: proto}))
+}
+
+// requireAllOK checks every attempt succeeded and saw peer, and counts the
+// backends that answered.
+func requireAllOK(t *testing.T, res childResult, peer string) map[string]int {
+	t.Helper()
+	if len(res.Attempts) == 0 {
+		t.Fatal("client made no attempts")
+	}
+	seen := map[string]int{}
+	for i, a := range res.Attempts {
+		if a.Err != "" {
+			t.Fatalf("attempt %d failed after %s: %s", i, a.Elapsed, a.Err)
+		}
+		if a.Peer != peer {
+			t.Fatalf("attempt %d: peer %s, want %s (backend %s)", i, a.Peer, peer, a.Backend)
+		}
+		seen[a.Backend]++
+	}
+	return seen
+}
+
+// attachedPrograms counts the programs attached to the cgroup at each hook.
+func attachedPrograms(tb testing.TB, cgroupPath string) int {
+	tb.Helper()
+	f, err := os.Open(cgroupPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	for _, h := range hooks() {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: h.attach})
+		if err != nil {
+			tb.Fatalf("query %s programs: %v", h.section, err)
+		}
+		n += len(res.Programs)
+	}
+	return n
+}
+
+// pinnedLinkIDs returns the IDs of the pinned links and of their programs.
+func pinnedLinkIDs(tb testing.TB, pinDir string) (links []link.ID, progs []ebpf.ProgramID) {
+	tb.Helper()
+	for _, h := range hooks() {
+		l, err := link.LoadPinnedLink(filepath.Join(linkDir(pinDir), h.prog), nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		info, err := l.Info()
+		l.Close()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		links, progs = append(links, info.ID), append(progs, info.Program)
+	}
+	return links, progs
+}
+
+func newCgroup(tb testing.TB) string { return bpftest.Cgroup(tb) }
+
+// mapLen counts a map's entries.
+func mapLen(tb testing.TB, m *ebpf.Map) int {
+	tb.Helper()
+	var (
+		n   int
+		key = make([]byte, m.KeySize())
+		val = make([]byte, m.ValueSize())
+	)
+	it := m.Iterate()
+	for it.Next(&key, &val) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,77 @@
+// Command membrane-agent is Membrane's node agent: it loads the eBPF
+// datapath and keeps it equal to the cluster's desired state.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/membrane-mesh/membrane/mesh/agent"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "membrane-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg agent.Config
+	var debug bool
+	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
+	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", "/sys/fs/bpf/membrane", "bpffs directory for pinned maps and links")
+	fs.StringVar(&cfg.CgroupPath, "cgroup-path", "/sys/fs/cgroup", "cgroup v2 directory the socket load balancer attaches to")
+	fs.StringVar(&cfg.APIAddr, "api-addr", ":9890", "address of /healthz, /metrics and the agent API")
+	fs.BoolVar(&debug, "debug", false, "log debug messages")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("node", cfg.NodeName)
+
+	var restCfg *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		restCfg, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		restCfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	restCfg.UserAgent = "membrane-agent/" + cfg.NodeName
+	restCfg.QPS, restCfg.Burst = 100, 200
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	a, err := agent.New(log, cfg, client, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

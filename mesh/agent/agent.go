@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/membrane-mesh/membrane/bpf/socklb"
+	"github.com/membrane-mesh/membrane/mesh/k8s"
+	"github.com/membrane-mesh/membrane/mesh/lb"
+)
+
+// Agent is one node's agent.
+type Agent struct {
+	log     *slog.Logger
+	cfg     Config
+	client  kubernetes.Interface
+	metrics *metrics
+	reg     *prometheus.Registry
+
+	dp    *socklb.Datapath
+	lb    *lb.Reconciler
+	ready chan struct{} // closed once the first full sync is programmed
+}
+
+// New returns an agent; Run starts it.
+func New(log *slog.Logger, cfg Config, client kubernetes.Interface, reg *prometheus.Registry) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Agent{log: log, cfg: cfg, client: client, reg: reg, metrics: newMetrics(reg), ready: make(chan struct{})}, nil
+}
+
+// Run loads the datapath, keeps it in sync with the cluster and serves the
+// agent API until ctx is done. The datapath stays attached when it returns:
+// Service translation goes on while the agent restarts.
+func (a *Agent) Run(ctx context.Context) error {
+	dp, err := socklb.Load(ctx, a.log.With("component", "socklb"), socklb.Options{PinDir: a.cfg.BPFPinDir, CgroupPath: a.cfg.CgroupPath})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	a.dp = dp
+	a.lb = lb.NewReconciler(socketLB{maps: dp.Maps})
+	dump, err := dp.Dump()
+	if err != nil {
+		return fmt.Errorf("read pinned maps: %w", err)
+	}
+	backends, services := restore(dump)
+	a.lb.Restore(backends, services)
+	a.log.Info("datapath loaded", "restoredFrontends", len(services), "restoredBackends", len(backends))
+
+	factory := k8s.NewInformerFactory(a.client)
+	src, err := k8s.NewServiceSource(a.log.With("component", "services"), factory, func(kind string, _ error) {
+		a.metrics.skipped.WithLabelValues(kind).Inc()
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", a.cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --api-addr %s: %w", a.cfg.APIAddr, err)
+	}
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("agent API: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		shutdown, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer done()
+		_ = srv.Shutdown(shutdown)
+	}()
+	go func() {
+		defer wg.Done()
+		a.statsLoop(ctx)
+	}()
+
+	factory.Start(ctx.Done())
+	if !src.WaitSynced(ctx) {
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("sync informers: %w", ctx.Err())
+	}
+	a.log.Info("informers synced", "pending", src.Pending())
+
+	handled := 0
+	initial := src.Pending()
+	src.Run(ctx, func(st k8s.ServiceState) {
+		a.sync(st)
+		handled++
+		if handled == initial {
+			// Every service of the initial lists is programmed: what the
+			// maps still hold from before is stale.
+			if err := a.lb.Prune(); err != nil {
+				a.log.Error("prune stale datapath entries", "error", err)
+			}
+			close(a.ready)
+			a.log.Info("initial sync programmed", "services", initial)
+		}
+	})
+	if initial == 0 {
+		_ = a.lb.Prune()
+	}
+	cancel()
+	wg.Wait()
+	factory.Shutdown()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	return nil
+}
+
+// sync translates one service for this node and programs it.
+func (a *Agent) sync(st k8s.ServiceState) {
+	start := time.Now()
+	var entries []lb.Entry
+	var problems []error
+	if st.Service != nil {
+		entries, problems = lb.Entries(*st.Service, st.Slices, st.Nodes, a.cfg.NodeName)
+	}
+	for _, p := range problems {
+		a.metrics.skipped.WithLabelValues("ServicePort").Inc()
+		a.log.Warn("skipped part of a service", "service", st.ID, "reason", p)
+	}
+	if err := a.lb.Apply(st.ID, entries); err != nil {
+		a.metrics.syncs.WithLabelValues("error").Inc()
+		a.log.Error("program service", "service", st.ID, "error", err)
+	} else {
+		a.metrics.syncs.WithLabelValues("ok").Inc()
+	}
+	a.metrics.syncDuration.Observe(time.Since(start).Seconds())
+	a.log.Debug("service programmed", "service", st.ID, "frontends", len(entries), "took", time.Since(start))
+}
+
+// statsLoop exports the datapath's counters.
+func (a *Agent) statsLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		if c, err := a.dp.Counters(); err == nil {
+			for name, v := range map[string]uint64{
+				"translated": c.Translated, "reverse_translated": c.ReverseTranslated,
+				"no_backend": c.NoBackend, "slot_missing": c.SlotMissing,
+				"backend_missing": c.BackendMissing, "affinity_hit": c.AffinityHits,
+				"reverse_stale": c.ReverseStale,
+			} {
+				a.metrics.datapathStats.WithLabelValues(name).Set(float64(v))
+			}
+		}
+		a.metrics.services.Set(float64(len(a.lb.Snapshot())))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

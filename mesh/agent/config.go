@@ -1,0 +1,42 @@
+// Package agent is the node agent: it keeps the node's eBPF datapath equal
+// to the cluster's desired state and serves what it programmed.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+)
+
+// Config is the agent's configuration, from flags.
+type Config struct {
+	NodeName string
+	// Kubeconfig is empty inside a pod (in-cluster config).
+	Kubeconfig string
+	// BPFPinDir holds the pinned maps and links: an agent restart reuses them.
+	BPFPinDir string
+	// CgroupPath is the cgroup v2 directory the socket programs attach to:
+	// every process below it gets Service translation.
+	CgroupPath string
+	// APIAddr serves /healthz, /metrics and the agent API.
+	APIAddr string
+}
+
+// Validate reports the first field at fault, by its flag name.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name: required (or set NODE_NAME)"))
+	}
+	if c.BPFPinDir == "" || !filepath.IsAbs(c.BPFPinDir) {
+		errs = append(errs, fmt.Errorf("--bpf-pin-dir %q: must be an absolute path on bpffs", c.BPFPinDir))
+	}
+	if c.CgroupPath == "" || !filepath.IsAbs(c.CgroupPath) {
+		errs = append(errs, fmt.Errorf("--cgroup-path %q: must be an absolute cgroup v2 directory", c.CgroupPath))
+	}
+	if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--api-addr %q: %w", c.APIAddr, err))
+	}
+	return errors.Join(errs...)
+}
