@@ -50,7 +50,13 @@ sock4_remember_rev(struct bpf_sock_addr *ctx, const struct lb4_backend *backend,
 		.port = frontend->dport,
 		.rev_nat_id = rev_nat_id,
 	};
+	struct rev_sk4_value *cur;
 
+	/* A UDP socket sending to a service again: keep the entry as it is. */
+	cur = bpf_map_lookup_elem(&membrane_rsk4, &key);
+	if (cur && cur->address == val.address && cur->port == val.port &&
+	    cur->rev_nat_id == val.rev_nat_id)
+		return;
 	bpf_map_update_elem(&membrane_rsk4, &key, &val, BPF_ANY);
 }
 

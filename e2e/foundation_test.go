@@ -18,17 +18,7 @@ import (
 // replaced with its address released.
 func TestTutorialPair(t *testing.T) {
 	k := cluster(t)
-	manifest, err := os.ReadFile("testdata/tutorial.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.must(string(manifest), "apply", "-f", "-")
-	t.Cleanup(func() { k.must("", "delete", "namespace", "tutorial", "--wait=false") })
-	k.must("", "-n", "tutorial", "rollout", "status", "deployment/backend", "--timeout=90s")
-	k.must("", "-n", "tutorial", "rollout", "status", "deployment/frontend", "--timeout=90s")
-
-	backends := k.pods("tutorial", "app=backend")
-	frontends := k.pods("tutorial", "app=frontend")
+	backends, frontends := deployTutorial(t, k, "tutorial")
 	if len(backends) != 2 || len(frontends) != 2 {
 		t.Fatalf("want 2 backends and 2 frontends, got %d and %d", len(backends), len(frontends))
 	}

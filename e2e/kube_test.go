@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,20 @@ func (k *kube) must(stdin string, args ...string) string {
 		k.t.Fatal(err)
 	}
 	return out
+}
+
+// membrane runs the CLI against the cluster and fails the test on error.
+func (k *kube) membrane(args ...string) string {
+	k.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(shared.binDir, "membrane"), append([]string{"--kubeconfig", k.kubeconfig}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		k.t.Fatalf("membrane %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
 }
 
 // pods lists pods matching a label selector.

@@ -110,8 +110,7 @@ func attach(log *slog.Logger, cg *cgroup, h hook, prog *ebpf.Program, pin string
 		return attachment{link: old, pin: pin}, nil
 	}
 
-	// Attach the new link first, then swap the pin: the old link detaches
-	// when its pin and our descriptor are gone.
+	// Attach the new link first, then swap the pin, then detach the old one.
 	l, err := attachNew(cg, h, prog)
 	if err != nil {
 		old.Close()
@@ -128,6 +127,10 @@ func attach(log *slog.Logger, cg *cgroup, h hook, prog *ebpf.Program, pin string
 		l.Close()
 		old.Close()
 		return attachment{}, fmt.Errorf("replace pinned %s link: %w", h.prog, err)
+	}
+	// Detach now rather than when the kernel gets round to freeing it.
+	if err := old.Detach(); err != nil && !errors.Is(err, link.ErrNotSupported) {
+		log.Warn("detach socket LB program from previous cgroup", "hook", h.section, "error", err)
 	}
 	old.Close()
 	log.Info("moved socket LB program to another cgroup", "hook", h.section, "cgroup", cg.path, "pin", pin)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
@@ -260,10 +261,10 @@ func OpenPinned(pinDir string) (*Maps, error) {
 	return newMaps(&maps), nil
 }
 
-// Unload removes the pins of the socket load balancer from pinDir: its links
-// (which detaches the programs once no process holds them open — Close any
-// Datapath first) and its maps (dropping every entry). pinDir itself is
-// removed when nothing else is left in it. A missing pinDir is fine.
+// Unload detaches the programs and removes the pins of the socket load
+// balancer from pinDir: its links and its maps (dropping every entry). pinDir
+// itself is removed when nothing else is left in it. A missing pinDir is fine.
+// A Datapath still open on pinDir stops working: Close it.
 func Unload(pinDir string) error {
 	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -281,10 +282,16 @@ func Unload(pinDir string) error {
 			errs = append(errs, err)
 		}
 	}
-	// Links first: detach before the maps go.
+	// Links first: detach before the maps go. Dropping a pin would detach
+	// only once the kernel frees the link (asynchronously, and never while
+	// some process holds it open), so detach explicitly.
 	for _, h := range hooks() {
-		remove(filepath.Join(linkDir(pinDir), h.prog))
-		remove(filepath.Join(linkDir(pinDir), h.prog) + nextPinSuffix)
+		for _, pin := range []string{filepath.Join(linkDir(pinDir), h.prog), filepath.Join(linkDir(pinDir), h.prog) + nextPinSuffix} {
+			if err := detachPinned(pin); err != nil {
+				errs = append(errs, err)
+			}
+			remove(pin)
+		}
 	}
 	removeIfEmpty(linkDir(pinDir), &errs)
 	for name, ms := range spec.Maps {
@@ -295,6 +302,20 @@ func Unload(pinDir string) error {
 	removeIfEmpty(pinDir, &errs)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unload socket LB: %w", err)
+	}
+	return nil
+}
+
+func detachPinned(pin string) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("open pinned link %s: %w", pin, err)
+	}
+	defer l.Close()
+	if err := l.Detach(); err != nil && !errors.Is(err, link.ErrNotSupported) {
+		return fmt.Errorf("detach %s: %w", pin, err)
 	}
 	return nil
 }

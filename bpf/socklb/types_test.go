@@ -37,14 +37,23 @@ func TestByteOrder(t *testing.T) {
 func TestValidation(t *testing.T) {
 	v4 := netip.MustParseAddr("10.0.0.1")
 	for name, err := range map[string]error{
-		"v6 frontend":   func() error { _, err := Frontend{Addr: netip.MustParseAddr("fd00::1"), Port: 1, Proto: TCP}.serviceKey(0); return err }(),
-		"port 0":        func() error { _, err := Frontend{Addr: v4, Proto: TCP}.serviceKey(0); return err }(),
-		"SCTP":          func() error { _, err := Frontend{Addr: v4, Port: 1, Proto: 132}.serviceKey(0); return err }(),
-		"rev-NAT 0":     func() error { _, err := ServiceInfo{}.entry(1); return err }(),
-		"unknown flag":  func() error { _, err := ServiceInfo{RevNATID: 1, Flags: 0x80}.entry(1); return err }(),
-		"no timeout":    func() error { _, err := ServiceInfo{RevNATID: 1, Flags: FlagAffinity}.entry(1); return err }(),
-		"huge timeout":  func() error { _, err := ServiceInfo{RevNATID: 1, Flags: FlagAffinity, AffinityTimeout: 1 << 62}.entry(1); return err }(),
-		"v6 backend":    func() error { _, err := Backend{Addr: netip.MustParseAddr("fd00::1"), Port: 1, Proto: UDP}.value(); return err }(),
+		"v6 frontend": func() error {
+			_, err := Frontend{Addr: netip.MustParseAddr("fd00::1"), Port: 1, Proto: TCP}.serviceKey(0)
+			return err
+		}(),
+		"port 0":       func() error { _, err := Frontend{Addr: v4, Proto: TCP}.serviceKey(0); return err }(),
+		"SCTP":         func() error { _, err := Frontend{Addr: v4, Port: 1, Proto: 132}.serviceKey(0); return err }(),
+		"rev-NAT 0":    func() error { _, err := ServiceInfo{}.entry(1); return err }(),
+		"unknown flag": func() error { _, err := ServiceInfo{RevNATID: 1, Flags: 0x80}.entry(1); return err }(),
+		"no timeout":   func() error { _, err := ServiceInfo{RevNATID: 1, Flags: FlagAffinity}.entry(1); return err }(),
+		"huge timeout": func() error {
+			_, err := ServiceInfo{RevNATID: 1, Flags: FlagAffinity, AffinityTimeout: 1 << 62}.entry(1)
+			return err
+		}(),
+		"v6 backend": func() error {
+			_, err := Backend{Addr: netip.MustParseAddr("fd00::1"), Port: 1, Proto: UDP}.value()
+			return err
+		}(),
 		"backend proto": func() error { _, err := Backend{Addr: v4, Port: 1}.value(); return err }(),
 	} {
 		if !errors.Is(err, ErrInvalid) {

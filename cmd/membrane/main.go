@@ -44,6 +44,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type globals struct {
 	stdout, stderr io.Writer
 	verbose        bool
+	kubeconfig     string
+	context        string
 }
 
 func (g *globals) logger() *slog.Logger {
@@ -65,7 +67,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
-	root.AddCommand(newDevCommand(g), newVersionCommand(g))
+	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
+	root.PersistentFlags().StringVar(&g.context, "context", "", "kubeconfig context to use")
+	root.AddCommand(newDevCommand(g), newServiceCommand(g), newBPFCommand(g), newVersionCommand(g))
 	return root
 }
 

@@ -18,6 +18,10 @@ type Process struct {
 	PID       int    `json:"pid"`
 	StartTime uint64 `json:"startTime"`
 	Log       string `json:"log"`
+	// How it was started, so that Restart can do it again.
+	Netns  string   `json:"netns"`
+	Cgroup string   `json:"cgroup"`
+	Argv   []string `json:"argv"`
 }
 
 // startDetached starts argv inside the network namespace netnsPath (through
@@ -50,7 +54,7 @@ func startDetached(name, netnsPath, cgroupDir, logPath string, argv []string) (P
 	// Reap it in the background if it exits while we still run; once we exit
 	// it is reparented.
 	go func() { _ = cmd.Wait() }()
-	return Process{Name: name, PID: pid, StartTime: st, Log: logPath}, nil
+	return Process{Name: name, PID: pid, StartTime: st, Log: logPath, Netns: netnsPath, Cgroup: cgroupDir, Argv: argv}, nil
 }
 
 // startTime reads the start time (in clock ticks since boot) of pid.

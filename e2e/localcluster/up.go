@@ -198,7 +198,7 @@ func startAgent(o Options, s *State, n NodeState) (Process, error) {
 func waitAgents(ctx context.Context, s *State) error {
 	hc := &http.Client{Timeout: time.Second}
 	return poll(ctx, 60*time.Second, "membrane-agent /healthz on every node", func() (bool, error) {
-		if err := s.checkProcesses(); err != nil {
+		if err := s.CheckProcesses(); err != nil {
 			return false, err
 		}
 		for _, n := range s.Nodes {
@@ -217,7 +217,7 @@ func waitAgents(ctx context.Context, s *State) error {
 
 func waitDeploymentAvailable(ctx context.Context, c kubernetes.Interface, s *State, ns, name string) error {
 	return poll(ctx, 90*time.Second, "deployment "+ns+"/"+name+" available", func() (bool, error) {
-		if err := s.checkProcesses(); err != nil {
+		if err := s.CheckProcesses(); err != nil {
 			return false, err
 		}
 		d, err := c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
@@ -290,7 +290,7 @@ func Client(kubeconfig string) (kubernetes.Interface, error) {
 
 func waitAPIServer(ctx context.Context, c kubernetes.Interface, s *State) error {
 	return poll(ctx, 90*time.Second, "kube-apiserver /readyz", func() (bool, error) {
-		if err := s.checkProcesses(); err != nil {
+		if err := s.CheckProcesses(); err != nil {
 			return false, err
 		}
 		body, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
@@ -300,7 +300,7 @@ func waitAPIServer(ctx context.Context, c kubernetes.Interface, s *State) error 
 
 func waitNodesReady(ctx context.Context, c kubernetes.Interface, s *State) error {
 	return poll(ctx, 90*time.Second, "nodes Ready with a PodCIDR", func() (bool, error) {
-		if err := s.checkProcesses(); err != nil {
+		if err := s.CheckProcesses(); err != nil {
 			return false, err
 		}
 		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -319,8 +319,8 @@ func waitNodesReady(ctx context.Context, c kubernetes.Interface, s *State) error
 	})
 }
 
-// checkProcesses fails fast when a process the cluster needs has exited.
-func (s *State) checkProcesses() error {
+// CheckProcesses fails when a process the cluster needs has exited.
+func (s *State) CheckProcesses() error {
 	for _, p := range s.Processes {
 		if !p.Alive() {
 			return fmt.Errorf("%s exited; see %s", p.Name, p.Log)

@@ -25,7 +25,12 @@ func (a *Agent) handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET "+PathServices, func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, ServiceList{Node: a.cfg.NodeName, Entries: a.lb.Snapshot()})
+		list := ServiceList{Node: a.cfg.NodeName, Services: []ServiceEntry{}}
+		for _, e := range a.lb.Snapshot() {
+			id, _ := a.lb.RevNatID(e.Frontend)
+			list.Services = append(list.Services, ServiceEntry{ID: id, Entry: e})
+		}
+		writeJSON(w, list)
 	})
 	mux.HandleFunc("GET "+PathBPFLB, func(w http.ResponseWriter, _ *http.Request) {
 		d, err := a.dp.Dump()

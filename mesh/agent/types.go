@@ -7,8 +7,15 @@ import (
 
 // ServiceList is the answer of PathServices.
 type ServiceList struct {
-	Node    string     `json:"node"`
-	Entries []lb.Entry `json:"entries"`
+	Node     string         `json:"node"`
+	Services []ServiceEntry `json:"services"`
+}
+
+// ServiceEntry is one programmed frontend; ID is its reverse-NAT ID, the
+// number `membrane service list` shows.
+type ServiceEntry struct {
+	ID       uint16 `json:"id"`
+	lb.Entry `json:",inline"`
 }
 
 // BPFLBList is the answer of PathBPFLB: the raw maps.

@@ -160,7 +160,7 @@ func backendsFor(sp model.ServicePort, eps []model.EndpointSlice) (candidates []
 			}
 			for _, ep := range s.Endpoints {
 				for _, addr := range ep.Addrs {
-					if !addr.IsValid() || addr.IsUnspecified() || addr.IsMulticast() || addr.IsLoopback() {
+					if !usableAddr(addr) {
 						problems = append(problems, fmt.Errorf("endpointslice %s/%s: unusable address %s", s.Service.Namespace, s.Name, addr))
 						continue
 					}
@@ -235,4 +235,14 @@ func compareBackends(a, b Backend) int {
 		return c
 	}
 	return cmp.Compare(a.Protocol, b.Protocol)
+}
+
+// usableAddr rejects addresses no backend can have: unspecified, loopback,
+// multicast, link-local and, for IPv4, the reserved class E with the limited
+// broadcast address.
+func usableAddr(a netip.Addr) bool {
+	if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() {
+		return false
+	}
+	return !a.Is4() || a.As4()[0] < 240
 }

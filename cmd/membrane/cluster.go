@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// agentPort is where membrane-agent serves its API on each node.
+const agentPort = 9890
+
+// client resolves the cluster like kubectl: --kubeconfig, then KUBECONFIG,
+// then ~/.kube/config; --context picks a context.
+func (g *globals) client() (kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if g.kubeconfig != "" {
+		rules.ExplicitPath = g.kubeconfig
+	}
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: g.context}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("find the cluster (--kubeconfig, KUBECONFIG or ~/.kube/config): %w", err)
+	}
+	cfg.UserAgent = "membrane-cli/" + version
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+// nodeNames returns the node named by --node, or all nodes.
+func nodeNames(ctx context.Context, c kubernetes.Interface, only string) ([]string, error) {
+	if only != "" {
+		if _, err := c.CoreV1().Nodes().Get(ctx, only, metav1.GetOptions{}); err != nil {
+			return nil, fmt.Errorf("--node %s: %w", only, err)
+		}
+		return []string{only}, nil
+	}
+	list, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	var names []string
+	for _, n := range list.Items {
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// fromAgents GETs path from the agent of every node (through the API
+// server's node proxy) and decodes each answer. Nodes whose agent
+// does not answer are reported in the error; the others are returned.
+func fromAgents[T any](ctx context.Context, c kubernetes.Interface, nodes []string, path string) ([]T, error) {
+	out := make([]T, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			raw, err := c.CoreV1().RESTClient().Get().
+				Resource("nodes").Name(node + ":" + strconv.Itoa(agentPort)).SubResource("proxy").Suffix(path).
+				DoRaw(ctx)
+			if err != nil {
+				errs[i] = fmt.Errorf("node %s: agent did not answer: %w", node, err)
+				return
+			}
+			if err := json.Unmarshal(raw, &out[i]); err != nil {
+				errs[i] = fmt.Errorf("node %s: decode agent answer: %w", node, err)
+			}
+		}()
+	}
+	wg.Wait()
+	var ok []T
+	for i := range nodes {
+		if errs[i] == nil {
+			ok = append(ok, out[i])
+		}
+	}
+	return ok, errors.Join(errs...)
+}
