@@ -4,14 +4,18 @@ package cgroups
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Root returns the mount point of the cgroup v2 hierarchy (the unified one
@@ -41,17 +45,64 @@ func Root() (string, error) {
 	return "", errors.New("find cgroup2 mount: none mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)")
 }
 
-// Remove kills every process in the subtree at dir, waits for them to go
-// (bounded), and removes the directories bottom-up. A missing dir is fine.
-func Remove(dir string) error {
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+// killTimeout bounds how long Remove waits for a subtree to empty.
+const killTimeout = 5 * time.Second
+
+// Remove kills every process in the cgroup v2 subtree at path (through
+// cgroup.kill, or by SIGKILLing each PID of cgroup.procs where the kernel
+// lacks it), waits up to 5 s until the subtree is empty, and removes its
+// directories bottom-up. A missing path is not an error.
+func Remove(path string) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err := Kill(dir); err != nil {
-		return err
+	deadline := time.Now().Add(killTimeout)
+	for {
+		dirs, err := cgroupDirs(path)
+		if err != nil {
+			return fmt.Errorf("kill cgroup %s: %w", path, err)
+		}
+		pids, err := cgroupPIDs(dirs)
+		if err != nil {
+			return fmt.Errorf("kill cgroup %s: %w", path, err)
+		}
+		if len(pids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kill cgroup %s: %d processes still there after %s", path, len(pids), killTimeout)
+		}
+		if err := os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0); err != nil {
+			for _, pid := range pids {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+	for {
+		dirs, err := cgroupDirs(path)
+		if err != nil {
+			return fmt.Errorf("remove cgroup %s: %w", path, err)
+		}
+		err = removeDirs(dirs)
+		if err == nil {
+			return nil
+		}
+		// EBUSY while exiting tasks leave the cgroup.
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroup %s: %w", path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cgroupDirs lists the subtree at root, deepest first.
+func cgroupDirs(root string) ([]string, error) {
 	var dirs []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile
+		}
 		if err != nil {
 			return err
 		}
@@ -60,59 +111,38 @@ func Remove(dir string) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("remove cgroup %s: %w", dir, err)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		var lastErr error
-		for range 50 {
-			lastErr = os.Remove(d)
-			if lastErr == nil || errors.Is(lastErr, os.ErrNotExist) {
-				lastErr = nil
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+	slices.SortFunc(dirs, func(a, b string) int {
+		return strings.Count(b, "/") - strings.Count(a, "/")
+	})
+	return dirs, err
+}
+
+func cgroupPIDs(dirs []string) ([]int, error) {
+	var pids []int
+	for _, dir := range dirs {
+		raw, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
 		}
-		if lastErr != nil {
-			return fmt.Errorf("remove cgroup %s: %w", d, lastErr)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range bytes.Fields(raw) {
+			pid, err := strconv.Atoi(string(f))
+			if err != nil {
+				return nil, fmt.Errorf("parse %s/cgroup.procs: %w", dir, err)
+			}
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+func removeDirs(dirs []string) error {
+	for _, dir := range dirs {
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("rmdir %s: %w", dir, err)
 		}
 	}
 	return nil
-}
-
-// Kill ends every process in the subtree at dir and waits (up to 10 s) until
-// it is empty.
-func Kill(dir string) error {
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
-		return fmt.Errorf("kill cgroup %s: %w", dir, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		populated, err := Populated(dir)
-		if err != nil {
-			return err
-		}
-		if !populated {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("kill cgroup %s: processes still running after 10s", dir)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Populated reports whether any process runs in the subtree at dir.
-func Populated(dir string) (bool, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
-	if err != nil {
-		return false, fmt.Errorf("read cgroup %s events: %w", dir, err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if line == "populated 1" {
-			return true, nil
-		}
-	}
-	return false, nil
 }

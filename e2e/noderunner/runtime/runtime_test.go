@@ -63,7 +63,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := KillCgroup(cg); err != nil {
+		if err := cgroups.Remove(cg); err != nil {
 			t.Errorf("clean up test cgroup: %v", err)
 		}
 	})
@@ -110,7 +110,7 @@ func (f *fixture) spec(t *testing.T, name string, args ...string) Spec {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := KillCgroup(cg); err != nil {
+		if err := cgroups.Remove(cg); err != nil {
 			t.Errorf("clean up cgroup: %v", err)
 		}
 	})
@@ -471,7 +471,7 @@ func TestContainer(t *testing.T) {
 		s := f.spec(t, "killed", "ignore-term")
 		c := f.start(t, s)
 		waitLog(t, s.LogPath, "ready")
-		if err := KillCgroup(s.Cgroup); err != nil {
+		if err := cgroups.Remove(s.Cgroup); err != nil {
 			t.Fatal(err)
 		}
 		if code := waitDone(t, c); code != 137 {
@@ -480,7 +480,7 @@ func TestContainer(t *testing.T) {
 		if _, err := os.Stat(s.Cgroup); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("cgroup left: %v", err)
 		}
-		if err := KillCgroup(s.Cgroup); err != nil {
+		if err := cgroups.Remove(s.Cgroup); err != nil {
 			t.Errorf("KillCgroup of a removed cgroup: %v", err)
 		}
 	})
