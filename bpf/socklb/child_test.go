@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,7 +21,10 @@ import (
 )
 
 // The clients run in a child process (this test binary re-executed) placed
-// in the test cgroup at fork, so only the child is load-balanced.
+// in the test cgroup at fork, so only the child is load-balanced. The child
+// joins the test's network namespace before it opens any socket: a connect
+// the datapath leaves alone then fails there for want of a route, and never
+// leaves the machine.
 
 const childEnv = "MEMBRANE_SOCKLB_TEST_CHILD"
 
@@ -32,6 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 type childRequest struct {
+	Netns   string // path of the network namespace to run in; required
 	Mode    string // tcp, udp, udp-connected, tcp-loop
 	Target  string // ip:port
 	Count   int
@@ -59,6 +64,10 @@ func runChild(raw string) int {
 		fmt.Fprintln(os.Stderr, "child: bad request:", err)
 		return 2
 	}
+	if err := enterNetns(req.Netns); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 2
+	}
 	var res childResult
 	switch req.Mode {
 	case "tcp":
@@ -84,6 +93,36 @@ func runChild(raw string) int {
 		return 1
 	}
 	return 0
+}
+
+// enterNetns moves the calling goroutine's thread into the network namespace
+// at path and keeps the goroutine locked to it for the rest of the process:
+// every socket the child opens is opened on this goroutine, so in path. New
+// runtime threads are cloned from a clean template thread and stay outside.
+func enterNetns(path string) error {
+	if path == "" {
+		return errors.New("no netns given: refusing to run in the root network namespace")
+	}
+	runtime.LockOSThread() // never unlocked: the thread dies with the process
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open netns: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	var want, got unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &want); err != nil {
+		return fmt.Errorf("stat netns %s: %w", path, err)
+	}
+	if err := unix.Stat("/proc/thread-self/ns/net", &got); err != nil {
+		return fmt.Errorf("stat own netns: %w", err)
+	}
+	if got.Dev != want.Dev || got.Ino != want.Ino {
+		return fmt.Errorf("thread is in netns %d, not %s (%d)", got.Ino, path, want.Ino)
+	}
+	return nil
 }
 
 func failed(a attempt, start time.Time, err error) attempt {
@@ -226,10 +265,10 @@ func tcpLoop(target string, timeout time.Duration) childResult {
 	}
 }
 
-// runClient runs one child to completion in cgroupPath.
-func runClient(t *testing.T, cgroupPath string, req childRequest) childResult {
+// runClient runs one child to completion in the env's cgroup and netns.
+func (e *testEnv) runClient(t *testing.T, req childRequest) childResult {
 	t.Helper()
-	cmd := clientCmd(t, cgroupPath, req)
+	cmd := e.clientCmd(t, req)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -247,9 +286,9 @@ type loopClient struct {
 	once   sync.Once
 }
 
-func startLoopClient(t *testing.T, cgroupPath, target string) *loopClient {
+func (e *testEnv) startLoopClient(t *testing.T, target string) *loopClient {
 	t.Helper()
-	cmd := clientCmd(t, cgroupPath, childRequest{Mode: "tcp-loop", Target: target, Timeout: 2 * time.Second})
+	cmd := e.clientCmd(t, childRequest{Mode: "tcp-loop", Target: target, Timeout: 2 * time.Second})
 	lc := &loopClient{cmd: cmd}
 	cmd.Stdout, cmd.Stderr = &lc.stdout, &lc.stderr
 	var err error
@@ -276,8 +315,9 @@ func (lc *loopClient) stop(t *testing.T) childResult {
 	return decodeResult(t, lc.stdout.String())
 }
 
-func clientCmd(t *testing.T, cgroupPath string, req childRequest) *exec.Cmd {
+func (e *testEnv) clientCmd(t *testing.T, req childRequest) *exec.Cmd {
 	t.Helper()
+	req.Netns = e.netns
 	raw, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +326,7 @@ func clientCmd(t *testing.T, cgroupPath string, req childRequest) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cg, err := os.Open(cgroupPath)
+	cg, err := os.Open(e.cgroup)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,23 +8,30 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/bpf/internal/bpftest"
+	"github.com/membrane-mesh/membrane/e2e/netns"
 )
 
-// vipAddr is a service address nothing answers on.
+// vipAddr is a service address nothing answers on. The test netns has no
+// route to it, so only a translated connect gets anywhere.
 const vipAddr = "10.96.7.7"
 
 func vip() netip.Addr { return netip.MustParseAddr(vipAddr) }
 
-// testEnv is one loaded datapath on a fresh cgroup and pin directory.
+// testEnv is one loaded datapath on a fresh cgroup and pin directory, with
+// a fresh network namespace (only lo, no default route) that every socket
+// of the test, backend or client, lives in.
 type testEnv struct {
 	tb     testing.TB
+	netns  string
 	cgroup string
 	pinDir string
 	opts   Options
@@ -34,7 +41,7 @@ type testEnv struct {
 func newEnv(tb testing.TB, opts Options) *testEnv {
 	tb.Helper()
 	requireSupported(tb)
-	e := &testEnv{tb: tb, cgroup: bpftest.Cgroup(tb), pinDir: bpftest.PinDir(tb)}
+	e := &testEnv{tb: tb, netns: bpftest.Netns(tb), cgroup: bpftest.Cgroup(tb), pinDir: bpftest.PinDir(tb)}
 	opts.PinDir, opts.CgroupPath = e.pinDir, e.cgroup
 	e.opts = opts
 	e.dp = e.load()
@@ -83,14 +90,24 @@ func (e *testEnv) counters() Counters {
 	return c
 }
 
-// startTCPBackend listens on ip:<random port> and greets every connection
-// with its name.
-func startTCPBackend(tb testing.TB, ip, name string) netip.AddrPort {
-	tb.Helper()
-	ln, err := net.Listen("tcp4", ip+":0")
-	if err != nil {
-		tb.Fatal(err)
+// inNetns runs fn in the env's network namespace.
+func (e *testEnv) inNetns(fn func() error) {
+	e.tb.Helper()
+	if err := netns.Do(e.netns, fn); err != nil {
+		e.tb.Fatal(err)
 	}
+}
+
+// startTCPBackend listens on ip:<random port> in the test netns and greets
+// every connection with its name.
+func (e *testEnv) startTCPBackend(ip, name string) netip.AddrPort {
+	tb := e.tb
+	tb.Helper()
+	var ln net.Listener
+	e.inNetns(func() (err error) {
+		ln, err = net.Listen("tcp4", ip+":0")
+		return err
+	})
 	tb.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -109,13 +126,16 @@ func startTCPBackend(tb testing.TB, ip, name string) netip.AddrPort {
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
-// startUDPBackend answers every datagram with its name.
-func startUDPBackend(tb testing.TB, ip, name string) netip.AddrPort {
+// startUDPBackend listens on ip:<random port> in the test netns and
+// answers every datagram with its name.
+func (e *testEnv) startUDPBackend(ip, name string) netip.AddrPort {
+	tb := e.tb
 	tb.Helper()
-	pc, err := net.ListenPacket("udp4", ip+":0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	var pc net.PacketConn
+	e.inNetns(func() (err error) {
+		pc, err = net.ListenPacket("udp4", ip+":0")
+		return err
+	})
 	tb.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, 64)
@@ -153,6 +173,26 @@ func requireAllOK(t *testing.T, res childResult, peer string) map[string]int {
 		seen[a.Backend]++
 	}
 	return seen
+}
+
+// requireUnrouted checks that every attempt failed at once for want of a
+// route: the datapath left the destination alone, and the test netns, with
+// no route but loopback's, kept the packet from going anywhere.
+func requireUnrouted(t *testing.T, res childResult, what string) {
+	t.Helper()
+	if len(res.Attempts) == 0 {
+		t.Fatalf("%s: client made no attempts", what)
+	}
+	for i, a := range res.Attempts {
+		switch errno := syscall.Errno(a.Errno); {
+		case a.Err == "":
+			t.Errorf("%s: attempt %d reached %s", what, i, a.Backend)
+		case errno != syscall.ENETUNREACH && errno != syscall.EHOSTUNREACH:
+			t.Errorf("%s: attempt %d: %q (errno %d), want ENETUNREACH", what, i, a.Err, a.Errno)
+		case a.Elapsed >= 100*time.Millisecond:
+			t.Errorf("%s: attempt %d took %s to fail, want well under 100ms", what, i, a.Elapsed)
+		}
+	}
 }
 
 // attachedPrograms counts the programs attached to the cgroup at each hook.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a 2-node local cluster with the tutorial pair, showing the
-# frontend reaching the backends on both nodes.
+# frontend reaching the backends on both nodes, by pod IP and through the
+# backend Service.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,6 +41,13 @@ for fe in $("$kubectl" -n tutorial get pods -l app=frontend -o jsonpath='{range 
 		printf '%s (%s) -> %s (%s, %s): %s\n' "$fname" "$fnode" "$bname" "$bnode" "$bip" "$reply"
 	done
 done
+
+step "The frontend's loop calls http://backend:8080 (CoreDNS + Membrane's socket load balancer, no kube-proxy)"
+sleep 4 # two more rounds of the loop, now that the backends are Ready
+"$kubectl" -n tutorial logs "$(echo "$fe" | cut -d, -f1)" --tail=3
+
+step "Service load balancing programmed by membrane-agent on each node"
+"$membrane" --kubeconfig "$KUBECONFIG" service list
 
 step "A backend's own log"
 "$kubectl" -n tutorial logs "$(echo "$backends" | head -1 | cut -d, -f1)" | tail -5

@@ -1,5 +1,6 @@
-// Package bpftest gives datapath tests a fresh cgroup and a fresh bpffs pin
-// directory, both removed when the test ends, failed or not.
+// Package bpftest gives datapath tests a fresh cgroup, a fresh bpffs pin
+// directory and a fresh network namespace, all removed when the test ends,
+// failed or not.
 package bpftest
 
 import (
@@ -10,9 +11,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/e2e/cgroups"
+	"github.com/membrane-mesh/membrane/e2e/netns"
 )
 
 // BPFFSRoot is where bpffs is expected (and mounted when missing).
@@ -56,6 +60,69 @@ func PinDir(tb testing.TB) string {
 		}
 	})
 	return dir
+}
+
+// Netns creates a network namespace pinned at a file in a temp dir, with
+// only lo, up, in it: no other interface and no route but loopback's, so a
+// packet sent inside it can reach only 127.0.0.0/8 and a connect to any
+// other address fails at once (ENETUNREACH) instead of leaving the machine.
+// Enter it with netns.Do (or setns(2) on a locked thread). Cleanup removes
+// it; sockets still open in it keep it alive until they close.
+func Netns(tb testing.TB) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "netns")
+	if err := netns.Create(path); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := netns.Remove(path); err != nil {
+			tb.Errorf("remove test netns: %v", err)
+		}
+	})
+	if err := loopbackOnly(path); err != nil {
+		tb.Fatalf("test netns %s: %v", path, err)
+	}
+	return path
+}
+
+// loopbackOnly brings lo up in the namespace at path and checks that it is
+// the only link and that no IPv4 route points anywhere but lo.
+func loopbackOnly(path string) error {
+	ns, err := vnetns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink handle: %w", err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	if len(links) != 1 || links[0].Attrs().Name != "lo" {
+		var names []string
+		for _, l := range links {
+			names = append(names, l.Attrs().Name)
+		}
+		return fmt.Errorf("links %v, want only lo", names)
+	}
+	lo := links[0]
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.LinkIndex != lo.Attrs().Index {
+			return fmt.Errorf("route %s leaves lo", r)
+		}
+	}
+	return nil
 }
 
 func ensureBPFFS() error {

@@ -481,7 +481,7 @@ func TestContainer(t *testing.T) {
 			t.Errorf("cgroup left: %v", err)
 		}
 		if err := cgroups.Remove(s.Cgroup); err != nil {
-			t.Errorf("KillCgroup of a removed cgroup: %v", err)
+			t.Errorf("Remove of a removed cgroup: %v", err)
 		}
 	})
 }
