@@ -1,6 +1,7 @@
 package noderunner
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strconv"
@@ -11,14 +12,14 @@ import (
 
 // podRefs is what env and volume resolution may read from the cluster.
 type podRefs interface {
-	configMap(namespace, name string) (*corev1.ConfigMap, error)
-	secret(namespace, name string) (*corev1.Secret, error)
+	configMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+	secret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
 	services(namespace string) []*corev1.Service
 }
 
 // containerEnv builds a container's environment as the kubelet does: image
 // env, then service links, then envFrom, then env (with $(VAR) expansion).
-func containerEnv(pod *corev1.Pod, c *corev1.Container, imageEnv []string, podIP, hostIP string, refs podRefs) ([]string, error) {
+func containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageEnv []string, podIP, hostIP string, refs podRefs) ([]string, error) {
 	vars := map[string]string{}
 	var order []string
 	set := func(k, v string) {
@@ -40,7 +41,7 @@ func containerEnv(pod *corev1.Pod, c *corev1.Container, imageEnv []string, podIP
 		set(kv[0], kv[1])
 	}
 	for _, from := range c.EnvFrom {
-		data, err := envFromData(pod.Namespace, from, refs)
+		data, err := envFromData(ctx, pod.Namespace, from, refs)
 		if err != nil {
 			return nil, err
 		}
@@ -57,7 +58,7 @@ func containerEnv(pod *corev1.Pod, c *corev1.Container, imageEnv []string, podIP
 		v := e.Value
 		if e.ValueFrom != nil {
 			var err error
-			v, err = envValueFrom(pod, e, podIP, hostIP, refs)
+			v, err = envValueFrom(ctx, pod, e, podIP, hostIP, refs)
 			if err != nil {
 				return nil, err
 			}
@@ -77,11 +78,11 @@ func containerEnv(pod *corev1.Pod, c *corev1.Container, imageEnv []string, podIP
 	return out, nil
 }
 
-func envFromData(ns string, from corev1.EnvFromSource, refs podRefs) (map[string]string, error) {
+func envFromData(ctx context.Context, ns string, from corev1.EnvFromSource, refs podRefs) (map[string]string, error) {
 	optional := func(p *bool) bool { return p != nil && *p }
 	switch {
 	case from.ConfigMapRef != nil:
-		cm, err := refs.configMap(ns, from.ConfigMapRef.Name)
+		cm, err := refs.configMap(ctx, ns, from.ConfigMapRef.Name)
 		if err != nil {
 			if optional(from.ConfigMapRef.Optional) {
 				return nil, nil
@@ -90,7 +91,7 @@ func envFromData(ns string, from corev1.EnvFromSource, refs podRefs) (map[string
 		}
 		return cm.Data, nil
 	case from.SecretRef != nil:
-		s, err := refs.secret(ns, from.SecretRef.Name)
+		s, err := refs.secret(ctx, ns, from.SecretRef.Name)
 		if err != nil {
 			if optional(from.SecretRef.Optional) {
 				return nil, nil
@@ -106,14 +107,14 @@ func envFromData(ns string, from corev1.EnvFromSource, refs podRefs) (map[string
 	return nil, nil
 }
 
-func envValueFrom(pod *corev1.Pod, e corev1.EnvVar, podIP, hostIP string, refs podRefs) (string, error) {
+func envValueFrom(ctx context.Context, pod *corev1.Pod, e corev1.EnvVar, podIP, hostIP string, refs podRefs) (string, error) {
 	vf := e.ValueFrom
 	switch {
 	case vf.FieldRef != nil:
 		return podField(pod, vf.FieldRef.FieldPath, podIP, hostIP)
 	case vf.ConfigMapKeyRef != nil:
 		ref := vf.ConfigMapKeyRef
-		cm, err := refs.configMap(pod.Namespace, ref.Name)
+		cm, err := refs.configMap(ctx, pod.Namespace, ref.Name)
 		if err == nil {
 			if v, ok := cm.Data[ref.Key]; ok {
 				return v, nil
@@ -126,7 +127,7 @@ func envValueFrom(pod *corev1.Pod, e corev1.EnvVar, podIP, hostIP string, refs p
 		return "", fmt.Errorf("env %s: configMap %q: %w", e.Name, ref.Name, err)
 	case vf.SecretKeyRef != nil:
 		ref := vf.SecretKeyRef
-		s, err := refs.secret(pod.Namespace, ref.Name)
+		s, err := refs.secret(ctx, pod.Namespace, ref.Name)
 		if err == nil {
 			if v, ok := s.Data[ref.Key]; ok {
 				return string(v), nil

@@ -1,6 +1,7 @@
 package noderunner
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
@@ -14,14 +15,16 @@ type fakeRefs struct {
 	svcs map[string][]*corev1.Service
 }
 
-func (f fakeRefs) configMap(ns, name string) (*corev1.ConfigMap, error) {
+func (f fakeRefs) configMap(_ context.Context, ns, name string) (*corev1.ConfigMap, error) {
 	if cm, ok := f.cms[ns+"/"+name]; ok {
 		return cm, nil
 	}
 	return nil, errNotFound(name)
 }
 
-func (f fakeRefs) secret(ns, name string) (*corev1.Secret, error) { return nil, errNotFound(name) }
+func (f fakeRefs) secret(_ context.Context, ns, name string) (*corev1.Secret, error) {
+	return nil, errNotFound(name)
+}
 
 func (f fakeRefs) services(ns string) []*corev1.Service { return f.svcs[ns] }
 
@@ -83,7 +86,7 @@ func TestContainerEnv(t *testing.T) {
 			{Name: "GREETING", Value: "$(POD) in $(CFG_MODE) mode"},
 		},
 	}
-	env, err := containerEnv(pod, c, []string{"PATH=/bin"}, "10.244.1.5", "198.18.1.11", refs)
+	env, err := containerEnv(t.Context(), pod, c, []string{"PATH=/bin"}, "10.244.1.5", "198.18.1.11", refs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +101,7 @@ func TestContainerEnv(t *testing.T) {
 		}
 	}
 	c.EnvFrom[0].ConfigMapRef.Name = "missing"
-	if _, err := containerEnv(pod, c, nil, "", "", refs); err == nil || !strings.Contains(err.Error(), `configMap "missing"`) {
+	if _, err := containerEnv(t.Context(), pod, c, nil, "", "", refs); err == nil || !strings.Contains(err.Error(), `configMap "missing"`) {
 		t.Fatalf("missing configMap: got %v", err)
 	}
 }

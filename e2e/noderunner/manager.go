@@ -132,12 +132,12 @@ func (m *Manager) find(namespace, name string) (*podWorker, error) {
 }
 
 // configMap, secret and services let env and volumes read the cluster.
-func (m *Manager) configMap(namespace, name string) (*corev1.ConfigMap, error) {
-	return m.client.CoreV1().ConfigMaps(namespace).Get(context.TODO(), name, metav1.GetOptions{})
+func (m *Manager) configMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error) {
+	return m.client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
-func (m *Manager) secret(namespace, name string) (*corev1.Secret, error) {
-	return m.client.CoreV1().Secrets(namespace).Get(context.TODO(), name, metav1.GetOptions{})
+func (m *Manager) secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	return m.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
 func (m *Manager) services(namespace string) []*corev1.Service {

@@ -39,9 +39,9 @@ func (v volumes) prepare(ctx context.Context, pod *corev1.Pod, dir, podIP, hostI
 				err = os.MkdirAll(path, 0o755)
 			}
 		case vol.ConfigMap != nil:
-			err = v.configMapFiles(pod.Namespace, vol.ConfigMap.Name, vol.ConfigMap.Items, vol.ConfigMap.Optional, vol.ConfigMap.DefaultMode, files)
+			err = v.configMapFiles(ctx, pod.Namespace, vol.ConfigMap.Name, vol.ConfigMap.Items, vol.ConfigMap.Optional, vol.ConfigMap.DefaultMode, files)
 		case vol.Secret != nil:
-			err = v.secretFiles(pod.Namespace, vol.Secret.SecretName, vol.Secret.Items, vol.Secret.Optional, vol.Secret.DefaultMode, files)
+			err = v.secretFiles(ctx, pod.Namespace, vol.Secret.SecretName, vol.Secret.Items, vol.Secret.Optional, vol.Secret.DefaultMode, files)
 		case vol.DownwardAPI != nil:
 			err = downwardFiles(pod, vol.DownwardAPI.Items, podIP, hostIP, files)
 		case vol.Projected != nil:
@@ -98,8 +98,8 @@ func addItems(data map[string][]byte, items []corev1.KeyToPath, defaultMode *int
 	return nil
 }
 
-func (v volumes) configMapFiles(ns, name string, items []corev1.KeyToPath, optional *bool, mode *int32, files map[string]fileContent) error {
-	cm, err := v.refs.configMap(ns, name)
+func (v volumes) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, mode *int32, files map[string]fileContent) error {
+	cm, err := v.refs.configMap(ctx, ns, name)
 	if err != nil {
 		if optional != nil && *optional {
 			return nil
@@ -116,8 +116,8 @@ func (v volumes) configMapFiles(ns, name string, items []corev1.KeyToPath, optio
 	return addItems(data, items, mode, files)
 }
 
-func (v volumes) secretFiles(ns, name string, items []corev1.KeyToPath, optional *bool, mode *int32, files map[string]fileContent) error {
-	s, err := v.refs.secret(ns, name)
+func (v volumes) secretFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, mode *int32, files map[string]fileContent) error {
+	s, err := v.refs.secret(ctx, ns, name)
 	if err != nil {
 		if optional != nil && *optional {
 			return nil
@@ -148,9 +148,9 @@ func (v volumes) projectedFiles(ctx context.Context, pod *corev1.Pod, p *corev1.
 		case src.ServiceAccountToken != nil:
 			err = v.tokenFile(ctx, pod, src.ServiceAccountToken, p.DefaultMode, files)
 		case src.ConfigMap != nil:
-			err = v.configMapFiles(pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, p.DefaultMode, files)
+			err = v.configMapFiles(ctx, pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, p.DefaultMode, files)
 		case src.Secret != nil:
-			err = v.secretFiles(pod.Namespace, src.Secret.Name, src.Secret.Items, src.Secret.Optional, p.DefaultMode, files)
+			err = v.secretFiles(ctx, pod.Namespace, src.Secret.Name, src.Secret.Items, src.Secret.Optional, p.DefaultMode, files)
 		case src.DownwardAPI != nil:
 			err = downwardFiles(pod, src.DownwardAPI.Items, podIP, hostIP, files)
 		}

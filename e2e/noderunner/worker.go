@@ -250,7 +250,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container) er
 		return err
 	}
 	c.imageID = "membrane-image://" + images.Key(c.spec.Image) + "@" + img.Version
-	env, err := containerEnv(pod, &c.spec, img.Env, w.sb.IP.String(), w.m.cfg.NodeIP, w.m)
+	env, err := containerEnv(ctx, pod, &c.spec, img.Env, w.sb.IP.String(), w.m.cfg.NodeIP, w.m)
 	if err != nil {
 		c.waiting = &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: err.Error()}
 		return err
