@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // link, mount, cgroup and file it made, and that a second `down` is fine.
 func TestDevDownLeavesNothing(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	const name = "e2e-down"
+	name := "e2e-dn-" + strconv.Itoa(os.Getpid())
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,7 +29,10 @@ type env struct {
 // shared is set up once by TestMain; tests read it through cluster(t).
 var shared env
 
-const sharedName = "e2e"
+// sharedName is the shared cluster's name. It carries this process's PID, so
+// that test runs side by side do not meet, and a cluster whose run died can
+// be told apart (see removeAbandoned).
+var sharedName = "e2e-" + strconv.Itoa(os.Getpid())
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -58,8 +64,7 @@ func setUp() env {
 		e.binDir = abs
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	// A cluster left by an interrupted run would block the name.
-	_ = localcluster.Down(context.Background(), log, sharedName)
+	removeAbandoned(log)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -90,4 +95,23 @@ func cluster(t *testing.T) *kube {
 		t.Fatal(shared.setupErr)
 	}
 	return &kube{t: t, kubeconfig: shared.cluster.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+}
+
+// removeAbandoned removes clusters left by test runs that died: their names
+// end in the PID of a process that no longer runs.
+func removeAbandoned(log *slog.Logger) {
+	names, err := localcluster.List()
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		if !strings.HasPrefix(name, "e2e-") {
+			continue
+		}
+		pid, err := strconv.Atoi(name[strings.LastIndex(name, "-")+1:])
+		if err != nil || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		_ = localcluster.Down(context.Background(), log, name)
+	}
 }
