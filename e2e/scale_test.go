@@ -32,7 +32,7 @@ func TestTenThousandServices(t *testing.T) {
 	t.Logf("created %d services and endpointslices in %s", scaleServices, time.Since(start).Round(time.Millisecond))
 
 	for _, n := range shared.cluster.Nodes {
-		eventually(t, 3*time.Minute, "node "+n.Name+" programs every service", func() error {
+		eventually(t, 5*time.Minute, "node "+n.Name+" programs every service", func() error {
 			got := frontendsGauge(t, k, n.Name)
 			if got < scaleServices {
 				return fmt.Errorf("%d frontends programmed", got)
@@ -84,7 +84,7 @@ func bulkClient(t *testing.T, kubeconfig string) kubernetes.Interface {
 // of the given backend pods on port 8080, with 32 workers.
 func createServices(t *testing.T, c kubernetes.Interface, ns string, n int, backends []corev1.Pod) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()
 	var eps []discoveryv1.Endpoint
 	for _, b := range backends {

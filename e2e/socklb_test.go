@@ -112,8 +112,9 @@ func TestServiceLoadBalancing(t *testing.T) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			// Bounded by count and by 8 seconds.
-			out, err := exec("end=$(($(date +%s)+8)); ok=0; failed=0; i=0; while [ $i -lt 20000 ] && [ $(date +%s) -lt $end ]; do if wget -q -O- http://backend:8080 >/dev/null 2>&1; then ok=$((ok+1)); else failed=$((failed+1)); fi; i=$((i+1)); done; echo ok=$ok failed=$failed")
+			// Runs until told to stop (after the restarted agents are
+			// healthy), bounded by count and by 90 seconds.
+			out, err := exec("rm -f /tmp/stop; end=$(($(date +%s)+90)); ok=0; failed=0; i=0; while [ ! -e /tmp/stop ] && [ $i -lt 100000 ] && [ $(date +%s) -lt $end ]; do if wget -q -O- http://backend:8080 >/dev/null 2>&1; then ok=$((ok+1)); else failed=$((failed+1)); fi; i=$((i+1)); done; echo ok=$ok failed=$failed")
 			done <- result{out, err, time.Now()}
 		}()
 		time.Sleep(time.Second)
@@ -124,12 +125,16 @@ func TestServiceLoadBalancing(t *testing.T) {
 			}
 		}
 		for _, n := range shared.cluster.Nodes {
-			eventually(t, 5*time.Second, "restarted agent on "+n.Name+" healthy", func() error {
+			eventually(t, 60*time.Second, "restarted agent on "+n.Name+" healthy", func() error {
 				_, err := k.run(t.Context(), "", "get", "--raw", "/api/v1/nodes/"+n.Name+":9890/proxy/healthz")
 				return err
 			})
 		}
 		healthy := time.Now()
+		time.Sleep(time.Second) // requests through the restarted agents' datapath
+		if _, err := exec("touch /tmp/stop"); err != nil {
+			t.Fatal(err)
+		}
 		r := <-done
 		if r.end.Before(healthy) {
 			t.Fatalf("the request loop ended (%s) before the restarted agents were healthy (%s): it proves nothing", r.end, healthy)

@@ -55,6 +55,9 @@ type Options struct {
 	BinDir string
 	// NoAgent leaves Services untranslated: no membrane-agent on the nodes.
 	NoAgent bool
+	// Encryption is "" (off) or "wireguard": node-to-node pod traffic
+	// through each node's WireGuard device.
+	Encryption string
 }
 
 // Validate reports the first option at fault.
@@ -75,6 +78,9 @@ func (o Options) Validate() error {
 	}
 	if pods.Overlaps(svc) {
 		return fmt.Errorf("--pod-cidr %s overlaps --service-cidr %s", pods, svc)
+	}
+	if o.Encryption != "" && o.Encryption != EncryptionWireGuard {
+		return fmt.Errorf("--encryption %q: must be %s (or unset)", o.Encryption, EncryptionWireGuard)
 	}
 	if o.ToolsDir == "" || o.BinDir == "" {
 		return fmt.Errorf("tools and binary directories must be set")

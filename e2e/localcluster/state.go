@@ -17,6 +17,7 @@ type State struct {
 	PodCIDR     string      `json:"podCIDR"`
 	ServiceCIDR string      `json:"serviceCIDR"`
 	CgroupRoot  string      `json:"cgroupRoot"`
+	Encryption  string      `json:"encryption,omitempty"`
 	Nodes       []NodeState `json:"nodes"`
 	Processes   []Process   `json:"processes"`
 }

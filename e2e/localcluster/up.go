@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/membrane-mesh/membrane/e2e/cgroups"
@@ -77,7 +78,7 @@ func reserve(o Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: root}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: root, Encryption: o.Encryption}
 	l := s.Layout()
 	for i := 1; i <= o.Nodes; i++ {
 		name := l.NodeName(i)
@@ -191,6 +192,7 @@ func startAgent(o Options, s *State, n NodeState) (Process, error) {
 		"--cgroup-path=" + cg,
 		fmt.Sprintf("--api-addr=%s:%d", n.IP, AgentPort),
 	}
+	argv = encryptionArgv(argv, o.Encryption, l, n.Name)
 	return startDetached("membrane-agent/"+n.Name, n.Netns, filepath.Join(cg, "system"), filepath.Join(l.LogDir(), "agent-"+n.Name+".log"), argv)
 }
 
@@ -281,6 +283,12 @@ func Client(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
 	}
 	cfg.QPS, cfg.Burst = 50, 100
+	// Read the credentials once: the files go away with the cluster, and a
+	// client that re-reads them would complain ever after.
+	if err := rest.LoadTLSFiles(cfg); err != nil {
+		return nil, fmt.Errorf("load credentials of %s: %w", kubeconfig, err)
+	}
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", kubeconfig, err)
