@@ -14,8 +14,12 @@ import (
 // cloud's route controller plays for a real cluster.
 const underlayUser = "membrane-dev:underlay"
 
-// agentUser is the identity of the node agents the harness starts.
-const agentUser = "membrane-agent"
+// agentUser and operatorUser are the identities of the node agents and the
+// operator the harness starts.
+const (
+	agentUser    = "membrane-agent"
+	operatorUser = "membrane-operator"
+)
 
 // applyRBAC grants the harness's own identities what they need.
 func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
@@ -29,6 +33,16 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
 			// reports unusable peers as Events on their Nodes.
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			{APIGroups: []string{"membrane.io"}, Resources: []string{"membraneidentities", "membranenetworkpolicies", "membraneclusterwidenetworkpolicies"}, Verbs: read},
+		},
+		operatorUser: {
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: read},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			{APIGroups: []string{"membrane.io"}, Resources: []string{"membraneidentities"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
+			{APIGroups: []string{"membrane.io"}, Resources: []string{"membranenetworkpolicies", "membraneclusterwidenetworkpolicies"}, Verbs: read},
+			{APIGroups: []string{"membrane.io"}, Resources: []string{"membranenetworkpolicies/status", "membraneclusterwidenetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
 		},
 	} {
 		if err := bindClusterRole(ctx, c, user, rules); err != nil {

@@ -34,7 +34,7 @@ func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 			return nil, fmt.Errorf("%s not found in %s: run `make tools` first", bin, filepath.Join(o.ToolsDir, "bin"))
 		}
 	}
-	for _, bin := range []string{"membrane", "membrane-cni", "membrane-agent"} {
+	for _, bin := range []string{"membrane", "membrane-cni", "membrane-agent", "membrane-operator"} {
 		if _, err := os.Stat(filepath.Join(o.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("%s not found in %s: run `make build` first", bin, o.BinDir)
 		}
@@ -140,6 +140,23 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 		}
 	}
 	if err := applyRBAC(ctx, client); err != nil {
+		return err
+	}
+	if err := applyCRDs(ctx, o, s); err != nil {
+		return err
+	}
+	operator, err := startDetached("membrane-operator", l.ControlPlaneNetns(), cpCgroup, filepath.Join(l.LogDir(), "membrane-operator.log"), []string{
+		filepath.Join(o.BinDir, "membrane-operator"),
+		"--kubeconfig=" + filepath.Join(l.PKIDir(), "operator.kubeconfig"),
+		"--leader-election-namespace=kube-system",
+		// A development cluster collects unused identities quickly.
+		"--identity-gc-interval=5s",
+	})
+	if err != nil {
+		return err
+	}
+	s.Processes = append(s.Processes, operator)
+	if err := s.save(); err != nil {
 		return err
 	}
 	for _, n := range s.Nodes {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
 
@@ -43,7 +44,19 @@ func registerNode(ctx context.Context, c kubernetes.Interface, cfg Config) (*cor
 	if err != nil {
 		return nil, fmt.Errorf("register node %s: %w", cfg.NodeName, err)
 	}
-	return updateNodeStatus(ctx, c, cfg, stored)
+	// Others write the fresh Node too (the PodCIDR allocator, an agent
+	// publishing its key): on a conflict, read it again and retry.
+	var out *corev1.Node
+	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		var err error
+		if out, err = updateNodeStatus(ctx, c, cfg, stored); apierrors.IsConflict(err) {
+			if fresh, gerr := c.CoreV1().Nodes().Get(ctx, cfg.NodeName, metav1.GetOptions{}); gerr == nil {
+				stored = fresh
+			}
+		}
+		return err
+	})
+	return out, err
 }
 
 // updateNodeStatus writes the node's addresses, capacity and conditions.

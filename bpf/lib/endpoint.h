@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Local endpoints (pods), keyed by the ifindex of their host-side veth: the
+ * endpoint ID policy keys use, the pod's identity and address, and in which
+ * directions policy is enforced.
+ */
+#ifndef MEMBRANE_LIB_ENDPOINT_H
+#define MEMBRANE_LIB_ENDPOINT_H
+
+#include "common.h"
+
+/*
+ * Direction of traffic relative to the endpoint (the pod): tcx ingress of the
+ * host-side veth sees the pod's egress, tcx egress its ingress.
+ */
+enum traffic_direction {
+	DIR_INGRESS = 0,	/* to the pod */
+	DIR_EGRESS = 1,		/* from the pod */
+};
+
+/* endpoint_info.flags */
+#define EP_ENFORCE_INGRESS	(1 << 0)	/* traffic to the pod needs an allow entry */
+#define EP_ENFORCE_EGRESS	(1 << 1)	/* traffic from the pod needs an allow entry */
+
+struct endpoint_info {
+	__u32 identity;
+	__be32 addr;		/* the pod's IPv4; 0: no source address check */
+	__u16 endpoint_id;
+	__u8 flags;		/* EP_* */
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);	/* ifindex of the host-side interface */
+	__type(value, struct endpoint_info);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} membrane_eps SEC(".maps");
+
+/* Copies the endpoint on ifindex into *ep; false when there is none. */
+static __always_inline bool endpoint_lookup(__u32 ifindex, struct endpoint_info *ep)
+{
+	const struct endpoint_info *e = bpf_map_lookup_elem(&membrane_eps, &ifindex);
+
+	if (!e)
+		return false;
+	*ep = *e;
+	return true;
+}
+
+#endif /* MEMBRANE_LIB_ENDPOINT_H */

@@ -1,0 +1,398 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+)
+
+// Maps is the typed write API over the policy datapath's maps. Its methods
+// are safe for concurrent use; writers are serialized.
+//
+// It keeps a copy of the policy map's entries, read once when it is opened,
+// so SetEndpointPolicy writes only differences. That copy assumes one writer:
+// the agent's Datapath (a Maps from OpenPinned is for reading).
+type Maps struct {
+	mu sync.Mutex
+
+	ipcache   *ebpf.Map // membrane_ipc4: LPM prefix -> identity
+	endpoints *ebpf.Map // membrane_eps: ifindex -> endpoint
+	policy    *ebpf.Map // membrane_policy: LPM (endpoint, dir, identity, proto, port) -> entry
+	ct        *ebpf.Map // membrane_ct4: tuple -> flow (LRU)
+	frags     *ebpf.Map // membrane_frag4: first fragments' ports (LRU)
+	events    *ebpf.Map // membrane_events: ring buffer
+	metrics   *ebpf.Map // membrane_polmet: (direction, reason) -> per-CPU packets, bytes
+	counters  *ebpf.Map // membrane_polcnt: pol_counter -> per-CPU u64
+
+	// shadow holds the policy map's entries, by endpoint, as written.
+	shadow map[EndpointID]map[policyPolicyKey]policyPolicyEntry
+	// noBatch: the kernel lacks batch operations on the policy map (before 5.6).
+	noBatch bool
+}
+
+func newMaps(m *policyMaps) (*Maps, error) {
+	maps := &Maps{
+		ipcache:   m.MembraneIpc4,
+		endpoints: m.MembraneEps,
+		policy:    m.MembranePolicy,
+		ct:        m.MembraneCt4,
+		frags:     m.MembraneFrag4,
+		events:    m.MembraneEvents,
+		metrics:   m.MembranePolmet,
+		counters:  m.MembranePolcnt,
+	}
+	if err := maps.readShadow(); err != nil {
+		return nil, err
+	}
+	return maps, nil
+}
+
+func (m *Maps) all() []*ebpf.Map {
+	return []*ebpf.Map{m.ipcache, m.endpoints, m.policy, m.ct, m.frags, m.events, m.metrics, m.counters}
+}
+
+// Close releases the map file descriptors; pinned maps stay.
+func (m *Maps) Close() error {
+	var errs []error
+	for _, mp := range m.all() {
+		if mp != nil {
+			errs = append(errs, mp.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Maps) readShadow() error {
+	m.shadow = make(map[EndpointID]map[policyPolicyKey]policyPolicyEntry)
+	var (
+		k policyPolicyKey
+		v policyPolicyEntry
+	)
+	it := m.policy.Iterate()
+	for it.Next(&k, &v) {
+		id := EndpointID(k.EndpointId)
+		if m.shadow[id] == nil {
+			m.shadow[id] = make(map[policyPolicyKey]policyPolicyEntry)
+		}
+		m.shadow[id][k] = v
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read policy map: %w", err)
+	}
+	return nil
+}
+
+// ipcacheKey validates an IPv4 prefix (an IPv4-mapped IPv6 prefix of /96 or
+// longer is accepted) and returns its map key.
+func ipcacheKey(p netip.Prefix) (policyIpcache4Key, error) {
+	if !p.IsValid() {
+		return policyIpcache4Key{}, fmt.Errorf("prefix %s: %w", p, ErrInvalid)
+	}
+	addr, bits := p.Addr(), p.Bits()
+	if addr.Is4In6() {
+		if bits < 96 {
+			return policyIpcache4Key{}, fmt.Errorf("prefix %s: not IPv4: %w", p, ErrInvalid)
+		}
+		addr, bits = addr.Unmap(), bits-96
+	}
+	if !addr.Is4() {
+		return policyIpcache4Key{}, fmt.Errorf("prefix %s: not IPv4 (the datapath is IPv4-only): %w", p, ErrInvalid)
+	}
+	masked := netip.PrefixFrom(addr, bits).Masked()
+	a, _ := addrToNet(masked.Addr())
+	return policyIpcache4Key{Prefixlen: uint32(bits), Addr: a}, nil
+}
+
+// UpsertIPCache maps the addresses of prefix to identity: a pod's /32 to its
+// identity, node addresses to IdentityHost or IdentityRemoteNode, CIDRs to
+// CIDR identities. The longest prefix wins; an address no prefix covers is
+// IdentityWorld (so is 0.0.0.0/0, if the agent writes it). Host bits of
+// prefix are ignored.
+func (m *Maps) UpsertIPCache(prefix netip.Prefix, identity Identity) error {
+	key, err := ipcacheKey(prefix)
+	if err != nil {
+		return fmt.Errorf("upsert ipcache: %w", err)
+	}
+	if identity == IdentityAny {
+		return fmt.Errorf("upsert ipcache %s: identity 0: %w", prefix, ErrInvalid)
+	}
+	if err := m.ipcache.Update(&key, &policyIpcacheEntry{Identity: uint32(identity)}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("upsert ipcache %s -> %s: %w", prefix, identity, err)
+	}
+	return nil
+}
+
+// DeleteIPCache removes prefix; a missing one is fine.
+func (m *Maps) DeleteIPCache(prefix netip.Prefix) error {
+	key, err := ipcacheKey(prefix)
+	if err != nil {
+		return fmt.Errorf("delete ipcache: %w", err)
+	}
+	if err := deleteIfExists(m.ipcache, &key); err != nil {
+		return fmt.Errorf("delete ipcache %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// endpoint_info.flags (EP_* in bpf/lib/endpoint.h).
+const (
+	epEnforceIngress = 1 << 0
+	epEnforceEgress  = 1 << 1
+)
+
+func (ep Endpoint) value() (policyEndpointInfo, error) {
+	v := policyEndpointInfo{Identity: uint32(ep.Identity), EndpointId: uint16(ep.ID)}
+	switch {
+	case ep.ID == 0:
+		return v, fmt.Errorf("endpoint ID 0: %w", ErrInvalid)
+	case ep.Identity == IdentityAny:
+		return v, fmt.Errorf("endpoint %d: identity 0: %w", ep.ID, ErrInvalid)
+	}
+	if ep.Addr.IsValid() {
+		a, ok := addrToNet(ep.Addr)
+		if !ok {
+			return v, fmt.Errorf("endpoint %d: address %s is not IPv4: %w", ep.ID, ep.Addr, ErrInvalid)
+		}
+		v.Addr = a
+	}
+	if ep.EnforceIngress {
+		v.Flags |= epEnforceIngress
+	}
+	if ep.EnforceEgress {
+		v.Flags |= epEnforceEgress
+	}
+	return v, nil
+}
+
+func endpointFromValue(v policyEndpointInfo) Endpoint {
+	ep := Endpoint{
+		ID:             EndpointID(v.EndpointId),
+		Identity:       Identity(v.Identity),
+		EnforceIngress: v.Flags&epEnforceIngress != 0,
+		EnforceEgress:  v.Flags&epEnforceEgress != 0,
+	}
+	if v.Addr != 0 {
+		ep.Addr = netToAddr(v.Addr)
+	}
+	return ep
+}
+
+// UpsertEndpoint creates or replaces the endpoint on the host-side interface
+// ifindex. Write the endpoint's policy (SetEndpointPolicy) before enforcing
+// it, or new flows are dropped meanwhile.
+func (m *Maps) UpsertEndpoint(ifindex int, ep Endpoint) error {
+	if ifindex <= 0 || ifindex > 1<<31-1 {
+		return fmt.Errorf("upsert endpoint %d: ifindex %d: %w", ep.ID, ifindex, ErrInvalid)
+	}
+	v, err := ep.value()
+	if err != nil {
+		return fmt.Errorf("upsert endpoint: %w", err)
+	}
+	if err := m.endpoints.Update(uint32(ifindex), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("upsert endpoint %d on ifindex %d: %w", ep.ID, ifindex, err)
+	}
+	return nil
+}
+
+// DeleteEndpoint removes the endpoint on ifindex (a missing one is fine):
+// its traffic is no longer policed. Its policy entries stay until
+// SetEndpointPolicy(id, nil).
+func (m *Maps) DeleteEndpoint(ifindex int) error {
+	if ifindex <= 0 || ifindex > 1<<31-1 {
+		return fmt.Errorf("delete endpoint: ifindex %d: %w", ifindex, ErrInvalid)
+	}
+	if err := deleteIfExists(m.endpoints, uint32(ifindex)); err != nil {
+		return fmt.Errorf("delete endpoint on ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// SetEndpointPolicy makes rules the whole policy of endpoint id, in both
+// directions (nil removes it). Keys of rules may leave EndpointID 0.
+// Overlapping rules combine: deny wins, a redirect beats an allow,
+// authentication is required if any rule requires it.
+//
+// Only differences are written: new and changed entries first, then stale
+// ones are deleted. A flow allowed both before and after the call is allowed
+// at every moment in between; flows already tracked keep going regardless.
+// Invalid rules change nothing.
+func (m *Maps) SetEndpointPolicy(id EndpointID, rules []Rule) error {
+	own := make(ownEntries)
+	for _, r := range rules {
+		if err := r.Key.validate(id); err != nil {
+			return fmt.Errorf("set policy of endpoint %d: %w", id, err)
+		}
+		v, err := r.Entry.value()
+		if err != nil {
+			return fmt.Errorf("set policy of endpoint %d: %s: %w", id, r.Key, err)
+		}
+		for _, k := range r.Key.mapKeys(id) {
+			if err := own.merge(k, v); err != nil {
+				return fmt.Errorf("set policy of endpoint %d: %w", id, err)
+			}
+		}
+	}
+	if err := (PolicyKey{}).validate(id); err != nil {
+		return fmt.Errorf("set policy: %w", err)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.apply(id, own.effective()); err != nil {
+		return fmt.Errorf("set policy of endpoint %d: %w", id, err)
+	}
+	return nil
+}
+
+// UpsertPolicy writes one entry: the map entries of key (one per protocol
+// and port block of a range) get entry, replacing what they held, whichever
+// rule put it there. Use SetEndpointPolicy for whole policies: it combines
+// overlapping rules.
+func (m *Maps) UpsertPolicy(key PolicyKey, entry PolicyEntry) error {
+	if err := key.validate(key.EndpointID); err != nil {
+		return fmt.Errorf("upsert policy: %w", err)
+	}
+	v, err := entry.value()
+	if err != nil {
+		return fmt.Errorf("upsert policy %s: %w", key, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	own := m.ownEntries(key.EndpointID)
+	for _, k := range key.mapKeys(key.EndpointID) {
+		own.set(k, v)
+	}
+	if err := m.apply(key.EndpointID, own.effective()); err != nil {
+		return fmt.Errorf("upsert policy %s: %w", key, err)
+	}
+	return nil
+}
+
+// DeletePolicy removes the map entries of key (a missing one is fine).
+func (m *Maps) DeletePolicy(key PolicyKey) error {
+	if err := key.validate(key.EndpointID); err != nil {
+		return fmt.Errorf("delete policy: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	own := m.ownEntries(key.EndpointID)
+	for _, k := range key.mapKeys(key.EndpointID) {
+		delete(own, k)
+	}
+	if err := m.apply(key.EndpointID, own.effective()); err != nil {
+		return fmt.Errorf("delete policy %s: %w", key, err)
+	}
+	return nil
+}
+
+// ownEntries copies endpoint id's entries without derived flags.
+func (m *Maps) ownEntries(id EndpointID) ownEntries {
+	own := make(ownEntries, len(m.shadow[id]))
+	for k, v := range m.shadow[id] {
+		own[k] = ownOf(v)
+	}
+	return own
+}
+
+// apply makes endpoint id's entries in the map equal to want: writes new and
+// changed entries, then deletes the rest (in batches where the kernel can).
+// The shadow follows every successful write, so a failed apply is redone by
+// the next one.
+func (m *Maps) apply(id EndpointID, want map[policyPolicyKey]policyPolicyEntry) error {
+	cur := m.shadow[id]
+	if cur == nil {
+		cur = make(map[policyPolicyKey]policyPolicyEntry, len(want))
+		m.shadow[id] = cur
+	}
+	defer func() {
+		if len(cur) == 0 {
+			delete(m.shadow, id)
+		}
+	}()
+	var (
+		keys []policyPolicyKey
+		vals []policyPolicyEntry
+	)
+	for k, v := range want {
+		if old, ok := cur[k]; !ok || old != v {
+			keys = append(keys, k)
+			vals = append(vals, v)
+		}
+	}
+	n, err := m.writePolicy(keys, vals)
+	for i := range n {
+		cur[keys[i]] = vals[i]
+	}
+	if err != nil {
+		return err
+	}
+	var stale []policyPolicyKey
+	for k := range cur {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	n, err = m.deletePolicy(stale)
+	for _, k := range stale[:n] {
+		delete(cur, k)
+	}
+	return err
+}
+
+// writePolicy writes keys[i] -> vals[i] in order, returning how many it wrote.
+func (m *Maps) writePolicy(keys []policyPolicyKey, vals []policyPolicyEntry) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if !m.noBatch {
+		n, err := m.policy.BatchUpdate(keys, vals, nil)
+		switch {
+		case err == nil:
+			return n, nil
+		case !errors.Is(err, ebpf.ErrNotSupported):
+			return n, fmt.Errorf("write %s: %w", keyString(keys[min(n, len(keys)-1)]), err)
+		}
+		m.noBatch = true
+	}
+	for i := range keys {
+		if err := m.policy.Update(&keys[i], &vals[i], ebpf.UpdateAny); err != nil {
+			return i, fmt.Errorf("write %s: %w", keyString(keys[i]), err)
+		}
+	}
+	return len(keys), nil
+}
+
+// deletePolicy deletes keys in order (missing ones are fine), returning how
+// many are gone.
+func (m *Maps) deletePolicy(keys []policyPolicyKey) (int, error) {
+	done := 0
+	for !m.noBatch && done < len(keys) {
+		n, err := m.policy.BatchDelete(keys[done:], nil)
+		done += n
+		switch {
+		case err == nil:
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			done++ // already gone: go on after it
+		case errors.Is(err, ebpf.ErrNotSupported):
+			m.noBatch = true
+		default:
+			return done, fmt.Errorf("delete %s: %w", keyString(keys[done]), err)
+		}
+	}
+	for ; done < len(keys); done++ {
+		if err := deleteIfExists(m.policy, &keys[done]); err != nil {
+			return done, fmt.Errorf("delete %s: %w", keyString(keys[done]), err)
+		}
+	}
+	return done, nil
+}
+
+func deleteIfExists(m *ebpf.Map, key any) error {
+	if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Identity-based L3/L4 policy on the host side of each pod's veth (tcx, or
+ * clsact on kernels without tcx):
+ *
+ *   policy_from_pod  tcx ingress of the host veth: the pod's egress
+ *   policy_to_pod    tcx egress of the host veth:  the pod's ingress
+ *
+ * For every IPv4 packet: parse, check the pod's source address (egress),
+ * look up conntrack; a packet of a tracked flow (or a reply, or an ICMP error
+ * about one) passes. A new flow resolves the peer's identity in the ipcache
+ * and, where the endpoint enforces that direction, looks up the policy map;
+ * allowed flows get a conntrack entry. Drops and new flows emit flow events.
+ *
+ * Non-IPv4 (ARP, IPv6) passes untouched: the cluster is IPv4-only; a v6
+ * variant gets its own parse/ct/ipcache maps of the same shape.
+ *
+ * Return codes are tcx's: TCX_NEXT lets later programs (and clsact filters)
+ * see an allowed packet, TCX_DROP drops. In a clsact direct-action filter the
+ * same numbers are TC_ACT_UNSPEC (continue) and TC_ACT_SHOT.
+ */
+#include "lib/common.h"
+#include "lib/drop_reasons.h"
+#include "lib/pkt4.h"
+#include "lib/identity.h"
+#include "lib/endpoint.h"
+#include "lib/policy.h"
+#include "lib/conntrack4.h"
+#include "lib/frag4.h"
+#include "lib/flow_events.h"
+
+char _license[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * Types only userspace needs (bpf2go -type mirrors them into Go): a pointer
+ * that nothing uses puts them into BTF. The loader never creates its map.
+ */
+struct btf_exports {
+	struct flow_event event;
+	enum drop_reason drop_reason;
+	enum flow_verdict flow_verdict;
+	enum ct_status ct_status;
+	enum policy_match policy_match;
+	enum policy_verdict policy_verdict;
+	enum trace_mode trace_mode;
+	enum traffic_direction traffic_direction;
+	enum reserved_identity reserved_identity;
+};
+const struct btf_exports *unused_btf_exports __attribute__((unused));
+
+/* From <linux/bpf.h> of Linux 6.6+ (Debian 12's uapi headers predate tcx). */
+#define TCX_NEXT	(-1)
+#define TCX_DROP	2
+
+/* Cilium's MARK_MAGIC_TO_PROXY: the L7 stage's policy routing matches it. */
+#define MARK_MAGIC_TO_PROXY	0x0200
+
+struct verdict_ctx {
+	struct flow4 f;
+	struct endpoint_info ep;
+	__u32 ifindex;
+	__u32 local_id;
+	__u32 remote_id;
+	__u16 proxy_port;
+	__u8 dir;
+	__u8 have_ep;
+	__u8 have_ids;
+	__u8 ct;		/* enum ct_status */
+	__u8 match;		/* enum policy_match */
+};
+
+/* The identities of both ends: the endpoint's own, and the peer's from the ipcache. */
+static __always_inline void resolve_identities(struct verdict_ctx *v)
+{
+	__be32 local = v->dir == DIR_EGRESS ? v->f.saddr : v->f.daddr;
+	__be32 remote = v->dir == DIR_EGRESS ? v->f.daddr : v->f.saddr;
+
+	if (v->have_ids)
+		return;
+	v->local_id = v->have_ep ? v->ep.identity : ipcache4_identity(local);
+	v->remote_id = ipcache4_identity(remote);
+	v->have_ids = 1;
+}
+
+static __always_inline void emit(struct __sk_buff *skb, struct verdict_ctx *v, __u8 verdict, __u8 reason)
+{
+	struct flow_event *ev;
+
+	resolve_identities(v);
+	ev = bpf_ringbuf_reserve(&membrane_events, sizeof(*ev), 0);
+	if (!ev) {
+		pol_count(POL_CNT_EVENTS_LOST);
+		return;
+	}
+	ev->time_ns = bpf_ktime_get_ns();
+	ev->ifindex = v->ifindex;
+	if (v->dir == DIR_EGRESS) {
+		ev->src_identity = v->local_id;
+		ev->dst_identity = v->remote_id;
+	} else {
+		ev->src_identity = v->remote_id;
+		ev->dst_identity = v->local_id;
+	}
+	ev->saddr = v->f.saddr;
+	ev->daddr = v->f.daddr;
+	ev->len = skb->len;
+	if (v->f.proto == IPPROTO_ICMP) {
+		ev->sport = 0;
+		ev->dport = 0;
+	} else {
+		ev->sport = v->f.sport;
+		ev->dport = v->f.dport;
+	}
+	ev->endpoint_id = v->have_ep ? v->ep.endpoint_id : 0;
+	ev->proxy_port = verdict == FLOW_REDIRECTED ? v->proxy_port : 0;
+	ev->direction = v->dir;
+	ev->verdict = verdict;
+	ev->drop_reason = reason;
+	ev->proto = v->f.proto;
+	ev->tcp_flags = v->f.proto == IPPROTO_TCP ? v->f.tcp_flags : 0;
+	ev->ct_state = v->ct;
+	ev->match = v->match;
+	ev->icmp_type = v->f.icmp_type;
+	ev->icmp_code = v->f.icmp_code;
+	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline int drop(struct __sk_buff *skb, struct verdict_ctx *v, __u8 reason)
+{
+	metrics_add(v->dir, reason, skb->len);
+	emit(skb, v, FLOW_DROPPED, reason);
+	return TCX_DROP;
+}
+
+static __always_inline int pass(struct __sk_buff *skb, struct verdict_ctx *v)
+{
+	__u8 verdict = FLOW_FORWARDED;
+
+	if (v->proxy_port) {
+		verdict = FLOW_REDIRECTED;
+		/*
+		 * Hand-off to the L7 proxy is the L7 stage's job; until then a
+		 * packet from the pod carries the proxy port in its mark.
+		 */
+		if (v->dir == DIR_EGRESS)
+			skb->mark = ((__u32)v->proxy_port << 16) | MARK_MAGIC_TO_PROXY;
+	}
+	metrics_add(v->dir, verdict == FLOW_REDIRECTED ? METRIC_REDIRECTED : METRIC_FORWARDED, skb->len);
+	if (emit_traces == TRACE_ALL || (emit_traces == TRACE_NEW && v->ct == CT_NEW))
+		emit(skb, v, verdict, REASON_NONE);
+	return TCX_NEXT;
+}
+
+static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
+{
+	struct verdict_ctx v = {};
+	struct ct4_result ctr = {};
+	struct policy_decision pd = {};
+	__u64 now;
+	int reason;
+
+	v.dir = dir;
+	v.ifindex = skb->ifindex;
+	v.have_ep = endpoint_lookup(v.ifindex, &v.ep);
+
+	reason = flow4_parse(skb, &v.f);
+	if (reason)
+		return drop(skb, &v, reason);
+	reason = frag4_handle(&v.f);
+	if (reason)
+		return drop(skb, &v, reason);
+	if (dir == DIR_EGRESS && v.have_ep && v.ep.addr && v.f.saddr != v.ep.addr)
+		return drop(skb, &v, DROP_INVALID_SIP);
+
+	now = bpf_ktime_get_ns();
+	v.ct = ct4_lookup_tuple(&v.f, dir, v.ifindex, skb->len, now, &ctr);
+	if (ctr.expired)
+		pol_count(POL_CNT_CT_EXPIRED);
+	if (ctr.reopened)
+		pol_count(POL_CNT_CT_REOPENED);
+	if (v.ct != CT_NEW) {
+		v.proxy_port = ctr.proxy_port;
+		return pass(skb, &v);
+	}
+	if (ct4_lookup_related(skb, &v.f, dir, v.ifindex, now)) {
+		pol_count(POL_CNT_CT_RELATED);
+		v.ct = CT_RELATED;
+		return pass(skb, &v);
+	}
+
+	/* A new flow. */
+	if (v.have_ep && (v.ep.flags & (dir == DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS))) {
+		resolve_identities(&v);
+		reason = policy_check(v.ep.endpoint_id, dir, v.remote_id, &v.f, &pd);
+		if (reason)
+			return drop(skb, &v, reason);
+		v.proxy_port = pd.proxy_port;
+		v.match = pd.match;
+	}
+	if (ct4_can_create(&v.f)) {
+		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port) < 0)
+			return drop(skb, &v, DROP_CT_CREATE_FAILED);
+		pol_count(POL_CNT_CT_CREATED);
+	}
+	return pass(skb, &v);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP)) {
+		pol_count(POL_CNT_NOT_IPV4);
+		return TCX_NEXT;
+	}
+	return handle_ipv4(skb, dir);
+}
+
+SEC("tc")
+int policy_from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int policy_to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}

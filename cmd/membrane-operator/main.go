@@ -1,0 +1,125 @@
+// Command membrane-operator runs Membrane's cluster-wide controllers:
+// identity allocation (and, later, Gateway API, Ingress, LB IPAM, ...).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/operator"
+)
+
+// config is the operator's configuration, from flags.
+type config struct {
+	kubeconfig  string
+	leaderElect bool
+	leaderNS    string
+	metricsAddr string
+	healthAddr  string
+	identityGC  time.Duration
+	debug       bool
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.identityGC < time.Second {
+		errs = append(errs, fmt.Errorf("--identity-gc-interval %s: must be at least 1s", c.identityGC))
+	}
+	if c.leaderElect && c.leaderNS == "" {
+		errs = append(errs, errors.New("--leader-election-namespace: required with --leader-elect"))
+	}
+	return errors.Join(errs...)
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "membrane-operator:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg config
+	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
+	fs.BoolVar(&cfg.leaderElect, "leader-elect", true, "elect one active operator")
+	fs.StringVar(&cfg.leaderNS, "leader-election-namespace", "kube-system", "namespace of the leader-election lease")
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:9891", "Prometheus metrics address (0 disables)")
+	fs.StringVar(&cfg.healthAddr, "health-addr", "127.0.0.1:9892", "/healthz and /readyz address")
+	fs.DurationVar(&cfg.identityGC, "identity-gc-interval", 30*time.Second, "how often unused identities are looked for")
+	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if cfg.debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+
+	var restCfg *rest.Config
+	var err error
+	if cfg.kubeconfig != "" {
+		restCfg, err = clientcmd.BuildConfigFromFlags("", cfg.kubeconfig)
+	} else {
+		restCfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	restCfg.UserAgent = "membrane-operator"
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("scheme: %w", err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("scheme: %w", err)
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                  scheme,
+		LeaderElection:          cfg.leaderElect,
+		LeaderElectionID:        "membrane-operator",
+		LeaderElectionNamespace: cfg.leaderNS,
+		Metrics:                 metricsserver.Options{BindAddress: cfg.metricsAddr},
+		HealthProbeBindAddress:  cfg.healthAddr,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	ids := operator.NewIdentityController(log.With("controller", "identity"), mgr.GetClient(), identity.DefaultFilter(), cfg.identityGC)
+	if err := ids.Setup(mgr); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
+		return fmt.Errorf("health check: %w", err)
+	}
+	log.Info("membrane-operator starting")
+	return mgr.Start(ctx)
+}
