@@ -1,0 +1,481 @@
+package policy
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/membrane-mesh/membrane/mesh/identity"
+)
+
+// Resolver holds policies compiled against a set of identities: selectors
+// resolved to identity sets, CIDR identities allocated. It is immutable and
+// safe for concurrent use; build a new one when policies or identities
+// change.
+type Resolver struct {
+	cfg      Config
+	ids      []Identity // by ID
+	cidrs    []CIDRIdentity
+	rules    []compiledRule
+	problems []error
+}
+
+type compiledRule struct {
+	subject        matcher
+	enforceIngress bool
+	enforceEgress  bool
+	peerRules      []compiledPeerRule
+	problems       []error // reported with the endpoints the rule selects
+}
+
+type compiledPeerRule struct {
+	origin string
+	dir    Direction
+	deny   bool
+	peers  []identity.ID // sorted, unique; [0] is every peer
+	ports  []PortRule
+	auth   bool
+}
+
+// Resolve is New(policies, ids, cfg).Resolve(ep).
+func Resolve(ep Endpoint, policies []Policy, ids IdentitySet, cfg Config) Result {
+	return New(policies, ids, cfg).Resolve(ep)
+}
+
+// New compiles policies against identities. Every policy counts for the CIDR
+// identities, even those selecting no endpoint of the node, so all Results
+// agree on them.
+func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
+	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities)}
+	slices.SortFunc(r.ids, func(a, b Identity) int { return cmp.Compare(a.ID, b.ID) })
+
+	var prefixes []netip.Prefix
+	for _, p := range policies {
+		for _, rule := range p.Rules {
+			for _, list := range [][]PeerRule{rule.Ingress, rule.IngressDeny, rule.Egress, rule.EgressDeny} {
+				for _, pr := range list {
+					for _, c := range pr.CIDRs {
+						prefixes = append(prefixes, c.CIDR)
+						prefixes = append(prefixes, c.Except...)
+					}
+				}
+			}
+		}
+	}
+	r.cidrs = allocateCIDRs(prefixes, ids.CIDRs)
+
+	for _, p := range policies {
+		for i, rule := range p.Rules {
+			r.compileRule(p, fmt.Sprintf("%s rules[%d]", p, i), rule)
+		}
+	}
+	return r
+}
+
+// Problems returns what made rules unusable as a whole (e.g. an invalid
+// endpoint selector): they select no endpoint, so no Result reports them.
+func (r *Resolver) Problems() []error { return slices.Clone(r.problems) }
+
+// CIDRIdentities returns the node's CIDR identities, sorted by prefix.
+func (r *Resolver) CIDRIdentities() []CIDRIdentity { return slices.Clone(r.cidrs) }
+
+func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
+	subject, err := compileSelector(rule.EndpointSelector)
+	if err != nil {
+		r.problems = append(r.problems, fmt.Errorf("%s: endpointSelector: %w", origin, err))
+		return
+	}
+	subject, err = scopeSubject(subject, p.Namespace)
+	if err != nil {
+		r.problems = append(r.problems, fmt.Errorf("%s: %w", origin, err))
+	}
+	c := compiledRule{
+		subject:        subject,
+		enforceIngress: len(rule.Ingress)+len(rule.IngressDeny) > 0,
+		enforceEgress:  len(rule.Egress)+len(rule.EgressDeny) > 0,
+	}
+	for _, l := range []struct {
+		name string
+		dir  Direction
+		deny bool
+		list []PeerRule
+	}{
+		{"ingress", Ingress, false, rule.Ingress},
+		{"ingressDeny", Ingress, true, rule.IngressDeny},
+		{"egress", Egress, false, rule.Egress},
+		{"egressDeny", Egress, true, rule.EgressDeny},
+	} {
+		for j, pr := range l.list {
+			o := fmt.Sprintf("%s %s[%d]", origin, l.name, j)
+			peers, problems := r.peers(p.Namespace, pr)
+			for _, err := range problems {
+				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
+			}
+			c.peerRules = append(c.peerRules, compiledPeerRule{
+				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired,
+			})
+		}
+	}
+	r.rules = append(r.rules, c)
+}
+
+// reservedInCluster returns the reserved identities the cluster entity
+// includes.
+func reservedInCluster() []identity.ID {
+	return []identity.ID{identity.Host, identity.Unmanaged, identity.Health, identity.Init, identity.RemoteNode, identity.KubeAPIServer}
+}
+
+// peers resolves a peer rule's peers to identities.
+func (r *Resolver) peers(namespace string, pr PeerRule) ([]identity.ID, []error) {
+	var ids []identity.ID
+	var problems []error
+	for i, s := range pr.Endpoints {
+		m, err := compileSelector(s)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("endpoints[%d]: %w (matches no peer)", i, err))
+			continue
+		}
+		m = scopePeer(m, namespace)
+		for _, id := range r.ids {
+			if m.matches(id.Labels) {
+				ids = append(ids, id.ID)
+			}
+		}
+	}
+	for _, e := range pr.Entities {
+		switch e {
+		case EntityAll:
+			ids = append(ids, 0)
+		case EntityWorld:
+			ids = append(ids, identity.World)
+			for _, c := range r.cidrs {
+				ids = append(ids, c.ID)
+			}
+		case EntityCluster:
+			ids = append(ids, reservedInCluster()...)
+			for _, id := range r.ids {
+				if id.ID != identity.World && id.ID < MinCIDRIdentity {
+					ids = append(ids, id.ID)
+				}
+			}
+		case EntityHost:
+			ids = append(ids, identity.Host)
+		case EntityRemoteNode:
+			ids = append(ids, identity.RemoteNode)
+		case EntityKubeAPIServer:
+			ids = append(ids, identity.KubeAPIServer)
+		case EntityHealth:
+			ids = append(ids, identity.Health)
+		case EntityInit:
+			ids = append(ids, identity.Init)
+		case EntityUnmanaged:
+			ids = append(ids, identity.Unmanaged)
+		default:
+			problems = append(problems, fmt.Errorf("unknown entity %q (matches no peer)", e))
+		}
+	}
+	for i, c := range pr.CIDRs {
+		if !c.CIDR.IsValid() {
+			problems = append(problems, fmt.Errorf("cidrs[%d]: invalid prefix (matches no peer)", i))
+			continue
+		}
+		ids = append(ids, cidrPeers(c, r.cidrs)...)
+	}
+	if len(pr.FQDNs) > 0 {
+		problems = append(problems, errors.New("toFQDNs are not supported yet: they match no peer"))
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if len(ids) > 0 && ids[0] == 0 {
+		ids = ids[:1] // every peer
+	}
+	return ids, problems
+}
+
+// Resolve returns the endpoint's datapath rules:
+//   - A direction is enforced when a rule selecting the endpoint has an
+//     entry for it (allow or deny, even one without peers); only enforced
+//     directions get rules. Ingress from the local host is then allowed
+//     unless Config.EnforceHostIngress.
+//   - Each peer rule gives one entry per (peer identity, port): identity 0
+//     for every peer, proto Any with port 0 for every protocol and port.
+//     Named ports resolve against the endpoint (ingress) or each peer
+//     identity's named ports (egress; every known identity for a rule
+//     matching every peer); what does not resolve is reported and skipped.
+//   - HTTP rules make the entries Redirect to Config.ProxyPort and add L7
+//     rules (see L7Rule), including "every request" for peers an allow
+//     lets through on a redirected port (Cilium's L7 wildcarding).
+//   - Entries with the same key merge: deny beats redirect beats allow;
+//     authentication is required if any allow requires it (never on deny).
+//   - Not enforced yet, and reported: toFQDNs (no peer), DNS rules other
+//     than matchPattern "*" (allowed at L4).
+//
+// Everything is sorted, so equal inputs give equal Results.
+func (r *Resolver) Resolve(ep Endpoint) Result {
+	labels := ep.Labels
+	if _, ok := labels[identity.NamespaceLabel]; !ok && ep.Namespace != "" {
+		labels = identity.Labels{identity.NamespaceLabel: ep.Namespace}
+		for k, v := range ep.Labels {
+			labels[k] = v
+		}
+	}
+	b := builder{r: r, ep: ep}
+	var res Result
+	for _, rule := range r.rules {
+		if !rule.subject.matches(labels) {
+			continue
+		}
+		res.EnforceIngress = res.EnforceIngress || rule.enforceIngress
+		res.EnforceEgress = res.EnforceEgress || rule.enforceEgress
+		b.problems = append(b.problems, rule.problems...)
+		for _, pr := range rule.peerRules {
+			b.expand(pr)
+		}
+	}
+	if res.EnforceIngress && !r.cfg.EnforceHostIngress {
+		b.add(contrib{
+			key:     ruleKey{dir: Ingress, remote: identity.Host},
+			verdict: Allow,
+			origin:  "configuration (enforceHostIngress false) allows the local host",
+		})
+	}
+	res.Rules = b.merge()
+	res.L7 = b.l7()
+	res.CIDRIdentities = slices.Clone(r.cidrs)
+	res.Problems = dedupErrors(b.problems)
+	return res
+}
+
+func dedupErrors(errs []error) []error {
+	if len(errs) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []error
+	for _, e := range errs {
+		if !seen[e.Error()] {
+			seen[e.Error()] = true
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return out
+}
+
+// ruleKey is a datapath key (without the endpoint).
+type ruleKey struct {
+	dir     Direction
+	remote  identity.ID
+	proto   Proto
+	port    uint16
+	endPort uint16
+}
+
+// contrib is one rule's contribution to a key, before merging.
+type contrib struct {
+	key     ruleKey
+	verdict Verdict
+	auth    bool
+	http    []HTTPRule // Redirect only
+	origin  string
+}
+
+type builder struct {
+	r        *Resolver
+	ep       Endpoint
+	contribs []contrib
+	problems []error
+}
+
+func (b *builder) add(c contrib) { b.contribs = append(b.contribs, c) }
+
+func (b *builder) problem(origin, format string, args ...any) {
+	b.problems = append(b.problems, fmt.Errorf("%s: %s", origin, fmt.Sprintf(format, args...)))
+}
+
+// expand adds a peer rule's contributions for the endpoint.
+func (b *builder) expand(pr compiledPeerRule) {
+	if len(pr.peers) == 0 {
+		return
+	}
+	verdict := Allow
+	if pr.deny {
+		verdict = Deny
+	}
+	c := contrib{verdict: verdict, auth: pr.auth && !pr.deny, origin: pr.origin}
+	if len(pr.ports) == 0 {
+		for _, id := range pr.peers {
+			c.key = ruleKey{dir: pr.dir, remote: id}
+			b.add(c)
+		}
+		return
+	}
+	for j, portRule := range pr.ports {
+		where := fmt.Sprintf("%s.toPorts[%d]", pr.origin, j)
+		if len(portRule.Ports) == 0 {
+			b.problem(where, "no ports: matches no traffic")
+			continue
+		}
+		pc := c
+		if !pr.deny && len(portRule.HTTP) > 0 {
+			if b.r.cfg.ProxyPort == 0 {
+				b.problem(where, "HTTP rules need the L7 proxy, which is not configured (no proxy port): not allowed")
+				continue
+			}
+			pc.verdict = Redirect
+			pc.http = portRule.HTTP
+		}
+		if !pr.deny && len(portRule.DNS) > 0 && !matchesEveryName(portRule.DNS) {
+			b.problem(where, "DNS rules are not enforced yet: the ports are allowed for every name")
+		}
+		for k, port := range portRule.Ports {
+			b.expandPort(pr, pc, fmt.Sprintf("%s.ports[%d]", where, k), port)
+		}
+	}
+}
+
+func matchesEveryName(sels []FQDN) bool {
+	for _, s := range sels {
+		if s.MatchPattern == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// expandPort adds the contributions of one port of a peer rule.
+func (b *builder) expandPort(pr compiledPeerRule, c contrib, where string, port Port) {
+	badL7 := false
+	emit := func(remote identity.ID, proto Proto, p, end uint16) bool {
+		if c.verdict == Redirect && proto != TCP {
+			badL7 = true
+			return false
+		}
+		c.key = ruleKey{dir: pr.dir, remote: remote, proto: proto, port: p, endPort: end}
+		b.add(c)
+		return true
+	}
+	defer func() {
+		if badL7 {
+			b.problem(where, "HTTP rules need protocol TCP: skipped")
+		}
+	}()
+	if port.Name == "" {
+		end := port.EndPort
+		switch {
+		case end != 0 && port.Port == 0:
+			b.problem(where, "a port range needs a port other than 0: skipped")
+			return
+		case end <= port.Port:
+			end = 0
+		}
+		if c.verdict == Redirect && port.Port == 0 {
+			b.problem(where, "L7 rules need a specific port, not 0: skipped")
+			return
+		}
+		for _, id := range pr.peers {
+			emit(id, port.Proto, port.Port, end)
+		}
+		return
+	}
+	if port.EndPort != 0 {
+		b.problem(where, "a port range needs a numeric port, not the name %q: skipped", port.Name)
+		return
+	}
+	name := strings.ToLower(port.Name)
+	protoOK := func(np NamedPort) bool { return port.Proto == Any || port.Proto == np.Proto }
+	if pr.dir == Ingress {
+		np, ok := b.ep.NamedPorts[name]
+		switch {
+		case !ok:
+			b.problem(where, "the endpoint has no port named %q: skipped", port.Name)
+		case !protoOK(np):
+			b.problem(where, "the endpoint's port %q is %s, not %s: skipped", port.Name, np.Proto, port.Proto)
+		default:
+			for _, id := range pr.peers {
+				emit(id, np.Proto, np.Port, 0)
+			}
+		}
+		return
+	}
+	// Egress: a named port is the peer's. Resolve it per peer identity
+	// (every known identity for a rule matching every peer).
+	peers := pr.peers
+	if peers[0] == 0 {
+		peers = nil
+		for _, id := range b.r.ids {
+			peers = append(peers, id.ID)
+		}
+	}
+	found := false
+	for _, id := range peers {
+		i, ok := slices.BinarySearchFunc(b.r.ids, id, func(x Identity, id identity.ID) int { return cmp.Compare(x.ID, id) })
+		if !ok {
+			continue
+		}
+		for _, np := range b.r.ids[i].NamedPorts[name] {
+			if protoOK(np) {
+				found = emit(id, np.Proto, np.Port, 0) || found
+			}
+		}
+	}
+	if !found && !badL7 {
+		proto := ""
+		if port.Proto != Any {
+			proto = " " + port.Proto.String()
+		}
+		b.problem(where, "no peer has a%s port named %q: skipped", proto, port.Name)
+	}
+}
+
+// merge combines contributions per key: deny beats everything, redirect
+// beats allow, authentication is required if any allow requires it.
+func (b *builder) merge() []DatapathRule {
+	byKey := map[ruleKey]*DatapathRule{}
+	for _, c := range b.contribs {
+		d, ok := byKey[c.key]
+		if !ok {
+			d = &DatapathRule{
+				Direction: c.key.dir, RemoteIdentity: c.key.remote, Proto: c.key.proto,
+				Port: c.key.port, EndPort: c.key.endPort, Verdict: c.verdict,
+			}
+			byKey[c.key] = d
+		}
+		switch {
+		case c.verdict == Deny || d.Verdict == Deny:
+			d.Verdict = Deny
+		case c.verdict == Redirect:
+			d.Verdict = Redirect
+		}
+		d.AuthRequired = d.AuthRequired || c.auth
+		d.Origins = append(d.Origins, c.origin)
+	}
+	out := make([]DatapathRule, 0, len(byKey))
+	for _, d := range byKey {
+		if d.Verdict == Deny {
+			d.AuthRequired = false
+		}
+		if d.Verdict == Redirect {
+			d.ProxyPort = b.r.cfg.ProxyPort
+		}
+		slices.Sort(d.Origins)
+		d.Origins = slices.Compact(d.Origins)
+		out = append(out, *d)
+	}
+	slices.SortFunc(out, func(a, b DatapathRule) int {
+		return compareKeys(ruleKey{a.Direction, a.RemoteIdentity, a.Proto, a.Port, a.EndPort},
+			ruleKey{b.Direction, b.RemoteIdentity, b.Proto, b.Port, b.EndPort})
+	})
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func compareKeys(a, b ruleKey) int {
+	return cmp.Or(cmp.Compare(a.dir, b.dir), cmp.Compare(a.remote, b.remote), cmp.Compare(a.proto, b.proto),
+		cmp.Compare(a.port, b.port), cmp.Compare(a.endPort, b.endPort))
+}

@@ -1,0 +1,232 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/membrane-mesh/membrane/mesh/identity"
+)
+
+// Selector selects identities by security labels, like a Kubernetes label
+// selector: every requirement must hold; the empty selector selects every
+// identity.
+//
+// A key is "source:key" or "key": source "k8s" matches labels from
+// Kubernetes ("k8s:app"), "any" or no source matches a label of any source
+// with that key (Cilium's rules). Keys of the reserved source are matched
+// like any other; Membrane's reserved identities have no labels, so only
+// entities select them.
+type Selector struct {
+	MatchLabels      map[string]string `json:"matchLabels,omitempty"`
+	MatchExpressions []Requirement     `json:"matchExpressions,omitempty"`
+}
+
+// Requirement is one expression of a selector.
+type Requirement struct {
+	Key      string   `json:"key"`
+	Operator Operator `json:"operator"`
+	Values   []string `json:"values,omitempty"`
+}
+
+// Operator is a label selector operator.
+type Operator string
+
+// Operators (Kubernetes').
+const (
+	OpIn           Operator = "In"
+	OpNotIn        Operator = "NotIn"
+	OpExists       Operator = "Exists"
+	OpDoesNotExist Operator = "DoesNotExist"
+)
+
+// Label keys the scoping rules look at (without source).
+const (
+	namespaceKey        = "io.kubernetes.pod.namespace"
+	namespaceLabelsPref = "io.cilium.k8s.namespace.labels."
+)
+
+// Matches reports whether the labels satisfy the selector; an invalid
+// selector matches nothing.
+func (s Selector) Matches(l identity.Labels) bool {
+	m, err := compileSelector(s)
+	return err == nil && m.matches(l)
+}
+
+// Validate reports what makes the selector invalid: unknown operators,
+// values with Exists/DoesNotExist, none with In/NotIn, empty keys.
+func (s Selector) Validate() error {
+	_, err := compileSelector(s)
+	return err
+}
+
+// matcher is a compiled selector.
+type matcher []requirement
+
+type requirement struct {
+	source string // "" for any
+	key    string
+	op     Operator
+	values []string // sorted
+}
+
+// splitKey separates a selector key into source and key; "any" and no
+// source both give "".
+func splitKey(k string) (source, key string) {
+	src, rest, ok := strings.Cut(k, ":")
+	if !ok {
+		return "", k
+	}
+	if src == "any" {
+		src = ""
+	}
+	return src, rest
+}
+
+func compileSelector(s Selector) (matcher, error) {
+	var m matcher
+	var errs []error
+	keys := make([]string, 0, len(s.MatchLabels))
+	for k := range s.MatchLabels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		src, key := splitKey(k)
+		if key == "" {
+			errs = append(errs, fmt.Errorf("matchLabels: empty key %q", k))
+			continue
+		}
+		m = append(m, requirement{source: src, key: key, op: OpIn, values: []string{s.MatchLabels[k]}})
+	}
+	for i, e := range s.MatchExpressions {
+		src, key := splitKey(e.Key)
+		if key == "" {
+			errs = append(errs, fmt.Errorf("matchExpressions[%d]: empty key %q", i, e.Key))
+			continue
+		}
+		switch e.Operator {
+		case OpIn, OpNotIn:
+			if len(e.Values) == 0 {
+				errs = append(errs, fmt.Errorf("matchExpressions[%d]: operator %s needs values", i, e.Operator))
+				continue
+			}
+		case OpExists, OpDoesNotExist:
+			if len(e.Values) != 0 {
+				errs = append(errs, fmt.Errorf("matchExpressions[%d]: operator %s takes no values", i, e.Operator))
+				continue
+			}
+		default:
+			errs = append(errs, fmt.Errorf("matchExpressions[%d]: unknown operator %q", i, e.Operator))
+			continue
+		}
+		vals := slices.Clone(e.Values)
+		sort.Strings(vals)
+		m = append(m, requirement{source: src, key: key, op: e.Operator, values: vals})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return m, nil
+}
+
+// lookup returns the values of labels with the requirement's key (and
+// source, unless it matches any source).
+func (r requirement) lookup(l identity.Labels) []string {
+	if r.source != "" {
+		if v, ok := l[r.source+":"+r.key]; ok {
+			return []string{v}
+		}
+		return nil
+	}
+	var vals []string
+	for k, v := range l {
+		if _, key := splitKey(k); key == r.key {
+			vals = append(vals, v)
+		}
+	}
+	return vals
+}
+
+func (r requirement) matches(l identity.Labels) bool {
+	vals := r.lookup(l)
+	in := func() bool {
+		for _, v := range vals {
+			if _, found := slices.BinarySearch(r.values, v); found {
+				return true
+			}
+		}
+		return false
+	}
+	switch r.op {
+	case OpIn:
+		return in()
+	case OpNotIn:
+		return !in()
+	case OpExists:
+		return len(vals) > 0
+	case OpDoesNotExist:
+		return len(vals) == 0
+	}
+	return false
+}
+
+func (m matcher) matches(l identity.Labels) bool {
+	for _, r := range m {
+		if !r.matches(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// has reports whether a requirement is about key (any source but those
+// other than k8s and any).
+func (m matcher) has(pred func(key string) bool) bool {
+	for _, r := range m {
+		if (r.source == "" || r.source == "k8s") && pred(r.key) {
+			return true
+		}
+	}
+	return false
+}
+
+// scopeSubject restricts a namespaced policy's endpoint selector to its
+// namespace. Cilium overrides a different namespace given in matchLabels
+// (with a warning); here the requirement is ANDed, so the rule selects
+// nothing, and reported.
+func scopeSubject(m matcher, namespace string) (matcher, error) {
+	if namespace == "" {
+		return m, nil
+	}
+	var err error
+	own := identity.Labels{identity.NamespaceLabel: namespace}
+	for _, r := range m {
+		if (r.source == "" || r.source == "k8s") && r.key == namespaceKey && !r.matches(own) {
+			err = fmt.Errorf("endpointSelector: a namespaced policy selects endpoints of its namespace %q only: the rule selects nothing", namespace)
+		}
+	}
+	out := slices.Clone(m)
+	return append(out, requirement{source: "k8s", key: namespaceKey, op: OpIn, values: []string{namespace}}), err
+}
+
+// scopePeer applies Cilium's scoping to a peer selector (fromEndpoints,
+// toEndpoints): unless it names the namespace label, a clusterwide policy's
+// selector requires the namespace label to exist (endpoints only, never
+// reserved identities) and a namespaced policy's selector is restricted to
+// the policy's namespace, except when it selects by namespace labels.
+func scopePeer(m matcher, namespace string) matcher {
+	if m.has(func(k string) bool { return k == namespaceKey }) {
+		return m
+	}
+	out := slices.Clone(m)
+	if namespace == "" {
+		return append(out, requirement{source: "k8s", key: namespaceKey, op: OpExists})
+	}
+	if m.has(func(k string) bool { return strings.HasPrefix(k, namespaceLabelsPref) }) {
+		return m
+	}
+	return append(out, requirement{source: "k8s", key: namespaceKey, op: OpIn, values: []string{namespace}})
+}

@@ -1,0 +1,430 @@
+// Package policy resolves network policies into one endpoint's datapath
+// rules: (policies, identities, endpoint) → which remote identities may reach
+// it, or be reached from it, on which protocols and ports, with which
+// verdict. It is pure (no I/O, no clocks) and knows no Kubernetes types: the
+// converters in mesh/policy/convert turn MembraneNetworkPolicy,
+// MembraneClusterwideNetworkPolicy and networking.k8s.io/v1 NetworkPolicy
+// into the plain Policy below, and the agent adapts Result to the tc
+// datapath (bpf/policy).
+//
+// Semantics are Cilium's (see Rule and Resolve for the details).
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/membrane-mesh/membrane/mesh/identity"
+)
+
+// Policy is one policy object: a set of rules OR-ed with every other rule.
+type Policy struct {
+	// Kind names the source, e.g. "NetworkPolicy"; it appears in origins
+	// and problems only.
+	Kind string `json:"kind,omitempty"`
+	// Namespace is the policy's namespace; "" is a clusterwide policy.
+	// Selectors of a namespaced policy are scoped to it (see Rule).
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	Rules     []Rule `json:"rules"`
+}
+
+func (p Policy) String() string {
+	s := p.Name
+	if p.Namespace != "" {
+		s = p.Namespace + "/" + s
+	}
+	if p.Kind != "" {
+		s = p.Kind + " " + s
+	}
+	return s
+}
+
+// Rule selects endpoints and says which traffic they may send and receive.
+//
+// An endpoint selected by a rule with at least one Ingress or IngressDeny
+// entry (even one with no peers) is enforced at ingress: only what some rule
+// allows gets in. The same for egress. A namespaced policy's rules select
+// endpoints of its namespace only. Peer selectors of a namespaced policy
+// select endpoints of its namespace unless they name the namespace label
+// (io.kubernetes.pod.namespace, any source prefix) or a namespace-labels key
+// (io.cilium.k8s.namespace.labels.…); those of a clusterwide policy select
+// endpoints of every namespace (but only endpoints: they require the
+// namespace label to exist unless they name it). This is Cilium's scoping.
+type Rule struct {
+	EndpointSelector Selector   `json:"endpointSelector"`
+	Ingress          []PeerRule `json:"ingress,omitempty"`
+	IngressDeny      []PeerRule `json:"ingressDeny,omitempty"`
+	Egress           []PeerRule `json:"egress,omitempty"`
+	EgressDeny       []PeerRule `json:"egressDeny,omitempty"`
+}
+
+// PeerRule allows (or, in a deny list, denies) traffic between the selected
+// endpoint and its peers on its ports.
+//
+// The peers are the union of Endpoints, Entities, CIDRs and FQDNs; a rule
+// with none matches no peer (Cilium's implicit "every peer" for a rule with
+// only toPorts is made explicit by the converters as Entities [all]).
+// ToPorts empty means every protocol and port; otherwise the union of its
+// entries.
+type PeerRule struct {
+	Endpoints []Selector `json:"endpoints,omitempty"`
+	Entities  []Entity   `json:"entities,omitempty"`
+	CIDRs     []CIDRRule `json:"cidrs,omitempty"`
+	FQDNs     []FQDN     `json:"fqdns,omitempty"`
+	ToPorts   []PortRule `json:"toPorts,omitempty"`
+	// AuthRequired flags the allowed flows for mutual authentication.
+	// Ignored in deny lists.
+	AuthRequired bool `json:"authRequired,omitempty"`
+}
+
+// Entity is a class of peers known without labels or addresses.
+type Entity string
+
+// Entities (Cilium's names).
+const (
+	EntityAll           Entity = "all"            // every peer: identity 0
+	EntityWorld         Entity = "world"          // outside the cluster: world and every CIDR identity
+	EntityCluster       Entity = "cluster"        // every endpoint identity and the reserved in-cluster ones
+	EntityHost          Entity = "host"           // the local node
+	EntityRemoteNode    Entity = "remote-node"    // the other nodes
+	EntityKubeAPIServer Entity = "kube-apiserver" // the API server's addresses
+	EntityHealth        Entity = "health"
+	EntityInit          Entity = "init"
+	EntityUnmanaged     Entity = "unmanaged"
+)
+
+// CIDRRule matches addresses of CIDR except those of Except.
+type CIDRRule struct {
+	CIDR   netip.Prefix   `json:"cidr"`
+	Except []netip.Prefix `json:"except,omitempty"`
+}
+
+// FQDN matches peers by DNS name (not resolved yet: see Resolve).
+type FQDN struct {
+	MatchName    string `json:"matchName,omitempty"`
+	MatchPattern string `json:"matchPattern,omitempty"`
+}
+
+// PortRule is a set of ports with optional L7 rules. An entry with no Ports
+// matches nothing (as in Cilium).
+type PortRule struct {
+	Ports []Port `json:"ports,omitempty"`
+	// HTTP rules send the flows through the L7 proxy (verdict Redirect),
+	// which lets a request pass when it matches one of them.
+	HTTP []HTTPRule `json:"http,omitempty"`
+	// DNS rules are not enforced yet: the ports are allowed at L4.
+	DNS []FQDN `json:"dns,omitempty"`
+}
+
+// Port is a port, port range or port name with a protocol.
+type Port struct {
+	// Port 0 (with no Name) is every port of Proto.
+	Port uint16 `json:"port,omitempty"`
+	// EndPort above Port makes the range Port..EndPort.
+	EndPort uint16 `json:"endPort,omitempty"`
+	// Name is a container port name, instead of Port: the selected
+	// endpoint's for ingress, the peers' for egress. Case-insensitive.
+	Name  string `json:"name,omitempty"`
+	Proto Proto  `json:"protocol,omitempty"`
+}
+
+// HTTPRule matches HTTP requests: every field given must match; the empty
+// rule matches every request. Method, Path and Host are RE2 regular
+// expressions matched against the whole value.
+type HTTPRule struct {
+	Method  string        `json:"method,omitempty"`
+	Path    string        `json:"path,omitempty"`
+	Host    string        `json:"host,omitempty"`
+	Headers []HeaderMatch `json:"headers,omitempty"`
+}
+
+// HeaderMatch requires a header (with exactly Value, if not empty). With a
+// Mismatch action (LOG, ADD, DELETE, REPLACE) a mismatch does not deny.
+type HeaderMatch struct {
+	Name     string `json:"name"`
+	Value    string `json:"value,omitempty"`
+	Mismatch string `json:"mismatch,omitempty"`
+}
+
+// Endpoint is the local endpoint whose policy is resolved.
+type Endpoint struct {
+	Identity identity.ID `json:"identity"`
+	// Labels are its security labels ("k8s:app", …), as identity.ForPod
+	// makes them; the namespace label is taken from Namespace if missing.
+	Labels    identity.Labels `json:"labels"`
+	Namespace string          `json:"namespace,omitempty"`
+	// NamedPorts are the pod's container ports by name (lower case).
+	NamedPorts map[string]NamedPort `json:"namedPorts,omitempty"`
+}
+
+// NamedPort is a container port.
+type NamedPort struct {
+	Port  uint16 `json:"port"`
+	Proto Proto  `json:"protocol"`
+}
+
+// Identity is a known security identity of the cluster's endpoints.
+type Identity struct {
+	ID     identity.ID     `json:"id"`
+	Labels identity.Labels `json:"labels"`
+	// NamedPorts are the container ports by name of the pods with this
+	// identity (all their numbers, if they differ), for egress rules with
+	// named ports.
+	NamedPorts map[string][]NamedPort `json:"namedPorts,omitempty"`
+}
+
+// IdentitySet is what selectors are resolved against.
+type IdentitySet struct {
+	// Identities are the endpoint identities (MembraneIdentity objects).
+	// Reserved identities are not listed: entities select them.
+	Identities []Identity `json:"identities,omitempty"`
+	// CIDRs is the previous CIDR identity allocation (Result.CIDRIdentities
+	// or Resolver.CIDRIdentities): prefixes still in use keep their number.
+	// Optional; the allocation is deterministic without it.
+	CIDRs []CIDRIdentity `json:"cidrs,omitempty"`
+}
+
+// Config is the node's configuration of the resolver.
+type Config struct {
+	// ProxyPort is the L7 proxy's port, the ProxyPort of Redirect rules.
+	// Without it, rules with HTTP rules are skipped (and reported).
+	ProxyPort uint16 `json:"proxyPort,omitempty"`
+	// EnforceHostIngress subjects traffic from the local node (identity
+	// host) to policy like any peer. By default (false, Cilium's
+	// allow-localhost) an endpoint enforcing ingress still accepts it, so
+	// kubelet probes pass; deny rules still win.
+	EnforceHostIngress bool `json:"enforceHostIngress,omitempty"`
+}
+
+// Local CIDR identities: Cilium's range of node-local identities.
+const (
+	MinCIDRIdentity identity.ID = 1 << 24
+	MaxCIDRIdentity identity.ID = 1<<25 - 1
+)
+
+// CIDRIdentity is an identity for a prefix: the agent puts it into the
+// ipcache (prefix → ID).
+type CIDRIdentity struct {
+	Prefix netip.Prefix `json:"prefix"`
+	ID     identity.ID  `json:"id"`
+}
+
+// Result is an endpoint's resolved policy.
+type Result struct {
+	// EnforceIngress/EnforceEgress: in that direction only what Rules
+	// allow passes. Otherwise Rules has no entries for it.
+	EnforceIngress bool `json:"enforceIngress"`
+	EnforceEgress  bool `json:"enforceEgress"`
+	// Rules are the datapath entries, one per key, sorted.
+	Rules []DatapathRule `json:"rules,omitempty"`
+	// CIDRIdentities are the node's CIDR identities: every prefix of every
+	// policy given to the resolver (identical in every Result of one
+	// Resolver), so the ipcache's longest-prefix match resolves addresses
+	// to the identities rules refer to. Sorted by prefix.
+	CIDRIdentities []CIDRIdentity `json:"cidrIdentities,omitempty"`
+	// L7 are the rules the L7 proxy enforces on redirected flows.
+	L7 []L7Rule `json:"l7,omitempty"`
+	// Problems are parts of policies that could not be applied to this
+	// endpoint; the rest is applied.
+	Problems []error `json:"-"`
+}
+
+// DatapathRule is one entry of the endpoint's policy map (bpf/policy.Rule
+// without the endpoint ID).
+type DatapathRule struct {
+	Direction Direction `json:"direction"`
+	// RemoteIdentity 0 matches every peer.
+	RemoteIdentity identity.ID `json:"remoteIdentity"`
+	// Proto Any with Port 0 is L3 only (every protocol); Any with a port
+	// means TCP, UDP and SCTP.
+	Proto Proto `json:"proto"`
+	// Port 0 is every port; EndPort above Port makes a range.
+	Port         uint16  `json:"port,omitempty"`
+	EndPort      uint16  `json:"endPort,omitempty"`
+	Verdict      Verdict `json:"verdict"`
+	ProxyPort    uint16  `json:"proxyPort,omitempty"`
+	AuthRequired bool    `json:"authRequired,omitempty"`
+	// Origins name the rules the entry comes from, for policy get/trace.
+	Origins []string `json:"origins,omitempty"`
+}
+
+func (r DatapathRule) String() string {
+	s := fmt.Sprintf("%s %s %s", r.Direction, remoteString(r.RemoteIdentity), r.Proto)
+	if r.Port != 0 {
+		s += "/" + strconv.Itoa(int(r.Port))
+		if r.EndPort > r.Port {
+			s += "-" + strconv.Itoa(int(r.EndPort))
+		}
+	}
+	s += " " + r.Verdict.String()
+	if r.Verdict == Redirect {
+		s += ":" + strconv.Itoa(int(r.ProxyPort))
+	}
+	if r.AuthRequired {
+		s += "+auth"
+	}
+	return s
+}
+
+func remoteString(id identity.ID) string {
+	if id == 0 {
+		return "any"
+	}
+	if n := identity.Reserved(id); n != "" {
+		return "reserved:" + n
+	}
+	return strconv.FormatUint(uint64(id), 10)
+}
+
+// L7Rule lets requests on a redirected port pass: from one of
+// RemoteIdentities (0: every peer), matching one of HTTP.
+type L7Rule struct {
+	Direction        Direction     `json:"direction"`
+	Proto            Proto         `json:"proto"`
+	Port             uint16        `json:"port"`
+	EndPort          uint16        `json:"endPort,omitempty"`
+	RemoteIdentities []identity.ID `json:"remoteIdentities"`
+	HTTP             []HTTPRule    `json:"http"`
+	Origins          []string      `json:"origins,omitempty"`
+}
+
+// Direction is relative to the endpoint.
+type Direction uint8
+
+// Directions (bpf/policy's numbers).
+const (
+	Ingress Direction = 0 // traffic to the endpoint
+	Egress  Direction = 1 // traffic from the endpoint
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Ingress:
+		return "ingress"
+	case Egress:
+		return "egress"
+	}
+	return "direction(" + strconv.Itoa(int(d)) + ")"
+}
+
+// MarshalText writes the direction's name.
+func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads ingress or egress.
+func (d *Direction) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "ingress":
+		*d = Ingress
+	case "egress":
+		*d = Egress
+	default:
+		return fmt.Errorf("unknown direction %q", b)
+	}
+	return nil
+}
+
+// Proto is an IP protocol number; Any (0) is every protocol.
+type Proto uint8
+
+// Protocols policies name.
+const (
+	Any  Proto = 0
+	ICMP Proto = 1
+	TCP  Proto = 6
+	UDP  Proto = 17
+	SCTP Proto = 132
+)
+
+func (p Proto) String() string {
+	switch p {
+	case Any:
+		return "ANY"
+	case ICMP:
+		return "ICMP"
+	case TCP:
+		return "TCP"
+	case UDP:
+		return "UDP"
+	case SCTP:
+		return "SCTP"
+	}
+	return strconv.Itoa(int(p))
+}
+
+// MarshalText writes the protocol's name (or number).
+func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads a protocol name (ANY, TCP, UDP, SCTP, ICMP; "" is
+// ANY) or number.
+func (p *Proto) UnmarshalText(b []byte) error {
+	v, err := ParseProto(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// ParseProto reads a protocol name or number; "" is Any.
+func ParseProto(s string) (Proto, error) {
+	switch strings.ToUpper(s) {
+	case "", "ANY":
+		return Any, nil
+	case "ICMP":
+		return ICMP, nil
+	case "TCP":
+		return TCP, nil
+	case "UDP":
+		return UDP, nil
+	case "SCTP":
+		return SCTP, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 8)
+	if err != nil {
+		return 0, fmt.Errorf("unknown protocol %q", s)
+	}
+	return Proto(n), nil
+}
+
+// Verdict is what a datapath rule does with a new flow.
+type Verdict uint8
+
+// Verdicts (bpf/policy's numbers).
+const (
+	Allow    Verdict = 1
+	Deny     Verdict = 2
+	Redirect Verdict = 3 // allow through the L7 proxy
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Allow:
+		return "allow"
+	case Deny:
+		return "deny"
+	case Redirect:
+		return "redirect"
+	}
+	return "verdict(" + strconv.Itoa(int(v)) + ")"
+}
+
+// MarshalText writes the verdict's name.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+// UnmarshalText reads allow, deny or redirect.
+func (v *Verdict) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "allow":
+		*v = Allow
+	case "deny":
+		*v = Deny
+	case "redirect":
+		*v = Redirect
+	default:
+		return fmt.Errorf("unknown verdict %q", b)
+	}
+	return nil
+}
