@@ -55,7 +55,7 @@ demo-down: build
 
 ## bench: benchmarks, printing ratios against their peers measured in the same run
 bench: tools build
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout $(E2E_TIMEOUT) ./...
+	$(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime 1x -timeout $(E2E_TIMEOUT) ./...
 
 ## clean: remove build output (the tool cache stays; see e2e/tools/README.md)
 clean:

@@ -40,6 +40,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", "/sys/fs/bpf/membrane", "bpffs directory for pinned maps and links")
 	fs.StringVar(&cfg.CgroupPath, "cgroup-path", "/sys/fs/cgroup", "cgroup v2 directory the socket load balancer attaches to")
 	fs.StringVar(&cfg.APIAddr, "api-addr", ":9890", "address of /healthz, /metrics and the agent API")
+	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
+	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")
+	fs.DurationVar(&cfg.KeyRotationPeriod, "encryption-key-rotation-period", 0, "rotate the WireGuard key when it is this old (0: only on request)")
+	fs.StringVar(&cfg.WireGuardBackend, "wireguard-backend", "auto", "WireGuard device: auto (kernel when it has WireGuard, else embedded), kernel or embedded")
 	fs.BoolVar(&debug, "debug", false, "log debug messages")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err

@@ -28,6 +28,7 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
+	enc   *encryption   // nil with encryption off
 	ready chan struct{} // closed once the first full sync is programmed
 }
 
@@ -66,6 +67,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
+	if a.cfg.EnableEncryption {
+		a.enc, err = newEncryption(a.log.With("component", "wireguard"), a.cfg, a.client, factory,
+			newEncryptionMetrics(a.reg), func() { a.metrics.skipped.WithLabelValues("WireGuardPeer").Inc() })
+		if err != nil {
+			return err
+		}
+	}
+
 	ln, err := net.Listen("tcp", a.cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen on --api-addr %s: %w", a.cfg.APIAddr, err)
@@ -75,8 +84,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(3)
+	errc := make(chan error, 3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -94,11 +103,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.statsLoop(ctx)
 	}()
+	go func() {
+		defer wg.Done()
+		if a.enc == nil {
+			disableEncryption(ctx, a.log.With("component", "wireguard"), a.client, a.cfg.NodeName)
+			return
+		}
+		if err := a.enc.run(ctx); err != nil {
+			errc <- fmt.Errorf("encryption: %w", err)
+			cancel()
+		}
+	}()
 
 	factory.Start(ctx.Done())
 	if !src.WaitSynced(ctx) {
 		cancel()
 		wg.Wait()
+		select {
+		case err := <-errc:
+			return err
+		default:
+		}
 		return fmt.Errorf("sync informers: %w", ctx.Err())
 	}
 	a.log.Info("informers synced", "pending", src.Pending())

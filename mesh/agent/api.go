@@ -40,6 +40,7 @@ func (a *Agent) handler() http.Handler {
 		}
 		writeJSON(w, BPFLBList{Node: a.cfg.NodeName, Dump: d})
 	})
+	a.encryptionRoutes(mux)
 	return mux
 }
 

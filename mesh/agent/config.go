@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"time"
 )
 
 // Config is the agent's configuration, from flags.
@@ -21,6 +22,18 @@ type Config struct {
 	CgroupPath string
 	// APIAddr serves /healthz, /metrics and the agent API.
 	APIAddr string
+
+	// Encryption of node-to-node pod traffic (see encryption.go).
+	EnableEncryption bool
+	EncryptionType   string
+	// StateDir holds what the agent keeps across restarts (the WireGuard
+	// private key, mode 0600).
+	StateDir string
+	// KeyRotationPeriod rotates the WireGuard key when it is that old; 0
+	// never rotates on its own.
+	KeyRotationPeriod time.Duration
+	// WireGuardBackend is auto, kernel or embedded.
+	WireGuardBackend string
 }
 
 // Validate reports the first field at fault, by its flag name.
@@ -38,5 +51,6 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
 		errs = append(errs, fmt.Errorf("--api-addr %q: %w", c.APIAddr, err))
 	}
+	errs = append(errs, c.validateEncryption()...)
 	return errors.Join(errs...)
 }

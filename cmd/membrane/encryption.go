@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/membrane-mesh/membrane/mesh/agent"
+)
+
+func newEncryptionCommand(g *globals) *cobra.Command {
+	enc := &cobra.Command{Use: "encryption", Short: "Inspect node-to-node encryption (WireGuard) and rotate keys"}
+	var node, output string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show each node's WireGuard device: backend, key fingerprint and peers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			nodes, err := nodeNames(cmd.Context(), c, node)
+			if err != nil {
+				return err
+			}
+			list, fetchErr := fromAgents[agent.EncryptionStatus](cmd.Context(), c, nodes, agent.PathEncryption)
+			if output == "json" {
+				if err := writeJSON(g, list); err != nil {
+					return err
+				}
+				return fetchErr
+			}
+			if err := printEncryptionStatus(g, list, time.Now()); err != nil {
+				return err
+			}
+			return fetchErr
+		},
+	}
+	status.Flags().StringVar(&node, "node", "", "only this node (default: all nodes)")
+	status.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+
+	var rotateNode, rotateOutput string
+	rotate := &cobra.Command{
+		Use:   "rotate-key",
+		Short: "Give a node a new WireGuard key; its peers pick it up from the Node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(rotateOutput); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if _, err := nodeNames(cmd.Context(), c, rotateNode); err != nil {
+				return err
+			}
+			var res agent.RotateResult
+			if err := postAgent(cmd.Context(), c, rotateNode, agent.PathEncryptionRotate, &res); err != nil {
+				return err
+			}
+			if rotateOutput == "json" {
+				return writeJSON(g, res)
+			}
+			_, err = fmt.Fprintf(g.stdout, "Node %s: WireGuard key rotated: %s -> %s\n", res.Node, res.PreviousFingerprint, res.PublicKeyFingerprint)
+			return err
+		},
+	}
+	rotate.Flags().StringVar(&rotateNode, "node", "", "the node whose key to rotate")
+	rotate.Flags().StringVarP(&rotateOutput, "output", "o", "table", "output format: table or json")
+	_ = rotate.MarkFlagRequired("node")
+	enc.AddCommand(status, rotate)
+	return enc
+}
+
+func printEncryptionStatus(g *globals, list []agent.EncryptionStatus, now time.Time) error {
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	for _, s := range list {
+		fmt.Fprintf(w, "Node: %s\n", s.Node)
+		if s.WireGuard == nil {
+			fmt.Fprintf(w, "Encryption:\t%s\n", s.Mode)
+			if s.Error != "" {
+				fmt.Fprintf(w, "Error:\t%s\n", s.Error)
+			}
+			fmt.Fprintln(w)
+			continue
+		}
+		wg := s.WireGuard
+		fmt.Fprintf(w, "Encryption:\t%s (device %s, %s backend, port %d)\n", s.Mode, wg.Device, wg.Backend, wg.ListenPort)
+		fmt.Fprintf(w, "Public key:\t%s\n", wg.PublicKeyFingerprint)
+		if s.KeyCreated != nil {
+			fmt.Fprintf(w, "Key age:\t%s\n", now.Sub(*s.KeyCreated).Round(time.Second))
+		}
+		if s.Error != "" {
+			fmt.Fprintf(w, "Error:\t%s\n", s.Error)
+		}
+		fmt.Fprintln(w, "PEER\tKEY\tENDPOINT\tALLOWED IPS\tLATEST HANDSHAKE\tRX\tTX")
+		for _, p := range wg.Peers {
+			hs := "never"
+			if !p.LatestHandshake.IsZero() {
+				hs = now.Sub(p.LatestHandshake).Round(time.Second).String() + " ago"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Node, p.PublicKeyFingerprint, p.Endpoint, strings.Join(p.AllowedIPs, ","), hs, byteSize(p.ReceiveBytes), byteSize(p.TransmitBytes))
+		}
+		for _, sk := range s.Skipped {
+			fmt.Fprintf(w, "%s\t(skipped: %s)\n", sk.Node, sk.Reason)
+		}
+		fmt.Fprintln(w)
+	}
+	return w.Flush()
+}
+
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// postAgent POSTs to path on a node's agent (through the API server's
+// node proxy) and decodes the answer into out.
+func postAgent(ctx context.Context, c kubernetes.Interface, node, path string, out any) error {
+	raw, err := c.CoreV1().RESTClient().Post().
+		Resource("nodes").Name(node + ":" + strconv.Itoa(agentPort)).SubResource("proxy").Suffix(path).
+		DoRaw(ctx)
+	if err != nil {
+		msg := strings.TrimSpace(string(raw))
+		if msg != "" {
+			return fmt.Errorf("node %s: agent: %s: %w", node, msg, err)
+		}
+		return fmt.Errorf("node %s: agent did not answer: %w", node, err)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("node %s: decode agent answer: %w", node, err)
+	}
+	return nil
+}
