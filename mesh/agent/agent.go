@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/membrane-mesh/membrane/bpf/socklb"
+	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/lb"
 )
@@ -26,6 +27,9 @@ type Agent struct {
 	metrics *metrics
 	reg     *prometheus.Registry
 
+	// flows are the recent flows `membrane observe` reads.
+	flows *flow.Store
+
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
 	enc   *encryption   // nil with encryption off
@@ -37,7 +41,10 @@ func New(log *slog.Logger, cfg Config, client kubernetes.Interface, reg *prometh
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Agent{log: log, cfg: cfg, client: client, reg: reg, metrics: newMetrics(reg), ready: make(chan struct{})}, nil
+	return &Agent{
+		log: log, cfg: cfg, client: client, reg: reg, metrics: newMetrics(reg), ready: make(chan struct{}),
+		flows: flow.NewStore(flow.DefaultCapacity, flow.NewMetrics(reg)),
+	}, nil
 }
 
 // Run loads the datapath, keeps it in sync with the cluster and serves the
@@ -80,6 +87,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on --api-addr %s: %w", a.cfg.APIAddr, err)
 	}
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv.RegisterOnShutdown(a.flows.Close) // ends open `membrane observe --follow` streams
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/membrane-mesh/membrane/mesh/flow"
+
 	"encoding/json"
 	"net/http"
 
@@ -24,6 +26,7 @@ func (a *Agent) handler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET "+flow.Path, flow.NewHandler(a.log.With("component", "observe"), a.flows))
 	mux.HandleFunc("GET "+PathServices, func(w http.ResponseWriter, _ *http.Request) {
 		list := ServiceList{Node: a.cfg.NodeName, Services: []ServiceEntry{}}
 		for _, e := range a.lb.Snapshot() {

@@ -1,0 +1,126 @@
+package printer
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/membrane-mesh/membrane/mesh/flow"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// outputs are the golden outputs of every case: <case>.<name>.out.
+var outputs = []struct {
+	name string
+	opts Options
+}{
+	{"compact", Options{Format: Compact}},
+	{"compact-node", Options{Format: Compact, NodeName: true}},
+	{"table", Options{Format: Table}},
+	{"table-node", Options{Format: Table, NodeName: true}},
+	{"json", Options{Format: JSON}},
+}
+
+// TestGolden prints testdata/<case>.in.yaml (a list of flows) in every
+// format and compares with <case>.<format>.out (go test ./mesh/flow/printer
+// -update rewrites them).
+func TestGolden(t *testing.T) {
+	ins, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(ins) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range ins {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		raw, err := os.ReadFile(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var flows []flow.Flow
+		if err := yaml.UnmarshalStrict(raw, &flows); err != nil {
+			t.Fatalf("parse %s: %v", in, err)
+		}
+		for _, o := range outputs {
+			t.Run(name+"/"+o.name, func(t *testing.T) {
+				var b bytes.Buffer
+				p := New(&b, o.opts)
+				for _, f := range flows {
+					if err := p.Write(f); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := p.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				golden := filepath.Join("testdata", name+"."+o.name+".out")
+				if *update {
+					if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (go test -update writes it)", err)
+				}
+				if got := b.String(); got != string(want) {
+					t.Errorf("%s differs:\n--- want\n%s--- got\n%s", golden, want, got)
+				}
+			})
+		}
+	}
+}
+
+// TestCompactLine pins the line format itself, Hubble's:
+// TIME[ [NODE]]: SRC (ID) -> DST (ID) TYPE VERDICT (SUMMARY).
+func TestCompactLine(t *testing.T) {
+	var b bytes.Buffer
+	raw := `{"time":"2025-11-21T16:40:01.123Z","type":"drop","verdict":"DROPPED",
+		"dropReason":{"code":133,"name":"POLICY_DENIED","description":"Policy denied"},
+		"ip":{"source":"10.244.1.7","destination":"10.244.2.9"},
+		"l4":{"protocol":"TCP","sourcePort":43210,"destinationPort":8080,"tcpFlags":["SYN"]},
+		"source":{"identity":1234,"namespace":"default","podName":"frontend-7c9d"},
+		"destination":{"identity":5678,"namespace":"default","podName":"backend-5f7c"}}`
+	var f flow.Flow
+	if err := yaml.Unmarshal([]byte(raw), &f); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(&b, Options{Format: Compact}).Write(f); err != nil {
+		t.Fatal(err)
+	}
+	want := "Nov 21 16:40:01.123: default/frontend-7c9d:43210 (ID:1234) -> default/backend-5f7c:8080 (ID:5678) Policy denied DROPPED (TCP Flags: SYN)\n"
+	if b.String() != want {
+		t.Errorf("compact line\n got %q\nwant %q", b.String(), want)
+	}
+}
+
+func TestParseFormat(t *testing.T) {
+	for _, f := range Formats {
+		if got, err := ParseFormat(string(f)); err != nil || got != f {
+			t.Errorf("ParseFormat(%q) = %q, %v", f, got, err)
+		}
+	}
+	if _, err := ParseFormat("yaml"); err == nil || !strings.Contains(err.Error(), `"yaml": want one of compact, json, table`) {
+		t.Errorf("ParseFormat(yaml) = %v", err)
+	}
+}
+
+func TestICMPv4Names(t *testing.T) {
+	for _, tc := range []struct {
+		typ, code uint8
+		want      string
+	}{
+		{8, 0, "EchoRequest"}, {0, 0, "EchoReply"}, {3, 3, "DestinationUnreachable(Port)"},
+		{11, 0, "TimeExceeded(TTLExceeded)"}, {3, 99, "DestinationUnreachable(Code: 99)"},
+		{8, 1, "EchoRequest(Code: 1)"}, {42, 1, "42(1)"},
+	} {
+		if got := icmpv4(tc.typ, tc.code); got != tc.want {
+			t.Errorf("icmpv4(%d, %d) = %q, want %q", tc.typ, tc.code, got, tc.want)
+		}
+	}
+}
