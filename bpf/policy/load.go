@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/membrane-mesh/membrane/bpf/internal/pin"
+
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +16,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 )
 
 // Default map sizes and conntrack lifetimes.
@@ -153,7 +154,7 @@ func Load(ctx context.Context, log *slog.Logger, opts Options) (*Datapath, error
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("load policy datapath: lift memlock limit (kernel < 5.11): %w", err)
 	}
-	if err := ensurePinDir(opts.PinDir); err != nil {
+	if err := pin.EnsureDir(opts.PinDir); err != nil {
 		return nil, fmt.Errorf("load policy datapath: %w", err)
 	}
 	spec, err := newSpec(opts)
@@ -322,7 +323,7 @@ func Unload(pinDir string) error {
 	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := checkBPFFS(pinDir); err != nil {
+	if err := pin.Check(pinDir); err != nil {
 		return fmt.Errorf("unload policy datapath: %w", err)
 	}
 	spec, err := loadPolicy()
@@ -350,57 +351,19 @@ func Unload(pinDir string) error {
 	if err := removeLegacyFilters(-1); err != nil {
 		errs = append(errs, err)
 	}
-	removeIfEmpty(linkDir(pinDir), &errs)
+	if err := pin.RemoveIfEmpty(linkDir(pinDir)); err != nil {
+		errs = append(errs, err)
+	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning == ebpf.PinByName {
 			remove(filepath.Join(pinDir, name))
 		}
 	}
-	removeIfEmpty(pinDir, &errs)
+	if err := pin.RemoveIfEmpty(pinDir); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unload policy datapath: %w", err)
-	}
-	return nil
-}
-
-func removeIfEmpty(dir string, errs *[]error) {
-	err := os.Remove(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
-		*errs = append(*errs, err)
-	}
-}
-
-// ensurePinDir creates dir, which must be on bpffs.
-func ensurePinDir(dir string) error {
-	// Check the nearest existing ancestor first: MkdirAll on a bare
-	// /sys/fs/bpf (sysfs) fails with a confusing error.
-	existing := dir
-	for {
-		if _, err := os.Stat(existing); err == nil {
-			break
-		}
-		parent := filepath.Dir(existing)
-		if parent == existing {
-			break
-		}
-		existing = parent
-	}
-	if err := checkBPFFS(existing); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create pin dir: %w", err)
-	}
-	return nil
-}
-
-func checkBPFFS(path string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", path, err)
-	}
-	if st.Type != unix.BPF_FS_MAGIC {
-		return fmt.Errorf("%s is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", path)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package socklb
 
 import (
+	"github.com/membrane-mesh/membrane/bpf/internal/pin"
+
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 )
 
 // Default map sizes.
@@ -93,7 +94,7 @@ func Load(ctx context.Context, log *slog.Logger, opts Options) (*Datapath, error
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("load socket LB: lift memlock limit (kernel < 5.11): %w", err)
 	}
-	if err := ensurePinDir(opts.PinDir); err != nil {
+	if err := pin.EnsureDir(opts.PinDir); err != nil {
 		return nil, fmt.Errorf("load socket LB: %w", err)
 	}
 	cg, err := openCgroup(opts.CgroupPath)
@@ -269,7 +270,7 @@ func Unload(pinDir string) error {
 	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := checkBPFFS(pinDir); err != nil {
+	if err := pin.Check(pinDir); err != nil {
 		return fmt.Errorf("unload socket LB: %w", err)
 	}
 	spec, err := loadSocklb()
@@ -293,13 +294,17 @@ func Unload(pinDir string) error {
 			remove(pin)
 		}
 	}
-	removeIfEmpty(linkDir(pinDir), &errs)
+	if err := pin.RemoveIfEmpty(linkDir(pinDir)); err != nil {
+		errs = append(errs, err)
+	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning == ebpf.PinByName {
 			remove(filepath.Join(pinDir, name))
 		}
 	}
-	removeIfEmpty(pinDir, &errs)
+	if err := pin.RemoveIfEmpty(pinDir); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unload socket LB: %w", err)
 	}
@@ -316,48 +321,6 @@ func detachPinned(pin string) error {
 	defer l.Close()
 	if err := l.Detach(); err != nil && !errors.Is(err, link.ErrNotSupported) {
 		return fmt.Errorf("detach %s: %w", pin, err)
-	}
-	return nil
-}
-
-func removeIfEmpty(dir string, errs *[]error) {
-	err := os.Remove(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
-		*errs = append(*errs, err)
-	}
-}
-
-// ensurePinDir creates dir, which must be on bpffs.
-func ensurePinDir(dir string) error {
-	// Check the nearest existing ancestor first: MkdirAll on a bare
-	// /sys/fs/bpf (sysfs) fails with a confusing error.
-	existing := dir
-	for {
-		if _, err := os.Stat(existing); err == nil {
-			break
-		}
-		parent := filepath.Dir(existing)
-		if parent == existing {
-			break
-		}
-		existing = parent
-	}
-	if err := checkBPFFS(existing); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create pin dir: %w", err)
-	}
-	return nil
-}
-
-func checkBPFFS(path string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", path, err)
-	}
-	if st.Type != unix.BPF_FS_MAGIC {
-		return fmt.Errorf("%s is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", path)
 	}
 	return nil
 }
