@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/spf13/cobra"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -88,4 +90,42 @@ func fromAgents[T any](ctx context.Context, c kubernetes.Interface, nodes []stri
 		}
 	}
 	return ok, errors.Join(errs...)
+}
+
+// agentListCommand is a command that reads path from the agent of every node
+// (or of --node) and prints the answers with table, or as JSON with -o json.
+// Nodes whose agent did not answer make the command fail after printing the
+// others.
+func agentListCommand[T any](g *globals, use, short, path string, table func(*globals, []T) error) *cobra.Command {
+	var node, output string
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			nodes, err := nodeNames(cmd.Context(), c, node)
+			if err != nil {
+				return err
+			}
+			answers, fetchErr := fromAgents[T](cmd.Context(), c, nodes, path)
+			print := table
+			if output == "json" {
+				print = func(g *globals, v []T) error { return writeJSON(g, v) }
+			}
+			if err := print(g, answers); err != nil {
+				return err
+			}
+			return fetchErr
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "only this node (default: all nodes)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
 }

@@ -17,38 +17,10 @@ import (
 
 func newEncryptionCommand(g *globals) *cobra.Command {
 	enc := &cobra.Command{Use: "encryption", Short: "Inspect node-to-node encryption (WireGuard) and rotate keys"}
-	var node, output string
-	status := &cobra.Command{
-		Use:   "status",
-		Short: "Show each node's WireGuard device: backend, key fingerprint and peers",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			nodes, err := nodeNames(cmd.Context(), c, node)
-			if err != nil {
-				return err
-			}
-			list, fetchErr := fromAgents[agent.EncryptionStatus](cmd.Context(), c, nodes, agent.PathEncryption)
-			if output == "json" {
-				if err := writeJSON(g, list); err != nil {
-					return err
-				}
-				return fetchErr
-			}
-			if err := printEncryptionStatus(g, list, time.Now()); err != nil {
-				return err
-			}
-			return fetchErr
-		},
-	}
-	status.Flags().StringVar(&node, "node", "", "only this node (default: all nodes)")
-	status.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	status := agentListCommand(g, "status", "Show each node's WireGuard device: backend, key fingerprint and peers", agent.PathEncryption,
+		func(g *globals, list []agent.EncryptionStatus) error {
+			return printEncryptionStatus(g, list, time.Now())
+		})
 
 	var rotateNode, rotateOutput string
 	rotate := &cobra.Command{

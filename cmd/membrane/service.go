@@ -13,116 +13,60 @@ import (
 
 func newServiceCommand(g *globals) *cobra.Command {
 	svc := &cobra.Command{Use: "service", Short: "Inspect Service load balancing"}
-	var node, output string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the Service frontends each node's agent programmed, with their backends",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			nodes, err := nodeNames(cmd.Context(), c, node)
-			if err != nil {
-				return err
-			}
-			lists, fetchErr := fromAgents[agent.ServiceList](cmd.Context(), c, nodes, agent.PathServices)
-			if output == "json" {
-				if err := writeJSON(g, lists); err != nil {
-					return err
-				}
-				return fetchErr
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			for _, l := range lists {
-				fmt.Fprintf(w, "Node: %s\n", l.Node)
-				fmt.Fprintln(w, "ID\tFRONTEND\tSERVICE TYPE\tSERVICE\tBACKENDS")
-				for _, s := range l.Services {
-					backends := []string{"(none)"}
-					if len(s.Backends) > 0 {
-						backends = backends[:0]
-						for i, b := range s.Backends {
-							backends = append(backends, fmt.Sprintf("%d => %s (%s)", i+1, b.Backend, b.State))
-						}
-					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.ID, s.Frontend, s.Kind, s.Service, backends[0])
-					for _, b := range backends[1:] {
-						fmt.Fprintf(w, "\t\t\t\t%s\n", b)
-					}
-				}
-				fmt.Fprintln(w)
-			}
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			return fetchErr
-		},
-	}
-	list.Flags().StringVar(&node, "node", "", "only this node (default: all nodes)")
-	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	svc.AddCommand(list)
+	svc.AddCommand(agentListCommand(g, "list", "List the Service frontends each node's agent programmed, with their backends", agent.PathServices, printServices))
 	return svc
+}
+
+func printServices(g *globals, lists []agent.ServiceList) error {
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	for _, l := range lists {
+		fmt.Fprintf(w, "Node: %s\n", l.Node)
+		fmt.Fprintln(w, "ID\tFRONTEND\tSERVICE TYPE\tSERVICE\tBACKENDS")
+		for _, s := range l.Services {
+			backends := []string{"(none)"}
+			if len(s.Backends) > 0 {
+				backends = backends[:0]
+				for i, b := range s.Backends {
+					backends = append(backends, fmt.Sprintf("%d => %s (%s)", i+1, b.Backend, b.State))
+				}
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.ID, s.Frontend, s.Kind, s.Service, backends[0])
+			for _, b := range backends[1:] {
+				fmt.Fprintf(w, "\t\t\t\t%s\n", b)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	return w.Flush()
 }
 
 func newBPFCommand(g *globals) *cobra.Command {
 	bpf := &cobra.Command{Use: "bpf", Short: "Inspect the eBPF datapath's maps"}
 	lbCmd := &cobra.Command{Use: "lb", Short: "Socket load-balancer maps"}
-	var node, output string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "Dump the service, backend and reverse-NAT maps of each node",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			nodes, err := nodeNames(cmd.Context(), c, node)
-			if err != nil {
-				return err
-			}
-			lists, fetchErr := fromAgents[agent.BPFLBList](cmd.Context(), c, nodes, agent.PathBPFLB)
-			if output == "json" {
-				if err := writeJSON(g, lists); err != nil {
-					return err
-				}
-				return fetchErr
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			for _, l := range lists {
-				fmt.Fprintf(w, "Node: %s\n", l.Node)
-				fmt.Fprintln(w, "SERVICE ADDRESS\tREV-NAT ID\tFLAGS\tBACKEND IDS")
-				for _, s := range l.Dump.Services {
-					ids := make([]string, len(s.Backends))
-					for i, id := range s.Backends {
-						ids[i] = fmt.Sprint(id)
-					}
-					fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", s.Frontend, s.Info.RevNATID, s.Info.Flags, strings.Join(ids, ","))
-				}
-				fmt.Fprintln(w, "\nBACKEND ID\tADDRESS")
-				for _, b := range l.Dump.Backends {
-					fmt.Fprintf(w, "%d\t%s\n", b.ID, b.Backend)
-				}
-				fmt.Fprintln(w)
-			}
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			return fetchErr
-		},
-	}
-	list.Flags().StringVar(&node, "node", "", "only this node (default: all nodes)")
-	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	lbCmd.AddCommand(list)
+	lbCmd.AddCommand(agentListCommand(g, "list", "Dump the service, backend and reverse-NAT maps of each node", agent.PathBPFLB, printBPFLB))
 	bpf.AddCommand(lbCmd)
 	return bpf
+}
+
+func printBPFLB(g *globals, lists []agent.BPFLBList) error {
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	for _, l := range lists {
+		fmt.Fprintf(w, "Node: %s\n", l.Node)
+		fmt.Fprintln(w, "SERVICE ADDRESS\tREV-NAT ID\tFLAGS\tBACKEND IDS")
+		for _, s := range l.Dump.Services {
+			ids := make([]string, len(s.Backends))
+			for i, id := range s.Backends {
+				ids[i] = fmt.Sprint(id)
+			}
+			fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", s.Frontend, s.Info.RevNATID, s.Info.Flags, strings.Join(ids, ","))
+		}
+		fmt.Fprintln(w, "\nBACKEND ID\tADDRESS")
+		for _, b := range l.Dump.Backends {
+			fmt.Fprintf(w, "%d\t%s\n", b.ID, b.Backend)
+		}
+		fmt.Fprintln(w)
+	}
+	return w.Flush()
 }
 
 func checkOutput(o string) error {
