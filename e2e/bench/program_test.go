@@ -11,14 +11,15 @@ import (
 )
 
 // programSample is the time from a Service create call returning (its
-// EndpointSlice made before) to its entry in a node's datapath.
+// EndpointSlice made before) to its entry in the nodes' datapath.
 type programSample struct {
 	kind     string // "target" (the VIP then measured) or "extra"
 	existing int    // services before it
 	client   time.Duration
 	all      time.Duration // until every node had it
-	// kube-proxy only: syncs on the client node from the slice's settle to
-	// the end, and their mean duration (its sync_proxy_rules_duration metric).
+	// kube-proxy only: its IPv4 syncs on the client node from just before
+	// the Service create call until the rule was listed, and their mean
+	// duration (its sync_proxy_rules_duration_seconds).
 	syncs    int
 	syncMean time.Duration
 }

@@ -146,13 +146,14 @@ func (r *report) String() string {
 	}
 	tw.Flush()
 
-	fmt.Fprintf(&sb, "\nTime to program one more service: from the Service create call returning (its EndpointSlice created before)\n")
-	fmt.Fprintf(&sb, "to the frontend with both backends in the node's datapath: for Membrane a lookup in the pinned BPF service map\n")
-	fmt.Fprintf(&sb, "every 100 µs; for kube-proxy the kernel's nf_tables announcement of the VIP's rule (nat KUBE-SERVICES) or\n")
-	fmt.Fprintf(&sb, "service-ips element, as `nft monitor` sees it. The slice goes %s before its Service, so kube-proxy's sync for\n", settle)
-	fmt.Fprintf(&sb, "the slice alone does not hold the Service's back by its min-sync-period (1s). \"target\" = the service then\n")
-	fmt.Fprintf(&sb, "measured, \"extra\" = more at the end. kube-proxy syncs: on the client node from the Service create call until\n")
-	fmt.Fprintf(&sb, "its rule was listed, with their mean duration (kube-proxy's sync_proxy_rules_duration_seconds).\n")
+	fmt.Fprintf(&sb, "\nTime to program one more service: from the Service create call returning to the frontend with both backends\n")
+	fmt.Fprintf(&sb, "in the node's datapath: for Membrane a lookup in the pinned BPF service map every 100 µs; for kube-proxy the\n")
+	fmt.Fprintf(&sb, "kernel's nf_tables announcement of the VIP's nat KUBE-SERVICES rule or service-ips element (what `nft monitor`\n")
+	fmt.Fprintf(&sb, "sees). The EndpointSlice goes first; the Service follows %s later for Membrane, and for kube-proxy once it is\n", settle)
+	fmt.Fprintf(&sb, "idle on every node (slice synced, no sync running, the last one ended over its 1s min-sync-period ago), so the\n")
+	fmt.Fprintf(&sb, "time is its reaction to the Service alone. \"target\" = the service then measured, \"extra\" = more at the end.\n")
+	fmt.Fprintf(&sb, "kube-proxy syncs: on the client node from the Service create call until its rule was listed, with their mean\n")
+	fmt.Fprintf(&sb, "duration (kube-proxy's sync_proxy_rules_duration_seconds).\n")
 	tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "arm\tkind\tservices before\tclient node\tall nodes\tkube-proxy syncs (mean duration)\t")
 	for _, arm := range armOrder {

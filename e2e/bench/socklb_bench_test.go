@@ -35,9 +35,8 @@ const (
 	podCIDRKubeProxy = "10.247.0.0/16"
 	// Extra services timed at the largest size, per arm.
 	extraSamples = 5
-	// Pause between a timed service's EndpointSlice and its Service, longer
-	// than kube-proxy's default min-sync-period (1s), so that its sync for
-	// the slice does not hold back the one for the Service.
+	// Pause between a timed service's EndpointSlice and its Service with
+	// Membrane (kube-proxy gets until it is idle: waitKubeProxyIdle).
 	settle = 2 * time.Second
 )
 
