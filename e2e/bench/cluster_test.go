@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
@@ -107,6 +108,12 @@ func upCluster(ctx context.Context, b *testing.B, e env, name, podCIDR string, n
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Certificates in memory: with file names, client-go keeps reloading
+	// them in the background, and complains once Down removed them.
+	if err := rest.LoadTLSFiles(cfg); err != nil {
+		b.Fatal(err)
+	}
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
 	cfg.QPS, cfg.Burst = 5000, 10000
 	if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		b.Fatal(err)
