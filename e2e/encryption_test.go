@@ -148,11 +148,16 @@ func TestEncryption(t *testing.T) {
 			if strings.Contains(table, w.k.node(node).Annotations[wireguard.AnnotationPublicKey]) {
 				t.Errorf("status prints %s's public key itself", node)
 			}
-			m := w.metrics(node)
-			if metricValue(m, "membrane_wireguard_peers") != 2 || metricValue(m, "membrane_wireguard_handshakes_total") < 1 ||
-				metricValue(m, `membrane_wireguard_device_info{backend="embedded"}`) != 1 {
-				t.Errorf("%s metrics: peers %v handshakes %v", node, metricValue(m, "membrane_wireguard_peers"), metricValue(m, "membrane_wireguard_handshakes_total"))
-			}
+			// The agent refreshes its device metrics periodically.
+			var m string
+			eventually(t, 20*time.Second, node+" WireGuard metrics", func() error {
+				m = w.metrics(node)
+				if metricValue(m, "membrane_wireguard_peers") != 2 || metricValue(m, "membrane_wireguard_handshakes_total") < 1 ||
+					metricValue(m, `membrane_wireguard_device_info{backend="embedded"}`) != 1 {
+					return fmt.Errorf("peers %v handshakes %v", metricValue(m, "membrane_wireguard_peers"), metricValue(m, "membrane_wireguard_handshakes_total"))
+				}
+				return nil
+			})
 			t.Logf("%s: key %s, %d peers, handshakes %v", node, st.WireGuard.PublicKeyFingerprint, len(st.WireGuard.Peers), metricValue(m, "membrane_wireguard_handshakes_total"))
 		}
 		keyFile := filepath.Join(w.s.Layout().NodeAgentStateDir(n1), wireguard.KeyFileName)
