@@ -38,7 +38,7 @@ type testPod struct {
 	ifindex int // host side, in the node netns
 }
 
-func addPod(t *testing.T, e *testEnv, host, addr string) testPod {
+func addPod(t testing.TB, e *testEnv, host, addr string) testPod {
 	t.Helper()
 	p := testPod{netns: bpftest.Netns(t), addr: netip.MustParseAddr(addr)}
 	podNS, err := ns.GetNS(p.netns)

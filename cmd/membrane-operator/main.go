@@ -1,5 +1,6 @@
 // Command membrane-operator runs Membrane's cluster-wide controllers:
-// identity allocation (and, later, Gateway API, Ingress, LB IPAM, ...).
+// identity allocation and policy status (and, later, Gateway API, Ingress,
+// LB IPAM, ...).
 package main
 
 import (
@@ -115,6 +116,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ids := operator.NewIdentityController(log.With("controller", "identity"), mgr.GetClient(), identity.DefaultFilter(), cfg.identityGC)
 	if err := ids.Setup(mgr); err != nil {
+		return err
+	}
+	policyStatus := operator.NewPolicyStatusController(log.With("controller", "policy-status"), mgr.GetClient())
+	if err := policyStatus.Setup(mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {

@@ -29,6 +29,7 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
 		agentUser: {
 			{APIGroups: []string{""}, Resources: []string{"nodes", "services", "pods", "namespaces"}, Verbs: read},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: read},
 			// Publishes its node's WireGuard public key (an annotation) and
 			// reports unusable peers as Events on their Nodes.
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"patch"}},

@@ -11,10 +11,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/bpf/socklb"
 	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/lb"
 )
@@ -24,6 +28,7 @@ type Agent struct {
 	log     *slog.Logger
 	cfg     Config
 	client  kubernetes.Interface
+	dyn     dynamic.Interface
 	metrics *metrics
 	reg     *prometheus.Registry
 
@@ -32,17 +37,21 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
+	eps   *endpoints    // the policy datapath's endpoints
 	enc   *encryption   // nil with encryption off
 	ready chan struct{} // closed once the first full sync is programmed
+	// policyReady is closed once every local endpoint's policy is programmed.
+	policyReady chan struct{}
 }
 
 // New returns an agent; Run starts it.
-func New(log *slog.Logger, cfg Config, client kubernetes.Interface, reg *prometheus.Registry) (*Agent, error) {
+func New(log *slog.Logger, cfg Config, client kubernetes.Interface, dyn dynamic.Interface, reg *prometheus.Registry) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &Agent{
-		log: log, cfg: cfg, client: client, reg: reg, metrics: newMetrics(reg), ready: make(chan struct{}),
+		log: log, cfg: cfg, client: client, dyn: dyn, reg: reg, metrics: newMetrics(reg),
+		ready: make(chan struct{}), policyReady: make(chan struct{}),
 		flows: flow.NewStore(flow.DefaultCapacity, flow.NewMetrics(reg)),
 	}, nil
 }
@@ -67,9 +76,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("datapath loaded", "restoredFrontends", len(services), "restoredBackends", len(backends))
 
 	factory := k8s.NewInformerFactory(a.client)
-	src, err := k8s.NewServiceSource(a.log.With("component", "services"), factory, func(kind string, _ error) {
-		a.metrics.skipped.WithLabelValues(kind).Inc()
-	})
+	skipped := func(kind string, _ error) { a.metrics.skipped.WithLabelValues(kind).Inc() }
+	src, err := k8s.NewServiceSource(a.log.With("component", "services"), factory, skipped)
+	if err != nil {
+		return err
+	}
+
+	pdp, err := bpfpolicy.Load(ctx, a.log.With("component", "policy-datapath"), bpfpolicy.Options{PinDir: a.cfg.BPFPinDir})
+	if err != nil {
+		return err
+	}
+	defer pdp.Close()
+	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(a.dyn, 0)
+	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), factory, dynFactory, identity.DefaultFilter(), skipped)
+	if err != nil {
+		return err
+	}
+	a.eps, err = newEndpoints(a.log.With("component", "endpoints"), a.cfg.NodeName, pdp, psrc, a.flows, newPolicyMetrics(a.reg))
 	if err != nil {
 		return err
 	}
@@ -92,8 +115,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	wg.Add(4)
+	errc := make(chan error, 4)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -123,7 +146,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
+	go func() {
+		defer wg.Done()
+		if err := a.eps.runEvents(ctx); err != nil {
+			errc <- fmt.Errorf("flow events: %w", err)
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if !a.eps.synced(ctx) {
+			return
+		}
+		a.eps.run(ctx, a.policyReady)
+	}()
+
 	factory.Start(ctx.Done())
+	dynFactory.Start(ctx.Done())
 	if !src.WaitSynced(ctx) {
 		cancel()
 		wg.Wait()
@@ -157,6 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	factory.Shutdown()
+	dynFactory.Shutdown()
 	select {
 	case err := <-errc:
 		return err
@@ -203,6 +243,9 @@ func (a *Agent) statsLoop(ctx context.Context) {
 			}
 		}
 		a.metrics.services.Set(float64(len(a.lb.Snapshot())))
+		if err := a.eps.metrics.datapath(a.eps.dp); err != nil {
+			a.log.Debug("read policy datapath counters", "error", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

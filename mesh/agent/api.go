@@ -13,17 +13,30 @@ import (
 const (
 	PathServices = "/v1/services"
 	PathBPFLB    = "/v1/bpf/lb"
+	// PathEndpoints lists the local endpoints (EndpointList).
+	PathEndpoints = "/v1/endpoints"
+	// PathBPFPolicy dumps the policy datapath's maps (BPFPolicyList).
+	PathBPFPolicy = "/v1/bpf/policy"
 )
+
+// EndpointPolicyPath is where a local pod's resolved policy is served
+// (PolicyEntry).
+func EndpointPolicyPath(namespace, pod string) string {
+	return PathEndpoints + "/" + namespace + "/" + pod + "/policy"
+}
 
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-a.ready:
-			_, _ = w.Write([]byte("ok"))
-		default:
-			http.Error(w, "initial sync in progress", http.StatusServiceUnavailable)
+		for _, c := range []chan struct{}{a.ready, a.policyReady} {
+			select {
+			case <-c:
+			default:
+				http.Error(w, "initial sync in progress", http.StatusServiceUnavailable)
+				return
+			}
 		}
+		_, _ = w.Write([]byte("ok"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET "+flow.Path, flow.NewHandler(a.log.With("component", "observe"), a.flows))
@@ -42,6 +55,26 @@ func (a *Agent) handler() http.Handler {
 			return
 		}
 		writeJSON(w, BPFLBList{Node: a.cfg.NodeName, Dump: d})
+	})
+	mux.HandleFunc("GET "+PathEndpoints, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, EndpointList{Node: a.cfg.NodeName, Endpoints: a.eps.endpointList()})
+	})
+	mux.HandleFunc("GET "+PathEndpoints+"/{namespace}/{pod}/policy", func(w http.ResponseWriter, r *http.Request) {
+		p, ok := a.eps.policyOf(r.PathValue("namespace"), r.PathValue("pod"))
+		if !ok {
+			http.Error(w, "no ready endpoint "+r.PathValue("namespace")+"/"+r.PathValue("pod")+" on node "+a.cfg.NodeName, http.StatusNotFound)
+			return
+		}
+		p.Node = a.cfg.NodeName
+		writeJSON(w, p)
+	})
+	mux.HandleFunc("GET "+PathBPFPolicy, func(w http.ResponseWriter, _ *http.Request) {
+		d, err := a.eps.dp.Dump()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, BPFPolicyList{Node: a.cfg.NodeName, Dump: d})
 	})
 	a.encryptionRoutes(mux)
 	return mux

@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+)
+
+// policyMetrics are the policy datapath's metrics.
+type policyMetrics struct {
+	regenerations       *prometheus.CounterVec
+	regenerationSeconds prometheus.Histogram
+	changeToEnforced    prometheus.Histogram
+	endpoints           *prometheus.GaugeVec
+	invalidPolicies     prometheus.Gauge
+	verdicts            *prometheus.GaugeVec
+	drops               *prometheus.GaugeVec
+	mapEntries          *prometheus.GaugeVec
+	mapPressure         *prometheus.GaugeVec
+}
+
+func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
+	m := &policyMetrics{
+		regenerations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "membrane", Subsystem: "policy", Name: "regenerations_total",
+			Help: "Regenerations of every local endpoint's policy, by outcome.",
+		}, []string{"outcome"}),
+		regenerationSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "membrane", Subsystem: "policy", Name: "regeneration_seconds",
+			Help:    "Time to resolve and write the policy of every local endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		changeToEnforced: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "membrane", Subsystem: "policy", Name: "change_to_enforced_seconds",
+			Help:    "From a change of policy, pod, identity or node seen by the agent to the datapath enforcing it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "policy", Name: "endpoints",
+			Help: "Local endpoints by state (ready, waiting-for-identity, waiting-for-interface, error).",
+		}, []string{"state"}),
+		invalidPolicies: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "policy", Name: "invalid_objects",
+			Help: "Policy objects whose current version is invalid (their last valid version is enforced).",
+		}),
+		verdicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "datapath", Name: "policy_packets",
+			Help: "Packets through the policy programs since the maps were created, by direction and verdict.",
+		}, []string{"direction", "verdict"}),
+		drops: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "datapath", Name: "drops",
+			Help: "Packets the policy programs dropped since the maps were created, by direction and reason.",
+		}, []string{"direction", "reason"}),
+		mapEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "datapath", Name: "map_entries",
+			Help: "Entries of the policy datapath's maps.",
+		}, []string{"map"}),
+		mapPressure: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "datapath", Name: "map_pressure",
+			Help: "Fill ratio (entries / max entries) of the policy datapath's maps.",
+		}, []string{"map"}),
+	}
+	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies,
+		m.verdicts, m.drops, m.mapEntries, m.mapPressure)
+	return m
+}
+
+// datapath exports the policy programs' counters and map usage.
+func (m *policyMetrics) datapath(dp *bpfpolicy.Datapath) error {
+	c, err := dp.Counters()
+	if err != nil {
+		return err
+	}
+	for _, d := range []bpfpolicy.Direction{bpfpolicy.Ingress, bpfpolicy.Egress} {
+		dc := c.Direction(d)
+		m.verdicts.WithLabelValues(d.String(), "forwarded").Set(float64(dc.Forwarded.Packets))
+		m.verdicts.WithLabelValues(d.String(), "redirected").Set(float64(dc.Redirected.Packets))
+		var dropped uint64
+		for r, n := range dc.Dropped {
+			m.drops.WithLabelValues(d.String(), r.Name()).Set(float64(n.Packets))
+			dropped += n.Packets
+		}
+		m.verdicts.WithLabelValues(d.String(), "dropped").Set(float64(dropped))
+	}
+	usage, err := dp.Count()
+	if err != nil {
+		return err
+	}
+	for _, u := range usage {
+		m.mapEntries.WithLabelValues(u.Name).Set(float64(u.Entries))
+		if u.MaxEntries > 0 {
+			m.mapPressure.WithLabelValues(u.Name).Set(float64(u.Entries) / float64(u.MaxEntries))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,425 @@
+package k8s
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	listerscorev1 "k8s.io/client-go/listers/core/v1"
+	listersdiscoveryv1 "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/model"
+	"github.com/membrane-mesh/membrane/mesh/policy"
+	"github.com/membrane-mesh/membrane/mesh/policy/convert"
+)
+
+// Membrane's resources the policy source watches.
+const (
+	identities          = "membraneidentities"
+	networkPolicies     = "membranenetworkpolicies"
+	clusterwidePolicies = "membraneclusterwidenetworkpolicies"
+)
+
+func membraneResource(name string) schema.GroupVersionResource {
+	return v1alpha1.SchemeGroupVersion.WithResource(name)
+}
+
+// kubernetesSlices selects the EndpointSlices of the kubernetes Service.
+func kubernetesSlices() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: "kubernetes"})
+}
+
+// PolicyState is everything the node's endpoint policies and ipcache depend
+// on, as plain types.
+type PolicyState struct {
+	// Pods are the cluster's pods with an address of their own (not host
+	// network, not finished), sorted by namespace and name.
+	Pods []Pod
+	// Identities are the allocated endpoint identities, with the named
+	// ports of their pods.
+	Identities []policy.Identity
+	// Policies are the last valid version of every policy object, sorted.
+	Policies []policy.Policy
+	Nodes    []model.Node
+	// APIServer are the addresses of the kubernetes Service's endpoints.
+	APIServer []netip.Addr
+	// ChangedAt is when the oldest change not yet in a state was seen.
+	ChangedAt time.Time
+}
+
+// Pod is a pod as policy sees it.
+type Pod struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Node      string `json:"node"`
+	IP        netip.Addr
+	Labels    identity.Labels
+	// Identity is 0 until the operator has allocated one for Labels.
+	Identity   identity.ID
+	NamedPorts map[string]policy.NamedPort
+}
+
+// PolicySource watches everything policy depends on and hands out a
+// consistent PolicyState after changes.
+type PolicySource struct {
+	log     *slog.Logger
+	filter  identity.Filter
+	skipped Skipped
+	changed chan struct{}
+
+	pods       listerscorev1.PodLister
+	namespaces listerscorev1.NamespaceLister
+	nodes      listerscorev1.NodeLister
+	slices     listersdiscoveryv1.EndpointSliceLister
+	identities cache.GenericLister
+	synced     []cache.InformerSynced
+
+	mu        sync.Mutex
+	policies  map[string]policy.Policy // last valid version, by kind/namespace/name
+	invalid   map[string]string        // objects whose current version is invalid: why
+	changedAt time.Time
+}
+
+// NewPolicySource registers its informers on both factories; start them,
+// wait for Synced, then read State after each signal of Changed.
+func NewPolicySource(log *slog.Logger, factory informers.SharedInformerFactory, dyn dynamicinformer.DynamicSharedInformerFactory, filter identity.Filter, skipped Skipped) (*PolicySource, error) {
+	s := &PolicySource{
+		log: log, filter: filter, skipped: skipped,
+		changed:    make(chan struct{}, 1),
+		pods:       factory.Core().V1().Pods().Lister(),
+		namespaces: factory.Core().V1().Namespaces().Lister(),
+		nodes:      factory.Core().V1().Nodes().Lister(),
+		slices:     factory.Discovery().V1().EndpointSlices().Lister(),
+		identities: dyn.ForResource(membraneResource(identities)).Lister(),
+		policies:   map[string]policy.Policy{},
+		invalid:    map[string]string{},
+	}
+	touch := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.touch() },
+		UpdateFunc: func(_, _ any) { s.touch() },
+		DeleteFunc: func(any) { s.touch() },
+	}
+	np := cache.ResourceEventHandlerFuncs{
+		AddFunc:    s.onNetworkPolicy,
+		UpdateFunc: func(_, o any) { s.onNetworkPolicy(o) },
+		DeleteFunc: s.onPolicyDelete,
+	}
+	mp := cache.ResourceEventHandlerFuncs{
+		AddFunc:    s.onMembranePolicy,
+		UpdateFunc: func(_, o any) { s.onMembranePolicy(o) },
+		DeleteFunc: s.onPolicyDelete,
+	}
+	for _, reg := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{factory.Core().V1().Pods().Informer(), touch},
+		{factory.Core().V1().Namespaces().Informer(), touch},
+		{factory.Core().V1().Nodes().Informer(), touch},
+		{factory.Discovery().V1().EndpointSlices().Informer(), cache.FilteringResourceEventHandler{FilterFunc: isKubernetesSlice, Handler: touch}},
+		{dyn.ForResource(membraneResource(identities)).Informer(), touch},
+		{factory.Networking().V1().NetworkPolicies().Informer(), np},
+		{dyn.ForResource(membraneResource(networkPolicies)).Informer(), mp},
+		{dyn.ForResource(membraneResource(clusterwidePolicies)).Informer(), mp},
+	} {
+		if _, err := reg.inf.AddEventHandler(reg.h); err != nil {
+			return nil, fmt.Errorf("watch: %w", err)
+		}
+		s.synced = append(s.synced, reg.inf.HasSynced)
+	}
+	return s, nil
+}
+
+// Synced reports whether every informer has its initial list.
+func (s *PolicySource) Synced() []cache.InformerSynced { return s.synced }
+
+// Changed is signalled (coalesced) after every change.
+func (s *PolicySource) Changed() <-chan struct{} { return s.changed }
+
+// Invalid returns the policy objects whose current version is invalid
+// (their last valid version, if any, is the one in State), with why.
+func (s *PolicySource) Invalid() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.invalid))
+	for k, v := range s.invalid {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *PolicySource) touch() {
+	s.mu.Lock()
+	if s.changedAt.IsZero() {
+		s.changedAt = time.Now()
+	}
+	s.mu.Unlock()
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+func isKubernetesSlice(obj any) bool {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	sl, ok := obj.(*discoveryv1.EndpointSlice)
+	return ok && sl.Namespace == "default" && kubernetesSlices().Matches(labels.Set(sl.Labels))
+}
+
+func policyKey(kind, namespace, name string) string {
+	if namespace == "" {
+		return kind + "/" + name
+	}
+	return kind + "/" + namespace + "/" + name
+}
+
+// setPolicy keeps p as the object's policy when valid; an invalid version
+// leaves the last valid one in force.
+func (s *PolicySource) setPolicy(key string, p policy.Policy, errs error) {
+	s.mu.Lock()
+	if errs != nil {
+		s.invalid[key] = errs.Error()
+		_, kept := s.policies[key]
+		s.mu.Unlock()
+		s.skipped(strings.SplitN(key, "/", 2)[0], errs)
+		s.log.Warn("invalid policy: the last valid version stays in force", "policy", key, "lastValidKept", kept, "error", errs)
+		return
+	}
+	delete(s.invalid, key)
+	s.policies[key] = p
+	s.mu.Unlock()
+	s.touch()
+}
+
+func (s *PolicySource) onNetworkPolicy(obj any) {
+	np, ok := obj.(*networkingv1.NetworkPolicy)
+	if !ok {
+		return
+	}
+	p, errs := convert.FromNetworkPolicy(np)
+	s.setPolicy(policyKey("NetworkPolicy", np.Namespace, np.Name), p, errs.ToAggregate())
+}
+
+func (s *PolicySource) onMembranePolicy(obj any) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	key := policyKey(u.GetKind(), u.GetNamespace(), u.GetName())
+	p, err := membranePolicy(u)
+	s.setPolicy(key, p, err)
+}
+
+func membranePolicy(u *unstructured.Unstructured) (policy.Policy, error) {
+	switch u.GetKind() {
+	case "MembraneNetworkPolicy":
+		var mnp v1alpha1.MembraneNetworkPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mnp); err != nil {
+			return policy.Policy{}, fmt.Errorf("decode: %w", err)
+		}
+		p, errs := convert.FromMembranePolicy(&mnp)
+		return p, errs.ToAggregate()
+	case "MembraneClusterwideNetworkPolicy":
+		var mcnp v1alpha1.MembraneClusterwideNetworkPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mcnp); err != nil {
+			return policy.Policy{}, fmt.Errorf("decode: %w", err)
+		}
+		p, errs := convert.FromMembraneClusterwidePolicy(&mcnp)
+		return p, errs.ToAggregate()
+	}
+	return policy.Policy{}, fmt.Errorf("unknown kind %q", u.GetKind())
+}
+
+func (s *PolicySource) onPolicyDelete(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	var key string
+	switch o := obj.(type) {
+	case *networkingv1.NetworkPolicy:
+		key = policyKey("NetworkPolicy", o.Namespace, o.Name)
+	case *unstructured.Unstructured:
+		key = policyKey(o.GetKind(), o.GetNamespace(), o.GetName())
+	default:
+		return
+	}
+	s.mu.Lock()
+	delete(s.policies, key)
+	delete(s.invalid, key)
+	s.mu.Unlock()
+	s.touch()
+}
+
+// State reads the current state from the informers' caches.
+func (s *PolicySource) State() (PolicyState, error) {
+	var st PolicyState
+	s.mu.Lock()
+	st.ChangedAt, s.changedAt = s.changedAt, time.Time{}
+	for _, p := range s.policies {
+		st.Policies = append(st.Policies, p)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(st.Policies, func(a, b policy.Policy) int {
+		return strings.Compare(a.Kind+"/"+a.Namespace+"/"+a.Name, b.Kind+"/"+b.Namespace+"/"+b.Name)
+	})
+
+	ids, err := s.identityIndex()
+	if err != nil {
+		return PolicyState{}, err
+	}
+	nsLabels := map[string]map[string]string{}
+	nss, err := s.namespaces.List(labels.Everything())
+	if err != nil {
+		return PolicyState{}, fmt.Errorf("list namespaces: %w", err)
+	}
+	for _, ns := range nss {
+		nsLabels[ns.Name] = ns.Labels
+	}
+	pods, err := s.pods.List(labels.Everything())
+	if err != nil {
+		return PolicyState{}, fmt.Errorf("list pods: %w", err)
+	}
+	ports := map[identity.ID]map[string][]policy.NamedPort{}
+	for _, p := range pods {
+		pod, ok := s.pod(p, nsLabels[p.Namespace])
+		if !ok {
+			continue
+		}
+		pod.Identity = ids.byKey[pod.Labels.Key()]
+		st.Pods = append(st.Pods, pod)
+		if pod.Identity == 0 {
+			continue
+		}
+		m := ports[pod.Identity]
+		if m == nil {
+			m = map[string][]policy.NamedPort{}
+			ports[pod.Identity] = m
+		}
+		for name, np := range pod.NamedPorts {
+			if !slices.Contains(m[name], np) {
+				m[name] = append(m[name], np)
+			}
+		}
+	}
+	slices.SortFunc(st.Pods, func(a, b Pod) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	for _, id := range ids.list {
+		id.NamedPorts = ports[id.ID]
+		st.Identities = append(st.Identities, id)
+	}
+
+	nodes, err := s.nodes.List(labels.Everything())
+	if err != nil {
+		return PolicyState{}, fmt.Errorf("list nodes: %w", err)
+	}
+	for _, n := range nodes {
+		st.Nodes = append(st.Nodes, Node(n))
+	}
+	slices.SortFunc(st.Nodes, func(a, b model.Node) int { return strings.Compare(a.Name, b.Name) })
+
+	sls, err := s.slices.EndpointSlices("default").List(kubernetesSlices())
+	if err != nil {
+		return PolicyState{}, fmt.Errorf("list endpoint slices of the kubernetes service: %w", err)
+	}
+	for _, sl := range sls {
+		for _, ep := range sl.Endpoints {
+			for _, a := range ep.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil && !slices.Contains(st.APIServer, ip) {
+					st.APIServer = append(st.APIServer, ip)
+				}
+			}
+		}
+	}
+	slices.SortFunc(st.APIServer, netip.Addr.Compare)
+	return st, nil
+}
+
+type identityIndex struct {
+	byKey map[string]identity.ID
+	list  []policy.Identity
+}
+
+func (s *PolicySource) identityIndex() (identityIndex, error) {
+	objs, err := s.identities.List(labels.Everything())
+	if err != nil {
+		return identityIndex{}, fmt.Errorf("list identities: %w", err)
+	}
+	idx := identityIndex{byKey: map[string]identity.ID{}}
+	var errs []error
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(u.GetName(), 10, 32)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("identity %q: name is not a number", u.GetName()))
+			continue
+		}
+		var mi v1alpha1.MembraneIdentity
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mi); err != nil {
+			errs = append(errs, fmt.Errorf("identity %s: %w", u.GetName(), err))
+			continue
+		}
+		l := identity.Labels(mi.SecurityLabels)
+		idx.byKey[l.Key()] = identity.ID(n)
+		idx.list = append(idx.list, policy.Identity{ID: identity.ID(n), Labels: l})
+	}
+	if len(errs) > 0 {
+		s.skipped("MembraneIdentity", errors.Join(errs...))
+	}
+	slices.SortFunc(idx.list, func(a, b policy.Identity) int { return int(a.ID) - int(b.ID) })
+	return idx, nil
+}
+
+// pod converts a pod that has an address of its own.
+func (s *PolicySource) pod(p *corev1.Pod, nsLabels map[string]string) (Pod, bool) {
+	if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return Pod{}, false
+	}
+	ip, err := netip.ParseAddr(p.Status.PodIP)
+	if err != nil {
+		return Pod{}, false
+	}
+	out := Pod{
+		Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName, IP: ip,
+		Labels: s.filter.ForPod(p.Labels, p.Namespace, nsLabels, p.Spec.ServiceAccountName),
+	}
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name == "" {
+				continue
+			}
+			proto, err := policy.ParseProto(string(cp.Protocol))
+			if err != nil || cp.Protocol == "" {
+				proto = policy.TCP
+			}
+			if out.NamedPorts == nil {
+				out.NamedPorts = map[string]policy.NamedPort{}
+			}
+			out.NamedPorts[strings.ToLower(cp.Name)] = policy.NamedPort{Port: uint16(cp.ContainerPort), Proto: proto}
+		}
+	}
+	return out, true
+}

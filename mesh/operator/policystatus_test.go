@@ -1,0 +1,246 @@
+package operator
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+)
+
+func newPolicyStatusTest(t *testing.T, objs ...client.Object) (*PolicyStatusController, client.Client) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().
+		WithScheme(scheme).
+		WithStatusSubresource(&v1alpha1.MembraneNetworkPolicy{}, &v1alpha1.MembraneClusterwideNetworkPolicy{}).
+		WithObjects(objs...).
+		Build()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return NewPolicyStatusController(log, c), c
+}
+
+// allowPort is a rule letting anything reach the selected pods on port.
+func allowPort(port string) *v1alpha1.Rule {
+	return &v1alpha1.Rule{
+		EndpointSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		Ingress: []v1alpha1.IngressRule{{
+			ToPorts: []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Port: port, Protocol: v1alpha1.ProtoTCP}}}},
+		}},
+	}
+}
+
+func mnp(name string, spec *v1alpha1.Rule) *v1alpha1.MembraneNetworkPolicy {
+	return &v1alpha1.MembraneNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Generation: 1},
+		Spec:       spec,
+	}
+}
+
+func reconcileMNP(t *testing.T, r *PolicyStatusController, c client.Client, name string) *v1alpha1.MembraneNetworkPolicy {
+	t.Helper()
+	ctx := context.Background()
+	key := types.NamespacedName{Namespace: "shop", Name: name}
+	if _, err := r.namespaced.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+		t.Fatalf("reconcile %s: %v", key, err)
+	}
+	var got v1alpha1.MembraneNetworkPolicy
+	if err := c.Get(ctx, key, &got); err != nil {
+		t.Fatal(err)
+	}
+	return &got
+}
+
+func validOf(t *testing.T, s v1alpha1.PolicyStatus) *metav1.Condition {
+	t.Helper()
+	cond := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionValid)
+	if cond == nil {
+		t.Fatalf("no Valid condition in %+v", s)
+	}
+	return cond
+}
+
+func TestPolicyStatusValid(t *testing.T) {
+	r, c := newPolicyStatusTest(t, mnp("web", allowPort("80")))
+	got := reconcileMNP(t, r, c, "web")
+	cond := validOf(t, got.Status)
+	if cond.Status != metav1.ConditionTrue || cond.Reason != v1alpha1.ReasonValid || cond.Message != "policy is valid" {
+		t.Errorf("Valid condition = %+v, want True/Valid", cond)
+	}
+	if cond.ObservedGeneration != 1 || got.Status.ObservedGeneration != 1 {
+		t.Errorf("observed generations = %d, %d, want 1", cond.ObservedGeneration, got.Status.ObservedGeneration)
+	}
+	if cond.LastTransitionTime.IsZero() {
+		t.Error("lastTransitionTime not set")
+	}
+}
+
+func TestPolicyStatusInvalid(t *testing.T) {
+	cidr := allowPort("80")
+	cidr.Ingress[0].FromCIDR = []v1alpha1.CIDR{"10.0.0.0/33"}
+	entity := allowPort("80")
+	entity.Ingress[0].FromEntities = []v1alpha1.Entity{"everyone"}
+	for _, tc := range []struct {
+		name string
+		spec *v1alpha1.Rule
+		want string
+	}{
+		{"port", allowPort("70000"), `spec.ingress[0].toPorts[0].ports[0].port: Invalid value: "70000"`},
+		{"cidr", cidr, `spec.ingress[0].fromCIDR[0]: Invalid value: "10.0.0.0/33"`},
+		{"entity", entity, `spec.ingress[0].fromEntities[0]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, c := newPolicyStatusTest(t, mnp("web", tc.spec))
+			cond := validOf(t, reconcileMNP(t, r, c, "web").Status)
+			if cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonInvalid {
+				t.Errorf("Valid condition = %+v, want False/Invalid", cond)
+			}
+			if !strings.Contains(cond.Message, tc.want) {
+				t.Errorf("message %q does not contain %q", cond.Message, tc.want)
+			}
+		})
+	}
+}
+
+func TestPolicyStatusClusterwide(t *testing.T) {
+	ctx := context.Background()
+	good := &v1alpha1.MembraneClusterwideNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "good", Generation: 2},
+		Spec:       allowPort("443"),
+	}
+	bad := &v1alpha1.MembraneClusterwideNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "bad", Generation: 1},
+		Specs:      []v1alpha1.Rule{*allowPort("80"), *allowPort("70000")},
+	}
+	r, c := newPolicyStatusTest(t, good, bad)
+	for _, tc := range []struct {
+		name    string
+		status  metav1.ConditionStatus
+		gen     int64
+		message string
+	}{
+		{"good", metav1.ConditionTrue, 2, "policy is valid"},
+		{"bad", metav1.ConditionFalse, 1, `specs[1].ingress[0].toPorts[0].ports[0].port: Invalid value: "70000"`},
+	} {
+		key := types.NamespacedName{Name: tc.name}
+		if _, err := r.clusterwide.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+			t.Fatalf("reconcile %s: %v", tc.name, err)
+		}
+		var got v1alpha1.MembraneClusterwideNetworkPolicy
+		if err := c.Get(ctx, key, &got); err != nil {
+			t.Fatal(err)
+		}
+		cond := validOf(t, got.Status)
+		if cond.Status != tc.status || !strings.Contains(cond.Message, tc.message) {
+			t.Errorf("%s: Valid condition = %+v, want %s with %q", tc.name, cond, tc.status, tc.message)
+		}
+		if cond.ObservedGeneration != tc.gen || got.Status.ObservedGeneration != tc.gen {
+			t.Errorf("%s: observed generations = %d, %d, want %d", tc.name, cond.ObservedGeneration, got.Status.ObservedGeneration, tc.gen)
+		}
+	}
+}
+
+func TestPolicyStatusNoChangeNoWrite(t *testing.T) {
+	r, c := newPolicyStatusTest(t, mnp("web", allowPort("70000")))
+	first := reconcileMNP(t, r, c, "web")
+	second := reconcileMNP(t, r, c, "web")
+	if first.ResourceVersion != second.ResourceVersion {
+		t.Errorf("resourceVersion %s → %s: an unchanged policy was written", first.ResourceVersion, second.ResourceVersion)
+	}
+}
+
+func TestPolicyStatusKeepsProgrammed(t *testing.T) {
+	p := mnp("web", allowPort("80"))
+	programmed := metav1.Condition{
+		Type:               v1alpha1.ConditionProgrammed,
+		Status:             metav1.ConditionFalse,
+		Reason:             v1alpha1.ReasonPending,
+		Message:            "2 of 3 nodes",
+		ObservedGeneration: 1,
+		LastTransitionTime: metav1.Unix(1000, 0),
+	}
+	p.Status.Conditions = []metav1.Condition{programmed}
+	r, c := newPolicyStatusTest(t, p)
+	got := reconcileMNP(t, r, c, "web")
+	cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionProgrammed)
+	if cond == nil || !cond.LastTransitionTime.Equal(&programmed.LastTransitionTime) ||
+		cond.Status != programmed.Status || cond.Message != programmed.Message {
+		t.Errorf("Programmed condition = %+v, want %+v", cond, programmed)
+	}
+}
+
+func TestPolicyStatusGenerationBump(t *testing.T) {
+	ctx := context.Background()
+	r, c := newPolicyStatusTest(t, mnp("web", allowPort("70000")))
+	before := reconcileMNP(t, r, c, "web")
+	if cond := validOf(t, before.Status); cond.Status != metav1.ConditionFalse {
+		t.Fatalf("Valid condition = %+v, want False", cond)
+	}
+	// The API server bumps the generation on a spec change; the fake
+	// client does not.
+	before.Spec = allowPort("8080")
+	before.Generation = 2
+	if err := c.Update(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	after := reconcileMNP(t, r, c, "web")
+	cond := validOf(t, after.Status)
+	if cond.Status != metav1.ConditionTrue || cond.Reason != v1alpha1.ReasonValid || cond.Message != "policy is valid" {
+		t.Errorf("Valid condition = %+v, want True/Valid", cond)
+	}
+	if cond.ObservedGeneration != 2 || after.Status.ObservedGeneration != 2 {
+		t.Errorf("observed generations = %d, %d, want 2", cond.ObservedGeneration, after.Status.ObservedGeneration)
+	}
+}
+
+func TestPolicyStatusDeleted(t *testing.T) {
+	r, _ := newPolicyStatusTest(t)
+	key := types.NamespacedName{Namespace: "shop", Name: "gone"}
+	if _, err := r.namespaced.Reconcile(context.Background(), reconcile.Request{NamespacedName: key}); err != nil {
+		t.Errorf("reconcile of a deleted policy: %v", err)
+	}
+}
+
+func TestErrorsMessage(t *testing.T) {
+	p := field.NewPath("spec", "ingress")
+	errs := field.ErrorList{
+		field.Invalid(p.Index(0), "a", "first"),
+		field.Invalid(p.Index(1), "b", "second"),
+		field.Invalid(p.Index(2), "c", "third"),
+	}
+	all := errorsMessage(errs, maxConditionMessage)
+	want := `spec.ingress[0]: Invalid value: "a": first; spec.ingress[1]: Invalid value: "b": second; spec.ingress[2]: Invalid value: "c": third`
+	if all != want {
+		t.Errorf("message = %q, want %q", all, want)
+	}
+	for limit := 40; limit <= len(all); limit++ {
+		got := errorsMessage(errs, limit)
+		if len(got) > limit || !utf8.ValidString(got) {
+			t.Errorf("limit %d: message %q (%d bytes)", limit, got, len(got))
+		}
+	}
+	if got := errorsMessage(errs, len(all)-1); !strings.HasSuffix(got, "; and 1 more error") ||
+		!strings.Contains(got, "spec.ingress[1]") {
+		t.Errorf("message = %q, want the first two errors and a count", got)
+	}
+	long := field.ErrorList{field.Invalid(p.Index(0), strings.Repeat("é", 40000), "too long")}
+	if got := errorsMessage(long, maxConditionMessage); len(got) > maxConditionMessage || !utf8.ValidString(got) ||
+		!strings.HasPrefix(got, "spec.ingress[0]") {
+		t.Errorf("long message: %d bytes, valid UTF-8 %t", len(got), utf8.ValidString(got))
+	}
+}
