@@ -288,6 +288,40 @@ func (m *Maps) DeletePolicy(key PolicyKey) error {
 	return nil
 }
 
+// LookupPolicy returns the entry the policy map holds under key itself (its
+// EndpointID set), and whether it is there: an entry of a shorter prefix
+// that merely covers key (an L3-only entry, a protocol's every port, a wider
+// port block) does not count. A key of several map entries (AnyProto with a
+// port: TCP, UDP and SCTP; a port range: its aligned blocks) is there when
+// all of them are; the entry returned is the first one's (TCP, lowest port).
+//
+// It reads the kernel's map, not the copy SetEndpointPolicy diffs against,
+// so a Maps from OpenPinned sees what the agent writes after it was opened:
+// one lookup per map entry, where a Dump walks every entry.
+func (m *Maps) LookupPolicy(key PolicyKey) (PolicyEntry, bool, error) {
+	if err := key.validate(key.EndpointID); err != nil {
+		return PolicyEntry{}, false, fmt.Errorf("look up policy: %w", err)
+	}
+	var first PolicyEntry
+	for i, k := range key.mapKeys(key.EndpointID) {
+		var v policyPolicyEntry
+		err := m.policy.Lookup(&k, &v)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return PolicyEntry{}, false, nil
+		case err != nil:
+			return PolicyEntry{}, false, fmt.Errorf("look up policy %s: %w", keyString(k), err)
+		case uint32(v.L4Prefix)+prefixFixed != k.Prefixlen:
+			// The longest match is a shorter prefix: k itself is missing.
+			return PolicyEntry{}, false, nil
+		}
+		if i == 0 {
+			first = entryFromMap(v)
+		}
+	}
+	return first, true, nil
+}
+
 // ownEntries copies endpoint id's entries without derived flags.
 func (m *Maps) ownEntries(id EndpointID) ownEntries {
 	own := make(ownEntries, len(m.shadow[id]))

@@ -249,3 +249,66 @@ func TestPinnedMapsReused(t *testing.T) {
 		t.Errorf("load with another MaxConntrack: %v, want ErrMapIncompatible", err)
 	}
 }
+
+// TestLookupPolicy: exact keys are found, also by a reader that opened the
+// pinned maps before the writer changed them; keys only covered by a
+// shorter prefix are not.
+func TestLookupPolicy(t *testing.T) {
+	e := newEnv(t, Options{})
+	reader, err := OpenPinned(e.pinDir)
+	must(t, err)
+	t.Cleanup(func() { _ = reader.Close() })
+
+	allow := PolicyEntry{Verdict: Allow}
+	redirect := PolicyEntry{Verdict: Redirect, ProxyPort: 15001}
+	rules := []Rule{
+		{Key: PolicyKey{Direction: Ingress, RemoteIdentity: 1001, Proto: TCP, Port: 443}, Entry: allow},
+		{Key: PolicyKey{Direction: Ingress, RemoteIdentity: 1001, Proto: TCP, Port: 8000, EndPort: 8999}, Entry: redirect},
+		{Key: PolicyKey{Direction: Ingress, RemoteIdentity: 1002}, Entry: allow},
+		{Key: PolicyKey{Direction: Egress, Proto: AnyProto, Port: 53}, Entry: allow},
+	}
+	must(t, e.dp.SetEndpointPolicy(1, rules))
+
+	in := func(id Identity, proto Proto, port, end uint16) PolicyKey {
+		return PolicyKey{EndpointID: 1, Direction: Ingress, RemoteIdentity: id, Proto: proto, Port: port, EndPort: end}
+	}
+	for _, tc := range []struct {
+		name  string
+		key   PolicyKey
+		found bool
+		want  PolicyEntry
+	}{
+		{"exact port", in(1001, TCP, 443, 0), true, allow},
+		{"other port", in(1001, TCP, 444, 0), false, PolicyEntry{}},
+		{"other protocol", in(1001, UDP, 443, 0), false, PolicyEntry{}},
+		{"port range", in(1001, TCP, 8000, 8999), true, redirect},
+		{"port inside a range", in(1001, TCP, 8000, 0), false, PolicyEntry{}},
+		{"part of a range", in(1001, TCP, 8000, 8500), false, PolicyEntry{}},
+		{"L3 entry", in(1002, AnyProto, 0, 0), true, allow},
+		{"port under an L3 entry", in(1002, TCP, 80, 0), false, PolicyEntry{}},
+		{"other identity", in(1003, TCP, 443, 0), false, PolicyEntry{}},
+		{"any protocol", PolicyKey{EndpointID: 1, Direction: Egress, Proto: AnyProto, Port: 53}, true, allow},
+		{"one of any protocol", PolicyKey{EndpointID: 1, Direction: Egress, Proto: UDP, Port: 53}, true, allow},
+		{"other direction", PolicyKey{EndpointID: 1, Direction: Ingress, Proto: UDP, Port: 53}, false, PolicyEntry{}},
+		{"other endpoint", PolicyKey{EndpointID: 2, Direction: Ingress, RemoteIdentity: 1001, Proto: TCP, Port: 443}, false, PolicyEntry{}},
+	} {
+		for name, m := range map[string]*Maps{"writer": e.dp.Maps, "reader": reader} {
+			got, found, err := m.LookupPolicy(tc.key)
+			if err != nil || found != tc.found || got != tc.want {
+				t.Errorf("%s: %s: LookupPolicy(%s) = %s, %v, %v; want %s, %v", name, tc.name, tc.key, got, found, err, tc.want, tc.found)
+			}
+		}
+	}
+
+	// A change the writer makes later shows in the reader's lookups.
+	must(t, e.dp.SetEndpointPolicy(1, append(rules[1:], Rule{Key: PolicyKey{Direction: Ingress, RemoteIdentity: 1001, Proto: TCP, Port: 444}, Entry: allow})))
+	for key, want := range map[PolicyKey]bool{in(1001, TCP, 443, 0): false, in(1001, TCP, 444, 0): true} {
+		if _, found, err := reader.LookupPolicy(key); err != nil || found != want {
+			t.Errorf("after the change: LookupPolicy(%s) found %v (%v), want %v", key, found, err, want)
+		}
+	}
+
+	if _, _, err := reader.LookupPolicy(PolicyKey{Direction: Ingress, Proto: TCP, Port: 443}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("endpoint 0: %v, want ErrInvalid", err)
+	}
+}

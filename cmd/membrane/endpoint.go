@@ -34,10 +34,21 @@ func printEndpoints(g *globals, lists []agent.EndpointList) error {
 				state += ": " + e.Error
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", l.Node, id, e.Namespace, e.Pod, e.IP, e.Identity,
-				enabled(e.EnforceIngress), enabled(e.EnforceEgress), e.Rules, state, strings.Join(e.Labels, ","))
+				enabled(e.EnforceIngress), enabled(e.EnforceEgress), e.Rules, state, strings.Join(shownLabels(e.Labels), ","))
 		}
 	}
 	return w.Flush()
+}
+
+// shownLabels leaves out the namespace's labels (-o json has them all).
+func shownLabels(ls []string) []string {
+	var out []string
+	for _, l := range ls {
+		if !strings.HasPrefix(l, identity.NamespaceLabelsPre) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func enabled(b bool) string {

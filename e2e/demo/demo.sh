@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a 2-node local cluster with the tutorial pair, showing the
 # frontend reaching the backends on both nodes, by pod IP and through the
-# backend Service.
+# backend Service; then a policy that lets only the frontend in, with the
+# flows it forwards and drops.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,12 +53,31 @@ step "Service load balancing programmed by membrane-agent on each node"
 step "A backend's own log"
 "$kubectl" -n tutorial logs "$(echo "$backends" | head -1 | cut -d, -f1)" | tail -5
 
+step "Policy: only the frontend may call the backend (e2e/demo/policy.yaml)"
+"$kubectl" -n tutorial run intruder --image=busybox:1.36 --restart=Never --labels=app=intruder -- sleep 3600 2>/dev/null || true
+"$kubectl" -n tutorial wait --for=condition=Ready pod/intruder --timeout=60s
+"$kubectl" apply -f e2e/demo/policy.yaml
+sleep 1
+"$kubectl" -n tutorial get mnp
+fname=$(echo "$fe" | cut -d, -f1)
+printf 'frontend %s -> backend: %s\n' "$fname" "$("$kubectl" -n tutorial exec "$fname" -- timeout 3 wget -q -O- http://backend:8080 2>&1 || echo "no answer")"
+printf 'intruder -> backend: %s\n' "$("$kubectl" -n tutorial exec intruder -- timeout 3 wget -q -O- http://backend:8080 2>/dev/null || echo "no answer (dropped)")"
+
+step "Endpoints and their enforcement, on every node"
+"$membrane" --kubeconfig "$KUBECONFIG" endpoint list
+
+step "Flows: what the policy forwarded and dropped (membrane observe)"
+"$membrane" --kubeconfig "$KUBECONFIG" observe -n tutorial --to-label app=backend --verdict FORWARDED --last 3
+"$membrane" --kubeconfig "$KUBECONFIG" observe -n tutorial --verdict DROPPED --last 3
+
 cat <<MSG
 
 Explore:
   export KUBECONFIG=$KUBECONFIG
   $kubectl get pods -A -o wide
   $membrane dev status --name $NAME
+  $membrane observe -n tutorial --follow            # flows as they come
+  $membrane policy get -n tutorial <backend-pod>    # the rules a pod gets
   ip netns exec membrane-$NAME-node1 ip route      # a node's routes to the other node's pods
 Tear down:
   make demo-down        (or: $membrane dev down --name $NAME)

@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ const (
 type Metrics struct {
 	processed   *prometheus.CounterVec
 	drops       *prometheus.CounterVec
+	verdicts    *prometheus.CounterVec
 	lostEvents  *prometheus.CounterVec
 	subscribing prometheus.Gauge
 
@@ -35,6 +37,7 @@ type Metrics struct {
 //
 //	membrane_flow_processed_total{type,verdict}   flows observed
 //	membrane_flow_drops_total{reason,protocol}    dropped flows, by Hubble's drop reason name
+//	membrane_flow_policy_verdicts_total{direction,match,verdict}  new flows policy decided, by the match that decided
 //	membrane_flow_lost_events_total{source}       flows lost (datapath ring buffer, slow followers)
 //	membrane_flow_subscribers                     observe clients following
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -47,6 +50,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "membrane", Subsystem: "flow", Name: "drops_total",
 			Help: "Dropped flows, by drop reason (Hubble's names, e.g. POLICY_DENIED) and protocol.",
 		}, []string{"reason", "protocol"}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "membrane", Subsystem: "flow", Name: "policy_verdicts_total",
+			Help: "New flows policy decided, by direction, match type (L3-Only, L3-L4, L4-Only, all; none when no entry matched) and verdict.",
+		}, []string{"direction", "match", "verdict"}),
 		lostEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "membrane", Subsystem: "flow", Name: "lost_events_total",
 			Help: "Flows lost: datapath (the ring buffer was full) or subscriber (an observe client lagged).",
@@ -59,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, s := range []LostSource{LostDatapath, LostSubscriber} {
 		m.lostEvents.WithLabelValues(string(s))
 	}
-	reg.MustRegister(m.processed, m.drops, m.lostEvents, m.subscribing)
+	reg.MustRegister(m.processed, m.drops, m.verdicts, m.lostEvents, m.subscribing)
 	return m
 }
 
@@ -71,6 +78,13 @@ func (m *Metrics) observe(f *Flow) {
 	m.processed.WithLabelValues(string(f.Type), string(f.Verdict)).Inc()
 	if f.DropReason != nil {
 		m.drops.WithLabelValues(f.DropReason.Name, string(f.L4.Protocol)).Inc()
+	}
+	if policyDecided(f) {
+		match := f.PolicyMatch
+		if match == "" {
+			match = "none"
+		}
+		m.verdicts.WithLabelValues(string(f.Direction), match, string(f.Verdict)).Inc()
 	}
 }
 
@@ -108,4 +122,10 @@ func (m *Metrics) DatapathLost(total uint64) {
 	m.datapathSeen = total
 	m.mu.Unlock()
 	m.lost(LostDatapath, delta)
+}
+
+// policyDecided: the flow's verdict came from a policy lookup (a match, or
+// a policy drop), not from conntrack.
+func policyDecided(f *Flow) bool {
+	return f.PolicyMatch != "" || f.DropReason != nil && strings.HasPrefix(f.DropReason.Name, "POLICY_")
 }

@@ -57,6 +57,7 @@ func TestMetrics(t *testing.T) {
 		`membrane_flow_drops_total{protocol="TCP",reason="POLICY_DENIED"} 1`,
 		`membrane_flow_lost_events_total{source="datapath"} 35`,
 		`membrane_flow_lost_events_total{source="subscriber"} 0`,
+		`membrane_flow_policy_verdicts_total{direction="",match="none",verdict="DROPPED"} 1`,
 		`membrane_flow_processed_total{type="drop",verdict="DROPPED"} 1`,
 		`membrane_flow_processed_total{type="l7",verdict="FORWARDED"} 1`,
 		`membrane_flow_processed_total{type="trace",verdict="FORWARDED"} 3`,

@@ -140,10 +140,13 @@ func NewPolicySource(log *slog.Logger, factory informers.SharedInformerFactory, 
 		{dyn.ForResource(membraneResource(networkPolicies)).Informer(), mp},
 		{dyn.ForResource(membraneResource(clusterwidePolicies)).Informer(), mp},
 	} {
-		if _, err := reg.inf.AddEventHandler(reg.h); err != nil {
+		h, err := reg.inf.AddEventHandler(reg.h)
+		if err != nil {
 			return nil, fmt.Errorf("watch: %w", err)
 		}
-		s.synced = append(s.synced, reg.inf.HasSynced)
+		// The handler's own sync: the initial policies are converted, not
+		// just listed, before the first regeneration.
+		s.synced = append(s.synced, h.HasSynced)
 	}
 	return s, nil
 }
