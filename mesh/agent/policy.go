@@ -170,6 +170,13 @@ func (e *endpoints) regenerate() error {
 		case pod.Identity == 0:
 			entry.State = StateWaitingForIdentity
 			entry.Ifindex, entry.Interface = iface.index, iface.name
+			if p, ok := e.programmed[iface.index]; ok && p.ep.Addr == pod.IP {
+				// Its labels changed: the previous identity's policy stays
+				// enforced until the new identity exists.
+				keep[iface.index] = true
+				entry.ID, entry.Identity = uint16(p.ep.ID), uint32(p.ep.Identity)
+				entry.EnforceIngress, entry.EnforceEgress, entry.Rules = p.ep.EnforceIngress, p.ep.EnforceEgress, len(p.rules)
+			}
 		default:
 			entry.Ifindex, entry.Interface = iface.index, iface.name
 			keep[iface.index] = true

@@ -1,0 +1,368 @@
+// Package translate turns one node's L7 HTTP policy into the Envoy resources
+// its node-local Envoy needs: a transparent listener with one filter chain
+// per redirected (pod, direction, port), each enforcing its rules with
+// Envoy's RBAC HTTP filter, and an ORIGINAL_DST cluster that forwards what
+// passes to where the client was going. It is pure (no I/O, no clocks): the
+// agent feeds the result to its xDS snapshot cache.
+//
+// Shape of the output:
+//
+//   - Listener "membrane-proxy" on 0.0.0.0:ProxyPort, transparent, with the
+//     envoy.filters.listener.original_dst listener filter. Each filter chain
+//     matches the destination port and, for ingress, the pod as destination
+//     (prefix_ranges) or, for egress, the pod as source
+//     (source_prefix_ranges). A connection matching no chain is closed.
+//     When a pod's egress and another local pod's ingress are both policed
+//     on the same port, a connection between them passes the proxy once, so
+//     a third chain (pod as source and peer as destination, the most
+//     specific match) runs both RBAC filters, egress first.
+//   - Each chain: an HTTP connection manager (codec AUTO, route config
+//     inline: every request to the ORIGINAL_DST cluster, no route timeout)
+//     with the HTTP filters envoy.filters.http.rbac (one ALLOW policy per
+//     rule, so a request no rule allows gets Envoy's 403) and
+//     envoy.filters.http.router, and, when Node.AccessLogCluster is set, a
+//     gRPC HTTP access log (log name "membrane") to that cluster.
+//   - Cluster "membrane-original-dst" (ORIGINAL_DST, CLUSTER_PROVIDED, 5 s
+//     connect timeout) that speaks the downstream's HTTP version upstream.
+//     The access-log cluster is not generated: it is static in Envoy's
+//     bootstrap.
+//
+// The output is deterministic: the same Node gives equal resources (filter
+// chains sorted by port, destination, source), and the Any fields are
+// marshalled deterministically, so equal inputs give equal bytes.
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Names of the generated resources and of what they refer to.
+const (
+	ListenerName       = "membrane-proxy"
+	OriginalDstCluster = "membrane-original-dst"
+	AccessLogName      = "membrane"
+)
+
+// Well-known Envoy extension names.
+const (
+	originalDstFilter = "envoy.filters.listener.original_dst"
+	hcmFilter         = "envoy.filters.network.http_connection_manager"
+	rbacFilter        = "envoy.filters.http.rbac"
+	routerFilter      = "envoy.filters.http.router"
+	grpcAccessLogger  = "envoy.access_loggers.http_grpc"
+	httpProtocolOpts  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+)
+
+const connectTimeout = 5 * time.Second
+
+// Resources is one node's L7 Envoy configuration, split per xDS type.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Clusters  []*clusterv3.Cluster
+}
+
+// Resources translates n. Every error is a problem of the input (see
+// Validate). A node with no redirected ports gets no listener (Envoy
+// refuses a listener without filter chains), only the cluster.
+func (n Node) Resources() (Resources, error) {
+	if err := n.Validate(); err != nil {
+		return Resources{}, fmt.Errorf("invalid L7 configuration: %w", err)
+	}
+	var out Resources
+	if len(n.Ports) > 0 {
+		l, err := buildListener(n)
+		if err != nil {
+			return Resources{}, fmt.Errorf("listener %s: %w", ListenerName, err)
+		}
+		out.Listeners = []*listenerv3.Listener{l}
+	}
+	c, err := originalDstCluster()
+	if err != nil {
+		return Resources{}, fmt.Errorf("cluster %s: %w", OriginalDstCluster, err)
+	}
+	out.Clusters = []*clusterv3.Cluster{c}
+	return out, nil
+}
+
+// side is the rules of one pod in one direction on one port, merged from
+// every Port entry for it.
+type side struct {
+	dir      Direction
+	endpoint netip.Addr
+	port     uint16
+	rules    []namedRule
+}
+
+// namedRule is a rule with its place in the input, which names its RBAC
+// policy (so a denial can be traced back to the input).
+type namedRule struct {
+	name string
+	Rule
+}
+
+// chain is one filter chain: the connections to port from src (if valid)
+// to dst (if valid), policed by egress (of src) then ingress (of dst).
+type chain struct {
+	port            uint16
+	src, dst        netip.Addr
+	egress, ingress *side
+}
+
+func (c chain) name() string {
+	var parts []string
+	if c.egress != nil {
+		parts = append(parts, fmt.Sprintf("egress/%s", c.src))
+	}
+	if c.ingress != nil {
+		parts = append(parts, fmt.Sprintf("ingress/%s", c.dst))
+	}
+	return fmt.Sprintf("%s:%d", strings.Join(parts, "+"), c.port)
+}
+
+// statPrefix is the chain's name with every character that is not a letter
+// or digit replaced by '_' (dots would split Envoy's stat names).
+func (c chain) statPrefix() string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, c.name())
+}
+
+// chains merges the ports per (direction, endpoint, port) and pairs every
+// egress side with every ingress side of the same port.
+func chains(ports []Port) []chain {
+	type key struct {
+		dir      Direction
+		endpoint netip.Addr
+		port     uint16
+	}
+	sides := map[key]*side{}
+	var order []key
+	for i, p := range ports {
+		k := key{p.Direction, p.Endpoint.Unmap(), p.Port}
+		s, ok := sides[k]
+		if !ok {
+			s = &side{dir: k.dir, endpoint: k.endpoint, port: k.port}
+			sides[k] = s
+			order = append(order, k)
+		}
+		for j, r := range p.Rules {
+			s.rules = append(s.rules, namedRule{fmt.Sprintf("ports[%d].rules[%d]", i, j), r})
+		}
+	}
+	var out []chain
+	for _, k := range order {
+		s := sides[k]
+		if s.dir == Ingress {
+			out = append(out, chain{port: s.port, dst: s.endpoint, ingress: s})
+			continue
+		}
+		out = append(out, chain{port: s.port, src: s.endpoint, egress: s})
+		for _, k2 := range order {
+			if in := sides[k2]; in.dir == Ingress && in.port == s.port {
+				out = append(out, chain{port: s.port, src: s.endpoint, dst: in.endpoint, egress: s, ingress: in})
+			}
+		}
+	}
+	// An invalid (zero) address sorts first: the chain without a
+	// destination (or source) comes before those with one.
+	slices.SortFunc(out, func(a, b chain) int {
+		return cmp.Or(cmp.Compare(a.port, b.port), a.dst.Compare(b.dst), a.src.Compare(b.src))
+	})
+	return out
+}
+
+func buildListener(n Node) (*listenerv3.Listener, error) {
+	origDst, err := marshalAny(&origdstv3.OriginalDst{})
+	if err != nil {
+		return nil, err
+	}
+	l := &listenerv3.Listener{
+		Name:        ListenerName,
+		Address:     socketAddress("0.0.0.0", n.ProxyPort),
+		Transparent: wrapperspb.Bool(true),
+		ListenerFilters: []*listenerv3.ListenerFilter{{
+			Name:       originalDstFilter,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: origDst},
+		}},
+	}
+	for _, c := range chains(n.Ports) {
+		fc, err := filterChain(c, n.AccessLogCluster)
+		if err != nil {
+			return nil, fmt.Errorf("filter chain %s: %w", c.name(), err)
+		}
+		l.FilterChains = append(l.FilterChains, fc)
+	}
+	return l, nil
+}
+
+func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, error) {
+	match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(c.port))}
+	if c.dst.IsValid() {
+		match.PrefixRanges = []*corev3.CidrRange{cidr(netip.PrefixFrom(c.dst, c.dst.BitLen()))}
+	}
+	if c.src.IsValid() {
+		match.SourcePrefixRanges = []*corev3.CidrRange{cidr(netip.PrefixFrom(c.src, c.src.BitLen()))}
+	}
+	var filters []*hcmv3.HttpFilter
+	for _, s := range []*side{c.egress, c.ingress} {
+		if s == nil {
+			continue
+		}
+		f, err := rbacHTTPFilter(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s rbac: %w", s.dir, err)
+		}
+		filters = append(filters, f)
+	}
+	router, err := marshalAny(&routerv3.Router{SuppressEnvoyHeaders: true})
+	if err != nil {
+		return nil, err
+	}
+	filters = append(filters, &hcmv3.HttpFilter{
+		Name:       routerFilter,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+	})
+	m := &hcmv3.HttpConnectionManager{
+		StatPrefix: c.statPrefix(),
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{
+			RouteConfig: routeConfig(c.name()),
+		},
+		HttpFilters: filters,
+		// RBAC sees (and the upstream gets) the normalized path, so
+		// "/public/../admin" cannot slip past a rule on "/admin.*".
+		NormalizePath: wrapperspb.Bool(true),
+		MergeSlashes:  true,
+		// Be transparent: keep the server's Server header, allow
+		// WebSocket upgrades (RBAC still checks the upgrade request).
+		ServerHeaderTransformation: hcmv3.HttpConnectionManager_PASS_THROUGH,
+		UpgradeConfigs:             []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+	}
+	if accessLogCluster != "" {
+		al, err := accessLog(accessLogCluster)
+		if err != nil {
+			return nil, err
+		}
+		m.AccessLog = []*accesslogv3.AccessLog{al}
+	}
+	hcm, err := marshalAny(m)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.FilterChain{
+		Name:             c.name(),
+		FilterChainMatch: match,
+		Filters: []*listenerv3.Filter{{
+			Name:       hcmFilter,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+		}},
+	}, nil
+}
+
+// routeConfig sends every request to the ORIGINAL_DST cluster. The route
+// timeout is disabled: the proxy must not cut long requests or streams the
+// client would otherwise have kept.
+func routeConfig(name string) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name: name,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    "any",
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: OriginalDstCluster},
+					Timeout:          durationpb.New(0),
+				}},
+			}},
+		}},
+	}
+}
+
+func accessLog(cluster string) (*accesslogv3.AccessLog, error) {
+	cfg, err := marshalAny(&grpcalsv3.HttpGrpcAccessLogConfig{
+		CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
+			LogName: AccessLogName,
+			GrpcService: &corev3.GrpcService{
+				TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster},
+				},
+			},
+			TransportApiVersion: corev3.ApiVersion_V3,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &accesslogv3.AccessLog{
+		Name:       grpcAccessLogger,
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: cfg},
+	}, nil
+}
+
+// originalDstCluster forwards to each connection's original destination,
+// with the downstream's HTTP version (so gRPC over h2c keeps working).
+func originalDstCluster() (*clusterv3.Cluster, error) {
+	opts, err := marshalAny(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+			UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+				HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &clusterv3.Cluster{
+		Name:                          OriginalDstCluster,
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:                      clusterv3.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:                durationpb.New(connectTimeout),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOpts: opts},
+	}, nil
+}
+
+func socketAddress(addr string, port uint16) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       addr,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+func cidr(p netip.Prefix) *corev3.CidrRange {
+	p = p.Masked()
+	return &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))}
+}
+
+// marshalAny packs m deterministically (RBAC policies are a map).
+func marshalAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, fmt.Errorf("marshal %T: %w", m, err)
+	}
+	return a, nil
+}
