@@ -39,7 +39,7 @@ type env struct {
 func newEnv(b *testing.B) env {
 	b.Helper()
 	if testing.Short() {
-		b.Skip("bench: skipped with -short (it brings up two local clusters and runs for about 20 minutes)")
+		b.Skip("bench: skipped with -short (it brings up local clusters)")
 	}
 	if os.Geteuid() != 0 {
 		b.Skip("bench: needs root (network namespaces, cgroups, eBPF, netfilter)")

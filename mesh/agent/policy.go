@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +63,9 @@ type endpoints struct {
 type programmed struct {
 	ep    bpfpolicy.Endpoint
 	rules []bpfpolicy.Rule
+	// attached: this process attached the programs (restored entries are
+	// attached again once, which also checks their links).
+	attached bool
 }
 
 func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8s.PolicySource, flows *flow.Store, m *policyMetrics) (*endpoints, error) {
@@ -91,8 +96,9 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 	t := time.NewTicker(resyncInterval)
 	defer t.Stop()
+	sweep := true // look for leftover attachments: at start and on resyncs
 	for first := true; ; first = false {
-		if err := e.regenerate(); err != nil {
+		if err := e.regenerate(sweep); err != nil {
 			e.metrics.regenerations.WithLabelValues("error").Inc()
 			e.log.Error("regenerate endpoint policy", "error", err)
 		} else {
@@ -105,7 +111,9 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 		case <-ctx.Done():
 			return
 		case <-e.src.Changed():
+			sweep = false
 		case <-t.C:
+			sweep = true
 		}
 	}
 }
@@ -133,8 +141,9 @@ func (e *endpoints) runEvents(ctx context.Context) error {
 }
 
 // regenerate programs the ipcache and every local endpoint from the
-// current state, then removes what is no longer wanted.
-func (e *endpoints) regenerate() error {
+// current state, then removes what is no longer wanted; with sweep, also
+// programs attached to interfaces it does not know.
+func (e *endpoints) regenerate(sweep bool) error {
 	st, err := e.src.State()
 	if err != nil {
 		return err
@@ -157,6 +166,18 @@ func (e *endpoints) regenerate() error {
 		view    []EndpointEntry
 		results = map[string]PolicyEntry{}
 		keep    = map[int]bool{}
+		// Pods of one identity and container ports share their policy:
+		// resolve it once.
+		resolved = map[string]policy.Result{}
+		resolve  = func(pod k8s.Pod) policy.Result {
+			key := resolveKey(pod)
+			r, ok := resolved[key]
+			if !ok {
+				r = res.Resolve(policy.Endpoint{Identity: pod.Identity, Labels: pod.Labels, Namespace: pod.Namespace, NamedPorts: pod.NamedPorts})
+				resolved[key] = r
+			}
+			return r
+		}
 	)
 	for _, pod := range st.Pods {
 		if pod.Node != e.node {
@@ -180,7 +201,7 @@ func (e *endpoints) regenerate() error {
 		default:
 			entry.Ifindex, entry.Interface = iface.index, iface.name
 			keep[iface.index] = true
-			r := res.Resolve(policy.Endpoint{Identity: pod.Identity, Labels: pod.Labels, Namespace: pod.Namespace, NamedPorts: pod.NamedPorts})
+			r := resolve(pod)
 			ep := bpfpolicy.Endpoint{
 				ID: e.endpointID(iface.index, pod.IP), Identity: bpfpolicy.Identity(pod.Identity), Addr: pod.IP,
 				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress,
@@ -201,7 +222,7 @@ func (e *endpoints) regenerate() error {
 		}
 		view = append(view, entry)
 	}
-	errs = append(errs, e.removeStale(keep)...)
+	errs = append(errs, e.removeStale(keep, sweep)...)
 	enforced := time.Now()
 	e.metrics.regenerationSeconds.Observe(enforced.Sub(start).Seconds())
 	if !st.ChangedAt.IsZero() {
@@ -218,6 +239,19 @@ func (e *endpoints) regenerate() error {
 	enr := enricher(st)
 	e.enrich.Store(&enr)
 	return errors.Join(errs...)
+}
+
+// resolveKey is what a pod's resolved policy depends on: its identity (its
+// labels, namespace included) and its named ports.
+func resolveKey(pod k8s.Pod) string {
+	names := slices.Sorted(maps.Keys(pod.NamedPorts))
+	var b strings.Builder
+	b.WriteString(strconv.FormatUint(uint64(pod.Identity), 10))
+	for _, n := range names {
+		np := pod.NamedPorts[n]
+		fmt.Fprintf(&b, " %s=%d/%d", n, np.Port, np.Proto)
+	}
+	return b.String()
 }
 
 // program writes an endpoint: with enforcement growing, its rules go in
@@ -247,10 +281,12 @@ func (e *endpoints) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolic
 			return err
 		}
 	}
-	if err := e.dp.Attach(ifindex); err != nil {
-		return err
+	if !had || !old.attached {
+		if err := e.dp.Attach(ifindex); err != nil {
+			return err
+		}
 	}
-	e.programmed[ifindex] = programmed{ep: ep, rules: rules}
+	e.programmed[ifindex] = programmed{ep: ep, rules: rules, attached: true}
 	return nil
 }
 
@@ -273,8 +309,8 @@ func (e *endpoints) endpointID(ifindex int, addr netip.Addr) bpfpolicy.EndpointI
 }
 
 // removeStale forgets interfaces that no longer carry a ready endpoint
-// (the pod went away, or its veth did) and detaches leftovers.
-func (e *endpoints) removeStale(keep map[int]bool) []error {
+// (the pod went away, or its veth did) and, with sweep, detaches leftovers.
+func (e *endpoints) removeStale(keep map[int]bool, sweep bool) []error {
 	var errs []error
 	for ifindex, p := range e.programmed {
 		if keep[ifindex] {
@@ -296,6 +332,9 @@ func (e *endpoints) removeStale(keep map[int]bool) []error {
 		}
 		delete(e.programmed, ifindex)
 		e.log.Info("endpoint removed", "ifindex", ifindex, "endpoint", p.ep.ID)
+	}
+	if !sweep {
+		return errs
 	}
 	attached, err := e.dp.Attached()
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -117,14 +118,23 @@ func NewPolicySource(log *slog.Logger, factory informers.SharedInformerFactory, 
 		UpdateFunc: func(_, _ any) { s.touch() },
 		DeleteFunc: func(any) { s.touch() },
 	}
+	// A status write (the operator's Valid condition) changes no rule.
 	np := cache.ResourceEventHandlerFuncs{
-		AddFunc:    s.onNetworkPolicy,
-		UpdateFunc: func(_, o any) { s.onNetworkPolicy(o) },
+		AddFunc: s.onNetworkPolicy,
+		UpdateFunc: func(old, o any) {
+			if specChanged(old, o) {
+				s.onNetworkPolicy(o)
+			}
+		},
 		DeleteFunc: s.onPolicyDelete,
 	}
 	mp := cache.ResourceEventHandlerFuncs{
-		AddFunc:    s.onMembranePolicy,
-		UpdateFunc: func(_, o any) { s.onMembranePolicy(o) },
+		AddFunc: s.onMembranePolicy,
+		UpdateFunc: func(old, o any) {
+			if specChanged(old, o) {
+				s.onMembranePolicy(o)
+			}
+		},
 		DeleteFunc: s.onPolicyDelete,
 	}
 	for _, reg := range []struct {
@@ -179,6 +189,13 @@ func (s *PolicySource) touch() {
 	case s.changed <- struct{}{}:
 	default:
 	}
+}
+
+// specChanged: the object's generation moved (or is not kept).
+func specChanged(old, cur any) bool {
+	o, ok1 := old.(metav1.Object)
+	c, ok2 := cur.(metav1.Object)
+	return !ok1 || !ok2 || c.GetGeneration() == 0 || o.GetGeneration() != c.GetGeneration()
 }
 
 func isKubernetesSlice(obj any) bool {
