@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
 // kube runs kubectl against a cluster, as a user would.
@@ -103,5 +107,23 @@ func eventually(t *testing.T, timeout time.Duration, what string, fn func() erro
 			t.Fatalf("%s: not within %s: %v", what, timeout, err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// restartAgents restarts membrane-agent on every node of the shared cluster
+// and waits until each is healthy again.
+func restartAgents(t *testing.T, k *kube) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for _, n := range shared.cluster.Nodes {
+		if _, err := localcluster.Restart(t.Context(), log, sharedName, "membrane-agent/"+n.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range shared.cluster.Nodes {
+		eventually(t, 60*time.Second, "restarted agent on "+n.Name+" healthy", func() error {
+			_, err := k.run(t.Context(), "", "get", "--raw", "/api/v1/nodes/"+n.Name+":9890/proxy/healthz")
+			return err
+		})
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 
-	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/mesh/agent"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
@@ -387,18 +384,7 @@ spec:
 		done <- err
 	}()
 	time.Sleep(2 * time.Second)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	for _, n := range shared.cluster.Nodes {
-		if _, err := localcluster.Restart(t.Context(), log, sharedName, "membrane-agent/"+n.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range shared.cluster.Nodes {
-		eventually(t, 60*time.Second, "restarted agent on "+n.Name+" healthy", func() error {
-			_, err := k.run(t.Context(), "", "get", "--raw", "/api/v1/nodes/"+n.Name+":9890/proxy/healthz")
-			return err
-		})
-	}
+	restartAgents(t, k)
 	k.must(`apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: unrelated, namespace: `+ns+`}

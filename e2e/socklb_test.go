@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -118,18 +116,7 @@ func TestServiceLoadBalancing(t *testing.T) {
 			done <- result{out, err, time.Now()}
 		}()
 		time.Sleep(time.Second)
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		for _, n := range shared.cluster.Nodes {
-			if _, err := localcluster.Restart(t.Context(), log, sharedName, "membrane-agent/"+n.Name); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, n := range shared.cluster.Nodes {
-			eventually(t, 60*time.Second, "restarted agent on "+n.Name+" healthy", func() error {
-				_, err := k.run(t.Context(), "", "get", "--raw", "/api/v1/nodes/"+n.Name+":9890/proxy/healthz")
-				return err
-			})
-		}
+		restartAgents(t, k)
 		healthy := time.Now()
 		time.Sleep(time.Second) // requests through the restarted agents' datapath
 		if _, err := exec("touch /tmp/stop"); err != nil {

@@ -117,7 +117,7 @@ func printPolicy(g *globals, p agent.PolicyEntry) error {
 		if r.AuthRequired {
 			verdict += "+auth"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Direction, remoteIdentity(r.RemoteIdentity), r.Proto, port, verdict, strings.Join(r.Origins, "; "))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Direction, policy.RemoteString(r.RemoteIdentity), r.Proto, port, verdict, strings.Join(r.Origins, "; "))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -126,14 +126,4 @@ func printPolicy(g *globals, p agent.PolicyEntry) error {
 		fmt.Fprintf(g.stdout, "Not applied: %s\n", pr)
 	}
 	return nil
-}
-
-func remoteIdentity(id identity.ID) string {
-	if id == 0 {
-		return "any"
-	}
-	if n := identity.Reserved(id); n != "" {
-		return "reserved:" + n
-	}
-	return strconv.FormatUint(uint64(id), 10)
 }

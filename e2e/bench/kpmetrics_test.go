@@ -21,13 +21,19 @@ import (
 func kubeProxyMetrics(ctx context.Context, n localcluster.NodeState) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.IP+":10249/metrics", nil)
+	return scrapeMetrics(ctx, http.DefaultClient, "http://"+n.IP+":10249/metrics", "kube-proxy metrics on "+n.Name)
+}
+
+// scrapeMetrics reads a Prometheus text exposition: series (name with
+// labels, as printed) to value. what names the source in errors.
+func scrapeMetrics(ctx context.Context, hc *http.Client, url, what string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("kube-proxy metrics on %s: %w", n.Name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	out := map[string]float64{}
@@ -42,7 +48,7 @@ func kubeProxyMetrics(ctx context.Context, n localcluster.NodeState) (map[string
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("kube-proxy metrics on %s: %w", n.Name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return out, nil
 }

@@ -22,7 +22,6 @@ package bench
 //	MEMBRANE_BENCH_POLICY_CHANGES=40   timed changes (also bounded by 3 minutes)
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -608,30 +607,7 @@ func (p *policyBench) agentHistograms(ctx context.Context) (map[string]*histogra
 // agentMetrics reads node n's agent metrics: series (name with labels, as
 // printed) to value.
 func (p *policyBench) agentMetrics(ctx context.Context, n localcluster.NodeState) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d/metrics", n.IP, localcluster.AgentPort), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := p.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("agent metrics on %s: %w", n.Name, err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 2 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
-			out[f[0]] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("agent metrics on %s: %w", n.Name, err)
-	}
-	return out, nil
+	return scrapeMetrics(ctx, p.hc, fmt.Sprintf("http://%s:%d/metrics", n.IP, localcluster.AgentPort), "agent metrics on "+n.Name)
 }
 
 func parseHistogram(series map[string]float64, name string) (*histogram, error) {

@@ -119,24 +119,18 @@ func NewPolicySource(log *slog.Logger, factory informers.SharedInformerFactory, 
 		DeleteFunc: func(any) { s.touch() },
 	}
 	// A status write (the operator's Valid condition) changes no rule.
-	np := cache.ResourceEventHandlerFuncs{
-		AddFunc: s.onNetworkPolicy,
-		UpdateFunc: func(old, o any) {
-			if specChanged(old, o) {
-				s.onNetworkPolicy(o)
-			}
-		},
-		DeleteFunc: s.onPolicyDelete,
+	onSpec := func(on func(any)) cache.ResourceEventHandlerFuncs {
+		return cache.ResourceEventHandlerFuncs{
+			AddFunc: on,
+			UpdateFunc: func(old, o any) {
+				if specChanged(old, o) {
+					on(o)
+				}
+			},
+			DeleteFunc: s.onPolicyDelete,
+		}
 	}
-	mp := cache.ResourceEventHandlerFuncs{
-		AddFunc: s.onMembranePolicy,
-		UpdateFunc: func(old, o any) {
-			if specChanged(old, o) {
-				s.onMembranePolicy(o)
-			}
-		},
-		DeleteFunc: s.onPolicyDelete,
-	}
+	np, mp := onSpec(s.onNetworkPolicy), onSpec(s.onMembranePolicy)
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler

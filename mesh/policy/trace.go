@@ -49,13 +49,13 @@ const (
 func (d Decision) String() string {
 	s := d.Direction.String()
 	if d.Endpoint != 0 {
-		s += " of " + remoteString(d.Endpoint)
+		s += " of " + RemoteString(d.Endpoint)
 	}
 	prep := " from "
 	if d.Direction == Egress {
 		prep = " to "
 	}
-	s += fmt.Sprintf("%s%s %s/%d: %s", prep, remoteString(d.Remote), d.Proto, d.Port, d.Reason)
+	s += fmt.Sprintf("%s%s %s/%d: %s", prep, RemoteString(d.Remote), d.Proto, d.Port, d.Reason)
 	if d.Rule != nil {
 		s += ": " + d.Rule.String()
 		if len(d.Rule.Origins) > 0 {

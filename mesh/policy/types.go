@@ -252,7 +252,7 @@ type DatapathRule struct {
 }
 
 func (r DatapathRule) String() string {
-	s := fmt.Sprintf("%s %s %s", r.Direction, remoteString(r.RemoteIdentity), r.Proto)
+	s := fmt.Sprintf("%s %s %s", r.Direction, RemoteString(r.RemoteIdentity), r.Proto)
 	if r.Port != 0 {
 		s += "/" + strconv.Itoa(int(r.Port))
 		if r.EndPort > r.Port {
@@ -269,7 +269,9 @@ func (r DatapathRule) String() string {
 	return s
 }
 
-func remoteString(id identity.ID) string {
+// RemoteString names a rule's remote identity: "any" for 0,
+// "reserved:<name>" for a reserved one, else its number.
+func RemoteString(id identity.ID) string {
 	if id == 0 {
 		return "any"
 	}
