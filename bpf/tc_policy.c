@@ -15,9 +15,25 @@
  * Non-IPv4 (ARP, IPv6) passes untouched: the cluster is IPv4-only; a v6
  * variant gets its own parse/ct/ipcache maps of the same shape.
  *
+ * L7 redirect (policy verdict, or the flow's conntrack entry, names a proxy
+ * port), with Cilium's mark scheme for the node's nft TPROXY rules:
+ *
+ *   from the pod  the packet passes with mark proxy_port << 16 | 0x0200
+ *   to the pod    the same mark, Ethernet addresses swapped (the destination
+ *                 is the host veth's own MAC: PACKET_HOST), and redirected to
+ *                 the host veth's ingress: back into the node's stack. The
+ *                 hairpinned packet meets policy_from_pod, which passes it
+ *                 unchecked (a pod cannot set a mark: the kernel scrubs it
+ *                 when a packet leaves the pod's netns).
+ *
+ * Packets to the pod marked 0x0A00 come from the proxy (its upstream
+ * connection, with the client's address as source): L3/L4 policy applies,
+ * but a redirect verdict passes them as a plain allow.
+ *
  * Return codes are tcx's: TCX_NEXT lets later programs (and clsact filters)
- * see an allowed packet, TCX_DROP drops. In a clsact direct-action filter the
- * same numbers are TC_ACT_UNSPEC (continue) and TC_ACT_SHOT.
+ * see an allowed packet, TCX_DROP drops, TCX_REDIRECT (bpf_redirect) hands
+ * the packet to the proxy. In a clsact direct-action filter the same numbers
+ * are TC_ACT_UNSPEC (continue), TC_ACT_SHOT and TC_ACT_REDIRECT.
  */
 #include "lib/common.h"
 #include "lib/drop_reasons.h"
@@ -52,8 +68,23 @@ const struct btf_exports *unused_btf_exports __attribute__((unused));
 #define TCX_NEXT	(-1)
 #define TCX_DROP	2
 
-/* Cilium's MARK_MAGIC_TO_PROXY: the L7 stage's policy routing matches it. */
-#define MARK_MAGIC_TO_PROXY	0x0200
+/*
+ * Cilium's skb->mark magic (bits 8-11; the proxy port in bits 16-31). Go:
+ * MarkMagic* and ToProxyMark in bpf/policy/types.go.
+ */
+#define MARK_MAGIC_MASK		0x0F00
+#define MARK_MAGIC_TO_PROXY	0x0200	/* to the L7 proxy: the nft TPROXY rules match it */
+#define MARK_MAGIC_FROM_PROXY	0x0A00	/* sent by the L7 proxy */
+
+static __always_inline __u32 to_proxy_mark(__u16 port)
+{
+	return ((__u32)port << 16) | MARK_MAGIC_TO_PROXY;
+}
+
+static __always_inline bool mark_is(const struct __sk_buff *skb, __u32 magic)
+{
+	return (skb->mark & MARK_MAGIC_MASK) == magic;
+}
 
 struct verdict_ctx {
 	struct flow4 f;
@@ -133,23 +164,40 @@ static __always_inline int drop(struct __sk_buff *skb, struct verdict_ctx *v, __
 	return TCX_DROP;
 }
 
+/* Swaps the Ethernet source and destination addresses. Returns 0 or a drop reason. */
+static __always_inline int swap_macs(struct __sk_buff *skb)
+{
+	__u8 macs[12], swapped[12];
+
+	if (bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)) < 0)
+		return DROP_INVALID;
+	__builtin_memcpy(&swapped[0], &macs[6], 6);
+	__builtin_memcpy(&swapped[6], &macs[0], 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0)
+		return DROP_WRITE_ERROR;
+	return 0;
+}
+
 static __always_inline int pass(struct __sk_buff *skb, struct verdict_ctx *v)
 {
 	__u8 verdict = FLOW_FORWARDED;
+	int ret = TCX_NEXT, reason;
 
 	if (v->proxy_port) {
 		verdict = FLOW_REDIRECTED;
-		/*
-		 * Hand-off to the L7 proxy is the L7 stage's job; until then a
-		 * packet from the pod carries the proxy port in its mark.
-		 */
-		if (v->dir == DIR_EGRESS)
-			skb->mark = ((__u32)v->proxy_port << 16) | MARK_MAGIC_TO_PROXY;
+		skb->mark = to_proxy_mark(v->proxy_port);
+		/* To the pod: hairpin into the node's stack, where TPROXY takes it. */
+		if (v->dir == DIR_INGRESS) {
+			reason = swap_macs(skb);
+			if (reason)
+				return drop(skb, v, reason);
+			ret = bpf_redirect(v->ifindex, BPF_F_INGRESS);
+		}
 	}
 	metrics_add(v->dir, verdict == FLOW_REDIRECTED ? METRIC_REDIRECTED : METRIC_FORWARDED, skb->len);
 	if (emit_traces == TRACE_ALL || (emit_traces == TRACE_NEW && v->ct == CT_NEW))
 		emit(skb, v, verdict, REASON_NONE);
-	return TCX_NEXT;
+	return ret;
 }
 
 static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
@@ -157,9 +205,12 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	struct verdict_ctx v = {};
 	struct ct4_result ctr = {};
 	struct policy_decision pd = {};
+	bool from_proxy;
 	__u64 now;
 	int reason;
 
+	/* The proxy's own packets are never redirected again. */
+	from_proxy = dir == DIR_INGRESS && mark_is(skb, MARK_MAGIC_FROM_PROXY);
 	v.dir = dir;
 	v.ifindex = skb->ifindex;
 	v.have_ep = endpoint_lookup(v.ifindex, &v.ep);
@@ -180,7 +231,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	if (ctr.reopened)
 		pol_count(POL_CNT_CT_REOPENED);
 	if (v.ct != CT_NEW) {
-		v.proxy_port = ctr.proxy_port;
+		v.proxy_port = from_proxy ? 0 : ctr.proxy_port;
 		return pass(skb, &v);
 	}
 	if (ct4_lookup_related(skb, &v.f, dir, v.ifindex, now)) {
@@ -195,7 +246,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 		reason = policy_check(v.ep.endpoint_id, dir, v.remote_id, &v.f, &pd);
 		if (reason)
 			return drop(skb, &v, reason);
-		v.proxy_port = pd.proxy_port;
+		v.proxy_port = from_proxy ? 0 : pd.proxy_port;
 		v.match = pd.match;
 	}
 	if (ct4_can_create(&v.f)) {
@@ -218,6 +269,11 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 SEC("tc")
 int policy_from_pod(struct __sk_buff *skb)
 {
+	/* Hairpinned to the proxy by policy_to_pod: checked there already. */
+	if (mark_is(skb, MARK_MAGIC_TO_PROXY)) {
+		pol_count(POL_CNT_PROXY_HAIRPIN);
+		return TCX_NEXT;
+	}
 	return handle(skb, DIR_EGRESS);
 }
 

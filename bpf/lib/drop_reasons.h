@@ -18,6 +18,7 @@ enum drop_reason {
 	DROP_CT_INVALID_HDR = 135,	/* "CT: Truncated or invalid header": L4 header cut short */
 	DROP_CT_UNKNOWN_PROTO = 137,	/* "CT: Unknown L4 protocol" (reserved: others are tracked without ports) */
 	DROP_UNKNOWN_L3 = 139,		/* "Unsupported L3 protocol" (reserved: non-IPv4 passes) */
+	DROP_WRITE_ERROR = 141,		/* "Error writing to packet": the L7 redirect could not rewrite it */
 	DROP_CT_CREATE_FAILED = 155,	/* "CT: Map insertion failed" */
 	DROP_FRAG_NOSUPPORT = 157,	/* "IP fragmentation not supported" (reserved) */
 	DROP_NAT_NO_MAPPING = 167,	/* "No mapping for NAT masquerade" (reserved: no NAT here yet) */

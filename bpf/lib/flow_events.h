@@ -86,6 +86,7 @@ enum pol_counter {
 	POL_CNT_CT_EXPIRED = 3,		/* expired entries found and deleted by lookups */
 	POL_CNT_CT_REOPENED = 4,	/* bare SYN on a closed connection: checked as new */
 	POL_CNT_CT_RELATED = 5,		/* ICMP errors passed as related to a tracked flow */
+	POL_CNT_PROXY_HAIRPIN = 6,	/* to the L7 proxy: hairpinned back, passed unchecked */
 	POL_CNT_MAX,
 };
 

@@ -270,6 +270,7 @@ type Counters struct {
 	CTExpired       uint64 // expired entries removed by lookups
 	CTReopened      uint64 // bare SYNs on closed connections, checked as new
 	CTRelated       uint64 // ICMP errors passed as related to a tracked flow
+	ProxyHairpin    uint64 // packets hairpinned to the L7 proxy, passed unchecked by policy_from_pod
 }
 
 // Direction returns the counters of d.
@@ -315,12 +316,13 @@ func (m *Maps) Counters() (Counters, error) {
 		}
 	}
 	for idx, dst := range map[policyPolCounter]*uint64{
-		policyPolCounterPOL_CNT_NOT_IPV4:    &c.NotIPv4,
-		policyPolCounterPOL_CNT_EVENTS_LOST: &c.EventsLost,
-		policyPolCounterPOL_CNT_CT_CREATED:  &c.CTCreated,
-		policyPolCounterPOL_CNT_CT_EXPIRED:  &c.CTExpired,
-		policyPolCounterPOL_CNT_CT_REOPENED: &c.CTReopened,
-		policyPolCounterPOL_CNT_CT_RELATED:  &c.CTRelated,
+		policyPolCounterPOL_CNT_NOT_IPV4:      &c.NotIPv4,
+		policyPolCounterPOL_CNT_EVENTS_LOST:   &c.EventsLost,
+		policyPolCounterPOL_CNT_CT_CREATED:    &c.CTCreated,
+		policyPolCounterPOL_CNT_CT_EXPIRED:    &c.CTExpired,
+		policyPolCounterPOL_CNT_CT_REOPENED:   &c.CTReopened,
+		policyPolCounterPOL_CNT_CT_RELATED:    &c.CTRelated,
+		policyPolCounterPOL_CNT_PROXY_HAIRPIN: &c.ProxyHairpin,
 	} {
 		var perCPU []uint64
 		if err := m.counters.Lookup(idx, &perCPU); err != nil {

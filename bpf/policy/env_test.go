@@ -22,6 +22,9 @@ import (
 const (
 	retNext = 0xffffffff // TCX_NEXT: allowed, on to the next program
 	retDrop = 2          // TCX_DROP
+	// TCX_REDIRECT: bpf_redirect's TC_ACT_REDIRECT, to the L7 proxy.
+	// BPF_PROG_RUN returns it without redirecting anything.
+	retRedirect = 7
 )
 
 // testEnv is one loaded datapath on a fresh pin directory, in a fresh
@@ -175,14 +178,22 @@ type skbCtx struct {
 type runResult struct {
 	ret  uint32
 	mark uint32
+	data []byte // the frame as the program left it
 }
 
-func (r runResult) passed() bool  { return r.ret == retNext }
-func (r runResult) dropped() bool { return r.ret == retDrop }
+func (r runResult) passed() bool     { return r.ret == retNext }
+func (r runResult) dropped() bool    { return r.ret == retDrop }
+func (r runResult) redirected() bool { return r.ret == retRedirect }
 
 // run runs the program of direction dir (relative to the pod) on frame as
 // if it arrived on ifindex, in the env's netns.
 func (e *testEnv) run(dir Direction, ifindex int, frame []byte) runResult {
+	e.tb.Helper()
+	return e.runMarked(dir, ifindex, 0, frame)
+}
+
+// runMarked is run with skb->mark set to mark.
+func (e *testEnv) runMarked(dir Direction, ifindex int, mark uint32, frame []byte) runResult {
 	e.tb.Helper()
 	prog := e.dp.progs.PolicyToPod
 	if dir == Egress {
@@ -190,12 +201,13 @@ func (e *testEnv) run(dir Direction, ifindex int, frame []byte) runResult {
 	}
 	var res runResult
 	e.in(func() error {
-		in := skbCtx{Ifindex: uint32(ifindex)}
+		in := skbCtx{Mark: mark, Ifindex: uint32(ifindex)}
 		// The kernel copies all of struct __sk_buff out (ENOSPC if it
 		// does not fit); mark is at offset 8.
 		out := make([]byte, 512)
-		ret, err := prog.Run(&ebpf.RunOptions{Data: frame, Context: in, ContextOut: out})
-		res = runResult{ret: ret, mark: binary.NativeEndian.Uint32(out[8:])}
+		opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+256), Context: in, ContextOut: out}
+		ret, err := prog.Run(opts)
+		res = runResult{ret: ret, mark: binary.NativeEndian.Uint32(out[8:]), data: opts.DataOut}
 		return err
 	})
 	return res

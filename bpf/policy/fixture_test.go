@@ -58,14 +58,15 @@ func (f *fixture) out(n int, proto Proto, dport uint16) pkt {
 	return pkt{src: netip.MustParseAddr(podAddr), dst: netip.MustParseAddr(peer(n)), proto: proto, sport: f.nextPort(), dport: dport, flags: SYN}
 }
 
-// expect runs p through direction dir's program, checks it passed (want
-// DropNone) or was dropped for want, and returns the events it caused.
+// expect runs p through direction dir's program, checks it passed or went
+// to the L7 proxy (want DropNone) or was dropped for want, and returns the
+// events it caused.
 func (f *fixture) expect(tb testing.TB, what string, dir Direction, p pkt, want DropReason) []FlowEvent {
 	tb.Helper()
 	r := f.run(dir, f.ifindex, p.frame())
 	evs := drain(tb, f.ev)
 	switch {
-	case want == DropNone && !r.passed():
+	case want == DropNone && !r.passed() && !r.redirected():
 		tb.Errorf("%s: returned %d, want pass (events %v)", what, int32(r.ret), evs)
 	case want != DropNone && !r.dropped():
 		tb.Errorf("%s: returned %d, want drop (%s)", what, int32(r.ret), want)

@@ -58,6 +58,7 @@ const (
 	policyDropReasonDROP_CT_INVALID_HDR       policyDropReason = 135
 	policyDropReasonDROP_CT_UNKNOWN_PROTO     policyDropReason = 137
 	policyDropReasonDROP_UNKNOWN_L3           policyDropReason = 139
+	policyDropReasonDROP_WRITE_ERROR          policyDropReason = 141
 	policyDropReasonDROP_CT_CREATE_FAILED     policyDropReason = 155
 	policyDropReasonDROP_FRAG_NOSUPPORT       policyDropReason = 157
 	policyDropReasonDROP_NAT_NO_MAPPING       policyDropReason = 167
@@ -147,13 +148,14 @@ type policyMetricsValue struct {
 type policyPolCounter uint32
 
 const (
-	policyPolCounterPOL_CNT_NOT_IPV4    policyPolCounter = 0
-	policyPolCounterPOL_CNT_EVENTS_LOST policyPolCounter = 1
-	policyPolCounterPOL_CNT_CT_CREATED  policyPolCounter = 2
-	policyPolCounterPOL_CNT_CT_EXPIRED  policyPolCounter = 3
-	policyPolCounterPOL_CNT_CT_REOPENED policyPolCounter = 4
-	policyPolCounterPOL_CNT_CT_RELATED  policyPolCounter = 5
-	policyPolCounterPOL_CNT_MAX         policyPolCounter = 6
+	policyPolCounterPOL_CNT_NOT_IPV4      policyPolCounter = 0
+	policyPolCounterPOL_CNT_EVENTS_LOST   policyPolCounter = 1
+	policyPolCounterPOL_CNT_CT_CREATED    policyPolCounter = 2
+	policyPolCounterPOL_CNT_CT_EXPIRED    policyPolCounter = 3
+	policyPolCounterPOL_CNT_CT_REOPENED   policyPolCounter = 4
+	policyPolCounterPOL_CNT_CT_RELATED    policyPolCounter = 5
+	policyPolCounterPOL_CNT_PROXY_HAIRPIN policyPolCounter = 6
+	policyPolCounterPOL_CNT_MAX           policyPolCounter = 7
 )
 
 type policyPolicyEntry struct {

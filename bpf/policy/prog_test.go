@@ -196,11 +196,11 @@ func TestPolicyVerdicts(t *testing.T) {
 	}
 
 	// Redirects: the event names the proxy port; from the pod, the mark
-	// carries it (Cilium's MARK_MAGIC_TO_PROXY).
+	// carries it (Cilium's MARK_MAGIC_TO_PROXY). To the pod: redirect_test.go.
 	p := f.out(3, TCP, 3128)
 	r := f.run(Egress, f.ifindex, p.frame())
 	evs := drain(t, f.ev)
-	if want := uint32(15003)<<16 | 0x0200; !r.passed() || r.mark != want {
+	if want := ToProxyMark(15003); !r.passed() || r.mark != want {
 		t.Errorf("egress redirect: %+v, want pass with mark %#x", r, want)
 	}
 	if len(evs) != 1 || evs[0].Verdict != Redirected || evs[0].ProxyPort != 15003 {

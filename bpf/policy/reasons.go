@@ -19,6 +19,7 @@ const (
 	DropCTInvalidHeader           DropReason = DropReason(policyDropReasonDROP_CT_INVALID_HDR)
 	DropCTUnknownProto            DropReason = DropReason(policyDropReasonDROP_CT_UNKNOWN_PROTO)
 	DropUnsupportedL3             DropReason = DropReason(policyDropReasonDROP_UNKNOWN_L3)
+	DropWriteError                DropReason = DropReason(policyDropReasonDROP_WRITE_ERROR)
 	DropCTMapInsertionFailed      DropReason = DropReason(policyDropReasonDROP_CT_CREATE_FAILED)
 	DropFragmentationNotSupported DropReason = DropReason(policyDropReasonDROP_FRAG_NOSUPPORT)
 	DropNATNoMapping              DropReason = DropReason(policyDropReasonDROP_NAT_NO_MAPPING)

@@ -122,6 +122,23 @@ func (v Verdict) String() string {
 	return "verdict(" + strconv.Itoa(int(v)) + ")"
 }
 
+// Marks (skb->mark) of the L7 redirect, Cilium's scheme: bits 8-11 hold the
+// magic, bits 16-31 the proxy port. The programs (bpf/tc_policy.c) and the
+// node's nft TPROXY rules use them.
+const (
+	MarkMagicMask = 0x0F00
+	// MarkMagicToProxy: for the L7 proxy on the port in bits 16-31
+	// (ToProxyMark). Packets to a pod are hairpinned back into the node's
+	// stack with it.
+	MarkMagicToProxy = 0x0200
+	// MarkMagicFromProxy: sent by the L7 proxy (its upstream connections).
+	// Policy still applies to them, but they are never redirected again.
+	MarkMagicFromProxy = 0x0A00
+)
+
+// ToProxyMark is the mark of packets redirected to the L7 proxy on port.
+func ToProxyMark(port uint16) uint32 { return uint32(port)<<16 | MarkMagicToProxy }
+
 // PolicyKey selects the flows a policy entry applies to: new flows of one
 // endpoint in one direction, from or to a remote identity, with a protocol
 // and destination port.

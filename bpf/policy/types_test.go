@@ -131,11 +131,11 @@ func TestEventLayout(t *testing.T) {
 
 // TestEnums keeps the Go names in step with the C enums.
 func TestEnums(t *testing.T) {
-	if policyPolCounterPOL_CNT_MAX != 6 {
+	if policyPolCounterPOL_CNT_MAX != 7 {
 		t.Errorf("pol_counter has %d values: update Counters and Maps.Counters", policyPolCounterPOL_CNT_MAX)
 	}
 	for _, r := range []DropReason{DropInvalidSourceIP, DropPolicyDenied, DropInvalidPacket, DropCTInvalidHeader,
-		DropCTUnknownProto, DropUnsupportedL3, DropCTMapInsertionFailed, DropFragmentationNotSupported,
+		DropCTUnknownProto, DropUnsupportedL3, DropWriteError, DropCTMapInsertionFailed, DropFragmentationNotSupported,
 		DropNATNoMapping, DropFragmentNotFound, DropPolicyDenyList, DropAuthRequired} {
 		if _, ok := dropReasons[r]; !ok || r < dropMin {
 			t.Errorf("drop reason %d has no name", r)

@@ -41,6 +41,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", "/sys/fs/bpf/membrane", "bpffs directory for pinned maps and links")
 	fs.StringVar(&cfg.CgroupPath, "cgroup-path", "/sys/fs/cgroup", "cgroup v2 directory the socket load balancer attaches to")
 	fs.StringVar(&cfg.APIAddr, "api-addr", ":9890", "address of /healthz, /metrics and the agent API")
+	proxyPort := fs.Uint("proxy-port", 15001, "port of the node Envoy's transparent listener for L7-policed connections (0: no L7 policy)")
+	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
 	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
 	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")
@@ -50,6 +52,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	if *proxyPort > 65535 {
+		return fmt.Errorf("--proxy-port %d: not a port", *proxyPort)
+	}
+	cfg.ProxyPort = uint16(*proxyPort)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -119,7 +119,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	policyStatus := operator.NewPolicyStatusController(log.With("controller", "policy-status"), mgr.GetClient())
-	if err := policyStatus.Setup(mgr); err != nil {
+	if err := policyStatus.Setup(ctx, mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {

@@ -42,6 +42,9 @@ func observeFilterHelp() map[string]string {
 		flow.KeyType:         "show flows of this type: drop, trace or l7",
 		flow.KeyProtocol:     "show flows of this protocol: tcp, udp, sctp, icmp, http",
 		flow.KeyPort:         "show flows from or to this port",
+		flow.KeyHTTPStatus:   "show HTTP flows with this status: a code (404) or a class (5+: any 5xx)",
+		flow.KeyHTTPMethod:   "show HTTP flows with this request method (GET, POST, ...; any case)",
+		flow.KeyHTTPPath:     "show HTTP flows whose path matches this RE2 regular expression (unanchored: ^/api/ for a prefix)",
 	}
 }
 
@@ -61,7 +64,9 @@ func newObserveCommand(g *globals) *cobra.Command {
 		Use:   "observe",
 		Short: "Show the flows the agents observed (as hubble observe does)",
 		Long: `Show the flows the node agents observed: packets the policy datapath forwarded,
-dropped (with the reason) or redirected to the L7 proxy.
+dropped (with the reason) or redirected to the L7 proxy, and the HTTP requests
+the L7 proxy completed (one flow each: status and latency; DROPPED with
+"L7 policy denied" when the L7 policy refused it).
 
 Filters: several values of one flag match if any does; different flags must
 all match. Without --follow, the last 20 matching flows are shown (--last,
@@ -70,7 +75,9 @@ interleaved from all nodes.`,
 		Example: `  membrane observe --verdict DROPPED
   membrane observe -n default --to-pod default/backend --protocol tcp --port 8080 -f
   membrane observe --from-label app=frontend --since 5m -o json
-  membrane observe --from-identity world --type drop --node node-1`,
+  membrane observe --from-identity world --type drop --node node-1
+  membrane observe --protocol http --http-status 5+ --http-status 403 -f
+  membrane observe --http-method DELETE --http-path '^/api/v1/payments/' --verdict DROPPED`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, format, err := o.request(cmd, time.Now())

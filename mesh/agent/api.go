@@ -28,13 +28,9 @@ func EndpointPolicyPath(namespace, pod string) string {
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		for _, c := range []chan struct{}{a.ready, a.policyReady} {
-			select {
-			case <-c:
-			default:
-				http.Error(w, "initial sync in progress", http.StatusServiceUnavailable)
-				return
-			}
+		if !a.isReady() {
+			http.Error(w, "initial sync in progress", http.StatusServiceUnavailable)
+			return
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
@@ -77,6 +73,7 @@ func (a *Agent) handler() http.Handler {
 		writeJSON(w, BPFPolicyList{Node: a.cfg.NodeName, Dump: d})
 	})
 	a.encryptionRoutes(mux)
+	a.statusRoutes(mux)
 	return mux
 }
 

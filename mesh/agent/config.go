@@ -23,6 +23,14 @@ type Config struct {
 	// APIAddr serves /healthz, /metrics and the agent API.
 	APIAddr string
 
+	// ProxyPort is the node Envoy's transparent listener port L7-policed
+	// connections are redirected to; 0 disables L7 policy (HTTP rules are
+	// reported as not applied).
+	ProxyPort uint16
+	// XDSAddr serves the node's Envoy: ADS and the access-log service
+	// (loopback: Envoy runs on the node, in its network namespace).
+	XDSAddr string
+
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
 	EncryptionType   string
@@ -50,6 +58,11 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
 		errs = append(errs, fmt.Errorf("--api-addr %q: %w", c.APIAddr, err))
+	}
+	if c.ProxyPort != 0 {
+		if _, _, err := net.SplitHostPort(c.XDSAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--xds-addr %q: %w", c.XDSAddr, err))
+		}
 	}
 	errs = append(errs, c.validateEncryption()...)
 	return errors.Join(errs...)

@@ -46,6 +46,9 @@ type endpoints struct {
 	src     *k8s.PolicySource
 	flows   *flow.Store
 	metrics *policyMetrics
+	// proxy gets the endpoints' L7 rules; nil without an L7 proxy.
+	proxy     *proxy
+	proxyPort uint16
 
 	// Written by the regeneration loop only.
 	ipcache    map[netip.Prefix]bpfpolicy.Identity
@@ -98,7 +101,7 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 	defer t.Stop()
 	sweep := true // look for leftover attachments: at start and on resyncs
 	for first := true; ; first = false {
-		if err := e.regenerate(sweep); err != nil {
+		if err := e.regenerate(ctx, sweep); err != nil {
 			e.metrics.regenerations.WithLabelValues("error").Inc()
 			e.log.Error("regenerate endpoint policy", "error", err)
 		} else {
@@ -143,13 +146,13 @@ func (e *endpoints) runEvents(ctx context.Context) error {
 // regenerate programs the ipcache and every local endpoint from the
 // current state, then removes what is no longer wanted; with sweep, also
 // programs attached to interfaces it does not know.
-func (e *endpoints) regenerate(sweep bool) error {
+func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	st, err := e.src.State()
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	res := policy.New(st.Policies, policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}, policy.Config{})
+	res := policy.New(st.Policies, policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}, policy.Config{ProxyPort: e.proxyPort})
 	e.cidrs = res.CIDRIdentities()
 	var errs []error
 	for _, p := range res.Problems() {
@@ -179,6 +182,22 @@ func (e *endpoints) regenerate(sweep bool) error {
 			return r
 		}
 	)
+	if e.proxy != nil {
+		// Envoy gets the L7 rules before the datapath redirects to them.
+		var l7 []l7Endpoint
+		for _, pod := range st.Pods {
+			if pod.Node == e.node && pod.Identity != 0 && pod.IP.IsValid() {
+				if r := resolve(pod); len(r.L7) > 0 {
+					l7 = append(l7, l7Endpoint{name: pod.Namespace + "/" + pod.Name, ip: pod.IP, rules: r.L7})
+				}
+			}
+		}
+		n, origins, problems := l7Config(e.proxyPort, l7, want)
+		for _, p := range problems {
+			e.log.Warn("L7 rule not applied", "problem", p)
+		}
+		e.proxy.update(ctx, n, origins)
+	}
 	for _, pod := range st.Pods {
 		if pod.Node != e.node {
 			continue

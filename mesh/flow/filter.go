@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,9 @@ const (
 	KeyType         = "type"
 	KeyProtocol     = "protocol"
 	KeyPort         = "port"
+	KeyHTTPStatus   = "http-status"
+	KeyHTTPMethod   = "http-method"
+	KeyHTTPPath     = "http-path"
 	KeySince        = "since"
 )
 
@@ -32,6 +36,7 @@ const (
 var FilterKeys = []string{
 	KeyNamespace, KeyPod, KeyFromPod, KeyToPod, KeyFromLabel, KeyToLabel,
 	KeyFromIdentity, KeyToIdentity, KeyVerdict, KeyType, KeyProtocol, KeyPort,
+	KeyHTTPStatus, KeyHTTPMethod, KeyHTTPPath,
 }
 
 // Protocols a filter takes: the L4 ones, and http (L7 flows with HTTP).
@@ -40,7 +45,8 @@ var filterProtocols = []string{"tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6",
 // Filter selects flows with `hubble observe`'s semantics: several values of
 // one key match if any does (OR); different keys must all match (AND); an
 // empty filter matches every flow. "Either side" keys (namespace, pod,
-// port) match the source or the destination.
+// port) match the source or the destination. The HTTP keys match only L7
+// flows with HTTP.
 type Filter struct {
 	Namespace    []string      // either side's namespace
 	Pod          []PodSelector // either side
@@ -54,6 +60,11 @@ type Filter struct {
 	Type         []Type
 	Protocol     []string // tcp, udp, sctp, icmp (v4 or v6), icmpv4, icmpv6, http
 	Port         []uint16 // either side's L4 port
+	// HTTPStatus are status codes ("404") or code prefixes, Hubble's
+	// classes ("5+": 5xx, "50+": 50x).
+	HTTPStatus []string
+	HTTPMethod []string         // case-insensitive
+	HTTPPath   []*regexp.Regexp // RE2, unanchored
 	// Since drops flows older than it (zero: none).
 	Since time.Time
 }
@@ -133,6 +144,22 @@ func (f *Filter) set(key, v string) error {
 			return fmt.Errorf("%q: not a port (1-65535)", v)
 		}
 		f.Port = append(f.Port, uint16(n))
+	case KeyHTTPStatus:
+		if !validHTTPStatus(v) {
+			return fmt.Errorf("%q: want a code like 404 or a class like 5+", v)
+		}
+		f.HTTPStatus = append(f.HTTPStatus, v)
+	case KeyHTTPMethod:
+		if v == "" || strings.ContainsAny(v, " \t/") {
+			return fmt.Errorf("%q: not an HTTP method (e.g. GET)", v)
+		}
+		f.HTTPMethod = append(f.HTTPMethod, v)
+	case KeyHTTPPath:
+		re, err := regexp.Compile(v)
+		if err != nil {
+			return fmt.Errorf("%q: not a regular expression (RE2): %w", v, err)
+		}
+		f.HTTPPath = append(f.HTTPPath, re)
 	default:
 		return fmt.Errorf("unknown filter %q", key)
 	}
@@ -145,6 +172,17 @@ func join[T ~string](vs []T) string {
 		s[i] = string(v)
 	}
 	return strings.Join(s, ", ")
+}
+
+// validHTTPStatus checks Hubble's status syntax: a code of 100-599, or
+// its first one or two digits and "+".
+func validHTTPStatus(v string) bool {
+	digits, class := strings.CutSuffix(v, "+")
+	length := len(digits) == 3
+	if class {
+		length = len(digits) == 1 || len(digits) == 2
+	}
+	return length && digits[0] >= '1' && digits[0] <= '5' && strings.Trim(digits, "0123456789") == ""
 }
 
 // parseIdentity takes a number or a reserved entity's name (world,
@@ -193,6 +231,11 @@ func (f Filter) Values() url.Values {
 	for _, p := range f.Port {
 		add(KeyPort, strconv.Itoa(int(p)))
 	}
+	add(KeyHTTPStatus, f.HTTPStatus...)
+	add(KeyHTTPMethod, f.HTTPMethod...)
+	for _, re := range f.HTTPPath {
+		add(KeyHTTPPath, re.String())
+	}
 	if !f.Since.IsZero() {
 		add(KeySince, f.Since.UTC().Format(time.RFC3339Nano))
 	}
@@ -215,7 +258,36 @@ func (f Filter) Match(fl *Flow) bool {
 		anyOf(f.Verdict, func(v Verdict) bool { return fl.Verdict == v }) &&
 		anyOf(f.Type, func(t Type) bool { return fl.Type == t }) &&
 		anyOf(f.Protocol, func(p string) bool { return matchProtocol(p, fl) }) &&
-		anyOf(f.Port, func(p uint16) bool { return fl.L4.SourcePort == p || fl.L4.DestinationPort == p })
+		anyOf(f.Port, func(p uint16) bool { return fl.L4.SourcePort == p || fl.L4.DestinationPort == p }) &&
+		f.matchHTTP(fl)
+}
+
+// matchHTTP applies the HTTP keys: with any of them set, only L7 flows
+// with HTTP pass.
+func (f Filter) matchHTTP(fl *Flow) bool {
+	if len(f.HTTPStatus) == 0 && len(f.HTTPMethod) == 0 && len(f.HTTPPath) == 0 {
+		return true
+	}
+	if fl.L7 == nil || fl.L7.HTTP == nil {
+		return false
+	}
+	h := fl.L7.HTTP
+	return anyOf(f.HTTPStatus, func(s string) bool { return matchHTTPStatus(s, h.Code) }) &&
+		anyOf(f.HTTPMethod, func(m string) bool { return strings.EqualFold(m, h.Method) }) &&
+		anyOf(f.HTTPPath, func(re *regexp.Regexp) bool { return re.MatchString(h.Path) })
+}
+
+// matchHTTPStatus matches a code against "404" or a class like "5+"; a
+// flow without a code (a request) matches neither.
+func matchHTTPStatus(s string, code int) bool {
+	if code == 0 {
+		return false
+	}
+	c := strconv.Itoa(code)
+	if prefix, class := strings.CutSuffix(s, "+"); class {
+		return strings.HasPrefix(c, prefix)
+	}
+	return c == s
 }
 
 // anyOf is true when no values are given (the key does not filter) or one

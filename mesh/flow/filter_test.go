@@ -2,6 +2,7 @@ package flow
 
 import (
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,31 +78,89 @@ func TestFilterMatch(t *testing.T) {
 		{"port either side", map[string][]string{KeyPort: {"53", "43210"}}, []string{"fe->be drop", "fe->dns udp"}},
 		{"flags AND", map[string][]string{KeyNamespace: {"default"}, KeyProtocol: {"tcp"}, KeyVerdict: {"FORWARDED"}, KeyPort: {"8080"}}, []string{"fe->be http", "fe->be trace"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var f Filter
-			for key, vs := range tc.set {
-				if err := f.Set(key, vs...); err != nil {
-					t.Fatalf("Set(%s, %q): %v", key, vs, err)
-				}
+		t.Run(tc.name, func(t *testing.T) { checkFilter(t, tc.set, flows, all, tc.want) })
+	}
+}
+
+// checkFilter sets a filter, and checks it and its trip through the
+// observe API select want of the named flows (in the order of names).
+func checkFilter(t *testing.T, set map[string][]string, flows map[string]Flow, names, want []string) {
+	t.Helper()
+	var f Filter
+	for key, vs := range set {
+		if err := f.Set(key, vs...); err != nil {
+			t.Fatalf("Set(%s, %q): %v", key, vs, err)
+		}
+	}
+	rt, err := ParseRequest(f.Values(), t0)
+	if err != nil {
+		t.Fatalf("ParseRequest(%s): %v", f.Values().Encode(), err)
+	}
+	for _, filter := range []Filter{f, rt.Filter} {
+		var got []string
+		for _, name := range names {
+			fl := flows[name]
+			if filter.Match(&fl) {
+				got = append(got, name)
 			}
-			// The filter survives the trip through the observe API.
-			rt, err := ParseRequest(f.Values(), t0)
-			if err != nil {
-				t.Fatalf("ParseRequest(%s): %v", f.Values().Encode(), err)
-			}
-			for _, filter := range []Filter{f, rt.Filter} {
-				var got []string
-				for _, name := range all {
-					fl := flows[name]
-					if filter.Match(&fl) {
-						got = append(got, name)
-					}
-				}
-				if diff := cmp.Diff(tc.want, got); diff != "" {
-					t.Errorf("matched (-want +got):\n%s", diff)
-				}
-			}
-		})
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("matched (-want +got):\n%s", diff)
+		}
+	}
+}
+
+// httpFilterFlows are filterFlows and completed HTTP requests, as
+// FromHTTPLog makes them.
+func httpFilterFlows() map[string]Flow {
+	flows := filterFlows()
+	req := func(method, path string, code int, denied bool) Flow {
+		return FromHTTPLog(HTTPLog{Time: t0, Source: frontendSrc, Destination: backendDst, Direction: Ingress,
+			Protocol: "HTTP/1.1", Method: method, Host: "backend:8080", Path: path, Code: code,
+			Duration: time.Millisecond, Denied: denied}, "node-1", testEnrich)
+	}
+	flows["GET /api/v1/payments/P1 200"] = req("GET", "/api/v1/payments/P1", 200, false)
+	flows["POST /api/v1/payments 201"] = req("POST", "/api/v1/payments", 201, false)
+	flows["GET /healthz 503"] = req("GET", "/healthz", 503, false)
+	flows["DELETE /api/v1/payments/P1 403 denied"] = req("DELETE", "/api/v1/payments/P1", 403, true)
+	flows["GET /missing 404"] = req("GET", "/missing", 404, false)
+	return flows
+}
+
+func TestFilterHTTP(t *testing.T) {
+	flows := httpFilterFlows()
+	const (
+		get200  = "GET /api/v1/payments/P1 200"
+		post201 = "POST /api/v1/payments 201"
+		get503  = "GET /healthz 503"
+		del403  = "DELETE /api/v1/payments/P1 403 denied"
+		get404  = "GET /missing 404"
+		l7req   = "fe->be http" // a Hubble-style request flow: no status
+	)
+	all := []string{"fe->be drop", "fe->be trace", "fe->dns udp", "world->be icmp", l7req, "be->world redirect",
+		get200, post201, get503, del403, get404}
+	for _, tc := range []struct {
+		name string
+		set  map[string][]string
+		want []string
+	}{
+		{"status code", map[string][]string{KeyHTTPStatus: {"403"}}, []string{del403}},
+		{"status class", map[string][]string{KeyHTTPStatus: {"4+"}}, []string{del403, get404}},
+		{"status two-digit prefix", map[string][]string{KeyHTTPStatus: {"20+"}}, []string{get200, post201}},
+		{"status OR", map[string][]string{KeyHTTPStatus: {"5+", "201"}}, []string{post201, get503}},
+		{"status: no such code", map[string][]string{KeyHTTPStatus: {"418"}}, nil},
+		{"method", map[string][]string{KeyHTTPMethod: {"GET"}}, []string{l7req, get200, get503, get404}},
+		{"method case-insensitive OR", map[string][]string{KeyHTTPMethod: {"post", "Delete"}}, []string{post201, del403}},
+		{"path regex, unanchored", map[string][]string{KeyHTTPPath: {"payments/P[0-9]+"}}, []string{get200, del403}},
+		{"path anchored", map[string][]string{KeyHTTPPath: {"^/api/v1/payments$"}}, []string{post201}},
+		{"path OR", map[string][]string{KeyHTTPPath: {"^/healthz$", "^/$"}}, []string{l7req, get503}},
+		{"keys AND", map[string][]string{KeyHTTPMethod: {"GET"}, KeyHTTPStatus: {"2+", "5+"}, KeyHTTPPath: {"^/api/"}}, []string{get200}},
+		{"with verdict", map[string][]string{KeyHTTPPath: {"payments"}, KeyVerdict: {"DROPPED"}}, []string{del403}},
+		{"protocol http", map[string][]string{KeyProtocol: {"http"}}, []string{l7req, get200, post201, get503, del403, get404}},
+		{"type l7 dropped", map[string][]string{KeyType: {"l7"}, KeyVerdict: {"DROPPED"}}, []string{del403}},
+		{"to-pod and status", map[string][]string{KeyToPod: {"default/backend"}, KeyHTTPStatus: {"5+"}}, []string{get503}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkFilter(t, tc.set, flows, all, tc.want) })
 	}
 }
 
@@ -134,6 +193,17 @@ func TestFilterSetErrors(t *testing.T) {
 		{KeyPort, "0", "not a port"},
 		{KeyPort, "65536", "not a port"},
 		{KeyPort, "http", "not a port"},
+		{KeyHTTPStatus, "4x", `"4x": want a code like 404 or a class like 5+`},
+		{KeyHTTPStatus, "", `"": want a code like 404 or a class like 5+`},
+		{KeyHTTPStatus, "+", `"+": want a code like 404 or a class like 5+`},
+		{KeyHTTPStatus, "4", `"4": want a code like 404 or a class like 5+`},
+		{KeyHTTPStatus, "600", `"600": want a code like 404 or a class like 5+`},
+		{KeyHTTPStatus, "404+", `"404+": want a code like 404 or a class like 5+`},
+		{KeyHTTPStatus, "2000", `"2000": want a code like 404 or a class like 5+`},
+		{KeyHTTPMethod, "", `"": not an HTTP method`},
+		{KeyHTTPMethod, "GET /", `"GET /": not an HTTP method`},
+		{KeyHTTPPath, "/api/(v1", `"/api/(v1": not a regular expression (RE2)`},
+		{KeyHTTPPath, `/a(?=b)`, `"/a(?=b)": not a regular expression (RE2)`},
 		{"color", "red", `unknown filter "color"`},
 	} {
 		var f Filter
@@ -156,6 +226,9 @@ func TestParseRequest(t *testing.T) {
 		{query: "since=5m", want: Request{Filter: Filter{Since: now.Add(-5 * time.Minute)}}},
 		{query: "since=2025-11-21T16:40:00Z&follow=1", want: Request{Filter: Filter{Since: time.Date(2025, 11, 21, 16, 40, 0, 0, time.UTC)}, Follow: true}},
 		{query: "verdict=DROPPED&verdict=REDIRECTED&port=8080", want: Request{Filter: Filter{Verdict: []Verdict{Dropped, Redirected}, Port: []uint16{8080}}}},
+		{query: "http-status=5%2B&http-status=404&http-method=get&http-path=%5E%2Fapi%2F", want: Request{Filter: Filter{
+			HTTPStatus: []string{"5+", "404"}, HTTPMethod: []string{"get"}, HTTPPath: []*regexp.Regexp{regexp.MustCompile("^/api/")}}}},
+		{query: "http-status=4x", wantErr: `parameter http-status: "4x": want a code like 404 or a class like 5+`},
 		{query: "last=-1", wantErr: `parameter last: "-1": not a count`},
 		{query: "last=many", wantErr: `parameter last: "many": not a count`},
 		{query: "follow=maybe", wantErr: `parameter follow: "maybe": not a boolean`},
@@ -178,16 +251,19 @@ func TestParseRequest(t *testing.T) {
 			t.Errorf("ParseRequest(%q): %v", tc.query, err)
 			continue
 		}
-		if diff := cmp.Diff(tc.want, got); diff != "" {
+		if diff := cmp.Diff(tc.want, got, cmpRegexp); diff != "" {
 			t.Errorf("ParseRequest(%q) (-want +got):\n%s", tc.query, diff)
 		}
 		// And back.
 		again, err := ParseRequest(got.Values(), now)
-		if err != nil || !cmp.Equal(got, again) {
+		if err != nil || !cmp.Equal(got, again, cmpRegexp) {
 			t.Errorf("ParseRequest(%q).Values() = %s: parses to %+v, %v", tc.query, got.Values().Encode(), again, err)
 		}
 	}
 }
+
+// cmpRegexp compares regular expressions by their source.
+var cmpRegexp = cmp.Comparer(func(a, b *regexp.Regexp) bool { return a.String() == b.String() })
 
 func TestLabelSelectorString(t *testing.T) {
 	for _, in := range []string{"app=web", "k8s:app=web,tier", "!debug", "k8s:app!=web", "reserved:world"} {

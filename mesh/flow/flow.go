@@ -9,6 +9,8 @@
 //
 //	store := flow.NewStore(flow.DefaultCapacity, flow.NewMetrics(reg))
 //	go events.Run(ctx, func(ev policy.FlowEvent) { store.Add(flow.FromEvent(ev, node, enricher)) })
+//	// and, for each request the L7 proxy logged (converted to an HTTPLog):
+//	store.Add(flow.FromHTTPLog(l, node, enricher))
 //	mux.Handle("GET "+flow.Path, flow.NewHandler(log, store))
 //
 // A client's part:
@@ -107,6 +109,14 @@ type DropReason struct {
 	Description string `json:"description"`
 }
 
+// L7PolicyDenied is the drop reason of an HTTP request the L7 policy (the
+// proxy's RBAC filter) refused with a 403. Cilium has no drop code of its
+// own for L7 denials, so it takes Policy denied's code and Hubble name
+// (133, POLICY_DENIED) with a description that tells it from an L3/L4 drop.
+func L7PolicyDenied() *DropReason {
+	return &DropReason{Code: 133, Name: "POLICY_DENIED", Description: "L7 policy denied"}
+}
+
 // Direction is relative to the local endpoint.
 type Direction string
 
@@ -166,7 +176,9 @@ type Endpoint struct {
 // L7Type says whether an L7 flow is a request or a response.
 type L7Type string
 
-// L7 flow types.
+// L7 flow types, Hubble's. A flow made from the proxy's access log
+// (FromHTTPLog) is one completed request, request and response together:
+// it is an L7Response, as it carries the status code and the latency.
 const (
 	L7Request  L7Type = "request"
 	L7Response L7Type = "response"

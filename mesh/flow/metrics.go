@@ -1,6 +1,8 @@
 package flow
 
 import (
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -27,6 +29,8 @@ type Metrics struct {
 	verdicts    *prometheus.CounterVec
 	lostEvents  *prometheus.CounterVec
 	subscribing prometheus.Gauge
+	httpReqs    *prometheus.CounterVec
+	httpTime    *prometheus.HistogramVec
 
 	mu           sync.Mutex
 	datapathSeen uint64 // last total DatapathLost got
@@ -40,6 +44,8 @@ type Metrics struct {
 //	membrane_flow_policy_verdicts_total{direction,match,verdict}  new flows policy decided, by the match that decided
 //	membrane_flow_lost_events_total{source}       flows lost (datapath ring buffer, slow followers)
 //	membrane_flow_subscribers                     observe clients following
+//	membrane_http_requests_total{method,status,verdict}  HTTP requests the L7 proxy completed
+//	membrane_http_request_duration_seconds{method}       their durations
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -62,11 +68,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "membrane", Subsystem: "flow", Name: "subscribers",
 			Help: "Observe clients following the flow store.",
 		}),
+		httpReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "membrane", Subsystem: "http", Name: "requests_total",
+			Help: "HTTP requests the L7 proxy completed, by method (standard ones, else other), status code and verdict (DROPPED: the L7 policy denied it).",
+		}, []string{"method", "status", "verdict"}),
+		httpTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "membrane", Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "Duration of the HTTP requests the L7 proxy completed, first request byte to last response byte, by method.",
+			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}, []string{"method"}),
 	}
 	for _, s := range []LostSource{LostDatapath, LostSubscriber} {
 		m.lostEvents.WithLabelValues(string(s))
 	}
-	reg.MustRegister(m.processed, m.drops, m.verdicts, m.lostEvents, m.subscribing)
+	reg.MustRegister(m.processed, m.drops, m.verdicts, m.lostEvents, m.subscribing, m.httpReqs, m.httpTime)
 	return m
 }
 
@@ -86,6 +101,22 @@ func (m *Metrics) observe(f *Flow) {
 		}
 		m.verdicts.WithLabelValues(string(f.Direction), match, string(f.Verdict)).Inc()
 	}
+	if l7 := f.L7; l7 != nil && l7.HTTP != nil && l7.Type == L7Response {
+		method := methodLabel(l7.HTTP.Method)
+		m.httpReqs.WithLabelValues(method, strconv.Itoa(l7.HTTP.Code), string(f.Verdict)).Inc()
+		m.httpTime.WithLabelValues(method).Observe(l7.Latency.Seconds())
+	}
+}
+
+// methodLabel keeps the method label's values few: the standard methods,
+// else "other".
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }
 
 func (m *Metrics) lost(s LostSource, n uint64) {
@@ -124,8 +155,9 @@ func (m *Metrics) DatapathLost(total uint64) {
 	m.lost(LostDatapath, delta)
 }
 
-// policyDecided: the flow's verdict came from a policy lookup (a match, or
-// a policy drop), not from conntrack.
+// policyDecided: the flow's verdict came from the datapath's policy lookup
+// (a match, or a policy drop), not from conntrack. L7 flows are not new
+// flows: their denials count in drops_total and http_requests_total.
 func policyDecided(f *Flow) bool {
-	return f.PolicyMatch != "" || f.DropReason != nil && strings.HasPrefix(f.DropReason.Name, "POLICY_")
+	return f.Type != TypeL7 && (f.PolicyMatch != "" || f.DropReason != nil && strings.HasPrefix(f.DropReason.Name, "POLICY_"))
 }

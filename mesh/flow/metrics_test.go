@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -71,4 +72,42 @@ func TestMetrics(t *testing.T) {
 	var nilMetrics *Metrics // counts nothing, does not panic
 	nilMetrics.DatapathLost(1)
 	NewStore(1, nil).Add(seqFlow(1))
+}
+
+func TestHTTPMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	s := NewStore(16, m)
+	// Their Hubble-style request flow ("fe->be http") is no completed request: not counted.
+	for _, f := range httpFilterFlows() {
+		s.Add(f)
+	}
+	s.Add(FromHTTPLog(HTTPLog{Source: frontendSrc, Destination: backendDst, Method: "PROPFIND", Code: 207,
+		Duration: 7 * time.Second}, "node-1", testEnrich))
+	wantRequests := []string{
+		`membrane_http_requests_total{method="DELETE",status="403",verdict="DROPPED"} 1`,
+		`membrane_http_requests_total{method="GET",status="200",verdict="FORWARDED"} 1`,
+		`membrane_http_requests_total{method="GET",status="404",verdict="FORWARDED"} 1`,
+		`membrane_http_requests_total{method="GET",status="503",verdict="FORWARDED"} 1`,
+		`membrane_http_requests_total{method="POST",status="201",verdict="FORWARDED"} 1`,
+		`membrane_http_requests_total{method="other",status="207",verdict="FORWARDED"} 1`,
+	}
+	if got := metricLines(t, reg, "membrane_http_requests_total"); !slices.Equal(got, wantRequests) {
+		t.Errorf("requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantRequests, "\n"))
+	}
+	for sample, want := range map[string]float64{
+		`membrane_http_request_duration_seconds_count{method="GET"}`:                       3,
+		`membrane_http_request_duration_seconds_sum{method="GET"}`:                         0.003,
+		`membrane_http_request_duration_seconds_bucket{method="GET",le="0.0005"}`:          0,
+		`membrane_http_request_duration_seconds_bucket{method="GET",le="0.001"}`:           3,
+		`membrane_http_request_duration_seconds_bucket{method="other",le="5"}`:             0,
+		`membrane_http_request_duration_seconds_bucket{method="other",le="10"}`:            1,
+		`membrane_flow_drops_total{protocol="TCP",reason="POLICY_DENIED"}`:                 2, // the L4 drop and the L7 denial
+		`membrane_flow_policy_verdicts_total{direction="",match="none",verdict="DROPPED"}`: 1, // the L4 drop only
+		`membrane_flow_processed_total{type="l7",verdict="DROPPED"}`:                       1,
+	} {
+		if got := metricValue(t, reg, sample); got != want {
+			t.Errorf("%s = %v, want %v", sample, got, want)
+		}
+	}
 }

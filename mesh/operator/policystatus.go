@@ -7,11 +7,14 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
@@ -23,11 +26,20 @@ const maxConditionMessage = 32768
 
 const validMessage = "policy is valid"
 
-// PolicyStatusController sets the Valid condition of MembraneNetworkPolicy
-// and MembraneClusterwideNetworkPolicy objects. A policy is valid when the
-// converters the agent enforces policies with accept it; otherwise the
-// condition's message lists the fields at fault. The Programmed condition is
-// left to the agents.
+// PolicyStatusController sets the Valid and Programmed conditions of
+// MembraneNetworkPolicy and MembraneClusterwideNetworkPolicy objects.
+//
+// A policy is valid when the converters the agent enforces policies with
+// accept it; otherwise the condition's message lists the fields at fault.
+//
+// Programmed reports what the node proxies made of a policy's L7 rules,
+// from the AnnotationProxyRejected annotations the agents set on their
+// Nodes: False (reason ProxyRejected) while a node's Envoy rejects a
+// configuration made from the policy, else True for a policy with HTTP
+// rules. A policy without HTTP rules keeps the Programmed condition it has,
+// except that a ProxyRejected one is deleted once no node rejects the policy:
+// the operator has nothing to say about programming that does not involve the
+// proxies.
 type PolicyStatusController struct {
 	namespaced  policyStatusReconciler[*v1alpha1.MembraneNetworkPolicy]
 	clusterwide policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]
@@ -37,9 +49,11 @@ type PolicyStatusController struct {
 func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusController {
 	return &PolicyStatusController{
 		namespaced: policyStatusReconciler[*v1alpha1.MembraneNetworkPolicy]{
-			log:    log.With("kind", convert.KindMembraneNetworkPolicy),
-			c:      c,
-			newObj: func() *v1alpha1.MembraneNetworkPolicy { return &v1alpha1.MembraneNetworkPolicy{} },
+			log:        log.With("kind", convert.KindMembraneNetworkPolicy),
+			c:          c,
+			kind:       convert.KindMembraneNetworkPolicy,
+			namespaced: true,
+			newObj:     func() *v1alpha1.MembraneNetworkPolicy { return &v1alpha1.MembraneNetworkPolicy{} },
 			check: func(p *v1alpha1.MembraneNetworkPolicy) (*v1alpha1.PolicyStatus, field.ErrorList) {
 				_, errs := convert.FromMembranePolicy(p)
 				return &p.Status, errs
@@ -48,6 +62,7 @@ func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusC
 		clusterwide: policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]{
 			log:    log.With("kind", convert.KindMembraneClusterwideNetworkPolicy),
 			c:      c,
+			kind:   convert.KindMembraneClusterwideNetworkPolicy,
 			newObj: func() *v1alpha1.MembraneClusterwideNetworkPolicy { return &v1alpha1.MembraneClusterwideNetworkPolicy{} },
 			check: func(p *v1alpha1.MembraneClusterwideNetworkPolicy) (*v1alpha1.PolicyStatus, field.ErrorList) {
 				_, errs := convert.FromMembraneClusterwidePolicy(p)
@@ -57,11 +72,17 @@ func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusC
 	}
 }
 
-// Setup registers one reconciler per policy kind.
-func (r *PolicyStatusController) Setup(mgr ctrl.Manager) error {
+// Setup indexes Nodes by the policies their proxies reject and registers one
+// reconciler per policy kind. Nodes are cached as metadata only.
+func (r *PolicyStatusController) Setup(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, nodeMetadata(), rejectedPolicyIndex, rejectedPolicies); err != nil {
+		return fmt.Errorf("index nodes by rejected policy: %w", err)
+	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("policy-status").
 		For(&v1alpha1.MembraneNetworkPolicy{}).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.namespaced.rejectedByNode),
+			builder.OnlyMetadata, builder.WithPredicates(r.namespaced.rejectionChanged())).
 		Complete(&r.namespaced)
 	if err != nil {
 		return fmt.Errorf("set up policy status controller: %w", err)
@@ -69,6 +90,8 @@ func (r *PolicyStatusController) Setup(mgr ctrl.Manager) error {
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("clusterwide-policy-status").
 		For(&v1alpha1.MembraneClusterwideNetworkPolicy{}).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.clusterwide.rejectedByNode),
+			builder.OnlyMetadata, builder.WithPredicates(r.clusterwide.rejectionChanged())).
 		Complete(&r.clusterwide)
 	if err != nil {
 		return fmt.Errorf("set up clusterwide policy status controller: %w", err)
@@ -76,19 +99,30 @@ func (r *PolicyStatusController) Setup(mgr ctrl.Manager) error {
 	return nil
 }
 
-// policyStatusReconciler sets the Valid condition of one policy kind.
-type policyStatusReconciler[P client.Object] struct {
-	log    *slog.Logger
-	c      client.Client
-	newObj func() P
+// policyObject is what both policy kinds offer the reconciler.
+type policyObject interface {
+	client.Object
+	Rules() []v1alpha1.Rule
+}
+
+// policyStatusReconciler sets the Valid and Programmed conditions of one
+// policy kind.
+type policyStatusReconciler[P policyObject] struct {
+	log *slog.Logger
+	c   client.Client
+	// kind names the policy kind in ProxyRejection.Policies; namespaced is
+	// whether its objects have a namespace.
+	kind       string
+	namespaced bool
+	newObj     func() P
 	// check returns the policy's status, to be changed in place, and the
 	// errors that make it invalid.
 	check func(P) (*v1alpha1.PolicyStatus, field.ErrorList)
 }
 
-// Reconcile writes the policy's Valid condition and observed generation
-// when they differ from what the policy's status holds. A conflict is
-// returned, so the request is retried on the newer object.
+// Reconcile writes the policy's Valid and Programmed conditions and observed
+// generation when they differ from what the policy's status holds. A
+// conflict is returned, so the request is retried on the newer object.
 func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	obj := r.newObj()
 	if err := r.c.Get(ctx, req.NamespacedName, obj); err != nil {
@@ -97,6 +131,13 @@ func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile
 	status, errs := r.check(obj)
 	gen := obj.GetGeneration()
 	changed := meta.SetStatusCondition(&status.Conditions, validCondition(errs, gen))
+	rejections, err := r.rejections(ctx, v1alpha1.PolicyRef(r.kind, obj.GetNamespace(), obj.GetName()))
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("programmed condition of policy %s: %w", req.NamespacedName, err)
+	}
+	if setProgrammed(&status.Conditions, rejections, hasHTTPRules(obj.Rules()), gen) {
+		changed = true
+	}
 	if status.ObservedGeneration != gen {
 		status.ObservedGeneration = gen
 		changed = true
@@ -107,7 +148,8 @@ func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile
 	if err := r.c.Status().Update(ctx, obj); err != nil {
 		return reconcile.Result{}, fmt.Errorf("update status of policy %s: %w", req.NamespacedName, err)
 	}
-	r.log.Debug("policy status updated", "policy", req.NamespacedName, "generation", gen, "valid", len(errs) == 0)
+	r.log.Debug("policy status updated", "policy", req.NamespacedName, "generation", gen,
+		"valid", len(errs) == 0, "rejectingNodes", len(rejections))
 	return reconcile.Result{}, nil
 }
 
@@ -135,42 +177,52 @@ func validCondition(errs field.ErrorList, generation int64) metav1.Condition {
 // do not fit are counted at the end; the first error is cut short rather
 // than left out.
 func errorsMessage(errs field.ErrorList, limit int) string {
-	var b strings.Builder
+	texts := make([]string, len(errs))
 	for i, e := range errs {
+		texts[i] = e.Error()
+	}
+	return joinMessages(texts, "error", limit)
+}
+
+// joinMessages joins parts with "; " in at most limit bytes. Parts that do
+// not fit are counted at the end, as more nouns; the first part is cut short
+// rather than left out.
+func joinMessages(parts []string, noun string, limit int) string {
+	var b strings.Builder
+	for i, text := range parts {
 		sep := ""
 		if i > 0 {
 			sep = "; "
 		}
-		text := e.Error()
-		more := len(errs) - i - 1
-		// Room for this error and, if others follow, for counting them.
-		room := limit - b.Len() - len(moreErrors(more))
+		more := len(parts) - i - 1
+		// Room for this part and, if others follow, for counting them.
+		room := limit - b.Len() - len(moreNote(more, noun))
 		if len(sep)+len(text) <= room {
 			b.WriteString(sep)
 			b.WriteString(text)
 			continue
 		}
 		if i == 0 {
-			b.WriteString(truncate(text, limit-len(moreErrors(more))-len("…")))
+			b.WriteString(truncate(text, limit-len(moreNote(more, noun))-len("…")))
 			b.WriteString("…")
-			b.WriteString(moreErrors(more))
+			b.WriteString(moreNote(more, noun))
 			return b.String()
 		}
-		b.WriteString(moreErrors(len(errs) - i))
+		b.WriteString(moreNote(len(parts)-i, noun))
 		return b.String()
 	}
 	return b.String()
 }
 
-// moreErrors is the note for n errors left out of a message.
-func moreErrors(n int) string {
+// moreNote is the note for n parts (nouns) left out of a message.
+func moreNote(n int, noun string) string {
 	switch n {
 	case 0:
 		return ""
 	case 1:
-		return "; and 1 more error"
+		return "; and 1 more " + noun
 	}
-	return fmt.Sprintf("; and %d more errors", n)
+	return fmt.Sprintf("; and %d more %ss", n, noun)
 }
 
 // truncate cuts s to at most n bytes without splitting a character.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,9 +27,13 @@ func newPolicyStatusTest(t *testing.T, objs ...client.Object) (*PolicyStatusCont
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
 	c := fake.NewClientBuilder().
 		WithScheme(scheme).
 		WithStatusSubresource(&v1alpha1.MembraneNetworkPolicy{}, &v1alpha1.MembraneClusterwideNetworkPolicy{}).
+		WithIndex(&corev1.Node{}, rejectedPolicyIndex, rejectedPolicies).
 		WithObjects(objs...).
 		Build()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

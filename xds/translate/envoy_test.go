@@ -2,8 +2,6 @@ package translate
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +16,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/membrane-mesh/membrane/xds/envoytest"
 )
 
 // TestEnvoyValidate loads every golden case's resources, as static
@@ -25,7 +25,7 @@ import (
 // translation must be something Envoy accepts, not only something that fits
 // the API's schema.
 func TestEnvoyValidate(t *testing.T) {
-	envoy := envoyBinary(t)
+	envoy := envoytest.Binary(t)
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -48,27 +48,6 @@ func TestEnvoyValidate(t *testing.T) {
 			t.Logf("envoy --mode validate: %s", out)
 		})
 	}
-}
-
-// envoyBinary is the Envoy `make tools` installs: $MEMBRANE_CACHE/bin/envoy,
-// ~/.cache/membrane/bin/envoy by default.
-func envoyBinary(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("MEMBRANE_CACHE")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Skipf("envoy not installed: run `make tools` (no home directory: %v)", err)
-		}
-		dir = filepath.Join(home, ".cache", "membrane")
-	}
-	path := filepath.Join(dir, "bin", "envoy")
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("envoy not installed: run `make tools` (%s not found)", path)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // bootstrap is an Envoy bootstrap with the translated resources as static

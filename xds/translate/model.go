@@ -27,6 +27,15 @@ type Node struct {
 	// ProxyPort is the port of the transparent listener the datapath
 	// redirects connections to (e.g. 15001).
 	ProxyPort uint16 `json:"proxyPort"`
+	// ListenAddress is the transparent listener's address; unset is
+	// 127.0.0.1 (the datapath's TPROXY rule delivers there, and nothing
+	// else on the network can reach it).
+	ListenAddress netip.Addr `json:"listenAddress,omitzero"`
+	// UpstreamMark, when not 0, makes Envoy connect upstream from the
+	// client's own address (original_src) with this socket mark, so the far
+	// side's policy still sees the client's identity and the datapath knows
+	// the connection comes from the proxy.
+	UpstreamMark uint32 `json:"upstreamMark,omitempty"`
 	// AccessLogCluster names the gRPC access-log service cluster (e.g.
 	// "membrane-als"); "" disables access logging. The cluster itself is
 	// not generated here: it is static in Envoy's bootstrap.
@@ -89,6 +98,11 @@ func (n Node) Validate() error {
 	}
 	if n.ProxyPort == 0 {
 		fail("proxyPort", "must not be 0")
+	}
+	if n.ListenAddress.IsValid() {
+		if err := checkIPv4(n.ListenAddress); err != nil {
+			fail("listenAddress", "%v", err)
+		}
 	}
 	for i, p := range n.Ports {
 		f := fmt.Sprintf("ports[%d]", i)

@@ -7,8 +7,10 @@
 //
 // Shape of the output:
 //
-//   - Listener "membrane-proxy" on 0.0.0.0:ProxyPort, transparent, with the
-//     envoy.filters.listener.original_dst listener filter. Each filter chain
+//   - Listener "membrane-proxy" on ListenAddress:ProxyPort (127.0.0.1 by
+//     default), transparent, with the envoy.filters.listener.original_dst
+//     listener filter and, with an UpstreamMark, original_src (upstream
+//     connections leave from the client's address, with that mark). Each filter chain
 //     matches the destination port and, for ingress, the pod as destination
 //     (prefix_ranges) or, for egress, the pod as source
 //     (source_prefix_ranges). A connection matching no chain is closed.
@@ -48,6 +50,7 @@ import (
 	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	origsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
@@ -66,6 +69,7 @@ const (
 // Well-known Envoy extension names.
 const (
 	originalDstFilter = "envoy.filters.listener.original_dst"
+	originalSrcFilter = "envoy.filters.listener.original_src"
 	hcmFilter         = "envoy.filters.network.http_connection_manager"
 	rbacFilter        = "envoy.filters.http.rbac"
 	routerFilter      = "envoy.filters.http.router"
@@ -199,14 +203,28 @@ func buildListener(n Node) (*listenerv3.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	addr := n.ListenAddress
+	if !addr.IsValid() {
+		addr = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
 	l := &listenerv3.Listener{
 		Name:        ListenerName,
-		Address:     socketAddress("0.0.0.0", n.ProxyPort),
+		Address:     socketAddress(addr.Unmap().String(), n.ProxyPort),
 		Transparent: wrapperspb.Bool(true),
 		ListenerFilters: []*listenerv3.ListenerFilter{{
 			Name:       originalDstFilter,
 			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: origDst},
 		}},
+	}
+	if n.UpstreamMark != 0 {
+		origSrc, err := marshalAny(&origsrcv3.OriginalSrc{Mark: n.UpstreamMark})
+		if err != nil {
+			return nil, err
+		}
+		l.ListenerFilters = append(l.ListenerFilters, &listenerv3.ListenerFilter{
+			Name:       originalSrcFilter,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: origSrc},
+		})
 	}
 	for _, c := range chains(n.Ports) {
 		fc, err := filterChain(c, n.AccessLogCluster)
@@ -292,6 +310,8 @@ func routeConfig(name string) *routev3.RouteConfiguration {
 			Name:    "any",
 			Domains: []string{"*"},
 			Routes: []*routev3.Route{{
+				// Access logs carry the route's name: the chain's.
+				Name:  name,
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: OriginalDstCluster},

@@ -10,8 +10,11 @@ const (
 	// ConditionValid is True when every rule of the policy passed validation;
 	// False (reason ReasonInvalid) with a message naming the field at fault.
 	ConditionValid = "Valid"
-	// ConditionProgrammed is True when every node enforces the policy's
-	// current generation.
+	// ConditionProgrammed is about the nodes enforcing the policy. The
+	// operator sets it for what the node proxies report (see
+	// AnnotationProxyRejected): False (reason ReasonProxyRejected) while a
+	// node's Envoy rejects the L7 configuration made from the policy, else
+	// True (reason ReasonProgrammed) for a policy with HTTP rules.
 	ConditionProgrammed = "Programmed"
 )
 
@@ -21,6 +24,10 @@ const (
 	ReasonInvalid    = "Invalid"
 	ReasonProgrammed = "Programmed"
 	ReasonPending    = "Pending"
+	// ReasonProxyRejected is the reason of Programmed=False when a node's
+	// Envoy rejected the L7 configuration made from the policy (see
+	// AnnotationProxyRejected).
+	ReasonProxyRejected = "ProxyRejected"
 )
 
 // MembraneNetworkPolicy is a namespaced network policy. Its spec and specs

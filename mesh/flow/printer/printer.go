@@ -25,6 +25,8 @@ type Format string
 const (
 	// Compact is Hubble's compact line:
 	//	Nov 21 16:40:01.123: default/frontend-7c9d:43210 (ID:1234) -> default/backend-5f7c:8080 (ID:5678) Policy denied DROPPED (TCP Flags: SYN)
+	//	Nov 21 16:41:02.023: default/frontend-7c9d:43302 (ID:1234) -> shop/web-0:80 (ID:4321) http-response FORWARDED (HTTP/1.1 200 23ms (GET http://web.shop/api/v1/payments/P123))
+	//	Nov 21 16:41:03.000: default/frontend-7c9d:43303 (ID:1234) -> shop/web-0:80 (ID:4321) L7 policy denied DROPPED (HTTP/1.1 403 0ms (DELETE http://web.shop/api/v1/payments/123))
 	Compact Format = "compact"
 	// Table is Hubble's table: TIMESTAMP [NODE] SOURCE DESTINATION TYPE VERDICT SUMMARY.
 	Table Format = "table"
@@ -180,18 +182,19 @@ func identityString(id uint32) string {
 }
 
 // Type is Hubble's TYPE column: the drop reason of drops ("Policy
-// denied"), the observation point of traces ("to-endpoint"), "http-request"
-// or "http-response" for L7 flows.
+// denied", "L7 policy denied" for an HTTP request the L7 policy refused),
+// the observation point of traces ("to-endpoint"), "http-request" or
+// "http-response" for other L7 flows.
 func Type(f flow.Flow) string {
 	switch {
+	case f.DropReason != nil:
+		return f.DropReason.Description
 	case f.L7 != nil:
 		proto := "l7"
 		if f.L7.HTTP != nil {
 			proto = "http"
 		}
 		return proto + "-" + string(f.L7.Type)
-	case f.DropReason != nil:
-		return f.DropReason.Description
 	case f.TracePoint != "":
 		return f.TracePoint
 	}

@@ -2,12 +2,17 @@ package printer
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"sigs.k8s.io/yaml"
 
 	"github.com/membrane-mesh/membrane/mesh/flow"
@@ -96,6 +101,79 @@ func TestCompactLine(t *testing.T) {
 	want := "Nov 21 16:40:01.123: default/frontend-7c9d:43210 (ID:1234) -> default/backend-5f7c:8080 (ID:5678) Policy denied DROPPED (TCP Flags: SYN)\n"
 	if b.String() != want {
 		t.Errorf("compact line\n got %q\nwant %q", b.String(), want)
+	}
+}
+
+// httpFlows are completed HTTP requests as the agent makes them from the
+// proxy's access log: one forwarded, one the L7 policy denied.
+func httpFlows() (forwarded, denied flow.Flow) {
+	client, server := netip.MustParseAddr("10.244.1.7"), netip.MustParseAddr("10.244.2.9")
+	enrich := flow.MapEnricher{
+		client: {Identity: 1234, Namespace: "payments", PodName: "checkout-7d9f-x"},
+		server: {Identity: 5678, Namespace: "payments", PodName: "payment-5c4-y"},
+	}
+	l := flow.HTTPLog{
+		Time:   time.Date(2025, 11, 21, 10, 0, 0, 0, time.UTC),
+		Source: netip.AddrPortFrom(client, 51234), Destination: netip.AddrPortFrom(server, 8080),
+		Direction: flow.Ingress, Protocol: "HTTP/1.1", Method: "GET", Host: "payment:8080",
+		Path: "/api/v1/payments/P123", Code: 200, Duration: 23400 * time.Microsecond,
+	}
+	forwarded = flow.FromHTTPLog(l, "node-1", enrich)
+	l.Time = l.Time.Add(time.Second)
+	l.Method, l.Path, l.Code, l.Duration, l.Denied = "DELETE", "/api/v1/payments/123", 403, 300*time.Microsecond, true
+	denied = flow.FromHTTPLog(l, "node-1", enrich)
+	return forwarded, denied
+}
+
+func TestCompactHTTP(t *testing.T) {
+	forwarded, denied := httpFlows()
+	for _, tc := range []struct {
+		f    flow.Flow
+		want string
+	}{
+		{forwarded, "Nov 21 10:00:00.023: payments/checkout-7d9f-x:51234 (ID:1234) -> payments/payment-5c4-y:8080 (ID:5678) " +
+			"http-response FORWARDED (HTTP/1.1 200 23ms (GET http://payment:8080/api/v1/payments/P123))\n"},
+		{denied, "Nov 21 10:00:01.000: payments/checkout-7d9f-x:51234 (ID:1234) -> payments/payment-5c4-y:8080 (ID:5678) " +
+			"L7 policy denied DROPPED (HTTP/1.1 403 0ms (DELETE http://payment:8080/api/v1/payments/123))\n"},
+	} {
+		var b bytes.Buffer
+		if err := New(&b, Options{Format: Compact}).Write(tc.f); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("compact line\n got %q\nwant %q", b.String(), tc.want)
+		}
+	}
+}
+
+// TestJSONHTTP: -o json carries the HTTP fields, the latency and the L7
+// drop reason, and reads back into the same flow.
+func TestJSONHTTP(t *testing.T) {
+	forwarded, denied := httpFlows()
+	var b bytes.Buffer
+	p := New(&b, Options{Format: JSON})
+	for _, f := range []flow.Flow{forwarded, denied} {
+		if err := p.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	for _, want := range []string{
+		`"l7":{"type":"response","latencyNs":23400000,"http":{"protocol":"HTTP/1.1","method":"GET","host":"payment:8080","path":"/api/v1/payments/P123","code":200}}`,
+		`"dropReason":{"code":133,"name":"POLICY_DENIED","description":"L7 policy denied"}`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, b.String())
+		}
+	}
+	for i, want := range []flow.Flow{forwarded, denied} {
+		var got flow.Flow
+		if err := json.Unmarshal([]byte(lines[i]), &got); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+			t.Errorf("JSON round trip (-want +got):\n%s", diff)
+		}
 	}
 }
 

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/membrane-mesh/membrane/mesh/agent"
+)
+
+func newStatusCommand(g *globals) *cobra.Command {
+	cmd := agentListCommand(g, "status", "Show each node's agent: sync, endpoints, Services, L7 proxy (xDS) and encryption", agent.PathStatus,
+		func(g *globals, list []agent.NodeStatus) error {
+			return printStatus(g, list, time.Now())
+		})
+	cmd.Long = `Show each node's agent: whether its initial sync is programmed, its
+endpoints by state, its Services, its L7 proxy (is the node's Envoy
+connected over xDS, does it run the newest configuration, or did it reject
+it, with Envoy's error) and its encryption mode.`
+	return cmd
+}
+
+func printStatus(g *globals, list []agent.NodeStatus, now time.Time) error {
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tAGENT\tENDPOINTS\tSERVICES\tL7 PROXY\tENCRYPTION")
+	var rejections []string
+	for _, s := range list {
+		agentState := "syncing"
+		if s.Ready {
+			agentState = "ready"
+		}
+		var eps []string
+		for _, state := range slices.Sorted(maps.Keys(s.Endpoints)) {
+			eps = append(eps, fmt.Sprintf("%d %s", s.Endpoints[state], state))
+		}
+		if len(eps) == 0 {
+			eps = []string{"0"}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Node, agentState, strings.Join(eps, ", "), s.Services, proxyState(s.Proxy, now), s.Encryption)
+		if p := s.Proxy; p != nil && p.Rejected != nil {
+			rejections = append(rejections, fmt.Sprintf("%s: Envoy rejected version %s %s ago: %s", s.Node, p.Rejected.Version, now.Sub(p.Rejected.At).Round(time.Second), strings.TrimSpace(p.Rejected.Error)))
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rejections {
+		fmt.Fprintln(g.stdout, r)
+	}
+	return nil
+}
+
+// proxyState is one line on the node's Envoy.
+func proxyState(p *agent.ProxyStatus, now time.Time) string {
+	switch {
+	case p == nil:
+		return "disabled"
+	case !p.Connected:
+		return "envoy not connected"
+	case p.Rejected != nil:
+		return fmt.Sprintf("rejected %s, running %s", p.Rejected.Version, orNone(p.Acked))
+	case p.InSync():
+		return fmt.Sprintf("in sync (%s, %s ago)", p.Acked, now.Sub(p.AckedAt).Round(time.Second))
+	}
+	return fmt.Sprintf("applying %s, running %s", p.Published, orNone(p.Acked))
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "none"
+	}
+	return v
+}

@@ -1,0 +1,422 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/flow"
+)
+
+// l7Pods are the checkout → payment scenario's pods: a payment server and
+// a checkout client on each node, and a client of another app.
+type l7Pods struct {
+	payments  []corev1.Pod // by node: [0] on the first node
+	checkouts []corev1.Pod
+	other     corev1.Pod
+}
+
+// deployL7 starts the scenario in namespaces payments and checkout:
+// payment-<node> (echo-basic on 3000, which logs every request it gets),
+// checkout-<node> and other-<node> (curl).
+func deployL7(t *testing.T, k *kube) l7Pods {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("apiVersion: v1\nkind: Namespace\nmetadata: {name: payments}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: checkout}\n")
+	b.WriteString(`---
+apiVersion: v1
+kind: Service
+metadata: {name: payment, namespace: payments}
+spec:
+  selector: {app: payment}
+  ports: [{name: http, port: 8080, targetPort: 3000}]
+`)
+	client := func(name, app, node string) string {
+		return fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: checkout, labels: {app: %s}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: curl
+    image: curlimages/curl:8.5.0
+    command: [sleep, "3600"]
+`, name, app, node)
+	}
+	nodes := shared.cluster.Nodes
+	for _, n := range nodes {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Pod
+metadata: {name: payment-%[1]s, namespace: payments, labels: {app: payment}}
+spec:
+  nodeName: %[1]s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: echo
+    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
+    ports: [{name: http, containerPort: 3000}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+`, n.Name)
+		b.WriteString(client("checkout-"+n.Name, "checkout", n.Name))
+	}
+	b.WriteString(client("other-"+nodes[0].Name, "other", nodes[0].Name))
+	k.must(b.String(), "apply", "-f", "-")
+	t.Cleanup(func() {
+		k.must("", "delete", "namespace", "payments", "checkout", "--wait=false")
+	})
+	k.must("", "-n", "payments", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
+	k.must("", "-n", "checkout", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
+	var p l7Pods
+	for _, n := range nodes {
+		p.payments = append(p.payments, getPod(t, k, "payments", "payment-"+n.Name))
+		p.checkouts = append(p.checkouts, getPod(t, k, "checkout", "checkout-"+n.Name))
+	}
+	p.other = getPod(t, k, "checkout", "other-"+nodes[0].Name)
+	return p
+}
+
+func getPod(t *testing.T, k *kube, ns, name string) corev1.Pod {
+	t.Helper()
+	var p corev1.Pod
+	mustJSON(t, k.must("", "-n", ns, "get", "pod", name, "-o", "json"), &p)
+	return p
+}
+
+// curl makes one request from a pod and returns the status code, or
+// "000" when no HTTP response came back (refused, reset or timed out).
+func curl(k *kube, pod corev1.Pod, method, url string, headers ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	args := []string{"-n", pod.Namespace, "exec", pod.Name, "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "3", "-X", method}
+	for _, h := range headers {
+		args = append(args, "-H", h)
+	}
+	if method == "POST" {
+		args = append(args, "-d", `{"amount": 42}`)
+	}
+	out, _ := k.run(ctx, "", append(args, url)...)
+	return strings.TrimSpace(out)
+}
+
+// expectCode waits until every request gets its code.
+func expectCode(t *testing.T, k *kube, from corev1.Pod, method, url, want string, headers ...string) {
+	t.Helper()
+	eventually(t, policyTimeout, fmt.Sprintf("%s: %s %s %v -> %s", from.Name, method, url, headers, want), func() error {
+		if got := curl(k, from, method, url, headers...); got != want {
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
+}
+
+// paymentURLs are every payment pod's address and the Service's.
+func paymentURLs(p l7Pods, path string) []string {
+	var urls []string
+	for _, pay := range p.payments {
+		urls = append(urls, "http://"+pay.Status.PodIP+":3000"+path)
+	}
+	return append(urls, "http://payment.payments:8080"+path)
+}
+
+const jsonHeader = "Content-Type: application/json"
+
+// paymentPolicy is the payment service's L7 ingress policy; extraPost is
+// added to the POST rule (e.g. a required header).
+func paymentPolicy(postRule string) string {
+	return `apiVersion: membrane.io/v1alpha1
+kind: MembraneNetworkPolicy
+metadata: {name: payment-l7, namespace: payments}
+spec:
+  endpointSelector: {matchLabels: {app: payment}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: checkout, k8s:io.kubernetes.pod.namespace: checkout}}]
+    toPorts:
+    - ports: [{port: "3000", protocol: TCP}]
+      rules:
+        http:
+        - {method: GET, path: "/api/v1/payments/.*"}
+        - ` + postRule + `
+`
+}
+
+// TestL7Policy: the checkout → payment scenario. Ingress L7 rules on the
+// payment pods (enforced by their node's Envoy), then egress L7 rules on
+// the checkout pods (by theirs), both checked same-node and cross-node;
+// a required header; the flows in `membrane observe`; an Envoy killed in a
+// request loop; a configuration Envoy rejects.
+func TestL7Policy(t *testing.T) {
+	k := cluster(t)
+	p := deployL7(t, k)
+	checkout := p.checkouts[0] // on the first node: payments[0] same-node, payments[1] cross-node
+	for _, url := range paymentURLs(p, "/api/v1/payments/before-policy") {
+		expectCode(t, k, checkout, "DELETE", url, "200")
+	}
+
+	k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$"}`), "apply", "-f", "-")
+	for _, from := range p.checkouts {
+		for _, url := range paymentURLs(p, "") {
+			expectCode(t, k, from, "GET", url+"/api/v1/payments/P123", "200")
+			expectCode(t, k, from, "POST", url+"/api/v1/payments", "200", jsonHeader)
+			expectCode(t, k, from, "DELETE", url+"/api/v1/payments/123", "403")
+			expectCode(t, k, from, "GET", url+"/api/v1/refunds/1", "403")
+		}
+	}
+	// Another app is denied at L3/L4: no HTTP response at all.
+	for _, url := range paymentURLs(p, "/api/v1/payments/P123") {
+		expectCode(t, k, p.other, "GET", url, "000")
+	}
+	// The DELETEs never reached a payment pod; the GETs did, from the
+	// checkout pod's own address (the proxy keeps the source).
+	for _, pay := range p.payments {
+		logs := k.must("", "-n", "payments", "logs", pay.Name)
+		if strings.Contains(logs, "request made to /api/v1/payments/123 ") {
+			t.Errorf("%s got a request the L7 policy denies:\n%s", pay.Name, tail(logs, 20))
+		}
+		if !strings.Contains(logs, "request made to /api/v1/payments/P123 to client ("+checkout.Status.PodIP+":") {
+			t.Errorf("%s has no GET from %s (%s): the source address was lost:\n%s", pay.Name, checkout.Name, checkout.Status.PodIP, tail(logs, 20))
+		}
+	}
+	waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "True", "")
+
+	t.Run("observe shows the L7 flows", func(t *testing.T) {
+		ns := []string{"--namespace", "payments", "--protocol", "http"}
+		expectFlow(t, k, append(ns, "--http-method", "GET", "--http-status", "200"),
+			"checkout/"+checkout.Name, "payments/payment-", "FORWARDED (HTTP/1.1 200 ", "(GET http://", "/api/v1/payments/P123))")
+		expectFlow(t, k, append(ns, "--http-status", "4+", "--http-path", "^/api/v1/payments/"),
+			"checkout/"+checkout.Name, "L7 policy denied DROPPED (HTTP/1.1 403 ", "(DELETE http://", "/api/v1/payments/123))")
+		out := k.membrane("observe", "--last", "50", "-o", "json", "--namespace", "payments", "--http-method", "DELETE")
+		var f flow.Flow
+		line, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("observe -o json: %v in %q", err, out)
+		}
+		if f.L7 == nil || f.L7.HTTP == nil || f.L7.HTTP.Method != "DELETE" || f.L7.HTTP.Code != 403 || f.L7.HTTP.Path != "/api/v1/payments/123" || f.Verdict != flow.Dropped {
+			t.Errorf("observe -o json: want the DELETE's HTTP fields, got %s", line)
+		}
+	})
+
+	t.Run("required header", func(t *testing.T) {
+		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$", headers: ["`+jsonHeader+`"]}`), "apply", "-f", "-")
+		for _, url := range paymentURLs(p, "/api/v1/payments") {
+			expectCode(t, k, checkout, "POST", url, "403", "Content-Type: text/plain")
+			expectCode(t, k, checkout, "POST", url, "200", jsonHeader)
+		}
+	})
+
+	t.Run("egress rules", func(t *testing.T) {
+		k.must(`apiVersion: membrane.io/v1alpha1
+kind: MembraneNetworkPolicy
+metadata: {name: checkout-egress, namespace: checkout}
+spec:
+  endpointSelector: {matchLabels: {app: checkout}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: payment, k8s:io.kubernetes.pod.namespace: payments}}]
+    toPorts:
+    - ports: [{port: "3000", protocol: TCP}]
+      rules:
+        http: [{method: GET}]
+  - toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}}]
+    toPorts: [{ports: [{port: "53", protocol: ANY}]}]
+`, "apply", "-f", "-")
+		defer k.must("", "-n", "checkout", "delete", "mnp", "checkout-egress")
+		for _, from := range p.checkouts {
+			for _, url := range paymentURLs(p, "/api/v1/payments") {
+				expectCode(t, k, from, "GET", url+"/P123", "200")
+				// The ingress rules allow it; the egress rules do not.
+				expectCode(t, k, from, "POST", url, "403", jsonHeader)
+			}
+		}
+		expectFlow(t, k, []string{"--namespace", "checkout", "--http-method", "POST", "--verdict", "DROPPED"},
+			"L7 policy denied DROPPED (HTTP/1.1 403 ", "(POST http://", "/api/v1/payments))")
+	})
+
+	t.Run("envoy restart", func(t *testing.T) {
+		// Requests from the first node's checkout to the second node's
+		// payment pod pass that node's Envoy (ingress rules).
+		target := p.payments[1]
+		url := "http://" + target.Status.PodIP + ":3000/api/v1/payments/P123"
+		loop := startRequestLoop(t, k, checkout, url, 150)
+		time.Sleep(2 * time.Second)
+		killEnvoy(t, k, target.Spec.NodeName)
+		results := loop()
+		gap, failed := longestFailure(results)
+		t.Logf("envoy on %s killed: %d of %d requests failed, longest outage %s", target.Spec.NodeName, failed, len(results), gap)
+		if len(results) == 0 || results[len(results)-1].code != "200" {
+			t.Fatalf("requests did not recover: %v", results)
+		}
+		if gap > 2*time.Second {
+			t.Errorf("requests failed for %s after Envoy was killed, want at most 2s", gap)
+		}
+	})
+
+	t.Run("rejected configuration", func(t *testing.T) {
+		// Go's (and the API's) regex syntax takes it; its compiled RE2
+		// program is over the size the node Envoys accept.
+		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments/[a-z]{1000}[0-9]{1000}"}`), "apply", "-f", "-")
+		waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "False", "program size")
+		time.Sleep(time.Second)
+		// The previous rules stay in force.
+		for _, url := range paymentURLs(p, "/api/v1/payments") {
+			expectCode(t, k, checkout, "GET", url+"/P123", "200")
+			expectCode(t, k, checkout, "DELETE", url+"/123", "403")
+			expectCode(t, k, checkout, "POST", url, "200", jsonHeader)
+		}
+		out := k.membrane("status")
+		if !strings.Contains(out, "rejected") {
+			t.Errorf("membrane status does not show the rejection:\n%s", out)
+		}
+		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$"}`), "apply", "-f", "-")
+		waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "True", "")
+	})
+
+	t.Run("invalid rules", func(t *testing.T) {
+		// A header given as an object: the CRD's schema refuses it.
+		_, err := k.run(t.Context(), paymentPolicy(`{method: POST, headers: [{name: Content-Type}]}`), "apply", "-f", "-")
+		if err == nil || !strings.Contains(err.Error(), "spec.ingress[0].toPorts[0].rules.http[1].headers[0]") {
+			t.Errorf("a header given as an object: want a rejection naming the field, got %v", err)
+		}
+		// An invalid regex: refused with the field; the last valid version stays.
+		_, err = k.run(t.Context(), paymentPolicy(`{method: POST, path: "/api/v1/(["}`), "apply", "-f", "-")
+		if err == nil {
+			waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionValid, "False", "spec.ingress[0].toPorts[0].rules.http[1].path")
+		} else if !strings.Contains(err.Error(), "spec.ingress[0].toPorts[0].rules.http[1].path") {
+			t.Errorf("an invalid path regex: want a rejection naming the field, got %v", err)
+		}
+		expectCode(t, k, checkout, "GET", paymentURLs(p, "/api/v1/payments/P123")[1], "200")
+		expectCode(t, k, checkout, "DELETE", paymentURLs(p, "/api/v1/payments/123")[1], "403")
+	})
+}
+
+// waitCondition waits for a MembraneNetworkPolicy's condition.
+func waitCondition(t *testing.T, k *kube, ns, name, typ, status, inMessage string) {
+	t.Helper()
+	eventually(t, policyTimeout, fmt.Sprintf("%s/%s %s=%s %q", ns, name, typ, status, inMessage), func() error {
+		var p v1alpha1.MembraneNetworkPolicy
+		out, err := k.run(t.Context(), "", "-n", ns, "get", "mnp", name, "-o", "json")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(out), &p); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(p.Status.Conditions, typ)
+		if c == nil || string(c.Status) != status || !strings.Contains(c.Message, inMessage) || c.ObservedGeneration != p.Generation {
+			return fmt.Errorf("condition %+v at generation %d", c, p.Generation)
+		}
+		return nil
+	})
+}
+
+type httpResult struct {
+	at   time.Duration // the node's uptime (/proc/uptime, 10 ms resolution)
+	code string
+}
+
+// startRequestLoop makes n requests, 100 ms apart, from pod; the returned
+// function waits for the loop and gives each request's end time and code.
+// (busybox's date has no sub-second format: the clock is /proc/uptime.)
+func startRequestLoop(t *testing.T, k *kube, pod corev1.Pod, url string, n int) func() []httpResult {
+	t.Helper()
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do c=$(curl -s -o /dev/null -w '%%{http_code}' -m 1 %s); read up idle < /proc/uptime; echo "$up $c"; i=$((i+1)); sleep 0.1; done`, n, url)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Duration(n)*1500*time.Millisecond)
+	done := make(chan string, 1)
+	go func() {
+		out, err := k.run(ctx, "", "-n", pod.Namespace, "exec", pod.Name, "--", "sh", "-c", script)
+		if err != nil {
+			out += "\nerror: " + err.Error()
+		}
+		done <- out
+	}()
+	return func() []httpResult {
+		defer cancel()
+		out := <-done
+		var res []httpResult
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			ts, code, ok := strings.Cut(line, " ")
+			up, err := strconv.ParseFloat(ts, 64)
+			if !ok || err != nil {
+				t.Fatalf("request loop: bad line %q in:\n%s", line, out)
+			}
+			res = append(res, httpResult{at: time.Duration(up * float64(time.Second)), code: code})
+		}
+		return res
+	}
+}
+
+// longestFailure is the longest time between the last success before a
+// run of failures and the first success after it, and the failure count.
+func longestFailure(rs []httpResult) (time.Duration, int) {
+	var longest time.Duration
+	failed := 0
+	lastOK := time.Duration(-1)
+	inFailure := false
+	for _, r := range rs {
+		if r.code != "200" {
+			failed++
+			inFailure = true
+			continue
+		}
+		if inFailure && lastOK >= 0 {
+			longest = max(longest, r.at-lastOK)
+		}
+		inFailure = false
+		lastOK = r.at
+	}
+	return longest, failed
+}
+
+// killEnvoy kills (SIGKILL) the processes of the node's Envoy pod, found
+// through the pod's cgroup.
+func killEnvoy(t *testing.T, k *kube, node string) {
+	t.Helper()
+	var pods corev1.PodList
+	mustJSON(t, k.must("", "-n", "kube-system", "get", "pods", "-l", "k8s-app=membrane-envoy",
+		"--field-selector", "spec.nodeName="+node, "-o", "json"), &pods)
+	if len(pods.Items) != 1 {
+		t.Fatalf("%d Envoy pods on %s, want 1", len(pods.Items), node)
+	}
+	dirs, err := filepath.Glob(filepath.Join(shared.cluster.Layout().CgroupDir(shared.cluster.CgroupRoot), node, "pods", string(pods.Items[0].UID)))
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("cgroup of Envoy pod %s: %v %v", pods.Items[0].Name, dirs, err)
+	}
+	killed := 0
+	err = filepath.WalkDir(dirs[0], func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "cgroup.procs" {
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, f := range strings.Fields(string(raw)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				return err
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
+				killed++
+			}
+		}
+		return nil
+	})
+	if err != nil || killed == 0 {
+		t.Fatalf("kill Envoy on %s: killed %d processes: %v", node, killed, err)
+	}
+	t.Logf("killed %d Envoy process(es) of %s on %s", killed, pods.Items[0].Name, node)
+}

@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/policy"
+	"github.com/membrane-mesh/membrane/mesh/tproxy"
+	"github.com/membrane-mesh/membrane/xds/accesslog"
+	"github.com/membrane-mesh/membrane/xds/server"
+	"github.com/membrane-mesh/membrane/xds/translate"
+)
+
+// accessLogCluster is the bootstrap's static cluster of the node's Envoy
+// that reaches this agent: ADS and the access-log service share it.
+const accessLogCluster = "membrane-agent"
+
+// maxL7PortRange is the widest port range L7 rules are expanded over (one
+// filter chain per port).
+const maxL7PortRange = 64
+
+// proxy is the agent's side of the node's L7 proxy: the TPROXY plumbing
+// that delivers redirected connections to Envoy, the ADS and access-log
+// services Envoy connects to, and the translation of the endpoints' L7
+// rules into Envoy's configuration. It reports what Envoy rejects on the
+// Node (see v1alpha1.AnnotationProxyRejected).
+type proxy struct {
+	log    *slog.Logger
+	cfg    Config
+	client kubernetes.Interface
+	xds    *server.Server
+	als    *accesslog.Receiver
+
+	mu sync.Mutex
+	// origins of the newest published configuration and of the one in
+	// force, by version: which policies a rejection is about.
+	published map[string]map[string]string // version → policy → fingerprint
+	reported  string                       // the annotation value last written ("" none)
+}
+
+func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *flow.Store, enrich flow.Enricher) *proxy {
+	p := &proxy{
+		log: log, cfg: cfg, client: client,
+		xds:       server.New(log, cfg.NodeName),
+		published: map[string]map[string]string{},
+	}
+	p.als = accesslog.New(log, func(l flow.HTTPLog) { flows.Add(flow.FromHTTPLog(l, cfg.NodeName, enrich)) })
+	return p
+}
+
+// run installs the TPROXY plumbing and serves Envoy until ctx is done.
+func (p *proxy) run(ctx context.Context) error {
+	tc := tproxy.NewConfig(p.cfg.ProxyPort)
+	tc.ToProxyMark = bpfpolicy.ToProxyMark(p.cfg.ProxyPort)
+	if err := tproxy.Install(ctx, p.log, tc); err != nil {
+		return fmt.Errorf("install the proxy's tproxy rules: %w", err)
+	}
+	lis, err := net.Listen("tcp", p.cfg.XDSAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --xds-addr %s: %w", p.cfg.XDSAddr, err)
+	}
+	g := grpc.NewServer()
+	p.xds.Register(g)
+	p.als.Register(g)
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(lis) }()
+	p.log.Info("serving the node proxy", "xds", p.cfg.XDSAddr, "proxyPort", p.cfg.ProxyPort)
+	for {
+		select {
+		case <-ctx.Done():
+			g.Stop()
+			<-served
+			return nil
+		case err := <-served:
+			return fmt.Errorf("serve xds: %w", err)
+		case <-p.xds.Changed():
+			p.report(ctx)
+		}
+	}
+}
+
+// update publishes the L7 configuration of the node's endpoints.
+func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string]string) {
+	res, err := n.Resources()
+	if err != nil {
+		// The resolver's rules are validated by the policies' converters:
+		// what still fails here stays out, and the last configuration
+		// stays in force.
+		p.log.Error("translate the L7 configuration", "error", err)
+		return
+	}
+	version, err := p.xds.Publish(ctx, res)
+	if err != nil {
+		p.log.Error("publish the L7 configuration", "error", err)
+		return
+	}
+	p.mu.Lock()
+	p.published[version] = origins
+	p.mu.Unlock()
+}
+
+// report writes the rejection of the newest configuration, if any, on the
+// Node, naming the policies whose L7 rules differ from the configuration
+// in force (all of its policies when none is in force).
+func (p *proxy) report(ctx context.Context) {
+	st := p.xds.Status()
+	p.mu.Lock()
+	for v := range p.published {
+		if v != st.Published && v != st.Acked {
+			delete(p.published, v)
+		}
+	}
+	var value string
+	if r := st.Rejected; r != nil {
+		rej := v1alpha1.ProxyRejection{Version: r.Version, Error: r.Error, At: metav1.NewTime(r.At),
+			Policies: changedPolicies(p.published[r.Version], p.published[st.Acked])}
+		b, err := json.Marshal(rej)
+		if err != nil {
+			p.mu.Unlock()
+			p.log.Error("encode the proxy rejection", "error", err)
+			return
+		}
+		value = string(b)
+	}
+	if value == p.reported {
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	if err := p.annotate(ctx, value); err != nil {
+		p.log.Error("report the proxy's configuration status on the node", "error", err)
+		return
+	}
+	p.mu.Lock()
+	p.reported = value
+	p.mu.Unlock()
+}
+
+func (p *proxy) annotate(ctx context.Context, value string) error {
+	var v any = value
+	if value == "" {
+		v = nil // JSON merge patch: remove
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{v1alpha1.AnnotationProxyRejected: v}}})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := p.client.CoreV1().Nodes().Patch(ctx, p.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("patch node %s: %w", p.cfg.NodeName, err)
+	}
+	return nil
+}
+
+// changedPolicies are the policies of rejected whose contribution differs
+// from inForce; every policy of rejected when none differs.
+func changedPolicies(rejected, inForce map[string]string) []string {
+	var out []string
+	for name, fp := range rejected {
+		if inForce[name] != fp {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		out = slices.Collect(maps.Keys(rejected))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// l7Config is the node's L7 configuration: each local endpoint's L7 rules,
+// with the remote identities' addresses as peers, and for every policy
+// that contributed, a fingerprint of what it contributed.
+func l7Config(proxyPort uint16, eps []l7Endpoint, ipcache map[netip.Prefix]bpfpolicy.Identity) (translate.Node, map[string]string, []error) {
+	byIdentity := map[identity.ID][]netip.Prefix{}
+	for pfx, id := range ipcache {
+		byIdentity[identity.ID(id)] = append(byIdentity[identity.ID(id)], pfx)
+	}
+	for _, ps := range byIdentity {
+		slices.SortFunc(ps, func(a, b netip.Prefix) int {
+			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+		})
+	}
+	n := translate.Node{ProxyPort: proxyPort, AccessLogCluster: accessLogCluster, UpstreamMark: bpfpolicy.MarkMagicFromProxy}
+	origins := map[string][]string{}
+	var problems []error
+	for _, ep := range eps {
+		for _, r := range ep.rules {
+			if r.EndPort > r.Port && int(r.EndPort-r.Port) >= maxL7PortRange {
+				problems = append(problems, fmt.Errorf("%s: L7 rules on ports %d-%d: ranges over %d ports are not proxied", ep.name, r.Port, r.EndPort, maxL7PortRange))
+				continue
+			}
+			peers, all := l7Peers(r.RemoteIdentities, byIdentity)
+			dir := translate.Ingress
+			if r.Direction == policy.Egress {
+				dir = translate.Egress
+			}
+			for port := r.Port; ; port++ {
+				pt := translate.Port{Direction: dir, Endpoint: ep.ip, Port: port}
+				if all || len(peers) > 0 {
+					pt.Rules = []translate.Rule{{Peers: peers, HTTP: httpRules(r.HTTP)}}
+				}
+				n.Ports = append(n.Ports, pt)
+				if port >= r.EndPort {
+					break
+				}
+			}
+			fp, err := json.Marshal(struct {
+				Endpoint netip.Addr
+				Rule     policy.L7Rule
+			}{ep.ip, r})
+			if err != nil {
+				problems = append(problems, err)
+				continue
+			}
+			for _, o := range r.Origins {
+				name, _, _ := strings.Cut(o, " rules[")
+				origins[name] = append(origins[name], string(fp))
+			}
+		}
+	}
+	fps := map[string]string{}
+	for name, parts := range origins {
+		slices.Sort(parts)
+		fps[name] = strings.Join(slices.Compact(parts), "\n")
+	}
+	return n, fps, problems
+}
+
+// l7Peers are the addresses of the remote identities; all when one of them
+// is identity 0 (every peer). An identity without addresses adds none: a
+// rule without peers (and not all) lets nobody in.
+func l7Peers(ids []identity.ID, byIdentity map[identity.ID][]netip.Prefix) (peers []netip.Prefix, all bool) {
+	for _, id := range ids {
+		if id == 0 {
+			return nil, true
+		}
+		peers = append(peers, byIdentity[id]...)
+	}
+	return peers, false
+}
+
+// l7Endpoint is one local endpoint's L7 rules.
+type l7Endpoint struct {
+	name  string // namespace/pod
+	ip    netip.Addr
+	rules []policy.L7Rule
+}
+
+// httpRules converts the resolver's HTTP rules. A header match with a
+// mismatch action does not deny, so it is no requirement.
+func httpRules(rs []policy.HTTPRule) []translate.HTTPRule {
+	out := make([]translate.HTTPRule, 0, len(rs))
+	for _, r := range rs {
+		h := translate.HTTPRule{Method: r.Method, Path: r.Path, Host: r.Host}
+		for _, m := range r.Headers {
+			if m.Mismatch == "" {
+				h.Headers = append(h.Headers, translate.Header{Name: m.Name, Value: m.Value})
+			}
+		}
+		out = append(out, h)
+	}
+	return out
+}

@@ -1,0 +1,102 @@
+package tproxy
+
+import (
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+func nftTable() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+}
+
+// replaceTable replaces the whole table in one batch: the kernel applies
+// the batch atomically, so packets see either the old or the new rules.
+// The leading add makes the delete succeed when the table does not exist.
+func replaceTable(c Config) error {
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := nftTable()
+	conn.AddTable(t)
+	conn.DelTable(t)
+	conn.AddTable(t)
+	ch := conn.AddChain(&nftables.Chain{
+		Name:     ChainName,
+		Table:    t,
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  nftables.ChainHookPrerouting,
+		Priority: nftables.ChainPriorityMangle,
+	})
+	for _, exprs := range ruleExprs(c) {
+		conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("replace nftables table ip %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// deleteTable deletes the table if it exists, in one batch.
+func deleteTable() error {
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := nftTable()
+	conn.AddTable(t)
+	conn.DelTable(t)
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("delete nftables table ip %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// ruleExprs returns the chain's rules, in order:
+//
+//	meta l4proto tcp socket transparent 1 meta mark set mark & ~MarkMask | LocalMark
+//	meta mark ToProxyMark meta l4proto tcp tproxy ip to ListenAddr:Port meta mark set LocalMark
+//
+// The first routes replies for the proxy's transparent upstream sockets
+// (bound to addresses that are not local) to the local table; the second
+// hands a marked packet to the listener (an established transparent socket
+// of its connection if there is one) and keeps the mark local. tproxy ends
+// the rule when it finds no socket, so the mark is only rewritten for
+// packets that have one.
+func ruleExprs(c Config) [][]expr.Any {
+	tcp := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+	}
+	returnToProxy := append(append([]expr.Any{}, tcp...),
+		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		// (mark & ~MarkMask) ^ LocalMark; LocalMark is within MarkMask, so ^ is |.
+		&expr.Bitwise{
+			SourceRegister: 1,
+			DestRegister:   1,
+			Len:            4,
+			Mask:           binaryutil.NativeEndian.PutUint32(^c.MarkMask),
+			Xor:            binaryutil.NativeEndian.PutUint32(c.LocalMark),
+		},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	)
+	addr := c.ListenAddr.As4()
+	toProxy := append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(c.ToProxyMark)},
+	}, tcp...)
+	toProxy = append(toProxy,
+		&expr.Immediate{Register: 1, Data: addr[:]},
+		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(c.Port)},
+		&expr.TProxy{Family: unix.NFPROTO_IPV4, TableFamily: unix.NFPROTO_IPV4, RegAddr: 1, RegPort: 2},
+		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(c.LocalMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	)
+	return [][]expr.Any{returnToProxy, toProxy}
+}

@@ -1,0 +1,130 @@
+// Package accesslog receives the node Envoy's HTTP access logs over the
+// gRPC access-log service and turns each completed request into a
+// flow.HTTPLog: who called whom, method, path, host, status, latency and
+// whether the L7 policy denied it.
+package accesslog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"google.golang.org/grpc"
+
+	"github.com/membrane-mesh/membrane/mesh/flow"
+)
+
+// Receiver is the access-log service. Handle gets every HTTP entry, in
+// the order Envoy sent them.
+type Receiver struct {
+	alsv3.UnimplementedAccessLogServiceServer
+	log    *slog.Logger
+	handle func(flow.HTTPLog)
+}
+
+// New returns a receiver calling handle for every HTTP request logged.
+func New(log *slog.Logger, handle func(flow.HTTPLog)) *Receiver {
+	return &Receiver{log: log, handle: handle}
+}
+
+// Register adds the access-log service to g.
+func (r *Receiver) Register(g *grpc.Server) { alsv3.RegisterAccessLogServiceServer(g, r) }
+
+// StreamAccessLogs reads one Envoy's stream until it ends.
+func (r *Receiver) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("receive access logs: %w", err)
+		}
+		for _, e := range msg.GetHttpLogs().GetLogEntry() {
+			l, err := Convert(e)
+			if err != nil {
+				r.log.Debug("skipped an access log entry", "error", err)
+				continue
+			}
+			r.handle(l)
+		}
+	}
+}
+
+// Convert turns one entry into an HTTPLog. The entry's route name is the
+// filter chain's ("ingress/10.0.1.5:8080", "egress/10.0.1.7:8080",
+// "egress/…+ingress/…:8080" when both sides are local), which gives the
+// direction; a combined chain counts as egress.
+func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
+	c := e.GetCommonProperties()
+	src, err := addrPort(c.GetDownstreamRemoteAddress())
+	if err != nil {
+		return flow.HTTPLog{}, fmt.Errorf("downstream remote address: %w", err)
+	}
+	dst, err := addrPort(c.GetDownstreamLocalAddress())
+	if err != nil {
+		return flow.HTTPLog{}, fmt.Errorf("downstream local address: %w", err)
+	}
+	req, resp := e.GetRequest(), e.GetResponse()
+	path, _, _ := strings.Cut(req.GetPath(), "?")
+	dir := flow.Ingress
+	if strings.HasPrefix(c.GetRouteName(), "egress/") {
+		dir = flow.Egress
+	}
+	l := flow.HTTPLog{
+		Source: src, Destination: dst, Direction: dir,
+		Protocol: protocol(e.GetProtocolVersion()),
+		Method:   method(req.GetRequestMethod()),
+		Host:     req.GetAuthority(),
+		Path:     path,
+		Code:     int(resp.GetResponseCode().GetValue()),
+		Duration: c.GetDuration().AsDuration(),
+		Denied:   strings.HasPrefix(resp.GetResponseCodeDetails(), "rbac_access_denied"),
+	}
+	if t := c.GetStartTime(); t != nil {
+		l.Time = t.AsTime()
+	}
+	if c.GetDuration() == nil {
+		l.Duration = c.GetTimeToLastDownstreamTxByte().AsDuration()
+	}
+	return l, nil
+}
+
+func addrPort(a *corev3.Address) (netip.AddrPort, error) {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return netip.AddrPort{}, errors.New("not a socket address")
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), nil
+}
+
+func protocol(v datav3.HTTPAccessLogEntry_HTTPVersion) string {
+	switch v {
+	case datav3.HTTPAccessLogEntry_HTTP10:
+		return "HTTP/1.0"
+	case datav3.HTTPAccessLogEntry_HTTP11:
+		return "HTTP/1.1"
+	case datav3.HTTPAccessLogEntry_HTTP2:
+		return "HTTP/2"
+	case datav3.HTTPAccessLogEntry_HTTP3:
+		return "HTTP/3"
+	}
+	return ""
+}
+
+func method(m corev3.RequestMethod) string {
+	if m == corev3.RequestMethod_METHOD_UNSPECIFIED {
+		return ""
+	}
+	return m.String()
+}

@@ -1,0 +1,69 @@
+package accesslog
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/membrane-mesh/membrane/mesh/flow"
+)
+
+func sockAddr(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+func TestConvert(t *testing.T) {
+	start := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	entry := func(route string, code uint32, details string) *datav3.HTTPAccessLogEntry {
+		return &datav3.HTTPAccessLogEntry{
+			CommonProperties: &datav3.AccessLogCommon{
+				DownstreamRemoteAddress: sockAddr("10.0.1.7", 51234),
+				DownstreamLocalAddress:  sockAddr("::ffff:10.0.2.5", 3000),
+				StartTime:               timestamppb.New(start),
+				Duration:                durationpb.New(23 * time.Millisecond),
+				RouteName:               route,
+			},
+			ProtocolVersion: datav3.HTTPAccessLogEntry_HTTP11,
+			Request:         &datav3.HTTPRequestProperties{RequestMethod: corev3.RequestMethod_DELETE, Authority: "payment:8080", Path: "/api/v1/payments/123?force=1"},
+			Response:        &datav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(code), ResponseCodeDetails: details},
+		}
+	}
+	want := flow.HTTPLog{
+		Time: start, Source: netip.MustParseAddrPort("10.0.1.7:51234"), Destination: netip.MustParseAddrPort("10.0.2.5:3000"),
+		Direction: flow.Ingress, Protocol: "HTTP/1.1", Method: "DELETE", Host: "payment:8080", Path: "/api/v1/payments/123",
+		Code: 403, Duration: 23 * time.Millisecond, Denied: true,
+	}
+	got, err := Convert(entry("ingress/10.0.2.5:3000", 403, "rbac_access_denied_matched_policy[none]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got, cmpopts.EquateComparable(netip.AddrPort{})); d != "" {
+		t.Errorf("denied ingress request (-want +got):\n%s", d)
+	}
+
+	// An upstream's own 403 is no policy denial; an egress chain's route
+	// name gives the direction.
+	got, err = Convert(entry("egress/10.0.1.7:3000", 403, "via_upstream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Denied || got.Direction != flow.Egress {
+		t.Errorf("upstream 403 on an egress chain: denied %v, direction %s", got.Denied, got.Direction)
+	}
+
+	bad := entry("ingress/x", 200, "via_upstream")
+	bad.CommonProperties.DownstreamRemoteAddress = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/x"}}}
+	if _, err := Convert(bad); err == nil {
+		t.Error("an entry without a socket address converted")
+	}
+}

@@ -1,0 +1,32 @@
+// Package envoytest finds the pinned Envoy for tests that run it.
+package envoytest
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Binary is the Envoy `make tools` installs: $MEMBRANE_CACHE/bin/envoy,
+// ~/.cache/membrane/bin/envoy by default. The test is skipped when it is
+// not installed.
+func Binary(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("MEMBRANE_CACHE")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Skipf("envoy not installed: run `make tools` (no home directory: %v)", err)
+		}
+		dir = filepath.Join(home, ".cache", "membrane")
+	}
+	path := filepath.Join(dir, "bin", "envoy")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		t.Skipf("envoy not installed: run `make tools` (%s not found)", path)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -1,0 +1,209 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/membrane-mesh/membrane/xds/envoytest"
+	"github.com/membrane-mesh/membrane/xds/translate"
+)
+
+// TestEnvoyAckNackRestart runs the pinned Envoy against the server: it
+// accepts a configuration; rejects one whose path regex is over its RE2
+// program-size limit (the NACK is reported, the accepted version stays in
+// force); a restarted Envoy gets the accepted configuration back, not the
+// rejected one; a fixed configuration is accepted again.
+func TestEnvoyAckNackRestart(t *testing.T) {
+	envoy := envoytest.Binary(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the transparent listener needs CAP_NET_ADMIN: run as root")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s := New(log, "node-a")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(lis) }()
+	t.Cleanup(func() {
+		g.Stop()
+		<-done
+	})
+
+	node := func(path string) translate.Node {
+		return translate.Node{ProxyPort: freePort(t), Ports: []translate.Port{{
+			Direction: translate.Ingress, Endpoint: netip.MustParseAddr("10.0.0.5"), Port: 8080,
+			Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: path}}}},
+		}}}
+	}
+	publish := func(n translate.Node) string {
+		t.Helper()
+		res, err := n.Resources()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.Publish(t.Context(), res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	good := node("/api/v1/.*")
+	v1 := publish(good)
+	if again := publish(good); again != v1 {
+		t.Fatalf("publishing equal resources gave version %s, then %s", v1, again)
+	}
+
+	boot := bootstrapFile(t, lis.Addr().String())
+	stop := startEnvoy(t, envoy, boot)
+	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Connected && st.Acked == v1 })
+
+	// [a-z]{300} compiles to an RE2 program far over the limit of 100 that
+	// Envoy enforces unless the bootstrap raises it.
+	bad := node("/api/[a-z]{300}")
+	bad.ProxyPort = good.ProxyPort
+	v2 := publish(bad)
+	waitStatus(t, s, "v2 rejected", func(st Status) bool { return st.Rejected != nil && st.Rejected.Version == v2 })
+	st := s.Status()
+	if st.Acked != v1 || st.InSync() {
+		t.Errorf("after the NACK: acked %q (want %q), in sync %v", st.Acked, v1, st.InSync())
+	}
+	if !strings.Contains(st.Rejected.Error, "program size") {
+		t.Errorf("rejection error %q does not name the regex's program size", st.Rejected.Error)
+	}
+	t.Logf("rejection: %s", st.Rejected.Error)
+
+	// A restarted Envoy gets the configuration in force (it would reject
+	// v2 and run nothing).
+	stop()
+	waitStatus(t, s, "disconnected", func(st Status) bool { return !st.Connected && st.Acked == "" })
+	stop = startEnvoy(t, envoy, boot)
+	waitStatus(t, s, "restarted envoy runs v1", func(st Status) bool { return st.Streams == 2 && st.Acked == v1 })
+	if st := s.Status(); st.Rejected == nil || st.Rejected.Version != v2 {
+		t.Errorf("the rejection of v2 is forgotten before a new version: %+v", st.Rejected)
+	}
+
+	fixed := node("/api/v2/.*")
+	fixed.ProxyPort = good.ProxyPort
+	v3 := publish(fixed)
+	waitStatus(t, s, "v3 accepted", func(st Status) bool { return st.Acked == v3 && st.Rejected == nil && st.InSync() })
+	stop()
+}
+
+func waitStatus(t testing.TB, s *Server, what string, ok func(Status) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok(s.Status()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s; status %+v", what, s.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// bootstrapFile is the node bootstrap's shape: ADS to the server, nothing
+// else but an admin on a free loopback port.
+func bootstrapFile(t testing.TB, ads string) string {
+	t.Helper()
+	host, port, err := net.SplitHostPort(ads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := fmt.Sprintf(`node: {id: node-a, cluster: membrane-envoy}
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services: [{envoy_grpc: {cluster_name: membrane-agent}}]
+  cds_config: {ads: {}, resource_api_version: V3}
+  lds_config: {ads: {}, resource_api_version: V3}
+static_resources:
+  clusters:
+  - name: membrane-agent
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: membrane-agent
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]
+`, host, port)
+	path := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(path, []byte(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startEnvoy runs Envoy until the returned stop (or the test's end) kills it.
+func startEnvoy(t testing.TB, envoy, boot string) (stop func()) {
+	t.Helper()
+	_, stop = runEnvoy(t, envoy, boot)
+	return stop
+}
+
+// runEnvoy is startEnvoy with more command-line arguments, that also
+// returns Envoy's process.
+func runEnvoy(t testing.TB, envoy, boot string, args ...string) (proc *os.Process, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, envoy, append([]string{"-c", boot, "--disable-hot-restart", "--log-level", "warn"}, args...)...)
+	logf, err := os.Create(filepath.Join(t.TempDir(), "envoy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	var stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		<-exited
+		if t.Failed() {
+			if b, err := os.ReadFile(logf.Name()); err == nil {
+				t.Logf("envoy log:\n%s", b)
+			}
+		}
+		_ = logf.Close()
+	}
+	t.Cleanup(stop)
+	return cmd.Process, stop
+}
+
+func freePort(t testing.TB) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
