@@ -270,8 +270,11 @@ func TestContainerLogsFollow(t *testing.T) {
 	expect("five\n")
 	appendLog("\n2024-01-01T00:00:07Z stderr F x\n") // completes the record, then the line
 	expect("six\n")
-	close(e.pods.done) // the container exits: the stream ends after the rest
+	// The container writes a last line and exits: the stream ends after
+	// the rest. (Written before the exit: a line written after it may
+	// rightly never be followed.)
 	appendLog("2024-01-01T00:00:08Z stdout F last\n")
+	close(e.pods.done)
 	expect("last\n")
 	select {
 	case _, ok := <-lines:

@@ -1,0 +1,543 @@
+package bench
+
+// BenchmarkL7AddedLatency: the request latency an L7 HTTP policy adds, with
+// Membrane's node Envoy against a sidecar pair, on one 2-node cluster, with
+// the same workload, the same Envoy binary and the same RBAC rules.
+//
+// Workload: two echo-basic pods (port 3000) on node 2, identical but for a
+// label: payment-l7, selected by a MembraneNetworkPolicy with L7 rules (GET
+// /api/v1/payments/.*, POST /api/v1/payments$ from app=client on TCP 3000),
+// and payment-plain, selected by an L3/L4 policy (app=client to TCP 3000 and
+// to the server sidecar's port). A busybox pod on node 1 is the client: the
+// load generator is this process, its sockets made in the client pod's
+// network namespace (not its cgroup: the pod IPs are used, no Service).
+//
+// Arms, every request GET /api/v1/payments/P1:
+//
+//   - direct: to payment-plain:3000 (the policy datapath, no proxy);
+//   - membrane: to payment-l7:3000, which the datapath redirects to node 2's
+//     Envoy (the real path: tc, TPROXY, RBAC, original_src);
+//   - sidecar pair: to an Envoy in the client pod's namespace
+//     (127.0.0.1:15101, a router to the server sidecar, as an app would
+//     reach it through a sidecar mesh's iptables redirect, minus the
+//     iptables), then to an Envoy in payment-plain's namespace
+//     (podIP:15102): the listener xds/translate generates for that address
+//     with the same rules (its HTTP connection manager and RBAC filter are
+//     checked equal to the node Envoy's live ones), whose cluster goes to
+//     127.0.0.1:3000. Both run the pinned Envoy in cgroups of their own.
+//
+// Load: fixed rate, keep-alive HTTP/1.1 over a pool of at most 4
+// connections per arm (new connections would measure the TCP handshakes
+// more than the proxies). Per arm a warm-up, then the requests in rounds,
+// arms taking turns (each round starting one arm further). Every response
+// must be 200, and a DELETE (which no rule allows) must get 403 through
+// both proxies and 200 directly; the proxies' RBAC counters must have
+// allowed every request of their arm. Proxy CPU: the node Envoy pod's cgroup
+// on node 2, the two sidecars' cgroups.
+//
+//	MEMBRANE_BENCH_L7_REQUESTS=2000   measured requests per arm
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/xds/accesslog"
+	"github.com/membrane-mesh/membrane/xds/envoytest"
+	"github.com/membrane-mesh/membrane/xds/translate"
+)
+
+const (
+	l7BenchCluster = "bench-l7"
+	l7BenchPodCIDR = "10.239.0.0/16"
+	l7BenchNS      = "bench-l7"
+
+	l7AppPort           = 3000
+	l7ClientSidecarPort = 15101 // 127.0.0.1 in the client pod
+	l7ServerSidecarPort = 15102 // the pod IP of payment-plain
+	l7SidecarAdminPort  = 15100 // 127.0.0.1 in each sidecar's pod
+	l7NodeEnvoyAdmin    = "127.0.0.1:9901"
+	// The node Envoy's access-log cluster (the agent's accessLogCluster);
+	// the server sidecar's has the same name, a stand-in in this process.
+	l7AccessLogCluster = "membrane-agent"
+
+	l7Path       = "/api/v1/payments/P1"
+	l7Rate       = 200 // requests per second, every arm
+	l7Pool       = 4   // connections per arm at most
+	l7Warmup     = 200 // requests per arm before measuring
+	l7Rounds     = 4
+	l7ArmBudget  = 60 * time.Second // warm-up and measured requests of one arm
+	l7ReqTimeout = 5 * time.Second
+	l7Target     = 0.5 // membrane added p50 / sidecar added p50
+)
+
+const (
+	l7ArmDirect   = "direct"
+	l7ArmMembrane = "membrane"
+	l7ArmSidecar  = "sidecar pair"
+)
+
+// l7HTTPRules are the payment pod's L7 rules, as the policy's and as
+// translate's input.
+func l7HTTPRules() ([]v1alpha1.PortRuleHTTP, []translate.HTTPRule) {
+	api := []v1alpha1.PortRuleHTTP{
+		{Method: "GET", Path: "/api/v1/payments/.*"},
+		{Method: "POST", Path: "/api/v1/payments$"},
+	}
+	var tr []translate.HTTPRule
+	for _, r := range api {
+		tr = append(tr, translate.HTTPRule{Method: r.Method, Path: r.Path})
+	}
+	return api, tr
+}
+
+func BenchmarkL7AddedLatency(b *testing.B) {
+	e := newEnv(b)
+	envoyBin := envoytest.Binary(b)
+	requests := 2000
+	if v := os.Getenv("MEMBRANE_BENCH_L7_REQUESTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < l7Rounds {
+			b.Fatalf("MEMBRANE_BENCH_L7_REQUESTS=%q: want >= %d", v, l7Rounds)
+		}
+		requests = n
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Finish (and remove the cluster) before go test's own timeout panics,
+	// which would skip every cleanup.
+	deadline := 20 * time.Minute
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if t, err := time.ParseDuration(f.Value.String()); err == nil && t > 0 {
+			deadline = min(deadline, t-2*time.Minute)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	begin := time.Now()
+	load := strings.TrimSpace(wgLoadAvg())
+
+	c := upCluster(ctx, b, e, l7BenchCluster, l7BenchPodCIDR, false)
+	defer c.down()
+	l := &l7Bench{b: b, c: c, envoyBin: envoyBin, tmp: b.TempDir(), server: c.state.Nodes[1]}
+	if err := l.deploy(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.applyPolicies(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.waitEnforcing(ctx); err != nil {
+		b.Fatal(err)
+	}
+
+	// The sidecars' access logs.
+	var logged atomic.Int64
+	g := grpc.NewServer()
+	accesslog.New(e.log, func(flow.HTTPLog) { logged.Add(1) }).Register(g)
+	alsSock := filepath.Join(l.tmp, "als.sock")
+	lis, err := net.Listen("unix", alsSock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	defer g.Stop()
+
+	serverNode, err := l.serverSidecarNode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	server, err := l.startSidecar("server", l.plain, func() (*bootstrapv3.Bootstrap, error) { return serverSidecarBootstrap(serverNode, alsSock) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer server.stop(b)
+	client, err := l.startSidecar("client", l.client, func() (*bootstrapv3.Bootstrap, error) {
+		return clientSidecarBootstrap(netip.AddrPortFrom(l.plainIP, l7ServerSidecarPort))
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.stop(b)
+	l.sidecars = []*l7Sidecar{server, client}
+
+	envoyCgroup, err := l.nodeEnvoyCgroup(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	clientNS := l.netns(l.client)
+	arms := []*l7Arm{
+		{name: l7ArmDirect, base: fmt.Sprintf("http://%s:%d", l.plainIP, l7AppPort), deleteCode: http.StatusOK},
+		{name: l7ArmMembrane, base: fmt.Sprintf("http://%s:%d", l.l7IP, l7AppPort), deleteCode: http.StatusForbidden,
+			cpu:    func() (time.Duration, error) { return cgroupUsage(envoyCgroup) },
+			rbacNS: l.server.Netns, rbacAdmin: l7NodeEnvoyAdmin},
+		{name: l7ArmSidecar, base: fmt.Sprintf("http://127.0.0.1:%d", l7ClientSidecarPort), deleteCode: http.StatusForbidden,
+			cpu:    func() (time.Duration, error) { return server.cpu() + client.cpu(), nil },
+			rbacNS: l.netns(l.plain), rbacAdmin: fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
+	}
+	for _, a := range arms {
+		if err := l.waitArm(ctx, a); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := l.sameRules(ctx, serverNode); err != nil {
+		b.Fatal(err)
+	}
+	progress(b, "node Envoy on %s and the server sidecar: the same HTTP connection manager and RBAC filter (but for names)", l.server.Name)
+
+	// Measurement: fresh pools, made after the policies are enforced (a
+	// connection from before would keep its datapath verdict).
+	for _, a := range arms {
+		a.hc = l7Client(clientNS, true)
+		defer a.hc.CloseIdleConnections()
+		if a.rbacNS != "" {
+			if a.rbacBefore, err = rbacAllowed(ctx, a.rbacNS, a.rbacAdmin); err != nil {
+				b.Fatalf("%s: %v", a.name, err)
+			}
+		}
+	}
+	for _, a := range arms {
+		if _, err := l.run(ctx, a, l7Warmup, false); err != nil {
+			b.Fatalf("%s: warm-up: %v", a.name, err)
+		}
+		if err := a.expect(ctx, http.MethodDelete, a.deleteCode); err != nil {
+			b.Fatal(err)
+		}
+		progress(b, "%s: warm-up of %d requests done, DELETE got %d", a.name, l7Warmup, a.deleteCode)
+	}
+	perRound := (requests + l7Rounds - 1) / l7Rounds
+	for r := range l7Rounds {
+		n := min(perRound, requests-r*perRound)
+		for j := range arms {
+			a := arms[(r+j)%len(arms)]
+			lat, err := l.run(ctx, a, n, true)
+			if err != nil {
+				b.Fatalf("%s: round %d: %v", a.name, r+1, err)
+			}
+			for _, s := range l.sidecars {
+				if err := s.check(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := c.state.CheckProcesses(); err != nil {
+				b.Fatal(err)
+			}
+			slices.Sort(lat)
+			progress(b, "round %d/%d %-12s %d requests: p50 %s p99 %s", r+1, l7Rounds, a.name, len(lat), us(percentile(lat, 0.5)), us(percentile(lat, 0.99)))
+		}
+	}
+	for _, a := range arms {
+		if err := a.expect(ctx, http.MethodDelete, a.deleteCode); err != nil {
+			b.Fatal(err)
+		}
+		if a.rbacNS == "" {
+			continue
+		}
+		after, err := rbacAllowed(ctx, a.rbacNS, a.rbacAdmin)
+		if err != nil {
+			b.Fatalf("%s: %v", a.name, err)
+		}
+		a.rbacDelta = after - a.rbacBefore
+		if a.rbacDelta < float64(a.ok) {
+			b.Fatalf("%s: the proxy's RBAC allowed %.0f requests, but %d got a 200: some bypassed it", a.name, a.rbacDelta, a.ok)
+		}
+	}
+	_ = pollEvery(ctx, 100*time.Millisecond, 3*time.Second, "the server sidecar's access logs", func() (bool, error) {
+		return logged.Load() >= int64(arms[2].ok), nil
+	})
+	rep := &l7Report{arms: arms, requests: requests, load: load, sidecarLogs: logged.Load(), envoyBin: envoyBin,
+		sameBinary: l.sameBinaryAsNode(), took: time.Since(begin)}
+	fmt.Print(rep.String())
+	rep.metrics(b)
+}
+
+// l7Bench is the benchmark's cluster and workload.
+type l7Bench struct {
+	b        *testing.B
+	c        *cluster
+	envoyBin string
+	tmp      string
+	server   localcluster.NodeState // node 2: the payment pods
+
+	client, l7, plain       *corev1.Pod
+	clientIP, l7IP, plainIP netip.Addr
+	sidecars                []*l7Sidecar
+}
+
+func (l *l7Bench) netns(p *corev1.Pod) string {
+	return filepath.Join(l.c.state.Layout().RunDir(), "netns", p.Spec.NodeName, string(p.UID))
+}
+
+func (l *l7Bench) podCgroup(node string, uid string) string {
+	return filepath.Join(l.c.state.Layout().CgroupDir(l.c.state.CgroupRoot), node, "pods", uid)
+}
+
+// deploy starts the client on node 1 and the two payment pods on node 2,
+// and waits until they run.
+func (l *l7Bench) deploy(ctx context.Context) error {
+	start := time.Now()
+	client := l.c.client
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: l7BenchNS}}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create namespace: %w", err)
+	}
+	payment := func(variant string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "payment-" + variant, Namespace: l7BenchNS, Labels: map[string]string{"app": "payment", "variant": variant}},
+			Spec: corev1.PodSpec{
+				NodeName:                      l.server.Name,
+				TerminationGracePeriodSeconds: ptr.To(int64(1)),
+				Containers: []corev1.Container{{
+					Name:  "echo",
+					Image: "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1",
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: l7AppPort}},
+					Env: []corev1.EnvVar{
+						{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+						{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+					},
+				}},
+			},
+		}
+	}
+	pods := []*corev1.Pod{
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: l7BenchNS, Labels: map[string]string{"app": "client"}},
+			Spec: corev1.PodSpec{
+				NodeName:                      l.c.state.Nodes[0].Name,
+				TerminationGracePeriodSeconds: ptr.To(int64(1)),
+				Containers:                    []corev1.Container{{Name: "idle", Image: "busybox:1.36", Command: []string{"sleep", "3600"}}},
+			},
+		},
+		payment("l7"), payment("plain"),
+	}
+	for _, p := range pods {
+		if _, err := client.CoreV1().Pods(l7BenchNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create pod %s: %w", p.Name, err)
+		}
+	}
+	err := poll(ctx, 2*time.Minute, "the client and payment pods Running with an IP", func() (bool, error) {
+		if err := l.c.state.CheckProcesses(); err != nil {
+			return false, err
+		}
+		got := make([]*corev1.Pod, len(pods))
+		for i, p := range pods {
+			q, err := client.CoreV1().Pods(l7BenchNS).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil || q.Status.Phase != corev1.PodRunning || q.Status.PodIP == "" {
+				return false, nil
+			}
+			got[i] = q
+		}
+		l.client, l.l7, l.plain = got[0], got[1], got[2]
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, x := range []struct {
+		p  *corev1.Pod
+		ip *netip.Addr
+	}{{l.client, &l.clientIP}, {l.l7, &l.l7IP}, {l.plain, &l.plainIP}} {
+		if *x.ip, err = netip.ParseAddr(x.p.Status.PodIP); err != nil {
+			return fmt.Errorf("pod %s: IP %q: %w", x.p.Name, x.p.Status.PodIP, err)
+		}
+	}
+	progress(l.b, "pods running in %s: client %s on %s, payment-l7 %s and payment-plain %s on %s",
+		time.Since(start).Round(time.Millisecond), l.clientIP, l.client.Spec.NodeName, l.l7IP, l.plainIP, l.server.Name)
+	return nil
+}
+
+// applyPolicies creates payment-l7's L7 policy and payment-plain's L3/L4 one.
+func (l *l7Bench) applyPolicies(ctx context.Context) error {
+	dyn, err := dynamicClient(l.c.state.Layout().Kubeconfig())
+	if err != nil {
+		return err
+	}
+	api, _ := l7HTTPRules()
+	from := []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}
+	tcp := func(port int) v1alpha1.PortProtocol {
+		return v1alpha1.PortProtocol{Port: strconv.Itoa(port), Protocol: v1alpha1.ProtoTCP}
+	}
+	policy := func(name, variant string, ports v1alpha1.PortRule) *v1alpha1.MembraneNetworkPolicy {
+		return &v1alpha1.MembraneNetworkPolicy{
+			TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "MembraneNetworkPolicy"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l7BenchNS},
+			Spec: &v1alpha1.Rule{
+				EndpointSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "payment", "variant": variant}},
+				Ingress:          []v1alpha1.IngressRule{{IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: from}, ToPorts: []v1alpha1.PortRule{ports}}},
+			},
+		}
+	}
+	for _, p := range []*v1alpha1.MembraneNetworkPolicy{
+		policy("payment-l7", "l7", v1alpha1.PortRule{Ports: []v1alpha1.PortProtocol{tcp(l7AppPort)}, Rules: &v1alpha1.L7Rules{HTTP: api}}),
+		policy("payment-plain", "plain", v1alpha1.PortRule{Ports: []v1alpha1.PortProtocol{tcp(l7AppPort), tcp(l7ServerSidecarPort)}}),
+	} {
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
+		if err != nil {
+			return fmt.Errorf("policy %s: %w", p.Name, err)
+		}
+		unstructured.RemoveNestedField(obj, "status")
+		res := dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("membranenetworkpolicies")).Namespace(l7BenchNS)
+		if _, err := res.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create policy %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// waitEnforcing waits until node 2's agent enforces ingress policy on both
+// payment pods.
+func (l *l7Bench) waitEnforcing(ctx context.Context) error {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	u := fmt.Sprintf("http://%s:%d%s", l.server.IP, localcluster.AgentPort, agent.PathEndpoints)
+	return poll(ctx, 2*time.Minute, "node 2's agent enforcing the payment pods' policies", func() (bool, error) {
+		if err := l.c.state.CheckProcesses(); err != nil {
+			return false, err
+		}
+		resp, err := hc.Get(u)
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		var list agent.EndpointList
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&list) != nil {
+			return false, nil
+		}
+		enforcing := 0
+		for _, ep := range list.Endpoints {
+			if ep.Namespace == l7BenchNS && ep.State == agent.StateReady && ep.EnforceIngress && ep.Rules > 0 {
+				enforcing++
+			}
+		}
+		return enforcing == 2, nil
+	})
+}
+
+// l7Report prints the measurements.
+type l7Report struct {
+	arms        []*l7Arm
+	requests    int
+	load        string
+	sidecarLogs int64
+	envoyBin    string
+	sameBinary  bool
+	took        time.Duration
+}
+
+type l7Stats struct {
+	n                  int
+	p50, p90, p99, max time.Duration
+	cpuPer1k           float64 // CPU-seconds per 1,000 requests; NaN: no proxy
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%d µs", d.Microseconds()) }
+
+// addedRatio is membrane's added p50 over the sidecar pair's; ok false when
+// the sidecar pair added nothing.
+func (r *l7Report) addedRatio() (float64, bool) {
+	d, m, s := r.arms[0].stats(), r.arms[1].stats(), r.arms[2].stats()
+	if s.p50 <= d.p50 {
+		return 0, false
+	}
+	return float64(m.p50-d.p50) / float64(s.p50-d.p50), true
+}
+
+func (r *l7Report) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n== L7 policy: latency added by Membrane's node Envoy vs a sidecar pair ==\n")
+	fmt.Fprintf(&sb, "One 2-node local cluster; echo-basic pods payment-l7 and payment-plain on node 2, the client pod on node 1; the\n")
+	fmt.Fprintf(&sb, "load generator dials from the client pod's network namespace. GET %s, %d req/s, keep-alive HTTP/1.1 over\n", l7Path, l7Rate)
+	fmt.Fprintf(&sb, "at most %d connections per arm; %d warm-up requests per arm, then %d rounds of ~%d requests per arm, arms taking turns.\n",
+		l7Pool, l7Warmup, l7Rounds, (r.requests+l7Rounds-1)/l7Rounds)
+	fmt.Fprintf(&sb, "  %-13s to payment-plain:3000 (L3/L4 allow policy, no proxy)\n", l7ArmDirect+":")
+	fmt.Fprintf(&sb, "  %-13s to payment-l7:3000, L7 policy: tc redirect to node 2's Envoy (RBAC, access log to the agent, original_src)\n", l7ArmMembrane+":")
+	fmt.Fprintf(&sb, "  %-13s to a client sidecar on 127.0.0.1:%d in the client pod, to a server sidecar on payment-plain:%d\n", l7ArmSidecar+":", l7ClientSidecarPort, l7ServerSidecarPort)
+	fmt.Fprintf(&sb, "  %-13s (translate's listener and RBAC, access log to this process) to 127.0.0.1:3000; no iptables redirect\n", "")
+	fmt.Fprintf(&sb, "Same RBAC: the server sidecar's HTTP connection manager equals the node Envoy's live one but for names.\n")
+	same := "the node Envoy image's binary, byte for byte"
+	if !r.sameBinary {
+		same = "NOT the node Envoy image's binary"
+	}
+	fmt.Fprintf(&sb, "Sidecars run %s (%s). Proxy CPU: node 2's Envoy pod cgroup; the sidecars' own cgroups.\n\n", r.envoyBin, same)
+
+	direct := r.arms[0].stats()
+	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "arm\trequests\tp50\tp90\tp99\tmax\tadded p50\tadded p99\tproxy CPU-s/1k req\tRBAC allowed\t")
+	for _, a := range r.arms {
+		s := a.stats()
+		added50, added99, cpu, rbac := "-", "-", "-", "-"
+		if a.name != l7ArmDirect {
+			added50, added99 = us(s.p50-direct.p50), us(s.p99-direct.p99)
+			cpu = fmt.Sprintf("%.3f", s.cpuPer1k)
+			rbac = fmt.Sprintf("%.0f", a.rbacDelta)
+		}
+		name := a.name
+		if a.truncated {
+			name += " (60 s budget hit)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.n, us(s.p50), us(s.p90), us(s.p99), us(s.max), added50, added99, cpu, rbac)
+	}
+	tw.Flush()
+	m, sc := r.arms[1].stats(), r.arms[2].stats()
+	if ratio, ok := r.addedRatio(); ok {
+		met := "met"
+		if ratio > l7Target {
+			met = "MISSED"
+		}
+		fmt.Fprintf(&sb, "\nmembrane added p50 / sidecar pair added p50: %.3f (target <= %.1f: %s)\n", ratio, l7Target, met)
+	} else {
+		fmt.Fprintf(&sb, "\nmembrane added p50 / sidecar pair added p50: - (the sidecar pair added nothing at p50; target <= %.1f: not evaluated)\n", l7Target)
+	}
+	if sc.cpuPer1k > 0 {
+		fmt.Fprintf(&sb, "proxy CPU per request, membrane / sidecar pair: %.2f\n", m.cpuPer1k/sc.cpuPer1k)
+	}
+	fmt.Fprintf(&sb, "\nNotes:\n")
+	fmt.Fprintf(&sb, "- \"RBAC allowed\": the enforcing Envoy's rbac ingress allowed counter over the arm (warm-up included); every 200 of the arm passed it.\n")
+	fmt.Fprintf(&sb, "- the server sidecar sent %d access-log entries to this process.\n", r.sidecarLogs)
+	fmt.Fprintf(&sb, "- latency: from the request's write to the end of the response body, in the Go client; percentiles are nearest-rank over all rounds.\n")
+	fmt.Fprintf(&sb, "- load average before: %s; after: %s; whole benchmark %s\n", r.load, strings.TrimSpace(wgLoadAvg()), r.took.Round(time.Second))
+	return sb.String()
+}
+
+func (r *l7Report) metrics(b *testing.B) {
+	b.ReportMetric(0, "ns/op") // the run's wall time says nothing
+	direct := r.arms[0].stats()
+	for _, a := range r.arms {
+		s := a.stats()
+		unit := strings.ReplaceAll(a.name, " ", "-")
+		b.ReportMetric(float64(s.p50.Microseconds()), unit+"-p50-µs")
+		b.ReportMetric(float64(s.p99.Microseconds()), unit+"-p99-µs")
+		if a.name != l7ArmDirect {
+			b.ReportMetric(float64((s.p50 - direct.p50).Microseconds()), unit+"-added-p50-µs")
+			b.ReportMetric(float64((s.p99 - direct.p99).Microseconds()), unit+"-added-p99-µs")
+			b.ReportMetric(s.cpuPer1k, unit+"-CPUs/1k")
+		}
+	}
+	if ratio, ok := r.addedRatio(); ok {
+		b.ReportMetric(ratio, "membrane/sidecar-added-p50")
+	}
+}
