@@ -144,6 +144,11 @@ func TestEncryption(t *testing.T) {
 				t.Errorf("status table lacks %q:\n%s", want, table)
 			}
 		}
+		// `membrane status` sums it up per node: 3 nodes, 2 peers each.
+		summary := w.k.membrane("status")
+		if n := strings.Count(summary, "wireguard embedded, key sha256:"); n != 3 || strings.Count(summary, ", 2 peers") != 3 {
+			t.Errorf("membrane status: want every node's WireGuard device with 2 peers:\n%s", summary)
+		}
 		for node, st := range w.status() {
 			if strings.Contains(table, w.k.node(node).Annotations[wireguard.AnnotationPublicKey]) {
 				t.Errorf("status prints %s's public key itself", node)

@@ -41,7 +41,7 @@ func printStatus(g *globals, list []agent.NodeStatus, now time.Time) error {
 		if len(eps) == 0 {
 			eps = []string{"0"}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Node, agentState, strings.Join(eps, ", "), s.Services, proxyState(s.Proxy, now), s.Encryption)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Node, agentState, strings.Join(eps, ", "), s.Services, proxyState(s.Proxy, now), encryptionState(s))
 		if p := s.Proxy; p != nil && p.Rejected != nil {
 			rejections = append(rejections, fmt.Sprintf("%s: Envoy rejected version %s %s ago: %s", s.Node, p.Rejected.Version, now.Sub(p.Rejected.At).Round(time.Second), strings.TrimSpace(p.Rejected.Error)))
 		}
@@ -68,6 +68,18 @@ func proxyState(p *agent.ProxyStatus, now time.Time) string {
 		return fmt.Sprintf("in sync (%s, %s ago)", p.Acked, now.Sub(p.AckedAt).Round(time.Second))
 	}
 	return fmt.Sprintf("applying %s, running %s", p.Published, orNone(p.Acked))
+}
+
+// encryptionState is one line on the node's encryption.
+func encryptionState(s agent.NodeStatus) string {
+	wg := s.WireGuard
+	switch {
+	case wg == nil:
+		return s.Encryption
+	case wg.Error != "":
+		return s.Encryption + " (error: " + wg.Error + ")"
+	}
+	return fmt.Sprintf("%s %s, key %s, %d peers", s.Encryption, wg.Backend, wg.PublicKeyFingerprint, wg.Peers)
 }
 
 func orNone(v string) string {

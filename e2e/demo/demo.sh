@@ -2,7 +2,8 @@
 # `make demo`: a 2-node local cluster with the tutorial pair, showing the
 # frontend reaching the backends on both nodes, by pod IP and through the
 # backend Service; then a policy that lets only the frontend in, with the
-# flows it forwards and drops.
+# flows it forwards and drops; then L7 rules on it (only GET /), enforced by
+# the node's Envoy, with the HTTP flows.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -69,6 +70,18 @@ step "Endpoints and their enforcement, on every node"
 step "Flows: what the policy forwarded and dropped (membrane observe)"
 "$membrane" --kubeconfig "$KUBECONFIG" observe -n tutorial --to-label app=backend --verdict FORWARDED --last 3
 "$membrane" --kubeconfig "$KUBECONFIG" observe -n tutorial --verdict DROPPED --last 3
+
+step "L7 policy: the frontend may only GET / (e2e/demo/policy-l7.yaml), enforced by the node's Envoy"
+"$kubectl" apply -f e2e/demo/policy-l7.yaml
+for i in $(seq 1 50); do # until every node's Envoy runs it
+	"$kubectl" -n tutorial exec "$fname" -- timeout 3 wget -q -O- http://backend:8080/admin >/dev/null 2>&1 || break
+	sleep 0.2
+done
+printf 'frontend GET /      -> %s\n' "$("$kubectl" -n tutorial exec "$fname" -- timeout 3 wget -q -O- http://backend:8080/ 2>&1 || echo "no answer")"
+printf 'frontend GET /admin -> %s\n' "$("$kubectl" -n tutorial exec "$fname" -- timeout 3 wget -q -O- http://backend:8080/admin 2>&1 || true)"
+"$membrane" --kubeconfig "$KUBECONFIG" status
+sleep 1 # Envoy sends its access logs about every second
+"$membrane" --kubeconfig "$KUBECONFIG" observe -n tutorial --protocol http --last 4
 
 cat <<MSG
 

@@ -21,6 +21,17 @@ type NodeStatus struct {
 	Proxy *ProxyStatus `json:"proxy,omitempty"`
 	// Encryption is "wireguard" or "disabled".
 	Encryption string `json:"encryption"`
+	// WireGuard sums up the device when encryption is on.
+	WireGuard *WireGuardSummary `json:"wireguard,omitempty"`
+}
+
+// WireGuardSummary is the node's WireGuard device in brief (`membrane
+// encryption status` has the peers).
+type WireGuardSummary struct {
+	Backend              string `json:"backend"`
+	PublicKeyFingerprint string `json:"publicKeyFingerprint"`
+	Peers                int    `json:"peers"`
+	Error                string `json:"error,omitempty"`
 }
 
 // ProxyStatus is the node Envoy's view: its transparent listener port and
@@ -43,8 +54,14 @@ func (a *Agent) status() NodeStatus {
 	if a.proxy != nil {
 		st.Proxy = &ProxyStatus{Port: a.cfg.ProxyPort, Status: a.proxy.xds.Status()}
 	}
-	if a.cfg.EnableEncryption {
+	if a.enc != nil {
 		st.Encryption = a.cfg.EncryptionType
+		es := a.enc.status()
+		sum := &WireGuardSummary{Error: es.Error}
+		if wg := es.WireGuard; wg != nil {
+			sum.Backend, sum.PublicKeyFingerprint, sum.Peers = string(wg.Backend), wg.PublicKeyFingerprint, len(wg.Peers)
+		}
+		st.WireGuard = sum
 	}
 	return st
 }

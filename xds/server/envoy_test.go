@@ -29,20 +29,7 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the transparent listener needs CAP_NET_ADMIN: run as root")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s := New(log, "node-a")
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	s.Register(g)
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(lis) }()
-	t.Cleanup(func() {
-		g.Stop()
-		<-done
-	})
+	s, adsAddr := serveADS(t)
 
 	node := func(path string) translate.Node {
 		return translate.Node{ProxyPort: freePort(t), Ports: []translate.Port{{
@@ -68,7 +55,7 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 		t.Fatalf("publishing equal resources gave version %s, then %s", v1, again)
 	}
 
-	boot := bootstrapFile(t, lis.Addr().String())
+	boot := bootstrapFile(t, adsAddr)
 	stop := startEnvoy(t, envoy, boot)
 	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Connected && st.Acked == v1 })
 
@@ -102,6 +89,27 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 	v3 := publish(fixed)
 	waitStatus(t, s, "v3 accepted", func(st Status) bool { return st.Acked == v3 && st.Rejected == nil && st.InSync() })
 	stop()
+}
+
+// serveADS starts a server for node "node-a" on a free loopback port,
+// stopped when the test ends; it returns the server and its address.
+func serveADS(tb testing.TB) (*Server, string) {
+	tb.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s := New(log, "node-a")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(lis) }()
+	tb.Cleanup(func() {
+		g.Stop()
+		<-done
+	})
+	return s, lis.Addr().String()
 }
 
 func waitStatus(t testing.TB, s *Server, what string, ok func(Status) bool) {
