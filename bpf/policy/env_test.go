@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/bpf/internal/bpftest"
 	"github.com/membrane-mesh/membrane/e2e/netns"
@@ -86,18 +85,10 @@ func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// requireSupported skips only when the kernel lacks a feature; a probe
-// that fails for another reason (e.g. not root) fails the test.
+// requireSupported skips only when the kernel lacks a feature.
 func requireSupported(tb testing.TB) {
 	tb.Helper()
-	err := Supported()
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.EPERM) || !errors.Is(err, ebpf.ErrNotSupported):
-		tb.Fatalf("feature probe failed (these tests need root): %v", err)
-	default:
-		tb.Skip(err)
-	}
+	bpftest.RequireSupported(tb, Supported)
 }
 
 func requireTCX(tb testing.TB) {

@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/membrane-mesh/membrane/bpf/internal/probe"
 )
 
 // Supported reports whether the running kernel has everything the policy
@@ -25,54 +26,26 @@ func Supported() error {
 	if err := features.HaveProgramType(ebpf.SchedCLS); err != nil {
 		missing = append(missing, fmt.Errorf("tc (sched_cls) programs (Linux 4.1): %w", err))
 	}
-	for _, mt := range []struct {
-		typ   ebpf.MapType
-		since string
-	}{
-		{ebpf.Hash, "Linux 3.19"},
-		{ebpf.LRUHash, "Linux 4.10"},
-		{ebpf.LPMTrie, "Linux 4.11"},
-		{ebpf.PerCPUArray, "Linux 4.6"},
-		{ebpf.RingBuf, "Linux 5.8"},
-	} {
-		if err := features.HaveMapType(mt.typ); err != nil {
-			missing = append(missing, fmt.Errorf("%s map (%s): %w", mt.typ, mt.since, err))
-		}
-	}
-	if err := features.HaveMapFlag(features.BPF_F_NO_PREALLOC); err != nil {
-		missing = append(missing, fmt.Errorf("BPF_F_NO_PREALLOC (Linux 4.6): %w", err))
-	}
-	for _, h := range []struct {
-		fn    asm.BuiltinFunc
-		since string
-	}{
-		{asm.FnSkbLoadBytes, "Linux 4.5"},
-		{asm.FnKtimeGetNs, "Linux 4.1"},
-		{asm.FnRingbufReserve, "Linux 5.8"},
-		{asm.FnRingbufSubmit, "Linux 5.8"},
-	} {
-		if err := features.HaveProgramHelper(ebpf.SchedCLS, h.fn); err != nil {
-			missing = append(missing, fmt.Errorf("helper %s in tc programs (%s): %w", h.fn, h.since, err))
-		}
-	}
-	if len(missing) > 0 {
-		return &unsupportedError{missing: missing}
-	}
-	return nil
+	missing = append(missing, probe.Requirements{
+		Maps: []probe.Map{
+			{Type: ebpf.Hash, Since: "Linux 3.19"},
+			{Type: ebpf.LRUHash, Since: "Linux 4.10"},
+			{Type: ebpf.LPMTrie, Since: "Linux 4.11"},
+			{Type: ebpf.PerCPUArray, Since: "Linux 4.6"},
+			{Type: ebpf.RingBuf, Since: "Linux 5.8"},
+		},
+		NoPrealloc:  true,
+		ProgramType: ebpf.SchedCLS,
+		ProgramName: "tc",
+		Helpers: []probe.Helper{
+			{Fn: asm.FnSkbLoadBytes, Since: "Linux 4.5"},
+			{Fn: asm.FnKtimeGetNs, Since: "Linux 4.1"},
+			{Fn: asm.FnRingbufReserve, Since: "Linux 5.8"},
+			{Fn: asm.FnRingbufSubmit, Since: "Linux 5.8"},
+		},
+	}.Missing()...)
+	return probe.Check("the policy datapath", missing)
 }
-
-// unsupportedError lists every missing feature on one line.
-type unsupportedError struct{ missing []error }
-
-func (e *unsupportedError) Error() string {
-	msgs := make([]string, len(e.missing))
-	for i, err := range e.missing {
-		msgs[i] = err.Error()
-	}
-	return "the policy datapath is not supported here: " + strings.Join(msgs, "; ")
-}
-
-func (e *unsupportedError) Unwrap() []error { return e.missing }
 
 // haveTCX reports whether the kernel has tcx links (Linux 6.6): attaching a
 // trivial program to an interface that cannot exist fails with ENODEV where

@@ -2,7 +2,6 @@ package socklb
 
 import (
 	"bufio"
-	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/bpf/internal/bpftest"
 	"github.com/membrane-mesh/membrane/e2e/netns"
@@ -62,18 +60,10 @@ func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// requireSupported skips only when the kernel lacks a feature; a probe
-// that fails for another reason (e.g. not root) fails the test.
+// requireSupported skips only when the kernel lacks a feature.
 func requireSupported(tb testing.TB) {
 	tb.Helper()
-	err := Supported()
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.EPERM) || !errors.Is(err, ebpf.ErrNotSupported):
-		tb.Fatalf("feature probe failed (these tests need root): %v", err)
-	default:
-		tb.Skip(err)
-	}
+	bpftest.RequireSupported(tb, Supported)
 }
 
 func must(tb testing.TB, err error) {

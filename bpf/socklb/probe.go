@@ -3,12 +3,13 @@ package socklb
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/membrane-mesh/membrane/bpf/internal/probe"
 )
 
 // Supported reports whether the running kernel has everything the socket load
@@ -25,53 +26,25 @@ func Supported() error {
 			missing = append(missing, fmt.Errorf("cgroup/%s hook (%s): %w", h.section, h.since, err))
 		}
 	}
-	for _, mt := range []struct {
-		typ   ebpf.MapType
-		since string
-	}{
-		{ebpf.Hash, "Linux 3.19"},
-		{ebpf.LRUHash, "Linux 4.10"},
-		{ebpf.PerCPUArray, "Linux 4.6"},
-	} {
-		if err := features.HaveMapType(mt.typ); err != nil {
-			missing = append(missing, fmt.Errorf("%s map (%s): %w", mt.typ, mt.since, err))
-		}
-	}
-	if err := features.HaveMapFlag(features.BPF_F_NO_PREALLOC); err != nil {
-		missing = append(missing, fmt.Errorf("BPF_F_NO_PREALLOC (Linux 4.6): %w", err))
-	}
-	for _, h := range []struct {
-		fn    asm.BuiltinFunc
-		since string
-	}{
-		{asm.FnGetSocketCookie, "Linux 5.0 for sock_addr"},
-		{asm.FnGetNetnsCookie, "Linux 5.7 for sock_addr"},
-		{asm.FnGetPrandomU32, "Linux 4.1"},
-		{asm.FnKtimeGetNs, "Linux 4.1"},
-		{asm.FnSetRetval, "Linux 5.18; without it a service without backends refuses with EPERM, not ECONNREFUSED"},
-	} {
-		if err := features.HaveProgramHelper(ebpf.CGroupSockAddr, h.fn); err != nil {
-			missing = append(missing, fmt.Errorf("helper %s in cgroup sock_addr programs (%s): %w", h.fn, h.since, err))
-		}
-	}
-	if len(missing) > 0 {
-		return &unsupportedError{missing: missing}
-	}
-	return nil
+	missing = append(missing, probe.Requirements{
+		Maps: []probe.Map{
+			{Type: ebpf.Hash, Since: "Linux 3.19"},
+			{Type: ebpf.LRUHash, Since: "Linux 4.10"},
+			{Type: ebpf.PerCPUArray, Since: "Linux 4.6"},
+		},
+		NoPrealloc:  true,
+		ProgramType: ebpf.CGroupSockAddr,
+		ProgramName: "cgroup sock_addr",
+		Helpers: []probe.Helper{
+			{Fn: asm.FnGetSocketCookie, Since: "Linux 5.0 for sock_addr"},
+			{Fn: asm.FnGetNetnsCookie, Since: "Linux 5.7 for sock_addr"},
+			{Fn: asm.FnGetPrandomU32, Since: "Linux 4.1"},
+			{Fn: asm.FnKtimeGetNs, Since: "Linux 4.1"},
+			{Fn: asm.FnSetRetval, Since: "Linux 5.18; without it a service without backends refuses with EPERM, not ECONNREFUSED"},
+		},
+	}.Missing()...)
+	return probe.Check("socket load balancing", missing)
 }
-
-// unsupportedError lists every missing feature on one line.
-type unsupportedError struct{ missing []error }
-
-func (e *unsupportedError) Error() string {
-	msgs := make([]string, len(e.missing))
-	for i, err := range e.missing {
-		msgs[i] = err.Error()
-	}
-	return "socket load balancing is not supported here: " + strings.Join(msgs, "; ")
-}
-
-func (e *unsupportedError) Unwrap() []error { return e.missing }
 
 // haveSetRetval reports whether connect4/sendmsg4 may call bpf_set_retval.
 func haveSetRetval() (bool, error) {

@@ -2,15 +2,18 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,11 +41,28 @@ type env struct {
 // newEnv skips unless the benchmark can run, and finds the tools.
 func newEnv(b *testing.B) env {
 	b.Helper()
+	e := benchEnv(b, "netfilter")
+	if _, err := os.Stat(filepath.Join(e.toolsDir, "bin", "kube-proxy")); err != nil {
+		b.Fatalf("bench: %v: run `make tools build` first", err)
+	}
+	for _, tool := range []string{"nsenter", "iptables", "iptables-save", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("bench: %s not found: run `make tools` (Debian packages util-linux, iptables, nftables)", tool)
+		}
+	}
+	return e
+}
+
+// benchEnv skips unless the benchmark can run (root, not -short; needs
+// names what else root is needed for), and finds the tool and binary
+// directories and membrane-agent.
+func benchEnv(b *testing.B, needs string) env {
+	b.Helper()
 	if testing.Short() {
 		b.Skip("bench: skipped with -short (it brings up local clusters)")
 	}
 	if os.Geteuid() != 0 {
-		b.Skip("bench: needs root (network namespaces, cgroups, eBPF, netfilter)")
+		b.Skipf("bench: needs root (network namespaces, cgroups, eBPF, %s)", needs)
 	}
 	e := env{toolsDir: os.Getenv("MEMBRANE_CACHE"), binDir: os.Getenv("MEMBRANE_BIN_DIR")}
 	if e.toolsDir == "" {
@@ -53,15 +73,8 @@ func newEnv(b *testing.B) env {
 		abs, _ := filepath.Abs("../../bin")
 		e.binDir = abs
 	}
-	for _, p := range []string{filepath.Join(e.toolsDir, "bin", "kube-proxy"), filepath.Join(e.binDir, "membrane-agent")} {
-		if _, err := os.Stat(p); err != nil {
-			b.Fatalf("bench: %v: run `make tools build` first", err)
-		}
-	}
-	for _, tool := range []string{"nsenter", "iptables", "iptables-save", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Fatalf("bench: %s not found: run `make tools` (Debian packages util-linux, iptables, nftables)", tool)
-		}
+	if _, err := os.Stat(filepath.Join(e.binDir, "membrane-agent")); err != nil {
+		b.Fatalf("bench: %v: run `make tools build` first", err)
 	}
 	e.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return e
@@ -426,4 +439,21 @@ func pollEvery(ctx context.Context, interval, timeout time.Duration, what string
 		case <-time.After(interval):
 		}
 	}
+}
+
+// benchContext is done on SIGINT or SIGTERM, and 2 minutes before go
+// test's own timeout (at most 20 minutes in): a benchmark must finish, and
+// remove its cluster, before that timeout panics and skips every cleanup.
+func benchContext(b *testing.B) context.Context {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	b.Cleanup(stop)
+	deadline := 20 * time.Minute
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if t, err := time.ParseDuration(f.Value.String()); err == nil && t > 0 {
+			deadline = min(deadline, t-2*time.Minute)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	b.Cleanup(cancel)
+	return ctx
 }

@@ -40,19 +40,16 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -129,18 +126,7 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 		}
 		requests = n
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// Finish (and remove the cluster) before go test's own timeout panics,
-	// which would skip every cleanup.
-	deadline := 20 * time.Minute
-	if f := flag.Lookup("test.timeout"); f != nil {
-		if t, err := time.ParseDuration(f.Value.String()); err == nil && t > 0 {
-			deadline = min(deadline, t-2*time.Minute)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
+	ctx := benchContext(b)
 	begin := time.Now()
 	load := strings.TrimSpace(wgLoadAvg())
 

@@ -25,16 +25,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"math"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -93,18 +90,7 @@ func BenchmarkPolicyChangeToEnforced(b *testing.B) {
 		}
 		changes = n
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// Finish (and remove the cluster) before go test's own timeout panics,
-	// which would skip every cleanup.
-	deadline := 20 * time.Minute
-	if f := flag.Lookup("test.timeout"); f != nil {
-		if t, err := time.ParseDuration(f.Value.String()); err == nil && t > 0 {
-			deadline = min(deadline, t-2*time.Minute)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
+	ctx := benchContext(b)
 	begin := time.Now()
 	load := strings.TrimSpace(wgLoadAvg())
 

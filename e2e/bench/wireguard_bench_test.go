@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -152,38 +151,15 @@ func BenchmarkWireGuardVsUnderlay(b *testing.B) {
 	b.ReportMetric(wgMedianCost(ul.cost).machine, "underlay-CPUs/GB")
 }
 
-type wgTools struct {
-	toolsDir, binDir string
-	log              *slog.Logger
-}
-
 // wgBenchEnv skips unless the benchmark can run, and finds the tools.
-func wgBenchEnv(b *testing.B) wgTools {
+func wgBenchEnv(b *testing.B) env {
 	b.Helper()
-	if testing.Short() {
-		b.Skip("bench: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		b.Skip("bench: needs root (network namespaces, cgroups, eBPF, TUN)")
-	}
-	e := wgTools{toolsDir: os.Getenv("MEMBRANE_CACHE"), binDir: os.Getenv("MEMBRANE_BIN_DIR")}
-	if e.toolsDir == "" {
-		home, _ := os.UserHomeDir()
-		e.toolsDir = filepath.Join(home, ".cache", "membrane")
-	}
-	if e.binDir == "" {
-		abs, _ := filepath.Abs("../../bin")
-		e.binDir = abs
-	}
-	if _, err := os.Stat(filepath.Join(e.binDir, "membrane-agent")); err != nil {
-		b.Fatalf("bench: %v: run `make tools build` first", err)
-	}
+	e := benchEnv(b, "TUN")
 	for _, tool := range []string{"nsenter", "iperf3", "ip"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			b.Fatalf("bench: %s not found: run `make tools` (Debian packages util-linux, iperf3, iproute2)", tool)
 		}
 	}
-	e.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return e
 }
 

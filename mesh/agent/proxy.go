@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -49,6 +50,10 @@ type proxy struct {
 	client kubernetes.Interface
 	xds    *server.Server
 	als    *accesslog.Receiver
+	// last is the configuration last published, with its policies'
+	// contributions (the regeneration loop's).
+	last        *translate.Node
+	lastOrigins map[string]string
 
 	mu sync.Mutex
 	// origins of the newest published configuration and of the one in
@@ -98,8 +103,13 @@ func (p *proxy) run(ctx context.Context) error {
 	}
 }
 
-// update publishes the L7 configuration of the node's endpoints.
+// update publishes the L7 configuration of the node's endpoints. Most
+// regenerations change no L7 rule: an unchanged configuration is not
+// translated again.
 func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string]string) {
+	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, origins) {
+		return
+	}
 	res, err := n.Resources()
 	if err != nil {
 		// The resolver's rules are validated by the policies' converters:
@@ -116,6 +126,7 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 	p.mu.Lock()
 	p.published[version] = origins
 	p.mu.Unlock()
+	p.last, p.lastOrigins = &n, origins
 }
 
 // report writes the rejection of the newest configuration, if any, on the

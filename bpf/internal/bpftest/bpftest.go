@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -141,4 +142,19 @@ func ensureBPFFS() error {
 
 func name() string {
 	return fmt.Sprintf("membrane-test-%08x", rand.Uint32())
+}
+
+// RequireSupported skips the test only when supported (a datapath's
+// Supported) says the kernel lacks a feature; a probe that fails for
+// another reason (e.g. not root) fails the test.
+func RequireSupported(tb testing.TB, supported func() error) {
+	tb.Helper()
+	err := supported()
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EPERM) || !errors.Is(err, ebpf.ErrNotSupported):
+		tb.Fatalf("feature probe failed (these tests need root): %v", err)
+	default:
+		tb.Skip(err)
+	}
 }
