@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // env is what every end-to-end test shares: one 2-node cluster.
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() || os.Geteuid() != 0 {
 		if os.Geteuid() != 0 {
-			fmt.Println("e2e: not root: the end-to-end tests are skipped (they create namespaces, cgroups and eBPF programs)")
+			fmt.Println("e2e: not root: the end-to-end tests are skipped, or fail in CI (they create namespaces, cgroups and eBPF programs)")
 		}
 		os.Exit(m.Run())
 	}
@@ -82,15 +83,14 @@ func setUp() env {
 	return e
 }
 
-// cluster returns the shared cluster, skipping in -short mode.
+// cluster returns the shared cluster, skipping in -short mode; without root
+// it skips, and fails in CI.
 func cluster(t *testing.T) *kube {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped with -short")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("end-to-end test: needs root")
-	}
+	testenv.RequireRoot(t, "end-to-end test (namespaces, cgroups, eBPF)")
 	if shared.setupErr != nil {
 		t.Fatal(shared.setupErr)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/bpf/internal/bpftest"
 	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // Return codes of the programs (tcx's).
@@ -98,7 +99,7 @@ func requireTCX(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	if !ok {
-		tb.Skip("kernel lacks tcx (Linux 6.6+)")
+		testenv.Missing(tb, "kernel lacks tcx (Linux 6.6+)")
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // env is where the tools are.
@@ -53,17 +54,15 @@ func newEnv(b *testing.B) env {
 	return e
 }
 
-// benchEnv skips unless the benchmark can run (root, not -short; needs
-// names what else root is needed for), and finds the tool and binary
+// benchEnv skips unless the benchmark can run (not -short; root, or it
+// fails in CI; needs names what else root is needed for), and finds the tool and binary
 // directories and membrane-agent.
 func benchEnv(b *testing.B, needs string) env {
 	b.Helper()
 	if testing.Short() {
 		b.Skip("bench: skipped with -short (it brings up local clusters)")
 	}
-	if os.Geteuid() != 0 {
-		b.Skipf("bench: needs root (network namespaces, cgroups, eBPF, %s)", needs)
-	}
+	testenv.RequireRoot(b, fmt.Sprintf("bench: network namespaces, cgroups, eBPF, %s", needs))
 	e := env{toolsDir: os.Getenv("MEMBRANE_CACHE"), binDir: os.Getenv("MEMBRANE_BIN_DIR")}
 	if e.toolsDir == "" {
 		home, _ := os.UserHomeDir()

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -11,17 +10,19 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // TestNFTWatch checks the benchmark's rule watch on rules shaped like
 // kube-proxy's, in a fresh network namespace.
 func TestNFTWatch(t *testing.T) {
-	if testing.Short() || os.Geteuid() != 0 {
-		t.Skip("needs root; skipped with -short")
+	if testing.Short() {
+		t.Skip("skipped with -short: creates a network namespace")
 	}
+	testenv.RequireRoot(t, "creates a network namespace")
 	for _, tool := range []string{"nsenter", "iptables", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make tools)", tool)
+			testenv.Missing(t, tool+" not installed: run `make tools`")
 		}
 	}
 	ns := filepath.Join(t.TempDir(), "ns")

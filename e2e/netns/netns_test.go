@@ -6,12 +6,12 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 func TestCreateDoRemove(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
+	testenv.RequireRoot(t, "creates network namespaces")
 	var root, inside unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &root); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -17,14 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
-// requireRoot skips unless the test runs as root.
+// requireRoot skips (fails in CI) unless the test runs as root.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, nftables tables and ip rules")
-	}
+	testenv.RequireRoot(t, "creates network namespaces, nftables tables and ip rules")
 }
 
 // newNetns creates a network namespace with lo up, pinned in a temp dir
@@ -62,7 +60,7 @@ func in(t *testing.T, path string, fn func() error) {
 	}
 }
 
-// requireKernel skips if the kernel lacks policy routing, nft_socket or
+// requireKernel skips (fails in CI) if the kernel lacks policy routing, nft_socket or
 // nft_tproxy, probing each in a scratch namespace. Any other failure
 // fails the test.
 func requireKernel(t *testing.T) {
@@ -97,7 +95,7 @@ func requireKernel(t *testing.T) {
 		switch {
 		case err == nil:
 		case missing(err):
-			t.Skipf("kernel lacks %s: %v", p.feature, err)
+			testenv.Missing(t, fmt.Sprintf("kernel lacks %s: %v", p.feature, err))
 		default:
 			t.Fatalf("probe %s: %v", p.feature, err)
 		}

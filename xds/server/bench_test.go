@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 	"github.com/membrane-mesh/membrane/xds/envoytest"
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
@@ -121,9 +122,7 @@ func (s xdsBenchShape) node(proxyPort uint16) translate.Node {
 // a wait over 60 s fails; a missed target does not.
 func BenchmarkXDSRoutes(b *testing.B) {
 	envoy := envoytest.Binary(b)
-	if os.Geteuid() != 0 {
-		b.Skip("the transparent listener needs CAP_NET_ADMIN: run as root")
-	}
+	testenv.RequireRoot(b, "the transparent listener needs CAP_NET_ADMIN")
 	shape := xdsBenchShapeFromEnv(b)
 	s, adsAddr := serveADS(b)
 	adminPath := filepath.Join(b.TempDir(), "admin-address")

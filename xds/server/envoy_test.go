@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 	"github.com/membrane-mesh/membrane/xds/envoytest"
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
@@ -26,9 +27,7 @@ import (
 // rejected one; a fixed configuration is accepted again.
 func TestEnvoyAckNackRestart(t *testing.T) {
 	envoy := envoytest.Binary(t)
-	if os.Geteuid() != 0 {
-		t.Skip("the transparent listener needs CAP_NET_ADMIN: run as root")
-	}
+	testenv.RequireRoot(t, "the transparent listener needs CAP_NET_ADMIN")
 	s, adsAddr := serveADS(t)
 
 	node := func(path string) translate.Node {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/cgroups"
 	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // BPFFSRoot is where bpffs is expected (and mounted when missing).
@@ -144,9 +145,9 @@ func name() string {
 	return fmt.Sprintf("membrane-test-%08x", rand.Uint32())
 }
 
-// RequireSupported skips the test only when supported (a datapath's
-// Supported) says the kernel lacks a feature; a probe that fails for
-// another reason (e.g. not root) fails the test.
+// RequireSupported skips the test (fails it in CI) only when supported (a
+// datapath's Supported) says the kernel lacks a feature; a probe that
+// fails for another reason (e.g. not root) fails the test.
 func RequireSupported(tb testing.TB, supported func() error) {
 	tb.Helper()
 	err := supported()
@@ -155,6 +156,6 @@ func RequireSupported(tb testing.TB, supported func() error) {
 	case errors.Is(err, unix.EPERM) || !errors.Is(err, ebpf.ErrNotSupported):
 		tb.Fatalf("feature probe failed (these tests need root): %v", err)
 	default:
-		tb.Skip(err)
+		testenv.Missing(tb, err.Error())
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/cgroups"
 	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // TestMain lets the test binary act as the container init when Start
@@ -43,16 +44,17 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mount, clone of namespaces, cgroups)")
-	}
+	testenv.RequireRoot(t, "mount, clone of namespaces, cgroups")
 	fsys, err := os.ReadFile("/proc/filesystems")
-	if err != nil || !bytes.Contains(fsys, []byte("\toverlay\n")) {
-		t.Skip("needs overlayfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(fsys, []byte("\toverlay\n")) {
+		testenv.Missing(t, "needs overlayfs: the kernel lists no overlay in /proc/filesystems")
 	}
 	cgroot, err := cgroups.Root()
 	if err != nil {
-		t.Skipf("needs cgroup v2: %v", err)
+		testenv.Missing(t, fmt.Sprintf("needs cgroup v2: %v", err))
 	}
 	own, err := ownCgroup()
 	if err != nil {

@@ -10,14 +10,14 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
-// RequireRoot skips the test unless it runs as root.
+// RequireRoot skips the test (fails it in CI) unless it runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
+	testenv.RequireRoot(t, "creates network namespaces")
 }
 
 // New creates a persistent network namespace that is removed when the test
