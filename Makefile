@@ -33,17 +33,23 @@ verify: generate
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 
+# The packages test and unit run.
+TEST_PACKAGES ?= ./...
+# go test through e2e/testreport: go test's usual output, then one line
+# naming the skipped tests with their reasons; go test's exit status.
+GO_TEST = $(GO) build -o $(BIN)/testreport ./e2e/testreport && $(BIN)/testreport -go $(GO) --
+
 ## test: the whole suite (unit + end-to-end on a local cluster); needs root
 test: tools build
-	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) $(GO_TEST_FLAGS) ./...
+	$(GO_TEST) -count=1 -timeout $(E2E_TIMEOUT) $(GO_TEST_FLAGS) $(TEST_PACKAGES)
 
 ## unit: tests that need no local cluster
 unit:
-	$(GO) test -count=1 -short $(GO_TEST_FLAGS) ./...
+	$(GO_TEST) -count=1 -short $(GO_TEST_FLAGS) $(TEST_PACKAGES)
 
 ## e2e: only the end-to-end tests on a local cluster
 e2e: tools build
-	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(GO_TEST_FLAGS) ./e2e/
+	$(GO_TEST) -count=1 -timeout $(E2E_TIMEOUT) -v $(GO_TEST_FLAGS) ./e2e/
 
 ## demo: a local cluster with the demo workload (see README.md)
 demo: tools build

@@ -145,17 +145,20 @@ func name() string {
 	return fmt.Sprintf("membrane-test-%08x", rand.Uint32())
 }
 
-// RequireSupported skips the test (fails it in CI) only when supported (a
-// datapath's Supported) says the kernel lacks a feature; a probe that
-// fails for another reason (e.g. not root) fails the test.
+// RequireSupported skips the test (fails it in CI) when supported (a
+// datapath's Supported) says the kernel lacks a feature or refused the
+// probe for want of privilege; a probe that fails for another reason fails
+// the test.
 func RequireSupported(tb testing.TB, supported func() error) {
 	tb.Helper()
 	err := supported()
 	switch {
 	case err == nil:
-	case errors.Is(err, unix.EPERM) || !errors.Is(err, ebpf.ErrNotSupported):
-		tb.Fatalf("feature probe failed (these tests need root): %v", err)
-	default:
+	case errors.Is(err, unix.EPERM):
+		testenv.Missing(tb, "needs root: the kernel refused the eBPF feature probe (operation not permitted)")
+	case errors.Is(err, ebpf.ErrNotSupported):
 		testenv.Missing(tb, err.Error())
+	default:
+		tb.Fatalf("feature probe failed: %v", err)
 	}
 }

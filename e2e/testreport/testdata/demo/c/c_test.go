@@ -1,0 +1,5 @@
+package c
+
+import "testing"
+
+func TestBroken(t *testing.T) { undefined() }
