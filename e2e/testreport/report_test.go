@@ -58,6 +58,25 @@ func TestReport(t *testing.T) {
 	}
 }
 
+// A test binary that dies mid-test leaves its package without a result:
+// what it printed is shown and the run fails.
+func TestReportUnfinished(t *testing.T) {
+	stream := `{"Action":"start","Package":"m/p"}
+{"Action":"run","Package":"m/p","Test":"TestX"}
+{"Action":"output","Package":"m/p","Test":"TestX","Output":"=== RUN   TestX\n"}
+{"Action":"output","Package":"m/p","Test":"TestX","Output":"fatal error: out of memory\n"}
+`
+	var got bytes.Buffer
+	r := newReporter(&got, false, "m")
+	if err := r.read(strings.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	want := "fatal error: out of memory\nFAIL\nno tests skipped\n"
+	if got.String() != want || !r.failed {
+		t.Errorf("output %q, failed %v; want %q, failed", got.String(), r.failed, want)
+	}
+}
+
 func TestSummary(t *testing.T) {
 	for _, tc := range []struct {
 		skips []skip
