@@ -55,14 +55,14 @@ func newEnv(b *testing.B) env {
 }
 
 // benchEnv skips unless the benchmark can run (not -short; root, or it
-// fails in CI; needs names what else root is needed for), and finds the tool and binary
-// directories and membrane-agent.
+// fails in CI; needs names what else root is needed for), and finds the
+// tool and binary directories and membrane-agent.
 func benchEnv(b *testing.B, needs string) env {
 	b.Helper()
 	if testing.Short() {
 		b.Skip("bench: skipped with -short (it brings up local clusters)")
 	}
-	testenv.RequireRoot(b, fmt.Sprintf("bench: network namespaces, cgroups, eBPF, %s", needs))
+	testenv.RequireRoot(b, fmt.Sprintf("the benchmark's local clusters (network namespaces, cgroups, eBPF, %s)", needs))
 	e := env{toolsDir: os.Getenv("MEMBRANE_CACHE"), binDir: os.Getenv("MEMBRANE_BIN_DIR")}
 	if e.toolsDir == "" {
 		home, _ := os.UserHomeDir()

@@ -60,9 +60,9 @@ func in(t *testing.T, path string, fn func() error) {
 	}
 }
 
-// requireKernel skips (fails in CI) if the kernel lacks policy routing, nft_socket or
-// nft_tproxy, probing each in a scratch namespace. Any other failure
-// fails the test.
+// requireKernel skips (fails in CI) if the kernel lacks policy routing,
+// nft_socket or nft_tproxy, probing each in a scratch namespace. Any other
+// failure fails the test.
 func requireKernel(t *testing.T) {
 	t.Helper()
 	scratch := newNetns(t, "probe")
