@@ -55,10 +55,12 @@ type reporter struct {
 	order  []string // packages not yet fully printed, by start
 	skips  []skip
 	failed bool
+	// counts are the tests and subtests by result: pass, fail, skip.
+	counts map[string]int
 }
 
 func newReporter(w io.Writer, verbose bool, module string) *reporter {
-	return &reporter{w: w, verbose: verbose, module: module, pkgs: map[string]*pkg{}}
+	return &reporter{w: w, verbose: verbose, module: module, pkgs: map[string]*pkg{}, counts: map[string]int{}}
 }
 
 // read handles every event from r; a line that is not an event is printed
@@ -111,6 +113,7 @@ func (r *reporter) handle(e event) {
 		}
 		if e.Test != "" {
 			p.ended[e.Test] = e.Action
+			r.counts[e.Action]++
 			if e.Action == "skip" {
 				r.skips = append(r.skips, skip{r.name(e.Package, e.Test), reason(p.lines, e.Test)})
 			}
@@ -163,7 +166,7 @@ func (r *reporter) flush() {
 
 // finish prints what is left of packages that never ended (their test
 // binary died without a result), then go test's closing FAIL and the skip
-// summary.
+// summary, and last a count of the tests by result.
 func (r *reporter) finish() {
 	for _, name := range r.order {
 		if p := r.pkgs[name]; !p.done {
@@ -177,6 +180,7 @@ func (r *reporter) finish() {
 		fmt.Fprintln(r.w, "FAIL")
 	}
 	fmt.Fprintln(r.w, summary(r.skips))
+	fmt.Fprintf(r.w, "tests: %d passed, %d failed, %d skipped\n", r.counts["pass"], r.counts["fail"], r.counts["skip"])
 }
 
 // name is pkg.Test with the module's path trimmed from pkg.

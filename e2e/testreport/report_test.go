@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -71,7 +72,7 @@ func TestReportUnfinished(t *testing.T) {
 	if err := r.read(strings.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
-	want := "fatal error: out of memory\nFAIL\nno tests skipped\n"
+	want := "fatal error: out of memory\nFAIL\nno tests skipped\ntests: 0 passed, 0 failed, 0 skipped\n"
 	if got.String() != want || !r.failed {
 		t.Errorf("output %q, failed %v; want %q, failed", got.String(), r.failed, want)
 	}
@@ -144,13 +145,22 @@ func TestRun(t *testing.T) {
 			if got, want := strings.TrimSpace(string(args)), "test -json -count=1 -short ./..."; got != want {
 				t.Errorf("go ran with %q, want %q", got, want)
 			}
+			// The skip summary, then the count of tests by result.
 			lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-			if last := lines[len(lines)-1]; !strings.HasPrefix(last, tc.wantLast) {
-				t.Errorf("last line %q, want it to start with %q", last, tc.wantLast)
+			if len(lines) < 2 {
+				t.Fatalf("output %q: want a skip summary and a count", stdout.String())
+			}
+			if got := lines[len(lines)-2]; !strings.HasPrefix(got, tc.wantLast) {
+				t.Errorf("summary line %q, want it to start with %q", got, tc.wantLast)
+			}
+			if count := lines[len(lines)-1]; !countLine.MatchString(count) {
+				t.Errorf("last line %q, want `tests: N passed, N failed, N skipped`", count)
 			}
 		})
 	}
 }
+
+var countLine = regexp.MustCompile(`^tests: \d+ passed, \d+ failed, \d+ skipped$`)
 
 func TestModulePath(t *testing.T) {
 	dir := t.TempDir()
