@@ -147,7 +147,9 @@ type EgressRule struct {
 	ToPorts []PortRule `json:"toPorts,omitempty"`
 
 	// ToFQDNs matches peers by the DNS names the selected endpoints looked up
-	// (which needs a DNS rule that lets the proxy see the lookups).
+	// (which needs a DNS rule that lets the proxy see the lookups). Not
+	// available yet: toFQDNs match no peer, and the policy's Programmed
+	// condition is False with reason Unsupported.
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
 	ToFQDNs []FQDNSelector `json:"toFQDNs,omitempty"`
@@ -270,7 +272,9 @@ type L7Rules struct {
 	HTTP []PortRuleHTTP `json:"http,omitempty"`
 
 	// DNS rules: a lookup is allowed when it matches one of them (egress
-	// only).
+	// only). Not enforced yet: the ports are allowed for every name, and
+	// unless a rule is matchPattern "*" the policy's Programmed condition is
+	// False with reason Unsupported.
 	// +optional
 	// +kubebuilder:validation:MaxItems=32
 	DNS []FQDNSelector `json:"dns,omitempty"`
@@ -309,8 +313,9 @@ type PortRuleHTTP struct {
 }
 
 // HeaderMatch requires a header value. Without mismatch, a request whose
-// header does not match is denied; with it, the request is allowed and the
-// proxy logs the mismatch or fixes the header.
+// header does not match is denied; with it, the request is allowed (logging
+// the mismatch or fixing the header is not implemented yet: the policy's
+// Programmed condition is then False with reason Unsupported).
 type HeaderMatch struct {
 	// Mismatch is what to do when the header does not match.
 	// +optional
@@ -363,9 +368,11 @@ type FQDNSelector struct {
 
 // Authentication is the authentication a rule requires of its peers.
 type Authentication struct {
-	// Mode is "disabled" (none), "required" (mutual TLS between the nodes'
-	// agents with the peers' SPIFFE identities before traffic passes) or
-	// "test-always-fail" (for tests: authentication never succeeds).
+	// Mode is "disabled" (none), "required" or "test-always-fail" (for
+	// tests: authentication never succeeds). Mutual authentication is not
+	// available yet: with "required", traffic the rule matches is dropped
+	// (drop reason "Authentication required") and the policy's Programmed
+	// condition is False with reason Unsupported.
 	Mode AuthenticationMode `json:"mode"`
 }
 
