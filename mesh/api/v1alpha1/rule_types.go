@@ -92,7 +92,8 @@ type IngressRule struct {
 	// +kubebuilder:validation:MaxItems=16
 	ToPorts []PortRule `json:"toPorts,omitempty"`
 
-	// Authentication requires mutual authentication of the peers.
+	// Authentication asks for mutual authentication of the peers, which is
+	// not available yet (see Authentication.Mode).
 	// +optional
 	Authentication *Authentication `json:"authentication,omitempty"`
 }
@@ -154,7 +155,8 @@ type EgressRule struct {
 	// +kubebuilder:validation:MaxItems=64
 	ToFQDNs []FQDNSelector `json:"toFQDNs,omitempty"`
 
-	// Authentication requires mutual authentication of the peers.
+	// Authentication asks for mutual authentication of the peers, which is
+	// not available yet (see Authentication.Mode).
 	// +optional
 	Authentication *Authentication `json:"authentication,omitempty"`
 }
@@ -367,6 +369,7 @@ type FQDNSelector struct {
 }
 
 // Authentication is the authentication a rule requires of its peers.
+// Mutual authentication is not available yet: see Mode.
 type Authentication struct {
 	// Mode is "disabled" (none), "required" or "test-always-fail" (for
 	// tests: authentication never succeeds). Mutual authentication is not
