@@ -36,7 +36,7 @@ const validMessage = "policy is valid"
 // from the AnnotationProxyRejected annotations the agents set on their
 // Nodes: False (reason ProxyRejected) while a node's Envoy rejects a
 // configuration made from the policy, else True for a policy with HTTP
-// rules. It is also False (reason Unsupported) for a valid policy that uses
+// rules. It is also False (reason Unsupported) for a policy that uses
 // fields Membrane does not implement yet (e.g. authentication.mode
 // required), naming each field and what happens to the traffic instead. A
 // policy with none of these keeps the Programmed condition it has, except
