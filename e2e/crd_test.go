@@ -258,7 +258,7 @@ func TestCRD(t *testing.T) {
 		}
 		t.Logf("kubectl get mnp:\n%s", out)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME VALID AGE DESCRIPTION" {
+		if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME VALID PROGRAMMED AGE DESCRIPTION" {
 			t.Fatalf("kubectl get mnp:\n%s", out)
 		}
 		if f := strings.Fields(lines[1]); len(f) < 4 || f[0] != "rule1" || f[1] != "True" || !strings.HasSuffix(lines[1], "L7 policy to restrict access to specific HTTP call") {

@@ -85,53 +85,53 @@ func TestAttachTCX(t *testing.T) {
 	requireSupported(t)
 	requireTCX(t)
 	e := newEnv(t, Options{})
-	lxc := e.veth("lxc0")
-	e.attach(e.dp, lxc)
-	in, eg := e.tcxPrograms(lxc)
+	pod := e.veth("mbr0")
+	e.attach(e.dp, pod)
+	in, eg := e.tcxPrograms(pod)
 	from, to := progID(t, e.dp.progs.PolicyFromPod), progID(t, e.dp.progs.PolicyToPod)
 	if !slices.Equal(in, []ebpf.ProgramID{from}) || !slices.Equal(eg, []ebpf.ProgramID{to}) {
 		t.Fatalf("tcx programs ingress %v egress %v, want [%d] [%d]", in, eg, from, to)
 	}
-	links := pinnedLinkIDs(t, e.pinDir, lxc)
+	links := pinnedLinkIDs(t, e.pinDir, pod)
 
 	// Again: nothing changes.
-	e.attach(e.dp, lxc)
-	if got := pinnedLinkIDs(t, e.pinDir, lxc); !slices.Equal(got, links) {
+	e.attach(e.dp, pod)
+	if got := pinnedLinkIDs(t, e.pinDir, pod); !slices.Equal(got, links) {
 		t.Errorf("links after a second attach %v, want %v", got, links)
 	}
-	if in2, eg2 := e.tcxPrograms(lxc); !slices.Equal(in2, in) || !slices.Equal(eg2, eg) {
+	if in2, eg2 := e.tcxPrograms(pod); !slices.Equal(in2, in) || !slices.Equal(eg2, eg) {
 		t.Errorf("programs changed on a second attach: %v %v", in2, eg2)
 	}
 	attached, err := e.dp.Attached()
 	must(t, err)
-	if !slices.Equal(attached, []int{lxc}) {
-		t.Errorf("Attached() %v, want [%d]", attached, lxc)
+	if !slices.Equal(attached, []int{pod}) {
+		t.Errorf("Attached() %v, want [%d]", attached, pod)
 	}
 
 	// A restart (a new Load on the pin dir) swaps the programs into the
 	// same links: the interface is never without a program.
 	dp2 := e.load()
-	if got := pinnedLinkIDs(t, e.pinDir, lxc); !slices.Equal(got, links) {
+	if got := pinnedLinkIDs(t, e.pinDir, pod); !slices.Equal(got, links) {
 		t.Errorf("links after restart %v, want %v (updated in place)", got, links)
 	}
-	in, eg = e.tcxPrograms(lxc)
+	in, eg = e.tcxPrograms(pod)
 	from, to = progID(t, dp2.progs.PolicyFromPod), progID(t, dp2.progs.PolicyToPod)
 	if !slices.Equal(in, []ebpf.ProgramID{from}) || !slices.Equal(eg, []ebpf.ProgramID{to}) {
 		t.Errorf("after restart: ingress %v egress %v, want the new programs [%d] [%d]", in, eg, from, to)
 	}
 
-	e.detach(dp2, lxc)
-	if in, eg := e.tcxPrograms(lxc); len(in)+len(eg) != 0 {
+	e.detach(dp2, pod)
+	if in, eg := e.tcxPrograms(pod); len(in)+len(eg) != 0 {
 		t.Errorf("programs after detach: %v %v", in, eg)
 	}
-	e.detach(dp2, lxc) // again: fine
+	e.detach(dp2, pod) // again: fine
 	if attached, _ := dp2.Attached(); len(attached) != 0 {
 		t.Errorf("Attached() after detach: %v", attached)
 	}
 
 	// An interface that goes away leaves a defunct link; the next Load
 	// drops its pins.
-	gone := e.veth("lxc1")
+	gone := e.veth("mbr1")
 	e.attach(dp2, gone)
 	e.in(func() error {
 		l, err := netlink.LinkByIndex(gone)
@@ -169,37 +169,37 @@ func pinnedLinkIDs(tb testing.TB, pinDir string, ifindex int) []link.ID {
 
 func TestAttachLegacyTC(t *testing.T) {
 	e := newEnv(t, Options{forceLegacyTC: true})
-	lxc := e.veth("lxc0")
-	e.attach(e.dp, lxc)
-	e.attach(e.dp, lxc)
-	in, eg := e.legacyFilters(lxc)
+	pod := e.veth("mbr0")
+	e.attach(e.dp, pod)
+	e.attach(e.dp, pod)
+	in, eg := e.legacyFilters(pod)
 	if len(in) != 1 || len(eg) != 1 || in[0].Name != policyProgPolicyFromPod || eg[0].Name != policyProgPolicyToPod || !in[0].DirectAction {
 		t.Fatalf("filters ingress %+v egress %+v", in, eg)
 	}
 	first := in[0].Id
 	var attached []int
 	e.in(func() (err error) { attached, err = e.dp.Attached(); return err })
-	if !slices.Equal(attached, []int{lxc}) {
-		t.Errorf("Attached() %v, want [%d]", attached, lxc)
+	if !slices.Equal(attached, []int{pod}) {
+		t.Errorf("Attached() %v, want [%d]", attached, pod)
 	}
 
 	// Restart: the filters get the new programs in place.
 	var dp2 *Datapath
 	dp2 = e.load()
-	in, _ = e.legacyFilters(lxc)
+	in, _ = e.legacyFilters(pod)
 	if len(in) != 1 || in[0].Id == first || in[0].Id != int(progID(t, dp2.progs.PolicyFromPod)) {
 		t.Errorf("after restart: ingress filters %+v, want one with program %d", in, progID(t, dp2.progs.PolicyFromPod))
 	}
-	e.detach(dp2, lxc)
-	if in, eg := e.legacyFilters(lxc); len(in)+len(eg) != 0 {
+	e.detach(dp2, pod)
+	if in, eg := e.legacyFilters(pod); len(in)+len(eg) != 0 {
 		t.Errorf("filters after detach: %+v %+v", in, eg)
 	}
-	e.detach(dp2, lxc)
+	e.detach(dp2, pod)
 
 	// Unload finds and removes filters too.
-	e.attach(dp2, lxc)
+	e.attach(dp2, pod)
 	e.in(func() error { return Unload(e.pinDir) })
-	if in, eg := e.legacyFilters(lxc); len(in)+len(eg) != 0 {
+	if in, eg := e.legacyFilters(pod); len(in)+len(eg) != 0 {
 		t.Errorf("filters after Unload: %+v %+v", in, eg)
 	}
 }
@@ -208,11 +208,11 @@ func TestUnload(t *testing.T) {
 	requireSupported(t)
 	requireTCX(t)
 	e := newEnv(t, Options{})
-	lxc := e.veth("lxc0")
-	e.attach(e.dp, lxc)
+	pod := e.veth("mbr0")
+	e.attach(e.dp, pod)
 	must(t, e.dp.Close())
 	e.in(func() error { return Unload(e.pinDir) })
-	if in, eg := e.tcxPrograms(lxc); len(in)+len(eg) != 0 {
+	if in, eg := e.tcxPrograms(pod); len(in)+len(eg) != 0 {
 		t.Errorf("programs after Unload: %v %v", in, eg)
 	}
 	if _, err := os.Stat(e.pinDir); !errors.Is(err, os.ErrNotExist) {
@@ -227,7 +227,7 @@ func TestAttachFirstInChain(t *testing.T) {
 	requireSupported(t)
 	requireTCX(t)
 	e := newEnv(t, Options{})
-	lxc := e.veth("lxc0")
+	pod := e.veth("mbr0")
 	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:    ebpf.SchedCLS,
 		License: "GPL",
@@ -240,12 +240,12 @@ func TestAttachFirstInChain(t *testing.T) {
 	defer other.Close()
 	var l link.Link
 	e.in(func() (err error) {
-		l, err = link.AttachTCX(link.TCXOptions{Interface: lxc, Program: other, Attach: ebpf.AttachTCXIngress})
+		l, err = link.AttachTCX(link.TCXOptions{Interface: pod, Program: other, Attach: ebpf.AttachTCXIngress})
 		return err
 	})
 	defer l.Close()
-	e.attach(e.dp, lxc)
-	in, _ := e.tcxPrograms(lxc)
+	e.attach(e.dp, pod)
+	in, _ := e.tcxPrograms(pod)
 	if want := []ebpf.ProgramID{progID(t, e.dp.progs.PolicyFromPod), progID(t, other)}; !slices.Equal(in, want) {
 		t.Errorf("tcx ingress chain %v, want %v (policy first)", in, want)
 	}

@@ -30,7 +30,7 @@ type fixture struct {
 func newFixture(tb testing.TB, opts Options, ep Endpoint) *fixture {
 	tb.Helper()
 	e := newEnv(tb, opts)
-	f := &fixture{testEnv: e, ifindex: e.veth("lxc0"), port: 30000}
+	f := &fixture{testEnv: e, ifindex: e.veth("mbr0"), port: 30000}
 	for n := 1; n <= 9; n++ {
 		must(tb, e.dp.UpsertIPCache(peerPrefix(n), peerID(n)))
 	}

@@ -64,7 +64,7 @@ func TestIPCacheLongestPrefix(t *testing.T) {
 	if len(evs) != 1 || evs[0].SrcIdentity != epIdentity || evs[0].DstIdentity != 200 || evs[0].Direction != Egress {
 		t.Errorf("egress events %v, want one with %s -> 200", evs, epIdentity)
 	}
-	other := f.veth("lxc1")
+	other := f.veth("mbr1")
 	f.run(Egress, other, udpPkt("10.1.2.3", "10.9.0.1", 1, 2).frame())
 	evs = drain(t, f.ev)
 	if len(evs) != 1 || evs[0].SrcIdentity != 250 || evs[0].DstIdentity != 100 || evs[0].EndpointID != 0 || evs[0].Ifindex != other {
@@ -231,7 +231,7 @@ func TestDefaultDenyAndUnenforced(t *testing.T) {
 	f.expect(t, "unenforced egress with a deny entry", Egress, f.out(1, TCP, 80), DropNone)
 
 	// An interface without endpoint: nothing enforced, still tracked.
-	other := f.veth("lxc1")
+	other := f.veth("mbr1")
 	before := f.counters().CTCreated
 	if r := f.run(Ingress, other, f.in(1, TCP, 80).frame()); !r.passed() {
 		t.Errorf("interface without endpoint: %+v, want pass", r)
@@ -271,7 +271,7 @@ func TestConntrack(t *testing.T) {
 	// The peer opening its own connection is a new flow: denied.
 	f.expect(t, "SYN from the peer", Ingress, f.in(1, TCP, 80), DropPolicyDenied)
 	// So is a packet with the reply's tuple on another interface.
-	other := f.veth("lxc1")
+	other := f.veth("mbr1")
 	must(t, f.dp.UpsertEndpoint(other, Endpoint{ID: 8, Identity: 5001, EnforceIngress: true}))
 	if r := f.run(Ingress, other, syn.reverse(SYN|ACK).frame()); !r.dropped() {
 		t.Errorf("reply on another interface: %+v, want drop", r)

@@ -61,7 +61,7 @@ func BenchmarkTCPRREnforcedVeth(b *testing.B) {
 		}
 		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: netlink.NewIPNet(net.IP(nodeAddr.AsSlice()))})
 	})
-	pod := addPod(b, e, "lxcrr", "10.244.1.11")
+	pod := addPod(b, e, "mbrrr", "10.244.1.11")
 	const podID = Identity(1001)
 	dp := e.dp
 	must(b, dp.UpsertIPCache(prefix("0.0.0.0/0"), IdentityWorld))

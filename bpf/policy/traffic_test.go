@@ -21,7 +21,7 @@ import (
 // TestTraffic runs real TCP between two "pods" (network namespaces) wired
 // to a "node" namespace like Membrane's CNI does (pod IP/32, default via
 // 169.254.1.1 with a permanent neighbor entry for the host veth's MAC,
-// podIP/32 dev lxcX on the node, forwarding on), with the policy programs on
+// podIP/32 dev mbrX on the node, forwarding on), with the policy programs on
 // both host-side veths. Every packet stays inside the test's namespaces.
 func TestTraffic(t *testing.T) {
 	t.Run("tcx", func(t *testing.T) {
@@ -130,8 +130,8 @@ func testTraffic(t *testing.T, opts Options) {
 		}
 		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: netlink.NewIPNet(net.IPv4(192, 168, 77, 1))})
 	})
-	a := addPod(t, e, "lxca", "10.244.1.11")
-	b := addPod(t, e, "lxcb", "10.244.1.22")
+	a := addPod(t, e, "mbra", "10.244.1.11")
+	b := addPod(t, e, "mbrb", "10.244.1.22")
 	const open, closed, idA, idB = 8080, 9090, Identity(1001), Identity(1002)
 	b.serve(t, open)
 	b.serve(t, closed)

@@ -78,7 +78,7 @@ func testLifecycle(t *testing.T, bin string) {
 		t.Fatalf("DEL pod-a: %v", err)
 	}
 	if got := n.hostLinks(); !slices.Equal(got, []string{veth.HostIfName("pod-b", "eth0")}) {
-		t.Errorf("host lxc links after DEL pod-a = %v, want only pod-b's", got)
+		t.Errorf("host links after DEL pod-a = %v, want only pod-b's", got)
 	}
 	if got := n.ipFiles(); !slices.Equal(got, []string{"10.244.1.3"}) {
 		t.Errorf("IP files after DEL pod-a = %v", got)
@@ -110,7 +110,7 @@ func testLifecycle(t *testing.T, bin string) {
 		t.Errorf("IP files after DEL pod-b = %v", got)
 	}
 	if got := n.hostLinks(); !slices.Equal(got, []string{veth.HostIfName("pod-c", "eth0")}) {
-		t.Errorf("host lxc links after DEL pod-b = %v", got)
+		t.Errorf("host links after DEL pod-b = %v", got)
 	}
 	if err := n.del(list, "pod-c", podC.Path()); err != nil {
 		t.Errorf("DEL pod-c: %v", err)

@@ -152,7 +152,7 @@ func (n *node) del(list *libcni.NetworkConfigList, id, netnsPath string) error {
 	})
 }
 
-// hostLinks returns the names of the node's lxc interfaces.
+// hostLinks returns the names of the node's host-side pod interfaces.
 func (n *node) hostLinks() []string {
 	n.t.Helper()
 	var names []string
@@ -162,7 +162,7 @@ func (n *node) hostLinks() []string {
 			return err
 		}
 		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Name, "lxc") {
+			if strings.HasPrefix(l.Attrs().Name, "mbr") {
 				names = append(names, l.Attrs().Name)
 			}
 		}

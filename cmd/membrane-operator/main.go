@@ -73,6 +73,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.identityGC, "identity-gc-interval", 30*time.Second, "how often unused identities are looked for")
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
 	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -help: the usage is printed
+		}
 		return err
 	}
 	if err := cfg.validate(); err != nil {

@@ -71,7 +71,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.IntVar(&o.Nodes, "nodes", localcluster.DefaultNodes, "number of nodes")
 	f.StringVar(&o.PodCIDR, "pod-cidr", localcluster.DefaultPodCIDR, "cluster pod CIDR (each node gets a /24 of it)")
 	f.StringVar(&o.ServiceCIDR, "service-cidr", localcluster.DefaultServiceCIDR, "service CIDR")
-	f.StringVar(&o.ToolsDir, "tools-dir", defaultToolsDir(), "where `make tools` put Kubernetes, etcd and the pod images")
+	f.StringVar(&o.ToolsDir, "tools-dir", defaultToolsDir(), "where 'make tools' put Kubernetes, etcd and the pod images")
 	f.StringVar(&o.BinDir, "bin-dir", defaultBinDir(), "where Membrane's binaries are")
 	f.BoolVar(&o.NoAgent, "no-agent", false, "start no membrane-agent (and so no Service translation or cluster DNS)")
 	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off)")

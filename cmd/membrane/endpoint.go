@@ -64,7 +64,14 @@ func newPolicyCommand(g *globals) *cobra.Command {
 	get := &cobra.Command{
 		Use:   "get POD",
 		Short: "Show the policy rules the pod's node enforces for it, and the policies they come from",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show the policy rules the pod's node enforces for it, and the policies they come from.
+
+Entries whose verdict ends in +auth come from rules with authentication.mode
+required. Mutual authentication is not available yet: the datapath drops what
+they match (drop reason "Authentication required"). The parts of policies not
+applied as written, such as these rules or toFQDNs, are listed after the table
+("Not applied: ...").`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err

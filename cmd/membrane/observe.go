@@ -38,7 +38,7 @@ func observeFilterHelp() map[string]string {
 		flow.KeyToLabel:      "show flows to endpoints with labels: key=value (k8s: prefix optional), key!=value, key, !key; comma-separated terms must all hold",
 		flow.KeyFromIdentity: "show flows from this security identity: a number, or a reserved one (host, world, remote-node, ...)",
 		flow.KeyToIdentity:   "show flows to this security identity: a number, or a reserved one (host, world, remote-node, ...)",
-		flow.KeyVerdict:      "show flows with this verdict: FORWARDED, DROPPED, REDIRECTED, ERROR, AUDIT, TRACED, TRANSLATED",
+		flow.KeyVerdict:      "show flows with this verdict: FORWARDED, DROPPED or REDIRECTED (Hubble's ERROR, AUDIT, TRACED and TRANSLATED are accepted but never occur)",
 		flow.KeyType:         "show flows of this type: drop, trace or l7",
 		flow.KeyProtocol:     "show flows of this protocol: tcp, udp, sctp, icmp, http",
 		flow.KeyPort:         "show flows from or to this port",

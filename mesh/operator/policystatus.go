@@ -36,10 +36,13 @@ const validMessage = "policy is valid"
 // from the AnnotationProxyRejected annotations the agents set on their
 // Nodes: False (reason ProxyRejected) while a node's Envoy rejects a
 // configuration made from the policy, else True for a policy with HTTP
-// rules. A policy without HTTP rules keeps the Programmed condition it has,
-// except that a ProxyRejected one is deleted once no node rejects the policy:
-// the operator has nothing to say about programming that does not involve the
-// proxies.
+// rules. It is also False (reason Unsupported) for a policy that uses
+// fields Membrane does not implement yet (e.g. authentication.mode
+// required), naming each field and what happens to the traffic instead. A
+// policy with none of these keeps the Programmed condition it has, except
+// that a ProxyRejected or Unsupported one is deleted once it no longer
+// applies: the operator has nothing to say about programming that does not
+// involve the proxies.
 type PolicyStatusController struct {
 	namespaced  policyStatusReconciler[*v1alpha1.MembraneNetworkPolicy]
 	clusterwide policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]
@@ -58,6 +61,7 @@ func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusC
 				_, errs := convert.FromMembranePolicy(p)
 				return &p.Status, errs
 			},
+			unsupported: func(p *v1alpha1.MembraneNetworkPolicy) []string { return unsupportedFields(p.Spec, p.Specs) },
 		},
 		clusterwide: policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]{
 			log:    log.With("kind", convert.KindMembraneClusterwideNetworkPolicy),
@@ -67,6 +71,9 @@ func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusC
 			check: func(p *v1alpha1.MembraneClusterwideNetworkPolicy) (*v1alpha1.PolicyStatus, field.ErrorList) {
 				_, errs := convert.FromMembraneClusterwidePolicy(p)
 				return &p.Status, errs
+			},
+			unsupported: func(p *v1alpha1.MembraneClusterwideNetworkPolicy) []string {
+				return unsupportedFields(p.Spec, p.Specs)
 			},
 		},
 	}
@@ -118,6 +125,9 @@ type policyStatusReconciler[P policyObject] struct {
 	// check returns the policy's status, to be changed in place, and the
 	// errors that make it invalid.
 	check func(P) (*v1alpha1.PolicyStatus, field.ErrorList)
+	// unsupported lists the fields the policy uses that Membrane does not
+	// implement (see unsupportedFields).
+	unsupported func(P) []string
 }
 
 // Reconcile writes the policy's Valid and Programmed conditions and observed
@@ -135,7 +145,7 @@ func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("programmed condition of policy %s: %w", req.NamespacedName, err)
 	}
-	if setProgrammed(&status.Conditions, rejections, hasHTTPRules(obj.Rules()), gen) {
+	if setProgrammed(&status.Conditions, rejections, r.unsupported(obj), hasHTTPRules(obj.Rules()), gen) {
 		changed = true
 	}
 	if status.ObservedGeneration != gen {

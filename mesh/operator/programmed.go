@@ -85,17 +85,32 @@ func (r *policyStatusReconciler[P]) rejections(ctx context.Context, ref string) 
 }
 
 // setProgrammed sets the Programmed condition in conds: False while nodes
-// reject the policy, True for a policy with HTTP rules (l7) that none
-// rejects. A policy without HTTP rules keeps its condition, but one that
-// says the proxies reject it is deleted. It reports whether conds changed.
-func setProgrammed(conds *[]metav1.Condition, rejections []nodeRejection, l7 bool, generation int64) bool {
+// reject the policy (reason ProxyRejected) or while it uses fields Membrane
+// does not implement (reason Unsupported; see unsupportedFields), True for a
+// policy with HTTP rules (l7) that none rejects. A rejection is the reason
+// when both apply, and the message lists both. A policy with none of these
+// keeps its condition, but one that says the proxies reject it or that it is
+// unsupported is deleted. It reports whether conds changed.
+func setProgrammed(conds *[]metav1.Condition, rejections []nodeRejection, unsupported []string, l7 bool, generation int64) bool {
 	switch {
 	case len(rejections) > 0:
+		msg := rejectedMessage(rejections, maxConditionMessage)
+		if len(unsupported) > 0 {
+			msg = joinMessages(append(rejectedParts(rejections), unsupported...), "problem", maxConditionMessage)
+		}
 		return meta.SetStatusCondition(conds, metav1.Condition{
 			Type:               v1alpha1.ConditionProgrammed,
 			Status:             metav1.ConditionFalse,
 			Reason:             v1alpha1.ReasonProxyRejected,
-			Message:            rejectedMessage(rejections, maxConditionMessage),
+			Message:            msg,
+			ObservedGeneration: generation,
+		})
+	case len(unsupported) > 0:
+		return meta.SetStatusCondition(conds, metav1.Condition{
+			Type:               v1alpha1.ConditionProgrammed,
+			Status:             metav1.ConditionFalse,
+			Reason:             v1alpha1.ReasonUnsupported,
+			Message:            joinMessages(unsupported, "unsupported field", maxConditionMessage),
 			ObservedGeneration: generation,
 		})
 	case l7:
@@ -107,7 +122,8 @@ func setProgrammed(conds *[]metav1.Condition, rejections []nodeRejection, l7 boo
 			ObservedGeneration: generation,
 		})
 	}
-	if c := meta.FindStatusCondition(*conds, v1alpha1.ConditionProgrammed); c != nil && c.Reason == v1alpha1.ReasonProxyRejected {
+	if c := meta.FindStatusCondition(*conds, v1alpha1.ConditionProgrammed); c != nil &&
+		(c.Reason == v1alpha1.ReasonProxyRejected || c.Reason == v1alpha1.ReasonUnsupported) {
 		return meta.RemoveStatusCondition(conds, v1alpha1.ConditionProgrammed)
 	}
 	return false
@@ -116,11 +132,16 @@ func setProgrammed(conds *[]metav1.Condition, rejections []nodeRejection, l7 boo
 // rejectedMessage is the Programmed=False message for rejections, in at most
 // limit bytes.
 func rejectedMessage(rejections []nodeRejection, limit int) string {
+	return joinMessages(rejectedParts(rejections), "node", limit)
+}
+
+// rejectedParts says what each rejecting node's proxy reported.
+func rejectedParts(rejections []nodeRejection) []string {
 	parts := make([]string, len(rejections))
 	for i, rej := range rejections {
 		parts[i] = fmt.Sprintf("node %s: Envoy rejected the L7 configuration: %s", rej.node, rej.error)
 	}
-	return joinMessages(parts, "node", limit)
+	return parts
 }
 
 // hasHTTPRules reports whether any of rules has L7 HTTP rules, which the

@@ -114,6 +114,9 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 			for _, err := range problems {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
 			}
+			if pr.AuthRequired && !l.deny {
+				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, errAuthUnavailable))
+			}
 			c.peerRules = append(c.peerRules, compiledPeerRule{
 				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired,
 			})
@@ -121,6 +124,12 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 	}
 	r.rules = append(r.rules, c)
 }
+
+// errAuthUnavailable is reported for every allow rule that requires
+// authentication: the datapath drops what such entries match until mutual
+// authentication exists.
+var errAuthUnavailable = errors.New(`authentication: mutual authentication is not available yet: ` +
+	`the traffic this rule allows is dropped ("Authentication required")`)
 
 // reservedInCluster returns the reserved identities the cluster entity
 // includes.
@@ -211,7 +220,8 @@ func (r *Resolver) peers(namespace string, pr PeerRule) ([]identity.ID, []error)
 //   - Entries with the same key merge: deny beats redirect beats allow;
 //     authentication is required if any allow requires it (never on deny).
 //   - Not enforced yet, and reported: toFQDNs (no peer), DNS rules other
-//     than matchPattern "*" (allowed at L4).
+//     than matchPattern "*" (allowed at L4), authentication (the entries
+//     are flagged, and the datapath drops what they match).
 //
 // Everything is sorted, so equal inputs give equal Results.
 func (r *Resolver) Resolve(ep Endpoint) Result {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -138,8 +139,9 @@ func TestResolveMerge(t *testing.T) {
 		!slices.Equal(res.L7[1].RemoteIdentities, []identity.ID{0}) || res.L7[1].HTTP[0].Method != "GET" {
 		t.Errorf("L7 rules: %+v", res.L7)
 	}
-	if len(res.Problems) != 0 {
-		t.Errorf("problems: %v", res.Problems)
+	// Each rule requiring authentication is reported: its traffic is dropped.
+	if len(res.Problems) != 3 || !errors.Is(res.Problems[0], errAuthUnavailable) || !strings.HasPrefix(res.Problems[0].Error(), "ns/p rules[0] ingress[1]: ") {
+		t.Errorf("problems: %v, want the three rules requiring authentication", res.Problems)
 	}
 }
 

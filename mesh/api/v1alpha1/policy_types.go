@@ -14,7 +14,10 @@ const (
 	// operator sets it for what the node proxies report (see
 	// AnnotationProxyRejected): False (reason ReasonProxyRejected) while a
 	// node's Envoy rejects the L7 configuration made from the policy, else
-	// True (reason ReasonProgrammed) for a policy with HTTP rules.
+	// True (reason ReasonProgrammed) for a policy with HTTP rules. It is
+	// False (reason ReasonUnsupported) for a policy using fields Membrane
+	// does not implement yet, with a message naming each field and what
+	// happens to the traffic instead.
 	ConditionProgrammed = "Programmed"
 )
 
@@ -28,6 +31,11 @@ const (
 	// Envoy rejected the L7 configuration made from the policy (see
 	// AnnotationProxyRejected).
 	ReasonProxyRejected = "ProxyRejected"
+	// ReasonUnsupported is the reason of Programmed=False when the policy
+	// uses fields the CRD accepts but Membrane does not implement yet
+	// (authentication.mode required, toFQDNs, DNS rules, header mismatch
+	// actions).
+	ReasonUnsupported = "Unsupported"
 )
 
 // MembraneNetworkPolicy is a namespaced network policy. Its spec and specs
@@ -40,6 +48,7 @@ const (
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=mnp,categories=membrane
 // +kubebuilder:printcolumn:name="Valid",type=string,JSONPath=`.status.conditions[?(@.type=="Valid")].status`
+// +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Description",type=string,JSONPath=`.spec.description`
 // +kubebuilder:validation:XValidation:rule="has(self.spec) || has(self.specs)",message="one of spec or specs must be set"
@@ -79,6 +88,7 @@ type MembraneNetworkPolicyList struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=mcnp,categories=membrane
 // +kubebuilder:printcolumn:name="Valid",type=string,JSONPath=`.status.conditions[?(@.type=="Valid")].status`
+// +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Description",type=string,JSONPath=`.spec.description`
 // +kubebuilder:validation:XValidation:rule="has(self.spec) || has(self.specs)",message="one of spec or specs must be set"

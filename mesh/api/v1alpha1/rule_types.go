@@ -92,7 +92,8 @@ type IngressRule struct {
 	// +kubebuilder:validation:MaxItems=16
 	ToPorts []PortRule `json:"toPorts,omitempty"`
 
-	// Authentication requires mutual authentication of the peers.
+	// Authentication asks for mutual authentication of the peers, which is
+	// not available yet (see Authentication.Mode).
 	// +optional
 	Authentication *Authentication `json:"authentication,omitempty"`
 }
@@ -147,12 +148,15 @@ type EgressRule struct {
 	ToPorts []PortRule `json:"toPorts,omitempty"`
 
 	// ToFQDNs matches peers by the DNS names the selected endpoints looked up
-	// (which needs a DNS rule that lets the proxy see the lookups).
+	// (which needs a DNS rule that lets the proxy see the lookups). Not
+	// available yet: toFQDNs match no peer, and the policy's Programmed
+	// condition is False with reason Unsupported.
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
 	ToFQDNs []FQDNSelector `json:"toFQDNs,omitempty"`
 
-	// Authentication requires mutual authentication of the peers.
+	// Authentication asks for mutual authentication of the peers, which is
+	// not available yet (see Authentication.Mode).
 	// +optional
 	Authentication *Authentication `json:"authentication,omitempty"`
 }
@@ -270,7 +274,9 @@ type L7Rules struct {
 	HTTP []PortRuleHTTP `json:"http,omitempty"`
 
 	// DNS rules: a lookup is allowed when it matches one of them (egress
-	// only).
+	// only). Not enforced yet: the ports are allowed for every name, and
+	// unless a rule is matchPattern "*" the policy's Programmed condition is
+	// False with reason Unsupported.
 	// +optional
 	// +kubebuilder:validation:MaxItems=32
 	DNS []FQDNSelector `json:"dns,omitempty"`
@@ -309,8 +315,9 @@ type PortRuleHTTP struct {
 }
 
 // HeaderMatch requires a header value. Without mismatch, a request whose
-// header does not match is denied; with it, the request is allowed and the
-// proxy logs the mismatch or fixes the header.
+// header does not match is denied; with it, the request is allowed (logging
+// the mismatch or fixing the header is not implemented yet: the policy's
+// Programmed condition is then False with reason Unsupported).
 type HeaderMatch struct {
 	// Mismatch is what to do when the header does not match.
 	// +optional
@@ -362,10 +369,13 @@ type FQDNSelector struct {
 }
 
 // Authentication is the authentication a rule requires of its peers.
+// Mutual authentication is not available yet: see Mode.
 type Authentication struct {
-	// Mode is "disabled" (none), "required" (mutual TLS between the nodes'
-	// agents with the peers' SPIFFE identities before traffic passes) or
-	// "test-always-fail" (for tests: authentication never succeeds).
+	// Mode is "disabled" (none), "required" or "test-always-fail" (for
+	// tests: authentication never succeeds). Mutual authentication is not
+	// available yet: with "required", traffic the rule matches is dropped
+	// (drop reason "Authentication required") and the policy's Programmed
+	// condition is False with reason Unsupported.
 	Mode AuthenticationMode `json:"mode"`
 }
 

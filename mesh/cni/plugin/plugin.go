@@ -76,7 +76,7 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, e
 	}
 
 	hostIf := veth.HostIfName(args.ContainerID, args.IfName)
-	if removed, err := veth.Remove(ctx, hostIf); err != nil {
+	if removed, err := veth.RemoveAll(ctx, args.ContainerID, args.IfName); err != nil {
 		return nil, cniError(types.ErrInternal, "remove stale host veth", err)
 	} else if removed {
 		log.Warn("removed stale host veth left by an earlier ADD", "hostIf", hostIf)
@@ -151,7 +151,7 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) (err error) {
 	}()
 
 	hostIf := veth.HostIfName(args.ContainerID, args.IfName)
-	removed, err := veth.Remove(ctx, hostIf)
+	removed, err := veth.RemoveAll(ctx, args.ContainerID, args.IfName)
 	if err != nil {
 		return cniError(types.ErrInternal, "remove host veth", err)
 	}

@@ -68,8 +68,7 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) (err error) {
 	for _, al := range freed {
 		removed := false
 		if al.Owner.ContainerID != "" {
-			hostIf := veth.HostIfName(al.Owner.ContainerID, al.Owner.IfName)
-			if removed, err = veth.Remove(ctx, hostIf); err != nil {
+			if removed, err = veth.RemoveAll(ctx, al.Owner.ContainerID, al.Owner.IfName); err != nil {
 				return cniError(types.ErrInternal, "remove stale host veth", err)
 			}
 		}

@@ -4,7 +4,7 @@
 //	pod netns:  eth0 <ip>/32, 169.254.1.1 dev eth0 scope link,
 //	            default via 169.254.1.1 dev eth0,
 //	            neighbor 169.254.1.1 lladdr <host veth MAC> PERMANENT, lo up
-//	node netns: lxcXXXXXXXXXXX up, <ip>/32 dev lxcXXXXXXXXXXX scope link,
+//	node netns: mbrXXXXXXXXXXX up, <ip>/32 dev mbrXXXXXXXXXXX scope link,
 //	            forwarding on
 //
 // Host-side operations act on the network namespace of the calling thread,
@@ -29,8 +29,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hostPrefix starts every host-side interface name.
-const hostPrefix = "lxc"
+// hostPrefix starts every host-side interface name. legacyHostPrefix is the
+// one earlier versions used; interfaces named with it are still removed
+// (see Remove's callers), so pods created before the change detach cleanly.
+const (
+	hostPrefix       = "mbr"
+	legacyHostPrefix = "lxc"
+)
 
 // Gateway returns the link-local next hop every pod routes through. It is
 // never configured as an address: the pod resolves it, through a permanent
@@ -38,11 +43,23 @@ const hostPrefix = "lxc"
 func Gateway() netip.Addr { return netip.AddrFrom4([4]byte{169, 254, 1, 1}) }
 
 // HostIfName returns the host-side interface name for a container's interface:
-// "lxc" and the first 11 hex digits of sha256(containerID+ifName), 14 bytes,
+// "mbr" and the first 11 hex digits of sha256(containerID+ifName), 14 bytes,
 // within the kernel's 15.
 func HostIfName(containerID, ifName string) string {
+	return hostPrefix + ifHash(containerID, ifName)
+}
+
+// HostIfNames returns the names the host-side interface of a container's
+// interface may have: HostIfName, then the name earlier versions gave it
+// ("lxc" and the same digits).
+func HostIfNames(containerID, ifName string) []string {
+	h := ifHash(containerID, ifName)
+	return []string{hostPrefix + h, legacyHostPrefix + h}
+}
+
+func ifHash(containerID, ifName string) string {
 	sum := sha256.Sum256([]byte(containerID + ifName))
-	return hostPrefix + hex.EncodeToString(sum[:])[:11]
+	return hex.EncodeToString(sum[:])[:11]
 }
 
 // Config describes one pod interface.
@@ -243,6 +260,20 @@ func Remove(ctx context.Context, hostIfName string) (bool, error) {
 		return false, fmt.Errorf("delete host veth %s: %w", hostIfName, err)
 	}
 	return true, nil
+}
+
+// RemoveAll removes the host-side interface of a container's interface under
+// any name in HostIfNames. It reports whether there was anything to delete.
+func RemoveAll(ctx context.Context, containerID, ifName string) (bool, error) {
+	removed := false
+	for _, name := range HostIfNames(containerID, ifName) {
+		ok, err := Remove(ctx, name)
+		if err != nil {
+			return removed, err
+		}
+		removed = removed || ok
+	}
+	return removed, nil
 }
 
 func isNotFound(err error) bool {

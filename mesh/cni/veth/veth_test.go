@@ -14,8 +14,11 @@ import (
 
 func TestHostIfName(t *testing.T) {
 	a := HostIfName("container-1", "eth0")
-	if len(a) != 14 || !strings.HasPrefix(a, "lxc") {
-		t.Errorf("HostIfName = %q, want lxc + 11 hex digits", a)
+	if len(a) != 14 || !strings.HasPrefix(a, "mbr") || strings.Trim(a[3:], "0123456789abcdef") != "" {
+		t.Errorf("HostIfName = %q, want mbr + 11 hex digits", a)
+	}
+	if names := HostIfNames("container-1", "eth0"); len(names) != 2 || names[0] != a || names[1] != "lxc"+a[3:] {
+		t.Errorf("HostIfNames = %q, want [%s lxc%s]", names, a, a[3:])
 	}
 	if a != HostIfName("container-1", "eth0") {
 		t.Error("HostIfName is not deterministic")
@@ -131,4 +134,32 @@ func TestSetupFailureLeavesNothing(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRemoveAllLegacyName: a pod wired by an earlier version (host side
+// "lxc…") is detached by RemoveAll, as is one with the current name.
+func TestRemoveAllLegacyName(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := context.Background()
+	node := nstest.New(t)
+	for i, name := range HostIfNames("c1", "eth0") {
+		pod := nstest.New(t)
+		cfg := Config{HostIfName: name, PodIfName: "eth0", PodNS: pod, IP: netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + i)}), MTU: 1500}
+		nstest.Do(t, node, func() error {
+			if _, err := Setup(ctx, cfg); err != nil {
+				t.Fatalf("Setup %s: %v", name, err)
+			}
+			removed, err := RemoveAll(ctx, "c1", "eth0")
+			if err != nil || !removed {
+				t.Errorf("RemoveAll with %s = %v, %v; want true, nil", name, removed, err)
+			}
+			if _, err := netlink.LinkByName(name); err == nil {
+				t.Errorf("%s still exists after RemoveAll", name)
+			}
+			if removed, err := RemoveAll(ctx, "c1", "eth0"); err != nil || removed {
+				t.Errorf("second RemoveAll = %v, %v; want false, nil", removed, err)
+			}
+			return nil
+		})
+	}
 }
