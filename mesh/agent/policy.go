@@ -437,10 +437,10 @@ func datapathRules(rs []policy.DatapathRule) []bpfpolicy.Rule {
 	for _, r := range rs {
 		out = append(out, bpfpolicy.Rule{
 			Key: bpfpolicy.PolicyKey{
-				Direction: bpfpolicy.Direction(r.Direction), RemoteIdentity: bpfpolicy.Identity(r.RemoteIdentity),
-				Proto: bpfpolicy.Proto(r.Proto), Port: r.Port, EndPort: r.EndPort,
+				Direction: bpfDirection(r.Direction), RemoteIdentity: bpfpolicy.Identity(r.RemoteIdentity),
+				Proto: bpfProto(r.Proto), Port: r.Port, EndPort: r.EndPort,
 			},
-			Entry: bpfpolicy.PolicyEntry{Verdict: bpfpolicy.Verdict(r.Verdict), ProxyPort: r.ProxyPort, AuthRequired: r.AuthRequired},
+			Entry: bpfpolicy.PolicyEntry{Verdict: bpfVerdict(r.Verdict), ProxyPort: r.ProxyPort, AuthRequired: r.AuthRequired},
 		})
 	}
 	return out

@@ -425,7 +425,7 @@ func (s *PolicySource) pod(p *corev1.Pod, nsLabels map[string]string) (Pod, bool
 			if cp.Name == "" {
 				continue
 			}
-			proto, err := policy.ParseProto(string(cp.Protocol))
+			proto, err := model.ParseIPProtocol(string(cp.Protocol))
 			if err != nil || cp.Protocol == "" {
 				proto = policy.TCP
 			}
