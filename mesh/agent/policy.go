@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"k8s.io/client-go/tools/cache"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/flow"
@@ -119,11 +118,6 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 			sweep = true
 		}
 	}
-}
-
-// synced waits for the source's informers.
-func (e *endpoints) synced(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), e.src.Synced()...)
 }
 
 // Endpoint returns the flow endpoint owning ip (flow.Enricher).
