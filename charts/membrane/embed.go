@@ -1,5 +1,7 @@
 // Package membrane carries files of the Membrane Helm chart that Go code
-// needs too: the CustomResourceDefinitions.
+// needs too: the CustomResourceDefinitions and the manifests of the
+// templates directory (plain YAML so far), which the local cluster applies
+// from here.
 package membrane
 
 import "embed"
@@ -8,3 +10,10 @@ import "embed"
 //
 //go:embed crds/*.yaml
 var CRDs embed.FS
+
+// Templates holds templates/*.yaml: the node Envoy (envoy.yaml: its
+// bootstrap ConfigMap and DaemonSet) and the components' cluster roles
+// (rbac.yaml).
+//
+//go:embed templates/*.yaml
+var Templates embed.FS

@@ -18,8 +18,14 @@ import (
 //go:embed addons/coredns.yaml
 var corednsManifest string
 
-//go:embed addons/envoy.yaml
-var envoyManifest string
+// chartManifest reads one of the Membrane chart's templates (plain YAML).
+func chartManifest(name string) (string, error) {
+	b, err := fs.ReadFile(chart.Templates, "templates/"+name)
+	if err != nil {
+		return "", fmt.Errorf("read chart template %s: %w", name, err)
+	}
+	return string(b), nil
+}
 
 // The addons' workloads, which up waits for.
 const (
@@ -27,11 +33,15 @@ const (
 	envoyDaemonSet    = "membrane-envoy"
 )
 
-// applyAddons installs cluster DNS, as kubeadm does, and the node Envoys
-// (which only the agents configure) in one kubectl apply.
+// applyAddons installs cluster DNS, as kubeadm does, and the chart's node
+// Envoys (which only the agents configure) in one kubectl apply.
 func applyAddons(ctx context.Context, o Options, s *State) error {
+	envoy, err := chartManifest("envoy.yaml")
+	if err != nil {
+		return err
+	}
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
-	all := strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns) + "\n---\n" + envoyManifest
+	all := strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns) + "\n---\n" + envoy
 	return kubectl(ctx, o, s, all, "apply", "--server-side", "-f", "-")
 }
 

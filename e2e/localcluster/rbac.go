@@ -3,11 +3,13 @@ package localcluster
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 )
 
 // underlayUser is the identity that routes PodCIDRs between nodes, the part a
@@ -15,48 +17,61 @@ import (
 const underlayUser = "membrane-dev:underlay"
 
 // agentUser and operatorUser are the identities of the node agents and the
-// operator the harness starts.
+// operator the harness starts; they get the chart's cluster roles of the same
+// names.
 const (
 	agentUser    = "membrane-agent"
 	operatorUser = "membrane-operator"
 )
 
-// applyRBAC grants the harness's own identities what they need.
+// applyRBAC creates the chart's cluster roles (templates/rbac.yaml) and the
+// harness's own underlay role, and binds each to the harness identity of its
+// name.
 func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
-	read := []string{"get", "list", "watch"}
-	for user, rules := range map[string][]rbacv1.PolicyRule{
-		underlayUser: {{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: read}},
-		agentUser: {
-			{APIGroups: []string{""}, Resources: []string{"nodes", "services", "pods", "namespaces"}, Verbs: read},
-			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
-			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: read},
-			// Publishes its node's WireGuard public key (an annotation) and
-			// reports unusable peers as Events on their Nodes.
-			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
-			{APIGroups: []string{"membrane.io"}, Resources: []string{"membraneidentities", "membranenetworkpolicies", "membraneclusterwidenetworkpolicies"}, Verbs: read},
-		},
-		operatorUser: {
-			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: read},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			{APIGroups: []string{"membrane.io"}, Resources: []string{"membraneidentities"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
-			{APIGroups: []string{"membrane.io"}, Resources: []string{"membranenetworkpolicies", "membraneclusterwidenetworkpolicies"}, Verbs: read},
-			{APIGroups: []string{"membrane.io"}, Resources: []string{"membranenetworkpolicies/status", "membraneclusterwidenetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
-			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
-		},
-	} {
-		if err := bindClusterRole(ctx, c, user, rules); err != nil {
+	roles, err := chartClusterRoles()
+	if err != nil {
+		return err
+	}
+	for _, user := range []string{agentUser, operatorUser} {
+		if _, ok := roles[user]; !ok {
+			return fmt.Errorf("chart template rbac.yaml: no ClusterRole %s", user)
+		}
+	}
+	roles[underlayUser] = &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: underlayUser},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}},
+	}
+	for user, role := range roles {
+		if err := bindClusterRole(ctx, c, user, role); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// bindClusterRole creates a cluster role named after user with rules, bound
-// to that user.
-func bindClusterRole(ctx context.Context, c kubernetes.Interface, user string, rules []rbacv1.PolicyRule) error {
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: rules}
+// chartClusterRoles reads the ClusterRoles of the chart's rbac.yaml, by name.
+func chartClusterRoles() (map[string]*rbacv1.ClusterRole, error) {
+	manifest, err := chartManifest("rbac.yaml")
+	if err != nil {
+		return nil, err
+	}
+	roles := map[string]*rbacv1.ClusterRole{}
+	for i, doc := range strings.Split(manifest, "\n---\n") {
+		role := &rbacv1.ClusterRole{}
+		if err := yaml.UnmarshalStrict([]byte(doc), role); err != nil {
+			return nil, fmt.Errorf("chart template rbac.yaml: document %d: %w", i, err)
+		}
+		if role.Kind != "ClusterRole" || role.Name == "" {
+			return nil, fmt.Errorf("chart template rbac.yaml: document %d: want a named ClusterRole, got kind %q name %q", i, role.Kind, role.Name)
+		}
+		roles[role.Name] = role
+	}
+	return roles, nil
+}
+
+// bindClusterRole creates role, named after user, and binds it to that user.
+func bindClusterRole(ctx context.Context, c kubernetes.Interface, user string, role *rbacv1.ClusterRole) error {
+	role = &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: role.Rules}
 	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create cluster role %s: %w", role.Name, err)
 	}

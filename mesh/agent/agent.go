@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
@@ -76,9 +75,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.lb.Restore(backends, services)
 	a.log.Info("datapath loaded", "restoredFrontends", len(services), "restoredBackends", len(backends))
 
-	factory := k8s.NewInformerFactory(a.client)
+	// One set of shared informers: every source registers on it, then it is
+	// started once and synced once, below.
+	informers := k8s.NewInformers(a.client, a.dyn)
 	skipped := func(kind string, _ error) { a.metrics.skipped.WithLabelValues(kind).Inc() }
-	src, err := k8s.NewServiceSource(a.log.With("component", "services"), factory, skipped)
+	src, err := k8s.NewServiceSource(a.log.With("component", "services"), informers, skipped)
 	if err != nil {
 		return err
 	}
@@ -88,8 +89,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer pdp.Close()
-	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(a.dyn, 0)
-	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), factory, dynFactory, identity.DefaultFilter(), skipped)
+	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), informers, identity.DefaultFilter(), skipped)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	if a.cfg.EnableEncryption {
-		a.enc, err = newEncryption(a.log.With("component", "wireguard"), a.cfg, a.client, factory,
+		a.enc, err = newEncryption(a.log.With("component", "wireguard"), a.cfg, a.client, informers,
 			newEncryptionMetrics(a.reg), func() { a.metrics.skipped.WithLabelValues("WireGuardPeer").Inc() })
 		if err != nil {
 			return err
@@ -170,15 +170,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if !a.eps.synced(ctx) {
+		select {
+		case <-informers.Synced():
+		case <-ctx.Done():
 			return
 		}
 		a.eps.run(ctx, a.policyReady)
 	}()
 
-	factory.Start(ctx.Done())
-	dynFactory.Start(ctx.Done())
-	if !src.WaitSynced(ctx) {
+	informers.Start(ctx)
+	if !informers.WaitForSync(ctx) {
 		cancel()
 		wg.Wait()
 		select {
@@ -210,8 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	cancel()
 	wg.Wait()
-	factory.Shutdown()
-	dynFactory.Shutdown()
+	informers.Shutdown()
 	select {
 	case err := <-errc:
 		return err

@@ -3,6 +3,8 @@ package agent
 import (
 	"time"
 
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+
 	"github.com/membrane-mesh/membrane/bpf/socklb"
 	"github.com/membrane-mesh/membrane/mesh/lb"
 	"github.com/membrane-mesh/membrane/mesh/model"
@@ -14,7 +16,7 @@ type socketLB struct {
 }
 
 func (d socketLB) UpsertBackend(id lb.BackendID, b lb.Backend) error {
-	return d.maps.UpsertBackend(socklb.BackendID(id), socklb.Backend{Addr: b.Addr, Port: b.Port, Proto: socklb.Proto(b.Protocol)})
+	return d.maps.UpsertBackend(socklb.BackendID(id), socklb.Backend{Addr: b.Addr, Port: b.Port, Proto: lbProto(b.Protocol)})
 }
 
 func (d socketLB) DeleteBackend(id lb.BackendID) error {
@@ -39,21 +41,21 @@ func (d socketLB) DeleteService(f lb.Frontend) error {
 }
 
 func frontend(f lb.Frontend) socklb.Frontend {
-	return socklb.Frontend{Addr: f.Addr, Port: f.Port, Proto: socklb.Proto(f.Protocol)}
+	return socklb.Frontend{Addr: f.Addr, Port: f.Port, Proto: lbProto(f.Protocol)}
 }
 
 // restore reads what the maps hold, for the reconciler to adopt.
 func restore(d socklb.Dump) (map[lb.BackendID]lb.Backend, map[lb.Frontend]lb.Programmed) {
 	backends := map[lb.BackendID]lb.Backend{}
 	for _, b := range d.Backends {
-		backends[lb.BackendID(b.ID)] = lb.Backend{Addr: b.Backend.Addr, Port: b.Backend.Port, Protocol: model.Protocol(b.Backend.Proto)}
+		backends[lb.BackendID(b.ID)] = lb.Backend{Addr: b.Backend.Addr, Port: b.Backend.Port, Protocol: modelProto(b.Backend.Proto)}
 	}
 	services := map[lb.Frontend]lb.Programmed{}
 	for _, s := range d.Services {
 		if s.Frontend.Scope != socklb.ScopeExternal {
 			continue
 		}
-		f := lb.Frontend{Addr: s.Frontend.Addr, Port: s.Frontend.Port, Protocol: model.Protocol(s.Frontend.Proto)}
+		f := lb.Frontend{Addr: s.Frontend.Addr, Port: s.Frontend.Port, Protocol: modelProto(s.Frontend.Proto)}
 		p := lb.Programmed{Info: lb.ServiceInfo{RevNatID: s.Info.RevNATID}}
 		if s.Info.Flags&socklb.FlagAffinity != 0 {
 			p.Info.AffinitySeconds = uint32(s.Info.AffinityTimeout / time.Second)
@@ -65,3 +67,18 @@ func restore(d socklb.Dump) (map[lb.BackendID]lb.Backend, map[lb.Frontend]lb.Pro
 	}
 	return backends, services
 }
+
+// The datapaths keep their own types for the values they share with the
+// programs (bpf/policy, bpf/socklb: the maps' numbers); the control plane
+// uses mesh/model's. These are the only conversions between them, and
+// TestDatapathValuesAgree checks the numbers agree.
+
+func bpfDirection(d model.Direction) bpfpolicy.Direction { return bpfpolicy.Direction(d) }
+
+func bpfProto(p model.Protocol) bpfpolicy.Proto { return bpfpolicy.Proto(p) }
+
+func bpfVerdict(v model.Verdict) bpfpolicy.Verdict { return bpfpolicy.Verdict(v) }
+
+func lbProto(p model.Protocol) socklb.Proto { return socklb.Proto(p) }
+
+func modelProto(p socklb.Proto) model.Protocol { return model.Protocol(p) }

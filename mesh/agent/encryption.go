@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -35,7 +34,7 @@ type encryption struct {
 	cfg      Config
 	client   kubernetes.Interface
 	nodes    corelisters.NodeLister
-	synced   cache.InformerSynced
+	synced   <-chan struct{} // closed once the shared informers are synced
 	metrics  *encryptionMetrics
 	skipped  func() // counts one skipped input (the agent's shared counter)
 	keyFile  wireguard.KeyFile
@@ -52,7 +51,7 @@ type encryption struct {
 	lastErr    error
 }
 
-func newEncryption(log *slog.Logger, cfg Config, client kubernetes.Interface, factory informers.SharedInformerFactory, m *encryptionMetrics, skipped func()) (*encryption, error) {
+func newEncryption(log *slog.Logger, cfg Config, client kubernetes.Interface, informers *k8s.Informers, m *encryptionMetrics, skipped func()) (*encryption, error) {
 	e := &encryption{
 		log: log, cfg: cfg, client: client, metrics: m, skipped: skipped,
 		keyFile:    wireguard.NewKeyFile(cfg.StateDir),
@@ -61,10 +60,10 @@ func newEncryption(log *slog.Logger, cfg Config, client kubernetes.Interface, fa
 		reported:   map[string]string{},
 		handshakes: map[string]time.Time{},
 	}
-	inf := factory.Core().V1().Nodes()
+	inf := informers.Typed.Core().V1().Nodes()
 	e.nodes = inf.Lister()
-	e.synced = inf.Informer().HasSynced
-	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	e.synced = informers.Synced()
+	if err := informers.Watch(inf.Informer(), cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { e.poke() },
 		UpdateFunc: func(old, cur any) { e.onUpdate(old, cur) },
 		DeleteFunc: func(any) { e.poke() },
@@ -128,7 +127,9 @@ func (e *encryption) run(ctx context.Context) error {
 	defer broadcaster.Shutdown()
 	e.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "membrane-agent", Host: e.cfg.NodeName})
 
-	if !cache.WaitForCacheSync(ctx.Done(), e.synced) {
+	select {
+	case <-e.synced:
+	case <-ctx.Done():
 		return nil
 	}
 	resync := time.NewTicker(30 * time.Second)

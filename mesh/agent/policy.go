@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"k8s.io/client-go/tools/cache"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/flow"
@@ -119,11 +118,6 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 			sweep = true
 		}
 	}
-}
-
-// synced waits for the source's informers.
-func (e *endpoints) synced(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), e.src.Synced()...)
 }
 
 // Endpoint returns the flow endpoint owning ip (flow.Enricher).
@@ -437,10 +431,10 @@ func datapathRules(rs []policy.DatapathRule) []bpfpolicy.Rule {
 	for _, r := range rs {
 		out = append(out, bpfpolicy.Rule{
 			Key: bpfpolicy.PolicyKey{
-				Direction: bpfpolicy.Direction(r.Direction), RemoteIdentity: bpfpolicy.Identity(r.RemoteIdentity),
-				Proto: bpfpolicy.Proto(r.Proto), Port: r.Port, EndPort: r.EndPort,
+				Direction: bpfDirection(r.Direction), RemoteIdentity: bpfpolicy.Identity(r.RemoteIdentity),
+				Proto: bpfProto(r.Proto), Port: r.Port, EndPort: r.EndPort,
 			},
-			Entry: bpfpolicy.PolicyEntry{Verdict: bpfpolicy.Verdict(r.Verdict), ProxyPort: r.ProxyPort, AuthRequired: r.AuthRequired},
+			Entry: bpfpolicy.PolicyEntry{Verdict: bpfVerdict(r.Verdict), ProxyPort: r.ProxyPort, AuthRequired: r.AuthRequired},
 		})
 	}
 	return out

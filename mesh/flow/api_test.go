@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membrane-mesh/membrane/mesh/model"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -324,7 +326,7 @@ func TestFlowJSON(t *testing.T) {
 			t.Errorf("JSON round trip (-want +got):\n%s", diff)
 		}
 	}
-	b, _ := json.Marshal(Flow{L4: L4{Protocol: TCP, TCPFlags: SYN | ACK}})
+	b, _ := json.Marshal(Flow{L4: L4{Protocol: TCP, TCPFlags: model.SYN | model.ACK}})
 	if !strings.Contains(string(b), `"tcpFlags":["SYN","ACK"]`) {
 		t.Errorf("TCP flags as %s", b)
 	}

@@ -3,6 +3,8 @@ package flow
 import (
 	"strconv"
 
+	"github.com/membrane-mesh/membrane/mesh/model"
+
 	"github.com/membrane-mesh/membrane/bpf/policy"
 )
 
@@ -14,8 +16,8 @@ func FromEvent(ev policy.FlowEvent, node string, enrich Enricher) Flow {
 		Time:      ev.Time,
 		Node:      node,
 		Type:      TypeTrace,
-		Verdict:   Verdict(ev.Verdict.String()),
-		Direction: Direction(ev.Direction.String()),
+		Verdict:   verdict(ev.Verdict),
+		Direction: direction(ev.Direction),
 		IsReply:   ev.CTState == policy.CTReply,
 		CTState:   ev.CTState.String(),
 		Bytes:     ev.Length,
@@ -46,7 +48,7 @@ func FromEvent(ev policy.FlowEvent, node string, enrich Enricher) Flow {
 		f.L4.ICMPType, f.L4.ICMPCode = ev.ICMPType, ev.ICMPCode
 	}
 	if ev.Proto == policy.TCP {
-		f.L4.TCPFlags = TCPFlags(ev.TCPFlags) // same bit layout
+		f.L4.TCPFlags = tcpFlags(ev.TCPFlags)
 	}
 	f.Source = resolve(enrich, f.IP.Source, uint32(ev.SrcIdentity))
 	f.Destination = resolve(enrich, f.IP.Destination, uint32(ev.DstIdentity))
@@ -73,3 +75,28 @@ func protocol(p policy.Proto) Protocol {
 	}
 	return Protocol("proto-" + strconv.Itoa(int(p)))
 }
+
+func verdict(v policy.FlowVerdict) Verdict {
+	switch v {
+	case policy.Forwarded:
+		return Forwarded
+	case policy.Dropped:
+		return Dropped
+	case policy.Redirected:
+		return Redirected
+	}
+	return Verdict(v.String())
+}
+
+func direction(d policy.Direction) Direction {
+	switch d {
+	case policy.Ingress:
+		return Ingress
+	case policy.Egress:
+		return Egress
+	}
+	return Direction(d.String())
+}
+
+// tcpFlags converts the datapath's TCP flags: both are the header's bits.
+func tcpFlags(f policy.TCPFlags) model.TCPFlags { return model.TCPFlags(f) }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membrane-mesh/membrane/mesh/model"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
@@ -27,7 +29,7 @@ var (
 var cmpAddr = cmpopts.EquateComparable(netip.Addr{})
 
 func TestFromEvent(t *testing.T) {
-	tcp := L4{Protocol: TCP, SourcePort: 43210, DestinationPort: 8080, TCPFlags: SYN}
+	tcp := L4{Protocol: TCP, SourcePort: 43210, DestinationPort: 8080, TCPFlags: model.SYN}
 	ip := IP{Source: frontendIP, Destination: backendIP}
 	withID := func(ep Endpoint, id uint16) Endpoint { ep.ID = id; return ep }
 	for _, tc := range []struct {
@@ -77,7 +79,7 @@ func TestFromEvent(t *testing.T) {
 			SrcIdentity: 5678, DstIdentity: 1234, TCPFlags: policy.SYN | policy.ACK},
 		want: Flow{Time: t0, Node: "node-1", Type: TypeTrace, TracePoint: "to-endpoint", Verdict: Forwarded,
 			Direction: Ingress, IsReply: true, CTState: "reply", IP: IP{Source: backendIP, Destination: frontendIP},
-			L4:     L4{Protocol: TCP, SourcePort: 8080, DestinationPort: 43210, TCPFlags: SYN | ACK},
+			L4:     L4{Protocol: TCP, SourcePort: 8080, DestinationPort: 43210, TCPFlags: model.SYN | model.ACK},
 			Source: backend, Destination: withID(frontend, 3)},
 	}, {
 		name: "egress forwarded new flow",
@@ -137,5 +139,36 @@ func TestFromEventIdentityWins(t *testing.T) {
 	}
 	if f := FromEvent(ev, "n", nil); f.Source.PodName != "" || f.Source.Identity != 999 {
 		t.Errorf("without an enricher: source = %+v", f.Source)
+	}
+}
+
+// TestDatapathValuesAgree checks the one seam between the policy
+// datapath's event values and the flow model: every value the datapath
+// names converts to the flow value of the same meaning.
+func TestDatapathValuesAgree(t *testing.T) {
+	for in, want := range map[policy.FlowVerdict]Verdict{policy.Forwarded: Forwarded, policy.Dropped: Dropped, policy.Redirected: Redirected} {
+		if got := verdict(in); got != want || string(got) != in.String() {
+			t.Errorf("verdict(%v) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[policy.Direction]Direction{policy.Ingress: Ingress, policy.Egress: Egress} {
+		if got := direction(in); got != want || string(got) != in.String() {
+			t.Errorf("direction(%v) = %q, want %q", in, got, want)
+		}
+	}
+	flags := map[policy.TCPFlags]model.TCPFlags{
+		policy.FIN: model.FIN, policy.SYN: model.SYN, policy.RST: model.RST, policy.PSH: model.PSH,
+		policy.ACK: model.ACK, policy.URG: model.URG, policy.ECE: model.ECE, policy.CWR: model.CWR,
+	}
+	if len(flags) != 8 {
+		t.Fatalf("%d distinct datapath TCP flags, want 8", len(flags))
+	}
+	for in, want := range flags {
+		if got := tcpFlags(in); got != want {
+			t.Errorf("tcpFlags(%v) = %v, want %v", in, got, want)
+		}
+	}
+	if got, want := tcpFlags(policy.SYN|policy.ACK), model.SYN|model.ACK; got != want {
+		t.Errorf("tcpFlags(SYN|ACK) = %v, want %v", got, want)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/membrane-mesh/membrane/mesh/labels"
 )
 
 // Filter keys: the observe API's query parameters and `membrane observe`'s
@@ -429,37 +431,30 @@ func (s LabelSelector) String() string {
 
 // Match reports whether labels ("source:key=value" or "source:key", as
 // Endpoint.Labels) satisfy every requirement.
-func (s LabelSelector) Match(labels []string) bool {
+func (s LabelSelector) Match(ls []string) bool {
 	for _, r := range s {
-		if !r.match(labels) {
+		if !r.requirement().Matches(labels.FromList(ls)) {
 			return false
 		}
 	}
 	return true
 }
 
-func (r LabelRequirement) match(labels []string) bool {
-	present, equal := false, false
-	for _, l := range labels {
-		k, v, _ := strings.Cut(l, "=")
-		src, key := splitSource(k)
-		if key != r.Key || (r.Source != "" && r.Source != "any" && src != "" && src != r.Source) {
-			continue
-		}
-		present = true
-		if v == r.Value {
-			equal = true
-		}
+// requirement is r in mesh/labels' terms.
+func (r LabelRequirement) requirement() labels.Requirement {
+	key := r.Key
+	if r.Source != "" {
+		key = r.Source + ":" + key
 	}
 	switch r.Op {
 	case LabelEquals:
-		return equal
+		return labels.NewRequirement(key, labels.In, r.Value)
 	case LabelNotEquals:
-		return !equal
+		return labels.NewRequirement(key, labels.NotIn, r.Value)
 	case LabelNotExists:
-		return !present
+		return labels.NewRequirement(key, labels.DoesNotExist)
 	}
-	return present
+	return labels.NewRequirement(key, labels.Exists)
 }
 
 // Request is an observe API request: which flows, and whether to follow.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membrane-mesh/membrane/mesh/model"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -16,9 +18,9 @@ func filterFlows() map[string]Flow {
 	kubeDNS := Endpoint{Identity: 300, Namespace: "kube-system", PodName: "coredns-5d78c", Labels: []string{"k8s:k8s-app=kube-dns", "k8s:io.kubernetes.pod.namespace=kube-system"}}
 	return map[string]Flow{
 		"fe->be drop": {Time: t0, Type: TypeDrop, Verdict: Dropped, DropReason: &DropReason{Code: 133, Name: "POLICY_DENIED", Description: "Policy denied"},
-			L4: L4{Protocol: TCP, SourcePort: 43210, DestinationPort: 8080, TCPFlags: SYN}, Source: frontend, Destination: backend},
+			L4: L4{Protocol: TCP, SourcePort: 43210, DestinationPort: 8080, TCPFlags: model.SYN}, Source: frontend, Destination: backend},
 		"fe->be trace": {Time: t0.Add(time.Second), Type: TypeTrace, Verdict: Forwarded,
-			L4: L4{Protocol: TCP, SourcePort: 43211, DestinationPort: 8080, TCPFlags: SYN}, Source: frontend, Destination: backend},
+			L4: L4{Protocol: TCP, SourcePort: 43211, DestinationPort: 8080, TCPFlags: model.SYN}, Source: frontend, Destination: backend},
 		"fe->dns udp": {Time: t0.Add(2 * time.Second), Type: TypeTrace, Verdict: Forwarded,
 			L4: L4{Protocol: UDP, SourcePort: 5353, DestinationPort: 53}, Source: frontend, Destination: kubeDNS},
 		"world->be icmp": {Time: t0.Add(3 * time.Second), Type: TypeTrace, Verdict: Forwarded,
@@ -27,7 +29,7 @@ func filterFlows() map[string]Flow {
 			L4: L4{Protocol: TCP, SourcePort: 43212, DestinationPort: 8080}, Source: frontend, Destination: backend,
 			L7: &L7{Type: L7Request, HTTP: &HTTP{Protocol: "HTTP/1.1", Method: "GET", Host: "backend", Path: "/"}}},
 		"be->world redirect": {Time: t0.Add(5 * time.Second), Type: TypeTrace, Verdict: Redirected,
-			L4: L4{Protocol: TCP, SourcePort: 40000, DestinationPort: 443, TCPFlags: SYN}, Source: backend, Destination: world},
+			L4: L4{Protocol: TCP, SourcePort: 40000, DestinationPort: 443, TCPFlags: model.SYN}, Source: backend, Destination: world},
 	}
 }
 

@@ -20,13 +20,12 @@
 package flow
 
 import (
-	"encoding/json"
-	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
+
+	"github.com/membrane-mesh/membrane/mesh/model"
 )
 
 // Flow is one observed packet (trace or drop) or L7 request/response. It is
@@ -147,12 +146,12 @@ const (
 // L4 is the flow's layer 4. Ports are set for TCP, UDP and SCTP; ICMP
 // type and code for ICMP.
 type L4 struct {
-	Protocol        Protocol `json:"protocol"`
-	SourcePort      uint16   `json:"sourcePort,omitempty"`
-	DestinationPort uint16   `json:"destinationPort,omitempty"`
-	TCPFlags        TCPFlags `json:"tcpFlags,omitzero"`
-	ICMPType        uint8    `json:"icmpType,omitempty"`
-	ICMPCode        uint8    `json:"icmpCode,omitempty"`
+	Protocol        Protocol       `json:"protocol"`
+	SourcePort      uint16         `json:"sourcePort,omitempty"`
+	DestinationPort uint16         `json:"destinationPort,omitempty"`
+	TCPFlags        model.TCPFlags `json:"tcpFlags,omitzero"`
+	ICMPType        uint8          `json:"icmpType,omitempty"`
+	ICMPCode        uint8          `json:"icmpCode,omitempty"`
 }
 
 // Endpoint is one side of a flow: a pod (namespace, name, labels), or a
@@ -199,75 +198,6 @@ type HTTP struct {
 	Host     string `json:"host,omitempty"`
 	Path     string `json:"path,omitempty"`
 	Code     int    `json:"code,omitempty"` // responses only
-}
-
-// TCPFlags are the flags of a TCP header (bit i: FIN, SYN, RST, PSH, ACK,
-// URG, ECE, CWR, as in the TCP header and bpf/policy.TCPFlags).
-type TCPFlags uint8
-
-// TCP flags.
-const (
-	FIN TCPFlags = 1 << iota
-	SYN
-	RST
-	PSH
-	ACK
-	URG
-	ECE
-	CWR
-)
-
-// tcpFlagOrder is Hubble's order of flag names.
-var tcpFlagOrder = []struct {
-	flag TCPFlags
-	name string
-}{{SYN, "SYN"}, {ACK, "ACK"}, {RST, "RST"}, {FIN, "FIN"}, {PSH, "PSH"}, {URG, "URG"}, {ECE, "ECE"}, {CWR, "CWR"}}
-
-// Names returns the set flags' names in Hubble's order (SYN, ACK, RST,
-// FIN, PSH, URG, ECE, CWR).
-func (f TCPFlags) Names() []string {
-	var names []string
-	for _, o := range tcpFlagOrder {
-		if f&o.flag != 0 {
-			names = append(names, o.name)
-		}
-	}
-	return names
-}
-
-// String is Hubble's form, e.g. "SYN, ACK".
-func (f TCPFlags) String() string { return strings.Join(f.Names(), ", ") }
-
-// MarshalJSON writes the flags as a list of names.
-func (f TCPFlags) MarshalJSON() ([]byte, error) {
-	names := f.Names()
-	if names == nil {
-		names = []string{}
-	}
-	return json.Marshal(names)
-}
-
-// UnmarshalJSON reads a list of flag names.
-func (f *TCPFlags) UnmarshalJSON(b []byte) error {
-	var names []string
-	if err := json.Unmarshal(b, &names); err != nil {
-		return fmt.Errorf("tcp flags: %w", err)
-	}
-	var v TCPFlags
-	for _, n := range names {
-		known := false
-		for _, o := range tcpFlagOrder {
-			if o.name == n {
-				v |= o.flag
-				known = true
-			}
-		}
-		if !known {
-			return fmt.Errorf("tcp flags: unknown flag %q", n)
-		}
-	}
-	*f = v
-	return nil
 }
 
 // SortedLabels turns security labels keyed "source:key" (mesh/identity's

@@ -19,8 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
 	listersdiscoveryv1 "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
@@ -91,7 +89,6 @@ type PolicySource struct {
 	nodes      listerscorev1.NodeLister
 	slices     listersdiscoveryv1.EndpointSliceLister
 	identities cache.GenericLister
-	synced     []cache.InformerSynced
 
 	mu        sync.Mutex
 	policies  map[string]policy.Policy // last valid version, by kind/namespace/name
@@ -99,9 +96,10 @@ type PolicySource struct {
 	changedAt time.Time
 }
 
-// NewPolicySource registers its informers on both factories; start them,
-// wait for Synced, then read State after each signal of Changed.
-func NewPolicySource(log *slog.Logger, factory informers.SharedInformerFactory, dyn dynamicinformer.DynamicSharedInformerFactory, filter identity.Filter, skipped Skipped) (*PolicySource, error) {
+// NewPolicySource registers its handlers on the shared informers; start and
+// sync them, then read State after each signal of Changed.
+func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, skipped Skipped) (*PolicySource, error) {
+	factory, dyn := inf.Typed, inf.Dynamic
 	s := &PolicySource{
 		log: log, filter: filter, skipped: skipped,
 		changed:    make(chan struct{}, 1),
@@ -144,19 +142,14 @@ func NewPolicySource(log *slog.Logger, factory informers.SharedInformerFactory, 
 		{dyn.ForResource(membraneResource(networkPolicies)).Informer(), mp},
 		{dyn.ForResource(membraneResource(clusterwidePolicies)).Informer(), mp},
 	} {
-		h, err := reg.inf.AddEventHandler(reg.h)
-		if err != nil {
-			return nil, fmt.Errorf("watch: %w", err)
+		// Synced covers the handler's own sync: the initial policies are
+		// converted, not just listed, before the first regeneration.
+		if err := inf.Watch(reg.inf, reg.h); err != nil {
+			return nil, err
 		}
-		// The handler's own sync: the initial policies are converted, not
-		// just listed, before the first regeneration.
-		s.synced = append(s.synced, h.HasSynced)
 	}
 	return s, nil
 }
-
-// Synced reports whether every informer has its initial list.
-func (s *PolicySource) Synced() []cache.InformerSynced { return s.synced }
 
 // Changed is signalled (coalesced) after every change.
 func (s *PolicySource) Changed() <-chan struct{} { return s.changed }
@@ -425,7 +418,7 @@ func (s *PolicySource) pod(p *corev1.Pod, nsLabels map[string]string) (Pod, bool
 			if cp.Name == "" {
 				continue
 			}
-			proto, err := policy.ParseProto(string(cp.Protocol))
+			proto, err := model.ParseIPProtocol(string(cp.Protocol))
 			if err != nil || cp.Protocol == "" {
 				proto = policy.TCP
 			}

@@ -9,8 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
@@ -32,7 +30,6 @@ type ServiceSource struct {
 	services map[model.ServiceID]model.Service
 	slices   map[model.ServiceID]map[string]model.EndpointSlice
 	nodes    map[string]model.Node
-	synced   []cache.InformerSynced
 }
 
 // ServiceState is one service with everything its load balancing depends on.
@@ -43,9 +40,9 @@ type ServiceState struct {
 	Nodes   []model.Node
 }
 
-// NewServiceSource registers its informers on factory; start the factory,
-// then call Run.
-func NewServiceSource(log *slog.Logger, factory informers.SharedInformerFactory, skipped Skipped) (*ServiceSource, error) {
+// NewServiceSource registers its handlers on the shared informers; start
+// and sync them, then call Run.
+func NewServiceSource(log *slog.Logger, inf *Informers, skipped Skipped) (*ServiceSource, error) {
 	s := &ServiceSource{
 		log:      log,
 		skipped:  skipped,
@@ -54,9 +51,9 @@ func NewServiceSource(log *slog.Logger, factory informers.SharedInformerFactory,
 		slices:   map[model.ServiceID]map[string]model.EndpointSlice{},
 		nodes:    map[string]model.Node{},
 	}
-	svc := factory.Core().V1().Services().Informer()
-	eps := factory.Discovery().V1().EndpointSlices().Informer()
-	nodes := factory.Core().V1().Nodes().Informer()
+	svc := inf.Typed.Core().V1().Services().Informer()
+	eps := inf.Typed.Discovery().V1().EndpointSlices().Informer()
+	nodes := inf.Typed.Core().V1().Nodes().Informer()
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandlerFuncs
@@ -65,22 +62,11 @@ func NewServiceSource(log *slog.Logger, factory informers.SharedInformerFactory,
 		{eps, cache.ResourceEventHandlerFuncs{AddFunc: s.onSlice, UpdateFunc: func(_, o any) { s.onSlice(o) }, DeleteFunc: s.onSliceDelete}},
 		{nodes, cache.ResourceEventHandlerFuncs{AddFunc: s.onNode, UpdateFunc: func(_, o any) { s.onNode(o) }, DeleteFunc: s.onNodeDelete}},
 	} {
-		if _, err := reg.inf.AddEventHandler(reg.h); err != nil {
-			return nil, fmt.Errorf("watch: %w", err)
+		if err := inf.Watch(reg.inf, reg.h); err != nil {
+			return nil, err
 		}
-		s.synced = append(s.synced, reg.inf.HasSynced)
 	}
 	return s, nil
-}
-
-// NewInformerFactory returns the factory the service source watches with.
-func NewInformerFactory(c kubernetes.Interface) informers.SharedInformerFactory {
-	return informers.NewSharedInformerFactory(c, 0)
-}
-
-// WaitSynced blocks until the initial lists are in.
-func (s *ServiceSource) WaitSynced(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), s.synced...)
 }
 
 // Run calls handle for every changed service, one at a time, until ctx is

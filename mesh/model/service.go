@@ -3,57 +3,8 @@
 package model
 
 import (
-	"fmt"
 	"net/netip"
 )
-
-// Protocol is an L4 protocol by its IP protocol number.
-type Protocol uint8
-
-// Protocols a Service can use.
-const (
-	TCP  Protocol = 6
-	UDP  Protocol = 17
-	SCTP Protocol = 132
-)
-
-func (p Protocol) String() string {
-	switch p {
-	case TCP:
-		return "TCP"
-	case UDP:
-		return "UDP"
-	case SCTP:
-		return "SCTP"
-	}
-	return fmt.Sprintf("proto-%d", uint8(p))
-}
-
-// MarshalText writes the protocol's name.
-func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
-
-// UnmarshalText reads a protocol name (TCP, UDP, SCTP).
-func (p *Protocol) UnmarshalText(b []byte) error {
-	v, err := ParseProtocol(string(b))
-	if err != nil {
-		return err
-	}
-	*p = v
-	return nil
-}
-
-// ParseProtocol reads a Kubernetes protocol name.
-func ParseProtocol(s string) (Protocol, error) {
-	switch s {
-	case "TCP", "":
-		return TCP, nil
-	case "UDP":
-		return UDP, nil
-	case "SCTP":
-		return SCTP, nil
-	}
-	return 0, fmt.Errorf("unknown protocol %q", s)
-}
 
 // ServiceID names a Service.
 type ServiceID struct {

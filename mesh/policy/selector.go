@@ -3,9 +3,11 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
+
+	"github.com/membrane-mesh/membrane/mesh/labels"
 
 	"github.com/membrane-mesh/membrane/mesh/identity"
 )
@@ -31,15 +33,15 @@ type Requirement struct {
 	Values   []string `json:"values,omitempty"`
 }
 
-// Operator is a label selector operator.
-type Operator string
+// Operator is a label selector operator (mesh/labels').
+type Operator = labels.Operator
 
 // Operators (Kubernetes').
 const (
-	OpIn           Operator = "In"
-	OpNotIn        Operator = "NotIn"
-	OpExists       Operator = "Exists"
-	OpDoesNotExist Operator = "DoesNotExist"
+	OpIn           = labels.In
+	OpNotIn        = labels.NotIn
+	OpExists       = labels.Exists
+	OpDoesNotExist = labels.DoesNotExist
 )
 
 // Label keys the scoping rules look at (without source).
@@ -63,47 +65,26 @@ func (s Selector) Validate() error {
 }
 
 // matcher is a compiled selector.
-type matcher []requirement
+type matcher labels.Selector
 
-type requirement struct {
-	source string // "" for any
-	key    string
-	op     Operator
-	values []string // sorted
-}
-
-// splitKey separates a selector key into source and key; "any" and no
-// source both give "".
-func splitKey(k string) (source, key string) {
-	src, rest, ok := strings.Cut(k, ":")
-	if !ok {
-		return "", k
-	}
-	if src == "any" {
-		src = ""
-	}
-	return src, rest
+func (m matcher) matches(l identity.Labels) bool {
+	return labels.Selector(m).Matches(labels.FromMap(l))
 }
 
 func compileSelector(s Selector) (matcher, error) {
 	var m matcher
 	var errs []error
-	keys := make([]string, 0, len(s.MatchLabels))
-	for k := range s.MatchLabels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		src, key := splitKey(k)
-		if key == "" {
+	for _, k := range slices.Sorted(maps.Keys(s.MatchLabels)) {
+		r := labels.NewRequirement(k, OpIn, s.MatchLabels[k])
+		if r.Key == "" {
 			errs = append(errs, fmt.Errorf("matchLabels: empty key %q", k))
 			continue
 		}
-		m = append(m, requirement{source: src, key: key, op: OpIn, values: []string{s.MatchLabels[k]}})
+		m = append(m, r)
 	}
 	for i, e := range s.MatchExpressions {
-		src, key := splitKey(e.Key)
-		if key == "" {
+		r := labels.NewRequirement(e.Key, e.Operator, e.Values...)
+		if r.Key == "" {
 			errs = append(errs, fmt.Errorf("matchExpressions[%d]: empty key %q", i, e.Key))
 			continue
 		}
@@ -122,9 +103,7 @@ func compileSelector(s Selector) (matcher, error) {
 			errs = append(errs, fmt.Errorf("matchExpressions[%d]: unknown operator %q", i, e.Operator))
 			continue
 		}
-		vals := slices.Clone(e.Values)
-		sort.Strings(vals)
-		m = append(m, requirement{source: src, key: key, op: e.Operator, values: vals})
+		m = append(m, r)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -132,61 +111,11 @@ func compileSelector(s Selector) (matcher, error) {
 	return m, nil
 }
 
-// lookup returns the values of labels with the requirement's key (and
-// source, unless it matches any source).
-func (r requirement) lookup(l identity.Labels) []string {
-	if r.source != "" {
-		if v, ok := l[r.source+":"+r.key]; ok {
-			return []string{v}
-		}
-		return nil
-	}
-	var vals []string
-	for k, v := range l {
-		if _, key := splitKey(k); key == r.key {
-			vals = append(vals, v)
-		}
-	}
-	return vals
-}
-
-func (r requirement) matches(l identity.Labels) bool {
-	vals := r.lookup(l)
-	in := func() bool {
-		for _, v := range vals {
-			if _, found := slices.BinarySearch(r.values, v); found {
-				return true
-			}
-		}
-		return false
-	}
-	switch r.op {
-	case OpIn:
-		return in()
-	case OpNotIn:
-		return !in()
-	case OpExists:
-		return len(vals) > 0
-	case OpDoesNotExist:
-		return len(vals) == 0
-	}
-	return false
-}
-
-func (m matcher) matches(l identity.Labels) bool {
-	for _, r := range m {
-		if !r.matches(l) {
-			return false
-		}
-	}
-	return true
-}
-
 // has reports whether a requirement is about key (any source but those
 // other than k8s and any).
 func (m matcher) has(pred func(key string) bool) bool {
 	for _, r := range m {
-		if (r.source == "" || r.source == "k8s") && pred(r.key) {
+		if (r.Source == "" || r.Source == "k8s") && pred(r.Key) {
 			return true
 		}
 	}
@@ -204,12 +133,12 @@ func scopeSubject(m matcher, namespace string) (matcher, error) {
 	var err error
 	own := identity.Labels{identity.NamespaceLabel: namespace}
 	for _, r := range m {
-		if (r.source == "" || r.source == "k8s") && r.key == namespaceKey && !r.matches(own) {
+		if (r.Source == "" || r.Source == "k8s") && r.Key == namespaceKey && !r.Matches(labels.FromMap(own)) {
 			err = fmt.Errorf("endpointSelector: a namespaced policy selects endpoints of its namespace %q only: the rule selects nothing", namespace)
 		}
 	}
 	out := slices.Clone(m)
-	return append(out, requirement{source: "k8s", key: namespaceKey, op: OpIn, values: []string{namespace}}), err
+	return append(out, labels.Requirement{Source: "k8s", Key: namespaceKey, Operator: OpIn, Values: []string{namespace}}), err
 }
 
 // scopePeer applies Cilium's scoping to a peer selector (fromEndpoints,
@@ -223,10 +152,10 @@ func scopePeer(m matcher, namespace string) matcher {
 	}
 	out := slices.Clone(m)
 	if namespace == "" {
-		return append(out, requirement{source: "k8s", key: namespaceKey, op: OpExists})
+		return append(out, labels.Requirement{Source: "k8s", Key: namespaceKey, Operator: OpExists})
 	}
 	if m.has(func(k string) bool { return strings.HasPrefix(k, namespaceLabelsPref) }) {
 		return m
 	}
-	return append(out, requirement{source: "k8s", key: namespaceKey, op: OpIn, values: []string{namespace}})
+	return append(out, labels.Requirement{Source: "k8s", Key: namespaceKey, Operator: OpIn, Values: []string{namespace}})
 }

@@ -14,7 +14,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
+
+	"github.com/membrane-mesh/membrane/mesh/model"
 
 	"github.com/membrane-mesh/membrane/mesh/identity"
 )
@@ -293,140 +294,26 @@ type L7Rule struct {
 	Origins          []string      `json:"origins,omitempty"`
 }
 
-// Direction is relative to the endpoint.
-type Direction uint8
-
-// Directions (bpf/policy's numbers).
-const (
-	Ingress Direction = 0 // traffic to the endpoint
-	Egress  Direction = 1 // traffic from the endpoint
+// The resolver speaks mesh/model's traffic vocabulary; these are its names
+// for model's types and values, not types of their own.
+type (
+	Direction = model.Direction
+	Proto     = model.Protocol
+	Verdict   = model.Verdict
 )
 
-func (d Direction) String() string {
-	switch d {
-	case Ingress:
-		return "ingress"
-	case Egress:
-		return "egress"
-	}
-	return "direction(" + strconv.Itoa(int(d)) + ")"
-}
-
-// MarshalText writes the direction's name.
-func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalText reads ingress or egress.
-func (d *Direction) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "ingress":
-		*d = Ingress
-	case "egress":
-		*d = Egress
-	default:
-		return fmt.Errorf("unknown direction %q", b)
-	}
-	return nil
-}
-
-// Proto is an IP protocol number; Any (0) is every protocol.
-type Proto uint8
-
-// Protocols policies name.
+// Directions, protocols and verdicts (mesh/model's).
 const (
-	Any  Proto = 0
-	ICMP Proto = 1
-	TCP  Proto = 6
-	UDP  Proto = 17
-	SCTP Proto = 132
+	Ingress = model.Ingress // traffic to the endpoint
+	Egress  = model.Egress  // traffic from the endpoint
+
+	Any  = model.AnyProtocol
+	ICMP = model.ICMP
+	TCP  = model.TCP
+	UDP  = model.UDP
+	SCTP = model.SCTP
+
+	Allow    = model.Allow
+	Deny     = model.Deny
+	Redirect = model.Redirect // allow through the L7 proxy
 )
-
-func (p Proto) String() string {
-	switch p {
-	case Any:
-		return "ANY"
-	case ICMP:
-		return "ICMP"
-	case TCP:
-		return "TCP"
-	case UDP:
-		return "UDP"
-	case SCTP:
-		return "SCTP"
-	}
-	return strconv.Itoa(int(p))
-}
-
-// MarshalText writes the protocol's name (or number).
-func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
-
-// UnmarshalText reads a protocol name (ANY, TCP, UDP, SCTP, ICMP; "" is
-// ANY) or number.
-func (p *Proto) UnmarshalText(b []byte) error {
-	v, err := ParseProto(string(b))
-	if err != nil {
-		return err
-	}
-	*p = v
-	return nil
-}
-
-// ParseProto reads a protocol name or number; "" is Any.
-func ParseProto(s string) (Proto, error) {
-	switch strings.ToUpper(s) {
-	case "", "ANY":
-		return Any, nil
-	case "ICMP":
-		return ICMP, nil
-	case "TCP":
-		return TCP, nil
-	case "UDP":
-		return UDP, nil
-	case "SCTP":
-		return SCTP, nil
-	}
-	n, err := strconv.ParseUint(s, 10, 8)
-	if err != nil {
-		return 0, fmt.Errorf("unknown protocol %q", s)
-	}
-	return Proto(n), nil
-}
-
-// Verdict is what a datapath rule does with a new flow.
-type Verdict uint8
-
-// Verdicts (bpf/policy's numbers).
-const (
-	Allow    Verdict = 1
-	Deny     Verdict = 2
-	Redirect Verdict = 3 // allow through the L7 proxy
-)
-
-func (v Verdict) String() string {
-	switch v {
-	case Allow:
-		return "allow"
-	case Deny:
-		return "deny"
-	case Redirect:
-		return "redirect"
-	}
-	return "verdict(" + strconv.Itoa(int(v)) + ")"
-}
-
-// MarshalText writes the verdict's name.
-func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
-
-// UnmarshalText reads allow, deny or redirect.
-func (v *Verdict) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "allow":
-		*v = Allow
-	case "deny":
-		*v = Deny
-	case "redirect":
-		*v = Redirect
-	default:
-		return fmt.Errorf("unknown verdict %q", b)
-	}
-	return nil
-}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/model"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
 
@@ -248,7 +249,7 @@ func ports(pps []v1alpha1.PortProtocol, p *field.Path) ([]policy.Port, field.Err
 	var out []policy.Port
 	var errs field.ErrorList
 	for i, pp := range pps {
-		proto, err := policy.ParseProto(string(pp.Protocol))
+		proto, err := model.ParseIPProtocol(string(pp.Protocol))
 		if err != nil || proto == policy.ICMP {
 			errs = append(errs, field.NotSupported(p.Index(i).Child("protocol"), pp.Protocol, []string{"TCP", "UDP", "SCTP", "ANY"}))
 			continue
