@@ -85,33 +85,51 @@ func MountBPF(log *slog.Logger, pinDir string) (bool, error) {
 }
 
 // CheckCgroup2 fails unless path is a directory on a cgroup v2 filesystem.
-// Its error says what to mount, and names a cgroup2 mount found elsewhere.
+// Its error says what to mount, and names the cgroup2 mounts there are.
 func CheckCgroup2(path string) error {
 	var st unix.Statfs_t
 	err := unix.Statfs(path, &st)
 	if err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
 		return nil
 	}
-	var problem string
+	var problem, mount string
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		problem = "does not exist"
+		mount = fmt.Sprintf("mkdir -p %s && mount -t cgroup2 none %s", path, path)
 	case err != nil:
 		return fmt.Errorf("cgroup v2 directory %s: %w", path, err)
 	default:
 		problem = "is not on a cgroup2 filesystem (it is " + fsName(st.Type) + ")"
+		mount = "mount -t cgroup2 none " + path
+		if !emptyDir(path) {
+			// A mount on it would hide what it holds (e.g. cgroup v1
+			// hierarchies): a hybrid host has cgroup2 below it.
+			sub := filepath.Join(path, "unified")
+			mount = fmt.Sprintf("mkdir -p %s && mount -t cgroup2 none %s, and use that", sub, sub)
+		}
 	}
-	msg := fmt.Sprintf("cgroup v2 directory %s %s: mount one (mount -t cgroup2 none %s) or choose a directory on a cgroup2 mount", path, problem, path)
+	msg := fmt.Sprintf("cgroup v2 directory %s %s: mount cgroup2 (%s)", path, problem, mount)
 	mounts, merr := Cgroup2Mounts()
 	switch {
 	case merr != nil:
 		msg += " (" + merr.Error() + ")"
 	case len(mounts) > 0:
-		msg += "; cgroup2 is mounted on " + strings.Join(mounts, ", ")
+		msg += " or use a directory on the cgroup2 mounted on " + strings.Join(mounts, ", ")
 	default:
 		msg += "; no cgroup2 is mounted on this host"
 	}
 	return errors.New(msg)
+}
+
+func emptyDir(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	return errors.Is(err, io.EOF)
 }
 
 // Cgroup2Mounts lists the mount points of cgroup2 filesystems in this mount

@@ -142,21 +142,18 @@ func TestCheckCgroup2(t *testing.T) {
 		t.Fatalf("Cgroup2Mounts() = %v, want it to hold %s", mounts, cg2)
 	}
 
-	err = CheckCgroup2(notCg)
-	for _, want := range []string{
-		notCg + " is not on a cgroup2 filesystem (it is tmpfs)",
-		"mount -t cgroup2 none " + notCg,
-		"cgroup2 is mounted on ", cg2,
+	for _, c := range []struct{ path, problem, mount string }{
+		{notCg, " is not on a cgroup2 filesystem (it is tmpfs)", "(mount -t cgroup2 none " + notCg + ")"},
+		// Mounting on a directory that holds something would hide it.
+		{dir, " is not on a cgroup2 filesystem (it is tmpfs)", "(mkdir -p " + dir + "/unified && mount -t cgroup2 none " + dir + "/unified, and use that)"},
+		{filepath.Join(dir, "missing"), " does not exist", "(mkdir -p " + dir + "/missing && mount -t cgroup2 none " + dir + "/missing)"},
 	} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("CheckCgroup2(tmpfs dir) = %v; want it to say %q", err, want)
+		err := CheckCgroup2(c.path)
+		for _, want := range []string{"cgroup v2 directory " + c.path + c.problem, "mount cgroup2 " + c.mount, "or use a directory on the cgroup2 mounted on ", cg2} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("CheckCgroup2(%s) = %v; want it to say %q", c.path, err, want)
+			}
 		}
-	}
-
-	missing := filepath.Join(dir, "missing")
-	err = CheckCgroup2(missing)
-	if err == nil || !strings.Contains(err.Error(), missing+" does not exist") || !strings.Contains(err.Error(), "mount -t cgroup2 none "+missing) {
-		t.Errorf("CheckCgroup2(missing) = %v; want it to say it does not exist and what to mount", err)
 	}
 
 	// With no cgroup2 left in the namespace the error says so.
