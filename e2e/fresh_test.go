@@ -215,6 +215,9 @@ func TestFreshDevUpFailure(t *testing.T) {
 	if !errors.As(err, &exit) {
 		t.Fatalf("dev up with a broken pin directory: %v, want it to fail\n%s", err, out)
 	}
+	if _, quoted, ok := strings.Cut(string(out), "\nlast lines of "); ok {
+		t.Logf("dev up failed as it should; its error ends:\nlast lines of %s", quoted)
+	}
 	agentLog := filepath.Join(l.LogDir(), "agent-"+node+".log")
 	for _, want := range []string{
 		"membrane-agent/" + node + " exited; see " + agentLog,
