@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 )
@@ -29,8 +30,14 @@ type l7Pods struct {
 
 // deployL7 starts the scenario in namespaces payments and checkout:
 // payment-<node> (echo-basic on 3000, which logs every request it gets),
-// checkout-<node> and other-<node> (curl).
+// checkout-<node> and other-<node> (curl), on the shared cluster.
 func deployL7(t *testing.T, k *kube) l7Pods {
+	t.Helper()
+	return deployL7On(t, k, shared.cluster.Nodes)
+}
+
+// deployL7On is deployL7 on the cluster of k, whose nodes are nodes.
+func deployL7On(t *testing.T, k *kube, nodes []localcluster.NodeState) l7Pods {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("apiVersion: v1\nkind: Namespace\nmetadata: {name: payments}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: checkout}\n")
@@ -56,7 +63,6 @@ spec:
     command: [sleep, "3600"]
 `, name, app, node)
 	}
-	nodes := shared.cluster.Nodes
 	for _, n := range nodes {
 		fmt.Fprintf(&b, `---
 apiVersion: v1

@@ -44,6 +44,11 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	shared = setUp()
+	if shared.setupErr != nil {
+		// Once here in full (it quotes the failing component's log); every
+		// test that needs the cluster fails with it too.
+		fmt.Fprintln(os.Stderr, "e2e:", shared.setupErr)
+	}
 	code := m.Run()
 	if shared.cluster != nil {
 		if err := localcluster.Down(context.Background(), slog.New(slog.NewTextHandler(os.Stderr, nil)), sharedName); err != nil {
@@ -97,15 +102,17 @@ func cluster(t *testing.T) *kube {
 	return &kube{t: t, kubeconfig: shared.cluster.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 }
 
-// removeAbandoned removes clusters left by test runs that died: their names
-// end in the PID of a process that no longer runs.
+// removeAbandoned removes clusters left by test runs that died, and the logs
+// of failed starts of such runs: their names end in the PID of a process that
+// no longer runs.
 func removeAbandoned(log *slog.Logger) {
-	names, err := localcluster.List()
+	entries, err := os.ReadDir(localcluster.DefaultStateRoot)
 	if err != nil {
 		return
 	}
-	for _, name := range names {
-		if !strings.HasPrefix(name, "e2e-") {
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(name, "e2e-") {
 			continue
 		}
 		pid, err := strconv.Atoi(name[strings.LastIndex(name, "-")+1:])

@@ -3,7 +3,6 @@
 package cgroups
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -16,33 +15,21 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/membrane-mesh/membrane/bpf/hostfs"
 )
 
 // Root returns the mount point of the cgroup v2 hierarchy (the unified one
 // on a hybrid system).
 func Root() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := hostfs.Cgroup2Mounts()
 	if err != nil {
-		return "", fmt.Errorf("find cgroup2 mount: %w", err)
+		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ... mount-point ... - fstype source options
-		left, right, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		if fields := strings.Fields(right); len(fields) > 0 && fields[0] == "cgroup2" {
-			if lf := strings.Fields(left); len(lf) > 4 {
-				return lf[4], nil
-			}
-		}
+	if len(mounts) == 0 {
+		return "", errors.New("no cgroup2 filesystem is mounted: mount one (mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy=1")
 	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("find cgroup2 mount: %w", err)
-	}
-	return "", errors.New("find cgroup2 mount: none mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)")
+	return mounts[0], nil
 }
 
 // killTimeout bounds how long Remove waits for a subtree to empty.

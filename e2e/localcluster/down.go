@@ -19,10 +19,24 @@ import (
 
 // Down removes everything the cluster created: processes, pod and node
 // namespaces, links, mounts, cgroups and state. It is safe to run twice and
-// on a half-built cluster.
+// on a half-built cluster. With no cluster of that name it removes the logs
+// a failed `up` left.
 func Down(ctx context.Context, log *slog.Logger, name string) error {
+	return down(ctx, log, name, false)
+}
+
+// down is Down; with keepLogs (a failed `up`) the log dir stays.
+func down(ctx context.Context, log *slog.Logger, name string, keepLogs bool) error {
 	s, err := Load(name)
 	if errors.Is(err, ErrNoCluster) {
+		dir := Layout{Name: name}.StateDir()
+		if _, serr := os.Stat(dir); validName(name) && serr == nil {
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("remove logs of cluster %q: %w", name, err)
+			}
+			log.Info("removed the logs of a failed start", "cluster", name, "dir", dir)
+			return nil
+		}
 		log.Info("no such cluster, nothing to remove", "cluster", name)
 		return nil
 	}
@@ -78,10 +92,33 @@ func Down(ctx context.Context, log *slog.Logger, name string) error {
 		// Keep the record so that another `down` can finish the job.
 		return fmt.Errorf("remove cluster %q: %w", name, err)
 	}
+	if keepLogs {
+		if err := removeAllBut(l.StateDir(), l.LogDir()); err != nil {
+			return err
+		}
+		log.Info("cluster removed but its logs", "cluster", name, "logs", l.LogDir())
+		return nil
+	}
 	if err := os.RemoveAll(l.StateDir()); err != nil {
 		return fmt.Errorf("remove %s: %w", l.StateDir(), err)
 	}
 	log.Info("cluster removed", "cluster", name)
+	return nil
+}
+
+// removeAllBut removes everything in dir except keep, an entry of dir.
+func removeAllBut(dir, keep string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if p := filepath.Join(dir, e.Name()); p != keep {
+			if err := os.RemoveAll(p); err != nil {
+				return fmt.Errorf("remove %s: %w", p, err)
+			}
+		}
+	}
 	return nil
 }
 

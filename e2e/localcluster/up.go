@@ -19,12 +19,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/membrane-mesh/membrane/e2e/cgroups"
 	"github.com/membrane-mesh/membrane/e2e/noderunner"
 )
 
-// Up creates the cluster and returns once every node is Ready. A failure
-// part-way removes whatever was created.
+// Up creates the cluster and returns once every node is Ready. It first
+// prepares the host (see prepareHost). A failure part-way removes whatever
+// was created but the logs, and its error quotes the failing component's log.
 func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -39,21 +39,25 @@ func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 			return nil, fmt.Errorf("%s not found in %s: run `make build` first", bin, o.BinDir)
 		}
 	}
-	s, err := reserve(o)
+	cgroupRoot, err := prepareHost(log)
+	if err != nil {
+		return nil, err
+	}
+	s, err := reserve(o, cgroupRoot)
 	if err != nil {
 		return nil, err
 	}
 	if err := build(ctx, log, o, s); err != nil {
-		if derr := Down(context.WithoutCancel(ctx), log, o.Name); derr != nil {
+		if derr := down(context.WithoutCancel(ctx), log, o.Name, true); derr != nil {
 			log.Error("clean up after failed start", "cluster", o.Name, "error", derr)
 		}
-		return nil, fmt.Errorf("bring up cluster %q: %w", o.Name, err)
+		return nil, startFailure(o.Name, s.Layout().LogDir(), err)
 	}
 	return s, nil
 }
 
 // reserve claims a name and an underlay index and writes the first record.
-func reserve(o Options) (*State, error) {
+func reserve(o Options, cgroupRoot string) (*State, error) {
 	if err := os.MkdirAll(DefaultStateRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", DefaultStateRoot, err)
 	}
@@ -70,15 +74,15 @@ func reserve(o Options) (*State, error) {
 	} else if !errors.Is(err, ErrNoCluster) {
 		return nil, err
 	}
+	// The logs a failed start of the same name left behind.
+	if err := os.RemoveAll(Layout{Name: o.Name}.StateDir()); err != nil {
+		return nil, fmt.Errorf("remove logs of an earlier start: %w", err)
+	}
 	idx, err := allocateIndex()
 	if err != nil {
 		return nil, err
 	}
-	root, err := cgroups.Root()
-	if err != nil {
-		return nil, err
-	}
-	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: root, Encryption: o.Encryption}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption}
 	l := s.Layout()
 	for i := 1; i <= o.Nodes; i++ {
 		name := l.NodeName(i)
@@ -219,11 +223,13 @@ func startAgent(o Options, s *State, n NodeState) (Process, error) {
 // waitAgents waits until every agent has programmed its initial sync.
 func waitAgents(ctx context.Context, s *State) error {
 	hc := &http.Client{Timeout: time.Second}
-	return poll(ctx, 60*time.Second, "membrane-agent /healthz on every node", func() (bool, error) {
+	var waiting string // the agent not healthy yet
+	err := poll(ctx, 60*time.Second, "membrane-agent /healthz on every node", func() (bool, error) {
 		if err := s.CheckProcesses(); err != nil {
 			return false, err
 		}
 		for _, n := range s.Nodes {
+			waiting = "membrane-agent/" + n.Name
 			resp, err := hc.Get(fmt.Sprintf("http://%s:%d/healthz", n.IP, AgentPort))
 			if err != nil {
 				return false, nil
@@ -235,6 +241,7 @@ func waitAgents(ctx context.Context, s *State) error {
 		}
 		return true, nil
 	})
+	return s.blame(err, waiting)
 }
 
 func waitDeploymentAvailable(ctx context.Context, c kubernetes.Interface, s *State, ns, name string) error {
@@ -334,41 +341,51 @@ func Client(kubeconfig string) (kubernetes.Interface, error) {
 }
 
 func waitAPIServer(ctx context.Context, c kubernetes.Interface, s *State) error {
-	return poll(ctx, 90*time.Second, "kube-apiserver /readyz", func() (bool, error) {
+	err := poll(ctx, 90*time.Second, "kube-apiserver /readyz", func() (bool, error) {
 		if err := s.CheckProcesses(); err != nil {
 			return false, err
 		}
 		body, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err == nil && string(body) == "ok", nil
 	})
+	return s.blame(err, "kube-apiserver")
 }
 
 func waitNodesReady(ctx context.Context, c kubernetes.Interface, s *State) error {
-	return poll(ctx, 90*time.Second, "nodes Ready with a PodCIDR", func() (bool, error) {
+	var waiting string // a node runner whose Node is not Ready yet
+	err := poll(ctx, 90*time.Second, "nodes Ready with a PodCIDR", func() (bool, error) {
 		if err := s.CheckProcesses(); err != nil {
 			return false, err
 		}
+		waiting = "kube-apiserver"
 		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil
 		}
-		ready := 0
+		ready := map[string]bool{}
 		for _, n := range nodes.Items {
 			for _, cond := range n.Status.Conditions {
 				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && n.Spec.PodCIDR != "" {
-					ready++
+					ready[n.Name] = true
 				}
 			}
 		}
-		return ready == len(s.Nodes), nil
+		for _, n := range s.Nodes {
+			if !ready[n.Name] {
+				waiting = "node-runner/" + n.Name
+				return false, nil
+			}
+		}
+		return true, nil
 	})
+	return s.blame(err, waiting)
 }
 
 // CheckProcesses fails when a process the cluster needs has exited.
 func (s *State) CheckProcesses() error {
 	for _, p := range s.Processes {
 		if !p.Alive() {
-			return fmt.Errorf("%s exited; see %s", p.Name, p.Log)
+			return &ComponentError{Component: p.Name, Log: p.Log, Err: fmt.Errorf("%s exited", p.Name)}
 		}
 	}
 	return nil

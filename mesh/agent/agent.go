@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/membrane-mesh/membrane/bpf/hostfs"
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/bpf/socklb"
 	"github.com/membrane-mesh/membrane/mesh/flow"
@@ -60,6 +61,13 @@ func New(log *slog.Logger, cfg Config, client kubernetes.Interface, dyn dynamic.
 // agent API until ctx is done. The datapath stays attached when it returns:
 // Service translation goes on while the agent restarts.
 func (a *Agent) Run(ctx context.Context) error {
+	// The node may be a fresh machine: mount bpffs where it is missing.
+	if _, err := hostfs.MountBPF(a.log, a.cfg.BPFPinDir); err != nil {
+		return fmt.Errorf("--bpf-pin-dir: %w", err)
+	}
+	if err := hostfs.CheckCgroup2(a.cfg.CgroupPath); err != nil {
+		return fmt.Errorf("--cgroup-path: %w", err)
+	}
 	dp, err := socklb.Load(ctx, a.log.With("component", "socklb"), socklb.Options{PinDir: a.cfg.BPFPinDir, CgroupPath: a.cfg.CgroupPath})
 	if err != nil {
 		return err
