@@ -36,6 +36,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
+	adopted []*podWorker // not started yet
 	wg      sync.WaitGroup
 }
 
@@ -73,7 +74,8 @@ func (m *Manager) newWorker(pod *corev1.Pod) *podWorker {
 	}
 }
 
-// startWorker runs w until its pod is gone; the caller holds m.mu.
+// startWorker registers w and runs it until its pod is gone; the caller
+// holds m.mu.
 func (m *Manager) startWorker(ctx context.Context, w *podWorker, pod *corev1.Pod) {
 	m.workers[pod.UID] = w
 	m.wg.Add(1)

@@ -28,7 +28,7 @@ const killTimeout = 5 * time.Second
 // the API server still binds to the node keep running as they are (same
 // processes, network namespace, IP and status); the rest is torn down. It
 // runs before the pod informer starts, which then finds the adopted pods'
-// workers in place.
+// workers in place; startAdopted runs them.
 func (m *Manager) recoverPods(ctx context.Context) error {
 	podsDir := filepath.Join(m.cfg.StateDir, "pods")
 	entries, err := os.ReadDir(podsDir)
@@ -84,7 +84,7 @@ func (m *Manager) recoverPods(ctx context.Context) error {
 		}
 	}
 	for _, a := range plan.Adopt {
-		m.adopt(ctx, apiPods[a.Record.UID], a)
+		m.adopt(apiPods[a.Record.UID], a)
 	}
 	return nil
 }
@@ -135,7 +135,7 @@ func (m *Manager) tearDown(ctx context.Context, td teardown) error {
 }
 
 // adopt starts a worker for a pod that runs on from an earlier run.
-func (m *Manager) adopt(ctx context.Context, pod *corev1.Pod, a adoption) {
+func (m *Manager) adopt(pod *corev1.Pod, a adoption) {
 	w := m.newWorker(pod)
 	w.restore(pod, a)
 	w.killStrays()
@@ -148,7 +148,19 @@ func (m *Manager) adopt(ctx context.Context, pod *corev1.Pod, a adoption) {
 	w.log.Info("pod adopted", "podIP", w.sb.IP, "running", adopted)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.startWorker(ctx, w, pod)
+	m.workers[pod.UID] = w
+	m.adopted = append(m.adopted, w)
+}
+
+// startAdopted starts the adopted pods' workers, once the caches they read
+// (services, for a restarted container's environment) have synced.
+func (m *Manager) startAdopted(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, w := range m.adopted {
+		m.startWorker(ctx, w, w.current())
+	}
+	m.adopted = nil
 }
 
 // restore sets the worker's state from the record, taking over the

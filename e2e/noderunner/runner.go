@@ -137,6 +137,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced) {
 		return errors.New("sync service and node caches: stopped")
 	}
+	m.startAdopted(ctx)
 	podFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced) {
 		return errors.New("sync pod cache: stopped")

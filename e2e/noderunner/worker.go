@@ -106,11 +106,15 @@ func (w *podWorker) sync(ctx context.Context, pod, last *corev1.Pod) {
 			w.log.Error("set up pod", "error", err)
 			w.setupErr = msg
 		}
+		w.persist()
 		w.writeStatus(ctx, pod)
 		return
 	}
 	w.setupErr = ""
 	w.runContainers(ctx, pod)
+	// Recorded before it is reported: a runner restarted in between knows
+	// at least what the API server was told.
+	w.persist()
 	w.writeStatus(ctx, pod)
 }
 
