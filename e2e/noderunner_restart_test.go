@@ -102,7 +102,7 @@ func TestNodeRunnerRestart(t *testing.T) {
 		script := fmt.Sprintf(`end=$(($(date +%%s)+90)); ok=0; failed=0; i=0
 while [ $i -lt 150 ] && [ $(date +%%s) -lt $end ]; do
   for url in http://%s:8080 http://%s:8080; do
-    if wget -q -T 2 -O- $url >/dev/null 2>&1; then ok=$((ok+1)); else failed=$((failed+1)); echo "failed $url at $(date +%%T)"; fi
+    if timeout 3 wget -q -O- $url >/dev/null 2>&1; then ok=$((ok+1)); else failed=$((failed+1)); echo "failed $url at $(date +%%T)"; fi
   done
   i=$((i+1)); sleep 0.075
 done
@@ -130,13 +130,20 @@ echo ok=$ok failed=$failed`, serverIP, clusterIP)
 			if err != nil {
 				return err
 			}
-			return syscall.Kill(pid, syscall.SIGKILL)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				return err
+			}
+			// Down for a while, as after a crash: the pods' output piles
+			// up unread meanwhile.
+			time.Sleep(time.Until(killed.Add(2 * time.Second)))
+			return nil
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	restarted := time.Now()
+	t.Cleanup(func() { logRunnerRestart(t, filepath.Join(l.LogDir(), "node-"+node+".log"), killed) })
 
 	// The restarted runner serves logs and exec of the adopted pods.
 	eventually(t, 60*time.Second, "logs of an adopted pod through the restarted runner", func() error {
@@ -419,4 +426,27 @@ func tickNumbers(log string) []int {
 		}
 	}
 	return out
+}
+
+// logRunnerRestart shows what the restarted node runner said about the pods
+// it found.
+func logRunnerRestart(t *testing.T, path string, since time.Time) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("node runner log: %v", err)
+		return
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(since) {
+			continue
+		}
+		for _, what := range []string{"adopted", "tearing down", "killing", "container exited", "container started", "level=WARN", "level=ERROR"} {
+			if strings.Contains(line, what) {
+				t.Logf("node runner: %s", line)
+				break
+			}
+		}
+	}
 }
