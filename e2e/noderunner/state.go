@@ -2,7 +2,6 @@ package noderunner
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -115,7 +114,3 @@ func readRecord(dir string) (podRecord, error) {
 	}
 	return r, nil
 }
-
-// errNoRecord marks a pod dir without a record: left by a runner that
-// crashed before writing one.
-var errNoRecord = errors.New("no pod record")

@@ -114,7 +114,7 @@ func (r *Runtime) spawn(s Spec) (*Container, *os.File, error) {
 		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
 		Setsid:     true,
 		// No Pdeathsig: containers outlive a restarting runner, which
-		// kills what it finds in its cgroups instead.
+		// adopts them (see Adopt) or kills those it no longer wants.
 	}
 	if s.Cgroup != "" {
 		fd, err := unix.Open(s.Cgroup, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
