@@ -25,7 +25,8 @@ type Config struct {
 	KubeletKey  string `json:"kubeletKey"`
 	ClientCA    string `json:"clientCA"`
 	KubeletPort int    `json:"kubeletPort"`
-	// StateDir holds per-pod state (volumes, logs, CNI data).
+	// StateDir holds per-pod state (volumes, logs, CNI data, and the record
+	// from which a restarted runner adopts the pod).
 	StateDir string `json:"stateDir"`
 	// PodNetnsDir is where pod network namespaces are pinned.
 	PodNetnsDir string `json:"podNetnsDir"`

@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
-	"github.com/membrane-mesh/membrane/e2e/cgroups"
 	"github.com/membrane-mesh/membrane/e2e/images"
 	"github.com/membrane-mesh/membrane/e2e/noderunner/kubeletapi"
 	"github.com/membrane-mesh/membrane/e2e/noderunner/runtime"
@@ -37,6 +36,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
+	adopted []*podWorker // not started yet
 	wg      sync.WaitGroup
 }
 
@@ -52,32 +52,6 @@ func newManager(log *slog.Logger, cfg Config, client kubernetes.Interface, rt *r
 	return m
 }
 
-// cleanStale removes what an earlier run of this node left behind: its pods'
-// processes, network namespaces, addresses and files. Their pods get fresh
-// sandboxes, as after a node reboot.
-func (m *Manager) cleanStale(ctx context.Context) error {
-	podsDir := filepath.Join(m.cfg.StateDir, "pods")
-	entries, err := os.ReadDir(podsDir)
-	if err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("read %s: %w", podsDir, err)
-	}
-	for _, e := range entries {
-		uid := types.UID(e.Name())
-		m.log.Info("removing pod left by an earlier run", "uid", uid)
-		if err := cgroups.Remove(filepath.Join(m.cfg.CgroupDir, "pods", string(uid))); err != nil {
-			return err
-		}
-		stub := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: uid, Name: string(uid), Namespace: "unknown"}}
-		if err := m.net.tearDown(ctx, stub); err != nil {
-			m.log.Warn("tear down stale pod network", "uid", uid, "error", err)
-		}
-		if err := os.RemoveAll(filepath.Join(podsDir, e.Name())); err != nil {
-			return fmt.Errorf("remove stale pod dir: %w", err)
-		}
-	}
-	return nil
-}
-
 // upsert hands the latest pod object to its worker, starting one if needed.
 func (m *Manager) upsert(ctx context.Context, pod *corev1.Pod) {
 	m.mu.Lock()
@@ -86,7 +60,11 @@ func (m *Manager) upsert(ctx context.Context, pod *corev1.Pod) {
 		w.update(pod)
 		return
 	}
-	w := &podWorker{
+	m.startWorker(ctx, m.newWorker(pod), pod)
+}
+
+func (m *Manager) newWorker(pod *corev1.Pod) *podWorker {
+	return &podWorker{
 		m:      m,
 		log:    m.log.With("pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID),
 		notify: make(chan struct{}, 1),
@@ -94,6 +72,11 @@ func (m *Manager) upsert(ctx context.Context, pod *corev1.Pod) {
 		dir:    filepath.Join(m.cfg.StateDir, "pods", string(pod.UID)),
 		cgroup: filepath.Join(m.cfg.CgroupDir, "pods", string(pod.UID)),
 	}
+}
+
+// startWorker registers w and runs it until its pod is gone; the caller
+// holds m.mu.
+func (m *Manager) startWorker(ctx context.Context, w *podWorker, pod *corev1.Pod) {
 	m.workers[pod.UID] = w
 	m.wg.Add(1)
 	go func() {
@@ -111,6 +94,27 @@ func (m *Manager) remove(uid types.UID) {
 	w, ok := m.workers[uid]
 	m.mu.Unlock()
 	if ok {
+		w.update(nil)
+	}
+}
+
+// forgetMissing tells the workers whose pods pods does not hold that their
+// API object is gone.
+func (m *Manager) forgetMissing(pods corelisters.PodLister) {
+	m.mu.Lock()
+	var gone []*podWorker
+	for uid, w := range m.workers {
+		p := w.current()
+		if p == nil {
+			continue
+		}
+		cur, err := pods.Pods(p.Namespace).Get(p.Name)
+		if err != nil || cur.UID != uid {
+			gone = append(gone, w)
+		}
+	}
+	m.mu.Unlock()
+	for _, w := range gone {
 		w.update(nil)
 	}
 }

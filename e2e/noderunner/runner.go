@@ -77,7 +77,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 
 	rt := runtime.New(log.With("component", "runtime"), "")
 	m := newManager(log, cfg, client, rt, net, svcInformer.Lister())
-	if err := m.cleanStale(ctx); err != nil {
+	if err := m.recoverPods(ctx); err != nil {
 		return err
 	}
 
@@ -137,7 +137,14 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced) {
 		return errors.New("sync service and node caches: stopped")
 	}
+	m.startAdopted(ctx)
 	podFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced) {
+		return errors.New("sync pod cache: stopped")
+	}
+	// A pod adopted from an earlier run but deleted before the informer's
+	// first list never gets a delete event.
+	m.forgetMissing(podInformer.Lister())
 
 	goOwned("kubelet API", func() error { return api.Run(ctx) })
 	goOwned("lease", func() error { return heartbeat(ctx, log, client, cfg, node) })

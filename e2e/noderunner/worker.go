@@ -47,6 +47,7 @@ type podWorker struct {
 	lastStatus *corev1.PodStatus
 	setupErr   string
 	done       bool
+	lastRecord []byte // as last persisted
 }
 
 func (w *podWorker) update(pod *corev1.Pod) {
@@ -70,12 +71,15 @@ func (w *podWorker) run(ctx context.Context, first *corev1.Pod) {
 	t := time.NewTicker(syncPeriod)
 	defer t.Stop()
 	last := first
-	for !w.done {
+	for !w.done && ctx.Err() == nil {
 		pod := w.current()
 		if pod != nil {
 			last = pod
 		}
 		w.sync(ctx, pod, last)
+		if !w.done {
+			w.persist()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -102,11 +106,15 @@ func (w *podWorker) sync(ctx context.Context, pod, last *corev1.Pod) {
 			w.log.Error("set up pod", "error", err)
 			w.setupErr = msg
 		}
+		w.persist()
 		w.writeStatus(ctx, pod)
 		return
 	}
 	w.setupErr = ""
 	w.runContainers(ctx, pod)
+	// Recorded before it is reported: a runner restarted in between knows
+	// at least what the API server was told.
+	w.persist()
 	w.writeStatus(ctx, pod)
 }
 
@@ -189,22 +197,33 @@ func (w *podWorker) reap(pod *corev1.Pod, c *container) {
 	default:
 		return
 	}
-	code := c.run.ExitCode()
-	reason := "Completed"
-	if code != 0 {
-		reason = "Error"
-	}
-	now := time.Now()
-	c.lastTerm = &corev1.ContainerStateTerminated{
-		ExitCode: int32(code), Reason: reason,
+	w.exited(pod, c, c.run.ExitCode(), time.Now())
+}
+
+// exited records the end of c's running instance (code < 0: its exit status
+// is unknown, as for an adopted container) and schedules its restart per the
+// pod's policy.
+func (w *podWorker) exited(pod *corev1.Pod, c *container, code int, now time.Time) {
+	term := &corev1.ContainerStateTerminated{
+		ExitCode: int32(code), Reason: "Completed",
 		StartedAt: metav1.NewTime(c.startedAt), FinishedAt: metav1.NewTime(now.Truncate(time.Second)),
 		ContainerID: "membrane://" + c.id(),
 	}
+	switch {
+	case code < 0:
+		// As the kubelet reports a container it lost track of.
+		term.ExitCode, term.Reason = 137, "ContainerStatusUnknown"
+		term.Message = "The container exited while the node runner was restarting; its exit status is unknown"
+		code = int(term.ExitCode)
+	case code != 0:
+		term.Reason = "Error"
+	}
+	c.lastTerm = term
 	ranFor := now.Sub(c.startedAt)
 	w.setRun(c, nil)
 	c.ready, c.started = false, false
 	c.probeState = map[string]*probeState{}
-	w.log.Info("container exited", "container", c.spec.Name, "exitCode", code)
+	w.log.Info("container exited", "container", c.spec.Name, "exitCode", code, "reason", term.Reason)
 	if c.init && code == 0 {
 		c.succeeded = true
 		return
@@ -337,6 +356,9 @@ func (w *podWorker) probe(ctx context.Context, pod *corev1.Pod, c *container) {
 		}
 		ps.next = now.Add(time.Duration(max(p.PeriodSeconds, 1)) * time.Second)
 		if err := probeOnce(ctx, p, &c.spec, ip, exec); err != nil {
+			if ctx.Err() != nil {
+				return false, false // the runner stops: no verdict
+			}
 			ps.successes, ps.failures = 0, ps.failures+1
 			w.log.Debug("probe failed", "container", c.spec.Name, "probe", kind, "error", err)
 			return false, ps.failures == max(p.FailureThreshold, 1)

@@ -41,12 +41,16 @@ func New(logger *slog.Logger, exe string) *Runtime {
 	return &Runtime{logger: logger, exe: exe}
 }
 
-// Container is a running or exited container instance.
+// Container is a running or exited container instance: one this runtime
+// started (Start) or one an earlier runtime started and this one took over
+// (Adopt).
 type Container struct {
 	logger *slog.Logger
 	spec   Spec
 	env    []string
-	cmd    *exec.Cmd
+	proc   Process
+	cmd    *exec.Cmd // nil for an adopted container
+	pidfd  *os.File  // signals an adopted container; nil for a started one
 	done   chan struct{}
 	// exitCode is written before done is closed.
 	exitCode int
@@ -84,33 +88,33 @@ func (r *Runtime) spawn(s Spec) (*Container, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var parentEnds, childEnds []*os.File
+	// The container writes its output into FIFOs, which it also holds open
+	// for reading: its writes never fail while no runtime reads them, and
+	// a later runtime reads on where an earlier one stopped (Adopt).
+	outR, outW, err := openOutput(s)
+	if err != nil {
+		_ = log.close()
+		return nil, nil, err
+	}
 	closeAll := func(files []*os.File) {
 		for _, f := range files {
 			_ = f.Close()
 		}
 	}
-	pipe := func() error {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return fmt.Errorf("create pipe: %w", err)
-		}
-		parentEnds, childEnds = append(parentEnds, r), append(childEnds, w)
-		return nil
+	parentEnds, childEnds := outR, outW
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		closeAll(parentEnds)
+		closeAll(childEnds)
+		_ = log.close()
+		return nil, nil, fmt.Errorf("create pipe: %w", err)
 	}
-	for range 3 { // stdout, stderr, sync
-		if err := pipe(); err != nil {
-			closeAll(parentEnds)
-			closeAll(childEnds)
-			_ = log.close()
-			return nil, nil, err
-		}
-	}
+	parentEnds, childEnds = append(parentEnds, syncR), append(childEnds, syncW)
 	attr := &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
 		Setsid:     true,
 		// No Pdeathsig: containers outlive a restarting runner, which
-		// kills what it finds in its cgroups instead.
+		// adopts them (see Adopt) or kills those it no longer wants.
 	}
 	if s.Cgroup != "" {
 		fd, err := unix.Open(s.Cgroup, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -139,15 +143,27 @@ func (r *Runtime) spawn(s Spec) (*Container, *os.File, error) {
 		_ = log.close()
 		return nil, nil, fmt.Errorf("start init (%s): %w", r.exe, err)
 	}
+	proc, err := ProcessOf(cmd.Process.Pid)
+	if err != nil {
+		// It died at once: the sync pipe tells why.
+		proc = Process{PID: cmd.Process.Pid}
+	}
 	c := &Container{
 		logger:   r.logger.With("container", s.ID),
 		spec:     s,
 		env:      s.env(),
+		proc:     proc,
 		cmd:      cmd,
 		done:     make(chan struct{}),
 		exitCode: -1,
 	}
-	go c.wait(log, parentEnds[0], parentEnds[1])
+	go c.wait(log, parentEnds[0], parentEnds[1], func() int {
+		err := cmd.Wait()
+		if err != nil && cmd.ProcessState == nil {
+			c.logger.Error("wait for container", "err", err)
+		}
+		return exitCode(cmd.ProcessState)
+	})
 	return c, parentEnds[2], nil
 }
 
@@ -163,7 +179,7 @@ func (c *Container) awaitExec(ctx context.Context, syncR *os.File) error {
 	select {
 	case b = <-report:
 	case <-ctx.Done():
-		_ = c.cmd.Process.Signal(syscall.SIGKILL)
+		_ = c.signal(syscall.SIGKILL)
 		<-c.done
 		<-report
 		return fmt.Errorf("wait for init: %w", ctx.Err())
@@ -185,17 +201,13 @@ func (c *Container) awaitExec(ctx context.Context, syncR *os.File) error {
 }
 
 // wait owns the init process: it copies its output to the log and records
-// its exit.
-func (c *Container) wait(log *criLog, stdout, stderr *os.File) {
+// its exit, which waitExit waits for.
+func (c *Container) wait(log *criLog, stdout, stderr *os.File, waitExit func() int) {
 	var copiers sync.WaitGroup
 	copiers.Add(2)
 	go func() { defer copiers.Done(); log.copyFrom("stdout", stdout) }()
 	go func() { defer copiers.Done(); log.copyFrom("stderr", stderr) }()
-	err := c.cmd.Wait()
-	if err != nil && c.cmd.ProcessState == nil {
-		c.logger.Error("wait for container", "err", err)
-	}
-	c.exitCode = exitCode(c.cmd.ProcessState)
+	c.exitCode = waitExit()
 
 	copied := make(chan struct{})
 	go func() { copiers.Wait(); close(copied) }()
@@ -232,7 +244,18 @@ func exitCode(ps *os.ProcessState) int {
 }
 
 // Pid is the host PID of the container's pid 1.
-func (c *Container) Pid() int { return c.cmd.Process.Pid }
+func (c *Container) Pid() int { return c.proc.PID }
+
+// Process names the container's pid 1 so that a later runtime can adopt it.
+func (c *Container) Process() Process { return c.proc }
+
+// signal sends sig to the container's pid 1.
+func (c *Container) signal(sig syscall.Signal) error {
+	if c.pidfd != nil {
+		return signalPidfd(c.pidfd, sig)
+	}
+	return c.cmd.Process.Signal(sig)
+}
 
 // Spec returns the spec the container was started with.
 func (c *Container) Spec() Spec { return c.spec }
@@ -241,7 +264,8 @@ func (c *Container) Spec() Spec { return c.spec }
 func (c *Container) Done() <-chan struct{} { return c.done }
 
 // ExitCode is the exit status (128+signal when killed); valid after Done,
-// -1 before.
+// -1 before. It stays -1 for an adopted container: only the parent, the
+// runtime that started it, learns its exit status.
 func (c *Container) ExitCode() int {
 	select {
 	case <-c.done:
@@ -260,7 +284,7 @@ func (c *Container) Stop(grace time.Duration) error {
 		return nil
 	default:
 	}
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := c.signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("stop container %s: %w", c.spec.ID, err)
 	}
 	if grace > 0 {
@@ -272,7 +296,7 @@ func (c *Container) Stop(grace time.Duration) error {
 		case <-t.C:
 		}
 	}
-	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := c.signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("kill container %s: %w", c.spec.ID, err)
 	}
 	<-c.done

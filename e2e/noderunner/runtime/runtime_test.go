@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(ExitStatus(err))
 	}
+	if spec := os.Getenv(holderEnv); spec != "" {
+		runHolder(spec)
+	}
 	os.Exit(m.Run())
 }
 

@@ -8,6 +8,9 @@
 // Go cannot unshare a mount namespace or join one from a multi-threaded
 // process, so Start re-executes the host binary with the hidden argument
 // InitArg; the host binary's main must hand that invocation to Init (see Init).
+//
+// A container outlives the runtime that started it: its output goes through
+// FIFOs in its state directory, and a later runtime takes it over with Adopt.
 package runtime
 
 import (
@@ -47,7 +50,8 @@ type Spec struct {
 	// by many containers and never written.
 	RootFS string `json:"rootfs"`
 	// StateDir is a per-container directory the runtime owns (overlay upper,
-	// work and merged directories); Start empties the writable layer.
+	// work and merged directories, the spec and the output FIFOs); Start
+	// empties the writable layer. Adopt finds a running container by it.
 	StateDir string `json:"stateDir"`
 	// NetNS is the pod's network namespace (a bind-mounted nsfs file); empty
 	// keeps the caller's network namespace (hostNetwork).
