@@ -18,7 +18,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/mesh/flow/bpfevent"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
@@ -26,14 +28,6 @@ import (
 // resyncInterval regenerates every endpoint even without a change, so an
 // interface that appeared after its pod's last update is still found.
 const resyncInterval = 30 * time.Second
-
-// Endpoint states (EndpointEntry.State).
-const (
-	StateReady               = "ready"
-	StateWaitingForIdentity  = "waiting-for-identity"
-	StateWaitingForInterface = "waiting-for-interface"
-	StateError               = "error"
-)
 
 // endpoints keeps the node's pods' policy datapath (ipcache, endpoint and
 // policy maps, tc programs on their host-side veths) equal to what the
@@ -57,8 +51,8 @@ type endpoints struct {
 
 	// Read by the API and the event converter.
 	mu      sync.RWMutex
-	view    []EndpointEntry
-	results map[string]PolicyEntry // by namespace/pod
+	view    []agentapi.EndpointEntry
+	results map[string]agentapi.PolicyEntry // by namespace/pod
 	enrich  atomic.Pointer[flow.MapEnricher]
 }
 
@@ -80,7 +74,7 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 		log: log, node: node, dp: dp, src: src, flows: flows, metrics: m,
 		ipcache:    map[netip.Prefix]bpfpolicy.Identity{},
 		programmed: map[int]programmed{},
-		results:    map[string]PolicyEntry{},
+		results:    map[string]agentapi.PolicyEntry{},
 	}
 	for _, c := range dump.IPCache {
 		e.ipcache[c.Prefix] = c.Identity
@@ -139,7 +133,7 @@ func (e *endpoints) runEvents(ctx context.Context) error {
 	}
 	defer r.Close()
 	return r.Run(ctx, func(ev bpfpolicy.FlowEvent) {
-		e.flows.Add(flow.FromEvent(ev, e.node, e))
+		e.flows.Add(bpfevent.Flow(ev, e.node, e))
 	})
 }
 
@@ -166,8 +160,8 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		return err
 	}
 	var (
-		view    []EndpointEntry
-		results = map[string]PolicyEntry{}
+		view    []agentapi.EndpointEntry
+		results = map[string]agentapi.PolicyEntry{}
 		keep    = map[int]bool{}
 		// Pods of one identity and container ports share their policy:
 		// resolve it once.
@@ -202,13 +196,13 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		if pod.Node != e.node {
 			continue
 		}
-		entry := EndpointEntry{Namespace: pod.Namespace, Pod: pod.Name, IP: pod.IP, Identity: uint32(pod.Identity), Labels: flow.SortedLabels(pod.Labels)}
+		entry := agentapi.EndpointEntry{Namespace: pod.Namespace, Pod: pod.Name, IP: pod.IP, Identity: uint32(pod.Identity), Labels: flow.SortedLabels(pod.Labels)}
 		iface, ok := ifaces[pod.IP]
 		switch {
 		case !ok:
-			entry.State = StateWaitingForInterface
+			entry.State = agentapi.StateWaitingForInterface
 		case pod.Identity == 0:
-			entry.State = StateWaitingForIdentity
+			entry.State = agentapi.StateWaitingForIdentity
 			entry.Ifindex, entry.Interface = iface.index, iface.name
 			if p, ok := e.programmed[iface.index]; ok && p.ep.Addr == pod.IP {
 				// Its labels changed: the previous identity's policy stays
@@ -228,12 +222,12 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			entry.ID = uint16(ep.ID)
 			entry.EnforceIngress, entry.EnforceEgress = r.EnforceIngress, r.EnforceEgress
 			entry.Rules = len(r.Rules)
-			entry.State = StateReady
+			entry.State = agentapi.StateReady
 			if err := e.program(iface.index, ep, datapathRules(r.Rules)); err != nil {
-				entry.State, entry.Error = StateError, err.Error()
+				entry.State, entry.Error = agentapi.StateError, err.Error()
 				errs = append(errs, fmt.Errorf("endpoint %s/%s: %w", pod.Namespace, pod.Name, err))
 			}
-			pe := PolicyEntry{Endpoint: entry, Result: r}
+			pe := agentapi.PolicyEntry{Endpoint: entry, Result: r}
 			for _, p := range r.Problems {
 				pe.Problems = append(pe.Problems, p.Error())
 			}
@@ -500,18 +494,18 @@ func hostInterfaces() (map[netip.Addr]hostInterface, error) {
 }
 
 // endpointList is the API's view, sorted.
-func (e *endpoints) endpointList() []EndpointEntry {
+func (e *endpoints) endpointList() []agentapi.EndpointEntry {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	out := slices.Clone(e.view)
-	slices.SortFunc(out, func(a, b EndpointEntry) int {
+	slices.SortFunc(out, func(a, b agentapi.EndpointEntry) int {
 		return strings.Compare(a.Namespace+"/"+a.Pod, b.Namespace+"/"+b.Pod)
 	})
 	return out
 }
 
 // policyOf returns a local pod's resolved policy.
-func (e *endpoints) policyOf(namespace, pod string) (PolicyEntry, bool) {
+func (e *endpoints) policyOf(namespace, pod string) (agentapi.PolicyEntry, bool) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	p, ok := e.results[namespace+"/"+pod]
