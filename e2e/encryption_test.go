@@ -17,7 +17,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/encryption/wireguard"
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
 
 const (
@@ -247,7 +247,7 @@ func TestEncryption(t *testing.T) {
 		w := w.in(t)
 		old := w.fingerprints()[n2]
 		oldAnnotation := w.k.node(n2).Annotations[wireguard.AnnotationPublicKey]
-		var rotated agent.RotateResult
+		var rotated agentapi.RotateResult
 		var rotatedAt time.Time
 		res := w.loop(backend2, 12*time.Second, func() {
 			mustJSON(t, w.k.membrane("encryption", "rotate-key", "--node", n2, "-o", "json"), &rotated)
@@ -416,7 +416,7 @@ func (w *wgEnv) converged(n int) {
 	})
 }
 
-func (w *wgEnv) tryStatus() (map[string]agent.EncryptionStatus, error) {
+func (w *wgEnv) tryStatus() (map[string]agentapi.EncryptionStatus, error) {
 	ctx, cancel := context.WithTimeout(w.t.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(shared.binDir, "membrane"), "--kubeconfig", w.k.kubeconfig, "encryption", "status", "-o", "json")
@@ -425,18 +425,18 @@ func (w *wgEnv) tryStatus() (map[string]agent.EncryptionStatus, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, runErr := cmd.Output()
-	var list []agent.EncryptionStatus
+	var list []agentapi.EncryptionStatus
 	if err := json.Unmarshal(out, &list); err != nil {
 		return nil, fmt.Errorf("membrane encryption status: %v: %s", runErr, stderr.String())
 	}
-	m := map[string]agent.EncryptionStatus{}
+	m := map[string]agentapi.EncryptionStatus{}
 	for _, s := range list {
 		m[s.Node] = s
 	}
 	return m, nil
 }
 
-func (w *wgEnv) status() map[string]agent.EncryptionStatus {
+func (w *wgEnv) status() map[string]agentapi.EncryptionStatus {
 	w.t.Helper()
 	m, err := w.tryStatus()
 	if err != nil {
@@ -456,7 +456,7 @@ func (w *wgEnv) fingerprints() map[string]string {
 }
 
 // peer is node's peer entry for other, nil when there is none.
-func (w *wgEnv) peer(node, other string) *wireguard.PeerStatus {
+func (w *wgEnv) peer(node, other string) *agentapi.PeerStatus {
 	st, ok := w.status()[node]
 	if !ok || st.WireGuard == nil {
 		return nil

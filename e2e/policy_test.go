@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
@@ -167,7 +167,7 @@ spec:
 
 	// The CLI shows the enforcement: the backends enforce ingress with the
 	// policy's rule, the frontends enforce nothing.
-	var lists []agent.EndpointList
+	var lists []agentapi.EndpointList
 	mustJSON(t, k.membrane("endpoint", "list", "-o", "json"), &lists)
 	seen := 0
 	for _, l := range lists {
@@ -177,7 +177,7 @@ spec:
 			}
 			seen++
 			isBackend := strings.HasPrefix(e.Pod, "backend-")
-			if e.State != agent.StateReady || e.EnforceIngress != isBackend || e.EnforceEgress || e.Identity < 256 {
+			if e.State != agentapi.StateReady || e.EnforceIngress != isBackend || e.EnforceEgress || e.Identity < 256 {
 				t.Errorf("endpoint %s on %s: %+v", e.Pod, l.Node, e)
 			}
 		}

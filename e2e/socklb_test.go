@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
 
 // TestServiceLoadBalancing: with no kube-proxy anywhere, Services work
@@ -53,7 +53,7 @@ func TestServiceLoadBalancing(t *testing.T) {
 			}
 		}
 		// The CLI shows the frontend on every node.
-		var lists []agent.ServiceList
+		var lists []agentapi.ServiceList
 		mustJSON(t, k.membrane("service", "list", "-o", "json"), &lists)
 		if len(lists) != 2 {
 			t.Fatalf("service list from %d nodes, want 2", len(lists))

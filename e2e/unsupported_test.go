@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 )
 
@@ -92,7 +92,7 @@ spec:
 	if !strings.Contains(pol, "allow+auth") || !strings.Contains(pol, "MembraneNetworkPolicy "+ns+"/backend rules[0] ingress[1]: authentication: mutual authentication is not available yet") {
 		t.Errorf("policy get does not show the rule requiring authentication:\n%s", pol)
 	}
-	var entry agent.PolicyEntry
+	var entry agentapi.PolicyEntry
 	mustJSON(t, k.membrane("policy", "get", "-n", ns, backends[0].Name, "-o", "json"), &entry)
 	if len(entry.Problems) != 1 || !strings.Contains(entry.Problems[0], "ingress[1]: authentication") {
 		t.Errorf("policy get -o json problems = %q, want the rule requiring authentication", entry.Problems)

@@ -12,13 +12,13 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
 
 func newEncryptionCommand(g *globals) *cobra.Command {
 	enc := &cobra.Command{Use: "encryption", Short: "Inspect node-to-node encryption (WireGuard) and rotate keys"}
-	status := agentListCommand(g, "status", "Show each node's WireGuard device: backend, key fingerprint and peers", agent.PathEncryption,
-		func(g *globals, list []agent.EncryptionStatus) error {
+	status := agentListCommand(g, "status", "Show each node's WireGuard device: backend, key fingerprint and peers", agentapi.PathEncryption,
+		func(g *globals, list []agentapi.EncryptionStatus) error {
 			return printEncryptionStatus(g, list, time.Now())
 		})
 
@@ -38,8 +38,8 @@ func newEncryptionCommand(g *globals) *cobra.Command {
 			if _, err := nodeNames(cmd.Context(), c, rotateNode); err != nil {
 				return err
 			}
-			var res agent.RotateResult
-			if err := postAgent(cmd.Context(), c, rotateNode, agent.PathEncryptionRotate, &res); err != nil {
+			var res agentapi.RotateResult
+			if err := postAgent(cmd.Context(), c, rotateNode, agentapi.PathEncryptionRotate, &res); err != nil {
 				return err
 			}
 			if rotateOutput == "json" {
@@ -56,7 +56,7 @@ func newEncryptionCommand(g *globals) *cobra.Command {
 	return enc
 }
 
-func printEncryptionStatus(g *globals, list []agent.EncryptionStatus, now time.Time) error {
+func printEncryptionStatus(g *globals, list []agentapi.EncryptionStatus, now time.Time) error {
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	for _, s := range list {
 		fmt.Fprintf(w, "Node: %s\n", s.Node)

@@ -9,18 +9,18 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
 
 func newEndpointCommand(g *globals) *cobra.Command {
 	ep := &cobra.Command{Use: "endpoint", Short: "Inspect the endpoints (local pods) each agent enforces policy on"}
-	ep.AddCommand(agentListCommand(g, "list", "List each node's endpoints: ID, identity, labels, policy enforcement state", agent.PathEndpoints, printEndpoints))
+	ep.AddCommand(agentListCommand(g, "list", "List each node's endpoints: ID, identity, labels, policy enforcement state", agentapi.PathEndpoints, printEndpoints))
 	return ep
 }
 
-func printEndpoints(g *globals, lists []agent.EndpointList) error {
+func printEndpoints(g *globals, lists []agentapi.EndpointList) error {
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tENDPOINT\tPOD\tIPV4\tIDENTITY\tINGRESS ENFORCEMENT\tEGRESS ENFORCEMENT\tRULES\tSTATE\tLABELS")
 	for _, l := range lists {
@@ -87,7 +87,7 @@ applied as written, such as these rules or toFQDNs, are listed after the table
 			if pod.Spec.NodeName == "" {
 				return fmt.Errorf("pod %s/%s: not scheduled to a node yet", namespace, args[0])
 			}
-			answers, err := fromAgents[agent.PolicyEntry](cmd.Context(), c, []string{pod.Spec.NodeName}, agent.EndpointPolicyPath(namespace, args[0]))
+			answers, err := fromAgents[agentapi.PolicyEntry](cmd.Context(), c, []string{pod.Spec.NodeName}, agentapi.EndpointPolicyPath(namespace, args[0]))
 			if err != nil {
 				return err
 			}
@@ -103,7 +103,7 @@ applied as written, such as these rules or toFQDNs, are listed after the table
 	return pol
 }
 
-func printPolicy(g *globals, p agent.PolicyEntry) error {
+func printPolicy(g *globals, p agentapi.PolicyEntry) error {
 	e := p.Endpoint
 	fmt.Fprintf(g.stdout, "Endpoint %d  %s/%s  %s  identity %d  node %s\n", e.ID, e.Namespace, e.Pod, e.IP, e.Identity, p.Node)
 	fmt.Fprintf(g.stdout, "Ingress enforcement: %s   Egress enforcement: %s\n\n", enabled(p.Result.EnforceIngress), enabled(p.Result.EnforceEgress))

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,24 +12,20 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-
-	"github.com/membrane-mesh/membrane/e2e/noderunner/runtime"
 )
 
 // version is the CLI's version; release builds set it with -ldflags -X.
 const version = "v0.1.0-dev"
 
 func main() {
-	// A pod's container starts as this binary re-executed as its init.
-	if len(os.Args) > 1 && os.Args[1] == runtime.InitArg {
-		err := runtime.Init(os.Args[2:])
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(runtime.ExitStatus(err))
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
+	var devFailed errDevFailed
+	switch {
+	case errors.As(err, &devFailed):
+		os.Exit(devFailed.code)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)
 	}

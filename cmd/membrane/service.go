@@ -8,16 +8,16 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
 
 func newServiceCommand(g *globals) *cobra.Command {
 	svc := &cobra.Command{Use: "service", Short: "Inspect Service load balancing"}
-	svc.AddCommand(agentListCommand(g, "list", "List the Service frontends each node's agent programmed, with their backends", agent.PathServices, printServices))
+	svc.AddCommand(agentListCommand(g, "list", "List the Service frontends each node's agent programmed, with their backends", agentapi.PathServices, printServices))
 	return svc
 }
 
-func printServices(g *globals, lists []agent.ServiceList) error {
+func printServices(g *globals, lists []agentapi.ServiceList) error {
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	for _, l := range lists {
 		fmt.Fprintf(w, "Node: %s\n", l.Node)
@@ -43,12 +43,12 @@ func printServices(g *globals, lists []agent.ServiceList) error {
 func newBPFCommand(g *globals) *cobra.Command {
 	bpf := &cobra.Command{Use: "bpf", Short: "Inspect the eBPF datapath's maps"}
 	lbCmd := &cobra.Command{Use: "lb", Short: "Socket load-balancer maps"}
-	lbCmd.AddCommand(agentListCommand(g, "list", "Dump the service, backend and reverse-NAT maps of each node", agent.PathBPFLB, printBPFLB))
+	lbCmd.AddCommand(agentListCommand(g, "list", "Dump the service, backend and reverse-NAT maps of each node", agentapi.PathBPFLB, printBPFLB))
 	bpf.AddCommand(lbCmd)
 	return bpf
 }
 
-func printBPFLB(g *globals, lists []agent.BPFLBList) error {
+func printBPFLB(g *globals, lists []agentapi.BPFLBList) error {
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	for _, l := range lists {
 		fmt.Fprintf(w, "Node: %s\n", l.Node)

@@ -10,12 +10,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
 
 func newStatusCommand(g *globals) *cobra.Command {
-	cmd := agentListCommand(g, "status", "Show each node's agent: sync, endpoints, Services, L7 proxy (xDS) and encryption", agent.PathStatus,
-		func(g *globals, list []agent.NodeStatus) error {
+	cmd := agentListCommand(g, "status", "Show each node's agent: sync, endpoints, Services, L7 proxy (xDS) and encryption", agentapi.PathStatus,
+		func(g *globals, list []agentapi.NodeStatus) error {
 			return printStatus(g, list, time.Now())
 		})
 	cmd.Long = `Show each node's agent: whether its initial sync is programmed, its
@@ -25,7 +25,7 @@ it, with Envoy's error) and its encryption mode.`
 	return cmd
 }
 
-func printStatus(g *globals, list []agent.NodeStatus, now time.Time) error {
+func printStatus(g *globals, list []agentapi.NodeStatus, now time.Time) error {
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tAGENT\tENDPOINTS\tSERVICES\tL7 PROXY\tENCRYPTION")
 	var rejections []string
@@ -56,7 +56,7 @@ func printStatus(g *globals, list []agent.NodeStatus, now time.Time) error {
 }
 
 // proxyState is one line on the node's Envoy.
-func proxyState(p *agent.ProxyStatus, now time.Time) string {
+func proxyState(p *agentapi.ProxyStatus, now time.Time) string {
 	switch {
 	case p == nil:
 		return "disabled"
@@ -71,7 +71,7 @@ func proxyState(p *agent.ProxyStatus, now time.Time) string {
 }
 
 // encryptionState is one line on the node's encryption.
-func encryptionState(s agent.NodeStatus) string {
+func encryptionState(s agentapi.NodeStatus) string {
 	wg := s.WireGuard
 	switch {
 	case wg == nil:

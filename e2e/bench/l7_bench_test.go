@@ -63,7 +63,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/xds/accesslog"
@@ -399,7 +399,7 @@ func (l *l7Bench) applyPolicies(ctx context.Context) error {
 // payment pods.
 func (l *l7Bench) waitEnforcing(ctx context.Context) error {
 	hc := &http.Client{Timeout: 5 * time.Second}
-	u := fmt.Sprintf("http://%s:%d%s", l.server.IP, localcluster.AgentPort, agent.PathEndpoints)
+	u := fmt.Sprintf("http://%s:%d%s", l.server.IP, localcluster.AgentPort, agentapi.PathEndpoints)
 	return poll(ctx, 2*time.Minute, "node 2's agent enforcing the payment pods' policies", func() (bool, error) {
 		if err := l.c.state.CheckProcesses(); err != nil {
 			return false, err
@@ -409,13 +409,13 @@ func (l *l7Bench) waitEnforcing(ctx context.Context) error {
 			return false, nil
 		}
 		defer resp.Body.Close()
-		var list agent.EndpointList
+		var list agentapi.EndpointList
 		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&list) != nil {
 			return false, nil
 		}
 		enforcing := 0
 		for _, ep := range list.Endpoints {
-			if ep.Namespace == l7BenchNS && ep.State == agent.StateReady && ep.EnforceIngress && ep.Rules > 0 {
+			if ep.Namespace == l7BenchNS && ep.State == agentapi.StateReady && ep.EnforceIngress && ep.Rules > 0 {
 				enforcing++
 			}
 		}

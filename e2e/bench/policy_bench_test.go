@@ -47,7 +47,7 @@ import (
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
-	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
@@ -286,12 +286,12 @@ func (p *policyBench) agentGet(ctx context.Context, n localcluster.NodeState, pa
 }
 
 // benchEndpoints returns the benchmark's endpoints node n's agent lists.
-func (p *policyBench) benchEndpoints(ctx context.Context, n localcluster.NodeState) ([]agent.EndpointEntry, error) {
-	var list agent.EndpointList
-	if err := p.agentGet(ctx, n, agent.PathEndpoints, &list); err != nil {
+func (p *policyBench) benchEndpoints(ctx context.Context, n localcluster.NodeState) ([]agentapi.EndpointEntry, error) {
+	var list agentapi.EndpointList
+	if err := p.agentGet(ctx, n, agentapi.PathEndpoints, &list); err != nil {
 		return nil, err
 	}
-	var out []agent.EndpointEntry
+	var out []agentapi.EndpointEntry
 	for _, ep := range list.Endpoints {
 		if ep.Namespace == policyBenchNS {
 			out = append(out, ep)
@@ -305,7 +305,7 @@ func (p *policyBench) benchEndpoints(ctx context.Context, n localcluster.NodeSta
 // identities.
 func (p *policyBench) waitEndpoints(ctx context.Context) error {
 	start := time.Now()
-	lists := make([][]agent.EndpointEntry, len(p.c.state.Nodes))
+	lists := make([][]agentapi.EndpointEntry, len(p.c.state.Nodes))
 	ready := 0
 	err := poll(ctx, 3*time.Minute, "every endpoint ready with an identity on its node's agent", func() (bool, error) {
 		if err := p.c.state.CheckProcesses(); err != nil {
@@ -319,7 +319,7 @@ func (p *policyBench) waitEndpoints(ctx context.Context) error {
 			}
 			lists[i] = eps
 			for _, ep := range eps {
-				if ep.State == agent.StateReady && ep.Identity != 0 && ep.ID != 0 {
+				if ep.State == agentapi.StateReady && ep.Identity != 0 && ep.ID != 0 {
 					ready++
 				}
 			}
@@ -417,7 +417,7 @@ func (p *policyBench) waitProgrammed(ctx context.Context) error {
 				return false, nil
 			}
 			for _, ep := range eps {
-				if ep.State != agent.StateReady || !ep.EnforceIngress || ep.Rules < policyRules {
+				if ep.State != agentapi.StateReady || !ep.EnforceIngress || ep.Rules < policyRules {
 					missing++
 				}
 			}

@@ -34,7 +34,7 @@ func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 			return nil, fmt.Errorf("%s not found in %s: run `make tools` first", bin, filepath.Join(o.ToolsDir, "bin"))
 		}
 	}
-	for _, bin := range []string{"membrane", "membrane-cni", "membrane-agent", "membrane-operator"} {
+	for _, bin := range []string{"membrane-dev", "membrane-cni", "membrane-agent", "membrane-operator"} {
 		if _, err := os.Stat(filepath.Join(o.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("%s not found in %s: run `make build` first", bin, o.BinDir)
 		}
@@ -316,7 +316,7 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
 		return Process{}, fmt.Errorf("write node config: %w", err)
 	}
-	argv := []string{filepath.Join(o.BinDir, "membrane"), "dev", "node", "--config", cfgPath}
+	argv := []string{filepath.Join(o.BinDir, "membrane-dev"), "node", "--config", cfgPath}
 	return startDetached("node-runner/"+n.Name, n.Netns, system, filepath.Join(l.LogDir(), "node-"+n.Name+".log"), argv)
 }
 

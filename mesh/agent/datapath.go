@@ -3,8 +3,6 @@ package agent
 import (
 	"time"
 
-	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
-
 	"github.com/membrane-mesh/membrane/bpf/socklb"
 	"github.com/membrane-mesh/membrane/mesh/lb"
 	"github.com/membrane-mesh/membrane/mesh/model"
@@ -68,16 +66,10 @@ func restore(d socklb.Dump) (map[lb.BackendID]lb.Backend, map[lb.Frontend]lb.Pro
 	return backends, services
 }
 
-// The datapaths keep their own types for the values they share with the
-// programs (bpf/policy, bpf/socklb: the maps' numbers); the control plane
-// uses mesh/model's. These are the only conversions between them, and
-// TestDatapathValuesAgree checks the numbers agree.
-
-func bpfDirection(d model.Direction) bpfpolicy.Direction { return bpfpolicy.Direction(d) }
-
-func bpfProto(p model.Protocol) bpfpolicy.Proto { return bpfpolicy.Proto(p) }
-
-func bpfVerdict(v model.Verdict) bpfpolicy.Verdict { return bpfpolicy.Verdict(v) }
+// The socket load balancer keeps its own protocol type for the maps'
+// numbers; the control plane uses mesh/model's. These are the only
+// conversions between them (the policy datapath's are in mesh/datapath),
+// and TestDatapathValuesAgree checks the numbers agree.
 
 func lbProto(p model.Protocol) socklb.Proto { return socklb.Proto(p) }
 

@@ -3,33 +3,14 @@ package agent
 import (
 	"testing"
 
-	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/bpf/socklb"
 	"github.com/membrane-mesh/membrane/mesh/model"
 )
 
-// TestDatapathValuesAgree checks that every value the control plane and a
-// datapath both name converts to the datapath's value of the same meaning,
-// and back.
+// TestDatapathValuesAgree checks that every protocol the control plane and
+// the socket load balancer both name converts to the datapath's value of
+// the same meaning, and back.
 func TestDatapathValuesAgree(t *testing.T) {
-	for in, want := range map[model.Direction]bpfpolicy.Direction{model.Ingress: bpfpolicy.Ingress, model.Egress: bpfpolicy.Egress} {
-		if got := bpfDirection(in); got != want || got.String() != in.String() {
-			t.Errorf("bpfDirection(%v) = %v, want %v", in, got, want)
-		}
-	}
-	for in, want := range map[model.Protocol]bpfpolicy.Proto{
-		model.AnyProtocol: bpfpolicy.AnyProto, model.ICMP: bpfpolicy.ICMP, model.TCP: bpfpolicy.TCP,
-		model.UDP: bpfpolicy.UDP, model.SCTP: bpfpolicy.SCTP,
-	} {
-		if got := bpfProto(in); got != want || got.String() != in.String() {
-			t.Errorf("bpfProto(%v) = %v, want %v", in, got, want)
-		}
-	}
-	for in, want := range map[model.Verdict]bpfpolicy.Verdict{model.Allow: bpfpolicy.Allow, model.Deny: bpfpolicy.Deny, model.Redirect: bpfpolicy.Redirect} {
-		if got := bpfVerdict(in); got != want || got.String() != in.String() {
-			t.Errorf("bpfVerdict(%v) = %v, want %v", in, got, want)
-		}
-	}
 	for in, want := range map[model.Protocol]socklb.Proto{model.TCP: socklb.TCP, model.UDP: socklb.UDP} {
 		if got := lbProto(in); got != want || got.String() != in.String() {
 			t.Errorf("lbProto(%v) = %v, want %v", in, got, want)

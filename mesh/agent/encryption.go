@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/membrane-mesh/membrane/encryption/wireguard"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 )
 
@@ -329,8 +330,8 @@ func (e *encryption) observe() {
 }
 
 // status is the answer of PathEncryption.
-func (e *encryption) status() EncryptionStatus {
-	out := EncryptionStatus{Node: e.cfg.NodeName, Mode: EncryptionWireGuard, Skipped: []wireguard.Skipped{}}
+func (e *encryption) status() agentapi.EncryptionStatus {
+	out := agentapi.EncryptionStatus{Node: e.cfg.NodeName, Mode: EncryptionWireGuard, Skipped: []agentapi.SkippedPeer{}}
 	select {
 	case <-e.started:
 	default:
@@ -344,8 +345,8 @@ func (e *encryption) status() EncryptionStatus {
 		out.Error = err.Error()
 		return out
 	}
-	out.WireGuard = &st
-	out.Skipped = append(out.Skipped, e.badKeys...)
+	out.WireGuard = wireGuardStatus(st)
+	out.Skipped = append(out.Skipped, skippedPeers(e.badKeys)...)
 	if e.lastErr != nil {
 		out.Error = e.lastErr.Error()
 	}

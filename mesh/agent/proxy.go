@@ -1,17 +1,14 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
-	"net/netip"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,8 +20,6 @@ import (
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
-	"github.com/membrane-mesh/membrane/mesh/identity"
-	"github.com/membrane-mesh/membrane/mesh/policy"
 	"github.com/membrane-mesh/membrane/mesh/tproxy"
 	"github.com/membrane-mesh/membrane/xds/accesslog"
 	"github.com/membrane-mesh/membrane/xds/server"
@@ -34,10 +29,6 @@ import (
 // accessLogCluster is the bootstrap's static cluster of the node's Envoy
 // that reaches this agent: ADS and the access-log service share it.
 const accessLogCluster = "membrane-agent"
-
-// maxL7PortRange is the widest port range L7 rules are expanded over (one
-// filter chain per port).
-const maxL7PortRange = 64
 
 // proxy is the agent's side of the node's L7 proxy: the TPROXY plumbing
 // that delivers redirected connections to Envoy, the ADS and access-log
@@ -196,100 +187,5 @@ func changedPolicies(rejected, inForce map[string]string) []string {
 		out = slices.Collect(maps.Keys(rejected))
 	}
 	slices.Sort(out)
-	return out
-}
-
-// l7Config is the node's L7 configuration: each local endpoint's L7 rules,
-// with the remote identities' addresses as peers, and for every policy
-// that contributed, a fingerprint of what it contributed.
-func l7Config(proxyPort uint16, eps []l7Endpoint, ipcache map[netip.Prefix]bpfpolicy.Identity) (translate.Node, map[string]string, []error) {
-	byIdentity := map[identity.ID][]netip.Prefix{}
-	for pfx, id := range ipcache {
-		byIdentity[identity.ID(id)] = append(byIdentity[identity.ID(id)], pfx)
-	}
-	for _, ps := range byIdentity {
-		slices.SortFunc(ps, func(a, b netip.Prefix) int {
-			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
-		})
-	}
-	n := translate.Node{ProxyPort: proxyPort, AccessLogCluster: accessLogCluster, UpstreamMark: bpfpolicy.MarkMagicFromProxy}
-	origins := map[string][]string{}
-	var problems []error
-	for _, ep := range eps {
-		for _, r := range ep.rules {
-			if r.EndPort > r.Port && int(r.EndPort-r.Port) >= maxL7PortRange {
-				problems = append(problems, fmt.Errorf("%s: L7 rules on ports %d-%d: ranges over %d ports are not proxied", ep.name, r.Port, r.EndPort, maxL7PortRange))
-				continue
-			}
-			peers, all := l7Peers(r.RemoteIdentities, byIdentity)
-			dir := translate.Ingress
-			if r.Direction == policy.Egress {
-				dir = translate.Egress
-			}
-			for port := r.Port; ; port++ {
-				pt := translate.Port{Direction: dir, Endpoint: ep.ip, Port: port}
-				if all || len(peers) > 0 {
-					pt.Rules = []translate.Rule{{Peers: peers, HTTP: httpRules(r.HTTP)}}
-				}
-				n.Ports = append(n.Ports, pt)
-				if port >= r.EndPort {
-					break
-				}
-			}
-			fp, err := json.Marshal(struct {
-				Endpoint netip.Addr
-				Rule     policy.L7Rule
-			}{ep.ip, r})
-			if err != nil {
-				problems = append(problems, err)
-				continue
-			}
-			for _, o := range r.Origins {
-				name, _, _ := strings.Cut(o, " rules[")
-				origins[name] = append(origins[name], string(fp))
-			}
-		}
-	}
-	fps := map[string]string{}
-	for name, parts := range origins {
-		slices.Sort(parts)
-		fps[name] = strings.Join(slices.Compact(parts), "\n")
-	}
-	return n, fps, problems
-}
-
-// l7Peers are the addresses of the remote identities; all when one of them
-// is identity 0 (every peer). An identity without addresses adds none: a
-// rule without peers (and not all) lets nobody in.
-func l7Peers(ids []identity.ID, byIdentity map[identity.ID][]netip.Prefix) (peers []netip.Prefix, all bool) {
-	for _, id := range ids {
-		if id == 0 {
-			return nil, true
-		}
-		peers = append(peers, byIdentity[id]...)
-	}
-	return peers, false
-}
-
-// l7Endpoint is one local endpoint's L7 rules.
-type l7Endpoint struct {
-	name  string // namespace/pod
-	ip    netip.Addr
-	rules []policy.L7Rule
-}
-
-// httpRules converts the resolver's HTTP rules. A header match with a
-// mismatch action does not deny, so it is no requirement.
-func httpRules(rs []policy.HTTPRule) []translate.HTTPRule {
-	out := make([]translate.HTTPRule, 0, len(rs))
-	for _, r := range rs {
-		h := translate.HTTPRule{Method: r.Method, Path: r.Path, Host: r.Host}
-		for _, m := range r.Headers {
-			if m.Mismatch == "" {
-				h.Headers = append(h.Headers, translate.Header{Name: m.Name, Value: m.Value})
-			}
-		}
-		out = append(out, h)
-	}
 	return out
 }

@@ -27,11 +27,11 @@ func (m MapEnricher) Endpoint(ip netip.Addr) (Endpoint, bool) {
 	return ep, ok
 }
 
-// resolve completes the endpoint at ip whose security identity the
+// Resolve completes the endpoint at ip whose security identity the
 // datapath reported: the enricher's details, the identity (the datapath's
 // wins: it is the one policy used), and the reserved entity's name and
 // label when the identity is a reserved one.
-func resolve(e Enricher, ip netip.Addr, id uint32) Endpoint {
+func Resolve(e Enricher, ip netip.Addr, id uint32) Endpoint {
 	var ep Endpoint
 	if e != nil && ip.IsValid() {
 		if found, ok := e.Endpoint(ip); ok {

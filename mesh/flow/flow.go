@@ -1,14 +1,15 @@
 // Package flow is Membrane's flow observability: the Flow model (what one
-// packet or L7 request did, with both endpoints resolved), the conversion
-// from the policy datapath's events, a bounded in-memory store of recent
-// flows with follow subscriptions, Hubble-style filters, Prometheus metrics,
-// and the observe API (GET /v1/flows, newline-delimited JSON) the node agent
-// serves and `membrane observe` reads through the API server's node proxy.
+// packet or L7 request did, with both endpoints resolved), a bounded
+// in-memory store of recent flows with follow subscriptions, Hubble-style
+// filters, Prometheus metrics, and the observe API (GET /v1/flows,
+// newline-delimited JSON) the node agent serves and `membrane observe`
+// reads through the API server's node proxy.
 //
-// The agent's part:
+// The agent's part (mesh/flow/bpfevent converts the policy datapath's
+// events; this package links no datapath code):
 //
 //	store := flow.NewStore(flow.DefaultCapacity, flow.NewMetrics(reg))
-//	go events.Run(ctx, func(ev policy.FlowEvent) { store.Add(flow.FromEvent(ev, node, enricher)) })
+//	go events.Run(ctx, func(ev policy.FlowEvent) { store.Add(bpfevent.Flow(ev, node, enricher)) })
 //	// and, for each request the L7 proxy logged (converted to an HTTPLog):
 //	store.Add(flow.FromHTTPLog(l, node, enricher))
 //	mux.Handle("GET "+flow.Path, flow.NewHandler(log, store))

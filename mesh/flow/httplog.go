@@ -53,7 +53,7 @@ func FromHTTPLog(l HTTPLog, node string, enrich Enricher) Flow {
 	if l.Denied {
 		f.Verdict, f.DropReason = Dropped, L7PolicyDenied()
 	}
-	f.Source = resolve(enrich, f.IP.Source, 0)
-	f.Destination = resolve(enrich, f.IP.Destination, 0)
+	f.Source = Resolve(enrich, f.IP.Source, 0)
+	f.Destination = Resolve(enrich, f.IP.Destination, 0)
 	return f
 }

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/endpoint"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/model"
 	"github.com/membrane-mesh/membrane/mesh/policy"
@@ -64,17 +65,8 @@ type PolicyState struct {
 	ChangedAt time.Time
 }
 
-// Pod is a pod as policy sees it.
-type Pod struct {
-	Namespace string `json:"namespace"`
-	Name      string `json:"name"`
-	Node      string `json:"node"`
-	IP        netip.Addr
-	Labels    identity.Labels
-	// Identity is 0 until the operator has allocated one for Labels.
-	Identity   identity.ID
-	NamedPorts map[string]policy.NamedPort
-}
+// Pod is a pod as policy sees it (the endpoint stage's type).
+type Pod = endpoint.Pod
 
 // PolicySource watches everything policy depends on and hands out a
 // consistent PolicyState after changes.

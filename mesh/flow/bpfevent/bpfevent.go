@@ -1,36 +1,38 @@
-package flow
+// Package bpfevent turns the policy datapath's flow events into flows. It
+// is the only part of the flow packages that knows bpf/policy, so clients
+// of the observe API (the CLI) do not link the datapath.
+package bpfevent
 
 import (
 	"strconv"
 
-	"github.com/membrane-mesh/membrane/mesh/model"
-
 	"github.com/membrane-mesh/membrane/bpf/policy"
+	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/mesh/model"
 )
 
-// FromEvent converts an event of the policy datapath, seen on node, into a
-// Flow. enrich (may be nil) resolves the addresses to endpoints. This is
-// the only place that knows bpf/policy.
-func FromEvent(ev policy.FlowEvent, node string, enrich Enricher) Flow {
-	f := Flow{
+// Flow converts an event of the policy datapath, seen on node, into a
+// flow. enrich (may be nil) resolves the addresses to endpoints.
+func Flow(ev policy.FlowEvent, node string, enrich flow.Enricher) flow.Flow {
+	f := flow.Flow{
 		Time:      ev.Time,
 		Node:      node,
-		Type:      TypeTrace,
+		Type:      flow.TypeTrace,
 		Verdict:   verdict(ev.Verdict),
 		Direction: direction(ev.Direction),
 		IsReply:   ev.CTState == policy.CTReply,
 		CTState:   ev.CTState.String(),
 		Bytes:     ev.Length,
-		IP:        IP{Source: ev.Src.Addr(), Destination: ev.Dst.Addr()},
-		L4:        L4{Protocol: protocol(ev.Proto)},
+		IP:        flow.IP{Source: ev.Src.Addr(), Destination: ev.Dst.Addr()},
+		L4:        flow.L4{Protocol: protocol(ev.Proto)},
 	}
 	if ev.Match != policy.MatchNone {
 		f.PolicyMatch = ev.Match.String()
 	}
 	switch ev.Verdict {
 	case policy.Dropped:
-		f.Type = TypeDrop
-		f.DropReason = &DropReason{Code: uint8(ev.DropReason), Name: ev.DropReason.Name(), Description: ev.DropReason.String()}
+		f.Type = flow.TypeDrop
+		f.DropReason = &flow.DropReason{Code: uint8(ev.DropReason), Name: ev.DropReason.Name(), Description: ev.DropReason.String()}
 	case policy.Redirected:
 		f.TracePoint = "to-proxy"
 		f.ProxyPort = ev.ProxyPort
@@ -50,8 +52,8 @@ func FromEvent(ev policy.FlowEvent, node string, enrich Enricher) Flow {
 	if ev.Proto == policy.TCP {
 		f.L4.TCPFlags = tcpFlags(ev.TCPFlags)
 	}
-	f.Source = resolve(enrich, f.IP.Source, uint32(ev.SrcIdentity))
-	f.Destination = resolve(enrich, f.IP.Destination, uint32(ev.DstIdentity))
+	f.Source = flow.Resolve(enrich, f.IP.Source, uint32(ev.SrcIdentity))
+	f.Destination = flow.Resolve(enrich, f.IP.Destination, uint32(ev.DstIdentity))
 	// The datapath saw the packet on the local endpoint's interface: the
 	// source of egress, the destination of ingress traffic.
 	if ev.Direction == policy.Egress {
@@ -62,40 +64,40 @@ func FromEvent(ev policy.FlowEvent, node string, enrich Enricher) Flow {
 	return f
 }
 
-func protocol(p policy.Proto) Protocol {
+func protocol(p policy.Proto) flow.Protocol {
 	switch p {
 	case policy.TCP:
-		return TCP
+		return flow.TCP
 	case policy.UDP:
-		return UDP
+		return flow.UDP
 	case policy.SCTP:
-		return SCTP
+		return flow.SCTP
 	case policy.ICMP:
-		return ICMPv4 // the datapath is IPv4-only
+		return flow.ICMPv4 // the datapath is IPv4-only
 	}
-	return Protocol("proto-" + strconv.Itoa(int(p)))
+	return flow.Protocol("proto-" + strconv.Itoa(int(p)))
 }
 
-func verdict(v policy.FlowVerdict) Verdict {
+func verdict(v policy.FlowVerdict) flow.Verdict {
 	switch v {
 	case policy.Forwarded:
-		return Forwarded
+		return flow.Forwarded
 	case policy.Dropped:
-		return Dropped
+		return flow.Dropped
 	case policy.Redirected:
-		return Redirected
+		return flow.Redirected
 	}
-	return Verdict(v.String())
+	return flow.Verdict(v.String())
 }
 
-func direction(d policy.Direction) Direction {
+func direction(d policy.Direction) flow.Direction {
 	switch d {
 	case policy.Ingress:
-		return Ingress
+		return flow.Ingress
 	case policy.Egress:
-		return Egress
+		return flow.Egress
 	}
-	return Direction(d.String())
+	return flow.Direction(d.String())
 }
 
 // tcpFlags converts the datapath's TCP flags: both are the header's bits.

@@ -1,0 +1,29 @@
+// Package agentapi is the node agent's HTTP API as its clients see it:
+// the paths and the JSON types of the answers. It imports no datapath,
+// proxy or WireGuard code, so the CLI links none of it (deps_test.go).
+package agentapi
+
+// API paths the CLI reads (through the API server's node proxy).
+const (
+	// PathStatus is the node's summary (NodeStatus), `membrane status`.
+	PathStatus = "/v1/status"
+	// PathServices lists the programmed frontends (ServiceList).
+	PathServices = "/v1/services"
+	// PathBPFLB dumps the socket load balancer's maps (BPFLBList).
+	PathBPFLB = "/v1/bpf/lb"
+	// PathEndpoints lists the local endpoints (EndpointList).
+	PathEndpoints = "/v1/endpoints"
+	// PathBPFPolicy dumps the policy datapath's maps (BPFPolicyList).
+	PathBPFPolicy = "/v1/bpf/policy"
+	// PathEncryption is the node's encryption (EncryptionStatus).
+	PathEncryption = "/v1/encryption"
+	// PathEncryptionRotate rotates the node's WireGuard key (POST,
+	// RotateResult).
+	PathEncryptionRotate = "/v1/encryption/rotate-key"
+)
+
+// EndpointPolicyPath is where a local pod's resolved policy is served
+// (PolicyEntry).
+func EndpointPolicyPath(namespace, pod string) string {
+	return PathEndpoints + "/" + namespace + "/" + pod + "/policy"
+}

@@ -1,0 +1,241 @@
+// Package datapath is the last stage of the agent's policy pipeline: it
+// writes the desired ipcache and per-endpoint policy into the policy
+// datapath's BPF maps as a diff against what they hold, and attaches the
+// programs to the endpoints' interfaces. The maps are behind Maps
+// (bpf/policy's Datapath in the agent, a fake in tests).
+package datapath
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/ipcache"
+	"github.com/membrane-mesh/membrane/mesh/model"
+	"github.com/membrane-mesh/membrane/mesh/policy"
+)
+
+// Maps is the policy datapath: its maps and its programs' attachments.
+type Maps interface {
+	UpsertIPCache(prefix netip.Prefix, id bpfpolicy.Identity) error
+	DeleteIPCache(prefix netip.Prefix) error
+	UpsertEndpoint(ifindex int, ep bpfpolicy.Endpoint) error
+	DeleteEndpoint(ifindex int) error
+	SetEndpointPolicy(id bpfpolicy.EndpointID, rules []bpfpolicy.Rule) error
+	Attach(ifindex int) error
+	Detach(ifindex int) error
+	// Attached lists the interfaces the programs are attached to.
+	Attached() ([]int, error)
+	Dump() (bpfpolicy.Dump, error)
+}
+
+// Programmed is what one interface's endpoint has in the maps.
+type Programmed struct {
+	Endpoint bpfpolicy.Endpoint
+	Rules    []bpfpolicy.Rule
+	// attached: this writer attached the programs (restored entries are
+	// attached again once, which also checks their links).
+	attached bool
+}
+
+// Endpoint is the desired state of one local endpoint.
+type Endpoint struct {
+	Addr     netip.Addr
+	Identity identity.ID
+	// EnforceIngress/EnforceEgress: in that direction only what Rules
+	// allow passes.
+	EnforceIngress, EnforceEgress bool
+	Rules                         []policy.DatapathRule
+}
+
+// Writer keeps Maps equal to the desired state. It is not safe for
+// concurrent use: one regeneration loop owns it.
+type Writer struct {
+	log        *slog.Logger
+	maps       Maps
+	ipcache    map[netip.Prefix]bpfpolicy.Identity
+	programmed map[int]Programmed // by ifindex
+}
+
+// New adopts what the maps hold (pinned across agent restarts).
+func New(log *slog.Logger, maps Maps) (*Writer, error) {
+	dump, err := maps.Dump()
+	if err != nil {
+		return nil, fmt.Errorf("read pinned policy maps: %w", err)
+	}
+	w := &Writer{log: log, maps: maps, ipcache: map[netip.Prefix]bpfpolicy.Identity{}, programmed: map[int]Programmed{}}
+	for _, c := range dump.IPCache {
+		w.ipcache[c.Prefix] = c.Identity
+	}
+	for _, ep := range dump.Endpoints {
+		w.programmed[ep.Ifindex] = Programmed{Endpoint: ep.Endpoint}
+	}
+	log.Info("policy datapath restored", "ipcache", len(dump.IPCache), "endpoints", len(dump.Endpoints), "policyEntries", len(dump.Policy))
+	return w, nil
+}
+
+// SetIPCache writes new and changed prefixes, then deletes stale ones.
+func (w *Writer) SetIPCache(want ipcache.Map) []error {
+	var errs []error
+	for p, id := range want {
+		bid := bpfpolicy.Identity(id)
+		if cur, ok := w.ipcache[p]; ok && cur == bid {
+			continue
+		}
+		if err := w.maps.UpsertIPCache(p, bid); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		w.ipcache[p] = bid
+	}
+	for p := range w.ipcache {
+		if _, ok := want[p]; ok {
+			continue
+		}
+		if err := w.maps.DeleteIPCache(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(w.ipcache, p)
+	}
+	return errs
+}
+
+// Programmed returns what the interface's endpoint has in the maps.
+func (w *Writer) Programmed(ifindex int) (Programmed, bool) {
+	p, ok := w.programmed[ifindex]
+	return p, ok
+}
+
+// Program writes the endpoint on ifindex and returns its ID: with
+// enforcement growing, its rules go in before its flags; with enforcement
+// shrinking, after, so no moment enforces a direction without its rules.
+// Then its programs are attached. An unchanged endpoint is not written.
+func (w *Writer) Program(ifindex int, ep Endpoint) (bpfpolicy.EndpointID, error) {
+	bep := bpfpolicy.Endpoint{
+		ID: w.endpointID(ifindex, ep.Addr), Identity: bpfpolicy.Identity(ep.Identity), Addr: ep.Addr,
+		EnforceIngress: ep.EnforceIngress, EnforceEgress: ep.EnforceEgress,
+	}
+	return bep.ID, w.program(ifindex, bep, Rules(ep.Rules))
+}
+
+func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) error {
+	old, had := w.programmed[ifindex]
+	if had && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
+		return nil
+	}
+	if had && old.Endpoint.ID != ep.ID {
+		if err := w.maps.SetEndpointPolicy(old.Endpoint.ID, nil); err != nil {
+			return err
+		}
+	}
+	shrinking := had && (old.Endpoint.EnforceIngress && !ep.EnforceIngress || old.Endpoint.EnforceEgress && !ep.EnforceEgress)
+	if shrinking {
+		if err := w.maps.UpsertEndpoint(ifindex, ep); err != nil {
+			return err
+		}
+	}
+	if err := w.maps.SetEndpointPolicy(ep.ID, rules); err != nil {
+		return err
+	}
+	if !shrinking {
+		if err := w.maps.UpsertEndpoint(ifindex, ep); err != nil {
+			return err
+		}
+	}
+	if !had || !old.attached {
+		if err := w.maps.Attach(ifindex); err != nil {
+			return err
+		}
+	}
+	w.programmed[ifindex] = Programmed{Endpoint: ep, Rules: rules, attached: true}
+	return nil
+}
+
+// endpointID keeps the ID an interface had for the same address (also
+// across agent restarts), or takes the lowest free one.
+func (w *Writer) endpointID(ifindex int, addr netip.Addr) bpfpolicy.EndpointID {
+	if p, ok := w.programmed[ifindex]; ok && p.Endpoint.Addr == addr && p.Endpoint.ID != 0 {
+		return p.Endpoint.ID
+	}
+	used := map[bpfpolicy.EndpointID]bool{}
+	for _, p := range w.programmed {
+		used[p.Endpoint.ID] = true
+	}
+	for id := bpfpolicy.EndpointID(1); id != 0; id++ {
+		if !used[id] {
+			return id
+		}
+	}
+	return 0 // 65535 local endpoints: UpsertEndpoint reports it
+}
+
+// Prune forgets interfaces not in keep (the pod went away, or its veth
+// did) and, with sweep, detaches the programs from interfaces it does not
+// know.
+func (w *Writer) Prune(keep map[int]bool, sweep bool) []error {
+	var errs []error
+	for ifindex, p := range w.programmed {
+		if keep[ifindex] {
+			continue
+		}
+		if err := w.maps.DeleteEndpoint(ifindex); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if p.Endpoint.ID != 0 {
+			if err := w.maps.SetEndpointPolicy(p.Endpoint.ID, nil); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := w.maps.Detach(ifindex); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(w.programmed, ifindex)
+		w.log.Info("endpoint removed", "ifindex", ifindex, "endpoint", p.Endpoint.ID)
+	}
+	if !sweep {
+		return errs
+	}
+	attached, err := w.maps.Attached()
+	if err != nil {
+		return append(errs, err)
+	}
+	for _, ifindex := range attached {
+		if !keep[ifindex] {
+			errs = append(errs, w.maps.Detach(ifindex))
+		}
+	}
+	return errs
+}
+
+// Rules converts resolved rules to the policy map's.
+func Rules(rs []policy.DatapathRule) []bpfpolicy.Rule {
+	out := make([]bpfpolicy.Rule, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, bpfpolicy.Rule{
+			Key: bpfpolicy.PolicyKey{
+				Direction: bpfDirection(r.Direction), RemoteIdentity: bpfpolicy.Identity(r.RemoteIdentity),
+				Proto: bpfProto(r.Proto), Port: r.Port, EndPort: r.EndPort,
+			},
+			Entry: bpfpolicy.PolicyEntry{Verdict: bpfVerdict(r.Verdict), ProxyPort: r.ProxyPort, AuthRequired: r.AuthRequired},
+		})
+	}
+	return out
+}
+
+// The policy datapath keeps its own types for the values it shares with
+// its programs (the maps' numbers); the control plane uses mesh/model's.
+// These are the only conversions between them, and
+// TestDatapathValuesAgree checks the numbers agree.
+
+func bpfDirection(d model.Direction) bpfpolicy.Direction { return bpfpolicy.Direction(d) }
+
+func bpfProto(p model.Protocol) bpfpolicy.Proto { return bpfpolicy.Proto(p) }
+
+func bpfVerdict(v model.Verdict) bpfpolicy.Verdict { return bpfpolicy.Verdict(v) }

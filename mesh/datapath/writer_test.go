@@ -1,0 +1,213 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/ipcache"
+	"github.com/membrane-mesh/membrane/mesh/policy"
+)
+
+// fakeMaps is Maps in memory; it records every write in order.
+type fakeMaps struct {
+	dump     bpfpolicy.Dump
+	attached []int
+	calls    []string
+	fail     string // a call (by name) that fails
+}
+
+func (f *fakeMaps) call(c string) error {
+	f.calls = append(f.calls, c)
+	if f.fail != "" && c == f.fail {
+		return errors.New("injected failure: " + c)
+	}
+	return nil
+}
+
+func (f *fakeMaps) UpsertIPCache(p netip.Prefix, id bpfpolicy.Identity) error {
+	return f.call(fmt.Sprintf("ipcache %s=%d", p, id))
+}
+func (f *fakeMaps) DeleteIPCache(p netip.Prefix) error { return f.call("ipcache -" + p.String()) }
+func (f *fakeMaps) UpsertEndpoint(ifindex int, ep bpfpolicy.Endpoint) error {
+	return f.call(fmt.Sprintf("endpoint %d id=%d in=%v eg=%v", ifindex, ep.ID, ep.EnforceIngress, ep.EnforceEgress))
+}
+func (f *fakeMaps) DeleteEndpoint(ifindex int) error {
+	return f.call(fmt.Sprintf("endpoint -%d", ifindex))
+}
+func (f *fakeMaps) SetEndpointPolicy(id bpfpolicy.EndpointID, rules []bpfpolicy.Rule) error {
+	return f.call(fmt.Sprintf("policy %d rules=%d", id, len(rules)))
+}
+func (f *fakeMaps) Attach(ifindex int) error      { return f.call(fmt.Sprintf("attach %d", ifindex)) }
+func (f *fakeMaps) Detach(ifindex int) error      { return f.call(fmt.Sprintf("detach %d", ifindex)) }
+func (f *fakeMaps) Attached() ([]int, error)      { return f.attached, nil }
+func (f *fakeMaps) Dump() (bpfpolicy.Dump, error) { return f.dump, nil }
+
+// takeCalls returns the calls since the last time and forgets them.
+func (f *fakeMaps) takeCalls() []string {
+	c := f.calls
+	f.calls = nil
+	return c
+}
+
+func newWriter(t *testing.T, f *fakeMaps) *Writer {
+	t.Helper()
+	w, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+var allow = []policy.DatapathRule{{Direction: policy.Ingress, RemoteIdentity: 300, Proto: policy.TCP, Port: 80, Verdict: policy.Allow}}
+
+func TestProgramOrder(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	ip := netip.MustParseAddr("10.244.0.5")
+	ep := Endpoint{Addr: ip, Identity: 300, EnforceIngress: true, Rules: allow}
+	id, err := w.Program(7, ep)
+	if err != nil || id != 1 {
+		t.Fatalf("Program: id %d, %v; want 1", id, err)
+	}
+	// Growing enforcement: rules before flags, then attach.
+	want := []string{"policy 1 rules=1", "endpoint 7 id=1 in=true eg=false", "attach 7"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("new endpoint (-want +got):\n%s", d)
+	}
+	if _, err := w.Program(7, ep); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.takeCalls(); len(c) != 0 {
+		t.Errorf("unchanged endpoint written again: %v", c)
+	}
+	// Shrinking enforcement: flags before rules; attached already.
+	ep.EnforceIngress, ep.Rules = false, nil
+	if _, err := w.Program(7, ep); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"endpoint 7 id=1 in=false eg=false", "policy 1 rules=0"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("shrinking (-want +got):\n%s", d)
+	}
+	// A failed write is tried again next time.
+	f.fail = "policy 1 rules=1"
+	ep.EnforceIngress, ep.Rules = true, allow
+	if _, err := w.Program(7, ep); err == nil {
+		t.Error("failed write not reported")
+	}
+	f.fail = ""
+	f.takeCalls()
+	if _, err := w.Program(7, ep); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.takeCalls(); !slices.Contains(c, "policy 1 rules=1") {
+		t.Errorf("failed write not retried: %v", c)
+	}
+}
+
+func TestEndpointIDs(t *testing.T) {
+	a := netip.MustParseAddr
+	// Restored from pinned maps: interface 7 held endpoint 4.
+	f := &fakeMaps{dump: bpfpolicy.Dump{Endpoints: []bpfpolicy.EndpointEntry{{Ifindex: 7, Endpoint: bpfpolicy.Endpoint{ID: 4, Identity: 300, Addr: a("10.244.0.5")}}}}}
+	w := newWriter(t, f)
+	// Its rules are not restored: they are written again, and the
+	// programs attached again once.
+	if id, err := w.Program(7, Endpoint{Addr: a("10.244.0.5"), Identity: 300, EnforceIngress: true, Rules: allow}); err != nil || id != 4 {
+		t.Errorf("restored endpoint: id %d, %v; want its ID 4 kept", id, err)
+	}
+	if d := cmp.Diff([]string{"policy 4 rules=1", "endpoint 7 id=4 in=true eg=false", "attach 7"}, f.takeCalls()); d != "" {
+		t.Errorf("restored endpoint (-want +got):\n%s", d)
+	}
+	if id, _ := w.Program(8, Endpoint{Addr: a("10.244.0.6"), Identity: 300}); id != 1 {
+		t.Errorf("new endpoint: id %d, want the lowest free, 1", id)
+	}
+	// Another pod on interface 7: a new ID, the old one's policy cleared.
+	id, err := w.Program(7, Endpoint{Addr: a("10.244.0.9"), Identity: 301})
+	if err != nil || id != 2 {
+		t.Errorf("new pod on an old interface: id %d, %v; want 2", id, err)
+	}
+	if c := f.takeCalls(); !slices.Contains(c, "policy 4 rules=0") {
+		t.Errorf("old endpoint's policy not cleared: %v", c)
+	}
+	if p, ok := w.Programmed(7); !ok || p.Endpoint.ID != 2 || p.Endpoint.Identity != 301 {
+		t.Errorf("Programmed(7) = %+v, %v", p, ok)
+	}
+}
+
+func TestSetIPCache(t *testing.T) {
+	p := netip.MustParsePrefix
+	f := &fakeMaps{dump: bpfpolicy.Dump{IPCache: []bpfpolicy.IPCacheEntry{
+		{Prefix: p("0.0.0.0/0"), Identity: bpfpolicy.IdentityWorld},
+		{Prefix: p("10.244.0.5/32"), Identity: 300},
+		{Prefix: p("10.244.0.6/32"), Identity: 301},
+	}}}
+	w := newWriter(t, f)
+	errs := w.SetIPCache(ipcache.Map{p("0.0.0.0/0"): identity.World, p("10.244.0.5/32"): 302, p("10.244.0.7/32"): 303})
+	if len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	got := f.takeCalls()
+	slices.Sort(got)
+	want := []string{"ipcache -10.244.0.6/32", "ipcache 10.244.0.5/32=302", "ipcache 10.244.0.7/32=303"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("ipcache diff (-want +got):\n%s", d)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	a := netip.MustParseAddr
+	f := &fakeMaps{attached: []int{7, 8, 99}}
+	w := newWriter(t, f)
+	for i, ifindex := range []int{7, 8} {
+		if _, err := w.Program(ifindex, Endpoint{Addr: a(fmt.Sprintf("10.244.0.%d", i+5)), Identity: 300}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.takeCalls()
+	if errs := w.Prune(map[int]bool{7: true}, false); len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	want := []string{"endpoint -8", "policy 2 rules=0", "detach 8"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("prune (-want +got):\n%s", d)
+	}
+	if _, ok := w.Programmed(8); ok {
+		t.Error("pruned endpoint still programmed")
+	}
+	// A sweep detaches leftovers on interfaces nobody programmed.
+	f.attached = []int{7, 99}
+	if errs := w.Prune(map[int]bool{7: true}, true); slices.ContainsFunc(errs, func(err error) bool { return err != nil }) {
+		t.Fatal(errs)
+	}
+	if d := cmp.Diff([]string{"detach 99"}, f.takeCalls()); d != "" {
+		t.Errorf("sweep (-want +got):\n%s", d)
+	}
+}
+
+func TestRules(t *testing.T) {
+	in := []policy.DatapathRule{
+		{Direction: policy.Ingress, RemoteIdentity: identity.ID(258), Proto: policy.TCP, Port: 8080, Verdict: policy.Allow},
+		{Direction: policy.Egress, Proto: policy.UDP, Port: 53, EndPort: 54, Verdict: policy.Deny},
+		{Direction: policy.Ingress, RemoteIdentity: 1, Verdict: policy.Redirect, ProxyPort: 15001, AuthRequired: true},
+	}
+	want := []bpfpolicy.Rule{
+		{Key: bpfpolicy.PolicyKey{Direction: bpfpolicy.Ingress, RemoteIdentity: 258, Proto: bpfpolicy.TCP, Port: 8080}, Entry: bpfpolicy.PolicyEntry{Verdict: bpfpolicy.Allow}},
+		{Key: bpfpolicy.PolicyKey{Direction: bpfpolicy.Egress, Proto: bpfpolicy.UDP, Port: 53, EndPort: 54}, Entry: bpfpolicy.PolicyEntry{Verdict: bpfpolicy.Deny}},
+		{Key: bpfpolicy.PolicyKey{Direction: bpfpolicy.Ingress, RemoteIdentity: bpfpolicy.IdentityHost}, Entry: bpfpolicy.PolicyEntry{Verdict: bpfpolicy.Redirect, ProxyPort: 15001, AuthRequired: true}},
+	}
+	got := Rules(in)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("rule %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
