@@ -35,6 +35,11 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 			{APIGroups: []string{"membrane.io"}, Resources: []string{"membraneidentities", "membranenetworkpolicies", "membraneclusterwidenetworkpolicies"}, Verbs: read},
+			// Authenticates and authorizes its API's clients as a kubelet
+			// does (its node annotation holds the API certificate's
+			// fingerprint: the nodes patch above).
+			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
 		},
 		operatorUser: {
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: read},
@@ -49,6 +54,16 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
 		if err := bindClusterRole(ctx, c, user, rules); err != nil {
 			return err
 		}
+	}
+	// The agent reads the cluster's client CA when --api-client-ca is not
+	// given (the API server's own role for that).
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: agentUser + ":authentication-reader", Namespace: "kube-system"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "extension-apiserver-authentication-reader"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: agentUser}},
+	}
+	if _, err := c.RbacV1().RoleBindings("kube-system").Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create role binding kube-system/%s: %w", binding.Name, err)
 	}
 	return nil
 }

@@ -1,13 +1,33 @@
 package agent
 
 import (
-	"github.com/membrane-mesh/membrane/mesh/flow"
-
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/membrane-mesh/membrane/mesh/agentauth"
+	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
+	"github.com/membrane-mesh/membrane/mesh/flow"
 )
+
+// maxTunnels bounds the agent API's open tunnels (each one request at a
+// time; `membrane observe --follow` holds one per node).
+const maxTunnels = 64
+
+// selfSignedValidity is how long the self-signed serving certificate is
+// valid; clients pin it, a restart makes a new one.
+const selfSignedValidity = 365 * 24 * time.Hour
 
 // API paths the CLI reads (through the API server's node proxy).
 const (
@@ -25,15 +45,150 @@ func EndpointPolicyPath(namespace, pod string) string {
 	return PathEndpoints + "/" + namespace + "/" + pod + "/policy"
 }
 
-func (a *Agent) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.isReady() {
-			http.Error(w, "initial sync in progress", http.StatusServiceUnavailable)
+// apiServer is what the agent serves: on --api-addr, in plaintext, only
+// /healthz, /metrics and the tunnel; the API inside the tunnels' TLS, to
+// users the cluster authenticates and allows nodes/proxy on this node.
+type apiServer struct {
+	ln      net.Listener
+	plain   *http.Server
+	tunnels *agenttunnel.Listener
+	api     *http.Server
+	// fingerprint is the serving certificate's, published on the Node.
+	fingerprint string
+}
+
+// listenAPI prepares the serving certificate, the client CA and the
+// listener.
+func (a *Agent) listenAPI(ctx context.Context) (*apiServer, error) {
+	cert, err := a.apiCertificate()
+	if err != nil {
+		return nil, err
+	}
+	ca, err := a.apiClientCA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	auth := agentauth.New(agentauth.Options{Node: a.cfg.NodeName, ClientCA: ca, Client: a.client})
+	s := &apiServer{
+		tunnels:     agenttunnel.NewListener(agenttunnel.ServerConfig(cert), maxTunnels),
+		fingerprint: agenttunnel.Fingerprint(cert.Certificate[0]),
+	}
+	s.api = &http.Server{
+		Handler:           auth.Handler(a.log.With("component", "api"), a.handler()),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+	}
+	s.api.RegisterOnShutdown(a.flows.Close) // ends open `membrane observe --follow` streams
+	s.plain = &http.Server{Handler: a.plainHandler(s.tunnels), ReadHeaderTimeout: 5 * time.Second}
+	if s.ln, err = net.Listen("tcp", a.cfg.APIAddr); err != nil {
+		return nil, fmt.Errorf("listen on --api-addr %s: %w", a.cfg.APIAddr, err)
+	}
+	return s, nil
+}
+
+func (a *Agent) apiCertificate() (tls.Certificate, error) {
+	if a.cfg.APITLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(a.cfg.APITLSCert, a.cfg.APITLSKey)
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("--api-tls-cert %s, --api-tls-key %s: %w", a.cfg.APITLSCert, a.cfg.APITLSKey, err)
+		}
+		return cert, nil
+	}
+	return agenttunnel.SelfSigned(a.cfg.NodeName, time.Now(), selfSignedValidity)
+}
+
+func (a *Agent) apiClientCA(ctx context.Context) (*x509.CertPool, error) {
+	if a.cfg.APIClientCA != "" {
+		pool, err := agentauth.LoadClientCA(a.cfg.APIClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--api-client-ca: %w", err)
+		}
+		return pool, nil
+	}
+	pool, err := agentauth.ClusterClientCA(ctx, a.client)
+	if err != nil {
+		return nil, fmt.Errorf("--api-client-ca not set: %w", err)
+	}
+	if pool == nil {
+		a.log.Warn("agent API accepts bearer tokens only: the cluster publishes no client CA and --api-client-ca is not set")
+	}
+	return pool, nil
+}
+
+// run serves until ctx ends, then shuts both servers down.
+func (s *apiServer) run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.plain.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("agent API listener: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := s.api.Serve(s.tunnels); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("agent API: %w", err)
+		}
+	})
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdown, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	_ = s.plain.Shutdown(shutdown)
+	_ = s.api.Shutdown(shutdown)
+	wg.Wait()
+	return err
+}
+
+// publishAPICertificate puts the serving certificate's fingerprint on the
+// Node, retrying until it is there or ctx ends; /healthz fails until then.
+func (a *Agent) publishAPICertificate(ctx context.Context, fingerprint string) {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{agenttunnel.CertAnnotation: fingerprint}}})
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		_, err := a.client.CoreV1().Nodes().Patch(ctx, a.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "membrane-agent"})
+		if err == nil {
+			a.apiPublished.Store(true)
+			a.log.Info("agent API certificate published", "fingerprint", fingerprint)
 			return
 		}
+		a.log.Warn("publish agent API certificate on the node", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// plainHandler is all that is served without TLS: probes, Prometheus and
+// the tunnel.
+func (a *Agent) plainHandler(tunnels http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET "+agenttunnel.Path, tunnels)
+	return mux
+}
+
+func (a *Agent) healthz(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case !a.isReady():
+		http.Error(w, "initial sync in progress", http.StatusServiceUnavailable)
+	case !a.apiPublished.Load():
+		http.Error(w, "agent API certificate not yet published on the node", http.StatusServiceUnavailable)
+	default:
 		_, _ = w.Write([]byte("ok"))
-	})
+	}
+}
+
+// handler is the agent API, served inside the tunnels only.
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET "+flow.Path, flow.NewHandler(a.log.With("component", "observe"), a.flows))
 	mux.HandleFunc("GET "+PathServices, func(w http.ResponseWriter, _ *http.Request) {
