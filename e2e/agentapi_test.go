@@ -17,21 +17,35 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/netns"
 )
 
-// apisecPods are a curl pod on node 1 (the intruder) and an echo server on
-// node 2 that a NetworkPolicy closes to every client (its drops are flows).
+// apisecPods are a curl pod on each node (intruder-1, intruder-2: each
+// attacks its own node's agent) and an echo server on node 2 that a
+// NetworkPolicy closes to every client (its drops are flows).
 const apisecPods = `apiVersion: v1
 kind: Namespace
 metadata: {name: apisec}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: intruder, namespace: apisec, labels: {app: intruder}}
+metadata: {name: intruder-1, namespace: apisec, labels: {app: intruder}}
 spec:
   nodeName: NODE1
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: curl
+    image: curlimages/curl:8.5.0
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: intruder-2, namespace: apisec, labels: {app: intruder}}
+spec:
+  nodeName: NODE2
   terminationGracePeriodSeconds: 0
   containers:
   - name: curl
@@ -90,10 +104,13 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 	w := &wgEnv{t: t, k: k, s: s, log: log}
 	n1, n2 := s.Nodes[0], s.Nodes[1]
 	k.must(strings.NewReplacer("NODE1", n1.Name, "NODE2", n2.Name).Replace(apisecPods), "apply", "-f", "-")
-	k.must("", "-n", "apisec", "wait", "--for=condition=Ready", "pod/intruder", "pod/target", "--timeout=90s")
-	intruder := getPod(t, k, "apisec", "intruder")
+	k.must("", "-n", "apisec", "wait", "--for=condition=Ready", "pod/intruder-1", "pod/intruder-2", "pod/target", "--timeout=90s")
+	// intruders[i] runs on s.Nodes[i]; podNetns is where it lives.
+	intruders := []corev1.Pod{getPod(t, k, "apisec", "intruder-1"), getPod(t, k, "apisec", "intruder-2")}
+	podNetns := func(i int) string {
+		return filepath.Join(s.Layout().RunDir(), "netns", s.Nodes[i].Name, string(intruders[i].UID))
+	}
 	target := getPod(t, k, "apisec", "target")
-	intruderNetns := filepath.Join(s.Layout().RunDir(), "netns", n1.Name, string(intruder.UID))
 	keyBefore := w.fingerprints()
 	if keyBefore[n2.Name] == "" {
 		t.Fatalf("no WireGuard key on %s: %v", n2.Name, keyBefore)
@@ -101,7 +118,8 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 
 	t.Run("plaintext API refused to a pod", func(t *testing.T) {
 		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
-		for _, n := range s.Nodes {
+		for i, n := range s.Nodes {
+			intruder := intruders[i]
 			base := "http://" + n.IP + ":" + strconv.Itoa(localcluster.AgentPort)
 			for _, req := range [][2]string{
 				{"GET", "/v1/flows"}, {"GET", "/v1/flows?follow=true"}, {"GET", "/v1/endpoints"}, {"GET", "/v1/services"},
@@ -123,11 +141,12 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 
 	t.Run("tunnel refused to a pod without credentials and with its token", func(t *testing.T) {
 		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
-		token := k.must("", "-n", "apisec", "exec", "intruder", "--", "sh", "-c", `read -r t < /var/run/secrets/kubernetes.io/serviceaccount/token; printf %s "$t"`)
-		if strings.Count(token, ".") != 2 {
-			t.Fatalf("pod %s has no service-account token: %q", intruder.Name, token)
-		}
-		for _, n := range s.Nodes {
+		for i, n := range s.Nodes {
+			intruder := intruders[i]
+			token := k.must("", "-n", "apisec", "exec", intruder.Name, "--", "sh", "-c", `read -r t < /var/run/secrets/kubernetes.io/serviceaccount/token; printf %s "$t"`)
+			if strings.Count(token, ".") != 2 {
+				t.Fatalf("pod %s has no service-account token: %q", intruder.Name, token)
+			}
 			addr := net.JoinHostPort(n.IP, strconv.Itoa(localcluster.AgentPort))
 			for _, c := range []struct {
 				method, path, token, want string
@@ -139,7 +158,7 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 				{"GET", "/v1/endpoints", token, "403"},
 				{"POST", "/v1/encryption/rotate-key", token, "403"},
 			} {
-				got, err := tunnelFromNetns(intruderNetns, addr, c.method, c.path, c.token)
+				got, err := tunnelFromNetns(podNetns(i), addr, c.method, c.path, c.token)
 				if err != nil {
 					t.Errorf("pod %s: tunnel to %s: %v", intruder.Name, addr, err)
 					continue
@@ -159,9 +178,10 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 	})
 
 	t.Run("xDS port not reachable from a pod", func(t *testing.T) {
-		for _, n := range s.Nodes {
+		for i, n := range s.Nodes {
+			intruder := intruders[i]
 			xds := net.JoinHostPort(n.IP, "9891")
-			err := netns.Do(intruderNetns, func() error {
+			err := netns.Do(podNetns(i), func() error {
 				c, err := net.DialTimeout("tcp", xds, 3*time.Second)
 				if err == nil {
 					_ = c.Close()
@@ -190,7 +210,7 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 		if out := k.membrane("status"); !strings.Contains(out, n1.Name) || !strings.Contains(out, n2.Name) || !strings.Contains(out, "ready") {
 			t.Errorf("membrane status:\n%s", out)
 		}
-		if out := k.membrane("endpoint", "list"); !strings.Contains(out, "intruder") || !strings.Contains(out, "target") {
+		if out := k.membrane("endpoint", "list"); !strings.Contains(out, "intruder-1") || !strings.Contains(out, "intruder-2") || !strings.Contains(out, "target") {
 			t.Errorf("membrane endpoint list does not show the pods:\n%s", out)
 		}
 
@@ -216,7 +236,7 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 		url := "http://" + target.Status.PodIP + ":8080/"
 		var got string
 		for got == "" && followCtx.Err() == nil {
-			_ = curl(k, intruder, "GET", url) // dropped by target-closed
+			_ = curl(k, intruders[0], "GET", url) // dropped by target-closed
 			select {
 			case l, ok := <-lines:
 				if ok && strings.Contains(l, `"DROPPED"`) {
