@@ -22,8 +22,9 @@ import (
 )
 
 // maxTunnels bounds the agent API's open tunnels (each one request at a
-// time; `membrane observe --follow` holds one per node).
-const maxTunnels = 64
+// time; `membrane observe --follow` holds one per node). A tunnel that
+// sends no request, or whose request is refused, closes within seconds.
+const maxTunnels = 512
 
 // selfSignedValidity is how long the self-signed serving certificate is
 // valid; clients pin it, a restart makes a new one.
@@ -76,7 +77,7 @@ func (a *Agent) listenAPI(ctx context.Context) (*apiServer, error) {
 	s.api = &http.Server{
 		Handler:           auth.Handler(a.log.With("component", "api"), a.handler()),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       time.Minute,
+		IdleTimeout:       30 * time.Second,
 	}
 	s.api.RegisterOnShutdown(a.flows.Close) // ends open `membrane observe --follow` streams
 	s.plain = &http.Server{Handler: a.plainHandler(s.tunnels), ReadHeaderTimeout: 5 * time.Second}

@@ -252,32 +252,37 @@ func accessKey(u User, verb string) string {
 // API server could not be asked. Nothing of next runs otherwise.
 func (a *Auth) Handler(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A refused client does not keep its connection.
+		refuse := func(msg string, code int) {
+			w.Header().Set("Connection", "close")
+			http.Error(w, msg, code)
+		}
 		u, err := a.Authenticate(r.Context(), r)
 		switch {
 		case errors.Is(err, ErrUnauthenticated):
 			log.Debug("agent API request refused", "method", r.Method, "path", r.URL.Path, "reason", err)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="membrane-agent"`)
-			http.Error(w, "Unauthorized: present a client certificate of the cluster's client CA or a bearer token", http.StatusUnauthorized)
+			refuse("Unauthorized: present a client certificate of the cluster's client CA or a bearer token", http.StatusUnauthorized)
 			return
 		case err != nil:
 			log.Warn("authenticate agent API request", "error", err)
-			http.Error(w, "cannot authenticate the request now", http.StatusInternalServerError)
+			refuse("cannot authenticate the request now", http.StatusInternalServerError)
 			return
 		}
 		verb := Verb(r.Method)
 		if verb == "" {
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			refuse("method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
 		allowed, reason, err := a.Authorize(r.Context(), u, verb)
 		if err != nil {
 			log.Warn("authorize agent API request", "user", u.Name, "error", err)
-			http.Error(w, "cannot authorize the request now", http.StatusInternalServerError)
+			refuse("cannot authorize the request now", http.StatusInternalServerError)
 			return
 		}
 		if !allowed {
 			log.Debug("agent API request forbidden", "user", u.Name, "verb", verb, "path", r.URL.Path, "reason", reason)
-			http.Error(w, fmt.Sprintf("Forbidden: user %q may not %s nodes/proxy on node %q", u.Name, verb, a.node), http.StatusForbidden)
+			refuse(fmt.Sprintf("Forbidden: user %q may not %s nodes/proxy on node %q", u.Name, verb, a.node), http.StatusForbidden)
 			return
 		}
 		next.ServeHTTP(w, r)

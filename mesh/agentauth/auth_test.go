@@ -171,6 +171,9 @@ func TestHandler(t *testing.T) {
 			if (rec.Body.String() == "api") != (tc.want == 200) {
 				t.Fatalf("API ran: %t, answer %q", rec.Body.String() == "api", rec.Body.String())
 			}
+			if tc.want != 200 && rec.Header().Get("Connection") != "close" {
+				t.Fatal("refused without closing the connection")
+			}
 			if tc.want == 401 && rec.Header().Get("WWW-Authenticate") == "" {
 				t.Fatal("401 without WWW-Authenticate")
 			}
