@@ -18,6 +18,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/netns"
@@ -71,6 +73,28 @@ metadata: {name: target-closed, namespace: apisec}
 spec:
   podSelector: {matchLabels: {app: target}}
   policyTypes: [Ingress]
+`
+
+// apisecViewer is a user known by a bearer token only (a service account
+// outside the pods) that may read the agents (nodes/proxy get) but not
+// change them (no create).
+const apisecViewer = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: viewer, namespace: apisec}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: apisec-viewer}
+rules:
+- {apiGroups: [""], resources: [nodes], verbs: [get, list]}
+- {apiGroups: [""], resources: [nodes/proxy], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: apisec-viewer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: apisec-viewer}
+subjects:
+- {kind: ServiceAccount, name: viewer, namespace: apisec}
 `
 
 // refusedCodes are the answers that mean "refused": no such path in
@@ -258,6 +282,25 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 			t.Errorf("membrane observe shows no drop to the target:\n%s", out)
 		}
 
+		// A user with a bearer token and nodes/proxy get reads, but
+		// cannot rotate: that takes create.
+		k.must(apisecViewer, "apply", "-f", "-")
+		viewer := &kube{t: t, kubeconfig: tokenKubeconfig(t, k, strings.TrimSpace(k.must("", "-n", "apisec", "create", "token", "viewer"))), kubectlPath: k.kubectlPath}
+		if out := viewer.membrane("status"); !strings.Contains(out, n2.Name) {
+			t.Errorf("membrane status as the viewer:\n%s", out)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		out, err := viewer.membraneCommand(ctx, "encryption", "rotate-key", "--node", n2.Name).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "403") {
+			t.Errorf("rotate-key as the viewer: %v: %s; want the agent's 403", err, out)
+		} else {
+			t.Logf("rotate-key as the viewer: %s", strings.TrimSpace(string(out)))
+		}
+		if after := w.fingerprints(); after[n2.Name] != keyBefore[n2.Name] {
+			t.Fatalf("the viewer rotated %s's key", n2.Name)
+		}
+
 		var rotated struct{ PreviousFingerprint, PublicKeyFingerprint string }
 		mustJSON(t, k.membrane("encryption", "rotate-key", "--node", n2.Name, "-o", "json"), &rotated)
 		if rotated.PreviousFingerprint != keyBefore[n2.Name] || rotated.PublicKeyFingerprint == keyBefore[n2.Name] {
@@ -267,6 +310,23 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 			t.Errorf("after rotate-key, %s reports key %s, want %s", n2.Name, after[n2.Name], rotated.PublicKeyFingerprint)
 		}
 	})
+}
+
+// tokenKubeconfig writes a copy of k's kubeconfig whose user is token.
+func tokenKubeconfig(t *testing.T, k *kube, token string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(k.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range cfg.AuthInfos {
+		cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // tunnelFromNetns does what any pod can: from the network namespace at
