@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -224,6 +225,36 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 				return err
 			}); err != nil {
 				t.Errorf("node %s: xDS not listening on its loopback: %v", n.Name, err)
+			}
+		}
+	})
+
+	t.Run("root on the node uses the local socket", func(t *testing.T) {
+		for _, n := range s.Nodes {
+			path := s.Layout().AgentSocket(n.Name)
+			for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700} {
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := fi.Mode().Perm(); got != want {
+					t.Errorf("%s: mode %o, want %o", p, got, want)
+				}
+			}
+			hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, "unix", path)
+				},
+			}}
+			resp, err := hc.Get("http://agent/v1/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st struct{ Node string }
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			_ = resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || st.Node != n.Name {
+				t.Errorf("GET /v1/status on %s: %s, %+v, %v", path, resp.Status, st, err)
 			}
 		}
 	})

@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.APIAddr, "api-addr", ":9890", "address of /healthz, /metrics and the agent API's TLS tunnel (the API itself needs cluster credentials)")
 	fs.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "agent API serving certificate, PEM (empty: self-signed at start; its fingerprint is published on the Node)")
 	fs.StringVar(&cfg.APITLSKey, "api-tls-key", "", "key of --api-tls-cert, PEM")
+	fs.StringVar(&cfg.APISocket, "api-socket", "", "unix socket serving the agent API to root on the node, without authentication (0600 in a 0700 directory; empty: none)")
 	fs.StringVar(&cfg.APIClientCA, "api-client-ca", "", "CA bundle verifying agent API client certificates, PEM (empty: the cluster's, from configmap kube-system/extension-apiserver-authentication)")
 	proxyPort := fs.Uint("proxy-port", 15001, "port of the node Envoy's transparent listener for L7-policed connections (0: no L7 policy)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")

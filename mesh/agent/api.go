@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,12 +51,16 @@ func EndpointPolicyPath(namespace, pod string) string {
 
 // apiServer is what the agent serves: on --api-addr, in plaintext, only
 // /healthz, /metrics and the tunnel; the API inside the tunnels' TLS, to
-// users the cluster authenticates and allows nodes/proxy on this node.
+// users the cluster authenticates and allows nodes/proxy on this node; and,
+// with --api-socket, the API to root on the node.
 type apiServer struct {
 	ln      net.Listener
 	plain   *http.Server
 	tunnels *agenttunnel.Listener
 	api     *http.Server
+	// local serves the API on --api-socket; nil without one.
+	local   *http.Server
+	localLn net.Listener
 	// fingerprint is the serving certificate's, published on the Node.
 	fingerprint string
 }
@@ -81,10 +88,51 @@ func (a *Agent) listenAPI(ctx context.Context) (*apiServer, error) {
 	}
 	s.api.RegisterOnShutdown(a.flows.Close) // ends open `membrane observe --follow` streams
 	s.plain = &http.Server{Handler: a.plainHandler(s.tunnels), ReadHeaderTimeout: 5 * time.Second}
+	if a.cfg.APISocket != "" {
+		if s.localLn, err = listenRootOnly(a.cfg.APISocket); err != nil {
+			return nil, fmt.Errorf("--api-socket: %w", err)
+		}
+		s.local = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+		s.local.RegisterOnShutdown(a.flows.Close)
+	}
 	if s.ln, err = net.Listen("tcp", a.cfg.APIAddr); err != nil {
+		if s.localLn != nil {
+			_ = s.localLn.Close()
+		}
 		return nil, fmt.Errorf("listen on --api-addr %s: %w", a.cfg.APIAddr, err)
 	}
 	return s, nil
+}
+
+// listenRootOnly listens on a unix socket at path that only this user
+// (root) can reach: its directory is 0700 and owned by us, the socket 0600.
+func listenRootOnly(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("%s: not a directory owned by uid %d", dir, os.Geteuid())
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
 }
 
 func (a *Agent) apiCertificate() (tls.Certificate, error) {
@@ -118,8 +166,15 @@ func (a *Agent) apiClientCA(ctx context.Context) (*x509.CertPool, error) {
 
 // run serves until ctx ends, then shuts both servers down.
 func (s *apiServer) run(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	var wg sync.WaitGroup
+	if s.local != nil {
+		wg.Go(func() {
+			if err := s.local.Serve(s.localLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("agent API socket: %w", err)
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := s.plain.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("agent API listener: %w", err)
@@ -139,6 +194,9 @@ func (s *apiServer) run(ctx context.Context) error {
 	defer done()
 	_ = s.plain.Shutdown(shutdown)
 	_ = s.api.Shutdown(shutdown)
+	if s.local != nil {
+		_ = s.local.Shutdown(shutdown)
+	}
 	wg.Wait()
 	return err
 }

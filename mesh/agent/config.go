@@ -30,6 +30,9 @@ type Config struct {
 	// APIClientCA verifies API clients' certificates (PEM file); empty:
 	// the cluster's client CA, read from the API server.
 	APIClientCA string
+	// APISocket serves the agent API without authentication on a unix
+	// socket only root can use (0600, in a 0700 directory); empty: none.
+	APISocket string
 
 	// ProxyPort is the node Envoy's transparent listener port L7-policed
 	// connections are redirected to; 0 disables L7 policy (HTTP rules are
@@ -69,6 +72,9 @@ func (c Config) Validate() error {
 	}
 	if (c.APITLSCert == "") != (c.APITLSKey == "") {
 		errs = append(errs, fmt.Errorf("--api-tls-cert %q and --api-tls-key %q: set both or neither", c.APITLSCert, c.APITLSKey))
+	}
+	if c.APISocket != "" && !filepath.IsAbs(c.APISocket) {
+		errs = append(errs, fmt.Errorf("--api-socket %q: must be an absolute path", c.APISocket))
 	}
 	if c.ProxyPort != 0 {
 		if _, _, err := net.SplitHostPort(c.XDSAddr); err != nil {
