@@ -24,6 +24,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
 )
 
 // apisecPods are a curl pod on each node (intruder-1, intruder-2: each
@@ -377,7 +378,7 @@ func tunnelFromNetns(path, addr, method, reqPath, token string) (string, error) 
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /v1/tunnel HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", addr, "membrane-agent-api/1")
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", agenttunnel.Path, addr, agenttunnel.Protocol)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
