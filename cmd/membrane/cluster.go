@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
-	"strconv"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -14,14 +13,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/membrane-mesh/membrane/mesh/agentclient"
 )
 
-// agentPort is where membrane-agent serves its API on each node.
-const agentPort = 9890
+// clusterClient is the API server's client and the agents' (reached
+// through it, see package agentclient).
+type clusterClient struct {
+	kubernetes.Interface
+	agents *agentclient.Client
+}
 
 // client resolves the cluster like kubectl: --kubeconfig, then KUBECONFIG,
 // then ~/.kube/config; --context picks a context.
-func (g *globals) client() (kubernetes.Interface, error) {
+func (g *globals) client() (*clusterClient, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if g.kubeconfig != "" {
 		rules.ExplicitPath = g.kubeconfig
@@ -32,11 +37,11 @@ func (g *globals) client() (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("find the cluster (--kubeconfig, KUBECONFIG or ~/.kube/config): %w", err)
 	}
 	cfg.UserAgent = "membrane-cli/" + version
-	c, err := kubernetes.NewForConfig(cfg)
+	agents, err := agentclient.New(cfg, agentclient.DefaultPort)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
-	return c, nil
+	return &clusterClient{Interface: agents.Kubernetes(), agents: agents}, nil
 }
 
 // nodeNames returns the node named by --node, or all nodes.
@@ -62,7 +67,7 @@ func nodeNames(ctx context.Context, c kubernetes.Interface, only string) ([]stri
 // fromAgents GETs path from the agent of every node (through the API
 // server's node proxy) and decodes each answer. Nodes whose agent
 // does not answer are reported in the error; the others are returned.
-func fromAgents[T any](ctx context.Context, c kubernetes.Interface, nodes []string, path string) ([]T, error) {
+func fromAgents[T any](ctx context.Context, c *clusterClient, nodes []string, path string) ([]T, error) {
 	out := make([]T, len(nodes))
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
@@ -70,16 +75,7 @@ func fromAgents[T any](ctx context.Context, c kubernetes.Interface, nodes []stri
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			raw, err := c.CoreV1().RESTClient().Get().
-				Resource("nodes").Name(node + ":" + strconv.Itoa(agentPort)).SubResource("proxy").Suffix(path).
-				DoRaw(ctx)
-			if err != nil {
-				errs[i] = fmt.Errorf("node %s: agent did not answer: %w", node, err)
-				return
-			}
-			if err := json.Unmarshal(raw, &out[i]); err != nil {
-				errs[i] = fmt.Errorf("node %s: decode agent answer: %w", node, err)
-			}
+			errs[i] = c.agents.JSON(ctx, node, http.MethodGet, path, &out[i])
 		}()
 	}
 	wg.Wait()

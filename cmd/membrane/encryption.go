@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
@@ -108,19 +107,6 @@ func byteSize(n int64) string {
 
 // postAgent POSTs to path on a node's agent (through the API server's
 // node proxy) and decodes the answer into out.
-func postAgent(ctx context.Context, c kubernetes.Interface, node, path string, out any) error {
-	raw, err := c.CoreV1().RESTClient().Post().
-		Resource("nodes").Name(node + ":" + strconv.Itoa(agentPort)).SubResource("proxy").Suffix(path).
-		DoRaw(ctx)
-	if err != nil {
-		msg := strings.TrimSpace(string(raw))
-		if msg != "" {
-			return fmt.Errorf("node %s: agent: %s: %w", node, msg, err)
-		}
-		return fmt.Errorf("node %s: agent did not answer: %w", node, err)
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("node %s: decode agent answer: %w", node, err)
-	}
-	return nil
+func postAgent(ctx context.Context, c *clusterClient, node, path string, out any) error {
+	return c.agents.JSON(ctx, node, http.MethodPost, path, out)
 }

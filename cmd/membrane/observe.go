@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/membrane-mesh/membrane/mesh/agentclient"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/flow/printer"
 )
@@ -153,7 +152,7 @@ func (o *observeOptions) request(cmd *cobra.Command, now time.Time) (flow.Reques
 // lastFlows asks every node for its matching flows and prints them merged
 // by time (the last req.Last of them). Nodes whose agent does not answer
 // are reported in the error; the others' flows are printed.
-func lastFlows(ctx context.Context, c kubernetes.Interface, nodes []string, req flow.Request, p *printer.Printer) error {
+func lastFlows(ctx context.Context, c *clusterClient, nodes []string, req flow.Request, p *printer.Printer) error {
 	lists := make([][]flow.Flow, len(nodes))
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
@@ -181,7 +180,7 @@ func lastFlows(ctx context.Context, c kubernetes.Interface, nodes []string, req 
 // ctx ends or printing fails. A stream that ends after it was up (the agent
 // restarted) is reopened where it stopped; a node whose agent does not
 // answer at first is reported on stderr at once, and named in the error.
-func followFlows(ctx context.Context, c kubernetes.Interface, nodes []string, req flow.Request, p *printer.Printer, stderr io.Writer) error {
+func followFlows(ctx context.Context, c *clusterClient, nodes []string, req flow.Request, p *printer.Printer, stderr io.Writer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var mu sync.Mutex // p and stderr
@@ -226,7 +225,7 @@ func followFlows(ctx context.Context, c kubernetes.Interface, nodes []string, re
 
 // followNode follows one node's flows until ctx ends, reconnecting after
 // the stream was up; it returns an error only when the agent never answered.
-func followNode(ctx context.Context, c kubernetes.Interface, node string, req flow.Request, write func(flow.Flow) error, warn func(string, ...any)) error {
+func followNode(ctx context.Context, c *clusterClient, node string, req flow.Request, write func(flow.Flow) error, warn func(string, ...any)) error {
 	var seen time.Time
 	lost := func(l flow.LostEvents) error {
 		warn("node %s: %d flows lost: this reader fell behind", node, l.Count)
@@ -266,21 +265,13 @@ func followNode(ctx context.Context, c kubernetes.Interface, node string, req fl
 // streamFlows runs one observe request against a node's agent (through the
 // API server's node proxy), calling fn for every flow; up says whether the
 // agent answered.
-func streamFlows(ctx context.Context, c kubernetes.Interface, node string, req flow.Request, fn func(flow.Flow) error, lost func(flow.LostEvents) error) (up bool, err error) {
-	r := c.CoreV1().RESTClient().Get().
-		Resource("nodes").Name(node + ":" + strconv.Itoa(agentPort)).SubResource("proxy").
-		Suffix(strings.TrimPrefix(flow.Path, "/"))
-	for key, values := range req.Values() {
-		for _, v := range values {
-			r = r.Param(key, v)
-		}
-	}
-	body, err := r.Stream(ctx)
-	if apierrors.IsBadRequest(err) {
-		return false, fmt.Errorf("node %s: agent refused the request (is it older than this CLI?): %w", node, err)
+func streamFlows(ctx context.Context, c *clusterClient, node string, req flow.Request, fn func(flow.Flow) error, lost func(flow.LostEvents) error) (up bool, err error) {
+	body, err := c.agents.Stream(ctx, node, flow.Path, req.Values())
+	if se := (*agentclient.StatusError)(nil); errors.As(err, &se) && se.Status == http.StatusBadRequest {
+		return false, fmt.Errorf("agent refused the request (is it older than this CLI?): %w", err)
 	}
 	if err != nil {
-		return false, fmt.Errorf("node %s: agent did not answer: %w", node, err)
+		return false, err
 	}
 	defer body.Close()
 	if err := flow.StreamWithLost(ctx, body, fn, lost); err != nil {

@@ -39,7 +39,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -398,19 +397,18 @@ func (l *l7Bench) applyPolicies(ctx context.Context) error {
 // waitEnforcing waits until node 2's agent enforces ingress policy on both
 // payment pods.
 func (l *l7Bench) waitEnforcing(ctx context.Context) error {
-	hc := &http.Client{Timeout: 5 * time.Second}
-	u := fmt.Sprintf("http://%s:%d%s", l.server.IP, localcluster.AgentPort, agentapi.PathEndpoints)
+	agents, err := agentClient(l.c.state.Layout().Kubeconfig())
+	if err != nil {
+		return err
+	}
 	return poll(ctx, 2*time.Minute, "node 2's agent enforcing the payment pods' policies", func() (bool, error) {
 		if err := l.c.state.CheckProcesses(); err != nil {
 			return false, err
 		}
-		resp, err := hc.Get(u)
-		if err != nil {
-			return false, nil
-		}
-		defer resp.Body.Close()
 		var list agentapi.EndpointList
-		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&list) != nil {
+		get, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := agents.JSON(get, l.server.Name, http.MethodGet, agentapi.PathEndpoints, &list); err != nil {
 			return false, nil
 		}
 		enforcing := 0

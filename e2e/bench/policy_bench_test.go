@@ -24,7 +24,6 @@ package bench
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -48,6 +47,7 @@ import (
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/agentclient"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
@@ -100,10 +100,15 @@ func BenchmarkPolicyChangeToEnforced(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	agents, err := agentClient(c.state.Layout().Kubeconfig())
+	if err != nil {
+		b.Fatal(err)
+	}
 	p := &policyBench{
 		b: b, c: c,
 		policies: dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("membranenetworkpolicies")).Namespace(policyBenchNS),
 		hc:       &http.Client{Timeout: 5 * time.Second},
+		agents:   agents,
 	}
 	if err := p.deploy(ctx); err != nil {
 		b.Fatal(err)
@@ -165,6 +170,7 @@ type policyBench struct {
 	c        *cluster
 	policies dynamic.ResourceInterface
 	hc       *http.Client
+	agents   *agentclient.Client
 	nodes    []*policyNode
 	// identities of the groups g0..g9.
 	identities [policyGroups]bpfpolicy.Identity
@@ -210,6 +216,16 @@ func dynamicClient(kubeconfig string) (dynamic.Interface, error) {
 		return nil, fmt.Errorf("dynamic client: %w", err)
 	}
 	return c, nil
+}
+
+// agentClient reaches the agents of the cluster of kubeconfig through its
+// API server.
+func agentClient(kubeconfig string) (*agentclient.Client, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	return agentclient.New(cfg, localcluster.AgentPort)
 }
 
 // deploy creates the namespace and the endpoint pods, ten in a row on each
@@ -265,24 +281,12 @@ func (p *policyBench) deploy(ctx context.Context) error {
 	return nil
 }
 
-// agentGet reads path of node n's agent API into out.
+// agentGet reads path of node n's agent API into out (through the API
+// server, as the CLI does).
 func (p *policyBench) agentGet(ctx context.Context, n localcluster.NodeState, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d%s", n.IP, localcluster.AgentPort, path), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := p.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("agent on %s: %w", n.Name, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("agent on %s: GET %s: %s", n.Name, path, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("agent on %s: GET %s: %w", n.Name, path, err)
-	}
-	return nil
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return p.agents.JSON(ctx, n.Name, http.MethodGet, path, out)
 }
 
 // benchEndpoints returns the benchmark's endpoints node n's agent lists.

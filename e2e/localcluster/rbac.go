@@ -46,6 +46,16 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
 			return err
 		}
 	}
+	// The agent reads the cluster's client CA when --api-client-ca is not
+	// given (the API server's own role for that).
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: agentUser + ":authentication-reader", Namespace: "kube-system"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "extension-apiserver-authentication-reader"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: agentUser}},
+	}
+	if _, err := c.RbacV1().RoleBindings("kube-system").Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create role binding kube-system/%s: %w", binding.Name, err)
+	}
 	return nil
 }
 

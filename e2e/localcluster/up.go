@@ -215,9 +215,17 @@ func startAgent(o Options, s *State, n NodeState) (Process, error) {
 		"--bpf-pin-dir=" + l.NodeBPFDir(n.Name),
 		"--cgroup-path=" + cg,
 		fmt.Sprintf("--api-addr=%s:%d", n.IP, AgentPort),
+		// The admin's client certificate is signed by the cluster CA.
+		"--api-client-ca=" + filepath.Join(l.PKIDir(), "ca.crt"),
+		"--api-socket=" + l.AgentSocket(n.Name),
 	}
 	argv = encryptionArgv(argv, o.Encryption, l, n.Name)
 	return startDetached("membrane-agent/"+n.Name, n.Netns, filepath.Join(cg, "system"), filepath.Join(l.LogDir(), "agent-"+n.Name+".log"), argv)
+}
+
+// AgentSocket is where node's agent serves its API to root on the host.
+func (l Layout) AgentSocket(node string) string {
+	return filepath.Join(l.RunDir(), "agent", node, "api.sock")
 }
 
 // waitAgents waits until every agent has programmed its initial sync.

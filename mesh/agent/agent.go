@@ -2,12 +2,10 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +39,8 @@ type Agent struct {
 	proxy *proxy        // nil without an L7 proxy
 	enc   *encryption   // nil with encryption off
 	ready chan struct{} // closed once the first full sync is programmed
+	// apiPublished: the agent API certificate's fingerprint is on the Node.
+	apiPublished atomic.Bool
 	// policyReady is closed once every local endpoint's policy is programmed.
 	policyReady chan struct{}
 }
@@ -118,12 +118,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
-	ln, err := net.Listen("tcp", a.cfg.APIAddr)
+	api, err := a.listenAPI(ctx)
 	if err != nil {
-		return fmt.Errorf("listen on --api-addr %s: %w", a.cfg.APIAddr, err)
+		return err
 	}
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
-	srv.RegisterOnShutdown(a.flows.Close) // ends open `membrane observe --follow` streams
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -132,16 +130,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(7)
 	go func() {
 		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("agent API: %w", err)
+		if err := api.run(ctx); err != nil {
+			errc <- err
+			cancel()
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		<-ctx.Done()
-		shutdown, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer done()
-		_ = srv.Shutdown(shutdown)
+		a.publishAPICertificate(ctx, api.fingerprint)
 	}()
 	go func() {
 		defer wg.Done()

@@ -20,8 +20,19 @@ type Config struct {
 	// CgroupPath is the cgroup v2 directory the socket programs attach to:
 	// every process below it gets Service translation.
 	CgroupPath string
-	// APIAddr serves /healthz, /metrics and the agent API.
+	// APIAddr serves /healthz and /metrics in plaintext, and the agent API
+	// only inside its TLS tunnel (see api.go).
 	APIAddr string
+	// APITLSCert and APITLSKey are the agent API's serving certificate
+	// (PEM files); empty: a self-signed one made at start. Either way its
+	// fingerprint is published on the Node, where clients pin it.
+	APITLSCert, APITLSKey string
+	// APIClientCA verifies API clients' certificates (PEM file); empty:
+	// the cluster's client CA, read from the API server.
+	APIClientCA string
+	// APISocket serves the agent API without authentication on a unix
+	// socket only root can use (0600, in a 0700 directory); empty: none.
+	APISocket string
 
 	// ProxyPort is the node Envoy's transparent listener port L7-policed
 	// connections are redirected to; 0 disables L7 policy (HTTP rules are
@@ -58,6 +69,12 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
 		errs = append(errs, fmt.Errorf("--api-addr %q: %w", c.APIAddr, err))
+	}
+	if (c.APITLSCert == "") != (c.APITLSKey == "") {
+		errs = append(errs, fmt.Errorf("--api-tls-cert %q and --api-tls-key %q: set both or neither", c.APITLSCert, c.APITLSKey))
+	}
+	if c.APISocket != "" && !filepath.IsAbs(c.APISocket) {
+		errs = append(errs, fmt.Errorf("--api-socket %q: must be an absolute path", c.APISocket))
 	}
 	if c.ProxyPort != 0 {
 		if _, _, err := net.SplitHostPort(c.XDSAddr); err != nil {
