@@ -28,10 +28,10 @@ type HostPathMapping struct {
 // always mounted read-only so that no node can change another's view.
 func systemHostPaths() []string {
 	return []string{
-		"/proc",           // as on a node: the one kernel's processes and sysctls (read-only)
-		"/lib/modules",    // kernel modules of the running kernel
+		"/proc",            // as on a node: the one kernel's processes and sysctls (read-only)
+		"/lib/modules",     // kernel modules of the running kernel
 		"/usr/lib/modules", // the same on merged-/usr systems
-		"/sys/kernel/btf", // BTF of the running kernel, for CO-RE eBPF programs
+		"/sys/kernel/btf",  // BTF of the running kernel, for CO-RE eBPF programs
 		"/etc/os-release",
 		"/usr/lib/os-release",
 		"/etc/machine-id",
