@@ -80,10 +80,6 @@ func TestDaemonSetHostPaths(t *testing.T) {
 	})
 	k.must("", "-n", ns, "rollout", "status", "daemonset/node-probe", "--timeout=120s")
 
-	exec := func(pod string, script string) string {
-		t.Helper()
-		return k.must("", "-n", ns, "exec", pod, "-c", "probe", "--", "sh", "-c", script)
-	}
 	ownCaps := capEff(t, mustRead(t, "/proc/self/status"))
 	pods := k.pods(ns, "app=node-probe")
 	if len(pods) != len(nodes) {
@@ -92,6 +88,11 @@ func TestDaemonSetHostPaths(t *testing.T) {
 	for _, p := range pods {
 		node := p.Spec.NodeName
 		t.Run(node, func(t *testing.T) {
+			k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
+			exec := func(pod string, script string) string {
+				t.Helper()
+				return k.must("", "-n", ns, "exec", pod, "-c", "probe", "--", "sh", "-c", script)
+			}
 			// bpffs: this node's pin and no other's.
 			bpf := strings.Fields(exec(p.Name, "ls /sys/fs/bpf"))
 			for _, n := range nodes {
@@ -125,7 +126,11 @@ func TestDaemonSetHostPaths(t *testing.T) {
 			if got := capEff(t, exec(p.Name, "cat /proc/1/status")); got != ownCaps {
 				t.Errorf("privileged container's CapEff %s, want the node's %s", got, ownCaps)
 			}
-			exec(p.Name, "touch /sys/fs/bpf/.rw-check && rm /sys/fs/bpf/.rw-check || mkdir /sys/fs/bpf/.rw-check && rmdir /sys/fs/bpf/.rw-check")
+			exec(p.Name, "mkdir /sys/fs/bpf/e2e-rw-check && rmdir /sys/fs/bpf/e2e-rw-check") // bpffs: no '.' in names
+			// A system path, read-only whatever the volumeMount says.
+			if mnt := exec(p.Name, "grep ' /host/proc ' /proc/mounts"); !strings.Contains(mnt, " ro,") {
+				t.Errorf("hostPath /proc is not mounted read-only: %q", mnt)
+			}
 
 			// The token: the real TokenRequest API's, bound to this pod, for
 			// the API server's audience.
@@ -281,12 +286,12 @@ spec:
         - {name: bpf-maps, mountPath: /sys/fs/bpf, mountPropagation: HostToContainer}
         - {name: cgroup, mountPath: /sys/fs/cgroup}
         - {name: state, mountPath: /var/lib/membrane}
-        - {name: modules, mountPath: /lib/modules, readOnly: true}
+        - {name: host-proc, mountPath: /host/proc}
       volumes:
       - {name: bpf-maps, hostPath: {path: /sys/fs/bpf, type: DirectoryOrCreate}}
       - {name: cgroup, hostPath: {path: /sys/fs/cgroup, type: Directory}}
       - {name: state, hostPath: {path: /var/lib/membrane, type: DirectoryOrCreate}}
-      - {name: modules, hostPath: {path: /lib/modules}}
+      - {name: host-proc, hostPath: {path: /proc, type: Directory}}
 ---
 apiVersion: v1
 kind: Pod
