@@ -173,6 +173,11 @@ func TestDaemonSetHostPaths(t *testing.T) {
 				return fmt.Errorf("container %s started: %+v", cs.Name, cs.State)
 			}
 		}
+		var events corev1.EventList
+		mustJSON(t, k.must("", "-n", ns, "get", "events", "--field-selector", "involvedObject.name=host-etc,reason=SetupFailed", "-o", "json"), &events)
+		if len(events.Items) == 0 || !strings.Contains(events.Items[0].Message, want) || events.Items[0].Type != corev1.EventTypeWarning {
+			return fmt.Errorf("no Warning event SetupFailed with %q: %+v", want, events.Items)
+		}
 		return nil
 	})
 }

@@ -27,6 +27,9 @@ func checkPodSecurity(pod *corev1.Pod) error {
 	if pod.Spec.HostPID {
 		return errors.New("spec.hostPID: not supported on this node: containers always get their own PID namespace")
 	}
+	if pod.Spec.HostIPC {
+		return errors.New("spec.hostIPC: not supported on this node: containers always get their own IPC namespace")
+	}
 	for _, group := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range group {
 			for i, vm := range c.VolumeMounts {

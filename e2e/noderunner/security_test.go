@@ -78,6 +78,9 @@ func TestCheckPodSecurity(t *testing.T) {
 	if err := checkPodSecurity(pod(func(p *corev1.Pod) { p.Spec.HostPID = true })); err == nil || !strings.Contains(err.Error(), "spec.hostPID") {
 		t.Fatalf("hostPID: %v", err)
 	}
+	if err := checkPodSecurity(pod(func(p *corev1.Pod) { p.Spec.HostIPC = true })); err == nil || !strings.Contains(err.Error(), "spec.hostIPC") {
+		t.Fatalf("hostIPC: %v", err)
+	}
 	err := checkPodSecurity(pod(func(p *corev1.Pod) {
 		p.Spec.Containers[0].VolumeMounts[0].MountPropagation = ptr.To(corev1.MountPropagationBidirectional)
 	}))

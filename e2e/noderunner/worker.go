@@ -107,6 +107,7 @@ func (w *podWorker) sync(ctx context.Context, pod, last *corev1.Pod) {
 		if msg != w.setupErr {
 			w.log.Error("set up pod", "error", err)
 			w.setupErr = msg
+			w.warn(ctx, pod, "SetupFailed", msg)
 		}
 		w.persist()
 		w.writeStatus(ctx, pod)
@@ -167,6 +168,25 @@ func (w *podWorker) setUp(ctx context.Context, pod *corev1.Pod) error {
 	}
 	w.etc, w.mounts, w.roVolumes, w.refreshAt = etc, mounts.dirs, mounts.readOnly, mounts.refreshAt
 	return nil
+}
+
+// warn records a Warning event on the pod, as the kubelet reports what
+// keeps a pod from starting; a failure to record it is only logged.
+func (w *podWorker) warn(ctx context.Context, pod *corev1.Pod, reason, msg string) {
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: pod.Name + ".", Namespace: pod.Namespace},
+		InvolvedObject: corev1.ObjectReference{
+			Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+		},
+		Reason: reason, Message: msg, Type: corev1.EventTypeWarning, Count: 1,
+		FirstTimestamp: now, LastTimestamp: now,
+		Source:              corev1.EventSource{Component: "kubelet", Host: w.m.cfg.NodeName},
+		ReportingController: "kubelet", ReportingInstance: w.m.cfg.NodeName,
+	}
+	if _, err := w.m.client.CoreV1().Events(pod.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		w.log.Warn("record event", "reason", reason, "error", err)
+	}
 }
 
 // refreshVolumes renews the pod's service-account tokens (and with them the
