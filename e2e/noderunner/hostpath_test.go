@@ -161,6 +161,7 @@ func TestPrepareRefusesUnmappedHostPath(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: corev1.PodSpec{Volumes: []corev1.Volume{
 		{Name: "bpf", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf", Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}},
 		{Name: "modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules"}}},
+		{Name: "untyped", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf/untyped"}}},
 	}}}
 	got, err := v.prepare(context.Background(), pod, t.TempDir(), "10.0.0.1", "10.0.0.1")
 	if err != nil {
@@ -171,6 +172,9 @@ func TestPrepareRefusesUnmappedHostPath(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(node, "bpf")); err != nil || !fi.IsDir() {
 		t.Fatalf("DirectoryOrCreate: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(node, "bpf", "untyped")); err != nil || !fi.IsDir() {
+		t.Fatalf("a missing path without type is not created as a directory: %v", err)
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "etc", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc"}}})
 	_, err = v.prepare(context.Background(), pod, t.TempDir(), "10.0.0.1", "10.0.0.1")

@@ -47,6 +47,13 @@ func (v volumes) prepare(ctx context.Context, pod *corev1.Pod, dir, podIP, hostI
 			if err == nil {
 				err = checkHostPathType(src, vol.HostPath.Type)
 			}
+			if err == nil && !ro && ptr.Deref(vol.HostPath.Type, corev1.HostPathUnset) == corev1.HostPathUnset {
+				// As container runtimes do for a bind mount source that
+				// does not exist: a directory (in the node's own part).
+				if _, serr := os.Stat(src); os.IsNotExist(serr) {
+					err = os.MkdirAll(src, 0o755)
+				}
+			}
 			if err != nil {
 				return preparedVolumes{}, fmt.Errorf("volume %q: %w", vol.Name, err)
 			}
