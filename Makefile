@@ -18,10 +18,11 @@ export MEMBRANE_BIN_DIR := $(BIN)
 
 all: build
 
-## build: all binaries into bin/
+## build: all binaries into bin/, and their pod images into bin/images (see e2e/images/own-images.sh)
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+	@bash e2e/images/own-images.sh $(BIN) $(TOOLS_IMAGES)/busybox/rootfs
 
 ## generate: regenerate committed generated code
 generate:

@@ -90,3 +90,20 @@ func (s Store) Resolve(ref string) (Image, error) {
 	}
 	return Image{Config: cfg, Ref: ref, RootFS: root}, nil
 }
+
+// Stores are searched in order: the first that has an image for a
+// reference wins.
+type Stores []Store
+
+// Resolve finds the image for ref in the first store that has it.
+func (ss Stores) Resolve(ref string) (Image, error) {
+	var dirs []string
+	for _, s := range ss {
+		img, err := s.Resolve(ref)
+		if err == nil || !errors.Is(err, ErrNotFound) {
+			return img, err
+		}
+		dirs = append(dirs, s.Dir)
+	}
+	return Image{}, fmt.Errorf("resolve image %q in %s: %w (run `make tools build`)", ref, strings.Join(dirs, " and "), ErrNotFound)
+}

@@ -44,3 +44,35 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("unknown image: got %v", err)
 	}
 }
+
+// The first store that has an image wins; a missing one falls through.
+func TestStoresOrder(t *testing.T) {
+	mk := func(version string) Store {
+		dir := t.TempDir()
+		img := filepath.Join(dir, "membrane_membrane-agent")
+		if err := os.MkdirAll(filepath.Join(img, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(img, "image.json"), []byte(`{"names":["membrane/membrane-agent"],"version":"`+version+`"}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return Store{Dir: dir}
+	}
+	own, pinned, empty := mk("own"), mk("pinned"), Store{Dir: t.TempDir()}
+	for _, tc := range []struct {
+		stores Stores
+		want   string
+	}{
+		{Stores{own, pinned}, "own"},
+		{Stores{pinned, own}, "pinned"},
+		{Stores{empty, pinned}, "pinned"},
+	} {
+		got, err := tc.stores.Resolve("membrane/membrane-agent:dev")
+		if err != nil || got.Version != tc.want {
+			t.Errorf("resolve through %v: %q, %v; want %q", tc.stores, got.Version, err, tc.want)
+		}
+	}
+	if _, err := (Stores{empty, own}).Resolve("busybox"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("image in no store: %v", err)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+
+	"github.com/membrane-mesh/membrane/e2e/noderunner"
 )
 
 // Defaults of a local cluster.
@@ -177,3 +179,30 @@ func (l Layout) BPFDir() string { return filepath.Join(BPFRoot, l.Name) }
 
 // NodeBPFDir is one node agent's pin directory.
 func (l Layout) NodeBPFDir(node string) string { return filepath.Join(l.BPFDir(), node) }
+
+// NodeHostDir holds the node's own part of the host's persistent files
+// (a pod's hostPath /var/lib/membrane is NodeHostDir/var/lib/membrane).
+func (l Layout) NodeHostDir(node string) string { return filepath.Join(l.NodeDir(node), "host") }
+
+// NodeRunDir holds the node's own part of the host's /run.
+func (l Layout) NodeRunDir(node string) string { return filepath.Join(l.RunDir(), "nodes", node) }
+
+// NodeCNIConfDir is where the node runner writes its CNI configuration.
+func (l Layout) NodeCNIConfDir(node string) string { return filepath.Join(l.NodeDir(node), "cni") }
+
+// NodeHostPaths maps the host paths a DaemonSet pod mounts to node's part
+// of the machine: its bpffs pin directory, cgroup v2 subtree, state, run
+// and CNI directories. cgroupRoot is the cgroup2 mount; cniBinDir holds
+// membrane-cni.
+func (l Layout) NodeHostPaths(node, cgroupRoot, cniBinDir string) []noderunner.HostPathMapping {
+	run := filepath.Join(l.NodeRunDir(node), "membrane")
+	return []noderunner.HostPathMapping{
+		{Path: "/sys/fs/bpf", Source: l.NodeBPFDir(node)},
+		{Path: "/sys/fs/cgroup", Source: filepath.Join(l.CgroupDir(cgroupRoot), node)},
+		{Path: "/var/lib/membrane", Source: filepath.Join(l.NodeHostDir(node), "var/lib/membrane")},
+		{Path: "/var/run/membrane", Source: run},
+		{Path: "/run/membrane", Source: run},
+		{Path: "/etc/cni/net.d", Source: l.NodeCNIConfDir(node)},
+		{Path: "/opt/cni/bin", Source: cniBinDir},
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/membrane-mesh/membrane/e2e/noderunner"
 )
 
 func TestOptionsValidate(t *testing.T) {
@@ -39,5 +41,45 @@ func TestLayoutNames(t *testing.T) {
 	}
 	if got := ClusterDNS(netip.MustParsePrefix("10.96.0.0/16")); got != netip.MustParseAddr("10.96.0.10") {
 		t.Errorf("cluster DNS = %s", got)
+	}
+}
+
+// Each node's host paths are its own: no two nodes share a directory but
+// the CNI binaries, and the runner accepts them.
+func TestNodeHostPaths(t *testing.T) {
+	l := Layout{Name: "hp", Index: 3}
+	a := l.NodeHostPaths(l.NodeName(1), "/sys/fs/cgroup/unified", "/bin-dir")
+	b := l.NodeHostPaths(l.NodeName(2), "/sys/fs/cgroup/unified", "/bin-dir")
+	cfg := noderunner.Config{
+		Cluster: "hp", NodeName: l.NodeName(1), NodeIP: "198.18.3.11", ClusterDNS: "10.96.0.10",
+		Kubeconfig: "/k", RoutesKubeconfig: "/r", StateDir: "/s", PodNetnsDir: "/n", CgroupDir: "/c",
+		ImagesDir: "/i", CNIBinDir: "/bin-dir", KubeletPort: KubeletPort, HostPaths: a,
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.HostPaths = append(cfg.HostPaths, noderunner.HostPathMapping{Path: "/sys/fs/bpf", Source: "/elsewhere"})
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "hostPaths[7].path") {
+		t.Fatalf("a path mapped twice: %v", err)
+	}
+	want := map[string]string{
+		"/sys/fs/bpf":       "/sys/fs/bpf/membrane/hp/hp-node1",
+		"/sys/fs/cgroup":    "/sys/fs/cgroup/unified/membrane/hp/hp-node1",
+		"/var/lib/membrane": "/var/lib/membrane/dev/hp/nodes/hp-node1/host/var/lib/membrane",
+		"/var/run/membrane": "/run/membrane/dev/hp/nodes/hp-node1/membrane",
+		"/run/membrane":     "/run/membrane/dev/hp/nodes/hp-node1/membrane",
+		"/etc/cni/net.d":    "/var/lib/membrane/dev/hp/nodes/hp-node1/cni",
+		"/opt/cni/bin":      "/bin-dir",
+	}
+	if len(a) != len(want) {
+		t.Fatalf("%d mappings, want %d: %v", len(a), len(want), a)
+	}
+	for i, m := range a {
+		if want[m.Path] != m.Source {
+			t.Errorf("%s -> %s, want %s", m.Path, m.Source, want[m.Path])
+		}
+		if m.Path != "/opt/cni/bin" && b[i].Source == m.Source {
+			t.Errorf("%s is %s on both nodes", m.Path, m.Source)
+		}
 	}
 }

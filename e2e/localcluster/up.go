@@ -294,6 +294,18 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 	if err := os.MkdirAll(system, 0o755); err != nil {
 		return Process{}, fmt.Errorf("create cgroup %s: %w", system, err)
 	}
+	hostPaths := l.NodeHostPaths(n.Name, s.CgroupRoot, o.BinDir)
+	for _, hp := range hostPaths {
+		// The bpffs pin directory only where bpffs is mounted: a pod that
+		// needs it gets a clear hostPath error otherwise.
+		if hp.Path == "/sys/fs/bpf" {
+			_ = os.MkdirAll(hp.Source, 0o700)
+			continue
+		}
+		if err := os.MkdirAll(hp.Source, 0o755); err != nil {
+			return Process{}, fmt.Errorf("create the node's %s: %w", hp.Path, err)
+		}
+	}
 	svc := netip.MustParsePrefix(s.ServiceCIDR)
 	cfg := noderunner.Config{
 		Cluster:           s.Name,
@@ -315,6 +327,8 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 		ClusterDNS:        ClusterDNS(svc).String(),
 		ClusterDomain:     ClusterDomain,
 		KubeletVersion:    "v1.34.2",
+		HostPaths:         hostPaths,
+		OwnImagesDir:      filepath.Join(o.BinDir, "images"),
 	}
 	raw, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

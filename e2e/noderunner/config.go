@@ -42,6 +42,14 @@ type Config struct {
 	ClusterDNS        string `json:"clusterDNS"`
 	ClusterDomain     string `json:"clusterDomain"`
 	KubeletVersion    string `json:"kubeletVersion"`
+	// HostPaths give the host paths pods name in hostPath volumes their
+	// place on this node (the longest matching path wins). A hostPath
+	// outside them is refused, except the read-only system paths
+	// (/proc, /lib/modules, /sys/kernel/btf, ...): see systemHostPaths.
+	HostPaths []HostPathMapping `json:"hostPaths,omitempty"`
+	// OwnImagesDir is an image store searched before ImagesDir: the images
+	// of Membrane's own binaries that `make build` lays out next to them.
+	OwnImagesDir string `json:"ownImagesDir,omitempty"`
 }
 
 // Validate reports the first field at fault.
@@ -57,6 +65,9 @@ func (c Config) Validate() error {
 		return errors.New("config: stateDir, podNetnsDir, cgroupDir, imagesDir and cniBinDir must be set")
 	case c.KubeletPort <= 0 || c.KubeletPort > 65535:
 		return fmt.Errorf("config: kubeletPort %d out of range", c.KubeletPort)
+	}
+	if err := validateHostPaths(c.HostPaths); err != nil {
+		return err
 	}
 	if _, err := netip.ParseAddr(c.NodeIP); err != nil {
 		return fmt.Errorf("config: nodeIP %q: %w", c.NodeIP, err)

@@ -30,7 +30,7 @@ type Manager struct {
 	rt         *runtime.Runtime
 	net        *network
 	vols       volumes
-	images     images.Store
+	images     images.Stores
 	svcs       corelisters.ServiceLister
 	nodeResolv string
 
@@ -44,12 +44,21 @@ func newManager(log *slog.Logger, cfg Config, client kubernetes.Interface, rt *r
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
 	m := &Manager{
 		log: log, cfg: cfg, client: client, rt: rt, net: net, svcs: svcs,
-		images:     images.Store{Dir: cfg.ImagesDir},
+		images:     imageStores(cfg),
 		nodeResolv: string(resolv),
 		workers:    map[types.UID]*podWorker{},
 	}
-	m.vols = volumes{client: client, refs: m}
+	m.vols = volumes{client: client, refs: m, hostPaths: newHostPaths(cfg.HostPaths)}
 	return m
+}
+
+// imageStores are Membrane's own images, then the pinned ones.
+func imageStores(cfg Config) images.Stores {
+	var ss images.Stores
+	if cfg.OwnImagesDir != "" {
+		ss = append(ss, images.Store{Dir: cfg.OwnImagesDir})
+	}
+	return append(ss, images.Store{Dir: cfg.ImagesDir})
 }
 
 // upsert hands the latest pod object to its worker, starting one if needed.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,28 +17,56 @@ import (
 
 // volumes prepares a pod's volumes as directories on the node.
 type volumes struct {
-	client kubernetes.Interface
-	refs   podRefs
+	client    kubernetes.Interface
+	refs      podRefs
+	hostPaths hostPaths
+	now       func() time.Time
+}
+
+// preparedVolumes are a pod's volumes on the node.
+type preparedVolumes struct {
+	// dirs holds the node's directory (or file) of each volume.
+	dirs map[string]string
+	// readOnly marks volumes that are mounted read-only whatever the
+	// volumeMount says (system host paths).
+	readOnly map[string]bool
+	// refreshAt is when a service-account token is due for renewal (zero:
+	// none): prepare again then.
+	refreshAt time.Time
 }
 
 // prepare writes every volume of pod below dir/<volume name> and returns the
-// directory of each.
-func (v volumes) prepare(ctx context.Context, pod *corev1.Pod, dir, podIP, hostIP string) (map[string]string, error) {
-	out := map[string]string{}
+// directory of each. Called again on a prepared pod, it rewrites the files
+// (renewing tokens), each replaced atomically.
+func (v volumes) prepare(ctx context.Context, pod *corev1.Pod, dir, podIP, hostIP string) (preparedVolumes, error) {
+	out := preparedVolumes{dirs: map[string]string{}, readOnly: map[string]bool{}}
 	for _, vol := range pod.Spec.Volumes {
 		path := filepath.Join(dir, vol.Name)
+		if vol.HostPath != nil {
+			src, ro, err := v.hostPaths.resolve(vol.HostPath.Path)
+			if err == nil {
+				err = checkHostPathType(src, vol.HostPath.Type)
+			}
+			if err == nil && !ro && ptr.Deref(vol.HostPath.Type, corev1.HostPathUnset) == corev1.HostPathUnset {
+				// As container runtimes do for a bind mount source that
+				// does not exist: a directory (in the node's own part).
+				if _, serr := os.Stat(src); os.IsNotExist(serr) {
+					err = os.MkdirAll(src, 0o755)
+				}
+			}
+			if err != nil {
+				return preparedVolumes{}, fmt.Errorf("volume %q: %w", vol.Name, err)
+			}
+			out.dirs[vol.Name], out.readOnly[vol.Name] = src, ro
+			continue
+		}
 		if err := os.MkdirAll(path, 0o755); err != nil {
-			return nil, fmt.Errorf("volume %q: %w", vol.Name, err)
+			return preparedVolumes{}, fmt.Errorf("volume %q: %w", vol.Name, err)
 		}
 		files := map[string]fileContent{}
 		var err error
 		switch {
 		case vol.EmptyDir != nil:
-		case vol.HostPath != nil:
-			path = vol.HostPath.Path
-			if vol.HostPath.Type != nil && (*vol.HostPath.Type == corev1.HostPathDirectoryOrCreate) {
-				err = os.MkdirAll(path, 0o755)
-			}
 		case vol.ConfigMap != nil:
 			err = v.configMapFiles(ctx, pod.Namespace, vol.ConfigMap.Name, vol.ConfigMap.Items, vol.ConfigMap.Optional, vol.ConfigMap.DefaultMode, files)
 		case vol.Secret != nil:
@@ -45,25 +74,51 @@ func (v volumes) prepare(ctx context.Context, pod *corev1.Pod, dir, podIP, hostI
 		case vol.DownwardAPI != nil:
 			err = downwardFiles(pod, vol.DownwardAPI.Items, podIP, hostIP, files)
 		case vol.Projected != nil:
-			err = v.projectedFiles(ctx, pod, vol.Projected, podIP, hostIP, files)
+			var refresh time.Time
+			refresh, err = v.projectedFiles(ctx, pod, vol.Projected, podIP, hostIP, files)
+			if !refresh.IsZero() && (out.refreshAt.IsZero() || refresh.Before(out.refreshAt)) {
+				out.refreshAt = refresh
+			}
 		default:
 			err = fmt.Errorf("unsupported volume type")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("volume %q: %w", vol.Name, err)
+			return preparedVolumes{}, fmt.Errorf("volume %q: %w", vol.Name, err)
 		}
 		for name, f := range files {
-			p := filepath.Join(path, name)
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return nil, fmt.Errorf("volume %q: %w", vol.Name, err)
-			}
-			if err := os.WriteFile(p, f.data, f.mode); err != nil {
-				return nil, fmt.Errorf("volume %q: write %s: %w", vol.Name, name, err)
+			if err := writeAtomic(filepath.Join(path, name), f); err != nil {
+				return preparedVolumes{}, fmt.Errorf("volume %q: write %s: %w", vol.Name, name, err)
 			}
 		}
-		out[vol.Name] = path
+		out.dirs[vol.Name] = path
 	}
 	return out, nil
+}
+
+// writeAtomic replaces p by f's content: a reader sees the old file or the
+// new one, never a part.
+func writeAtomic(p string, f fileContent) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(f.data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), f.mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), p)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
 }
 
 type fileContent struct {
@@ -141,12 +196,17 @@ func downwardFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, podIP,
 	return nil
 }
 
-func (v volumes) projectedFiles(ctx context.Context, pod *corev1.Pod, p *corev1.ProjectedVolumeSource, podIP, hostIP string, files map[string]fileContent) error {
+// projectedFiles adds the files of a projected volume; refresh is when its
+// earliest token is due for renewal (zero: no token).
+func (v volumes) projectedFiles(ctx context.Context, pod *corev1.Pod, p *corev1.ProjectedVolumeSource, podIP, hostIP string, files map[string]fileContent) (refresh time.Time, err error) {
 	for _, src := range p.Sources {
-		var err error
 		switch {
 		case src.ServiceAccountToken != nil:
-			err = v.tokenFile(ctx, pod, src.ServiceAccountToken, p.DefaultMode, files)
+			var at time.Time
+			at, err = v.tokenFile(ctx, pod, src.ServiceAccountToken, p.DefaultMode, files)
+			if refresh.IsZero() || at.Before(refresh) {
+				refresh = at
+			}
 		case src.ConfigMap != nil:
 			err = v.configMapFiles(ctx, pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, p.DefaultMode, files)
 		case src.Secret != nil:
@@ -155,15 +215,17 @@ func (v volumes) projectedFiles(ctx context.Context, pod *corev1.Pod, p *corev1.
 			err = downwardFiles(pod, src.DownwardAPI.Items, podIP, hostIP, files)
 		}
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
 	}
-	return nil
+	return refresh, nil
 }
 
 // tokenFile requests a service-account token bound to the pod, as the kubelet
-// does for projected volumes.
-func (v volumes) tokenFile(ctx context.Context, pod *corev1.Pod, src *corev1.ServiceAccountTokenProjection, mode *int32, files map[string]fileContent) error {
+// does for projected volumes, and returns when to renew it: as the kubelet,
+// once 80% of the requested lifetime has passed (the API server may issue a
+// longer-lived token for compatibility; the pod still gets a fresh one).
+func (v volumes) tokenFile(ctx context.Context, pod *corev1.Pod, src *corev1.ServiceAccountTokenProjection, mode *int32, files map[string]fileContent) (time.Time, error) {
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
@@ -172,19 +234,31 @@ func (v volumes) tokenFile(ctx context.Context, pod *corev1.Pod, src *corev1.Ser
 	if src.Audience != "" {
 		aud = []string{src.Audience}
 	}
+	ttl := ptr.Deref(src.ExpirationSeconds, 3607)
+	requested := v.clock()
 	req := &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{
 			Audiences:         aud,
-			ExpirationSeconds: ptr.To(ptr.Deref(src.ExpirationSeconds, 3607)),
+			ExpirationSeconds: ptr.To(ttl),
 			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
 		},
 	}
 	tr, err := v.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("token for service account %q: %w", sa, err)
+		return time.Time{}, fmt.Errorf("token for service account %q: %w", sa, err)
+	}
+	if tr.Status.Token == "" {
+		return time.Time{}, fmt.Errorf("token for service account %q: the API server returned an empty token", sa)
 	}
 	files[src.Path] = fileContent{[]byte(tr.Status.Token), fileMode(mode, nil)}
-	return nil
+	return requested.Add(time.Duration(ttl) * time.Second * 8 / 10), nil
+}
+
+func (v volumes) clock() time.Time {
+	if v.now != nil {
+		return v.now()
+	}
+	return time.Now()
 }
 
 // etcFiles writes the pod's /etc/hosts, /etc/resolv.conf and /etc/hostname.

@@ -40,6 +40,8 @@ type podWorker struct {
 	cgroup     string
 	sb         *sandbox
 	mounts     map[string]string // volume name -> host dir
+	roVolumes  map[string]bool   // volumes mounted read-only whatever the pod says
+	refreshAt  time.Time         // when the volumes' tokens are due for renewal
 	etc        map[string]string // /etc file -> host file
 	inits      []*container
 	containers []*container
@@ -105,12 +107,14 @@ func (w *podWorker) sync(ctx context.Context, pod, last *corev1.Pod) {
 		if msg != w.setupErr {
 			w.log.Error("set up pod", "error", err)
 			w.setupErr = msg
+			w.warn(ctx, pod, "SetupFailed", msg)
 		}
 		w.persist()
 		w.writeStatus(ctx, pod)
 		return
 	}
 	w.setupErr = ""
+	w.refreshVolumes(ctx, pod)
 	w.runContainers(ctx, pod)
 	// Recorded before it is reported: a runner restarted in between knows
 	// at least what the API server was told.
@@ -125,6 +129,9 @@ func (w *podWorker) setUp(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if w.startTime.IsZero() {
 		w.startTime = time.Now().Truncate(time.Second)
+	}
+	if err := checkPodSecurity(pod); err != nil {
+		return err
 	}
 	if w.containers == nil {
 		for _, c := range pod.Spec.InitContainers {
@@ -159,8 +166,44 @@ func (w *podWorker) setUp(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	w.etc, w.mounts = etc, mounts
+	w.etc, w.mounts, w.roVolumes, w.refreshAt = etc, mounts.dirs, mounts.readOnly, mounts.refreshAt
 	return nil
+}
+
+// warn records a Warning event on the pod, as the kubelet reports what
+// keeps a pod from starting; a failure to record it is only logged.
+func (w *podWorker) warn(ctx context.Context, pod *corev1.Pod, reason, msg string) {
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: pod.Name + ".", Namespace: pod.Namespace},
+		InvolvedObject: corev1.ObjectReference{
+			Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+		},
+		Reason: reason, Message: msg, Type: corev1.EventTypeWarning, Count: 1,
+		FirstTimestamp: now, LastTimestamp: now,
+		Source:              corev1.EventSource{Component: "kubelet", Host: w.m.cfg.NodeName},
+		ReportingController: "kubelet", ReportingInstance: w.m.cfg.NodeName,
+	}
+	if _, err := w.m.client.CoreV1().Events(pod.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		w.log.Warn("record event", "reason", reason, "error", err)
+	}
+}
+
+// refreshVolumes renews the pod's service-account tokens (and with them the
+// other files of its volumes) when they are due; a failure keeps the old
+// files and tries again on the next sync.
+func (w *podWorker) refreshVolumes(ctx context.Context, pod *corev1.Pod) {
+	if w.refreshAt.IsZero() || time.Now().Before(w.refreshAt) {
+		return
+	}
+	mounts, err := w.m.vols.prepare(ctx, pod, filepath.Join(w.dir, "volumes"), w.sb.IP.String(), w.m.cfg.NodeIP)
+	if err != nil {
+		w.log.Error("refresh volumes", "error", err)
+		w.refreshAt = time.Now().Add(10 * time.Second)
+		return
+	}
+	w.refreshAt = mounts.refreshAt
+	w.log.Info("volumes refreshed", "next", w.refreshAt)
 }
 
 // runContainers starts init containers in order, then the app containers,
@@ -292,7 +335,16 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container) er
 		if vm.SubPath != "" {
 			src = filepath.Join(src, vm.SubPath)
 		}
-		mounts = append(mounts, runtime.Mount{Source: src, Target: vm.MountPath, ReadOnly: vm.ReadOnly})
+		m := runtime.Mount{Source: src, Target: vm.MountPath, ReadOnly: vm.ReadOnly || w.roVolumes[vm.Name]}
+		if vm.MountPropagation != nil && *vm.MountPropagation == corev1.MountPropagationHostToContainer {
+			m.Propagation = runtime.PropagationHostToContainer
+		}
+		mounts = append(mounts, m)
+	}
+	sec, err := containerSecurity(&c.spec)
+	if err != nil {
+		c.waiting = &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: err.Error()}
+		return err
 	}
 	wd := c.spec.WorkingDir
 	if wd == "" {
@@ -311,6 +363,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container) er
 		Env:        env,
 		WorkingDir: wd,
 		Mounts:     mounts,
+		Security:   sec,
 		LogPath:    w.logPath(c.spec.Name, c.instance),
 	}
 	if w.sb.Netns != "" {

@@ -18,7 +18,9 @@ import (
 
 // Exec runs argv inside the container: in its mount, UTS, IPC, network and
 // PID namespaces, its root and working directory, its cgroup and with its
-// environment (through util-linux nsenter). It returns the command's exit
+// environment (through util-linux nsenter), with the runtime's own
+// capabilities: a container's Security limits its program, not what is
+// executed in it later. It returns the command's exit
 // status (128+signal when killed); a non-zero status is not an error.
 //
 // stdin may be nil. With tty, the command gets a pseudo-terminal (80x24)

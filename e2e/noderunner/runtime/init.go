@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -107,9 +108,10 @@ func initAndExec(args []string, sync *os.File) error {
 
 // setupContainer builds the container's filesystem view and pivots into it.
 func setupContainer(s Spec) error {
-	// Nothing mounted here may propagate back to the host.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
+	// Nothing mounted here may propagate back to the host; mounts made on
+	// the host still reach a HostToContainer mount (see bindMount).
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make mounts slaves: %w", err)
 	}
 	if s.NetNS != "" {
 		if err := joinNetNS(s.NetNS); err != nil {
@@ -125,7 +127,7 @@ func setupContainer(s Spec) error {
 	if err := mountOverlay(s); err != nil {
 		return err
 	}
-	if err := mountSystem(root); err != nil {
+	if err := mountSystem(root, s.Security.Privileged); err != nil {
 		return err
 	}
 	for _, m := range s.Mounts {
@@ -145,6 +147,50 @@ func setupContainer(s Spec) error {
 	}
 	if err := unix.Chdir(wd); err != nil {
 		return fmt.Errorf("change to working directory %q: %w", wd, err)
+	}
+	return limitCapabilities(s.Security)
+}
+
+// limitCapabilities leaves the calling (locked) thread, and so the program
+// it executes as root, exactly the capabilities of sec: it drops the rest
+// from the bounding set and sets the permitted, effective and inheritable
+// sets. A privileged container, or one that does not limit them, keeps all.
+func limitCapabilities(sec Security) error {
+	if sec.Privileged || !sec.LimitCapabilities {
+		return nil
+	}
+	mask, err := capabilityMask(sec.Capabilities)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return fmt.Errorf("limit capabilities: %w", err)
+	}
+	last, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || last < 0 || last > 63 {
+		return fmt.Errorf("limit capabilities: bad cap_last_cap %q", raw)
+	}
+	mask &= 1<<(last+1) - 1
+	for c := 0; c <= last; c++ {
+		if mask&(1<<c) != 0 {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	lo, hi := uint32(mask), uint32(mask>>32)
+	data := [2]unix.CapUserData{
+		{Effective: lo, Permitted: lo, Inheritable: lo},
+		{Effective: hi, Permitted: hi, Inheritable: hi},
+	}
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("set capabilities: %w", err)
 	}
 	return nil
 }
@@ -173,8 +219,9 @@ func mountOverlay(s Spec) error {
 	return nil
 }
 
-// mountSystem mounts /proc, a read-only /sys and a minimal /dev under root.
-func mountSystem(root string) error {
+// mountSystem mounts /proc, a read-only /sys and a minimal /dev under root;
+// a privileged container gets a writable /sys and the node's /dev.
+func mountSystem(root string, privileged bool) error {
 	type mnt struct {
 		target, fstype, data string
 		flags                uintptr
@@ -184,13 +231,20 @@ func mountSystem(root string) error {
 		nodev  = unix.MS_NODEV
 		noexec = unix.MS_NOEXEC
 	)
-	for _, m := range []mnt{
+	mounts := []mnt{
 		{"/proc", "proc", "", nosuid | nodev | noexec},
 		{"/sys", "sysfs", "", nosuid | nodev | noexec | unix.MS_RDONLY},
 		{"/dev", "tmpfs", "mode=755,size=65536k", nosuid | unix.MS_STRICTATIME},
 		{"/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620", nosuid | noexec},
 		{"/dev/shm", "tmpfs", "mode=1777,size=65536k", nosuid | nodev | noexec},
-	} {
+	}
+	if privileged {
+		mounts = []mnt{
+			{"/proc", "proc", "", nosuid | nodev | noexec},
+			{"/sys", "sysfs", "", nosuid | nodev | noexec},
+		}
+	}
+	for _, m := range mounts {
 		target, err := mkdirInRoot(root, m.target)
 		if err != nil {
 			return err
@@ -198,6 +252,17 @@ func mountSystem(root string) error {
 		if err := unix.Mount(m.fstype, target, m.fstype, m.flags, m.data); err != nil {
 			return fmt.Errorf("mount %s at %s: %w", m.fstype, m.target, err)
 		}
+	}
+	if privileged {
+		// The node's devices, as they are: nothing is created in there.
+		target, err := mkdirInRoot(root, "/dev")
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount("/dev", target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind mount the node's /dev: %w", err)
+		}
+		return nil
 	}
 	dev := filepath.Join(root, "dev")
 	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
@@ -247,6 +312,13 @@ func bindMount(root string, m Mount) error {
 	if m.ReadOnly {
 		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("remount %s read-only: %w", m.Target, err)
+		}
+	}
+	// The root is a slave of the host's mounts (setupContainer); only a
+	// HostToContainer mount stays one.
+	if m.Propagation != PropagationHostToContainer {
+		if err := unix.Mount("", target, "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make %s private: %w", m.Target, err)
 		}
 	}
 	return nil

@@ -38,7 +38,14 @@ type Mount struct {
 	// directories are created in the container's writable layer.
 	Target   string `json:"target"`
 	ReadOnly bool   `json:"readOnly,omitempty"`
+	// Propagation is "" (private: no mount events either way) or
+	// PropagationHostToContainer (rslave: mounts made below Source on the
+	// host appear in the container).
+	Propagation string `json:"propagation,omitempty"`
 }
+
+// PropagationHostToContainer makes a mount receive the host's mount events.
+const PropagationHostToContainer = "HostToContainer"
 
 // Spec describes one container instance.
 type Spec struct {
@@ -67,6 +74,9 @@ type Spec struct {
 	// WorkingDir defaults to "/"; it is created when missing.
 	WorkingDir string  `json:"workingDir,omitempty"`
 	Mounts     []Mount `json:"mounts,omitempty"`
+	// Security holds privileges and capabilities; the zero value keeps the
+	// runtime's capabilities with a read-only /sys and a minimal /dev.
+	Security Security `json:"security,omitempty"`
 	// LogPath receives stdout and stderr in the CRI log format; it is
 	// appended to, and its directory is created.
 	LogPath string `json:"logPath"`
@@ -96,6 +106,15 @@ func (s Spec) Validate() error {
 		if !filepath.IsAbs(m.Source) || !strings.HasPrefix(m.Target, "/") {
 			return fmt.Errorf("spec %s: mount %q -> %q: source and target must be absolute", s.ID, m.Source, m.Target)
 		}
+		if m.Propagation != "" && m.Propagation != PropagationHostToContainer {
+			return fmt.Errorf("spec %s: mount %q: propagation %q is not supported (want \"\" or %s)", s.ID, m.Target, m.Propagation, PropagationHostToContainer)
+		}
+	}
+	if s.Security.Privileged && s.Security.LimitCapabilities {
+		return fmt.Errorf("spec %s: security: a privileged container keeps every capability; limitCapabilities must be unset", s.ID)
+	}
+	if _, err := capabilityMask(s.Security.Capabilities); err != nil {
+		return fmt.Errorf("spec %s: security.capabilities: %w", s.ID, err)
 	}
 	return nil
 }

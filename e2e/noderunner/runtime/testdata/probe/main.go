@@ -48,6 +48,32 @@ func main() {
 	case "exit":
 		code, _ := strconv.Atoi(arg[1])
 		os.Exit(code)
+	case "privs": // capabilities, /sys and /dev as the container sees them
+		status, _ := os.ReadFile("/proc/self/status")
+		for _, line := range strings.Split(string(status), "\n") {
+			for _, k := range []string{"CapEff", "CapPrm", "CapBnd", "CapInh"} {
+				if v, ok := strings.CutPrefix(line, k+":"); ok {
+					fmt.Printf("%s=%s\n", strings.ToLower(k), strings.TrimSpace(v))
+				}
+			}
+		}
+		var st unix.Statfs_t
+		sys := "rw"
+		if err := unix.Statfs("/sys", &st); err != nil || st.Flags&unix.ST_RDONLY != 0 {
+			sys = "ro"
+		}
+		devs, _ := os.ReadDir("/dev")
+		fmt.Printf("sys=%s\ndevs=%d\n", sys, len(devs))
+	case "watch": // watch <file>: prints seen once it exists (30 s at most)
+		fmt.Println("ready")
+		for i := 0; i < 300; i++ {
+			if _, err := os.Stat(arg[1]); err == nil {
+				fmt.Println("seen")
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Println("not seen")
 	case "tty":
 		_, err := unix.IoctlGetTermios(0, unix.TCGETS)
 		ws, _ := unix.IoctlGetWinsize(1, unix.TIOCGWINSZ)
