@@ -26,19 +26,27 @@ func render(t *testing.T, values string) (string, error) {
 	return Render(ctx, helmtest.Binary(t), "kube-system", []byte(values))
 }
 
-// TestLint runs helm lint --strict on the chart's directory.
+// TestLint runs helm lint --strict on the chart's directory, with its
+// defaults and with the values of every golden case.
 func TestLint(t *testing.T) {
 	helm := helmtest.Binary(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, helm, "lint", "--strict", ".")
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
-	out, err := cmd.CombinedOutput()
+	cases, err := filepath.Glob("testdata/*.values.yaml")
 	if err != nil {
-		t.Fatalf("helm lint --strict: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	if !bytes.Contains(out, []byte("0 chart(s) failed")) {
-		t.Fatalf("helm lint --strict: %s", out)
+	for _, values := range append([]string{""}, cases...) {
+		args := []string{"lint", "--strict", "."}
+		if values != "" {
+			args = append(args, "--values", values)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		cmd := exec.CommandContext(ctx, helm, args...)
+		cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil || !bytes.Contains(out, []byte("0 chart(s) failed")) {
+			t.Errorf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }
 
