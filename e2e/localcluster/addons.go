@@ -18,25 +18,16 @@ import (
 //go:embed addons/coredns.yaml
 var corednsManifest string
 
-// chartManifest reads one of the Membrane chart's templates (plain YAML).
-func chartManifest(name string) (string, error) {
-	b, err := fs.ReadFile(chart.Templates, "templates/"+name)
-	if err != nil {
-		return "", fmt.Errorf("read chart template %s: %w", name, err)
-	}
-	return string(b), nil
-}
-
 // The addons' workloads, which up waits for.
 const (
 	corednsDeployment = "coredns"
 	envoyDaemonSet    = "membrane-envoy"
 )
 
-// applyAddons installs cluster DNS, as kubeadm does, and the chart's node
-// Envoys (which only the agents configure) in one kubectl apply.
-func applyAddons(ctx context.Context, o Options, s *State) error {
-	envoy, err := chartManifest("envoy.yaml")
+// applyAddons installs cluster DNS, as kubeadm does, and the rendered
+// chart's node Envoys (which only the agents configure) in one kubectl apply.
+func applyAddons(ctx context.Context, o Options, s *State, objs []chart.Object) error {
+	envoy, err := envoyManifest(objs)
 	if err != nil {
 		return err
 	}

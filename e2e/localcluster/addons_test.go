@@ -18,19 +18,20 @@ import (
 	"github.com/membrane-mesh/membrane/xds/envoytest"
 )
 
-// envoyAddon decodes the chart's node Envoy manifest: its ConfigMap and DaemonSet.
+// envoyAddon decodes the node Envoy manifest the harness applies from the
+// rendered chart: its ConfigMap and DaemonSet.
 func envoyAddon(t *testing.T) (*corev1.ConfigMap, *appsv1.DaemonSet) {
 	t.Helper()
 	var cm *corev1.ConfigMap
 	var ds *appsv1.DaemonSet
-	envoyManifest, err := chartManifest("envoy.yaml")
+	manifest, err := envoyManifest(renderedChart(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for doc := range strings.SplitSeq(envoyManifest, "\n---\n") {
+	for doc := range strings.SplitSeq(manifest, "\n---\n") {
 		var meta struct{ Kind string }
 		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
-			t.Fatalf("templates/envoy.yaml: %v", err)
+			t.Fatalf("envoy manifest: %v", err)
 		}
 		var obj any
 		switch meta.Kind {
@@ -41,14 +42,14 @@ func envoyAddon(t *testing.T) (*corev1.ConfigMap, *appsv1.DaemonSet) {
 			ds = &appsv1.DaemonSet{}
 			obj = ds
 		default:
-			t.Fatalf("templates/envoy.yaml: unexpected kind %q", meta.Kind)
+			t.Fatalf("envoy manifest: unexpected kind %q", meta.Kind)
 		}
 		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
-			t.Fatalf("templates/envoy.yaml: %s: %v", meta.Kind, err)
+			t.Fatalf("envoy manifest: %s: %v", meta.Kind, err)
 		}
 	}
 	if cm == nil || ds == nil {
-		t.Fatal("templates/envoy.yaml: want a ConfigMap and a DaemonSet")
+		t.Fatal("envoy manifest: want a ConfigMap and a DaemonSet")
 	}
 	return cm, ds
 }

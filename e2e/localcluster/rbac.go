@@ -3,13 +3,14 @@ package localcluster
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
+
+	chart "github.com/membrane-mesh/membrane/charts/membrane"
 )
 
 // underlayUser is the identity that routes PodCIDRs between nodes, the part a
@@ -24,18 +25,13 @@ const (
 	operatorUser = "membrane-operator"
 )
 
-// applyRBAC creates the chart's cluster roles (templates/rbac.yaml) and the
-// harness's own underlay role, and binds each to the harness identity of its
-// name.
-func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
-	roles, err := chartClusterRoles()
+// applyRBAC creates the rendered chart's cluster roles and the harness's own
+// underlay role, and binds each to the harness identity of its name (the
+// chart's bindings name ServiceAccounts of pods the harness does not run).
+func applyRBAC(ctx context.Context, c kubernetes.Interface, objs []chart.Object) error {
+	roles, err := chartClusterRoles(objs)
 	if err != nil {
 		return err
-	}
-	for _, user := range []string{agentUser, operatorUser} {
-		if _, ok := roles[user]; !ok {
-			return fmt.Errorf("chart template rbac.yaml: no ClusterRole %s", user)
-		}
 	}
 	roles[underlayUser] = &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: underlayUser},
@@ -59,22 +55,20 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface) error {
 	return nil
 }
 
-// chartClusterRoles reads the ClusterRoles of the chart's rbac.yaml, by name.
-func chartClusterRoles() (map[string]*rbacv1.ClusterRole, error) {
-	manifest, err := chartManifest("rbac.yaml")
-	if err != nil {
-		return nil, err
-	}
+// chartClusterRoles decodes the rendered chart's ClusterRoles of the
+// agents and the operator, by name.
+func chartClusterRoles(objs []chart.Object) (map[string]*rbacv1.ClusterRole, error) {
 	roles := map[string]*rbacv1.ClusterRole{}
-	for i, doc := range strings.Split(manifest, "\n---\n") {
+	for _, name := range []string{agentUser, operatorUser} {
+		o, err := chartObject(objs, "ClusterRole", name)
+		if err != nil {
+			return nil, err
+		}
 		role := &rbacv1.ClusterRole{}
-		if err := yaml.UnmarshalStrict([]byte(doc), role); err != nil {
-			return nil, fmt.Errorf("chart template rbac.yaml: document %d: %w", i, err)
+		if err := yaml.UnmarshalStrict([]byte(o.YAML), role); err != nil {
+			return nil, fmt.Errorf("the rendered Membrane chart: ClusterRole %s: %w", name, err)
 		}
-		if role.Kind != "ClusterRole" || role.Name == "" {
-			return nil, fmt.Errorf("chart template rbac.yaml: document %d: want a named ClusterRole, got kind %q name %q", i, role.Kind, role.Name)
-		}
-		roles[role.Name] = role
+		roles[name] = role
 	}
 	return roles, nil
 }

@@ -29,7 +29,7 @@ func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "helm"} {
 		if _, err := os.Stat(filepath.Join(o.ToolsDir, "bin", bin)); err != nil {
 			return nil, fmt.Errorf("%s not found in %s: run `make tools` first", bin, filepath.Join(o.ToolsDir, "bin"))
 		}
@@ -98,6 +98,12 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 
 func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	l := s.Layout()
+	// The node Envoys and the cluster roles come from the chart: a chart
+	// that does not render fails before anything starts.
+	objs, err := renderChart(ctx, o)
+	if err != nil {
+		return err
+	}
 	svc := netip.MustParsePrefix(s.ServiceCIDR)
 	if err := writePKI(l, svc, s.Nodes); err != nil {
 		return err
@@ -143,7 +149,7 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 			return err
 		}
 	}
-	if err := applyRBAC(ctx, client); err != nil {
+	if err := applyRBAC(ctx, client, objs); err != nil {
 		return err
 	}
 	if err := applyCRDs(ctx, o, s); err != nil {
@@ -194,7 +200,7 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 		return err
 	}
 	log.Info("installing cluster DNS and the node Envoys", "cluster", s.Name)
-	if err := applyAddons(ctx, o, s); err != nil {
+	if err := applyAddons(ctx, o, s, objs); err != nil {
 		return err
 	}
 	if err := waitDaemonSetAvailable(ctx, client, s, "kube-system", envoyDaemonSet); err != nil {

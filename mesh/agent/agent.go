@@ -53,7 +53,7 @@ func New(log *slog.Logger, cfg Config, client kubernetes.Interface, dyn dynamic.
 	return &Agent{
 		log: log, cfg: cfg, client: client, dyn: dyn, reg: reg, metrics: newMetrics(reg),
 		ready: make(chan struct{}), policyReady: make(chan struct{}),
-		flows: flow.NewStore(flow.DefaultCapacity, flow.NewMetrics(reg)),
+		flows: flow.NewStore(cfg.FlowBufferSize, flow.NewMetrics(reg)),
 	}, nil
 }
 

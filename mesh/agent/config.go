@@ -53,7 +53,14 @@ type Config struct {
 	KeyRotationPeriod time.Duration
 	// WireGuardBackend is auto, kernel or embedded.
 	WireGuardBackend string
+
+	// FlowBufferSize is the number of flows the node keeps for observe
+	// (0: flow.DefaultCapacity).
+	FlowBufferSize int
 }
+
+// MaxFlowBufferSize bounds --flow-buffer-size: the ring is allocated whole.
+const MaxFlowBufferSize = 1 << 18
 
 // Validate reports the first field at fault, by its flag name.
 func (c Config) Validate() error {
@@ -80,6 +87,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.XDSAddr); err != nil {
 			errs = append(errs, fmt.Errorf("--xds-addr %q: %w", c.XDSAddr, err))
 		}
+	}
+	if c.FlowBufferSize < 0 || c.FlowBufferSize > MaxFlowBufferSize {
+		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))
 	}
 	errs = append(errs, c.validateEncryption()...)
 	return errors.Join(errs...)

@@ -1,0 +1,55 @@
+{{/* Labels every object of the release carries. */}}
+{{- define "membrane.labels" -}}
+app.kubernetes.io/name: membrane
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{/* An image reference: repository:tag, the tag defaulting to appVersion.
+Called with (list $ .Values.<component>.image). */}}
+{{- define "membrane.image" -}}
+{{- $root := index . 0 }}{{ $img := index . 1 -}}
+{{ $img.repository }}:{{ $img.tag | default $root.Chart.AppVersion }}
+{{- end }}
+
+{{/* The API server address for components that start before Services
+work (kubeProxyReplacement): in-cluster config reads these variables. */}}
+{{- define "membrane.apiServerEnv" -}}
+{{- if .Values.k8sServiceHost }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ .Values.k8sServiceHost | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.k8sServicePort | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Checks across values the schema cannot express; each failure names the
+value at fault. */}}
+{{- define "membrane.validate" -}}
+{{- $na := "is not available in this version of Membrane; remove it or set it to false" }}
+{{- if .Values.gatewayAPI.enabled }}
+{{- fail (printf "gatewayAPI.enabled=true: Gateway API support %s" $na) }}
+{{- end }}
+{{- if .Values.ingressController.enabled }}
+{{- fail (printf "ingressController.enabled=true: the Ingress controller %s" $na) }}
+{{- end }}
+{{- if .Values.authentication.mutual.spire.enabled }}
+{{- fail (printf "authentication.mutual.spire.enabled=true: mutual authentication with SPIRE %s" $na) }}
+{{- end }}
+{{- if .Values.clustermesh.useAPIServer }}
+{{- fail (printf "clustermesh.useAPIServer=true: cluster mesh %s" $na) }}
+{{- end }}
+{{- if and .Values.kubeProxyReplacement (not .Values.k8sServiceHost) }}
+{{- fail "k8sServiceHost: required with kubeProxyReplacement=true (without kube-proxy the agent and the operator cannot reach the API server through its Service)" }}
+{{- end }}
+{{- $ports := dict }}
+{{- $_ := set $ports (toString .Values.agent.apiPort) "agent.apiPort" }}
+{{- range $name, $port := dict "envoy.xdsPort" .Values.envoy.xdsPort "envoy.adminPort" .Values.envoy.adminPort "envoy.proxyPort" .Values.envoy.proxyPort "operator.healthPort" .Values.operator.healthPort "prometheus.operatorPort" .Values.prometheus.operatorPort }}
+{{- if hasKey $ports (toString $port) }}
+{{- fail (printf "%s=%v: the port is %s's already (every component shares the node's network)" $name $port (get $ports (toString $port))) }}
+{{- end }}
+{{- $_ := set $ports (toString $port) $name }}
+{{- end }}
+{{- end }}
