@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
 	fs.BoolVar(&cfg.leaderElect, "leader-elect", true, "elect one active operator")
 	fs.StringVar(&cfg.leaderNS, "leader-election-namespace", "kube-system", "namespace of the leader-election lease")
-	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:9891", "Prometheus metrics address (0 disables)")
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:9963", "Prometheus metrics address (0 disables)")
 	fs.StringVar(&cfg.healthAddr, "health-addr", "127.0.0.1:9892", "/healthz and /readyz address")
 	fs.DurationVar(&cfg.identityGC, "identity-gc-interval", 30*time.Second, "how often unused identities are looked for")
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
