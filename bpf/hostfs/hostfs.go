@@ -147,9 +147,24 @@ func Cgroup2Mounts() ([]string, error) {
 	return mounts, nil
 }
 
-// parseMounts returns the mount points of fstype in a mountinfo table.
-func parseMounts(r io.Reader, fstype string) ([]string, error) {
-	var out []string
+// Mount is one line of /proc/self/mountinfo: where and what is mounted.
+type Mount struct {
+	Point, FSType string
+}
+
+// Mounts lists this mount namespace's mounts, in mount order.
+func Mounts() ([]Mount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	return ParseMountInfo(f)
+}
+
+// ParseMountInfo reads a mountinfo table.
+func ParseMountInfo(r io.Reader) ([]Mount, error) {
+	var out []Mount
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		// id parent dev root mount-point options [optional...] - fstype source options
@@ -158,11 +173,23 @@ func parseMounts(r io.Reader, fstype string) ([]string, error) {
 			continue
 		}
 		rf, lf := strings.Fields(right), strings.Fields(left)
-		if len(rf) > 0 && rf[0] == fstype && len(lf) > 4 {
-			out = append(out, unescape(lf[4]))
+		if len(rf) > 0 && len(lf) > 4 {
+			out = append(out, Mount{Point: unescape(lf[4]), FSType: rf[0]})
 		}
 	}
 	return out, sc.Err()
+}
+
+// parseMounts returns the mount points of fstype in a mountinfo table.
+func parseMounts(r io.Reader, fstype string) ([]string, error) {
+	all, err := ParseMountInfo(r)
+	var out []string
+	for _, m := range all {
+		if m.FSType == fstype {
+			out = append(out, m.Point)
+		}
+	}
+	return out, err
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for a space, ...).
