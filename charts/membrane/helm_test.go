@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/membrane-mesh/membrane/charts/membrane/helmtest"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml from the rendered chart")
@@ -23,13 +23,13 @@ func render(t *testing.T, values string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	return Render(ctx, helmtest.Binary(t), "kube-system", []byte(values))
+	return Render(ctx, testenv.Tool(t, "helm"), "kube-system", []byte(values))
 }
 
 // TestLint runs helm lint --strict on the chart's directory, with its
 // defaults and with the values of every golden case.
 func TestLint(t *testing.T) {
-	helm := helmtest.Binary(t)
+	helm := testenv.Tool(t, "helm")
 	cases, err := filepath.Glob("testdata/*.values.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -62,11 +62,11 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/xds/accesslog"
-	"github.com/membrane-mesh/membrane/xds/envoytest"
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
@@ -116,7 +116,7 @@ func l7HTTPRules() ([]v1alpha1.PortRuleHTTP, []translate.HTTPRule) {
 
 func BenchmarkL7AddedLatency(b *testing.B) {
 	e := newEnv(b)
-	envoyBin := envoytest.Binary(b)
+	envoyBin := testenv.Tool(b, "envoy")
 	requests := 2000
 	if v := os.Getenv("MEMBRANE_BENCH_L7_REQUESTS"); v != "" {
 		n, err := strconv.Atoi(v)

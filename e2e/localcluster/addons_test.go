@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/membrane-mesh/membrane/e2e/images"
-	"github.com/membrane-mesh/membrane/xds/envoytest"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // envoyAddon decodes the node Envoy manifest the harness applies from the
@@ -101,7 +101,7 @@ func TestEnvoyAddon(t *testing.T) {
 // TestEnvoyBootstrapValidates runs the pinned Envoy in validate mode with the
 // DaemonSet's own arguments on the ConfigMap's bootstrap.
 func TestEnvoyBootstrapValidates(t *testing.T) {
-	envoy := envoytest.Binary(t)
+	envoy := testenv.Tool(t, "envoy")
 	cm, ds := envoyAddon(t)
 	c := ds.Spec.Template.Spec.Containers[0]
 	dir := t.TempDir()

@@ -6,16 +6,16 @@ import (
 	"time"
 
 	chart "github.com/membrane-mesh/membrane/charts/membrane"
-	"github.com/membrane-mesh/membrane/charts/membrane/helmtest"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // renderedChart renders the chart as Up does, with the pinned helm.
 func renderedChart(t *testing.T) []chart.Object {
 	t.Helper()
-	helmtest.Binary(t)
+	testenv.Tool(t, "helm")
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	objs, err := renderChart(ctx, Options{ToolsDir: helmtest.ToolsDir(t)})
+	objs, err := renderChart(ctx, Options{ToolsDir: testenv.ToolsDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

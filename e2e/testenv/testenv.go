@@ -16,7 +16,11 @@
 package testenv
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 )
@@ -48,4 +52,32 @@ func RequireRoot(tb testing.TB, why string) {
 func inCI() bool {
 	ci, err := strconv.ParseBool(os.Getenv("CI"))
 	return err == nil && ci
+}
+
+// ToolsDir is where `make tools` installs the pinned tools and images:
+// $MEMBRANE_CACHE, ~/.cache/membrane by default.
+func ToolsDir(tb testing.TB) string {
+	tb.Helper()
+	if dir := os.Getenv("MEMBRANE_CACHE"); dir != "" {
+		return dir
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		Missing(tb, fmt.Sprintf("pinned tools not installed: run `make tools` (no home directory: %v)", err))
+	}
+	return filepath.Join(home, ".cache", "membrane")
+}
+
+// Tool is the path of the pinned tool name (envoy, helm, …) that `make
+// tools` installs in ToolsDir/bin; the test ends through Missing when it is
+// not installed.
+func Tool(tb testing.TB, name string) string {
+	tb.Helper()
+	path := filepath.Join(ToolsDir(tb), "bin", name)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		Missing(tb, fmt.Sprintf("%s not installed: run `make tools` (%s not found)", name, path))
+	} else if err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }

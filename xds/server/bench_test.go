@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
-	"github.com/membrane-mesh/membrane/xds/envoytest"
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
@@ -121,7 +120,7 @@ func (s xdsBenchShape) node(proxyPort uint16) translate.Node {
 // changes of one rule's path, each to ACK (target p99 ≤ 50 ms). A NACK or
 // a wait over 60 s fails; a missed target does not.
 func BenchmarkXDSRoutes(b *testing.B) {
-	envoy := envoytest.Binary(b)
+	envoy := testenv.Tool(b, "envoy")
 	testenv.RequireRoot(b, "the transparent listener needs CAP_NET_ADMIN")
 	shape := xdsBenchShapeFromEnv(b)
 	s, adsAddr := serveADS(b)

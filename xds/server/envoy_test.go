@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
-	"github.com/membrane-mesh/membrane/xds/envoytest"
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
@@ -26,7 +25,7 @@ import (
 // force); a restarted Envoy gets the accepted configuration back, not the
 // rejected one; a fixed configuration is accepted again.
 func TestEnvoyAckNackRestart(t *testing.T) {
-	envoy := envoytest.Binary(t)
+	envoy := testenv.Tool(t, "envoy")
 	testenv.RequireRoot(t, "the transparent listener needs CAP_NET_ADMIN")
 	s, adsAddr := serveADS(t)
 

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/membrane-mesh/membrane/xds/envoytest"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // TestEnvoyValidate loads every golden case's resources, as static
@@ -25,7 +25,7 @@ import (
 // translation must be something Envoy accepts, not only something that fits
 // the API's schema.
 func TestEnvoyValidate(t *testing.T) {
-	envoy := envoytest.Binary(t)
+	envoy := testenv.Tool(t, "envoy")
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
