@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
 )
 
 // Default map sizes and conntrack lifetimes.
@@ -320,8 +321,29 @@ func OpenPinned(pinDir string) (*Maps, error) {
 // namespace of the calling thread. A Datapath still open on pinDir stops
 // working: Close it.
 func Unload(pinDir string) error {
-	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
+	return Cleanup(slog.New(slog.DiscardHandler), pinDir)
+}
+
+// Cleanup is Unload logging one line per link or clsact filter it removes
+// and per pin or directory it removes, for removing Membrane from a node.
+// Only what this package makes is touched: pins by their names, clsact
+// filters by their handle, priority and program name. Running it again is a
+// no-op.
+func Cleanup(log *slog.Logger, pinDir string) error {
+	var errs []error
+	// clsact filters are not pinned: look for them even without pinDir.
+	err := eachLegacyFilter(-1, func(l netlink.Link, h hook) error {
+		if err := deleteLegacyFilter(l.Attrs().Index, h); err != nil {
+			return err
+		}
+		log.Info("removed policy clsact filter", "interface", l.Attrs().Name, "hook", h.name)
 		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
+		return wrapUnload(errs)
 	}
 	if err := pin.Check(pinDir); err != nil {
 		return fmt.Errorf("unload policy datapath: %w", err)
@@ -330,9 +352,12 @@ func Unload(pinDir string) error {
 	if err != nil {
 		return fmt.Errorf("unload policy datapath: %w", err)
 	}
-	var errs []error
-	remove := func(path string) {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	remove := func(path, what string) {
+		err := os.Remove(path)
+		switch {
+		case err == nil:
+			log.Info("removed "+what, "pin", path)
+		case !errors.Is(err, os.ErrNotExist):
 			errs = append(errs, err)
 		}
 	}
@@ -343,25 +368,34 @@ func Unload(pinDir string) error {
 		errs = append(errs, err)
 	}
 	for _, p := range pins {
-		if err := detachPinned(p.path); err != nil {
-			errs = append(errs, err)
+		if _, err := os.Lstat(p.path); err == nil {
+			if err := detachPinned(p.path); err != nil {
+				errs = append(errs, err)
+			} else {
+				log.Info("detached policy program", "ifindex", p.ifindex, "hook", p.hook.name, "pin", p.path)
+			}
 		}
-		remove(p.path)
+		remove(p.path, "policy link pin")
 	}
-	if err := removeLegacyFilters(-1); err != nil {
+	if removed, err := pin.RemoveEmpty(linkDir(pinDir)); err != nil {
 		errs = append(errs, err)
-	}
-	if err := pin.RemoveIfEmpty(linkDir(pinDir)); err != nil {
-		errs = append(errs, err)
+	} else if removed {
+		log.Info("removed pin directory", "dir", linkDir(pinDir))
 	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning == ebpf.PinByName {
-			remove(filepath.Join(pinDir, name))
+			remove(filepath.Join(pinDir, name), "policy map pin")
 		}
 	}
-	if err := pin.RemoveIfEmpty(pinDir); err != nil {
+	if removed, err := pin.RemoveEmpty(pinDir); err != nil {
 		errs = append(errs, err)
+	} else if removed {
+		log.Info("removed pin directory", "dir", pinDir)
 	}
+	return wrapUnload(errs)
+}
+
+func wrapUnload(errs []error) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unload policy datapath: %w", err)
 	}

@@ -267,6 +267,13 @@ func OpenPinned(pinDir string) (*Maps, error) {
 // itself is removed when nothing else is left in it. A missing pinDir is fine.
 // A Datapath still open on pinDir stops working: Close it.
 func Unload(pinDir string) error {
+	return Cleanup(slog.New(slog.DiscardHandler), pinDir)
+}
+
+// Cleanup is Unload logging one line per link it detaches and per pin or
+// directory it removes, for removing Membrane from a node. Only the pins
+// this package makes (by name) are touched; running it again is a no-op.
+func Cleanup(log *slog.Logger, pinDir string) error {
 	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -278,8 +285,12 @@ func Unload(pinDir string) error {
 		return fmt.Errorf("unload socket LB: %w", err)
 	}
 	var errs []error
-	remove := func(path string) {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	remove := func(path, what string) {
+		err := os.Remove(path)
+		switch {
+		case err == nil:
+			log.Info("removed "+what, "pin", path)
+		case !errors.Is(err, os.ErrNotExist):
 			errs = append(errs, err)
 		}
 	}
@@ -288,22 +299,28 @@ func Unload(pinDir string) error {
 	// some process holds it open), so detach explicitly.
 	for _, h := range hooks() {
 		for _, pin := range []string{filepath.Join(linkDir(pinDir), h.prog), filepath.Join(linkDir(pinDir), h.prog) + nextPinSuffix} {
-			if err := detachPinned(pin); err != nil {
+			if detached, err := detachPinned(pin); err != nil {
 				errs = append(errs, err)
+			} else if detached {
+				log.Info("detached socket LB program", "hook", h.section, "pin", pin)
 			}
-			remove(pin)
+			remove(pin, "socket LB link pin")
 		}
 	}
-	if err := pin.RemoveIfEmpty(linkDir(pinDir)); err != nil {
+	if removed, err := pin.RemoveEmpty(linkDir(pinDir)); err != nil {
 		errs = append(errs, err)
+	} else if removed {
+		log.Info("removed pin directory", "dir", linkDir(pinDir))
 	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning == ebpf.PinByName {
-			remove(filepath.Join(pinDir, name))
+			remove(filepath.Join(pinDir, name), "socket LB map pin")
 		}
 	}
-	if err := pin.RemoveIfEmpty(pinDir); err != nil {
+	if removed, err := pin.RemoveEmpty(pinDir); err != nil {
 		errs = append(errs, err)
+	} else if removed {
+		log.Info("removed pin directory", "dir", pinDir)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unload socket LB: %w", err)
@@ -311,16 +328,17 @@ func Unload(pinDir string) error {
 	return nil
 }
 
-func detachPinned(pin string) error {
+// detachPinned detaches the link pinned at pin; detached says there was one.
+func detachPinned(pin string) (detached bool, err error) {
 	l, err := link.LoadPinnedLink(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return false, nil
 	} else if err != nil {
-		return fmt.Errorf("open pinned link %s: %w", pin, err)
+		return false, fmt.Errorf("open pinned link %s: %w", pin, err)
 	}
 	defer l.Close()
 	if err := l.Detach(); err != nil && !errors.Is(err, link.ErrNotSupported) {
-		return fmt.Errorf("detach %s: %w", pin, err)
+		return false, fmt.Errorf("detach %s: %w", pin, err)
 	}
-	return nil
+	return true, nil
 }

@@ -38,11 +38,20 @@ func EnsureDir(dir string) error {
 // RemoveIfEmpty removes dir unless something is still pinned in it; a
 // missing dir is fine.
 func RemoveIfEmpty(dir string) error {
-	err := os.Remove(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
-		return err
+	_, err := RemoveEmpty(dir)
+	return err
+}
+
+// RemoveEmpty is RemoveIfEmpty saying whether it removed dir.
+func RemoveEmpty(dir string) (removed bool, err error) {
+	err = os.Remove(dir)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST):
+		return false, nil
 	}
-	return nil
+	return false, err
 }
 
 // Check fails unless path is on bpffs.
