@@ -41,19 +41,23 @@ func replaceTable(c Config) error {
 	return nil
 }
 
-// deleteTable deletes the table if it exists, in one batch.
-func deleteTable() error {
+// deleteTable deletes the table if it exists, in one batch; deleted says
+// it existed.
+func deleteTable() (deleted bool, err error) {
 	conn, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
+		return false, fmt.Errorf("open nftables: %w", err)
 	}
 	t := nftTable()
+	if _, err := conn.ListTableOfFamily(TableName, t.Family); err == nil {
+		deleted = true
+	}
 	conn.AddTable(t)
 	conn.DelTable(t)
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("delete nftables table ip %s: %w", TableName, err)
+		return false, fmt.Errorf("delete nftables table ip %s: %w", TableName, err)
 	}
-	return nil
+	return deleted, nil
 }
 
 // ruleExprs returns the chain's rules, in order:

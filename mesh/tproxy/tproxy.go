@@ -65,35 +65,56 @@ func Remove(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	return remove(ctx, slog.New(slog.DiscardHandler), c.Table)
+}
+
+// Cleanup is Remove for the plumbing of NewConfig (whatever its port),
+// logging one line per nftables table, ip rule and route it deletes, for
+// removing Membrane from a node. Running it again is a no-op.
+func Cleanup(ctx context.Context, log *slog.Logger) error {
+	return remove(ctx, log, DefaultTable)
+}
+
+func remove(ctx context.Context, log *slog.Logger, table int) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("remove tproxy plumbing: %w", err)
 	}
 	// nftables first, so nothing is marked for a table that is gone.
-	if err := deleteTable(); err != nil {
+	deleted, err := deleteTable()
+	if err != nil {
 		return err
+	}
+	if deleted {
+		log.Info("deleted nftables table", "table", "ip "+TableName)
 	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open rtnetlink: %w", err)
 	}
 	defer h.Close()
-	rules, err := tableRules(h, c.Table)
+	rules, err := tableRules(h, table)
 	if err != nil {
 		return err
 	}
 	for _, r := range rules {
-		if err := h.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := h.RuleDel(&r); errors.Is(err, unix.ENOENT) {
+			continue
+		} else if err != nil {
 			return fmt.Errorf("delete ip rule %s: %w", r, err)
 		}
+		log.Info("deleted ip rule", "priority", r.Priority, "fwmark", ruleMark(r), "table", table)
 	}
-	routes, err := tableRoutes(h, c.Table)
+	routes, err := tableRoutes(h, table)
 	if err != nil {
 		return err
 	}
 	for _, r := range routes {
-		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := h.RouteDel(&r); errors.Is(err, unix.ESRCH) {
+			continue
+		} else if err != nil {
 			return fmt.Errorf("delete route %s: %w", r, err)
 		}
+		log.Info("deleted route", "dst", r.Dst, "type", r.Type, "table", table)
 	}
 	return nil
 }
@@ -202,4 +223,11 @@ func tableRoutes(h *netlink.Handle, table int) ([]netlink.Route, error) {
 		return nil, fmt.Errorf("list routes in table %d: %w", table, err)
 	}
 	return routes, nil
+}
+
+func ruleMark(r netlink.Rule) string {
+	if r.Mask == nil {
+		return fmt.Sprintf("%#x", r.Mark)
+	}
+	return fmt.Sprintf("%#x/%#x", r.Mark, *r.Mask)
 }
