@@ -3,6 +3,7 @@ package wireguard
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 
@@ -140,24 +141,37 @@ func (r *netlinkRouter) ensureRule() (bool, error) {
 }
 
 func (r *netlinkRouter) Remove() error {
+	return r.remove(slog.New(slog.DiscardHandler))
+}
+
+// remove is Remove logging one line per rule and route it deletes.
+func (r *netlinkRouter) remove(log *slog.Logger) error {
 	var errs []error
 	rules, err := r.rules()
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, rl := range rules {
-		if err := r.h.RuleDel(&rl); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := r.h.RuleDel(&rl); errors.Is(err, unix.ENOENT) {
+			continue
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("delete rule lookup %d: %w", RouteTable, err))
+			continue
 		}
+		log.Info("deleted ip rule", "priority", rl.Priority, "table", RouteTable)
 	}
 	routes, err := r.list()
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, rt := range routes {
-		if err := r.h.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := r.h.RouteDel(&rt); errors.Is(err, unix.ESRCH) {
+			continue
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", rt.Dst, err))
+			continue
 		}
+		log.Info("deleted route", "dst", rt.Dst, "blackhole", rt.Type == unix.RTN_BLACKHOLE, "table", RouteTable)
 	}
 	return errors.Join(errs...)
 }

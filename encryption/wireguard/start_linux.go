@@ -77,15 +77,28 @@ func (f closerFunc) Close() error { return f() }
 // namespace — the policy rule, the routing table, the device — for an
 // agent that runs with encryption off. Nothing there is an error.
 func Remove() error {
+	return remove(slog.New(slog.DiscardHandler))
+}
+
+func remove(log *slog.Logger) error {
 	router, err := newNetlinkRouter(DeviceName)
 	if err != nil {
 		return err
 	}
 	defer router.Close()
-	errs := []error{router.Remove()}
+	errs := []error{router.remove(log)}
 	if link, err := router.h.LinkByName(DeviceName); err == nil {
-		if err := router.h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-			errs = append(errs, fmt.Errorf("delete %s: %w", DeviceName, err))
+		// Ours: a kernel device or the embedded one's TUN by our name.
+		// Anything else by that name is left alone.
+		switch link.Type() {
+		case "wireguard", "tuntap":
+			if err := router.h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+				errs = append(errs, fmt.Errorf("delete %s: %w", DeviceName, err))
+			} else if err == nil {
+				log.Info("deleted WireGuard device", "device", DeviceName, "type", link.Type())
+			}
+		default:
+			log.Warn("left an interface by the WireGuard device's name that is not a WireGuard device", "device", DeviceName, "type", link.Type())
 		}
 	}
 	return errors.Join(errs...)
