@@ -34,28 +34,13 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 1 && args[1] == "cleanup" {
+		return runCleanup(ctx, append([]string{args[0] + " cleanup"}, args[2:]...), stderr)
+	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg agent.Config
-	var debug bool
-	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node")
-	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
-	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", "/sys/fs/bpf/membrane", "bpffs directory for pinned maps and links")
-	fs.StringVar(&cfg.CgroupPath, "cgroup-path", "/sys/fs/cgroup", "cgroup v2 directory the socket load balancer attaches to")
-	fs.StringVar(&cfg.APIAddr, "api-addr", ":9890", "address of /healthz, /metrics and the agent API's TLS tunnel (the API itself needs cluster credentials)")
-	fs.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "agent API serving certificate, PEM (empty: self-signed at start; its fingerprint is published on the Node)")
-	fs.StringVar(&cfg.APITLSKey, "api-tls-key", "", "key of --api-tls-cert, PEM")
-	fs.StringVar(&cfg.APISocket, "api-socket", "", "unix socket serving the agent API to root on the node, without authentication (0600 in a 0700 directory; empty: none)")
-	fs.StringVar(&cfg.APIClientCA, "api-client-ca", "", "CA bundle verifying agent API client certificates, PEM (empty: the cluster's, from configmap kube-system/extension-apiserver-authentication)")
-	proxyPort := fs.Uint("proxy-port", 15001, "port of the node Envoy's transparent listener for L7-policed connections (0: no L7 policy)")
-	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
-	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
-	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
-	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")
-	fs.DurationVar(&cfg.KeyRotationPeriod, "encryption-key-rotation-period", 0, "rotate the WireGuard key when it is this old (0: only on request)")
-	fs.StringVar(&cfg.WireGuardBackend, "wireguard-backend", "auto", "WireGuard device: auto (kernel when it has WireGuard, else embedded), kernel or embedded")
-	fs.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", flow.DefaultCapacity, "flows the node keeps for observe (the oldest go first)")
-	fs.BoolVar(&debug, "debug", false, "log debug messages")
+	proxyPort, debug := agentFlags(fs, &cfg)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -help: the usage is printed
@@ -69,24 +54,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("node", cfg.NodeName)
+	log := newLogger(stderr, *debug).With("node", cfg.NodeName)
 
-	var restCfg *rest.Config
-	var err error
-	if cfg.Kubeconfig != "" {
-		restCfg, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-	} else {
-		restCfg, err = rest.InClusterConfig()
-	}
+	restCfg, err := restConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("kubernetes client config: %w", err)
+		return err
 	}
-	restCfg.UserAgent = "membrane-agent/" + cfg.NodeName
-	restCfg.QPS, restCfg.Burst = 100, 200
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -100,4 +73,103 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// agentFlags registers the agent's flags on fs, into cfg; `cleanup` takes
+// the same ones, so it can run with the agent's command line.
+func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bool) {
+	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
+	fs.StringVar(&cfg.BPFPinDir, "bpf-pin-dir", "/sys/fs/bpf/membrane", "bpffs directory for pinned maps and links")
+	fs.StringVar(&cfg.CgroupPath, "cgroup-path", "/sys/fs/cgroup", "cgroup v2 directory the socket load balancer attaches to")
+	fs.StringVar(&cfg.APIAddr, "api-addr", ":9890", "address of /healthz, /metrics and the agent API's TLS tunnel (the API itself needs cluster credentials)")
+	fs.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "agent API serving certificate, PEM (empty: self-signed at start; its fingerprint is published on the Node)")
+	fs.StringVar(&cfg.APITLSKey, "api-tls-key", "", "key of --api-tls-cert, PEM")
+	fs.StringVar(&cfg.APISocket, "api-socket", "", "unix socket serving the agent API to root on the node, without authentication (0600 in a 0700 directory; empty: none)")
+	fs.StringVar(&cfg.APIClientCA, "api-client-ca", "", "CA bundle verifying agent API client certificates, PEM (empty: the cluster's, from configmap kube-system/extension-apiserver-authentication)")
+	proxyPort = fs.Uint("proxy-port", 15001, "port of the node Envoy's transparent listener for L7-policed connections (0: no L7 policy)")
+	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
+	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
+	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")
+	fs.DurationVar(&cfg.KeyRotationPeriod, "encryption-key-rotation-period", 0, "rotate the WireGuard key when it is this old (0: only on request)")
+	fs.StringVar(&cfg.WireGuardBackend, "wireguard-backend", "auto", "WireGuard device: auto (kernel when it has WireGuard, else embedded), kernel or embedded")
+	fs.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", flow.DefaultCapacity, "flows the node keeps for observe (the oldest go first)")
+	debug = fs.Bool("debug", false, "log debug messages")
+	return proxyPort, debug
+}
+
+func newLogger(w io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// restConfig is the Kubernetes client configuration of --kubeconfig, or the
+// in-cluster one.
+func restConfig(cfg agent.Config) (*rest.Config, error) {
+	var restCfg *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		restCfg, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		restCfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	restCfg.UserAgent = "membrane-agent/" + cfg.NodeName
+	restCfg.QPS, restCfg.Burst = 100, 200
+	return restCfg, nil
+}
+
+// runCleanup is `membrane-agent cleanup`: it removes everything the agent
+// with the same flags programmed on this node (see agent.Cleanup), e.g.
+// before Membrane is uninstalled. The Kubernetes API is optional: without
+// one, or when it fails, the Node keeps the agent's annotations.
+func runCleanup(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nRemoves everything membrane-agent programmed on this node: eBPF programs, pinned maps\nand links, the L7 proxy's nftables table and ip rule, the WireGuard device and its routing,\nthe WireGuard key and, when the Kubernetes API answers, the agent's Node annotations.\nRun it in the node's network namespace after the agent stopped, with the agent's flags.\n\n", fs.Name())
+		fs.PrintDefaults()
+	}
+	var cfg agent.Config
+	_, debug := agentFlags(fs, &cfg)
+	annotations := fs.Bool("node-annotations", true, "also remove the agent's annotations from the Node (best effort; needs --node-name and the Kubernetes API)")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("cleanup: unexpected arguments %q", fs.Args())
+	}
+	if err := cfg.ValidateCleanup(); err != nil {
+		return err
+	}
+	log := newLogger(stderr, *debug).With("node", cfg.NodeName)
+	var client kubernetes.Interface
+	switch {
+	case !*annotations:
+	case cfg.NodeName == "":
+		log.Info("node annotations left: no --node-name")
+	default:
+		restCfg, err := restConfig(cfg)
+		if err == nil {
+			client, err = kubernetes.NewForConfig(restCfg)
+		}
+		if err != nil {
+			log.Warn("node annotations left: no Kubernetes API", "error", err)
+			client = nil
+		}
+	}
+	if err := agent.Cleanup(ctx, log, cfg, client); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	log.Info("node cleaned up")
+	return nil
 }
