@@ -1,0 +1,367 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/encryption/wireguard"
+	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
+	"github.com/membrane-mesh/membrane/mesh/tproxy"
+)
+
+const (
+	cleanupCluster   = "e2e-cleanup"
+	cleanupNamespace = "cleanup"
+)
+
+// cleanupPods: a client and a backend on node 1, a backend on node 2, and
+// an L7 policy on the backends.
+func cleanupPods(n1, n2 string) string {
+	backend := func(name, node string) string {
+		return `---
+apiVersion: v1
+kind: Pod
+metadata: {name: ` + name + `, namespace: cleanup, labels: {app: backend}}
+spec:
+  nodeName: ` + node + `
+  containers:
+  - name: http-echo
+    image: hashicorp/http-echo:1.0.0
+    args: ["-text=` + helloText + `", "-listen=:8080"]
+    ports:
+    - {name: http, containerPort: 8080}
+    readinessProbe:
+      httpGet: {path: /, port: http}
+      periodSeconds: 1
+`
+	}
+	return `apiVersion: v1
+kind: Namespace
+metadata: {name: cleanup}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: cleanup, labels: {app: client}}
+spec:
+  nodeName: ` + n1 + `
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: busybox:1.36
+    command: ["/bin/sh", "-c", "sleep 3600"]
+` + backend("backend-1", n1) + backend("backend-2", n2)
+}
+
+const cleanupPolicy = `apiVersion: membrane.io/v1alpha1
+kind: MembraneNetworkPolicy
+metadata: {name: backend-l7, namespace: cleanup}
+spec:
+  endpointSelector: {matchLabels: {app: backend}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}]
+      rules:
+        http: [{method: GET}]
+`
+
+// TestNodeCleanup: on a cluster with WireGuard and an L7 policy, one node's
+// agent is stopped and `membrane-agent cleanup` runs in that node's
+// namespace with the agent's flags. Nothing of Membrane's is left on the
+// node (pins, tcx programs on pod interfaces, cgroup programs, the proxy's
+// nftables table, the WireGuard device, ip rules, the key, the Node
+// annotations), the other node keeps its own, a second run is a no-op, and
+// the node's pods reach pods on the other node by pod IP once no policy
+// applies.
+func TestNodeCleanup(t *testing.T) {
+	cluster(t) // skips like every end-to-end test
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	_ = localcluster.Down(ctx, log, cleanupCluster)
+	s, err := localcluster.Up(ctx, log, localcluster.Options{
+		Name: cleanupCluster, Nodes: 2, PodCIDR: "10.247.0.0/16", ServiceCIDR: "10.97.0.0/16",
+		ToolsDir: shared.toolsDir, BinDir: shared.binDir, Encryption: localcluster.EncryptionWireGuard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := localcluster.Down(context.Background(), log, cleanupCluster); err != nil {
+			t.Errorf("down %s: %v", cleanupCluster, err)
+		}
+	})
+	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+	l := s.Layout()
+	n1, n2 := s.Nodes[0].Name, s.Nodes[1].Name
+	k.must(cleanupPods(n1, n2), "apply", "-f", "-")
+	k.must("", "-n", cleanupNamespace, "wait", "--for=condition=Ready", "pod/client", "pod/backend-1", "pod/backend-2", "--timeout=90s")
+	k.must(cleanupPolicy, "apply", "-f", "-")
+	backend2 := strings.TrimSpace(k.must("", "-n", cleanupNamespace, "get", "pod", "backend-2", "-o", "jsonpath={.status.podIP}"))
+	get := func(ip string) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		out, err := k.run(ctx, "", "-n", cleanupNamespace, "exec", "client", "--", "timeout", "3", "wget", "-q", "-O-", "http://"+ip+":8080")
+		if err != nil || !strings.Contains(out, helloText) {
+			return fmt.Errorf("GET %s: %v: %s", ip, err, out)
+		}
+		return nil
+	}
+	// Through the policy, the proxy and the tunnel.
+	eventually(t, 60*time.Second, "client on "+n1+" reaches backend-2 on "+n2+" through the L7 policy", func() error { return get(backend2) })
+
+	node1 := nodeView{t: t, netns: l.NodeNetns(n1), pinDir: l.NodeBPFDir(n1), cgroup: filepath.Join(l.CgroupDir(s.CgroupRoot), n1)}
+	before := node1.inventory()
+	t.Logf("%s before cleanup: %s", n1, before)
+	if len(before.pins) == 0 || before.tcx+before.tcFilters == 0 || before.cgroupProgs == 0 || !before.nftTable || !before.wgDevice || len(before.rules) == 0 {
+		t.Fatalf("%s does not have the full datapath to clean up: %s", n1, before)
+	}
+	if a := k.node(n1).Annotations; a[wireguard.AnnotationPublicKey] == "" || a[agenttunnel.CertAnnotation] == "" {
+		t.Fatalf("%s lacks the agent's annotations: %v", n1, a)
+	}
+
+	// Stop node 1's agent.
+	var agent localcluster.Process
+	for _, p := range s.Processes {
+		if p.Name == "membrane-agent/"+n1 {
+			agent = p
+		}
+	}
+	if agent.PID == 0 {
+		t.Fatalf("no agent process for %s in %+v", n1, s.Processes)
+	}
+	stopProcess(t, agent)
+	argv := cleanupArgv(t, agent.Argv)
+	t.Logf("cleanup command: %s", strings.Join(argv, " "))
+
+	start := time.Now()
+	out := runInNode(t, node1.netns, argv)
+	t.Logf("first cleanup (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
+	removed := countRemovals(out)
+	if removed == 0 {
+		t.Error("the first cleanup logged nothing it removed")
+	}
+	after := node1.inventory()
+	t.Logf("%s after cleanup: %s", n1, after)
+	if !after.clean() {
+		t.Errorf("%s is not clean: %s", n1, after)
+	}
+	if _, err := os.Stat(filepath.Join(l.NodeAgentStateDir(n1), wireguard.KeyFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("WireGuard key file of %s: %v", n1, err)
+	}
+	a := k.node(n1).Annotations
+	for _, name := range []string{wireguard.AnnotationPublicKey, agenttunnel.CertAnnotation} {
+		if _, ok := a[name]; ok {
+			t.Errorf("%s still has annotation %s", n1, name)
+		}
+	}
+	// The other node keeps its datapath.
+	node2 := nodeView{t: t, netns: l.NodeNetns(n2), pinDir: l.NodeBPFDir(n2), cgroup: filepath.Join(l.CgroupDir(s.CgroupRoot), n2)}
+	if other := node2.inventory(); len(other.pins) == 0 || other.tcx+other.tcFilters == 0 || other.cgroupProgs == 0 || !other.nftTable || !other.wgDevice {
+		t.Errorf("%s lost part of its datapath: %s", n2, other)
+	}
+
+	out = runInNode(t, node1.netns, argv)
+	if n := countRemovals(out); n != 0 {
+		t.Errorf("the second cleanup removed %d things:\n%s", n, out)
+	}
+
+	// No policy, no agent, no socket LB on node 1: pod IPs over the
+	// underlay (node 2 drops node 1 as a WireGuard peer once its key is
+	// withdrawn).
+	k.must("", "-n", cleanupNamespace, "delete", "membranenetworkpolicy", "backend-l7")
+	eventually(t, 60*time.Second, "client on "+n1+" reaches backend-2 on "+n2+" by pod IP after cleanup", func() error { return get(backend2) })
+	t.Logf("%d objects removed; %s's client reaches %s on %s again", removed, n1, backend2, n2)
+}
+
+// stopProcess stops p with SIGTERM (SIGKILL after 20 s) and waits for it.
+func stopProcess(t *testing.T, p localcluster.Process) {
+	t.Helper()
+	if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil {
+		t.Fatalf("stop %s (pid %d): %v", p.Name, p.PID, err)
+	}
+	for deadline, killed := time.Now().Add(20*time.Second), false; p.Alive(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			if killed {
+				t.Fatalf("%s (pid %d) does not exit", p.Name, p.PID)
+			}
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			deadline, killed = time.Now().Add(5*time.Second), true
+		}
+	}
+}
+
+// cleanupArgv is `membrane-agent cleanup` with the flags of the agent's
+// command line (which may start with a wrapper such as unshare).
+func cleanupArgv(t *testing.T, agentArgv []string) []string {
+	t.Helper()
+	for i, a := range agentArgv {
+		if filepath.IsAbs(a) && filepath.Base(a) == "membrane-agent" {
+			return append([]string{a, "cleanup"}, agentArgv[i+1:]...)
+		}
+	}
+	t.Fatalf("no membrane-agent in %q", agentArgv)
+	return nil
+}
+
+func runInNode(t *testing.T, netnsPath string, argv []string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netnsPath, "--"}, argv...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return string(out)
+}
+
+// countRemovals counts the log lines of objects removed.
+func countRemovals(out string) int {
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		for _, verb := range []string{`msg="removed `, `msg="deleted `, `msg="detached `} {
+			if strings.Contains(line, verb) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// nodeView reads what of Membrane's is on a node.
+type nodeView struct {
+	t      *testing.T
+	netns  string
+	pinDir string
+	cgroup string
+}
+
+type inventory struct {
+	pins        []string // below the pin dir
+	tcx         int      // tcx programs on pod interfaces (mbr…)
+	tcFilters   int      // BPF clsact filters on pod interfaces
+	podIfs      int
+	cgroupProgs int // socket programs on the node's cgroup subtree
+	nftTable    bool
+	wgDevice    bool
+	rules       []string // ip rules looking up our tables
+}
+
+func (i inventory) clean() bool {
+	return len(i.pins) == 0 && i.tcx == 0 && i.tcFilters == 0 && i.cgroupProgs == 0 && !i.nftTable && !i.wgDevice && len(i.rules) == 0
+}
+
+func (i inventory) String() string {
+	return fmt.Sprintf("%d pins %v, %d tcx programs and %d clsact filters on %d pod interfaces, %d cgroup socket programs, nftables table %s %v, %s %v, our ip rules %v",
+		len(i.pins), i.pins, i.tcx, i.tcFilters, i.podIfs, i.cgroupProgs, tproxy.TableName, i.nftTable, wireguard.DeviceName, i.wgDevice, i.rules)
+}
+
+func (v nodeView) inventory() inventory {
+	v.t.Helper()
+	var inv inventory
+	err := filepath.WalkDir(v.pinDir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err == nil && path != v.pinDir {
+			inv.pins = append(inv.pins, strings.TrimPrefix(path, v.pinDir+"/"))
+		}
+		return err
+	})
+	if err != nil {
+		v.t.Fatalf("walk %s: %v", v.pinDir, err)
+	}
+	socketHooks := []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername}
+	err = filepath.WalkDir(v.cgroup, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		for _, at := range socketHooks {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
+			if err != nil {
+				return fmt.Errorf("query %s programs of %s: %w", at, path, err)
+			}
+			inv.cgroupProgs += len(res.Programs)
+		}
+		return nil
+	})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	err = netns.Do(v.netns, func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			name := l.Attrs().Name
+			if name == wireguard.DeviceName {
+				inv.wgDevice = true
+			}
+			if !strings.HasPrefix(name, "mbr") {
+				continue
+			}
+			inv.podIfs++
+			for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+				res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+				if err != nil {
+					return fmt.Errorf("query tcx programs of %s: %w", name, err)
+				}
+				inv.tcx += len(res.Programs)
+			}
+			for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+				filters, err := netlink.FilterList(l, parent)
+				if err != nil {
+					continue // no clsact qdisc
+				}
+				for _, f := range filters {
+					if _, ok := f.(*netlink.BpfFilter); ok {
+						inv.tcFilters++
+					}
+				}
+			}
+		}
+		rules, err := netlink.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if r.Table == wireguard.RouteTable || r.Table == tproxy.DefaultTable {
+				inv.rules = append(inv.rules, r.String())
+			}
+		}
+		conn, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		_, err = conn.ListTableOfFamily(tproxy.TableName, nftables.TableFamilyIPv4)
+		inv.nftTable = err == nil
+		return nil
+	})
+	if err != nil {
+		v.t.Fatalf("inspect %s: %v", v.netns, err)
+	}
+	return inv
+}
