@@ -113,8 +113,10 @@ func TestNodeCleanup(t *testing.T) {
 	n1, n2 := s.Nodes[0].Name, s.Nodes[1].Name
 	k.must(cleanupPods(n1, n2), "apply", "-f", "-")
 	k.must("", "-n", cleanupNamespace, "wait", "--for=condition=Ready", "pod/client", "pod/backend-1", "pod/backend-2", "--timeout=90s")
-	k.must(cleanupPolicy, "apply", "-f", "-")
-	backend2 := strings.TrimSpace(k.must("", "-n", cleanupNamespace, "get", "pod", "backend-2", "-o", "jsonpath={.status.podIP}"))
+	podIP := func(name string) string {
+		return strings.TrimSpace(k.must("", "-n", cleanupNamespace, "get", "pod", name, "-o", "jsonpath={.status.podIP}"))
+	}
+	backend1, backend2 := podIP("backend-1"), podIP("backend-2")
 	get := func(ip string) error {
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()
@@ -124,8 +126,10 @@ func TestNodeCleanup(t *testing.T) {
 		}
 		return nil
 	}
-	// Through the policy, the proxy and the tunnel.
-	eventually(t, 60*time.Second, "client on "+n1+" reaches backend-2 on "+n2+" through the L7 policy", func() error { return get(backend2) })
+	eventually(t, 60*time.Second, "client on "+n1+" reaches backend-2 on "+n2+" through the tunnel", func() error { return get(backend2) })
+	// The L7 policy in force on node 1: its proxy plumbing is in use.
+	k.must(cleanupPolicy, "apply", "-f", "-")
+	eventually(t, 60*time.Second, "client reaches backend-1 on "+n1+" through the L7 policy", func() error { return get(backend1) })
 
 	node1 := nodeView{t: t, netns: l.NodeNetns(n1), pinDir: l.NodeBPFDir(n1), cgroup: filepath.Join(l.CgroupDir(s.CgroupRoot), n1)}
 	before := node1.inventory()

@@ -176,7 +176,7 @@ func removeNodeAnnotations(ctx context.Context, log *slog.Logger, client kuberne
 	}
 	for _, a := range nodeAnnotations() {
 		if _, ok := remove[a]; ok {
-			log.Info("removed node annotation", "node", node, "annotation", a)
+			log.Info("removed node annotation", "annotation", a)
 		}
 	}
 	return nil
