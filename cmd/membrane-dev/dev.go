@@ -76,6 +76,8 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.BinDir, "bin-dir", defaultBinDir(), "where Membrane's binaries are")
 	f.BoolVar(&o.NoAgent, "no-agent", false, "start no membrane-agent (and so no Service translation or cluster DNS)")
 	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off)")
+	f.StringVar(&o.Install, "install", localcluster.InstallProcesses, "how Membrane is installed: helm (the chart, with the pinned helm) or processes (agents and operator as host processes)")
+	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable; --install helm only)")
 	return cmd
 }
 
