@@ -139,8 +139,9 @@ func runHelm(ctx context.Context, toolsDir string, s *State, args ...string) (st
 }
 
 // Helm runs the pinned helm against the named cluster (e.g. `list -n
-// kube-system`). For `upgrade` give only the values to change: the
-// release's chart and values files come first, as `up` installed them.
+// kube-system`). For `upgrade` give only the values to change (--set
+// KEY=VALUE): the release's chart, values files and `up`'s values come
+// first, as `up` installed them.
 func Helm(ctx context.Context, toolsDir, cluster string, args ...string) (string, error) {
 	s, err := Load(cluster)
 	if err != nil {
@@ -150,7 +151,7 @@ func Helm(ctx context.Context, toolsDir, cluster string, args ...string) (string
 		return "", fmt.Errorf("cluster %q: Membrane is not installed by helm (start it with --install %s)", cluster, InstallHelm)
 	}
 	if len(args) > 0 && args[0] == "upgrade" {
-		var sets []string
+		sets := append([]string{}, s.HelmSet...)
 		for i := 1; i < len(args); i++ {
 			if args[i] != "--set" || i+1 == len(args) {
 				return "", fmt.Errorf("helm upgrade: only --set KEY=VALUE arguments, got %q", args[i])

@@ -19,7 +19,9 @@ type State struct {
 	CgroupRoot  string `json:"cgroupRoot"`
 	Encryption  string `json:"encryption,omitempty"`
 	// Install is Options.Install; empty: processes.
-	Install   string      `json:"install,omitempty"`
+	Install string `json:"install,omitempty"`
+	// HelmSet are the chart values `up` was given (Options.HelmSet).
+	HelmSet   []string    `json:"helmSet,omitempty"`
 	Nodes     []NodeState `json:"nodes"`
 	Processes []Process   `json:"processes"`
 }
