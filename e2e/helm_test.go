@@ -114,7 +114,6 @@ func TestHelmInstall(t *testing.T) {
 		}
 	})
 
-	var workloads map[string]string // pod name → UID, before the upgrade
 	t.Run("Service and NetworkPolicy", func(t *testing.T) {
 		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
 		const ns = "helm"
@@ -143,7 +142,6 @@ spec:
 				t.Errorf("membrane endpoint list has no %s:\n%s", p.Name, endpoints)
 			}
 		}
-		workloads = podUIDs(t, k, ns)
 	})
 
 	t.Run("L7 policy through Envoy", func(t *testing.T) {
@@ -158,26 +156,25 @@ spec:
 	})
 
 	t.Run("helm upgrade turns WireGuard on", func(t *testing.T) {
-		if workloads == nil {
-			t.Skip("needs the workloads of the Service test")
-		}
 		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
+		const ns = "helm-wg"
+		backends, frontends := deployTutorial(t, k, ns)
+		checkSpread(t, backends, frontends)
+		workloads := podUIDs(t, k, ns)
 		start := time.Now()
 		helm(t, "upgrade", "--set", "encryption.enabled=true,encryption.type=wireguard")
 		k.must("", "-n", "kube-system", "rollout", "status", "daemonset/membrane-agent", "--timeout=180s")
 		checkWorkloads(t, k, len(s.Nodes))
 		w := &wgEnv{t: t, k: k, s: s, log: log}
-		backends := k.pods("helm", "app=backend")
-		frontends := k.pods("helm", "app=frontend")
 		// Traffic between the nodes starts the handshakes.
-		expectReach(t, k, "helm", podNames(frontends), backendURLs(backends)[1:], true)
+		expectReach(t, k, ns, podNames(frontends), backendURLs(backends)[1:], true)
 		w.converged(len(s.Nodes))
 		t.Logf("helm upgrade to WireGuard converged in %s", time.Since(start).Round(time.Second))
-		if got := podUIDs(t, k, "helm"); fmt.Sprint(got) != fmt.Sprint(workloads) {
+		if got := podUIDs(t, k, ns); fmt.Sprint(got) != fmt.Sprint(workloads) {
 			t.Errorf("workload pods changed across the upgrade:\nbefore %v\nafter  %v", workloads, got)
 		}
 		var pods corev1.PodList
-		mustJSON(t, k.must("", "-n", "helm", "get", "pods", "-o", "json"), &pods)
+		mustJSON(t, k.must("", "-n", ns, "get", "pods", "-o", "json"), &pods)
 		for _, p := range pods.Items {
 			for _, cs := range p.Status.ContainerStatuses {
 				if cs.RestartCount != 0 {
@@ -185,7 +182,10 @@ spec:
 				}
 			}
 		}
-		var releases []struct{ Revision, Status string }
+		var releases []struct {
+			Revision int
+			Status   string
+		}
 		mustJSON(t, helm(t, "history", "membrane", "-n", "kube-system", "-o", "json"), &releases)
 		if len(releases) != 2 || releases[1].Status != "deployed" {
 			t.Errorf("helm history: %+v, want revision 2 deployed", releases)
