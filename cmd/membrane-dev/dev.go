@@ -63,6 +63,9 @@ func newDevUpCommand(g *globals) *cobra.Command {
 			l := s.Layout()
 			fmt.Fprintf(g.stdout, "Cluster %q is up: %d nodes, API server %s\n", s.Name, len(s.Nodes), l.APIServerURL())
 			fmt.Fprintf(g.stdout, "Kubeconfig: %s\n", l.Kubeconfig())
+			if s.Install == localcluster.InstallHelm {
+				fmt.Fprintf(g.stdout, "Membrane: helm release membrane in kube-system (chart and values in %s)\n", l.HelmDir())
+			}
 			fmt.Fprintf(g.stdout, "  export KUBECONFIG=$(membrane dev kubeconfig --name %s)\n", s.Name)
 			return nil
 		},
@@ -166,7 +169,8 @@ func printDevStatus(g *globals, st *localcluster.Status) error {
 	fmt.Fprintf(w, "Kubeconfig:\t%s\n", st.Kubeconfig)
 	fmt.Fprintf(w, "Pod CIDR:\t%s\n", st.PodCIDR)
 	fmt.Fprintf(w, "Service CIDR:\t%s\n", st.ServiceCIDR)
-	fmt.Fprintf(w, "Underlay:\t%s on bridge %s\n\n", st.Underlay, st.Bridge)
+	fmt.Fprintf(w, "Underlay:\t%s on bridge %s\n", st.Underlay, st.Bridge)
+	fmt.Fprintf(w, "Membrane:\t%s\n\n", st.Install)
 	fmt.Fprintln(w, "COMPONENT\tPID\tSTATE\tLOG")
 	for _, c := range st.Components {
 		state := "running"
