@@ -13,6 +13,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
@@ -112,6 +113,20 @@ func TestHelmInstall(t *testing.T) {
 				t.Errorf("membrane status has no ready agent on %s:\n%s", n.Name, status)
 			}
 		}
+		// One operator pod is elected, with its in-cluster credentials.
+		var lease coordinationv1.Lease
+		mustJSON(t, k.must("", "-n", "kube-system", "get", "lease", "membrane-operator", "-o", "json"), &lease)
+		holder := ""
+		if lease.Spec.HolderIdentity != nil {
+			holder = *lease.Spec.HolderIdentity
+		}
+		elected := false
+		for _, p := range k.pods("kube-system", "k8s-app=membrane-operator") {
+			elected = elected || strings.HasPrefix(holder, p.Name+"_")
+		}
+		if !elected {
+			t.Errorf("lease kube-system/membrane-operator is held by %q, no operator pod", holder)
+		}
 	})
 
 	t.Run("Service and NetworkPolicy", func(t *testing.T) {
@@ -165,6 +180,17 @@ spec:
 		helm(t, "upgrade", "--set", "encryption.enabled=true,encryption.type=wireguard")
 		k.must("", "-n", "kube-system", "rollout", "status", "daemonset/membrane-agent", "--timeout=180s")
 		checkWorkloads(t, k, len(s.Nodes))
+		// The node Envoys ran on through the agents' restart: each new agent
+		// finds its Envoy running what it publishes.
+		eventually(t, 30*time.Second, "every node's L7 proxy in sync", func() error {
+			status := k.membrane("status")
+			for _, n := range s.Nodes {
+				if !strings.Contains(lineOf(status, n.Name), "in sync") {
+					return fmt.Errorf("%s:\n%s", n.Name, status)
+				}
+			}
+			return nil
+		})
 		w := &wgEnv{t: t, k: k, s: s, log: log}
 		// Traffic between the nodes starts the handshakes.
 		expectReach(t, k, ns, podNames(frontends), backendURLs(backends)[1:], true)
