@@ -10,7 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
@@ -172,14 +175,17 @@ func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State, c k
 	if _, err := runHelm(ctx, o.ToolsDir, s, releaseArgs(s.Layout(), "install", o.HelmSet)...); err != nil {
 		return err
 	}
-	if err := waitDaemonSetAvailable(ctx, c, s, chartNamespace, agentDaemonSet); err != nil {
-		return err
-	}
-	if err := waitDeploymentAvailable(ctx, c, s, chartNamespace, operatorDeployment); err != nil {
-		return err
-	}
-	if err := waitDaemonSetAvailable(ctx, c, s, chartNamespace, envoyDaemonSet); err != nil {
-		return err
+	for _, w := range []struct {
+		name string
+		wait func(context.Context, kubernetes.Interface, *State, string, string) error
+	}{
+		{agentDaemonSet, waitDaemonSetAvailable},
+		{operatorDeployment, waitDeploymentAvailable},
+		{envoyDaemonSet, waitDaemonSetAvailable},
+	} {
+		if err := w.wait(ctx, c, s, chartNamespace, w.name); err != nil {
+			return fmt.Errorf("%w%s", err, notReadyPods(ctx, c, chartNamespace, w.name))
+		}
 	}
 	log.Info("installing cluster DNS", "cluster", s.Name)
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
@@ -193,4 +199,49 @@ func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State, c k
 // PodCIDRs), the harness's only role when the chart is installed.
 func applyUnderlayRBAC(ctx context.Context, c kubernetes.Interface) error {
 	return bindClusterRole(ctx, c, underlayUser, underlayRole())
+}
+
+// notReadyPods describes the pods of a chart workload (label k8s-app=name)
+// that are not ready, with the end of their logs: why an install did not
+// become available.
+func notReadyPods(ctx context.Context, c kubernetes.Interface, ns, name string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=" + name})
+	if err != nil {
+		return fmt.Sprintf("\n(list the pods of %s: %v)", name, err)
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		if podReady(p) {
+			continue
+		}
+		fmt.Fprintf(&b, "\npod %s/%s on %q: %s %s %s", ns, p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Reason, p.Status.Message)
+		for _, cs := range p.Status.ContainerStatuses {
+			switch {
+			case cs.State.Waiting != nil:
+				fmt.Fprintf(&b, "; %s waiting: %s %s", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
+			case cs.State.Terminated != nil:
+				fmt.Fprintf(&b, "; %s exited %d: %s", cs.Name, cs.State.Terminated.ExitCode, cs.State.Terminated.Reason)
+			}
+			if cs.RestartCount > 0 {
+				fmt.Fprintf(&b, " (%d restarts)", cs.RestartCount)
+			}
+		}
+		tail := int64(tailLines)
+		logs, err := c.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: &tail}).DoRaw(ctx)
+		if err == nil && len(logs) > 0 {
+			fmt.Fprintf(&b, "\nlast lines of its log:\n%s", strings.TrimRight(string(logs), "\n"))
+		}
+	}
+	return b.String()
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
