@@ -176,6 +176,13 @@ spec:
 		backends, frontends := deployTutorial(t, k, ns)
 		checkSpread(t, backends, frontends)
 		workloads := podUIDs(t, k, ns)
+		// A value the schema refuses changes nothing.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		_, err := localcluster.Helm(ctx, shared.toolsDir, name, "upgrade", "--set", "encryption.enabled=true,encryption.type=ipsec")
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "/encryption/type") {
+			t.Errorf("helm upgrade --set encryption.type=ipsec: %v, want the schema's refusal naming /encryption/type", err)
+		}
 		start := time.Now()
 		helm(t, "upgrade", "--set", "encryption.enabled=true,encryption.type=wireguard")
 		k.must("", "-n", "kube-system", "rollout", "status", "daemonset/membrane-agent", "--timeout=180s")

@@ -20,7 +20,7 @@ func newDevCommand(g *globals) *cobra.Command {
 	}
 	setUpRoot(dev, g)
 	dev.AddCommand(newDevUpCommand(g), newDevDownCommand(g), newDevStatusCommand(g),
-		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g))
+		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g))
 	return dev
 }
 
@@ -95,6 +95,28 @@ func newDevDownCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", localcluster.DefaultName, "cluster name")
+	return cmd
+}
+
+func newDevHelmCommand(g *globals) *cobra.Command {
+	var name, toolsDir string
+	cmd := &cobra.Command{
+		Use:   "helm [--name NAME] -- HELM-ARGS...",
+		Short: "Run the pinned helm against a cluster started with --install helm",
+		Long: "Run the pinned helm against a cluster started with --install helm, e.g.\n" +
+			"  membrane dev helm -- list -n kube-system\n" +
+			"  membrane dev helm -- upgrade --set encryption.enabled=true\n" +
+			"An upgrade takes only --set KEY=VALUE arguments: the release's chart, values files\n" +
+			"and the values `up` was given come first.",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := localcluster.Helm(cmd.Context(), toolsDir, name, args...)
+			fmt.Fprint(g.stdout, out)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", localcluster.DefaultName, "cluster name")
+	cmd.Flags().StringVar(&toolsDir, "tools-dir", defaultToolsDir(), "where 'make tools' put helm")
 	return cmd
 }
 
