@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,25 +38,25 @@ func TestHelmInstall(t *testing.T) {
 	}
 
 	t.Run("bad values refused before anything starts", func(t *testing.T) {
-		bad := opts
-		bad.Name = "e2e-hb-" + strconv.Itoa(os.Getpid())
-		bad.HelmSet = []string{"encryption.type=ipsec"}
-		t.Cleanup(func() { _ = localcluster.Down(context.Background(), log, bad.Name) })
+		badName := "e2e-hb-" + strconv.Itoa(os.Getpid())
+		t.Cleanup(func() { _ = localcluster.Down(context.Background(), log, badName) })
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
 		start := time.Now()
-		_, err := localcluster.Up(ctx, log, bad)
+		out, err := exec.CommandContext(ctx, filepath.Join(shared.binDir, "membrane"), "dev", "up", "--name", badName,
+			"--install", "helm", "--set", "encryption.type=ipsec", "--tools-dir", shared.toolsDir,
+			"--pod-cidr", opts.PodCIDR, "--service-cidr", opts.ServiceCIDR).CombinedOutput()
 		if err == nil {
-			t.Fatal("up with encryption.type=ipsec succeeded")
+			t.Fatalf("dev up --install helm --set encryption.type=ipsec succeeded:\n%s", out)
 		}
-		if !strings.Contains(err.Error(), "/encryption/type") || !strings.Contains(err.Error(), "wireguard") {
-			t.Errorf("error does not name encryption.type and what it must be: %v", err)
+		if !strings.Contains(string(out), "at '/encryption/type': value must be 'wireguard'") {
+			t.Errorf("dev up's error does not name encryption.type and what it must be:\n%s", out)
 		}
-		t.Logf("refused in %s: %v", time.Since(start).Round(time.Millisecond), err)
-		if _, err := localcluster.Load(bad.Name); !errors.Is(err, localcluster.ErrNoCluster) {
+		t.Logf("refused in %s:\n%s", time.Since(start).Round(time.Millisecond), out)
+		if _, err := localcluster.Load(badName); !errors.Is(err, localcluster.ErrNoCluster) {
 			t.Errorf("a cluster record is left: %v", err)
 		}
-		l := localcluster.Layout{Name: bad.Name}
+		l := localcluster.Layout{Name: badName}
 		if _, err := os.Stat(l.ControlPlaneNetns()); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("the control plane's namespace was created: %v", err)
 		}
@@ -82,15 +84,20 @@ func TestHelmInstall(t *testing.T) {
 	t.Logf("dev up --install helm: up in %s", time.Since(start).Round(time.Second))
 	l := s.Layout()
 	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+	// helm runs the pinned helm as a user does: `membrane dev helm`.
 	helm := func(t *testing.T, args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 		defer cancel()
-		out, err := localcluster.Helm(ctx, shared.toolsDir, name, args...)
+		cmd := exec.CommandContext(ctx, filepath.Join(shared.binDir, "membrane"),
+			append([]string{"dev", "helm", "--name", name, "--tools-dir", shared.toolsDir, "--"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("membrane dev helm %s: %v: %s", strings.Join(args, " "), err, stderr.String())
 		}
-		return out
+		return string(out)
 	}
 
 	t.Run("release and workloads", func(t *testing.T) {
