@@ -167,6 +167,7 @@ func TestRejectedValues(t *testing.T) {
 		{"cluster name too long", "cluster: {name: " + strings.Repeat("a", 33) + "}", []string{"/cluster/name", "32"}},
 		{"cluster name leading dash", "cluster: {name: -prod}", []string{"/cluster/name", "does not match pattern"}},
 		{"ipam mode", "ipam: {mode: cluster-pool}", []string{"/ipam/mode", "'kubernetes'"}},
+		{"bpf mount propagation", "bpf: {mountPropagation: None}", []string{"/bpf/mountPropagation", "'Bidirectional'", "'HostToContainer'"}},
 		{"wireguard backend", "encryption: {wireguard: {backend: userspace}}", []string{"/encryption/wireguard/backend", "'auto'", "'kernel'", "'embedded'"}},
 		{"operator replicas 0", "operator: {replicas: 0}", []string{"/operator/replicas", "minimum"}},
 		{"operator replicas string", "operator: {replicas: three}", []string{"/operator/replicas", "integer"}},

@@ -20,7 +20,7 @@ func newDevCommand(g *globals) *cobra.Command {
 	}
 	setUpRoot(dev, g)
 	dev.AddCommand(newDevUpCommand(g), newDevDownCommand(g), newDevStatusCommand(g),
-		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g))
+		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g))
 	return dev
 }
 
@@ -63,6 +63,9 @@ func newDevUpCommand(g *globals) *cobra.Command {
 			l := s.Layout()
 			fmt.Fprintf(g.stdout, "Cluster %q is up: %d nodes, API server %s\n", s.Name, len(s.Nodes), l.APIServerURL())
 			fmt.Fprintf(g.stdout, "Kubeconfig: %s\n", l.Kubeconfig())
+			if s.Install == localcluster.InstallHelm {
+				fmt.Fprintf(g.stdout, "Membrane: helm release membrane in kube-system (chart and values in %s)\n", l.HelmDir())
+			}
 			fmt.Fprintf(g.stdout, "  export KUBECONFIG=$(membrane dev kubeconfig --name %s)\n", s.Name)
 			return nil
 		},
@@ -76,6 +79,8 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.BinDir, "bin-dir", defaultBinDir(), "where Membrane's binaries are")
 	f.BoolVar(&o.NoAgent, "no-agent", false, "start no membrane-agent (and so no Service translation or cluster DNS)")
 	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off)")
+	f.StringVar(&o.Install, "install", localcluster.InstallProcesses, "how Membrane is installed: helm (the chart, with the pinned helm) or processes (agents and operator as host processes)")
+	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable; --install helm only)")
 	return cmd
 }
 
@@ -90,6 +95,28 @@ func newDevDownCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", localcluster.DefaultName, "cluster name")
+	return cmd
+}
+
+func newDevHelmCommand(g *globals) *cobra.Command {
+	var name, toolsDir string
+	cmd := &cobra.Command{
+		Use:   "helm [--name NAME] -- HELM-ARGS...",
+		Short: "Run the pinned helm against a cluster started with --install helm",
+		Long: "Run the pinned helm against a cluster started with --install helm, e.g.\n" +
+			"  membrane dev helm -- list -n kube-system\n" +
+			"  membrane dev helm -- upgrade --set encryption.enabled=true\n" +
+			"An upgrade takes only --set KEY=VALUE arguments: the release's chart, values files\n" +
+			"and the values `up` was given come first.",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := localcluster.Helm(cmd.Context(), toolsDir, name, args...)
+			fmt.Fprint(g.stdout, out)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", localcluster.DefaultName, "cluster name")
+	cmd.Flags().StringVar(&toolsDir, "tools-dir", defaultToolsDir(), "where 'make tools' put helm")
 	return cmd
 }
 
@@ -164,7 +191,8 @@ func printDevStatus(g *globals, st *localcluster.Status) error {
 	fmt.Fprintf(w, "Kubeconfig:\t%s\n", st.Kubeconfig)
 	fmt.Fprintf(w, "Pod CIDR:\t%s\n", st.PodCIDR)
 	fmt.Fprintf(w, "Service CIDR:\t%s\n", st.ServiceCIDR)
-	fmt.Fprintf(w, "Underlay:\t%s on bridge %s\n\n", st.Underlay, st.Bridge)
+	fmt.Fprintf(w, "Underlay:\t%s on bridge %s\n", st.Underlay, st.Bridge)
+	fmt.Fprintf(w, "Membrane:\t%s\n\n", st.Install)
 	fmt.Fprintln(w, "COMPONENT\tPID\tSTATE\tLOG")
 	for _, c := range st.Components {
 		state := "running"

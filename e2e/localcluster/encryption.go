@@ -82,6 +82,9 @@ func SetEncryption(ctx context.Context, log *slog.Logger, cluster, mode string) 
 	if err != nil {
 		return err
 	}
+	if s.Install == InstallHelm {
+		return fmt.Errorf("cluster %q: Membrane is installed by helm: change encryption with helm upgrade --set encryption.enabled=...", cluster)
+	}
 	l := s.Layout()
 	for i, p := range s.Processes {
 		node, ok := strings.CutPrefix(p.Name, "membrane-agent/")

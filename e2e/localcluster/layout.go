@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 
 	"github.com/membrane-mesh/membrane/e2e/noderunner"
 )
@@ -60,6 +61,12 @@ type Options struct {
 	// Encryption is "" (off) or "wireguard": node-to-node pod traffic
 	// through each node's WireGuard device.
 	Encryption string
+	// Install is how Membrane gets onto the cluster: InstallProcesses
+	// (the default when empty) or InstallHelm.
+	Install string
+	// HelmSet are values for the chart over the local cluster's, as
+	// `helm --set` takes them (key=value); only with InstallHelm.
+	HelmSet []string
 }
 
 // Validate reports the first option at fault.
@@ -83,6 +90,23 @@ func (o Options) Validate() error {
 	}
 	if o.Encryption != "" && o.Encryption != EncryptionWireGuard {
 		return fmt.Errorf("--encryption %q: must be %s (or unset)", o.Encryption, EncryptionWireGuard)
+	}
+	switch o.Install {
+	case "", InstallProcesses:
+		if len(o.HelmSet) > 0 {
+			return fmt.Errorf("--set %q: chart values need --install %s", o.HelmSet[0], InstallHelm)
+		}
+	case InstallHelm:
+		if o.NoAgent {
+			return fmt.Errorf("--no-agent: the chart always installs the agents; use --install %s", InstallProcesses)
+		}
+		for _, s := range o.HelmSet {
+			if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
+				return fmt.Errorf("--set %q: must be KEY=VALUE", s)
+			}
+		}
+	default:
+		return fmt.Errorf("--install %q: must be %s or %s", o.Install, InstallProcesses, InstallHelm)
 	}
 	if o.ToolsDir == "" || o.BinDir == "" {
 		return fmt.Errorf("tools and binary directories must be set")

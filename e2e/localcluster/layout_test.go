@@ -13,12 +13,21 @@ func TestOptionsValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	helm := ok
+	helm.Install, helm.HelmSet = InstallHelm, []string{"encryption.enabled=true", "operator.replicas=1"}
+	if err := helm.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	for field, mutate := range map[string]func(*Options){
 		"--name":         func(o *Options) { o.Name = "Bad_Name" },
 		"--nodes":        func(o *Options) { o.Nodes = 0 },
 		"--pod-cidr":     func(o *Options) { o.PodCIDR = "10.244.0.0/24" },
 		"--service-cidr": func(o *Options) { o.ServiceCIDR = "fd00::/64" },
 		"overlaps":       func(o *Options) { o.ServiceCIDR = "10.244.0.0/20" },
+		"--install":      func(o *Options) { o.Install = "kubectl" },
+		"--set \"encryption.enabled=true\": chart values need --install helm": func(o *Options) { o.HelmSet = []string{"encryption.enabled=true"} },
+		"--set \"encryption.enabled\": must be KEY=VALUE":                     func(o *Options) { o.Install, o.HelmSet = InstallHelm, []string{"encryption.enabled"} },
+		"--no-agent: the chart always installs the agents":                    func(o *Options) { o.Install, o.NoAgent = InstallHelm, true },
 	} {
 		o := ok
 		mutate(&o)

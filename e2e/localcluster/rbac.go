@@ -33,10 +33,7 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface, objs []chart.Object)
 	if err != nil {
 		return err
 	}
-	roles[underlayUser] = &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: underlayUser},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}},
-	}
+	roles[underlayUser] = underlayRole()
 	for user, role := range roles {
 		if err := bindClusterRole(ctx, c, user, role); err != nil {
 			return err
@@ -53,6 +50,14 @@ func applyRBAC(ctx context.Context, c kubernetes.Interface, objs []chart.Object)
 		return fmt.Errorf("create role binding kube-system/%s: %w", binding.Name, err)
 	}
 	return nil
+}
+
+// underlayRole lets the underlay identity read the nodes' PodCIDRs.
+func underlayRole() *rbacv1.ClusterRole {
+	return &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: underlayUser},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}},
+	}
 }
 
 // chartClusterRoles decodes the rendered chart's ClusterRoles of the

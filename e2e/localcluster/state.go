@@ -12,14 +12,18 @@ import (
 // State is the record of a cluster, written as soon as anything of it exists
 // so that `down` can remove a half-built cluster too.
 type State struct {
-	Name        string      `json:"name"`
-	Index       int         `json:"index"`
-	PodCIDR     string      `json:"podCIDR"`
-	ServiceCIDR string      `json:"serviceCIDR"`
-	CgroupRoot  string      `json:"cgroupRoot"`
-	Encryption  string      `json:"encryption,omitempty"`
-	Nodes       []NodeState `json:"nodes"`
-	Processes   []Process   `json:"processes"`
+	Name        string `json:"name"`
+	Index       int    `json:"index"`
+	PodCIDR     string `json:"podCIDR"`
+	ServiceCIDR string `json:"serviceCIDR"`
+	CgroupRoot  string `json:"cgroupRoot"`
+	Encryption  string `json:"encryption,omitempty"`
+	// Install is Options.Install; empty: processes.
+	Install string `json:"install,omitempty"`
+	// HelmSet are the chart values `up` was given (Options.HelmSet).
+	HelmSet   []string    `json:"helmSet,omitempty"`
+	Nodes     []NodeState `json:"nodes"`
+	Processes []Process   `json:"processes"`
 }
 
 // NodeState records one node.

@@ -10,15 +10,17 @@ import (
 
 // Status describes a running cluster.
 type Status struct {
-	Name        string            `json:"name"`
-	APIServer   string            `json:"apiServer"`
-	Kubeconfig  string            `json:"kubeconfig"`
-	PodCIDR     string            `json:"podCIDR"`
-	ServiceCIDR string            `json:"serviceCIDR"`
-	Underlay    string            `json:"underlay"`
-	Bridge      string            `json:"bridge"`
-	Components  []ComponentStatus `json:"components"`
-	Nodes       []NodeStatus      `json:"nodes"`
+	Name        string `json:"name"`
+	APIServer   string `json:"apiServer"`
+	Kubeconfig  string `json:"kubeconfig"`
+	PodCIDR     string `json:"podCIDR"`
+	ServiceCIDR string `json:"serviceCIDR"`
+	Underlay    string `json:"underlay"`
+	Bridge      string `json:"bridge"`
+	// Install is how Membrane was installed: processes or helm.
+	Install    string            `json:"install"`
+	Components []ComponentStatus `json:"components"`
+	Nodes      []NodeStatus      `json:"nodes"`
 }
 
 // ComponentStatus is one process.
@@ -51,6 +53,10 @@ func GetStatus(ctx context.Context, name string) (*Status, error) {
 	st := &Status{
 		Name: s.Name, APIServer: l.APIServerURL(), Kubeconfig: l.Kubeconfig(),
 		PodCIDR: s.PodCIDR, ServiceCIDR: s.ServiceCIDR, Underlay: l.Subnet().String(), Bridge: l.Bridge(),
+		Install: s.Install,
+	}
+	if st.Install == "" {
+		st.Install = InstallProcesses
 	}
 	for _, p := range s.Processes {
 		st.Components = append(st.Components, ComponentStatus{Name: p.Name, PID: p.PID, Running: p.Alive(), Log: p.Log})

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	chart "github.com/membrane-mesh/membrane/charts/membrane"
 	"github.com/membrane-mesh/membrane/e2e/noderunner"
 )
 
@@ -37,6 +39,14 @@ func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 	for _, bin := range []string{"membrane-dev", "membrane-cni", "membrane-agent", "membrane-operator"} {
 		if _, err := os.Stat(filepath.Join(o.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("%s not found in %s: run `make build` first", bin, o.BinDir)
+		}
+	}
+	if o.Install == InstallHelm {
+		for _, img := range []string{agentImage, operatorImage} {
+			dir := filepath.Join(o.BinDir, "images", strings.ReplaceAll(img, "/", "_"))
+			if _, err := os.Stat(dir); err != nil {
+				return nil, fmt.Errorf("image %s not found in %s: run `make build` first", img, filepath.Join(o.BinDir, "images"))
+			}
 		}
 	}
 	cgroupRoot, err := prepareHost(log)
@@ -82,7 +92,7 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, Install: o.Install, HelmSet: o.HelmSet}
 	l := s.Layout()
 	for i := 1; i <= o.Nodes; i++ {
 		name := l.NodeName(i)
@@ -98,9 +108,17 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 
 func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	l := s.Layout()
-	// The node Envoys and the cluster roles come from the chart: a chart
-	// that does not render fails before anything starts.
-	objs, err := renderChart(ctx, o)
+	helm := o.Install == InstallHelm
+	// The chart, with the values it gets, must render before anything
+	// starts. Without helm, the node Envoys and the cluster roles come from
+	// it.
+	var objs []chart.Object
+	var err error
+	if helm {
+		err = prepareHelm(ctx, o, s)
+	} else {
+		objs, err = renderChart(ctx, o)
+	}
 	if err != nil {
 		return err
 	}
@@ -149,6 +167,16 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 			return err
 		}
 	}
+	if helm {
+		// The chart brings its CRDs, roles and workloads.
+		if err := applyUnderlayRBAC(ctx, client); err != nil {
+			return err
+		}
+		if err := startNodes(ctx, log, o, s, client); err != nil {
+			return err
+		}
+		return installHelm(ctx, log, o, s, client)
+	}
 	if err := applyRBAC(ctx, client, objs); err != nil {
 		return err
 	}
@@ -169,18 +197,7 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	if err := s.save(); err != nil {
 		return err
 	}
-	for _, n := range s.Nodes {
-		p, err := startNode(o, s, n)
-		if err != nil {
-			return err
-		}
-		s.Processes = append(s.Processes, p)
-		if err := s.save(); err != nil {
-			return err
-		}
-	}
-	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
-	if err := waitNodesReady(ctx, client, s); err != nil {
+	if err := startNodes(ctx, log, o, s, client); err != nil {
 		return err
 	}
 	if o.NoAgent {
@@ -207,6 +224,22 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 		return err
 	}
 	return waitDeploymentAvailable(ctx, client, s, "kube-system", corednsDeployment)
+}
+
+// startNodes starts every node runner and waits until the nodes are Ready.
+func startNodes(ctx context.Context, log *slog.Logger, o Options, s *State, client kubernetes.Interface) error {
+	for _, n := range s.Nodes {
+		p, err := startNode(o, s, n)
+		if err != nil {
+			return err
+		}
+		s.Processes = append(s.Processes, p)
+		if err := s.save(); err != nil {
+			return err
+		}
+	}
+	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
+	return waitNodesReady(ctx, client, s)
 }
 
 // startAgent starts membrane-agent in the node's namespace, attached to the

@@ -89,13 +89,59 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 	stop()
 }
 
+// TestEnvoyAcrossServerRestart: an Envoy that keeps running while its
+// server restarts (the agent's pod is replaced) reconnects to the new server,
+// which publishes the same configuration; the version the Envoy reports on
+// its new stream counts as accepted, without waiting for a change.
+func TestEnvoyAcrossServerRestart(t *testing.T) {
+	envoy := testenv.Tool(t, "envoy")
+	testenv.RequireRoot(t, "the transparent listener needs CAP_NET_ADMIN")
+	rules := []translate.Port{{
+		Direction: translate.Ingress, Endpoint: netip.MustParseAddr("10.0.0.5"), Port: 8080,
+		Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: "/api/v1/.*"}}}},
+	}}
+	for name, ports := range map[string][]translate.Port{"no HTTP rules": nil, "HTTP rules": rules} {
+		t.Run(name, func(t *testing.T) {
+			res, err := translate.Node{ProxyPort: freePort(t), Ports: ports}.Resources()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s1, addr, stop1 := serveADSAt(t, "127.0.0.1:0")
+			v1, err := s1.Publish(t.Context(), res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopEnvoy := startEnvoy(t, envoy, bootstrapFile(t, addr))
+			defer stopEnvoy()
+			waitStatus(t, s1, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
+			stop1()
+
+			s2, _, _ := serveADSAt(t, addr)
+			if v, err := s2.Publish(t.Context(), res); err != nil || v != v1 {
+				t.Fatalf("the new server publishes %q, %v; want %q", v, err, v1)
+			}
+			waitStatus(t, s2, "the running Envoy's v1 accepted by the new server", func(st Status) bool {
+				return st.Connected && st.Acked == v1 && st.InSync()
+			})
+		})
+	}
+}
+
 // serveADS starts a server for node "node-a" on a free loopback port,
 // stopped when the test ends; it returns the server and its address.
 func serveADS(tb testing.TB) (*Server, string) {
 	tb.Helper()
+	s, addr, _ := serveADSAt(tb, "127.0.0.1:0")
+	return s, addr
+}
+
+// serveADSAt is serveADS on addr; stop (also run when the test ends)
+// stops it before.
+func serveADSAt(tb testing.TB, addr string) (s *Server, bound string, stop func()) {
+	tb.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s := New(log, "node-a")
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	s = New(log, "node-a")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -103,11 +149,16 @@ func serveADS(tb testing.TB) (*Server, string) {
 	s.Register(g)
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(lis) }()
-	tb.Cleanup(func() {
-		g.Stop()
-		<-done
-	})
-	return s, lis.Addr().String()
+	var stopped bool
+	stop = func() {
+		if !stopped {
+			stopped = true
+			g.Stop()
+			<-done
+		}
+	}
+	tb.Cleanup(stop)
+	return s, lis.Addr().String(), stop
 }
 
 func waitStatus(t testing.TB, s *Server, what string, ok func(Status) bool) {

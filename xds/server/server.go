@@ -229,7 +229,15 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 		s.log.Info("envoy connected", "stream", id)
 	}
 	if req.GetResponseNonce() == "" {
-		return nil // a first request: nothing to acknowledge
+		// A first request. An Envoy that ran on while its server restarted
+		// names the version it runs; when that is the one published, the
+		// cache has nothing new to send it and no response comes to
+		// acknowledge: it is in force as it is.
+		if v := req.GetVersionInfo(); v != "" && v == s.status.Published {
+			s.acked[req.GetTypeUrl()] = v
+			s.checkAcked(v)
+		}
+		return nil
 	}
 	version, ok := s.nonces[req.GetResponseNonce()]
 	if !ok {
