@@ -101,29 +101,35 @@ func TestEnvoyAcrossServerRestart(t *testing.T) {
 		Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: "/api/v1/.*"}}}},
 	}}
 	for name, ports := range map[string][]translate.Port{"no HTTP rules": nil, "HTTP rules": rules} {
-		t.Run(name, func(t *testing.T) {
-			res, err := translate.Node{ProxyPort: freePort(t), Ports: ports}.Resources()
-			if err != nil {
-				t.Fatal(err)
-			}
-			s1, addr, stop1 := serveADSAt(t, "127.0.0.1:0")
-			v1, err := s1.Publish(t.Context(), res)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stopEnvoy := startEnvoy(t, envoy, bootstrapFile(t, addr))
-			defer stopEnvoy()
-			waitStatus(t, s1, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
-			stop1()
+		for _, envoyFirst := range []bool{false, true} {
+			name := name + map[bool]string{false: ", published first", true: ", Envoy reconnected first"}[envoyFirst]
+			t.Run(name, func(t *testing.T) {
+				res, err := translate.Node{ProxyPort: freePort(t), Ports: ports}.Resources()
+				if err != nil {
+					t.Fatal(err)
+				}
+				s1, addr, stop1 := serveADSAt(t, "127.0.0.1:0")
+				v1, err := s1.Publish(t.Context(), res)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stopEnvoy := startEnvoy(t, envoy, bootstrapFile(t, addr))
+				defer stopEnvoy()
+				waitStatus(t, s1, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
+				stop1()
 
-			s2, _, _ := serveADSAt(t, addr)
-			if v, err := s2.Publish(t.Context(), res); err != nil || v != v1 {
-				t.Fatalf("the new server publishes %q, %v; want %q", v, err, v1)
-			}
-			waitStatus(t, s2, "the running Envoy's v1 accepted by the new server", func(st Status) bool {
-				return st.Connected && st.Acked == v1 && st.InSync()
+				s2, _, _ := serveADSAt(t, addr)
+				if envoyFirst {
+					waitStatus(t, s2, "Envoy reconnected", func(st Status) bool { return st.Connected })
+				}
+				if v, err := s2.Publish(t.Context(), res); err != nil || v != v1 {
+					t.Fatalf("the new server publishes %q, %v; want %q", v, err, v1)
+				}
+				waitStatus(t, s2, "the running Envoy's v1 accepted by the new server", func(st Status) bool {
+					return st.Connected && st.Acked == v1 && st.InSync()
+				})
 			})
-		})
+		}
 	}
 }
 

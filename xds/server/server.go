@@ -77,11 +77,14 @@ type Server struct {
 	cache  cachev3.SnapshotCache
 	ads    serverv3.Server
 
-	mu      sync.Mutex
-	status  Status
-	open    map[int64]bool               // ADS streams of this node
-	nonces  map[string]string            // response nonce → version
-	acked   map[string]string            // type URL → version
+	mu     sync.Mutex
+	status Status
+	open   map[int64]bool    // ADS streams of this node
+	nonces map[string]string // response nonce → version
+	acked  map[string]string // type URL → version
+	// running is, by type URL, the version a connecting Envoy said it runs
+	// (its first request on a stream), until it answers a response.
+	running map[string]string
 	snaps   map[string]*cachev3.Snapshot // published versions still of interest
 	good    *cachev3.Snapshot            // last snapshot accepted for every type
 	changed chan struct{}
@@ -100,6 +103,7 @@ func New(log *slog.Logger, nodeID string) *Server {
 		open:    map[int64]bool{},
 		nonces:  map[string]string{},
 		acked:   map[string]string{},
+		running: map[string]string{},
 		snaps:   map[string]*cachev3.Snapshot{},
 		changed: make(chan struct{}, 1),
 		wake:    make(chan struct{}),
@@ -165,6 +169,7 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	s.snaps[version] = snap
 	s.status.Published = version
 	s.status.Rejected = nil
+	s.adoptRunning()
 	s.prune()
 	s.notify()
 	s.log.Info("xds configuration published", "version", version,
@@ -209,6 +214,7 @@ func (s *Server) onClosed(id int64, _ *corev3.Node) {
 		// Nothing is known to be in force until an Envoy acknowledges
 		// again (a restarted Envoy starts empty).
 		clear(s.acked)
+		clear(s.running)
 		s.status.Acked, s.status.AckedAt = "", time.Time{}
 	}
 	s.notify()
@@ -230,12 +236,12 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	}
 	if req.GetResponseNonce() == "" {
 		// A first request. An Envoy that ran on while its server restarted
-		// names the version it runs; when that is the one published, the
-		// cache has nothing new to send it and no response comes to
-		// acknowledge: it is in force as it is.
-		if v := req.GetVersionInfo(); v != "" && v == s.status.Published {
-			s.acked[req.GetTypeUrl()] = v
-			s.checkAcked(v)
+		// names the version it runs; when that is the one published (now
+		// or later), the cache has nothing new to send it and no response
+		// comes to acknowledge: it is in force as it is.
+		if v := req.GetVersionInfo(); v != "" {
+			s.running[req.GetTypeUrl()] = v
+			s.adoptRunning()
 		}
 		return nil
 	}
@@ -244,6 +250,7 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 		return nil // a response of an earlier stream
 	}
 	delete(s.nonces, req.GetResponseNonce())
+	delete(s.running, req.GetTypeUrl()) // Envoy runs what it answers now
 	if d := req.GetErrorDetail(); d != nil {
 		s.reject(version, req.GetTypeUrl(), d.GetMessage())
 		return nil
@@ -257,6 +264,21 @@ func (s *Server) onResponse(_ context.Context, _ int64, _ *discoveryv3.Discovery
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.nonces[resp.GetNonce()] = resp.GetVersionInfo()
+}
+
+// adoptRunning takes the versions a connecting Envoy runs as accepted
+// where they are the one published.
+func (s *Server) adoptRunning() {
+	published := s.status.Published
+	if published == "" {
+		return
+	}
+	for t, v := range s.running {
+		if v == published {
+			s.acked[t] = v
+		}
+	}
+	s.checkAcked(published)
 }
 
 // checkAcked records version as the one in force once every type has it.
