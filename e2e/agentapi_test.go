@@ -112,20 +112,10 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	name := "e2e-api-" + strconv.Itoa(os.Getpid())
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	s, err := localcluster.Up(ctx, log, localcluster.Options{
+	s := ownCluster(t, localcluster.Options{
 		Name: name, Nodes: 2, PodCIDR: "10.247.0.0/16", ServiceCIDR: "10.99.0.0/16",
-		ToolsDir: shared.toolsDir, BinDir: shared.binDir, Encryption: localcluster.EncryptionWireGuard,
+		Encryption: localcluster.EncryptionWireGuard,
 	})
-	t.Cleanup(func() {
-		if err := localcluster.Down(context.Background(), log, name); err != nil {
-			t.Errorf("down %s: %v", name, err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 	w := &wgEnv{t: t, k: k, s: s, log: log}
 	n1, n2 := s.Nodes[0], s.Nodes[1]

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,21 +91,9 @@ spec:
 // applies.
 func TestNodeCleanup(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	_ = localcluster.Down(ctx, log, cleanupCluster)
-	s, err := localcluster.Up(ctx, log, localcluster.Options{
+	s := ownCluster(t, localcluster.Options{
 		Name: cleanupCluster, Nodes: 2, PodCIDR: "10.247.0.0/16", ServiceCIDR: "10.97.0.0/16",
-		ToolsDir: shared.toolsDir, BinDir: shared.binDir, Encryption: localcluster.EncryptionWireGuard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := localcluster.Down(context.Background(), log, cleanupCluster); err != nil {
-			t.Errorf("down %s: %v", cleanupCluster, err)
-		}
+		Encryption: localcluster.EncryptionWireGuard,
 	})
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 	l := s.Layout()

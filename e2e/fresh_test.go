@@ -140,39 +140,11 @@ func TestFreshHost(t *testing.T) {
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 
 	t.Run("Service and NetworkPolicy", func(t *testing.T) {
-		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
-		const ns = "fresh"
-		backends, frontends := deployTutorial(t, k, ns)
-		checkSpread(t, backends, frontends)
-		other := otherPod(t, k, ns, "other", "other")
-		urls := backendURLs(backends) // the Service's name first, then each backend
-		fronts := podNames(frontends)
-		expectReach(t, k, ns, append(fronts, other.Name), urls[:1], true)
-
-		k.must(`apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: backend, namespace: `+ns+`}
-spec:
-  podSelector: {matchLabels: {app: backend}}
-  policyTypes: [Ingress]
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: frontend}}}]
-    ports: [{protocol: TCP, port: http}]
-`, "apply", "-f", "-")
-		expectReach(t, k, ns, []string{other.Name}, urls, false)
-		expectReach(t, k, ns, fronts, urls, true)
-		expectFlow(t, k, []string{"--verdict", "DROPPED", "--from-pod", ns + "/other"}, ns+"/other", "Policy denied")
+		checkServiceAndPolicy(t, &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}, "fresh")
 	})
 
 	t.Run("L7 policy through Envoy", func(t *testing.T) {
-		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
-		p := deployL7On(t, k, s.Nodes)
-		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$"}`), "apply", "-f", "-")
-		for _, url := range paymentURLs(p, "/api/v1/payments") { // same node, other node, Service
-			expectCode(t, k, p.checkouts[0], "GET", url+"/P123", "200")
-			expectCode(t, k, p.checkouts[0], "DELETE", url+"/123", "403")
-		}
-		expectCode(t, k, p.other, "GET", paymentURLs(p, "/api/v1/payments/P123")[0], "000")
+		checkL7(t, &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}, s.Nodes)
 	})
 }
 
