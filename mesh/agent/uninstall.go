@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -86,24 +87,29 @@ func poll(ctx context.Context, interval time.Duration, check func() (bool, strin
 	}
 }
 
-// AwaitStopped waits until nothing has accepted TCP connections on addr
-// (the agent's API address on the node) for quiet, checking every
-// interval: the agent is gone and does not come back from a restart.
+// AwaitStopped waits until connections to addr (the agent's API address
+// on the node) have been refused for quiet, checking every interval: the
+// agent is gone and does not come back from a restart. Any other outcome
+// of a dial (accepted, timed out) starts the quiet period again.
 func AwaitStopped(ctx context.Context, addr string, quiet, interval time.Duration) error {
 	var since time.Time
+	state := "not checked yet"
 	return poll(ctx, interval, func() (bool, string, error) {
-		c, err := (&net.Dialer{Timeout: interval}).DialContext(ctx, "tcp", addr)
-		if err == nil {
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", addr)
+		switch {
+		case err == nil:
 			c.Close()
-			since = time.Time{}
-			return false, "the agent still serves " + addr, nil
+			since, state = time.Time{}, "the agent still serves "+addr
+		case errors.Is(err, syscall.ECONNREFUSED):
+			if since.IsZero() {
+				since = time.Now()
+			}
+			state = addr + " refused since " + since.Format(time.RFC3339Nano)
+		case ctx.Err() != nil:
+			// The deadline: poll reports it with the last state.
+		default:
+			since, state = time.Time{}, fmt.Sprintf("dial %s: %v", addr, err)
 		}
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return false, "", err
-		}
-		if since.IsZero() {
-			since = time.Now()
-		}
-		return time.Since(since) >= quiet, addr + " closed since " + since.Format(time.RFC3339), nil
+		return !since.IsZero() && time.Since(since) >= quiet, state, nil
 	})
 }
