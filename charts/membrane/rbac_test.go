@@ -73,6 +73,7 @@ var ruleUses = map[string][]use{
 		{"mesh/agent/encryption.go", "disableEncryption", "client.CoreV1().Nodes().Get("},
 	},
 	"membrane-agent /nodes patch": {
+		{"mesh/agent/cleanup.go", "removeNodeAnnotations", "Nodes().Patch("},
 		{"mesh/agent/encryption.go", "encryption.publish", "Nodes().Patch("},
 		{"mesh/agent/proxy.go", "proxy.annotate", "Nodes().Patch("},
 		{"mesh/agent/api.go", "Agent.publishAPICertificate", "Nodes().Patch("},
@@ -90,6 +91,19 @@ var ruleUses = map[string][]use{
 		{"mesh/agent/encryption.go", "encryption.run", "EventSinkImpl{Interface: e.client.CoreV1().Events(\"\")}"},
 		{"k8s.io/client-go/tools/record/event.go", "recordEvent", "sink.Create(event)"},
 		{"k8s.io/client-go/tools/record/event.go", "recordEvent", "sink.Patch(event, patch)"},
+	},
+
+	// membrane-uninstall (a Role in the release namespace, pre-delete
+	// hook): stops the agents, waits for them and for the cleanup
+	// DaemonSet.
+	"membrane-uninstall apps/daemonsets delete": {
+		{"mesh/agent/uninstall.go", "AwaitUninstallCleanup", "ds.Delete(ctx, cfg.AgentDaemonSet"},
+	},
+	"membrane-uninstall apps/daemonsets get": {
+		{"mesh/agent/uninstall.go", "AwaitUninstallCleanup", "ds.Get(ctx, cfg.CleanupDaemonSet"},
+	},
+	"membrane-uninstall /pods list": {
+		{"mesh/agent/uninstall.go", "AwaitUninstallCleanup", "Pods(cfg.Namespace).List("},
 	},
 
 	// membrane-operator: controller-runtime caches (list, watch).
@@ -147,7 +161,7 @@ var ruleUses = map[string][]use{
 	},
 }
 
-// grants expands the rendered chart's ClusterRoles into one key of
+// grants expands the rendered chart's ClusterRoles and Roles into one key of
 // ruleUses per role, group/resource and verb.
 func grants(t *testing.T, manifest string) map[string]bool {
 	t.Helper()
@@ -157,16 +171,16 @@ func grants(t *testing.T, manifest string) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, o := range objs {
-		if o.Kind != "ClusterRole" {
+		if o.Kind != "ClusterRole" && o.Kind != "Role" {
 			continue
 		}
-		var role rbacv1.ClusterRole
+		var role rbacv1.ClusterRole // a Role has the same fields
 		if err := yaml.UnmarshalStrict([]byte(o.YAML), &role); err != nil {
-			t.Fatalf("ClusterRole %s: %v", o.Name, err)
+			t.Fatalf("%s %s: %v", o.Kind, o.Name, err)
 		}
 		for i, r := range role.Rules {
 			if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 || slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") {
-				t.Errorf("ClusterRole %s rule %d: wildcards, resource names and non-resource URLs are not checked here: %+v", o.Name, i, r)
+				t.Errorf("%s %s rule %d: wildcards, resource names and non-resource URLs are not checked here: %+v", o.Kind, o.Name, i, r)
 			}
 			for _, g := range r.APIGroups {
 				for _, res := range r.Resources {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
@@ -34,8 +35,18 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	if len(args) > 1 && args[1] == "cleanup" {
-		return runCleanup(ctx, append([]string{args[0] + " cleanup"}, args[2:]...), stderr)
+	if len(args) > 1 {
+		switch args[1] {
+		case "cleanup":
+			return runCleanup(ctx, append([]string{args[0] + " cleanup"}, args[2:]...), stderr)
+		case "uninstall":
+			return runUninstall(ctx, append([]string{args[0] + " uninstall"}, args[2:]...), stderr)
+		case "pause":
+			// The cleanup DaemonSet's container: ready once its init
+			// container cleaned the node, until deleted.
+			<-ctx.Done()
+			return nil
+		}
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -139,6 +150,9 @@ func runCleanup(ctx context.Context, args []string, stderr io.Writer) error {
 	var cfg agent.Config
 	_, debug := agentFlags(fs, &cfg)
 	annotations := fs.Bool("node-annotations", true, "also remove the agent's annotations from the Node (best effort; needs --node-name and the Kubernetes API)")
+	waitStopped := fs.String("wait-agent-stopped", "", "first wait until nothing accepts TCP connections on this address (the agent's --api-addr on the node) for --wait-quiet (empty: do not wait)")
+	waitQuiet := fs.Duration("wait-quiet", 5*time.Second, "how long --wait-agent-stopped must stay closed")
+	waitTimeout := fs.Duration("wait-timeout", 5*time.Minute, "give up waiting for --wait-agent-stopped after this long")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -152,6 +166,15 @@ func runCleanup(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, *debug).With("node", cfg.NodeName)
+	if *waitStopped != "" {
+		log.Info("waiting for the agent to stop", "addr", *waitStopped)
+		wctx, cancel := context.WithTimeout(ctx, *waitTimeout)
+		err := agent.AwaitStopped(wctx, *waitStopped, *waitQuiet, time.Second)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cleanup: --wait-agent-stopped %s: %w", *waitStopped, err)
+		}
+	}
 	var client kubernetes.Interface
 	switch {
 	case !*annotations:
@@ -171,5 +194,49 @@ func runCleanup(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	log.Info("node cleaned up")
+	return nil
+}
+
+// runUninstall is `membrane-agent uninstall`, the chart's pre-delete hook:
+// it stops the agents and waits until the cleanup DaemonSet cleaned every
+// node (see agent.AwaitUninstallCleanup).
+func runUninstall(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg agent.UninstallConfig
+	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agent and cleanup DaemonSets")
+	fs.StringVar(&cfg.AgentDaemonSet, "agent-daemonset", "membrane-agent", "the agent DaemonSet, deleted first")
+	fs.StringVar(&cfg.AgentSelector, "agent-selector", "k8s-app=membrane-agent", "label selector of the agent pods waited for to be gone")
+	fs.StringVar(&cfg.CleanupDaemonSet, "cleanup-daemonset", "membrane-cleanup", "the DaemonSet whose pods clean their node, waited for to be ready on every node")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("uninstall: unexpected arguments %q", fs.Args())
+	}
+	if cfg.Namespace == "" {
+		return errors.New("uninstall: --namespace: empty (set it or POD_NAMESPACE)")
+	}
+	if cfg.AgentDaemonSet == "" || cfg.CleanupDaemonSet == "" || cfg.AgentSelector == "" {
+		return errors.New("uninstall: --agent-daemonset, --agent-selector and --cleanup-daemonset must not be empty")
+	}
+	restCfg, err := restConfig(agent.Config{Kubeconfig: *kubeconfig, NodeName: "uninstall"})
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := agent.AwaitUninstallCleanup(ctx, newLogger(stderr, false), client, cfg); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
 	return nil
 }

@@ -142,9 +142,9 @@ func runHelm(ctx context.Context, toolsDir string, s *State, args ...string) (st
 }
 
 // Helm runs the pinned helm against the named cluster (e.g. `list -n
-// kube-system`). For `upgrade` give only the values to change (--set
-// KEY=VALUE): the release's chart, values files and `up`'s values come
-// first, as `up` installed them.
+// kube-system`). For `upgrade`, and `install` after an uninstall, give only
+// the values to change (--set KEY=VALUE): the release's chart, values files
+// and `up`'s values come first, as `up` installed them.
 func Helm(ctx context.Context, toolsDir, cluster string, args ...string) (string, error) {
 	s, err := Load(cluster)
 	if err != nil {
@@ -153,16 +153,16 @@ func Helm(ctx context.Context, toolsDir, cluster string, args ...string) (string
 	if s.Install != InstallHelm {
 		return "", fmt.Errorf("cluster %q: Membrane is not installed by helm (start it with --install %s)", cluster, InstallHelm)
 	}
-	if len(args) > 0 && args[0] == "upgrade" {
+	if len(args) > 0 && (args[0] == "upgrade" || args[0] == "install") {
 		sets := append([]string{}, s.HelmSet...)
 		for i := 1; i < len(args); i++ {
 			if args[i] != "--set" || i+1 == len(args) {
-				return "", fmt.Errorf("helm upgrade: only --set KEY=VALUE arguments, got %q", args[i])
+				return "", fmt.Errorf("helm %s: only --set KEY=VALUE arguments, got %q", args[0], args[i])
 			}
 			sets = append(sets, args[i+1])
 			i++
 		}
-		args = releaseArgs(s.Layout(), "upgrade", sets)
+		args = releaseArgs(s.Layout(), args[0], sets)
 	}
 	return runHelm(ctx, toolsDir, s, args...)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -140,7 +141,12 @@ func removeEmptyDir(log *slog.Logger, dir string) error {
 		log.Info("directory kept: not empty", "dir", dir, "entries", len(entries))
 		return nil
 	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(dir); errors.Is(err, syscall.EBUSY) {
+		// A mount point, as in the chart's cleanup pod (a hostPath):
+		// empty, so nothing of the agent's is left in it.
+		log.Info("directory kept: empty, but a mount point", "dir", dir)
+		return nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	log.Info("removed directory", "dir", dir)
