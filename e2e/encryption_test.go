@@ -592,23 +592,31 @@ echo ok=$ok failed=$failed gap=$gap`, int(d.Seconds()), ip)
 // time; it returns the pcap bytes and tcpdump's summary.
 func (w *wgEnv) capture(node string, fn func()) ([]byte, string) {
 	w.t.Helper()
-	file := filepath.Join(w.t.TempDir(), "underlay.pcap")
-	ctx, cancel := context.WithTimeout(w.t.Context(), 60*time.Second)
+	return captureUnderlay(w.t, w.s, node, fn)
+}
+
+// captureUnderlay records the underlay of s's node (eth0 of its namespace,
+// everything but the control plane's traffic) while fn runs, bounded by
+// packet count and time; it returns the pcap bytes and tcpdump's summary.
+func captureUnderlay(t *testing.T, s *localcluster.State, node string, fn func()) ([]byte, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "underlay.pcap")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	filter := "not host " + w.s.Layout().APIServerIP().String()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+localcluster.Layout{Name: wgCluster}.NodeNetns(node), "--",
+	filter := "not host " + s.Layout().APIServerIP().String()
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+s.Layout().NodeNetns(node), "--",
 		"tcpdump", "-i", "eth0", "-U", "--immediate-mode", "-s", "0", "-c", "20000", "-w", file, filter)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(stderr.String(), "listening on") {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
-			w.t.Fatalf("tcpdump did not start: %s", stderr.String())
+			t.Fatalf("tcpdump did not start: %s", stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -618,7 +626,7 @@ func (w *wgEnv) capture(node string, fn func()) ([]byte, string) {
 	_ = cmd.Wait()
 	pcap, err := os.ReadFile(file)
 	if err != nil {
-		w.t.Fatalf("read capture: %v (%s)", err, stderr.String())
+		t.Fatalf("read capture: %v (%s)", err, stderr.String())
 	}
 	out, _ := exec.Command("tcpdump", "-nn", "-r", file).CombinedOutput()
 	return pcap, string(out)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -196,38 +195,13 @@ func (c *life) node(n string) inventory {
 // the backend's pod IP, and reports whether the reply's text was seen.
 func (c *life) plaintext(node string) bool {
 	c.t.Helper()
-	file := filepath.Join(c.t.TempDir(), "underlay.pcap")
-	ctx, cancel := context.WithTimeout(c.t.Context(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+c.s.Layout().NodeNetns(node), "--",
-		"tcpdump", "-i", "eth0", "-U", "--immediate-mode", "-s", "0", "-c", "5000", "-w", file,
-		"not host "+c.s.Layout().APIServerIP().String())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "listening on") {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			c.t.Fatalf("tcpdump did not start: %s", stderr.String())
+	pcap, _ := captureUnderlay(c.t, c.s, node, func() {
+		for range 5 {
+			if err := c.fetch("client", "http://"+c.podIP+":8080/"); err != nil {
+				c.t.Error(err)
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for range 5 {
-		if err := c.fetch("client", "http://"+c.podIP+":8080/"); err != nil {
-			c.t.Error(err)
-		}
-	}
-	time.Sleep(500 * time.Millisecond)
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	_ = cmd.Wait()
-	pcap, err := os.ReadFile(file)
-	if err != nil {
-		c.t.Fatalf("read capture: %v (%s)", err, stderr.String())
-	}
+	})
 	return bytes.Contains(pcap, []byte(helloText))
 }
 
