@@ -162,14 +162,17 @@ func Helm(ctx context.Context, toolsDir, cluster string, args ...string) (string
 	return runHelm(ctx, toolsDir, s, args...)
 }
 
-// installHelm installs the chart, then cluster DNS, and waits until the
-// agents run on every node, the operator and the node Envoys are available
-// and DNS answers.
-func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State, c kubernetes.Interface) error {
+// installHelm installs the chart.
+func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	log.Info("installing Membrane with helm", "cluster", s.Name, "chart", s.Layout().helmChartDir())
-	if _, err := runHelm(ctx, o.ToolsDir, s, releaseArgs(s.Layout(), "install", o.HelmSet)...); err != nil {
-		return err
-	}
+	_, err := runHelm(ctx, o.ToolsDir, s, releaseArgs(s.Layout(), "install", o.HelmSet)...)
+	return err
+}
+
+// waitMembrane waits until the agents run on every node and the operator
+// and the node Envoys are available, then installs cluster DNS and waits
+// until it answers.
+func waitMembrane(ctx context.Context, log *slog.Logger, o Options, s *State, c kubernetes.Interface) error {
 	for _, w := range []workload{
 		{"daemonset", chartNamespace, agentDaemonSet},
 		{"deployment", chartNamespace, operatorDeployment},

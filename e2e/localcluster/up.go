@@ -166,17 +166,28 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	if err := applyUnderlayRBAC(ctx, client); err != nil {
 		return err
 	}
-	if err := startNodes(ctx, log, o, s, client); err != nil {
+	if err := startNodes(o, s); err != nil {
+		return err
+	}
+	// The release's objects are created while the nodes register and get
+	// their PodCIDRs; its pods start once they have.
+	if !o.NoMembrane {
+		if err := installHelm(ctx, log, o, s); err != nil {
+			return err
+		}
+	}
+	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
+	if err := waitNodesReady(ctx, client, s); err != nil {
 		return err
 	}
 	if o.NoMembrane {
 		return nil
 	}
-	return installHelm(ctx, log, o, s, client)
+	return waitMembrane(ctx, log, o, s, client)
 }
 
-// startNodes starts every node runner and waits until the nodes are Ready.
-func startNodes(ctx context.Context, log *slog.Logger, o Options, s *State, client kubernetes.Interface) error {
+// startNodes starts every node runner.
+func startNodes(o Options, s *State) error {
 	for _, n := range s.Nodes {
 		p, err := startNode(o, s, n)
 		if err != nil {
@@ -187,8 +198,7 @@ func startNodes(ctx context.Context, log *slog.Logger, o Options, s *State, clie
 			return err
 		}
 	}
-	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
-	return waitNodesReady(ctx, client, s)
+	return nil
 }
 
 // startNode writes the node runner's config and starts it in the node namespace.
