@@ -58,7 +58,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 			"Membrane installed from charts/membrane with the pinned helm and values that fit\n" +
 			"the cluster, then cluster DNS. It returns once the nodes are Ready and the chart's\n" +
 			"workloads are available. --encryption and --set become chart values.",
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := localcluster.Up(cmd.Context(), g.logger(), o)
 			if err != nil {
