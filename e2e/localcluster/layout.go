@@ -1,7 +1,8 @@
 // Package localcluster runs a Kubernetes cluster made of real parts on one
 // machine: etcd, kube-apiserver, kube-controller-manager and kube-scheduler in
 // a control-plane network namespace, and one node runner per node namespace,
-// all joined by an underlay bridge.
+// all joined by an underlay bridge; Membrane goes onto it as onto any
+// cluster, with the pinned helm and charts/membrane.
 package localcluster
 
 import (
