@@ -20,7 +20,8 @@ func newDevCommand(g *globals) *cobra.Command {
 	}
 	setUpRoot(dev, g)
 	dev.AddCommand(newDevUpCommand(g), newDevDownCommand(g), newDevStatusCommand(g),
-		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g))
+		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g),
+		newDevWorldHostCommand(g))
 	return dev
 }
 

@@ -32,7 +32,7 @@ func applyAddons(ctx context.Context, o Options, s *State, objs []chart.Object) 
 		return err
 	}
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
-	all := strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns) + "\n---\n" + envoy
+	all := corednsYAML(s, dns) + "\n---\n" + envoy
 	return kubectl(ctx, o, s, all, "apply", "--server-side", "-f", "-")
 }
 
@@ -72,4 +72,9 @@ func kubectl(ctx context.Context, o Options, s *State, stdin string, args ...str
 		return fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
 	}
 	return nil
+}
+
+// corednsYAML is the cluster DNS manifest for the cluster's addresses.
+func corednsYAML(s *State, clusterDNS string) string {
+	return strings.NewReplacer("CLUSTER_DNS_IP", clusterDNS, "WORLD_DNS_IP", s.Layout().WorldDNS().String()).Replace(corednsManifest)
 }

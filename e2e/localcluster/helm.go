@@ -189,7 +189,7 @@ func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State, c k
 	}
 	log.Info("installing cluster DNS", "cluster", s.Name)
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
-	if err := kubectl(ctx, o, s, strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns), "apply", "--server-side", "-f", "-"); err != nil {
+	if err := kubectl(ctx, o, s, corednsYAML(s, dns), "apply", "--server-side", "-f", "-"); err != nil {
 		return err
 	}
 	return waitDeploymentAvailable(ctx, c, s, "kube-system", corednsDeployment)
