@@ -71,6 +71,8 @@ type goldenInput struct {
 	Policies []json.RawMessage `json:"policies"`
 	// Traces are flows between identities to decide with Trace.
 	Traces []goldenTrace `json:"traces,omitempty"`
+	// Names are what the DNS proxy learned.
+	Names []policy.LearnedName `json:"names,omitempty"`
 }
 
 type goldenOutput struct {
@@ -135,7 +137,7 @@ func runGolden(t *testing.T, input goldenInput) goldenOutput {
 			policies = append(policies, p)
 		}
 	}
-	var ids policy.IdentitySet
+	ids := policy.IdentitySet{Names: input.Names}
 	endpoints := map[identity.ID]policy.Endpoint{}
 	for _, g := range input.Identities {
 		id := g.identity()

@@ -1,0 +1,221 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/membrane-mesh/membrane/mesh/fqdn/matchpattern"
+	"github.com/membrane-mesh/membrane/mesh/identity"
+)
+
+// DNS-aware policy.
+//
+// toFQDNs selectors match peers by the names the node's DNS proxy learned:
+// every address learned for a name a selector matches (IdentitySet.Names)
+// gets a CIDR identity for its /32, like a CIDR rule's prefix, and the
+// selector's peers are those identities. An address nobody learned is
+// world, which a toFQDNs rule does not match.
+//
+// DNS rules (toPorts[].rules.dns) redirect the rule's ports to the DNS
+// proxy (Config.DNSProxyPort), which lets a question through when one of
+// the rule's names or patterns matches it (Result.DNS).
+
+// LearnedName is a DNS name and the IPv4 addresses the DNS proxy learned
+// for it that are still valid.
+type LearnedName struct {
+	Name string       `json:"name"`
+	IPs  []netip.Addr `json:"ips"`
+}
+
+// DNSRule lets questions on a redirected DNS port through: from the
+// endpoint to one of RemoteIdentities (0: every server), for a name one of
+// Names matches.
+type DNSRule struct {
+	Direction        Direction     `json:"direction"`
+	Proto            Proto         `json:"proto"`
+	Port             uint16        `json:"port"`
+	EndPort          uint16        `json:"endPort,omitempty"`
+	RemoteIdentities []identity.ID `json:"remoteIdentities"`
+	Names            []FQDN        `json:"names"`
+	Origins          []string      `json:"origins,omitempty"`
+}
+
+// Allows reports whether the rule lets a question for name to a server of
+// identity remote on proto/port through.
+func (r DNSRule) Allows(remote identity.ID, proto Proto, port uint16, name string) bool {
+	lo, hi := r.Port, max(r.EndPort, r.Port)
+	if r.Port == 0 {
+		lo, hi = 0, 65535
+	}
+	if port < lo || port > hi || r.Proto != Any && r.Proto != proto {
+		return false
+	}
+	if r.RemoteIdentities[0] != 0 && !slices.Contains(r.RemoteIdentities, remote) {
+		return false
+	}
+	return MatchesAny(r.Names, name)
+}
+
+// MatchesAny reports whether one of sels matches name. Invalid selectors
+// match nothing (the converters report them).
+func MatchesAny(sels []FQDN, name string) bool {
+	for _, s := range sels {
+		if m, err := s.matcher(); err == nil && m.Match(name) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f FQDN) String() string {
+	if f.MatchName != "" {
+		return "matchName: " + f.MatchName
+	}
+	return "matchPattern: " + f.MatchPattern
+}
+
+// matcher compiles the selector; with both fields given, matchName wins
+// (the converters refuse that).
+func (f FQDN) matcher() (matchpattern.Matcher, error) {
+	if f.MatchName != "" {
+		return matchpattern.CompileName(f.MatchName)
+	}
+	return matchpattern.Compile(f.MatchPattern)
+}
+
+// fqdnPrefixes returns the /32 of every learned address whose name a
+// toFQDNs selector of policies matches.
+func fqdnPrefixes(policies []Policy, names []LearnedName) []netip.Prefix {
+	var sels []FQDN
+	for _, p := range policies {
+		for _, rule := range p.Rules {
+			for _, list := range [][]PeerRule{rule.Egress, rule.EgressDeny} {
+				for _, pr := range list {
+					sels = append(sels, pr.FQDNs...)
+				}
+			}
+		}
+	}
+	if len(sels) == 0 {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, n := range names {
+		if !MatchesAny(sels, n.Name) {
+			continue
+		}
+		for _, ip := range n.IPs {
+			if ip.Is4() {
+				out = append(out, netip.PrefixFrom(ip, 32))
+			}
+		}
+	}
+	return out
+}
+
+// fqdnPeers resolves a rule's toFQDNs selectors to the CIDR identities of
+// the addresses learned for the names they match.
+func (r *Resolver) fqdnPeers(sels []FQDN) ([]identity.ID, []error) {
+	var ids []identity.ID
+	var problems []error
+	for i, s := range sels {
+		m, err := s.matcher()
+		if err != nil {
+			problems = append(problems, fmt.Errorf("toFQDNs[%d]: %w (matches no peer)", i, err))
+			continue
+		}
+		for _, n := range r.names {
+			if !m.Match(n.Name) {
+				continue
+			}
+			for _, ip := range n.IPs {
+				if id, ok := r.cidrByPrefix[netip.PrefixFrom(ip, 32)]; ok {
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	return ids, problems
+}
+
+// dnsRules returns the rules the DNS proxy enforces on redirected flows:
+// the DNS rules of every DNS redirect for its peer, and "every name" for
+// peers an allow without DNS rules lets through on a redirected port (as
+// l7 does for HTTP).
+func (b *builder) dnsRules() []DNSRule {
+	type groupKey struct {
+		dir       Direction
+		proto     Proto
+		port, end uint16
+		names     string
+	}
+	groups := map[groupKey]*DNSRule{}
+	add := func(dir Direction, proto Proto, lo, hi uint16, remote identity.ID, names []FQDN, origin string) {
+		if hi <= lo {
+			hi = 0
+		}
+		k := groupKey{dir, proto, lo, hi, fmt.Sprintf("%#v", names)}
+		g, ok := groups[k]
+		if !ok {
+			g = &DNSRule{Direction: dir, Proto: proto, Port: lo, EndPort: hi, Names: names}
+			groups[k] = g
+		}
+		g.RemoteIdentities = append(g.RemoteIdentities, remote)
+		g.Origins = append(g.Origins, origin)
+	}
+	var redirects, allows []contrib
+	for _, c := range b.contribs {
+		switch {
+		case c.verdict == Redirect && c.dns != nil:
+			redirects = append(redirects, c)
+		case c.verdict == Allow:
+			allows = append(allows, c)
+		}
+	}
+	for _, c := range redirects {
+		add(c.key.dir, c.key.proto, c.key.port, c.key.endPort, c.key.remote, c.dns, c.origin)
+	}
+	for _, c := range redirects {
+		clo, chi := portRange(c.key)
+		for _, a := range allows {
+			if a.key.dir != c.key.dir ||
+				a.key.remote != c.key.remote && a.key.remote != 0 && c.key.remote != 0 ||
+				a.key.proto != Any && c.key.proto != Any && a.key.proto != c.key.proto {
+				continue
+			}
+			alo, ahi := portRange(a.key)
+			lo, hi := max(alo, clo), min(ahi, chi)
+			if lo > hi {
+				continue
+			}
+			add(c.key.dir, c.key.proto, lo, hi, a.key.remote, []FQDN{{MatchPattern: "*"}}, a.origin)
+		}
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	keys := make([]groupKey, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b groupKey) int {
+		return cmp.Or(cmp.Compare(a.dir, b.dir), cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port),
+			cmp.Compare(a.end, b.end), strings.Compare(a.names, b.names))
+	})
+	out := make([]DNSRule, 0, len(keys))
+	for _, k := range keys {
+		g := groups[k]
+		slices.Sort(g.RemoteIdentities)
+		g.RemoteIdentities = slices.Compact(g.RemoteIdentities)
+		if g.RemoteIdentities[0] == 0 {
+			g.RemoteIdentities = g.RemoteIdentities[:1]
+		}
+		slices.Sort(g.Origins)
+		g.Origins = slices.Compact(g.Origins)
+		out = append(out, *g)
+	}
+	return out
+}
