@@ -16,14 +16,14 @@ import (
 // safe for concurrent use; build a new one when policies or identities
 // change.
 type Resolver struct {
-	cfg      Config
-	ids      []Identity // by ID
-	cidrs    []CIDRIdentity
+	cfg   Config
+	ids   []Identity // by ID
+	cidrs []CIDRIdentity
 	// names are the learned DNS names, cidrByPrefix the CIDR identities.
 	names        []LearnedName
 	cidrByPrefix map[netip.Prefix]identity.ID
 	rules        []compiledRule
-	problems []error
+	problems     []error
 }
 
 type compiledRule struct {
