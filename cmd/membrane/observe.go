@@ -39,7 +39,7 @@ func observeFilterHelp() map[string]string {
 		flow.KeyToIdentity:   "show flows to this security identity: a number, or a reserved one (host, world, remote-node, ...)",
 		flow.KeyVerdict:      "show flows with this verdict: FORWARDED, DROPPED or REDIRECTED (Hubble's ERROR, AUDIT, TRACED and TRANSLATED are accepted but never occur)",
 		flow.KeyType:         "show flows of this type: drop, trace or l7",
-		flow.KeyProtocol:     "show flows of this protocol: tcp, udp, sctp, icmp, http",
+		flow.KeyProtocol:     "show flows of this protocol: tcp, udp, sctp, icmp, http, dns",
 		flow.KeyPort:         "show flows from or to this port",
 		flow.KeyHTTPStatus:   "show HTTP flows with this status: a code (404) or a class (5+: any 5xx)",
 		flow.KeyHTTPMethod:   "show HTTP flows with this request method (GET, POST, ...; any case)",

@@ -260,6 +260,8 @@ func startAgent(o Options, s *State, n NodeState) (Process, error) {
 		// The admin's client certificate is signed by the cluster CA.
 		"--api-client-ca=" + filepath.Join(l.PKIDir(), "ca.crt"),
 		"--api-socket=" + l.AgentSocket(n.Name),
+		// The node's learned DNS names, across agent restarts.
+		"--tofqdns-state-file=" + filepath.Join(l.NodeAgentStateDir(n.Name), "fqdn-names.json"),
 	}
 	argv = encryptionArgv(argv, o.Encryption, l, n.Name)
 	return startDetached("membrane-agent/"+n.Name, n.Netns, filepath.Join(cg, "system"), filepath.Join(l.LogDir(), "agent-"+n.Name+".log"), argv)

@@ -19,6 +19,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/endpoint/hostlinks"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/flow/bpfevent"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/ipcache"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/policy"
@@ -45,6 +46,15 @@ type endpoints struct {
 	// proxy gets the endpoints' L7 rules; nil without an L7 proxy.
 	proxy     *proxy
 	proxyPort uint16
+	// dnsProxyPort is the DNS proxy's port (0: none); names are the names
+	// it learned (nil: none).
+	dnsProxyPort uint16
+	names        func() []policy.LearnedName
+	// requests ask the regeneration loop for a regeneration and wait for
+	// it (see regenerateNow).
+	requests chan chan struct{}
+	// wanted: regenerate soon (requestRegeneration).
+	wanted chan struct{}
 
 	// Used by the regeneration loop only.
 	discovery endpoint.Discovery
@@ -55,7 +65,11 @@ type endpoints struct {
 	mu      sync.RWMutex
 	view    []agentapi.EndpointEntry
 	results map[string]agentapi.PolicyEntry // by namespace/pod
+	byIP    map[netip.Addr]policy.Result    // local endpoints by address
+	ipc     ipcache.Map
 	enrich  atomic.Pointer[flow.MapEnricher]
+	// once is true after the first regeneration.
+	once atomic.Bool
 }
 
 func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8s.PolicySource, flows *flow.Store, m *policyMetrics) (*endpoints, error) {
@@ -68,6 +82,8 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 		discovery: endpoint.Discovery{Node: node, Links: hostlinks.Netlink{}},
 		writer:    w,
 		results:   map[string]agentapi.PolicyEntry{},
+		requests:  make(chan chan struct{}),
+		wanted:    make(chan struct{}, 1),
 	}
 	empty := flow.MapEnricher{}
 	e.enrich.Store(&empty)
@@ -80,6 +96,7 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 	t := time.NewTicker(resyncInterval)
 	defer t.Stop()
 	sweep := true // look for leftover attachments: at start and on resyncs
+	var waiting []chan struct{}
 	for first := true; ; first = false {
 		if err := e.regenerate(ctx, sweep); err != nil {
 			e.metrics.regenerations.WithLabelValues("error").Inc()
@@ -87,7 +104,12 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 		} else {
 			e.metrics.regenerations.WithLabelValues("ok").Inc()
 		}
+		for _, w := range waiting {
+			close(w)
+		}
+		waiting = waiting[:0]
 		if first {
+			e.once.Store(true)
 			close(ready)
 		}
 		select {
@@ -95,10 +117,72 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 			return
 		case <-e.src.Changed():
 			sweep = false
+		case <-e.wanted:
+			sweep = false
+		case w := <-e.requests:
+			sweep = false
+			waiting = append(waiting, w)
+			// Every request waiting now is served by one regeneration.
+			for more := true; more; {
+				select {
+				case w := <-e.requests:
+					waiting = append(waiting, w)
+				default:
+					more = false
+				}
+			}
 		case <-t.C:
 			sweep = true
 		}
 	}
+}
+
+// regenerateNow returns after a regeneration that started after the call
+// (or when ctx is done): what changed before the call is programmed then.
+func (e *endpoints) regenerateNow(ctx context.Context) error {
+	w := make(chan struct{})
+	select {
+	case e.requests <- w:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the policy regeneration: %w", ctx.Err())
+	}
+	select {
+	case <-w:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the policy regeneration: %w", ctx.Err())
+	}
+}
+
+// requestRegeneration asks for a regeneration soon, without waiting.
+func (e *endpoints) requestRegeneration() {
+	select {
+	case e.wanted <- struct{}{}:
+	default:
+	}
+}
+
+// synced reports whether the endpoints were regenerated once.
+func (e *endpoints) synced() bool { return e.once.Load() }
+
+// resultOf returns the resolved policy of the local endpoint with address ip.
+func (e *endpoints) resultOf(ip netip.Addr) (policy.Result, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	r, ok := e.byIP[ip]
+	return r, ok
+}
+
+// identityOf returns ip's identity in the ipcache (longest prefix match).
+func (e *endpoints) identityOf(ip netip.Addr) identity.ID {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for bits := 32; bits >= 0 && ip.Is4(); bits-- {
+		if id, ok := e.ipc[netip.PrefixFrom(ip, bits).Masked()]; ok {
+			return id
+		}
+	}
+	return identity.World
 }
 
 // Endpoint returns the flow endpoint owning ip (flow.Enricher).
@@ -127,7 +211,11 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		return err
 	}
 	start := time.Now()
-	res := policy.New(st.Policies, policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}, policy.Config{ProxyPort: e.proxyPort})
+	ids := policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}
+	if e.names != nil {
+		ids.Names = e.names()
+	}
+	res := policy.New(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort})
 	e.cidrs = res.CIDRIdentities()
 	var errs []error
 	for _, p := range res.Problems() {
@@ -143,6 +231,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	var (
 		view    []agentapi.EndpointEntry
 		results = map[string]agentapi.PolicyEntry{}
+		byIP    = map[netip.Addr]policy.Result{}
 		keep    = map[int]bool{}
 		// Pods of one identity and container ports share their policy:
 		// resolve it once.
@@ -211,6 +300,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 				pe.Problems = append(pe.Problems, p.Error())
 			}
 			results[pod.Namespace+"/"+pod.Name] = pe
+			byIP[pod.IP] = r
 		}
 		view = append(view, entry)
 	}
@@ -226,7 +316,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		e.metrics.endpoints.WithLabelValues(v.State).Inc()
 	}
 	e.mu.Lock()
-	e.view, e.results = view, results
+	e.view, e.results, e.byIP, e.ipc = view, results, byIP, want
 	e.mu.Unlock()
 	enr := enricher(st)
 	e.enrich.Store(&enr)
