@@ -122,6 +122,11 @@ func SetWorldRecord(l Layout, name string, ips []netip.Addr, ttl uint32) error {
 	return worldhost.WriteZone(l.WorldZoneFile(), z)
 }
 
+// ResetWorldZone makes the world's DNS server answer as `up` made it.
+func ResetWorldZone(l Layout) error {
+	return worldhost.WriteZone(l.WorldZoneFile(), initialZone(l))
+}
+
 // createWorld creates the world's namespaces and starts their servers, and
 // gives every node a route to the world and the masquerading of its pods'
 // traffic there.

@@ -112,7 +112,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	if a.cfg.DNSProxyPort != 0 {
-		a.dns, err = newDNSPolicy(a.log.With("component", "dns-proxy"), a.cfg, a.eps, a.flows)
+		a.dns, err = newDNSPolicy(a.log.With("component", "dns-proxy"), a.cfg, a.eps, a.flows, a.policyReady)
 		if err != nil {
 			return err
 		}
@@ -183,12 +183,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if a.dns == nil {
 			return
 		}
-		// Questions are answered once every endpoint's DNS rules are known.
-		select {
-		case <-a.policyReady:
-		case <-ctx.Done():
-			return
-		}
+		// The proxy listens at once (questions wait for the endpoints'
+		// first regeneration, see dnsPolicy.wait): a restart loses as few
+		// questions as possible.
 		if err := a.dns.run(ctx); err != nil {
 			errc <- err
 			cancel()

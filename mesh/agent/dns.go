@@ -38,9 +38,11 @@ type dnsPolicy struct {
 	flows     *flow.Store
 	proxy     *dnsproxy.Proxy
 	dirty     atomic.Bool // the cache changed since it was saved
+	// ready is closed once every endpoint's policy is programmed.
+	ready <-chan struct{}
 }
 
-func newDNSPolicy(log *slog.Logger, cfg Config, eps *endpoints, flows *flow.Store) (*dnsPolicy, error) {
+func newDNSPolicy(log *slog.Logger, cfg Config, eps *endpoints, flows *flow.Store, ready <-chan struct{}) (*dnsPolicy, error) {
 	path := cfg.fqdnStateFile()
 	cache, err := fqdn.Load(path, fqdn.Config{MinTTL: cfg.FQDNMinTTL})
 	if err != nil {
@@ -49,7 +51,7 @@ func newDNSPolicy(log *slog.Logger, cfg Config, eps *endpoints, flows *flow.Stor
 		log.Error("start with an empty name cache", "error", err)
 		cache = fqdn.New(fqdn.Config{MinTTL: cfg.FQDNMinTTL})
 	}
-	d := &dnsPolicy{log: log, node: cfg.NodeName, cache: cache, statePath: path, eps: eps, flows: flows}
+	d := &dnsPolicy{log: log, node: cfg.NodeName, cache: cache, statePath: path, eps: eps, flows: flows, ready: ready}
 	d.proxy = dnsproxy.New(log, dnsproxy.Config{
 		ListenAddr:   netip.AddrFrom4([4]byte{127, 0, 0, 1}),
 		Port:         cfg.DNSProxyPort,
@@ -82,7 +84,10 @@ func (d *dnsPolicy) names() []policy.LearnedName {
 // server's identity and port decide. A pod whose policy has no DNS rules
 // (any more: a flow redirected before a policy change) is not refused:
 // L3/L4 policy let the flow through.
-func (d *dnsPolicy) Allowed(_ context.Context, r dnsproxy.Request) bool {
+func (d *dnsPolicy) Allowed(ctx context.Context, r dnsproxy.Request) bool {
+	if !d.wait(ctx) {
+		return false
+	}
 	res, ok := d.eps.resultOf(r.Source.Addr().Unmap())
 	if !ok {
 		return false
@@ -107,6 +112,9 @@ func (d *dnsPolicy) Allowed(_ context.Context, r dnsproxy.Request) bool {
 // name the pod's toFQDNs selectors match go into the cache; new ones are
 // programmed (ipcache and policy) before it returns.
 func (d *dnsPolicy) Learned(ctx context.Context, a dnsproxy.Answer) error {
+	if !d.wait(ctx) {
+		return fmt.Errorf("learn %s: %w", a.Name, ctx.Err())
+	}
 	src := a.Source.Addr().Unmap()
 	res, ok := d.eps.resultOf(src)
 	if !ok || !policy.MatchesAny(res.FQDNSelectors, a.Name) {
@@ -130,6 +138,17 @@ func (d *dnsPolicy) Learned(ctx context.Context, a dnsproxy.Answer) error {
 		return fmt.Errorf("allow %s for %s: %w", a.Name, src, err)
 	}
 	return nil
+}
+
+// wait returns once the endpoints' policy is known (true), or when ctx is
+// done (false): questions that arrive while the agent starts wait for it.
+func (d *dnsPolicy) wait(ctx context.Context) bool {
+	select {
+	case <-d.ready:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // flow turns the proxy's answers into flows.
