@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/e2e/netns"
 	"github.com/membrane-mesh/membrane/e2e/worldhost"
@@ -154,7 +155,8 @@ func createWorld(o Options, s *State) error {
 		if h.DNS {
 			argv = append(argv, "--dns-addr="+net.JoinHostPort(h.IP.String(), "53"), "--zone-file="+l.WorldZoneFile())
 		} else {
-			argv = append(argv, "--http-addr="+net.JoinHostPort(h.IP.String(), "80"))
+			// Every address of the host, including ranges AddWorldRange gives it.
+			argv = append(argv, "--http-addr=:80")
 		}
 		p, err := startDetached("world/"+h.Name, h.Netns, cg, filepath.Join(l.LogDir(), "world-"+h.Name+".log"), argv)
 		if err != nil {
@@ -210,6 +212,52 @@ func onLinkRoute(nsPath string, dst netip.Prefix) error {
 		}
 		return nil
 	})
+}
+
+// AddWorldRange makes the world host called host answer on every address
+// of p as well (a local route for p in its namespace), routes p to it from
+// every node and masquerades pod traffic to p there, as for the world's
+// subnet: e.g. for many distinct addresses behind names. p must lie outside
+// the cluster's ranges; it goes with the cluster.
+func AddWorldRange(s *State, host string, p netip.Prefix) error {
+	l := s.Layout()
+	h, ok := l.WorldHost(host)
+	if !ok {
+		return fmt.Errorf("no world host %q", host)
+	}
+	p = p.Masked()
+	err := netns.Do(h.Netns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("find lo in %s: %w", h.Netns, err)
+		}
+		r := &netlink.Route{LinkIndex: lo.Attrs().Index, Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST,
+			Dst: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("route local %s dev lo in %s: %w", p, h.Netns, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	pods := netip.MustParsePrefix(s.PodCIDR)
+	for _, n := range s.Nodes {
+		err := netns.Do(n.Netns, func() error {
+			r := &netlink.Route{Dst: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}, Gw: net.IP(h.IP.AsSlice())}
+			if err := netlink.RouteReplace(r); err != nil {
+				return fmt.Errorf("route %s via %s in %s: %w", p, h.IP, n.Netns, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := masqueradeToWorld(n.Netns, pods, p); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	return nil
 }
 
 // masqueradeToWorld installs, in the node's namespace,

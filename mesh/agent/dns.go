@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/dnsproxy"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/fqdn"
+	"github.com/membrane-mesh/membrane/mesh/fqdn/matchpattern"
 	"github.com/membrane-mesh/membrane/mesh/model"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
@@ -40,6 +42,9 @@ type dnsPolicy struct {
 	dirty     atomic.Bool // the cache changed since it was saved
 	// ready is closed once every endpoint's policy is programmed.
 	ready <-chan struct{}
+	// matchers are the selectors compiled so far.
+	matchersMu sync.RWMutex
+	matchers   map[policy.FQDN]matchpattern.Matcher
 }
 
 func newDNSPolicy(log *slog.Logger, cfg Config, eps *endpoints, flows *flow.Store, ready <-chan struct{}) (*dnsPolicy, error) {
@@ -51,7 +56,8 @@ func newDNSPolicy(log *slog.Logger, cfg Config, eps *endpoints, flows *flow.Stor
 		log.Error("start with an empty name cache", "error", err)
 		cache = fqdn.New(fqdn.Config{MinTTL: cfg.FQDNMinTTL})
 	}
-	d := &dnsPolicy{log: log, node: cfg.NodeName, cache: cache, statePath: path, eps: eps, flows: flows, ready: ready}
+	d := &dnsPolicy{log: log, node: cfg.NodeName, cache: cache, statePath: path, eps: eps, flows: flows, ready: ready,
+		matchers: map[policy.FQDN]matchpattern.Matcher{}}
 	d.proxy = dnsproxy.New(log, dnsproxy.Config{
 		ListenAddr:   netip.AddrFrom4([4]byte{127, 0, 0, 1}),
 		Port:         cfg.DNSProxyPort,
@@ -101,7 +107,30 @@ func (d *dnsPolicy) Allowed(ctx context.Context, r dnsproxy.Request) bool {
 		proto = model.TCP
 	}
 	for _, rule := range res.DNS {
-		if rule.Direction == policy.Egress && rule.Allows(remote, proto, r.Server.Port(), r.Name) {
+		if rule.Direction == policy.Egress && rule.Covers(remote, proto, r.Server.Port()) && d.matchesAny(rule.Names, r.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchesAny reports whether one of sels matches name; invalid selectors
+// match nothing (the policy's status says why).
+func (d *dnsPolicy) matchesAny(sels []policy.FQDN, name string) bool {
+	for _, s := range sels {
+		d.matchersMu.RLock()
+		m, ok := d.matchers[s]
+		d.matchersMu.RUnlock()
+		if !ok {
+			m, _ = s.Matcher() // the zero Matcher matches nothing
+			d.matchersMu.Lock()
+			if len(d.matchers) > 10000 {
+				clear(d.matchers) // selectors of policies long gone
+			}
+			d.matchers[s] = m
+			d.matchersMu.Unlock()
+		}
+		if m.Match(name) {
 			return true
 		}
 	}
@@ -117,7 +146,7 @@ func (d *dnsPolicy) Learned(ctx context.Context, a dnsproxy.Answer) error {
 	}
 	src := a.Source.Addr().Unmap()
 	res, ok := d.eps.resultOf(src)
-	if !ok || !policy.MatchesAny(res.FQDNSelectors, a.Name) {
+	if !ok || !d.matchesAny(res.FQDNSelectors, a.Name) {
 		return nil
 	}
 	var ips []netip.Addr

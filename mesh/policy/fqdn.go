@@ -43,9 +43,9 @@ type DNSRule struct {
 	Origins          []string      `json:"origins,omitempty"`
 }
 
-// Allows reports whether the rule lets a question for name to a server of
-// identity remote on proto/port through.
-func (r DNSRule) Allows(remote identity.ID, proto Proto, port uint16, name string) bool {
+// Covers reports whether the rule is about questions to a server of
+// identity remote on proto/port; its Names then decide.
+func (r DNSRule) Covers(remote identity.ID, proto Proto, port uint16) bool {
 	lo, hi := r.Port, max(r.EndPort, r.Port)
 	if r.Port == 0 {
 		lo, hi = 0, 65535
@@ -53,21 +53,7 @@ func (r DNSRule) Allows(remote identity.ID, proto Proto, port uint16, name strin
 	if port < lo || port > hi || r.Proto != Any && r.Proto != proto {
 		return false
 	}
-	if r.RemoteIdentities[0] != 0 && !slices.Contains(r.RemoteIdentities, remote) {
-		return false
-	}
-	return MatchesAny(r.Names, name)
-}
-
-// MatchesAny reports whether one of sels matches name. Invalid selectors
-// match nothing (the converters report them).
-func MatchesAny(sels []FQDN, name string) bool {
-	for _, s := range sels {
-		if m, err := s.matcher(); err == nil && m.Match(name) {
-			return true
-		}
-	}
-	return false
+	return r.RemoteIdentities[0] == 0 || slices.Contains(r.RemoteIdentities, remote)
 }
 
 func (f FQDN) String() string {
@@ -77,9 +63,10 @@ func (f FQDN) String() string {
 	return "matchPattern: " + f.MatchPattern
 }
 
-// matcher compiles the selector; with both fields given, matchName wins
-// (the converters refuse that).
-func (f FQDN) matcher() (matchpattern.Matcher, error) {
+// Matcher compiles the selector; with both fields given, matchName wins
+// (the converters refuse that). Compiling a pattern is costly: keep the
+// matcher.
+func (f FQDN) Matcher() (matchpattern.Matcher, error) {
 	if f.MatchName != "" {
 		return matchpattern.CompileName(f.MatchName)
 	}
@@ -102,9 +89,15 @@ func fqdnPrefixes(policies []Policy, names []LearnedName) []netip.Prefix {
 	if len(sels) == 0 {
 		return nil
 	}
+	var ms []matchpattern.Matcher
+	for _, s := range sels {
+		if m, err := s.Matcher(); err == nil {
+			ms = append(ms, m)
+		}
+	}
 	var out []netip.Prefix
 	for _, n := range names {
-		if !MatchesAny(sels, n.Name) {
+		if !slices.ContainsFunc(ms, func(m matchpattern.Matcher) bool { return m.Match(n.Name) }) {
 			continue
 		}
 		for _, ip := range n.IPs {
@@ -122,7 +115,7 @@ func (r *Resolver) fqdnPeers(sels []FQDN) ([]identity.ID, []error) {
 	var ids []identity.ID
 	var problems []error
 	for i, s := range sels {
-		m, err := s.matcher()
+		m, err := s.Matcher()
 		if err != nil {
 			problems = append(problems, fmt.Errorf("toFQDNs[%d]: %w (matches no peer)", i, err))
 			continue
