@@ -151,7 +151,9 @@ func (p *Proxy) forward(ctx context.Context, r Request, q *dns.Msg, query []byte
 	if _, err := c.Write(query); err != nil {
 		return nil, nil, noAnswer(err)
 	}
-	buf := make([]byte, maxUDPSize)
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := c.Read(buf)
 		if err != nil {

@@ -24,6 +24,9 @@ const (
 	tcpIdleTimeout = 10 * time.Second
 	// maxUDPSize is the largest datagram read.
 	maxUDPSize = 65535
+	// maxRepliers bounds the reply sockets kept open, one per server
+	// address; answers from other addresses get a socket of their own.
+	maxRepliers = 64
 )
 
 // Proxy is the transparent DNS proxy.
@@ -37,6 +40,12 @@ type Proxy struct {
 
 	ready    chan struct{}
 	inFlight chan struct{} // semaphore
+	bufs     sync.Pool     // *[]byte of maxUDPSize, for upstream reads
+
+	// repliers are the transparent UDP sockets answering from a server's
+	// address, kept for reuse (at most maxRepliers) until Run ends.
+	mu       sync.Mutex
+	repliers map[netip.AddrPort]*net.UDPConn
 }
 
 // New returns a proxy; Run starts it. A nil log discards; a nil Policy
@@ -60,6 +69,8 @@ func New(log *slog.Logger, c Config, p Policy, o Observer, flows func(Answer)) *
 		metrics:  newMetrics(),
 		ready:    make(chan struct{}),
 		inFlight: make(chan struct{}, maxInFlight),
+		bufs:     sync.Pool{New: func() any { b := make([]byte, maxUDPSize); return &b }},
+		repliers: map[netip.AddrPort]*net.UDPConn{},
 	}
 }
 
@@ -103,6 +114,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	<-ctx.Done()
 	closeAll()
 	wg.Wait()
+	p.mu.Lock()
+	for a, c := range p.repliers {
+		_ = c.Close()
+		delete(p.repliers, a)
+	}
+	p.mu.Unlock()
 	p.log.Info("DNS proxy stopped", "addr", addr)
 	return nil
 }
@@ -157,19 +174,36 @@ func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPC
 }
 
 // replyUDP sends reply to client from server's address, through a
-// transparent socket bound to it (the address is not local).
+// transparent socket bound to it (the address is not local). The socket
+// is not connected: the TPROXY rule's socket lookup prefers a connected
+// socket matching a packet to the listener, and would hand it the
+// client's next query from the same port (resolvers send A and AAAA
+// queries from one socket) if it were.
 func (p *Proxy) replyUDP(server, client netip.AddrPort, reply []byte) error {
-	d := net.Dialer{
-		LocalAddr: net.UDPAddrFromAddrPort(server),
-		Control:   control(transparent(), reuseAddr()),
+	p.mu.Lock()
+	c, kept := p.repliers[server]
+	p.mu.Unlock()
+	if !kept {
+		lc := net.ListenConfig{Control: control(transparent(), reuseAddr())}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", server.String())
+		if err != nil {
+			return fmt.Errorf("open a socket on %s: %w", server, err)
+		}
+		c = pc.(*net.UDPConn)
+		p.mu.Lock()
+		if other, ok := p.repliers[server]; ok {
+			_ = c.Close() // another answer opened one meanwhile
+			c, kept = other, true
+		} else if len(p.repliers) < maxRepliers {
+			p.repliers[server], kept = c, true
+		}
+		p.mu.Unlock()
 	}
-	c, err := d.Dial("udp4", client.String())
-	if err != nil {
-		return fmt.Errorf("open a socket from %s: %w", server, err)
+	if !kept {
+		defer c.Close()
 	}
-	defer c.Close()
-	if _, err := c.Write(reply); err != nil {
-		return fmt.Errorf("write to %s: %w", client, err)
+	if _, err := c.WriteToUDPAddrPort(reply, client); err != nil {
+		return fmt.Errorf("write to %s from %s: %w", client, server, err)
 	}
 	return nil
 }
