@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
@@ -24,9 +25,6 @@ const (
 	tcpIdleTimeout = 10 * time.Second
 	// maxUDPSize is the largest datagram read.
 	maxUDPSize = 65535
-	// maxRepliers bounds the reply sockets kept open, one per server
-	// address; answers from other addresses get a socket of their own.
-	maxRepliers = 64
 )
 
 // Proxy is the transparent DNS proxy.
@@ -41,11 +39,6 @@ type Proxy struct {
 	ready    chan struct{}
 	inFlight chan struct{} // semaphore
 	bufs     sync.Pool     // *[]byte of maxUDPSize, for upstream reads
-
-	// repliers are the transparent UDP sockets answering from a server's
-	// address, kept for reuse (at most maxRepliers) until Run ends.
-	mu       sync.Mutex
-	repliers map[netip.AddrPort]*net.UDPConn
 }
 
 // New returns a proxy; Run starts it. A nil log discards; a nil Policy
@@ -70,7 +63,6 @@ func New(log *slog.Logger, c Config, p Policy, o Observer, flows func(Answer)) *
 		ready:    make(chan struct{}),
 		inFlight: make(chan struct{}, maxInFlight),
 		bufs:     sync.Pool{New: func() any { b := make([]byte, maxUDPSize); return &b }},
-		repliers: map[netip.AddrPort]*net.UDPConn{},
 	}
 }
 
@@ -101,6 +93,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 		_ = udp.Close()
 		return fmt.Errorf("listen on tcp %s: %w", addr, err)
 	}
+	rp, err := newReplier()
+	if err != nil {
+		_, _ = udp.Close(), ln.Close()
+		return err
+	}
+	defer rp.Close()
 	p.log.Info("DNS proxy listening", "addr", addr, "deny_response", p.c.DenyResponse,
 		"forward_timeout", p.c.ForwardTimeout, "mark", fmt.Sprintf("%#x", p.c.Mark))
 	closeAll := func() { _ = udp.Close(); _ = ln.Close() }
@@ -108,18 +106,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	wg.Go(func() { p.serveUDP(ctx, &wg, udp) })
+	wg.Go(func() { p.serveUDP(ctx, &wg, udp, rp) })
 	wg.Go(func() { p.serveTCP(ctx, &wg, ln) })
 	close(p.ready)
 	<-ctx.Done()
 	closeAll()
 	wg.Wait()
-	p.mu.Lock()
-	for a, c := range p.repliers {
-		_ = c.Close()
-		delete(p.repliers, a)
-	}
-	p.mu.Unlock()
 	p.log.Info("DNS proxy stopped", "addr", addr)
 	return nil
 }
@@ -137,7 +129,7 @@ func (p *Proxy) acquire() bool {
 
 func (p *Proxy) release() { <-p.inFlight }
 
-func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPConn) {
+func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPConn, rp *replier) {
 	buf := make([]byte, maxUDPSize)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofSockaddrInet4))
 	for {
@@ -163,9 +155,13 @@ func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPC
 			start := time.Now()
 			reply, a := p.handle(ctx, Request{Source: unmap(src), Server: dst, Protocol: UDP}, query, start)
 			if reply != nil {
-				if err := p.replyUDP(a.Server, a.Source, reply); err != nil {
+				truncated, err := p.replyUDP(rp, a.Server, a.Source, reply)
+				switch {
+				case err != nil:
 					p.log.Debug("send DNS answer", "proto", UDP, "client", a.Source, "server", a.Server, "err", err)
 					a.Verdict, a.Reason, a.RCode = Error, fmt.Sprintf("send the answer: %v", err), NoResponse
+				case truncated:
+					a.Reason = "answer too big for the path: sent truncated"
 				}
 			}
 			p.finish(a, start)
@@ -173,39 +169,24 @@ func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPC
 	}
 }
 
-// replyUDP sends reply to client from server's address, through a
-// transparent socket bound to it (the address is not local). The socket
-// is not connected: the TPROXY rule's socket lookup prefers a connected
-// socket matching a packet to the listener, and would hand it the
-// client's next query from the same port (resolvers send A and AAAA
-// queries from one socket) if it were.
-func (p *Proxy) replyUDP(server, client netip.AddrPort, reply []byte) error {
-	p.mu.Lock()
-	c, kept := p.repliers[server]
-	p.mu.Unlock()
-	if !kept {
-		lc := net.ListenConfig{Control: control(transparent(), reuseAddr())}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", server.String())
-		if err != nil {
-			return fmt.Errorf("open a socket on %s: %w", server, err)
-		}
-		c = pc.(*net.UDPConn)
-		p.mu.Lock()
-		if other, ok := p.repliers[server]; ok {
-			_ = c.Close() // another answer opened one meanwhile
-			c, kept = other, true
-		} else if len(p.repliers) < maxRepliers {
-			p.repliers[server], kept = c, true
-		}
-		p.mu.Unlock()
+// replyUDP sends reply to client from server's address. An answer too
+// big for the path goes as a truncated answer (TC set, no records), which
+// makes the client ask again over TCP.
+func (p *Proxy) replyUDP(rp *replier, server, client netip.AddrPort, reply []byte) (truncated bool, err error) {
+	err = rp.send(server, client, reply)
+	if !errors.Is(err, errTooBig) {
+		return false, err
 	}
-	if !kept {
-		defer c.Close()
+	var m dns.Msg
+	if uerr := m.Unpack(reply); uerr != nil {
+		return false, err
 	}
-	if _, err := c.WriteToUDPAddrPort(reply, client); err != nil {
-		return fmt.Errorf("write to %s from %s: %w", client, server, err)
+	m.Answer, m.Ns, m.Extra, m.Truncated = nil, nil, nil, true
+	tc, perr := m.Pack()
+	if perr != nil {
+		return false, errors.Join(err, perr)
 	}
-	return nil
+	return true, rp.send(server, client, tc)
 }
 
 func (p *Proxy) serveTCP(ctx context.Context, wg *sync.WaitGroup, ln net.Listener) {

@@ -309,6 +309,32 @@ func TestProxy(t *testing.T) {
 		}
 	})
 
+	t.Run("answer too big for the path", func(t *testing.T) {
+		q := query("big.example.com.", dns.TypeA, 20)
+		q.SetEdns0(4096, false)
+		resp, from, _, err := exchangeUDP(pod, serverAddr, q, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !resp.Truncated || len(resp.Answer) != 0 || resp.Id != 20 || from != serverAddr {
+			t.Errorf("UDP answer from %s: %s; want a truncated one without records", from, resp)
+		}
+		if a := rec.nextFlow(t); a.Verdict != Forwarded || len(a.IPs) != bigRecords || !strings.Contains(a.Reason, "truncated") {
+			t.Errorf("flow %+v", a)
+		}
+		// As the client does: again over TCP.
+		resp, err = exchangeTCP(w.podDial(t, serverAddr), query("big.example.com.", dns.TypeA, 21), wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Truncated || len(resp.Answer) != bigRecords {
+			t.Errorf("TCP answer truncated %v with %d records, want %d", resp.Truncated, len(resp.Answer), bigRecords)
+		}
+		if a := rec.nextFlow(t); a.Verdict != Forwarded || len(a.IPs) != bigRecords {
+			t.Errorf("flow %+v", a)
+		}
+	})
+
 	t.Run("udp refused", func(t *testing.T) {
 		resp, from, _, err := exchangeUDP(pod, serverAddr, query("denied.example.org.", dns.TypeA, 9), wait)
 		if err != nil {
@@ -418,7 +444,7 @@ func TestProxy(t *testing.T) {
 			rcode, verdict string
 			want           float64
 		}{
-			{"NOERROR", "FORWARDED", 3 + 2*30}, {"NXDOMAIN", "FORWARDED", 1}, {"REFUSED", "DROPPED", 2},
+			{"NOERROR", "FORWARDED", 3 + 2*30 + 2}, {"NXDOMAIN", "FORWARDED", 1}, {"REFUSED", "DROPPED", 2},
 			{"SERVFAIL", "ERROR", 3}, {"FORMERR", "ERROR", 1},
 		} {
 			if got := counter(t, px, c.rcode, c.verdict); got != c.want {

@@ -310,6 +310,10 @@ var (
 	webIP  = netip.MustParseAddr("192.0.2.20")
 )
 
+// bigRecords is the number of A records of big.example.com: more than a
+// 1500-byte MTU holds.
+const bigRecords = 120
+
 func (w *world) handler(rw dns.ResponseWriter, q *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(q)
@@ -331,6 +335,10 @@ func (w *world) handler(rw dns.ResponseWriter, q *dns.Msg) {
 		// The chain out of order, and a record of another name.
 		m.Answer = append(m.Answer, rr("web.example.net. 120 IN A 192.0.2.20"), rr("www.example.com. 30 IN CNAME web.example.net."),
 			rr("other.example.net. 5 IN A 192.0.2.99"))
+	case name == "big.example.com." && q.Question[0].Qtype == dns.TypeA:
+		for i := range bigRecords {
+			m.Answer = append(m.Answer, rr(fmt.Sprintf("big.example.com. 60 IN A 198.51.100.%d", i+1)))
+		}
 	case name == "denied.example.org.":
 		m.Answer = append(m.Answer, rr("denied.example.org. 60 IN A 192.0.2.66"))
 	case strings.HasSuffix(name, "example.com."):
