@@ -164,7 +164,8 @@ type Observer interface {
 	// Learned is called for every allowed answer with IPs, and completes
 	// before the answer goes to the client: this is where the IPs become
 	// allowed destinations of the pod. An error makes the client's answer
-	// SERVFAIL (Verdict Error, with the error as Reason).
+	// SERVFAIL (Verdict Error, with the error as Reason). ctx ends after
+	// Config.ForwardTimeout.
 	Learned(ctx context.Context, a Answer) error
 }
 

@@ -75,7 +75,8 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
 // Run listens on Config.ListenAddr:Port (UDP and TCP, transparent) and
 // serves until ctx ends; it returns after every query being handled has
-// finished. An error binding the listeners is returned at once.
+// finished. An error binding the listeners is returned at once. Run is
+// called once per Proxy.
 func (p *Proxy) Run(ctx context.Context) error {
 	if err := p.c.Validate(); err != nil {
 		return err
@@ -153,7 +154,7 @@ func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPC
 		wg.Go(func() {
 			defer p.release()
 			start := time.Now()
-			reply, a := p.handle(ctx, Request{Source: unmap(src), Server: dst, Protocol: UDP}, query, start)
+			reply, a := p.handle(ctx, Request{Source: unmap(src), Server: dst, Protocol: UDP}, query)
 			if reply != nil {
 				truncated, err := p.replyUDP(rp, a.Server, a.Source, reply)
 				switch {
@@ -231,7 +232,7 @@ func (p *Proxy) serveTCPConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		start := time.Now()
-		reply, a := p.handle(ctx, Request{Source: src, Server: dst, Protocol: TCP}, query, start)
+		reply, a := p.handle(ctx, Request{Source: src, Server: dst, Protocol: TCP}, query)
 		if reply != nil {
 			if err := writeTCPMsg(c, reply, time.Now().Add(p.c.ForwardTimeout)); err != nil {
 				a.Verdict, a.Reason, a.RCode = Error, fmt.Sprintf("send the answer: %v", err), NoResponse
