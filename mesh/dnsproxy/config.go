@@ -14,7 +14,9 @@
 //
 // Sockets are created in the network namespace of the thread that creates
 // them, as the agent's threads all are: Run and its goroutines open
-// listeners, upstream and reply sockets as they need them.
+// listeners, upstream and reply sockets as they need them. The proxy needs
+// CAP_NET_ADMIN (IP_TRANSPARENT, SO_MARK) and CAP_NET_RAW (UDP answers go
+// out through a raw socket with the server's address and port).
 package dnsproxy
 
 import (
