@@ -14,7 +14,9 @@
 //
 // Sockets are created in the network namespace of the thread that creates
 // them, as the agent's threads all are: Run and its goroutines open
-// listeners, upstream and reply sockets as they need them.
+// listeners, upstream and reply sockets as they need them. The proxy needs
+// CAP_NET_ADMIN (IP_TRANSPARENT, SO_MARK) and CAP_NET_RAW (UDP answers go
+// out through a raw socket with the server's address and port).
 package dnsproxy
 
 import (
@@ -164,7 +166,8 @@ type Observer interface {
 	// Learned is called for every allowed answer with IPs, and completes
 	// before the answer goes to the client: this is where the IPs become
 	// allowed destinations of the pod. An error makes the client's answer
-	// SERVFAIL (Verdict Error, with the error as Reason).
+	// SERVFAIL (Verdict Error, with the error as Reason). ctx ends after
+	// Config.ForwardTimeout.
 	Learned(ctx context.Context, a Answer) error
 }
 

@@ -18,7 +18,7 @@ import (
 // handle decides about one query whose Source, Server and Protocol r
 // holds, and returns the response for the client (nil: none) and the
 // Answer for flows and metrics.
-func (p *Proxy) handle(ctx context.Context, r Request, query []byte, start time.Time) ([]byte, Answer) {
+func (p *Proxy) handle(ctx context.Context, r Request, query []byte) ([]byte, Answer) {
 	var q dns.Msg
 	if err := q.Unpack(query); err != nil || q.Response || len(q.Question) != 1 {
 		return p.formErr(r, query, err, &q)
@@ -51,7 +51,10 @@ func (p *Proxy) handle(ctx context.Context, r Request, query []byte, start time.
 		a.IPs, a.TTL = addresses(resp, q.Question[0].Name)
 	}
 	if len(a.IPs) > 0 && p.observer != nil {
-		if err := p.observer.Learned(ctx, a); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, p.c.ForwardTimeout)
+		err := p.observer.Learned(lctx, a)
+		cancel()
+		if err != nil {
 			a.Verdict, a.Reason = Error, fmt.Sprintf("allow the answer's IPs: %v", err)
 			return p.respond(&q, dns.RcodeServerFailure, &a)
 		}
@@ -151,7 +154,9 @@ func (p *Proxy) forward(ctx context.Context, r Request, q *dns.Msg, query []byte
 	if _, err := c.Write(query); err != nil {
 		return nil, nil, noAnswer(err)
 	}
-	buf := make([]byte, maxUDPSize)
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := c.Read(buf)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,7 @@ type Proxy struct {
 
 	ready    chan struct{}
 	inFlight chan struct{} // semaphore
+	bufs     sync.Pool     // *[]byte of maxUDPSize, for upstream reads
 }
 
 // New returns a proxy; Run starts it. A nil log discards; a nil Policy
@@ -60,6 +62,7 @@ func New(log *slog.Logger, c Config, p Policy, o Observer, flows func(Answer)) *
 		metrics:  newMetrics(),
 		ready:    make(chan struct{}),
 		inFlight: make(chan struct{}, maxInFlight),
+		bufs:     sync.Pool{New: func() any { b := make([]byte, maxUDPSize); return &b }},
 	}
 }
 
@@ -72,7 +75,8 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
 // Run listens on Config.ListenAddr:Port (UDP and TCP, transparent) and
 // serves until ctx ends; it returns after every query being handled has
-// finished. An error binding the listeners is returned at once.
+// finished. An error binding the listeners is returned at once. Run is
+// called once per Proxy.
 func (p *Proxy) Run(ctx context.Context) error {
 	if err := p.c.Validate(); err != nil {
 		return err
@@ -90,6 +94,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 		_ = udp.Close()
 		return fmt.Errorf("listen on tcp %s: %w", addr, err)
 	}
+	rp, err := newReplier()
+	if err != nil {
+		_, _ = udp.Close(), ln.Close()
+		return err
+	}
+	defer rp.Close()
 	p.log.Info("DNS proxy listening", "addr", addr, "deny_response", p.c.DenyResponse,
 		"forward_timeout", p.c.ForwardTimeout, "mark", fmt.Sprintf("%#x", p.c.Mark))
 	closeAll := func() { _ = udp.Close(); _ = ln.Close() }
@@ -97,7 +107,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	wg.Go(func() { p.serveUDP(ctx, &wg, udp) })
+	wg.Go(func() { p.serveUDP(ctx, &wg, udp, rp) })
 	wg.Go(func() { p.serveTCP(ctx, &wg, ln) })
 	close(p.ready)
 	<-ctx.Done()
@@ -120,7 +130,7 @@ func (p *Proxy) acquire() bool {
 
 func (p *Proxy) release() { <-p.inFlight }
 
-func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPConn) {
+func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPConn, rp *replier) {
 	buf := make([]byte, maxUDPSize)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofSockaddrInet4))
 	for {
@@ -144,11 +154,15 @@ func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPC
 		wg.Go(func() {
 			defer p.release()
 			start := time.Now()
-			reply, a := p.handle(ctx, Request{Source: unmap(src), Server: dst, Protocol: UDP}, query, start)
+			reply, a := p.handle(ctx, Request{Source: unmap(src), Server: dst, Protocol: UDP}, query)
 			if reply != nil {
-				if err := p.replyUDP(a.Server, a.Source, reply); err != nil {
+				truncated, err := p.replyUDP(rp, a.Server, a.Source, reply)
+				switch {
+				case err != nil:
 					p.log.Debug("send DNS answer", "proto", UDP, "client", a.Source, "server", a.Server, "err", err)
 					a.Verdict, a.Reason, a.RCode = Error, fmt.Sprintf("send the answer: %v", err), NoResponse
+				case truncated:
+					a.Reason = "answer too big for the path: sent truncated"
 				}
 			}
 			p.finish(a, start)
@@ -156,22 +170,24 @@ func (p *Proxy) serveUDP(ctx context.Context, wg *sync.WaitGroup, conn *net.UDPC
 	}
 }
 
-// replyUDP sends reply to client from server's address, through a
-// transparent socket bound to it (the address is not local).
-func (p *Proxy) replyUDP(server, client netip.AddrPort, reply []byte) error {
-	d := net.Dialer{
-		LocalAddr: net.UDPAddrFromAddrPort(server),
-		Control:   control(transparent(), reuseAddr()),
+// replyUDP sends reply to client from server's address. An answer too
+// big for the path goes as a truncated answer (TC set, no records), which
+// makes the client ask again over TCP.
+func (p *Proxy) replyUDP(rp *replier, server, client netip.AddrPort, reply []byte) (truncated bool, err error) {
+	err = rp.send(server, client, reply)
+	if !errors.Is(err, errTooBig) {
+		return false, err
 	}
-	c, err := d.Dial("udp4", client.String())
-	if err != nil {
-		return fmt.Errorf("open a socket from %s: %w", server, err)
+	var m dns.Msg
+	if uerr := m.Unpack(reply); uerr != nil {
+		return false, err
 	}
-	defer c.Close()
-	if _, err := c.Write(reply); err != nil {
-		return fmt.Errorf("write to %s: %w", client, err)
+	m.Answer, m.Ns, m.Extra, m.Truncated = nil, nil, nil, true
+	tc, perr := m.Pack()
+	if perr != nil {
+		return false, errors.Join(err, perr)
 	}
-	return nil
+	return true, rp.send(server, client, tc)
 }
 
 func (p *Proxy) serveTCP(ctx context.Context, wg *sync.WaitGroup, ln net.Listener) {
@@ -216,7 +232,7 @@ func (p *Proxy) serveTCPConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		start := time.Now()
-		reply, a := p.handle(ctx, Request{Source: src, Server: dst, Protocol: TCP}, query, start)
+		reply, a := p.handle(ctx, Request{Source: src, Server: dst, Protocol: TCP}, query)
 		if reply != nil {
 			if err := writeTCPMsg(c, reply, time.Now().Add(p.c.ForwardTimeout)); err != nil {
 				a.Verdict, a.Reason, a.RCode = Error, fmt.Sprintf("send the answer: %v", err), NoResponse

@@ -38,27 +38,35 @@ const childEnv = "MEMBRANE_DNSPROXY_TEST_NETNS"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "" && os.Geteuid() == 0 {
-		os.Exit(runInNetns())
+		code, err := runInNetns()
+		if err == nil {
+			os.Exit(code)
+		}
+		// The tests that need the namespace say why they cannot run.
+		fmt.Fprintf(os.Stderr, "cannot run the tests in a network namespace of their own: %v\n", err)
 	}
 	os.Exit(m.Run())
 }
 
 // runInNetns re-executes the test binary, with the same arguments, in a new
-// network namespace and returns its exit status.
-func runInNetns() int {
+// network namespace and returns its exit status; an error means it could
+// not start.
+func runInNetns() (int, error) {
 	cmd := exec.Command(os.Args[0], os.Args[1:]...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	if err := cmd.Wait(); err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) && exit.ExitCode() >= 0 {
-			return exit.ExitCode()
+			return exit.ExitCode(), nil
 		}
-		fmt.Fprintf(os.Stderr, "run the tests in a network namespace of their own: %v\n", err)
-		return 2
+		return 2, nil // killed: its output says why
 	}
-	return 0
+	return 0, nil
 }
 
 // requireNetns ends the test unless it runs in the child's own namespace.
@@ -66,7 +74,7 @@ func requireNetns(tb testing.TB) {
 	tb.Helper()
 	testenv.RequireRoot(tb, "creates network namespaces, nftables rules and transparent sockets")
 	if os.Getenv(childEnv) == "" {
-		tb.Fatal("not in the test's own network namespace")
+		testenv.Missing(tb, "needs a network namespace of its own (clone with CLONE_NEWNET failed: see the first line of the output)")
 	}
 	var self, init unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
@@ -310,6 +318,10 @@ var (
 	webIP  = netip.MustParseAddr("192.0.2.20")
 )
 
+// bigRecords is the number of A records of big.example.com: more than a
+// 1500-byte MTU holds.
+const bigRecords = 120
+
 func (w *world) handler(rw dns.ResponseWriter, q *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(q)
@@ -331,6 +343,10 @@ func (w *world) handler(rw dns.ResponseWriter, q *dns.Msg) {
 		// The chain out of order, and a record of another name.
 		m.Answer = append(m.Answer, rr("web.example.net. 120 IN A 192.0.2.20"), rr("www.example.com. 30 IN CNAME web.example.net."),
 			rr("other.example.net. 5 IN A 192.0.2.99"))
+	case name == "big.example.com." && q.Question[0].Qtype == dns.TypeA:
+		for i := range bigRecords {
+			m.Answer = append(m.Answer, rr(fmt.Sprintf("big.example.com. 60 IN A 198.51.100.%d", i+1)))
+		}
 	case name == "denied.example.org.":
 		m.Answer = append(m.Answer, rr("denied.example.org. 60 IN A 192.0.2.66"))
 	case strings.HasSuffix(name, "example.com."):

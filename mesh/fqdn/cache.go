@@ -5,6 +5,11 @@
 // allows a pod the IPs of the names its toFQDNs selectors match; the cache
 // survives agent restarts through Save and Load.
 //
+// Trust is not retroactive: an entry learned before a toFQDNs selector
+// began to apply to its source must not be allowed by that selector until
+// a new answer renews it. Entry.Learned (renewed by every answer holding
+// the IP) is what the agent compares with the time the selector appeared.
+//
 // The cache is pure: no sockets, no datapath; the clock is injected.
 package fqdn
 
