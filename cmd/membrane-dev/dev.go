@@ -68,6 +68,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "Membrane: helm release membrane in kube-system (chart and values in %s)\n", l.HelmDir())
 			}
 			fmt.Fprintf(g.stdout, "  export KUBECONFIG=$(membrane dev kubeconfig --name %s)\n", s.Name)
+			printWorld(g, l)
 			return nil
 		},
 	}
