@@ -347,6 +347,28 @@ done; echo "ok=$ok fail=$fail"`, requests)
 		agentLog, _ := os.ReadFile(filepath.Join(shared.cluster.Layout().LogDir(), "agent-"+worker.Spec.NodeName+".log"))
 		t.Errorf("requests failed during the agent restart (target 0); the agent's log ends:\n%s", tail(string(agentLog), 60))
 	}
+
+	// The learned names come back from the node, not from new answers: after
+	// another restart, with no lookup since, the address is still allowed.
+	expectBody(t, k, worker, w.apiURL, "api api.example.com") // learned now, TTL 30 s
+	apiIPURL := "http://" + w.api.String() + "/"
+	if _, err := localcluster.Restart(t.Context(), log, sharedName, "membrane-agent/"+worker.Spec.NodeName); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "agent healthy after the second restart", func() error {
+		_, err := k.run(t.Context(), "", "get", "--raw", "/api/v1/nodes/"+worker.Spec.NodeName+":9890/proxy/healthz")
+		return err
+	})
+	start := time.Now()
+	for time.Since(start) < 5*time.Second { // several regenerations after the restart
+		if out, err := curlBody(k, worker, apiIPURL); err != nil || !strings.Contains(out, "api") {
+			t.Fatalf("GET %s (no lookup since the restart) %.1fs after it: %v %q: the learned name was not kept", apiIPURL, time.Since(start).Seconds(), err, out)
+		}
+	}
+	agentLog, _ := os.ReadFile(filepath.Join(shared.cluster.Layout().LogDir(), "agent-"+worker.Spec.NodeName+".log"))
+	if loaded := strings.LastIndex(string(agentLog), `msg="name cache loaded"`); loaded < 0 || strings.Contains(string(agentLog[loaded:min(len(agentLog), loaded+300)]), "entries=0") {
+		t.Errorf("the restarted agent loaded no names; its log ends:\n%s", tail(string(agentLog), 30))
+	}
 	cache := k.membrane("fqdn", "cache", "list", "--node", worker.Spec.NodeName)
 	if !strings.Contains(cache, "api.example.com.") {
 		t.Errorf("after the restart the fqdn cache lacks api.example.com.:\n%s", cache)
