@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/netns"
 )
 
 // The DNS-aware policy scenario: a worker pod in default that may reach
@@ -151,6 +155,50 @@ func expectNoAnswer(t *testing.T, k *kube, pod corev1.Pod, url string, timeout t
 	})
 }
 
+// tcpQuery asks server name's A records over TCP from the network
+// namespace nsPath and returns the response code.
+func tcpQuery(nsPath string, server netip.AddrPort, name string) (dnsmessage.RCode, error) {
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 4711, RecursionDesired: true})
+	_ = b.StartQuestions()
+	if err := b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}); err != nil {
+		return 0, err
+	}
+	q, err := b.Finish()
+	if err != nil {
+		return 0, err
+	}
+	var rcode dnsmessage.RCode
+	err = netns.Do(nsPath, func() error {
+		c, err := net.DialTimeout("tcp4", server.String(), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(append([]byte{byte(len(q) >> 8), byte(len(q))}, q...)); err != nil {
+			return err
+		}
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return err
+		}
+		resp := make([]byte, int(l[0])<<8|int(l[1]))
+		if _, err := io.ReadFull(c, resp); err != nil {
+			return err
+		}
+		var m dnsmessage.Message
+		if err := m.Unpack(resp); err != nil {
+			return err
+		}
+		if m.Header.ID != 4711 {
+			return fmt.Errorf("answer ID %d", m.Header.ID)
+		}
+		rcode = m.Header.RCode
+		return nil
+	})
+	return rcode, err
+}
+
 // agentMetric returns the node agent's metrics lines starting with prefix.
 func agentMetric(t *testing.T, k *kube, node, prefix string) []string {
 	t.Helper()
@@ -237,6 +285,21 @@ func TestFQDNPolicy(t *testing.T) {
 			"default/worker", "other.example.com.", "DNS query refused by policy", "REFUSED", "DROPPED")
 		t.Logf("refused: %s", line)
 		expectBody(t, k, worker, w.apiURL, "api api.example.com")
+		// DNS over TCP takes the same way (the pod's resolver uses UDP):
+		// questions from the worker's network namespace to a CoreDNS pod.
+		dnsPod := k.pods("kube-system", "k8s-app=kube-dns")[0]
+		server := netip.AddrPortFrom(netip.MustParseAddr(dnsPod.Status.PodIP), 53)
+		podNS := filepath.Join(shared.cluster.Layout().RunDir(), "netns", worker.Spec.NodeName, string(worker.UID))
+		for _, q := range []struct {
+			name  string
+			rcode dnsmessage.RCode
+		}{{"api.example.com.", dnsmessage.RCodeSuccess}, {"other.example.com.", dnsmessage.RCodeRefused}} {
+			rcode, err := tcpQuery(podNS, server, q.name)
+			if err != nil || rcode != q.rcode {
+				t.Errorf("%s over TCP to %s: %v %v, want %v", q.name, server, rcode, err, q.rcode)
+			}
+		}
+		expectFlow(t, k, []string{"-n", "default", "--protocol", "dns", "--protocol", "tcp"}, "other.example.com.", "REFUSED")
 		if m := agentMetric(t, k, node, `membrane_dns_requests_total{rcode="REFUSED",verdict="DROPPED"}`); len(m) == 0 {
 			t.Errorf("no membrane_dns_requests_total for refused questions on %s", node)
 		} else {
