@@ -221,19 +221,24 @@ func (d *dnsPolicy) run(ctx context.Context) error {
 // connection uses, and the names of pods that are gone; the endpoints'
 // policy follows.
 func (d *dnsPolicy) collect(ctx context.Context) {
-	conns, err := d.eps.dp.DumpConntrack()
-	if err != nil {
-		d.log.Error("read connections for the name cache", "error", err)
-		return
-	}
-	used := map[netip.Addr]bool{}
-	for _, c := range conns {
-		if connLive(c) {
-			used[c.Dst.Addr()] = true
-			used[c.Src.Addr()] = true
+	// The connections are read only when an entry expired.
+	var (
+		used    map[netip.Addr]bool
+		read    bool
+		readErr error
+	)
+	inUse := func(ip netip.Addr) bool {
+		if !read {
+			read = true
+			used, readErr = liveAddrs(d.eps.dp)
+			if readErr != nil {
+				d.log.Error("read connections for the name cache", "error", readErr)
+			}
 		}
+		// Unknown connections: every address counts as used until next time.
+		return readErr != nil || used[ip]
 	}
-	removed := d.cache.Expire(time.Now(), func(ip netip.Addr) bool { return used[ip] })
+	removed := d.cache.Expire(time.Now(), inUse)
 	for _, src := range d.cache.Sources() {
 		if _, ok := d.eps.resultOf(src); !ok && d.eps.synced() {
 			removed = append(removed, d.cache.Forget(src)...)
@@ -247,6 +252,22 @@ func (d *dnsPolicy) collect(ctx context.Context) {
 		d.log.Debug("name expired", "source", e.Source, "name", e.Name, "ip", e.IP)
 	}
 	d.eps.requestRegeneration()
+}
+
+// liveAddrs are the addresses of the connections that still exist.
+func liveAddrs(dp *bpfpolicy.Datapath) (map[netip.Addr]bool, error) {
+	conns, err := dp.DumpConntrack()
+	if err != nil {
+		return nil, err
+	}
+	used := map[netip.Addr]bool{}
+	for _, c := range conns {
+		if connLive(c) {
+			used[c.Dst.Addr()] = true
+			used[c.Src.Addr()] = true
+		}
+	}
+	return used, nil
 }
 
 // connLive reports whether a conntrack entry is a connection that still
