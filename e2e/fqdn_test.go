@@ -229,10 +229,24 @@ func TestFQDNPolicy(t *testing.T) {
 	expectBody(t, k, worker, otherIPURL, "other")
 
 	t.Run("toFQDNs", func(t *testing.T) {
+		// A policy for another name: api.example.com's answers go through
+		// the proxy but teach nothing, and its address is dropped.
+		k.must(workerPolicy(`[{matchName: other.example.com}]`, `[{matchPattern: "*"}]`), "apply", "-f", "-")
+		waitValid(t, k, "default", "worker", "True", "")
+		expectNoAnswer(t, k, worker, w.apiURL, policyTimeout)
+		// Now for api.example.com: the answers from before do not count;
+		// the address is dropped until a new answer arrives.
 		k.must(workerPolicy(`[{matchName: api.example.com}]`, `[{matchPattern: "*"}]`), "apply", "-f", "-")
 		waitValid(t, k, "default", "worker", "True", "")
-		// No DNS answer for the address yet: dropped, and observe says why.
-		expectNoAnswer(t, k, worker, apiIPURL, policyTimeout)
+		eventually(t, policyTimeout, "the worker's policy selects api.example.com on its node", func() error {
+			if out := k.membrane("policy", "get", "-n", "default", worker.Name); !strings.Contains(out, "toFQDNs: matchName: api.example.com") {
+				return fmt.Errorf("membrane policy get:\n%s", out)
+			}
+			return nil
+		})
+		if out, err := curlBody(k, worker, apiIPURL); err == nil {
+			t.Errorf("GET %s answered %q before any answer under the policy: answers from before it were trusted", apiIPURL, out)
+		}
 		line := expectFlow(t, k, []string{"-n", "default", "--verdict", "DROPPED"}, "default/worker", w.api.String()+":80", "Policy denied", "DROPPED")
 		t.Logf("drop before the lookup: %s", line)
 		// Through the name: allowed.
