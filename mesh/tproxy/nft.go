@@ -65,7 +65,6 @@ func deleteTable() (deleted bool, err error) {
 //	meta l4proto tcp socket transparent 1 meta mark set mark & ~MarkMask | LocalMark
 //	meta mark ToProxyMark meta l4proto tcp tproxy ip to ListenAddr:Port meta mark set LocalMark
 //	(the same for each Extra listener and each of its protocols)
-//	meta mark <Extra listener's ToProxyMark> drop   (its proxy is not there)
 //
 // The first routes replies for the proxy's transparent upstream sockets
 // (bound to addresses that are not local) to the local table; the second
@@ -103,18 +102,6 @@ func ruleExprs(c Config) [][]expr.Any {
 		if l.UDP {
 			out = append(out, toProxyExprs(c, l.ToProxyMark, unix.IPPROTO_UDP, l.Port))
 		}
-	}
-	// A packet for an extra listener that found no socket still has its
-	// to-proxy mark (tproxy ends the rule without one): its proxy is not
-	// there, e.g. restarting. It is dropped, so the client retries, instead
-	// of being delivered locally, where it would get a port unreachable or
-	// a reset.
-	for _, l := range c.Extra {
-		out = append(out, []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(l.ToProxyMark)},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		})
 	}
 	return out
 }
