@@ -68,21 +68,28 @@ func newDNSPolicy(log *slog.Logger, cfg Config, eps *endpoints, flows *flow.Stor
 	return d, nil
 }
 
-// names is the resolver's input: every name the node's pods learned, with
-// its addresses (IPv4 only: the datapath's).
+// names is the resolver's input: every address the node's pods learned
+// (IPv4 only: the datapath's), by name and time learned.
 func (d *dnsPolicy) names() []policy.LearnedName {
-	byName := map[string][]netip.Addr{}
+	type key struct {
+		name    string
+		learned time.Time
+	}
+	byKey := map[key][]netip.Addr{}
 	for _, e := range d.cache.Snapshot() {
 		if e.IP.Is4() {
-			byName[e.Name] = append(byName[e.Name], e.IP)
+			k := key{e.Name, e.Learned}
+			byKey[k] = append(byKey[k], e.IP)
 		}
 	}
-	out := make([]policy.LearnedName, 0, len(byName))
-	for name, ips := range byName {
+	out := make([]policy.LearnedName, 0, len(byKey))
+	for k, ips := range byKey {
 		slices.SortFunc(ips, netip.Addr.Compare)
-		out = append(out, policy.LearnedName{Name: name, IPs: slices.Compact(ips)})
+		out = append(out, policy.LearnedName{Name: k.name, IPs: slices.Compact(ips), Learned: k.learned})
 	}
-	slices.SortFunc(out, func(a, b policy.LearnedName) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b policy.LearnedName) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), a.Learned.Compare(b.Learned))
+	})
 	return out
 }
 
@@ -158,9 +165,16 @@ func (d *dnsPolicy) Learned(ctx context.Context, a dnsproxy.Answer) error {
 	if len(ips) == 0 {
 		return nil
 	}
+	// An address learned before a selector appeared is trusted by it from
+	// this answer on (see policy.LearnedName): that too needs programming.
+	renewsOld := false
+	added := d.eps.selectorAdded.Load()
+	for _, e := range d.cache.Lookup(src, a.Name) {
+		renewsOld = renewsOld || e.Learned.UnixNano() < added
+	}
 	ch := d.cache.Update(src, a.Name, ips, a.TTL)
 	d.dirty.Store(true)
-	if len(ch.Added) == 0 && len(ch.Evicted) == 0 {
+	if len(ch.Added) == 0 && len(ch.Evicted) == 0 && !renewsOld {
 		return nil
 	}
 	if err := d.eps.regenerateNow(ctx); err != nil {

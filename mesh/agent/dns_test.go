@@ -145,3 +145,31 @@ func TestConnLive(t *testing.T) {
 		}
 	}
 }
+
+func TestSelectorsSince(t *testing.T) {
+	pol := func(sels ...policy.FQDN) []policy.Policy {
+		return []policy.Policy{{Name: "p", Rules: []policy.Rule{{Egress: []policy.PeerRule{{FQDNs: sels}}}}}}
+	}
+	api, other := policy.FQDN{MatchName: "api.example.com"}, policy.FQDN{MatchPattern: "*.example.org"}
+	key := func(f policy.FQDN) string { return policy.SinceKey(pol()[0], f) }
+	t0, t1, t2 := time.Unix(100, 0), time.Unix(200, 0), time.Unix(300, 0)
+	// The first regeneration (an agent start): trusted with what was learned before.
+	since := selectorsSince(nil, pol(api), t0)
+	if got, ok := since[key(api)]; !ok || !got.IsZero() {
+		t.Fatalf("first: %v, want the zero time for %s", since, api)
+	}
+	// A selector appearing later: from then on.
+	since = selectorsSince(since, pol(api, other), t1)
+	if !since[key(api)].IsZero() || !since[key(other)].Equal(t1) {
+		t.Fatalf("second: %v, want %s zero and %s at %v", since, api, other, t1)
+	}
+	// Gone, then back: a new time.
+	since = selectorsSince(since, pol(other), t2)
+	if _, ok := since[key(api)]; ok {
+		t.Fatalf("third: %v still has %s", since, api)
+	}
+	since = selectorsSince(since, pol(api, other), t2.Add(time.Second))
+	if !since[key(api)].Equal(t2.Add(time.Second)) || !since[key(other)].Equal(t1) {
+		t.Fatalf("fourth: %v", since)
+	}
+}

@@ -50,6 +50,13 @@ type endpoints struct {
 	// it learned (nil: none).
 	dnsProxyPort uint16
 	names        func() []policy.LearnedName
+	// fqdnSince is when each toFQDNs selector appeared (see
+	// policy.IdentitySet.FQDNSince); those of the first regeneration are
+	// trusted with what the node learned before (an agent restart).
+	fqdnSince map[string]time.Time
+	// selectorAdded is when a toFQDNs selector last appeared (UnixNano):
+	// addresses learned before need a regeneration when renewed.
+	selectorAdded atomic.Int64
 	// requests ask the regeneration loop for a regeneration and wait for
 	// it (see regenerateNow).
 	requests chan chan struct{}
@@ -214,6 +221,14 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	ids := policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}
 	if e.names != nil {
 		ids.Names = e.names()
+		e.fqdnSince = selectorsSince(e.fqdnSince, st.Policies, start)
+		ids.FQDNSince = e.fqdnSince
+		for _, t := range e.fqdnSince {
+			if t.Equal(start) {
+				e.selectorAdded.Store(start.UnixNano())
+				break
+			}
+		}
 	}
 	res := policy.New(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort})
 	e.cidrs = res.CIDRIdentities()
@@ -321,6 +336,31 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	enr := enricher(st)
 	e.enrich.Store(&enr)
 	return errors.Join(errs...)
+}
+
+// selectorsSince returns when each toFQDNs selector of policies appeared:
+// as in since, or now for a new one; every selector gets the zero time on
+// the first call (since nil), selectors no policy has any more are dropped.
+func selectorsSince(since map[string]time.Time, policies []policy.Policy, now time.Time) map[string]time.Time {
+	first := since == nil
+	out := map[string]time.Time{}
+	for _, p := range policies {
+		for _, r := range p.Rules {
+			for _, pr := range r.Egress {
+				for _, f := range pr.FQDNs {
+					k := policy.SinceKey(p, f)
+					if t, ok := since[k]; ok {
+						out[k] = t
+					} else if !first {
+						out[k] = now
+					} else {
+						out[k] = time.Time{}
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // enricher describes every pod and node address for flows.

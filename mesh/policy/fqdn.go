@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/membrane-mesh/membrane/mesh/fqdn/matchpattern"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -24,10 +25,28 @@ import (
 // the rule's names or patterns matches it (Result.DNS).
 
 // LearnedName is a DNS name and the IPv4 addresses the DNS proxy learned
-// for it that are still valid.
+// for it that are still valid. A name may come in several entries with
+// different Learned times.
 type LearnedName struct {
 	Name string       `json:"name"`
 	IPs  []netip.Addr `json:"ips"`
+	// Learned is when the last answer holding IPs arrived; zero: always
+	// trusted.
+	Learned time.Time `json:"learned,omitzero"`
+}
+
+// Trust is not retroactive: a policy's toFQDNs selector admits a learned
+// name only if the answer arrived at or after the time the selector
+// appeared in that policy on the node (IdentitySet.FQDNSince, by
+// SinceKey; no time: always). An address the pods looked up before a
+// policy selected its name is allowed once a new answer brings it.
+
+// SinceKey is the key of IdentitySet.FQDNSince for selector f of policy p.
+func SinceKey(p Policy, f FQDN) string { return p.String() + ": " + f.String() }
+
+// admits reports whether selector m (appeared at since) trusts n.
+func admits(m matchpattern.Matcher, since time.Time, n LearnedName) bool {
+	return !n.Learned.Before(since) && m.Match(n.Name)
 }
 
 // DNSRule lets questions on a redirected DNS port through: from the
@@ -73,31 +92,33 @@ func (f FQDN) Matcher() (matchpattern.Matcher, error) {
 	return matchpattern.Compile(f.MatchPattern)
 }
 
-// fqdnPrefixes returns the /32 of every learned address whose name a
-// toFQDNs selector of policies matches.
-func fqdnPrefixes(policies []Policy, names []LearnedName) []netip.Prefix {
-	var sels []FQDN
+// fqdnPrefixes returns the /32 of every learned address a toFQDNs
+// selector of policies admits.
+func fqdnPrefixes(policies []Policy, names []LearnedName, since map[string]time.Time) []netip.Prefix {
+	type selector struct {
+		m     matchpattern.Matcher
+		since time.Time
+	}
+	var ms []selector
 	for _, p := range policies {
 		for _, rule := range p.Rules {
 			for _, list := range [][]PeerRule{rule.Egress, rule.EgressDeny} {
 				for _, pr := range list {
-					sels = append(sels, pr.FQDNs...)
+					for _, s := range pr.FQDNs {
+						if m, err := s.Matcher(); err == nil {
+							ms = append(ms, selector{m, since[SinceKey(p, s)]})
+						}
+					}
 				}
 			}
 		}
 	}
-	if len(sels) == 0 {
+	if len(ms) == 0 {
 		return nil
-	}
-	var ms []matchpattern.Matcher
-	for _, s := range sels {
-		if m, err := s.Matcher(); err == nil {
-			ms = append(ms, m)
-		}
 	}
 	var out []netip.Prefix
 	for _, n := range names {
-		if !slices.ContainsFunc(ms, func(m matchpattern.Matcher) bool { return m.Match(n.Name) }) {
+		if !slices.ContainsFunc(ms, func(s selector) bool { return admits(s.m, s.since, n) }) {
 			continue
 		}
 		for _, ip := range n.IPs {
@@ -111,7 +132,7 @@ func fqdnPrefixes(policies []Policy, names []LearnedName) []netip.Prefix {
 
 // fqdnPeers resolves a rule's toFQDNs selectors to the CIDR identities of
 // the addresses learned for the names they match.
-func (r *Resolver) fqdnPeers(sels []FQDN) ([]identity.ID, []error) {
+func (r *Resolver) fqdnPeers(p Policy, sels []FQDN) ([]identity.ID, []error) {
 	var ids []identity.ID
 	var problems []error
 	for i, s := range sels {
@@ -120,8 +141,9 @@ func (r *Resolver) fqdnPeers(sels []FQDN) ([]identity.ID, []error) {
 			problems = append(problems, fmt.Errorf("toFQDNs[%d]: %w (matches no peer)", i, err))
 			continue
 		}
+		since := r.fqdnSince[SinceKey(p, s)]
 		for _, n := range r.names {
-			if !m.Match(n.Name) {
+			if !admits(m, since, n) {
 				continue
 			}
 			for _, ip := range n.IPs {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/membrane-mesh/membrane/mesh/identity"
 )
@@ -21,6 +22,7 @@ type Resolver struct {
 	cidrs []CIDRIdentity
 	// names are the learned DNS names, cidrByPrefix the CIDR identities.
 	names        []LearnedName
+	fqdnSince    map[string]time.Time
 	cidrByPrefix map[netip.Prefix]identity.ID
 	rules        []compiledRule
 	problems     []error
@@ -53,7 +55,7 @@ func Resolve(ep Endpoint, policies []Policy, ids IdentitySet, cfg Config) Result
 // identities, even those selecting no endpoint of the node, so all Results
 // agree on them.
 func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
-	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities), names: slices.Clone(ids.Names)}
+	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities), names: slices.Clone(ids.Names), fqdnSince: ids.FQDNSince}
 	slices.SortFunc(r.ids, func(a, b Identity) int { return cmp.Compare(a.ID, b.ID) })
 
 	var prefixes []netip.Prefix
@@ -69,7 +71,7 @@ func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 			}
 		}
 	}
-	prefixes = append(prefixes, fqdnPrefixes(policies, ids.Names)...)
+	prefixes = append(prefixes, fqdnPrefixes(policies, ids.Names, ids.FQDNSince)...)
 	r.cidrs = allocateCIDRs(prefixes, ids.CIDRs)
 	r.cidrByPrefix = make(map[netip.Prefix]identity.ID, len(r.cidrs))
 	for _, c := range r.cidrs {
@@ -119,7 +121,7 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 	} {
 		for j, pr := range l.list {
 			o := fmt.Sprintf("%s %s[%d]", origin, l.name, j)
-			peers, problems := r.peers(p.Namespace, pr)
+			peers, problems := r.peers(p, pr)
 			for _, err := range problems {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
 			}
@@ -147,7 +149,8 @@ func reservedInCluster() []identity.ID {
 }
 
 // peers resolves a peer rule's peers to identities.
-func (r *Resolver) peers(namespace string, pr PeerRule) ([]identity.ID, []error) {
+func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
+	namespace := p.Namespace
 	var ids []identity.ID
 	var problems []error
 	for i, s := range pr.Endpoints {
@@ -202,7 +205,7 @@ func (r *Resolver) peers(namespace string, pr PeerRule) ([]identity.ID, []error)
 		}
 		ids = append(ids, cidrPeers(c, r.cidrs)...)
 	}
-	fq, fqProblems := r.fqdnPeers(pr.FQDNs)
+	fq, fqProblems := r.fqdnPeers(p, pr.FQDNs)
 	ids = append(ids, fq...)
 	problems = append(problems, fqProblems...)
 	slices.Sort(ids)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/membrane-mesh/membrane/mesh/model"
 
@@ -191,6 +192,10 @@ type IdentitySet struct {
 	// Names are what the DNS proxy learned: toFQDNs selectors match the
 	// addresses of the names they select.
 	Names []LearnedName `json:"names,omitempty"`
+	// FQDNSince is when each policy's toFQDNs selector (by SinceKey)
+	// appeared on the node: it admits only names learned since (see
+	// LearnedName).
+	FQDNSince map[string]time.Time `json:"fqdnSince,omitempty"`
 }
 
 // Config is the node's configuration of the resolver.
