@@ -58,6 +58,27 @@ func (w fqdnWorld) setRecord(t *testing.T, name string, ttl uint32, ips ...netip
 	})
 }
 
+// fqdnPod starts a curl pod name (label app=name) in default on node.
+func fqdnPod(t *testing.T, k *kube, name, node string) corev1.Pod {
+	t.Helper()
+	k.must(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %[1]s, namespace: default, labels: {app: %[1]s}}
+spec:
+  nodeName: %[2]s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: curl
+    image: curlimages/curl:8.5.0
+    command: [sleep, "3600"]
+`, name, node), "apply", "-f", "-")
+	t.Cleanup(func() {
+		k.must("", "-n", "default", "delete", "pod/"+name, "membranenetworkpolicy/"+name, "--ignore-not-found", "--wait=false")
+	})
+	k.must("", "-n", "default", "wait", "--for=condition=Ready", "pod/"+name, "--timeout=90s")
+	return getPod(t, k, "default", name)
+}
+
 // fqdnWorker starts the worker pod (curl, busybox nslookup) and a backend
 // Service in default, on the first node.
 func fqdnWorker(t *testing.T, k *kube) corev1.Pod {
@@ -234,8 +255,17 @@ func TestFQDNPolicy(t *testing.T) {
 		k.must(workerPolicy(`[{matchName: other.example.com}]`, `[{matchPattern: "*"}]`), "apply", "-f", "-")
 		waitValid(t, k, "default", "worker", "True", "")
 		expectNoAnswer(t, k, worker, w.apiURL, policyTimeout)
-		// Now for api.example.com: the answers from before do not count;
-		// the address is dropped until a new answer arrives.
+		// Another pod on the node, whose own policy selects api.example.com,
+		// learns its address.
+		learner := fqdnPod(t, k, "learner", worker.Spec.NodeName)
+		k.must(strings.NewReplacer("name: worker", "name: learner", "app: worker", "app: learner").Replace(
+			workerPolicy(`[{matchName: api.example.com}]`, `[{matchPattern: "*"}]`)), "apply", "-f", "-")
+		waitValid(t, k, "default", "learner", "True", "")
+		expectBody(t, k, learner, w.apiURL, "api api.example.com")
+		// Now the worker's policy selects api.example.com: the answers from
+		// before it (the worker's, through the other policy, and the
+		// learner's) do not count; the address is dropped until a new
+		// answer arrives.
 		k.must(workerPolicy(`[{matchName: api.example.com}]`, `[{matchPattern: "*"}]`), "apply", "-f", "-")
 		waitValid(t, k, "default", "worker", "True", "")
 		eventually(t, policyTimeout, "the worker's policy selects api.example.com on its node", func() error {
