@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -99,6 +100,25 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.APISocket, "api-socket", "", "unix socket serving the agent API to root on the node, without authentication (0600 in a 0700 directory; empty: none)")
 	fs.StringVar(&cfg.APIClientCA, "api-client-ca", "", "CA bundle verifying agent API client certificates, PEM (empty: the cluster's, from configmap kube-system/extension-apiserver-authentication)")
 	proxyPort = fs.Uint("proxy-port", 15001, "port of the node Envoy's transparent listener for L7-policed connections (0: no L7 policy)")
+	cfg.DNSProxyPort = agent.DefaultDNSProxyPort
+	fs.Func("tofqdns-proxy-port", fmt.Sprintf("port of the DNS proxy, UDP and TCP, for pods with DNS rules (0: no DNS-aware policy; default %d)", agent.DefaultDNSProxyPort), func(v string) error {
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return fmt.Errorf("not a port: %w", err)
+		}
+		cfg.DNSProxyPort = uint16(p)
+		return nil
+	})
+	fs.Func("tofqdns-min-ttl", "shortest time, in seconds, an address learned from a DNS answer stays allowed, whatever the record's TTL (default 0: the TTL)", func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return fmt.Errorf("not a number of seconds: %w", err)
+		}
+		cfg.FQDNMinTTL = time.Duration(n) * time.Second
+		return nil
+	})
+	fs.StringVar(&cfg.DNSDenyResponse, "tofqdns-deny-response", "refused", "answer to a DNS question the DNS rules refuse: refused (REFUSED) or drop (none)")
+	fs.StringVar(&cfg.FQDNStateFile, "tofqdns-state-file", "", "file keeping the learned DNS names across restarts (empty: fqdn-names.json in --state-dir)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
 	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
 	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")

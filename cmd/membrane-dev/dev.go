@@ -20,7 +20,8 @@ func newDevCommand(g *globals) *cobra.Command {
 	}
 	setUpRoot(dev, g)
 	dev.AddCommand(newDevUpCommand(g), newDevDownCommand(g), newDevStatusCommand(g),
-		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g))
+		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g),
+		newDevWorldHostCommand(g))
 	return dev
 }
 
@@ -71,6 +72,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "Membrane: helm release membrane in kube-system (chart and values in %s)\n", l.HelmDir())
 			}
 			fmt.Fprintf(g.stdout, "  export KUBECONFIG=$(membrane dev kubeconfig --name %s)\n", s.Name)
+			printWorld(g, l)
 			return nil
 		},
 	}

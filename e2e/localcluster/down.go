@@ -80,6 +80,7 @@ func down(ctx context.Context, log *slog.Logger, name string, keepLogs bool) err
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, removeWorld(l)...)
 	if err := netns.Remove(l.ControlPlaneNetns()); err != nil {
 		errs = append(errs, err)
 	}

@@ -184,7 +184,7 @@ func waitMembrane(ctx context.Context, log *slog.Logger, o Options, s *State, c 
 	}
 	log.Info("installing cluster DNS", "cluster", s.Name)
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
-	if err := kubectl(ctx, o, s, strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns), "apply", "--server-side", "-f", "-"); err != nil {
+	if err := kubectl(ctx, o, s, corednsYAML(s, dns), "apply", "--server-side", "-f", "-"); err != nil {
 		return err
 	}
 	return waitAvailable(ctx, c, s, workload{"deployment", "kube-system", corednsDeployment})

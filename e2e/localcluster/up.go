@@ -134,6 +134,9 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 			return err
 		}
 	}
+	if err := createWorld(o, s); err != nil {
+		return err
+	}
 	cgDir := l.CgroupDir(s.CgroupRoot)
 	cpCgroup := filepath.Join(cgDir, "control-plane")
 	if err := os.MkdirAll(cpCgroup, 0o755); err != nil {

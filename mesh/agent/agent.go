@@ -37,6 +37,7 @@ type Agent struct {
 	lb    *lb.Reconciler
 	eps   *endpoints    // the policy datapath's endpoints
 	proxy *proxy        // nil without an L7 proxy
+	dns   *dnsPolicy    // nil without a DNS proxy
 	enc   *encryption   // nil with encryption off
 	ready chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
@@ -110,6 +111,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.eps.proxy, a.eps.proxyPort = a.proxy, a.cfg.ProxyPort
 	}
 
+	if a.cfg.DNSProxyPort != 0 {
+		a.dns, err = newDNSPolicy(a.log.With("component", "dns-proxy"), a.cfg, a.eps, a.flows, a.policyReady)
+		if err != nil {
+			return err
+		}
+		a.eps.dnsProxyPort, a.eps.names = a.cfg.DNSProxyPort, a.dns.names
+		a.reg.MustRegister(a.dns.proxy.Collector())
+	}
+	if err := installTProxy(ctx, a.log.With("component", "tproxy"), a.cfg); err != nil {
+		return err
+	}
+
 	if a.cfg.EnableEncryption {
 		a.enc, err = newEncryption(a.log.With("component", "wireguard"), a.cfg, a.client, informers,
 			newEncryptionMetrics(a.reg), func() { a.metrics.skipped.WithLabelValues("WireGuardPeer").Inc() })
@@ -127,7 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(7)
+	wg.Add(8)
 	go func() {
 		defer wg.Done()
 		if err := api.run(ctx); err != nil {
@@ -162,6 +175,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		if err := a.proxy.run(ctx); err != nil {
 			errc <- fmt.Errorf("L7 proxy: %w", err)
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if a.dns == nil {
+			return
+		}
+		// The proxy listens at once (questions wait for the endpoints'
+		// first regeneration, see dnsPolicy.wait): a restart loses as few
+		// questions as possible.
+		if err := a.dns.run(ctx); err != nil {
+			errc <- err
 			cancel()
 		}
 	}()

@@ -49,7 +49,8 @@ func (c Config) ValidateCleanup() error {
 // there, in the network namespace of the calling thread: the L7 proxy
 // plumbing, the policy programs on pod interfaces, the socket load
 // balancer on the cgroup, every pinned map and link and the pin directory,
-// the WireGuard device with its routing and key, and the agent's API socket
+// the WireGuard device with its routing and key, the learned DNS names, and
+// the agent's API socket
 // and state directory when they are left empty. With a client it also
 // withdraws the agent's annotations from the Node (best effort: a failure
 // is logged, not returned). It logs one line per object it removes, removes
@@ -84,6 +85,9 @@ func Cleanup(ctx context.Context, log *slog.Logger, cfg Config, client kubernete
 	if cfg.APISocket != "" {
 		step("remove API socket", removeStaleSocket(log, cfg.APISocket))
 		step("remove API socket directory", removeEmptyDir(log, filepath.Dir(cfg.APISocket)))
+	}
+	if f := cfg.fqdnStateFile(); filepath.IsAbs(f) {
+		step("remove the learned DNS names", removeFile(log, f))
 	}
 	if cfg.StateDir != "" {
 		step("remove state directory", removeEmptyDir(log, cfg.StateDir))
@@ -130,6 +134,17 @@ func removeStaleSocket(log *slog.Logger, path string) error {
 }
 
 // removeEmptyDir removes dir if it exists and is empty.
+// removeFile removes the file at path; a missing one is fine.
+func removeFile(log *slog.Logger, path string) error {
+	if err := os.Remove(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	log.Info("removed file", "file", path)
+	return nil
+}
+
 func removeEmptyDir(log *slog.Logger, dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {

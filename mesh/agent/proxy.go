@@ -63,13 +63,28 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 	return p
 }
 
-// run installs the TPROXY plumbing and serves Envoy until ctx is done.
-func (p *proxy) run(ctx context.Context) error {
-	tc := tproxy.NewConfig(p.cfg.ProxyPort)
-	tc.ToProxyMark = bpfpolicy.ToProxyMark(p.cfg.ProxyPort)
-	if err := tproxy.Install(ctx, p.log, tc); err != nil {
-		return fmt.Errorf("install the proxy's tproxy rules: %w", err)
+// installTProxy installs the TPROXY plumbing of the node's proxies: the
+// L7 proxy's listener (TCP) and the DNS proxy's (UDP and TCP).
+func installTProxy(ctx context.Context, log *slog.Logger, cfg Config) error {
+	if cfg.ProxyPort == 0 && cfg.DNSProxyPort == 0 {
+		return nil
 	}
+	tc := tproxy.NewConfig(cfg.ProxyPort)
+	tc.ToProxyMark = 0
+	if cfg.ProxyPort != 0 {
+		tc.ToProxyMark = bpfpolicy.ToProxyMark(cfg.ProxyPort)
+	}
+	if cfg.DNSProxyPort != 0 {
+		tc.Extra = []tproxy.Listener{{Port: cfg.DNSProxyPort, ToProxyMark: bpfpolicy.ToProxyMark(cfg.DNSProxyPort), TCP: true, UDP: true}}
+	}
+	if err := tproxy.Install(ctx, log, tc); err != nil {
+		return fmt.Errorf("install the proxies' tproxy rules: %w", err)
+	}
+	return nil
+}
+
+// run serves Envoy until ctx is done.
+func (p *proxy) run(ctx context.Context) error {
 	lis, err := net.Listen("tcp", p.cfg.XDSAddr)
 	if err != nil {
 		return fmt.Errorf("listen on --xds-addr %s: %w", p.cfg.XDSAddr, err)

@@ -187,3 +187,28 @@ type RotateResult struct {
 	PreviousFingerprint  string `json:"previousFingerprint"`
 	PublicKeyFingerprint string `json:"publicKeyFingerprint"`
 }
+
+// FQDNCacheList is the answer of PathFQDNCache: what the node's DNS proxy
+// learned, per pod.
+type FQDNCacheList struct {
+	Node string `json:"node"`
+	// Enabled is false when the node runs no DNS proxy.
+	Enabled bool         `json:"enabled"`
+	Entries []FQDNRecord `json:"entries"`
+}
+
+// FQDNRecord is one address a pod learned for a name.
+type FQDNRecord struct {
+	// Source is the pod that asked.
+	Source    netip.Addr `json:"source"`
+	Namespace string     `json:"namespace,omitempty"`
+	Pod       string     `json:"pod,omitempty"`
+	// Name is canonical (lower case, trailing dot).
+	Name    string     `json:"name"`
+	IP      netip.Addr `json:"ip"`
+	Learned time.Time  `json:"learned"`
+	Expires time.Time  `json:"expires"`
+	// TTLSeconds is the time left until Expires when listed (0: expired,
+	// kept while a connection uses the address).
+	TTLSeconds int64 `json:"ttlSeconds"`
+}

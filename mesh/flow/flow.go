@@ -190,6 +190,24 @@ type L7 struct {
 	// Latency is the time between request and response (responses only).
 	Latency time.Duration `json:"latencyNs,omitempty"`
 	HTTP    *HTTP         `json:"http,omitempty"`
+	DNS     *DNS          `json:"dns,omitempty"`
+}
+
+// DNS is a DNS question and what became of it (Hubble's flow.DNS).
+type DNS struct {
+	// Query is the name asked, with the trailing dot.
+	Query string `json:"query"`
+	// QTypes are the question's types, e.g. "A".
+	QTypes []string `json:"qtypes,omitempty"`
+	// RCode is the response code the client got, e.g. "NOERROR",
+	// "REFUSED"; "NONE" when it got no response.
+	RCode string `json:"rcode"`
+	// IPs are the addresses of the answer.
+	IPs []netip.Addr `json:"ips,omitempty"`
+	// TTL is the answer's smallest TTL in seconds.
+	TTL uint32 `json:"ttl,omitempty"`
+	// ObservationSource is who saw it: "proxy" (the node's DNS proxy).
+	ObservationSource string `json:"observationSource,omitempty"`
 }
 
 // HTTP is an HTTP request or response.
