@@ -38,6 +38,10 @@ type Agent struct {
 	eps   *endpoints    // the policy datapath's endpoints
 	proxy *proxy        // nil without an L7 proxy
 	enc   *encryption   // nil with encryption off
+	// mesh watches remote clusters (nil without a cluster id); meshRoutes
+	// owns the routes to their pods.
+	mesh       *k8s.Mesh
+	meshRoutes *meshRoutes
 	ready chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
 	apiPublished atomic.Bool
@@ -92,6 +96,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
+	a.startClusterMesh(src)
+
 	pdp, err := bpfpolicy.Load(ctx, a.log.With("component", "policy-datapath"), bpfpolicy.Options{PinDir: a.cfg.BPFPinDir})
 	if err != nil {
 		return err
@@ -125,9 +131,19 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.annotationEvents(ctx, src)
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(7)
+	wg.Add(8)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-informers.Synced():
+		case <-ctx.Done():
+			return
+		}
+		a.runClusterMesh(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := api.run(ctx); err != nil {

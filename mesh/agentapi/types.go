@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/lb"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
@@ -186,4 +187,10 @@ type RotateResult struct {
 	Node                 string `json:"node"`
 	PreviousFingerprint  string `json:"previousFingerprint"`
 	PublicKeyFingerprint string `json:"publicKeyFingerprint"`
+}
+
+// ClusterMeshStatus is the answer of PathClusterMesh.
+type ClusterMeshStatus struct {
+	Node   string             `json:"node"`
+	Status clustermesh.Status `json:"status"`
 }
