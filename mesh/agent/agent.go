@@ -35,14 +35,14 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
-	eps   *endpoints    // the policy datapath's endpoints
-	proxy *proxy        // nil without an L7 proxy
-	enc   *encryption   // nil with encryption off
+	eps   *endpoints  // the policy datapath's endpoints
+	proxy *proxy      // nil without an L7 proxy
+	enc   *encryption // nil with encryption off
 	// mesh watches remote clusters (nil without a cluster id); meshRoutes
 	// owns the routes to their pods.
 	mesh       *k8s.Mesh
 	meshRoutes *meshRoutes
-	ready chan struct{} // closed once the first full sync is programmed
+	ready      chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
 	apiPublished atomic.Bool
 	// policyReady is closed once every local endpoint's policy is programmed.

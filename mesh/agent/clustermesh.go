@@ -12,11 +12,11 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
-	"golang.org/x/sys/unix"
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
@@ -31,13 +31,16 @@ const meshRouteProtocol netlink.RouteProtocol = 0xb7
 // validateClusterMesh checks the cluster-mesh flags.
 func (c Config) validateClusterMesh() []error {
 	var errs []error
-	if err := clustermesh.ValidateName(c.ClusterName); err != nil {
-		errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
-	}
 	if c.ClusterID < 0 || c.ClusterID > clustermesh.MaxID {
 		errs = append(errs, fmt.Errorf("--cluster-id %d: must be 0 (no cluster mesh) to %d", c.ClusterID, clustermesh.MaxID))
 	}
-	if ns, name, ok := strings.Cut(c.ClusterMeshSecret, "/"); !ok || ns == "" || name == "" {
+	if c.ClusterName == "" && c.ClusterID == 0 {
+		return errs // not in a mesh
+	}
+	if err := clustermesh.ValidateName(c.ClusterName); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
+	}
+	if ns, name, ok := strings.Cut(c.ClusterMeshSecret, "/"); c.ClusterID > 0 && !ok || ns == "" || name == "" {
 		errs = append(errs, fmt.Errorf("--clustermesh-secret %q: must be NAMESPACE/NAME", c.ClusterMeshSecret))
 	}
 	if c.ClusterMeshCacheTTL < 0 {
