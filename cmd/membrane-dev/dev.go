@@ -20,7 +20,8 @@ func newDevCommand(g *globals) *cobra.Command {
 	}
 	setUpRoot(dev, g)
 	dev.AddCommand(newDevUpCommand(g), newDevDownCommand(g), newDevStatusCommand(g),
-		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g))
+		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g),
+		newDevLinkCommand(g, false), newDevLinkCommand(g, true))
 	return dev
 }
 
@@ -80,6 +81,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.BoolVar(&o.NoAgent, "no-agent", false, "start no membrane-agent (and so no Service translation or cluster DNS)")
 	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off)")
 	f.StringVar(&o.Install, "install", localcluster.InstallProcesses, "how Membrane is installed: helm (the chart, with the pinned helm) or processes (agents and operator as host processes)")
+	f.IntVar(&o.ClusterID, "cluster-id", 0, "id of the cluster in a cluster mesh, 1-255 (the chart's cluster.id; cluster.name is --name); needs --install helm")
 	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable; --install helm only)")
 	return cmd
 }

@@ -75,6 +75,9 @@ func clusterValues(o Options, s *State) ([]byte, error) {
 			"identityGCInterval": "5s",
 		},
 	}
+	if o.ClusterID != 0 {
+		v["cluster"] = map[string]any{"name": s.Name, "id": o.ClusterID}
+	}
 	if o.Encryption != "" {
 		v["encryption"] = map[string]any{"enabled": true, "type": o.Encryption}
 	}

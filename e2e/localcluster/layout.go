@@ -64,6 +64,9 @@ type Options struct {
 	// Install is how Membrane gets onto the cluster: InstallProcesses
 	// (the default when empty) or InstallHelm.
 	Install string
+	// ClusterID is the cluster's id in a cluster mesh (1-255; 0: none),
+	// the chart's cluster.id beside cluster.name = Name.
+	ClusterID int
 	// HelmSet are values for the chart over the local cluster's, as
 	// `helm --set` takes them (key=value); only with InstallHelm.
 	HelmSet []string
@@ -107,6 +110,12 @@ func (o Options) Validate() error {
 		}
 	default:
 		return fmt.Errorf("--install %q: must be %s or %s", o.Install, InstallProcesses, InstallHelm)
+	}
+	if o.ClusterID < 0 || o.ClusterID > 255 {
+		return fmt.Errorf("--cluster-id %d: must be 1 to 255 (0: no cluster mesh)", o.ClusterID)
+	}
+	if o.ClusterID != 0 && o.Install != InstallHelm {
+		return fmt.Errorf("--cluster-id %d: needs --install %s (the chart records the cluster's name and id)", o.ClusterID, InstallHelm)
 	}
 	if o.ToolsDir == "" || o.BinDir == "" {
 		return fmt.Errorf("tools and binary directories must be set")
