@@ -1,0 +1,407 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/clustermesh"
+)
+
+// meshApp is the global echo Service of one cluster: its backend answers
+// with the cluster's name.
+const meshApp = `apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: demo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: http-echo
+        image: hashicorp/http-echo:1.0.0
+        args: ["-text=CLUSTER", "-listen=:5678"]
+        ports: [{name: http, containerPort: 5678}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: demo
+  annotations: {ANNOTATION: "true"}
+spec:
+  selector: {app: echo}
+  ports: [{port: 5678, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: demo, labels: {app: client}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: curl
+    image: curlimages/curl:8.5.0
+    command: ["sleep", "3600"]
+`
+
+// meshCluster is one cluster of the mesh test.
+type meshCluster struct {
+	name   string
+	k      *kube
+	client corev1.Pod
+	url    string // the echo Service's ClusterIP URL
+}
+
+// TestClusterMesh connects two local clusters and checks global Services:
+// merged backends, affinity with failover and back, shared: "false", a
+// malformed annotation, the cache TTL when a remote API server stops, and
+// disconnect.
+func TestClusterMesh(t *testing.T) {
+	_ = cluster(t) // root and -short checks; the mesh uses clusters of its own
+	pid := strconv.Itoa(os.Getpid())
+	ttl := 10 * time.Second
+	set := []string{"clustermesh.cacheTTL=" + ttl.String()}
+	start := time.Now()
+	es := ownCluster(t, localcluster.Options{Name: "e2e-east-" + pid, Nodes: 2, PodCIDR: "10.1.0.0/16", ServiceCIDR: localcluster.DefaultServiceCIDR,
+		Install: localcluster.InstallHelm, ClusterID: 1, HelmSet: set})
+	ws := ownCluster(t, localcluster.Options{Name: "e2e-west-" + pid, Nodes: 1, PodCIDR: "10.2.0.0/16", ServiceCIDR: localcluster.DefaultServiceCIDR,
+		Install: localcluster.InstallHelm, ClusterID: 2, HelmSet: set})
+	t.Logf("clusters %s (2 nodes, id 1) and %s (1 node, id 2) up in %s", es.Name, ws.Name, time.Since(start).Round(time.Second))
+	if err := localcluster.Link(es.Name, ws.Name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := localcluster.Unlink(es.Name, ws.Name); err != nil {
+			t.Errorf("unlink: %v", err)
+		}
+	})
+	kubectl := filepath.Join(shared.toolsDir, "bin", "kubectl")
+	east := &meshCluster{name: es.Name, k: &kube{t: t, kubeconfig: es.Layout().Kubeconfig(), kubectlPath: kubectl}}
+	west := &meshCluster{name: ws.Name, k: &kube{t: t, kubeconfig: ws.Layout().Kubeconfig(), kubectlPath: kubectl}}
+
+	start = time.Now()
+	out := east.k.membrane("clustermesh", "connect", "--destination-kubeconfig", west.k.kubeconfig)
+	t.Logf("connect (%s): %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+
+	// Cilium's annotation in east, Membrane's in west: both mean global.
+	for _, c := range []struct {
+		m   *meshCluster
+		ann string
+	}{{east, clustermesh.CiliumAnnotationGlobal}, {west, clustermesh.AnnotationGlobal}} {
+		c.m.k.must(strings.NewReplacer("CLUSTER", c.m.name, "ANNOTATION", c.ann).Replace(meshApp), "apply", "-f", "-")
+	}
+	for _, m := range []*meshCluster{east, west} {
+		m.k.must("", "-n", "demo", "rollout", "status", "deployment/echo", "--timeout=120s")
+		m.k.must("", "-n", "demo", "wait", "--for=condition=Ready", "pod/client", "--timeout=120s")
+		m.client = m.k.pods("demo", "app=client")[0]
+		m.url = "http://" + strings.TrimSpace(m.k.must("", "-n", "demo", "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")) + ":5678/"
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, m := range []*meshCluster{east, west} {
+				t.Logf("%s: clustermesh status:\n%s", m.name, m.k.membrane("clustermesh", "status"))
+			}
+		}
+	})
+
+	// Each cluster's agents see the other's backend.
+	start = time.Now()
+	for _, m := range []*meshCluster{east, west} {
+		other := west.name
+		if m == west {
+			other = east.name
+		}
+		waitRemoteBackends(t, m, other, true, 60*time.Second)
+	}
+	t.Logf("remote backends programmed on every node of both clusters %s after connect and deploy", time.Since(start).Round(time.Millisecond))
+	status := east.k.membrane("clustermesh", "status")
+	if !strings.Contains(status, west.name) || !strings.Contains(status, "yes") {
+		t.Errorf("east's clustermesh status does not show %s connected:\n%s", west.name, status)
+	}
+	t.Logf("east: clustermesh status:\n%s", status)
+	list := east.k.membrane("service", "list")
+	if !strings.Contains(list, "cluster "+west.name) {
+		t.Errorf("east's service list does not mark %s's backend:\n%s", west.name, list)
+	}
+
+	// 1. Both clusters' backends serve east's client.
+	counts := requests(t, east, 200)
+	t.Logf("1. global: 200 requests from %s: %v", east.name, counts)
+	for _, c := range []string{east.name, west.name} {
+		if counts[c] <= 40 {
+			t.Errorf("1. %s served %d of 200 requests, want > 20%%", c, counts[c])
+		}
+	}
+	if counts["FAIL"] > 0 {
+		t.Errorf("1. %d requests failed", counts["FAIL"])
+	}
+
+	// 2. affinity: local, failover to west and back.
+	t.Run("affinity", func(t *testing.T) {
+		east.k.must("", "-n", "demo", "annotate", "svc", "echo", clustermesh.AnnotationAffinity+"=local")
+		eventually(t, 20*time.Second, "only local backends", func() error {
+			if c := requests(t, east, 20); c[east.name] != 20 {
+				return fmt.Errorf("%v", c)
+			}
+			return nil
+		})
+		counts := requests(t, east, 100)
+		t.Logf("2. affinity local: 100 requests: %v", counts)
+		if counts[east.name] != 100 {
+			t.Errorf("2. affinity local: %v, want 100 from %s", counts, east.name)
+		}
+		failover(t, east, west.name)
+	})
+
+	// A malformed value: an Event on the Service, and the Service behaves
+	// as affinity none.
+	t.Run("malformed", func(t *testing.T) {
+		east.k.must("", "-n", "demo", "annotate", "--overwrite", "svc", "echo", clustermesh.AnnotationAffinity+"=nearest")
+		eventually(t, 20*time.Second, "event InvalidClusterMeshAnnotation", func() error {
+			ev := east.k.must("", "-n", "demo", "get", "events", "--field-selector", "involvedObject.kind=Service,involvedObject.name=echo,reason=InvalidClusterMeshAnnotation", "-o", "name")
+			if strings.TrimSpace(ev) == "" {
+				return fmt.Errorf("no event")
+			}
+			return nil
+		})
+		eventually(t, 20*time.Second, "both clusters serve", func() error {
+			if c := requests(t, east, 40); c[east.name] == 0 || c[west.name] == 0 {
+				return fmt.Errorf("%v", c)
+			}
+			return nil
+		})
+		east.k.must("", "-n", "demo", "annotate", "svc", "echo", clustermesh.AnnotationAffinity+"-")
+	})
+
+	// 3. shared: "false" in west: east stops using west's backend; west
+	// still uses east's.
+	t.Run("shared", func(t *testing.T) {
+		west.k.must("", "-n", "demo", "annotate", "svc", "echo", clustermesh.CiliumAnnotationShared+"=false")
+		waitRemoteBackends(t, east, west.name, false, 20*time.Second)
+		c := requests(t, east, 50)
+		t.Logf("3. shared false in %s: 50 requests from %s: %v", west.name, east.name, c)
+		if c[east.name] != 50 {
+			t.Errorf("3. %s: %v, want all from %s", east.name, c, east.name)
+		}
+		c = requests(t, west, 50)
+		t.Logf("3. shared false in %s: 50 requests from %s: %v", west.name, west.name, c)
+		if c[east.name] == 0 || c[west.name] == 0 || c["FAIL"] > 0 {
+			t.Errorf("3. %s: %v, want both clusters and no failure", west.name, c)
+		}
+		west.k.must("", "-n", "demo", "annotate", "svc", "echo", clustermesh.CiliumAnnotationShared+"-")
+		waitRemoteBackends(t, east, west.name, true, 20*time.Second)
+	})
+
+	// 4. West's API server stops: east withdraws west's backends after the
+	// TTL and serves from its own; they come back when it returns.
+	t.Run("ttl", func(t *testing.T) {
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		var down time.Time
+		_, err := localcluster.RestartWith(t.Context(), log, west.name, "kube-apiserver", localcluster.RestartOptions{WhileDown: func() error {
+			down = time.Now()
+			// Still served from west until the TTL ends.
+			c := requests(t, east, 20)
+			t.Logf("4. %s API server down: 20 requests from %s at once: %v", west.name, east.name, c)
+			waitRemoteBackends(t, east, west.name, false, ttl+30*time.Second)
+			t.Logf("4. %s's backends withdrawn from every node of %s %s after its API server stopped (TTL %s)", west.name, east.name, time.Since(down).Round(100*time.Millisecond), ttl)
+			if took := time.Since(down); took < ttl {
+				t.Errorf("4. withdrawn after %s, before the TTL %s", took, ttl)
+			}
+			c = requests(t, east, 50)
+			t.Logf("4. withdrawn: 50 requests from %s: %v", east.name, c)
+			if c[east.name] != 50 {
+				t.Errorf("4. %v, want all from %s", c, east.name)
+			}
+			return nil
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := time.Now()
+		waitRemoteBackends(t, east, west.name, true, 90*time.Second)
+		t.Logf("4. %s's backends back on every node of %s %s after its API server restarted", west.name, east.name, time.Since(up).Round(100*time.Millisecond))
+	})
+
+	// Disconnect: remote backends disappear.
+	east.k.membrane("clustermesh", "disconnect", "--destination-kubeconfig", west.k.kubeconfig)
+	waitRemoteBackends(t, east, west.name, false, 20*time.Second)
+	waitRemoteBackends(t, west, east.name, false, 20*time.Second)
+	if c := requests(t, east, 30); c[east.name] != 30 {
+		t.Errorf("after disconnect: %v, want all from %s", c, east.name)
+	}
+}
+
+// requests makes n requests from m's client to its echo Service and counts
+// the answers by cluster name ("FAIL" for a failed request).
+func requests(t *testing.T, m *meshCluster, n int) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	script := fmt.Sprintf("for i in $(seq %d); do curl -s -m 2 %s || echo FAIL; done", n, m.url)
+	out, err := m.k.run(ctx, "", "-n", "demo", "exec", m.client.Name, "--", "sh", "-c", script)
+	if err != nil {
+		t.Fatalf("requests from %s: %v", m.name, err)
+	}
+	counts := map[string]int{}
+	for _, l := range strings.Fields(out) {
+		counts[l]++
+	}
+	return counts
+}
+
+// waitRemoteBackends waits until every node of m has (want) or has not a
+// backend of cluster remote for demo/echo.
+func waitRemoteBackends(t *testing.T, m *meshCluster, remote string, want bool, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("%s: backends of %s present=%v", m.name, remote, want), func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(shared.binDir, "membrane"), "--kubeconfig", m.k.kubeconfig, "service", "list", "-o", "json")
+		raw, err := cmd.Output()
+		if err != nil {
+			return err
+		}
+		var lists []agentapi.ServiceList
+		mustJSON(t, string(raw), &lists)
+		for _, l := range lists {
+			has := false
+			for _, s := range l.Services {
+				if s.Service.String() != "demo/echo" {
+					continue
+				}
+				for _, b := range s.Backends {
+					has = has || b.Cluster == remote
+				}
+			}
+			if has != want {
+				return fmt.Errorf("node %s: remote backend present=%v", l.Node, has)
+			}
+		}
+		return nil
+	})
+}
+
+// failover scales m's echo to 0 under a steady stream of requests and back
+// to 1: it measures when remote takes over and when the local backend is
+// used again, and counts failed requests after the switch.
+func failover(t *testing.T, m *meshCluster, remote string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	script := fmt.Sprintf("for i in $(seq 4000); do curl -s -m 2 %s || echo FAIL; usleep 20000; done", m.url)
+	cmd := exec.CommandContext(ctx, m.k.kubectlPath, "--kubeconfig", m.k.kubeconfig, "-n", "demo", "exec", m.client.Name, "--", "sh", "-c", script)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		_ = cmd.Wait()
+	}()
+	type answer struct {
+		at   time.Time
+		from string
+	}
+	answers := make(chan answer, 100)
+	go func() {
+		defer close(answers)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			answers <- answer{time.Now(), strings.TrimSpace(sc.Text())}
+		}
+	}()
+	next := func(until func(answer) bool, timeout time.Duration) ([]answer, bool) {
+		var seen []answer
+		deadline := time.After(timeout)
+		for {
+			select {
+			case a, ok := <-answers:
+				if !ok {
+					return seen, false
+				}
+				seen = append(seen, a)
+				if until(a) {
+					return seen, true
+				}
+			case <-deadline:
+				return seen, false
+			}
+		}
+	}
+	// A few local answers first: the stream runs.
+	if _, ok := next(func(a answer) bool { return a.from == m.name }, 20*time.Second); !ok {
+		t.Fatal("2. no local answer in the request stream")
+	}
+	scaled := time.Now()
+	m.k.must("", "-n", "demo", "scale", "deployment/echo", "--replicas=0")
+	before, ok := next(func(a answer) bool { return a.from == remote }, 30*time.Second)
+	if !ok {
+		t.Fatalf("2. %s never served after %s's backend was scaled to 0", remote, m.name)
+	}
+	switched := before[len(before)-1].at.Sub(scaled)
+	failedBefore := 0
+	for _, a := range before {
+		if a.from == "FAIL" {
+			failedBefore++
+		}
+	}
+	t.Logf("2. affinity local: scaled %s's echo to 0: first answer from %s after %s (%d requests failed before the switch)", m.name, remote, switched.Round(time.Millisecond), failedBefore)
+	if switched > 2*time.Second {
+		t.Errorf("2. failover took %s, want within 2s", switched)
+	}
+	// Served by the remote for a while, then scale back.
+	during, _ := next(func(answer) bool { return false }, 3*time.Second)
+	m.k.must("", "-n", "demo", "scale", "deployment/echo", "--replicas=1")
+	back := time.Now()
+	after, ok := next(func(a answer) bool { return a.from == m.name }, 90*time.Second)
+	if !ok {
+		t.Fatalf("2. %s's backend never served again after scaling back", m.name)
+	}
+	t.Logf("2. scaled back: local again %s after the scale call (pod start and readiness included)", after[len(after)-1].at.Sub(back).Round(time.Millisecond))
+	// Local only from then on.
+	tail, _ := next(func(answer) bool { return false }, 3*time.Second)
+	failed, remoteAfter := 0, 0
+	for _, a := range append(append(during, after...), tail...) {
+		if a.from == "FAIL" {
+			failed++
+		}
+	}
+	for _, a := range tail {
+		if a.from != m.name {
+			remoteAfter++
+		}
+	}
+	t.Logf("2. after the switch: %d requests served by %s, %d failed; %d answers after the local backend returned, %d not local",
+		len(during)+len(after)-1, remote, failed, len(tail), remoteAfter)
+	if failed > 0 {
+		t.Errorf("2. %d requests failed after the switch", failed)
+	}
+	if remoteAfter > 0 || len(tail) == 0 {
+		t.Errorf("2. after the local backend returned: %d of %d answers not local", remoteAfter, len(tail))
+	}
+}
