@@ -7,14 +7,19 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"net/netip"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/membrane-mesh/membrane/bpf/socklb"
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
@@ -219,7 +224,9 @@ func TestClusterMesh(t *testing.T) {
 	t.Run("ttl", func(t *testing.T) {
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		var down time.Time
-		_, err := localcluster.RestartWith(t.Context(), log, west.name, "kube-apiserver", localcluster.RestartOptions{WhileDown: func() error {
+		// SIGKILL: the API server stops answering at once, as on a crash
+		// or a network cut (a graceful stop fails its readiness earlier).
+		_, err := localcluster.RestartWith(t.Context(), log, west.name, "kube-apiserver", localcluster.RestartOptions{Kill: true, WhileDown: func() error {
 			down = time.Now()
 			// Still served from west until the TTL ends.
 			c := requests(t, east, 20)
@@ -242,6 +249,12 @@ func TestClusterMesh(t *testing.T) {
 		up := time.Now()
 		waitRemoteBackends(t, east, west.name, true, 90*time.Second)
 		t.Logf("4. %s's backends back on every node of %s %s after its API server restarted", west.name, east.name, time.Since(up).Round(100*time.Millisecond))
+	})
+
+	// 6. Propagation: from an EndpointSlice write in west to the backend
+	// map of every node in east.
+	t.Run("propagation", func(t *testing.T) {
+		propagation(t, es, west, east)
 	})
 
 	// Disconnect: remote backends disappear.
@@ -403,5 +416,99 @@ func failover(t *testing.T, m *meshCluster, remote string) {
 	}
 	if remoteAfter > 0 || len(tail) == 0 {
 		t.Errorf("2. after the local backend returned: %d of %d answers not local", remoteAfter, len(tail))
+	}
+}
+
+// propagation writes a selectorless global Service's EndpointSlice in
+// from, one new address at a time, and measures how long each takes to
+// reach the backend map of every node of to (read from its pinned maps).
+func propagation(t *testing.T, toState *localcluster.State, from, to *meshCluster) {
+	const svc = `apiVersion: v1
+kind: Service
+metadata:
+  name: bench
+  namespace: demo
+  annotations: {service.membrane.io/global: "true"}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+`
+	from.k.must(svc, "apply", "-f", "-")
+	to.k.must(svc, "apply", "-f", "-")
+	client, err := localcluster.Client(from.k.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var maps []*socklb.Maps
+	l := toState.Layout()
+	for _, n := range toState.Nodes {
+		var m *socklb.Maps
+		var err error
+		for _, dir := range []string{l.NodeBPFDir(n.Name), filepath.Join(l.NodeBPFDir(n.Name), "membrane")} {
+			if m, err = socklb.OpenPinned(dir); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("node %s: %v", n.Name, err)
+		}
+		defer m.Close()
+		maps = append(maps, m)
+	}
+	has := func(m *socklb.Maps, addr netip.Addr) bool {
+		d, err := m.Dump()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range d.Backends {
+			if b.Backend.Addr == addr {
+				return true
+			}
+		}
+		return false
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "bench-1", Namespace: "demo", Labels: map[string]string{discoveryv1.LabelServiceName: "bench", discoveryv1.LabelManagedBy: "e2e"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Port: new(int32(8080)), Protocol: new(corev1.ProtocolTCP), Name: new("")}},
+	}
+	ctx := t.Context()
+	slices := client.DiscoveryV1().EndpointSlices("demo")
+	if _, err := slices.Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const changes = 50
+	var took []time.Duration
+	for i := range changes {
+		addr := netip.AddrFrom4([4]byte{10, 2, 250, byte(10 + i)})
+		slice.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{addr.String()}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)}}}
+		cur, err := slices.Get(ctx, slice.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slice.ResourceVersion = cur.ResourceVersion
+		start := time.Now()
+		if _, err := slices.Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := start.Add(10 * time.Second)
+		for _, m := range maps {
+			for !has(m, addr) {
+				if time.Now().After(deadline) {
+					t.Fatalf("6. change %d: %s not in every node's backend map of %s within 10s", i, addr, to.name)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		took = append(took, time.Since(start))
+	}
+	if err := slices.Delete(ctx, slice.Name, metav1.DeleteOptions{}); err != nil {
+		t.Errorf("delete %s: %v", slice.Name, err)
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	p50, p99 := took[len(took)/2], took[(len(took)*99+99)/100-1]
+	t.Logf("6. propagation %s -> every node of %s (%d EndpointSlice changes, from the update call to the backend map): p50 %s, p99 %s, max %s",
+		from.name, to.name, changes, p50.Round(time.Millisecond), p99.Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+	if p99 > time.Second {
+		t.Errorf("6. propagation p99 %s, target 1s", p99)
 	}
 }
