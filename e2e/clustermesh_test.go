@@ -494,7 +494,12 @@ spec:
 		for _, m := range maps {
 			for !has(m, addr) {
 				if time.Now().After(deadline) {
-					t.Fatalf("6. change %d: %s not in every node's backend map of %s within 10s", i, addr, to.name)
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					logs, _ := to.k.run(ctx, "", "-n", "kube-system", "logs", "-l", "k8s-app=membrane-agent", "--tail=40")
+					eps, _ := from.k.run(ctx, "", "-n", "demo", "get", "endpointslices", "-o", "yaml")
+					t.Fatalf("6. change %d: %s not in every node's backend map of %s within 10s\nservice list:\n%s\nbpf lb list:\n%s\nslices of %s:\n%s\nagent logs:\n%s",
+						i, addr, to.name, to.k.membrane("service", "list"), to.k.membrane("bpf", "lb", "list"), from.name, eps, logs)
 				}
 				time.Sleep(2 * time.Millisecond)
 			}

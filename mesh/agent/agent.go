@@ -103,7 +103,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer pdp.Close()
-	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), informers, identity.DefaultFilter(), skipped)
+	filter := identity.DefaultFilter()
+	if a.cfg.ClusterID != 0 {
+		filter.Cluster = a.cfg.ClusterName // identities carry the cluster
+	}
+	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), informers, filter, skipped)
 	if err != nil {
 		return err
 	}
