@@ -3,12 +3,14 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +25,8 @@ import (
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
+	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 )
 
 // meshApp is the global echo Service of one cluster: its backend answers
@@ -255,6 +259,12 @@ func TestClusterMesh(t *testing.T) {
 	// map of every node in east.
 	t.Run("propagation", func(t *testing.T) {
 		propagation(t, es, west, east)
+	})
+
+	// 5. A policy in west allows only east's app=client pods: an app=other
+	// pod of east is dropped, and west's observe names its cluster.
+	t.Run("policy", func(t *testing.T) {
+		meshPolicy(t, east, west)
 	})
 
 	// Disconnect: remote backends disappear.
@@ -516,4 +526,56 @@ spec:
 	if p99 > time.Second {
 		t.Errorf("6. propagation p99 %s, target 1s", p99)
 	}
+}
+
+// meshPolicy applies in to a policy that admits to its echo pod only
+// from's app=client pods (by labels and cluster) and checks it with the
+// remote pods' real identities.
+func meshPolicy(t *testing.T, from, to *meshCluster) {
+	from.k.must(`apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: demo, labels: {app: other}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: curl
+    image: curlimages/curl:8.5.0
+    command: ["sleep", "3600"]
+`, "apply", "-f", "-")
+	from.k.must("", "-n", "demo", "wait", "--for=condition=Ready", "pod/other", "--timeout=120s")
+	other := from.k.pods("demo", "app=other")[0]
+	to.k.must(strings.ReplaceAll(`apiVersion: membrane.io/v1alpha1
+kind: MembraneNetworkPolicy
+metadata: {name: echo-from-remote-client, namespace: demo}
+spec:
+  endpointSelector: {matchLabels: {app: echo}}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {app: client, io.cilium.k8s.policy.cluster: FROM}
+`, "FROM", from.name), "apply", "-f", "-")
+	echo := to.k.pods("demo", "app=echo")[0]
+	url := "http://" + echo.Status.PodIP + ":5678/"
+	expectCode(t, from.k, from.client, "GET", url, "200")
+	expectCode(t, from.k, other, "GET", url, "000")
+	t.Logf("5. policy in %s: %s/demo/client -> %s: 200, %s/demo/other: dropped", to.name, from.name, url, from.name)
+	line := expectFlow(t, to.k, []string{"--verdict", "DROPPED", "--to-pod", "demo/" + echo.Name}, from.name+"/demo/other", "DROPPED")
+	t.Logf("5. %s observe: %s", to.name, line)
+	out := to.k.membrane("observe", "--last", "500", "-o", "json", "--verdict", "DROPPED", "--to-pod", "demo/"+echo.Name)
+	found := false
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var f flow.Flow
+		if json.Unmarshal([]byte(l), &f) != nil || f.Source.PodName != "other" {
+			continue
+		}
+		found = true
+		if f.Source.Cluster != from.name || identity.ClusterOf(identity.ID(f.Source.Identity)) != 1 || !slices.Contains(f.Source.Labels, identity.ClusterLabel+"="+from.name) {
+			t.Errorf("5. dropped flow's source: %+v; want cluster %s, an identity of cluster id 1 and its cluster label", f.Source, from.name)
+		}
+		t.Logf("5. dropped flow's source identity %d (cluster id %d), labels %v", f.Source.Identity, identity.ClusterOf(identity.ID(f.Source.Identity)), f.Source.Labels)
+		break
+	}
+	if !found {
+		t.Errorf("5. observe -o json: no dropped flow from other in %s", out)
+	}
+	to.k.must("", "-n", "demo", "delete", "membranenetworkpolicy", "echo-from-remote-client")
 }

@@ -96,8 +96,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
-	a.startClusterMesh(src)
-
 	pdp, err := bpfpolicy.Load(ctx, a.log.With("component", "policy-datapath"), bpfpolicy.Options{PinDir: a.cfg.BPFPinDir})
 	if err != nil {
 		return err
@@ -111,6 +109,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.startClusterMesh(src, psrc, identity.DefaultFilter())
 	a.eps, err = newEndpoints(a.log.With("component", "endpoints"), a.cfg.NodeName, pdp, psrc, a.flows, newPolicyMetrics(a.reg))
 	if err != nil {
 		return err

@@ -20,7 +20,9 @@ import (
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
+	"github.com/membrane-mesh/membrane/mesh/model"
 )
 
 // meshRouteProtocol marks the routes to remote clusters' PodCIDRs this
@@ -49,11 +51,25 @@ func (c Config) validateClusterMesh() []error {
 	return errs
 }
 
-// meshSink hands remote slices to the service source and remote nodes to
-// the route owner.
+// meshSink hands remote slices to the service source, remote pods and
+// identities to the policy source and remote nodes to the route owner.
 type meshSink struct {
-	*k8s.ServiceSource
+	svc    *k8s.ServiceSource
+	pol    *k8s.PolicySource
 	routes *meshRoutes
+}
+
+func (s meshSink) SetRemoteSlices(cluster string, id model.ServiceID, slices []model.EndpointSlice) {
+	s.svc.SetRemoteSlices(cluster, id, slices)
+}
+
+func (s meshSink) DropCluster(cluster string) {
+	s.svc.DropCluster(cluster)
+	s.pol.SetRemotePolicy(cluster, nil)
+}
+
+func (s meshSink) SetRemotePolicy(cluster string, r *k8s.RemotePolicy) {
+	s.pol.SetRemotePolicy(cluster, r)
 }
 
 func (s meshSink) SetRemoteNodes(cluster string, nodes []clustermesh.RemoteNode) {
@@ -154,7 +170,7 @@ func (m *meshRoutes) count() int {
 
 // startClusterMesh watches the remote clusters of the mesh Secret when
 // this cluster has an id; without one it removes routes left from before.
-func (a *Agent) startClusterMesh(src *k8s.ServiceSource) {
+func (a *Agent) startClusterMesh(src *k8s.ServiceSource, psrc *k8s.PolicySource, filter identity.Filter) {
 	a.meshRoutes = newMeshRoutes(a.log.With("component", "clustermesh"))
 	if a.cfg.ClusterID == 0 {
 		if err := a.meshRoutes.clear(); err != nil {
@@ -165,8 +181,8 @@ func (a *Agent) startClusterMesh(src *k8s.ServiceSource) {
 	ns, name, _ := strings.Cut(a.cfg.ClusterMeshSecret, "/")
 	ttl := a.cfg.ClusterMeshCacheTTL
 	a.mesh = k8s.NewMesh(a.log.With("component", "clustermesh"), k8s.MeshConfig{
-		Cluster: a.cfg.ClusterName, Namespace: ns, Secret: name, CacheTTL: ttl,
-	}, a.client, meshSink{ServiceSource: src, routes: a.meshRoutes})
+		Cluster: a.cfg.ClusterName, Namespace: ns, Secret: name, CacheTTL: ttl, Filter: filter,
+	}, a.client, meshSink{svc: src, pol: psrc, routes: a.meshRoutes})
 }
 
 func (a *Agent) runClusterMesh(ctx context.Context) {

@@ -14,12 +14,16 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/model"
 )
 
@@ -27,8 +31,10 @@ import (
 // global, shared Services, and their nodes (for routes to their pods).
 type MeshSink interface {
 	SetRemoteSlices(cluster string, id model.ServiceID, slices []model.EndpointSlice)
+	// DropCluster withdraws the cluster's backends and its policy state.
 	DropCluster(cluster string)
 	SetRemoteNodes(cluster string, nodes []clustermesh.RemoteNode)
+	SetRemotePolicy(cluster string, r *RemotePolicy)
 }
 
 // MeshConfig configures the cluster-mesh watcher.
@@ -40,6 +46,9 @@ type MeshConfig struct {
 	// CacheTTL is how long a remote that stopped answering keeps its
 	// backends; HealthInterval how often a remote is probed.
 	CacheTTL, HealthInterval time.Duration
+	// Filter makes remote pods' security labels (as this cluster's; the
+	// remote's name is added as their cluster).
+	Filter identity.Filter
 }
 
 // Mesh watches the Secret of remote clusters and, per remote, that
@@ -109,6 +118,7 @@ func (m *Mesh) apply(ctx context.Context, data map[string][]byte) {
 		delete(m.remotes, name)
 		m.sink.DropCluster(name)
 		m.sink.SetRemoteNodes(name, nil)
+		m.sink.SetRemotePolicy(name, nil)
 	}
 	if ctx.Err() != nil {
 		return
@@ -134,6 +144,25 @@ func (m *Mesh) apply(ctx context.Context, data map[string][]byte) {
 		m.log.Info("connecting remote cluster", "cluster", name)
 		m.remotes[name] = r
 	}
+}
+
+// reconnect replaces remote r of name (if still current) by a fresh one
+// with the same credentials: new lists, new watches. The old one's
+// backends stay withdrawn until the new one has synced.
+func (m *Mesh) reconnect(ctx context.Context, name string, old *remote) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.remotes[name] != old || ctx.Err() != nil {
+		return
+	}
+	old.stop()
+	r, err := m.start(ctx, name, old.kubeconfig)
+	if err != nil {
+		delete(m.remotes, name)
+		m.problems[name] = err.Error()
+		return
+	}
+	m.remotes[name] = r
 }
 
 // Status is the state of every remote.
@@ -165,6 +194,16 @@ type remote struct {
 	svcs   cache.SharedIndexInformer
 	slices cache.SharedIndexInformer
 	nodes  cache.SharedIndexInformer
+	// pods, namespaces and identities: the remote's endpoints as policy
+	// sees them.
+	pods, namespaces, identities cache.SharedIndexInformer
+	filter                       identity.Filter
+	policyDirty                  chan struct{}
+
+	// recovered is called once the remote answers again after its backends
+	// were withdrawn: its watches may be in a long back-off, so the mesh
+	// starts them afresh.
+	recovered func()
 
 	mu        sync.Mutex
 	synced    bool
@@ -179,9 +218,12 @@ func (m *Mesh) start(ctx context.Context, name string, kubeconfig []byte) (*remo
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig of remote %s: %w", name, err)
 	}
-	rc.Timeout = 5 * time.Second
 	rc.UserAgent = "membrane-agent/clustermesh"
 	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("client of remote %s: %w", name, err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("client of remote %s: %w", name, err)
 	}
@@ -189,11 +231,23 @@ func (m *Mesh) start(ctx context.Context, name string, kubeconfig []byte) (*remo
 	r := &remote{
 		log: m.log.With("remote", name), name: name, kubeconfig: kubeconfig, client: client, sink: m.sink,
 		ttl: m.cfg.CacheTTL, cancel: cancel, done: make(chan struct{}), offered: map[model.ServiceID]int{},
+		filter: m.cfg.Filter, policyDirty: make(chan struct{}, 1),
 	}
+	r.recovered = func() { go m.reconnect(ctx, name, r) }
 	f := informers.NewSharedInformerFactory(client, 0)
 	r.svcs = f.Core().V1().Services().Informer()
 	r.slices = f.Discovery().V1().EndpointSlices().Informer()
 	r.nodes = f.Core().V1().Nodes().Informer()
+	r.pods = f.Core().V1().Pods().Informer()
+	r.namespaces = f.Core().V1().Namespaces().Informer()
+	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	r.identities = df.ForResource(membraneResource(identities)).Informer()
+	policyChanged := func(any) {
+		select {
+		case r.policyDirty <- struct{}{}:
+		default:
+		}
+	}
 	svcChanged := func(obj any) {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = t.Obj
@@ -214,7 +268,8 @@ func (m *Mesh) start(ctx context.Context, name string, kubeconfig []byte) (*remo
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		f   func(any)
-	}{{r.svcs, svcChanged}, {r.slices, sliceChanged}, {r.nodes, nodesChanged}} {
+	}{{r.svcs, svcChanged}, {r.slices, sliceChanged}, {r.nodes, nodesChanged},
+		{r.pods, policyChanged}, {r.namespaces, policyChanged}, {r.identities, policyChanged}} {
 		if _, err := reg.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: reg.f, UpdateFunc: func(_, o any) { reg.f(o) }, DeleteFunc: reg.f,
 		}); err != nil {
@@ -223,19 +278,31 @@ func (m *Mesh) start(ctx context.Context, name string, kubeconfig []byte) (*remo
 		}
 	}
 	f.Start(rctx.Done())
+	df.Start(rctx.Done())
 	go func() {
 		defer close(r.done)
+		defer df.Shutdown()
 		defer f.Shutdown()
-		if cache.WaitForCacheSync(rctx.Done(), r.svcs.HasSynced, r.slices.HasSynced, r.nodes.HasSynced) {
-			r.mu.Lock()
-			r.synced = true
-			r.lastOK = time.Now()
-			r.mu.Unlock()
-			r.log.Info("remote cluster synced")
-			r.pushAll()
-			r.pushNodes()
+		if !cache.WaitForCacheSync(rctx.Done(), r.svcs.HasSynced, r.slices.HasSynced, r.nodes.HasSynced,
+			r.pods.HasSynced, r.namespaces.HasSynced, r.identities.HasSynced) {
+			return
 		}
+		r.mu.Lock()
+		r.synced = true
+		r.lastOK = time.Now()
+		r.mu.Unlock()
+		r.log.Info("remote cluster synced")
+		r.pushAll()
+		r.pushNodes()
+		r.pushPolicy()
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.policyLoop(rctx)
+		}()
 		r.health(rctx, m.cfg.HealthInterval)
+		wg.Wait()
 	}()
 	return r, nil
 }
@@ -274,17 +341,15 @@ func (r *remote) health(ctx context.Context, every time.Duration) {
 		if withdraw {
 			r.withdrawn = true
 		}
-		if restore {
-			r.withdrawn = false
-		}
 		r.mu.Unlock()
 		switch {
 		case withdraw:
 			r.log.Warn("remote cluster not answering for longer than the cache TTL: withdrawing its backends", "ttl", r.ttl, "error", err)
 			r.sink.DropCluster(r.name)
 		case restore:
-			r.log.Info("remote cluster answers again: offering its backends")
-			r.pushAll()
+			r.log.Info("remote cluster answers again: watching it afresh")
+			r.recovered()
+			return
 		}
 	}
 }
@@ -340,6 +405,56 @@ func (r *remote) offer(id model.ServiceID) []model.EndpointSlice {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// policyLoop hands the sink the remote's policy state after changes, at
+// most every 200 ms.
+func (r *remote) policyLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.policyDirty:
+		}
+		r.pushPolicy()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// pushPolicy hands the sink the remote's pods and identities.
+func (r *remote) pushPolicy() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.synced || r.withdrawn {
+		return
+	}
+	var pods []*corev1.Pod
+	for _, o := range r.pods.GetStore().List() {
+		if p, ok := o.(*corev1.Pod); ok {
+			pods = append(pods, p)
+		}
+	}
+	var nss []*corev1.Namespace
+	for _, o := range r.namespaces.GetStore().List() {
+		if ns, ok := o.(*corev1.Namespace); ok {
+			nss = append(nss, ns)
+		}
+	}
+	var ids []runtime.Object
+	for _, o := range r.identities.GetStore().List() {
+		if u, ok := o.(runtime.Object); ok {
+			ids = append(ids, u)
+		}
+	}
+	rp, err := remotePolicy(r.name, r.filter, pods, nss, ids)
+	if err != nil {
+		r.log.Warn("remote identities skipped", "error", err)
+	}
+	r.sink.SetRemotePolicy(r.name, &rp)
 }
 
 func (r *remote) pushAll() {
