@@ -10,11 +10,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/model"
 )
 
@@ -75,5 +77,41 @@ func TestServiceSourceRemoteSlices(t *testing.T) {
 	src.SetRemoteSlices("north", id, nil)
 	if s := src.state(id).Slices; len(s) != 0 {
 		t.Errorf("slices after north offers none = %+v", s)
+	}
+}
+
+// TestRemotePolicy checks that a remote cluster's pods get the identity
+// whose labels carry that cluster, and that pods without one are left out.
+func TestRemotePolicy(t *testing.T) {
+	idObj := func(name string, labels map[string]string) runtime.Object {
+		l := map[string]any{}
+		for k, v := range labels {
+			l[k] = v
+		}
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "membrane.io/v1alpha1", "kind": "MembraneIdentity",
+			"metadata": map[string]any{"name": name}, "securityLabels": l,
+		}}
+	}
+	clientLabels := map[string]string{
+		"k8s:app": "client", identity.NamespaceLabel: "demo", identity.ServiceAccount: "default",
+		identity.ClusterLabel: "east", identity.MembraneClusterLabel: "east",
+	}
+	pod := func(name, app, ip string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: name, Labels: map[string]string{"app": app}},
+			Spec: corev1.PodSpec{NodeName: "east-node1"}, Status: corev1.PodStatus{PodIP: ip}}
+	}
+	rp, err := remotePolicy("east", identity.DefaultFilter(),
+		[]*corev1.Pod{pod("client", "client", "10.1.0.5"), pod("new", "new", "10.1.0.6")},
+		[]*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}},
+		[]runtime.Object{idObj("65792", clientLabels)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rp.Pods) != 1 || rp.Pods[0].Name != "client" || rp.Pods[0].Identity != 65792 || rp.Pods[0].Cluster != "east" || rp.Pods[0].Node != "east/east-node1" {
+		t.Errorf("pods = %+v", rp.Pods)
+	}
+	if len(rp.Identities) != 1 || rp.Identities[0].ID != 65792 {
+		t.Errorf("identities = %+v", rp.Identities)
 	}
 }
