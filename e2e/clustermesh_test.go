@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -265,6 +267,12 @@ func TestClusterMesh(t *testing.T) {
 	// pod of east is dropped, and west's observe names its cluster.
 	t.Run("policy", func(t *testing.T) {
 		meshPolicy(t, east, west)
+	})
+
+	// 6. Scale: 1,000 global Services in each cluster, each with one
+	// remote backend: the agents' memory before and after.
+	t.Run("scale", func(t *testing.T) {
+		meshScale(t, es, east, west)
 	})
 
 	// Disconnect: remote backends disappear.
@@ -578,4 +586,139 @@ spec:
 		t.Errorf("5. observe -o json: no dropped flow from other in %s", out)
 	}
 	to.k.must("", "-n", "demo", "delete", "membranenetworkpolicy", "echo-from-remote-client")
+}
+
+// meshScale creates n selectorless global Services in both clusters, each
+// with an EndpointSlice of one address, waits until every node of east has
+// every remote backend in its maps, and reports the agents' memory.
+func meshScale(t *testing.T, eastState *localcluster.State, east, west *meshCluster) {
+	const n = 1000
+	before := agentMemory(t, eastState)
+	start := time.Now()
+	for _, m := range []*meshCluster{east, west} {
+		client, err := localcluster.Client(m.k.kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		third := byte(250)
+		if m == east {
+			third = 249
+		}
+		m.k.must("apiVersion: v1\nkind: Namespace\nmetadata: {name: scale}\n", "apply", "-f", "-")
+		work := make(chan int)
+		errs := make(chan error, 8)
+		for range 8 {
+			go func() {
+				var err error
+				for i := range work {
+					if err != nil {
+						continue
+					}
+					name := fmt.Sprintf("s%d", i)
+					svc := &corev1.Service{
+						ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "scale", Annotations: map[string]string{clustermesh.AnnotationGlobal: "true"}},
+						Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+					}
+					if _, err = client.CoreV1().Services("scale").Create(t.Context(), svc, metav1.CreateOptions{}); err != nil {
+						continue
+					}
+					addr := netip.AddrFrom4([4]byte{10, m.prefix(), third - byte(i/250), byte(i%250 + 1)})
+					slice := &discoveryv1.EndpointSlice{
+						ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: "scale", Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "e2e"}},
+						AddressType: discoveryv1.AddressTypeIPv4,
+						Ports:       []discoveryv1.EndpointPort{{Port: new(int32(80)), Protocol: new(corev1.ProtocolTCP), Name: new("")}},
+						Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{addr.String()}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)}}},
+					}
+					_, err = client.DiscoveryV1().EndpointSlices("scale").Create(t.Context(), slice, metav1.CreateOptions{})
+				}
+				errs <- err
+			}()
+		}
+		for i := range n {
+			work <- i
+		}
+		close(work)
+		for range 8 {
+			if err := <-errs; err != nil {
+				t.Fatalf("create services in %s: %v", m.name, err)
+			}
+		}
+	}
+	created := time.Since(start)
+	// Every node of east: 2 backends (its own and west's) for each of the
+	// n Services.
+	l := eastState.Layout()
+	eventually(t, 3*time.Minute, "every scale Service with both backends on every node of "+east.name, func() error {
+		for _, node := range eastState.Nodes {
+			var m *socklb.Maps
+			var err error
+			for _, dir := range []string{l.NodeBPFDir(node.Name), filepath.Join(l.NodeBPFDir(node.Name), "membrane")} {
+				if m, err = socklb.OpenPinned(dir); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				return err
+			}
+			d, err := m.Dump()
+			m.Close()
+			if err != nil {
+				return err
+			}
+			remote := 0
+			for _, b := range d.Backends {
+				if a := b.Backend.Addr.As4(); a[0] == 10 && a[1] == 2 && a[2] >= 246 && a[2] <= 250 {
+					remote++
+				}
+			}
+			if remote < n {
+				return fmt.Errorf("node %s: %d of %d remote backends", node.Name, remote, n)
+			}
+		}
+		return nil
+	})
+	programmed := time.Since(start)
+	after := agentMemory(t, eastState)
+	for node, b := range before {
+		a := after[node]
+		t.Logf("6. %d global Services in each cluster (created in %s, every remote backend in %s's maps %s after the first create): agent on %s: RSS %.1f -> %.1f MiB, Go heap in use %.1f -> %.1f MiB",
+			n, created.Round(time.Second), east.name, programmed.Round(time.Second), node, b[0]/(1<<20), a[0]/(1<<20), b[1]/(1<<20), a[1]/(1<<20))
+	}
+}
+
+// prefix is the second octet of the cluster's pod CIDR (10.X.0.0/16).
+func (m *meshCluster) prefix() byte {
+	if strings.HasPrefix(m.name, "e2e-east") {
+		return 1
+	}
+	return 2
+}
+
+// agentMemory reads each node agent's resident memory and Go heap in use
+// from its /metrics.
+func agentMemory(t *testing.T, s *localcluster.State) map[string][2]float64 {
+	t.Helper()
+	out := map[string][2]float64{}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for _, n := range s.Nodes {
+		resp, err := hc.Get(fmt.Sprintf("http://%s:%d/metrics", n.IP, localcluster.AgentPort))
+		if err != nil {
+			t.Fatalf("metrics of %s: %v", n.Name, err)
+		}
+		raw, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v [2]float64
+		for _, line := range strings.Split(string(raw), "\n") {
+			for i, name := range []string{"process_resident_memory_bytes ", "go_memstats_heap_inuse_bytes "} {
+				if strings.HasPrefix(line, name) {
+					v[i], _ = strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
+				}
+			}
+		}
+		out[n.Name] = v
+	}
+	return out
 }
