@@ -80,14 +80,8 @@ func newClusterMeshConnectCommand(g *globals, disconnect bool) *cobra.Command {
 			if disconnect {
 				return errors.Join(revoke(ctx, o.namespace, a, b), revoke(ctx, o.namespace, b, a))
 			}
-			if a.name == b.name {
-				return fmt.Errorf("both clusters are named %q: cluster names must differ (chart value cluster.name)", a.name)
-			}
-			if a.id == b.id {
-				return fmt.Errorf("clusters %s and %s both have id %d: cluster ids must differ (chart value cluster.id)", a.name, b.name, a.id)
-			}
-			if x, y, ok := clustermesh.Overlap(a.cidrs, b.cidrs); ok {
-				return fmt.Errorf("pod CIDRs overlap: %s of cluster %s and %s of cluster %s; pod addresses must be unique across connected clusters", x, a.name, y, b.name)
+			if err := checkPair(a, b); err != nil {
+				return err
 			}
 			for _, dir := range [][2]*meshSide{{a, b}, {b, a}} {
 				if err := grant(ctx, o.namespace, dir[0], dir[1]); err != nil {
@@ -107,6 +101,21 @@ func newClusterMeshConnectCommand(g *globals, disconnect bool) *cobra.Command {
 		f.StringVar(&o.destServer, "destination-apiserver-address", "", "the other cluster's API server URL as this cluster's nodes reach it (default: its kubeconfig's)")
 	}
 	return cmd
+}
+
+// checkPair refuses two clusters that cannot be connected: same name, same
+// id, or overlapping pod CIDRs.
+func checkPair(a, b *meshSide) error {
+	if a.name == b.name {
+		return fmt.Errorf("both clusters are named %q: cluster names must differ (chart value cluster.name)", a.name)
+	}
+	if a.id == b.id {
+		return fmt.Errorf("clusters %s and %s both have id %d: cluster ids must differ (chart value cluster.id)", a.name, b.name, a.id)
+	}
+	if x, y, ok := clustermesh.Overlap(a.cidrs, b.cidrs); ok {
+		return fmt.Errorf("pod CIDRs overlap: %s of cluster %s and %s of cluster %s; pod addresses must be unique across connected clusters", x, a.name, y, b.name)
+	}
+	return nil
 }
 
 func loadMeshSide(ctx context.Context, flag, kubeconfig, context, namespace, server string, full bool) (*meshSide, error) {
