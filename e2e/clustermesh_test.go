@@ -197,6 +197,25 @@ func TestClusterMesh(t *testing.T) {
 			}
 			return nil
 		})
+		eventually(t, 20*time.Second, "metric of the skipped annotation", func() error {
+			n := es.Nodes[0]
+			resp, err := http.Get(fmt.Sprintf("http://%s:%d/metrics", n.IP, localcluster.AgentPort))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			raw, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(string(raw), "\n") {
+				if strings.HasPrefix(line, `membrane_agent_skipped_input_total{kind="ServiceAnnotation"} `) {
+					t.Logf("malformed: %s: %s", n.Name, line)
+					return nil
+				}
+			}
+			return fmt.Errorf("no membrane_agent_skipped_input_total{kind=\"ServiceAnnotation\"} on %s", n.Name)
+		})
 		eventually(t, 20*time.Second, "both clusters serve", func() error {
 			if c := requests(t, east, 40); c[east.name] == 0 || c[west.name] == 0 {
 				return fmt.Errorf("%v", c)
