@@ -96,9 +96,9 @@ func TestClusterMesh(t *testing.T) {
 	set := []string{"clustermesh.cacheTTL=" + ttl.String()}
 	start := time.Now()
 	es := ownCluster(t, localcluster.Options{Name: "e2e-east-" + pid, Nodes: 2, PodCIDR: "10.1.0.0/16", ServiceCIDR: localcluster.DefaultServiceCIDR,
-		Install: localcluster.InstallHelm, ClusterID: 1, HelmSet: set})
+		ClusterID: 1, HelmSet: set})
 	ws := ownCluster(t, localcluster.Options{Name: "e2e-west-" + pid, Nodes: 1, PodCIDR: "10.2.0.0/16", ServiceCIDR: localcluster.DefaultServiceCIDR,
-		Install: localcluster.InstallHelm, ClusterID: 2, HelmSet: set})
+		ClusterID: 2, HelmSet: set})
 	t.Logf("clusters %s (2 nodes, id 1) and %s (1 node, id 2) up in %s", es.Name, ws.Name, time.Since(start).Round(time.Second))
 	if err := localcluster.Link(es.Name, ws.Name); err != nil {
 		t.Fatal(err)
