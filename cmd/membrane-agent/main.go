@@ -126,6 +126,10 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.DurationVar(&cfg.KeyRotationPeriod, "encryption-key-rotation-period", 0, "rotate the WireGuard key when it is this old (0: only on request)")
 	fs.StringVar(&cfg.WireGuardBackend, "wireguard-backend", "auto", "WireGuard device: auto (kernel when it has WireGuard, else embedded), kernel or embedded")
 	fs.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", flow.DefaultCapacity, "flows the node keeps for observe (the oldest go first)")
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "default", "name of this cluster in a cluster mesh (up to 32 lowercase letters, digits and dashes)")
+	fs.IntVar(&cfg.ClusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1 to 255 (0: no cluster mesh)")
+	fs.StringVar(&cfg.ClusterMeshSecret, "clustermesh-secret", "kube-system/membrane-clustermesh", "NAMESPACE/NAME of the Secret with one read-only kubeconfig per remote cluster (written by membrane clustermesh connect)")
+	fs.DurationVar(&cfg.ClusterMeshCacheTTL, "clustermesh-cache-ttl", 30*time.Second, "how long a remote cluster whose API server stopped answering keeps its backends")
 	debug = fs.Bool("debug", false, "log debug messages")
 	return proxyPort, debug
 }

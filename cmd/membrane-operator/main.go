@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/operator"
 )
@@ -38,12 +39,24 @@ type config struct {
 	healthAddr  string
 	identityGC  time.Duration
 	debug       bool
+	// clusterName and clusterID: in a cluster mesh (id 1-255) identities
+	// carry the cluster and are allocated in its range.
+	clusterName string
+	clusterID   int
 }
 
 func (c config) validate() error {
 	var errs []error
 	if c.identityGC < time.Second {
 		errs = append(errs, fmt.Errorf("--identity-gc-interval %s: must be at least 1s", c.identityGC))
+	}
+	if c.clusterID < 0 || c.clusterID > clustermesh.MaxID {
+		errs = append(errs, fmt.Errorf("--cluster-id %d: must be 0 (no cluster mesh) to %d", c.clusterID, clustermesh.MaxID))
+	}
+	if c.clusterID != 0 {
+		if err := clustermesh.ValidateName(c.clusterName); err != nil {
+			errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
+		}
 	}
 	if c.leaderElect && c.leaderNS == "" {
 		errs = append(errs, errors.New("--leader-election-namespace: required with --leader-elect"))
@@ -71,6 +84,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:9963", "Prometheus metrics address (0 disables)")
 	fs.StringVar(&cfg.healthAddr, "health-addr", "127.0.0.1:9892", "/healthz and /readyz address")
 	fs.DurationVar(&cfg.identityGC, "identity-gc-interval", 30*time.Second, "how often unused identities are looked for")
+	fs.StringVar(&cfg.clusterName, "cluster-name", "default", "name of this cluster in a cluster mesh: with --cluster-id, identities carry it")
+	fs.IntVar(&cfg.clusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1-255: identities are allocated in its range (0: no cluster mesh)")
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,7 +132,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	ids := operator.NewIdentityController(log.With("controller", "identity"), mgr.GetClient(), identity.DefaultFilter(), cfg.identityGC)
+	filter := identity.DefaultFilter()
+	if cfg.clusterID != 0 {
+		filter.Cluster = cfg.clusterName
+	}
+	ids := operator.NewIdentityController(log.With("controller", "identity"), mgr.GetClient(), filter, uint8(cfg.clusterID), cfg.identityGC)
 	if err := ids.Setup(mgr); err != nil {
 		return err
 	}

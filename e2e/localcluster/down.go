@@ -84,6 +84,9 @@ func down(ctx context.Context, log *slog.Logger, name string, keepLogs bool) err
 	if err := netns.Remove(l.ControlPlaneNetns()); err != nil {
 		errs = append(errs, err)
 	}
+	if err := unlinkAll(l); err != nil { // cluster mesh: joined underlays
+		errs = append(errs, err)
+	}
 	for _, link := range []string{l.ControlPlaneLink(), l.Bridge()} {
 		if err := deleteLink(link); err != nil {
 			errs = append(errs, err)

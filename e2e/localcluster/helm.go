@@ -62,6 +62,9 @@ func clusterValues(s *State) ([]byte, error) {
 			"identityGCInterval": "5s",
 		},
 	}
+	if s.ClusterID != 0 {
+		v["cluster"] = map[string]any{"name": s.Name, "id": s.ClusterID}
+	}
 	if s.Encryption != "" {
 		v["encryption"] = map[string]any{"enabled": true, "type": s.Encryption}
 	}

@@ -64,6 +64,9 @@ type Options struct {
 	// Encryption is "" (off) or "wireguard": node-to-node pod traffic
 	// through each node's WireGuard device (the chart's encryption values).
 	Encryption string
+	// ClusterID is the cluster's id in a cluster mesh (1-255; 0: none),
+	// the chart's cluster.id beside cluster.name = Name.
+	ClusterID int
 	// HelmSet are values for the chart over the local cluster's, as
 	// `helm --set` takes them (key=value).
 	HelmSet []string
@@ -101,6 +104,12 @@ func (o Options) Validate() error {
 		if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
 			return fmt.Errorf("--set %q: must be KEY=VALUE", s)
 		}
+	}
+	if o.ClusterID < 0 || o.ClusterID > 255 {
+		return fmt.Errorf("--cluster-id %d: must be 1 to 255 (0: no cluster mesh)", o.ClusterID)
+	}
+	if o.ClusterID != 0 && o.NoMembrane {
+		return fmt.Errorf("--cluster-id %d: needs Membrane (drop --no-membrane)", o.ClusterID)
 	}
 	if o.ToolsDir == "" || o.BinDir == "" {
 		return fmt.Errorf("tools and binary directories must be set")

@@ -35,11 +35,15 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
-	eps   *endpoints    // the policy datapath's endpoints
-	proxy *proxy        // nil without an L7 proxy
-	dns   *dnsPolicy    // nil without a DNS proxy
-	enc   *encryption   // nil with encryption off
-	ready chan struct{} // closed once the first full sync is programmed
+	eps   *endpoints  // the policy datapath's endpoints
+	proxy *proxy      // nil without an L7 proxy
+	dns   *dnsPolicy  // nil without a DNS proxy
+	enc   *encryption // nil with encryption off
+	// mesh watches remote clusters (nil without a cluster id); meshRoutes
+	// owns the routes to their pods.
+	mesh       *k8s.Mesh
+	meshRoutes *meshRoutes
+	ready      chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
 	apiPublished atomic.Bool
 	// policyReady is closed once every local endpoint's policy is programmed.
@@ -98,10 +102,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer pdp.Close()
-	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), informers, identity.DefaultFilter(), skipped)
+	filter := identity.DefaultFilter()
+	if a.cfg.ClusterID != 0 {
+		filter.Cluster = a.cfg.ClusterName // identities carry the cluster
+	}
+	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), informers, filter, skipped)
 	if err != nil {
 		return err
 	}
+	a.startClusterMesh(src, psrc, identity.DefaultFilter())
 	a.eps, err = newEndpoints(a.log.With("component", "endpoints"), a.cfg.NodeName, pdp, psrc, a.flows, newPolicyMetrics(a.reg))
 	if err != nil {
 		return err
@@ -138,9 +147,19 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.annotationEvents(ctx, src)
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(8)
+	wg.Add(9)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-informers.Synced():
+		case <-ctx.Done():
+			return
+		}
+		a.runClusterMesh(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := api.run(ctx); err != nil {

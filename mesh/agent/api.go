@@ -276,6 +276,7 @@ func (a *Agent) handler() http.Handler {
 	})
 	a.encryptionRoutes(mux)
 	a.statusRoutes(mux)
+	a.clusterMeshRoutes(mux)
 	return mux
 }
 

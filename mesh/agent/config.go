@@ -67,6 +67,17 @@ type Config struct {
 	// WireGuardBackend is auto, kernel or embedded.
 	WireGuardBackend string
 
+	// ClusterName and ClusterID name this cluster in a cluster mesh; id 0
+	// keeps the cluster out of any mesh.
+	ClusterName string
+	ClusterID   int
+	// ClusterMeshSecret (NAMESPACE/NAME) holds a kubeconfig per remote
+	// cluster, written by `membrane clustermesh connect`.
+	ClusterMeshSecret string
+	// ClusterMeshCacheTTL is how long a remote cluster that stopped
+	// answering keeps its backends.
+	ClusterMeshCacheTTL time.Duration
+
 	// FlowBufferSize is the number of flows the node keeps for observe
 	// (0: flow.DefaultCapacity).
 	FlowBufferSize int
@@ -125,6 +136,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))
 	}
 	errs = append(errs, c.validateEncryption()...)
+	errs = append(errs, c.validateClusterMesh()...)
 	return errors.Join(errs...)
 }
 

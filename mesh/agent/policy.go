@@ -372,7 +372,7 @@ func enricher(st k8s.PolicyState) flow.MapEnricher {
 		}
 	}
 	for _, p := range st.Pods {
-		m[p.IP] = flow.Endpoint{Identity: uint32(p.Identity), Namespace: p.Namespace, PodName: p.Name, Labels: flow.SortedLabels(p.Labels)}
+		m[p.IP] = flow.Endpoint{Identity: uint32(p.Identity), Namespace: p.Namespace, PodName: p.Name, Labels: flow.SortedLabels(p.Labels), Cluster: p.Cluster}
 	}
 	return m
 }

@@ -29,3 +29,7 @@ const (
 func EndpointPolicyPath(namespace, pod string) string {
 	return PathEndpoints + "/" + namespace + "/" + pod + "/policy"
 }
+
+// PathClusterMesh is the node's view of the cluster mesh
+// (ClusterMeshStatus).
+const PathClusterMesh = "/v1/clustermesh"

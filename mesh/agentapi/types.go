@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/lb"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
@@ -211,4 +212,10 @@ type FQDNRecord struct {
 	// TTLSeconds is the time left until Expires when listed (0: expired,
 	// kept while a connection uses the address).
 	TTLSeconds int64 `json:"ttlSeconds"`
+}
+
+// ClusterMeshStatus is the answer of PathClusterMesh.
+type ClusterMeshStatus struct {
+	Node   string             `json:"node"`
+	Status clustermesh.Status `json:"status"`
 }

@@ -171,6 +171,9 @@ type Endpoint struct {
 	// Labels are the security labels, "source:key=value" (e.g.
 	// "k8s:app=frontend", "reserved:world"), sorted.
 	Labels []string `json:"labels,omitempty"`
+	// Cluster is the remote cluster of a pod of a connected cluster
+	// (cluster mesh); empty for this cluster's endpoints.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // L7Type says whether an L7 flow is a request or a response.

@@ -159,6 +159,8 @@ func Hosts(f flow.Flow) (src, dst string) {
 func host(ip netip.Addr, port uint16, ep flow.Endpoint) string {
 	var h string
 	switch {
+	case ep.PodName != "" && ep.Namespace != "" && ep.Cluster != "":
+		h = ep.Cluster + "/" + ep.Namespace + "/" + ep.PodName // a remote cluster's pod
 	case ep.PodName != "" && ep.Namespace != "":
 		h = ep.Namespace + "/" + ep.PodName
 	case ep.PodName != "":
