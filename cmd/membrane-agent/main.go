@@ -100,6 +100,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.APIClientCA, "api-client-ca", "", "CA bundle verifying agent API client certificates, PEM (empty: the cluster's, from configmap kube-system/extension-apiserver-authentication)")
 	proxyPort = fs.Uint("proxy-port", 15001, "port of the node Envoy's transparent listener for L7-policed connections (0: no L7 policy)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
+	fs.BoolVar(&cfg.GatewayAPI, "gateway-api", false, "serve the cluster's Gateway API Gateways on the node Envoy (needs the Gateway API CRDs)")
 	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
 	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")

@@ -74,6 +74,9 @@ func clusterValues(o Options, s *State) ([]byte, error) {
 			// A development cluster collects unused identities quickly.
 			"identityGCInterval": "5s",
 		},
+		// Gateway addresses (with --set gatewayAPI.enabled=true): on the
+		// underlay, so the host reaches them through the bridge.
+		"gatewayAPI": map[string]any{"addressPool": l.GatewayPool()},
 	}
 	if o.Encryption != "" {
 		v["encryption"] = map[string]any{"enabled": true, "type": o.Encryption}

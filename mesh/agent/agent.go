@@ -15,6 +15,7 @@ import (
 	"github.com/membrane-mesh/membrane/bpf/hostfs"
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/bpf/socklb"
+	gwnode "github.com/membrane-mesh/membrane/gateway/node"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
@@ -110,6 +111,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.eps.proxy, a.eps.proxyPort = a.proxy, a.cfg.ProxyPort
 	}
 
+	var gateways *gwnode.Source
+	if a.cfg.GatewayAPI {
+		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers); err != nil {
+			return err
+		}
+	}
+
 	if a.cfg.EnableEncryption {
 		a.enc, err = newEncryption(a.log.With("component", "wireguard"), a.cfg, a.client, informers,
 			newEncryptionMetrics(a.reg), func() { a.metrics.skipped.WithLabelValues("WireGuardPeer").Inc() })
@@ -127,7 +135,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(7)
+	wg.Add(8)
+	go func() {
+		defer wg.Done()
+		if gateways == nil {
+			return
+		}
+		gwnode.Run(ctx, a.log.With("component", "gateway"), gateways, a.cfg.NodeName, informers.Synced(),
+			a.proxy.setGateway, gwnode.Netlink{Log: a.log.With("component", "gateway")})
+	}()
 	go func() {
 		defer wg.Done()
 		if err := api.run(ctx); err != nil {
