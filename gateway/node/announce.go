@@ -154,3 +154,30 @@ func linkWith(ip netip.Addr) (netlink.Link, error) {
 	}
 	return nil, fmt.Errorf("no interface has the node address %s", ip)
 }
+
+// Cleanup withdraws every Gateway address (label suffix ":mgw") from the
+// interfaces of the calling thread's network namespace: what a node keeps
+// of the announcer once the agent is gone.
+func Cleanup(log *slog.Logger) error {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	var errs []error
+	for _, a := range addrs {
+		if len(a.Label) <= len(addressLabel) || a.Label[len(a.Label)-len(addressLabel):] != addressLabel {
+			continue
+		}
+		link, err := netlink.LinkByIndex(a.LinkIndex)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("find the interface of %s: %w", a.IP, err))
+			continue
+		}
+		if err := netlink.AddrDel(link, &a); err != nil {
+			errs = append(errs, fmt.Errorf("remove gateway address %s from %s: %w", a.IP, link.Attrs().Name, err))
+			continue
+		}
+		log.Info("gateway address removed", "address", a.IP.String(), "interface", link.Attrs().Name)
+	}
+	return errors.Join(errs...)
+}
