@@ -78,6 +78,7 @@ type listener struct {
 	supportedKinds []gwv1.RouteGroupKind
 	conditions     []metav1.Condition // Accepted, ResolvedRefs, Conflicted set by checkListeners
 	valid          bool               // programmable
+	attachable     bool               // routes attach (and count) even when it is not programmable
 	certs          []ir.Certificate
 	attached       int
 	routes         []attachedRoute
@@ -136,7 +137,7 @@ func newBuilder(in Input) *builder {
 func (b *builder) checkListeners(g *gateway) {
 	gen := g.gw.Generation
 	for _, spec := range g.gw.Spec.Listeners {
-		l := &listener{spec: spec, valid: true}
+		l := &listener{spec: spec, valid: true, attachable: true}
 		g.listeners = append(g.listeners, l)
 		accepted := condition(gwv1.ListenerConditionAccepted, true, gwv1.ListenerReasonAccepted, "Listener accepted", gen)
 		resolved := condition(gwv1.ListenerConditionResolvedRefs, true, gwv1.ListenerReasonResolvedRefs, "References resolved", gen)
@@ -145,7 +146,7 @@ func (b *builder) checkListeners(g *gateway) {
 		default:
 			accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
 				fmt.Sprintf("protocol %s is not supported (HTTP and HTTPS are)", spec.Protocol), gen)
-			l.valid = false
+			l.valid, l.attachable = false, false
 		}
 		// Route kinds: HTTPRoute is the only one served.
 		var invalidKinds []string
@@ -196,7 +197,7 @@ func (b *builder) checkListeners(g *gateway) {
 			}
 			l.conditions[2] = condition(gwv1.ListenerConditionConflicted, true, reason,
 				fmt.Sprintf("conflicts with listener %s on port %d", o.spec.Name, o.spec.Port), gen)
-			l.valid = false
+			l.valid, l.attachable = false, false
 			break
 		}
 	}

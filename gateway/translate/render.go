@@ -127,7 +127,9 @@ func connectionManager(s ir.Server) (*anypb.Any, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &routev3.RouteConfiguration{Name: s.Name, ValidateClusters: wrapperspb.Bool(false)}
+	// Hostnames match without the Host header's port; the header itself
+	// reaches the backend as the client sent it.
+	rc := &routev3.RouteConfiguration{Name: s.Name, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
 	for _, vh := range s.VirtualHosts {
 		evh := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
 		for _, r := range vh.Routes {
@@ -136,12 +138,10 @@ func connectionManager(s ir.Server) (*anypb.Any, error) {
 		rc.VirtualHosts = append(rc.VirtualHosts, evh)
 	}
 	return marshalAny(&hcmv3.HttpConnectionManager{
-		StatPrefix:     statPrefix(s.Name),
-		CodecType:      hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
-		HttpFilters:    []*hcmv3.HttpFilter{{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
-		// Hostnames match without the Host header's port.
-		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
+		StatPrefix:       statPrefix(s.Name),
+		CodecType:        hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier:   &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
+		HttpFilters:      []*hcmv3.HttpFilter{{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
 		NormalizePath:    wrapperspb.Bool(true),
 		UseRemoteAddress: wrapperspb.Bool(true),
 	})

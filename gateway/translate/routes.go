@@ -59,7 +59,7 @@ func (b *builder) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, g *gateway
 			continue
 		}
 		matched++
-		if !l.valid || !b.allows(l, g.gw.Namespace, r.Namespace) {
+		if !l.attachable || !b.allows(l, g.gw.Namespace, r.Namespace) {
 			continue
 		}
 		allowed++
@@ -421,7 +421,7 @@ func (b *builder) ir() ir.IR {
 			continue
 		}
 		byPort := map[gwv1.PortNumber]*ir.Listener{}
-		routes := map[gwv1.PortNumber][]attachedRoute{}
+		gwListeners := map[gwv1.PortNumber][]*listener{}
 		for _, l := range g.listeners {
 			if !l.valid {
 				continue
@@ -433,11 +433,11 @@ func (b *builder) ir() ir.IR {
 				byPort[l.spec.Port] = il
 			}
 			if il.Protocol == ir.HTTP {
-				routes[l.spec.Port] = append(routes[l.spec.Port], l.routes...)
+				gwListeners[l.spec.Port] = append(gwListeners[l.spec.Port], l)
 				continue
 			}
 			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name),
-				Certificates: l.certs, VirtualHosts: virtualHosts(l.routes)}
+				Certificates: l.certs, VirtualHosts: virtualHosts([]*listener{l})}
 			if l.spec.Hostname != nil {
 				s.SNI = []string{string(*l.spec.Hostname)}
 			}
@@ -445,7 +445,7 @@ func (b *builder) ir() ir.IR {
 		}
 		for port, il := range byPort {
 			if il.Protocol == ir.HTTP {
-				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: virtualHosts(routes[port])}}
+				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: virtualHosts(gwListeners[port])}}
 			}
 			slices.SortFunc(il.Servers, func(a, c ir.Server) int { return cmp.Compare(a.Name, c.Name) })
 			out.Listeners = append(out.Listeners, *il)
@@ -461,27 +461,92 @@ func (b *builder) ir() ir.IR {
 	return out
 }
 
-// virtualHosts groups routes by hostname, each host's routes in Gateway
-// API precedence order (a route attached through two listeners once).
-func virtualHosts(routes []attachedRoute) []ir.VirtualHost {
-	byHost := map[string][]attachedRoute{}
-	for _, r := range routes {
-		for _, h := range r.hostnames {
-			byHost[h] = append(byHost[h], r)
+// virtualHosts makes one virtual host per hostname of the listeners (of
+// one port) and of their routes. A hostname's routes are those of the most
+// specific listener whose hostname covers it (listener isolation: a
+// request is served by the routes of the listener it matches best, not by
+// routes of a broader listener), in Gateway API precedence order.
+func virtualHosts(ls []*listener) []ir.VirtualHost {
+	domains := map[string]bool{}
+	for _, l := range ls {
+		domains[listenerHost(l)] = true
+		for _, r := range l.routes {
+			for _, h := range r.hostnames {
+				domains[h] = true
+			}
 		}
 	}
 	var out []ir.VirtualHost
-	for h, rs := range byHost {
+	for d := range domains {
+		var best *listener
+		for _, l := range ls {
+			if lh := listenerHost(l); coversHost(lh, d) && (best == nil || moreSpecific(lh, listenerHost(best))) {
+				best = l
+			}
+		}
+		if best == nil {
+			continue
+		}
+		var rs []attachedRoute
+		for _, r := range best.routes {
+			if slices.ContainsFunc(r.hostnames, func(h string) bool { return coversHost(h, d) }) {
+				rs = append(rs, r)
+			}
+		}
 		slices.SortStableFunc(rs, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
-		vh := ir.VirtualHost{Name: h, Domains: []string{h}}
+		vh := ir.VirtualHost{Name: d, Domains: []string{d}}
 		for i, r := range rs {
 			if i > 0 && rs[i-1].route.Name == r.route.Name {
 				continue
 			}
-			vh.Routes = append(vh.Routes, r.route)
+			vh.Routes = append(vh.Routes, withRedirectPort(r.route, uint16(best.spec.Port)))
 		}
 		out = append(out, vh)
 	}
 	slices.SortFunc(out, func(a, c ir.VirtualHost) int { return cmp.Compare(a.Name, c.Name) })
 	return out
+}
+
+func listenerHost(l *listener) string {
+	if l.spec.Hostname == nil || *l.spec.Hostname == "" {
+		return "*"
+	}
+	return string(*l.spec.Hostname)
+}
+
+// coversHost reports whether pattern ("*", "*.suffix" or a name) covers
+// host (the same forms).
+func coversHost(pattern, host string) bool {
+	return pattern == "*" || hostMatches(pattern, host)
+}
+
+// moreSpecific reports whether listener hostname a is more specific than
+// b: a name before a wildcard, a longer wildcard before a shorter, "*"
+// last.
+func moreSpecific(a, b string) bool {
+	wa, wb := strings.HasPrefix(a, "*"), strings.HasPrefix(b, "*")
+	if wa != wb {
+		return !wa
+	}
+	return len(a) > len(b)
+}
+
+// withRedirectPort gives a redirect without a port the one Gateway API
+// says: the scheme's well-known port when the scheme changes, else the
+// listener's (Envoy leaves out a scheme's default port).
+func withRedirectPort(r ir.Route, listenerPort uint16) ir.Route {
+	if r.Redirect == nil || r.Redirect.Port != 0 {
+		return r
+	}
+	rd := *r.Redirect
+	switch rd.Scheme {
+	case "":
+		rd.Port = listenerPort
+	case "https":
+		rd.Port = 443
+	case "http":
+		rd.Port = 80
+	}
+	r.Redirect = &rd
+	return r
 }

@@ -39,7 +39,18 @@ type RouteStatus struct {
 // SupportedFeatures are the Gateway API features Membrane implements, for
 // GatewayClass.status.supportedFeatures (sorted, as the API wants).
 func SupportedFeatures() []gwv1.SupportedFeature {
-	return []gwv1.SupportedFeature{{Name: "Gateway"}, {Name: "HTTPRoute"}, {Name: "ReferenceGrant"}}
+	names := []gwv1.FeatureName{
+		"Gateway", "GatewayHTTPListenerIsolation", "GatewayPort8080",
+		"HTTPRoute", "HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort",
+		"HTTPRoutePathRedirect", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
+		"HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+		"ReferenceGrant",
+	}
+	out := make([]gwv1.SupportedFeature, len(names))
+	for i, n := range names {
+		out[i].Name = n
+	}
+	return out
 }
 
 func condition[T ~string, R ~string](t T, ok bool, reason R, msg string, gen int64) metav1.Condition {
