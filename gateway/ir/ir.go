@@ -5,7 +5,10 @@
 // types, so both steps are pure and tested apart.
 package ir
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // IR is the whole gateway configuration of the cluster (every node serves
 // every Gateway).
@@ -79,6 +82,14 @@ type Route struct {
 	ResponseHeaders HeaderModifier `json:"responseHeaders,omitzero"`
 
 	Redirect *Redirect `json:"redirect,omitempty"`
+	// Rewrite changes the request on its way to the backends.
+	Rewrite *Rewrite `json:"rewrite,omitempty"`
+	// Timeout bounds the whole request (0: none); BackendTimeout each
+	// request to a backend (0: none).
+	Timeout        time.Duration `json:"timeout,omitempty"`
+	BackendTimeout time.Duration `json:"backendTimeout,omitempty"`
+	// Mirrors get a copy of the requests (responses are dropped).
+	Mirrors []Mirror `json:"mirrors,omitempty"`
 	// DirectResponse answers with this status (500 for a rule whose
 	// backends are all invalid).
 	DirectResponse uint32 `json:"directResponse,omitempty"`
@@ -139,6 +150,21 @@ type Redirect struct {
 	PrefixPath *string `json:"prefixPath,omitempty"`
 }
 
+// Rewrite replaces the Host header and the path: FullPath the whole path,
+// PrefixPath the matched prefix.
+type Rewrite struct {
+	Hostname   string  `json:"hostname,omitempty"`
+	FullPath   *string `json:"fullPath,omitempty"`
+	PrefixPath *string `json:"prefixPath,omitempty"`
+}
+
+// Mirror sends a copy of a share of the requests to a cluster.
+type Mirror struct {
+	Cluster string `json:"cluster"`
+	// Percent of the requests mirrored (100: all).
+	Percent float64 `json:"percent"`
+}
+
 // Backend is one weighted destination of a route.
 type Backend struct {
 	// Cluster names an IR cluster; empty when Invalid.
@@ -147,6 +173,8 @@ type Backend struct {
 	// Invalid: the reference did not resolve; its share of the requests
 	// gets 500.
 	Invalid bool `json:"invalid,omitempty"`
+	// RequestHeaders change the requests sent to this backend only.
+	RequestHeaders HeaderModifier `json:"requestHeaders,omitzero"`
 }
 
 // Cluster is a Service port's ready endpoints.
@@ -154,4 +182,8 @@ type Cluster struct {
 	// Name is "<namespace>/<service>/<port>".
 	Name      string           `json:"name"`
 	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
+	// Protocol is how the backend speaks HTTP: "" (HTTP/1.1, upgrades to
+	// WebSocket allowed) or "h2c" (HTTP/2 over cleartext, from the
+	// Service port's appProtocol kubernetes.io/h2c).
+	Protocol string `json:"protocol,omitempty"`
 }

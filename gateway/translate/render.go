@@ -2,6 +2,8 @@ package translate
 
 import (
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,7 +16,9 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -36,11 +40,12 @@ const (
 )
 
 const (
-	hcmFilter          = "envoy.filters.network.http_connection_manager"
-	routerFilter       = "envoy.filters.http.router"
-	tlsInspector       = "envoy.filters.listener.tls_inspector"
-	tlsTransportSocket = "envoy.transport_sockets.tls"
-	connectTimeout     = 5 * time.Second
+	hcmFilter           = "envoy.filters.network.http_connection_manager"
+	routerFilter        = "envoy.filters.http.router"
+	tlsInspector        = "envoy.filters.listener.tls_inspector"
+	tlsTransportSocket  = "envoy.transport_sockets.tls"
+	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	connectTimeout      = 5 * time.Second
 )
 
 // Resources are the node Envoys' gateway listeners and clusters.
@@ -63,7 +68,11 @@ func Render(in ir.IR) (Resources, error) {
 		out.Listeners = append(out.Listeners, el)
 	}
 	for _, c := range in.Clusters {
-		out.Clusters = append(out.Clusters, renderCluster(c))
+		ec, err := renderCluster(c)
+		if err != nil {
+			return Resources{}, fmt.Errorf("cluster %s: %w", c.Name, err)
+		}
+		out.Clusters = append(out.Clusters, ec)
 	}
 	return out, nil
 }
@@ -143,6 +152,7 @@ func connectionManager(s ir.Server) (*anypb.Any, error) {
 		RouteSpecifier:   &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
 		HttpFilters:      []*hcmv3.HttpFilter{{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
 		NormalizePath:    wrapperspb.Bool(true),
+		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
 	})
 }
@@ -172,16 +182,53 @@ func renderRoute(r ir.Route) *routev3.Route {
 		ra := &routev3.RouteAction{
 			// A cluster that is not there is an invalid backend: 500.
 			ClusterNotFoundResponseCode: routev3.RouteAction_INTERNAL_SERVER_ERROR,
-			Timeout:                     durationpb.New(0),
+			// 0 disables Envoy's default of 15 s.
+			Timeout: durationpb.New(r.Timeout),
 		}
-		if len(r.Backends) == 1 {
+		perBackendHeaders := slices.ContainsFunc(r.Backends, func(b ir.Backend) bool { return !b.RequestHeaders.IsZero() })
+		if len(r.Backends) == 1 && !perBackendHeaders {
 			ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: backendCluster(r.Backends[0])}
 		} else {
 			wc := &routev3.WeightedCluster{}
 			for _, b := range r.Backends {
-				wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: backendCluster(b), Weight: wrapperspb.UInt32(b.Weight)})
+				cw := &routev3.WeightedCluster_ClusterWeight{Name: backendCluster(b), Weight: wrapperspb.UInt32(b.Weight)}
+				for _, h := range b.RequestHeaders.Set {
+					cw.RequestHeadersToAdd = append(cw.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+				}
+				for _, h := range b.RequestHeaders.Add {
+					cw.RequestHeadersToAdd = append(cw.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+				}
+				cw.RequestHeadersToRemove = b.RequestHeaders.Remove
+				wc.Clusters = append(wc.Clusters, cw)
 			}
 			ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+		}
+		if r.BackendTimeout > 0 {
+			ra.RetryPolicy = &routev3.RetryPolicy{PerTryTimeout: durationpb.New(r.BackendTimeout)}
+		}
+		if rw := r.Rewrite; rw != nil {
+			if rw.Hostname != "" {
+				ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: rw.Hostname}
+			}
+			switch {
+			case rw.FullPath != nil:
+				ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+					Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: *rw.FullPath}
+			case rw.PrefixPath != nil && strings.TrimRight(*rw.PrefixPath, "/") == "":
+				// "/" replaces the prefix and the slashes after it.
+				ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+					Pattern: &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(strings.TrimRight(r.Match.Path, "/")) + "/*"}, Substitution: "/"}
+			case rw.PrefixPath != nil:
+				ra.PrefixRewrite = strings.TrimRight(*rw.PrefixPath, "/")
+			}
+		}
+		for _, m := range r.Mirrors {
+			mp := &routev3.RouteAction_RequestMirrorPolicy{Cluster: ClusterPrefix + m.Cluster}
+			if m.Percent < 100 {
+				mp.RuntimeFraction = &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+					Numerator: uint32(m.Percent * 10000), Denominator: typev3.FractionalPercent_MILLION}}
+			}
+			ra.RequestMirrorPolicies = append(ra.RequestMirrorPolicies, mp)
 		}
 		er.Action = &routev3.Route_Route{Route: ra}
 	}
@@ -264,7 +311,7 @@ func renderRedirect(r *ir.Redirect) *routev3.RedirectAction {
 
 // renderCluster is a STATIC cluster of the Service port's ready endpoints
 // (none: Envoy answers 503).
-func renderCluster(c ir.Cluster) *clusterv3.Cluster {
+func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 	name := ClusterPrefix + c.Name
 	la := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if len(c.Endpoints) > 0 {
@@ -278,12 +325,27 @@ func renderCluster(c ir.Cluster) *clusterv3.Cluster {
 		}
 		la.Endpoints = []*endpointv3.LocalityLbEndpoints{lle}
 	}
-	return &clusterv3.Cluster{
+	ec := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LoadAssignment:       la,
 	}
+	if c.Protocol == "h2c" {
+		opts, err := marshalAny(&upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+				ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+					ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+						Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+				},
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		ec.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: opts}
+	}
+	return ec, nil
 }
 
 // statPrefix replaces what would split Envoy's stat names.

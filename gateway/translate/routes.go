@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -178,8 +179,28 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute) ([]rule, metav1.Condition, string
 				action.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
 			case gwv1.HTTPRouteFilterRequestRedirect:
 				action.Redirect = redirect(f.RequestRedirect)
+			case gwv1.HTTPRouteFilterURLRewrite:
+				action.Rewrite = rewrite(f.URLRewrite)
+			case gwv1.HTTPRouteFilterRequestMirror:
+				cluster, reason, msg := b.resolve(r.Namespace, f.RequestMirror.BackendRef)
+				if reason != "" {
+					if resolved.Status == metav1.ConditionTrue {
+						resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].filters: mirror: %s", i, msg), 0)
+					}
+					continue
+				}
+				action.Mirrors = append(action.Mirrors, ir.Mirror{Cluster: cluster, Percent: mirrorPercent(f.RequestMirror)})
 			default:
 				unsupported = append(unsupported, string(f.Type))
+			}
+		}
+		if t := spec.Timeouts; t != nil {
+			var err error
+			if action.Timeout, err = duration(t.Request); err != nil {
+				unsupported = append(unsupported, "timeouts.request: "+err.Error())
+			}
+			if action.BackendTimeout, err = duration(t.BackendRequest); err != nil {
+				unsupported = append(unsupported, "timeouts.backendRequest: "+err.Error())
 			}
 		}
 		if action.Redirect == nil {
@@ -188,8 +209,12 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute) ([]rule, metav1.Condition, string
 				if reason != "" && resolved.Status == metav1.ConditionTrue {
 					resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].backendRefs[%d]: %s", i, j, msg), 0)
 				}
-				if len(ref.Filters) > 0 {
-					unsupported = append(unsupported, "backendRefs[].filters")
+				for _, f := range ref.Filters {
+					if f.Type == gwv1.HTTPRouteFilterRequestHeaderModifier {
+						be.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+					} else {
+						unsupported = append(unsupported, "backendRefs[].filters "+string(f.Type))
+					}
 				}
 				if be.Weight > 0 {
 					action.Backends = append(action.Backends, be)
@@ -262,6 +287,48 @@ func headerModifier(f *gwv1.HTTPHeaderFilter) ir.HeaderModifier {
 	return m
 }
 
+func rewrite(f *gwv1.HTTPURLRewriteFilter) *ir.Rewrite {
+	rw := &ir.Rewrite{}
+	if f.Hostname != nil {
+		rw.Hostname = string(*f.Hostname)
+	}
+	if p := f.Path; p != nil {
+		switch p.Type {
+		case gwv1.FullPathHTTPPathModifier:
+			rw.FullPath = p.ReplaceFullPath
+		case gwv1.PrefixMatchHTTPPathModifier:
+			rw.PrefixPath = p.ReplacePrefixMatch
+		}
+	}
+	return rw
+}
+
+func mirrorPercent(f *gwv1.HTTPRequestMirrorFilter) float64 {
+	switch {
+	case f.Percent != nil:
+		return float64(*f.Percent)
+	case f.Fraction != nil:
+		d := int32(100)
+		if f.Fraction.Denominator != nil && *f.Fraction.Denominator > 0 {
+			d = *f.Fraction.Denominator
+		}
+		return 100 * float64(f.Fraction.Numerator) / float64(d)
+	}
+	return 100
+}
+
+// duration parses a Gateway API Duration ("1h2m3s4ms" style); nil is 0.
+func duration(d *gwv1.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	v, err := time.ParseDuration(string(*d))
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("invalid duration %q", *d)
+	}
+	return v, nil
+}
+
 func redirect(f *gwv1.HTTPRequestRedirectFilter) *ir.Redirect {
 	rd := &ir.Redirect{StatusCode: 302}
 	if f.StatusCode != nil {
@@ -294,6 +361,17 @@ func (b *builder) backend(routeNS string, ref gwv1.HTTPBackendRef) (ir.Backend, 
 	if ref.Weight != nil {
 		be.Weight = uint32(max(*ref.Weight, 0))
 	}
+	cluster, reason, msg := b.resolve(routeNS, ref.BackendObjectReference)
+	if reason != "" {
+		return be, reason, msg
+	}
+	be.Cluster, be.Invalid = cluster, false
+	return be, "", ""
+}
+
+// resolve turns a reference to a Service port into an IR cluster's name;
+// reason and msg say why it does not resolve.
+func (b *builder) resolve(routeNS string, ref gwv1.BackendObjectReference) (string, gwv1.RouteConditionReason, string) {
 	group, kind := "", kindService
 	if ref.Group != nil {
 		group = string(*ref.Group)
@@ -307,17 +385,17 @@ func (b *builder) backend(routeNS string, ref gwv1.HTTPBackendRef) (ir.Backend, 
 	}
 	name := string(ref.Name)
 	if group != "" || kind != kindService {
-		return be, gwv1.RouteReasonInvalidKind, fmt.Sprintf("kind %s of group %q is not supported (Services are)", kind, group)
+		return "", gwv1.RouteReasonInvalidKind, fmt.Sprintf("kind %s of group %q is not supported (Services are)", kind, group)
 	}
 	if ns != routeNS && !b.granted(gatewayGroup, kindHTTPRoute, routeNS, "", kindService, ns, name) {
-		return be, gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("Service %s/%s: no ReferenceGrant in %s allows it", ns, name, ns)
+		return "", gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("Service %s/%s: no ReferenceGrant in %s allows it", ns, name, ns)
 	}
 	svc, ok := b.services[types.NamespacedName{Namespace: ns, Name: name}]
 	if !ok {
-		return be, gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s not found", ns, name)
+		return "", gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s not found", ns, name)
 	}
 	if ref.Port == nil {
-		return be, gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("Service %s/%s: port is required", ns, name)
+		return "", gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("Service %s/%s: port is required", ns, name)
 	}
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
@@ -326,12 +404,14 @@ func (b *builder) backend(routeNS string, ref gwv1.HTTPBackendRef) (ir.Backend, 
 		}
 	}
 	if sp == nil {
-		return be, gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s has no TCP port %d", ns, name, *ref.Port)
+		return "", gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s has no TCP port %d", ns, name, *ref.Port)
 	}
 	c := ir.Cluster{Name: fmt.Sprintf("%s/%s/%d", ns, name, sp.Port), Endpoints: b.endpoints(svc, sp)}
+	if ptrValue(sp.AppProtocol) == "kubernetes.io/h2c" {
+		c.Protocol = "h2c"
+	}
 	b.clusters[c.Name] = c
-	be.Cluster, be.Invalid = c.Name, false
-	return be, "", ""
+	return c.Name, "", ""
 }
 
 // endpoints are a Service port's ready IPv4 endpoints, from its

@@ -41,9 +41,12 @@ type RouteStatus struct {
 func SupportedFeatures() []gwv1.SupportedFeature {
 	names := []gwv1.FeatureName{
 		"Gateway", "GatewayHTTPListenerIsolation", "GatewayPort8080",
-		"HTTPRoute", "HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort",
-		"HTTPRoutePathRedirect", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
-		"HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+		"HTTPRoute", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
+		"HTTPRouteBackendRequestHeaderModification", "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite",
+		"HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort",
+		"HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
+		"HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
+		"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
 		"ReferenceGrant",
 	}
 	out := make([]gwv1.SupportedFeature, len(names))
