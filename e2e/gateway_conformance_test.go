@@ -25,8 +25,9 @@ import (
 )
 
 // TestGatewayConformance runs the upstream Gateway API conformance suite
-// (v1.4.1, profile GATEWAY-HTTP, features from the GatewayClass's
-// supportedFeatures) against a cluster of its own with Gateway API on. Set
+// (v1.4.1, profiles GATEWAY-HTTP and GATEWAY-GRPC, features from the
+// GatewayClass's supportedFeatures) against a cluster of its own with
+// Gateway API on; every test it runs must pass. Set
 // MEMBRANE_GATEWAY_CONFORMANCE_REPORT to a file to keep the report.
 func TestGatewayConformance(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
@@ -61,7 +62,7 @@ func TestGatewayConformance(t *testing.T) {
 		RestConfig:           cfg,
 		GatewayClassName:     "membrane",
 		CleanupBaseResources: true,
-		ConformanceProfiles:  sets.New(suite.GatewayHTTPConformanceProfileName),
+		ConformanceProfiles:  sets.New(suite.GatewayHTTPConformanceProfileName, suite.GatewayGRPCConformanceProfileName),
 		TimeoutConfig:        config.DefaultTimeoutConfig(),
 		SkipTests:            []string{},
 		ReportOutputPath:     report,

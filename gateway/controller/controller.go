@@ -69,7 +69,7 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("gateway-api")
 	for _, obj := range []client.Object{
-		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1beta1.ReferenceGrant{},
+		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
 		&corev1.Namespace{}, &corev1.Service{}, &corev1.Secret{},
 	} {
 		b = b.Watches(obj, enqueue)
@@ -99,6 +99,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	}
 	for _, s := range st.HTTPRoutes {
 		errs = append(errs, r.writeRoute(ctx, s))
+	}
+	for _, s := range st.GRPCRoutes {
+		errs = append(errs, r.writeGRPCRoute(ctx, s))
 	}
 	return ctrl.Result{}, errors.Join(errs...)
 }
@@ -130,18 +133,19 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		classes  gwv1.GatewayClassList
 		gws      gwv1.GatewayList
 		routes   gwv1.HTTPRouteList
+		grpc     gwv1.GRPCRouteList
 		grants   gwv1beta1.ReferenceGrantList
 		nss      corev1.NamespaceList
 		services corev1.ServiceList
 		secrets  corev1.SecretList
 	)
-	for _, l := range []client.ObjectList{&classes, &gws, &routes, &grants, &nss, &services, &secrets} {
+	for _, l := range []client.ObjectList{&classes, &gws, &routes, &grpc, &grants, &nss, &services, &secrets} {
 		if err := r.c.List(ctx, l); err != nil {
 			return translate.Input{}, fmt.Errorf("list %T: %w", l, err)
 		}
 	}
 	in := translate.Input{
-		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items,
+		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items, GRPCRoutes: grpc.Items,
 		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items, Secrets: secrets.Items,
 	}
 	ours := map[string]bool{}
@@ -222,22 +226,7 @@ func (r *Reconciler) writeRoute(ctx context.Context, s translate.RouteStatus) er
 	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	var parents []gwv1.RouteParentStatus
-	for _, p := range rt.Status.Parents {
-		if p.ControllerName != translate.ControllerName {
-			parents = append(parents, p) // another controller's
-		}
-	}
-	for _, p := range s.Parents {
-		var old []metav1.Condition
-		for _, o := range rt.Status.Parents {
-			if o.ControllerName == translate.ControllerName && equality.Semantic.DeepEqual(o.ParentRef, p.ParentRef) {
-				old = o.Conditions
-			}
-		}
-		p.Conditions = r.mergeConditions(old, p.Conditions)
-		parents = append(parents, p)
-	}
+	parents := r.mergeParents(rt.Status.Parents, s.Parents)
 	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
 		return nil
 	}
@@ -246,6 +235,44 @@ func (r *Reconciler) writeRoute(ctx context.Context, s translate.RouteStatus) er
 		return fmt.Errorf("update HTTPRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
 	}
 	return nil
+}
+
+func (r *Reconciler) writeGRPCRoute(ctx context.Context, s translate.RouteStatus) error {
+	var rt gwv1.GRPCRoute
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	parents := r.mergeParents(rt.Status.Parents, s.Parents)
+	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
+		return nil
+	}
+	rt.Status.Parents = parents
+	if err := r.c.Status().Update(ctx, &rt); err != nil {
+		return fmt.Errorf("update GRPCRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
+	}
+	return nil
+}
+
+// mergeParents keeps the parent statuses of other controllers and replaces
+// Membrane's with want, keeping transition times.
+func (r *Reconciler) mergeParents(old, want []gwv1.RouteParentStatus) []gwv1.RouteParentStatus {
+	var parents []gwv1.RouteParentStatus
+	for _, p := range old {
+		if p.ControllerName != translate.ControllerName {
+			parents = append(parents, p) // another controller's
+		}
+	}
+	for _, p := range want {
+		var prev []metav1.Condition
+		for _, o := range old {
+			if o.ControllerName == translate.ControllerName && equality.Semantic.DeepEqual(o.ParentRef, p.ParentRef) {
+				prev = o.Conditions
+			}
+		}
+		p.Conditions = r.mergeConditions(prev, p.Conditions)
+		parents = append(parents, p)
+	}
+	return parents
 }
 
 // mergeConditions returns want with the transition times of old where a

@@ -101,6 +101,8 @@ type Route struct {
 const (
 	PathExact  = "Exact"
 	PathPrefix = "PathPrefix"
+	// PathRegex matches the whole path with an RE2 regex.
+	PathRegex = "RegularExpression"
 )
 
 // Match matches a request when every field given matches.

@@ -40,9 +40,9 @@ type Source struct {
 	log     *slog.Logger
 	changed chan struct{}
 
-	classes, gateways, routes, grants cache.GenericLister
-	services, slices, namespaces      cache.Indexer
-	nodes, secrets                    cache.Indexer
+	classes, gateways, routes, grpcRoutes, grants cache.GenericLister
+	services, slices, namespaces                  cache.Indexer
+	nodes, secrets                                cache.Indexer
 }
 
 // NewSource registers the Source's informers on inf. Secrets are watched
@@ -61,6 +61,7 @@ func NewSource(log *slog.Logger, inf *k8s.Informers) (*Source, error) {
 		{gatewayResource("v1", "gatewayclasses"), &s.classes},
 		{gatewayResource("v1", "gateways"), &s.gateways},
 		{gatewayResource("v1", "httproutes"), &s.routes},
+		{gatewayResource("v1", "grpcroutes"), &s.grpcRoutes},
 		{gatewayResource("v1beta1", "referencegrants"), &s.grants},
 	} {
 		gi := inf.Dynamic.ForResource(r.gvr)
@@ -114,6 +115,9 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 		return in, nil, err
 	}
 	if in.HTTPRoutes, err = typed[gwv1.HTTPRoute](s.routes); err != nil {
+		return in, nil, err
+	}
+	if in.GRPCRoutes, err = typed[gwv1.GRPCRoute](s.grpcRoutes); err != nil {
 		return in, nil, err
 	}
 	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants); err != nil {

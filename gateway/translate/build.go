@@ -21,6 +21,7 @@ const (
 	gatewayGroup  = gwv1.GroupName
 	kindGateway   = "Gateway"
 	kindHTTPRoute = "HTTPRoute"
+	kindGRPCRoute = "GRPCRoute"
 	kindService   = "Service"
 	kindSecret    = "Secret"
 )
@@ -44,8 +45,13 @@ func Build(in Input) (ir.IR, Status) {
 		b.checkListeners(g)
 	}
 	for i := range b.in.HTTPRoutes {
-		if rs, ok := b.attachHTTPRoute(&b.in.HTTPRoutes[i]); ok {
+		if rs, ok := b.attachHTTPRoute(&b.in.HTTPRoutes[i], kindHTTPRoute); ok {
 			st.HTTPRoutes = append(st.HTTPRoutes, rs)
+		}
+	}
+	for i := range b.in.GRPCRoutes {
+		if rs, ok := b.attachHTTPRoute(grpcAsHTTP(&b.in.GRPCRoutes[i]), kindGRPCRoute); ok {
+			st.GRPCRoutes = append(st.GRPCRoutes, rs)
 		}
 	}
 	for _, g := range b.gateways {
@@ -152,21 +158,24 @@ func (b *builder) checkListeners(g *gateway) {
 		var invalidKinds []string
 		if spec.AllowedRoutes != nil && len(spec.AllowedRoutes.Kinds) > 0 {
 			for _, k := range spec.AllowedRoutes.Kinds {
-				if (k.Group == nil || *k.Group == gatewayGroup) && k.Kind == kindHTTPRoute {
-					l.supportedKinds = append(l.supportedKinds, gwv1.RouteGroupKind{Group: ptr(gwv1.Group(gatewayGroup)), Kind: kindHTTPRoute})
+				if (k.Group == nil || *k.Group == gatewayGroup) && (k.Kind == kindHTTPRoute || k.Kind == kindGRPCRoute) {
+					l.supportedKinds = append(l.supportedKinds, gwv1.RouteGroupKind{Group: ptr(gwv1.Group(gatewayGroup)), Kind: k.Kind})
 				} else {
 					invalidKinds = append(invalidKinds, string(k.Kind))
 				}
 			}
 		} else if l.valid {
-			l.supportedKinds = []gwv1.RouteGroupKind{{Group: ptr(gwv1.Group(gatewayGroup)), Kind: kindHTTPRoute}}
+			l.supportedKinds = []gwv1.RouteGroupKind{
+				{Group: ptr(gwv1.Group(gatewayGroup)), Kind: kindHTTPRoute},
+				{Group: ptr(gwv1.Group(gatewayGroup)), Kind: kindGRPCRoute},
+			}
 		}
 		if l.supportedKinds == nil {
 			l.supportedKinds = []gwv1.RouteGroupKind{}
 		}
 		if len(invalidKinds) > 0 {
 			resolved = condition(gwv1.ListenerConditionResolvedRefs, false, gwv1.ListenerReasonInvalidRouteKinds,
-				fmt.Sprintf("route kinds %s are not supported (HTTPRoute is)", strings.Join(invalidKinds, ", ")), gen)
+				fmt.Sprintf("route kinds %s are not supported (HTTPRoute and GRPCRoute are)", strings.Join(invalidKinds, ", ")), gen)
 			if len(l.supportedKinds) == 0 {
 				l.valid = false
 			}

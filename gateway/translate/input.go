@@ -30,6 +30,7 @@ type Input struct {
 	GatewayClasses  []gwv1.GatewayClass
 	Gateways        []gwv1.Gateway
 	HTTPRoutes      []gwv1.HTTPRoute
+	GRPCRoutes      []gwv1.GRPCRoute
 	ReferenceGrants []gwv1beta1.ReferenceGrant
 	Namespaces      []corev1.Namespace
 	Services        []corev1.Service
@@ -94,6 +95,9 @@ func ParseObjects(r io.Reader) (Input, error) {
 		case "HTTPRoute":
 			in.HTTPRoutes = append(in.HTTPRoutes, gwv1.HTTPRoute{})
 			target = &in.HTTPRoutes[len(in.HTTPRoutes)-1]
+		case "GRPCRoute":
+			in.GRPCRoutes = append(in.GRPCRoutes, gwv1.GRPCRoute{})
+			target = &in.GRPCRoutes[len(in.GRPCRoutes)-1]
 		case "ReferenceGrant":
 			in.ReferenceGrants = append(in.ReferenceGrants, gwv1beta1.ReferenceGrant{})
 			target = &in.ReferenceGrants[len(in.ReferenceGrants)-1]

@@ -247,6 +247,8 @@ func routeMatch(m ir.Match) *routev3.RouteMatch {
 	switch {
 	case m.PathType == ir.PathExact:
 		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path}
+	case m.PathType == ir.PathRegex:
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path}}
 	case strings.TrimRight(m.Path, "/") == "":
 		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
 	default:

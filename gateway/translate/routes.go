@@ -20,10 +20,10 @@ import (
 // attachHTTPRoute attaches a route to the listeners its parentRefs select
 // and returns its parent statuses (ok is false when none of its parents is
 // a Gateway of Membrane's).
-func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute) (RouteStatus, bool) {
+func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute, kind string) (RouteStatus, bool) {
 	gen := r.Generation
 	rs := RouteStatus{Namespace: r.Namespace, Name: r.Name}
-	rules, resolved, unsupported := b.httpRules(r)
+	rules, resolved, unsupported := b.httpRules(r, kind)
 	for _, ref := range r.Spec.ParentRefs {
 		if (ref.Group != nil && *ref.Group != gatewayGroup) || (ref.Kind != nil && *ref.Kind != kindGateway) {
 			continue
@@ -36,7 +36,7 @@ func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute) (RouteStatus, bool) {
 		if !ok {
 			continue // not ours (or not there): another controller's business
 		}
-		accepted := b.attach(r, ref, g, rules)
+		accepted := b.attach(r, kind, ref, g, rules)
 		if accepted.Status == metav1.ConditionTrue && unsupported != "" {
 			accepted = condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonUnsupportedValue, unsupported, 0)
 		}
@@ -50,7 +50,7 @@ func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute) (RouteStatus, bool) {
 
 // attach adds the route's rules to every listener of g that ref selects
 // and that accepts the route, and returns the Accepted condition.
-func (b *builder) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, g *gateway, rules []rule) metav1.Condition {
+func (b *builder) attach(r *gwv1.HTTPRoute, kind string, ref gwv1.ParentReference, g *gateway, rules []rule) metav1.Condition {
 	var matched, allowed, attached int
 	for _, l := range g.listeners {
 		if ref.SectionName != nil && *ref.SectionName != l.spec.Name {
@@ -60,7 +60,7 @@ func (b *builder) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, g *gateway
 			continue
 		}
 		matched++
-		if !l.attachable || !b.allows(l, g.gw.Namespace, r.Namespace) {
+		if !l.attachable || !b.allows(l, g.gw.Namespace, r.Namespace, kind) {
 			continue
 		}
 		allowed++
@@ -85,10 +85,10 @@ func (b *builder) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, g *gateway
 	return condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "Route accepted", 0)
 }
 
-// allows reports whether listener l of a Gateway in gwNS accepts an
-// HTTPRoute from routeNS.
-func (b *builder) allows(l *listener, gwNS, routeNS string) bool {
-	if !slices.ContainsFunc(l.supportedKinds, func(k gwv1.RouteGroupKind) bool { return k.Kind == kindHTTPRoute }) {
+// allows reports whether listener l of a Gateway in gwNS accepts a route
+// of kind from routeNS.
+func (b *builder) allows(l *listener, gwNS, routeNS, kind string) bool {
+	if !slices.ContainsFunc(l.supportedKinds, func(k gwv1.RouteGroupKind) bool { return string(k.Kind) == kind }) {
 		return false
 	}
 	from := gwv1.NamespacesFromSame
@@ -164,7 +164,7 @@ func compareBool(a, b bool) int {
 // httpRules translates a route's rules (once for all its parents) and
 // returns the ResolvedRefs condition and what of the route is not
 // supported ("" when all is).
-func (b *builder) httpRules(r *gwv1.HTTPRoute) ([]rule, metav1.Condition, string) {
+func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Condition, string) {
 	var unsupportedMsgs []string
 	resolved := condition(gwv1.RouteConditionResolvedRefs, true, gwv1.RouteReasonResolvedRefs, "References resolved", 0)
 	var rules []rule
@@ -182,7 +182,7 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute) ([]rule, metav1.Condition, string
 			case gwv1.HTTPRouteFilterURLRewrite:
 				action.Rewrite = rewrite(f.URLRewrite)
 			case gwv1.HTTPRouteFilterRequestMirror:
-				cluster, reason, msg := b.resolve(r.Namespace, f.RequestMirror.BackendRef)
+				cluster, reason, msg := b.resolve(r.Namespace, kind, f.RequestMirror.BackendRef)
 				if reason != "" {
 					if resolved.Status == metav1.ConditionTrue {
 						resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].filters: mirror: %s", i, msg), 0)
@@ -205,7 +205,7 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute) ([]rule, metav1.Condition, string
 		}
 		if action.Redirect == nil {
 			for j, ref := range spec.BackendRefs {
-				be, reason, msg := b.backend(r.Namespace, ref)
+				be, reason, msg := b.backend(r.Namespace, kind, ref)
 				if reason != "" && resolved.Status == metav1.ConditionTrue {
 					resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].backendRefs[%d]: %s", i, j, msg), 0)
 				}
@@ -238,6 +238,9 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute) ([]rule, metav1.Condition, string
 		for j, m := range matches {
 			ru := action
 			ru.Name = fmt.Sprintf("%s/%s/rule/%d/match/%d", r.Namespace, r.Name, i, j)
+			if kind != kindHTTPRoute {
+				ru.Name = strings.ToLower(kind) + ":" + ru.Name
+			}
 			ru.Match, ru.RequestHeaders, ru.ResponseHeaders = match(m), action.RequestHeaders, action.ResponseHeaders
 			p := precedence{exact: ru.Match.PathType == ir.PathExact, pathLen: len(ru.Match.Path), method: ru.Match.Method != "",
 				headers: len(ru.Match.Headers), queries: len(ru.Match.QueryParams), created: r.CreationTimestamp,
@@ -253,6 +256,9 @@ func match(m gwv1.HTTPRouteMatch) ir.Match {
 	if m.Path != nil {
 		if m.Path.Type != nil && *m.Path.Type == gwv1.PathMatchExact {
 			out.PathType = ir.PathExact
+		}
+		if m.Path.Type != nil && *m.Path.Type == gwv1.PathMatchRegularExpression {
+			out.PathType = ir.PathRegex
 		}
 		if m.Path.Value != nil {
 			out.Path = *m.Path.Value
@@ -356,12 +362,12 @@ func redirect(f *gwv1.HTTPRequestRedirectFilter) *ir.Redirect {
 
 // backend resolves a backendRef; reason and msg say why it does not
 // resolve (the backend is then Invalid).
-func (b *builder) backend(routeNS string, ref gwv1.HTTPBackendRef) (ir.Backend, gwv1.RouteConditionReason, string) {
+func (b *builder) backend(routeNS, kind string, ref gwv1.HTTPBackendRef) (ir.Backend, gwv1.RouteConditionReason, string) {
 	be := ir.Backend{Weight: 1, Invalid: true}
 	if ref.Weight != nil {
 		be.Weight = uint32(max(*ref.Weight, 0))
 	}
-	cluster, reason, msg := b.resolve(routeNS, ref.BackendObjectReference)
+	cluster, reason, msg := b.resolve(routeNS, kind, ref.BackendObjectReference)
 	if reason != "" {
 		return be, reason, msg
 	}
@@ -369,9 +375,10 @@ func (b *builder) backend(routeNS string, ref gwv1.HTTPBackendRef) (ir.Backend, 
 	return be, "", ""
 }
 
-// resolve turns a reference to a Service port into an IR cluster's name;
-// reason and msg say why it does not resolve.
-func (b *builder) resolve(routeNS string, ref gwv1.BackendObjectReference) (string, gwv1.RouteConditionReason, string) {
+// resolve turns a reference of a route of kind to a Service port into an
+// IR cluster's name (GRPCRoute backends speak h2c); reason and msg say why
+// it does not resolve.
+func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectReference) (string, gwv1.RouteConditionReason, string) {
 	group, kind := "", kindService
 	if ref.Group != nil {
 		group = string(*ref.Group)
@@ -387,7 +394,7 @@ func (b *builder) resolve(routeNS string, ref gwv1.BackendObjectReference) (stri
 	if group != "" || kind != kindService {
 		return "", gwv1.RouteReasonInvalidKind, fmt.Sprintf("kind %s of group %q is not supported (Services are)", kind, group)
 	}
-	if ns != routeNS && !b.granted(gatewayGroup, kindHTTPRoute, routeNS, "", kindService, ns, name) {
+	if ns != routeNS && !b.granted(gatewayGroup, routeKind, routeNS, "", kindService, ns, name) {
 		return "", gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("Service %s/%s: no ReferenceGrant in %s allows it", ns, name, ns)
 	}
 	svc, ok := b.services[types.NamespacedName{Namespace: ns, Name: name}]
@@ -407,8 +414,11 @@ func (b *builder) resolve(routeNS string, ref gwv1.BackendObjectReference) (stri
 		return "", gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s has no TCP port %d", ns, name, *ref.Port)
 	}
 	c := ir.Cluster{Name: fmt.Sprintf("%s/%s/%d", ns, name, sp.Port), Endpoints: b.endpoints(svc, sp)}
-	if ptrValue(sp.AppProtocol) == "kubernetes.io/h2c" {
+	switch {
+	case ptrValue(sp.AppProtocol) == "kubernetes.io/h2c":
 		c.Protocol = "h2c"
+	case routeKind == kindGRPCRoute:
+		c.Name, c.Protocol = c.Name+"/h2c", "h2c"
 	}
 	b.clusters[c.Name] = c
 	return c.Name, "", ""

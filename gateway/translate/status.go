@@ -12,6 +12,7 @@ type Status struct {
 	GatewayClasses []GatewayClassStatus `json:"gatewayClasses,omitempty"`
 	Gateways       []GatewayStatus      `json:"gateways,omitempty"`
 	HTTPRoutes     []RouteStatus        `json:"httpRoutes,omitempty"`
+	GRPCRoutes     []RouteStatus        `json:"grpcRoutes,omitempty"`
 }
 
 // GatewayClassStatus is one GatewayClass's status.
@@ -40,7 +41,7 @@ type RouteStatus struct {
 // GatewayClass.status.supportedFeatures (sorted, as the API wants).
 func SupportedFeatures() []gwv1.SupportedFeature {
 	names := []gwv1.FeatureName{
-		"Gateway", "GatewayHTTPListenerIsolation", "GatewayPort8080",
+		"GRPCRoute", "Gateway", "GatewayHTTPListenerIsolation", "GatewayPort8080",
 		"HTTPRoute", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
 		"HTTPRouteBackendRequestHeaderModification", "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite",
 		"HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort",
