@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	gwcontroller "github.com/membrane-mesh/membrane/gateway/controller"
@@ -130,6 +131,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("scheme: %w", err)
 		}
 		if err := gwv1beta1.Install(scheme); err != nil {
+			return fmt.Errorf("scheme: %w", err)
+		}
+		if err := gwv1alpha2.Install(scheme); err != nil {
 			return fmt.Errorf("scheme: %w", err)
 		}
 		// Only TLS Secrets (HTTPS listeners' certificates) are read.

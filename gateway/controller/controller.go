@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/membrane-mesh/membrane/gateway/ipam"
@@ -50,6 +51,9 @@ type Reconciler struct {
 	c   client.Client
 	cfg Config
 	now func() time.Time
+	// tlsRoutes: the cluster serves TLSRoutes (experimental CRDs), seen
+	// at Setup.
+	tlsRoutes bool
 }
 
 // New returns the controller; Setup registers it with a manager.
@@ -68,10 +72,17 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 		return []reconcile.Request{workItem()}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("gateway-api")
-	for _, obj := range []client.Object{
+	watched := []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
 		&corev1.Namespace{}, &corev1.Service{}, &corev1.Secret{},
-	} {
+	}
+	// TLSRoutes come with the experimental CRDs only.
+	_, err := mgr.GetRESTMapper().RESTMapping(gwv1alpha2.SchemeGroupVersion.WithKind("TLSRoute").GroupKind(), gwv1alpha2.SchemeGroupVersion.Version)
+	if r.tlsRoutes = err == nil; r.tlsRoutes {
+		watched = append(watched, &gwv1alpha2.TLSRoute{})
+	}
+	r.log.Info("gateway api kinds", "tlsRoutes", r.tlsRoutes)
+	for _, obj := range watched {
 		b = b.Watches(obj, enqueue)
 	}
 	if err := b.Complete(r); err != nil {
@@ -102,6 +113,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	}
 	for _, s := range st.GRPCRoutes {
 		errs = append(errs, r.writeGRPCRoute(ctx, s))
+	}
+	for _, s := range st.TLSRoutes {
+		errs = append(errs, r.writeTLSRoute(ctx, s))
 	}
 	return ctrl.Result{}, errors.Join(errs...)
 }
@@ -144,7 +158,14 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 			return translate.Input{}, fmt.Errorf("list %T: %w", l, err)
 		}
 	}
+	var tls gwv1alpha2.TLSRouteList
+	if r.tlsRoutes {
+		if err := r.c.List(ctx, &tls); err != nil {
+			return translate.Input{}, fmt.Errorf("list TLSRoutes: %w", err)
+		}
+	}
 	in := translate.Input{
+		TLSRoutes: tls.Items, TLSRoutesServed: r.tlsRoutes,
 		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items, GRPCRoutes: grpc.Items,
 		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items, Secrets: secrets.Items,
 	}
@@ -249,6 +270,22 @@ func (r *Reconciler) writeGRPCRoute(ctx context.Context, s translate.RouteStatus
 	rt.Status.Parents = parents
 	if err := r.c.Status().Update(ctx, &rt); err != nil {
 		return fmt.Errorf("update GRPCRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
+	}
+	return nil
+}
+
+func (r *Reconciler) writeTLSRoute(ctx context.Context, s translate.RouteStatus) error {
+	var rt gwv1alpha2.TLSRoute
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	parents := r.mergeParents(rt.Status.Parents, s.Parents)
+	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
+		return nil
+	}
+	rt.Status.Parents = parents
+	if err := r.c.Status().Update(ctx, &rt); err != nil {
+		return fmt.Errorf("update TLSRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ type Protocol string
 const (
 	HTTP  Protocol = "HTTP"
 	HTTPS Protocol = "HTTPS"
+	// TLS is passed through to the backends, chosen by SNI.
+	TLS Protocol = "TLS"
 )
 
 // Listener is one (address, port) of a Gateway: its HTTP listeners merged.
@@ -52,6 +54,8 @@ type Server struct {
 	// VirtualHosts are sorted by name; Envoy picks the most specific
 	// domain.
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+	// Backends take TLS connections whole (TLS passthrough), by weight.
+	Backends []Backend `json:"backends,omitempty"`
 }
 
 // Certificate is a PEM certificate chain and its private key.

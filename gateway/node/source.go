@@ -17,10 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/membrane-mesh/membrane/gateway/translate"
@@ -41,29 +43,39 @@ type Source struct {
 	changed chan struct{}
 
 	classes, gateways, routes, grpcRoutes, grants cache.GenericLister
+	tlsRoutes                                     cache.GenericLister // nil: not served
 	services, slices, namespaces                  cache.Indexer
 	nodes, secrets                                cache.Indexer
 }
 
 // NewSource registers the Source's informers on inf. Secrets are watched
-// only of type kubernetes.io/tls (HTTPS listeners' certificates).
-func NewSource(log *slog.Logger, inf *k8s.Informers) (*Source, error) {
+// only of type kubernetes.io/tls (HTTPS listeners' certificates);
+// TLSRoutes only when the cluster serves them (the experimental CRDs, as
+// disco says at start).
+func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryInterface) (*Source, error) {
 	s := &Source{log: log, changed: make(chan struct{}, 1)}
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.signal() },
 		UpdateFunc: func(any, any) { s.signal() },
 		DeleteFunc: func(any) { s.signal() },
 	}
-	for _, r := range []struct {
+	type resource struct {
 		gvr    schema.GroupVersionResource
 		lister *cache.GenericLister
-	}{
+	}
+	resources := []resource{
 		{gatewayResource("v1", "gatewayclasses"), &s.classes},
 		{gatewayResource("v1", "gateways"), &s.gateways},
 		{gatewayResource("v1", "httproutes"), &s.routes},
 		{gatewayResource("v1", "grpcroutes"), &s.grpcRoutes},
 		{gatewayResource("v1beta1", "referencegrants"), &s.grants},
-	} {
+	}
+	tls := served(disco, gatewayResource("v1alpha2", "tlsroutes"))
+	if tls {
+		resources = append(resources, resource{gatewayResource("v1alpha2", "tlsroutes"), &s.tlsRoutes})
+	}
+	log.Info("gateway api kinds", "tlsRoutes", tls)
+	for _, r := range resources {
 		gi := inf.Dynamic.ForResource(r.gvr)
 		if err := inf.Watch(gi.Informer(), h); err != nil {
 			return nil, fmt.Errorf("watch %s: %w", r.gvr.Resource, err)
@@ -93,6 +105,20 @@ func NewSource(log *slog.Logger, inf *k8s.Informers) (*Source, error) {
 	return s, nil
 }
 
+// served reports whether the API server serves gvr.
+func served(disco discovery.DiscoveryInterface, gvr schema.GroupVersionResource) bool {
+	list, err := disco.ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+	if err != nil {
+		return false
+	}
+	for _, r := range list.APIResources {
+		if r.Name == gvr.Resource {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Source) signal() {
 	select {
 	case s.changed <- struct{}{}:
@@ -119,6 +145,11 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 	}
 	if in.GRPCRoutes, err = typed[gwv1.GRPCRoute](s.grpcRoutes); err != nil {
 		return in, nil, err
+	}
+	if s.tlsRoutes != nil {
+		if in.TLSRoutes, err = typed[gwv1alpha2.TLSRoute](s.tlsRoutes); err != nil {
+			return in, nil, err
+		}
 	}
 	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants); err != nil {
 		return in, nil, err

@@ -22,6 +22,7 @@ const (
 	kindGateway   = "Gateway"
 	kindHTTPRoute = "HTTPRoute"
 	kindGRPCRoute = "GRPCRoute"
+	kindTLSRoute  = "TLSRoute"
 	kindService   = "Service"
 	kindSecret    = "Secret"
 )
@@ -38,7 +39,7 @@ func Build(in Input) (ir.IR, Status) {
 				condition(gwv1.GatewayClassConditionStatusAccepted, true, gwv1.GatewayClassReasonAccepted, "Accepted by membrane", gc.Generation),
 				condition(gwv1.GatewayClassConditionStatusSupportedVersion, true, gwv1.GatewayClassReasonSupportedVersion, "Gateway API v1.4", gc.Generation),
 			},
-			SupportedFeatures: SupportedFeatures(),
+			SupportedFeatures: SupportedFeatures(b.in.TLSRoutesServed),
 		}})
 	}
 	for _, g := range b.gateways {
@@ -47,6 +48,11 @@ func Build(in Input) (ir.IR, Status) {
 	for i := range b.in.HTTPRoutes {
 		if rs, ok := b.attachHTTPRoute(&b.in.HTTPRoutes[i], kindHTTPRoute); ok {
 			st.HTTPRoutes = append(st.HTTPRoutes, rs)
+		}
+	}
+	for i := range b.in.TLSRoutes {
+		if rs, ok := b.attachHTTPRoute(tlsAsHTTP(&b.in.TLSRoutes[i]), kindTLSRoute); ok {
+			st.TLSRoutes = append(st.TLSRoutes, rs)
 		}
 	}
 	for i := range b.in.GRPCRoutes {
@@ -147,27 +153,34 @@ func (b *builder) checkListeners(g *gateway) {
 		g.listeners = append(g.listeners, l)
 		accepted := condition(gwv1.ListenerConditionAccepted, true, gwv1.ListenerReasonAccepted, "Listener accepted", gen)
 		resolved := condition(gwv1.ListenerConditionResolvedRefs, true, gwv1.ListenerReasonResolvedRefs, "References resolved", gen)
+		kinds := []gwv1.Kind{kindHTTPRoute, kindGRPCRoute}
 		switch spec.Protocol {
 		case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		case gwv1.TLSProtocolType:
+			kinds = []gwv1.Kind{kindTLSRoute}
+			if spec.TLS == nil || spec.TLS.Mode == nil || *spec.TLS.Mode != gwv1.TLSModePassthrough {
+				accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
+					"protocol TLS is supported with tls.mode Passthrough", gen)
+				l.valid, l.attachable = false, false
+			}
 		default:
 			accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
-				fmt.Sprintf("protocol %s is not supported (HTTP and HTTPS are)", spec.Protocol), gen)
+				fmt.Sprintf("protocol %s is not supported (HTTP, HTTPS and TLS passthrough are)", spec.Protocol), gen)
 			l.valid, l.attachable = false, false
 		}
 		// Route kinds: HTTPRoute is the only one served.
 		var invalidKinds []string
 		if spec.AllowedRoutes != nil && len(spec.AllowedRoutes.Kinds) > 0 {
 			for _, k := range spec.AllowedRoutes.Kinds {
-				if (k.Group == nil || *k.Group == gatewayGroup) && (k.Kind == kindHTTPRoute || k.Kind == kindGRPCRoute) {
+				if (k.Group == nil || *k.Group == gatewayGroup) && slices.Contains(kinds, k.Kind) {
 					l.supportedKinds = append(l.supportedKinds, gwv1.RouteGroupKind{Group: ptr(gwv1.Group(gatewayGroup)), Kind: k.Kind})
 				} else {
 					invalidKinds = append(invalidKinds, string(k.Kind))
 				}
 			}
 		} else if l.valid {
-			l.supportedKinds = []gwv1.RouteGroupKind{
-				{Group: ptr(gwv1.Group(gatewayGroup)), Kind: kindHTTPRoute},
-				{Group: ptr(gwv1.Group(gatewayGroup)), Kind: kindGRPCRoute},
+			for _, k := range kinds {
+				l.supportedKinds = append(l.supportedKinds, gwv1.RouteGroupKind{Group: ptr(gwv1.Group(gatewayGroup)), Kind: k})
 			}
 		}
 		if l.supportedKinds == nil {
@@ -175,7 +188,7 @@ func (b *builder) checkListeners(g *gateway) {
 		}
 		if len(invalidKinds) > 0 {
 			resolved = condition(gwv1.ListenerConditionResolvedRefs, false, gwv1.ListenerReasonInvalidRouteKinds,
-				fmt.Sprintf("route kinds %s are not supported (HTTPRoute and GRPCRoute are)", strings.Join(invalidKinds, ", ")), gen)
+				fmt.Sprintf("route kinds %s are not supported here (%v are)", strings.Join(invalidKinds, ", "), kinds), gen)
 			if len(l.supportedKinds) == 0 {
 				l.valid = false
 			}

@@ -4,7 +4,24 @@ import (
 	"regexp"
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 )
+
+// tlsAsHTTP expresses a TLSRoute as an HTTPRoute of one match-all rule per
+// rule: what it has are hostnames (SNI) and weighted backends.
+func tlsAsHTTP(t *gwv1alpha2.TLSRoute) *gwv1.HTTPRoute {
+	r := &gwv1.HTTPRoute{ObjectMeta: t.ObjectMeta}
+	r.Spec.ParentRefs = t.Spec.ParentRefs
+	r.Spec.Hostnames = t.Spec.Hostnames
+	for _, tr := range t.Spec.Rules {
+		var hr gwv1.HTTPRouteRule
+		for _, b := range tr.BackendRefs {
+			hr.BackendRefs = append(hr.BackendRefs, gwv1.HTTPBackendRef{BackendRef: b})
+		}
+		r.Spec.Rules = append(r.Spec.Rules, hr)
+	}
+	return r
+}
 
 // grpcAsHTTP expresses a GRPCRoute as the HTTPRoute it amounts to: gRPC is
 // HTTP/2 with the method in the path ("/<service>/<method>"), so method

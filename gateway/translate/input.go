@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 )
@@ -31,11 +32,15 @@ type Input struct {
 	Gateways        []gwv1.Gateway
 	HTTPRoutes      []gwv1.HTTPRoute
 	GRPCRoutes      []gwv1.GRPCRoute
+	TLSRoutes       []gwv1alpha2.TLSRoute
 	ReferenceGrants []gwv1beta1.ReferenceGrant
 	Namespaces      []corev1.Namespace
 	Services        []corev1.Service
 	EndpointSlices  []discoveryv1.EndpointSlice
 	Secrets         []corev1.Secret
+	// TLSRoutesServed: the cluster serves TLSRoutes (the experimental
+	// CRDs); GatewayClasses then list the TLSRoute feature.
+	TLSRoutesServed bool
 	// Addresses are the Gateways' assigned addresses (LB IPAM). A Gateway
 	// without one is not programmed.
 	Addresses map[types.NamespacedName]netip.Addr
@@ -60,8 +65,9 @@ func AddressesFromStatus(gws []gwv1.Gateway) map[types.NamespacedName]netip.Addr
 }
 
 // ParseObjects reads a multi-document YAML stream of Kubernetes objects
-// into an Input (test data, `membrane` tooling). The Gateways' addresses
-// come from their status. Unknown kinds are errors.
+// into an Input (test data, `membrane` tooling) of a cluster that serves
+// TLSRoutes. The Gateways' addresses come from their status. Unknown kinds
+// are errors.
 func ParseObjects(r io.Reader) (Input, error) {
 	var in Input
 	dec := utilyaml.NewDocumentDecoder(io.NopCloser(r))
@@ -98,6 +104,9 @@ func ParseObjects(r io.Reader) (Input, error) {
 		case "GRPCRoute":
 			in.GRPCRoutes = append(in.GRPCRoutes, gwv1.GRPCRoute{})
 			target = &in.GRPCRoutes[len(in.GRPCRoutes)-1]
+		case "TLSRoute":
+			in.TLSRoutes = append(in.TLSRoutes, gwv1alpha2.TLSRoute{})
+			target = &in.TLSRoutes[len(in.TLSRoutes)-1]
 		case "ReferenceGrant":
 			in.ReferenceGrants = append(in.ReferenceGrants, gwv1beta1.ReferenceGrant{})
 			target = &in.ReferenceGrants[len(in.ReferenceGrants)-1]
@@ -121,5 +130,6 @@ func ParseObjects(r io.Reader) (Input, error) {
 		}
 	}
 	in.Addresses = AddressesFromStatus(in.Gateways)
+	in.TLSRoutesServed = true
 	return in, nil
 }

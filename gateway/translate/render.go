@@ -15,6 +15,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -41,6 +42,7 @@ const (
 
 const (
 	hcmFilter           = "envoy.filters.network.http_connection_manager"
+	tcpProxyFilter      = "envoy.filters.network.tcp_proxy"
 	routerFilter        = "envoy.filters.http.router"
 	tlsInspector        = "envoy.filters.listener.tls_inspector"
 	tlsTransportSocket  = "envoy.transport_sockets.tls"
@@ -85,7 +87,7 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, error) {
 		}}},
 		Freebind: wrapperspb.Bool(true),
 	}
-	if l.Protocol == ir.HTTPS {
+	if l.Protocol == ir.HTTPS || l.Protocol == ir.TLS {
 		insp, err := marshalAny(&tlsinspectorv3.TlsInspector{})
 		if err != nil {
 			return nil, err
@@ -93,6 +95,14 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, error) {
 		el.ListenerFilters = []*listenerv3.ListenerFilter{{Name: tlsInspector, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: insp}}}
 	}
 	for _, s := range l.Servers {
+		if l.Protocol == ir.TLS {
+			fc, err := passthroughChain(s)
+			if err != nil {
+				return nil, fmt.Errorf("server %s: %w", s.Name, err)
+			}
+			el.FilterChains = append(el.FilterChains, fc)
+			continue
+		}
 		hcm, err := connectionManager(s)
 		if err != nil {
 			return nil, fmt.Errorf("server %s: %w", s.Name, err)
@@ -112,6 +122,30 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, error) {
 		el.FilterChains = append(el.FilterChains, fc)
 	}
 	return el, nil
+}
+
+// passthroughChain forwards the TLS connections of the server's SNI whole
+// (tcp_proxy) to its backends, by weight.
+func passthroughChain(s ir.Server) (*listenerv3.FilterChain, error) {
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(s.Name)}
+	if len(s.Backends) == 1 {
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: backendCluster(s.Backends[0])}
+	} else {
+		wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+		for _, b := range s.Backends {
+			wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: backendCluster(b), Weight: b.Weight})
+		}
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+	}
+	a, err := marshalAny(tp)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.FilterChain{
+		Name:             s.Name,
+		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: s.SNI},
+		Filters:          []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
+	}, nil
 }
 
 func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {

@@ -526,6 +526,10 @@ func (b *builder) ir() ir.IR {
 				gwListeners[l.spec.Port] = append(gwListeners[l.spec.Port], l)
 				continue
 			}
+			if il.Protocol == ir.TLS {
+				il.Servers = append(il.Servers, passthroughServers(g, l)...)
+				continue
+			}
 			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name),
 				Certificates: l.certs, VirtualHosts: virtualHosts([]*listener{l})}
 			if l.spec.Hostname != nil {
@@ -536,6 +540,9 @@ func (b *builder) ir() ir.IR {
 		for port, il := range byPort {
 			if il.Protocol == ir.HTTP {
 				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: virtualHosts(gwListeners[port])}}
+			}
+			if il.Protocol == ir.TLS {
+				il.Servers = uniqueSNI(il.Servers)
 			}
 			slices.SortFunc(il.Servers, func(a, c ir.Server) int { return cmp.Compare(a.Name, c.Name) })
 			out.Listeners = append(out.Listeners, *il)
@@ -639,4 +646,42 @@ func withRedirectPort(r ir.Route, listenerPort uint16) ir.Route {
 	}
 	r.Redirect = &rd
 	return r
+}
+
+// passthroughServers are a TLS passthrough listener's servers: one per
+// hostname of its routes (oldest route first), each forwarding the
+// connections whole to the route's backends.
+func passthroughServers(g *gateway, l *listener) []ir.Server {
+	routes := slices.Clone(l.routes)
+	slices.SortStableFunc(routes, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
+	var out []ir.Server
+	for _, r := range routes {
+		if r.route.DirectResponse != 0 || len(r.route.Backends) == 0 {
+			continue // no valid backend: the connection is refused
+		}
+		for _, h := range r.hostnames {
+			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name, h), Backends: r.route.Backends}
+			if h != "*" {
+				s.SNI = []string{h}
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// uniqueSNI keeps the first server of every SNI set (Envoy refuses two
+// filter chains with the same match).
+func uniqueSNI(servers []ir.Server) []ir.Server {
+	seen := map[string]bool{}
+	var out []ir.Server
+	for _, s := range servers {
+		key := strings.Join(s.SNI, ",")
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, s)
+	}
+	return out
 }

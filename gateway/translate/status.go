@@ -13,6 +13,7 @@ type Status struct {
 	Gateways       []GatewayStatus      `json:"gateways,omitempty"`
 	HTTPRoutes     []RouteStatus        `json:"httpRoutes,omitempty"`
 	GRPCRoutes     []RouteStatus        `json:"grpcRoutes,omitempty"`
+	TLSRoutes      []RouteStatus        `json:"tlsRoutes,omitempty"`
 }
 
 // GatewayClassStatus is one GatewayClass's status.
@@ -38,8 +39,9 @@ type RouteStatus struct {
 }
 
 // SupportedFeatures are the Gateway API features Membrane implements, for
-// GatewayClass.status.supportedFeatures (sorted, as the API wants).
-func SupportedFeatures() []gwv1.SupportedFeature {
+// GatewayClass.status.supportedFeatures (sorted, as the API wants); TLSRoute
+// only where the cluster serves TLSRoutes.
+func SupportedFeatures(tlsRoutes bool) []gwv1.SupportedFeature {
 	names := []gwv1.FeatureName{
 		"GRPCRoute", "Gateway", "GatewayHTTPListenerIsolation", "GatewayPort8080",
 		"HTTPRoute", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
@@ -49,6 +51,9 @@ func SupportedFeatures() []gwv1.SupportedFeature {
 		"HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
 		"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
 		"ReferenceGrant",
+	}
+	if tlsRoutes {
+		names = append(names, "TLSRoute")
 	}
 	out := make([]gwv1.SupportedFeature, len(names))
 	for i, n := range names {

@@ -113,7 +113,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	var gateways *gwnode.Source
 	if a.cfg.GatewayAPI {
-		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers); err != nil {
+		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers, a.client.Discovery()); err != nil {
 			return err
 		}
 	}
