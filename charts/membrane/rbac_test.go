@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,6 +169,32 @@ var ruleUses = map[string][]use{
 	},
 }
 
+// gatewayRuleUses are the permissions granted with gatewayAPI.enabled only,
+// justified as in ruleUses.
+var gatewayRuleUses = map[string][]use{
+	"membrane-agent gateway.networking.k8s.io/gatewayclasses list,watch":       {{"gateway/node/source.go", "NewSource", `gatewayResource("v1", "gatewayclasses")`}},
+	"membrane-agent gateway.networking.k8s.io/gateways list,watch":             {{"gateway/node/source.go", "NewSource", `gatewayResource("v1", "gateways")`}},
+	"membrane-agent gateway.networking.k8s.io/httproutes list,watch":           {{"gateway/node/source.go", "NewSource", `gatewayResource("v1", "httproutes")`}},
+	"membrane-agent gateway.networking.k8s.io/grpcroutes list,watch":           {{"gateway/node/source.go", "NewSource", `gatewayResource("v1", "grpcroutes")`}},
+	"membrane-agent gateway.networking.k8s.io/tlsroutes list,watch":            {{"gateway/node/source.go", "NewSource", `gatewayResource("v1alpha2", "tlsroutes")`}},
+	"membrane-agent gateway.networking.k8s.io/referencegrants list,watch":      {{"gateway/node/source.go", "NewSource", `gatewayResource("v1beta1", "referencegrants")`}},
+	"membrane-agent /secrets list,watch":                                       {{"gateway/node/source.go", "NewSource", "NewFilteredSecretInformer("}},
+	"membrane-operator gateway.networking.k8s.io/gatewayclasses list,watch":    {{"gateway/controller/controller.go", "Reconciler.Setup", "&gwv1.GatewayClass{}"}},
+	"membrane-operator gateway.networking.k8s.io/gateways list,watch":          {{"gateway/controller/controller.go", "Reconciler.Setup", "&gwv1.Gateway{}"}},
+	"membrane-operator gateway.networking.k8s.io/httproutes list,watch":        {{"gateway/controller/controller.go", "Reconciler.Setup", "&gwv1.HTTPRoute{}"}},
+	"membrane-operator gateway.networking.k8s.io/grpcroutes list,watch":        {{"gateway/controller/controller.go", "Reconciler.Setup", "&gwv1.GRPCRoute{}"}},
+	"membrane-operator gateway.networking.k8s.io/grpcroutes/status update":     {{"gateway/controller/controller.go", "Reconciler.writeGRPCRoute", "r.c.Status().Update(ctx, &rt)"}},
+	"membrane-operator gateway.networking.k8s.io/tlsroutes list,watch":         {{"gateway/controller/controller.go", "Reconciler.Setup", "&gwv1alpha2.TLSRoute{}"}},
+	"membrane-operator gateway.networking.k8s.io/tlsroutes/status update":      {{"gateway/controller/controller.go", "Reconciler.writeTLSRoute", "r.c.Status().Update(ctx, &rt)"}},
+	"membrane-operator gateway.networking.k8s.io/referencegrants list,watch":   {{"gateway/controller/controller.go", "Reconciler.Setup", "&gwv1beta1.ReferenceGrant{}"}},
+	"membrane-operator gateway.networking.k8s.io/gatewayclasses create":        {{"gateway/controller/controller.go", "Reconciler.ensureClass", "r.c.Create(ctx, &gc)"}},
+	"membrane-operator gateway.networking.k8s.io/gatewayclasses/status update": {{"gateway/controller/controller.go", "Reconciler.writeClass", "r.c.Status().Update(ctx, &gc)"}},
+	"membrane-operator gateway.networking.k8s.io/gateways/status update":       {{"gateway/controller/controller.go", "Reconciler.writeGateway", "r.c.Status().Update(ctx, &gw)"}},
+	"membrane-operator gateway.networking.k8s.io/httproutes/status update":     {{"gateway/controller/controller.go", "Reconciler.writeRoute", "r.c.Status().Update(ctx, &rt)"}},
+	"membrane-operator /services list,watch":                                   {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.Service{}"}},
+	"membrane-operator /secrets list,watch":                                    {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.Secret{}"}},
+}
+
 // grants expands the rendered chart's ClusterRoles and Roles into one key of
 // ruleUses per role, group/resource and verb.
 func grants(t *testing.T, manifest string) map[string]bool {
@@ -207,17 +234,26 @@ func grants(t *testing.T, manifest string) map[string]bool {
 // roles is needed by the code named in ruleUses, with the default values
 // and with every optional feature on.
 func TestRBACRulesUsed(t *testing.T) {
-	want := map[string]bool{}
-	for key := range ruleUses {
-		f := strings.Fields(key)
-		if len(f) != 3 {
-			t.Fatalf("ruleUses key %q: want role, group/resource and verbs", key)
+	expand := func(uses ...map[string][]use) map[string]bool {
+		want := map[string]bool{}
+		for _, m := range uses {
+			for key := range m {
+				f := strings.Fields(key)
+				if len(f) != 3 {
+					t.Fatalf("ruleUses key %q: want role, group/resource and verbs", key)
+				}
+				for _, v := range strings.Split(f[2], ",") {
+					want[f[0]+" "+f[1]+" "+v] = true
+				}
+			}
 		}
-		for _, v := range strings.Split(f[2], ",") {
-			want[f[0]+" "+f[1]+" "+v] = true
-		}
+		return want
 	}
-	for _, values := range []string{"{}", "{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false}"} {
+	for values, want := range map[string]map[string]bool{
+		"{}": expand(ruleUses),
+		"{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false}": expand(ruleUses),
+		"{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}}":                    expand(ruleUses, gatewayRuleUses),
+	} {
 		manifest, err := render(t, values)
 		if err != nil {
 			t.Fatal(err)
@@ -235,8 +271,10 @@ func TestRBACRulesUsed(t *testing.T) {
 		}
 	}
 	modDirs := map[string]string{}
-	for _, key := range sortedKeys(ruleUses) {
-		for _, u := range ruleUses[key] {
+	all := maps.Clone(ruleUses)
+	maps.Copy(all, gatewayRuleUses)
+	for _, key := range sortedKeys(all) {
+		for _, u := range all[key] {
 			path := filepath.Join("..", "..", filepath.FromSlash(u.file))
 			if mod, rest, ok := moduleFile(u.file); ok {
 				dir, ok := modDirs[mod]

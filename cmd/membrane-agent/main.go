@@ -120,6 +120,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.DNSDenyResponse, "tofqdns-deny-response", "refused", "answer to a DNS question the DNS rules refuse: refused (REFUSED) or drop (none)")
 	fs.StringVar(&cfg.FQDNStateFile, "tofqdns-state-file", "", "file keeping the learned DNS names across restarts (empty: fqdn-names.json in --state-dir)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
+	fs.BoolVar(&cfg.GatewayAPI, "gateway-api", false, "serve the cluster's Gateway API Gateways on the node Envoy (needs the Gateway API CRDs)")
 	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
 	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")

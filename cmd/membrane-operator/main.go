@@ -1,6 +1,6 @@
 // Command membrane-operator runs Membrane's cluster-wide controllers:
-// identity allocation and policy status (and, later, Gateway API, Ingress,
-// LB IPAM, ...).
+// identity allocation, policy status and the Gateway API (status and LB
+// IPAM) (and, later, Ingress, ...).
 package main
 
 import (
@@ -17,13 +17,22 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	gwcontroller "github.com/membrane-mesh/membrane/gateway/controller"
+	"github.com/membrane-mesh/membrane/gateway/ipam"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -43,6 +52,9 @@ type config struct {
 	// carry the cluster and are allocated in its range.
 	clusterName string
 	clusterID   int
+	// Gateway API: served when gatewayPool is set.
+	gatewayClass string
+	gatewayPool  string
 }
 
 func (c config) validate() error {
@@ -56,6 +68,11 @@ func (c config) validate() error {
 	if c.clusterID != 0 {
 		if err := clustermesh.ValidateName(c.clusterName); err != nil {
 			errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
+		}
+	}
+	if c.gatewayPool != "" {
+		if _, err := ipam.ParsePool(c.gatewayPool); err != nil {
+			errs = append(errs, fmt.Errorf("--gateway-address-pool: %w", err))
 		}
 	}
 	if c.leaderElect && c.leaderNS == "" {
@@ -87,6 +104,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.clusterName, "cluster-name", "default", "name of this cluster in a cluster mesh: with --cluster-id, identities carry it")
 	fs.IntVar(&cfg.clusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1-255: identities are allocated in its range (0: no cluster mesh)")
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
+	fs.StringVar(&cfg.gatewayPool, "gateway-address-pool", "", "Gateway API: the pool Gateway addresses come from, a CIDR or first-last IPv4 range (empty: Gateway API off)")
+	fs.StringVar(&cfg.gatewayClass, "gateway-class", "membrane", "Gateway API: the GatewayClass to create when missing (empty: none)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -help: the usage is printed
@@ -121,7 +140,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("scheme: %w", err)
 	}
+	var cacheOpts cache.Options
+	if cfg.gatewayPool != "" {
+		if err := gwv1.Install(scheme); err != nil {
+			return fmt.Errorf("scheme: %w", err)
+		}
+		if err := gwv1beta1.Install(scheme); err != nil {
+			return fmt.Errorf("scheme: %w", err)
+		}
+		if err := gwv1alpha2.Install(scheme); err != nil {
+			return fmt.Errorf("scheme: %w", err)
+		}
+		// Only TLS Secrets (HTTPS listeners' certificates) are read.
+		cacheOpts.ByObject = map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+		}
+	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Cache:                   cacheOpts,
 		Scheme:                  scheme,
 		LeaderElection:          cfg.leaderElect,
 		LeaderElectionID:        "membrane-operator",
@@ -143,6 +179,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	policyStatus := operator.NewPolicyStatusController(log.With("controller", "policy-status"), mgr.GetClient())
 	if err := policyStatus.Setup(ctx, mgr); err != nil {
 		return err
+	}
+	if cfg.gatewayPool != "" {
+		pool, _ := ipam.ParsePool(cfg.gatewayPool) // validated
+		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, Pool: pool})
+		if err := gw.Setup(mgr); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
 		return fmt.Errorf("health check: %w", err)

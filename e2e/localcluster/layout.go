@@ -191,6 +191,13 @@ func (l Layout) NodeIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 18, byte(l.Index), byte(10 + i)})
 }
 
+// GatewayPool is the Gateway address pool of the chart's
+// gatewayAPI.addressPool: the top of the underlay subnet, which no node
+// uses.
+func (l Layout) GatewayPool() string {
+	return fmt.Sprintf("198.18.%d.200-198.18.%d.250", l.Index, l.Index)
+}
+
 // APIServerURL is what kubeconfigs point at.
 func (l Layout) APIServerURL() string {
 	return fmt.Sprintf("https://%s:%d", l.APIServerIP(), APIServerPort)

@@ -15,6 +15,7 @@ import (
 	"github.com/membrane-mesh/membrane/bpf/hostfs"
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/bpf/socklb"
+	gwnode "github.com/membrane-mesh/membrane/gateway/node"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
@@ -132,6 +133,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
+	var gateways *gwnode.Source
+	if a.cfg.GatewayAPI {
+		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers, a.client.Discovery()); err != nil {
+			return err
+		}
+	}
+
 	if a.cfg.EnableEncryption {
 		a.enc, err = newEncryption(a.log.With("component", "wireguard"), a.cfg, a.client, informers,
 			newEncryptionMetrics(a.reg), func() { a.metrics.skipped.WithLabelValues("WireGuardPeer").Inc() })
@@ -150,7 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.annotationEvents(ctx, src)
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(9)
+	wg.Add(10)
 	go func() {
 		defer wg.Done()
 		select {
@@ -159,6 +167,14 @@ func (a *Agent) Run(ctx context.Context) error {
 			return
 		}
 		a.runClusterMesh(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		if gateways == nil {
+			return
+		}
+		gwnode.Run(ctx, a.log.With("component", "gateway"), gateways, a.cfg.NodeName, informers.Synced(),
+			a.proxy.setGateway, gwnode.Netlink{Log: a.log.With("component", "gateway")})
 	}()
 	go func() {
 		defer wg.Done()

@@ -54,6 +54,10 @@ type Config struct {
 	// XDSAddr serves the node's Envoy: ADS and the access-log service
 	// (loopback: Envoy runs on the node, in its network namespace).
 	XDSAddr string
+	// GatewayAPI serves the cluster's Gateways (Gateway API) on the node
+	// Envoy and announces the Gateway addresses this node owns (needs
+	// ProxyPort).
+	GatewayAPI bool
 
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
@@ -131,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if c.FQDNMinTTL < 0 {
 		errs = append(errs, fmt.Errorf("--tofqdns-min-ttl %s: must not be negative", c.FQDNMinTTL))
+	}
+	if c.GatewayAPI && c.ProxyPort == 0 {
+		errs = append(errs, errors.New("--gateway-api: needs the node proxy (--proxy-port not 0)"))
 	}
 	if c.FlowBufferSize < 0 || c.FlowBufferSize > MaxFlowBufferSize {
 		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))

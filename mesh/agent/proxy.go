@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	gwtranslate "github.com/membrane-mesh/membrane/gateway/translate"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/tproxy"
@@ -45,6 +46,12 @@ type proxy struct {
 	// contributions (the regeneration loop's).
 	last        *translate.Node
 	lastOrigins map[string]string
+
+	// pub serializes publications: the L7 policy resources and the
+	// gateway resources share one snapshot.
+	pub      sync.Mutex
+	l7Res    translate.Resources
+	gatewayR gwtranslate.Resources
 
 	mu sync.Mutex
 	// origins of the newest published configuration and of the one in
@@ -124,7 +131,7 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 		p.log.Error("translate the L7 configuration", "error", err)
 		return
 	}
-	version, err := p.xds.Publish(ctx, res)
+	version, err := p.publish(ctx, &res, nil)
 	if err != nil {
 		p.log.Error("publish the L7 configuration", "error", err)
 		return
@@ -133,6 +140,31 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 	p.published[version] = origins
 	p.mu.Unlock()
 	p.last, p.lastOrigins = &n, origins
+}
+
+// setGateway publishes the node Envoy's gateway listeners and clusters
+// (gateway/node), next to the L7 policy ones.
+func (p *proxy) setGateway(ctx context.Context, res gwtranslate.Resources) {
+	if _, err := p.publish(ctx, nil, &res); err != nil {
+		p.log.Error("publish the gateway configuration", "error", err)
+	}
+}
+
+// publish replaces the L7 policy resources (l7 not nil) or the gateway
+// resources (gw not nil) and publishes both in one snapshot.
+func (p *proxy) publish(ctx context.Context, l7 *translate.Resources, gw *gwtranslate.Resources) (string, error) {
+	p.pub.Lock()
+	defer p.pub.Unlock()
+	if l7 != nil {
+		p.l7Res = *l7
+	}
+	if gw != nil {
+		p.gatewayR = *gw
+	}
+	return p.xds.Publish(ctx, translate.Resources{
+		Listeners: slices.Concat(p.l7Res.Listeners, p.gatewayR.Listeners),
+		Clusters:  slices.Concat(p.l7Res.Clusters, p.gatewayR.Clusters),
+	})
 }
 
 // report writes the rejection of the newest configuration, if any, on the
