@@ -42,6 +42,9 @@ type encryption struct {
 	kick     chan struct{}
 	started  chan struct{} // closed once the device is up
 	recorder record.EventRecorder
+	// remote lists the nodes of connected clusters (nil outside a mesh):
+	// they are peers like the local nodes.
+	remote func() []wireguard.Node
 
 	mu         sync.Mutex
 	key        wireguard.PrivateKey
@@ -204,7 +207,17 @@ func (e *encryption) reconcileLocked(ctx context.Context) error {
 			self = n
 		}
 	}
+	var plain []wireguard.Skipped
+	if e.remote != nil {
+		for _, n := range e.remote() {
+			nodes = append(nodes, n)
+			if n.Key == "" {
+				plain = append(plain, wireguard.Skipped{Node: n.Name, Reason: unencryptedRemote})
+			}
+		}
+	}
 	peers, bad := wireguard.Peers(e.cfg.NodeName, pub, nodes, wireguard.ListenPort)
+	bad = append(bad, plain...)
 	err = e.mgr.Reconfig(wireguard.Config{PrivateKey: e.key, ListenPort: wireguard.ListenPort, Peers: peers})
 	switch {
 	case errors.Is(err, wireguard.ErrNoChanges):
@@ -229,6 +242,12 @@ func (e *encryption) reconcileLocked(ctx context.Context) error {
 	}
 	return nil
 }
+
+// unencryptedRemote is the reason given for a remote cluster's node that
+// publishes no WireGuard key: its cluster runs without encryption, and pod
+// traffic between the two crosses the underlay in plaintext, as it does
+// to a local node without a key.
+const unencryptedRemote = "remote cluster node publishes no WireGuard key (encryption off in its cluster): pod traffic to it crosses the underlay unencrypted"
 
 // report warns once per node and bad value: a log line, the skipped-input
 // metric and a Warning Event on that Node.
