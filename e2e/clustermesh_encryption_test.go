@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +21,10 @@ import (
 
 // TestClusterMeshEncryption connects two clusters that both run WireGuard:
 // each node peers with the other cluster's nodes, a global Service request
-// from east to west's backend crosses the underlay only inside WireGuard,
-// and disconnect removes the peers with the remote backends.
+// from east to west's backend crosses the underlay only inside WireGuard;
+// with west's encryption off east reports west's node as unencrypted and the
+// traffic is plaintext (the capture's control), encrypted again once west is
+// back on; disconnect removes the peers with the remote backends.
 func TestClusterMeshEncryption(t *testing.T) {
 	_ = cluster(t) // root and -short checks; the mesh uses clusters of its own
 	pid := strconv.Itoa(os.Getpid())
@@ -96,37 +99,100 @@ func TestClusterMeshEncryption(t *testing.T) {
 		return nil
 	})
 
+	// capture records east's node's underlay during 20 requests to west's
+	// backend and counts the response body in plaintext and the packets
+	// inside and outside WireGuard.
+	capture := func(step string) (plain, tunnel, pods, app int, summary string) {
+		var counts map[string]int
+		pcap, summary := captureUnderlay(t, es, eastNode.Name, func() { counts = requests(t, east, 20) })
+		if counts[west.name] != 20 {
+			t.Errorf("%s: 20 requests from %s during the capture: %v, want all from %s", step, east.name, counts, west.name)
+		}
+		count := func(filter string) int {
+			file := filepath.Join(t.TempDir(), "count.pcap")
+			if err := os.WriteFile(file, pcap, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command("tcpdump", "-nn", "-r", file, filter).Output()
+			if err != nil {
+				t.Fatalf("tcpdump -r %s: %v", filter, err)
+			}
+			return strings.Count(string(out), "\n")
+		}
+		plain = bytes.Count(pcap, []byte(west.name+"\n"))
+		tunnel = count(fmt.Sprintf("host %s and host %s and udp port %d", eastNode.IP, westNode.IP, wireguard.ListenPort))
+		pods = count("net 10.1.0.0/16 or net 10.2.0.0/16")
+		app = count("tcp port 5678")
+		t.Logf("%s: capture on %s eth0 during 20 requests to %s's backend: %d bytes, %d WireGuard packets %s<->%s, %d with pod addresses, %d of port 5678, plaintext response %d times",
+			step, eastNode.Name, west.name, len(pcap), tunnel, eastNode.IP, westNode.IP, pods, app, plain)
+		return plain, tunnel, pods, app, summary
+	}
+	encrypted := func(step string) {
+		t.Helper()
+		plain, tunnel, pods, app, summary := capture(step)
+		if plain != 0 || tunnel == 0 || pods != 0 || app != 0 {
+			t.Fatalf("%s: want the requests inside WireGuard only, got the above\n%s", step, summary)
+		}
+	}
+
 	// The underlay of east's node carries the request and the response only
 	// inside WireGuard: no pod address, no port 5678, no response body.
-	var counts map[string]int
-	pcap, summary := captureUnderlay(t, es, eastNode.Name, func() { counts = requests(t, east, 20) })
-	if counts[west.name] != 20 {
-		t.Errorf("20 requests from %s during the capture: %v, want all from %s", east.name, counts, west.name)
+	encrypted("both encrypted")
+
+	// Mixed: west turns encryption off. East drops the peer, reports the
+	// node as unencrypted, and serves over the underlay in plaintext (the
+	// capture's control).
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := localcluster.SetEncryption(t.Context(), log, shared.toolsDir, ws.Name, ""); err != nil {
+		t.Fatal(err)
 	}
-	body := west.name + "\n"
-	if c := bytes.Count(pcap, []byte(body)); c != 0 {
-		t.Errorf("the capture holds the plaintext response %d times", c)
-	}
-	count := func(filter string) int {
-		file := filepath.Join(t.TempDir(), "count.pcap")
-		if err := os.WriteFile(file, pcap, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command("tcpdump", "-nn", "-r", file, filter).Output()
+	eventually(t, 60*time.Second, "east reports west's node as unencrypted", func() error {
+		st, err := meshEncryption(t, east)
 		if err != nil {
-			t.Fatalf("tcpdump -r %s: %v", filter, err)
+			return err
 		}
-		return strings.Count(string(out), "\n")
+		if p := peerOf(st, remotePeer); p != nil {
+			return fmt.Errorf("peer %s still configured", remotePeer)
+		}
+		for _, s := range st[0].Skipped {
+			if s.Node == remotePeer && strings.Contains(s.Reason, "no WireGuard key") {
+				t.Logf("mixed: %s reports %s: %s", eastNode.Name, s.Node, s.Reason)
+				return nil
+			}
+		}
+		return fmt.Errorf("skipped peers %v", st[0].Skipped)
+	})
+	eventually(t, 60*time.Second, "requests from east reach west's backend unencrypted", func() error {
+		if c := requests(t, east, 5); c[west.name] != 5 {
+			return fmt.Errorf("%v", c)
+		}
+		return nil
+	})
+	if plain, _, _, _, summary := capture("west unencrypted"); plain == 0 {
+		t.Fatalf("west unencrypted: the capture should hold the plaintext response\n%s", summary)
 	}
-	tunnel := count(fmt.Sprintf("host %s and host %s and udp port %d", eastNode.IP, westNode.IP, wireguard.ListenPort))
-	pods := count("net 10.1.0.0/16 or net 10.2.0.0/16")
-	app := count("tcp port 5678")
-	if tunnel == 0 || pods != 0 || app != 0 {
-		t.Fatalf("want the requests inside WireGuard only: %d WireGuard packets %s<->%s, %d packets with pod addresses, %d of port 5678\n%s",
-			tunnel, eastNode.IP, westNode.IP, pods, app, summary)
+
+	// West encrypts again: the peer is back and the traffic inside it.
+	if err := localcluster.SetEncryption(t.Context(), log, shared.toolsDir, ws.Name, localcluster.EncryptionWireGuard); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("capture on %s eth0 during 20 requests to %s's backend: %d bytes, %d WireGuard packets %s<->%s, 0 with pod addresses, 0 of port 5678, plaintext response 0 times",
-		eastNode.Name, west.name, len(pcap), tunnel, eastNode.IP, westNode.IP)
+	eventually(t, 60*time.Second, "east's node peers with west's node again", func() error {
+		st, err := meshEncryption(t, east)
+		if err != nil {
+			return err
+		}
+		if peerOf(st, remotePeer) == nil {
+			return fmt.Errorf("no peer %s", remotePeer)
+		}
+		return nil
+	})
+	eventually(t, 60*time.Second, "requests from east reach west's backend again", func() error {
+		if c := requests(t, east, 5); c[west.name] != 5 {
+			return fmt.Errorf("%v", c)
+		}
+		return nil
+	})
+	encrypted("both encrypted again")
 
 	// Disconnect: the remote backends and the peers go on both sides.
 	start = time.Now()
@@ -158,6 +224,32 @@ func TestClusterMeshEncryption(t *testing.T) {
 // meshPeer is m's node's WireGuard peer of that name (nil if none).
 func meshPeer(t *testing.T, m *meshCluster, name string) (*agentapi.PeerStatus, error) {
 	t.Helper()
+	st, err := meshEncryption(t, m)
+	if err != nil {
+		return nil, err
+	}
+	return peerOf(st, name), nil
+}
+
+// peerOf is the peer of that name of any node (nil if none).
+func peerOf(list []agentapi.EncryptionStatus, name string) *agentapi.PeerStatus {
+	for _, st := range list {
+		if st.WireGuard == nil {
+			continue
+		}
+		for _, p := range st.WireGuard.Peers {
+			if p.Node == name {
+				return &p
+			}
+		}
+	}
+	return nil
+}
+
+// meshEncryption is the encryption status of every node of m, each with
+// its WireGuard device.
+func meshEncryption(t *testing.T, m *meshCluster) ([]agentapi.EncryptionStatus, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var stderr bytes.Buffer
@@ -169,15 +261,13 @@ func meshPeer(t *testing.T, m *meshCluster, name string) (*agentapi.PeerStatus, 
 	}
 	var list []agentapi.EncryptionStatus
 	mustJSON(t, string(raw), &list)
+	if len(list) == 0 {
+		return nil, fmt.Errorf("no node answered")
+	}
 	for _, st := range list {
 		if st.WireGuard == nil {
 			return nil, fmt.Errorf("node %s: no WireGuard device (%s)", st.Node, st.Error)
 		}
-		for _, p := range st.WireGuard.Peers {
-			if p.Node == name {
-				return &p, nil
-			}
-		}
 	}
-	return nil, nil
+	return list, nil
 }
