@@ -146,6 +146,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if a.mesh != nil {
+			a.enc.remote = a.meshRoutes.wireGuardNodes
+			a.meshRoutes.encryptWith(a.enc.poke)
+		}
 	}
 
 	api, err := a.listenAPI(ctx)
