@@ -220,7 +220,12 @@ func BenchmarkXDSHTTPRules(b *testing.B) {
 	b.Logf("  envoy, full load: %s", afterFull.line("listener_manager.lds.update_duration"))
 	b.Logf("  envoy, full load: %s", afterFull.line("cluster_manager.cds.update_duration"))
 	if rc := afterFull.names(".rds.", ".update_duration"); len(rc) > 0 {
-		b.Logf("  envoy, full load: %d route configurations, e.g. %s", len(rc), afterFull.line(rc[0]))
+		var sum, worst float64
+		for _, name := range rc {
+			v := afterFull.p100(name)
+			sum, worst = sum+v, max(worst, v)
+		}
+		b.Logf("  envoy, full load: %d route configurations (RDS): update_duration sum %.1f ms, max %.1f ms", len(rc), sum, worst)
 	}
 	b.Logf("  envoy, changes: %d LDS updates, %d RDS updates for %d changes", ldsUpdates, rdsUpdates, len(changes))
 	changed := fmt.Sprintf("ingress_%s_8080.rds.", strings.ReplaceAll(port.Endpoint.String(), ".", "_"))
@@ -261,6 +266,16 @@ func (s stats) line(name string) string {
 		return name + ": (none)"
 	}
 	return name + ": " + v
+}
+
+// p100 is the cumulative maximum of a histogram ("P100(interval,cumulative)"),
+// 0 when it has none.
+func (s stats) p100(name string) float64 {
+	_, v, _ := strings.Cut(s[name], "P100(")
+	_, v, _ = strings.Cut(v, ",")
+	v, _, _ = strings.Cut(v, ")")
+	f, _ := strconv.ParseFloat(v, 64)
+	return f
 }
 
 func (s stats) counter(name string) int64 {

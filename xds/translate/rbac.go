@@ -215,19 +215,28 @@ func plainMatchers(re string) []*matcherv3.StringMatcher {
 	return out
 }
 
-// regexMeta are the characters that are not literal in a regex.
-const regexMeta = `\.+*?()|[]{}^$`
-
 // quickLiteral recognizes, without parsing, the most common regexes: a
 // literal, with ".*" before and/or after, and no other special character.
 // (A ".*" so recognized cannot be escaped: the backslash would be one.)
 func quickLiteral(re string) (lit string, lead, trail, ok bool) {
 	lit, lead = strings.CutPrefix(re, ".*")
 	lit, trail = strings.CutSuffix(lit, ".*")
-	if lit == "" || strings.ContainsAny(lit, regexMeta) {
+	if lit == "" || hasRegexMeta(lit) {
 		return "", false, false, false
 	}
 	return lit, lead, trail, true
+}
+
+// hasRegexMeta reports whether s has a character that is not literal in a
+// regex (a byte loop: this runs over every path of a node).
+func hasRegexMeta(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$':
+			return true
+		}
+	}
+	return false
 }
 
 // anyString reports whether r is ".*".

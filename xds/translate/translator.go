@@ -21,7 +21,7 @@ import (
 // Node.Resources's; the reused resources are shared and must not be
 // modified. A Translator is not safe for concurrent use.
 type Translator struct {
-	regexes     *regexes
+	regexes     regexes
 	routes      map[string]routeEntry // by route configuration name
 	listenerKey string
 	listener    *listenerv3.Listener
@@ -40,7 +40,8 @@ func NewTranslator() *Translator { return &Translator{} }
 
 // Resources translates n (see Node.Resources).
 func (t *Translator) Resources(n Node) (Resources, error) {
-	rx := newRegexes(t.regexes)
+	rx := &t.regexes
+	rx.begin()
 	if err := n.validate(rx.check); err != nil {
 		return Resources{}, fmt.Errorf("invalid L7 configuration: %w", err)
 	}
@@ -68,7 +69,7 @@ func (t *Translator) Resources(n Node) (Resources, error) {
 			out.Routes = append(out.Routes, e.route)
 		}
 	}
-	t.routes, t.regexes = routes, rx
+	t.routes = routes
 	if t.cluster == nil {
 		c, err := originalDstCluster()
 		if err != nil {
@@ -134,40 +135,57 @@ func cloneRules(rs []namedRule) []namedRule {
 }
 
 // regexes remembers what it learned about regexes: whether they are valid
-// and their matchers. It keeps what was asked of it since it was made,
-// starting from what a previous one knew.
+// and their matchers. It forgets those a translation did not use once
+// they are most of what it holds.
 type regexes struct {
-	prev, m map[string]regexInfo
+	m    map[string]*regexInfo
+	gen  uint64 // of the current translation
+	used int    // entries the current translation used
 }
 
 type regexInfo struct {
-	err      error // of checkRegex
+	gen      uint64 // of the last translation that used it
+	err      error  // of checkRegex
 	checked  bool
 	matchers []*matcherv3.StringMatcher // of stringMatchers; shared, read-only
 }
 
-func newRegexes(prev *regexes) *regexes {
-	rx := &regexes{m: map[string]regexInfo{}}
-	if prev != nil {
-		rx.prev = prev.m
+// begin starts a translation.
+func (rx *regexes) begin() {
+	if rx.m == nil {
+		rx.m = map[string]*regexInfo{}
 	}
-	return rx
+	if len(rx.m) > 2*rx.used+64 {
+		for re, i := range rx.m {
+			if i.gen != rx.gen {
+				delete(rx.m, re)
+			}
+		}
+	}
+	rx.gen++
+	rx.used = 0
 }
 
-func (rx *regexes) get(re string) regexInfo {
-	if i, ok := rx.m[re]; ok {
-		return i
+func (rx *regexes) get(re string) *regexInfo {
+	i, ok := rx.m[re]
+	if !ok {
+		i = &regexInfo{}
+		rx.m[re] = i
 	}
-	i := rx.prev[re]
-	rx.m[re] = i
+	if i.gen != rx.gen {
+		i.gen = rx.gen
+		rx.used++
+	}
 	return i
 }
 
 func (rx *regexes) check(re string) error {
+	if _, _, _, ok := quickLiteral(re); ok {
+		return nil // no need to remember it
+	}
 	i := rx.get(re)
 	if !i.checked {
 		i.err, i.checked = checkRegex(re), true
-		rx.m[re] = i
 	}
 	return i.err
 }
@@ -176,7 +194,6 @@ func (rx *regexes) matchers(re string) []*matcherv3.StringMatcher {
 	i := rx.get(re)
 	if i.matchers == nil {
 		i.matchers = stringMatchers(re)
-		rx.m[re] = i
 	}
 	return i.matchers
 }
