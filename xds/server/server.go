@@ -187,7 +187,10 @@ func (s *Server) Status() Status {
 }
 
 // Publish makes res the node's configuration and returns its version.
-// Publishing resources equal to the newest ones changes nothing.
+// Publishing resources equal to the newest ones changes nothing. The
+// resources must not be modified afterwards: they are sent as they are
+// when Envoy needs them, and one published again (the same object, as a
+// Translator hands over an unchanged one) is not hashed again.
 func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, error) {
 	byType := map[resource.Type][]types.Resource{resource.ClusterType: nil, resource.ListenerType: nil, resource.RouteType: nil}
 	for _, c := range res.Clusters {
@@ -270,6 +273,7 @@ func contentVersion(versions map[string]map[string]string) string {
 }
 
 func (s *Server) onOpen(_ context.Context, id int64, typeURL string) error {
+	s.log.Warn("envoy opened a state-of-the-world ADS stream: only incremental ADS is served; set ads_config.api_type DELTA_GRPC in its bootstrap", "stream", id)
 	return fmt.Errorf("stream %d: only incremental ADS is served (ads_config.api_type DELTA_GRPC), not state-of-the-world %s", id, typeURL)
 }
 
