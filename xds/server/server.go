@@ -424,7 +424,18 @@ func (s *Server) checkAcked() {
 		}
 	}
 	version := cur.GetVersion(resource.ListenerType)
+	if s.status.Acked == version && s.good == cur {
+		return
+	}
 	s.good = cur
+	// Envoy runs cur: its resources are what a rejection takes back to
+	// (also those Envoy reported on connecting, which were not sent).
+	for _, t := range Types {
+		if s.accepted[t] == nil {
+			s.accepted[t] = map[string]types.Resource{}
+		}
+		maps.Copy(s.accepted[t], cur.GetResources(t))
+	}
 	if s.status.Acked == version {
 		return
 	}
