@@ -95,7 +95,9 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 // and route configuration) and breaks another port's rules: the broken
 // route configuration is rejected and named, taken back to the version
 // Envoy runs, while the new port stays in force; a restarted Envoy gets
-// exactly that; publishing that same configuration is in sync at once.
+// exactly that; publishing that same configuration is in sync at once. A
+// rejected new route configuration has no version to go back to: the
+// configuration returns to the last one Envoy ran whole.
 func TestEnvoyRejectsOneRoute(t *testing.T) {
 	envoy := testenv.Tool(t, "envoy")
 	testenv.RequireRoot(t, "the transparent listener needs CAP_NET_ADMIN")
@@ -140,10 +142,22 @@ func TestEnvoyRejectsOneRoute(t *testing.T) {
 	waitStatus(t, s, "restarted envoy runs what was in force", func(st Status) bool { return st.Streams == 2 && st.Acked == inForce })
 
 	// v2 with b as before is what is in force: same version, in sync.
-	if v3 := publish(a, b, c); v3 != inForce {
+	v3 := publish(a, b, c)
+	if v3 != inForce {
 		t.Errorf("publishing v2 with b taken back gave version %s, want the one in force %s", v3, inForce)
 	}
 	waitStatus(t, s, "in sync", func(st Status) bool { return st.InSync() && st.Rejected == nil })
+
+	// A new port whose rules Envoy rejects: no version of its route
+	// configuration to take back to, so the whole configuration goes
+	// back to v3 (its listener without the new chain).
+	v4 := publish(a, b, c, port("10.0.0.8", "/d/[a-z]{300}"))
+	waitStatus(t, s, "v4 rejected, v3 in force", func(st Status) bool {
+		return st.Rejected != nil && st.Rejected.Version == v4 && st.Acked == v3
+	})
+	if st := s.Status(); !slices.Equal(st.Rejected.Resources, []string{"ingress/10.0.0.8:8080"}) {
+		t.Errorf("rejected %v, want the new route configuration", st.Rejected.Resources)
+	}
 	stop()
 }
 
