@@ -9,9 +9,11 @@
 // is cut off) withdraws the address; another agent takes the Lease once
 // it has expired.
 //
-// Timing: LeaseDuration 3 s, RenewDeadline 2 s, RetryPeriod 1 s. A dead
-// holder is replaced within LeaseDuration + RetryPeriod (≤ 4 s) plus the
-// time to add the address and announce it.
+// Timing: LeaseDuration 2.5 s, RenewDeadline 2 s, RetryPeriod 0.5 s. A
+// dead holder is replaced within LeaseDuration + RetryPeriod (with
+// client-go's jitter, ≤ 3.1 s) plus the time to add the address and
+// announce it. The price: every holder renews twice a second, and an API
+// server slower than 2 s to answer makes a holder step down.
 package l2announce
 
 import (
@@ -37,9 +39,9 @@ import (
 
 // Lease timing (see the package comment).
 const (
-	LeaseDuration = 3 * time.Second
+	LeaseDuration = 2500 * time.Millisecond
 	RenewDeadline = 2 * time.Second
-	RetryPeriod   = 1 * time.Second
+	RetryPeriod   = 500 * time.Millisecond
 )
 
 // addressLabel marks the addresses this package manages (IFA_LABEL suffix).
