@@ -167,6 +167,19 @@ var ruleUses = map[string][]use{
 		{"k8s.io/client-go/tools/record/event.go", "recordEvent", "sink.Create(event)"},
 		{"k8s.io/client-go/tools/record/event.go", "recordEvent", "sink.Patch(event, patch)"},
 	},
+	"membrane-operator /services list,watch": {
+		{"mesh/operator/lbipam.go", "LBIPAMController.Setup", "Watches(&corev1.Service{}, one)"},
+	},
+	"membrane-operator /services/status update": {{"mesh/operator/lbipam.go", "LBIPAMController.Reconcile", "r.c.Status().Update(ctx, s)"}},
+	"membrane-operator membrane.io/membraneloadbalancerippools list,watch": {
+		{"mesh/operator/lbipam.go", "LBIPAMController.Setup", "Watches(&v1alpha1.MembraneLoadBalancerIPPool{}, one)"},
+	},
+	"membrane-operator membrane.io/membraneloadbalancerippools/status update": {
+		{"mesh/operator/lbipam.go", "LBIPAMController.Reconcile", "r.c.Status().Update(ctx, p)"},
+	},
+	"membrane-agent coordination.k8s.io/leases get,create,update": {
+		{"mesh/l2announce/announce.go", "Announcer.elect", "resourcelock.LeaseLock{"},
+	},
 }
 
 // gatewayRuleUses are the permissions granted with gatewayAPI.enabled only,
@@ -191,7 +204,6 @@ var gatewayRuleUses = map[string][]use{
 	"membrane-operator gateway.networking.k8s.io/gatewayclasses/status update": {{"gateway/controller/controller.go", "Reconciler.writeClass", "r.c.Status().Update(ctx, &gc)"}},
 	"membrane-operator gateway.networking.k8s.io/gateways/status update":       {{"gateway/controller/controller.go", "Reconciler.writeGateway", "r.c.Status().Update(ctx, &gw)"}},
 	"membrane-operator gateway.networking.k8s.io/httproutes/status update":     {{"gateway/controller/controller.go", "Reconciler.writeRoute", "r.c.Status().Update(ctx, &rt)"}},
-	"membrane-operator /services list,watch":                                   {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.Service{}"}},
 	"membrane-operator /secrets list,watch":                                    {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.Secret{}"}},
 	"membrane-agent networking.k8s.io/ingresses list,watch":                    {{"gateway/node/source.go", "NewSource", "V1().Ingresses().Informer()"}},
 	"membrane-agent networking.k8s.io/ingressclasses list,watch":               {{"gateway/node/source.go", "NewSource", "V1().IngressClasses().Informer()"}},

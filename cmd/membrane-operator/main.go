@@ -180,6 +180,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := policyStatus.Setup(ctx, mgr); err != nil {
 		return err
 	}
+	lbipam := operator.NewLBIPAMController(log.With("controller", "lb-ipam"), mgr.GetClient())
+	if err := lbipam.Setup(mgr); err != nil {
+		return err
+	}
 	if cfg.gatewayPool != "" {
 		pool, _ := ipam.ParsePool(cfg.gatewayPool) // validated
 		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, Pool: pool})

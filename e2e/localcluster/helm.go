@@ -188,6 +188,11 @@ func waitMembrane(ctx context.Context, log *slog.Logger, o Options, s *State, c 
 			return err
 		}
 	}
+	start, stop := s.Layout().LoadBalancerPool()
+	pool := fmt.Sprintf("apiVersion: membrane.io/v1alpha1\nkind: MembraneLoadBalancerIPPool\nmetadata: {name: default}\nspec: {blocks: [{start: %s, stop: %s}]}\n", start, stop)
+	if err := kubectl(ctx, o, s, pool, "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("create the default load-balancer IP pool: %w", err)
+	}
 	log.Info("installing cluster DNS", "cluster", s.Name)
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
 	if err := kubectl(ctx, o, s, corednsYAML(s, dns), "apply", "--server-side", "-f", "-"); err != nil {

@@ -198,6 +198,13 @@ func (l Layout) GatewayPool() string {
 	return fmt.Sprintf("198.18.%d.200-198.18.%d.250", l.Index, l.Index)
 }
 
+// LoadBalancerPool is the range of the MembraneLoadBalancerIPPool
+// "default" that `up` creates: LoadBalancer Services' addresses, on the
+// underlay below the Gateway pool, which no node uses.
+func (l Layout) LoadBalancerPool() (start, stop string) {
+	return fmt.Sprintf("198.18.%d.150", l.Index), fmt.Sprintf("198.18.%d.199", l.Index)
+}
+
 // APIServerURL is what kubeconfigs point at.
 func (l Layout) APIServerURL() string {
 	return fmt.Sprintf("https://%s:%d", l.APIServerIP(), APIServerPort)

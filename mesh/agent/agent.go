@@ -133,6 +133,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
+	l2, err := a.newL2Announcer(informers)
+	if err != nil {
+		return err
+	}
 	var gateways *gwnode.Source
 	if a.cfg.GatewayAPI {
 		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers, a.client.Discovery()); err != nil {
@@ -162,7 +166,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.annotationEvents(ctx, src)
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(10)
+	wg.Add(11)
 	go func() {
 		defer wg.Done()
 		select {
@@ -171,6 +175,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			return
 		}
 		a.runClusterMesh(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-informers.Synced():
+		case <-ctx.Done():
+			return
+		}
+		l2.Run(ctx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	gwnode "github.com/membrane-mesh/membrane/gateway/node"
 	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/l2announce"
 	"github.com/membrane-mesh/membrane/mesh/tproxy"
 )
 
@@ -74,6 +76,7 @@ func Cleanup(ctx context.Context, log *slog.Logger, cfg Config, client kubernete
 	// the policy programs are gone.
 	step("remove L7 proxy plumbing", tproxy.Cleanup(ctx, log.With("component", "proxy")))
 	step("withdraw gateway addresses", gwnode.Cleanup(log.With("component", "gateway")))
+	step("withdraw load-balancer addresses", l2announce.Remove(netip.Addr{}))
 	step("remove policy datapath", bpfpolicy.Cleanup(log.With("component", "policy-datapath"), cfg.BPFPinDir))
 	step("remove socket LB", socklb.Cleanup(log.With("component", "socklb"), cfg.BPFPinDir))
 	if entries, err := os.ReadDir(cfg.BPFPinDir); err == nil {

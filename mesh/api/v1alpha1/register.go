@@ -23,6 +23,7 @@ func AddToScheme(s *runtime.Scheme) error {
 		&MembraneNetworkPolicy{}, &MembraneNetworkPolicyList{},
 		&MembraneClusterwideNetworkPolicy{}, &MembraneClusterwideNetworkPolicyList{},
 		&MembraneIdentity{}, &MembraneIdentityList{},
+		&MembraneLoadBalancerIPPool{}, &MembraneLoadBalancerIPPoolList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil

@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/mesh/l2announce"
+)
+
+// TestLoadBalancerIPAM checks LB IPAM and L2 announcement end to end: the
+// default pool `up` creates gives a LoadBalancer Service an address, which
+// answers from the host's root namespace on the Service port; a pool
+// overlapping it gets the PoolConflict condition naming it; a requested
+// address outside every pool gets an Event; and when the announcing node
+// is cut off the underlay, another node takes the address over: the test
+// reports the seconds until requests from the host succeed again.
+func TestLoadBalancerIPAM(t *testing.T) {
+	cluster(t) // skips like every end-to-end test
+	s := ownCluster(t, localcluster.Options{
+		Name: "e2e-lb-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.243.0.0/16", ServiceCIDR: "10.93.0.0/16",
+	})
+	l := s.Layout()
+	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: shared.toolsDir + "/bin/kubectl"}
+	start, stop := l.LoadBalancerPool()
+
+	var b strings.Builder
+	b.WriteString(`apiVersion: v1
+kind: Namespace
+metadata: {name: lb}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: lb}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 3000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside, namespace: lb}
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 10.99.99.99
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 3000}]
+`)
+	for _, n := range s.Nodes {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-%[1]s, namespace: lb, labels: {app: web}}
+spec:
+  nodeName: %[1]s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: echo
+    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
+    ports: [{name: http, containerPort: 3000}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+`, n.Name)
+	}
+	k.must(b.String(), "apply", "-f", "-")
+	k.must("", "-n", "lb", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
+
+	// The Service gets an address of the default pool.
+	var addr netip.Addr
+	eventually(t, gatewayTimeout, "Service lb/web has a load-balancer address", func() error {
+		var svc corev1.Service
+		if err := getJSON(k, &svc, "-n", "lb", "get", "service", "web"); err != nil {
+			return err
+		}
+		if len(svc.Status.LoadBalancer.Ingress) != 1 {
+			return fmt.Errorf("ingress %+v", svc.Status.LoadBalancer.Ingress)
+		}
+		a, err := netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		if err != nil || !inRange(a, start+"-"+stop) {
+			return fmt.Errorf("address %q not in the pool %s-%s", svc.Status.LoadBalancer.Ingress[0].IP, start, stop)
+		}
+		addr = a
+		return nil
+	})
+	url := "http://" + addr.String() + "/"
+	eventually(t, gatewayTimeout, "the address answers from the host", func() error {
+		e, code, err := echo(url, nil)
+		if err != nil || code != 200 || !strings.HasPrefix(e.Pod, "web-") {
+			return fmt.Errorf("GET %s: %d %+v %v", url, code, e, err)
+		}
+		return nil
+	})
+
+	// The pool counts the address; a requested address outside every pool
+	// gets a Warning Event and no address.
+	eventually(t, gatewayTimeout, "pool default counts its addresses", func() error {
+		var p struct {
+			Status struct {
+				Total, Used int64
+				Conditions  []metav1.Condition
+			}
+		}
+		if err := getJSON(k, &p, "get", "membraneloadbalancerippool", "default"); err != nil {
+			return err
+		}
+		if p.Status.Total != 50 || p.Status.Used != 1 || !meta.IsStatusConditionFalse(p.Status.Conditions, "io.membrane/PoolConflict") {
+			return fmt.Errorf("status %+v", p.Status)
+		}
+		return nil
+	})
+	eventually(t, gatewayTimeout, "Service lb/outside gets an AddressNotAssigned event", func() error {
+		out, err := k.run(t.Context(), "", "-n", "lb", "get", "events", "--field-selector", "reason=AddressNotAssigned,involvedObject.name=outside", "-o", "jsonpath={.items[*].message}")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "10.99.99.99 is in no pool") {
+			return fmt.Errorf("events: %q", out)
+		}
+		return nil
+	})
+
+	// An overlapping pool: the condition names the older pool.
+	k.must(fmt.Sprintf("apiVersion: membrane.io/v1alpha1\nkind: MembraneLoadBalancerIPPool\nmetadata: {name: clash}\nspec: {blocks: [{cidr: %s/30}]}\n", start), "apply", "-f", "-")
+	eventually(t, gatewayTimeout, "pool clash has PoolConflict naming default", func() error {
+		var p struct {
+			Status struct{ Conditions []metav1.Condition }
+		}
+		if err := getJSON(k, &p, "get", "membraneloadbalancerippool", "clash"); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(p.Status.Conditions, "io.membrane/PoolConflict")
+		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, `"default"`) {
+			return fmt.Errorf("conditions %+v", p.Status.Conditions)
+		}
+		return nil
+	})
+
+	// Failover. The holder of the address's Lease announces it.
+	holder := func() (string, error) {
+		out, err := k.run(t.Context(), "", "-n", "kube-system", "get", "lease", l2announce.LeaseName(addr), "-o", "jsonpath={.spec.holderIdentity}")
+		return strings.TrimSpace(out), err
+	}
+	var first localcluster.NodeState
+	eventually(t, gatewayTimeout, "one node holds the Lease and has the address", func() error {
+		h, err := holder()
+		if err != nil {
+			return err
+		}
+		for _, n := range s.Nodes {
+			has := nodeHasAddress(t, n.Netns, addr)
+			if has != (n.Name == h) {
+				return fmt.Errorf("holder %q, node %s has the address: %v", h, n.Name, has)
+			}
+			if n.Name == h {
+				first = n
+			}
+		}
+		if first.Name == "" {
+			return fmt.Errorf("holder %q is no node", h)
+		}
+		return nil
+	})
+	// The backend on the announcing node goes, so that what is measured
+	// is the announcement's failover, not the endpoints'.
+	k.must("", "-n", "lb", "delete", "pod", "web-"+first.Name, "--wait")
+	eventually(t, gatewayTimeout, "only the other node's backend answers", func() error {
+		for range 5 {
+			e, code, err := echo(url, nil)
+			if err != nil || code != 200 || e.Pod == "web-"+first.Name {
+				return fmt.Errorf("GET %s: %d %+v %v", url, code, e, err)
+			}
+		}
+		return nil
+	})
+	link, err := netlink.LinkByName(first.Link)
+	if err != nil {
+		t.Fatalf("link of %s: %v", first.Name, err)
+	}
+	t.Cleanup(func() { _ = netlink.LinkSetUp(link) })
+	cut := time.Now()
+	if err := netlink.LinkSetDown(link); err != nil {
+		t.Fatalf("cut %s off the underlay: %v", first.Name, err)
+	}
+	t.Logf("node %s (announcing %s) cut off the underlay", first.Name, addr)
+	var took time.Duration
+	for i := 0; ; i++ {
+		if time.Since(cut) > 30*time.Second {
+			t.Fatalf("no answer from %s within 30 s of cutting off %s", url, first.Name)
+		}
+		if _, code, err := echoWithin(url, 500*time.Millisecond); err == nil && code == 200 {
+			took = time.Since(cut)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h, err := holder()
+	if err != nil || h == first.Name {
+		t.Errorf("Lease holder after failover: %q, %v", h, err)
+	}
+	t.Logf("L2 announcement failover: requests from the host succeed again %.1f s after the announcing node was cut off (new holder %s)", took.Seconds(), h)
+	if took > 5*time.Second {
+		t.Errorf("failover took %s, want at most 5 s", took)
+	}
+	for range 10 {
+		if _, code, err := echo(url, nil); err != nil || code != 200 {
+			t.Fatalf("after failover GET %s: %d %v", url, code, err)
+		}
+	}
+}
+
+// echoWithin is one GET bounded by d, its status code.
+func echoWithin(url string, d time.Duration) (struct{}, int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return struct{}{}, 0, err
+	}
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return struct{}{}, 0, err
+	}
+	resp.Body.Close()
+	return struct{}{}, resp.StatusCode, nil
+}

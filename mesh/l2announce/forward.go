@@ -1,0 +1,90 @@
+package l2announce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Forwarder serves an announced address: it accepts TCP connections to
+// each port of the target on the address and connects them to the
+// Service's ClusterIP and the same port, which the socket LB of the node
+// translates to a backend. Traffic arriving from the underlay has no
+// socket the socket LB could translate; this is its path.
+type Forwarder struct {
+	Log    *slog.Logger
+	Addr   netip.Addr
+	Target Target
+
+	wg sync.WaitGroup
+}
+
+// Start listens on every port; the listeners close when ctx ends.
+func (f *Forwarder) Start(ctx context.Context) error {
+	var errs []error
+	for _, p := range f.Target.Ports {
+		lc := net.ListenConfig{}
+		ln, err := lc.Listen(ctx, "tcp4", netip.AddrPortFrom(f.Addr, p).String())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen on %s:%d: %w", f.Addr, p, err))
+			continue
+		}
+		to := netip.AddrPortFrom(f.Target.ClusterIP, p).String()
+		f.wg.Add(2)
+		go func() {
+			defer f.wg.Done()
+			<-ctx.Done()
+			ln.Close()
+		}()
+		go func() {
+			defer f.wg.Done()
+			f.serve(ctx, ln, to)
+		}()
+	}
+	return errors.Join(errs...)
+}
+
+// Wait returns once every listener and connection has ended.
+func (f *Forwarder) Wait() { f.wg.Wait() }
+
+func (f *Forwarder) serve(ctx context.Context, ln net.Listener, to string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.pipe(ctx, c, to)
+		}()
+	}
+}
+
+func (f *Forwarder) pipe(ctx context.Context, c net.Conn, to string) {
+	defer c.Close()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	up, err := d.DialContext(ctx, "tcp4", to)
+	if err != nil {
+		f.Log.Debug("forward connection", "to", to, "error", err)
+		return
+	}
+	defer up.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, c)
+		up.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, up)
+	c.(*net.TCPConn).CloseWrite()
+	<-done
+}

@@ -1,0 +1,196 @@
+package operator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/lbipam"
+)
+
+// LBIPAMController gives every Service of type LoadBalancer (without a
+// spec.loadBalancerClass) an address from the MembraneLoadBalancerIPPools,
+// in status.loadBalancer.ingress, and writes each pool's status. A Service
+// that gets no address keeps none and gets a Warning Event
+// (AddressNotAssigned) saying why. The whole state is one work item: pools
+// and Services depend on each other.
+type LBIPAMController struct {
+	log      *slog.Logger
+	c        client.Client
+	recorder record.EventRecorder
+}
+
+// NewLBIPAMController returns the controller; Setup registers it.
+func NewLBIPAMController(log *slog.Logger, c client.Client) *LBIPAMController {
+	return &LBIPAMController{log: log, c: c}
+}
+
+// Setup watches pools and Services.
+func (r *LBIPAMController) Setup(mgr ctrl.Manager) error {
+	r.recorder = mgr.GetEventRecorderFor("membrane-lbipam")
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "lb-ipam"}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).Named("lb-ipam").
+		Watches(&v1alpha1.MembraneLoadBalancerIPPool{}, one).
+		Watches(&corev1.Service{}, one).
+		Complete(r)
+}
+
+// poolFrom reads a pool; a block or selector it cannot read makes it
+// invalid (it hands out nothing).
+func poolFrom(p *v1alpha1.MembraneLoadBalancerIPPool) (lbipam.Pool, error) {
+	out := lbipam.Pool{Name: p.Name, Created: p.CreationTimestamp.UnixNano(), Disabled: p.Spec.Disabled}
+	var errs []error
+	for i, b := range p.Spec.Blocks {
+		var r lbipam.Range
+		var err error
+		if b.CIDR != "" {
+			r, err = lbipam.ParseCIDR(b.CIDR)
+		} else {
+			r, err = lbipam.ParseRange(b.Start, b.Stop)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.blocks[%d]: %w", i, err))
+			continue
+		}
+		out.Ranges = append(out.Ranges, r)
+	}
+	if p.Spec.ServiceSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(p.Spec.ServiceSelector)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.serviceSelector: %w", err))
+		}
+		out.Selector = sel
+	}
+	return out, errors.Join(errs...)
+}
+
+func managedLB(s *corev1.Service) bool {
+	return s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.LoadBalancerClass == nil
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	var pools v1alpha1.MembraneLoadBalancerIPPoolList
+	if err := r.c.List(ctx, &pools); err != nil {
+		return reconcile.Result{}, fmt.Errorf("list load-balancer IP pools: %w", err)
+	}
+	var svcs corev1.ServiceList
+	if err := r.c.List(ctx, &svcs); err != nil {
+		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
+	}
+	var in []lbipam.Pool
+	invalid := map[string]error{}
+	for i := range pools.Items {
+		p, err := poolFrom(&pools.Items[i])
+		if err != nil {
+			invalid[p.Name] = err
+			continue
+		}
+		in = append(in, p)
+	}
+	var claims []lbipam.Claim
+	byKey := map[string]*corev1.Service{}
+	for i := range svcs.Items {
+		s := &svcs.Items[i]
+		if !managedLB(s) {
+			continue
+		}
+		key := s.Namespace + "/" + s.Name
+		byKey[key] = s
+		c := lbipam.Claim{Key: key, Labels: labels.Set(s.Labels), Created: s.CreationTimestamp.UnixNano()}
+		for _, ing := range s.Status.LoadBalancer.Ingress {
+			if a, err := netip.ParseAddr(ing.IP); err == nil && a.Is4() {
+				c.Current = a
+				break
+			}
+		}
+		if s.Spec.LoadBalancerIP != "" {
+			a, err := netip.ParseAddr(s.Spec.LoadBalancerIP)
+			if err != nil || !a.Is4() {
+				r.recorder.Eventf(s, corev1.EventTypeWarning, "AddressNotAssigned", "spec.loadBalancerIP %q is not an IPv4 address", s.Spec.LoadBalancerIP)
+				continue
+			}
+			c.Requested = a
+		}
+		claims = append(claims, c)
+	}
+	res := lbipam.Assign(in, claims)
+	var errs []error
+	for key, s := range byKey {
+		var want []corev1.LoadBalancerIngress
+		if a, ok := res.Addresses[key]; ok {
+			want = []corev1.LoadBalancerIngress{{IP: a.String(), IPMode: ptrTo(corev1.LoadBalancerIPModeVIP)}}
+		} else if msg, ok := res.Problems[key]; ok {
+			r.recorder.Event(s, corev1.EventTypeWarning, "AddressNotAssigned", msg)
+		}
+		if equality.Semantic.DeepEqual(s.Status.LoadBalancer.Ingress, want) {
+			continue
+		}
+		s = s.DeepCopy()
+		s.Status.LoadBalancer.Ingress = want
+		if err := r.c.Status().Update(ctx, s); err != nil {
+			errs = append(errs, fmt.Errorf("update status of service %s: %w", key, err))
+			continue
+		}
+		r.log.Info("load-balancer address", "service", key, "ingress", want)
+	}
+	for i := range pools.Items {
+		p := &pools.Items[i]
+		st := v1alpha1.LoadBalancerIPPoolStatus{Conditions: append([]metav1.Condition(nil), p.Status.Conditions...)}
+		set := func(t string, on bool, reason, msg string) {
+			c := metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: p.Generation}
+			if on {
+				c.Status = metav1.ConditionTrue
+			}
+			meta.SetStatusCondition(&st.Conditions, c)
+		}
+		if err := invalid[p.Name]; err != nil {
+			set(v1alpha1.PoolConditionValid, false, "Invalid", err.Error())
+		} else {
+			set(v1alpha1.PoolConditionValid, true, "Valid", "every block is valid")
+		}
+		if ps := res.Pools[p.Name]; ps != nil {
+			st.Total, st.Used = ps.Total, ps.Used
+			if ps.ConflictsWith != "" {
+				set(v1alpha1.PoolConditionConflict, true, "Overlap", fmt.Sprintf("addresses overlap those of the pool %q, which is older: this pool assigns none", ps.ConflictsWith))
+			} else {
+				set(v1alpha1.PoolConditionConflict, false, "NoOverlap", "no other pool has these addresses")
+				if !p.Spec.Disabled {
+					st.Available = st.Total - st.Used
+				}
+			}
+			if ps.Exhausted {
+				set(v1alpha1.PoolConditionExhausted, true, "Exhausted", "a Service selected by the pool got no address: every address is in use")
+			} else {
+				set(v1alpha1.PoolConditionExhausted, false, "AddressesLeft", fmt.Sprintf("%d of %d addresses in use", st.Used, st.Total))
+			}
+		}
+		if equality.Semantic.DeepEqual(p.Status, st) {
+			continue
+		}
+		p.Status = st
+		if err := r.c.Status().Update(ctx, p); err != nil {
+			errs = append(errs, fmt.Errorf("update status of load-balancer IP pool %s: %w", p.Name, err))
+		}
+	}
+	return reconcile.Result{}, errors.Join(errs...)
+}
+
+func ptrTo[T any](v T) *T { return &v }
