@@ -437,7 +437,7 @@ done; echo "ok=$ok fail=$fail"`, requests)
 	time.Sleep(3 * time.Second)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	restarted := time.Now()
-	if _, err := localcluster.Restart(t.Context(), log, sharedName, "membrane-agent/"+worker.Spec.NodeName); err != nil {
+	if err := localcluster.RestartAgent(t.Context(), log, sharedName, worker.Spec.NodeName); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 60*time.Second, "restarted agent healthy", func() error {
@@ -451,15 +451,15 @@ done; echo "ok=$ok fail=$fail"`, requests)
 	}
 	t.Logf("agent restarted at %s; request loop (%d requests):\n%s", restarted.Format("15:04:05.000"), requests, strings.TrimSpace(r.out))
 	if !strings.Contains(r.out, fmt.Sprintf("ok=%d fail=0", requests)) {
-		agentLog, _ := os.ReadFile(filepath.Join(shared.cluster.Layout().LogDir(), "agent-"+worker.Spec.NodeName+".log"))
-		t.Errorf("requests failed during the agent restart (target 0); the agent's log ends:\n%s", tail(string(agentLog), 60))
+		agentLog, _ := localcluster.AgentLog(t.Context(), sharedName, worker.Spec.NodeName)
+		t.Errorf("requests failed during the agent restart (target 0); the agent's log ends:\n%s", tail(agentLog, 60))
 	}
 
 	// The learned names come back from the node, not from new answers: after
 	// another restart, with no lookup since, the address is still allowed.
 	expectBody(t, k, worker, w.apiURL, "api api.example.com") // learned now, TTL 30 s
 	apiIPURL := "http://" + w.api.String() + "/"
-	if _, err := localcluster.Restart(t.Context(), log, sharedName, "membrane-agent/"+worker.Spec.NodeName); err != nil {
+	if err := localcluster.RestartAgent(t.Context(), log, sharedName, worker.Spec.NodeName); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 60*time.Second, "agent healthy after the second restart", func() error {
@@ -472,9 +472,12 @@ done; echo "ok=$ok fail=$fail"`, requests)
 			t.Fatalf("GET %s (no lookup since the restart) %.1fs after it: %v %q: the learned name was not kept", apiIPURL, time.Since(start).Seconds(), err, out)
 		}
 	}
-	agentLog, _ := os.ReadFile(filepath.Join(shared.cluster.Layout().LogDir(), "agent-"+worker.Spec.NodeName+".log"))
-	if loaded := strings.LastIndex(string(agentLog), `msg="name cache loaded"`); loaded < 0 || strings.Contains(string(agentLog[loaded:min(len(agentLog), loaded+300)]), "entries=0") {
-		t.Errorf("the restarted agent loaded no names; its log ends:\n%s", tail(string(agentLog), 30))
+	agentLog, err := localcluster.AgentLog(t.Context(), sharedName, worker.Spec.NodeName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded := strings.LastIndex(agentLog, `msg="name cache loaded"`); loaded < 0 || strings.Contains(agentLog[loaded:min(len(agentLog), loaded+300)], "entries=0") {
+		t.Errorf("the restarted agent loaded no names; its log ends:\n%s", tail(agentLog, 30))
 	}
 	cache := k.membrane("fqdn", "cache", "list", "--node", worker.Spec.NodeName)
 	if !strings.Contains(cache, "api.example.com.") {

@@ -125,7 +125,7 @@ func BenchmarkFQDNProxy(b *testing.B) {
 	}
 	progress(b, "client %s and direct %s on %s, CoreDNS %s; the client's DNS goes through the proxy", client.Status.PodIP, direct.Status.PodIP, node.Name, coredns)
 
-	agentPID, err := agentPID(c.state, node.Name)
+	agentPID, err := localcluster.AgentPID(b.Context(), c.state.Name, node.Name)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -328,16 +328,6 @@ func fqdnCoreDNS(ctx context.Context, c *cluster, node string) (netip.Addr, erro
 		return false, nil
 	})
 	return ip, err
-}
-
-// agentPID is the PID of node's membrane-agent.
-func agentPID(s *localcluster.State, node string) (int, error) {
-	for _, p := range s.Processes {
-		if p.Name == "membrane-agent/"+node {
-			return p.PID, nil
-		}
-	}
-	return 0, fmt.Errorf("no membrane-agent/%s process", node)
 }
 
 // procCPU is a process's user and system CPU time.

@@ -115,6 +115,31 @@ func RestartAgent(ctx context.Context, log *slog.Logger, cluster, node string) e
 	return nil
 }
 
+// AgentPID returns the PID of the membrane-agent process of node's agent
+// pod (in the host's PID namespace), e.g. to read its CPU time.
+func AgentPID(ctx context.Context, cluster, node string) (int, error) {
+	s, err := Load(cluster)
+	if err != nil {
+		return 0, err
+	}
+	c, err := Client(s.Layout().Kubeconfig())
+	if err != nil {
+		return 0, err
+	}
+	p, err := AgentPod(ctx, c, node)
+	if err != nil {
+		return 0, err
+	}
+	pids, err := podProcesses(filepath.Join(s.Layout().CgroupDir(s.CgroupRoot), node, "pods", string(p.UID)), "membrane-agent")
+	if err != nil {
+		return 0, err
+	}
+	if len(pids) != 1 {
+		return 0, fmt.Errorf("%d membrane-agent processes in agent pod %s, want 1", len(pids), p.Name)
+	}
+	return pids[0], nil
+}
+
 func agentRestarts(p *corev1.Pod) int32 {
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Name == agentContainer {
