@@ -371,7 +371,7 @@ func enricher(st k8s.PolicyState) flow.MapEnricher {
 			m[ip] = flow.Endpoint{PodName: n.Name}
 		}
 		if n.IngressIP.IsValid() {
-			m[n.IngressIP] = flow.Endpoint{Identity: uint32(identity.Ingress), PodName: n.Name}
+			m[n.IngressIP] = flow.Endpoint{Identity: uint32(identity.Ingress)}
 		}
 	}
 	for _, p := range st.Pods {
