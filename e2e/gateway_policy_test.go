@@ -122,6 +122,9 @@ spec:
 		})
 	}
 	allOK("GET /before through the Gateway, no policy", "/before")
+	// Policy is checked when a connection opens: the Gateway closes its
+	// idle connections to backends after 5 s (mesh/agent).
+	idle := func() { time.Sleep(6 * time.Second) }
 
 	t.Run("default deny drops the gateway's traffic", func(t *testing.T) {
 		k.must(`apiVersion: membrane.io/v1alpha1
@@ -131,6 +134,7 @@ spec:
   endpointSelector: {matchLabels: {app: store}}
   ingress: [{}]
 `, "apply", "-f", "-")
+		idle()
 		eventually(t, gatewayTimeout, "requests through the Gateway fail", func() error {
 			codes, _ := get("/denied", 4)
 			if codes[http.StatusOK] != 0 {
@@ -172,6 +176,7 @@ spec:
       rules:
         http: [{method: GET, path: "/allowed"}]
 `, "apply", "-f", "-")
+		idle()
 		eventually(t, gatewayTimeout, "GET /other through the Gateway gets 403", func() error {
 			codes, _ := get("/other", 6)
 			if codes[http.StatusForbidden] != 6 {
@@ -184,5 +189,20 @@ spec:
 		t.Logf("GET /allowed 200 from both backends after %v", time.Since(start).Round(time.Millisecond))
 		expectFlow(t, k, []string{"--protocol", "http", "--namespace", "store", "--http-status", "403"},
 			"(ingress)", "store/store-", "L7 policy denied DROPPED (HTTP/1.1 403 ", "/other")
+	})
+
+	t.Run("membrane status shows the Gateway", func(t *testing.T) {
+		out := k.membrane("status")
+		var line string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "store/web ") {
+				line = l
+			}
+		}
+		for _, want := range []string{"membrane", gw.Status.Addresses[0].Value, "True (Programmed)", "http HTTP/80 (1 routes)"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("membrane status: Gateway line %q lacks %q in:\n%s", line, want, out)
+			}
+		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -15,9 +16,11 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/vishvananda/netlink"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	gwtranslate "github.com/membrane-mesh/membrane/gateway/translate"
@@ -134,6 +137,9 @@ func withIngressIdentity(res gwtranslate.Resources, src netip.Addr, alsCluster s
 				Address: src.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
 			}}
 		}
+		if err := limitUpstreamConnections(c); err != nil {
+			return gwtranslate.Resources{}, fmt.Errorf("cluster %s: %w", c.Name, err)
+		}
 		out.Clusters = append(out.Clusters, c)
 	}
 	al, err := gatewayAccessLog(alsCluster)
@@ -163,6 +169,49 @@ func withIngressIdentity(res gwtranslate.Resources, src netip.Addr, alsCluster s
 		out.Listeners = append(out.Listeners, l)
 	}
 	return out, nil
+}
+
+// Policy is checked when a connection opens: the gateway's pooled
+// connections to backends are closed when idle and after a while, so a
+// policy change applies to all gateway traffic within
+// upstreamMaxConnectionDuration.
+const (
+	upstreamIdleTimeout           = 5 * time.Second
+	upstreamMaxConnectionDuration = 60 * time.Second
+	httpProtocolOptions           = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+)
+
+// limitUpstreamConnections sets c's upstream HTTP connections' idle
+// timeout and maximum duration, keeping its protocol options (HTTP/1.1
+// when it has none).
+func limitUpstreamConnections(c *clusterv3.Cluster) error {
+	opts := &upstreamhttpv3.HttpProtocolOptions{}
+	if a, ok := c.TypedExtensionProtocolOptions[httpProtocolOptions]; ok {
+		if err := a.UnmarshalTo(opts); err != nil {
+			return fmt.Errorf("decode the HTTP protocol options: %w", err)
+		}
+	} else {
+		opts.UpstreamProtocolOptions = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{
+					HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+			},
+		}
+	}
+	if opts.CommonHttpProtocolOptions == nil {
+		opts.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{}
+	}
+	opts.CommonHttpProtocolOptions.IdleTimeout = durationpb.New(upstreamIdleTimeout)
+	opts.CommonHttpProtocolOptions.MaxConnectionDuration = durationpb.New(upstreamMaxConnectionDuration)
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, opts, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return fmt.Errorf("marshal the HTTP protocol options: %w", err)
+	}
+	if c.TypedExtensionProtocolOptions == nil {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{}
+	}
+	c.TypedExtensionProtocolOptions[httpProtocolOptions] = a
+	return nil
 }
 
 // gatewayAccessLog sends a gateway listener's HTTP access log, named
