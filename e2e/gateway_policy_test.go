@@ -177,6 +177,11 @@ spec:
         http: [{method: GET, path: "/allowed"}]
 `, "apply", "-f", "-")
 		idle()
+		defer func() {
+			if t.Failed() {
+				t.Logf("flows:\n%s", k.membrane("observe", "--last", "60", "--namespace", "store"))
+			}
+		}()
 		eventually(t, gatewayTimeout, "GET /other through the Gateway gets 403", func() error {
 			codes, _ := get("/other", 6)
 			if codes[http.StatusForbidden] != 6 {
