@@ -192,8 +192,9 @@ spec:
 		start := time.Now()
 		allOK("GET /allowed through the Gateway with the L7 rule", "/allowed")
 		t.Logf("GET /allowed 200 from both backends after %v", time.Since(start).Round(time.Millisecond))
-		expectFlow(t, k, []string{"--protocol", "http", "--namespace", "store", "--http-status", "403"},
+		line := expectFlow(t, k, []string{"--protocol", "http", "--namespace", "store", "--http-status", "403", "--from-identity", "ingress"},
 			"(ingress)", "store/store-", "L7 policy denied DROPPED (HTTP/1.1 403 ", "/other")
+		t.Logf("L7 drop: %s", line)
 	})
 
 	t.Run("membrane status shows the Gateway", func(t *testing.T) {

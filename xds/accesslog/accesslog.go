@@ -76,7 +76,13 @@ func (r *Receiver) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLo
 // direction; a combined chain counts as egress.
 func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
 	c := e.GetCommonProperties()
-	src, err := addrPort(c.GetDownstreamRemoteAddress())
+	// The peer policy saw: the downstream remote address can come from an
+	// X-Forwarded-For header (a Gateway's requests carry the client's).
+	peer := c.GetDownstreamDirectRemoteAddress()
+	if peer == nil {
+		peer = c.GetDownstreamRemoteAddress()
+	}
+	src, err := addrPort(peer)
 	if err != nil {
 		return flow.HTTPLog{}, fmt.Errorf("downstream remote address: %w", err)
 	}

@@ -92,6 +92,13 @@ func TestConvertGateway(t *testing.T) {
 		got.Direction != flow.Ingress || got.Code != 200 || got.Path != "/items" {
 		t.Errorf("gateway entry: %+v", got)
 	}
+	// A policy listener's entry names the connecting peer, not the
+	// address an X-Forwarded-For header gave.
+	e.CommonProperties.DownstreamDirectRemoteAddress = sockAddr("10.244.1.1", 41000)
+	if got, err := Convert(e); err != nil || got.Source != netip.MustParseAddrPort("10.244.1.1:41000") {
+		t.Errorf("policy entry with a forwarded address: source %v, %v", got.Source, err)
+	}
+	e.CommonProperties.DownstreamDirectRemoteAddress = nil
 	e.CommonProperties.UpstreamLocalAddress, e.CommonProperties.UpstreamRemoteAddress = nil, nil
 	got, err = ConvertGateway(e)
 	if err != nil {
