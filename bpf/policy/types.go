@@ -24,6 +24,7 @@ const (
 	IdentityInit          Identity = 5
 	IdentityRemoteNode    Identity = 6
 	IdentityKubeAPIServer Identity = 7
+	IdentityIngress       Identity = 8
 )
 
 var reservedNames = map[Identity]string{
@@ -35,6 +36,7 @@ var reservedNames = map[Identity]string{
 	IdentityInit:          "reserved:init",
 	IdentityRemoteNode:    "reserved:remote-node",
 	IdentityKubeAPIServer: "reserved:kube-apiserver",
+	IdentityIngress:       "reserved:ingress",
 }
 
 func (i Identity) String() string {

@@ -41,7 +41,7 @@ func newIdentityCommand(g *globals) *cobra.Command {
 				Labels map[string]string `json:"labels"`
 			}
 			var rows []row
-			for n := identity.Host; n <= identity.KubeAPIServer; n++ {
+			for n := identity.Host; n <= identity.Ingress; n++ {
 				rows = append(rows, row{ID: uint64(n), Labels: map[string]string{"reserved:" + identity.Reserved(n): ""}})
 			}
 			for _, mi := range l.Items {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,12 +17,16 @@ import (
 func newStatusCommand(g *globals) *cobra.Command {
 	cmd := agentListCommand(g, "status", "Show each node's agent: sync, endpoints, Services, L7 proxy (xDS) and encryption", agentapi.PathStatus,
 		func(g *globals, list []agentapi.NodeStatus) error {
-			return printStatus(g, list, time.Now())
+			if err := printStatus(g, list, time.Now()); err != nil {
+				return err
+			}
+			return printClusterGateways(g)
 		})
 	cmd.Long = `Show each node's agent: whether its initial sync is programmed, its
 endpoints by state, its Services, its L7 proxy (is the node's Envoy
 connected over xDS, does it run the newest configuration, or did it reject
-it, with Envoy's error) and its encryption mode.`
+it, with Envoy's error) and its encryption mode; then each Gateway with
+its address and Programmed condition.`
 	return cmd
 }
 
@@ -87,4 +92,19 @@ func orNone(v string) string {
 		return "none"
 	}
 	return v
+}
+
+// printClusterGateways prints the Gateways after the nodes' table.
+func printClusterGateways(g *globals) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	gws, err := listGateways(ctx, c)
+	if err != nil {
+		return err
+	}
+	return printGateways(g.stdout, gws)
 }

@@ -138,7 +138,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	var gateways *gwnode.Source
+	var ingress *gatewayIdentity
 	if a.cfg.GatewayAPI {
+		ingress = &gatewayIdentity{log: a.log.With("component", "gateway"), node: a.cfg.NodeName,
+			nodes: informers.Typed.Core().V1().Nodes().Lister(), addr: holdIngressAddr}
 		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers, a.client.Discovery()); err != nil {
 			return err
 		}
@@ -191,7 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return
 		}
 		gwnode.Run(ctx, a.log.With("component", "gateway"), gateways, a.cfg.NodeName, informers.Synced(),
-			a.proxy.setGateway, gwnode.Netlink{Log: a.log.With("component", "gateway")})
+			ingress.wrap(a.proxy.setGateway), gwnode.Netlink{Log: a.log.With("component", "gateway")})
 	}()
 	go func() {
 		defer wg.Done()

@@ -77,6 +77,7 @@ func Cleanup(ctx context.Context, log *slog.Logger, cfg Config, client kubernete
 	step("remove L7 proxy plumbing", tproxy.Cleanup(ctx, log.With("component", "proxy")))
 	step("withdraw gateway addresses", gwnode.Cleanup(log.With("component", "gateway")))
 	step("withdraw load-balancer addresses", l2announce.Remove(netip.Addr{}))
+	step("remove the gateway source address", cleanupIngressAddr(log.With("component", "gateway")))
 	step("remove policy datapath", bpfpolicy.Cleanup(log.With("component", "policy-datapath"), cfg.BPFPinDir))
 	step("remove socket LB", socklb.Cleanup(log.With("component", "socklb"), cfg.BPFPinDir))
 	if entries, err := os.ReadDir(cfg.BPFPinDir); err == nil {

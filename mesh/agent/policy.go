@@ -370,6 +370,9 @@ func enricher(st k8s.PolicyState) flow.MapEnricher {
 		for _, ip := range n.IPs {
 			m[ip] = flow.Endpoint{PodName: n.Name}
 		}
+		if n.IngressIP.IsValid() {
+			m[n.IngressIP] = flow.Endpoint{Identity: uint32(identity.Ingress)}
+		}
 	}
 	for _, p := range st.Pods {
 		m[p.IP] = flow.Endpoint{Identity: uint32(p.Identity), Namespace: p.Namespace, PodName: p.Name, Labels: flow.SortedLabels(p.Labels), Cluster: p.Cluster}

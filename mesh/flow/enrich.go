@@ -56,7 +56,7 @@ func Resolve(e Enricher, ip netip.Addr, id uint32) Endpoint {
 // ("world" or "reserved:world").
 func reservedIdentity(name string) (uint32, bool) {
 	name = strings.TrimPrefix(name, "reserved:")
-	for id := identity.Host; id <= identity.KubeAPIServer; id++ {
+	for id := identity.Host; id <= identity.Ingress; id++ {
 		if identity.Reserved(id) == name {
 			return uint32(id), true
 		}

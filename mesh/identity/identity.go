@@ -23,6 +23,8 @@ const (
 	Init          ID = 5
 	RemoteNode    ID = 6
 	KubeAPIServer ID = 7
+	// Ingress is the node Envoy's Gateway/Ingress traffic to backends.
+	Ingress ID = 8
 )
 
 // The range of identities allocated for endpoints of this cluster.
@@ -48,6 +50,8 @@ func Reserved(id ID) string {
 		return "remote-node"
 	case KubeAPIServer:
 		return "kube-apiserver"
+	case Ingress:
+		return "ingress"
 	}
 	return ""
 }

@@ -33,7 +33,7 @@ type Input struct {
 
 // Build maps every known address to its identity: the world (0.0.0.0/0),
 // the policies' CIDR identities, the nodes (this one is host, the others
-// remote-node), the API server, and every pod with an identity. More
+// remote-node; their gateway source addresses ingress), the API server, and every pod with an identity. More
 // specific sources win: a pod over a node, the API server over a node.
 // The datapath is IPv4-only: IPv6 addresses are left out.
 func Build(in Input) Map {
@@ -57,6 +57,9 @@ func Build(in Input) Map {
 		}
 		for _, ip := range n.IPs {
 			host(ip, id)
+		}
+		if n.IngressIP.IsValid() {
+			host(n.IngressIP, identity.Ingress)
 		}
 	}
 	for _, ip := range in.APIServer {

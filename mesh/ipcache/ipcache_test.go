@@ -18,8 +18,8 @@ func TestBuild(t *testing.T) {
 	in := Input{
 		Node: "node1",
 		Nodes: []model.Node{
-			{Name: "node1", IPs: []netip.Addr{a("198.18.1.10")}},
-			{Name: "node2", IPs: []netip.Addr{a("198.18.1.11"), a("fd00::11")}},
+			{Name: "node1", IPs: []netip.Addr{a("198.18.1.10")}, IngressIP: a("10.244.0.1")},
+			{Name: "node2", IPs: []netip.Addr{a("198.18.1.11"), a("fd00::11")}, IngressIP: a("10.244.1.1")},
 		},
 		APIServer: []netip.Addr{a("198.18.1.2")},
 		Pods: []endpoint.Pod{
@@ -37,6 +37,8 @@ func TestBuild(t *testing.T) {
 		netip.MustParsePrefix("198.18.1.11/32"): 301, // a pod's identity wins over its node's
 		netip.MustParsePrefix("198.18.1.2/32"):  identity.KubeAPIServer,
 		netip.MustParsePrefix("10.244.0.5/32"):  300,
+		netip.MustParsePrefix("10.244.0.1/32"):  identity.Ingress, // every node's gateway source
+		netip.MustParsePrefix("10.244.1.1/32"):  identity.Ingress,
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %d entries %v, want %d", len(got), got, len(want))

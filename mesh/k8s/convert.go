@@ -143,7 +143,8 @@ func EndpointSlice(s *discoveryv1.EndpointSlice) (out model.EndpointSlice, ok bo
 	return out, true, errors.Join(errs...)
 }
 
-// Node converts a Node (its InternalIP and ExternalIP addresses).
+// Node converts a Node (its InternalIP and ExternalIP addresses, and the
+// gateway source address of its IPv4 PodCIDR).
 func Node(n *corev1.Node) model.Node {
 	out := model.Node{Name: n.Name}
 	for _, a := range n.Status.Addresses {
@@ -154,5 +155,24 @@ func Node(n *corev1.Node) model.Node {
 			out.IPs = append(out.IPs, ip)
 		}
 	}
+	out.IngressIP = NodeIngressIP(n)
 	return out
+}
+
+// NodeIngressIP is the node's gateway source address: the first host
+// address (.1) of its IPv4 PodCIDR, which the CNI's IPAM never hands to a
+// pod. Invalid when the node has no IPv4 PodCIDR (of /30 or larger).
+func NodeIngressIP(n *corev1.Node) netip.Addr {
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
+			continue
+		}
+		return p.Masked().Addr().Next()
+	}
+	return netip.Addr{}
 }

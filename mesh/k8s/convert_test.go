@@ -87,3 +87,22 @@ func TestEndpointSlice(t *testing.T) {
 		t.Fatal("a slice without a service label was converted")
 	}
 }
+
+func TestNodeIngressIP(t *testing.T) {
+	for _, tc := range []struct {
+		cidrs []string
+		want  string
+	}{
+		{[]string{"10.244.3.0/24"}, "10.244.3.1"},
+		{[]string{"fd00::/64", "10.244.3.0/24"}, "10.244.3.1"},
+		{[]string{"10.244.3.0/31"}, ""},
+		{nil, ""},
+	} {
+		n := &corev1.Node{}
+		n.Spec.PodCIDRs = tc.cidrs
+		got := NodeIngressIP(n)
+		if (tc.want == "" && got.IsValid()) || (tc.want != "" && got.String() != tc.want) {
+			t.Errorf("PodCIDRs %v: ingress address %v, want %q", tc.cidrs, got, tc.want)
+		}
+	}
+}

@@ -81,6 +81,10 @@ type EndpointSlice struct {
 type Node struct {
 	Name string       `json:"name,omitempty"`
 	IPs  []netip.Addr `json:"ips,omitempty"`
+	// IngressIP is the source address of the node Envoy's connections
+	// from Gateways to backends (reserved identity ingress): the first
+	// host address of the node's PodCIDR, which pods never get.
+	IngressIP netip.Addr `json:"ingressIP,omitzero"`
 }
 
 // Affinity is a global Service's preference between its own cluster's

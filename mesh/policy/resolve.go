@@ -145,7 +145,7 @@ var errAuthUnavailable = errors.New(`authentication: mutual authentication is no
 // reservedInCluster returns the reserved identities the cluster entity
 // includes.
 func reservedInCluster() []identity.ID {
-	return []identity.ID{identity.Host, identity.Unmanaged, identity.Health, identity.Init, identity.RemoteNode, identity.KubeAPIServer}
+	return []identity.ID{identity.Host, identity.Unmanaged, identity.Health, identity.Init, identity.RemoteNode, identity.KubeAPIServer, identity.Ingress}
 }
 
 // peers resolves a peer rule's peers to identities.
@@ -194,6 +194,8 @@ func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
 			ids = append(ids, identity.Init)
 		case EntityUnmanaged:
 			ids = append(ids, identity.Unmanaged)
+		case EntityIngress:
+			ids = append(ids, identity.Ingress)
 		default:
 			problems = append(problems, fmt.Errorf("unknown entity %q (matches no peer)", e))
 		}

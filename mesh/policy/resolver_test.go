@@ -195,7 +195,7 @@ func TestClusterEntity(t *testing.T) {
 	for _, r := range res.Rules {
 		got = append(got, r.RemoteIdentity)
 	}
-	want := []identity.ID{identity.Host, identity.Unmanaged, identity.Health, identity.Init, identity.RemoteNode, identity.KubeAPIServer, 256, 257, 258}
+	want := []identity.ID{identity.Host, identity.Unmanaged, identity.Health, identity.Init, identity.RemoteNode, identity.KubeAPIServer, identity.Ingress, 256, 257, 258}
 	if !slices.Equal(got, want) {
 		t.Errorf("cluster = %v, want %v", got, want)
 	}

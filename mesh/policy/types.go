@@ -96,6 +96,7 @@ const (
 	EntityHealth        Entity = "health"
 	EntityInit          Entity = "init"
 	EntityUnmanaged     Entity = "unmanaged"
+	EntityIngress       Entity = "ingress" // the node Envoys' Gateway and Ingress traffic
 )
 
 // CIDRRule matches addresses of CIDR except those of Except.

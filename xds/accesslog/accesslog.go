@@ -36,8 +36,15 @@ func New(log *slog.Logger, handle func(flow.HTTPLog)) *Receiver {
 // Register adds the access-log service to g.
 func (r *Receiver) Register(g *grpc.Server) { alsv3.RegisterAccessLogServiceServer(g, r) }
 
-// StreamAccessLogs reads one Envoy's stream until it ends.
+// GatewayLogName names the access log of the node Envoy's gateway
+// listeners (the policy listeners' is translate.AccessLogName).
+const GatewayLogName = "membrane-gateway"
+
+// StreamAccessLogs reads one Envoy's stream until it ends. The first
+// message names the log: a gateway listener's entries are converted with
+// ConvertGateway, the others with Convert.
 func (r *Receiver) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
+	convert := Convert
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -46,8 +53,14 @@ func (r *Receiver) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLo
 		if err != nil {
 			return fmt.Errorf("receive access logs: %w", err)
 		}
+		if id := msg.GetIdentifier(); id != nil {
+			convert = Convert
+			if id.GetLogName() == GatewayLogName {
+				convert = ConvertGateway
+			}
+		}
 		for _, e := range msg.GetHttpLogs().GetLogEntry() {
-			l, err := Convert(e)
+			l, err := convert(e)
 			if err != nil {
 				r.log.Debug("skipped an access log entry", "error", err)
 				continue
@@ -63,7 +76,13 @@ func (r *Receiver) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLo
 // direction; a combined chain counts as egress.
 func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
 	c := e.GetCommonProperties()
-	src, err := addrPort(c.GetDownstreamRemoteAddress())
+	// The peer policy saw: the downstream remote address can come from an
+	// X-Forwarded-For header (a Gateway's requests carry the client's).
+	peer := c.GetDownstreamDirectRemoteAddress()
+	if peer == nil {
+		peer = c.GetDownstreamRemoteAddress()
+	}
+	src, err := addrPort(peer)
 	if err != nil {
 		return flow.HTTPLog{}, fmt.Errorf("downstream remote address: %w", err)
 	}
@@ -93,6 +112,33 @@ func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
 	if c.GetDuration() == nil {
 		l.Duration = c.GetTimeToLastDownstreamTxByte().AsDuration()
 	}
+	return l, nil
+}
+
+// ConvertGateway turns one entry of a gateway listener into an HTTPLog
+// of the request the gateway sent to a backend: from the upstream
+// connection's local address (the node's ingress address) to the backend,
+// ingress for the backend. A request that reached no backend (a redirect,
+// a direct response) is logged from the client to the gateway address.
+func ConvertGateway(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
+	l, err := Convert(e)
+	if err != nil {
+		return flow.HTTPLog{}, err
+	}
+	l.Direction = flow.Ingress
+	c := e.GetCommonProperties()
+	if c.GetUpstreamRemoteAddress() == nil || c.GetUpstreamLocalAddress() == nil {
+		return l, nil
+	}
+	src, err := addrPort(c.GetUpstreamLocalAddress())
+	if err != nil {
+		return flow.HTTPLog{}, fmt.Errorf("upstream local address: %w", err)
+	}
+	dst, err := addrPort(c.GetUpstreamRemoteAddress())
+	if err != nil {
+		return flow.HTTPLog{}, fmt.Errorf("upstream remote address: %w", err)
+	}
+	l.Source, l.Destination = src, dst
 	return l, nil
 }
 

@@ -67,3 +67,44 @@ func TestConvert(t *testing.T) {
 		t.Error("an entry without a socket address converted")
 	}
 }
+
+// A gateway listener's entry is the request the gateway sent: from its
+// upstream connection's local address (the node's ingress address) to the
+// backend; one without an upstream keeps the client and gateway address.
+func TestConvertGateway(t *testing.T) {
+	e := &datav3.HTTPAccessLogEntry{
+		CommonProperties: &datav3.AccessLogCommon{
+			DownstreamRemoteAddress: sockAddr("198.18.0.1", 40000),
+			DownstreamLocalAddress:  sockAddr("198.18.0.200", 80),
+			UpstreamLocalAddress:    sockAddr("10.244.1.1", 41000),
+			UpstreamRemoteAddress:   sockAddr("10.244.2.7", 3000),
+			RouteName:               "egress/shop",
+		},
+		ProtocolVersion: datav3.HTTPAccessLogEntry_HTTP11,
+		Request:         &datav3.HTTPRequestProperties{RequestMethod: corev3.RequestMethod_GET, Authority: "shop.example", Path: "/items"},
+		Response:        &datav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(200)},
+	}
+	got, err := ConvertGateway(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Source != netip.MustParseAddrPort("10.244.1.1:41000") || got.Destination != netip.MustParseAddrPort("10.244.2.7:3000") ||
+		got.Direction != flow.Ingress || got.Code != 200 || got.Path != "/items" {
+		t.Errorf("gateway entry: %+v", got)
+	}
+	// A policy listener's entry names the connecting peer, not the
+	// address an X-Forwarded-For header gave.
+	e.CommonProperties.DownstreamDirectRemoteAddress = sockAddr("10.244.1.1", 41000)
+	if got, err := Convert(e); err != nil || got.Source != netip.MustParseAddrPort("10.244.1.1:41000") {
+		t.Errorf("policy entry with a forwarded address: source %v, %v", got.Source, err)
+	}
+	e.CommonProperties.DownstreamDirectRemoteAddress = nil
+	e.CommonProperties.UpstreamLocalAddress, e.CommonProperties.UpstreamRemoteAddress = nil, nil
+	got, err = ConvertGateway(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Source != netip.MustParseAddrPort("198.18.0.1:40000") || got.Destination != netip.MustParseAddrPort("198.18.0.200:80") {
+		t.Errorf("gateway entry without upstream: %+v", got)
+	}
+}

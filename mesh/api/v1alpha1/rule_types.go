@@ -174,7 +174,7 @@ type EgressDenyRule struct {
 
 // Entity is a class of peers known without their labels or addresses.
 //
-// +kubebuilder:validation:Enum=all;world;cluster;host;remote-node;kube-apiserver;health;init;unmanaged
+// +kubebuilder:validation:Enum=all;world;cluster;host;remote-node;kube-apiserver;health;init;unmanaged;ingress
 type Entity string
 
 // Entities.
@@ -188,6 +188,7 @@ const (
 	EntityHealth        Entity = "health"         // the agents' health endpoints
 	EntityInit          Entity = "init"           // endpoints whose identity is not resolved yet
 	EntityUnmanaged     Entity = "unmanaged"      // pods not managed by Membrane (host network, …)
+	EntityIngress       Entity = "ingress"        // the node Envoys' Gateway and Ingress traffic to backends
 )
 
 // CIDR is an IPv4 or IPv6 prefix in CIDR notation, e.g. 192.0.2.0/24.

@@ -190,7 +190,7 @@ const unknownSourceMsg = `a label source prefix must be "k8s:" or "any:" (Cilium
 func validEntity(e Entity) bool {
 	switch e {
 	case EntityAll, EntityWorld, EntityCluster, EntityHost, EntityRemoteNode,
-		EntityKubeAPIServer, EntityHealth, EntityInit, EntityUnmanaged:
+		EntityKubeAPIServer, EntityHealth, EntityInit, EntityUnmanaged, EntityIngress:
 		return true
 	}
 	return false
@@ -200,6 +200,7 @@ func entityNames() []string {
 	return []string{
 		string(EntityAll), string(EntityWorld), string(EntityCluster), string(EntityHost), string(EntityRemoteNode),
 		string(EntityKubeAPIServer), string(EntityHealth), string(EntityInit), string(EntityUnmanaged),
+		string(EntityIngress),
 	}
 }
 

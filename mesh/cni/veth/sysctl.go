@@ -23,6 +23,15 @@ func enableForwarding(ifName string) error {
 	return nil
 }
 
+// acceptLocal lets ifName receive packets whose source is an address of
+// the node: the node's own connections to the pod (the Gateways', from the
+// node's ingress address) that the policy program hands back to the node's
+// L7 proxy arrive on the host veth. A pod cannot use it to pose as the
+// node: the policy program drops what the pod sends from another address.
+func acceptLocal(ifName string) error {
+	return setSysctl(filepath.Join(confDir, ifName, "accept_local"), "1")
+}
+
 func forwardingEnabled(ifName string) (bool, error) {
 	for _, p := range []string{ipForwardPath, filepath.Join(confDir, ifName, "forwarding")} {
 		v, err := os.ReadFile(p)

@@ -227,6 +227,9 @@ func configureHost(h *netlink.Handle, link netlink.Link, ip netip.Addr) error {
 	if err := enableForwarding(link.Attrs().Name); err != nil {
 		return err
 	}
+	if err := acceptLocal(link.Attrs().Name); err != nil {
+		return err
+	}
 	r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: hostNet(ip), Scope: netlink.SCOPE_LINK}
 	if err := h.RouteAdd(r); err != nil {
 		return fmt.Errorf("add route %s/32 dev %s: %w", ip, link.Attrs().Name, err)
