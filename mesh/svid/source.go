@@ -28,9 +28,15 @@ type Snapshot struct {
 type Source interface {
 	// Snapshot returns the current identities.
 	Snapshot() Snapshot
-	// Changed returns a channel that receives a value after every change
-	// (new, renewed or dropped SVID, bundle change). Sends do not block: a
-	// consumer that is busy gets one pending notification and then reads
-	// Snapshot.
+	// Changed returns a channel that is closed at the next change (new,
+	// renewed or dropped SVID, bundle change). Any number of consumers may
+	// wait on it; take the channel before reading Snapshot so that no change
+	// is missed:
+	//
+	//	for {
+	//		ch := src.Changed()
+	//		use(src.Snapshot())
+	//		select { case <-ch: case <-ctx.Done(): return }
+	//	}
 	Changed() <-chan struct{}
 }
