@@ -114,7 +114,7 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 			for _, err := range problems {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
 			}
-			if pr.AuthRequired && !l.deny {
+			if pr.AuthRequired && !l.deny && !r.cfg.MutualAuth {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, errAuthUnavailable))
 			}
 			c.peerRules = append(c.peerRules, compiledPeerRule{

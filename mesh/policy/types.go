@@ -198,6 +198,10 @@ type Config struct {
 	// allow-localhost) an endpoint enforcing ingress still accepts it, so
 	// kubelet probes pass; deny rules still win.
 	EnforceHostIngress bool `json:"enforceHostIngress,omitempty"`
+	// MutualAuth says the node authenticates connections with mutual TLS
+	// (the SVIDs and the proxy are there). Without it, rules requiring
+	// authentication are reported: what they allow is dropped.
+	MutualAuth bool `json:"mutualAuth,omitempty"`
 }
 
 // Local CIDR identities: Cilium's range of node-local identities.
