@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--proxy-port %d: not a port", *proxyPort)
 	}
 	cfg.ProxyPort = uint16(*proxyPort)
+	cfg.MTLSOutboundPort, cfg.MTLSTunnelPort = agent.DefaultMTLSOutboundPort, agent.DefaultMTLSTunnelPort
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/lb"
+	"github.com/membrane-mesh/membrane/mesh/svid"
 )
 
 // Agent is one node's agent.
@@ -35,10 +36,13 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
-	eps   *endpoints    // the policy datapath's endpoints
-	proxy *proxy        // nil without an L7 proxy
-	enc   *encryption   // nil with encryption off
-	ready chan struct{} // closed once the first full sync is programmed
+	eps   *endpoints  // the policy datapath's endpoints
+	proxy *proxy      // nil without an L7 proxy
+	enc   *encryption // nil with encryption off
+	// identities are the node's workload SVIDs and trust bundle (the SVID
+	// manager's); nil: no mutual authentication, rules requiring it drop.
+	identities svid.Source
+	ready      chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
 	apiPublished atomic.Bool
 	// policyReady is closed once every local endpoint's policy is programmed.
@@ -108,6 +112,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.ProxyPort != 0 {
 		a.proxy = newProxy(a.log.With("component", "proxy"), a.cfg, a.client, a.flows, a.eps)
 		a.eps.proxy, a.eps.proxyPort = a.proxy, a.cfg.ProxyPort
+		if a.identities != nil && a.cfg.MTLSOutboundPort != 0 && a.cfg.MTLSTunnelPort != 0 {
+			a.eps.auth = &mutualAuth{svids: a.identities, outboundPort: a.cfg.MTLSOutboundPort, tunnelPort: a.cfg.MTLSTunnelPort}
+		}
 	}
 
 	if a.cfg.EnableEncryption {

@@ -41,6 +41,12 @@ type Config struct {
 	// XDSAddr serves the node's Envoy: ADS and the access-log service
 	// (loopback: Envoy runs on the node, in its network namespace).
 	XDSAddr string
+	// MTLSOutboundPort is the node Envoy's transparent listener for
+	// connections that rules require to be authenticated; MTLSTunnelPort
+	// is where node Envoys accept each other's mutual TLS. Used once the
+	// node holds workload identities.
+	MTLSOutboundPort uint16
+	MTLSTunnelPort   uint16
 
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
@@ -86,6 +92,10 @@ func (c Config) Validate() error {
 	if c.ProxyPort != 0 {
 		if _, _, err := net.SplitHostPort(c.XDSAddr); err != nil {
 			errs = append(errs, fmt.Errorf("--xds-addr %q: %w", c.XDSAddr, err))
+		}
+		if c.MTLSOutboundPort == c.ProxyPort || c.MTLSTunnelPort == c.ProxyPort || (c.MTLSOutboundPort != 0 && c.MTLSOutboundPort == c.MTLSTunnelPort) {
+			errs = append(errs, fmt.Errorf("--mtls-outbound-port %d, --mtls-tunnel-port %d: must differ from each other and from --proxy-port %d",
+				c.MTLSOutboundPort, c.MTLSTunnelPort, c.ProxyPort))
 		}
 	}
 	if c.FlowBufferSize < 0 || c.FlowBufferSize > MaxFlowBufferSize {

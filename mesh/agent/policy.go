@@ -14,6 +14,7 @@ import (
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/auth"
 	"github.com/membrane-mesh/membrane/mesh/datapath"
 	"github.com/membrane-mesh/membrane/mesh/endpoint"
 	"github.com/membrane-mesh/membrane/mesh/endpoint/hostlinks"
@@ -45,6 +46,9 @@ type endpoints struct {
 	// proxy gets the endpoints' L7 rules; nil without an L7 proxy.
 	proxy     *proxy
 	proxyPort uint16
+	// auth is the node's mutual authentication; nil without identities
+	// (rules requiring it drop what they match).
+	auth *mutualAuth
 
 	// Used by the regeneration loop only.
 	discovery endpoint.Discovery
@@ -81,6 +85,10 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 	defer t.Stop()
 	sweep := true // look for leftover attachments: at start and on resyncs
 	for first := true; ; first = false {
+		var identities <-chan struct{} // nil: never
+		if e.auth != nil {
+			identities = e.auth.svids.Changed()
+		}
 		if err := e.regenerate(ctx, sweep); err != nil {
 			e.metrics.regenerations.WithLabelValues("error").Inc()
 			e.log.Error("regenerate endpoint policy", "error", err)
@@ -94,6 +102,8 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 		case <-ctx.Done():
 			return
 		case <-e.src.Changed():
+			sweep = false
+		case <-identities:
 			sweep = false
 		case <-t.C:
 			sweep = true
@@ -127,7 +137,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		return err
 	}
 	start := time.Now()
-	res := policy.New(st.Policies, policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}, policy.Config{ProxyPort: e.proxyPort})
+	res := policy.New(st.Policies, policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}, policy.Config{ProxyPort: e.proxyPort, MutualAuth: e.auth != nil})
 	e.cidrs = res.CIDRIdentities()
 	var errs []error
 	for _, p := range res.Problems() {
@@ -157,6 +167,18 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			return r
 		}
 	)
+	var (
+		plan    auth.Plan
+		authCfg *authState
+	)
+	if e.auth != nil && e.proxy != nil {
+		var as authState
+		plan, as = e.auth.plan(e.node, st, resolve)
+		authCfg = &as
+		for _, p := range plan.Problems {
+			e.log.Warn("mutual authentication not applied", "problem", p)
+		}
+	}
 	if e.proxy != nil {
 		// Envoy gets the L7 rules before the datapath redirects to them.
 		var l7eps []l7.Endpoint
@@ -172,7 +194,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		for _, p := range problems {
 			e.log.Warn("L7 rule not applied", "problem", p)
 		}
-		e.proxy.update(ctx, n, origins)
+		e.proxy.update(ctx, n, origins, authCfg)
 	}
 	for _, l := range locals {
 		pod, iface := l.Pod, l.Interface
@@ -194,9 +216,11 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			entry.Ifindex, entry.Interface = iface.Index, iface.Name
 			keep[iface.Index] = true
 			r := resolve(pod)
+			authEgress := plan.Egress[pod.IP]
 			id, err := e.writer.Program(iface.Index, datapath.Endpoint{
 				Addr: pod.IP, Identity: pod.Identity,
-				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, Rules: r.Rules,
+				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
+				Rules: withAuthEgress(r.Rules, authEgress),
 			})
 			entry.ID = uint16(id)
 			entry.EnforceIngress, entry.EnforceEgress = r.EnforceIngress, r.EnforceEgress

@@ -45,6 +45,7 @@ type proxy struct {
 	// contributions (the regeneration loop's).
 	last        *translate.Node
 	lastOrigins map[string]string
+	lastAuth    *authState
 
 	mu sync.Mutex
 	// origins of the newest published configuration and of the one in
@@ -67,6 +68,9 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 func (p *proxy) run(ctx context.Context) error {
 	tc := tproxy.NewConfig(p.cfg.ProxyPort)
 	tc.ToProxyMark = bpfpolicy.ToProxyMark(p.cfg.ProxyPort)
+	if p.cfg.MTLSOutboundPort != 0 {
+		tc.MorePorts = []uint16{p.cfg.MTLSOutboundPort}
+	}
 	if err := tproxy.Install(ctx, p.log, tc); err != nil {
 		return fmt.Errorf("install the proxy's tproxy rules: %w", err)
 	}
@@ -97,8 +101,8 @@ func (p *proxy) run(ctx context.Context) error {
 // update publishes the L7 configuration of the node's endpoints. Most
 // regenerations change no L7 rule: an unchanged configuration is not
 // translated again.
-func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string]string) {
-	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, origins) {
+func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string]string, as *authState) {
+	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, origins) && sameAuth(p.lastAuth, as) {
 		return
 	}
 	res, err := n.Resources()
@@ -109,6 +113,12 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 		p.log.Error("translate the L7 configuration", "error", err)
 		return
 	}
+	if as != nil {
+		if err := addAuth(&res, as); err != nil {
+			p.log.Error("translate the mutual authentication configuration", "error", err)
+			return
+		}
+	}
 	version, err := p.xds.Publish(ctx, res)
 	if err != nil {
 		p.log.Error("publish the L7 configuration", "error", err)
@@ -117,7 +127,7 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 	p.mu.Lock()
 	p.published[version] = origins
 	p.mu.Unlock()
-	p.last, p.lastOrigins = &n, origins
+	p.last, p.lastOrigins, p.lastAuth = &n, origins, as
 }
 
 // report writes the rejection of the newest configuration, if any, on the

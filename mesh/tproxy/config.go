@@ -55,6 +55,10 @@ type Config struct {
 	Table int
 	// RulePriority is the priority of the ip rule that looks Table up.
 	RulePriority int
+	// MorePorts are further listeners on ListenAddr (e.g. the mutual
+	// authentication proxy's), each reached with the mark
+	// port<<16 | LocalMark.
+	MorePorts []uint16
 }
 
 // NewConfig returns the conventional configuration for a proxy listening
@@ -88,6 +92,11 @@ func (c Config) Validate() error {
 	}
 	if c.ToProxyMark == 0 || c.ToProxyMark == c.LocalMark {
 		errs = append(errs, fmt.Errorf("to-proxy mark %#x must be non-zero and differ from the local mark", c.ToProxyMark))
+	}
+	for _, p := range c.MorePorts {
+		if p == 0 || p == c.Port {
+			errs = append(errs, fmt.Errorf("further port %d must be non-zero and differ from port %d", p, c.Port))
+		}
 	}
 	// 253, 254 and 255 are the kernel's default, main and local tables.
 	if c.Table <= 0 || c.Table >= 253 && c.Table <= 255 || int64(c.Table) > 1<<32-1 {

@@ -30,6 +30,8 @@ func TestValidate(t *testing.T) {
 		"local table":            func(c *Config) { c.Table = 255 },
 		"zero priority":          func(c *Config) { c.RulePriority = 0 },
 		"main rule priority":     func(c *Config) { c.RulePriority = 32766 },
+		"further port zero":      func(c *Config) { c.MorePorts = []uint16{0} },
+		"further port is port":   func(c *Config) { c.MorePorts = []uint16{15001} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := NewConfig(15001)

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -147,6 +148,12 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	for _, l := range res.Listeners {
 		byType[resource.ListenerType] = append(byType[resource.ListenerType], l)
 	}
+	// Secrets are served on request only (SDS): Envoy asks for those its
+	// listeners and clusters name, so they are not part of what must be
+	// acknowledged (Types), only of the version.
+	for _, sec := range res.Secrets {
+		byType[resource.SecretType] = append(byType[resource.SecretType], sec)
+	}
 	version, err := contentVersion(byType)
 	if err != nil {
 		return "", err
@@ -173,7 +180,7 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	s.prune()
 	s.notify()
 	s.log.Info("xds configuration published", "version", version,
-		"listeners", len(res.Listeners), "clusters", len(res.Clusters))
+		"listeners", len(res.Listeners), "clusters", len(res.Clusters), "secrets", len(res.Secrets))
 	return version, nil
 }
 
@@ -181,7 +188,7 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 func contentVersion(byType map[resource.Type][]types.Resource) (string, error) {
 	h := sha256.New()
 	opts := proto.MarshalOptions{Deterministic: true}
-	for _, t := range Types {
+	for _, t := range append(slices.Clone(Types), resource.SecretType) {
 		fmt.Fprintf(h, "%s\n", t)
 		for _, r := range byType[t] {
 			b, err := opts.Marshal(r)
