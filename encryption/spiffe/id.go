@@ -39,3 +39,9 @@ func ParseWorkloadID(td spiffeid.TrustDomain, id spiffeid.ID) (namespace, servic
 	}
 	return segs[1], segs[3], nil
 }
+
+// CAServerID is the SPIFFE ID the CA's signing endpoint presents. It is no
+// workload's (ParseWorkloadID refuses it), so no agent can obtain it.
+func CAServerID(td spiffeid.TrustDomain) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "membrane", "ca")
+}

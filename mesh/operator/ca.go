@@ -51,12 +51,6 @@ type CAConfig struct {
 	Interval time.Duration
 }
 
-// ServerID is the SPIFFE ID the signing endpoint presents; it is no
-// workload's, so no agent can obtain it.
-func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
-	return spiffeid.RequireFromSegments(td, "membrane", "ca")
-}
-
 // CA runs the built-in SPIFFE CA: the leader keeps the CA Secret and the
 // bundle ConfigMap; every replica serves the signing endpoint.
 type CA struct {
@@ -240,11 +234,11 @@ func (c *CA) servingCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 	if c.state.Active == nil {
 		return nil, errors.New("the CA is not ready")
 	}
-	key, csr, err := spiffe.NewCSR(ServerID(c.cfg.TrustDomain))
+	key, csr, err := spiffe.NewCSR(spiffe.CAServerID(c.cfg.TrustDomain))
 	if err != nil {
 		return nil, err
 	}
-	chain, err := c.state.Active.SignCSR(csr, ServerID(c.cfg.TrustDomain), now, c.cfg.Policy.MaxSVIDTTL)
+	chain, err := c.state.Active.SignCSR(csr, spiffe.CAServerID(c.cfg.TrustDomain), now, c.cfg.Policy.MaxSVIDTTL)
 	if err != nil {
 		return nil, err
 	}
