@@ -38,6 +38,7 @@ type Agent struct {
 	eps   *endpoints    // the policy datapath's endpoints
 	proxy *proxy        // nil without an L7 proxy
 	enc   *encryption   // nil with encryption off
+	ids   *identities   // nil without SPIFFE identities
 	ready chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
 	apiPublished atomic.Bool
@@ -118,6 +119,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	if a.cfg.SPIFFE.Enabled {
+		if a.ids, err = newIdentities(a.log.With("component", "spiffe"), a.cfg.SPIFFE, a.cfg.NodeName, a.client, informers, a.reg); err != nil {
+			return err
+		}
+	}
+
 	api, err := a.listenAPI(ctx)
 	if err != nil {
 		return err
@@ -127,7 +134,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(7)
+	wg.Add(8)
+	go func() {
+		defer wg.Done()
+		if a.ids == nil {
+			return
+		}
+		select {
+		case <-informers.Synced():
+			a.ids.run(ctx)
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := api.run(ctx); err != nil {

@@ -42,6 +42,9 @@ type Config struct {
 	// (loopback: Envoy runs on the node, in its network namespace).
 	XDSAddr string
 
+	// SPIFFE are the node's workload identities (see identity.go).
+	SPIFFE SPIFFEConfig
+
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
 	EncryptionType   string
@@ -92,5 +95,6 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))
 	}
 	errs = append(errs, c.validateEncryption()...)
+	errs = append(errs, c.SPIFFE.validate()...)
 	return errors.Join(errs...)
 }
