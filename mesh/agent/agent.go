@@ -19,7 +19,6 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/lb"
-	"github.com/membrane-mesh/membrane/mesh/svid"
 )
 
 // Agent is one node's agent.
@@ -36,13 +35,11 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
-	eps   *endpoints  // the policy datapath's endpoints
-	proxy *proxy      // nil without an L7 proxy
-	enc   *encryption // nil with encryption off
-	// identities are the node's workload SVIDs and trust bundle (the SVID
-	// manager's); nil: no mutual authentication, rules requiring it drop.
-	identities svid.Source
-	ready      chan struct{} // closed once the first full sync is programmed
+	eps   *endpoints    // the policy datapath's endpoints
+	proxy *proxy        // nil without an L7 proxy
+	enc   *encryption   // nil with encryption off
+	ids   *identities   // nil without SPIFFE identities
+	ready chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
 	apiPublished atomic.Bool
 	// policyReady is closed once every local endpoint's policy is programmed.
@@ -112,9 +109,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.ProxyPort != 0 {
 		a.proxy = newProxy(a.log.With("component", "proxy"), a.cfg, a.client, a.flows, a.eps)
 		a.eps.proxy, a.eps.proxyPort = a.proxy, a.cfg.ProxyPort
-		if a.identities != nil && a.cfg.MTLSOutboundPort != 0 && a.cfg.MTLSTunnelPort != 0 {
-			a.eps.auth = &mutualAuth{svids: a.identities, outboundPort: a.cfg.MTLSOutboundPort, tunnelPort: a.cfg.MTLSTunnelPort}
-		}
 	}
 
 	if a.cfg.EnableEncryption {
@@ -123,6 +117,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+	}
+
+	if a.cfg.SPIFFE.Enabled {
+		if a.ids, err = newIdentities(a.log.With("component", "spiffe"), a.cfg.SPIFFE, a.cfg.NodeName, a.client, informers, a.reg); err != nil {
+			return err
+		}
+	}
+	if a.ids != nil && a.proxy != nil && a.cfg.MTLSOutboundPort != 0 && a.cfg.MTLSTunnelPort != 0 {
+		// Rules requiring authentication go through the node proxy's
+		// mutual TLS; without identities they drop what they match.
+		a.eps.auth = &mutualAuth{svids: a.ids.mgr, outboundPort: a.cfg.MTLSOutboundPort, tunnelPort: a.cfg.MTLSTunnelPort}
 	}
 
 	api, err := a.listenAPI(ctx)
@@ -134,7 +139,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(7)
+	wg.Add(8)
+	go func() {
+		defer wg.Done()
+		if a.ids == nil {
+			return
+		}
+		select {
+		case <-informers.Synced():
+			a.ids.run(ctx)
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := api.run(ctx); err != nil {

@@ -48,6 +48,9 @@ type Config struct {
 	MTLSOutboundPort uint16
 	MTLSTunnelPort   uint16
 
+	// SPIFFE are the node's workload identities (see identity.go).
+	SPIFFE SPIFFEConfig
+
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
 	EncryptionType   string
@@ -102,5 +105,6 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))
 	}
 	errs = append(errs, c.validateEncryption()...)
+	errs = append(errs, c.SPIFFE.validate()...)
 	return errors.Join(errs...)
 }
