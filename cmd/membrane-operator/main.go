@@ -158,6 +158,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	policyStatus := operator.NewPolicyStatusController(log.With("controller", "policy-status"), mgr.GetClient())
+	policyStatus.MutualAuth = cfg.ca.enabled
 	if err := policyStatus.Setup(ctx, mgr); err != nil {
 		return err
 	}
