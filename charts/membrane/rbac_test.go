@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,6 +111,7 @@ var ruleUses = map[string][]use{
 	"membrane-operator /pods list,watch": {
 		{"mesh/operator/identity.go", "IdentityController.Setup", "For(&corev1.Pod{})"},
 		{"mesh/operator/identity.go", "IdentityController.inUse", "r.c.List(ctx, &pods)"},
+		{"mesh/operator/ca.go", "kubePlacement.HasPod", "Pods(namespace).List(ctx"},
 	},
 	"membrane-operator /namespaces list,watch": {
 		{"mesh/operator/identity.go", "IdentityController.Setup", "Watches(&corev1.Namespace{}"},
@@ -161,6 +163,39 @@ var ruleUses = map[string][]use{
 	},
 }
 
+// mutualRuleUses are the permissions granted only with
+// authentication.mutual.enabled (the SPIFFE CA), as ruleUses.
+var mutualRuleUses = map[string][]use{
+	"membrane-operator:spiffe-ca /secrets get": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Get(ctx, c.cfg.Secret"},
+		{"mesh/operator/ca.go", "CA.load", "Secrets(c.cfg.Namespace).Get(ctx, c.cfg.Secret"},
+	},
+	"membrane-operator:spiffe-ca /secrets create": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Create(ctx, sec"},
+	},
+	"membrane-operator:spiffe-ca /secrets update": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Update(ctx, sec"},
+	},
+	"membrane-operator:spiffe-ca /configmaps get": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Get(ctx, c.cfg.ConfigMap"},
+	},
+	"membrane-operator:spiffe-ca /configmaps create": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Create(ctx, cm"},
+	},
+	"membrane-operator:spiffe-ca /configmaps update": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Update(ctx, cm"},
+	},
+	"membrane-operator:spiffe-ca /pods get": {
+		{"mesh/operator/ca.go", "kubeAgents.AgentNode", "Pods(k.namespace).Get(ctx, podName"},
+	},
+	"membrane-operator:spiffe-ca authentication.k8s.io/tokenreviews create": {
+		{"mesh/operator/ca.go", "kubeAgents.AgentNode", "TokenReviews().Create("},
+	},
+	"membrane-agent:spiffe-bundle /configmaps list,watch": {
+		{"mesh/agent/identity.go", "newIdentities", "id.bundle.Core().V1().ConfigMaps().Informer()"},
+	},
+}
+
 // grants expands the rendered chart's ClusterRoles and Roles into one key of
 // ruleUses per role, group/resource and verb.
 func grants(t *testing.T, manifest string) map[string]bool {
@@ -198,17 +233,25 @@ func grants(t *testing.T, manifest string) map[string]bool {
 // roles is needed by the code named in ruleUses, with the default values
 // and with every optional feature on.
 func TestRBACRulesUsed(t *testing.T) {
-	want := map[string]bool{}
-	for key := range ruleUses {
-		f := strings.Fields(key)
-		if len(f) != 3 {
-			t.Fatalf("ruleUses key %q: want role, group/resource and verbs", key)
+	wanted := func(uses ...map[string][]use) map[string]bool {
+		want := map[string]bool{}
+		for _, u := range uses {
+			for key := range u {
+				f := strings.Fields(key)
+				if len(f) != 3 {
+					t.Fatalf("ruleUses key %q: want role, group/resource and verbs", key)
+				}
+				for _, v := range strings.Split(f[2], ",") {
+					want[f[0]+" "+f[1]+" "+v] = true
+				}
+			}
 		}
-		for _, v := range strings.Split(f[2], ",") {
-			want[f[0]+" "+f[1]+" "+v] = true
-		}
+		return want
 	}
-	for _, values := range []string{"{}", "{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false}"} {
+	for values, want := range map[string]map[string]bool{
+		"{}": wanted(ruleUses),
+		"{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false, authentication: {mutual: {enabled: true}}}": wanted(ruleUses, mutualRuleUses),
+	} {
 		manifest, err := render(t, values)
 		if err != nil {
 			t.Fatal(err)
@@ -226,8 +269,10 @@ func TestRBACRulesUsed(t *testing.T) {
 		}
 	}
 	modDirs := map[string]string{}
-	for _, key := range sortedKeys(ruleUses) {
-		for _, u := range ruleUses[key] {
+	all := maps.Clone(ruleUses)
+	maps.Copy(all, mutualRuleUses)
+	for _, key := range sortedKeys(all) {
+		for _, u := range all[key] {
 			path := filepath.Join("..", "..", filepath.FromSlash(u.file))
 			if mod, rest, ok := moduleFile(u.file); ok {
 				dir, ok := modDirs[mod]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/membrane-mesh/membrane/encryption/spiffe"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/svid"
+	"github.com/membrane-mesh/membrane/mesh/svid/workload"
 )
 
 // SPIFFEConfig configures the node's workload identities (X.509-SVIDs from
@@ -59,6 +61,9 @@ func (c SPIFFEConfig) validate() []error {
 	}
 	if c.Namespace == "" || c.CAService == "" || c.BundleConfigMap == "" || c.TokenFile == "" {
 		errs = append(errs, errors.New("--spiffe-namespace, --ca-service, --ca-bundle-configmap and --ca-token-file must not be empty with --spiffe"))
+	}
+	if c.WorkloadSocket != "" && !filepath.IsAbs(c.WorkloadSocket) {
+		errs = append(errs, fmt.Errorf("--workload-api-socket %q: must be an absolute path", c.WorkloadSocket))
 	}
 	return errs
 }
@@ -200,8 +205,27 @@ func (id *identities) caEndpoints() ([]string, error) {
 	return addrs, nil
 }
 
-// run keeps the SVIDs until ctx ends; call it once the shared informers
-// synced.
+// IdentityOf implements workload.Attestor: the SPIFFE ID of a pod of this
+// node that holds an identity.
+func (id *identities) IdentityOf(podUID string) (spiffeid.ID, error) {
+	pods, err := id.pods.List(labels.Everything())
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	for _, p := range pods {
+		if string(p.UID) != podUID {
+			continue
+		}
+		if !podHoldsIdentity(p, id.node) {
+			break
+		}
+		return spiffe.WorkloadID(id.td, p.Namespace, p.Spec.ServiceAccountName)
+	}
+	return spiffeid.ID{}, fmt.Errorf("pod %s: %w", podUID, workload.ErrNoIdentity)
+}
+
+// run keeps the SVIDs (and serves the Workload API) until ctx ends; call it
+// once the shared informers synced.
 func (id *identities) run(ctx context.Context) {
 	id.bundle.Start(ctx.Done())
 	defer id.bundle.Shutdown()
@@ -210,6 +234,17 @@ func (id *identities) run(ctx context.Context) {
 		defer close(done)
 		id.mgr.Run(ctx)
 	}()
+	if id.cfg.WorkloadSocket != "" {
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv := workload.NewServer(id.log.With("component", "workload-api"), id.mgr, id)
+			if err := srv.Serve(ctx, id.cfg.WorkloadSocket); err != nil {
+				id.log.Error("SPIFFE Workload API stopped", "error", err)
+			}
+		}()
+		defer func() { <-served }()
+	}
 	// Pod events come in bursts: recompute at most every 200ms.
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
