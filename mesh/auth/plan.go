@@ -135,7 +135,7 @@ func New(in Input) Plan {
 			continue
 		}
 		for _, r := range in.Rules(dst) {
-			if r.Direction != model.Ingress || !r.AuthRequired || r.Verdict == model.Deny {
+			if r.Direction != model.Ingress || !r.AuthRequired || r.AuthAlwaysFail || r.Verdict == model.Deny {
 				continue
 			}
 			if r.Proto != model.TCP && r.Proto != model.AnyProtocol {

@@ -38,6 +38,8 @@ type compiledPeerRule struct {
 	peers  []identity.ID // sorted, unique; [0] is every peer
 	ports  []PortRule
 	auth   bool
+	// authFail: authentication never succeeds (test-always-fail).
+	authFail bool
 }
 
 // Resolve is New(policies, ids, cfg).Resolve(ep).
@@ -119,6 +121,7 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 			}
 			c.peerRules = append(c.peerRules, compiledPeerRule{
 				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired,
+				authFail: pr.AuthRequired && pr.AuthAlwaysFail,
 			})
 		}
 	}
@@ -251,6 +254,17 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 			verdict: Allow,
 			origin:  "configuration (enforceHostIngress false) allows the local host",
 		})
+		// Ports requiring authentication are not open to the node's own
+		// processes: they cannot authenticate as a workload.
+		for _, c := range slices.Clone(b.contribs) {
+			if c.key.dir == Ingress && c.auth && !c.authFail && c.verdict != Deny && c.key.remote != identity.Host {
+				b.add(contrib{
+					key:     ruleKey{dir: Ingress, remote: identity.Host, proto: c.key.proto, port: c.key.port, endPort: c.key.endPort},
+					verdict: Allow, auth: true,
+					origin: "authentication required: the local host is not exempt",
+				})
+			}
+		}
 	}
 	res.Rules = b.merge()
 	res.L7 = b.l7()
@@ -286,11 +300,12 @@ type ruleKey struct {
 
 // contrib is one rule's contribution to a key, before merging.
 type contrib struct {
-	key     ruleKey
-	verdict Verdict
-	auth    bool
-	http    []HTTPRule // Redirect only
-	origin  string
+	key      ruleKey
+	verdict  Verdict
+	auth     bool
+	authFail bool
+	http     []HTTPRule // Redirect only
+	origin   string
 }
 
 type builder struct {
@@ -315,7 +330,7 @@ func (b *builder) expand(pr compiledPeerRule) {
 	if pr.deny {
 		verdict = Deny
 	}
-	c := contrib{verdict: verdict, auth: pr.auth && !pr.deny, origin: pr.origin}
+	c := contrib{verdict: verdict, auth: pr.auth && !pr.deny, authFail: pr.authFail && !pr.deny, origin: pr.origin}
 	if len(pr.ports) == 0 {
 		for _, id := range pr.peers {
 			c.key = ruleKey{dir: pr.dir, remote: id}
@@ -461,12 +476,13 @@ func (b *builder) merge() []DatapathRule {
 			d.Verdict = Redirect
 		}
 		d.AuthRequired = d.AuthRequired || c.auth
+		d.AuthAlwaysFail = d.AuthAlwaysFail || c.authFail
 		d.Origins = append(d.Origins, c.origin)
 	}
 	out := make([]DatapathRule, 0, len(byKey))
 	for _, d := range byKey {
 		if d.Verdict == Deny {
-			d.AuthRequired = false
+			d.AuthRequired, d.AuthAlwaysFail = false, false
 		}
 		if d.Verdict == Redirect {
 			d.ProxyPort = b.r.cfg.ProxyPort

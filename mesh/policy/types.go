@@ -79,6 +79,9 @@ type PeerRule struct {
 	// AuthRequired flags the allowed flows for mutual authentication.
 	// Ignored in deny lists.
 	AuthRequired bool `json:"authRequired,omitempty"`
+	// AuthAlwaysFail (with AuthRequired): authentication never succeeds
+	// (mode test-always-fail), so the flows are dropped.
+	AuthAlwaysFail bool `json:"authAlwaysFail,omitempty"`
 }
 
 // Entity is a class of peers known without labels or addresses.
@@ -252,6 +255,9 @@ type DatapathRule struct {
 	Verdict      Verdict `json:"verdict"`
 	ProxyPort    uint16  `json:"proxyPort,omitempty"`
 	AuthRequired bool    `json:"authRequired,omitempty"`
+	// AuthAlwaysFail: some rule's authentication never succeeds; the
+	// entry is never authenticated (its flows are dropped).
+	AuthAlwaysFail bool `json:"authAlwaysFail,omitempty"`
 	// Origins name the rules the entry comes from, for policy get/trace.
 	Origins []string `json:"origins,omitempty"`
 }
