@@ -1,0 +1,214 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
+)
+
+// mtlsPolicy allows the frontends into the backends' port 8080, with
+// mutual authentication when auth is true.
+func mtlsPolicy(ns string, auth bool) string {
+	a := ""
+	if auth {
+		a = "\n    authentication: {mode: required}"
+	}
+	return `apiVersion: membrane.io/v1alpha1
+kind: MembraneNetworkPolicy
+metadata: {name: backend, namespace: ` + ns + `}
+spec:
+  endpointSelector: {matchLabels: {app: backend}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]` + a + `
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+`
+}
+
+// deployTutorialAccounts is the tutorial pair with a service account each
+// (frontend, backend): two SPIFFE IDs.
+func deployTutorialAccounts(t *testing.T, k *kube, ns string) (backends, frontends []corev1.Pod) {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/tutorial.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := strings.NewReplacer(
+		"namespace: tutorial", "namespace: "+ns, "name: tutorial", "name: "+ns,
+		"      containers:\n      - name: http-echo", "      serviceAccountName: backend\n      containers:\n      - name: http-echo",
+		"      terminationGracePeriodSeconds: 2\n", "      serviceAccountName: frontend\n      terminationGracePeriodSeconds: 2\n",
+	).Replace(string(raw))
+	if !strings.Contains(manifest, "serviceAccountName: backend") || !strings.Contains(manifest, "serviceAccountName: frontend") {
+		t.Fatal("the tutorial manifest changed: no place for the service accounts")
+	}
+	k.must(`apiVersion: v1
+kind: Namespace
+metadata: {name: `+ns+`}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: frontend, namespace: `+ns+`}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: backend, namespace: `+ns+`}
+`, "apply", "-f", "-")
+	k.must(manifest, "apply", "-f", "-")
+	t.Cleanup(func() { k.must("", "delete", "namespace", ns, "--wait=false") })
+	k.must("", "-n", ns, "rollout", "status", "deployment/backend", "--timeout=90s")
+	k.must("", "-n", ns, "rollout", "status", "deployment/frontend", "--timeout=90s")
+	return k.pods(ns, "app=backend"), k.pods(ns, "app=frontend")
+}
+
+// onNode returns the pod of ps on node, or the one on another node.
+func onNode(t *testing.T, ps []corev1.Pod, node string, same bool) corev1.Pod {
+	t.Helper()
+	for _, p := range ps {
+		if (p.Spec.NodeName == node) == same {
+			return p
+		}
+	}
+	t.Fatalf("no pod %s node %s among %v", map[bool]string{true: "on", false: "off"}[same], node, podNames(ps))
+	return corev1.Pod{}
+}
+
+// TestMutualAuth: with authentication.mutual.enabled, a rule requiring
+// authentication sends the frontend's connections to the backend through
+// the node Envoys in mutual TLS 1.3 with both workloads' SVIDs: the answer
+// comes (across nodes and on one node), the underlay carries TLS to the
+// tunnel port and never the plaintext answer (which it does carry once the
+// rule no longer requires authentication), and the backend sees the
+// frontend's pod address. The node itself and a pod the rule does not
+// allow are refused, with the reason in flows.
+func TestMutualAuth(t *testing.T) {
+	cluster(t) // skips like every end-to-end test
+	name := "e2e-mtls-" + strconv.Itoa(os.Getpid())
+	s := ownCluster(t, localcluster.Options{
+		Name: name, Nodes: 2, PodCIDR: "10.242.0.0/16", ServiceCIDR: "10.92.0.0/16",
+		Install: localcluster.InstallHelm, HelmSet: []string{"authentication.mutual.enabled=true"},
+	})
+	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+	const ns = "mtls"
+	backends, frontends := deployTutorialAccounts(t, k, ns)
+	checkSpread(t, backends, frontends)
+	other := otherPod(t, k, ns, "other", "other")
+	// The backend on the second node, reached from the first node's frontend
+	// (cross-node) and from the second node's (same node).
+	nodeB := s.Nodes[1].Name
+	backend := onNode(t, backends, nodeB, true)
+	remoteFront := onNode(t, frontends, nodeB, false)
+	localFront := onNode(t, frontends, nodeB, true)
+	url := "http://" + backend.Status.PodIP + ":8080/"
+
+	k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
+	waitCondition(t, k, ns, "backend", "Valid", "True", "")
+	// The SVIDs are issued and pushed to Envoy once the policy needs them.
+	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
+		for _, f := range []corev1.Pod{remoteFront, localFront} {
+			if err := fetch(k, ns, f.Name, url); err != nil {
+				return fmt.Errorf("%s: %w", f.Name, err)
+			}
+		}
+		return nil
+	})
+
+	t.Run("underlay carries TLS 1.3 only", func(t *testing.T) {
+		pcap, summary := captureUnderlay(t, s, nodeB, func() {
+			for range 5 {
+				if err := fetch(k, ns, remoteFront.Name, url); err != nil {
+					t.Errorf("fetch during the capture: %v", err)
+				}
+			}
+		})
+		tunnel := countIn(t, pcap, "tcp port 15008")
+		plain := bytes.Count(pcap, []byte("Hello from Backend"))
+		direct := countIn(t, pcap, "tcp port 8080")
+		// A TLS 1.3 ServerHello: extension supported_versions (0x002b),
+		// length 2, TLS 1.3 (0x0304).
+		tls13 := bytes.Count(pcap, []byte{0x00, 0x2b, 0x00, 0x02, 0x03, 0x04})
+		t.Logf("underlay of %s: %d packets to or from the tunnel port, %d on port 8080, %d TLS 1.3 ServerHello, plaintext answer %d times",
+			nodeB, tunnel, direct, tls13, plain)
+		if tunnel == 0 || tls13 == 0 {
+			t.Errorf("no TLS 1.3 on the tunnel port in the capture:\n%s", head(summary, 40))
+		}
+		if plain != 0 || direct != 0 {
+			t.Errorf("plaintext on the underlay: answer %d times, %d packets on port 8080", plain, direct)
+		}
+	})
+
+	t.Run("backend sees the frontend's address", func(t *testing.T) {
+		logs := k.must("", "-n", ns, "logs", backend.Name)
+		if !strings.Contains(logs, " "+remoteFront.Status.PodIP+":") || !strings.Contains(logs, " "+localFront.Status.PodIP+":") {
+			t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
+		}
+	})
+
+	t.Run("bypass refused", func(t *testing.T) {
+		// The backend's node itself: no workload identity, no way in.
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "nsenter", "--net="+s.Layout().NodeNetns(nodeB), "--",
+			"curl", "-s", "-m", "3", url).CombinedOutput()
+		if err == nil || strings.Contains(string(out), "Hello from Backend") {
+			t.Errorf("the node reached the backend without authentication: %v %s", err, out)
+		}
+		line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--port", "8080"}, "Authentication required DROPPED")
+		t.Logf("node: %s", line)
+		// A pod the rule does not allow.
+		if err := fetch(k, ns, other.Name, url); err == nil {
+			t.Error("a pod the rule does not allow reached the backend")
+		}
+		line = expectFlow(t, k, []string{"--verdict", "DROPPED", "--from-pod", ns + "/other", "--port", "8080"}, ns+"/other", "DROPPED")
+		t.Logf("other pod: %s", line)
+		// The tunnel port wants a client certificate of the trust domain.
+		ctx2, cancel2 := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel2()
+		got, _ := k.run(ctx2, "", "-n", ns, "exec", other.Name, "--", "timeout", "3", "wget", "-qO-", "--no-check-certificate",
+			"https://"+s.Nodes[1].IP+":15008/")
+		if strings.Contains(got, "Hello") {
+			t.Errorf("the tunnel port answered without a client certificate: %q", got)
+		}
+	})
+
+	t.Run("without authentication the capture sees plaintext", func(t *testing.T) {
+		k.must(mtlsPolicy(ns, false), "apply", "-f", "-")
+		eventually(t, 60*time.Second, "the plaintext answer on the underlay", func() error {
+			pcap, _ := captureUnderlay(t, s, nodeB, func() {
+				_ = fetch(k, ns, remoteFront.Name, url)
+			})
+			if n := bytes.Count(pcap, []byte("Hello from Backend")); n == 0 {
+				return fmt.Errorf("no plaintext answer in %d bytes of capture", len(pcap))
+			}
+			return nil
+		})
+	})
+}
+
+// countIn counts the packets of a capture matching a tcpdump filter.
+func countIn(t *testing.T, pcap []byte, filter string) int {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "count.pcap")
+	if err := os.WriteFile(file, pcap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("tcpdump", "-nn", "-r", file, filter).Output()
+	if err != nil {
+		t.Fatalf("tcpdump -r %s: %v", filter, err)
+	}
+	return strings.Count(string(out), "\n")
+}
+
+func head(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
