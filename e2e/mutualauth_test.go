@@ -98,6 +98,11 @@ func TestMutualAuth(t *testing.T) {
 		Install: localcluster.InstallHelm, HelmSet: []string{"authentication.mutual.enabled=true"},
 	})
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpMTLS(t, k, s)
+		}
+	})
 	const ns = "mtls"
 	backends, frontends := deployTutorialAccounts(t, k, ns)
 	checkSpread(t, backends, frontends)
@@ -211,4 +216,23 @@ func countIn(t *testing.T, pcap []byte, filter string) int {
 func head(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+// dumpMTLS logs what explains a failed authenticated path: the agents' and
+// Envoys' logs, and each Envoy's TLS and RBAC statistics and secrets (Envoy
+// redacts keys).
+func dumpMTLS(t *testing.T, k *kube, s *localcluster.State) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, sel := range []string{"k8s-app=membrane-agent", "k8s-app=membrane-envoy"} {
+		out, _ := k.run(ctx, "", "-n", "kube-system", "logs", "-l", sel, "--tail", "40", "--prefix")
+		t.Logf("logs %s:\n%s", sel, out)
+	}
+	for _, n := range s.Nodes {
+		for _, path := range []string{"/stats?filter=ssl|rbac|mtls|tunnel", "/config_dump?resource=dynamic_active_secrets", "/listeners", "/clusters?format=text"} {
+			out, _ := exec.CommandContext(ctx, "nsenter", "--net="+s.Layout().NodeNetns(n.Name), "--",
+				"curl", "-s", "-m", "5", "http://127.0.0.1:9901"+path).CombinedOutput()
+			t.Logf("envoy %s %s:\n%s", n.Name, path, head(string(out), 80))
+		}
+	}
 }

@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/auth"
@@ -61,7 +63,7 @@ func (m *mutualAuth) plan(node string, st k8s.PolicyState, resolve func(endpoint
 		OutboundPort: m.outboundPort, TunnelPort: m.tunnelPort,
 		UpstreamMark: bpfpolicy.MarkMagicFromProxy, AccessLogCluster: accessLogCluster,
 	}}
-	if snap.Bundle == nil || !wantsAuth(st.Policies) {
+	if snap.Bundle == nil || len(snap.Bundle.X509Authorities()) == 0 || !wantsAuth(st.Policies) {
 		return auth.Plan{}, out
 	}
 	held := make(map[spiffeid.ID]bool, len(snap.SVIDs))
@@ -146,14 +148,30 @@ func sameAuth(a, b *authState) bool {
 }
 
 // addAuth adds the mutual-authentication listeners, clusters and secrets
-// to res. Every SVID the node holds is served, so a tunnel can use it as
-// soon as the plan names it.
+// to res. Only the secrets the listeners and clusters name are served: in
+// ADS mode the cache answers Envoy's secret requests only when they name
+// every secret of the snapshot.
 func addAuth(res *translate.Resources, as *authState) error {
 	r, err := as.cfg.Resources()
 	if err != nil {
 		return err
 	}
-	secrets, err := mtls.Secrets(as.snap.SVIDs, as.snap.Bundle)
+	if len(r.Listeners) == 0 && len(r.Clusters) == 0 {
+		return nil
+	}
+	used := map[spiffeid.ID]*x509svid.SVID{}
+	for _, o := range as.cfg.Outbound {
+		used[o.SourceID] = as.snap.SVIDs[o.SourceID]
+	}
+	for _, in := range as.cfg.Inbound {
+		used[in.DestinationID] = as.snap.SVIDs[in.DestinationID]
+	}
+	for id, s := range used {
+		if s == nil {
+			return fmt.Errorf("no SVID for %s", id)
+		}
+	}
+	secrets, err := mtls.Secrets(used, as.snap.Bundle)
 	if err != nil {
 		return err
 	}
