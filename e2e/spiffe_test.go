@@ -96,26 +96,39 @@ func dialIn(path string) func(ctx context.Context, network, addr string) (net.Co
 	}
 }
 
-// caClient talks to the CA's signing endpoint from a node, verifying that
-// the server is the CA (its SPIFFE ID, under the published bundle).
+// caClient talks to the CA's signing endpoint from a node.
 type caClient struct {
 	addr string
-	http *http.Client
-	td   spiffeid.TrustDomain
-}
-
-func newCAClient(node localcluster.NodeState, addr string, bundle *x509bundle.Bundle) *caClient {
-	tlsCfg := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(spiffe.CAServerID(bundle.TrustDomain())))
-	return &caClient{addr: addr, td: bundle.TrustDomain(), http: &http.Client{
-		Timeout:   20 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tlsCfg, DialContext: dialIn(node.Netns), DisableKeepAlives: true},
-	}}
+	node localcluster.NodeState
 }
 
 // sign asks for an SVID for id with token ("" sends none) and returns the
-// HTTP status, the answer's text and, on success, the checked SVID.
+// HTTP status, the answer's text and, on success, the SVID, checked against
+// bundle. bundle also verifies the server: its certificate must be the CA's
+// SPIFFE ID.
 func (c *caClient) sign(t *testing.T, token string, id spiffeid.ID, bundle *x509bundle.Bundle) (int, string, *x509svid.SVID) {
 	t.Helper()
+	r, err := c.try(t, token, id, bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.code, r.msg, r.svid
+}
+
+type signResult struct {
+	code int
+	msg  string
+	svid *x509svid.SVID
+}
+
+// try is sign that returns transport errors.
+func (c *caClient) try(t *testing.T, token string, id spiffeid.ID, bundle *x509bundle.Bundle) (signResult, error) {
+	t.Helper()
+	tlsCfg := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(spiffe.CAServerID(bundle.TrustDomain())))
+	hc := &http.Client{
+		Timeout:   20 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, DialContext: dialIn(c.node.Netns), DisableKeepAlives: true},
+	}
 	key, csr, err := spiffe.NewCSR(id)
 	if err != nil {
 		t.Fatal(err)
@@ -125,20 +138,20 @@ func (c *caClient) sign(t *testing.T, token string, id spiffeid.ID, bundle *x509
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		t.Fatalf("CA %s: %v", c.addr, err)
+		return signResult{}, fmt.Errorf("CA %s: %w", c.addr, err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, strings.TrimSpace(string(raw)), nil
+		return signResult{code: resp.StatusCode, msg: strings.TrimSpace(string(raw))}, nil
 	}
 	var sr spiffe.SignResponse
 	if err := json.Unmarshal(raw, &sr); err != nil {
 		t.Fatal(err)
 	}
-	chain, _, err := spiffe.ParseSignResponse(c.td, sr)
+	chain, _, err := spiffe.ParseSignResponse(bundle.TrustDomain(), sr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +162,7 @@ func (c *caClient) sign(t *testing.T, token string, id spiffeid.ID, bundle *x509
 	if _, _, err := x509svid.Verify(s.Certificates, bundle); err != nil {
 		t.Fatalf("issued SVID does not verify with the published bundle: %v", err)
 	}
-	return resp.StatusCode, "", s
+	return signResult{code: resp.StatusCode, svid: s}, nil
 }
 
 // TestSPIFFEIdentities: with authentication.mutual.enabled the operator's CA
@@ -204,6 +217,13 @@ func TestSPIFFEIdentities(t *testing.T) {
 		}
 		return fmt.Errorf("no ready endpoint")
 	})
+	ca := &caClient{addr: caAddr, node: n1}
+	eventually(t, 60*time.Second, "the CA answers", func() error {
+		if _, err := ca.try(t, "", spiffeid.RequireFromString("spiffe://cluster.local/ns/spiffe/sa/alpha"), bundle); err != nil {
+			return err
+		}
+		return nil
+	})
 	agentPod := func(node string) string {
 		for _, p := range k.pods(sys, "k8s-app=membrane-agent") {
 			if p.Spec.NodeName == node && p.Status.Phase == corev1.PodRunning {
@@ -216,7 +236,6 @@ func TestSPIFFEIdentities(t *testing.T) {
 	token := func(ns, sa string, args ...string) string {
 		return strings.TrimSpace(k.must("", append([]string{"-n", ns, "create", "token", sa, "--duration=10m"}, args...)...))
 	}
-	ca := newCAClient(n1, caAddr, bundle)
 
 	t.Run("the CA refuses clients that are no node agent", func(t *testing.T) {
 		for _, c := range []struct{ what, token string }{
@@ -245,7 +264,10 @@ func TestSPIFFEIdentities(t *testing.T) {
 			{"agent of " + n1.Name + " for beta", agent1, beta},
 			{"agent of " + n2.Name + " for alpha", agent2, alpha},
 			{"agent of " + n1.Name + " for the CA's own ID", agent1, spiffe.CAServerID(td)},
-			{"agent of " + n1.Name + " for a service account with no pods", agent1, spiffeid.RequireFromString("spiffe://cluster.local/ns/kube-system/sa/membrane-operator")},
+			{"agent of " + n1.Name + " for a service account with no pods", agent1, spiffeid.RequireFromString("spiffe://cluster.local/ns/spiffe/sa/nobody")},
+			// The operators run on the nodes' network: host-network pods
+			// have no identity of their own.
+			{"agent of " + n1.Name + " for the service account of host-network pods", agent1, spiffeid.RequireFromString("spiffe://cluster.local/ns/kube-system/sa/membrane-operator")},
 		} {
 			code, msg, _ := ca.sign(t, c.token, c.id, bundle)
 			if code != http.StatusForbidden {
@@ -331,7 +353,7 @@ func TestSPIFFEIdentities(t *testing.T) {
 		if err == nil {
 			t.Fatalf("a process of no pod got: %s", out)
 		}
-		t.Logf("a process of no pod: refused: %v", err)
+		t.Logf("a process of no pod: refused: %v: %s", err, strings.TrimSpace(out))
 	})
 
 	t.Run("CA rotation: the new CA is trusted before it signs, the old one while its SVIDs live", func(t *testing.T) {
@@ -368,6 +390,7 @@ func TestSPIFFEIdentities(t *testing.T) {
 		if n := len(rotated.X509Authorities()); n != before+1 {
 			t.Fatalf("bundle after rotation has %d CAs, want %d (old and new)", n, before+1)
 		}
+		bundle = rotated
 	})
 
 	t.Run("an SVID goes with the last pod of its service account", func(t *testing.T) {
