@@ -409,7 +409,7 @@ func (k kubePlacement) HasPod(ctx context.Context, node, namespace, serviceAccou
 		if sa == "" {
 			sa = "default"
 		}
-		if sa == serviceAccount && !p.Spec.HostNetwork && p.DeletionTimestamp == nil &&
+		if p.Spec.NodeName == node && sa == serviceAccount && !p.Spec.HostNetwork && p.DeletionTimestamp == nil &&
 			(p.Status.Phase == corev1.PodPending || p.Status.Phase == corev1.PodRunning) {
 			return true, nil
 		}
