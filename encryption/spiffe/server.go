@@ -50,7 +50,8 @@ type NodeAuthenticator interface {
 // Placement tells where service accounts have pods.
 type Placement interface {
 	// HasPod reports whether a pod of serviceAccount in namespace is bound
-	// to node and has not terminated.
+	// to node, has not terminated and is not on the host's network (such
+	// pods have no identity of their own).
 	HasPod(ctx context.Context, node, namespace, serviceAccount string) (bool, error)
 }
 
@@ -153,7 +154,7 @@ func (s *Signer) serve(w http.ResponseWriter, r *http.Request) (int, string, err
 		return http.StatusServiceUnavailable, "error", fmt.Errorf("pods of %s/%s on node %s: %w", ns, sa, node, err)
 	}
 	if !has {
-		return http.StatusForbidden, "not_on_node", fmt.Errorf("%s: service account %s/%s has no pod on node %s", id, ns, sa, node)
+		return http.StatusForbidden, "not_on_node", fmt.Errorf("%s: service account %s/%s has no pod on node %s (host-network pods have no identity)", id, ns, sa, node)
 	}
 	st := s.State()
 	if st.Active == nil {

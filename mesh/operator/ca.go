@@ -280,6 +280,21 @@ func (c *CA) serve(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	// Open the port only once there is a CA to sign with: until then the
+	// agents' connections are refused and they try again.
+	for c.State().Active == nil {
+		if err := c.load(ctx); err != nil {
+			c.log.Error("CA load", "error", err)
+		}
+		if c.State().Active != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 	ln, err := net.Listen("tcp", c.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("CA listen on %s: %w", c.cfg.Addr, err)
@@ -394,7 +409,7 @@ func (k kubePlacement) HasPod(ctx context.Context, node, namespace, serviceAccou
 		if sa == "" {
 			sa = "default"
 		}
-		if sa == serviceAccount && p.DeletionTimestamp == nil &&
+		if p.Spec.NodeName == node && sa == serviceAccount && !p.Spec.HostNetwork && p.DeletionTimestamp == nil &&
 			(p.Status.Phase == corev1.PodPending || p.Status.Phase == corev1.PodRunning) {
 			return true, nil
 		}
