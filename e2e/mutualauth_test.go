@@ -95,7 +95,7 @@ func TestMutualAuth(t *testing.T) {
 	name := "e2e-mtls-" + strconv.Itoa(os.Getpid())
 	s := ownCluster(t, localcluster.Options{
 		Name: name, Nodes: 2, PodCIDR: "10.242.0.0/16", ServiceCIDR: "10.92.0.0/16",
-		Install: localcluster.InstallHelm, HelmSet: []string{"authentication.mutual.enabled=true"},
+		HelmSet: []string{"authentication.mutual.enabled=true"},
 	})
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 	t.Cleanup(func() {
