@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/encryption/spiffe"
 )
 
 // mtlsPolicy allows the frontends into the backends' port 8080, with
@@ -95,7 +97,10 @@ func TestMutualAuth(t *testing.T) {
 	name := "e2e-mtls-" + strconv.Itoa(os.Getpid())
 	s := ownCluster(t, localcluster.Options{
 		Name: name, Nodes: 2, PodCIDR: "10.242.0.0/16", ServiceCIDR: "10.92.0.0/16",
-		HelmSet: []string{"authentication.mutual.enabled=true"},
+		// Short-lived SVIDs (renewed every 30 s) and a CA that can rotate
+		// within the test.
+		HelmSet: []string{"authentication.mutual.enabled=true", "authentication.mutual.svidTTL=1m",
+			"authentication.mutual.ca.ttl=10m", "authentication.mutual.ca.propagation=5s"},
 	})
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 	t.Cleanup(func() {
@@ -185,6 +190,53 @@ func TestMutualAuth(t *testing.T) {
 		}
 	})
 
+	t.Run("SVID and CA rotation under a request loop", func(t *testing.T) {
+		certs := func() string {
+			out, err := exec.Command("nsenter", "--net="+s.Layout().NodeNetns(nodeB), "--",
+				"curl", "-s", "-m", "5", "http://127.0.0.1:9901/certs").CombinedOutput()
+			if err != nil {
+				t.Fatalf("envoy /certs: %v %s", err, out)
+			}
+			return serials(string(out))
+		}
+		before := certs()
+		const seconds = 100
+		type result struct {
+			out string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), (seconds+60)*time.Second)
+			defer cancel()
+			// One new connection every 200 ms, each bounded by 3 s.
+			script := fmt.Sprintf(`ok=0; failed=0; end=$(( $(date +%%s) + %d )); n=0
+while [ $(date +%%s) -lt $end ] && [ $n -lt 2000 ]; do n=$((n+1))
+  if timeout 3 wget -qO- %s 2>/dev/null | grep -q "Hello from Backend"; then ok=$((ok+1)); else failed=$((failed+1)); fi
+  sleep 0.2
+done; echo ok=$ok failed=$failed`, seconds, url)
+			out, err := k.run(ctx, "", "-n", ns, "exec", remoteFront.Name, "--", "sh", "-c", script)
+			done <- result{out, err}
+		}()
+		time.Sleep(20 * time.Second)
+		k.must("", "-n", "kube-system", "annotate", "secret", "membrane-spiffe-ca", "--overwrite",
+			spiffe.AnnotationRotate+"="+strconv.FormatInt(time.Now().UnixNano(), 10))
+		r := <-done
+		var ok, failed int
+		if _, err := fmt.Sscanf(strings.TrimSpace(r.out), "ok=%d failed=%d", &ok, &failed); r.err != nil || err != nil {
+			t.Fatalf("request loop: %v %v: %s", r.err, err, r.out)
+		}
+		after := certs()
+		t.Logf("request loop over %d s with SVIDs renewed every 30 s and a CA rotation: %d ok, %d failed (target 0); Envoy certificate serials before %q, after %q",
+			seconds, ok, failed, before, after)
+		if before == after {
+			t.Errorf("the node Envoy's certificates did not change: %q", after)
+		}
+		if failed != 0 || ok == 0 {
+			t.Errorf("%d of %d requests failed during rotation", failed, ok+failed)
+		}
+	})
+
 	t.Run("without authentication the capture sees plaintext", func(t *testing.T) {
 		k.must(mtlsPolicy(ns, false), "apply", "-f", "-")
 		eventually(t, 60*time.Second, "the plaintext answer on the underlay", func() error {
@@ -235,4 +287,18 @@ func dumpMTLS(t *testing.T, k *kube, s *localcluster.State) {
 			t.Logf("envoy %s %s:\n%s", n.Name, path, head(string(out), 80))
 		}
 	}
+}
+
+// serials are the certificate serial numbers in Envoy's /certs output,
+// sorted and joined.
+func serials(certs string) string {
+	var out []string
+	for _, l := range strings.Split(certs, "\n") {
+		l = strings.TrimSpace(l)
+		if v, ok := strings.CutPrefix(l, `"serial_number": "`); ok {
+			out = append(out, strings.TrimSuffix(strings.TrimSuffix(v, ","), `"`))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
 }
