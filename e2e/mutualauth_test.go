@@ -156,6 +156,12 @@ func TestMutualAuth(t *testing.T) {
 		}
 	})
 
+	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
+		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
+			ns+"/"+remoteFront.Name, "mTLS spiffe://cluster.local/ns/"+ns+"/sa/frontend -> spiffe://cluster.local/ns/"+ns+"/sa/backend 200")
+		t.Logf("authenticated flow: %s", line)
+	})
+
 	t.Run("backend sees the frontend's address", func(t *testing.T) {
 		logs := k.must("", "-n", ns, "logs", backend.Name)
 		if !strings.Contains(logs, " "+remoteFront.Status.PodIP+":") || !strings.Contains(logs, " "+localFront.Status.PodIP+":") {
@@ -172,7 +178,8 @@ func TestMutualAuth(t *testing.T) {
 		if err == nil || strings.Contains(string(out), "Hello from Backend") {
 			t.Errorf("the node reached the backend without authentication: %v %s", err, out)
 		}
-		line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--port", "8080"}, "Authentication required DROPPED")
+		line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--to-pod", ns + "/" + backend.Name, "--port", "8080"},
+			nodeB+":", "(host) -> "+ns+"/"+backend.Name+":8080", "Authentication required DROPPED")
 		t.Logf("node: %s", line)
 		// A pod the rule does not allow.
 		if err := fetch(k, ns, other.Name, url); err == nil {
@@ -301,4 +308,60 @@ func serials(certs string) string {
 	}
 	slices.Sort(out)
 	return strings.Join(out, ",")
+}
+
+// TestMutualAuthWireGuard: the same rule on a cluster whose pod traffic
+// between nodes is WireGuard-encrypted: the authenticated path works across
+// nodes and on one node (the tunnel between the node Envoys is node
+// traffic, outside the pod-only WireGuard), and the underlay never carries
+// the plaintext answer.
+func TestMutualAuthWireGuard(t *testing.T) {
+	cluster(t) // skips like every end-to-end test
+	s := ownCluster(t, localcluster.Options{
+		Name: "e2e-mtlswg-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.240.0.0/16", ServiceCIDR: "10.90.0.0/16",
+		Encryption: localcluster.EncryptionWireGuard,
+		HelmSet:    []string{"authentication.mutual.enabled=true"},
+	})
+	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpMTLS(t, k, s)
+		}
+	})
+	const ns = "mtlswg"
+	backends, frontends := deployTutorialAccounts(t, k, ns)
+	checkSpread(t, backends, frontends)
+	nodeB := s.Nodes[1].Name
+	backend := onNode(t, backends, nodeB, true)
+	remoteFront := onNode(t, frontends, nodeB, false)
+	localFront := onNode(t, frontends, nodeB, true)
+	url := "http://" + backend.Status.PodIP + ":8080/"
+	k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
+	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
+		for _, f := range []corev1.Pod{remoteFront, localFront} {
+			if err := fetch(k, ns, f.Name, url); err != nil {
+				return fmt.Errorf("%s: %w", f.Name, err)
+			}
+		}
+		return nil
+	})
+	pcap, summary := captureUnderlay(t, s, nodeB, func() {
+		for range 5 {
+			if err := fetch(k, ns, remoteFront.Name, url); err != nil {
+				t.Errorf("fetch during the capture: %v", err)
+			}
+		}
+	})
+	tunnel, wg := countIn(t, pcap, "tcp port 15008"), countIn(t, pcap, "udp port 51871")
+	plain := bytes.Count(pcap, []byte("Hello from Backend"))
+	t.Logf("underlay of %s with WireGuard: %d packets on the tunnel port, %d WireGuard packets, plaintext answer %d times", nodeB, tunnel, wg, plain)
+	if plain != 0 {
+		t.Errorf("plaintext answer on the underlay %d times:\n%s", plain, head(summary, 40))
+	}
+	if tunnel == 0 && wg == 0 {
+		t.Errorf("the capture saw neither the tunnel nor WireGuard:\n%s", head(summary, 40))
+	}
+	line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
+		"mTLS spiffe://cluster.local/ns/"+ns+"/sa/frontend -> spiffe://cluster.local/ns/"+ns+"/sa/backend 200")
+	t.Logf("authenticated flow: %s", line)
 }

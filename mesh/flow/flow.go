@@ -65,6 +65,9 @@ type Flow struct {
 	Source      Endpoint `json:"source"`
 	Destination Endpoint `json:"destination"`
 	L7          *L7      `json:"l7,omitempty"`
+	// Auth names both ends of a connection the node proxies authenticated
+	// with mutual TLS.
+	Auth *Auth `json:"auth,omitempty"`
 }
 
 // Type is the kind of a flow.
@@ -190,6 +193,13 @@ type L7 struct {
 	// Latency is the time between request and response (responses only).
 	Latency time.Duration `json:"latencyNs,omitempty"`
 	HTTP    *HTTP         `json:"http,omitempty"`
+}
+
+// Auth is a mutually authenticated connection's two SPIFFE IDs: the
+// client's certificate's and the server's.
+type Auth struct {
+	SourceID      string `json:"sourceSpiffeID"`
+	DestinationID string `json:"destinationSpiffeID"`
 }
 
 // HTTP is an HTTP request or response.
