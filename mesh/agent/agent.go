@@ -128,6 +128,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		// Rules requiring authentication go through the node proxy's
 		// mutual TLS; without identities they drop what they match.
 		a.eps.auth = &mutualAuth{svids: a.ids.mgr, outboundPort: a.cfg.MTLSOutboundPort, tunnelPort: a.cfg.MTLSTunnelPort}
+		a.proxy.authMetrics = newAuthMetrics(a.reg)
 	}
 
 	api, err := a.listenAPI(ctx)

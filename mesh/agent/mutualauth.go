@@ -6,12 +6,14 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/auth"
 	"github.com/membrane-mesh/membrane/mesh/endpoint"
+	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/model"
 	"github.com/membrane-mesh/membrane/mesh/policy"
@@ -179,4 +181,34 @@ func addAuth(res *translate.Resources, as *authState) error {
 	res.Clusters = append(res.Clusters, r.Clusters...)
 	res.Secrets = append(res.Secrets, secrets...)
 	return nil
+}
+
+// authMetrics are mutual authentication's metrics. TLS handshakes and their
+// failures are Envoy's own statistics (listener.0.0.0.0_15008.ssl.*).
+type authMetrics struct {
+	connections   *prometheus.CounterVec
+	secretUpdates prometheus.Counter
+}
+
+func newAuthMetrics(reg prometheus.Registerer) *authMetrics {
+	m := &authMetrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "membrane", Subsystem: "mutual_auth", Name: "connections_total",
+			Help: "Connections to local pods that arrived over mutual TLS, by outcome (allowed, denied: the peer's SPIFFE ID or address is not allowed).",
+		}, []string{"outcome"}),
+		secretUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "membrane", Subsystem: "mutual_auth", Name: "secret_updates_total",
+			Help: "Configurations published to the node's Envoy with new SVIDs or trust bundle (issuance, renewal, CA rotation).",
+		}),
+	}
+	reg.MustRegister(m.connections, m.secretUpdates)
+	return m
+}
+
+func (m *authMetrics) count(l flow.HTTPLog) {
+	outcome := "allowed"
+	if l.Denied {
+		outcome = "denied"
+	}
+	m.connections.WithLabelValues(outcome).Inc()
 }

@@ -3,6 +3,11 @@ package agent
 import (
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/membrane-mesh/membrane/mesh/flow"
+
 	"github.com/membrane-mesh/membrane/mesh/model"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
@@ -32,5 +37,15 @@ func TestWithAuthEgress(t *testing.T) {
 	got = withAuthEgress([]policy.DatapathRule{deny}, []policy.DatapathRule{add})
 	if len(got) != 1 || got[0].Verdict != model.Deny {
 		t.Errorf("over a deny: %v", got)
+	}
+}
+
+func TestAuthMetrics(t *testing.T) {
+	m := newAuthMetrics(prometheus.NewRegistry())
+	m.count(flow.HTTPLog{SourceID: "spiffe://td/ns/a/sa/b"})
+	m.count(flow.HTTPLog{SourceID: "spiffe://td/ns/a/sa/b"})
+	m.count(flow.HTTPLog{SourceID: "spiffe://td/ns/a/sa/c", Denied: true})
+	if a, d := testutil.ToFloat64(m.connections.WithLabelValues("allowed")), testutil.ToFloat64(m.connections.WithLabelValues("denied")); a != 2 || d != 1 {
+		t.Errorf("allowed %v, denied %v; want 2, 1", a, d)
 	}
 }

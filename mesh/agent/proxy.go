@@ -46,6 +46,8 @@ type proxy struct {
 	last        *translate.Node
 	lastOrigins map[string]string
 	lastAuth    *authState
+	// authMetrics count authenticated connections; nil: not counted.
+	authMetrics *authMetrics
 
 	mu sync.Mutex
 	// origins of the newest published configuration and of the one in
@@ -60,7 +62,12 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 		xds:       server.New(log, cfg.NodeName),
 		published: map[string]map[string]string{},
 	}
-	p.als = accesslog.New(log, func(l flow.HTTPLog) { flows.Add(flow.FromHTTPLog(l, cfg.NodeName, enrich)) })
+	p.als = accesslog.New(log, func(l flow.HTTPLog) {
+		if l.SourceID != "" && p.authMetrics != nil {
+			p.authMetrics.count(l)
+		}
+		flows.Add(flow.FromHTTPLog(l, cfg.NodeName, enrich))
+	})
 	return p
 }
 
@@ -123,6 +130,9 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 	if err != nil {
 		p.log.Error("publish the L7 configuration", "error", err)
 		return
+	}
+	if as != nil && p.authMetrics != nil && (p.lastAuth == nil || p.lastAuth.snap.Version != as.snap.Version) {
+		p.authMetrics.secretUpdates.Inc()
 	}
 	p.mu.Lock()
 	p.published[version] = origins
