@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/netns"
@@ -82,8 +82,9 @@ spec:
 `
 
 // TestNodeCleanup: on a cluster with WireGuard and an L7 policy, one node's
-// agent is stopped and `membrane-agent cleanup` runs in that node's
-// namespace with the agent's flags. Nothing of Membrane's is left on the
+// agent is stopped (the node leaves the chart's DaemonSets) and
+// `membrane-agent cleanup` runs in that node's namespace with the agent's
+// flags. Nothing of Membrane's is left on the
 // node (pins, tcx programs on pod interfaces, cgroup programs, the proxy's
 // nftables table, the WireGuard device, ip rules, the key, the Node
 // annotations), the other node keeps its own, a second run is a no-op, and
@@ -128,18 +129,21 @@ func TestNodeCleanup(t *testing.T) {
 		t.Fatalf("%s lacks the agent's annotations: %v", n1, a)
 	}
 
-	// Stop node 1's agent.
-	var agent localcluster.Process
-	for _, p := range s.Processes {
-		if p.Name == "membrane-agent/"+n1 {
-			agent = p
+	// Stop node 1's agent: without the label the chart's DaemonSets select
+	// nodes by, node 1 runs no agent (nor Envoy) pod any more.
+	agent, err := localcluster.AgentPod(t.Context(), mustClient(t, l), n1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentCgroup := filepath.Join(l.CgroupDir(s.CgroupRoot), n1, "pods", string(agent.UID))
+	k.must("", "label", "node", n1, "kubernetes.io/os-")
+	eventually(t, 60*time.Second, "the agent pod on "+n1+" gone", func() error {
+		if _, err := os.Stat(agentCgroup); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("pod %s still has its cgroup %s (%v)", agent.Name, agentCgroup, err)
 		}
-	}
-	if agent.PID == 0 {
-		t.Fatalf("no agent process for %s in %+v", n1, s.Processes)
-	}
-	stopProcess(t, agent)
-	argv := cleanupArgv(t, agent.Argv)
+		return nil
+	})
+	argv := cleanupArgv(l, s.CgroupRoot, n1)
 	t.Logf("cleanup command: %s", strings.Join(argv, " "))
 
 	start := time.Now()
@@ -182,34 +186,30 @@ func TestNodeCleanup(t *testing.T) {
 	t.Logf("%d objects removed; %s's client reaches %s on %s again", removed, n1, backend2, n2)
 }
 
-// stopProcess stops p with SIGTERM (SIGKILL after 20 s) and waits for it.
-func stopProcess(t *testing.T, p localcluster.Process) {
-	t.Helper()
-	if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil {
-		t.Fatalf("stop %s (pid %d): %v", p.Name, p.PID, err)
-	}
-	for deadline, killed := time.Now().Add(20*time.Second), false; p.Alive(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			if killed {
-				t.Fatalf("%s (pid %d) does not exit", p.Name, p.PID)
-			}
-			_ = syscall.Kill(p.PID, syscall.SIGKILL)
-			deadline, killed = time.Now().Add(5*time.Second), true
-		}
+// cleanupArgv is `membrane-agent cleanup` on node with the flags the
+// chart gives the node's agent, its paths as they are on the machine, and
+// the admin's kubeconfig for the Node annotations.
+func cleanupArgv(l localcluster.Layout, cgroupRoot, node string) []string {
+	return []string{
+		filepath.Join(shared.binDir, "membrane-agent"), "cleanup",
+		"--node-name=" + node,
+		"--kubeconfig=" + l.Kubeconfig(),
+		"--bpf-pin-dir=" + l.NodeAgentPinDir(node),
+		"--cgroup-path=" + filepath.Join(l.CgroupDir(cgroupRoot), node),
+		"--state-dir=" + l.NodeAgentStateDir(node),
+		"--api-socket=" + l.AgentSocket(node),
+		"--enable-encryption=true", "--encryption-type=" + localcluster.EncryptionWireGuard,
 	}
 }
 
-// cleanupArgv is `membrane-agent cleanup` with the flags of the agent's
-// command line (which may start with a wrapper such as unshare).
-func cleanupArgv(t *testing.T, agentArgv []string) []string {
+// mustClient is a clientset for the cluster of layout l.
+func mustClient(t *testing.T, l localcluster.Layout) kubernetes.Interface {
 	t.Helper()
-	for i, a := range agentArgv {
-		if filepath.IsAbs(a) && filepath.Base(a) == "membrane-agent" {
-			return append([]string{a, "cleanup"}, agentArgv[i+1:]...)
-		}
+	c, err := localcluster.Client(l.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no membrane-agent in %q", agentArgv)
-	return nil
+	return c
 }
 
 func runInNode(t *testing.T, netnsPath string, argv []string) string {

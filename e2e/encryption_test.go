@@ -100,7 +100,8 @@ func TestEncryption(t *testing.T) {
 		if err := localcluster.Down(context.Background(), log, wgCluster); err != nil {
 			t.Errorf("down %s: %v", wgCluster, err)
 		}
-		// The UAPI sockets lived on each agent's private tmpfs.
+		// The UAPI sockets lived in each agent container's own mount
+		// namespace.
 		if entries, _ := os.ReadDir("/run/wireguard"); len(entries) != 0 {
 			for _, e := range entries {
 				if strings.HasPrefix(e.Name(), wireguard.DeviceName) {
@@ -169,9 +170,9 @@ func TestEncryption(t *testing.T) {
 		if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("key file %s: %v %v", keyFile, fi, err)
 		}
-		logs, _ := os.ReadFile(filepath.Join(w.s.Layout().LogDir(), "agent-"+n1+".log"))
+		logs := w.agentLog(n1)
 		raw, _ := os.ReadFile(keyFile)
-		if secret := strings.TrimSpace(string(raw)); secret == "" || strings.Contains(string(logs), secret) || strings.Contains(w.k.must("", "get", "node", "-o", "yaml"), secret) {
+		if secret := strings.TrimSpace(string(raw)); secret == "" || strings.Contains(logs, secret) || strings.Contains(w.k.must("", "get", "node", "-o", "yaml"), secret) {
 			t.Fatal("the private key is in the agent log or in a Node object")
 		}
 	})
@@ -180,7 +181,7 @@ func TestEncryption(t *testing.T) {
 		w := w.in(t)
 		before := w.podStates()
 		keys := w.fingerprints()
-		if err := localcluster.SetEncryption(t.Context(), w.log, wgCluster, ""); err != nil {
+		if err := localcluster.SetEncryption(t.Context(), w.log, shared.toolsDir, wgCluster, ""); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 30*time.Second, "device, rule, routes and annotations gone", func() error {
@@ -206,7 +207,7 @@ func TestEncryption(t *testing.T) {
 			t.Logf("encryption off: the capture on %s eth0 holds the plaintext response %d times", n1, c)
 		}
 
-		if err := localcluster.SetEncryption(t.Context(), w.log, wgCluster, localcluster.EncryptionWireGuard); err != nil {
+		if err := localcluster.SetEncryption(t.Context(), w.log, shared.toolsDir, wgCluster, localcluster.EncryptionWireGuard); err != nil {
 			t.Fatal(err)
 		}
 		w.converged(3)
@@ -228,7 +229,7 @@ func TestEncryption(t *testing.T) {
 		keys := w.fingerprints()
 		res := w.loop(backend2, 10*time.Second, func() {
 			for _, n := range []string{n2, n1} {
-				if _, err := localcluster.Restart(t.Context(), w.log, wgCluster, "membrane-agent/"+n); err != nil {
+				if err := localcluster.RestartAgent(t.Context(), w.log, wgCluster, n); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -302,8 +303,8 @@ metadata:
 			}
 			return nil
 		})
-		logs, _ := os.ReadFile(filepath.Join(w.s.Layout().LogDir(), "agent-"+n1+".log"))
-		if !strings.Contains(string(logs), `level=WARN msg="skipped WireGuard peer"`) || !strings.Contains(string(logs), "peer="+bogus) {
+		logs := w.agentLog(n1)
+		if !strings.Contains(logs, `level=WARN msg="skipped WireGuard peer"`) || !strings.Contains(logs, "peer="+bogus) {
 			t.Error("no warning about the skipped peer in the agent log")
 		}
 		eventually(t, 10*time.Second, "Warning Event on "+bogus, func() error {
@@ -388,6 +389,18 @@ func (w *wgEnv) in(t *testing.T) *wgEnv {
 	c.t = t
 	c.k = &kube{t: t, kubeconfig: w.k.kubeconfig, kubectlPath: w.k.kubectlPath}
 	return &c
+}
+
+// agentLog is what node's agent logged (its container's log).
+func (w *wgEnv) agentLog(node string) string {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(w.t.Context(), 30*time.Second)
+	defer cancel()
+	logs, err := localcluster.AgentLog(ctx, wgCluster, node)
+	if err != nil || logs == "" {
+		w.t.Fatalf("the log of the agent on %s: %v (%d bytes)", node, err, len(logs))
+	}
+	return logs
 }
 
 // converged waits until every node has a handshake with each of the

@@ -149,9 +149,9 @@ func TestFreshHost(t *testing.T) {
 }
 
 // TestFreshDevUpFailure: when a component fails, `dev up` removes the
-// cluster but its logs, and its error quotes the failing agent's log. The
-// agent fails because its node's pin directory holds a map this build
-// cannot use.
+// cluster but its logs, and its error quotes the failing agent's log, which
+// it keeps with the others. The agent (a pod of the chart's DaemonSet)
+// fails because its node's pin directory holds a map this build cannot use.
 func TestFreshDevUpFailure(t *testing.T) {
 	cluster(t) // skips like every end-to-end test; the shared cluster mounted bpffs
 	name := "e2e-ff-" + strconv.Itoa(os.Getpid())
@@ -165,7 +165,7 @@ func TestFreshDevUpFailure(t *testing.T) {
 		_ = os.RemoveAll(l.BPFDir())
 	})
 
-	pinDir := l.NodeBPFDir(node)
+	pinDir := l.NodeAgentPinDir(node)
 	if err := os.MkdirAll(pinDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -190,9 +190,10 @@ func TestFreshDevUpFailure(t *testing.T) {
 	if _, quoted, ok := strings.Cut(string(out), "\nlast lines of "); ok {
 		t.Logf("dev up failed as it should; its error ends:\nlast lines of %s", quoted)
 	}
-	agentLog := filepath.Join(l.LogDir(), "agent-"+node+".log")
+	agentLog := l.PodLog("membrane-agent/" + node)
 	for _, want := range []string{
-		"membrane-agent/" + node + " exited; see " + agentLog,
+		"membrane-agent/" + node + " exited with code ",
+		"; see " + agentLog,
 		"last lines of membrane-agent/" + node + " (" + agentLog + "):\n",
 		"do not match this build",
 		"the logs of every component are kept in " + l.LogDir(),

@@ -232,7 +232,7 @@ func TestHelmLifecycle(t *testing.T) {
 	start := time.Now()
 	s, err := localcluster.Up(ctx, log, localcluster.Options{
 		Name: name, Nodes: 2, PodCIDR: "10.243.0.0/16", ServiceCIDR: "10.93.0.0/16",
-		ToolsDir: shared.toolsDir, BinDir: shared.binDir, Install: localcluster.InstallHelm,
+		ToolsDir: shared.toolsDir, BinDir: shared.binDir,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestHelmLifecycle(t *testing.T) {
 			t.Errorf("down %s: %v", name, err)
 		}
 	})
-	t.Logf("dev up --install helm: up in %s", time.Since(start).Round(time.Second))
+	t.Logf("dev up: up in %s", time.Since(start).Round(time.Second))
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 	n1, n2 := s.Nodes[0].Name, s.Nodes[1].Name
 	k.must(lifePods(n1, n2), "apply", "-f", "-")

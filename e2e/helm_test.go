@@ -21,7 +21,7 @@ import (
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
-// TestHelmInstall: `dev up --install helm` installs Membrane with the pinned
+// TestHelmInstall: `dev up` installs Membrane with the pinned
 // helm and its chart. Values the chart's schema refuses fail before anything
 // of the cluster exists. The installed release runs the agents (one pod per
 // node), the operator and the node Envoys; Services, NetworkPolicies and L7
@@ -34,7 +34,7 @@ func TestHelmInstall(t *testing.T) {
 	name := "e2e-hm-" + strconv.Itoa(os.Getpid())
 	opts := localcluster.Options{
 		Name: name, Nodes: 2, PodCIDR: "10.253.0.0/16", ServiceCIDR: "10.104.0.0/16",
-		ToolsDir: shared.toolsDir, BinDir: shared.binDir, Install: localcluster.InstallHelm,
+		ToolsDir: shared.toolsDir, BinDir: shared.binDir,
 	}
 
 	t.Run("bad values refused before anything starts", func(t *testing.T) {
@@ -44,10 +44,10 @@ func TestHelmInstall(t *testing.T) {
 		defer cancel()
 		start := time.Now()
 		out, err := exec.CommandContext(ctx, filepath.Join(shared.binDir, "membrane"), "dev", "up", "--name", badName,
-			"--install", "helm", "--set", "encryption.type=ipsec", "--tools-dir", shared.toolsDir,
+			"--set", "encryption.type=ipsec", "--tools-dir", shared.toolsDir,
 			"--pod-cidr", opts.PodCIDR, "--service-cidr", opts.ServiceCIDR).CombinedOutput()
 		if err == nil {
-			t.Fatalf("dev up --install helm --set encryption.type=ipsec succeeded:\n%s", out)
+			t.Fatalf("dev up --set encryption.type=ipsec succeeded:\n%s", out)
 		}
 		if !strings.Contains(string(out), "at '/encryption/type': value must be 'wireguard'") {
 			t.Errorf("dev up's error does not name encryption.type and what it must be:\n%s", out)
@@ -81,7 +81,7 @@ func TestHelmInstall(t *testing.T) {
 			}
 		}
 	})
-	t.Logf("dev up --install helm: up in %s", time.Since(start).Round(time.Second))
+	t.Logf("dev up: up in %s", time.Since(start).Round(time.Second))
 	l := s.Layout()
 	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 	// helm runs the pinned helm as a user does: `membrane dev helm`.

@@ -110,13 +110,13 @@ func eventually(t *testing.T, timeout time.Duration, what string, fn func() erro
 	}
 }
 
-// restartAgents restarts membrane-agent on every node of the shared cluster
-// and waits until each is healthy again.
+// restartAgents restarts membrane-agent (the agent pod's container) on every
+// node of the shared cluster and waits until each is healthy again.
 func restartAgents(t *testing.T, k *kube) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for _, n := range shared.cluster.Nodes {
-		if _, err := localcluster.Restart(t.Context(), log, sharedName, "membrane-agent/"+n.Name); err != nil {
+		if err := localcluster.RestartAgent(t.Context(), log, sharedName, n.Name); err != nil {
 			t.Fatal(err)
 		}
 	}

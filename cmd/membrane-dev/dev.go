@@ -53,8 +53,12 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	o := localcluster.Options{}
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Create a local cluster and wait until its nodes are Ready",
-		Args:  cobra.NoArgs,
+		Short: "Create a local cluster: a bare cluster plus the Membrane chart",
+		Long: "Create a local cluster: a bare cluster (control plane, nodes, underlay), then\n" +
+			"Membrane installed from charts/membrane with the pinned helm and values that fit\n" +
+			"the cluster, then cluster DNS. It returns once the nodes are Ready and the chart's\n" +
+			"workloads are available. --encryption and --set become chart values.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := localcluster.Up(cmd.Context(), g.logger(), o)
 			if err != nil {
@@ -63,7 +67,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 			l := s.Layout()
 			fmt.Fprintf(g.stdout, "Cluster %q is up: %d nodes, API server %s\n", s.Name, len(s.Nodes), l.APIServerURL())
 			fmt.Fprintf(g.stdout, "Kubeconfig: %s\n", l.Kubeconfig())
-			if s.Install == localcluster.InstallHelm {
+			if !s.NoMembrane {
 				fmt.Fprintf(g.stdout, "Membrane: helm release membrane in kube-system (chart and values in %s)\n", l.HelmDir())
 			}
 			fmt.Fprintf(g.stdout, "  export KUBECONFIG=$(membrane dev kubeconfig --name %s)\n", s.Name)
@@ -77,10 +81,9 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.ServiceCIDR, "service-cidr", localcluster.DefaultServiceCIDR, "service CIDR")
 	f.StringVar(&o.ToolsDir, "tools-dir", defaultToolsDir(), "where 'make tools' put Kubernetes, etcd and the pod images")
 	f.StringVar(&o.BinDir, "bin-dir", defaultBinDir(), "where Membrane's binaries are")
-	f.BoolVar(&o.NoAgent, "no-agent", false, "start no membrane-agent (and so no Service translation or cluster DNS)")
-	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off)")
-	f.StringVar(&o.Install, "install", localcluster.InstallProcesses, "how Membrane is installed: helm (the chart, with the pinned helm) or processes (agents and operator as host processes)")
-	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable; --install helm only)")
+	f.BoolVar(&o.NoMembrane, "no-membrane", false, "a bare cluster: no Membrane chart (so no Service translation) and no cluster DNS")
+	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off; the chart's encryption values)")
+	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable)")
 	return cmd
 }
 
@@ -102,8 +105,8 @@ func newDevHelmCommand(g *globals) *cobra.Command {
 	var name, toolsDir string
 	cmd := &cobra.Command{
 		Use:   "helm [--name NAME] -- HELM-ARGS...",
-		Short: "Run the pinned helm against a cluster started with --install helm",
-		Long: "Run the pinned helm against a cluster started with --install helm, e.g.\n" +
+		Short: "Run the pinned helm against a local cluster",
+		Long: "Run the pinned helm against a local cluster, e.g.\n" +
 			"  membrane dev helm -- list -n kube-system\n" +
 			"  membrane dev helm -- upgrade --set encryption.enabled=true\n" +
 			"An upgrade takes only --set KEY=VALUE arguments: the release's chart, values files\n" +
@@ -192,7 +195,7 @@ func printDevStatus(g *globals, st *localcluster.Status) error {
 	fmt.Fprintf(w, "Pod CIDR:\t%s\n", st.PodCIDR)
 	fmt.Fprintf(w, "Service CIDR:\t%s\n", st.ServiceCIDR)
 	fmt.Fprintf(w, "Underlay:\t%s on bridge %s\n", st.Underlay, st.Bridge)
-	fmt.Fprintf(w, "Membrane:\t%s\n\n", st.Install)
+	fmt.Fprintf(w, "Membrane:\t%s\n\n", st.Membrane)
 	fmt.Fprintln(w, "COMPONENT\tPID\tSTATE\tLOG")
 	for _, c := range st.Components {
 		state := "running"

@@ -98,7 +98,7 @@ type cluster struct {
 
 // upCluster brings up a 2-node cluster (removing a leftover of the same
 // name first); it goes down in down() or, at the latest, in b's cleanup.
-func upCluster(ctx context.Context, b *testing.B, e env, name, podCIDR string, noAgent bool) *cluster {
+func upCluster(ctx context.Context, b *testing.B, e env, name, podCIDR string, noMembrane bool) *cluster {
 	b.Helper()
 	if err := localcluster.Down(context.WithoutCancel(ctx), e.log, name); err != nil {
 		b.Fatalf("remove leftover cluster %s: %v", name, err)
@@ -108,14 +108,14 @@ func upCluster(ctx context.Context, b *testing.B, e env, name, podCIDR string, n
 	start := time.Now()
 	s, err := localcluster.Up(upCtx, e.log, localcluster.Options{
 		Name: name, Nodes: 2, PodCIDR: podCIDR, ServiceCIDR: localcluster.DefaultServiceCIDR,
-		ToolsDir: e.toolsDir, BinDir: e.binDir, NoAgent: noAgent,
+		ToolsDir: e.toolsDir, BinDir: e.binDir, NoMembrane: noMembrane,
 	})
 	if err != nil {
 		b.Fatalf("bring up cluster %s: %v", name, err)
 	}
 	c := &cluster{b: b, env: e, state: s, node: s.Nodes[0]}
 	b.Cleanup(c.down)
-	progress(b, "cluster %s up in %s (agent: %v)", name, time.Since(start).Round(time.Millisecond), !noAgent)
+	progress(b, "cluster %s up in %s (Membrane: %v)", name, time.Since(start).Round(time.Millisecond), !noMembrane)
 	cfg, err := clientcmd.BuildConfigFromFlags("", s.Layout().Kubeconfig())
 	if err != nil {
 		b.Fatal(err)

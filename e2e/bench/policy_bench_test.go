@@ -117,7 +117,7 @@ func BenchmarkPolicyChangeToEnforced(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, n := range p.nodes {
-		m, err := bpfpolicy.OpenPinned(c.state.Layout().NodeBPFDir(n.name))
+		m, err := bpfpolicy.OpenPinned(c.state.Layout().NodeAgentPinDir(n.name))
 		if err != nil {
 			b.Fatalf("node %s: %v", n.name, err)
 		}

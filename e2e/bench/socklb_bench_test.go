@@ -73,7 +73,7 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	}
 	var maps []*lbMap
 	for _, n := range m.state.Nodes {
-		lm, err := openLBMap(m.state.Layout().NodeBPFDir(n.Name))
+		lm, err := openLBMap(m.state.Layout().NodeAgentPinDir(n.Name))
 		if err != nil {
 			b.Fatal(err)
 		}

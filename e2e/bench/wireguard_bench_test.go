@@ -119,7 +119,7 @@ func BenchmarkWireGuardVsUnderlay(b *testing.B) {
 		}
 		for _, a := range order {
 			if a.mode != current {
-				if err := localcluster.SetEncryption(ctx, e.log, wgBenchCluster, a.mode); err != nil {
+				if err := localcluster.SetEncryption(ctx, e.log, e.toolsDir, wgBenchCluster, a.mode); err != nil {
 					b.Fatal(err)
 				}
 				current = a.mode
@@ -297,30 +297,18 @@ func (w *wgBench) cpu() wgCPU {
 			}
 		}
 	}
-	s, err := localcluster.Load(wgBenchCluster)
-	if err == nil {
-		for _, p := range s.Processes {
-			if strings.HasPrefix(p.Name, "membrane-agent/") {
-				c.agents += wgProcCPU(p.PID)
-			}
+	// The agents are the pods of the chart's DaemonSet: their cgroups.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range w.s.Nodes {
+		if p, err := localcluster.AgentPod(ctx, w.client, n.Name); err == nil {
+			c.agents += wgCgroupCPU(w.cgroup(p))
 		}
 	}
 	for _, p := range []*corev1.Pod{w.server, w.clientP} {
 		c.iperf += wgCgroupCPU(w.cgroup(p))
 	}
 	return c
-}
-
-func wgProcCPU(pid int) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100
 }
 
 func wgCgroupCPU(dir string) float64 {

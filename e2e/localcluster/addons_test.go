@@ -18,17 +18,15 @@ import (
 	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
-// envoyAddon decodes the node Envoy manifest the harness applies from the
-// rendered chart: its ConfigMap and DaemonSet.
+// envoyAddon decodes the node Envoys of the rendered chart: their ConfigMap
+// and DaemonSet.
 func envoyAddon(t *testing.T) (*corev1.ConfigMap, *appsv1.DaemonSet) {
 	t.Helper()
 	var cm *corev1.ConfigMap
 	var ds *appsv1.DaemonSet
-	manifest, err := envoyManifest(renderedChart(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for doc := range strings.SplitSeq(manifest, "\n---\n") {
+	objs := renderedChart(t)
+	for _, kind := range []string{"ConfigMap", "DaemonSet"} {
+		doc := chartObject(t, objs, kind, envoyDaemonSet).YAML
 		var meta struct{ Kind string }
 		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
 			t.Fatalf("envoy manifest: %v", err)

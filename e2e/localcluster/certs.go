@@ -71,8 +71,6 @@ func writePKI(l Layout, serviceCIDR netip.Prefix, nodes []NodeState) error {
 		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}},
 		// The underlay's router: reads Nodes to route PodCIDRs (see rbac.go).
 		{"underlay", underlayUser, nil},
-		{"agent", agentUser, nil},
-		{"operator", operatorUser, nil},
 	}
 	for _, n := range nodes {
 		clients = append(clients, identity{"node-" + n.Name, "system:node:" + n.Name, []string{"system:nodes"}})

@@ -72,6 +72,11 @@ func controlPlane(l Layout, s *State, toolsBin string) []component {
 			"--cluster-signing-cert-file=" + pki("ca.crt"),
 			"--cluster-signing-key-file=" + pki("ca.key"),
 			"--use-service-account-credentials=true",
+			// Each controller's start asks for its service-account token:
+			// at the default 20 requests/s the node IPAM controller (and so
+			// every node's PodCIDR) comes about 5 s after the start.
+			"--kube-api-qps=200",
+			"--kube-api-burst=400",
 			"--leader-elect=true",
 			"--profiling=false",
 			"--v=1",

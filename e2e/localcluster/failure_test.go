@@ -100,19 +100,19 @@ func exited(t *testing.T, name, log string, n int) Process {
 func TestStartFailureQuotesTheExitedComponent(t *testing.T) {
 	dir := t.TempDir()
 	s := &State{Name: "demo", Processes: []Process{
-		exited(t, "membrane-agent/demo-node1", filepath.Join(dir, "agent-demo-node1.log"), 30),
+		exited(t, "node-runner/demo-node1", filepath.Join(dir, "node-demo-node1.log"), 30),
 	}}
 	err := s.CheckProcesses()
 	var ce *ComponentError
-	if !errors.As(err, &ce) || ce.Component != "membrane-agent/demo-node1" {
-		t.Fatalf("CheckProcesses = %v, want the agent's ComponentError", err)
+	if !errors.As(err, &ce) || ce.Component != "node-runner/demo-node1" {
+		t.Fatalf("CheckProcesses = %v, want the node runner's ComponentError", err)
 	}
-	err = startFailure("demo", dir, fmt.Errorf("wait for membrane-agent /healthz on every node: %w", err))
+	err = startFailure("demo", dir, fmt.Errorf("wait for nodes Ready with a PodCIDR: %w", err))
 	msg := err.Error()
 	for _, want := range []string{
-		`bring up cluster "demo": wait for membrane-agent /healthz on every node: membrane-agent/demo-node1 exited; see ` + ce.Log,
-		"last lines of membrane-agent/demo-node1 (" + ce.Log + "):\n    line 12\n",
-		"    line 30\n    fatal: membrane-agent/demo-node1 gave up\n",
+		`bring up cluster "demo": wait for nodes Ready with a PodCIDR: node-runner/demo-node1 exited; see ` + ce.Log,
+		"last lines of node-runner/demo-node1 (" + ce.Log + "):\n    line 12\n",
+		"    line 30\n    fatal: node-runner/demo-node1 gave up\n",
 		"the logs of every component are kept in " + dir,
 		"`membrane dev down --name demo` removes them",
 	} {
@@ -170,7 +170,7 @@ func TestDownAfterFailedStartKeepsLogsUntilDown(t *testing.T) {
 	}
 	l := s.Layout()
 	t.Cleanup(func() { _ = os.RemoveAll(l.StateDir()) })
-	agentLog := filepath.Join(l.LogDir(), "agent-"+name+"-node1.log")
+	agentLog := l.PodLog("membrane-agent/" + name + "-node1")
 	writeLines(t, agentLog, "fatal: no bpffs")
 	if err := os.MkdirAll(l.PKIDir(), 0o700); err != nil {
 		t.Fatal(err)

@@ -10,24 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	chart "github.com/membrane-mesh/membrane/charts/membrane"
-)
-
-// How `up` installs Membrane (Options.Install).
-const (
-	// InstallProcesses starts the agents and the operator as processes
-	// of the host and applies only the node Envoys of the chart.
-	InstallProcesses = "processes"
-	// InstallHelm installs the chart with the pinned helm: the agents, the
-	// operator and the node Envoys run as pods of the node runners.
-	InstallHelm = "helm"
 )
 
 // The chart's workloads, which a helm install waits for.
@@ -60,8 +47,8 @@ func (l Layout) clusterValuesFile() string { return filepath.Join(l.HelmDir(), "
 // clusterValues are the chart values that depend on the cluster: the API
 // server the nodes reach (the agents and the operator start before Service
 // translation does), the own images, the operator replicas (one per node, at
-// most two: they are spread over the nodes) and the options of `up`.
-func clusterValues(o Options, s *State) ([]byte, error) {
+// most two: they are spread over the nodes) and the encryption mode.
+func clusterValues(s *State) ([]byte, error) {
 	l := s.Layout()
 	replicas := min(len(s.Nodes), 2)
 	v := map[string]any{
@@ -75,8 +62,8 @@ func clusterValues(o Options, s *State) ([]byte, error) {
 			"identityGCInterval": "5s",
 		},
 	}
-	if o.Encryption != "" {
-		v["encryption"] = map[string]any{"enabled": true, "type": o.Encryption}
+	if s.Encryption != "" {
+		v["encryption"] = map[string]any{"enabled": true, "type": s.Encryption}
 	}
 	raw, err := yaml.Marshal(v)
 	if err != nil {
@@ -97,18 +84,26 @@ func prepareHelm(ctx context.Context, o Options, s *State) error {
 	if err := chart.Extract(l.helmChartDir()); err != nil {
 		return err
 	}
-	cv, err := clusterValues(o, s)
-	if err != nil {
-		return err
-	}
 	if err := os.WriteFile(l.localValuesFile(), chartValues, 0o600); err != nil {
 		return fmt.Errorf("write chart values: %w", err)
 	}
-	if err := os.WriteFile(l.clusterValuesFile(), cv, 0o600); err != nil {
-		return fmt.Errorf("write chart values: %w", err)
+	if err := writeClusterValues(s); err != nil {
+		return err
 	}
 	if _, err := runHelm(ctx, o.ToolsDir, s, releaseArgs(l, "template", o.HelmSet)...); err != nil {
 		return fmt.Errorf("the Membrane chart refuses the values: %w", err)
+	}
+	return nil
+}
+
+// writeClusterValues writes the values file of clusterValues.
+func writeClusterValues(s *State) error {
+	cv, err := clusterValues(s)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(s.Layout().clusterValuesFile(), cv, 0o600); err != nil {
+		return fmt.Errorf("write chart values: %w", err)
 	}
 	return nil
 }
@@ -150,8 +145,8 @@ func Helm(ctx context.Context, toolsDir, cluster string, args ...string) (string
 	if err != nil {
 		return "", err
 	}
-	if s.Install != InstallHelm {
-		return "", fmt.Errorf("cluster %q: Membrane is not installed by helm (start it with --install %s)", cluster, InstallHelm)
+	if s.NoMembrane {
+		return "", fmt.Errorf("cluster %q was started with --no-membrane: it has no helm release", cluster)
 	}
 	if len(args) > 0 && (args[0] == "upgrade" || args[0] == "install") {
 		sets := append([]string{}, s.HelmSet...)
@@ -167,24 +162,24 @@ func Helm(ctx context.Context, toolsDir, cluster string, args ...string) (string
 	return runHelm(ctx, toolsDir, s, args...)
 }
 
-// installHelm installs the chart, then cluster DNS, and waits until the
-// agents run on every node, the operator and the node Envoys are available
-// and DNS answers.
-func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State, c kubernetes.Interface) error {
+// installHelm installs the chart.
+func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	log.Info("installing Membrane with helm", "cluster", s.Name, "chart", s.Layout().helmChartDir())
-	if _, err := runHelm(ctx, o.ToolsDir, s, releaseArgs(s.Layout(), "install", o.HelmSet)...); err != nil {
-		return err
-	}
-	for _, w := range []struct {
-		name string
-		wait func(context.Context, kubernetes.Interface, *State, string, string) error
-	}{
-		{agentDaemonSet, waitDaemonSetAvailable},
-		{operatorDeployment, waitDeploymentAvailable},
-		{envoyDaemonSet, waitDaemonSetAvailable},
+	_, err := runHelm(ctx, o.ToolsDir, s, releaseArgs(s.Layout(), "install", o.HelmSet)...)
+	return err
+}
+
+// waitMembrane waits until the agents run on every node and the operator
+// and the node Envoys are available, then installs cluster DNS and waits
+// until it answers.
+func waitMembrane(ctx context.Context, log *slog.Logger, o Options, s *State, c kubernetes.Interface) error {
+	for _, w := range []workload{
+		{"daemonset", chartNamespace, agentDaemonSet},
+		{"deployment", chartNamespace, operatorDeployment},
+		{"daemonset", chartNamespace, envoyDaemonSet},
 	} {
-		if err := w.wait(ctx, c, s, chartNamespace, w.name); err != nil {
-			return fmt.Errorf("%w%s", err, notReadyPods(ctx, c, chartNamespace, w.name))
+		if err := waitAvailable(ctx, c, s, w); err != nil {
+			return err
 		}
 	}
 	log.Info("installing cluster DNS", "cluster", s.Name)
@@ -192,56 +187,11 @@ func installHelm(ctx context.Context, log *slog.Logger, o Options, s *State, c k
 	if err := kubectl(ctx, o, s, strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns), "apply", "--server-side", "-f", "-"); err != nil {
 		return err
 	}
-	return waitDeploymentAvailable(ctx, c, s, "kube-system", corednsDeployment)
+	return waitAvailable(ctx, c, s, workload{"deployment", "kube-system", corednsDeployment})
 }
 
 // applyUnderlayRBAC lets the underlay identity read the nodes (their
-// PodCIDRs), the harness's only role when the chart is installed.
+// PodCIDRs), the harness's only role.
 func applyUnderlayRBAC(ctx context.Context, c kubernetes.Interface) error {
 	return bindClusterRole(ctx, c, underlayUser, underlayRole())
-}
-
-// notReadyPods describes the pods of a chart workload (label k8s-app=name)
-// that are not ready, with the end of their logs: why an install did not
-// become available.
-func notReadyPods(ctx context.Context, c kubernetes.Interface, ns, name string) string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=" + name})
-	if err != nil {
-		return fmt.Sprintf("\n(list the pods of %s: %v)", name, err)
-	}
-	var b strings.Builder
-	for _, p := range pods.Items {
-		if podReady(p) {
-			continue
-		}
-		fmt.Fprintf(&b, "\npod %s/%s on %q: %s %s %s", ns, p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Reason, p.Status.Message)
-		for _, cs := range p.Status.ContainerStatuses {
-			switch {
-			case cs.State.Waiting != nil:
-				fmt.Fprintf(&b, "; %s waiting: %s %s", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
-			case cs.State.Terminated != nil:
-				fmt.Fprintf(&b, "; %s exited %d: %s", cs.Name, cs.State.Terminated.ExitCode, cs.State.Terminated.Reason)
-			}
-			if cs.RestartCount > 0 {
-				fmt.Fprintf(&b, " (%d restarts)", cs.RestartCount)
-			}
-		}
-		tail := int64(tailLines)
-		logs, err := c.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: &tail}).DoRaw(ctx)
-		if err == nil && len(logs) > 0 {
-			fmt.Fprintf(&b, "\nlast lines of its log:\n%s", strings.TrimRight(string(logs), "\n"))
-		}
-	}
-	return b.String()
-}
-
-func podReady(p corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

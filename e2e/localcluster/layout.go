@@ -1,7 +1,8 @@
 // Package localcluster runs a Kubernetes cluster made of real parts on one
 // machine: etcd, kube-apiserver, kube-controller-manager and kube-scheduler in
 // a control-plane network namespace, and one node runner per node namespace,
-// all joined by an underlay bridge.
+// all joined by an underlay bridge; Membrane goes onto it as onto any
+// cluster, with the pinned helm and charts/membrane.
 package localcluster
 
 import (
@@ -56,16 +57,15 @@ type Options struct {
 	// BinDir holds Membrane's own binaries (membrane, membrane-cni,
 	// membrane-agent).
 	BinDir string
-	// NoAgent leaves Services untranslated: no membrane-agent on the nodes.
-	NoAgent bool
+	// NoMembrane leaves the cluster bare: the chart is not installed (no
+	// agents, operator or node Envoys, so no Service translation) and
+	// there is no cluster DNS.
+	NoMembrane bool
 	// Encryption is "" (off) or "wireguard": node-to-node pod traffic
-	// through each node's WireGuard device.
+	// through each node's WireGuard device (the chart's encryption values).
 	Encryption string
-	// Install is how Membrane gets onto the cluster: InstallProcesses
-	// (the default when empty) or InstallHelm.
-	Install string
 	// HelmSet are values for the chart over the local cluster's, as
-	// `helm --set` takes them (key=value); only with InstallHelm.
+	// `helm --set` takes them (key=value).
 	HelmSet []string
 }
 
@@ -91,22 +91,16 @@ func (o Options) Validate() error {
 	if o.Encryption != "" && o.Encryption != EncryptionWireGuard {
 		return fmt.Errorf("--encryption %q: must be %s (or unset)", o.Encryption, EncryptionWireGuard)
 	}
-	switch o.Install {
-	case "", InstallProcesses:
-		if len(o.HelmSet) > 0 {
-			return fmt.Errorf("--set %q: chart values need --install %s", o.HelmSet[0], InstallHelm)
+	if o.NoMembrane && len(o.HelmSet) > 0 {
+		return fmt.Errorf("--set %q: chart values, but --no-membrane installs no chart", o.HelmSet[0])
+	}
+	if o.NoMembrane && o.Encryption != "" {
+		return fmt.Errorf("--encryption %q: the agents encrypt, but --no-membrane installs none", o.Encryption)
+	}
+	for _, s := range o.HelmSet {
+		if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
+			return fmt.Errorf("--set %q: must be KEY=VALUE", s)
 		}
-	case InstallHelm:
-		if o.NoAgent {
-			return fmt.Errorf("--no-agent: the chart always installs the agents; use --install %s", InstallProcesses)
-		}
-		for _, s := range o.HelmSet {
-			if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
-				return fmt.Errorf("--set %q: must be KEY=VALUE", s)
-			}
-		}
-	default:
-		return fmt.Errorf("--install %q: must be %s or %s", o.Install, InstallProcesses, InstallHelm)
 	}
 	if o.ToolsDir == "" || o.BinDir == "" {
 		return fmt.Errorf("tools and binary directories must be set")
@@ -201,8 +195,27 @@ func (l Layout) CgroupDir(cgroupRoot string) string {
 // BPFDir holds the cluster's pinned eBPF maps and links.
 func (l Layout) BPFDir() string { return filepath.Join(BPFRoot, l.Name) }
 
-// NodeBPFDir is one node agent's pin directory.
+// NodeBPFDir is one node's part of the machine's bpffs, its hostPath
+// /sys/fs/bpf.
 func (l Layout) NodeBPFDir(node string) string { return filepath.Join(l.BPFDir(), node) }
+
+// NodeAgentPinDir is where node's agent pins its maps and links: the chart's
+// --bpf-pin-dir, /sys/fs/bpf/membrane.
+func (l Layout) NodeAgentPinDir(node string) string {
+	return filepath.Join(l.NodeBPFDir(node), "membrane")
+}
+
+// NodeAgentStateDir is where node's agent keeps its state (the WireGuard
+// private key): the chart's agent.stateDir, /var/lib/membrane/agent.
+func (l Layout) NodeAgentStateDir(node string) string {
+	return filepath.Join(l.NodeHostDir(node), "var/lib/membrane/agent")
+}
+
+// AgentSocket is where node's agent serves its API to root on the host:
+// /var/run/membrane/agent/api.sock of the node (see addons/membrane.values.yaml).
+func (l Layout) AgentSocket(node string) string {
+	return filepath.Join(l.NodeRunDir(node), "membrane", "agent", "api.sock")
+}
 
 // NodeHostDir holds the node's own part of the host's persistent files
 // (a pod's hostPath /var/lib/membrane is NodeHostDir/var/lib/membrane).

@@ -13,21 +13,31 @@ func TestOptionsValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	helm := ok
-	helm.Install, helm.HelmSet = InstallHelm, []string{"encryption.enabled=true", "operator.replicas=1"}
-	if err := helm.Validate(); err != nil {
-		t.Fatal(err)
+	for _, good := range []Options{
+		{HelmSet: []string{"encryption.enabled=true", "operator.replicas=1"}},
+		{Encryption: EncryptionWireGuard},
+		{NoMembrane: true},
+	} {
+		o := ok
+		o.HelmSet, o.Encryption, o.NoMembrane = good.HelmSet, good.Encryption, good.NoMembrane
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v: %v", good, err)
+		}
 	}
 	for field, mutate := range map[string]func(*Options){
-		"--name":         func(o *Options) { o.Name = "Bad_Name" },
-		"--nodes":        func(o *Options) { o.Nodes = 0 },
-		"--pod-cidr":     func(o *Options) { o.PodCIDR = "10.244.0.0/24" },
-		"--service-cidr": func(o *Options) { o.ServiceCIDR = "fd00::/64" },
-		"overlaps":       func(o *Options) { o.ServiceCIDR = "10.244.0.0/20" },
-		"--install":      func(o *Options) { o.Install = "kubectl" },
-		"--set \"encryption.enabled=true\": chart values need --install helm": func(o *Options) { o.HelmSet = []string{"encryption.enabled=true"} },
-		"--set \"encryption.enabled\": must be KEY=VALUE":                     func(o *Options) { o.Install, o.HelmSet = InstallHelm, []string{"encryption.enabled"} },
-		"--no-agent: the chart always installs the agents":                    func(o *Options) { o.Install, o.NoAgent = InstallHelm, true },
+		"--name":                 func(o *Options) { o.Name = "Bad_Name" },
+		"--nodes":                func(o *Options) { o.Nodes = 0 },
+		"--pod-cidr":             func(o *Options) { o.PodCIDR = "10.244.0.0/24" },
+		"--service-cidr":         func(o *Options) { o.ServiceCIDR = "fd00::/64" },
+		"overlaps":               func(o *Options) { o.ServiceCIDR = "10.244.0.0/20" },
+		"--encryption \"ipsec\"": func(o *Options) { o.Encryption = "ipsec" },
+		"--set \"encryption.enabled\": must be KEY=VALUE": func(o *Options) { o.HelmSet = []string{"encryption.enabled"} },
+		"--set \"operator.replicas=1\": chart values, but --no-membrane": func(o *Options) {
+			o.NoMembrane, o.HelmSet = true, []string{"operator.replicas=1"}
+		},
+		"--encryption \"wireguard\": the agents encrypt, but --no-membrane": func(o *Options) {
+			o.NoMembrane, o.Encryption = true, EncryptionWireGuard
+		},
 	} {
 		o := ok
 		mutate(&o)

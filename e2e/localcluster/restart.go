@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// Restart stops the named process of a cluster (e.g. "membrane-agent/NODE")
-// and starts it again the same way, as a crash and restart would.
+// Restart stops the named process of a cluster (e.g. "node-runner/NODE")
+// and starts it again the same way, as a crash and restart would. The
+// agents are pods: see RestartAgent.
 func Restart(ctx context.Context, log *slog.Logger, cluster, process string) (Process, error) {
 	return RestartWith(ctx, log, cluster, process, RestartOptions{})
 }

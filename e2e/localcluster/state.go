@@ -18,8 +18,8 @@ type State struct {
 	ServiceCIDR string `json:"serviceCIDR"`
 	CgroupRoot  string `json:"cgroupRoot"`
 	Encryption  string `json:"encryption,omitempty"`
-	// Install is Options.Install; empty: processes.
-	Install string `json:"install,omitempty"`
+	// NoMembrane is Options.NoMembrane: no chart was installed.
+	NoMembrane bool `json:"noMembrane,omitempty"`
 	// HelmSet are the chart values `up` was given (Options.HelmSet).
 	HelmSet   []string    `json:"helmSet,omitempty"`
 	Nodes     []NodeState `json:"nodes"`

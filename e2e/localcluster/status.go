@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	chart "github.com/membrane-mesh/membrane/charts/membrane"
 )
 
 // Status describes a running cluster.
@@ -17,13 +19,15 @@ type Status struct {
 	ServiceCIDR string `json:"serviceCIDR"`
 	Underlay    string `json:"underlay"`
 	Bridge      string `json:"bridge"`
-	// Install is how Membrane was installed: processes or helm.
-	Install    string            `json:"install"`
+	// Membrane says how Membrane is installed: the helm release, or none
+	// (--no-membrane).
+	Membrane   string            `json:"membrane"`
 	Components []ComponentStatus `json:"components"`
 	Nodes      []NodeStatus      `json:"nodes"`
 }
 
-// ComponentStatus is one process.
+// ComponentStatus is one process of the host (the control plane and the
+// node runners; Membrane's components are pods).
 type ComponentStatus struct {
 	Name    string `json:"name"`
 	PID     int    `json:"pid"`
@@ -53,10 +57,10 @@ func GetStatus(ctx context.Context, name string) (*Status, error) {
 	st := &Status{
 		Name: s.Name, APIServer: l.APIServerURL(), Kubeconfig: l.Kubeconfig(),
 		PodCIDR: s.PodCIDR, ServiceCIDR: s.ServiceCIDR, Underlay: l.Subnet().String(), Bridge: l.Bridge(),
-		Install: s.Install,
+		Membrane: "helm release " + chart.ReleaseName + " in " + chartNamespace,
 	}
-	if st.Install == "" {
-		st.Install = InstallProcesses
+	if s.NoMembrane {
+		st.Membrane = "none (--no-membrane)"
 	}
 	for _, p := range s.Processes {
 		st.Components = append(st.Components, ComponentStatus{Name: p.Name, PID: p.PID, Running: p.Alive(), Log: p.Log})

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,28 +19,30 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	chart "github.com/membrane-mesh/membrane/charts/membrane"
 	"github.com/membrane-mesh/membrane/e2e/noderunner"
 )
 
-// Up creates the cluster and returns once every node is Ready. It first
-// prepares the host (see prepareHost). A failure part-way removes whatever
-// was created but the logs, and its error quotes the failing component's log.
+// Up creates the cluster: the bare cluster (control plane, nodes, underlay),
+// then Membrane from charts/membrane with the pinned helm and values that
+// fit the cluster, then cluster DNS. It returns once every node is Ready and
+// the chart's workloads and DNS are available. It first prepares the host
+// (see prepareHost). A failure part-way removes whatever was created but the
+// logs, and its error quotes the failing component's log.
 func Up(ctx context.Context, log *slog.Logger, o Options) (*State, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "helm"} {
+	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm"} {
 		if _, err := os.Stat(filepath.Join(o.ToolsDir, "bin", bin)); err != nil {
 			return nil, fmt.Errorf("%s not found in %s: run `make tools` first", bin, filepath.Join(o.ToolsDir, "bin"))
 		}
 	}
-	for _, bin := range []string{"membrane-dev", "membrane-cni", "membrane-agent", "membrane-operator"} {
+	for _, bin := range []string{"membrane-dev", "membrane-cni"} {
 		if _, err := os.Stat(filepath.Join(o.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("%s not found in %s: run `make build` first", bin, o.BinDir)
 		}
 	}
-	if o.Install == InstallHelm {
+	if !o.NoMembrane {
 		for _, img := range []string{agentImage, operatorImage} {
 			dir := filepath.Join(o.BinDir, "images", strings.ReplaceAll(img, "/", "_"))
 			if _, err := os.Stat(dir); err != nil {
@@ -92,7 +93,7 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, Install: o.Install, HelmSet: o.HelmSet}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, NoMembrane: o.NoMembrane, HelmSet: o.HelmSet}
 	l := s.Layout()
 	for i := 1; i <= o.Nodes; i++ {
 		name := l.NodeName(i)
@@ -108,19 +109,12 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 
 func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	l := s.Layout()
-	helm := o.Install == InstallHelm
 	// The chart, with the values it gets, must render before anything
-	// starts. Without helm, the node Envoys and the cluster roles come from
-	// it.
-	var objs []chart.Object
-	var err error
-	if helm {
-		err = prepareHelm(ctx, o, s)
-	} else {
-		objs, err = renderChart(ctx, o)
-	}
-	if err != nil {
-		return err
+	// starts.
+	if !o.NoMembrane {
+		if err := prepareHelm(ctx, o, s); err != nil {
+			return err
+		}
 	}
 	svc := netip.MustParsePrefix(s.ServiceCIDR)
 	if err := writePKI(l, svc, s.Nodes); err != nil {
@@ -167,67 +161,33 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 			return err
 		}
 	}
-	if helm {
-		// The chart brings its CRDs, roles and workloads.
-		if err := applyUnderlayRBAC(ctx, client); err != nil {
+	// The underlay's route to each node's PodCIDR is the harness's only
+	// role; the chart brings Membrane's CRDs, roles and workloads.
+	if err := applyUnderlayRBAC(ctx, client); err != nil {
+		return err
+	}
+	if err := startNodes(o, s); err != nil {
+		return err
+	}
+	// The release's objects are created while the nodes register and get
+	// their PodCIDRs; its pods start once they have.
+	if !o.NoMembrane {
+		if err := installHelm(ctx, log, o, s); err != nil {
 			return err
 		}
-		if err := startNodes(ctx, log, o, s, client); err != nil {
-			return err
-		}
-		return installHelm(ctx, log, o, s, client)
 	}
-	if err := applyRBAC(ctx, client, objs); err != nil {
+	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
+	if err := waitNodesReady(ctx, client, s); err != nil {
 		return err
 	}
-	if err := applyCRDs(ctx, o, s); err != nil {
-		return err
-	}
-	operator, err := startDetached("membrane-operator", l.ControlPlaneNetns(), cpCgroup, filepath.Join(l.LogDir(), "membrane-operator.log"), []string{
-		filepath.Join(o.BinDir, "membrane-operator"),
-		"--kubeconfig=" + filepath.Join(l.PKIDir(), "operator.kubeconfig"),
-		"--leader-election-namespace=kube-system",
-		// A development cluster collects unused identities quickly.
-		"--identity-gc-interval=5s",
-	})
-	if err != nil {
-		return err
-	}
-	s.Processes = append(s.Processes, operator)
-	if err := s.save(); err != nil {
-		return err
-	}
-	if err := startNodes(ctx, log, o, s, client); err != nil {
-		return err
-	}
-	if o.NoAgent {
+	if o.NoMembrane {
 		return nil
 	}
-	for _, n := range s.Nodes {
-		p, err := startAgent(o, s, n)
-		if err != nil {
-			return err
-		}
-		s.Processes = append(s.Processes, p)
-		if err := s.save(); err != nil {
-			return err
-		}
-	}
-	if err := waitAgents(ctx, s); err != nil {
-		return err
-	}
-	log.Info("installing cluster DNS and the node Envoys", "cluster", s.Name)
-	if err := applyAddons(ctx, o, s, objs); err != nil {
-		return err
-	}
-	if err := waitDaemonSetAvailable(ctx, client, s, "kube-system", envoyDaemonSet); err != nil {
-		return err
-	}
-	return waitDeploymentAvailable(ctx, client, s, "kube-system", corednsDeployment)
+	return waitMembrane(ctx, log, o, s, client)
 }
 
-// startNodes starts every node runner and waits until the nodes are Ready.
-func startNodes(ctx context.Context, log *slog.Logger, o Options, s *State, client kubernetes.Interface) error {
+// startNodes starts every node runner.
+func startNodes(o Options, s *State) error {
 	for _, n := range s.Nodes {
 		p, err := startNode(o, s, n)
 		if err != nil {
@@ -238,87 +198,7 @@ func startNodes(ctx context.Context, log *slog.Logger, o Options, s *State, clie
 			return err
 		}
 	}
-	log.Info("waiting for nodes", "cluster", s.Name, "nodes", len(s.Nodes))
-	return waitNodesReady(ctx, client, s)
-}
-
-// startAgent starts membrane-agent in the node's namespace, attached to the
-// node's cgroup subtree (its pods and its host processes).
-func startAgent(o Options, s *State, n NodeState) (Process, error) {
-	l := s.Layout()
-	cg := filepath.Join(l.CgroupDir(s.CgroupRoot), n.Name)
-	argv := []string{
-		filepath.Join(o.BinDir, "membrane-agent"),
-		"--node-name=" + n.Name,
-		"--kubeconfig=" + filepath.Join(l.PKIDir(), "agent.kubeconfig"),
-		"--bpf-pin-dir=" + l.NodeBPFDir(n.Name),
-		"--cgroup-path=" + cg,
-		fmt.Sprintf("--api-addr=%s:%d", n.IP, AgentPort),
-		// The admin's client certificate is signed by the cluster CA.
-		"--api-client-ca=" + filepath.Join(l.PKIDir(), "ca.crt"),
-		"--api-socket=" + l.AgentSocket(n.Name),
-	}
-	argv = encryptionArgv(argv, o.Encryption, l, n.Name)
-	return startDetached("membrane-agent/"+n.Name, n.Netns, filepath.Join(cg, "system"), filepath.Join(l.LogDir(), "agent-"+n.Name+".log"), argv)
-}
-
-// AgentSocket is where node's agent serves its API to root on the host.
-func (l Layout) AgentSocket(node string) string {
-	return filepath.Join(l.RunDir(), "agent", node, "api.sock")
-}
-
-// waitAgents waits until every agent has programmed its initial sync.
-func waitAgents(ctx context.Context, s *State) error {
-	hc := &http.Client{Timeout: time.Second}
-	var waiting string // the agent not healthy yet
-	err := poll(ctx, 60*time.Second, "membrane-agent /healthz on every node", func() (bool, error) {
-		if err := s.CheckProcesses(); err != nil {
-			return false, err
-		}
-		for _, n := range s.Nodes {
-			waiting = "membrane-agent/" + n.Name
-			resp, err := hc.Get(fmt.Sprintf("http://%s:%d/healthz", n.IP, AgentPort))
-			if err != nil {
-				return false, nil
-			}
-			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	return s.blame(err, waiting)
-}
-
-func waitDeploymentAvailable(ctx context.Context, c kubernetes.Interface, s *State, ns, name string) error {
-	return poll(ctx, 90*time.Second, "deployment "+ns+"/"+name+" available", func() (bool, error) {
-		if err := s.CheckProcesses(); err != nil {
-			return false, err
-		}
-		d, err := c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		return d.Spec.Replicas != nil && d.Status.AvailableReplicas == *d.Spec.Replicas && d.Status.ObservedGeneration >= d.Generation, nil
-	})
-}
-
-// waitDaemonSetAvailable waits until a DaemonSet that runs on every node has
-// an available, current pod on each.
-func waitDaemonSetAvailable(ctx context.Context, c kubernetes.Interface, s *State, ns, name string) error {
-	return poll(ctx, 90*time.Second, "daemonset "+ns+"/"+name+" available on every node", func() (bool, error) {
-		if err := s.CheckProcesses(); err != nil {
-			return false, err
-		}
-		d, err := c.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		st, n := d.Status, int32(len(s.Nodes))
-		return st.ObservedGeneration >= d.Generation && st.DesiredNumberScheduled == n &&
-			st.UpdatedNumberScheduled == n && st.NumberAvailable == n, nil
-	})
+	return nil
 }
 
 // startNode writes the node runner's config and starts it in the node namespace.
