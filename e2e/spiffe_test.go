@@ -186,7 +186,6 @@ func TestSPIFFEIdentities(t *testing.T) {
 	start := time.Now()
 	s := ownCluster(t, localcluster.Options{
 		Name: "e2e-sp-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.241.0.0/16", ServiceCIDR: "10.91.0.0/16",
-		Install: localcluster.InstallHelm,
 		HelmSet: []string{"authentication.mutual.enabled=true", "authentication.mutual.ca.propagation=5s", "authentication.mutual.svidTTL=2m"},
 	})
 	t.Logf("cluster up in %s", time.Since(start).Round(time.Second))
