@@ -62,7 +62,19 @@ spec:
     hostPath: {path: /var/run/membrane/spiffe, type: DirectoryOrCreate}
 `
 	}
-	return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + spiffeNS + "}\n" + pod("a", "alpha", n1) + pod("b", "beta", n2)
+	curl := `---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: ` + spiffeNS + `}
+spec:
+  nodeName: ` + n2 + `
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: curl
+    image: curlimages/curl:8.5.0
+    command: ["/bin/sh", "-c", "sleep 3600"]
+`
+	return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + spiffeNS + "}\n" + pod("a", "alpha", n1) + pod("b", "beta", n2) + curl
 }
 
 // dialIn dials from the network namespace at path (a node's).
@@ -174,13 +186,13 @@ func TestSPIFFEIdentities(t *testing.T) {
 	start := time.Now()
 	s := ownCluster(t, localcluster.Options{
 		Name: "e2e-sp-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.241.0.0/16", ServiceCIDR: "10.91.0.0/16",
-		HelmSet: []string{"authentication.mutual.enabled=true", "authentication.mutual.ca.propagation=5s"},
+		HelmSet: []string{"authentication.mutual.enabled=true", "authentication.mutual.ca.propagation=5s", "authentication.mutual.svidTTL=2m"},
 	})
 	t.Logf("cluster up in %s", time.Since(start).Round(time.Second))
 	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
 	n1, n2 := s.Nodes[0], s.Nodes[1]
 	k.must(spiffePods(n1.Name, n2.Name), "apply", "-f", "-")
-	k.must("", "-n", spiffeNS, "wait", "--for=condition=Ready", "pod/a", "pod/b", "--timeout=120s")
+	k.must("", "-n", spiffeNS, "wait", "--for=condition=Ready", "pod/a", "pod/b", "pod/c", "--timeout=120s")
 
 	td := spiffeid.RequireTrustDomainFromString(spiffe.DefaultTrustDomain)
 	alpha := spiffeid.RequireFromString("spiffe://cluster.local/ns/spiffe/sa/alpha")
@@ -237,6 +249,19 @@ func TestSPIFFEIdentities(t *testing.T) {
 	}
 
 	t.Run("the CA refuses clients that are no node agent", func(t *testing.T) {
+		// From a pod: the port is open to every pod; it answers none.
+		for what, auth := range map[string]string{
+			"a pod without credentials":    "",
+			"a pod with its own API token": `-H "Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)"`,
+		} {
+			out := k.must("", "-n", spiffeNS, "exec", "c", "--", "sh", "-c",
+				`curl -sk -m 10 -o /dev/null -w '%{http_code}' -X POST -d '{}' `+auth+` https://`+caAddr+spiffe.SignPath)
+			if out != "401" {
+				t.Errorf("%s: HTTP %q, want 401", what, out)
+			} else {
+				t.Logf("%s: refused (401)", what)
+			}
+		}
 		for _, c := range []struct{ what, token string }{
 			{"no credentials", ""},
 			{"a pod's token for the CA", token(spiffeNS, "alpha", "--audience=membrane-ca", "--bound-object-kind=Pod", "--bound-object-name=a")},
@@ -283,8 +308,8 @@ func TestSPIFFEIdentities(t *testing.T) {
 			if code != http.StatusOK || s.ID != c.id {
 				t.Fatalf("for %s: status %d (%s)", c.id, code, msg)
 			}
-			if ttl := time.Until(s.Certificates[0].NotAfter); ttl > time.Hour || ttl < 55*time.Minute {
-				t.Errorf("SVID for %s lives %s, want 1h", c.id, ttl)
+			if ttl := time.Until(s.Certificates[0].NotAfter); ttl > 2*time.Minute || ttl < 90*time.Second {
+				t.Errorf("SVID for %s lives %s, want 2m (authentication.mutual.svidTTL)", c.id, ttl)
 			}
 		}
 	})
@@ -324,6 +349,29 @@ func TestSPIFFEIdentities(t *testing.T) {
 			})
 		}
 		t.Logf("membrane identity svids:\n%s", k.membrane("identity", "svids"))
+	})
+
+	t.Run("agents renew SVIDs at half their life", func(t *testing.T) {
+		first := svids(n1.Name)
+		var serial string
+		for _, s := range first.SVIDs {
+			if s.SPIFFEID == alpha.String() {
+				serial = s.Serial
+			}
+		}
+		start := time.Now()
+		eventually(t, 100*time.Second, "alpha's SVID renewed", func() error {
+			for _, s := range svids(n1.Name).SVIDs {
+				if s.SPIFFEID == alpha.String() && s.Serial != serial {
+					if time.Until(s.NotAfter) < 90*time.Second {
+						return fmt.Errorf("renewed SVID expires in %s", time.Until(s.NotAfter))
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("serial %s unchanged", serial)
+		})
+		t.Logf("renewed after %s", time.Since(start).Round(time.Second))
 	})
 
 	t.Run("a pod fetches its own SVID over the Workload API", func(t *testing.T) {

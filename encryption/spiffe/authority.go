@@ -94,10 +94,14 @@ func (a *Authority) Sign(pub crypto.PublicKey, id spiffeid.ID, now time.Time, tt
 	if notAfter.After(a.Cert.NotAfter) {
 		notAfter = a.Cert.NotAfter
 	}
+	// Valid a little before now, for clocks behind ours: a minute, at most
+	// a tenth of the lifetime (renewal at half the life stays near half
+	// of ttl).
+	skew := min(time.Minute, ttl/10)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"Membrane"}},
-		NotBefore:             now.Add(-time.Minute),
+		NotBefore:             now.Add(-skew),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

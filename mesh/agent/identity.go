@@ -117,6 +117,15 @@ func newIdentities(log *slog.Logger, cfg SPIFFEConfig, node string, client kuber
 	return id, nil
 }
 
+// svidSource is the node's identities for the proxy's SDS secrets; nil
+// without SPIFFE identities.
+func (a *Agent) svidSource() svid.Source {
+	if a.ids == nil {
+		return nil
+	}
+	return a.ids.mgr
+}
+
 // bundleSource adapts the manager's bundle for the CA client's server
 // verification.
 type bundleSource struct{ get func() *x509bundle.Bundle }

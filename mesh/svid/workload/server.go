@@ -15,11 +15,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 
 	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -75,7 +75,7 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 		ln.Close()
 		return fmt.Errorf("workload API socket mode: %w", err)
 	}
-	gs := grpc.NewServer(grpc.Creds(peerCreds{}))
+	gs := grpc.NewServer(grpc.Creds(peerCreds{podUID: s.podUID}))
 	workloadpb.RegisterSpiffeWorkloadAPIServer(gs, s)
 	done := make(chan struct{})
 	go func() {
@@ -108,11 +108,10 @@ func (s *Server) caller(ctx context.Context) (spiffeid.ID, error) {
 	if !ok {
 		return spiffeid.ID{}, status.Error(codes.Internal, "no peer credentials")
 	}
-	uid, err := s.podUID(info.pid)
-	if err != nil {
-		return spiffeid.ID{}, status.Error(codes.PermissionDenied, err.Error())
+	if info.err != nil {
+		return spiffeid.ID{}, status.Error(codes.PermissionDenied, info.err.Error())
 	}
-	id, err := s.attestor.IdentityOf(uid)
+	id, err := s.attestor.IdentityOf(info.podUID)
 	if err != nil {
 		return spiffeid.ID{}, status.Error(codes.PermissionDenied, err.Error())
 	}
@@ -247,11 +246,21 @@ func concatDER(certs []*x509.Certificate) []byte {
 	return out
 }
 
-// peerCreds are transport credentials that only read the caller's process
-// (SO_PEERCRED) off the unix socket.
-type peerCreds struct{}
+// peerCreds are transport credentials that attest the process that opened
+// the connection, once: its pod UID, read from its cgroup. The process is
+// held by a pidfd (SO_PEERPIDFD) while its cgroup is read, and must still
+// be alive after: a PID the kernel reused for another process is never
+// attested in the opener's place.
+type peerCreds struct {
+	podUID func(pid int32) (string, error)
+}
 
-type peerInfo struct{ pid int32 }
+// peerInfo is the attested connection: the pod UID, or why there is none.
+type peerInfo struct {
+	pid    int32
+	podUID string
+	err    error
+}
 
 func (peerInfo) AuthType() string { return "peercred" }
 
@@ -259,7 +268,7 @@ func (peerCreds) ClientHandshake(_ context.Context, _ string, c net.Conn) (net.C
 	return c, nil, errors.New("server-only credentials")
 }
 
-func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+func (p peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil, nil, errors.New("not a unix socket")
@@ -268,21 +277,38 @@ func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, er
 	if err != nil {
 		return nil, nil, err
 	}
-	var cred *syscall.Ucred
-	var credErr error
+	var cred *unix.Ucred
+	var credErr, pidfdErr error
+	pidfd := -1
 	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		pidfd, pidfdErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
 	}); err != nil {
 		return nil, nil, err
 	}
 	if credErr != nil {
 		return nil, nil, fmt.Errorf("SO_PEERCRED: %w", credErr)
 	}
-	return c, peerInfo{pid: cred.Pid}, nil
+	info := peerInfo{pid: cred.Pid}
+	if cred.Pid <= 0 {
+		info.err = fmt.Errorf("the caller's process is not visible to the agent: %w", ErrNoIdentity)
+		return c, info, nil
+	}
+	if pidfdErr == nil {
+		defer unix.Close(pidfd)
+	}
+	info.podUID, info.err = p.podUID(cred.Pid)
+	// Kernels before 6.5 have no SO_PEERPIDFD: the PID is all there is.
+	if info.err == nil && pidfdErr == nil {
+		if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+			info.podUID, info.err = "", fmt.Errorf("pid %d exited while attested: %w", cred.Pid, ErrNoIdentity)
+		}
+	}
+	return c, info, nil
 }
 
 func (peerCreds) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: "peercred"}
 }
-func (peerCreds) Clone() credentials.TransportCredentials { return peerCreds{} }
-func (peerCreds) OverrideServerName(string) error         { return nil }
+func (p peerCreds) Clone() credentials.TransportCredentials { return p }
+func (peerCreds) OverrideServerName(string) error           { return nil }
