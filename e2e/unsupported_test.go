@@ -34,16 +34,6 @@ spec:
   - fromEndpoints: [{matchLabels: {app: other}}]
     authentication: {mode: required}
     toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
----
-apiVersion: membrane.io/v1alpha1
-kind: MembraneNetworkPolicy
-metadata: {name: dns, namespace: `+ns+`}
-spec:
-  endpointSelector: {matchLabels: {app: nobody}}
-  egress:
-  - toFQDNs: [{matchName: example.com}]
-  - toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}}]
-    toPorts: [{ports: [{port: "53", protocol: ANY}], rules: {dns: [{matchPattern: "*.example.com"}]}}]
 `, "apply", "-f", "-")
 
 	waitValid(t, k, ns, "backend", "True", "")
@@ -53,9 +43,6 @@ spec:
 	if reason := k.must("", "-n", ns, "get", "mnp", "backend", "-o", `jsonpath={.status.conditions[?(@.type=="Programmed")].reason}`); reason != "Unsupported" {
 		t.Errorf("Programmed reason = %q, want Unsupported", reason)
 	}
-	waitValid(t, k, ns, "dns", "True", "")
-	waitCondition(t, k, ns, "dns", "Programmed", "False", "spec.egress[0].toFQDNs: DNS-based peers are not available yet")
-	waitCondition(t, k, ns, "dns", "Programmed", "False", "spec.egress[1].toPorts[0].rules.dns: DNS rules are not enforced yet")
 
 	// kubectl shows it at a glance.
 	got := k.must("", "-n", ns, "get", "mnp", "backend")

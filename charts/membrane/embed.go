@@ -15,7 +15,7 @@ import (
 // values.schema.json, .helmignore, crds/ and templates/ (with _helpers.tpl
 // and NOTES.txt).
 //
-//go:embed Chart.yaml values.yaml values.schema.json .helmignore crds all:templates
+//go:embed Chart.yaml values.yaml values.schema.json .helmignore crds crds-gateway all:templates
 var Chart embed.FS
 
 // CRDs holds crds/*.yaml, the CustomResourceDefinitions of membrane.io.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -100,7 +101,27 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.APISocket, "api-socket", "", "unix socket serving the agent API to root on the node, without authentication (0600 in a 0700 directory; empty: none)")
 	fs.StringVar(&cfg.APIClientCA, "api-client-ca", "", "CA bundle verifying agent API client certificates, PEM (empty: the cluster's, from configmap kube-system/extension-apiserver-authentication)")
 	proxyPort = fs.Uint("proxy-port", 15001, "port of the node Envoy's transparent listener for L7-policed connections (0: no L7 policy)")
+	cfg.DNSProxyPort = agent.DefaultDNSProxyPort
+	fs.Func("tofqdns-proxy-port", fmt.Sprintf("port of the DNS proxy, UDP and TCP, for pods with DNS rules (0: no DNS-aware policy; default %d)", agent.DefaultDNSProxyPort), func(v string) error {
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return fmt.Errorf("not a port: %w", err)
+		}
+		cfg.DNSProxyPort = uint16(p)
+		return nil
+	})
+	fs.Func("tofqdns-min-ttl", "shortest time, in seconds, an address learned from a DNS answer stays allowed, whatever the record's TTL (default 0: the TTL)", func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return fmt.Errorf("not a number of seconds: %w", err)
+		}
+		cfg.FQDNMinTTL = time.Duration(n) * time.Second
+		return nil
+	})
+	fs.StringVar(&cfg.DNSDenyResponse, "tofqdns-deny-response", "refused", "answer to a DNS question the DNS rules refuse: refused (REFUSED) or drop (none)")
+	fs.StringVar(&cfg.FQDNStateFile, "tofqdns-state-file", "", "file keeping the learned DNS names across restarts (empty: fqdn-names.json in --state-dir)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
+	fs.BoolVar(&cfg.GatewayAPI, "gateway-api", false, "serve the cluster's Gateway API Gateways on the node Envoy (needs the Gateway API CRDs)")
 	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
 	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")
@@ -114,6 +135,10 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.SPIFFE.BundleConfigMap, "ca-bundle-configmap", "membrane-spiffe-bundle", "configmap holding the trust bundle")
 	fs.StringVar(&cfg.SPIFFE.TokenFile, "ca-token-file", "/var/run/secrets/membrane/ca/token", "the agent's service-account token for the CA (audience membrane-ca, bound to the agent's pod)")
 	fs.StringVar(&cfg.SPIFFE.WorkloadSocket, "workload-api-socket", "", "unix socket serving the SPIFFE Workload API to the node's pods (empty: none)")
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "default", "name of this cluster in a cluster mesh (up to 32 lowercase letters, digits and dashes)")
+	fs.IntVar(&cfg.ClusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1 to 255 (0: no cluster mesh)")
+	fs.StringVar(&cfg.ClusterMeshSecret, "clustermesh-secret", "kube-system/membrane-clustermesh", "NAMESPACE/NAME of the Secret with one read-only kubeconfig per remote cluster (written by membrane clustermesh connect)")
+	fs.DurationVar(&cfg.ClusterMeshCacheTTL, "clustermesh-cache-ttl", 30*time.Second, "how long a remote cluster whose API server stopped answering keeps its backends")
 	debug = fs.Bool("debug", false, "log debug messages")
 	return proxyPort, debug
 }

@@ -20,7 +20,8 @@ func newDevCommand(g *globals) *cobra.Command {
 	}
 	setUpRoot(dev, g)
 	dev.AddCommand(newDevUpCommand(g), newDevDownCommand(g), newDevStatusCommand(g),
-		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g))
+		newDevKubeconfigCommand(g), newDevListCommand(g), newDevNodeCommand(g), newDevHelmCommand(g),
+		newDevWorldHostCommand(g), newDevLinkCommand(g, false), newDevLinkCommand(g, true))
 	return dev
 }
 
@@ -71,6 +72,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "Membrane: helm release membrane in kube-system (chart and values in %s)\n", l.HelmDir())
 			}
 			fmt.Fprintf(g.stdout, "  export KUBECONFIG=$(membrane dev kubeconfig --name %s)\n", s.Name)
+			printWorld(g, l)
 			return nil
 		},
 	}
@@ -83,6 +85,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.BinDir, "bin-dir", defaultBinDir(), "where Membrane's binaries are")
 	f.BoolVar(&o.NoMembrane, "no-membrane", false, "a bare cluster: no Membrane chart (so no Service translation) and no cluster DNS")
 	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off; the chart's encryption values)")
+	f.IntVar(&o.ClusterID, "cluster-id", 0, "id of the cluster in a cluster mesh, 1-255 (the chart's cluster.id; cluster.name is --name)")
 	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable)")
 	return cmd
 }

@@ -1,6 +1,6 @@
 // Command membrane-operator runs Membrane's cluster-wide controllers:
-// identity allocation and policy status (and, later, Gateway API, Ingress,
-// LB IPAM, ...).
+// identity allocation, policy status and the Gateway API (status and LB
+// IPAM) (and, later, Ingress, ...).
 package main
 
 import (
@@ -18,18 +18,28 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/membrane-mesh/membrane/encryption/spiffe"
 
+	gwcontroller "github.com/membrane-mesh/membrane/gateway/controller"
+	"github.com/membrane-mesh/membrane/gateway/ipam"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/operator"
 )
@@ -43,7 +53,14 @@ type config struct {
 	healthAddr  string
 	identityGC  time.Duration
 	debug       bool
-	ca          caFlags
+	// clusterName and clusterID: in a cluster mesh (id 1-255) identities
+	// carry the cluster and are allocated in its range.
+	clusterName string
+	clusterID   int
+	// Gateway API: served when gatewayPool is set.
+	gatewayClass string
+	gatewayPool  string
+	ca           caFlags
 }
 
 // caFlags configure the built-in SPIFFE CA.
@@ -57,6 +74,19 @@ func (c config) validate() error {
 	var errs []error
 	if c.identityGC < time.Second {
 		errs = append(errs, fmt.Errorf("--identity-gc-interval %s: must be at least 1s", c.identityGC))
+	}
+	if c.clusterID < 0 || c.clusterID > clustermesh.MaxID {
+		errs = append(errs, fmt.Errorf("--cluster-id %d: must be 0 (no cluster mesh) to %d", c.clusterID, clustermesh.MaxID))
+	}
+	if c.clusterID != 0 {
+		if err := clustermesh.ValidateName(c.clusterName); err != nil {
+			errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
+		}
+	}
+	if c.gatewayPool != "" {
+		if _, err := ipam.ParsePool(c.gatewayPool); err != nil {
+			errs = append(errs, fmt.Errorf("--gateway-address-pool: %w", err))
+		}
 	}
 	if c.leaderElect && c.leaderNS == "" {
 		errs = append(errs, errors.New("--leader-election-namespace: required with --leader-elect"))
@@ -95,6 +125,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:9963", "Prometheus metrics address (0 disables)")
 	fs.StringVar(&cfg.healthAddr, "health-addr", "127.0.0.1:9892", "/healthz and /readyz address")
 	fs.DurationVar(&cfg.identityGC, "identity-gc-interval", 30*time.Second, "how often unused identities are looked for")
+	fs.StringVar(&cfg.clusterName, "cluster-name", "default", "name of this cluster in a cluster mesh: with --cluster-id, identities carry it")
+	fs.IntVar(&cfg.clusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1-255: identities are allocated in its range (0: no cluster mesh)")
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
 	fs.BoolVar(&cfg.ca.enabled, "spiffe-ca", false, "run the built-in SPIFFE CA, issuing X.509-SVIDs to node agents")
 	fs.StringVar(&cfg.ca.trustDomain, "trust-domain", spiffe.DefaultTrustDomain, "SPIFFE trust domain")
@@ -108,6 +140,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.ca.Audience, "ca-audience", "membrane-ca", "audience the node agents' tokens must be issued for")
 	fs.StringVar(&cfg.ca.Addr, "ca-addr", ":9894", "TLS address of the SVID signing endpoint")
 	fs.DurationVar(&cfg.ca.Interval, "ca-interval", 10*time.Second, "how often the CA state is checked")
+	fs.StringVar(&cfg.gatewayPool, "gateway-address-pool", "", "Gateway API: the pool Gateway addresses come from, a CIDR or first-last IPv4 range (empty: Gateway API off)")
+	fs.StringVar(&cfg.gatewayClass, "gateway-class", "membrane", "Gateway API: the GatewayClass to create when missing (empty: none)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -help: the usage is printed
@@ -142,7 +176,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("scheme: %w", err)
 	}
+	var cacheOpts cache.Options
+	if cfg.gatewayPool != "" {
+		if err := gwv1.Install(scheme); err != nil {
+			return fmt.Errorf("scheme: %w", err)
+		}
+		if err := gwv1beta1.Install(scheme); err != nil {
+			return fmt.Errorf("scheme: %w", err)
+		}
+		if err := gwv1alpha2.Install(scheme); err != nil {
+			return fmt.Errorf("scheme: %w", err)
+		}
+		// Only TLS Secrets (HTTPS listeners' certificates) are read.
+		cacheOpts.ByObject = map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+		}
+	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Cache:                   cacheOpts,
 		Scheme:                  scheme,
 		LeaderElection:          cfg.leaderElect,
 		LeaderElectionID:        "membrane-operator",
@@ -153,7 +204,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	ids := operator.NewIdentityController(log.With("controller", "identity"), mgr.GetClient(), identity.DefaultFilter(), cfg.identityGC)
+	filter := identity.DefaultFilter()
+	if cfg.clusterID != 0 {
+		filter.Cluster = cfg.clusterName
+	}
+	ids := operator.NewIdentityController(log.With("controller", "identity"), mgr.GetClient(), filter, uint8(cfg.clusterID), cfg.identityGC)
 	if err := ids.Setup(mgr); err != nil {
 		return err
 	}
@@ -164,6 +219,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if cfg.ca.enabled {
 		if err := setupCA(log, mgr, restCfg, cfg.ca); err != nil {
+			return err
+		}
+	}
+	if cfg.gatewayPool != "" {
+		pool, _ := ipam.ParsePool(cfg.gatewayPool) // validated
+		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, Pool: pool})
+		if err := gw.Setup(mgr); err != nil {
 			return err
 		}
 	}

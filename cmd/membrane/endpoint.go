@@ -69,8 +69,9 @@ func newPolicyCommand(g *globals) *cobra.Command {
 Entries whose verdict ends in +auth come from rules with authentication.mode
 required. Mutual authentication is not available yet: the datapath drops what
 they match (drop reason "Authentication required"). The parts of policies not
-applied as written, such as these rules or toFQDNs, are listed after the table
-("Not applied: ...").`,
+applied as written, such as these rules, are listed after the table ("Not
+applied: ..."), after the DNS rules the node's DNS proxy enforces for the pod
+and its toFQDNs selectors.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -128,6 +129,20 @@ func printPolicy(g *globals, p agentapi.PolicyEntry) error {
 	}
 	if err := w.Flush(); err != nil {
 		return err
+	}
+	for _, d := range p.Result.DNS {
+		ids := make([]string, len(d.RemoteIdentities))
+		for i, id := range d.RemoteIdentities {
+			ids[i] = policy.RemoteString(id)
+		}
+		names := make([]string, len(d.Names))
+		for i, n := range d.Names {
+			names[i] = n.String()
+		}
+		fmt.Fprintf(g.stdout, "DNS rule: %s to %s %s/%d: %s\n", d.Direction, strings.Join(ids, ","), d.Proto, d.Port, strings.Join(names, ", "))
+	}
+	for _, f := range p.Result.FQDNSelectors {
+		fmt.Fprintf(g.stdout, "toFQDNs: %s\n", f)
 	}
 	for _, pr := range p.Problems {
 		fmt.Fprintf(g.stdout, "Not applied: %s\n", pr)

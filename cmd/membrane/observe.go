@@ -39,7 +39,7 @@ func observeFilterHelp() map[string]string {
 		flow.KeyToIdentity:   "show flows to this security identity: a number, or a reserved one (host, world, remote-node, ...)",
 		flow.KeyVerdict:      "show flows with this verdict: FORWARDED, DROPPED or REDIRECTED (Hubble's ERROR, AUDIT, TRACED and TRANSLATED are accepted but never occur)",
 		flow.KeyType:         "show flows of this type: drop, trace or l7",
-		flow.KeyProtocol:     "show flows of this protocol: tcp, udp, sctp, icmp, http",
+		flow.KeyProtocol:     "show flows of this protocol: tcp, udp, sctp, icmp, http, dns",
 		flow.KeyPort:         "show flows from or to this port",
 		flow.KeyHTTPStatus:   "show HTTP flows with this status: a code (404) or a class (5+: any 5xx)",
 		flow.KeyHTTPMethod:   "show HTTP flows with this request method (GET, POST, ...; any case)",
@@ -65,13 +65,17 @@ func newObserveCommand(g *globals) *cobra.Command {
 		Long: `Show the flows the node agents observed: packets the policy datapath forwarded,
 dropped (with the reason) or redirected to the L7 proxy, and the HTTP requests
 the L7 proxy completed (one flow each: status and latency; DROPPED with
-"L7 policy denied" when the L7 policy refused it).
+"L7 policy denied" when the L7 policy refused it), and the DNS questions the
+DNS proxy handled (--protocol dns: name, type, response code, answered
+addresses; DROPPED with "DNS query refused by policy" when the DNS rules
+refused it).
 
 Filters: several values of one flag match if any does; different flags must
 all match. Without --follow, the last 20 matching flows are shown (--last,
 --since), merged across nodes by time; with --follow, new flows as they come,
 interleaved from all nodes.`,
 		Example: `  membrane observe --verdict DROPPED
+  membrane observe -n default --protocol dns
   membrane observe -n default --to-pod default/backend --protocol tcp --port 8080 -f
   membrane observe --from-label app=frontend --since 5m -o json
   membrane observe --from-identity world --type drop --node node-1

@@ -27,7 +27,11 @@ func printServices(g *globals, lists []agentapi.ServiceList) error {
 			if len(s.Backends) > 0 {
 				backends = backends[:0]
 				for i, b := range s.Backends {
-					backends = append(backends, fmt.Sprintf("%d => %s (%s)", i+1, b.Backend, b.State))
+					state := string(b.State)
+					if b.Cluster != "" {
+						state += ", cluster " + b.Cluster
+					}
+					backends = append(backends, fmt.Sprintf("%d => %s (%s)", i+1, b.Backend, state))
 				}
 			}
 			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.ID, s.Frontend, s.Kind, s.Service, backends[0])

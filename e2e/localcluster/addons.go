@@ -32,3 +32,8 @@ func kubectl(ctx context.Context, o Options, s *State, stdin string, args ...str
 	}
 	return nil
 }
+
+// corednsYAML is the cluster DNS manifest for the cluster's addresses.
+func corednsYAML(s *State, clusterDNS string) string {
+	return strings.NewReplacer("CLUSTER_DNS_IP", clusterDNS, "WORLD_DNS_IP", s.Layout().WorldDNS().String()).Replace(corednsManifest)
+}

@@ -80,7 +80,11 @@ func down(ctx context.Context, log *slog.Logger, name string, keepLogs bool) err
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, removeWorld(l)...)
 	if err := netns.Remove(l.ControlPlaneNetns()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := unlinkAll(l); err != nil { // cluster mesh: joined underlays
 		errs = append(errs, err)
 	}
 	for _, link := range []string{l.ControlPlaneLink(), l.Bridge()} {

@@ -61,6 +61,12 @@ func clusterValues(s *State) ([]byte, error) {
 			// A development cluster collects unused identities quickly.
 			"identityGCInterval": "5s",
 		},
+		// Gateway addresses (with --set gatewayAPI.enabled=true): on the
+		// underlay, so the host reaches them through the bridge.
+		"gatewayAPI": map[string]any{"addressPool": l.GatewayPool()},
+	}
+	if s.ClusterID != 0 {
+		v["cluster"] = map[string]any{"name": s.Name, "id": s.ClusterID}
 	}
 	if s.Encryption != "" {
 		v["encryption"] = map[string]any{"enabled": true, "type": s.Encryption}
@@ -184,7 +190,7 @@ func waitMembrane(ctx context.Context, log *slog.Logger, o Options, s *State, c 
 	}
 	log.Info("installing cluster DNS", "cluster", s.Name)
 	dns := ClusterDNS(netip.MustParsePrefix(s.ServiceCIDR)).String()
-	if err := kubectl(ctx, o, s, strings.ReplaceAll(corednsManifest, "CLUSTER_DNS_IP", dns), "apply", "--server-side", "-f", "-"); err != nil {
+	if err := kubectl(ctx, o, s, corednsYAML(s, dns), "apply", "--server-side", "-f", "-"); err != nil {
 		return err
 	}
 	return waitAvailable(ctx, c, s, workload{"deployment", "kube-system", corednsDeployment})

@@ -64,6 +64,9 @@ type Options struct {
 	// Encryption is "" (off) or "wireguard": node-to-node pod traffic
 	// through each node's WireGuard device (the chart's encryption values).
 	Encryption string
+	// ClusterID is the cluster's id in a cluster mesh (1-255; 0: none),
+	// the chart's cluster.id beside cluster.name = Name.
+	ClusterID int
 	// HelmSet are values for the chart over the local cluster's, as
 	// `helm --set` takes them (key=value).
 	HelmSet []string
@@ -101,6 +104,12 @@ func (o Options) Validate() error {
 		if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
 			return fmt.Errorf("--set %q: must be KEY=VALUE", s)
 		}
+	}
+	if o.ClusterID < 0 || o.ClusterID > 255 {
+		return fmt.Errorf("--cluster-id %d: must be 1 to 255 (0: no cluster mesh)", o.ClusterID)
+	}
+	if o.ClusterID != 0 && o.NoMembrane {
+		return fmt.Errorf("--cluster-id %d: needs Membrane (drop --no-membrane)", o.ClusterID)
 	}
 	if o.ToolsDir == "" || o.BinDir == "" {
 		return fmt.Errorf("tools and binary directories must be set")
@@ -180,6 +189,13 @@ func (l Layout) APIServerIP() netip.Addr { return netip.AddrFrom4([4]byte{198, 1
 // NodeIP is node i's address.
 func (l Layout) NodeIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 18, byte(l.Index), byte(10 + i)})
+}
+
+// GatewayPool is the Gateway address pool of the chart's
+// gatewayAPI.addressPool: the top of the underlay subnet, which no node
+// uses.
+func (l Layout) GatewayPool() string {
+	return fmt.Sprintf("198.18.%d.200-198.18.%d.250", l.Index, l.Index)
 }
 
 // APIServerURL is what kubeconfigs point at.

@@ -20,6 +20,8 @@ type State struct {
 	Encryption  string `json:"encryption,omitempty"`
 	// NoMembrane is Options.NoMembrane: no chart was installed.
 	NoMembrane bool `json:"noMembrane,omitempty"`
+	// ClusterID is Options.ClusterID (the chart's cluster.id).
+	ClusterID int `json:"clusterID,omitempty"`
 	// HelmSet are the chart values `up` was given (Options.HelmSet).
 	HelmSet   []string    `json:"helmSet,omitempty"`
 	Nodes     []NodeState `json:"nodes"`

@@ -93,7 +93,7 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, NoMembrane: o.NoMembrane, HelmSet: o.HelmSet}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, NoMembrane: o.NoMembrane, HelmSet: o.HelmSet, ClusterID: o.ClusterID}
 	l := s.Layout()
 	for i := 1; i <= o.Nodes; i++ {
 		name := l.NodeName(i)
@@ -133,6 +133,9 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 		if err := enableForwarding(n.Netns); err != nil {
 			return err
 		}
+	}
+	if err := createWorld(o, s); err != nil {
+		return err
 	}
 	cgDir := l.CgroupDir(s.CgroupRoot)
 	cpCgroup := filepath.Join(cgDir, "control-plane")

@@ -15,6 +15,7 @@ import (
 	"github.com/membrane-mesh/membrane/bpf/hostfs"
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/bpf/socklb"
+	gwnode "github.com/membrane-mesh/membrane/gateway/node"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
@@ -35,11 +36,16 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
-	eps   *endpoints    // the policy datapath's endpoints
-	proxy *proxy        // nil without an L7 proxy
-	enc   *encryption   // nil with encryption off
-	ids   *identities   // nil without SPIFFE identities
-	ready chan struct{} // closed once the first full sync is programmed
+	eps   *endpoints  // the policy datapath's endpoints
+	proxy *proxy      // nil without an L7 proxy
+	dns   *dnsPolicy  // nil without a DNS proxy
+	enc   *encryption // nil with encryption off
+	ids   *identities // nil without SPIFFE identities
+	// mesh watches remote clusters (nil without a cluster id); meshRoutes
+	// owns the routes to their pods.
+	mesh       *k8s.Mesh
+	meshRoutes *meshRoutes
+	ready      chan struct{} // closed once the first full sync is programmed
 	// apiPublished: the agent API certificate's fingerprint is on the Node.
 	apiPublished atomic.Bool
 	// policyReady is closed once every local endpoint's policy is programmed.
@@ -98,10 +104,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer pdp.Close()
-	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), informers, identity.DefaultFilter(), skipped)
+	filter := identity.DefaultFilter()
+	if a.cfg.ClusterID != 0 {
+		filter.Cluster = a.cfg.ClusterName // identities carry the cluster
+	}
+	psrc, err := k8s.NewPolicySource(a.log.With("component", "policy"), informers, filter, skipped)
 	if err != nil {
 		return err
 	}
+	a.startClusterMesh(src, psrc, identity.DefaultFilter())
 	a.eps, err = newEndpoints(a.log.With("component", "endpoints"), a.cfg.NodeName, pdp, psrc, a.flows, newPolicyMetrics(a.reg))
 	if err != nil {
 		return err
@@ -109,6 +120,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.ProxyPort != 0 {
 		a.proxy = newProxy(a.log.With("component", "proxy"), a.cfg, a.client, a.flows, a.eps)
 		a.eps.proxy, a.eps.proxyPort = a.proxy, a.cfg.ProxyPort
+	}
+
+	if a.cfg.DNSProxyPort != 0 {
+		a.dns, err = newDNSPolicy(a.log.With("component", "dns-proxy"), a.cfg, a.eps, a.flows, a.policyReady)
+		if err != nil {
+			return err
+		}
+		a.eps.dnsProxyPort, a.eps.names = a.cfg.DNSProxyPort, a.dns.names
+		a.reg.MustRegister(a.dns.proxy.Collector())
+	}
+	if err := installTProxy(ctx, a.log.With("component", "tproxy"), a.cfg); err != nil {
+		return err
+	}
+
+	var gateways *gwnode.Source
+	if a.cfg.GatewayAPI {
+		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers, a.client.Discovery()); err != nil {
+			return err
+		}
 	}
 
 	if a.cfg.EnableEncryption {
@@ -138,9 +168,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.annotationEvents(ctx, src)
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(8)
+	wg.Add(11)
 	go func() {
 		defer wg.Done()
 		if a.ids == nil {
@@ -151,6 +182,23 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.ids.run(ctx)
 		case <-ctx.Done():
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-informers.Synced():
+		case <-ctx.Done():
+			return
+		}
+		a.runClusterMesh(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		if gateways == nil {
+			return
+		}
+		gwnode.Run(ctx, a.log.With("component", "gateway"), gateways, a.cfg.NodeName, informers.Synced(),
+			a.proxy.setGateway, gwnode.Netlink{Log: a.log.With("component", "gateway")})
 	}()
 	go func() {
 		defer wg.Done()
@@ -186,6 +234,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		if err := a.proxy.run(ctx); err != nil {
 			errc <- fmt.Errorf("L7 proxy: %w", err)
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if a.dns == nil {
+			return
+		}
+		// The proxy listens at once (questions wait for the endpoints'
+		// first regeneration, see dnsPolicy.wait): a restart loses as few
+		// questions as possible.
+		if err := a.dns.run(ctx); err != nil {
+			errc <- err
 			cancel()
 		}
 	}()

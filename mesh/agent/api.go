@@ -263,6 +263,9 @@ func (a *Agent) handler() http.Handler {
 		p.Node = a.cfg.NodeName
 		writeJSON(w, p)
 	})
+	mux.HandleFunc("GET "+agentapi.PathFQDNCache, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, a.fqdnCache())
+	})
 	mux.HandleFunc("GET "+agentapi.PathBPFPolicy, func(w http.ResponseWriter, _ *http.Request) {
 		d, err := a.eps.dp.Dump()
 		if err != nil {
@@ -274,6 +277,7 @@ func (a *Agent) handler() http.Handler {
 	a.encryptionRoutes(mux)
 	a.identityRoutes(mux)
 	a.statusRoutes(mux)
+	a.clusterMeshRoutes(mux)
 	return mux
 }
 

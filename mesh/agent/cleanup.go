@@ -20,6 +20,7 @@ import (
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/bpf/socklb"
 	"github.com/membrane-mesh/membrane/encryption/wireguard"
+	gwnode "github.com/membrane-mesh/membrane/gateway/node"
 	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/tproxy"
@@ -47,10 +48,11 @@ func (c Config) ValidateCleanup() error {
 
 // Cleanup removes from the node everything the agent with cfg programmed
 // there, in the network namespace of the calling thread: the L7 proxy
-// plumbing, the policy programs on pod interfaces, the socket load
-// balancer on the cgroup, every pinned map and link and the pin directory,
-// the WireGuard device with its routing and key, and the agent's API socket
-// and state directory when they are left empty. With a client it also
+// plumbing, the Gateway addresses, the policy programs on pod interfaces,
+// the socket load balancer on the cgroup, every pinned map and link and the
+// pin directory, the WireGuard device with its routing and key, the learned
+// DNS names, and the agent's API socket and state directory when they are
+// left empty. With a client it also
 // withdraws the agent's annotations from the Node (best effort: a failure
 // is logged, not returned). It logs one line per object it removes, removes
 // only objects by the agent's own names, marks and tables, and is a no-op
@@ -71,6 +73,7 @@ func Cleanup(ctx context.Context, log *slog.Logger, cfg Config, client kubernete
 	// Proxy plumbing first: nothing is marked for a proxy any more once
 	// the policy programs are gone.
 	step("remove L7 proxy plumbing", tproxy.Cleanup(ctx, log.With("component", "proxy")))
+	step("withdraw gateway addresses", gwnode.Cleanup(log.With("component", "gateway")))
 	step("remove policy datapath", bpfpolicy.Cleanup(log.With("component", "policy-datapath"), cfg.BPFPinDir))
 	step("remove socket LB", socklb.Cleanup(log.With("component", "socklb"), cfg.BPFPinDir))
 	if entries, err := os.ReadDir(cfg.BPFPinDir); err == nil {
@@ -84,6 +87,9 @@ func Cleanup(ctx context.Context, log *slog.Logger, cfg Config, client kubernete
 	if cfg.APISocket != "" {
 		step("remove API socket", removeStaleSocket(log, cfg.APISocket))
 		step("remove API socket directory", removeEmptyDir(log, filepath.Dir(cfg.APISocket)))
+	}
+	if f := cfg.fqdnStateFile(); filepath.IsAbs(f) {
+		step("remove the learned DNS names", removeFile(log, f))
 	}
 	if cfg.StateDir != "" {
 		step("remove state directory", removeEmptyDir(log, cfg.StateDir))
@@ -130,6 +136,17 @@ func removeStaleSocket(log *slog.Logger, path string) error {
 }
 
 // removeEmptyDir removes dir if it exists and is empty.
+// removeFile removes the file at path; a missing one is fine.
+func removeFile(log *slog.Logger, path string) error {
+	if err := os.Remove(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	log.Info("removed file", "file", path)
+	return nil
+}
+
 func removeEmptyDir(log *slog.Logger, dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {

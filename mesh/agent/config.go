@@ -38,6 +38,19 @@ type Config struct {
 	// connections are redirected to; 0 disables L7 policy (HTTP rules are
 	// reported as not applied).
 	ProxyPort uint16
+	// DNSProxyPort is the DNS proxy's transparent port (UDP and TCP) the
+	// DNS traffic of pods with DNS rules is redirected to; 0 disables
+	// DNS-aware policy (DNS rules are reported as not applied).
+	DNSProxyPort uint16
+	// DNSDenyResponse is what a refused question gets: "refused" (an
+	// answer with REFUSED) or "drop" (none).
+	DNSDenyResponse string
+	// FQDNMinTTL is the shortest time a learned address stays allowed,
+	// whatever its record's TTL.
+	FQDNMinTTL time.Duration
+	// FQDNStateFile keeps the learned names across restarts; empty:
+	// StateDir/fqdn-names.json.
+	FQDNStateFile string
 	// XDSAddr serves the node's Envoy: ADS and the access-log service
 	// (loopback: Envoy runs on the node, in its network namespace).
 	XDSAddr string
@@ -51,6 +64,11 @@ type Config struct {
 	// SPIFFE are the node's workload identities (see identity.go).
 	SPIFFE SPIFFEConfig
 
+	// GatewayAPI serves the cluster's Gateways (Gateway API) on the node
+	// Envoy and announces the Gateway addresses this node owns (needs
+	// ProxyPort).
+	GatewayAPI bool
+
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
 	EncryptionType   string
@@ -63,10 +81,24 @@ type Config struct {
 	// WireGuardBackend is auto, kernel or embedded.
 	WireGuardBackend string
 
+	// ClusterName and ClusterID name this cluster in a cluster mesh; id 0
+	// keeps the cluster out of any mesh.
+	ClusterName string
+	ClusterID   int
+	// ClusterMeshSecret (NAMESPACE/NAME) holds a kubeconfig per remote
+	// cluster, written by `membrane clustermesh connect`.
+	ClusterMeshSecret string
+	// ClusterMeshCacheTTL is how long a remote cluster that stopped
+	// answering keeps its backends.
+	ClusterMeshCacheTTL time.Duration
+
 	// FlowBufferSize is the number of flows the node keeps for observe
 	// (0: flow.DefaultCapacity).
 	FlowBufferSize int
 }
+
+// DefaultDNSProxyPort is --tofqdns-proxy-port's default.
+const DefaultDNSProxyPort = 10053
 
 // MaxFlowBufferSize bounds --flow-buffer-size: the ring is allocated whole.
 const MaxFlowBufferSize = 1 << 18
@@ -101,10 +133,39 @@ func (c Config) Validate() error {
 				c.MTLSOutboundPort, c.MTLSTunnelPort, c.ProxyPort))
 		}
 	}
+	if c.DNSProxyPort != 0 && c.DNSProxyPort == c.ProxyPort {
+		errs = append(errs, fmt.Errorf("--tofqdns-proxy-port %d: must differ from --proxy-port", c.DNSProxyPort))
+	}
+	if c.DNSProxyPort != 0 && c.FQDNStateFile == "" && !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("--state-dir %q: must be an absolute path (it keeps the learned DNS names)", c.StateDir))
+	}
+	if c.FQDNStateFile != "" && !filepath.IsAbs(c.FQDNStateFile) {
+		errs = append(errs, fmt.Errorf("--tofqdns-state-file %q: must be an absolute path", c.FQDNStateFile))
+	}
+	switch c.DNSDenyResponse {
+	case "", "refused", "drop":
+	default:
+		errs = append(errs, fmt.Errorf("--tofqdns-deny-response %q: must be refused or drop", c.DNSDenyResponse))
+	}
+	if c.FQDNMinTTL < 0 {
+		errs = append(errs, fmt.Errorf("--tofqdns-min-ttl %s: must not be negative", c.FQDNMinTTL))
+	}
+	if c.GatewayAPI && c.ProxyPort == 0 {
+		errs = append(errs, errors.New("--gateway-api: needs the node proxy (--proxy-port not 0)"))
+	}
 	if c.FlowBufferSize < 0 || c.FlowBufferSize > MaxFlowBufferSize {
 		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))
 	}
 	errs = append(errs, c.validateEncryption()...)
 	errs = append(errs, c.SPIFFE.validate()...)
+	errs = append(errs, c.validateClusterMesh()...)
 	return errors.Join(errs...)
+}
+
+// fqdnStateFile is where the learned names are kept.
+func (c Config) fqdnStateFile() string {
+	if c.FQDNStateFile != "" {
+		return c.FQDNStateFile
+	}
+	return filepath.Join(c.StateDir, "fqdn-names.json")
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/endpoint/hostlinks"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/flow/bpfevent"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/ipcache"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/policy"
@@ -49,6 +50,22 @@ type endpoints struct {
 	// auth is the node's mutual authentication; nil without identities
 	// (rules requiring it drop what they match).
 	auth *mutualAuth
+	// dnsProxyPort is the DNS proxy's port (0: none); names are the names
+	// it learned (nil: none).
+	dnsProxyPort uint16
+	names        func() []policy.LearnedName
+	// fqdnSince is when each toFQDNs selector appeared (see
+	// policy.IdentitySet.FQDNSince); those of the first regeneration are
+	// trusted with what the node learned before (an agent restart).
+	fqdnSince map[string]time.Time
+	// selectorAdded is when a toFQDNs selector last appeared (UnixNano):
+	// addresses learned before need a regeneration when renewed.
+	selectorAdded atomic.Int64
+	// requests ask the regeneration loop for a regeneration and wait for
+	// it (see regenerateNow).
+	requests chan chan struct{}
+	// wanted: regenerate soon (requestRegeneration).
+	wanted chan struct{}
 
 	// Used by the regeneration loop only.
 	discovery endpoint.Discovery
@@ -59,7 +76,11 @@ type endpoints struct {
 	mu      sync.RWMutex
 	view    []agentapi.EndpointEntry
 	results map[string]agentapi.PolicyEntry // by namespace/pod
+	byIP    map[netip.Addr]policy.Result    // local endpoints by address
+	ipc     ipcache.Map
 	enrich  atomic.Pointer[flow.MapEnricher]
+	// once is true after the first regeneration.
+	once atomic.Bool
 }
 
 func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8s.PolicySource, flows *flow.Store, m *policyMetrics) (*endpoints, error) {
@@ -72,6 +93,8 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 		discovery: endpoint.Discovery{Node: node, Links: hostlinks.Netlink{}},
 		writer:    w,
 		results:   map[string]agentapi.PolicyEntry{},
+		requests:  make(chan chan struct{}),
+		wanted:    make(chan struct{}, 1),
 	}
 	empty := flow.MapEnricher{}
 	e.enrich.Store(&empty)
@@ -84,6 +107,7 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 	t := time.NewTicker(resyncInterval)
 	defer t.Stop()
 	sweep := true // look for leftover attachments: at start and on resyncs
+	var waiting []chan struct{}
 	for first := true; ; first = false {
 		var identities <-chan struct{} // nil: never
 		if e.auth != nil {
@@ -95,7 +119,12 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 		} else {
 			e.metrics.regenerations.WithLabelValues("ok").Inc()
 		}
+		for _, w := range waiting {
+			close(w)
+		}
+		waiting = waiting[:0]
 		if first {
+			e.once.Store(true)
 			close(ready)
 		}
 		select {
@@ -105,10 +134,72 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 			sweep = false
 		case <-identities:
 			sweep = false
+		case <-e.wanted:
+			sweep = false
+		case w := <-e.requests:
+			sweep = false
+			waiting = append(waiting, w)
+			// Every request waiting now is served by one regeneration.
+			for more := true; more; {
+				select {
+				case w := <-e.requests:
+					waiting = append(waiting, w)
+				default:
+					more = false
+				}
+			}
 		case <-t.C:
 			sweep = true
 		}
 	}
+}
+
+// regenerateNow returns after a regeneration that started after the call
+// (or when ctx is done): what changed before the call is programmed then.
+func (e *endpoints) regenerateNow(ctx context.Context) error {
+	w := make(chan struct{})
+	select {
+	case e.requests <- w:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the policy regeneration: %w", ctx.Err())
+	}
+	select {
+	case <-w:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the policy regeneration: %w", ctx.Err())
+	}
+}
+
+// requestRegeneration asks for a regeneration soon, without waiting.
+func (e *endpoints) requestRegeneration() {
+	select {
+	case e.wanted <- struct{}{}:
+	default:
+	}
+}
+
+// synced reports whether the endpoints were regenerated once.
+func (e *endpoints) synced() bool { return e.once.Load() }
+
+// resultOf returns the resolved policy of the local endpoint with address ip.
+func (e *endpoints) resultOf(ip netip.Addr) (policy.Result, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	r, ok := e.byIP[ip]
+	return r, ok
+}
+
+// identityOf returns ip's identity in the ipcache (longest prefix match).
+func (e *endpoints) identityOf(ip netip.Addr) identity.ID {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for bits := 32; bits >= 0 && ip.Is4(); bits-- {
+		if id, ok := e.ipc[netip.PrefixFrom(ip, bits).Masked()]; ok {
+			return id
+		}
+	}
+	return identity.World
 }
 
 // Endpoint returns the flow endpoint owning ip (flow.Enricher).
@@ -137,7 +228,19 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		return err
 	}
 	start := time.Now()
-	res := policy.New(st.Policies, policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}, policy.Config{ProxyPort: e.proxyPort, MutualAuth: e.auth != nil})
+	ids := policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}
+	if e.names != nil {
+		ids.Names = e.names()
+		e.fqdnSince = selectorsSince(e.fqdnSince, st.Policies, start)
+		ids.FQDNSince = e.fqdnSince
+		for _, t := range e.fqdnSince {
+			if t.Equal(start) {
+				e.selectorAdded.Store(start.UnixNano())
+				break
+			}
+		}
+	}
+	res := policy.New(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort, MutualAuth: e.auth != nil})
 	e.cidrs = res.CIDRIdentities()
 	var errs []error
 	for _, p := range res.Problems() {
@@ -153,6 +256,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	var (
 		view    []agentapi.EndpointEntry
 		results = map[string]agentapi.PolicyEntry{}
+		byIP    = map[netip.Addr]policy.Result{}
 		keep    = map[int]bool{}
 		// Pods of one identity and container ports share their policy:
 		// resolve it once.
@@ -235,6 +339,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 				pe.Problems = append(pe.Problems, p.Error())
 			}
 			results[pod.Namespace+"/"+pod.Name] = pe
+			byIP[pod.IP] = r
 		}
 		view = append(view, entry)
 	}
@@ -250,11 +355,36 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		e.metrics.endpoints.WithLabelValues(v.State).Inc()
 	}
 	e.mu.Lock()
-	e.view, e.results = view, results
+	e.view, e.results, e.byIP, e.ipc = view, results, byIP, want
 	e.mu.Unlock()
 	enr := enricher(st)
 	e.enrich.Store(&enr)
 	return errors.Join(errs...)
+}
+
+// selectorsSince returns when each toFQDNs selector of policies appeared:
+// as in since, or now for a new one; every selector gets the zero time on
+// the first call (since nil), selectors no policy has any more are dropped.
+func selectorsSince(since map[string]time.Time, policies []policy.Policy, now time.Time) map[string]time.Time {
+	first := since == nil
+	out := map[string]time.Time{}
+	for _, p := range policies {
+		for _, r := range p.Rules {
+			for _, pr := range r.Egress {
+				for _, f := range pr.FQDNs {
+					k := policy.SinceKey(p, f)
+					if t, ok := since[k]; ok {
+						out[k] = t
+					} else if !first {
+						out[k] = now
+					} else {
+						out[k] = time.Time{}
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // enricher describes every pod and node address for flows.
@@ -266,7 +396,7 @@ func enricher(st k8s.PolicyState) flow.MapEnricher {
 		}
 	}
 	for _, p := range st.Pods {
-		m[p.IP] = flow.Endpoint{Identity: uint32(p.Identity), Namespace: p.Namespace, PodName: p.Name, Labels: flow.SortedLabels(p.Labels)}
+		m[p.IP] = flow.Endpoint{Identity: uint32(p.Identity), Namespace: p.Namespace, PodName: p.Name, Labels: flow.SortedLabels(p.Labels), Cluster: p.Cluster}
 	}
 	return m
 }

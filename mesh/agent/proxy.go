@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	gwtranslate "github.com/membrane-mesh/membrane/gateway/translate"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/tproxy"
@@ -49,6 +50,12 @@ type proxy struct {
 	// authMetrics count authenticated connections; nil: not counted.
 	authMetrics *authMetrics
 
+	// pub serializes publications: the L7 policy resources and the
+	// gateway resources share one snapshot.
+	pub      sync.Mutex
+	l7Res    translate.Resources
+	gatewayR gwtranslate.Resources
+
 	mu sync.Mutex
 	// origins of the newest published configuration and of the one in
 	// force, by version: which policies a rejection is about.
@@ -71,16 +78,33 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 	return p
 }
 
-// run installs the TPROXY plumbing and serves Envoy until ctx is done.
+// installTProxy installs the TPROXY plumbing of the node's proxies: the
+// L7 proxy's listener (TCP), the mutual authentication proxy's outbound
+// one (TCP) and the DNS proxy's (UDP and TCP).
+func installTProxy(ctx context.Context, log *slog.Logger, cfg Config) error {
+	if cfg.ProxyPort == 0 && cfg.DNSProxyPort == 0 {
+		return nil
+	}
+	tc := tproxy.NewConfig(cfg.ProxyPort)
+	tc.ToProxyMark = 0
+	if cfg.ProxyPort != 0 {
+		tc.ToProxyMark = bpfpolicy.ToProxyMark(cfg.ProxyPort)
+	}
+	if cfg.DNSProxyPort != 0 {
+		tc.Extra = []tproxy.Listener{{Port: cfg.DNSProxyPort, ToProxyMark: bpfpolicy.ToProxyMark(cfg.DNSProxyPort), TCP: true, UDP: true}}
+	}
+	if cfg.ProxyPort != 0 && cfg.MTLSOutboundPort != 0 {
+		// The mutual authentication proxy's outbound listener.
+		tc.Extra = append(tc.Extra, tproxy.Listener{Port: cfg.MTLSOutboundPort, ToProxyMark: bpfpolicy.ToProxyMark(cfg.MTLSOutboundPort), TCP: true})
+	}
+	if err := tproxy.Install(ctx, log, tc); err != nil {
+		return fmt.Errorf("install the proxies' tproxy rules: %w", err)
+	}
+	return nil
+}
+
+// run serves Envoy until ctx is done.
 func (p *proxy) run(ctx context.Context) error {
-	tc := tproxy.NewConfig(p.cfg.ProxyPort)
-	tc.ToProxyMark = bpfpolicy.ToProxyMark(p.cfg.ProxyPort)
-	if p.cfg.MTLSOutboundPort != 0 {
-		tc.MorePorts = []uint16{p.cfg.MTLSOutboundPort}
-	}
-	if err := tproxy.Install(ctx, p.log, tc); err != nil {
-		return fmt.Errorf("install the proxy's tproxy rules: %w", err)
-	}
 	lis, err := net.Listen("tcp", p.cfg.XDSAddr)
 	if err != nil {
 		return fmt.Errorf("listen on --xds-addr %s: %w", p.cfg.XDSAddr, err)
@@ -126,7 +150,7 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 			return
 		}
 	}
-	version, err := p.xds.Publish(ctx, res)
+	version, err := p.publish(ctx, &res, nil)
 	if err != nil {
 		p.log.Error("publish the L7 configuration", "error", err)
 		return
@@ -138,6 +162,32 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 	p.published[version] = origins
 	p.mu.Unlock()
 	p.last, p.lastOrigins, p.lastAuth = &n, origins, as
+}
+
+// setGateway publishes the node Envoy's gateway listeners and clusters
+// (gateway/node), next to the L7 policy ones.
+func (p *proxy) setGateway(ctx context.Context, res gwtranslate.Resources) {
+	if _, err := p.publish(ctx, nil, &res); err != nil {
+		p.log.Error("publish the gateway configuration", "error", err)
+	}
+}
+
+// publish replaces the L7 policy resources (l7 not nil) or the gateway
+// resources (gw not nil) and publishes both in one snapshot.
+func (p *proxy) publish(ctx context.Context, l7 *translate.Resources, gw *gwtranslate.Resources) (string, error) {
+	p.pub.Lock()
+	defer p.pub.Unlock()
+	if l7 != nil {
+		p.l7Res = *l7
+	}
+	if gw != nil {
+		p.gatewayR = *gw
+	}
+	return p.xds.Publish(ctx, translate.Resources{
+		Listeners: slices.Concat(p.l7Res.Listeners, p.gatewayR.Listeners),
+		Clusters:  slices.Concat(p.l7Res.Clusters, p.gatewayR.Clusters),
+		Secrets:   p.l7Res.Secrets,
+	})
 }
 
 // report writes the rejection of the newest configuration, if any, on the

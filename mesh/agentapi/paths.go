@@ -17,6 +17,8 @@ const (
 	PathBPFPolicy = "/v1/bpf/policy"
 	// PathEncryption is the node's encryption (EncryptionStatus).
 	PathEncryption = "/v1/encryption"
+	// PathFQDNCache lists the names the DNS proxy learned (FQDNCacheList).
+	PathFQDNCache = "/v1/fqdn/cache"
 	// PathEncryptionRotate rotates the node's WireGuard key (POST,
 	// RotateResult).
 	PathEncryptionRotate = "/v1/encryption/rotate-key"
@@ -27,3 +29,7 @@ const (
 func EndpointPolicyPath(namespace, pod string) string {
 	return PathEndpoints + "/" + namespace + "/" + pod + "/policy"
 }
+
+// PathClusterMesh is the node's view of the cluster mesh
+// (ClusterMeshStatus).
+const PathClusterMesh = "/v1/clustermesh"

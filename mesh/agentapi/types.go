@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/lb"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
@@ -186,4 +187,35 @@ type RotateResult struct {
 	Node                 string `json:"node"`
 	PreviousFingerprint  string `json:"previousFingerprint"`
 	PublicKeyFingerprint string `json:"publicKeyFingerprint"`
+}
+
+// FQDNCacheList is the answer of PathFQDNCache: what the node's DNS proxy
+// learned, per pod.
+type FQDNCacheList struct {
+	Node string `json:"node"`
+	// Enabled is false when the node runs no DNS proxy.
+	Enabled bool         `json:"enabled"`
+	Entries []FQDNRecord `json:"entries"`
+}
+
+// FQDNRecord is one address a pod learned for a name.
+type FQDNRecord struct {
+	// Source is the pod that asked.
+	Source    netip.Addr `json:"source"`
+	Namespace string     `json:"namespace,omitempty"`
+	Pod       string     `json:"pod,omitempty"`
+	// Name is canonical (lower case, trailing dot).
+	Name    string     `json:"name"`
+	IP      netip.Addr `json:"ip"`
+	Learned time.Time  `json:"learned"`
+	Expires time.Time  `json:"expires"`
+	// TTLSeconds is the time left until Expires when listed (0: expired,
+	// kept while a connection uses the address).
+	TTLSeconds int64 `json:"ttlSeconds"`
+}
+
+// ClusterMeshStatus is the answer of PathClusterMesh.
+type ClusterMeshStatus struct {
+	Node   string             `json:"node"`
+	Status clustermesh.Status `json:"status"`
 }

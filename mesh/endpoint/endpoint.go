@@ -26,6 +26,9 @@ type Pod struct {
 	// Identity is 0 until the operator has allocated one for Labels.
 	Identity   identity.ID
 	NamedPorts map[string]policy.NamedPort
+	// Cluster is the remote cluster of a pod of a connected cluster
+	// (cluster mesh); empty for this cluster's pods.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // Interface is a pod's host-side interface.

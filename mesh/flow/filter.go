@@ -41,8 +41,9 @@ var FilterKeys = []string{
 	KeyHTTPStatus, KeyHTTPMethod, KeyHTTPPath,
 }
 
-// Protocols a filter takes: the L4 ones, and http (L7 flows with HTTP).
-var filterProtocols = []string{"tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "http"}
+// Protocols a filter takes: the L4 ones, http (L7 flows with HTTP) and dns
+// (L7 flows with DNS).
+var filterProtocols = []string{"tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "http", "dns"}
 
 // Filter selects flows with `hubble observe`'s semantics: several values of
 // one key match if any does (OR); different keys must all match (AND); an
@@ -60,7 +61,7 @@ type Filter struct {
 	ToIdentity   []uint32
 	Verdict      []Verdict
 	Type         []Type
-	Protocol     []string // tcp, udp, sctp, icmp (v4 or v6), icmpv4, icmpv6, http
+	Protocol     []string // tcp, udp, sctp, icmp (v4 or v6), icmpv4, icmpv6, http, dns
 	Port         []uint16 // either side's L4 port
 	// HTTPStatus are status codes ("404") or code prefixes, Hubble's
 	// classes ("5+": 5xx, "50+": 50x).
@@ -302,6 +303,8 @@ func matchProtocol(p string, fl *Flow) bool {
 	switch p {
 	case "http":
 		return fl.L7 != nil && fl.L7.HTTP != nil
+	case "dns":
+		return fl.L7 != nil && fl.L7.DNS != nil
 	case "icmp":
 		return fl.L4.Protocol == ICMPv4 || fl.L4.Protocol == ICMPv6
 	}

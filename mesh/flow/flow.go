@@ -174,6 +174,9 @@ type Endpoint struct {
 	// Labels are the security labels, "source:key=value" (e.g.
 	// "k8s:app=frontend", "reserved:world"), sorted.
 	Labels []string `json:"labels,omitempty"`
+	// Cluster is the remote cluster of a pod of a connected cluster
+	// (cluster mesh); empty for this cluster's endpoints.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // L7Type says whether an L7 flow is a request or a response.
@@ -193,6 +196,24 @@ type L7 struct {
 	// Latency is the time between request and response (responses only).
 	Latency time.Duration `json:"latencyNs,omitempty"`
 	HTTP    *HTTP         `json:"http,omitempty"`
+	DNS     *DNS          `json:"dns,omitempty"`
+}
+
+// DNS is a DNS question and what became of it (Hubble's flow.DNS).
+type DNS struct {
+	// Query is the name asked, with the trailing dot.
+	Query string `json:"query"`
+	// QTypes are the question's types, e.g. "A".
+	QTypes []string `json:"qtypes,omitempty"`
+	// RCode is the response code the client got, e.g. "NOERROR",
+	// "REFUSED"; "NONE" when it got no response.
+	RCode string `json:"rcode"`
+	// IPs are the addresses of the answer.
+	IPs []netip.Addr `json:"ips,omitempty"`
+	// TTL is the answer's smallest TTL in seconds.
+	TTL uint32 `json:"ttl,omitempty"`
+	// ObservationSource is who saw it: "proxy" (the node's DNS proxy).
+	ObservationSource string `json:"observationSource,omitempty"`
 }
 
 // Auth is a mutually authenticated connection's two SPIFFE IDs: the

@@ -64,3 +64,54 @@ func FromHTTPLog(l HTTPLog, node string, enrich Enricher) Flow {
 	f.Destination = Resolve(enrich, f.IP.Destination, 0)
 	return f
 }
+
+// DNSLog is one question the DNS proxy handled. The agent fills it from the
+// proxy's answers; this package knows no proxy types.
+type DNSLog struct {
+	// Time is when the question arrived.
+	Time time.Time
+	// Source is the pod, Destination the server it asked.
+	Source, Destination netip.AddrPort
+	Protocol            Protocol // TCP or UDP
+	Query               string
+	QTypes              []string
+	RCode               string
+	IPs                 []netip.Addr
+	TTL                 time.Duration
+	// Verdict is Forwarded, Dropped (refused by policy) or Error; Reason
+	// says why for the last two.
+	Verdict  Verdict
+	Reason   string
+	Duration time.Duration
+}
+
+// DNSPolicyDenied is the drop reason of a DNS question the DNS rules
+// refused: Policy denied's code and Hubble name, with Cilium's text.
+func DNSPolicyDenied() *DropReason {
+	return &DropReason{Code: 133, Name: "POLICY_DENIED", Description: "DNS query refused by policy"}
+}
+
+// FromDNSLog converts a question the DNS proxy on node handled into one
+// egress Flow: TypeL7 with an L7Response carrying DNS, verdict FORWARDED,
+// DROPPED with DNSPolicyDenied when the DNS rules refused it, or ERROR.
+func FromDNSLog(l DNSLog, node string, enrich Enricher) Flow {
+	f := Flow{
+		Time:      l.Time.Add(l.Duration),
+		Node:      node,
+		Type:      TypeL7,
+		Verdict:   l.Verdict,
+		Direction: Egress,
+		IP:        IP{Source: l.Source.Addr().Unmap(), Destination: l.Destination.Addr().Unmap()},
+		L4:        L4{Protocol: l.Protocol, SourcePort: l.Source.Port(), DestinationPort: l.Destination.Port()},
+		L7: &L7{Type: L7Response, Latency: l.Duration, DNS: &DNS{
+			Query: l.Query, QTypes: l.QTypes, RCode: l.RCode, IPs: l.IPs,
+			TTL: uint32(l.TTL / time.Second), ObservationSource: "proxy",
+		}},
+	}
+	if l.Verdict == Dropped {
+		f.DropReason = DNSPolicyDenied()
+	}
+	f.Source = Resolve(enrich, f.IP.Source, 0)
+	f.Destination = Resolve(enrich, f.IP.Destination, 0)
+	return f
+}

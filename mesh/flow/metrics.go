@@ -31,6 +31,7 @@ type Metrics struct {
 	subscribing prometheus.Gauge
 	httpReqs    *prometheus.CounterVec
 	httpTime    *prometheus.HistogramVec
+	dnsReqs     *prometheus.CounterVec
 
 	mu           sync.Mutex
 	datapathSeen uint64 // last total DatapathLost got
@@ -46,6 +47,7 @@ type Metrics struct {
 //	membrane_flow_subscribers                     observe clients following
 //	membrane_http_requests_total{method,status,verdict}  HTTP requests the L7 proxy completed
 //	membrane_http_request_duration_seconds{method}       their durations
+//	membrane_dns_requests_total{rcode,verdict}           DNS questions the DNS proxy handled
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,11 +79,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of the HTTP requests the L7 proxy completed, first request byte to last response byte, by method.",
 			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 		}, []string{"method"}),
+		dnsReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "membrane", Subsystem: "dns", Name: "requests_total",
+			Help: "DNS questions the DNS proxy handled, by the response code the client got (NONE: no response) and verdict (FORWARDED; DROPPED: refused by the DNS rules; ERROR).",
+		}, []string{"rcode", "verdict"}),
 	}
 	for _, s := range []LostSource{LostDatapath, LostSubscriber} {
 		m.lostEvents.WithLabelValues(string(s))
 	}
-	reg.MustRegister(m.processed, m.drops, m.verdicts, m.lostEvents, m.subscribing, m.httpReqs, m.httpTime)
+	reg.MustRegister(m.processed, m.drops, m.verdicts, m.lostEvents, m.subscribing, m.httpReqs, m.httpTime, m.dnsReqs)
 	return m
 }
 
@@ -105,6 +111,9 @@ func (m *Metrics) observe(f *Flow) {
 		method := methodLabel(l7.HTTP.Method)
 		m.httpReqs.WithLabelValues(method, strconv.Itoa(l7.HTTP.Code), string(f.Verdict)).Inc()
 		m.httpTime.WithLabelValues(method).Observe(l7.Latency.Seconds())
+	}
+	if l7 := f.L7; l7 != nil && l7.DNS != nil {
+		m.dnsReqs.WithLabelValues(l7.DNS.RCode, string(f.Verdict)).Inc()
 	}
 }
 

@@ -78,6 +78,10 @@ const (
 	NamespaceLabel     = source + "io.kubernetes.pod.namespace"
 	ServiceAccount     = source + "io.cilium.k8s.policy.serviceaccount"
 	NamespaceLabelsPre = source + "io.cilium.k8s.namespace.labels."
+	// ClusterLabel and MembraneClusterLabel name the cluster of an
+	// endpoint in a cluster mesh (Cilium's key, and Membrane's alias).
+	ClusterLabel         = source + "io.cilium.k8s.policy.cluster"
+	MembraneClusterLabel = source + "io.membrane.cluster"
 )
 
 // Filter decides which pod labels are security relevant.
@@ -85,6 +89,10 @@ type Filter struct {
 	// Exclude lists label keys (exact) or prefixes (ending in "*") that do
 	// not make an identity.
 	Exclude []string
+	// Cluster, in a cluster mesh, is the endpoints' cluster: their labels
+	// carry it (ClusterLabel and MembraneClusterLabel). Empty: no cluster
+	// label.
+	Cluster string
 }
 
 // DefaultFilter leaves out labels that differ between replicas of one
@@ -129,8 +137,24 @@ func (f Filter) ForPod(podLabels map[string]string, namespace string, nsLabels m
 		serviceAccount = "default"
 	}
 	l[ServiceAccount] = serviceAccount
+	if f.Cluster != "" {
+		l[ClusterLabel] = f.Cluster
+		l[MembraneClusterLabel] = f.Cluster
+	}
 	return l
 }
+
+// ClusterRange is the range of endpoint identities a cluster allocates: in
+// a cluster mesh the cluster id is in bits 16-23 (as Cilium encodes it), so
+// identities of connected clusters never collide; id 0 is the range
+// MinCluster-MaxCluster.
+func ClusterRange(clusterID uint8) (lo, hi ID) {
+	base := ID(clusterID) << 16
+	return base | MinCluster, base | MaxCluster
+}
+
+// ClusterOf is the cluster id encoded in an endpoint identity.
+func ClusterOf(id ID) uint8 { return uint8(id >> 16) }
 
 // Store persists identities (as MembraneIdentity objects).
 type Store interface {
@@ -145,7 +169,8 @@ var ErrExists = errors.New("identity already exists")
 // Allocator hands out one identity per label set, lowest free number first.
 // One allocator (the leader-elected operator) allocates for the cluster.
 type Allocator struct {
-	store Store
+	store  Store
+	lo, hi ID
 
 	mu    sync.Mutex
 	byKey map[string]ID
@@ -154,7 +179,14 @@ type Allocator struct {
 
 // NewAllocator returns an allocator persisting through store.
 func NewAllocator(store Store) *Allocator {
-	return &Allocator{store: store, byKey: map[string]ID{}, byID: map[ID]Labels{}}
+	return NewClusterAllocator(store, 0)
+}
+
+// NewClusterAllocator returns an allocator of cluster clusterID's range
+// (ClusterRange).
+func NewClusterAllocator(store Store, clusterID uint8) *Allocator {
+	lo, hi := ClusterRange(clusterID)
+	return &Allocator{store: store, lo: lo, hi: hi, byKey: map[string]ID{}, byID: map[ID]Labels{}}
 }
 
 // Observe records an identity that exists in the store (at start, or created
@@ -194,7 +226,7 @@ func (a *Allocator) Allocate(ctx context.Context, labels Labels) (ID, error) {
 	if id, ok := a.byKey[labels.Key()]; ok {
 		return id, nil
 	}
-	for id := MinCluster; id <= MaxCluster; id++ {
+	for id := a.lo; id <= a.hi; id++ {
 		if _, used := a.byID[id]; used {
 			continue
 		}
@@ -211,7 +243,7 @@ func (a *Allocator) Allocate(ctx context.Context, labels Labels) (ID, error) {
 		a.byKey[labels.Key()] = id
 		return id, nil
 	}
-	return 0, fmt.Errorf("allocate identity for %s: all %d identities in use", labels.Key(), MaxCluster-MinCluster+1)
+	return 0, fmt.Errorf("allocate identity for %s: all %d identities in use", labels.Key(), a.hi-a.lo+1)
 }
 
 // Release deletes identities whose label sets are not in use.

@@ -76,3 +76,31 @@ func TestAllocator(t *testing.T) {
 		t.Fatal("an identity the allocator never owned was released")
 	}
 }
+
+func TestClusterIdentities(t *testing.T) {
+	lo, hi := ClusterRange(0)
+	if lo != MinCluster || hi != MaxCluster {
+		t.Errorf("ClusterRange(0) = %d-%d", lo, hi)
+	}
+	lo, hi = ClusterRange(2)
+	if lo != 2<<16|256 || hi != 2<<16|65535 || ClusterOf(lo) != 2 || ClusterOf(hi) != 2 {
+		t.Errorf("ClusterRange(2) = %d-%d", lo, hi)
+	}
+	f := DefaultFilter()
+	f.Cluster = "east"
+	l := f.ForPod(map[string]string{"app": "client"}, "demo", nil, "")
+	if l[ClusterLabel] != "east" || l[MembraneClusterLabel] != "east" {
+		t.Errorf("labels %v: want the cluster under %s and %s", l, ClusterLabel, MembraneClusterLabel)
+	}
+	if l := DefaultFilter().ForPod(map[string]string{"app": "client"}, "demo", nil, ""); l[ClusterLabel] != "" {
+		t.Errorf("no cluster: labels %v", l)
+	}
+}
+
+func TestClusterAllocator(t *testing.T) {
+	a := NewClusterAllocator(&memStore{ids: map[ID]Labels{}}, 3)
+	id, err := a.Allocate(context.Background(), Labels{"k8s:app": "x"})
+	if err != nil || id != 3<<16|MinCluster {
+		t.Errorf("Allocate = %d, %v; want %d", id, err, 3<<16|MinCluster)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/model"
 )
 
@@ -74,6 +75,17 @@ func Service(s *corev1.Service) (model.Service, error) {
 	}
 	out.ExternalLocal = s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 	return out, errors.Join(errs...)
+}
+
+// ServiceMesh reads a Service's cluster-mesh annotations; the zero value
+// for a Service that is not global. A value that cannot be read is
+// reported and counts as absent.
+func ServiceMesh(s *corev1.Service) (model.Global, error) {
+	g, err := clustermesh.Annotations(s.Annotations)
+	if !g.Global {
+		return model.Global{}, err
+	}
+	return g, err
 }
 
 // EndpointSlice converts an EndpointSlice; ok is false for one that belongs

@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,7 @@ type PolicySource struct {
 	identities cache.GenericLister
 
 	mu        sync.Mutex
+	remote    map[string]RemotePolicy  // cluster mesh: what each remote cluster has
 	policies  map[string]policy.Policy // last valid version, by kind/namespace/name
 	invalid   map[string]string        // objects whose current version is invalid: why
 	changedAt time.Time
@@ -102,6 +104,7 @@ func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, s
 		identities: dyn.ForResource(membraneResource(identities)).Lister(),
 		policies:   map[string]policy.Policy{},
 		invalid:    map[string]string{},
+		remote:     map[string]RemotePolicy{},
 	}
 	touch := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.touch() },
@@ -277,6 +280,10 @@ func (s *PolicySource) State() (PolicyState, error) {
 	for _, p := range s.policies {
 		st.Policies = append(st.Policies, p)
 	}
+	var remote []RemotePolicy
+	for _, r := range s.remote {
+		remote = append(remote, r)
+	}
 	s.mu.Unlock()
 	slices.SortFunc(st.Policies, func(a, b policy.Policy) int {
 		return strings.Compare(a.Kind+"/"+a.Namespace+"/"+a.Name, b.Kind+"/"+b.Namespace+"/"+b.Name)
@@ -320,13 +327,20 @@ func (s *PolicySource) State() (PolicyState, error) {
 			}
 		}
 	}
-	slices.SortFunc(st.Pods, func(a, b Pod) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
 	for _, id := range ids.list {
 		id.NamedPorts = ports[id.ID]
 		st.Identities = append(st.Identities, id)
 	}
+	// Remote clusters' pods and identities (cluster mesh): their numbers
+	// carry their cluster's id, so they never collide with this cluster's.
+	for _, r := range remote {
+		st.Pods = append(st.Pods, r.Pods...)
+		st.Identities = append(st.Identities, r.Identities...)
+	}
+	slices.SortFunc(st.Pods, func(a, b Pod) int {
+		return strings.Compare(a.Namespace+"/"+a.Name+"/"+a.Node, b.Namespace+"/"+b.Name+"/"+b.Node)
+	})
+	slices.SortFunc(st.Identities, func(a, b policy.Identity) int { return cmp.Compare(a.ID, b.ID) })
 
 	nodes, err := s.nodes.List(labels.Everything())
 	if err != nil {
@@ -364,6 +378,16 @@ func (s *PolicySource) identityIndex() (identityIndex, error) {
 	if err != nil {
 		return identityIndex{}, fmt.Errorf("list identities: %w", err)
 	}
+	idx, err := identityIndexOf(objs)
+	if err != nil {
+		s.skipped("MembraneIdentity", err)
+	}
+	return idx, nil
+}
+
+// identityIndexOf reads MembraneIdentity objects; the unusable ones are
+// reported in the error and left out.
+func identityIndexOf(objs []runtime.Object) (identityIndex, error) {
 	idx := identityIndex{byKey: map[string]identity.ID{}}
 	var errs []error
 	for _, o := range objs {
@@ -385,15 +409,62 @@ func (s *PolicySource) identityIndex() (identityIndex, error) {
 		idx.byKey[l.Key()] = identity.ID(n)
 		idx.list = append(idx.list, policy.Identity{ID: identity.ID(n), Labels: l})
 	}
-	if len(errs) > 0 {
-		s.skipped("MembraneIdentity", errors.Join(errs...))
+	slices.SortFunc(idx.list, func(a, b policy.Identity) int { return cmp.Compare(a.ID, b.ID) })
+	return idx, errors.Join(errs...)
+}
+
+// RemotePolicy is what policy needs of a remote cluster: its pods (with
+// their identities) and its identities.
+type RemotePolicy struct {
+	Pods       []Pod
+	Identities []policy.Identity
+}
+
+// SetRemotePolicy replaces what remote cluster contributes (nil: nothing).
+func (s *PolicySource) SetRemotePolicy(cluster string, r *RemotePolicy) {
+	s.mu.Lock()
+	if r == nil {
+		delete(s.remote, cluster)
+	} else {
+		s.remote[cluster] = *r
 	}
-	slices.SortFunc(idx.list, func(a, b policy.Identity) int { return int(a.ID) - int(b.ID) })
-	return idx, nil
+	s.mu.Unlock()
+	s.touch()
+}
+
+// remotePolicy converts a remote cluster's pods, namespaces and identities;
+// its pods' labels carry cluster.
+func remotePolicy(cluster string, filter identity.Filter, pods []*corev1.Pod, nss []*corev1.Namespace, ids []runtime.Object) (RemotePolicy, error) {
+	filter.Cluster = cluster
+	idx, err := identityIndexOf(ids)
+	nsLabels := map[string]map[string]string{}
+	for _, ns := range nss {
+		nsLabels[ns.Name] = ns.Labels
+	}
+	var out RemotePolicy
+	for _, p := range pods {
+		pod, ok := podOf(filter, p, nsLabels[p.Namespace])
+		if !ok {
+			continue
+		}
+		pod.Identity = idx.byKey[pod.Labels.Key()]
+		if pod.Identity == 0 {
+			continue // no identity yet: the address stays world
+		}
+		pod.Node = cluster + "/" + pod.Node // never this cluster's node
+		pod.Cluster = cluster
+		out.Pods = append(out.Pods, pod)
+	}
+	out.Identities = idx.list
+	return out, err
 }
 
 // pod converts a pod that has an address of its own.
 func (s *PolicySource) pod(p *corev1.Pod, nsLabels map[string]string) (Pod, bool) {
+	return podOf(s.filter, p, nsLabels)
+}
+
+func podOf(filter identity.Filter, p *corev1.Pod, nsLabels map[string]string) (Pod, bool) {
 	if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return Pod{}, false
 	}
@@ -403,7 +474,7 @@ func (s *PolicySource) pod(p *corev1.Pod, nsLabels map[string]string) (Pod, bool
 	}
 	out := Pod{
 		Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName, IP: ip,
-		Labels: s.filter.ForPod(p.Labels, p.Namespace, nsLabels, p.Spec.ServiceAccountName),
+		Labels: filter.ForPod(p.Labels, p.Namespace, nsLabels, p.Spec.ServiceAccountName),
 	}
 	for _, c := range p.Spec.Containers {
 		for _, cp := range c.Ports {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +26,10 @@ type ServiceSource struct {
 	log     *slog.Logger
 	skipped Skipped
 	queue   workqueue.TypedInterface[model.ServiceID]
+
+	// annotationProblem is told about a Service whose cluster-mesh
+	// annotations cannot be read (nil: only the metric).
+	annotationProblem func(*corev1.Service, error)
 
 	mu       sync.Mutex
 	services map[model.ServiceID]model.Service
@@ -67,6 +72,62 @@ func NewServiceSource(log *slog.Logger, inf *Informers, skipped Skipped) (*Servi
 		}
 	}
 	return s, nil
+}
+
+// OnAnnotationProblem sets who is told about a Service whose cluster-mesh
+// annotations cannot be read; call it before the informers start.
+func (s *ServiceSource) OnAnnotationProblem(f func(*corev1.Service, error)) {
+	s.annotationProblem = f
+}
+
+// SetRemoteSlices replaces the endpoint slices remote cluster offers for
+// service id (nil: none).
+func (s *ServiceSource) SetRemoteSlices(cluster string, id model.ServiceID, slices []model.EndpointSlice) {
+	s.mu.Lock()
+	prefix := cluster + "/"
+	changed := false
+	for name := range s.slices[id] {
+		if strings.HasPrefix(name, prefix) {
+			delete(s.slices[id], name)
+			changed = true
+		}
+	}
+	for _, es := range slices {
+		es.Cluster = cluster
+		if s.slices[id] == nil {
+			s.slices[id] = map[string]model.EndpointSlice{}
+		}
+		s.slices[id][prefix+es.Name] = es
+		changed = true
+	}
+	if len(s.slices[id]) == 0 {
+		delete(s.slices, id)
+	}
+	s.mu.Unlock()
+	if changed {
+		s.queue.Add(id)
+	}
+}
+
+// DropCluster removes every slice remote cluster offered.
+func (s *ServiceSource) DropCluster(cluster string) {
+	s.mu.Lock()
+	var ids []model.ServiceID
+	for id, byName := range s.slices {
+		for name, es := range byName {
+			if es.Cluster == cluster {
+				delete(byName, name)
+				ids = append(ids, id)
+			}
+		}
+		if len(byName) == 0 {
+			delete(s.slices, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		s.queue.Add(id)
+	}
 }
 
 // Run calls handle for every changed service, one at a time, until ctx is
@@ -125,6 +186,15 @@ func (s *ServiceSource) onService(obj any) {
 		s.skipped("Service", err)
 		s.log.Warn("service has unusable fields; programming the rest", "service", svc.ID, "error", err)
 	}
+	mesh, err := ServiceMesh(k)
+	if err != nil {
+		s.skipped("ServiceAnnotation", err)
+		s.log.Warn("service has an unusable cluster-mesh annotation; it counts as absent", "service", svc.ID, "error", err)
+		if s.annotationProblem != nil {
+			s.annotationProblem(k, err)
+		}
+	}
+	svc.Mesh = mesh
 	s.mu.Lock()
 	s.services[svc.ID] = svc
 	s.mu.Unlock()

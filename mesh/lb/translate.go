@@ -61,6 +61,9 @@ type BackendRef struct {
 	Backend `json:",inline"`
 	State   BackendState `json:"state"`
 	Node    string       `json:"node,omitempty"`
+	// Cluster is the remote cluster of a global Service's backend; empty
+	// for this cluster's.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // Entry is one frontend with the backends this node sends it to.
@@ -89,9 +92,9 @@ func Entries(svc model.Service, eps []model.EndpointSlice, nodes []model.Node, s
 			problems = append(problems, fmt.Errorf("service %s port %q: protocol %s is not load-balanced", svc.ID, sp.Name, sp.Protocol))
 			continue
 		}
-		candidates, bad := backendsFor(sp, eps)
+		candidates, bad := backendsFor(sp, meshSlices(svc, eps))
 		problems = append(problems, bad...)
-		all := usable(candidates)
+		all := preferred(candidates, svc.Mesh.Affinity)
 		// onNode is the backend set of traffic policy Local: those on the node
 		// that receives the traffic.
 		onNode := func(node string) []BackendRef { return localTo(candidates, node) }
@@ -174,10 +177,10 @@ func backendsFor(sp model.ServicePort, eps []model.EndpointSlice) (candidates []
 					switch {
 					case ep.Ready:
 						seen[b] = true
-						ready = append(ready, BackendRef{Backend: b, State: Active, Node: ep.NodeName})
+						ready = append(ready, BackendRef{Backend: b, State: Active, Node: ep.NodeName, Cluster: s.Cluster})
 					case ep.Serving && ep.Terminating:
 						seen[b] = true
-						terminating = append(terminating, BackendRef{Backend: b, State: Terminating, Node: ep.NodeName})
+						terminating = append(terminating, BackendRef{Backend: b, State: Terminating, Node: ep.NodeName, Cluster: s.Cluster})
 					}
 				}
 			}
@@ -204,6 +207,44 @@ func usable(refs []BackendRef) []BackendRef {
 	}
 	slices.SortFunc(out, func(a, b BackendRef) int { return compareBackends(a.Backend, b.Backend) })
 	return out
+}
+
+// meshSlices drops the slices of remote clusters unless svc is global.
+func meshSlices(svc model.Service, eps []model.EndpointSlice) []model.EndpointSlice {
+	if svc.Mesh.Global {
+		return eps
+	}
+	var own []model.EndpointSlice
+	for _, s := range eps {
+		if s.Cluster == "" {
+			own = append(own, s)
+		}
+	}
+	return own
+}
+
+// preferred applies a global Service's affinity: with local (remote), only
+// the ready backends of this cluster (of remote clusters) while there is
+// any, else every usable one; with none, every usable one.
+func preferred(refs []BackendRef, aff model.Affinity) []BackendRef {
+	var local bool
+	switch aff {
+	case model.AffinityLocal:
+		local = true
+	case model.AffinityRemote:
+	default:
+		return usable(refs)
+	}
+	var pick []BackendRef
+	for _, r := range refs {
+		if r.State == Active && (r.Cluster == "") == local {
+			pick = append(pick, r)
+		}
+	}
+	if len(pick) == 0 {
+		return usable(refs)
+	}
+	return usable(pick)
 }
 
 // localTo returns the usable backends on node.

@@ -46,6 +46,8 @@ type Service struct {
 	// InternalLocal and ExternalLocal are the traffic policies "Local".
 	InternalLocal bool `json:"internalLocal,omitempty"`
 	ExternalLocal bool `json:"externalLocal,omitempty"`
+	// Mesh is set for a global Service (cluster mesh); zero otherwise.
+	Mesh Global `json:"mesh,omitzero"`
 }
 
 // EndpointPort is a port of an EndpointSlice, named after the service port.
@@ -70,10 +72,36 @@ type EndpointSlice struct {
 	Service   ServiceID      `json:"service,omitempty"`
 	Ports     []EndpointPort `json:"ports,omitempty"`
 	Endpoints []Endpoint     `json:"endpoints,omitempty"`
+	// Cluster is the remote cluster the slice comes from; empty for this
+	// cluster's own.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // Node is a cluster node as load balancing sees it.
 type Node struct {
 	Name string       `json:"name,omitempty"`
 	IPs  []netip.Addr `json:"ips,omitempty"`
+}
+
+// Affinity is a global Service's preference between its own cluster's
+// backends and remote ones.
+type Affinity string
+
+// Affinities.
+const (
+	AffinityNone   Affinity = "none"
+	AffinityLocal  Affinity = "local"
+	AffinityRemote Affinity = "remote"
+)
+
+// Global is a Service's cluster-mesh settings (its annotations).
+type Global struct {
+	// Global merges the backends of the Services of this name and
+	// namespace in every connected cluster.
+	Global bool `json:"global,omitempty"`
+	// Shared offers this cluster's backends to the other clusters
+	// (default true; only meaningful with Global).
+	Shared bool `json:"shared,omitempty"`
+	// Affinity prefers local or remote backends while any is usable.
+	Affinity Affinity `json:"affinity,omitempty"`
 }

@@ -59,8 +59,9 @@ type IdentityController struct {
 }
 
 // NewIdentityController returns the controller; Setup registers it.
-func NewIdentityController(log *slog.Logger, c client.Client, filter identity.Filter, gc time.Duration) *IdentityController {
-	return &IdentityController{log: log, c: c, filter: filter, alloc: identity.NewAllocator(identityStore{c}), GCInterval: gc}
+// Identities are allocated in the range of clusterID (identity.ClusterRange).
+func NewIdentityController(log *slog.Logger, c client.Client, filter identity.Filter, clusterID uint8, gc time.Duration) *IdentityController {
+	return &IdentityController{log: log, c: c, filter: filter, alloc: identity.NewClusterAllocator(identityStore{c}, clusterID), GCInterval: gc}
 }
 
 // Setup registers the pod reconciler and the garbage collector.

@@ -16,12 +16,12 @@ import (
 // The agents enforce such rules as described (it is the datapath's
 // behaviour, not a guess): authentication.mode required on an egress rule,
 // or on an ingress rule with HTTP rules, drops the traffic the rule matches
-// (drop reason "Authentication required"); toFQDNs match no peer; DNS rules
-// other than matchPattern "*" allow their ports for every name; header
-// mismatch actions let the request through unchanged. authentication.mode
-// required on an ingress rule is mutual TLS between the node proxies (where
-// the agents hold SPIFFE identities: mutualAuth; without, it drops too);
-// test-always-fail is not listed: never authenticating is what it asks for.
+// (drop reason "Authentication required"); header mismatch actions let the
+// request through unchanged. toFQDNs and DNS rules are implemented (the
+// agents' DNS proxy). authentication.mode required on an ingress rule is
+// mutual TLS between the node proxies (where the agents hold SPIFFE
+// identities: mutualAuth; without, it drops too); test-always-fail is not
+// listed: never authenticating is what it asks for.
 func unsupportedFields(spec *v1alpha1.Rule, specs []v1alpha1.Rule, mutualAuth bool) []string {
 	var out []string
 	if spec != nil {
@@ -50,10 +50,6 @@ func unsupportedInRule(r *v1alpha1.Rule, path *field.Path, mutualAuth bool) []st
 		p := path.Child("egress").Index(i)
 		out = append(out, unsupportedAuthentication(r.Egress[i].Authentication, p.Child("authentication"),
 			"on an egress rule (only ingress rules can require it)")...)
-		if len(r.Egress[i].ToFQDNs) > 0 {
-			out = append(out, p.Child("toFQDNs").String()+": DNS-based peers are not available yet: "+
-				"toFQDNs match no peer, so traffic to these names is dropped unless another rule allows it")
-		}
 		out = append(out, unsupportedInPorts(r.Egress[i].ToPorts, p.Child("toPorts"))...)
 	}
 	return out
@@ -89,10 +85,6 @@ func unsupportedInPorts(prs []v1alpha1.PortRule, path *field.Path) []string {
 			continue
 		}
 		p := path.Index(i).Child("rules")
-		if len(rules.DNS) > 0 && !everyName(rules.DNS) {
-			out = append(out, p.Child("dns").String()+": DNS rules are not enforced yet: "+
-				"the ports are allowed for every name (only matchPattern \"*\" is enforced as written)")
-		}
 		for j, h := range rules.HTTP {
 			for k, m := range h.HeaderMatches {
 				if m.Mismatch == "" {
@@ -104,17 +96,6 @@ func unsupportedInPorts(prs []v1alpha1.PortRule, path *field.Path) []string {
 		}
 	}
 	return out
-}
-
-// everyName reports whether DNS selectors allow every name, which is what
-// the ports allow today.
-func everyName(sels []v1alpha1.FQDNSelector) bool {
-	for _, s := range sels {
-		if s.MatchPattern == "*" {
-			return true
-		}
-	}
-	return false
 }
 
 // mismatchEffect is what the node proxy does instead of a mismatch action.

@@ -39,10 +39,10 @@ func (b *builder) l7() []L7Rule {
 	}
 	var redirects, allows []contrib
 	for _, c := range b.contribs {
-		switch c.verdict {
-		case Redirect:
+		switch {
+		case c.verdict == Redirect && c.dns == nil:
 			redirects = append(redirects, c)
-		case Allow:
+		case c.verdict == Allow:
 			allows = append(allows, c)
 		}
 	}

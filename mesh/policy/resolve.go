@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/membrane-mesh/membrane/mesh/identity"
 )
@@ -16,11 +17,15 @@ import (
 // safe for concurrent use; build a new one when policies or identities
 // change.
 type Resolver struct {
-	cfg      Config
-	ids      []Identity // by ID
-	cidrs    []CIDRIdentity
-	rules    []compiledRule
-	problems []error
+	cfg   Config
+	ids   []Identity // by ID
+	cidrs []CIDRIdentity
+	// names are the learned DNS names, cidrByPrefix the CIDR identities.
+	names        []LearnedName
+	fqdnSince    map[string]time.Time
+	cidrByPrefix map[netip.Prefix]identity.ID
+	rules        []compiledRule
+	problems     []error
 }
 
 type compiledRule struct {
@@ -38,6 +43,7 @@ type compiledPeerRule struct {
 	peers  []identity.ID // sorted, unique; [0] is every peer
 	ports  []PortRule
 	auth   bool
+	fqdns  []FQDN
 	// authFail: authentication never succeeds (test-always-fail).
 	authFail bool
 }
@@ -51,7 +57,7 @@ func Resolve(ep Endpoint, policies []Policy, ids IdentitySet, cfg Config) Result
 // identities, even those selecting no endpoint of the node, so all Results
 // agree on them.
 func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
-	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities)}
+	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities), names: slices.Clone(ids.Names), fqdnSince: ids.FQDNSince}
 	slices.SortFunc(r.ids, func(a, b Identity) int { return cmp.Compare(a.ID, b.ID) })
 
 	var prefixes []netip.Prefix
@@ -67,7 +73,12 @@ func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 			}
 		}
 	}
+	prefixes = append(prefixes, fqdnPrefixes(policies, ids.Names, ids.FQDNSince)...)
 	r.cidrs = allocateCIDRs(prefixes, ids.CIDRs)
+	r.cidrByPrefix = make(map[netip.Prefix]identity.ID, len(r.cidrs))
+	for _, c := range r.cidrs {
+		r.cidrByPrefix[c.Prefix] = c.ID
+	}
 
 	for _, p := range policies {
 		for i, rule := range p.Rules {
@@ -112,7 +123,7 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 	} {
 		for j, pr := range l.list {
 			o := fmt.Sprintf("%s %s[%d]", origin, l.name, j)
-			peers, problems := r.peers(p.Namespace, pr)
+			peers, problems := r.peers(p, pr)
 			for _, err := range problems {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
 			}
@@ -120,7 +131,7 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, errAuthUnavailable))
 			}
 			c.peerRules = append(c.peerRules, compiledPeerRule{
-				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired,
+				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired, fqdns: pr.FQDNs,
 				authFail: pr.AuthRequired && pr.AuthAlwaysFail,
 			})
 		}
@@ -141,7 +152,8 @@ func reservedInCluster() []identity.ID {
 }
 
 // peers resolves a peer rule's peers to identities.
-func (r *Resolver) peers(namespace string, pr PeerRule) ([]identity.ID, []error) {
+func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
+	namespace := p.Namespace
 	var ids []identity.ID
 	var problems []error
 	for i, s := range pr.Endpoints {
@@ -196,9 +208,9 @@ func (r *Resolver) peers(namespace string, pr PeerRule) ([]identity.ID, []error)
 		}
 		ids = append(ids, cidrPeers(c, r.cidrs)...)
 	}
-	if len(pr.FQDNs) > 0 {
-		problems = append(problems, errors.New("toFQDNs are not supported yet: they match no peer"))
-	}
+	fq, fqProblems := r.fqdnPeers(p, pr.FQDNs)
+	ids = append(ids, fq...)
+	problems = append(problems, fqProblems...)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	if len(ids) > 0 && ids[0] == 0 {
@@ -222,9 +234,13 @@ func (r *Resolver) peers(namespace string, pr PeerRule) ([]identity.ID, []error)
 //     lets through on a redirected port (Cilium's L7 wildcarding).
 //   - Entries with the same key merge: deny beats redirect beats allow;
 //     authentication is required if any allow requires it (never on deny).
-//   - Not enforced yet, and reported: toFQDNs (no peer), DNS rules other
-//     than matchPattern "*" (allowed at L4), authentication (the entries
-//     are flagged, and the datapath drops what they match).
+//   - toFQDNs match the CIDR identities of the addresses learned for the
+//     names they select (see fqdn.go); DNS rules make the entries Redirect
+//     to Config.DNSProxyPort and add DNS rules (Result.DNS), with the same
+//     wildcarding as HTTP. Without a DNS proxy port, DNS rules are reported
+//     and their ports allowed for every name.
+//   - Not enforced yet, and reported: authentication (the entries are
+//     flagged, and the datapath drops what they match).
 //
 // Everything is sorted, so equal inputs give equal Results.
 func (r *Resolver) Resolve(ep Endpoint) Result {
@@ -246,6 +262,9 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 		b.problems = append(b.problems, rule.problems...)
 		for _, pr := range rule.peerRules {
 			b.expand(pr)
+			if pr.dir == Egress && !pr.deny {
+				res.FQDNSelectors = append(res.FQDNSelectors, pr.fqdns...)
+			}
 		}
 	}
 	if res.EnforceIngress && !r.cfg.EnforceHostIngress {
@@ -268,6 +287,11 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 	}
 	res.Rules = b.merge()
 	res.L7 = b.l7()
+	res.DNS = b.dnsRules()
+	slices.SortFunc(res.FQDNSelectors, func(a, b FQDN) int {
+		return cmp.Or(strings.Compare(a.MatchName, b.MatchName), strings.Compare(a.MatchPattern, b.MatchPattern))
+	})
+	res.FQDNSelectors = slices.Compact(res.FQDNSelectors)
 	res.CIDRIdentities = slices.Clone(r.cidrs)
 	res.Problems = dedupErrors(b.problems)
 	return res
@@ -305,7 +329,10 @@ type contrib struct {
 	auth     bool
 	authFail bool
 	http     []HTTPRule // Redirect only
-	origin   string
+	dns      []FQDN     // Redirect to the DNS proxy only
+	// proxyPort is the port of a Redirect.
+	proxyPort uint16
+	origin    string
 }
 
 type builder struct {
@@ -352,9 +379,16 @@ func (b *builder) expand(pr compiledPeerRule) {
 			}
 			pc.verdict = Redirect
 			pc.http = portRule.HTTP
+			pc.proxyPort = b.r.cfg.ProxyPort
 		}
-		if !pr.deny && len(portRule.DNS) > 0 && !matchesEveryName(portRule.DNS) {
-			b.problem(where, "DNS rules are not enforced yet: the ports are allowed for every name")
+		if !pr.deny && len(portRule.DNS) > 0 && len(portRule.HTTP) == 0 {
+			if b.r.cfg.DNSProxyPort != 0 {
+				pc.verdict = Redirect
+				pc.dns = portRule.DNS
+				pc.proxyPort = b.r.cfg.DNSProxyPort
+			} else if !matchesEveryName(portRule.DNS) {
+				b.problem(where, "DNS rules need the DNS proxy, which is not configured: the ports are allowed for every name")
+			}
 		}
 		for k, port := range portRule.Ports {
 			b.expandPort(pr, pc, fmt.Sprintf("%s.ports[%d]", where, k), port)
@@ -375,7 +409,7 @@ func matchesEveryName(sels []FQDN) bool {
 func (b *builder) expandPort(pr compiledPeerRule, c contrib, where string, port Port) {
 	badL7 := false
 	emit := func(remote identity.ID, proto Proto, p, end uint16) bool {
-		if c.verdict == Redirect && proto != TCP {
+		if c.verdict == Redirect && (c.dns == nil && proto != TCP || c.dns != nil && proto != TCP && proto != UDP && proto != Any) {
 			badL7 = true
 			return false
 		}
@@ -384,7 +418,10 @@ func (b *builder) expandPort(pr compiledPeerRule, c contrib, where string, port 
 		return true
 	}
 	defer func() {
-		if badL7 {
+		switch {
+		case badL7 && c.dns != nil:
+			b.problem(where, "DNS rules need protocol UDP, TCP or ANY: skipped")
+		case badL7:
 			b.problem(where, "HTTP rules need protocol TCP: skipped")
 		}
 	}()
@@ -465,7 +502,7 @@ func (b *builder) merge() []DatapathRule {
 		if !ok {
 			d = &DatapathRule{
 				Direction: c.key.dir, RemoteIdentity: c.key.remote, Proto: c.key.proto,
-				Port: c.key.port, EndPort: c.key.endPort, Verdict: c.verdict,
+				Port: c.key.port, EndPort: c.key.endPort, Verdict: c.verdict, ProxyPort: c.proxyPort,
 			}
 			byKey[c.key] = d
 		}
@@ -473,6 +510,10 @@ func (b *builder) merge() []DatapathRule {
 		case c.verdict == Deny || d.Verdict == Deny:
 			d.Verdict = Deny
 		case c.verdict == Redirect:
+			// A DNS redirect wins over an HTTP one of the same key.
+			if d.Verdict != Redirect || c.dns != nil {
+				d.ProxyPort = c.proxyPort
+			}
 			d.Verdict = Redirect
 		}
 		d.AuthRequired = d.AuthRequired || c.auth
@@ -484,8 +525,8 @@ func (b *builder) merge() []DatapathRule {
 		if d.Verdict == Deny {
 			d.AuthRequired, d.AuthAlwaysFail = false, false
 		}
-		if d.Verdict == Redirect {
-			d.ProxyPort = b.r.cfg.ProxyPort
+		if d.Verdict != Redirect {
+			d.ProxyPort = 0
 		}
 		slices.Sort(d.Origins)
 		d.Origins = slices.Compact(d.Origins)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -71,6 +72,10 @@ type goldenInput struct {
 	Policies []json.RawMessage `json:"policies"`
 	// Traces are flows between identities to decide with Trace.
 	Traces []goldenTrace `json:"traces,omitempty"`
+	// Names are what the DNS proxy learned, FQDNSince when the selectors
+	// appeared.
+	Names     []policy.LearnedName `json:"names,omitempty"`
+	FQDNSince map[string]time.Time `json:"fqdnSince,omitempty"`
 }
 
 type goldenOutput struct {
@@ -135,7 +140,7 @@ func runGolden(t *testing.T, input goldenInput) goldenOutput {
 			policies = append(policies, p)
 		}
 	}
-	var ids policy.IdentitySet
+	ids := policy.IdentitySet{Names: input.Names, FQDNSince: input.FQDNSince}
 	endpoints := map[identity.ID]policy.Endpoint{}
 	for _, g := range input.Identities {
 		id := g.identity()

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/membrane-mesh/membrane/mesh/model"
 
@@ -106,7 +107,8 @@ type CIDRRule struct {
 	Except []netip.Prefix `json:"except,omitempty"`
 }
 
-// FQDN matches peers by DNS name (not resolved yet: see Resolve).
+// FQDN matches peers, or DNS questions, by DNS name: MatchName exactly,
+// MatchPattern with Cilium's wildcards (mesh/fqdn/matchpattern).
 type FQDN struct {
 	MatchName    string `json:"matchName,omitempty"`
 	MatchPattern string `json:"matchPattern,omitempty"`
@@ -119,7 +121,8 @@ type PortRule struct {
 	// HTTP rules send the flows through the L7 proxy (verdict Redirect),
 	// which lets a request pass when it matches one of them.
 	HTTP []HTTPRule `json:"http,omitempty"`
-	// DNS rules are not enforced yet: the ports are allowed at L4.
+	// DNS rules send the flows through the DNS proxy (verdict Redirect),
+	// which lets a question pass when one of them matches its name.
 	DNS []FQDN `json:"dns,omitempty"`
 }
 
@@ -189,6 +192,13 @@ type IdentitySet struct {
 	// or Resolver.CIDRIdentities): prefixes still in use keep their number.
 	// Optional; the allocation is deterministic without it.
 	CIDRs []CIDRIdentity `json:"cidrs,omitempty"`
+	// Names are what the DNS proxy learned: toFQDNs selectors match the
+	// addresses of the names they select.
+	Names []LearnedName `json:"names,omitempty"`
+	// FQDNSince is when each policy's toFQDNs selector (by SinceKey)
+	// appeared on the node: it admits only names learned since (see
+	// LearnedName).
+	FQDNSince map[string]time.Time `json:"fqdnSince,omitempty"`
 }
 
 // Config is the node's configuration of the resolver.
@@ -196,6 +206,10 @@ type Config struct {
 	// ProxyPort is the L7 proxy's port, the ProxyPort of Redirect rules.
 	// Without it, rules with HTTP rules are skipped (and reported).
 	ProxyPort uint16 `json:"proxyPort,omitempty"`
+	// DNSProxyPort is the DNS proxy's port, the ProxyPort of Redirect
+	// rules with DNS rules. Without it, DNS rules are reported and their
+	// ports allowed for every name.
+	DNSProxyPort uint16 `json:"dnsProxyPort,omitempty"`
 	// EnforceHostIngress subjects traffic from the local node (identity
 	// host) to policy like any peer. By default (false, Cilium's
 	// allow-localhost) an endpoint enforcing ingress still accepts it, so
@@ -235,6 +249,12 @@ type Result struct {
 	CIDRIdentities []CIDRIdentity `json:"cidrIdentities,omitempty"`
 	// L7 are the rules the L7 proxy enforces on redirected flows.
 	L7 []L7Rule `json:"l7,omitempty"`
+	// DNS are the rules the DNS proxy enforces on redirected flows.
+	DNS []DNSRule `json:"dns,omitempty"`
+	// FQDNSelectors are the toFQDNs selectors of the egress rules selecting
+	// the endpoint: the DNS proxy learns the answers to its questions for
+	// names they match. Sorted.
+	FQDNSelectors []FQDN `json:"fqdnSelectors,omitempty"`
 	// Problems are parts of policies that could not be applied to this
 	// endpoint; the rest is applied.
 	Problems []error `json:"-"`

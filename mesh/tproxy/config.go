@@ -41,9 +41,12 @@ const (
 	DefaultRulePriority = 9
 )
 
-// Config describes the plumbing for one transparent proxy listener.
+// Config describes the plumbing for the node's transparent proxy
+// listeners: the L7 proxy's (TCP) and any Extra ones, e.g. the DNS proxy's
+// (UDP and TCP), each selected by its own to-proxy mark.
 type Config struct {
-	// Port is the proxy's transparent listener port, e.g. 15001.
+	// Port is the L7 proxy's transparent listener port, e.g. 15001; 0:
+	// none (then Extra must have a listener).
 	Port uint16
 	// ListenAddr is the listener's IPv4 address, e.g. 127.0.0.1.
 	ListenAddr netip.Addr
@@ -59,10 +62,17 @@ type Config struct {
 	Table int
 	// RulePriority is the priority of the ip rule that looks Table up.
 	RulePriority int
-	// MorePorts are further listeners on ListenAddr (e.g. the mutual
-	// authentication proxy's), each reached with the mark
-	// port<<16 | LocalMark.
-	MorePorts []uint16
+	// Extra are further transparent listeners on ListenAddr.
+	Extra []Listener
+}
+
+// Listener is a transparent listener for marked packets of its protocols.
+type Listener struct {
+	Port uint16
+	// ToProxyMark is the exact mark of packets for it, conventionally
+	// Port<<16 | LocalMark.
+	ToProxyMark uint32
+	TCP, UDP    bool
 }
 
 // NewConfig returns the conventional configuration for a proxy listening
@@ -82,8 +92,23 @@ func NewConfig(port uint16) Config {
 // Validate reports every field that cannot work.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Port == 0 {
-		errs = append(errs, errors.New("port must not be 0"))
+	if c.Port == 0 && len(c.Extra) == 0 {
+		errs = append(errs, errors.New("port must not be 0 without extra listeners"))
+	}
+	marks := map[uint32]bool{}
+	if c.Port != 0 {
+		marks[c.ToProxyMark] = true
+	}
+	for i, l := range c.Extra {
+		switch {
+		case l.Port == 0:
+			errs = append(errs, fmt.Errorf("extra listener %d: port must not be 0", i))
+		case !l.TCP && !l.UDP:
+			errs = append(errs, fmt.Errorf("extra listener %d (port %d): needs TCP or UDP", i, l.Port))
+		case l.ToProxyMark == 0 || l.ToProxyMark == c.LocalMark || marks[l.ToProxyMark]:
+			errs = append(errs, fmt.Errorf("extra listener %d (port %d): to-proxy mark %#x must be non-zero, differ from the local mark and from the other listeners'", i, l.Port, l.ToProxyMark))
+		}
+		marks[l.ToProxyMark] = true
 	}
 	if !c.ListenAddr.Is4() {
 		errs = append(errs, fmt.Errorf("listen address %q is not IPv4", c.ListenAddr))
@@ -94,13 +119,8 @@ func (c Config) Validate() error {
 	if c.LocalMark == 0 || c.LocalMark&^c.MarkMask != 0 {
 		errs = append(errs, fmt.Errorf("local mark %#x must be non-zero and within mask %#x", c.LocalMark, c.MarkMask))
 	}
-	if c.ToProxyMark == 0 || c.ToProxyMark == c.LocalMark {
+	if c.Port != 0 && (c.ToProxyMark == 0 || c.ToProxyMark == c.LocalMark) {
 		errs = append(errs, fmt.Errorf("to-proxy mark %#x must be non-zero and differ from the local mark", c.ToProxyMark))
-	}
-	for _, p := range c.MorePorts {
-		if p == 0 || p == c.Port {
-			errs = append(errs, fmt.Errorf("further port %d must be non-zero and differ from port %d", p, c.Port))
-		}
 	}
 	// 253, 254 and 255 are the kernel's default, main and local tables.
 	if c.Table <= 0 || c.Table >= 253 && c.Table <= 255 || int64(c.Table) > 1<<32-1 {

@@ -18,6 +18,9 @@ func TestNewConfigIsValid(t *testing.T) {
 func TestValidate(t *testing.T) {
 	for name, mutate := range map[string]func(*Config){
 		"zero port":              func(c *Config) { c.Port = 0 },
+		"extra zero port":        func(c *Config) { c.Extra = []Listener{{ToProxyMark: 0x27150200, UDP: true}} },
+		"extra no protocol":      func(c *Config) { c.Extra = []Listener{{Port: 10005, ToProxyMark: 0x27150200}} },
+		"extra same mark":        func(c *Config) { c.Extra = []Listener{{Port: 10005, ToProxyMark: c.ToProxyMark, UDP: true}} },
 		"no listen address":      func(c *Config) { c.ListenAddr = netip.Addr{} },
 		"IPv6 listen address":    func(c *Config) { c.ListenAddr = netip.IPv6Loopback() },
 		"zero mask":              func(c *Config) { c.MarkMask = 0 },
@@ -30,8 +33,6 @@ func TestValidate(t *testing.T) {
 		"local table":            func(c *Config) { c.Table = 255 },
 		"zero priority":          func(c *Config) { c.RulePriority = 0 },
 		"main rule priority":     func(c *Config) { c.RulePriority = 32766 },
-		"further port zero":      func(c *Config) { c.MorePorts = []uint16{0} },
-		"further port is port":   func(c *Config) { c.MorePorts = []uint16{15001} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := NewConfig(15001)
@@ -40,5 +41,17 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate(%+v) = nil, want an error", c)
 			}
 		})
+	}
+}
+
+func TestValidateExtraOnly(t *testing.T) {
+	c := NewConfig(15001)
+	c.Port, c.ToProxyMark = 0, 0
+	c.Extra = []Listener{{Port: 10053, ToProxyMark: 10053<<16 | DefaultLocalMark, TCP: true, UDP: true}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(ruleExprs(c)); got != 3 {
+		t.Errorf("%d rules, want 3 (return to proxy, DNS over TCP and UDP)", got)
 	}
 }

@@ -64,7 +64,7 @@ func deleteTable() (deleted bool, err error) {
 //
 //	meta l4proto tcp socket transparent 1 meta mark set mark & ~MarkMask | LocalMark
 //	meta mark ToProxyMark meta l4proto tcp tproxy ip to ListenAddr:Port meta mark set LocalMark
-//	(the same for each of MorePorts, with its mark)
+//	(the same for each Extra listener and each of its protocols)
 //
 // The first routes replies for the proxy's transparent upstream sockets
 // (bound to addresses that are not local) to the local table; the second
@@ -91,23 +91,33 @@ func ruleExprs(c Config) [][]expr.Any {
 		},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	)
-	addr := c.ListenAddr.As4()
-	toProxy := func(mark uint32, port uint16) []expr.Any {
-		r := append([]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
-		}, tcp...)
-		return append(r,
-			&expr.Immediate{Register: 1, Data: addr[:]},
-			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(port)},
-			&expr.TProxy{Family: unix.NFPROTO_IPV4, TableFamily: unix.NFPROTO_IPV4, RegAddr: 1, RegPort: 2},
-			&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(c.LocalMark)},
-			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-		)
+	out := [][]expr.Any{returnToProxy}
+	if c.Port != 0 {
+		out = append(out, toProxyExprs(c, c.ToProxyMark, unix.IPPROTO_TCP, c.Port))
 	}
-	out := [][]expr.Any{returnToProxy, toProxy(c.ToProxyMark, c.Port)}
-	for _, p := range c.MorePorts {
-		out = append(out, toProxy(uint32(p)<<16|c.LocalMark, p))
+	for _, l := range c.Extra {
+		if l.TCP {
+			out = append(out, toProxyExprs(c, l.ToProxyMark, unix.IPPROTO_TCP, l.Port))
+		}
+		if l.UDP {
+			out = append(out, toProxyExprs(c, l.ToProxyMark, unix.IPPROTO_UDP, l.Port))
+		}
 	}
 	return out
+}
+
+// toProxyExprs: meta mark <mark> meta l4proto <proto> tproxy ip to ListenAddr:<port> meta mark set LocalMark.
+func toProxyExprs(c Config, mark uint32, proto byte, port uint16) []expr.Any {
+	addr := c.ListenAddr.As4()
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Immediate{Register: 1, Data: addr[:]},
+		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.TProxy{Family: unix.NFPROTO_IPV4, TableFamily: unix.NFPROTO_IPV4, RegAddr: 1, RegPort: 2},
+		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(c.LocalMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	}
 }

@@ -29,8 +29,11 @@ work (kubeProxyReplacement): in-cluster config reads these variables. */}}
 value at fault. */}}
 {{- define "membrane.validate" -}}
 {{- $na := "is not available in this version of Membrane; remove it or set it to false" }}
-{{- if .Values.gatewayAPI.enabled }}
-{{- fail (printf "gatewayAPI.enabled=true: Gateway API support %s" $na) }}
+{{- if and .Values.gatewayAPI.enabled (not .Values.l7Proxy) }}
+{{- fail "gatewayAPI.enabled=true: needs l7Proxy=true (the node Envoys serve the Gateways)" }}
+{{- end }}
+{{- if and .Values.gatewayAPI.enabled (not .Values.gatewayAPI.addressPool) }}
+{{- fail "gatewayAPI.addressPool: required with gatewayAPI.enabled=true (a CIDR or first-last range the Gateways' addresses come from)" }}
 {{- end }}
 {{- if .Values.ingressController.enabled }}
 {{- fail (printf "ingressController.enabled=true: the Ingress controller %s" $na) }}

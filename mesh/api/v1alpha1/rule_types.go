@@ -359,9 +359,12 @@ type FQDNSelector struct {
 	// +kubebuilder:validation:Pattern=`^([-a-zA-Z0-9_]+[.]?)+$`
 	MatchName string `json:"matchName,omitempty"`
 
-	// MatchPattern matches DNS names with wildcards: "*" matches any run of
-	// DNS characters within a label; a leading "*." matches subdomains of
-	// one level; "*" alone matches every name.
+	// MatchPattern matches DNS names with wildcards (case-insensitive; a
+	// trailing dot is implied): "*" matches any run of DNS characters
+	// within a label, so a leading "*." matches subdomains of one level
+	// ("*.example.com" matches "a.example.com", not "example.com"); a
+	// leading "**." matches subdomains of any depth; "*" alone matches
+	// every name. "**" elsewhere is refused.
 	// +optional
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:Pattern=`^([-a-zA-Z0-9_*]+[.]?)+$`

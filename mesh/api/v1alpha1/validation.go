@@ -11,6 +11,8 @@ import (
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/membrane-mesh/membrane/mesh/fqdn/matchpattern"
 )
 
 // maxPortsPerRule is Cilium's limit of ports in one toPorts entry.
@@ -400,22 +402,6 @@ func validHeaderValue(s string) bool {
 	return true
 }
 
-// validDNSName reports whether s is what Cilium's matchName (star false) or
-// matchPattern (star true) accept: labels of letters, digits, '-', '_' (and
-// '*'), separated by single dots, an optional trailing dot, 255 at most.
-func validDNSName(s string, star bool) bool {
-	if s == "" || len(s) > 255 || s[0] == '.' || strings.Contains(s, "..") {
-		return false
-	}
-	for _, c := range []byte(s) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || star && c == '*'
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
 func validateFQDN(s *FQDNSelector, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	switch {
@@ -424,11 +410,15 @@ func validateFQDN(s *FQDNSelector, p *field.Path) field.ErrorList {
 	case s.MatchName != "" && s.MatchPattern != "":
 		errs = append(errs, field.Forbidden(p.Child("matchPattern"), "only one of matchName and matchPattern may be set"))
 	}
-	if s.MatchName != "" && !validDNSName(s.MatchName, false) {
-		errs = append(errs, field.Invalid(p.Child("matchName"), s.MatchName, "must be a DNS name of at most 255 characters (letters, digits, '-', '_', '.')"))
+	if s.MatchName != "" {
+		if err := matchpattern.ValidateName(s.MatchName); err != nil {
+			errs = append(errs, field.Invalid(p.Child("matchName"), s.MatchName, err.Error()))
+		}
 	}
-	if s.MatchPattern != "" && !validDNSName(s.MatchPattern, true) {
-		errs = append(errs, field.Invalid(p.Child("matchPattern"), s.MatchPattern, "must be a DNS name pattern of at most 255 characters (letters, digits, '-', '_', '.', '*')"))
+	if s.MatchPattern != "" {
+		if err := matchpattern.ValidatePattern(s.MatchPattern); err != nil {
+			errs = append(errs, field.Invalid(p.Child("matchPattern"), s.MatchPattern, err.Error()))
+		}
 	}
 	return errs
 }

@@ -169,7 +169,7 @@ func TestRuleValidate(t *testing.T) {
 
 		// DNS rules and FQDNs.
 		{name: "dns and fqdns", rule: Rule{Egress: []EgressRule{
-			egressPorts(dnsRules(FQDNSelector{MatchName: "cilium.io"}, FQDNSelector{MatchPattern: "*.cilium.io"}, FQDNSelector{MatchPattern: "*"}),
+			egressPorts(dnsRules(FQDNSelector{MatchName: "cilium.io"}, FQDNSelector{MatchPattern: "*.cilium.io"}, FQDNSelector{MatchPattern: "*"}, FQDNSelector{MatchPattern: "**.cilium.io"}),
 				PortProtocol{Port: "53", Protocol: ProtoAny}),
 			{ToFQDNs: []FQDNSelector{{MatchName: "my-remote-service.com."}, {MatchPattern: "special*service.api.cilium.io"}, {MatchName: "_srv._tcp.example.com"}}},
 		}}},
@@ -186,6 +186,13 @@ func TestRuleValidate(t *testing.T) {
 			want: []string{
 				"Forbidden spec.egress[0].toFQDNs[1].matchPattern", "Invalid spec.egress[0].toFQDNs[2].matchName", "Invalid spec.egress[0].toFQDNs[3].matchPattern",
 				"Invalid spec.egress[0].toFQDNs[4].matchName", "Invalid spec.egress[0].toFQDNs[5].matchName", "Required spec.egress[0].toFQDNs[0]",
+			}},
+		{name: "bad dns rule selectors", rule: Rule{Egress: []EgressRule{egressPorts(dnsRules(
+			FQDNSelector{MatchPattern: "a.**.com"}, FQDNSelector{MatchPattern: "*.com "}, FQDNSelector{MatchName: "a b.com"}, FQDNSelector{MatchPattern: "**.cilium.io"}),
+			PortProtocol{Port: "53", Protocol: ProtoUDP})}},
+			want: []string{
+				"Invalid spec.egress[0].toPorts[0].rules.dns[0].matchPattern", "Invalid spec.egress[0].toPorts[0].rules.dns[1].matchPattern",
+				"Invalid spec.egress[0].toPorts[0].rules.dns[2].matchName",
 			}},
 
 		// Authentication.
@@ -213,6 +220,22 @@ func TestRuleValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFQDNErrorDetail checks that an FQDN selector's error says what is
+// wrong with it, not only which field.
+func TestFQDNErrorDetail(t *testing.T) {
+	r := Rule{EndpointSelector: &metav1.LabelSelector{}, Egress: []EgressRule{{ToFQDNs: []FQDNSelector{{MatchPattern: "a.**.com"}, {MatchName: "ex ample.com"}}}}}
+	errs := r.Validate()
+	if len(errs) != 2 {
+		t.Fatalf("%d errors, want 2: %v", len(errs), errs)
+	}
+	for i, want := range []string{`spec.egress[0].toFQDNs[0].matchPattern: Invalid value: "a.**.com": "**" in label "**": "**" is only allowed as the whole first label`,
+		`spec.egress[0].toFQDNs[1].matchName: Invalid value: "ex ample.com": invalid character ' ' at offset 2`} {
+		if !strings.Contains(errs[i].Error(), want) {
+			t.Errorf("error %q, want it to contain %q", errs[i].Error(), want)
+		}
 	}
 }
 

@@ -159,6 +159,8 @@ func Hosts(f flow.Flow) (src, dst string) {
 func host(ip netip.Addr, port uint16, ep flow.Endpoint) string {
 	var h string
 	switch {
+	case ep.PodName != "" && ep.Namespace != "" && ep.Cluster != "":
+		h = ep.Cluster + "/" + ep.Namespace + "/" + ep.PodName // a remote cluster's pod
 	case ep.PodName != "" && ep.Namespace != "":
 		h = ep.Namespace + "/" + ep.PodName
 	case ep.PodName != "":
@@ -194,6 +196,9 @@ func Type(f flow.Flow) string {
 		if f.L7.HTTP != nil {
 			proto = "http"
 		}
+		if f.L7.DNS != nil {
+			proto = "dns"
+		}
 		return proto + "-" + string(f.L7.Type)
 	case f.TracePoint != "":
 		return f.TracePoint
@@ -205,6 +210,9 @@ func Type(f flow.Flow) string {
 // EchoRequest", or an HTTP request line ("HTTP/1.1 GET http://host/path",
 // "HTTP/1.1 200 12ms (GET http://host/path)").
 func Summary(f flow.Flow) string {
+	if f.L7 != nil && f.L7.DNS != nil {
+		return dnsSummary(f.L7.DNS)
+	}
 	if f.L7 != nil && f.L7.HTTP != nil {
 		h := f.L7.HTTP
 		req := h.Method + " http://" + h.Host + h.Path
@@ -275,4 +283,19 @@ func join(fs []Format) string {
 		s[i] = string(f)
 	}
 	return strings.Join(s, ", ")
+}
+
+// dnsSummary is Hubble's DNS summary: "DNS Answer RCode: REFUSED
+// (Proxy other.example.com. A)", "DNS Answer "198.19.1.11" TTL: 30
+// (Proxy api.example.com. A)".
+func dnsSummary(d *flow.DNS) string {
+	q := fmt.Sprintf("(Proxy %s %s)", d.Query, strings.Join(d.QTypes, ","))
+	if d.RCode != "NOERROR" {
+		return "DNS Answer RCode: " + d.RCode + " " + q
+	}
+	ips := make([]string, len(d.IPs))
+	for i, ip := range d.IPs {
+		ips[i] = ip.String()
+	}
+	return fmt.Sprintf("DNS Answer %q TTL: %d %s", strings.Join(ips, ","), d.TTL, q)
 }

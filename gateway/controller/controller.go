@@ -1,0 +1,334 @@
+// Package controller is the operator's Gateway API controller: it keeps
+// Membrane's GatewayClass, assigns Gateways their addresses from the pool
+// (LB IPAM) and writes the status of every GatewayClass, Gateway and
+// HTTPRoute of Membrane's, as gateway/translate computes it. The node
+// agents serve the same translation; this controller only writes status.
+//
+// It reconciles the whole Gateway API state in one pass (one work item):
+// routes, Gateways and their references depend on each other, and the
+// number of Gateways of a cluster is small.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/membrane-mesh/membrane/gateway/ipam"
+	"github.com/membrane-mesh/membrane/gateway/translate"
+)
+
+// Config is the controller's configuration.
+type Config struct {
+	// ClassName is the GatewayClass the controller creates when missing
+	// ("" creates none; every class with Membrane's controllerName is
+	// served either way).
+	ClassName string
+	// Pool is where Gateway addresses come from.
+	Pool ipam.Pool
+}
+
+// Reconciler is the controller.
+type Reconciler struct {
+	log *slog.Logger
+	c   client.Client
+	cfg Config
+	now func() time.Time
+	// tlsRoutes: the cluster serves TLSRoutes (experimental CRDs), seen
+	// at Setup.
+	tlsRoutes bool
+}
+
+// New returns the controller; Setup registers it with a manager.
+func New(log *slog.Logger, c client.Client, cfg Config) *Reconciler {
+	return &Reconciler{log: log, c: c, cfg: cfg, now: time.Now}
+}
+
+// workItem is the one work item: every change reconciles everything.
+func workItem() reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Name: "gateway-api"}}
+}
+
+// Setup watches every kind the translation reads.
+func (r *Reconciler) Setup(mgr ctrl.Manager) error {
+	enqueue := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{workItem()}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("gateway-api")
+	watched := []client.Object{
+		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
+		&corev1.Namespace{}, &corev1.Service{}, &corev1.Secret{},
+	}
+	// TLSRoutes come with the experimental CRDs only.
+	_, err := mgr.GetRESTMapper().RESTMapping(gwv1alpha2.SchemeGroupVersion.WithKind("TLSRoute").GroupKind(), gwv1alpha2.SchemeGroupVersion.Version)
+	if r.tlsRoutes = err == nil; r.tlsRoutes {
+		watched = append(watched, &gwv1alpha2.TLSRoute{})
+	}
+	r.log.Info("gateway api kinds", "tlsRoutes", r.tlsRoutes)
+	for _, obj := range watched {
+		b = b.Watches(obj, enqueue)
+	}
+	if err := b.Complete(r); err != nil {
+		return fmt.Errorf("set up gateway api controller: %w", err)
+	}
+	return nil
+}
+
+// Reconcile assigns addresses and writes every status that differs.
+func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	if err := r.ensureClass(ctx); err != nil {
+		return ctrl.Result{}, err
+	}
+	in, err := r.input(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	_, st := translate.Build(in)
+	var errs []error
+	for _, s := range st.GatewayClasses {
+		errs = append(errs, r.writeClass(ctx, s))
+	}
+	for _, s := range st.Gateways {
+		errs = append(errs, r.writeGateway(ctx, s))
+	}
+	for _, s := range st.HTTPRoutes {
+		errs = append(errs, r.writeRoute(ctx, s))
+	}
+	for _, s := range st.GRPCRoutes {
+		errs = append(errs, r.writeGRPCRoute(ctx, s))
+	}
+	for _, s := range st.TLSRoutes {
+		errs = append(errs, r.writeTLSRoute(ctx, s))
+	}
+	return ctrl.Result{}, errors.Join(errs...)
+}
+
+func (r *Reconciler) ensureClass(ctx context.Context) error {
+	if r.cfg.ClassName == "" {
+		return nil
+	}
+	var gc gwv1.GatewayClass
+	err := r.c.Get(ctx, types.NamespacedName{Name: r.cfg.ClassName}, &gc)
+	if err == nil || !apierrors.IsNotFound(err) {
+		return client.IgnoreNotFound(err)
+	}
+	desc := "Gateways served by the Membrane node Envoys"
+	gc = gwv1.GatewayClass{
+		ObjectMeta: metav1.ObjectMeta{Name: r.cfg.ClassName, Labels: map[string]string{"app.kubernetes.io/managed-by": "membrane-operator"}},
+		Spec:       gwv1.GatewayClassSpec{ControllerName: translate.ControllerName, Description: &desc},
+	}
+	if err := r.c.Create(ctx, &gc); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create GatewayClass %s: %w", r.cfg.ClassName, err)
+	}
+	r.log.Info("GatewayClass created", "name", r.cfg.ClassName)
+	return nil
+}
+
+// input lists everything the translation reads and assigns the addresses.
+func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
+	var (
+		classes  gwv1.GatewayClassList
+		gws      gwv1.GatewayList
+		routes   gwv1.HTTPRouteList
+		grpc     gwv1.GRPCRouteList
+		grants   gwv1beta1.ReferenceGrantList
+		nss      corev1.NamespaceList
+		services corev1.ServiceList
+		secrets  corev1.SecretList
+	)
+	for _, l := range []client.ObjectList{&classes, &gws, &routes, &grpc, &grants, &nss, &services, &secrets} {
+		if err := r.c.List(ctx, l); err != nil {
+			return translate.Input{}, fmt.Errorf("list %T: %w", l, err)
+		}
+	}
+	var tls gwv1alpha2.TLSRouteList
+	if r.tlsRoutes {
+		if err := r.c.List(ctx, &tls); err != nil {
+			return translate.Input{}, fmt.Errorf("list TLSRoutes: %w", err)
+		}
+	}
+	in := translate.Input{
+		TLSRoutes: tls.Items, TLSRoutesServed: r.tlsRoutes,
+		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items, GRPCRoutes: grpc.Items,
+		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items, Secrets: secrets.Items,
+	}
+	ours := map[string]bool{}
+	for _, gc := range classes.Items {
+		ours[gc.Name] = gc.Spec.ControllerName == translate.ControllerName
+	}
+	current := translate.AddressesFromStatus(gws.Items)
+	var req []ipam.Gateway
+	for _, gw := range gws.Items {
+		if !ours[string(gw.Spec.GatewayClassName)] {
+			continue
+		}
+		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		g := ipam.Gateway{Name: nn, Current: current[nn], Created: gw.CreationTimestamp.UnixNano()}
+		for _, a := range gw.Spec.Addresses {
+			if ip, err := netip.ParseAddr(a.Value); err == nil && (a.Type == nil || *a.Type == gwv1.IPAddressType) {
+				g.Requested = ip
+				break
+			}
+		}
+		req = append(req, g)
+	}
+	res := ipam.Assign(r.cfg.Pool, req)
+	for nn, p := range res.Problems {
+		r.log.Warn("no address for gateway", "gateway", nn, "reason", p)
+	}
+	in.Addresses = res.Addresses
+	return in, nil
+}
+
+func (r *Reconciler) writeClass(ctx context.Context, s translate.GatewayClassStatus) error {
+	var gc gwv1.GatewayClass
+	if err := r.c.Get(ctx, types.NamespacedName{Name: s.Name}, &gc); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	want := gc.Status.DeepCopy()
+	want.Conditions = r.mergeConditions(gc.Status.Conditions, s.Status.Conditions)
+	want.SupportedFeatures = s.Status.SupportedFeatures
+	if equality.Semantic.DeepEqual(&gc.Status, want) {
+		return nil
+	}
+	gc.Status = *want
+	if err := r.c.Status().Update(ctx, &gc); err != nil {
+		return fmt.Errorf("update GatewayClass %s status: %w", gc.Name, err)
+	}
+	return nil
+}
+
+func (r *Reconciler) writeGateway(ctx context.Context, s translate.GatewayStatus) error {
+	var gw gwv1.Gateway
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &gw); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	want := s.Status.DeepCopy()
+	want.Conditions = r.mergeConditions(gw.Status.Conditions, want.Conditions)
+	for i := range want.Listeners {
+		var old []metav1.Condition
+		for _, o := range gw.Status.Listeners {
+			if o.Name == want.Listeners[i].Name {
+				old = o.Conditions
+			}
+		}
+		want.Listeners[i].Conditions = r.mergeConditions(old, want.Listeners[i].Conditions)
+	}
+	if equality.Semantic.DeepEqual(&gw.Status, want) {
+		return nil
+	}
+	gw.Status = *want
+	if err := r.c.Status().Update(ctx, &gw); err != nil {
+		return fmt.Errorf("update Gateway %s/%s status: %w", gw.Namespace, gw.Name, err)
+	}
+	r.log.Info("gateway status updated", "gateway", s.Namespace+"/"+s.Name, "addresses", len(want.Addresses))
+	return nil
+}
+
+func (r *Reconciler) writeRoute(ctx context.Context, s translate.RouteStatus) error {
+	var rt gwv1.HTTPRoute
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	parents := r.mergeParents(rt.Status.Parents, s.Parents)
+	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
+		return nil
+	}
+	rt.Status.Parents = parents
+	if err := r.c.Status().Update(ctx, &rt); err != nil {
+		return fmt.Errorf("update HTTPRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
+	}
+	return nil
+}
+
+func (r *Reconciler) writeGRPCRoute(ctx context.Context, s translate.RouteStatus) error {
+	var rt gwv1.GRPCRoute
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	parents := r.mergeParents(rt.Status.Parents, s.Parents)
+	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
+		return nil
+	}
+	rt.Status.Parents = parents
+	if err := r.c.Status().Update(ctx, &rt); err != nil {
+		return fmt.Errorf("update GRPCRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
+	}
+	return nil
+}
+
+func (r *Reconciler) writeTLSRoute(ctx context.Context, s translate.RouteStatus) error {
+	var rt gwv1alpha2.TLSRoute
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	parents := r.mergeParents(rt.Status.Parents, s.Parents)
+	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
+		return nil
+	}
+	rt.Status.Parents = parents
+	if err := r.c.Status().Update(ctx, &rt); err != nil {
+		return fmt.Errorf("update TLSRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
+	}
+	return nil
+}
+
+// mergeParents keeps the parent statuses of other controllers and replaces
+// Membrane's with want, keeping transition times.
+func (r *Reconciler) mergeParents(old, want []gwv1.RouteParentStatus) []gwv1.RouteParentStatus {
+	var parents []gwv1.RouteParentStatus
+	for _, p := range old {
+		if p.ControllerName != translate.ControllerName {
+			parents = append(parents, p) // another controller's
+		}
+	}
+	for _, p := range want {
+		var prev []metav1.Condition
+		for _, o := range old {
+			if o.ControllerName == translate.ControllerName && equality.Semantic.DeepEqual(o.ParentRef, p.ParentRef) {
+				prev = o.Conditions
+			}
+		}
+		p.Conditions = r.mergeConditions(prev, p.Conditions)
+		parents = append(parents, p)
+	}
+	return parents
+}
+
+// mergeConditions returns want with the transition times of old where a
+// condition keeps its status, now otherwise; conditions of old of other
+// types are kept after them.
+func (r *Reconciler) mergeConditions(old, want []metav1.Condition) []metav1.Condition {
+	out := make([]metav1.Condition, 0, len(want))
+	now := metav1.NewTime(r.now().Truncate(time.Second))
+	for _, c := range want {
+		c.LastTransitionTime = now
+		if o := meta.FindStatusCondition(old, c.Type); o != nil && o.Status == c.Status {
+			c.LastTransitionTime = o.LastTransitionTime
+		}
+		out = append(out, c)
+	}
+	for _, o := range old {
+		if meta.FindStatusCondition(want, o.Type) == nil {
+			out = append(out, o)
+		}
+	}
+	return out
+}

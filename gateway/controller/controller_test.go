@@ -1,0 +1,107 @@
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/membrane-mesh/membrane/gateway/ipam"
+	"github.com/membrane-mesh/membrane/gateway/translate"
+)
+
+// TestReconcile runs the controller against a fake API: it creates its
+// GatewayClass, gives the Gateway an address from the pool, writes the
+// statuses, keeps another controller's route status and the transition
+// times of conditions that did not change.
+func TestReconcile(t *testing.T) {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, gwv1.Install, gwv1beta1.Install} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := gwv1.PortNumber(80)
+	other := gwv1.RouteParentStatus{ParentRef: gwv1.ParentReference{Name: "elsewhere"}, ControllerName: "example.com/other",
+		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: metav1.Now()}}}
+	c := fake.NewClientBuilder().WithScheme(scheme).
+		WithStatusSubresource(&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}).
+		WithObjects(
+			&gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default", Generation: 1},
+				Spec: gwv1.GatewaySpec{GatewayClassName: "membrane", Listeners: []gwv1.Listener{{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: port}}}},
+			&gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "default", Generation: 1},
+				Spec: gwv1.HTTPRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "web"}}},
+					Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "missing", Port: &port}}}}}}},
+				Status: gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{other}}}},
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+		).Build()
+	pool, err := ipam.ParsePool("10.0.0.10-10.0.0.20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(slog.New(slog.DiscardHandler), c, Config{ClassName: "membrane", Pool: pool})
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return t0 }
+	ctx := context.Background()
+	for range 2 { // the first pass creates the class; the second sees it in the list
+		if _, err := r.Reconcile(ctx, workItem()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var gc gwv1.GatewayClass
+	must(t, c.Get(ctx, types.NamespacedName{Name: "membrane"}, &gc))
+	if gc.Spec.ControllerName != translate.ControllerName || !meta.IsStatusConditionTrue(gc.Status.Conditions, "Accepted") {
+		t.Errorf("GatewayClass %+v", gc)
+	}
+	var gw gwv1.Gateway
+	must(t, c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "web"}, &gw))
+	if len(gw.Status.Addresses) != 1 || gw.Status.Addresses[0].Value != "10.0.0.10" {
+		t.Errorf("gateway addresses %+v, want 10.0.0.10", gw.Status.Addresses)
+	}
+	if !meta.IsStatusConditionTrue(gw.Status.Conditions, "Programmed") {
+		t.Errorf("gateway conditions %+v", gw.Status.Conditions)
+	}
+	var rt gwv1.HTTPRoute
+	must(t, c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "r"}, &rt))
+	if len(rt.Status.Parents) != 2 || rt.Status.Parents[0].ControllerName != "example.com/other" {
+		t.Fatalf("route parents %+v: want the other controller's entry kept, then ours", rt.Status.Parents)
+	}
+	rc := meta.FindStatusCondition(rt.Status.Parents[1].Conditions, "ResolvedRefs")
+	if rc == nil || rc.Status != metav1.ConditionFalse || rc.Reason != "BackendNotFound" || rc.ObservedGeneration != 1 {
+		t.Errorf("ResolvedRefs %+v, want False BackendNotFound of generation 1", rc)
+	}
+
+	// Later, nothing changed: no condition moves its transition time, and
+	// the Gateway keeps its address.
+	r.now = func() time.Time { return t0.Add(time.Hour) }
+	if _, err := r.Reconcile(ctx, workItem()); err != nil {
+		t.Fatal(err)
+	}
+	var again gwv1.Gateway
+	must(t, c.Get(ctx, client.ObjectKeyFromObject(&gw), &again))
+	if got := meta.FindStatusCondition(again.Status.Conditions, "Programmed").LastTransitionTime.Time; !got.Equal(t0) {
+		t.Errorf("Programmed moved to %s", got)
+	}
+	if again.Status.Addresses[0].Value != "10.0.0.10" {
+		t.Errorf("address moved to %s", again.Status.Addresses[0].Value)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

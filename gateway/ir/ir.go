@@ -1,0 +1,195 @@
+// Package ir is the gateway intermediate representation: what the node
+// Envoys must do for the cluster's Gateways and routes, with every
+// Kubernetes reference resolved. gateway/translate builds it from Gateway
+// API objects and renders it to Envoy resources; it holds no Kubernetes
+// types, so both steps are pure and tested apart.
+package ir
+
+import (
+	"net/netip"
+	"time"
+)
+
+// IR is the whole gateway configuration of the cluster (every node serves
+// every Gateway).
+type IR struct {
+	// Listeners are sorted by address and port.
+	Listeners []Listener `json:"listeners,omitempty"`
+	// Clusters are the backends the routes forward to, sorted by name.
+	Clusters []Cluster `json:"clusters,omitempty"`
+}
+
+// Protocol is a listener's protocol.
+type Protocol string
+
+// Protocols.
+const (
+	HTTP  Protocol = "HTTP"
+	HTTPS Protocol = "HTTPS"
+	// TLS is passed through to the backends, chosen by SNI.
+	TLS Protocol = "TLS"
+)
+
+// Listener is one (address, port) of a Gateway: its HTTP listeners merged.
+type Listener struct {
+	// Name is unique: "<namespace>/<gateway>/<port>".
+	Name     string     `json:"name"`
+	Address  netip.Addr `json:"address"`
+	Port     uint16     `json:"port"`
+	Protocol Protocol   `json:"protocol"`
+	// Servers: for HTTP one server with every virtual host; for HTTPS one
+	// per Gateway listener, chosen by SNI.
+	Servers []Server `json:"servers"`
+}
+
+// Server is one set of virtual hosts behind one TLS configuration (none for
+// HTTP).
+type Server struct {
+	// Name is the Gateway listener's: "<namespace>/<gateway>/<listener>".
+	Name string `json:"name"`
+	// SNI are the server names it serves (HTTPS; empty: any).
+	SNI []string `json:"sni,omitempty"`
+	// Certificates serve HTTPS.
+	Certificates []Certificate `json:"certificates,omitempty"`
+	// VirtualHosts are sorted by name; Envoy picks the most specific
+	// domain.
+	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+	// Backends take TLS connections whole (TLS passthrough), by weight.
+	Backends []Backend `json:"backends,omitempty"`
+}
+
+// Certificate is a PEM certificate chain and its private key.
+type Certificate struct {
+	// Name is the Secret's "<namespace>/<name>".
+	Name  string `json:"name"`
+	Chain []byte `json:"chain"`
+	Key   []byte `json:"key"`
+}
+
+// VirtualHost is the routes of one hostname.
+type VirtualHost struct {
+	Name string `json:"name"`
+	// Domains are exact names, "*.suffix" wildcards or "*".
+	Domains []string `json:"domains"`
+	// Routes are in the order Envoy tries them (Gateway API precedence).
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Route is one match of one HTTPRoute rule and what to do with it:
+// exactly one of Redirect, DirectResponse and Backends.
+type Route struct {
+	// Name is "<namespace>/<route>/rule/<i>/match/<j>".
+	Name  string `json:"name"`
+	Match Match  `json:"match"`
+
+	RequestHeaders  HeaderModifier `json:"requestHeaders,omitzero"`
+	ResponseHeaders HeaderModifier `json:"responseHeaders,omitzero"`
+
+	Redirect *Redirect `json:"redirect,omitempty"`
+	// Rewrite changes the request on its way to the backends.
+	Rewrite *Rewrite `json:"rewrite,omitempty"`
+	// Timeout bounds the whole request (0: none); BackendTimeout each
+	// request to a backend (0: none).
+	Timeout        time.Duration `json:"timeout,omitempty"`
+	BackendTimeout time.Duration `json:"backendTimeout,omitempty"`
+	// Mirrors get a copy of the requests (responses are dropped).
+	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// DirectResponse answers with this status (500 for a rule whose
+	// backends are all invalid).
+	DirectResponse uint32 `json:"directResponse,omitempty"`
+	// Backends share the requests by weight; an Invalid one answers 500.
+	Backends []Backend `json:"backends,omitempty"`
+}
+
+// PathMatch kinds.
+const (
+	PathExact  = "Exact"
+	PathPrefix = "PathPrefix"
+	// PathRegex matches the whole path with an RE2 regex.
+	PathRegex = "RegularExpression"
+)
+
+// Match matches a request when every field given matches.
+type Match struct {
+	PathType string `json:"pathType"`
+	Path     string `json:"path"`
+	Method   string `json:"method,omitempty"`
+	// Headers and QueryParams match exactly, or by RE2 regex with Regex.
+	Headers     []ValueMatch `json:"headers,omitempty"`
+	QueryParams []ValueMatch `json:"queryParams,omitempty"`
+}
+
+// ValueMatch matches a named value.
+type ValueMatch struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	Regex bool   `json:"regex,omitempty"`
+}
+
+// Header is a header and its value.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// HeaderModifier sets (replaces), adds (appends) and removes headers.
+type HeaderModifier struct {
+	Set    []Header `json:"set,omitempty"`
+	Add    []Header `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// IsZero reports whether m changes nothing.
+func (m HeaderModifier) IsZero() bool {
+	return len(m.Set) == 0 && len(m.Add) == 0 && len(m.Remove) == 0
+}
+
+// Redirect answers with a redirect; unset fields keep the request's.
+type Redirect struct {
+	Scheme   string `json:"scheme,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	Port     uint16 `json:"port,omitempty"`
+	// StatusCode is 301, 302, 303, 307 or 308.
+	StatusCode int `json:"statusCode"`
+	// FullPath replaces the path; PrefixPath replaces the matched prefix.
+	FullPath   *string `json:"fullPath,omitempty"`
+	PrefixPath *string `json:"prefixPath,omitempty"`
+}
+
+// Rewrite replaces the Host header and the path: FullPath the whole path,
+// PrefixPath the matched prefix.
+type Rewrite struct {
+	Hostname   string  `json:"hostname,omitempty"`
+	FullPath   *string `json:"fullPath,omitempty"`
+	PrefixPath *string `json:"prefixPath,omitempty"`
+}
+
+// Mirror sends a copy of a share of the requests to a cluster.
+type Mirror struct {
+	Cluster string `json:"cluster"`
+	// Percent of the requests mirrored (100: all).
+	Percent float64 `json:"percent"`
+}
+
+// Backend is one weighted destination of a route.
+type Backend struct {
+	// Cluster names an IR cluster; empty when Invalid.
+	Cluster string `json:"cluster,omitempty"`
+	Weight  uint32 `json:"weight"`
+	// Invalid: the reference did not resolve; its share of the requests
+	// gets 500.
+	Invalid bool `json:"invalid,omitempty"`
+	// RequestHeaders change the requests sent to this backend only.
+	RequestHeaders HeaderModifier `json:"requestHeaders,omitzero"`
+}
+
+// Cluster is a Service port's ready endpoints.
+type Cluster struct {
+	// Name is "<namespace>/<service>/<port>".
+	Name      string           `json:"name"`
+	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
+	// Protocol is how the backend speaks HTTP: "" (HTTP/1.1, upgrades to
+	// WebSocket allowed) or "h2c" (HTTP/2 over cleartext, from the
+	// Service port's appProtocol kubernetes.io/h2c).
+	Protocol string `json:"protocol,omitempty"`
+}

@@ -1,0 +1,242 @@
+// Package node is the agent's side of the Gateway API: it watches the
+// Gateway API objects and what they refer to, translates them (the same
+// translation the operator writes status from) into the node Envoy's
+// gateway listeners and clusters, and puts the addresses of the Gateways
+// this node announces on its underlay interface.
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/membrane-mesh/membrane/gateway/translate"
+	"github.com/membrane-mesh/membrane/mesh/k8s"
+)
+
+// debounce coalesces bursts of changes (a Deployment rolling out) into one
+// translation.
+const debounce = 200 * time.Millisecond
+
+func gatewayResource(version, name string) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: gwv1.GroupName, Version: version, Resource: name}
+}
+
+// Source watches what the gateway translation reads.
+type Source struct {
+	log     *slog.Logger
+	changed chan struct{}
+
+	classes, gateways, routes, grpcRoutes, grants cache.GenericLister
+	tlsRoutes                                     cache.GenericLister // nil: not served
+	services, slices, namespaces                  cache.Indexer
+	nodes, secrets                                cache.Indexer
+}
+
+// NewSource registers the Source's informers on inf. Secrets are watched
+// only of type kubernetes.io/tls (HTTPS listeners' certificates);
+// TLSRoutes only when the cluster serves them (the experimental CRDs, as
+// disco says at start).
+func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryInterface) (*Source, error) {
+	s := &Source{log: log, changed: make(chan struct{}, 1)}
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.signal() },
+		UpdateFunc: func(any, any) { s.signal() },
+		DeleteFunc: func(any) { s.signal() },
+	}
+	type resource struct {
+		gvr    schema.GroupVersionResource
+		lister *cache.GenericLister
+	}
+	resources := []resource{
+		{gatewayResource("v1", "gatewayclasses"), &s.classes},
+		{gatewayResource("v1", "gateways"), &s.gateways},
+		{gatewayResource("v1", "httproutes"), &s.routes},
+		{gatewayResource("v1", "grpcroutes"), &s.grpcRoutes},
+		{gatewayResource("v1beta1", "referencegrants"), &s.grants},
+	}
+	tls := served(disco, gatewayResource("v1alpha2", "tlsroutes"))
+	if tls {
+		resources = append(resources, resource{gatewayResource("v1alpha2", "tlsroutes"), &s.tlsRoutes})
+	}
+	log.Info("gateway api kinds", "tlsRoutes", tls)
+	for _, r := range resources {
+		gi := inf.Dynamic.ForResource(r.gvr)
+		if err := inf.Watch(gi.Informer(), h); err != nil {
+			return nil, fmt.Errorf("watch %s: %w", r.gvr.Resource, err)
+		}
+		*r.lister = gi.Lister()
+	}
+	secrets := inf.Typed.InformerFor(&corev1.Secret{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewFilteredSecretInformer(c, metav1.NamespaceAll, resync, cache.Indexers{}, func(o *metav1.ListOptions) {
+			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
+		})
+	})
+	for _, r := range []struct {
+		inf     cache.SharedIndexInformer
+		indexer *cache.Indexer
+	}{
+		{inf.Typed.Core().V1().Services().Informer(), &s.services},
+		{inf.Typed.Discovery().V1().EndpointSlices().Informer(), &s.slices},
+		{inf.Typed.Core().V1().Namespaces().Informer(), &s.namespaces},
+		{inf.Typed.Core().V1().Nodes().Informer(), &s.nodes},
+		{secrets, &s.secrets},
+	} {
+		if err := inf.Watch(r.inf, h); err != nil {
+			return nil, err
+		}
+		*r.indexer = r.inf.GetIndexer()
+	}
+	return s, nil
+}
+
+// served reports whether the API server serves gvr.
+func served(disco discovery.DiscoveryInterface, gvr schema.GroupVersionResource) bool {
+	list, err := disco.ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+	if err != nil {
+		return false
+	}
+	for _, r := range list.APIResources {
+		if r.Name == gvr.Resource {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Source) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Changed is signalled (coalesced) when a watched object changes.
+func (s *Source) Changed() <-chan struct{} { return s.changed }
+
+// Input is the translation input as the informers have it now, and the
+// cluster's Nodes.
+func (s *Source) Input() (translate.Input, []corev1.Node, error) {
+	var in translate.Input
+	var err error
+	if in.GatewayClasses, err = typed[gwv1.GatewayClass](s.classes); err != nil {
+		return in, nil, err
+	}
+	if in.Gateways, err = typed[gwv1.Gateway](s.gateways); err != nil {
+		return in, nil, err
+	}
+	if in.HTTPRoutes, err = typed[gwv1.HTTPRoute](s.routes); err != nil {
+		return in, nil, err
+	}
+	if in.GRPCRoutes, err = typed[gwv1.GRPCRoute](s.grpcRoutes); err != nil {
+		return in, nil, err
+	}
+	if s.tlsRoutes != nil {
+		if in.TLSRoutes, err = typed[gwv1alpha2.TLSRoute](s.tlsRoutes); err != nil {
+			return in, nil, err
+		}
+	}
+	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants); err != nil {
+		return in, nil, err
+	}
+	in.Services = items[corev1.Service](s.services)
+	in.EndpointSlices = items[discoveryv1.EndpointSlice](s.slices)
+	in.Namespaces = items[corev1.Namespace](s.namespaces)
+	in.Secrets = items[corev1.Secret](s.secrets)
+	in.Addresses = translate.AddressesFromStatus(in.Gateways)
+	return in, items[corev1.Node](s.nodes), nil
+}
+
+// typed converts a dynamic lister's objects.
+func typed[T any](l cache.GenericLister) ([]T, error) {
+	objs, err := l.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		u, ok := o.(runtime.Unstructured)
+		if !ok {
+			continue
+		}
+		var t T
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &t); err != nil {
+			return nil, fmt.Errorf("convert %T: %w", t, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// items copies a typed indexer's objects.
+func items[T any](idx cache.Indexer) []T {
+	objs := idx.List()
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := o.(*T); ok {
+			out = append(out, *t)
+		}
+	}
+	return out
+}
+
+// Run translates on every change (after the informers synced) and hands
+// the node Envoy's gateway resources to publish and the addresses this
+// node announces to announce, until ctx is done.
+func Run(ctx context.Context, log *slog.Logger, s *Source, nodeName string, synced <-chan struct{},
+	publish func(context.Context, translate.Resources), ann Announcer) {
+	select {
+	case <-synced:
+	case <-ctx.Done():
+		return
+	}
+	s.signal()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.changed:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(debounce):
+		}
+		in, nodes, err := s.Input()
+		if err != nil {
+			log.Error("read the gateway objects", "error", err)
+			continue
+		}
+		model, _ := translate.Build(in)
+		res, err := translate.Render(model)
+		if err != nil {
+			log.Error("render the gateway configuration", "error", err)
+			continue
+		}
+		publish(ctx, res)
+		var mine []string
+		want := Owned(model, nodes, nodeName)
+		for _, a := range want {
+			mine = append(mine, a.String())
+		}
+		if err := ann.Sync(ctx, nodeIP(nodes, nodeName), want); err != nil {
+			log.Error("announce gateway addresses", "error", err)
+		}
+		log.Debug("gateway configuration", "listeners", len(res.Listeners), "clusters", len(res.Clusters), "announced", mine)
+	}
+}

@@ -1,0 +1,328 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/membrane-mesh/membrane/gateway/ir"
+)
+
+const (
+	gatewayGroup  = gwv1.GroupName
+	kindGateway   = "Gateway"
+	kindHTTPRoute = "HTTPRoute"
+	kindGRPCRoute = "GRPCRoute"
+	kindTLSRoute  = "TLSRoute"
+	kindService   = "Service"
+	kindSecret    = "Secret"
+)
+
+// Build translates in into the IR the node Envoys serve and the status of
+// every object of Membrane's GatewayClasses. It never fails: what is wrong
+// in the input becomes a status condition and stays out of the IR.
+func Build(in Input) (ir.IR, Status) {
+	b := newBuilder(in)
+	var st Status
+	for _, gc := range b.classes {
+		st.GatewayClasses = append(st.GatewayClasses, GatewayClassStatus{Name: gc.Name, Status: gwv1.GatewayClassStatus{
+			Conditions: []metav1.Condition{
+				condition(gwv1.GatewayClassConditionStatusAccepted, true, gwv1.GatewayClassReasonAccepted, "Accepted by membrane", gc.Generation),
+				condition(gwv1.GatewayClassConditionStatusSupportedVersion, true, gwv1.GatewayClassReasonSupportedVersion, "Gateway API v1.4", gc.Generation),
+			},
+			SupportedFeatures: SupportedFeatures(b.in.TLSRoutesServed),
+		}})
+	}
+	for _, g := range b.gateways {
+		b.checkListeners(g)
+	}
+	for i := range b.in.HTTPRoutes {
+		if rs, ok := b.attachHTTPRoute(&b.in.HTTPRoutes[i], kindHTTPRoute); ok {
+			st.HTTPRoutes = append(st.HTTPRoutes, rs)
+		}
+	}
+	for i := range b.in.TLSRoutes {
+		if rs, ok := b.attachHTTPRoute(tlsAsHTTP(&b.in.TLSRoutes[i]), kindTLSRoute); ok {
+			st.TLSRoutes = append(st.TLSRoutes, rs)
+		}
+	}
+	for i := range b.in.GRPCRoutes {
+		if rs, ok := b.attachHTTPRoute(grpcAsHTTP(&b.in.GRPCRoutes[i]), kindGRPCRoute); ok {
+			st.GRPCRoutes = append(st.GRPCRoutes, rs)
+		}
+	}
+	for _, g := range b.gateways {
+		st.Gateways = append(st.Gateways, GatewayStatus{Namespace: g.gw.Namespace, Name: g.gw.Name, Status: b.gatewayStatus(g)})
+	}
+	return b.ir(), st
+}
+
+type builder struct {
+	in       Input
+	classes  []*gwv1.GatewayClass
+	gateways []*gateway
+	byName   map[types.NamespacedName]*gateway
+	services map[types.NamespacedName]*corev1.Service
+	secrets  map[types.NamespacedName]*corev1.Secret
+	nsLabels map[string]labels.Set
+	clusters map[string]ir.Cluster
+}
+
+// gateway is one Gateway of Membrane's classes being translated.
+type gateway struct {
+	gw        *gwv1.Gateway
+	address   netip.Addr
+	listeners []*listener
+}
+
+// listener is one Gateway listener, its status so far and its routes.
+type listener struct {
+	spec           gwv1.Listener
+	supportedKinds []gwv1.RouteGroupKind
+	conditions     []metav1.Condition // Accepted, ResolvedRefs, Conflicted set by checkListeners
+	valid          bool               // programmable
+	attachable     bool               // routes attach (and count) even when it is not programmable
+	certs          []ir.Certificate
+	attached       int
+	routes         []attachedRoute
+}
+
+// attachedRoute is one rule match of a route attached to a listener, with
+// the hostnames it serves there.
+type attachedRoute struct {
+	hostnames []string
+	route     ir.Route
+	prec      precedence
+}
+
+func newBuilder(in Input) *builder {
+	b := &builder{in: in, byName: map[types.NamespacedName]*gateway{},
+		services: map[types.NamespacedName]*corev1.Service{}, secrets: map[types.NamespacedName]*corev1.Secret{},
+		nsLabels: map[string]labels.Set{}, clusters: map[string]ir.Cluster{}}
+	ours := map[string]bool{}
+	for i := range in.GatewayClasses {
+		gc := &in.GatewayClasses[i]
+		if gc.Spec.ControllerName == ControllerName {
+			b.classes = append(b.classes, gc)
+			ours[gc.Name] = true
+		}
+	}
+	slices.SortFunc(b.classes, func(a, c *gwv1.GatewayClass) int { return cmp.Compare(a.Name, c.Name) })
+	for i := range in.Gateways {
+		gw := &in.Gateways[i]
+		if !ours[string(gw.Spec.GatewayClassName)] {
+			continue
+		}
+		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		g := &gateway{gw: gw, address: in.Addresses[nn]}
+		b.gateways = append(b.gateways, g)
+		b.byName[nn] = g
+	}
+	slices.SortFunc(b.gateways, func(a, c *gateway) int {
+		return cmp.Or(cmp.Compare(a.gw.Namespace, c.gw.Namespace), cmp.Compare(a.gw.Name, c.gw.Name))
+	})
+	for i := range in.Services {
+		s := &in.Services[i]
+		b.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	for i := range in.Secrets {
+		s := &in.Secrets[i]
+		b.secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	for _, ns := range in.Namespaces {
+		b.nsLabels[ns.Name] = labels.Set(ns.Labels)
+	}
+	return b
+}
+
+// checkListeners validates a Gateway's listeners: protocol, route kinds,
+// certificates and conflicts between listeners on the same port.
+func (b *builder) checkListeners(g *gateway) {
+	gen := g.gw.Generation
+	for _, spec := range g.gw.Spec.Listeners {
+		l := &listener{spec: spec, valid: true, attachable: true}
+		g.listeners = append(g.listeners, l)
+		accepted := condition(gwv1.ListenerConditionAccepted, true, gwv1.ListenerReasonAccepted, "Listener accepted", gen)
+		resolved := condition(gwv1.ListenerConditionResolvedRefs, true, gwv1.ListenerReasonResolvedRefs, "References resolved", gen)
+		kinds := []gwv1.Kind{kindHTTPRoute, kindGRPCRoute}
+		switch spec.Protocol {
+		case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		case gwv1.TLSProtocolType:
+			kinds = []gwv1.Kind{kindTLSRoute}
+			if spec.TLS == nil || spec.TLS.Mode == nil || *spec.TLS.Mode != gwv1.TLSModePassthrough {
+				accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
+					"protocol TLS is supported with tls.mode Passthrough", gen)
+				l.valid, l.attachable = false, false
+			}
+		default:
+			accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
+				fmt.Sprintf("protocol %s is not supported (HTTP, HTTPS and TLS passthrough are)", spec.Protocol), gen)
+			l.valid, l.attachable = false, false
+		}
+		// Route kinds: HTTPRoute is the only one served.
+		var invalidKinds []string
+		if spec.AllowedRoutes != nil && len(spec.AllowedRoutes.Kinds) > 0 {
+			for _, k := range spec.AllowedRoutes.Kinds {
+				if (k.Group == nil || *k.Group == gatewayGroup) && slices.Contains(kinds, k.Kind) {
+					l.supportedKinds = append(l.supportedKinds, gwv1.RouteGroupKind{Group: ptr(gwv1.Group(gatewayGroup)), Kind: k.Kind})
+				} else {
+					invalidKinds = append(invalidKinds, string(k.Kind))
+				}
+			}
+		} else if l.valid {
+			for _, k := range kinds {
+				l.supportedKinds = append(l.supportedKinds, gwv1.RouteGroupKind{Group: ptr(gwv1.Group(gatewayGroup)), Kind: k})
+			}
+		}
+		if l.supportedKinds == nil {
+			l.supportedKinds = []gwv1.RouteGroupKind{}
+		}
+		if len(invalidKinds) > 0 {
+			resolved = condition(gwv1.ListenerConditionResolvedRefs, false, gwv1.ListenerReasonInvalidRouteKinds,
+				fmt.Sprintf("route kinds %s are not supported here (%v are)", strings.Join(invalidKinds, ", "), kinds), gen)
+			if len(l.supportedKinds) == 0 {
+				l.valid = false
+			}
+		}
+		if spec.Protocol == gwv1.HTTPSProtocolType {
+			if reason, msg := b.resolveCertificates(g.gw, l); reason != "" {
+				resolved = condition(gwv1.ListenerConditionResolvedRefs, false, reason, msg, gen)
+				l.valid = false
+			}
+		}
+		l.conditions = []metav1.Condition{accepted, resolved,
+			condition(gwv1.ListenerConditionConflicted, false, gwv1.ListenerReasonNoConflicts, "No conflicts", gen)}
+	}
+	// Conflicts: one protocol per port; one listener per (port, hostname).
+	for i, l := range g.listeners {
+		for j, o := range g.listeners {
+			if i == j || l.spec.Port != o.spec.Port {
+				continue
+			}
+			var reason gwv1.ListenerConditionReason
+			switch {
+			case l.spec.Protocol != o.spec.Protocol:
+				reason = gwv1.ListenerReasonProtocolConflict
+			case ptrValue(l.spec.Hostname) == ptrValue(o.spec.Hostname):
+				reason = gwv1.ListenerReasonHostnameConflict
+			default:
+				continue
+			}
+			l.conditions[2] = condition(gwv1.ListenerConditionConflicted, true, reason,
+				fmt.Sprintf("conflicts with listener %s on port %d", o.spec.Name, o.spec.Port), gen)
+			l.valid, l.attachable = false, false
+			break
+		}
+	}
+}
+
+// resolveCertificates loads an HTTPS listener's certificates; the reason
+// and message say why they do not resolve.
+func (b *builder) resolveCertificates(gw *gwv1.Gateway, l *listener) (gwv1.ListenerConditionReason, string) {
+	tls := l.spec.TLS
+	if tls == nil || len(tls.CertificateRefs) == 0 {
+		return gwv1.ListenerReasonInvalidCertificateRef, "HTTPS needs tls.certificateRefs"
+	}
+	if tls.Mode != nil && *tls.Mode != gwv1.TLSModeTerminate {
+		return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("tls.mode %s is not supported on HTTPS (Terminate is)", *tls.Mode)
+	}
+	for i, ref := range tls.CertificateRefs {
+		field := fmt.Sprintf("tls.certificateRefs[%d]", i)
+		if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != kindSecret) {
+			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: only core Secrets are supported", field)
+		}
+		ns := gw.Namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		if ns != gw.Namespace && !b.granted(gatewayGroup, kindGateway, gw.Namespace, "", kindSecret, ns, string(ref.Name)) {
+			return gwv1.ListenerReasonRefNotPermitted, fmt.Sprintf("%s: Secret %s/%s: no ReferenceGrant in %s allows it", field, ns, ref.Name, ns)
+		}
+		s, ok := b.secrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+		if !ok {
+			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s/%s not found", field, ns, ref.Name)
+		}
+		chain, key := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
+		if s.Type != corev1.SecretTypeTLS || !isPEM(chain, "CERTIFICATE") || !isPEM(key, "PRIVATE KEY") {
+			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s/%s is not a kubernetes.io/tls Secret with a PEM tls.crt and tls.key", field, ns, ref.Name)
+		}
+		l.certs = append(l.certs, ir.Certificate{Name: ns + "/" + string(ref.Name), Chain: chain, Key: key})
+	}
+	return "", ""
+}
+
+// granted reports whether a ReferenceGrant in toNS lets objects of
+// fromGroup/fromKind in fromNS refer to toGroup/toKind toName.
+func (b *builder) granted(fromGroup, fromKind, fromNS, toGroup, toKind, toNS, toName string) bool {
+	for _, g := range b.in.ReferenceGrants {
+		if g.Namespace != toNS {
+			continue
+		}
+		from := slices.ContainsFunc(g.Spec.From, func(f gwv1beta1.ReferenceGrantFrom) bool {
+			return string(f.Group) == fromGroup && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
+		})
+		to := slices.ContainsFunc(g.Spec.To, func(t gwv1beta1.ReferenceGrantTo) bool {
+			return string(t.Group) == toGroup && string(t.Kind) == toKind && (t.Name == nil || *t.Name == "" || string(*t.Name) == toName)
+		})
+		if from && to {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *builder) gatewayStatus(g *gateway) gwv1.GatewayStatus {
+	gen := g.gw.Generation
+	st := gwv1.GatewayStatus{}
+	valid := 0
+	for _, l := range g.listeners {
+		ls := gwv1.ListenerStatus{Name: l.spec.Name, SupportedKinds: l.supportedKinds, AttachedRoutes: int32(l.attached)}
+		ls.Conditions = append(ls.Conditions, l.conditions...)
+		switch {
+		case !l.valid:
+			ls.Conditions = append(ls.Conditions, condition(gwv1.ListenerConditionProgrammed, false, gwv1.ListenerReasonInvalid, "Listener is invalid", gen))
+		case !g.address.IsValid():
+			ls.Conditions = append(ls.Conditions, condition(gwv1.ListenerConditionProgrammed, false, gwv1.ListenerReasonPending, "Waiting for an address", gen))
+		default:
+			valid++
+			ls.Conditions = append(ls.Conditions, condition(gwv1.ListenerConditionProgrammed, true, gwv1.ListenerReasonProgrammed, "Listener programmed", gen))
+		}
+		st.Listeners = append(st.Listeners, ls)
+	}
+	if valid == len(g.listeners) || !g.address.IsValid() {
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonAccepted, "Gateway accepted", gen))
+	} else {
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonListenersNotValid, "Some listeners are invalid", gen))
+	}
+	if g.address.IsValid() {
+		st.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: g.address.String()}}
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, true, gwv1.GatewayReasonProgrammed, "Served by the node Envoys", gen))
+	} else {
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonAddressNotAssigned, "No address assigned yet (gatewayAPI.addressPool)", gen))
+	}
+	return st
+}
+
+func isPEM(b []byte, typeSuffix string) bool {
+	s := string(b)
+	return strings.Contains(s, "-----BEGIN ") && strings.Contains(s, typeSuffix+"-----")
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func ptrValue[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

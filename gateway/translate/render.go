@@ -1,0 +1,403 @@
+package translate
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/membrane-mesh/membrane/gateway/ir"
+)
+
+// Names of what the rendered resources contain or refer to.
+const (
+	// ListenerPrefix starts the name of every gateway listener; ClusterPrefix
+	// of every gateway cluster: they share the node Envoy with the policy
+	// proxy's resources.
+	ListenerPrefix = "gateway/"
+	ClusterPrefix  = "gateway/"
+	// invalidBackendCluster is named by routes for invalid backends and
+	// never defined: Envoy answers those requests with 500.
+	invalidBackendCluster = "gateway-invalid-backend"
+)
+
+const (
+	hcmFilter           = "envoy.filters.network.http_connection_manager"
+	tcpProxyFilter      = "envoy.filters.network.tcp_proxy"
+	routerFilter        = "envoy.filters.http.router"
+	tlsInspector        = "envoy.filters.listener.tls_inspector"
+	tlsTransportSocket  = "envoy.transport_sockets.tls"
+	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	connectTimeout      = 5 * time.Second
+)
+
+// Resources are the node Envoys' gateway listeners and clusters.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Clusters  []*clusterv3.Cluster
+}
+
+// Render turns the IR into Envoy resources. Every listener binds its
+// Gateway's address with freebind, so every node can serve it whether or
+// not the address is on that node yet. Its errors are programming errors
+// (a proto that does not marshal).
+func Render(in ir.IR) (Resources, error) {
+	var out Resources
+	for _, l := range in.Listeners {
+		el, err := renderListener(l)
+		if err != nil {
+			return Resources{}, fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		out.Listeners = append(out.Listeners, el)
+	}
+	for _, c := range in.Clusters {
+		ec, err := renderCluster(c)
+		if err != nil {
+			return Resources{}, fmt.Errorf("cluster %s: %w", c.Name, err)
+		}
+		out.Clusters = append(out.Clusters, ec)
+	}
+	return out, nil
+}
+
+func renderListener(l ir.Listener) (*listenerv3.Listener, error) {
+	el := &listenerv3.Listener{
+		Name: ListenerPrefix + l.Name,
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: l.Address.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(l.Port)},
+		}}},
+		Freebind: wrapperspb.Bool(true),
+	}
+	if l.Protocol == ir.HTTPS || l.Protocol == ir.TLS {
+		insp, err := marshalAny(&tlsinspectorv3.TlsInspector{})
+		if err != nil {
+			return nil, err
+		}
+		el.ListenerFilters = []*listenerv3.ListenerFilter{{Name: tlsInspector, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: insp}}}
+	}
+	for _, s := range l.Servers {
+		if l.Protocol == ir.TLS {
+			fc, err := passthroughChain(s)
+			if err != nil {
+				return nil, fmt.Errorf("server %s: %w", s.Name, err)
+			}
+			el.FilterChains = append(el.FilterChains, fc)
+			continue
+		}
+		hcm, err := connectionManager(s)
+		if err != nil {
+			return nil, fmt.Errorf("server %s: %w", s.Name, err)
+		}
+		fc := &listenerv3.FilterChain{
+			Name:    s.Name,
+			Filters: []*listenerv3.Filter{{Name: hcmFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}},
+		}
+		if l.Protocol == ir.HTTPS {
+			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: s.SNI}
+			ts, err := tlsContext(s)
+			if err != nil {
+				return nil, fmt.Errorf("server %s: %w", s.Name, err)
+			}
+			fc.TransportSocket = ts
+		}
+		el.FilterChains = append(el.FilterChains, fc)
+	}
+	return el, nil
+}
+
+// passthroughChain forwards the TLS connections of the server's SNI whole
+// (tcp_proxy) to its backends, by weight.
+func passthroughChain(s ir.Server) (*listenerv3.FilterChain, error) {
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(s.Name)}
+	if len(s.Backends) == 1 {
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: backendCluster(s.Backends[0])}
+	} else {
+		wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+		for _, b := range s.Backends {
+			wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: backendCluster(b), Weight: b.Weight})
+		}
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+	}
+	a, err := marshalAny(tp)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.FilterChain{
+		Name:             s.Name,
+		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: s.SNI},
+		Filters:          []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
+	}, nil
+}
+
+func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		AlpnProtocols: []string{"h2", "http/1.1"},
+	}}
+	for _, c := range s.Certificates {
+		ctx.CommonTlsContext.TlsCertificates = append(ctx.CommonTlsContext.TlsCertificates, &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Chain}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Key}},
+		})
+	}
+	a, err := marshalAny(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+func connectionManager(s ir.Server) (*anypb.Any, error) {
+	router, err := marshalAny(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	// Hostnames match without the Host header's port; the header itself
+	// reaches the backend as the client sent it.
+	rc := &routev3.RouteConfiguration{Name: s.Name, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
+	for _, vh := range s.VirtualHosts {
+		evh := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+		for _, r := range vh.Routes {
+			evh.Routes = append(evh.Routes, renderRoute(r))
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, evh)
+	}
+	return marshalAny(&hcmv3.HttpConnectionManager{
+		StatPrefix:       statPrefix(s.Name),
+		CodecType:        hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier:   &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
+		HttpFilters:      []*hcmv3.HttpFilter{{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+		NormalizePath:    wrapperspb.Bool(true),
+		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		UseRemoteAddress: wrapperspb.Bool(true),
+	})
+}
+
+func renderRoute(r ir.Route) *routev3.Route {
+	er := &routev3.Route{Name: r.Name, Match: routeMatch(r.Match)}
+	for _, h := range r.RequestHeaders.Set {
+		er.RequestHeadersToAdd = append(er.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+	}
+	for _, h := range r.RequestHeaders.Add {
+		er.RequestHeadersToAdd = append(er.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+	}
+	er.RequestHeadersToRemove = r.RequestHeaders.Remove
+	for _, h := range r.ResponseHeaders.Set {
+		er.ResponseHeadersToAdd = append(er.ResponseHeadersToAdd, headerValue(h, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+	}
+	for _, h := range r.ResponseHeaders.Add {
+		er.ResponseHeadersToAdd = append(er.ResponseHeadersToAdd, headerValue(h, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+	}
+	er.ResponseHeadersToRemove = r.ResponseHeaders.Remove
+	switch {
+	case r.Redirect != nil:
+		er.Action = &routev3.Route_Redirect{Redirect: renderRedirect(r.Redirect)}
+	case r.DirectResponse != 0:
+		er.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: r.DirectResponse}}
+	default:
+		ra := &routev3.RouteAction{
+			// A cluster that is not there is an invalid backend: 500.
+			ClusterNotFoundResponseCode: routev3.RouteAction_INTERNAL_SERVER_ERROR,
+			// 0 disables Envoy's default of 15 s.
+			Timeout: durationpb.New(r.Timeout),
+		}
+		perBackendHeaders := slices.ContainsFunc(r.Backends, func(b ir.Backend) bool { return !b.RequestHeaders.IsZero() })
+		if len(r.Backends) == 1 && !perBackendHeaders {
+			ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: backendCluster(r.Backends[0])}
+		} else {
+			wc := &routev3.WeightedCluster{}
+			for _, b := range r.Backends {
+				cw := &routev3.WeightedCluster_ClusterWeight{Name: backendCluster(b), Weight: wrapperspb.UInt32(b.Weight)}
+				for _, h := range b.RequestHeaders.Set {
+					cw.RequestHeadersToAdd = append(cw.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+				}
+				for _, h := range b.RequestHeaders.Add {
+					cw.RequestHeadersToAdd = append(cw.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+				}
+				cw.RequestHeadersToRemove = b.RequestHeaders.Remove
+				wc.Clusters = append(wc.Clusters, cw)
+			}
+			ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+		}
+		if r.BackendTimeout > 0 {
+			ra.RetryPolicy = &routev3.RetryPolicy{PerTryTimeout: durationpb.New(r.BackendTimeout)}
+		}
+		if rw := r.Rewrite; rw != nil {
+			if rw.Hostname != "" {
+				ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: rw.Hostname}
+			}
+			switch {
+			case rw.FullPath != nil:
+				ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+					Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: *rw.FullPath}
+			case rw.PrefixPath != nil && strings.TrimRight(*rw.PrefixPath, "/") == "":
+				// "/" replaces the prefix and the slashes after it.
+				ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+					Pattern: &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(strings.TrimRight(r.Match.Path, "/")) + "/*"}, Substitution: "/"}
+			case rw.PrefixPath != nil:
+				ra.PrefixRewrite = strings.TrimRight(*rw.PrefixPath, "/")
+			}
+		}
+		for _, m := range r.Mirrors {
+			mp := &routev3.RouteAction_RequestMirrorPolicy{Cluster: ClusterPrefix + m.Cluster}
+			if m.Percent < 100 {
+				mp.RuntimeFraction = &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+					Numerator: uint32(m.Percent * 10000), Denominator: typev3.FractionalPercent_MILLION}}
+			}
+			ra.RequestMirrorPolicies = append(ra.RequestMirrorPolicies, mp)
+		}
+		er.Action = &routev3.Route_Route{Route: ra}
+	}
+	return er
+}
+
+func backendCluster(b ir.Backend) string {
+	if b.Invalid {
+		return invalidBackendCluster
+	}
+	return ClusterPrefix + b.Cluster
+}
+
+func routeMatch(m ir.Match) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{}
+	switch {
+	case m.PathType == ir.PathExact:
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path}
+	case m.PathType == ir.PathRegex:
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path}}
+	case strings.TrimRight(m.Path, "/") == "":
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+	default:
+		// "/foo" matches /foo and /foo/bar, not /foobar.
+		rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: strings.TrimRight(m.Path, "/")}
+	}
+	if m.Method != "" {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact(m.Method)}})
+	}
+	for _, h := range m.Headers {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: h.Name,
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatch(h)}})
+	}
+	for _, q := range m.QueryParams {
+		rm.QueryParameters = append(rm.QueryParameters, &routev3.QueryParameterMatcher{Name: q.Name,
+			QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: stringMatch(q)}})
+	}
+	return rm
+}
+
+func stringMatch(v ir.ValueMatch) *matcherv3.StringMatcher {
+	if v.Regex {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: v.Value}}}
+	}
+	return exact(v.Value)
+}
+
+func exact(s string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
+}
+
+func headerValue(h ir.Header, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Name, Value: h.Value}, AppendAction: action}
+}
+
+func renderRedirect(r *ir.Redirect) *routev3.RedirectAction {
+	ra := &routev3.RedirectAction{HostRedirect: r.Hostname, PortRedirect: uint32(r.Port)}
+	if r.Scheme != "" {
+		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: r.Scheme}
+	}
+	switch {
+	case r.FullPath != nil:
+		ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: *r.FullPath}
+	case r.PrefixPath != nil:
+		ra.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: *r.PrefixPath}
+	}
+	switch r.StatusCode {
+	case 301:
+		ra.ResponseCode = routev3.RedirectAction_MOVED_PERMANENTLY
+	case 303:
+		ra.ResponseCode = routev3.RedirectAction_SEE_OTHER
+	case 307:
+		ra.ResponseCode = routev3.RedirectAction_TEMPORARY_REDIRECT
+	case 308:
+		ra.ResponseCode = routev3.RedirectAction_PERMANENT_REDIRECT
+	default:
+		ra.ResponseCode = routev3.RedirectAction_FOUND
+	}
+	return ra
+}
+
+// renderCluster is a STATIC cluster of the Service port's ready endpoints
+// (none: Envoy answers 503).
+func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
+	name := ClusterPrefix + c.Name
+	la := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if len(c.Endpoints) > 0 {
+		lle := &endpointv3.LocalityLbEndpoints{}
+		for _, ep := range c.Endpoints {
+			lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: ep.Addr().String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(ep.Port())},
+				}}},
+			}}})
+		}
+		la.Endpoints = []*endpointv3.LocalityLbEndpoints{lle}
+	}
+	ec := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LoadAssignment:       la,
+	}
+	if c.Protocol == "h2c" {
+		opts, err := marshalAny(&upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+				ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+					ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+						Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+				},
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		ec.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: opts}
+	}
+	return ec, nil
+}
+
+// statPrefix replaces what would split Envoy's stat names.
+func statPrefix(name string) string {
+	return "gateway_" + strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+func marshalAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, fmt.Errorf("marshal %T: %w", m, err)
+	}
+	return a, nil
+}

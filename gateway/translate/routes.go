@@ -1,0 +1,687 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/membrane-mesh/membrane/gateway/ir"
+)
+
+// attachHTTPRoute attaches a route to the listeners its parentRefs select
+// and returns its parent statuses (ok is false when none of its parents is
+// a Gateway of Membrane's).
+func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute, kind string) (RouteStatus, bool) {
+	gen := r.Generation
+	rs := RouteStatus{Namespace: r.Namespace, Name: r.Name}
+	rules, resolved, unsupported := b.httpRules(r, kind)
+	for _, ref := range r.Spec.ParentRefs {
+		if (ref.Group != nil && *ref.Group != gatewayGroup) || (ref.Kind != nil && *ref.Kind != kindGateway) {
+			continue
+		}
+		ns := r.Namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		g, ok := b.byName[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+		if !ok {
+			continue // not ours (or not there): another controller's business
+		}
+		accepted := b.attach(r, kind, ref, g, rules)
+		if accepted.Status == metav1.ConditionTrue && unsupported != "" {
+			accepted = condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonUnsupportedValue, unsupported, 0)
+		}
+		ps := gwv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName,
+			Conditions: []metav1.Condition{accepted, resolved}}
+		ps.Conditions[0].ObservedGeneration, ps.Conditions[1].ObservedGeneration = gen, gen
+		rs.Parents = append(rs.Parents, ps)
+	}
+	return rs, len(rs.Parents) > 0
+}
+
+// attach adds the route's rules to every listener of g that ref selects
+// and that accepts the route, and returns the Accepted condition.
+func (b *builder) attach(r *gwv1.HTTPRoute, kind string, ref gwv1.ParentReference, g *gateway, rules []rule) metav1.Condition {
+	var matched, allowed, attached int
+	for _, l := range g.listeners {
+		if ref.SectionName != nil && *ref.SectionName != l.spec.Name {
+			continue
+		}
+		if ref.Port != nil && *ref.Port != l.spec.Port {
+			continue
+		}
+		matched++
+		if !l.attachable || !b.allows(l, g.gw.Namespace, r.Namespace, kind) {
+			continue
+		}
+		allowed++
+		hosts := intersectHostnames(l.spec.Hostname, r.Spec.Hostnames)
+		if len(hosts) == 0 {
+			continue
+		}
+		attached++
+		l.attached++
+		for _, ru := range rules {
+			l.routes = append(l.routes, attachedRoute{hostnames: hosts, route: ru.route, prec: ru.prec})
+		}
+	}
+	switch {
+	case matched == 0:
+		return condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonNoMatchingParent, "No listener of the Gateway matches the parentRef's sectionName and port", 0)
+	case allowed == 0:
+		return condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonNotAllowedByListeners, "The matching listeners do not allow routes from this namespace or of this kind", 0)
+	case attached == 0:
+		return condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonNoMatchingListenerHostname, "No hostname of the route matches a listener's hostname", 0)
+	}
+	return condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "Route accepted", 0)
+}
+
+// allows reports whether listener l of a Gateway in gwNS accepts a route
+// of kind from routeNS.
+func (b *builder) allows(l *listener, gwNS, routeNS, kind string) bool {
+	if !slices.ContainsFunc(l.supportedKinds, func(k gwv1.RouteGroupKind) bool { return string(k.Kind) == kind }) {
+		return false
+	}
+	from := gwv1.NamespacesFromSame
+	var sel *metav1.LabelSelector
+	if ar := l.spec.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		if ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		sel = ar.Namespaces.Selector
+	}
+	switch from {
+	case gwv1.NamespacesFromAll:
+		return true
+	case gwv1.NamespacesFromSelector:
+		if sel == nil {
+			return false
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			return false
+		}
+		return s.Matches(b.nsLabels[routeNS])
+	case gwv1.NamespacesFromSame:
+		return gwNS == routeNS
+	}
+	return false
+}
+
+// rule is one translated rule match of a route.
+type rule struct {
+	route ir.Route
+	prec  precedence
+}
+
+// precedence orders routes as Gateway API says: exact path, longest
+// prefix, method, most headers, most query parameters, oldest route, route
+// name, rule and match order.
+type precedence struct {
+	exact                 bool
+	pathLen               int
+	method                bool
+	headers, queries      int
+	created               metav1.Time
+	namespace, name       string
+	ruleIndex, matchIndex int
+}
+
+func comparePrecedence(a, b precedence) int {
+	return cmp.Or(
+		-compareBool(a.exact, b.exact),
+		-cmp.Compare(a.pathLen, b.pathLen),
+		-compareBool(a.method, b.method),
+		-cmp.Compare(a.headers, b.headers),
+		-cmp.Compare(a.queries, b.queries),
+		a.created.Time.Compare(b.created.Time),
+		cmp.Compare(a.namespace, b.namespace),
+		cmp.Compare(a.name, b.name),
+		cmp.Compare(a.ruleIndex, b.ruleIndex),
+		cmp.Compare(a.matchIndex, b.matchIndex),
+	)
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// httpRules translates a route's rules (once for all its parents) and
+// returns the ResolvedRefs condition and what of the route is not
+// supported ("" when all is).
+func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Condition, string) {
+	var unsupportedMsgs []string
+	resolved := condition(gwv1.RouteConditionResolvedRefs, true, gwv1.RouteReasonResolvedRefs, "References resolved", 0)
+	var rules []rule
+	for i, spec := range r.Spec.Rules {
+		action := ir.Route{}
+		var unsupported []string
+		for _, f := range spec.Filters {
+			switch f.Type {
+			case gwv1.HTTPRouteFilterRequestHeaderModifier:
+				action.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+			case gwv1.HTTPRouteFilterResponseHeaderModifier:
+				action.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+			case gwv1.HTTPRouteFilterRequestRedirect:
+				action.Redirect = redirect(f.RequestRedirect)
+			case gwv1.HTTPRouteFilterURLRewrite:
+				action.Rewrite = rewrite(f.URLRewrite)
+			case gwv1.HTTPRouteFilterRequestMirror:
+				cluster, reason, msg := b.resolve(r.Namespace, kind, f.RequestMirror.BackendRef)
+				if reason != "" {
+					if resolved.Status == metav1.ConditionTrue {
+						resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].filters: mirror: %s", i, msg), 0)
+					}
+					continue
+				}
+				action.Mirrors = append(action.Mirrors, ir.Mirror{Cluster: cluster, Percent: mirrorPercent(f.RequestMirror)})
+			default:
+				unsupported = append(unsupported, string(f.Type))
+			}
+		}
+		if t := spec.Timeouts; t != nil {
+			var err error
+			if action.Timeout, err = duration(t.Request); err != nil {
+				unsupported = append(unsupported, "timeouts.request: "+err.Error())
+			}
+			if action.BackendTimeout, err = duration(t.BackendRequest); err != nil {
+				unsupported = append(unsupported, "timeouts.backendRequest: "+err.Error())
+			}
+		}
+		if action.Redirect == nil {
+			for j, ref := range spec.BackendRefs {
+				be, reason, msg := b.backend(r.Namespace, kind, ref)
+				if reason != "" && resolved.Status == metav1.ConditionTrue {
+					resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].backendRefs[%d]: %s", i, j, msg), 0)
+				}
+				for _, f := range ref.Filters {
+					if f.Type == gwv1.HTTPRouteFilterRequestHeaderModifier {
+						be.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+					} else {
+						unsupported = append(unsupported, "backendRefs[].filters "+string(f.Type))
+					}
+				}
+				if be.Weight > 0 {
+					action.Backends = append(action.Backends, be)
+				}
+			}
+			if !slices.ContainsFunc(action.Backends, func(be ir.Backend) bool { return !be.Invalid }) {
+				// No backend (or only invalid ones): every request gets 500.
+				action.Backends, action.DirectResponse = nil, 500
+			}
+		}
+		if len(unsupported) > 0 {
+			// A filter that cannot be applied must not be skipped: the
+			// rule answers 500 instead.
+			action = ir.Route{DirectResponse: 500}
+			unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[%d]: filters %s are not supported (its requests get 500)", i, strings.Join(unsupported, ", ")))
+		}
+		matches := spec.Matches
+		if len(matches) == 0 {
+			matches = []gwv1.HTTPRouteMatch{{}}
+		}
+		for j, m := range matches {
+			ru := action
+			ru.Name = fmt.Sprintf("%s/%s/rule/%d/match/%d", r.Namespace, r.Name, i, j)
+			if kind != kindHTTPRoute {
+				ru.Name = strings.ToLower(kind) + ":" + ru.Name
+			}
+			ru.Match, ru.RequestHeaders, ru.ResponseHeaders = match(m), action.RequestHeaders, action.ResponseHeaders
+			p := precedence{exact: ru.Match.PathType == ir.PathExact, pathLen: len(ru.Match.Path), method: ru.Match.Method != "",
+				headers: len(ru.Match.Headers), queries: len(ru.Match.QueryParams), created: r.CreationTimestamp,
+				namespace: r.Namespace, name: r.Name, ruleIndex: i, matchIndex: j}
+			rules = append(rules, rule{route: ru, prec: p})
+		}
+	}
+	return rules, resolved, strings.Join(unsupportedMsgs, "; ")
+}
+
+func match(m gwv1.HTTPRouteMatch) ir.Match {
+	out := ir.Match{PathType: ir.PathPrefix, Path: "/"}
+	if m.Path != nil {
+		if m.Path.Type != nil && *m.Path.Type == gwv1.PathMatchExact {
+			out.PathType = ir.PathExact
+		}
+		if m.Path.Type != nil && *m.Path.Type == gwv1.PathMatchRegularExpression {
+			out.PathType = ir.PathRegex
+		}
+		if m.Path.Value != nil {
+			out.Path = *m.Path.Value
+		}
+	}
+	if m.Method != nil {
+		out.Method = string(*m.Method)
+	}
+	for _, h := range m.Headers {
+		out.Headers = append(out.Headers, ir.ValueMatch{Name: strings.ToLower(string(h.Name)), Value: h.Value,
+			Regex: h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression})
+	}
+	for _, q := range m.QueryParams {
+		out.QueryParams = append(out.QueryParams, ir.ValueMatch{Name: string(q.Name), Value: q.Value,
+			Regex: q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression})
+	}
+	return out
+}
+
+func headerModifier(f *gwv1.HTTPHeaderFilter) ir.HeaderModifier {
+	var m ir.HeaderModifier
+	if f == nil {
+		return m
+	}
+	for _, h := range f.Set {
+		m.Set = append(m.Set, ir.Header{Name: string(h.Name), Value: h.Value})
+	}
+	for _, h := range f.Add {
+		m.Add = append(m.Add, ir.Header{Name: string(h.Name), Value: h.Value})
+	}
+	m.Remove = append(m.Remove, f.Remove...)
+	return m
+}
+
+func rewrite(f *gwv1.HTTPURLRewriteFilter) *ir.Rewrite {
+	rw := &ir.Rewrite{}
+	if f.Hostname != nil {
+		rw.Hostname = string(*f.Hostname)
+	}
+	if p := f.Path; p != nil {
+		switch p.Type {
+		case gwv1.FullPathHTTPPathModifier:
+			rw.FullPath = p.ReplaceFullPath
+		case gwv1.PrefixMatchHTTPPathModifier:
+			rw.PrefixPath = p.ReplacePrefixMatch
+		}
+	}
+	return rw
+}
+
+func mirrorPercent(f *gwv1.HTTPRequestMirrorFilter) float64 {
+	switch {
+	case f.Percent != nil:
+		return float64(*f.Percent)
+	case f.Fraction != nil:
+		d := int32(100)
+		if f.Fraction.Denominator != nil && *f.Fraction.Denominator > 0 {
+			d = *f.Fraction.Denominator
+		}
+		return 100 * float64(f.Fraction.Numerator) / float64(d)
+	}
+	return 100
+}
+
+// duration parses a Gateway API Duration ("1h2m3s4ms" style); nil is 0.
+func duration(d *gwv1.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	v, err := time.ParseDuration(string(*d))
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("invalid duration %q", *d)
+	}
+	return v, nil
+}
+
+func redirect(f *gwv1.HTTPRequestRedirectFilter) *ir.Redirect {
+	rd := &ir.Redirect{StatusCode: 302}
+	if f.StatusCode != nil {
+		rd.StatusCode = *f.StatusCode
+	}
+	if f.Scheme != nil {
+		rd.Scheme = *f.Scheme
+	}
+	if f.Hostname != nil {
+		rd.Hostname = string(*f.Hostname)
+	}
+	if f.Port != nil {
+		rd.Port = uint16(*f.Port)
+	}
+	if p := f.Path; p != nil {
+		switch p.Type {
+		case gwv1.FullPathHTTPPathModifier:
+			rd.FullPath = p.ReplaceFullPath
+		case gwv1.PrefixMatchHTTPPathModifier:
+			rd.PrefixPath = p.ReplacePrefixMatch
+		}
+	}
+	return rd
+}
+
+// backend resolves a backendRef; reason and msg say why it does not
+// resolve (the backend is then Invalid).
+func (b *builder) backend(routeNS, kind string, ref gwv1.HTTPBackendRef) (ir.Backend, gwv1.RouteConditionReason, string) {
+	be := ir.Backend{Weight: 1, Invalid: true}
+	if ref.Weight != nil {
+		be.Weight = uint32(max(*ref.Weight, 0))
+	}
+	cluster, reason, msg := b.resolve(routeNS, kind, ref.BackendObjectReference)
+	if reason != "" {
+		return be, reason, msg
+	}
+	be.Cluster, be.Invalid = cluster, false
+	return be, "", ""
+}
+
+// resolve turns a reference of a route of kind to a Service port into an
+// IR cluster's name (GRPCRoute backends speak h2c); reason and msg say why
+// it does not resolve.
+func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectReference) (string, gwv1.RouteConditionReason, string) {
+	group, kind := "", kindService
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	ns := routeNS
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	name := string(ref.Name)
+	if group != "" || kind != kindService {
+		return "", gwv1.RouteReasonInvalidKind, fmt.Sprintf("kind %s of group %q is not supported (Services are)", kind, group)
+	}
+	if ns != routeNS && !b.granted(gatewayGroup, routeKind, routeNS, "", kindService, ns, name) {
+		return "", gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("Service %s/%s: no ReferenceGrant in %s allows it", ns, name, ns)
+	}
+	svc, ok := b.services[types.NamespacedName{Namespace: ns, Name: name}]
+	if !ok {
+		return "", gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s not found", ns, name)
+	}
+	if ref.Port == nil {
+		return "", gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("Service %s/%s: port is required", ns, name)
+	}
+	var sp *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if svc.Spec.Ports[i].Port == int32(*ref.Port) && svc.Spec.Ports[i].Protocol != corev1.ProtocolUDP && svc.Spec.Ports[i].Protocol != corev1.ProtocolSCTP {
+			sp = &svc.Spec.Ports[i]
+		}
+	}
+	if sp == nil {
+		return "", gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s has no TCP port %d", ns, name, *ref.Port)
+	}
+	c := ir.Cluster{Name: fmt.Sprintf("%s/%s/%d", ns, name, sp.Port), Endpoints: b.endpoints(svc, sp)}
+	switch {
+	case ptrValue(sp.AppProtocol) == "kubernetes.io/h2c":
+		c.Protocol = "h2c"
+	case routeKind == kindGRPCRoute:
+		c.Name, c.Protocol = c.Name+"/h2c", "h2c"
+	}
+	b.clusters[c.Name] = c
+	return c.Name, "", ""
+}
+
+// endpoints are a Service port's ready IPv4 endpoints, from its
+// EndpointSlices.
+func (b *builder) endpoints(svc *corev1.Service, sp *corev1.ServicePort) []netip.AddrPort {
+	seen := map[netip.AddrPort]bool{}
+	var out []netip.AddrPort
+	for _, es := range b.in.EndpointSlices {
+		if es.Namespace != svc.Namespace || es.Labels[discoveryv1.LabelServiceName] != svc.Name || es.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		var port int32
+		for _, p := range es.Ports {
+			if ptrValue(p.Name) == sp.Name && p.Port != nil && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+				port = *p.Port
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				ip, err := netip.ParseAddr(a)
+				if err != nil || !ip.Is4() {
+					continue
+				}
+				ap := netip.AddrPortFrom(ip, uint16(port))
+				if !seen[ap] {
+					seen[ap] = true
+					out = append(out, ap)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, c netip.AddrPort) int { return a.Compare(c) })
+	return out
+}
+
+// intersectHostnames is the hostnames a route serves on a listener: the
+// more specific of each matching pair; none when they do not meet. "*"
+// stands for any.
+func intersectHostnames(listener *gwv1.Hostname, route []gwv1.Hostname) []string {
+	lh := string(ptrValue(listener))
+	if len(route) == 0 {
+		if lh == "" {
+			return []string{"*"}
+		}
+		return []string{lh}
+	}
+	var out []string
+	for _, h := range route {
+		rh := string(h)
+		switch {
+		case lh == "" || hostMatches(lh, rh):
+			out = append(out, rh)
+		case hostMatches(rh, lh):
+			out = append(out, lh)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// hostMatches reports whether pattern (a name or "*.suffix") covers host
+// (a name or a narrower wildcard).
+func hostMatches(pattern, host string) bool {
+	if pattern == host {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(pattern, "*")
+	if !ok {
+		return false
+	}
+	h := strings.TrimPrefix(host, "*")
+	return strings.HasSuffix(h, suffix) && len(h) > len(suffix)
+}
+
+// ir assembles the IR: one listener per (Gateway address, port) of the
+// valid listeners of Gateways with an address.
+func (b *builder) ir() ir.IR {
+	var out ir.IR
+	for _, g := range b.gateways {
+		if !g.address.IsValid() {
+			continue
+		}
+		byPort := map[gwv1.PortNumber]*ir.Listener{}
+		gwListeners := map[gwv1.PortNumber][]*listener{}
+		for _, l := range g.listeners {
+			if !l.valid {
+				continue
+			}
+			il, ok := byPort[l.spec.Port]
+			if !ok {
+				il = &ir.Listener{Name: fmt.Sprintf("%s/%s/%d", g.gw.Namespace, g.gw.Name, l.spec.Port),
+					Address: g.address, Port: uint16(l.spec.Port), Protocol: ir.Protocol(l.spec.Protocol)}
+				byPort[l.spec.Port] = il
+			}
+			if il.Protocol == ir.HTTP {
+				gwListeners[l.spec.Port] = append(gwListeners[l.spec.Port], l)
+				continue
+			}
+			if il.Protocol == ir.TLS {
+				il.Servers = append(il.Servers, passthroughServers(g, l)...)
+				continue
+			}
+			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name),
+				Certificates: l.certs, VirtualHosts: virtualHosts([]*listener{l})}
+			if l.spec.Hostname != nil {
+				s.SNI = []string{string(*l.spec.Hostname)}
+			}
+			il.Servers = append(il.Servers, s)
+		}
+		for port, il := range byPort {
+			if il.Protocol == ir.HTTP {
+				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: virtualHosts(gwListeners[port])}}
+			}
+			if il.Protocol == ir.TLS {
+				il.Servers = uniqueSNI(il.Servers)
+			}
+			slices.SortFunc(il.Servers, func(a, c ir.Server) int { return cmp.Compare(a.Name, c.Name) })
+			out.Listeners = append(out.Listeners, *il)
+		}
+	}
+	slices.SortFunc(out.Listeners, func(a, c ir.Listener) int {
+		return cmp.Or(a.Address.Compare(c.Address), cmp.Compare(a.Port, c.Port))
+	})
+	for _, c := range b.clusters {
+		out.Clusters = append(out.Clusters, c)
+	}
+	slices.SortFunc(out.Clusters, func(a, c ir.Cluster) int { return cmp.Compare(a.Name, c.Name) })
+	return out
+}
+
+// virtualHosts makes one virtual host per hostname of the listeners (of
+// one port) and of their routes. A hostname's routes are those of the most
+// specific listener whose hostname covers it (listener isolation: a
+// request is served by the routes of the listener it matches best, not by
+// routes of a broader listener), in Gateway API precedence order.
+func virtualHosts(ls []*listener) []ir.VirtualHost {
+	domains := map[string]bool{}
+	for _, l := range ls {
+		domains[listenerHost(l)] = true
+		for _, r := range l.routes {
+			for _, h := range r.hostnames {
+				domains[h] = true
+			}
+		}
+	}
+	var out []ir.VirtualHost
+	for d := range domains {
+		var best *listener
+		for _, l := range ls {
+			if lh := listenerHost(l); coversHost(lh, d) && (best == nil || moreSpecific(lh, listenerHost(best))) {
+				best = l
+			}
+		}
+		if best == nil {
+			continue
+		}
+		var rs []attachedRoute
+		for _, r := range best.routes {
+			if slices.ContainsFunc(r.hostnames, func(h string) bool { return coversHost(h, d) }) {
+				rs = append(rs, r)
+			}
+		}
+		slices.SortStableFunc(rs, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
+		vh := ir.VirtualHost{Name: d, Domains: []string{d}}
+		for i, r := range rs {
+			if i > 0 && rs[i-1].route.Name == r.route.Name {
+				continue
+			}
+			vh.Routes = append(vh.Routes, withRedirectPort(r.route, uint16(best.spec.Port)))
+		}
+		out = append(out, vh)
+	}
+	slices.SortFunc(out, func(a, c ir.VirtualHost) int { return cmp.Compare(a.Name, c.Name) })
+	return out
+}
+
+func listenerHost(l *listener) string {
+	if l.spec.Hostname == nil || *l.spec.Hostname == "" {
+		return "*"
+	}
+	return string(*l.spec.Hostname)
+}
+
+// coversHost reports whether pattern ("*", "*.suffix" or a name) covers
+// host (the same forms).
+func coversHost(pattern, host string) bool {
+	return pattern == "*" || hostMatches(pattern, host)
+}
+
+// moreSpecific reports whether listener hostname a is more specific than
+// b: a name before a wildcard, a longer wildcard before a shorter, "*"
+// last.
+func moreSpecific(a, b string) bool {
+	wa, wb := strings.HasPrefix(a, "*"), strings.HasPrefix(b, "*")
+	if wa != wb {
+		return !wa
+	}
+	return len(a) > len(b)
+}
+
+// withRedirectPort gives a redirect without a port the one Gateway API
+// says: the scheme's well-known port when the scheme changes, else the
+// listener's (Envoy leaves out a scheme's default port).
+func withRedirectPort(r ir.Route, listenerPort uint16) ir.Route {
+	if r.Redirect == nil || r.Redirect.Port != 0 {
+		return r
+	}
+	rd := *r.Redirect
+	switch rd.Scheme {
+	case "":
+		rd.Port = listenerPort
+	case "https":
+		rd.Port = 443
+	case "http":
+		rd.Port = 80
+	}
+	r.Redirect = &rd
+	return r
+}
+
+// passthroughServers are a TLS passthrough listener's servers: one per
+// hostname of its routes (oldest route first), each forwarding the
+// connections whole to the route's backends.
+func passthroughServers(g *gateway, l *listener) []ir.Server {
+	routes := slices.Clone(l.routes)
+	slices.SortStableFunc(routes, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
+	var out []ir.Server
+	for _, r := range routes {
+		if r.route.DirectResponse != 0 || len(r.route.Backends) == 0 {
+			continue // no valid backend: the connection is refused
+		}
+		for _, h := range r.hostnames {
+			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name, h), Backends: r.route.Backends}
+			if h != "*" {
+				s.SNI = []string{h}
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// uniqueSNI keeps the first server of every SNI set (Envoy refuses two
+// filter chains with the same match).
+func uniqueSNI(servers []ir.Server) []ir.Server {
+	seen := map[string]bool{}
+	var out []ir.Server
+	for _, s := range servers {
+		key := strings.Join(s.SNI, ",")
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, s)
+	}
+	return out
+}
