@@ -92,6 +92,7 @@ func TestGatewayAPIValues(t *testing.T) {
 		{"{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}, l7Proxy: false}", "needs l7Proxy=true"},
 		{"gatewayAPI: {enabled: true, addressPool: pool-a}", "/gatewayAPI/addressPool"},
 		{"gatewayAPI: {enabled: true, crds: alpha, addressPool: 10.0.0.0/28}", "/gatewayAPI/crds"},
+		{"ingressController: {enabled: true}", "ingressController.enabled=true: needs gatewayAPI.enabled=true"},
 	} {
 		t.Run(c.values, func(t *testing.T) {
 			_, err := render(t, c.values)
@@ -110,4 +111,26 @@ func withoutSource(doc string) string {
 		}
 	}
 	return doc
+}
+
+// TestIngressClass: ingressController.enabled creates the IngressClass
+// membrane with the load balancer mode and, when asked, as the default.
+func TestIngressClass(t *testing.T) {
+	manifest, err := render(t, "{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}, ingressController: {enabled: true, default: true, loadbalancerMode: shared}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kind: IngressClass", "controller: membrane.io/ingress-controller",
+		"ingress.membrane.io/loadbalancer-mode: shared", `ingressclass.kubernetes.io/is-default-class: "true"`} {
+		if !strings.Contains(manifest, want) {
+			t.Errorf("manifest lacks %q", want)
+		}
+	}
+	manifest, err = render(t, "{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(manifest, "kind: IngressClass") {
+		t.Error("IngressClass rendered with ingressController.enabled=false")
+	}
 }

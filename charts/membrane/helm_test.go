@@ -201,7 +201,6 @@ func TestRejectedValues(t *testing.T) {
 // when off.
 func TestUnavailableFeatures(t *testing.T) {
 	for _, c := range []struct{ values, key string }{
-		{"ingressController: {enabled: true}", "ingressController.enabled=true"},
 		{"authentication: {mutual: {spire: {enabled: true}}}", "authentication.mutual.spire.enabled=true"},
 		{"clustermesh: {useAPIServer: true}", "clustermesh.useAPIServer=true"},
 	} {

@@ -227,6 +227,11 @@ var gatewayRuleUses = map[string][]use{
 	"membrane-operator gateway.networking.k8s.io/httproutes/status update":     {{"gateway/controller/controller.go", "Reconciler.writeRoute", "r.c.Status().Update(ctx, &rt)"}},
 	"membrane-operator /services list,watch":                                   {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.Service{}"}},
 	"membrane-operator /secrets list,watch":                                    {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.Secret{}"}},
+	"membrane-agent networking.k8s.io/ingresses list,watch":                    {{"gateway/node/source.go", "NewSource", "V1().Ingresses().Informer()"}},
+	"membrane-agent networking.k8s.io/ingressclasses list,watch":               {{"gateway/node/source.go", "NewSource", "V1().IngressClasses().Informer()"}},
+	"membrane-operator networking.k8s.io/ingresses list,watch":                 {{"gateway/controller/controller.go", "Reconciler.Setup", "&networkingv1.Ingress{}"}},
+	"membrane-operator networking.k8s.io/ingressclasses list,watch":            {{"gateway/controller/controller.go", "Reconciler.Setup", "&networkingv1.IngressClass{}"}},
+	"membrane-operator networking.k8s.io/ingresses/status update":              {{"gateway/controller/ingress.go", "Reconciler.writeIngress", "r.c.Status().Update(ctx, &ing)"}},
 }
 
 // grants expands the rendered chart's ClusterRoles and Roles into one key of

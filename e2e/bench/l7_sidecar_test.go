@@ -56,7 +56,8 @@ func (l *l7Bench) serverSidecarNode() (translate.Node, error) {
 	return n, n.Validate()
 }
 
-// serverSidecarBootstrap: translate's listener for n as it is; its
+// serverSidecarBootstrap: translate's listener for n with its route
+// configuration inline; its
 // ORIGINAL_DST cluster becomes a static one (same name and options) to the
 // app on the pod's loopback, and the access-log cluster a unix socket.
 func serverSidecarBootstrap(n translate.Node, alsSock string) (*bootstrapv3.Bootstrap, error) {
@@ -88,7 +89,12 @@ func serverSidecarBootstrap(n translate.Node, alsSock string) (*bootstrapv3.Boot
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
 		LoadAssignment:                l7LoadAssignment(l7AccessLogCluster, &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: alsSock}}}),
 	}
-	return l7Bootstrap("server-sidecar", res.Listeners, []*clusterv3.Cluster{app, als}), nil
+	// No ADS: the chain's route configuration goes inline.
+	listeners, err := res.InlineRoutes()
+	if err != nil {
+		return nil, err
+	}
+	return l7Bootstrap("server-sidecar", listeners, []*clusterv3.Cluster{app, als}), nil
 }
 
 // clientSidecarBootstrap: 127.0.0.1:15101 routes every request to the
@@ -328,8 +334,10 @@ func l7AdminGet(ctx context.Context, nsPath, addr, path string) ([]byte, error) 
 
 // sameRules checks that the node Envoy's live filter chain for payment-l7
 // and the server sidecar's have equal HTTP connection managers (RBAC
-// filter, router, access log, options), but for the stat prefix and the
-// route's names, which name the chain.
+// filters, router, access log, options) with equal route configurations
+// (the RBAC rules), but for the stat prefix and the route configuration's
+// and route's names, which name the chain. The node Envoy's route
+// configuration is the one it got over RDS.
 func (l *l7Bench) sameRules(ctx context.Context, sidecar translate.Node) error {
 	body, err := l7AdminGet(ctx, l.server.Netns, l7NodeEnvoyAdmin, "/config_dump?resource=dynamic_listeners")
 	if err != nil {
@@ -365,11 +373,20 @@ func (l *l7Bench) sameRules(ctx context.Context, sidecar translate.Node) error {
 	if live == nil {
 		return fmt.Errorf("node Envoy on %s: no filter chain for %s:%d in:\n%s", l.server.Name, l.l7IP, l7AppPort, body)
 	}
+	rc, err := l.liveRouteConfig(ctx, live.GetRds().GetRouteConfigName())
+	if err != nil {
+		return err
+	}
+	live.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
 	res, err := sidecar.Resources()
 	if err != nil {
 		return err
 	}
-	mine, err := chainHCM(res.Listeners[0], l.plainIP, l7ServerSidecarPort)
+	listeners, err := res.InlineRoutes()
+	if err != nil {
+		return err
+	}
+	mine, err := chainHCM(listeners[0], l.plainIP, l7ServerSidecarPort)
 	if err != nil || mine == nil {
 		return fmt.Errorf("the server sidecar's filter chain: %v", err)
 	}
@@ -377,6 +394,37 @@ func (l *l7Bench) sameRules(ctx context.Context, sidecar translate.Node) error {
 		return fmt.Errorf("the node Envoy's and the server sidecar's HTTP connection managers differ (-node +sidecar):\n%s", d)
 	}
 	return nil
+}
+
+// liveRouteConfig is the route configuration name the node Envoy got over
+// RDS.
+func (l *l7Bench) liveRouteConfig(ctx context.Context, name string) (*routev3.RouteConfiguration, error) {
+	body, err := l7AdminGet(ctx, l.server.Netns, l7NodeEnvoyAdmin, "/config_dump?resource=dynamic_route_configs")
+	if err != nil {
+		return nil, err
+	}
+	var dump struct {
+		Configs []struct {
+			RouteConfig json.RawMessage `json:"route_config"`
+		} `json:"configs"`
+	}
+	if err := json.Unmarshal(body, &dump); err != nil {
+		return nil, fmt.Errorf("node Envoy's config_dump: %w", err)
+	}
+	for _, c := range dump.Configs {
+		var a anypb.Any
+		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(c.RouteConfig, &a); err != nil {
+			return nil, fmt.Errorf("node Envoy's config_dump: route configuration: %w", err)
+		}
+		var rc routev3.RouteConfiguration
+		if err := a.UnmarshalTo(&rc); err != nil {
+			return nil, fmt.Errorf("node Envoy's config_dump: route configuration: %w", err)
+		}
+		if rc.GetName() == name {
+			return &rc, nil
+		}
+	}
+	return nil, fmt.Errorf("node Envoy on %s: no route configuration %q in:\n%s", l.server.Name, name, body)
 }
 
 // chainHCM is the HTTP connection manager of l's filter chain for
@@ -409,7 +457,7 @@ func chainHCM(l *listenerv3.Listener, dst netip.Addr, port uint16) (*hcmv3.HttpC
 func rbacOf(h *hcmv3.HttpConnectionManager) *rbacv3.RBAC {
 	for _, f := range h.GetHttpFilters() {
 		var r rbacv3.RBAC
-		if f.GetName() == "envoy.filters.http.rbac" && f.GetTypedConfig().UnmarshalTo(&r) == nil {
+		if strings.HasPrefix(f.GetName(), translate.RBACFilterPrefix) && f.GetTypedConfig().UnmarshalTo(&r) == nil {
 			return &r
 		}
 	}

@@ -18,11 +18,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -54,11 +56,15 @@ type Reconciler struct {
 	// tlsRoutes: the cluster serves TLSRoutes (experimental CRDs), seen
 	// at Setup.
 	tlsRoutes bool
+	// events records the Ingresses' problems; ingressProblems are the
+	// ones recorded last pass, per Ingress.
+	events          record.EventRecorder
+	ingressProblems map[string][]string
 }
 
 // New returns the controller; Setup registers it with a manager.
 func New(log *slog.Logger, c client.Client, cfg Config) *Reconciler {
-	return &Reconciler{log: log, c: c, cfg: cfg, now: time.Now}
+	return &Reconciler{log: log, c: c, cfg: cfg, now: time.Now, ingressProblems: map[string][]string{}}
 }
 
 // workItem is the one work item: every change reconciles everything.
@@ -75,7 +81,9 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	watched := []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
 		&corev1.Namespace{}, &corev1.Service{}, &corev1.Secret{},
+		&networkingv1.Ingress{}, &networkingv1.IngressClass{},
 	}
+	r.events = mgr.GetEventRecorderFor("membrane-operator")
 	// TLSRoutes come with the experimental CRDs only.
 	_, err := mgr.GetRESTMapper().RESTMapping(gwv1alpha2.SchemeGroupVersion.WithKind("TLSRoute").GroupKind(), gwv1alpha2.SchemeGroupVersion.Version)
 	if r.tlsRoutes = err == nil; r.tlsRoutes {
@@ -117,6 +125,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	for _, s := range st.TLSRoutes {
 		errs = append(errs, r.writeTLSRoute(ctx, s))
 	}
+	for _, s := range st.Ingresses {
+		errs = append(errs, r.writeIngress(ctx, s))
+	}
+	r.forgetIngresses(in.Ingresses)
 	return ctrl.Result{}, errors.Join(errs...)
 }
 
@@ -189,6 +201,11 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		}
 		req = append(req, g)
 	}
+	ingReq, err := r.ingressInput(ctx, &in)
+	if err != nil {
+		return translate.Input{}, err
+	}
+	req = append(req, ingReq...)
 	res := ipam.Assign(r.cfg.Pool, req)
 	for nn, p := range res.Problems {
 		r.log.Warn("no address for gateway", "gateway", nn, "reason", p)

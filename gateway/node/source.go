@@ -9,10 +9,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -46,6 +48,7 @@ type Source struct {
 	tlsRoutes                                     cache.GenericLister // nil: not served
 	services, slices, namespaces                  cache.Indexer
 	nodes, secrets                                cache.Indexer
+	ingresses, ingressClasses                     cache.Indexer
 }
 
 // NewSource registers the Source's informers on inf. Secrets are watched
@@ -96,6 +99,8 @@ func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryIn
 		{inf.Typed.Core().V1().Namespaces().Informer(), &s.namespaces},
 		{inf.Typed.Core().V1().Nodes().Informer(), &s.nodes},
 		{secrets, &s.secrets},
+		{inf.Typed.Networking().V1().Ingresses().Informer(), &s.ingresses},
+		{inf.Typed.Networking().V1().IngressClasses().Informer(), &s.ingressClasses},
 	} {
 		if err := inf.Watch(r.inf, h); err != nil {
 			return nil, err
@@ -158,7 +163,10 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 	in.EndpointSlices = items[discoveryv1.EndpointSlice](s.slices)
 	in.Namespaces = items[corev1.Namespace](s.namespaces)
 	in.Secrets = items[corev1.Secret](s.secrets)
+	in.Ingresses = items[networkingv1.Ingress](s.ingresses)
+	in.IngressClasses = items[networkingv1.IngressClass](s.ingressClasses)
 	in.Addresses = translate.AddressesFromStatus(in.Gateways)
+	maps.Copy(in.Addresses, translate.IngressAddressesFromStatus(translate.OwnedIngresses(in.IngressClasses, in.Ingresses)))
 	return in, items[corev1.Node](s.nodes), nil
 }
 

@@ -32,6 +32,7 @@ const (
 // in the input becomes a status condition and stays out of the IR.
 func Build(in Input) (ir.IR, Status) {
 	b := newBuilder(in)
+	ingresses := b.addIngresses()
 	var st Status
 	for _, gc := range b.classes {
 		st.GatewayClasses = append(st.GatewayClasses, GatewayClassStatus{Name: gc.Name, Status: gwv1.GatewayClassStatus{
@@ -60,7 +61,14 @@ func Build(in Input) (ir.IR, Status) {
 			st.GRPCRoutes = append(st.GRPCRoutes, rs)
 		}
 	}
+	for i := range ingresses.routes {
+		b.attachHTTPRoute(&ingresses.routes[i], kindHTTPRoute)
+	}
+	st.Ingresses = b.ingressStatus(ingresses)
 	for _, g := range b.gateways {
+		if g.ingress {
+			continue
+		}
 		st.Gateways = append(st.Gateways, GatewayStatus{Namespace: g.gw.Namespace, Name: g.gw.Name, Status: b.gatewayStatus(g)})
 	}
 	return b.ir(), st
@@ -82,6 +90,8 @@ type gateway struct {
 	gw        *gwv1.Gateway
 	address   netip.Addr
 	listeners []*listener
+	// ingress: the Gateway some Ingresses amount to (no status of its own).
+	ingress bool
 }
 
 // listener is one Gateway listener, its status so far and its routes.
@@ -244,7 +254,7 @@ func (b *builder) resolveCertificates(gw *gwv1.Gateway, l *listener) (gwv1.Liste
 		if ref.Namespace != nil {
 			ns = string(*ref.Namespace)
 		}
-		if ns != gw.Namespace && !b.granted(gatewayGroup, kindGateway, gw.Namespace, "", kindSecret, ns, string(ref.Name)) {
+		if ns != gw.Namespace && !b.byName[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}].ingress && !b.granted(gatewayGroup, kindGateway, gw.Namespace, "", kindSecret, ns, string(ref.Name)) {
 			return gwv1.ListenerReasonRefNotPermitted, fmt.Sprintf("%s: Secret %s/%s: no ReferenceGrant in %s allows it", field, ns, ref.Name, ns)
 		}
 		s, ok := b.secrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -38,11 +40,16 @@ type Input struct {
 	Services        []corev1.Service
 	EndpointSlices  []discoveryv1.EndpointSlice
 	Secrets         []corev1.Secret
+	// Ingresses of IngressClasses with Membrane's controller are served
+	// (see OwnedIngresses).
+	Ingresses      []networkingv1.Ingress
+	IngressClasses []networkingv1.IngressClass
 	// TLSRoutesServed: the cluster serves TLSRoutes (the experimental
 	// CRDs); GatewayClasses then list the TLSRoute feature.
 	TLSRoutesServed bool
-	// Addresses are the Gateways' assigned addresses (LB IPAM). A Gateway
-	// without one is not programmed.
+	// Addresses are the Gateways' assigned addresses (LB IPAM), and the
+	// Ingresses' under OwnedIngress.Key. A Gateway without one is not
+	// programmed.
 	Addresses map[types.NamespacedName]netip.Addr
 }
 
@@ -122,6 +129,12 @@ func ParseObjects(r io.Reader) (Input, error) {
 		case "Secret":
 			in.Secrets = append(in.Secrets, corev1.Secret{})
 			target = &in.Secrets[len(in.Secrets)-1]
+		case "Ingress":
+			in.Ingresses = append(in.Ingresses, networkingv1.Ingress{})
+			target = &in.Ingresses[len(in.Ingresses)-1]
+		case "IngressClass":
+			in.IngressClasses = append(in.IngressClasses, networkingv1.IngressClass{})
+			target = &in.IngressClasses[len(in.IngressClasses)-1]
 		default:
 			return Input{}, fmt.Errorf("document %d: kind %q is not an input of the gateway translation", i, meta.Kind)
 		}
@@ -130,6 +143,7 @@ func ParseObjects(r io.Reader) (Input, error) {
 		}
 	}
 	in.Addresses = AddressesFromStatus(in.Gateways)
+	maps.Copy(in.Addresses, IngressAddressesFromStatus(OwnedIngresses(in.IngressClasses, in.Ingresses)))
 	in.TLSRoutesServed = true
 	return in, nil
 }

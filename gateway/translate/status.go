@@ -14,6 +14,7 @@ type Status struct {
 	HTTPRoutes     []RouteStatus        `json:"httpRoutes,omitempty"`
 	GRPCRoutes     []RouteStatus        `json:"grpcRoutes,omitempty"`
 	TLSRoutes      []RouteStatus        `json:"tlsRoutes,omitempty"`
+	Ingresses      []IngressStatus      `json:"ingresses,omitempty"`
 }
 
 // GatewayClassStatus is one GatewayClass's status.

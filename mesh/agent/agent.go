@@ -147,6 +147,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if a.mesh != nil {
+			a.enc.remote = a.meshRoutes.wireGuardNodes
+			a.meshRoutes.encryptWith(a.enc.poke)
+		}
 	}
 
 	if a.cfg.SPIFFE.Enabled {

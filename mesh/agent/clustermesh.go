@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -18,6 +19,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/membrane-mesh/membrane/encryption/wireguard"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -77,11 +79,17 @@ func (s meshSink) SetRemoteNodes(cluster string, nodes []clustermesh.RemoteNode)
 }
 
 // meshRoutes owns this node's routes to remote clusters' PodCIDRs: one per
-// remote node, via its InternalIP over the underlay.
+// remote node, via its InternalIP over the underlay. With encryption on,
+// the remote nodes that publish a WireGuard key get no such route: they are
+// peers of the node's device (wireGuardNodes), whose routes take their
+// PodCIDRs through the tunnel.
 type meshRoutes struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	nodes map[string][]clustermesh.RemoteNode
+	// changed is told after each change of the remote nodes (the
+	// WireGuard peers follow them); nil without encryption.
+	changed func()
 }
 
 func newMeshRoutes(log *slog.Logger) *meshRoutes {
@@ -99,6 +107,41 @@ func (m *meshRoutes) set(cluster string, nodes []clustermesh.RemoteNode) {
 	if err := m.reconcile(); err != nil {
 		m.log.Warn("routes to remote clusters", "error", err)
 	}
+	if m.changed != nil {
+		m.changed()
+	}
+}
+
+// encryptWith turns on encryption of remote pod traffic: f (non-blocking)
+// is told of every change of the remote nodes, and the nodes that publish
+// a key lose their underlay route.
+func (m *meshRoutes) encryptWith(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.changed = f
+	if err := m.reconcile(); err != nil {
+		m.log.Warn("routes to remote clusters", "error", err)
+	}
+}
+
+// wireGuardNodes lists every remote node for WireGuard peering, named
+// CLUSTER/NODE (no local Node name has a slash), so the local and remote
+// nodes share one peer derivation: keys, endpoints and PodCIDRs are
+// checked, and a PodCIDR claimed twice is reported, the same way.
+func (m *meshRoutes) wireGuardNodes() []wireguard.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []wireguard.Node
+	for cluster, nodes := range m.nodes {
+		for _, n := range nodes {
+			out = append(out, remoteWireGuardNode(cluster, n))
+		}
+	}
+	return out
+}
+
+func remoteWireGuardNode(cluster string, n clustermesh.RemoteNode) wireguard.Node {
+	return wireguard.Node{Name: cluster + "/" + n.Name, IP: n.IP, PodCIDRs: slices.Clone(n.PodCIDRs), Key: n.WireGuardKey}
 }
 
 // reconcile makes the main table hold exactly the wanted routes of
@@ -107,6 +150,12 @@ func (m *meshRoutes) reconcile() error {
 	want := map[netip.Prefix]netip.Addr{}
 	for _, nodes := range m.nodes {
 		for _, n := range nodes {
+			if m.changed != nil && n.WireGuardKey != "" {
+				// Only through the tunnel: while the node is not (yet, or
+				// no longer) a peer its pods are unreachable, never sent
+				// in plaintext.
+				continue
+			}
 			for _, p := range n.PodCIDRs {
 				want[p.Masked()] = n.IP
 			}

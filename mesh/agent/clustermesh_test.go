@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -101,6 +102,36 @@ func TestMeshRoutes(t *testing.T) {
 		}
 		if got := routes(); len(got) != 1 || got["10.9.0.0/24"] != "198.18.1.99" {
 			t.Errorf("routes after clear = %v, want only the other owner's", got)
+		}
+
+		// With encryption on, a node that publishes a key is reached only
+		// through the tunnel (no underlay route); one without keeps its
+		// route. Every change is told, and the nodes are peers by
+		// CLUSTER/NODE.
+		keyed := node("w1", "198.18.1.21", "10.2.0.0/24")
+		keyed.WireGuardKey = "k1"
+		m.set("west", []clustermesh.RemoteNode{keyed, node("w2", "198.18.1.22", "10.2.1.0/24")})
+		if got := routes(); got["10.2.0.0/24"] != "198.18.1.21" {
+			t.Errorf("encryption off: routes = %v, want one to the keyed node too", got)
+		}
+		told := 0
+		m.encryptWith(func() { told++ })
+		if got := routes(); got["10.2.0.0/24"] != "" || got["10.2.1.0/24"] != "198.18.1.22" {
+			t.Errorf("encryption on: routes = %v, want only the one to the node without a key", got)
+		}
+		peers := map[string]string{}
+		for _, n := range m.wireGuardNodes() {
+			peers[n.Name] = n.Key + " " + n.IP.String() + " " + fmt.Sprint(n.PodCIDRs)
+		}
+		if want := map[string]string{"west/w1": "k1 198.18.1.21 [10.2.0.0/24]", "west/w2": " 198.18.1.22 [10.2.1.0/24]"}; fmt.Sprint(peers) != fmt.Sprint(want) {
+			t.Errorf("wireGuardNodes = %v, want %v", peers, want)
+		}
+		m.set("west", nil) // disconnect
+		if told != 1 || len(m.wireGuardNodes()) != 0 {
+			t.Errorf("after disconnect: told %d times, %d nodes left", told, len(m.wireGuardNodes()))
+		}
+		if got := routes(); len(got) != 1 {
+			t.Errorf("routes after disconnect = %v, want only the other owner's", got)
 		}
 		return nil
 	})

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,6 +44,9 @@ type encryption struct {
 	kick     chan struct{}
 	started  chan struct{} // closed once the device is up
 	recorder record.EventRecorder
+	// remote lists the nodes of connected clusters (nil outside a mesh):
+	// they are peers like the local nodes.
+	remote func() []wireguard.Node
 
 	mu         sync.Mutex
 	key        wireguard.PrivateKey
@@ -204,7 +209,11 @@ func (e *encryption) reconcileLocked(ctx context.Context) error {
 			self = n
 		}
 	}
-	peers, bad := wireguard.Peers(e.cfg.NodeName, pub, nodes, wireguard.ListenPort)
+	var remote []wireguard.Node
+	if e.remote != nil {
+		remote = e.remote()
+	}
+	peers, bad := meshPeers(e.cfg.NodeName, pub, nodes, remote)
 	err = e.mgr.Reconfig(wireguard.Config{PrivateKey: e.key, ListenPort: wireguard.ListenPort, Peers: peers})
 	switch {
 	case errors.Is(err, wireguard.ErrNoChanges):
@@ -228,6 +237,54 @@ func (e *encryption) reconcileLocked(ctx context.Context) error {
 		e.log.Info("WireGuard public key published", "publicKey", pub.Fingerprint())
 	}
 	return nil
+}
+
+// unencryptedRemote is the reason given for a remote cluster's node that
+// publishes no WireGuard key: its cluster runs without encryption, and pod
+// traffic between the two crosses the underlay in plaintext, as it does
+// to a local node without a key.
+const unencryptedRemote = "remote cluster node publishes no WireGuard key (encryption off in its cluster): pod traffic to it crosses the underlay unencrypted"
+
+// meshPeers derives the peers from the local nodes and those of connected
+// clusters in one pass of wireguard.Peers, which checks keys, endpoints and
+// PodCIDRs of both alike. The local cluster always wins a clash: a remote
+// node that claims a local node's PodCIDR or key is skipped first (whatever
+// the names' order), so a remote cluster can never draw local pod traffic
+// into its tunnel. Each remote node that publishes no key is reported: pod
+// traffic to it is not encrypted.
+func meshPeers(self string, pub wireguard.PublicKey, local, remote []wireguard.Node) ([]wireguard.Peer, []wireguard.Skipped) {
+	var cidrs []netip.Prefix
+	keys := map[string]string{}
+	for _, n := range local {
+		cidrs = append(cidrs, n.PodCIDRs...)
+		if n.Key != "" {
+			keys[n.Key] = n.Name
+		}
+	}
+	all := slices.Clone(local)
+	var bad []wireguard.Skipped
+remote:
+	for _, n := range remote {
+		if n.Key == "" {
+			bad = append(bad, wireguard.Skipped{Node: n.Name, Reason: unencryptedRemote})
+			continue
+		}
+		if other, ok := keys[n.Key]; ok {
+			bad = append(bad, wireguard.Skipped{Node: n.Name, Reason: "public key already used by local node " + other})
+			continue
+		}
+		for _, c := range n.PodCIDRs {
+			for _, l := range cidrs {
+				if c.Overlaps(l) {
+					bad = append(bad, wireguard.Skipped{Node: n.Name, Reason: fmt.Sprintf("PodCIDR %s overlaps %s of this cluster", c.Masked(), l.Masked())})
+					continue remote
+				}
+			}
+		}
+		all = append(all, n)
+	}
+	peers, skipped := wireguard.Peers(self, pub, all, wireguard.ListenPort)
+	return peers, append(skipped, bad...)
 }
 
 // report warns once per node and bad value: a log line, the skipped-input

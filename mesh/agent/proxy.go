@@ -42,6 +42,9 @@ type proxy struct {
 	client kubernetes.Interface
 	xds    *server.Server
 	als    *accesslog.Receiver
+	// tr translates the configurations, rebuilding only what changed
+	// (the regeneration loop's).
+	tr *translate.Translator
 	// last is the configuration last published, with its policies'
 	// contributions (the regeneration loop's).
 	last        *translate.Node
@@ -57,17 +60,26 @@ type proxy struct {
 	gatewayR gwtranslate.Resources
 
 	mu sync.Mutex
-	// origins of the newest published configuration and of the one in
-	// force, by version: which policies a rejection is about.
-	published map[string]map[string]string // version → policy → fingerprint
-	reported  string                       // the annotation value last written ("" none)
+	// published holds the origins of the newest published configuration,
+	// of the one in force and of the last published one that was in force
+	// whole, by version: which policies a rejection is about.
+	published map[string]origins
+	inForce   string // the last published version Envoy ran whole
+	reported  string // the annotation value last written ("" none)
+}
+
+// origins are where a published configuration came from.
+type origins struct {
+	policies map[string]string   // policy → fingerprint of its contribution
+	routes   map[string][]string // route configuration → its policies
 }
 
 func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *flow.Store, enrich flow.Enricher) *proxy {
 	p := &proxy{
 		log: log, cfg: cfg, client: client,
 		xds:       server.New(log, cfg.NodeName),
-		published: map[string]map[string]string{},
+		tr:        translate.NewTranslator(),
+		published: map[string]origins{},
 	}
 	p.als = accesslog.New(log, func(l flow.HTTPLog) {
 		if l.SourceID != "" && p.authMetrics != nil {
@@ -132,11 +144,11 @@ func (p *proxy) run(ctx context.Context) error {
 // update publishes the L7 configuration of the node's endpoints. Most
 // regenerations change no L7 rule: an unchanged configuration is not
 // translated again.
-func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string]string, as *authState) {
-	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, origins) && sameAuth(p.lastAuth, as) {
+func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) {
+	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, policies) && sameAuth(p.lastAuth, as) {
 		return
 	}
-	res, err := n.Resources()
+	res, err := p.tr.Resources(n)
 	if err != nil {
 		// The resolver's rules are validated by the policies' converters:
 		// what still fails here stays out, and the last configuration
@@ -159,9 +171,9 @@ func (p *proxy) update(ctx context.Context, n translate.Node, origins map[string
 		p.authMetrics.secretUpdates.Inc()
 	}
 	p.mu.Lock()
-	p.published[version] = origins
+	p.published[version] = origins{policies: policies, routes: translate.RouteOrigins(n)}
 	p.mu.Unlock()
-	p.last, p.lastOrigins, p.lastAuth = &n, origins, as
+	p.last, p.lastOrigins, p.lastAuth = &n, policies, as
 }
 
 // setGateway publishes the node Envoy's gateway listeners and clusters
@@ -185,26 +197,29 @@ func (p *proxy) publish(ctx context.Context, l7 *translate.Resources, gw *gwtran
 	}
 	return p.xds.Publish(ctx, translate.Resources{
 		Listeners: slices.Concat(p.l7Res.Listeners, p.gatewayR.Listeners),
+		Routes:    p.l7Res.Routes, // gateway listeners carry their routes inline
 		Clusters:  slices.Concat(p.l7Res.Clusters, p.gatewayR.Clusters),
 		Secrets:   p.l7Res.Secrets,
 	})
 }
 
 // report writes the rejection of the newest configuration, if any, on the
-// Node, naming the policies whose L7 rules differ from the configuration
-// in force (all of its policies when none is in force).
+// Node, naming the policies it is about (see rejectedPolicies).
 func (p *proxy) report(ctx context.Context) {
 	st := p.xds.Status()
 	p.mu.Lock()
+	if _, ok := p.published[st.Acked]; ok {
+		p.inForce = st.Acked
+	}
 	for v := range p.published {
-		if v != st.Published && v != st.Acked {
+		if v != st.Published && v != st.Acked && v != p.inForce {
 			delete(p.published, v)
 		}
 	}
 	var value string
 	if r := st.Rejected; r != nil {
 		rej := v1alpha1.ProxyRejection{Version: r.Version, Error: r.Error, At: metav1.NewTime(r.At),
-			Policies: changedPolicies(p.published[r.Version], p.published[st.Acked])}
+			Policies: rejectedPolicies(r.Resources, p.published[r.Version], p.published[p.inForce])}
 		b, err := json.Marshal(rej)
 		if err != nil {
 			p.mu.Unlock()
@@ -242,6 +257,29 @@ func (p *proxy) annotate(ctx context.Context, value string) error {
 		return fmt.Errorf("patch node %s: %w", p.cfg.NodeName, err)
 	}
 	return nil
+}
+
+// rejectedPolicies are the policies a rejection of resources (route
+// configurations of rejected) is about: those of the rejected route
+// configurations whose contribution differs from the configuration in
+// force; all of the rejected route configurations' policies when none
+// differs; the changed policies (changedPolicies) when the rejected
+// resources are not route configurations.
+func rejectedPolicies(resources []string, rejected, inForce origins) []string {
+	changed := changedPolicies(rejected.policies, inForce.policies)
+	var about []string
+	for _, r := range resources {
+		about = append(about, rejected.routes[r]...)
+	}
+	if len(about) == 0 {
+		return changed
+	}
+	slices.Sort(about)
+	about = slices.Compact(about)
+	if both := slices.DeleteFunc(slices.Clone(about), func(p string) bool { return !slices.Contains(changed, p) }); len(both) > 0 {
+		return both
+	}
+	return about
 }
 
 // changedPolicies are the policies of rejected whose contribution differs

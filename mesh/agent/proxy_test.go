@@ -9,6 +9,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/ipcache"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 	"github.com/membrane-mesh/membrane/xds/l7"
+	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // TestChangedPolicies: a rejection names the policies whose contribution
@@ -35,5 +36,56 @@ func TestChangedPolicies(t *testing.T) {
 	}
 	if got := changedPolicies(origins, origins); len(got) != 3 {
 		t.Errorf("nothing changed: want every policy blamed, got %v", got)
+	}
+}
+
+// TestRejectedPolicies: a rejected route configuration names the changed
+// policies among its own, not a policy that changed elsewhere in the same
+// configuration; its own policies when none of them changed (e.g. a peer
+// address); the changed ones when the rejection is not about a route
+// configuration.
+func TestRejectedPolicies(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	ipc := ipcache.Map{pfx("0.0.0.0/0"): identity.World, pfx("10.0.1.7/32"): 300}
+	get := []policy.HTTPRule{{Method: "GET", Path: "/api/.*"}}
+	eps := []l7.Endpoint{{Name: "payments/payment-a", IP: netip.MustParseAddr("10.0.1.5"), Rules: []policy.L7Rule{
+		{Direction: policy.Ingress, Proto: policy.TCP, Port: 3000, RemoteIdentities: []identity.ID{300}, HTTP: get,
+			Origins: []string{"MembraneNetworkPolicy payments/payment-l7 rules[0] ingress[0]"}},
+		{Direction: policy.Ingress, Proto: policy.TCP, Port: 3000, RemoteIdentities: []identity.ID{300}, HTTP: get,
+			Origins: []string{"MembraneNetworkPolicy payments/audit rules[0] ingress[0]"}},
+		{Direction: policy.Ingress, Proto: policy.TCP, Port: 3001, RemoteIdentities: []identity.ID{300}, HTTP: get,
+			Origins: []string{"MembraneNetworkPolicy payments/other rules[0] ingress[0]"}},
+	}}}
+	opts := l7.Options{ProxyPort: 15001, AccessLogCluster: accessLogCluster}
+	config := func() origins {
+		n, o, problems := l7.Config(opts, eps, ipc)
+		if len(problems) > 0 {
+			t.Fatal(problems)
+		}
+		return origins{policies: o, routes: translate.RouteOrigins(n)}
+	}
+	inForce := config()
+	// payment-l7 and other change; Envoy rejects port 3000's route configuration.
+	eps[0].Rules[0].HTTP = []policy.HTTPRule{{Method: "POST"}}
+	eps[0].Rules[2].HTTP = []policy.HTTPRule{{Method: "PUT"}}
+	rejected := config()
+	for _, tc := range []struct {
+		name      string
+		resources []string
+		inForce   origins
+		want      []string
+	}{
+		{"one route configuration", []string{"ingress/10.0.1.5:3000"}, inForce, []string{"MembraneNetworkPolicy payments/payment-l7"}},
+		{"the other", []string{"ingress/10.0.1.5:3001"}, inForce, []string{"MembraneNetworkPolicy payments/other"}},
+		{"nothing in force", []string{"ingress/10.0.1.5:3000"}, origins{},
+			[]string{"MembraneNetworkPolicy payments/audit", "MembraneNetworkPolicy payments/payment-l7"}},
+		{"none of its policies changed", []string{"ingress/10.0.1.5:3000"}, rejected,
+			[]string{"MembraneNetworkPolicy payments/audit", "MembraneNetworkPolicy payments/payment-l7"}},
+		{"the listener", []string{"membrane-proxy"}, inForce,
+			[]string{"MembraneNetworkPolicy payments/other", "MembraneNetworkPolicy payments/payment-l7"}},
+	} {
+		if got := rejectedPolicies(tc.resources, rejected, tc.inForce); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

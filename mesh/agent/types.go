@@ -59,7 +59,7 @@ func policyDump(d bpfpolicy.Dump) agentapi.PolicyDump {
 func xdsStatus(s server.Status) agentapi.XDSStatus {
 	out := agentapi.XDSStatus{Connected: s.Connected, Streams: s.Streams, Published: s.Published, Acked: s.Acked, AckedAt: s.AckedAt}
 	if r := s.Rejected; r != nil {
-		out.Rejected = &agentapi.XDSRejection{Version: r.Version, TypeURL: r.TypeURL, Error: r.Error, At: r.At}
+		out.Rejected = &agentapi.XDSRejection{Version: r.Version, TypeURL: r.TypeURL, Resources: r.Resources, Error: r.Error, At: r.At}
 	}
 	return out
 }

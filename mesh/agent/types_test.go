@@ -31,7 +31,7 @@ func TestAPITypesKeepJSON(t *testing.T) {
 			Entry: bpfpolicy.PolicyEntry{Verdict: bpfpolicy.Redirect, ProxyPort: 15001, AuthRequired: true}, DerivedDeny: true, DerivedAuth: true}},
 	}
 	xds := server.Status{Connected: true, Streams: 2, Published: "v2", Acked: "v1", AckedAt: at,
-		Rejected: &server.Rejection{Version: "v2", TypeURL: "type.googleapis.com/envoy.config.listener.v3.Listener", Error: "bad", At: at}}
+		Rejected: &server.Rejection{Version: "v2", TypeURL: "type.googleapis.com/envoy.config.listener.v3.Listener", Resources: []string{"membrane-proxy"}, Error: "bad", At: at}}
 	wg := wireguard.Status{Device: "membrane-wg0", Backend: wireguard.BackendKernel, ListenPort: 51871, PublicKeyFingerprint: "ab12",
 		Peers: []wireguard.PeerStatus{{Node: "n2", PublicKeyFingerprint: "cd34", Endpoint: "198.18.1.11:51871", AllowedIPs: []string{"10.244.2.0/24"}, LatestHandshake: at, ReceiveBytes: 1, TransmitBytes: 2}}}
 	skipped := []wireguard.Skipped{{Node: "n3", Reason: "bad key", Key: "xyz"}}

@@ -121,8 +121,10 @@ type XDSStatus struct {
 	Streams int `json:"streams"`
 	// Published is the version of the newest configuration published.
 	Published string `json:"published,omitempty"`
-	// Acked is the version Envoy last accepted for every type (the
-	// configuration in force).
+	// Acked is the version of the configuration Envoy runs, every
+	// resource of every type (the configuration in force): the one
+	// published, or after a rejection the one the rejected resources were
+	// taken back to.
 	Acked string `json:"acked,omitempty"`
 	// AckedAt is when it did.
 	AckedAt time.Time `json:"ackedAt,omitzero"`
@@ -130,12 +132,14 @@ type XDSStatus struct {
 	Rejected *XDSRejection `json:"rejected,omitempty"`
 }
 
-// XDSRejection is a NACK: the version Envoy refused and why.
+// XDSRejection is a NACK: the version Envoy refused, which of its
+// resources (of TypeURL) and why.
 type XDSRejection struct {
-	Version string    `json:"version"`
-	TypeURL string    `json:"typeURL"`
-	Error   string    `json:"error"`
-	At      time.Time `json:"at"`
+	Version   string    `json:"version"`
+	TypeURL   string    `json:"typeURL"`
+	Resources []string  `json:"resources,omitempty"`
+	Error     string    `json:"error"`
+	At        time.Time `json:"at"`
 }
 
 // InSync reports whether Envoy runs the newest configuration.

@@ -27,6 +27,9 @@ type RemoteNode struct {
 	Name     string         `json:"name"`
 	IP       netip.Addr     `json:"ip"`
 	PodCIDRs []netip.Prefix `json:"podCIDRs,omitempty"`
+	// WireGuardKey is the node's published WireGuard public key, raw
+	// ("" when its cluster runs without encryption).
+	WireGuardKey string `json:"wireGuardKey,omitempty"`
 }
 
 // RemoteStatus is what one agent knows of one remote cluster.

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/membrane-mesh/membrane/encryption/wireguard"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/model"
@@ -479,7 +480,7 @@ func (r *remote) pushNodes() {
 		if !ok {
 			continue
 		}
-		rn := clustermesh.RemoteNode{Name: n.Name}
+		rn := clustermesh.RemoteNode{Name: n.Name, WireGuardKey: n.Annotations[wireguard.AnnotationPublicKey]}
 		for _, a := range n.Status.Addresses {
 			if a.Type == corev1.NodeInternalIP {
 				if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {

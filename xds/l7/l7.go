@@ -39,9 +39,10 @@ type Endpoint struct {
 }
 
 // Config is the node's L7 configuration: each local endpoint's L7 rules,
-// with the remote identities' addresses as peers, and for every policy
-// that contributed, a fingerprint of what it contributed (origins: which
-// policies a rejection of the configuration is about). Rules that cannot
+// with the remote identities' addresses as peers and the policies they
+// come from (Port.Origins: which policies a rejection of a route
+// configuration is about), and for every policy that contributed, a
+// fingerprint of what it contributed (origins: which of them changed). Rules that cannot
 // be proxied are left out and reported in problems.
 func Config(o Options, eps []Endpoint, ipc ipcache.Map) (n translate.Node, origins map[string]string, problems []error) {
 	byIdentity := ipc.ByIdentity()
@@ -58,8 +59,15 @@ func Config(o Options, eps []Endpoint, ipc ipcache.Map) (n translate.Node, origi
 			if r.Direction == policy.Egress {
 				dir = translate.Egress
 			}
+			var from []string
+			for _, o := range r.Origins {
+				name, _, _ := strings.Cut(o, " rules[")
+				from = append(from, name)
+			}
+			slices.Sort(from)
+			from = slices.Compact(from)
 			for port := r.Port; ; port++ {
-				pt := translate.Port{Direction: dir, Endpoint: ep.IP, Port: port}
+				pt := translate.Port{Direction: dir, Endpoint: ep.IP, Port: port, Origins: from}
 				if all || len(peers) > 0 {
 					pt.Rules = []translate.Rule{{Peers: peers, HTTP: httpRules(r.HTTP)}}
 				}

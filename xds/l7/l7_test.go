@@ -111,10 +111,11 @@ func TestConfig(t *testing.T) {
 	hdr := []translate.HTTPRule{{Method: "GET", Path: "/api/.*", Headers: []translate.Header{{Name: "Content-Type", Value: "application/json"}}}}
 	ep := netip.MustParseAddr("10.0.1.5")
 	want := translate.Node{ProxyPort: 15001, AccessLogCluster: "membrane-agent", UpstreamMark: 0x0A00, Ports: []translate.Port{
-		{Direction: translate.Ingress, Endpoint: ep, Port: 3000, Rules: []translate.Rule{{Peers: []netip.Prefix{pfx("10.0.1.7/32"), pfx("10.0.2.7/32")}, HTTP: hdr}}},
-		{Direction: translate.Ingress, Endpoint: ep, Port: 3001},
-		{Direction: translate.Egress, Endpoint: ep, Port: 80, Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{}}}}},
-		{Direction: translate.Egress, Endpoint: ep, Port: 81, Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{}}}}},
+		{Direction: translate.Ingress, Endpoint: ep, Port: 3000, Rules: []translate.Rule{{Peers: []netip.Prefix{pfx("10.0.1.7/32"), pfx("10.0.2.7/32")}, HTTP: hdr}},
+			Origins: []string{"MembraneNetworkPolicy payments/payment-l7"}},
+		{Direction: translate.Ingress, Endpoint: ep, Port: 3001, Origins: []string{"MembraneNetworkPolicy payments/other"}},
+		{Direction: translate.Egress, Endpoint: ep, Port: 80, Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{}}}}, Origins: []string{"MembraneClusterwideNetworkPolicy web"}},
+		{Direction: translate.Egress, Endpoint: ep, Port: 81, Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{}}}}, Origins: []string{"MembraneClusterwideNetworkPolicy web"}},
 	}}
 	if d := cmp.Diff(want, n, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); d != "" {
 		t.Errorf("node (-want +got):\n%s", d)

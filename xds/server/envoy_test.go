@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,77 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 	fixed.ProxyPort = good.ProxyPort
 	v3 := publish(fixed)
 	waitStatus(t, s, "v3 accepted", func(st Status) bool { return st.Acked == v3 && st.Rejected == nil && st.InSync() })
+	stop()
+}
+
+// TestEnvoyRejectsOneRoute: a NACK is about the resources Envoy refused,
+// and only those are taken back. A change that adds a pod port (listener
+// and route configuration) and breaks another port's rules: the broken
+// route configuration is rejected and named, taken back to the version
+// Envoy runs, while the new port stays in force; a restarted Envoy gets
+// exactly that; publishing that same configuration is in sync at once. A
+// rejected new route configuration has no version to go back to: the
+// configuration returns to the last one Envoy ran whole.
+func TestEnvoyRejectsOneRoute(t *testing.T) {
+	envoy := testenv.Tool(t, "envoy")
+	testenv.RequireRoot(t, "the transparent listener needs CAP_NET_ADMIN")
+	s, adsAddr := serveADS(t)
+	proxyPort := freePort(t)
+	port := func(ip, path string) translate.Port {
+		return translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ip), Port: 8080,
+			Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: path}}}}}
+	}
+	publish := func(ports ...translate.Port) string {
+		t.Helper()
+		res, err := translate.Node{ProxyPort: proxyPort, Ports: ports}.Resources()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.Publish(t.Context(), res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	a, b, c := port("10.0.0.5", "/a/.*"), port("10.0.0.6", "/b/.*"), port("10.0.0.7", "/c/.*")
+	v1 := publish(a, b)
+	boot := bootstrapFile(t, adsAddr)
+	stop := startEnvoy(t, envoy, boot)
+	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
+
+	v2 := publish(a, port("10.0.0.6", "/b/[a-z]{300}"), c)
+	waitStatus(t, s, "v2 rejected, the rest in force", func(st Status) bool {
+		return st.Rejected != nil && st.Rejected.Version == v2 && st.Acked != "" && st.Acked != v1
+	})
+	st := s.Status()
+	if want := []string{"ingress/10.0.0.6:8080"}; !slices.Equal(st.Rejected.Resources, want) ||
+		st.Rejected.TypeURL != "type.googleapis.com/envoy.config.route.v3.RouteConfiguration" {
+		t.Errorf("rejected %s %v, want the route configuration %v", st.Rejected.TypeURL, st.Rejected.Resources, want)
+	}
+	inForce := st.Acked
+
+	stop()
+	waitStatus(t, s, "disconnected", func(st Status) bool { return !st.Connected && st.Acked == "" })
+	stop = startEnvoy(t, envoy, boot)
+	waitStatus(t, s, "restarted envoy runs what was in force", func(st Status) bool { return st.Streams == 2 && st.Acked == inForce })
+
+	// v2 with b as before is what is in force: same version, in sync.
+	v3 := publish(a, b, c)
+	if v3 != inForce {
+		t.Errorf("publishing v2 with b taken back gave version %s, want the one in force %s", v3, inForce)
+	}
+	waitStatus(t, s, "in sync", func(st Status) bool { return st.InSync() && st.Rejected == nil })
+
+	// A new port whose rules Envoy rejects: no version of its route
+	// configuration to take back to, so the whole configuration goes
+	// back to v3 (its listener without the new chain).
+	v4 := publish(a, b, c, port("10.0.0.8", "/d/[a-z]{300}"))
+	waitStatus(t, s, "v4 rejected, v3 in force", func(st Status) bool {
+		return st.Rejected != nil && st.Rejected.Version == v4 && st.Acked == v3
+	})
+	if st := s.Status(); !slices.Equal(st.Rejected.Resources, []string{"ingress/10.0.0.8:8080"}) {
+		t.Errorf("rejected %v, want the new route configuration", st.Rejected.Resources)
+	}
 	stop()
 }
 
@@ -179,8 +251,8 @@ func waitStatus(t testing.TB, s *Server, what string, ok func(Status) bool) {
 }
 
 // bootstrapFile is the node bootstrap's shape: ADS to the server, nothing
-// else but an admin on a free loopback port.
-func bootstrapFile(t testing.TB, ads string) string {
+// else but an admin on a free loopback port; extra lines are appended.
+func bootstrapFile(t testing.TB, ads string, extra ...string) string {
 	t.Helper()
 	host, port, err := net.SplitHostPort(ads)
 	if err != nil {
@@ -190,7 +262,7 @@ func bootstrapFile(t testing.TB, ads string) string {
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: DELTA_GRPC
     transport_api_version: V3
     set_node_on_first_message_only: true
     grpc_services: [{envoy_grpc: {cluster_name: membrane-agent}}]
@@ -208,7 +280,7 @@ static_resources:
     load_assignment:
       cluster_name: membrane-agent
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]
-`, host, port)
+`, host, port) + strings.Join(extra, "\n")
 	path := filepath.Join(t.TempDir(), "envoy.yaml")
 	if err := os.WriteFile(path, []byte(b), 0o644); err != nil {
 		t.Fatal(err)

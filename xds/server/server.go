@@ -1,12 +1,21 @@
-// Package server serves one node's Envoy over ADS (go-control-plane's
-// snapshot cache and server) and tracks what that Envoy made of each
-// configuration: ACKed, or rejected (NACK) with Envoy's error text.
+// Package server serves one node's Envoy over incremental (delta) ADS
+// (go-control-plane's snapshot cache and server) and tracks what that Envoy
+// made of each configuration: ACKed, or rejected (NACK) with Envoy's error
+// text, resource by resource.
 //
 // Snapshots are immutable and versioned by content: publishing the same
-// resources again is a no-op. A configuration Envoy rejects is taken back:
-// the cache returns to the last snapshot Envoy accepted, so an Envoy that
-// restarts gets the configuration that was in force, not the rejected one,
-// until a new configuration is published.
+// resources again is a no-op. Every resource is versioned by content too,
+// and the delta protocol sends Envoy only the resources whose version
+// changed (and the names of those removed), so a change of one route
+// configuration costs one route configuration, whatever the node's size.
+//
+// A configuration Envoy rejects is taken back resource by resource: the
+// cache keeps the newest configuration with each rejected resource
+// replaced by the version Envoy runs (the rest of the change stays in
+// force), or, when Envoy runs no version of a rejected resource, returns
+// to the last configuration Envoy accepted whole. So an Envoy that restarts
+// gets the configuration in force, not the rejected one, until a new
+// configuration is published.
 //
 //	s := server.New(log, nodeName)
 //	g := grpc.NewServer()
@@ -23,7 +32,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,13 +45,19 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // Types are the xDS types a snapshot holds, in the order Envoy applies them.
-var Types = []string{resource.ClusterType, resource.ListenerType}
+var Types = []string{resource.ClusterType, resource.ListenerType, resource.RouteType}
+
+// published are the types a snapshot holds: Types and the SDS secrets.
+var published = []string{resource.ClusterType, resource.ListenerType, resource.RouteType, resource.SecretType}
+
+// wildcard reports whether Envoy subscribes to every resource of type t (it
+// asks for route configurations by name, as its listeners need them).
+func wildcard(t string) bool { return t != resource.RouteType }
 
 // Status is what the node's Envoy made of the published configurations.
 type Status struct {
@@ -51,8 +68,9 @@ type Status struct {
 	Streams int `json:"streams"`
 	// Published is the version of the newest configuration published.
 	Published string `json:"published,omitempty"`
-	// Acked is the version Envoy last accepted for every type (the
-	// configuration in force).
+	// Acked is the version of the configuration Envoy runs, every resource
+	// of every type (the configuration in force): the one published, or
+	// after a rejection the one the rejected resources were taken back to.
 	Acked string `json:"acked,omitempty"`
 	// AckedAt is when it did.
 	AckedAt time.Time `json:"ackedAt,omitzero"`
@@ -60,12 +78,16 @@ type Status struct {
 	Rejected *Rejection `json:"rejected,omitempty"`
 }
 
-// Rejection is a NACK: the version Envoy refused and why.
+// Rejection is a NACK: the version Envoy refused, which of its resources
+// and why.
 type Rejection struct {
-	Version string    `json:"version"`
-	TypeURL string    `json:"typeURL"`
-	Error   string    `json:"error"`
-	At      time.Time `json:"at"`
+	Version string `json:"version"`
+	TypeURL string `json:"typeURL"`
+	// Resources are the names of the rejected resources (of TypeURL):
+	// those of the responses Envoy refused.
+	Resources []string  `json:"resources,omitempty"`
+	Error     string    `json:"error"`
+	At        time.Time `json:"at"`
 }
 
 // InSync reports whether Envoy runs the newest configuration.
@@ -80,40 +102,68 @@ type Server struct {
 
 	mu     sync.Mutex
 	status Status
-	open   map[int64]bool    // ADS streams of this node
-	nonces map[string]string // response nonce → version
-	acked  map[string]string // type URL → version
-	// running is, by type URL, the version a connecting Envoy said it runs
-	// (its first request on a stream), until it answers a response.
-	running map[string]string
-	snaps   map[string]*cachev3.Snapshot // published versions still of interest
-	good    *cachev3.Snapshot            // last snapshot accepted for every type
+	open   map[int64]bool // ADS streams of this node
+	// first holds, per stream, the types it has asked for: its first
+	// request of a type says what Envoy runs of it.
+	first map[int64]map[string]bool
+	sent  map[sentKey]sent // responses awaiting Envoy's answer
+	// envoy is what Envoy runs, by type URL: resource name → version.
+	envoy map[string]map[string]string
+	// accepted are the resources Envoy runs (as far as known), by type URL
+	// and name: what a rejected resource is taken back to.
+	accepted map[string]map[string]types.Resource
+	// hashes are the versions of the resources of the newest publish, by
+	// identity: a Translator hands unchanged resources over as the same
+	// objects, which are not marshalled and hashed again.
+	hashes map[types.Resource]string
+	snaps  map[string]*cachev3.Snapshot // by version: published, current, good
+	// current is the snapshot in the cache: the newest published, or the
+	// one a rejection took it back to.
+	current *cachev3.Snapshot
+	good    *cachev3.Snapshot // last snapshot Envoy ran whole
 	changed chan struct{}
 	// wake is closed (and replaced) whenever Status changes: it wakes every
 	// WaitAcked without taking Changed's signal from its consumer.
 	wake chan struct{}
 }
 
+// sentKey names a response: nonces count per stream.
+type sentKey struct {
+	stream int64
+	nonce  string
+}
+
+// sent is a response Envoy has not answered yet.
+type sent struct {
+	typeURL   string
+	version   string            // the snapshot's
+	resources map[string]string // name → version
+	removed   []string
+	snap      *cachev3.Snapshot // nil when no longer kept
+}
+
 // New returns a server for the Envoy whose node ID is nodeID (the node's
 // name: Envoy's --service-node). Streams of other node IDs get nothing.
 func New(log *slog.Logger, nodeID string) *Server {
 	s := &Server{
-		log:     log,
-		nodeID:  nodeID,
-		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
-		open:    map[int64]bool{},
-		nonces:  map[string]string{},
-		acked:   map[string]string{},
-		running: map[string]string{},
-		snaps:   map[string]*cachev3.Snapshot{},
-		changed: make(chan struct{}, 1),
-		wake:    make(chan struct{}),
+		log:      log,
+		nodeID:   nodeID,
+		cache:    cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
+		open:     map[int64]bool{},
+		first:    map[int64]map[string]bool{},
+		sent:     map[sentKey]sent{},
+		envoy:    map[string]map[string]string{},
+		accepted: map[string]map[string]types.Resource{},
+		snaps:    map[string]*cachev3.Snapshot{},
+		changed:  make(chan struct{}, 1),
+		wake:     make(chan struct{}),
 	}
 	s.ads = serverv3.NewServer(context.Background(), s.cache, serverv3.CallbackFuncs{
-		StreamOpenFunc:     s.onOpen,
-		StreamClosedFunc:   s.onClosed,
-		StreamRequestFunc:  s.onRequest,
-		StreamResponseFunc: s.onResponse,
+		StreamOpenFunc:          s.onOpen,
+		DeltaStreamOpenFunc:     s.onDeltaOpen,
+		DeltaStreamClosedFunc:   s.onClosed,
+		StreamDeltaRequestFunc:  s.onRequest,
+		StreamDeltaResponseFunc: s.onResponse,
 	})
 	return s
 }
@@ -133,76 +183,110 @@ func (s *Server) Status() Status {
 	st := s.status
 	if st.Rejected != nil {
 		r := *st.Rejected
+		r.Resources = slices.Clone(r.Resources)
 		st.Rejected = &r
 	}
 	return st
 }
 
 // Publish makes res the node's configuration and returns its version.
-// Publishing resources equal to the newest ones changes nothing.
+// Publishing resources equal to the newest ones changes nothing. The
+// resources must not be modified afterwards: they are sent as they are
+// when Envoy needs them, and one published again (the same object, as a
+// Translator hands over an unchanged one) is not hashed again.
 func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, error) {
-	byType := map[resource.Type][]types.Resource{resource.ClusterType: nil, resource.ListenerType: nil}
+	byType := map[resource.Type][]types.Resource{resource.ClusterType: nil, resource.ListenerType: nil, resource.RouteType: nil}
 	for _, c := range res.Clusters {
 		byType[resource.ClusterType] = append(byType[resource.ClusterType], c)
 	}
 	for _, l := range res.Listeners {
 		byType[resource.ListenerType] = append(byType[resource.ListenerType], l)
 	}
-	// Secrets are served on request only (SDS): Envoy asks for those its
+	for _, r := range res.Routes {
+		byType[resource.RouteType] = append(byType[resource.RouteType], r)
+	}
+	// Secrets are served on request (SDS): Envoy asks for those its
 	// listeners and clusters name, so they are not part of what must be
 	// acknowledged (Types), only of the version.
 	for _, sec := range res.Secrets {
 		byType[resource.SecretType] = append(byType[resource.SecretType], sec)
 	}
-	version, err := contentVersion(byType)
-	if err != nil {
-		return "", err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	hashes := make(map[types.Resource]string, len(s.hashes))
+	versions := map[string]map[string]string{}
+	for _, t := range published {
+		versions[t] = make(map[string]string, len(byType[t]))
+		for _, r := range byType[t] {
+			h, ok := s.hashes[r]
+			if !ok {
+				b, err := cachev3.MarshalResource(r)
+				if err != nil {
+					return "", fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(r), err)
+				}
+				h = cachev3.HashResource(b)
+			}
+			hashes[r] = h
+			versions[t][cachev3.GetResourceName(r)] = h
+		}
+	}
+	version := contentVersion(versions)
 	if version == s.status.Published {
 		return version, nil
 	}
-	snap, err := cachev3.NewSnapshot(version, byType)
+	snap, err := newSnapshot(version, byType, versions)
 	if err != nil {
-		return "", fmt.Errorf("snapshot %s: %w", version, err)
-	}
-	if err := snap.Consistent(); err != nil {
-		return "", fmt.Errorf("snapshot %s is not consistent: %w", version, err)
+		return "", err
 	}
 	if err := s.cache.SetSnapshot(ctx, s.nodeID, snap); err != nil {
 		return "", fmt.Errorf("set snapshot %s: %w", version, err)
 	}
+	s.hashes = hashes
 	s.snaps[version] = snap
+	s.current = snap
 	s.status.Published = version
 	s.status.Rejected = nil
-	s.adoptRunning()
+	s.checkAcked()
 	s.prune()
 	s.notify()
 	s.log.Info("xds configuration published", "version", version,
-		"listeners", len(res.Listeners), "clusters", len(res.Clusters), "secrets", len(res.Secrets))
+		"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "secrets", len(res.Secrets))
 	return version, nil
 }
 
-// contentVersion hashes the resources: equal resources, equal version.
-func contentVersion(byType map[resource.Type][]types.Resource) (string, error) {
+// newSnapshot is a consistent snapshot of byType, whose resources have the
+// versions given (by type URL and name).
+func newSnapshot(version string, byType map[resource.Type][]types.Resource, versions map[string]map[string]string) (*cachev3.Snapshot, error) {
+	snap, err := cachev3.NewSnapshot(version, byType)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", version, err)
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("snapshot %s is not consistent: %w", version, err)
+	}
+	snap.VersionMap = versions
+	return snap, nil
+}
+
+// contentVersion hashes the resources' names and versions: equal
+// resources, equal version.
+func contentVersion(versions map[string]map[string]string) string {
 	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	for _, t := range append(slices.Clone(Types), resource.SecretType) {
+	for _, t := range published {
 		fmt.Fprintf(h, "%s\n", t)
-		for _, r := range byType[t] {
-			b, err := opts.Marshal(r)
-			if err != nil {
-				return "", fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(r), err)
-			}
-			fmt.Fprintf(h, "%d\n", len(b))
-			h.Write(b)
+		for _, name := range slices.Sorted(maps.Keys(versions[t])) {
+			fmt.Fprintf(h, "%q %s\n", name, versions[t][name])
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 func (s *Server) onOpen(_ context.Context, id int64, typeURL string) error {
+	s.log.Warn("envoy opened a state-of-the-world ADS stream: only incremental ADS is served; set ads_config.api_type DELTA_GRPC in its bootstrap", "stream", id)
+	return fmt.Errorf("stream %d: only incremental ADS is served (ads_config.api_type DELTA_GRPC), not state-of-the-world %s", id, typeURL)
+}
+
+func (s *Server) onDeltaOpen(_ context.Context, id int64, typeURL string) error {
 	if typeURL != resource.AnyType {
 		return fmt.Errorf("stream %d: only ADS is served, not %s", id, typeURL)
 	}
@@ -212,6 +296,12 @@ func (s *Server) onOpen(_ context.Context, id int64, typeURL string) error {
 func (s *Server) onClosed(id int64, _ *corev3.Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.first, id)
+	for k := range s.sent {
+		if k.stream == id {
+			delete(s.sent, k)
+		}
+	}
 	if !s.open[id] {
 		return
 	}
@@ -220,15 +310,15 @@ func (s *Server) onClosed(id int64, _ *corev3.Node) {
 	if !s.status.Connected {
 		// Nothing is known to be in force until an Envoy acknowledges
 		// again (a restarted Envoy starts empty).
-		clear(s.acked)
-		clear(s.running)
+		clear(s.envoy)
+		clear(s.accepted)
 		s.status.Acked, s.status.AckedAt = "", time.Time{}
 	}
 	s.notify()
 	s.log.Info("envoy disconnected", "stream", id)
 }
 
-func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+func (s *Server) onRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if n := req.GetNode(); n != nil && n.GetId() != s.nodeID {
@@ -236,99 +326,214 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	}
 	if !s.open[id] {
 		s.open[id] = true
+		s.first[id] = map[string]bool{}
 		s.status.Connected = true
 		s.status.Streams++
 		s.notify()
 		s.log.Info("envoy connected", "stream", id)
 	}
-	if req.GetResponseNonce() == "" {
-		// A first request. An Envoy that ran on while its server restarted
-		// names the version it runs; when that is the one published (now
-		// or later), the cache has nothing new to send it and no response
-		// comes to acknowledge: it is in force as it is.
-		if v := req.GetVersionInfo(); v != "" {
-			s.running[req.GetTypeUrl()] = v
-			s.adoptRunning()
+	t := req.GetTypeUrl()
+	if !s.first[id][t] {
+		// The stream's first request of the type names what Envoy runs
+		// of it: nothing when it just started, its configuration when
+		// it ran on while its server restarted. When that is what is
+		// published (now or later), the cache has nothing to send and
+		// no response comes to acknowledge: it is in force as it is.
+		s.first[id][t] = true
+		s.envoy[t] = maps.Clone(req.GetInitialResourceVersions())
+		if s.envoy[t] == nil {
+			s.envoy[t] = map[string]string{}
 		}
+		s.accepted[t] = map[string]types.Resource{}
+		if s.current != nil {
+			cur := s.current.GetResources(t)
+			for name, v := range s.envoy[t] {
+				if r, ok := cur[name]; ok && s.current.GetVersionMap(t)[name] == v {
+					s.accepted[t][name] = r
+				}
+			}
+		}
+		s.checkAcked()
+	}
+	for _, name := range req.GetResourceNamesUnsubscribe() {
+		// A route configuration no listener uses any more: Envoy drops it.
+		delete(s.envoy[t], name)
+		delete(s.accepted[t], name)
+	}
+	if req.GetResponseNonce() == "" {
 		return nil
 	}
-	version, ok := s.nonces[req.GetResponseNonce()]
+	key := sentKey{id, req.GetResponseNonce()}
+	resp, ok := s.sent[key]
 	if !ok {
-		return nil // a response of an earlier stream
+		return nil // a subscription change, or a response already answered
 	}
-	delete(s.nonces, req.GetResponseNonce())
-	delete(s.running, req.GetTypeUrl()) // Envoy runs what it answers now
+	delete(s.sent, key)
 	if d := req.GetErrorDetail(); d != nil {
-		s.reject(version, req.GetTypeUrl(), d.GetMessage())
+		s.reject(resp, d.GetMessage())
 		return nil
 	}
-	s.acked[req.GetTypeUrl()] = version
-	s.checkAcked(version)
+	if s.envoy[t] == nil {
+		s.envoy[t], s.accepted[t] = map[string]string{}, map[string]types.Resource{}
+	}
+	var objs map[string]types.Resource
+	if resp.snap != nil {
+		objs = resp.snap.GetResources(t)
+	}
+	for name, v := range resp.resources {
+		s.envoy[t][name] = v
+		if r, ok := objs[name]; ok {
+			s.accepted[t][name] = r
+		} else {
+			delete(s.accepted[t], name)
+		}
+	}
+	for _, name := range resp.removed {
+		delete(s.envoy[t], name)
+		delete(s.accepted[t], name)
+	}
+	s.checkAcked()
 	return nil
 }
 
-func (s *Server) onResponse(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+func (s *Server) onResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.nonces[resp.GetNonce()] = resp.GetVersionInfo()
+	r := sent{
+		typeURL:   resp.GetTypeUrl(),
+		version:   resp.GetSystemVersionInfo(),
+		resources: make(map[string]string, len(resp.GetResources())),
+		removed:   resp.GetRemovedResources(),
+		snap:      s.snaps[resp.GetSystemVersionInfo()],
+	}
+	for _, res := range resp.GetResources() {
+		r.resources[res.GetName()] = res.GetVersion()
+	}
+	s.sent[sentKey{id, resp.GetNonce()}] = r
 }
 
-// adoptRunning takes the versions a connecting Envoy runs as accepted
-// where they are the one published.
-func (s *Server) adoptRunning() {
-	published := s.status.Published
-	if published == "" {
+// checkAcked records the snapshot in the cache as the one in force once
+// Envoy runs every resource of it: of each wildcard type exactly those,
+// and every route configuration (Envoy drops those no listener uses on its
+// own).
+func (s *Server) checkAcked() {
+	cur := s.current
+	if cur == nil {
 		return
 	}
-	for t, v := range s.running {
-		if v == published {
-			s.acked[t] = v
-		}
-	}
-	s.checkAcked(published)
-}
-
-// checkAcked records version as the one in force once every type has it.
-func (s *Server) checkAcked(version string) {
 	for _, t := range Types {
-		if s.acked[t] != version {
+		want, have := cur.GetVersionMap(t), s.envoy[t]
+		if wildcard(t) && len(want) != len(have) {
 			return
 		}
+		for name, v := range want {
+			if have[name] != v {
+				return
+			}
+		}
+	}
+	version := cur.GetVersion(resource.ListenerType)
+	if s.status.Acked == version && s.good == cur {
+		return
+	}
+	s.good = cur
+	// Envoy runs cur: its resources are what a rejection takes back to
+	// (also those Envoy reported on connecting, which were not sent).
+	for _, t := range Types {
+		if s.accepted[t] == nil {
+			s.accepted[t] = map[string]types.Resource{}
+		}
+		maps.Copy(s.accepted[t], cur.GetResources(t))
 	}
 	if s.status.Acked == version {
 		return
 	}
 	s.status.Acked, s.status.AckedAt = version, time.Now()
-	if snap, ok := s.snaps[version]; ok {
-		s.good = snap
-	}
 	s.prune()
 	s.notify()
 	s.log.Info("xds configuration accepted", "version", version)
 }
 
-// reject records a NACK and takes the configuration back: the cache
-// returns to the last accepted snapshot (what Envoy still runs), so a
-// restarted Envoy gets that one.
-func (s *Server) reject(version, typeURL, msg string) {
-	if version != s.status.Published {
+// reject records a NACK of resp and takes its resources back (see the
+// package's documentation).
+func (s *Server) reject(resp sent, msg string) {
+	if resp.version != s.status.Published {
 		return // an older version: superseded already
 	}
-	s.status.Rejected = &Rejection{Version: version, TypeURL: typeURL, Error: msg, At: time.Now()}
+	names := slices.Sorted(maps.Keys(resp.resources))
+	if r := s.status.Rejected; r != nil && r.Version == resp.version {
+		// Another response of the same version.
+		names = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(r.Resources), names...))))
+		if !strings.Contains(r.Error, msg) {
+			msg = r.Error + "; " + msg
+		} else {
+			msg = r.Error
+		}
+	}
+	s.status.Rejected = &Rejection{Version: resp.version, TypeURL: resp.typeURL, Resources: names, Error: msg, At: time.Now()}
 	s.notify()
-	s.log.Warn("envoy rejected the xds configuration", "version", version, "type", typeURL, "error", msg)
-	if s.good == nil {
+	s.log.Warn("envoy rejected the xds configuration", "version", resp.version, "type", resp.typeURL,
+		"resources", strings.Join(names, ","), "error", msg)
+	back, err := s.takeBack(resp)
+	if err != nil {
+		s.log.Error("take the rejected xds resources back", "version", resp.version, "error", err)
 		return
 	}
-	if err := s.cache.SetSnapshot(context.Background(), s.nodeID, s.good); err != nil {
-		s.log.Error("restore the accepted xds configuration", "version", s.good.GetVersion(resource.ListenerType), "error", err)
+	if back == nil || back.GetVersion(resource.ListenerType) == s.current.GetVersion(resource.ListenerType) {
+		return
 	}
+	if err := s.cache.SetSnapshot(context.Background(), s.nodeID, back); err != nil {
+		s.log.Error("restore the accepted xds configuration", "version", back.GetVersion(resource.ListenerType), "error", err)
+		return
+	}
+	version := back.GetVersion(resource.ListenerType)
+	s.snaps[version] = back
+	s.current = back
+	s.checkAcked()
+	s.log.Info("xds configuration taken back", "version", version, "rejected", resp.version)
 }
 
-// prune forgets snapshots that are neither the newest nor in force.
+// takeBack is the snapshot in the cache with the resources of resp
+// replaced by the versions Envoy runs; the last snapshot Envoy ran whole
+// when it runs no version of one of them (a new resource); nil when there
+// is none.
+func (s *Server) takeBack(resp sent) (*cachev3.Snapshot, error) {
+	t := resp.typeURL
+	if len(resp.resources) == 0 {
+		return s.good, nil // a removal refused
+	}
+	for name := range resp.resources {
+		if _, ok := s.accepted[t][name]; !ok {
+			return s.good, nil
+		}
+	}
+	byType := map[resource.Type][]types.Resource{}
+	versions := map[string]map[string]string{}
+	for _, typ := range Types {
+		versions[typ] = maps.Clone(s.current.GetVersionMap(typ))
+		if versions[typ] == nil {
+			versions[typ] = map[string]string{}
+		}
+		for name, r := range s.current.GetResources(typ) {
+			if _, rejected := resp.resources[name]; rejected && typ == t {
+				r = s.accepted[t][name]
+				versions[typ][name] = s.envoy[t][name]
+			}
+			byType[typ] = append(byType[typ], r)
+		}
+		// Deterministic order (the snapshot keeps a map anyway).
+		slices.SortFunc(byType[typ], func(a, b types.Resource) int {
+			return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b))
+		})
+	}
+	return newSnapshot(contentVersion(versions), byType, versions)
+}
+
+// prune forgets snapshots that are neither the newest, nor in the cache,
+// nor in force.
 func (s *Server) prune() {
-	for v := range s.snaps {
-		if v != s.status.Published && v != s.status.Acked {
+	for v, snap := range s.snaps {
+		if v != s.status.Published && v != s.status.Acked && snap != s.current && snap != s.good {
 			delete(s.snaps, v)
 		}
 	}

@@ -57,6 +57,10 @@ type Port struct {
 	// Rules are OR-ed: a request passes when one of them allows it. A port
 	// with no rules denies every request.
 	Rules []Rule `json:"rules,omitempty"`
+	// Origins name where the rules come from (e.g. the policies). They are
+	// not part of Envoy's configuration: RouteOrigins reports them per
+	// route configuration, to say what a rejected one is about.
+	Origins []string `json:"origins,omitempty"`
 }
 
 // Rule allows requests between the pod and some peers.
@@ -92,54 +96,65 @@ type Header struct {
 // Validate reports every problem of the input, each naming its field (e.g.
 // `ports[1].rules[0].http[2].path: invalid regex "(": …`), joined.
 func (n Node) Validate() error {
+	return n.validate(checkRegex)
+}
+
+// validate is Validate with checkRegex as checkRe (a Translator remembers
+// the regexes it checked). Field names are only built for a problem: a
+// valid node of many rules is checked without formatting any.
+func (n Node) validate(checkRe func(string) error) error {
 	var errs []error
-	fail := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	fail := func(field func() string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field(), fmt.Sprintf(format, args...)))
 	}
+	name := func(s string) func() string { return func() string { return s } }
 	if n.ProxyPort == 0 {
-		fail("proxyPort", "must not be 0")
+		fail(name("proxyPort"), "must not be 0")
 	}
 	if n.ListenAddress.IsValid() {
 		if err := checkIPv4(n.ListenAddress); err != nil {
-			fail("listenAddress", "%v", err)
+			fail(name("listenAddress"), "%v", err)
 		}
 	}
 	for i, p := range n.Ports {
-		f := fmt.Sprintf("ports[%d]", i)
+		f := func(sub string) func() string { return func() string { return fmt.Sprintf("ports[%d].%s", i, sub) } }
 		if p.Direction != Ingress && p.Direction != Egress {
-			fail(f+".direction", "must be %q or %q, got %q", Ingress, Egress, p.Direction)
+			fail(f("direction"), "must be %q or %q, got %q", Ingress, Egress, p.Direction)
 		}
 		if err := checkIPv4(p.Endpoint); err != nil {
-			fail(f+".endpoint", "%v", err)
+			fail(f("endpoint"), "%v", err)
 		}
 		if p.Port == 0 {
-			fail(f+".port", "must not be 0")
+			fail(f("port"), "must not be 0")
 		}
 		for j, r := range p.Rules {
-			f := fmt.Sprintf("%s.rules[%d]", f, j)
+			f := func(sub string) func() string { return f(fmt.Sprintf("rules[%d].%s", j, sub)) }
 			for k, pfx := range r.Peers {
 				if !pfx.IsValid() {
-					fail(fmt.Sprintf("%s.peers[%d]", f, k), "missing or invalid prefix")
+					fail(f(fmt.Sprintf("peers[%d]", k)), "missing or invalid prefix")
 				} else if err := checkIPv4(pfx.Addr()); err != nil {
-					fail(fmt.Sprintf("%s.peers[%d]", f, k), "%v", err)
+					fail(f(fmt.Sprintf("peers[%d]", k)), "%v", err)
 				}
 			}
 			for k, h := range r.HTTP {
-				f := fmt.Sprintf("%s.http[%d]", f, k)
+				f := func(sub string) func() string { return f(fmt.Sprintf("http[%d].%s", k, sub)) }
 				for _, re := range []struct{ field, expr string }{
 					{"method", h.Method}, {"path", h.Path}, {"host", h.Host},
 				} {
-					if err := checkRegex(re.expr); err != nil {
-						fail(f+"."+re.field, "invalid regex %q: %v", re.expr, err)
+					if re.expr == "" {
+						continue
+					}
+					if err := checkRe(re.expr); err != nil {
+						fail(f(re.field), "invalid regex %q: %v", re.expr, err)
 					}
 				}
 				for l, hdr := range h.Headers {
-					f := fmt.Sprintf("%s.headers[%d]", f, l)
+					f := func(sub string) func() string { return f(fmt.Sprintf("headers[%d].%s", l, sub)) }
 					if !isToken(hdr.Name) {
-						fail(f+".name", "invalid header name %q: want an HTTP token (no pseudo-headers: use method, path or host)", hdr.Name)
+						fail(f("name"), "invalid header name %q: want an HTTP token (no pseudo-headers: use method, path or host)", hdr.Name)
 					}
 					if strings.ContainsAny(hdr.Value, "\x00\r\n") {
-						fail(f+".value", "invalid header value %q: contains NUL, CR or LF", hdr.Value)
+						fail(f("value"), "invalid header value %q: contains NUL, CR or LF", hdr.Value)
 					}
 				}
 			}
@@ -162,9 +177,10 @@ func checkIPv4(a netip.Addr) error {
 // flags is RE2's). Envoy also limits a regex's compiled program size
 // (runtime key re2.max_program_size.error_level, 100 by default), which
 // only Envoy itself can check: a regex over it makes Envoy reject the
-// listener.
+// route configuration. (The regexes the translation turns into plain
+// matchers never reach Envoy as regexes.)
 func checkRegex(re string) error {
-	if re == "" {
+	if _, _, _, ok := quickLiteral(re); re == "" || ok {
 		return nil
 	}
 	_, err := syntax.Parse(re, syntax.Perl)

@@ -11,9 +11,30 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// rbacHTTPFilter enforces one side's rules: an ALLOW RBAC with one policy
+// rbacHTTPFilter is the RBAC filter of one direction of a chain. Its own
+// configuration allows nothing: the rules come with the route, as the
+// filter's per-route configuration (rbacPerRoute), so a route that has none
+// is closed rather than open.
+func rbacHTTPFilter(dir Direction) (*hcmv3.HttpFilter, error) {
+	cfg, err := marshalAny(&rbacv3.RBAC{
+		Rules: &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW},
+		// Separate the stats of the two RBAC filters of a chain that has
+		// both (http.<chain>.rbac.ingress.allowed, …).
+		RulesStatPrefix: string(dir) + ".",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &hcmv3.HttpFilter{
+		Name:       RBACFilterPrefix + string(dir),
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg},
+	}, nil
+}
+
+// rbacPerRoute enforces one side's rules: an ALLOW RBAC with one policy
 // per rule, named after the rule's place in the input. No rule means no
 // policy, which Envoy reads as "deny every request".
 //
@@ -21,33 +42,24 @@ import (
 // the transparent proxy sees its real address). Egress peers are the
 // connection's destination (restored by the original_dst listener filter);
 // the chain already matched the local pod as the source.
-func rbacHTTPFilter(s *side) (*hcmv3.HttpFilter, error) {
+func rbacPerRoute(s *side, rx *regexes) (*anypb.Any, error) {
 	policies := make(map[string]*rbacconfigv3.Policy, len(s.rules))
 	for _, r := range s.rules {
-		policies[r.name] = rbacPolicy(s.dir, r.Rule)
+		policies[r.name] = rbacPolicy(s.dir, r.Rule, rx)
 	}
-	cfg, err := marshalAny(&rbacv3.RBAC{
+	return marshalAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{
 		Rules: &rbacconfigv3.RBAC{
 			Action:   rbacconfigv3.RBAC_ALLOW,
 			Policies: policies,
 		},
-		// Separate the stats of the two RBAC filters of a chain that has
-		// both (http.<chain>.rbac.ingress.allowed, …).
 		RulesStatPrefix: string(s.dir) + ".",
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &hcmv3.HttpFilter{
-		Name:       rbacFilter,
-		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg},
-	}, nil
+	}})
 }
 
-func rbacPolicy(dir Direction, r Rule) *rbacconfigv3.Policy {
+func rbacPolicy(dir Direction, r Rule, rx *regexes) *rbacconfigv3.Policy {
 	requests := make([]*rbacconfigv3.Permission, 0, len(r.HTTP))
 	for _, h := range r.HTTP {
-		requests = append(requests, httpPermission(h))
+		requests = append(requests, httpPermission(h, rx))
 	}
 	request := anyOf(requests)
 	peers := peerPrefixes(r.Peers)
@@ -77,22 +89,33 @@ func rbacPolicy(dir Direction, r Rule) *rbacconfigv3.Policy {
 
 // httpPermission is the AND of an HTTP rule's matchers (any request when
 // it has none).
-func httpPermission(h HTTPRule) *rbacconfigv3.Permission {
+func httpPermission(h HTTPRule, rx *regexes) *rbacconfigv3.Permission {
 	var all []*rbacconfigv3.Permission
-	header := func(m *routev3.HeaderMatcher) {
-		all = append(all, &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_Header{Header: m}})
+	header := func(name, re string) {
+		var alts []*rbacconfigv3.Permission
+		for _, m := range rx.matchers(re) {
+			alts = append(alts, &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_Header{Header: &routev3.HeaderMatcher{
+				Name:                 name,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: m},
+			}}})
+		}
+		all = append(all, anyOf(alts))
 	}
 	if h.Method != "" {
-		header(regexHeader(":method", h.Method))
+		header(":method", h.Method)
 	}
 	if h.Path != "" {
 		// url_path is :path without the query string (and fragment).
-		all = append(all, &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_UrlPath{
-			UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{Path: regexString(h.Path)}},
-		}})
+		var alts []*rbacconfigv3.Permission
+		for _, m := range rx.matchers(h.Path) {
+			alts = append(alts, &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_UrlPath{
+				UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{Path: m}},
+			}})
+		}
+		all = append(all, anyOf(alts))
 	}
 	if h.Host != "" {
-		header(regexHeader(":authority", h.Host))
+		header(":authority", h.Host)
 	}
 	for _, hd := range h.Headers {
 		name := strings.ToLower(hd.Name)
@@ -108,39 +131,184 @@ func httpPermission(h HTTPRule) *rbacconfigv3.Permission {
 				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: hd.Value},
 			}}
 		}
-		header(m)
+		all = append(all, &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_Header{Header: m}})
 	}
 	return allOf(all)
 }
 
-func regexHeader(name, re string) *routev3.HeaderMatcher {
-	return &routev3.HeaderMatcher{
-		Name:                 name,
-		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexString(re)},
-	}
-}
-
-// regexString matches the whole value against re (Envoy's safe_regex is a
-// full match, as the input model's regexes are). A regex that is only a
-// literal becomes an exact match: cheaper, and free of Envoy's limit on a
+// stringMatchers are matchers whose OR matches exactly the values re
+// matches whole (Envoy's safe_regex is a full match, as the input model's
+// regexes are): plain ones (exact, prefix, suffix, contains) when re is a
+// few literal alternatives, each with ".*" before and/or after ("GET",
+// "GET|HEAD", "/api/v1/.*", ".*\.example\.com"); else the regex itself.
+// Envoy compiles every regex on its own, and a node has thousands: plain
+// matchers cost less memory and time, and are free of Envoy's limit on a
 // regex's program size, which a long literal path alone can exceed.
-func regexString(re string) *matcherv3.StringMatcher {
-	if lit, ok := literal(re); ok {
-		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: lit}}
+func stringMatchers(re string) []*matcherv3.StringMatcher {
+	if ms := plainMatchers(re); ms != nil {
+		return ms
 	}
-	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{
+	return []*matcherv3.StringMatcher{{MatchPattern: &matcherv3.StringMatcher_SafeRegex{
 		SafeRegex: &matcherv3.RegexMatcher{Regex: re},
-	}}
+	}}}
 }
 
-// literal returns the string re matches when it matches only that one,
-// case-sensitively.
-func literal(re string) (string, bool) {
-	r, err := syntax.Parse(re, syntax.Perl)
-	if err != nil || r.Op != syntax.OpLiteral || r.Flags&syntax.FoldCase != 0 {
-		return "", false
+// maxAlternatives bounds the alternatives plainMatchers expands a regex to.
+const maxAlternatives = 8
+
+// plainMatchers are the plain matchers for re (see stringMatchers); nil
+// when there are none. No value they are used on (a method, a path, a
+// header value) holds a newline, so "." is any character there.
+func plainMatchers(re string) []*matcherv3.StringMatcher {
+	var strs []string
+	lit, lead, trail, ok := quickLiteral(re)
+	if ok {
+		strs = []string{lit}
+	} else {
+		r, err := syntax.Parse(re, syntax.Perl)
+		if err != nil {
+			return nil
+		}
+		parts := []*syntax.Regexp{r}
+		if r.Op == syntax.OpConcat {
+			parts = r.Sub
+		}
+		lead = len(parts) > 0 && anyString(parts[0])
+		if lead {
+			parts = parts[1:]
+		}
+		trail = len(parts) > 0 && anyString(parts[len(parts)-1])
+		if trail {
+			parts = parts[:len(parts)-1]
+		}
+		strs = []string{""}
+		for _, p := range parts {
+			alts, ok := finite(p)
+			if !ok {
+				return nil
+			}
+			if strs = product(strs, alts); strs == nil {
+				return nil
+			}
+		}
+		slices.Sort(strs)
+		strs = slices.Compact(strs)
 	}
-	return string(r.Rune), true
+	out := make([]*matcherv3.StringMatcher, 0, len(strs))
+	for _, s := range strs {
+		if s == "" {
+			return nil // an empty value, or any: leave it to the regex
+		}
+		var m matcherv3.StringMatcher
+		switch {
+		case lead && trail:
+			m.MatchPattern = &matcherv3.StringMatcher_Contains{Contains: s}
+		case lead:
+			m.MatchPattern = &matcherv3.StringMatcher_Suffix{Suffix: s}
+		case trail:
+			m.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: s}
+		default:
+			m.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: s}
+		}
+		out = append(out, &m)
+	}
+	return out
+}
+
+// quickLiteral recognizes, without parsing, the most common regexes: a
+// literal, with ".*" before and/or after, and no other special character.
+// (A ".*" so recognized cannot be escaped: the backslash would be one.)
+func quickLiteral(re string) (lit string, lead, trail, ok bool) {
+	lit, lead = strings.CutPrefix(re, ".*")
+	lit, trail = strings.CutSuffix(lit, ".*")
+	if lit == "" || hasRegexMeta(lit) {
+		return "", false, false, false
+	}
+	return lit, lead, trail, true
+}
+
+// hasRegexMeta reports whether s has a character that is not literal in a
+// regex (a byte loop: this runs over every path of a node).
+func hasRegexMeta(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$':
+			return true
+		}
+	}
+	return false
+}
+
+// anyString reports whether r is ".*".
+func anyString(r *syntax.Regexp) bool {
+	return r.Op == syntax.OpStar && (r.Sub[0].Op == syntax.OpAnyCharNotNL || r.Sub[0].Op == syntax.OpAnyChar)
+}
+
+// finite returns the strings r matches when they are at most
+// maxAlternatives, matched case-sensitively.
+func finite(r *syntax.Regexp) ([]string, bool) {
+	if r.Flags&syntax.FoldCase != 0 {
+		return nil, false
+	}
+	switch r.Op {
+	case syntax.OpLiteral:
+		return []string{string(r.Rune)}, true
+	case syntax.OpEmptyMatch:
+		return []string{""}, true
+	case syntax.OpCapture:
+		return finite(r.Sub[0])
+	case syntax.OpQuest:
+		alts, ok := finite(r.Sub[0])
+		return append(alts, ""), ok && len(alts) < maxAlternatives
+	case syntax.OpCharClass:
+		var out []string
+		for i := 0; i+1 < len(r.Rune); i += 2 {
+			for c := r.Rune[i]; c <= r.Rune[i+1]; c++ {
+				if len(out) == maxAlternatives {
+					return nil, false
+				}
+				out = append(out, string(c))
+			}
+		}
+		return out, true
+	case syntax.OpAlternate:
+		var out []string
+		for _, sub := range r.Sub {
+			alts, ok := finite(sub)
+			if !ok || len(out)+len(alts) > maxAlternatives {
+				return nil, false
+			}
+			out = append(out, alts...)
+		}
+		return out, true
+	case syntax.OpConcat:
+		out := []string{""}
+		for _, sub := range r.Sub {
+			alts, ok := finite(sub)
+			if !ok {
+				return nil, false
+			}
+			if out = product(out, alts); out == nil {
+				return nil, false
+			}
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// product is every a followed by every b; nil when over maxAlternatives.
+func product(a, b []string) []string {
+	if len(a)*len(b) > maxAlternatives {
+		return nil
+	}
+	out := make([]string, 0, len(a)*len(b))
+	for _, x := range a {
+		for _, y := range b {
+			out = append(out, x+y)
+		}
+	}
+	return out
 }
 
 // peerPrefixes returns ps unmapped, masked, sorted and without duplicates.

@@ -1,9 +1,14 @@
 // Package translate turns one node's L7 HTTP policy into the Envoy resources
 // its node-local Envoy needs: a transparent listener with one filter chain
-// per redirected (pod, direction, port), each enforcing its rules with
-// Envoy's RBAC HTTP filter, and an ORIGINAL_DST cluster that forwards what
-// passes to where the client was going. It is pure (no I/O, no clocks): the
-// agent feeds the result to its xDS snapshot cache.
+// per redirected (pod, direction, port), one route configuration per chain
+// carrying that chain's rules (Envoy's RBAC HTTP filter, configured per
+// route), and an ORIGINAL_DST cluster that forwards what passes to where the
+// client was going. It is pure (no I/O, no clocks): the agent feeds the
+// result to its xDS snapshot cache.
+//
+// The rules live in the route configurations, not in the listener, so a
+// change of rules changes one route configuration (delivered over RDS)
+// and leaves the listener alone: Envoy reparses what changed, not the node.
 //
 // Shape of the output:
 //
@@ -18,20 +23,27 @@
 //     on the same port, a connection between them passes the proxy once, so
 //     a third chain (pod as source and peer as destination, the most
 //     specific match) runs both RBAC filters, egress first.
-//   - Each chain: an HTTP connection manager (codec AUTO, route config
-//     inline: every request to the ORIGINAL_DST cluster, no route timeout)
-//     with the HTTP filters envoy.filters.http.rbac (one ALLOW policy per
-//     rule, so a request no rule allows gets Envoy's 403) and
-//     envoy.filters.http.router, and, when Node.AccessLogCluster is set, a
-//     gRPC HTTP access log (log name "membrane") to that cluster.
+//   - Each chain: an HTTP connection manager (codec AUTO, routes over RDS
+//     through ADS: the route configuration named after the chain) with the
+//     HTTP filters membrane.rbac.egress and/or membrane.rbac.ingress (Envoy's
+//     RBAC filter; their own configuration denies every request, so a route
+//     without rules of its own is closed) and envoy.filters.http.router,
+//     and, when Node.AccessLogCluster is set, a gRPC HTTP access log (log
+//     name "membrane") to that cluster.
+//   - Each route configuration (named after its chain): every request to the
+//     ORIGINAL_DST cluster, no route timeout, and per RBAC filter of the chain
+//     its rules as the route's typed_per_filter_config (one ALLOW policy per
+//     rule, so a request no rule allows gets Envoy's 403).
 //   - Cluster "membrane-original-dst" (ORIGINAL_DST, CLUSTER_PROVIDED, 5 s
 //     connect timeout) that speaks the downstream's HTTP version upstream.
 //     The access-log cluster is not generated: it is static in Envoy's
 //     bootstrap.
 //
 // The output is deterministic: the same Node gives equal resources (filter
-// chains sorted by port, destination, source), and the Any fields are
-// marshalled deterministically, so equal inputs give equal bytes.
+// chains and route configurations sorted by port, destination, source), and
+// the Any fields are marshalled deterministically, so equal inputs give
+// equal bytes. A Translator gives the same output as Node.Resources and
+// reuses what it built for an unchanged chain.
 package translate
 
 import (
@@ -39,6 +51,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,6 +78,9 @@ const (
 	ListenerName       = "membrane-proxy"
 	OriginalDstCluster = "membrane-original-dst"
 	AccessLogName      = "membrane"
+	// RBACFilterPrefix and a Direction name a chain's RBAC filter: the key
+	// of its rules in a route's typed_per_filter_config.
+	RBACFilterPrefix = "membrane.rbac."
 )
 
 // Well-known Envoy extension names.
@@ -72,7 +88,6 @@ const (
 	originalDstFilter = "envoy.filters.listener.original_dst"
 	originalSrcFilter = "envoy.filters.listener.original_src"
 	hcmFilter         = "envoy.filters.network.http_connection_manager"
-	rbacFilter        = "envoy.filters.http.rbac"
 	routerFilter      = "envoy.filters.http.router"
 	grpcAccessLogger  = "envoy.access_loggers.http_grpc"
 	httpProtocolOpts  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -83,7 +98,9 @@ const connectTimeout = 5 * time.Second
 // Resources is one node's L7 Envoy configuration, split per xDS type.
 type Resources struct {
 	Listeners []*listenerv3.Listener
-	Clusters  []*clusterv3.Cluster
+	// Routes are the filter chains' route configurations, served over RDS.
+	Routes   []*routev3.RouteConfiguration
+	Clusters []*clusterv3.Cluster
 	// Secrets are SDS secrets (the node's SVIDs and trust bundle); this
 	// package adds none.
 	Secrets []*tlsv3.Secret
@@ -93,23 +110,7 @@ type Resources struct {
 // Validate). A node with no redirected ports gets no listener (Envoy
 // refuses a listener without filter chains), only the cluster.
 func (n Node) Resources() (Resources, error) {
-	if err := n.Validate(); err != nil {
-		return Resources{}, fmt.Errorf("invalid L7 configuration: %w", err)
-	}
-	var out Resources
-	if len(n.Ports) > 0 {
-		l, err := buildListener(n)
-		if err != nil {
-			return Resources{}, fmt.Errorf("listener %s: %w", ListenerName, err)
-		}
-		out.Listeners = []*listenerv3.Listener{l}
-	}
-	c, err := originalDstCluster()
-	if err != nil {
-		return Resources{}, fmt.Errorf("cluster %s: %w", OriginalDstCluster, err)
-	}
-	out.Clusters = []*clusterv3.Cluster{c}
-	return out, nil
+	return NewTranslator().Resources(n)
 }
 
 // side is the rules of one pod in one direction on one port, merged from
@@ -119,6 +120,7 @@ type side struct {
 	endpoint netip.Addr
 	port     uint16
 	rules    []namedRule
+	origins  []string
 }
 
 // namedRule is a rule with its place in the input, which names its RBAC
@@ -145,6 +147,17 @@ func (c chain) name() string {
 		parts = append(parts, fmt.Sprintf("ingress/%s", c.dst))
 	}
 	return fmt.Sprintf("%s:%d", strings.Join(parts, "+"), c.port)
+}
+
+// sides are the chain's sides in the order their filters run.
+func (c chain) sides() []*side {
+	var out []*side
+	for _, s := range []*side{c.egress, c.ingress} {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // statPrefix is the chain's name with every character that is not a letter
@@ -177,8 +190,9 @@ func chains(ports []Port) []chain {
 			order = append(order, k)
 		}
 		for j, r := range p.Rules {
-			s.rules = append(s.rules, namedRule{fmt.Sprintf("ports[%d].rules[%d]", i, j), r})
+			s.rules = append(s.rules, namedRule{"ports[" + strconv.Itoa(i) + "].rules[" + strconv.Itoa(j) + "]", r})
 		}
+		s.origins = append(s.origins, p.Origins...)
 	}
 	var out []chain
 	for _, k := range order {
@@ -202,7 +216,24 @@ func chains(ports []Port) []chain {
 	return out
 }
 
-func buildListener(n Node) (*listenerv3.Listener, error) {
+// RouteOrigins maps the name of each route configuration n translates to
+// to the origins (Port.Origins) of the rules it carries, sorted and
+// without duplicates: what a rejection of that route configuration is
+// about. It does not validate n.
+func RouteOrigins(n Node) map[string][]string {
+	out := map[string][]string{}
+	for _, c := range chains(n.Ports) {
+		var o []string
+		for _, s := range c.sides() {
+			o = append(o, s.origins...)
+		}
+		slices.Sort(o)
+		out[c.name()] = slices.Compact(o)
+	}
+	return out
+}
+
+func buildListener(n Node, cs []chain) (*listenerv3.Listener, error) {
 	origDst, err := marshalAny(&origdstv3.OriginalDst{})
 	if err != nil {
 		return nil, err
@@ -230,7 +261,7 @@ func buildListener(n Node) (*listenerv3.Listener, error) {
 			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: origSrc},
 		})
 	}
-	for _, c := range chains(n.Ports) {
+	for _, c := range cs {
 		fc, err := filterChain(c, n.AccessLogCluster)
 		if err != nil {
 			return nil, fmt.Errorf("filter chain %s: %w", c.name(), err)
@@ -240,6 +271,8 @@ func buildListener(n Node) (*listenerv3.Listener, error) {
 	return l, nil
 }
 
+// filterChain is the chain's match and HTTP connection manager. It does
+// not depend on the chain's rules: those are in its route configuration.
 func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, error) {
 	match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(c.port))}
 	if c.dst.IsValid() {
@@ -249,11 +282,8 @@ func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, err
 		match.SourcePrefixRanges = []*corev3.CidrRange{cidr(netip.PrefixFrom(c.src, c.src.BitLen()))}
 	}
 	var filters []*hcmv3.HttpFilter
-	for _, s := range []*side{c.egress, c.ingress} {
-		if s == nil {
-			continue
-		}
-		f, err := rbacHTTPFilter(s)
+	for _, s := range c.sides() {
+		f, err := rbacHTTPFilter(s.dir)
 		if err != nil {
 			return nil, fmt.Errorf("%s rbac: %w", s.dir, err)
 		}
@@ -270,9 +300,13 @@ func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, err
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix: c.statPrefix(),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{
-			RouteConfig: routeConfig(c.name()),
-		},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: &corev3.ConfigSource{
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+				ResourceApiVersion:    corev3.ApiVersion_V3,
+			},
+			RouteConfigName: c.name(),
+		}},
 		HttpFilters: filters,
 		// RBAC sees (and the upstream gets) the normalized path, so
 		// "/public/../admin" cannot slip past a rule on "/admin.*".
@@ -304,10 +338,20 @@ func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, err
 	}, nil
 }
 
-// routeConfig sends every request to the ORIGINAL_DST cluster. The route
+// routeConfig sends every request to the ORIGINAL_DST cluster, with the
+// chain's rules as the configuration of its RBAC filters. The route
 // timeout is disabled: the proxy must not cut long requests or streams the
 // client would otherwise have kept.
-func routeConfig(name string) *routev3.RouteConfiguration {
+func routeConfig(c chain, rx *regexes) (*routev3.RouteConfiguration, error) {
+	name := c.name()
+	perFilter := map[string]*anypb.Any{}
+	for _, s := range c.sides() {
+		cfg, err := rbacPerRoute(s, rx)
+		if err != nil {
+			return nil, fmt.Errorf("%s rbac: %w", s.dir, err)
+		}
+		perFilter[RBACFilterPrefix+string(s.dir)] = cfg
+	}
 	return &routev3.RouteConfiguration{
 		Name: name,
 		VirtualHosts: []*routev3.VirtualHost{{
@@ -321,9 +365,10 @@ func routeConfig(name string) *routev3.RouteConfiguration {
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: OriginalDstCluster},
 					Timeout:          durationpb.New(0),
 				}},
+				TypedPerFilterConfig: perFilter,
 			}},
 		}},
-	}
+	}, nil
 }
 
 func accessLog(cluster string) (*accesslogv3.AccessLog, error) {
@@ -389,4 +434,42 @@ func marshalAny(m proto.Message) (*anypb.Any, error) {
 		return nil, fmt.Errorf("marshal %T: %w", m, err)
 	}
 	return a, nil
+}
+
+// InlineRoutes returns copies of the listeners whose filter chains carry
+// their route configurations inline instead of over RDS: the same policy
+// for an Envoy configured without ADS (a static bootstrap).
+func (r Resources) InlineRoutes() ([]*listenerv3.Listener, error) {
+	byName := make(map[string]*routev3.RouteConfiguration, len(r.Routes))
+	for _, rc := range r.Routes {
+		byName[rc.GetName()] = rc
+	}
+	out := make([]*listenerv3.Listener, 0, len(r.Listeners))
+	for _, l := range r.Listeners {
+		l = proto.Clone(l).(*listenerv3.Listener)
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				if f.GetName() != hcmFilter {
+					continue
+				}
+				var m hcmv3.HttpConnectionManager
+				if err := f.GetTypedConfig().UnmarshalTo(&m); err != nil {
+					return nil, fmt.Errorf("filter chain %s: %w", fc.GetName(), err)
+				}
+				name := m.GetRds().GetRouteConfigName()
+				rc, ok := byName[name]
+				if !ok {
+					return nil, fmt.Errorf("filter chain %s: no route configuration %q", fc.GetName(), name)
+				}
+				m.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+				a, err := marshalAny(&m)
+				if err != nil {
+					return nil, err
+				}
+				f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+			}
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }

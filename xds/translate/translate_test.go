@@ -8,10 +8,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -56,12 +60,13 @@ func goldenCases(t *testing.T) []goldenCase {
 }
 
 // TestResourcesGolden compares the translation of testdata/<case>.in.yaml
-// with <case>.listeners.json and <case>.clusters.json (go test
-// ./xds/translate -update rewrites them).
+// with <case>.listeners.json, <case>.routes.json and <case>.clusters.json
+// (go test ./xds/translate -update rewrites them).
 func TestResourcesGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			checkGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners)
+			checkGolden(t, filepath.Join("testdata", c.name+".routes.json"), c.out.Routes)
 			checkGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters)
 		})
 	}
@@ -151,6 +156,18 @@ func TestResourcesValid(t *testing.T) {
 					}
 				}
 			}
+			for _, rc := range c.out.Routes {
+				if err := rc.ValidateAll(); err != nil {
+					t.Errorf("route configuration %s: %v", rc.GetName(), err)
+				}
+				for _, vh := range rc.GetVirtualHosts() {
+					for _, r := range vh.GetRoutes() {
+						for _, cfg := range r.GetTypedPerFilterConfig() {
+							validateAny(t, cfg)
+						}
+					}
+				}
+			}
 			for _, cl := range c.out.Clusters {
 				if err := cl.ValidateAll(); err != nil {
 					t.Errorf("cluster %s: %v", cl.GetName(), err)
@@ -160,15 +177,181 @@ func TestResourcesValid(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			opts := proto.MarshalOptions{Deterministic: true}
-			for i := range again.Listeners {
-				a, _ := opts.Marshal(c.out.Listeners[i])
-				b, _ := opts.Marshal(again.Listeners[i])
-				if !bytes.Equal(a, b) {
-					t.Errorf("listener %d: two translations differ", i)
+			checkSameBytes(t, c.out, again)
+			checkReferences(t, c.out)
+		})
+	}
+}
+
+// checkSameBytes fails unless a and b marshal to the same bytes, resource
+// by resource.
+func checkSameBytes(t *testing.T, a, b Resources) {
+	t.Helper()
+	opts := proto.MarshalOptions{Deterministic: true}
+	same := func(kind string, i int, x, y proto.Message) {
+		t.Helper()
+		bx, _ := opts.Marshal(x)
+		by, _ := opts.Marshal(y)
+		if !bytes.Equal(bx, by) {
+			t.Errorf("%s %d: two translations differ", kind, i)
+		}
+	}
+	if len(a.Listeners) != len(b.Listeners) || len(a.Routes) != len(b.Routes) || len(a.Clusters) != len(b.Clusters) {
+		t.Fatalf("two translations differ in size: %d/%d/%d and %d/%d/%d listeners/routes/clusters",
+			len(a.Listeners), len(a.Routes), len(a.Clusters), len(b.Listeners), len(b.Routes), len(b.Clusters))
+	}
+	for i := range a.Listeners {
+		same("listener", i, a.Listeners[i], b.Listeners[i])
+	}
+	for i := range a.Routes {
+		same("route configuration", i, a.Routes[i], b.Routes[i])
+	}
+	for i := range a.Clusters {
+		same("cluster", i, a.Clusters[i], b.Clusters[i])
+	}
+}
+
+// checkReferences checks that every filter chain's HTTP connection manager
+// names a route configuration of the output, each one once, and that
+// every per-route RBAC configuration belongs to a filter of its chain.
+func checkReferences(t *testing.T, res Resources) {
+	t.Helper()
+	routes := map[string]*routev3.RouteConfiguration{}
+	for _, rc := range res.Routes {
+		routes[rc.GetName()] = rc
+	}
+	used := map[string]bool{}
+	for _, l := range res.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			var m hcmv3.HttpConnectionManager
+			if err := fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(&m); err != nil {
+				t.Fatal(err)
+			}
+			name := m.GetRds().GetRouteConfigName()
+			rc, ok := routes[name]
+			if !ok || used[name] {
+				t.Errorf("chain %s: route configuration %q missing or shared", fc.GetName(), name)
+				continue
+			}
+			used[name] = true
+			filters := map[string]bool{}
+			for _, f := range m.GetHttpFilters() {
+				filters[f.GetName()] = true
+			}
+			for _, vh := range rc.GetVirtualHosts() {
+				for _, r := range vh.GetRoutes() {
+					for key := range r.GetTypedPerFilterConfig() {
+						if !filters[key] {
+							t.Errorf("route configuration %s: configuration of %q, which chain %s does not have", name, key, fc.GetName())
+						}
+					}
+					if len(r.GetTypedPerFilterConfig()) != len(filters)-1 {
+						t.Errorf("route configuration %s: %d RBAC configurations for %d RBAC filters", name, len(r.GetTypedPerFilterConfig()), len(filters)-1)
+					}
 				}
 			}
-		})
+		}
+	}
+	if len(used) != len(routes) {
+		t.Errorf("%d route configurations, %d used by the listener", len(routes), len(used))
+	}
+}
+
+// TestTranslatorReuse: one Translator fed a series of changes (a rule's
+// path, a peer, a port added and removed, a setting) gives what a fresh
+// translation gives each time, reuses the unchanged route configurations
+// and listener (the same objects), and is not fooled by a caller that
+// changes its Node in place.
+func TestTranslatorReuse(t *testing.T) {
+	port := func(ip string, rules ...Rule) Port {
+		return Port{Direction: Ingress, Endpoint: netip.MustParseAddr(ip), Port: 8080, Rules: rules}
+	}
+	rule := func(path string) Rule {
+		return Rule{Peers: []netip.Prefix{netip.MustParsePrefix("10.2.0.1/32")}, HTTP: []HTTPRule{{Method: "GET", Path: path}}}
+	}
+	n := Node{ProxyPort: 15001, Ports: []Port{
+		port("10.1.0.1", rule("/a/.*")),
+		port("10.1.0.2", rule("/b/.*")),
+		{Direction: Egress, Endpoint: netip.MustParseAddr("10.1.0.3"), Port: 8080, Rules: []Rule{rule("/c")}},
+	}}
+	tr := NewTranslator()
+	var prev Resources
+	step := func(what string, wantNewRoutes int, wantNewListener bool) {
+		t.Helper()
+		got, err := tr.Resources(n)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		fresh, err := n.Resources()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSameBytes(t, fresh, got)
+		if prev.Clusters != nil {
+			newRoutes := 0
+			for _, r := range got.Routes {
+				if !slices.Contains(prev.Routes, r) {
+					newRoutes++
+				}
+			}
+			if newRoutes != wantNewRoutes {
+				t.Errorf("%s: %d route configurations built again, want %d", what, newRoutes, wantNewRoutes)
+			}
+			if newListener := got.Listeners[0] != prev.Listeners[0]; newListener != wantNewListener {
+				t.Errorf("%s: listener built again %v, want %v", what, newListener, wantNewListener)
+			}
+		}
+		prev = got
+	}
+	step("first", 0, false)
+	step("unchanged", 0, false)
+	n.Ports[0].Rules[0].HTTP[0].Path = "/a/v2/.*"                       // in place
+	step("one path", 2, false)                                          // its chain and the one it shares with the egress
+	n.Ports[1].Rules[0].Peers[0] = netip.MustParsePrefix("10.2.0.9/32") // in place
+	step("one peer", 2, false)
+	n.Ports = append(n.Ports, port("10.1.0.4", rule("/d")))
+	// The new ingress also gets a chain with the egress of 10.1.0.3.
+	step("port added", 2, true)
+	n.Ports = n.Ports[:3]
+	step("port removed", 0, true)
+	n.AccessLogCluster = "membrane-agent"
+	step("access log", 0, true)
+	if _, err := tr.Resources(Node{ProxyPort: 15001, Ports: []Port{port("10.1.0.1", Rule{HTTP: []HTTPRule{{Path: "("}}})}}); err == nil {
+		t.Fatal("an invalid regex passed a Translator that had seen valid ones")
+	}
+	n.Ports[2].Rules[0].HTTP[0].Path = "/c/("
+	if _, err := tr.Resources(n); err == nil || !strings.Contains(err.Error(), "ports[2].rules[0].http[0].path") {
+		t.Fatalf("invalid regex in a known chain: %v", err)
+	}
+}
+
+// TestRouteOrigins: each route configuration is about the origins of the
+// rules of its sides.
+func TestRouteOrigins(t *testing.T) {
+	n := Node{ProxyPort: 15001, Ports: []Port{
+		{Direction: Ingress, Endpoint: netip.MustParseAddr("10.1.0.1"), Port: 80, Origins: []string{"b", "a"}},
+		{Direction: Ingress, Endpoint: netip.MustParseAddr("10.1.0.1"), Port: 80, Origins: []string{"a"}},
+		{Direction: Egress, Endpoint: netip.MustParseAddr("10.1.0.2"), Port: 80, Origins: []string{"c"}},
+		{Direction: Ingress, Endpoint: netip.MustParseAddr("10.1.0.1"), Port: 81},
+	}}
+	got := RouteOrigins(n)
+	want := map[string][]string{
+		"ingress/10.1.0.1:80":                 {"a", "b"},
+		"egress/10.1.0.2:80":                  {"c"},
+		"egress/10.1.0.2+ingress/10.1.0.1:80": {"a", "b", "c"},
+		"ingress/10.1.0.1:81":                 nil,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("RouteOrigins (-want +got):\n%s", diff)
+	}
+	res, err := n.Resources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range res.Routes {
+		if _, ok := got[rc.GetName()]; !ok {
+			t.Errorf("route configuration %s has no origins entry", rc.GetName())
+		}
 	}
 }
 
@@ -247,33 +430,83 @@ func TestResourcesErrors(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			if len(res.Listeners) != 0 || len(res.Clusters) != 0 {
+			if len(res.Listeners) != 0 || len(res.Routes) != 0 || len(res.Clusters) != 0 {
 				t.Errorf("got resources with an error: %v", res)
 			}
 		})
 	}
 }
 
-func TestLiteral(t *testing.T) {
+func TestPlainMatchers(t *testing.T) {
 	for _, tc := range []struct {
 		re   string
-		want string
-		ok   bool
+		want []string // kind:value, nil for "regex"
 	}{
-		{"GET", "GET", true},
-		{"/api/v1/items", "/api/v1/items", true},
-		{`api\.example\.com`, "api.example.com", true},
-		{`/a\+b`, "/a+b", true},
-		{"(?i)get", "", false},
-		{"GET|POST", "", false},
-		{"/items/.*", "", false},
-		{"x{3}", "", false},
-		{"(GET)", "", false},
-		{"^GET$", "", false},
+		{"GET", []string{"exact:GET"}},
+		{"/api/v1/items", []string{"exact:/api/v1/items"}},
+		{`api\.example\.com`, []string{"exact:api.example.com"}},
+		{`/a\+b`, []string{"exact:/a+b"}},
+		{"GET|HEAD", []string{"exact:GET", "exact:HEAD"}},
+		{"PUT|PATCH", []string{"exact:PATCH", "exact:PUT"}},
+		{"(GET|POST)", []string{"exact:GET", "exact:POST"}},
+		{"GE[TX]", []string{"exact:GET", "exact:GEX"}},
+		{"/items/.*", []string{"prefix:/items/"}},
+		{"(?s)/items/.*", []string{"prefix:/items/"}},
+		{`.*\.example\.com`, []string{"suffix:.example.com"}},
+		{".*admin.*", []string{"contains:admin"}},
+		{"/(a|b)/.*", []string{"prefix:/a/", "prefix:/b/"}},
+		{"/a/b(/x)?", []string{"exact:/a/b", "exact:/a/b/x"}},
+		{"(?i)get", nil},
+		{"x{3}", nil}, // repeats stay regexes
+		{"/items/[0-9]+", nil},
+		{"/items/[0-9]", nil}, // ten alternatives
+		{"/a/.*/b", nil},
+		{".*", nil},
+		{"^GET$", nil},
+		{"", nil},
+		{"(", nil},
 	} {
-		got, ok := literal(tc.re)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("literal(%q) = %q, %v; want %q, %v", tc.re, got, ok, tc.want, tc.ok)
+		var got []string
+		for _, m := range plainMatchers(tc.re) {
+			switch p := m.GetMatchPattern().(type) {
+			case *matcherv3.StringMatcher_Exact:
+				got = append(got, "exact:"+p.Exact)
+			case *matcherv3.StringMatcher_Prefix:
+				got = append(got, "prefix:"+p.Prefix)
+			case *matcherv3.StringMatcher_Suffix:
+				got = append(got, "suffix:"+p.Suffix)
+			case *matcherv3.StringMatcher_Contains:
+				got = append(got, "contains:"+p.Contains)
+			default:
+				t.Fatalf("%q: unexpected matcher %v", tc.re, m)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("plainMatchers(%q) = %q; want %q", tc.re, got, tc.want)
+		}
+		// What they match is what the regex matches whole.
+		if got == nil {
+			continue
+		}
+		full := regexp.MustCompile(`^(?:` + tc.re + `)$`)
+		for _, v := range []string{"", "GET", "HEAD", "GEX", "PUT", "PATCH", "POST", "/api/v1/items", "/api/v1/items/", "api.example.com",
+			"x.example.com", "/a+b", "/items/", "/items/5", "/admin/x", "admin", "/a/b", "/a/b/x", "/a/b/y", "/a/1", "/b/", "xxx", "xx"} {
+			var any bool
+			for _, m := range plainMatchers(tc.re) {
+				switch p := m.GetMatchPattern().(type) {
+				case *matcherv3.StringMatcher_Exact:
+					any = any || v == p.Exact
+				case *matcherv3.StringMatcher_Prefix:
+					any = any || strings.HasPrefix(v, p.Prefix)
+				case *matcherv3.StringMatcher_Suffix:
+					any = any || strings.HasSuffix(v, p.Suffix)
+				case *matcherv3.StringMatcher_Contains:
+					any = any || strings.Contains(v, p.Contains)
+				}
+			}
+			if any != full.MatchString(v) {
+				t.Errorf("%q on %q: plain matchers say %v, the regex %v", tc.re, v, any, !any)
+			}
 		}
 	}
 }

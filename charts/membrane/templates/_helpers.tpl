@@ -35,8 +35,8 @@ value at fault. */}}
 {{- if and .Values.gatewayAPI.enabled (not .Values.gatewayAPI.addressPool) }}
 {{- fail "gatewayAPI.addressPool: required with gatewayAPI.enabled=true (a CIDR or first-last range the Gateways' addresses come from)" }}
 {{- end }}
-{{- if .Values.ingressController.enabled }}
-{{- fail (printf "ingressController.enabled=true: the Ingress controller %s" $na) }}
+{{- if and .Values.ingressController.enabled (not .Values.gatewayAPI.enabled) }}
+{{- fail "ingressController.enabled=true: needs gatewayAPI.enabled=true (Ingresses are served like Gateways, with addresses from gatewayAPI.addressPool)" }}
 {{- end }}
 {{- if .Values.authentication.mutual.spire.enabled }}
 {{- fail (printf "authentication.mutual.spire.enabled=true: mutual authentication with SPIRE %s" $na) }}

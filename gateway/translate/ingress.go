@@ -1,0 +1,349 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Ingress support: every Ingress of Membrane's IngressClasses is expressed
+// as the Gateway and HTTPRoute it amounts to (a dedicated Ingress gets a
+// Gateway of its own, the shared ones share one), so the rest of the
+// translation (listeners, certificates, route precedence, clusters) is the
+// Gateway API's.
+
+// IngressControllerName is the IngressClass spec.controller Membrane serves.
+const IngressControllerName = "membrane.io/ingress-controller"
+
+// Load balancer modes and the annotations that choose them (Membrane's wins
+// over Cilium's; an IngressClass's annotation is the default of its
+// Ingresses).
+const (
+	ModeDedicated        = "dedicated"
+	ModeShared           = "shared"
+	ModeAnnotation       = "ingress.membrane.io/loadbalancer-mode"
+	CiliumModeAnnotation = "ingress.cilium.io/loadbalancer-mode"
+)
+
+const (
+	defaultClassAnnotation = "ingressclass.kubernetes.io/is-default-class"
+	legacyClassAnnotation  = "kubernetes.io/ingress.class"
+	// ingressGatewayPrefix makes the synthetic Gateways' names: "/" and ":"
+	// are not allowed in object names, so they never meet a real Gateway.
+	ingressGatewayPrefix = "ingress:"
+)
+
+// SharedIngressKey is the address key (in Input.Addresses) of the Gateway
+// every shared Ingress is served by.
+var SharedIngressKey = types.NamespacedName{Name: ingressGatewayPrefix + "shared"}
+
+// IngressStatus is one Ingress's status: its address (none until
+// assigned) and what is wrong with it (each one an Event on the Ingress).
+type IngressStatus struct {
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	Mode      string   `json:"mode"`
+	Address   string   `json:"address,omitempty"`
+	Problems  []string `json:"problems,omitempty"`
+}
+
+// OwnedIngress is one Ingress of Membrane's with its load balancer mode and
+// the key its address is assigned under.
+type OwnedIngress struct {
+	Ingress *networkingv1.Ingress
+	Mode    string
+	Key     types.NamespacedName
+	// Problem is set for an unknown mode (the default mode is used).
+	Problem string
+}
+
+// OwnedIngresses are the Ingresses of Membrane's IngressClasses, sorted by
+// namespace and name: ingressClassName naming one, the legacy
+// kubernetes.io/ingress.class annotation naming one, or no class and one
+// of Membrane's classes is the default.
+func OwnedIngresses(classes []networkingv1.IngressClass, ings []networkingv1.Ingress) []OwnedIngress {
+	ours := map[string]*networkingv1.IngressClass{}
+	var def *networkingv1.IngressClass
+	for i := range classes {
+		c := &classes[i]
+		if c.Spec.Controller != IngressControllerName {
+			continue
+		}
+		ours[c.Name] = c
+		if c.Annotations[defaultClassAnnotation] == "true" && (def == nil || c.Name < def.Name) {
+			def = c
+		}
+	}
+	var out []OwnedIngress
+	for i := range ings {
+		ing := &ings[i]
+		var class *networkingv1.IngressClass
+		switch {
+		case ing.Spec.IngressClassName != nil:
+			class = ours[*ing.Spec.IngressClassName]
+		case ing.Annotations[legacyClassAnnotation] != "":
+			class = ours[ing.Annotations[legacyClassAnnotation]]
+		default:
+			class = def
+		}
+		if class == nil {
+			continue
+		}
+		o := OwnedIngress{Ingress: ing, Mode: ModeDedicated}
+		if m := class.Annotations[ModeAnnotation]; m == ModeShared || m == ModeDedicated {
+			o.Mode = m
+		}
+		field, m := ModeAnnotation, ing.Annotations[ModeAnnotation]
+		if m == "" {
+			field, m = CiliumModeAnnotation, ing.Annotations[CiliumModeAnnotation]
+		}
+		switch m {
+		case "":
+		case ModeShared, ModeDedicated:
+			o.Mode = m
+		default:
+			o.Problem = fmt.Sprintf("annotation %s: unknown load balancer mode %q (want dedicated or shared); using %s", field, m, o.Mode)
+		}
+		o.Key = SharedIngressKey
+		if o.Mode == ModeDedicated {
+			o.Key = types.NamespacedName{Namespace: ing.Namespace, Name: ingressGatewayPrefix + ing.Name}
+		}
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b OwnedIngress) int {
+		return cmp.Or(cmp.Compare(a.Ingress.Namespace, b.Ingress.Namespace), cmp.Compare(a.Ingress.Name, b.Ingress.Name))
+	})
+	return out
+}
+
+// IngressAddressesFromStatus reads the Ingresses' addresses from their
+// status (as the operator wrote them), keyed as OwnedIngress.Key: the
+// agents' view of the assignment.
+func IngressAddressesFromStatus(owned []OwnedIngress) map[types.NamespacedName]netip.Addr {
+	out := map[types.NamespacedName]netip.Addr{}
+	for _, o := range owned {
+		if _, ok := out[o.Key]; ok {
+			continue
+		}
+		for _, lb := range o.Ingress.Status.LoadBalancer.Ingress {
+			if ip, err := netip.ParseAddr(lb.IP); err == nil && ip.Is4() {
+				out[o.Key] = ip
+				break
+			}
+		}
+	}
+	return out
+}
+
+// ingressSet is the Gateways and HTTPRoutes the Ingresses amount to.
+type ingressSet struct {
+	owned    []OwnedIngress
+	gateways []gwv1.Gateway
+	routes   []gwv1.HTTPRoute
+	// problems found while expressing them, per Ingress.
+	problems map[types.NamespacedName][]string
+	// tlsListener names the HTTPS listener each TLS entry became, to report
+	// its certificate problems on the Ingress: listener key → Ingresses.
+	tlsListeners map[string][]types.NamespacedName
+}
+
+// expandIngresses expresses the Ingresses of Membrane's classes as
+// Gateways and HTTPRoutes: port 80 for every Ingress, port 443 with one
+// HTTPS listener per TLS host (its Secret as the certificate). The rules
+// become one HTTPRoute per Ingress rule (the host as its hostname), the
+// default backend one more without a hostname. Prefix is Gateway API's
+// PathPrefix (element-wise, as Kubernetes defines Prefix);
+// ImplementationSpecific is Prefix.
+func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service) ingressSet {
+	s := ingressSet{owned: OwnedIngresses(in.IngressClasses, in.Ingresses),
+		problems: map[types.NamespacedName][]string{}, tlsListeners: map[string][]types.NamespacedName{}}
+	byKey := map[types.NamespacedName]*gwv1.Gateway{}
+	var keys []types.NamespacedName
+	for _, o := range s.owned {
+		ing := o.Ingress
+		nn := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+		if o.Problem != "" {
+			s.problems[nn] = append(s.problems[nn], o.Problem)
+		}
+		gw, ok := byKey[o.Key]
+		if !ok {
+			from := gwv1.NamespacesFromAll
+			gw = &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: o.Key.Namespace, Name: o.Key.Name, CreationTimestamp: ing.CreationTimestamp}}
+			gw.Spec.Listeners = []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType,
+				AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: &from}}}}
+			byKey[o.Key] = gw
+			keys = append(keys, o.Key)
+		}
+		for i, t := range ing.Spec.TLS {
+			hosts := t.Hosts
+			if len(hosts) == 0 {
+				hosts = []string{""}
+			}
+			for _, h := range hosts {
+				name := "https"
+				if h != "" {
+					name = "https-" + h
+				}
+				if slices.ContainsFunc(gw.Spec.Listeners, func(l gwv1.Listener) bool { return string(l.Name) == name }) {
+					s.problems[nn] = append(s.problems[nn], fmt.Sprintf("spec.tls[%d]: host %q has a certificate of another Ingress on the shared address already; that one is served", i, h))
+					continue
+				}
+				from := gwv1.NamespacesFromAll
+				l := gwv1.Listener{Name: gwv1.SectionName(name), Port: 443, Protocol: gwv1.HTTPSProtocolType,
+					AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: &from}},
+					TLS: &gwv1.ListenerTLSConfig{CertificateRefs: []gwv1.SecretObjectReference{{
+						Name: gwv1.ObjectName(t.SecretName), Namespace: ptr(gwv1.Namespace(ing.Namespace))}}}}
+				if h != "" {
+					l.Hostname = ptr(gwv1.Hostname(h))
+				}
+				gw.Spec.Listeners = append(gw.Spec.Listeners, l)
+				lk := o.Key.String() + "/" + name
+				s.tlsListeners[lk] = append(s.tlsListeners[lk], nn)
+			}
+		}
+		parent := gwv1.ParentReference{Name: gwv1.ObjectName(o.Key.Name), Namespace: ptr(gwv1.Namespace(o.Key.Namespace))}
+		route := func(suffix string, hostnames []gwv1.Hostname, rules []gwv1.HTTPRouteRule) {
+			r := gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ing.Namespace, Name: ing.Name + "/" + suffix,
+				CreationTimestamp: ing.CreationTimestamp, Generation: ing.Generation}}
+			r.Spec.ParentRefs = []gwv1.ParentReference{parent}
+			r.Spec.Hostnames = hostnames
+			r.Spec.Rules = rules
+			s.routes = append(s.routes, r)
+		}
+		for i, rule := range ing.Spec.Rules {
+			var hostnames []gwv1.Hostname
+			if rule.Host != "" {
+				hostnames = []gwv1.Hostname{gwv1.Hostname(rule.Host)}
+			}
+			if rule.HTTP == nil {
+				continue
+			}
+			var rules []gwv1.HTTPRouteRule
+			for j, p := range rule.HTTP.Paths {
+				field := fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j)
+				m := gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr("/")}}
+				if p.Path != "" {
+					m.Path.Value = ptr(p.Path)
+				}
+				if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
+					m.Path.Type = ptr(gwv1.PathMatchExact)
+				}
+				be, problem := ingressBackend(ing, p.Backend, field+".backend", services)
+				if problem != "" {
+					s.problems[nn] = append(s.problems[nn], problem)
+				}
+				rules = append(rules, gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{m}, BackendRefs: be})
+			}
+			route(fmt.Sprintf("rule-%d", i), hostnames, rules)
+		}
+		if db := ing.Spec.DefaultBackend; db != nil {
+			be, problem := ingressBackend(ing, *db, "spec.defaultBackend", services)
+			if problem != "" {
+				s.problems[nn] = append(s.problems[nn], problem)
+			}
+			m := gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr("/")}}
+			route("default", nil, []gwv1.HTTPRouteRule{{Matches: []gwv1.HTTPRouteMatch{m}, BackendRefs: be}})
+		}
+	}
+	for _, k := range keys {
+		s.gateways = append(s.gateways, *byKey[k])
+	}
+	return s
+}
+
+// ingressBackend is the backendRef of an Ingress backend; a backend that
+// does not resolve is kept (its requests get 500) and named in problem.
+func ingressBackend(ing *networkingv1.Ingress, be networkingv1.IngressBackend, field string, services map[types.NamespacedName]*corev1.Service) ([]gwv1.HTTPBackendRef, string) {
+	ref := gwv1.HTTPBackendRef{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{}}}
+	if be.Resource != nil || be.Service == nil {
+		ref.Group, ref.Kind, ref.Name = ptr(gwv1.Group("unsupported")), ptr(gwv1.Kind("Resource")), "unsupported"
+		return []gwv1.HTTPBackendRef{ref}, field + ": resource backends are not supported (Services are)"
+	}
+	ref.Name = gwv1.ObjectName(be.Service.Name)
+	svc, ok := services[types.NamespacedName{Namespace: ing.Namespace, Name: be.Service.Name}]
+	if !ok {
+		ref.Port = ptr(gwv1.PortNumber(be.Service.Port.Number))
+		return []gwv1.HTTPBackendRef{ref}, fmt.Sprintf("%s.service: Service %s/%s not found", field, ing.Namespace, be.Service.Name)
+	}
+	for _, sp := range svc.Spec.Ports {
+		if (be.Service.Port.Name != "" && sp.Name == be.Service.Port.Name) || (be.Service.Port.Name == "" && sp.Port == be.Service.Port.Number) {
+			ref.Port = ptr(gwv1.PortNumber(sp.Port))
+			return []gwv1.HTTPBackendRef{ref}, ""
+		}
+	}
+	port := be.Service.Port.Name
+	if port == "" {
+		port = fmt.Sprint(be.Service.Port.Number)
+	}
+	ref.Port = ptr(gwv1.PortNumber(max(be.Service.Port.Number, 1)))
+	if be.Service.Port.Name != "" {
+		ref.Port = ptr(gwv1.PortNumber(65535)) // no such port: the backend stays invalid
+	}
+	return []gwv1.HTTPBackendRef{ref}, fmt.Sprintf("%s.service.port: Service %s/%s has no port %s", field, ing.Namespace, be.Service.Name, port)
+}
+
+// ingressStatus is every owned Ingress's status once the Gateways they
+// amount to are built: the address, and the problems, with the
+// certificate problems of their HTTPS listeners.
+func (b *builder) ingressStatus(s ingressSet) []IngressStatus {
+	for _, g := range b.gateways {
+		if !g.ingress {
+			continue
+		}
+		for _, l := range g.listeners {
+			if l.valid {
+				continue
+			}
+			lk := types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name}.String() + "/" + string(l.spec.Name)
+			for _, nn := range s.tlsListeners[lk] {
+				for _, c := range l.conditions {
+					if c.Status == metav1.ConditionFalse && c.Type == string(gwv1.ListenerConditionResolvedRefs) {
+						msg := strings.Replace(c.Message, "tls.certificateRefs[0]", "spec.tls secretName", 1)
+						s.problems[nn] = append(s.problems[nn], fmt.Sprintf("host %s: %s; HTTPS for it is not served", hostOrAny(l.spec.Hostname), msg))
+					}
+				}
+			}
+		}
+	}
+	var out []IngressStatus
+	for _, o := range s.owned {
+		nn := types.NamespacedName{Namespace: o.Ingress.Namespace, Name: o.Ingress.Name}
+		st := IngressStatus{Namespace: nn.Namespace, Name: nn.Name, Mode: o.Mode, Problems: s.problems[nn]}
+		if a, ok := b.in.Addresses[o.Key]; ok && a.IsValid() {
+			st.Address = a.String()
+		} else {
+			st.Problems = append(st.Problems, "no address assigned yet (pool exhausted or not configured)")
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func hostOrAny(h *gwv1.Hostname) string {
+	if h == nil {
+		return "*"
+	}
+	return string(*h)
+}
+
+// addIngresses adds the Gateways the Ingresses amount to and returns them
+// with their routes (attached after the Gateway API's own).
+func (b *builder) addIngresses() ingressSet {
+	s := expandIngresses(b.in, b.services)
+	for i := range s.gateways {
+		gw := &s.gateways[i]
+		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		g := &gateway{gw: gw, address: b.in.Addresses[nn], ingress: true}
+		b.gateways = append(b.gateways, g)
+		b.byName[nn] = g
+	}
+	return s
+}
