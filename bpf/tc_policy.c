@@ -30,6 +30,16 @@
  * connection, with the client's address as source): L3/L4 policy applies,
  * but a redirect verdict passes them as a plain allow.
  *
+ * Mutual authentication: a new flow to the pod that an entry requiring
+ * authentication matches passes only when it comes from the proxy (which
+ * accepted it over mutual TLS and checked the peer's SPIFFE ID); anything
+ * else, including a process of the node or a spoofed source, is dropped
+ * ("Authentication required"). Such an entry with an L7 redirect is
+ * dropped even from the proxy: the authenticated path does not apply L7
+ * rules yet. On the source side, the agent writes egress redirect entries
+ * to the proxy's authenticating listener; for endpoints not enforced at
+ * egress (EP_AUTH_EGRESS) a miss passes.
+ *
  * Return codes are tcx's: TCX_NEXT lets later programs (and clsact filters)
  * see an allowed packet, TCX_DROP drops, TCX_REDIRECT (bpf_redirect) hands
  * the packet to the proxy. In a clsact direct-action filter the same numbers
@@ -246,8 +256,17 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 		reason = policy_check(v.ep.endpoint_id, dir, v.remote_id, &v.f, &pd);
 		if (reason)
 			return drop(skb, &v, reason);
+		if (pd.auth && (!from_proxy || pd.proxy_port))
+			return drop(skb, &v, DROP_POLICY_AUTH_REQUIRED);
 		v.proxy_port = from_proxy ? 0 : pd.proxy_port;
 		v.match = pd.match;
+	} else if (v.have_ep && dir == DIR_EGRESS && (v.ep.flags & EP_AUTH_EGRESS)) {
+		/* Not enforced: only the redirects to the authenticating listener. */
+		resolve_identities(&v);
+		if (!policy_check(v.ep.endpoint_id, dir, v.remote_id, &v.f, &pd)) {
+			v.proxy_port = pd.proxy_port;
+			v.match = pd.match;
+		}
 	}
 	if (ct4_can_create(&v.f)) {
 		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port) < 0)

@@ -21,6 +21,8 @@ enum traffic_direction {
 /* endpoint_info.flags */
 #define EP_ENFORCE_INGRESS	(1 << 0)	/* traffic to the pod needs an allow entry */
 #define EP_ENFORCE_EGRESS	(1 << 1)	/* traffic from the pod needs an allow entry */
+#define EP_AUTH_EGRESS		(1 << 2)	/* not enforced at egress, but some peers' ports require
+					   authentication: look the policy up, a miss passes */
 
 struct endpoint_info {
 	__u32 identity;

@@ -19,8 +19,10 @@
  *     that lies inside a deny entry as denying too (POLICY_F_DERIVED_DENY).
  *  2. No entry in either lookup: dropped ("Policy denied").
  *  3. Auth: any matching entry requiring authentication (POLICY_F_AUTH,
- *     POLICY_F_DERIVED_AUTH likewise inherited from covering entries) drops
- *     the packet ("Authentication required") until the auth stage exists.
+ *     POLICY_F_DERIVED_AUTH likewise inherited from covering entries) sets
+ *     the decision's auth: the caller lets only the node proxy's own
+ *     connections (which it authenticated with mutual TLS) through, and
+ *     drops everything else ("Authentication required").
  *  4. Otherwise the more specific of the two matches (longer protocol/port
  *     prefix) gives the verdict; on a tie a redirect beats a plain allow, then
  *     the identity-specific entry wins.
@@ -89,7 +91,7 @@ enum policy_match {
 struct policy_decision {
 	__u16 proxy_port;	/* non-zero: redirect */
 	__u8 match;		/* enum policy_match */
-	__u8 pad;
+	__u8 auth;		/* only authenticated connections may pass */
 };
 
 static __always_inline bool policy_entry_denies(const struct policy_entry *e)
@@ -149,8 +151,7 @@ static __always_inline int policy_check(__u16 ep_id, __u8 dir, __u32 remote_id,
 		return DROP_POLICY_DENY;
 	if (!have_id && !have_any)
 		return DROP_POLICY;
-	if ((have_id && policy_entry_needs_auth(&by_id)) || (have_any && policy_entry_needs_auth(&by_any)))
-		return DROP_POLICY_AUTH_REQUIRED;
+	d->auth = (have_id && policy_entry_needs_auth(&by_id)) || (have_any && policy_entry_needs_auth(&by_any));
 
 	if (!have_any)
 		win_any = false;

@@ -141,6 +141,7 @@ func (m *Maps) DeleteIPCache(prefix netip.Prefix) error {
 const (
 	epEnforceIngress = 1 << 0
 	epEnforceEgress  = 1 << 1
+	epAuthEgress     = 1 << 2
 )
 
 func (ep Endpoint) value() (policyEndpointInfo, error) {
@@ -164,6 +165,9 @@ func (ep Endpoint) value() (policyEndpointInfo, error) {
 	if ep.EnforceEgress {
 		v.Flags |= epEnforceEgress
 	}
+	if ep.AuthEgress {
+		v.Flags |= epAuthEgress
+	}
 	return v, nil
 }
 
@@ -173,6 +177,7 @@ func endpointFromValue(v policyEndpointInfo) Endpoint {
 		Identity:       Identity(v.Identity),
 		EnforceIngress: v.Flags&epEnforceIngress != 0,
 		EnforceEgress:  v.Flags&epEnforceEgress != 0,
+		AuthEgress:     v.Flags&epAuthEgress != 0,
 	}
 	if v.Addr != 0 {
 		ep.Addr = netToAddr(v.Addr)

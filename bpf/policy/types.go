@@ -210,6 +210,10 @@ type Endpoint struct {
 	// allow entry. Otherwise everything passes (still tracked and traced).
 	EnforceIngress bool
 	EnforceEgress  bool
+	// AuthEgress, without EnforceEgress: new flows from the pod are looked
+	// up all the same, for the redirects to the proxy's authenticating
+	// listener; a miss passes.
+	AuthEgress bool
 }
 
 // ErrInvalid marks arguments the datapath cannot represent.

@@ -118,6 +118,7 @@ var ruleUses = map[string][]use{
 	"membrane-operator /pods list,watch": {
 		{"mesh/operator/identity.go", "IdentityController.Setup", "For(&corev1.Pod{})"},
 		{"mesh/operator/identity.go", "IdentityController.inUse", "r.c.List(ctx, &pods)"},
+		{"mesh/operator/ca.go", "kubePlacement.HasPod", "Pods(namespace).List(ctx"},
 	},
 	"membrane-operator /namespaces list,watch": {
 		{"mesh/operator/identity.go", "IdentityController.Setup", "Watches(&corev1.Namespace{}"},
@@ -179,6 +180,39 @@ var ruleUses = map[string][]use{
 	},
 	"membrane-agent coordination.k8s.io/leases get,create,update": {
 		{"mesh/l2announce/announce.go", "Announcer.elect", "resourcelock.LeaseLock{"},
+	},
+}
+
+// mutualRuleUses are the permissions granted only with
+// authentication.mutual.enabled (the SPIFFE CA), as ruleUses.
+var mutualRuleUses = map[string][]use{
+	"membrane-operator:spiffe-ca /secrets get": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Get(ctx, c.cfg.Secret"},
+		{"mesh/operator/ca.go", "CA.load", "Secrets(c.cfg.Namespace).Get(ctx, c.cfg.Secret"},
+	},
+	"membrane-operator:spiffe-ca /secrets create": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Create(ctx, sec"},
+	},
+	"membrane-operator:spiffe-ca /secrets update": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Update(ctx, sec"},
+	},
+	"membrane-operator:spiffe-ca /configmaps get": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Get(ctx, c.cfg.ConfigMap"},
+	},
+	"membrane-operator:spiffe-ca /configmaps create": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Create(ctx, cm"},
+	},
+	"membrane-operator:spiffe-ca /configmaps update": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Update(ctx, cm"},
+	},
+	"membrane-operator:spiffe-ca /pods get": {
+		{"mesh/operator/ca.go", "kubeAgents.AgentNode", "Pods(k.namespace).Get(ctx, podName"},
+	},
+	"membrane-operator:spiffe-ca authentication.k8s.io/tokenreviews create": {
+		{"mesh/operator/ca.go", "kubeAgents.AgentNode", "TokenReviews().Create("},
+	},
+	"membrane-agent:spiffe-bundle /configmaps list,watch": {
+		{"mesh/agent/identity.go", "newIdentities", "id.bundle.Core().V1().ConfigMaps().Informer()"},
 	},
 }
 
@@ -270,6 +304,7 @@ func TestRBACRulesUsed(t *testing.T) {
 		"{}": expand(ruleUses),
 		"{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false}": expand(ruleUses),
 		"{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}}":                    expand(ruleUses, gatewayRuleUses),
+		"{authentication: {mutual: {enabled: true}}}":                                expand(ruleUses, mutualRuleUses),
 	} {
 		manifest, err := render(t, values)
 		if err != nil {
@@ -289,6 +324,7 @@ func TestRBACRulesUsed(t *testing.T) {
 	}
 	modDirs := map[string]string{}
 	all := maps.Clone(ruleUses)
+	maps.Copy(all, mutualRuleUses)
 	maps.Copy(all, gatewayRuleUses)
 	for _, key := range sortedKeys(all) {
 		for _, u := range all[key] {

@@ -63,6 +63,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--proxy-port %d: not a port", *proxyPort)
 	}
 	cfg.ProxyPort = uint16(*proxyPort)
+	cfg.MTLSOutboundPort, cfg.MTLSTunnelPort = agent.DefaultMTLSOutboundPort, agent.DefaultMTLSTunnelPort
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -127,6 +128,13 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.DurationVar(&cfg.KeyRotationPeriod, "encryption-key-rotation-period", 0, "rotate the WireGuard key when it is this old (0: only on request)")
 	fs.StringVar(&cfg.WireGuardBackend, "wireguard-backend", "auto", "WireGuard device: auto (kernel when it has WireGuard, else embedded), kernel or embedded")
 	fs.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", flow.DefaultCapacity, "flows the node keeps for observe (the oldest go first)")
+	fs.BoolVar(&cfg.SPIFFE.Enabled, "spiffe", false, "keep X.509-SVIDs from the built-in CA for the service accounts of the node's pods")
+	fs.StringVar(&cfg.SPIFFE.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&cfg.SPIFFE.Namespace, "spiffe-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the CA's Service and trust bundle configmap")
+	fs.StringVar(&cfg.SPIFFE.CAService, "ca-service", "membrane-spiffe-ca", "Service of the CA's signing endpoint")
+	fs.StringVar(&cfg.SPIFFE.BundleConfigMap, "ca-bundle-configmap", "membrane-spiffe-bundle", "configmap holding the trust bundle")
+	fs.StringVar(&cfg.SPIFFE.TokenFile, "ca-token-file", "/var/run/secrets/membrane/ca/token", "the agent's service-account token for the CA (audience membrane-ca, bound to the agent's pod)")
+	fs.StringVar(&cfg.SPIFFE.WorkloadSocket, "workload-api-socket", "", "unix socket serving the SPIFFE Workload API to the node's pods (empty: none)")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "default", "name of this cluster in a cluster mesh (up to 32 lowercase letters, digits and dashes)")
 	fs.IntVar(&cfg.ClusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1 to 255 (0: no cluster mesh)")
 	fs.StringVar(&cfg.ClusterMeshSecret, "clustermesh-secret", "kube-system/membrane-clustermesh", "NAMESPACE/NAME of the Secret with one read-only kubeconfig per remote cluster (written by membrane clustermesh connect)")

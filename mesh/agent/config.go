@@ -54,6 +54,16 @@ type Config struct {
 	// XDSAddr serves the node's Envoy: ADS and the access-log service
 	// (loopback: Envoy runs on the node, in its network namespace).
 	XDSAddr string
+	// MTLSOutboundPort is the node Envoy's transparent listener for
+	// connections that rules require to be authenticated; MTLSTunnelPort
+	// is where node Envoys accept each other's mutual TLS. Used once the
+	// node holds workload identities.
+	MTLSOutboundPort uint16
+	MTLSTunnelPort   uint16
+
+	// SPIFFE are the node's workload identities (see identity.go).
+	SPIFFE SPIFFEConfig
+
 	// GatewayAPI serves the cluster's Gateways (Gateway API) on the node
 	// Envoy and announces the Gateway addresses this node owns (needs
 	// ProxyPort).
@@ -118,6 +128,10 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.XDSAddr); err != nil {
 			errs = append(errs, fmt.Errorf("--xds-addr %q: %w", c.XDSAddr, err))
 		}
+		if c.MTLSOutboundPort == c.ProxyPort || c.MTLSTunnelPort == c.ProxyPort || (c.MTLSOutboundPort != 0 && c.MTLSOutboundPort == c.MTLSTunnelPort) {
+			errs = append(errs, fmt.Errorf("--mtls-outbound-port %d, --mtls-tunnel-port %d: must differ from each other and from --proxy-port %d",
+				c.MTLSOutboundPort, c.MTLSTunnelPort, c.ProxyPort))
+		}
 	}
 	if c.DNSProxyPort != 0 && c.DNSProxyPort == c.ProxyPort {
 		errs = append(errs, fmt.Errorf("--tofqdns-proxy-port %d: must differ from --proxy-port", c.DNSProxyPort))
@@ -143,6 +157,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))
 	}
 	errs = append(errs, c.validateEncryption()...)
+	errs = append(errs, c.SPIFFE.validate()...)
 	errs = append(errs, c.validateClusterMesh()...)
 	return errors.Join(errs...)
 }

@@ -14,6 +14,7 @@ import (
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/auth"
 	"github.com/membrane-mesh/membrane/mesh/datapath"
 	"github.com/membrane-mesh/membrane/mesh/endpoint"
 	"github.com/membrane-mesh/membrane/mesh/endpoint/hostlinks"
@@ -46,6 +47,9 @@ type endpoints struct {
 	// proxy gets the endpoints' L7 rules; nil without an L7 proxy.
 	proxy     *proxy
 	proxyPort uint16
+	// auth is the node's mutual authentication; nil without identities
+	// (rules requiring it drop what they match).
+	auth *mutualAuth
 	// dnsProxyPort is the DNS proxy's port (0: none); names are the names
 	// it learned (nil: none).
 	dnsProxyPort uint16
@@ -105,6 +109,10 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 	sweep := true // look for leftover attachments: at start and on resyncs
 	var waiting []chan struct{}
 	for first := true; ; first = false {
+		var identities <-chan struct{} // nil: never
+		if e.auth != nil {
+			identities = e.auth.svids.Changed()
+		}
 		if err := e.regenerate(ctx, sweep); err != nil {
 			e.metrics.regenerations.WithLabelValues("error").Inc()
 			e.log.Error("regenerate endpoint policy", "error", err)
@@ -123,6 +131,8 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 		case <-ctx.Done():
 			return
 		case <-e.src.Changed():
+			sweep = false
+		case <-identities:
 			sweep = false
 		case <-e.wanted:
 			sweep = false
@@ -230,7 +240,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			}
 		}
 	}
-	res := policy.New(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort})
+	res := policy.New(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort, MutualAuth: e.auth != nil})
 	e.cidrs = res.CIDRIdentities()
 	var errs []error
 	for _, p := range res.Problems() {
@@ -261,6 +271,18 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			return r
 		}
 	)
+	var (
+		plan    auth.Plan
+		authCfg *authState
+	)
+	if e.auth != nil && e.proxy != nil {
+		var as authState
+		plan, as = e.auth.plan(e.node, st, resolve)
+		authCfg = &as
+		for _, p := range plan.Problems {
+			e.log.Warn("mutual authentication not applied", "problem", p)
+		}
+	}
 	if e.proxy != nil {
 		// Envoy gets the L7 rules before the datapath redirects to them.
 		var l7eps []l7.Endpoint
@@ -276,7 +298,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		for _, p := range problems {
 			e.log.Warn("L7 rule not applied", "problem", p)
 		}
-		e.proxy.update(ctx, n, origins)
+		e.proxy.update(ctx, n, origins, authCfg)
 	}
 	for _, l := range locals {
 		pod, iface := l.Pod, l.Interface
@@ -298,9 +320,11 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			entry.Ifindex, entry.Interface = iface.Index, iface.Name
 			keep[iface.Index] = true
 			r := resolve(pod)
+			authEgress := plan.Egress[pod.IP]
 			id, err := e.writer.Program(iface.Index, datapath.Endpoint{
 				Addr: pod.IP, Identity: pod.Identity,
-				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, Rules: r.Rules,
+				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
+				Rules: withAuthEgress(r.Rules, authEgress),
 			})
 			entry.ID = uint16(id)
 			entry.EnforceIngress, entry.EnforceEgress = r.EnforceIngress, r.EnforceEgress

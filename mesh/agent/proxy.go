@@ -49,6 +49,9 @@ type proxy struct {
 	// contributions (the regeneration loop's).
 	last        *translate.Node
 	lastOrigins map[string]string
+	lastAuth    *authState
+	// authMetrics count authenticated connections; nil: not counted.
+	authMetrics *authMetrics
 
 	// pub serializes publications: the L7 policy resources and the
 	// gateway resources share one snapshot.
@@ -78,12 +81,18 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 		tr:        translate.NewTranslator(),
 		published: map[string]origins{},
 	}
-	p.als = accesslog.New(log, func(l flow.HTTPLog) { flows.Add(flow.FromHTTPLog(l, cfg.NodeName, enrich)) })
+	p.als = accesslog.New(log, func(l flow.HTTPLog) {
+		if l.SourceID != "" && p.authMetrics != nil {
+			p.authMetrics.count(l)
+		}
+		flows.Add(flow.FromHTTPLog(l, cfg.NodeName, enrich))
+	})
 	return p
 }
 
 // installTProxy installs the TPROXY plumbing of the node's proxies: the
-// L7 proxy's listener (TCP) and the DNS proxy's (UDP and TCP).
+// L7 proxy's listener (TCP), the mutual authentication proxy's outbound
+// one (TCP) and the DNS proxy's (UDP and TCP).
 func installTProxy(ctx context.Context, log *slog.Logger, cfg Config) error {
 	if cfg.ProxyPort == 0 && cfg.DNSProxyPort == 0 {
 		return nil
@@ -95,6 +104,10 @@ func installTProxy(ctx context.Context, log *slog.Logger, cfg Config) error {
 	}
 	if cfg.DNSProxyPort != 0 {
 		tc.Extra = []tproxy.Listener{{Port: cfg.DNSProxyPort, ToProxyMark: bpfpolicy.ToProxyMark(cfg.DNSProxyPort), TCP: true, UDP: true}}
+	}
+	if cfg.ProxyPort != 0 && cfg.MTLSOutboundPort != 0 {
+		// The mutual authentication proxy's outbound listener.
+		tc.Extra = append(tc.Extra, tproxy.Listener{Port: cfg.MTLSOutboundPort, ToProxyMark: bpfpolicy.ToProxyMark(cfg.MTLSOutboundPort), TCP: true})
 	}
 	if err := tproxy.Install(ctx, log, tc); err != nil {
 		return fmt.Errorf("install the proxies' tproxy rules: %w", err)
@@ -131,8 +144,8 @@ func (p *proxy) run(ctx context.Context) error {
 // update publishes the L7 configuration of the node's endpoints. Most
 // regenerations change no L7 rule: an unchanged configuration is not
 // translated again.
-func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string) {
-	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, policies) {
+func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) {
+	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, policies) && sameAuth(p.lastAuth, as) {
 		return
 	}
 	res, err := p.tr.Resources(n)
@@ -143,15 +156,24 @@ func (p *proxy) update(ctx context.Context, n translate.Node, policies map[strin
 		p.log.Error("translate the L7 configuration", "error", err)
 		return
 	}
+	if as != nil {
+		if err := addAuth(&res, as); err != nil {
+			p.log.Error("translate the mutual authentication configuration", "error", err)
+			return
+		}
+	}
 	version, err := p.publish(ctx, &res, nil)
 	if err != nil {
 		p.log.Error("publish the L7 configuration", "error", err)
 		return
 	}
+	if as != nil && p.authMetrics != nil && (p.lastAuth == nil || p.lastAuth.snap.Version != as.snap.Version) {
+		p.authMetrics.secretUpdates.Inc()
+	}
 	p.mu.Lock()
 	p.published[version] = origins{policies: policies, routes: translate.RouteOrigins(n)}
 	p.mu.Unlock()
-	p.last, p.lastOrigins = &n, policies
+	p.last, p.lastOrigins, p.lastAuth = &n, policies, as
 }
 
 // setGateway publishes the node Envoy's gateway listeners and clusters
@@ -177,6 +199,7 @@ func (p *proxy) publish(ctx context.Context, l7 *translate.Resources, gw *gwtran
 		Listeners: slices.Concat(p.l7Res.Listeners, p.gatewayR.Listeners),
 		Routes:    p.l7Res.Routes, // gateway listeners carry their routes inline
 		Clusters:  slices.Concat(p.l7Res.Clusters, p.gatewayR.Clusters),
+		Secrets:   p.l7Res.Secrets,
 	})
 }
 

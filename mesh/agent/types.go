@@ -42,7 +42,7 @@ func policyDump(d bpfpolicy.Dump) agentapi.PolicyDump {
 	for _, e := range d.Endpoints {
 		out.Endpoints = append(out.Endpoints, agentapi.PolicyEndpointEntry{Ifindex: e.Ifindex, Endpoint: agentapi.PolicyEndpoint{
 			ID: uint16(e.Endpoint.ID), Identity: uint32(e.Endpoint.Identity), Addr: e.Endpoint.Addr,
-			EnforceIngress: e.Endpoint.EnforceIngress, EnforceEgress: e.Endpoint.EnforceEgress,
+			EnforceIngress: e.Endpoint.EnforceIngress, EnforceEgress: e.Endpoint.EnforceEgress, AuthEgress: e.Endpoint.AuthEgress,
 		}})
 	}
 	for _, p := range d.Policy {

@@ -119,6 +119,9 @@ type PolicyEndpoint struct {
 	Addr           netip.Addr
 	EnforceIngress bool
 	EnforceEgress  bool
+	// AuthEgress: not enforced at egress, but redirected to the
+	// authenticating proxy where a destination requires it.
+	AuthEgress bool
 }
 
 // PolicyMapEntry is one policy map entry: a port block shows as its range.

@@ -48,7 +48,10 @@ type Endpoint struct {
 	// EnforceIngress/EnforceEgress: in that direction only what Rules
 	// allow passes.
 	EnforceIngress, EnforceEgress bool
-	Rules                         []policy.DatapathRule
+	// AuthEgress: without EnforceEgress, Rules still hold egress redirects
+	// to the authenticating proxy (a miss passes).
+	AuthEgress bool
+	Rules      []policy.DatapathRule
 }
 
 // Writer keeps Maps equal to the desired state. It is not safe for
@@ -117,7 +120,7 @@ func (w *Writer) Programmed(ifindex int) (Programmed, bool) {
 func (w *Writer) Program(ifindex int, ep Endpoint) (bpfpolicy.EndpointID, error) {
 	bep := bpfpolicy.Endpoint{
 		ID: w.endpointID(ifindex, ep.Addr), Identity: bpfpolicy.Identity(ep.Identity), Addr: ep.Addr,
-		EnforceIngress: ep.EnforceIngress, EnforceEgress: ep.EnforceEgress,
+		EnforceIngress: ep.EnforceIngress, EnforceEgress: ep.EnforceEgress, AuthEgress: ep.AuthEgress && !ep.EnforceEgress,
 	}
 	return bep.ID, w.program(ifindex, bep, Rules(ep.Rules))
 }

@@ -65,6 +65,9 @@ type Flow struct {
 	Source      Endpoint `json:"source"`
 	Destination Endpoint `json:"destination"`
 	L7          *L7      `json:"l7,omitempty"`
+	// Auth names both ends of a connection the node proxies authenticated
+	// with mutual TLS.
+	Auth *Auth `json:"auth,omitempty"`
 }
 
 // Type is the kind of a flow.
@@ -211,6 +214,13 @@ type DNS struct {
 	TTL uint32 `json:"ttl,omitempty"`
 	// ObservationSource is who saw it: "proxy" (the node's DNS proxy).
 	ObservationSource string `json:"observationSource,omitempty"`
+}
+
+// Auth is a mutually authenticated connection's two SPIFFE IDs: the
+// client's certificate's and the server's.
+type Auth struct {
+	SourceID      string `json:"sourceSpiffeID"`
+	DestinationID string `json:"destinationSpiffeID"`
 }
 
 // HTTP is an HTTP request or response.

@@ -29,6 +29,10 @@ type HTTPLog struct {
 	Duration time.Duration
 	// Denied: the L7 policy (the proxy's RBAC filter) refused the request.
 	Denied bool
+	// SourceID and DestinationID, when set, are the SPIFFE IDs of a
+	// mutually authenticated tunnel's client and server: the request is
+	// the tunnel's CONNECT for one connection to Destination.
+	SourceID, DestinationID string
 }
 
 // FromHTTPLog converts a request the L7 proxy on node completed into one
@@ -52,6 +56,9 @@ func FromHTTPLog(l HTTPLog, node string, enrich Enricher) Flow {
 	}
 	if l.Denied {
 		f.Verdict, f.DropReason = Dropped, L7PolicyDenied()
+	}
+	if l.SourceID != "" || l.DestinationID != "" {
+		f.Auth = &Auth{SourceID: l.SourceID, DestinationID: l.DestinationID}
 	}
 	f.Source = Resolve(enrich, f.IP.Source, 0)
 	f.Destination = Resolve(enrich, f.IP.Destination, 0)

@@ -44,13 +44,19 @@ const validMessage = "policy is valid"
 // applies: the operator has nothing to say about programming that does not
 // involve the proxies.
 type PolicyStatusController struct {
+	// MutualAuth says the cluster's agents hold SPIFFE identities (the
+	// built-in CA runs): ingress rules requiring authentication are mutual
+	// TLS, not drops. Set before Setup.
+	MutualAuth bool
+
 	namespaced  policyStatusReconciler[*v1alpha1.MembraneNetworkPolicy]
 	clusterwide policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]
 }
 
 // NewPolicyStatusController returns the controller; Setup registers it.
 func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusController {
-	return &PolicyStatusController{
+	ctrl := &PolicyStatusController{}
+	*ctrl = PolicyStatusController{
 		namespaced: policyStatusReconciler[*v1alpha1.MembraneNetworkPolicy]{
 			log:        log.With("kind", convert.KindMembraneNetworkPolicy),
 			c:          c,
@@ -61,7 +67,9 @@ func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusC
 				_, errs := convert.FromMembranePolicy(p)
 				return &p.Status, errs
 			},
-			unsupported: func(p *v1alpha1.MembraneNetworkPolicy) []string { return unsupportedFields(p.Spec, p.Specs) },
+			unsupported: func(p *v1alpha1.MembraneNetworkPolicy) []string {
+				return unsupportedFields(p.Spec, p.Specs, ctrl.MutualAuth)
+			},
 		},
 		clusterwide: policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]{
 			log:    log.With("kind", convert.KindMembraneClusterwideNetworkPolicy),
@@ -73,10 +81,11 @@ func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusC
 				return &p.Status, errs
 			},
 			unsupported: func(p *v1alpha1.MembraneClusterwideNetworkPolicy) []string {
-				return unsupportedFields(p.Spec, p.Specs)
+				return unsupportedFields(p.Spec, p.Specs, ctrl.MutualAuth)
 			},
 		},
 	}
+	return ctrl
 }
 
 // Setup indexes Nodes by the policies their proxies reject and registers one

@@ -14,44 +14,67 @@ import (
 // the Valid condition's: spec.… and specs[i].….
 //
 // The agents enforce such rules as described (it is the datapath's
-// behaviour, not a guess): authentication.mode required drops the traffic
-// the rule matches (drop reason "Authentication required"); header mismatch
-// actions let the request through unchanged. toFQDNs and DNS rules are
-// implemented (the agents' DNS proxy).
-// authentication.mode test-always-fail is not listed: never authenticating
-// is what it asks for.
-func unsupportedFields(spec *v1alpha1.Rule, specs []v1alpha1.Rule) []string {
+// behaviour, not a guess): authentication.mode required on an egress rule,
+// or on an ingress rule with HTTP rules, drops the traffic the rule matches
+// (drop reason "Authentication required"); header mismatch actions let the
+// request through unchanged. toFQDNs and DNS rules are implemented (the
+// agents' DNS proxy). authentication.mode required on an ingress rule is
+// mutual TLS between the node proxies (where the agents hold SPIFFE
+// identities: mutualAuth; without, it drops too); test-always-fail is not
+// listed: never authenticating is what it asks for.
+func unsupportedFields(spec *v1alpha1.Rule, specs []v1alpha1.Rule, mutualAuth bool) []string {
 	var out []string
 	if spec != nil {
-		out = append(out, unsupportedInRule(spec, field.NewPath("spec"))...)
+		out = append(out, unsupportedInRule(spec, field.NewPath("spec"), mutualAuth)...)
 	}
 	for i := range specs {
-		out = append(out, unsupportedInRule(&specs[i], field.NewPath("specs").Index(i))...)
+		out = append(out, unsupportedInRule(&specs[i], field.NewPath("specs").Index(i), mutualAuth)...)
 	}
 	return out
 }
 
-func unsupportedInRule(r *v1alpha1.Rule, path *field.Path) []string {
+func unsupportedInRule(r *v1alpha1.Rule, path *field.Path, mutualAuth bool) []string {
 	var out []string
 	for i := range r.Ingress {
 		p := path.Child("ingress").Index(i)
-		out = append(out, unsupportedAuthentication(r.Ingress[i].Authentication, p.Child("authentication"))...)
+		switch {
+		case !mutualAuth:
+			out = append(out, unsupportedAuthentication(r.Ingress[i].Authentication, p.Child("authentication"), "")...)
+		case withHTTP(r.Ingress[i].ToPorts):
+			out = append(out, unsupportedAuthentication(r.Ingress[i].Authentication, p.Child("authentication"),
+				"with HTTP rules on the rule's ports (mutual authentication and L7 rules do not compose yet)")...)
+		}
 		out = append(out, unsupportedInPorts(r.Ingress[i].ToPorts, p.Child("toPorts"))...)
 	}
 	for i := range r.Egress {
 		p := path.Child("egress").Index(i)
-		out = append(out, unsupportedAuthentication(r.Egress[i].Authentication, p.Child("authentication"))...)
+		out = append(out, unsupportedAuthentication(r.Egress[i].Authentication, p.Child("authentication"),
+			"on an egress rule (only ingress rules can require it)")...)
 		out = append(out, unsupportedInPorts(r.Egress[i].ToPorts, p.Child("toPorts"))...)
 	}
 	return out
 }
 
-func unsupportedAuthentication(a *v1alpha1.Authentication, p *field.Path) []string {
+func unsupportedAuthentication(a *v1alpha1.Authentication, p *field.Path, where string) []string {
 	if a == nil || a.Mode != v1alpha1.AuthenticationRequired {
 		return nil
 	}
-	return []string{p.String() + `: mode "required": mutual authentication is not available yet, ` +
-		`so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`}
+	const drop = `so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`
+	if where == "" {
+		// The cluster runs without SPIFFE identities.
+		return []string{p.String() + `: mode "required": mutual authentication is not available yet, ` + drop}
+	}
+	return []string{p.String() + `: mode "required" ` + where + `: mutual authentication is not available there, ` + drop}
+}
+
+// withHTTP reports whether some port of prs has HTTP rules.
+func withHTTP(prs []v1alpha1.PortRule) bool {
+	for _, pr := range prs {
+		if pr.Rules != nil && len(pr.Rules.HTTP) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func unsupportedInPorts(prs []v1alpha1.PortRule, path *field.Path) []string {

@@ -13,16 +13,37 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
-const authText = `spec.ingress[0].authentication: mode "required": mutual authentication is not available yet, ` +
+const authText = `spec.egress[0].authentication: mode "required" on an egress rule (only ingress rules can require it): ` +
+	`mutual authentication is not available there, ` +
 	`so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`
 
-// withAuth is allowPort whose ingress rule requires authentication in mode,
-// followed by a second ingress rule on another port without it.
+// withAuth is allowPort with a second ingress rule on another port, and an
+// egress rule requiring authentication in mode.
 func withAuth(mode v1alpha1.AuthenticationMode) *v1alpha1.Rule {
 	r := allowPort("80")
-	r.Ingress[0].Authentication = &v1alpha1.Authentication{Mode: mode}
 	r.Ingress = append(r.Ingress, allowPort("8080").Ingress[0])
+	r.Egress = []v1alpha1.EgressRule{{Authentication: &v1alpha1.Authentication{Mode: mode}}}
 	return r
+}
+
+// TestIngressAuthenticationSupported: an ingress rule requiring
+// authentication is mutual TLS, not a drop: nothing is reported, unless its
+// ports have HTTP rules.
+func TestIngressAuthenticationSupported(t *testing.T) {
+	r := allowPort("80")
+	r.Ingress[0].Authentication = &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}
+	if got := unsupportedFields(r, nil, true); len(got) != 0 {
+		t.Errorf("ingress authentication reported: %q", got)
+	}
+	r = allowHTTP("80")
+	r.Ingress[0].Authentication = &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}
+	if got := unsupportedFields(r, nil, true); len(got) != 1 || !strings.HasPrefix(got[0], `spec.ingress[0].authentication: mode "required" with HTTP rules`) {
+		t.Errorf("ingress authentication with HTTP rules: %q", got)
+	}
+	// Without identities in the cluster it drops.
+	if got := unsupportedFields(r, nil, false); len(got) != 1 || !strings.HasPrefix(got[0], `spec.ingress[0].authentication: mode "required": mutual authentication is not available yet`) {
+		t.Errorf("ingress authentication without identities: %q", got)
+	}
 }
 
 func TestProgrammedUnsupportedAuthentication(t *testing.T) {
@@ -41,7 +62,7 @@ func TestProgrammedUnsupportedAuthentication(t *testing.T) {
 
 	// Dropping the requirement deletes the condition (the policy has no HTTP
 	// rules, so nothing else is said about programming).
-	got.Spec.Ingress[0].Authentication = &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationDisabled}
+	got.Spec.Egress[0].Authentication = &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationDisabled}
 	got.Generation = 2
 	if err := c.Update(context.Background(), got); err != nil {
 		t.Fatal(err)
@@ -85,7 +106,7 @@ func TestProgrammedUnsupportedWithL7(t *testing.T) {
 	})
 	t.Run("supported again", func(t *testing.T) {
 		p := mnp("web", spec())
-		p.Spec.Ingress[0].Authentication = nil
+		p.Spec.Egress[0].Authentication = nil
 		p.Status.Conditions = []metav1.Condition{{
 			Type: v1alpha1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonUnsupported,
 			Message: authText, ObservedGeneration: 1, LastTransitionTime: metav1.Unix(1000, 0),
@@ -155,7 +176,7 @@ func TestUnsupportedFields(t *testing.T) {
 	}{
 		{name: "none", spec: allowHTTP("80")},
 		{name: "egress authentication", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{{}, {Authentication: &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}}}},
-			want: []string{`spec.egress[1].authentication: mode "required": mutual authentication is not available yet, so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`}},
+			want: []string{`spec.egress[1].authentication: mode "required" on an egress rule (only ingress rules can require it): mutual authentication is not available there, so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`}},
 		{name: "dns every name", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{dns(v1alpha1.FQDNSelector{MatchName: "a.example"}, v1alpha1.FQDNSelector{MatchPattern: "*"})}}},
 		{name: "dns names", specs: []v1alpha1.Rule{{}, {Egress: []v1alpha1.EgressRule{dns(v1alpha1.FQDNSelector{MatchPattern: "*.example.com"})}}}},
 		{name: "toFQDNs", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{{ToFQDNs: []v1alpha1.FQDNSelector{{MatchName: "api.example.com"}}}}}},
@@ -165,7 +186,7 @@ func TestUnsupportedFields(t *testing.T) {
 				`spec.ingress[0].toPorts[0].rules.http[0].headerMatches[2].mismatch: "REPLACE" is not implemented yet: a request whose header does not match is allowed with the header unchanged`,
 			}},
 	} {
-		if diff := cmp.Diff(tc.want, unsupportedFields(tc.spec, tc.specs)); diff != "" {
+		if diff := cmp.Diff(tc.want, unsupportedFields(tc.spec, tc.specs, true)); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
 		}
 	}

@@ -44,6 +44,8 @@ type compiledPeerRule struct {
 	ports  []PortRule
 	auth   bool
 	fqdns  []FQDN
+	// authFail: authentication never succeeds (test-always-fail).
+	authFail bool
 }
 
 // Resolve is New(policies, ids, cfg).Resolve(ep).
@@ -125,11 +127,12 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 			for _, err := range problems {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
 			}
-			if pr.AuthRequired && !l.deny {
+			if pr.AuthRequired && !l.deny && !r.cfg.MutualAuth {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, errAuthUnavailable))
 			}
 			c.peerRules = append(c.peerRules, compiledPeerRule{
 				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired, fqdns: pr.FQDNs,
+				authFail: pr.AuthRequired && pr.AuthAlwaysFail,
 			})
 		}
 	}
@@ -272,6 +275,17 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 			verdict: Allow,
 			origin:  "configuration (enforceHostIngress false) allows the local host",
 		})
+		// Ports requiring authentication are not open to the node's own
+		// processes: they cannot authenticate as a workload.
+		for _, c := range slices.Clone(b.contribs) {
+			if c.key.dir == Ingress && c.auth && !c.authFail && c.verdict != Deny && c.key.remote != identity.Host {
+				b.add(contrib{
+					key:     ruleKey{dir: Ingress, remote: identity.Host, proto: c.key.proto, port: c.key.port, endPort: c.key.endPort},
+					verdict: Allow, auth: true,
+					origin: "authentication required: the local host is not exempt",
+				})
+			}
+		}
 	}
 	res.Rules = b.merge()
 	res.L7 = b.l7()
@@ -312,11 +326,12 @@ type ruleKey struct {
 
 // contrib is one rule's contribution to a key, before merging.
 type contrib struct {
-	key     ruleKey
-	verdict Verdict
-	auth    bool
-	http    []HTTPRule // Redirect only
-	dns     []FQDN     // Redirect to the DNS proxy only
+	key      ruleKey
+	verdict  Verdict
+	auth     bool
+	authFail bool
+	http     []HTTPRule // Redirect only
+	dns      []FQDN     // Redirect to the DNS proxy only
 	// proxyPort is the port of a Redirect.
 	proxyPort uint16
 	origin    string
@@ -344,7 +359,7 @@ func (b *builder) expand(pr compiledPeerRule) {
 	if pr.deny {
 		verdict = Deny
 	}
-	c := contrib{verdict: verdict, auth: pr.auth && !pr.deny, origin: pr.origin}
+	c := contrib{verdict: verdict, auth: pr.auth && !pr.deny, authFail: pr.authFail && !pr.deny, origin: pr.origin}
 	if len(pr.ports) == 0 {
 		for _, id := range pr.peers {
 			c.key = ruleKey{dir: pr.dir, remote: id}
@@ -504,12 +519,13 @@ func (b *builder) merge() []DatapathRule {
 			d.Verdict = Redirect
 		}
 		d.AuthRequired = d.AuthRequired || c.auth
+		d.AuthAlwaysFail = d.AuthAlwaysFail || c.authFail
 		d.Origins = append(d.Origins, c.origin)
 	}
 	out := make([]DatapathRule, 0, len(byKey))
 	for _, d := range byKey {
 		if d.Verdict == Deny {
-			d.AuthRequired = false
+			d.AuthRequired, d.AuthAlwaysFail = false, false
 		}
 		if d.Verdict != Redirect {
 			d.ProxyPort = 0

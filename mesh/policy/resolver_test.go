@@ -143,6 +143,16 @@ func TestResolveMerge(t *testing.T) {
 	if len(res.Problems) != 3 || !errors.Is(res.Problems[0], errAuthUnavailable) || !strings.HasPrefix(res.Problems[0].Error(), "ns/p rules[0] ingress[1]: ") {
 		t.Errorf("problems: %v, want the three rules requiring authentication", res.Problems)
 	}
+	// With mutual authentication on the node, they are applied as written.
+	withAuth := Resolve(Endpoint{Identity: 257, Namespace: "ns", Labels: identity.Labels{"k8s:app": "b"}}, policies, testIDs(), Config{ProxyPort: 15001, EnforceHostIngress: true, MutualAuth: true})
+	for _, p := range withAuth.Problems {
+		if errors.Is(p, errAuthUnavailable) {
+			t.Errorf("with mutual authentication: problem %v", p)
+		}
+	}
+	if len(withAuth.Problems) != len(res.Problems)-3 {
+		t.Errorf("with mutual authentication: problems %v", withAuth.Problems)
+	}
 }
 
 // TestResolveDeterministic: the order of policies and identities does not

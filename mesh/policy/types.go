@@ -80,6 +80,9 @@ type PeerRule struct {
 	// AuthRequired flags the allowed flows for mutual authentication.
 	// Ignored in deny lists.
 	AuthRequired bool `json:"authRequired,omitempty"`
+	// AuthAlwaysFail (with AuthRequired): authentication never succeeds
+	// (mode test-always-fail), so the flows are dropped.
+	AuthAlwaysFail bool `json:"authAlwaysFail,omitempty"`
 }
 
 // Entity is a class of peers known without labels or addresses.
@@ -213,6 +216,10 @@ type Config struct {
 	// allow-localhost) an endpoint enforcing ingress still accepts it, so
 	// kubelet probes pass; deny rules still win.
 	EnforceHostIngress bool `json:"enforceHostIngress,omitempty"`
+	// MutualAuth says the node authenticates connections with mutual TLS
+	// (the SVIDs and the proxy are there). Without it, rules requiring
+	// authentication are reported: what they allow is dropped.
+	MutualAuth bool `json:"mutualAuth,omitempty"`
 }
 
 // Local CIDR identities: Cilium's range of node-local identities.
@@ -269,6 +276,9 @@ type DatapathRule struct {
 	Verdict      Verdict `json:"verdict"`
 	ProxyPort    uint16  `json:"proxyPort,omitempty"`
 	AuthRequired bool    `json:"authRequired,omitempty"`
+	// AuthAlwaysFail: some rule's authentication never succeeds; the
+	// entry is never authenticated (its flows are dropped).
+	AuthAlwaysFail bool `json:"authAlwaysFail,omitempty"`
 	// Origins name the rules the entry comes from, for policy get/trace.
 	Origins []string `json:"origins,omitempty"`
 }

@@ -29,12 +29,16 @@ const (
 )
 
 // Defaults, as in Cilium: the low half of the mark selects "to the local
-// table", the high half of the to-proxy mark carries the proxy port.
+// table", the high half of the to-proxy mark carries the proxy port. The
+// rule comes before every other routing rule but the kernel's local one
+// (Cilium's is 9 too): a reply for a proxy's transparent socket must reach
+// it even where another rule (WireGuard's, pref 1000) would send it to its
+// destination's node.
 const (
 	DefaultLocalMark    = 0x0200
 	DefaultMarkMask     = 0x0F00
 	DefaultTable        = 2004
-	DefaultRulePriority = 9000
+	DefaultRulePriority = 9
 )
 
 // Config describes the plumbing for the node's transparent proxy

@@ -109,6 +109,9 @@ func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
 	if t := c.GetStartTime(); t != nil {
 		l.Time = t.AsTime()
 	}
+	if err := authenticated(e, &l); err != nil {
+		return flow.HTTPLog{}, err
+	}
 	if c.GetDuration() == nil {
 		l.Duration = c.GetTimeToLastDownstreamTxByte().AsDuration()
 	}
@@ -173,4 +176,31 @@ func method(m corev3.RequestMethod) string {
 		return ""
 	}
 	return m.String()
+}
+
+// authenticated completes the log of a mutual-TLS tunnel's CONNECT (its
+// peer certificate carries a SPIFFE ID): the destination is the address it
+// names, not the tunnel port, and both SPIFFE IDs are kept.
+func authenticated(e *datav3.HTTPAccessLogEntry, l *flow.HTTPLog) error {
+	tls := e.GetCommonProperties().GetTlsProperties()
+	peer := spiffeURI(tls.GetPeerCertificateProperties())
+	if peer == "" || e.GetRequest().GetRequestMethod() != corev3.RequestMethod_CONNECT {
+		return nil
+	}
+	dst, err := netip.ParseAddrPort(e.GetRequest().GetAuthority())
+	if err != nil {
+		return fmt.Errorf("authenticated tunnel's destination %q: %w", e.GetRequest().GetAuthority(), err)
+	}
+	l.Destination, l.Direction = dst, flow.Ingress
+	l.SourceID, l.DestinationID = peer, spiffeURI(tls.GetLocalCertificateProperties())
+	return nil
+}
+
+func spiffeURI(p *datav3.TLSProperties_CertificateProperties) string {
+	for _, san := range p.GetSubjectAltName() {
+		if u := san.GetUri(); strings.HasPrefix(u, "spiffe://") {
+			return u
+		}
+	}
+	return ""
 }

@@ -108,3 +108,44 @@ func TestConvertGateway(t *testing.T) {
 		t.Errorf("gateway entry without upstream: %+v", got)
 	}
 }
+
+// TestConvertAuthenticated: a mutual-TLS tunnel's CONNECT is the connection
+// to the address it names, with both SPIFFE IDs.
+func TestConvertAuthenticated(t *testing.T) {
+	san := func(uri string) *datav3.TLSProperties_CertificateProperties {
+		return &datav3.TLSProperties_CertificateProperties{SubjectAltName: []*datav3.TLSProperties_CertificateProperties_SubjectAltName{
+			{San: &datav3.TLSProperties_CertificateProperties_SubjectAltName_Uri{Uri: uri}},
+		}}
+	}
+	e := &datav3.HTTPAccessLogEntry{
+		CommonProperties: &datav3.AccessLogCommon{
+			DownstreamRemoteAddress: sockAddr("10.0.1.7", 0),
+			DownstreamLocalAddress:  sockAddr("198.18.3.12", 15008),
+			RouteName:               "10.0.2.5:8080",
+			TlsProperties: &datav3.TLSProperties{
+				PeerCertificateProperties:  san("spiffe://cluster.local/ns/shop/sa/frontend"),
+				LocalCertificateProperties: san("spiffe://cluster.local/ns/shop/sa/backend"),
+			},
+		},
+		ProtocolVersion: datav3.HTTPAccessLogEntry_HTTP2,
+		Request:         &datav3.HTTPRequestProperties{RequestMethod: corev3.RequestMethod_CONNECT, Authority: "10.0.2.5:8080"},
+		Response:        &datav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(200)},
+	}
+	got, err := Convert(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Destination != netip.MustParseAddrPort("10.0.2.5:8080") || got.Direction != flow.Ingress ||
+		got.SourceID != "spiffe://cluster.local/ns/shop/sa/frontend" || got.DestinationID != "spiffe://cluster.local/ns/shop/sa/backend" {
+		t.Errorf("authenticated CONNECT: %+v", got)
+	}
+	f := flow.FromHTTPLog(got, "n2", nil)
+	if f.Auth == nil || f.Auth.SourceID != got.SourceID || f.Auth.DestinationID != got.DestinationID {
+		t.Errorf("flow: %+v", f.Auth)
+	}
+	// A bad authority is an error, not a flow to nowhere.
+	e.Request.Authority = "backend"
+	if _, err := Convert(e); err == nil {
+		t.Error("a CONNECT without an address was converted")
+	}
+}

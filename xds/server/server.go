@@ -52,6 +52,9 @@ import (
 // Types are the xDS types a snapshot holds, in the order Envoy applies them.
 var Types = []string{resource.ClusterType, resource.ListenerType, resource.RouteType}
 
+// published are the types a snapshot holds: Types and the SDS secrets.
+var published = []string{resource.ClusterType, resource.ListenerType, resource.RouteType, resource.SecretType}
+
 // wildcard reports whether Envoy subscribes to every resource of type t (it
 // asks for route configurations by name, as its listeners need them).
 func wildcard(t string) bool { return t != resource.RouteType }
@@ -202,11 +205,17 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	for _, r := range res.Routes {
 		byType[resource.RouteType] = append(byType[resource.RouteType], r)
 	}
+	// Secrets are served on request (SDS): Envoy asks for those its
+	// listeners and clusters name, so they are not part of what must be
+	// acknowledged (Types), only of the version.
+	for _, sec := range res.Secrets {
+		byType[resource.SecretType] = append(byType[resource.SecretType], sec)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hashes := make(map[types.Resource]string, len(s.hashes))
 	versions := map[string]map[string]string{}
-	for _, t := range Types {
+	for _, t := range published {
 		versions[t] = make(map[string]string, len(byType[t]))
 		for _, r := range byType[t] {
 			h, ok := s.hashes[r]
@@ -241,7 +250,7 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	s.prune()
 	s.notify()
 	s.log.Info("xds configuration published", "version", version,
-		"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters))
+		"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "secrets", len(res.Secrets))
 	return version, nil
 }
 
@@ -263,7 +272,7 @@ func newSnapshot(version string, byType map[resource.Type][]types.Resource, vers
 // resources, equal version.
 func contentVersion(versions map[string]map[string]string) string {
 	h := sha256.New()
-	for _, t := range Types {
+	for _, t := range published {
 		fmt.Fprintf(h, "%s\n", t)
 		for _, name := range slices.Sorted(maps.Keys(versions[t])) {
 			fmt.Fprintf(h, "%q %s\n", name, versions[t][name])

@@ -65,6 +65,7 @@ import (
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	origsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -100,6 +101,9 @@ type Resources struct {
 	// Routes are the filter chains' route configurations, served over RDS.
 	Routes   []*routev3.RouteConfiguration
 	Clusters []*clusterv3.Cluster
+	// Secrets are SDS secrets (the node's SVIDs and trust bundle); this
+	// package adds none.
+	Secrets []*tlsv3.Secret
 }
 
 // Resources translates n. Every error is a problem of the input (see

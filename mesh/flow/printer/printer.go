@@ -216,6 +216,9 @@ func Summary(f flow.Flow) string {
 	if f.L7 != nil && f.L7.HTTP != nil {
 		h := f.L7.HTTP
 		req := h.Method + " http://" + h.Host + h.Path
+		if f.Auth != nil {
+			return fmt.Sprintf("mTLS %s -> %s %d %dms", f.Auth.SourceID, f.Auth.DestinationID, h.Code, f.L7.Latency.Milliseconds())
+		}
 		if f.L7.Type == flow.L7Response {
 			return fmt.Sprintf("%s %d %dms (%s)", h.Protocol, h.Code, f.L7.Latency.Milliseconds(), req)
 		}

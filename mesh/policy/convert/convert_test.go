@@ -142,9 +142,10 @@ egressDeny:
 		},
 		IngressDeny: []policy.PeerRule{{Entities: all, ToPorts: []policy.PortRule{{Ports: []policy.Port{{Port: 22, Proto: policy.SCTP}}}}}},
 		Egress: []policy.PeerRule{{
-			FQDNs:        []policy.FQDN{{MatchName: "example.com"}},
-			ToPorts:      []policy.PortRule{{Ports: []policy.Port{{Port: 53}}, DNS: []policy.FQDN{{MatchPattern: "*"}}}},
-			AuthRequired: true,
+			FQDNs:          []policy.FQDN{{MatchName: "example.com"}},
+			ToPorts:        []policy.PortRule{{Ports: []policy.Port{{Port: 53}}, DNS: []policy.FQDN{{MatchPattern: "*"}}}},
+			AuthRequired:   true,
+			AuthAlwaysFail: true, // test-always-fail
 		}},
 		EgressDeny: []policy.PeerRule{{Endpoints: []policy.Selector{{MatchExpressions: []policy.Requirement{
 			{Key: "k8s:app", Operator: policy.OpIn, Values: []string{"x"}}}}}}},

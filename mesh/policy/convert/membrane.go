@@ -97,6 +97,7 @@ func membraneRule(r *v1alpha1.Rule, path *field.Path) (policy.Rule, field.ErrorL
 		pr.ToPorts, e = portRules(in.ToPorts, p.Child("toPorts"))
 		errs = append(errs, e...)
 		pr.AuthRequired = authRequired(in.Authentication)
+		pr.AuthAlwaysFail = in.Authentication != nil && in.Authentication.Mode == v1alpha1.AuthenticationAlwaysFail
 		out.Ingress = append(out.Ingress, implicitPeers(pr))
 	}
 	for i := range r.IngressDeny {
@@ -116,6 +117,7 @@ func membraneRule(r *v1alpha1.Rule, path *field.Path) (policy.Rule, field.ErrorL
 		pr.ToPorts, e = portRules(eg.ToPorts, p.Child("toPorts"))
 		errs = append(errs, e...)
 		pr.AuthRequired = authRequired(eg.Authentication)
+		pr.AuthAlwaysFail = eg.Authentication != nil && eg.Authentication.Mode == v1alpha1.AuthenticationAlwaysFail
 		out.Egress = append(out.Egress, implicitPeers(pr))
 	}
 	for i := range r.EgressDeny {

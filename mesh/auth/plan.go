@@ -1,0 +1,228 @@
+// Package auth plans mutual authentication for one node (pure): from the
+// cluster's pods and their resolved policies, which connections of the
+// node's pods the datapath hands to the authenticating proxy, the proxy's
+// mutual-TLS tunnels to the destination nodes, and which local pod ports
+// accept authenticated connections from which SPIFFE IDs.
+//
+// A port of a pod requires authentication when one of its ingress allow
+// entries does (policy rules with authentication.mode required). Every
+// pod allowed there by that entry (its remote identity) sends its
+// connections to the port through its own node's proxy, which tunnels them
+// to the destination node's proxy in mutual TLS with the source pod's SVID;
+// the destination accepts the SPIFFE IDs of the allowed identity's pods,
+// each only from that identity's pod addresses, and delivers from the
+// client's address. The destination datapath drops everything else to the
+// port ("Authentication required").
+//
+// A workload's SPIFFE ID is spiffe://<trust domain>/ns/<namespace>/sa/<service account>.
+// Only TCP is authenticated. A side whose SVID the node does not hold (yet)
+// is left out: its connections are not redirected, and the destination
+// drops them.
+package auth
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/model"
+	"github.com/membrane-mesh/membrane/mesh/policy"
+	"github.com/membrane-mesh/membrane/xds/mtls"
+)
+
+// maxRange is the widest port range planned port by port (the proxy
+// matches single ports); wider ranges are reported and stay dropped.
+const maxRange = 256
+
+// Pod is a pod as the planner sees it.
+type Pod struct {
+	Namespace, Name, Node string
+	IP                    netip.Addr
+	Identity              identity.ID
+	ServiceAccount        string
+}
+
+// Input is what the plan depends on.
+type Input struct {
+	// Node is this node's name.
+	Node        string
+	TrustDomain spiffeid.TrustDomain
+	// Nodes give the proxies' addresses (a node's first IPv4 address).
+	Nodes []model.Node
+	// Pods are the cluster's pods.
+	Pods []Pod
+	// Rules returns a pod's resolved datapath rules.
+	Rules func(Pod) []policy.DatapathRule
+	// SVIDs are the identities this node holds.
+	SVIDs map[spiffeid.ID]bool
+	// OutboundPort is the proxy's authenticating listener, the egress
+	// redirects' proxy port.
+	OutboundPort uint16
+}
+
+// Plan is a node's mutual-authentication plan.
+type Plan struct {
+	// Egress are the redirects to add to local pods' policies, by pod
+	// address.
+	Egress   map[netip.Addr][]policy.DatapathRule
+	Outbound []mtls.Outbound
+	Inbound  []mtls.Inbound
+	// Problems are parts that could not be planned (their traffic is
+	// dropped).
+	Problems []string
+}
+
+// ID is the SPIFFE ID of a namespace's service account.
+func ID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
+	if serviceAccount == "" {
+		serviceAccount = "default"
+	}
+	id, err := spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("SPIFFE ID of service account %s/%s: %w", namespace, serviceAccount, err)
+	}
+	return id, nil
+}
+
+// PodFrom adapts an endpoint pod (its service account is a label).
+func PodFrom(namespace, name, node string, ip netip.Addr, id identity.ID, labels identity.Labels) Pod {
+	return Pod{Namespace: namespace, Name: name, Node: node, IP: ip, Identity: id, ServiceAccount: labels[identity.ServiceAccount]}
+}
+
+// New plans in.
+func New(in Input) Plan {
+	p := Plan{Egress: map[netip.Addr][]policy.DatapathRule{}}
+	nodeAddr := map[string]netip.Addr{}
+	for _, n := range in.Nodes {
+		for _, a := range n.IPs {
+			if a.Unmap().Is4() {
+				nodeAddr[n.Name] = a.Unmap()
+				break
+			}
+		}
+	}
+	ids := map[netip.Addr]spiffeid.ID{}
+	byIdentity := map[identity.ID][]Pod{}
+	var locals []Pod
+	for _, pod := range in.Pods {
+		if pod.Identity == 0 || !pod.IP.IsValid() {
+			continue
+		}
+		id, err := ID(in.TrustDomain, pod.Namespace, pod.ServiceAccount)
+		if err != nil {
+			p.Problems = append(p.Problems, err.Error())
+			continue
+		}
+		ids[pod.IP] = id
+		byIdentity[pod.Identity] = append(byIdentity[pod.Identity], pod)
+		if pod.Node == in.Node {
+			locals = append(locals, pod)
+		}
+	}
+	type egressKey struct {
+		src           netip.Addr
+		remote        identity.ID
+		port, endPort uint16
+	}
+	egress := map[egressKey]bool{}
+	for _, dst := range in.Pods {
+		dstID, ok := ids[dst.IP]
+		if !ok || dst.Identity == 0 {
+			continue
+		}
+		for _, r := range in.Rules(dst) {
+			if r.Direction != model.Ingress || !r.AuthRequired || r.AuthAlwaysFail || r.Verdict == model.Deny {
+				continue
+			}
+			if r.Proto != model.TCP && r.Proto != model.AnyProtocol {
+				continue
+			}
+			ports, err := portsOf(r)
+			if err != nil {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s/%s %s: %v", dst.Namespace, dst.Name, r, err))
+				continue
+			}
+			if dst.Node == in.Node && in.SVIDs[dstID] {
+				peers := peersOf(in.TrustDomain, r.RemoteIdentity, byIdentity[r.RemoteIdentity], ids)
+				for _, port := range ports {
+					p.Inbound = append(p.Inbound, mtls.Inbound{Destination: dst.IP, Port: port, DestinationID: dstID, Peers: peers})
+				}
+			}
+			node, ok := nodeAddr[dst.Node]
+			if !ok {
+				continue
+			}
+			for _, src := range locals {
+				srcID := ids[src.IP]
+				if r.RemoteIdentity != 0 && src.Identity != r.RemoteIdentity || !in.SVIDs[srcID] {
+					continue
+				}
+				for _, port := range ports {
+					p.Outbound = append(p.Outbound, mtls.Outbound{
+						Source: src.IP, SourceID: srcID, Destination: dst.IP, Port: port, DestinationID: dstID, Node: node,
+					})
+				}
+				egress[egressKey{src.IP, dst.Identity, r.Port, r.EndPort}] = true
+			}
+		}
+	}
+	for k := range egress {
+		p.Egress[k.src] = append(p.Egress[k.src], policy.DatapathRule{
+			Direction: model.Egress, RemoteIdentity: k.remote, Proto: model.TCP,
+			Port: k.port, EndPort: k.endPort, Verdict: model.Redirect, ProxyPort: in.OutboundPort,
+			Origins: []string{"mutual authentication"},
+		})
+	}
+	for _, rs := range p.Egress {
+		slices.SortFunc(rs, func(a, b policy.DatapathRule) int {
+			return cmp.Or(cmp.Compare(a.RemoteIdentity, b.RemoteIdentity), cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort))
+		})
+	}
+	slices.SortFunc(p.Outbound, func(a, b mtls.Outbound) int {
+		return cmp.Or(a.Source.Compare(b.Source), a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
+	})
+	p.Outbound = slices.Compact(p.Outbound)
+	slices.SortFunc(p.Inbound, func(a, b mtls.Inbound) int {
+		return cmp.Or(a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
+	})
+	return p
+}
+
+// portsOf lists a rule's ports; 0 is every port.
+func portsOf(r policy.DatapathRule) ([]uint16, error) {
+	if r.Port == 0 || r.EndPort <= r.Port {
+		return []uint16{r.Port}, nil
+	}
+	if int(r.EndPort)-int(r.Port)+1 > maxRange {
+		return nil, fmt.Errorf("port range %d-%d is wider than %d ports: mutual authentication is not applied, the traffic is dropped", r.Port, r.EndPort, maxRange)
+	}
+	var out []uint16
+	for port := int(r.Port); port <= int(r.EndPort); port++ {
+		out = append(out, uint16(port))
+	}
+	return out, nil
+}
+
+// peersOf are the SPIFFE IDs allowed by a rule's remote identity, each from
+// its pods' addresses; remote 0 is every identity of the trust domain.
+func peersOf(td spiffeid.TrustDomain, remote identity.ID, pods []Pod, ids map[netip.Addr]spiffeid.ID) []mtls.Peer {
+	if remote == 0 {
+		return []mtls.Peer{{TrustDomain: td}}
+	}
+	byID := map[spiffeid.ID][]netip.Prefix{}
+	for _, pod := range pods {
+		id := ids[pod.IP]
+		byID[id] = append(byID[id], netip.PrefixFrom(pod.IP.Unmap(), 32))
+	}
+	var out []mtls.Peer
+	for id, srcs := range byID {
+		slices.SortFunc(srcs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+		out = append(out, mtls.Peer{ID: id, Sources: srcs})
+	}
+	slices.SortFunc(out, func(a, b mtls.Peer) int { return cmp.Compare(a.ID.String(), b.ID.String()) })
+	return out
+}

@@ -1,0 +1,119 @@
+package mtls
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/membrane-mesh/membrane/e2e/testenv"
+)
+
+// TestEnvoyValidate loads every golden case's resources, with the secrets
+// of a test CA for every identity they name, into the pinned Envoy in
+// validate mode. The SDS references are made static (the secrets are the
+// bootstrap's), so Envoy checks the secrets too, the SPIFFE validator's
+// configuration included.
+func TestEnvoyValidate(t *testing.T) {
+	envoy := testenv.Tool(t, "envoy")
+	for _, c := range goldenCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ca := newTestCA(t, "cluster.local")
+			svids := map[spiffeid.ID]*x509svid.SVID{}
+			for _, o := range c.in.Outbound {
+				svids[o.SourceID] = ca.svid(t, o.SourceID)
+			}
+			for _, in := range c.in.Inbound {
+				svids[in.DestinationID] = ca.svid(t, in.DestinationID)
+			}
+			secrets, err := Secrets(svids, ca.bundle())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := &bootstrapv3.Bootstrap{
+				Node:  &corev3.Node{Id: "test-node", Cluster: "membrane"},
+				Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", 0)},
+				StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+					Listeners: c.out.Listeners, Clusters: c.out.Clusters, Secrets: secrets,
+				},
+			}
+			if c.in.AccessLogCluster != "" {
+				b.StaticResources.Clusters = append(b.StaticResources.Clusters, deliverCluster())
+				b.StaticResources.Clusters[len(b.StaticResources.Clusters)-1].Name = c.in.AccessLogCluster
+			}
+			raw, err := protojson.Marshal(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Static secrets instead of ADS ones.
+			js := strings.ReplaceAll(string(raw), `,"sdsConfig":{"ads":{},"resourceApiVersion":"V3"}`, "")
+			if strings.Contains(js, "sdsConfig") {
+				t.Fatalf("an SDS reference was not made static:\n%s", js)
+			}
+			path := filepath.Join(t.TempDir(), "envoy.json")
+			if err := os.WriteFile(path, []byte(js), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path,
+				"--disable-hot-restart", "--log-level", "warn").CombinedOutput()
+			if err != nil {
+				t.Fatalf("envoy --mode validate: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestSecrets: one TLS certificate per SVID named by its ID, with the whole
+// chain and the key, and the bundle as the SPIFFE validator's trust domain.
+func TestSecrets(t *testing.T) {
+	ca := newTestCA(t, "example.org")
+	a := spiffeid.RequireFromString("spiffe://example.org/ns/a/sa/x")
+	b := spiffeid.RequireFromString("spiffe://example.org/ns/b/sa/y")
+	got, err := Secrets(map[spiffeid.ID]*x509svid.SVID{b: ca.svid(t, b), a: ca.svid(t, a)}, ca.bundle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Name != a.String() || got[1].Name != b.String() || got[2].Name != BundleSecret {
+		t.Fatalf("secret names: %v", names(got))
+	}
+	tc := got[0].GetTlsCertificate()
+	if !strings.Contains(string(tc.GetCertificateChain().GetInlineBytes()), "BEGIN CERTIFICATE") ||
+		!strings.Contains(string(tc.GetPrivateKey().GetInlineBytes()), "PRIVATE KEY") {
+		t.Fatal("the certificate secret lacks the chain or the key")
+	}
+	v := got[2].GetValidationContext().GetCustomValidatorConfig()
+	var cfg tlsv3.SPIFFECertValidatorConfig
+	if v.GetName() != "envoy.tls.cert_validator.spiffe" || v.GetTypedConfig().UnmarshalTo(&cfg) != nil {
+		t.Fatalf("validation context: %v", v)
+	}
+	if len(cfg.TrustDomains) != 1 || cfg.TrustDomains[0].Name != "example.org" ||
+		!strings.Contains(string(cfg.TrustDomains[0].TrustBundle.GetInlineBytes()), "BEGIN CERTIFICATE") {
+		t.Fatalf("SPIFFE validator: %v", &cfg)
+	}
+	// No bundle, no bundle secret.
+	got, err = Secrets(nil, nil)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("no identities: %v, %v", names(got), err)
+	}
+}
+
+func names(ss []*tlsv3.Secret) []string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.Name)
+	}
+	return out
+}
