@@ -130,7 +130,7 @@ spec:
 		return nil
 	})
 	addr := netip.MustParseAddr(gw.Status.Addresses[0].Value)
-	if pool := l.GatewayPool(); !inRange(addr, pool) {
+	if pool := l.AddressPool(); !inRange(addr, pool) {
 		t.Errorf("Gateway address %s is not in the pool %s", addr, pool)
 	}
 	checkCondition(t, "Gateway Accepted", gw.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", gw.Generation)
