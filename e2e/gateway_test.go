@@ -20,6 +20,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/netns"
+	"github.com/membrane-mesh/membrane/mesh/l2announce"
 )
 
 // gatewayTimeout bounds the wait for a status or a route to take effect.
@@ -130,7 +131,7 @@ spec:
 		return nil
 	})
 	addr := netip.MustParseAddr(gw.Status.Addresses[0].Value)
-	if pool := l.GatewayPool(); !inRange(addr, pool) {
+	if pool := l.AddressPool(); !inRange(addr, pool) {
 		t.Errorf("Gateway address %s is not in the pool %s", addr, pool)
 	}
 	checkCondition(t, "Gateway Accepted", gw.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", gw.Generation)
@@ -160,16 +161,24 @@ spec:
 	checkCondition(t, "route shop Accepted", ps.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", 1)
 	checkCondition(t, "route shop ResolvedRefs", ps.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", 1)
 
-	// Exactly one node has the address.
+	// Exactly one node has the address: the holder of its Lease.
 	var owners []string
-	for _, n := range s.Nodes {
-		if nodeHasAddress(t, l.NodeNetns(n.Name), addr) {
-			owners = append(owners, n.Name)
+	eventually(t, gatewayTimeout, "the holder of the address's Lease, alone, has the address", func() error {
+		out, err := k.run(t.Context(), "", "-n", "kube-system", "get", "lease", l2announce.LeaseName(addr), "-o", "jsonpath={.spec.holderIdentity}")
+		if err != nil {
+			return err
 		}
-	}
-	if len(owners) != 1 {
-		t.Errorf("address %s is on nodes %v, want exactly one", addr, owners)
-	}
+		owners = nil
+		for _, n := range s.Nodes {
+			if nodeHasAddress(t, l.NodeNetns(n.Name), addr) {
+				owners = append(owners, n.Name)
+			}
+		}
+		if h := strings.TrimSpace(out); len(owners) != 1 || owners[0] != h {
+			return fmt.Errorf("address %s is on nodes %v, Lease held by %q: want on the holder alone", addr, owners, h)
+		}
+		return nil
+	})
 	t.Logf("Gateway address %s, announced by %v", addr, owners)
 
 	base := "http://" + addr.String()

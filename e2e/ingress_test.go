@@ -141,7 +141,7 @@ spec:
 			addrs[name] = a
 			return err
 		})
-		if pool := l.GatewayPool(); !inRange(addrs[name], pool) {
+		if pool := l.AddressPool(); !inRange(addrs[name], pool) {
 			t.Errorf("Ingress %s address %s is not in the pool %s", name, addrs[name], pool)
 		}
 	}

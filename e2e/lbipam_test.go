@@ -116,7 +116,7 @@ spec:
 		if err := getJSON(k, &p, "get", "membraneloadbalancerippool", "default"); err != nil {
 			return err
 		}
-		if p.Status.Total != 50 || p.Status.Used != 1 || !meta.IsStatusConditionFalse(p.Status.Conditions, "io.membrane/PoolConflict") {
+		if p.Status.Total != 101 || p.Status.Used != 1 || !meta.IsStatusConditionFalse(p.Status.Conditions, "io.membrane/PoolConflict") {
 			return fmt.Errorf("status %+v", p.Status)
 		}
 		return nil

@@ -21,9 +21,9 @@ func TestGatewayAPICRDs(t *testing.T) {
 	}
 	modDir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd")
 	for _, c := range []struct{ values, channel string }{
-		{"gatewayAPI: {enabled: true, addressPool: 172.18.0.200-172.18.0.250}", "standard"},
-		{"gatewayAPI: {enabled: true, crds: experimental, addressPool: 172.18.0.192/27}", "experimental"},
-		{"gatewayAPI: {enabled: true, crds: none, addressPool: 172.18.0.192/27}", ""},
+		{"gatewayAPI: {enabled: true}", "standard"},
+		{"gatewayAPI: {enabled: true, crds: experimental}", "experimental"},
+		{"gatewayAPI: {enabled: true, crds: none}", ""},
 		{"gatewayAPI: {enabled: false, crds: experimental}", ""},
 	} {
 		t.Run(c.values, func(t *testing.T) {
@@ -88,10 +88,10 @@ func TestGatewayAPICRDs(t *testing.T) {
 // needs, naming the value.
 func TestGatewayAPIValues(t *testing.T) {
 	for _, c := range []struct{ values, want string }{
-		{"gatewayAPI: {enabled: true}", "gatewayAPI.addressPool: required"},
-		{"{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}, l7Proxy: false}", "needs l7Proxy=true"},
-		{"gatewayAPI: {enabled: true, addressPool: pool-a}", "/gatewayAPI/addressPool"},
-		{"gatewayAPI: {enabled: true, crds: alpha, addressPool: 10.0.0.0/28}", "/gatewayAPI/crds"},
+		{"{gatewayAPI: {enabled: true}, l7Proxy: false}", "needs l7Proxy=true"},
+		// Gateway addresses come from the MembraneLoadBalancerIPPools.
+		{"gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}", "addressPool"},
+		{"gatewayAPI: {enabled: true, crds: alpha}", "/gatewayAPI/crds"},
 		{"ingressController: {enabled: true}", "ingressController.enabled=true: needs gatewayAPI.enabled=true"},
 	} {
 		t.Run(c.values, func(t *testing.T) {
@@ -116,7 +116,7 @@ func withoutSource(doc string) string {
 // TestIngressClass: ingressController.enabled creates the IngressClass
 // membrane with the load balancer mode and, when asked, as the default.
 func TestIngressClass(t *testing.T) {
-	manifest, err := render(t, "{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}, ingressController: {enabled: true, default: true, loadbalancerMode: shared}}")
+	manifest, err := render(t, "{gatewayAPI: {enabled: true}, ingressController: {enabled: true, default: true, loadbalancerMode: shared}}")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestIngressClass(t *testing.T) {
 			t.Errorf("manifest lacks %q", want)
 		}
 	}
-	manifest, err = render(t, "{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}}")
+	manifest, err = render(t, "{gatewayAPI: {enabled: true}}")
 	if err != nil {
 		t.Fatal(err)
 	}

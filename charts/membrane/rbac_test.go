@@ -303,7 +303,7 @@ func TestRBACRulesUsed(t *testing.T) {
 	for values, want := range map[string]map[string]bool{
 		"{}": expand(ruleUses),
 		"{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false}": expand(ruleUses),
-		"{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}}":                    expand(ruleUses, gatewayRuleUses),
+		"{gatewayAPI: {enabled: true}}":                                              expand(ruleUses, gatewayRuleUses),
 		"{authentication: {mutual: {enabled: true}}}":                                expand(ruleUses, mutualRuleUses),
 	} {
 		manifest, err := render(t, values)

@@ -37,7 +37,6 @@ import (
 	"github.com/membrane-mesh/membrane/encryption/spiffe"
 
 	gwcontroller "github.com/membrane-mesh/membrane/gateway/controller"
-	"github.com/membrane-mesh/membrane/gateway/ipam"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -57,9 +56,9 @@ type config struct {
 	// carry the cluster and are allocated in its range.
 	clusterName string
 	clusterID   int
-	// Gateway API: served when gatewayPool is set.
+	// Gateway API (and Ingresses): served when gatewayAPI is set.
+	gatewayAPI   bool
 	gatewayClass string
-	gatewayPool  string
 	ca           caFlags
 }
 
@@ -81,11 +80,6 @@ func (c config) validate() error {
 	if c.clusterID != 0 {
 		if err := clustermesh.ValidateName(c.clusterName); err != nil {
 			errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
-		}
-	}
-	if c.gatewayPool != "" {
-		if _, err := ipam.ParsePool(c.gatewayPool); err != nil {
-			errs = append(errs, fmt.Errorf("--gateway-address-pool: %w", err))
 		}
 	}
 	if c.leaderElect && c.leaderNS == "" {
@@ -140,7 +134,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.ca.Audience, "ca-audience", "membrane-ca", "audience the node agents' tokens must be issued for")
 	fs.StringVar(&cfg.ca.Addr, "ca-addr", ":9894", "TLS address of the SVID signing endpoint")
 	fs.DurationVar(&cfg.ca.Interval, "ca-interval", 10*time.Second, "how often the CA state is checked")
-	fs.StringVar(&cfg.gatewayPool, "gateway-address-pool", "", "Gateway API: the pool Gateway addresses come from, a CIDR or first-last IPv4 range (empty: Gateway API off)")
+	fs.BoolVar(&cfg.gatewayAPI, "gateway-api", false, "serve Gateways and Ingresses (their addresses come from the MembraneLoadBalancerIPPools)")
 	fs.StringVar(&cfg.gatewayClass, "gateway-class", "membrane", "Gateway API: the GatewayClass to create when missing (empty: none)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -177,7 +171,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("scheme: %w", err)
 	}
 	var cacheOpts cache.Options
-	if cfg.gatewayPool != "" {
+	if cfg.gatewayAPI {
 		if err := gwv1.Install(scheme); err != nil {
 			return fmt.Errorf("scheme: %w", err)
 		}
@@ -226,12 +220,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	if cfg.gatewayPool != "" {
-		pool, _ := ipam.ParsePool(cfg.gatewayPool) // validated
-		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, Pool: pool})
+	if cfg.gatewayAPI {
+		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass})
 		if err := gw.Setup(mgr); err != nil {
 			return err
 		}
+		// One assignment for Services, Gateways and Ingresses.
+		lbipam.WithOtherClaims(operator.OtherClaims{Claims: gw.Claims, Watch: gwcontroller.Watched()})
+	}
+	if err := lbipam.Setup(mgr); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
 		return fmt.Errorf("health check: %w", err)

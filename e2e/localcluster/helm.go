@@ -61,9 +61,6 @@ func clusterValues(s *State) ([]byte, error) {
 			// A development cluster collects unused identities quickly.
 			"identityGCInterval": "5s",
 		},
-		// Gateway addresses (with --set gatewayAPI.enabled=true): on the
-		// underlay, so the host reaches them through the bridge.
-		"gatewayAPI": map[string]any{"addressPool": l.GatewayPool()},
 	}
 	if s.ClusterID != 0 {
 		v["cluster"] = map[string]any{"name": s.Name, "id": s.ClusterID}

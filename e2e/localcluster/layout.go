@@ -191,18 +191,18 @@ func (l Layout) NodeIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 18, byte(l.Index), byte(10 + i)})
 }
 
-// GatewayPool is the Gateway address pool of the chart's
-// gatewayAPI.addressPool: the top of the underlay subnet, which no node
-// uses.
-func (l Layout) GatewayPool() string {
-	return fmt.Sprintf("198.18.%d.200-198.18.%d.250", l.Index, l.Index)
+// AddressPool is LoadBalancerPool as "first-last".
+func (l Layout) AddressPool() string {
+	start, stop := l.LoadBalancerPool()
+	return start + "-" + stop
 }
 
 // LoadBalancerPool is the range of the MembraneLoadBalancerIPPool
-// "default" that `up` creates: LoadBalancer Services' addresses, on the
-// underlay below the Gateway pool, which no node uses.
+// "default" that `up` creates: the addresses of LoadBalancer Services,
+// Gateways and Ingresses, on the top of the underlay subnet, which no node
+// uses (the host reaches them through the bridge).
 func (l Layout) LoadBalancerPool() (start, stop string) {
-	return fmt.Sprintf("198.18.%d.150", l.Index), fmt.Sprintf("198.18.%d.199", l.Index)
+	return fmt.Sprintf("198.18.%d.150", l.Index), fmt.Sprintf("198.18.%d.250", l.Index)
 }
 
 // APIServerURL is what kubeconfigs point at.

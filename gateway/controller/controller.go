@@ -23,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -33,8 +34,10 @@ import (
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
-	"github.com/membrane-mesh/membrane/gateway/ipam"
 	"github.com/membrane-mesh/membrane/gateway/translate"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/lbipam"
+	"github.com/membrane-mesh/membrane/mesh/operator"
 )
 
 // Config is the controller's configuration.
@@ -43,8 +46,6 @@ type Config struct {
 	// ("" creates none; every class with Membrane's controllerName is
 	// served either way).
 	ClassName string
-	// Pool is where Gateway addresses come from.
-	Pool ipam.Pool
 }
 
 // Reconciler is the controller.
@@ -81,7 +82,7 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	watched := []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
 		&corev1.Namespace{}, &corev1.Service{}, &corev1.Secret{},
-		&networkingv1.Ingress{}, &networkingv1.IngressClass{},
+		&networkingv1.Ingress{}, &networkingv1.IngressClass{}, &v1alpha1.MembraneLoadBalancerIPPool{},
 	}
 	r.events = mgr.GetEventRecorderFor("membrane-operator")
 	// TLSRoutes come with the experimental CRDs only.
@@ -181,37 +182,105 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items, GRPCRoutes: grpc.Items,
 		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items, Secrets: secrets.Items,
 	}
+	var ings networkingv1.IngressList
+	var ingClasses networkingv1.IngressClassList
+	for _, l := range []client.ObjectList{&ings, &ingClasses} {
+		if err := r.c.List(ctx, l); err != nil {
+			return translate.Input{}, fmt.Errorf("list %T: %w", l, err)
+		}
+	}
+	in.Ingresses, in.IngressClasses = ings.Items, ingClasses.Items
+	claims, objs := AddressClaims(classes.Items, gws.Items, ingClasses.Items, ings.Items)
+	// The assignment the LB IPAM controller computes too: the Services'
+	// claims take part, so no Gateway gets a Service's address.
+	_, pools, _, err := operator.ReadPools(ctx, r.c)
+	if err != nil {
+		return translate.Input{}, err
+	}
+	svcClaims, _ := operator.ServiceClaims(services.Items, nil)
+	res := lbipam.Assign(pools, append(svcClaims, claims...))
+	in.Addresses = map[types.NamespacedName]netip.Addr{}
+	for key, nn := range objs {
+		if a, ok := res.Addresses[key]; ok {
+			in.Addresses[nn] = a
+		} else if p, ok := res.Problems[key]; ok {
+			r.log.Warn("no address for gateway", "gateway", key, "reason", p)
+		}
+	}
+	return in, nil
+}
+
+// Claims are the claims of Membrane's Gateways and Ingresses on the
+// load-balancer IP pools: the LB IPAM controller takes them into its
+// assignment.
+func (r *Reconciler) Claims(ctx context.Context) ([]lbipam.Claim, error) {
+	var (
+		classes    gwv1.GatewayClassList
+		gws        gwv1.GatewayList
+		ings       networkingv1.IngressList
+		ingClasses networkingv1.IngressClassList
+	)
+	for _, l := range []client.ObjectList{&classes, &gws, &ings, &ingClasses} {
+		if err := r.c.List(ctx, l); err != nil {
+			return nil, fmt.Errorf("list %T: %w", l, err)
+		}
+	}
+	claims, _ := AddressClaims(classes.Items, gws.Items, ingClasses.Items, ings.Items)
+	return claims, nil
+}
+
+// Watched are the kinds Claims reads.
+func Watched() []client.Object {
+	return []client.Object{&gwv1.GatewayClass{}, &gwv1.Gateway{}, &networkingv1.Ingress{}, &networkingv1.IngressClass{}}
+}
+
+// AddressClaims are the address claims of the Gateways of Membrane's
+// GatewayClasses (key "gateway:namespace/name"; the Gateway's labels, its
+// first IPAddress in spec.addresses as the requested address) and of
+// Membrane's Ingresses (key "ingress:" and the Ingress's address key: one
+// per dedicated Ingress, one for all shared ones, with the oldest one's
+// time and labels), and the object each key stands for.
+func AddressClaims(classes []gwv1.GatewayClass, gws []gwv1.Gateway, ingClasses []networkingv1.IngressClass, ings []networkingv1.Ingress) ([]lbipam.Claim, map[string]types.NamespacedName) {
 	ours := map[string]bool{}
-	for _, gc := range classes.Items {
+	for _, gc := range classes {
 		ours[gc.Name] = gc.Spec.ControllerName == translate.ControllerName
 	}
-	current := translate.AddressesFromStatus(gws.Items)
-	var req []ipam.Gateway
-	for _, gw := range gws.Items {
+	objs := map[string]types.NamespacedName{}
+	var claims []lbipam.Claim
+	current := translate.AddressesFromStatus(gws)
+	for _, gw := range gws {
 		if !ours[string(gw.Spec.GatewayClassName)] {
 			continue
 		}
 		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
-		g := ipam.Gateway{Name: nn, Current: current[nn], Created: gw.CreationTimestamp.UnixNano()}
+		key := "gateway:" + nn.String()
+		objs[key] = nn
+		c := lbipam.Claim{Key: key, Labels: labels.Set(gw.Labels), Current: current[nn], Created: gw.CreationTimestamp.UnixNano()}
 		for _, a := range gw.Spec.Addresses {
 			if ip, err := netip.ParseAddr(a.Value); err == nil && (a.Type == nil || *a.Type == gwv1.IPAddressType) {
-				g.Requested = ip
+				c.Requested = ip
 				break
 			}
 		}
-		req = append(req, g)
+		claims = append(claims, c)
 	}
-	ingReq, err := r.ingressInput(ctx, &in)
-	if err != nil {
-		return translate.Input{}, err
+	owned := translate.OwnedIngresses(ingClasses, ings)
+	ingCurrent := translate.IngressAddressesFromStatus(owned)
+	byKey := map[types.NamespacedName]int{}
+	for _, o := range owned {
+		created := o.Ingress.CreationTimestamp.UnixNano()
+		if i, ok := byKey[o.Key]; ok {
+			if created < claims[i].Created {
+				claims[i].Created, claims[i].Labels = created, labels.Set(o.Ingress.Labels)
+			}
+			continue
+		}
+		key := "ingress:" + o.Key.String()
+		objs[key] = o.Key
+		byKey[o.Key] = len(claims)
+		claims = append(claims, lbipam.Claim{Key: key, Labels: labels.Set(o.Ingress.Labels), Current: ingCurrent[o.Key], Created: created})
 	}
-	req = append(req, ingReq...)
-	res := ipam.Assign(r.cfg.Pool, req)
-	for nn, p := range res.Problems {
-		r.log.Warn("no address for gateway", "gateway", nn, "reason", p)
-	}
-	in.Addresses = res.Addresses
-	return in, nil
+	return claims, objs
 }
 
 func (r *Reconciler) writeClass(ctx context.Context, s translate.GatewayClassStatus) error {

@@ -17,8 +17,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
-	"github.com/membrane-mesh/membrane/gateway/ipam"
 	"github.com/membrane-mesh/membrane/gateway/translate"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
 // TestReconcile runs the controller against a fake API: it creates its
@@ -27,7 +27,7 @@ import (
 // times of conditions that did not change.
 func TestReconcile(t *testing.T) {
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, gwv1.Install, gwv1beta1.Install} {
+	for _, add := range []func(*runtime.Scheme) error{v1alpha1.AddToScheme, clientgoscheme.AddToScheme, gwv1.Install, gwv1beta1.Install} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -45,12 +45,10 @@ func TestReconcile(t *testing.T) {
 					Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "missing", Port: &port}}}}}}},
 				Status: gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{other}}}},
 			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+			&v1alpha1.MembraneLoadBalancerIPPool{ObjectMeta: metav1.ObjectMeta{Name: "default"},
+				Spec: v1alpha1.LoadBalancerIPPoolSpec{Blocks: []v1alpha1.LoadBalancerIPBlock{{Start: "10.0.0.10", Stop: "10.0.0.20"}}}},
 		).Build()
-	pool, err := ipam.ParsePool("10.0.0.10-10.0.0.20")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(slog.New(slog.DiscardHandler), c, Config{ClassName: "membrane", Pool: pool})
+	r := New(slog.New(slog.DiscardHandler), c, Config{ClassName: "membrane"})
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return t0 }
 	ctx := context.Background()

@@ -12,40 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/membrane-mesh/membrane/gateway/ipam"
 	"github.com/membrane-mesh/membrane/gateway/translate"
 )
-
-// ingressInput lists the Ingresses and IngressClasses into in and returns
-// the address requests of Membrane's Ingresses: one per dedicated Ingress,
-// one for all shared ones (the oldest Ingress's time; the address one of
-// them has).
-func (r *Reconciler) ingressInput(ctx context.Context, in *translate.Input) ([]ipam.Gateway, error) {
-	var (
-		ings    networkingv1.IngressList
-		classes networkingv1.IngressClassList
-	)
-	for _, l := range []client.ObjectList{&ings, &classes} {
-		if err := r.c.List(ctx, l); err != nil {
-			return nil, fmt.Errorf("list %T: %w", l, err)
-		}
-	}
-	in.Ingresses, in.IngressClasses = ings.Items, classes.Items
-	owned := translate.OwnedIngresses(in.IngressClasses, in.Ingresses)
-	current := translate.IngressAddressesFromStatus(owned)
-	byKey := map[types.NamespacedName]int{}
-	var req []ipam.Gateway
-	for _, o := range owned {
-		created := o.Ingress.CreationTimestamp.UnixNano()
-		if i, ok := byKey[o.Key]; ok {
-			req[i].Created = min(req[i].Created, created)
-			continue
-		}
-		byKey[o.Key] = len(req)
-		req = append(req, ipam.Gateway{Name: o.Key, Current: current[o.Key], Created: created})
-	}
-	return req, nil
-}
 
 // writeIngress writes an Ingress's status.loadBalancer.ingress and records
 // an Event for each problem that is new since the last pass (a problem

@@ -17,8 +17,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
-	"github.com/membrane-mesh/membrane/gateway/ipam"
 	"github.com/membrane-mesh/membrane/gateway/translate"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
 // TestReconcileIngresses: dedicated Ingresses get an address each, shared
@@ -26,7 +26,7 @@ import (
 // is one Warning Event, not repeated on the next pass.
 func TestReconcileIngresses(t *testing.T) {
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, gwv1.Install, gwv1beta1.Install} {
+	for _, add := range []func(*runtime.Scheme) error{v1alpha1.AddToScheme, clientgoscheme.AddToScheme, gwv1.Install, gwv1beta1.Install} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -49,12 +49,10 @@ func TestReconcileIngresses(t *testing.T) {
 			&networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: class}, Spec: networkingv1.IngressClassSpec{Controller: translate.IngressControllerName}},
 			ing("a", "dedicated"), ing("b", "dedicated"), ing("c", "shared"), ing("d", "shared"), ing("e", "dedicated", "other"),
 			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+			&v1alpha1.MembraneLoadBalancerIPPool{ObjectMeta: metav1.ObjectMeta{Name: "default"},
+				Spec: v1alpha1.LoadBalancerIPPoolSpec{Blocks: []v1alpha1.LoadBalancerIPBlock{{Start: "10.0.0.10", Stop: "10.0.0.20"}}}},
 		).Build()
-	pool, err := ipam.ParsePool("10.0.0.10-10.0.0.20")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(slog.New(slog.DiscardHandler), c, Config{ClassName: "membrane", Pool: pool})
+	r := New(slog.New(slog.DiscardHandler), c, Config{ClassName: "membrane"})
 	events := record.NewFakeRecorder(100)
 	r.events = events
 	ctx := context.Background()

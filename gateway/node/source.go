@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -204,10 +205,11 @@ func items[T any](idx cache.Indexer) []T {
 }
 
 // Run translates on every change (after the informers synced) and hands
-// the node Envoy's gateway resources to publish and the addresses this
-// node announces to announce, until ctx is done.
-func Run(ctx context.Context, log *slog.Logger, s *Source, nodeName string, synced <-chan struct{},
-	publish func(context.Context, translate.Resources), ann Announcer) {
+// the node Envoy's gateway resources to publish and the addresses of the
+// listeners to announce (the L2 announcer elects their holders), until ctx
+// is done.
+func Run(ctx context.Context, log *slog.Logger, s *Source, synced <-chan struct{},
+	publish func(context.Context, translate.Resources), announce func([]netip.Addr)) {
 	select {
 	case <-synced:
 	case <-ctx.Done():
@@ -225,7 +227,7 @@ func Run(ctx context.Context, log *slog.Logger, s *Source, nodeName string, sync
 			return
 		case <-time.After(debounce):
 		}
-		in, nodes, err := s.Input()
+		in, _, err := s.Input()
 		if err != nil {
 			log.Error("read the gateway objects", "error", err)
 			continue
@@ -237,14 +239,8 @@ func Run(ctx context.Context, log *slog.Logger, s *Source, nodeName string, sync
 			continue
 		}
 		publish(ctx, res)
-		var mine []string
-		want := Owned(model, nodes, nodeName)
-		for _, a := range want {
-			mine = append(mine, a.String())
-		}
-		if err := ann.Sync(ctx, nodeIP(nodes, nodeName), want); err != nil {
-			log.Error("announce gateway addresses", "error", err)
-		}
-		log.Debug("gateway configuration", "listeners", len(res.Listeners), "clusters", len(res.Clusters), "announced", mine)
+		addrs := Addresses(model)
+		announce(addrs)
+		log.Debug("gateway configuration", "listeners", len(res.Listeners), "clusters", len(res.Clusters), "addresses", len(addrs))
 	}
 }

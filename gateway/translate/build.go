@@ -317,7 +317,7 @@ func (b *builder) gatewayStatus(g *gateway) gwv1.GatewayStatus {
 		st.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: g.address.String()}}
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, true, gwv1.GatewayReasonProgrammed, "Served by the node Envoys", gen))
 	} else {
-		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonAddressNotAssigned, "No address assigned yet (gatewayAPI.addressPool)", gen))
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonAddressNotAssigned, "No address assigned yet (from a MembraneLoadBalancerIPPool)", gen))
 	}
 	return st
 }

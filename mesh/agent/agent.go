@@ -217,8 +217,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		if gateways == nil {
 			return
 		}
-		gwnode.Run(ctx, a.log.With("component", "gateway"), gateways, a.cfg.NodeName, informers.Synced(),
-			ingress.wrap(a.proxy.setGateway), gwnode.Netlink{Log: a.log.With("component", "gateway")})
+		gwnode.Run(ctx, a.log.With("component", "gateway"), gateways, informers.Synced(),
+			ingress.wrap(a.proxy.setGateway), l2.SetGatewayAddresses)
 	}()
 	go func() {
 		defer wg.Done()

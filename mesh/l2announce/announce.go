@@ -1,5 +1,5 @@
-// Package l2announce makes the addresses of LoadBalancer Services
-// reachable on the underlay (L2 announcement): per address a
+// Package l2announce makes the addresses of LoadBalancer Services,
+// Gateways and Ingresses reachable on the underlay (L2 announcement): per address a
 // coordination.k8s.io Lease elects one node among those whose agents run;
 // the holder puts the address (a /32, label "<interface>:mlb") on the
 // interface holding its InternalIP, so the kernel answers ARP for it,
@@ -99,6 +99,38 @@ type Announcer struct {
 
 	mu      sync.Mutex
 	running map[netip.Addr]*election
+	// gateways: the addresses of Gateways and Ingresses (see
+	// SetGatewayAddresses); gwChanged signals a new set.
+	gwMu      sync.Mutex
+	gateways  []netip.Addr
+	gwChanged chan struct{}
+}
+
+// SetGatewayAddresses sets the Gateway and Ingress addresses to announce
+// besides the Services' ones. Nothing is forwarded for them: every node's
+// Envoy binds each of them (freebind), so the Lease holder only needs the
+// address on its interface.
+func (a *Announcer) SetGatewayAddresses(addrs []netip.Addr) {
+	a.gwMu.Lock()
+	a.gateways = slices.Clone(addrs)
+	ch := a.gwChanged
+	a.gwMu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// gatewayChanged returns the channel SetGatewayAddresses signals.
+func (a *Announcer) gatewayChanged() chan struct{} {
+	a.gwMu.Lock()
+	defer a.gwMu.Unlock()
+	if a.gwChanged == nil {
+		a.gwChanged = make(chan struct{}, 1)
+	}
+	return a.gwChanged
 }
 
 type election struct {
@@ -111,6 +143,7 @@ type election struct {
 // releases the Leases it holds and withdraws its addresses.
 func (a *Announcer) Run(ctx context.Context) {
 	a.running = map[netip.Addr]*election{}
+	gw := a.gatewayChanged()
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
@@ -125,6 +158,7 @@ func (a *Announcer) Run(ctx context.Context) {
 			a.mu.Unlock()
 			return
 		case <-a.Changed:
+		case <-gw:
 		case <-tick.C:
 		}
 	}
@@ -138,6 +172,13 @@ func (a *Announcer) sync(ctx context.Context) {
 		}
 	}
 	want := Wanted(svcs)
+	a.gwMu.Lock()
+	for _, g := range a.gateways {
+		if _, ok := want[g]; !ok && g.Is4() {
+			want[g] = Target{}
+		}
+	}
+	a.gwMu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for addr, e := range a.running {

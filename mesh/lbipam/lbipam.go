@@ -174,7 +174,7 @@ func Assign(pools []Pool, claims []Claim) Result {
 			p := holder(ps, c.Requested)
 			switch {
 			case p == nil:
-				res.Problems[c.Key] = fmt.Sprintf("requested address %s is in no pool that selects this Service", c.Requested)
+				res.Problems[c.Key] = fmt.Sprintf("requested address %s is in no pool that selects it", c.Requested)
 			case used[c.Requested]:
 				res.Problems[c.Key] = fmt.Sprintf("requested address %s is in use", c.Requested)
 			default:
@@ -218,7 +218,7 @@ func Assign(pools []Pool, claims []Claim) Result {
 		switch {
 		case done:
 		case len(enabled) == 0:
-			res.Problems[c.Key] = "no enabled MembraneLoadBalancerIPPool without conflicts selects this Service"
+			res.Problems[c.Key] = "no enabled MembraneLoadBalancerIPPool without conflicts selects it"
 		default:
 			for _, n := range enabled {
 				res.Pools[n].Exhausted = true

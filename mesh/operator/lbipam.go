@@ -33,6 +33,24 @@ type LBIPAMController struct {
 	log      *slog.Logger
 	c        client.Client
 	recorder record.EventRecorder
+	other    OtherClaims
+}
+
+// OtherClaims are the claims on the pools besides the Services' ones
+// (Gateways and Ingresses): they take part in the assignment, so no
+// Service gets their addresses and the pools' status counts them, but
+// their owner writes their status.
+type OtherClaims struct {
+	// Claims lists them.
+	Claims func(ctx context.Context) ([]lbipam.Claim, error)
+	// Watch: the kinds whose changes change them.
+	Watch []client.Object
+}
+
+// WithOtherClaims makes the assignment include o's claims.
+func (r *LBIPAMController) WithOtherClaims(o OtherClaims) *LBIPAMController {
+	r.other = o
+	return r
 }
 
 // NewLBIPAMController returns the controller; Setup registers it.
@@ -46,10 +64,13 @@ func (r *LBIPAMController) Setup(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "lb-ipam"}}}
 	})
-	return ctrl.NewControllerManagedBy(mgr).Named("lb-ipam").
+	b := ctrl.NewControllerManagedBy(mgr).Named("lb-ipam").
 		Watches(&v1alpha1.MembraneLoadBalancerIPPool{}, one).
-		Watches(&corev1.Service{}, one).
-		Complete(r)
+		Watches(&corev1.Service{}, one)
+	for _, o := range r.other.Watch {
+		b = b.Watches(o, one)
+	}
+	return b.Complete(r)
 }
 
 // poolFrom reads a pool; a block or selector it cannot read makes it
@@ -85,15 +106,12 @@ func managedLB(s *corev1.Service) bool {
 	return s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.LoadBalancerClass == nil
 }
 
-// Reconcile implements reconcile.Reconciler.
-func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+// ReadPools lists the MembraneLoadBalancerIPPools: those it can read, and
+// why it cannot read the others (by name).
+func ReadPools(ctx context.Context, c client.Client) (*v1alpha1.MembraneLoadBalancerIPPoolList, []lbipam.Pool, map[string]error, error) {
 	var pools v1alpha1.MembraneLoadBalancerIPPoolList
-	if err := r.c.List(ctx, &pools); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list load-balancer IP pools: %w", err)
-	}
-	var svcs corev1.ServiceList
-	if err := r.c.List(ctx, &svcs); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
+	if err := c.List(ctx, &pools); err != nil {
+		return nil, nil, nil, fmt.Errorf("list load-balancer IP pools: %w", err)
 	}
 	var in []lbipam.Pool
 	invalid := map[string]error{}
@@ -105,10 +123,18 @@ func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (
 		}
 		in = append(in, p)
 	}
+	return &pools, in, invalid, nil
+}
+
+// ServiceClaims are the claims of the Services of type LoadBalancer this
+// controller serves (key "namespace/name"), and those Services by key. A
+// Service whose spec.loadBalancerIP cannot be read makes no claim: bad
+// reports it.
+func ServiceClaims(svcs []corev1.Service, bad func(s *corev1.Service, msg string)) ([]lbipam.Claim, map[string]*corev1.Service) {
 	var claims []lbipam.Claim
 	byKey := map[string]*corev1.Service{}
-	for i := range svcs.Items {
-		s := &svcs.Items[i]
+	for i := range svcs {
+		s := &svcs[i]
 		if !managedLB(s) {
 			continue
 		}
@@ -124,12 +150,37 @@ func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (
 		if s.Spec.LoadBalancerIP != "" {
 			a, err := netip.ParseAddr(s.Spec.LoadBalancerIP)
 			if err != nil || !a.Is4() {
-				r.recorder.Eventf(s, corev1.EventTypeWarning, "AddressNotAssigned", "spec.loadBalancerIP %q is not an IPv4 address", s.Spec.LoadBalancerIP)
+				if bad != nil {
+					bad(s, fmt.Sprintf("spec.loadBalancerIP %q is not an IPv4 address", s.Spec.LoadBalancerIP))
+				}
 				continue
 			}
 			c.Requested = a
 		}
 		claims = append(claims, c)
+	}
+	return claims, byKey
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	pools, in, invalid, err := ReadPools(ctx, r.c)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	var svcs corev1.ServiceList
+	if err := r.c.List(ctx, &svcs); err != nil {
+		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
+	}
+	claims, byKey := ServiceClaims(svcs.Items, func(s *corev1.Service, msg string) {
+		r.recorder.Event(s, corev1.EventTypeWarning, "AddressNotAssigned", msg)
+	})
+	if r.other.Claims != nil {
+		more, err := r.other.Claims(ctx)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		claims = append(claims, more...)
 	}
 	res := lbipam.Assign(in, claims)
 	var errs []error
@@ -177,7 +228,7 @@ func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (
 				}
 			}
 			if ps.Exhausted {
-				set(v1alpha1.PoolConditionExhausted, true, "Exhausted", "a Service selected by the pool got no address: every address is in use")
+				set(v1alpha1.PoolConditionExhausted, true, "Exhausted", "a Service, Gateway or Ingress selected by the pool got no address: every address is in use")
 			} else {
 				set(v1alpha1.PoolConditionExhausted, false, "AddressesLeft", fmt.Sprintf("%d of %d addresses in use", st.Used, st.Total))
 			}

@@ -32,11 +32,8 @@ value at fault. */}}
 {{- if and .Values.gatewayAPI.enabled (not .Values.l7Proxy) }}
 {{- fail "gatewayAPI.enabled=true: needs l7Proxy=true (the node Envoys serve the Gateways)" }}
 {{- end }}
-{{- if and .Values.gatewayAPI.enabled (not .Values.gatewayAPI.addressPool) }}
-{{- fail "gatewayAPI.addressPool: required with gatewayAPI.enabled=true (a CIDR or first-last range the Gateways' addresses come from)" }}
-{{- end }}
 {{- if and .Values.ingressController.enabled (not .Values.gatewayAPI.enabled) }}
-{{- fail "ingressController.enabled=true: needs gatewayAPI.enabled=true (Ingresses are served like Gateways, with addresses from gatewayAPI.addressPool)" }}
+{{- fail "ingressController.enabled=true: needs gatewayAPI.enabled=true (Ingresses are served like Gateways, with addresses from the MembraneLoadBalancerIPPools)" }}
 {{- end }}
 {{- if .Values.authentication.mutual.spire.enabled }}
 {{- fail (printf "authentication.mutual.spire.enabled=true: mutual authentication with SPIRE %s" $na) }}
