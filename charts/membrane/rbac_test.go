@@ -118,6 +118,7 @@ var ruleUses = map[string][]use{
 	"membrane-operator /pods list,watch": {
 		{"mesh/operator/identity.go", "IdentityController.Setup", "For(&corev1.Pod{})"},
 		{"mesh/operator/identity.go", "IdentityController.inUse", "r.c.List(ctx, &pods)"},
+		{"mesh/operator/ca.go", "kubePlacement.HasPod", "Pods(namespace).List(ctx"},
 	},
 	"membrane-operator /namespaces list,watch": {
 		{"mesh/operator/identity.go", "IdentityController.Setup", "Watches(&corev1.Namespace{}"},
@@ -195,6 +196,39 @@ var gatewayRuleUses = map[string][]use{
 	"membrane-operator /secrets list,watch":                                    {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.Secret{}"}},
 }
 
+// mutualRuleUses are the permissions granted only with
+// authentication.mutual.enabled (the SPIFFE CA), as ruleUses.
+var mutualRuleUses = map[string][]use{
+	"membrane-operator:spiffe-ca /secrets get": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Get(ctx, c.cfg.Secret"},
+		{"mesh/operator/ca.go", "CA.load", "Secrets(c.cfg.Namespace).Get(ctx, c.cfg.Secret"},
+	},
+	"membrane-operator:spiffe-ca /secrets create": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Create(ctx, sec"},
+	},
+	"membrane-operator:spiffe-ca /secrets update": {
+		{"mesh/operator/ca.go", "CA.Step", "secrets.Update(ctx, sec"},
+	},
+	"membrane-operator:spiffe-ca /configmaps get": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Get(ctx, c.cfg.ConfigMap"},
+	},
+	"membrane-operator:spiffe-ca /configmaps create": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Create(ctx, cm"},
+	},
+	"membrane-operator:spiffe-ca /configmaps update": {
+		{"mesh/operator/ca.go", "CA.publishBundle", "cms.Update(ctx, cm"},
+	},
+	"membrane-operator:spiffe-ca /pods get": {
+		{"mesh/operator/ca.go", "kubeAgents.AgentNode", "Pods(k.namespace).Get(ctx, podName"},
+	},
+	"membrane-operator:spiffe-ca authentication.k8s.io/tokenreviews create": {
+		{"mesh/operator/ca.go", "kubeAgents.AgentNode", "TokenReviews().Create("},
+	},
+	"membrane-agent:spiffe-bundle /configmaps list,watch": {
+		{"mesh/agent/identity.go", "newIdentities", "id.bundle.Core().V1().ConfigMaps().Informer()"},
+	},
+}
+
 // grants expands the rendered chart's ClusterRoles and Roles into one key of
 // ruleUses per role, group/resource and verb.
 func grants(t *testing.T, manifest string) map[string]bool {
@@ -251,8 +285,9 @@ func TestRBACRulesUsed(t *testing.T) {
 	}
 	for values, want := range map[string]map[string]bool{
 		"{}": expand(ruleUses),
-		"{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false}": expand(ruleUses),
-		"{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}}":                    expand(ruleUses, gatewayRuleUses),
+		"{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false}":                                            expand(ruleUses),
+		"{gatewayAPI: {enabled: true, addressPool: 10.0.0.0/28}}":                                                               expand(ruleUses, gatewayRuleUses),
+		"{encryption: {enabled: true}, prometheus: {enabled: true}, l7Proxy: false, authentication: {mutual: {enabled: true}}}": expand(ruleUses, mutualRuleUses),
 	} {
 		manifest, err := render(t, values)
 		if err != nil {
@@ -273,6 +308,7 @@ func TestRBACRulesUsed(t *testing.T) {
 	modDirs := map[string]string{}
 	all := maps.Clone(ruleUses)
 	maps.Copy(all, gatewayRuleUses)
+	maps.Copy(all, mutualRuleUses)
 	for _, key := range sortedKeys(all) {
 		for _, u := range all[key] {
 			path := filepath.Join("..", "..", filepath.FromSlash(u.file))

@@ -131,6 +131,13 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.IntVar(&cfg.ClusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1 to 255 (0: no cluster mesh)")
 	fs.StringVar(&cfg.ClusterMeshSecret, "clustermesh-secret", "kube-system/membrane-clustermesh", "NAMESPACE/NAME of the Secret with one read-only kubeconfig per remote cluster (written by membrane clustermesh connect)")
 	fs.DurationVar(&cfg.ClusterMeshCacheTTL, "clustermesh-cache-ttl", 30*time.Second, "how long a remote cluster whose API server stopped answering keeps its backends")
+	fs.BoolVar(&cfg.SPIFFE.Enabled, "spiffe", false, "keep X.509-SVIDs from the built-in CA for the service accounts of the node's pods")
+	fs.StringVar(&cfg.SPIFFE.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&cfg.SPIFFE.Namespace, "spiffe-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the CA's Service and trust bundle configmap")
+	fs.StringVar(&cfg.SPIFFE.CAService, "ca-service", "membrane-spiffe-ca", "Service of the CA's signing endpoint")
+	fs.StringVar(&cfg.SPIFFE.BundleConfigMap, "ca-bundle-configmap", "membrane-spiffe-bundle", "configmap holding the trust bundle")
+	fs.StringVar(&cfg.SPIFFE.TokenFile, "ca-token-file", "/var/run/secrets/membrane/ca/token", "the agent's service-account token for the CA (audience membrane-ca, bound to the agent's pod)")
+	fs.StringVar(&cfg.SPIFFE.WorkloadSocket, "workload-api-socket", "", "unix socket serving the SPIFFE Workload API to the node's pods (empty: none)")
 	debug = fs.Bool("debug", false, "log debug messages")
 	return proxyPort, debug
 }

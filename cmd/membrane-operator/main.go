@@ -17,22 +17,27 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	"github.com/membrane-mesh/membrane/encryption/spiffe"
 	gwcontroller "github.com/membrane-mesh/membrane/gateway/controller"
 	"github.com/membrane-mesh/membrane/gateway/ipam"
+
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -55,6 +60,14 @@ type config struct {
 	// Gateway API: served when gatewayPool is set.
 	gatewayClass string
 	gatewayPool  string
+	ca           caFlags
+}
+
+// caFlags configure the built-in SPIFFE CA.
+type caFlags struct {
+	enabled     bool
+	trustDomain string
+	operator.CAConfig
 }
 
 func (c config) validate() error {
@@ -77,6 +90,17 @@ func (c config) validate() error {
 	}
 	if c.leaderElect && c.leaderNS == "" {
 		errs = append(errs, errors.New("--leader-election-namespace: required with --leader-elect"))
+	}
+	if c.ca.enabled {
+		if _, err := spiffeid.TrustDomainFromString(c.ca.trustDomain); err != nil {
+			errs = append(errs, fmt.Errorf("--trust-domain %q: %w", c.ca.trustDomain, err))
+		}
+		if err := c.ca.Policy.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--svid-ttl, --ca-ttl, --ca-propagation: %w", err))
+		}
+		if c.ca.Namespace == "" || c.ca.Secret == "" || c.ca.ConfigMap == "" || c.ca.AgentServiceAccount == "" || c.ca.Audience == "" || c.ca.Addr == "" {
+			errs = append(errs, errors.New("--ca-namespace, --ca-secret, --ca-bundle-configmap, --ca-agent-service-account, --ca-audience and --ca-addr must not be empty with --spiffe-ca"))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -106,6 +130,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
 	fs.StringVar(&cfg.gatewayPool, "gateway-address-pool", "", "Gateway API: the pool Gateway addresses come from, a CIDR or first-last IPv4 range (empty: Gateway API off)")
 	fs.StringVar(&cfg.gatewayClass, "gateway-class", "membrane", "Gateway API: the GatewayClass to create when missing (empty: none)")
+	fs.BoolVar(&cfg.ca.enabled, "spiffe-ca", false, "run the built-in SPIFFE CA, issuing X.509-SVIDs to node agents")
+	fs.StringVar(&cfg.ca.trustDomain, "trust-domain", spiffe.DefaultTrustDomain, "SPIFFE trust domain")
+	fs.DurationVar(&cfg.ca.Policy.MaxSVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
+	fs.DurationVar(&cfg.ca.Policy.CATTL, "ca-ttl", 30*24*time.Hour, "lifetime of a CA certificate (a new CA is prepared at two thirds of it)")
+	fs.DurationVar(&cfg.ca.Policy.Propagation, "ca-propagation", time.Minute, "how long a new CA is in the trust bundle before it signs")
+	fs.StringVar(&cfg.ca.Namespace, "ca-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the CA secret, the bundle configmap and the node agents")
+	fs.StringVar(&cfg.ca.Secret, "ca-secret", "membrane-spiffe-ca", "secret holding the CA keys (created when missing)")
+	fs.StringVar(&cfg.ca.ConfigMap, "ca-bundle-configmap", "membrane-spiffe-bundle", "configmap the trust bundle is published in")
+	fs.StringVar(&cfg.ca.AgentServiceAccount, "ca-agent-service-account", "membrane-agent", "service account of the node agents")
+	fs.StringVar(&cfg.ca.Audience, "ca-audience", "membrane-ca", "audience the node agents' tokens must be issued for")
+	fs.StringVar(&cfg.ca.Addr, "ca-addr", ":9894", "TLS address of the SVID signing endpoint")
+	fs.DurationVar(&cfg.ca.Interval, "ca-interval", 10*time.Second, "how often the CA state is checked")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -help: the usage is printed
@@ -187,9 +223,27 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	if cfg.ca.enabled {
+		if err := setupCA(log, mgr, restCfg, cfg.ca); err != nil {
+			return err
+		}
+	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
 		return fmt.Errorf("health check: %w", err)
 	}
 	log.Info("membrane-operator starting")
 	return mgr.Start(ctx)
+}
+
+func setupCA(log *slog.Logger, mgr ctrl.Manager, restCfg *rest.Config, f caFlags) error {
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	metrics, err := spiffe.NewMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return err
+	}
+	f.TrustDomain = spiffeid.RequireTrustDomainFromString(f.trustDomain)
+	return operator.NewCA(log.With("controller", "spiffe-ca"), f.CAConfig, client, metrics).Setup(mgr)
 }

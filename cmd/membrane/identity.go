@@ -14,7 +14,7 @@ import (
 )
 
 func newIdentityCommand(g *globals) *cobra.Command {
-	id := &cobra.Command{Use: "identity", Short: "Inspect security identities"}
+	id := &cobra.Command{Use: "identity", Short: "Inspect security identities and SPIFFE workload identities"}
 	var output string
 	list := &cobra.Command{
 		Use:   "list",
@@ -79,6 +79,6 @@ func newIdentityCommand(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	id.AddCommand(list)
+	id.AddCommand(list, svidsCommand(g), fetchCommand(g))
 	return id
 }

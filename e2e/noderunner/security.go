@@ -24,9 +24,6 @@ func defaultCapabilities() []string {
 // checkPodSecurity refuses what a pod asks for that this runner cannot do
 // faithfully, naming the field at fault.
 func checkPodSecurity(pod *corev1.Pod) error {
-	if pod.Spec.HostPID {
-		return errors.New("spec.hostPID: not supported on this node: containers always get their own PID namespace")
-	}
 	if pod.Spec.HostIPC {
 		return errors.New("spec.hostIPC: not supported on this node: containers always get their own IPC namespace")
 	}

@@ -359,6 +359,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container) er
 		RootFS:     img.RootFS,
 		StateDir:   filepath.Join(w.dir, "containers", c.id()),
 		Cgroup:     w.cgroup,
+		HostPID:    pod.Spec.HostPID,
 		Argv:       argv,
 		Env:        env,
 		WorkingDir: wd,

@@ -40,6 +40,7 @@ type Agent struct {
 	proxy *proxy      // nil without an L7 proxy
 	dns   *dnsPolicy  // nil without a DNS proxy
 	enc   *encryption // nil with encryption off
+	ids   *identities // nil without SPIFFE identities
 	// mesh watches remote clusters (nil without a cluster id); meshRoutes
 	// owns the routes to their pods.
 	mesh       *k8s.Mesh
@@ -152,6 +153,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	if a.cfg.SPIFFE.Enabled {
+		if a.ids, err = newIdentities(a.log.With("component", "spiffe"), a.cfg.SPIFFE, a.cfg.NodeName, a.client, informers, a.reg); err != nil {
+			return err
+		}
+	}
+
 	api, err := a.listenAPI(ctx)
 	if err != nil {
 		return err
@@ -162,7 +169,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.annotationEvents(ctx, src)
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
-	wg.Add(10)
+	wg.Add(11)
+	go func() {
+		defer wg.Done()
+		if a.ids == nil {
+			return
+		}
+		select {
+		case <-informers.Synced():
+			a.ids.run(ctx)
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		select {

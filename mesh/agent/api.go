@@ -275,6 +275,7 @@ func (a *Agent) handler() http.Handler {
 		writeJSON(w, agentapi.BPFPolicyList{Node: a.cfg.NodeName, Dump: policyDump(d)})
 	})
 	a.encryptionRoutes(mux)
+	a.identityRoutes(mux)
 	a.statusRoutes(mux)
 	a.clusterMeshRoutes(mux)
 	return mux

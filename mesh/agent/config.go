@@ -59,6 +59,9 @@ type Config struct {
 	// ProxyPort).
 	GatewayAPI bool
 
+	// SPIFFE are the node's workload identities (see identity.go).
+	SPIFFE SPIFFEConfig
+
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
 	EncryptionType   string
@@ -144,6 +147,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateEncryption()...)
 	errs = append(errs, c.validateClusterMesh()...)
+	errs = append(errs, c.SPIFFE.validate()...)
 	return errors.Join(errs...)
 }
 

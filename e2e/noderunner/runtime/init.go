@@ -46,7 +46,7 @@ func ExitStatus(err error) int {
 
 // Init is the container init, run in the re-executed host binary with the
 // arguments that follow InitArg. It is pid 1 of the container's new PID
-// namespace and alone in a new mount namespace: it joins the pod's network
+// namespace (unless HostPID) and alone in a new mount namespace: it joins the pod's network
 // namespace, mounts the overlay root, the bind mounts, /proc, /sys and /dev,
 // pivots into the root and executes the container's program.
 //

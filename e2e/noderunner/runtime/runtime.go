@@ -116,6 +116,9 @@ func (r *Runtime) spawn(s Spec) (*Container, *os.File, error) {
 		// No Pdeathsig: containers outlive a restarting runner, which
 		// adopts them (see Adopt) or kills those it no longer wants.
 	}
+	if s.HostPID {
+		attr.Cloneflags &^= unix.CLONE_NEWPID
+	}
 	if s.Cgroup != "" {
 		fd, err := unix.Open(s.Cgroup, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {

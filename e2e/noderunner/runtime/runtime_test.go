@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -299,6 +300,21 @@ func TestContainer(t *testing.T) {
 		kv := keyValues(readLog(t, s.LogPath))
 		if want := nsInode(t, ns); kv["netns"] != want {
 			t.Errorf("container netns = %q, want %q", kv["netns"], want)
+		}
+	})
+
+	t.Run("host PID namespace", func(t *testing.T) {
+		t.Parallel()
+		s := f.spec(t, "hostpid", "info", "/etc/hostname", "0")
+		s.HostPID = true
+		c := f.start(t, s)
+		if code := waitDone(t, c); code != 0 {
+			t.Errorf("exit code = %d", code)
+		}
+		// In the machine's PID namespace the container's process has the
+		// PID the runtime sees.
+		if kv := keyValues(readLog(t, s.LogPath)); kv["pid"] != strconv.Itoa(c.Pid()) {
+			t.Errorf("pid in the container = %q, want the host's %d", kv["pid"], c.Pid())
 		}
 	})
 

@@ -63,6 +63,9 @@ type Spec struct {
 	// NetNS is the pod's network namespace (a bind-mounted nsfs file); empty
 	// keeps the caller's network namespace (hostNetwork).
 	NetNS string `json:"netns,omitempty"`
+	// HostPID keeps the caller's PID namespace (hostPID): the container
+	// sees, and is seen by, the machine's processes.
+	HostPID bool `json:"hostPID,omitempty"`
 	// Cgroup is an existing cgroup v2 directory; the container is born in it.
 	// Empty keeps the caller's cgroup.
 	Cgroup string `json:"cgroup,omitempty"`
