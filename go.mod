@@ -38,6 +38,7 @@ require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.5 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/spiffe/spire-api-sdk v1.2.5-0.20260115194754-bcd1999bdd05 // indirect
 )
 
 require (
