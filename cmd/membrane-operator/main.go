@@ -18,6 +18,9 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,6 +31,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -61,6 +65,10 @@ type config struct {
 	gatewayClass string
 	gatewayPool  string
 	ca           caFlags
+	// spireSocket, when set, registers workload identities in the SPIRE
+	// server listening on this unix socket.
+	spireSocket  string
+	spireCluster string
 }
 
 // caFlags configure the built-in SPIFFE CA.
@@ -130,6 +138,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
 	fs.StringVar(&cfg.gatewayPool, "gateway-address-pool", "", "Gateway API: the pool Gateway addresses come from, a CIDR or first-last IPv4 range (empty: Gateway API off)")
 	fs.StringVar(&cfg.gatewayClass, "gateway-class", "membrane", "Gateway API: the GatewayClass to create when missing (empty: none)")
+	fs.StringVar(&cfg.spireSocket, "spire-server-socket", "", "register the pods' workload identities in the SPIRE server whose API listens on this unix socket (empty: no SPIRE)")
+	fs.StringVar(&cfg.spireCluster, "spire-cluster", "membrane", "cluster name the SPIRE agents attest with (k8s_psat)")
 	fs.BoolVar(&cfg.ca.enabled, "spiffe-ca", false, "run the built-in SPIFFE CA, issuing X.509-SVIDs to node agents")
 	fs.StringVar(&cfg.ca.trustDomain, "trust-domain", spiffe.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.DurationVar(&cfg.ca.Policy.MaxSVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
@@ -228,6 +238,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	if cfg.spireSocket != "" {
+		if err := setupSPIRE(log, mgr, cfg); err != nil {
+			return err
+		}
+	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
 		return fmt.Errorf("health check: %w", err)
 	}
@@ -246,4 +261,27 @@ func setupCA(log *slog.Logger, mgr ctrl.Manager, restCfg *rest.Config, f caFlags
 	}
 	f.TrustDomain = spiffeid.RequireTrustDomainFromString(f.trustDomain)
 	return operator.NewCA(log.With("controller", "spiffe-ca"), f.CAConfig, client, metrics).Setup(mgr)
+}
+
+func setupSPIRE(log *slog.Logger, mgr ctrl.Manager, cfg config) error {
+	td, err := spiffeid.TrustDomainFromString(cfg.ca.trustDomain)
+	if err != nil {
+		return fmt.Errorf("--trust-domain: %w", err)
+	}
+	conn, err := grpc.NewClient("unix://"+cfg.spireSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("--spire-server-socket %s: %w", cfg.spireSocket, err)
+	}
+	reg := operator.NewSPIRERegistrar(log.With("controller", "spire-registrar"), operator.SPIREConfig{
+		TrustDomain: td, Cluster: cfg.spireCluster,
+		AgentNamespace: cfg.ca.Namespace, AgentServiceAccount: cfg.ca.AgentServiceAccount,
+		SVIDTTL: cfg.ca.Policy.MaxSVIDTTL, Interval: 5 * time.Second,
+	}, mgr.GetClient(), entryv1.NewEntryClient(conn))
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		defer conn.Close()
+		return reg.Run(ctx)
+	})); err != nil {
+		return fmt.Errorf("SPIRE registrar: %w", err)
+	}
+	return nil
 }
