@@ -71,6 +71,12 @@ func clusterValues(s *State) ([]byte, error) {
 	if s.Encryption != "" {
 		v["encryption"] = map[string]any{"enabled": true, "type": s.Encryption}
 	}
+	if s.IdentityProvider != "" {
+		v["authentication"] = map[string]any{"mutual": map[string]any{
+			"enabled": true,
+			"spire":   map[string]any{"enabled": s.IdentityProvider == IdentitySPIRE, "clusterName": s.Name},
+		}}
+	}
 	raw, err := yaml.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode the cluster's chart values: %w", err)

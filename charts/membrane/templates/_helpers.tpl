@@ -38,8 +38,8 @@ value at fault. */}}
 {{- if .Values.ingressController.enabled }}
 {{- fail (printf "ingressController.enabled=true: the Ingress controller %s" $na) }}
 {{- end }}
-{{- if .Values.authentication.mutual.spire.enabled }}
-{{- fail (printf "authentication.mutual.spire.enabled=true: mutual authentication with SPIRE %s" $na) }}
+{{- if and .Values.authentication.mutual.spire.enabled (not .Values.authentication.mutual.enabled) }}
+{{- fail "authentication.mutual.spire.enabled=true: needs authentication.mutual.enabled=true" }}
 {{- end }}
 {{- if .Values.clustermesh.useAPIServer }}
 {{- fail (printf "clustermesh.useAPIServer=true: cluster mesh %s" $na) }}
