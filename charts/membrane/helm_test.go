@@ -202,7 +202,6 @@ func TestRejectedValues(t *testing.T) {
 func TestUnavailableFeatures(t *testing.T) {
 	for _, c := range []struct{ values, key string }{
 		{"ingressController: {enabled: true}", "ingressController.enabled=true"},
-		{"authentication: {mutual: {spire: {enabled: true}}}", "authentication.mutual.spire.enabled=true"},
 		{"clustermesh: {useAPIServer: true}", "clustermesh.useAPIServer=true"},
 	} {
 		t.Run(c.key, func(t *testing.T) {

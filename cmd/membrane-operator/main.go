@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,8 +68,9 @@ type config struct {
 	ca           caFlags
 	// spireSocket, when set, registers workload identities in the SPIRE
 	// server listening on this unix socket.
-	spireSocket  string
-	spireCluster string
+	spireSocket   string
+	spireCluster  string
+	spireDelegate []string
 }
 
 // caFlags configure the built-in SPIFFE CA.
@@ -89,6 +91,11 @@ func (c config) validate() error {
 	if c.clusterID != 0 {
 		if err := clustermesh.ValidateName(c.clusterName); err != nil {
 			errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
+		}
+	}
+	for _, s := range c.spireDelegate {
+		if typ, val, ok := strings.Cut(s, ":"); !ok || typ == "" || val == "" {
+			errs = append(errs, fmt.Errorf("--spire-delegate-selectors %q: must be type:value", s))
 		}
 	}
 	if c.gatewayPool != "" {
@@ -139,6 +146,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.gatewayPool, "gateway-address-pool", "", "Gateway API: the pool Gateway addresses come from, a CIDR or first-last IPv4 range (empty: Gateway API off)")
 	fs.StringVar(&cfg.gatewayClass, "gateway-class", "membrane", "Gateway API: the GatewayClass to create when missing (empty: none)")
 	fs.StringVar(&cfg.spireSocket, "spire-server-socket", "", "register the pods' workload identities in the SPIRE server whose API listens on this unix socket (empty: no SPIRE)")
+	fs.Func("spire-delegate-selectors", "SPIRE selectors (type:value, comma-separated) of the node agents' processes for their delegate entry (default: k8s:ns and k8s:sa of their pods)", func(v string) error {
+		cfg.spireDelegate = append(cfg.spireDelegate, strings.Split(v, ",")...)
+		return nil
+	})
 	fs.StringVar(&cfg.spireCluster, "spire-cluster", "membrane", "cluster name the SPIRE agents attest with (k8s_psat)")
 	fs.BoolVar(&cfg.ca.enabled, "spiffe-ca", false, "run the built-in SPIFFE CA, issuing X.509-SVIDs to node agents")
 	fs.StringVar(&cfg.ca.trustDomain, "trust-domain", spiffe.DefaultTrustDomain, "SPIFFE trust domain")
@@ -274,7 +285,7 @@ func setupSPIRE(log *slog.Logger, mgr ctrl.Manager, cfg config) error {
 	}
 	reg := operator.NewSPIRERegistrar(log.With("controller", "spire-registrar"), operator.SPIREConfig{
 		TrustDomain: td, Cluster: cfg.spireCluster,
-		AgentNamespace: cfg.ca.Namespace, AgentServiceAccount: cfg.ca.AgentServiceAccount,
+		AgentNamespace: cfg.ca.Namespace, AgentServiceAccount: cfg.ca.AgentServiceAccount, DelegateSelectors: cfg.spireDelegate,
 		SVIDTTL: cfg.ca.Policy.MaxSVIDTTL, Interval: 5 * time.Second,
 	}, mgr.GetClient(), entryv1.NewEntryClient(conn))
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

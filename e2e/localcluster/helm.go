@@ -74,7 +74,11 @@ func clusterValues(s *State) ([]byte, error) {
 	if s.IdentityProvider != "" {
 		v["authentication"] = map[string]any{"mutual": map[string]any{
 			"enabled": true,
-			"spire":   map[string]any{"enabled": s.IdentityProvider == IdentitySPIRE, "clusterName": s.Name},
+			// The local nodes' kubelets serve no /pods for SPIRE's k8s
+			// workload attestor: the agents (root, the only process with
+			// the admin socket mounted) are selected by their uid.
+			"spire": map[string]any{"enabled": s.IdentityProvider == IdentitySPIRE, "clusterName": s.Name,
+				"delegateSelectors": []string{"unix:uid:0"}},
 		}}
 	}
 	raw, err := yaml.Marshal(v)

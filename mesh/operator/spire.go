@@ -30,6 +30,10 @@ type SPIREConfig struct {
 	// entry on every node makes them the SPIRE agents' authorized delegates.
 	AgentNamespace      string
 	AgentServiceAccount string
+	// DelegateSelectors select the Membrane agent's process for its
+	// delegate entry, "type:value" each (empty: k8s:ns and k8s:sa of the
+	// agent's pods, for the SPIRE agent's k8s workload attestor).
+	DelegateSelectors []string
 	// SVIDTTL is the X.509-SVID lifetime of workload entries (0: the
 	// server's default).
 	SVIDTTL  time.Duration
@@ -102,10 +106,15 @@ func DesiredEntries(cfg SPIREConfig, pods []corev1.Pod) []*types.Entry {
 			sa = "default"
 		}
 		if p.Namespace == cfg.AgentNamespace && sa == cfg.AgentServiceAccount {
-			add(&types.Entry{
-				SpiffeId: sid(DelegateID(cfg.TrustDomain)), ParentId: sid(alias),
-				Selectors: []*types.Selector{{Type: "k8s", Value: "ns:" + p.Namespace}, {Type: "k8s", Value: "sa:" + sa}},
-			})
+			sel := []*types.Selector{{Type: "k8s", Value: "ns:" + p.Namespace}, {Type: "k8s", Value: "sa:" + sa}}
+			if len(cfg.DelegateSelectors) > 0 {
+				sel = nil
+				for _, s := range cfg.DelegateSelectors {
+					typ, val, _ := strings.Cut(s, ":")
+					sel = append(sel, &types.Selector{Type: typ, Value: val})
+				}
+			}
+			add(&types.Entry{SpiffeId: sid(DelegateID(cfg.TrustDomain)), ParentId: sid(alias), Selectors: sel})
 			continue
 		}
 		if p.Spec.HostNetwork {
