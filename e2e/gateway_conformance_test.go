@@ -36,7 +36,7 @@ func TestGatewayConformance(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
 		Name: "e2e-gc-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.241.0.0/16", ServiceCIDR: "10.91.0.0/16",
-		Install: localcluster.InstallHelm, HelmSet: []string{"gatewayAPI.enabled=true", "gatewayAPI.crds=experimental"},
+		HelmSet: []string{"gatewayAPI.enabled=true", "gatewayAPI.crds=experimental"},
 	})
 	cfg, err := clientcmd.BuildConfigFromFlags("", s.Layout().Kubeconfig())
 	if err != nil {

@@ -36,7 +36,7 @@ func TestGatewayAPI(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
 		Name: "e2e-gw-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.242.0.0/16", ServiceCIDR: "10.92.0.0/16",
-		Install: localcluster.InstallHelm, HelmSet: []string{"gatewayAPI.enabled=true"},
+		HelmSet: []string{"gatewayAPI.enabled=true"},
 	})
 	l := s.Layout()
 	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: shared.toolsDir + "/bin/kubectl"}
