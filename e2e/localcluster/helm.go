@@ -51,6 +51,9 @@ func (l Layout) clusterValuesFile() string { return filepath.Join(l.HelmDir(), "
 func clusterValues(s *State) ([]byte, error) {
 	l := s.Layout()
 	replicas := min(len(s.Nodes), 2)
+	if s.IdentityProvider == IdentitySPIRE {
+		replicas = 1 // the SPIRE server runs in the operator's pod
+	}
 	v := map[string]any{
 		"k8sServiceHost": l.APIServerIP().String(),
 		"k8sServicePort": APIServerPort,

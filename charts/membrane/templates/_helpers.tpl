@@ -41,6 +41,9 @@ value at fault. */}}
 {{- if and .Values.authentication.mutual.spire.enabled (not .Values.authentication.mutual.enabled) }}
 {{- fail "authentication.mutual.spire.enabled=true: needs authentication.mutual.enabled=true" }}
 {{- end }}
+{{- if and .Values.authentication.mutual.spire.enabled (ne (int .Values.operator.replicas) 1) }}
+{{- fail (printf "operator.replicas=%v: must be 1 with authentication.mutual.spire.enabled=true (the SPIRE server, with its sqlite datastore, runs in the operator's pod)" .Values.operator.replicas) }}
+{{- end }}
 {{- if .Values.clustermesh.useAPIServer }}
 {{- fail (printf "clustermesh.useAPIServer=true: cluster mesh %s" $na) }}
 {{- end }}
