@@ -81,7 +81,9 @@ func clusterValues(s *State) ([]byte, error) {
 			// workload attestor: the agents (root, the only process with
 			// the admin socket mounted) are selected by their uid.
 			"spire": map[string]any{"enabled": s.IdentityProvider == IdentitySPIRE, "clusterName": s.Name,
-				"delegateSelectors": []string{"unix:uid:0"}},
+				"delegateSelectors": []string{"unix:uid:0"},
+				// Inside the node's host paths.
+				"adminHostDir": "/var/run/membrane/spire-admin", "agentDataHostDir": "/var/lib/membrane/spire-agent"},
 		}}
 	}
 	raw, err := yaml.Marshal(v)
