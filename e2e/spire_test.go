@@ -83,7 +83,7 @@ func TestSPIREIdentities(t *testing.T) {
 				if err != nil {
 					return fmt.Errorf("%v: %s", err, out)
 				}
-				if strings.Count(out, "Entry ID") != 1 || !strings.Contains(out, "spiffe://cluster.local/spire/node/"+c.node) ||
+				if strings.Count(out, "Entry ID") != 1 || !strings.Contains(out, "spiffe://cluster.local/membrane/node/"+c.node) ||
 					!strings.Contains(out, "k8s:sa:"+strings.TrimPrefix(c.id.Path(), "/ns/spiffe/sa/")) {
 					return fmt.Errorf("want one entry parented to %s's alias: %s", c.node, out)
 				}

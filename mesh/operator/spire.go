@@ -40,11 +40,12 @@ type SPIREConfig struct {
 	Interval time.Duration
 }
 
-// NodeAlias is the SPIFFE ID of the node alias entry of node: the parent
+// NodeAlias is the SPIFFE ID of the node alias entry of node (SPIRE
+// reserves /spire/ for its own IDs): the parent
 // of the node's workload entries, held by the SPIRE agent attested (with
 // k8s_psat) on that node.
 func NodeAlias(td spiffeid.TrustDomain, node string) spiffeid.ID {
-	return spiffeid.RequireFromPath(td, "/spire/node/"+node)
+	return spiffeid.RequireFromPath(td, "/membrane/node/"+node)
 }
 
 // DelegateID is the SPIFFE ID of the Membrane agents, the SPIRE agents'

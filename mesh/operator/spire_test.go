@@ -40,17 +40,17 @@ func TestDesiredEntries(t *testing.T) {
 	}
 	got := DesiredEntries(cfg, pods)
 	want := []*types.Entry{
-		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/node/n1"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/server"},
+		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/node/n1"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/server"},
 			Selectors: []*types.Selector{{Type: "k8s_psat", Value: "cluster:c1"}, {Type: "k8s_psat", Value: "agent_node_name:n1"}}},
-		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/node/n2"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/server"},
+		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/node/n2"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/server"},
 			Selectors: []*types.Selector{{Type: "k8s_psat", Value: "agent_node_name:n2"}, {Type: "k8s_psat", Value: "cluster:c1"}}},
-		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/ns/default/sa/frontend"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/node/n1"},
+		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/ns/default/sa/frontend"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/node/n1"},
 			Selectors: []*types.Selector{{Type: "k8s", Value: "ns:default"}, {Type: "k8s", Value: "sa:frontend"}}},
-		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/ns/default/sa/backend"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/node/n2"},
+		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/ns/default/sa/backend"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/node/n2"},
 			Selectors: []*types.Selector{{Type: "k8s", Value: "ns:default"}, {Type: "k8s", Value: "sa:backend"}}},
-		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/ns/default/sa/default"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/node/n2"},
+		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/ns/default/sa/default"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/node/n2"},
 			Selectors: []*types.Selector{{Type: "k8s", Value: "ns:default"}, {Type: "k8s", Value: "sa:default"}}},
-		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/agent"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/spire/node/n1"},
+		{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/agent"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/membrane/node/n1"},
 			Selectors: []*types.Selector{{Type: "k8s", Value: "ns:kube-system"}, {Type: "k8s", Value: "sa:membrane-agent"}}},
 	}
 	g, w := entryStrings(got), entryStrings(want)
@@ -80,17 +80,17 @@ func TestDiffEntries(t *testing.T) {
 			Selectors: []*types.Selector{{Type: "k8s", Value: "sa:x"}}}
 	}
 	have := []*types.Entry{
-		e("1", "/ns/a/sa/x", "/spire/node/n1", SPIREEntryHint), // kept
-		e("2", "/ns/a/sa/x", "/spire/node/n1", SPIREEntryHint), // duplicate: deleted
-		e("3", "/ns/a/sa/y", "/spire/node/n1", SPIREEntryHint), // no pod left: deleted
-		e("4", "/ns/a/sa/z", "/spire/node/n1", ""),             // not ours: kept
+		e("1", "/ns/a/sa/x", "/membrane/node/n1", SPIREEntryHint), // kept
+		e("2", "/ns/a/sa/x", "/membrane/node/n1", SPIREEntryHint), // duplicate: deleted
+		e("3", "/ns/a/sa/y", "/membrane/node/n1", SPIREEntryHint), // no pod left: deleted
+		e("4", "/ns/a/sa/z", "/membrane/node/n1", ""),             // not ours: kept
 	}
 	want := []*types.Entry{
-		e("", "/ns/a/sa/x", "/spire/node/n1", SPIREEntryHint),
-		e("", "/ns/a/sa/x", "/spire/node/n2", SPIREEntryHint), // new
+		e("", "/ns/a/sa/x", "/membrane/node/n1", SPIREEntryHint),
+		e("", "/ns/a/sa/x", "/membrane/node/n2", SPIREEntryHint), // new
 	}
 	create, del := DiffEntries(have, want)
-	if len(create) != 1 || create[0].ParentId.Path != "/spire/node/n2" {
+	if len(create) != 1 || create[0].ParentId.Path != "/membrane/node/n2" {
 		t.Errorf("create = %v, want the n2 entry only", create)
 	}
 	if len(del) != 2 || del[0] != "2" || del[1] != "3" {
