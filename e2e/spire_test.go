@@ -61,6 +61,10 @@ func TestSPIREIdentities(t *testing.T) {
 		}
 		return nil
 	})
+	// The local nodes fill a ConfigMap volume when the pod starts (a
+	// kubelet refreshes it): the SPIRE agents that started before the
+	// bundle was published start again to read it.
+	k.must("", "-n", sys, "delete", "pod", "-l", "k8s-app=spire-agent", "--wait=true", "--timeout=60s")
 	spireServer := func(args ...string) (string, error) {
 		return k.run(t.Context(), "", append([]string{"-n", sys, "exec", "deploy/membrane-operator", "-c", "spire-server", "--",
 			"/opt/spire/bin/spire-server"}, append(args, "-socketPath", "/run/spire/server/api.sock")...)...)
