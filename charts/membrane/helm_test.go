@@ -201,7 +201,6 @@ func TestRejectedValues(t *testing.T) {
 // when off.
 func TestUnavailableFeatures(t *testing.T) {
 	for _, c := range []struct{ values, key string }{
-		{"authentication: {mutual: {spire: {enabled: true}}}", "authentication.mutual.spire.enabled=true"},
 		{"clustermesh: {useAPIServer: true}", "clustermesh.useAPIServer=true"},
 	} {
 		t.Run(c.key, func(t *testing.T) {

@@ -134,6 +134,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.SPIFFE.CAService, "ca-service", "membrane-spiffe-ca", "Service of the CA's signing endpoint")
 	fs.StringVar(&cfg.SPIFFE.BundleConfigMap, "ca-bundle-configmap", "membrane-spiffe-bundle", "configmap holding the trust bundle")
 	fs.StringVar(&cfg.SPIFFE.TokenFile, "ca-token-file", "/var/run/secrets/membrane/ca/token", "the agent's service-account token for the CA (audience membrane-ca, bound to the agent's pod)")
+	fs.StringVar(&cfg.SPIFFE.SPIREAdminSocket, "spire-admin-socket", "", "with --spiffe: take SVIDs and the trust bundle from the node's SPIRE agent, its Delegated Identity API on this unix socket (empty: the built-in CA)")
 	fs.StringVar(&cfg.SPIFFE.WorkloadSocket, "workload-api-socket", "", "unix socket serving the SPIFFE Workload API to the node's pods (empty: none)")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "default", "name of this cluster in a cluster mesh (up to 32 lowercase letters, digits and dashes)")
 	fs.IntVar(&cfg.ClusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1 to 255 (0: no cluster mesh)")

@@ -84,6 +84,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.ToolsDir, "tools-dir", defaultToolsDir(), "where 'make tools' put Kubernetes, etcd and the pod images")
 	f.StringVar(&o.BinDir, "bin-dir", defaultBinDir(), "where Membrane's binaries are")
 	f.BoolVar(&o.NoMembrane, "no-membrane", false, "a bare cluster: no Membrane chart (so no Service translation) and no cluster DNS")
+	f.StringVar(&o.IdentityProvider, "identity-provider", "", "workload identities (SPIFFE X.509-SVIDs): builtin (the operator's CA) or spire (SPIRE server and agents, built by make tools); default: none")
 	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off; the chart's encryption values)")
 	f.IntVar(&o.ClusterID, "cluster-id", 0, "id of the cluster in a cluster mesh, 1-255 (the chart's cluster.id; cluster.name is --name)")
 	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable)")

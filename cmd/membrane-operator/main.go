@@ -13,11 +13,15 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,6 +32,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -60,6 +65,11 @@ type config struct {
 	gatewayAPI   bool
 	gatewayClass string
 	ca           caFlags
+	// spireSocket, when set, registers workload identities in the SPIRE
+	// server listening on this unix socket.
+	spireSocket   string
+	spireCluster  string
+	spireDelegate []string
 }
 
 // caFlags configure the built-in SPIFFE CA.
@@ -80,6 +90,11 @@ func (c config) validate() error {
 	if c.clusterID != 0 {
 		if err := clustermesh.ValidateName(c.clusterName); err != nil {
 			errs = append(errs, fmt.Errorf("--cluster-name: %w", err))
+		}
+	}
+	for _, s := range c.spireDelegate {
+		if typ, val, ok := strings.Cut(s, ":"); !ok || typ == "" || val == "" {
+			errs = append(errs, fmt.Errorf("--spire-delegate-selectors %q: must be type:value", s))
 		}
 	}
 	if c.leaderElect && c.leaderNS == "" {
@@ -122,6 +137,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.clusterName, "cluster-name", "default", "name of this cluster in a cluster mesh: with --cluster-id, identities carry it")
 	fs.IntVar(&cfg.clusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1-255: identities are allocated in its range (0: no cluster mesh)")
 	fs.BoolVar(&cfg.debug, "debug", false, "log debug messages")
+	fs.StringVar(&cfg.spireSocket, "spire-server-socket", "", "register the pods' workload identities in the SPIRE server whose API listens on this unix socket (empty: no SPIRE)")
+	fs.Func("spire-delegate-selectors", "SPIRE selectors (type:value, comma-separated) of the node agents' processes for their delegate entry (default: k8s:ns and k8s:sa of their pods)", func(v string) error {
+		cfg.spireDelegate = append(cfg.spireDelegate, strings.Split(v, ",")...)
+		return nil
+	})
+	fs.StringVar(&cfg.spireCluster, "spire-cluster", "membrane", "cluster name the SPIRE agents attest with (k8s_psat)")
 	fs.BoolVar(&cfg.ca.enabled, "spiffe-ca", false, "run the built-in SPIFFE CA, issuing X.509-SVIDs to node agents")
 	fs.StringVar(&cfg.ca.trustDomain, "trust-domain", spiffe.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.DurationVar(&cfg.ca.Policy.MaxSVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
@@ -212,11 +233,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	lbipam := operator.NewLBIPAMController(log.With("controller", "lb-ipam"), mgr.GetClient())
-	if err := lbipam.Setup(mgr); err != nil {
-		return err
-	}
 	if cfg.ca.enabled {
 		if err := setupCA(log, mgr, restCfg, cfg.ca); err != nil {
+			return err
+		}
+	}
+	if cfg.spireSocket != "" {
+		if err := setupSPIRE(log, mgr, cfg); err != nil {
 			return err
 		}
 	}
@@ -249,4 +272,27 @@ func setupCA(log *slog.Logger, mgr ctrl.Manager, restCfg *rest.Config, f caFlags
 	}
 	f.TrustDomain = spiffeid.RequireTrustDomainFromString(f.trustDomain)
 	return operator.NewCA(log.With("controller", "spiffe-ca"), f.CAConfig, client, metrics).Setup(mgr)
+}
+
+func setupSPIRE(log *slog.Logger, mgr ctrl.Manager, cfg config) error {
+	td, err := spiffeid.TrustDomainFromString(cfg.ca.trustDomain)
+	if err != nil {
+		return fmt.Errorf("--trust-domain: %w", err)
+	}
+	conn, err := grpc.NewClient("unix://"+cfg.spireSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("--spire-server-socket %s: %w", cfg.spireSocket, err)
+	}
+	reg := operator.NewSPIRERegistrar(log.With("controller", "spire-registrar"), operator.SPIREConfig{
+		TrustDomain: td, Cluster: cfg.spireCluster,
+		AgentNamespace: cfg.ca.Namespace, AgentServiceAccount: cfg.ca.AgentServiceAccount, DelegateSelectors: cfg.spireDelegate,
+		SVIDTTL: cfg.ca.Policy.MaxSVIDTTL, Interval: 5 * time.Second,
+	}, mgr.GetClient(), entryv1.NewEntryClient(conn))
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		defer conn.Close()
+		return reg.Run(ctx)
+	})); err != nil {
+		return fmt.Errorf("SPIRE registrar: %w", err)
+	}
+	return nil
 }

@@ -10,6 +10,12 @@ import (
 // `membrane dev up --encryption`) that turns WireGuard on.
 const EncryptionWireGuard = "wireguard"
 
+// Values of Options.IdentityProvider.
+const (
+	IdentityBuiltin = "builtin"
+	IdentitySPIRE   = "spire"
+)
+
 // SetEncryption sets the encryption mode of a cluster's Membrane ("" for
 // off, or "wireguard") by a helm upgrade of its release, and waits until the
 // agent DaemonSet has rolled out: pods keep running; the agents converge the

@@ -51,6 +51,9 @@ func (l Layout) clusterValuesFile() string { return filepath.Join(l.HelmDir(), "
 func clusterValues(s *State) ([]byte, error) {
 	l := s.Layout()
 	replicas := min(len(s.Nodes), 2)
+	if s.IdentityProvider == IdentitySPIRE {
+		replicas = 1 // the SPIRE server runs in the operator's pod
+	}
 	v := map[string]any{
 		"k8sServiceHost": l.APIServerIP().String(),
 		"k8sServicePort": APIServerPort,
@@ -67,6 +70,18 @@ func clusterValues(s *State) ([]byte, error) {
 	}
 	if s.Encryption != "" {
 		v["encryption"] = map[string]any{"enabled": true, "type": s.Encryption}
+	}
+	if s.IdentityProvider != "" {
+		v["authentication"] = map[string]any{"mutual": map[string]any{
+			"enabled": true,
+			// The local nodes' kubelets serve no /pods for SPIRE's k8s
+			// workload attestor: the agents (root, the only process with
+			// the admin socket mounted) are selected by their uid.
+			"spire": map[string]any{"enabled": s.IdentityProvider == IdentitySPIRE, "clusterName": s.Name,
+				"delegateSelectors": []string{"unix:uid:0"},
+				// Inside the node's host paths.
+				"adminHostDir": "/var/run/membrane/spire-admin", "agentDataHostDir": "/var/lib/membrane/spire-agent"},
+		}}
 	}
 	raw, err := yaml.Marshal(v)
 	if err != nil {

@@ -64,6 +64,10 @@ type Options struct {
 	// Encryption is "" (off) or "wireguard": node-to-node pod traffic
 	// through each node's WireGuard device (the chart's encryption values).
 	Encryption string
+	// IdentityProvider is "" (no workload identities), "builtin" (the
+	// operator's SPIFFE CA) or "spire" (SPIRE server and agents): the
+	// chart's authentication.mutual values.
+	IdentityProvider string
 	// ClusterID is the cluster's id in a cluster mesh (1-255; 0: none),
 	// the chart's cluster.id beside cluster.name = Name.
 	ClusterID int
@@ -93,6 +97,12 @@ func (o Options) Validate() error {
 	}
 	if o.Encryption != "" && o.Encryption != EncryptionWireGuard {
 		return fmt.Errorf("--encryption %q: must be %s (or unset)", o.Encryption, EncryptionWireGuard)
+	}
+	if o.IdentityProvider != "" && o.IdentityProvider != IdentityBuiltin && o.IdentityProvider != IdentitySPIRE {
+		return fmt.Errorf("--identity-provider %q: must be %s or %s (or unset)", o.IdentityProvider, IdentityBuiltin, IdentitySPIRE)
+	}
+	if o.NoMembrane && o.IdentityProvider != "" {
+		return fmt.Errorf("--identity-provider %q: the agents keep identities, but --no-membrane installs none", o.IdentityProvider)
 	}
 	if o.NoMembrane && len(o.HelmSet) > 0 {
 		return fmt.Errorf("--set %q: chart values, but --no-membrane installs no chart", o.HelmSet[0])

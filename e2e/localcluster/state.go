@@ -18,6 +18,8 @@ type State struct {
 	ServiceCIDR string `json:"serviceCIDR"`
 	CgroupRoot  string `json:"cgroupRoot"`
 	Encryption  string `json:"encryption,omitempty"`
+	// IdentityProvider: Options.IdentityProvider.
+	IdentityProvider string `json:"identityProvider,omitempty"`
 	// NoMembrane is Options.NoMembrane: no chart was installed.
 	NoMembrane bool `json:"noMembrane,omitempty"`
 	// ClusterID is Options.ClusterID (the chart's cluster.id).

@@ -93,7 +93,7 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, NoMembrane: o.NoMembrane, HelmSet: o.HelmSet, ClusterID: o.ClusterID}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, IdentityProvider: o.IdentityProvider, NoMembrane: o.NoMembrane, HelmSet: o.HelmSet, ClusterID: o.ClusterID}
 	l := s.Layout()
 	for i := 1; i <= o.Nodes; i++ {
 		name := l.NodeName(i)

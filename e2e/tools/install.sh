@@ -5,7 +5,7 @@
 #   bash e2e/tools/install.sh [--check] [STEP...]
 #
 # STEP is one of: apt kubernetes etcd helm envoy envoy-image coredns http-echo
-# echo-basic busybox curl (default: all, in that order). --check builds and installs
+# echo-basic spire busybox curl (default: all, in that order). --check builds and installs
 # nothing: it verifies what is there and fails when anything is missing or stale.
 #
 # Layout of the cache (${MEMBRANE_CACHE:-$HOME/.cache/membrane}):
@@ -27,7 +27,7 @@ LOG_DIR=$CACHE/logs
 # Bump when the rootfs layout below changes: every image is rebuilt.
 IMAGE_LAYOUT=1
 DEFAULT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-ALL_STEPS=(apt kubernetes etcd helm envoy envoy-image coredns http-echo echo-basic busybox curl)
+ALL_STEPS=(apt kubernetes etcd helm envoy envoy-image coredns http-echo echo-basic spire busybox curl)
 
 CHECK=0
 FAILED=0
@@ -516,6 +516,49 @@ step_echo-basic() {
 	IMG_NAMES=(k8s-staging-gateway-api/echo-basic) IMG_VERSION=$GATEWAY_API_VERSION
 	IMG_ENTRYPOINT=(/echo-basic) IMG_CMD=() IMG_ENV=("${DISTROLESS_ENV[@]}") IMG_WORKDIR=/
 	GO_IMAGE_SRC=$dir image_step echo-basic-img "$(cat "$dir/.stamp" 2>/dev/null)" build_image_echo_basic verify_image_echo_basic
+}
+
+# ---------------------------------------------------------------- SPIRE (tools + images)
+
+# Three modules SPIRE v1.14 needs are not in the checksum database; their
+# hashes are pinned by the wrapper's go.sum.
+SPIRE_GONOSUMDB=github.com/spiffe/spire-plugin-sdk,github.com/spiffe/spire-api-sdk,github.com/aws/aws-sdk-go-v2/service/rolesanywhere
+SPIRE_BINS=(spire-server spire-agent)
+# The server's sqlite datastore needs cgo (mattn/go-sqlite3): it is linked
+# statically, as SPIRE's own images are; the agent is pure Go.
+build_spire() {
+	GONOSUMDB=$SPIRE_GONOSUMDB run_logged spire go_build spire "$1" "-s -w" github.com/spiffe/spire/cmd/spire-agent
+	(cd "$TOOLS_DIR/spire" && GONOSUMDB=$SPIRE_GONOSUMDB GOWORK=off CGO_ENABLED=1 run_logged spire-server go build -trimpath -buildvcs=false \
+		-tags netgo,osusergo,sqlite_omit_load_extension -ldflags "-s -w -linkmode external -extldflags -static" \
+		-o "$1/" github.com/spiffe/spire/cmd/spire-server)
+}
+verify_spire() {
+	local b
+	for b in "${SPIRE_BINS[@]}"; do expect spire "${SPIRE_VERSION#v}" "$1/$b" --version || return 1; done
+}
+publish_spire() { publish_bins "$1" "${2:-}" "${SPIRE_BINS[@]}"; }
+# As SPIRE's own images: /opt/spire/bin/<binary> run, workdir /opt/spire, on distroless.
+SPIRE_IMG_BIN=
+build_image_spire() {
+	distroless_rootfs "$1/rootfs"
+	install -D -m 0755 "$GO_IMAGE_SRC/$SPIRE_IMG_BIN" "$1/rootfs/opt/spire/bin/$SPIRE_IMG_BIN"
+	mkdir -p "$1/rootfs/run/spire" "$1/rootfs/var/lib/spire"
+	image_json >"$1/image.json"
+}
+verify_image_spire() {
+	image_files "$1" "opt/spire/bin/$SPIRE_IMG_BIN" &&
+		in_image "$1" "$2" "$SPIRE_IMG_BIN" "${SPIRE_VERSION#v}" "/opt/spire/bin/$SPIRE_IMG_BIN" --version
+}
+step_spire() {
+	local dir=$CACHE/spire-$SPIRE_VERSION b
+	require_module spire github.com/spiffe/spire "$SPIRE_VERSION"
+	install_step spire "$dir" "spire $SPIRE_VERSION $(sha "$TOOLS_DIR"/spire/go.{mod,sum})" \
+		build_spire verify_spire publish_spire
+	for b in "${SPIRE_BINS[@]}"; do
+		IMG_NAMES=("ghcr.io/spiffe/$b") IMG_VERSION=${SPIRE_VERSION#v}
+		IMG_ENTRYPOINT=("/opt/spire/bin/$b" run) IMG_CMD=() IMG_ENV=("${DISTROLESS_ENV[@]}") IMG_WORKDIR=/opt/spire
+		SPIRE_IMG_BIN=$b GO_IMAGE_SRC=$dir image_step "$b-img" "$(cat "$dir/.stamp" 2>/dev/null)" build_image_spire verify_image_spire
+	done
 }
 
 # ---------------------------------------------------------------- busybox and curl images (from Debian)

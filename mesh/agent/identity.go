@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	delegatedv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/agent/delegatedidentity/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +29,7 @@ import (
 	"github.com/membrane-mesh/membrane/encryption/spiffe"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/svid"
+	"github.com/membrane-mesh/membrane/mesh/svid/spire"
 	"github.com/membrane-mesh/membrane/mesh/svid/workload"
 )
 
@@ -49,6 +51,10 @@ type SPIFFEConfig struct {
 	// WorkloadSocket serves the SPIFFE Workload API to the node's pods
 	// (empty: not served).
 	WorkloadSocket string
+	// SPIREAdminSocket, when set, takes the SVIDs and the trust bundle from
+	// the node's SPIRE agent (its Delegated Identity API on this socket)
+	// instead of the built-in CA.
+	SPIREAdminSocket string
 }
 
 func (c SPIFFEConfig) validate() []error {
@@ -59,7 +65,10 @@ func (c SPIFFEConfig) validate() []error {
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 		errs = append(errs, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err))
 	}
-	if c.Namespace == "" || c.CAService == "" || c.BundleConfigMap == "" || c.TokenFile == "" {
+	if c.SPIREAdminSocket != "" && !filepath.IsAbs(c.SPIREAdminSocket) {
+		errs = append(errs, fmt.Errorf("--spire-admin-socket %q: must be an absolute path", c.SPIREAdminSocket))
+	}
+	if c.SPIREAdminSocket == "" && (c.Namespace == "" || c.CAService == "" || c.BundleConfigMap == "" || c.TokenFile == "") {
 		errs = append(errs, errors.New("--spiffe-namespace, --ca-service, --ca-bundle-configmap and --ca-token-file must not be empty with --spiffe"))
 	}
 	if c.WorkloadSocket != "" && !filepath.IsAbs(c.WorkloadSocket) {
@@ -74,7 +83,7 @@ type identities struct {
 	cfg    SPIFFEConfig
 	node   string
 	td     spiffeid.TrustDomain
-	mgr    *svid.Manager
+	mgr    keeper
 	pods   corelisters.PodLister
 	slices discoverylisters.EndpointSliceLister
 	bundle informers.SharedInformerFactory
@@ -96,10 +105,18 @@ func newIdentities(log *slog.Logger, cfg SPIFFEConfig, node string, client kuber
 				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.BundleConfigMap).String()
 			})),
 	}
-	var mgr *svid.Manager
-	ca := svid.NewCAClient(td, id.caEndpoints, cfg.TokenFile, bundleSource{func() *x509bundle.Bundle { return mgr.Snapshot().Bundle }})
-	mgr = svid.NewManager(log, td, ca, svid.NewMetrics(reg))
-	id.mgr = mgr
+	if cfg.SPIREAdminSocket != "" {
+		conn, err := spire.Dial(cfg.SPIREAdminSocket)
+		if err != nil {
+			return nil, err
+		}
+		id.mgr = spire.NewDelegated(log, td, delegatedv1.NewDelegatedIdentityClient(conn))
+	} else {
+		var mgr *svid.Manager
+		ca := svid.NewCAClient(td, id.caEndpoints, cfg.TokenFile, bundleSource{func() *x509bundle.Bundle { return mgr.Snapshot().Bundle }})
+		mgr = svid.NewManager(log, td, ca, svid.NewMetrics(reg))
+		id.mgr = mgr
+	}
 	touch := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { id.touch() },
 		UpdateFunc: func(any, any) { id.touch() },
@@ -115,6 +132,14 @@ func newIdentities(log *slog.Logger, cfg SPIFFEConfig, node string, client kuber
 		return nil, fmt.Errorf("watch trust bundle: %w", err)
 	}
 	return id, nil
+}
+
+// keeper keeps the SVIDs of the wanted SPIFFE IDs: the built-in CA's
+// svid.Manager or SPIRE's spire.Delegated.
+type keeper interface {
+	svid.Source
+	SetWanted(ids []spiffeid.ID)
+	Run(ctx context.Context)
 }
 
 // svidSource is the node's identities for the proxy's SDS secrets; nil
@@ -155,7 +180,9 @@ func (id *identities) setBundle(o any) {
 		id.log.Error("trust bundle unreadable", "configmap", id.cfg.Namespace+"/"+cm.Name, "error", err)
 		return
 	}
-	id.mgr.SetBundle(b)
+	if mgr, ok := id.mgr.(*svid.Manager); ok { // SPIRE brings its own bundle
+		mgr.SetBundle(b)
+	}
 }
 
 // wanted is the SPIFFE IDs of the service accounts of the pods on this node

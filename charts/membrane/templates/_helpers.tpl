@@ -35,8 +35,11 @@ value at fault. */}}
 {{- if and .Values.ingressController.enabled (not .Values.gatewayAPI.enabled) }}
 {{- fail "ingressController.enabled=true: needs gatewayAPI.enabled=true (Ingresses are served like Gateways, with addresses from the MembraneLoadBalancerIPPools)" }}
 {{- end }}
-{{- if .Values.authentication.mutual.spire.enabled }}
-{{- fail (printf "authentication.mutual.spire.enabled=true: mutual authentication with SPIRE %s" $na) }}
+{{- if and .Values.authentication.mutual.spire.enabled (not .Values.authentication.mutual.enabled) }}
+{{- fail "authentication.mutual.spire.enabled=true: needs authentication.mutual.enabled=true" }}
+{{- end }}
+{{- if and .Values.authentication.mutual.spire.enabled (ne (int .Values.operator.replicas) 1) }}
+{{- fail (printf "operator.replicas=%v: must be 1 with authentication.mutual.spire.enabled=true (the SPIRE server, with its sqlite datastore, runs in the operator's pod)" .Values.operator.replicas) }}
 {{- end }}
 {{- if .Values.clustermesh.useAPIServer }}
 {{- fail (printf "clustermesh.useAPIServer=true: cluster mesh %s" $na) }}
