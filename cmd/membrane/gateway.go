@@ -17,10 +17,14 @@ import (
 // listGateways lists the cluster's Gateways of every class; none when the
 // cluster does not serve the Gateway API.
 func listGateways(ctx context.Context, c kubernetes.Interface) ([]gwv1.Gateway, error) {
-	raw, err := c.Discovery().RESTClient().Get().AbsPath("/apis/gateway.networking.k8s.io/v1/gateways").DoRaw(ctx)
-	if apierrors.IsNotFound(err) {
+	// The path of an API group the server does not serve answers a plain
+	// 404 page, not a Status: ask discovery first.
+	if _, err := c.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String()); apierrors.IsNotFound(err) {
 		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("discover the Gateway API: %w", err)
 	}
+	raw, err := c.Discovery().RESTClient().Get().AbsPath("/apis/gateway.networking.k8s.io/v1/gateways").DoRaw(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list gateways: %w", err)
 	}
