@@ -1,8 +1,6 @@
 package mtls
 
 import (
-	"bytes"
-	"encoding/json"
 	"flag"
 	"net/netip"
 	"os"
@@ -10,11 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
+
+	"github.com/membrane-mesh/membrane/xds/xdstest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -56,56 +53,10 @@ func goldenCases(t *testing.T) []goldenCase {
 func TestResourcesGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			checkGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners)
-			checkGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters, *update)
 		})
 	}
-}
-
-func checkGolden[M proto.Message](t *testing.T, path string, got []M) {
-	t.Helper()
-	b, err := marshalList(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if *update {
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(b)); diff != "" {
-		t.Errorf("%s (-want +got):\n%s", path, diff)
-	}
-}
-
-func marshalList[M proto.Message](ms []M) ([]byte, error) {
-	raws := make([]json.RawMessage, 0, len(ms))
-	for _, m := range ms {
-		b, err := protojson.MarshalOptions{Multiline: false}.Marshal(m)
-		if err != nil {
-			return nil, err
-		}
-		var v any
-		if err := json.Unmarshal(b, &v); err != nil {
-			return nil, err
-		}
-		nb, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
-		}
-		raws = append(raws, nb)
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(raws); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // TestValidate: bad input is refused with the field named.

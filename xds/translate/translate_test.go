@@ -2,9 +2,7 @@ package translate
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,11 +15,10 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/testing/protocmp"
-	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/membrane-mesh/membrane/xds/xdstest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -65,79 +62,11 @@ func goldenCases(t *testing.T) []goldenCase {
 func TestResourcesGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			checkGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners)
-			checkGolden(t, filepath.Join("testdata", c.name+".routes.json"), c.out.Routes)
-			checkGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".routes.json"), c.out.Routes, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters, *update)
 		})
 	}
-}
-
-func checkGolden[M proto.Message](t *testing.T, path string, got []M) {
-	t.Helper()
-	if *update {
-		b, err := marshalList(got)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run with -update to create it): %v", err)
-	}
-	want, err := unmarshalList[M](raw)
-	if err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-		t.Errorf("%s (-want +got):\n%s", path, diff)
-	}
-}
-
-// marshalList writes ms as an indented JSON array of protojson messages.
-// protojson's spacing is deliberately unstable, so each message is
-// compacted and the whole re-indented with encoding/json.
-func marshalList[M proto.Message](ms []M) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte('[')
-	for i, m := range ms {
-		b, err := protojson.Marshal(m)
-		if err != nil {
-			return nil, fmt.Errorf("marshal %T: %w", m, err)
-		}
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		if err := json.Compact(&buf, b); err != nil {
-			return nil, err
-		}
-	}
-	buf.WriteByte(']')
-	var out bytes.Buffer
-	if err := json.Indent(&out, buf.Bytes(), "", "  "); err != nil {
-		return nil, err
-	}
-	out.WriteByte('\n')
-	return out.Bytes(), nil
-}
-
-func unmarshalList[M proto.Message](b []byte) ([]M, error) {
-	var raws []json.RawMessage
-	if err := json.Unmarshal(b, &raws); err != nil {
-		return nil, err
-	}
-	var ms []M
-	for i, r := range raws {
-		var zero M
-		m := zero.ProtoReflect().Type().New().Interface().(M)
-		if err := protojson.Unmarshal(r, m); err != nil {
-			return nil, fmt.Errorf("[%d]: %w", i, err)
-		}
-		ms = append(ms, m)
-	}
-	return ms, nil
 }
 
 // TestResourcesValid checks the output against the API's own constraints
@@ -152,7 +81,7 @@ func TestResourcesValid(t *testing.T) {
 				}
 				for _, fc := range l.GetFilterChains() {
 					for _, f := range fc.GetFilters() {
-						validateAny(t, f.GetTypedConfig())
+						xdstest.ValidateAny(t, f.GetTypedConfig())
 					}
 				}
 			}
@@ -163,7 +92,7 @@ func TestResourcesValid(t *testing.T) {
 				for _, vh := range rc.GetVirtualHosts() {
 					for _, r := range vh.GetRoutes() {
 						for _, cfg := range r.GetTypedPerFilterConfig() {
-							validateAny(t, cfg)
+							xdstest.ValidateAny(t, cfg)
 						}
 					}
 				}
@@ -351,31 +280,6 @@ func TestRouteOrigins(t *testing.T) {
 	for _, rc := range res.Routes {
 		if _, ok := got[rc.GetName()]; !ok {
 			t.Errorf("route configuration %s has no origins entry", rc.GetName())
-		}
-	}
-}
-
-// validateAny validates a packed config and, for the HTTP connection
-// manager, the configs packed inside it (validation stops at an Any).
-func validateAny(t *testing.T, a *anypb.Any) {
-	t.Helper()
-	m, err := a.UnmarshalNew()
-	if err != nil {
-		t.Fatalf("unpack %s: %v", a.GetTypeUrl(), err)
-	}
-	v, ok := m.(interface{ ValidateAll() error })
-	if !ok {
-		t.Fatalf("%T has no ValidateAll", m)
-	}
-	if err := v.ValidateAll(); err != nil {
-		t.Errorf("%T: %v", m, err)
-	}
-	if h, ok := m.(*hcmv3.HttpConnectionManager); ok {
-		for _, f := range h.GetHttpFilters() {
-			validateAny(t, f.GetTypedConfig())
-		}
-		for _, l := range h.GetAccessLog() {
-			validateAny(t, l.GetTypedConfig())
 		}
 	}
 }
