@@ -118,13 +118,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		errs = append(errs, r.writeGateway(ctx, s))
 	}
 	for _, s := range st.HTTPRoutes {
-		errs = append(errs, r.writeRoute(ctx, s))
+		var rt gwv1.HTTPRoute
+		errs = append(errs, r.writeRoute(ctx, s, "HTTPRoute", &rt, &rt.Status.Parents))
 	}
 	for _, s := range st.GRPCRoutes {
-		errs = append(errs, r.writeGRPCRoute(ctx, s))
+		var rt gwv1.GRPCRoute
+		errs = append(errs, r.writeRoute(ctx, s, "GRPCRoute", &rt, &rt.Status.Parents))
 	}
 	for _, s := range st.TLSRoutes {
-		errs = append(errs, r.writeTLSRoute(ctx, s))
+		var rt gwv1alpha2.TLSRoute
+		errs = append(errs, r.writeRoute(ctx, s, "TLSRoute", &rt, &rt.Status.Parents))
 	}
 	for _, s := range st.Ingresses {
 		errs = append(errs, r.writeIngress(ctx, s))
@@ -328,50 +331,20 @@ func (r *Reconciler) writeGateway(ctx context.Context, s translate.GatewayStatus
 	return nil
 }
 
-func (r *Reconciler) writeRoute(ctx context.Context, s translate.RouteStatus) error {
-	var rt gwv1.HTTPRoute
-	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
+// writeRoute merges Membrane's parent statuses s into the status of the
+// route obj of the given kind; parents points at obj's status.parents
+// (each route kind has its own status type).
+func (r *Reconciler) writeRoute(ctx context.Context, s translate.RouteStatus, kind string, obj client.Object, parents *[]gwv1.RouteParentStatus) error {
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, obj); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	parents := r.mergeParents(rt.Status.Parents, s.Parents)
-	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
+	merged := r.mergeParents(*parents, s.Parents)
+	if equality.Semantic.DeepEqual(*parents, merged) {
 		return nil
 	}
-	rt.Status.Parents = parents
-	if err := r.c.Status().Update(ctx, &rt); err != nil {
-		return fmt.Errorf("update HTTPRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
-	}
-	return nil
-}
-
-func (r *Reconciler) writeGRPCRoute(ctx context.Context, s translate.RouteStatus) error {
-	var rt gwv1.GRPCRoute
-	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	parents := r.mergeParents(rt.Status.Parents, s.Parents)
-	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
-		return nil
-	}
-	rt.Status.Parents = parents
-	if err := r.c.Status().Update(ctx, &rt); err != nil {
-		return fmt.Errorf("update GRPCRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
-	}
-	return nil
-}
-
-func (r *Reconciler) writeTLSRoute(ctx context.Context, s translate.RouteStatus) error {
-	var rt gwv1alpha2.TLSRoute
-	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &rt); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	parents := r.mergeParents(rt.Status.Parents, s.Parents)
-	if equality.Semantic.DeepEqual(rt.Status.Parents, parents) {
-		return nil
-	}
-	rt.Status.Parents = parents
-	if err := r.c.Status().Update(ctx, &rt); err != nil {
-		return fmt.Errorf("update TLSRoute %s/%s status: %w", rt.Namespace, rt.Name, err)
+	*parents = merged
+	if err := r.c.Status().Update(ctx, obj); err != nil {
+		return fmt.Errorf("update %s %s/%s status: %w", kind, obj.GetNamespace(), obj.GetName(), err)
 	}
 	return nil
 }
