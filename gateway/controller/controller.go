@@ -25,15 +25,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	gwnode "github.com/membrane-mesh/membrane/gateway/node"
 	"github.com/membrane-mesh/membrane/gateway/translate"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/lbipam"
@@ -91,6 +94,18 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 		watched = append(watched, &gwv1alpha2.TLSRoute{})
 	}
 	r.log.Info("gateway api kinds", "tlsRoutes", r.tlsRoutes)
+	if !r.tlsRoutes {
+		disco, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())
+		if err != nil {
+			return fmt.Errorf("discovery client: %w", err)
+		}
+		// Exits the manager (and the operator restarts) once they appear.
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			return gwnode.AwaitTLSRoutes(ctx, disco, 5*time.Second)
+		})); err != nil {
+			return fmt.Errorf("watch for TLSRoutes: %w", err)
+		}
+	}
 	for _, obj := range watched {
 		b = b.Watches(obj, enqueue)
 	}

@@ -125,6 +125,10 @@ func served(disco discovery.DiscoveryInterface, gvr schema.GroupVersionResource)
 	return false
 }
 
+// TLSRoutesServed reports whether the Source watches TLSRoutes (the API
+// server served them when it was made).
+func (s *Source) TLSRoutesServed() bool { return s.tlsRoutes != nil }
+
 func (s *Source) signal() {
 	select {
 	case s.changed <- struct{}{}:

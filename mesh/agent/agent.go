@@ -181,8 +181,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	a.annotationEvents(ctx, src)
 	var wg sync.WaitGroup
-	errc := make(chan error, 5)
-	wg.Add(12)
+	errc := make(chan error, 8)
+	wg.Add(13)
 	go func() {
 		defer wg.Done()
 		if a.ids == nil {
@@ -219,6 +219,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		gwnode.Run(ctx, a.log.With("component", "gateway"), gateways, informers.Synced(),
 			ingress.wrap(a.proxy.setGateway), l2.SetGatewayAddresses)
+	}()
+	go func() {
+		defer wg.Done()
+		if gateways == nil || gateways.TLSRoutesServed() {
+			return
+		}
+		if err := gwnode.AwaitTLSRoutes(ctx, a.client.Discovery(), 5*time.Second); err != nil {
+			errc <- err
+			cancel()
+		}
 	}()
 	go func() {
 		defer wg.Done()
