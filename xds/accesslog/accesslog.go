@@ -191,7 +191,14 @@ func authenticated(e *datav3.HTTPAccessLogEntry, l *flow.HTTPLog) error {
 	if err != nil {
 		return fmt.Errorf("authenticated tunnel's destination %q: %w", e.GetRequest().GetAuthority(), err)
 	}
-	l.Destination, l.Direction = dst, flow.Ingress
+	// The source is the client the tunnel names (the RBAC checked that it
+	// is a pod of the peer's identity), not the source node's proxy that
+	// connected.
+	src, err := addrPort(e.GetCommonProperties().GetDownstreamRemoteAddress())
+	if err != nil {
+		return fmt.Errorf("authenticated tunnel's client address: %w", err)
+	}
+	l.Source, l.Destination, l.Direction = src, dst, flow.Ingress
 	l.SourceID, l.DestinationID = peer, spiffeURI(tls.GetLocalCertificateProperties())
 	return nil
 }

@@ -119,9 +119,10 @@ func TestConvertAuthenticated(t *testing.T) {
 	}
 	e := &datav3.HTTPAccessLogEntry{
 		CommonProperties: &datav3.AccessLogCommon{
-			DownstreamRemoteAddress: sockAddr("10.0.1.7", 0),
-			DownstreamLocalAddress:  sockAddr("198.18.3.12", 15008),
-			RouteName:               "10.0.2.5:8080",
+			DownstreamRemoteAddress:       sockAddr("10.0.1.7", 0),
+			DownstreamDirectRemoteAddress: sockAddr("198.18.3.11", 41000), // the source node's proxy
+			DownstreamLocalAddress:        sockAddr("198.18.3.12", 15008),
+			RouteName:                     "10.0.2.5:8080",
 			TlsProperties: &datav3.TLSProperties{
 				PeerCertificateProperties:  san("spiffe://cluster.local/ns/shop/sa/frontend"),
 				LocalCertificateProperties: san("spiffe://cluster.local/ns/shop/sa/backend"),
@@ -135,7 +136,7 @@ func TestConvertAuthenticated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Destination != netip.MustParseAddrPort("10.0.2.5:8080") || got.Direction != flow.Ingress ||
+	if got.Source.Addr() != netip.MustParseAddr("10.0.1.7") || got.Destination != netip.MustParseAddrPort("10.0.2.5:8080") || got.Direction != flow.Ingress ||
 		got.SourceID != "spiffe://cluster.local/ns/shop/sa/frontend" || got.DestinationID != "spiffe://cluster.local/ns/shop/sa/backend" {
 		t.Errorf("authenticated CONNECT: %+v", got)
 	}
