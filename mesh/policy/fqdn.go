@@ -223,13 +223,7 @@ func (b *builder) dnsRules() []DNSRule {
 	out := make([]DNSRule, 0, len(keys))
 	for _, k := range keys {
 		g := groups[k]
-		slices.Sort(g.RemoteIdentities)
-		g.RemoteIdentities = slices.Compact(g.RemoteIdentities)
-		if g.RemoteIdentities[0] == 0 {
-			g.RemoteIdentities = g.RemoteIdentities[:1]
-		}
-		slices.Sort(g.Origins)
-		g.Origins = slices.Compact(g.Origins)
+		g.RemoteIdentities, g.Origins = compactPeers(g.RemoteIdentities, g.Origins)
 		out = append(out, *g)
 	}
 	return out

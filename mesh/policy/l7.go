@@ -79,16 +79,22 @@ func (b *builder) l7() []L7Rule {
 	out := make([]L7Rule, 0, len(keys))
 	for _, k := range keys {
 		g := groups[k]
-		slices.Sort(g.RemoteIdentities)
-		g.RemoteIdentities = slices.Compact(g.RemoteIdentities)
-		if g.RemoteIdentities[0] == 0 {
-			g.RemoteIdentities = g.RemoteIdentities[:1]
-		}
-		slices.Sort(g.Origins)
-		g.Origins = slices.Compact(g.Origins)
+		g.RemoteIdentities, g.Origins = compactPeers(g.RemoteIdentities, g.Origins)
 		out = append(out, *g)
 	}
 	return out
+}
+
+// compactPeers sorts and deduplicates a grouped rule's remote identities
+// (0, every peer, stands alone: it covers the others) and its origins.
+func compactPeers(ids []identity.ID, origins []string) ([]identity.ID, []string) {
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if ids[0] == 0 {
+		ids = ids[:1]
+	}
+	slices.Sort(origins)
+	return ids, slices.Compact(origins)
 }
 
 // portRange returns the ports a key covers.
