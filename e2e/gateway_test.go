@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -120,9 +121,20 @@ spec:
   parentRefs: [{name: web, sectionName: http}]
   hostnames: [secure.example.com]
   rules:
-  - filters:
+  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    filters:
     - type: RequestRedirect
       requestRedirect: {scheme: https, statusCode: 301}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure-tls, namespace: shop}
+spec:
+  parentRefs: [{name: web, sectionName: https}]
+  hostnames: [secure.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    backendRefs: [{name: shop-v1, port: 8080}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -153,8 +165,8 @@ spec:
 		checkCondition(t, "listener "+string(ls.Name)+" Programmed", ls.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
 		checkCondition(t, "listener "+string(ls.Name)+" ResolvedRefs", ls.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", gw.Generation)
 	}
-	if len(attached) != 2 || attached["http"] != 2 || attached["https"] != 1 {
-		t.Errorf("attached routes by listener %v, want http 2 (shop, secure), https 1 (shop)", attached)
+	if len(attached) != 2 || attached["http"] != 2 || attached["https"] != 2 {
+		t.Errorf("attached routes by listener %v, want http 2 (shop, secure), https 2 (shop, secure-tls)", attached)
 	}
 	routeParents := func(name string, n int) []gwv1.RouteParentStatus {
 		t.Helper()
@@ -175,7 +187,7 @@ spec:
 		})
 		return rt.Status.Parents
 	}
-	for _, name := range []string{"shop", "secure"} {
+	for _, name := range []string{"shop", "secure", "secure-tls"} {
 		for _, ps := range routeParents(name, 1) {
 			checkCondition(t, "route "+name+" Accepted", ps.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", 1)
 			checkCondition(t, "route "+name+" ResolvedRefs", ps.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", 1)
@@ -282,18 +294,26 @@ spec:
 	})
 
 	t.Run("redirect http to https", func(t *testing.T) {
-		r, err := hostGet(gwHTTP+"/shop/cart?id=7", getOptions{host: "secure.example.com"})
+		r, err := hostGet(gwHTTP+"/secure/cart?id=7", getOptions{host: "secure.example.com"})
 		if err != nil || r.Code != http.StatusMovedPermanently {
-			t.Fatalf("GET http://secure.example.com/shop/cart: %d, %v; want 301", r.Code, err)
+			t.Fatalf("GET http://secure.example.com/secure/cart: %d, %v; want 301", r.Code, err)
 		}
+		// The Location: https, the request's host and path and query, port
+		// 443 (the spec says SHOULD NOT write ":443"; both mean 443).
 		loc := r.Header.Get("Location")
-		if want := "https://secure.example.com/shop/cart?id=7"; loc != want {
-			t.Fatalf("Location %q, want %q", loc, want)
+		u, err := url.Parse(loc)
+		if err != nil || u.Scheme != "https" || u.Hostname() != "secure.example.com" || (u.Port() != "" && u.Port() != "443") ||
+			u.RequestURI() != "/secure/cart?id=7" {
+			t.Fatalf("Location %q (%v), want https://secure.example.com/secure/cart?id=7", loc, err)
 		}
 		// Follow it: the same address, the name in the Location.
-		r, err = hostGet(gwHTTPS+strings.TrimPrefix(loc, "https://secure.example.com"), getOptions{host: "secure.example.com", roots: roots})
-		if err != nil || r.Code != http.StatusOK || r.Echo.Path != "/shop/cart" || !bytes.Equal(r.Cert, leaf) {
-			t.Errorf("GET %s: %d from %q path %q, %v; want 200 with the Secret's certificate", loc, r.Code, r.Echo.Pod, r.Echo.Path, err)
+		r, err = hostGet(gwHTTPS+u.RequestURI(), getOptions{host: "secure.example.com", roots: roots})
+		if err != nil || r.Code != http.StatusOK || r.Echo.Pod != "shop-v1" || r.Echo.Path != "/secure/cart" || !bytes.Equal(r.Cert, leaf) {
+			t.Errorf("GET %s: %d from %q path %q, %v; want 200 from shop-v1 with the Secret's certificate", loc, r.Code, r.Echo.Pod, r.Echo.Path, err)
+		}
+		// Only /secure is redirected: the shop route serves the host too.
+		if r, err := hostGet(gwHTTP+"/shop/cart", getOptions{host: "secure.example.com"}); err != nil || r.Code != http.StatusOK {
+			t.Errorf("GET http://secure.example.com/shop/cart (the shop route, no redirect): %d, %v", r.Code, err)
 		}
 		t.Logf("301 Location %s, followed: %d from %s", loc, r.Code, r.Echo.Pod)
 	})
@@ -395,7 +415,7 @@ spec:
 			header, prefix string
 			want           []string
 		}{
-			{"GATEWAY", "shop/web ", []string{"membrane", addr.String(), "True (Programmed)", "http HTTP/80 (3 routes)", "https HTTPS/443 (1 routes)"}},
+			{"GATEWAY", "shop/web ", []string{"membrane", addr.String(), "True (Programmed)", "http HTTP/80 (3 routes)", "https HTTPS/443 (2 routes)"}},
 			{"INGRESS", "shop/shop ", []string{"membrane", ingAddr.String(), "True (Programmed)", "ing.example.com (TLS) 1 paths, default shop-v2:8080"}},
 		} {
 			if line(c.header) == "" {
