@@ -308,7 +308,7 @@ spec:
 		}
 		// Follow it: the same address, the name in the Location.
 		r, err = hostGet(gwHTTPS+u.RequestURI(), getOptions{host: "secure.example.com", roots: roots})
-		if err != nil || r.Code != http.StatusOK || r.Echo.Pod != "shop-v1" || r.Echo.Path != "/secure/cart" || !bytes.Equal(r.Cert, leaf) {
+		if err != nil || r.Code != http.StatusOK || r.Echo.Pod != "shop-v1" || r.Echo.Path != "/secure/cart?id=7" || !bytes.Equal(r.Cert, leaf) {
 			t.Errorf("GET %s: %d from %q path %q, %v; want 200 from shop-v1 with the Secret's certificate", loc, r.Code, r.Echo.Pod, r.Echo.Path, err)
 		}
 		// Only /secure is redirected: the shop route serves the host too.
