@@ -564,37 +564,11 @@ type echoResponse struct {
 	Headers map[string][]string `json:"headers"`
 }
 
-// echo makes one GET (3 s bound) and decodes echo-basic's answer when the
-// status is 200.
+// echo makes one GET (see hostGet) and decodes echo-basic's answer when
+// the status is 200.
 func echo(url string, headers map[string]string) (echoResponse, int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return echoResponse{}, 0, err
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	// No proxy from the environment: the address is on the local underlay.
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return echoResponse{}, 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return echoResponse{}, resp.StatusCode, err
-	}
-	var e echoResponse
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, &e); err != nil {
-			return e, resp.StatusCode, fmt.Errorf("decode %q: %w", body, err)
-		}
-	}
-	return e, resp.StatusCode, nil
+	r, err := hostGet(url, getOptions{headers: headers})
+	return r.Echo, r.Code, err
 }
 
 func getJSON(k *kube, v any, args ...string) error {
