@@ -590,7 +590,13 @@ func virtualHosts(ls []*listener) []ir.VirtualHost {
 				rs = append(rs, r)
 			}
 		}
-		slices.SortStableFunc(rs, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
+		// The routes with the most specific hostname matching d come
+		// first, then the matches' own precedence (HTTPRouteSpec.Hostnames).
+		slices.SortStableFunc(rs, func(a, c attachedRoute) int {
+			an, aw := hostSpecificity(a.hostnames, d)
+			cn, cw := hostSpecificity(c.hostnames, d)
+			return cmp.Or(-cmp.Compare(an, cn), -cmp.Compare(aw, cw), comparePrecedence(a.prec, c.prec))
+		})
 		vh := ir.VirtualHost{Name: d, Domains: []string{d}}
 		for i, r := range rs {
 			if i > 0 && rs[i-1].route.Name == r.route.Name {
@@ -602,6 +608,22 @@ func virtualHosts(ls []*listener) []ir.VirtualHost {
 	}
 	slices.SortFunc(out, func(a, c ir.VirtualHost) int { return cmp.Compare(a.Name, c.Name) })
 	return out
+}
+
+// hostSpecificity is how specific the most specific of a route's
+// hostnames covering host is: the characters of a matching non-wildcard
+// hostname, then of a matching wildcard one.
+func hostSpecificity(hostnames []string, host string) (exact, wildcard int) {
+	for _, h := range hostnames {
+		switch {
+		case !coversHost(h, host):
+		case strings.HasPrefix(h, "*"):
+			wildcard = max(wildcard, len(h))
+		default:
+			exact = max(exact, len(h))
+		}
+	}
+	return exact, wildcard
 }
 
 func listenerHost(l *listener) string {
