@@ -192,4 +192,23 @@ type Cluster struct {
 	// WebSocket allowed) or "h2c" (HTTP/2 over cleartext, from the
 	// Service port's appProtocol kubernetes.io/h2c).
 	Protocol string `json:"protocol,omitempty"`
+	// TLS: the gateway speaks TLS to the endpoints and verifies them
+	// (a BackendTLSPolicy); nil: plaintext.
+	TLS *UpstreamTLS `json:"tls,omitempty"`
+}
+
+// UpstreamTLS is how the gateway connects to a backend over TLS.
+type UpstreamTLS struct {
+	// SNI is sent in the ClientHello.
+	SNI string `json:"sni"`
+	// CA is the PEM bundle the backend's certificate must chain to.
+	CA []byte `json:"ca"`
+	// SANs the certificate must have one of (SNI as a DNS name when empty).
+	SANs []SAN `json:"sans,omitempty"`
+}
+
+// SAN is a subject alternative name: a DNS name or a URI.
+type SAN struct {
+	DNS string `json:"dns,omitempty"`
+	URI string `json:"uri,omitempty"`
 }

@@ -381,7 +381,44 @@ func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 		}
 		ec.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: opts}
 	}
+	if c.TLS != nil {
+		ts, err := upstreamTLS(c.TLS)
+		if err != nil {
+			return nil, err
+		}
+		ec.TransportSocket = ts
+	}
 	return ec, nil
+}
+
+// upstreamTLS originates TLS to a backend: the SNI given, its certificate
+// verified against the CA bundle and, by subject alternative name, against
+// the SANs (or the SNI as a DNS name).
+func upstreamTLS(t *ir.UpstreamTLS) (*corev3.TransportSocket, error) {
+	sans := t.SANs
+	if len(sans) == 0 {
+		sans = []ir.SAN{{DNS: t.SNI}}
+	}
+	vc := &tlsv3.CertificateValidationContext{
+		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: t.CA}},
+	}
+	for _, san := range sans {
+		m := &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS, Matcher: exact(san.DNS)}
+		if san.URI != "" {
+			m = &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: exact(san.URI)}
+		}
+		vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, m)
+	}
+	a, err := marshalAny(&tlsv3.UpstreamTlsContext{
+		Sni: t.SNI,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
 }
 
 // statPrefix replaces what would split Envoy's stat names.
