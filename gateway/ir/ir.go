@@ -94,6 +94,9 @@ type Route struct {
 	BackendTimeout time.Duration `json:"backendTimeout,omitempty"`
 	// Mirrors get a copy of the requests (responses are dropped).
 	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// CORS answers preflight requests and adds the CORS response headers
+	// for the origins it allows (nil: no CORS handling).
+	CORS *CORS `json:"cors,omitempty"`
 	// DirectResponse answers with this status (500 for a rule whose
 	// backends are all invalid).
 	DirectResponse uint32 `json:"directResponse,omitempty"`
@@ -162,6 +165,19 @@ type Rewrite struct {
 	Hostname   string  `json:"hostname,omitempty"`
 	FullPath   *string `json:"fullPath,omitempty"`
 	PrefixPath *string `json:"prefixPath,omitempty"`
+}
+
+// CORS is a cross-origin resource sharing policy.
+type CORS struct {
+	// AllowOrigins are origins ("scheme://host[:port]"), "*" for any, or
+	// with a "*" wildcard for a part of the host.
+	AllowOrigins     []string `json:"allowOrigins,omitempty"`
+	AllowCredentials bool     `json:"allowCredentials,omitempty"`
+	AllowMethods     []string `json:"allowMethods,omitempty"`
+	AllowHeaders     []string `json:"allowHeaders,omitempty"`
+	ExposeHeaders    []string `json:"exposeHeaders,omitempty"`
+	// MaxAge is how long browsers may cache a preflight's answer.
+	MaxAge time.Duration `json:"maxAge,omitempty"`
 }
 
 // Mirror sends a copy of a share of the requests to a cluster.

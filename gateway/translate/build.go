@@ -101,7 +101,7 @@ type gateway struct {
 	// (the Gateway is then not served).
 	addrReason gwv1.GatewayConditionReason
 	addrMsg    string
-	listeners []*listener
+	listeners  []*listener
 	// ingress: the Gateway some Ingresses amount to (no status of its own).
 	ingress bool
 }

@@ -186,6 +186,12 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 				action.Redirect = redirect(f.RequestRedirect)
 			case gwv1.HTTPRouteFilterURLRewrite:
 				action.Rewrite = rewrite(f.URLRewrite)
+			case gwv1.HTTPRouteFilterCORS:
+				if f.CORS == nil {
+					unsupported = append(unsupported, "CORS without cors")
+					continue
+				}
+				action.CORS = cors(f.CORS)
 			case gwv1.HTTPRouteFilterRequestMirror:
 				cluster, reason, msg := b.resolve(r.Namespace, kind, f.RequestMirror.BackendRef)
 				if reason != "" || cluster == "" {
@@ -315,6 +321,26 @@ func rewrite(f *gwv1.HTTPURLRewriteFilter) *ir.Rewrite {
 		}
 	}
 	return rw
+}
+
+func cors(f *gwv1.HTTPCORSFilter) *ir.CORS {
+	c := &ir.CORS{AllowCredentials: ptrValue(f.AllowCredentials), MaxAge: 5 * time.Second}
+	if f.MaxAge > 0 {
+		c.MaxAge = time.Duration(f.MaxAge) * time.Second
+	}
+	for _, o := range f.AllowOrigins {
+		c.AllowOrigins = append(c.AllowOrigins, string(o))
+	}
+	for _, m := range f.AllowMethods {
+		c.AllowMethods = append(c.AllowMethods, string(m))
+	}
+	for _, h := range f.AllowHeaders {
+		c.AllowHeaders = append(c.AllowHeaders, string(h))
+	}
+	for _, h := range f.ExposeHeaders {
+		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
+	}
+	return c
 }
 
 func mirrorPercent(f *gwv1.HTTPRequestMirrorFilter) float64 {
