@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -145,8 +146,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		var rt gwv1alpha2.TLSRoute
 		errs = append(errs, r.writeRoute(ctx, s, "TLSRoute", &rt, &rt.Status.Parents))
 	}
+	written := map[types.NamespacedName]bool{}
 	for _, s := range st.BackendTLSPolicies {
+		written[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = true
 		errs = append(errs, r.writePolicy(ctx, s))
+	}
+	// Policies that no longer reach a Gateway of Membrane's lose its
+	// ancestor entries.
+	for _, p := range in.BackendTLSPolicies {
+		if !written[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] && slices.ContainsFunc(p.Status.Ancestors,
+			func(a gwv1.PolicyAncestorStatus) bool { return a.ControllerName == translate.ControllerName }) {
+			errs = append(errs, r.writePolicy(ctx, translate.PolicyStatus{Namespace: p.Namespace, Name: p.Name}))
+		}
 	}
 	for _, s := range st.Ingresses {
 		errs = append(errs, r.writeIngress(ctx, s))
@@ -377,7 +388,7 @@ func (r *Reconciler) writePolicy(ctx context.Context, s translate.PolicyStatus) 
 	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &p); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	var merged []gwv1.PolicyAncestorStatus
+	merged := []gwv1.PolicyAncestorStatus{} // required by the API, even empty
 	for _, a := range p.Status.Ancestors {
 		if a.ControllerName != translate.ControllerName {
 			merged = append(merged, a)

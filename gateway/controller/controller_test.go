@@ -183,4 +183,15 @@ func TestReconcileAddressesAndPolicies(t *testing.T) {
 		res == nil || res.Reason != "InvalidCACertificateRef" {
 		t.Errorf("our ancestor status %+v: want Gateway static, Accepted False NoValidCACertificate of generation 3, ResolvedRefs False InvalidCACertificateRef", ours)
 	}
+
+	// Without the route the policy reaches no Gateway of Membrane's: our
+	// entry goes, the other controller's stays.
+	must(t, c.Delete(ctx, &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "default"}}))
+	if _, err := r.Reconcile(ctx, workItem()); err != nil {
+		t.Fatal(err)
+	}
+	must(t, c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "tls"}, &p))
+	if len(p.Status.Ancestors) != 1 || p.Status.Ancestors[0].ControllerName != "example.com/other" {
+		t.Errorf("policy ancestors %+v: want only the other controller's entry", p.Status.Ancestors)
+	}
 }
