@@ -39,7 +39,9 @@ func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute, kind string) (RouteStatus, 
 			continue // not ours (or not there): another controller's business
 		}
 		for _, bt := range used {
-			bt.ancestors[types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name}] = true
+			if !g.ingress { // an Ingress's Gateway is no object to name
+				bt.ancestors[types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name}] = true
+			}
 		}
 		accepted := b.attach(r, kind, ref, g, rules)
 		if accepted.Status == metav1.ConditionTrue && unsupported != "" {
