@@ -27,6 +27,8 @@ import (
 	"net/netip"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // Config is one node's mutual-authentication proxy configuration.
@@ -69,6 +71,23 @@ type Inbound struct {
 	DestinationID spiffeid.ID `json:"destinationID"`
 	// Peers are the allowed clients; none allows nothing.
 	Peers []Peer `json:"peers,omitempty"`
+	// L7, when set, are the destination's HTTP rules on the port: the
+	// tunnel's stream is parsed as HTTP and each request must be allowed
+	// by one of them (Port must not be 0). Entries of the same destination
+	// and port without L7 add their peers as allowed every request.
+	L7 *L7 `json:"l7,omitempty"`
+}
+
+// L7 are a port's HTTP rules, OR-ed; none denies every request.
+type L7 struct {
+	Rules []L7Rule `json:"rules,omitempty"`
+}
+
+// L7Rule allows the requests one of HTTP matches (every request when HTTP
+// is empty) from its peers (none: from nobody).
+type L7Rule struct {
+	Peers []Peer               `json:"peers,omitempty"`
+	HTTP  []translate.HTTPRule `json:"http,omitempty"`
 }
 
 // Peer is an allowed client identity.
@@ -126,15 +145,31 @@ func (c Config) Validate() error {
 		f := fmt.Sprintf("inbound[%d]", i)
 		ipv4(f+".destination", in.Destination)
 		id(f+".destinationID", in.DestinationID)
-		for j, p := range in.Peers {
-			pf := fmt.Sprintf("%s.peers[%d]", f, j)
-			if p.ID.IsZero() == p.TrustDomain.IsZero() {
-				fail(pf, "exactly one of id and trustDomain must be set")
-			}
-			for k, s := range p.Sources {
-				if !s.IsValid() || !s.Addr().Unmap().Is4() {
-					fail(fmt.Sprintf("%s.sources[%d]", pf, k), "%q is not an IPv4 prefix", s)
+		peers := func(f string, ps []Peer) {
+			for j, p := range ps {
+				pf := fmt.Sprintf("%s.peers[%d]", f, j)
+				if p.ID.IsZero() == p.TrustDomain.IsZero() {
+					fail(pf, "exactly one of id and trustDomain must be set")
 				}
+				for k, s := range p.Sources {
+					if !s.IsValid() || !s.Addr().Unmap().Is4() {
+						fail(fmt.Sprintf("%s.sources[%d]", pf, k), "%q is not an IPv4 prefix", s)
+					}
+				}
+			}
+		}
+		peers(f, in.Peers)
+		if in.L7 == nil {
+			continue
+		}
+		if in.Port == 0 {
+			fail(f+".l7", "HTTP rules need a port, not 0")
+		}
+		for j, r := range in.L7.Rules {
+			rf := fmt.Sprintf("%s.l7.rules[%d]", f, j)
+			peers(rf, r.Peers)
+			if _, err := translate.HTTPPermissions(r.HTTP); err != nil {
+				fail(rf, "%v", err)
 			}
 		}
 	}
