@@ -82,9 +82,29 @@ func (m *mutualAuth) plan(node string, st k8s.PolicyState, resolve func(endpoint
 		Node: node, TrustDomain: snap.Bundle.TrustDomain(), Nodes: st.Nodes, Pods: pods, SVIDs: held,
 		OutboundPort: m.outboundPort,
 		Rules:        func(p auth.Pod) []policy.DatapathRule { return resolve(byIP[p.IP]).Rules },
+		L7:           func(p auth.Pod) []policy.L7Rule { return resolve(byIP[p.IP]).L7 },
 	})
 	out.cfg.Outbound, out.cfg.Inbound = plan.Outbound, plan.Inbound
 	return plan, out
+}
+
+// withAuthIngress replaces a local pod's ingress entries whose L7 rules the
+// authenticated tunnel applies (auth.Plan.Ingress) by their rewritten
+// allow.
+func withAuthIngress(rules, replace []policy.DatapathRule) []policy.DatapathRule {
+	if len(replace) == 0 {
+		return rules
+	}
+	out := slices.Clone(rules)
+	for _, w := range replace {
+		for i, r := range out {
+			if r.Direction == w.Direction && r.RemoteIdentity == w.RemoteIdentity && r.Proto == w.Proto &&
+				r.Port == w.Port && r.EndPort == w.EndPort {
+				out[i] = w
+			}
+		}
+	}
+	return out
 }
 
 // withAuthEgress adds a pod's egress redirects to the authenticating proxy

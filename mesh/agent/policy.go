@@ -324,7 +324,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			id, err := e.writer.Program(iface.Index, datapath.Endpoint{
 				Addr: pod.IP, Identity: pod.Identity,
 				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
-				Rules: withAuthEgress(r.Rules, authEgress),
+				Rules: withAuthEgress(withAuthIngress(r.Rules, plan.Ingress[pod.IP]), authEgress),
 			})
 			entry.ID = uint16(id)
 			entry.EnforceIngress, entry.EnforceEgress = r.EnforceIngress, r.EnforceEgress
