@@ -14,13 +14,14 @@ import (
 // the Valid condition's: spec.… and specs[i].….
 //
 // The agents enforce such rules as described (it is the datapath's
-// behaviour, not a guess): authentication.mode required on an egress rule,
-// or on an ingress rule with HTTP rules, drops the traffic the rule matches
-// (drop reason "Authentication required"); header mismatch actions let the
-// request through unchanged. toFQDNs and DNS rules are implemented (the
-// agents' DNS proxy). authentication.mode required on an ingress rule is
-// mutual TLS between the node proxies (where the agents hold SPIFFE
-// identities: mutualAuth; without, it drops too); test-always-fail is not
+// behaviour, not a guess): authentication.mode required on an egress rule
+// drops the traffic the rule matches (drop reason "Authentication
+// required"); header mismatch actions let the request through unchanged.
+// toFQDNs and DNS rules are implemented (the agents' DNS proxy).
+// authentication.mode required on an ingress rule is mutual TLS between
+// the node proxies, HTTP rules of the same port included (the destination
+// proxy applies them inside the tunnel), where the agents hold SPIFFE
+// identities (mutualAuth; without, it drops too); test-always-fail is not
 // listed: never authenticating is what it asks for.
 func unsupportedFields(spec *v1alpha1.Rule, specs []v1alpha1.Rule, mutualAuth bool) []string {
 	var out []string
@@ -37,12 +38,8 @@ func unsupportedInRule(r *v1alpha1.Rule, path *field.Path, mutualAuth bool) []st
 	var out []string
 	for i := range r.Ingress {
 		p := path.Child("ingress").Index(i)
-		switch {
-		case !mutualAuth:
+		if !mutualAuth {
 			out = append(out, unsupportedAuthentication(r.Ingress[i].Authentication, p.Child("authentication"), "")...)
-		case withHTTP(r.Ingress[i].ToPorts):
-			out = append(out, unsupportedAuthentication(r.Ingress[i].Authentication, p.Child("authentication"),
-				"with HTTP rules on the rule's ports (mutual authentication and L7 rules do not compose yet)")...)
 		}
 		out = append(out, unsupportedInPorts(r.Ingress[i].ToPorts, p.Child("toPorts"))...)
 	}
@@ -65,16 +62,6 @@ func unsupportedAuthentication(a *v1alpha1.Authentication, p *field.Path, where 
 		return []string{p.String() + `: mode "required": mutual authentication is not available yet, ` + drop}
 	}
 	return []string{p.String() + `: mode "required" ` + where + `: mutual authentication is not available there, ` + drop}
-}
-
-// withHTTP reports whether some port of prs has HTTP rules.
-func withHTTP(prs []v1alpha1.PortRule) bool {
-	for _, pr := range prs {
-		if pr.Rules != nil && len(pr.Rules.HTTP) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 func unsupportedInPorts(prs []v1alpha1.PortRule, path *field.Path) []string {
