@@ -112,15 +112,29 @@ func TestMutualAuthL7(t *testing.T) {
 		})
 		tunnel := countIn(t, pcap, "tcp port 15008")
 		direct := countIn(t, pcap, "tcp port 8080")
-		tls13 := bytes.Count(pcap, []byte{0x00, 0x2b, 0x00, 0x02, 0x03, 0x04})
+		// The tunnel's HTTP/2 connection outlives a request: count TLS
+		// application data records (type 0x17, legacy version 0x0303, as
+		// TLS 1.3 writes every record), and read the version of the
+		// handshakes from the receiving Envoy.
+		records := bytes.Count(pcap, []byte{0x17, 0x03, 0x03})
 		plain := map[string]int{}
 		for _, s := range []string{"Hello from Backend", "/public/hello", "/admin", "RBAC: access denied"} {
 			plain[s] = bytes.Count(pcap, []byte(s))
 		}
-		t.Logf("underlay of %s: %d packets to or from the tunnel port, %d on port 8080, %d TLS 1.3 ServerHello, plaintext %v",
-			nodeB, tunnel, direct, tls13, plain)
-		if tunnel == 0 || tls13 == 0 {
-			t.Errorf("no TLS 1.3 on the tunnel port in the capture:\n%s", head(summary, 40))
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		versions, err := exec.CommandContext(ctx, "nsenter", "--net="+s.Layout().NodeNetns(nodeB), "--",
+			"curl", "-s", "-m", "5", "http://127.0.0.1:9901/stats?filter=^listener.0.0.0.0_15008.ssl.versions").CombinedOutput()
+		if err != nil {
+			t.Fatalf("envoy stats: %v %s", err, versions)
+		}
+		t.Logf("underlay of %s: %d packets to or from the tunnel port, %d TLS records, %d packets on port 8080, plaintext %v; tunnel handshakes by version:\n%s",
+			nodeB, tunnel, records, direct, plain, versions)
+		if tunnel == 0 || records == 0 {
+			t.Errorf("no TLS on the tunnel port in the capture:\n%s", head(summary, 40))
+		}
+		if !regexp.MustCompile(`TLSv1\.3: [1-9]`).Match(versions) || regexp.MustCompile(`TLSv1(\.[012])?: [1-9]`).Match(versions) {
+			t.Errorf("the tunnel's handshakes are not all TLS 1.3:\n%s", versions)
 		}
 		for s, n := range plain {
 			if n != 0 {

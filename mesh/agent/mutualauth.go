@@ -108,9 +108,12 @@ func withAuthIngress(rules, replace []policy.DatapathRule) []policy.DatapathRule
 }
 
 // withAuthEgress adds a pod's egress redirects to the authenticating proxy
-// to its resolved rules. Where the pod's own egress policy redirects the
-// same entry to the L7 proxy, that stays (the destination then drops the
-// connection: the two do not compose on the source side yet); a deny stays.
+// to its resolved rules; an allow of the same entry becomes the redirect
+// (no longer requiring authentication at the source: the tunnel is it).
+// Where the pod's own egress policy redirects the same entry to the L7
+// proxy, that stays (the two do not compose on the source side: across
+// nodes the destination drops the connection, and an egress rule requiring
+// authentication drops it at the source); a deny stays.
 func withAuthEgress(rules, add []policy.DatapathRule) []policy.DatapathRule {
 	if len(add) == 0 {
 		return rules
@@ -127,7 +130,8 @@ func withAuthEgress(rules, add []policy.DatapathRule) []policy.DatapathRule {
 				out = append(out, a)
 			}
 		case out[i].Verdict == model.Allow:
-			out[i].Verdict, out[i].ProxyPort = model.Redirect, a.ProxyPort
+			// The tunnel is the authentication an egress rule requires.
+			out[i].Verdict, out[i].ProxyPort, out[i].AuthRequired = model.Redirect, a.ProxyPort, false
 			out[i].Origins = append(slices.Clone(out[i].Origins), a.Origins...)
 		}
 	}

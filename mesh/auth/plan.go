@@ -14,6 +14,16 @@
 // client's address. The destination datapath drops everything else to the
 // port ("Authentication required").
 //
+// An egress rule requiring authentication works the same way from the
+// other end: the source pod's connections to the rule's pods (remote
+// identity; every pod for 0) take its node's proxy, and the destination's
+// proxy accepts the source's SPIFFE ID from the source pod's address (and
+// applies the destination's L7 rules for the source, which the datapath
+// does not redirect again). Peers without a SPIFFE identity (CIDRs, the
+// world, nodes) cannot be authenticated: the source's datapath drops
+// connections to them ("Authentication required"), as it does an egress
+// entry that also redirects to the L7 proxy.
+//
 // A port that also has L7 rules for the peer (the entry redirects to the L7
 // proxy) composes: the destination's proxy applies the destination pod's
 // L7 rules of that port to the requests inside the tunnel, keyed by the
@@ -199,6 +209,58 @@ func New(in Input) Plan {
 			}
 		}
 	}
+	// Egress rules requiring authentication: the source's connections to
+	// the rule's pods take the tunnel, and their destination accepts the
+	// source's SPIFFE ID from the source's address.
+	for _, src := range in.Pods {
+		srcID, ok := ids[src.IP]
+		if !ok {
+			continue
+		}
+		srcLocal := src.Node == in.Node && in.SVIDs[srcID]
+		for _, r := range in.Rules(src) {
+			if r.Direction != model.Egress || !r.AuthRequired || r.AuthAlwaysFail || r.Verdict != model.Allow {
+				continue
+			}
+			if r.Proto != model.TCP && r.Proto != model.AnyProtocol {
+				continue
+			}
+			ports, err := portsOf(r)
+			if err != nil {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s/%s %s: %v", src.Namespace, src.Name, r, err))
+				continue
+			}
+			for _, dst := range in.Pods {
+				dstID, ok := ids[dst.IP]
+				if !ok || dst.IP == src.IP || r.RemoteIdentity != 0 && dst.Identity != r.RemoteIdentity {
+					continue
+				}
+				if node, ok := nodeAddr[dst.Node]; ok && srcLocal {
+					for _, port := range ports {
+						p.Outbound = append(p.Outbound, mtls.Outbound{
+							Source: src.IP, SourceID: srcID, Destination: dst.IP, Port: port, DestinationID: dstID, Node: node,
+						})
+					}
+					egress[egressKey{src.IP, r.RemoteIdentity, r.Port, r.EndPort}] = true
+				}
+				if dst.Node != in.Node || !in.SVIDs[dstID] {
+					continue
+				}
+				peers := []mtls.Peer{{ID: srcID, Sources: []netip.Prefix{netip.PrefixFrom(src.IP.Unmap(), 32)}}}
+				dstRules := in.Rules(dst)
+				for _, port := range ports {
+					ib := mtls.Inbound{Destination: dst.IP, Port: port, DestinationID: dstID, Peers: peers}
+					// The tunnel delivers as the proxy, which the
+					// destination's datapath does not redirect again: the
+					// destination's L7 rules for the source apply inside.
+					if port != 0 && in.L7 != nil && redirects(dstRules, src.Identity, port) {
+						ib.L7 = l7Of(in.TrustDomain, in.L7(dst), port, byIdentity, ids)
+					}
+					p.Inbound = append(p.Inbound, ib)
+				}
+			}
+		}
+	}
 	for k := range egress {
 		p.Egress[k.src] = append(p.Egress[k.src], policy.DatapathRule{
 			Direction: model.Egress, RemoteIdentity: k.remote, Proto: model.TCP,
@@ -215,10 +277,22 @@ func New(in Input) Plan {
 		return cmp.Or(a.Source.Compare(b.Source), a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
 	})
 	p.Outbound = slices.Compact(p.Outbound)
-	slices.SortFunc(p.Inbound, func(a, b mtls.Inbound) int {
+	slices.SortStableFunc(p.Inbound, func(a, b mtls.Inbound) int {
 		return cmp.Or(a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
 	})
 	return p
+}
+
+// redirects reports whether an ingress entry of rules redirects remote's
+// TCP connections to port to the L7 proxy.
+func redirects(rules []policy.DatapathRule, remote identity.ID, port uint16) bool {
+	for _, r := range rules {
+		if r.Direction == model.Ingress && r.Verdict == model.Redirect && (r.RemoteIdentity == 0 || r.RemoteIdentity == remote) &&
+			(r.Proto == model.TCP || r.Proto == model.AnyProtocol) && port >= r.Port && port <= max(r.Port, r.EndPort) {
+			return true
+		}
+	}
+	return false
 }
 
 // l7Of are the L7 rules of a destination's ingress on port, with their
