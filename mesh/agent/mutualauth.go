@@ -126,9 +126,24 @@ func withAuthEgress(rules, add []policy.DatapathRule) []policy.DatapathRule {
 		})
 		switch {
 		case i < 0:
-			if !l7Overlaps(out, a) {
-				out = append(out, a)
+			if l7Overlaps(out, a) {
+				continue
 			}
+			// An allow of every protocol on the ports that requires
+			// authentication (an egress rule's) would make the redirect
+			// require it too: split it into its UDP and SCTP parts, which
+			// stay dropped.
+			if j := slices.IndexFunc(out, func(r policy.DatapathRule) bool {
+				return r.Direction == model.Egress && r.RemoteIdentity == a.RemoteIdentity && r.Proto == model.AnyProtocol &&
+					r.Port != 0 && r.Port == a.Port && r.EndPort == a.EndPort && r.Verdict == model.Allow && r.AuthRequired
+			}); j >= 0 {
+				udp, sctp := out[j], out[j]
+				udp.Proto, sctp.Proto = model.UDP, model.SCTP
+				out[j] = udp
+				out = append(out, sctp)
+				a.Origins = append(slices.Clone(udp.Origins), a.Origins...)
+			}
+			out = append(out, a)
 		case out[i].Verdict == model.Allow:
 			// The tunnel is the authentication an egress rule requires.
 			out[i].Verdict, out[i].ProxyPort, out[i].AuthRequired = model.Redirect, a.ProxyPort, false
