@@ -180,3 +180,95 @@ func TestMutualAuthL7(t *testing.T) {
 		}
 	})
 }
+
+// mtlsEgressPolicy lets the frontends reach the backends' port 8080 only
+// with mutual authentication (an egress rule of the frontend; the backend
+// has no policy).
+func mtlsEgressPolicy(ns string) string {
+	return `apiVersion: membrane.io/v1alpha1
+kind: MembraneNetworkPolicy
+metadata: {name: frontend, namespace: ` + ns + `}
+spec:
+  endpointSelector: {matchLabels: {app: frontend}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: backend}}]
+    authentication: {mode: required}
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+`
+}
+
+// TestMutualAuthEgress: an egress rule requiring authentication sends the
+// frontends' connections (across nodes and on one node) through the
+// mutual-TLS tunnel to a backend that has no policy of its own: the answer
+// comes, the underlay carries it only inside the tunnel, observe shows both
+// SPIFFE IDs, the backend sees the frontend's address, and the policy is
+// not reported unsupported.
+func TestMutualAuthEgress(t *testing.T) {
+	cluster(t) // skips like every end-to-end test
+	s := ownCluster(t, localcluster.Options{
+		Name: "e2e-mtlseg-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.235.0.0/16", ServiceCIDR: "10.85.0.0/16",
+		HelmSet: []string{"authentication.mutual.enabled=true"},
+	})
+	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpMTLS(t, k, s)
+		}
+	})
+	const ns = "mtlseg"
+	backends, frontends := deployTutorialAccounts(t, k, ns)
+	checkSpread(t, backends, frontends)
+	nodeB := s.Nodes[1].Name
+	backend := onNode(t, backends, nodeB, true)
+	remoteFront := onNode(t, frontends, nodeB, false)
+	localFront := onNode(t, frontends, nodeB, true)
+	url := "http://" + backend.Status.PodIP + ":8080/"
+
+	k.must(mtlsEgressPolicy(ns), "apply", "-f", "-")
+	waitCondition(t, k, ns, "frontend", "Valid", "True", "")
+	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
+		for _, f := range []corev1.Pod{remoteFront, localFront} {
+			if err := fetch(k, ns, f.Name, url); err != nil {
+				return fmt.Errorf("%s: %w", f.Name, err)
+			}
+		}
+		return nil
+	})
+	if out := k.must("", "-n", ns, "get", "mnp", "frontend", "-o", "jsonpath={.status.conditions[?(@.type=='Programmed')]}"); out != "" {
+		t.Errorf("the egress rule requiring authentication is reported: %s", out)
+	}
+
+	t.Run("underlay carries the answer only in the tunnel", func(t *testing.T) {
+		pcap, summary := captureUnderlay(t, s, nodeB, func() {
+			for range 5 {
+				if err := fetch(k, ns, remoteFront.Name, url); err != nil {
+					t.Errorf("fetch during the capture: %v", err)
+				}
+			}
+		})
+		tunnel, direct := countIn(t, pcap, "tcp port 15008"), countIn(t, pcap, "tcp port 8080")
+		records := bytes.Count(pcap, []byte{0x17, 0x03, 0x03})
+		plain := bytes.Count(pcap, []byte("Hello from Backend"))
+		t.Logf("underlay of %s: %d packets to or from the tunnel port, %d TLS records, %d on port 8080, plaintext answer %d times",
+			nodeB, tunnel, records, direct, plain)
+		if tunnel == 0 || records == 0 {
+			t.Errorf("no TLS on the tunnel port in the capture:\n%s", head(summary, 40))
+		}
+		if plain != 0 || direct != 0 {
+			t.Errorf("plaintext on the underlay: answer %d times, %d packets on port 8080", plain, direct)
+		}
+	})
+
+	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
+		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
+			ns+"/"+remoteFront.Name, "mTLS spiffe://cluster.local/ns/"+ns+"/sa/frontend -> spiffe://cluster.local/ns/"+ns+"/sa/backend 200")
+		t.Logf("authenticated flow: %s", line)
+	})
+
+	t.Run("backend sees the frontend's address", func(t *testing.T) {
+		logs := k.must("", "-n", ns, "logs", backend.Name)
+		if !bytes.Contains([]byte(logs), []byte(" "+remoteFront.Status.PodIP+":")) || !bytes.Contains([]byte(logs), []byte(" "+localFront.Status.PodIP+":")) {
+			t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
+		}
+	})
+}
