@@ -17,6 +17,22 @@
 // identity's pods) per destination, then connects to the pod from the
 // client's address with the proxy's socket mark, which the destination
 // datapath requires for ports whose rules require authentication.
+//
+// A port that also has L7 rules (Inbound.L7) composes with one proxy pass
+// at each end: the source proxy only tunnels bytes, and the destination's
+// CONNECT route hands the stream, instead of delivering it, to an internal
+// listener (L7Listener: a user-space socket of the same Envoy, which needs
+// the bootstrap extension envoy.bootstrap.internal_listener) with filter
+// state shared with it: the destination, the client's address and the two
+// SPIFFE IDs. There the original_dst listener filter restores the
+// destination and the client's address as the connection's, an HTTP
+// connection manager (HTTP/1.1 or HTTP/2, as the L7 path's) applies the
+// port's HTTP rules with Envoy's RBAC filter, the L7 path's matching
+// (translate.HTTPPermissions) with, as each rule's principals, the peer's
+// SPIFFE ID (filter state) and the pod addresses of its identity, and
+// forwards the requests that pass from the client's address with the
+// proxy's socket mark; the others get 403. Its access log
+// (L7AccessLogName) has one entry per request with both SPIFFE IDs.
 package mtls
 
 import (
