@@ -179,6 +179,30 @@ func TestMutualAuthL7(t *testing.T) {
 			t.Errorf("a pod the rule does not allow got an answer: %s", got)
 		}
 	})
+
+	t.Run("a rule allowing the host opens the port to the node", func(t *testing.T) {
+		// As kubelet probes need: fromEntities host, without authentication.
+		k.must(mtlsL7Policy(ns)+`  - fromEntities: [host]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+`, "apply", "-f", "-")
+		eventually(t, 60*time.Second, "the node reaches the backend", func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, "nsenter", "--net="+s.Layout().NodeNetns(nodeB), "--",
+				"curl", "-s", "-m", "3", base+"/healthz").CombinedOutput()
+			if err != nil || !bytes.Contains(out, []byte("Hello from Backend")) {
+				return fmt.Errorf("%v %s", err, out)
+			}
+			return nil
+		})
+		// The frontends still take the tunnel, with the HTTP rules.
+		if got := wgetCode(k, ns, remoteFront.Name, denied); got != "403" {
+			t.Errorf("%s from the frontend: %s, want 403", denied, got)
+		}
+		if got := wgetCode(k, ns, other.Name, allowed); got != "000" {
+			t.Errorf("a pod the rule does not allow got an answer: %s", got)
+		}
+	})
 }
 
 // mtlsEgressPolicy lets the frontends reach the backends' port 8080 only
