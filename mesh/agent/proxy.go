@@ -82,7 +82,8 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 		published: map[string]origins{},
 	}
 	p.als = accesslog.New(log, func(l flow.HTTPLog) {
-		if l.SourceID != "" && p.authMetrics != nil {
+		// One count per tunnel (its CONNECT), not per request inside.
+		if l.SourceID != "" && l.Method == "CONNECT" && p.authMetrics != nil {
 			p.authMetrics.count(l)
 		}
 		flows.Add(flow.FromHTTPLog(l, cfg.NodeName, enrich))
