@@ -213,6 +213,14 @@ func (s *Server) Status() Status {
 	return st
 }
 
+// Running returns the resource of type typeURL named name as Envoy runs it
+// (as far as known); nil when Envoy runs none.
+func (s *Server) Running(typeURL, name string) types.Resource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted[typeURL][name]
+}
+
 // Publish makes res the node's configuration and returns its version.
 // Publishing resources equal to the newest ones changes nothing. The
 // resources must not be modified afterwards: they are sent as they are
