@@ -48,6 +48,7 @@ type: kubernetes.io/tls
 data: {tls.crt: %s, tls.key: %s}
 `, base64.StdEncoding.EncodeToString(cert), base64.StdEncoding.EncodeToString(key))
 	}
+	// A path starting with "~" is a RegularExpression match.
 	route := func(name, gateway, section string, paths ...string) string {
 		parent := "{name: " + gateway + "}"
 		if section != "" {
@@ -55,7 +56,11 @@ data: {tls.crt: %s, tls.key: %s}
 		}
 		var rules strings.Builder
 		for _, p := range paths {
-			fmt.Fprintf(&rules, "  - matches: [{path: {type: PathPrefix, value: %s}}]\n    backendRefs: [{name: echo, port: 8080}]\n", p)
+			typ := "PathPrefix"
+			if re, ok := strings.CutPrefix(p, "~"); ok {
+				typ, p = "RegularExpression", "'"+re+"'"
+			}
+			fmt.Fprintf(&rules, "  - matches: [{path: {type: %s, value: %s}}]\n    backendRefs: [{name: echo, port: 8080}]\n", typ, p)
 		}
 		return fmt.Sprintf("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: %s, namespace: nack}\nspec:\n  parentRefs: [%s]\n  rules:\n%s",
 			name, parent, rules.String())
@@ -262,6 +267,48 @@ spec:
 	serves("GET https /secure with the new certificate", secure, host, roots(newCert))
 	eventually(t, gatewayTimeout, "HTTPRoute front-https without the rejection", func() error {
 		if rc := meta.FindStatusCondition(routeParent("front-https").Conditions, "membrane.io/Programmed"); rc != nil {
+			return fmt.Errorf("condition %+v", rc)
+		}
+		return nil
+	})
+
+	// A rule whose path regex is over Envoy's RE2 program size limit
+	// (valid RE2, also for Go's regexp): the route's status names the rule.
+	broke = time.Now()
+	k.must(route("other", "other", "", "/o1", "/o2", "~/o/[a-z]{600}[0-9]{600}"), "apply", "-f", "-")
+	eventually(t, gatewayTimeout, "HTTPRoute other names the rejected rule", func() error {
+		rc := meta.FindStatusCondition(routeParent("other").Conditions, "membrane.io/Programmed")
+		if rc == nil || rc.Status != metav1.ConditionFalse || rc.Reason != "ProxyRejected" ||
+			!strings.Contains(rc.Message, "rules[2] on listener http of Gateway nack/other") || !strings.Contains(rc.Message, "program size") {
+			return fmt.Errorf("condition %+v", rc)
+		}
+		t.Logf("HTTPRoute other %.2fs after the write: %s", time.Since(broke).Seconds(), rc.Message)
+		return nil
+	})
+	gw, c = programmed("other")
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Invalid" || !strings.Contains(c.Message, "nack/other/rule/2") {
+		t.Errorf("Gateway other Programmed %+v, want False (Invalid) naming the rule", c)
+	}
+	if _, c := programmed("front"); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("Gateway front Programmed %+v while Gateway other is rejected, want True", c)
+	}
+	serves("GET other /o2 (the accepted rules keep serving)", other+"/o2", "", nil)
+	changed = time.Now()
+	k.must(route("front-http", "front", "http", "/v1", "/v0", "/v2", "/v3"), "apply", "-f", "-")
+	serves("GET front /v3 (a change on the other Gateway)", front+"/v3", "", nil)
+	t.Logf("a new rule on front served %.2fs after the write, Gateway other rejected", time.Since(changed).Seconds())
+	fixed = time.Now()
+	k.must(route("other", "other", "", "/o1", "/o2", "/o3"), "apply", "-f", "-")
+	eventually(t, gatewayTimeout, "Gateway other Programmed=True after the fix", func() error {
+		if _, c := programmed("other"); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Programmed %+v", c)
+		}
+		return nil
+	})
+	t.Logf("Gateway other Programmed=True %.2fs after the fixed route was written", time.Since(fixed).Seconds())
+	serves("GET other /o3", other+"/o3", "", nil)
+	eventually(t, gatewayTimeout, "HTTPRoute other without the rejection", func() error {
+		if rc := meta.FindStatusCondition(routeParent("other").Conditions, "membrane.io/Programmed"); rc != nil {
 			return fmt.Errorf("condition %+v", rc)
 		}
 		return nil

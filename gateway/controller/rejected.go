@@ -74,7 +74,7 @@ type rejection struct {
 // message says what was rejected where and why.
 func (rj rejection) message(what string) string {
 	return fmt.Sprintf("%s rejected by the node Envoy on %s: %s; the last accepted configuration keeps serving",
-		what, strings.Join(rj.nodes, ", "), rj.Error)
+		what, strings.Join(rj.nodes, ", "), strings.TrimSuffix(rj.Error, "."))
 }
 
 // mergeRejections groups the nodes' rejections by Gateway, port, listeners,
