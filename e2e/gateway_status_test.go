@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -33,21 +34,22 @@ func TestGatewayStatusEnvoyRejects(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
 		Name: "e2e-gwst-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.100.0.0/16",
-		HelmSet: []string{"gatewayAPI.enabled=true"},
+		HelmSet: []string{"gatewayAPI.enabled=true", "ingressController.enabled=true"},
 	})
 	l := s.Layout()
 	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: shared.toolsDir + "/bin/kubectl"}
 	const host = "a.example.com"
 	cert, key := selfSigned(t, host)
 	_, otherKey := selfSigned(t, host)
-	secret := func(cert, key []byte) string {
+	namedSecret := func(name string, cert, key []byte) string {
 		return fmt.Sprintf(`apiVersion: v1
 kind: Secret
-metadata: {name: a-cert, namespace: nack}
+metadata: {name: %s, namespace: nack}
 type: kubernetes.io/tls
 data: {tls.crt: %s, tls.key: %s}
-`, base64.StdEncoding.EncodeToString(cert), base64.StdEncoding.EncodeToString(key))
+`, name, base64.StdEncoding.EncodeToString(cert), base64.StdEncoding.EncodeToString(key))
 	}
+	secret := func(cert, key []byte) string { return namedSecret("a-cert", cert, key) }
 	// A path starting with "~" is a RegularExpression match.
 	route := func(name, gateway, section string, paths ...string) string {
 		parent := "{name: " + gateway + "}"
@@ -313,4 +315,72 @@ spec:
 		}
 		return nil
 	})
+
+	// An Ingress whose TLS Secret Envoy rejects: a Warning Event, the
+	// address and the last accepted certificate stay.
+	const ingHost = "b.example.com"
+	bCert, bKey := selfSigned(t, ingHost)
+	k.must(namedSecret("b-cert", bCert, bKey)+`---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: nack}
+spec:
+  ingressClassName: membrane
+  tls: [{hosts: [`+ingHost+`], secretName: b-cert}]
+  rules:
+  - host: `+ingHost+`
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 8080}}}}
+`, "apply", "-f", "-")
+	var ingAddr string
+	eventually(t, gatewayTimeout, "Ingress shop has an address", func() error {
+		out, err := k.run(t.Context(), "", "-n", "nack", "get", "ingress", "shop", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
+		if ingAddr = strings.TrimSpace(out); err == nil && ingAddr == "" {
+			err = fmt.Errorf("no address yet")
+		}
+		return err
+	})
+	ingURL := "https://" + ingAddr + "/"
+	bRoots := &tls.Config{ServerName: ingHost, RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+	bRoots.RootCAs.AppendCertsFromPEM(bCert)
+	serves("GET https Ingress shop", ingURL, ingHost, bRoots)
+	_, otherBKey := selfSigned(t, ingHost)
+	broke = time.Now()
+	k.must(namedSecret("b-cert", bCert, otherBKey), "apply", "-f", "-")
+	eventually(t, gatewayTimeout, "Warning Event on Ingress shop with Envoy's error", func() error {
+		out, err := k.run(t.Context(), "", "-n", "nack", "get", "events", "--field-selector", "involvedObject.kind=Ingress,involvedObject.name=shop", "-o", "json")
+		if err != nil {
+			return err
+		}
+		var list struct {
+			Items []struct{ Type, Reason, Message string } `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Type == "Warning" && strings.Contains(ev.Message, "port 443 rejected by the node Envoy") && strings.Contains(ev.Message, "KEY_VALUES_MISMATCH") {
+				t.Logf("Ingress Event %.2fs after the broken Secret was written: %s %s", time.Since(broke).Seconds(), ev.Reason, ev.Message)
+				return nil
+			}
+		}
+		return fmt.Errorf("events %+v", list.Items)
+	})
+	for range 5 {
+		if e, code, err := ingressGet(ingURL, ingHost, bRoots); err != nil || code != http.StatusOK || e.Pod != "echo" {
+			t.Errorf("GET https Ingress shop after the rejection: %d, %v; want 200 with the accepted certificate", code, err)
+		}
+	}
+	if out, err := k.run(t.Context(), "", "-n", "nack", "get", "ingress", "shop", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"); err != nil || strings.TrimSpace(out) != ingAddr {
+		t.Errorf("Ingress shop address after the rejection %q, %v; want %s kept", out, err, ingAddr)
+	}
+	if _, c := programmed("front"); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("Gateway front Programmed %+v while the Ingress is rejected, want True", c)
+	}
+	newBCert, newBKey := selfSigned(t, ingHost)
+	k.must(namedSecret("b-cert", newBCert, newBKey), "apply", "-f", "-")
+	newBRoots := &tls.Config{ServerName: ingHost, RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+	newBRoots.RootCAs.AppendCertsFromPEM(newBCert)
+	serves("GET https Ingress shop with the fixed Secret's certificate", ingURL, ingHost, newBRoots)
 }
