@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -51,6 +52,8 @@ func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
 	s, adsAddr := serveADS(t)
 	httpPort, httpsPort, newPort := freePort(t), freePort(t), freePort(t)
 	chain, key := selfSigned(t, "a.example")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(chain)
 	_, otherKey := selfSigned(t, "a.example") // does not match chain
 	loopback := netip.MustParseAddr("127.0.0.1")
 	https := func(name string, port uint16, k []byte) ir.Listener {
@@ -102,7 +105,7 @@ func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
 	const listenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 	v1 := publish(model("/a", key))
-	startEnvoy(t, envoy, bootstrapFile(t, adsAddr))
+	stop := startEnvoy(t, envoy, bootstrapFile(t, adsAddr))
 	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
 	serves("/a")
 
@@ -126,6 +129,25 @@ func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
 	st = s.Status()
 	if st.Rejected == nil || st.Rejected.Version != v3 || len(st.Refused) != 1 || !st.Refused[0].At.Equal(at) {
 		t.Errorf("after publishing the refused listener unchanged: rejected %+v, refused %+v; want the refusal of v2 kept", st.Rejected, st.Refused)
+	}
+
+	// Envoy restarts, and the other listener changes before it
+	// acknowledges: the refused listener stays at the accepted version
+	// (the old certificate is served).
+	stop()
+	waitStatus(t, s, "disconnected", func(st Status) bool { return !st.Connected })
+	v3 = publish(model("/c2", otherKey))
+	stop = startEnvoy(t, envoy, bootstrapFile(t, adsAddr))
+	serves("/c2")
+	secure := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{
+		ServerName: "a.example", RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	resp, err := secure.Get(fmt.Sprintf("https://127.0.0.1:%d/", httpsPort))
+	if err != nil {
+		t.Fatalf("HTTPS after the restart: %v", err)
+	}
+	resp.Body.Close()
+	if st := s.Status(); st.Rejected == nil || st.Rejected.Version != v3 || len(st.Refused) != 1 {
+		t.Errorf("after the restart: rejected %+v, refused %+v; want the refusal kept", st.Rejected, st.Refused)
 	}
 
 	// A new listener Envoy refuses: left out, the rest served.

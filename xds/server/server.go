@@ -313,8 +313,10 @@ func (s *Server) keepRefused(versions map[string]map[string]string) bool {
 }
 
 // withoutRefused replaces every refused resource of byType by the version
-// Envoy runs of it; one Envoy runs no version of is left out (a listener
-// or cluster) or kept (a route configuration, which a listener may need).
+// Envoy runs of it (or, while a reconnected Envoy has not acknowledged it
+// yet, the version in the cache); one Envoy runs no version of is left out
+// (a listener or cluster) or kept (a route configuration, which a listener
+// may need).
 func (s *Server) withoutRefused(byType map[resource.Type][]types.Resource, versions map[string]map[string]string) (map[resource.Type][]types.Resource, map[string]map[string]string) {
 	outTypes := make(map[resource.Type][]types.Resource, len(byType))
 	outVersions := make(map[string]map[string]string, len(versions))
@@ -322,10 +324,20 @@ func (s *Server) withoutRefused(byType map[resource.Type][]types.Resource, versi
 		outVersions[t] = maps.Clone(versions[t])
 		for _, r := range rs {
 			name := cachev3.GetResourceName(r)
-			if _, refused := s.refused[t][name]; refused {
+			if f, refused := s.refused[t][name]; refused {
+				var cur types.Resource
+				var curVersion string
+				if s.current != nil {
+					cur, curVersion = s.current.GetResources(t)[name], s.current.GetVersionMap(t)[name]
+				}
 				if acc, ok := s.accepted[t][name]; ok && s.envoy[t][name] != "" {
 					r = acc
 					outVersions[t][name] = s.envoy[t][name]
+				} else if cur != nil && curVersion != f.version {
+					// Envoy reconnected and has not acknowledged yet: the
+					// version in the cache is the one it ran.
+					r = cur
+					outVersions[t][name] = curVersion
 				} else if wildcard(t) {
 					delete(outVersions[t], name)
 					continue
