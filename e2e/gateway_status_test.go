@@ -228,6 +228,16 @@ spec:
 	if _, c := programmed("other"); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("Gateway other Programmed %+v, want True", c)
 	}
+	// membrane status shows it on the Gateway's line.
+	if out := k.membrane("status"); !strings.Contains(out, "KEY_VALUES_MISMATCH") {
+		t.Errorf("membrane status does not show the rejection:\n%s", out)
+	} else {
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "KEY_VALUES_MISMATCH") {
+				t.Logf("membrane status: %s", line)
+			}
+		}
+	}
 
 	// The last accepted certificate keeps serving.
 	for range 5 {
