@@ -29,9 +29,11 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
@@ -111,6 +113,8 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	for _, obj := range watched {
 		b = b.Watches(obj, enqueue)
 	}
+	// The node agents report what their Envoy rejects on their Node.
+	b = b.WatchesMetadata(nodeMetadata(), enqueue, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
 	if err := b.Complete(r); err != nil {
 		return fmt.Errorf("set up gateway api controller: %w", err)
 	}
@@ -127,6 +131,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		return ctrl.Result{}, err
 	}
 	_, st := translate.Build(in)
+	rejected, err := r.proxyRejections(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	foldRejections(&st, in, mergeRejections(rejected))
 	var errs []error
 	for _, s := range st.GatewayClasses {
 		errs = append(errs, r.writeClass(ctx, s))
@@ -441,7 +450,8 @@ func (r *Reconciler) mergeParents(old, want []gwv1.RouteParentStatus) []gwv1.Rou
 
 // mergeConditions returns want with the transition times of old where a
 // condition keeps its status, now otherwise; conditions of old of other
-// types are kept after them.
+// types are kept after them, but for RouteConditionProgrammed (Membrane's
+// own, present only while it applies).
 func (r *Reconciler) mergeConditions(old, want []metav1.Condition) []metav1.Condition {
 	out := make([]metav1.Condition, 0, len(want))
 	now := metav1.NewTime(r.now().Truncate(time.Second))
@@ -453,7 +463,7 @@ func (r *Reconciler) mergeConditions(old, want []metav1.Condition) []metav1.Cond
 		out = append(out, c)
 	}
 	for _, o := range old {
-		if meta.FindStatusCondition(want, o.Type) == nil {
+		if meta.FindStatusCondition(want, o.Type) == nil && o.Type != RouteConditionProgrammed {
 			out = append(out, o)
 		}
 	}
