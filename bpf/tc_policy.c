@@ -165,6 +165,7 @@ static __always_inline void emit(struct __sk_buff *skb, struct verdict_ctx *v, _
 	ev->icmp_code = v->f.icmp_code;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	bpf_ringbuf_submit(ev, 0);
+	pol_count(POL_CNT_EVENTS_SENT);
 }
 
 static __always_inline int drop(struct __sk_buff *skb, struct verdict_ctx *v, __u8 reason)

@@ -87,6 +87,7 @@ enum pol_counter {
 	POL_CNT_CT_REOPENED = 4,	/* bare SYN on a closed connection: checked as new */
 	POL_CNT_CT_RELATED = 5,		/* ICMP errors passed as related to a tracked flow */
 	POL_CNT_PROXY_HAIRPIN = 6,	/* to the L7 proxy: hairpinned back, passed unchecked */
+	POL_CNT_EVENTS_SENT = 7,	/* flow events written to the ring buffer */
 	POL_CNT_MAX,
 };
 

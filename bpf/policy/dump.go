@@ -266,6 +266,7 @@ type Counters struct {
 	Ingress, Egress DirectionCounters
 	NotIPv4         uint64 // packets passed untouched (ARP, IPv6, ...)
 	EventsLost      uint64 // events the ring buffer had no room for
+	EventsSent      uint64 // events written to the ring buffer
 	CTCreated       uint64 // conntrack entries created
 	CTExpired       uint64 // expired entries removed by lookups
 	CTReopened      uint64 // bare SYNs on closed connections, checked as new
@@ -323,6 +324,7 @@ func (m *Maps) Counters() (Counters, error) {
 		policyPolCounterPOL_CNT_CT_REOPENED:   &c.CTReopened,
 		policyPolCounterPOL_CNT_CT_RELATED:    &c.CTRelated,
 		policyPolCounterPOL_CNT_PROXY_HAIRPIN: &c.ProxyHairpin,
+		policyPolCounterPOL_CNT_EVENTS_SENT:   &c.EventsSent,
 	} {
 		var perCPU []uint64
 		if err := m.counters.Lookup(idx, &perCPU); err != nil {

@@ -155,7 +155,8 @@ const (
 	policyPolCounterPOL_CNT_CT_REOPENED   policyPolCounter = 4
 	policyPolCounterPOL_CNT_CT_RELATED    policyPolCounter = 5
 	policyPolCounterPOL_CNT_PROXY_HAIRPIN policyPolCounter = 6
-	policyPolCounterPOL_CNT_MAX           policyPolCounter = 7
+	policyPolCounterPOL_CNT_EVENTS_SENT   policyPolCounter = 7
+	policyPolCounterPOL_CNT_MAX           policyPolCounter = 8
 )
 
 type policyPolicyEntry struct {

@@ -24,15 +24,26 @@ const (
 	armDirectIPTables = "direct to pod IPs, iptables rules loaded"
 	armNFTables       = "kube-proxy nftables"
 	armDirectNFTables = "direct to pod IPs, nftables rules loaded"
+	// The floor: a third cluster with neither Membrane nor kube-proxy.
+	armDirectBare = "direct to pod IPs, bare cluster (floor)"
+	// Membrane's arms again with a 250-rule ingress policy on the backends.
+	armMembranePolicy = "membrane socket LB, 250-rule policy"
+	armDirectPolicy   = "direct to pod IPs, membrane cluster, 250-rule policy"
 )
+
+// blockPolicy is the block of turns with the server policy applied
+// (kube-proxy in nftables mode).
+const blockPolicy = "nftables+policy"
 
 const (
 	clusterMembrane  = "bench-membrane"
 	clusterKubeProxy = "bench-kubeproxy"
+	clusterBare      = "bench-bare"
 	// Each cluster its own pod range, apart from the default one of other
 	// local clusters that may run beside.
 	podCIDRMembrane  = "10.246.0.0/16"
 	podCIDRKubeProxy = "10.247.0.0/16"
+	podCIDRBare      = "10.235.0.0/16"
 	// Extra services timed at the largest size, per arm.
 	extraSamples = 5
 	// Pause between a timed service's EndpointSlice and its Service with
@@ -66,13 +77,19 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	defer m.down()
 	k := upCluster(ctx, b, e, clusterKubeProxy, podCIDRKubeProxy, true)
 	defer k.down()
-	for _, c := range []*cluster{m, k} {
+	bare := upCluster(ctx, b, e, clusterBare, podCIDRBare, true)
+	defer bare.down()
+	for _, c := range []*cluster{m, k, bare} {
 		if err := c.deploy(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
-	var maps []*lbMap
+	var (
+		maps    []*lbMap
+		pinDirs []string
+	)
 	for _, n := range m.state.Nodes {
+		pinDirs = append(pinDirs, m.state.Layout().NodeAgentPinDir(n.Name))
 		lm, err := openLBMap(m.state.Layout().NodeAgentPinDir(n.Name))
 		if err != nil {
 			b.Fatal(err)
@@ -80,6 +97,12 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		defer lm.Close()
 		maps = append(maps, lm)
 	}
+	probe, err := openDPProbe(pinDirs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer probe.Close()
+	rep.probe, rep.probed = probe, m
 	kp := &proxyRunner{c: k, rep: rep}
 	defer kp.stop()
 	rep.kubeProxyFlags = strings.Join(kubeProxyFlags(k.state, k.node, "iptables|nftables"), " ")
@@ -121,10 +144,23 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		}
 
 		kp.switchTo(ctx, b, "nftables", kTarget)
+		floor := arm{name: armDirectBare, c: bare, targets: backendTargets(bare)}
+		nft := arm{name: armNFTables, c: k, targets: []netip.AddrPort{kTarget}}
 		measureBlock(ctx, b, l, rep, kp, size, "nftables", cfg.rounds, append(membrane,
-			arm{name: armNFTables, c: k, targets: []netip.AddrPort{kTarget}},
-			arm{name: armDirectNFTables, c: k, targets: backendTargets(k)},
+			nft, arm{name: armDirectNFTables, c: k, targets: backendTargets(k)}, floor,
 		))
+		// The same with the 250-rule policy on the backends.
+		if err := m.setServerPolicy(ctx, probe, true); err != nil {
+			b.Fatal(err)
+		}
+		measureBlock(ctx, b, l, rep, kp, size, blockPolicy, cfg.rounds, []arm{
+			{name: armMembranePolicy, c: m, targets: []netip.AddrPort{mTarget}},
+			{name: armDirectPolicy, c: m, targets: backendTargets(m)},
+			nft, floor,
+		})
+		if err := m.setServerPolicy(ctx, probe, false); err != nil {
+			b.Fatal(err)
+		}
 		if last {
 			for range extraSamples {
 				_, s := k.timeKubeProxy(ctx, b, "nftables", "extra")
@@ -261,9 +297,24 @@ func measureBlock(ctx context.Context, b *testing.B, l load, rep *report, kp *pr
 				pos, total := servicesPosition(rules, a.targets[0].Addr())
 				note = fmt.Sprintf("VIP rule %d/%d", pos, total)
 			}
+			var before dpSnapshot
+			probed := a.c == rep.probed
+			if probed {
+				var err error
+				if before, err = rep.probe.snapshot(); err != nil {
+					b.Fatal(err)
+				}
+			}
 			res, err := l.run(ctx, a.c, a.targets)
 			if err != nil {
 				b.Fatalf("%s at %d services: %v", a.name, size, err)
+			}
+			if probed {
+				after, err := rep.probe.snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				rep.addDatapath(a.name, size, after.sub(before, res.Conns+res.WarmConns))
 			}
 			if err := kp.check(); err != nil {
 				b.Fatal(err)
