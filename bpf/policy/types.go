@@ -208,13 +208,26 @@ type Endpoint struct {
 	Addr netip.Addr
 	// EnforceIngress/EnforceEgress: in that direction, new flows need an
 	// allow entry. Otherwise everything passes (still tracked and traced).
+	// An endpoint with neither (and no AuthEgress) is untracked for TCP:
+	// its packets pass with no conntrack work, and a connection is traced
+	// by its SYN (UDP and the rest stay tracked).
 	EnforceIngress bool
 	EnforceEgress  bool
 	// AuthEgress, without EnforceEgress: new flows from the pod are looked
 	// up all the same, for the redirects to the proxy's authenticating
 	// listener; a miss passes.
 	AuthEgress bool
+	// Pickup: TCP packets without SYN or RST that conntrack does not know
+	// are taken as connections that opened while the endpoint was
+	// untracked, and tracked from then on without a policy lookup. For a
+	// while after an untracked endpoint becomes tracked (datapath.Writer),
+	// so that policy changes spare its established connections.
+	Pickup bool
 }
+
+// Tracked: policy applies to the endpoint in some direction, so conntrack
+// tracks all of its flows.
+func (ep Endpoint) Tracked() bool { return ep.EnforceIngress || ep.EnforceEgress || ep.AuthEgress }
 
 // ErrInvalid marks arguments the datapath cannot represent.
 var ErrInvalid = errors.New("invalid policy datapath entry")

@@ -108,7 +108,8 @@ func linkedPrograms(dir string) ([]ebpf.ProgramID, error) {
 	}
 	var ids []ebpf.ProgramID
 	for _, e := range entries {
-		l, err := link.LoadPinnedLink(filepath.Join(dir, e.Name()), &ebpf.LoadPinOptions{ReadOnly: true})
+		// Links take no read-only flag (EINVAL).
+		l, err := link.LoadPinnedLink(filepath.Join(dir, e.Name()), nil)
 		if err != nil {
 			continue // removed meanwhile, or not a link
 		}

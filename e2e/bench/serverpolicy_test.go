@@ -16,8 +16,8 @@ import (
 
 // serverPolicyName is the 250-rule ingress policy the policy arms apply to
 // the backend pods: rule 0 allows the client pod to the HTTP port; rules
-// 1..199 allow peers of 10 label groups to TCP 10000+j, rules 200..249 a
-// /24 of their own to TCP 20000+j (as BenchmarkPolicyChangeToEnforced).
+// 1..199 allow it to TCP 10000+j, rules 200..249 a /24 of their own to TCP
+// 20000+j: every rule is a policy map entry of each backend.
 const (
 	serverPolicyName  = "bench-250"
 	serverPolicyRules = 250
@@ -41,7 +41,7 @@ func serverPolicy() (*unstructured.Unstructured, error) {
 			r.FromEndpoints = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}
 			r.ToPorts = tcpPort(benchPortHTTP)
 		case j < policyPeerRules:
-			r.FromEndpoints = []metav1.LabelSelector{{MatchLabels: map[string]string{"group": policyGroupLabel(j % policyGroups)}}}
+			r.FromEndpoints = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}
 			r.ToPorts = tcpPort(10000 + j)
 		default:
 			r.FromCIDR = []v1alpha1.CIDR{v1alpha1.CIDR(fmt.Sprintf("172.16.%d.0/24", j-policyPeerRules))}

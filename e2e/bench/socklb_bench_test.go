@@ -297,7 +297,10 @@ func measureBlock(ctx context.Context, b *testing.B, l load, rep *report, kp *pr
 				pos, total := servicesPosition(rules, a.targets[0].Addr())
 				note = fmt.Sprintf("VIP rule %d/%d", pos, total)
 			}
-			var before dpSnapshot
+			var (
+				before dpSnapshot
+				dpNote string
+			)
 			probed := a.c == rep.probed
 			if probed {
 				var err error
@@ -314,13 +317,15 @@ func measureBlock(ctx context.Context, b *testing.B, l load, rep *report, kp *pr
 				if err != nil {
 					b.Fatal(err)
 				}
-				rep.addDatapath(a.name, size, after.sub(before, res.Conns+res.WarmConns))
+				d := after.sub(before, res.Conns+res.WarmConns)
+				rep.addDatapath(a.name, size, d)
+				dpNote = "datapath: " + d.String()
 			}
 			if err := kp.check(); err != nil {
 				b.Fatal(err)
 			}
 			rep.addRate(a.name, size, block, res, note)
-			progress(b, "%s at %d services: %.0f conns/s (p50 %d µs, p99 %d µs, %d errors) %s", a.name, size, res.Rate, res.P50Micros, res.P99Micros, res.Errors, note)
+			progress(b, "%s at %d services: %.0f conns/s (p50 %d µs, p99 %d µs, %d errors) %s %s", a.name, size, res.Rate, res.P50Micros, res.P99Micros, res.Errors, note, dpNote)
 		}
 	}
 }
