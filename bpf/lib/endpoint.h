@@ -27,8 +27,11 @@ enum traffic_direction {
 					   may have opened: a TCP packet of one (no SYN, no RST)
 					   that conntrack lacks is picked up, not policed */
 
-/* Any of these: policy applies, so conntrack tracks the endpoint's TCP too. */
-#define EP_TRACKED		(EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS | EP_AUTH_EGRESS)
+#define EP_TRACK		(1 << 4)	/* enforces nothing, but conntrack tracks its TCP: its
+					   connections through the L7 proxy go on there */
+
+/* Any of these: conntrack tracks the endpoint's TCP too. */
+#define EP_TRACKED		(EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS | EP_AUTH_EGRESS | EP_TRACK)
 
 struct endpoint_info {
 	__u32 identity;

@@ -143,6 +143,7 @@ const (
 	epEnforceEgress  = 1 << 1
 	epAuthEgress     = 1 << 2
 	epPickup         = 1 << 3
+	epTrack          = 1 << 4
 )
 
 func (ep Endpoint) value() (policyEndpointInfo, error) {
@@ -172,6 +173,9 @@ func (ep Endpoint) value() (policyEndpointInfo, error) {
 	if ep.Pickup {
 		v.Flags |= epPickup
 	}
+	if ep.Track {
+		v.Flags |= epTrack
+	}
 	return v, nil
 }
 
@@ -183,6 +187,7 @@ func endpointFromValue(v policyEndpointInfo) Endpoint {
 		EnforceEgress:  v.Flags&epEnforceEgress != 0,
 		AuthEgress:     v.Flags&epAuthEgress != 0,
 		Pickup:         v.Flags&epPickup != 0,
+		Track:          v.Flags&epTrack != 0,
 	}
 	if v.Addr != 0 {
 		ep.Addr = netToAddr(v.Addr)

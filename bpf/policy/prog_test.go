@@ -610,6 +610,14 @@ func TestUntrackedEndpoint(t *testing.T) {
 	rst.flags = RST | ACK
 	f.expect(t, "RST of an unknown connection", Ingress, rst, DropPolicyDenied)
 
+	// Track: enforcing nothing, tracked all the same.
+	must(t, f.dp.UpsertEndpoint(f.ifindex, Endpoint{ID: epID, Identity: epIdentity, Track: true}))
+	before = f.counters().CTCreated
+	f.expect(t, "SYN, tracked", Egress, f.out(1, TCP, 80), DropNone)
+	if got := f.counters().CTCreated; got != before+1 {
+		t.Errorf("Track: %d conntrack entries, want 1", got-before)
+	}
+
 	// Every packet traced: tracked whatever the policy.
 	g := newFixture(t, Options{Trace: TraceAll}, free)
 	before = g.counters().CTCreated

@@ -223,11 +223,17 @@ type Endpoint struct {
 	// while after an untracked endpoint becomes tracked (datapath.Writer),
 	// so that policy changes spare its established connections.
 	Pickup bool
+	// Track keeps conntrack on for an endpoint that enforces nothing: its
+	// connections redirected to the L7 proxy before keep going there
+	// (datapath.Writer sets it for endpoints that had redirects).
+	Track bool
 }
 
-// Tracked: policy applies to the endpoint in some direction, so conntrack
-// tracks all of its flows.
-func (ep Endpoint) Tracked() bool { return ep.EnforceIngress || ep.EnforceEgress || ep.AuthEgress }
+// Tracked: conntrack tracks all of the endpoint's flows (policy applies to
+// it in some direction, or Track).
+func (ep Endpoint) Tracked() bool {
+	return ep.EnforceIngress || ep.EnforceEgress || ep.AuthEgress || ep.Track
+}
 
 // ErrInvalid marks arguments the datapath cannot represent.
 var ErrInvalid = errors.New("invalid policy datapath entry")

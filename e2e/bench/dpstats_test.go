@@ -159,6 +159,15 @@ func (d *dpDelta) add(o dpDelta) {
 	d.conns += o.conns
 }
 
+// nsPerConn is the time all probed programs took per connection.
+func (d dpDelta) nsPerConn() float64 {
+	var total time.Duration
+	for _, s := range d.progs {
+		total += s.runtime
+	}
+	return float64(total.Nanoseconds()) / float64(d.conns)
+}
+
 // String: per program ns per run and runs per connection; per connection the
 // programs' total time, flow events and conntrack entries.
 func (d dpDelta) String() string {

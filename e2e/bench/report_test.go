@@ -298,9 +298,21 @@ func (r *report) metrics(b *testing.B) {
 		{armMembrane, armIPTablesLast, "iptables", "membrane/iptables-last"},
 		{armMembrane, armNFTables, "nftables", "membrane/nftables"},
 		{armMembrane, armDirect, "", "membrane/direct"},
+		{armMembrane, armDirectBare, "nftables", "membrane/floor"},
+		{armDirect, armDirectBare, "nftables", "direct/floor"},
+		{armMembranePolicy, armNFTables, blockPolicy, "membrane+policy/nftables"},
+		{armMembranePolicy, armDirectBare, blockPolicy, "membrane+policy/floor"},
 	} {
 		if x, y := r.mean(m.a, last, m.block), r.mean(m.b, last, m.block); x > 0 && y > 0 {
 			b.ReportMetric(x/y, m.unit)
+		}
+	}
+	for _, m := range []struct{ arm, unit string }{
+		{armMembrane, "membrane-bpf-ns/conn"},
+		{armMembranePolicy, "membrane+policy-bpf-ns/conn"},
+	} {
+		if d, ok := r.datapath[dpKey{m.arm, last}]; ok && d.conns > 0 {
+			b.ReportMetric(d.nsPerConn(), m.unit)
 		}
 	}
 	for _, m := range []struct{ arm, unit string }{

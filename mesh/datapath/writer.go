@@ -66,7 +66,10 @@ type Writer struct {
 	// connections of their untracked time until then (bpfpolicy
 	// Endpoint.Pickup).
 	pickupUntil map[int]time.Time
-	now         func() time.Time
+	// redirected: endpoints that had redirects to the proxy; they stay
+	// tracked (bpfpolicy Endpoint.Track) while they exist.
+	redirected map[int]bool
+	now        func() time.Time
 }
 
 // PickupWindow is how long an endpoint that policy starts to apply to picks
@@ -83,7 +86,7 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 		return nil, fmt.Errorf("read pinned policy maps: %w", err)
 	}
 	w := &Writer{log: log, maps: maps, ipcache: map[netip.Prefix]bpfpolicy.Identity{}, programmed: map[int]Programmed{},
-		pickupUntil: map[int]time.Time{}, now: time.Now}
+		pickupUntil: map[int]time.Time{}, redirected: map[int]bool{}, now: time.Now}
 	for _, c := range dump.IPCache {
 		w.ipcache[c.Prefix] = c.Identity
 	}
@@ -91,6 +94,9 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 		w.programmed[ep.Ifindex] = Programmed{Endpoint: ep.Endpoint}
 		if ep.Endpoint.Pickup {
 			w.pickupUntil[ep.Ifindex] = w.now().Add(PickupWindow)
+		}
+		if ep.Endpoint.Track {
+			w.redirected[ep.Ifindex] = true
 		}
 	}
 	log.Info("policy datapath restored", "ipcache", len(dump.IPCache), "endpoints", len(dump.Endpoints), "policyEntries", len(dump.Policy))
@@ -144,7 +150,7 @@ func (w *Writer) Program(ifindex int, ep Endpoint) (bpfpolicy.EndpointID, error)
 
 func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) error {
 	old, had := w.programmed[ifindex]
-	ep = w.withPickup(ifindex, old, had, ep)
+	ep = w.tracking(ifindex, old, had, ep, rules)
 	if had && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
 		return nil
 	}
@@ -176,10 +182,21 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 	return nil
 }
 
-// withPickup sets ep.Pickup while the endpoint is in its PickupWindow: the
-// window opens when an untracked endpoint (programmed without any policy)
-// becomes tracked (New gives one the maps show picking up a new window).
-func (w *Writer) withPickup(ifindex int, old Programmed, had bool, ep bpfpolicy.Endpoint) bpfpolicy.Endpoint {
+// tracking sets ep.Track for an endpoint that enforces nothing but had
+// redirects to the proxy (its redirected connections are in conntrack),
+// and ep.Pickup while the endpoint is in its PickupWindow: the window opens
+// when an untracked endpoint (programmed without any policy) becomes
+// tracked (New gives one the maps show picking up a new window).
+func (w *Writer) tracking(ifindex int, old Programmed, had bool, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) bpfpolicy.Endpoint {
+	for _, r := range rules {
+		if r.Entry.Verdict == bpfpolicy.Redirect {
+			w.redirected[ifindex] = true
+			break
+		}
+	}
+	if !ep.Tracked() && w.redirected[ifindex] {
+		ep.Track = true
+	}
 	if !ep.Tracked() {
 		delete(w.pickupUntil, ifindex)
 		return ep
@@ -241,6 +258,7 @@ func (w *Writer) Prune(keep map[int]bool, sweep bool) []error {
 		}
 		delete(w.programmed, ifindex)
 		delete(w.pickupUntil, ifindex)
+		delete(w.redirected, ifindex)
 		w.log.Info("endpoint removed", "ifindex", ifindex, "endpoint", p.Endpoint.ID)
 	}
 	if !sweep {

@@ -173,6 +173,31 @@ func TestPickupWindow(t *testing.T) {
 	}
 }
 
+// TestTrackAfterRedirects: an endpoint whose redirects to the proxy go
+// away stays tracked, so its redirected connections keep going; one that
+// never had any becomes untracked.
+func TestTrackAfterRedirects(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	l7 := []policy.DatapathRule{{Direction: policy.Ingress, RemoteIdentity: 300, Proto: policy.TCP, Port: 80, Verdict: policy.Redirect, ProxyPort: 15001}}
+	for _, c := range []struct {
+		ifindex int
+		rules   []policy.DatapathRule
+		track   bool
+	}{{7, l7, true}, {8, allow, false}} {
+		ip := netip.AddrFrom4([4]byte{10, 244, 0, byte(c.ifindex)})
+		if _, err := w.Program(c.ifindex, Endpoint{Addr: ip, Identity: 300, EnforceIngress: true, Rules: c.rules}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Program(c.ifindex, Endpoint{Addr: ip, Identity: 300}); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.last[c.ifindex]; got.Track != c.track || got.EnforceIngress {
+			t.Errorf("ifindex %d after its policy went: %+v, want Track %v", c.ifindex, got, c.track)
+		}
+	}
+}
+
 func TestEndpointIDs(t *testing.T) {
 	a := netip.MustParseAddr
 	// Restored from pinned maps: interface 7 held endpoint 4.
