@@ -97,7 +97,8 @@ func ratio(a, b float64) string {
 }
 
 var armOrder = []string{armMembrane, armDirect, armIPTables, armIPTablesLast, armDirectIPTables, armNFTables, armDirectNFTables,
-	armDirectBare, armMembranePolicy, armDirectPolicy}
+	armDirectBare, armMembranePolicy, armDirectPolicy,
+	armMembraneRR, armDirectRR, armIPTablesRR, armNFTablesRR, armDirectNFTRR, armDirectBareRR}
 
 // ratioRow is one line of the ratio table; target "" or ">= 1.0x".
 type ratioRow struct{ name, a, b, block, target string }
@@ -130,7 +131,9 @@ func (r *report) String() string {
 	fmt.Fprintf(&sb, "so the \"VIP rule last\" arm targets whichever service's rule ended up last, the longest walk for a SYN.\n")
 	fmt.Fprintf(&sb, "A third cluster with neither Membrane nor kube-proxy gives the floor: direct pod-IP connects on bare veths,\n")
 	fmt.Fprintf(&sb, "in the nftables blocks. After each nftables block, a block with a %d-rule ingress policy on Membrane's backends\n", serverPolicyRules)
-	fmt.Fprintf(&sb, "(rule 0 allows the client), beside the same nftables and floor arms.\n")
+	fmt.Fprintf(&sb, "(rule 0 allows the client), beside the same nftables and floor arms. At the first size, arms marked\n")
+	fmt.Fprintf(&sb, "%q send their requests over one kept connection per target (TCP_RR-style; rate = requests/s):\n", rrSuffix)
+	fmt.Fprintf(&sb, "there kube-proxy pays conntrack/NAT on every packet, Membrane's socket LB nothing after the connect.\n")
 	fmt.Fprintf(&sb, "kube-proxy flags on node 1: %s\n\n", r.kubeProxyFlags)
 
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -176,6 +179,11 @@ func (r *report) String() string {
 		{"direct+policy: membrane cluster / floor", armDirectPolicy, armDirectBare, blockPolicy, ">= 0.95x"},
 		{"cost of policy: membrane+policy / membrane", armMembranePolicy, armMembrane, "", ""},
 		{"nftables / floor", armNFTables, armDirectBare, "nftables", ""},
+		{"kept connection: membrane / iptables", armMembraneRR, armIPTablesRR, rrBlockIPTables, ""},
+		{"kept connection: membrane / nftables", armMembraneRR, armNFTablesRR, rrBlockNFTables, ""},
+		{"kept connection: membrane / floor", armMembraneRR, armDirectBareRR, rrBlockNFTables, ""},
+		{"kept connection: membrane / direct", armMembraneRR, armDirectRR, "", ""},
+		{"kept connection: nftables / floor", armNFTablesRR, armDirectBareRR, rrBlockNFTables, ""},
 		{"membrane / direct", armMembrane, armDirect, "", ">= 0.9x"},
 		{"iptables / its direct", armIPTables, armDirectIPTables, "", ""},
 		{"nftables / its direct", armNFTables, armDirectNFTables, "", ""},

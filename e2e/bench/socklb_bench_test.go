@@ -31,6 +31,21 @@ const (
 	armDirectPolicy   = "direct to pod IPs, membrane cluster, 250-rule policy"
 )
 
+// The same ways to the backends, as requests per second over established
+// connections (crr -rr: one connection per target, kept open).
+const rrSuffix = " [requests/s, kept connection]"
+
+var (
+	armMembraneRR   = armMembrane + rrSuffix
+	armDirectRR     = armDirect + rrSuffix
+	armIPTablesRR   = armIPTables + rrSuffix
+	armNFTablesRR   = armNFTables + rrSuffix
+	armDirectBareRR = armDirectBare + rrSuffix
+	armDirectNFTRR  = armDirectNFTables + rrSuffix
+	rrBlockIPTables = "iptables" + rrSuffix
+	rrBlockNFTables = "nftables" + rrSuffix
+)
+
 // blockPolicy is the block of turns with the server policy applied
 // (kube-proxy in nftables mode).
 const blockPolicy = "nftables+policy"
@@ -131,6 +146,13 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 			arm{name: armIPTablesLast, c: k, lastRule: true},
 			arm{name: armDirectIPTables, c: k, targets: backendTargets(k)},
 		))
+		if i == 0 {
+			measureBlock(ctx, b, l, rep, kp, size, rrBlockIPTables, cfg.rounds, []arm{
+				{name: armMembraneRR, c: m, targets: []netip.AddrPort{mTarget}, rr: true},
+				{name: armDirectRR, c: m, targets: backendTargets(m), rr: true},
+				{name: armIPTablesRR, c: k, targets: []netip.AddrPort{kTarget}, rr: true},
+			})
+		}
 		if last {
 			// Before leaving iptables mode: with iptables-nft, coming back
 			// to it at this size would cost a full sync of minutes. The
@@ -149,6 +171,15 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		measureBlock(ctx, b, l, rep, kp, size, "nftables", cfg.rounds, append(membrane,
 			nft, arm{name: armDirectNFTables, c: k, targets: backendTargets(k)}, floor,
 		))
+		if i == 0 {
+			measureBlock(ctx, b, l, rep, kp, size, rrBlockNFTables, cfg.rounds, []arm{
+				{name: armMembraneRR, c: m, targets: []netip.AddrPort{mTarget}, rr: true},
+				{name: armDirectRR, c: m, targets: backendTargets(m), rr: true},
+				{name: armNFTablesRR, c: k, targets: []netip.AddrPort{kTarget}, rr: true},
+				{name: armDirectNFTRR, c: k, targets: backendTargets(k), rr: true},
+				{name: armDirectBareRR, c: bare, targets: backendTargets(bare), rr: true},
+			})
+		}
 		// The same with the 250-rule policy on the backends.
 		if err := m.setServerPolicy(ctx, probe, true); err != nil {
 			b.Fatal(err)
@@ -267,6 +298,8 @@ type arm struct {
 	// in KUBE-SERVICES (it writes them in Go map order, so the most recent
 	// service's place is random).
 	lastRule bool
+	// rr: requests over kept connections (crr -rr).
+	rr bool
 }
 
 // measureBlock runs every arm `rounds` times, one after the other, each
@@ -308,7 +341,9 @@ func measureBlock(ctx context.Context, b *testing.B, l load, rep *report, kp *pr
 					b.Fatal(err)
 				}
 			}
-			res, err := l.run(ctx, a.c, a.targets)
+			al := l
+			al.rr = a.rr
+			res, err := al.run(ctx, a.c, a.targets)
 			if err != nil {
 				b.Fatalf("%s at %d services: %v", a.name, size, err)
 			}
