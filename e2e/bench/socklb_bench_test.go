@@ -35,7 +35,7 @@ const (
 // connections (crr -rr: one connection per target, kept open).
 const rrSuffix = " [requests/s, kept connection]"
 
-var (
+const (
 	armMembraneRR   = armMembrane + rrSuffix
 	armDirectRR     = armDirect + rrSuffix
 	armIPTablesRR   = armIPTables + rrSuffix
@@ -73,9 +73,14 @@ const (
 //
 // Two clusters run side by side with the same workload and the same service
 // sets: one with membrane-agent on every node, one without it where
-// kube-proxy runs in every node namespace instead. The arms of both clusters
-// take turns in short runs, so that load from elsewhere on the machine falls
-// on all of them alike.
+// kube-proxy runs in every node namespace instead. A third, with neither,
+// gives the floor: direct pod-IP connects over bare veths. The arms of all
+// clusters take turns in short runs, so that load from elsewhere on the
+// machine falls on all of them alike. After the nftables block of each size
+// Membrane's arms run again with a 250-rule ingress policy on the backends;
+// at the first size every way also runs as requests over kept connections.
+// For Membrane's arms the kernel's BPF run-time statistics of the agents'
+// programs give the datapath's own cost per connection (dpProbe).
 func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	e := newEnv(b)
 	cfg := benchConfig(b)
