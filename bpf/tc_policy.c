@@ -6,7 +6,9 @@
  *   policy_from_pod  tcx ingress of the host veth: the pod's egress
  *   policy_to_pod    tcx egress of the host veth:  the pod's ingress
  *
- * For every IPv4 packet: parse, check the pod's source address (egress),
+ * For every IPv4 packet: parse, check the pod's source address (egress);
+ * TCP of an endpoint no policy applies to then passes (the minimal path:
+ * no conntrack, a trace for a SYN). Otherwise
  * look up conntrack; a packet of a tracked flow (or a reply, or an ICMP error
  * about one) passes. A new flow resolves the peer's identity in the ipcache
  * and, where the endpoint enforces that direction, looks up the policy map;
