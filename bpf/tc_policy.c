@@ -275,7 +275,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	 */
 	if (v.have_ep && (v.ep.flags & EP_PICKUP) && v.f.proto == IPPROTO_TCP && v.f.frag != FRAG_LATER &&
 	    !(v.f.tcp_flags & (TCP_SYN | TCP_RST))) {
-		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, 0) < 0)
+		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, 0, CT_F_PICKED_UP) < 0)
 			return drop(skb, &v, DROP_CT_CREATE_FAILED);
 		pol_count(POL_CNT_CT_CREATED);
 		pol_count(POL_CNT_CT_PICKED_UP);
@@ -302,7 +302,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 		}
 	}
 	if (ct4_can_create(&v.f)) {
-		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port) < 0)
+		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port, 0) < 0)
 			return drop(skb, &v, DROP_CT_CREATE_FAILED);
 		pol_count(POL_CNT_CT_CREATED);
 	}

@@ -609,6 +609,14 @@ func TestUntrackedEndpoint(t *testing.T) {
 	rst := f.in(2, TCP, 8080)
 	rst.flags = RST | ACK
 	f.expect(t, "RST of an unknown connection", Ingress, rst, DropPolicyDenied)
+	// A picked-up entry does not let a connection open on its tuple: a
+	// peer's stray ACK is picked up, its SYN on the same ports is a new
+	// flow that policy denies.
+	probe := f.in(2, TCP, 8080)
+	probe.flags = ACK
+	f.expect(t, "stray ACK, picked up", Ingress, probe, DropNone)
+	probe.flags = SYN
+	f.expect(t, "SYN on the picked-up tuple", Ingress, probe, DropPolicyDenied)
 
 	// Track: enforcing nothing, tracked all the same.
 	must(t, f.dp.UpsertEndpoint(f.ifindex, Endpoint{ID: epID, Identity: epIdentity, Track: true}))
