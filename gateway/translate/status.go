@@ -47,7 +47,7 @@ type RouteStatus struct {
 func SupportedFeatures(tlsRoutes bool) []gwv1.SupportedFeature {
 	names := []gwv1.FeatureName{
 		"BackendTLSPolicy", "BackendTLSPolicySANValidation",
-		"GRPCRoute", "Gateway", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation", "GatewayPort8080",
+		"GRPCRoute", "GRPCRouteNamedRouteRule", "Gateway", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation", "GatewayPort8080",
 		"GatewayStaticAddresses",
 		"HTTPRoute", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
 		"HTTPRouteBackendRequestHeaderModification", "HTTPRouteBackendTimeout", "HTTPRouteCORS", "HTTPRouteDestinationPortMatching",
