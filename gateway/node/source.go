@@ -32,9 +32,11 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 )
 
-// debounce coalesces bursts of changes (a Deployment rolling out) into one
-// translation.
-const debounce = 200 * time.Millisecond
+// spacing coalesces bursts of changes (a Deployment rolling out) into one
+// translation: a change after a quiet spell is translated at once, the
+// changes that follow within spacing of that translation's start together
+// once spacing has passed.
+const spacing = 200 * time.Millisecond
 
 func gatewayResource(version, name string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: gwv1.GroupName, Version: version, Resource: name}
@@ -220,31 +222,49 @@ func Run(ctx context.Context, log *slog.Logger, s *Source, synced <-chan struct{
 		return
 	}
 	s.signal()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.changed:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(debounce):
-		}
+	throttle(ctx, s.changed, spacing, func() {
 		in, _, err := s.Input()
 		if err != nil {
 			log.Error("read the gateway objects", "error", err)
-			continue
+			return
 		}
 		model, _ := translate.Build(in)
 		res, err := translate.Render(model)
 		if err != nil {
 			log.Error("render the gateway configuration", "error", err)
-			continue
+			return
 		}
 		publish(ctx, res)
 		addrs := Addresses(model)
 		announce(addrs)
 		log.Debug("gateway configuration", "listeners", len(res.Listeners), "clusters", len(res.Clusters), "addresses", len(addrs))
+	})
+}
+
+// throttle calls do after each signal on changed, until ctx is done: at
+// once when the previous call started at least every ago, else when it is
+// that old; the signals meanwhile make one call.
+func throttle(ctx context.Context, changed <-chan struct{}, every time.Duration, do func()) {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		if wait := every - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		// Signals that came during the wait are in this call.
+		select {
+		case <-changed:
+		default:
+		}
+		last = time.Now()
+		do()
 	}
 }
