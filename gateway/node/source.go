@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -52,6 +54,16 @@ type Source struct {
 	services, slices, namespaces                  cache.Indexer
 	nodes, secrets                                cache.Indexer
 	ingresses, ingressClasses                     cache.Indexer
+
+	// mu guards converted: the typed copies of the dynamic informers'
+	// objects by UID, reused while their resourceVersion stays.
+	mu        sync.Mutex
+	converted map[types.UID]convertedObject
+}
+
+type convertedObject struct {
+	resourceVersion string
+	obj             any
 }
 
 // NewSource registers the Source's informers on inf. Secrets are watched
@@ -142,28 +154,33 @@ func (s *Source) signal() {
 func (s *Source) Changed() <-chan struct{} { return s.changed }
 
 // Input is the translation input as the informers have it now, and the
-// cluster's Nodes.
+// cluster's Nodes. Like the typed informers' objects, the objects it
+// returns are shared: not to be modified.
 func (s *Source) Input() (translate.Input, []corev1.Node, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var in translate.Input
 	var err error
-	if in.GatewayClasses, err = typed[gwv1.GatewayClass](s.classes); err != nil {
+	next := make(map[types.UID]convertedObject, len(s.converted))
+	defer func() { s.converted = next }()
+	if in.GatewayClasses, err = typed[gwv1.GatewayClass](s.classes, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	if in.Gateways, err = typed[gwv1.Gateway](s.gateways); err != nil {
+	if in.Gateways, err = typed[gwv1.Gateway](s.gateways, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	if in.HTTPRoutes, err = typed[gwv1.HTTPRoute](s.routes); err != nil {
+	if in.HTTPRoutes, err = typed[gwv1.HTTPRoute](s.routes, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	if in.GRPCRoutes, err = typed[gwv1.GRPCRoute](s.grpcRoutes); err != nil {
+	if in.GRPCRoutes, err = typed[gwv1.GRPCRoute](s.grpcRoutes, s.converted, next); err != nil {
 		return in, nil, err
 	}
 	if s.tlsRoutes != nil {
-		if in.TLSRoutes, err = typed[gwv1alpha2.TLSRoute](s.tlsRoutes); err != nil {
+		if in.TLSRoutes, err = typed[gwv1alpha2.TLSRoute](s.tlsRoutes, s.converted, next); err != nil {
 			return in, nil, err
 		}
 	}
-	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants); err != nil {
+	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants, s.converted, next); err != nil {
 		return in, nil, err
 	}
 	in.Services = items[corev1.Service](s.services)
@@ -177,23 +194,41 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 	return in, items[corev1.Node](s.nodes), nil
 }
 
-// typed converts a dynamic lister's objects.
-func typed[T any](l cache.GenericLister) ([]T, error) {
+// typed converts a dynamic lister's objects, reusing the conversions in
+// prev of the objects whose resourceVersion did not change (converting 1,000
+// HTTPRoutes again on every change would cost more than translating them),
+// and records the conversions in next.
+func typed[T any](l cache.GenericLister, prev, next map[types.UID]convertedObject) ([]T, error) {
 	objs, err := l.List(labels.Everything())
 	if err != nil {
 		return nil, err
 	}
 	out := make([]T, 0, len(objs))
 	for _, o := range objs {
-		u, ok := o.(runtime.Unstructured)
+		u, ok := o.(interface {
+			runtime.Unstructured
+			GetUID() types.UID
+			GetResourceVersion() string
+		})
 		if !ok {
 			continue
+		}
+		uid, rv := u.GetUID(), u.GetResourceVersion()
+		if c, ok := prev[uid]; ok && rv != "" && c.resourceVersion == rv {
+			if t, ok := c.obj.(T); ok {
+				out = append(out, t)
+				next[uid] = c
+				continue
+			}
 		}
 		var t T
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &t); err != nil {
 			return nil, fmt.Errorf("convert %T: %w", t, err)
 		}
 		out = append(out, t)
+		if uid != "" {
+			next[uid] = convertedObject{resourceVersion: rv, obj: t}
+		}
 	}
 	return out, nil
 }
