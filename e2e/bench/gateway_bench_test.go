@@ -830,8 +830,9 @@ func (r *gwReport) String() string {
 			errs += s.errors
 		}
 		fmt.Fprintf(&sb, "One more HTTPRoute (a new Exact path) at %d..%d routes, one at a time, %s apart: from just before the\n", r.routes, r.routes+len(r.samples)-1, gwSettle)
-		fmt.Fprintf(&sb, "create call to the first 200 on its path through the Gateway (polled every 2 ms; 404 before), and to\n")
-		fmt.Fprintf(&sb, "its Accepted status. %d changes", len(r.samples))
+		fmt.Fprintf(&sb, "create call to the first 200 on its path through the Gateway (polled every 2 ms, a new connection each;\n")
+		fmt.Fprintf(&sb, "404 before), to its Accepted status (polled every 10 ms), and to the first 200 on a keep-alive connection\n")
+		fmt.Fprintf(&sb, "opened before the write. %d changes", len(r.samples))
 		if r.truncated {
 			fmt.Fprintf(&sb, " (stopped at the %s budget)", gwChangeBudget)
 		}
