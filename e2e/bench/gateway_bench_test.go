@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -103,6 +105,7 @@ func BenchmarkGatewayRoutes(b *testing.B) {
 	cpu2 := g.cpu()
 	rep.cpuChanges = cpuDelta(cpu1, cpu2)
 	rep.memChanged = g.rss()
+	rep.envoyStats = g.envoyStats(ctx)
 
 	// Requests/s through the Gateway and straight to the pod.
 	arms, err := g.throughput(ctx)
@@ -590,6 +593,22 @@ func (g *gwBench) findProcesses(ctx context.Context) error {
 	return nil
 }
 
+// envoyStats reads each node Envoy's listener manager counters: how many
+// listeners drain (each replaced listener keeps its connections until they
+// drain) and how many listener updates it took.
+func (g *gwBench) envoyStats(ctx context.Context) map[string]string {
+	out := map[string]string{}
+	for _, n := range g.c.state.Nodes {
+		body, err := l7AdminGet(ctx, n.Netns, l7NodeEnvoyAdmin, "/stats?filter="+url.QueryEscape(`^listener_manager\.(total_listeners_draining|listener_modified|lds\.update_success)$`))
+		if err != nil {
+			out[n.Name] = err.Error()
+			continue
+		}
+		out[n.Name] = strings.Join(strings.Fields(strings.ReplaceAll(string(body), "listener_manager.", "")), " ")
+	}
+	return out
+}
+
 // operatorErrors counts the "Reconciler error" lines of the gateway-api
 // controller in the leader's log, and returns the first.
 func (g *gwBench) operatorErrors(ctx context.Context) (int, string) {
@@ -800,6 +819,8 @@ type gwReport struct {
 	// off the next); -1: its log was not readable.
 	operatorErrors     int
 	operatorFirstError string
+	// envoyStats: per node, Envoy's listener counters after the changes.
+	envoyStats map[string]string
 }
 
 func (r *gwReport) percentiles(f func(gwSample) time.Duration) (p50, p99, worst time.Duration) {
@@ -903,6 +924,9 @@ func (r *gwReport) String() string {
 		if strings.HasPrefix(k, "operator ") {
 			fmt.Fprintf(&sb, "operator RSS at %d routes / Envoy Gateway's controller at 1k routes (≈ 208 MiB, its published figure): %.2fx\n", r.routes, float64(r.memN[k])/(208<<20))
 		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(r.envoyStats)) {
+		fmt.Fprintf(&sb, "Envoy on %s after the changes: %s\n", n, r.envoyStats[n])
 	}
 	switch {
 	case r.operatorErrors < 0:
