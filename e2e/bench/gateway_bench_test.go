@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -604,7 +605,20 @@ func (g *gwBench) envoyStats(ctx context.Context) map[string]string {
 			out[n.Name] = err.Error()
 			continue
 		}
-		out[n.Name] = strings.Join(strings.Fields(strings.ReplaceAll(string(body), "listener_manager.", "")), " ")
+		stats := strings.Join(strings.Fields(strings.ReplaceAll(string(body), "listener_manager.", "")), " ")
+		// Allocated vs held by the allocator: what RSS is made of.
+		if raw, err := l7AdminGet(ctx, n.Netns, l7NodeEnvoyAdmin, "/memory"); err == nil {
+			var m struct {
+				Allocated string `json:"allocated"`
+				HeapSize  string `json:"heap_size"`
+			}
+			if json.Unmarshal(raw, &m) == nil {
+				a, _ := strconv.ParseInt(m.Allocated, 10, 64)
+				h, _ := strconv.ParseInt(m.HeapSize, 10, 64)
+				stats += fmt.Sprintf(" memory allocated: %s heap: %s", mib(a), mib(h))
+			}
+		}
+		out[n.Name] = stats
 	}
 	return out
 }
