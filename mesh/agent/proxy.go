@@ -197,7 +197,7 @@ func (p *proxy) publish(ctx context.Context, l7 *translate.Resources, gw *gwtran
 	}
 	return p.xds.Publish(ctx, translate.Resources{
 		Listeners: slices.Concat(p.l7Res.Listeners, p.gatewayR.Listeners),
-		Routes:    p.l7Res.Routes, // gateway listeners carry their routes inline
+		Routes:    slices.Concat(p.l7Res.Routes, p.gatewayR.Routes),
 		Clusters:  slices.Concat(p.l7Res.Clusters, p.gatewayR.Clusters),
 		Secrets:   p.l7Res.Secrets,
 	})
