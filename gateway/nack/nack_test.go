@@ -1,0 +1,99 @@
+package nack
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/membrane-mesh/membrane/gateway/ir"
+	"github.com/membrane-mesh/membrane/gateway/translate"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+)
+
+func route(name, path string) ir.Route {
+	return ir.Route{Name: name, Match: ir.Match{PathType: ir.PathPrefix, Path: path}, DirectResponse: 200}
+}
+
+func render(t *testing.T, l ir.Listener) translate.Resources {
+	t.Helper()
+	res, err := translate.Render(ir.IR{Listeners: []ir.Listener{l}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestAttribute(t *testing.T) {
+	addr := netip.MustParseAddr("10.0.0.1")
+	http := func(paths ...string) ir.Listener {
+		var routes []ir.Route
+		for i, p := range paths {
+			routes = append(routes, route("ns/r/rule/"+string(rune('0'+i))+"/match/0", p))
+		}
+		return ir.Listener{Name: "ns/gw/80", Address: addr, Port: 80, Protocol: ir.HTTP,
+			Servers: []ir.Server{{Name: "ns/gw/80", VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"}, Routes: routes}}}}}
+	}
+	server := func(name, key, path string) ir.Server {
+		return ir.Server{Name: "ns/gw/" + name, SNI: []string{name + ".example"}, Certificates: []ir.Certificate{{Name: "ns/s", Chain: []byte("chain"), Key: []byte(key)}},
+			VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"}, Routes: []ir.Route{route("ns/r2/rule/0/match/0", path)}}}}
+	}
+	https := func(servers ...ir.Server) ir.Listener {
+		return ir.Listener{Name: "ns/gw/443", Address: addr, Port: 443, Protocol: ir.HTTPS, Servers: servers}
+	}
+	for _, c := range []struct {
+		name             string
+		running, refused ir.Listener
+		new              bool
+		listeners, rules []string
+	}{
+		{name: "an HTTP rule changed", running: http("/a", "/b"), refused: http("/a", "/c"), rules: []string{"ns/r/rule/1"}},
+		{name: "a rule added", running: http("/a"), refused: http("/a", "/c"), rules: []string{"ns/r/rule/1"}},
+		{name: "one HTTPS listener's certificate", running: https(server("one", "k", "/"), server("two", "k", "/")),
+			refused: https(server("one", "k", "/"), server("two", "bad", "/")), listeners: []string{"two"}},
+		{name: "one HTTPS listener's rule", running: https(server("one", "k", "/"), server("two", "k", "/")),
+			refused: https(server("one", "k", "/x"), server("two", "k", "/")), listeners: []string{"one"}, rules: []string{"ns/r2/rule/0"}},
+		{name: "a new HTTPS listener", running: https(server("one", "k", "/")),
+			refused: https(server("one", "k", "/"), server("two", "bad", "/")), listeners: []string{"two"}},
+		{name: "a new Envoy listener", new: true, refused: https(server("one", "k", "/"), server("two", "k", "/")), listeners: []string{"one", "two"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// What Envoy refuses: the listener if it changed, else the
+			// route configuration that did (routes come over RDS).
+			refused := render(t, c.refused)
+			var got v1alpha1.GatewayRejection
+			var err error
+			if c.new {
+				got, err = Attribute(refused.Listeners[0], nil, "envoy's error")
+			} else if running := render(t, c.running); !proto.Equal(running.Listeners[0], refused.Listeners[0]) {
+				got, err = Attribute(refused.Listeners[0], running.Listeners[0], "envoy's error")
+			} else {
+				old := map[string]*routev3.RouteConfiguration{}
+				for _, rc := range running.Routes {
+					old[rc.GetName()] = rc
+				}
+				i := slices.IndexFunc(refused.Routes, func(rc *routev3.RouteConfiguration) bool { return !proto.Equal(old[rc.GetName()], rc) })
+				if i < 0 {
+					t.Fatal("neither the listener nor a route configuration changed")
+				}
+				got, err = AttributeRoutes(refused.Routes[i], old[refused.Routes[i].GetName()], "envoy's error")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Namespace != "ns" || got.Name != "gw" || got.Port != int32(c.refused.Port) || got.Error != "envoy's error" ||
+				!slices.Equal(got.Listeners, c.listeners) || !slices.Equal(got.Rules, c.rules) {
+				t.Errorf("got %+v, want listeners %v rules %v", got, c.listeners, c.rules)
+			}
+		})
+	}
+	if _, err := Attribute(&listenerv3.Listener{Name: "ingress/10.0.0.5:8080"}, nil, ""); err == nil {
+		t.Error("a policy listener is attributed to a Gateway")
+	}
+	if _, err := AttributeRoutes(&routev3.RouteConfiguration{Name: "ingress/10.0.0.5:8080"}, nil, ""); err == nil {
+		t.Error("a policy route configuration is attributed to a Gateway")
+	}
+}
