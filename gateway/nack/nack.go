@@ -1,5 +1,5 @@
-// Package nack attributes a gateway listener the node Envoy rejected to the
-// Gateway API objects it was made from: the Gateway (or Ingress) and port
+// Package nack attributes a gateway listener or route configuration the
+// node Envoy rejected to the Gateway API objects it was made from: the Gateway (or Ingress) and port
 // its name carries, the Gateway listeners whose filter chains changed since
 // the version Envoy runs, and the route rules whose routes changed in them.
 package nack
