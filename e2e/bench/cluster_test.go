@@ -88,6 +88,7 @@ type cluster struct {
 	env     env
 	state   *localcluster.State
 	client  kubernetes.Interface
+	cfg     *rest.Config // the client's, certificates in memory
 	backIPs []netip.Addr // the backend pods, sorted by node
 	eps     []discoveryv1.Endpoint
 	client0 *corev1.Pod // the pod the load generator joins
@@ -100,22 +101,30 @@ type cluster struct {
 // name first); it goes down in down() or, at the latest, in b's cleanup.
 func upCluster(ctx context.Context, b *testing.B, e env, name, podCIDR string, noMembrane bool) *cluster {
 	b.Helper()
+	return upClusterWith(ctx, b, e, localcluster.Options{
+		Name: name, Nodes: 2, PodCIDR: podCIDR, ServiceCIDR: localcluster.DefaultServiceCIDR, NoMembrane: noMembrane,
+	})
+}
+
+// upClusterWith is upCluster with more of the cluster's options (chart
+// values); the tool and binary directories come from e.
+func upClusterWith(ctx context.Context, b *testing.B, e env, o localcluster.Options) *cluster {
+	b.Helper()
+	name := o.Name
 	if err := localcluster.Down(context.WithoutCancel(ctx), e.log, name); err != nil {
 		b.Fatalf("remove leftover cluster %s: %v", name, err)
 	}
 	upCtx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	s, err := localcluster.Up(upCtx, e.log, localcluster.Options{
-		Name: name, Nodes: 2, PodCIDR: podCIDR, ServiceCIDR: localcluster.DefaultServiceCIDR,
-		ToolsDir: e.toolsDir, BinDir: e.binDir, NoMembrane: noMembrane,
-	})
+	o.ToolsDir, o.BinDir = e.toolsDir, e.binDir
+	s, err := localcluster.Up(upCtx, e.log, o)
 	if err != nil {
 		b.Fatalf("bring up cluster %s: %v", name, err)
 	}
 	c := &cluster{b: b, env: e, state: s, node: s.Nodes[0]}
 	b.Cleanup(c.down)
-	progress(b, "cluster %s up in %s (Membrane: %v)", name, time.Since(start).Round(time.Millisecond), !noMembrane)
+	progress(b, "cluster %s up in %s (Membrane: %v)", name, time.Since(start).Round(time.Millisecond), !o.NoMembrane)
 	cfg, err := clientcmd.BuildConfigFromFlags("", s.Layout().Kubeconfig())
 	if err != nil {
 		b.Fatal(err)
@@ -127,6 +136,7 @@ func upCluster(ctx context.Context, b *testing.B, e env, name, podCIDR string, n
 	}
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
 	cfg.QPS, cfg.Burst = 5000, 10000
+	c.cfg = cfg
 	if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		b.Fatal(err)
 	}

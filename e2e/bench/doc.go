@@ -41,4 +41,17 @@
 // against the target: Membrane's added p50 at most 0.5× the sidecar pair's.
 //
 //	MEMBRANE_BENCH_L7_REQUESTS=2000   measured requests per arm
+//
+// BenchmarkGatewayRoutes (gateway_bench_test.go) runs one cluster with the
+// chart's gatewayAPI.enabled=true and one Gateway: the time from 0 to 1,000
+// HTTPRoutes all serving; then one more HTTPRoute at a time, from its create
+// call to its first 200 through the Gateway's address from the host's root
+// namespace (p50/p99 against the 1 s target), to its Accepted status, and
+// to the first 200 on a keep-alive connection opened before the change;
+// requests/s through the Gateway vs straight to the backend pod (same client,
+// same concurrency, arms taking turns); and the CPU seconds and RSS of the
+// operator, the agents and the node Envoys.
+//
+//	MEMBRANE_BENCH_GW_ROUTES=1000    HTTPRoutes before the changes
+//	MEMBRANE_BENCH_GW_CHANGES=50     measured changes
 package bench

@@ -1,5 +1,5 @@
-// Package nack attributes a gateway listener the node Envoy rejected to the
-// Gateway API objects it was made from: the Gateway (or Ingress) and port
+// Package nack attributes a gateway listener or route configuration the
+// node Envoy rejected to the Gateway API objects it was made from: the Gateway (or Ingress) and port
 // its name carries, the Gateway listeners whose filter chains changed since
 // the version Envoy runs, and the route rules whose routes changed in them.
 package nack
@@ -77,6 +77,36 @@ func Attribute(refused, running *listenerv3.Listener, errText string) (v1alpha1.
 	return out, nil
 }
 
+// AttributeRoutes names what the rejection of the gateway route
+// configuration refused (as published) is about, given the version of it
+// Envoy runs (nil: none) and Envoy's error text about it. Route
+// configuration names are "gateway/<listener>#<server>" (gateway/translate):
+// the listener names the Gateway and port, the server the Gateway listener
+// (HTTPS) or, being the listener itself (HTTP), every Gateway listener of
+// the port; the rules are those whose routes changed.
+func AttributeRoutes(refused, running *routev3.RouteConfiguration, errText string) (v1alpha1.GatewayRejection, error) {
+	name, ok := strings.CutPrefix(refused.GetName(), translate.RoutePrefix)
+	listener, server, found := strings.Cut(name, "#")
+	parts := strings.Split(listener, "/")
+	if !ok || !found || len(parts) != 3 {
+		return v1alpha1.GatewayRejection{}, fmt.Errorf("route configuration %q is not a gateway's", refused.GetName())
+	}
+	port, err := strconv.ParseInt(parts[2], 10, 32)
+	if err != nil {
+		return v1alpha1.GatewayRejection{}, fmt.Errorf("route configuration %q: port: %w", refused.GetName(), err)
+	}
+	out := v1alpha1.GatewayRejection{Namespace: parts[0], Name: parts[1], Port: int32(port), Error: errText}
+	if chain := strings.Split(server, "/"); len(chain) >= 3 && chain[2] != parts[2] {
+		out.Listeners = []string{chain[2]}
+	}
+	if running != nil {
+		out.Rules = changedRoutes(running, refused)
+		slices.Sort(out.Rules)
+		out.Rules = slices.Compact(out.Rules)
+	}
+	return out, nil
+}
+
 // changedRules are the route rules whose routes differ between the filter
 // chains old and new, and whether the chains differ in nothing but routes.
 func changedRules(old, new *listenerv3.FilterChain) (rules []string, sameElse bool) {
@@ -85,6 +115,12 @@ func changedRules(old, new *listenerv3.FilterChain) (rules []string, sameElse bo
 	if oldRC == nil || newRC == nil || !proto.Equal(oldRest, newRest) {
 		return nil, false
 	}
+	return changedRoutes(oldRC, newRC), true
+}
+
+// changedRoutes are the route rules whose routes differ between the route
+// configurations oldRC and newRC.
+func changedRoutes(oldRC, newRC *routev3.RouteConfiguration) (rules []string) {
 	before := map[string]*routev3.Route{}
 	for _, vh := range oldRC.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
@@ -99,7 +135,7 @@ func changedRules(old, new *listenerv3.FilterChain) (rules []string, sameElse bo
 			}
 		}
 	}
-	return rules, true
+	return rules
 }
 
 // routesOf splits a filter chain into its connection manager's inline

@@ -6,22 +6,25 @@ import (
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/membrane-mesh/membrane/gateway/ir"
 	"github.com/membrane-mesh/membrane/gateway/translate"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
 func route(name, path string) ir.Route {
 	return ir.Route{Name: name, Match: ir.Match{PathType: ir.PathPrefix, Path: path}, DirectResponse: 200}
 }
 
-func render(t *testing.T, l ir.Listener) *listenerv3.Listener {
+func render(t *testing.T, l ir.Listener) translate.Resources {
 	t.Helper()
 	res, err := translate.Render(ir.IR{Listeners: []ir.Listener{l}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res.Listeners[0]
+	return res
 }
 
 func TestAttribute(t *testing.T) {
@@ -58,11 +61,26 @@ func TestAttribute(t *testing.T) {
 		{name: "a new Envoy listener", new: true, refused: https(server("one", "k", "/"), server("two", "k", "/")), listeners: []string{"one", "two"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var running *listenerv3.Listener
-			if !c.new {
-				running = render(t, c.running)
+			// What Envoy refuses: the listener if it changed, else the
+			// route configuration that did (routes come over RDS).
+			refused := render(t, c.refused)
+			var got v1alpha1.GatewayRejection
+			var err error
+			if c.new {
+				got, err = Attribute(refused.Listeners[0], nil, "envoy's error")
+			} else if running := render(t, c.running); !proto.Equal(running.Listeners[0], refused.Listeners[0]) {
+				got, err = Attribute(refused.Listeners[0], running.Listeners[0], "envoy's error")
+			} else {
+				old := map[string]*routev3.RouteConfiguration{}
+				for _, rc := range running.Routes {
+					old[rc.GetName()] = rc
+				}
+				i := slices.IndexFunc(refused.Routes, func(rc *routev3.RouteConfiguration) bool { return !proto.Equal(old[rc.GetName()], rc) })
+				if i < 0 {
+					t.Fatal("neither the listener nor a route configuration changed")
+				}
+				got, err = AttributeRoutes(refused.Routes[i], old[refused.Routes[i].GetName()], "envoy's error")
 			}
-			got, err := Attribute(render(t, c.refused), running, "envoy's error")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,5 +92,8 @@ func TestAttribute(t *testing.T) {
 	}
 	if _, err := Attribute(&listenerv3.Listener{Name: "ingress/10.0.0.5:8080"}, nil, ""); err == nil {
 		t.Error("a policy listener is attributed to a Gateway")
+	}
+	if _, err := AttributeRoutes(&routev3.RouteConfiguration{Name: "ingress/10.0.0.5:8080"}, nil, ""); err == nil {
+		t.Error("a policy route configuration is attributed to a Gateway")
 	}
 }

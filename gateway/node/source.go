@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -32,9 +34,11 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 )
 
-// debounce coalesces bursts of changes (a Deployment rolling out) into one
-// translation.
-const debounce = 200 * time.Millisecond
+// spacing coalesces bursts of changes (a Deployment rolling out) into one
+// translation: a change after a quiet spell is translated at once, the
+// changes that follow within spacing of that translation's start together
+// once spacing has passed.
+const spacing = 200 * time.Millisecond
 
 func gatewayResource(version, name string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: gwv1.GroupName, Version: version, Resource: name}
@@ -51,6 +55,16 @@ type Source struct {
 	services, slices, namespaces                  cache.Indexer
 	nodes, secrets, configMaps                    cache.Indexer
 	ingresses, ingressClasses                     cache.Indexer
+
+	// mu guards converted: the typed copies of the dynamic informers'
+	// objects by UID, reused while their resourceVersion stays.
+	mu        sync.Mutex
+	converted map[types.UID]convertedObject
+}
+
+type convertedObject struct {
+	resourceVersion string
+	obj             any
 }
 
 // NewSource registers the Source's informers on inf. Secrets are watched
@@ -144,31 +158,36 @@ func (s *Source) signal() {
 func (s *Source) Changed() <-chan struct{} { return s.changed }
 
 // Input is the translation input as the informers have it now, and the
-// cluster's Nodes.
+// cluster's Nodes. Like the typed informers' objects, the objects it
+// returns are shared: not to be modified.
 func (s *Source) Input() (translate.Input, []corev1.Node, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var in translate.Input
 	var err error
-	if in.GatewayClasses, err = typed[gwv1.GatewayClass](s.classes); err != nil {
+	next := make(map[types.UID]convertedObject, len(s.converted))
+	defer func() { s.converted = next }()
+	if in.GatewayClasses, err = typed[gwv1.GatewayClass](s.classes, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	if in.Gateways, err = typed[gwv1.Gateway](s.gateways); err != nil {
+	if in.Gateways, err = typed[gwv1.Gateway](s.gateways, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	if in.HTTPRoutes, err = typed[gwv1.HTTPRoute](s.routes); err != nil {
+	if in.HTTPRoutes, err = typed[gwv1.HTTPRoute](s.routes, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	if in.GRPCRoutes, err = typed[gwv1.GRPCRoute](s.grpcRoutes); err != nil {
+	if in.GRPCRoutes, err = typed[gwv1.GRPCRoute](s.grpcRoutes, s.converted, next); err != nil {
 		return in, nil, err
 	}
 	if s.tlsRoutes != nil {
-		if in.TLSRoutes, err = typed[gwv1alpha2.TLSRoute](s.tlsRoutes); err != nil {
+		if in.TLSRoutes, err = typed[gwv1alpha2.TLSRoute](s.tlsRoutes, s.converted, next); err != nil {
 			return in, nil, err
 		}
 	}
-	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants); err != nil {
+	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	if in.BackendTLSPolicies, err = typed[gwv1.BackendTLSPolicy](s.backendTLS); err != nil {
+	if in.BackendTLSPolicies, err = typed[gwv1.BackendTLSPolicy](s.backendTLS, s.converted, next); err != nil {
 		return in, nil, err
 	}
 	in.ConfigMaps = items[corev1.ConfigMap](s.configMaps)
@@ -183,23 +202,41 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 	return in, items[corev1.Node](s.nodes), nil
 }
 
-// typed converts a dynamic lister's objects.
-func typed[T any](l cache.GenericLister) ([]T, error) {
+// typed converts a dynamic lister's objects, reusing the conversions in
+// prev of the objects whose resourceVersion did not change (converting 1,000
+// HTTPRoutes again on every change would cost more than translating them),
+// and records the conversions in next.
+func typed[T any](l cache.GenericLister, prev, next map[types.UID]convertedObject) ([]T, error) {
 	objs, err := l.List(labels.Everything())
 	if err != nil {
 		return nil, err
 	}
 	out := make([]T, 0, len(objs))
 	for _, o := range objs {
-		u, ok := o.(runtime.Unstructured)
+		u, ok := o.(interface {
+			runtime.Unstructured
+			GetUID() types.UID
+			GetResourceVersion() string
+		})
 		if !ok {
 			continue
+		}
+		uid, rv := u.GetUID(), u.GetResourceVersion()
+		if c, ok := prev[uid]; ok && rv != "" && c.resourceVersion == rv {
+			if t, ok := c.obj.(T); ok {
+				out = append(out, t)
+				next[uid] = c
+				continue
+			}
 		}
 		var t T
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &t); err != nil {
 			return nil, fmt.Errorf("convert %T: %w", t, err)
 		}
 		out = append(out, t)
+		if uid != "" {
+			next[uid] = convertedObject{resourceVersion: rv, obj: t}
+		}
 	}
 	return out, nil
 }
@@ -228,31 +265,49 @@ func Run(ctx context.Context, log *slog.Logger, s *Source, synced <-chan struct{
 		return
 	}
 	s.signal()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.changed:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(debounce):
-		}
+	throttle(ctx, s.changed, spacing, func() {
 		in, _, err := s.Input()
 		if err != nil {
 			log.Error("read the gateway objects", "error", err)
-			continue
+			return
 		}
 		model, _ := translate.Build(in)
 		res, err := translate.Render(model)
 		if err != nil {
 			log.Error("render the gateway configuration", "error", err)
-			continue
+			return
 		}
 		publish(ctx, res)
 		addrs := Addresses(model)
 		announce(addrs)
 		log.Debug("gateway configuration", "listeners", len(res.Listeners), "clusters", len(res.Clusters), "addresses", len(addrs))
+	})
+}
+
+// throttle calls do after each signal on changed, until ctx is done: at
+// once when the previous call started at least every ago, else when it is
+// that old; the signals meanwhile make one call.
+func throttle(ctx context.Context, changed <-chan struct{}, every time.Duration, do func()) {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		if wait := every - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		// Signals that came during the wait are in this call.
+		select {
+		case <-changed:
+		default:
+		}
+		last = time.Now()
+		do()
 	}
 }

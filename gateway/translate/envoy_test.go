@@ -13,10 +13,11 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
+	xdstranslate "github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // TestEnvoyValidate loads every golden case's resources, as static
-// resources of a bootstrap, into the pinned Envoy in validate mode: the
+// resources of a bootstrap (route configurations inline), into the pinned Envoy in validate mode: the
 // translation must be something Envoy accepts, not only something that fits
 // the API's schema.
 func TestEnvoyValidate(t *testing.T) {
@@ -24,12 +25,18 @@ func TestEnvoyValidate(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
+			// Static listeners cannot use RDS: each gets its route
+			// configurations inline, so that Envoy parses them too.
+			inline, err := xdstranslate.Resources{Listeners: c.out.Listeners, Routes: c.out.Routes}.InlineRoutes()
+			if err != nil {
+				t.Fatal(err)
+			}
 			b, err := protojson.Marshal(&bootstrapv3.Bootstrap{
 				Node: &corev3.Node{Id: "test-node", Cluster: "membrane"},
 				Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 					Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
 				}}}},
-				StaticResources: &bootstrapv3.Bootstrap_StaticResources{Listeners: c.out.Listeners, Clusters: c.out.Clusters},
+				StaticResources: &bootstrapv3.Bootstrap_StaticResources{Listeners: inline, Clusters: c.out.Clusters},
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -37,6 +37,9 @@ const (
 	// proxy's resources.
 	ListenerPrefix = "gateway/"
 	ClusterPrefix  = "gateway/"
+	// RoutePrefix starts the name of every gateway route configuration
+	// (RDS): "gateway/<listener>#<server>".
+	RoutePrefix = "gateway/"
 	// invalidBackendCluster is named by routes for invalid backends and
 	// never defined: Envoy answers those requests with 500.
 	invalidBackendCluster = "gateway-invalid-backend"
@@ -53,9 +56,14 @@ const (
 	connectTimeout      = 5 * time.Second
 )
 
-// Resources are the node Envoys' gateway listeners and clusters.
+// Resources are the node Envoys' gateway listeners, their route
+// configurations and clusters. The HTTP connection managers get their
+// routes over RDS, so that a route change replaces a route configuration,
+// not the listener: connections already open keep going and see the new
+// routes with their next request.
 type Resources struct {
 	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 }
 
@@ -66,11 +74,12 @@ type Resources struct {
 func Render(in ir.IR) (Resources, error) {
 	var out Resources
 	for _, l := range in.Listeners {
-		el, err := renderListener(l)
+		el, routes, err := renderListener(l)
 		if err != nil {
 			return Resources{}, fmt.Errorf("listener %s: %w", l.Name, err)
 		}
 		out.Listeners = append(out.Listeners, el)
+		out.Routes = append(out.Routes, routes...)
 	}
 	for _, c := range in.Clusters {
 		ec, err := renderCluster(c)
@@ -82,7 +91,7 @@ func Render(in ir.IR) (Resources, error) {
 	return out, nil
 }
 
-func renderListener(l ir.Listener) (*listenerv3.Listener, error) {
+func renderListener(l ir.Listener) (*listenerv3.Listener, []*routev3.RouteConfiguration, error) {
 	el := &listenerv3.Listener{
 		Name: ListenerPrefix + l.Name,
 		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
@@ -93,23 +102,25 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, error) {
 	if l.Protocol == ir.HTTPS || l.Protocol == ir.TLS {
 		insp, err := marshalAny(&tlsinspectorv3.TlsInspector{})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		el.ListenerFilters = []*listenerv3.ListenerFilter{{Name: tlsInspector, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: insp}}}
 	}
+	var routes []*routev3.RouteConfiguration
 	for _, s := range l.Servers {
 		if l.Protocol == ir.TLS {
 			fc, err := passthroughChain(s)
 			if err != nil {
-				return nil, fmt.Errorf("server %s: %w", s.Name, err)
+				return nil, nil, fmt.Errorf("server %s: %w", s.Name, err)
 			}
 			el.FilterChains = append(el.FilterChains, fc)
 			continue
 		}
-		hcm, err := connectionManager(s)
+		hcm, rc, err := connectionManager(RoutePrefix+l.Name+"#"+s.Name, s)
 		if err != nil {
-			return nil, fmt.Errorf("server %s: %w", s.Name, err)
+			return nil, nil, fmt.Errorf("server %s: %w", s.Name, err)
 		}
+		routes = append(routes, rc)
 		fc := &listenerv3.FilterChain{
 			Name:    s.Name,
 			Filters: []*listenerv3.Filter{{Name: hcmFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}},
@@ -118,13 +129,13 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, error) {
 			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: s.SNI}
 			ts, err := tlsContext(s)
 			if err != nil {
-				return nil, fmt.Errorf("server %s: %w", s.Name, err)
+				return nil, nil, fmt.Errorf("server %s: %w", s.Name, err)
 			}
 			fc.TransportSocket = ts
 		}
 		el.FilterChains = append(el.FilterChains, fc)
 	}
-	return el, nil
+	return el, routes, nil
 }
 
 // passthroughChain forwards the TLS connections of the server's SNI whole
@@ -168,34 +179,42 @@ func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
 	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
 }
 
-func connectionManager(s ir.Server) (*anypb.Any, error) {
+// connectionManager is the server's HTTP connection manager, which gets
+// its route configuration, named routeName, over RDS.
+func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.RouteConfiguration, error) {
 	router, err := marshalAny(&routerv3.Router{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The CORS filter acts only on routes with a CORS policy.
 	corsCfg, err := marshalAny(&corsv3.Cors{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Hostnames match without the Host header's port; the header itself
 	// reaches the backend as the client sent it.
-	rc := &routev3.RouteConfiguration{Name: s.Name, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
+	rc := &routev3.RouteConfiguration{Name: routeName, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
 	for _, vh := range s.VirtualHosts {
 		evh := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
 		for _, r := range vh.Routes {
 			er, err := renderRoute(r)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			evh.Routes = append(evh.Routes, er)
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, evh)
 	}
-	return marshalAny(&hcmv3.HttpConnectionManager{
-		StatPrefix:     statPrefix(s.Name),
-		CodecType:      hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
+	hcm, err := marshalAny(&hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix(s.Name),
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: &corev3.ConfigSource{
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+				ResourceApiVersion:    corev3.ApiVersion_V3,
+			},
+			RouteConfigName: routeName,
+		}},
 		HttpFilters: []*hcmv3.HttpFilter{
 			{Name: corsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: corsCfg}},
 			{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
@@ -204,6 +223,10 @@ func connectionManager(s ir.Server) (*anypb.Any, error) {
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return hcm, rc, nil
 }
 
 func renderRoute(r ir.Route) (*routev3.Route, error) {

@@ -54,13 +54,14 @@ func goldenCases(t *testing.T) []goldenCase {
 
 // TestGolden compares the translation of testdata/<case>.in.yaml with
 // <case>.status.yaml (the status every object should get),
-// <case>.listeners.json and <case>.clusters.json (go test ./gateway/translate
-// -update rewrites them).
+// <case>.listeners.json, <case>.routes.json and <case>.clusters.json (go
+// test ./gateway/translate -update rewrites them).
 func TestGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			checkStatus(t, filepath.Join("testdata", c.name+".status.yaml"), c.status)
 			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".routes.json"), c.out.Routes, *update)
 			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters, *update)
 		})
 	}
@@ -105,6 +106,11 @@ func TestValid(t *testing.T) {
 					}
 				}
 			}
+			for _, rc := range c.out.Routes {
+				if err := rc.ValidateAll(); err != nil {
+					t.Errorf("route configuration %s: %v", rc.GetName(), err)
+				}
+			}
 			for _, cl := range c.out.Clusters {
 				if err := cl.ValidateAll(); err != nil {
 					t.Errorf("cluster %s: %v", cl.GetName(), err)
@@ -121,6 +127,13 @@ func TestValid(t *testing.T) {
 				b, _ := opts.Marshal(again.Listeners[i])
 				if !bytes.Equal(a, b) {
 					t.Errorf("listener %d: two translations differ", i)
+				}
+			}
+			for i := range again.Routes {
+				a, _ := opts.Marshal(c.out.Routes[i])
+				b, _ := opts.Marshal(again.Routes[i])
+				if !bytes.Equal(a, b) {
+					t.Errorf("route configuration %d: two translations differ", i)
 				}
 			}
 		})

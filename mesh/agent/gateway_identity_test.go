@@ -6,6 +6,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -30,12 +31,16 @@ func TestWithIngressIdentity(t *testing.T) {
 			{Filters: []*listenerv3.Filter{{Name: "hcm", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}}},
 			{Filters: []*listenerv3.Filter{{Name: "tcp", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tcp}}}},
 		}}},
+		Routes:   []*routev3.RouteConfiguration{{Name: "gateway/gw#gw"}},
 		Clusters: []*clusterv3.Cluster{{Name: "gateway/a"}, {Name: "gateway/b"}},
 	}
 	src := netip.MustParseAddr("10.244.1.1")
 	out, err := withIngressIdentity(in, src, "membrane-agent")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(out.Routes) != 1 || out.Routes[0].GetName() != "gateway/gw#gw" {
+		t.Errorf("route configurations %v, want the input's", out.Routes)
 	}
 	for _, c := range out.Clusters {
 		if got := c.GetUpstreamBindConfig().GetSourceAddress().GetAddress(); got != src.String() {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -215,7 +216,7 @@ func (p *proxy) publish(ctx context.Context, l7 *translate.Resources, gw *gwtran
 	}
 	return p.xds.Publish(ctx, translate.Resources{
 		Listeners: slices.Concat(p.l7Res.Listeners, p.gatewayR.Listeners),
-		Routes:    p.l7Res.Routes, // gateway listeners carry their routes inline
+		Routes:    slices.Concat(p.l7Res.Routes, p.gatewayR.Routes),
 		Clusters:  slices.Concat(p.l7Res.Clusters, p.gatewayR.Clusters),
 		Secrets:   p.l7Res.Secrets,
 	})
@@ -267,6 +268,12 @@ func (p *proxy) report(ctx context.Context) {
 func (p *proxy) rejectedGateways(refused []server.Refusal) []v1alpha1.GatewayRejection {
 	var out []v1alpha1.GatewayRejection
 	for _, r := range refused {
+		if r.TypeURL == resource.RouteType && strings.HasPrefix(r.Name, gwtranslate.RoutePrefix) {
+			if g, ok := p.rejectedGatewayRoutes(r); ok {
+				out = append(out, g)
+			}
+			continue
+		}
 		if r.TypeURL != resource.ListenerType || !strings.HasPrefix(r.Name, gwtranslate.ListenerPrefix) {
 			continue
 		}
@@ -289,6 +296,28 @@ func (p *proxy) rejectedGateways(refused []server.Refusal) []v1alpha1.GatewayRej
 		out = append(out, g)
 	}
 	return out
+}
+
+// rejectedGatewayRoutes attributes a refused gateway route configuration
+// (RDS) to its Gateway; false: not one published now.
+func (p *proxy) rejectedGatewayRoutes(r server.Refusal) (v1alpha1.GatewayRejection, bool) {
+	p.pub.Lock()
+	i := slices.IndexFunc(p.gatewayR.Routes, func(rc *routev3.RouteConfiguration) bool { return rc.GetName() == r.Name })
+	var rc *routev3.RouteConfiguration
+	if i >= 0 {
+		rc = p.gatewayR.Routes[i]
+	}
+	p.pub.Unlock()
+	if rc == nil {
+		return v1alpha1.GatewayRejection{}, false
+	}
+	running, _ := p.xds.Running(r.TypeURL, r.Name).(*routev3.RouteConfiguration)
+	g, err := nack.AttributeRoutes(rc, running, r.Error)
+	if err != nil {
+		p.log.Warn("attribute a rejected gateway route configuration", "routes", r.Name, "error", err)
+		return v1alpha1.GatewayRejection{}, false
+	}
+	return g, true
 }
 
 func (p *proxy) annotate(ctx context.Context, value string) error {

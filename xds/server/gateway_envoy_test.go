@@ -76,7 +76,7 @@ func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := s.Publish(t.Context(), translate.Resources{Listeners: res.Listeners, Clusters: res.Clusters})
+		v, err := s.Publish(t.Context(), translate.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters})
 		if err != nil {
 			t.Fatal(err)
 		}
