@@ -78,6 +78,12 @@ func Render(in ir.IR) (Resources, error) {
 		if err != nil {
 			return Resources{}, fmt.Errorf("listener %s: %w", l.Name, err)
 		}
+		if len(el.FilterChains) == 0 {
+			// Nothing to serve (a TLS passthrough listener without
+			// routes): Envoy refuses a listener without filter chains,
+			// and its port refuses connections either way.
+			continue
+		}
 		out.Listeners = append(out.Listeners, el)
 		out.Routes = append(out.Routes, routes...)
 	}
