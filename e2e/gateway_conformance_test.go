@@ -187,6 +187,20 @@ func summarizeConformance(t *testing.T, path string, claimed []gwv1.SupportedFea
 			t.Errorf("the report has no %s profile", name)
 		}
 	}
+	// Tests whose features no one profile has all of run too, but the
+	// report counts them nowhere: their subtests say how they went.
+	for _, ct := range tests.ConformanceTests {
+		if !have.HasAll(ct.Features...) {
+			continue
+		}
+		inProfile := false
+		for _, name := range sets.List(profiles) {
+			inProfile = inProfile || profileFeatures(name).HasAll(ct.Features...)
+		}
+		if !inProfile {
+			t.Logf("  outside the profiles' statistics: %s (its subtest TestGatewayConformance/%s says how it went)", ct.ShortName, ct.ShortName)
+		}
+	}
 }
 
 // profileFeatures are the core and extended features of a conformance
