@@ -329,8 +329,10 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 				t.Errorf("the intruder claiming %s: CONNECT answered %d, want 403 (RBAC)", claim.name, code)
 			}
 		}
-		line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--to-pod", ns + "/" + backend.Name},
-			"mTLS spiffe://cluster.local/ns/"+ns+"/sa/intruder -> "+backendID.String()+" 403")
+		// The refused tunnels come from the intruder (who connected), not
+		// from the address it claimed.
+		line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--from-pod", ns + "/intruder", "--to-pod", ns + "/" + backend.Name},
+			ns+"/intruder", "L7 policy denied DROPPED", "mTLS spiffe://cluster.local/ns/"+ns+"/sa/intruder -> "+backendID.String()+" 403")
 		t.Logf("intruder: %s", line)
 		eventually(t, 30*time.Second, "the denied connections in the metrics", func() error {
 			after := metricValue(k.must("", "get", "--raw", "/api/v1/nodes/"+nodeB+":9890/proxy/metrics"),
@@ -340,6 +342,28 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("allowed address without the proxy", func(t *testing.T) {
+		// An allowed pod's own connections are redirected to the proxy at
+		// its own interface; a pod that sends from an allowed pod's
+		// address it does not own (here the intruder, given the remote
+		// frontend's address as a second one, as a pod with NET_ADMIN can)
+		// is not redirected, and the backend's node drops it.
+		if out, err := exec.Command("nsenter", "--net="+podNetns(intruder), "--",
+			"ip", "addr", "add", remoteFront.Status.PodIP+"/32", "dev", "eth0").CombinedOutput(); err != nil {
+			t.Fatalf("add %s to the intruder: %v %s", remoteFront.Status.PodIP, err, out)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "nsenter", "--net="+podNetns(intruder), "--",
+			"curl", "-s", "-m", "3", "--interface", remoteFront.Status.PodIP, url).CombinedOutput()
+		if err == nil || strings.Contains(string(out), "Hello from Backend") {
+			t.Errorf("the intruder reached the backend from the frontend's address without the proxy: %v %s", err, out)
+		}
+		line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--to-pod", ns + "/" + backend.Name, "--port", "8080"},
+			ns+"/"+remoteFront.Name, "-> "+ns+"/"+backend.Name+":8080", "Authentication required DROPPED")
+		t.Logf("spoofed frontend address: %s", line)
 	})
 
 	t.Run("SVID and CA rotation under a request loop", func(t *testing.T) {
