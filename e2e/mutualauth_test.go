@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,9 +29,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/net/http2"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/netns"
 	"github.com/membrane-mesh/membrane/encryption/spiffe"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/xds/mtls"
@@ -346,10 +350,10 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 
 	t.Run("allowed address without the proxy", func(t *testing.T) {
 		// An allowed pod's own connections are redirected to the proxy at
-		// its own interface; a pod that sends from an allowed pod's
-		// address it does not own (here the intruder, given the remote
-		// frontend's address as a second one, as a pod with NET_ADMIN can)
-		// is not redirected, and the backend's node drops it.
+		// its own interface. A pod sending from an allowed pod's address it
+		// does not own (the intruder, given the remote frontend's address
+		// as a second one, as a pod with NET_ADMIN can) is dropped at its
+		// own interface.
 		if out, err := exec.Command("nsenter", "--net="+podNetns(intruder), "--",
 			"ip", "addr", "add", remoteFront.Status.PodIP+"/32", "dev", "eth0").CombinedOutput(); err != nil {
 			t.Fatalf("add %s to the intruder: %v %s", remoteFront.Status.PodIP, err, out)
@@ -359,11 +363,32 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 		out, err := exec.CommandContext(ctx, "nsenter", "--net="+podNetns(intruder), "--",
 			"curl", "-s", "-m", "3", "--interface", remoteFront.Status.PodIP, url).CombinedOutput()
 		if err == nil || strings.Contains(string(out), "Hello from Backend") {
-			t.Errorf("the intruder reached the backend from the frontend's address without the proxy: %v %s", err, out)
+			t.Errorf("the intruder reached the backend from the frontend's address: %v %s", err, out)
 		}
 		line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--to-pod", ns + "/" + backend.Name, "--port", "8080"},
-			ns+"/"+remoteFront.Name, "-> "+ns+"/"+backend.Name+":8080", "Authentication required DROPPED")
-		t.Logf("spoofed frontend address: %s", line)
+			ns+"/"+remoteFront.Name, "-> "+ns+"/"+backend.Name+":8080", "Invalid source ip DROPPED")
+		t.Logf("intruder with the frontend's address: %s", line)
+		// Past every pod interface (sent by the frontend's node itself,
+		// as a raw SYN from the frontend's address), it reaches the
+		// backend's node as a connection from an allowed pod that did not
+		// come through the proxy: dropped there.
+		front, err := netip.ParseAddr(remoteFront.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst, err := netip.ParseAddr(backend.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := spoofSYN(s.Layout().NodeNetns(nodeA), front, dst, 8080); err != nil {
+				t.Fatalf("raw SYN from %s: %v", front, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		line = expectFlow(t, k, []string{"--verdict", "DROPPED", "--to-pod", ns + "/" + backend.Name, "--port", "8080"},
+			ns+"/"+remoteFront.Name+":40404", "-> "+ns+"/"+backend.Name+":8080", "Authentication required DROPPED")
+		t.Logf("raw SYN from the frontend's address: %s", line)
 	})
 
 	t.Run("SVID and CA rotation under a request loop", func(t *testing.T) {
@@ -766,4 +791,46 @@ func connectTunnel(ctx context.Context, nsPath, tunnel string, id *podSVID, dst 
 	go fmt.Fprintf(pw, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", dest)
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return resp.StatusCode, string(b), err
+}
+
+// spoofSYN sends one TCP SYN from src:40404 to dst:port through a raw
+// socket in the network namespace at nsPath.
+func spoofSYN(nsPath string, src, dst netip.Addr, port uint16) error {
+	pkt := make([]byte, 40)
+	// IPv4: version 4, IHL 5, total length 40, DF, TTL 64, TCP.
+	pkt[0], pkt[3], pkt[6], pkt[8], pkt[9] = 0x45, 40, 0x40, 64, 6
+	s4, d4 := src.As4(), dst.As4()
+	copy(pkt[12:16], s4[:])
+	copy(pkt[16:20], d4[:])
+	binary.BigEndian.PutUint16(pkt[10:], checksum(pkt[:20]))
+	tcp := pkt[20:]
+	binary.BigEndian.PutUint16(tcp[0:], 40404)
+	binary.BigEndian.PutUint16(tcp[2:], port)
+	binary.BigEndian.PutUint32(tcp[4:], uint32(time.Now().UnixNano()))
+	tcp[12], tcp[13] = 5<<4, 0x02 // data offset 5, SYN
+	binary.BigEndian.PutUint16(tcp[14:], 64240)
+	pseudo := append(append(append([]byte{}, s4[:]...), d4[:]...), 0, 6, 0, 20)
+	binary.BigEndian.PutUint16(tcp[16:], checksum(append(pseudo, tcp...)))
+	return netns.Do(nsPath, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+		if err != nil {
+			return fmt.Errorf("raw socket: %w", err)
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: d4})
+	})
+}
+
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
 }
