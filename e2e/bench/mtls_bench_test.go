@@ -98,7 +98,7 @@ const (
 	// share of the sidecar pair's.
 	mtlsTarget = 0.6
 	// Envoy's stat of the node's tunnel termination RBAC (xds/mtls).
-	mtlsInboundRBAC = `membrane_mtls_inbound\.rbac\.allowed$`
+	mtlsInboundRBAC = `membrane_mtls_inbound\.rbac\.mtls\.allowed$`
 	// The server sidecar's network RBAC filter.
 	mtlsSidecarRBAC = `sidecar_mtls\.rbac\.allowed$`
 )
