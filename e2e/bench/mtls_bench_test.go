@@ -161,25 +161,16 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	l.sidecars = []*l7Sidecar{server, client}
 
 	// Every Membrane process of the path: both nodes' Envoy and agent pods.
-	var membraneCgroups []string
-	for _, sel := range []string{"k8s-app=membrane-envoy", "k8s-app=membrane-agent"} {
-		dirs, err := mtlsPodCgroups(ctx, l, sel)
-		if err != nil {
-			b.Fatal(err)
-		}
-		membraneCgroups = append(membraneCgroups, dirs...)
+	envoys, err := mtlsPodCgroups(ctx, l, "k8s-app=membrane-envoy")
+	if err != nil {
+		b.Fatal(err)
 	}
-	membraneCPU := func() (time.Duration, error) {
-		var sum time.Duration
-		for _, d := range membraneCgroups {
-			u, err := cgroupUsage(d)
-			if err != nil {
-				return 0, err
-			}
-			sum += u
-		}
-		return sum, nil
+	agents, err := mtlsPodCgroups(ctx, l, "k8s-app=membrane-agent")
+	if err != nil {
+		b.Fatal(err)
 	}
+	split := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
+	membraneCPU := split.sample
 	clientNS := l.netns(l.client)
 	arms := []*l7Arm{
 		{name: mtlsArmDirect, base: fmt.Sprintf("http://%s:%d", l.plainIP, l7AppPort), deleteCode: http.StatusOK},
@@ -253,7 +244,7 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		}
 	}
 	rep := &mtlsReport{arms: arms, requests: requests, load: load, envoyBin: envoyBin, sameBinary: l.sameBinaryAsNode(),
-		took: time.Since(begin), membraneCgroups: len(membraneCgroups)}
+		took: time.Since(begin), membraneCgroups: len(envoys) + len(agents), envoyCPU: split.used[0], agentCPU: split.used[1]}
 	fmt.Print(rep.String())
 	rep.metrics(b)
 }
@@ -429,6 +420,39 @@ func mtlsNodeRefused(ctx context.Context, l *l7Bench) error {
 		return fmt.Errorf("node %s reached payment-auth without authentication: %s", l.server.Name, resp.Status)
 	}
 	return nil
+}
+
+// cpuSplit sums the CPU time of groups of cgroups; sample is an l7Arm's
+// cpu function: run calls it at the start and at the end of each measured
+// round, and used accumulates each group's time between the two.
+type cpuSplit struct {
+	groups [][]string
+	start  []time.Duration
+	used   []time.Duration
+}
+
+func (c *cpuSplit) sample() (time.Duration, error) {
+	now := make([]time.Duration, len(c.groups))
+	var total time.Duration
+	for i, g := range c.groups {
+		for _, d := range g {
+			u, err := cgroupUsage(d)
+			if err != nil {
+				return 0, err
+			}
+			now[i] += u
+		}
+		total += now[i]
+	}
+	if c.start == nil {
+		c.start = now
+	} else {
+		for i := range now {
+			c.used[i] += now[i] - c.start[i]
+		}
+		c.start = nil
+	}
+	return total, nil
 }
 
 // mtlsPodCgroups are the cgroups of the kube-system pods matching sel on
@@ -662,6 +686,8 @@ type mtlsReport struct {
 	sameBinary      bool
 	took            time.Duration
 	membraneCgroups int
+	// envoyCPU and agentCPU split membrane's measured CPU time.
+	envoyCPU, agentCPU time.Duration
 }
 
 // ratios are membrane's added p99 and CPU per request over the sidecar
@@ -731,7 +757,11 @@ func (r *mtlsReport) String() string {
 	fmt.Fprintf(&sb, "\nNotes:\n")
 	fmt.Fprintf(&sb, "- \"RBAC-allowed conns\": the enforcing Envoy's RBAC allowed counter over the measured arm (connections: the pool's, re-opened ones).\n")
 	fmt.Fprintf(&sb, "- latency: from the request's write to the end of the response body, in the Go client; percentiles are nearest-rank over all rounds.\n")
-	fmt.Fprintf(&sb, "- membrane's CPU includes both agents' background work over the arm's measured time.\n")
+	if m := r.arms[1].stats(); m.n > 0 {
+		per1k := func(d time.Duration) float64 { return d.Seconds() / float64(m.n) * 1000 }
+		fmt.Fprintf(&sb, "- membrane's CPU-s/1k req: node Envoys %.3f, agents %.3f (the agents' background work over the arm's measured time included).\n",
+			per1k(r.envoyCPU), per1k(r.agentCPU))
+	}
 	fmt.Fprintf(&sb, "- load average before: %s; after: %s; whole benchmark %s\n", r.load, strings.TrimSpace(wgLoadAvg()), r.took.Round(time.Second))
 	return sb.String()
 }
