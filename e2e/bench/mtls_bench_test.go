@@ -69,9 +69,14 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -107,6 +112,13 @@ const (
 	mtlsArmDirect   = "direct"
 	mtlsArmMembrane = "membrane"
 	mtlsArmSidecar  = "sidecar pair"
+	mtlsArmHBONE    = "HBONE pair"
+	// The HBONE sidecar pair's ports: the client sidecar's listener
+	// (127.0.0.1) and the server sidecar's (payment-plain's address).
+	mtlsHBONEClientPort = 15103
+	mtlsHBONEServerPort = 15104
+	// The HBONE server sidecar's RBAC filter.
+	mtlsHBONERBAC = `http\.hbone\.rbac\.allowed$`
 )
 
 func BenchmarkMutualAuthAddedLatency(b *testing.B) {
@@ -145,14 +157,14 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	server, err := l.startSidecar("server", l.plain, func() (*bootstrapv3.Bootstrap, error) {
-		return mtlsServerSidecar(netip.AddrPortFrom(l.plainIP, l7ServerSidecarPort), ids)
+		return mtlsServerSidecar(l.plainIP, ids)
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer server.stop(b)
 	client, err := l.startSidecar("client", l.client, func() (*bootstrapv3.Bootstrap, error) {
-		return mtlsClientSidecar(netip.AddrPortFrom(l.plainIP, l7ServerSidecarPort), ids)
+		return mtlsClientSidecar(l.plainIP, ids)
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -179,8 +191,14 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		{name: mtlsArmSidecar, base: fmt.Sprintf("http://127.0.0.1:%d", l7ClientSidecarPort), deleteCode: http.StatusOK,
 			cpu:    func() (time.Duration, error) { return server.cpu() + client.cpu(), nil },
 			rbacNS: l.netns(l.plain), rbacAdmin: fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
+		// The same sidecars, on their second listeners: Membrane's wire
+		// protocol between two sidecars (it tells the protocol's cost from
+		// the node proxies').
+		{name: mtlsArmHBONE, base: fmt.Sprintf("http://127.0.0.1:%d", mtlsHBONEClientPort), deleteCode: http.StatusOK,
+			cpu:    func() (time.Duration, error) { return server.cpu() + client.cpu(), nil },
+			rbacNS: l.netns(l.plain), rbacAdmin: fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
 	}
-	rbacFilter := map[string]string{mtlsArmMembrane: mtlsInboundRBAC, mtlsArmSidecar: mtlsSidecarRBAC}
+	rbacFilter := map[string]string{mtlsArmMembrane: mtlsInboundRBAC, mtlsArmSidecar: mtlsSidecarRBAC, mtlsArmHBONE: mtlsHBONERBAC}
 	for _, a := range arms {
 		if err := l.waitArm(ctx, a); err != nil {
 			b.Fatal(err)
@@ -363,7 +381,7 @@ func mtlsPolicies(ctx context.Context, l *l7Bench) error {
 	}
 	for _, p := range []*v1alpha1.MembraneNetworkPolicy{
 		policy("auth", &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}, tcp(l7AppPort)),
-		policy("plain", nil, tcp(l7AppPort), tcp(l7ServerSidecarPort)),
+		policy("plain", nil, tcp(l7AppPort), tcp(l7ServerSidecarPort), tcp(mtlsHBONEServerPort)),
 	} {
 		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
 		if err != nil {
@@ -594,8 +612,8 @@ func tlsSocket(m proto.Message) (*corev3.TransportSocket, error) {
 	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
 }
 
-func tcpProxyFilter(stat, cluster string) (*listenerv3.Filter, error) {
-	a, err := anypb.New(&tcpproxyv3.TcpProxy{StatPrefix: stat, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})
+func tcpProxyFilter(stat, cluster string, tunnel *tcpproxyv3.TcpProxy_TunnelingConfig) (*listenerv3.Filter, error) {
+	a, err := anypb.New(&tcpproxyv3.TcpProxy{StatPrefix: stat, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}, TunnelingConfig: tunnel})
 	if err != nil {
 		return nil, err
 	}
@@ -613,29 +631,61 @@ func staticCluster(name string, to netip.AddrPort, ts *corev3.TransportSocket) *
 }
 
 // mtlsClientSidecar: 127.0.0.1:15101 proxies every connection to the
-// server sidecar at to, in mutual TLS with the client's certificate,
-// requiring the server's SPIFFE ID.
-func mtlsClientSidecar(to netip.AddrPort, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
+// server sidecar on server:15102, in mutual TLS with the client's
+// certificate, requiring the server's SPIFFE ID; 127.0.0.1:15103 does the
+// same to server:15104 inside one HTTP/2 CONNECT stream per connection (to
+// 127.0.0.1:3000), as Membrane's tunnel does.
+func mtlsClientSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
 	ts, err := tlsSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: sidecarTLS(ids.clientCert, ids.clientKey, ids.caPEM, ids.serverID)})
 	if err != nil {
 		return nil, err
 	}
-	tp, err := tcpProxyFilter("sidecar_outbound", "server-sidecar")
+	tp, err := tcpProxyFilter("sidecar_outbound", "server-sidecar", nil)
 	if err != nil {
 		return nil, err
 	}
-	lis := &listenerv3.Listener{
-		Name:         "outbound",
-		Address:      l7SocketAddress("127.0.0.1", l7ClientSidecarPort),
-		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tp}}},
+	app := fmt.Sprintf("127.0.0.1:%d", l7AppPort)
+	tunnel, err := tcpProxyFilter("hbone_outbound", "server-hbone", &tcpproxyv3.TcpProxy_TunnelingConfig{
+		Hostname:     app,
+		HeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-forwarded-for", Value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}},
+	})
+	if err != nil {
+		return nil, err
 	}
-	return l7Bootstrap("client-sidecar", []*listenerv3.Listener{lis}, []*clusterv3.Cluster{staticCluster("server-sidecar", to, ts)}), nil
+	h2, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	hbone := staticCluster("server-hbone", netip.AddrPortFrom(server, mtlsHBONEServerPort), ts)
+	hbone.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2}
+	ls := []*listenerv3.Listener{
+		{
+			Name:         "outbound",
+			Address:      l7SocketAddress("127.0.0.1", l7ClientSidecarPort),
+			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tp}}},
+		},
+		{
+			Name:         "hbone-outbound",
+			Address:      l7SocketAddress("127.0.0.1", mtlsHBONEClientPort),
+			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tunnel}}},
+		},
+	}
+	return l7Bootstrap("client-sidecar", ls, []*clusterv3.Cluster{staticCluster("server-sidecar", netip.AddrPortFrom(server, l7ServerSidecarPort), ts), hbone}), nil
 }
 
-// mtlsServerSidecar: at listen, mutual TLS requiring a client certificate
-// of the CA, the client's SPIFFE ID allowed by a network RBAC filter, then
-// to the app on 127.0.0.1:3000.
-func mtlsServerSidecar(listen netip.AddrPort, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
+// mtlsServerSidecar: on server:15102, mutual TLS requiring a client
+// certificate of the CA, the client's SPIFFE ID allowed by a network RBAC
+// filter, then to the app on 127.0.0.1:3000; on server:15104 the same TLS,
+// then an HTTP/2 connection manager taking CONNECT streams (the client's
+// SPIFFE ID allowed by an HTTP RBAC filter) to the app, as Membrane's
+// receiving node proxy does.
+func mtlsServerSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
 	ts, err := tlsSocket(&tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext:         sidecarTLS(ids.serverCert, ids.serverKey, ids.caPEM, ""),
@@ -643,38 +693,86 @@ func mtlsServerSidecar(listen netip.AddrPort, ids *sidecarIdentities) (*bootstra
 	if err != nil {
 		return nil, err
 	}
-	rbac, err := anypb.New(&rbacnetv3.RBAC{
-		StatPrefix: "sidecar_mtls.",
-		Rules: &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: map[string]*rbacconfigv3.Policy{
-			"client": {
-				Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
-				Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Authenticated_{
-					Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: &matcherv3.StringMatcher{
-						MatchPattern: &matcherv3.StringMatcher_Exact{Exact: ids.clientID}}},
-				}}},
-			},
+	rules := &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: map[string]*rbacconfigv3.Policy{
+		"client": {
+			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
+			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Authenticated_{
+				Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: ids.clientID}}},
+			}}},
+		},
+	}}
+	rbac, err := anypb.New(&rbacnetv3.RBAC{StatPrefix: "sidecar_mtls.", Rules: rules})
+	if err != nil {
+		return nil, err
+	}
+	tp, err := tcpProxyFilter("sidecar_inbound", "app", nil)
+	if err != nil {
+		return nil, err
+	}
+	httpRBAC, err := anypb.New(&rbachttpv3.RBAC{Rules: rules})
+	if err != nil {
+		return nil, err
+	}
+	router, err := anypb.New(&routerv3.Router{SuppressEnvoyHeaders: true})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix: "hbone",
+		CodecType:  hcmv3.HttpConnectionManager_HTTP2,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: "hbone",
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name: "app", Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_ConnectMatcher_{ConnectMatcher: &routev3.RouteMatch_ConnectMatcher{}}},
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "app"},
+						Timeout:          durationpb.New(0),
+						UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{
+							UpgradeType: "CONNECT", ConnectConfig: &routev3.RouteAction_UpgradeConfig_ConnectConfig{},
+						}},
+					}},
+				}},
+			}},
 		}},
+		UseRemoteAddress: wrapperspb.Bool(false),
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: httpRBAC}},
+			{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
+		},
+		UpgradeConfigs:       []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{AllowConnect: true},
 	})
 	if err != nil {
 		return nil, err
 	}
-	tp, err := tcpProxyFilter("sidecar_inbound", "app")
-	if err != nil {
-		return nil, err
-	}
-	lis := &listenerv3.Listener{
-		Name:    "inbound",
-		Address: l7SocketAddress(listen.Addr().String(), listen.Port()),
-		FilterChains: []*listenerv3.FilterChain{{
-			TransportSocket: ts,
-			Filters: []*listenerv3.Filter{
-				{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: rbac}},
-				tp,
-			},
-		}},
+	ls := []*listenerv3.Listener{
+		{
+			Name:    "inbound",
+			Address: l7SocketAddress(server.String(), l7ServerSidecarPort),
+			FilterChains: []*listenerv3.FilterChain{{
+				TransportSocket: ts,
+				Filters: []*listenerv3.Filter{
+					{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: rbac}},
+					tp,
+				},
+			}},
+		},
+		{
+			Name:    "hbone-inbound",
+			Address: l7SocketAddress(server.String(), mtlsHBONEServerPort),
+			FilterChains: []*listenerv3.FilterChain{{
+				TransportSocket: ts,
+				Filters: []*listenerv3.Filter{{
+					Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+				}},
+			}},
+		},
 	}
 	app := staticCluster("app", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l7AppPort), nil)
-	return l7Bootstrap("server-sidecar", []*listenerv3.Listener{lis}, []*clusterv3.Cluster{app}), nil
+	return l7Bootstrap("server-sidecar", ls, []*clusterv3.Cluster{app}), nil
 }
 
 // mtlsReport prints the measurements.
@@ -714,6 +812,8 @@ func (r *mtlsReport) String() string {
 	fmt.Fprintf(&sb, "  %-13s to payment-auth:3000, authentication required: node 1's Envoy, mutual TLS 1.3 + HTTP/2 CONNECT, node 2's Envoy\n", mtlsArmMembrane+":")
 	fmt.Fprintf(&sb, "  %-13s to a client sidecar (TCP proxy, upstream mutual TLS 1.3) on 127.0.0.1:%d in the client pod, to a\n", mtlsArmSidecar+":", l7ClientSidecarPort)
 	fmt.Fprintf(&sb, "  %-13s server sidecar (client certificate required, SPIFFE ID RBAC, TCP proxy) on payment-plain:%d\n", "", l7ServerSidecarPort)
+	fmt.Fprintf(&sb, "  %-13s the same sidecars on 127.0.0.1:%d and payment-plain:%d speaking Membrane's tunnel protocol (mutual TLS 1.3,\n", mtlsArmHBONE+":", mtlsHBONEClientPort, mtlsHBONEServerPort)
+	fmt.Fprintf(&sb, "  %-13s one HTTP/2 CONNECT stream per connection, HTTP RBAC on the SPIFFE ID): the protocol's cost without the node proxies\n", "")
 	same := "the node Envoy image's binary, byte for byte"
 	if !r.sameBinary {
 		same = "NOT the node Envoy image's binary"
@@ -753,6 +853,13 @@ func (r *mtlsReport) String() string {
 	}
 	if cpuok {
 		fmt.Fprintf(&sb, "proxy CPU per request, membrane / sidecar pair: %.3f (target <= %.1f: %s)\n", cpu, mtlsTarget, verdict(cpu))
+	}
+	if len(r.arms) > 3 {
+		d, m, h := r.arms[0].stats(), r.arms[1].stats(), r.arms[3].stats()
+		if h.p99 > d.p99 && h.cpuPer1k > 0 {
+			fmt.Fprintf(&sb, "membrane / HBONE pair (the same protocol between sidecars; no target): added p99 %.3f, CPU per request %.3f\n",
+				float64(m.p99-d.p99)/float64(h.p99-d.p99), m.cpuPer1k/h.cpuPer1k)
+		}
 	}
 	fmt.Fprintf(&sb, "\nNotes:\n")
 	fmt.Fprintf(&sb, "- \"RBAC-allowed conns\": the enforcing Envoy's RBAC allowed counter over the measured arm (connections: the pool's, re-opened ones).\n")
