@@ -32,7 +32,14 @@ package bench
 //     127.0.0.1:3000. The sidecars' certificates are ECDSA P-256 like the
 //     built-in CA's SVIDs, from a CA of this process; both run the pinned
 //     Envoy in cgroups of their own. This is the leanest mTLS sidecar pair
-//     (TCP, no HTTP processing on either side).
+//     (TCP, no HTTP processing on either side);
+//   - HBONE pair (no target): the same sidecars on second listeners
+//     (127.0.0.1:15103, payment-plain:15104) speaking Membrane's tunnel
+//     protocol: the client sidecar's TCP proxy tunnels each connection in an
+//     HTTP/2 CONNECT stream over mutual TLS 1.3, the server sidecar's HTTP/2
+//     connection manager authorizes the client's SPIFFE ID (HTTP RBAC) and
+//     connects to 127.0.0.1:3000. It tells the protocol's cost from the
+//     node proxies'.
 //
 // Load: like BenchmarkL7AddedLatency (l7_load_test.go): fixed rate,
 // keep-alive HTTP/1.1 over at most 4 connections per arm, a warm-up, then
