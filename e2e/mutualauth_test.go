@@ -389,6 +389,31 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 		line = expectFlow(t, k, []string{"--verdict", "DROPPED", "--to-pod", ns + "/" + backend.Name, "--port", "8080"},
 			ns+"/"+remoteFront.Name+":40404", "-> "+ns+"/"+backend.Name+":8080", "Authentication required DROPPED")
 		t.Logf("raw SYN from the frontend's address: %s", line)
+		// A pod the rule allows by its labels cannot skip the proxy: its
+		// plain connection to the backend (from its own address) is
+		// authenticated with its own SVID on the way.
+		want := "mTLS spiffe://cluster.local/ns/" + ns + "/sa/frontend -> spiffe://cluster.local/ns/" + ns + "/sa/backend 200"
+		flows := func() int {
+			out := k.membrane("observe", "--last", "1000", "--from-pod", ns+"/probe", "--to-pod", ns+"/"+backend.Name, "--type", "l7")
+			return strings.Count(out, want)
+		}
+		before := flows()
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dialIn(podNetns(probe)), DisableKeepAlives: true}}
+		resp, err := hc.Get(url)
+		if err != nil {
+			t.Fatalf("probe pod to the backend: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "Hello from Backend") {
+			t.Fatalf("probe pod to the backend: %s %q", resp.Status, body)
+		}
+		eventually(t, 20*time.Second, "the probe pod's plain connection as an authenticated flow", func() error {
+			if n := flows(); n <= before {
+				return fmt.Errorf("%d authenticated flows from the probe pod, %d before its plain connection", n, before)
+			}
+			return nil
+		})
 	})
 
 	t.Run("SVID and CA rotation under a request loop", func(t *testing.T) {
