@@ -242,6 +242,9 @@ type nodeView struct {
 	netns  string
 	pinDir string
 	cgroup string
+	// apiSocket is where the node's agent API socket is seen from the
+	// host; empty: not checked.
+	apiSocket string
 }
 
 type inventory struct {
@@ -253,15 +256,16 @@ type inventory struct {
 	nftTable    bool
 	wgDevice    bool
 	rules       []string // ip rules looking up our tables
+	apiSocket   bool     // the agent API socket file exists
 }
 
 func (i inventory) clean() bool {
-	return len(i.pins) == 0 && i.tcx == 0 && i.tcFilters == 0 && i.cgroupProgs == 0 && !i.nftTable && !i.wgDevice && len(i.rules) == 0
+	return len(i.pins) == 0 && i.tcx == 0 && i.tcFilters == 0 && i.cgroupProgs == 0 && !i.nftTable && !i.wgDevice && len(i.rules) == 0 && !i.apiSocket
 }
 
 func (i inventory) String() string {
-	return fmt.Sprintf("%d pins %v, %d tcx programs and %d clsact filters on %d pod interfaces, %d cgroup socket programs, nftables table %s %v, %s %v, our ip rules %v",
-		len(i.pins), i.pins, i.tcx, i.tcFilters, i.podIfs, i.cgroupProgs, tproxy.TableName, i.nftTable, wireguard.DeviceName, i.wgDevice, i.rules)
+	return fmt.Sprintf("%d pins %v, %d tcx programs and %d clsact filters on %d pod interfaces, %d cgroup socket programs, nftables table %s %v, %s %v, our ip rules %v, agent API socket %v",
+		len(i.pins), i.pins, i.tcx, i.tcFilters, i.podIfs, i.cgroupProgs, tproxy.TableName, i.nftTable, wireguard.DeviceName, i.wgDevice, i.rules, i.apiSocket)
 }
 
 func (v nodeView) inventory() inventory {
@@ -278,6 +282,13 @@ func (v nodeView) inventory() inventory {
 	})
 	if err != nil {
 		v.t.Fatalf("walk %s: %v", v.pinDir, err)
+	}
+	if v.apiSocket != "" {
+		_, err := os.Lstat(v.apiSocket)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			v.t.Fatal(err)
+		}
+		inv.apiSocket = err == nil
 	}
 	socketHooks := []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername}
 	err = filepath.WalkDir(v.cgroup, func(path string, d fs.DirEntry, err error) error {

@@ -4,16 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"k8s.io/apimachinery/pkg/api/meta"
-	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
-
-	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
 // TestGatewayPolicy checks that policy applies to a Gateway's traffic to
@@ -26,24 +19,12 @@ import (
 // `membrane observe` as L7 flows from reserved:ingress.
 func TestGatewayPolicy(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	s := ownCluster(t, localcluster.Options{
-		Name: "e2e-gwpol-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.239.0.0/16", ServiceCIDR: "10.89.0.0/16",
-		HelmSet: []string{"gatewayAPI.enabled=true"},
-	})
-	l := s.Layout()
-	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: shared.toolsDir + "/bin/kubectl"}
+	s, k := gatewayCluster(t, "e2e-gwpol-", "10.239.0.0/16", "10.89.0.0/16", false)
 
 	var b strings.Builder
 	b.WriteString(`apiVersion: v1
 kind: Namespace
 metadata: {name: store}
----
-apiVersion: v1
-kind: Service
-metadata: {name: store, namespace: store}
-spec:
-  selector: {app: store}
-  ports: [{name: http, port: 8080, targetPort: 3000}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -61,37 +42,14 @@ spec:
   rules:
   - backendRefs: [{name: store, port: 8080}]
 `)
+	b.WriteString(echoService("store", "store", "app: store"))
 	for i, n := range s.Nodes {
-		fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Pod
-metadata: {name: store-%d, namespace: store, labels: {app: store}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: http, containerPort: 3000}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-`, i, n.Name)
+		b.WriteString(echoPod("store", fmt.Sprintf("store-%d", i), n.Name, "app: store"))
 	}
 	k.must(b.String(), "apply", "-f", "-")
 	k.must("", "-n", "store", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
 
-	var gw gwv1.Gateway
-	eventually(t, gatewayTimeout, "Gateway store/web Programmed with an address", func() error {
-		gw = gwv1.Gateway{}
-		if err := getJSON(k, &gw, "-n", "store", "get", "gateway", "web"); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(gw.Status.Conditions, "Programmed") || len(gw.Status.Addresses) == 0 {
-			return fmt.Errorf("status %+v", gw.Status)
-		}
-		return nil
-	})
+	gw := waitGateway(t, k, "store", "web")
 	base := "http://" + netip.MustParseAddr(gw.Status.Addresses[0].Value).String()
 
 	// get makes n requests for path and counts the answers by status (0:

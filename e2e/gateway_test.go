@@ -1,14 +1,20 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"strconv"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,38 +24,40 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/netns"
-	"github.com/membrane-mesh/membrane/mesh/l2announce"
+	"github.com/membrane-mesh/membrane/mesh/flow"
 )
 
 // gatewayTimeout bounds the wait for a status or a route to take effect.
 const gatewayTimeout = 60 * time.Second
 
-// TestGatewayAPI installs Membrane with gatewayAPI.enabled on a cluster of
-// its own and serves a Gateway from the node Envoys: the test process, on
-// the host, reaches the Gateway's address (from the pool, announced by one
-// node) and gets the two backends of an HTTPRoute by weight and path, with
-// the route's request header changes; a route with a backendRef to a
-// missing Service gets ResolvedRefs=False (BackendNotFound) and 500, and
-// nothing else changes.
+// TestGatewayAPI installs Membrane with the Gateway API and the Ingress
+// controller on a cluster of its own and serves, from the node Envoys, to
+// the test process in the host's root namespace:
+//   - a Gateway with an HTTP and an HTTPS listener (its certificate, signed
+//     by a CA the test makes, in a Secret) and HTTPRoutes with path and
+//     header matches, weights 80/20 over two backends (the split of 500
+//     requests is measured), a RequestRedirect http->https (301 and its
+//     Location, followed), a RequestHeaderModifier (the backend echoes the
+//     headers it got) and a ResponseHeaderModifier;
+//   - an Ingress with a TLS host (the same Secret) and a default backend;
+//
+// over HTTPS both present the Secret's certificate, byte for byte. A route
+// to a missing Service gets ResolvedRefs=False (BackendNotFound) and 500,
+// and nothing else changes. `membrane status` lists the Gateway and the
+// Ingress with their addresses, programmed; `membrane observe` shows the
+// Gateway's requests as L7 flows from reserved:ingress. Last, the node
+// announcing the Gateway's address is cut off the underlay: the test
+// reports the seconds until requests to the Gateway succeed again.
 func TestGatewayAPI(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	s := ownCluster(t, localcluster.Options{
-		Name: "e2e-gw-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.242.0.0/16", ServiceCIDR: "10.92.0.0/16",
-		HelmSet: []string{"gatewayAPI.enabled=true"},
-	})
+	s, k := gatewayCluster(t, "e2e-gw-", "10.242.0.0/16", "10.92.0.0/16", true)
 	l := s.Layout()
-	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: shared.toolsDir + "/bin/kubectl"}
 
 	// The operator creates and accepts the GatewayClass.
 	eventually(t, gatewayTimeout, "GatewayClass membrane Accepted", func() error {
 		var gc gwv1.GatewayClass
-		out, err := k.run(t.Context(), "", "get", "gatewayclass", "membrane", "-o", "json")
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal([]byte(out), &gc); err != nil {
+		if err := getJSON(k, &gc, "get", "gatewayclass", "membrane"); err != nil {
 			return err
 		}
 		if !meta.IsStatusConditionTrue(gc.Status.Conditions, "Accepted") || gc.Spec.ControllerName != "membrane.io/gateway-controller" {
@@ -61,32 +69,11 @@ func TestGatewayAPI(t *testing.T) {
 		return nil
 	})
 
+	ca := newTestCA(t)
+	leaf, certPEM, keyPEM := ca.issue(t, "shop.example.com", "secure.example.com", "ing.example.com")
 	var b strings.Builder
-	b.WriteString("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
-	for i, v := range []string{"v1", "v2"} {
-		fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Service
-metadata: {name: shop-%[1]s, namespace: shop}
-spec:
-  selector: {app: shop, version: %[1]s}
-  ports: [{name: http, port: 8080, targetPort: 3000}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: shop-%[1]s, namespace: shop, labels: {app: shop, version: %[1]s}}
-spec:
-  nodeName: %[2]s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: http, containerPort: 3000}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-`, v, s.Nodes[i].Name)
-	}
+	b.WriteString(shopBackends("shop", s.Nodes))
+	b.WriteString(tlsSecret("shop", "shop-tls", certPEM, keyPEM))
 	b.WriteString(`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -95,6 +82,10 @@ spec:
   gatewayClassName: membrane
   listeners:
   - {name: http, protocol: HTTP, port: 80}
+  - name: https
+    protocol: HTTPS
+    port: 443
+    tls: {mode: Terminate, certificateRefs: [{name: shop-tls}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -107,98 +98,172 @@ spec:
     - type: RequestHeaderModifier
       requestHeaderModifier:
         set: [{name: X-Gateway, value: membrane}]
+        add: [{name: X-Route, value: shop}]
         remove: [X-Internal]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Served-By, value: membrane}]
+        add: [{name: X-Route, value: shop}]
     backendRefs:
-    - {name: shop-v1, port: 8080, weight: 3}
-    - {name: shop-v2, port: 8080, weight: 1}
-  - matches: [{path: {type: Exact, value: /v2-only}}]
-    backendRefs:
-    - {name: shop-v2, port: 8080}
+    - {name: shop-v1, port: 8080, weight: 80}
+    - {name: shop-v2, port: 8080, weight: 20}
+  - matches: [{path: {type: PathPrefix, value: /shop}, headers: [{name: X-Version, value: v2}]}]
+    backendRefs: [{name: shop-v2, port: 8080}]
+  - matches: [{path: {type: Exact, value: /only/v1}}]
+    backendRefs: [{name: shop-v1, port: 8080}]
+  - matches: [{path: {type: Exact, value: /only/v2}}]
+    backendRefs: [{name: shop-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: shop}
+spec:
+  parentRefs: [{name: web, sectionName: http}]
+  hostnames: [secure.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, statusCode: 301}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure-tls, namespace: shop}
+spec:
+  parentRefs: [{name: web, sectionName: https}]
+  hostnames: [secure.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    backendRefs: [{name: shop-v1, port: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: shop}
+spec:
+  ingressClassName: membrane
+  defaultBackend: {service: {name: shop-v2, port: {number: 8080}}}
+  tls: [{hosts: [ing.example.com], secretName: shop-tls}]
+  rules:
+  - host: ing.example.com
+    http:
+      paths:
+      - {path: /v1, pathType: Prefix, backend: {service: {name: shop-v1, port: {name: http}}}}
 `)
 	k.must(b.String(), "apply", "-f", "-")
 	k.must("", "-n", "shop", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
 
 	// The Gateway gets an address of the pool and is programmed.
-	var gw gwv1.Gateway
-	eventually(t, gatewayTimeout, "Gateway shop/web Programmed with an address", func() error {
-		gw = gwv1.Gateway{}
-		if err := getJSON(k, &gw, "-n", "shop", "get", "gateway", "web"); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(gw.Status.Conditions, "Programmed") || len(gw.Status.Addresses) == 0 {
-			return fmt.Errorf("status %+v", gw.Status)
-		}
-		return nil
-	})
+	gw := waitGateway(t, k, "shop", "web")
 	addr := netip.MustParseAddr(gw.Status.Addresses[0].Value)
 	if pool := l.AddressPool(); !inRange(addr, pool) {
 		t.Errorf("Gateway address %s is not in the pool %s", addr, pool)
 	}
 	checkCondition(t, "Gateway Accepted", gw.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", gw.Generation)
-	if len(gw.Status.Listeners) != 1 || gw.Status.Listeners[0].AttachedRoutes != 1 {
-		t.Errorf("listener status %+v, want one listener with 1 attached route", gw.Status.Listeners)
-	} else {
-		checkCondition(t, "listener Programmed", gw.Status.Listeners[0].Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
-		checkCondition(t, "listener ResolvedRefs", gw.Status.Listeners[0].Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", gw.Generation)
+	attached := map[string]int32{}
+	for _, ls := range gw.Status.Listeners {
+		attached[string(ls.Name)] = ls.AttachedRoutes
+		checkCondition(t, "listener "+string(ls.Name)+" Programmed", ls.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
+		checkCondition(t, "listener "+string(ls.Name)+" ResolvedRefs", ls.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", gw.Generation)
 	}
-	routeParent := func(name string) gwv1.RouteParentStatus {
+	if len(attached) != 2 || attached["http"] != 2 || attached["https"] != 2 {
+		t.Errorf("attached routes by listener %v, want http 2 (shop, secure), https 2 (shop, secure-tls)", attached)
+	}
+	routeParents := func(name string, n int) []gwv1.RouteParentStatus {
 		t.Helper()
 		var rt gwv1.HTTPRoute
-		var ps gwv1.RouteParentStatus
 		eventually(t, gatewayTimeout, "HTTPRoute "+name+" status", func() error {
 			if err := getJSON(k, &rt, "-n", "shop", "get", "httproute", name); err != nil {
 				return err
 			}
-			if len(rt.Status.Parents) != 1 || rt.Status.Parents[0].ControllerName != "membrane.io/gateway-controller" {
-				return fmt.Errorf("parents %+v", rt.Status.Parents)
+			if len(rt.Status.Parents) != n {
+				return fmt.Errorf("parents %+v, want %d", rt.Status.Parents, n)
 			}
-			ps = rt.Status.Parents[0]
+			for _, p := range rt.Status.Parents {
+				if p.ControllerName != "membrane.io/gateway-controller" {
+					return fmt.Errorf("parents %+v", rt.Status.Parents)
+				}
+			}
 			return nil
 		})
-		return ps
+		return rt.Status.Parents
 	}
-	ps := routeParent("shop")
-	checkCondition(t, "route shop Accepted", ps.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", 1)
-	checkCondition(t, "route shop ResolvedRefs", ps.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", 1)
+	for _, name := range []string{"shop", "secure", "secure-tls"} {
+		for _, ps := range routeParents(name, 1) {
+			checkCondition(t, "route "+name+" Accepted", ps.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", 1)
+			checkCondition(t, "route "+name+" ResolvedRefs", ps.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", 1)
+		}
+	}
+	ingAddr := waitIngressAddress(t, k, "shop", "shop")
+	if pool := l.AddressPool(); !inRange(ingAddr, pool) || ingAddr == addr {
+		t.Errorf("Ingress address %s: want one of the pool %s of its own (the Gateway has %s)", ingAddr, pool, addr)
+	}
+	owner := announcer(t, k, s, addr)
+	t.Logf("Gateway address %s, announced by %s; Ingress address %s", addr, owner.Name, ingAddr)
 
-	// Exactly one node has the address: the holder of its Lease.
-	var owners []string
-	eventually(t, gatewayTimeout, "the holder of the address's Lease, alone, has the address", func() error {
-		out, err := k.run(t.Context(), "", "-n", "kube-system", "get", "lease", l2announce.LeaseName(addr), "-o", "jsonpath={.spec.holderIdentity}")
-		if err != nil {
-			return err
-		}
-		owners = nil
-		for _, n := range s.Nodes {
-			if nodeHasAddress(t, l.NodeNetns(n.Name), addr) {
-				owners = append(owners, n.Name)
-			}
-		}
-		if h := strings.TrimSpace(out); len(owners) != 1 || owners[0] != h {
-			return fmt.Errorf("address %s is on nodes %v, Lease held by %q: want on the holder alone", addr, owners, h)
-		}
-		return nil
-	})
-	t.Logf("Gateway address %s, announced by %v", addr, owners)
-
-	base := "http://" + addr.String()
-	eventually(t, gatewayTimeout, "GET "+base+"/shop", func() error {
-		_, code, err := echo(base+"/shop/items", nil)
-		if err == nil && code != http.StatusOK {
-			err = fmt.Errorf("status %d", code)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.PEM)
+	gwHTTP, gwHTTPS := "http://"+addr.String(), "https://"+addr.String()
+	eventually(t, gatewayTimeout, "GET "+gwHTTP+"/shop", func() error {
+		r, err := hostGet(gwHTTP+"/shop/items", getOptions{})
+		if err == nil && r.Code != http.StatusOK {
+			err = fmt.Errorf("status %d", r.Code)
 		}
 		return err
 	})
-	counts := map[string]int{}
-	const n = 40
-	for range n {
-		e, code, err := echo(base+"/shop/items", map[string]string{"X-Internal": "secret"})
-		if err != nil || code != http.StatusOK {
-			t.Fatalf("GET /shop/items: %d, %v", code, err)
+
+	t.Run("weights 80/20 over 500 requests", func(t *testing.T) {
+		const n = 500
+		counts := map[string]int{}
+		for range n {
+			r, err := hostGet(gwHTTP+"/shop/items", getOptions{})
+			if err != nil || r.Code != http.StatusOK {
+				t.Fatalf("GET /shop/items: %d, %v", r.Code, err)
+			}
+			counts[r.Echo.Pod]++
 		}
-		counts[e.Pod]++
+		// Binomial(500, 0.8): standard deviation 1.8 points; 6 points is
+		// 3.4 of them (a correct split fails 1 run in 1,500).
+		share := 100 * float64(counts["shop-v1"]) / n
+		t.Logf("%d requests to /shop (weights 80/20): %v, shop-v1 %.1f %%", n, counts, share)
+		if counts["shop-v1"]+counts["shop-v2"] != n || math.Abs(share-80) > 6 {
+			t.Errorf("requests by backend %v: shop-v1 %.1f %%, want 80±6 %% and the rest to shop-v2", counts, share)
+		}
+	})
+
+	t.Run("path and header matches", func(t *testing.T) {
+		for _, c := range []struct {
+			path    string
+			headers map[string]string
+			code    int
+			pod     string
+		}{
+			{"/only/v1", nil, 200, "shop-v1"},
+			{"/only/v2", nil, 200, "shop-v2"},
+			{"/only/v2/more", nil, 404, ""}, // Exact only
+			{"/shop/items", map[string]string{"X-Version": "v2"}, 200, "shop-v2"},
+			{"/shopping", nil, 404, ""}, // PathPrefix is element-wise
+		} {
+			for range 5 {
+				r, err := hostGet(gwHTTP+c.path, getOptions{headers: c.headers})
+				if err != nil || r.Code != c.code || r.Echo.Pod != c.pod {
+					t.Errorf("GET %s %v: %d from %q, %v; want %d from %q", c.path, c.headers, r.Code, r.Echo.Pod, err, c.code, c.pod)
+					break
+				}
+			}
+		}
+	})
+
+	t.Run("header modifiers", func(t *testing.T) {
+		r, err := hostGet(gwHTTP+"/shop/items", getOptions{headers: map[string]string{"X-Internal": "secret", "X-Route": "client"}})
+		if err != nil || r.Code != http.StatusOK {
+			t.Fatalf("GET /shop/items: %d, %v", r.Code, err)
+		}
+		e := r.Echo
 		if got := e.Headers["X-Gateway"]; len(got) != 1 || got[0] != "membrane" {
 			t.Errorf("backend got X-Gateway %q, want membrane (set by the route)", got)
+		}
+		if got := strings.Join(e.Headers["X-Route"], ","); got != "client,shop" {
+			t.Errorf("backend got X-Route %q, want client,shop (added by the route)", got)
 		}
 		if got, ok := e.Headers["X-Internal"]; ok {
 			t.Errorf("backend got X-Internal %q, which the route removes", got)
@@ -206,66 +271,290 @@ spec:
 		if e.Path != "/shop/items" {
 			t.Errorf("backend got path %q", e.Path)
 		}
-	}
-	t.Logf("%d requests to /shop (weights 3:1): %v", n, counts)
-	if counts["shop-v1"]+counts["shop-v2"] != n || counts["shop-v2"] == 0 || counts["shop-v1"] <= counts["shop-v2"] {
-		t.Errorf("requests by backend %v: want both, shop-v1 (weight 3) more than shop-v2 (weight 1)", counts)
-	}
-	for range 5 {
-		if e, code, err := echo(base+"/v2-only", nil); err != nil || code != http.StatusOK || e.Pod != "shop-v2" {
-			t.Errorf("GET /v2-only: %d from %q, %v; want 200 from shop-v2", code, e.Pod, err)
+		if got := r.Header.Values("X-Served-By"); len(got) != 1 || got[0] != "membrane" {
+			t.Errorf("response X-Served-By %q, want membrane (set by the route)", got)
 		}
-	}
-	if _, code, err := echo(base+"/v2-only/more", nil); err != nil || code != http.StatusNotFound {
-		t.Errorf("GET /v2-only/more (an exact match only): %d, %v; want 404", code, err)
-	}
+		if got := r.Header.Values("X-Route"); len(got) != 1 || got[0] != "shop" {
+			t.Errorf("response X-Route %q, want shop (added by the route)", got)
+		}
+		t.Logf("backend %s got X-Gateway %q X-Route %q; response X-Served-By %q", e.Pod, e.Headers["X-Gateway"], e.Headers["X-Route"], r.Header.Values("X-Served-By"))
+	})
 
-	// A backendRef to a missing Service: ResolvedRefs=False
-	// (BackendNotFound), 500 for its requests; the rest stays as it was.
-	k.must(`apiVersion: gateway.networking.k8s.io/v1
+	t.Run("HTTPS with the Secret's certificate", func(t *testing.T) {
+		r, err := hostGet(gwHTTPS+"/shop/items", getOptions{host: "shop.example.com", roots: roots})
+		if err != nil || r.Code != http.StatusOK || !strings.HasPrefix(r.Echo.Pod, "shop-v") {
+			t.Fatalf("GET https://shop.example.com/shop/items: %d from %q, %v", r.Code, r.Echo.Pod, err)
+		}
+		if !bytes.Equal(r.Cert, leaf) {
+			t.Errorf("the Gateway's certificate is not the Secret's")
+		}
+		if got := r.Header.Get("X-Served-By"); got != "membrane" {
+			t.Errorf("HTTPS response X-Served-By %q: want the same route as over HTTP", got)
+		}
+	})
+
+	t.Run("redirect http to https", func(t *testing.T) {
+		r, err := hostGet(gwHTTP+"/secure/cart?id=7", getOptions{host: "secure.example.com"})
+		if err != nil || r.Code != http.StatusMovedPermanently {
+			t.Fatalf("GET http://secure.example.com/secure/cart: %d, %v; want 301", r.Code, err)
+		}
+		// The Location: https, the request's host and path and query, port
+		// 443 (the spec says SHOULD NOT write ":443"; both mean 443).
+		loc := r.Header.Get("Location")
+		u, err := url.Parse(loc)
+		if err != nil || u.Scheme != "https" || u.Hostname() != "secure.example.com" || (u.Port() != "" && u.Port() != "443") ||
+			u.RequestURI() != "/secure/cart?id=7" {
+			t.Fatalf("Location %q (%v), want https://secure.example.com/secure/cart?id=7", loc, err)
+		}
+		// Follow it: the same address, the name in the Location.
+		r, err = hostGet(gwHTTPS+u.RequestURI(), getOptions{host: "secure.example.com", roots: roots})
+		if err != nil || r.Code != http.StatusOK || r.Echo.Pod != "shop-v1" || r.Echo.Path != "/secure/cart?id=7" || !bytes.Equal(r.Cert, leaf) {
+			t.Errorf("GET %s: %d from %q path %q, %v; want 200 from shop-v1 with the Secret's certificate", loc, r.Code, r.Echo.Pod, r.Echo.Path, err)
+		}
+		// Only /secure is redirected: the shop route serves the host too.
+		if r, err := hostGet(gwHTTP+"/shop/cart", getOptions{host: "secure.example.com"}); err != nil || r.Code != http.StatusOK {
+			t.Errorf("GET http://secure.example.com/shop/cart (the shop route, no redirect): %d, %v", r.Code, err)
+		}
+		t.Logf("301 Location %s, followed: %d from %s", loc, r.Code, r.Echo.Pod)
+	})
+
+	t.Run("Ingress with a TLS host and a default backend", func(t *testing.T) {
+		ingHTTP, ingHTTPS := "http://"+ingAddr.String(), "https://"+ingAddr.String()
+		eventually(t, gatewayTimeout, "GET https://ing.example.com/v1", func() error {
+			r, err := hostGet(ingHTTPS+"/v1/a", getOptions{host: "ing.example.com", roots: roots})
+			if err == nil && (r.Code != http.StatusOK || r.Echo.Pod != "shop-v1") {
+				err = fmt.Errorf("status %d from %q", r.Code, r.Echo.Pod)
+			}
+			if err == nil && !bytes.Equal(r.Cert, leaf) {
+				err = fmt.Errorf("the Ingress's certificate is not the Secret's")
+			}
+			return err
+		})
+		for _, c := range []struct{ base, host, path, pod string }{
+			{ingHTTPS, "ing.example.com", "/v1/items", "shop-v1"},
+			{ingHTTPS, "ing.example.com", "/elsewhere", "shop-v2"}, // the default backend
+			{ingHTTP, "ing.example.com", "/v1", "shop-v1"},
+			{ingHTTP, "other.example.com", "/v1", "shop-v2"}, // no rule for the host: the default backend
+		} {
+			o := getOptions{host: c.host}
+			if strings.HasPrefix(c.base, "https") {
+				o.roots = roots
+			}
+			for range 3 {
+				r, err := hostGet(c.base+c.path, o)
+				if err != nil || r.Code != http.StatusOK || r.Echo.Pod != c.pod || r.Echo.Path != c.path {
+					t.Errorf("GET %s%s (Host %s): %d from %q path %q, %v; want 200 from %s", c.base, c.path, c.host, r.Code, r.Echo.Pod, r.Echo.Path, err, c.pod)
+				}
+				if o.roots != nil && !bytes.Equal(r.Cert, leaf) {
+					t.Errorf("GET %s%s: the certificate is not the Secret's", c.base, c.path)
+				}
+			}
+		}
+	})
+
+	t.Run("a route to a missing Service", func(t *testing.T) {
+		k.must(`apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: broken, namespace: shop}
 spec:
-  parentRefs: [{name: web}]
+  parentRefs: [{name: web, sectionName: http}]
   rules:
   - matches: [{path: {type: PathPrefix, value: /broken}}]
     backendRefs:
     - {name: nowhere, port: 8080}
 `, "apply", "-f", "-")
-	var broken gwv1.RouteParentStatus
-	eventually(t, gatewayTimeout, "route broken ResolvedRefs=False", func() error {
-		broken = routeParent("broken")
-		if c := meta.FindStatusCondition(broken.Conditions, "ResolvedRefs"); c == nil || c.Status != metav1.ConditionFalse {
-			return fmt.Errorf("conditions %+v", broken.Conditions)
+		var broken gwv1.RouteParentStatus
+		eventually(t, gatewayTimeout, "route broken ResolvedRefs=False", func() error {
+			broken = routeParents("broken", 1)[0]
+			if c := meta.FindStatusCondition(broken.Conditions, "ResolvedRefs"); c == nil || c.Status != metav1.ConditionFalse {
+				return fmt.Errorf("conditions %+v", broken.Conditions)
+			}
+			return nil
+		})
+		checkCondition(t, "route broken ResolvedRefs", broken.Conditions, "ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", 1)
+		checkCondition(t, "route broken Accepted", broken.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", 1)
+		eventually(t, gatewayTimeout, "GET /broken -> 500", func() error {
+			if r, err := hostGet(gwHTTP+"/broken", getOptions{}); err != nil || r.Code != http.StatusInternalServerError {
+				return fmt.Errorf("status %d, %v", r.Code, err)
+			}
+			return nil
+		})
+		for range 10 {
+			if r, err := hostGet(gwHTTP+"/shop/items", getOptions{}); err != nil || r.Code != http.StatusOK {
+				t.Errorf("GET /shop/items after the broken route: %d, %v", r.Code, err)
+			}
 		}
-		return nil
+		ps := routeParents("shop", 1)[0]
+		checkCondition(t, "route shop ResolvedRefs after the broken route", ps.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", 1)
+		eventually(t, gatewayTimeout, "listener http with 3 attached routes", func() error {
+			gw = gwv1.Gateway{}
+			if err := getJSON(k, &gw, "-n", "shop", "get", "gateway", "web"); err != nil {
+				return err
+			}
+			for _, ls := range gw.Status.Listeners {
+				if ls.Name == "http" && ls.AttachedRoutes == 3 {
+					return nil
+				}
+			}
+			return fmt.Errorf("listeners %+v", gw.Status.Listeners)
+		})
+		checkCondition(t, "Gateway Programmed after the broken route", gw.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
 	})
-	checkCondition(t, "route broken ResolvedRefs", broken.Conditions, "ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", 1)
-	checkCondition(t, "route broken Accepted", broken.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", 1)
-	eventually(t, gatewayTimeout, "GET /broken -> 500", func() error {
-		if _, code, err := echo(base+"/broken", nil); err != nil || code != http.StatusInternalServerError {
-			return fmt.Errorf("status %d, %v", code, err)
+
+	t.Run("membrane status lists the Gateway and the Ingress", func(t *testing.T) {
+		out := k.membrane("status")
+		line := func(prefix string) string {
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, prefix) {
+					return l
+				}
+			}
+			return ""
 		}
-		return nil
+		for _, c := range []struct {
+			header, prefix string
+			want           []string
+		}{
+			{"GATEWAY", "shop/web ", []string{"membrane", addr.String(), "True (Programmed)", "http HTTP/80 (3 routes)", "https HTTPS/443 (2 routes)"}},
+			{"INGRESS", "shop/shop ", []string{"membrane", ingAddr.String(), "True (Programmed)", "ing.example.com (TLS) 1 paths, default shop-v2:8080"}},
+		} {
+			if line(c.header) == "" {
+				t.Errorf("membrane status: no %s table in:\n%s", c.header, out)
+			}
+			l := line(c.prefix)
+			for _, w := range c.want {
+				if !strings.Contains(l, w) {
+					t.Errorf("membrane status: line %q lacks %q in:\n%s", l, w, out)
+				}
+			}
+		}
+		t.Logf("membrane status:\n%s", out)
 	})
-	for range 10 {
-		if _, code, err := echo(base+"/shop/items", nil); err != nil || code != http.StatusOK {
-			t.Errorf("GET /shop/items after the broken route: %d, %v", code, err)
+
+	t.Run("membrane observe shows the Gateway's requests as L7 flows from reserved:ingress", func(t *testing.T) {
+		for range 5 {
+			if r, err := hostGet(gwHTTP+"/shop/observed", getOptions{}); err != nil || r.Code != http.StatusOK {
+				t.Fatalf("GET /shop/observed: %d, %v", r.Code, err)
+			}
+		}
+		var f flow.Flow
+		eventually(t, gatewayTimeout, "observe -o json shows GET /shop/observed from reserved:ingress", func() error {
+			out := k.membrane("observe", "--last", "200", "--protocol", "http", "--namespace", "shop", "--from-identity", "ingress", "-o", "json")
+			sc := bufio.NewScanner(strings.NewReader(out))
+			sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+			for sc.Scan() {
+				var x flow.Flow
+				if err := json.Unmarshal(sc.Bytes(), &x); err != nil {
+					return fmt.Errorf("decode %q: %w", sc.Text(), err)
+				}
+				if x.L7 != nil && x.L7.HTTP != nil && x.L7.HTTP.Path == "/shop/observed" && x.L7.HTTP.Code == 200 &&
+					slices.Contains(x.Source.Labels, "reserved:ingress") && strings.HasPrefix(x.Destination.PodName, "shop-v") {
+					f = x
+					return nil
+				}
+			}
+			return fmt.Errorf("no such flow in:\n%s", out)
+		})
+		t.Logf("flow: %s %s -> %s/%s %s %s %d %s", f.Type, strings.Join(f.Source.Labels, ","), f.Destination.Namespace, f.Destination.PodName,
+			f.L7.HTTP.Method, f.L7.HTTP.Path, f.L7.HTTP.Code, f.Verdict)
+		line := expectFlow(t, k, []string{"--protocol", "http", "--namespace", "shop", "--http-path", "^/shop/observed$", "--from-identity", "ingress"},
+			"(ingress)", "shop/shop-v", "FORWARDED (HTTP/1.1 200 ", "/shop/observed")
+		t.Logf("compact: %s", line)
+	})
+
+	// Last, as it takes a node off the underlay: the Gateway address's
+	// failover. The backend measured through is on the other node, so
+	// what is measured is the announcement's failover, not the endpoints'.
+	t.Run("failover of the Gateway address", func(t *testing.T) {
+		owner := announcer(t, k, s, addr)
+		path, pod := "/only/v2", "shop-v2"
+		if owner.Name == s.Nodes[1].Name {
+			path, pod = "/only/v1", "shop-v1"
+		}
+		url := gwHTTP + path
+		if r, err := hostGet(url, getOptions{}); err != nil || r.Code != http.StatusOK || r.Echo.Pod != pod {
+			t.Fatalf("GET %s before: %d from %q, %v", url, r.Code, r.Echo.Pod, err)
+		}
+		took := cutOffAndWait(t, owner, url)
+		h, err := leaseHolder(t, k, addr)
+		if err != nil || h == owner.Name {
+			t.Errorf("Lease holder after failover: %q, %v", h, err)
+		}
+		// A figure to report (target 5 s), not a timed assertion: the test
+		// fails only when no node takes over within 30 s.
+		t.Logf("Gateway L2 failover: requests to %s succeed again %.1f s after the announcing node %s was cut off (new holder %s; target 5 s: %s)",
+			url, took.Seconds(), owner.Name, h, metOrMissed(took <= 5*time.Second))
+		for range 10 {
+			if r, err := hostGet(url, getOptions{}); err != nil || r.Code != http.StatusOK || r.Echo.Pod != pod {
+				t.Fatalf("after failover GET %s: %d from %q, %v", url, r.Code, r.Echo.Pod, err)
+			}
+		}
+	})
+}
+
+// getOptions shape one request of hostGet.
+type getOptions struct {
+	host    string            // the Host header and, over TLS, the SNI
+	headers map[string]string // request headers
+	roots   *x509.CertPool    // the CAs an HTTPS server's certificate must chain to
+}
+
+// gotResponse is what hostGet got: the status, the headers (redirects are
+// not followed), echo-basic's answer (200 only) and, over TLS, the server's
+// certificate (DER).
+type gotResponse struct {
+	Code   int
+	Header http.Header
+	Echo   echoResponse
+	Cert   []byte
+}
+
+// hostGet makes one GET from the test process (3 s bound, a connection of
+// its own, no proxy from the environment: the addresses are on the local
+// underlay).
+func hostGet(url string, o getOptions) (gotResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return gotResponse{}, err
+	}
+	if o.host != "" {
+		req.Host = o.host
+	}
+	for k, v := range o.headers {
+		req.Header.Set(k, v)
+	}
+	var got gotResponse
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true,
+		DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}
+	if o.roots != nil {
+		tr.TLSClientConfig = &tls.Config{ServerName: o.host, RootCAs: o.roots, MinVersion: tls.VersionTLS12,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) > 0 {
+					got.Cert = cs.PeerCertificates[0].Raw
+				}
+				return nil
+			}}
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		return got, err
+	}
+	defer resp.Body.Close()
+	got.Code, got.Header = resp.StatusCode, resp.Header
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return got, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &got.Echo); err != nil {
+			return got, fmt.Errorf("decode %q: %w", body, err)
 		}
 	}
-	ps = routeParent("shop")
-	checkCondition(t, "route shop ResolvedRefs after the broken route", ps.Conditions, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", 1)
-	eventually(t, gatewayTimeout, "listener with 2 attached routes", func() error {
-		gw = gwv1.Gateway{}
-		if err := getJSON(k, &gw, "-n", "shop", "get", "gateway", "web"); err != nil {
-			return err
-		}
-		if len(gw.Status.Listeners) != 1 || gw.Status.Listeners[0].AttachedRoutes != 2 {
-			return fmt.Errorf("listeners %+v", gw.Status.Listeners)
-		}
-		return nil
-	})
-	checkCondition(t, "Gateway Programmed after the broken route", gw.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
+	return got, nil
 }
 
 // echoResponse is what echo-basic answers: the request as it arrived.
@@ -275,37 +564,11 @@ type echoResponse struct {
 	Headers map[string][]string `json:"headers"`
 }
 
-// echo makes one GET (3 s bound) and decodes echo-basic's answer when the
-// status is 200.
+// echo makes one GET (see hostGet) and decodes echo-basic's answer when
+// the status is 200.
 func echo(url string, headers map[string]string) (echoResponse, int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return echoResponse{}, 0, err
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	// No proxy from the environment: the address is on the local underlay.
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return echoResponse{}, 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return echoResponse{}, resp.StatusCode, err
-	}
-	var e echoResponse
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, &e); err != nil {
-			return e, resp.StatusCode, fmt.Errorf("decode %q: %w", body, err)
-		}
-	}
-	return e, resp.StatusCode, nil
+	r, err := hostGet(url, getOptions{headers: headers})
+	return r.Echo, r.Code, err
 }
 
 func getJSON(k *kube, v any, args ...string) error {

@@ -188,7 +188,7 @@ echo $po $pf $so $sf`, int(d.Seconds()), c.podIP, c.svc)
 // node is what of Membrane's is on node n.
 func (c *life) node(n string) inventory {
 	l := c.s.Layout()
-	return nodeView{t: c.t, netns: l.NodeNetns(n), pinDir: l.NodeBPFDir(n), cgroup: filepath.Join(l.CgroupDir(c.s.CgroupRoot), n)}.inventory()
+	return nodeView{t: c.t, netns: l.NodeNetns(n), pinDir: l.NodeBPFDir(n), cgroup: filepath.Join(l.CgroupDir(c.s.CgroupRoot), n), apiSocket: l.AgentSocket(n)}.inventory()
 }
 
 // plaintext captures node's underlay while the client makes 5 requests to
@@ -415,7 +415,7 @@ func TestHelmLifecycle(t *testing.T) {
 	t.Run("helm uninstall cleans every node", func(t *testing.T) {
 		c := c.in(t)
 		for _, n := range []string{n1, n2} {
-			if inv := c.node(n); len(inv.pins) == 0 || inv.cgroupProgs == 0 || inv.tcx+inv.tcFilters == 0 {
+			if inv := c.node(n); len(inv.pins) == 0 || inv.cgroupProgs == 0 || inv.tcx+inv.tcFilters == 0 || !inv.apiSocket {
 				t.Fatalf("%s does not have the datapath to clean up: %s", n, inv)
 			}
 		}

@@ -2,31 +2,13 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	networkingv1 "k8s.io/api/networking/v1"
-
-	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
 // TestIngress installs Membrane with the Ingress controller on a cluster of
@@ -39,47 +21,15 @@ import (
 // missing Service gets a Warning Event and the others keep working.
 func TestIngress(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	s := ownCluster(t, localcluster.Options{
-		Name: "e2e-ing-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.248.0.0/16", ServiceCIDR: "10.94.0.0/16",
-		HelmSet: []string{"gatewayAPI.enabled=true", "ingressController.enabled=true"},
-	})
+	s, k := gatewayCluster(t, "e2e-ing-", "10.248.0.0/16", "10.94.0.0/16", true)
 	l := s.Layout()
-	k := &kube{t: t, kubeconfig: l.Kubeconfig(), kubectlPath: shared.toolsDir + "/bin/kubectl"}
 
-	certPEM, keyPEM := selfSigned(t, "shop.example.com")
+	ca := newTestCA(t)
+	leaf, certPEM, keyPEM := ca.issue(t, "shop.example.com")
 	var b strings.Builder
-	b.WriteString("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
-	for i, v := range []string{"v1", "v2"} {
-		fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Service
-metadata: {name: shop-%[1]s, namespace: shop}
-spec:
-  selector: {app: shop, version: %[1]s}
-  ports: [{name: http, port: 8080, targetPort: 3000}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: shop-%[1]s, namespace: shop, labels: {app: shop, version: %[1]s}}
-spec:
-  nodeName: %[2]s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: http, containerPort: 3000}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-`, v, s.Nodes[i].Name)
-	}
-	fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Secret
-metadata: {name: shop-tls, namespace: shop}
-type: kubernetes.io/tls
-data: {tls.crt: %s, tls.key: %s}
----
+	b.WriteString(shopBackends("shop", s.Nodes))
+	b.WriteString(tlsSecret("shop", "shop-tls", certPEM, keyPEM))
+	b.WriteString(`---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: shop, namespace: shop}
@@ -121,7 +71,7 @@ spec:
     http:
       paths:
       - {path: /docs, pathType: ImplementationSpecific, backend: {service: {name: shop-v2, port: {number: 8080}}}}
-`, base64.StdEncoding.EncodeToString(certPEM), base64.StdEncoding.EncodeToString(keyPEM))
+`)
 	k.must(b.String(), "apply", "-f", "-")
 	k.must("", "-n", "shop", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
 
@@ -129,18 +79,7 @@ spec:
 	// docs one together.
 	addrs := map[string]netip.Addr{}
 	for _, name := range []string{"shop", "blog", "docs"} {
-		eventually(t, gatewayTimeout, "Ingress "+name+" status.loadBalancer.ingress", func() error {
-			var ing networkingv1.Ingress
-			if err := getJSON(k, &ing, "-n", "shop", "get", "ingress", name); err != nil {
-				return err
-			}
-			if len(ing.Status.LoadBalancer.Ingress) != 1 {
-				return fmt.Errorf("status %+v", ing.Status)
-			}
-			a, err := netip.ParseAddr(ing.Status.LoadBalancer.Ingress[0].IP)
-			addrs[name] = a
-			return err
-		})
+		addrs[name] = waitIngressAddress(t, k, "shop", name)
 		if pool := l.AddressPool(); !inRange(addrs[name], pool) {
 			t.Errorf("Ingress %s address %s is not in the pool %s", name, addrs[name], pool)
 		}
@@ -152,7 +91,7 @@ spec:
 
 	shop := "http://" + addrs["shop"].String()
 	eventually(t, gatewayTimeout, "GET shop.example.com/v1", func() error {
-		e, code, err := ingressGet(shop+"/v1/items", "shop.example.com", nil)
+		e, code, err := ingressGet(shop+"/v1/items", "shop.example.com")
 		if err == nil && (code != http.StatusOK || e.Pod != "shop-v1") {
 			err = fmt.Errorf("status %d from %q", code, e.Pod)
 		}
@@ -169,42 +108,35 @@ spec:
 		{"http://" + addrs["docs"].String(), "docs.example.com", "/docs/a", "shop-v2"},
 	} {
 		for range 3 {
-			e, code, err := ingressGet(c.base+c.path, c.host, nil)
+			e, code, err := ingressGet(c.base+c.path, c.host)
 			if err != nil || code != http.StatusOK || e.Pod != c.pod || e.Path != c.path {
 				t.Errorf("GET %s%s (Host %s): %d from %q path %q, %v; want 200 from %s", c.base, c.path, c.host, code, e.Pod, e.Path, err, c.pod)
 			}
 		}
 	}
-	e, code, err := ingressGet("http://"+addrs["docs"].String()+"/docsx", "docs.example.com", nil)
+	e, code, err := ingressGet("http://"+addrs["docs"].String()+"/docsx", "docs.example.com")
 	if err != nil || code != http.StatusNotFound {
 		t.Errorf("GET docs.example.com/docsx: %d from %q, %v; want 404 (no default backend)", code, e.Pod, err)
 	}
 
 	// HTTPS: the Secret's certificate, the same routes.
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
-	block, _ := pem.Decode(certPEM)
-	var presented []byte
-	tlsConf := &tls.Config{ServerName: "shop.example.com", RootCAs: roots, MinVersion: tls.VersionTLS12,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) > 0 {
-				presented = cs.PeerCertificates[0].Raw
-			}
-			return nil
-		}}
+	roots.AppendCertsFromPEM(ca.PEM)
 	https := "https://" + addrs["shop"].String()
+	var r gotResponse
 	eventually(t, gatewayTimeout, "GET https shop.example.com/v1", func() error {
-		e, code, err := ingressGet(https+"/v1/a", "shop.example.com", tlsConf)
-		if err == nil && (code != http.StatusOK || e.Pod != "shop-v1") {
-			err = fmt.Errorf("status %d from %q", code, e.Pod)
+		var err error
+		r, err = hostGet(https+"/v1/a", getOptions{host: "shop.example.com", roots: roots})
+		if err == nil && (r.Code != http.StatusOK || r.Echo.Pod != "shop-v1") {
+			err = fmt.Errorf("status %d from %q", r.Code, r.Echo.Pod)
 		}
 		return err
 	})
-	if !bytes.Equal(presented, block.Bytes) {
+	if !bytes.Equal(r.Cert, leaf) {
 		t.Errorf("the certificate presented is not the Secret's")
 	}
-	if e, code, err := ingressGet(https+"/elsewhere", "shop.example.com", tlsConf); err != nil || code != http.StatusOK || e.Pod != "shop-v2" {
-		t.Errorf("GET https /elsewhere: %d from %q, %v; want the default backend shop-v2", code, e.Pod, err)
+	if r, err := hostGet(https+"/elsewhere", getOptions{host: "shop.example.com", roots: roots}); err != nil || r.Code != http.StatusOK || r.Echo.Pod != "shop-v2" {
+		t.Errorf("GET https /elsewhere: %d from %q, %v; want the default backend shop-v2", r.Code, r.Echo.Pod, err)
 	}
 
 	// A missing Service: a Warning Event on its Ingress, which still gets
@@ -242,69 +174,21 @@ spec:
 		return fmt.Errorf("events %+v", list.Items)
 	})
 	eventually(t, gatewayTimeout, "GET broken.example.com -> 500", func() error {
-		if _, code, err := ingressGet("http://"+addrs["blog"].String()+"/", "broken.example.com", nil); err != nil || code != http.StatusInternalServerError {
+		if _, code, err := ingressGet("http://"+addrs["blog"].String()+"/", "broken.example.com"); err != nil || code != http.StatusInternalServerError {
 			return fmt.Errorf("status %d, %v", code, err)
 		}
 		return nil
 	})
 	for range 5 {
-		if e, code, err := ingressGet("http://"+addrs["blog"].String()+"/", "blog.example.com", nil); err != nil || code != http.StatusOK || e.Pod != "shop-v1" {
+		if e, code, err := ingressGet("http://"+addrs["blog"].String()+"/", "blog.example.com"); err != nil || code != http.StatusOK || e.Pod != "shop-v1" {
 			t.Errorf("GET blog.example.com after the broken Ingress: %d from %q, %v", code, e.Pod, err)
 		}
 	}
 }
 
-// ingressGet makes one GET (3 s bound) with the Host header (and SNI) host,
-// over TLS with tlsConf when it is set, and decodes echo-basic's answer
-// when the status is 200.
-func ingressGet(url, host string, tlsConf *tls.Config) (echoResponse, int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return echoResponse{}, 0, err
-	}
-	req.Host = host
-	// No proxy from the environment: the address is on the local underlay.
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: tlsConf,
-		DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return echoResponse{}, 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return echoResponse{}, resp.StatusCode, err
-	}
-	var e echoResponse
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, &e); err != nil {
-			return e, resp.StatusCode, fmt.Errorf("decode %q: %w", body, err)
-		}
-	}
-	return e, resp.StatusCode, nil
-}
-
-// selfSigned makes a self-signed ECDSA certificate for host and its key,
-// PEM.
-func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
-		DNSNames: []string{host}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+// ingressGet makes one plain HTTP GET with the Host header host (see
+// hostGet).
+func ingressGet(url, host string) (echoResponse, int, error) {
+	r, err := hostGet(url, getOptions{host: host})
+	return r.Echo, r.Code, err
 }

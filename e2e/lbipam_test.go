@@ -11,13 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
-	"github.com/membrane-mesh/membrane/mesh/l2announce"
 )
 
 // TestLoadBalancerIPAM checks LB IPAM and L2 announcement end to end: the
@@ -59,21 +57,7 @@ spec:
   ports: [{name: http, port: 80, targetPort: 3000}]
 `)
 	for _, n := range s.Nodes {
-		fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Pod
-metadata: {name: web-%[1]s, namespace: lb, labels: {app: web}}
-spec:
-  nodeName: %[1]s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: http, containerPort: 3000}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-`, n.Name)
+		b.WriteString(echoPod("lb", "web-"+n.Name, n.Name, "app: web"))
 	}
 	k.must(b.String(), "apply", "-f", "-")
 	k.must("", "-n", "lb", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
@@ -149,30 +133,7 @@ spec:
 	})
 
 	// Failover. The holder of the address's Lease announces it.
-	holder := func() (string, error) {
-		out, err := k.run(t.Context(), "", "-n", "kube-system", "get", "lease", l2announce.LeaseName(addr), "-o", "jsonpath={.spec.holderIdentity}")
-		return strings.TrimSpace(out), err
-	}
-	var first localcluster.NodeState
-	eventually(t, gatewayTimeout, "one node holds the Lease and has the address", func() error {
-		h, err := holder()
-		if err != nil {
-			return err
-		}
-		for _, n := range s.Nodes {
-			has := nodeHasAddress(t, n.Netns, addr)
-			if has != (n.Name == h) {
-				return fmt.Errorf("holder %q, node %s has the address: %v", h, n.Name, has)
-			}
-			if n.Name == h {
-				first = n
-			}
-		}
-		if first.Name == "" {
-			return fmt.Errorf("holder %q is no node", h)
-		}
-		return nil
-	})
+	first := announcer(t, k, s, addr)
 	// The backend on the announcing node goes, so that what is measured
 	// is the announcement's failover, not the endpoints'.
 	k.must("", "-n", "lb", "delete", "pod", "web-"+first.Name, "--wait")
@@ -185,28 +146,9 @@ spec:
 		}
 		return nil
 	})
-	link, err := netlink.LinkByName(first.Link)
-	if err != nil {
-		t.Fatalf("link of %s: %v", first.Name, err)
-	}
-	t.Cleanup(func() { _ = netlink.LinkSetUp(link) })
-	cut := time.Now()
-	if err := netlink.LinkSetDown(link); err != nil {
-		t.Fatalf("cut %s off the underlay: %v", first.Name, err)
-	}
-	t.Logf("node %s (announcing %s) cut off the underlay", first.Name, addr)
-	var took time.Duration
-	for i := 0; ; i++ {
-		if time.Since(cut) > 30*time.Second {
-			t.Fatalf("no answer from %s within 30 s of cutting off %s", url, first.Name)
-		}
-		if _, code, err := echoWithin(url, 500*time.Millisecond); err == nil && code == 200 {
-			took = time.Since(cut)
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	h, err := holder()
+	t.Logf("node %s announces %s", first.Name, addr)
+	took := cutOffAndWait(t, first, url)
+	h, err := leaseHolder(t, k, addr)
 	if err != nil || h == first.Name {
 		t.Errorf("Lease holder after failover: %q, %v", h, err)
 	}

@@ -176,6 +176,7 @@ func TestRejectedValues(t *testing.T) {
 		{"port out of range", "agent: {apiPort: 70000}", []string{"/agent/apiPort", "maximum", "65,535"}},
 		{"duration", "operator: {identityGCInterval: 30}", []string{"/operator/identityGCInterval"}},
 		{"relative state dir", "agent: {stateDir: var/lib/membrane}", []string{"/agent/stateDir", "does not match pattern"}},
+		{"API socket outside /var/run/membrane", "agent: {apiSocket: /tmp/api.sock}", []string{"/agent/apiSocket", "does not match pattern"}},
 		{"flow buffer too large", "observe: {flowBufferSize: 1000000}", []string{"/observe/flowBufferSize", "maximum", "262,144"}},
 		{"image pull policy", "image: {pullPolicy: Sometimes}", []string{"/image/pullPolicy", "'IfNotPresent'"}},
 		{"ingress load balancer mode", "ingressController: {loadbalancerMode: both}", []string{"/ingressController/loadbalancerMode", "'dedicated'", "'shared'"}},

@@ -26,7 +26,9 @@ func newStatusCommand(g *globals) *cobra.Command {
 endpoints by state, its Services, its L7 proxy (is the node's Envoy
 connected over xDS, does it run the newest configuration, or did it reject
 it, with Envoy's error) and its encryption mode; then each Gateway with
-its address and Programmed condition.`
+its address, Programmed condition and listeners; then each Ingress with
+its address, whether it is programmed (it has its address) and its rules,
+followed by the Warning Events on the Ingresses.`
 	return cmd
 }
 
@@ -94,7 +96,8 @@ func orNone(v string) string {
 	return v
 }
 
-// printClusterGateways prints the Gateways after the nodes' table.
+// printClusterGateways prints the Gateways and the Ingresses after the
+// nodes' table.
 func printClusterGateways(g *globals) error {
 	c, err := g.client()
 	if err != nil {
@@ -106,5 +109,12 @@ func printClusterGateways(g *globals) error {
 	if err != nil {
 		return err
 	}
-	return printGateways(g.stdout, gws)
+	if err := printGateways(g.stdout, gws); err != nil {
+		return err
+	}
+	ings, events, err := listIngresses(ctx, c)
+	if err != nil {
+		return err
+	}
+	return printIngresses(g.stdout, ings, events, time.Now())
 }
