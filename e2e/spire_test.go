@@ -65,17 +65,8 @@ func TestSPIREIdentities(t *testing.T) {
 	// kubelet refreshes it): the SPIRE agents that started before the
 	// bundle was published start again to read it.
 	k.must("", "-n", sys, "delete", "pod", "-l", "k8s-app=spire-agent", "--wait=true", "--timeout=60s")
-	spireServer := func(args ...string) (string, error) {
-		return k.run(t.Context(), "", append([]string{"-n", sys, "exec", "deploy/membrane-operator", "-c", "spire-server", "--",
-			"/opt/spire/bin/spire-server"}, append(args, "-socketPath", "/run/spire/server/api.sock")...)...)
-	}
-	svids := func(node string) agentapi.SVIDList {
-		var lists []agentapi.SVIDList
-		if err := json.Unmarshal([]byte(k.membrane("identity", "svids", "--node", node, "-o", "json")), &lists); err != nil || len(lists) != 1 {
-			t.Fatalf("membrane identity svids --node %s: %v (%d lists)", node, err, len(lists))
-		}
-		return lists[0]
-	}
+	spire := func(args ...string) (string, error) { return spireServer(t.Context(), k, args...) }
+	svids := func(node string) agentapi.SVIDList { return nodeSVIDs(t, k, node) }
 
 	t.Run("the operator registers one entry per service account and node", func(t *testing.T) {
 		for _, c := range []struct {
@@ -83,7 +74,7 @@ func TestSPIREIdentities(t *testing.T) {
 			node string
 		}{{alpha, n1.Name}, {beta, n2.Name}} {
 			eventually(t, 60*time.Second, "entry of "+c.id.String(), func() error {
-				out, err := spireServer("entry", "show", "-spiffeID", c.id.String())
+				out, err := spire("entry", "show", "-spiffeID", c.id.String())
 				if err != nil {
 					return fmt.Errorf("%v: %s", err, out)
 				}
@@ -94,7 +85,7 @@ func TestSPIREIdentities(t *testing.T) {
 				return nil
 			})
 		}
-		out, _ := spireServer("agent", "list")
+		out, _ := spire("agent", "list")
 		t.Logf("spire-server agent list:\n%s", out)
 	})
 
@@ -152,7 +143,7 @@ func TestSPIREIdentities(t *testing.T) {
 	t.Run("the entry and the SVID go with the last pod", func(t *testing.T) {
 		k.must("", "-n", spiffeNS, "delete", "pod", "b", "--wait=true", "--timeout=60s")
 		eventually(t, 60*time.Second, "beta's entry removed", func() error {
-			out, err := spireServer("entry", "show", "-spiffeID", beta.String())
+			out, err := spire("entry", "show", "-spiffeID", beta.String())
 			if err != nil {
 				return fmt.Errorf("%v: %s", err, out)
 			}

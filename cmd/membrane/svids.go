@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -48,8 +49,10 @@ func fetchCommand(g *globals) *cobra.Command {
 		Short: "Fetch this pod's X.509-SVID from the SPIFFE Workload API (SPIFFE_ENDPOINT_SOCKET) and check it against the trust bundle",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
+			if output != "pem" {
+				if err := checkOutput(output); err != nil {
+					return fmt.Errorf("%w (or pem)", err)
+				}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -60,6 +63,9 @@ func fetchCommand(g *globals) *cobra.Command {
 			x, err := workloadapi.FetchX509Context(ctx, opts...)
 			if err != nil {
 				return fmt.Errorf("workload API: %w", err)
+			}
+			if output == "pem" {
+				return writeSVIDPEM(g, x)
 			}
 			type row struct {
 				SPIFFEID string    `json:"spiffeID"`
@@ -84,6 +90,28 @@ func fetchCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "Workload API address, unix:///path (default: $SPIFFE_ENDPOINT_SOCKET)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json, or pem (the SVIDs' certificates and private keys and the trust bundles, for programs that read PEM files)")
 	return cmd
+}
+
+// writeSVIDPEM writes each SVID's certificate chain and PKCS#8 private key,
+// then every trust bundle's CAs, as PEM blocks.
+func writeSVIDPEM(g *globals, x *workloadapi.X509Context) error {
+	for _, s := range x.SVIDs {
+		certs, key, err := s.Marshal()
+		if err != nil {
+			return fmt.Errorf("SVID %s: %w", s.ID, err)
+		}
+		if _, err := g.stdout.Write(append(certs, key...)); err != nil {
+			return err
+		}
+	}
+	for _, b := range x.Bundles.Bundles() {
+		for _, c := range b.X509Authorities() {
+			if err := pem.Encode(g.stdout, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

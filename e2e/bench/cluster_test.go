@@ -101,30 +101,27 @@ type cluster struct {
 // name first); it goes down in down() or, at the latest, in b's cleanup.
 func upCluster(ctx context.Context, b *testing.B, e env, name, podCIDR string, noMembrane bool) *cluster {
 	b.Helper()
-	return upClusterWith(ctx, b, e, localcluster.Options{
-		Name: name, Nodes: 2, PodCIDR: podCIDR, ServiceCIDR: localcluster.DefaultServiceCIDR, NoMembrane: noMembrane,
-	})
+	return upClusterWith(ctx, b, e, localcluster.Options{Name: name, PodCIDR: podCIDR, NoMembrane: noMembrane})
 }
 
-// upClusterWith is upCluster with more of the cluster's options (chart
-// values); the tool and binary directories come from e.
+// upClusterWith brings up the 2-node cluster of o (the default Service
+// CIDR, this environment's tools and binaries).
 func upClusterWith(ctx context.Context, b *testing.B, e env, o localcluster.Options) *cluster {
 	b.Helper()
-	name := o.Name
-	if err := localcluster.Down(context.WithoutCancel(ctx), e.log, name); err != nil {
-		b.Fatalf("remove leftover cluster %s: %v", name, err)
+	if err := localcluster.Down(context.WithoutCancel(ctx), e.log, o.Name); err != nil {
+		b.Fatalf("remove leftover cluster %s: %v", o.Name, err)
 	}
 	upCtx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	o.ToolsDir, o.BinDir = e.toolsDir, e.binDir
+	o.Nodes, o.ServiceCIDR, o.ToolsDir, o.BinDir = 2, localcluster.DefaultServiceCIDR, e.toolsDir, e.binDir
 	s, err := localcluster.Up(upCtx, e.log, o)
 	if err != nil {
-		b.Fatalf("bring up cluster %s: %v", name, err)
+		b.Fatalf("bring up cluster %s: %v", o.Name, err)
 	}
 	c := &cluster{b: b, env: e, state: s, node: s.Nodes[0]}
 	b.Cleanup(c.down)
-	progress(b, "cluster %s up in %s (Membrane: %v)", name, time.Since(start).Round(time.Millisecond), !o.NoMembrane)
+	progress(b, "cluster %s up in %s (Membrane: %v)", o.Name, time.Since(start).Round(time.Millisecond), !o.NoMembrane)
 	cfg, err := clientcmd.BuildConfigFromFlags("", s.Layout().Kubeconfig())
 	if err != nil {
 		b.Fatal(err)

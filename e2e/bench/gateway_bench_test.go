@@ -58,8 +58,7 @@ func BenchmarkGatewayRoutes(b *testing.B) {
 		armDuration: gwArmDuration, rounds: gwRounds}
 
 	c := upClusterWith(ctx, b, e, localcluster.Options{
-		Name: gwBenchCluster, Nodes: 2, PodCIDR: gwBenchPodCIDR, ServiceCIDR: localcluster.DefaultServiceCIDR,
-		HelmSet: []string{"gatewayAPI.enabled=true"},
+		Name: gwBenchCluster, PodCIDR: gwBenchPodCIDR, HelmSet: []string{"gatewayAPI.enabled=true"},
 	})
 	defer c.down()
 	g := &gwBench{b: b, c: c}

@@ -238,8 +238,13 @@ func authenticated(e *datav3.HTTPAccessLogEntry, l *flow.HTTPLog) error {
 	}
 	// The source is the client the tunnel names (the RBAC checked that it
 	// is a pod of the peer's identity), not the source node's proxy that
+	// connected. A refused tunnel's claim is unverified: its source is who
 	// connected.
-	src, err := addrPort(e.GetCommonProperties().GetDownstreamRemoteAddress())
+	addr := e.GetCommonProperties().GetDownstreamRemoteAddress()
+	if l.Denied {
+		addr = e.GetCommonProperties().GetDownstreamDirectRemoteAddress()
+	}
+	src, err := addrPort(addr)
 	if err != nil {
 		return fmt.Errorf("authenticated tunnel's client address: %w", err)
 	}

@@ -146,6 +146,16 @@ func TestConvertAuthenticated(t *testing.T) {
 	if f.Auth == nil || f.Auth.SourceID != got.SourceID || f.Auth.DestinationID != got.DestinationID {
 		t.Errorf("flow: %+v", f.Auth)
 	}
+	// A refused tunnel comes from who connected, not from the client it
+	// claims (unverified).
+	e.Response = &datav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(403), ResponseCodeDetails: "rbac_access_denied_matched_policy[none]"}
+	got, err = Convert(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Denied || got.Source != netip.MustParseAddrPort("198.18.3.11:41000") || got.SourceID != "spiffe://cluster.local/ns/shop/sa/frontend" {
+		t.Errorf("refused CONNECT: %+v", got)
+	}
 	// A bad authority is an error, not a flow to nowhere.
 	e.Request.Authority = "backend"
 	if _, err := Convert(e); err == nil {

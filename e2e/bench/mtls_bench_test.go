@@ -1,0 +1,901 @@
+package bench
+
+// BenchmarkMutualAuthAddedLatency: the request latency and proxy CPU that
+// mutual authentication (authentication.mode: required) adds, with
+// Membrane's node Envoys against a pair of Envoy sidecars doing mutual TLS,
+// on one 2-node cluster, with the same workload and the same Envoy binary,
+// TLS version and key type.
+//
+// Workload: a busybox client pod on node 1 (service account client) and two
+// echo-basic pods (port 3000) on node 2 (service account payment),
+// identical but for a label: payment-auth, selected by a
+// MembraneNetworkPolicy allowing app=client on TCP 3000 with
+// authentication required, and payment-plain, allowing app=client on TCP
+// 3000 and on the server sidecar's port without authentication. The load
+// generator is this process, its sockets made in the client pod's network
+// namespace (pod IPs, no Service).
+//
+// Arms, every request GET /api/v1/payments/P1:
+//
+//   - direct: to payment-plain:3000 (the policy datapath, no proxy);
+//   - membrane: to payment-auth:3000: node 1's datapath redirects it to node
+//     1's Envoy, which opens mutual TLS 1.3 to node 2's Envoy with the
+//     client's SVID (HTTP/2 CONNECT inside), which checks the peer's SPIFFE
+//     ID and address (RBAC) and connects to the pod from the client's
+//     address (the real path, with the built-in CA's SVIDs);
+//   - sidecar pair: to an Envoy in the client pod's namespace
+//     (127.0.0.1:15101, as an app reaches its sidecar minus the iptables
+//     redirect), a TCP proxy with upstream mutual TLS 1.3 (the client's
+//     SPIFFE certificate, the server's SPIFFE ID required) to an Envoy on
+//     payment-plain:15102 that requires the client certificate, allows the
+//     client's SPIFFE ID (network RBAC filter) and proxies to
+//     127.0.0.1:3000. The sidecars' certificates are ECDSA P-256 like the
+//     built-in CA's SVIDs, from a CA of this process; both run the pinned
+//     Envoy in cgroups of their own. This is the leanest mTLS sidecar pair
+//     (TCP, no HTTP processing on either side);
+//   - HBONE pair (no target): the same sidecars on second listeners
+//     (127.0.0.1:15103, payment-plain:15104) speaking Membrane's tunnel
+//     protocol: the client sidecar's TCP proxy tunnels each connection in an
+//     HTTP/2 CONNECT stream over mutual TLS 1.3, the server sidecar's HTTP/2
+//     connection manager authorizes the client's SPIFFE ID (HTTP RBAC) and
+//     connects to 127.0.0.1:3000. It tells the protocol's cost from the
+//     node proxies'.
+//
+// Load: like BenchmarkL7AddedLatency (l7_load_test.go): fixed rate,
+// keep-alive HTTP/1.1 over at most 4 connections per arm, a warm-up, then
+// rounds with the arms taking turns. Every response must be 200; the
+// enforcing proxy's RBAC must have allowed the arm's connections. Proxy CPU
+// per 1,000 requests: membrane counts every Membrane process on the path's
+// nodes (both nodes' Envoy pods and both nodes' agent pods, whose
+// background work is counted too); the sidecar pair counts its two
+// sidecars.
+//
+//	MEMBRANE_BENCH_MTLS_REQUESTS=2000   measured requests per arm
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/pki"
+	"github.com/membrane-mesh/membrane/e2e/testenv"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+)
+
+const (
+	mtlsBenchCluster = "bench-mtls"
+	mtlsBenchPodCIDR = "10.238.0.0/16"
+	mtlsBenchNS      = "bench-mtls"
+	// mtlsTarget: membrane's added p99 and CPU per request at most this
+	// share of the sidecar pair's.
+	mtlsTarget = 0.6
+	// Envoy's stat of the node's tunnel termination RBAC (xds/mtls).
+	mtlsInboundRBAC = `membrane_mtls_inbound\.rbac\.mtls\.allowed$`
+	// The server sidecar's network RBAC filter.
+	mtlsSidecarRBAC = `sidecar_mtls\.rbac\.allowed$`
+)
+
+const (
+	mtlsArmDirect   = "direct"
+	mtlsArmMembrane = "membrane"
+	mtlsArmSidecar  = "sidecar pair"
+	mtlsArmHBONE    = "HBONE pair"
+	// The HBONE sidecar pair's ports: the client sidecar's listener
+	// (127.0.0.1) and the server sidecar's (payment-plain's address).
+	mtlsHBONEClientPort = 15103
+	mtlsHBONEServerPort = 15104
+	// The HBONE server sidecar's RBAC filter.
+	mtlsHBONERBAC = `http\.hbone\.rbac\.allowed$`
+)
+
+func BenchmarkMutualAuthAddedLatency(b *testing.B) {
+	e := newEnv(b)
+	envoyBin := testenv.Tool(b, "envoy")
+	requests := 2000
+	if v := os.Getenv("MEMBRANE_BENCH_MTLS_REQUESTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < l7Rounds {
+			b.Fatalf("MEMBRANE_BENCH_MTLS_REQUESTS=%q: want >= %d", v, l7Rounds)
+		}
+		requests = n
+	}
+	ctx := benchContext(b)
+	begin := time.Now()
+	load := strings.TrimSpace(wgLoadAvg())
+
+	c := upClusterWith(ctx, b, e, localcluster.Options{
+		Name: mtlsBenchCluster, PodCIDR: mtlsBenchPodCIDR,
+		HelmSet: []string{"authentication.mutual.enabled=true"},
+	})
+	defer c.down()
+	l := &l7Bench{b: b, c: c, envoyBin: envoyBin, tmp: b.TempDir(), server: c.state.Nodes[1]}
+	if err := mtlsDeploy(ctx, l); err != nil {
+		b.Fatal(err)
+	}
+	if err := mtlsPolicies(ctx, l); err != nil {
+		b.Fatal(err)
+	}
+	if err := mtlsWaitEnforcing(ctx, l); err != nil {
+		b.Fatal(err)
+	}
+
+	ids, err := newSidecarIdentities()
+	if err != nil {
+		b.Fatal(err)
+	}
+	server, err := l.startSidecar("server", l.plain, func() (*bootstrapv3.Bootstrap, error) {
+		return mtlsServerSidecar(l.plainIP, ids)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer server.stop(b)
+	client, err := l.startSidecar("client", l.client, func() (*bootstrapv3.Bootstrap, error) {
+		return mtlsClientSidecar(l.plainIP, ids)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.stop(b)
+	l.sidecars = []*l7Sidecar{server, client}
+
+	// Every Membrane process of the path: both nodes' Envoy and agent pods.
+	envoys, err := mtlsPodCgroups(ctx, l, "k8s-app=membrane-envoy")
+	if err != nil {
+		b.Fatal(err)
+	}
+	agents, err := mtlsPodCgroups(ctx, l, "k8s-app=membrane-agent")
+	if err != nil {
+		b.Fatal(err)
+	}
+	split := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
+	membraneCPU := split.sample
+	clientNS := l.netns(l.client)
+	arms := []*l7Arm{
+		{name: mtlsArmDirect, base: fmt.Sprintf("http://%s:%d", l.plainIP, l7AppPort), deleteCode: http.StatusOK},
+		{name: mtlsArmMembrane, base: fmt.Sprintf("http://%s:%d", l.l7IP, l7AppPort), deleteCode: http.StatusOK,
+			cpu: membraneCPU, rbacNS: l.server.Netns, rbacAdmin: l7NodeEnvoyAdmin},
+		{name: mtlsArmSidecar, base: fmt.Sprintf("http://127.0.0.1:%d", l7ClientSidecarPort), deleteCode: http.StatusOK,
+			cpu:    func() (time.Duration, error) { return server.cpu() + client.cpu(), nil },
+			rbacNS: l.netns(l.plain), rbacAdmin: fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
+		// The same sidecars, on their second listeners: Membrane's wire
+		// protocol between two sidecars (it tells the protocol's cost from
+		// the node proxies').
+		{name: mtlsArmHBONE, base: fmt.Sprintf("http://127.0.0.1:%d", mtlsHBONEClientPort), deleteCode: http.StatusOK,
+			cpu:    func() (time.Duration, error) { return server.cpu() + client.cpu(), nil },
+			rbacNS: l.netns(l.plain), rbacAdmin: fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
+	}
+	rbacFilter := map[string]string{mtlsArmMembrane: mtlsInboundRBAC, mtlsArmSidecar: mtlsSidecarRBAC, mtlsArmHBONE: mtlsHBONERBAC}
+	for _, a := range arms {
+		if err := l.waitArm(ctx, a); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The authenticated path is the only way in: the node's own attempt
+	// at payment-auth's port is dropped.
+	if err := mtlsNodeRefused(ctx, l); err != nil {
+		b.Fatal(err)
+	}
+
+	for _, a := range arms {
+		a.hc = l7Client(clientNS, true)
+		defer a.hc.CloseIdleConnections()
+		if f := rbacFilter[a.name]; f != "" {
+			if a.rbacBefore, err = envoyCounter(ctx, a.rbacNS, a.rbacAdmin, f); err != nil {
+				b.Fatalf("%s: %v", a.name, err)
+			}
+		}
+	}
+	for _, a := range arms {
+		if _, err := l.run(ctx, a, l7Warmup, false); err != nil {
+			b.Fatalf("%s: warm-up: %v", a.name, err)
+		}
+		progress(b, "%s: warm-up of %d requests done", a.name, l7Warmup)
+	}
+	perRound := (requests + l7Rounds - 1) / l7Rounds
+	for r := range l7Rounds {
+		n := min(perRound, requests-r*perRound)
+		for j := range arms {
+			a := arms[(r+j)%len(arms)]
+			lat, err := l.run(ctx, a, n, true)
+			if err != nil {
+				b.Fatalf("%s: round %d: %v", a.name, r+1, err)
+			}
+			for _, s := range l.sidecars {
+				if err := s.check(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := c.state.CheckProcesses(); err != nil {
+				b.Fatal(err)
+			}
+			progress(b, "round %d/%d %-12s %d requests: p50 %s p99 %s", r+1, l7Rounds, a.name, len(lat),
+				us(percentile(sortedCopy(lat), 0.5)), us(percentile(sortedCopy(lat), 0.99)))
+		}
+	}
+	for _, a := range arms {
+		f := rbacFilter[a.name]
+		if f == "" {
+			continue
+		}
+		after, err := envoyCounter(ctx, a.rbacNS, a.rbacAdmin, f)
+		if err != nil {
+			b.Fatalf("%s: %v", a.name, err)
+		}
+		a.rbacDelta = after - a.rbacBefore
+		// Connections, not requests: at least one per pooled connection.
+		if a.rbacDelta < 1 {
+			b.Fatalf("%s: the enforcing proxy's RBAC allowed no connection, but %d requests got a 200: they bypassed it", a.name, a.ok)
+		}
+	}
+	rep := &mtlsReport{arms: arms, requests: requests, load: load, envoyBin: envoyBin, sameBinary: l.sameBinaryAsNode(),
+		took: time.Since(begin), membraneCgroups: len(envoys) + len(agents), envoyCPU: split.used[0], agentCPU: split.used[1]}
+	fmt.Print(rep.String())
+	rep.metrics(b)
+}
+
+func sortedCopy(ds []time.Duration) []time.Duration {
+	out := append([]time.Duration(nil), ds...)
+	slices.Sort(out)
+	return out
+}
+
+// mtlsDeploy starts the client on node 1 and the two payment pods on node
+// 2 with their service accounts, and waits until they run.
+func mtlsDeploy(ctx context.Context, l *l7Bench) error {
+	start := time.Now()
+	client := l.c.client
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: mtlsBenchNS}}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create namespace: %w", err)
+	}
+	for _, sa := range []string{"client", "payment"} {
+		if _, err := client.CoreV1().ServiceAccounts(mtlsBenchNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create service account %s: %w", sa, err)
+		}
+	}
+	payment := func(variant string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "payment-" + variant, Namespace: mtlsBenchNS, Labels: map[string]string{"app": "payment", "variant": variant}},
+			Spec: corev1.PodSpec{
+				NodeName:                      l.server.Name,
+				ServiceAccountName:            "payment",
+				TerminationGracePeriodSeconds: ptr.To(int64(1)),
+				Containers: []corev1.Container{{
+					Name:  "echo",
+					Image: "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1",
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: l7AppPort}},
+					Env: []corev1.EnvVar{
+						{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+						{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+					},
+				}},
+			},
+		}
+	}
+	pods := []*corev1.Pod{
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: mtlsBenchNS, Labels: map[string]string{"app": "client"}},
+			Spec: corev1.PodSpec{
+				NodeName:                      l.c.state.Nodes[0].Name,
+				ServiceAccountName:            "client",
+				TerminationGracePeriodSeconds: ptr.To(int64(1)),
+				Containers:                    []corev1.Container{{Name: "idle", Image: "busybox:1.36", Command: []string{"sleep", "3600"}}},
+			},
+		},
+		payment("auth"), payment("plain"),
+	}
+	for _, p := range pods {
+		if _, err := client.CoreV1().Pods(mtlsBenchNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create pod %s: %w", p.Name, err)
+		}
+	}
+	err := poll(ctx, 2*time.Minute, "the client and payment pods Running with an IP", func() (bool, error) {
+		if err := l.c.state.CheckProcesses(); err != nil {
+			return false, err
+		}
+		got := make([]*corev1.Pod, len(pods))
+		for i, p := range pods {
+			q, err := client.CoreV1().Pods(mtlsBenchNS).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil || q.Status.Phase != corev1.PodRunning || q.Status.PodIP == "" {
+				return false, nil
+			}
+			got[i] = q
+		}
+		l.client, l.l7, l.plain = got[0], got[1], got[2]
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, x := range []struct {
+		p  *corev1.Pod
+		ip *netip.Addr
+	}{{l.client, &l.clientIP}, {l.l7, &l.l7IP}, {l.plain, &l.plainIP}} {
+		if *x.ip, err = netip.ParseAddr(x.p.Status.PodIP); err != nil {
+			return fmt.Errorf("pod %s: IP %q: %w", x.p.Name, x.p.Status.PodIP, err)
+		}
+	}
+	progress(l.b, "pods running in %s: client %s on %s, payment-auth %s and payment-plain %s on %s",
+		time.Since(start).Round(time.Millisecond), l.clientIP, l.client.Spec.NodeName, l.l7IP, l.plainIP, l.server.Name)
+	return nil
+}
+
+// mtlsPolicies: payment-auth allows app=client on TCP 3000 with
+// authentication required; payment-plain allows it on 3000 and on the
+// server sidecar's port.
+func mtlsPolicies(ctx context.Context, l *l7Bench) error {
+	dyn, err := dynamicClient(l.c.state.Layout().Kubeconfig())
+	if err != nil {
+		return err
+	}
+	from := []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}
+	tcp := func(port int) v1alpha1.PortProtocol {
+		return v1alpha1.PortProtocol{Port: strconv.Itoa(port), Protocol: v1alpha1.ProtoTCP}
+	}
+	policy := func(variant string, auth *v1alpha1.Authentication, ports ...v1alpha1.PortProtocol) *v1alpha1.MembraneNetworkPolicy {
+		return &v1alpha1.MembraneNetworkPolicy{
+			TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "MembraneNetworkPolicy"},
+			ObjectMeta: metav1.ObjectMeta{Name: "payment-" + variant, Namespace: mtlsBenchNS},
+			Spec: &v1alpha1.Rule{
+				EndpointSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "payment", "variant": variant}},
+				Ingress: []v1alpha1.IngressRule{{
+					IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: from},
+					ToPorts:           []v1alpha1.PortRule{{Ports: ports}},
+					Authentication:    auth,
+				}},
+			},
+		}
+	}
+	for _, p := range []*v1alpha1.MembraneNetworkPolicy{
+		policy("auth", &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}, tcp(l7AppPort)),
+		policy("plain", nil, tcp(l7AppPort), tcp(l7ServerSidecarPort), tcp(mtlsHBONEServerPort)),
+	} {
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
+		if err != nil {
+			return fmt.Errorf("policy %s: %w", p.Name, err)
+		}
+		unstructured.RemoveNestedField(obj, "status")
+		res := dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("membranenetworkpolicies")).Namespace(mtlsBenchNS)
+		if _, err := res.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create policy %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// mtlsWaitEnforcing waits until node 2's agent enforces ingress policy on
+// both payment pods.
+func mtlsWaitEnforcing(ctx context.Context, l *l7Bench) error {
+	agents, err := agentClient(l.c.state.Layout().Kubeconfig())
+	if err != nil {
+		return err
+	}
+	return poll(ctx, 2*time.Minute, "node 2's agent enforcing the payment pods' policies", func() (bool, error) {
+		if err := l.c.state.CheckProcesses(); err != nil {
+			return false, err
+		}
+		var list agentapi.EndpointList
+		get, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := agents.JSON(get, l.server.Name, http.MethodGet, agentapi.PathEndpoints, &list); err != nil {
+			return false, nil
+		}
+		enforcing := 0
+		for _, ep := range list.Endpoints {
+			if ep.Namespace == mtlsBenchNS && ep.State == agentapi.StateReady && ep.EnforceIngress && ep.Rules > 0 {
+				enforcing++
+			}
+		}
+		return enforcing == 2, nil
+	})
+}
+
+// mtlsNodeRefused checks that node 2 itself cannot reach payment-auth's
+// port (the datapath drops what did not come through the proxy).
+func mtlsNodeRefused(ctx context.Context, l *l7Bench) error {
+	hc := l7Client(l.server.Netns, false)
+	hc.Timeout = 3 * time.Second
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d%s", l.l7IP, l7AppPort, l7Path), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		return fmt.Errorf("node %s reached payment-auth without authentication: %s", l.server.Name, resp.Status)
+	}
+	return nil
+}
+
+// cpuSplit sums the CPU time of groups of cgroups; sample is an l7Arm's
+// cpu function: run calls it at the start and at the end of each measured
+// round, and used accumulates each group's time between the two.
+type cpuSplit struct {
+	groups [][]string
+	start  []time.Duration
+	used   []time.Duration
+}
+
+func (c *cpuSplit) sample() (time.Duration, error) {
+	now := make([]time.Duration, len(c.groups))
+	var total time.Duration
+	for i, g := range c.groups {
+		for _, d := range g {
+			u, err := cgroupUsage(d)
+			if err != nil {
+				return 0, err
+			}
+			now[i] += u
+		}
+		total += now[i]
+	}
+	if c.start == nil {
+		c.start = now
+	} else {
+		for i := range now {
+			c.used[i] += now[i] - c.start[i]
+		}
+		c.start = nil
+	}
+	return total, nil
+}
+
+// mtlsPodCgroups are the cgroups of the kube-system pods matching sel on
+// both nodes.
+func mtlsPodCgroups(ctx context.Context, l *l7Bench, sel string) ([]string, error) {
+	pods, err := l.c.client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("list pods %s: %w", sel, err)
+	}
+	if len(pods.Items) != len(l.c.state.Nodes) {
+		return nil, fmt.Errorf("%d pods %s, want one per node (%d)", len(pods.Items), sel, len(l.c.state.Nodes))
+	}
+	var dirs []string
+	for _, p := range pods.Items {
+		dir := l.podCgroup(p.Spec.NodeName, string(p.UID))
+		if _, err := cgroupUsage(dir); err != nil {
+			return nil, fmt.Errorf("pod %s: %w", p.Name, err)
+		}
+		dirs = append(dirs, dir)
+	}
+	return dirs, nil
+}
+
+// envoyCounter sums the Envoy counters matching the regular expression
+// filter, of the Envoy whose admin is at addr in the network namespace at
+// nsPath.
+func envoyCounter(ctx context.Context, nsPath, addr, filter string) (float64, error) {
+	body, err := l7AdminGet(ctx, nsPath, addr, "/stats?filter="+url.QueryEscape(filter))
+	if err != nil {
+		return 0, err
+	}
+	sum, n := 0.0, 0
+	for _, line := range strings.Split(string(body), "\n") {
+		_, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return 0, fmt.Errorf("Envoy stats at %s: line %q: %w", addr, line, err)
+		}
+		sum += x
+		n++
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("Envoy stats at %s: no counter matches %s", addr, filter)
+	}
+	return sum, nil
+}
+
+// sidecarIdentities are the sidecar pair's certificates: SPIFFE IDs of the
+// client's and payment's service accounts from one CA.
+type sidecarIdentities struct {
+	caPEM                 []byte
+	clientID, serverID    string
+	clientCert, clientKey []byte
+	serverCert, serverKey []byte
+}
+
+func newSidecarIdentities() (*sidecarIdentities, error) {
+	ca, err := pki.NewCA("bench sidecar CA")
+	if err != nil {
+		return nil, err
+	}
+	ids := &sidecarIdentities{
+		caPEM:    pki.CertPEM(ca.Cert),
+		clientID: "spiffe://cluster.local/ns/" + mtlsBenchNS + "/sa/client",
+		serverID: "spiffe://cluster.local/ns/" + mtlsBenchNS + "/sa/payment",
+	}
+	issue := func(id string) ([]byte, []byte, error) {
+		u, err := url.Parse(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(time.Now().UnixNano()),
+			URIs:         []*url.URL{u},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sign %s: %w", id, err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, nil, err
+		}
+		k, err := pki.KeyPEM(key)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pki.CertPEM(c), k, nil
+	}
+	if ids.clientCert, ids.clientKey, err = issue(ids.clientID); err != nil {
+		return nil, err
+	}
+	if ids.serverCert, ids.serverKey, err = issue(ids.serverID); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// sidecarTLS: TLS 1.3 only (like xds/mtls), the certificate and key
+// inline, the CA as trust anchor, and the peer's SPIFFE ID when want is
+// set.
+func sidecarTLS(cert, key, ca []byte, want string) *tlsv3.CommonTlsContext {
+	inline := func(b []byte) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+	}
+	v := &tlsv3.CertificateValidationContext{TrustedCa: inline(ca)}
+	if want != "" {
+		v.MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{
+			SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: want}},
+		}}
+	}
+	return &tlsv3.CommonTlsContext{
+		TlsParams: &tlsv3.TlsParameters{
+			TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+			TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+		},
+		TlsCertificates:       []*tlsv3.TlsCertificate{{CertificateChain: inline(cert), PrivateKey: inline(key)}},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: v},
+	}
+}
+
+func tlsSocket(m proto.Message) (*corev3.TransportSocket, error) {
+	a, err := anypb.New(m)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+func tcpProxyFilter(stat, cluster string, tunnel *tcpproxyv3.TcpProxy_TunnelingConfig) (*listenerv3.Filter, error) {
+	a, err := anypb.New(&tcpproxyv3.TcpProxy{StatPrefix: stat, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}, TunnelingConfig: tunnel})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+func staticCluster(name string, to netip.AddrPort, ts *corev3.TransportSocket) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(5 * time.Second),
+		LoadAssignment:       l7LoadAssignment(name, l7SocketAddress(to.Addr().String(), to.Port())),
+		TransportSocket:      ts,
+	}
+}
+
+// mtlsClientSidecar: 127.0.0.1:15101 proxies every connection to the
+// server sidecar on server:15102, in mutual TLS with the client's
+// certificate, requiring the server's SPIFFE ID; 127.0.0.1:15103 does the
+// same to server:15104 inside one HTTP/2 CONNECT stream per connection (to
+// 127.0.0.1:3000), as Membrane's tunnel does.
+func mtlsClientSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
+	ts, err := tlsSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: sidecarTLS(ids.clientCert, ids.clientKey, ids.caPEM, ids.serverID)})
+	if err != nil {
+		return nil, err
+	}
+	tp, err := tcpProxyFilter("sidecar_outbound", "server-sidecar", nil)
+	if err != nil {
+		return nil, err
+	}
+	app := fmt.Sprintf("127.0.0.1:%d", l7AppPort)
+	tunnel, err := tcpProxyFilter("hbone_outbound", "server-hbone", &tcpproxyv3.TcpProxy_TunnelingConfig{
+		Hostname:     app,
+		HeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-forwarded-for", Value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	h2, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	hbone := staticCluster("server-hbone", netip.AddrPortFrom(server, mtlsHBONEServerPort), ts)
+	hbone.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2}
+	ls := []*listenerv3.Listener{
+		{
+			Name:         "outbound",
+			Address:      l7SocketAddress("127.0.0.1", l7ClientSidecarPort),
+			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tp}}},
+		},
+		{
+			Name:         "hbone-outbound",
+			Address:      l7SocketAddress("127.0.0.1", mtlsHBONEClientPort),
+			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tunnel}}},
+		},
+	}
+	return l7Bootstrap("client-sidecar", ls, []*clusterv3.Cluster{staticCluster("server-sidecar", netip.AddrPortFrom(server, l7ServerSidecarPort), ts), hbone}), nil
+}
+
+// mtlsServerSidecar: on server:15102, mutual TLS requiring a client
+// certificate of the CA, the client's SPIFFE ID allowed by a network RBAC
+// filter, then to the app on 127.0.0.1:3000; on server:15104 the same TLS,
+// then an HTTP/2 connection manager taking CONNECT streams (the client's
+// SPIFFE ID allowed by an HTTP RBAC filter) to the app, as Membrane's
+// receiving node proxy does.
+func mtlsServerSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
+	ts, err := tlsSocket(&tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext:         sidecarTLS(ids.serverCert, ids.serverKey, ids.caPEM, ""),
+	})
+	if err != nil {
+		return nil, err
+	}
+	rules := &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: map[string]*rbacconfigv3.Policy{
+		"client": {
+			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
+			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Authenticated_{
+				Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: ids.clientID}}},
+			}}},
+		},
+	}}
+	rbac, err := anypb.New(&rbacnetv3.RBAC{StatPrefix: "sidecar_mtls.", Rules: rules})
+	if err != nil {
+		return nil, err
+	}
+	tp, err := tcpProxyFilter("sidecar_inbound", "app", nil)
+	if err != nil {
+		return nil, err
+	}
+	httpRBAC, err := anypb.New(&rbachttpv3.RBAC{Rules: rules})
+	if err != nil {
+		return nil, err
+	}
+	router, err := anypb.New(&routerv3.Router{SuppressEnvoyHeaders: true})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix: "hbone",
+		CodecType:  hcmv3.HttpConnectionManager_HTTP2,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: "hbone",
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name: "app", Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_ConnectMatcher_{ConnectMatcher: &routev3.RouteMatch_ConnectMatcher{}}},
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "app"},
+						Timeout:          durationpb.New(0),
+						UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{
+							UpgradeType: "CONNECT", ConnectConfig: &routev3.RouteAction_UpgradeConfig_ConnectConfig{},
+						}},
+					}},
+				}},
+			}},
+		}},
+		UseRemoteAddress: wrapperspb.Bool(false),
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: httpRBAC}},
+			{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
+		},
+		UpgradeConfigs:       []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{AllowConnect: true},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ls := []*listenerv3.Listener{
+		{
+			Name:    "inbound",
+			Address: l7SocketAddress(server.String(), l7ServerSidecarPort),
+			FilterChains: []*listenerv3.FilterChain{{
+				TransportSocket: ts,
+				Filters: []*listenerv3.Filter{
+					{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: rbac}},
+					tp,
+				},
+			}},
+		},
+		{
+			Name:    "hbone-inbound",
+			Address: l7SocketAddress(server.String(), mtlsHBONEServerPort),
+			FilterChains: []*listenerv3.FilterChain{{
+				TransportSocket: ts,
+				Filters: []*listenerv3.Filter{{
+					Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+				}},
+			}},
+		},
+	}
+	app := staticCluster("app", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l7AppPort), nil)
+	return l7Bootstrap("server-sidecar", ls, []*clusterv3.Cluster{app}), nil
+}
+
+// mtlsReport prints the measurements.
+type mtlsReport struct {
+	arms            []*l7Arm
+	requests        int
+	load            string
+	envoyBin        string
+	sameBinary      bool
+	took            time.Duration
+	membraneCgroups int
+	// envoyCPU and agentCPU split membrane's measured CPU time.
+	envoyCPU, agentCPU time.Duration
+}
+
+// ratios are membrane's added p99 and CPU per request over the sidecar
+// pair's; ok false when the sidecar pair added nothing.
+func (r *mtlsReport) ratios() (p99, cpu float64, p99ok, cpuok bool) {
+	d, m, s := r.arms[0].stats(), r.arms[1].stats(), r.arms[2].stats()
+	if s.p99 > d.p99 {
+		p99, p99ok = float64(m.p99-d.p99)/float64(s.p99-d.p99), true
+	}
+	if s.cpuPer1k > 0 {
+		cpu, cpuok = m.cpuPer1k/s.cpuPer1k, true
+	}
+	return p99, cpu, p99ok, cpuok
+}
+
+func (r *mtlsReport) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n== Mutual authentication: latency and CPU added by Membrane's node Envoys vs an mTLS sidecar pair ==\n")
+	fmt.Fprintf(&sb, "One 2-node local cluster (built-in CA); echo-basic pods payment-auth and payment-plain on node 2, the client pod on\n")
+	fmt.Fprintf(&sb, "node 1; the load generator dials from the client pod's network namespace. GET %s, %d req/s, keep-alive\n", l7Path, l7Rate)
+	fmt.Fprintf(&sb, "HTTP/1.1 over at most %d connections per arm; %d warm-up requests per arm, then %d rounds of ~%d requests per arm.\n",
+		l7Pool, l7Warmup, l7Rounds, (r.requests+l7Rounds-1)/l7Rounds)
+	fmt.Fprintf(&sb, "  %-13s to payment-plain:3000 (L3/L4 allow policy, no proxy)\n", mtlsArmDirect+":")
+	fmt.Fprintf(&sb, "  %-13s to payment-auth:3000, authentication required: node 1's Envoy, mutual TLS 1.3 + HTTP/2 CONNECT, node 2's Envoy\n", mtlsArmMembrane+":")
+	fmt.Fprintf(&sb, "  %-13s to a client sidecar (TCP proxy, upstream mutual TLS 1.3) on 127.0.0.1:%d in the client pod, to a\n", mtlsArmSidecar+":", l7ClientSidecarPort)
+	fmt.Fprintf(&sb, "  %-13s server sidecar (client certificate required, SPIFFE ID RBAC, TCP proxy) on payment-plain:%d\n", "", l7ServerSidecarPort)
+	fmt.Fprintf(&sb, "  %-13s the same sidecars on 127.0.0.1:%d and payment-plain:%d speaking Membrane's tunnel protocol (mutual TLS 1.3,\n", mtlsArmHBONE+":", mtlsHBONEClientPort, mtlsHBONEServerPort)
+	fmt.Fprintf(&sb, "  %-13s one HTTP/2 CONNECT stream per connection, HTTP RBAC on the SPIFFE ID): the protocol's cost without the node proxies\n", "")
+	same := "the node Envoy image's binary, byte for byte"
+	if !r.sameBinary {
+		same = "NOT the node Envoy image's binary"
+	}
+	fmt.Fprintf(&sb, "Sidecars run %s (%s); TLS 1.3 with Envoy's default suites and ECDSA P-256 keys on both arms.\n", r.envoyBin, same)
+	fmt.Fprintf(&sb, "Proxy CPU: membrane = %d cgroups (both nodes' Envoy and agent pods); sidecar pair = the two sidecars' cgroups.\n\n", r.membraneCgroups)
+
+	direct := r.arms[0].stats()
+	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "arm\trequests\tp50\tp90\tp99\tmax\tadded p50\tadded p99\tproxy CPU-s/1k req\tRBAC-allowed conns\t")
+	for _, a := range r.arms {
+		s := a.stats()
+		added50, added99, cpu, rbac := "-", "-", "-", "-"
+		if a.name != mtlsArmDirect {
+			added50, added99 = us(s.p50-direct.p50), us(s.p99-direct.p99)
+			cpu = fmt.Sprintf("%.3f", s.cpuPer1k)
+			rbac = fmt.Sprintf("%.0f", a.rbacDelta)
+		}
+		name := a.name
+		if a.truncated {
+			name += " (60 s budget hit)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.n, us(s.p50), us(s.p90), us(s.p99), us(s.max), added50, added99, cpu, rbac)
+	}
+	tw.Flush()
+	verdict := func(ratio float64) string {
+		if ratio <= mtlsTarget {
+			return "met"
+		}
+		return "MISSED"
+	}
+	p99, cpu, p99ok, cpuok := r.ratios()
+	if p99ok {
+		fmt.Fprintf(&sb, "\nmembrane added p99 / sidecar pair added p99: %.3f (target <= %.1f: %s)\n", p99, mtlsTarget, verdict(p99))
+	} else {
+		fmt.Fprintf(&sb, "\nmembrane added p99 / sidecar pair added p99: - (the sidecar pair added nothing at p99; target <= %.1f: not evaluated)\n", mtlsTarget)
+	}
+	if cpuok {
+		fmt.Fprintf(&sb, "proxy CPU per request, membrane / sidecar pair: %.3f (target <= %.1f: %s)\n", cpu, mtlsTarget, verdict(cpu))
+	}
+	if len(r.arms) > 3 {
+		d, m, h := r.arms[0].stats(), r.arms[1].stats(), r.arms[3].stats()
+		if h.p99 > d.p99 && h.cpuPer1k > 0 {
+			fmt.Fprintf(&sb, "membrane / HBONE pair (the same protocol between sidecars; no target): added p99 %.3f, CPU per request %.3f\n",
+				float64(m.p99-d.p99)/float64(h.p99-d.p99), m.cpuPer1k/h.cpuPer1k)
+		}
+	}
+	fmt.Fprintf(&sb, "\nNotes:\n")
+	fmt.Fprintf(&sb, "- \"RBAC-allowed conns\": the enforcing Envoy's RBAC allowed counter over the measured arm (connections: the pool's, re-opened ones).\n")
+	fmt.Fprintf(&sb, "- latency: from the request's write to the end of the response body, in the Go client; percentiles are nearest-rank over all rounds.\n")
+	if m := r.arms[1].stats(); m.n > 0 {
+		per1k := func(d time.Duration) float64 { return d.Seconds() / float64(m.n) * 1000 }
+		fmt.Fprintf(&sb, "- membrane's CPU-s/1k req: node Envoys %.3f, agents %.3f (the agents' background work over the arm's measured time included).\n",
+			per1k(r.envoyCPU), per1k(r.agentCPU))
+	}
+	fmt.Fprintf(&sb, "- load average before: %s; after: %s; whole benchmark %s\n", r.load, strings.TrimSpace(wgLoadAvg()), r.took.Round(time.Second))
+	return sb.String()
+}
+
+func (r *mtlsReport) metrics(b *testing.B) {
+	b.ReportMetric(0, "ns/op")
+	direct := r.arms[0].stats()
+	for _, a := range r.arms {
+		s := a.stats()
+		unit := strings.ReplaceAll(a.name, " ", "-")
+		b.ReportMetric(float64(s.p50.Microseconds()), unit+"-p50-µs")
+		b.ReportMetric(float64(s.p99.Microseconds()), unit+"-p99-µs")
+		if a.name != mtlsArmDirect {
+			b.ReportMetric(float64((s.p50 - direct.p50).Microseconds()), unit+"-added-p50-µs")
+			b.ReportMetric(float64((s.p99 - direct.p99).Microseconds()), unit+"-added-p99-µs")
+			b.ReportMetric(s.cpuPer1k, unit+"-CPUs/1k")
+		}
+	}
+	if p99, cpu, p99ok, cpuok := r.ratios(); p99ok && cpuok {
+		b.ReportMetric(p99, "membrane/sidecar-added-p99")
+		b.ReportMetric(cpu, "membrane/sidecar-CPU")
+	}
+}
