@@ -92,8 +92,8 @@ type IngressRule struct {
 	// +kubebuilder:validation:MaxItems=16
 	ToPorts []PortRule `json:"toPorts,omitempty"`
 
-	// Authentication asks for mutual authentication of the peers, which is
-	// not available yet (see Authentication.Mode).
+	// Authentication asks for mutual authentication of the peers (see
+	// Authentication.Mode).
 	// +optional
 	Authentication *Authentication `json:"authentication,omitempty"`
 }
@@ -155,8 +155,8 @@ type EgressRule struct {
 	// +kubebuilder:validation:MaxItems=64
 	ToFQDNs []FQDNSelector `json:"toFQDNs,omitempty"`
 
-	// Authentication asks for mutual authentication of the peers, which is
-	// not available yet (see Authentication.Mode).
+	// Authentication asks for mutual authentication of the peers (see
+	// Authentication.Mode).
 	// +optional
 	Authentication *Authentication `json:"authentication,omitempty"`
 }
@@ -379,8 +379,10 @@ type Authentication struct {
 	// rule, the traffic the rule allows travels between the node proxies in
 	// mutual TLS with the two workloads' SPIFFE identities (HTTP rules of
 	// the same ports are applied inside it); everything else to those ports
-	// is dropped (drop reason "Authentication required"). Where the cluster
-	// has no SPIFFE identities, and on egress rules, "required" drops the
+	// is dropped (drop reason "Authentication required"). On an egress rule,
+	// TCP to the pods of its toEndpoints travels the same way. Where the
+	// cluster has no SPIFFE identities, and for egress peers that are not
+	// pods, UDP or egress HTTP rules on those ports, "required" drops the
 	// traffic the rule matches, and the policy's Programmed condition is
 	// False with reason Unsupported.
 	Mode AuthenticationMode `json:"mode"`
