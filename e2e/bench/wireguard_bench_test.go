@@ -52,6 +52,14 @@ type wgArm struct {
 	tput []float64
 	cost []wgCost
 	rr   []wgRR
+	agg  wgAggregation // of the last round
+}
+
+// wgAggregation is the mean size of the packets (skbs) each stage handles
+// during an iperf3 run, in bytes: far above the MTU where an offload
+// (TSO, UDP GSO, GRO) aggregates.
+type wgAggregation struct {
+	tunRead, underlayTx, underlayRx, tunWrite float64
 }
 
 type wgCost struct{ machine, agents, iperf float64 } // CPU-seconds per GB
@@ -129,7 +137,9 @@ func BenchmarkWireGuardVsUnderlay(b *testing.B) {
 				current = a.mode
 			}
 			w.waitPath(ctx, a.mode != "")
+			before := w.linkStats(ctx)
 			gbps, cost := w.iperf(ctx)
+			a.agg = w.aggregation(before, w.linkStats(ctx))
 			rr := w.pingPong()
 			a.tput, a.cost, a.rr = append(a.tput, gbps), append(a.cost, cost), append(a.rr, rr)
 			fmt.Printf("bench-wg: round %d %-9s  %6.2f Gbit/s  CPU-s/GB machine %.2f agents %.2f iperf3 %.2f  RR %.0f/s p50 %s p99 %s\n",
@@ -147,6 +157,11 @@ func BenchmarkWireGuardVsUnderlay(b *testing.B) {
 		fmt.Printf("  %-10s %12.2f %12.0f %12s %12s %14.2f %14.2f %14.2f\n", a.name, wgMedian(a.tput), rr.rate, rr.p50, rr.p99, c.machine, c.agents, c.iperf)
 	}
 	fmt.Printf("  RR rate ratio wireguard/underlay:    %.1f%%\n", 100*wgMedianRR(wg.rr).rate/wgMedianRR(ul.rr).rate)
+	fmt.Printf("  mean bytes per packet (skb) while iperf3 runs (above the MTU: offloads aggregate):\n")
+	fmt.Printf("    %-10s %18s %18s %18s %18s\n", "", "TUN read (TSO)", "underlay tx", "underlay rx", "TUN write (GRO)")
+	for _, a := range arms {
+		fmt.Printf("    %-10s %18.0f %18.0f %18.0f %18.0f\n", a.name, a.agg.tunRead, a.agg.underlayTx, a.agg.underlayRx, a.agg.tunWrite)
+	}
 	wgPrintFloor(crypto, wg, ul)
 	b.ReportMetric(wgMedian(wg.tput), "wg-Gbit/s")
 	b.ReportMetric(wgMedian(ul.tput), "underlay-Gbit/s")
@@ -287,6 +302,56 @@ func (w *wgBench) iperf(ctx context.Context) (float64, wgCost) {
 		iperf:   (after.iperf - before.iperf) / gb,
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, c
+}
+
+// wgLinkCount is one direction of a link's counters.
+type wgLinkCount struct{ bytes, packets float64 }
+
+// wgLinks: the client node's transmit and the server node's receive
+// counters of the underlay (eth0) and the WireGuard device.
+type wgLinks struct{ underlayTx, tunTx, underlayRx, tunRx wgLinkCount }
+
+func (w *wgBench) linkStats(ctx context.Context) wgLinks {
+	read := func(netns string) map[string][2]wgLinkCount {
+		out, err := exec.CommandContext(ctx, "nsenter", "--net="+netns, "--", "ip", "-s", "-j", "link", "show").Output()
+		if err != nil {
+			w.b.Fatalf("ip -s link in %s: %v", netns, err)
+		}
+		var links []struct {
+			Name  string `json:"ifname"`
+			Stats struct {
+				Rx struct{ Bytes, Packets float64 } `json:"rx"`
+				Tx struct{ Bytes, Packets float64 } `json:"tx"`
+			} `json:"stats64"`
+		}
+		if err := json.Unmarshal(out, &links); err != nil {
+			w.b.Fatalf("ip -s -j link: %v", err)
+		}
+		m := map[string][2]wgLinkCount{}
+		for _, l := range links {
+			m[l.Name] = [2]wgLinkCount{{l.Stats.Rx.Bytes, l.Stats.Rx.Packets}, {l.Stats.Tx.Bytes, l.Stats.Tx.Packets}}
+		}
+		return m
+	}
+	c, s := read(w.s.Nodes[0].Netns), read(w.s.Nodes[1].Netns)
+	return wgLinks{underlayTx: c["eth0"][1], tunTx: c["membrane_wg0"][1], underlayRx: s["eth0"][0], tunRx: s["membrane_wg0"][0]}
+}
+
+// aggregation is the mean packet size between two readings (0 where
+// nothing moved, as through the WireGuard device of the plain arm). The
+// TUN device's transmit is what wireguard-go reads, its receive what it
+// writes.
+func (w *wgBench) aggregation(before, after wgLinks) wgAggregation {
+	per := func(b, a wgLinkCount) float64 {
+		if a.packets-b.packets < 100 {
+			return 0
+		}
+		return (a.bytes - b.bytes) / (a.packets - b.packets)
+	}
+	return wgAggregation{
+		tunRead: per(before.tunTx, after.tunTx), underlayTx: per(before.underlayTx, after.underlayTx),
+		underlayRx: per(before.underlayRx, after.underlayRx), tunWrite: per(before.tunRx, after.tunRx),
+	}
 }
 
 type wgCPU struct{ machine, agents, iperf float64 } // CPU-seconds

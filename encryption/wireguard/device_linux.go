@@ -41,7 +41,6 @@ type links interface {
 	LinkDel(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 	LinkSetUp(link netlink.Link) error
-	LinkSetGSOMaxSegs(link netlink.Link, maxSegs int) error
 }
 
 // errNoKernelWireGuard means the kernel has no WireGuard link type.
@@ -141,13 +140,6 @@ func startEmbedded(log *slog.Logger, h links, name string, mtu int) (*embeddedDe
 	go d.serveUAPI()
 	link, err := h.LinkByName(name)
 	if err == nil {
-		// Set before the link is up: TCP reads the cap when a connection
-		// picks its route.
-		if err = h.LinkSetGSOMaxSegs(link, tunGSOMaxSegs(mtu)); err != nil {
-			err = fmt.Errorf("cap GSO segments: %w", err)
-		}
-	}
-	if err == nil {
 		err = h.LinkSetUp(link)
 	}
 	if err == nil {
@@ -158,23 +150,6 @@ func startEmbedded(log *slog.Logger, h links, name string, mtu int) (*embeddedDe
 		return nil, fmt.Errorf("set %s up: %w", name, err)
 	}
 	return d, nil
-}
-
-// WireGuard's per-packet overhead on the wire: the 16-byte data message
-// header and the 16-byte Poly1305 tag. Padding never grows a packet of the
-// tunnel's MTU beyond the MTU.
-const wgOverhead = 32
-
-// tunGSOMaxSegs is the most segments a TCP super-packet read from the TUN
-// device may carry so that, each encrypted, they all fit one UDP GSO send:
-// a UDP datagram's payload is at most 65507 bytes on IPv4 (65527 on IPv6).
-// The TUN's default (65535 segments of a 64 KiB skb) lets TCP build skbs of
-// 47 MSS-sized segments, which wireguard-go must send as two UDP GSO
-// datagrams, the second nearly empty, doubling the per-datagram cost of the
-// send, the underlay and the receiver.
-func tunGSOMaxSegs(mtu int) int {
-	const maxUDPPayload = 65535 - 20 - 8 // IPv4 header, UDP header
-	return max(1, maxUDPPayload/(mtu+wgOverhead))
 }
 
 func (d *embeddedDevice) serveUAPI() {

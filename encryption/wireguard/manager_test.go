@@ -222,10 +222,6 @@ func (f *fakeLinks) LinkAdd(l netlink.Link) error {
 func (f *fakeLinks) LinkDel(l netlink.Link) error { delete(f.links, l.Attrs().Name); return nil }
 
 func (f *fakeLinks) LinkSetMTU(l netlink.Link, mtu int) error { l.Attrs().MTU = mtu; return nil }
-func (f *fakeLinks) LinkSetGSOMaxSegs(l netlink.Link, n int) error {
-	l.Attrs().GSOMaxSegs = uint32(n)
-	return nil
-}
 
 func (f *fakeLinks) LinkSetUp(l netlink.Link) error {
 	f.ups = append(f.ups, l.Attrs().Name)
