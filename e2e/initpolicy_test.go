@@ -34,10 +34,10 @@ func probeLog(t *testing.T, k *kube, ns, pod string) string {
 }
 
 // TestNewPodPolicedFromStart: a pod that a default-deny policy selects
-// cannot reach a forbidden destination even in its first moments (before
-// the agent knows its identity: its endpoint starts with the init identity,
-// which drops, and the drops are reported), while a pod no policy selects
-// gets through as soon as the agent knows it.
+// cannot reach a forbidden destination even in its first moments, while a
+// pod no policy selects gets through as soon as the agent knows it. A pod
+// whose identity does not exist yet (the operator is away) stays in the
+// init identity, whose drops say "Policy not yet known", until it exists.
 func TestNewPodPolicedFromStart(t *testing.T) {
 	k := cluster(t)
 	const ns = "initpolicy"
@@ -89,7 +89,45 @@ spec:
 	if t.Failed() {
 		return
 	}
-	// The early drops are reported with their reason.
-	// (the pod's address is not known to the agent yet then: no pod name)
-	expectFlow(t, k, []string{"--verdict", "DROPPED", "--port", "8080"}, backends[0].Status.PodIP+":8080", "Policy not yet known")
+
+	// Without the operator no new identity is allocated: pods with new
+	// labels stay in the init identity, selected by a policy or not, and
+	// their drops say why. Once it is back, the real policy applies.
+	k.must("", "-n", "kube-system", "scale", "deployment/membrane-operator", "--replicas=0")
+	restore := func() {
+		k.must("", "-n", "kube-system", "scale", "deployment/membrane-operator", "--replicas=1")
+		k.must("", "-n", "kube-system", "rollout", "status", "deployment/membrane-operator", "--timeout=90s")
+	}
+	restored := false
+	t.Cleanup(func() {
+		if !restored {
+			restore()
+		}
+	})
+	eventually(t, 60*time.Second, "operator gone", func() error {
+		if ps := k.pods("kube-system", "k8s-app=membrane-operator"); len(ps) > 0 {
+			return fmt.Errorf("%d operator pod(s) left", len(ps))
+		}
+		return nil
+	})
+	const heldTries = 30
+	k.must("", "-n", ns, "run", "probe-held", "--image=busybox:1.36", "--restart=Never",
+		"--labels=app=probe,probe=held", "--", "sh", "-c", probeScript(target, heldTries))
+	k.must("", "-n", ns, "run", "free-held", "--image=busybox:1.36", "--restart=Never",
+		"--labels=app=free,free=held", "--", "sh", "-c", probeScript(target, heldTries))
+	for _, p := range []string{"probe-held", "free-held"} {
+		if out := probeLog(t, k, ns, p); strings.Contains(out, "REACHED") {
+			t.Errorf("%s reached %s before its identity existed:\n%s", p, target, out)
+		}
+		expectFlow(t, k, []string{"--verdict", "DROPPED", "--from-pod", ns + "/" + p, "--port", "8080"}, "Policy not yet known (init identity) DROPPED")
+	}
+	restore()
+	restored = true
+	start := time.Now()
+	eventually(t, policyTimeout, "free-held reaches the backend once its identity exists", func() error { return fetch(k, ns, "free-held", target) })
+	t.Logf("free-held reached the backend %s after the operator was back", time.Since(start).Round(100*time.Millisecond))
+	if err := fetch(k, ns, "probe-held", target); err == nil {
+		t.Error("probe-held reaches the backend with its identity: its policy denies it")
+	}
+	expectFlow(t, k, []string{"--verdict", "DROPPED", "--from-pod", ns + "/probe-held", "--port", "8080"}, "Policy denied DROPPED")
 }

@@ -158,6 +158,30 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 	return nil
 }
 
+// ProgramInit writes the endpoint of a new interface with the reserved init
+// identity, which drops every new flow but the node's until Program writes
+// its real identity and policy, and attaches the programs. An interface
+// already programmed for addr keeps what it has.
+func (w *Writer) ProgramInit(ifindex int, addr netip.Addr) (bpfpolicy.EndpointID, error) {
+	if p, ok := w.programmed[ifindex]; ok && p.Endpoint.Addr == addr && p.attached {
+		return p.Endpoint.ID, nil
+	}
+	bep := bpfpolicy.Endpoint{ID: w.endpointID(ifindex, addr), Identity: bpfpolicy.IdentityInit, Addr: addr}
+	return bep.ID, w.program(ifindex, bep, nil)
+}
+
+// Init lists the interfaces whose endpoint has the init identity, with its
+// address.
+func (w *Writer) Init() map[int]netip.Addr {
+	out := map[int]netip.Addr{}
+	for ifindex, p := range w.programmed {
+		if p.Endpoint.Identity == bpfpolicy.IdentityInit {
+			out[ifindex] = p.Endpoint.Addr
+		}
+	}
+	return out
+}
+
 // endpointID keeps the ID an interface had for the same address (also
 // across agent restarts), or takes the lowest free one.
 func (w *Writer) endpointID(ifindex int, addr netip.Addr) bpfpolicy.EndpointID {
