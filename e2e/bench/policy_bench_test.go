@@ -368,7 +368,15 @@ func (p *policyBench) waitEndpoints(ctx context.Context) error {
 		return ready == policyEndpoints, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%w (%d of %d ready)", err, ready, policyEndpoints)
+		var notReady []string
+		for _, eps := range lists {
+			for _, ep := range eps {
+				if ep.State != agentapi.StateReady || ep.Identity == 0 || ep.ID == 0 {
+					notReady = append(notReady, fmt.Sprintf("%s (%s, identity %d, endpoint %d, %s)", ep.Pod, ep.State, ep.Identity, ep.ID, ep.Error))
+				}
+			}
+		}
+		return fmt.Errorf("%w (%d of %d ready; not ready: %s)", err, ready, policyEndpoints, strings.Join(notReady, ", "))
 	}
 	p.identities = make([]bpfpolicy.Identity, p.groups)
 	for i, n := range p.c.state.Nodes {
@@ -641,11 +649,15 @@ type newPodSample struct {
 func (p *policyBench) measureNewPods(ctx context.Context, n int) ([]newPodSample, error) {
 	var out []newPodSample
 	j := policyWitnessRule
+	taken := map[string][]bpfpolicy.EndpointID{} // by node: the new pods' IDs
 	for k := range n {
 		node := p.nodes[k%len(p.nodes)]
 		used := map[bpfpolicy.EndpointID]bool{}
 		for _, ep := range node.eps {
 			used[ep.id] = true
+		}
+		for _, id := range taken[node.name] {
+			used[id] = true
 		}
 		var candidates []bpfpolicy.EndpointID
 		for id := bpfpolicy.EndpointID(1); len(candidates) < 2*policyEndpoints; id++ {
@@ -710,6 +722,7 @@ func (p *policyBench) measureNewPods(ctx context.Context, n int) ([]newPodSample
 					return nil, fmt.Errorf("node %s: %w", node.name, err)
 				} else if ok {
 					enforced = time.Now()
+					taken[node.name] = append(taken[node.name], id)
 				}
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
