@@ -6,7 +6,9 @@
  *   policy_from_pod  tcx ingress of the host veth: the pod's egress
  *   policy_to_pod    tcx egress of the host veth:  the pod's ingress
  *
- * For every IPv4 packet: parse, check the pod's source address (egress),
+ * For every IPv4 packet: parse, check the pod's source address (egress);
+ * TCP of an endpoint no policy applies to then passes (the minimal path:
+ * no conntrack, a trace for a SYN). Otherwise
  * look up conntrack; a packet of a tracked flow (or a reply, or an ICMP error
  * about one) passes. A new flow resolves the peer's identity in the ipcache
  * and, where the endpoint enforces that direction, looks up the policy map;
@@ -31,8 +33,9 @@
  * but a redirect verdict passes them as a plain allow.
  *
  * An endpoint with the reserved init identity (written when the pod's
- * interface is created, before the agent knows its identity and policy)
- * drops every new flow ("Policy not yet known") except those from the node.
+ * interface is created, before the agent knows its identity and policy,
+ * with both enforcement flags: tracked, never on the minimal path) drops
+ * every new flow ("Policy not yet known") except those from the node.
  *
  * Mutual authentication: a new flow to the pod that an entry requiring
  * authentication matches passes only when it comes from the proxy (which
@@ -168,7 +171,8 @@ static __always_inline void emit(struct __sk_buff *skb, struct verdict_ctx *v, _
 	ev->icmp_type = v->f.icmp_type;
 	ev->icmp_code = v->f.icmp_code;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, events_wakeup(verdict));
+	pol_count(POL_CNT_EVENTS_SENT);
 }
 
 static __always_inline int drop(struct __sk_buff *skb, struct verdict_ctx *v, __u8 reason)
@@ -238,6 +242,21 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	if (dir == DIR_EGRESS && v.have_ep && v.ep.addr && v.f.saddr != v.ep.addr)
 		return drop(skb, &v, DROP_INVALID_SIP);
 
+	/*
+	 * The minimal path: TCP of an endpoint no policy applies to, in either
+	 * direction. Nothing needs conntrack (replies of its connections meet
+	 * no policy either; redirects and authentication come from policy),
+	 * so there is no lookup and no entry; a connection is reported by its
+	 * SYN. UDP and the rest stay tracked: one event per flow needs it.
+	 */
+	if (v.have_ep && !(v.ep.flags & EP_TRACKED) && v.f.proto == IPPROTO_TCP && emit_traces != TRACE_ALL) {
+		if ((v.f.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+			v.ct = CT_NEW;
+		else
+			v.ct = CT_ESTABLISHED;
+		return pass(skb, &v);
+	}
+
 	now = bpf_ktime_get_ns();
 	v.ct = ct4_lookup_tuple(&v.f, dir, v.ifindex, skb->len, now, &ctr);
 	if (ctr.expired)
@@ -251,6 +270,21 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	if (ct4_lookup_related(skb, &v.f, dir, v.ifindex, now)) {
 		pol_count(POL_CNT_CT_RELATED);
 		v.ct = CT_RELATED;
+		return pass(skb, &v);
+	}
+
+	/*
+	 * A TCP connection that may have opened while the endpoint was
+	 * untracked (the minimal path above): picked up as established in
+	 * either direction, as a tracked one would have gone on.
+	 */
+	if (v.have_ep && (v.ep.flags & EP_PICKUP) && v.f.proto == IPPROTO_TCP && v.f.frag != FRAG_LATER &&
+	    !(v.f.tcp_flags & (TCP_SYN | TCP_RST))) {
+		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, 0, CT_F_PICKED_UP) < 0)
+			return drop(skb, &v, DROP_CT_CREATE_FAILED);
+		pol_count(POL_CNT_CT_CREATED);
+		pol_count(POL_CNT_CT_PICKED_UP);
+		v.ct = CT_ESTABLISHED;
 		return pass(skb, &v);
 	}
 
@@ -279,7 +313,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 		}
 	}
 	if (ct4_can_create(&v.f)) {
-		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port) < 0)
+		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port, 0) < 0)
 			return drop(skb, &v, DROP_CT_CREATE_FAILED);
 		pol_count(POL_CNT_CT_CREATED);
 	}

@@ -101,6 +101,14 @@ data: {tls.crt: %s, tls.key: %s}
 `, name, ns, base64.StdEncoding.EncodeToString(certPEM), base64.StdEncoding.EncodeToString(keyPEM))
 }
 
+// selfSigned is a certificate for host and its key, issued by a CA of its
+// own (a client trusting the certificate itself verifies it).
+func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	_, certPEM, keyPEM = newTestCA(t).issue(t, host)
+	return certPEM, keyPEM
+}
+
 // testCA is a certificate authority of the test's own.
 type testCA struct {
 	cert *x509.Certificate

@@ -43,6 +43,8 @@ struct ct4_key {
 #define CT_STATE_ORIG_SHIFT	0
 #define CT_STATE_REPLY_SHIFT	8
 #define CT_F_REPLY_SEEN		(1 << 16)	/* the peer answered */
+#define CT_F_PICKED_UP		(1 << 17)	/* opened by a packet of a running connection
+						   (no SYN), which no policy checked */
 
 struct ct4_entry {
 	__u64 created_ns;	/* bpf_ktime_get_ns() */
@@ -106,11 +108,15 @@ static __always_inline bool ct4_expired(const struct ct4_entry *e, __u8 proto, _
 	return now > last && now - last > ct4_lifetime_ns(proto, e->state);
 }
 
-/* A bare SYN (no ACK) on an entry whose connection has closed starts a new one. */
+/*
+ * A bare SYN (no ACK) on an entry whose connection has closed starts a new
+ * one; so does one on a picked-up entry: a connection opening on its tuple
+ * is not the one picked up, and policy decides.
+ */
 static __always_inline bool ct4_reopens(const struct ct4_entry *e, const struct flow4 *f)
 {
 	return f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
-	       ct4_closing(e->state);
+	       (ct4_closing(e->state) || (e->state & CT_F_PICKED_UP));
 }
 
 /* Records a packet of the flow: counters, TCP flags, last seen. */
@@ -239,7 +245,7 @@ static __always_inline bool ct4_can_create(const struct flow4 *f)
 }
 
 static __always_inline int ct4_create(const struct flow4 *f, __u8 dir, __u32 ifindex, __u32 len,
-				      __u64 now, __u16 proxy_port)
+				      __u64 now, __u16 proxy_port, __u32 flags)
 {
 	struct ct4_key key = {};
 	struct ct4_entry e = {
@@ -247,7 +253,7 @@ static __always_inline int ct4_create(const struct flow4 *f, __u8 dir, __u32 ifi
 		.last_seen_ns = now,
 		.packets_orig = 1,
 		.bytes_orig = len,
-		.state = (__u32)f->tcp_flags << CT_STATE_ORIG_SHIFT,
+		.state = ((__u32)f->tcp_flags << CT_STATE_ORIG_SHIFT) | flags,
 		.proxy_port = proxy_port,
 	};
 

@@ -23,6 +23,15 @@ enum traffic_direction {
 #define EP_ENFORCE_EGRESS	(1 << 1)	/* traffic from the pod needs an allow entry */
 #define EP_AUTH_EGRESS		(1 << 2)	/* not enforced at egress, but some peers' ports require
 					   authentication: look the policy up, a miss passes */
+#define EP_PICKUP		(1 << 3)	/* was untracked (no flag above) since its TCP connections
+					   may have opened: a TCP packet of one (no SYN, no RST)
+					   that conntrack lacks is picked up, not policed */
+
+#define EP_TRACK		(1 << 4)	/* enforces nothing, but conntrack tracks its TCP: its
+					   connections through the L7 proxy go on there */
+
+/* Any of these: conntrack tracks the endpoint's TCP too. */
+#define EP_TRACKED		(EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS | EP_AUTH_EGRESS | EP_TRACK)
 
 struct endpoint_info {
 	__u32 identity;

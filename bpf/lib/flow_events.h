@@ -87,6 +87,8 @@ enum pol_counter {
 	POL_CNT_CT_REOPENED = 4,	/* bare SYN on a closed connection: checked as new */
 	POL_CNT_CT_RELATED = 5,		/* ICMP errors passed as related to a tracked flow */
 	POL_CNT_PROXY_HAIRPIN = 6,	/* to the L7 proxy: hairpinned back, passed unchecked */
+	POL_CNT_EVENTS_SENT = 7,	/* flow events written to the ring buffer */
+	POL_CNT_CT_PICKED_UP = 8,	/* TCP connections of the untracked time picked up */
 	POL_CNT_MAX,
 };
 
@@ -100,6 +102,24 @@ struct {
 	__uint(max_entries, POL_CNT_CAPACITY);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } membrane_polcnt SEC(".maps");
+
+/*
+ * Wake-ups of the reader. A drop wakes it when it waits (the kernel's
+ * adaptive default: only when the ring buffer was empty). A trace does
+ * not: the reader polls (bpf/policy EventReader, every 50 ms), so busy
+ * connections cost no wake-up, no context switch per event, unless an
+ * eighth of the ring buffer is waiting.
+ */
+volatile const __u32 events_wakeup_bytes = (1 << 20) / 8;	/* set by the loader: an eighth of the ring */
+
+static __always_inline __u64 events_wakeup(__u8 verdict)
+{
+	if (verdict == FLOW_DROPPED)
+		return 0;
+	if (bpf_ringbuf_query(&membrane_events, BPF_RB_AVAIL_DATA) >= events_wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
 
 static __always_inline void pol_count(enum pol_counter c)
 {

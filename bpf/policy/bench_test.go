@@ -159,6 +159,54 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 		b.ReportMetric(float64(total.Nanoseconds())/float64(n), "ns/pkt")
 	})
+	// An endpoint no policy selects (the pod most traffic comes from).
+	free := e.dp.progs.PolicyFromPod
+	must(b, e.dp.UpsertEndpoint(1, Endpoint{ID: 1, Identity: 5000}))
+	freePacket := func(b *testing.B, frame []byte) {
+		var total time.Duration
+		for b.Loop() {
+			e.in(func() error {
+				ret, d, err := free.Benchmark(frame, 100000, nil)
+				if err == nil && ret != retNext {
+					err = fmt.Errorf("returned %d", int32(ret))
+				}
+				total += d
+				return err
+			})
+		}
+		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/pkt")
+	}
+	b.Run("no-policy-established", func(b *testing.B) {
+		syn := tcpPkt(pod, peer, 40100, 8075, SYN)
+		e.in(func() error { _, _, err := free.Benchmark(syn.frame(), 1, nil); return err })
+		freePacket(b, tcpPkt(pod, peer, 40100, 8075, ACK).frame())
+	})
+	b.Run("no-policy-reply", func(b *testing.B) {
+		syn := tcpPkt(peer, pod, 40101, 8075, SYN)
+		e.in(func() error { _, _, err := prog.Benchmark(syn.frame(), 1, nil); return err })
+		freePacket(b, syn.reverse(ACK).frame())
+	})
+	b.Run("no-policy-new", func(b *testing.B) {
+		// A new connection each time: what conntrack and the trace cost.
+		var total time.Duration
+		var n int
+		port := 1024
+		for b.Loop() {
+			e.in(func() error {
+				for range 2000 {
+					port = port%60000 + 1
+					_, d, err := free.Benchmark(tcpPkt(pod, peer, uint16(port), 8075, SYN).frame(), 1, nil)
+					if err != nil {
+						return err
+					}
+					total += d
+					n++
+				}
+				return nil
+			})
+		}
+		b.ReportMetric(float64(total.Nanoseconds())/float64(n), "ns/pkt")
+	})
 	c, err := e.dp.Counters()
 	must(b, err)
 	if c.EventsLost > 0 {

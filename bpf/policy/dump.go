@@ -266,6 +266,8 @@ type Counters struct {
 	Ingress, Egress DirectionCounters
 	NotIPv4         uint64 // packets passed untouched (ARP, IPv6, ...)
 	EventsLost      uint64 // events the ring buffer had no room for
+	EventsSent      uint64 // events written to the ring buffer
+	CTPickedUp      uint64 // TCP connections of an untracked time picked up (Endpoint.Pickup)
 	CTCreated       uint64 // conntrack entries created
 	CTExpired       uint64 // expired entries removed by lookups
 	CTReopened      uint64 // bare SYNs on closed connections, checked as new
@@ -323,6 +325,8 @@ func (m *Maps) Counters() (Counters, error) {
 		policyPolCounterPOL_CNT_CT_REOPENED:   &c.CTReopened,
 		policyPolCounterPOL_CNT_CT_RELATED:    &c.CTRelated,
 		policyPolCounterPOL_CNT_PROXY_HAIRPIN: &c.ProxyHairpin,
+		policyPolCounterPOL_CNT_EVENTS_SENT:   &c.EventsSent,
+		policyPolCounterPOL_CNT_CT_PICKED_UP:  &c.CTPickedUp,
 	} {
 		var perCPU []uint64
 		if err := m.counters.Lookup(idx, &perCPU); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -70,10 +71,20 @@ func endpointString(ap netip.AddrPort) string {
 // EventReader reads the flow events ring buffer. Read belongs to one
 // goroutine; Close may be called from any to end a blocked Read. There
 // should be one reader per ring buffer: readers share, not copy, events.
+//
+// The programs do not wake the reader for every trace event (a drop does
+// wake it): Read looks at the ring buffer at least every EventsPollInterval,
+// so a trace reaches the reader within that time, and a busy datapath costs
+// one wake-up per batch instead of one per event.
 type EventReader struct {
-	rd  *ringbuf.Reader
-	rec ringbuf.Record
+	rd       *ringbuf.Reader
+	rec      ringbuf.Record
+	deadline time.Time
 }
+
+// EventsPollInterval is how long a trace event may wait in the ring buffer
+// before the reader looks (unless an eighth of the buffer is waiting).
+const EventsPollInterval = 50 * time.Millisecond
 
 // Events opens a reader on the flow events ring buffer. Events the ring
 // buffer had no room for are counted in Counters().EventsLost.
@@ -91,7 +102,21 @@ var ErrClosed = ringbuf.ErrClosed
 // Read waits for the next event, until the deadline (os.ErrDeadlineExceeded)
 // or Close (ErrClosed).
 func (r *EventReader) Read() (FlowEvent, error) {
-	if err := r.rd.ReadInto(&r.rec); err != nil {
+	for {
+		wait := time.Now().Add(EventsPollInterval)
+		if !r.deadline.IsZero() && r.deadline.Before(wait) {
+			wait = r.deadline
+		}
+		r.rd.SetDeadline(wait)
+		err := r.rd.ReadInto(&r.rec)
+		if err == nil {
+			break
+		}
+		// The poll interval passed (after the records that were waiting):
+		// look again, unless it was the caller's deadline.
+		if errors.Is(err, os.ErrDeadlineExceeded) && (r.deadline.IsZero() || time.Now().Before(r.deadline)) {
+			continue
+		}
 		return FlowEvent{}, fmt.Errorf("read flow event: %w", err)
 	}
 	ev, err := decodeEvent(r.rec.RawSample, monotonicToWall())
@@ -102,7 +127,7 @@ func (r *EventReader) Read() (FlowEvent, error) {
 }
 
 // SetDeadline makes Read give up at t (zero: never).
-func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
+func (r *EventReader) SetDeadline(t time.Time) { r.deadline = t }
 
 // Close ends the reader; a blocked Read returns ErrClosed.
 func (r *EventReader) Close() error { return r.rd.Close() }

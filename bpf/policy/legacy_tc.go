@@ -8,6 +8,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,7 +88,7 @@ func eachLegacyFilter(ifindex int, fn func(link netlink.Link, h hook) error) err
 		links = []netlink.Link{l}
 	} else {
 		var err error
-		if links, err = netlink.LinkList(); err != nil {
+		if links, err = nldump.Retry(netlink.LinkList); err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 	}

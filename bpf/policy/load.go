@@ -241,6 +241,9 @@ func newSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	if err := specs.EmitTraces.Set(uint8(opts.Trace)); err != nil {
 		return nil, fmt.Errorf("set emit_traces: %w", err)
 	}
+	if err := specs.EventsWakeupBytes.Set(opts.EventsBufferSize / 8); err != nil {
+		return nil, fmt.Errorf("set events_wakeup_bytes: %w", err)
+	}
 	for _, c := range []struct {
 		v *ebpf.VariableSpec
 		d time.Duration

@@ -142,6 +142,8 @@ const (
 	epEnforceIngress = 1 << 0
 	epEnforceEgress  = 1 << 1
 	epAuthEgress     = 1 << 2
+	epPickup         = 1 << 3
+	epTrack          = 1 << 4
 )
 
 func (ep Endpoint) value() (policyEndpointInfo, error) {
@@ -168,6 +170,12 @@ func (ep Endpoint) value() (policyEndpointInfo, error) {
 	if ep.AuthEgress {
 		v.Flags |= epAuthEgress
 	}
+	if ep.Pickup {
+		v.Flags |= epPickup
+	}
+	if ep.Track {
+		v.Flags |= epTrack
+	}
 	return v, nil
 }
 
@@ -178,6 +186,8 @@ func endpointFromValue(v policyEndpointInfo) Endpoint {
 		EnforceIngress: v.Flags&epEnforceIngress != 0,
 		EnforceEgress:  v.Flags&epEnforceEgress != 0,
 		AuthEgress:     v.Flags&epAuthEgress != 0,
+		Pickup:         v.Flags&epPickup != 0,
+		Track:          v.Flags&epTrack != 0,
 	}
 	if v.Addr != 0 {
 		ep.Addr = netToAddr(v.Addr)

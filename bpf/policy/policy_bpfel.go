@@ -156,7 +156,9 @@ const (
 	policyPolCounterPOL_CNT_CT_REOPENED   policyPolCounter = 4
 	policyPolCounterPOL_CNT_CT_RELATED    policyPolCounter = 5
 	policyPolCounterPOL_CNT_PROXY_HAIRPIN policyPolCounter = 6
-	policyPolCounterPOL_CNT_MAX           policyPolCounter = 7
+	policyPolCounterPOL_CNT_EVENTS_SENT   policyPolCounter = 7
+	policyPolCounterPOL_CNT_CT_PICKED_UP  policyPolCounter = 8
+	policyPolCounterPOL_CNT_MAX           policyPolCounter = 9
 )
 
 type policyPolicyEntry struct {
@@ -233,22 +235,23 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	policyMapMembraneCt4      = "membrane_ct4"
-	policyMapMembraneEps      = "membrane_eps"
-	policyMapMembraneEvents   = "membrane_events"
-	policyMapMembraneFrag4    = "membrane_frag4"
-	policyMapMembraneIpc4     = "membrane_ipc4"
-	policyMapMembranePolcnt   = "membrane_polcnt"
-	policyMapMembranePolicy   = "membrane_policy"
-	policyMapMembranePolmet   = "membrane_polmet"
-	policyProgPolicyFromPod   = "policy_from_pod"
-	policyProgPolicyToPod     = "policy_to_pod"
-	policyVarCtLifetimeClose  = "ct_lifetime_close"
-	policyVarCtLifetimeOther  = "ct_lifetime_other"
-	policyVarCtLifetimeSyn    = "ct_lifetime_syn"
-	policyVarCtLifetimeTcp    = "ct_lifetime_tcp"
-	policyVarEmitTraces       = "emit_traces"
-	policyVarUnusedBtfExports = "unused_btf_exports"
+	policyMapMembraneCt4       = "membrane_ct4"
+	policyMapMembraneEps       = "membrane_eps"
+	policyMapMembraneEvents    = "membrane_events"
+	policyMapMembraneFrag4     = "membrane_frag4"
+	policyMapMembraneIpc4      = "membrane_ipc4"
+	policyMapMembranePolcnt    = "membrane_polcnt"
+	policyMapMembranePolicy    = "membrane_policy"
+	policyMapMembranePolmet    = "membrane_polmet"
+	policyProgPolicyFromPod    = "policy_from_pod"
+	policyProgPolicyToPod      = "policy_to_pod"
+	policyVarCtLifetimeClose   = "ct_lifetime_close"
+	policyVarCtLifetimeOther   = "ct_lifetime_other"
+	policyVarCtLifetimeSyn     = "ct_lifetime_syn"
+	policyVarCtLifetimeTcp     = "ct_lifetime_tcp"
+	policyVarEmitTraces        = "emit_traces"
+	policyVarEventsWakeupBytes = "events_wakeup_bytes"
+	policyVarUnusedBtfExports  = "unused_btf_exports"
 )
 
 // loadPolicy returns the embedded CollectionSpec for policy.
@@ -315,12 +318,13 @@ type policyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyVariableSpecs struct {
-	CtLifetimeClose  *ebpf.VariableSpec `ebpf:"ct_lifetime_close"`
-	CtLifetimeOther  *ebpf.VariableSpec `ebpf:"ct_lifetime_other"`
-	CtLifetimeSyn    *ebpf.VariableSpec `ebpf:"ct_lifetime_syn"`
-	CtLifetimeTcp    *ebpf.VariableSpec `ebpf:"ct_lifetime_tcp"`
-	EmitTraces       *ebpf.VariableSpec `ebpf:"emit_traces"`
-	UnusedBtfExports *ebpf.VariableSpec `ebpf:"unused_btf_exports"`
+	CtLifetimeClose   *ebpf.VariableSpec `ebpf:"ct_lifetime_close"`
+	CtLifetimeOther   *ebpf.VariableSpec `ebpf:"ct_lifetime_other"`
+	CtLifetimeSyn     *ebpf.VariableSpec `ebpf:"ct_lifetime_syn"`
+	CtLifetimeTcp     *ebpf.VariableSpec `ebpf:"ct_lifetime_tcp"`
+	EmitTraces        *ebpf.VariableSpec `ebpf:"emit_traces"`
+	EventsWakeupBytes *ebpf.VariableSpec `ebpf:"events_wakeup_bytes"`
+	UnusedBtfExports  *ebpf.VariableSpec `ebpf:"unused_btf_exports"`
 }
 
 // policyObjects contains all objects after they have been loaded into the kernel.
@@ -370,12 +374,13 @@ func (m *policyMaps) Close() error {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyVariables struct {
-	CtLifetimeClose  *ebpf.Variable `ebpf:"ct_lifetime_close"`
-	CtLifetimeOther  *ebpf.Variable `ebpf:"ct_lifetime_other"`
-	CtLifetimeSyn    *ebpf.Variable `ebpf:"ct_lifetime_syn"`
-	CtLifetimeTcp    *ebpf.Variable `ebpf:"ct_lifetime_tcp"`
-	EmitTraces       *ebpf.Variable `ebpf:"emit_traces"`
-	UnusedBtfExports *ebpf.Variable `ebpf:"unused_btf_exports"`
+	CtLifetimeClose   *ebpf.Variable `ebpf:"ct_lifetime_close"`
+	CtLifetimeOther   *ebpf.Variable `ebpf:"ct_lifetime_other"`
+	CtLifetimeSyn     *ebpf.Variable `ebpf:"ct_lifetime_syn"`
+	CtLifetimeTcp     *ebpf.Variable `ebpf:"ct_lifetime_tcp"`
+	EmitTraces        *ebpf.Variable `ebpf:"emit_traces"`
+	EventsWakeupBytes *ebpf.Variable `ebpf:"events_wakeup_bytes"`
+	UnusedBtfExports  *ebpf.Variable `ebpf:"unused_btf_exports"`
 }
 
 // policyPrograms contains all programs after they have been loaded into the kernel.

@@ -250,7 +250,8 @@ func TestDefaultDenyAndUnenforced(t *testing.T) {
 // ways ("Policy not yet known"), whatever its flags and entries, except from
 // the node; written with its real identity, its policy applies.
 func TestInitIdentity(t *testing.T) {
-	f := newFixture(t, Options{}, Endpoint{ID: epID, Identity: IdentityInit, Addr: netip.MustParseAddr(podAddr)})
+	// As datapath.Writer writes it: enforcing both ways, so tracked.
+	f := newFixture(t, Options{}, Endpoint{ID: epID, Identity: IdentityInit, Addr: netip.MustParseAddr(podAddr), EnforceIngress: true, EnforceEgress: true})
 	must(t, f.dp.SetEndpointPolicy(epID, []Rule{{Key: PolicyKey{Direction: Egress, Proto: AnyProto}, Entry: PolicyEntry{Verdict: Allow}}}))
 	f.expect(t, "init, egress", Egress, f.out(1, TCP, 80), DropPolicyInit)
 	f.expect(t, "init, ingress", Ingress, f.in(1, TCP, 80), DropPolicyInit)
@@ -549,5 +550,104 @@ func TestTraceModes(t *testing.T) {
 				t.Errorf("drop: %d events, want %d", len(evs), c.dropEv)
 			}
 		})
+	}
+}
+
+// TestUntrackedEndpoint: an endpoint no policy applies to passes TCP
+// without conntrack work and reports each connection by its SYN; other
+// protocols stay tracked. Once enforced, its earlier connections are
+// picked up only with Pickup; without, their packets are new flows.
+func TestUntrackedEndpoint(t *testing.T) {
+	free := Endpoint{ID: epID, Identity: epIdentity}
+	f := newFixture(t, Options{}, free)
+	ct := func() uint64 { return f.counters().CTCreated }
+
+	before := ct()
+	syn := f.out(1, TCP, 80)
+	evs := f.expect(t, "SYN", Egress, syn, DropNone)
+	if len(evs) != 1 || evs[0].CTState != CTNew || evs[0].Verdict != Forwarded {
+		t.Errorf("SYN events %v, want one new forwarded trace", evs)
+	}
+	for _, p := range []struct {
+		name string
+		dir  Direction
+		p    pkt
+	}{
+		{"SYN-ACK", Ingress, syn.reverse(SYN | ACK)},
+		{"ACK", Egress, syn.reverse(SYN | ACK).reverse(ACK)},
+		{"data back", Ingress, syn.reverse(ACK | PSH)},
+	} {
+		if evs := f.expect(t, p.name, p.dir, p.p, DropNone); len(evs) != 0 {
+			t.Errorf("%s: events %v, want none", p.name, evs)
+		}
+	}
+	inbound := f.in(2, TCP, 8080)
+	if evs := f.expect(t, "inbound SYN", Ingress, inbound, DropNone); len(evs) != 1 || evs[0].CTState != CTNew {
+		t.Errorf("inbound SYN events %v, want one new", evs)
+	}
+	if got := ct(); got != before {
+		t.Errorf("TCP created %d conntrack entries, want none", got-before)
+	}
+	f.expect(t, "UDP", Egress, udpPkt(podAddr, peer(1), f.nextPort(), 53), DropNone)
+	if got := ct(); got != before+1 {
+		t.Errorf("UDP: %d conntrack entries, want 1", got-before)
+	}
+	c := f.counters()
+	if c.Egress.Forwarded.Packets != 3 || c.Ingress.Forwarded.Packets != 3 {
+		t.Errorf("forwarded egress %d, ingress %d; want 3, 3", c.Egress.Forwarded.Packets, c.Ingress.Forwarded.Packets)
+	}
+	// The source address check stays.
+	must(t, f.dp.UpsertEndpoint(f.ifindex, Endpoint{ID: epID, Identity: epIdentity, Addr: netip.MustParseAddr(podAddr)}))
+	f.expect(t, "spoofed source", Egress, tcpPkt(peer(3), peer(1), 1000, 80, SYN), DropInvalidSourceIP)
+
+	// Enforced both ways, nothing allowed: the earlier connections' packets
+	// are new flows.
+	enforced := Endpoint{ID: epID, Identity: epIdentity, EnforceIngress: true, EnforceEgress: true}
+	must(t, f.dp.UpsertEndpoint(f.ifindex, enforced))
+	f.expect(t, "outbound data, enforced", Egress, syn.reverse(SYN|ACK).reverse(ACK|PSH), DropPolicyDenied)
+	f.expect(t, "inbound data, enforced", Ingress, inbound.reverse(SYN|ACK).reverse(ACK|PSH), DropPolicyDenied)
+	drain(t, f.ev)
+
+	// With Pickup they go on, tracked from their next packet, in either
+	// direction; SYNs and RSTs are still checked.
+	enforced.Pickup = true
+	must(t, f.dp.UpsertEndpoint(f.ifindex, enforced))
+	before = f.counters().CTPickedUp
+	if evs := f.expect(t, "reply of the outbound connection", Ingress, syn.reverse(ACK|PSH), DropNone); len(evs) != 0 {
+		t.Errorf("picked-up packet events %v, want none", evs)
+	}
+	f.expect(t, "outbound data after pickup", Egress, syn.reverse(SYN|ACK).reverse(ACK|PSH), DropNone)
+	f.expect(t, "inbound data", Ingress, inbound.reverse(SYN|ACK).reverse(ACK|PSH), DropNone)
+	f.expect(t, "its reply", Egress, inbound.reverse(ACK|PSH), DropNone)
+	if got := f.counters().CTPickedUp; got != before+2 {
+		t.Errorf("picked up %d connections, want 2", got-before)
+	}
+	f.expect(t, "new SYN", Ingress, f.in(2, TCP, 8080), DropPolicyDenied)
+	rst := f.in(2, TCP, 8080)
+	rst.flags = RST | ACK
+	f.expect(t, "RST of an unknown connection", Ingress, rst, DropPolicyDenied)
+	// A picked-up entry does not let a connection open on its tuple: a
+	// peer's stray ACK is picked up, its SYN on the same ports is a new
+	// flow that policy denies.
+	probe := f.in(2, TCP, 8080)
+	probe.flags = ACK
+	f.expect(t, "stray ACK, picked up", Ingress, probe, DropNone)
+	probe.flags = SYN
+	f.expect(t, "SYN on the picked-up tuple", Ingress, probe, DropPolicyDenied)
+
+	// Track: enforcing nothing, tracked all the same.
+	must(t, f.dp.UpsertEndpoint(f.ifindex, Endpoint{ID: epID, Identity: epIdentity, Track: true}))
+	before = f.counters().CTCreated
+	f.expect(t, "SYN, tracked", Egress, f.out(1, TCP, 80), DropNone)
+	if got := f.counters().CTCreated; got != before+1 {
+		t.Errorf("Track: %d conntrack entries, want 1", got-before)
+	}
+
+	// Every packet traced: tracked whatever the policy.
+	g := newFixture(t, Options{Trace: TraceAll}, free)
+	before = g.counters().CTCreated
+	g.expect(t, "SYN, all traced", Egress, g.out(1, TCP, 80), DropNone)
+	if got := g.counters().CTCreated; got != before+1 {
+		t.Errorf("TraceAll: %d conntrack entries, want 1", got-before)
 	}
 }

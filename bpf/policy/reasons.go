@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -251,6 +252,20 @@ const (
 	TraceNone  TraceMode = TraceMode(policyTraceModeTRACE_NONE) // drops only
 	traceModes           = 3
 )
+
+// ParseTraceMode reads the names --flow-events takes: "connections"
+// (TraceNew), "packets" (TraceAll) or "drops" (TraceNone).
+func ParseTraceMode(s string) (TraceMode, error) {
+	switch s {
+	case "connections":
+		return TraceNew, nil
+	case "packets":
+		return TraceAll, nil
+	case "drops":
+		return TraceNone, nil
+	}
+	return 0, fmt.Errorf("%q: want connections, packets or drops", s)
+}
 
 func (m TraceMode) String() string {
 	switch m {

@@ -208,12 +208,31 @@ type Endpoint struct {
 	Addr netip.Addr
 	// EnforceIngress/EnforceEgress: in that direction, new flows need an
 	// allow entry. Otherwise everything passes (still tracked and traced).
+	// An endpoint with neither (and no AuthEgress) is untracked for TCP:
+	// its packets pass with no conntrack work, and a connection is traced
+	// by its SYN (UDP and the rest stay tracked).
 	EnforceIngress bool
 	EnforceEgress  bool
 	// AuthEgress, without EnforceEgress: new flows from the pod are looked
 	// up all the same, for the redirects to the proxy's authenticating
 	// listener; a miss passes.
 	AuthEgress bool
+	// Pickup: TCP packets without SYN or RST that conntrack does not know
+	// are taken as connections that opened while the endpoint was
+	// untracked, and tracked from then on without a policy lookup. For a
+	// while after an untracked endpoint becomes tracked (datapath.Writer),
+	// so that policy changes spare its established connections.
+	Pickup bool
+	// Track keeps conntrack on for an endpoint that enforces nothing: its
+	// connections redirected to the L7 proxy before keep going there
+	// (datapath.Writer sets it for endpoints that had redirects).
+	Track bool
+}
+
+// Tracked: conntrack tracks all of the endpoint's flows (policy applies to
+// it in some direction, or Track).
+func (ep Endpoint) Tracked() bool {
+	return ep.EnforceIngress || ep.EnforceEgress || ep.AuthEgress || ep.Track
 }
 
 // ErrInvalid marks arguments the datapath cannot represent.

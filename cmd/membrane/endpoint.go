@@ -67,8 +67,10 @@ func newPolicyCommand(g *globals) *cobra.Command {
 		Long: `Show the policy rules the pod's node enforces for it, and the policies they come from.
 
 Entries whose verdict ends in +auth come from rules with authentication.mode
-required. Mutual authentication is not available yet: the datapath drops what
-they match (drop reason "Authentication required"). The parts of policies not
+required: only what the node's proxy delivers from a mutual-TLS tunnel passes
+them (without SPIFFE identities in the cluster, nothing: the datapath drops
+what they match, drop reason "Authentication required"); entries from "mutual
+authentication" send the pod's connections into such tunnels. The parts of policies not
 applied as written, such as these rules, are listed after the table ("Not
 applied: ..."), after the DNS rules the node's DNS proxy enforces for the pod
 and its toFQDNs selectors.`,

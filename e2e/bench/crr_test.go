@@ -45,6 +45,7 @@ type load struct {
 	duration    time.Duration
 	warmup      time.Duration
 	concurrency int
+	rr          bool // requests over kept connections (crr -rr)
 }
 
 // run runs the load generator inside the client pod: in the network
@@ -75,10 +76,14 @@ func (l load) run(ctx context.Context, c *cluster, targets []netip.AddrPort) (cr
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.warmup+l.duration+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net=/proc/"+strconv.Itoa(pid)+"/ns/net", "--", l.bin,
+	args := []string{"--net=/proc/" + strconv.Itoa(pid) + "/ns/net", "--", l.bin,
 		"-targets", strings.Join(ts, ","),
 		"-duration", l.duration.String(), "-warmup", l.warmup.String(),
-		"-concurrency", strconv.Itoa(l.concurrency), "-close", "rst")
+		"-concurrency", strconv.Itoa(l.concurrency), "-close", "rst"}
+	if l.rr {
+		args = append(args, "-rr")
+	}
+	cmd := exec.CommandContext(ctx, "nsenter", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgFD.Fd())}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -20,6 +20,24 @@ type report struct {
 	took     time.Duration
 	// kubeProxyFlags as given on node 1.
 	kubeProxyFlags string
+	// probe reads the datapath of the cluster probed (Membrane's).
+	probe    *dpProbe
+	probed   *cluster
+	datapath map[dpKey]dpDelta
+}
+
+type dpKey struct {
+	arm  string
+	size int
+}
+
+func (r *report) addDatapath(arm string, size int, d dpDelta) {
+	if r.datapath == nil {
+		r.datapath = map[dpKey]dpDelta{}
+	}
+	x := r.datapath[dpKey{arm, size}]
+	x.add(d)
+	r.datapath[dpKey{arm, size}] = x
 }
 
 type rate struct {
@@ -78,7 +96,24 @@ func ratio(a, b float64) string {
 	return fmt.Sprintf("%.2fx", a/b)
 }
 
-var armOrder = []string{armMembrane, armDirect, armIPTables, armIPTablesLast, armDirectIPTables, armNFTables, armDirectNFTables}
+var armOrder = []string{armMembrane, armDirect, armIPTables, armIPTablesLast, armDirectIPTables, armNFTables, armDirectNFTables,
+	armDirectBare, armMembranePolicy, armDirectPolicy,
+	armMembraneRR, armDirectRR, armIPTablesRR, armNFTablesRR, armDirectNFTRR, armDirectBareRR}
+
+// ratioRow is one line of the ratio table; target "" or ">= 1.0x".
+type ratioRow struct{ name, a, b, block, target string }
+
+// met says whether a ratio meets a ">= Nx" target.
+func met(x, y float64, target string) string {
+	var want float64
+	if _, err := fmt.Sscanf(target, ">= %fx", &want); err != nil || x == 0 || y == 0 {
+		return ""
+	}
+	if x/y >= want {
+		return " met"
+	}
+	return " MISSED"
+}
 
 func (r *report) String() string {
 	var sb strings.Builder
@@ -94,6 +129,11 @@ func (r *report) String() string {
 	fmt.Fprintf(&sb, "further. Membrane/kube-proxy ratios pair the runs of the same block; the other ratios use every run.\n")
 	fmt.Fprintf(&sb, "kube-proxy writes KUBE-SERVICES in Go map order: the VIP created last lands anywhere (note: its rule's place),\n")
 	fmt.Fprintf(&sb, "so the \"VIP rule last\" arm targets whichever service's rule ended up last, the longest walk for a SYN.\n")
+	fmt.Fprintf(&sb, "A third cluster with neither Membrane nor kube-proxy gives the floor: direct pod-IP connects on bare veths,\n")
+	fmt.Fprintf(&sb, "in the nftables blocks. After each nftables block, a block with a %d-rule ingress policy on Membrane's backends\n", serverPolicyRules)
+	fmt.Fprintf(&sb, "(rule 0 allows the client), beside the same nftables and floor arms. At the first size, arms marked\n")
+	fmt.Fprintf(&sb, "%q send their requests over one kept connection per target (TCP_RR-style; rate = requests/s):\n", rrSuffix)
+	fmt.Fprintf(&sb, "there kube-proxy pays conntrack/NAT on every packet, Membrane's socket LB nothing after the connect.\n")
 	fmt.Fprintf(&sb, "kube-proxy flags on node 1: %s\n\n", r.kubeProxyFlags)
 
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -128,10 +168,22 @@ func (r *report) String() string {
 		head += fmt.Sprintf("%d services\t", size)
 	}
 	fmt.Fprintln(tw, head+" target (10000)\t")
-	for _, row := range []struct{ name, a, b, block, target string }{
+	for _, row := range []ratioRow{
 		{"membrane / kube-proxy iptables", armMembrane, armIPTables, "iptables", ">= 3x"},
 		{"membrane / iptables, VIP rule last", armMembrane, armIPTablesLast, "iptables", ">= 3x"},
-		{"membrane / kube-proxy nftables", armMembrane, armNFTables, "nftables", ""},
+		{"membrane / kube-proxy nftables", armMembrane, armNFTables, "nftables", ">= 1.0x"},
+		{"membrane / floor (bare cluster, direct)", armMembrane, armDirectBare, "nftables", ">= 0.95x"},
+		{"direct: membrane cluster / floor", armDirect, armDirectBare, "nftables", ">= 0.95x"},
+		{"membrane+policy / kube-proxy nftables", armMembranePolicy, armNFTables, blockPolicy, ">= 1.0x"},
+		{"membrane+policy / floor", armMembranePolicy, armDirectBare, blockPolicy, ">= 0.95x"},
+		{"direct+policy: membrane cluster / floor", armDirectPolicy, armDirectBare, blockPolicy, ">= 0.95x"},
+		{"cost of policy: membrane+policy / membrane", armMembranePolicy, armMembrane, "", ""},
+		{"nftables / floor", armNFTables, armDirectBare, "nftables", ""},
+		{"kept connection: membrane / iptables", armMembraneRR, armIPTablesRR, rrBlockIPTables, ""},
+		{"kept connection: membrane / nftables", armMembraneRR, armNFTablesRR, rrBlockNFTables, ""},
+		{"kept connection: membrane / floor", armMembraneRR, armDirectBareRR, rrBlockNFTables, ""},
+		{"kept connection: membrane / direct", armMembraneRR, armDirectRR, "", ""},
+		{"kept connection: nftables / floor", armNFTablesRR, armDirectBareRR, rrBlockNFTables, ""},
 		{"membrane / direct", armMembrane, armDirect, "", ">= 0.9x"},
 		{"iptables / its direct", armIPTables, armDirectIPTables, "", ""},
 		{"nftables / its direct", armNFTables, armDirectNFTables, "", ""},
@@ -140,11 +192,24 @@ func (r *report) String() string {
 	} {
 		line := row.name + "\t"
 		for _, size := range r.sizes {
-			line += ratio(r.mean(row.a, size, row.block), r.mean(row.b, size, row.block)) + "\t"
+			x, y := r.mean(row.a, size, row.block), r.mean(row.b, size, row.block)
+			line += ratio(x, y) + met(x, y, row.target) + "\t"
 		}
 		fmt.Fprintln(tw, line+" "+row.target+"\t")
 	}
 	tw.Flush()
+
+	if len(r.datapath) > 0 {
+		fmt.Fprintf(&sb, "\nMembrane's datapath per arm (both nodes; kernel BPF run time statistics): program mean ns per run x runs per\n")
+		fmt.Fprintf(&sb, "connection; per connection: total ns in those programs, flow events written, conntrack entries created.\n")
+		for _, size := range r.sizes {
+			for _, arm := range armOrder {
+				if d, ok := r.datapath[dpKey{arm, size}]; ok {
+					fmt.Fprintf(&sb, "  %d services, %s: %s\n", size, arm, d)
+				}
+			}
+		}
+	}
 
 	fmt.Fprintf(&sb, "\nTime to program one more service: from the Service create call returning to the frontend with both backends\n")
 	fmt.Fprintf(&sb, "in the node's datapath: for Membrane a lookup in the pinned BPF service map every 100 µs; for kube-proxy the\n")
@@ -241,9 +306,21 @@ func (r *report) metrics(b *testing.B) {
 		{armMembrane, armIPTablesLast, "iptables", "membrane/iptables-last"},
 		{armMembrane, armNFTables, "nftables", "membrane/nftables"},
 		{armMembrane, armDirect, "", "membrane/direct"},
+		{armMembrane, armDirectBare, "nftables", "membrane/floor"},
+		{armDirect, armDirectBare, "nftables", "direct/floor"},
+		{armMembranePolicy, armNFTables, blockPolicy, "membrane+policy/nftables"},
+		{armMembranePolicy, armDirectBare, blockPolicy, "membrane+policy/floor"},
 	} {
 		if x, y := r.mean(m.a, last, m.block), r.mean(m.b, last, m.block); x > 0 && y > 0 {
 			b.ReportMetric(x/y, m.unit)
+		}
+	}
+	for _, m := range []struct{ arm, unit string }{
+		{armMembrane, "membrane-bpf-ns/conn"},
+		{armMembranePolicy, "membrane+policy-bpf-ns/conn"},
+	} {
+		if d, ok := r.datapath[dpKey{m.arm, last}]; ok && d.conns > 0 {
+			b.ReportMetric(d.nsPerConn(), m.unit)
 		}
 	}
 	for _, m := range []struct{ arm, unit string }{

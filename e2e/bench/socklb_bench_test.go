@@ -24,15 +24,41 @@ const (
 	armDirectIPTables = "direct to pod IPs, iptables rules loaded"
 	armNFTables       = "kube-proxy nftables"
 	armDirectNFTables = "direct to pod IPs, nftables rules loaded"
+	// The floor: a third cluster with neither Membrane nor kube-proxy.
+	armDirectBare = "direct to pod IPs, bare cluster (floor)"
+	// Membrane's arms again with a 250-rule ingress policy on the backends.
+	armMembranePolicy = "membrane socket LB, 250-rule policy"
+	armDirectPolicy   = "direct to pod IPs, membrane cluster, 250-rule policy"
 )
+
+// The same ways to the backends, as requests per second over established
+// connections (crr -rr: one connection per target, kept open).
+const rrSuffix = " [requests/s, kept connection]"
+
+const (
+	armMembraneRR   = armMembrane + rrSuffix
+	armDirectRR     = armDirect + rrSuffix
+	armIPTablesRR   = armIPTables + rrSuffix
+	armNFTablesRR   = armNFTables + rrSuffix
+	armDirectBareRR = armDirectBare + rrSuffix
+	armDirectNFTRR  = armDirectNFTables + rrSuffix
+	rrBlockIPTables = "iptables" + rrSuffix
+	rrBlockNFTables = "nftables" + rrSuffix
+)
+
+// blockPolicy is the block of turns with the server policy applied
+// (kube-proxy in nftables mode).
+const blockPolicy = "nftables+policy"
 
 const (
 	clusterMembrane  = "bench-membrane"
 	clusterKubeProxy = "bench-kubeproxy"
+	clusterBare      = "bench-bare"
 	// Each cluster its own pod range, apart from the default one of other
 	// local clusters that may run beside.
 	podCIDRMembrane  = "10.246.0.0/16"
 	podCIDRKubeProxy = "10.247.0.0/16"
+	podCIDRBare      = "10.235.0.0/16"
 	// Extra services timed at the largest size, per arm.
 	extraSamples = 5
 	// Pause between a timed service's EndpointSlice and its Service with
@@ -47,9 +73,14 @@ const (
 //
 // Two clusters run side by side with the same workload and the same service
 // sets: one with membrane-agent on every node, one without it where
-// kube-proxy runs in every node namespace instead. The arms of both clusters
-// take turns in short runs, so that load from elsewhere on the machine falls
-// on all of them alike.
+// kube-proxy runs in every node namespace instead. A third, with neither,
+// gives the floor: direct pod-IP connects over bare veths. The arms of all
+// clusters take turns in short runs, so that load from elsewhere on the
+// machine falls on all of them alike. After the nftables block of each size
+// Membrane's arms run again with a 250-rule ingress policy on the backends;
+// at the first size every way also runs as requests over kept connections.
+// For Membrane's arms the kernel's BPF run-time statistics of the agents'
+// programs give the datapath's own cost per connection (dpProbe).
 func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	e := newEnv(b)
 	cfg := benchConfig(b)
@@ -66,13 +97,19 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	defer m.down()
 	k := upCluster(ctx, b, e, clusterKubeProxy, podCIDRKubeProxy, true)
 	defer k.down()
-	for _, c := range []*cluster{m, k} {
+	bare := upCluster(ctx, b, e, clusterBare, podCIDRBare, true)
+	defer bare.down()
+	for _, c := range []*cluster{m, k, bare} {
 		if err := c.deploy(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
-	var maps []*lbMap
+	var (
+		maps    []*lbMap
+		pinDirs []string
+	)
 	for _, n := range m.state.Nodes {
+		pinDirs = append(pinDirs, m.state.Layout().NodeAgentPinDir(n.Name))
 		lm, err := openLBMap(m.state.Layout().NodeAgentPinDir(n.Name))
 		if err != nil {
 			b.Fatal(err)
@@ -80,6 +117,12 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		defer lm.Close()
 		maps = append(maps, lm)
 	}
+	probe, err := openDPProbe(pinDirs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer probe.Close()
+	rep.probe, rep.probed = probe, m
 	kp := &proxyRunner{c: k, rep: rep}
 	defer kp.stop()
 	rep.kubeProxyFlags = strings.Join(kubeProxyFlags(k.state, k.node, "iptables|nftables"), " ")
@@ -108,6 +151,13 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 			arm{name: armIPTablesLast, c: k, lastRule: true},
 			arm{name: armDirectIPTables, c: k, targets: backendTargets(k)},
 		))
+		if i == 0 {
+			measureBlock(ctx, b, l, rep, kp, size, rrBlockIPTables, cfg.rounds, []arm{
+				{name: armMembraneRR, c: m, targets: []netip.AddrPort{mTarget}, rr: true},
+				{name: armDirectRR, c: m, targets: backendTargets(m), rr: true},
+				{name: armIPTablesRR, c: k, targets: []netip.AddrPort{kTarget}, rr: true},
+			})
+		}
 		if last {
 			// Before leaving iptables mode: with iptables-nft, coming back
 			// to it at this size would cost a full sync of minutes. The
@@ -121,10 +171,32 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		}
 
 		kp.switchTo(ctx, b, "nftables", kTarget)
+		floor := arm{name: armDirectBare, c: bare, targets: backendTargets(bare)}
+		nft := arm{name: armNFTables, c: k, targets: []netip.AddrPort{kTarget}}
 		measureBlock(ctx, b, l, rep, kp, size, "nftables", cfg.rounds, append(membrane,
-			arm{name: armNFTables, c: k, targets: []netip.AddrPort{kTarget}},
-			arm{name: armDirectNFTables, c: k, targets: backendTargets(k)},
+			nft, arm{name: armDirectNFTables, c: k, targets: backendTargets(k)}, floor,
 		))
+		if i == 0 {
+			measureBlock(ctx, b, l, rep, kp, size, rrBlockNFTables, cfg.rounds, []arm{
+				{name: armMembraneRR, c: m, targets: []netip.AddrPort{mTarget}, rr: true},
+				{name: armDirectRR, c: m, targets: backendTargets(m), rr: true},
+				{name: armNFTablesRR, c: k, targets: []netip.AddrPort{kTarget}, rr: true},
+				{name: armDirectNFTRR, c: k, targets: backendTargets(k), rr: true},
+				{name: armDirectBareRR, c: bare, targets: backendTargets(bare), rr: true},
+			})
+		}
+		// The same with the 250-rule policy on the backends.
+		if err := m.setServerPolicy(ctx, probe, true); err != nil {
+			b.Fatal(err)
+		}
+		measureBlock(ctx, b, l, rep, kp, size, blockPolicy, cfg.rounds, []arm{
+			{name: armMembranePolicy, c: m, targets: []netip.AddrPort{mTarget}},
+			{name: armDirectPolicy, c: m, targets: backendTargets(m)},
+			nft, floor,
+		})
+		if err := m.setServerPolicy(ctx, probe, false); err != nil {
+			b.Fatal(err)
+		}
 		if last {
 			for range extraSamples {
 				_, s := k.timeKubeProxy(ctx, b, "nftables", "extra")
@@ -231,6 +303,8 @@ type arm struct {
 	// in KUBE-SERVICES (it writes them in Go map order, so the most recent
 	// service's place is random).
 	lastRule bool
+	// rr: requests over kept connections (crr -rr).
+	rr bool
 }
 
 // measureBlock runs every arm `rounds` times, one after the other, each
@@ -261,15 +335,37 @@ func measureBlock(ctx context.Context, b *testing.B, l load, rep *report, kp *pr
 				pos, total := servicesPosition(rules, a.targets[0].Addr())
 				note = fmt.Sprintf("VIP rule %d/%d", pos, total)
 			}
-			res, err := l.run(ctx, a.c, a.targets)
+			var (
+				before dpSnapshot
+				dpNote string
+			)
+			probed := a.c == rep.probed
+			if probed {
+				var err error
+				if before, err = rep.probe.snapshot(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			al := l
+			al.rr = a.rr
+			res, err := al.run(ctx, a.c, a.targets)
 			if err != nil {
 				b.Fatalf("%s at %d services: %v", a.name, size, err)
+			}
+			if probed {
+				after, err := rep.probe.snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				d := after.sub(before, res.Conns+res.WarmConns)
+				rep.addDatapath(a.name, size, d)
+				dpNote = "datapath: " + d.String()
 			}
 			if err := kp.check(); err != nil {
 				b.Fatal(err)
 			}
 			rep.addRate(a.name, size, block, res, note)
-			progress(b, "%s at %d services: %.0f conns/s (p50 %d µs, p99 %d µs, %d errors) %s", a.name, size, res.Rate, res.P50Micros, res.P99Micros, res.Errors, note)
+			progress(b, "%s at %d services: %.0f conns/s (p50 %d µs, p99 %d µs, %d errors) %s %s", a.name, size, res.Rate, res.P50Micros, res.P99Micros, res.Errors, note, dpNote)
 		}
 	}
 }

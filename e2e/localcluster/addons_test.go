@@ -85,11 +85,15 @@ func TestEnvoyAddon(t *testing.T) {
 		StaticResources  struct {
 			Clusters []map[string]any `json:"clusters"`
 		} `json:"static_resources"`
-		Admin          map[string]any `json:"admin"`
-		LayeredRuntime map[string]any `json:"layered_runtime"`
+		Admin               map[string]any   `json:"admin"`
+		LayeredRuntime      map[string]any   `json:"layered_runtime"`
+		BootstrapExtensions []map[string]any `json:"bootstrap_extensions"`
 	}
 	if err := yaml.UnmarshalStrict([]byte(cm.Data["envoy.yaml"]), &bootstrap); err != nil {
-		t.Fatalf("bootstrap: only dynamic_resources, one static cluster, admin and layered_runtime: %v", err)
+		t.Fatalf("bootstrap: only dynamic_resources, one static cluster, admin, layered_runtime and bootstrap_extensions: %v", err)
+	}
+	if ext := bootstrap.BootstrapExtensions; len(ext) != 1 || ext[0]["name"] != "envoy.bootstrap.internal_listener" {
+		t.Errorf("bootstrap: want the internal listener extension only (mutual authentication's L7 rules), got %v", ext)
 	}
 	if cl := bootstrap.StaticResources.Clusters; len(cl) != 1 || cl[0]["name"] != "membrane-agent" {
 		t.Errorf("bootstrap: want the static cluster membrane-agent only, got %v", cl)

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -108,7 +110,7 @@ func Unlink(a, b string) error {
 
 // unlinkAll removes every veth that joins l's underlay to another's (down).
 func unlinkAll(l Layout) error {
-	links, err := netlink.LinkList()
+	links, err := nldump.Retry(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}

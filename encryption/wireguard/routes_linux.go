@@ -8,6 +8,8 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,7 +107,9 @@ func (r *netlinkRouter) Sync(prefixes []netip.Prefix) (bool, error) {
 }
 
 func (r *netlinkRouter) list() ([]netlink.Route, error) {
-	routes, err := r.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: RouteTable}, netlink.RT_FILTER_TABLE)
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) {
+		return r.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: RouteTable}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes of table %d: %w", RouteTable, err)
 	}

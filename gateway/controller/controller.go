@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,9 +29,11 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
@@ -84,6 +87,7 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).Named("gateway-api")
 	watched := []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
+		&gwv1.BackendTLSPolicy{}, &corev1.ConfigMap{},
 		&corev1.Namespace{}, &corev1.Service{}, &corev1.Secret{},
 		&networkingv1.Ingress{}, &networkingv1.IngressClass{}, &v1alpha1.MembraneLoadBalancerIPPool{},
 	}
@@ -109,6 +113,8 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	for _, obj := range watched {
 		b = b.Watches(obj, enqueue)
 	}
+	// The node agents report what their Envoy rejects on their Node.
+	b = b.WatchesMetadata(nodeMetadata(), enqueue, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
 	if err := b.Complete(r); err != nil {
 		return fmt.Errorf("set up gateway api controller: %w", err)
 	}
@@ -125,6 +131,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		return ctrl.Result{}, err
 	}
 	_, st := translate.Build(in)
+	rejected, err := r.proxyRejections(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	foldRejections(&st, in, mergeRejections(rejected))
 	var errs []error
 	for _, s := range st.GatewayClasses {
 		errs = append(errs, r.writeClass(ctx, s))
@@ -143,6 +154,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	for _, s := range st.TLSRoutes {
 		var rt gwv1alpha2.TLSRoute
 		errs = append(errs, r.writeRoute(ctx, s, "TLSRoute", &rt, &rt.Status.Parents))
+	}
+	written := map[types.NamespacedName]bool{}
+	for _, s := range st.BackendTLSPolicies {
+		written[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = true
+		errs = append(errs, r.writePolicy(ctx, s))
+	}
+	// Policies that no longer reach a Gateway of Membrane's lose its
+	// ancestor entries.
+	for _, p := range in.BackendTLSPolicies {
+		if !written[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] && slices.ContainsFunc(p.Status.Ancestors,
+			func(a gwv1.PolicyAncestorStatus) bool { return a.ControllerName == translate.ControllerName }) {
+			errs = append(errs, r.writePolicy(ctx, translate.PolicyStatus{Namespace: p.Namespace, Name: p.Name}))
+		}
 	}
 	for _, s := range st.Ingresses {
 		errs = append(errs, r.writeIngress(ctx, s))
@@ -183,8 +207,10 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		nss      corev1.NamespaceList
 		services corev1.ServiceList
 		secrets  corev1.SecretList
+		btls     gwv1.BackendTLSPolicyList
+		cms      corev1.ConfigMapList
 	)
-	for _, l := range []client.ObjectList{&classes, &gws, &routes, &grpc, &grants, &nss, &services, &secrets} {
+	for _, l := range []client.ObjectList{&classes, &gws, &routes, &grpc, &grants, &nss, &services, &secrets, &btls, &cms} {
 		if err := r.c.List(ctx, l); err != nil {
 			return translate.Input{}, fmt.Errorf("list %T: %w", l, err)
 		}
@@ -199,6 +225,7 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		TLSRoutes: tls.Items, TLSRoutesServed: r.tlsRoutes,
 		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items, GRPCRoutes: grpc.Items,
 		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items, Secrets: secrets.Items,
+		BackendTLSPolicies: btls.Items, ConfigMaps: cms.Items,
 	}
 	var ings networkingv1.IngressList
 	var ingClasses networkingv1.IngressClassList
@@ -253,8 +280,9 @@ func Watched() []client.Object {
 }
 
 // AddressClaims are the address claims of the Gateways of Membrane's
-// GatewayClasses (key "gateway:namespace/name"; the Gateway's labels, its
-// first IPAddress in spec.addresses as the requested address) and of
+// GatewayClasses (key "gateway:namespace/name"; the Gateway's labels, the
+// IPAddress its spec.addresses asks for as the requested address; none for
+// a Gateway whose spec.addresses cannot be honoured) and of
 // Membrane's Ingresses (key "ingress:" and the Ingress's address key: one
 // per dedicated Ingress, one for all shared ones, with the oldest one's
 // time and labels), and the object each key stands for.
@@ -273,14 +301,12 @@ func AddressClaims(classes []gwv1.GatewayClass, gws []gwv1.Gateway, ingClasses [
 		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		key := "gateway:" + nn.String()
 		objs[key] = nn
-		c := lbipam.Claim{Key: key, Labels: labels.Set(gw.Labels), Current: current[nn], Created: gw.CreationTimestamp.UnixNano()}
-		for _, a := range gw.Spec.Addresses {
-			if ip, err := netip.ParseAddr(a.Value); err == nil && (a.Type == nil || *a.Type == gwv1.IPAddressType) {
-				c.Requested = ip
-				break
-			}
+		requested, reason, _ := translate.RequestedAddress(&gw)
+		if reason != "" {
+			continue // spec.addresses cannot be honoured: no address (its status says why)
 		}
-		claims = append(claims, c)
+		claims = append(claims, lbipam.Claim{Key: key, Labels: labels.Set(gw.Labels), Current: current[nn],
+			Requested: requested, Created: gw.CreationTimestamp.UnixNano()})
 	}
 	owned := translate.OwnedIngresses(ingClasses, ings)
 	ingCurrent := translate.IngressAddressesFromStatus(owned)
@@ -364,6 +390,42 @@ func (r *Reconciler) writeRoute(ctx context.Context, s translate.RouteStatus, ki
 	return nil
 }
 
+// writePolicy merges Membrane's ancestor statuses into a BackendTLSPolicy's
+// status, keeping other controllers' ancestors and transition times.
+func (r *Reconciler) writePolicy(ctx context.Context, s translate.PolicyStatus) error {
+	var p gwv1.BackendTLSPolicy
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, &p); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	merged := []gwv1.PolicyAncestorStatus{} // required by the API, even empty
+	for _, a := range p.Status.Ancestors {
+		if a.ControllerName != translate.ControllerName {
+			merged = append(merged, a)
+		}
+	}
+	for _, a := range s.Ancestors {
+		var prev []metav1.Condition
+		for _, o := range p.Status.Ancestors {
+			if o.ControllerName == translate.ControllerName && equality.Semantic.DeepEqual(o.AncestorRef, a.AncestorRef) {
+				prev = o.Conditions
+			}
+		}
+		a.Conditions = r.mergeConditions(prev, a.Conditions)
+		merged = append(merged, a)
+	}
+	if len(merged) > 16 {
+		merged = merged[:16] // the API's limit
+	}
+	if equality.Semantic.DeepEqual(p.Status.Ancestors, merged) {
+		return nil
+	}
+	p.Status.Ancestors = merged
+	if err := r.c.Status().Update(ctx, &p); err != nil {
+		return fmt.Errorf("update BackendTLSPolicy %s/%s status: %w", p.Namespace, p.Name, err)
+	}
+	return nil
+}
+
 // mergeParents keeps the parent statuses of other controllers and replaces
 // Membrane's with want, keeping transition times.
 func (r *Reconciler) mergeParents(old, want []gwv1.RouteParentStatus) []gwv1.RouteParentStatus {
@@ -388,7 +450,8 @@ func (r *Reconciler) mergeParents(old, want []gwv1.RouteParentStatus) []gwv1.Rou
 
 // mergeConditions returns want with the transition times of old where a
 // condition keeps its status, now otherwise; conditions of old of other
-// types are kept after them.
+// types are kept after them, but for RouteConditionProgrammed (Membrane's
+// own, present only while it applies).
 func (r *Reconciler) mergeConditions(old, want []metav1.Condition) []metav1.Condition {
 	out := make([]metav1.Condition, 0, len(want))
 	now := metav1.NewTime(r.now().Truncate(time.Second))
@@ -400,7 +463,7 @@ func (r *Reconciler) mergeConditions(old, want []metav1.Condition) []metav1.Cond
 		out = append(out, c)
 	}
 	for _, o := range old {
-		if meta.FindStatusCondition(want, o.Type) == nil {
+		if meta.FindStatusCondition(want, o.Type) == nil && o.Type != RouteConditionProgrammed {
 			out = append(out, o)
 		}
 	}

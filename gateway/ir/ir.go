@@ -94,6 +94,9 @@ type Route struct {
 	BackendTimeout time.Duration `json:"backendTimeout,omitempty"`
 	// Mirrors get a copy of the requests (responses are dropped).
 	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// CORS answers preflight requests and adds the CORS response headers
+	// for the origins it allows (nil: no CORS handling).
+	CORS *CORS `json:"cors,omitempty"`
 	// DirectResponse answers with this status (500 for a rule whose
 	// backends are all invalid).
 	DirectResponse uint32 `json:"directResponse,omitempty"`
@@ -164,6 +167,19 @@ type Rewrite struct {
 	PrefixPath *string `json:"prefixPath,omitempty"`
 }
 
+// CORS is a cross-origin resource sharing policy.
+type CORS struct {
+	// AllowOrigins are origins ("scheme://host[:port]"), "*" for any, or
+	// with a "*" wildcard for a part of the host.
+	AllowOrigins     []string `json:"allowOrigins,omitempty"`
+	AllowCredentials bool     `json:"allowCredentials,omitempty"`
+	AllowMethods     []string `json:"allowMethods,omitempty"`
+	AllowHeaders     []string `json:"allowHeaders,omitempty"`
+	ExposeHeaders    []string `json:"exposeHeaders,omitempty"`
+	// MaxAge is how long browsers may cache a preflight's answer.
+	MaxAge time.Duration `json:"maxAge,omitempty"`
+}
+
 // Mirror sends a copy of a share of the requests to a cluster.
 type Mirror struct {
 	Cluster string `json:"cluster"`
@@ -192,4 +208,23 @@ type Cluster struct {
 	// WebSocket allowed) or "h2c" (HTTP/2 over cleartext, from the
 	// Service port's appProtocol kubernetes.io/h2c).
 	Protocol string `json:"protocol,omitempty"`
+	// TLS: the gateway speaks TLS to the endpoints and verifies them
+	// (a BackendTLSPolicy); nil: plaintext.
+	TLS *UpstreamTLS `json:"tls,omitempty"`
+}
+
+// UpstreamTLS is how the gateway connects to a backend over TLS.
+type UpstreamTLS struct {
+	// SNI is sent in the ClientHello.
+	SNI string `json:"sni"`
+	// CA is the PEM bundle the backend's certificate must chain to.
+	CA []byte `json:"ca"`
+	// SANs the certificate must have one of (SNI as a DNS name when empty).
+	SANs []SAN `json:"sans,omitempty"`
+}
+
+// SAN is a subject alternative name: a DNS name or a URI.
+type SAN struct {
+	DNS string `json:"dns,omitempty"`
+	URI string `json:"uri,omitempty"`
 }

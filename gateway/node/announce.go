@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-mesh/membrane/gateway/ir"
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 )
 
 // Addresses returns the addresses of the model's listeners, sorted and
@@ -34,7 +35,7 @@ const addressLabel = ":mgw"
 // of earlier versions put on the node's interface to announce Gateway
 // addresses.
 func Cleanup(log *slog.Logger) error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}

@@ -46,14 +46,16 @@ type Source struct {
 	changed chan struct{}
 
 	classes, gateways, routes, grpcRoutes, grants cache.GenericLister
+	backendTLS                                    cache.GenericLister
 	tlsRoutes                                     cache.GenericLister // nil: not served
 	services, slices, namespaces                  cache.Indexer
-	nodes, secrets                                cache.Indexer
+	nodes, secrets, configMaps                    cache.Indexer
 	ingresses, ingressClasses                     cache.Indexer
 }
 
 // NewSource registers the Source's informers on inf. Secrets are watched
-// only of type kubernetes.io/tls (HTTPS listeners' certificates);
+// only of type kubernetes.io/tls (HTTPS listeners' certificates),
+// ConfigMaps for BackendTLSPolicies' CA certificates;
 // TLSRoutes only when the cluster serves them (the experimental CRDs, as
 // disco says at start).
 func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryInterface) (*Source, error) {
@@ -73,6 +75,7 @@ func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryIn
 		{gatewayResource("v1", "httproutes"), &s.routes},
 		{gatewayResource("v1", "grpcroutes"), &s.grpcRoutes},
 		{gatewayResource("v1beta1", "referencegrants"), &s.grants},
+		{gatewayResource("v1", "backendtlspolicies"), &s.backendTLS},
 	}
 	tls := served(disco, gatewayResource("v1alpha2", "tlsroutes"))
 	if tls {
@@ -100,6 +103,7 @@ func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryIn
 		{inf.Typed.Core().V1().Namespaces().Informer(), &s.namespaces},
 		{inf.Typed.Core().V1().Nodes().Informer(), &s.nodes},
 		{secrets, &s.secrets},
+		{inf.Typed.Core().V1().ConfigMaps().Informer(), &s.configMaps},
 		{inf.Typed.Networking().V1().Ingresses().Informer(), &s.ingresses},
 		{inf.Typed.Networking().V1().IngressClasses().Informer(), &s.ingressClasses},
 	} {
@@ -164,6 +168,10 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants); err != nil {
 		return in, nil, err
 	}
+	if in.BackendTLSPolicies, err = typed[gwv1.BackendTLSPolicy](s.backendTLS); err != nil {
+		return in, nil, err
+	}
+	in.ConfigMaps = items[corev1.ConfigMap](s.configMaps)
 	in.Services = items[corev1.Service](s.services)
 	in.EndpointSlices = items[discoveryv1.EndpointSlice](s.slices)
 	in.Namespaces = items[corev1.Namespace](s.namespaces)

@@ -65,6 +65,7 @@ func Build(in Input) (ir.IR, Status) {
 		b.attachHTTPRoute(&ingresses.routes[i], kindHTTPRoute)
 	}
 	st.Ingresses = b.ingressStatus(ingresses)
+	st.BackendTLSPolicies = b.policyStatus()
 	for _, g := range b.gateways {
 		if g.ingress {
 			continue
@@ -83,13 +84,24 @@ type builder struct {
 	secrets  map[types.NamespacedName]*corev1.Secret
 	nsLabels map[string]labels.Set
 	clusters map[string]ir.Cluster
+
+	configMaps     map[types.NamespacedName]*corev1.ConfigMap
+	policies       []*backendTLS // BackendTLSPolicies, oldest first
+	policyByTarget map[policyTarget]*backendTLS
+	// used collects the policies of the backends of the route being
+	// translated (their ancestors are its Gateways).
+	used []*backendTLS
 }
 
 // gateway is one Gateway of Membrane's classes being translated.
 type gateway struct {
-	gw        *gwv1.Gateway
-	address   netip.Addr
-	listeners []*listener
+	gw      *gwv1.Gateway
+	address netip.Addr
+	// addrReason and addrMsg say why spec.addresses cannot be honoured
+	// (the Gateway is then not served).
+	addrReason gwv1.GatewayConditionReason
+	addrMsg    string
+	listeners  []*listener
 	// ingress: the Gateway some Ingresses amount to (no status of its own).
 	ingress bool
 }
@@ -117,7 +129,8 @@ type attachedRoute struct {
 func newBuilder(in Input) *builder {
 	b := &builder{in: in, byName: map[types.NamespacedName]*gateway{},
 		services: map[types.NamespacedName]*corev1.Service{}, secrets: map[types.NamespacedName]*corev1.Secret{},
-		nsLabels: map[string]labels.Set{}, clusters: map[string]ir.Cluster{}}
+		nsLabels: map[string]labels.Set{}, clusters: map[string]ir.Cluster{},
+		configMaps: map[types.NamespacedName]*corev1.ConfigMap{}, policyByTarget: map[policyTarget]*backendTLS{}}
 	ours := map[string]bool{}
 	for i := range in.GatewayClasses {
 		gc := &in.GatewayClasses[i]
@@ -134,6 +147,14 @@ func newBuilder(in Input) *builder {
 		}
 		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		g := &gateway{gw: gw, address: in.Addresses[nn]}
+		var want netip.Addr
+		if want, g.addrReason, g.addrMsg = RequestedAddress(gw); g.addrReason == "" && want.IsValid() && g.address != want {
+			g.addrReason = gwv1.GatewayReasonAddressNotUsable
+			g.addrMsg = fmt.Sprintf("spec.addresses: %s is in no MembraneLoadBalancerIPPool that selects this Gateway, or is in use", want)
+		}
+		if g.addrReason != "" {
+			g.address = netip.Addr{}
+		}
 		b.gateways = append(b.gateways, g)
 		b.byName[nn] = g
 	}
@@ -151,6 +172,11 @@ func newBuilder(in Input) *builder {
 	for _, ns := range in.Namespaces {
 		b.nsLabels[ns.Name] = labels.Set(ns.Labels)
 	}
+	for i := range in.ConfigMaps {
+		cm := &in.ConfigMaps[i]
+		b.configMaps[types.NamespacedName{Namespace: cm.Namespace, Name: cm.Name}] = cm
+	}
+	b.checkBackendTLS()
 	return b
 }
 
@@ -308,18 +334,55 @@ func (b *builder) gatewayStatus(g *gateway) gwv1.GatewayStatus {
 		}
 		st.Listeners = append(st.Listeners, ls)
 	}
-	if valid == len(g.listeners) || !g.address.IsValid() {
+	switch {
+	case g.addrReason == gwv1.GatewayReasonUnsupportedAddress:
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, false, g.addrReason, g.addrMsg, gen),
+			condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonInvalid, "Gateway not accepted", gen))
+		return st
+	case valid == len(g.listeners) || !g.address.IsValid():
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonAccepted, "Gateway accepted", gen))
-	} else {
+	default:
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonListenersNotValid, "Some listeners are invalid", gen))
 	}
-	if g.address.IsValid() {
+	switch {
+	case g.addrReason != "":
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, false, g.addrReason, g.addrMsg, gen))
+	case g.address.IsValid():
 		st.Addresses = []gwv1.GatewayStatusAddress{{Type: ptr(gwv1.IPAddressType), Value: g.address.String()}}
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, true, gwv1.GatewayReasonProgrammed, "Served by the node Envoys", gen))
-	} else {
+	default:
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonAddressNotAssigned, "No address assigned yet (from a MembraneLoadBalancerIPPool)", gen))
 	}
 	return st
+}
+
+// RequestedAddress is the IPv4 address a Gateway's spec.addresses asks for
+// (none when it asks for none, or only for an IPAddress without a value:
+// any address). reason and msg say why the request cannot be honoured:
+// UnsupportedAddress for a type other than IPAddress, AddressNotUsable for
+// a value that is no IPv4 address or for more than one address (a Gateway
+// has one).
+func RequestedAddress(gw *gwv1.Gateway) (netip.Addr, gwv1.GatewayConditionReason, string) {
+	var want netip.Addr
+	for i, a := range gw.Spec.Addresses {
+		if a.Type != nil && *a.Type != gwv1.IPAddressType {
+			return netip.Addr{}, gwv1.GatewayReasonUnsupportedAddress, fmt.Sprintf("spec.addresses[%d]: type %s is not supported (IPAddress is)", i, *a.Type)
+		}
+	}
+	for i, a := range gw.Spec.Addresses {
+		if a.Value == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Value)
+		if err != nil || !ip.Is4() {
+			return netip.Addr{}, gwv1.GatewayReasonAddressNotUsable, fmt.Sprintf("spec.addresses[%d]: %q is not an IPv4 address", i, a.Value)
+		}
+		if want.IsValid() && want != ip {
+			return netip.Addr{}, gwv1.GatewayReasonAddressNotUsable, fmt.Sprintf("spec.addresses[%d]: a Gateway has one address (%s is asked for already)", i, want)
+		}
+		want = ip
+	}
+	return want, "", ""
 }
 
 func isPEM(b []byte, typeSuffix string) bool {

@@ -40,6 +40,10 @@ type Input struct {
 	Services        []corev1.Service
 	EndpointSlices  []discoveryv1.EndpointSlice
 	Secrets         []corev1.Secret
+	// BackendTLSPolicies make the gateway speak TLS to Services, with
+	// their CA certificates from ConfigMaps.
+	BackendTLSPolicies []gwv1.BackendTLSPolicy
+	ConfigMaps         []corev1.ConfigMap
 	// Ingresses of IngressClasses with Membrane's controller are served
 	// (see OwnedIngresses).
 	Ingresses      []networkingv1.Ingress
@@ -129,6 +133,12 @@ func ParseObjects(r io.Reader) (Input, error) {
 		case "Secret":
 			in.Secrets = append(in.Secrets, corev1.Secret{})
 			target = &in.Secrets[len(in.Secrets)-1]
+		case "BackendTLSPolicy":
+			in.BackendTLSPolicies = append(in.BackendTLSPolicies, gwv1.BackendTLSPolicy{})
+			target = &in.BackendTLSPolicies[len(in.BackendTLSPolicies)-1]
+		case "ConfigMap":
+			in.ConfigMaps = append(in.ConfigMaps, corev1.ConfigMap{})
+			target = &in.ConfigMaps[len(in.ConfigMaps)-1]
 		case "Ingress":
 			in.Ingresses = append(in.Ingresses, networkingv1.Ingress{})
 			target = &in.Ingresses[len(in.Ingresses)-1]

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -44,6 +46,7 @@ const (
 	hcmFilter           = "envoy.filters.network.http_connection_manager"
 	tcpProxyFilter      = "envoy.filters.network.tcp_proxy"
 	routerFilter        = "envoy.filters.http.router"
+	corsFilter          = "envoy.filters.http.cors"
 	tlsInspector        = "envoy.filters.listener.tls_inspector"
 	tlsTransportSocket  = "envoy.transport_sockets.tls"
 	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -170,29 +173,48 @@ func connectionManager(s ir.Server) (*anypb.Any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The CORS filter acts only on routes with a CORS policy.
+	corsCfg, err := marshalAny(&corsv3.Cors{})
+	if err != nil {
+		return nil, err
+	}
 	// Hostnames match without the Host header's port; the header itself
 	// reaches the backend as the client sent it.
 	rc := &routev3.RouteConfiguration{Name: s.Name, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
 	for _, vh := range s.VirtualHosts {
 		evh := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
 		for _, r := range vh.Routes {
-			evh.Routes = append(evh.Routes, renderRoute(r))
+			er, err := renderRoute(r)
+			if err != nil {
+				return nil, err
+			}
+			evh.Routes = append(evh.Routes, er)
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, evh)
 	}
 	return marshalAny(&hcmv3.HttpConnectionManager{
-		StatPrefix:       statPrefix(s.Name),
-		CodecType:        hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier:   &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
-		HttpFilters:      []*hcmv3.HttpFilter{{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+		StatPrefix:     statPrefix(s.Name),
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: corsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: corsCfg}},
+			{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
+		},
 		NormalizePath:    wrapperspb.Bool(true),
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
 	})
 }
 
-func renderRoute(r ir.Route) *routev3.Route {
+func renderRoute(r ir.Route) (*routev3.Route, error) {
 	er := &routev3.Route{Name: r.Name, Match: routeMatch(r.Match)}
+	if r.CORS != nil {
+		a, err := marshalAny(corsPolicy(r.CORS))
+		if err != nil {
+			return nil, err
+		}
+		er.TypedPerFilterConfig = map[string]*anypb.Any{corsFilter: a}
+	}
 	for _, h := range r.RequestHeaders.Set {
 		er.RequestHeadersToAdd = append(er.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
 	}
@@ -266,7 +288,31 @@ func renderRoute(r ir.Route) *routev3.Route {
 		}
 		er.Action = &routev3.Route_Route{Route: ra}
 	}
-	return er
+	return er, nil
+}
+
+// corsPolicy is a route's CORS policy for Envoy's CORS filter: origins
+// exactly, "*" as any, a "*" in the host as one or more host characters.
+func corsPolicy(c *ir.CORS) *corsv3.CorsPolicy {
+	p := &corsv3.CorsPolicy{
+		AllowMethods:     strings.Join(c.AllowMethods, ","),
+		AllowHeaders:     strings.Join(c.AllowHeaders, ","),
+		ExposeHeaders:    strings.Join(c.ExposeHeaders, ","),
+		MaxAge:           strconv.Itoa(int(c.MaxAge / time.Second)),
+		AllowCredentials: wrapperspb.Bool(c.AllowCredentials),
+	}
+	for _, o := range c.AllowOrigins {
+		switch {
+		case o == "*":
+			p.AllowOriginStringMatch = append(p.AllowOriginStringMatch, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ".*"}}})
+		case strings.Contains(o, "*"):
+			re := "^" + strings.ReplaceAll(regexp.QuoteMeta(o), `\*`, `[a-zA-Z0-9.-]+`) + "$"
+			p.AllowOriginStringMatch = append(p.AllowOriginStringMatch, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}})
+		default:
+			p.AllowOriginStringMatch = append(p.AllowOriginStringMatch, exact(o))
+		}
+	}
+	return p
 }
 
 func backendCluster(b ir.Backend) string {
@@ -381,7 +427,44 @@ func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 		}
 		ec.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: opts}
 	}
+	if c.TLS != nil {
+		ts, err := upstreamTLS(c.TLS)
+		if err != nil {
+			return nil, err
+		}
+		ec.TransportSocket = ts
+	}
 	return ec, nil
+}
+
+// upstreamTLS originates TLS to a backend: the SNI given, its certificate
+// verified against the CA bundle and, by subject alternative name, against
+// the SANs (or the SNI as a DNS name).
+func upstreamTLS(t *ir.UpstreamTLS) (*corev3.TransportSocket, error) {
+	sans := t.SANs
+	if len(sans) == 0 {
+		sans = []ir.SAN{{DNS: t.SNI}}
+	}
+	vc := &tlsv3.CertificateValidationContext{
+		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: t.CA}},
+	}
+	for _, san := range sans {
+		m := &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS, Matcher: exact(san.DNS)}
+		if san.URI != "" {
+			m = &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: exact(san.URI)}
+		}
+		vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, m)
+	}
+	a, err := marshalAny(&tlsv3.UpstreamTlsContext{
+		Sni: t.SNI,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
 }
 
 // statPrefix replaces what would split Envoy's stat names.

@@ -23,7 +23,9 @@ import (
 func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute, kind string) (RouteStatus, bool) {
 	gen := r.Generation
 	rs := RouteStatus{Namespace: r.Namespace, Name: r.Name}
+	b.used = nil
 	rules, resolved, unsupported := b.httpRules(r, kind)
+	used := b.used
 	for _, ref := range r.Spec.ParentRefs {
 		if (ref.Group != nil && *ref.Group != gatewayGroup) || (ref.Kind != nil && *ref.Kind != kindGateway) {
 			continue
@@ -35,6 +37,11 @@ func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute, kind string) (RouteStatus, 
 		g, ok := b.byName[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
 		if !ok {
 			continue // not ours (or not there): another controller's business
+		}
+		for _, bt := range used {
+			if !g.ingress { // an Ingress's Gateway is no object to name
+				bt.ancestors[types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name}] = true
+			}
 		}
 		accepted := b.attach(r, kind, ref, g, rules)
 		if accepted.Status == metav1.ConditionTrue && unsupported != "" {
@@ -181,9 +188,18 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 				action.Redirect = redirect(f.RequestRedirect)
 			case gwv1.HTTPRouteFilterURLRewrite:
 				action.Rewrite = rewrite(f.URLRewrite)
+			case gwv1.HTTPRouteFilterCORS:
+				if f.CORS == nil {
+					unsupported = append(unsupported, "CORS without cors")
+					continue
+				}
+				action.CORS = cors(f.CORS)
 			case gwv1.HTTPRouteFilterRequestMirror:
 				cluster, reason, msg := b.resolve(r.Namespace, kind, f.RequestMirror.BackendRef)
-				if reason != "" {
+				if reason != "" || cluster == "" {
+					if reason == "" {
+						continue // an unusable BackendTLSPolicy: nothing mirrored
+					}
 					if resolved.Status == metav1.ConditionTrue {
 						resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].filters: mirror: %s", i, msg), 0)
 					}
@@ -309,6 +325,26 @@ func rewrite(f *gwv1.HTTPURLRewriteFilter) *ir.Rewrite {
 	return rw
 }
 
+func cors(f *gwv1.HTTPCORSFilter) *ir.CORS {
+	c := &ir.CORS{AllowCredentials: ptrValue(f.AllowCredentials), MaxAge: 5 * time.Second}
+	if f.MaxAge > 0 {
+		c.MaxAge = time.Duration(f.MaxAge) * time.Second
+	}
+	for _, o := range f.AllowOrigins {
+		c.AllowOrigins = append(c.AllowOrigins, string(o))
+	}
+	for _, m := range f.AllowMethods {
+		c.AllowMethods = append(c.AllowMethods, string(m))
+	}
+	for _, h := range f.AllowHeaders {
+		c.AllowHeaders = append(c.AllowHeaders, string(h))
+	}
+	for _, h := range f.ExposeHeaders {
+		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
+	}
+	return c
+}
+
 func mirrorPercent(f *gwv1.HTTPRequestMirrorFilter) float64 {
 	switch {
 	case f.Percent != nil:
@@ -368,7 +404,7 @@ func (b *builder) backend(routeNS, kind string, ref gwv1.HTTPBackendRef) (ir.Bac
 		be.Weight = uint32(max(*ref.Weight, 0))
 	}
 	cluster, reason, msg := b.resolve(routeNS, kind, ref.BackendObjectReference)
-	if reason != "" {
+	if reason != "" || cluster == "" {
 		return be, reason, msg
 	}
 	be.Cluster, be.Invalid = cluster, false
@@ -376,8 +412,11 @@ func (b *builder) backend(routeNS, kind string, ref gwv1.HTTPBackendRef) (ir.Bac
 }
 
 // resolve turns a reference of a route of kind to a Service port into an
-// IR cluster's name (GRPCRoute backends speak h2c); reason and msg say why
-// it does not resolve.
+// IR cluster's name (GRPCRoute backends speak h2c; HTTP and gRPC routes'
+// backends speak TLS as a BackendTLSPolicy says); reason and msg say why
+// it does not resolve. The name is "" without a reason when the Service
+// port's BackendTLSPolicy is not usable (its status says why): the
+// backend answers 500.
 func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectReference) (string, gwv1.RouteConditionReason, string) {
 	group, kind := "", kindService
 	if ref.Group != nil {
@@ -419,6 +458,16 @@ func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectRefer
 		c.Protocol = "h2c"
 	case routeKind == kindGRPCRoute:
 		c.Name, c.Protocol = c.Name+"/h2c", "h2c"
+	}
+	if routeKind != kindTLSRoute {
+		svcNN := types.NamespacedName{Namespace: ns, Name: name}
+		b.used = append(b.used, b.targeting(svcNN, sp.Name)...)
+		if bt := b.backendTLSFor(svcNN, sp.Name); bt != nil {
+			if bt.tls == nil {
+				return "", "", ""
+			}
+			c.Name, c.TLS = c.Name+"/tls", bt.tls
+		}
 	}
 	b.clusters[c.Name] = c
 	return c.Name, "", ""

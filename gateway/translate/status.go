@@ -15,6 +15,8 @@ type Status struct {
 	GRPCRoutes     []RouteStatus        `json:"grpcRoutes,omitempty"`
 	TLSRoutes      []RouteStatus        `json:"tlsRoutes,omitempty"`
 	Ingresses      []IngressStatus      `json:"ingresses,omitempty"`
+	// BackendTLSPolicies that apply to backends of Membrane's Gateways.
+	BackendTLSPolicies []PolicyStatus `json:"backendTLSPolicies,omitempty"`
 }
 
 // GatewayClassStatus is one GatewayClass's status.
@@ -44,9 +46,12 @@ type RouteStatus struct {
 // only where the cluster serves TLSRoutes.
 func SupportedFeatures(tlsRoutes bool) []gwv1.SupportedFeature {
 	names := []gwv1.FeatureName{
-		"GRPCRoute", "Gateway", "GatewayHTTPListenerIsolation", "GatewayPort8080",
+		"BackendTLSPolicy", "BackendTLSPolicySANValidation",
+		"GRPCRoute", "Gateway", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation", "GatewayPort8080",
+		"GatewayStaticAddresses",
 		"HTTPRoute", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
-		"HTTPRouteBackendRequestHeaderModification", "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite",
+		"HTTPRouteBackendRequestHeaderModification", "HTTPRouteBackendTimeout", "HTTPRouteCORS", "HTTPRouteDestinationPortMatching",
+		"HTTPRouteHostRewrite",
 		"HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort",
 		"HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
 		"HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",

@@ -99,7 +99,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
-	pdp, err := bpfpolicy.Load(ctx, a.log.With("component", "policy-datapath"), bpfpolicy.Options{PinDir: a.cfg.BPFPinDir})
+	trace := bpfpolicy.TraceNew
+	if a.cfg.FlowEvents != "" {
+		if trace, err = bpfpolicy.ParseTraceMode(a.cfg.FlowEvents); err != nil {
+			return fmt.Errorf("--flow-events %w", err)
+		}
+	}
+	pdp, err := bpfpolicy.Load(ctx, a.log.With("component", "policy-datapath"), bpfpolicy.Options{PinDir: a.cfg.BPFPinDir, Trace: trace})
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/model"
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 )
 
 // meshRouteProtocol marks the routes to remote clusters' PodCIDRs this
@@ -161,7 +162,9 @@ func (m *meshRoutes) reconcile() error {
 			}
 		}
 	}
-	have, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: meshRouteProtocol, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	have, err := nldump.Retry(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: meshRouteProtocol, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"path/filepath"
 	"time"
+
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 )
 
 // Config is the agent's configuration, from flags.
@@ -95,6 +97,11 @@ type Config struct {
 	// FlowBufferSize is the number of flows the node keeps for observe
 	// (0: flow.DefaultCapacity).
 	FlowBufferSize int
+	// FlowEvents selects the forwarded packets the datapath reports:
+	// "connections" (the packet opening each connection; default),
+	// "packets" (every packet) or "drops" (none: drops only). Every drop
+	// is reported in each mode.
+	FlowEvents string
 }
 
 // DefaultDNSProxyPort is --tofqdns-proxy-port's default.
@@ -131,6 +138,11 @@ func (c Config) Validate() error {
 		if c.MTLSOutboundPort == c.ProxyPort || c.MTLSTunnelPort == c.ProxyPort || (c.MTLSOutboundPort != 0 && c.MTLSOutboundPort == c.MTLSTunnelPort) {
 			errs = append(errs, fmt.Errorf("--mtls-outbound-port %d, --mtls-tunnel-port %d: must differ from each other and from --proxy-port %d",
 				c.MTLSOutboundPort, c.MTLSTunnelPort, c.ProxyPort))
+		}
+	}
+	if c.FlowEvents != "" {
+		if _, err := bpfpolicy.ParseTraceMode(c.FlowEvents); err != nil {
+			errs = append(errs, fmt.Errorf("--flow-events %w", err))
 		}
 	}
 	if c.DNSProxyPort != 0 && c.DNSProxyPort == c.ProxyPort {

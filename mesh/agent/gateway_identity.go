@@ -25,6 +25,7 @@ import (
 
 	gwtranslate "github.com/membrane-mesh/membrane/gateway/translate"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 	"github.com/membrane-mesh/membrane/xds/accesslog"
 )
 
@@ -107,7 +108,7 @@ func cleanupIngressAddr(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("find lo: %w", err)
 	}
-	addrs, err := netlink.AddrList(lo, netlink.FAMILY_V4)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(lo, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses of lo: %w", err)
 	}

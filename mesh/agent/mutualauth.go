@@ -82,15 +82,38 @@ func (m *mutualAuth) plan(node string, st k8s.PolicyState, resolve func(endpoint
 		Node: node, TrustDomain: snap.Bundle.TrustDomain(), Nodes: st.Nodes, Pods: pods, SVIDs: held,
 		OutboundPort: m.outboundPort,
 		Rules:        func(p auth.Pod) []policy.DatapathRule { return resolve(byIP[p.IP]).Rules },
+		L7:           func(p auth.Pod) []policy.L7Rule { return resolve(byIP[p.IP]).L7 },
 	})
 	out.cfg.Outbound, out.cfg.Inbound = plan.Outbound, plan.Inbound
 	return plan, out
 }
 
+// withAuthIngress replaces a local pod's ingress entries whose L7 rules the
+// authenticated tunnel applies (auth.Plan.Ingress) by their rewritten
+// allow.
+func withAuthIngress(rules, replace []policy.DatapathRule) []policy.DatapathRule {
+	if len(replace) == 0 {
+		return rules
+	}
+	out := slices.Clone(rules)
+	for _, w := range replace {
+		for i, r := range out {
+			if r.Direction == w.Direction && r.RemoteIdentity == w.RemoteIdentity && r.Proto == w.Proto &&
+				r.Port == w.Port && r.EndPort == w.EndPort {
+				out[i] = w
+			}
+		}
+	}
+	return out
+}
+
 // withAuthEgress adds a pod's egress redirects to the authenticating proxy
-// to its resolved rules. Where the pod's own egress policy redirects the
-// same entry to the L7 proxy, that stays (the destination then drops the
-// connection: the two do not compose on the source side yet); a deny stays.
+// to its resolved rules; an allow of the same entry becomes the redirect
+// (no longer requiring authentication at the source: the tunnel is it).
+// Where the pod's own egress policy redirects the same entry to the L7
+// proxy, that stays (the two do not compose on the source side: across
+// nodes the destination drops the connection, and an egress rule requiring
+// authentication drops it at the source); a deny stays.
 func withAuthEgress(rules, add []policy.DatapathRule) []policy.DatapathRule {
 	if len(add) == 0 {
 		return rules
@@ -103,11 +126,27 @@ func withAuthEgress(rules, add []policy.DatapathRule) []policy.DatapathRule {
 		})
 		switch {
 		case i < 0:
-			if !l7Overlaps(out, a) {
-				out = append(out, a)
+			if l7Overlaps(out, a) {
+				continue
 			}
+			// An allow of every protocol on the ports that requires
+			// authentication (an egress rule's) would make the redirect
+			// require it too: split it into its UDP and SCTP parts, which
+			// stay dropped.
+			if j := slices.IndexFunc(out, func(r policy.DatapathRule) bool {
+				return r.Direction == model.Egress && r.RemoteIdentity == a.RemoteIdentity && r.Proto == model.AnyProtocol &&
+					r.Port != 0 && r.Port == a.Port && r.EndPort == a.EndPort && r.Verdict == model.Allow && r.AuthRequired
+			}); j >= 0 {
+				udp, sctp := out[j], out[j]
+				udp.Proto, sctp.Proto = model.UDP, model.SCTP
+				out[j] = udp
+				out = append(out, sctp)
+				a.Origins = append(slices.Clone(udp.Origins), a.Origins...)
+			}
+			out = append(out, a)
 		case out[i].Verdict == model.Allow:
-			out[i].Verdict, out[i].ProxyPort = model.Redirect, a.ProxyPort
+			// The tunnel is the authentication an egress rule requires.
+			out[i].Verdict, out[i].ProxyPort, out[i].AuthRequired = model.Redirect, a.ProxyPort, false
 			out[i].Origins = append(slices.Clone(out[i].Origins), a.Origins...)
 		}
 	}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,5 +48,31 @@ func TestAuthMetrics(t *testing.T) {
 	m.count(flow.HTTPLog{SourceID: "spiffe://td/ns/a/sa/c", Denied: true})
 	if a, d := testutil.ToFloat64(m.connections.WithLabelValues("allowed")), testutil.ToFloat64(m.connections.WithLabelValues("denied")); a != 2 || d != 1 {
 		t.Errorf("allowed %v, denied %v; want 2, 1", a, d)
+	}
+}
+
+// TestWithAuthEgressRequired: an egress allow requiring authentication
+// becomes the redirect to the authenticating proxy without the
+// requirement (the tunnel is the authentication); one of every protocol on
+// the ports keeps it for UDP and SCTP, and TCP is redirected.
+func TestWithAuthEgressRequired(t *testing.T) {
+	add := policy.DatapathRule{Direction: model.Egress, RemoteIdentity: 200, Proto: model.TCP, Port: 8080, Verdict: model.Redirect, ProxyPort: 15002}
+	tcp := add
+	tcp.Verdict, tcp.ProxyPort, tcp.AuthRequired = model.Allow, 0, true
+	got := withAuthEgress([]policy.DatapathRule{tcp}, []policy.DatapathRule{add})
+	if len(got) != 1 || got[0].Verdict != model.Redirect || got[0].ProxyPort != 15002 || got[0].AuthRequired {
+		t.Errorf("over a TCP allow requiring authentication: %v", got)
+	}
+	anyProto := tcp
+	anyProto.Proto = model.AnyProtocol
+	got = withAuthEgress([]policy.DatapathRule{anyProto}, []policy.DatapathRule{add})
+	want := map[model.Protocol]string{model.UDP: "allow+auth", model.SCTP: "allow+auth", model.TCP: "redirect:15002"}
+	if len(got) != 3 {
+		t.Fatalf("over an allow of every protocol requiring authentication: %v", got)
+	}
+	for _, r := range got {
+		if w := want[r.Proto]; !strings.HasSuffix(r.String(), " "+w) {
+			t.Errorf("%s: want %s", r, w)
+		}
 	}
 }

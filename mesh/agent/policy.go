@@ -329,10 +329,13 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			keep[iface.Index] = true
 			r := resolve(pod)
 			authEgress := plan.Egress[pod.IP]
+			// The entries programmed, mutual authentication's included
+			// (policy get shows these).
+			r.Rules = withAuthEgress(withAuthIngress(r.Rules, plan.Ingress[pod.IP]), authEgress)
 			id, err := e.writer.Program(iface.Index, datapath.Endpoint{
 				Addr: pod.IP, Identity: pod.Identity,
 				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
-				Rules: withAuthEgress(r.Rules, authEgress),
+				Rules: r.Rules,
 			})
 			entry.ID = uint16(id)
 			entry.EnforceIngress, entry.EnforceEgress = r.EnforceIngress, r.EnforceEgress

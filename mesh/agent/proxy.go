@@ -9,15 +9,19 @@ import (
 	"net"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	"github.com/membrane-mesh/membrane/gateway/nack"
 	gwtranslate "github.com/membrane-mesh/membrane/gateway/translate"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
@@ -82,7 +86,8 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 		published: map[string]origins{},
 	}
 	p.als = accesslog.New(log, func(l flow.HTTPLog) {
-		if l.SourceID != "" && p.authMetrics != nil {
+		// One count per tunnel (its CONNECT), not per request inside.
+		if l.SourceID != "" && l.Method == "CONNECT" && p.authMetrics != nil {
 			p.authMetrics.count(l)
 		}
 		flows.Add(flow.FromHTTPLog(l, cfg.NodeName, enrich))
@@ -179,9 +184,22 @@ func (p *proxy) update(ctx context.Context, n translate.Node, policies map[strin
 // setGateway publishes the node Envoy's gateway listeners and clusters
 // (gateway/node), next to the L7 policy ones.
 func (p *proxy) setGateway(ctx context.Context, res gwtranslate.Resources) {
-	if _, err := p.publish(ctx, nil, &res); err != nil {
+	version, err := p.publish(ctx, nil, &res)
+	if err != nil {
 		p.log.Error("publish the gateway configuration", "error", err)
+		return
 	}
+	// The L7 part is the last one published: its origins are this
+	// version's too.
+	o := origins{policies: p.lastOrigins}
+	if p.last != nil {
+		o.routes = translate.RouteOrigins(*p.last)
+	}
+	p.mu.Lock()
+	if _, ok := p.published[version]; !ok {
+		p.published[version] = o
+	}
+	p.mu.Unlock()
 }
 
 // publish replaces the L7 policy resources (l7 not nil) or the gateway
@@ -219,7 +237,8 @@ func (p *proxy) report(ctx context.Context) {
 	var value string
 	if r := st.Rejected; r != nil {
 		rej := v1alpha1.ProxyRejection{Version: r.Version, Error: r.Error, At: metav1.NewTime(r.At),
-			Policies: rejectedPolicies(r.Resources, p.published[r.Version], p.published[p.inForce])}
+			Policies: rejectedPolicies(r.Resources, p.published[r.Version], p.published[p.inForce]),
+			Gateways: p.rejectedGateways(st.Refused)}
 		b, err := json.Marshal(rej)
 		if err != nil {
 			p.mu.Unlock()
@@ -240,6 +259,36 @@ func (p *proxy) report(ctx context.Context) {
 	p.mu.Lock()
 	p.reported = value
 	p.mu.Unlock()
+}
+
+// rejectedGateways attributes the refused gateway listeners to their
+// Gateways (gateway/nack): the refused version is the one published last
+// (a refusal lasts while it is published unchanged).
+func (p *proxy) rejectedGateways(refused []server.Refusal) []v1alpha1.GatewayRejection {
+	var out []v1alpha1.GatewayRejection
+	for _, r := range refused {
+		if r.TypeURL != resource.ListenerType || !strings.HasPrefix(r.Name, gwtranslate.ListenerPrefix) {
+			continue
+		}
+		p.pub.Lock()
+		i := slices.IndexFunc(p.gatewayR.Listeners, func(l *listenerv3.Listener) bool { return l.GetName() == r.Name })
+		var l *listenerv3.Listener
+		if i >= 0 {
+			l = p.gatewayR.Listeners[i]
+		}
+		p.pub.Unlock()
+		if l == nil {
+			continue
+		}
+		running, _ := p.xds.Running(r.TypeURL, r.Name).(*listenerv3.Listener)
+		g, err := nack.Attribute(l, running, r.Error)
+		if err != nil {
+			p.log.Warn("attribute a rejected gateway listener", "listener", r.Name, "error", err)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 func (p *proxy) annotate(ctx context.Context, value string) error {

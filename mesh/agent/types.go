@@ -43,6 +43,7 @@ func policyDump(d bpfpolicy.Dump) agentapi.PolicyDump {
 		out.Endpoints = append(out.Endpoints, agentapi.PolicyEndpointEntry{Ifindex: e.Ifindex, Endpoint: agentapi.PolicyEndpoint{
 			ID: uint16(e.Endpoint.ID), Identity: uint32(e.Endpoint.Identity), Addr: e.Endpoint.Addr,
 			EnforceIngress: e.Endpoint.EnforceIngress, EnforceEgress: e.Endpoint.EnforceEgress, AuthEgress: e.Endpoint.AuthEgress,
+			Pickup: e.Endpoint.Pickup, Track: e.Endpoint.Track,
 		}})
 	}
 	for _, p := range d.Policy {

@@ -122,6 +122,12 @@ type PolicyEndpoint struct {
 	// AuthEgress: not enforced at egress, but redirected to the
 	// authenticating proxy where a destination requires it.
 	AuthEgress bool
+	// Pickup: TCP connections the endpoint had before policy applied to
+	// it are still being taken up as established.
+	Pickup bool
+	// Track: enforces nothing, but tracked (it had connections through
+	// the L7 proxy).
+	Track bool
 }
 
 // PolicyMapEntry is one policy map entry: a port block shows as its range.

@@ -14,6 +14,25 @@
 // client's address. The destination datapath drops everything else to the
 // port ("Authentication required").
 //
+// An egress rule requiring authentication works the same way from the
+// other end: the source pod's connections to the rule's pods (remote
+// identity; every pod for 0) take its node's proxy, and the destination's
+// proxy accepts the source's SPIFFE ID from the source pod's address (and
+// applies the destination's L7 rules for the source, which the datapath
+// does not redirect again). Peers without a SPIFFE identity (CIDRs, the
+// world, nodes) cannot be authenticated: the source's datapath drops
+// connections to them ("Authentication required"), as it does an egress
+// entry that also redirects to the L7 proxy.
+//
+// A port that also has L7 rules for the peer (the entry redirects to the L7
+// proxy) composes: the destination's proxy applies the destination pod's
+// L7 rules of that port to the requests inside the tunnel, keyed by the
+// peer's SPIFFE ID, before delivering (xds/mtls), so the connection passes
+// one proxy on each node. The plan then rewrites the entry for the local
+// destination as an allow requiring authentication (Ingress): the
+// datapath lets only the proxy's delivery through, and never redirects it
+// to the L7 listener, which is not authenticated.
+//
 // A workload's SPIFFE ID is spiffe://<trust domain>/ns/<namespace>/sa/<service account>.
 // Only TCP is authenticated. A side whose SVID the node does not hold (yet)
 // is left out: its connections are not redirected, and the destination
@@ -31,6 +50,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/model"
 	"github.com/membrane-mesh/membrane/mesh/policy"
+	"github.com/membrane-mesh/membrane/xds/l7"
 	"github.com/membrane-mesh/membrane/xds/mtls"
 )
 
@@ -57,6 +77,8 @@ type Input struct {
 	Pods []Pod
 	// Rules returns a pod's resolved datapath rules.
 	Rules func(Pod) []policy.DatapathRule
+	// L7 returns a pod's resolved L7 rules; nil: none.
+	L7 func(Pod) []policy.L7Rule
 	// SVIDs are the identities this node holds.
 	SVIDs map[spiffeid.ID]bool
 	// OutboundPort is the proxy's authenticating listener, the egress
@@ -68,7 +90,10 @@ type Input struct {
 type Plan struct {
 	// Egress are the redirects to add to local pods' policies, by pod
 	// address.
-	Egress   map[netip.Addr][]policy.DatapathRule
+	Egress map[netip.Addr][]policy.DatapathRule
+	// Ingress are the local pods' ingress entries whose L7 rules the
+	// tunnel applies: they replace the resolved entries of the same key.
+	Ingress  map[netip.Addr][]policy.DatapathRule
 	Outbound []mtls.Outbound
 	Inbound  []mtls.Inbound
 	// Problems are parts that could not be planned (their traffic is
@@ -95,7 +120,7 @@ func PodFrom(namespace, name, node string, ip netip.Addr, id identity.ID, labels
 
 // New plans in.
 func New(in Input) Plan {
-	p := Plan{Egress: map[netip.Addr][]policy.DatapathRule{}}
+	p := Plan{Egress: map[netip.Addr][]policy.DatapathRule{}, Ingress: map[netip.Addr][]policy.DatapathRule{}}
 	nodeAddr := map[string]netip.Addr{}
 	for _, n := range in.Nodes {
 		for _, a := range n.IPs {
@@ -148,8 +173,22 @@ func New(in Input) Plan {
 			}
 			if dst.Node == in.Node && in.SVIDs[dstID] {
 				peers := peersOf(in.TrustDomain, r.RemoteIdentity, byIdentity[r.RemoteIdentity], ids)
+				var l7s []policy.L7Rule
+				if r.Verdict == model.Redirect && in.L7 != nil {
+					l7s = in.L7(dst)
+				}
 				for _, port := range ports {
-					p.Inbound = append(p.Inbound, mtls.Inbound{Destination: dst.IP, Port: port, DestinationID: dstID, Peers: peers})
+					ib := mtls.Inbound{Destination: dst.IP, Port: port, DestinationID: dstID, Peers: peers}
+					if r.Verdict == model.Redirect {
+						ib.L7 = l7Of(in.TrustDomain, l7s, port, byIdentity, ids)
+					}
+					p.Inbound = append(p.Inbound, ib)
+				}
+				if r.Verdict == model.Redirect {
+					w := r
+					w.Verdict, w.ProxyPort = model.Allow, 0
+					w.Origins = append(slices.Clone(r.Origins), "mutual authentication (L7 rules in the tunnel)")
+					p.Ingress[dst.IP] = append(p.Ingress[dst.IP], w)
 				}
 			}
 			node, ok := nodeAddr[dst.Node]
@@ -170,6 +209,58 @@ func New(in Input) Plan {
 			}
 		}
 	}
+	// Egress rules requiring authentication: the source's connections to
+	// the rule's pods take the tunnel, and their destination accepts the
+	// source's SPIFFE ID from the source's address.
+	for _, src := range in.Pods {
+		srcID, ok := ids[src.IP]
+		if !ok {
+			continue
+		}
+		srcLocal := src.Node == in.Node && in.SVIDs[srcID]
+		for _, r := range in.Rules(src) {
+			if r.Direction != model.Egress || !r.AuthRequired || r.AuthAlwaysFail || r.Verdict != model.Allow {
+				continue
+			}
+			if r.Proto != model.TCP && r.Proto != model.AnyProtocol {
+				continue
+			}
+			ports, err := portsOf(r)
+			if err != nil {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s/%s %s: %v", src.Namespace, src.Name, r, err))
+				continue
+			}
+			for _, dst := range in.Pods {
+				dstID, ok := ids[dst.IP]
+				if !ok || dst.IP == src.IP || r.RemoteIdentity != 0 && dst.Identity != r.RemoteIdentity {
+					continue
+				}
+				if node, ok := nodeAddr[dst.Node]; ok && srcLocal {
+					for _, port := range ports {
+						p.Outbound = append(p.Outbound, mtls.Outbound{
+							Source: src.IP, SourceID: srcID, Destination: dst.IP, Port: port, DestinationID: dstID, Node: node,
+						})
+					}
+					egress[egressKey{src.IP, r.RemoteIdentity, r.Port, r.EndPort}] = true
+				}
+				if dst.Node != in.Node || !in.SVIDs[dstID] {
+					continue
+				}
+				peers := []mtls.Peer{{ID: srcID, Sources: []netip.Prefix{netip.PrefixFrom(src.IP.Unmap(), 32)}}}
+				dstRules := in.Rules(dst)
+				for _, port := range ports {
+					ib := mtls.Inbound{Destination: dst.IP, Port: port, DestinationID: dstID, Peers: peers}
+					// The tunnel delivers as the proxy, which the
+					// destination's datapath does not redirect again: the
+					// destination's L7 rules for the source apply inside.
+					if port != 0 && in.L7 != nil && redirects(dstRules, src.Identity, port) {
+						ib.L7 = l7Of(in.TrustDomain, in.L7(dst), port, byIdentity, ids)
+					}
+					p.Inbound = append(p.Inbound, ib)
+				}
+			}
+		}
+	}
 	for k := range egress {
 		p.Egress[k.src] = append(p.Egress[k.src], policy.DatapathRule{
 			Direction: model.Egress, RemoteIdentity: k.remote, Proto: model.TCP,
@@ -186,10 +277,41 @@ func New(in Input) Plan {
 		return cmp.Or(a.Source.Compare(b.Source), a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
 	})
 	p.Outbound = slices.Compact(p.Outbound)
-	slices.SortFunc(p.Inbound, func(a, b mtls.Inbound) int {
+	slices.SortStableFunc(p.Inbound, func(a, b mtls.Inbound) int {
 		return cmp.Or(a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
 	})
 	return p
+}
+
+// redirects reports whether an ingress entry of rules redirects remote's
+// TCP connections to port to the L7 proxy.
+func redirects(rules []policy.DatapathRule, remote identity.ID, port uint16) bool {
+	for _, r := range rules {
+		if r.Direction == model.Ingress && r.Verdict == model.Redirect && (r.RemoteIdentity == 0 || r.RemoteIdentity == remote) &&
+			(r.Proto == model.TCP || r.Proto == model.AnyProtocol) && port >= r.Port && port <= max(r.Port, r.EndPort) {
+			return true
+		}
+	}
+	return false
+}
+
+// l7Of are the L7 rules of a destination's ingress on port, with their
+// remote identities' SPIFFE IDs as peers; never nil: a redirected port
+// without rules denies every request.
+func l7Of(td spiffeid.TrustDomain, rules []policy.L7Rule, port uint16, byIdentity map[identity.ID][]Pod, ids map[netip.Addr]spiffeid.ID) *mtls.L7 {
+	out := &mtls.L7{}
+	for _, r := range rules {
+		if r.Direction != model.Ingress || r.Proto != model.TCP && r.Proto != model.AnyProtocol ||
+			port < r.Port || port > max(r.Port, r.EndPort) {
+			continue
+		}
+		rule := mtls.L7Rule{HTTP: l7.HTTPRules(r.HTTP)}
+		for _, remote := range r.RemoteIdentities {
+			rule.Peers = append(rule.Peers, peersOf(td, remote, byIdentity[remote], ids)...)
+		}
+		out.Rules = append(out.Rules, rule)
+	}
+	return out
 }
 
 // portsOf lists a rule's ports; 0 is every port.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"time"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -61,7 +62,22 @@ type Writer struct {
 	maps       Maps
 	ipcache    map[netip.Prefix]bpfpolicy.Identity
 	programmed map[int]Programmed // by ifindex
+	// pickupUntil: endpoints that became tracked recently pick up the TCP
+	// connections of their untracked time until then (bpfpolicy
+	// Endpoint.Pickup).
+	pickupUntil map[int]time.Time
+	// redirected: endpoints that had redirects to the proxy; they stay
+	// tracked (bpfpolicy Endpoint.Track) while they exist.
+	redirected map[int]bool
+	now        func() time.Time
 }
+
+// PickupWindow is how long an endpoint that policy starts to apply to picks
+// up the TCP connections it opened or accepted before, untracked: each that
+// sends a packet meanwhile is tracked from then on, as if it had always
+// been (policy changes never cut established connections). Later, a packet
+// of an unknown connection is checked as a new flow.
+const PickupWindow = 2 * time.Minute
 
 // New adopts what the maps hold (pinned across agent restarts).
 func New(log *slog.Logger, maps Maps) (*Writer, error) {
@@ -69,12 +85,19 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read pinned policy maps: %w", err)
 	}
-	w := &Writer{log: log, maps: maps, ipcache: map[netip.Prefix]bpfpolicy.Identity{}, programmed: map[int]Programmed{}}
+	w := &Writer{log: log, maps: maps, ipcache: map[netip.Prefix]bpfpolicy.Identity{}, programmed: map[int]Programmed{},
+		pickupUntil: map[int]time.Time{}, redirected: map[int]bool{}, now: time.Now}
 	for _, c := range dump.IPCache {
 		w.ipcache[c.Prefix] = c.Identity
 	}
 	for _, ep := range dump.Endpoints {
 		w.programmed[ep.Ifindex] = Programmed{Endpoint: ep.Endpoint}
+		if ep.Endpoint.Pickup {
+			w.pickupUntil[ep.Ifindex] = w.now().Add(PickupWindow)
+		}
+		if ep.Endpoint.Track {
+			w.redirected[ep.Ifindex] = true
+		}
 	}
 	log.Info("policy datapath restored", "ipcache", len(dump.IPCache), "endpoints", len(dump.Endpoints), "policyEntries", len(dump.Policy))
 	return w, nil
@@ -127,6 +150,7 @@ func (w *Writer) Program(ifindex int, ep Endpoint) (bpfpolicy.EndpointID, error)
 
 func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) error {
 	old, had := w.programmed[ifindex]
+	ep = w.tracking(ifindex, old, had, ep, rules)
 	if had && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
 		return nil
 	}
@@ -166,7 +190,9 @@ func (w *Writer) ProgramInit(ifindex int, addr netip.Addr) (bpfpolicy.EndpointID
 	if p, ok := w.programmed[ifindex]; ok && p.Endpoint.Addr == addr && p.attached {
 		return p.Endpoint.ID, nil
 	}
-	bep := bpfpolicy.Endpoint{ID: w.endpointID(ifindex, addr), Identity: bpfpolicy.IdentityInit, Addr: addr}
+	// Enforcing both ways: tracked, so no packet takes the minimal path
+	// of endpoints without policy.
+	bep := bpfpolicy.Endpoint{ID: w.endpointID(ifindex, addr), Identity: bpfpolicy.IdentityInit, Addr: addr, EnforceIngress: true, EnforceEgress: true}
 	return bep.ID, w.program(ifindex, bep, nil)
 }
 
@@ -180,6 +206,39 @@ func (w *Writer) Init() map[int]netip.Addr {
 		}
 	}
 	return out
+}
+
+// tracking sets ep.Track for an endpoint that enforces nothing but had
+// redirects to the proxy (its redirected connections are in conntrack),
+// and ep.Pickup while the endpoint is in its PickupWindow: the window opens
+// when an untracked endpoint (programmed without any policy) becomes
+// tracked (New gives one the maps show picking up a new window).
+func (w *Writer) tracking(ifindex int, old Programmed, had bool, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) bpfpolicy.Endpoint {
+	for _, r := range rules {
+		if r.Entry.Verdict == bpfpolicy.Redirect {
+			w.redirected[ifindex] = true
+			break
+		}
+	}
+	if !ep.Tracked() && w.redirected[ifindex] {
+		ep.Track = true
+	}
+	if !ep.Tracked() {
+		delete(w.pickupUntil, ifindex)
+		return ep
+	}
+	now := w.now()
+	if _, ok := w.pickupUntil[ifindex]; !ok && had && !old.Endpoint.Tracked() {
+		w.pickupUntil[ifindex] = now.Add(PickupWindow)
+	}
+	if until, ok := w.pickupUntil[ifindex]; ok {
+		if now.Before(until) {
+			ep.Pickup = true
+		} else {
+			delete(w.pickupUntil, ifindex)
+		}
+	}
+	return ep
 }
 
 // endpointID keeps the ID an interface had for the same address (also
@@ -224,6 +283,8 @@ func (w *Writer) Prune(keep map[int]bool, sweep bool) []error {
 			continue
 		}
 		delete(w.programmed, ifindex)
+		delete(w.pickupUntil, ifindex)
+		delete(w.redirected, ifindex)
 		w.log.Info("endpoint removed", "ifindex", ifindex, "endpoint", p.Endpoint.ID)
 	}
 	if !sweep {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -23,6 +24,8 @@ type fakeMaps struct {
 	attached []int
 	calls    []string
 	fail     string // a call (by name) that fails
+	// last holds the endpoint each interface got last.
+	last map[int]bpfpolicy.Endpoint
 }
 
 func (f *fakeMaps) call(c string) error {
@@ -38,6 +41,10 @@ func (f *fakeMaps) UpsertIPCache(p netip.Prefix, id bpfpolicy.Identity) error {
 }
 func (f *fakeMaps) DeleteIPCache(p netip.Prefix) error { return f.call("ipcache -" + p.String()) }
 func (f *fakeMaps) UpsertEndpoint(ifindex int, ep bpfpolicy.Endpoint) error {
+	if f.last == nil {
+		f.last = map[int]bpfpolicy.Endpoint{}
+	}
+	f.last[ifindex] = ep
 	return f.call(fmt.Sprintf("endpoint %d id=%d in=%v eg=%v", ifindex, ep.ID, ep.EnforceIngress, ep.EnforceEgress))
 }
 func (f *fakeMaps) DeleteEndpoint(ifindex int) error {
@@ -122,7 +129,7 @@ func TestProgramInit(t *testing.T) {
 	if err != nil || id != 1 {
 		t.Fatalf("ProgramInit: id %d, %v; want 1", id, err)
 	}
-	want := []string{"policy 1 rules=0", "endpoint 7 id=1 in=false eg=false", "attach 7"}
+	want := []string{"policy 1 rules=0", "endpoint 7 id=1 in=true eg=true", "attach 7"}
 	if d := cmp.Diff(want, f.takeCalls()); d != "" {
 		t.Errorf("init endpoint (-want +got):\n%s", d)
 	}
@@ -133,10 +140,10 @@ func TestProgramInit(t *testing.T) {
 		t.Errorf("Init %v, want 7: %s", got, ip)
 	}
 	// Programmed for real: same ID, rules before the identity leaves init.
-	if id, err := w.Program(7, Endpoint{Addr: ip, Identity: 300, EnforceIngress: true, Rules: allow}); err != nil || id != 1 {
+	if id, err := w.Program(7, Endpoint{Addr: ip, Identity: 300, EnforceIngress: true, EnforceEgress: true, Rules: allow}); err != nil || id != 1 {
 		t.Fatalf("Program: id %d, %v; want 1", id, err)
 	}
-	want = []string{"policy 1 rules=1", "endpoint 7 id=1 in=true eg=false"}
+	want = []string{"policy 1 rules=1", "endpoint 7 id=1 in=true eg=true"}
 	if d := cmp.Diff(want, f.takeCalls()); d != "" {
 		t.Errorf("init to real (-want +got):\n%s", d)
 	}
@@ -149,6 +156,83 @@ func TestProgramInit(t *testing.T) {
 	}
 	if c := f.takeCalls(); len(c) != 0 {
 		t.Errorf("ProgramInit of a programmed endpoint wrote %v", c)
+	}
+}
+
+// TestPickupWindow: an endpoint programmed untracked that policy then
+// applies to picks up its earlier TCP connections for PickupWindow, and no
+// longer once a regeneration after the window rewrites it; one tracked
+// from the start never does; a restarted agent gives one that was picking
+// up a new window.
+func TestPickupWindow(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	now := time.Unix(1000, 0)
+	w.now = func() time.Time { return now }
+	ip := netip.MustParseAddr("10.244.0.5")
+	free := Endpoint{Addr: ip, Identity: 300}
+	enforced := Endpoint{Addr: ip, Identity: 300, EnforceIngress: true, Rules: allow}
+	program := func(ifindex int, ep Endpoint) bpfpolicy.Endpoint {
+		t.Helper()
+		if _, err := w.Program(ifindex, ep); err != nil {
+			t.Fatal(err)
+		}
+		return f.last[ifindex]
+	}
+	if got := program(7, free); got.Pickup || got.Tracked() {
+		t.Fatalf("untracked endpoint written as %+v", got)
+	}
+	if got := program(7, enforced); !got.Pickup {
+		t.Errorf("newly enforced endpoint without pickup: %+v", got)
+	}
+	now = now.Add(PickupWindow - time.Second)
+	f.takeCalls()
+	if program(7, enforced); len(f.takeCalls()) != 0 {
+		t.Error("endpoint rewritten within its pickup window")
+	}
+	now = now.Add(2 * time.Second)
+	if got := program(7, enforced); got.Pickup || !got.EnforceIngress {
+		t.Errorf("after the window: %+v, want enforced without pickup", got)
+	}
+	now = now.Add(time.Hour)
+	f.takeCalls()
+	if program(7, enforced); len(f.takeCalls()) != 0 {
+		t.Error("the window opened again")
+	}
+	if got := program(8, enforced); got.Pickup {
+		t.Errorf("endpoint tracked from the start picks up: %+v", got)
+	}
+
+	// Restart: the maps show endpoint 7 picking up.
+	f2 := &fakeMaps{dump: bpfpolicy.Dump{Endpoints: []bpfpolicy.EndpointEntry{{Ifindex: 7, Endpoint: bpfpolicy.Endpoint{ID: 1, Identity: 300, Addr: ip, EnforceIngress: true, Pickup: true}}}}}
+	w = newWriter(t, f2)
+	if got := func() bpfpolicy.Endpoint { _, _ = w.Program(7, enforced); return f2.last[7] }(); !got.Pickup {
+		t.Errorf("restored endpoint lost its pickup window: %+v", got)
+	}
+}
+
+// TestTrackAfterRedirects: an endpoint whose redirects to the proxy go
+// away stays tracked, so its redirected connections keep going; one that
+// never had any becomes untracked.
+func TestTrackAfterRedirects(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	l7 := []policy.DatapathRule{{Direction: policy.Ingress, RemoteIdentity: 300, Proto: policy.TCP, Port: 80, Verdict: policy.Redirect, ProxyPort: 15001}}
+	for _, c := range []struct {
+		ifindex int
+		rules   []policy.DatapathRule
+		track   bool
+	}{{7, l7, true}, {8, allow, false}} {
+		ip := netip.AddrFrom4([4]byte{10, 244, 0, byte(c.ifindex)})
+		if _, err := w.Program(c.ifindex, Endpoint{Addr: ip, Identity: 300, EnforceIngress: true, Rules: c.rules}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Program(c.ifindex, Endpoint{Addr: ip, Identity: 300}); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.last[c.ifindex]; got.Track != c.track || got.EnforceIngress {
+			t.Errorf("ifindex %d after its policy went: %+v, want Track %v", c.ifindex, got, c.track)
+		}
 	}
 }
 

@@ -31,7 +31,9 @@ type HTTPLog struct {
 	Denied bool
 	// SourceID and DestinationID, when set, are the SPIFFE IDs of a
 	// mutually authenticated tunnel's client and server: the request is
-	// the tunnel's CONNECT for one connection to Destination.
+	// the tunnel's CONNECT for one connection to Destination, or (another
+	// method) an HTTP request inside it that the destination's L7 rules
+	// were applied to.
 	SourceID, DestinationID string
 }
 

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -280,7 +282,7 @@ func label(l netlink.Link) string {
 // Remove withdraws addr (when this package put it there) from every
 // interface; addr == zero withdraws every such address (cleanup).
 func Remove(addr netip.Addr) error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -306,7 +308,7 @@ func linkWith(ip netip.Addr) (netlink.Link, error) {
 	if !ip.IsValid() {
 		return nil, errors.New("the node has no IPv4 InternalIP: no interface to announce on")
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}

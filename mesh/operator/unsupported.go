@@ -14,14 +14,16 @@ import (
 // the Valid condition's: spec.… and specs[i].….
 //
 // The agents enforce such rules as described (it is the datapath's
-// behaviour, not a guess): authentication.mode required on an egress rule,
-// or on an ingress rule with HTTP rules, drops the traffic the rule matches
-// (drop reason "Authentication required"); header mismatch actions let the
-// request through unchanged. toFQDNs and DNS rules are implemented (the
-// agents' DNS proxy). authentication.mode required on an ingress rule is
-// mutual TLS between the node proxies (where the agents hold SPIFFE
-// identities: mutualAuth; without, it drops too); test-always-fail is not
-// listed: never authenticating is what it asks for.
+// behaviour, not a guess): header mismatch actions let the request through
+// unchanged. toFQDNs and DNS rules are implemented (the agents' DNS
+// proxy). authentication.mode required is mutual TLS between the node
+// proxies where the agents hold SPIFFE identities (mutualAuth; without, it
+// drops the traffic the rule matches, drop reason "Authentication
+// required"): on an ingress rule, HTTP rules of the same port included
+// (the destination proxy applies them inside the tunnel); on an egress
+// rule, for TCP connections to pods, the rest being dropped.
+// test-always-fail is not listed: never authenticating is what it asks
+// for.
 func unsupportedFields(spec *v1alpha1.Rule, specs []v1alpha1.Rule, mutualAuth bool) []string {
 	var out []string
 	if spec != nil {
@@ -37,22 +39,71 @@ func unsupportedInRule(r *v1alpha1.Rule, path *field.Path, mutualAuth bool) []st
 	var out []string
 	for i := range r.Ingress {
 		p := path.Child("ingress").Index(i)
-		switch {
-		case !mutualAuth:
+		if !mutualAuth {
 			out = append(out, unsupportedAuthentication(r.Ingress[i].Authentication, p.Child("authentication"), "")...)
-		case withHTTP(r.Ingress[i].ToPorts):
-			out = append(out, unsupportedAuthentication(r.Ingress[i].Authentication, p.Child("authentication"),
-				"with HTTP rules on the rule's ports (mutual authentication and L7 rules do not compose yet)")...)
 		}
 		out = append(out, unsupportedInPorts(r.Ingress[i].ToPorts, p.Child("toPorts"))...)
 	}
 	for i := range r.Egress {
 		p := path.Child("egress").Index(i)
-		out = append(out, unsupportedAuthentication(r.Egress[i].Authentication, p.Child("authentication"),
-			"on an egress rule (only ingress rules can require it)")...)
+		if !mutualAuth {
+			out = append(out, unsupportedAuthentication(r.Egress[i].Authentication, p.Child("authentication"), "")...)
+		} else {
+			out = append(out, unsupportedEgressAuthentication(&r.Egress[i], p.Child("authentication"))...)
+		}
 		out = append(out, unsupportedInPorts(r.Egress[i].ToPorts, p.Child("toPorts"))...)
 	}
 	return out
+}
+
+// unsupportedEgressAuthentication: an egress rule requiring authentication
+// sends its TCP connections to pods through the authenticated tunnel; the
+// rest of what it matches cannot be authenticated and is dropped.
+func unsupportedEgressAuthentication(e *v1alpha1.EgressRule, p *field.Path) []string {
+	if e.Authentication == nil || e.Authentication.Mode != v1alpha1.AuthenticationRequired {
+		return nil
+	}
+	const drop = `is dropped (drop reason "Authentication required")`
+	prefix := p.String() + `: mode "required" authenticates TCP connections to pods (toEndpoints) only: `
+	var out []string
+	if len(e.ToEndpoints) == 0 || len(e.ToEntities)+len(e.ToCIDR)+len(e.ToCIDRSet)+len(e.ToFQDNs) > 0 {
+		out = append(out, prefix+"traffic this rule matches to other peers (toEntities, toCIDR, toCIDRSet, toFQDNs, or every peer without toEndpoints) "+drop)
+	}
+	if !tcpPorts(e.ToPorts) {
+		out = append(out, prefix+"traffic this rule matches of other protocols (UDP and SCTP; every protocol, TCP included, without toPorts or on port 0 of protocol ANY) "+drop)
+	}
+	if withHTTP(e.ToPorts) {
+		out = append(out, p.String()+`: mode "required" with HTTP rules on the rule's ports: the two do not compose on the sending side, so traffic matching this rule `+drop)
+	}
+	return out
+}
+
+// tcpPorts reports whether prs names TCP ports only.
+func tcpPorts(prs []v1alpha1.PortRule) bool {
+	if len(prs) == 0 {
+		return false
+	}
+	for _, pr := range prs {
+		if len(pr.Ports) == 0 {
+			return false
+		}
+		for _, pp := range pr.Ports {
+			if pp.Protocol != v1alpha1.ProtoTCP {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// withHTTP reports whether some port of prs has HTTP rules.
+func withHTTP(prs []v1alpha1.PortRule) bool {
+	for _, pr := range prs {
+		if pr.Rules != nil && len(pr.Rules.HTTP) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func unsupportedAuthentication(a *v1alpha1.Authentication, p *field.Path, where string) []string {
@@ -65,16 +116,6 @@ func unsupportedAuthentication(a *v1alpha1.Authentication, p *field.Path, where 
 		return []string{p.String() + `: mode "required": mutual authentication is not available yet, ` + drop}
 	}
 	return []string{p.String() + `: mode "required" ` + where + `: mutual authentication is not available there, ` + drop}
-}
-
-// withHTTP reports whether some port of prs has HTTP rules.
-func withHTTP(prs []v1alpha1.PortRule) bool {
-	for _, pr := range prs {
-		if pr.Rules != nil && len(pr.Rules.HTTP) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 func unsupportedInPorts(prs []v1alpha1.PortRule, path *field.Path) []string {

@@ -13,8 +13,9 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
-const authText = `spec.egress[0].authentication: mode "required" on an egress rule (only ingress rules can require it): ` +
-	`mutual authentication is not available there, ` +
+// authText is the condition of an egress rule requiring authentication in
+// a cluster without SPIFFE identities (the policy status tests').
+const authText = `spec.egress[0].authentication: mode "required": mutual authentication is not available yet, ` +
 	`so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`
 
 // withAuth is allowPort with a second ingress rule on another port, and an
@@ -27,8 +28,8 @@ func withAuth(mode v1alpha1.AuthenticationMode) *v1alpha1.Rule {
 }
 
 // TestIngressAuthenticationSupported: an ingress rule requiring
-// authentication is mutual TLS, not a drop: nothing is reported, unless its
-// ports have HTTP rules.
+// authentication is mutual TLS, not a drop: nothing is reported, HTTP rules
+// on its ports included (the tunnel applies them).
 func TestIngressAuthenticationSupported(t *testing.T) {
 	r := allowPort("80")
 	r.Ingress[0].Authentication = &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}
@@ -37,8 +38,8 @@ func TestIngressAuthenticationSupported(t *testing.T) {
 	}
 	r = allowHTTP("80")
 	r.Ingress[0].Authentication = &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}
-	if got := unsupportedFields(r, nil, true); len(got) != 1 || !strings.HasPrefix(got[0], `spec.ingress[0].authentication: mode "required" with HTTP rules`) {
-		t.Errorf("ingress authentication with HTTP rules: %q", got)
+	if got := unsupportedFields(r, nil, true); len(got) != 0 {
+		t.Errorf("ingress authentication with HTTP rules reported: %q", got)
 	}
 	// Without identities in the cluster it drops.
 	if got := unsupportedFields(r, nil, false); len(got) != 1 || !strings.HasPrefix(got[0], `spec.ingress[0].authentication: mode "required": mutual authentication is not available yet`) {
@@ -175,8 +176,23 @@ func TestUnsupportedFields(t *testing.T) {
 		want  []string
 	}{
 		{name: "none", spec: allowHTTP("80")},
-		{name: "egress authentication", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{{}, {Authentication: &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}}}},
-			want: []string{`spec.egress[1].authentication: mode "required" on an egress rule (only ingress rules can require it): mutual authentication is not available there, so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`}},
+		{name: "egress authentication to every peer and protocol", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{{}, {Authentication: &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}}}},
+			want: []string{
+				`spec.egress[1].authentication: mode "required" authenticates TCP connections to pods (toEndpoints) only: traffic this rule matches to other peers (toEntities, toCIDR, toCIDRSet, toFQDNs, or every peer without toEndpoints) is dropped (drop reason "Authentication required")`,
+				`spec.egress[1].authentication: mode "required" authenticates TCP connections to pods (toEndpoints) only: traffic this rule matches of other protocols (UDP and SCTP; every protocol, TCP included, without toPorts or on port 0 of protocol ANY) is dropped (drop reason "Authentication required")`,
+			}},
+		{name: "egress authentication to pods' TCP ports", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{{
+			EgressCommonRule: v1alpha1.EgressCommonRule{ToEndpoints: []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "b"}}}},
+			ToPorts:          []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Port: "8080", Protocol: v1alpha1.ProtoTCP}}}},
+			Authentication:   &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired},
+		}}}},
+		{name: "egress authentication with HTTP rules", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{{
+			EgressCommonRule: v1alpha1.EgressCommonRule{ToEndpoints: []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "b"}}}},
+			ToPorts: []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Port: "8080", Protocol: v1alpha1.ProtoTCP}},
+				Rules: &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "GET"}}}}},
+			Authentication: &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired},
+		}}},
+			want: []string{`spec.egress[0].authentication: mode "required" with HTTP rules on the rule's ports: the two do not compose on the sending side, so traffic matching this rule is dropped (drop reason "Authentication required")`}},
 		{name: "dns every name", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{dns(v1alpha1.FQDNSelector{MatchName: "a.example"}, v1alpha1.FQDNSelector{MatchPattern: "*"})}}},
 		{name: "dns names", specs: []v1alpha1.Rule{{}, {Egress: []v1alpha1.EgressRule{dns(v1alpha1.FQDNSelector{MatchPattern: "*.example.com"})}}}},
 		{name: "toFQDNs", spec: &v1alpha1.Rule{Egress: []v1alpha1.EgressRule{{ToFQDNs: []v1alpha1.FQDNSelector{{MatchName: "api.example.com"}}}}}},

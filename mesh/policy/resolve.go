@@ -273,12 +273,15 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 		b.add(contrib{
 			key:     ruleKey{dir: Ingress, remote: identity.Host},
 			verdict: Allow,
-			origin:  "configuration (enforceHostIngress false) allows the local host",
+			origin:  hostExemptOrigin,
 		})
 		// Ports requiring authentication are not open to the node's own
-		// processes: they cannot authenticate as a workload.
+		// processes: they cannot authenticate as a workload. A rule that
+		// allows the host on the ports without authentication (e.g. for
+		// kubelet probes) keeps them open to it.
 		for _, c := range slices.Clone(b.contribs) {
-			if c.key.dir == Ingress && c.auth && !c.authFail && c.verdict != Deny && c.key.remote != identity.Host {
+			if c.key.dir == Ingress && c.auth && !c.authFail && c.verdict != Deny && c.key.remote != identity.Host &&
+				!b.hostAllowed(c.key) {
 				b.add(contrib{
 					key:     ruleKey{dir: Ingress, remote: identity.Host, proto: c.key.proto, port: c.key.port, endPort: c.key.endPort},
 					verdict: Allow, auth: true,
@@ -345,6 +348,25 @@ type builder struct {
 }
 
 func (b *builder) add(c contrib) { b.contribs = append(b.contribs, c) }
+
+// hostAllowed reports whether a rule allows the local host into every port
+// of k without authentication.
+// hostExemptOrigin is the origin of the local host's implicit allow.
+const hostExemptOrigin = "configuration (enforceHostIngress false) allows the local host"
+
+func (b *builder) hostAllowed(k ruleKey) bool {
+	lo, hi := portRange(k)
+	for _, c := range b.contribs {
+		if c.key.dir != Ingress || c.key.remote != identity.Host || c.auth || c.verdict != Allow ||
+			c.origin == hostExemptOrigin || c.key.proto != Any && c.key.proto != k.proto {
+			continue
+		}
+		if clo, chi := portRange(c.key); clo <= lo && hi <= chi {
+			return true
+		}
+	}
+	return false
+}
 
 func (b *builder) problem(origin, format string, args ...any) {
 	b.problems = append(b.problems, fmt.Errorf("%s: %s", origin, fmt.Sprintf(format, args...)))

@@ -8,6 +8,8 @@ import (
 	"net"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 	"golang.org/x/sys/unix"
 )
 
@@ -218,7 +220,9 @@ func tableRules(h *netlink.Handle, table int) ([]netlink.Rule, error) {
 }
 
 func tableRoutes(h *netlink.Handle, table int) ([]netlink.Route, error) {
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes in table %d: %w", table, err)
 	}

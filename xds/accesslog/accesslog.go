@@ -16,8 +16,11 @@ import (
 	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/xds/mtls"
 )
 
 // Receiver is the access-log service. Handle gets every HTTP entry, in
@@ -54,9 +57,13 @@ func (r *Receiver) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLo
 			return fmt.Errorf("receive access logs: %w", err)
 		}
 		if id := msg.GetIdentifier(); id != nil {
-			convert = Convert
-			if id.GetLogName() == GatewayLogName {
+			switch id.GetLogName() {
+			case GatewayLogName:
 				convert = ConvertGateway
+			case mtls.L7AccessLogName:
+				convert = ConvertTunneled
+			default:
+				convert = Convert
 			}
 		}
 		for _, e := range msg.GetHttpLogs().GetLogEntry() {
@@ -90,6 +97,47 @@ func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
 	if err != nil {
 		return flow.HTTPLog{}, fmt.Errorf("downstream local address: %w", err)
 	}
+	l := request(e, src, dst)
+	if err := authenticated(e, &l); err != nil {
+		return flow.HTTPLog{}, err
+	}
+	return l, nil
+}
+
+// ConvertTunneled turns one entry of the requests inside mutual-TLS
+// tunnels (xds/mtls's internal listener) into an ingress HTTPLog: from the
+// client the tunnel named to the pod, with the tunnel's two SPIFFE IDs
+// (the listener's filter state objects).
+func ConvertTunneled(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
+	c := e.GetCommonProperties()
+	src, err := addrPort(c.GetDownstreamRemoteAddress())
+	if err != nil {
+		return flow.HTTPLog{}, fmt.Errorf("tunneled request's client address: %w", err)
+	}
+	dst, err := addrPort(c.GetDownstreamLocalAddress())
+	if err != nil {
+		return flow.HTTPLog{}, fmt.Errorf("tunneled request's destination: %w", err)
+	}
+	l := request(e, src, dst)
+	l.Direction = flow.Ingress
+	fs := c.GetFilterStateObjects()
+	l.SourceID, l.DestinationID = stringObject(fs[mtls.PeerIDFilterState]), stringObject(fs[mtls.LocalIDFilterState])
+	return l, nil
+}
+
+// stringObject is a logged string filter state object's value ("" when
+// absent or not a string).
+func stringObject(a *anypb.Any) string {
+	var v wrapperspb.StringValue
+	if a == nil || a.UnmarshalTo(&v) != nil {
+		return ""
+	}
+	return v.GetValue()
+}
+
+// request is the HTTPLog of e's request from src to dst.
+func request(e *datav3.HTTPAccessLogEntry, src, dst netip.AddrPort) flow.HTTPLog {
+	c := e.GetCommonProperties()
 	req, resp := e.GetRequest(), e.GetResponse()
 	path, _, _ := strings.Cut(req.GetPath(), "?")
 	dir := flow.Ingress
@@ -109,13 +157,10 @@ func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {
 	if t := c.GetStartTime(); t != nil {
 		l.Time = t.AsTime()
 	}
-	if err := authenticated(e, &l); err != nil {
-		return flow.HTTPLog{}, err
-	}
 	if c.GetDuration() == nil {
 		l.Duration = c.GetTimeToLastDownstreamTxByte().AsDuration()
 	}
-	return l, nil
+	return l
 }
 
 // ConvertGateway turns one entry of a gateway listener into an HTTPLog

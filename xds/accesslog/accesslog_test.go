@@ -9,11 +9,13 @@ import (
 	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/xds/mtls"
 )
 
 func sockAddr(ip string, port uint32) *corev3.Address {
@@ -148,5 +150,50 @@ func TestConvertAuthenticated(t *testing.T) {
 	e.Request.Authority = "backend"
 	if _, err := Convert(e); err == nil {
 		t.Error("a CONNECT without an address was converted")
+	}
+}
+
+// TestConvertTunneled: a request inside an authenticated tunnel is from the
+// client the tunnel named (the internal listener's restored remote
+// address) to the pod, with the SPIFFE IDs the tunnel handed over; a
+// denial is the L7 policy's.
+func TestConvertTunneled(t *testing.T) {
+	str := func(s string) *anypb.Any {
+		a, err := anypb.New(wrapperspb.String(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	e := &datav3.HTTPAccessLogEntry{
+		CommonProperties: &datav3.AccessLogCommon{
+			DownstreamRemoteAddress: sockAddr("10.0.1.7", 0),
+			// The internal listener's user-space peer.
+			DownstreamDirectRemoteAddress: &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{EnvoyInternalAddress: &corev3.EnvoyInternalAddress{
+				AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: mtls.L7Listener},
+			}}},
+			DownstreamLocalAddress: sockAddr("10.0.2.5", 8080),
+			RouteName:              "mtls/10.0.2.5:8080",
+			FilterStateObjects: map[string]*anypb.Any{
+				mtls.PeerIDFilterState:  str("spiffe://cluster.local/ns/shop/sa/frontend"),
+				mtls.LocalIDFilterState: str("spiffe://cluster.local/ns/shop/sa/backend"),
+			},
+		},
+		ProtocolVersion: datav3.HTTPAccessLogEntry_HTTP11,
+		Request:         &datav3.HTTPRequestProperties{RequestMethod: corev3.RequestMethod_GET, Authority: "backend", Path: "/admin?x=1"},
+		Response:        &datav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(403), ResponseCodeDetails: "rbac_access_denied_matched_policy[none]"},
+	}
+	got, err := ConvertTunneled(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Source.Addr() != netip.MustParseAddr("10.0.1.7") || got.Destination != netip.MustParseAddrPort("10.0.2.5:8080") || got.Direction != flow.Ingress ||
+		got.Method != "GET" || got.Path != "/admin" || got.Code != 403 || !got.Denied ||
+		got.SourceID != "spiffe://cluster.local/ns/shop/sa/frontend" || got.DestinationID != "spiffe://cluster.local/ns/shop/sa/backend" {
+		t.Errorf("tunneled request: %+v", got)
+	}
+	// Convert cannot read it: its direct peer is no socket address.
+	if _, err := Convert(e); err == nil {
+		t.Error("Convert read an internal listener's entry")
 	}
 }

@@ -69,7 +69,7 @@ func Config(o Options, eps []Endpoint, ipc ipcache.Map) (n translate.Node, origi
 			for port := r.Port; ; port++ {
 				pt := translate.Port{Direction: dir, Endpoint: ep.IP, Port: port, Origins: from}
 				if all || len(peers) > 0 {
-					pt.Rules = []translate.Rule{{Peers: peers, HTTP: httpRules(r.HTTP)}}
+					pt.Rules = []translate.Rule{{Peers: peers, HTTP: HTTPRules(r.HTTP)}}
 				}
 				n.Ports = append(n.Ports, pt)
 				if port >= r.EndPort {
@@ -111,9 +111,9 @@ func Peers(ids []identity.ID, byIdentity map[identity.ID][]netip.Prefix) (peers 
 	return peers, false
 }
 
-// httpRules converts the resolver's HTTP rules. A header match with a
+// HTTPRules converts the resolver's HTTP rules. A header match with a
 // mismatch action does not deny, so it is no requirement.
-func httpRules(rs []policy.HTTPRule) []translate.HTTPRule {
+func HTTPRules(rs []policy.HTTPRule) []translate.HTTPRule {
 	out := make([]translate.HTTPRule, 0, len(rs))
 	for _, r := range rs {
 		h := translate.HTTPRule{Method: r.Method, Path: r.Path, Host: r.Host}

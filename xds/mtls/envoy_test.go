@@ -13,6 +13,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	internallistenerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/internal_listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -28,6 +29,10 @@ import (
 // configuration included.
 func TestEnvoyValidate(t *testing.T) {
 	envoy := testenv.Tool(t, "envoy")
+	internalListener, err := marshalAny(&internallistenerv3.InternalListener{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -46,6 +51,9 @@ func TestEnvoyValidate(t *testing.T) {
 			b := &bootstrapv3.Bootstrap{
 				Node:  &corev3.Node{Id: "test-node", Cluster: "membrane"},
 				Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", 0)},
+				// The node Envoy's bootstrap enables internal listeners
+				// (the tunnels' L7 policing).
+				BootstrapExtensions: []*corev3.TypedExtensionConfig{{Name: "envoy.bootstrap.internal_listener", TypedConfig: internalListener}},
 				StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 					Listeners: c.out.Listeners, Clusters: c.out.Clusters, Secrets: secrets,
 				},

@@ -17,6 +17,22 @@
 // identity's pods) per destination, then connects to the pod from the
 // client's address with the proxy's socket mark, which the destination
 // datapath requires for ports whose rules require authentication.
+//
+// A port that also has L7 rules (Inbound.L7) composes with one proxy pass
+// at each end: the source proxy only tunnels bytes, and the destination's
+// CONNECT route hands the stream, instead of delivering it, to an internal
+// listener (L7Listener: a user-space socket of the same Envoy, which needs
+// the bootstrap extension envoy.bootstrap.internal_listener) with filter
+// state shared with it: the destination, the client's address and the two
+// SPIFFE IDs. There the original_dst listener filter restores the
+// destination and the client's address as the connection's, an HTTP
+// connection manager (HTTP/1.1 or HTTP/2, as the L7 path's) applies the
+// port's HTTP rules with Envoy's RBAC filter, the L7 path's matching
+// (translate.HTTPPermissions) with, as each rule's principals, the peer's
+// SPIFFE ID (filter state) and the pod addresses of its identity, and
+// forwards the requests that pass from the client's address with the
+// proxy's socket mark; the others get 403. Its access log
+// (L7AccessLogName) has one entry per request with both SPIFFE IDs.
 package mtls
 
 import (
@@ -27,6 +43,8 @@ import (
 	"net/netip"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // Config is one node's mutual-authentication proxy configuration.
@@ -69,6 +87,23 @@ type Inbound struct {
 	DestinationID spiffeid.ID `json:"destinationID"`
 	// Peers are the allowed clients; none allows nothing.
 	Peers []Peer `json:"peers,omitempty"`
+	// L7, when set, are the destination's HTTP rules on the port: the
+	// tunnel's stream is parsed as HTTP and each request must be allowed
+	// by one of them (Port must not be 0). Entries of the same destination
+	// and port without L7 add their peers as allowed every request.
+	L7 *L7 `json:"l7,omitempty"`
+}
+
+// L7 are a port's HTTP rules, OR-ed; none denies every request.
+type L7 struct {
+	Rules []L7Rule `json:"rules,omitempty"`
+}
+
+// L7Rule allows the requests one of HTTP matches (every request when HTTP
+// is empty) from its peers (none: from nobody).
+type L7Rule struct {
+	Peers []Peer               `json:"peers,omitempty"`
+	HTTP  []translate.HTTPRule `json:"http,omitempty"`
 }
 
 // Peer is an allowed client identity.
@@ -126,15 +161,31 @@ func (c Config) Validate() error {
 		f := fmt.Sprintf("inbound[%d]", i)
 		ipv4(f+".destination", in.Destination)
 		id(f+".destinationID", in.DestinationID)
-		for j, p := range in.Peers {
-			pf := fmt.Sprintf("%s.peers[%d]", f, j)
-			if p.ID.IsZero() == p.TrustDomain.IsZero() {
-				fail(pf, "exactly one of id and trustDomain must be set")
-			}
-			for k, s := range p.Sources {
-				if !s.IsValid() || !s.Addr().Unmap().Is4() {
-					fail(fmt.Sprintf("%s.sources[%d]", pf, k), "%q is not an IPv4 prefix", s)
+		peers := func(f string, ps []Peer) {
+			for j, p := range ps {
+				pf := fmt.Sprintf("%s.peers[%d]", f, j)
+				if p.ID.IsZero() == p.TrustDomain.IsZero() {
+					fail(pf, "exactly one of id and trustDomain must be set")
 				}
+				for k, s := range p.Sources {
+					if !s.IsValid() || !s.Addr().Unmap().Is4() {
+						fail(fmt.Sprintf("%s.sources[%d]", pf, k), "%q is not an IPv4 prefix", s)
+					}
+				}
+			}
+		}
+		peers(f, in.Peers)
+		if in.L7 == nil {
+			continue
+		}
+		if in.Port == 0 {
+			fail(f+".l7", "HTTP rules need a port, not 0")
+		}
+		for j, r := range in.L7.Rules {
+			rf := fmt.Sprintf("%s.l7.rules[%d]", f, j)
+			peers(rf, r.Peers)
+			if _, err := translate.HTTPPermissions(r.HTTP); err != nil {
+				fail(rf, "%v", err)
 			}
 		}
 	}

@@ -77,12 +77,20 @@ func (c Config) Resources() (Resources, error) {
 		out.Clusters = append(out.Clusters, clusters...)
 	}
 	if len(c.Inbound) > 0 {
-		l, err := c.inbound()
+		l, l7s, err := c.inbound()
 		if err != nil {
 			return Resources{}, fmt.Errorf("listener %s: %w", InboundListener, err)
 		}
 		out.Listeners = append(out.Listeners, l)
 		out.Clusters = append(out.Clusters, deliverCluster())
+		if len(l7s) > 0 {
+			il, clusters, err := c.l7(l7s)
+			if err != nil {
+				return Resources{}, fmt.Errorf("listener %s: %w", L7Listener, err)
+			}
+			out.Listeners = append(out.Listeners, il)
+			out.Clusters = append(out.Clusters, clusters...)
+		}
 	}
 	return out, nil
 }
@@ -242,10 +250,10 @@ func commonTLS(id spiffeid.ID, def *tlsv3.CertificateValidationContext) *tlsv3.C
 	return c
 }
 
-func (c Config) inbound() (*listenerv3.Listener, error) {
+func (c Config) inbound() (*listenerv3.Listener, []l7Destination, error) {
 	inspector, err := marshalAny(&tlsinspectorv3.TlsInspector{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	l := &listenerv3.Listener{
 		Name:    InboundListener,
@@ -264,68 +272,130 @@ func (c Config) inbound() (*listenerv3.Listener, error) {
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, func(a, b spiffeid.ID) int { return cmp.Compare(a.String(), b.String()) })
+	var l7s []l7Destination
 	for _, id := range ids {
-		fc, err := c.inboundChain(id, byID[id])
+		fc, dests, err := c.inboundChain(id, byID[id])
 		if err != nil {
-			return nil, fmt.Errorf("filter chain %s: %w", id, err)
+			return nil, nil, fmt.Errorf("filter chain %s: %w", id, err)
 		}
 		l.FilterChains = append(l.FilterChains, fc)
+		l7s = append(l7s, dests...)
 	}
-	return l, nil
+	return l, l7s, nil
 }
 
 // inboundChain terminates the tunnels to the local pods of one identity:
 // TLS with that identity's SVID, client certificate required; one CONNECT
-// route per destination, each with its RBAC policy.
-func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterChain, error) {
+// route per destination, each with its RBAC policy. A destination with L7
+// rules goes to the internal listener (see l7.go), which it returns.
+func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterChain, []l7Destination, error) {
 	slices.SortFunc(ins, func(a, b Inbound) int {
 		return cmp.Or(a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
 	})
-	var routes []*routev3.Route
+	type dest struct {
+		match   destMatch
+		in      Inbound
+		l7      bool
+		l7Rules []L7Rule
+		// open are the peers of entries without L7 rules: every request.
+		open []Peer
+	}
+	var order []string
+	dests := map[string]*dest{}
 	policies := map[string]*rbacconfigv3.Policy{}
 	for _, in := range ins {
-		dest := destinationMatcher(in)
-		name := dest.name
-		if _, dup := policies[name]; !dup {
-			policies[name] = &rbacconfigv3.Policy{
-				Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Header{Header: dest.header}}},
+		m := destinationMatcher(in)
+		d, ok := dests[m.name]
+		if !ok {
+			d = &dest{match: m, in: in}
+			dests[m.name] = d
+			order = append(order, m.name)
+			policies[m.name] = &rbacconfigv3.Policy{
+				Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Header{Header: m.header}}},
 			}
-			routes = append(routes, &routev3.Route{
-				Name: name,
-				Match: &routev3.RouteMatch{
-					PathSpecifier: &routev3.RouteMatch_ConnectMatcher_{ConnectMatcher: &routev3.RouteMatch_ConnectMatcher{}},
-					Headers:       []*routev3.HeaderMatcher{dest.header},
-				},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: DeliverCluster},
-					Timeout:          durationpb.New(0),
-					UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{
-						UpgradeType:   "CONNECT",
-						ConnectConfig: &routev3.RouteAction_UpgradeConfig_ConnectConfig{},
-					}},
-				}},
-			})
 		}
-		p := policies[name]
+		p := policies[m.name]
 		for _, peer := range in.Peers {
 			p.Principals = append(p.Principals, principal(peer))
 		}
+		if in.L7 != nil {
+			d.l7 = true
+			d.l7Rules = append(d.l7Rules, in.L7.Rules...)
+		} else {
+			d.open = append(d.open, in.Peers...)
+		}
+	}
+	anyL7 := slices.ContainsFunc(order, func(n string) bool { return dests[n].l7 })
+	var routes []*routev3.Route
+	var l7s []l7Destination
+	for _, name := range order {
+		d := dests[name]
+		cluster := DeliverCluster
+		var perFilter map[string]*anypb.Any
+		if d.l7 {
+			cluster = L7Cluster
+			rules := d.l7Rules
+			if len(d.open) > 0 {
+				rules = append(slices.Clone(rules), L7Rule{Peers: d.open})
+			}
+			l7s = append(l7s, l7Destination{Destination: d.in.Destination.Unmap(), Port: d.in.Port, DestinationID: id, Rules: rules})
+			// The internal listener connects from the client's address.
+			off, err := disabled()
+			if err != nil {
+				return nil, nil, err
+			}
+			perFilter = map[string]*anypb.Any{originalSrcHTTPFilter: off}
+		} else if anyL7 {
+			off, err := disabled()
+			if err != nil {
+				return nil, nil, err
+			}
+			perFilter = map[string]*anypb.Any{setFilterStateFilter: off}
+		}
+		routes = append(routes, &routev3.Route{
+			Name: name,
+			Match: &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_ConnectMatcher_{ConnectMatcher: &routev3.RouteMatch_ConnectMatcher{}},
+				Headers:       []*routev3.HeaderMatcher{d.match.header},
+			},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+				Timeout:          durationpb.New(0),
+				UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{
+					UpgradeType:   "CONNECT",
+					ConnectConfig: &routev3.RouteAction_UpgradeConfig_ConnectConfig{},
+				}},
+			}},
+			TypedPerFilterConfig: perFilter,
+		})
 	}
 	rbac, err := marshalAny(&rbacv3.RBAC{
 		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: policies},
 		RulesStatPrefix: "mtls.",
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	origSrc, err := marshalAny(&origsrchttpv3.OriginalSrc{Mark: c.UpstreamMark})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	router, err := marshalAny(&routerv3.Router{SuppressEnvoyHeaders: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	filters := []*hcmv3.HttpFilter{
+		{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}},
+		{Name: originalSrcHTTPFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: origSrc}},
+	}
+	if anyL7 {
+		sfs, err := tunnelFilterState()
+		if err != nil {
+			return nil, nil, err
+		}
+		filters = append(filters, sfs)
+	}
+	filters = append(filters, &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}})
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix: "membrane_mtls_inbound",
 		CodecType:  hcmv3.HttpConnectionManager_HTTP2,
@@ -337,32 +407,28 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 		}},
 		// The client's pod address is the last x-forwarded-for entry (the
 		// source proxy's): original_src connects from it.
-		UseRemoteAddress: wrapperspb.Bool(false),
-		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}},
-			{Name: "envoy.filters.http.original_src", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: origSrc}},
-			{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
-		},
+		UseRemoteAddress:     wrapperspb.Bool(false),
+		HttpFilters:          filters,
 		UpgradeConfigs:       []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{AllowConnect: true},
 	}
 	if c.AccessLogCluster != "" {
-		al, err := accessLog(c.AccessLogCluster)
+		al, err := accessLog(c.AccessLogCluster, AccessLogName, nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		m.AccessLog = []*accesslogv3.AccessLog{al}
 	}
 	hcm, err := marshalAny(m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tlsCtx, err := marshalAny(&tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext:         commonTLS(id, nil),
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return &listenerv3.FilterChain{
 		Name:             id.String(),
@@ -375,7 +441,7 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 			Name:       "envoy.filters.network.http_connection_manager",
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 		}},
-	}, nil
+	}, l7s, nil
 }
 
 type destMatch struct {
@@ -434,10 +500,11 @@ func deliverCluster() *clusterv3.Cluster {
 	}
 }
 
-func accessLog(cluster string) (*accesslogv3.AccessLog, error) {
+func accessLog(cluster, name string, filterState []string) (*accesslogv3.AccessLog, error) {
 	cfg, err := marshalAny(&grpcalsv3.HttpGrpcAccessLogConfig{
 		CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
-			LogName: "membrane-mtls",
+			LogName:                 name,
+			FilterStateObjectsToLog: filterState,
 			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
 				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster},
 			}},

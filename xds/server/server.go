@@ -74,8 +74,25 @@ type Status struct {
 	Acked string `json:"acked,omitempty"`
 	// AckedAt is when it did.
 	AckedAt time.Time `json:"ackedAt,omitzero"`
-	// Rejected is set while the newest configuration is one Envoy rejected.
+	// Rejected is set while the newest configuration holds resources
+	// Envoy rejected: Version is the newest published, Resources every
+	// resource of it Envoy refused (Refused says which and why).
 	Rejected *Rejection `json:"rejected,omitempty"`
+	// Refused are the resources of the newest configuration Envoy
+	// refused, one by one, sorted by type and name.
+	Refused []Refusal `json:"refused,omitempty"`
+}
+
+// Refusal is one resource Envoy refused: its error is the part of Envoy's
+// error text about it (the whole text when Envoy's names none).
+type Refusal struct {
+	TypeURL string    `json:"typeURL"`
+	Name    string    `json:"name"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+	// version is the refused version: the resource stays refused (and
+	// is not sent again) while it is published unchanged.
+	version string
 }
 
 // Rejection is a NACK: the version Envoy refused, which of its resources
@@ -120,6 +137,11 @@ type Server struct {
 	// current is the snapshot in the cache: the newest published, or the
 	// one a rejection took it back to.
 	current *cachev3.Snapshot
+	// fresh is the version of the snapshot the newest Publish made (the
+	// newest configuration without the resources Envoy refused).
+	fresh string
+	// refused are the resources Envoy refused, by type URL and name.
+	refused map[string]map[string]Refusal
 	good    *cachev3.Snapshot // last snapshot Envoy ran whole
 	changed chan struct{}
 	// wake is closed (and replaced) whenever Status changes: it wakes every
@@ -155,6 +177,7 @@ func New(log *slog.Logger, nodeID string) *Server {
 		envoy:    map[string]map[string]string{},
 		accepted: map[string]map[string]types.Resource{},
 		snaps:    map[string]*cachev3.Snapshot{},
+		refused:  map[string]map[string]Refusal{},
 		changed:  make(chan struct{}, 1),
 		wake:     make(chan struct{}),
 	}
@@ -186,7 +209,16 @@ func (s *Server) Status() Status {
 		r.Resources = slices.Clone(r.Resources)
 		st.Rejected = &r
 	}
+	st.Refused = slices.Clone(st.Refused)
 	return st
+}
+
+// Running returns the resource of type typeURL named name as Envoy runs it
+// (as far as known); nil when Envoy runs none.
+func (s *Server) Running(typeURL, name string) types.Resource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted[typeURL][name]
 }
 
 // Publish makes res the node's configuration and returns its version.
@@ -234,7 +266,15 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	if version == s.status.Published {
 		return version, nil
 	}
-	snap, err := newSnapshot(version, byType, versions)
+	// Resources Envoy refused and published unchanged are not sent
+	// again: Envoy keeps the version it runs (none of a new one).
+	refused := s.keepRefused(versions)
+	snapVersion := version
+	if refused {
+		byType, versions = s.withoutRefused(byType, versions)
+		snapVersion = contentVersion(versions)
+	}
+	snap, err := newSnapshot(snapVersion, byType, versions)
 	if err != nil {
 		return "", err
 	}
@@ -242,16 +282,97 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 		return "", fmt.Errorf("set snapshot %s: %w", version, err)
 	}
 	s.hashes = hashes
-	s.snaps[version] = snap
+	s.snaps[snapVersion] = snap
 	s.current = snap
+	s.fresh = snapVersion
 	s.status.Published = version
-	s.status.Rejected = nil
+	s.setRejected()
 	s.checkAcked()
 	s.prune()
 	s.notify()
 	s.log.Info("xds configuration published", "version", version,
 		"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "secrets", len(res.Secrets))
 	return version, nil
+}
+
+// keepRefused forgets the refusals of resources that versions (by type URL
+// and name) no longer holds in their refused version, and reports whether
+// any is left.
+func (s *Server) keepRefused(versions map[string]map[string]string) bool {
+	left := false
+	for t, byName := range s.refused {
+		for name, r := range byName {
+			if name == "" || versions[t][name] != r.version {
+				delete(byName, name)
+				continue
+			}
+			left = true
+		}
+	}
+	return left
+}
+
+// withoutRefused replaces every refused resource of byType by the version
+// Envoy runs of it (or, while a reconnected Envoy has not acknowledged it
+// yet, the version in the cache); one Envoy runs no version of is left out
+// (a listener or cluster) or kept (a route configuration, which a listener
+// may need).
+func (s *Server) withoutRefused(byType map[resource.Type][]types.Resource, versions map[string]map[string]string) (map[resource.Type][]types.Resource, map[string]map[string]string) {
+	outTypes := make(map[resource.Type][]types.Resource, len(byType))
+	outVersions := make(map[string]map[string]string, len(versions))
+	for t, rs := range byType {
+		outVersions[t] = maps.Clone(versions[t])
+		for _, r := range rs {
+			name := cachev3.GetResourceName(r)
+			if f, refused := s.refused[t][name]; refused {
+				var cur types.Resource
+				var curVersion string
+				if s.current != nil {
+					cur, curVersion = s.current.GetResources(t)[name], s.current.GetVersionMap(t)[name]
+				}
+				if acc, ok := s.accepted[t][name]; ok && s.envoy[t][name] != "" {
+					r = acc
+					outVersions[t][name] = s.envoy[t][name]
+				} else if cur != nil && curVersion != f.version {
+					// Envoy reconnected and has not acknowledged yet: the
+					// version in the cache is the one it ran.
+					r = cur
+					outVersions[t][name] = curVersion
+				} else if wildcard(t) {
+					delete(outVersions[t], name)
+					continue
+				}
+			}
+			outTypes[t] = append(outTypes[t], r)
+		}
+	}
+	return outTypes, outVersions
+}
+
+// setRejected sets Status.Rejected and Status.Refused from the refusals.
+func (s *Server) setRejected() {
+	s.status.Rejected, s.status.Refused = nil, nil
+	for _, t := range slices.Sorted(maps.Keys(s.refused)) {
+		for _, name := range slices.Sorted(maps.Keys(s.refused[t])) {
+			s.status.Refused = append(s.status.Refused, s.refused[t][name])
+		}
+	}
+	if len(s.status.Refused) == 0 {
+		return
+	}
+	r := &Rejection{Version: s.status.Published, TypeURL: s.status.Refused[0].TypeURL}
+	var errs []string
+	for _, f := range s.status.Refused {
+		r.Resources = append(r.Resources, f.Name)
+		if !slices.Contains(errs, f.Error) {
+			errs = append(errs, f.Error)
+		}
+		if r.At.IsZero() || f.At.Before(r.At) {
+			r.At = f.At
+		}
+	}
+	r.Error = strings.Join(errs, "; ")
+	s.status.Rejected = r
 }
 
 // newSnapshot is a consistent snapshot of byType, whose resources have the
@@ -455,31 +576,63 @@ func (s *Server) checkAcked() {
 }
 
 // reject records a NACK of resp and takes its resources back (see the
-// package's documentation).
+// package's documentation). Envoy applies the listeners and clusters of a
+// response it does not name in its error (it names those it refused):
+// only the named ones are refused; the others count as applied.
 func (s *Server) reject(resp sent, msg string) {
-	if resp.version != s.status.Published {
+	if resp.version != s.fresh {
 		return // an older version: superseded already
 	}
+	t := resp.typeURL
 	names := slices.Sorted(maps.Keys(resp.resources))
-	if r := s.status.Rejected; r != nil && r.Version == resp.version {
-		// Another response of the same version.
-		names = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(r.Resources), names...))))
-		if !strings.Contains(r.Error, msg) {
-			msg = r.Error + "; " + msg
-		} else {
-			msg = r.Error
+	errs, named := refusalErrors(msg, names)
+	if named {
+		if s.envoy[t] == nil {
+			s.envoy[t], s.accepted[t] = map[string]string{}, map[string]types.Resource{}
+		}
+		var objs map[string]types.Resource
+		if resp.snap != nil {
+			objs = resp.snap.GetResources(t)
+		}
+		for _, name := range names {
+			if _, bad := errs[name]; bad {
+				continue
+			}
+			s.envoy[t][name] = resp.resources[name]
+			if r, ok := objs[name]; ok {
+				s.accepted[t][name] = r
+			} else {
+				delete(s.accepted[t], name)
+			}
+		}
+		for _, name := range resp.removed {
+			delete(s.envoy[t], name)
+			delete(s.accepted[t], name)
 		}
 	}
-	s.status.Rejected = &Rejection{Version: resp.version, TypeURL: resp.typeURL, Resources: names, Error: msg, At: time.Now()}
+	if s.refused[t] == nil {
+		s.refused[t] = map[string]Refusal{}
+	}
+	now := time.Now()
+	for name, e := range errs {
+		s.refused[t][name] = Refusal{TypeURL: t, Name: name, Error: e, At: now, version: resp.resources[name]}
+	}
+	if len(names) == 0 {
+		// A removal refused: nothing to keep refusing on the next publish.
+		s.refused[t][""] = Refusal{TypeURL: t, Error: strings.TrimSpace(msg), At: now}
+	}
+	s.setRejected()
 	s.notify()
-	s.log.Warn("envoy rejected the xds configuration", "version", resp.version, "type", resp.typeURL,
-		"resources", strings.Join(names, ","), "error", msg)
-	back, err := s.takeBack(resp)
+	rejected := slices.Sorted(maps.Keys(errs))
+	s.log.Warn("envoy rejected the xds configuration", "version", resp.version, "type", t,
+		"resources", strings.Join(rejected, ","), "error", msg)
+	back, err := s.takeBack(t, rejected)
 	if err != nil {
 		s.log.Error("take the rejected xds resources back", "version", resp.version, "error", err)
 		return
 	}
 	if back == nil || back.GetVersion(resource.ListenerType) == s.current.GetVersion(resource.ListenerType) {
+		s.checkAcked()
 		return
 	}
 	if err := s.cache.SetSnapshot(context.Background(), s.nodeID, back); err != nil {
@@ -493,18 +646,50 @@ func (s *Server) reject(resp sent, msg string) {
 	s.log.Info("xds configuration taken back", "version", version, "rejected", resp.version)
 }
 
-// takeBack is the snapshot in the cache with the resources of resp
-// replaced by the versions Envoy runs; the last snapshot Envoy ran whole
-// when it runs no version of one of them (a new resource); nil when there
-// is none.
-func (s *Server) takeBack(resp sent) (*cachev3.Snapshot, error) {
-	t := resp.typeURL
-	if len(resp.resources) == 0 {
+// refusalErrors splits Envoy's error text msg about a response of the
+// resources names by resource: Envoy's listener and cluster errors name
+// each resource it refused ("Error adding/updating listener(s) <name>:
+// <error>", one line each); named is false when msg names none of them,
+// and then every one of them has the whole text.
+func refusalErrors(msg string, names []string) (errs map[string]string, named bool) {
+	errs = map[string]string{}
+	for _, n := range names {
+		for _, lead := range []string{"(s) ", "\n", ", "} {
+			i := strings.Index(msg, lead+n+": ")
+			if i < 0 {
+				continue
+			}
+			rest := msg[i+len(lead)+len(n)+2:]
+			if j := strings.IndexByte(rest, '\n'); j >= 0 {
+				rest = rest[:j]
+			}
+			errs[n] = strings.TrimSpace(rest)
+			break
+		}
+	}
+	if len(errs) > 0 {
+		return errs, true
+	}
+	for _, n := range names {
+		errs[n] = strings.TrimSpace(msg)
+	}
+	return errs, false
+}
+
+// takeBack is the snapshot in the cache with the rejected resources (of
+// type t) replaced by the versions Envoy runs; a listener or cluster Envoy
+// runs no version of is left out; the last snapshot Envoy ran whole when
+// Envoy runs no version of a rejected route configuration, or when a
+// removal was refused (no rejected resources); nil when there is none.
+func (s *Server) takeBack(t string, rejected []string) (*cachev3.Snapshot, error) {
+	if len(rejected) == 0 {
 		return s.good, nil // a removal refused
 	}
-	for name := range resp.resources {
-		if _, ok := s.accepted[t][name]; !ok {
-			return s.good, nil
+	if !wildcard(t) {
+		for _, name := range rejected {
+			if _, ok := s.accepted[t][name]; !ok {
+				return s.good, nil
+			}
 		}
 	}
 	byType := map[resource.Type][]types.Resource{}
@@ -515,8 +700,13 @@ func (s *Server) takeBack(resp sent) (*cachev3.Snapshot, error) {
 			versions[typ] = map[string]string{}
 		}
 		for name, r := range s.current.GetResources(typ) {
-			if _, rejected := resp.resources[name]; rejected && typ == t {
-				r = s.accepted[t][name]
+			if typ == t && slices.Contains(rejected, name) {
+				acc, ok := s.accepted[t][name]
+				if !ok {
+					delete(versions[typ], name)
+					continue
+				}
+				r = acc
 				versions[typ][name] = s.envoy[t][name]
 			}
 			byType[typ] = append(byType[typ], r)

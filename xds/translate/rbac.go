@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"errors"
 	"net/netip"
 	"regexp/syntax"
 	"slices"
@@ -366,4 +367,23 @@ func orList(p *rbacconfigv3.Permission) []*rbacconfigv3.Permission {
 		return or.GetRules()
 	}
 	return []*rbacconfigv3.Permission{p}
+}
+
+// HTTPPermissions are the RBAC permissions (OR-ed, like a policy's) that
+// allow the requests one of rules matches, every request when rules is
+// empty: the L7 path's matching, for other translations that police HTTP
+// (the mutual-TLS tunnel's). Each problem of rules names its field
+// ("http[1].path: …").
+func HTTPPermissions(rules []HTTPRule) ([]*rbacconfigv3.Permission, error) {
+	n := Node{ProxyPort: 1, Ports: []Port{{Direction: Ingress, Endpoint: netip.AddrFrom4([4]byte{127, 0, 0, 1}), Port: 1, Rules: []Rule{{HTTP: rules}}}}}
+	if err := n.Validate(); err != nil {
+		return nil, errors.New(strings.ReplaceAll(err.Error(), "ports[0].rules[0].", ""))
+	}
+	var rx regexes
+	rx.begin()
+	ps := make([]*rbacconfigv3.Permission, 0, len(rules))
+	for _, h := range rules {
+		ps = append(ps, httpPermission(h, &rx))
+	}
+	return orList(anyOf(ps)), nil
 }

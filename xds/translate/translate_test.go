@@ -414,3 +414,20 @@ func TestPlainMatchers(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPPermissions: the L7 path's matching for other translations: no
+// rules allow every request, each rule is one OR-ed permission, and a bad
+// rule is an error naming its field.
+func TestHTTPPermissions(t *testing.T) {
+	ps, err := HTTPPermissions(nil)
+	if err != nil || len(ps) != 1 || !ps[0].GetAny() {
+		t.Errorf("no rules: %v, %v", ps, err)
+	}
+	ps, err = HTTPPermissions([]HTTPRule{{Method: "GET"}, {Path: "/a/.*"}})
+	if err != nil || len(ps) != 2 || ps[0].GetHeader().GetStringMatch().GetExact() != "GET" || ps[1].GetUrlPath().GetPath().GetPrefix() != "/a/" {
+		t.Errorf("two rules: %v, %v", ps, err)
+	}
+	if _, err := HTTPPermissions([]HTTPRule{{}, {Path: "("}}); err == nil || !strings.HasPrefix(err.Error(), `http[1].path: invalid regex "("`) {
+		t.Errorf("bad regex: %v", err)
+	}
+}

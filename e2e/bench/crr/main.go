@@ -1,7 +1,9 @@
 // Command crr is a TCP_CRR-style load generator: connect, send one small
 // HTTP request, read the whole response, close; one connection after the
-// other (or a fixed number of such loops in parallel). It prints one JSON
-// Result on stdout.
+// other (or a fixed number of such loops in parallel). With -rr it is
+// TCP_RR-style instead: each loop opens one connection per target and sends
+// its requests over it, one after the other (Result's conns are then
+// requests). It prints one JSON Result on stdout.
 //
 // It uses plain blocking socket system calls, so the client's own cost per
 // connection is small and the same whatever the path to the server. Closing
@@ -54,6 +56,9 @@ type Config struct {
 	Concurrency int              // parallel connect/request/close loops
 	Close       string           // "rst" (SO_LINGER 0) or "fin" (plain close)
 	Host        string           // Host header
+	// RR: requests over established connections (one per loop and
+	// target), not a connection each.
+	RR bool
 }
 
 // Validate reports the first setting at fault.
@@ -101,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.Concurrency, "concurrency", 1, "parallel loops")
 	fs.StringVar(&c.Close, "close", "rst", `"rst": SO_LINGER 0, no TIME_WAIT anywhere; "fin": plain close`)
 	fs.StringVar(&c.Host, "host", "bench", "Host header")
+	fs.BoolVar(&c.RR, "rr", false, "requests over established connections (one per loop and target) instead of a connection each")
 	if err := fs.Parse(args[1:]); err != nil {
 		return Config{}, err
 	}
@@ -152,12 +158,24 @@ func measure(ctx context.Context, cfg Config) Result {
 			st := &stats[i]
 			st.micros = make([]uint32, 0, min(perLoop, 1<<20))
 			buf := make([]byte, 4096)
+			conns := map[netip.AddrPort]int{} // -rr: this loop's connections
+			defer func() {
+				for _, fd := range conns {
+					closeConn(fd, cfg.Close == "rst")
+				}
+			}()
 			for n := i; ctx.Err() == nil; n++ {
 				t0 := time.Now()
 				if !t0.Before(end) || st.conns+st.errors >= perLoop {
 					return
 				}
-				err := exchange(cfg.Targets[n%len(cfg.Targets)], req, buf, cfg.Close == "rst")
+				to := cfg.Targets[n%len(cfg.Targets)]
+				var err error
+				if cfg.RR {
+					err = request(conns, to, req, buf, cfg.Close == "rst")
+				} else {
+					err = exchange(to, req, buf, cfg.Close == "rst")
+				}
 				if t0.Before(measureFrom) {
 					st.warm++
 					continue
@@ -203,16 +221,47 @@ func measure(ctx context.Context, cfg Config) Result {
 // exchange does one connection: connect, request, read the response (by its
 // Content-Length), close.
 func exchange(to netip.AddrPort, req, buf []byte, rst bool) error {
+	fd, err := dial(to)
+	if err != nil {
+		return err
+	}
+	defer closeConn(fd, rst)
+	return roundTrip(fd, to, req, buf)
+}
+
+// request sends one request over the loop's connection to `to` (made
+// first if there is none); a failed connection is closed and made anew
+// next time.
+func request(conns map[netip.AddrPort]int, to netip.AddrPort, req, buf []byte, rst bool) error {
+	fd, ok := conns[to]
+	if !ok {
+		var err error
+		if fd, err = dial(to); err != nil {
+			return err
+		}
+		conns[to] = fd
+	}
+	if err := roundTrip(fd, to, req, buf); err != nil {
+		closeConn(fd, rst)
+		delete(conns, to)
+		return err
+	}
+	return nil
+}
+
+func closeConn(fd int, rst bool) {
+	if rst {
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	_ = unix.Close(fd)
+}
+
+// dial connects a blocking socket with 2 s send and receive timeouts.
+func dial(to netip.AddrPort) (int, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("socket: %w", err)
+		return -1, fmt.Errorf("socket: %w", err)
 	}
-	defer func() {
-		if rst {
-			_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-		}
-		_ = unix.Close(fd)
-	}()
 	// A lost SYN or a stuck server must not stall the loop for long.
 	tv := unix.Timeval{Sec: 2}
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
@@ -224,8 +273,15 @@ func exchange(to netip.AddrPort, req, buf []byte, rst bool) error {
 		err = waitConnected(fd)
 	}
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", to, err)
+		_ = unix.Close(fd)
+		return -1, fmt.Errorf("connect %s: %w", to, err)
 	}
+	return fd, nil
+}
+
+// roundTrip writes the request and reads the whole response (by its
+// Content-Length).
+func roundTrip(fd int, to netip.AddrPort, req, buf []byte) error {
 	if _, err := retry(func() (int, error) { return unix.Write(fd, req) }); err != nil {
 		return fmt.Errorf("write to %s: %w", to, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 )
 
@@ -30,6 +31,38 @@ func TestRunAgainstHTTPServer(t *testing.T) {
 		if res.Conns == 0 || res.Errors != 0 || res.Rate <= 0 || res.P50Micros <= 0 || res.P99Micros < res.P50Micros {
 			t.Errorf("-close=%s: %+v", closeMode, res)
 		}
+	}
+}
+
+// TestRequestResponse: -rr sends every request of a loop over one
+// connection per target.
+func TestRequestResponse(t *testing.T) {
+	var mu sync.Mutex
+	remotes := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		remotes[r.RemoteAddr]++
+		mu.Unlock()
+		_, _ = w.Write([]byte("hello\n"))
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().(*net.TCPAddr).AddrPort()
+	var out bytes.Buffer
+	args := []string{"crr", "-rr", "-targets", addr.String(), "-duration", "200ms", "-warmup", "50ms", "-concurrency", "2"}
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	var res Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("decode %q: %v", out.String(), err)
+	}
+	if res.Conns < 10 || res.Errors != 0 {
+		t.Errorf("%+v", res)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(remotes) != 2 {
+		t.Errorf("requests came over %d connections, want 2 (one per loop): %v", len(remotes), remotes)
 	}
 }
 

@@ -19,6 +19,33 @@ type ProxyRejection struct {
 	Policies []string `json:"policies"`
 	// At is when Envoy rejected the configuration.
 	At metav1.Time `json:"at"`
+	// Gateways are the gateway listeners Envoy rejected, one entry per
+	// node Envoy listener (a Gateway's or Ingress's address and port).
+	Gateways []GatewayRejection `json:"gateways,omitempty"`
+}
+
+// GatewayRejection is one gateway listener of the node Envoy that Envoy
+// rejected: Envoy keeps serving the version of it it accepted last (none
+// if it never accepted one).
+type GatewayRejection struct {
+	// Namespace and Name are the Gateway's; an Ingress's are those of its
+	// synthetic Gateway (gateway/translate: "ingress:<name>", or
+	// "ingress:shared" without namespace for the shared address).
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	// Port is the listeners' port.
+	Port int32 `json:"port"`
+	// Listeners are the Gateway listeners (section names) whose part of
+	// the Envoy listener changed since the version Envoy runs: the ones
+	// the rejection is about; empty: every listener of the port.
+	Listeners []string `json:"listeners,omitempty"`
+	// Rules are the route rules whose Envoy routes changed in those
+	// listeners: "<namespace>/<route>/rule/<index>" (GRPCRoutes' prefixed
+	// "grpcroute:"); empty when the listeners changed elsewhere (their
+	// certificates).
+	Rules []string `json:"rules,omitempty"`
+	// Error is Envoy's error text about the listener.
+	Error string `json:"error"`
 }
 
 // PolicyRef names a policy in ProxyRejection.Policies: "<kind>

@@ -373,13 +373,16 @@ type FQDNSelector struct {
 }
 
 // Authentication is the authentication a rule requires of its peers.
-// Mutual authentication is not available yet: see Mode.
 type Authentication struct {
 	// Mode is "disabled" (none), "required" or "test-always-fail" (for
-	// tests: authentication never succeeds). Mutual authentication is not
-	// available yet: with "required", traffic the rule matches is dropped
-	// (drop reason "Authentication required") and the policy's Programmed
-	// condition is False with reason Unsupported.
+	// tests: authentication never succeeds). With "required" on an ingress
+	// rule, the traffic the rule allows travels between the node proxies in
+	// mutual TLS with the two workloads' SPIFFE identities (HTTP rules of
+	// the same ports are applied inside it); everything else to those ports
+	// is dropped (drop reason "Authentication required"). Where the cluster
+	// has no SPIFFE identities, and on egress rules, "required" drops the
+	// traffic the rule matches, and the policy's Programmed condition is
+	// False with reason Unsupported.
 	Mode AuthenticationMode `json:"mode"`
 }
 

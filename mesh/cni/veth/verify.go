@@ -9,6 +9,8 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 )
 
 // Verify checks that the pair described by cfg is in place and configured as
@@ -54,7 +56,7 @@ func verifyHost(h *netlink.Handle, link, peer netlink.Link, ip netip.Addr) error
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		errs = append(errs, fmt.Errorf("host veth %s: is down", name))
 	}
-	routes, err := dump(func() ([]netlink.Route, error) { return h.RouteList(link, netlink.FAMILY_V4) })
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) { return h.RouteList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		errs = append(errs, fmt.Errorf("host veth %s: list routes: %w", name, err))
 	} else if !hasRoute(routes, hostNet(ip), nil, netlink.SCOPE_LINK) {
@@ -80,14 +82,14 @@ func verifyPod(h *netlink.Handle, link netlink.Link, hostMAC net.HardwareAddr, c
 	if link.Attrs().MTU != cfg.MTU {
 		errs = append(errs, fmt.Errorf("pod interface %s: MTU %d, want %d", name, link.Attrs().MTU, cfg.MTU))
 	}
-	addrs, err := dump(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_V4) })
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		errs = append(errs, fmt.Errorf("pod interface %s: list addresses: %w", name, err))
 	} else if !hasAddr(addrs, hostNet(cfg.IP)) {
 		errs = append(errs, fmt.Errorf("pod interface %s: missing address %s/32", name, cfg.IP))
 	}
 	gw := net.IP(Gateway().AsSlice())
-	routes, err := dump(func() ([]netlink.Route, error) { return h.RouteList(link, netlink.FAMILY_V4) })
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) { return h.RouteList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		errs = append(errs, fmt.Errorf("pod interface %s: list routes: %w", name, err))
 	} else {
@@ -98,7 +100,7 @@ func verifyPod(h *netlink.Handle, link netlink.Link, hostMAC net.HardwareAddr, c
 			errs = append(errs, fmt.Errorf("pod: missing default route via %s dev %s", gw, name))
 		}
 	}
-	neighs, err := dump(func() ([]netlink.Neigh, error) {
+	neighs, err := nldump.Retry(func() ([]netlink.Neigh, error) {
 		return h.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
 	})
 	if err != nil {
@@ -138,21 +140,4 @@ func hasNeigh(neighs []netlink.Neigh, ip net.IP, mac net.HardwareAddr) bool {
 		}
 	}
 	return false
-}
-
-// dump retries a netlink dump that the kernel interrupted because the table
-// changed under it.
-func dump[T any](f func() (T, error)) (T, error) {
-	const attempts = 5
-	var (
-		v   T
-		err error
-	)
-	for range attempts {
-		v, err = f()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
 }

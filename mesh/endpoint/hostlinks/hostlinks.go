@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-mesh/membrane/mesh/endpoint"
+	"github.com/membrane-mesh/membrane/mesh/nldump"
 )
 
 // Netlink finds the pods' host-side veths: the interfaces of the node's
@@ -17,11 +18,13 @@ type Netlink struct{}
 
 // HostInterfaces implements endpoint.Links.
 func (Netlink) HostInterfaces() (map[netip.Addr]endpoint.Interface, error) {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
-	links, err := netlink.LinkList()
+	links, err := nldump.Retry(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}

@@ -217,7 +217,12 @@ func Summary(f flow.Flow) string {
 		h := f.L7.HTTP
 		req := h.Method + " http://" + h.Host + h.Path
 		if f.Auth != nil {
-			return fmt.Sprintf("mTLS %s -> %s %d %dms", f.Auth.SourceID, f.Auth.DestinationID, h.Code, f.L7.Latency.Milliseconds())
+			s := fmt.Sprintf("mTLS %s -> %s %d %dms", f.Auth.SourceID, f.Auth.DestinationID, h.Code, f.L7.Latency.Milliseconds())
+			if h.Method != "CONNECT" {
+				// A request inside the tunnel, policed by L7 rules.
+				s = fmt.Sprintf("mTLS %s -> %s %s %d %dms (%s)", f.Auth.SourceID, f.Auth.DestinationID, h.Protocol, h.Code, f.L7.Latency.Milliseconds(), req)
+			}
+			return s
 		}
 		if f.L7.Type == flow.L7Response {
 			return fmt.Sprintf("%s %d %dms (%s)", h.Protocol, h.Code, f.L7.Latency.Milliseconds(), req)

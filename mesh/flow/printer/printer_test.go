@@ -135,6 +135,10 @@ func TestCompactHTTP(t *testing.T) {
 			"http-response FORWARDED (HTTP/1.1 200 23ms (GET http://payment:8080/api/v1/payments/P123))\n"},
 		{denied, "Nov 21 10:00:01.000: payments/checkout-7d9f-x:51234 (ID:1234) -> payments/payment-5c4-y:8080 (ID:5678) " +
 			"L7 policy denied DROPPED (HTTP/1.1 403 0ms (DELETE http://payment:8080/api/v1/payments/123))\n"},
+		{tunneled(denied), "Nov 21 10:00:01.000: payments/checkout-7d9f-x:51234 (ID:1234) -> payments/payment-5c4-y:8080 (ID:5678) " +
+			"L7 policy denied DROPPED (mTLS spiffe://td/ns/payments/sa/checkout -> spiffe://td/ns/payments/sa/payment HTTP/1.1 403 0ms (DELETE http://payment:8080/api/v1/payments/123))\n"},
+		{connect(forwarded), "Nov 21 10:00:00.023: payments/checkout-7d9f-x:51234 (ID:1234) -> payments/payment-5c4-y:8080 (ID:5678) " +
+			"http-response FORWARDED (mTLS spiffe://td/ns/payments/sa/checkout -> spiffe://td/ns/payments/sa/payment 200 23ms)\n"},
 	} {
 		var b bytes.Buffer
 		if err := New(&b, Options{Format: Compact}).Write(tc.f); err != nil {
@@ -144,6 +148,23 @@ func TestCompactHTTP(t *testing.T) {
 			t.Errorf("compact line\n got %q\nwant %q", b.String(), tc.want)
 		}
 	}
+}
+
+// tunneled is f as a request inside an authenticated tunnel.
+func tunneled(f flow.Flow) flow.Flow {
+	f.Auth = &flow.Auth{SourceID: "spiffe://td/ns/payments/sa/checkout", DestinationID: "spiffe://td/ns/payments/sa/payment"}
+	return f
+}
+
+// connect is f as an authenticated tunnel's CONNECT.
+func connect(f flow.Flow) flow.Flow {
+	f = tunneled(f)
+	h := *f.L7.HTTP
+	h.Method = "CONNECT"
+	l7 := *f.L7
+	l7.HTTP = &h
+	f.L7 = &l7
+	return f
 }
 
 // TestJSONHTTP: -o json carries the HTTP fields, the latency and the L7

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/membrane-mesh/membrane/e2e/testenv"
+	"github.com/membrane-mesh/membrane/gateway/ir"
+	gwtranslate "github.com/membrane-mesh/membrane/gateway/translate"
+	"github.com/membrane-mesh/membrane/xds/translate"
+)
+
+func selfSigned(t testing.TB, host string) (chain, key []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}
+
+// TestEnvoyRejectsOneGatewayListener: Envoy applies the listeners of a
+// response it does not name in its NACK, so only the listener it names is
+// refused and taken back; the others serve their new version. A refused
+// listener published unchanged is not sent again (no NACK again) while the
+// other listeners change; a new listener Envoy refuses is left out alone;
+// fixing it clears the rejection.
+func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
+	envoy := testenv.Tool(t, "envoy")
+	s, adsAddr := serveADS(t)
+	httpPort, httpsPort, newPort := freePort(t), freePort(t), freePort(t)
+	chain, key := selfSigned(t, "a.example")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(chain)
+	_, otherKey := selfSigned(t, "a.example") // does not match chain
+	loopback := netip.MustParseAddr("127.0.0.1")
+	https := func(name string, port uint16, k []byte) ir.Listener {
+		return ir.Listener{Name: name, Address: loopback, Port: port, Protocol: ir.HTTPS,
+			Servers: []ir.Server{{Name: name, SNI: []string{"a.example"}, Certificates: []ir.Certificate{{Name: "ns/s", Chain: chain, Key: k}},
+				VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"},
+					Routes: []ir.Route{{Name: "ns/r/rule/0/match/0", Match: ir.Match{PathType: ir.PathPrefix, Path: "/"}, DirectResponse: 200}}}}}}}
+	}
+	model := func(path string, k []byte, extra ...ir.Listener) ir.IR {
+		return ir.IR{Listeners: append([]ir.Listener{
+			{Name: "ns/gw/http", Address: loopback, Port: httpPort, Protocol: ir.HTTP,
+				Servers: []ir.Server{{Name: "ns/gw/http", VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"},
+					Routes: []ir.Route{{Name: "ns/r/rule/0/match/0", Match: ir.Match{PathType: ir.PathExact, Path: path}, DirectResponse: 200}}}}}}},
+			https("ns/gw/https", httpsPort, k),
+		}, extra...)}
+	}
+	publish := func(m ir.IR) string {
+		t.Helper()
+		res, err := gwtranslate.Render(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.Publish(t.Context(), translate.Resources{Listeners: res.Listeners, Clusters: res.Clusters})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	serves := func(path string) {
+		t.Helper()
+		url := fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, path)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := client.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					t.Logf("%s served after %v", path, time.Since(deadline.Add(-10*time.Second)))
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s: %v %v, want 200 within 10s", url, resp, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	const listenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+
+	v1 := publish(model("/a", key))
+	stop := startEnvoy(t, envoy, bootstrapFile(t, adsAddr))
+	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
+	serves("/a")
+
+	// One response: the HTTP listener changed, the HTTPS one broken.
+	v2 := publish(model("/b", otherKey))
+	waitStatus(t, s, "v2 rejected", func(st Status) bool { return st.Rejected != nil && st.Rejected.Version == v2 })
+	st := s.Status()
+	if len(st.Refused) != 1 || st.Refused[0].Name != "gateway/ns/gw/https" || st.Refused[0].TypeURL != listenerType ||
+		!strings.Contains(st.Refused[0].Error, "KEY_VALUES_MISMATCH") || strings.Contains(st.Refused[0].Error, "gateway/ns/gw/https") {
+		t.Fatalf("refused %+v, want the HTTPS listener alone with its error", st.Refused)
+	}
+	t.Logf("refused: %+v", st.Refused[0])
+	serves("/b")
+	waitStatus(t, s, "the rest of v2 in force", func(st Status) bool { return st.Acked != "" && st.Acked != v1 })
+	at := st.Refused[0].At
+
+	// The broken listener unchanged, the other one changed again: served
+	// without another NACK.
+	v3 := publish(model("/c", otherKey))
+	serves("/c")
+	st = s.Status()
+	if st.Rejected == nil || st.Rejected.Version != v3 || len(st.Refused) != 1 || !st.Refused[0].At.Equal(at) {
+		t.Errorf("after publishing the refused listener unchanged: rejected %+v, refused %+v; want the refusal of v2 kept", st.Rejected, st.Refused)
+	}
+
+	// Envoy restarts, and the other listener changes before it
+	// acknowledges: the refused listener stays at the accepted version
+	// (the old certificate is served).
+	stop()
+	waitStatus(t, s, "disconnected", func(st Status) bool { return !st.Connected })
+	v3 = publish(model("/c2", otherKey))
+	stop = startEnvoy(t, envoy, bootstrapFile(t, adsAddr))
+	serves("/c2")
+	secure := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{
+		ServerName: "a.example", RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	resp, err := secure.Get(fmt.Sprintf("https://127.0.0.1:%d/", httpsPort))
+	if err != nil {
+		t.Fatalf("HTTPS after the restart: %v", err)
+	}
+	resp.Body.Close()
+	if st := s.Status(); st.Rejected == nil || st.Rejected.Version != v3 || len(st.Refused) != 1 {
+		t.Errorf("after the restart: rejected %+v, refused %+v; want the refusal kept", st.Rejected, st.Refused)
+	}
+
+	// A new listener Envoy refuses: left out, the rest served.
+	v4 := publish(model("/d", otherKey, https("ns/gw2/https", newPort, otherKey)))
+	waitStatus(t, s, "v4's new listener rejected", func(st Status) bool { return st.Rejected != nil && st.Rejected.Version == v4 && len(st.Refused) == 2 })
+	serves("/d")
+
+	// Fixed: accepted whole.
+	v5 := publish(model("/e", key, https("ns/gw2/https", newPort, key)))
+	waitStatus(t, s, "v5 accepted", func(st Status) bool { return st.Acked == v5 && st.Rejected == nil && st.InSync() })
+	serves("/e")
+}
