@@ -32,6 +32,11 @@
  * connection, with the client's address as source): L3/L4 policy applies,
  * but a redirect verdict passes them as a plain allow.
  *
+ * An endpoint with the reserved init identity (written when the pod's
+ * interface is created, before the agent knows its identity and policy,
+ * with both enforcement flags: tracked, never on the minimal path) drops
+ * every new flow ("Policy not yet known") except those from the node.
+ *
  * Mutual authentication: a new flow to the pod that an entry requiring
  * authentication matches passes only when it comes from the proxy (which
  * accepted it over mutual TLS and checked the peer's SPIFFE ID); anything
@@ -284,7 +289,13 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	}
 
 	/* A new flow. */
-	if (v.have_ep && (v.ep.flags & (dir == DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS))) {
+	if (v.have_ep && v.ep.identity == ID_INIT) {
+		/* Created at pod start, before its policy is known: only the node
+		 * (probes) gets in, as policy always allows it. */
+		resolve_identities(&v);
+		if (dir == DIR_EGRESS || v.remote_id != ID_HOST)
+			return drop(skb, &v, DROP_POLICY_INIT);
+	} else if (v.have_ep && (v.ep.flags & (dir == DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS))) {
 		resolve_identities(&v);
 		reason = policy_check(v.ep.endpoint_id, dir, v.remote_id, &v.f, &pd);
 		if (reason)

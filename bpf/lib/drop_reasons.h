@@ -25,6 +25,8 @@ enum drop_reason {
 	DROP_FRAG_NOT_FOUND = 175,	/* "First logical datagram fragment not found" */
 	DROP_POLICY_DENY = 181,		/* "Policy denied by denylist": a deny entry matched */
 	DROP_POLICY_AUTH_REQUIRED = 189, /* "Authentication required" */
+	DROP_POLICY_INIT = 250,		/* "Policy not yet known (init identity)": not Cilium's; a new
+					   endpoint drops new flows until the agent wrote its policy */
 };
 
 #endif /* MEMBRANE_LIB_DROP_REASONS_H */

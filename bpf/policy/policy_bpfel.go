@@ -65,6 +65,7 @@ const (
 	policyDropReasonDROP_FRAG_NOT_FOUND       policyDropReason = 175
 	policyDropReasonDROP_POLICY_DENY          policyDropReason = 181
 	policyDropReasonDROP_POLICY_AUTH_REQUIRED policyDropReason = 189
+	policyDropReasonDROP_POLICY_INIT          policyDropReason = 250
 )
 
 type policyEndpointInfo struct {

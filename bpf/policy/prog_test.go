@@ -246,6 +246,23 @@ func TestDefaultDenyAndUnenforced(t *testing.T) {
 	must(t, f.dp.DeleteEndpoint(f.ifindex))
 }
 
+// TestInitIdentity: an endpoint with the init identity drops new flows both
+// ways ("Policy not yet known"), whatever its flags and entries, except from
+// the node; written with its real identity, its policy applies.
+func TestInitIdentity(t *testing.T) {
+	// As datapath.Writer writes it: enforcing both ways, so tracked.
+	f := newFixture(t, Options{}, Endpoint{ID: epID, Identity: IdentityInit, Addr: netip.MustParseAddr(podAddr), EnforceIngress: true, EnforceEgress: true})
+	must(t, f.dp.SetEndpointPolicy(epID, []Rule{{Key: PolicyKey{Direction: Egress, Proto: AnyProto}, Entry: PolicyEntry{Verdict: Allow}}}))
+	f.expect(t, "init, egress", Egress, f.out(1, TCP, 80), DropPolicyInit)
+	f.expect(t, "init, ingress", Ingress, f.in(1, TCP, 80), DropPolicyInit)
+	must(t, f.dp.UpsertIPCache(peerPrefix(2), IdentityHost))
+	f.expect(t, "init, ingress from the node", Ingress, f.in(2, TCP, 80), DropNone)
+	f.expect(t, "init, egress to the node", Egress, f.out(2, TCP, 80), DropPolicyInit)
+
+	must(t, f.dp.UpsertEndpoint(f.ifindex, Endpoint{ID: epID, Identity: epIdentity, Addr: netip.MustParseAddr(podAddr)}))
+	f.expect(t, "real identity, unenforced", Egress, f.out(1, TCP, 80), DropNone)
+}
+
 func TestConntrack(t *testing.T) {
 	f := newFixture(t, Options{}, Endpoint{})
 	out := func(proto Proto, port uint16) PolicyKey {

@@ -27,6 +27,7 @@ const (
 	DropFragmentNotFound          DropReason = DropReason(policyDropReasonDROP_FRAG_NOT_FOUND)
 	DropPolicyDenyList            DropReason = DropReason(policyDropReasonDROP_POLICY_DENY)
 	DropAuthRequired              DropReason = DropReason(policyDropReasonDROP_POLICY_AUTH_REQUIRED)
+	DropPolicyInit                DropReason = DropReason(policyDropReasonDROP_POLICY_INIT)
 )
 
 // dropMin: codes below are not drops (Cilium's DROP_MIN).
@@ -104,6 +105,9 @@ var dropReasons = map[DropReason]reasonInfo{
 	193: {"UNSUPPORTED_PROTOCOL_FOR_DSR_ENCAP", "Unsupported packet protocol for DSR encapsulation"},
 	194: {"NO_EGRESS_GATEWAY", "No egress gateway found"},
 	195: {"UNENCRYPTED_TRAFFIC", "Traffic is unencrypted"},
+	// Not Cilium's: an endpoint with the init identity (its policy is not
+	// written yet) drops new flows.
+	250: {"POLICY_INIT", "Policy not yet known (init identity)"},
 }
 
 // String is Cilium's description, e.g. "Policy denied".

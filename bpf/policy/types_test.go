@@ -136,7 +136,7 @@ func TestEnums(t *testing.T) {
 	}
 	for _, r := range []DropReason{DropInvalidSourceIP, DropPolicyDenied, DropInvalidPacket, DropCTInvalidHeader,
 		DropCTUnknownProto, DropUnsupportedL3, DropWriteError, DropCTMapInsertionFailed, DropFragmentationNotSupported,
-		DropNATNoMapping, DropFragmentNotFound, DropPolicyDenyList, DropAuthRequired} {
+		DropNATNoMapping, DropFragmentNotFound, DropPolicyDenyList, DropAuthRequired, DropPolicyInit} {
 		if _, ok := dropReasons[r]; !ok || r < dropMin {
 			t.Errorf("drop reason %d has no name", r)
 		}

@@ -252,6 +252,9 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 		HostPaths:         hostPaths,
 		OwnImagesDir:      filepath.Join(o.BinDir, "images"),
 	}
+	if !o.NoMembrane {
+		cfg.AgentSocket = l.AgentSocket(n.Name)
+	}
 	raw, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return Process{}, fmt.Errorf("encode node config: %w", err)

@@ -71,17 +71,24 @@ func Do(path string, fn func() error) error {
 
 // onThread runs fn on a locked OS thread that may leave the process's network
 // namespace, then returns the thread to it. A thread that cannot return is
-// left locked, so the Go runtime discards it instead of reusing it.
+// left locked, so the Go runtime discards it instead of reusing it. The
+// namespace to return to is the locked thread's own, read before fn runs:
+// read on the caller's thread, it could be another goroutine's, which may
+// have entered a pod's namespace meanwhile, and the thread would go back to
+// the Go runtime in that namespace (a later exec from it, such as a CNI ADD,
+// would then run there).
 func onThread(fn func() error) error {
-	orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-	if err != nil {
-		return fmt.Errorf("open current netns: %w", err)
-	}
-	defer orig.Close()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		err := fn()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		err = fn()
 		if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
 			errc <- errors.Join(err, fmt.Errorf("return to the original netns: %w", serr))
 			return // still locked: the thread ends with this goroutine

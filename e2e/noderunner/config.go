@@ -36,6 +36,10 @@ type Config struct {
 	// CNIBinDir holds membrane-cni; CNIPlugin names it.
 	CNIBinDir string `json:"cniBinDir"`
 	CNIPlugin string `json:"cniPlugin"`
+	// AgentSocket is the node agent's root-only API socket, the CNI
+	// plugin's agentSocket: ADD waits for the agent to put the pod's
+	// interface into the policy datapath. Empty: the plugin tells no one.
+	AgentSocket string `json:"agentSocket,omitempty"`
 	// ControlPlaneNetns is the namespace that must route replies to this
 	// node's pods (the API server's); the runner installs its PodCIDR route there.
 	ControlPlaneNetns string `json:"controlPlaneNetns"`

@@ -39,10 +39,11 @@ func newNetwork(cfg Config, podCIDR netip.Prefix) (*network, error) {
 		"cniVersion": "1.0.0",
 		"name":       "membrane",
 		"plugins": []map[string]any{{
-			"type":    cfg.CNIPlugin,
-			"podCIDR": podCIDR.String(),
-			"dataDir": filepath.Join(cniDir, "ipam"),
-			"logFile": filepath.Join(cniDir, "plugin.log"),
+			"type":        cfg.CNIPlugin,
+			"podCIDR":     podCIDR.String(),
+			"dataDir":     filepath.Join(cniDir, "ipam"),
+			"logFile":     filepath.Join(cniDir, "plugin.log"),
+			"agentSocket": cfg.AgentSocket,
 		}},
 	}
 	raw, err := json.MarshalIndent(conf, "", "  ")

@@ -77,7 +77,7 @@ func (a *Agent) listenAPI(ctx context.Context) (*apiServer, error) {
 		if s.localLn, err = listenRootOnly(a.cfg.APISocket); err != nil {
 			return nil, fmt.Errorf("--api-socket: %w", err)
 		}
-		s.local = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+		s.local = &http.Server{Handler: a.localHandler(), ReadHeaderTimeout: 10 * time.Second}
 		s.local.RegisterOnShutdown(a.flows.Close)
 	}
 	if s.ln, err = net.Listen("tcp", a.cfg.APIAddr); err != nil {
@@ -229,7 +229,16 @@ func (a *Agent) healthz(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// handler is the agent API, served inside the tunnels only.
+// localHandler is the API on the root-only socket: the API, and the CNI
+// plugin's announcements of new interfaces.
+func (a *Agent) localHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+agentapi.PathCNIEndpoints, a.cniEndpointAdded)
+	mux.Handle("/", a.handler())
+	return mux
+}
+
+// handler is the agent API, served inside the tunnels (and on the socket).
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)

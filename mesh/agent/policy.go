@@ -66,6 +66,8 @@ type endpoints struct {
 	requests chan chan struct{}
 	// wanted: regenerate soon (requestRegeneration).
 	wanted chan struct{}
+	// inits are new interfaces to program with the init identity.
+	inits chan initRequest
 
 	// Used by the regeneration loop only.
 	discovery endpoint.Discovery
@@ -95,6 +97,7 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 		results:   map[string]agentapi.PolicyEntry{},
 		requests:  make(chan chan struct{}),
 		wanted:    make(chan struct{}, 1),
+		inits:     make(chan initRequest),
 	}
 	empty := flow.MapEnricher{}
 	e.enrich.Store(&empty)
@@ -130,6 +133,11 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 		select {
 		case <-ctx.Done():
 			return
+		case r := <-e.inits:
+			// Written at once; the regeneration that follows writes
+			// its real policy if the pod is known.
+			e.serveInit(r)
+			sweep = false
 		case <-e.src.Changed():
 			sweep = false
 		case <-identities:
@@ -345,6 +353,19 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			byIP[pod.IP] = r
 		}
 		view = append(view, entry)
+	}
+	// Interfaces the CNI plugin announced whose pod is not known yet keep
+	// their init identity while the interface is there.
+	if inits := e.writer.Init(); len(inits) > 0 {
+		present, err := e.discovery.Links.HostInterfaces()
+		if err != nil {
+			return err
+		}
+		for ifindex, addr := range inits {
+			if !keep[ifindex] && present[addr].Index == ifindex {
+				keep[ifindex] = true
+			}
+		}
 	}
 	errs = append(errs, e.writer.Prune(keep, sweep)...)
 	enforced := time.Now()

@@ -33,3 +33,8 @@ func EndpointPolicyPath(namespace, pod string) string {
 // PathClusterMesh is the node's view of the cluster mesh
 // (ClusterMeshStatus).
 const PathClusterMesh = "/v1/clustermesh"
+
+// PathCNIEndpoints is where the CNI plugin announces a pod's new interface
+// (POST CNIEndpoint, answered with CNIEndpointResult). Served only on the
+// agent's root-only socket.
+const PathCNIEndpoints = "/v1/cni/endpoints"

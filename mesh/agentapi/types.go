@@ -223,3 +223,21 @@ type ClusterMeshStatus struct {
 	Node   string             `json:"node"`
 	Status clustermesh.Status `json:"status"`
 }
+
+// CNIEndpoint is a pod interface the CNI plugin just created.
+type CNIEndpoint struct {
+	Namespace   string     `json:"namespace"`
+	Pod         string     `json:"pod"`
+	ContainerID string     `json:"containerID"`
+	IP          netip.Addr `json:"ip"`
+	// Ifindex is the host-side interface's, in the agent's network namespace.
+	Ifindex int `json:"ifindex"`
+}
+
+// CNIEndpointResult is what the agent programmed for a CNIEndpoint: the
+// endpoint ID and its identity, the reserved init identity (5) until the
+// agent has written the pod's real identity and policy.
+type CNIEndpointResult struct {
+	ID       uint16 `json:"id"`
+	Identity uint32 `json:"identity"`
+}

@@ -182,6 +182,32 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 	return nil
 }
 
+// ProgramInit writes the endpoint of a new interface with the reserved init
+// identity, which drops every new flow but the node's until Program writes
+// its real identity and policy, and attaches the programs. An interface
+// already programmed for addr keeps what it has.
+func (w *Writer) ProgramInit(ifindex int, addr netip.Addr) (bpfpolicy.EndpointID, error) {
+	if p, ok := w.programmed[ifindex]; ok && p.Endpoint.Addr == addr && p.attached {
+		return p.Endpoint.ID, nil
+	}
+	// Enforcing both ways: tracked, so no packet takes the minimal path
+	// of endpoints without policy.
+	bep := bpfpolicy.Endpoint{ID: w.endpointID(ifindex, addr), Identity: bpfpolicy.IdentityInit, Addr: addr, EnforceIngress: true, EnforceEgress: true}
+	return bep.ID, w.program(ifindex, bep, nil)
+}
+
+// Init lists the interfaces whose endpoint has the init identity, with its
+// address.
+func (w *Writer) Init() map[int]netip.Addr {
+	out := map[int]netip.Addr{}
+	for ifindex, p := range w.programmed {
+		if p.Endpoint.Identity == bpfpolicy.IdentityInit {
+			out[ifindex] = p.Endpoint.Addr
+		}
+	}
+	return out
+}
+
 // tracking sets ep.Track for an endpoint that enforces nothing but had
 // redirects to the proxy (its redirected connections are in conntrack),
 // and ep.Pickup while the endpoint is in its PickupWindow: the window opens

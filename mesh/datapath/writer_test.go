@@ -121,6 +121,44 @@ func TestProgramOrder(t *testing.T) {
 	}
 }
 
+func TestProgramInit(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	ip := netip.MustParseAddr("10.244.0.5")
+	id, err := w.ProgramInit(7, ip)
+	if err != nil || id != 1 {
+		t.Fatalf("ProgramInit: id %d, %v; want 1", id, err)
+	}
+	want := []string{"policy 1 rules=0", "endpoint 7 id=1 in=true eg=true", "attach 7"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("init endpoint (-want +got):\n%s", d)
+	}
+	if p, _ := w.Programmed(7); p.Endpoint.Identity != bpfpolicy.IdentityInit {
+		t.Errorf("identity %d, want init", p.Endpoint.Identity)
+	}
+	if got := w.Init(); len(got) != 1 || got[7] != ip {
+		t.Errorf("Init %v, want 7: %s", got, ip)
+	}
+	// Programmed for real: same ID, rules before the identity leaves init.
+	if id, err := w.Program(7, Endpoint{Addr: ip, Identity: 300, EnforceIngress: true, EnforceEgress: true, Rules: allow}); err != nil || id != 1 {
+		t.Fatalf("Program: id %d, %v; want 1", id, err)
+	}
+	want = []string{"policy 1 rules=1", "endpoint 7 id=1 in=true eg=true"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("init to real (-want +got):\n%s", d)
+	}
+	if len(w.Init()) != 0 {
+		t.Errorf("Init %v after Program, want none", w.Init())
+	}
+	// A late ProgramInit (the CNI retried) does not undo the real policy.
+	if _, err := w.ProgramInit(7, ip); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.takeCalls(); len(c) != 0 {
+		t.Errorf("ProgramInit of a programmed endpoint wrote %v", c)
+	}
+}
+
 // TestPickupWindow: an endpoint programmed untracked that policy then
 // applies to picks up its earlier TCP connections for PickupWindow, and no
 // longer once a regeneration after the window rewrites it; one tracked

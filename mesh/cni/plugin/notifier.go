@@ -1,10 +1,19 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 
 	"github.com/membrane-mesh/membrane/mesh/cni/netconf"
 )
@@ -44,12 +53,62 @@ func (NopNotifier) EndpointAdded(context.Context, Endpoint) error { return nil }
 func (NopNotifier) EndpointDeleted(context.Context, Endpoint) error { return nil }
 
 // NotifierFor returns the Notifier that cfg asks for: NopNotifier when
-// agentSocket is empty. A client for the agent's socket does not exist yet,
-// so a non-empty agentSocket is a configuration error rather than being
-// silently ignored.
+// agentSocket is empty, else an AgentNotifier.
 func NotifierFor(cfg netconf.Config) (Notifier, error) {
 	if cfg.AgentSocket == "" {
 		return NopNotifier{}, nil
 	}
-	return nil, fmt.Errorf("agentSocket %q: this build of membrane-cni cannot talk to the agent; leave agentSocket empty", cfg.AgentSocket)
+	if !filepath.IsAbs(cfg.AgentSocket) {
+		return nil, fmt.Errorf("agentSocket %q: must be an absolute path", cfg.AgentSocket)
+	}
+	return AgentNotifier{Socket: cfg.AgentSocket}, nil
 }
+
+// agentTimeout bounds the wait for the agent (it answers within 10 s).
+const agentTimeout = 15 * time.Second
+
+// AgentNotifier tells the node agent on its root-only API socket. On ADD
+// the agent puts the interface into the policy datapath (with the init
+// identity until the pod's policy is written) before it answers: the ADD
+// fails when it cannot, rather than leave the pod unpoliced.
+type AgentNotifier struct {
+	Socket string
+}
+
+// EndpointAdded posts the endpoint to the agent and waits for its answer.
+func (n AgentNotifier) EndpointAdded(ctx context.Context, ep Endpoint) error {
+	body, err := json.Marshal(agentapi.CNIEndpoint{
+		Namespace: ep.PodNamespace, Pod: ep.PodName, ContainerID: ep.ContainerID,
+		IP: ep.IP, Ifindex: ep.HostIfIndex,
+	})
+	if err != nil {
+		return fmt.Errorf("encode endpoint: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+agentapi.PathCNIEndpoints, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	c := http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", n.Socket)
+		},
+	}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent at %s: %w", n.Socket, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent at %s: %s: %s", n.Socket, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// EndpointDeleted does nothing: the agent forgets an interface once it is
+// gone.
+func (AgentNotifier) EndpointDeleted(context.Context, Endpoint) error { return nil }

@@ -2,8 +2,12 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +18,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/cni/netconf"
 	"github.com/membrane-mesh/membrane/mesh/cni/nstest"
 	"github.com/membrane-mesh/membrane/mesh/cni/veth"
@@ -66,8 +71,54 @@ func TestNotifierFor(t *testing.T) {
 	if err != nil || n != (NopNotifier{}) {
 		t.Errorf("NotifierFor(no agentSocket) = %v, %v; want NopNotifier", n, err)
 	}
-	if _, err := NotifierFor(netconf.Config{AgentSocket: "/run/membrane/agent.sock"}); err == nil {
-		t.Error("NotifierFor(agentSocket) = nil error, want error until the agent client exists")
+	if n, err := NotifierFor(netconf.Config{AgentSocket: "/run/membrane/agent.sock"}); err != nil || n != (AgentNotifier{Socket: "/run/membrane/agent.sock"}) {
+		t.Errorf("NotifierFor(agentSocket) = %v, %v; want AgentNotifier", n, err)
+	}
+	if _, err := NotifierFor(netconf.Config{AgentSocket: "agent.sock"}); err == nil {
+		t.Error("NotifierFor(relative agentSocket) = nil error, want error")
+	}
+}
+
+func TestAgentNotifier(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got agentapi.CNIEndpoint
+	status := http.StatusOK
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != agentapi.PathCNIEndpoints {
+			http.NotFound(w, r)
+			return
+		}
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			t.Error(err)
+		}
+		if status != http.StatusOK {
+			http.Error(w, "not ready", status)
+			return
+		}
+		_, _ = w.Write([]byte(`{"id":3,"identity":5}`))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	n := AgentNotifier{Socket: sock}
+	ep := Endpoint{ContainerID: "c1", PodNamespace: "ns", PodName: "p", IP: netip.MustParseAddr("10.244.0.9"), HostIfIndex: 42}
+	if err := n.EndpointAdded(t.Context(), ep); err != nil {
+		t.Fatalf("EndpointAdded: %v", err)
+	}
+	want := agentapi.CNIEndpoint{Namespace: "ns", Pod: "p", ContainerID: "c1", IP: ep.IP, Ifindex: 42}
+	if got != want {
+		t.Errorf("agent got %+v, want %+v", got, want)
+	}
+	status = http.StatusServiceUnavailable
+	if err := n.EndpointAdded(t.Context(), ep); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("EndpointAdded with the agent failing: %v, want an error naming 503", err)
+	}
+	if err := (AgentNotifier{Socket: filepath.Join(t.TempDir(), "none.sock")}).EndpointAdded(t.Context(), ep); err == nil {
+		t.Error("EndpointAdded without an agent: nil error")
 	}
 }
 
