@@ -320,7 +320,10 @@ func testBadConfig(t *testing.T, bin string) {
 		{"invalid podCIDR", map[string]any{"podCIDR": "10.244.300.0/24"}, types.ErrInvalidNetworkConfig, `podCIDR "10.244.300.0/24" is not a valid CIDR`},
 		{"IPv6 podCIDR", map[string]any{"podCIDR": "fd00:10:244:1::/64"}, types.ErrInvalidNetworkConfig, "IPv6 is not supported yet"},
 		{"wrong field type", map[string]any{"mtu": "big"}, types.ErrDecodingFailure, "decode network config"},
-		{"agent socket", map[string]any{"agentSocket": "/run/membrane/agent.sock"}, types.ErrInvalidNetworkConfig, "cannot talk to the agent"},
+		{"relative agent socket", map[string]any{"agentSocket": "run/membrane/agent.sock"}, types.ErrInvalidNetworkConfig, "must be an absolute path"},
+		// No agent to put the pod into the policy datapath: ADD fails
+		// rather than leave the pod unpoliced.
+		{"agent not answering", map[string]any{"agentSocket": "/run/membrane/no-agent.sock"}, types.ErrInternal, "tell agent about endpoint"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
