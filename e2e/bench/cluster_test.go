@@ -463,3 +463,38 @@ func benchContext(b *testing.B) context.Context {
 	b.Cleanup(cancel)
 	return ctx
 }
+
+// runPods creates pods in ns and waits (2 minutes at most) until each runs
+// with an address; it returns them as they run, with their addresses, in
+// their order.
+func (c *cluster) runPods(ctx context.Context, ns string, pods []*corev1.Pod) ([]*corev1.Pod, []netip.Addr, error) {
+	for _, p := range pods {
+		if _, err := c.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return nil, nil, fmt.Errorf("create pod %s: %w", p.Name, err)
+		}
+	}
+	got := make([]*corev1.Pod, len(pods))
+	err := poll(ctx, 2*time.Minute, fmt.Sprintf("%d pods Running with an IP", len(pods)), func() (bool, error) {
+		if err := c.state.CheckProcesses(); err != nil {
+			return false, err
+		}
+		for i, p := range pods {
+			q, err := c.client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil || q.Status.Phase != corev1.PodRunning || q.Status.PodIP == "" {
+				return false, nil
+			}
+			got[i] = q
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ips := make([]netip.Addr, len(got))
+	for i, p := range got {
+		if ips[i], err = netip.ParseAddr(p.Status.PodIP); err != nil {
+			return nil, nil, fmt.Errorf("pod %s: IP %q: %w", p.Name, p.Status.PodIP, err)
+		}
+	}
+	return got, ips, nil
+}

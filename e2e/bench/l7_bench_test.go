@@ -320,37 +320,12 @@ func (l *l7Bench) deploy(ctx context.Context) error {
 		},
 		payment("l7"), payment("plain"),
 	}
-	for _, p := range pods {
-		if _, err := client.CoreV1().Pods(l7BenchNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create pod %s: %w", p.Name, err)
-		}
-	}
-	err := poll(ctx, 2*time.Minute, "the client and payment pods Running with an IP", func() (bool, error) {
-		if err := l.c.state.CheckProcesses(); err != nil {
-			return false, err
-		}
-		got := make([]*corev1.Pod, len(pods))
-		for i, p := range pods {
-			q, err := client.CoreV1().Pods(l7BenchNS).Get(ctx, p.Name, metav1.GetOptions{})
-			if err != nil || q.Status.Phase != corev1.PodRunning || q.Status.PodIP == "" {
-				return false, nil
-			}
-			got[i] = q
-		}
-		l.client, l.l7, l.plain = got[0], got[1], got[2]
-		return true, nil
-	})
+	got, ips, err := l.c.runPods(ctx, l7BenchNS, pods)
 	if err != nil {
 		return err
 	}
-	for _, x := range []struct {
-		p  *corev1.Pod
-		ip *netip.Addr
-	}{{l.client, &l.clientIP}, {l.l7, &l.l7IP}, {l.plain, &l.plainIP}} {
-		if *x.ip, err = netip.ParseAddr(x.p.Status.PodIP); err != nil {
-			return fmt.Errorf("pod %s: IP %q: %w", x.p.Name, x.p.Status.PodIP, err)
-		}
-	}
+	l.client, l.l7, l.plain = got[0], got[1], got[2]
+	l.clientIP, l.l7IP, l.plainIP = ips[0], ips[1], ips[2]
 	progress(l.b, "pods running in %s: client %s on %s, payment-l7 %s and payment-plain %s on %s",
 		time.Since(start).Round(time.Millisecond), l.clientIP, l.client.Spec.NodeName, l.l7IP, l.plainIP, l.server.Name)
 	return nil
