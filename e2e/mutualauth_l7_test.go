@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -59,24 +56,13 @@ func wgetCode(k *kube, ns, pod, url string) string {
 // does not allow are refused.
 func TestMutualAuthL7(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	s := ownCluster(t, localcluster.Options{
-		Name: "e2e-mtlsl7-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.236.0.0/16", ServiceCIDR: "10.86.0.0/16",
-		HelmSet: []string{"authentication.mutual.enabled=true"},
-	})
-	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpMTLS(t, k, s)
-		}
-	})
 	const ns = "mtlsl7"
-	backends, frontends := deployTutorialAccounts(t, k, ns)
-	checkSpread(t, backends, frontends)
+	c := newMTLSCluster(t, localcluster.Options{
+		Name: "e2e-mtlsl7-", Nodes: 2, PodCIDR: "10.236.0.0/16", ServiceCIDR: "10.86.0.0/16",
+		HelmSet: []string{"authentication.mutual.enabled=true"},
+	}, ns, nil)
+	s, k, nodeB, backend, remoteFront, localFront := c.s, c.k, c.nodeB, c.backend, c.remoteFront, c.localFront
 	other := otherPod(t, k, ns, "other", "other")
-	nodeB := s.Nodes[1].Name
-	backend := onNode(t, backends, nodeB, true)
-	remoteFront := onNode(t, frontends, nodeB, false)
-	localFront := onNode(t, frontends, nodeB, true)
 	base := "http://" + backend.Status.PodIP + ":8080"
 	allowed, denied := base+"/public/hello", base+"/admin"
 
@@ -229,23 +215,12 @@ spec:
 // not reported unsupported.
 func TestMutualAuthEgress(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	s := ownCluster(t, localcluster.Options{
-		Name: "e2e-mtlseg-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.235.0.0/16", ServiceCIDR: "10.85.0.0/16",
-		HelmSet: []string{"authentication.mutual.enabled=true"},
-	})
-	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpMTLS(t, k, s)
-		}
-	})
 	const ns = "mtlseg"
-	backends, frontends := deployTutorialAccounts(t, k, ns)
-	checkSpread(t, backends, frontends)
-	nodeB := s.Nodes[1].Name
-	backend := onNode(t, backends, nodeB, true)
-	remoteFront := onNode(t, frontends, nodeB, false)
-	localFront := onNode(t, frontends, nodeB, true)
+	c := newMTLSCluster(t, localcluster.Options{
+		Name: "e2e-mtlseg-", Nodes: 2, PodCIDR: "10.235.0.0/16", ServiceCIDR: "10.85.0.0/16",
+		HelmSet: []string{"authentication.mutual.enabled=true"},
+	}, ns, nil)
+	s, k, nodeB, backend, remoteFront, localFront := c.s, c.k, c.nodeB, c.backend, c.remoteFront, c.localFront
 	url := "http://" + backend.Status.PodIP + ":8080/"
 
 	k.must(mtlsEgressPolicy(ns), "apply", "-f", "-")

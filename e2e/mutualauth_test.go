@@ -57,6 +57,43 @@ spec:
 `
 }
 
+// mtlsCluster is a 2-node cluster of a test's own with mutual
+// authentication and the tutorial in one namespace: the backend on the
+// second node, reached by a frontend on the other node (cross-node) and
+// one on the same node. A failed test dumps the proxies' state.
+type mtlsCluster struct {
+	s                                *localcluster.State
+	k                                *kube
+	nodeB                            string
+	backend, remoteFront, localFront corev1.Pod
+}
+
+// newMTLSCluster brings up opts (Name gets the process ID appended), runs
+// ready (may be nil) and deploys the tutorial in ns.
+func newMTLSCluster(t *testing.T, opts localcluster.Options, ns string, ready func(*testing.T, *kube)) mtlsCluster {
+	t.Helper()
+	opts.Name += strconv.Itoa(os.Getpid())
+	start := time.Now()
+	s := ownCluster(t, opts)
+	t.Logf("cluster up in %s", time.Since(start).Round(time.Second))
+	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpMTLS(t, k, s)
+		}
+	})
+	if ready != nil {
+		ready(t, k)
+	}
+	backends, frontends := deployTutorialAccounts(t, k, ns)
+	checkSpread(t, backends, frontends)
+	c := mtlsCluster{s: s, k: k, nodeB: s.Nodes[1].Name}
+	c.backend = onNode(t, backends, c.nodeB, true)
+	c.remoteFront = onNode(t, frontends, c.nodeB, false)
+	c.localFront = onNode(t, frontends, c.nodeB, true)
+	return c
+}
+
 // deployTutorialAccounts is the tutorial pair with a service account each
 // (frontend, backend): two SPIFFE IDs.
 func deployTutorialAccounts(t *testing.T, k *kube, ns string) (backends, frontends []corev1.Pod) {
@@ -172,29 +209,11 @@ func TestMutualAuthSPIRE(t *testing.T) {
 func testMutualAuth(t *testing.T, p mtlsProvider) {
 	cluster(t) // skips like every end-to-end test
 	opts := p.opts
-	opts.Name = p.name + strconv.Itoa(os.Getpid())
-	start := time.Now()
-	s := ownCluster(t, opts)
-	t.Logf("cluster up in %s", time.Since(start).Round(time.Second))
-	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpMTLS(t, k, s)
-		}
-	})
-	if p.ready != nil {
-		p.ready(t, k)
-	}
+	opts.Name = p.name
 	const ns = "mtls"
-	backends, frontends := deployTutorialAccounts(t, k, ns)
-	checkSpread(t, backends, frontends)
+	c := newMTLSCluster(t, opts, ns, p.ready)
+	s, k, nodeB, backend, remoteFront, localFront := c.s, c.k, c.nodeB, c.backend, c.remoteFront, c.localFront
 	other := otherPod(t, k, ns, "other", "other")
-	// The backend on the second node, reached from the first node's frontend
-	// (cross-node) and from the second node's (same node).
-	nodeB := s.Nodes[1].Name
-	backend := onNode(t, backends, nodeB, true)
-	remoteFront := onNode(t, frontends, nodeB, false)
-	localFront := onNode(t, frontends, nodeB, true)
 	url := "http://" + backend.Status.PodIP + ":8080/"
 
 	// Two pods on the remote frontend's node that fetch their own SVIDs:
@@ -593,24 +612,13 @@ func serials(certs string) string {
 // the plaintext answer.
 func TestMutualAuthWireGuard(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
-	s := ownCluster(t, localcluster.Options{
-		Name: "e2e-mtlswg-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.240.0.0/16", ServiceCIDR: "10.90.0.0/16",
+	const ns = "mtlswg"
+	c := newMTLSCluster(t, localcluster.Options{
+		Name: "e2e-mtlswg-", Nodes: 2, PodCIDR: "10.240.0.0/16", ServiceCIDR: "10.90.0.0/16",
 		Encryption: localcluster.EncryptionWireGuard,
 		HelmSet:    []string{"authentication.mutual.enabled=true"},
-	})
-	k := &kube{t: t, kubeconfig: s.Layout().Kubeconfig(), kubectlPath: filepath.Join(shared.toolsDir, "bin", "kubectl")}
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpMTLS(t, k, s)
-		}
-	})
-	const ns = "mtlswg"
-	backends, frontends := deployTutorialAccounts(t, k, ns)
-	checkSpread(t, backends, frontends)
-	nodeB := s.Nodes[1].Name
-	backend := onNode(t, backends, nodeB, true)
-	remoteFront := onNode(t, frontends, nodeB, false)
-	localFront := onNode(t, frontends, nodeB, true)
+	}, ns, nil)
+	s, k, nodeB, backend, remoteFront, localFront := c.s, c.k, c.nodeB, c.backend, c.remoteFront, c.localFront
 	url := "http://" + backend.Status.PodIP + ":8080/"
 	k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
 	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
