@@ -37,7 +37,7 @@ spec:
 `, "apply", "-f", "-")
 
 	waitValid(t, k, ns, "backend", "True", "")
-	const authMsg = `spec.ingress[1].authentication: mode "required": mutual authentication is not available yet, ` +
+	const authMsg = `spec.ingress[1].authentication: mode "required": mutual authentication is off in this cluster (authentication.mutual.enabled), ` +
 		`so traffic matching this rule is dropped (drop reason "Authentication required")`
 	waitCondition(t, k, ns, "backend", "Programmed", "False", authMsg)
 	if reason := k.must("", "-n", ns, "get", "mnp", "backend", "-o", `jsonpath={.status.conditions[?(@.type=="Programmed")].reason}`); reason != "Unsupported" {
@@ -76,7 +76,7 @@ spec:
 	// policy get shows the entry requiring authentication and why it drops.
 	pol := k.membrane("policy", "get", "-n", ns, backends[0].Name)
 	t.Logf("policy get:\n%s", pol)
-	if !strings.Contains(pol, "allow+auth") || !strings.Contains(pol, "MembraneNetworkPolicy "+ns+"/backend rules[0] ingress[1]: authentication: mutual authentication is not available yet") {
+	if !strings.Contains(pol, "allow+auth") || !strings.Contains(pol, "MembraneNetworkPolicy "+ns+"/backend rules[0] ingress[1]: authentication: mutual authentication is off in this cluster (authentication.mutual.enabled)") {
 		t.Errorf("policy get does not show the rule requiring authentication:\n%s", pol)
 	}
 	var entry agentapi.PolicyEntry

@@ -113,7 +113,7 @@ func unsupportedAuthentication(a *v1alpha1.Authentication, p *field.Path, where 
 	const drop = `so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`
 	if where == "" {
 		// The cluster runs without SPIFFE identities.
-		return []string{p.String() + `: mode "required": mutual authentication is not available yet, ` + drop}
+		return []string{p.String() + `: mode "required": mutual authentication is off in this cluster (authentication.mutual.enabled), ` + drop}
 	}
 	return []string{p.String() + `: mode "required" ` + where + `: mutual authentication is not available there, ` + drop}
 }

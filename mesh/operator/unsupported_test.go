@@ -15,7 +15,7 @@ import (
 
 // authText is the condition of an egress rule requiring authentication in
 // a cluster without SPIFFE identities (the policy status tests').
-const authText = `spec.egress[0].authentication: mode "required": mutual authentication is not available yet, ` +
+const authText = `spec.egress[0].authentication: mode "required": mutual authentication is off in this cluster (authentication.mutual.enabled), ` +
 	`so traffic matching this rule is dropped (drop reason "Authentication required"), even where another rule allows it`
 
 // withAuth is allowPort with a second ingress rule on another port, and an
@@ -42,7 +42,7 @@ func TestIngressAuthenticationSupported(t *testing.T) {
 		t.Errorf("ingress authentication with HTTP rules reported: %q", got)
 	}
 	// Without identities in the cluster it drops.
-	if got := unsupportedFields(r, nil, false); len(got) != 1 || !strings.HasPrefix(got[0], `spec.ingress[0].authentication: mode "required": mutual authentication is not available yet`) {
+	if got := unsupportedFields(r, nil, false); len(got) != 1 || !strings.HasPrefix(got[0], `spec.ingress[0].authentication: mode "required": mutual authentication is off in this cluster (authentication.mutual.enabled)`) {
 		t.Errorf("ingress authentication without identities: %q", got)
 	}
 }

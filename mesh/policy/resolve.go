@@ -140,9 +140,9 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 }
 
 // errAuthUnavailable is reported for every allow rule that requires
-// authentication: the datapath drops what such entries match until mutual
-// authentication exists.
-var errAuthUnavailable = errors.New(`authentication: mutual authentication is not available yet: ` +
+// authentication where the cluster runs without mutual authentication: the
+// datapath drops what such entries match.
+var errAuthUnavailable = errors.New(`authentication: mutual authentication is off in this cluster (authentication.mutual.enabled): ` +
 	`the traffic this rule allows is dropped ("Authentication required")`)
 
 // reservedInCluster returns the reserved identities the cluster entity
