@@ -253,6 +253,43 @@ spec:
 		}
 	})
 
+	t.Run("from pods on both nodes", func(t *testing.T) {
+		// A pod reaches the Gateway's address like the host does: to the
+		// announcing node, whose Envoy serves it (the pod on that node
+		// reaches its own node's Envoy).
+		var pods strings.Builder
+		for i, n := range s.Nodes {
+			fmt.Fprintf(&pods, `---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-%d, namespace: shop}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: curl, image: curlimages/curl:8.5.0, command: [sleep, "3600"]}
+`, i, n.Name)
+		}
+		k.must(pods.String(), "apply", "-f", "-")
+		for i, n := range s.Nodes {
+			pod := fmt.Sprintf("client-%d", i)
+			k.must("", "-n", "shop", "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=90s")
+			for _, c := range []struct{ path, pod string }{{"/only/v1", "shop-v1"}, {"/only/v2", "shop-v2"}} {
+				eventually(t, 30*time.Second, fmt.Sprintf("GET %s from %s on %s", c.path, pod, n.Name), func() error {
+					out, err := k.run(t.Context(), "", "-n", "shop", "exec", pod, "--", "curl", "-sf", "-m", "3", gwHTTP+c.path)
+					if err != nil {
+						return err
+					}
+					var e echoResponse
+					if err := json.Unmarshal([]byte(out), &e); err != nil || e.Pod != c.pod {
+						return fmt.Errorf("answer %q (%v), want one from %s", out, err, c.pod)
+					}
+					return nil
+				})
+			}
+		}
+	})
+
 	t.Run("header modifiers", func(t *testing.T) {
 		r, err := hostGet(gwHTTP+"/shop/items", getOptions{headers: map[string]string{"X-Internal": "secret", "X-Route": "client"}})
 		if err != nil || r.Code != http.StatusOK {
