@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -26,7 +27,9 @@ func listIngresses(ctx context.Context, c kubernetes.Interface) ([]networkingv1.
 		return nil, nil, nil
 	}
 	evs, err := c.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Ingress,type=Warning"})
-	if err != nil {
+	if apierrors.IsForbidden(err) {
+		return ings.Items, nil, nil // the Ingresses without their warnings
+	} else if err != nil {
 		return nil, nil, fmt.Errorf("list the Ingresses' events: %w", err)
 	}
 	return ings.Items, evs.Items, nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -9,9 +10,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -90,5 +95,23 @@ func TestListIngresses(t *testing.T) {
 	empty, evs, err := listIngresses(t.Context(), fake.NewClientset())
 	if err != nil || empty != nil || evs != nil {
 		t.Errorf("no Ingresses: %v %v %v", empty, evs, err)
+	}
+
+	// A user who may list the Ingresses but not the Events gets the
+	// Ingresses; one who may not list the Ingresses gets Forbidden, which
+	// status reports and goes on.
+	forbid := func(c *fake.Clientset, resource string) {
+		c.PrependReactor("list", resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: resource}, "", errors.New("RBAC"))
+		})
+	}
+	c = fake.NewClientset(&networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop"}})
+	forbid(c, "events")
+	if ings, evs, err := listIngresses(t.Context(), c); err != nil || len(ings) != 1 || evs != nil {
+		t.Errorf("events forbidden: %d ingresses, %v events, %v; want the Ingress, no events", len(ings), evs, err)
+	}
+	forbid(c, "ingresses")
+	if _, _, err := listIngresses(t.Context(), c); !apierrors.IsForbidden(err) {
+		t.Errorf("ingresses forbidden: %v, want Forbidden", err)
 	}
 }

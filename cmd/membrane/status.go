@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
@@ -105,15 +106,25 @@ func printClusterGateways(g *globals) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A user who may read the agents but not the Gateways or the
+	// Ingresses still gets the nodes, and a note saying what is left out.
 	gws, err := listGateways(ctx, c)
-	if err != nil {
+	switch {
+	case apierrors.IsForbidden(err):
+		fmt.Fprintf(g.stderr, "Gateways not shown: %v\n", err)
+	case err != nil:
 		return err
-	}
-	if err := printGateways(g.stdout, gws); err != nil {
-		return err
+	default:
+		if err := printGateways(g.stdout, gws); err != nil {
+			return err
+		}
 	}
 	ings, events, err := listIngresses(ctx, c)
-	if err != nil {
+	switch {
+	case apierrors.IsForbidden(err):
+		fmt.Fprintf(g.stderr, "Ingresses not shown: %v\n", err)
+		return nil
+	case err != nil:
 		return err
 	}
 	return printIngresses(g.stdout, ings, events, time.Now())
