@@ -21,7 +21,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	internalupstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/internal_upstream/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
-	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -135,7 +134,9 @@ func (c Config) l7(dests []l7Destination) (*listenerv3.Listener, []*clusterv3.Cl
 	if err != nil {
 		return nil, nil, err
 	}
-	deliver, err := l7DeliverCluster()
+	// The destination restored by original_dst, in the client's HTTP
+	// version (gRPC over h2c keeps working).
+	deliver, err := translate.OriginalDstHTTPCluster(L7DeliverCluster)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -288,28 +289,5 @@ func l7Cluster() (*clusterv3.Cluster, error) {
 			Name:       "envoy.transport_sockets.internal_upstream",
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ts},
 		},
-	}, nil
-}
-
-// l7DeliverCluster forwards to the destination restored by original_dst
-// in the client's HTTP version (gRPC over h2c keeps working).
-func l7DeliverCluster() (*clusterv3.Cluster, error) {
-	opts, err := marshalAny(&upstreamhttpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
-			UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
-				HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
-				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-			},
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &clusterv3.Cluster{
-		Name:                          L7DeliverCluster,
-		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
-		LbPolicy:                      clusterv3.Cluster_CLUSTER_PROVIDED,
-		ConnectTimeout:                durationpb.New(connectTimeout),
-		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOpts: opts},
 	}, nil
 }

@@ -395,6 +395,12 @@ func accessLog(cluster string) (*accesslogv3.AccessLog, error) {
 // originalDstCluster forwards to each connection's original destination,
 // with the downstream's HTTP version (so gRPC over h2c keeps working).
 func originalDstCluster() (*clusterv3.Cluster, error) {
+	return OriginalDstHTTPCluster(OriginalDstCluster)
+}
+
+// OriginalDstHTTPCluster is a cluster, called name, that forwards HTTP to each
+// connection's original destination in the downstream's HTTP version.
+func OriginalDstHTTPCluster(name string) (*clusterv3.Cluster, error) {
 	opts, err := marshalAny(&upstreamhttpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
 			UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
@@ -407,7 +413,7 @@ func originalDstCluster() (*clusterv3.Cluster, error) {
 		return nil, err
 	}
 	return &clusterv3.Cluster{
-		Name:                          OriginalDstCluster,
+		Name:                          name,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 		LbPolicy:                      clusterv3.Cluster_CLUSTER_PROVIDED,
 		ConnectTimeout:                durationpb.New(connectTimeout),
