@@ -8,7 +8,6 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -269,25 +268,12 @@ func l7Cluster() (*clusterv3.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clusterv3.Cluster{
-		Name:                 L7Cluster,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:       durationpb.New(connectTimeout),
-		LoadAssignment: &endpointv3.ClusterLoadAssignment{
-			ClusterName: L7Cluster,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{EnvoyInternalAddress: &corev3.EnvoyInternalAddress{
-							AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: L7Listener},
-						}}},
-					}},
-				}},
-			}},
-		},
-		TransportSocket: &corev3.TransportSocket{
-			Name:       "envoy.transport_sockets.internal_upstream",
-			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ts},
-		},
-	}, nil
+	cl := staticCluster(L7Cluster, &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{EnvoyInternalAddress: &corev3.EnvoyInternalAddress{
+		AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: L7Listener},
+	}}})
+	cl.TransportSocket = &corev3.TransportSocket{
+		Name:       "envoy.transport_sockets.internal_upstream",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ts},
+	}
+	return cl, nil
 }

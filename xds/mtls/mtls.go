@@ -205,6 +205,17 @@ func (c Config) tunnelCluster(name string, t tunnel) (*clusterv3.Cluster, error)
 	if err != nil {
 		return nil, err
 	}
+	cl := staticCluster(name, socketAddress(t.node.String(), c.TunnelPort))
+	cl.TransportSocket = &corev3.TransportSocket{
+		Name:       tlsSocket,
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx},
+	}
+	cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOpts: h2}
+	return cl, nil
+}
+
+// staticCluster is a cluster of one endpoint, addr.
+func staticCluster(name string, addr *corev3.Address) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
@@ -213,18 +224,11 @@ func (c Config) tunnelCluster(name string, t tunnel) (*clusterv3.Cluster, error)
 			ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{
 				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: socketAddress(t.node.String(), c.TunnelPort),
-					}},
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
 				}},
 			}},
 		},
-		TransportSocket: &corev3.TransportSocket{
-			Name:       tlsSocket,
-			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx},
-		},
-		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOpts: h2},
-	}, nil
+	}
 }
 
 // commonTLS presents the SVID of id and validates the peer with the trust
