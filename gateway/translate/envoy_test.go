@@ -23,11 +23,11 @@ import (
 func TestEnvoyValidate(t *testing.T) {
 	envoy := testenv.Tool(t, "envoy")
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
 			// Static listeners cannot use RDS: each gets its route
 			// configurations inline, so that Envoy parses them too.
-			inline, err := xdstranslate.Resources{Listeners: c.out.Listeners, Routes: c.out.Routes}.InlineRoutes()
+			inline, err := xdstranslate.Resources{Listeners: c.Out.out.Listeners, Routes: c.Out.out.Routes}.InlineRoutes()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -36,7 +36,7 @@ func TestEnvoyValidate(t *testing.T) {
 				Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 					Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
 				}}}},
-				StaticResources: &bootstrapv3.Bootstrap_StaticResources{Listeners: inline, Clusters: c.out.Clusters},
+				StaticResources: &bootstrapv3.Bootstrap_StaticResources{Listeners: inline, Clusters: c.Out.out.Clusters},
 			})
 			if err != nil {
 				t.Fatal(err)

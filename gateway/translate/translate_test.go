@@ -3,9 +3,9 @@ package translate
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -17,39 +17,24 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-type goldenCase struct {
-	name   string
-	in     Input
+// built is a golden input's translation: every object's status and the
+// Envoy resources.
+type built struct {
 	status Status
 	out    Resources
 }
 
 // goldenCases reads and translates every testdata/*.in.yaml.
-func goldenCases(t *testing.T) []goldenCase {
-	t.Helper()
-	ins, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(ins) == 0 {
-		t.Fatalf("no golden inputs: %v", err)
-	}
-	var cases []goldenCase
-	for _, path := range ins {
-		f, err := os.Open(path)
+func goldenCases(t *testing.T) []xdstest.GoldenCase[Input, built] {
+	return xdstest.GoldenCases(t, func(raw []byte) (Input, built, error) {
+		in, err := ParseObjects(bytes.NewReader(raw))
 		if err != nil {
-			t.Fatal(err)
-		}
-		in, err := ParseObjects(f)
-		f.Close()
-		if err != nil {
-			t.Fatalf("parse %s: %v", path, err)
+			return in, built{}, fmt.Errorf("parse: %w", err)
 		}
 		model, status := Build(in)
 		out, err := Render(model)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		cases = append(cases, goldenCase{strings.TrimSuffix(filepath.Base(path), ".in.yaml"), in, status, out})
-	}
-	return cases
+		return in, built{status, out}, err
+	})
 }
 
 // TestGolden compares the translation of testdata/<case>.in.yaml with
@@ -58,11 +43,11 @@ func goldenCases(t *testing.T) []goldenCase {
 // test ./gateway/translate -update rewrites them).
 func TestGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			checkStatus(t, filepath.Join("testdata", c.name+".status.yaml"), c.status)
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners, *update)
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".routes.json"), c.out.Routes, *update)
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters, *update)
+		t.Run(c.Name, func(t *testing.T) {
+			checkStatus(t, filepath.Join("testdata", c.Name+".status.yaml"), c.Out.status)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".listeners.json"), c.Out.out.Listeners, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".routes.json"), c.Out.out.Routes, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".clusters.json"), c.Out.out.Clusters, *update)
 		})
 	}
 }
@@ -92,8 +77,8 @@ func checkStatus(t *testing.T, path string, got Status) {
 // translations give the same bytes (snapshot versions must not churn).
 func TestValid(t *testing.T) {
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			for _, l := range c.out.Listeners {
+		t.Run(c.Name, func(t *testing.T) {
+			for _, l := range c.Out.out.Listeners {
 				if err := l.ValidateAll(); err != nil {
 					t.Errorf("listener %s: %v", l.GetName(), err)
 				}
@@ -106,31 +91,31 @@ func TestValid(t *testing.T) {
 					}
 				}
 			}
-			for _, rc := range c.out.Routes {
+			for _, rc := range c.Out.out.Routes {
 				if err := rc.ValidateAll(); err != nil {
 					t.Errorf("route configuration %s: %v", rc.GetName(), err)
 				}
 			}
-			for _, cl := range c.out.Clusters {
+			for _, cl := range c.Out.out.Clusters {
 				if err := cl.ValidateAll(); err != nil {
 					t.Errorf("cluster %s: %v", cl.GetName(), err)
 				}
 			}
-			model, _ := Build(c.in)
+			model, _ := Build(c.In)
 			again, err := Render(model)
 			if err != nil {
 				t.Fatal(err)
 			}
 			opts := proto.MarshalOptions{Deterministic: true}
 			for i := range again.Listeners {
-				a, _ := opts.Marshal(c.out.Listeners[i])
+				a, _ := opts.Marshal(c.Out.out.Listeners[i])
 				b, _ := opts.Marshal(again.Listeners[i])
 				if !bytes.Equal(a, b) {
 					t.Errorf("listener %d: two translations differ", i)
 				}
 			}
 			for i := range again.Routes {
-				a, _ := opts.Marshal(c.out.Routes[i])
+				a, _ := opts.Marshal(c.Out.out.Routes[i])
 				b, _ := opts.Marshal(again.Routes[i])
 				if !bytes.Equal(a, b) {
 					t.Errorf("route configuration %d: two translations differ", i)

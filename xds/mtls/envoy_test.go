@@ -34,14 +34,14 @@ func TestEnvoyValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
 			ca := newTestCA(t, "cluster.local")
 			svids := map[spiffeid.ID]*x509svid.SVID{}
-			for _, o := range c.in.Outbound {
+			for _, o := range c.In.Outbound {
 				svids[o.SourceID] = ca.svid(t, o.SourceID)
 			}
-			for _, in := range c.in.Inbound {
+			for _, in := range c.In.Inbound {
 				svids[in.DestinationID] = ca.svid(t, in.DestinationID)
 			}
 			secrets, err := Secrets(svids, ca.bundle())
@@ -55,12 +55,12 @@ func TestEnvoyValidate(t *testing.T) {
 				// (the tunnels' L7 policing).
 				BootstrapExtensions: []*corev3.TypedExtensionConfig{{Name: "envoy.bootstrap.internal_listener", TypedConfig: internalListener}},
 				StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-					Listeners: c.out.Listeners, Clusters: c.out.Clusters, Secrets: secrets,
+					Listeners: c.Out.Listeners, Clusters: c.Out.Clusters, Secrets: secrets,
 				},
 			}
-			if c.in.AccessLogCluster != "" {
+			if c.In.AccessLogCluster != "" {
 				b.StaticResources.Clusters = append(b.StaticResources.Clusters, deliverCluster())
-				b.StaticResources.Clusters[len(b.StaticResources.Clusters)-1].Name = c.in.AccessLogCluster
+				b.StaticResources.Clusters[len(b.StaticResources.Clusters)-1].Name = c.In.AccessLogCluster
 			}
 			raw, err := protojson.Marshal(b)
 			if err != nil {

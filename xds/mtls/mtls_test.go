@@ -2,8 +2,8 @@ package mtls
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,35 +16,16 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-type goldenCase struct {
-	name string
-	in   Config
-	out  Resources
-}
-
-func goldenCases(t *testing.T) []goldenCase {
-	t.Helper()
-	ins, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(ins) == 0 {
-		t.Fatalf("no golden inputs: %v", err)
-	}
-	var cases []goldenCase
-	for _, in := range ins {
-		raw, err := os.ReadFile(in)
-		if err != nil {
-			t.Fatal(err)
-		}
+// goldenCases reads and translates every testdata/*.in.yaml.
+func goldenCases(t *testing.T) []xdstest.GoldenCase[Config, Resources] {
+	return xdstest.GoldenCases(t, func(raw []byte) (Config, Resources, error) {
 		var c Config
 		if err := yaml.UnmarshalStrict(raw, &c); err != nil {
-			t.Fatalf("parse %s: %v", in, err)
+			return c, Resources{}, fmt.Errorf("parse: %w", err)
 		}
 		out, err := c.Resources()
-		if err != nil {
-			t.Fatalf("%s: %v", in, err)
-		}
-		cases = append(cases, goldenCase{strings.TrimSuffix(filepath.Base(in), ".in.yaml"), c, out})
-	}
-	return cases
+		return c, out, err
+	})
 }
 
 // TestResourcesGolden compares the translation of testdata/<case>.in.yaml
@@ -52,9 +33,9 @@ func goldenCases(t *testing.T) []goldenCase {
 // them).
 func TestResourcesGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners, *update)
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters, *update)
+		t.Run(c.Name, func(t *testing.T) {
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".listeners.json"), c.Out.Listeners, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".clusters.json"), c.Out.Clusters, *update)
 		})
 	}
 }

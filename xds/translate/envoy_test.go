@@ -31,9 +31,9 @@ import (
 func TestEnvoyValidate(t *testing.T) {
 	envoy := testenv.Tool(t, "envoy")
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
-			b, err := protojson.Marshal(bootstrap(t, c.in, c.out))
+			b, err := protojson.Marshal(bootstrap(t, c.In, c.Out))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,8 +3,8 @@ package translate
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -23,37 +23,16 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-// goldenCase is one testdata/<name>.in.yaml and its translation.
-type goldenCase struct {
-	name string
-	in   Node
-	out  Resources
-}
-
 // goldenCases reads and translates every testdata/*.in.yaml.
-func goldenCases(t *testing.T) []goldenCase {
-	t.Helper()
-	ins, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(ins) == 0 {
-		t.Fatalf("no golden inputs: %v", err)
-	}
-	var cases []goldenCase
-	for _, in := range ins {
-		raw, err := os.ReadFile(in)
-		if err != nil {
-			t.Fatal(err)
-		}
+func goldenCases(t *testing.T) []xdstest.GoldenCase[Node, Resources] {
+	return xdstest.GoldenCases(t, func(raw []byte) (Node, Resources, error) {
 		var n Node
 		if err := yaml.UnmarshalStrict(raw, &n); err != nil {
-			t.Fatalf("parse %s: %v", in, err)
+			return n, Resources{}, fmt.Errorf("parse: %w", err)
 		}
 		out, err := n.Resources()
-		if err != nil {
-			t.Fatalf("%s: %v", in, err)
-		}
-		cases = append(cases, goldenCase{strings.TrimSuffix(filepath.Base(in), ".in.yaml"), n, out})
-	}
-	return cases
+		return n, out, err
+	})
 }
 
 // TestResourcesGolden compares the translation of testdata/<case>.in.yaml
@@ -61,10 +40,10 @@ func goldenCases(t *testing.T) []goldenCase {
 // (go test ./xds/translate -update rewrites them).
 func TestResourcesGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".listeners.json"), c.out.Listeners, *update)
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".routes.json"), c.out.Routes, *update)
-			xdstest.CheckGolden(t, filepath.Join("testdata", c.name+".clusters.json"), c.out.Clusters, *update)
+		t.Run(c.Name, func(t *testing.T) {
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".listeners.json"), c.Out.Listeners, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".routes.json"), c.Out.Routes, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".clusters.json"), c.Out.Clusters, *update)
 		})
 	}
 }
@@ -74,8 +53,8 @@ func TestResourcesGolden(t *testing.T) {
 // same bytes (snapshot versions must not churn).
 func TestResourcesValid(t *testing.T) {
 	for _, c := range goldenCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			for _, l := range c.out.Listeners {
+		t.Run(c.Name, func(t *testing.T) {
+			for _, l := range c.Out.Listeners {
 				if err := l.ValidateAll(); err != nil {
 					t.Errorf("listener %s: %v", l.GetName(), err)
 				}
@@ -85,7 +64,7 @@ func TestResourcesValid(t *testing.T) {
 					}
 				}
 			}
-			for _, rc := range c.out.Routes {
+			for _, rc := range c.Out.Routes {
 				if err := rc.ValidateAll(); err != nil {
 					t.Errorf("route configuration %s: %v", rc.GetName(), err)
 				}
@@ -97,17 +76,17 @@ func TestResourcesValid(t *testing.T) {
 					}
 				}
 			}
-			for _, cl := range c.out.Clusters {
+			for _, cl := range c.Out.Clusters {
 				if err := cl.ValidateAll(); err != nil {
 					t.Errorf("cluster %s: %v", cl.GetName(), err)
 				}
 			}
-			again, err := c.in.Resources()
+			again, err := c.In.Resources()
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkSameBytes(t, c.out, again)
-			checkReferences(t, c.out)
+			checkSameBytes(t, c.Out, again)
+			checkReferences(t, c.Out)
 		})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -117,4 +119,35 @@ func ValidateAny(t testing.TB, a *anypb.Any) {
 			ValidateAny(t, l.GetTypedConfig())
 		}
 	}
+}
+
+// GoldenCase is one golden input: testdata/<Name>.in.yaml, translated.
+type GoldenCase[In, Out any] struct {
+	Name string
+	In   In
+	Out  Out
+}
+
+// GoldenCases reads every testdata/*.in.yaml of the package under test and
+// translates it with translate, failing the test on the first error; a
+// package without inputs fails too.
+func GoldenCases[In, Out any](t testing.TB, translate func(raw []byte) (In, Out, error)) []GoldenCase[In, Out] {
+	t.Helper()
+	paths, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	var cases []GoldenCase[In, Out]
+	for _, path := range paths {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, out, err := translate(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		cases = append(cases, GoldenCase[In, Out]{Name: strings.TrimSuffix(filepath.Base(path), ".in.yaml"), In: in, Out: out})
+	}
+	return cases
 }
