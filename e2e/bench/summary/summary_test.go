@@ -68,8 +68,8 @@ func TestRead(t *testing.T) {
 		t.Errorf("rows (-want +got):\n%s", diff)
 	}
 	for _, bad := range []string{
-		`{"benchmark":"B","figure":"f","value":1}`,                                  // no verdict
-		`{"benchmark":"B","figure":"f","value":1,"met":"met"}`,                      // a verdict without a target
+		`{"benchmark":"B","figure":"f","value":1}`,                                   // no verdict
+		`{"benchmark":"B","figure":"f","value":1,"met":"met"}`,                       // a verdict without a target
 		`{"benchmark":"B","figure":"f","value":1,"target":"<= 1","met":"no target"}`, // a target without a verdict
 		`{"benchmark":"B","figure":"f","ratio":2,"hasRatio":true,"met":"no target"}`, // a ratio without a peer
 		`{"benchmark":"B","figure":"f","valu":1,"met":"no target"}`,                  // an unknown field
