@@ -148,11 +148,12 @@ func Record(tb testing.TB, rows ...Row) {
 }
 
 // Read returns the rows of a summary file's content, in order; a row whose
-// benchmark and figure come again is replaced by the later one, in the
-// place of the first (a benchmark that ran more than once: its last run).
+// benchmark, figure and peer come again is replaced by the later one, in
+// the place of the first (a benchmark that ran more than once: its last
+// run).
 func Read(r io.Reader) ([]Row, error) {
 	var rows []Row
-	at := map[[2]string]int{}
+	at := map[[3]string]int{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -169,7 +170,7 @@ func Read(r io.Reader) ([]Row, error) {
 		if err := row.Validate(); err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
-		key := [2]string{row.Benchmark, row.Figure}
+		key := [3]string{row.Benchmark, row.Figure, row.Peer}
 		if i, ok := at[key]; ok {
 			rows[i] = row
 			continue

@@ -55,6 +55,7 @@ func TestRead(t *testing.T) {
 
 {"benchmark":"C","figure":"g","value":2,"target":"<= 3","met":"met"}
 {"benchmark":"B","figure":"f","value":4,"met":"no target"}
+{"benchmark":"B","figure":"f","value":4,"peer":"p","peerValue":2,"met":"no target"}
 `
 	rows, err := Read(strings.NewReader(in))
 	if err != nil {
@@ -63,6 +64,7 @@ func TestRead(t *testing.T) {
 	want := []Row{
 		{Benchmark: "B", Figure: "f", Value: 4, Met: NoTarget},
 		{Benchmark: "C", Figure: "g", Value: 2, Target: "<= 3", Met: Met},
+		{Benchmark: "B", Figure: "f", Value: 4, Peer: "p", PeerValue: 2, Met: NoTarget},
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
 		t.Errorf("rows (-want +got):\n%s", diff)
