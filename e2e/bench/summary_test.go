@@ -21,7 +21,8 @@ func recordSummary(b *testing.B, rows ...summary.Row) {
 	summary.Record(b, rows...)
 }
 
-func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+// µs is d in whole microseconds, as the reports print it (us).
+func µs(d time.Duration) float64 { return float64(d.Microseconds()) }
 
 // summary: the socket LB's ratios with a target at the largest size (the
 // size the targets are for), the kept-connection ratios at the first size,
