@@ -7,6 +7,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,14 @@ import (
 func recordSummary(b *testing.B, rows ...summary.Row) {
 	b.Helper()
 	summary.Record(b, rows...)
+}
+
+// cpu is a CPU figure, 0 when not measured (NaN: the arm had no proxy).
+func cpu(v float64) float64 {
+	if math.IsNaN(v) {
+		return 0
+	}
+	return v
 }
 
 // µs is d in whole microseconds, as the reports print it (us).
@@ -94,7 +103,7 @@ func (r *l7Report) summary() []summary.Row {
 	}
 	rows := []summary.Row{added}
 	if s.cpuPer1k > 0 {
-		rows = append(rows, summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: m.cpuPer1k, Unit: "CPU-s",
+		rows = append(rows, summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: cpu(m.cpuPer1k), Unit: "CPU-s",
 			Peer: "sidecar pair", PeerValue: s.cpuPer1k, Met: summary.NoTarget}.WithRatio())
 	}
 	return rows
@@ -106,18 +115,18 @@ func (r *l7Report) summary() []summary.Row {
 func (r *mtlsReport) summary() []summary.Row {
 	d, m, s := r.arms[0].stats(), r.arms[1].stats(), r.arms[2].stats()
 	target := fmt.Sprintf("<= %.1fx", mtlsTarget)
-	p99, cpu, p99ok, cpuok := r.ratios()
+	p99, cpuRatio, p99ok, cpuok := r.ratios()
 	added := summary.Row{Figure: "membrane added p99", Value: µs(m.p99 - d.p99), Unit: "µs",
 		Peer: "mTLS sidecar pair added p99", PeerValue: µs(s.p99 - d.p99), Target: target, Met: summary.NotEvaluated,
 		Note: "the sidecar pair added nothing at p99"}
 	if p99ok {
 		added.Ratio, added.HasRatio, added.Met, added.Note = p99, true, summary.Check(p99 <= mtlsTarget), ""
 	}
-	perReq := summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: m.cpuPer1k, Unit: "CPU-s",
-		Peer: "mTLS sidecar pair", PeerValue: s.cpuPer1k, Target: target, Met: summary.NotEvaluated,
+	perReq := summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: cpu(m.cpuPer1k), Unit: "CPU-s",
+		Peer: "mTLS sidecar pair", PeerValue: cpu(s.cpuPer1k), Target: target, Met: summary.NotEvaluated,
 		Note: "no sidecar CPU measured"}
 	if cpuok {
-		perReq.Ratio, perReq.HasRatio, perReq.Met, perReq.Note = cpu, true, summary.Check(cpu <= mtlsTarget), ""
+		perReq.Ratio, perReq.HasRatio, perReq.Met, perReq.Note = cpuRatio, true, summary.Check(cpuRatio <= mtlsTarget), ""
 	}
 	rows := []summary.Row{added, perReq}
 	if len(r.arms) > 3 {
@@ -126,7 +135,7 @@ func (r *mtlsReport) summary() []summary.Row {
 			rows = append(rows,
 				summary.Row{Figure: "membrane added p99", Value: µs(m.p99 - d.p99), Unit: "µs",
 					Peer: "HBONE sidecar pair added p99", PeerValue: µs(h.p99 - d.p99), Met: summary.NoTarget}.WithRatio(),
-				summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: m.cpuPer1k, Unit: "CPU-s",
+				summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: cpu(m.cpuPer1k), Unit: "CPU-s",
 					Peer: "HBONE sidecar pair", PeerValue: h.cpuPer1k, Met: summary.NoTarget}.WithRatio())
 		}
 	}

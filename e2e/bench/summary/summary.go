@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"testing"
 )
@@ -94,9 +95,13 @@ func (r Row) Validate() error {
 		return fmt.Errorf("%s, %s: target %q with verdict %q", r.Benchmark, r.Figure, r.Target, r.Met)
 	case r.HasRatio && r.Peer == "":
 		return fmt.Errorf("%s, %s: a ratio without a peer", r.Benchmark, r.Figure)
+	case !finite(r.Value) || !finite(r.PeerValue) || !finite(r.Ratio):
+		return fmt.Errorf("%s, %s: value %v, peer value %v, ratio %v: not all finite", r.Benchmark, r.Figure, r.Value, r.PeerValue, r.Ratio)
 	}
 	return nil
 }
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // Append appends rows, as JSON lines, to the file at path (created when
 // missing), in one write.

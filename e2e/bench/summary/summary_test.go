@@ -3,6 +3,7 @@ package summary
 import (
 	"bytes"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,6 +156,21 @@ func TestAppendConcurrent(t *testing.T) {
 	}
 	if len(rows) != 8*50 {
 		t.Errorf("%d rows, want %d", len(rows), 8*50)
+	}
+}
+
+func TestAppendNotFinite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "summary.jsonl")
+	for _, r := range []Row{
+		{Benchmark: "B", Figure: "f", Value: math.NaN(), Met: NoTarget},
+		{Benchmark: "B", Figure: "f", Value: 1, Peer: "p", PeerValue: math.Inf(1), Met: NoTarget},
+	} {
+		if err := Append(path, r); err == nil {
+			t.Errorf("Append(%+v): no error", r)
+		}
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("a file after refused rows: %v", err)
 	}
 }
 

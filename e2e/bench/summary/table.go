@@ -48,8 +48,12 @@ func Table(w io.Writer, rows []Row) error {
 		return err
 	}
 	withTarget := count[Met] + count[Missed] + count[NotEvaluated]
-	fmt.Fprintf(&sb, "%d figures with a target: %d met, %d missed, %d not evaluated; %d without a target.\n",
-		withTarget, count[Met], count[Missed], count[NotEvaluated], count[NoTarget])
+	figures := "figures"
+	if withTarget == 1 {
+		figures = "figure"
+	}
+	fmt.Fprintf(&sb, "%d %s with a target: %d met, %d missed, %d not evaluated; %d without a target.\n",
+		withTarget, figures, count[Met], count[Missed], count[NotEvaluated], count[NoTarget])
 	_, err := io.WriteString(w, sb.String())
 	return err
 }
