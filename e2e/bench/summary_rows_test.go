@@ -60,44 +60,6 @@ func TestSocketLBSummary(t *testing.T) {
 	}
 }
 
-func l7Arms(direct, membrane, sidecar time.Duration) []*l7Arm {
-	var arms []*l7Arm
-	for _, d := range []time.Duration{direct, membrane, sidecar} {
-		arms = append(arms, &l7Arm{lat: []time.Duration{d, d, d}})
-	}
-	return arms
-}
-
-func TestL7Summary(t *testing.T) {
-	rows := checkRows(t, (&l7Report{arms: l7Arms(100*time.Microsecond, 300*time.Microsecond, 600*time.Microsecond)}).summary())
-	row := rows[[2]string{"membrane added p50", "sidecar pair added p50"}]
-	if row.Value != 200 || row.PeerValue != 500 || row.Ratio != 0.4 || row.Met != summary.Met {
-		t.Errorf("added p50: %+v", row)
-	}
-	rows = checkRows(t, (&l7Report{arms: l7Arms(100*time.Microsecond, 400*time.Microsecond, 600*time.Microsecond)}).summary())
-	if row := rows[[2]string{"membrane added p50", "sidecar pair added p50"}]; row.Ratio != 0.6 || row.Met != summary.Missed {
-		t.Errorf("added p50, 0.6x: %+v", row)
-	}
-	rows = checkRows(t, (&l7Report{arms: l7Arms(100*time.Microsecond, 90*time.Microsecond, 100*time.Microsecond)}).summary())
-	if row := rows[[2]string{"membrane added p50", "sidecar pair added p50"}]; row.HasRatio || row.Met != summary.NotEvaluated {
-		t.Errorf("sidecar pair added nothing: %+v", row)
-	}
-}
-
-func TestMutualAuthSummary(t *testing.T) {
-	arms := l7Arms(100*time.Microsecond, 250*time.Microsecond, 600*time.Microsecond)
-	arms[1].cpuUsed, arms[2].cpuUsed = 3*time.Second, 2*time.Second
-	arms[1].cpu = func() (time.Duration, error) { return 0, nil }
-	arms[2].cpu = arms[1].cpu
-	rows := checkRows(t, (&mtlsReport{arms: arms}).summary())
-	if row := rows[[2]string{"membrane added p99", "mTLS sidecar pair added p99"}]; row.Ratio != 0.3 || row.Met != summary.Met {
-		t.Errorf("added p99: %+v", row)
-	}
-	if row := rows[[2]string{"membrane proxy CPU per 1,000 requests", "mTLS sidecar pair"}]; row.Ratio != 1.5 || row.Met != summary.Missed {
-		t.Errorf("CPU: %+v", row)
-	}
-}
-
 func TestPolicySummary(t *testing.T) {
 	rows := checkRows(t, append(policySummary(20*time.Millisecond, 101*time.Millisecond, 42, nil),
 		policyNewPodSummary(500*time.Millisecond, 10)))

@@ -90,58 +90,6 @@ func (r *report) summary() []summary.Row {
 	return rows
 }
 
-// summary: membrane's added p50 against the sidecar pair's (the target),
-// and the proxies' CPU per request.
-func (r *l7Report) summary() []summary.Row {
-	d, m, s := r.arms[0].stats(), r.arms[1].stats(), r.arms[2].stats()
-	added := summary.Row{Figure: "membrane added p50", Value: µs(m.p50 - d.p50), Unit: "µs",
-		Peer: "sidecar pair added p50", PeerValue: µs(s.p50 - d.p50), Target: fmt.Sprintf("<= %.1fx", l7Target)}
-	if ratio, ok := r.addedRatio(); ok {
-		added.Ratio, added.HasRatio, added.Met = ratio, true, summary.Check(ratio <= l7Target)
-	} else {
-		added.Met, added.Note = summary.NotEvaluated, "the sidecar pair added nothing at p50"
-	}
-	rows := []summary.Row{added}
-	if s.cpuPer1k > 0 {
-		rows = append(rows, summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: cpu(m.cpuPer1k), Unit: "CPU-s",
-			Peer: "sidecar pair", PeerValue: s.cpuPer1k, Met: summary.NoTarget}.WithRatio())
-	}
-	return rows
-}
-
-// summary: membrane's added p99 and CPU per request against the mTLS
-// sidecar pair's (the targets), and against the pair speaking the tunnel's
-// protocol (no target).
-func (r *mtlsReport) summary() []summary.Row {
-	d, m, s := r.arms[0].stats(), r.arms[1].stats(), r.arms[2].stats()
-	target := fmt.Sprintf("<= %.1fx", mtlsTarget)
-	p99, cpuRatio, p99ok, cpuok := r.ratios()
-	added := summary.Row{Figure: "membrane added p99", Value: µs(m.p99 - d.p99), Unit: "µs",
-		Peer: "mTLS sidecar pair added p99", PeerValue: µs(s.p99 - d.p99), Target: target, Met: summary.NotEvaluated,
-		Note: "the sidecar pair added nothing at p99"}
-	if p99ok {
-		added.Ratio, added.HasRatio, added.Met, added.Note = p99, true, summary.Check(p99 <= mtlsTarget), ""
-	}
-	perReq := summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: cpu(m.cpuPer1k), Unit: "CPU-s",
-		Peer: "mTLS sidecar pair", PeerValue: cpu(s.cpuPer1k), Target: target, Met: summary.NotEvaluated,
-		Note: "no sidecar CPU measured"}
-	if cpuok {
-		perReq.Ratio, perReq.HasRatio, perReq.Met, perReq.Note = cpuRatio, true, summary.Check(cpuRatio <= mtlsTarget), ""
-	}
-	rows := []summary.Row{added, perReq}
-	if len(r.arms) > 3 {
-		h := r.arms[3].stats()
-		if h.p99 > d.p99 && h.cpuPer1k > 0 {
-			rows = append(rows,
-				summary.Row{Figure: "membrane added p99", Value: µs(m.p99 - d.p99), Unit: "µs",
-					Peer: "HBONE sidecar pair added p99", PeerValue: µs(h.p99 - d.p99), Met: summary.NoTarget}.WithRatio(),
-				summary.Row{Figure: "membrane proxy CPU per 1,000 requests", Value: cpu(m.cpuPer1k), Unit: "CPU-s",
-					Peer: "HBONE sidecar pair", PeerValue: h.cpuPer1k, Met: summary.NoTarget}.WithRatio())
-		}
-	}
-	return rows
-}
-
 // summary: one more HTTPRoute from write to serving (the target), the
 // time to all routes serving, and requests/s through the Gateway against
 // straight to the pod.
