@@ -60,9 +60,24 @@ demo: tools build
 demo-down: build
 	$(BIN)/membrane dev down --name demo
 
-## bench: benchmarks, printing ratios against their peers measured in the same run
+# The benchmarks bench runs (go test -bench) and their packages, e.g.
+# make bench BENCH='^BenchmarkFQDNProxy$$' BENCH_PACKAGES=./e2e/bench/
+BENCH ?= .
+BENCH_PACKAGES ?= ./...
+# Each benchmark appends its headline figures here (e2e/bench/summary);
+# go test's output is kept beside it, for the failed benchmarks' names.
+BENCH_SUMMARY := $(BIN)/bench-summary.jsonl
+BENCH_LOG := $(BIN)/bench.log
+
+## bench: benchmarks, printing ratios against their peers measured in the same run, then one summary table
 bench: tools build
-	$(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime 1x -timeout $(E2E_TIMEOUT) ./...
+	@rm -f $(BENCH_SUMMARY) $(BENCH_LOG)
+	$(GO) build -o $(BIN)/benchsummary ./e2e/benchsummary
+	set -o pipefail; status=0; \
+	MEMBRANE_BENCH_SUMMARY=$(BENCH_SUMMARY) $(GO) test -count=1 -p 1 -run '^$$' -bench '$(BENCH)' -benchtime 1x \
+		-timeout $(E2E_TIMEOUT) $(GO_TEST_FLAGS) $(BENCH_PACKAGES) 2>&1 | tee $(BENCH_LOG) || status=$$?; \
+	$(BIN)/benchsummary -gotest $(BENCH_LOG) $(BENCH_SUMMARY) || { [ $$status -ne 0 ] || status=1; }; \
+	exit $$status
 
 ## clean: remove build output (the tool cache stays; see e2e/tools/README.md)
 clean:

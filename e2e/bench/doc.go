@@ -1,7 +1,10 @@
 // Package bench holds Membrane's benchmarks on local clusters: each one
 // measures Membrane and its peers in the same run, on the same machine and
 // workload, and prints the ratios (`make bench`). They are Go benchmarks
-// meant for -benchtime 1x; they assert no timing.
+// meant for -benchtime 1x; they assert no timing. Each one also records its
+// headline figures (the figure, its peer, the ratio, the target and the
+// verdict; summary_test.go) in the file MEMBRANE_BENCH_SUMMARY names, which
+// `make bench` prints as one table at the end (package summary).
 //
 // BenchmarkSocketLBvsKubeProxy (socklb_bench_test.go) compares the
 // connection rate through a Service VIP with Membrane's eBPF socket load

@@ -229,6 +229,7 @@ func BenchmarkFQDNProxy(b *testing.B) {
 		b.ReportMetric(float64(percentile(toConn, 0.99).Microseconds()), "answer-to-conn-p99-µs")
 	}
 	b.ReportMetric(float64(failed+retransmitted), "first-packet-drops")
+	recordSummary(b, fqdnSummary(direct0.lat, proxy0.lat, failed+retransmitted, deniedAfter-deniedBefore)...)
 }
 
 func verdict(ok bool) string {

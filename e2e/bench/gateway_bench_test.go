@@ -120,6 +120,7 @@ func BenchmarkGatewayRoutes(b *testing.B) {
 	rep.took = time.Since(begin)
 	fmt.Print(rep.String())
 	rep.metrics(b)
+	recordSummary(b, rep.summary()...)
 }
 
 const (

@@ -260,6 +260,7 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 		sameBinary: l.sameBinaryAsNode(), took: time.Since(begin)}
 	fmt.Print(rep.String())
 	rep.metrics(b)
+	recordSummary(b, rep.summary()...)
 }
 
 // l7Bench is the benchmark's cluster and workload.

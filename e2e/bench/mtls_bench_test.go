@@ -272,6 +272,7 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		took: time.Since(begin), membraneCgroups: len(envoys) + len(agents), envoyCPU: split.used[0], agentCPU: split.used[1]}
 	fmt.Print(rep.String())
 	rep.metrics(b)
+	recordSummary(b, rep.summary()...)
 }
 
 func sortedCopy(ds []time.Duration) []time.Duration {

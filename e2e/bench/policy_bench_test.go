@@ -754,6 +754,7 @@ func (p *policyBench) reportNewPods(samples []newPodSample) {
 	slices.Sort(ready)
 	p99 := percentile(afterReady, 0.99)
 	p.b.ReportMetric(msf(p99), "newpod-p99-ms")
+	recordSummary(p.b, policyNewPodSummary(p99, len(samples)))
 	p.b.Logf("  new pod -> enforced, %d pods: after Ready (0 when enforced before Ready) p50 %.1f ms p99 %.1f ms (target p99 <= %d ms: %s); from creation p50 %.1f ms p99 %.1f ms; creation -> Ready p50 %.1f ms p99 %.1f ms",
 		len(samples), msf(percentile(afterReady, 0.5)), msf(p99), policyNewPodTarget.Milliseconds(), metOrMissed(p99 <= policyNewPodTarget),
 		msf(percentile(fromCreate, 0.5)), msf(percentile(fromCreate, 0.99)), msf(percentile(ready, 0.5)), msf(percentile(ready, 0.99)))
@@ -916,6 +917,7 @@ func (p *policyBench) report(samples []policySample, scale []int, before, after 
 		msf(percentile(writes, 0.5)), msf(writes[len(writes)-1]), policyPollInterval)
 	c2e := after[mChangeToEnforced].add(before[mChangeToEnforced], -1)
 	regen := after[mRegeneration].add(before[mRegeneration], -1)
+	recordSummary(b, policySummary(p50, p99, len(all), c2e)...)
 	if c2e.count > 0 && regen.count > 0 {
 		a99 := c2e.quantile(0.99)
 		b.ReportMetric(1000*a99, "agent-p99-ms")

@@ -103,6 +103,33 @@ var armOrder = []string{armMembrane, armDirect, armIPTables, armIPTablesLast, ar
 // ratioRow is one line of the ratio table; target "" or ">= 1.0x".
 type ratioRow struct{ name, a, b, block, target string }
 
+// ratioRows are the rows of the ratio table; the summary takes those with
+// a target.
+func ratioRows() []ratioRow {
+	return []ratioRow{
+		{"membrane / kube-proxy iptables", armMembrane, armIPTables, "iptables", ">= 3x"},
+		{"membrane / iptables, VIP rule last", armMembrane, armIPTablesLast, "iptables", ">= 3x"},
+		{"membrane / kube-proxy nftables", armMembrane, armNFTables, "nftables", ">= 1.0x"},
+		{"membrane / floor (bare cluster, direct)", armMembrane, armDirectBare, "nftables", ">= 0.95x"},
+		{"direct: membrane cluster / floor", armDirect, armDirectBare, "nftables", ">= 0.95x"},
+		{"membrane+policy / kube-proxy nftables", armMembranePolicy, armNFTables, blockPolicy, ">= 1.0x"},
+		{"membrane+policy / floor", armMembranePolicy, armDirectBare, blockPolicy, ">= 0.95x"},
+		{"direct+policy: membrane cluster / floor", armDirectPolicy, armDirectBare, blockPolicy, ">= 0.95x"},
+		{"cost of policy: membrane+policy / membrane", armMembranePolicy, armMembrane, "", ""},
+		{"nftables / floor", armNFTables, armDirectBare, "nftables", ""},
+		{"kept connection: membrane / iptables", armMembraneRR, armIPTablesRR, rrBlockIPTables, ""},
+		{"kept connection: membrane / nftables", armMembraneRR, armNFTablesRR, rrBlockNFTables, ""},
+		{"kept connection: membrane / floor", armMembraneRR, armDirectBareRR, rrBlockNFTables, ""},
+		{"kept connection: membrane / direct", armMembraneRR, armDirectRR, "", ""},
+		{"kept connection: nftables / floor", armNFTablesRR, armDirectBareRR, rrBlockNFTables, ""},
+		{"membrane / direct", armMembrane, armDirect, "", ">= 0.9x"},
+		{"iptables / its direct", armIPTables, armDirectIPTables, "", ""},
+		{"nftables / its direct", armNFTables, armDirectNFTables, "", ""},
+		{"direct: membrane cluster / iptables rules", armDirect, armDirectIPTables, "iptables", ""},
+		{"direct: membrane cluster / nftables rules", armDirect, armDirectNFTables, "nftables", ""},
+	}
+}
+
 // met says whether a ratio meets a ">= Nx" target.
 func met(x, y float64, target string) string {
 	var want float64
@@ -168,28 +195,7 @@ func (r *report) String() string {
 		head += fmt.Sprintf("%d services\t", size)
 	}
 	fmt.Fprintln(tw, head+" target (10000)\t")
-	for _, row := range []ratioRow{
-		{"membrane / kube-proxy iptables", armMembrane, armIPTables, "iptables", ">= 3x"},
-		{"membrane / iptables, VIP rule last", armMembrane, armIPTablesLast, "iptables", ">= 3x"},
-		{"membrane / kube-proxy nftables", armMembrane, armNFTables, "nftables", ">= 1.0x"},
-		{"membrane / floor (bare cluster, direct)", armMembrane, armDirectBare, "nftables", ">= 0.95x"},
-		{"direct: membrane cluster / floor", armDirect, armDirectBare, "nftables", ">= 0.95x"},
-		{"membrane+policy / kube-proxy nftables", armMembranePolicy, armNFTables, blockPolicy, ">= 1.0x"},
-		{"membrane+policy / floor", armMembranePolicy, armDirectBare, blockPolicy, ">= 0.95x"},
-		{"direct+policy: membrane cluster / floor", armDirectPolicy, armDirectBare, blockPolicy, ">= 0.95x"},
-		{"cost of policy: membrane+policy / membrane", armMembranePolicy, armMembrane, "", ""},
-		{"nftables / floor", armNFTables, armDirectBare, "nftables", ""},
-		{"kept connection: membrane / iptables", armMembraneRR, armIPTablesRR, rrBlockIPTables, ""},
-		{"kept connection: membrane / nftables", armMembraneRR, armNFTablesRR, rrBlockNFTables, ""},
-		{"kept connection: membrane / floor", armMembraneRR, armDirectBareRR, rrBlockNFTables, ""},
-		{"kept connection: membrane / direct", armMembraneRR, armDirectRR, "", ""},
-		{"kept connection: nftables / floor", armNFTablesRR, armDirectBareRR, rrBlockNFTables, ""},
-		{"membrane / direct", armMembrane, armDirect, "", ">= 0.9x"},
-		{"iptables / its direct", armIPTables, armDirectIPTables, "", ""},
-		{"nftables / its direct", armNFTables, armDirectNFTables, "", ""},
-		{"direct: membrane cluster / iptables rules", armDirect, armDirectIPTables, "iptables", ""},
-		{"direct: membrane cluster / nftables rules", armDirect, armDirectNFTables, "nftables", ""},
-	} {
+	for _, row := range ratioRows() {
 		line := row.name + "\t"
 		for _, size := range r.sizes {
 			x, y := r.mean(row.a, size, row.block), r.mean(row.b, size, row.block)

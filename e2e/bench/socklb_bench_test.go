@@ -214,6 +214,7 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	rep.took = time.Since(begin)
 	fmt.Print(rep.String())
 	rep.metrics(b)
+	recordSummary(b, rep.summary()...)
 }
 
 type config struct {

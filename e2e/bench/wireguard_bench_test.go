@@ -163,6 +163,7 @@ func BenchmarkWireGuardVsUnderlay(b *testing.B) {
 		fmt.Printf("    %-10s %18.0f %18.0f %18.0f %18.0f\n", a.name, a.agg.tunRead, a.agg.underlayTx, a.agg.underlayRx, a.agg.tunWrite)
 	}
 	wgPrintFloor(crypto, wg, ul)
+	recordSummary(b, wgSummary(crypto, wg, ul)...)
 	b.ReportMetric(wgMedian(wg.tput), "wg-Gbit/s")
 	b.ReportMetric(wgMedian(ul.tput), "underlay-Gbit/s")
 	b.ReportMetric(100*ratio, "wg/underlay-%")

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membrane-mesh/membrane/e2e/bench/summary"
 	"github.com/membrane-mesh/membrane/e2e/testenv"
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
@@ -213,6 +214,19 @@ func BenchmarkXDSHTTPRules(b *testing.B) {
 		ms(p50), ms(p99), ms(worst), len(changes), ms(nearestRank(changeTranslate, 0.5)), ms(nearestRank(changePublish, 0.5)),
 		xdsChangeTarget, met(p99 <= xdsChangeTarget),
 		float64(rss)/(1<<20), xdsRSSTarget>>20, met(rss <= xdsRSSTarget))
+	rssRow := summary.Row{Figure: "Envoy RSS with the whole node", Value: float64(rss) / (1 << 20), Unit: "MB",
+		Target: fmt.Sprintf("<= %d MB", xdsRSSTarget>>20), Met: summary.Check(rss <= xdsRSSTarget)}
+	if rss <= 0 {
+		rssRow.Met, rssRow.Note = summary.NotEvaluated, "RSS not readable"
+	}
+	summary.Record(b,
+		summary.Row{Figure: fmt.Sprintf("%d HTTP rules, full publish -> ACK", shape.rules), Value: ms(full), Unit: "ms",
+			Target: fmt.Sprintf("<= %d ms", xdsFullTarget.Milliseconds()), Met: summary.Check(full <= xdsFullTarget),
+			Note: fmt.Sprintf("translate %.0f ms", ms(fullTranslate))},
+		summary.Row{Figure: "one-rule change -> ACK p99", Value: ms(p99), Unit: "ms",
+			Target: fmt.Sprintf("<= %d ms", xdsChangeTarget.Milliseconds()), Met: summary.Check(p99 <= xdsChangeTarget),
+			Note: fmt.Sprintf("p50 %.1f ms, %d changes", ms(p50), len(changes))},
+		rssRow)
 	if len(changes) < 100 {
 		b.Logf("  (p99 of %d samples, nearest rank: their maximum)", len(changes))
 	}
