@@ -46,19 +46,26 @@ package bench
 // Envoy pod cgroup and node 2's agent pod cgroup (the access-log receiver
 // and everything else the agent did meanwhile); the sidecar pair counts
 // the two sidecars' cgroups. Kernel work done in those processes' context
-// (their syscalls, the tc programs and the softirq processing run on
-// their sends) is in their cgroups. Softirq time the kernel spent outside
-// any of them is only in the machine-wide /proc/stat softirq counter,
-// which every other process on the machine adds to as well: it is printed
-// for every arm, and each proxy arm is charged its excess over the direct
-// arm's (0 when below). Not counted: the load generator's and the echo
-// pods' CPU (the same in every arm) and the kernel's time charged to them
-// (the client's tc egress and socket hooks, the same in every arm).
+// is in their cgroups: their syscalls, and the packets they send, which
+// over veth and loopback the kernel mostly carries through tc, netfilter
+// and the receiver's TCP in the sender's context. So the packets the load
+// generator sends (the client pod's nat OUTPUT REDIRECT in the sidecar
+// arm; node 2's tc redirect and TPROXY to the node Envoy in the membrane
+// arm) are charged to neither arm, while the server pod's PREROUTING
+// REDIRECT runs on the client sidecar's sends and counts for the sidecar
+// pair. Softirq time the kernel spent outside any process is only in the
+// machine-wide /proc/stat softirq counter, which every other process on
+// the machine adds to as well: it is printed for every arm, and each
+// proxy arm is charged its excess over the direct arm's (0 when below).
+// Not counted: the load generator's and the echo pods' CPU (alike in
+// every arm).
 //
 // Profiles: after the measurement every Envoy's worker count, connection
 // and request counters, request-time histograms and access-log stats are
 // printed; MEMBRANE_BENCH_L7_PROFILE_DIR saves each Envoy's full stats
-// there too.
+// there too and, when perf is installed, samples node 2's agent and Envoy
+// during the measured rounds (perf record -g), printing the top of each
+// report and saving the data and the reports there.
 //
 //	MEMBRANE_BENCH_L7_REQUESTS=2000   measured requests per arm
 //	MEMBRANE_BENCH_L7_PROFILE_DIR=    where to save the Envoys' stats
@@ -256,6 +263,23 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 		}
 		progress(b, "%s: warm-up of %d requests done, DELETE got %d", a.name, l7Warmup, a.deleteCode)
 	}
+	profileDir := os.Getenv("MEMBRANE_BENCH_L7_PROFILE_DIR")
+	var perfs []*l7Perf
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range []struct{ name, cgroup string }{{"agent", agentCgroup}, {"node-envoy", envoyCgroup}} {
+			pr, err := startPerf(profileDir, p.name, p.cgroup)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if pr != nil {
+				defer func() { _, _ = pr.stop(ctx) }() // a failed run's
+				perfs = append(perfs, pr)
+			}
+		}
+	}
 	perRound := (requests + l7Rounds - 1) / l7Rounds
 	for r := range l7Rounds {
 		n := min(perRound, requests-r*perRound)
@@ -296,13 +320,14 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 	_ = pollEvery(ctx, 100*time.Millisecond, 3*time.Second, "the server sidecar's access logs", func() (bool, error) {
 		return logged.Load() >= int64(arms[2].ok), nil
 	})
-	profileDir := os.Getenv("MEMBRANE_BENCH_L7_PROFILE_DIR")
-	if profileDir != "" {
-		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+	var profiles strings.Builder
+	for _, p := range perfs {
+		top, err := p.stop(ctx)
+		if err != nil {
 			b.Fatal(err)
 		}
+		fmt.Fprintf(&profiles, "  perf of %s during the measured rounds (self time by DSO and symbol, every arm's time):\n%s", p.name, top)
 	}
-	var profiles strings.Builder
 	for _, p := range []struct{ name, ns, admin string }{
 		{"node-envoy", l.server.Netns, l7NodeEnvoyAdmin},
 		{"client-sidecar", l.netns(l.meshClient), fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
