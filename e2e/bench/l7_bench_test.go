@@ -326,7 +326,10 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		fmt.Fprintf(&profiles, "  perf of %s during the measured rounds (self time by DSO and symbol, every arm's time):\n%s", p.name, top)
+		fmt.Fprintf(&profiles, "  perf of %s during the measured rounds (every arm's time):\n%s", p.name, top)
+	}
+	if len(perfs) > 0 {
+		fmt.Fprintf(&profiles, "  (perf's sampling costs the sampled processes CPU: this run's membrane CPU figures include it)\n")
 	}
 	for _, p := range []struct{ name, ns, admin string }{
 		{"node-envoy", l.server.Netns, l7NodeEnvoyAdmin},

@@ -107,6 +107,12 @@ func (p *l7Perf) stop(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("perf report %s: %w", p.name, err)
 	}
+	// User space against kernel.
+	dso, err := exec.CommandContext(ctx, "perf", "report", "-i", p.data, "--stdio", "--no-children",
+		"--sort", "dso", "-g", "none", "--percent-limit", "1").Output()
+	if err != nil {
+		return "", fmt.Errorf("perf report %s: %w", p.name, err)
+	}
 	base := strings.TrimSuffix(p.data, ".perf.data")
 	if err := os.WriteFile(base+".perf.txt", out, 0o644); err != nil {
 		return "", err
@@ -115,6 +121,7 @@ func (p *l7Perf) stop(ctx context.Context) (string, error) {
 		return "", err
 	}
 	var sb strings.Builder
+	fmt.Fprintf(&sb, "   self time by DSO:\n%s", perfTop(dso, 6, ""))
 	fmt.Fprintf(&sb, "   self time, top:\n%s", perfTop(out, 15, ""))
 	if own := perfTop(incl, 15, "github.com/membrane-mesh/"); own != "" {
 		fmt.Fprintf(&sb, "   time in and below Membrane's functions, top:\n%s", own)
