@@ -37,18 +37,25 @@
 // plus the plain path's).
 //
 // BenchmarkL7AddedLatency (l7_bench_test.go) measures the request latency
-// an L7 HTTP policy adds, with Membrane's node Envoy and with a sidecar
-// pair, on one 2-node cluster with the same workload, the same Envoy binary
-// and the same RBAC rules. A client pod on node 1 sends keep-alive GETs at a
-// fixed rate to echo pods on node 2 over three arms taking turns: direct (an
-// L3/L4 policy, no proxy), membrane (an L7 policy: the datapath redirects to
-// node 2's Envoy) and the sidecar pair (an Envoy in the client pod to one in
-// the server pod, with the listener xds/translate generates for it, checked
-// equal to the node Envoy's live one). It reports p50 and p99 per arm, the
-// latency each proxy arm adds over direct and the proxies' CPU per request,
-// against the target: Membrane's added p50 at most 0.5× the sidecar pair's.
+// and CPU an L7 HTTP policy adds, with Membrane's node Envoy and with a
+// sidecar pair as a sidecar mesh runs it, on one 2-node cluster with the
+// same workload, the same Envoy binary and the same RBAC rules. Client pods
+// on node 1 send keep-alive GETs at a fixed rate to echo pods on node 2 over
+// three arms taking turns: direct (an L3/L4 policy, no proxy), membrane (an
+// L7 policy: the datapath redirects to node 2's Envoy) and the sidecar pair
+// (the client pod's nat OUTPUT rules redirect to its sidecar, which
+// recovers the original destination; the server pod's nat PREROUTING rules
+// redirect to its sidecar, which has the listener xds/translate generates
+// for it, checked equal to the node Envoy's live one). It reports p50 and
+// p99 per arm, the latency each proxy arm adds over direct and the CPU per
+// request (membrane: node 2's Envoy and agent pods; the sidecar pair: both
+// sidecars; each plus its machine softirq in excess of the direct arm's),
+// against the targets: Membrane's added p50, added p99 and CPU at most 0.5×
+// the sidecar pair's. It prints each Envoy's stats and, with a profile
+// directory, perf profiles of node 2's agent and Envoy.
 //
 //	MEMBRANE_BENCH_L7_REQUESTS=2000   measured requests per arm
+//	MEMBRANE_BENCH_L7_PROFILE_DIR=    where to save the Envoys' stats and perf profiles
 //
 // BenchmarkGatewayRoutes (gateway_bench_test.go) runs one cluster with the
 // chart's gatewayAPI.enabled=true and one Gateway: the time from 0 to 1,000

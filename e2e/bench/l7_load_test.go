@@ -40,11 +40,18 @@ func l7Client(nsPath string, keepAlive bool) *http.Client {
 // measured on it.
 type l7Arm struct {
 	name       string
+	ns         string // the client pod's network namespace
 	base       string // scheme, address and port
 	deleteCode int    // what a DELETE must get
 	hc         *http.Client
-	// cpu is the proxies' CPU time so far; nil: no proxy.
+	// cpu is the proxies' CPU time so far; nil: no proxy (or cpuParts).
 	cpu func() (time.Duration, error)
+	// cpuParts, instead of cpu: the CPU time so far of each cgroup the
+	// arm's mesh runs in.
+	cpuParts func() ([]time.Duration, error)
+	// watch, when set, is a CPU time measured during the arm's requests
+	// for reference only (node 2's agent during every arm: its baseline).
+	watch func() (time.Duration, error)
 	// rbacNS and rbacAdmin reach the admin of the Envoy enforcing the
 	// rules: its RBAC filter's allowed counter.
 	rbacNS, rbacAdmin     string
@@ -52,6 +59,9 @@ type l7Arm struct {
 
 	lat       []time.Duration // measured requests
 	cpuUsed   time.Duration   // during the measured requests
+	partsUsed []time.Duration // by cpuParts's cgroup, during the measured requests
+	softirq   time.Duration   // the machine's, during the measured requests
+	watched   time.Duration   // watch\'s, during the measured requests
 	ok        int             // 200s, warm-up included
 	spent     time.Duration   // against l7ArmBudget
 	truncated bool
@@ -126,11 +136,22 @@ func (l *l7Bench) run(ctx context.Context, a *l7Arm, n int, measured bool) ([]ti
 		firstErr error
 	)
 	sem := make(chan struct{}, l7Pool)
-	var cpu0 time.Duration
-	if measured && a.cpu != nil {
+	var (
+		cpu0         []time.Duration
+		irq0, watch0 time.Duration
+	)
+	if measured {
 		var err error
-		if cpu0, err = a.cpu(); err != nil {
+		if cpu0, err = a.cpuNow(); err != nil {
 			return nil, err
+		}
+		if irq0, err = softirqTime(); err != nil {
+			return nil, err
+		}
+		if a.watch != nil {
+			if watch0, err = a.watch(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	start := time.Now()
@@ -190,16 +211,50 @@ func (l *l7Bench) run(ctx context.Context, a *l7Arm, n int, measured bool) ([]ti
 	}
 	a.ok += len(lat)
 	if measured {
-		if a.cpu != nil {
-			cpu1, err := a.cpu()
+		cpu1, err := a.cpuNow()
+		if err != nil {
+			return nil, err
+		}
+		if a.partsUsed == nil && a.cpuParts != nil {
+			a.partsUsed = make([]time.Duration, len(cpu1))
+		}
+		for i := range cpu1 {
+			a.cpuUsed += cpu1[i] - cpu0[i]
+			if a.cpuParts != nil {
+				a.partsUsed[i] += cpu1[i] - cpu0[i]
+			}
+		}
+		irq1, err := softirqTime()
+		if err != nil {
+			return nil, err
+		}
+		a.softirq += irq1 - irq0
+		if a.watch != nil {
+			w1, err := a.watch()
 			if err != nil {
 				return nil, err
 			}
-			a.cpuUsed += cpu1 - cpu0
+			a.watched += w1 - watch0
 		}
 		a.lat = append(a.lat, lat...)
 	}
 	return lat, nil
+}
+
+// cpuNow is the arm's CPU time so far: cpuParts's, or cpu's as one part;
+// none without a proxy.
+func (a *l7Arm) cpuNow() ([]time.Duration, error) {
+	if a.cpuParts != nil {
+		return a.cpuParts()
+	}
+	if a.cpu == nil {
+		return nil, nil
+	}
+	d, err := a.cpu()
+	if err != nil {
+		return nil, err
+	}
+	return []time.Duration{d}, nil
 }
 
 func (a *l7Arm) stats() l7Stats {
@@ -208,9 +263,15 @@ func (a *l7Arm) stats() l7Stats {
 	s := l7Stats{n: len(ds), cpuPer1k: math.NaN()}
 	if len(ds) > 0 {
 		s.p50, s.p90, s.p99, s.max = percentile(ds, 0.5), percentile(ds, 0.9), percentile(ds, 0.99), ds[len(ds)-1]
-		if a.cpu != nil {
-			s.cpuPer1k = a.cpuUsed.Seconds() / float64(len(ds)) * 1000
+		per1k := func(d time.Duration) float64 { return d.Seconds() / float64(len(ds)) * 1000 }
+		if a.cpu != nil || a.cpuParts != nil {
+			s.cpuPer1k = per1k(a.cpuUsed)
 		}
+		for _, d := range a.partsUsed {
+			s.cgroupPer1k = append(s.cgroupPer1k, per1k(d))
+		}
+		s.softirqPer1k = per1k(a.softirq)
+		s.watchedPer1k = per1k(a.watched)
 	}
 	return s
 }

@@ -27,6 +27,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/google/go-cmp/cmp"
@@ -41,16 +42,19 @@ import (
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
-// serverSidecarNode is the server sidecar's L7 input: payment-plain's
-// ingress on the sidecar's port, with payment-l7's rules and peers (the
-// client pod, app=client's only address), listening on the pod IP.
+// serverSidecarNode is the server sidecar's L7 input: payment-mesh's
+// ingress on the app's port, with payment-l7's rules and peers (app=client's
+// addresses: the client and client-mesh pods), listening on the pod IP's
+// inbound port, where the pod's iptables redirect every inbound TCP
+// connection (translate's listener recovers the original destination).
 func (l *l7Bench) serverSidecarNode() (translate.Node, error) {
 	_, rules := l7HTTPRules()
+	peers := []netip.Prefix{netip.PrefixFrom(l.clientIP, 32), netip.PrefixFrom(l.meshClientIP, 32)}
 	n := translate.Node{
-		ProxyPort: l7ServerSidecarPort, ListenAddress: l.plainIP, AccessLogCluster: l7AccessLogCluster,
+		ProxyPort: l7ServerSidecarPort, ListenAddress: l.meshIP, AccessLogCluster: l7AccessLogCluster,
 		Ports: []translate.Port{{
-			Direction: translate.Ingress, Endpoint: l.plainIP, Port: l7ServerSidecarPort,
-			Rules: []translate.Rule{{Peers: []netip.Prefix{netip.PrefixFrom(l.clientIP, 32)}, HTTP: rules}},
+			Direction: translate.Ingress, Endpoint: l.meshIP, Port: l7AppPort,
+			Rules: []translate.Rule{{Peers: peers, HTTP: rules}},
 		}},
 	}
 	return n, n.Validate()
@@ -97,13 +101,26 @@ func serverSidecarBootstrap(n translate.Node, alsSock string) (*bootstrapv3.Boot
 	return l7Bootstrap("server-sidecar", listeners, []*clusterv3.Cluster{app, als}), nil
 }
 
-// clientSidecarBootstrap: 127.0.0.1:15101 routes every request to the
-// server sidecar (no policy of its own), with translate's upstream
-// protocol options.
-func clientSidecarBootstrap(to netip.AddrPort) (*bootstrapv3.Bootstrap, error) {
+// clientSidecarBootstrap: the outbound listener (where the client pod's
+// iptables redirect the app's connections) recovers the original
+// destination and routes every request there, through translate's
+// original-destination cluster (its protocol options), with the sidecar's
+// upstream sockets marked so that the iptables let them out.
+func clientSidecarBootstrap() (*bootstrapv3.Bootstrap, error) {
 	ref, err := (translate.Node{ProxyPort: 1}).Resources()
 	if err != nil {
 		return nil, err
+	}
+	up := proto.Clone(ref.Clusters[0]).(*clusterv3.Cluster)
+	if up.GetType() != clusterv3.Cluster_ORIGINAL_DST {
+		return nil, fmt.Errorf("translate's cluster %s is %s, want ORIGINAL_DST", up.GetName(), up.GetType())
+	}
+	up.UpstreamBindConfig = &corev3.BindConfig{
+		SourceAddress: &corev3.SocketAddress{Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{}},
+		SocketOptions: []*corev3.SocketOption{{
+			Description: "SO_MARK", Level: syscall.SOL_SOCKET, Name: syscall.SO_MARK,
+			Value: &corev3.SocketOption_IntValue{IntValue: l7SidecarMark}, State: corev3.SocketOption_STATE_PREBIND,
+		}},
 	}
 	router, err := anypb.New(&routerv3.Router{SuppressEnvoyHeaders: true})
 	if err != nil {
@@ -119,7 +136,7 @@ func clientSidecarBootstrap(to netip.AddrPort) (*bootstrapv3.Bootstrap, error) {
 				Routes: []*routev3.Route{{
 					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "server-sidecar"},
+						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: up.GetName()},
 						Timeout:          durationpb.New(0),
 					}},
 				}},
@@ -130,21 +147,62 @@ func clientSidecarBootstrap(to netip.AddrPort) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
+	odst, err := anypb.New(&originaldstv3.OriginalDst{})
+	if err != nil {
+		return nil, err
+	}
 	lis := &listenerv3.Listener{
 		Name:    "outbound",
-		Address: l7SocketAddress("127.0.0.1", l7ClientSidecarPort),
+		Address: l7SocketAddress("0.0.0.0", l7ClientSidecarPort),
+		ListenerFilters: []*listenerv3.ListenerFilter{{
+			Name: "envoy.filters.listener.original_dst", ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: odst},
+		}},
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 		}}}},
 	}
-	up := &clusterv3.Cluster{
-		Name:                          "server-sidecar",
-		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:                ref.Clusters[0].GetConnectTimeout(),
-		TypedExtensionProtocolOptions: ref.Clusters[0].GetTypedExtensionProtocolOptions(),
-		LoadAssignment:                l7LoadAssignment("server-sidecar", l7SocketAddress(to.Addr().String(), to.Port())),
-	}
 	return l7Bootstrap("client-sidecar", []*listenerv3.Listener{lis}, []*clusterv3.Cluster{up}), nil
+}
+
+// l7ClientRedirect are the client pod's nat rules, as a sidecar mesh
+// installs them: every outbound TCP connection of the pod goes to the
+// sidecar's outbound port, but the sidecar's own (its mark) and those to
+// the loopback (the sidecar's admin).
+func l7ClientRedirect() [][]string {
+	return [][]string{
+		{"-t", "nat", "-N", "MESH_OUTPUT"},
+		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "MESH_OUTPUT"},
+		{"-t", "nat", "-A", "MESH_OUTPUT", "-m", "mark", "--mark", strconv.Itoa(l7SidecarMark), "-j", "RETURN"},
+		{"-t", "nat", "-A", "MESH_OUTPUT", "-d", "127.0.0.1/32", "-j", "RETURN"},
+		{"-t", "nat", "-A", "MESH_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(l7ClientSidecarPort)},
+	}
+}
+
+// l7ServerRedirect are the server pod's: every inbound TCP connection goes
+// to the sidecar's inbound port.
+func l7ServerRedirect() [][]string {
+	return [][]string{
+		{"-t", "nat", "-N", "MESH_INBOUND"},
+		{"-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-j", "MESH_INBOUND"},
+		{"-t", "nat", "-A", "MESH_INBOUND", "-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(l7ServerSidecarPort)},
+	}
+}
+
+// redirect installs rules with the host's iptables (nf_tables) in pod's
+// network namespace, which goes away with the pod.
+func (l *l7Bench) redirect(ctx context.Context, pod *corev1.Pod, rules [][]string) error {
+	for _, r := range rules {
+		args := append([]string{"--net=" + l.netns(pod), "--", "iptables"}, r...)
+		if out, err := exec.CommandContext(ctx, "nsenter", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: iptables %s: %w: %s", pod.Name, strings.Join(r, " "), err, out)
+		}
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", "--net="+l.netns(pod), "--", "iptables-save", "-t", "nat").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: iptables-save: %w: %s", pod.Name, err, out)
+	}
+	progress(l.b, "%s: nat rules:\n%s", pod.Name, strings.TrimSpace(string(out)))
+	return nil
 }
 
 func l7Bootstrap(id string, ls []*listenerv3.Listener, cs []*clusterv3.Cluster) *bootstrapv3.Bootstrap {
@@ -258,22 +316,59 @@ func (s *l7Sidecar) stop(b *testing.B) {
 	})
 }
 
-// nodeEnvoyCgroup is the cgroup of node 2's Envoy pod.
-func (l *l7Bench) nodeEnvoyCgroup(ctx context.Context) (string, error) {
+// nodePodCgroup is the cgroup of node 2's kube-system pod with the label
+// selector sel (the Envoy's, the agent's).
+func (l *l7Bench) nodePodCgroup(ctx context.Context, sel string) (string, error) {
 	pods, err := l.c.client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{
-		LabelSelector: "k8s-app=membrane-envoy", FieldSelector: "spec.nodeName=" + l.server.Name,
+		LabelSelector: sel, FieldSelector: "spec.nodeName=" + l.server.Name,
 	})
 	if err != nil {
-		return "", fmt.Errorf("find the Envoy pod of %s: %w", l.server.Name, err)
+		return "", fmt.Errorf("find the %s pod of %s: %w", sel, l.server.Name, err)
 	}
 	if len(pods.Items) != 1 {
-		return "", fmt.Errorf("%d Envoy pods on %s, want 1", len(pods.Items), l.server.Name)
+		return "", fmt.Errorf("%d %s pods on %s, want 1", len(pods.Items), sel, l.server.Name)
 	}
 	dir := l.podCgroup(l.server.Name, string(pods.Items[0].UID))
 	if _, err := cgroupUsage(dir); err != nil {
-		return "", fmt.Errorf("Envoy pod %s: %w", pods.Items[0].Name, err)
+		return "", fmt.Errorf("pod %s: %w", pods.Items[0].Name, err)
 	}
 	return dir, nil
+}
+
+// cgroupsCPU is the CPU time of each of the cgroups dirs.
+func cgroupsCPU(dirs ...string) func() ([]time.Duration, error) {
+	return func() ([]time.Duration, error) {
+		out := make([]time.Duration, len(dirs))
+		for i, d := range dirs {
+			u, err := cgroupUsage(d)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = u
+		}
+		return out, nil
+	}
+}
+
+// softirqTime is the machine's softirq CPU time so far (/proc/stat, every
+// CPU, in clock ticks of 10 ms): the kernel's packet processing that no
+// cgroup may have been charged for, whoever caused it.
+func softirqTime() (time.Duration, error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq ...
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	ticks, err := strconv.ParseInt(f[7], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/stat softirq %q: %w", f[7], err)
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // sameBinaryAsNode reports whether the sidecars' Envoy is the node Envoy
@@ -386,7 +481,7 @@ func (l *l7Bench) sameRules(ctx context.Context, sidecar translate.Node) error {
 	if err != nil {
 		return err
 	}
-	mine, err := chainHCM(listeners[0], l.plainIP, l7ServerSidecarPort)
+	mine, err := chainHCM(listeners[0], l.meshIP, l7AppPort)
 	if err != nil || mine == nil {
 		return fmt.Errorf("the server sidecar's filter chain: %v", err)
 	}
