@@ -50,7 +50,8 @@ package bench
 // background work is counted too); the sidecar pair counts its two
 // sidecars.
 //
-//	MEMBRANE_BENCH_MTLS_REQUESTS=2000   measured requests per arm
+//	MEMBRANE_BENCH_MTLS_REQUESTS=2000   measured requests per arm and shape
+//	MEMBRANE_BENCH_MTLS_STATS_DIR=      when set, every Envoy's /stats after each shape goes there
 
 import (
 	"context"
@@ -269,6 +270,17 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		}
 		sh.envoyCPU, sh.agentCPU = split.used[0], split.used[1]
 		rep.shapes = append(rep.shapes, sh)
+		prefix := "keepalive"
+		if !keepAlive {
+			prefix = "newconn"
+		}
+		if err := mtlsStatsDump(ctx, os.Getenv("MEMBRANE_BENCH_MTLS_STATS_DIR"), prefix, map[string]envoyStat{
+			"node1-envoy": {ns: node1, admin: l7NodeEnvoyAdmin}, "node2-envoy": {ns: l.server.Netns, admin: l7NodeEnvoyAdmin},
+			"client-sidecar": {ns: clientNS, admin: sidecarAdmin}, "server-sidecar": {ns: plainNS, admin: sidecarAdmin},
+			"mesh-server-sidecar": {ns: meshNS, admin: sidecarAdmin},
+		}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// The redirects were in the sidecar pair's path.
 	for _, r := range []struct {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -206,4 +208,22 @@ func (s envoyStat) get(ctx context.Context) (float64, error) {
 // clusterStat is the counter name of cluster (a regular expression).
 func clusterStat(ns, admin, cluster, name string) envoyStat {
 	return envoyStat{ns: ns, admin: admin, filter: `^cluster\.` + cluster + `\.` + name + `$`}
+}
+
+// mtlsStatsDump writes, when dir is set (MEMBRANE_BENCH_MTLS_STATS_DIR),
+// each named Envoy's /stats to dir/<prefix>-<name>.txt.
+func mtlsStatsDump(ctx context.Context, dir, prefix string, admins map[string]envoyStat) error {
+	if dir == "" {
+		return nil
+	}
+	for name, a := range admins {
+		body, err := l7AdminGet(ctx, a.ns, a.admin, "/stats")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, prefix+"-"+name+".txt"), body, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
