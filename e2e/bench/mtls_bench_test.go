@@ -221,10 +221,13 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		}
 	}
 	// arms are one load shape's arms, fresh counters and clients.
-	arms := func(keepAlive bool) ([]*mtlsArm, *cpuSplit) {
+	arms := func(keepAlive bool) ([]*mtlsArm, *cpuSplit, *cpuSplit) {
 		split := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
+		// Membrane's processes while the direct arm runs: their background
+		// work, with no traffic of theirs.
+		idle := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
 		as := []*mtlsArm{
-			{l7Arm: &l7Arm{name: mtlsArmDirect, base: fmt.Sprintf("http://%s:%d", l.plainIP, l7AppPort)}, unit: "direct"},
+			{l7Arm: &l7Arm{name: mtlsArmDirect, base: fmt.Sprintf("http://%s:%d", l.plainIP, l7AppPort), cpu: idle.sample}, unit: "direct"},
 			{l7Arm: &l7Arm{name: mtlsArmMembrane, base: fmt.Sprintf("http://%s:%d", l.l7IP, l7AppPort), cpu: split.sample}, unit: "membrane",
 				rbac:    envoyStat{l.server.Netns, l7NodeEnvoyAdmin, mtlsInboundRBAC},
 				conns:   clusterStat(node1, l7NodeEnvoyAdmin, mtlsTunnelClusters, "upstream_cx_total"),
@@ -247,9 +250,9 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 			a.deleteCode = http.StatusOK
 			a.hc = l7Client(clientNS, keepAlive)
 		}
-		return as, split
+		return as, split, idle
 	}
-	probe, _ := arms(false)
+	probe, _, _ := arms(false)
 	for _, a := range probe {
 		if err := l.waitArm(ctx, a.l7Arm); err != nil {
 			b.Fatal(err)
@@ -263,12 +266,13 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	rep := &mtlsReport{requests: requests, load: load, envoyBin: envoyBin, sameBinary: l.sameBinaryAsNode(),
 		membraneCgroups: len(envoys) + len(agents)}
 	for _, keepAlive := range []bool{true, false} {
-		as, split := arms(keepAlive)
+		as, split, idle := arms(keepAlive)
 		sh := &mtlsShape{keepAlive: keepAlive, arms: as}
 		if err := l.runShape(ctx, sh, requests); err != nil {
 			b.Fatalf("%s: %v", sh.name(), err)
 		}
 		sh.envoyCPU, sh.agentCPU = split.used[0], split.used[1]
+		sh.idleEnvoyCPU, sh.idleAgentCPU = idle.used[0], idle.used[1]
 		rep.shapes = append(rep.shapes, sh)
 		prefix := "keepalive"
 		if !keepAlive {
@@ -322,8 +326,10 @@ type mtlsArm struct {
 type mtlsShape struct {
 	keepAlive bool
 	arms      []*mtlsArm
-	// envoyCPU and agentCPU split membrane's measured CPU time.
-	envoyCPU, agentCPU time.Duration
+	// envoyCPU and agentCPU split membrane's measured CPU time; the idle
+	// ones are the same processes' while the direct arm ran.
+	envoyCPU, agentCPU         time.Duration
+	idleEnvoyCPU, idleAgentCPU time.Duration
 }
 
 func (s *mtlsShape) name() string {
@@ -1014,8 +1020,13 @@ func (r *mtlsReport) shape(sb *strings.Builder, sh *mtlsShape) {
 	}
 	if m.n > 0 {
 		per1k := func(x time.Duration) float64 { return x.Seconds() / float64(m.n) * 1000 }
-		fmt.Fprintf(sb, "membrane's CPU-s/1k req: node Envoys %.3f, agents %.3f (the agents' background work over the arm's measured time included)\n",
+		fmt.Fprintf(sb, "membrane's CPU-s/1k req: node Envoys %.3f, agents %.3f (their background work over the arm's measured time included)\n",
 			per1k(sh.envoyCPU), per1k(sh.agentCPU))
+	}
+	if d := sh.arm(mtlsArmDirect); d.stats().n > 0 {
+		per1k := func(x time.Duration) float64 { return x.Seconds() / float64(d.stats().n) * 1000 }
+		fmt.Fprintf(sb, "the same processes while the direct arm ran (background, no traffic through them), per 1k direct requests: node Envoys %.3f, agents %.3f\n",
+			per1k(sh.idleEnvoyCPU), per1k(sh.idleAgentCPU))
 	}
 }
 
