@@ -4,51 +4,67 @@ package bench
 // mutual authentication (authentication.mode: required) adds, with
 // Membrane's node Envoys against a pair of Envoy sidecars doing mutual TLS,
 // on one 2-node cluster, with the same workload and the same Envoy binary,
-// TLS version and key type.
+// TLS version and key type, under two load shapes.
 //
-// Workload: a busybox client pod on node 1 (service account client) and two
-// echo-basic pods (port 3000) on node 2 (service account payment),
+// Workload: a busybox client pod on node 1 (service account client) and
+// three echo-basic pods (port 3000) on node 2 (service account payment),
 // identical but for a label: payment-auth, selected by a
 // MembraneNetworkPolicy allowing app=client on TCP 3000 with
-// authentication required, and payment-plain, allowing app=client on TCP
-// 3000 and on the server sidecar's port without authentication. The load
-// generator is this process, its sockets made in the client pod's network
-// namespace (pod IPs, no Service).
+// authentication required; payment-plain, allowing app=client on TCP 3000
+// and on its sidecar's ports without authentication; payment-mesh,
+// allowing app=client on TCP 3000. The load generator is this process, its
+// sockets made in the client pod's network namespace (pod IPs, no
+// Service).
 //
 // Arms, every request GET /api/v1/payments/P1:
 //
 //   - direct: to payment-plain:3000 (the policy datapath, no proxy);
-//   - membrane: to payment-auth:3000: node 1's datapath redirects it to node
-//     1's Envoy, which opens mutual TLS 1.3 to node 2's Envoy with the
-//     client's SVID (HTTP/2 CONNECT inside), which checks the peer's SPIFFE
-//     ID and address (RBAC) and connects to the pod from the client's
-//     address (the real path, with the built-in CA's SVIDs);
-//   - sidecar pair: to an Envoy in the client pod's namespace
-//     (127.0.0.1:15101, as an app reaches its sidecar minus the iptables
-//     redirect), a TCP proxy with upstream mutual TLS 1.3 (the client's
-//     SPIFFE certificate, the server's SPIFFE ID required) to an Envoy on
-//     payment-plain:15102 that requires the client certificate, allows the
-//     client's SPIFFE ID (network RBAC filter) and proxies to
-//     127.0.0.1:3000. The sidecars' certificates are ECDSA P-256 like the
-//     built-in CA's SVIDs, from a CA of this process; both run the pinned
-//     Envoy in cgroups of their own. This is the leanest mTLS sidecar pair
-//     (TCP, no HTTP processing on either side);
+//   - membrane: to payment-auth:3000: node 1's datapath redirects the
+//     connection to node 1's Envoy, which carries it in one HTTP/2 CONNECT
+//     stream over a pooled mutual TLS 1.3 connection to node 2's Envoy
+//     (the client's SVID), which checks the peer's SPIFFE ID and address
+//     (RBAC) and connects to the pod from the client's address (the real
+//     path, with the built-in CA's SVIDs);
+//   - sidecar pair: an Istio-style sidecar mesh with the leanest sidecars,
+//     to payment-mesh:3000. The client pod's nat OUTPUT chain redirects
+//     the connection to its sidecar (0.0.0.0:15001: original_dst listener
+//     filter, TCP proxy to the original destination in mutual TLS 1.3 with
+//     the client's SPIFFE certificate, the server's SPIFFE ID required; the
+//     sidecar's own sockets carry mark 1337, which the chain leaves alone);
+//     payment-mesh's nat PREROUTING chain redirects inbound port 3000 to
+//     its sidecar (0.0.0.0:15006: client certificate required, the
+//     client's SPIFFE ID allowed by a network RBAC filter, TCP proxy to
+//     127.0.0.1:3000). This is the target's reference;
+//   - sidecar pair, no redirect (reference): the same TCP-proxy sidecars
+//     without traffic capture: the client connects to its sidecar on
+//     127.0.0.1:15101, which connects to payment-plain's sidecar on its own
+//     port 15102 (the lower bound of a sidecar pair, not a deployable mesh);
 //   - HBONE pair (no target): the same sidecars on second listeners
 //     (127.0.0.1:15103, payment-plain:15104) speaking Membrane's tunnel
 //     protocol: the client sidecar's TCP proxy tunnels each connection in an
-//     HTTP/2 CONNECT stream over mutual TLS 1.3, the server sidecar's HTTP/2
-//     connection manager authorizes the client's SPIFFE ID (HTTP RBAC) and
-//     connects to 127.0.0.1:3000. It tells the protocol's cost from the
-//     node proxies'.
+//     HTTP/2 CONNECT stream over pooled mutual TLS 1.3 connections, the
+//     server sidecar's HTTP/2 connection manager authorizes the client's
+//     SPIFFE ID (HTTP RBAC) and connects to 127.0.0.1:3000. It tells the
+//     protocol's cost from the node proxies'.
 //
-// Load: like BenchmarkL7AddedLatency (l7_load_test.go): fixed rate,
-// keep-alive HTTP/1.1 over at most 4 connections per arm, a warm-up, then
-// rounds with the arms taking turns. Every response must be 200; the
-// enforcing proxy's RBAC must have allowed the arm's connections. Proxy CPU
-// per 1,000 requests: membrane counts every Membrane process on the path's
-// nodes (both nodes' Envoy pods and both nodes' agent pods, whose
-// background work is counted too); the sidecar pair counts its two
-// sidecars.
+// The sidecars' certificates are ECDSA P-256 like the built-in CA's SVIDs,
+// from a CA of this process; they run the pinned Envoy in cgroups of their
+// own.
+//
+// Load shapes, each with its own arms, counters and verdicts: keep-alive
+// HTTP/1.1 over at most 4 connections per arm, and a new TCP connection per
+// request (HTTP/1.1 without keep-alive, at most 4 at a time), as many
+// services call each other. Each: fixed rate like BenchmarkL7AddedLatency
+// (l7_load_test.go), a warm-up, then rounds with the arms taking turns.
+// Every response must be 200; the enforcing proxy's RBAC must have allowed
+// the arm's connections; the report counts the mutual TLS connections the
+// source-side proxy opened (handshakes) and, for the tunnels, their
+// CONNECT streams; the sidecar pair's REDIRECT rules must have matched.
+// Proxy CPU per 1,000 requests: membrane counts every Membrane process on
+// the path's nodes (both nodes' Envoy pods and both nodes' agent pods,
+// whose background work is counted too; the same processes' CPU while the
+// direct arm runs is printed as their background); a sidecar pair counts
+// its two sidecars.
 //
 //	MEMBRANE_BENCH_MTLS_REQUESTS=2000   measured requests per arm and shape
 //	MEMBRANE_BENCH_MTLS_STATS_DIR=      when set, every Envoy's /stats after each shape goes there
