@@ -73,7 +73,10 @@
 // BenchmarkMutualAuthAddedLatency (mtls_bench_test.go) measures the latency
 // and the proxies' CPU that mutual authentication adds, through the node
 // Envoys' tunnel, against a pair of Envoy sidecars doing mutual TLS with the
-// same binary and ciphers (and a pair speaking the tunnel's protocol).
+// same binary and ciphers behind an Istio-style iptables redirect (and the
+// same pair without the redirect, and a pair speaking the tunnel's
+// protocol), with keep-alive connections and with a new connection per
+// request.
 //
 // BenchmarkFQDNProxy (fqdn_bench_test.go) measures the latency and CPU the
 // transparent DNS proxy adds to DNS answers, and that a connection right

@@ -4,53 +4,70 @@ package bench
 // mutual authentication (authentication.mode: required) adds, with
 // Membrane's node Envoys against a pair of Envoy sidecars doing mutual TLS,
 // on one 2-node cluster, with the same workload and the same Envoy binary,
-// TLS version and key type.
+// TLS version and key type, under two load shapes.
 //
-// Workload: a busybox client pod on node 1 (service account client) and two
-// echo-basic pods (port 3000) on node 2 (service account payment),
+// Workload: a busybox client pod on node 1 (service account client) and
+// three echo-basic pods (port 3000) on node 2 (service account payment),
 // identical but for a label: payment-auth, selected by a
 // MembraneNetworkPolicy allowing app=client on TCP 3000 with
-// authentication required, and payment-plain, allowing app=client on TCP
-// 3000 and on the server sidecar's port without authentication. The load
-// generator is this process, its sockets made in the client pod's network
-// namespace (pod IPs, no Service).
+// authentication required; payment-plain, allowing app=client on TCP 3000
+// and on its sidecar's ports without authentication; payment-mesh,
+// allowing app=client on TCP 3000. The load generator is this process, its
+// sockets made in the client pod's network namespace (pod IPs, no
+// Service).
 //
 // Arms, every request GET /api/v1/payments/P1:
 //
 //   - direct: to payment-plain:3000 (the policy datapath, no proxy);
-//   - membrane: to payment-auth:3000: node 1's datapath redirects it to node
-//     1's Envoy, which opens mutual TLS 1.3 to node 2's Envoy with the
-//     client's SVID (HTTP/2 CONNECT inside), which checks the peer's SPIFFE
-//     ID and address (RBAC) and connects to the pod from the client's
-//     address (the real path, with the built-in CA's SVIDs);
-//   - sidecar pair: to an Envoy in the client pod's namespace
-//     (127.0.0.1:15101, as an app reaches its sidecar minus the iptables
-//     redirect), a TCP proxy with upstream mutual TLS 1.3 (the client's
-//     SPIFFE certificate, the server's SPIFFE ID required) to an Envoy on
-//     payment-plain:15102 that requires the client certificate, allows the
-//     client's SPIFFE ID (network RBAC filter) and proxies to
-//     127.0.0.1:3000. The sidecars' certificates are ECDSA P-256 like the
-//     built-in CA's SVIDs, from a CA of this process; both run the pinned
-//     Envoy in cgroups of their own. This is the leanest mTLS sidecar pair
-//     (TCP, no HTTP processing on either side);
+//   - membrane: to payment-auth:3000: node 1's datapath redirects the
+//     connection to node 1's Envoy, which carries it in one HTTP/2 CONNECT
+//     stream over a pooled mutual TLS 1.3 connection to node 2's Envoy
+//     (the client's SVID), which checks the peer's SPIFFE ID and address
+//     (RBAC) and connects to the pod from the client's address (the real
+//     path, with the built-in CA's SVIDs);
+//   - sidecar pair: an Istio-style sidecar mesh with the leanest sidecars,
+//     to payment-mesh:3000. The client pod's nat OUTPUT chain redirects
+//     the connection to its sidecar (0.0.0.0:15001: original_dst listener
+//     filter, TCP proxy to the original destination in mutual TLS 1.3 with
+//     the client's SPIFFE certificate, the server's SPIFFE ID required; the
+//     sidecar's own sockets carry mark 1337, which the chain leaves alone);
+//     payment-mesh's nat PREROUTING chain redirects inbound port 3000 to
+//     its sidecar (0.0.0.0:15006: client certificate required, the
+//     client's SPIFFE ID allowed by a network RBAC filter, TCP proxy to
+//     127.0.0.1:3000). This is the target's reference;
+//   - sidecar pair, no redirect (reference): the same TCP-proxy sidecars
+//     without traffic capture: the client connects to its sidecar on
+//     127.0.0.1:15101, which connects to payment-plain's sidecar on its own
+//     port 15102 (the lower bound of a sidecar pair, not a deployable mesh);
 //   - HBONE pair (no target): the same sidecars on second listeners
 //     (127.0.0.1:15103, payment-plain:15104) speaking Membrane's tunnel
 //     protocol: the client sidecar's TCP proxy tunnels each connection in an
-//     HTTP/2 CONNECT stream over mutual TLS 1.3, the server sidecar's HTTP/2
-//     connection manager authorizes the client's SPIFFE ID (HTTP RBAC) and
-//     connects to 127.0.0.1:3000. It tells the protocol's cost from the
-//     node proxies'.
+//     HTTP/2 CONNECT stream over pooled mutual TLS 1.3 connections, the
+//     server sidecar's HTTP/2 connection manager authorizes the client's
+//     SPIFFE ID (HTTP RBAC) and connects to 127.0.0.1:3000. It tells the
+//     protocol's cost from the node proxies'.
 //
-// Load: like BenchmarkL7AddedLatency (l7_load_test.go): fixed rate,
-// keep-alive HTTP/1.1 over at most 4 connections per arm, a warm-up, then
-// rounds with the arms taking turns. Every response must be 200; the
-// enforcing proxy's RBAC must have allowed the arm's connections. Proxy CPU
-// per 1,000 requests: membrane counts every Membrane process on the path's
-// nodes (both nodes' Envoy pods and both nodes' agent pods, whose
-// background work is counted too); the sidecar pair counts its two
-// sidecars.
+// The sidecars' certificates are ECDSA P-256 like the built-in CA's SVIDs,
+// from a CA of this process; they run the pinned Envoy in cgroups of their
+// own.
 //
-//	MEMBRANE_BENCH_MTLS_REQUESTS=2000   measured requests per arm
+// Load shapes, each with its own arms, counters and verdicts: keep-alive
+// HTTP/1.1 over at most 4 connections per arm, and a new TCP connection per
+// request (HTTP/1.1 without keep-alive, at most 4 at a time), as many
+// services call each other. Each: fixed rate like BenchmarkL7AddedLatency
+// (l7_load_test.go), a warm-up, then rounds with the arms taking turns.
+// Every response must be 200; the enforcing proxy's RBAC must have allowed
+// the arm's connections; the report counts the mutual TLS connections the
+// source-side proxy opened (handshakes) and, for the tunnels, their
+// CONNECT streams; the sidecar pair's REDIRECT rules must have matched.
+// Proxy CPU per 1,000 requests: membrane counts every Membrane process on
+// the path's nodes (both nodes' Envoy pods and both nodes' agent pods,
+// whose background work is counted too; the same processes' CPU while the
+// direct arm runs is printed as their background); a sidecar pair counts
+// its two sidecars.
+//
+//	MEMBRANE_BENCH_MTLS_REQUESTS=2000   measured requests per arm and shape
+//	MEMBRANE_BENCH_MTLS_STATS_DIR=      when set, every Envoy's /stats after each shape goes there
 
 import (
 	"context"
@@ -75,12 +92,10 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -119,7 +134,12 @@ const (
 	mtlsArmDirect   = "direct"
 	mtlsArmMembrane = "membrane"
 	mtlsArmSidecar  = "sidecar pair"
-	mtlsArmHBONE    = "HBONE pair"
+	// The same client sidecar reached on its loopback port, to the server
+	// sidecar's own port: no redirect on either side.
+	mtlsArmSidecarLocal = "sidecar pair, no redirect"
+	mtlsArmHBONE        = "HBONE pair"
+	// Node 1's Envoy's tunnel clusters (xds/mtls), a stat name pattern.
+	mtlsTunnelClusters = `membrane-mtls-tunnel/.*`
 	// The HBONE sidecar pair's ports: the client sidecar's listener
 	// (127.0.0.1) and the server sidecar's (payment-plain's address).
 	mtlsHBONEClientPort = 15103
@@ -149,7 +169,8 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	})
 	defer c.down()
 	l := &l7Bench{b: b, c: c, envoyBin: envoyBin, tmp: b.TempDir(), server: c.state.Nodes[1]}
-	if err := mtlsDeploy(ctx, l); err != nil {
+	mesh, meshIP, err := mtlsDeploy(ctx, l)
+	if err != nil {
 		b.Fatal(err)
 	}
 	if err := mtlsPolicies(ctx, l); err != nil {
@@ -170,6 +191,13 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer server.stop(b)
+	meshServer, err := l.startSidecar("mesh-server", mesh, func() (*bootstrapv3.Bootstrap, error) {
+		return mtlsMeshServerSidecar(ids)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer meshServer.stop(b)
 	client, err := l.startSidecar("client", l.client, func() (*bootstrapv3.Bootstrap, error) {
 		return mtlsClientSidecar(l.plainIP, ids)
 	})
@@ -177,7 +205,16 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer client.stop(b)
-	l.sidecars = []*l7Sidecar{server, client}
+	l.sidecars = []*l7Sidecar{server, meshServer, client}
+	clientNS, plainNS, meshNS := l.netns(l.client), l.netns(l.plain), l.netns(mesh)
+	// The sidecar mesh's traffic capture, in the pods' network namespaces
+	// (they go with the pods).
+	if err := iptablesIn(ctx, clientNS, mtlsMeshOutboundRules(meshIP, l7AppPort)); err != nil {
+		b.Fatal(err)
+	}
+	if err := iptablesIn(ctx, meshNS, mtlsMeshInboundRules(l7AppPort)); err != nil {
+		b.Fatal(err)
+	}
 
 	// Every Membrane process of the path: both nodes' Envoy and agent pods.
 	envoys, err := mtlsPodCgroups(ctx, l, "k8s-app=membrane-envoy")
@@ -188,26 +225,52 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	split := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
-	membraneCPU := split.sample
-	clientNS := l.netns(l.client)
-	arms := []*l7Arm{
-		{name: mtlsArmDirect, base: fmt.Sprintf("http://%s:%d", l.plainIP, l7AppPort), deleteCode: http.StatusOK},
-		{name: mtlsArmMembrane, base: fmt.Sprintf("http://%s:%d", l.l7IP, l7AppPort), deleteCode: http.StatusOK,
-			cpu: membraneCPU, rbacNS: l.server.Netns, rbacAdmin: l7NodeEnvoyAdmin},
-		{name: mtlsArmSidecar, base: fmt.Sprintf("http://127.0.0.1:%d", l7ClientSidecarPort), deleteCode: http.StatusOK,
-			cpu:    func() (time.Duration, error) { return server.cpu() + client.cpu(), nil },
-			rbacNS: l.netns(l.plain), rbacAdmin: fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
-		// The same sidecars, on their second listeners: Membrane's wire
-		// protocol between two sidecars (it tells the protocol's cost from
-		// the node proxies').
-		{name: mtlsArmHBONE, base: fmt.Sprintf("http://127.0.0.1:%d", mtlsHBONEClientPort), deleteCode: http.StatusOK,
-			cpu:    func() (time.Duration, error) { return server.cpu() + client.cpu(), nil },
-			rbacNS: l.netns(l.plain), rbacAdmin: fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)},
+	sidecarAdmin := fmt.Sprintf("127.0.0.1:%d", l7SidecarAdminPort)
+	node1 := c.state.Nodes[0].Netns
+	pairCPU := func(s ...*l7Sidecar) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			var d time.Duration
+			for _, x := range s {
+				d += x.cpu()
+			}
+			return d, nil
+		}
 	}
-	rbacFilter := map[string]string{mtlsArmMembrane: mtlsInboundRBAC, mtlsArmSidecar: mtlsSidecarRBAC, mtlsArmHBONE: mtlsHBONERBAC}
-	for _, a := range arms {
-		if err := l.waitArm(ctx, a); err != nil {
+	// arms are one load shape's arms, fresh counters and clients.
+	arms := func(keepAlive bool) ([]*mtlsArm, *cpuSplit, *cpuSplit) {
+		split := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
+		// Membrane's processes while the direct arm runs: their background
+		// work, with no traffic of theirs.
+		idle := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
+		as := []*mtlsArm{
+			{l7Arm: &l7Arm{name: mtlsArmDirect, base: fmt.Sprintf("http://%s:%d", l.plainIP, l7AppPort), cpu: idle.sample}, unit: "direct"},
+			{l7Arm: &l7Arm{name: mtlsArmMembrane, base: fmt.Sprintf("http://%s:%d", l.l7IP, l7AppPort), cpu: split.sample}, unit: "membrane",
+				rbac:    envoyStat{l.server.Netns, l7NodeEnvoyAdmin, mtlsInboundRBAC},
+				conns:   clusterStat(node1, l7NodeEnvoyAdmin, mtlsTunnelClusters, "upstream_cx_total"),
+				streams: clusterStat(node1, l7NodeEnvoyAdmin, mtlsTunnelClusters, "upstream_rq_total")},
+			{l7Arm: &l7Arm{name: mtlsArmSidecar, base: fmt.Sprintf("http://%s:%d", meshIP, l7AppPort), cpu: pairCPU(client, meshServer)}, unit: "sidecar",
+				rbac:  envoyStat{meshNS, sidecarAdmin, mtlsSidecarRBAC},
+				conns: clusterStat(clientNS, sidecarAdmin, mtlsMeshCluster, "upstream_cx_total")},
+			{l7Arm: &l7Arm{name: mtlsArmSidecarLocal, base: fmt.Sprintf("http://127.0.0.1:%d", l7ClientSidecarPort), cpu: pairCPU(client, server)}, unit: "sidecar-noredirect",
+				rbac:  envoyStat{plainNS, sidecarAdmin, mtlsSidecarRBAC},
+				conns: clusterStat(clientNS, sidecarAdmin, "server-sidecar", "upstream_cx_total")},
+			// The same sidecars, on their HBONE listeners: Membrane's wire
+			// protocol between two sidecars (it tells the protocol's cost
+			// from the node proxies').
+			{l7Arm: &l7Arm{name: mtlsArmHBONE, base: fmt.Sprintf("http://127.0.0.1:%d", mtlsHBONEClientPort), cpu: pairCPU(client, server)}, unit: "hbone",
+				rbac:    envoyStat{plainNS, sidecarAdmin, mtlsHBONERBAC},
+				conns:   clusterStat(clientNS, sidecarAdmin, "server-hbone", "upstream_cx_total"),
+				streams: clusterStat(clientNS, sidecarAdmin, "server-hbone", "upstream_rq_total")},
+		}
+		for _, a := range as {
+			a.deleteCode = http.StatusOK
+			a.hc = l7Client(clientNS, keepAlive)
+		}
+		return as, split, idle
+	}
+	probe, _, _ := arms(false)
+	for _, a := range probe {
+		if err := l.waitArm(ctx, a.l7Arm); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -216,63 +279,169 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	if err := mtlsNodeRefused(ctx, l); err != nil {
 		b.Fatal(err)
 	}
-
-	for _, a := range arms {
-		a.hc = l7Client(clientNS, true)
-		defer a.hc.CloseIdleConnections()
-		if f := rbacFilter[a.name]; f != "" {
-			if a.rbacBefore, err = envoyCounter(ctx, a.rbacNS, a.rbacAdmin, f); err != nil {
-				b.Fatalf("%s: %v", a.name, err)
-			}
+	rep := &mtlsReport{requests: requests, load: load, envoyBin: envoyBin, sameBinary: l.sameBinaryAsNode(),
+		membraneCgroups: len(envoys) + len(agents)}
+	for _, keepAlive := range []bool{true, false} {
+		as, split, idle := arms(keepAlive)
+		sh := &mtlsShape{keepAlive: keepAlive, arms: as}
+		if err := l.runShape(ctx, sh, requests); err != nil {
+			b.Fatalf("%s: %v", sh.name(), err)
+		}
+		sh.envoyCPU, sh.agentCPU = split.used[0], split.used[1]
+		sh.idleEnvoyCPU, sh.idleAgentCPU = idle.used[0], idle.used[1]
+		rep.shapes = append(rep.shapes, sh)
+		prefix := "keepalive"
+		if !keepAlive {
+			prefix = "newconn"
+		}
+		if err := mtlsStatsDump(ctx, os.Getenv("MEMBRANE_BENCH_MTLS_STATS_DIR"), prefix, map[string]envoyStat{
+			"node1-envoy": {ns: node1, admin: l7NodeEnvoyAdmin}, "node2-envoy": {ns: l.server.Netns, admin: l7NodeEnvoyAdmin},
+			"client-sidecar": {ns: clientNS, admin: sidecarAdmin}, "server-sidecar": {ns: plainNS, admin: sidecarAdmin},
+			"mesh-server-sidecar": {ns: meshNS, admin: sidecarAdmin},
+		}); err != nil {
+			b.Fatal(err)
 		}
 	}
-	for _, a := range arms {
-		if _, err := l.run(ctx, a, l7Warmup, false); err != nil {
-			b.Fatalf("%s: warm-up: %v", a.name, err)
+	// The redirects were in the sidecar pair's path.
+	for _, r := range []struct {
+		ns   string
+		port int
+	}{{clientNS, mtlsMeshOutboundPort}, {meshNS, mtlsMeshInboundPort}} {
+		dump, err := iptablesNatCounters(ctx, r.ns)
+		if err != nil {
+			b.Fatal(err)
 		}
-		progress(b, "%s: warm-up of %d requests done", a.name, l7Warmup)
+		n, err := redirectedPackets(dump, r.port)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			b.Fatalf("the REDIRECT to port %d redirected no connection:\n%s", r.port, dump)
+		}
+		rep.redirected = append(rep.redirected, n)
+	}
+	rep.took = time.Since(begin)
+	fmt.Print(rep.String())
+	rep.metrics(b)
+	recordSummary(b, rep.summary()...)
+}
+
+// mtlsArm is an arm and the counters that show which proxies it crossed.
+type mtlsArm struct {
+	*l7Arm
+	unit string // its metrics' prefix
+	// rbac is the enforcing proxy's RBAC allowed counter; conns the
+	// upstream connections the source-side proxy opened to the other one
+	// (mutual TLS handshakes); streams its HTTP/2 CONNECT streams (tunnels
+	// only).
+	rbac, conns, streams        envoyStat
+	connsBefore, connsDelta     float64
+	streamsBefore, streamsDelta float64
+}
+
+// mtlsShape is one load shape's measurement.
+type mtlsShape struct {
+	keepAlive bool
+	arms      []*mtlsArm
+	// envoyCPU and agentCPU split membrane's measured CPU time; the idle
+	// ones are the same processes' while the direct arm ran.
+	envoyCPU, agentCPU         time.Duration
+	idleEnvoyCPU, idleAgentCPU time.Duration
+}
+
+func (s *mtlsShape) name() string {
+	if s.keepAlive {
+		return "keep-alive"
+	}
+	return "new connection per request"
+}
+
+func (s *mtlsShape) arm(name string) *mtlsArm {
+	for _, a := range s.arms {
+		if a.name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// runShape: the counters, a warm-up, then rounds with the arms taking
+// turns, then the counters again; the enforcing proxies' RBAC must have
+// allowed connections.
+func (l *l7Bench) runShape(ctx context.Context, sh *mtlsShape, requests int) error {
+	defer func() {
+		for _, a := range sh.arms {
+			a.hc.CloseIdleConnections()
+		}
+	}()
+	read := func(s envoyStat) (float64, error) {
+		if s.filter == "" {
+			return 0, nil
+		}
+		return s.get(ctx)
+	}
+	var err error
+	for _, a := range sh.arms {
+		if a.rbacBefore, err = read(a.rbac); err != nil {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+		if a.connsBefore, err = read(a.conns); err != nil {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+		if a.streamsBefore, err = read(a.streams); err != nil {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+	}
+	for _, a := range sh.arms {
+		if _, err := l.run(ctx, a.l7Arm, l7Warmup, false); err != nil {
+			return fmt.Errorf("%s: warm-up: %w", a.name, err)
+		}
+		progress(l.b, "%s, %s: warm-up of %d requests done", sh.name(), a.name, l7Warmup)
 	}
 	perRound := (requests + l7Rounds - 1) / l7Rounds
 	for r := range l7Rounds {
 		n := min(perRound, requests-r*perRound)
-		for j := range arms {
-			a := arms[(r+j)%len(arms)]
-			lat, err := l.run(ctx, a, n, true)
+		for j := range sh.arms {
+			a := sh.arms[(r+j)%len(sh.arms)]
+			lat, err := l.run(ctx, a.l7Arm, n, true)
 			if err != nil {
-				b.Fatalf("%s: round %d: %v", a.name, r+1, err)
+				return fmt.Errorf("%s: round %d: %w", a.name, r+1, err)
 			}
 			for _, s := range l.sidecars {
 				if err := s.check(); err != nil {
-					b.Fatal(err)
+					return err
 				}
 			}
-			if err := c.state.CheckProcesses(); err != nil {
-				b.Fatal(err)
+			if err := l.c.state.CheckProcesses(); err != nil {
+				return err
 			}
-			progress(b, "round %d/%d %-12s %d requests: p50 %s p99 %s", r+1, l7Rounds, a.name, len(lat),
+			progress(l.b, "%s round %d/%d %-26s %d requests: p50 %s p99 %s", sh.name(), r+1, l7Rounds, a.name, len(lat),
 				us(percentile(sortedCopy(lat), 0.5)), us(percentile(sortedCopy(lat), 0.99)))
 		}
 	}
-	for _, a := range arms {
-		f := rbacFilter[a.name]
-		if f == "" {
+	for _, a := range sh.arms {
+		if a.rbac.filter == "" {
 			continue
 		}
-		after, err := envoyCounter(ctx, a.rbacNS, a.rbacAdmin, f)
+		after, err := read(a.rbac)
 		if err != nil {
-			b.Fatalf("%s: %v", a.name, err)
+			return fmt.Errorf("%s: %w", a.name, err)
 		}
 		a.rbacDelta = after - a.rbacBefore
 		// Connections, not requests: at least one per pooled connection.
 		if a.rbacDelta < 1 {
-			b.Fatalf("%s: the enforcing proxy's RBAC allowed no connection, but %d requests got a 200: they bypassed it", a.name, a.ok)
+			return fmt.Errorf("%s: the enforcing proxy's RBAC allowed no connection, but %d requests got a 200: they bypassed it", a.name, a.ok)
 		}
+		if after, err = read(a.conns); err != nil {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+		a.connsDelta = after - a.connsBefore
+		if after, err = read(a.streams); err != nil {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+		a.streamsDelta = after - a.streamsBefore
 	}
-	rep := &mtlsReport{arms: arms, requests: requests, load: load, envoyBin: envoyBin, sameBinary: l.sameBinaryAsNode(),
-		took: time.Since(begin), membraneCgroups: len(envoys) + len(agents), envoyCPU: split.used[0], agentCPU: split.used[1]}
-	fmt.Print(rep.String())
-	rep.metrics(b)
-	recordSummary(b, rep.summary()...)
+	return nil
 }
 
 func sortedCopy(ds []time.Duration) []time.Duration {
@@ -281,17 +450,18 @@ func sortedCopy(ds []time.Duration) []time.Duration {
 	return out
 }
 
-// mtlsDeploy starts the client on node 1 and the two payment pods on node
-// 2 with their service accounts, and waits until they run.
-func mtlsDeploy(ctx context.Context, l *l7Bench) error {
+// mtlsDeploy starts the client on node 1 and the three payment pods on
+// node 2 with their service accounts, and waits until they run; it
+// returns payment-mesh and its address.
+func mtlsDeploy(ctx context.Context, l *l7Bench) (*corev1.Pod, netip.Addr, error) {
 	start := time.Now()
 	client := l.c.client
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: mtlsBenchNS}}, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create namespace: %w", err)
+		return nil, netip.Addr{}, fmt.Errorf("create namespace: %w", err)
 	}
 	for _, sa := range []string{"client", "payment"} {
 		if _, err := client.CoreV1().ServiceAccounts(mtlsBenchNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create service account %s: %w", sa, err)
+			return nil, netip.Addr{}, fmt.Errorf("create service account %s: %w", sa, err)
 		}
 	}
 	payment := func(variant string) *corev1.Pod {
@@ -323,22 +493,23 @@ func mtlsDeploy(ctx context.Context, l *l7Bench) error {
 				Containers:                    []corev1.Container{{Name: "idle", Image: "busybox:1.36", Command: []string{"sleep", "3600"}}},
 			},
 		},
-		payment("auth"), payment("plain"),
+		payment("auth"), payment("plain"), payment("mesh"),
 	}
 	got, ips, err := l.c.runPods(ctx, mtlsBenchNS, pods)
 	if err != nil {
-		return err
+		return nil, netip.Addr{}, err
 	}
 	l.client, l.l7, l.plain = got[0], got[1], got[2]
 	l.clientIP, l.l7IP, l.plainIP = ips[0], ips[1], ips[2]
-	progress(l.b, "pods running in %s: client %s on %s, payment-auth %s and payment-plain %s on %s",
-		time.Since(start).Round(time.Millisecond), l.clientIP, l.client.Spec.NodeName, l.l7IP, l.plainIP, l.server.Name)
-	return nil
+	progress(l.b, "pods running in %s: client %s on %s, payment-auth %s, payment-plain %s and payment-mesh %s on %s",
+		time.Since(start).Round(time.Millisecond), l.clientIP, l.client.Spec.NodeName, l.l7IP, l.plainIP, ips[3], l.server.Name)
+	return got[3], ips[3], nil
 }
 
 // mtlsPolicies: payment-auth allows app=client on TCP 3000 with
 // authentication required; payment-plain allows it on 3000 and on the
-// server sidecar's port.
+// server sidecar's ports; payment-mesh on 3000 (its sidecar's redirect
+// comes after the policy, in the pod).
 func mtlsPolicies(ctx context.Context, l *l7Bench) error {
 	dyn, err := dynamicClient(l.c.state.Layout().Kubeconfig())
 	if err != nil {
@@ -365,6 +536,7 @@ func mtlsPolicies(ctx context.Context, l *l7Bench) error {
 	for _, p := range []*v1alpha1.MembraneNetworkPolicy{
 		policy("auth", &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}, tcp(l7AppPort)),
 		policy("plain", nil, tcp(l7AppPort), tcp(l7ServerSidecarPort), tcp(mtlsHBONEServerPort)),
+		policy("mesh", nil, tcp(l7AppPort)),
 	} {
 		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
 		if err != nil {
@@ -380,7 +552,7 @@ func mtlsPolicies(ctx context.Context, l *l7Bench) error {
 }
 
 // mtlsWaitEnforcing waits until node 2's agent enforces ingress policy on
-// both payment pods.
+// the three payment pods.
 func mtlsWaitEnforcing(ctx context.Context, l *l7Bench) error {
 	agents, err := agentClient(l.c.state.Layout().Kubeconfig())
 	if err != nil {
@@ -402,7 +574,7 @@ func mtlsWaitEnforcing(ctx context.Context, l *l7Bench) error {
 				enforcing++
 			}
 		}
-		return enforcing == 2, nil
+		return enforcing == 3, nil
 	})
 }
 
@@ -617,7 +789,9 @@ func staticCluster(name string, to netip.AddrPort, ts *corev3.TransportSocket) *
 // server sidecar on server:15102, in mutual TLS with the client's
 // certificate, requiring the server's SPIFFE ID; 127.0.0.1:15103 does the
 // same to server:15104 inside one HTTP/2 CONNECT stream per connection (to
-// 127.0.0.1:3000), as Membrane's tunnel does.
+// 127.0.0.1:3000), as Membrane's tunnel does; 0.0.0.0:15001 takes the
+// connections the pod's nat OUTPUT chain redirects and proxies them in the
+// same mutual TLS to their original destination (see mtls_mesh_test.go).
 func mtlsClientSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
 	ts, err := tlsSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: sidecarTLS(ids.clientCert, ids.clientKey, ids.caPEM, ids.serverID)})
 	if err != nil {
@@ -647,6 +821,10 @@ func mtlsClientSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 	}
 	hbone := staticCluster("server-hbone", netip.AddrPortFrom(server, mtlsHBONEServerPort), ts)
 	hbone.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2}
+	meshL, meshC, err := mtlsMeshClientListener(ts)
+	if err != nil {
+		return nil, err
+	}
 	ls := []*listenerv3.Listener{
 		{
 			Name:         "outbound",
@@ -658,8 +836,9 @@ func mtlsClientSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 			Address:      l7SocketAddress("127.0.0.1", mtlsHBONEClientPort),
 			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tunnel}}},
 		},
+		meshL,
 	}
-	return l7Bootstrap("client-sidecar", ls, []*clusterv3.Cluster{staticCluster("server-sidecar", netip.AddrPortFrom(server, l7ServerSidecarPort), ts), hbone}), nil
+	return l7Bootstrap("client-sidecar", ls, []*clusterv3.Cluster{staticCluster("server-sidecar", netip.AddrPortFrom(server, l7ServerSidecarPort), ts), hbone, meshC}), nil
 }
 
 // mtlsServerSidecar: on server:15102, mutual TLS requiring a client
@@ -669,23 +848,7 @@ func mtlsClientSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 // SPIFFE ID allowed by an HTTP RBAC filter) to the app, as Membrane's
 // receiving node proxy does.
 func mtlsServerSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.Bootstrap, error) {
-	ts, err := tlsSocket(&tlsv3.DownstreamTlsContext{
-		RequireClientCertificate: wrapperspb.Bool(true),
-		CommonTlsContext:         sidecarTLS(ids.serverCert, ids.serverKey, ids.caPEM, ""),
-	})
-	if err != nil {
-		return nil, err
-	}
-	rules := &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: map[string]*rbacconfigv3.Policy{
-		"client": {
-			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
-			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Authenticated_{
-				Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: &matcherv3.StringMatcher{
-					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: ids.clientID}}},
-			}}},
-		},
-	}}
-	rbac, err := anypb.New(&rbacnetv3.RBAC{StatPrefix: "sidecar_mtls.", Rules: rules})
+	ts, rbac, err := sidecarInbound(ids)
 	if err != nil {
 		return nil, err
 	}
@@ -693,7 +856,7 @@ func mtlsServerSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 	if err != nil {
 		return nil, err
 	}
-	httpRBAC, err := anypb.New(&rbachttpv3.RBAC{Rules: rules})
+	httpRBAC, err := anypb.New(&rbachttpv3.RBAC{Rules: sidecarRules(ids)})
 	if err != nil {
 		return nil, err
 	}
@@ -737,10 +900,7 @@ func mtlsServerSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 			Address: l7SocketAddress(server.String(), l7ServerSidecarPort),
 			FilterChains: []*listenerv3.FilterChain{{
 				TransportSocket: ts,
-				Filters: []*listenerv3.Filter{
-					{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: rbac}},
-					tp,
-				},
+				Filters:         []*listenerv3.Filter{rbac, tp},
 			}},
 		},
 		{
@@ -760,26 +920,27 @@ func mtlsServerSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 
 // mtlsReport prints the measurements.
 type mtlsReport struct {
-	arms            []*l7Arm
+	shapes          []*mtlsShape
 	requests        int
 	load            string
 	envoyBin        string
 	sameBinary      bool
 	took            time.Duration
 	membraneCgroups int
-	// envoyCPU and agentCPU split membrane's measured CPU time.
-	envoyCPU, agentCPU time.Duration
+	// redirected: packets the client pod's and payment-mesh's REDIRECT
+	// rules matched (connections' first packets).
+	redirected []int
 }
 
-// ratios are membrane's added p99 and CPU per request over the sidecar
-// pair's; ok false when the sidecar pair added nothing.
-func (r *mtlsReport) ratios() (p99, cpu float64, p99ok, cpuok bool) {
-	d, m, s := r.arms[0].stats(), r.arms[1].stats(), r.arms[2].stats()
-	if s.p99 > d.p99 {
-		p99, p99ok = float64(m.p99-d.p99)/float64(s.p99-d.p99), true
+// ratio is membrane's added p99 and CPU per request over arm's; ok false
+// when arm added nothing.
+func (s *mtlsShape) ratio(arm string) (p99, cpu float64, p99ok, cpuok bool) {
+	d, m, o := s.arm(mtlsArmDirect).stats(), s.arm(mtlsArmMembrane).stats(), s.arm(arm).stats()
+	if o.p99 > d.p99 {
+		p99, p99ok = float64(m.p99-d.p99)/float64(o.p99-d.p99), true
 	}
-	if s.cpuPer1k > 0 {
-		cpu, cpuok = m.cpuPer1k/s.cpuPer1k, true
+	if o.cpuPer1k > 0 {
+		cpu, cpuok = m.cpuPer1k/o.cpuPer1k, true
 	}
 	return p99, cpu, p99ok, cpuok
 }
@@ -787,39 +948,68 @@ func (r *mtlsReport) ratios() (p99, cpu float64, p99ok, cpuok bool) {
 func (r *mtlsReport) String() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n== Mutual authentication: latency and CPU added by Membrane's node Envoys vs an mTLS sidecar pair ==\n")
-	fmt.Fprintf(&sb, "One 2-node local cluster (built-in CA); echo-basic pods payment-auth and payment-plain on node 2, the client pod on\n")
-	fmt.Fprintf(&sb, "node 1; the load generator dials from the client pod's network namespace. GET %s, %d req/s, keep-alive\n", l7Path, l7Rate)
-	fmt.Fprintf(&sb, "HTTP/1.1 over at most %d connections per arm; %d warm-up requests per arm, then %d rounds of ~%d requests per arm.\n",
+	fmt.Fprintf(&sb, "One 2-node local cluster (built-in CA); echo-basic pods payment-auth, payment-plain and payment-mesh on node 2, the\n")
+	fmt.Fprintf(&sb, "client pod on node 1; the load generator dials from the client pod's network namespace. GET %s, %d req/s, at most\n", l7Path, l7Rate)
+	fmt.Fprintf(&sb, "%d requests (and connections) at a time per arm; per load shape %d warm-up requests per arm, then %d rounds of ~%d\n",
 		l7Pool, l7Warmup, l7Rounds, (r.requests+l7Rounds-1)/l7Rounds)
-	fmt.Fprintf(&sb, "  %-13s to payment-plain:3000 (L3/L4 allow policy, no proxy)\n", mtlsArmDirect+":")
-	fmt.Fprintf(&sb, "  %-13s to payment-auth:3000, authentication required: node 1's Envoy, mutual TLS 1.3 + HTTP/2 CONNECT, node 2's Envoy\n", mtlsArmMembrane+":")
-	fmt.Fprintf(&sb, "  %-13s to a client sidecar (TCP proxy, upstream mutual TLS 1.3) on 127.0.0.1:%d in the client pod, to a\n", mtlsArmSidecar+":", l7ClientSidecarPort)
-	fmt.Fprintf(&sb, "  %-13s server sidecar (client certificate required, SPIFFE ID RBAC, TCP proxy) on payment-plain:%d\n", "", l7ServerSidecarPort)
-	fmt.Fprintf(&sb, "  %-13s the same sidecars on 127.0.0.1:%d and payment-plain:%d speaking Membrane's tunnel protocol (mutual TLS 1.3,\n", mtlsArmHBONE+":", mtlsHBONEClientPort, mtlsHBONEServerPort)
-	fmt.Fprintf(&sb, "  %-13s one HTTP/2 CONNECT stream per connection, HTTP RBAC on the SPIFFE ID): the protocol's cost without the node proxies\n", "")
+	fmt.Fprintf(&sb, "requests per arm, the arms taking turns. Load shapes: keep-alive HTTP/1.1 (at most %d connections per arm, reused), and\n", l7Pool)
+	fmt.Fprintf(&sb, "a new TCP connection per request (HTTP/1.1 without keep-alive; latency includes the connect).\n")
+	fmt.Fprintf(&sb, "  %-27s to payment-plain:3000 (L3/L4 allow policy, no proxy)\n", mtlsArmDirect+":")
+	fmt.Fprintf(&sb, "  %-27s to payment-auth:3000, authentication required: node 1's datapath redirects it to node 1's Envoy, mutual\n", mtlsArmMembrane+":")
+	fmt.Fprintf(&sb, "  %-27s TLS 1.3 + one HTTP/2 CONNECT stream per connection over pooled tunnel connections, node 2's Envoy (RBAC)\n", "")
+	fmt.Fprintf(&sb, "  %-27s to payment-mesh:3000: the client pod's nat OUTPUT REDIRECT to the client sidecar's :%d (original_dst,\n", mtlsArmSidecar+":", mtlsMeshOutboundPort)
+	fmt.Fprintf(&sb, "  %-27s TCP proxy, mutual TLS 1.3 to the original destination, its own sockets marked %d and not redirected),\n", "", mtlsMeshMark)
+	fmt.Fprintf(&sb, "  %-27s payment-mesh's nat PREROUTING REDIRECT of port 3000 to its sidecar's :%d (client certificate required,\n", "", mtlsMeshInboundPort)
+	fmt.Fprintf(&sb, "  %-27s SPIFFE ID RBAC, TCP proxy to 127.0.0.1:3000): an Istio-style capture with the leanest sidecars\n", "")
+	fmt.Fprintf(&sb, "  %-27s the same TCP-proxy sidecars without capture: to the client sidecar on 127.0.0.1:%d, to payment-plain's\n", mtlsArmSidecarLocal+":", l7ClientSidecarPort)
+	fmt.Fprintf(&sb, "  %-27s sidecar on its own port %d (reference, not a deployable mesh)\n", "", l7ServerSidecarPort)
+	fmt.Fprintf(&sb, "  %-27s the same sidecars on 127.0.0.1:%d and payment-plain:%d speaking Membrane's tunnel protocol (mutual TLS 1.3,\n", mtlsArmHBONE+":", mtlsHBONEClientPort, mtlsHBONEServerPort)
+	fmt.Fprintf(&sb, "  %-27s one HTTP/2 CONNECT stream per connection, HTTP RBAC on the SPIFFE ID): the protocol's cost without the node proxies\n", "")
 	same := "the node Envoy image's binary, byte for byte"
 	if !r.sameBinary {
 		same = "NOT the node Envoy image's binary"
 	}
-	fmt.Fprintf(&sb, "Sidecars run %s (%s); TLS 1.3 with Envoy's default suites and ECDSA P-256 keys on both arms.\n", r.envoyBin, same)
-	fmt.Fprintf(&sb, "Proxy CPU: membrane = %d cgroups (both nodes' Envoy and agent pods); sidecar pair = the two sidecars' cgroups.\n\n", r.membraneCgroups)
+	fmt.Fprintf(&sb, "Sidecars run %s (%s); TLS 1.3 with Envoy's default suites and ECDSA P-256 keys on every arm.\n", r.envoyBin, same)
+	fmt.Fprintf(&sb, "Proxy CPU: membrane = %d cgroups (both nodes' Envoy and agent pods); a sidecar pair = its two sidecars' cgroups.\n", r.membraneCgroups)
+	for _, sh := range r.shapes {
+		r.shape(&sb, sh)
+	}
+	fmt.Fprintf(&sb, "\nNotes:\n")
+	fmt.Fprintf(&sb, "- \"RBAC-allowed\": the enforcing Envoy's RBAC allowed counter over the shape (connections or CONNECT streams, not requests).\n")
+	fmt.Fprintf(&sb, "- \"mTLS conns\": upstream connections the source-side proxy opened to the other proxy over the shape (each one a TLS\n")
+	fmt.Fprintf(&sb, "  handshake); \"streams\": HTTP/2 CONNECT streams it sent over them (tunnel arms).\n")
+	fmt.Fprintf(&sb, "- latency: from the request's start (dial included when the connection is new) to the end of the response body, in the\n")
+	fmt.Fprintf(&sb, "  Go client; percentiles are nearest-rank over all rounds.\n")
+	if len(r.redirected) == 2 {
+		fmt.Fprintf(&sb, "- sidecar pair capture: the client pod's REDIRECT matched %d packets, payment-mesh's %d.\n", r.redirected[0], r.redirected[1])
+	}
+	fmt.Fprintf(&sb, "- load average before: %s; after: %s; whole benchmark %s\n", r.load, strings.TrimSpace(wgLoadAvg()), r.took.Round(time.Second))
+	return sb.String()
+}
 
-	direct := r.arms[0].stats()
-	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "arm\trequests\tp50\tp90\tp99\tmax\tadded p50\tadded p99\tproxy CPU-s/1k req\tRBAC-allowed conns\t")
-	for _, a := range r.arms {
+func (r *mtlsReport) shape(sb *strings.Builder, sh *mtlsShape) {
+	fmt.Fprintf(sb, "\n-- %s --\n", sh.name())
+	direct := sh.arm(mtlsArmDirect).stats()
+	tw := tabwriter.NewWriter(sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "arm\trequests\tp50\tp90\tp99\tmax\tadded p50\tadded p99\tproxy CPU-s/1k req\tRBAC-allowed\tmTLS conns\tstreams\t")
+	for _, a := range sh.arms {
 		s := a.stats()
-		added50, added99, cpu, rbac := "-", "-", "-", "-"
+		added50, added99, cpu, rbac, conns, streams := "-", "-", "-", "-", "-", "-"
 		if a.name != mtlsArmDirect {
 			added50, added99 = us(s.p50-direct.p50), us(s.p99-direct.p99)
 			cpu = fmt.Sprintf("%.3f", s.cpuPer1k)
 			rbac = fmt.Sprintf("%.0f", a.rbacDelta)
+			conns = fmt.Sprintf("%.0f", a.connsDelta)
+		}
+		if a.streams.filter != "" {
+			streams = fmt.Sprintf("%.0f", a.streamsDelta)
 		}
 		name := a.name
 		if a.truncated {
 			name += " (60 s budget hit)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.n, us(s.p50), us(s.p90), us(s.p99), us(s.max), added50, added99, cpu, rbac)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, s.n, us(s.p50), us(s.p90), us(s.p99), us(s.max),
+			added50, added99, cpu, rbac, conns, streams)
 	}
 	tw.Flush()
 	verdict := func(ratio float64) string {
@@ -828,50 +1018,57 @@ func (r *mtlsReport) String() string {
 		}
 		return "MISSED"
 	}
-	p99, cpu, p99ok, cpuok := r.ratios()
+	p99, cpu, p99ok, cpuok := sh.ratio(mtlsArmSidecar)
 	if p99ok {
-		fmt.Fprintf(&sb, "\nmembrane added p99 / sidecar pair added p99: %.3f (target <= %.1f: %s)\n", p99, mtlsTarget, verdict(p99))
+		fmt.Fprintf(sb, "%s: membrane added p99 / sidecar pair added p99: %.3f (target <= %.1f: %s)\n", sh.name(), p99, mtlsTarget, verdict(p99))
 	} else {
-		fmt.Fprintf(&sb, "\nmembrane added p99 / sidecar pair added p99: - (the sidecar pair added nothing at p99; target <= %.1f: not evaluated)\n", mtlsTarget)
+		fmt.Fprintf(sb, "%s: membrane added p99 / sidecar pair added p99: - (the sidecar pair added nothing at p99; target <= %.1f: not evaluated)\n", sh.name(), mtlsTarget)
 	}
 	if cpuok {
-		fmt.Fprintf(&sb, "proxy CPU per request, membrane / sidecar pair: %.3f (target <= %.1f: %s)\n", cpu, mtlsTarget, verdict(cpu))
+		fmt.Fprintf(sb, "%s: proxy CPU per request, membrane / sidecar pair: %.3f (target <= %.1f: %s)\n", sh.name(), cpu, mtlsTarget, verdict(cpu))
 	}
-	if len(r.arms) > 3 {
-		d, m, h := r.arms[0].stats(), r.arms[1].stats(), r.arms[3].stats()
-		if h.p99 > d.p99 && h.cpuPer1k > 0 {
-			fmt.Fprintf(&sb, "membrane / HBONE pair (the same protocol between sidecars; no target): added p99 %.3f, CPU per request %.3f\n",
-				float64(m.p99-d.p99)/float64(h.p99-d.p99), m.cpuPer1k/h.cpuPer1k)
+	m, d := sh.arm(mtlsArmMembrane).stats(), direct
+	for _, ref := range []string{mtlsArmSidecarLocal, mtlsArmHBONE} {
+		o := sh.arm(ref).stats()
+		if o.p50 > d.p50 && o.p99 > d.p99 && o.cpuPer1k > 0 {
+			fmt.Fprintf(sb, "membrane / %s (no target): added p50 %.3f, added p99 %.3f, CPU per request %.3f\n", ref,
+				float64(m.p50-d.p50)/float64(o.p50-d.p50), float64(m.p99-d.p99)/float64(o.p99-d.p99), m.cpuPer1k/o.cpuPer1k)
 		}
 	}
-	fmt.Fprintf(&sb, "\nNotes:\n")
-	fmt.Fprintf(&sb, "- \"RBAC-allowed conns\": the enforcing Envoy's RBAC allowed counter over the measured arm (connections: the pool's, re-opened ones).\n")
-	fmt.Fprintf(&sb, "- latency: from the request's write to the end of the response body, in the Go client; percentiles are nearest-rank over all rounds.\n")
-	if m := r.arms[1].stats(); m.n > 0 {
-		per1k := func(d time.Duration) float64 { return d.Seconds() / float64(m.n) * 1000 }
-		fmt.Fprintf(&sb, "- membrane's CPU-s/1k req: node Envoys %.3f, agents %.3f (the agents' background work over the arm's measured time included).\n",
-			per1k(r.envoyCPU), per1k(r.agentCPU))
+	if m.n > 0 {
+		per1k := func(x time.Duration) float64 { return x.Seconds() / float64(m.n) * 1000 }
+		fmt.Fprintf(sb, "membrane's CPU-s/1k req: node Envoys %.3f, agents %.3f (their background work over the arm's measured time included)\n",
+			per1k(sh.envoyCPU), per1k(sh.agentCPU))
 	}
-	fmt.Fprintf(&sb, "- load average before: %s; after: %s; whole benchmark %s\n", r.load, strings.TrimSpace(wgLoadAvg()), r.took.Round(time.Second))
-	return sb.String()
+	if d := sh.arm(mtlsArmDirect); d.stats().n > 0 {
+		per1k := func(x time.Duration) float64 { return x.Seconds() / float64(d.stats().n) * 1000 }
+		fmt.Fprintf(sb, "the same processes while the direct arm ran (background, no traffic through them), per 1k direct requests: node Envoys %.3f, agents %.3f\n",
+			per1k(sh.idleEnvoyCPU), per1k(sh.idleAgentCPU))
+	}
 }
 
 func (r *mtlsReport) metrics(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
-	direct := r.arms[0].stats()
-	for _, a := range r.arms {
-		s := a.stats()
-		unit := strings.ReplaceAll(a.name, " ", "-")
-		b.ReportMetric(float64(s.p50.Microseconds()), unit+"-p50-µs")
-		b.ReportMetric(float64(s.p99.Microseconds()), unit+"-p99-µs")
-		if a.name != mtlsArmDirect {
-			b.ReportMetric(float64((s.p50 - direct.p50).Microseconds()), unit+"-added-p50-µs")
-			b.ReportMetric(float64((s.p99 - direct.p99).Microseconds()), unit+"-added-p99-µs")
-			b.ReportMetric(s.cpuPer1k, unit+"-CPUs/1k")
+	for _, sh := range r.shapes {
+		prefix := "keepalive-"
+		if !sh.keepAlive {
+			prefix = "newconn-"
 		}
-	}
-	if p99, cpu, p99ok, cpuok := r.ratios(); p99ok && cpuok {
-		b.ReportMetric(p99, "membrane/sidecar-added-p99")
-		b.ReportMetric(cpu, "membrane/sidecar-CPU")
+		direct := sh.arm(mtlsArmDirect).stats()
+		for _, a := range sh.arms {
+			s := a.stats()
+			unit := prefix + a.unit
+			b.ReportMetric(float64(s.p50.Microseconds()), unit+"-p50-µs")
+			b.ReportMetric(float64(s.p99.Microseconds()), unit+"-p99-µs")
+			if a.name != mtlsArmDirect {
+				b.ReportMetric(float64((s.p50 - direct.p50).Microseconds()), unit+"-added-p50-µs")
+				b.ReportMetric(float64((s.p99 - direct.p99).Microseconds()), unit+"-added-p99-µs")
+				b.ReportMetric(s.cpuPer1k, unit+"-CPUs/1k")
+			}
+		}
+		if p99, cpu, p99ok, cpuok := sh.ratio(mtlsArmSidecar); p99ok && cpuok {
+			b.ReportMetric(p99, prefix+"membrane/sidecar-added-p99")
+			b.ReportMetric(cpu, prefix+"membrane/sidecar-CPU")
+		}
 	}
 }

@@ -411,7 +411,10 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 		}},
 		// The client's pod address is the last x-forwarded-for entry (the
 		// source proxy's): original_src connects from it.
-		UseRemoteAddress:     wrapperspb.Bool(false),
+		UseRemoteAddress: wrapperspb.Bool(false),
+		// A CONNECT stream's request ID would go nowhere: the stream's
+		// payload is the pod's TCP connection, and flows do not use it.
+		GenerateRequestId:    wrapperspb.Bool(false),
 		HttpFilters:          filters,
 		UpgradeConfigs:       []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{AllowConnect: true},
