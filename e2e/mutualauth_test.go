@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -155,6 +156,9 @@ type mtlsProvider struct {
 	loop time.Duration
 	// oldCAsStay: after rotateCA the trust bundle still holds the old CAs.
 	oldCAsStay bool
+	// idleTimeout is the cluster's authentication.mutual.idleTimeout (0:
+	// the default, not tested: an hour).
+	idleTimeout time.Duration
 }
 
 // TestMutualAuth: with authentication.mutual.enabled (the built-in CA), a
@@ -175,8 +179,10 @@ func TestMutualAuth(t *testing.T) {
 			// Short-lived SVIDs (renewed every 30 s) and a CA that can
 			// rotate within the test.
 			HelmSet: []string{"authentication.mutual.enabled=true", "authentication.mutual.svidTTL=1m",
-				"authentication.mutual.ca.ttl=10m", "authentication.mutual.ca.propagation=5s"},
+				"authentication.mutual.ca.ttl=10m", "authentication.mutual.ca.propagation=5s",
+				"authentication.mutual.idleTimeout=12s"},
 		},
+		idleTimeout: 12 * time.Second,
 		rotateCA: func(t *testing.T, k *kube) string {
 			k.must("", "-n", "kube-system", "annotate", "secret", "membrane-spiffe-ca", "--overwrite",
 				spiffe.AnnotationRotate+"="+strconv.FormatInt(time.Now().UnixNano(), 10))
@@ -302,6 +308,13 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 		if !strings.Contains(logs, " "+remoteFront.Status.PodIP+":") || !strings.Contains(logs, " "+localFront.Status.PodIP+":") {
 			t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
 		}
+	})
+
+	t.Run("idle connection closed after the idle timeout", func(t *testing.T) {
+		if p.idleTimeout == 0 {
+			t.Skip("the cluster keeps the default idle timeout (1h)")
+		}
+		checkIdleTimeout(t, s.Layout().NodeNetns(nodeA), podNetns(remoteFront), net.JoinHostPort(backend.Status.PodIP, "8080"), p.idleTimeout)
 	})
 
 	t.Run("bypass refused", func(t *testing.T) {
@@ -895,4 +908,78 @@ func checksum(b []byte) uint16 {
 		sum = sum>>16 + sum&0xffff
 	}
 	return ^uint16(sum)
+}
+
+// checkIdleTimeout: a keep-alive connection from the client pod (network
+// namespace clientNS) to dest over the authenticated path survives an idle
+// spell shorter than idle, and is closed after one longer than idle by the
+// source node's proxy (its TCP proxy's idle_timeout counter, read in the
+// node's namespace nodeNS, counts it), not by the server.
+func checkIdleTimeout(t *testing.T, nodeNS, clientNS, dest string, idle time.Duration) {
+	t.Helper()
+	var c net.Conn
+	if err := netns.Do(clientNS, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", dest, 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s: %v", dest, err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	get := func() error {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: backend\r\n\r\n"); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			return fmt.Errorf("read the answer: %w", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(body), "Hello from Backend") {
+			return fmt.Errorf("answer %d %q: %v", resp.StatusCode, body, err)
+		}
+		return nil
+	}
+	idleTimeouts := func() float64 {
+		out, err := exec.Command("nsenter", "--net="+nodeNS, "--", "curl", "-s", "-m", "5",
+			"http://127.0.0.1:9901/stats?filter=^tcp%5C.membrane_mtls_outbound%5C.idle_timeout$").CombinedOutput()
+		if err != nil {
+			t.Fatalf("envoy stats: %v %s", err, out)
+		}
+		_, v, ok := strings.Cut(strings.TrimSpace(string(out)), ": ")
+		n, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			t.Fatalf("envoy stats: no idle_timeout counter in %q", out)
+		}
+		return n
+	}
+	if err := get(); err != nil {
+		t.Fatalf("first request: %v", err)
+	}
+	time.Sleep(idle / 3)
+	if err := get(); err != nil {
+		t.Fatalf("request after %s idle (timeout %s): %v", idle/3, idle, err)
+	}
+	before := idleTimeouts()
+	start := time.Now()
+	c.SetDeadline(time.Now().Add(idle + 15*time.Second))
+	n, err := r.ReadByte()
+	closedAfter := time.Since(start)
+	if err == nil {
+		t.Fatalf("the idle connection got data (%q)", n)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the connection is still open %s after its last byte (idle timeout %s)", closedAfter.Round(time.Second), idle)
+	}
+	after := idleTimeouts()
+	t.Logf("idle connection closed after %s (%v); source proxy idle timeouts %v -> %v", closedAfter.Round(100*time.Millisecond), err, before, after)
+	if closedAfter < idle-time.Second {
+		t.Errorf("closed after %s, before the idle timeout %s", closedAfter, idle)
+	}
+	if after <= before {
+		t.Errorf("the source proxy counted no idle timeout: the connection was closed by something else")
+	}
 }

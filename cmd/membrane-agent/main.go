@@ -23,6 +23,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/mesh/agent"
 	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/xds/mtls"
 )
 
 func main() {
@@ -136,6 +137,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.SPIFFE.BundleConfigMap, "ca-bundle-configmap", "membrane-spiffe-bundle", "configmap holding the trust bundle")
 	fs.StringVar(&cfg.SPIFFE.TokenFile, "ca-token-file", "/var/run/secrets/membrane/ca/token", "the agent's service-account token for the CA (audience membrane-ca, bound to the agent's pod)")
 	fs.StringVar(&cfg.SPIFFE.SPIREAdminSocket, "spire-admin-socket", "", "with --spiffe: take SVIDs and the trust bundle from the node's SPIRE agent, its Delegated Identity API on this unix socket (empty: the built-in CA)")
+	fs.DurationVar(&cfg.MTLSIdleTimeout, "mtls-idle-timeout", mtls.DefaultIdleTimeout, "close a connection that rules require to be authenticated when it carried nothing either way for this long")
 	fs.StringVar(&cfg.SPIFFE.WorkloadSocket, "workload-api-socket", "", "unix socket serving the SPIFFE Workload API to the node's pods (empty: none)")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "default", "name of this cluster in a cluster mesh (up to 32 lowercase letters, digits and dashes)")
 	fs.IntVar(&cfg.ClusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1 to 255 (0: no cluster mesh)")

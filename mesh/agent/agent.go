@@ -174,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.ids != nil && a.proxy != nil && a.cfg.MTLSOutboundPort != 0 && a.cfg.MTLSTunnelPort != 0 {
 		// Rules requiring authentication go through the node proxy's
 		// mutual TLS; without identities they drop what they match.
-		a.eps.auth = &mutualAuth{svids: a.svidSource(), outboundPort: a.cfg.MTLSOutboundPort, tunnelPort: a.cfg.MTLSTunnelPort}
+		a.eps.auth = &mutualAuth{svids: a.svidSource(), outboundPort: a.cfg.MTLSOutboundPort, tunnelPort: a.cfg.MTLSTunnelPort, idleTimeout: a.cfg.MTLSIdleTimeout}
 		a.proxy.authMetrics = newAuthMetrics(a.reg)
 	}
 

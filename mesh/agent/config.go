@@ -62,6 +62,9 @@ type Config struct {
 	// node holds workload identities.
 	MTLSOutboundPort uint16
 	MTLSTunnelPort   uint16
+	// MTLSIdleTimeout closes an authenticated connection idle this long
+	// (0: mtls.DefaultIdleTimeout).
+	MTLSIdleTimeout time.Duration
 
 	// SPIFFE are the node's workload identities (see identity.go).
 	SPIFFE SPIFFEConfig
@@ -134,6 +137,9 @@ func (c Config) Validate() error {
 	if c.ProxyPort != 0 {
 		if _, _, err := net.SplitHostPort(c.XDSAddr); err != nil {
 			errs = append(errs, fmt.Errorf("--xds-addr %q: %w", c.XDSAddr, err))
+		}
+		if c.MTLSIdleTimeout < 0 {
+			errs = append(errs, fmt.Errorf("--mtls-idle-timeout %s: must not be negative", c.MTLSIdleTimeout))
 		}
 		if c.MTLSOutboundPort == c.ProxyPort || c.MTLSTunnelPort == c.ProxyPort || (c.MTLSOutboundPort != 0 && c.MTLSOutboundPort == c.MTLSTunnelPort) {
 			errs = append(errs, fmt.Errorf("--mtls-outbound-port %d, --mtls-tunnel-port %d: must differ from each other and from --proxy-port %d",

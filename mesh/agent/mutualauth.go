@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -35,6 +36,7 @@ type mutualAuth struct {
 	svids        svid.Source
 	outboundPort uint16
 	tunnelPort   uint16
+	idleTimeout  time.Duration
 }
 
 // authState is one regeneration's mutual-authentication configuration.
@@ -64,6 +66,7 @@ func (m *mutualAuth) plan(node string, st k8s.PolicyState, resolve func(endpoint
 	out := authState{snap: snap, cfg: mtls.Config{
 		OutboundPort: m.outboundPort, TunnelPort: m.tunnelPort,
 		UpstreamMark: bpfpolicy.MarkMagicFromProxy, AccessLogCluster: accessLogCluster,
+		IdleTimeout: m.idleTimeout,
 	}}
 	if snap.Bundle == nil || len(snap.Bundle.X509Authorities()) == 0 || !wantsAuth(st.Policies) {
 		return auth.Plan{}, out

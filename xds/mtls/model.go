@@ -41,11 +41,18 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
+
+// DefaultIdleTimeout is Config.IdleTimeout's default: Envoy's TCP proxy
+// default, which the destination's CONNECT streams would otherwise cut
+// at their HTTP default of 5 minutes.
+const DefaultIdleTimeout = time.Hour
 
 // Config is one node's mutual-authentication proxy configuration.
 type Config struct {
@@ -61,6 +68,10 @@ type Config struct {
 	// AccessLogCluster names the access-log service cluster; "" disables
 	// access logging.
 	AccessLogCluster string `json:"accessLogCluster,omitempty"`
+	// IdleTimeout closes an authenticated connection that carried no byte
+	// either way for this long, on both nodes (the source's TCP proxy and
+	// the destination's CONNECT stream); 0: DefaultIdleTimeout.
+	IdleTimeout time.Duration `json:"idleTimeout,omitempty"`
 	// Outbound are the authenticated connections local pods may open.
 	Outbound []Outbound `json:"outbound,omitempty"`
 	// Inbound are the local pods' ports that require authentication.
@@ -136,6 +147,9 @@ func (c Config) Validate() error {
 	if c.TunnelPort == 0 {
 		fail("tunnelPort", "must not be 0")
 	}
+	if c.IdleTimeout < 0 {
+		fail("idleTimeout", "must not be negative, got %s", c.IdleTimeout)
+	}
 	if c.OutboundPort == c.TunnelPort {
 		fail("tunnelPort", "must differ from outboundPort %d", c.OutboundPort)
 	}
@@ -193,4 +207,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("invalid mutual authentication configuration: %w", err)
 	}
 	return nil
+}
+
+// idleTimeout is IdleTimeout or its default.
+func (c Config) idleTimeout() *durationpb.Duration {
+	if c.IdleTimeout == 0 {
+		return durationpb.New(DefaultIdleTimeout)
+	}
+	return durationpb.New(c.IdleTimeout)
 }

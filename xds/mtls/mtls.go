@@ -144,6 +144,7 @@ func (c Config) outbound() (*listenerv3.Listener, []*clusterv3.Cluster, error) {
 		tp, err := marshalAny(&tcpproxyv3.TcpProxy{
 			StatPrefix:       "membrane_mtls_outbound",
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: t.name()},
+			IdleTimeout:      c.idleTimeout(),
 			TunnelingConfig: &tcpproxyv3.TcpProxy_TunnelingConfig{
 				Hostname: "%DOWNSTREAM_LOCAL_ADDRESS%",
 				HeadersToAdd: []*corev3.HeaderValueOption{
@@ -414,7 +415,10 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 		UseRemoteAddress: wrapperspb.Bool(false),
 		// A CONNECT stream's request ID would go nowhere: the stream's
 		// payload is the pod's TCP connection, and flows do not use it.
-		GenerateRequestId:    wrapperspb.Bool(false),
+		GenerateRequestId: wrapperspb.Bool(false),
+		// The stream is a TCP connection: it lives as long as the source's
+		// TCP proxy lets it idle, not HTTP's 5 minutes.
+		StreamIdleTimeout:    c.idleTimeout(),
 		HttpFilters:          filters,
 		UpgradeConfigs:       []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{AllowConnect: true},
