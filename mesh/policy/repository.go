@@ -20,8 +20,9 @@ import (
 //     learned DNS names or the configuration.
 //   - Resolve returns an endpoint's last Result while the rules selecting
 //     it are the same compilations (and the endpoint the same: identity,
-//     labels, namespace, named ports); otherwise it expands again only the
-//     rules that are new to it and merges.
+//     labels, namespace, named ports); otherwise it merges the rules'
+//     expansions, each computed once per compilation and set of named
+//     ports (all an expansion depends on), whichever endpoints share it.
 //
 // Its Results equal those of New(...).Resolve on the same input. It is not
 // safe for concurrent use: one loop owns it. Results are shared between
@@ -33,7 +34,10 @@ type Repository struct {
 	// counts Updates, so those no Resolve asked for since the previous
 	// Update are dropped.
 	results map[string]*cachedResult
-	pass    uint64
+	// expansions are the rules' expansions, by compilation and the
+	// endpoint's named ports.
+	expansions map[expansionKey]expansion
+	pass       uint64
 	next    uint64 // the last compilation's version
 	stats   Stats
 }
@@ -43,8 +47,9 @@ type Stats struct {
 	// Compiled counts rules compiled.
 	Compiled int
 	// Resolved counts Results built, Expanded the rules expanded for them
-	// (those a Result kept from its previous build are not expanded
-	// again); Reused counts Results returned as they were.
+	// (an expansion serves every endpoint with the same named ports
+	// while its rule is unchanged); Reused counts Results returned as
+	// they were.
 	Resolved, Expanded, Reused int
 }
 
@@ -61,13 +66,17 @@ type cachedRule struct {
 type cachedResult struct {
 	versions []uint64 // of the rules selecting the endpoint, in order
 	result   Result
-	parts    map[uint64]expansion
 	used     uint64 // the pass that last asked for it
+}
+
+type expansionKey struct {
+	version    uint64
+	namedPorts string
 }
 
 // NewRepository returns an empty Repository; call Update before Resolve.
 func NewRepository() *Repository {
-	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}}
+	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}, expansions: map[expansionKey]expansion{}}
 }
 
 // Stats returns the work done so far.
@@ -81,6 +90,7 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 	if r.cur == nil || !sameInput(r.cur, res) {
 		clear(r.rules)
 		clear(r.results)
+		clear(r.expansions)
 	}
 	rules := make(map[ruleRef]cachedRule, len(r.rules))
 	for _, p := range policies {
@@ -99,6 +109,15 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 		}
 	}
 	r.rules = rules
+	current := make(map[uint64]bool, len(rules))
+	for _, c := range rules {
+		current[c.c.version] = true
+	}
+	for k := range r.expansions {
+		if !current[k.version] {
+			delete(r.expansions, k)
+		}
+	}
 	for k, c := range r.results {
 		if c.used != r.pass {
 			delete(r.results, k)
@@ -116,37 +135,32 @@ func (r *Repository) Resolve(ep Endpoint) Result {
 	for i, rule := range rules {
 		versions[i] = rule.version
 	}
-	key := endpointKey(ep)
+	ports := namedPortsKey(ep)
+	key := strconv.FormatUint(uint64(ep.Identity), 10) + "|" + ep.Namespace + "|" + ep.Labels.Key() + ports
 	c := r.results[key]
 	if c != nil && slices.Equal(c.versions, versions) {
 		c.used = r.pass
 		r.stats.Reused++
 		return c.result
 	}
-	var prev map[uint64]expansion
-	if c != nil {
-		prev = c.parts
-	}
-	for _, v := range versions {
-		if _, ok := prev[v]; !ok {
-			r.stats.Expanded++
-		}
-	}
 	r.stats.Resolved++
-	parts := make(map[uint64]expansion, len(rules))
-	res := r.cur.resolve(ep, rules, prev, parts)
-	r.results[key] = &cachedResult{versions: versions, result: res, parts: parts, used: r.pass}
+	res := r.cur.resolve(ep, rules, func(rule *compiledRule) expansion {
+		k := expansionKey{rule.version, ports}
+		x, ok := r.expansions[k]
+		if !ok {
+			r.stats.Expanded++
+			x = r.cur.expandRule(ep, rule)
+			r.expansions[k] = x
+		}
+		return x
+	})
+	r.results[key] = &cachedResult{versions: versions, result: res, used: r.pass}
 	return res
 }
 
-// endpointKey is everything of ep its Result depends on.
-func endpointKey(ep Endpoint) string {
+// namedPortsKey is ep's named ports, all its rules' expansions depend on.
+func namedPortsKey(ep Endpoint) string {
 	var b strings.Builder
-	b.WriteString(strconv.FormatUint(uint64(ep.Identity), 10))
-	b.WriteByte('|')
-	b.WriteString(ep.Namespace)
-	b.WriteByte('|')
-	b.WriteString(ep.Labels.Key())
 	for _, n := range slices.Sorted(maps.Keys(ep.NamedPorts)) {
 		np := ep.NamedPorts[n]
 		b.WriteString("|" + n + "=" + strconv.Itoa(int(np.Port)) + "/" + strconv.Itoa(int(np.Proto)))

@@ -267,7 +267,7 @@ func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
 //
 // Everything is sorted, so equal inputs give equal Results.
 func (r *Resolver) Resolve(ep Endpoint) Result {
-	return r.resolve(ep, r.selected(ep), nil, nil)
+	return r.resolve(ep, r.selected(ep), func(rule *compiledRule) expansion { return r.expandRule(ep, rule) })
 }
 
 // scopedLabels are the labels rules select ep by: its own, with the
@@ -317,25 +317,24 @@ func (r *Resolver) expandRule(ep Endpoint, rule *compiledRule) expansion {
 	return x
 }
 
-// resolve builds ep's Result from the rules selecting it. A rule with a
-// version found in prev is not expanded again; with keep, every rule's
-// expansion is kept there by version.
-func (r *Resolver) resolve(ep Endpoint, rules []*compiledRule, prev, keep map[uint64]expansion) Result {
+// resolve builds ep's Result from the rules selecting it, expanded by
+// expand.
+func (r *Resolver) resolve(ep Endpoint, rules []*compiledRule, expand func(*compiledRule) expansion) Result {
 	b := builder{r: r, ep: ep}
 	var res Result
-	for _, rule := range rules {
+	xs := make([]expansion, len(rules))
+	n := 1 // the local host's exemption
+	for i, rule := range rules {
+		xs[i] = expand(rule)
+		n += len(xs[i].contribs)
+	}
+	b.contribs = make([]contrib, 0, n)
+	for i, rule := range rules {
 		res.EnforceIngress = res.EnforceIngress || rule.enforceIngress
 		res.EnforceEgress = res.EnforceEgress || rule.enforceEgress
-		x, ok := prev[rule.version]
-		if !ok || rule.version == 0 {
-			x = r.expandRule(ep, rule)
-		}
-		if keep != nil && rule.version != 0 {
-			keep[rule.version] = x
-		}
-		b.contribs = append(b.contribs, x.contribs...)
-		b.problems = append(b.problems, x.problems...)
-		res.FQDNSelectors = append(res.FQDNSelectors, x.fqdns...)
+		b.contribs = append(b.contribs, xs[i].contribs...)
+		b.problems = append(b.problems, xs[i].problems...)
+		res.FQDNSelectors = append(res.FQDNSelectors, xs[i].fqdns...)
 	}
 	if res.EnforceIngress && !r.cfg.EnforceHostIngress {
 		b.add(contrib{
@@ -347,7 +346,8 @@ func (r *Resolver) resolve(ep Endpoint, rules []*compiledRule, prev, keep map[ui
 		// processes: they cannot authenticate as a workload. A rule that
 		// allows the host on the ports without authentication (e.g. for
 		// kubelet probes) keeps them open to it.
-		for _, c := range slices.Clone(b.contribs) {
+		for i, n := 0, len(b.contribs); i < n; i++ {
+			c := b.contribs[i]
 			if c.key.dir == Ingress && c.auth && !c.authFail && c.verdict != Deny && c.key.remote != identity.Host &&
 				!b.hostAllowed(c.key) {
 				b.add(contrib{
@@ -598,10 +598,17 @@ func (b *builder) merge() []DatapathRule {
 		order[i] = int32(i)
 	}
 	slices.SortStableFunc(order, func(i, j int32) int { return compareKeys(b.contribs[i].key, b.contribs[j].key) })
-	var out []DatapathRule
+	out := make([]DatapathRule, 0, len(order))
+	// The origins of one key are consecutive: one array holds them all.
+	origins := make([]string, len(order))
+	start := 0
 	for n, i := range order {
 		c := &b.contribs[i]
 		if n == 0 || out[len(out)-1].key() != c.key {
+			if n > 0 {
+				out[len(out)-1].Origins = origins[start:n:n]
+			}
+			start = n
 			out = append(out, DatapathRule{
 				Direction: c.key.dir, RemoteIdentity: c.key.remote, Proto: c.key.proto,
 				Port: c.key.port, EndPort: c.key.endPort, Verdict: c.verdict, ProxyPort: c.proxyPort,
@@ -620,8 +627,9 @@ func (b *builder) merge() []DatapathRule {
 		}
 		d.AuthRequired = d.AuthRequired || c.auth
 		d.AuthAlwaysFail = d.AuthAlwaysFail || c.authFail
-		d.Origins = append(d.Origins, c.origin)
+		origins[n] = c.origin
 	}
+	out[len(out)-1].Origins = origins[start:len(order):len(order)]
 	for i := range out {
 		d := &out[i]
 		if d.Verdict == Deny {
