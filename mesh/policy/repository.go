@@ -38,8 +38,8 @@ type Repository struct {
 	// endpoint's named ports.
 	expansions map[expansionKey]expansion
 	pass       uint64
-	next    uint64 // the last compilation's version
-	stats   Stats
+	next       uint64 // the last compilation's version
+	stats      Stats
 }
 
 // Stats counts a Repository's work since it was made.
