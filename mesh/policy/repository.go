@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/membrane-mesh/membrane/mesh/identity"
 )
 
 // Repository resolves endpoints' policies across changes with work in
@@ -23,6 +25,9 @@ import (
 //     labels, namespace, named ports); otherwise it merges the rules'
 //     expansions, each computed once per compilation and set of named
 //     ports (all an expansion depends on), whichever endpoints share it.
+//     Where only plain allow and deny entries changed (no redirect, no
+//     authentication, no entry for the local host), it merges again only
+//     the keys the changed rules have entries for, and keeps the others.
 //
 // Its Results equal those of New(...).Resolve on the same input. It is not
 // safe for concurrent use: one loop owns it. Results are shared between
@@ -37,9 +42,12 @@ type Repository struct {
 	// expansions are the rules' expansions, by compilation and the
 	// endpoint's named ports.
 	expansions map[expansionKey]expansion
-	pass       uint64
-	next       uint64 // the last compilation's version
-	stats      Stats
+	// retired are the expansions of the compilations the last Update
+	// replaced: Results built with them are patched by key.
+	retired map[expansionKey]expansion
+	pass    uint64
+	next    uint64 // the last compilation's version
+	stats   Stats
 }
 
 // Stats counts a Repository's work since it was made.
@@ -49,8 +57,9 @@ type Stats struct {
 	// Resolved counts Results built, Expanded the rules expanded for them
 	// (an expansion serves every endpoint with the same named ports
 	// while its rule is unchanged); Reused counts Results returned as
-	// they were.
-	Resolved, Expanded, Reused int
+	// they were. Patched counts the Results built by merging again only
+	// the keys of the rules that changed (among Resolved).
+	Resolved, Expanded, Reused, Patched int
 }
 
 type ruleRef struct {
@@ -113,8 +122,10 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 	for _, c := range rules {
 		current[c.c.version] = true
 	}
-	for k := range r.expansions {
+	r.retired = map[expansionKey]expansion{}
+	for k, x := range r.expansions {
 		if !current[k.version] {
+			r.retired[k] = x
 			delete(r.expansions, k)
 		}
 	}
@@ -144,7 +155,7 @@ func (r *Repository) Resolve(ep Endpoint) Result {
 		return c.result
 	}
 	r.stats.Resolved++
-	res := r.cur.resolve(ep, rules, func(rule *compiledRule) expansion {
+	expand := func(rule *compiledRule) expansion {
 		k := expansionKey{rule.version, ports}
 		x, ok := r.expansions[k]
 		if !ok {
@@ -153,9 +164,109 @@ func (r *Repository) Resolve(ep Endpoint) Result {
 			r.expansions[k] = x
 		}
 		return x
-	})
+	}
+	var res Result
+	patched := false
+	if c != nil {
+		res, patched = r.patch(c.result, c.versions, rules, ports, expand)
+	}
+	if patched {
+		r.stats.Patched++
+	} else {
+		res = r.cur.resolve(ep, rules, expand)
+	}
 	r.results[key] = &cachedResult{versions: versions, result: res, used: r.pass}
 	return res
+}
+
+// patch rebuilds prev, the Result of the rules of versions prevVersions,
+// for rules: where the rules that left or came have only plain allow and
+// deny entries (no redirect, no authentication, none for the local host:
+// nothing the host's exemption, L7 or DNS rules depend on) and the
+// enforced directions stay, only the keys they have entries for are merged
+// again. It reports false where it cannot.
+func (r *Repository) patch(prev Result, prevVersions []uint64, rules []*compiledRule, ports string, expand func(*compiledRule) expansion) (Result, bool) {
+	if prev.L7 != nil || prev.DNS != nil {
+		return Result{}, false
+	}
+	var res Result
+	for _, rule := range rules {
+		res.EnforceIngress = res.EnforceIngress || rule.enforceIngress
+		res.EnforceEgress = res.EnforceEgress || rule.enforceEgress
+	}
+	if res.EnforceIngress != prev.EnforceIngress || res.EnforceEgress != prev.EnforceEgress {
+		return Result{}, false
+	}
+	now := make(map[uint64]bool, len(rules))
+	for _, rule := range rules {
+		now[rule.version] = true
+	}
+	before := make(map[uint64]bool, len(prevVersions))
+	var changed []expansion
+	for _, v := range prevVersions {
+		before[v] = true
+		if now[v] {
+			continue
+		}
+		x, ok := r.retired[expansionKey{v, ports}]
+		if !ok {
+			x, ok = r.expansions[expansionKey{v, ports}]
+		}
+		if !ok {
+			return Result{}, false
+		}
+		changed = append(changed, x)
+	}
+	xs := make([]expansion, len(rules))
+	for i, rule := range rules {
+		xs[i] = expand(rule)
+		if !before[rule.version] {
+			changed = append(changed, xs[i])
+		}
+	}
+	touched := map[ruleKey]bool{}
+	for _, x := range changed {
+		for _, c := range x.contribs {
+			if c.verdict == Redirect || c.auth || c.authFail || c.key.remote == identity.Host {
+				return Result{}, false
+			}
+			touched[c.key] = true
+		}
+	}
+	// The contributions to the touched keys, in the order a full build
+	// takes them (the host's exemption has none: its keys are the host's).
+	b := builder{r: r.cur}
+	for _, x := range xs {
+		for _, c := range x.contribs {
+			if touched[c.key] {
+				b.contribs = append(b.contribs, c)
+			}
+		}
+		b.problems = append(b.problems, x.problems...)
+		res.FQDNSelectors = append(res.FQDNSelectors, x.fqdns...)
+	}
+	fresh := b.merge()
+	res.Rules = make([]DatapathRule, 0, len(prev.Rules)+len(fresh))
+	i := 0
+	for _, d := range prev.Rules {
+		if touched[d.key()] {
+			continue
+		}
+		for i < len(fresh) && compareKeys(fresh[i].key(), d.key()) < 0 {
+			res.Rules = append(res.Rules, fresh[i])
+			i++
+		}
+		res.Rules = append(res.Rules, d)
+	}
+	res.Rules = append(res.Rules, fresh[i:]...)
+	if len(res.Rules) == 0 {
+		res.Rules = nil
+	}
+	slices.SortFunc(res.FQDNSelectors, compareFQDN)
+	res.FQDNSelectors = slices.Compact(res.FQDNSelectors)
+	res.CIDRIdentities = prev.CIDRIdentities // the same input: the same identities
+	res.Problems = dedupErrors(b.problems)
+	return res, true
 }
 
 // namedPortsKey is ep's named ports, all its rules' expansions depend on.

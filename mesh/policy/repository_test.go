@@ -71,8 +71,8 @@ func TestRepositoryUnrelatedChange(t *testing.T) {
 	for _, ep := range eps {
 		got[ep.Identity] = repo.Resolve(ep)
 	}
-	if s := repo.Stats(); s != (Stats{Compiled: 4, Resolved: 4, Expanded: 4, Reused: 5}) {
-		t.Errorf("one rule changed: %+v, want one rule compiled and one endpoint resolved", s)
+	if s := repo.Stats(); s != (Stats{Compiled: 4, Resolved: 4, Expanded: 4, Reused: 5, Patched: 1}) {
+		t.Errorf("one rule changed: %+v, want one rule compiled and one endpoint resolved (patched)", s)
 	}
 	for _, ep := range eps {
 		if diff := cmp.Diff(Resolve(ep, policies(8080), ids, Config{}), got[ep.Identity], errorsByText); diff != "" {
@@ -102,9 +102,14 @@ func TestRepositoryUnrelatedChange(t *testing.T) {
 // the Repository's Results, problems and CIDR identities equal a
 // from-scratch resolution's.
 func TestRepositoryMatchesFromScratch(t *testing.T) {
-	for seed := range uint64(20) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+	var total Stats
+	for seed := range uint64(40) {
+		// Half the seeds: plain allow and deny rules only, changed
+		// mostly one rule at a time (the patched path).
+		plain := seed%2 == 1
+		t.Run(fmt.Sprintf("seed=%d,plain=%v", seed, plain), func(t *testing.T) {
 			g := newPolicyGen(seed)
+			g.plain = plain
 			repo := NewRepository()
 			for step := range 40 {
 				if step > 0 {
@@ -132,11 +137,15 @@ func TestRepositoryMatchesFromScratch(t *testing.T) {
 				}
 			}
 			s := repo.Stats()
-			if s.Reused == 0 {
-				t.Errorf("no Result reused in 40 steps: %+v", s)
-			}
+			total.Reused += s.Reused
+			total.Patched += s.Patched
+			total.Resolved += s.Resolved
 			t.Logf("%+v", s)
 		})
+	}
+	// The cases cover every path.
+	if total.Reused == 0 || total.Patched == 0 || total.Patched == total.Resolved {
+		t.Errorf("over all seeds: %+v: want Results reused, patched and built in full", total)
 	}
 }
 
@@ -149,6 +158,9 @@ type policyGen struct {
 	cfg      Config
 	nextID   identity.ID
 	last     string // the last change
+	// plain: no L7, DNS, authentication or host rules; mostly rule
+	// changes.
+	plain bool
 }
 
 var genApps = []string{"a", "b", "c", "d"}
@@ -219,7 +231,11 @@ func (g *policyGen) selector() Selector {
 }
 
 func (g *policyGen) ports() []PortRule {
-	switch g.rnd.IntN(6) {
+	k := g.rnd.IntN(6)
+	if g.plain && (k == 2 || k == 3) {
+		k = 4
+	}
+	switch k {
 	case 0:
 		return nil
 	case 1:
@@ -253,11 +269,14 @@ func (g *policyGen) peerRule() PeerRule {
 		pr.Endpoints = []Selector{g.selector()}
 	}
 	pr.ToPorts = g.ports()
-	pr.AuthRequired = g.rnd.IntN(8) == 0
+	pr.AuthRequired = !g.plain && g.rnd.IntN(8) == 0
 	return pr
 }
 
 func (g *policyGen) pickEntity() Entity {
+	if g.plain {
+		return []Entity{EntityAll, EntityWorld}[g.rnd.IntN(2)]
+	}
 	return []Entity{EntityAll, EntityWorld, EntityCluster, EntityHost, EntityInit}[g.rnd.IntN(5)]
 }
 
@@ -290,7 +309,11 @@ func (g *policyGen) policy(name string) Policy {
 
 // mutate makes one change, the kind at random.
 func (g *policyGen) mutate() {
-	switch k := g.rnd.IntN(10); {
+	k := g.rnd.IntN(10)
+	if g.plain && k < 8 {
+		k = 0
+	}
+	switch {
 	case k < 4 && len(g.policies) > 0:
 		// Change one rule of one policy (a copy: the Repository keeps
 		// the previous version).

@@ -361,13 +361,15 @@ func (r *Resolver) resolve(ep Endpoint, rules []*compiledRule, expand func(*comp
 	res.Rules = b.merge()
 	res.L7 = b.l7()
 	res.DNS = b.dnsRules()
-	slices.SortFunc(res.FQDNSelectors, func(a, b FQDN) int {
-		return cmp.Or(strings.Compare(a.MatchName, b.MatchName), strings.Compare(a.MatchPattern, b.MatchPattern))
-	})
+	slices.SortFunc(res.FQDNSelectors, compareFQDN)
 	res.FQDNSelectors = slices.Compact(res.FQDNSelectors)
 	res.CIDRIdentities = slices.Clone(r.cidrs)
 	res.Problems = dedupErrors(b.problems)
 	return res
+}
+
+func compareFQDN(a, b FQDN) int {
+	return cmp.Or(strings.Compare(a.MatchName, b.MatchName), strings.Compare(a.MatchPattern, b.MatchPattern))
 }
 
 func dedupErrors(errs []error) []error {
