@@ -40,6 +40,9 @@ func benchShape(groups int) ([]Policy, IdentitySet, []Endpoint) {
 	return []Policy{p}, ids, eps
 }
 
+// BenchmarkNewAndResolve: every change compiled and resolved from scratch
+// (what BenchmarkRepositoryChange avoids): all rules compiled, each local
+// endpoint's distinct identity resolved.
 func BenchmarkNewAndResolve(b *testing.B) {
 	for _, groups := range []int{100, 10} {
 		b.Run(fmt.Sprintf("identities=%d", groups), func(b *testing.B) {
