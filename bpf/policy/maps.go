@@ -235,7 +235,7 @@ func (m *Maps) DeleteEndpoint(ifindex int) error {
 // at every moment in between; flows already tracked keep going regardless.
 // Invalid rules change nothing.
 func (m *Maps) SetEndpointPolicy(id EndpointID, rules []Rule) error {
-	own := make(ownEntries)
+	own := make(ownEntries, len(rules))
 	for _, r := range rules {
 		if err := r.Key.validate(id); err != nil {
 			return fmt.Errorf("set policy of endpoint %d: %w", id, err)

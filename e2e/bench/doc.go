@@ -27,9 +27,9 @@
 // of every affected endpoint on both nodes (and, separately, the agents' own
 // view from their histogram), with 100 endpoints of 100 distinct identities
 // (and of 10) under one 250-rule MembraneNetworkPolicy, changes that move,
-// add and remove allow and deny rules, and new pods from Ready to enforced;
-// p50 and p99 against the targets (MEMBRANE_BENCH_POLICY_CHANGES sets the
-// number of changes).
+// add and remove allow and deny rules and an L7 rule, and new pods from
+// Ready to enforced; p50 and p99 against the targets
+// (MEMBRANE_BENCH_POLICY_CHANGES sets the number of changes).
 //
 // BenchmarkWireGuardVsUnderlay (wireguard_bench_test.go) compares pod-to-pod
 // throughput across nodes with and without WireGuard, and the CPU per GB of

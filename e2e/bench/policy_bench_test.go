@@ -14,11 +14,14 @@ package bench
 // implicit allow, every endpoint holds 251 policy map entries: 12,550 per
 // node.
 //
-// The timed changes cycle through three kinds, each one JSON patch:
+// The timed changes cycle through five kinds, each one JSON patch:
 // "change" moves one fromEndpoints rule to a port not used before (its old
 // entry goes, a new allow entry comes), "add-deny" adds an ingressDeny rule
 // (one group, a new port: a deny entry on every endpoint), "remove-deny"
-// removes it again (the entry must be gone everywhere). The clock starts
+// removes it again (the entry must be gone everywhere), "add-l7" adds an
+// ingress rule with an HTTP rule (one group, a new port: a redirect entry
+// on every endpoint, once the node's proxy has the rule), "remove-l7"
+// removes it again. The clock starts
 // just before the patch call; the benchmark then looks up, every
 // millisecond, the rule's exact map key (endpoint, ingress, the group's
 // identity, TCP, port) of every endpoint in both nodes' pinned policy maps,
@@ -28,7 +31,7 @@ package bench
 // membrane_policy_change_to_enforced_seconds histogram (from the agent
 // seeing the change to the maps written), read before and after.
 //
-//	MEMBRANE_BENCH_POLICY_CHANGES=42   timed changes, rounded up to whole
+//	MEMBRANE_BENCH_POLICY_CHANGES=45   timed changes, rounded up to whole
 //	                                   cycles (also bounded by 3 minutes)
 
 import (
@@ -87,7 +90,12 @@ const (
 	// timed changes move).
 	policyWitnessRule = policyPeerRules - 1
 	// ingressDeny rules of the timed changes use policyDenyPort+i.
-	policyDenyPort       = 40000
+	policyDenyPort = 40000
+	// L7 rules of the timed changes use policyL7Port+i; they are added to
+	// the last spec, which has room (policyRules%policyRulesPerSpec rules).
+	policyL7Port = 50000
+	// policyKinds are the kinds of timed changes, in their order.
+	policyKinds          = 5
 	policyEnforceTimeout = 10 * time.Second // per change
 	policyMeasureBudget  = 3 * time.Minute  // all changes
 	policyChangeGap      = 200 * time.Millisecond
@@ -108,7 +116,7 @@ func BenchmarkPolicyChangeToEnforced(b *testing.B) {
 
 func benchPolicyChange(b *testing.B, groups int) {
 	e := newEnv(b)
-	changes := 42
+	changes := 45
 	if v := os.Getenv("MEMBRANE_BENCH_POLICY_CHANGES"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
@@ -116,7 +124,7 @@ func benchPolicyChange(b *testing.B, groups int) {
 		}
 		changes = n
 	}
-	changes = (changes + 2) / 3 * 3
+	changes = (changes + policyKinds - 1) / policyKinds * policyKinds
 	ctx := benchContext(b)
 	begin := time.Now()
 	load := strings.TrimSpace(wgLoadAvg())
@@ -183,11 +191,11 @@ func benchPolicyChange(b *testing.B, groups int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The moved rules replaced their entries, the deny rules are gone
-	// again: the scale is unchanged.
+	// The moved rules replaced their entries, the deny and L7 rules are
+	// gone again: the scale is unchanged.
 	if end, err := p.scale(); err != nil {
 		b.Fatal(err)
-	} else if len(samples)%3 == 0 && !slices.Equal(end, scale) {
+	} else if len(samples)%policyKinds == 0 && !slices.Equal(end, scale) {
 		b.Errorf("policy map entries per node: %v before the changes, %v after", scale, end)
 	}
 	newPods, err := p.measureNewPods(ctx, policyNewPods)
@@ -227,7 +235,7 @@ type policyEndpoint struct {
 
 // policySample is one timed change.
 type policySample struct {
-	kind     string          // change, add-deny, remove-deny
+	kind     string          // change, add-deny, remove-deny, add-l7, remove-l7
 	write    time.Duration   // the patch call
 	nodes    []time.Duration // the node's last endpoint has the new entry
 	enforced time.Duration   // the last node's
@@ -527,22 +535,24 @@ func (p *policyBench) scale() ([]int, error) {
 }
 
 // measure times up to `changes` changes (within policyMeasureBudget),
-// cycling through change, add-deny and remove-deny.
+// cycling through change, add-deny, remove-deny, add-l7 and remove-l7.
 func (p *policyBench) measure(ctx context.Context, changes int) ([]policySample, error) {
 	var samples []policySample
 	start := time.Now()
-	var denyGroup int
-	var denyPort uint16
-	for i := 0; i < changes && (i%3 != 0 || time.Since(start) < policyMeasureBudget); i++ {
+	var denyGroup, l7Group int
+	var denyPort, l7Port uint16
+	lastSpec := (policyRules - 1) / policyRulesPerSpec
+	l7Index := policyRules - lastSpec*policyRulesPerSpec // the L7 rule's index in the last spec
+	for i := 0; i < changes && (i%policyKinds != 0 || time.Since(start) < policyMeasureBudget); i++ {
 		var (
 			kind, patch string
 			g           int
 			port        uint16
 			want        bpfpolicy.Verdict // 0: the entry must be gone
 		)
-		switch i % 3 {
+		switch i % policyKinds {
 		case 0:
-			j := (i / 3) % policyPeerRules
+			j := (i / policyKinds) % policyPeerRules
 			kind, g, port, want = "change", j%p.groups, uint16(policyChangePort+i), bpfpolicy.Allow
 			patch = fmt.Sprintf(`[{"op":"replace","path":"/specs/%d/ingress/%d/toPorts/0/ports/0/port","value":"%d"}]`,
 				j/policyRulesPerSpec, j%policyRulesPerSpec, port)
@@ -554,6 +564,14 @@ func (p *policyBench) measure(ctx context.Context, changes int) ([]policySample,
 		case 2:
 			kind, g, port = "remove-deny", denyGroup, denyPort
 			patch = `[{"op":"remove","path":"/specs/0/ingressDeny"}]`
+		case 3:
+			l7Group, l7Port = (i*3)%p.groups, uint16(policyL7Port+i)
+			kind, g, port, want = "add-l7", l7Group, l7Port, bpfpolicy.Redirect
+			patch = fmt.Sprintf(`[{"op":"add","path":"/specs/%d/ingress/-","value":{"fromEndpoints":[{"matchLabels":{"group":%q}}],"toPorts":[{"ports":[{"port":"%d","protocol":"TCP"}],"rules":{"http":[{"method":"GET","path":"/bench"}]}}]}}]`,
+				lastSpec, policyGroupLabel(l7Group), l7Port)
+		case 4:
+			kind, g, port = "remove-l7", l7Group, l7Port
+			patch = fmt.Sprintf(`[{"op":"remove","path":"/specs/%d/ingress/%d"}]`, lastSpec, l7Index)
 		}
 		t0 := time.Now()
 		if _, err := p.policies.Patch(ctx, policyBenchName, types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
@@ -897,7 +915,7 @@ func (p *policyBench) report(samples []policySample, scale []int, before, after 
 	b.Logf("%d identities: policy change -> enforced on %d nodes, %d endpoints x %d rules, end to end (API write included): p50 %.1f ms p99 %.1f ms max %.1f ms over %d changes (nearest rank; target p99 <= %d ms: %s)",
 		p.groups, len(p.nodes), policyEndpoints, policyRules, msf(p50), msf(p99), msf(worst), len(all), policyTarget.Milliseconds(), metOrMissed(p99 <= policyTarget))
 	var kinds, nodes []string
-	for _, kind := range []string{"change", "add-deny", "remove-deny"} {
+	for _, kind := range []string{"change", "add-deny", "remove-deny", "add-l7", "remove-l7"} {
 		ds := slices.Clone(perKind[kind])
 		if len(ds) == 0 {
 			continue

@@ -73,6 +73,9 @@ type endpoints struct {
 	discovery endpoint.Discovery
 	writer    *datapath.Writer
 	cidrs     []policy.CIDRIdentity
+	// repo keeps the compiled policies and the endpoints' Results across
+	// regenerations: a change costs in proportion to what it touches.
+	repo *policy.Repository
 
 	// Read by the API and the event converter.
 	mu      sync.RWMutex
@@ -94,6 +97,7 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 		log: log, node: node, dp: dp, src: src, flows: flows, metrics: m,
 		discovery: endpoint.Discovery{Node: node, Links: hostlinks.Netlink{}},
 		writer:    w,
+		repo:      policy.NewRepository(),
 		results:   map[string]agentapi.PolicyEntry{},
 		requests:  make(chan chan struct{}),
 		wanted:    make(chan struct{}, 1),
@@ -248,7 +252,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			}
 		}
 	}
-	res := policy.New(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort, MutualAuth: e.auth != nil})
+	res := e.repo.Update(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort, MutualAuth: e.auth != nil})
 	e.cidrs = res.CIDRIdentities()
 	var errs []error
 	for _, p := range res.Problems() {
@@ -273,7 +277,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			key := pod.ResolveKey()
 			r, ok := resolved[key]
 			if !ok {
-				r = res.Resolve(pod.PolicyEndpoint())
+				r = e.repo.Resolve(pod.PolicyEndpoint())
 				resolved[key] = r
 			}
 			return r

@@ -88,6 +88,10 @@ type PolicySource struct {
 	policies  map[string]policy.Policy // last valid version, by kind/namespace/name
 	invalid   map[string]string        // objects whose current version is invalid: why
 	changedAt time.Time
+
+	// idMu guards idCache (State may be called from several goroutines).
+	idMu    sync.Mutex
+	idCache identityCache
 }
 
 // NewPolicySource registers its handlers on the shared informers; start and
@@ -378,7 +382,9 @@ func (s *PolicySource) identityIndex() (identityIndex, error) {
 	if err != nil {
 		return identityIndex{}, fmt.Errorf("list identities: %w", err)
 	}
-	idx, err := identityIndexOf(objs)
+	s.idMu.Lock()
+	idx, err := s.idCache.index(objs)
+	s.idMu.Unlock()
 	if err != nil {
 		s.skipped("MembraneIdentity", err)
 	}
@@ -388,29 +394,75 @@ func (s *PolicySource) identityIndex() (identityIndex, error) {
 // identityIndexOf reads MembraneIdentity objects; the unusable ones are
 // reported in the error and left out.
 func identityIndexOf(objs []runtime.Object) (identityIndex, error) {
+	return (*identityCache)(nil).index(objs)
+}
+
+// identityCache keeps MembraneIdentity objects converted, by name: the
+// informer replaces an object that changes, so one still the same object
+// converts the same.
+type identityCache struct {
+	byName map[string]convertedIdentity
+}
+
+type convertedIdentity struct {
+	obj *unstructured.Unstructured
+	id  policy.Identity
+	key string // id.Labels.Key()
+	err error
+}
+
+// index converts objs, reusing the conversions of objects c saw (c nil:
+// none), and forgets the objects no longer there.
+func (c *identityCache) index(objs []runtime.Object) (identityIndex, error) {
 	idx := identityIndex{byKey: map[string]identity.ID{}}
 	var errs []error
+	var seen map[string]convertedIdentity
+	if c != nil {
+		seen = make(map[string]convertedIdentity, len(objs))
+	}
 	for _, o := range objs {
 		u, ok := o.(*unstructured.Unstructured)
 		if !ok {
 			continue
 		}
-		n, err := strconv.ParseUint(u.GetName(), 10, 32)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("identity %q: name is not a number", u.GetName()))
+		conv, ok := convertedIdentity{}, false
+		if c != nil {
+			conv, ok = c.byName[u.GetName()]
+			ok = ok && conv.obj == u
+		}
+		if !ok {
+			conv = convertedIdentity{obj: u}
+			conv.id, conv.err = convertIdentity(u)
+			conv.key = conv.id.Labels.Key()
+		}
+		if seen != nil {
+			seen[u.GetName()] = conv
+		}
+		if conv.err != nil {
+			errs = append(errs, conv.err)
 			continue
 		}
-		var mi v1alpha1.MembraneIdentity
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mi); err != nil {
-			errs = append(errs, fmt.Errorf("identity %s: %w", u.GetName(), err))
-			continue
-		}
-		l := identity.Labels(mi.SecurityLabels)
-		idx.byKey[l.Key()] = identity.ID(n)
-		idx.list = append(idx.list, policy.Identity{ID: identity.ID(n), Labels: l})
+		idx.byKey[conv.key] = conv.id.ID
+		idx.list = append(idx.list, conv.id)
+	}
+	if c != nil {
+		c.byName = seen
 	}
 	slices.SortFunc(idx.list, func(a, b policy.Identity) int { return cmp.Compare(a.ID, b.ID) })
 	return idx, errors.Join(errs...)
+}
+
+// convertIdentity reads one MembraneIdentity object.
+func convertIdentity(u *unstructured.Unstructured) (policy.Identity, error) {
+	n, err := strconv.ParseUint(u.GetName(), 10, 32)
+	if err != nil {
+		return policy.Identity{}, fmt.Errorf("identity %q: name is not a number", u.GetName())
+	}
+	var mi v1alpha1.MembraneIdentity
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mi); err != nil {
+		return policy.Identity{}, fmt.Errorf("identity %s: %w", u.GetName(), err)
+	}
+	return policy.Identity{ID: identity.ID(n), Labels: identity.Labels(mi.SecurityLabels)}, nil
 }
 
 // RemotePolicy is what policy needs of a remote cluster: its pods (with

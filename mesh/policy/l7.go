@@ -37,6 +37,10 @@ func (b *builder) l7() []L7Rule {
 		g.RemoteIdentities = append(g.RemoteIdentities, remote)
 		g.Origins = append(g.Origins, origin)
 	}
+	// Most endpoints have no redirect: nothing to group.
+	if !slices.ContainsFunc(b.contribs, func(c contrib) bool { return c.verdict == Redirect && c.dns == nil }) {
+		return nil
+	}
 	var redirects, allows []contrib
 	for _, c := range b.contribs {
 		switch {

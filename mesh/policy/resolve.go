@@ -34,6 +34,13 @@ type compiledRule struct {
 	enforceEgress  bool
 	peerRules      []compiledPeerRule
 	problems       []error // reported with the endpoints the rule selects
+	// ruleProblems are reported by Problems; an unusable rule (an invalid
+	// endpoint selector) selects nothing and is left out.
+	ruleProblems []error
+	unusable     bool
+	// version names this compilation in a Repository (0: none), which
+	// keeps what endpoints got from it while it is unchanged.
+	version uint64
 }
 
 type compiledPeerRule struct {
@@ -57,6 +64,18 @@ func Resolve(ep Endpoint, policies []Policy, ids IdentitySet, cfg Config) Result
 // identities, even those selecting no endpoint of the node, so all Results
 // agree on them.
 func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
+	r := newResolver(policies, ids, cfg)
+	for _, p := range policies {
+		for i, rule := range p.Rules {
+			r.add(r.compileRule(p, i, rule))
+		}
+	}
+	return r
+}
+
+// newResolver is a Resolver without rules: the identities, the CIDR
+// identities and the learned names the rules are compiled against.
+func newResolver(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities), names: slices.Clone(ids.Names), fqdnSince: ids.FQDNSince}
 	slices.SortFunc(r.ids, func(a, b Identity) int { return cmp.Compare(a.ID, b.ID) })
 
@@ -79,13 +98,15 @@ func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 	for _, c := range r.cidrs {
 		r.cidrByPrefix[c.Prefix] = c.ID
 	}
-
-	for _, p := range policies {
-		for i, rule := range p.Rules {
-			r.compileRule(p, fmt.Sprintf("%s rules[%d]", p, i), rule)
-		}
-	}
 	return r
+}
+
+// add appends a compiled rule (or, for an unusable one, its problems).
+func (r *Resolver) add(c compiledRule) {
+	r.problems = append(r.problems, c.ruleProblems...)
+	if !c.unusable {
+		r.rules = append(r.rules, c)
+	}
 }
 
 // Problems returns what made rules unusable as a whole (e.g. an invalid
@@ -95,20 +116,20 @@ func (r *Resolver) Problems() []error { return slices.Clone(r.problems) }
 // CIDRIdentities returns the node's CIDR identities, sorted by prefix.
 func (r *Resolver) CIDRIdentities() []CIDRIdentity { return slices.Clone(r.cidrs) }
 
-func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
+// compileRule compiles rule i of p.
+func (r *Resolver) compileRule(p Policy, i int, rule Rule) compiledRule {
+	origin := fmt.Sprintf("%s rules[%d]", p, i)
 	subject, err := compileSelector(rule.EndpointSelector)
 	if err != nil {
-		r.problems = append(r.problems, fmt.Errorf("%s: endpointSelector: %w", origin, err))
-		return
-	}
-	subject, err = scopeSubject(subject, p.Namespace)
-	if err != nil {
-		r.problems = append(r.problems, fmt.Errorf("%s: %w", origin, err))
+		return compiledRule{unusable: true, ruleProblems: []error{fmt.Errorf("%s: endpointSelector: %w", origin, err)}}
 	}
 	c := compiledRule{
-		subject:        subject,
 		enforceIngress: len(rule.Ingress)+len(rule.IngressDeny) > 0,
 		enforceEgress:  len(rule.Egress)+len(rule.EgressDeny) > 0,
+	}
+	c.subject, err = scopeSubject(subject, p.Namespace)
+	if err != nil {
+		c.ruleProblems = append(c.ruleProblems, fmt.Errorf("%s: %w", origin, err))
 	}
 	for _, l := range []struct {
 		name string
@@ -136,7 +157,7 @@ func (r *Resolver) compileRule(p Policy, origin string, rule Rule) {
 			})
 		}
 	}
-	r.rules = append(r.rules, c)
+	return c
 }
 
 // errAuthUnavailable is reported for every allow rule that requires
@@ -246,6 +267,12 @@ func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
 //
 // Everything is sorted, so equal inputs give equal Results.
 func (r *Resolver) Resolve(ep Endpoint) Result {
+	return r.resolve(ep, r.selected(ep), func(rule *compiledRule) expansion { return r.expandRule(ep, rule) })
+}
+
+// scopedLabels are the labels rules select ep by: its own, with the
+// namespace label taken from Namespace if missing.
+func scopedLabels(ep Endpoint) identity.Labels {
 	labels := ep.Labels
 	if _, ok := labels[identity.NamespaceLabel]; !ok && ep.Namespace != "" {
 		labels = identity.Labels{identity.NamespaceLabel: ep.Namespace}
@@ -253,21 +280,61 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 			labels[k] = v
 		}
 	}
+	return labels
+}
+
+// selected returns the rules selecting ep, in order.
+func (r *Resolver) selected(ep Endpoint) []*compiledRule {
+	labels := scopedLabels(ep)
+	var out []*compiledRule
+	for i := range r.rules {
+		if r.rules[i].subject.matches(labels) {
+			out = append(out, &r.rules[i])
+		}
+	}
+	return out
+}
+
+// expansion is what one compiled rule gives one endpoint.
+type expansion struct {
+	contribs []contrib
+	problems []error
+	fqdns    []FQDN // toFQDNs selectors of its egress allows
+}
+
+// expandRule returns what rule gives ep.
+func (r *Resolver) expandRule(ep Endpoint, rule *compiledRule) expansion {
+	b := builder{r: r, ep: ep}
+	b.problems = append(b.problems, rule.problems...)
+	var x expansion
+	for _, pr := range rule.peerRules {
+		b.expand(pr)
+		if pr.dir == Egress && !pr.deny {
+			x.fqdns = append(x.fqdns, pr.fqdns...)
+		}
+	}
+	x.contribs, x.problems = b.contribs, b.problems
+	return x
+}
+
+// resolve builds ep's Result from the rules selecting it, expanded by
+// expand.
+func (r *Resolver) resolve(ep Endpoint, rules []*compiledRule, expand func(*compiledRule) expansion) Result {
 	b := builder{r: r, ep: ep}
 	var res Result
-	for _, rule := range r.rules {
-		if !rule.subject.matches(labels) {
-			continue
-		}
+	xs := make([]expansion, len(rules))
+	n := 1 // the local host's exemption
+	for i, rule := range rules {
+		xs[i] = expand(rule)
+		n += len(xs[i].contribs)
+	}
+	b.contribs = make([]contrib, 0, n)
+	for i, rule := range rules {
 		res.EnforceIngress = res.EnforceIngress || rule.enforceIngress
 		res.EnforceEgress = res.EnforceEgress || rule.enforceEgress
-		b.problems = append(b.problems, rule.problems...)
-		for _, pr := range rule.peerRules {
-			b.expand(pr)
-			if pr.dir == Egress && !pr.deny {
-				res.FQDNSelectors = append(res.FQDNSelectors, pr.fqdns...)
-			}
-		}
+		b.contribs = append(b.contribs, xs[i].contribs...)
+		b.problems = append(b.problems, xs[i].problems...)
+		res.FQDNSelectors = append(res.FQDNSelectors, xs[i].fqdns...)
 	}
 	if res.EnforceIngress && !r.cfg.EnforceHostIngress {
 		b.add(contrib{
@@ -279,7 +346,8 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 		// processes: they cannot authenticate as a workload. A rule that
 		// allows the host on the ports without authentication (e.g. for
 		// kubelet probes) keeps them open to it.
-		for _, c := range slices.Clone(b.contribs) {
+		for i, n := 0, len(b.contribs); i < n; i++ {
+			c := b.contribs[i]
 			if c.key.dir == Ingress && c.auth && !c.authFail && c.verdict != Deny && c.key.remote != identity.Host &&
 				!b.hostAllowed(c.key) {
 				b.add(contrib{
@@ -293,13 +361,15 @@ func (r *Resolver) Resolve(ep Endpoint) Result {
 	res.Rules = b.merge()
 	res.L7 = b.l7()
 	res.DNS = b.dnsRules()
-	slices.SortFunc(res.FQDNSelectors, func(a, b FQDN) int {
-		return cmp.Or(strings.Compare(a.MatchName, b.MatchName), strings.Compare(a.MatchPattern, b.MatchPattern))
-	})
+	slices.SortFunc(res.FQDNSelectors, compareFQDN)
 	res.FQDNSelectors = slices.Compact(res.FQDNSelectors)
 	res.CIDRIdentities = slices.Clone(r.cidrs)
 	res.Problems = dedupErrors(b.problems)
 	return res
+}
+
+func compareFQDN(a, b FQDN) int {
+	return cmp.Or(strings.Compare(a.MatchName, b.MatchName), strings.Compare(a.MatchPattern, b.MatchPattern))
 }
 
 func dedupErrors(errs []error) []error {
@@ -519,17 +589,34 @@ func (b *builder) expandPort(pr compiledPeerRule, c contrib, where string, port 
 
 // merge combines contributions per key: deny beats everything, redirect
 // beats allow, authentication is required if any allow requires it.
+// Contributions are taken in key order, those of one key in the order they
+// came.
 func (b *builder) merge() []DatapathRule {
-	byKey := map[ruleKey]*DatapathRule{}
-	for _, c := range b.contribs {
-		d, ok := byKey[c.key]
-		if !ok {
-			d = &DatapathRule{
+	if len(b.contribs) == 0 {
+		return nil
+	}
+	order := make([]int32, len(b.contribs))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(i, j int32) int { return compareKeys(b.contribs[i].key, b.contribs[j].key) })
+	out := make([]DatapathRule, 0, len(order))
+	// The origins of one key are consecutive: one array holds them all.
+	origins := make([]string, len(order))
+	start := 0
+	for n, i := range order {
+		c := &b.contribs[i]
+		if n == 0 || out[len(out)-1].key() != c.key {
+			if n > 0 {
+				out[len(out)-1].Origins = origins[start:n:n]
+			}
+			start = n
+			out = append(out, DatapathRule{
 				Direction: c.key.dir, RemoteIdentity: c.key.remote, Proto: c.key.proto,
 				Port: c.key.port, EndPort: c.key.endPort, Verdict: c.verdict, ProxyPort: c.proxyPort,
-			}
-			byKey[c.key] = d
+			})
 		}
+		d := &out[len(out)-1]
 		switch {
 		case c.verdict == Deny || d.Verdict == Deny:
 			d.Verdict = Deny
@@ -542,31 +629,39 @@ func (b *builder) merge() []DatapathRule {
 		}
 		d.AuthRequired = d.AuthRequired || c.auth
 		d.AuthAlwaysFail = d.AuthAlwaysFail || c.authFail
-		d.Origins = append(d.Origins, c.origin)
+		origins[n] = c.origin
 	}
-	out := make([]DatapathRule, 0, len(byKey))
-	for _, d := range byKey {
+	out[len(out)-1].Origins = origins[start:len(order):len(order)]
+	for i := range out {
+		d := &out[i]
 		if d.Verdict == Deny {
 			d.AuthRequired, d.AuthAlwaysFail = false, false
 		}
 		if d.Verdict != Redirect {
 			d.ProxyPort = 0
 		}
-		slices.Sort(d.Origins)
-		d.Origins = slices.Compact(d.Origins)
-		out = append(out, *d)
-	}
-	slices.SortFunc(out, func(a, b DatapathRule) int {
-		return compareKeys(ruleKey{a.Direction, a.RemoteIdentity, a.Proto, a.Port, a.EndPort},
-			ruleKey{b.Direction, b.RemoteIdentity, b.Proto, b.Port, b.EndPort})
-	})
-	if len(out) == 0 {
-		return nil
+		if len(d.Origins) > 1 {
+			slices.Sort(d.Origins)
+			d.Origins = slices.Compact(d.Origins)
+		}
 	}
 	return out
 }
 
+func (r DatapathRule) key() ruleKey {
+	return ruleKey{r.Direction, r.RemoteIdentity, r.Proto, r.Port, r.EndPort}
+}
+
 func compareKeys(a, b ruleKey) int {
-	return cmp.Or(cmp.Compare(a.dir, b.dir), cmp.Compare(a.remote, b.remote), cmp.Compare(a.proto, b.proto),
-		cmp.Compare(a.port, b.port), cmp.Compare(a.endPort, b.endPort))
+	switch {
+	case a.dir != b.dir:
+		return cmp.Compare(a.dir, b.dir)
+	case a.remote != b.remote:
+		return cmp.Compare(a.remote, b.remote)
+	case a.proto != b.proto:
+		return cmp.Compare(a.proto, b.proto)
+	case a.port != b.port:
+		return cmp.Compare(a.port, b.port)
+	}
+	return cmp.Compare(a.endPort, b.endPort)
 }
