@@ -1,11 +1,9 @@
 package policy
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/membrane-mesh/membrane/mesh/fqdn/matchpattern"
@@ -161,74 +159,15 @@ func (r *Resolver) fqdnPeers(p Policy, sels []FQDN) ([]identity.ID, []error) {
 // peers an allow without DNS rules lets through on a redirected port (as
 // l7 does for HTTP).
 func (b *builder) dnsRules() []DNSRule {
-	type groupKey struct {
-		dir       Direction
-		proto     Proto
-		port, end uint16
-		names     string
-	}
-	groups := map[groupKey]*DNSRule{}
-	add := func(dir Direction, proto Proto, lo, hi uint16, remote identity.ID, names []FQDN, origin string) {
-		if hi <= lo {
-			hi = 0
-		}
-		k := groupKey{dir, proto, lo, hi, fmt.Sprintf("%#v", names)}
-		g, ok := groups[k]
-		if !ok {
-			g = &DNSRule{Direction: dir, Proto: proto, Port: lo, EndPort: hi, Names: names}
-			groups[k] = g
-		}
-		g.RemoteIdentities = append(g.RemoteIdentities, remote)
-		g.Origins = append(g.Origins, origin)
-	}
-	// Most endpoints have no redirect: nothing to group.
-	if !slices.ContainsFunc(b.contribs, func(c contrib) bool { return c.verdict == Redirect && c.dns != nil }) {
-		return nil
-	}
-	var redirects, allows []contrib
-	for _, c := range b.contribs {
-		switch {
-		case c.verdict == Redirect && c.dns != nil:
-			redirects = append(redirects, c)
-		case c.verdict == Allow:
-			allows = append(allows, c)
-		}
-	}
-	for _, c := range redirects {
-		add(c.key.dir, c.key.proto, c.key.port, c.key.endPort, c.key.remote, c.dns, c.origin)
-	}
-	for _, c := range redirects {
-		clo, chi := portRange(c.key)
-		for _, a := range allows {
-			if a.key.dir != c.key.dir ||
-				a.key.remote != c.key.remote && a.key.remote != 0 && c.key.remote != 0 ||
-				a.key.proto != Any && c.key.proto != Any && a.key.proto != c.key.proto {
-				continue
-			}
-			alo, ahi := portRange(a.key)
-			lo, hi := max(alo, clo), min(ahi, chi)
-			if lo > hi {
-				continue
-			}
-			add(c.key.dir, c.key.proto, lo, hi, a.key.remote, []FQDN{{MatchPattern: "*"}}, a.origin)
-		}
-	}
+	groups := groupRedirects(b.contribs, func(c contrib) bool { return c.dns != nil },
+		func(c contrib) []FQDN { return c.dns }, []FQDN{{MatchPattern: "*"}}, true)
 	if len(groups) == 0 {
 		return nil
 	}
-	keys := make([]groupKey, 0, len(groups))
-	for k := range groups {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b groupKey) int {
-		return cmp.Or(cmp.Compare(a.dir, b.dir), cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port),
-			cmp.Compare(a.end, b.end), strings.Compare(a.names, b.names))
-	})
-	out := make([]DNSRule, 0, len(keys))
-	for _, k := range keys {
-		g := groups[k]
-		g.RemoteIdentities, g.Origins = compactPeers(g.RemoteIdentities, g.Origins)
-		out = append(out, *g)
+	out := make([]DNSRule, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, DNSRule{Direction: g.dir, Proto: g.proto, Port: g.port, EndPort: g.end,
+			RemoteIdentities: g.remotes, Names: g.rules, Origins: g.origins})
 	}
 	return out
 }
