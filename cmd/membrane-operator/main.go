@@ -69,7 +69,7 @@ type config struct {
 	// gatewaySecrets is the namespace of the copies of the Secrets and
 	// ConfigMaps the Gateways refer to (the agents read only these).
 	gatewaySecrets string
-	ca           caFlags
+	ca             caFlags
 	// spireSocket, when set, registers workload identities in the SPIRE
 	// server listening on this unix socket.
 	spireSocket   string
