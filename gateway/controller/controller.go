@@ -137,9 +137,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// The copies first: the agents serve nothing without them.
-	errs := []error{r.syncCopies(ctx, in)}
-	_, st := translate.Build(in)
+	_, st, refs := translate.BuildWithReferences(in)
+	// The copies first: the agents serve no certificate without them.
+	errs := []error{r.syncCopies(ctx, in, refs)}
 	rejected, err := r.proxyRejections(ctx)
 	if err != nil {
 		return ctrl.Result{}, errors.Join(append(errs, err)...)

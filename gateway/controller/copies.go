@@ -16,15 +16,15 @@ import (
 )
 
 // syncCopies makes the copies in the secrets namespace the Secrets and
-// ConfigMaps the translation of in reads (gateway/synced): created,
+// ConfigMaps of in the translation read, refs (gateway/synced): created,
 // updated when their source changed, deleted when no longer referenced or
 // their source is gone. The node agents read only these copies.
-func (r *Reconciler) syncCopies(ctx context.Context, in translate.Input) error {
+func (r *Reconciler) syncCopies(ctx context.Context, in translate.Input, refs translate.References) error {
 	ns := r.cfg.SecretsNamespace
 	if ns == "" {
 		return nil
 	}
-	wantS, wantC := synced.Desired(in, ns)
+	wantS, wantC := synced.Desired(in, refs, ns)
 	var haveS corev1.SecretList
 	var haveC corev1.ConfigMapList
 	for _, l := range []client.ObjectList{&haveS, &haveC} {

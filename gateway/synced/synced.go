@@ -89,9 +89,9 @@ func ConfigMap(src *corev1.ConfigMap, namespace string) *corev1.ConfigMap {
 }
 
 // Desired are the copies in namespace of the Secrets and ConfigMaps of in
-// that the translation of in reads (translate.ReferencesOf).
-func Desired(in translate.Input, namespace string) ([]corev1.Secret, []corev1.ConfigMap) {
-	refs := translate.ReferencesOf(in)
+// that the translation of in reads (refs, from
+// translate.BuildWithReferences).
+func Desired(in translate.Input, refs translate.References, namespace string) ([]corev1.Secret, []corev1.ConfigMap) {
 	secrets := map[types.NamespacedName]*corev1.Secret{}
 	for i := range in.Secrets {
 		s := &in.Secrets[i]

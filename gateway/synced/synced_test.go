@@ -38,7 +38,8 @@ func TestAgentViewServesTheSame(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			secrets, cms := Desired(in, DefaultNamespace)
+			want, _, refs := translate.BuildWithReferences(in)
+			secrets, cms := Desired(in, refs, DefaultNamespace)
 			copied += len(secrets) + len(cms)
 			for _, s := range secrets {
 				if s.Namespace != DefaultNamespace {
@@ -47,7 +48,6 @@ func TestAgentViewServesTheSame(t *testing.T) {
 			}
 			agent := in
 			agent.Secrets, agent.ConfigMaps = Origins(secrets, cms)
-			want, _ := translate.Build(in)
 			got, _ := translate.Build(agent)
 			if d := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}, netip.Prefix{})); d != "" {
 				t.Errorf("IR from the copies (-from the sources +from the copies):\n%s", d)

@@ -31,8 +31,8 @@ const (
 // every object of Membrane's GatewayClasses. It never fails: what is wrong
 // in the input becomes a status condition and stays out of the IR.
 func Build(in Input) (ir.IR, Status) {
-	b := build(in)
-	return b.ir(), b.st
+	m, st, _ := BuildWithReferences(in)
+	return m, st
 }
 
 // References are the Secrets and ConfigMaps a translation reads the bytes
@@ -46,9 +46,14 @@ type References struct {
 	ConfigMaps []types.NamespacedName
 }
 
-// ReferencesOf translates in and returns the References it read, sorted.
-func ReferencesOf(in Input) References {
+// BuildWithReferences is Build, and the References the translation read
+// (sorted).
+func BuildWithReferences(in Input) (ir.IR, Status, References) {
 	b := build(in)
+	return b.ir(), b.st, b.references()
+}
+
+func (b *builder) references() References {
 	var refs References
 	for nn := range b.readSecrets {
 		refs.Secrets = append(refs.Secrets, nn)

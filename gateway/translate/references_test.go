@@ -14,13 +14,13 @@ import (
 )
 
 // TestReferencesSuffice translates every golden input again with only the
-// Secrets and ConfigMaps ReferencesOf names: the IR and every status must
+// Secrets and ConfigMaps BuildWithReferences names: the IR and every status must
 // stay the same (what the node agents, which read only the copies of
 // these, serve is what the operator reports on).
 func TestReferencesSuffice(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.Name, func(t *testing.T) {
-			refs := ReferencesOf(c.In)
+			_, _, refs := BuildWithReferences(c.In)
 			secrets, cms := map[types.NamespacedName]bool{}, map[types.NamespacedName]bool{}
 			for _, nn := range refs.Secrets {
 				secrets[nn] = true
@@ -76,7 +76,7 @@ func TestReferences(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		refs := ReferencesOf(in)
+		_, _, refs := BuildWithReferences(in)
 		names := func(l []types.NamespacedName) []string {
 			var out []string
 			for _, nn := range l {
