@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,15 +10,18 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -250,5 +254,58 @@ func cutOffAndWait(t *testing.T, node localcluster.NodeState, url string) time.D
 			return time.Since(cut)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkAgentSecretAccess checks that the agents' service account may not
+// read Secrets cluster-wide (nor the source Secret ns/name), only in the
+// secrets namespace, and that the copy of ns/name there holds certPEM and
+// keyPEM and nothing else. The API server's authorizer answers (kubectl
+// auth can-i, and a real list impersonating the account).
+func checkAgentSecretAccess(t *testing.T, k *kube, ns, name string, certPEM, keyPEM []byte) {
+	t.Helper()
+	const secretsNS = "membrane-secrets"
+	agent := "--as=system:serviceaccount:kube-system:membrane-agent"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"list", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"watch", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"get", "secret/" + name, "-n", ns}, "no"},
+		{[]string{"list", "secrets", "-n", ns}, "no"},
+		{[]string{"list", "configmaps", "-n", ns}, "no"},
+		{[]string{"list", "secrets", "-n", secretsNS}, "yes"},
+		{[]string{"watch", "configmaps", "-n", secretsNS}, "yes"},
+	} {
+		// can-i exits 1 for "no": the answer is what it prints.
+		out, _ := k.run(t.Context(), "", append([]string{"auth", "can-i", agent}, c.args...)...)
+		if got := strings.TrimSpace(out); got != c.want {
+			t.Errorf("membrane-agent can-i %s: %q, want %q", strings.Join(c.args, " "), got, c.want)
+		}
+	}
+	if out, err := k.run(t.Context(), "", agent, "get", "secrets", "--all-namespaces"); err == nil || !strings.Contains(err.Error(), "Forbidden") {
+		t.Errorf("membrane-agent lists the cluster's Secrets: %v\n%s", err, out)
+	}
+	var copies corev1.SecretList
+	if err := getJSON(k, &copies, agent, "-n", secretsNS, "get", "secrets"); err != nil {
+		t.Fatalf("membrane-agent lists the copies: %v", err)
+	}
+	copyName := ns + "." + name
+	var found bool
+	for _, s := range copies.Items {
+		if s.Name != copyName {
+			continue
+		}
+		found = true
+		if len(s.Data) != 2 || !bytes.Equal(s.Data["tls.crt"], certPEM) || !bytes.Equal(s.Data["tls.key"], keyPEM) {
+			t.Errorf("copy %s/%s: keys %v; want tls.crt and tls.key equal to %s/%s's", secretsNS, copyName, slices.Sorted(maps.Keys(s.Data)), ns, name)
+		}
+		if s.Labels["gateway.membrane.io/source-namespace"] != ns || s.Annotations["gateway.membrane.io/source-name"] != name {
+			t.Errorf("copy %s/%s: labels %v annotations %v, want its source %s/%s", secretsNS, copyName, s.Labels, s.Annotations, ns, name)
+		}
+	}
+	if !found {
+		t.Errorf("no copy %s/%s among %d Secrets", secretsNS, copyName, len(copies.Items))
 	}
 }

@@ -182,6 +182,8 @@ func TestRejectedValues(t *testing.T) {
 		{"ingress load balancer mode", "ingressController: {loadbalancerMode: both}", []string{"/ingressController/loadbalancerMode", "'dedicated'", "'shared'"}},
 		{"kube-proxy replacement without API server", "kubeProxyReplacement: true", []string{"k8sServiceHost: required with kubeProxyReplacement=true"}},
 		{"shared port", "envoy: {adminPort: 9890}", []string{"envoy.adminPort=9890", "agent.apiPort"}},
+		{"secrets namespace of the release", "gatewayAPI: {enabled: true, secretsNamespace: kube-system}", []string{"gatewayAPI.secretsNamespace=kube-system", "namespace of its own"}},
+		{"secrets namespace not a name", "gatewayAPI: {enabled: true, secretsNamespace: My.Secrets}", []string{"/gatewayAPI/secretsNamespace", "does not match pattern"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out, err := render(t, c.values)

@@ -225,9 +225,7 @@ var gatewayRuleUses = map[string][]use{
 	"membrane-agent gateway.networking.k8s.io/grpcroutes list,watch":               {{"gateway/node/source.go", "NewSource", `gatewayResource("v1", "grpcroutes")`}},
 	"membrane-agent gateway.networking.k8s.io/tlsroutes list,watch":                {{"gateway/node/source.go", "NewSource", `gatewayResource("v1alpha2", "tlsroutes")`}},
 	"membrane-agent gateway.networking.k8s.io/referencegrants list,watch":          {{"gateway/node/source.go", "NewSource", `gatewayResource("v1beta1", "referencegrants")`}},
-	"membrane-agent /secrets list,watch":                                           {{"gateway/node/source.go", "NewSource", "NewFilteredSecretInformer("}},
 	"membrane-agent gateway.networking.k8s.io/backendtlspolicies list,watch":       {{"gateway/node/source.go", "NewSource", `gatewayResource("v1", "backendtlspolicies")`}},
-	"membrane-agent /configmaps list,watch":                                        {{"gateway/node/source.go", "NewSource", "V1().ConfigMaps().Informer()"}},
 	"membrane-operator gateway.networking.k8s.io/backendtlspolicies list,watch":    {{"gateway/controller/controller.go", "Reconciler.Setup", "&gwv1.BackendTLSPolicy{}"}},
 	"membrane-operator gateway.networking.k8s.io/backendtlspolicies/status update": {{"gateway/controller/controller.go", "Reconciler.writePolicy", "r.c.Status().Update(ctx, &p)"}},
 	"membrane-operator /configmaps list,watch":                                     {{"gateway/controller/controller.go", "Reconciler.Setup", "&corev1.ConfigMap{}"}},
@@ -249,6 +247,24 @@ var gatewayRuleUses = map[string][]use{
 	"membrane-operator networking.k8s.io/ingresses list,watch":                     {{"gateway/controller/controller.go", "Reconciler.Setup", "&networkingv1.Ingress{}"}},
 	"membrane-operator networking.k8s.io/ingressclasses list,watch":                {{"gateway/controller/controller.go", "Reconciler.Setup", "&networkingv1.IngressClass{}"}},
 	"membrane-operator networking.k8s.io/ingresses/status update":                  {{"gateway/controller/ingress.go", "Reconciler.writeIngress", "r.c.Status().Update(ctx, &ing)"}},
+
+	// Roles in the secrets namespace: the copies of the Secrets and
+	// ConfigMaps the Gateways refer to, read by the agents (their only
+	// Secrets and ConfigMaps), written by the operator.
+	"membrane-agent-gateway-secrets /secrets list,watch":    {{"gateway/node/source.go", "NewSource", "NewFilteredSecretInformer(c, secretsNamespace"}},
+	"membrane-agent-gateway-secrets /configmaps list,watch": {{"gateway/node/source.go", "NewSource", "NewFilteredConfigMapInformer(c, secretsNamespace"}},
+	"membrane-operator-gateway-secrets /secrets create,update,delete": {
+		{"gateway/controller/copies.go", "Reconciler.syncCopies", "syncObjects(ctx, r, wantS"},
+		{"gateway/controller/copies.go", "syncObjects", "r.c.Create(ctx, w)"},
+		{"gateway/controller/copies.go", "syncObjects", "r.c.Update(ctx, w)"},
+		{"gateway/controller/copies.go", "syncObjects", "r.c.Delete(ctx, h)"},
+	},
+	"membrane-operator-gateway-secrets /configmaps create,update,delete": {
+		{"gateway/controller/copies.go", "Reconciler.syncCopies", "syncObjects(ctx, r, wantC"},
+		{"gateway/controller/copies.go", "syncObjects", "r.c.Create(ctx, w)"},
+		{"gateway/controller/copies.go", "syncObjects", "r.c.Update(ctx, w)"},
+		{"gateway/controller/copies.go", "syncObjects", "r.c.Delete(ctx, h)"},
+	},
 }
 
 // grants expands the rendered chart's ClusterRoles and Roles into one key of

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/membrane-mesh/membrane/gateway/synced"
 	"github.com/membrane-mesh/membrane/mesh/agent"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/xds/mtls"
@@ -123,6 +124,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.FQDNStateFile, "tofqdns-state-file", "", "file keeping the learned DNS names across restarts (empty: fqdn-names.json in --state-dir)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:9891", "address serving the node's Envoy (ADS and access logs)")
 	fs.BoolVar(&cfg.GatewayAPI, "gateway-api", false, "serve the cluster's Gateway API Gateways on the node Envoy (needs the Gateway API CRDs)")
+	fs.StringVar(&cfg.GatewaySecretsNamespace, "gateway-secrets-namespace", synced.DefaultNamespace, "namespace of the operator's copies of the Secrets and ConfigMaps Gateways, Ingresses and BackendTLSPolicies refer to: the only ones the agent reads")
 	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
 	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")

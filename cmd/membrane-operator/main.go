@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -42,6 +43,7 @@ import (
 	"github.com/membrane-mesh/membrane/encryption/spiffe"
 
 	gwcontroller "github.com/membrane-mesh/membrane/gateway/controller"
+	"github.com/membrane-mesh/membrane/gateway/synced"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -64,7 +66,10 @@ type config struct {
 	// Gateway API (and Ingresses): served when gatewayAPI is set.
 	gatewayAPI   bool
 	gatewayClass string
-	ca           caFlags
+	// gatewaySecrets is the namespace of the copies of the Secrets and
+	// ConfigMaps the Gateways refer to (the agents read only these).
+	gatewaySecrets string
+	ca             caFlags
 	// spireSocket, when set, registers workload identities in the SPIRE
 	// server listening on this unix socket.
 	spireSocket   string
@@ -95,6 +100,11 @@ func (c config) validate() error {
 	for _, s := range c.spireDelegate {
 		if typ, val, ok := strings.Cut(s, ":"); !ok || typ == "" || val == "" {
 			errs = append(errs, fmt.Errorf("--spire-delegate-selectors %q: must be type:value", s))
+		}
+	}
+	if c.gatewayAPI {
+		if msgs := validation.IsDNS1123Label(c.gatewaySecrets); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--gateway-secrets-namespace %q: %s", c.gatewaySecrets, strings.Join(msgs, "; ")))
 		}
 	}
 	if c.leaderElect && c.leaderNS == "" {
@@ -157,6 +167,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ca.Interval, "ca-interval", 10*time.Second, "how often the CA state is checked")
 	fs.BoolVar(&cfg.gatewayAPI, "gateway-api", false, "serve Gateways and Ingresses (their addresses come from the MembraneLoadBalancerIPPools)")
 	fs.StringVar(&cfg.gatewayClass, "gateway-class", "membrane", "Gateway API: the GatewayClass to create when missing (empty: none)")
+	fs.StringVar(&cfg.gatewaySecrets, "gateway-secrets-namespace", synced.DefaultNamespace, "Gateway API: namespace of the copies of the Secrets and ConfigMaps Gateways, Ingresses and BackendTLSPolicies refer to, the only ones the agents read (must exist)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -help: the usage is printed
@@ -247,7 +258,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	if cfg.gatewayAPI {
-		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass})
+		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, SecretsNamespace: cfg.gatewaySecrets})
 		if err := gw.Setup(mgr); err != nil {
 			return err
 		}

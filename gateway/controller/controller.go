@@ -2,7 +2,10 @@
 // Membrane's GatewayClass, assigns Gateways their addresses from the pool
 // (LB IPAM) and writes the status of every GatewayClass, Gateway and
 // HTTPRoute of Membrane's, as gateway/translate computes it. The node
-// agents serve the same translation; this controller only writes status.
+// agents serve the same translation; this controller writes status and
+// keeps the copies of the Secrets and ConfigMaps that translation reads in
+// the secrets namespace, the only ones the agents may read
+// (gateway/synced).
 //
 // It reconciles the whole Gateway API state in one pass (one work item):
 // routes, Gateways and their references depend on each other, and the
@@ -52,6 +55,10 @@ type Config struct {
 	// ("" creates none; every class with Membrane's controllerName is
 	// served either way).
 	ClassName string
+	// SecretsNamespace holds the copies of the Secrets and ConfigMaps the
+	// Gateways, Ingresses and BackendTLSPolicies refer to, the only ones
+	// the node agents read ("": none are made).
+	SecretsNamespace string
 }
 
 // Reconciler is the controller.
@@ -130,13 +137,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	_, st := translate.Build(in)
+	_, st, refs := translate.BuildWithReferences(in)
+	// The copies first: the agents serve no certificate without them.
+	errs := []error{r.syncCopies(ctx, in, refs)}
 	rejected, err := r.proxyRejections(ctx)
 	if err != nil {
-		return ctrl.Result{}, err
+		return ctrl.Result{}, errors.Join(append(errs, err)...)
 	}
 	foldRejections(&st, in, mergeRejections(rejected))
-	var errs []error
 	for _, s := range st.GatewayClasses {
 		errs = append(errs, r.writeClass(ctx, s))
 	}

@@ -30,6 +30,7 @@ import (
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	"github.com/membrane-mesh/membrane/gateway/synced"
 	"github.com/membrane-mesh/membrane/gateway/translate"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 )
@@ -67,12 +68,14 @@ type convertedObject struct {
 	obj             any
 }
 
-// NewSource registers the Source's informers on inf. Secrets are watched
-// only of type kubernetes.io/tls (HTTPS listeners' certificates),
-// ConfigMaps for BackendTLSPolicies' CA certificates;
-// TLSRoutes only when the cluster serves them (the experimental CRDs, as
-// disco says at start).
-func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryInterface) (*Source, error) {
+// NewSource registers the Source's informers on inf. Secrets (HTTPS
+// listeners' certificates) and ConfigMaps (BackendTLSPolicies' CA
+// certificates) are watched only in secretsNamespace, where the operator
+// copies the ones the Gateways, Ingresses and policies refer to
+// (gateway/synced): the translation sees the copies under their sources'
+// names. TLSRoutes are watched only when the cluster serves them (the
+// experimental CRDs, as disco says at start).
+func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryInterface, secretsNamespace string) (*Source, error) {
 	s := &Source{log: log, changed: make(chan struct{}, 1)}
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.signal() },
@@ -103,10 +106,12 @@ func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryIn
 		}
 		*r.lister = gi.Lister()
 	}
+	copies := func(o *metav1.ListOptions) { o.LabelSelector = synced.LabelKind }
 	secrets := inf.Typed.InformerFor(&corev1.Secret{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewFilteredSecretInformer(c, metav1.NamespaceAll, resync, cache.Indexers{}, func(o *metav1.ListOptions) {
-			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
-		})
+		return coreinformers.NewFilteredSecretInformer(c, secretsNamespace, resync, cache.Indexers{}, copies)
+	})
+	configMaps := inf.Typed.InformerFor(&corev1.ConfigMap{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewFilteredConfigMapInformer(c, secretsNamespace, resync, cache.Indexers{}, copies)
 	})
 	for _, r := range []struct {
 		inf     cache.SharedIndexInformer
@@ -117,7 +122,7 @@ func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryIn
 		{inf.Typed.Core().V1().Namespaces().Informer(), &s.namespaces},
 		{inf.Typed.Core().V1().Nodes().Informer(), &s.nodes},
 		{secrets, &s.secrets},
-		{inf.Typed.Core().V1().ConfigMaps().Informer(), &s.configMaps},
+		{configMaps, &s.configMaps},
 		{inf.Typed.Networking().V1().Ingresses().Informer(), &s.ingresses},
 		{inf.Typed.Networking().V1().IngressClasses().Informer(), &s.ingressClasses},
 	} {
@@ -190,11 +195,10 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 	if in.BackendTLSPolicies, err = typed[gwv1.BackendTLSPolicy](s.backendTLS, s.converted, next); err != nil {
 		return in, nil, err
 	}
-	in.ConfigMaps = items[corev1.ConfigMap](s.configMaps)
 	in.Services = items[corev1.Service](s.services)
 	in.EndpointSlices = items[discoveryv1.EndpointSlice](s.slices)
 	in.Namespaces = items[corev1.Namespace](s.namespaces)
-	in.Secrets = items[corev1.Secret](s.secrets)
+	in.Secrets, in.ConfigMaps = synced.Origins(items[corev1.Secret](s.secrets), items[corev1.ConfigMap](s.configMaps))
 	in.Ingresses = items[networkingv1.Ingress](s.ingresses)
 	in.IngressClasses = items[networkingv1.IngressClass](s.ingressClasses)
 	in.Addresses = translate.AddressesFromStatus(in.Gateways)

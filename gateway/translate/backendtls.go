@@ -15,8 +15,8 @@ import (
 	"github.com/membrane-mesh/membrane/gateway/ir"
 )
 
-// caCertKey is the ConfigMap key of a BackendTLSPolicy's CA certificates.
-const caCertKey = "ca.crt"
+// CACertKey is the ConfigMap key of a BackendTLSPolicy's CA certificates.
+const CACertKey = "ca.crt"
 
 // PolicyStatus is one BackendTLSPolicy's ancestor statuses written by
 // Membrane (one per Gateway of Membrane's whose routes reach a Service
@@ -35,6 +35,9 @@ type backendTLS struct {
 	tls        *ir.UpstreamTLS // nil: not usable (its backends answer 5xx)
 	conflicted bool            // another policy targets the same port first
 	ancestors  map[types.NamespacedName]bool
+	// reached: a route of a Gateway or an Ingress of Membrane's has a
+	// backend the policy targets (its CA certificates may be served).
+	reached bool
 }
 
 // policyTarget is a Service port (section "": every port) a policy
@@ -102,10 +105,10 @@ func (b *builder) validateBackendTLS(p *gwv1.BackendTLSPolicy) (metav1.Condition
 		if !ok {
 			return invalid(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef, fmt.Sprintf("%s: ConfigMap %s/%s not found", field, p.Namespace, ref.Name))
 		}
-		certs := []byte(cm.Data[caCertKey])
+		certs := []byte(cm.Data[CACertKey])
 		if !validCertificates(certs) {
 			return invalid(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef,
-				fmt.Sprintf("%s: ConfigMap %s/%s has no PEM certificates under %s", field, p.Namespace, ref.Name, caCertKey))
+				fmt.Sprintf("%s: ConfigMap %s/%s has no PEM certificates under %s", field, p.Namespace, ref.Name, CACertKey))
 		}
 		ca = append(ca, certs...)
 		if len(ca) > 0 && ca[len(ca)-1] != '\n' {

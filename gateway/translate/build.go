@@ -31,6 +31,54 @@ const (
 // every object of Membrane's GatewayClasses. It never fails: what is wrong
 // in the input becomes a status condition and stays out of the IR.
 func Build(in Input) (ir.IR, Status) {
+	m, st, _ := BuildWithReferences(in)
+	return m, st
+}
+
+// References are the Secrets and ConfigMaps a translation reads the bytes
+// of: the Secrets of the HTTPS listeners of Membrane's Gateways (those a
+// ReferenceGrant permits, when in another namespace) and of Membrane's
+// Ingresses, and the ConfigMaps of the BackendTLSPolicies that apply to a
+// backend of theirs. Translating an Input whose Secrets and ConfigMaps are
+// only these gives the same IR: the node agents read no others.
+type References struct {
+	Secrets    []types.NamespacedName
+	ConfigMaps []types.NamespacedName
+}
+
+// BuildWithReferences is Build, and the References the translation read
+// (sorted).
+func BuildWithReferences(in Input) (ir.IR, Status, References) {
+	b := build(in)
+	return b.ir(), b.st, b.references()
+}
+
+func (b *builder) references() References {
+	var refs References
+	for nn := range b.readSecrets {
+		refs.Secrets = append(refs.Secrets, nn)
+	}
+	for _, bt := range b.policies {
+		if !bt.reached {
+			continue
+		}
+		for _, ref := range bt.policy.Spec.Validation.CACertificateRefs {
+			if ref.Group == "" && ref.Kind == "ConfigMap" {
+				refs.ConfigMaps = append(refs.ConfigMaps, types.NamespacedName{Namespace: bt.policy.Namespace, Name: string(ref.Name)})
+			}
+		}
+	}
+	for _, l := range [][]types.NamespacedName{refs.Secrets, refs.ConfigMaps} {
+		slices.SortFunc(l, func(a, c types.NamespacedName) int {
+			return cmp.Or(cmp.Compare(a.Namespace, c.Namespace), cmp.Compare(a.Name, c.Name))
+		})
+	}
+	refs.ConfigMaps = slices.Compact(refs.ConfigMaps)
+	return refs
+}
+
+// build translates in; the builder keeps the status and what was read.
+func build(in Input) *builder {
 	b := newBuilder(in)
 	ingresses := b.addIngresses()
 	var st Status
@@ -72,7 +120,8 @@ func Build(in Input) (ir.IR, Status) {
 		}
 		st.Gateways = append(st.Gateways, GatewayStatus{Namespace: g.gw.Namespace, Name: g.gw.Name, Status: b.gatewayStatus(g)})
 	}
-	return b.ir(), st
+	b.st = st
+	return b
 }
 
 type builder struct {
@@ -82,8 +131,10 @@ type builder struct {
 	byName   map[types.NamespacedName]*gateway
 	services map[types.NamespacedName]*corev1.Service
 	secrets  map[types.NamespacedName]*corev1.Secret
-	nsLabels map[string]labels.Set
-	clusters map[string]ir.Cluster
+	// readSecrets are the Secrets certificates were looked up in.
+	readSecrets map[types.NamespacedName]bool
+	nsLabels    map[string]labels.Set
+	clusters    map[string]ir.Cluster
 
 	configMaps     map[types.NamespacedName]*corev1.ConfigMap
 	policies       []*backendTLS // BackendTLSPolicies, oldest first
@@ -91,6 +142,8 @@ type builder struct {
 	// used collects the policies of the backends of the route being
 	// translated (their ancestors are its Gateways).
 	used []*backendTLS
+
+	st Status
 }
 
 // gateway is one Gateway of Membrane's classes being translated.
@@ -129,7 +182,8 @@ type attachedRoute struct {
 func newBuilder(in Input) *builder {
 	b := &builder{in: in, byName: map[types.NamespacedName]*gateway{},
 		services: map[types.NamespacedName]*corev1.Service{}, secrets: map[types.NamespacedName]*corev1.Secret{},
-		nsLabels: map[string]labels.Set{}, clusters: map[string]ir.Cluster{},
+		readSecrets: map[types.NamespacedName]bool{},
+		nsLabels:    map[string]labels.Set{}, clusters: map[string]ir.Cluster{},
 		configMaps: map[types.NamespacedName]*corev1.ConfigMap{}, policyByTarget: map[policyTarget]*backendTLS{}}
 	ours := map[string]bool{}
 	for i := range in.GatewayClasses {
@@ -283,6 +337,7 @@ func (b *builder) resolveCertificates(gw *gwv1.Gateway, l *listener) (gwv1.Liste
 		if ns != gw.Namespace && !b.byName[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}].ingress && !b.granted(gatewayGroup, kindGateway, gw.Namespace, "", kindSecret, ns, string(ref.Name)) {
 			return gwv1.ListenerReasonRefNotPermitted, fmt.Sprintf("%s: Secret %s/%s: no ReferenceGrant in %s allows it", field, ns, ref.Name, ns)
 		}
+		b.readSecrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}] = true
 		s, ok := b.secrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
 		if !ok {
 			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s/%s not found", field, ns, ref.Name)

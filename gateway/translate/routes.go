@@ -39,6 +39,7 @@ func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute, kind string) (RouteStatus, 
 			continue // not ours (or not there): another controller's business
 		}
 		for _, bt := range used {
+			bt.reached = true
 			if !g.ingress { // an Ingress's Gateway is no object to name
 				bt.ancestors[types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name}] = true
 			}

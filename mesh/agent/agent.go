@@ -149,7 +149,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.GatewayAPI {
 		ingress = &gatewayIdentity{log: a.log.With("component", "gateway"), node: a.cfg.NodeName,
 			nodes: informers.Typed.Core().V1().Nodes().Lister(), addr: holdIngressAddr}
-		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers, a.client.Discovery()); err != nil {
+		if gateways, err = gwnode.NewSource(a.log.With("component", "gateway"), informers, a.client.Discovery(), a.cfg.GatewaySecretsNamespace); err != nil {
 			return err
 		}
 	}

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 )
@@ -73,6 +76,9 @@ type Config struct {
 	// Envoy and announces the Gateway addresses this node owns (needs
 	// ProxyPort).
 	GatewayAPI bool
+	// GatewaySecretsNamespace holds the operator's copies of the Secrets
+	// and ConfigMaps the Gateways refer to: the only ones the agent reads.
+	GatewaySecretsNamespace string
 
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
@@ -170,6 +176,9 @@ func (c Config) Validate() error {
 	}
 	if c.GatewayAPI && c.ProxyPort == 0 {
 		errs = append(errs, errors.New("--gateway-api: needs the node proxy (--proxy-port not 0)"))
+	}
+	if msgs := validation.IsDNS1123Label(c.GatewaySecretsNamespace); c.GatewayAPI && len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--gateway-secrets-namespace %q: %s", c.GatewaySecretsNamespace, strings.Join(msgs, "; ")))
 	}
 	if c.FlowBufferSize < 0 || c.FlowBufferSize > MaxFlowBufferSize {
 		errs = append(errs, fmt.Errorf("--flow-buffer-size %d: must be 0 (default) to %d", c.FlowBufferSize, MaxFlowBufferSize))

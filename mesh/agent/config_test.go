@@ -22,3 +22,20 @@ func TestFlowBufferSizeConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewaySecretsNamespaceConfig(t *testing.T) {
+	base := Config{NodeName: "n1", BPFPinDir: "/sys/fs/bpf/m", CgroupPath: "/sys/fs/cgroup", APIAddr: ":9890", ProxyPort: 15001, XDSAddr: "127.0.0.1:9891", GatewayAPI: true}
+	for ns, ok := range map[string]bool{"membrane-secrets": true, "gw": true, "": false, "Upper": false, "a.b": false} {
+		c := base
+		c.GatewaySecretsNamespace = ns
+		err := c.Validate()
+		if ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "--gateway-secrets-namespace")) {
+			t.Errorf("%q: %v, want valid %v", ns, err, ok)
+		}
+	}
+	c := base
+	c.GatewayAPI = false // not read without the Gateway API
+	if err := c.Validate(); err != nil {
+		t.Errorf("no Gateway API, no namespace: %v", err)
+	}
+}
