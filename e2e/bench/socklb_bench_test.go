@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
 // Arms of the comparison.
@@ -80,7 +82,8 @@ const (
 // Membrane's arms run again with a 250-rule ingress policy on the backends;
 // at the first size every way also runs as requests over kept connections.
 // For Membrane's arms the kernel's BPF run-time statistics of the agents'
-// programs give the datapath's own cost per connection (dpProbe).
+// programs give the datapath's own cost per connection, and the agents'
+// cgroups their CPU time per connection (dpProbe).
 func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	e := newEnv(b)
 	cfg := benchConfig(b)
@@ -105,10 +108,16 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		}
 	}
 	var (
-		maps    []*lbMap
-		pinDirs []string
+		maps      []*lbMap
+		pinDirs   []string
+		agentPIDs []int
 	)
 	for _, n := range m.state.Nodes {
+		pid, err := localcluster.AgentPID(ctx, m.state.Name, n.Name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		agentPIDs = append(agentPIDs, pid)
 		pinDirs = append(pinDirs, m.state.Layout().NodeAgentPinDir(n.Name))
 		lm, err := openLBMap(m.state.Layout().NodeAgentPinDir(n.Name))
 		if err != nil {
@@ -117,7 +126,7 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		defer lm.Close()
 		maps = append(maps, lm)
 	}
-	probe, err := openDPProbe(pinDirs)
+	probe, err := openDPProbe(pinDirs, agentPIDs)
 	if err != nil {
 		b.Fatal(err)
 	}
