@@ -32,7 +32,7 @@ type dpProbe struct {
 type nodeProbe struct {
 	pinDir string
 	maps   *bpfpolicy.Maps
-	// agentCPU is the cpu.stat of the agent process's cgroup.
+	// agentCPU is the cpu.stat of the agent pod's cgroup.
 	agentCPU string
 }
 
@@ -49,11 +49,11 @@ type progStat struct {
 	runs    uint64
 }
 
-// openDPProbe opens the probe on the nodes' pin directories and the PIDs
-// of their agents (in the same order).
-func openDPProbe(pinDirs []string, agentPIDs []int) (*dpProbe, error) {
-	if len(pinDirs) != len(agentPIDs) {
-		return nil, fmt.Errorf("%d pin directories, %d agents", len(pinDirs), len(agentPIDs))
+// openDPProbe opens the probe on the nodes' pin directories and the
+// cgroup directories of their agents (in the same order).
+func openDPProbe(pinDirs, agentCgroups []string) (*dpProbe, error) {
+	if len(pinDirs) != len(agentCgroups) {
+		return nil, fmt.Errorf("%d pin directories, %d agent cgroups", len(pinDirs), len(agentCgroups))
 	}
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
@@ -61,8 +61,8 @@ func openDPProbe(pinDirs []string, agentPIDs []int) (*dpProbe, error) {
 	}
 	p := &dpProbe{stats: stats}
 	for i, dir := range pinDirs {
-		cpu, err := processCgroupCPU(agentPIDs[i])
-		if err != nil {
+		cpu := filepath.Join(agentCgroups[i], "cpu.stat")
+		if _, err := cgroupCPU(cpu); err != nil {
 			p.Close()
 			return nil, err
 		}
@@ -74,20 +74,6 @@ func openDPProbe(pinDirs []string, agentPIDs []int) (*dpProbe, error) {
 		p.nodes = append(p.nodes, nodeProbe{pinDir: dir, maps: maps, agentCPU: cpu})
 	}
 	return p, nil
-}
-
-// processCgroupCPU is the cpu.stat file of pid's cgroup (v2).
-func processCgroupCPU(pid int) (string, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return "", fmt.Errorf("cgroup of process %d: %w", pid, err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
-		if path, ok := strings.CutPrefix(line, "0::"); ok {
-			return filepath.Join("/sys/fs/cgroup", path, "cpu.stat"), nil
-		}
-	}
-	return "", fmt.Errorf("process %d: no cgroup v2 entry in %q", pid, raw)
 }
 
 // cgroupCPU reads usage_usec from a cpu.stat file.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,16 +109,16 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		}
 	}
 	var (
-		maps      []*lbMap
-		pinDirs   []string
-		agentPIDs []int
+		maps         []*lbMap
+		pinDirs      []string
+		agentCgroups []string
 	)
 	for _, n := range m.state.Nodes {
-		pid, err := localcluster.AgentPID(ctx, m.state.Name, n.Name)
+		agent, err := localcluster.AgentPod(ctx, m.client, n.Name)
 		if err != nil {
 			b.Fatal(err)
 		}
-		agentPIDs = append(agentPIDs, pid)
+		agentCgroups = append(agentCgroups, filepath.Join(m.nodeCgroup(n), "pods", string(agent.UID)))
 		pinDirs = append(pinDirs, m.state.Layout().NodeAgentPinDir(n.Name))
 		lm, err := openLBMap(m.state.Layout().NodeAgentPinDir(n.Name))
 		if err != nil {
@@ -126,7 +127,7 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		defer lm.Close()
 		maps = append(maps, lm)
 	}
-	probe, err := openDPProbe(pinDirs, agentPIDs)
+	probe, err := openDPProbe(pinDirs, agentCgroups)
 	if err != nil {
 		b.Fatal(err)
 	}
