@@ -80,6 +80,9 @@ type EventReader struct {
 	rd       *ringbuf.Reader
 	rec      ringbuf.Record
 	deadline time.Time
+	// clock converts the events' stamps; renewed every wallClockMaxAge
+	// rather than per event (reading CLOCK_MONOTONIC is a system call).
+	clock wallClock
 }
 
 // EventsPollInterval is how long a trace event may wait in the ring buffer
@@ -119,7 +122,10 @@ func (r *EventReader) Read() (FlowEvent, error) {
 		}
 		return FlowEvent{}, fmt.Errorf("read flow event: %w", err)
 	}
-	ev, err := decodeEvent(r.rec.RawSample, monotonicToWall())
+	if time.Since(r.clock.at) > wallClockMaxAge {
+		r.clock = newWallClock()
+	}
+	ev, err := decodeEvent(r.rec.RawSample, r.clock.wall)
 	if err != nil {
 		return FlowEvent{}, fmt.Errorf("read flow event: %w", err)
 	}
@@ -185,16 +191,30 @@ func decodeEvent(b []byte, wall func(uint64) time.Time) (FlowEvent, error) {
 	}, nil
 }
 
-// monotonicToWall returns a converter from CLOCK_MONOTONIC nanoseconds
-// (bpf_ktime_get_ns) to wall-clock time, taken now.
-func monotonicToWall() func(uint64) time.Time {
-	var ts unix.Timespec
-	now := time.Now()
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return func(uint64) time.Time { return now }
+// wallClock converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to
+// wall-clock time: the two clocks read together at one moment.
+type wallClock struct {
+	at   time.Time // wall clock (zero: never read)
+	mono int64     // CLOCK_MONOTONIC at the same moment; -1: unreadable
+}
+
+// wallClockMaxAge is how long an EventReader uses one wallClock: the
+// clocks drift apart only by NTP's slewing (at most 0.05%) meanwhile.
+const wallClockMaxAge = time.Second
+
+func newWallClock() wallClock {
+	mono, err := monotonicNow()
+	if err != nil {
+		mono = -1
 	}
-	mono := ts.Nano()
-	return func(ns uint64) time.Time { return now.Add(time.Duration(int64(ns) - mono)) }
+	return wallClock{at: time.Now(), mono: mono}
+}
+
+func (c wallClock) wall(ns uint64) time.Time {
+	if c.mono < 0 {
+		return c.at
+	}
+	return c.at.Add(time.Duration(int64(ns) - c.mono))
 }
 
 // monotonicNow reads CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.

@@ -159,3 +159,21 @@ func TestEnums(t *testing.T) {
 		t.Errorf("flags %q", SYN|ACK)
 	}
 }
+
+func TestWallClock(t *testing.T) {
+	c := newWallClock()
+	mono, err := monotonicNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := c.wall(uint64(mono))
+	if d := time.Since(now); d < -10*time.Millisecond || d > 100*time.Millisecond {
+		t.Errorf("a stamp taken now converts to %s ago", d)
+	}
+	if d := now.Sub(c.wall(uint64(mono - 2e9))); d != 2*time.Second {
+		t.Errorf("a stamp 2s older converts to %s earlier", d)
+	}
+	if got := (wallClock{at: now, mono: -1}).wall(uint64(mono)); !got.Equal(now) {
+		t.Errorf("without the monotonic clock: %s, want the reading time %s", got, now)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,8 +20,10 @@ import (
 
 // dpProbe reads what Membrane's datapath did on a cluster's nodes: the
 // kernel's run time and run count of every program attached through the
-// agents' pinned links (BPF_ENABLE_STATS held while the probe is open), and
-// the flow events written and conntrack entries created (membrane_polcnt).
+// agents' pinned links (BPF_ENABLE_STATS held while the probe is open), the
+// flow events written and conntrack entries created (membrane_polcnt), and
+// the CPU time of the agents' cgroups (turning those events into flows, and
+// their idle work).
 type dpProbe struct {
 	stats io.Closer
 	nodes []nodeProbe
@@ -29,6 +32,8 @@ type dpProbe struct {
 type nodeProbe struct {
 	pinDir string
 	maps   *bpfpolicy.Maps
+	// agentCPU is the cpu.stat of the agent pod's cgroup.
+	agentCPU string
 }
 
 // dpSnapshot is the probe's reading at one moment.
@@ -36,6 +41,7 @@ type dpSnapshot struct {
 	progs     map[string]progStat // by program name, summed over the nodes
 	events    uint64
 	ctCreated uint64
+	agentCPU  time.Duration // summed over the nodes
 }
 
 type progStat struct {
@@ -43,21 +49,49 @@ type progStat struct {
 	runs    uint64
 }
 
-func openDPProbe(pinDirs []string) (*dpProbe, error) {
+// openDPProbe opens the probe on the nodes' pin directories and the
+// cgroup directories of their agents (in the same order).
+func openDPProbe(pinDirs, agentCgroups []string) (*dpProbe, error) {
+	if len(pinDirs) != len(agentCgroups) {
+		return nil, fmt.Errorf("%d pin directories, %d agent cgroups", len(pinDirs), len(agentCgroups))
+	}
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		return nil, fmt.Errorf("enable BPF run time statistics: %w", err)
 	}
 	p := &dpProbe{stats: stats}
-	for _, dir := range pinDirs {
+	for i, dir := range pinDirs {
+		cpu := filepath.Join(agentCgroups[i], "cpu.stat")
+		if _, err := cgroupCPU(cpu); err != nil {
+			p.Close()
+			return nil, err
+		}
 		maps, err := bpfpolicy.OpenPinned(dir)
 		if err != nil {
 			p.Close()
 			return nil, fmt.Errorf("open %s: %w", dir, err)
 		}
-		p.nodes = append(p.nodes, nodeProbe{pinDir: dir, maps: maps})
+		p.nodes = append(p.nodes, nodeProbe{pinDir: dir, maps: maps, agentCPU: cpu})
 	}
 	return p, nil
+}
+
+// cgroupCPU reads usage_usec from a cpu.stat file.
+func cgroupCPU(statFile string) (time.Duration, error) {
+	raw, err := os.ReadFile(statFile)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", statFile, err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			us, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: usage_usec %q: %w", statFile, v, err)
+			}
+			return time.Duration(us) * time.Microsecond, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no usage_usec", statFile)
 }
 
 func (p *dpProbe) Close() {
@@ -96,6 +130,11 @@ func (p *dpProbe) snapshot() (dpSnapshot, error) {
 		}
 		s.events += c.EventsSent
 		s.ctCreated += c.CTCreated
+		cpu, err := cgroupCPU(n.agentCPU)
+		if err != nil {
+			return s, err
+		}
+		s.agentCPU += cpu
 	}
 	return s, nil
 }
@@ -130,11 +169,12 @@ type dpDelta struct {
 	progs     map[string]progStat
 	events    uint64
 	ctCreated uint64
+	agentCPU  time.Duration
 	conns     int // connections the load generator made (warm-up included)
 }
 
 func (a dpSnapshot) sub(b dpSnapshot, conns int) dpDelta {
-	d := dpDelta{progs: map[string]progStat{}, events: a.events - b.events, ctCreated: a.ctCreated - b.ctCreated, conns: conns}
+	d := dpDelta{progs: map[string]progStat{}, events: a.events - b.events, ctCreated: a.ctCreated - b.ctCreated, agentCPU: a.agentCPU - b.agentCPU, conns: conns}
 	for name, s := range a.progs {
 		o := b.progs[name]
 		if s.runs >= o.runs {
@@ -156,6 +196,7 @@ func (d *dpDelta) add(o dpDelta) {
 	}
 	d.events += o.events
 	d.ctCreated += o.ctCreated
+	d.agentCPU += o.agentCPU
 	d.conns += o.conns
 }
 
@@ -169,7 +210,8 @@ func (d dpDelta) nsPerConn() float64 {
 }
 
 // String: per program ns per run and runs per connection; per connection the
-// programs' total time, flow events and conntrack entries.
+// programs' total time, flow events, conntrack entries and the agents' CPU
+// time.
 func (d dpDelta) String() string {
 	if d.conns == 0 {
 		return "-"
@@ -190,6 +232,6 @@ func (d dpDelta) String() string {
 		parts = append(parts, fmt.Sprintf("%s %.0f ns x %.1f", name, float64(s.runtime.Nanoseconds())/float64(s.runs), float64(s.runs)/float64(d.conns)))
 	}
 	c := float64(d.conns)
-	return fmt.Sprintf("%s; per conn: %.0f ns in programs, %.2f events, %.2f CT entries",
-		strings.Join(parts, ", "), float64(total.Nanoseconds())/c, float64(d.events)/c, float64(d.ctCreated)/c)
+	return fmt.Sprintf("%s; per conn: %.0f ns in programs, %.2f events, %.2f CT entries, %.0f ns agent CPU",
+		strings.Join(parts, ", "), float64(total.Nanoseconds())/c, float64(d.events)/c, float64(d.ctCreated)/c, float64(d.agentCPU.Nanoseconds())/c)
 }

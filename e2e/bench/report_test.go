@@ -207,7 +207,8 @@ func (r *report) String() string {
 
 	if len(r.datapath) > 0 {
 		fmt.Fprintf(&sb, "\nMembrane's datapath per arm (both nodes; kernel BPF run time statistics): program mean ns per run x runs per\n")
-		fmt.Fprintf(&sb, "connection; per connection: total ns in those programs, flow events written, conntrack entries created.\n")
+		fmt.Fprintf(&sb, "connection; per connection: total ns in those programs, flow events written, conntrack entries created, and\n")
+		fmt.Fprintf(&sb, "the agents' CPU time (their cgroups: turning the flow events into flows, plus their idle work).\n")
 		for _, size := range r.sizes {
 			for _, arm := range armOrder {
 				if d, ok := r.datapath[dpKey{arm, size}]; ok {

@@ -7,12 +7,15 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
 // Arms of the comparison.
@@ -80,7 +83,8 @@ const (
 // Membrane's arms run again with a 250-rule ingress policy on the backends;
 // at the first size every way also runs as requests over kept connections.
 // For Membrane's arms the kernel's BPF run-time statistics of the agents'
-// programs give the datapath's own cost per connection (dpProbe).
+// programs give the datapath's own cost per connection, and the agents'
+// cgroups their CPU time per connection (dpProbe).
 func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 	e := newEnv(b)
 	cfg := benchConfig(b)
@@ -105,10 +109,16 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		}
 	}
 	var (
-		maps    []*lbMap
-		pinDirs []string
+		maps         []*lbMap
+		pinDirs      []string
+		agentCgroups []string
 	)
 	for _, n := range m.state.Nodes {
+		agent, err := localcluster.AgentPod(ctx, m.client, n.Name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		agentCgroups = append(agentCgroups, filepath.Join(m.nodeCgroup(n), "pods", string(agent.UID)))
 		pinDirs = append(pinDirs, m.state.Layout().NodeAgentPinDir(n.Name))
 		lm, err := openLBMap(m.state.Layout().NodeAgentPinDir(n.Name))
 		if err != nil {
@@ -117,7 +127,7 @@ func BenchmarkSocketLBvsKubeProxy(b *testing.B) {
 		defer lm.Close()
 		maps = append(maps, lm)
 	}
-	probe, err := openDPProbe(pinDirs)
+	probe, err := openDPProbe(pinDirs, agentCgroups)
 	if err != nil {
 		b.Fatal(err)
 	}

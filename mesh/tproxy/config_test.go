@@ -51,7 +51,7 @@ func TestValidateExtraOnly(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(ruleExprs(c)); got != 3 {
-		t.Errorf("%d rules, want 3 (return to proxy, DNS over TCP and UDP)", got)
+	if got := len(ruleExprs(c)); got != 4 {
+		t.Errorf("%d rules, want 4 (return to proxy, unmarked, DNS over TCP and UDP)", got)
 	}
 }

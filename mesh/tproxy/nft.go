@@ -63,15 +63,19 @@ func deleteTable() (deleted bool, err error) {
 // ruleExprs returns the chain's rules, in order:
 //
 //	meta l4proto tcp socket transparent 1 meta mark set mark & ~MarkMask | LocalMark
+//	meta mark 0 accept
 //	meta mark ToProxyMark meta l4proto tcp tproxy ip to ListenAddr:Port meta mark set LocalMark
 //	(the same for each Extra listener and each of its protocols)
 //
 // The first routes replies for the proxy's transparent upstream sockets
-// (bound to addresses that are not local) to the local table; the second
+// (bound to addresses that are not local) to the local table; the third
 // hands a marked packet to the listener (an established transparent socket
 // of its connection if there is one) and keeps the mark local. tproxy ends
 // the rule when it finds no socket, so the mark is only rewritten for
-// packets that have one.
+// packets that have one. Every forwarded packet of the node passes the
+// chain, and nearly all of them carry no mark: the second rule lets them
+// go after one comparison instead of one per listener (no to-proxy mark is
+// 0, so the listeners' rules could not match them).
 func ruleExprs(c Config) [][]expr.Any {
 	tcp := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -91,7 +95,12 @@ func ruleExprs(c Config) [][]expr.Any {
 		},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	)
-	out := [][]expr.Any{returnToProxy}
+	unmarked := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}
+	out := [][]expr.Any{returnToProxy, unmarked}
 	if c.Port != 0 {
 		out = append(out, toProxyExprs(c, c.ToProxyMark, unix.IPPROTO_TCP, c.Port))
 	}
