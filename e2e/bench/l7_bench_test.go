@@ -280,26 +280,8 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 			}
 		}
 	}
-	perRound := (requests + l7Rounds - 1) / l7Rounds
-	for r := range l7Rounds {
-		n := min(perRound, requests-r*perRound)
-		for j := range arms {
-			a := arms[(r+j)%len(arms)]
-			lat, err := l.run(ctx, a, n, true)
-			if err != nil {
-				b.Fatalf("%s: round %d: %v", a.name, r+1, err)
-			}
-			for _, s := range l.sidecars {
-				if err := s.check(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := c.state.CheckProcesses(); err != nil {
-				b.Fatal(err)
-			}
-			slices.Sort(lat)
-			progress(b, "round %d/%d %-12s %d requests: p50 %s p99 %s", r+1, l7Rounds, a.name, len(lat), us(percentile(lat, 0.5)), us(percentile(lat, 0.99)))
-		}
+	if err := l.rounds(ctx, arms, requests, "", 12); err != nil {
+		b.Fatal(err)
 	}
 	for _, a := range arms {
 		if err := a.expect(ctx, http.MethodDelete, a.deleteCode); err != nil {
@@ -347,6 +329,37 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 	fmt.Print(rep.String())
 	rep.metrics(b)
 	recordSummary(b, rep.summary()...)
+}
+
+// rounds sends requests measured requests per arm in l7Rounds rounds, the
+// arms taking turns (each round starting one arm further); after each
+// arm's turn every sidecar and the cluster's processes must still run.
+// Each turn's progress line starts with label and pads the arm's name to
+// width.
+func (l *l7Bench) rounds(ctx context.Context, arms []*l7Arm, requests int, label string, width int) error {
+	perRound := (requests + l7Rounds - 1) / l7Rounds
+	for r := range l7Rounds {
+		n := min(perRound, requests-r*perRound)
+		for j := range arms {
+			a := arms[(r+j)%len(arms)]
+			lat, err := l.run(ctx, a, n, true)
+			if err != nil {
+				return fmt.Errorf("%s: round %d: %w", a.name, r+1, err)
+			}
+			for _, s := range l.sidecars {
+				if err := s.check(); err != nil {
+					return err
+				}
+			}
+			if err := l.c.state.CheckProcesses(); err != nil {
+				return err
+			}
+			lat = slices.Sorted(slices.Values(lat))
+			progress(l.b, "%sround %d/%d %-*s %d requests: p50 %s p99 %s", label, r+1, l7Rounds, width, a.name, len(lat),
+				us(percentile(lat, 0.5)), us(percentile(lat, 0.99)))
+		}
+	}
+	return nil
 }
 
 // l7Bench is the benchmark's cluster and workload.

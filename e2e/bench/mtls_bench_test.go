@@ -81,7 +81,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -393,26 +392,12 @@ func (l *l7Bench) runShape(ctx context.Context, sh *mtlsShape, requests int) err
 		}
 		progress(l.b, "%s, %s: warm-up of %d requests done", sh.name(), a.name, l7Warmup)
 	}
-	perRound := (requests + l7Rounds - 1) / l7Rounds
-	for r := range l7Rounds {
-		n := min(perRound, requests-r*perRound)
-		for j := range sh.arms {
-			a := sh.arms[(r+j)%len(sh.arms)]
-			lat, err := l.run(ctx, a.l7Arm, n, true)
-			if err != nil {
-				return fmt.Errorf("%s: round %d: %w", a.name, r+1, err)
-			}
-			for _, s := range l.sidecars {
-				if err := s.check(); err != nil {
-					return err
-				}
-			}
-			if err := l.c.state.CheckProcesses(); err != nil {
-				return err
-			}
-			progress(l.b, "%s round %d/%d %-26s %d requests: p50 %s p99 %s", sh.name(), r+1, l7Rounds, a.name, len(lat),
-				us(percentile(sortedCopy(lat), 0.5)), us(percentile(sortedCopy(lat), 0.99)))
-		}
+	arms := make([]*l7Arm, len(sh.arms))
+	for i, a := range sh.arms {
+		arms[i] = a.l7Arm
+	}
+	if err := l.rounds(ctx, arms, requests, sh.name()+" ", 26); err != nil {
+		return err
 	}
 	for _, a := range sh.arms {
 		if a.rbac.filter == "" {
@@ -437,12 +422,6 @@ func (l *l7Bench) runShape(ctx context.Context, sh *mtlsShape, requests int) err
 		a.streamsDelta = after - a.streamsBefore
 	}
 	return nil
-}
-
-func sortedCopy(ds []time.Duration) []time.Duration {
-	out := append([]time.Duration(nil), ds...)
-	slices.Sort(out)
-	return out
 }
 
 // mtlsDeploy starts the client on node 1 and the three payment pods on
