@@ -752,30 +752,7 @@ func spireRotateCA(t *testing.T, k *kube) string {
 // frontends), on node, both with the node's Workload API socket.
 func svidPods(ns, node string) string {
 	pod := func(name, sa, app string) string {
-		return `---
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: ` + sa + `, namespace: ` + ns + `}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: ` + name + `, namespace: ` + ns + `, labels: {app: ` + app + `, role: ` + name + `}}
-spec:
-  nodeName: ` + node + `
-  serviceAccountName: ` + sa + `
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: membrane/membrane-agent:dev
-    command: ["/bin/sh", "-c", "sleep 3600"]
-    env:
-    - {name: SPIFFE_ENDPOINT_SOCKET, value: "unix:///spiffe/agent.sock"}
-    volumeMounts:
-    - {name: spiffe, mountPath: /spiffe, readOnly: true}
-  volumes:
-  - name: spiffe
-    hostPath: {path: /var/run/membrane/spiffe, type: DirectoryOrCreate}
-`
+		return svidPod(ns, name, sa, node, "{app: "+app+", role: "+name+"}")
 	}
 	return pod("intruder", "intruder", "intruder") + pod("probe", "frontend", "frontend")
 }
