@@ -245,13 +245,7 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 	})
 
 	t.Run("underlay carries TLS 1.3 only", func(t *testing.T) {
-		pcap, summary := captureUnderlay(t, s, nodeB, func() {
-			for range 5 {
-				if err := fetch(k, ns, remoteFront.Name, url); err != nil {
-					t.Errorf("fetch during the capture: %v", err)
-				}
-			}
-		})
+		pcap, summary := captureFetches(t, s, k, nodeB, ns, remoteFront.Name, url)
 		tunnel := countIn(t, pcap, "tcp port 15008")
 		plain := bytes.Count(pcap, []byte("Hello from Backend"))
 		direct := countIn(t, pcap, "tcp port 8080")
@@ -292,22 +286,17 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 		if tunnel == 0 || tls13 == 0 {
 			t.Errorf("no TLS 1.3 on the tunnel port in the capture:\n%s", head(summary, 40))
 		}
-		if plain != 0 || direct != 0 {
-			t.Errorf("plaintext on the underlay: answer %d times, %d packets on port 8080", plain, direct)
-		}
+		checkNoPlaintext(t, plain, direct)
 	})
 
 	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
 		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
-			ns+"/"+remoteFront.Name, "mTLS spiffe://cluster.local/ns/"+ns+"/sa/frontend -> spiffe://cluster.local/ns/"+ns+"/sa/backend 200")
+			ns+"/"+remoteFront.Name, mtlsFlowIDs(ns)+" 200")
 		t.Logf("authenticated flow: %s", line)
 	})
 
 	t.Run("backend sees the frontend's address", func(t *testing.T) {
-		logs := k.must("", "-n", ns, "logs", backend.Name)
-		if !strings.Contains(logs, " "+remoteFront.Status.PodIP+":") || !strings.Contains(logs, " "+localFront.Status.PodIP+":") {
-			t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
-		}
+		checkFrontendAddresses(t, k, ns, backend, remoteFront, localFront)
 	})
 
 	t.Run("idle connection closed after the idle timeout", func(t *testing.T) {
@@ -564,6 +553,45 @@ done; echo ok=$ok failed=$failed`, seconds, url)
 			return nil
 		})
 	})
+}
+
+// captureFetches captures node's underlay while pod fetches url five
+// times: the capture and tcpdump's summary of it.
+func captureFetches(t *testing.T, s *localcluster.State, k *kube, node, ns, pod, url string) ([]byte, string) {
+	t.Helper()
+	return captureUnderlay(t, s, node, func() {
+		for range 5 {
+			if err := fetch(k, ns, pod, url); err != nil {
+				t.Errorf("fetch during the capture: %v", err)
+			}
+		}
+	})
+}
+
+// checkNoPlaintext fails t when a capture of the underlay held the
+// backend's answer (plain times) or packets on the backend's port 8080
+// (direct).
+func checkNoPlaintext(t *testing.T, plain, direct int) {
+	t.Helper()
+	if plain != 0 || direct != 0 {
+		t.Errorf("plaintext on the underlay: answer %d times, %d packets on port 8080", plain, direct)
+	}
+}
+
+// mtlsFlowIDs is how observe shows an authenticated flow from a frontend
+// to the backend in namespace ns: both SPIFFE IDs.
+func mtlsFlowIDs(ns string) string {
+	return "mTLS spiffe://cluster.local/ns/" + ns + "/sa/frontend -> spiffe://cluster.local/ns/" + ns + "/sa/backend"
+}
+
+// checkFrontendAddresses: the backend's log shows both frontends' pod
+// addresses as its peers (the tunnel connected from the client's address).
+func checkFrontendAddresses(t *testing.T, k *kube, ns string, backend, remoteFront, localFront corev1.Pod) {
+	t.Helper()
+	logs := k.must("", "-n", ns, "logs", backend.Name)
+	if !strings.Contains(logs, " "+remoteFront.Status.PodIP+":") || !strings.Contains(logs, " "+localFront.Status.PodIP+":") {
+		t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
+	}
 }
 
 // countIn counts the packets of a capture matching a tcpdump filter.
