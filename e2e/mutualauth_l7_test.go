@@ -247,13 +247,5 @@ func TestMutualAuthEgress(t *testing.T) {
 		checkNoPlaintext(t, plain, direct)
 	})
 
-	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
-		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
-			ns+"/"+remoteFront.Name, mtlsFlowIDs(ns)+" 200")
-		t.Logf("authenticated flow: %s", line)
-	})
-
-	t.Run("backend sees the frontend's address", func(t *testing.T) {
-		checkFrontendAddresses(t, k, ns, backend, remoteFront, localFront)
-	})
+	checkAuthenticatedFlows(t, k, ns, backend, remoteFront, localFront)
 }

@@ -289,15 +289,7 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 		checkNoPlaintext(t, plain, direct)
 	})
 
-	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
-		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
-			ns+"/"+remoteFront.Name, mtlsFlowIDs(ns)+" 200")
-		t.Logf("authenticated flow: %s", line)
-	})
-
-	t.Run("backend sees the frontend's address", func(t *testing.T) {
-		checkFrontendAddresses(t, k, ns, backend, remoteFront, localFront)
-	})
+	checkAuthenticatedFlows(t, k, ns, backend, remoteFront, localFront)
 
 	t.Run("idle connection closed after the idle timeout", func(t *testing.T) {
 		if p.idleTimeout == 0 {
@@ -582,6 +574,21 @@ func checkNoPlaintext(t *testing.T, plain, direct int) {
 // to the backend in namespace ns: both SPIFFE IDs.
 func mtlsFlowIDs(ns string) string {
 	return "mTLS spiffe://cluster.local/ns/" + ns + "/sa/frontend -> spiffe://cluster.local/ns/" + ns + "/sa/backend"
+}
+
+// checkAuthenticatedFlows runs two subtests: observe shows remoteFront's
+// flow to the backend with both SPIFFE IDs, and the backend's log shows
+// both frontends' addresses.
+func checkAuthenticatedFlows(t *testing.T, k *kube, ns string, backend, remoteFront, localFront corev1.Pod) {
+	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
+		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
+			ns+"/"+remoteFront.Name, mtlsFlowIDs(ns)+" 200")
+		t.Logf("authenticated flow: %s", line)
+	})
+
+	t.Run("backend sees the frontend's address", func(t *testing.T) {
+		checkFrontendAddresses(t, k, ns, backend, remoteFront, localFront)
+	})
 }
 
 // checkFrontendAddresses: the backend's log shows both frontends' pod
