@@ -222,14 +222,7 @@ func TestMutualAuthEgress(t *testing.T) {
 
 	k.must(mtlsEgressPolicy(ns), "apply", "-f", "-")
 	waitCondition(t, k, ns, "frontend", "Valid", "True", "")
-	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
-		for _, f := range []corev1.Pod{remoteFront, localFront} {
-			if err := fetch(k, ns, f.Name, url); err != nil {
-				return fmt.Errorf("%s: %w", f.Name, err)
-			}
-		}
-		return nil
-	})
+	waitFrontendsReach(t, k, ns, url, remoteFront, localFront)
 	if out := k.must("", "-n", ns, "get", "mnp", "frontend", "-o", "jsonpath={.status.conditions[?(@.type=='Programmed')]}"); out != "" {
 		t.Errorf("the egress rule requiring authentication is reported: %s", out)
 	}

@@ -235,14 +235,7 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 	k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
 	waitCondition(t, k, ns, "backend", "Valid", "True", "")
 	// The SVIDs are issued and pushed to Envoy once the policy needs them.
-	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
-		for _, f := range []corev1.Pod{remoteFront, localFront} {
-			if err := fetch(k, ns, f.Name, url); err != nil {
-				return fmt.Errorf("%s: %w", f.Name, err)
-			}
-		}
-		return nil
-	})
+	waitFrontendsReach(t, k, ns, url, remoteFront, localFront)
 
 	t.Run("underlay carries TLS 1.3 only", func(t *testing.T) {
 		pcap, summary := captureFetches(t, s, k, nodeB, ns, remoteFront.Name, url)
@@ -547,6 +540,20 @@ done; echo ok=$ok failed=$failed`, seconds, url)
 	})
 }
 
+// waitFrontendsReach waits (90 s at most) until both frontends get the
+// backend's answer at url, through mutual TLS once a policy requires it.
+func waitFrontendsReach(t *testing.T, k *kube, ns, url string, remoteFront, localFront corev1.Pod) {
+	t.Helper()
+	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
+		for _, f := range []corev1.Pod{remoteFront, localFront} {
+			if err := fetch(k, ns, f.Name, url); err != nil {
+				return fmt.Errorf("%s: %w", f.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
 // captureFetches captures node's underlay while pod fetches url five
 // times: the capture and tcpdump's summary of it.
 func captureFetches(t *testing.T, s *localcluster.State, k *kube, node, ns, pod, url string) ([]byte, string) {
@@ -669,21 +676,8 @@ func TestMutualAuthWireGuard(t *testing.T) {
 	s, k, nodeB, backend, remoteFront, localFront := c.s, c.k, c.nodeB, c.backend, c.remoteFront, c.localFront
 	url := "http://" + backend.Status.PodIP + ":8080/"
 	k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
-	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
-		for _, f := range []corev1.Pod{remoteFront, localFront} {
-			if err := fetch(k, ns, f.Name, url); err != nil {
-				return fmt.Errorf("%s: %w", f.Name, err)
-			}
-		}
-		return nil
-	})
-	pcap, summary := captureUnderlay(t, s, nodeB, func() {
-		for range 5 {
-			if err := fetch(k, ns, remoteFront.Name, url); err != nil {
-				t.Errorf("fetch during the capture: %v", err)
-			}
-		}
-	})
+	waitFrontendsReach(t, k, ns, url, remoteFront, localFront)
+	pcap, summary := captureFetches(t, s, k, nodeB, ns, remoteFront.Name, url)
 	tunnel, wg := countIn(t, pcap, "tcp port 15008"), countIn(t, pcap, "udp port 51871")
 	plain := bytes.Count(pcap, []byte("Hello from Backend"))
 	t.Logf("underlay of %s with WireGuard: %d packets on the tunnel port, %d WireGuard packets, plaintext answer %d times", nodeB, tunnel, wg, plain)
