@@ -133,7 +133,7 @@ func TestMutualAuthL7(t *testing.T) {
 	})
 
 	t.Run("observe shows the requests with both SPIFFE IDs", func(t *testing.T) {
-		ids := "mTLS spiffe://cluster.local/ns/" + ns + "/sa/frontend -> spiffe://cluster.local/ns/" + ns + "/sa/backend"
+		ids := mtlsFlowIDs(ns)
 		args := []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"}
 		line := expectFlow(t, k, args, ns+"/"+remoteFront.Name, ids+" HTTP/1.1 200", "GET http://"+backend.Status.PodIP+":8080/public/hello", "FORWARDED")
 		t.Logf("allowed request: %s", line)
@@ -144,10 +144,7 @@ func TestMutualAuthL7(t *testing.T) {
 	})
 
 	t.Run("backend sees the frontend's address", func(t *testing.T) {
-		logs := k.must("", "-n", ns, "logs", backend.Name)
-		if !bytes.Contains([]byte(logs), []byte(" "+remoteFront.Status.PodIP+":")) || !bytes.Contains([]byte(logs), []byte(" "+localFront.Status.PodIP+":")) {
-			t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
-		}
+		checkFrontendAddresses(t, k, ns, backend, remoteFront, localFront)
 	})
 
 	t.Run("bypass refused", func(t *testing.T) {
@@ -225,26 +222,13 @@ func TestMutualAuthEgress(t *testing.T) {
 
 	k.must(mtlsEgressPolicy(ns), "apply", "-f", "-")
 	waitCondition(t, k, ns, "frontend", "Valid", "True", "")
-	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
-		for _, f := range []corev1.Pod{remoteFront, localFront} {
-			if err := fetch(k, ns, f.Name, url); err != nil {
-				return fmt.Errorf("%s: %w", f.Name, err)
-			}
-		}
-		return nil
-	})
+	waitFrontendsReach(t, k, ns, url, remoteFront, localFront)
 	if out := k.must("", "-n", ns, "get", "mnp", "frontend", "-o", "jsonpath={.status.conditions[?(@.type=='Programmed')]}"); out != "" {
 		t.Errorf("the egress rule requiring authentication is reported: %s", out)
 	}
 
 	t.Run("underlay carries the answer only in the tunnel", func(t *testing.T) {
-		pcap, summary := captureUnderlay(t, s, nodeB, func() {
-			for range 5 {
-				if err := fetch(k, ns, remoteFront.Name, url); err != nil {
-					t.Errorf("fetch during the capture: %v", err)
-				}
-			}
-		})
+		pcap, summary := captureFetches(t, s, k, nodeB, ns, remoteFront.Name, url)
 		tunnel, direct := countIn(t, pcap, "tcp port 15008"), countIn(t, pcap, "tcp port 8080")
 		records := bytes.Count(pcap, []byte{0x17, 0x03, 0x03})
 		plain := bytes.Count(pcap, []byte("Hello from Backend"))
@@ -253,21 +237,8 @@ func TestMutualAuthEgress(t *testing.T) {
 		if tunnel == 0 || records == 0 {
 			t.Errorf("no TLS on the tunnel port in the capture:\n%s", head(summary, 40))
 		}
-		if plain != 0 || direct != 0 {
-			t.Errorf("plaintext on the underlay: answer %d times, %d packets on port 8080", plain, direct)
-		}
+		checkNoPlaintext(t, plain, direct)
 	})
 
-	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
-		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
-			ns+"/"+remoteFront.Name, "mTLS spiffe://cluster.local/ns/"+ns+"/sa/frontend -> spiffe://cluster.local/ns/"+ns+"/sa/backend 200")
-		t.Logf("authenticated flow: %s", line)
-	})
-
-	t.Run("backend sees the frontend's address", func(t *testing.T) {
-		logs := k.must("", "-n", ns, "logs", backend.Name)
-		if !bytes.Contains([]byte(logs), []byte(" "+remoteFront.Status.PodIP+":")) || !bytes.Contains([]byte(logs), []byte(" "+localFront.Status.PodIP+":")) {
-			t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
-		}
-	})
+	checkAuthenticatedFlows(t, k, ns, backend, remoteFront, localFront)
 }

@@ -235,23 +235,10 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 	k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
 	waitCondition(t, k, ns, "backend", "Valid", "True", "")
 	// The SVIDs are issued and pushed to Envoy once the policy needs them.
-	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
-		for _, f := range []corev1.Pod{remoteFront, localFront} {
-			if err := fetch(k, ns, f.Name, url); err != nil {
-				return fmt.Errorf("%s: %w", f.Name, err)
-			}
-		}
-		return nil
-	})
+	waitFrontendsReach(t, k, ns, url, remoteFront, localFront)
 
 	t.Run("underlay carries TLS 1.3 only", func(t *testing.T) {
-		pcap, summary := captureUnderlay(t, s, nodeB, func() {
-			for range 5 {
-				if err := fetch(k, ns, remoteFront.Name, url); err != nil {
-					t.Errorf("fetch during the capture: %v", err)
-				}
-			}
-		})
+		pcap, summary := captureFetches(t, s, k, nodeB, ns, remoteFront.Name, url)
 		tunnel := countIn(t, pcap, "tcp port 15008")
 		plain := bytes.Count(pcap, []byte("Hello from Backend"))
 		direct := countIn(t, pcap, "tcp port 8080")
@@ -292,23 +279,10 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 		if tunnel == 0 || tls13 == 0 {
 			t.Errorf("no TLS 1.3 on the tunnel port in the capture:\n%s", head(summary, 40))
 		}
-		if plain != 0 || direct != 0 {
-			t.Errorf("plaintext on the underlay: answer %d times, %d packets on port 8080", plain, direct)
-		}
+		checkNoPlaintext(t, plain, direct)
 	})
 
-	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
-		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
-			ns+"/"+remoteFront.Name, "mTLS spiffe://cluster.local/ns/"+ns+"/sa/frontend -> spiffe://cluster.local/ns/"+ns+"/sa/backend 200")
-		t.Logf("authenticated flow: %s", line)
-	})
-
-	t.Run("backend sees the frontend's address", func(t *testing.T) {
-		logs := k.must("", "-n", ns, "logs", backend.Name)
-		if !strings.Contains(logs, " "+remoteFront.Status.PodIP+":") || !strings.Contains(logs, " "+localFront.Status.PodIP+":") {
-			t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
-		}
-	})
+	checkAuthenticatedFlows(t, k, ns, backend, remoteFront, localFront)
 
 	t.Run("idle connection closed after the idle timeout", func(t *testing.T) {
 		if p.idleTimeout == 0 {
@@ -566,6 +540,74 @@ done; echo ok=$ok failed=$failed`, seconds, url)
 	})
 }
 
+// waitFrontendsReach waits (90 s at most) until both frontends get the
+// backend's answer at url, through mutual TLS once a policy requires it.
+func waitFrontendsReach(t *testing.T, k *kube, ns, url string, remoteFront, localFront corev1.Pod) {
+	t.Helper()
+	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
+		for _, f := range []corev1.Pod{remoteFront, localFront} {
+			if err := fetch(k, ns, f.Name, url); err != nil {
+				return fmt.Errorf("%s: %w", f.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// captureFetches captures node's underlay while pod fetches url five
+// times: the capture and tcpdump's summary of it.
+func captureFetches(t *testing.T, s *localcluster.State, k *kube, node, ns, pod, url string) ([]byte, string) {
+	t.Helper()
+	return captureUnderlay(t, s, node, func() {
+		for range 5 {
+			if err := fetch(k, ns, pod, url); err != nil {
+				t.Errorf("fetch during the capture: %v", err)
+			}
+		}
+	})
+}
+
+// checkNoPlaintext fails t when a capture of the underlay held the
+// backend's answer (plain times) or packets on the backend's port 8080
+// (direct).
+func checkNoPlaintext(t *testing.T, plain, direct int) {
+	t.Helper()
+	if plain != 0 || direct != 0 {
+		t.Errorf("plaintext on the underlay: answer %d times, %d packets on port 8080", plain, direct)
+	}
+}
+
+// mtlsFlowIDs is how observe shows an authenticated flow from a frontend
+// to the backend in namespace ns: both SPIFFE IDs.
+func mtlsFlowIDs(ns string) string {
+	return "mTLS spiffe://cluster.local/ns/" + ns + "/sa/frontend -> spiffe://cluster.local/ns/" + ns + "/sa/backend"
+}
+
+// checkAuthenticatedFlows runs two subtests: observe shows remoteFront's
+// flow to the backend with both SPIFFE IDs, and the backend's log shows
+// both frontends' addresses.
+func checkAuthenticatedFlows(t *testing.T, k *kube, ns string, backend, remoteFront, localFront corev1.Pod) {
+	t.Run("observe shows both SPIFFE IDs", func(t *testing.T) {
+		line := expectFlow(t, k, []string{"--to-pod", ns + "/" + backend.Name, "--port", "8080", "--type", "l7"},
+			ns+"/"+remoteFront.Name, mtlsFlowIDs(ns)+" 200")
+		t.Logf("authenticated flow: %s", line)
+	})
+
+	t.Run("backend sees the frontend's address", func(t *testing.T) {
+		checkFrontendAddresses(t, k, ns, backend, remoteFront, localFront)
+	})
+}
+
+// checkFrontendAddresses: the backend's log shows both frontends' pod
+// addresses as its peers (the tunnel connected from the client's address).
+func checkFrontendAddresses(t *testing.T, k *kube, ns string, backend, remoteFront, localFront corev1.Pod) {
+	t.Helper()
+	logs := k.must("", "-n", ns, "logs", backend.Name)
+	if !strings.Contains(logs, " "+remoteFront.Status.PodIP+":") || !strings.Contains(logs, " "+localFront.Status.PodIP+":") {
+		t.Errorf("backend log lacks the frontends' addresses %s and %s:\n%s", remoteFront.Status.PodIP, localFront.Status.PodIP, tail(logs, 20))
+	}
+}
+
 // countIn counts the packets of a capture matching a tcpdump filter.
 func countIn(t *testing.T, pcap []byte, filter string) int {
 	t.Helper()
@@ -634,21 +676,8 @@ func TestMutualAuthWireGuard(t *testing.T) {
 	s, k, nodeB, backend, remoteFront, localFront := c.s, c.k, c.nodeB, c.backend, c.remoteFront, c.localFront
 	url := "http://" + backend.Status.PodIP + ":8080/"
 	k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
-	eventually(t, 90*time.Second, "the frontends reach the backend through mutual TLS", func() error {
-		for _, f := range []corev1.Pod{remoteFront, localFront} {
-			if err := fetch(k, ns, f.Name, url); err != nil {
-				return fmt.Errorf("%s: %w", f.Name, err)
-			}
-		}
-		return nil
-	})
-	pcap, summary := captureUnderlay(t, s, nodeB, func() {
-		for range 5 {
-			if err := fetch(k, ns, remoteFront.Name, url); err != nil {
-				t.Errorf("fetch during the capture: %v", err)
-			}
-		}
-	})
+	waitFrontendsReach(t, k, ns, url, remoteFront, localFront)
+	pcap, summary := captureFetches(t, s, k, nodeB, ns, remoteFront.Name, url)
 	tunnel, wg := countIn(t, pcap, "tcp port 15008"), countIn(t, pcap, "udp port 51871")
 	plain := bytes.Count(pcap, []byte("Hello from Backend"))
 	t.Logf("underlay of %s with WireGuard: %d packets on the tunnel port, %d WireGuard packets, plaintext answer %d times", nodeB, tunnel, wg, plain)
@@ -752,30 +781,7 @@ func spireRotateCA(t *testing.T, k *kube) string {
 // frontends), on node, both with the node's Workload API socket.
 func svidPods(ns, node string) string {
 	pod := func(name, sa, app string) string {
-		return `---
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: ` + sa + `, namespace: ` + ns + `}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: ` + name + `, namespace: ` + ns + `, labels: {app: ` + app + `, role: ` + name + `}}
-spec:
-  nodeName: ` + node + `
-  serviceAccountName: ` + sa + `
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: membrane/membrane-agent:dev
-    command: ["/bin/sh", "-c", "sleep 3600"]
-    env:
-    - {name: SPIFFE_ENDPOINT_SOCKET, value: "unix:///spiffe/agent.sock"}
-    volumeMounts:
-    - {name: spiffe, mountPath: /spiffe, readOnly: true}
-  volumes:
-  - name: spiffe
-    hostPath: {path: /var/run/membrane/spiffe, type: DirectoryOrCreate}
-`
+		return svidPod(ns, name, sa, node, "{app: "+app+", role: "+name+"}")
 	}
 	return pod("intruder", "intruder", "intruder") + pod("probe", "frontend", "frontend")
 }

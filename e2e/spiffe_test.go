@@ -36,15 +36,37 @@ const spiffeNS = "spiffe"
 // spiffePods: service account alpha has a pod on the first node only, beta
 // on the second only; both pods can reach their node's Workload API.
 func spiffePods(n1, n2 string) string {
-	pod := func(name, sa, node string) string {
-		return `---
+	curl := `---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: ` + spiffeNS + `}
+spec:
+  nodeName: ` + n2 + `
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: curl
+    image: curlimages/curl:8.5.0
+    command: ["/bin/sh", "-c", "sleep 3600"]
+`
+	return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + spiffeNS + "}\n" + svidPod(spiffeNS, "a", "alpha", n1, "") + svidPod(spiffeNS, "b", "beta", n2, "") + curl
+}
+
+// svidPod is service account sa and its pod name on node, which can reach
+// its node's Workload API; labels, when set, are the pod's labels in
+// flow style ("{app: x}").
+func svidPod(ns, name, sa, node, labels string) string {
+	meta := "{name: " + name + ", namespace: " + ns + "}"
+	if labels != "" {
+		meta = "{name: " + name + ", namespace: " + ns + ", labels: " + labels + "}"
+	}
+	return `---
 apiVersion: v1
 kind: ServiceAccount
-metadata: {name: ` + sa + `, namespace: ` + spiffeNS + `}
+metadata: {name: ` + sa + `, namespace: ` + ns + `}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: ` + name + `, namespace: ` + spiffeNS + `}
+metadata: ` + meta + `
 spec:
   nodeName: ` + node + `
   serviceAccountName: ` + sa + `
@@ -61,20 +83,32 @@ spec:
   - name: spiffe
     hostPath: {path: /var/run/membrane/spiffe, type: DirectoryOrCreate}
 `
+}
+
+// podSVIDWant is a pod and the SPIFFE ID it must get.
+type podSVIDWant struct {
+	pod string
+	id  spiffeid.ID
+}
+
+// checkOwnSVIDs: each pod in namespace ns fetches exactly its own SVID,
+// verified, over its node's Workload API (membrane identity fetch).
+func checkOwnSVIDs(t *testing.T, k *kube, ns string, want ...podSVIDWant) {
+	t.Helper()
+	for _, c := range want {
+		out := k.must("", "-n", ns, "exec", c.pod, "--", "membrane", "identity", "fetch", "--timeout=30s", "-o", "json")
+		var rows []struct {
+			SPIFFEID string `json:"spiffeID"`
+			Verified bool   `json:"verified"`
+		}
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("pod %s: %v: %s", c.pod, err, out)
+		}
+		if len(rows) != 1 || rows[0].SPIFFEID != c.id.String() || !rows[0].Verified {
+			t.Fatalf("pod %s got %+v, want exactly its own %s, verified", c.pod, rows, c.id)
+		}
+		t.Logf("pod %s: %s", c.pod, strings.TrimSpace(out))
 	}
-	curl := `---
-apiVersion: v1
-kind: Pod
-metadata: {name: c, namespace: ` + spiffeNS + `}
-spec:
-  nodeName: ` + n2 + `
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: curl
-    image: curlimages/curl:8.5.0
-    command: ["/bin/sh", "-c", "sleep 3600"]
-`
-	return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + spiffeNS + "}\n" + pod("a", "alpha", n1) + pod("b", "beta", n2) + curl
 }
 
 // dialIn dials from the network namespace at path (a node's).
@@ -375,23 +409,7 @@ func TestSPIFFEIdentities(t *testing.T) {
 	})
 
 	t.Run("a pod fetches its own SVID over the Workload API", func(t *testing.T) {
-		for _, c := range []struct {
-			pod string
-			id  spiffeid.ID
-		}{{"a", alpha}, {"b", beta}} {
-			out := k.must("", "-n", spiffeNS, "exec", c.pod, "--", "membrane", "identity", "fetch", "--timeout=30s", "-o", "json")
-			var rows []struct {
-				SPIFFEID string `json:"spiffeID"`
-				Verified bool   `json:"verified"`
-			}
-			if err := json.Unmarshal([]byte(out), &rows); err != nil {
-				t.Fatalf("pod %s: %v: %s", c.pod, err, out)
-			}
-			if len(rows) != 1 || rows[0].SPIFFEID != c.id.String() || !rows[0].Verified {
-				t.Fatalf("pod %s got %+v, want exactly its own %s, verified", c.pod, rows, c.id)
-			}
-			t.Logf("pod %s: %s", c.pod, strings.TrimSpace(out))
-		}
+		checkOwnSVIDs(t, k, spiffeNS, podSVIDWant{"a", alpha}, podSVIDWant{"b", beta})
 		// A process on the node that is no pod's gets nothing.
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()

@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -121,23 +120,7 @@ func TestSPIREIdentities(t *testing.T) {
 	})
 
 	t.Run("a pod fetches its own SVID over the Workload API", func(t *testing.T) {
-		for _, c := range []struct {
-			pod string
-			id  spiffeid.ID
-		}{{"a", alpha}, {"b", beta}} {
-			out := k.must("", "-n", spiffeNS, "exec", c.pod, "--", "membrane", "identity", "fetch", "--timeout=30s", "-o", "json")
-			var rows []struct {
-				SPIFFEID string `json:"spiffeID"`
-				Verified bool   `json:"verified"`
-			}
-			if err := json.Unmarshal([]byte(out), &rows); err != nil {
-				t.Fatalf("pod %s: %v: %s", c.pod, err, out)
-			}
-			if len(rows) != 1 || rows[0].SPIFFEID != c.id.String() || !rows[0].Verified {
-				t.Fatalf("pod %s got %+v, want exactly its own %s, verified", c.pod, rows, c.id)
-			}
-			t.Logf("pod %s: %s", c.pod, strings.TrimSpace(out))
-		}
+		checkOwnSVIDs(t, k, spiffeNS, podSVIDWant{"a", alpha}, podSVIDWant{"b", beta})
 	})
 
 	t.Run("the entry and the SVID go with the last pod", func(t *testing.T) {

@@ -175,7 +175,7 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 	if err := l.applyPolicies(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if err := l.waitEnforcing(ctx); err != nil {
+	if err := l.waitEnforcing(ctx, l7BenchNS); err != nil {
 		b.Fatal(err)
 	}
 
@@ -280,26 +280,8 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 			}
 		}
 	}
-	perRound := (requests + l7Rounds - 1) / l7Rounds
-	for r := range l7Rounds {
-		n := min(perRound, requests-r*perRound)
-		for j := range arms {
-			a := arms[(r+j)%len(arms)]
-			lat, err := l.run(ctx, a, n, true)
-			if err != nil {
-				b.Fatalf("%s: round %d: %v", a.name, r+1, err)
-			}
-			for _, s := range l.sidecars {
-				if err := s.check(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := c.state.CheckProcesses(); err != nil {
-				b.Fatal(err)
-			}
-			slices.Sort(lat)
-			progress(b, "round %d/%d %-12s %d requests: p50 %s p99 %s", r+1, l7Rounds, a.name, len(lat), us(percentile(lat, 0.5)), us(percentile(lat, 0.99)))
-		}
+	if err := l.rounds(ctx, arms, requests, "", 12); err != nil {
+		b.Fatal(err)
 	}
 	for _, a := range arms {
 		if err := a.expect(ctx, http.MethodDelete, a.deleteCode); err != nil {
@@ -349,6 +331,37 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 	recordSummary(b, rep.summary()...)
 }
 
+// rounds sends requests measured requests per arm in l7Rounds rounds, the
+// arms taking turns (each round starting one arm further); after each
+// arm's turn every sidecar and the cluster's processes must still run.
+// Each turn's progress line starts with label and pads the arm's name to
+// width.
+func (l *l7Bench) rounds(ctx context.Context, arms []*l7Arm, requests int, label string, width int) error {
+	perRound := (requests + l7Rounds - 1) / l7Rounds
+	for r := range l7Rounds {
+		n := min(perRound, requests-r*perRound)
+		for j := range arms {
+			a := arms[(r+j)%len(arms)]
+			lat, err := l.run(ctx, a, n, true)
+			if err != nil {
+				return fmt.Errorf("%s: round %d: %w", a.name, r+1, err)
+			}
+			for _, s := range l.sidecars {
+				if err := s.check(); err != nil {
+					return err
+				}
+			}
+			if err := l.c.state.CheckProcesses(); err != nil {
+				return err
+			}
+			lat = slices.Sorted(slices.Values(lat))
+			progress(l.b, "%sround %d/%d %-*s %d requests: p50 %s p99 %s", label, r+1, l7Rounds, width, a.name, len(lat),
+				us(percentile(lat, 0.5)), us(percentile(lat, 0.99)))
+		}
+	}
+	return nil
+}
+
 // l7Bench is the benchmark's cluster and workload.
 type l7Bench struct {
 	b        *testing.B
@@ -380,35 +393,10 @@ func (l *l7Bench) deploy(ctx context.Context) error {
 	if _, err := l.c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: l7BenchNS}}, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create namespace: %w", err)
 	}
-	payment := func(variant string) *corev1.Pod {
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "payment-" + variant, Namespace: l7BenchNS, Labels: map[string]string{"app": "payment", "variant": variant}},
-			Spec: corev1.PodSpec{
-				NodeName:                      l.server.Name,
-				TerminationGracePeriodSeconds: ptr.To(int64(1)),
-				Containers: []corev1.Container{{
-					Name:  "echo",
-					Image: "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1",
-					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: l7AppPort}},
-					Env: []corev1.EnvVar{
-						{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-						{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-					},
-				}},
-			},
-		}
+	pods := []*corev1.Pod{
+		l.clientPod(l7BenchNS, "client", ""), l.clientPod(l7BenchNS, "client-mesh", ""),
+		l.paymentPod(l7BenchNS, "l7", ""), l.paymentPod(l7BenchNS, "plain", ""), l.paymentPod(l7BenchNS, "mesh", ""),
 	}
-	client := func(name string) *corev1.Pod {
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l7BenchNS, Labels: map[string]string{"app": "client"}},
-			Spec: corev1.PodSpec{
-				NodeName:                      l.c.state.Nodes[0].Name,
-				TerminationGracePeriodSeconds: ptr.To(int64(1)),
-				Containers:                    []corev1.Container{{Name: "idle", Image: "busybox:1.36", Command: []string{"sleep", "3600"}}},
-			},
-		}
-	}
-	pods := []*corev1.Pod{client("client"), client("client-mesh"), payment("l7"), payment("plain"), payment("mesh")}
 	got, ips, err := l.c.runPods(ctx, l7BenchNS, pods)
 	if err != nil {
 		return err
@@ -420,12 +408,46 @@ func (l *l7Bench) deploy(ctx context.Context) error {
 	return nil
 }
 
+// paymentPod is the echo-basic pod payment-<variant> in namespace ns on
+// node 2, labelled app=payment and variant, running as serviceAccount
+// (the namespace's default when empty).
+func (l *l7Bench) paymentPod(ns, variant, serviceAccount string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "payment-" + variant, Namespace: ns, Labels: map[string]string{"app": "payment", "variant": variant}},
+		Spec: corev1.PodSpec{
+			NodeName:                      l.server.Name,
+			ServiceAccountName:            serviceAccount,
+			TerminationGracePeriodSeconds: ptr.To(int64(1)),
+			Containers: []corev1.Container{{
+				Name:  "echo",
+				Image: "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: l7AppPort}},
+				Env: []corev1.EnvVar{
+					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+				},
+			}},
+		},
+	}
+}
+
+// clientPod is an idle busybox pod in namespace ns on node 1, labelled
+// app=client, running as serviceAccount (the namespace's default when
+// empty).
+func (l *l7Bench) clientPod(ns, name, serviceAccount string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "client"}},
+		Spec: corev1.PodSpec{
+			NodeName:                      l.c.state.Nodes[0].Name,
+			ServiceAccountName:            serviceAccount,
+			TerminationGracePeriodSeconds: ptr.To(int64(1)),
+			Containers:                    []corev1.Container{{Name: "idle", Image: "busybox:1.36", Command: []string{"sleep", "3600"}}},
+		},
+	}
+}
+
 // applyPolicies creates payment-l7's L7 policy and payment-plain's L3/L4 one.
 func (l *l7Bench) applyPolicies(ctx context.Context) error {
-	dyn, err := dynamicClient(l.c.state.Layout().Kubeconfig())
-	if err != nil {
-		return err
-	}
 	api, _ := l7HTTPRules()
 	from := []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}
 	tcp := func(port int) v1alpha1.PortProtocol {
@@ -441,17 +463,26 @@ func (l *l7Bench) applyPolicies(ctx context.Context) error {
 			},
 		}
 	}
-	for _, p := range []*v1alpha1.MembraneNetworkPolicy{
+	return l.createPolicies(ctx, l7BenchNS,
 		policy("payment-l7", "l7", v1alpha1.PortRule{Ports: []v1alpha1.PortProtocol{tcp(l7AppPort)}, Rules: &v1alpha1.L7Rules{HTTP: api}}),
 		policy("payment-plain", "plain", v1alpha1.PortRule{Ports: []v1alpha1.PortProtocol{tcp(l7AppPort)}}),
 		policy("payment-mesh", "mesh", v1alpha1.PortRule{Ports: []v1alpha1.PortProtocol{tcp(l7AppPort), tcp(l7ServerSidecarPort)}}),
-	} {
+	)
+}
+
+// createPolicies creates the policies ps in namespace ns.
+func (l *l7Bench) createPolicies(ctx context.Context, ns string, ps ...*v1alpha1.MembraneNetworkPolicy) error {
+	dyn, err := dynamicClient(l.c.state.Layout().Kubeconfig())
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
 		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
 		if err != nil {
 			return fmt.Errorf("policy %s: %w", p.Name, err)
 		}
 		unstructured.RemoveNestedField(obj, "status")
-		res := dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("membranenetworkpolicies")).Namespace(l7BenchNS)
+		res := dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("membranenetworkpolicies")).Namespace(ns)
 		if _, err := res.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create policy %s: %w", p.Name, err)
 		}
@@ -460,8 +491,8 @@ func (l *l7Bench) applyPolicies(ctx context.Context) error {
 }
 
 // waitEnforcing waits until node 2's agent enforces ingress policy on the
-// three payment pods.
-func (l *l7Bench) waitEnforcing(ctx context.Context) error {
+// three payment pods in namespace ns.
+func (l *l7Bench) waitEnforcing(ctx context.Context, ns string) error {
 	agents, err := agentClient(l.c.state.Layout().Kubeconfig())
 	if err != nil {
 		return err
@@ -478,7 +509,7 @@ func (l *l7Bench) waitEnforcing(ctx context.Context) error {
 		}
 		enforcing := 0
 		for _, ep := range list.Endpoints {
-			if ep.Namespace == l7BenchNS && ep.State == agentapi.StateReady && ep.EnforceIngress && ep.Rules > 0 {
+			if ep.Namespace == ns && ep.State == agentapi.StateReady && ep.EnforceIngress && ep.Rules > 0 {
 				enforcing++
 			}
 		}

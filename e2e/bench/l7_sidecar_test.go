@@ -76,13 +76,7 @@ func serverSidecarBootstrap(n translate.Node, alsSock string) (*bootstrapv3.Boot
 	app.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 	app.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
 	app.LoadAssignment = l7LoadAssignment(app.Name, l7SocketAddress("127.0.0.1", l7AppPort))
-	h2, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			},
-		},
-	})
+	h2, err := http2Upstream()
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +84,7 @@ func serverSidecarBootstrap(n translate.Node, alsSock string) (*bootstrapv3.Boot
 		Name:                          l7AccessLogCluster,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:                durationpb.New(time.Second),
-		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
+		TypedExtensionProtocolOptions: h2,
 		LoadAssignment:                l7LoadAssignment(l7AccessLogCluster, &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: alsSock}}}),
 	}
 	// No ADS: the chain's route configuration goes inline.
@@ -117,10 +111,7 @@ func clientSidecarBootstrap() (*bootstrapv3.Bootstrap, error) {
 	}
 	up.UpstreamBindConfig = &corev3.BindConfig{
 		SourceAddress: &corev3.SocketAddress{Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{}},
-		SocketOptions: []*corev3.SocketOption{{
-			Description: "SO_MARK", Level: syscall.SOL_SOCKET, Name: syscall.SO_MARK,
-			Value: &corev3.SocketOption_IntValue{IntValue: l7SidecarMark}, State: corev3.SocketOption_STATE_PREBIND,
-		}},
+		SocketOptions: []*corev3.SocketOption{soMark("SO_MARK", l7SidecarMark)},
 	}
 	router, err := anypb.New(&routerv3.Router{SuppressEnvoyHeaders: true})
 	if err != nil {
@@ -169,33 +160,24 @@ func clientSidecarBootstrap() (*bootstrapv3.Bootstrap, error) {
 // sidecar's outbound port, but the sidecar's own (its mark) and those to
 // the loopback (the sidecar's admin).
 func l7ClientRedirect() [][]string {
-	return [][]string{
-		{"-t", "nat", "-N", "MESH_OUTPUT"},
-		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "MESH_OUTPUT"},
-		{"-t", "nat", "-A", "MESH_OUTPUT", "-m", "mark", "--mark", strconv.Itoa(l7SidecarMark), "-j", "RETURN"},
-		{"-t", "nat", "-A", "MESH_OUTPUT", "-d", "127.0.0.1/32", "-j", "RETURN"},
-		{"-t", "nat", "-A", "MESH_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(l7ClientSidecarPort)},
-	}
+	return natRedirect("OUTPUT", "MESH_OUTPUT", l7ClientSidecarPort, [][]string{
+		{"-m", "mark", "--mark", strconv.Itoa(l7SidecarMark)},
+		{"-d", "127.0.0.1/32"},
+	})
 }
 
 // l7ServerRedirect are the server pod's: every inbound TCP connection goes
 // to the sidecar's inbound port.
 func l7ServerRedirect() [][]string {
-	return [][]string{
-		{"-t", "nat", "-N", "MESH_INBOUND"},
-		{"-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-j", "MESH_INBOUND"},
-		{"-t", "nat", "-A", "MESH_INBOUND", "-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(l7ServerSidecarPort)},
-	}
+	return natRedirect("PREROUTING", "MESH_INBOUND", l7ServerSidecarPort, nil)
 }
 
 // redirect installs rules with the host's iptables (nf_tables) in pod's
-// network namespace, which goes away with the pod.
+// network namespace, which goes away with the pod, and prints the
+// namespace's nat rules.
 func (l *l7Bench) redirect(ctx context.Context, pod *corev1.Pod, rules [][]string) error {
-	for _, r := range rules {
-		args := append([]string{"--net=" + l.netns(pod), "--", "iptables"}, r...)
-		if out, err := exec.CommandContext(ctx, "nsenter", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: iptables %s: %w: %s", pod.Name, strings.Join(r, " "), err, out)
-		}
+	if err := iptablesIn(ctx, l.netns(pod), rules); err != nil {
+		return fmt.Errorf("%s: %w", pod.Name, err)
 	}
 	out, err := exec.CommandContext(ctx, "nsenter", "--net="+l.netns(pod), "--", "iptables-save", "-t", "nat").CombinedOutput()
 	if err != nil {
@@ -203,6 +185,31 @@ func (l *l7Bench) redirect(ctx context.Context, pod *corev1.Pod, rules [][]strin
 	}
 	progress(l.b, "%s: nat rules:\n%s", pod.Name, strings.TrimSpace(string(out)))
 	return nil
+}
+
+// http2Upstream are a cluster's protocol options for HTTP/2 to its
+// upstreams (TypedExtensionProtocolOptions).
+func http2Upstream() (map[string]*anypb.Any, error) {
+	h2, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2}, nil
+}
+
+// soMark sets a sidecar's upstream sockets' mark (SO_MARK, before bind),
+// which its pod's nat rules let out.
+func soMark(description string, mark int64) *corev3.SocketOption {
+	return &corev3.SocketOption{
+		Description: description, Level: syscall.SOL_SOCKET, Name: syscall.SO_MARK,
+		Value: &corev3.SocketOption_IntValue{IntValue: mark}, State: corev3.SocketOption_STATE_PREBIND,
+	}
 }
 
 func l7Bootstrap(id string, ls []*listenerv3.Listener, cs []*clusterv3.Cluster) *bootstrapv3.Bootstrap {

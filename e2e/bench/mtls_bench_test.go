@@ -81,7 +81,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,7 +97,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -106,14 +104,10 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/utils/ptr"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/e2e/pki"
 	"github.com/membrane-mesh/membrane/e2e/testenv"
-	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
@@ -176,7 +170,7 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	if err := mtlsPolicies(ctx, l); err != nil {
 		b.Fatal(err)
 	}
-	if err := mtlsWaitEnforcing(ctx, l); err != nil {
+	if err := l.waitEnforcing(ctx, mtlsBenchNS); err != nil {
 		b.Fatal(err)
 	}
 
@@ -398,26 +392,12 @@ func (l *l7Bench) runShape(ctx context.Context, sh *mtlsShape, requests int) err
 		}
 		progress(l.b, "%s, %s: warm-up of %d requests done", sh.name(), a.name, l7Warmup)
 	}
-	perRound := (requests + l7Rounds - 1) / l7Rounds
-	for r := range l7Rounds {
-		n := min(perRound, requests-r*perRound)
-		for j := range sh.arms {
-			a := sh.arms[(r+j)%len(sh.arms)]
-			lat, err := l.run(ctx, a.l7Arm, n, true)
-			if err != nil {
-				return fmt.Errorf("%s: round %d: %w", a.name, r+1, err)
-			}
-			for _, s := range l.sidecars {
-				if err := s.check(); err != nil {
-					return err
-				}
-			}
-			if err := l.c.state.CheckProcesses(); err != nil {
-				return err
-			}
-			progress(l.b, "%s round %d/%d %-26s %d requests: p50 %s p99 %s", sh.name(), r+1, l7Rounds, a.name, len(lat),
-				us(percentile(sortedCopy(lat), 0.5)), us(percentile(sortedCopy(lat), 0.99)))
-		}
+	arms := make([]*l7Arm, len(sh.arms))
+	for i, a := range sh.arms {
+		arms[i] = a.l7Arm
+	}
+	if err := l.rounds(ctx, arms, requests, sh.name()+" ", 26); err != nil {
+		return err
 	}
 	for _, a := range sh.arms {
 		if a.rbac.filter == "" {
@@ -444,12 +424,6 @@ func (l *l7Bench) runShape(ctx context.Context, sh *mtlsShape, requests int) err
 	return nil
 }
 
-func sortedCopy(ds []time.Duration) []time.Duration {
-	out := append([]time.Duration(nil), ds...)
-	slices.Sort(out)
-	return out
-}
-
 // mtlsDeploy starts the client on node 1 and the three payment pods on
 // node 2 with their service accounts, and waits until they run; it
 // returns payment-mesh and its address.
@@ -464,36 +438,9 @@ func mtlsDeploy(ctx context.Context, l *l7Bench) (*corev1.Pod, netip.Addr, error
 			return nil, netip.Addr{}, fmt.Errorf("create service account %s: %w", sa, err)
 		}
 	}
-	payment := func(variant string) *corev1.Pod {
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "payment-" + variant, Namespace: mtlsBenchNS, Labels: map[string]string{"app": "payment", "variant": variant}},
-			Spec: corev1.PodSpec{
-				NodeName:                      l.server.Name,
-				ServiceAccountName:            "payment",
-				TerminationGracePeriodSeconds: ptr.To(int64(1)),
-				Containers: []corev1.Container{{
-					Name:  "echo",
-					Image: "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1",
-					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: l7AppPort}},
-					Env: []corev1.EnvVar{
-						{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-						{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-					},
-				}},
-			},
-		}
-	}
 	pods := []*corev1.Pod{
-		{
-			ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: mtlsBenchNS, Labels: map[string]string{"app": "client"}},
-			Spec: corev1.PodSpec{
-				NodeName:                      l.c.state.Nodes[0].Name,
-				ServiceAccountName:            "client",
-				TerminationGracePeriodSeconds: ptr.To(int64(1)),
-				Containers:                    []corev1.Container{{Name: "idle", Image: "busybox:1.36", Command: []string{"sleep", "3600"}}},
-			},
-		},
-		payment("auth"), payment("plain"), payment("mesh"),
+		l.clientPod(mtlsBenchNS, "client", "client"),
+		l.paymentPod(mtlsBenchNS, "auth", "payment"), l.paymentPod(mtlsBenchNS, "plain", "payment"), l.paymentPod(mtlsBenchNS, "mesh", "payment"),
 	}
 	got, ips, err := l.c.runPods(ctx, mtlsBenchNS, pods)
 	if err != nil {
@@ -511,10 +458,6 @@ func mtlsDeploy(ctx context.Context, l *l7Bench) (*corev1.Pod, netip.Addr, error
 // server sidecar's ports; payment-mesh on 3000 (its sidecar's redirect
 // comes after the policy, in the pod).
 func mtlsPolicies(ctx context.Context, l *l7Bench) error {
-	dyn, err := dynamicClient(l.c.state.Layout().Kubeconfig())
-	if err != nil {
-		return err
-	}
 	from := []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}
 	tcp := func(port int) v1alpha1.PortProtocol {
 		return v1alpha1.PortProtocol{Port: strconv.Itoa(port), Protocol: v1alpha1.ProtoTCP}
@@ -533,49 +476,11 @@ func mtlsPolicies(ctx context.Context, l *l7Bench) error {
 			},
 		}
 	}
-	for _, p := range []*v1alpha1.MembraneNetworkPolicy{
+	return l.createPolicies(ctx, mtlsBenchNS,
 		policy("auth", &v1alpha1.Authentication{Mode: v1alpha1.AuthenticationRequired}, tcp(l7AppPort)),
 		policy("plain", nil, tcp(l7AppPort), tcp(l7ServerSidecarPort), tcp(mtlsHBONEServerPort)),
 		policy("mesh", nil, tcp(l7AppPort)),
-	} {
-		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
-		if err != nil {
-			return fmt.Errorf("policy %s: %w", p.Name, err)
-		}
-		unstructured.RemoveNestedField(obj, "status")
-		res := dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("membranenetworkpolicies")).Namespace(mtlsBenchNS)
-		if _, err := res.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create policy %s: %w", p.Name, err)
-		}
-	}
-	return nil
-}
-
-// mtlsWaitEnforcing waits until node 2's agent enforces ingress policy on
-// the three payment pods.
-func mtlsWaitEnforcing(ctx context.Context, l *l7Bench) error {
-	agents, err := agentClient(l.c.state.Layout().Kubeconfig())
-	if err != nil {
-		return err
-	}
-	return poll(ctx, 2*time.Minute, "node 2's agent enforcing the payment pods' policies", func() (bool, error) {
-		if err := l.c.state.CheckProcesses(); err != nil {
-			return false, err
-		}
-		var list agentapi.EndpointList
-		get, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := agents.JSON(get, l.server.Name, http.MethodGet, agentapi.PathEndpoints, &list); err != nil {
-			return false, nil
-		}
-		enforcing := 0
-		for _, ep := range list.Endpoints {
-			if ep.Namespace == mtlsBenchNS && ep.State == agentapi.StateReady && ep.EnforceIngress && ep.Rules > 0 {
-				enforcing++
-			}
-		}
-		return enforcing == 3, nil
-	})
+	)
 }
 
 // mtlsNodeRefused checks that node 2 itself cannot reach payment-auth's
@@ -809,18 +714,12 @@ func mtlsClientSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 	if err != nil {
 		return nil, err
 	}
-	h2, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			},
-		},
-	})
+	h2, err := http2Upstream()
 	if err != nil {
 		return nil, err
 	}
 	hbone := staticCluster("server-hbone", netip.AddrPortFrom(server, mtlsHBONEServerPort), ts)
-	hbone.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2}
+	hbone.TypedExtensionProtocolOptions = h2
 	meshL, meshC, err := mtlsMeshClientListener(ts)
 	if err != nil {
 		return nil, err

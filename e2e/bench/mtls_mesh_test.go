@@ -46,24 +46,30 @@ const (
 // connections to dst:port into the client sidecar, except the sidecar's
 // own (marked) ones.
 func mtlsMeshOutboundRules(dst netip.Addr, port uint16) [][]string {
-	return [][]string{
-		{"-t", "nat", "-N", mtlsMeshOutChain},
-		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", mtlsMeshOutChain},
-		{"-t", "nat", "-A", mtlsMeshOutChain, "-m", "mark", "--mark", strconv.Itoa(mtlsMeshMark), "-j", "RETURN"},
-		{"-t", "nat", "-A", mtlsMeshOutChain, "-p", "tcp", "-d", dst.String() + "/32", "--dport", strconv.Itoa(int(port)),
-			"-j", "REDIRECT", "--to-ports", strconv.Itoa(mtlsMeshOutboundPort)},
-	}
+	return natRedirect("OUTPUT", mtlsMeshOutChain, mtlsMeshOutboundPort, [][]string{{"-m", "mark", "--mark", strconv.Itoa(mtlsMeshMark)}},
+		"-d", dst.String()+"/32", "--dport", strconv.Itoa(int(port)))
 }
 
 // mtlsMeshInboundRules: the server pod's nat PREROUTING redirect of
 // inbound port into its sidecar.
 func mtlsMeshInboundRules(port uint16) [][]string {
-	return [][]string{
-		{"-t", "nat", "-N", mtlsMeshInChain},
-		{"-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-j", mtlsMeshInChain},
-		{"-t", "nat", "-A", mtlsMeshInChain, "-p", "tcp", "--dport", strconv.Itoa(int(port)),
-			"-j", "REDIRECT", "--to-ports", strconv.Itoa(mtlsMeshInboundPort)},
+	return natRedirect("PREROUTING", mtlsMeshInChain, mtlsMeshInboundPort, nil, "--dport", strconv.Itoa(int(port)))
+}
+
+// natRedirect are the nat rules of a sidecar mesh's traffic capture: a new
+// chain jumped to from hook for every TCP packet, in which the packets
+// matching one of returns go back (RETURN) and the TCP ones matching
+// match are redirected to the sidecar's toPort (REDIRECT).
+func natRedirect(hook, chain string, toPort int, returns [][]string, match ...string) [][]string {
+	rules := [][]string{
+		{"-t", "nat", "-N", chain},
+		{"-t", "nat", "-A", hook, "-p", "tcp", "-j", chain},
 	}
+	for _, r := range returns {
+		rules = append(rules, append(append([]string{"-t", "nat", "-A", chain}, r...), "-j", "RETURN"))
+	}
+	redirect := append(append([]string{"-t", "nat", "-A", chain, "-p", "tcp"}, match...), "-j", "REDIRECT", "--to-ports", strconv.Itoa(toPort))
+	return append(rules, redirect)
 }
 
 // iptablesIn runs each rule with iptables in the network namespace at
@@ -132,13 +138,7 @@ func mtlsMeshClientListener(ts *corev3.TransportSocket) (*listenerv3.Listener, *
 		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
 		ConnectTimeout:       durationpb.New(5 * time.Second),
 		TransportSocket:      ts,
-		UpstreamBindConfig: &corev3.BindConfig{SocketOptions: []*corev3.SocketOption{{
-			Description: "SO_MARK: not redirected again",
-			Level:       1,  // SOL_SOCKET
-			Name:        36, // SO_MARK
-			Value:       &corev3.SocketOption_IntValue{IntValue: mtlsMeshMark},
-			State:       corev3.SocketOption_STATE_PREBIND,
-		}}},
+		UpstreamBindConfig:   &corev3.BindConfig{SocketOptions: []*corev3.SocketOption{soMark("SO_MARK: not redirected again", mtlsMeshMark)}},
 	}
 	return l, c, nil
 }
