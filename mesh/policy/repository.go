@@ -16,10 +16,13 @@ import (
 // in small):
 //
 //   - Update compiles only the rules that changed since the last Update
-//     (by policy and rule index, compared by content); every rule is
-//     compiled again when what rules are compiled against changed: the
-//     identities (a new pod's, a label change), the CIDR identities, the
-//     learned DNS names or the configuration.
+//     (by policy and rule index, compared by content), and, when
+//     identities came, went or changed (a new pod's, a label change),
+//     the rules whose peers can include one of them as it was or is now
+//     (a peer selector matches it; the cluster entity and egress named
+//     ports depend on every identity). Every rule is compiled again when
+//     the rest of what rules are compiled against changed: the CIDR
+//     identities, the learned DNS names or the configuration.
 //   - Resolve returns an endpoint's last Result while the rules selecting
 //     it are the same compilations (and the endpoint the same: identity,
 //     labels, namespace, named ports); otherwise it merges the rules'
@@ -96,10 +99,21 @@ func (r *Repository) Stats() Stats { return r.stats }
 // kept from the previous Update).
 func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 	res := newResolver(policies, ids, cfg)
-	if r.cur == nil || !sameInput(r.cur, res) {
+	switch {
+	case r.cur == nil || !sameInput(r.cur, res):
 		clear(r.rules)
 		clear(r.results)
 		clear(r.expansions)
+	default:
+		// Identities came, went or changed: compile again only the
+		// rules that depend on one of them (as it was or is now).
+		if changed := changedIdentities(r.cur.ids, res.ids); len(changed) > 0 {
+			for ref, c := range r.rules {
+				if slices.ContainsFunc(changed, c.c.idDeps.dependsOn) {
+					delete(r.rules, ref)
+				}
+			}
+		}
 	}
 	rules := make(map[ruleRef]cachedRule, len(r.rules))
 	for _, p := range policies {
@@ -280,10 +294,9 @@ func namedPortsKey(ep Endpoint) string {
 }
 
 // sameInput reports whether rules compile the same against a and b (their
-// rules aside).
+// rules and identities aside: see changedIdentities).
 func sameInput(a, b *Resolver) bool {
 	return a.cfg == b.cfg &&
-		slices.EqualFunc(a.ids, b.ids, sameIdentity) &&
 		slices.Equal(a.cidrs, b.cidrs) &&
 		slices.EqualFunc(a.names, b.names, func(x, y LearnedName) bool {
 			return x.Name == y.Name && x.Learned.Equal(y.Learned) && slices.Equal(x.IPs, y.IPs)
@@ -294,4 +307,29 @@ func sameInput(a, b *Resolver) bool {
 func sameIdentity(a, b Identity) bool {
 	return a.ID == b.ID && maps.Equal(a.Labels, b.Labels) &&
 		maps.EqualFunc(a.NamedPorts, b.NamedPorts, slices.Equal[[]NamedPort])
+}
+
+// changedIdentities returns the labels of the identities that differ
+// between a and b (both sorted by ID): those added, removed, or with other
+// labels or named ports (both their labels, then).
+func changedIdentities(a, b []Identity) []identity.Labels {
+	var out []identity.Labels
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && a[i].ID < b[j].ID:
+			out = append(out, a[i].Labels)
+			i++
+		case i == len(a) || b[j].ID < a[i].ID:
+			out = append(out, b[j].Labels)
+			j++
+		default:
+			if !sameIdentity(a[i], b[j]) {
+				out = append(out, a[i].Labels, b[j].Labels)
+			}
+			i++
+			j++
+		}
+	}
+	return out
 }
