@@ -99,6 +99,7 @@ func (r *Repository) Stats() Stats { return r.stats }
 // kept from the previous Update).
 func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 	res := newResolver(policies, ids, cfg)
+	var changed []identity.Labels
 	switch {
 	case r.cur == nil || !sameInput(r.cur, res):
 		clear(r.rules)
@@ -107,13 +108,7 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 	default:
 		// Identities came, went or changed: compile again only the
 		// rules that depend on one of them (as it was or is now).
-		if changed := changedIdentities(r.cur.ids, res.ids); len(changed) > 0 {
-			for ref, c := range r.rules {
-				if slices.ContainsFunc(changed, c.c.idDeps.dependsOn) {
-					delete(r.rules, ref)
-				}
-			}
-		}
+		changed = changedIdentities(r.cur.ids, res.ids)
 	}
 	rules := make(map[ruleRef]cachedRule, len(r.rules))
 	for _, p := range policies {
@@ -121,10 +116,16 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 		for i, rule := range p.Rules {
 			ref := ruleRef{name, i}
 			c, ok := r.rules[ref]
-			if !ok || !reflect.DeepEqual(c.rule, rule) {
+			switch {
+			case !ok || !reflect.DeepEqual(c.rule, rule):
 				r.next++
 				r.stats.Compiled++
 				c = cachedRule{rule: rule, c: res.compileRule(p, i, rule)}
+				c.c.version = r.next
+			case len(changed) > 0 && slices.ContainsFunc(changed, c.c.idDeps.dependsOn):
+				r.next++
+				r.stats.Compiled++
+				c.c = res.recompilePeers(p, rule, c.c, changed)
 				c.c.version = r.next
 			}
 			rules[ref] = c

@@ -80,6 +80,8 @@ type compiledPeerRule struct {
 	fqdns  []FQDN
 	// authFail: authentication never succeeds (test-always-fail).
 	authFail bool
+	// idDeps is what of the identity set peers depends on.
+	idDeps identityDeps
 }
 
 // Resolve is New(policies, ids, cfg).Resolve(ep).
@@ -172,9 +174,10 @@ func (r *Resolver) compileRule(p Policy, i int, rule Rule) compiledRule {
 		for j, pr := range l.list {
 			o := fmt.Sprintf("%s %s[%d]", origin, l.name, j)
 			peers, matchers, problems := r.peers(p, pr)
+			deps := identityDeps{peers: matchers, all: slices.Contains(pr.Entities, EntityCluster) ||
+				l.dir == Egress && !l.deny && hasNamedPort(pr.ToPorts)}
 			c.idDeps.peers = append(c.idDeps.peers, matchers...)
-			c.idDeps.all = c.idDeps.all || slices.Contains(pr.Entities, EntityCluster) ||
-				l.dir == Egress && !l.deny && hasNamedPort(pr.ToPorts)
+			c.idDeps.all = c.idDeps.all || deps.all
 			for _, err := range problems {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
 			}
@@ -183,8 +186,30 @@ func (r *Resolver) compileRule(p Policy, i int, rule Rule) compiledRule {
 			}
 			c.peerRules = append(c.peerRules, compiledPeerRule{
 				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired, fqdns: pr.FQDNs,
-				authFail: pr.AuthRequired && pr.AuthAlwaysFail,
+				authFail: pr.AuthRequired && pr.AuthAlwaysFail, idDeps: deps,
 			})
+		}
+	}
+	return c
+}
+
+// recompilePeers returns old, the compilation of rule i of p against
+// other identities, compiled against r's: the peers of the peer rules
+// that depend on one of the identities that changed (changed: their
+// labels as they were and are) are resolved again, the rest is kept
+// (nothing else of a compilation depends on the identities).
+func (r *Resolver) recompilePeers(p Policy, rule Rule, old compiledRule, changed []identity.Labels) compiledRule {
+	c := old
+	c.version = 0
+	c.peerRules = slices.Clone(old.peerRules)
+	n := 0
+	for _, list := range [][]PeerRule{rule.Ingress, rule.IngressDeny, rule.Egress, rule.EgressDeny} {
+		for _, pr := range list {
+			cp := &c.peerRules[n]
+			n++
+			if slices.ContainsFunc(changed, cp.idDeps.dependsOn) {
+				cp.peers, _, _ = r.peers(p, pr)
+			}
 		}
 	}
 	return c
