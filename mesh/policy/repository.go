@@ -239,6 +239,18 @@ func (r *Repository) patch(prev Result, prevVersions []uint64, rules []*compiled
 			changed = append(changed, xs[i])
 		}
 	}
+	// Where the changed rules hold most of the entries (an identity
+	// many rules select), merging all again costs less.
+	nChanged, nAll := 0, 0
+	for i, rule := range rules {
+		nAll += len(xs[i].contribs)
+		if !before[rule.version] {
+			nChanged += len(xs[i].contribs)
+		}
+	}
+	if 2*nChanged > nAll {
+		return Result{}, false
+	}
 	touched := map[ruleKey]bool{}
 	for _, x := range changed {
 		for _, c := range x.contribs {
