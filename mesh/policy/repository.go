@@ -23,14 +23,15 @@ import (
 //     ports depend on every identity). Every rule is compiled again when
 //     the rest of what rules are compiled against changed: the CIDR
 //     identities, the learned DNS names or the configuration.
-//   - Resolve returns an endpoint's last Result while the rules selecting
-//     it are the same compilations (and the endpoint the same: identity,
-//     labels, namespace, named ports); otherwise it merges the rules'
-//     expansions, each computed once per compilation and set of named
-//     ports (all an expansion depends on), whichever endpoints share it.
-//     Where only plain allow and deny entries changed (no redirect, no
-//     authentication, no entry for the local host), it merges again only
-//     the keys the changed rules have entries for, and keeps the others.
+//   - Resolve returns the Result last built for the same compilations of
+//     the rules selecting the endpoint and the same named ports (all a
+//     Result depends on: endpoints alike share it); otherwise it merges
+//     the rules' expansions, each computed once per compilation and set of
+//     named ports (all an expansion depends on), whichever endpoints share
+//     it. Where only plain allow and deny entries changed since the
+//     endpoint's previous Result (no redirect, no authentication, no entry
+//     for the local host) and they are the fewer, it merges again only the
+//     keys the changed rules have entries for, and keeps the others.
 //
 // Its Results equal those of New(...).Resolve on the same input. It is not
 // safe for concurrent use: one loop owns it. Results are shared between
@@ -38,10 +39,14 @@ import (
 type Repository struct {
 	cur   *Resolver
 	rules map[ruleRef]cachedRule
-	// results are the endpoints' last Results, by endpointKey; pass
-	// counts Updates, so those no Resolve asked for since the previous
-	// Update are dropped.
+	// results are the last Results, by the versions of the rules
+	// selecting the endpoint and its named ports (all a Result depends
+	// on under one input: endpoints with the same rules and named ports
+	// share it); last is each endpoint's, by identity, namespace, labels
+	// and named ports. pass counts Updates, so those no Resolve asked for
+	// since the previous Update are dropped.
 	results map[string]*cachedResult
+	last    map[string]lastResult
 	// expansions are the rules' expansions, by compilation and the
 	// endpoint's named ports.
 	expansions map[expansionKey]expansion
@@ -75,6 +80,11 @@ type cachedRule struct {
 	c    compiledRule
 }
 
+type lastResult struct {
+	key  string // in results
+	used uint64
+}
+
 type cachedResult struct {
 	versions []uint64 // of the rules selecting the endpoint, in order
 	result   Result
@@ -88,7 +98,7 @@ type expansionKey struct {
 
 // NewRepository returns an empty Repository; call Update before Resolve.
 func NewRepository() *Repository {
-	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}, expansions: map[expansionKey]expansion{}}
+	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}, last: map[string]lastResult{}, expansions: map[expansionKey]expansion{}}
 }
 
 // Stats returns the work done so far.
@@ -104,6 +114,7 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 	case r.cur == nil || !sameInput(r.cur, res):
 		clear(r.rules)
 		clear(r.results)
+		clear(r.last)
 		clear(r.expansions)
 	default:
 		// Identities came, went or changed: compile again only the
@@ -149,6 +160,11 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 			delete(r.results, k)
 		}
 	}
+	for k, l := range r.last {
+		if l.used != r.pass {
+			delete(r.last, k)
+		}
+	}
 	r.pass++
 	r.cur = res
 	return res
@@ -162,12 +178,25 @@ func (r *Repository) Resolve(ep Endpoint) Result {
 		versions[i] = rule.version
 	}
 	ports := namedPortsKey(ep)
-	key := strconv.FormatUint(uint64(ep.Identity), 10) + "|" + ep.Namespace + "|" + ep.Labels.Key() + ports
-	c := r.results[key]
-	if c != nil && slices.Equal(c.versions, versions) {
+	var kb strings.Builder
+	for _, v := range versions {
+		kb.WriteString(strconv.FormatUint(v, 10))
+		kb.WriteByte(',')
+	}
+	kb.WriteString(ports)
+	key := kb.String()
+	epKey := strconv.FormatUint(uint64(ep.Identity), 10) + "|" + ep.Namespace + "|" + ep.Labels.Key() + ports
+	prev, hadPrev := r.last[epKey]
+	r.last[epKey] = lastResult{key: key, used: r.pass}
+	if c := r.results[key]; c != nil {
 		c.used = r.pass
 		r.stats.Reused++
 		return c.result
+	}
+	// The endpoint's previous Result, to patch.
+	var c *cachedResult
+	if hadPrev {
+		c = r.results[prev.key]
 	}
 	r.stats.Resolved++
 	expand := func(rule *compiledRule) expansion {
