@@ -86,3 +86,28 @@ func BenchmarkRepositoryChange(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRepositoryNewIdentity: a pod of a new identity comes (the
+// labels of one group with another version label, so the rules from its
+// group select it), then every local endpoint is resolved, through a
+// Repository.
+func BenchmarkRepositoryNewIdentity(b *testing.B) {
+	for _, groups := range []int{100, 10} {
+		b.Run(fmt.Sprintf("identities=%d", groups), func(b *testing.B) {
+			policies, ids, eps := benchShape(groups)
+			repo := NewRepository()
+			repo.Update(policies, ids, Config{ProxyPort: 15001})
+			base := ids.Identities
+			i := 0
+			for b.Loop() {
+				id := Identity{ID: identity.ID(100000 + i), Labels: pod("bench", "bench", "policy", "group", fmt.Sprintf("g%d", i%groups), "version", fmt.Sprint(i))}
+				i++
+				ids.Identities = append(slices.Clip(base), id)
+				repo.Update(policies, ids, Config{ProxyPort: 15001})
+				for _, ep := range append(eps, Endpoint{Identity: id.ID, Labels: id.Labels, Namespace: "bench"}) {
+					repo.Resolve(ep)
+				}
+			}
+		})
+	}
+}

@@ -16,18 +16,22 @@ import (
 // in small):
 //
 //   - Update compiles only the rules that changed since the last Update
-//     (by policy and rule index, compared by content); every rule is
-//     compiled again when what rules are compiled against changed: the
-//     identities (a new pod's, a label change), the CIDR identities, the
-//     learned DNS names or the configuration.
-//   - Resolve returns an endpoint's last Result while the rules selecting
-//     it are the same compilations (and the endpoint the same: identity,
-//     labels, namespace, named ports); otherwise it merges the rules'
-//     expansions, each computed once per compilation and set of named
-//     ports (all an expansion depends on), whichever endpoints share it.
-//     Where only plain allow and deny entries changed (no redirect, no
-//     authentication, no entry for the local host), it merges again only
-//     the keys the changed rules have entries for, and keeps the others.
+//     (by policy and rule index, compared by content), and, when
+//     identities came, went or changed (a new pod's, a label change),
+//     the rules whose peers can include one of them as it was or is now
+//     (a peer selector matches it; the cluster entity and egress named
+//     ports depend on every identity). Every rule is compiled again when
+//     the rest of what rules are compiled against changed: the CIDR
+//     identities, the learned DNS names or the configuration.
+//   - Resolve returns the Result last built for the same compilations of
+//     the rules selecting the endpoint and the same named ports (all a
+//     Result depends on: endpoints alike share it); otherwise it merges
+//     the rules' expansions, each computed once per compilation and set of
+//     named ports (all an expansion depends on), whichever endpoints share
+//     it. Where only plain allow and deny entries changed since the
+//     endpoint's previous Result (no redirect, no authentication, no entry
+//     for the local host) and they are the fewer, it merges again only the
+//     keys the changed rules have entries for, and keeps the others.
 //
 // Its Results equal those of New(...).Resolve on the same input. It is not
 // safe for concurrent use: one loop owns it. Results are shared between
@@ -35,10 +39,14 @@ import (
 type Repository struct {
 	cur   *Resolver
 	rules map[ruleRef]cachedRule
-	// results are the endpoints' last Results, by endpointKey; pass
-	// counts Updates, so those no Resolve asked for since the previous
-	// Update are dropped.
+	// results are the last Results, by the versions of the rules
+	// selecting the endpoint and its named ports (all a Result depends
+	// on under one input: endpoints with the same rules and named ports
+	// share it); last is each endpoint's, by identity, namespace, labels
+	// and named ports. pass counts Updates, so those no Resolve asked for
+	// since the previous Update are dropped.
 	results map[string]*cachedResult
+	last    map[string]lastResult
 	// expansions are the rules' expansions, by compilation and the
 	// endpoint's named ports.
 	expansions map[expansionKey]expansion
@@ -72,6 +80,11 @@ type cachedRule struct {
 	c    compiledRule
 }
 
+type lastResult struct {
+	key  string // in results
+	used uint64
+}
+
 type cachedResult struct {
 	versions []uint64 // of the rules selecting the endpoint, in order
 	result   Result
@@ -85,7 +98,7 @@ type expansionKey struct {
 
 // NewRepository returns an empty Repository; call Update before Resolve.
 func NewRepository() *Repository {
-	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}, expansions: map[expansionKey]expansion{}}
+	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}, last: map[string]lastResult{}, expansions: map[expansionKey]expansion{}}
 }
 
 // Stats returns the work done so far.
@@ -96,10 +109,17 @@ func (r *Repository) Stats() Stats { return r.stats }
 // kept from the previous Update).
 func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 	res := newResolver(policies, ids, cfg)
-	if r.cur == nil || !sameInput(r.cur, res) {
+	var changed []identity.Labels
+	switch {
+	case r.cur == nil || !sameInput(r.cur, res):
 		clear(r.rules)
 		clear(r.results)
+		clear(r.last)
 		clear(r.expansions)
+	default:
+		// Identities came, went or changed: compile again only the
+		// rules that depend on one of them (as it was or is now).
+		changed = changedIdentities(r.cur.ids, res.ids)
 	}
 	rules := make(map[ruleRef]cachedRule, len(r.rules))
 	for _, p := range policies {
@@ -107,10 +127,16 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 		for i, rule := range p.Rules {
 			ref := ruleRef{name, i}
 			c, ok := r.rules[ref]
-			if !ok || !reflect.DeepEqual(c.rule, rule) {
+			switch {
+			case !ok || !reflect.DeepEqual(c.rule, rule):
 				r.next++
 				r.stats.Compiled++
 				c = cachedRule{rule: rule, c: res.compileRule(p, i, rule)}
+				c.c.version = r.next
+			case len(changed) > 0 && slices.ContainsFunc(changed, c.c.idDeps.dependsOn):
+				r.next++
+				r.stats.Compiled++
+				c.c = res.recompilePeers(p, rule, c.c, changed)
 				c.c.version = r.next
 			}
 			rules[ref] = c
@@ -134,6 +160,11 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 			delete(r.results, k)
 		}
 	}
+	for k, l := range r.last {
+		if l.used != r.pass {
+			delete(r.last, k)
+		}
+	}
 	r.pass++
 	r.cur = res
 	return res
@@ -147,12 +178,25 @@ func (r *Repository) Resolve(ep Endpoint) Result {
 		versions[i] = rule.version
 	}
 	ports := namedPortsKey(ep)
-	key := strconv.FormatUint(uint64(ep.Identity), 10) + "|" + ep.Namespace + "|" + ep.Labels.Key() + ports
-	c := r.results[key]
-	if c != nil && slices.Equal(c.versions, versions) {
+	var kb strings.Builder
+	for _, v := range versions {
+		kb.WriteString(strconv.FormatUint(v, 10))
+		kb.WriteByte(',')
+	}
+	kb.WriteString(ports)
+	key := kb.String()
+	epKey := strconv.FormatUint(uint64(ep.Identity), 10) + "|" + ep.Namespace + "|" + ep.Labels.Key() + ports
+	prev, hadPrev := r.last[epKey]
+	r.last[epKey] = lastResult{key: key, used: r.pass}
+	if c := r.results[key]; c != nil {
 		c.used = r.pass
 		r.stats.Reused++
 		return c.result
+	}
+	// The endpoint's previous Result, to patch.
+	var c *cachedResult
+	if hadPrev {
+		c = r.results[prev.key]
 	}
 	r.stats.Resolved++
 	expand := func(rule *compiledRule) expansion {
@@ -224,6 +268,18 @@ func (r *Repository) patch(prev Result, prevVersions []uint64, rules []*compiled
 			changed = append(changed, xs[i])
 		}
 	}
+	// Where the changed rules hold most of the entries (an identity
+	// many rules select), merging all again costs less.
+	nChanged, nAll := 0, 0
+	for i, rule := range rules {
+		nAll += len(xs[i].contribs)
+		if !before[rule.version] {
+			nChanged += len(xs[i].contribs)
+		}
+	}
+	if 2*nChanged > nAll {
+		return Result{}, false
+	}
 	touched := map[ruleKey]bool{}
 	for _, x := range changed {
 		for _, c := range x.contribs {
@@ -280,10 +336,9 @@ func namedPortsKey(ep Endpoint) string {
 }
 
 // sameInput reports whether rules compile the same against a and b (their
-// rules aside).
+// rules and identities aside: see changedIdentities).
 func sameInput(a, b *Resolver) bool {
 	return a.cfg == b.cfg &&
-		slices.EqualFunc(a.ids, b.ids, sameIdentity) &&
 		slices.Equal(a.cidrs, b.cidrs) &&
 		slices.EqualFunc(a.names, b.names, func(x, y LearnedName) bool {
 			return x.Name == y.Name && x.Learned.Equal(y.Learned) && slices.Equal(x.IPs, y.IPs)
@@ -294,4 +349,29 @@ func sameInput(a, b *Resolver) bool {
 func sameIdentity(a, b Identity) bool {
 	return a.ID == b.ID && maps.Equal(a.Labels, b.Labels) &&
 		maps.EqualFunc(a.NamedPorts, b.NamedPorts, slices.Equal[[]NamedPort])
+}
+
+// changedIdentities returns the labels of the identities that differ
+// between a and b (both sorted by ID): those added, removed, or with other
+// labels or named ports (both their labels, then).
+func changedIdentities(a, b []Identity) []identity.Labels {
+	var out []identity.Labels
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && a[i].ID < b[j].ID:
+			out = append(out, a[i].Labels)
+			i++
+		case i == len(a) || b[j].ID < a[i].ID:
+			out = append(out, b[j].Labels)
+			j++
+		default:
+			if !sameIdentity(a[i], b[j]) {
+				out = append(out, a[i].Labels, b[j].Labels)
+			}
+			i++
+			j++
+		}
+	}
+	return out
 }

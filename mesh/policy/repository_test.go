@@ -65,14 +65,15 @@ func TestRepositoryUnrelatedChange(t *testing.T) {
 	}
 
 	// to-a's rule moves to another port: one rule compiled, endpoint a
-	// resolved again (its one rule expanded), b and c reused.
+	// resolved again (its one rule expanded; merged in full, as that rule
+	// holds all its entries), b and c reused.
 	repo.Update(policies(8080), ids, Config{})
 	got := map[identity.ID]Result{}
 	for _, ep := range eps {
 		got[ep.Identity] = repo.Resolve(ep)
 	}
-	if s := repo.Stats(); s != (Stats{Compiled: 4, Resolved: 4, Expanded: 4, Reused: 5, Patched: 1}) {
-		t.Errorf("one rule changed: %+v, want one rule compiled and one endpoint resolved (patched)", s)
+	if s := repo.Stats(); s != (Stats{Compiled: 4, Resolved: 4, Expanded: 4, Reused: 5}) {
+		t.Errorf("one rule changed: %+v, want one rule compiled and one endpoint resolved", s)
 	}
 	for _, ep := range eps {
 		if diff := cmp.Diff(Resolve(ep, policies(8080), ids, Config{}), got[ep.Identity], errorsByText); diff != "" {
@@ -80,21 +81,95 @@ func TestRepositoryUnrelatedChange(t *testing.T) {
 		}
 	}
 
-	// A new identity: everything is compiled again (selectors may select
-	// it), every endpoint resolved again.
+	// A new identity of app b: the one rule with a peer selector matching
+	// it (to-a's, from app b) is compiled again, endpoint a resolved
+	// again, b and c reused.
 	ids.Identities = append(ids.Identities, Identity{ID: 259, Labels: pod("ns", "app", "b", "v", "2")})
 	repo.Update(policies(8080), ids, Config{})
 	for _, ep := range eps {
 		got[ep.Identity] = repo.Resolve(ep)
 	}
-	if s := repo.Stats(); s.Compiled != 7 || s.Resolved != 7 {
-		t.Errorf("new identity: %+v, want every rule compiled and every endpoint resolved", s)
+	if s := repo.Stats(); s.Compiled != 5 || s.Resolved != 5 || s.Reused != 7 {
+		t.Errorf("new identity: %+v, want one rule compiled and one endpoint resolved", s)
 	}
 	for _, ep := range eps {
 		if diff := cmp.Diff(Resolve(ep, policies(8080), ids, Config{}), got[ep.Identity], errorsByText); diff != "" {
 			t.Errorf("endpoint %d (-from scratch +incremental):\n%s", ep.Identity, diff)
 		}
 	}
+}
+
+// TestRepositoryIdentityChanges: identities that come, go or change
+// compile again only the rules whose peers can include them.
+func TestRepositoryIdentityChanges(t *testing.T) {
+	policies := []Policy{
+		{Namespace: "ns", Name: "web", Rules: []Rule{
+			{EndpointSelector: sel("app", "web"), Ingress: []PeerRule{{Endpoints: []Selector{sel("app", "client")}}}},
+			{EndpointSelector: sel("app", "web"), Ingress: []PeerRule{{Endpoints: []Selector{sel("app", "monitor")}}}},
+			{EndpointSelector: sel("app", "web"), Egress: []PeerRule{{CIDRs: []CIDRRule{{CIDR: netip.MustParsePrefix("10.0.0.0/8")}}}}},
+		}},
+	}
+	ids := IdentitySet{Identities: []Identity{
+		{ID: 256, Labels: pod("ns", "app", "web")},
+		{ID: 257, Labels: pod("ns", "app", "client")},
+		{ID: 258, Labels: pod("ns", "app", "db")},
+	}}
+	repo := NewRepository()
+	check := func(what string, wantCompiled int) {
+		t.Helper()
+		before := repo.Stats().Compiled
+		res := repo.Update(policies, ids, Config{})
+		if n := repo.Stats().Compiled - before; n != wantCompiled {
+			t.Errorf("%s: %d rules compiled, want %d", what, n, wantCompiled)
+		}
+		scratch := New(policies, ids, Config{})
+		if diff := cmp.Diff(scratch.Problems(), res.Problems(), errorsByText); diff != "" {
+			t.Errorf("%s: problems (-from scratch +incremental):\n%s", what, diff)
+		}
+		for _, id := range ids.Identities {
+			ep := Endpoint{Identity: id.ID, Labels: id.Labels, Namespace: "ns"}
+			if diff := cmp.Diff(scratch.Resolve(ep), repo.Resolve(ep), errorsByText); diff != "" {
+				t.Errorf("%s: endpoint %d (-from scratch +incremental):\n%s", what, id.ID, diff)
+			}
+		}
+	}
+	web := policies[:1]
+	policies = web
+	check("first", 3)
+	// A new pod no rule's peers select: nothing.
+	ids.Identities = append(ids.Identities, Identity{ID: 259, Labels: pod("ns", "app", "batch")})
+	check("identity selected by no peer selector", 0)
+	ids.Identities = ids.Identities[:3]
+	check("that identity gone", 0)
+	ids.Identities = append(ids.Identities, Identity{ID: 259, Labels: pod("ns", "app", "batch")})
+	check("back", 0)
+	// The cluster entity counts every pod identity.
+	policies = append(web, Policy{Namespace: "ns", Name: "db", Rules: []Rule{
+		{EndpointSelector: sel("app", "db"), Ingress: []PeerRule{{Entities: []Entity{EntityCluster}}}},
+	}})
+	check("a policy with the cluster entity", 1)
+	// A monitor: the rule from monitors and the cluster entity's.
+	ids.Identities = append(ids.Identities, Identity{ID: 260, Labels: pod("ns", "app", "monitor")})
+	check("identity a peer selector selects", 2)
+	// The batch pod's identity gets labels of a client (same ID, as a
+	// test's fake may): the rule from clients and the cluster entity's.
+	ids.Identities = slices.Clone(ids.Identities)
+	ids.Identities[3].Labels = pod("ns", "app", "client")
+	check("identity relabeled", 2)
+	// The monitor goes: the rule from monitors and the cluster entity's.
+	ids.Identities = slices.Delete(slices.Clone(ids.Identities), 4, 5)
+	check("identity removed", 2)
+	// Egress to every peer on a named port: every identity's named ports
+	// count.
+	policies = append(policies, Policy{Namespace: "ns", Name: "named", Rules: []Rule{
+		{EndpointSelector: sel("app", "web"), Egress: []PeerRule{{Entities: []Entity{EntityAll}, ToPorts: []PortRule{{Ports: []Port{{Name: "metrics", Proto: TCP}}}}}}},
+	}})
+	check("a policy with an egress named port", 1)
+	ids.Identities = slices.Clone(ids.Identities)
+	ids.Identities[2].NamedPorts = map[string][]NamedPort{"metrics": {{Port: 9090, Proto: TCP}}}
+	check("named ports changed", 2) // and the cluster entity's
+	// Nothing changed: nothing.
+	check("no change", 0)
 }
 
 // TestRepositoryMatchesFromScratch applies random changes to policies,
@@ -218,9 +293,11 @@ func (g *policyGen) endpoints() []Endpoint {
 }
 
 func (g *policyGen) selector() Selector {
-	switch g.rnd.IntN(6) {
+	switch g.rnd.IntN(7) {
 	case 0:
 		return Selector{}
+	case 6:
+		return sel("tier", g.pick([]string{"web", "db"}))
 	case 1:
 		return Selector{MatchExpressions: []Requirement{{Key: "app", Operator: OpIn, Values: []string{g.pick(genApps), g.pick(genApps)}}}}
 	case 2:
@@ -309,7 +386,7 @@ func (g *policyGen) policy(name string) Policy {
 
 // mutate makes one change, the kind at random.
 func (g *policyGen) mutate() {
-	k := g.rnd.IntN(10)
+	k := g.rnd.IntN(13)
 	if g.plain && k < 8 {
 		k = 0
 	}
@@ -344,8 +421,31 @@ func (g *policyGen) mutate() {
 	case k < 9:
 		g.names = append(slices.Clone(g.names), LearnedName{Name: g.pick(genApps) + ".example.com.", IPs: []netip.Addr{netip.AddrFrom4([4]byte{192, 0, 2, byte(2 + g.rnd.IntN(50))})}})
 		g.last = "name learned"
-	default:
+	case k < 10:
 		g.cfg.MutualAuth = !g.cfg.MutualAuth
 		g.last = "configuration changed"
+	case k < 11 && len(g.ids) > 0:
+		// Other labels under the same ID.
+		i := g.rnd.IntN(len(g.ids))
+		g.ids = slices.Clone(g.ids)
+		g.ids[i].Labels = pod(g.pick([]string{"ns", "other"}), "app", g.pick(genApps), "tier", g.pick([]string{"web", "db"}))
+		g.last = fmt.Sprintf("identity %d relabeled", g.ids[i].ID)
+	case k < 12 && len(g.ids) > 1:
+		i := g.rnd.IntN(len(g.ids))
+		g.last = fmt.Sprintf("identity %d removed", g.ids[i].ID)
+		g.ids = slices.Delete(slices.Clone(g.ids), i, i+1)
+	case len(g.ids) > 0:
+		// Other named ports, the labels the same.
+		i := g.rnd.IntN(len(g.ids))
+		g.ids = slices.Clone(g.ids)
+		if g.ids[i].NamedPorts == nil {
+			g.ids[i].NamedPorts = map[string][]NamedPort{"http": {{Port: uint16(8000 + g.rnd.IntN(3)), Proto: TCP}}}
+		} else {
+			g.ids[i].NamedPorts = nil
+		}
+		g.last = fmt.Sprintf("identity %d named ports changed", g.ids[i].ID)
+	default:
+		g.addIdentity()
+		g.last = "identity added"
 	}
 }

@@ -41,6 +41,33 @@ type compiledRule struct {
 	// version names this compilation in a Repository (0: none), which
 	// keeps what endpoints got from it while it is unchanged.
 	version uint64
+	// idDeps is what of the identity set the compilation and its
+	// expansions depend on.
+	idDeps identityDeps
+}
+
+// identityDeps is what of the identity set a compiled rule depends on:
+// the identities its peer selectors match, or (all) every identity.
+type identityDeps struct {
+	// peers are the rule's peer selectors, scoped as compiled.
+	peers []matcher
+	// all: the rule depends on every identity (the cluster entity, or
+	// an egress named port, resolved against the peers' named ports).
+	all bool
+}
+
+// dependsOn reports whether an identity with labels l (as it was or is
+// now) can change what the rule compiles or expands to.
+func (d *identityDeps) dependsOn(l identity.Labels) bool {
+	if d.all {
+		return true
+	}
+	for _, m := range d.peers {
+		if m.matches(l) {
+			return true
+		}
+	}
+	return false
 }
 
 type compiledPeerRule struct {
@@ -53,6 +80,8 @@ type compiledPeerRule struct {
 	fqdns  []FQDN
 	// authFail: authentication never succeeds (test-always-fail).
 	authFail bool
+	// idDeps is what of the identity set peers depends on.
+	idDeps identityDeps
 }
 
 // Resolve is New(policies, ids, cfg).Resolve(ep).
@@ -144,7 +173,11 @@ func (r *Resolver) compileRule(p Policy, i int, rule Rule) compiledRule {
 	} {
 		for j, pr := range l.list {
 			o := fmt.Sprintf("%s %s[%d]", origin, l.name, j)
-			peers, problems := r.peers(p, pr)
+			peers, matchers, problems := r.peers(p, pr)
+			deps := identityDeps{peers: matchers, all: slices.Contains(pr.Entities, EntityCluster) ||
+				l.dir == Egress && !l.deny && hasNamedPort(pr.ToPorts)}
+			c.idDeps.peers = append(c.idDeps.peers, matchers...)
+			c.idDeps.all = c.idDeps.all || deps.all
 			for _, err := range problems {
 				c.problems = append(c.problems, fmt.Errorf("%s: %w", o, err))
 			}
@@ -153,8 +186,30 @@ func (r *Resolver) compileRule(p Policy, i int, rule Rule) compiledRule {
 			}
 			c.peerRules = append(c.peerRules, compiledPeerRule{
 				origin: o, dir: l.dir, deny: l.deny, peers: peers, ports: pr.ToPorts, auth: pr.AuthRequired, fqdns: pr.FQDNs,
-				authFail: pr.AuthRequired && pr.AuthAlwaysFail,
+				authFail: pr.AuthRequired && pr.AuthAlwaysFail, idDeps: deps,
 			})
+		}
+	}
+	return c
+}
+
+// recompilePeers returns old, the compilation of rule i of p against
+// other identities, compiled against r's: the peers of the peer rules
+// that depend on one of the identities that changed (changed: their
+// labels as they were and are) are resolved again, the rest is kept
+// (nothing else of a compilation depends on the identities).
+func (r *Resolver) recompilePeers(p Policy, rule Rule, old compiledRule, changed []identity.Labels) compiledRule {
+	c := old
+	c.version = 0
+	c.peerRules = slices.Clone(old.peerRules)
+	n := 0
+	for _, list := range [][]PeerRule{rule.Ingress, rule.IngressDeny, rule.Egress, rule.EgressDeny} {
+		for _, pr := range list {
+			cp := &c.peerRules[n]
+			n++
+			if slices.ContainsFunc(changed, cp.idDeps.dependsOn) {
+				cp.peers, _, _ = r.peers(p, pr)
+			}
 		}
 	}
 	return c
@@ -172,10 +227,24 @@ func reservedInCluster() []identity.ID {
 	return []identity.ID{identity.Host, identity.Unmanaged, identity.Health, identity.Init, identity.RemoteNode, identity.KubeAPIServer, identity.Ingress}
 }
 
-// peers resolves a peer rule's peers to identities.
-func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
+// hasNamedPort reports whether a port of ports is given by name.
+func hasNamedPort(ports []PortRule) bool {
+	for _, pr := range ports {
+		for _, p := range pr.Ports {
+			if p.Name != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// peers resolves a peer rule's peers to identities; it also returns the
+// (scoped) selectors that matched them among the identities.
+func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []matcher, []error) {
 	namespace := p.Namespace
 	var ids []identity.ID
+	var matchers []matcher
 	var problems []error
 	for i, s := range pr.Endpoints {
 		m, err := compileSelector(s)
@@ -184,6 +253,7 @@ func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
 			continue
 		}
 		m = scopePeer(m, namespace)
+		matchers = append(matchers, m)
 		for _, id := range r.ids {
 			if m.matches(id.Labels) {
 				ids = append(ids, id.ID)
@@ -239,7 +309,7 @@ func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []error) {
 	if len(ids) > 0 && ids[0] == 0 {
 		ids = ids[:1] // every peer
 	}
-	return ids, problems
+	return ids, matchers, problems
 }
 
 // Resolve returns the endpoint's datapath rules:
