@@ -103,6 +103,30 @@ func TestGatewayAPIValues(t *testing.T) {
 	}
 }
 
+// TestSecretsNamespace: the chart creates the namespace of the copies
+// unless told that it exists; the agents' Role is in it either way.
+func TestSecretsNamespace(t *testing.T) {
+	const ns = "kind: Namespace\nmetadata:\n  name: gw-copies\n"
+	for _, c := range []struct {
+		values string
+		create bool
+	}{
+		{"{gatewayAPI: {enabled: true, secretsNamespace: gw-copies}}", true},
+		{"{gatewayAPI: {enabled: true, secretsNamespace: gw-copies, createSecretsNamespace: false}}", false},
+	} {
+		manifest, err := render(t, c.values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(manifest, ns); got != c.create {
+			t.Errorf("values %s: creates the namespace %v, want %v", c.values, got, c.create)
+		}
+		if !strings.Contains(manifest, "kind: Role\nmetadata:\n  name: membrane-agent-gateway-secrets\n  namespace: gw-copies\n") {
+			t.Errorf("values %s: no agent Role in gw-copies", c.values)
+		}
+	}
+}
+
 // withoutSource drops the "# Source: <template>" line helm template adds.
 func withoutSource(doc string) string {
 	if strings.HasPrefix(doc, "# Source: ") {

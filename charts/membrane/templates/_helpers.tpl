@@ -33,7 +33,7 @@ value at fault. */}}
 {{- fail "gatewayAPI.enabled=true: needs l7Proxy=true (the node Envoys serve the Gateways)" }}
 {{- end }}
 {{- if and .Values.gatewayAPI.enabled (has .Values.gatewayAPI.secretsNamespace (list .Release.Namespace "default" "kube-system" "kube-public" "kube-node-lease")) }}
-{{- fail (printf "gatewayAPI.secretsNamespace=%s: must be a namespace of its own (the chart creates it, and the agents may read every Secret in it)" .Values.gatewayAPI.secretsNamespace) }}
+{{- fail (printf "gatewayAPI.secretsNamespace=%s: must be a namespace of its own (the agents may read every Secret in it)" .Values.gatewayAPI.secretsNamespace) }}
 {{- end }}
 {{- if and .Values.ingressController.enabled (not .Values.gatewayAPI.enabled) }}
 {{- fail "ingressController.enabled=true: needs gatewayAPI.enabled=true (Ingresses are served like Gateways, with addresses from the MembraneLoadBalancerIPPools)" }}
