@@ -218,7 +218,7 @@ static __always_inline int pass(struct __sk_buff *skb, struct verdict_ctx *v)
 	return ret;
 }
 
-static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
+static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __u32 ifindex)
 {
 	struct verdict_ctx v = {};
 	struct ct4_result ctr = {};
@@ -230,7 +230,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	/* The proxy's own packets are never redirected again. */
 	from_proxy = dir == DIR_INGRESS && mark_is(skb, MARK_MAGIC_FROM_PROXY);
 	v.dir = dir;
-	v.ifindex = skb->ifindex;
+	v.ifindex = ifindex;
 	v.have_ep = endpoint_lookup(v.ifindex, &v.ep);
 
 	reason = flow4_parse(skb, &v.f);
@@ -326,18 +326,107 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		pol_count(POL_CNT_NOT_IPV4);
 		return TCX_NEXT;
 	}
-	return handle_ipv4(skb, dir);
+	return handle_ipv4(skb, dir, skb->ifindex);
+}
+
+/*
+ * Host routing: a packet from a pod to another pod of this node that the
+ * source's egress policy passed as is (TCX_NEXT, no mark) skips the node's
+ * stack. policy_from_pod tail-calls policy_host_routed, which does what the
+ * node's router and policy_to_pod on the destination's veth would have done:
+ * Ethernet addresses of the destination's link (from membrane_lroute4),
+ * TTL decremented, then the destination's ingress policy with its ifindex
+ * (conntrack, flow events, metrics: the same as on its veth). An allowed
+ * packet goes straight into the pod (bpf_redirect_peer); a drop drops; an
+ * L7 redirect hairpins into the node's stack through the destination's host
+ * veth, as policy_to_pod does. A tail call keeps the two policy evaluations
+ * in separate programs for the verifier.
+ *
+ * Anything else takes the node's stack as before: destinations that are
+ * not local endpoints, fragments, TTL about to expire (the router answers
+ * with ICMP), marked packets, and everything when the loader turned host
+ * routing off (host_routing; the map then stays unused).
+ */
+volatile const __u8 host_routing = 1;	/* set by the loader (Options.HostRouting) */
+
+SEC("tc")
+int policy_host_routed(struct __sk_buff *skb);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, int(struct __sk_buff *));
+} membrane_hr_progs SEC(".maps") = {
+	.values = { [0] = (void *)&policy_host_routed },
+};
+
+/* The local route of a packet host routing may take, or NULL. */
+static __always_inline const struct local_route *host_route_lookup(struct __sk_buff *skb, struct ipv4_hdr *ip)
+{
+	const struct local_route *r;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->mark)
+		return NULL;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, ip, sizeof(*ip)) < 0)
+		return NULL;
+	if ((ip->ver_ihl >> 4) != 4 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) || ip->ttl <= 1)
+		return NULL;
+	r = bpf_map_lookup_elem(&membrane_lroute4, &ip->daddr);
+	if (!r || r->ifindex == skb->ifindex)
+		return NULL;
+	return r;
 }
 
 SEC("tc")
 int policy_from_pod(struct __sk_buff *skb)
 {
+	struct ipv4_hdr ip;
+	int ret;
+
 	/* Hairpinned to the proxy by policy_to_pod: checked there already. */
 	if (mark_is(skb, MARK_MAGIC_TO_PROXY)) {
 		pol_count(POL_CNT_PROXY_HAIRPIN);
 		return TCX_NEXT;
 	}
-	return handle(skb, DIR_EGRESS);
+	ret = handle(skb, DIR_EGRESS);
+	if (host_routing && ret == TCX_NEXT && host_route_lookup(skb, &ip))
+		bpf_tail_call(skb, &membrane_hr_progs, 0);
+	return ret;
+}
+
+/* Tail-called by policy_from_pod only (with its checks done). */
+SEC("tc")
+int policy_host_routed(struct __sk_buff *skb)
+{
+	const struct local_route *r;
+	struct local_route route;
+	struct ipv4_hdr ip;
+	__u8 macs[12];
+	__u16 old_word, new_word;
+	int ret;
+
+	r = host_route_lookup(skb, &ip);
+	if (!r)
+		return TCX_NEXT;	/* changed since the caller looked: as before */
+	route = *r;
+	__builtin_memcpy(&macs[0], route.pod_mac, 6);
+	__builtin_memcpy(&macs[6], route.host_mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
+		return TCX_NEXT;
+	/* TTL, as the router: the checksum covers it as the high byte of a word. */
+	old_word = bpf_htons((__u16)ip.ttl << 8 | ip.protocol);
+	new_word = bpf_htons((__u16)(ip.ttl - 1) << 8 | ip.protocol);
+	ip.ttl--;
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct ipv4_hdr, check), old_word, new_word, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + __builtin_offsetof(struct ipv4_hdr, ttl), &ip.ttl, 1, 0) < 0)
+		return TCX_DROP;
+
+	ret = handle_ipv4(skb, DIR_INGRESS, route.ifindex);
+	if (ret != TCX_NEXT)
+		return ret;	/* dropped, or hairpinned to the proxy */
+	pol_count(POL_CNT_HOST_ROUTED);
+	return bpf_redirect_peer(route.ifindex, 0);
 }
 
 SEC("tc")
