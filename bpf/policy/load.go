@@ -136,11 +136,16 @@ func (o Options) validate() error {
 // Attach puts on host-side interfaces.
 type Datapath struct {
 	*Maps
-	progs  policyPrograms
-	ids    map[*ebpf.Program]ebpf.ProgramID
-	pinDir string
-	log    *slog.Logger
-	legacy bool // clsact filters instead of tcx links
+	progs policyPrograms
+	// tailCalls is policy_from_pod's program array (host routing): the
+	// kernel empties it when its last file descriptor closes, so the
+	// Datapath holds one (programs in the pinned links fall back to the
+	// node's stack once it is gone).
+	tailCalls *ebpf.Map
+	ids       map[*ebpf.Program]ebpf.ProgramID
+	pinDir    string
+	log       *slog.Logger
+	legacy    bool // clsact filters instead of tcx links
 
 	attachMu sync.Mutex
 }
@@ -206,12 +211,13 @@ func Load(ctx context.Context, log *slog.Logger, opts Options) (*Datapath, error
 		return nil, fmt.Errorf("load policy datapath: %w", err)
 	}
 	dp := &Datapath{
-		Maps:   maps,
-		progs:  objs.policyPrograms,
-		ids:    map[*ebpf.Program]ebpf.ProgramID{},
-		pinDir: opts.PinDir,
-		log:    log,
-		legacy: legacy,
+		Maps:      maps,
+		progs:     objs.policyPrograms,
+		tailCalls: objs.MembraneHrProgs,
+		ids:       map[*ebpf.Program]ebpf.ProgramID{},
+		pinDir:    opts.PinDir,
+		log:       log,
+		legacy:    legacy,
 	}
 	for _, p := range []*ebpf.Program{dp.progs.PolicyFromPod, dp.progs.PolicyToPod} {
 		info, err := p.Info()
@@ -283,6 +289,9 @@ func newSpec(opts Options) (*ebpf.CollectionSpec, error) {
 func (d *Datapath) Close() error {
 	var errs []error
 	errs = append(errs, d.progs.Close())
+	if d.tailCalls != nil {
+		errs = append(errs, d.tailCalls.Close())
+	}
 	if d.Maps != nil {
 		errs = append(errs, d.Maps.Close())
 	}
