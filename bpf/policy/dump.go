@@ -210,6 +210,7 @@ func (m *Maps) Count() ([]MapUsage, error) {
 	}{
 		{policyMapMembraneIpc4, m.ipcache, countKeys},
 		{policyMapMembraneEps, m.endpoints, countBatched[uint32, policyEndpointInfo]},
+		{policyMapMembraneLroute4, m.routes, countBatched[uint32, policyLocalRoute]},
 		{policyMapMembranePolicy, m.policy, countKeys},
 		{policyMapMembraneCt4, m.ct, countBatched[policyCt4Key, policyCt4Entry]},
 		{policyMapMembraneFrag4, m.frags, countBatched[policyFrag4Key, policyFrag4Ports]},
