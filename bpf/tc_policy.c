@@ -6,6 +6,13 @@
  *   policy_from_pod  tcx ingress of the host veth: the pod's egress
  *   policy_to_pod    tcx egress of the host veth:  the pod's ingress
  *
+ * Host routing (policy_host_routed, tail-called by policy_from_pod; see
+ * there): a packet to another pod of the node that the source's egress
+ * policy passed gets the destination's ingress policy right away, with the
+ * destination's ifindex, and goes into its netns by bpf_redirect_peer,
+ * skipping the node's stack; anything host routing does not take goes
+ * through the node's stack to policy_to_pod as before.
+ *
  * For every IPv4 packet: parse, check the pod's source address (egress);
  * TCP of an endpoint no policy applies to then passes (the minimal path:
  * no conntrack, a trace for a SYN). Otherwise
@@ -344,8 +351,11 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
  *
  * Anything else takes the node's stack as before: destinations that are
  * not local endpoints, fragments, TTL about to expire (the router answers
- * with ICMP), marked packets, and everything when the loader turned host
- * routing off (host_routing; the map then stays unused).
+ * with ICMP), marked packets, TCP a socket of the node's netns owns (the
+ * proxy's transparent upstream connections, which connect from the client
+ * pod's address: the stack's nft rule "socket transparent" delivers their
+ * replies to the proxy), and everything when the loader turned host routing
+ * off (host_routing; the map then stays unused).
  */
 volatile const __u8 host_routing = 1;	/* set by the loader (Options.HostRouting) */
 
@@ -378,6 +388,32 @@ static __always_inline const struct local_route *host_route_lookup(struct __sk_b
 	return r;
 }
 
+/*
+ * Whether a TCP socket of the node's netns (the skb's) would receive the
+ * packet as addressed: a proxy's transparent socket bound to a pod's
+ * address, or anything else the stack should see. Unknown: true.
+ */
+static __always_inline bool node_socket_owns(struct __sk_buff *skb, const struct ipv4_hdr *ip)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__be16 ports[2];
+
+	if (ip->protocol != IPPROTO_TCP)
+		return false;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + (ip->ver_ihl & 0x0f) * 4, ports, sizeof(ports)) < 0)
+		return true;
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	t.ipv4.sport = ports[0];
+	t.ipv4.dport = ports[1];
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return false;
+	bpf_sk_release(sk);
+	return true;
+}
+
 SEC("tc")
 int policy_from_pod(struct __sk_buff *skb)
 {
@@ -390,7 +426,7 @@ int policy_from_pod(struct __sk_buff *skb)
 		return TCX_NEXT;
 	}
 	ret = handle(skb, DIR_EGRESS);
-	if (host_routing && ret == TCX_NEXT && host_route_lookup(skb, &ip))
+	if (host_routing && ret == TCX_NEXT && host_route_lookup(skb, &ip) && !node_socket_owns(skb, &ip))
 		bpf_tail_call(skb, &membrane_hr_progs, 0);
 	return ret;
 }

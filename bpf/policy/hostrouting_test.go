@@ -157,6 +157,19 @@ func TestHostRouting(t *testing.T) {
 	frag := fromPod(80)
 	frag.moreFrags = true
 	untouched("first fragment", frag, nil)
+	// A socket of the node's netns would take it (as the proxy's
+	// transparent upstream sockets take their replies).
+	var ln net.Listener
+	f.testEnv.in(func() (err error) {
+		ln, err = net.Listen("tcp4", "0.0.0.0:9999")
+		return err
+	})
+	untouched("to a node socket", fromPod(9999), nil)
+	ln.Close()
+	if r := f.run(Egress, srcIfindex, fromPod(9999).frame()); !r.dropped() {
+		t.Errorf("without the node socket: returned %d, want the destination's policy drop", int32(r.ret))
+	}
+	drain(t, f.ev)
 
 	// Switched off by the loader: the node's stack, as before.
 	g := newFixture(t, Options{}, Endpoint{})
