@@ -6,6 +6,13 @@
  *   policy_from_pod  tcx ingress of the host veth: the pod's egress
  *   policy_to_pod    tcx egress of the host veth:  the pod's ingress
  *
+ * Host routing (policy_host_routed, tail-called by policy_from_pod; see
+ * there): a packet to another pod of the node that the source's egress
+ * policy passed gets the destination's ingress policy right away, with the
+ * destination's ifindex, and goes into its netns by bpf_redirect_peer,
+ * skipping the node's stack; anything host routing does not take goes
+ * through the node's stack to policy_to_pod as before.
+ *
  * For every IPv4 packet: parse, check the pod's source address (egress);
  * TCP of an endpoint no policy applies to then passes (the minimal path:
  * no conntrack, a trace for a SYN). Otherwise
@@ -218,7 +225,7 @@ static __always_inline int pass(struct __sk_buff *skb, struct verdict_ctx *v)
 	return ret;
 }
 
-static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
+static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __u32 ifindex)
 {
 	struct verdict_ctx v = {};
 	struct ct4_result ctr = {};
@@ -230,7 +237,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir)
 	/* The proxy's own packets are never redirected again. */
 	from_proxy = dir == DIR_INGRESS && mark_is(skb, MARK_MAGIC_FROM_PROXY);
 	v.dir = dir;
-	v.ifindex = skb->ifindex;
+	v.ifindex = ifindex;
 	v.have_ep = endpoint_lookup(v.ifindex, &v.ep);
 
 	reason = flow4_parse(skb, &v.f);
@@ -326,18 +333,136 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		pol_count(POL_CNT_NOT_IPV4);
 		return TCX_NEXT;
 	}
-	return handle_ipv4(skb, dir);
+	return handle_ipv4(skb, dir, skb->ifindex);
+}
+
+/*
+ * Host routing: a packet from a pod to another pod of this node that the
+ * source's egress policy passed as is (TCX_NEXT, no mark) skips the node's
+ * stack. policy_from_pod tail-calls policy_host_routed, which does what the
+ * node's router and policy_to_pod on the destination's veth would have done:
+ * Ethernet addresses of the destination's link (from membrane_lroute4),
+ * TTL decremented, then the destination's ingress policy with its ifindex
+ * (conntrack, flow events, metrics: the same as on its veth). An allowed
+ * packet goes straight into the pod (bpf_redirect_peer); a drop drops; an
+ * L7 redirect hairpins into the node's stack through the destination's host
+ * veth, as policy_to_pod does. A tail call keeps the two policy evaluations
+ * in separate programs for the verifier.
+ *
+ * Anything else takes the node's stack as before: destinations that are
+ * not local endpoints, fragments, TTL about to expire (the router answers
+ * with ICMP), marked packets, TCP a socket of the node's netns owns (the
+ * proxy's transparent upstream connections, which connect from the client
+ * pod's address: the stack's nft rule "socket transparent" delivers their
+ * replies to the proxy), and everything when the loader turned host routing
+ * off (host_routing; the map then stays unused).
+ */
+volatile const __u8 host_routing = 1;	/* set by the loader (Options.HostRouting) */
+
+SEC("tc")
+int policy_host_routed(struct __sk_buff *skb);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, int(struct __sk_buff *));
+} membrane_hr_progs SEC(".maps") = {
+	.values = { [0] = (void *)&policy_host_routed },
+};
+
+/* The local route of a packet host routing may take, or NULL. */
+static __always_inline const struct local_route *host_route_lookup(struct __sk_buff *skb, struct ipv4_hdr *ip)
+{
+	const struct local_route *r;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->mark)
+		return NULL;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, ip, sizeof(*ip)) < 0)
+		return NULL;
+	if ((ip->ver_ihl >> 4) != 4 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) || ip->ttl <= 1)
+		return NULL;
+	r = bpf_map_lookup_elem(&membrane_lroute4, &ip->daddr);
+	if (!r || r->ifindex == skb->ifindex)
+		return NULL;
+	return r;
+}
+
+/*
+ * Whether a TCP socket of the node's netns (the skb's) would receive the
+ * packet as addressed: a proxy's transparent socket bound to a pod's
+ * address, or anything else the stack should see. Unknown: true.
+ */
+static __always_inline bool node_socket_owns(struct __sk_buff *skb, const struct ipv4_hdr *ip)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__be16 ports[2];
+
+	if (ip->protocol != IPPROTO_TCP)
+		return false;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + (ip->ver_ihl & 0x0f) * 4, ports, sizeof(ports)) < 0)
+		return true;
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	t.ipv4.sport = ports[0];
+	t.ipv4.dport = ports[1];
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return false;
+	bpf_sk_release(sk);
+	return true;
 }
 
 SEC("tc")
 int policy_from_pod(struct __sk_buff *skb)
 {
+	struct ipv4_hdr ip;
+	int ret;
+
 	/* Hairpinned to the proxy by policy_to_pod: checked there already. */
 	if (mark_is(skb, MARK_MAGIC_TO_PROXY)) {
 		pol_count(POL_CNT_PROXY_HAIRPIN);
 		return TCX_NEXT;
 	}
-	return handle(skb, DIR_EGRESS);
+	ret = handle(skb, DIR_EGRESS);
+	if (host_routing && ret == TCX_NEXT && host_route_lookup(skb, &ip) && !node_socket_owns(skb, &ip))
+		bpf_tail_call(skb, &membrane_hr_progs, 0);
+	return ret;
+}
+
+/* Tail-called by policy_from_pod only (with its checks done). */
+SEC("tc")
+int policy_host_routed(struct __sk_buff *skb)
+{
+	const struct local_route *r;
+	struct local_route route;
+	struct ipv4_hdr ip;
+	__u8 macs[12];
+	__u16 old_word, new_word;
+	int ret;
+
+	r = host_route_lookup(skb, &ip);
+	if (!r)
+		return TCX_NEXT;	/* changed since the caller looked: as before */
+	route = *r;
+	__builtin_memcpy(&macs[0], route.pod_mac, 6);
+	__builtin_memcpy(&macs[6], route.host_mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
+		return TCX_NEXT;
+	/* TTL, as the router: the checksum covers it as the high byte of a word. */
+	old_word = bpf_htons((__u16)ip.ttl << 8 | ip.protocol);
+	new_word = bpf_htons((__u16)(ip.ttl - 1) << 8 | ip.protocol);
+	ip.ttl--;
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct ipv4_hdr, check), old_word, new_word, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + __builtin_offsetof(struct ipv4_hdr, ttl), &ip.ttl, 1, 0) < 0)
+		return TCX_DROP;
+
+	ret = handle_ipv4(skb, DIR_INGRESS, route.ifindex);
+	if (ret != TCX_NEXT)
+		return ret;	/* dropped, or hairpinned to the proxy */
+	pol_count(POL_CNT_HOST_ROUTED);
+	return bpf_redirect_peer(route.ifindex, 0);
 }
 
 SEC("tc")

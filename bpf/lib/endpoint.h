@@ -61,4 +61,26 @@ static __always_inline bool endpoint_lookup(__u32 ifindex, struct endpoint_info 
 	return true;
 }
 
+/*
+ * Local endpoints again, keyed by the pod's IPv4 (host routing): the
+ * interface and the Ethernet addresses the node's router would use to
+ * deliver to the pod. The agent writes an entry with the endpoint and
+ * deletes it with the endpoint.
+ */
+struct local_route {
+	__u32 ifindex;		/* the host-side veth */
+	__u8 pod_mac[6];	/* destination: the pod's interface */
+	__u8 host_mac[6];	/* source: the host-side veth */
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);	/* the pod's IPv4 */
+	__type(value, struct local_route);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} membrane_lroute4 SEC(".maps");
+
 #endif /* MEMBRANE_LIB_ENDPOINT_H */

@@ -33,10 +33,18 @@ type PolicyMapEntry struct {
 	DerivedAuth bool
 }
 
-// Dump is every entry of the ipcache, endpoint and policy maps, sorted.
+// LocalRouteEntry is one local route (host routing), by the pod's address.
+type LocalRouteEntry struct {
+	Addr  netip.Addr
+	Route LocalRoute
+}
+
+// Dump is every entry of the ipcache, endpoint, local route and policy
+// maps, sorted.
 type Dump struct {
 	IPCache   []IPCacheEntry
 	Endpoints []EndpointEntry
+	Routes    []LocalRouteEntry
 	Policy    []PolicyMapEntry
 }
 
@@ -74,6 +82,19 @@ func (m *Maps) Dump() (Dump, error) {
 		return Dump{}, fmt.Errorf("dump endpoints: %w", err)
 	}
 	slices.SortFunc(d.Endpoints, func(a, b EndpointEntry) int { return cmp.Compare(a.Ifindex, b.Ifindex) })
+
+	var (
+		raddr uint32
+		rv    policyLocalRoute
+	)
+	it = m.routes.Iterate()
+	for it.Next(&raddr, &rv) {
+		d.Routes = append(d.Routes, LocalRouteEntry{Addr: netToAddr(raddr), Route: routeFromValue(rv)})
+	}
+	if err := it.Err(); err != nil {
+		return Dump{}, fmt.Errorf("dump local routes: %w", err)
+	}
+	slices.SortFunc(d.Routes, func(a, b LocalRouteEntry) int { return a.Addr.Compare(b.Addr) })
 
 	var (
 		pk policyPolicyKey
@@ -189,6 +210,7 @@ func (m *Maps) Count() ([]MapUsage, error) {
 	}{
 		{policyMapMembraneIpc4, m.ipcache, countKeys},
 		{policyMapMembraneEps, m.endpoints, countBatched[uint32, policyEndpointInfo]},
+		{policyMapMembraneLroute4, m.routes, countBatched[uint32, policyLocalRoute]},
 		{policyMapMembranePolicy, m.policy, countKeys},
 		{policyMapMembraneCt4, m.ct, countBatched[policyCt4Key, policyCt4Entry]},
 		{policyMapMembraneFrag4, m.frags, countBatched[policyFrag4Key, policyFrag4Ports]},
@@ -273,6 +295,7 @@ type Counters struct {
 	CTReopened      uint64 // bare SYNs on closed connections, checked as new
 	CTRelated       uint64 // ICMP errors passed as related to a tracked flow
 	ProxyHairpin    uint64 // packets hairpinned to the L7 proxy, passed unchecked by policy_from_pod
+	HostRouted      uint64 // packets from a pod delivered to a pod of the node by host routing
 }
 
 // Direction returns the counters of d.
@@ -327,6 +350,7 @@ func (m *Maps) Counters() (Counters, error) {
 		policyPolCounterPOL_CNT_PROXY_HAIRPIN: &c.ProxyHairpin,
 		policyPolCounterPOL_CNT_EVENTS_SENT:   &c.EventsSent,
 		policyPolCounterPOL_CNT_CT_PICKED_UP:  &c.CTPickedUp,
+		policyPolCounterPOL_CNT_HOST_ROUTED:   &c.HostRouted,
 	} {
 		var perCPU []uint64
 		if err := m.counters.Lookup(idx, &perCPU); err != nil {

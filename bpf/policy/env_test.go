@@ -246,3 +246,14 @@ func openNetns(tb testing.TB, path string) vnetns.NsHandle {
 	tb.Cleanup(func() { h.Close() })
 	return h
 }
+
+func requireHostRouting(tb testing.TB) {
+	tb.Helper()
+	ok, err := HaveHostRouting()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !ok {
+		testenv.Missing(tb, "kernel lacks bpf_redirect_peer (Linux 5.10+)")
+	}
+}

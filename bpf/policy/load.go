@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
 )
@@ -70,6 +71,13 @@ type Options struct {
 	CTTimeoutTCP   time.Duration
 	CTTimeoutClose time.Duration
 	CTTimeoutOther time.Duration
+
+	// HostRouting delivers packets from a pod to another pod of the node
+	// straight into the destination's netns after both policies
+	// (bpf_redirect_peer, Linux 5.10), skipping the node's stack; the
+	// agent's local routes (UpsertLocalRoute) name the destinations.
+	// HaveHostRouting probes the kernel.
+	HostRouting bool
 
 	// forceLegacyTC attaches with clsact filters even where tcx exists (tests).
 	forceLegacyTC bool
@@ -128,11 +136,16 @@ func (o Options) validate() error {
 // Attach puts on host-side interfaces.
 type Datapath struct {
 	*Maps
-	progs  policyPrograms
-	ids    map[*ebpf.Program]ebpf.ProgramID
-	pinDir string
-	log    *slog.Logger
-	legacy bool // clsact filters instead of tcx links
+	progs policyPrograms
+	// tailCalls is policy_from_pod's program array (host routing): the
+	// kernel empties it when its last file descriptor closes, so the
+	// Datapath holds one (programs in the pinned links fall back to the
+	// node's stack once it is gone).
+	tailCalls *ebpf.Map
+	ids       map[*ebpf.Program]ebpf.ProgramID
+	pinDir    string
+	log       *slog.Logger
+	legacy    bool // clsact filters instead of tcx links
 
 	attachMu sync.Mutex
 }
@@ -198,12 +211,13 @@ func Load(ctx context.Context, log *slog.Logger, opts Options) (*Datapath, error
 		return nil, fmt.Errorf("load policy datapath: %w", err)
 	}
 	dp := &Datapath{
-		Maps:   maps,
-		progs:  objs.policyPrograms,
-		ids:    map[*ebpf.Program]ebpf.ProgramID{},
-		pinDir: opts.PinDir,
-		log:    log,
-		legacy: legacy,
+		Maps:      maps,
+		progs:     objs.policyPrograms,
+		tailCalls: objs.MembraneHrProgs,
+		ids:       map[*ebpf.Program]ebpf.ProgramID{},
+		pinDir:    opts.PinDir,
+		log:       log,
+		legacy:    legacy,
 	}
 	for _, p := range []*ebpf.Program{dp.progs.PolicyFromPod, dp.progs.PolicyToPod} {
 		info, err := p.Info()
@@ -233,6 +247,7 @@ func newSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	}
 	specs.MembraneIpc4.MaxEntries = opts.MaxIPCache
 	specs.MembraneEps.MaxEntries = opts.MaxEndpoints
+	specs.MembraneLroute4.MaxEntries = opts.MaxEndpoints
 	specs.MembranePolicy.MaxEntries = opts.MaxPolicy
 	specs.MembraneCt4.MaxEntries = opts.MaxConntrack
 	specs.MembraneFrag4.MaxEntries = opts.MaxFragments
@@ -240,6 +255,14 @@ func newSpec(opts Options) (*ebpf.CollectionSpec, error) {
 
 	if err := specs.EmitTraces.Set(uint8(opts.Trace)); err != nil {
 		return nil, fmt.Errorf("set emit_traces: %w", err)
+	}
+	if err := specs.HostRouting.Set(opts.HostRouting); err != nil {
+		return nil, fmt.Errorf("set host_routing: %w", err)
+	}
+	if !opts.HostRouting {
+		// Never tail-called then; kernels before Linux 5.10 lack
+		// bpf_redirect_peer and would refuse the program.
+		specs.PolicyHostRouted.Instructions = asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}
 	}
 	if err := specs.EventsWakeupBytes.Set(opts.EventsBufferSize / 8); err != nil {
 		return nil, fmt.Errorf("set events_wakeup_bytes: %w", err)
@@ -266,6 +289,9 @@ func newSpec(opts Options) (*ebpf.CollectionSpec, error) {
 func (d *Datapath) Close() error {
 	var errs []error
 	errs = append(errs, d.progs.Close())
+	if d.tailCalls != nil {
+		errs = append(errs, d.tailCalls.Close())
+	}
 	if d.Maps != nil {
 		errs = append(errs, d.Maps.Close())
 	}
@@ -301,14 +327,15 @@ func OpenPinned(pinDir string) (*Maps, error) {
 		opened[name] = m
 	}
 	maps, err := newMaps(&policyMaps{
-		MembraneCt4:    opened[policyMapMembraneCt4],
-		MembraneEps:    opened[policyMapMembraneEps],
-		MembraneEvents: opened[policyMapMembraneEvents],
-		MembraneFrag4:  opened[policyMapMembraneFrag4],
-		MembraneIpc4:   opened[policyMapMembraneIpc4],
-		MembranePolcnt: opened[policyMapMembranePolcnt],
-		MembranePolicy: opened[policyMapMembranePolicy],
-		MembranePolmet: opened[policyMapMembranePolmet],
+		MembraneCt4:     opened[policyMapMembraneCt4],
+		MembraneEps:     opened[policyMapMembraneEps],
+		MembraneLroute4: opened[policyMapMembraneLroute4],
+		MembraneEvents:  opened[policyMapMembraneEvents],
+		MembraneFrag4:   opened[policyMapMembraneFrag4],
+		MembraneIpc4:    opened[policyMapMembraneIpc4],
+		MembranePolcnt:  opened[policyMapMembranePolcnt],
+		MembranePolicy:  opened[policyMapMembranePolicy],
+		MembranePolmet:  opened[policyMapMembranePolmet],
 	})
 	if err != nil {
 		closeAll()

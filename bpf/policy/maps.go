@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 
@@ -20,6 +22,7 @@ type Maps struct {
 
 	ipcache   *ebpf.Map // membrane_ipc4: LPM prefix -> identity
 	endpoints *ebpf.Map // membrane_eps: ifindex -> endpoint
+	routes    *ebpf.Map // membrane_lroute4: pod IPv4 -> ifindex, MACs (host routing)
 	policy    *ebpf.Map // membrane_policy: LPM (endpoint, dir, identity, proto, port) -> entry
 	ct        *ebpf.Map // membrane_ct4: tuple -> flow (LRU)
 	frags     *ebpf.Map // membrane_frag4: first fragments' ports (LRU)
@@ -37,6 +40,7 @@ func newMaps(m *policyMaps) (*Maps, error) {
 	maps := &Maps{
 		ipcache:   m.MembraneIpc4,
 		endpoints: m.MembraneEps,
+		routes:    m.MembraneLroute4,
 		policy:    m.MembranePolicy,
 		ct:        m.MembraneCt4,
 		frags:     m.MembraneFrag4,
@@ -51,7 +55,7 @@ func newMaps(m *policyMaps) (*Maps, error) {
 }
 
 func (m *Maps) all() []*ebpf.Map {
-	return []*ebpf.Map{m.ipcache, m.endpoints, m.policy, m.ct, m.frags, m.events, m.metrics, m.counters}
+	return []*ebpf.Map{m.ipcache, m.endpoints, m.routes, m.policy, m.ct, m.frags, m.events, m.metrics, m.counters}
 }
 
 // Close releases the map file descriptors; pinned maps stay.
@@ -221,6 +225,67 @@ func (m *Maps) DeleteEndpoint(ifindex int) error {
 	}
 	if err := deleteIfExists(m.endpoints, uint32(ifindex)); err != nil {
 		return fmt.Errorf("delete endpoint on ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// LocalRoute is how the node reaches a local endpoint's pod: its host-side
+// interface and the Ethernet addresses of that link. Host routing delivers
+// packets between local pods with it, skipping the node's stack.
+type LocalRoute struct {
+	Ifindex int
+	PodMAC  net.HardwareAddr
+	HostMAC net.HardwareAddr
+}
+
+// Equal reports whether r and o are the same route.
+func (r LocalRoute) Equal(o LocalRoute) bool {
+	return r.Ifindex == o.Ifindex && bytes.Equal(r.PodMAC, o.PodMAC) && bytes.Equal(r.HostMAC, o.HostMAC)
+}
+
+func (r LocalRoute) value() (policyLocalRoute, error) {
+	var v policyLocalRoute
+	switch {
+	case r.Ifindex <= 0 || r.Ifindex > 1<<31-1:
+		return v, fmt.Errorf("ifindex %d: %w", r.Ifindex, ErrInvalid)
+	case len(r.PodMAC) != 6 || len(r.HostMAC) != 6:
+		return v, fmt.Errorf("MACs %q, %q: want Ethernet addresses: %w", r.PodMAC, r.HostMAC, ErrInvalid)
+	}
+	v.Ifindex = uint32(r.Ifindex)
+	copy(v.PodMac[:], r.PodMAC)
+	copy(v.HostMac[:], r.HostMAC)
+	return v, nil
+}
+
+func routeFromValue(v policyLocalRoute) LocalRoute {
+	return LocalRoute{Ifindex: int(v.Ifindex), PodMAC: net.HardwareAddr(bytes.Clone(v.PodMac[:])), HostMAC: net.HardwareAddr(bytes.Clone(v.HostMac[:]))}
+}
+
+// UpsertLocalRoute creates or replaces the local route to the pod at addr.
+func (m *Maps) UpsertLocalRoute(addr netip.Addr, r LocalRoute) error {
+	a, ok := addrToNet(addr)
+	if !ok {
+		return fmt.Errorf("upsert local route: address %s is not IPv4: %w", addr, ErrInvalid)
+	}
+	v, err := r.value()
+	if err != nil {
+		return fmt.Errorf("upsert local route %s: %w", addr, err)
+	}
+	if err := m.routes.Update(a, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("upsert local route %s -> ifindex %d: %w", addr, r.Ifindex, err)
+	}
+	return nil
+}
+
+// DeleteLocalRoute removes the local route to addr (a missing one is fine):
+// packets to it take the node's stack.
+func (m *Maps) DeleteLocalRoute(addr netip.Addr) error {
+	a, ok := addrToNet(addr)
+	if !ok {
+		return fmt.Errorf("delete local route: address %s is not IPv4: %w", addr, ErrInvalid)
+	}
+	if err := deleteIfExists(m.routes, a); err != nil {
+		return fmt.Errorf("delete local route %s: %w", addr, err)
 	}
 	return nil
 }

@@ -140,6 +140,15 @@ type policyIpcacheEntry struct {
 	Pad      [3]uint8
 }
 
+type policyLocalRoute struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	PodMac  [6]uint8
+	HostMac [6]uint8
+	Pad     uint16
+	_       [2]byte
+}
+
 type policyMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -158,7 +167,8 @@ const (
 	policyPolCounterPOL_CNT_PROXY_HAIRPIN policyPolCounter = 6
 	policyPolCounterPOL_CNT_EVENTS_SENT   policyPolCounter = 7
 	policyPolCounterPOL_CNT_CT_PICKED_UP  policyPolCounter = 8
-	policyPolCounterPOL_CNT_MAX           policyPolCounter = 9
+	policyPolCounterPOL_CNT_HOST_ROUTED   policyPolCounter = 9
+	policyPolCounterPOL_CNT_MAX           policyPolCounter = 10
 )
 
 type policyPolicyEntry struct {
@@ -239,11 +249,14 @@ const (
 	policyMapMembraneEps       = "membrane_eps"
 	policyMapMembraneEvents    = "membrane_events"
 	policyMapMembraneFrag4     = "membrane_frag4"
+	policyMapMembraneHrProgs   = "membrane_hr_progs"
 	policyMapMembraneIpc4      = "membrane_ipc4"
+	policyMapMembraneLroute4   = "membrane_lroute4"
 	policyMapMembranePolcnt    = "membrane_polcnt"
 	policyMapMembranePolicy    = "membrane_policy"
 	policyMapMembranePolmet    = "membrane_polmet"
 	policyProgPolicyFromPod    = "policy_from_pod"
+	policyProgPolicyHostRouted = "policy_host_routed"
 	policyProgPolicyToPod      = "policy_to_pod"
 	policyVarCtLifetimeClose   = "ct_lifetime_close"
 	policyVarCtLifetimeOther   = "ct_lifetime_other"
@@ -251,6 +264,7 @@ const (
 	policyVarCtLifetimeTcp     = "ct_lifetime_tcp"
 	policyVarEmitTraces        = "emit_traces"
 	policyVarEventsWakeupBytes = "events_wakeup_bytes"
+	policyVarHostRouting       = "host_routing"
 	policyVarUnusedBtfExports  = "unused_btf_exports"
 )
 
@@ -296,22 +310,25 @@ type policySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyProgramSpecs struct {
-	PolicyFromPod *ebpf.ProgramSpec `ebpf:"policy_from_pod"`
-	PolicyToPod   *ebpf.ProgramSpec `ebpf:"policy_to_pod"`
+	PolicyFromPod    *ebpf.ProgramSpec `ebpf:"policy_from_pod"`
+	PolicyHostRouted *ebpf.ProgramSpec `ebpf:"policy_host_routed"`
+	PolicyToPod      *ebpf.ProgramSpec `ebpf:"policy_to_pod"`
 }
 
 // policyMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyMapSpecs struct {
-	MembraneCt4    *ebpf.MapSpec `ebpf:"membrane_ct4"`
-	MembraneEps    *ebpf.MapSpec `ebpf:"membrane_eps"`
-	MembraneEvents *ebpf.MapSpec `ebpf:"membrane_events"`
-	MembraneFrag4  *ebpf.MapSpec `ebpf:"membrane_frag4"`
-	MembraneIpc4   *ebpf.MapSpec `ebpf:"membrane_ipc4"`
-	MembranePolcnt *ebpf.MapSpec `ebpf:"membrane_polcnt"`
-	MembranePolicy *ebpf.MapSpec `ebpf:"membrane_policy"`
-	MembranePolmet *ebpf.MapSpec `ebpf:"membrane_polmet"`
+	MembraneCt4     *ebpf.MapSpec `ebpf:"membrane_ct4"`
+	MembraneEps     *ebpf.MapSpec `ebpf:"membrane_eps"`
+	MembraneEvents  *ebpf.MapSpec `ebpf:"membrane_events"`
+	MembraneFrag4   *ebpf.MapSpec `ebpf:"membrane_frag4"`
+	MembraneHrProgs *ebpf.MapSpec `ebpf:"membrane_hr_progs"`
+	MembraneIpc4    *ebpf.MapSpec `ebpf:"membrane_ipc4"`
+	MembraneLroute4 *ebpf.MapSpec `ebpf:"membrane_lroute4"`
+	MembranePolcnt  *ebpf.MapSpec `ebpf:"membrane_polcnt"`
+	MembranePolicy  *ebpf.MapSpec `ebpf:"membrane_policy"`
+	MembranePolmet  *ebpf.MapSpec `ebpf:"membrane_polmet"`
 }
 
 // policyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -324,6 +341,7 @@ type policyVariableSpecs struct {
 	CtLifetimeTcp     *ebpf.VariableSpec `ebpf:"ct_lifetime_tcp"`
 	EmitTraces        *ebpf.VariableSpec `ebpf:"emit_traces"`
 	EventsWakeupBytes *ebpf.VariableSpec `ebpf:"events_wakeup_bytes"`
+	HostRouting       *ebpf.VariableSpec `ebpf:"host_routing"`
 	UnusedBtfExports  *ebpf.VariableSpec `ebpf:"unused_btf_exports"`
 }
 
@@ -347,14 +365,16 @@ func (o *policyObjects) Close() error {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyMaps struct {
-	MembraneCt4    *ebpf.Map `ebpf:"membrane_ct4"`
-	MembraneEps    *ebpf.Map `ebpf:"membrane_eps"`
-	MembraneEvents *ebpf.Map `ebpf:"membrane_events"`
-	MembraneFrag4  *ebpf.Map `ebpf:"membrane_frag4"`
-	MembraneIpc4   *ebpf.Map `ebpf:"membrane_ipc4"`
-	MembranePolcnt *ebpf.Map `ebpf:"membrane_polcnt"`
-	MembranePolicy *ebpf.Map `ebpf:"membrane_policy"`
-	MembranePolmet *ebpf.Map `ebpf:"membrane_polmet"`
+	MembraneCt4     *ebpf.Map `ebpf:"membrane_ct4"`
+	MembraneEps     *ebpf.Map `ebpf:"membrane_eps"`
+	MembraneEvents  *ebpf.Map `ebpf:"membrane_events"`
+	MembraneFrag4   *ebpf.Map `ebpf:"membrane_frag4"`
+	MembraneHrProgs *ebpf.Map `ebpf:"membrane_hr_progs"`
+	MembraneIpc4    *ebpf.Map `ebpf:"membrane_ipc4"`
+	MembraneLroute4 *ebpf.Map `ebpf:"membrane_lroute4"`
+	MembranePolcnt  *ebpf.Map `ebpf:"membrane_polcnt"`
+	MembranePolicy  *ebpf.Map `ebpf:"membrane_policy"`
+	MembranePolmet  *ebpf.Map `ebpf:"membrane_polmet"`
 }
 
 func (m *policyMaps) Close() error {
@@ -363,7 +383,9 @@ func (m *policyMaps) Close() error {
 		m.MembraneEps,
 		m.MembraneEvents,
 		m.MembraneFrag4,
+		m.MembraneHrProgs,
 		m.MembraneIpc4,
+		m.MembraneLroute4,
 		m.MembranePolcnt,
 		m.MembranePolicy,
 		m.MembranePolmet,
@@ -380,6 +402,7 @@ type policyVariables struct {
 	CtLifetimeTcp     *ebpf.Variable `ebpf:"ct_lifetime_tcp"`
 	EmitTraces        *ebpf.Variable `ebpf:"emit_traces"`
 	EventsWakeupBytes *ebpf.Variable `ebpf:"events_wakeup_bytes"`
+	HostRouting       *ebpf.Variable `ebpf:"host_routing"`
 	UnusedBtfExports  *ebpf.Variable `ebpf:"unused_btf_exports"`
 }
 
@@ -387,13 +410,15 @@ type policyVariables struct {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyPrograms struct {
-	PolicyFromPod *ebpf.Program `ebpf:"policy_from_pod"`
-	PolicyToPod   *ebpf.Program `ebpf:"policy_to_pod"`
+	PolicyFromPod    *ebpf.Program `ebpf:"policy_from_pod"`
+	PolicyHostRouted *ebpf.Program `ebpf:"policy_host_routed"`
+	PolicyToPod      *ebpf.Program `ebpf:"policy_to_pod"`
 }
 
 func (p *policyPrograms) Close() error {
 	return _PolicyClose(
 		p.PolicyFromPod,
+		p.PolicyHostRouted,
 		p.PolicyToPod,
 	)
 }

@@ -73,3 +73,16 @@ func haveTCX() (bool, error) {
 	}
 	return true, nil
 }
+
+// HaveHostRouting reports whether the kernel has what Options.HostRouting
+// needs: bpf_redirect_peer in tc programs (Linux 5.10).
+func HaveHostRouting() (bool, error) {
+	err := features.HaveProgramHelper(ebpf.SchedCLS, asm.FnRedirectPeer)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return false, nil
+	}
+	return false, fmt.Errorf("probe bpf_redirect_peer: %w", err)
+}

@@ -30,12 +30,19 @@ func TestTraffic(t *testing.T) {
 		testTraffic(t, Options{})
 	})
 	t.Run("clsact", func(t *testing.T) { testTraffic(t, Options{forceLegacyTC: true}) })
+	t.Run("host-routing", func(t *testing.T) {
+		requireSupported(t)
+		requireTCX(t)
+		requireHostRouting(t)
+		testTraffic(t, Options{HostRouting: true})
+	})
 }
 
 type testPod struct {
 	netns   string
 	addr    netip.Addr
 	ifindex int // host side, in the node netns
+	route   LocalRoute
 }
 
 func addPod(t testing.TB, e *testEnv, host, addr string) testPod {
@@ -47,6 +54,7 @@ func addPod(t testing.TB, e *testEnv, host, addr string) testPod {
 	e.in(func() error {
 		pair, err := veth.Setup(t.Context(), veth.Config{HostIfName: host, PodIfName: "eth0", PodNS: podNS, IP: p.addr, MTU: 1500})
 		p.ifindex = pair.Host.Index
+		p.route = LocalRoute{Ifindex: pair.Host.Index, PodMAC: pair.Pod.MAC, HostMAC: pair.Host.MAC}
 		return err
 	})
 	return p
@@ -150,6 +158,10 @@ func testTraffic(t *testing.T, opts Options) {
 	}}))
 	must(t, dp.UpsertEndpoint(a.ifindex, Endpoint{ID: 1, Identity: idA, Addr: a.addr, EnforceIngress: true, EnforceEgress: true}))
 	must(t, dp.UpsertEndpoint(b.ifindex, Endpoint{ID: 2, Identity: idB, Addr: b.addr, EnforceIngress: true, EnforceEgress: true}))
+	if opts.HostRouting {
+		must(t, dp.UpsertLocalRoute(a.addr, a.route))
+		must(t, dp.UpsertLocalRoute(b.addr, b.route))
+	}
 	e.attach(dp, a.ifindex)
 	e.attach(dp, b.ifindex)
 	events := e.events()
@@ -211,13 +223,20 @@ func testTraffic(t *testing.T, opts Options) {
 
 	c, err := dp.Counters()
 	must(t, err)
-	t.Logf("counters: ingress %+v, egress %+v, ct created %d", c.Ingress, c.Egress, c.CTCreated)
+	t.Logf("counters: ingress %+v, egress %+v, ct created %d, host routed %d", c.Ingress, c.Egress, c.CTCreated, c.HostRouted)
+	if routed := c.HostRouted != 0; routed != opts.HostRouting {
+		t.Errorf("%d packets host routed, want some: %t", c.HostRouted, opts.HostRouting)
+	}
 	if c.Ingress.Dropped[DropPolicyDenied].Packets == 0 || c.Egress.Dropped[DropPolicyDenied].Packets == 0 ||
 		c.Ingress.Forwarded.Packets == 0 || c.Egress.Forwarded.Packets == 0 {
 		t.Errorf("counters %+v", c)
 	}
 
-	// Without the programs on B's interface, only A's egress policy applies.
+	// Without the programs on B's interface, only A's egress policy applies
+	// (the agent removes the local route with the endpoint).
+	if opts.HostRouting {
+		must(t, dp.DeleteLocalRoute(b.addr))
+	}
 	e.detach(dp, b.ifindex)
 	c2, err := a.dial(b.addr, closed, 2*time.Second)
 	if err != nil {

@@ -105,7 +105,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("--flow-events %w", err)
 		}
 	}
-	pdp, err := bpfpolicy.Load(ctx, a.log.With("component", "policy-datapath"), bpfpolicy.Options{PinDir: a.cfg.BPFPinDir, Trace: trace})
+	hostRouting, err := a.hostRouting()
+	if err != nil {
+		return err
+	}
+	pdp, err := bpfpolicy.Load(ctx, a.log.With("component", "policy-datapath"), bpfpolicy.Options{PinDir: a.cfg.BPFPinDir, Trace: trace, HostRouting: hostRouting})
 	if err != nil {
 		return err
 	}
@@ -392,4 +396,22 @@ func (a *Agent) statsLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// hostRouting decides --host-routing: bpf where the kernel has it.
+func (a *Agent) hostRouting() (bool, error) {
+	if a.cfg.HostRouting == HostRoutingLegacy {
+		a.log.Info("host routing: legacy (the node's stack)")
+		return false, nil
+	}
+	ok, err := bpfpolicy.HaveHostRouting()
+	if err != nil {
+		return false, fmt.Errorf("--host-routing: %w", err)
+	}
+	if !ok {
+		a.log.Warn("host routing: legacy: the kernel lacks bpf_redirect_peer (Linux 5.10)")
+		return false, nil
+	}
+	a.log.Info("host routing: bpf")
+	return true, nil
 }

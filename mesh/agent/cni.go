@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"time"
@@ -21,7 +22,9 @@ const cniTimeout = 10 * time.Second
 type initRequest struct {
 	ifindex int
 	addr    netip.Addr
-	done    chan initResult
+	// hostMAC, podMAC: the link's Ethernet addresses (nil: unknown).
+	hostMAC, podMAC net.HardwareAddr
+	done            chan initResult
 }
 
 type initResult struct {
@@ -33,8 +36,8 @@ type initResult struct {
 // identity (every new flow but the node's is dropped) and asks for a
 // regeneration, which writes its real identity and policy once the pod's
 // address and identity are known.
-func (e *endpoints) initEndpoint(ctx context.Context, ifindex int, addr netip.Addr) (agentapi.CNIEndpointResult, error) {
-	r := initRequest{ifindex: ifindex, addr: addr, done: make(chan initResult, 1)}
+func (e *endpoints) initEndpoint(ctx context.Context, ifindex int, addr netip.Addr, hostMAC, podMAC net.HardwareAddr) (agentapi.CNIEndpointResult, error) {
+	r := initRequest{ifindex: ifindex, addr: addr, hostMAC: hostMAC, podMAC: podMAC, done: make(chan initResult, 1)}
 	select {
 	case e.inits <- r:
 	case <-ctx.Done():
@@ -50,6 +53,9 @@ func (e *endpoints) initEndpoint(ctx context.Context, ifindex int, addr netip.Ad
 
 // serveInit runs in the regeneration loop.
 func (e *endpoints) serveInit(r initRequest) {
+	if r.hostMAC != nil && r.podMAC != nil {
+		e.writer.SetLink(r.ifindex, r.hostMAC, r.podMAC)
+	}
 	id, err := e.writer.ProgramInit(r.ifindex, r.addr)
 	res := initResult{err: err}
 	if err == nil {
@@ -77,9 +83,20 @@ func (a *Agent) cniEndpointAdded(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("ip %q: must be an IPv4 address", req.IP), http.StatusBadRequest)
 		return
 	}
+	var macs [2]net.HardwareAddr
+	if req.HostMAC != "" || req.PodMAC != "" {
+		for i, s := range []string{req.HostMAC, req.PodMAC} {
+			m, err := net.ParseMAC(s)
+			if err != nil || len(m) != 6 {
+				http.Error(w, fmt.Sprintf("MAC %q: want an Ethernet address", s), http.StatusBadRequest)
+				return
+			}
+			macs[i] = m
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), cniTimeout)
 	defer cancel()
-	res, err := a.eps.initEndpoint(ctx, req.Ifindex, req.IP)
+	res, err := a.eps.initEndpoint(ctx, req.Ifindex, req.IP, macs[0], macs[1])
 	if err != nil {
 		status := http.StatusInternalServerError
 		if errors.Is(err, context.DeadlineExceeded) {

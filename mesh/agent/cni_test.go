@@ -17,6 +17,7 @@ import (
 // initMaps records the endpoints written; nothing else matters here.
 type initMaps struct {
 	endpoints map[int]bpfpolicy.Endpoint
+	routes    map[netip.Addr]bpfpolicy.LocalRoute
 	attached  []int
 }
 
@@ -26,7 +27,12 @@ func (m *initMaps) UpsertEndpoint(ifindex int, ep bpfpolicy.Endpoint) error {
 	m.endpoints[ifindex] = ep
 	return nil
 }
-func (m *initMaps) DeleteEndpoint(ifindex int) error                               { delete(m.endpoints, ifindex); return nil }
+func (m *initMaps) DeleteEndpoint(ifindex int) error { delete(m.endpoints, ifindex); return nil }
+func (m *initMaps) UpsertLocalRoute(addr netip.Addr, r bpfpolicy.LocalRoute) error {
+	m.routes[addr] = r
+	return nil
+}
+func (m *initMaps) DeleteLocalRoute(addr netip.Addr) error                         { delete(m.routes, addr); return nil }
 func (m *initMaps) SetEndpointPolicy(bpfpolicy.EndpointID, []bpfpolicy.Rule) error { return nil }
 func (m *initMaps) Attach(ifindex int) error                                       { m.attached = append(m.attached, ifindex); return nil }
 func (m *initMaps) Detach(int) error                                               { return nil }
@@ -35,7 +41,7 @@ func (m *initMaps) Dump() (bpfpolicy.Dump, error)                               
 
 func TestCNIEndpointAdded(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	maps := &initMaps{endpoints: map[int]bpfpolicy.Endpoint{}}
+	maps := &initMaps{endpoints: map[int]bpfpolicy.Endpoint{}, routes: map[netip.Addr]bpfpolicy.LocalRoute{}}
 	w, err := datapath.New(log, maps)
 	if err != nil {
 		t.Fatal(err)
@@ -67,10 +73,20 @@ func TestCNIEndpointAdded(t *testing.T) {
 	default:
 		t.Error("no regeneration requested")
 	}
+	if len(maps.routes) != 0 {
+		t.Errorf("routes %v without the link's MACs, want none", maps.routes)
+	}
+	// With the link's MACs: the local route for host routing too.
+	rec = post(`{"ip":"10.244.0.10","ifindex":43,"hostMAC":"02:00:00:00:00:01","podMAC":"02:00:00:00:00:02"}`)
+	if r := maps.routes[netip.MustParseAddr("10.244.0.10")]; rec.Code != http.StatusOK || r.Ifindex != 43 ||
+		r.HostMAC.String() != "02:00:00:00:00:01" || r.PodMAC.String() != "02:00:00:00:00:02" {
+		t.Errorf("POST with MACs: %d, route %+v; want the route through 43", rec.Code, r)
+	}
 	for body, want := range map[string]string{
 		`{"ip":"10.244.0.9","ifindex":0}`: "ifindex 0",
 		`{"ip":"fd00::1","ifindex":3}`:    "IPv4",
 		`{`:                               "decode",
+		`{"ip":"10.244.0.9","ifindex":3,"hostMAC":"x","podMAC":"02:00:00:00:00:02"}`: "MAC",
 	} {
 		if rec := post(body); rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("POST %s: %d %s, want 400 naming %q", body, rec.Code, rec.Body, want)

@@ -111,7 +111,19 @@ type Config struct {
 	// "packets" (every packet) or "drops" (none: drops only). Every drop
 	// is reported in each mode.
 	FlowEvents string
+	// HostRouting is how packets between the node's pods travel:
+	// HostRoutingBPF (default) hands them from one pod's interface to the
+	// other's after both policies, skipping the node's stack (where the
+	// kernel lacks bpf_redirect_peer, the agent falls back to legacy);
+	// HostRoutingLegacy routes them through the node's stack.
+	HostRouting string
 }
+
+// HostRouting modes (--host-routing).
+const (
+	HostRoutingBPF    = "bpf"
+	HostRoutingLegacy = "legacy"
+)
 
 // DefaultDNSProxyPort is --tofqdns-proxy-port's default.
 const DefaultDNSProxyPort = 10053
@@ -156,6 +168,11 @@ func (c Config) Validate() error {
 		if _, err := bpfpolicy.ParseTraceMode(c.FlowEvents); err != nil {
 			errs = append(errs, fmt.Errorf("--flow-events %w", err))
 		}
+	}
+	switch c.HostRouting {
+	case "", HostRoutingBPF, HostRoutingLegacy:
+	default:
+		errs = append(errs, fmt.Errorf("--host-routing %q: want bpf or legacy", c.HostRouting))
 	}
 	if c.DNSProxyPort != 0 && c.DNSProxyPort == c.ProxyPort {
 		errs = append(errs, fmt.Errorf("--tofqdns-proxy-port %d: must differ from --proxy-port", c.DNSProxyPort))

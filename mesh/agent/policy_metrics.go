@@ -17,6 +17,7 @@ type policyMetrics struct {
 	drops               *prometheus.GaugeVec
 	mapEntries          *prometheus.GaugeVec
 	mapPressure         *prometheus.GaugeVec
+	hostRouted          prometheus.Gauge
 }
 
 func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
@@ -59,8 +60,12 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 			Namespace: "membrane", Subsystem: "datapath", Name: "map_pressure",
 			Help: "Fill ratio (entries / max entries) of the policy datapath's maps.",
 		}, []string{"map"}),
+		hostRouted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "datapath", Name: "host_routed_packets",
+			Help: "Packets from a pod delivered to another pod of the node by host routing (skipping the node's stack) since the maps were created.",
+		}),
 	}
-	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies,
+	reg.MustRegister(m.hostRouted, m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies,
 		m.verdicts, m.drops, m.mapEntries, m.mapPressure)
 	return m
 }
@@ -82,6 +87,7 @@ func (m *policyMetrics) datapath(dp *bpfpolicy.Datapath) error {
 		}
 		m.verdicts.WithLabelValues(d.String(), "dropped").Set(float64(dropped))
 	}
+	m.hostRouted.Set(float64(c.HostRouted))
 	usage, err := dp.Count()
 	if err != nil {
 		return err

@@ -46,6 +46,9 @@ func policyDump(d bpfpolicy.Dump) agentapi.PolicyDump {
 			Pickup: e.Endpoint.Pickup, Track: e.Endpoint.Track,
 		}})
 	}
+	for _, r := range d.Routes {
+		out.Routes = append(out.Routes, agentapi.LocalRouteEntry{Addr: r.Addr, Route: agentapi.LocalRoute{Ifindex: r.Route.Ifindex, PodMAC: r.Route.PodMAC, HostMAC: r.Route.HostMAC}})
+	}
 	for _, p := range d.Policy {
 		out.Policy = append(out.Policy, agentapi.PolicyMapEntry{
 			Key: agentapi.PolicyKey{EndpointID: uint16(p.Key.EndpointID), Direction: uint8(p.Key.Direction), RemoteIdentity: uint32(p.Key.RemoteIdentity),

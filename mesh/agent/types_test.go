@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -27,6 +28,8 @@ func TestAPITypesKeepJSON(t *testing.T) {
 	pol := bpfpolicy.Dump{
 		IPCache:   []bpfpolicy.IPCacheEntry{{Prefix: p("10.244.1.5/32"), Identity: 300}},
 		Endpoints: []bpfpolicy.EndpointEntry{{Ifindex: 12, Endpoint: bpfpolicy.Endpoint{ID: 4, Identity: 300, Addr: a("10.244.1.5"), EnforceIngress: true, EnforceEgress: true}}},
+		Routes: []bpfpolicy.LocalRouteEntry{{Addr: a("10.244.1.5"), Route: bpfpolicy.LocalRoute{Ifindex: 12,
+			PodMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, HostMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}}},
 		Policy: []bpfpolicy.PolicyMapEntry{{Key: bpfpolicy.PolicyKey{EndpointID: 4, Direction: bpfpolicy.Egress, RemoteIdentity: 301, Proto: bpfpolicy.TCP, Port: 80, EndPort: 90},
 			Entry: bpfpolicy.PolicyEntry{Verdict: bpfpolicy.Redirect, ProxyPort: 15001, AuthRequired: true}, DerivedDeny: true, DerivedAuth: true}},
 	}

@@ -1,6 +1,7 @@
 package agentapi
 
 import (
+	"net"
 	"net/netip"
 	"strconv"
 	"time"
@@ -97,7 +98,22 @@ func (p Proto) String() string {
 type PolicyDump struct {
 	IPCache   []IPCacheEntry
 	Endpoints []PolicyEndpointEntry
+	Routes    []LocalRouteEntry
 	Policy    []PolicyMapEntry
+}
+
+// LocalRouteEntry is how host routing reaches a local pod by its address.
+type LocalRouteEntry struct {
+	Addr  netip.Addr
+	Route LocalRoute
+}
+
+// LocalRoute is a local pod's host-side interface and its link's Ethernet
+// addresses.
+type LocalRoute struct {
+	Ifindex int
+	PodMAC  net.HardwareAddr
+	HostMAC net.HardwareAddr
 }
 
 // IPCacheEntry is one ipcache prefix and its security identity.

@@ -232,6 +232,11 @@ type CNIEndpoint struct {
 	IP          netip.Addr `json:"ip"`
 	// Ifindex is the host-side interface's, in the agent's network namespace.
 	Ifindex int `json:"ifindex"`
+	// HostMAC and PodMAC are the Ethernet addresses of the host-side and
+	// the pod's interface (host routing delivers with them; without them
+	// the pod is reached through the node's stack).
+	HostMAC string `json:"hostMAC,omitempty"`
+	PodMAC  string `json:"podMAC,omitempty"`
 }
 
 // CNIEndpointResult is what the agent programmed for a CNIEndpoint: the

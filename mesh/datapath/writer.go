@@ -8,6 +8,7 @@ package datapath
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -25,6 +26,8 @@ type Maps interface {
 	DeleteIPCache(prefix netip.Prefix) error
 	UpsertEndpoint(ifindex int, ep bpfpolicy.Endpoint) error
 	DeleteEndpoint(ifindex int) error
+	UpsertLocalRoute(addr netip.Addr, r bpfpolicy.LocalRoute) error
+	DeleteLocalRoute(addr netip.Addr) error
 	SetEndpointPolicy(id bpfpolicy.EndpointID, rules []bpfpolicy.Rule) error
 	Attach(ifindex int) error
 	Detach(ifindex int) error
@@ -69,7 +72,12 @@ type Writer struct {
 	// redirected: endpoints that had redirects to the proxy; they stay
 	// tracked (bpfpolicy Endpoint.Track) while they exist.
 	redirected map[int]bool
-	now        func() time.Time
+	// links: the Ethernet addresses of each interface's link (from the CNI
+	// plugin, or restored from the local routes); routes: the local routes
+	// written (host routing), by pod address.
+	links  map[int]bpfpolicy.LocalRoute
+	routes map[netip.Addr]bpfpolicy.LocalRoute
+	now    func() time.Time
 }
 
 // PickupWindow is how long an endpoint that policy starts to apply to picks
@@ -86,7 +94,12 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 		return nil, fmt.Errorf("read pinned policy maps: %w", err)
 	}
 	w := &Writer{log: log, maps: maps, ipcache: map[netip.Prefix]bpfpolicy.Identity{}, programmed: map[int]Programmed{},
-		pickupUntil: map[int]time.Time{}, redirected: map[int]bool{}, now: time.Now}
+		pickupUntil: map[int]time.Time{}, redirected: map[int]bool{}, links: map[int]bpfpolicy.LocalRoute{},
+		routes: map[netip.Addr]bpfpolicy.LocalRoute{}, now: time.Now}
+	for _, r := range dump.Routes {
+		w.routes[r.Addr] = r.Route
+		w.links[r.Route.Ifindex] = r.Route
+	}
 	for _, c := range dump.IPCache {
 		w.ipcache[c.Prefix] = c.Identity
 	}
@@ -99,7 +112,7 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 			w.redirected[ep.Ifindex] = true
 		}
 	}
-	log.Info("policy datapath restored", "ipcache", len(dump.IPCache), "endpoints", len(dump.Endpoints), "policyEntries", len(dump.Policy))
+	log.Info("policy datapath restored", "ipcache", len(dump.IPCache), "endpoints", len(dump.Endpoints), "routes", len(dump.Routes), "policyEntries", len(dump.Policy))
 	return w, nil
 }
 
@@ -152,7 +165,7 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 	old, had := w.programmed[ifindex]
 	ep = w.tracking(ifindex, old, had, ep, rules)
 	if had && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
-		return nil
+		return w.route(ifindex, ep.Addr)
 	}
 	if had && old.Endpoint.ID != ep.ID {
 		if err := w.maps.SetEndpointPolicy(old.Endpoint.ID, nil); err != nil {
@@ -179,6 +192,48 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 		}
 	}
 	w.programmed[ifindex] = Programmed{Endpoint: ep, Rules: rules, attached: true}
+	if had && old.Endpoint.Addr != ep.Addr {
+		if err := w.deleteRoute(ifindex, old.Endpoint.Addr); err != nil {
+			return err
+		}
+	}
+	return w.route(ifindex, ep.Addr)
+}
+
+// SetLink records the Ethernet addresses of the link to the pod on
+// ifindex (host side, pod side): with them, programming its endpoint also
+// writes its local route, which host routing delivers local pods' packets
+// by. An interface without them is reached through the node's stack.
+func (w *Writer) SetLink(ifindex int, host, pod net.HardwareAddr) {
+	w.links[ifindex] = bpfpolicy.LocalRoute{Ifindex: ifindex, HostMAC: host, PodMAC: pod}
+}
+
+// route writes the local route to addr through ifindex, when its link is known.
+func (w *Writer) route(ifindex int, addr netip.Addr) error {
+	link, ok := w.links[ifindex]
+	if !ok || !addr.Is4() {
+		return nil
+	}
+	if cur, ok := w.routes[addr]; ok && cur.Equal(link) {
+		return nil
+	}
+	if err := w.maps.UpsertLocalRoute(addr, link); err != nil {
+		return err
+	}
+	w.routes[addr] = link
+	return nil
+}
+
+// deleteRoute removes the local route to addr if it goes through ifindex
+// (the address may have moved on to a new pod's interface).
+func (w *Writer) deleteRoute(ifindex int, addr netip.Addr) error {
+	if cur, ok := w.routes[addr]; !ok || cur.Ifindex != ifindex {
+		return nil
+	}
+	if err := w.maps.DeleteLocalRoute(addr); err != nil {
+		return err
+	}
+	delete(w.routes, addr)
 	return nil
 }
 
@@ -188,7 +243,7 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 // already programmed for addr keeps what it has.
 func (w *Writer) ProgramInit(ifindex int, addr netip.Addr) (bpfpolicy.EndpointID, error) {
 	if p, ok := w.programmed[ifindex]; ok && p.Endpoint.Addr == addr && p.attached {
-		return p.Endpoint.ID, nil
+		return p.Endpoint.ID, w.route(ifindex, addr)
 	}
 	// Enforcing both ways: tracked, so no packet takes the minimal path
 	// of endpoints without policy.
@@ -268,6 +323,10 @@ func (w *Writer) Prune(keep map[int]bool, sweep bool) []error {
 		if keep[ifindex] {
 			continue
 		}
+		if err := w.deleteRoute(ifindex, p.Endpoint.Addr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if err := w.maps.DeleteEndpoint(ifindex); err != nil {
 			errs = append(errs, err)
 			continue
@@ -285,7 +344,13 @@ func (w *Writer) Prune(keep map[int]bool, sweep bool) []error {
 		delete(w.programmed, ifindex)
 		delete(w.pickupUntil, ifindex)
 		delete(w.redirected, ifindex)
+		delete(w.links, ifindex)
 		w.log.Info("endpoint removed", "ifindex", ifindex, "endpoint", p.Endpoint.ID)
+	}
+	for addr, r := range w.routes {
+		if !keep[r.Ifindex] {
+			errs = append(errs, w.deleteRoute(r.Ifindex, addr))
+		}
 	}
 	if !sweep {
 		return errs

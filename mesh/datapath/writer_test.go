@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +52,10 @@ func (f *fakeMaps) UpsertEndpoint(ifindex int, ep bpfpolicy.Endpoint) error {
 func (f *fakeMaps) DeleteEndpoint(ifindex int) error {
 	return f.call(fmt.Sprintf("endpoint -%d", ifindex))
 }
+func (f *fakeMaps) UpsertLocalRoute(addr netip.Addr, r bpfpolicy.LocalRoute) error {
+	return f.call(fmt.Sprintf("route %s=%d %s %s", addr, r.Ifindex, r.PodMAC, r.HostMAC))
+}
+func (f *fakeMaps) DeleteLocalRoute(addr netip.Addr) error { return f.call("route -" + addr.String()) }
 func (f *fakeMaps) SetEndpointPolicy(id bpfpolicy.EndpointID, rules []bpfpolicy.Rule) error {
 	return f.call(fmt.Sprintf("policy %d rules=%d", id, len(rules)))
 }
@@ -331,5 +337,59 @@ func TestRules(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("rule %d: got %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// TestLocalRoutes: an interface whose link is known gets a local route
+// with its endpoint; pruning it removes the route, unless its address went
+// on to another interface meanwhile.
+func TestLocalRoutes(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	ip := netip.MustParseAddr("10.244.0.5")
+	host, pod := net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	if _, err := w.Program(6, Endpoint{Addr: netip.MustParseAddr("10.244.0.6"), Identity: 300}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.takeCalls() {
+		if strings.HasPrefix(c, "route") {
+			t.Errorf("route written without the link's MACs: %s", c)
+		}
+	}
+	w.SetLink(7, host, pod)
+	if _, err := w.ProgramInit(7, ip); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.takeCalls(); !slices.Contains(c, "route 10.244.0.5=7 02:00:00:00:00:02 02:00:00:00:00:01") {
+		t.Errorf("calls %v, want the route to 10.244.0.5 through 7", c)
+	}
+	if _, err := w.Program(7, Endpoint{Addr: ip, Identity: 300}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.takeCalls() {
+		if strings.HasPrefix(c, "route") {
+			t.Errorf("unchanged route written again: %s", c)
+		}
+	}
+	// The address moves to a new interface before the old one is pruned.
+	w.SetLink(8, host, pod)
+	if _, err := w.ProgramInit(8, ip); err != nil {
+		t.Fatal(err)
+	}
+	f.takeCalls()
+	w.Prune(map[int]bool{6: true, 8: true}, false)
+	if c := f.takeCalls(); slices.Contains(c, "route -10.244.0.5") {
+		t.Errorf("pruning 7 removed the route through 8: %v", c)
+	}
+	w.Prune(map[int]bool{6: true}, false)
+	if c := f.takeCalls(); !slices.Contains(c, "route -10.244.0.5") {
+		t.Errorf("pruning 8: calls %v, want its route removed", c)
+	}
+	// Restored from the maps: pruned like any other.
+	f2 := &fakeMaps{dump: bpfpolicy.Dump{Routes: []bpfpolicy.LocalRouteEntry{{Addr: ip, Route: bpfpolicy.LocalRoute{Ifindex: 9, HostMAC: host, PodMAC: pod}}}}}
+	w2 := newWriter(t, f2)
+	w2.Prune(map[int]bool{}, false)
+	if c := f2.takeCalls(); !slices.Contains(c, "route -10.244.0.5") {
+		t.Errorf("restored route: calls %v, want it removed", c)
 	}
 }

@@ -79,7 +79,7 @@ type AgentNotifier struct {
 func (n AgentNotifier) EndpointAdded(ctx context.Context, ep Endpoint) error {
 	body, err := json.Marshal(agentapi.CNIEndpoint{
 		Namespace: ep.PodNamespace, Pod: ep.PodName, ContainerID: ep.ContainerID,
-		IP: ep.IP, Ifindex: ep.HostIfIndex,
+		IP: ep.IP, Ifindex: ep.HostIfIndex, HostMAC: macString(ep.HostMAC), PodMAC: macString(ep.PodMAC),
 	})
 	if err != nil {
 		return fmt.Errorf("encode endpoint: %w", err)
@@ -112,3 +112,10 @@ func (n AgentNotifier) EndpointAdded(ctx context.Context, ep Endpoint) error {
 // EndpointDeleted does nothing: the agent forgets an interface once it is
 // gone.
 func (AgentNotifier) EndpointDeleted(context.Context, Endpoint) error { return nil }
+
+func macString(m net.HardwareAddr) string {
+	if len(m) == 0 {
+		return ""
+	}
+	return m.String()
+}
