@@ -130,6 +130,10 @@ func TestSetEndpointPolicyMatchesFromScratch(t *testing.T) {
 		if got, want := entriesOf(a), entriesOf(b); !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: %d rules: changed, the entries are\n%+v\nfrom scratch\n%+v", step, len(next), got, want)
 		}
+		// The Datapath counts the policy map's entries from its copy.
+		if n, err := countKeys(e.dp.Maps.policy); err != nil || n != e.dp.Maps.policyEntries() {
+			t.Fatalf("step %d: %d entries in the map (%v), %d counted from the copy", step, n, err, e.dp.Maps.policyEntries())
+		}
 		rules = next
 		if rng.IntN(5) == 0 && len(next) > 0 {
 			next[rng.IntN(len(next))] = randomRule() // the caller reuses its slice

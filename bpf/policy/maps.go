@@ -40,6 +40,20 @@ type Maps struct {
 	rules map[EndpointID][]Rule
 	// noBatch: the kernel lacks batch operations on the policy map (before 5.6).
 	noBatch bool
+	// writer: these are the Datapath's maps (Load), the policy map's one
+	// writer, whose shadow is what the map holds.
+	writer bool
+}
+
+// policyEntries is how many entries the shadow holds.
+func (m *Maps) policyEntries() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, es := range m.shadow {
+		n += len(es)
+	}
+	return n
 }
 
 func newMaps(m *policyMaps) (*Maps, error) {
