@@ -151,13 +151,23 @@ func (w *Writer) Program(ifindex int, ep Endpoint) (bpfpolicy.EndpointID, error)
 func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) error {
 	old, had := w.programmed[ifindex]
 	ep = w.tracking(ifindex, old, had, ep, rules)
-	if had && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
+	if had && old.attached && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
 		return nil
 	}
 	if had && old.Endpoint.ID != ep.ID {
 		if err := w.maps.SetEndpointPolicy(old.Endpoint.ID, nil); err != nil {
 			return err
 		}
+	}
+	// An endpoint written and attached as it is keeps its entry: only its
+	// rules changed.
+	attached := had && old.attached
+	same := attached && old.Endpoint == ep
+	if had {
+		// Until this is done, the endpoint's entry is not known to be
+		// either: the next call writes it and attaches again.
+		old.attached = false
+		w.programmed[ifindex] = old
 	}
 	shrinking := had && (old.Endpoint.EnforceIngress && !ep.EnforceIngress || old.Endpoint.EnforceEgress && !ep.EnforceEgress)
 	if shrinking {
@@ -168,12 +178,12 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 	if err := w.maps.SetEndpointPolicy(ep.ID, rules); err != nil {
 		return err
 	}
-	if !shrinking {
+	if !shrinking && !same {
 		if err := w.maps.UpsertEndpoint(ifindex, ep); err != nil {
 			return err
 		}
 	}
-	if !had || !old.attached {
+	if !attached {
 		if err := w.maps.Attach(ifindex); err != nil {
 			return err
 		}

@@ -119,6 +119,32 @@ func TestProgramOrder(t *testing.T) {
 	if c := f.takeCalls(); !slices.Contains(c, "policy 1 rules=1") {
 		t.Errorf("failed write not retried: %v", c)
 	}
+	// Only the rules change: the endpoint's entry stays.
+	ep.Rules = append(slices.Clone(allow), policy.DatapathRule{Direction: policy.Ingress, RemoteIdentity: 301, Proto: policy.TCP, Port: 81, Verdict: policy.Allow})
+	if _, err := w.Program(7, ep); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"policy 1 rules=2"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("rules changed (-want +got):\n%s", d)
+	}
+	// After a failed write of the entry, it is written (and the programs
+	// attached) again even when the endpoint it had comes back.
+	f.fail = "endpoint 7 id=1 in=true eg=true"
+	ep.EnforceEgress = true
+	if _, err := w.Program(7, ep); err == nil {
+		t.Error("failed write not reported")
+	}
+	f.fail = ""
+	f.takeCalls()
+	ep.EnforceEgress = false
+	if _, err := w.Program(7, ep); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"policy 1 rules=2", "endpoint 7 id=1 in=true eg=false", "attach 7"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("after the failed write (-want +got):\n%s", d)
+	}
 }
 
 func TestProgramInit(t *testing.T) {
