@@ -70,6 +70,17 @@ type Writer struct {
 	// tracked (bpfpolicy Endpoint.Track) while they exist.
 	redirected map[int]bool
 	now        func() time.Time
+	// converted are the datapath rules of the resolver's rule lists, by
+	// their first element: endpoints sharing a Result share its list,
+	// converted once (the list is kept, so its array is not reused). Those
+	// no Program used between two Prunes are dropped.
+	converted map[*policy.DatapathRule]conversion
+}
+
+type conversion struct {
+	from []policy.DatapathRule
+	to   []bpfpolicy.Rule
+	used bool
 }
 
 // PickupWindow is how long an endpoint that policy starts to apply to picks
@@ -86,7 +97,8 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 		return nil, fmt.Errorf("read pinned policy maps: %w", err)
 	}
 	w := &Writer{log: log, maps: maps, ipcache: map[netip.Prefix]bpfpolicy.Identity{}, programmed: map[int]Programmed{},
-		pickupUntil: map[int]time.Time{}, redirected: map[int]bool{}, now: time.Now}
+		pickupUntil: map[int]time.Time{}, redirected: map[int]bool{}, now: time.Now,
+		converted: map[*policy.DatapathRule]conversion{}}
 	for _, c := range dump.IPCache {
 		w.ipcache[c.Prefix] = c.Identity
 	}
@@ -145,13 +157,28 @@ func (w *Writer) Program(ifindex int, ep Endpoint) (bpfpolicy.EndpointID, error)
 		ID: w.endpointID(ifindex, ep.Addr), Identity: bpfpolicy.Identity(ep.Identity), Addr: ep.Addr,
 		EnforceIngress: ep.EnforceIngress, EnforceEgress: ep.EnforceEgress, AuthEgress: ep.AuthEgress && !ep.EnforceEgress,
 	}
-	return bep.ID, w.program(ifindex, bep, Rules(ep.Rules))
+	return bep.ID, w.program(ifindex, bep, w.rules(ep.Rules))
+}
+
+// rules converts rs, once for every Program between two Prunes; rs must not
+// be modified afterwards (the resolver's Results are not).
+func (w *Writer) rules(rs []policy.DatapathRule) []bpfpolicy.Rule {
+	if len(rs) == 0 {
+		return nil
+	}
+	c, ok := w.converted[&rs[0]]
+	if !ok || len(c.from) != len(rs) {
+		c = conversion{from: rs, to: Rules(rs)}
+	}
+	c.used = true
+	w.converted[&rs[0]] = c
+	return c.to
 }
 
 func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) error {
 	old, had := w.programmed[ifindex]
 	ep = w.tracking(ifindex, old, had, ep, rules)
-	if had && old.attached && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
+	if had && old.attached && old.Endpoint == ep && sameRules(old.Rules, rules) {
 		return nil
 	}
 	if had && old.Endpoint.ID != ep.ID {
@@ -190,6 +217,14 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 	}
 	w.programmed[ifindex] = Programmed{Endpoint: ep, Rules: rules, attached: true}
 	return nil
+}
+
+// sameRules is slices.Equal, at once for the same list.
+func sameRules(a, b []bpfpolicy.Rule) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0] || slices.Equal(a, b)
 }
 
 // ProgramInit writes the endpoint of a new interface with the reserved init
@@ -273,6 +308,14 @@ func (w *Writer) endpointID(ifindex int, addr netip.Addr) bpfpolicy.EndpointID {
 // did) and, with sweep, detaches the programs from interfaces it does not
 // know.
 func (w *Writer) Prune(keep map[int]bool, sweep bool) []error {
+	for k, c := range w.converted {
+		if !c.used {
+			delete(w.converted, k)
+			continue
+		}
+		c.used = false
+		w.converted[k] = c
+	}
 	var errs []error
 	for ifindex, p := range w.programmed {
 		if keep[ifindex] {

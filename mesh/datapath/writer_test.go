@@ -359,3 +359,46 @@ func TestRules(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesConvertedOnce: endpoints sharing a rule list share its
+// conversion until a Prune passes without it; another list (even of the
+// same length) is converted on its own.
+func TestRulesConvertedOnce(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	shared := slices.Clone(allow)
+	for i := range 3 {
+		ep := Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, 0, byte(5 + i)}), Identity: 300, EnforceIngress: true, Rules: shared}
+		if _, err := w.Program(7+i, ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(w.converted) != 1 {
+		t.Fatalf("%d conversions for one shared list", len(w.converted))
+	}
+	a, _ := w.Programmed(7)
+	b, _ := w.Programmed(9)
+	if &a.Rules[0] != &b.Rules[0] {
+		t.Error("endpoints of one list got separate conversions")
+	}
+	other := slices.Clone(allow)
+	other[0].Port = 81
+	if _, err := w.Program(7, Endpoint{Addr: netip.MustParseAddr("10.244.0.5"), Identity: 300, EnforceIngress: true, Rules: other}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := w.Programmed(7); p.Rules[0].Key.Port != 81 {
+		t.Errorf("another list of the same length: %+v", p.Rules)
+	}
+	keep := map[int]bool{7: true, 8: true, 9: true}
+	w.Prune(keep, false) // both used since the last Prune
+	if len(w.converted) != 2 {
+		t.Fatalf("%d conversions after the first Prune, want 2", len(w.converted))
+	}
+	if _, err := w.Program(7, Endpoint{Addr: netip.MustParseAddr("10.244.0.5"), Identity: 300, EnforceIngress: true, Rules: other}); err != nil {
+		t.Fatal(err)
+	}
+	w.Prune(keep, false)
+	if len(w.converted) != 1 {
+		t.Errorf("%d conversions after a Prune without the shared list's use, want 1", len(w.converted))
+	}
+}
