@@ -317,7 +317,8 @@ func (m *Maps) SetEndpointPolicy(id EndpointID, rules []Rule) error {
 	return nil
 }
 
-// allEntries returns the map entries of rules (sorted) for endpoint id.
+// allEntries returns the map entries of rules (validated; merged in their
+// order) for endpoint id.
 func allEntries(id EndpointID, rules []Rule) (map[policyPolicyKey]policyPolicyEntry, error) {
 	own := make(ownEntries, len(rules))
 	if err := own.add(id, rules); err != nil {
