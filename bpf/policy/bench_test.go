@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -46,10 +48,25 @@ func benchPolicy(shift int) []Rule {
 	return rules
 }
 
+// resolverOrder sorts rules by key, as the agent's resolver hands them
+// over (mesh/policy: direction, remote identity, protocol, port, end port).
+func resolverOrder(rules []Rule) []Rule {
+	slices.SortFunc(rules, func(a, b Rule) int {
+		return cmp.Or(cmp.Compare(a.Key.Direction, b.Key.Direction), cmp.Compare(a.Key.RemoteIdentity, b.Key.RemoteIdentity),
+			cmp.Compare(a.Key.Proto, b.Key.Proto), cmp.Compare(a.Key.Port, b.Key.Port), cmp.Compare(a.Key.EndPort, b.Key.EndPort))
+	})
+	return rules
+}
+
 // programAll sets benchPolicy(shift) on endpoints 1..100 and returns how long it took.
 func programAll(tb testing.TB, dp *Datapath, shift int) time.Duration {
 	tb.Helper()
-	rules := benchPolicy(shift)
+	return programRules(tb, dp, benchPolicy(shift))
+}
+
+// programRules sets rules on endpoints 1..100 and returns how long it took.
+func programRules(tb testing.TB, dp *Datapath, rules []Rule) time.Duration {
+	tb.Helper()
 	start := time.Now()
 	for ep := EndpointID(1); ep <= benchEndpoints; ep++ {
 		must(tb, dp.SetEndpointPolicy(ep, rules))
@@ -89,6 +106,17 @@ func BenchmarkSetEndpointPolicy(b *testing.B) {
 		for b.Loop() {
 			i++
 			programAll(b, e.dp, i%2)
+		}
+	})
+	// In the resolver's order, one rule moving to another port (as the
+	// agent sees BenchmarkPolicyChangeToEnforced's "change").
+	sorted := [2][]Rule{resolverOrder(benchPolicy(0)), resolverOrder(benchPolicy(0))}
+	sorted[1][0].Key.Port++
+	b.Run("one-changed-resolver-order", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			programRules(b, e.dp, sorted[i%2])
 		}
 	})
 }

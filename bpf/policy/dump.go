@@ -200,9 +200,14 @@ type MapUsage struct {
 
 // Count counts the entries of the ipcache, endpoint, policy, conntrack and
 // fragment maps (for pressure metrics). Hash maps are read in batches where
-// the kernel can (5.6+); the LPM tries key by key.
+// the kernel can (5.6+); the LPM tries key by key, but the Datapath that
+// writes the policy map counts its copy of it (see Maps).
 func (m *Maps) Count() ([]MapUsage, error) {
 	var out []MapUsage
+	countPolicy := countKeys
+	if m.writer {
+		countPolicy = func(*ebpf.Map) (int, error) { return m.policyEntries(), nil }
+	}
 	for _, mp := range []struct {
 		name  string
 		m     *ebpf.Map
@@ -211,7 +216,7 @@ func (m *Maps) Count() ([]MapUsage, error) {
 		{policyMapMembraneIpc4, m.ipcache, countKeys},
 		{policyMapMembraneEps, m.endpoints, countBatched[uint32, policyEndpointInfo]},
 		{policyMapMembraneLroute4, m.routes, countBatched[uint32, policyLocalRoute]},
-		{policyMapMembranePolicy, m.policy, countKeys},
+		{policyMapMembranePolicy, m.policy, countPolicy},
 		{policyMapMembraneCt4, m.ct, countBatched[policyCt4Key, policyCt4Entry]},
 		{policyMapMembraneFrag4, m.frags, countBatched[policyFrag4Key, policyFrag4Ports]},
 	} {

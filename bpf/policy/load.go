@@ -210,6 +210,7 @@ func Load(ctx context.Context, log *slog.Logger, opts Options) (*Datapath, error
 		_ = objs.policyMaps.Close()
 		return nil, fmt.Errorf("load policy datapath: %w", err)
 	}
+	maps.writer = true
 	dp := &Datapath{
 		Maps:      maps,
 		progs:     objs.policyPrograms,

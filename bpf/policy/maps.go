@@ -2,10 +2,12 @@ package policy
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -32,8 +34,29 @@ type Maps struct {
 
 	// shadow holds the policy map's entries, by endpoint, as written.
 	shadow map[EndpointID]map[policyPolicyKey]policyPolicyEntry
+	// rules holds, by endpoint, the rules of its last SetEndpointPolicy
+	// (when in compareRules' order) while its shadow holds exactly their
+	// entries: the next call recomputes only the (direction, identity)
+	// groups whose rules differ. An endpoint without rules here (read from
+	// the map, written by UpsertPolicy or DeletePolicy, after a failed
+	// write or rules out of order) is recomputed in full.
+	rules map[EndpointID][]Rule
 	// noBatch: the kernel lacks batch operations on the policy map (before 5.6).
 	noBatch bool
+	// writer: these are the Datapath's maps (Load), the policy map's one
+	// writer, whose shadow is what the map holds.
+	writer bool
+}
+
+// policyEntries is how many entries the shadow holds.
+func (m *Maps) policyEntries() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, es := range m.shadow {
+		n += len(es)
+	}
+	return n
 }
 
 func newMaps(m *policyMaps) (*Maps, error) {
@@ -47,6 +70,7 @@ func newMaps(m *policyMaps) (*Maps, error) {
 		events:    m.MembraneEvents,
 		metrics:   m.MembranePolmet,
 		counters:  m.MembranePolcnt,
+		rules:     map[EndpointID][]Rule{},
 	}
 	if err := maps.readShadow(); err != nil {
 		return nil, err
@@ -298,33 +322,203 @@ func (m *Maps) DeleteLocalRoute(addr netip.Addr) error {
 // Only differences are written: new and changed entries first, then stale
 // ones are deleted. A flow allowed both before and after the call is allowed
 // at every moment in between; flows already tracked keep going regardless.
-// Invalid rules change nothing.
+// Invalid rules change nothing. With rules in order (by direction, remote
+// identity, protocol, port, end port, then entry: the agent's resolver's
+// order), the work is in proportion to what changed since the endpoint's
+// last call: only the entries of the (direction, remote identity) pairs
+// whose rules differ are computed again.
 func (m *Maps) SetEndpointPolicy(id EndpointID, rules []Rule) error {
-	own := make(ownEntries, len(rules))
+	if err := (PolicyKey{}).validate(id); err != nil {
+		return fmt.Errorf("set policy: %w", err)
+	}
 	for _, r := range rules {
 		if err := r.Key.validate(id); err != nil {
 			return fmt.Errorf("set policy of endpoint %d: %w", id, err)
 		}
-		v, err := r.Entry.value()
-		if err != nil {
+		if _, err := r.Entry.value(); err != nil {
 			return fmt.Errorf("set policy of endpoint %d: %s: %w", id, r.Key, err)
 		}
-		for _, k := range r.Key.mapKeys(id) {
-			if err := own.merge(k, v); err != nil {
-				return fmt.Errorf("set policy of endpoint %d: %w", id, err)
-			}
-		}
 	}
-	if err := (PolicyKey{}).validate(id); err != nil {
-		return fmt.Errorf("set policy: %w", err)
-	}
+	// Rules in order (as the agent's resolver hands them over) are
+	// compared with the last call's; others are written whole.
+	sorted := slices.IsSortedFunc(rules, compareRules)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.apply(id, own.effective()); err != nil {
+	var (
+		want map[policyPolicyKey]policyPolicyEntry
+		// stale are the keys that may go, with some; without, every
+		// key of the endpoint not in want.
+		stale []policyPolicyKey
+		some  bool
+		err   error
+	)
+	if old, known := m.rules[id]; !known || !sorted {
+		want, err = allEntries(id, rules)
+	} else if groups, affected := changedGroups(old, rules); len(groups) == 0 {
+		return nil
+	} else if some = 2*affected <= len(old)+len(rules); some {
+		want, stale, err = groupEntries(id, old, rules, groups)
+	} else {
+		want, err = allEntries(id, rules)
+	}
+	if err != nil {
 		return fmt.Errorf("set policy of endpoint %d: %w", id, err)
 	}
+	// What is written now is what the rules make of it only when every
+	// write succeeds.
+	delete(m.rules, id)
+	if some {
+		err = m.applySome(id, want, stale)
+	} else {
+		err = m.apply(id, want)
+	}
+	if err != nil {
+		return fmt.Errorf("set policy of endpoint %d: %w", id, err)
+	}
+	if sorted && len(rules) > 0 {
+		m.rules[id] = slices.Clone(rules)
+	}
 	return nil
+}
+
+// allEntries returns the map entries of rules (validated; merged in their
+// order) for endpoint id.
+func allEntries(id EndpointID, rules []Rule) (map[policyPolicyKey]policyPolicyEntry, error) {
+	own := make(ownEntries, len(rules))
+	if err := own.add(id, rules); err != nil {
+		return nil, err
+	}
+	return own.effective(), nil
+}
+
+// groupEntries returns the map entries of the groups of rules (sorted) for
+// endpoint id, and the keys of old's rules of the groups: those not in the
+// entries are stale.
+func groupEntries(id EndpointID, old, rules []Rule, groups []ruleGroup) (map[policyPolicyKey]policyPolicyEntry, []policyPolicyKey, error) {
+	own := ownEntries{}
+	var stale []policyPolicyKey
+	for _, g := range groups {
+		if err := own.add(id, groupSpan(rules, g)); err != nil {
+			return nil, nil, err
+		}
+		for _, r := range groupSpan(old, g) {
+			stale = append(stale, r.Key.mapKeys(id)...)
+		}
+	}
+	// Every entry of a group is here, and the derived flags come from
+	// the entry's own group: effective() of these is theirs in the whole.
+	return own.effective(), stale, nil
+}
+
+// add merges the entries of rules (validated; in their order) for endpoint
+// id.
+func (o ownEntries) add(id EndpointID, rules []Rule) error {
+	for _, r := range rules {
+		v, err := r.Entry.value()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Key, err)
+		}
+		for _, k := range r.Key.mapKeys(id) {
+			if err := o.merge(k, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ruleGroup is the (direction, remote identity) pair of rules: a rule's map
+// entries, and the entries whose derived flags it can change, are its
+// group's.
+type ruleGroup struct {
+	dir      Direction
+	identity Identity
+}
+
+func groupOf(r Rule) ruleGroup { return ruleGroup{r.Key.Direction, r.Key.RemoteIdentity} }
+
+func compareGroups(a, b ruleGroup) int {
+	if a.dir != b.dir {
+		return cmp.Compare(a.dir, b.dir)
+	}
+	return cmp.Compare(a.identity, b.identity)
+}
+
+// compareRules orders rules by group first (then key, then entry); the
+// endpoint ID of keys is left out (0 stands for the endpoint's).
+func compareRules(a, b Rule) int {
+	ah, al := ruleOrder(&a)
+	bh, bl := ruleOrder(&b)
+	if ah != bh {
+		return cmp.Compare(ah, bh)
+	}
+	return cmp.Compare(al, bl)
+}
+
+// ruleOrder packs what compareRules compares into two numbers, in order.
+func ruleOrder(r *Rule) (hi, lo uint64) {
+	k, e := &r.Key, &r.Entry
+	hi = uint64(k.Direction)<<56 | uint64(k.RemoteIdentity)<<24 | uint64(k.Proto)<<16 | uint64(k.Port)
+	lo = uint64(k.EndPort)<<32 | uint64(e.Verdict)<<24 | uint64(e.ProxyPort)<<8
+	if e.AuthRequired {
+		lo |= 1
+	}
+	return hi, lo
+}
+
+// changedGroups returns, in order, the groups whose rules differ between
+// old and cur (both sorted), and how many rules of old and cur they hold.
+func changedGroups(old, cur []Rule) ([]ruleGroup, int) {
+	var out []ruleGroup
+	add := func(r Rule) {
+		if g := groupOf(r); len(out) == 0 || out[len(out)-1] != g {
+			out = append(out, g)
+		}
+	}
+	for i, j := 0, 0; i < len(old) || j < len(cur); {
+		c := 0
+		switch {
+		case j == len(cur):
+			c = -1
+		case i == len(old):
+			c = 1
+		default:
+			c = compareRules(old[i], cur[j])
+		}
+		switch {
+		case c == 0:
+			i++
+			j++
+		case c < 0:
+			add(old[i])
+			i++
+		default:
+			add(cur[j])
+			j++
+		}
+	}
+	// They come in order: the merge of two lists sorted by group first.
+	affected := 0
+	for _, g := range out {
+		affected += len(groupSpan(old, g)) + len(groupSpan(cur, g))
+	}
+	return out, affected
+}
+
+// groupSpan returns the rules of group g in rules (sorted).
+func groupSpan(rules []Rule, g ruleGroup) []Rule {
+	lo, _ := slices.BinarySearchFunc(rules, g, func(r Rule, g ruleGroup) int {
+		if c := compareGroups(groupOf(r), g); c != 0 {
+			return c
+		}
+		return 1 // the first of g
+	})
+	hi := lo
+	for hi < len(rules) && groupOf(rules[hi]) == g {
+		hi++
+	}
+	return rules[lo:hi]
 }
 
 // UpsertPolicy writes one entry: the map entries of key (one per protocol
@@ -341,6 +535,7 @@ func (m *Maps) UpsertPolicy(key PolicyKey, entry PolicyEntry) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.rules, key.EndpointID)
 	own := m.ownEntries(key.EndpointID)
 	for _, k := range key.mapKeys(key.EndpointID) {
 		own.set(k, v)
@@ -358,6 +553,7 @@ func (m *Maps) DeletePolicy(key PolicyKey) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.rules, key.EndpointID)
 	own := m.ownEntries(key.EndpointID)
 	for _, k := range key.mapKeys(key.EndpointID) {
 		delete(own, k)
@@ -416,16 +612,38 @@ func (m *Maps) ownEntries(id EndpointID) ownEntries {
 // The shadow follows every successful write, so a failed apply is redone by
 // the next one.
 func (m *Maps) apply(id EndpointID, want map[policyPolicyKey]policyPolicyEntry) error {
-	cur := m.shadow[id]
-	if cur == nil {
-		cur = make(map[policyPolicyKey]policyPolicyEntry, len(want))
-		m.shadow[id] = cur
-	}
-	defer func() {
-		if len(cur) == 0 {
-			delete(m.shadow, id)
+	keys, vals := m.changed(id, want)
+	var stale []policyPolicyKey
+	for k := range m.shadow[id] {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
 		}
-	}()
+	}
+	return m.write(id, keys, vals, stale)
+}
+
+// applySome is apply for some of endpoint id's entries: those of want and
+// those of maybe, which go where want does not have them.
+func (m *Maps) applySome(id EndpointID, want map[policyPolicyKey]policyPolicyEntry, maybe []policyPolicyKey) error {
+	keys, vals := m.changed(id, want)
+	var stale []policyPolicyKey
+	cur := m.shadow[id]
+	seen := make(map[policyPolicyKey]bool, len(maybe))
+	for _, k := range maybe {
+		if _, ok := want[k]; ok || seen[k] {
+			continue
+		}
+		seen[k] = true
+		if _, ok := cur[k]; ok {
+			stale = append(stale, k)
+		}
+	}
+	return m.write(id, keys, vals, stale)
+}
+
+// changed returns the entries of want endpoint id's shadow does not hold.
+func (m *Maps) changed(id EndpointID, want map[policyPolicyKey]policyPolicyEntry) ([]policyPolicyKey, []policyPolicyEntry) {
+	cur := m.shadow[id]
 	var (
 		keys []policyPolicyKey
 		vals []policyPolicyEntry
@@ -436,18 +654,28 @@ func (m *Maps) apply(id EndpointID, want map[policyPolicyKey]policyPolicyEntry) 
 			vals = append(vals, v)
 		}
 	}
+	return keys, vals
+}
+
+// write writes keys[i] -> vals[i] for endpoint id, then deletes stale, and
+// keeps the shadow equal to what was done.
+func (m *Maps) write(id EndpointID, keys []policyPolicyKey, vals []policyPolicyEntry, stale []policyPolicyKey) error {
+	cur := m.shadow[id]
+	if cur == nil {
+		cur = make(map[policyPolicyKey]policyPolicyEntry, len(keys))
+		m.shadow[id] = cur
+	}
+	defer func() {
+		if len(cur) == 0 {
+			delete(m.shadow, id)
+		}
+	}()
 	n, err := m.writePolicy(keys, vals)
 	for i := range n {
 		cur[keys[i]] = vals[i]
 	}
 	if err != nil {
 		return err
-	}
-	var stale []policyPolicyKey
-	for k := range cur {
-		if _, ok := want[k]; !ok {
-			stale = append(stale, k)
-		}
 	}
 	n, err = m.deletePolicy(stale)
 	for _, k := range stale[:n] {

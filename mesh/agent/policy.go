@@ -95,7 +95,7 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 	}
 	e := &endpoints{
 		log: log, node: node, dp: dp, src: src, flows: flows, metrics: m,
-		discovery: endpoint.Discovery{Node: node, Links: hostlinks.Netlink{}},
+		discovery: endpoint.Discovery{Node: node, Links: hostlinks.New()},
 		writer:    w,
 		repo:      policy.NewRepository(),
 		results:   map[string]agentapi.PolicyEntry{},

@@ -78,6 +78,17 @@ type Writer struct {
 	links  map[int]bpfpolicy.LocalRoute
 	routes map[netip.Addr]bpfpolicy.LocalRoute
 	now    func() time.Time
+	// converted are the datapath rules of the resolver's rule lists, by
+	// their first element: endpoints sharing a Result share its list,
+	// converted once (the list is kept, so its array is not reused). Those
+	// no Program used between two Prunes are dropped.
+	converted map[*policy.DatapathRule]conversion
+}
+
+type conversion struct {
+	from []policy.DatapathRule
+	to   []bpfpolicy.Rule
+	used bool
 }
 
 // PickupWindow is how long an endpoint that policy starts to apply to picks
@@ -95,7 +106,7 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 	}
 	w := &Writer{log: log, maps: maps, ipcache: map[netip.Prefix]bpfpolicy.Identity{}, programmed: map[int]Programmed{},
 		pickupUntil: map[int]time.Time{}, redirected: map[int]bool{}, links: map[int]bpfpolicy.LocalRoute{},
-		routes: map[netip.Addr]bpfpolicy.LocalRoute{}, now: time.Now}
+		routes: map[netip.Addr]bpfpolicy.LocalRoute{}, now: time.Now, converted: map[*policy.DatapathRule]conversion{}}
 	for _, r := range dump.Routes {
 		w.routes[r.Addr] = r.Route
 		w.links[r.Route.Ifindex] = r.Route
@@ -158,19 +169,44 @@ func (w *Writer) Program(ifindex int, ep Endpoint) (bpfpolicy.EndpointID, error)
 		ID: w.endpointID(ifindex, ep.Addr), Identity: bpfpolicy.Identity(ep.Identity), Addr: ep.Addr,
 		EnforceIngress: ep.EnforceIngress, EnforceEgress: ep.EnforceEgress, AuthEgress: ep.AuthEgress && !ep.EnforceEgress,
 	}
-	return bep.ID, w.program(ifindex, bep, Rules(ep.Rules))
+	return bep.ID, w.program(ifindex, bep, w.rules(ep.Rules))
+}
+
+// rules converts rs, once for every Program between two Prunes; rs must not
+// be modified afterwards (the resolver's Results are not).
+func (w *Writer) rules(rs []policy.DatapathRule) []bpfpolicy.Rule {
+	if len(rs) == 0 {
+		return nil
+	}
+	c, ok := w.converted[&rs[0]]
+	if !ok || len(c.from) != len(rs) {
+		c = conversion{from: rs, to: Rules(rs)}
+	}
+	c.used = true
+	w.converted[&rs[0]] = c
+	return c.to
 }
 
 func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.Rule) error {
 	old, had := w.programmed[ifindex]
 	ep = w.tracking(ifindex, old, had, ep, rules)
-	if had && old.Endpoint == ep && slices.Equal(old.Rules, rules) {
+	if had && old.attached && old.Endpoint == ep && sameRules(old.Rules, rules) {
 		return w.route(ifindex, ep.Addr)
 	}
 	if had && old.Endpoint.ID != ep.ID {
 		if err := w.maps.SetEndpointPolicy(old.Endpoint.ID, nil); err != nil {
 			return err
 		}
+	}
+	// An endpoint written and attached as it is keeps its entry: only its
+	// rules changed.
+	attached := had && old.attached
+	same := attached && old.Endpoint == ep
+	if had {
+		// Until this is done, the endpoint's entry is not known to be
+		// either: the next call writes it and attaches again.
+		old.attached = false
+		w.programmed[ifindex] = old
 	}
 	shrinking := had && (old.Endpoint.EnforceIngress && !ep.EnforceIngress || old.Endpoint.EnforceEgress && !ep.EnforceEgress)
 	if shrinking {
@@ -181,12 +217,12 @@ func (w *Writer) program(ifindex int, ep bpfpolicy.Endpoint, rules []bpfpolicy.R
 	if err := w.maps.SetEndpointPolicy(ep.ID, rules); err != nil {
 		return err
 	}
-	if !shrinking {
+	if !shrinking && !same {
 		if err := w.maps.UpsertEndpoint(ifindex, ep); err != nil {
 			return err
 		}
 	}
-	if !had || !old.attached {
+	if !attached {
 		if err := w.maps.Attach(ifindex); err != nil {
 			return err
 		}
@@ -235,6 +271,14 @@ func (w *Writer) deleteRoute(ifindex int, addr netip.Addr) error {
 	}
 	delete(w.routes, addr)
 	return nil
+}
+
+// sameRules is slices.Equal, at once for the same list.
+func sameRules(a, b []bpfpolicy.Rule) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0] || slices.Equal(a, b)
 }
 
 // ProgramInit writes the endpoint of a new interface with the reserved init
@@ -318,6 +362,14 @@ func (w *Writer) endpointID(ifindex int, addr netip.Addr) bpfpolicy.EndpointID {
 // did) and, with sweep, detaches the programs from interfaces it does not
 // know.
 func (w *Writer) Prune(keep map[int]bool, sweep bool) []error {
+	for k, c := range w.converted {
+		if !c.used {
+			delete(w.converted, k)
+			continue
+		}
+		c.used = false
+		w.converted[k] = c
+	}
 	var errs []error
 	for ifindex, p := range w.programmed {
 		if keep[ifindex] {

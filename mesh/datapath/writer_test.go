@@ -125,6 +125,32 @@ func TestProgramOrder(t *testing.T) {
 	if c := f.takeCalls(); !slices.Contains(c, "policy 1 rules=1") {
 		t.Errorf("failed write not retried: %v", c)
 	}
+	// Only the rules change: the endpoint's entry stays.
+	ep.Rules = append(slices.Clone(allow), policy.DatapathRule{Direction: policy.Ingress, RemoteIdentity: 301, Proto: policy.TCP, Port: 81, Verdict: policy.Allow})
+	if _, err := w.Program(7, ep); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"policy 1 rules=2"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("rules changed (-want +got):\n%s", d)
+	}
+	// After a failed write of the entry, it is written (and the programs
+	// attached) again even when the endpoint it had comes back.
+	f.fail = "endpoint 7 id=1 in=true eg=true"
+	ep.EnforceEgress = true
+	if _, err := w.Program(7, ep); err == nil {
+		t.Error("failed write not reported")
+	}
+	f.fail = ""
+	f.takeCalls()
+	ep.EnforceEgress = false
+	if _, err := w.Program(7, ep); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"policy 1 rules=2", "endpoint 7 id=1 in=true eg=false", "attach 7"}
+	if d := cmp.Diff(want, f.takeCalls()); d != "" {
+		t.Errorf("after the failed write (-want +got):\n%s", d)
+	}
 }
 
 func TestProgramInit(t *testing.T) {
@@ -391,5 +417,48 @@ func TestLocalRoutes(t *testing.T) {
 	w2.Prune(map[int]bool{}, false)
 	if c := f2.takeCalls(); !slices.Contains(c, "route -10.244.0.5") {
 		t.Errorf("restored route: calls %v, want it removed", c)
+	}
+}
+
+// TestRulesConvertedOnce: endpoints sharing a rule list share its
+// conversion until a Prune passes without it; another list (even of the
+// same length) is converted on its own.
+func TestRulesConvertedOnce(t *testing.T) {
+	f := &fakeMaps{}
+	w := newWriter(t, f)
+	shared := slices.Clone(allow)
+	for i := range 3 {
+		ep := Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, 0, byte(5 + i)}), Identity: 300, EnforceIngress: true, Rules: shared}
+		if _, err := w.Program(7+i, ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(w.converted) != 1 {
+		t.Fatalf("%d conversions for one shared list", len(w.converted))
+	}
+	a, _ := w.Programmed(7)
+	b, _ := w.Programmed(9)
+	if &a.Rules[0] != &b.Rules[0] {
+		t.Error("endpoints of one list got separate conversions")
+	}
+	other := slices.Clone(allow)
+	other[0].Port = 81
+	if _, err := w.Program(7, Endpoint{Addr: netip.MustParseAddr("10.244.0.5"), Identity: 300, EnforceIngress: true, Rules: other}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := w.Programmed(7); p.Rules[0].Key.Port != 81 {
+		t.Errorf("another list of the same length: %+v", p.Rules)
+	}
+	keep := map[int]bool{7: true, 8: true, 9: true}
+	w.Prune(keep, false) // both used since the last Prune
+	if len(w.converted) != 2 {
+		t.Fatalf("%d conversions after the first Prune, want 2", len(w.converted))
+	}
+	if _, err := w.Program(7, Endpoint{Addr: netip.MustParseAddr("10.244.0.5"), Identity: 300, EnforceIngress: true, Rules: other}); err != nil {
+		t.Fatal(err)
+	}
+	w.Prune(keep, false)
+	if len(w.converted) != 1 {
+		t.Errorf("%d conversions after a Prune without the shared list's use, want 1", len(w.converted))
 	}
 }
