@@ -60,9 +60,15 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 			Help: "Fill ratio (entries / max entries) of the policy datapath's maps.",
 		}, []string{"map"}),
 	}
-	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies,
-		m.verdicts, m.drops, m.mapEntries, m.mapPressure)
+	// The datapath's gauges (verdicts, drops, mapEntries, mapPressure) are
+	// filled at scrape time: see Agent.datapathGauges.
+	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies)
 	return m
+}
+
+// datapathGauges are the gauges datapath fills.
+func (m *policyMetrics) datapathGauges() []prometheus.Collector {
+	return []prometheus.Collector{m.verdicts, m.drops, m.mapEntries, m.mapPressure}
 }
 
 // datapath exports the policy programs' counters and map usage.
