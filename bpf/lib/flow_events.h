@@ -107,7 +107,7 @@ struct {
  * Wake-ups of the reader: the kernel's adaptive default, which wakes it
  * only for an event written when it had read everything (bpf/policy
  * EventReader then waits to be woken; once events come, it reads them in
- * batches every 50 ms, not woken meanwhile), unless an eighth of the ring
+ * batches every 250 ms, not woken meanwhile), unless an eighth of the ring
  * buffer is waiting.
  */
 volatile const __u32 events_wakeup_bytes = (1 << 20) / 8;	/* set by the loader: an eighth of the ring */

@@ -101,7 +101,7 @@ type EventReader struct {
 // EventsPollInterval is how long a busy reader lets events gather in the
 // ring buffer before it reads them (at most: it sleeps less when they
 // filled more than an eighth of the ring buffer in that time).
-const EventsPollInterval = 50 * time.Millisecond
+const EventsPollInterval = 250 * time.Millisecond
 
 // Events opens a reader on the flow events ring buffer. Events the ring
 // buffer had no room for are counted in Counters().EventsLost.
