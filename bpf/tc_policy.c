@@ -178,7 +178,7 @@ static __always_inline void emit(struct __sk_buff *skb, struct verdict_ctx *v, _
 	ev->icmp_type = v->f.icmp_type;
 	ev->icmp_code = v->f.icmp_code;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
-	bpf_ringbuf_submit(ev, events_wakeup(verdict));
+	bpf_ringbuf_submit(ev, events_wakeup());
 	pol_count(POL_CNT_EVENTS_SENT);
 }
 

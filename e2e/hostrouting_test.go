@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -33,6 +34,9 @@ func TestHostRouting(t *testing.T) {
 	url := "http://" + back.Status.PodIP + ":8080/"
 	expectReach(t, k, ns, []string{front.Name}, []string{url}, true)
 
+	// The agent reads its datapath gauges when scraped, at most every 5 s:
+	// let the value read after the reach check be a fresh one.
+	time.Sleep(6 * time.Second)
 	before := routed()
 	const fetches = 5
 	for range fetches {

@@ -105,21 +105,19 @@ struct {
 } membrane_polcnt SEC(".maps");
 
 /*
- * Wake-ups of the reader. A drop wakes it when it waits (the kernel's
- * adaptive default: only when the ring buffer was empty). A trace does
- * not: the reader polls (bpf/policy EventReader, every 50 ms), so busy
- * connections cost no wake-up, no context switch per event, unless an
- * eighth of the ring buffer is waiting.
+ * Wake-ups of the reader: the kernel's adaptive default, which wakes it
+ * only for an event written when it had read everything (bpf/policy
+ * EventReader then waits to be woken; once events come, it reads them in
+ * batches every 250 ms, not woken meanwhile), unless an eighth of the ring
+ * buffer is waiting.
  */
 volatile const __u32 events_wakeup_bytes = (1 << 20) / 8;	/* set by the loader: an eighth of the ring */
 
-static __always_inline __u64 events_wakeup(__u8 verdict)
+static __always_inline __u64 events_wakeup(void)
 {
-	if (verdict == FLOW_DROPPED)
-		return 0;
 	if (bpf_ringbuf_query(&membrane_events, BPF_RB_AVAIL_DATA) >= events_wakeup_bytes)
 		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
+	return 0;
 }
 
 static __always_inline void pol_count(enum pol_counter c)

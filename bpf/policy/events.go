@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -72,22 +73,35 @@ func endpointString(ap netip.AddrPort) string {
 // goroutine; Close may be called from any to end a blocked Read. There
 // should be one reader per ring buffer: readers share, not copy, events.
 //
-// The programs do not wake the reader for every trace event (a drop does
-// wake it): Read looks at the ring buffer at least every EventsPollInterval,
-// so a trace reaches the reader within that time, and a busy datapath costs
-// one wake-up per batch instead of one per event.
+// An idle reader waits to be woken: the programs wake it with the first
+// event written after it caught up (the kernel's adaptive wake-up), so no
+// traffic costs no wake-up at all. Once events come, Read hands out what
+// is waiting, and when the ring buffer runs empty it sleeps
+// EventsPollInterval before it looks again (the events meanwhile do not
+// wake it): a busy datapath costs one wake-up per batch, not per event,
+// and an event reaches the reader within EventsPollInterval.
 type EventReader struct {
-	rd       *ringbuf.Reader
-	rec      ringbuf.Record
+	rd  *ringbuf.Reader
+	rec ringbuf.Record
+	// deadline is the caller's (zero: none).
 	deadline time.Time
+	// gathering: Read returned events since the reader last slept, so
+	// more are likely; read counts them (the next sleep is shorter when
+	// they filled much of the ring buffer).
+	gathering bool
+	read      int
+	// closing ends a sleep when the reader is closed.
+	closing   chan struct{}
+	closeOnce sync.Once
 	// clock converts the events' stamps; renewed every wallClockMaxAge
 	// rather than per event (reading CLOCK_MONOTONIC is a system call).
 	clock wallClock
 }
 
-// EventsPollInterval is how long a trace event may wait in the ring buffer
-// before the reader looks (unless an eighth of the buffer is waiting).
-const EventsPollInterval = 50 * time.Millisecond
+// EventsPollInterval is how long a busy reader lets events gather in the
+// ring buffer before it reads them (at most: it sleeps less when they
+// filled more than an eighth of the ring buffer in that time).
+const EventsPollInterval = 250 * time.Millisecond
 
 // Events opens a reader on the flow events ring buffer. Events the ring
 // buffer had no room for are counted in Counters().EventsLost.
@@ -96,30 +110,19 @@ func (m *Maps) Events() (*EventReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow events: %w", err)
 	}
-	return &EventReader{rd: rd}, nil
+	return &EventReader{rd: rd, closing: make(chan struct{})}, nil
 }
 
 // ErrClosed is returned by Read after Close.
 var ErrClosed = ringbuf.ErrClosed
 
+// noWait is a deadline in the past: look without waiting.
+var noWait = time.Unix(0, 1)
+
 // Read waits for the next event, until the deadline (os.ErrDeadlineExceeded)
 // or Close (ErrClosed).
 func (r *EventReader) Read() (FlowEvent, error) {
-	for {
-		wait := time.Now().Add(EventsPollInterval)
-		if !r.deadline.IsZero() && r.deadline.Before(wait) {
-			wait = r.deadline
-		}
-		r.rd.SetDeadline(wait)
-		err := r.rd.ReadInto(&r.rec)
-		if err == nil {
-			break
-		}
-		// The poll interval passed (after the records that were waiting):
-		// look again, unless it was the caller's deadline.
-		if errors.Is(err, os.ErrDeadlineExceeded) && (r.deadline.IsZero() || time.Now().Before(r.deadline)) {
-			continue
-		}
+	if err := r.next(); err != nil {
 		return FlowEvent{}, fmt.Errorf("read flow event: %w", err)
 	}
 	if time.Since(r.clock.at) > wallClockMaxAge {
@@ -132,18 +135,74 @@ func (r *EventReader) Read() (FlowEvent, error) {
 	return ev, nil
 }
 
+// next reads the next record into r.rec.
+func (r *EventReader) next() error {
+	for {
+		// Gathering, look without waiting; idle, wait to be woken (or
+		// the caller's deadline).
+		wait := r.deadline
+		if r.gathering {
+			wait = noWait
+		}
+		r.rd.SetDeadline(wait)
+		err := r.rd.ReadInto(&r.rec)
+		switch {
+		case err == nil:
+			r.gathering = true
+			r.read++
+			return nil
+		case !r.gathering || !errors.Is(err, os.ErrDeadlineExceeded):
+			return err
+		}
+		// The ring buffer ran empty after events: let the next ones
+		// gather, then wait for them (at once if they came meanwhile).
+		sleep := EventsPollInterval
+		// Room for them: if the last batch filled an eighth of the ring
+		// buffer, sleep less.
+		if eighth := r.rd.BufferSize() / (8 * eventRecordSize); r.read > eighth {
+			sleep = EventsPollInterval * time.Duration(eighth) / time.Duration(r.read)
+		}
+		r.gathering, r.read = false, 0
+		if err := r.sleep(sleep); err != nil {
+			return err
+		}
+	}
+}
+
+// sleep waits d, until the caller's deadline at the latest, or until the
+// reader is closed (ErrClosed).
+func (r *EventReader) sleep(d time.Duration) error {
+	if !r.deadline.IsZero() {
+		d = min(d, time.Until(r.deadline))
+	}
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-r.closing:
+		return ErrClosed
+	}
+}
+
 // SetDeadline makes Read give up at t (zero: never).
 func (r *EventReader) SetDeadline(t time.Time) { r.deadline = t }
 
 // Close ends the reader; a blocked Read returns ErrClosed.
-func (r *EventReader) Close() error { return r.rd.Close() }
+func (r *EventReader) Close() error {
+	r.closeOnce.Do(func() { close(r.closing) })
+	return r.rd.Close()
+}
 
 // Run calls fn with every event until ctx ends (returning nil) or reading
 // fails. It closes the reader when it returns.
 func (r *EventReader) Run(ctx context.Context, fn func(FlowEvent)) error {
-	stop := context.AfterFunc(ctx, func() { _ = r.rd.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = r.Close() })
 	defer stop()
-	defer r.rd.Close()
+	defer r.Close()
 	for {
 		ev, err := r.Read()
 		switch {
@@ -159,6 +218,10 @@ func (r *EventReader) Run(ctx context.Context, fn func(FlowEvent)) error {
 
 // eventSize is sizeof(struct flow_event).
 const eventSize = 56
+
+// eventRecordSize is what an event takes in the ring buffer: its 8-byte
+// record header and the event, 8-byte aligned.
+const eventRecordSize = 8 + (eventSize+7)&^7
 
 // decodeEvent decodes a struct flow_event (layout checked against the
 // generated policyFlowEvent by a test). wall converts a monotonic stamp.

@@ -651,3 +651,59 @@ func TestUntrackedEndpoint(t *testing.T) {
 		t.Errorf("TraceAll: %d conntrack entries, want 1", got-before)
 	}
 }
+
+// TestEventsWakeIdleReader: a reader with nothing to read waits to be
+// woken (it does not poll), and the first trace written wakes it; a busy
+// reader reads what gathered meanwhile, in order.
+func TestEventsWakeIdleReader(t *testing.T) {
+	f := newFixture(t, Options{}, Endpoint{ID: epID, Identity: epIdentity, EnforceIngress: true})
+	drain(t, f.ev)
+	type result struct {
+		ev  FlowEvent
+		err error
+		at  time.Time
+	}
+	got := make(chan result, 1)
+	go func() {
+		// Far beyond EventsPollInterval: only a wake-up ends the wait early.
+		f.ev.SetDeadline(time.Now().Add(5 * time.Second))
+		ev, err := f.ev.Read()
+		got <- result{ev, err, time.Now()}
+	}()
+	time.Sleep(200 * time.Millisecond) // the reader waits by now
+	sent := time.Now()
+	first := f.out(1, TCP, 80)
+	if r := f.run(Egress, f.ifindex, first.frame()); !r.passed() {
+		t.Fatalf("returned %d, want pass", int32(r.ret))
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if d := r.at.Sub(sent); d > time.Second {
+		t.Errorf("the trace reached the waiting reader after %s: it was not woken", d)
+	}
+	if r.ev.Dst.Port() != 80 || r.ev.Src.Port() != first.sport || r.ev.Verdict != Forwarded {
+		t.Errorf("event %v, want the trace of %v", r.ev, first)
+	}
+	// Busy: the next events gather while the reader sleeps, then come
+	// together, oldest first.
+	var sports []uint16
+	for range 3 {
+		p := f.out(1, TCP, 80)
+		if r := f.run(Egress, f.ifindex, p.frame()); !r.passed() {
+			t.Fatalf("returned %d, want pass", int32(r.ret))
+		}
+		sports = append(sports, p.sport)
+	}
+	for _, want := range sports {
+		f.ev.SetDeadline(time.Now().Add(5 * time.Second))
+		ev, err := f.ev.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Src.Port() != want {
+			t.Errorf("event from port %d, want %d", ev.Src.Port(), want)
+		}
+	}
+}

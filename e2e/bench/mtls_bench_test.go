@@ -68,6 +68,12 @@ package bench
 //
 //	MEMBRANE_BENCH_MTLS_REQUESTS=2000   measured requests per arm and shape
 //	MEMBRANE_BENCH_MTLS_STATS_DIR=      when set, every Envoy's /stats after each shape goes there
+//	MEMBRANE_BENCH_MTLS_IDLE=20s        how long Membrane's processes are measured idle (no traffic
+//	                                    at all) before the shapes; 0 skips it
+//	MEMBRANE_BENCH_MTLS_PROFILE_DIR=    when set and perf is installed, both agents are sampled
+//	                                    (perf record -g) while idle and during the new-connection shape, the
+//	                                    reports saved there and their top printed (perf's own
+//	                                    cost is then in that shape's agent CPU)
 
 import (
 	"context"
@@ -146,6 +152,14 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	e := newEnv(b)
 	envoyBin := testenv.Tool(b, "envoy")
 	requests := 2000
+	idleFor := 20 * time.Second
+	if v := os.Getenv("MEMBRANE_BENCH_MTLS_IDLE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			b.Fatalf("MEMBRANE_BENCH_MTLS_IDLE=%q: want a duration >= 0", v)
+		}
+		idleFor = d
+	}
 	if v := os.Getenv("MEMBRANE_BENCH_MTLS_REQUESTS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < l7Rounds {
@@ -275,11 +289,72 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	}
 	rep := &mtlsReport{requests: requests, load: load, envoyBin: envoyBin, sameBinary: l.sameBinaryAsNode(),
 		membraneCgroups: len(envoys) + len(agents)}
+	profileDir := os.Getenv("MEMBRANE_BENCH_MTLS_PROFILE_DIR")
+	var profiles strings.Builder
+	if idleFor > 0 {
+		// Membrane's processes with no traffic at all: the agents' and
+		// Envoys' own background.
+		idle := &cpuSplit{groups: [][]string{envoys, agents}, used: make([]time.Duration, 2)}
+		var perfs []*l7Perf
+		if profileDir != "" {
+			for i, cg := range agents {
+				p, err := startPerf(profileDir, fmt.Sprintf("agent%d-idle", i+1), cg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if p != nil {
+					defer p.stop(ctx)
+					perfs = append(perfs, p)
+				}
+			}
+		}
+		if _, err := idle.sample(); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		select {
+		case <-time.After(idleFor):
+		case <-ctx.Done():
+			b.Fatal(ctx.Err())
+		}
+		if _, err := idle.sample(); err != nil {
+			b.Fatal(err)
+		}
+		rep.idleFor = time.Since(start)
+		rep.idleEnvoyCPU, rep.idleAgentCPU = idle.used[0], idle.used[1]
+		for _, p := range perfs {
+			top, err := p.stop(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(&profiles, "  perf of %s, no traffic:\n%s", p.name, top)
+		}
+	}
 	for _, keepAlive := range []bool{true, false} {
 		as, split, idle := arms(keepAlive)
 		sh := &mtlsShape{keepAlive: keepAlive, arms: as}
+		var perfs []*l7Perf
+		if profileDir != "" && !keepAlive {
+			for i, cg := range agents {
+				p, err := startPerf(profileDir, fmt.Sprintf("agent%d-newconn", i+1), cg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if p != nil {
+					defer p.stop(ctx)
+					perfs = append(perfs, p)
+				}
+			}
+		}
 		if err := l.runShape(ctx, sh, requests); err != nil {
 			b.Fatalf("%s: %v", sh.name(), err)
+		}
+		for _, p := range perfs {
+			top, err := p.stop(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(&profiles, "  perf of %s during the shape (every arm's time):\n%s", p.name, top)
 		}
 		sh.envoyCPU, sh.agentCPU = split.used[0], split.used[1]
 		sh.idleEnvoyCPU, sh.idleAgentCPU = idle.used[0], idle.used[1]
@@ -316,6 +391,7 @@ func BenchmarkMutualAuthAddedLatency(b *testing.B) {
 	}
 	rep.took = time.Since(begin)
 	fmt.Print(rep.String())
+	fmt.Print(profiles.String())
 	rep.metrics(b)
 	recordSummary(b, rep.summary()...)
 }
@@ -819,13 +895,17 @@ func mtlsServerSidecar(server netip.Addr, ids *sidecarIdentities) (*bootstrapv3.
 
 // mtlsReport prints the measurements.
 type mtlsReport struct {
-	shapes          []*mtlsShape
-	requests        int
-	load            string
-	envoyBin        string
-	sameBinary      bool
-	took            time.Duration
-	membraneCgroups int
+	shapes     []*mtlsShape
+	requests   int
+	load       string
+	envoyBin   string
+	sameBinary bool
+	took       time.Duration
+	// idleFor is how long Membrane's processes were measured with no
+	// traffic, idleEnvoyCPU and idleAgentCPU what they used meanwhile.
+	idleFor                    time.Duration
+	idleEnvoyCPU, idleAgentCPU time.Duration
+	membraneCgroups            int
 	// redirected: packets the client pod's and payment-mesh's REDIRECT
 	// rules matched (connections' first packets).
 	redirected []int
@@ -870,6 +950,11 @@ func (r *mtlsReport) String() string {
 	}
 	fmt.Fprintf(&sb, "Sidecars run %s (%s); TLS 1.3 with Envoy's default suites and ECDSA P-256 keys on every arm.\n", r.envoyBin, same)
 	fmt.Fprintf(&sb, "Proxy CPU: membrane = %d cgroups (both nodes' Envoy and agent pods); a sidecar pair = its two sidecars' cgroups.\n", r.membraneCgroups)
+	if r.idleFor > 0 {
+		perMin := func(x time.Duration) float64 { return x.Seconds() / r.idleFor.Minutes() }
+		fmt.Fprintf(&sb, "Idle (no traffic, %s before the shapes), CPU-s per minute: both agents %.3f, both node Envoys %.3f\n",
+			r.idleFor.Round(time.Second), perMin(r.idleAgentCPU), perMin(r.idleEnvoyCPU))
+	}
 	for _, sh := range r.shapes {
 		r.shape(&sb, sh)
 	}

@@ -190,9 +190,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.annotationEvents(ctx, src)
+	a.datapathGauges()
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	wg.Add(13)
+	wg.Add(12)
 	go func() {
 		defer wg.Done()
 		if a.ids == nil {
@@ -250,10 +251,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		a.publishAPICertificate(ctx, api.fingerprint)
-	}()
-	go func() {
-		defer wg.Done()
-		a.statsLoop(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -371,30 +368,27 @@ func (a *Agent) sync(st k8s.ServiceState) {
 	a.log.Debug("service programmed", "service", st.ID, "frontends", len(entries), "took", time.Since(start))
 }
 
-// statsLoop exports the datapath's counters.
-func (a *Agent) statsLoop(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		if c, err := a.dp.Counters(); err == nil {
-			for name, v := range map[string]uint64{
-				"translated": c.Translated, "reverse_translated": c.ReverseTranslated,
-				"no_backend": c.NoBackend, "slot_missing": c.SlotMissing,
-				"backend_missing": c.BackendMissing, "affinity_hit": c.AffinityHits,
-				"reverse_stale": c.ReverseStale,
-			} {
-				a.metrics.datapathStats.WithLabelValues(name).Set(float64(v))
-			}
+// datapathGauges registers the datapath's counters, the programmed
+// services and the policy maps' usage, read when scraped.
+func (a *Agent) datapathGauges() {
+	gauges := append([]prometheus.Collector{a.metrics.datapathStats, a.metrics.services}, a.eps.metrics.datapathGauges()...)
+	a.reg.MustRegister(newOnScrape(scrapeMaxAge, a.refreshDatapathGauges, gauges...))
+}
+
+func (a *Agent) refreshDatapathGauges() {
+	if c, err := a.dp.Counters(); err == nil {
+		for name, v := range map[string]uint64{
+			"translated": c.Translated, "reverse_translated": c.ReverseTranslated,
+			"no_backend": c.NoBackend, "slot_missing": c.SlotMissing,
+			"backend_missing": c.BackendMissing, "affinity_hit": c.AffinityHits,
+			"reverse_stale": c.ReverseStale,
+		} {
+			a.metrics.datapathStats.WithLabelValues(name).Set(float64(v))
 		}
-		a.metrics.services.Set(float64(len(a.lb.Snapshot())))
-		if err := a.eps.metrics.datapath(a.eps.dp); err != nil {
-			a.log.Debug("read policy datapath counters", "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	}
+	a.metrics.services.Set(float64(len(a.lb.Snapshot())))
+	if err := a.eps.metrics.datapath(a.eps.dp); err != nil {
+		a.log.Debug("read policy datapath counters", "error", err)
 	}
 }
 

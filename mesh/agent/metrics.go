@@ -38,7 +38,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Socket load-balancer events counted by the eBPF programs since they were loaded.",
 		}, []string{"event"}),
 	}
-	reg.MustRegister(m.skipped, m.services, m.syncs, m.syncDuration, m.datapathStats,
+	// services and datapathStats are filled at scrape time: see
+	// Agent.datapathGauges.
+	reg.MustRegister(m.skipped, m.syncs, m.syncDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

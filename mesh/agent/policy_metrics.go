@@ -65,9 +65,15 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 			Help: "Packets from a pod delivered to another pod of the node by host routing (skipping the node's stack) since the maps were created.",
 		}),
 	}
-	reg.MustRegister(m.hostRouted, m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies,
-		m.verdicts, m.drops, m.mapEntries, m.mapPressure)
+	// The datapath's gauges (verdicts, drops, hostRouted, mapEntries,
+	// mapPressure) are filled at scrape time: see Agent.datapathGauges.
+	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies)
 	return m
+}
+
+// datapathGauges are the gauges datapath fills.
+func (m *policyMetrics) datapathGauges() []prometheus.Collector {
+	return []prometheus.Collector{m.verdicts, m.drops, m.hostRouted, m.mapEntries, m.mapPressure}
 }
 
 // datapath exports the policy programs' counters and map usage.

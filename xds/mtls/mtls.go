@@ -511,6 +511,16 @@ func deliverCluster() *clusterv3.Cluster {
 	}
 }
 
+// accessLogBuffer is what each Envoy worker buffers of access log entries
+// before it sends them (some 100 tunnels' CONNECTs), and
+// accessLogFlushInterval how long an entry waits at most: one gRPC message
+// per batch for the agent to wake up for and decode, not one per few
+// entries (Envoy's default buffer is 16 KiB).
+const (
+	accessLogBuffer        = 64 << 10
+	accessLogFlushInterval = time.Second
+)
+
 func accessLog(cluster, name string, filterState []string) (*accesslogv3.AccessLog, error) {
 	cfg, err := marshalAny(&grpcalsv3.HttpGrpcAccessLogConfig{
 		CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
@@ -520,6 +530,8 @@ func accessLog(cluster, name string, filterState []string) (*accesslogv3.AccessL
 				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster},
 			}},
 			TransportApiVersion: corev3.ApiVersion_V3,
+			BufferSizeBytes:     wrapperspb.UInt32(accessLogBuffer),
+			BufferFlushInterval: durationpb.New(accessLogFlushInterval),
 		},
 	})
 	if err != nil {
