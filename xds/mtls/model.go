@@ -209,10 +209,25 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// idleTimeout is IdleTimeout or its default.
+// idleTimeout is IdleTimeout or its default: the source's TCP proxy
+// closes an authenticated connection idle that long.
 func (c Config) idleTimeout() *durationpb.Duration {
+	return durationpb.New(c.idle())
+}
+
+// streamIdleTimeout is the destination's backstop for a CONNECT stream
+// whose source went away without closing it: a quarter longer than the
+// source's idle timeout, so that the source, which sees the last byte of
+// an answer after the destination does, is the one that times an idle
+// connection out (its timer would otherwise lose the race by that byte's
+// trip between the nodes).
+func (c Config) streamIdleTimeout() *durationpb.Duration {
+	return durationpb.New(c.idle() + c.idle()/4)
+}
+
+func (c Config) idle() time.Duration {
 	if c.IdleTimeout == 0 {
-		return durationpb.New(DefaultIdleTimeout)
+		return DefaultIdleTimeout
 	}
-	return durationpb.New(c.IdleTimeout)
+	return c.IdleTimeout
 }

@@ -418,7 +418,7 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 		GenerateRequestId: wrapperspb.Bool(false),
 		// The stream is a TCP connection: it lives as long as the source's
 		// TCP proxy lets it idle, not HTTP's 5 minutes.
-		StreamIdleTimeout:    c.idleTimeout(),
+		StreamIdleTimeout:    c.streamIdleTimeout(),
 		HttpFilters:          filters,
 		UpgradeConfigs:       []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{AllowConnect: true},
