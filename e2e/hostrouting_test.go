@@ -55,13 +55,7 @@ func TestHostRouting(t *testing.T) {
 	t.Logf("%v packets host routed on %s", routed()-before, node)
 
 	// Denied at the destination: no answer, and the drop is reported.
-	k.must(`apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: backend, namespace: `+ns+`}
-spec:
-  podSelector: {matchLabels: {app: backend}}
-  policyTypes: [Ingress]
-`, "apply", "-f", "-")
+	isolateBackends(k, ns)
 	expectReach(t, k, ns, []string{front.Name}, []string{url}, false)
 	line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--namespace", ns, "--to-pod", ns + "/" + back.Name},
 		ns+"/"+front.Name, ns+"/"+back.Name, ":8080", "Policy denied DROPPED", "SYN")

@@ -136,13 +136,7 @@ func TestNetworkPolicy(t *testing.T) {
 	fronts := podNames(frontends)
 	expectReach(t, k, ns, fronts, urls, true)
 
-	k.must(`apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: backend, namespace: `+ns+`}
-spec:
-  podSelector: {matchLabels: {app: backend}}
-  policyTypes: [Ingress]
-`, "apply", "-f", "-")
+	isolateBackends(k, ns)
 	expectReach(t, k, ns, fronts, urls, false)
 	line := expectFlow(t, k, []string{"--verdict", "DROPPED", "--namespace", ns, "--to-label", "app=backend"},
 		ns+"/frontend-", ns+"/backend-", ":8080", "Policy denied DROPPED", "SYN")
@@ -415,4 +409,16 @@ func tail(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// isolateBackends applies a NetworkPolicy that selects the app=backend pods
+// of ns for ingress and allows nothing.
+func isolateBackends(k *kube, ns string) {
+	k.must(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: backend, namespace: `+ns+`}
+spec:
+  podSelector: {matchLabels: {app: backend}}
+  policyTypes: [Ingress]
+`, "apply", "-f", "-")
 }
