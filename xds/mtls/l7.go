@@ -182,6 +182,8 @@ func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, error) {
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: "mtls/" + name,
+			// As the tunnel's: the deliver cluster may come after the listener.
+			ValidateClusters: wrapperspb.Bool(false),
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name: "any", Domains: []string{"*"},
 				Routes: []*routev3.Route{{

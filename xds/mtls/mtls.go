@@ -406,6 +406,10 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 		CodecType:  hcmv3.HttpConnectionManager_HTTP2,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: id.String(),
+			// Over delta ADS the listener may arrive before a cluster new
+			// in the same configuration: an inline route table that
+			// validated its clusters would be refused for that moment.
+			ValidateClusters: wrapperspb.Bool(false),
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name: "destinations", Domains: []string{"*"}, Routes: routes,
 			}},
