@@ -52,19 +52,23 @@ type l7Arm struct {
 	// watch, when set, is a CPU time measured during the arm's requests
 	// for reference only (node 2's agent during every arm: its baseline).
 	watch func() (time.Duration, error)
+	// watchEnvoy, when set, is node 2's Envoy's CPU time, measured the
+	// same way: its background in the arms that do not use it.
+	watchEnvoy func() (time.Duration, error)
 	// rbacNS and rbacAdmin reach the admin of the Envoy enforcing the
 	// rules: its RBAC filter's allowed counter.
 	rbacNS, rbacAdmin     string
 	rbacBefore, rbacDelta float64
 
-	lat       []time.Duration // measured requests
-	cpuUsed   time.Duration   // during the measured requests
-	partsUsed []time.Duration // by cpuParts's cgroup, during the measured requests
-	softirq   time.Duration   // the machine's, during the measured requests
-	watched   time.Duration   // watch\'s, during the measured requests
-	ok        int             // 200s, warm-up included
-	spent     time.Duration   // against l7ArmBudget
-	truncated bool
+	lat          []time.Duration // measured requests
+	cpuUsed      time.Duration   // during the measured requests
+	partsUsed    []time.Duration // by cpuParts's cgroup, during the measured requests
+	softirq      time.Duration   // the machine's, during the measured requests
+	watched      time.Duration   // watch\'s, during the measured requests
+	envoyWatched time.Duration   // watchEnvoy's, during the measured requests
+	ok           int             // 200s, warm-up included
+	spent        time.Duration   // against l7ArmBudget
+	truncated    bool
 }
 
 func (a *l7Arm) do(ctx context.Context, method string) (time.Duration, int, error) {
@@ -139,6 +143,7 @@ func (l *l7Bench) run(ctx context.Context, a *l7Arm, n int, measured bool) ([]ti
 	var (
 		cpu0         []time.Duration
 		irq0, watch0 time.Duration
+		envoy0       time.Duration
 	)
 	if measured {
 		var err error
@@ -150,6 +155,11 @@ func (l *l7Bench) run(ctx context.Context, a *l7Arm, n int, measured bool) ([]ti
 		}
 		if a.watch != nil {
 			if watch0, err = a.watch(); err != nil {
+				return nil, err
+			}
+		}
+		if a.watchEnvoy != nil {
+			if envoy0, err = a.watchEnvoy(); err != nil {
 				return nil, err
 			}
 		}
@@ -236,6 +246,13 @@ func (l *l7Bench) run(ctx context.Context, a *l7Arm, n int, measured bool) ([]ti
 			}
 			a.watched += w1 - watch0
 		}
+		if a.watchEnvoy != nil {
+			e1, err := a.watchEnvoy()
+			if err != nil {
+				return nil, err
+			}
+			a.envoyWatched += e1 - envoy0
+		}
 		a.lat = append(a.lat, lat...)
 	}
 	return lat, nil
@@ -272,6 +289,7 @@ func (a *l7Arm) stats() l7Stats {
 		}
 		s.softirqPer1k = per1k(a.softirq)
 		s.watchedPer1k = per1k(a.watched)
+		s.envoyWatchedPer1k = per1k(a.envoyWatched)
 	}
 	return s
 }
