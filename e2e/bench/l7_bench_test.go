@@ -60,9 +60,13 @@ package bench
 // Not counted: the load generator's and the echo pods' CPU (alike in
 // every arm).
 //
-// Profiles: after the measurement every Envoy's worker count, connection
-// and request counters, request-time histograms and access-log stats are
-// printed; MEMBRANE_BENCH_L7_PROFILE_DIR saves each Envoy's full stats
+// Profiles: during each arm's turns node 2's Envoy's CPU (its background
+// in the arms that do not use it) and node 2's BPF programs' run time
+// (BPF run-time statistics, on while the benchmark runs) are taken, and
+// the L7 redirect's counter (packets hairpinned to the proxy) over the
+// run; after the measurement every
+// Envoy's worker count, connection and request counters, request-time
+// histograms and access-log stats are printed; MEMBRANE_BENCH_L7_PROFILE_DIR saves each Envoy's full stats
 // there too and, when perf is installed, samples node 2's agent and Envoy
 // during the measured rounds (perf record -g), printing the top of each
 // report and saving the data and the reports there.
@@ -73,6 +77,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -243,6 +248,18 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	progress(b, "node Envoy on %s and the server sidecar: the same HTTP connection manager and RBAC filter (but for names)", l.server.Name)
+	// Node 2's BPF programs, per arm: their run time (BPF run-time stats,
+	// on while the probe is open) and the proxy redirect's counters.
+	probe, err := openDPProbe([]string{l.c.state.Layout().NodeAgentPinDir(l.server.Name)}, []string{agentCgroup})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer probe.Close()
+	l.probe = probe
+	counters0, err := probe.nodes[0].maps.Counters()
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	// Measurement: fresh pools, made after the policies are enforced (a
 	// connection from before would keep its datapath verdict).
@@ -304,6 +321,16 @@ func BenchmarkL7AddedLatency(b *testing.B) {
 		return logged.Load() >= int64(arms[2].ok), nil
 	})
 	var profiles strings.Builder
+	counters1, err := probe.nodes[0].maps.Counters()
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Fprintf(&profiles, "  node 2's BPF programs during the measured requests (run-time stats; every pod of node 2: tc policy and socket LB):\n")
+	for _, a := range arms {
+		fmt.Fprintf(&profiles, "    %-13s %s\n", a.name+":", a.bpfPerRequest())
+	}
+	fmt.Fprintf(&profiles, "  node 2's L7 redirect over the warm-up and measured requests: %d packets hairpinned to the proxy\n",
+		counters1.ProxyHairpin-counters0.ProxyHairpin)
 	for _, p := range perfs {
 		top, err := p.stop(ctx)
 		if err != nil {
@@ -343,9 +370,23 @@ func (l *l7Bench) rounds(ctx context.Context, arms []*l7Arm, requests int, label
 		n := min(perRound, requests-r*perRound)
 		for j := range arms {
 			a := arms[(r+j)%len(arms)]
+			var bpf0 dpSnapshot
+			if l.probe != nil {
+				var err error
+				if bpf0, err = l.probe.snapshot(); err != nil {
+					return err
+				}
+			}
 			lat, err := l.run(ctx, a, n, true)
 			if err != nil {
 				return fmt.Errorf("%s: round %d: %w", a.name, r+1, err)
+			}
+			if l.probe != nil {
+				bpf1, err := l.probe.snapshot()
+				if err != nil {
+					return err
+				}
+				a.addBPF(bpf0, bpf1)
 			}
 			for _, s := range l.sidecars {
 				if err := s.check(); err != nil {
@@ -377,6 +418,8 @@ type l7Bench struct {
 	client, meshClient, l7, plain, mesh           *corev1.Pod
 	clientIP, meshClientIP, l7IP, plainIP, meshIP netip.Addr
 	sidecars                                      []*l7Sidecar
+	// probe, when set, reads node 2's BPF programs around each arm's turn.
+	probe *dpProbe
 }
 
 func (l *l7Bench) netns(p *corev1.Pod) string {
@@ -671,4 +714,34 @@ func (r *l7Report) metrics(b *testing.B) {
 			b.ReportMetric(q.v, "membrane/sidecar-"+q.unit)
 		}
 	}
+}
+
+// addBPF adds the BPF programs' work between two snapshots to the arm's.
+func (a *l7Arm) addBPF(before, after dpSnapshot) {
+	if a.bpf == nil {
+		a.bpf = map[string]progStat{}
+	}
+	for name, st := range after.progs {
+		b := before.progs[name]
+		sum := a.bpf[name]
+		sum.runtime += st.runtime - b.runtime
+		sum.runs += st.runs - b.runs
+		a.bpf[name] = sum
+	}
+}
+
+// bpfPerRequest is the BPF programs' run time and runs per measured request.
+func (a *l7Arm) bpfPerRequest() string {
+	n := len(a.lat)
+	if n == 0 || len(a.bpf) == 0 {
+		return "-"
+	}
+	var total time.Duration
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(a.bpf)) {
+		st := a.bpf[name]
+		total += st.runtime
+		parts = append(parts, fmt.Sprintf("%s %.1f runs %.2f µs", name, float64(st.runs)/float64(n), st.runtime.Seconds()*1e6/float64(n)))
+	}
+	return fmt.Sprintf("%.2f µs per request (%s)", total.Seconds()*1e6/float64(n), strings.Join(parts, ", "))
 }

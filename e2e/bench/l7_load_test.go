@@ -60,14 +60,15 @@ type l7Arm struct {
 	rbacNS, rbacAdmin     string
 	rbacBefore, rbacDelta float64
 
-	lat          []time.Duration // measured requests
-	cpuUsed      time.Duration   // during the measured requests
-	partsUsed    []time.Duration // by cpuParts's cgroup, during the measured requests
-	softirq      time.Duration   // the machine's, during the measured requests
-	watched      time.Duration   // watch\'s, during the measured requests
-	envoyWatched time.Duration   // watchEnvoy's, during the measured requests
-	ok           int             // 200s, warm-up included
-	spent        time.Duration   // against l7ArmBudget
+	lat          []time.Duration     // measured requests
+	cpuUsed      time.Duration       // during the measured requests
+	partsUsed    []time.Duration     // by cpuParts's cgroup, during the measured requests
+	softirq      time.Duration       // the machine's, during the measured requests
+	watched      time.Duration       // watch\'s, during the measured requests
+	envoyWatched time.Duration       // watchEnvoy's, during the measured requests
+	bpf          map[string]progStat // node 2's BPF programs during the measured requests (l7Bench.probe)
+	ok           int                 // 200s, warm-up included
+	spent        time.Duration       // against l7ArmBudget
 	truncated    bool
 }
 
