@@ -128,6 +128,14 @@ func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, s
 		}
 	}
 	np, mp := onSpec(s.onNetworkPolicy), onSpec(s.onMembranePolicy)
+	// Membrane's policies in their Go types where the informers have a
+	// membrane.io client (one decoding pass), else as unstructured objects.
+	policyInformer := func(resource string, obj, list runtime.Object) cache.SharedIndexInformer {
+		if inf.Membrane != nil {
+			return inf.MembraneInformer(resource, obj, list)
+		}
+		return dyn.ForResource(membraneResource(resource)).Informer()
+	}
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
@@ -138,8 +146,8 @@ func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, s
 		{factory.Discovery().V1().EndpointSlices().Informer(), cache.FilteringResourceEventHandler{FilterFunc: isKubernetesSlice, Handler: touch}},
 		{dyn.ForResource(membraneResource(identities)).Informer(), touch},
 		{factory.Networking().V1().NetworkPolicies().Informer(), np},
-		{dyn.ForResource(membraneResource(networkPolicies)).Informer(), mp},
-		{dyn.ForResource(membraneResource(clusterwidePolicies)).Informer(), mp},
+		{policyInformer(networkPolicies, &v1alpha1.MembraneNetworkPolicy{}, &v1alpha1.MembraneNetworkPolicyList{}), mp},
+		{policyInformer(clusterwidePolicies, &v1alpha1.MembraneClusterwideNetworkPolicy{}, &v1alpha1.MembraneClusterwideNetworkPolicyList{}), mp},
 	} {
 		// Synced covers the handler's own sync: the initial policies are
 		// converted, not just listed, before the first regeneration.
@@ -227,13 +235,17 @@ func (s *PolicySource) onNetworkPolicy(obj any) {
 }
 
 func (s *PolicySource) onMembranePolicy(obj any) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
+	switch o := obj.(type) {
+	case *v1alpha1.MembraneNetworkPolicy:
+		p, errs := convert.FromMembranePolicy(o)
+		s.setPolicy(policyKey(convert.KindMembraneNetworkPolicy, o.Namespace, o.Name), p, errs.ToAggregate())
+	case *v1alpha1.MembraneClusterwideNetworkPolicy:
+		p, errs := convert.FromMembraneClusterwidePolicy(o)
+		s.setPolicy(policyKey(convert.KindMembraneClusterwideNetworkPolicy, "", o.Name), p, errs.ToAggregate())
+	case *unstructured.Unstructured:
+		p, err := membranePolicy(o)
+		s.setPolicy(policyKey(o.GetKind(), o.GetNamespace(), o.GetName()), p, err)
 	}
-	key := policyKey(u.GetKind(), u.GetNamespace(), u.GetName())
-	p, err := membranePolicy(u)
-	s.setPolicy(key, p, err)
 }
 
 func membranePolicy(u *unstructured.Unstructured) (policy.Policy, error) {
@@ -264,6 +276,10 @@ func (s *PolicySource) onPolicyDelete(obj any) {
 	switch o := obj.(type) {
 	case *networkingv1.NetworkPolicy:
 		key = policyKey("NetworkPolicy", o.Namespace, o.Name)
+	case *v1alpha1.MembraneNetworkPolicy:
+		key = policyKey(convert.KindMembraneNetworkPolicy, o.Namespace, o.Name)
+	case *v1alpha1.MembraneClusterwideNetworkPolicy:
+		key = policyKey(convert.KindMembraneClusterwideNetworkPolicy, "", o.Name)
 	case *unstructured.Unstructured:
 		key = policyKey(o.GetKind(), o.GetNamespace(), o.GetName())
 	default:

@@ -1,0 +1,283 @@
+package k8s
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+
+	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/policy"
+	"github.com/membrane-mesh/membrane/mesh/policy/convert"
+)
+
+func TestTypeMetaHead(t *testing.T) {
+	mnp := schema.GroupVersionKind{Group: "membrane.io", Version: "v1alpha1", Kind: "MembraneNetworkPolicy"}
+	list := mnp.GroupVersion().WithKind("MembraneNetworkPolicyList")
+	status := schema.GroupVersionKind{Version: "v1", Kind: "Status"}
+	for _, tc := range []struct {
+		name string
+		data string
+		fast bool // found without reading the whole object
+		want schema.GroupVersionKind
+	}{
+		{"server order", `{"apiVersion":"membrane.io/v1alpha1","kind":"MembraneNetworkPolicy","metadata":{"name":"a"},"specs":[{"kind":"x"}]}`, true, mnp},
+		{"kind first", `{"kind":"MembraneNetworkPolicy","apiVersion":"membrane.io/v1alpha1","spec":{}}`, true, mnp},
+		{"scalars before", `{"code":410,"apiVersion":"v1","kind":"Status","details":{"kind":"x"}}`, true, status},
+		// A list has its items before its kind: read in full.
+		{"list", `{"apiVersion":"membrane.io/v1alpha1","items":[{"apiVersion":"v9","kind":"Other"}],"kind":"MembraneNetworkPolicyList","metadata":{}}`, false, list},
+		{"nested only", `{"metadata":{"kind":"Other"},"apiVersion":"membrane.io/v1alpha1","kind":"MembraneNetworkPolicy"}`, false, mnp},
+		{"kind not a string", `{"apiVersion":"membrane.io/v1alpha1","kind":3}`, false, schema.GroupVersionKind{}},
+		{"neither", `{"metadata":{}}`, false, schema.GroupVersionKind{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gvk, ok := typeMetaHead([]byte(tc.data))
+			if ok != tc.fast {
+				t.Errorf("read from the head: %v, want %v", ok, tc.fast)
+			}
+			if ok && *gvk != tc.want {
+				t.Errorf("head: %v, want %v", *gvk, tc.want)
+			}
+			got, err := leadingTypeMeta{}.Interpret([]byte(tc.data))
+			want, werr := jsonserializer.DefaultMetaFactory.Interpret([]byte(tc.data))
+			if (err != nil) != (werr != nil) {
+				t.Fatalf("Interpret error %v; the default's %v", err, werr)
+			}
+			if err == nil && (*got != *want || *got != tc.want) {
+				t.Errorf("Interpret: %v; the default's %v, want %v", *got, *want, tc.want)
+			}
+		})
+	}
+}
+
+// apiJSON is obj as the API server writes it: through a map, so with
+// sorted keys (apiVersion and kind first).
+func apiJSON(t testing.TB, obj runtime.Object) []byte {
+	t.Helper()
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testMNP(gen int64, ports ...string) *v1alpha1.MembraneNetworkPolicy {
+	p := &v1alpha1.MembraneNetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: convert.KindMembraneNetworkPolicy},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Generation: gen, ResourceVersion: fmt.Sprint(gen)},
+		Spec: &v1alpha1.Rule{
+			EndpointSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		},
+	}
+	for _, port := range ports {
+		proto := v1alpha1.ProtoTCP
+		if port == "icmp" {
+			port, proto = "80", "ICMP"
+		}
+		p.Spec.Ingress = append(p.Spec.Ingress, v1alpha1.IngressRule{
+			IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}},
+			ToPorts:           []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Port: port, Protocol: proto}}}},
+		})
+	}
+	return p
+}
+
+// fakePolicyServer serves membrane.io's policies: lists with the objects
+// given, watches with the events sent on events.
+func fakePolicyServer(t *testing.T, mnps []runtime.Object, events <-chan []byte) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resource := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+		kind := map[string]string{networkPolicies: "MembraneNetworkPolicyList", clusterwidePolicies: "MembraneClusterwideNetworkPolicyList"}[resource]
+		if kind == "" || !strings.HasPrefix(r.URL.Path, "/apis/membrane.io/v1alpha1/") {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("watch") != "true" {
+			items := []json.RawMessage{}
+			if resource == networkPolicies {
+				for _, o := range mnps {
+					items = append(items, apiJSON(t, o))
+				}
+			}
+			b, _ := json.Marshal(map[string]any{"apiVersion": "membrane.io/v1alpha1", "kind": kind, "metadata": map[string]any{"resourceVersion": "1"}, "items": items})
+			_, _ = w.Write(b)
+			return
+		}
+		w.(http.Flusher).Flush()
+		for {
+			var ev []byte
+			if resource == networkPolicies {
+				select {
+				case ev = <-events:
+				case <-r.Context().Done():
+					return
+				}
+			} else {
+				<-r.Context().Done()
+				return
+			}
+			_, _ = w.Write(append(ev, '\n'))
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func watchEvent(t testing.TB, typ string, obj runtime.Object) []byte {
+	b, err := json.Marshal(map[string]any{"type": typ, "object": json.RawMessage(apiJSON(t, obj))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPolicySourceTypedClient: with a membrane.io client, the policy source
+// reads policies in their Go types and converts them as through the
+// dynamic client: valid versions are in force, an invalid one is reported
+// (the field at fault named) with the last valid version kept, a deletion
+// removes the policy.
+func TestPolicySourceTypedClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	events := make(chan []byte)
+	v1 := testMNP(1, "80")
+	srv := fakePolicyServer(t, []runtime.Object{v1}, events)
+	rc, err := NewMembraneClient(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{
+		membraneResource(identities): "MembraneIdentityList",
+	})
+	inf := NewInformers(fake.NewClientset(), dyn)
+	inf.Membrane = rc
+	var skippedKinds []string
+	src, err := NewPolicySource(slog.New(slog.DiscardHandler), inf, identity.DefaultFilter(), func(kind string, _ error) { skippedKinds = append(skippedKinds, kind) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer func() {
+		stop()
+		inf.Shutdown()
+	}()
+	inf.Start(runCtx)
+	if !inf.WaitForSync(ctx) {
+		t.Fatal("not synced")
+	}
+	key := policyKey(convert.KindMembraneNetworkPolicy, "ns", "web")
+	wantPolicy := func(p *v1alpha1.MembraneNetworkPolicy) []policy.Policy {
+		want, errs := convert.FromMembranePolicy(p)
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		return []policy.Policy{want}
+	}
+	// waitFor polls the source until cond holds.
+	waitFor := func(what string, cond func(PolicyState) bool) {
+		t.Helper()
+		for {
+			st, err := src.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cond(st) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s: %+v, invalid %v", what, st.Policies, src.Invalid())
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	waitFor("the listed policy", func(st PolicyState) bool { return reflect.DeepEqual(st.Policies, wantPolicy(v1)) })
+
+	v2 := testMNP(2, "80", "8080")
+	events <- watchEvent(t, "MODIFIED", v2)
+	waitFor("the changed policy", func(st PolicyState) bool { return reflect.DeepEqual(st.Policies, wantPolicy(v2)) })
+
+	bad := testMNP(3, "80", "icmp")
+	events <- watchEvent(t, "MODIFIED", bad)
+	waitFor("the invalid version reported", func(PolicyState) bool { return src.Invalid()[key] != "" })
+	if why := src.Invalid()[key]; !strings.Contains(why, "spec.ingress[1].toPorts[0].ports[0].protocol") {
+		t.Errorf("invalid policy: %q does not name the field at fault", why)
+	}
+	if st, _ := src.State(); !reflect.DeepEqual(st.Policies, wantPolicy(v2)) {
+		t.Errorf("after an invalid version: %+v, want the last valid one", st.Policies)
+	}
+	if len(skippedKinds) != 1 || skippedKinds[0] != convert.KindMembraneNetworkPolicy {
+		t.Errorf("skipped: %v, want one %s", skippedKinds, convert.KindMembraneNetworkPolicy)
+	}
+
+	events <- watchEvent(t, "DELETED", bad)
+	waitFor("the policy deleted", func(st PolicyState) bool { return len(st.Policies) == 0 && len(src.Invalid()) == 0 })
+}
+
+// BenchmarkDecodePolicyEvent decodes a watch event of a 250-rule policy
+// into what the policy source converts: through the membrane.io client's
+// codec (typed) and as the dynamic client does (unstructured, then
+// converted to the Go type).
+func BenchmarkDecodePolicyEvent(b *testing.B) {
+	p := testMNP(1)
+	for j := range 250 {
+		p.Spec.Ingress = append(p.Spec.Ingress, v1alpha1.IngressRule{
+			IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: []metav1.LabelSelector{{MatchLabels: map[string]string{"group": fmt.Sprint("g", j%100)}}}},
+			ToPorts:           []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Port: fmt.Sprint(10000 + j), Protocol: v1alpha1.ProtoTCP}}}},
+		})
+	}
+	data := apiJSON(b, p)
+	b.Logf("%d bytes", len(data))
+	b.Run("typed", func(b *testing.B) {
+		scheme := runtime.NewScheme()
+		if err := v1alpha1.AddToScheme(scheme); err != nil {
+			b.Fatal(err)
+		}
+		dec := newTypedCodecs(scheme).info.Serializer
+		for b.Loop() {
+			obj, _, err := dec.Decode(data, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, ok := obj.(*v1alpha1.MembraneNetworkPolicy); !ok {
+				b.Fatalf("decoded %T", obj)
+			}
+		}
+	})
+	b.Run("unstructured", func(b *testing.B) {
+		for b.Loop() {
+			obj, _, err := unstructured.UnstructuredJSONScheme.Decode(data, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var mnp v1alpha1.MembraneNetworkPolicy
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.(*unstructured.Unstructured).Object, &mnp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
