@@ -83,10 +83,13 @@ type PolicySource struct {
 	slices     listersdiscoveryv1.EndpointSliceLister
 	identities cache.GenericLister
 
-	mu        sync.Mutex
-	remote    map[string]RemotePolicy  // cluster mesh: what each remote cluster has
-	policies  map[string]policy.Policy // last valid version, by kind/namespace/name
-	invalid   map[string]string        // objects whose current version is invalid: why
+	mu       sync.Mutex
+	remote   map[string]RemotePolicy  // cluster mesh: what each remote cluster has
+	policies map[string]policy.Policy // last valid version, by kind/namespace/name
+	invalid  map[string]string        // objects whose current version is invalid: why
+	// reuse is what the next version of each Membrane policy object can
+	// reuse of its last valid conversion.
+	reuse     map[string]convert.Reuse
 	changedAt time.Time
 
 	// idMu guards idCache (State may be called from several goroutines).
@@ -108,6 +111,7 @@ func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, s
 		identities: dyn.ForResource(membraneResource(identities)).Lister(),
 		policies:   map[string]policy.Policy{},
 		invalid:    map[string]string{},
+		reuse:      map[string]convert.Reuse{},
 		remote:     map[string]RemotePolicy{},
 	}
 	touch := cache.ResourceEventHandlerFuncs{
@@ -237,15 +241,31 @@ func (s *PolicySource) onNetworkPolicy(obj any) {
 func (s *PolicySource) onMembranePolicy(obj any) {
 	switch o := obj.(type) {
 	case *v1alpha1.MembraneNetworkPolicy:
-		p, errs := convert.FromMembranePolicy(o)
-		s.setPolicy(policyKey(convert.KindMembraneNetworkPolicy, o.Namespace, o.Name), p, errs.ToAggregate())
+		key := policyKey(convert.KindMembraneNetworkPolicy, o.Namespace, o.Name)
+		p, reuse, errs := convert.FromMembranePolicyReusing(o, s.lastReuse(key))
+		s.setReuse(key, reuse)
+		s.setPolicy(key, p, errs.ToAggregate())
 	case *v1alpha1.MembraneClusterwideNetworkPolicy:
-		p, errs := convert.FromMembraneClusterwidePolicy(o)
-		s.setPolicy(policyKey(convert.KindMembraneClusterwideNetworkPolicy, "", o.Name), p, errs.ToAggregate())
+		key := policyKey(convert.KindMembraneClusterwideNetworkPolicy, "", o.Name)
+		p, reuse, errs := convert.FromMembraneClusterwidePolicyReusing(o, s.lastReuse(key))
+		s.setReuse(key, reuse)
+		s.setPolicy(key, p, errs.ToAggregate())
 	case *unstructured.Unstructured:
 		p, err := membranePolicy(o)
 		s.setPolicy(policyKey(o.GetKind(), o.GetNamespace(), o.GetName()), p, err)
 	}
+}
+
+func (s *PolicySource) lastReuse(key string) convert.Reuse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reuse[key]
+}
+
+func (s *PolicySource) setReuse(key string, r convert.Reuse) {
+	s.mu.Lock()
+	s.reuse[key] = r
+	s.mu.Unlock()
 }
 
 func membranePolicy(u *unstructured.Unstructured) (policy.Policy, error) {
@@ -288,6 +308,7 @@ func (s *PolicySource) onPolicyDelete(obj any) {
 	s.mu.Lock()
 	delete(s.policies, key)
 	delete(s.invalid, key)
+	delete(s.reuse, key)
 	s.mu.Unlock()
 	s.touch()
 }
