@@ -95,6 +95,19 @@ type PolicySource struct {
 	// idMu guards idCache (State may be called from several goroutines).
 	idMu    sync.Mutex
 	idCache identityCache
+	// podMu guards pods: each pod's conversion, by namespace/name, kept
+	// while its object and its namespace's are the same (the informers
+	// replace an object that changes).
+	podMu    sync.Mutex
+	podCache map[string]convertedPod
+}
+
+type convertedPod struct {
+	obj *corev1.Pod
+	ns  *corev1.Namespace
+	pod Pod
+	ok  bool
+	key string // pod.Labels.Key()
 }
 
 // NewPolicySource registers its handlers on the shared informers; start and
@@ -334,25 +347,44 @@ func (s *PolicySource) State() (PolicyState, error) {
 	if err != nil {
 		return PolicyState{}, err
 	}
-	nsLabels := map[string]map[string]string{}
 	nss, err := s.namespaces.List(labels.Everything())
 	if err != nil {
 		return PolicyState{}, fmt.Errorf("list namespaces: %w", err)
 	}
+	nsByName := make(map[string]*corev1.Namespace, len(nss))
 	for _, ns := range nss {
-		nsLabels[ns.Name] = ns.Labels
+		nsByName[ns.Name] = ns
 	}
 	pods, err := s.pods.List(labels.Everything())
 	if err != nil {
 		return PolicyState{}, fmt.Errorf("list pods: %w", err)
 	}
+	s.podMu.Lock()
+	cache := make(map[string]convertedPod, len(pods))
+	for _, p := range pods {
+		k := p.Namespace + "/" + p.Name
+		c, hit := s.podCache[k]
+		if ns := nsByName[p.Namespace]; !hit || c.obj != p || c.ns != ns {
+			var nsLabels map[string]string
+			if ns != nil {
+				nsLabels = ns.Labels
+			}
+			c = convertedPod{obj: p, ns: ns}
+			c.pod, c.ok = s.pod(p, nsLabels)
+			c.key = c.pod.Labels.Key()
+		}
+		cache[k] = c
+	}
+	s.podCache = cache
+	s.podMu.Unlock()
 	ports := map[identity.ID]map[string][]policy.NamedPort{}
 	for _, p := range pods {
-		pod, ok := s.pod(p, nsLabels[p.Namespace])
+		c := cache[p.Namespace+"/"+p.Name]
+		pod, ok := c.pod, c.ok
 		if !ok {
 			continue
 		}
-		pod.Identity = ids.byKey[pod.Labels.Key()]
+		pod.Identity = ids.byKey[c.key]
 		st.Pods = append(st.Pods, pod)
 		if pod.Identity == 0 {
 			continue

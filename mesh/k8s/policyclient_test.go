@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -280,4 +281,84 @@ func BenchmarkDecodePolicyEvent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestPolicySourcePodCache: the pods' conversions are kept between States
+// only while the pod and its namespace are the same objects: a relabeled
+// pod, a relabeled namespace and a deleted pod show in the next State.
+func TestPolicySourcePodCache(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", Labels: map[string]string{"team": "a"}}}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Labels: map[string]string{"app": "web"}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.5"},
+	}
+	client := fake.NewClientset(ns, pod)
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		membraneResource(identities):          "MembraneIdentityList",
+		membraneResource(networkPolicies):     "MembraneNetworkPolicyList",
+		membraneResource(clusterwidePolicies): "MembraneClusterwideNetworkPolicyList",
+	})
+	inf := NewInformers(client, dyn)
+	src, err := NewPolicySource(slog.New(slog.DiscardHandler), inf, identity.DefaultFilter(), func(string, error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer func() {
+		stop()
+		inf.Shutdown()
+	}()
+	inf.Start(runCtx)
+	if !inf.WaitForSync(ctx) {
+		t.Fatal("not synced")
+	}
+	waitFor := func(what string, cond func([]Pod) bool) {
+		t.Helper()
+		for {
+			st, err := src.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cond(st.Pods) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s: pods %+v", what, st.Pods)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	label := func(pods []Pod, k string) string {
+		if len(pods) != 1 {
+			return "<no pod>"
+		}
+		return pods[0].Labels[k]
+	}
+	waitFor("the pod", func(p []Pod) bool {
+		return label(p, "k8s:app") == "web" && label(p, identity.NamespaceLabelsPre+"team") == "a"
+	})
+	// Twice the same: from the cache.
+	waitFor("the pod again", func(p []Pod) bool { return label(p, "k8s:app") == "web" })
+
+	pod = pod.DeepCopy()
+	pod.Labels["app"] = "api"
+	if _, err := client.CoreV1().Pods("ns").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the pod relabeled", func(p []Pod) bool { return label(p, "k8s:app") == "api" })
+
+	ns = ns.DeepCopy()
+	ns.Labels["team"] = "b"
+	if _, err := client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the namespace relabeled", func(p []Pod) bool { return label(p, identity.NamespaceLabelsPre+"team") == "b" })
+
+	if err := client.CoreV1().Pods("ns").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the pod deleted", func(p []Pod) bool { return len(p) == 0 })
 }
