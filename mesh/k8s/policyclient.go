@@ -1,10 +1,9 @@
 package k8s
 
 import (
-	"bytes"
 	"context"
-	stdjson "encoding/json"
 	"fmt"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -70,63 +69,155 @@ func (c typedCodecs) DecoderToVersion(d runtime.Decoder, _ runtime.GroupVersione
 	return d
 }
 
-// leadingTypeMeta finds an object's apiVersion and kind among its leading
-// scalar fields, where the API server writes them (its JSON has them
-// first), without scanning the rest of the object; otherwise it reads the
-// whole object as json.DefaultMetaFactory does.
+// leadingTypeMeta reads an object's top-level apiVersion and kind in one
+// quick pass over its bytes, skipping every other value without decoding it
+// (and stopping once it has both, which the API server writes first);
+// json.DefaultMetaFactory unmarshals the whole object twice over for them
+// (a watch event's envelope, which has neither, included). JSON it does not
+// expect (escapes in those fields, keys differing only in case, anything
+// malformed) is read as json.DefaultMetaFactory does.
 type leadingTypeMeta struct{}
 
 func (leadingTypeMeta) Interpret(data []byte) (*schema.GroupVersionKind, error) {
-	if gvk, ok := typeMetaHead(data); ok {
-		return gvk, nil
+	if apiVersion, kind, ok := typeMetaScan(data); ok {
+		if gv, err := schema.ParseGroupVersion(apiVersion); err == nil {
+			gvk := gv.WithKind(kind)
+			return &gvk, nil
+		}
 	}
 	return json.DefaultMetaFactory.Interpret(data)
 }
 
-// typeMetaHead reads data's top-level fields while their values are
-// scalars, until it has both apiVersion and kind.
-func typeMetaHead(data []byte) (*schema.GroupVersionKind, bool) {
-	dec := stdjson.NewDecoder(bytes.NewReader(data))
-	if t, err := dec.Token(); err != nil || t != stdjson.Delim('{') {
-		return nil, false
+// typeMetaScan returns the top-level apiVersion and kind of the JSON object
+// data ("" where absent); ok false where it cannot tell quickly.
+func typeMetaScan(data []byte) (apiVersion, kind string, ok bool) {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return "", "", false
 	}
-	var apiVersion, kind string
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return "", "", true
+	}
 	var haveVersion, haveKind bool
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
-			return nil, false
+	for {
+		key, j, ok := plainString(data, i)
+		if !ok {
+			return "", "", false
 		}
-		v, err := dec.Token()
-		if err != nil {
-			return nil, false
+		i = skipSpace(data, j)
+		if i >= len(data) || data[i] != ':' {
+			return "", "", false
 		}
-		if _, ok := v.(stdjson.Delim); ok {
-			return nil, false // an object or array: not worth skipping
-		}
-		s, isString := v.(string)
-		switch k {
-		case "apiVersion":
-			if !isString || haveVersion {
-				return nil, false
+		i = skipSpace(data, i+1)
+		switch {
+		case key == "apiVersion" || key == "kind":
+			v, j, ok := plainString(data, i)
+			if !ok {
+				return "", "", false
 			}
-			apiVersion, haveVersion = s, true
-		case "kind":
-			if !isString || haveKind {
-				return nil, false
+			if key == "kind" {
+				kind, haveKind = v, true
+			} else {
+				apiVersion, haveVersion = v, true
 			}
-			kind, haveKind = s, true
+			if haveVersion && haveKind {
+				return apiVersion, kind, true
+			}
+			i = j
+		case strings.EqualFold(key, "apiVersion") || strings.EqualFold(key, "kind"):
+			return "", "", false // encoding/json would take it
+		default:
+			if i, ok = skipValue(data, i); !ok {
+				return "", "", false
+			}
 		}
-		if haveVersion && haveKind {
-			gv, err := schema.ParseGroupVersion(apiVersion)
-			if err != nil {
-				return nil, false
-			}
-			gvk := gv.WithKind(kind)
-			return &gvk, true
+		i = skipSpace(data, i)
+		if i >= len(data) {
+			return "", "", false
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case '}':
+			return apiVersion, kind, true
+		default:
+			return "", "", false
 		}
 	}
-	return nil, false
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString reads the string at data[i] if it has no escapes.
+func plainString(data []byte, i int) (string, int, bool) {
+	if i >= len(data) || data[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			return "", 0, false
+		case '"':
+			return string(data[i+1 : j]), j + 1, true
+		}
+	}
+	return "", 0, false
+}
+
+// skipString returns the index after the string at data[i] (a quote).
+func skipString(data []byte, i int) (int, bool) {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, true
+		}
+	}
+	return 0, false
+}
+
+// skipValue returns the index after the value at data[i]; the value is
+// read only as far as its extent (the decoder checks it).
+func skipValue(data []byte, i int) (int, bool) {
+	if i >= len(data) {
+		return 0, false
+	}
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				end, ok := skipString(data, j)
+				if !ok {
+					return 0, false
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, true
+				}
+			}
+		}
+		return 0, false
+	}
+	j := i
+	for j < len(data) && !strings.ContainsRune(",}] \t\n\r", rune(data[j])) {
+		j++
+	}
+	return j, j > i
 }
 
 // typedInformer is an informer of one membrane.io resource of rc, decoded

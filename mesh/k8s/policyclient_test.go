@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -28,32 +29,35 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/policy/convert"
 )
 
-func TestTypeMetaHead(t *testing.T) {
+// TestTypeMetaScan: apiVersion and kind read quickly where the JSON is as
+// the API server writes it, as json.DefaultMetaFactory reads them always.
+func TestTypeMetaScan(t *testing.T) {
 	mnp := schema.GroupVersionKind{Group: "membrane.io", Version: "v1alpha1", Kind: "MembraneNetworkPolicy"}
 	list := mnp.GroupVersion().WithKind("MembraneNetworkPolicyList")
 	status := schema.GroupVersionKind{Version: "v1", Kind: "Status"}
 	for _, tc := range []struct {
 		name string
 		data string
-		fast bool // found without reading the whole object
+		fast bool // read by typeMetaScan
 		want schema.GroupVersionKind
 	}{
 		{"server order", `{"apiVersion":"membrane.io/v1alpha1","kind":"MembraneNetworkPolicy","metadata":{"name":"a"},"specs":[{"kind":"x"}]}`, true, mnp},
-		{"kind first", `{"kind":"MembraneNetworkPolicy","apiVersion":"membrane.io/v1alpha1","spec":{}}`, true, mnp},
-		{"scalars before", `{"code":410,"apiVersion":"v1","kind":"Status","details":{"kind":"x"}}`, true, status},
-		// A list has its items before its kind: read in full.
-		{"list", `{"apiVersion":"membrane.io/v1alpha1","items":[{"apiVersion":"v9","kind":"Other"}],"kind":"MembraneNetworkPolicyList","metadata":{}}`, false, list},
-		{"nested only", `{"metadata":{"kind":"Other"},"apiVersion":"membrane.io/v1alpha1","kind":"MembraneNetworkPolicy"}`, false, mnp},
+		{"kind first, spaces", ` { "kind" : "MembraneNetworkPolicy" ,
+			"apiVersion":"membrane.io/v1alpha1","spec":{}}`, true, mnp},
+		{"scalars before", `{"code":410,"ok":true,"none":null,"apiVersion":"v1","kind":"Status","details":{"kind":"x"}}`, true, status},
+		{"list, kind after items", `{"apiVersion":"membrane.io/v1alpha1","items":[{"apiVersion":"v9","kind":"Other","s":"a\"}{["}],"kind":"MembraneNetworkPolicyList","metadata":{}}`, true, list},
+		{"nested only", `{"metadata":{"kind":"Other"},"apiVersion":"membrane.io/v1alpha1","kind":"MembraneNetworkPolicy"}`, true, mnp},
+		{"watch envelope", `{"type":"MODIFIED","object":{"apiVersion":"membrane.io/v1alpha1","kind":"MembraneNetworkPolicy","x":[1,2,{"y":"}"}]}}`, true, schema.GroupVersionKind{}},
+		{"empty", `{}`, true, schema.GroupVersionKind{}},
+		{"escaped kind", `{"apiVersion":"membrane.io/v1alpha1","kind":"Membrane\u004eetworkPolicy"}`, false, mnp},
+		{"key in other case", `{"ApiVersion":"membrane.io/v1alpha1","KIND":"MembraneNetworkPolicy"}`, false, mnp},
 		{"kind not a string", `{"apiVersion":"membrane.io/v1alpha1","kind":3}`, false, schema.GroupVersionKind{}},
-		{"neither", `{"metadata":{}}`, false, schema.GroupVersionKind{}},
+		{"cut short", `{"apiVersion":"membrane.io/v1alpha1","metadata":{"name":"a"`, false, schema.GroupVersionKind{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gvk, ok := typeMetaHead([]byte(tc.data))
+			_, _, ok := typeMetaScan([]byte(tc.data))
 			if ok != tc.fast {
-				t.Errorf("read from the head: %v, want %v", ok, tc.fast)
-			}
-			if ok && *gvk != tc.want {
-				t.Errorf("head: %v, want %v", *gvk, tc.want)
+				t.Errorf("read quickly: %v, want %v", ok, tc.fast)
 			}
 			got, err := leadingTypeMeta{}.Interpret([]byte(tc.data))
 			want, werr := jsonserializer.DefaultMetaFactory.Interpret([]byte(tc.data))
@@ -361,4 +365,88 @@ func TestPolicySourcePodCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("the pod deleted", func(p []Pod) bool { return len(p) == 0 })
+}
+
+// TestTypeMetaScanRandom compares Interpret with json.DefaultMetaFactory's
+// on random objects: nested values, strings with quotes, brackets and
+// escapes, apiVersion and kind anywhere or absent.
+func TestTypeMetaScanRandom(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	strs := []string{"a", `q"uote`, `back\slash`, "{[", "]}", "v1", "membrane.io/v1alpha1", "ü", "x,y:z", ""}
+	var value func(depth int) any
+	value = func(depth int) any {
+		switch k := rnd.IntN(7); {
+		case k == 0 && depth < 4:
+			m := map[string]any{}
+			for range rnd.IntN(4) {
+				m[strs[rnd.IntN(len(strs))]+fmt.Sprint(rnd.IntN(3))] = value(depth + 1)
+			}
+			if rnd.IntN(3) == 0 {
+				m["kind"] = strs[rnd.IntN(len(strs))]
+			}
+			return m
+		case k == 1 && depth < 4:
+			var l []any
+			for range rnd.IntN(4) {
+				l = append(l, value(depth+1))
+			}
+			return l
+		case k == 2:
+			return rnd.IntN(1000) - 500
+		case k == 3:
+			return rnd.IntN(2) == 0
+		case k == 4:
+			return nil
+		default:
+			return strs[rnd.IntN(len(strs))]
+		}
+	}
+	fast := 0
+	for i := range 3000 {
+		obj := map[string]any{}
+		for range rnd.IntN(5) {
+			obj[fmt.Sprint("f", rnd.IntN(10))] = value(0)
+		}
+		if rnd.IntN(4) > 0 {
+			obj["apiVersion"] = []any{"membrane.io/v1alpha1", "v1", "a/b/c", 3}[rnd.IntN(4)]
+		}
+		if rnd.IntN(4) > 0 {
+			obj["kind"] = strs[rnd.IntN(len(strs))]
+		}
+		data, err := json.Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rnd.IntN(2) == 0 {
+			// Another key order than encoding/json's.
+			var v map[string]json.RawMessage
+			_ = json.Unmarshal(data, &v)
+			var b strings.Builder
+			b.WriteString("{ ")
+			first := true
+			for k, raw := range v {
+				if !first {
+					b.WriteString(" ,\n")
+				}
+				first = false
+				kb, _ := json.Marshal(k)
+				b.Write(kb)
+				b.WriteString(" : ")
+				b.Write(raw)
+			}
+			b.WriteString(" }")
+			data = []byte(b.String())
+		}
+		if _, _, ok := typeMetaScan(data); ok {
+			fast++
+		}
+		got, err := leadingTypeMeta{}.Interpret(data)
+		want, werr := jsonserializer.DefaultMetaFactory.Interpret(data)
+		if (err != nil) != (werr != nil) || (err == nil && *got != *want) {
+			t.Fatalf("object %d %s: Interpret %v, %v; the default's %v, %v", i, data, got, err, want, werr)
+		}
+	}
+	if fast < 1000 {
+		t.Errorf("only %d of 3000 read quickly", fast)
+	}
 }
