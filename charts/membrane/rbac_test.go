@@ -64,10 +64,12 @@ var ruleUses = map[string][]use{
 		{"mesh/k8s/policy.go", "NewPolicySource", "dyn.ForResource(membraneResource(identities)).Informer()"},
 	},
 	"membrane-agent membrane.io/membranenetworkpolicies list,watch": {
-		{"mesh/k8s/policy.go", "NewPolicySource", "dyn.ForResource(membraneResource(networkPolicies)).Informer()"},
+		{"mesh/k8s/policyclient.go", "typedInformer", "rc.Get().Resource(resource)"},
+		{"mesh/k8s/policy.go", "NewPolicySource", "policyInformer(networkPolicies,"},
 	},
 	"membrane-agent membrane.io/membraneclusterwidenetworkpolicies list,watch": {
-		{"mesh/k8s/policy.go", "NewPolicySource", "dyn.ForResource(membraneResource(clusterwidePolicies)).Informer()"},
+		{"mesh/k8s/policyclient.go", "typedInformer", "rc.Get().Resource(resource)"},
+		{"mesh/k8s/policy.go", "NewPolicySource", "policyInformer(clusterwidePolicies,"},
 	},
 	// membrane-agent: its own Node.
 	"membrane-agent /nodes get": {

@@ -24,6 +24,7 @@ import (
 	"github.com/membrane-mesh/membrane/gateway/synced"
 	"github.com/membrane-mesh/membrane/mesh/agent"
 	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/xds/mtls"
 )
 
@@ -83,7 +84,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
-	a, err := agent.New(log, cfg, client, dyn, prometheus.NewRegistry())
+	membrane, err := k8s.NewMembraneClient(restCfg)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(log, cfg, client, dyn, membrane, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/membrane-mesh/membrane/bpf/hostfs"
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
@@ -24,12 +25,15 @@ import (
 
 // Agent is one node's agent.
 type Agent struct {
-	log     *slog.Logger
-	cfg     Config
-	client  kubernetes.Interface
-	dyn     dynamic.Interface
-	metrics *metrics
-	reg     *prometheus.Registry
+	log    *slog.Logger
+	cfg    Config
+	client kubernetes.Interface
+	dyn    dynamic.Interface
+	// membrane reads membrane.io's policies in their Go types (nil: through
+	// dyn).
+	membrane rest.Interface
+	metrics  *metrics
+	reg      *prometheus.Registry
 
 	// flows are the recent flows `membrane observe` reads.
 	flows *flow.Store
@@ -53,12 +57,12 @@ type Agent struct {
 }
 
 // New returns an agent; Run starts it.
-func New(log *slog.Logger, cfg Config, client kubernetes.Interface, dyn dynamic.Interface, reg *prometheus.Registry) (*Agent, error) {
+func New(log *slog.Logger, cfg Config, client kubernetes.Interface, dyn dynamic.Interface, membrane rest.Interface, reg *prometheus.Registry) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &Agent{
-		log: log, cfg: cfg, client: client, dyn: dyn, reg: reg, metrics: newMetrics(reg),
+		log: log, cfg: cfg, client: client, dyn: dyn, membrane: membrane, reg: reg, metrics: newMetrics(reg),
 		ready: make(chan struct{}), policyReady: make(chan struct{}),
 		flows: flow.NewStore(cfg.FlowBufferSize, flow.NewMetrics(reg)),
 	}, nil
@@ -93,6 +97,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// One set of shared informers: every source registers on it, then it is
 	// started once and synced once, below.
 	informers := k8s.NewInformers(a.client, a.dyn)
+	informers.Membrane = a.membrane
 	skipped := func(kind string, _ error) { a.metrics.skipped.WithLabelValues(kind).Inc() }
 	src, err := k8s.NewServiceSource(a.log.With("component", "services"), informers, skipped)
 	if err != nil {

@@ -45,7 +45,7 @@ func TestRunPreparesAFreshHost(t *testing.T) {
 	notCgroup2 := t.TempDir()
 	var logs bytes.Buffer
 	cfg := Config{NodeName: "node1", BPFPinDir: "/sys/fs/bpf/membrane", CgroupPath: notCgroup2, APIAddr: "127.0.0.1:0"}
-	a, err := New(slog.New(slog.NewTextHandler(&logs, nil)), cfg, fake.NewClientset(), nil, prometheus.NewRegistry())
+	a, err := New(slog.New(slog.NewTextHandler(&logs, nil)), cfg, fake.NewClientset(), nil, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

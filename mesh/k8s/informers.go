@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -23,11 +25,19 @@ import (
 type Informers struct {
 	Typed   informers.SharedInformerFactory
 	Dynamic dynamicinformer.DynamicSharedInformerFactory
+	// Membrane, when set before the sources register, is a client of
+	// membrane.io (NewMembraneClient): the policy source reads its large
+	// policy objects decoded straight into their Go types rather than
+	// through Dynamic.
+	Membrane rest.Interface
 
 	mu       sync.Mutex
 	handlers []cache.InformerSynced
 	synced   chan struct{}
 	once     sync.Once
+	// own are the informers of Membrane, by resource, run by Start.
+	own map[string]cache.SharedIndexInformer
+	wg  sync.WaitGroup
 }
 
 // NewInformers returns the shared informers of client and dyn (no periodic
@@ -54,11 +64,33 @@ func (i *Informers) Watch(inf cache.SharedIndexInformer, h cache.ResourceEventHa
 	return nil
 }
 
+// MembraneInformer returns the shared informer of one resource of
+// Membrane, decoded into obj's type (list: its list type), made on the
+// first call.
+func (i *Informers) MembraneInformer(resource string, obj, list runtime.Object) cache.SharedIndexInformer {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if inf, ok := i.own[resource]; ok {
+		return inf
+	}
+	if i.own == nil {
+		i.own = map[string]cache.SharedIndexInformer{}
+	}
+	inf := typedInformer(i.Membrane, resource, obj, list)
+	i.own[resource] = inf
+	return inf
+}
+
 // Start starts every informer the sources asked for, until ctx is done.
 // Call it once, after every source has registered.
 func (i *Informers) Start(ctx context.Context) {
 	i.Typed.Start(ctx.Done())
 	i.Dynamic.Start(ctx.Done())
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for _, inf := range i.own {
+		i.wg.Go(func() { inf.RunWithContext(ctx) })
+	}
 }
 
 // WaitForSync blocks until every registered handler has its initial list,
@@ -82,4 +114,5 @@ func (i *Informers) Synced() <-chan struct{} { return i.synced }
 func (i *Informers) Shutdown() {
 	i.Typed.Shutdown()
 	i.Dynamic.Shutdown()
+	i.wg.Wait()
 }

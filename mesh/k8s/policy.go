@@ -83,15 +83,31 @@ type PolicySource struct {
 	slices     listersdiscoveryv1.EndpointSliceLister
 	identities cache.GenericLister
 
-	mu        sync.Mutex
-	remote    map[string]RemotePolicy  // cluster mesh: what each remote cluster has
-	policies  map[string]policy.Policy // last valid version, by kind/namespace/name
-	invalid   map[string]string        // objects whose current version is invalid: why
+	mu       sync.Mutex
+	remote   map[string]RemotePolicy  // cluster mesh: what each remote cluster has
+	policies map[string]policy.Policy // last valid version, by kind/namespace/name
+	invalid  map[string]string        // objects whose current version is invalid: why
+	// reuse is what the next version of each Membrane policy object can
+	// reuse of its last valid conversion.
+	reuse     map[string]convert.Reuse
 	changedAt time.Time
 
 	// idMu guards idCache (State may be called from several goroutines).
 	idMu    sync.Mutex
 	idCache identityCache
+	// podMu guards pods: each pod's conversion, by namespace/name, kept
+	// while its object and its namespace's are the same (the informers
+	// replace an object that changes).
+	podMu    sync.Mutex
+	podCache map[string]convertedPod
+}
+
+type convertedPod struct {
+	obj *corev1.Pod
+	ns  *corev1.Namespace
+	pod Pod
+	ok  bool
+	key string // pod.Labels.Key()
 }
 
 // NewPolicySource registers its handlers on the shared informers; start and
@@ -108,6 +124,7 @@ func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, s
 		identities: dyn.ForResource(membraneResource(identities)).Lister(),
 		policies:   map[string]policy.Policy{},
 		invalid:    map[string]string{},
+		reuse:      map[string]convert.Reuse{},
 		remote:     map[string]RemotePolicy{},
 	}
 	touch := cache.ResourceEventHandlerFuncs{
@@ -128,6 +145,14 @@ func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, s
 		}
 	}
 	np, mp := onSpec(s.onNetworkPolicy), onSpec(s.onMembranePolicy)
+	// Membrane's policies in their Go types where the informers have a
+	// membrane.io client (one decoding pass), else as unstructured objects.
+	policyInformer := func(resource string, obj, list runtime.Object) cache.SharedIndexInformer {
+		if inf.Membrane != nil {
+			return inf.MembraneInformer(resource, obj, list)
+		}
+		return dyn.ForResource(membraneResource(resource)).Informer()
+	}
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
@@ -138,8 +163,8 @@ func NewPolicySource(log *slog.Logger, inf *Informers, filter identity.Filter, s
 		{factory.Discovery().V1().EndpointSlices().Informer(), cache.FilteringResourceEventHandler{FilterFunc: isKubernetesSlice, Handler: touch}},
 		{dyn.ForResource(membraneResource(identities)).Informer(), touch},
 		{factory.Networking().V1().NetworkPolicies().Informer(), np},
-		{dyn.ForResource(membraneResource(networkPolicies)).Informer(), mp},
-		{dyn.ForResource(membraneResource(clusterwidePolicies)).Informer(), mp},
+		{policyInformer(networkPolicies, &v1alpha1.MembraneNetworkPolicy{}, &v1alpha1.MembraneNetworkPolicyList{}), mp},
+		{policyInformer(clusterwidePolicies, &v1alpha1.MembraneClusterwideNetworkPolicy{}, &v1alpha1.MembraneClusterwideNetworkPolicyList{}), mp},
 	} {
 		// Synced covers the handler's own sync: the initial policies are
 		// converted, not just listed, before the first regeneration.
@@ -227,13 +252,33 @@ func (s *PolicySource) onNetworkPolicy(obj any) {
 }
 
 func (s *PolicySource) onMembranePolicy(obj any) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
+	switch o := obj.(type) {
+	case *v1alpha1.MembraneNetworkPolicy:
+		key := policyKey(convert.KindMembraneNetworkPolicy, o.Namespace, o.Name)
+		p, reuse, errs := convert.FromMembranePolicyReusing(o, s.lastReuse(key))
+		s.setReuse(key, reuse)
+		s.setPolicy(key, p, errs.ToAggregate())
+	case *v1alpha1.MembraneClusterwideNetworkPolicy:
+		key := policyKey(convert.KindMembraneClusterwideNetworkPolicy, "", o.Name)
+		p, reuse, errs := convert.FromMembraneClusterwidePolicyReusing(o, s.lastReuse(key))
+		s.setReuse(key, reuse)
+		s.setPolicy(key, p, errs.ToAggregate())
+	case *unstructured.Unstructured:
+		p, err := membranePolicy(o)
+		s.setPolicy(policyKey(o.GetKind(), o.GetNamespace(), o.GetName()), p, err)
 	}
-	key := policyKey(u.GetKind(), u.GetNamespace(), u.GetName())
-	p, err := membranePolicy(u)
-	s.setPolicy(key, p, err)
+}
+
+func (s *PolicySource) lastReuse(key string) convert.Reuse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reuse[key]
+}
+
+func (s *PolicySource) setReuse(key string, r convert.Reuse) {
+	s.mu.Lock()
+	s.reuse[key] = r
+	s.mu.Unlock()
 }
 
 func membranePolicy(u *unstructured.Unstructured) (policy.Policy, error) {
@@ -264,6 +309,10 @@ func (s *PolicySource) onPolicyDelete(obj any) {
 	switch o := obj.(type) {
 	case *networkingv1.NetworkPolicy:
 		key = policyKey("NetworkPolicy", o.Namespace, o.Name)
+	case *v1alpha1.MembraneNetworkPolicy:
+		key = policyKey(convert.KindMembraneNetworkPolicy, o.Namespace, o.Name)
+	case *v1alpha1.MembraneClusterwideNetworkPolicy:
+		key = policyKey(convert.KindMembraneClusterwideNetworkPolicy, "", o.Name)
 	case *unstructured.Unstructured:
 		key = policyKey(o.GetKind(), o.GetNamespace(), o.GetName())
 	default:
@@ -272,6 +321,7 @@ func (s *PolicySource) onPolicyDelete(obj any) {
 	s.mu.Lock()
 	delete(s.policies, key)
 	delete(s.invalid, key)
+	delete(s.reuse, key)
 	s.mu.Unlock()
 	s.touch()
 }
@@ -297,25 +347,44 @@ func (s *PolicySource) State() (PolicyState, error) {
 	if err != nil {
 		return PolicyState{}, err
 	}
-	nsLabels := map[string]map[string]string{}
 	nss, err := s.namespaces.List(labels.Everything())
 	if err != nil {
 		return PolicyState{}, fmt.Errorf("list namespaces: %w", err)
 	}
+	nsByName := make(map[string]*corev1.Namespace, len(nss))
 	for _, ns := range nss {
-		nsLabels[ns.Name] = ns.Labels
+		nsByName[ns.Name] = ns
 	}
 	pods, err := s.pods.List(labels.Everything())
 	if err != nil {
 		return PolicyState{}, fmt.Errorf("list pods: %w", err)
 	}
+	s.podMu.Lock()
+	cache := make(map[string]convertedPod, len(pods))
+	for _, p := range pods {
+		k := p.Namespace + "/" + p.Name
+		c, hit := s.podCache[k]
+		if ns := nsByName[p.Namespace]; !hit || c.obj != p || c.ns != ns {
+			var nsLabels map[string]string
+			if ns != nil {
+				nsLabels = ns.Labels
+			}
+			c = convertedPod{obj: p, ns: ns}
+			c.pod, c.ok = s.pod(p, nsLabels)
+			c.key = c.pod.Labels.Key()
+		}
+		cache[k] = c
+	}
+	s.podCache = cache
+	s.podMu.Unlock()
 	ports := map[identity.ID]map[string][]policy.NamedPort{}
 	for _, p := range pods {
-		pod, ok := s.pod(p, nsLabels[p.Namespace])
+		c := cache[p.Namespace+"/"+p.Name]
+		pod, ok := c.pod, c.ok
 		if !ok {
 			continue
 		}
-		pod.Identity = ids.byKey[pod.Labels.Key()]
+		pod.Identity = ids.byKey[c.key]
 		st.Pods = append(st.Pods, pod)
 		if pod.Identity == 0 {
 			continue

@@ -15,6 +15,9 @@ import (
 // proportion to the change (Cilium's policy repository and selector cache,
 // in small):
 //
+//   - Each distinct peer selector is matched against the identities
+//     once, and again only after the identities changed: its matches
+//     serve every rule with the same (scoped) selector.
 //   - Update compiles only the rules that changed since the last Update
 //     (by policy and rule index, compared by content), and, when
 //     identities came, went or changed (a new pod's, a label change),
@@ -56,7 +59,16 @@ type Repository struct {
 	pass    uint64
 	next    uint64 // the last compilation's version
 	stats   Stats
+	// subjects are whether an endpoint selector (compiledRule.subjectKey)
+	// selects endpoints with labels (their scoped labels' Key): neither
+	// depends on anything else.
+	subjects map[subjectMatch]bool
 }
+
+type subjectMatch struct{ subject, labels string }
+
+// maxSubjects bounds subjects (those of endpoints or rules gone stay).
+const maxSubjects = 1 << 16
 
 // Stats counts a Repository's work since it was made.
 type Stats struct {
@@ -69,6 +81,10 @@ type Stats struct {
 	// the keys of the rules that changed (among Resolved).
 	Resolved, Expanded, Reused, Patched int
 }
+
+// maxPeerMatches bounds the peer selector matches kept across Updates
+// (selectors of rules long gone stay until the identities change).
+const maxPeerMatches = 1 << 14
 
 type ruleRef struct {
 	policy string // Kind, namespace and name (Policy.String)
@@ -98,7 +114,7 @@ type expansionKey struct {
 
 // NewRepository returns an empty Repository; call Update before Resolve.
 func NewRepository() *Repository {
-	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}, last: map[string]lastResult{}, expansions: map[expansionKey]expansion{}}
+	return &Repository{rules: map[ruleRef]cachedRule{}, results: map[string]*cachedResult{}, last: map[string]lastResult{}, expansions: map[expansionKey]expansion{}, subjects: map[subjectMatch]bool{}}
 }
 
 // Stats returns the work done so far.
@@ -120,6 +136,10 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 		// Identities came, went or changed: compile again only the
 		// rules that depend on one of them (as it was or is now).
 		changed = changedIdentities(r.cur.ids, res.ids)
+		// The same identities: a peer selector matches the same ones.
+		if len(changed) == 0 && len(r.cur.peerMatches) <= maxPeerMatches {
+			res.peerMatches = r.cur.peerMatches
+		}
 	}
 	rules := make(map[ruleRef]cachedRule, len(r.rules))
 	for _, p := range policies {
@@ -172,7 +192,7 @@ func (r *Repository) Update(policies []Policy, ids IdentitySet, cfg Config) *Res
 
 // Resolve returns ep's Result under the last Update's input.
 func (r *Repository) Resolve(ep Endpoint) Result {
-	rules := r.cur.selected(ep)
+	rules := r.selected(ep)
 	versions := make([]uint64, len(rules))
 	for i, rule := range rules {
 		versions[i] = rule.version
@@ -221,6 +241,30 @@ func (r *Repository) Resolve(ep Endpoint) Result {
 	}
 	r.results[key] = &cachedResult{versions: versions, result: res, used: r.pass}
 	return res
+}
+
+// selected is r.cur.selected(ep), each rule's subject matched against
+// the endpoint's labels once.
+func (r *Repository) selected(ep Endpoint) []*compiledRule {
+	labels := scopedLabels(ep)
+	key := labels.Key()
+	if len(r.subjects) > maxSubjects {
+		clear(r.subjects)
+	}
+	var out []*compiledRule
+	for i := range r.cur.rules {
+		c := &r.cur.rules[i]
+		k := subjectMatch{c.subjectKey, key}
+		m, ok := r.subjects[k]
+		if !ok {
+			m = c.subject.matches(labels)
+			r.subjects[k] = m
+		}
+		if m {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // patch rebuilds prev, the Result of the rules of versions prevVersions,

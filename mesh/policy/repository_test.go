@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -448,4 +449,72 @@ func (g *policyGen) mutate() {
 		g.addIdentity()
 		g.last = "identity added"
 	}
+}
+
+// TestRepositorySelectorCaches: the peer selectors' matches and the
+// endpoint selectors' are kept across Updates; a changed peer selector, a
+// new or relabeled identity, a changed endpoint selector and an endpoint
+// with other labels each give the entries a from-scratch resolution
+// gives, and the peer matches are kept only while the identities are the
+// same.
+func TestRepositorySelectorCaches(t *testing.T) {
+	ids := IdentitySet{Identities: []Identity{
+		{ID: 300, Labels: pod("ns", "app", "a")},
+		{ID: 301, Labels: pod("ns", "app", "b")},
+		{ID: 302, Labels: pod("ns", "app", "web")},
+	}}
+	web := Endpoint{Identity: 302, Labels: pod("ns", "app", "web"), Namespace: "ns"}
+	policy := func(subject string, peers ...string) []Policy {
+		r := Rule{EndpointSelector: sel("app", subject)}
+		for i, p := range peers {
+			r.Ingress = append(r.Ingress, PeerRule{Endpoints: []Selector{sel("app", p)}, ToPorts: []PortRule{{Ports: []Port{{Port: uint16(80 + i), Proto: TCP}}}}})
+		}
+		return []Policy{{Kind: "MembraneNetworkPolicy", Namespace: "ns", Name: "p", Rules: []Rule{r}}}
+	}
+	// peers are the (remote identity, port) of ep's ingress allow entries
+	// other than the host's, sorted.
+	peers := func(res Result) []string {
+		var out []string
+		for _, d := range res.Rules {
+			if d.Direction == Ingress && d.RemoteIdentity != identity.Host {
+				out = append(out, fmt.Sprintf("%d:%d", d.RemoteIdentity, d.Port))
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	repo := NewRepository()
+	step := func(name string, policies []Policy, ids IdentitySet, ep Endpoint, want ...string) {
+		t.Helper()
+		repo.Update(policies, ids, Config{})
+		got := repo.Resolve(ep)
+		if diff := cmp.Diff(New(policies, ids, Config{}).Resolve(ep), got, errorsByText); diff != "" {
+			t.Fatalf("%s: (-from scratch +repository):\n%s", name, diff)
+		}
+		slices.Sort(want)
+		if g := peers(got); !slices.Equal(g, want) {
+			t.Errorf("%s: entries %v, want %v", name, g, want)
+		}
+	}
+	step("first", policy("web", "a", "a"), ids, web, "300:80", "300:81")
+	matches := repo.cur.peerMatches
+	if len(matches) != 1 {
+		t.Errorf("peer matches: %d, want 1 (one selector for two rules)", len(matches))
+	}
+	step("a peer selector changed", policy("web", "a", "b"), ids, web, "300:80", "301:81")
+	if len(repo.cur.peerMatches) != 2 || reflect.ValueOf(repo.cur.peerMatches).Pointer() != reflect.ValueOf(matches).Pointer() {
+		t.Errorf("the same identities: the peer matches are not kept (%d)", len(repo.cur.peerMatches))
+	}
+	more := ids
+	more.Identities = append(slices.Clone(ids.Identities), Identity{ID: 303, Labels: pod("ns", "app", "a", "v", "2")})
+	step("a new identity", policy("web", "a", "b"), more, web, "300:80", "303:80", "301:81")
+	if reflect.ValueOf(repo.cur.peerMatches).Pointer() == reflect.ValueOf(matches).Pointer() {
+		t.Error("new identity: the peer matches of the old identities are kept")
+	}
+	relabeled := IdentitySet{Identities: slices.Clone(more.Identities)}
+	relabeled.Identities[0].Labels = pod("ns", "app", "b")
+	step("an identity relabeled", policy("web", "a", "b"), relabeled, web, "303:80", "300:81", "301:81")
+	step("the endpoint selector changed", policy("b", "a", "b"), relabeled, Endpoint{Identity: 301, Labels: pod("ns", "app", "b"), Namespace: "ns"}, "303:80", "300:81", "301:81")
+	step("no longer selected", policy("b", "a", "b"), relabeled, web)
+	step("an endpoint of other labels", policy("b", "a", "b"), relabeled, Endpoint{Identity: 300, Labels: pod("ns", "app", "b"), Namespace: "ns"}, "303:80", "300:81", "301:81")
 }

@@ -26,10 +26,15 @@ type Resolver struct {
 	cidrByPrefix map[netip.Prefix]identity.ID
 	rules        []compiledRule
 	problems     []error
+	// peerMatches are the identities of ids each scoped peer selector
+	// (by matcher.key) matches: one selector, many rules. A Repository
+	// hands them to the next Resolver while the identities are the same.
+	peerMatches map[string][]identity.ID
 }
 
 type compiledRule struct {
 	subject        matcher
+	subjectKey     string // subject.key()
 	enforceIngress bool
 	enforceEgress  bool
 	peerRules      []compiledPeerRule
@@ -105,7 +110,7 @@ func New(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
 // newResolver is a Resolver without rules: the identities, the CIDR
 // identities and the learned names the rules are compiled against.
 func newResolver(policies []Policy, ids IdentitySet, cfg Config) *Resolver {
-	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities), names: slices.Clone(ids.Names), fqdnSince: ids.FQDNSince}
+	r := &Resolver{cfg: cfg, ids: slices.Clone(ids.Identities), names: slices.Clone(ids.Names), fqdnSince: ids.FQDNSince, peerMatches: map[string][]identity.ID{}}
 	slices.SortFunc(r.ids, func(a, b Identity) int { return cmp.Compare(a.ID, b.ID) })
 
 	var prefixes []netip.Prefix
@@ -157,6 +162,7 @@ func (r *Resolver) compileRule(p Policy, i int, rule Rule) compiledRule {
 		enforceEgress:  len(rule.Egress)+len(rule.EgressDeny) > 0,
 	}
 	c.subject, err = scopeSubject(subject, p.Namespace)
+	c.subjectKey = c.subject.key()
 	if err != nil {
 		c.ruleProblems = append(c.ruleProblems, fmt.Errorf("%s: %w", origin, err))
 	}
@@ -254,11 +260,7 @@ func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []matcher, []err
 		}
 		m = scopePeer(m, namespace)
 		matchers = append(matchers, m)
-		for _, id := range r.ids {
-			if m.matches(id.Labels) {
-				ids = append(ids, id.ID)
-			}
-		}
+		ids = append(ids, r.matchPeers(m)...)
 	}
 	for _, e := range pr.Entities {
 		switch e {
@@ -310,6 +312,23 @@ func (r *Resolver) peers(p Policy, pr PeerRule) ([]identity.ID, []matcher, []err
 		ids = ids[:1] // every peer
 	}
 	return ids, matchers, problems
+}
+
+// matchPeers returns the identities m matches, in ID order.
+func (r *Resolver) matchPeers(m matcher) []identity.ID {
+	key := m.key()
+	if ids, ok := r.peerMatches[key]; ok {
+		return ids
+	}
+	var ids []identity.ID
+	for _, id := range r.ids {
+		if m.matches(id.Labels) {
+			ids = append(ids, id.ID)
+		}
+	}
+	ids = slices.Clip(ids) // callers append to what they get
+	r.peerMatches[key] = ids
+	return ids
 }
 
 // Resolve returns the endpoint's datapath rules:

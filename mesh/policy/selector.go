@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/membrane-mesh/membrane/mesh/labels"
@@ -69,6 +70,28 @@ type matcher labels.Selector
 
 func (m matcher) matches(l identity.Labels) bool {
 	return labels.Selector(m).Matches(labels.FromMap(l))
+}
+
+// key is m written out in full (every string length-prefixed): equal keys,
+// equal matchers.
+func (m matcher) key() string {
+	var b strings.Builder
+	str := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	for _, r := range m {
+		str(r.Source)
+		str(r.Key)
+		str(string(r.Operator))
+		b.WriteString(strconv.Itoa(len(r.Values)))
+		b.WriteByte('[')
+		for _, v := range r.Values {
+			str(v)
+		}
+	}
+	return b.String()
 }
 
 func compileSelector(s Selector) (matcher, error) {

@@ -11,6 +11,7 @@ package convert
 
 import (
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -62,6 +63,95 @@ func FromMembraneClusterwidePolicy(p *v1alpha1.MembraneClusterwideNetworkPolicy)
 		return policy.Policy{}, errs
 	}
 	return membranePolicy(KindMembraneClusterwideNetworkPolicy, "", p.Name, p.Spec, p.Specs)
+}
+
+// Reuse is a valid conversion's rules with what they were converted from:
+// the next version of the same object validates and converts again only
+// the rules that differ. The zero Reuse reuses nothing.
+type Reuse struct {
+	spec  *v1alpha1.Rule
+	specs []v1alpha1.Rule
+	rules []policy.Rule // spec's (if any), then specs'
+}
+
+// FromMembranePolicyReusing is FromMembranePolicy, except that a rule
+// equal to prev's rule in the same place (spec, or specs[i]) is taken as
+// prev converted it: not validated or converted again (both depend on the
+// rule and its place only), and the very same policy.Rule, so that
+// comparing it with the last one costs nothing. It returns what the next
+// version can reuse: this conversion, or prev where this version is
+// invalid. The objects given must not be modified afterwards (an
+// informer's never are).
+func FromMembranePolicyReusing(p *v1alpha1.MembraneNetworkPolicy, prev Reuse) (policy.Policy, Reuse, field.ErrorList) {
+	var errs field.ErrorList
+	if p.Namespace == "" {
+		errs = append(errs, field.Required(field.NewPath("metadata", "namespace"), "a MembraneNetworkPolicy is namespaced"))
+	}
+	return reusing(KindMembraneNetworkPolicy, p.Namespace, p.Name, p.Spec, p.Specs, prev, errs)
+}
+
+// FromMembraneClusterwidePolicyReusing is FromMembraneClusterwidePolicy
+// as FromMembranePolicyReusing is FromMembranePolicy.
+func FromMembraneClusterwidePolicyReusing(p *v1alpha1.MembraneClusterwideNetworkPolicy, prev Reuse) (policy.Policy, Reuse, field.ErrorList) {
+	return reusing(KindMembraneClusterwideNetworkPolicy, "", p.Name, p.Spec, p.Specs, prev, nil)
+}
+
+// reusing is membranePolicy after validation, with prev's rules reused;
+// objectErrs are the object's own errors (reported after the rules', as
+// by FromMembranePolicy).
+func reusing(kind, namespace, name string, spec *v1alpha1.Rule, specs []v1alpha1.Rule, prev Reuse, objectErrs field.ErrorList) (policy.Policy, Reuse, field.ErrorList) {
+	type place struct {
+		rule *v1alpha1.Rule
+		path *field.Path
+		// conv is prev's conversion of the same rule in the same place.
+		conv *policy.Rule
+	}
+	prevSpecs := prev.rules
+	if prev.spec != nil {
+		prevSpecs = prev.rules[1:]
+	}
+	var places []place
+	if spec != nil {
+		pl := place{rule: spec, path: field.NewPath("spec")}
+		if prev.spec != nil && reflect.DeepEqual(spec, prev.spec) {
+			pl.conv = &prev.rules[0]
+		}
+		places = append(places, pl)
+	}
+	for i := range specs {
+		pl := place{rule: &specs[i], path: field.NewPath("specs").Index(i)}
+		if i < len(prev.specs) && reflect.DeepEqual(&specs[i], &prev.specs[i]) {
+			pl.conv = &prevSpecs[i]
+		}
+		places = append(places, pl)
+	}
+	var errs field.ErrorList
+	if len(places) == 0 {
+		errs = append(errs, field.Required(field.NewPath("spec"), "a policy needs spec or specs"))
+	}
+	for _, pl := range places {
+		if pl.conv == nil {
+			errs = append(errs, pl.rule.ValidateAt(pl.path)...)
+		}
+	}
+	errs = append(errs, objectErrs...)
+	if len(errs) > 0 {
+		return policy.Policy{}, prev, errs
+	}
+	out := policy.Policy{Kind: kind, Namespace: namespace, Name: name}
+	for _, pl := range places {
+		if pl.conv != nil {
+			out.Rules = append(out.Rules, *pl.conv)
+			continue
+		}
+		rule, e := membraneRule(pl.rule, pl.path)
+		errs = append(errs, e...)
+		out.Rules = append(out.Rules, rule)
+	}
+	if len(errs) > 0 {
+		return policy.Policy{}, prev, errs
+	}
+	return out, Reuse{spec: spec, specs: specs, rules: out.Rules}, nil
 }
 
 func membranePolicy(kind, namespace, name string, spec *v1alpha1.Rule, specs []v1alpha1.Rule) (policy.Policy, field.ErrorList) {
