@@ -11,7 +11,8 @@
  * policy passed gets the destination's ingress policy right away, with the
  * destination's ifindex, and goes into its netns by bpf_redirect_peer,
  * skipping the node's stack; anything host routing does not take goes
- * through the node's stack to policy_to_pod as before.
+ * through the node's stack to policy_to_pod as before. policy_from_uplink,
+ * on the node's uplinks, does the same for packets from other nodes.
  *
  * For every IPv4 packet: parse, check the pod's source address (egress);
  * TCP of an endpoint no policy applies to then passes (the minimal path:
@@ -91,6 +92,8 @@ const struct btf_exports *unused_btf_exports __attribute__((unused));
 /* From <linux/bpf.h> of Linux 6.6+ (Debian 12's uapi headers predate tcx). */
 #define TCX_NEXT	(-1)
 #define TCX_DROP	2
+
+#define PACKET_HOST	0	/* skb->pkt_type: addressed to this host */
 
 /*
  * Cilium's skb->mark magic (bits 8-11; the proxy port in bits 16-31). Go:
@@ -431,38 +434,79 @@ int policy_from_pod(struct __sk_buff *skb)
 	return ret;
 }
 
-/* Tail-called by policy_from_pod only (with its checks done). */
-SEC("tc")
-int policy_host_routed(struct __sk_buff *skb)
+/*
+ * Delivers a packet that host_route_lookup gave route r for (ip is its
+ * IPv4 header): the Ethernet addresses of the destination's link, TTL
+ * decremented, the destination's ingress policy with its ifindex, then
+ * bpf_redirect_peer. Shared by both sides of host routing.
+ */
+static __always_inline int host_route(struct __sk_buff *skb, struct ipv4_hdr *ip, const struct local_route *r,
+				      enum pol_counter counter)
 {
-	const struct local_route *r;
-	struct local_route route;
-	struct ipv4_hdr ip;
+	struct local_route route = *r;
 	__u8 macs[12];
 	__u16 old_word, new_word;
 	int ret;
 
-	r = host_route_lookup(skb, &ip);
-	if (!r)
-		return TCX_NEXT;	/* changed since the caller looked: as before */
-	route = *r;
 	__builtin_memcpy(&macs[0], route.pod_mac, 6);
 	__builtin_memcpy(&macs[6], route.host_mac, 6);
 	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
 		return TCX_NEXT;
 	/* TTL, as the router: the checksum covers it as the high byte of a word. */
-	old_word = bpf_htons((__u16)ip.ttl << 8 | ip.protocol);
-	new_word = bpf_htons((__u16)(ip.ttl - 1) << 8 | ip.protocol);
-	ip.ttl--;
+	old_word = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
+	new_word = bpf_htons((__u16)(ip->ttl - 1) << 8 | ip->protocol);
+	ip->ttl--;
 	if (bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct ipv4_hdr, check), old_word, new_word, 2) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + __builtin_offsetof(struct ipv4_hdr, ttl), &ip.ttl, 1, 0) < 0)
+	    bpf_skb_store_bytes(skb, ETH_HLEN + __builtin_offsetof(struct ipv4_hdr, ttl), &ip->ttl, 1, 0) < 0)
 		return TCX_DROP;
 
 	ret = handle_ipv4(skb, DIR_INGRESS, route.ifindex);
 	if (ret != TCX_NEXT)
 		return ret;	/* dropped, or hairpinned to the proxy */
 	pol_count(POL_CNT_HOST_ROUTED);
+	if (counter != POL_CNT_HOST_ROUTED)
+		pol_count(counter);
 	return bpf_redirect_peer(route.ifindex, 0);
+}
+
+/* Tail-called by policy_from_pod only (with its checks done). */
+SEC("tc")
+int policy_host_routed(struct __sk_buff *skb)
+{
+	const struct local_route *r;
+	struct ipv4_hdr ip;
+
+	r = host_route_lookup(skb, &ip);
+	if (!r)
+		return TCX_NEXT;	/* changed since the caller looked: as before */
+	return host_route(skb, &ip, r, POL_CNT_HOST_ROUTED);
+}
+
+/*
+ * Host routing of packets from other nodes (tcx ingress of the node's
+ * uplinks, the interfaces holding the node's addresses): a packet to a pod
+ * of this node gets what the node's router and policy_to_pod would have
+ * given it (host_route: the destination's ingress policy with its ifindex,
+ * then straight into its netns) instead of IP forwarding and the host
+ * veth's egress. Everything else passes untouched to the stack: packets not
+ * addressed to this host's MAC, non-IPv4, anything not to a local pod (the
+ * node's own addresses: WireGuard's UDP, the proxies' tunnels, API and
+ * probes), fragments, TTL about to expire, marked packets and TCP a socket
+ * of the node's netns owns, as on the pod side. WireGuard's decrypted
+ * packets come out of its device, where this program is not attached.
+ */
+SEC("tc")
+int policy_from_uplink(struct __sk_buff *skb)
+{
+	const struct local_route *r;
+	struct ipv4_hdr ip;
+
+	if (!host_routing || skb->pkt_type != PACKET_HOST)
+		return TCX_NEXT;
+	r = host_route_lookup(skb, &ip);
+	if (!r || node_socket_owns(skb, &ip))
+		return TCX_NEXT;
+	return host_route(skb, &ip, r, POL_CNT_UPLINK_ROUTED);
 }
 
 SEC("tc")

@@ -85,7 +85,7 @@ spec:
 // agent is stopped (the node leaves the chart's DaemonSets) and
 // `membrane-agent cleanup` runs in that node's namespace with the agent's
 // flags. Nothing of Membrane's is left on the
-// node (pins, tcx programs on pod interfaces, cgroup programs, the proxy's
+// node (pins, tcx programs on pod interfaces and the uplink, cgroup programs, the proxy's
 // nftables table, the WireGuard device, ip rules, the key, the Node
 // annotations), the other node keeps its own, a second run is a no-op, and
 // the node's pods reach pods on the other node by pod IP once no policy
@@ -122,7 +122,7 @@ func TestNodeCleanup(t *testing.T) {
 	node1 := nodeView{t: t, netns: l.NodeNetns(n1), pinDir: l.NodeBPFDir(n1), cgroup: filepath.Join(l.CgroupDir(s.CgroupRoot), n1)}
 	before := node1.inventory()
 	t.Logf("%s before cleanup: %s", n1, before)
-	if len(before.pins) == 0 || before.tcx+before.tcFilters == 0 || before.cgroupProgs == 0 || !before.nftTable || !before.wgDevice || len(before.rules) == 0 {
+	if len(before.pins) == 0 || before.tcx+before.tcFilters == 0 || before.uplinkTCX == 0 || before.cgroupProgs == 0 || !before.nftTable || !before.wgDevice || len(before.rules) == 0 {
 		t.Fatalf("%s does not have the full datapath to clean up: %s", n1, before)
 	}
 	if a := k.node(n1).Annotations; a[wireguard.AnnotationPublicKey] == "" || a[agenttunnel.CertAnnotation] == "" {
@@ -169,7 +169,7 @@ func TestNodeCleanup(t *testing.T) {
 	}
 	// The other node keeps its datapath.
 	node2 := nodeView{t: t, netns: l.NodeNetns(n2), pinDir: l.NodeBPFDir(n2), cgroup: filepath.Join(l.CgroupDir(s.CgroupRoot), n2)}
-	if other := node2.inventory(); len(other.pins) == 0 || other.tcx+other.tcFilters == 0 || other.cgroupProgs == 0 || !other.nftTable || !other.wgDevice {
+	if other := node2.inventory(); len(other.pins) == 0 || other.tcx+other.tcFilters == 0 || other.uplinkTCX == 0 || other.cgroupProgs == 0 || !other.nftTable || !other.wgDevice {
 		t.Errorf("%s lost part of its datapath: %s", n2, other)
 	}
 
@@ -250,6 +250,7 @@ type nodeView struct {
 type inventory struct {
 	pins        []string // below the pin dir
 	tcx         int      // tcx programs on pod interfaces (mbr…)
+	uplinkTCX   int      // tcx programs on the node's other interfaces (host routing on the uplink)
 	tcFilters   int      // BPF clsact filters on pod interfaces
 	podIfs      int
 	cgroupProgs int // socket programs on the node's cgroup subtree
@@ -260,12 +261,12 @@ type inventory struct {
 }
 
 func (i inventory) clean() bool {
-	return len(i.pins) == 0 && i.tcx == 0 && i.tcFilters == 0 && i.cgroupProgs == 0 && !i.nftTable && !i.wgDevice && len(i.rules) == 0 && !i.apiSocket
+	return len(i.pins) == 0 && i.tcx == 0 && i.uplinkTCX == 0 && i.tcFilters == 0 && i.cgroupProgs == 0 && !i.nftTable && !i.wgDevice && len(i.rules) == 0 && !i.apiSocket
 }
 
 func (i inventory) String() string {
-	return fmt.Sprintf("%d pins %v, %d tcx programs and %d clsact filters on %d pod interfaces, %d cgroup socket programs, nftables table %s %v, %s %v, our ip rules %v, agent API socket %v",
-		len(i.pins), i.pins, i.tcx, i.tcFilters, i.podIfs, i.cgroupProgs, tproxy.TableName, i.nftTable, wireguard.DeviceName, i.wgDevice, i.rules, i.apiSocket)
+	return fmt.Sprintf("%d pins %v, %d tcx programs and %d clsact filters on %d pod interfaces, %d tcx programs on other interfaces, %d cgroup socket programs, nftables table %s %v, %s %v, our ip rules %v, agent API socket %v",
+		len(i.pins), i.pins, i.tcx, i.tcFilters, i.podIfs, i.uplinkTCX, i.cgroupProgs, tproxy.TableName, i.nftTable, wireguard.DeviceName, i.wgDevice, i.rules, i.apiSocket)
 }
 
 func (v nodeView) inventory() inventory {
@@ -323,6 +324,12 @@ func (v nodeView) inventory() inventory {
 				inv.wgDevice = true
 			}
 			if !strings.HasPrefix(name, "mbr") {
+				// The node's own interfaces: nothing of ours but host
+				// routing's program on the uplink.
+				res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+				if err == nil {
+					inv.uplinkTCX += len(res.Programs)
+				}
 				continue
 			}
 			inv.podIfs++

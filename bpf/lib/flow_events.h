@@ -89,7 +89,8 @@ enum pol_counter {
 	POL_CNT_PROXY_HAIRPIN = 6,	/* to the L7 proxy: hairpinned back, passed unchecked */
 	POL_CNT_EVENTS_SENT = 7,	/* flow events written to the ring buffer */
 	POL_CNT_CT_PICKED_UP = 8,	/* TCP connections of the untracked time picked up */
-	POL_CNT_HOST_ROUTED = 9,	/* pod to local pod: delivered by bpf_redirect_peer */
+	POL_CNT_HOST_ROUTED = 9,	/* to a local pod: delivered by bpf_redirect_peer (from a pod or an uplink) */
+	POL_CNT_UPLINK_ROUTED = 10,	/* of those, from another node (the node's uplink) */
 	POL_CNT_MAX,
 };
 

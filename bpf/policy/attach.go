@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,14 +30,26 @@ func hooks() []hook {
 	}
 }
 
+// uplinkHook is host routing's side on the node's uplinks (SetUplinks):
+// packets from other nodes to the node's pods.
+func uplinkHook() hook {
+	return hook{"uplink", ebpf.AttachTCXIngress, handleMinIngress, policyProgPolicyFromUplink}
+}
+
+// allHooks are the hooks of every link pin.
+func allHooks() []hook { return append(hooks(), uplinkHook()) }
+
 func (d *Datapath) program(h hook) *ebpf.Program {
-	if h.prog == policyProgPolicyFromPod {
+	switch h.prog {
+	case policyProgPolicyFromPod:
 		return d.progs.PolicyFromPod
+	case policyProgPolicyFromUplink:
+		return d.progs.PolicyFromUplink
 	}
 	return d.progs.PolicyToPod
 }
 
-// Link pins: PinDir/links/policy_<ingress|egress>_<ifindex>. bpffs refuses
+// Link pins: PinDir/links/policy_<ingress|egress|uplink>_<ifindex>. bpffs refuses
 // names with a dot, so temporary pins get a suffix instead.
 const (
 	linkPinPrefix = "policy_"
@@ -70,7 +83,7 @@ func linkPins(pinDir string) ([]pinnedLink, error) {
 			continue
 		}
 		rest = strings.TrimSuffix(rest, nextPinSuffix)
-		for _, h := range hooks() {
+		for _, h := range allHooks() {
 			idx, ok := strings.CutPrefix(rest, h.name+"_")
 			if !ok {
 				continue
@@ -203,8 +216,14 @@ func (d *Datapath) updateLink(l link.Link, h hook, ifindex int) (bool, error) {
 
 func attachNewTCX(ifindex int, h hook, prog *ebpf.Program) (link.Link, error) {
 	// First in the chain: no program before it can pass packets around
-	// policy; allowed packets go on to later programs (TCX_NEXT).
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: h.tcx, Anchor: link.Head()})
+	// policy; allowed packets go on to later programs (TCX_NEXT). On an
+	// uplink, last: what others' programs there (a firewall) pass is all
+	// host routing takes.
+	anchor := link.Head()
+	if h.name == uplinkHook().name {
+		anchor = link.Tail()
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: h.tcx, Anchor: anchor})
 	if err != nil {
 		return nil, fmt.Errorf("attach tcx %s: %w", h.name, err)
 	}
@@ -236,6 +255,17 @@ func (d *Datapath) restore(ctx context.Context) error {
 			// Left by an Attach that did not finish.
 			_ = detachPinned(p.path)
 			_ = os.Remove(p.path)
+			continue
+		}
+		if p.hook.name == uplinkHook().name && !d.hostRouting {
+			// Host routing turned off: the uplinks go back to the stack.
+			if err := detachPinned(p.path); err != nil {
+				errs = append(errs, err)
+			} else if err := os.Remove(p.path); err != nil {
+				errs = append(errs, err)
+			} else {
+				d.log.Info("detached host routing from uplink (host routing off)", "ifindex", p.ifindex)
+			}
 			continue
 		}
 		l, err := link.LoadPinnedLink(p.path, nil)
@@ -285,6 +315,78 @@ func (d *Datapath) Detach(ifindex int) error {
 	return nil
 }
 
+// SetUplinks makes ifindexes (the node's uplinks: the interfaces holding
+// its addresses) exactly the interfaces where packets from other nodes to
+// the node's pods take host routing (Options.HostRouting): it attaches
+// policy_from_uplink at tcx ingress, pinned like the pod interfaces' links
+// (Load swaps in new programs, Cleanup removes them), and detaches it from
+// every other interface. With host routing off, or without tcx (Linux
+// 6.6+), it only detaches; then it returns ErrNotSupported for a non-empty
+// list.
+func (d *Datapath) SetUplinks(ifindexes []int) error {
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	want := map[int]bool{}
+	for _, i := range ifindexes {
+		if i <= 0 {
+			return fmt.Errorf("set uplinks: ifindex %d: %w", i, ErrInvalid)
+		}
+		want[i] = true
+	}
+	var errs []error
+	if !d.hostRouting || d.legacy {
+		clear(want)
+		if len(ifindexes) > 0 {
+			errs = append(errs, fmt.Errorf("set uplinks: host routing from uplinks needs Options.HostRouting and tcx: %w", ErrNotSupported))
+		}
+	}
+	pins, err := linkPins(d.pinDir)
+	if err != nil {
+		return fmt.Errorf("set uplinks: %w", err)
+	}
+	for _, p := range pins {
+		if p.hook.name != uplinkHook().name || (want[p.ifindex] && !strings.HasSuffix(p.path, nextPinSuffix)) {
+			continue
+		}
+		if err := detachPinned(p.path); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Remove(p.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		d.log.Info("detached host routing from uplink", "ifindex", p.ifindex)
+	}
+	for _, i := range slices.Sorted(maps.Keys(want)) {
+		created, err := d.attachTCX(i, uplinkHook())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("attach host routing to uplink ifindex %d: %w", i, err))
+		} else if created {
+			d.log.Info("attached host routing to uplink", "ifindex", i)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Uplinks returns the interfaces SetUplinks attached, sorted.
+func (d *Datapath) Uplinks() ([]int, error) {
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	pins, err := linkPins(d.pinDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, p := range pins {
+		if p.hook.name == uplinkHook().name && !strings.HasSuffix(p.path, nextPinSuffix) {
+			out = append(out, p.ifindex)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // Attached returns the interfaces with policy programs in at least one
 // direction, sorted (for the agent to detach those it no longer knows).
 // With clsact filters it looks in the calling thread's network namespace.
@@ -300,6 +402,9 @@ func (d *Datapath) Attached() ([]int, error) {
 	}
 	var out []int
 	for _, p := range pins {
+		if p.hook.name == uplinkHook().name {
+			continue
+		}
 		l, err := link.LoadPinnedLink(p.path, nil)
 		if err != nil {
 			return nil, fmt.Errorf("load pinned link %s: %w", p.path, err)

@@ -300,7 +300,8 @@ type Counters struct {
 	CTReopened      uint64 // bare SYNs on closed connections, checked as new
 	CTRelated       uint64 // ICMP errors passed as related to a tracked flow
 	ProxyHairpin    uint64 // packets hairpinned to the L7 proxy, passed unchecked by policy_from_pod
-	HostRouted      uint64 // packets from a pod delivered to a pod of the node by host routing
+	HostRouted      uint64 // packets delivered to a pod of the node by host routing (from a pod or an uplink)
+	UplinkRouted    uint64 // of those, packets from other nodes (SetUplinks)
 }
 
 // Direction returns the counters of d.
@@ -356,6 +357,7 @@ func (m *Maps) Counters() (Counters, error) {
 		policyPolCounterPOL_CNT_EVENTS_SENT:   &c.EventsSent,
 		policyPolCounterPOL_CNT_CT_PICKED_UP:  &c.CTPickedUp,
 		policyPolCounterPOL_CNT_HOST_ROUTED:   &c.HostRouted,
+		policyPolCounterPOL_CNT_UPLINK_ROUTED: &c.UplinkRouted,
 	} {
 		var perCPU []uint64
 		if err := m.counters.Lookup(idx, &perCPU); err != nil {

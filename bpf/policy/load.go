@@ -76,6 +76,7 @@ type Options struct {
 	// straight into the destination's netns after both policies
 	// (bpf_redirect_peer, Linux 5.10), skipping the node's stack; the
 	// agent's local routes (UpsertLocalRoute) name the destinations.
+	// With it, SetUplinks does the same for packets from other nodes.
 	// HaveHostRouting probes the kernel.
 	HostRouting bool
 
@@ -146,6 +147,8 @@ type Datapath struct {
 	pinDir    string
 	log       *slog.Logger
 	legacy    bool // clsact filters instead of tcx links
+	// hostRouting is Options.HostRouting: SetUplinks attaches only then.
+	hostRouting bool
 
 	attachMu sync.Mutex
 }
@@ -219,8 +222,10 @@ func Load(ctx context.Context, log *slog.Logger, opts Options) (*Datapath, error
 		pinDir:    opts.PinDir,
 		log:       log,
 		legacy:    legacy,
+
+		hostRouting: opts.HostRouting,
 	}
-	for _, p := range []*ebpf.Program{dp.progs.PolicyFromPod, dp.progs.PolicyToPod} {
+	for _, p := range []*ebpf.Program{dp.progs.PolicyFromPod, dp.progs.PolicyToPod, dp.progs.PolicyFromUplink} {
 		info, err := p.Info()
 		if err == nil {
 			id, ok := info.ID()
@@ -264,6 +269,7 @@ func newSpec(opts Options) (*ebpf.CollectionSpec, error) {
 		// Never tail-called then; kernels before Linux 5.10 lack
 		// bpf_redirect_peer and would refuse the program.
 		specs.PolicyHostRouted.Instructions = asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}
+		specs.PolicyFromUplink.Instructions = asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}
 	}
 	if err := specs.EventsWakeupBytes.Set(opts.EventsBufferSize / 8); err != nil {
 		return nil, fmt.Errorf("set events_wakeup_bytes: %w", err)

@@ -168,7 +168,8 @@ const (
 	policyPolCounterPOL_CNT_EVENTS_SENT   policyPolCounter = 7
 	policyPolCounterPOL_CNT_CT_PICKED_UP  policyPolCounter = 8
 	policyPolCounterPOL_CNT_HOST_ROUTED   policyPolCounter = 9
-	policyPolCounterPOL_CNT_MAX           policyPolCounter = 10
+	policyPolCounterPOL_CNT_UPLINK_ROUTED policyPolCounter = 10
+	policyPolCounterPOL_CNT_MAX           policyPolCounter = 11
 )
 
 type policyPolicyEntry struct {
@@ -256,6 +257,7 @@ const (
 	policyMapMembranePolicy    = "membrane_policy"
 	policyMapMembranePolmet    = "membrane_polmet"
 	policyProgPolicyFromPod    = "policy_from_pod"
+	policyProgPolicyFromUplink = "policy_from_uplink"
 	policyProgPolicyHostRouted = "policy_host_routed"
 	policyProgPolicyToPod      = "policy_to_pod"
 	policyVarCtLifetimeClose   = "ct_lifetime_close"
@@ -311,6 +313,7 @@ type policySpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyProgramSpecs struct {
 	PolicyFromPod    *ebpf.ProgramSpec `ebpf:"policy_from_pod"`
+	PolicyFromUplink *ebpf.ProgramSpec `ebpf:"policy_from_uplink"`
 	PolicyHostRouted *ebpf.ProgramSpec `ebpf:"policy_host_routed"`
 	PolicyToPod      *ebpf.ProgramSpec `ebpf:"policy_to_pod"`
 }
@@ -411,6 +414,7 @@ type policyVariables struct {
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyPrograms struct {
 	PolicyFromPod    *ebpf.Program `ebpf:"policy_from_pod"`
+	PolicyFromUplink *ebpf.Program `ebpf:"policy_from_uplink"`
 	PolicyHostRouted *ebpf.Program `ebpf:"policy_host_routed"`
 	PolicyToPod      *ebpf.Program `ebpf:"policy_to_pod"`
 }
@@ -418,6 +422,7 @@ type policyPrograms struct {
 func (p *policyPrograms) Close() error {
 	return _PolicyClose(
 		p.PolicyFromPod,
+		p.PolicyFromUplink,
 		p.PolicyHostRouted,
 		p.PolicyToPod,
 	)

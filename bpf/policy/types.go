@@ -238,6 +238,9 @@ func (ep Endpoint) Tracked() bool {
 // ErrInvalid marks arguments the datapath cannot represent.
 var ErrInvalid = errors.New("invalid policy datapath entry")
 
+// ErrNotSupported: this Load or kernel cannot do what was asked.
+var ErrNotSupported = errors.New("not supported by this policy datapath")
+
 // Byte order: the kernel keeps addresses and ports in network order; the
 // generated structs hold them as host integers whose in-memory bytes are
 // those network-order bytes.

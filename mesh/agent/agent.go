@@ -127,6 +127,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	up := &uplinks{log: a.log.With("component", "host-routing"), dp: pdp, node: a.cfg.NodeName,
+		nodes: informers.Typed.Core().V1().Nodes().Lister(), on: hostRouting}
 	a.startClusterMesh(src, psrc, identity.DefaultFilter())
 	a.eps, err = newEndpoints(a.log.With("component", "endpoints"), a.cfg.NodeName, pdp, psrc, a.flows, newPolicyMetrics(a.reg))
 	if err != nil {
@@ -198,7 +200,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.datapathGauges()
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	wg.Add(12)
+	wg.Add(13)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-informers.Synced():
+			up.run(ctx)
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if a.ids == nil {

@@ -18,6 +18,7 @@ type policyMetrics struct {
 	mapEntries          *prometheus.GaugeVec
 	mapPressure         *prometheus.GaugeVec
 	hostRouted          prometheus.Gauge
+	uplinkRouted        prometheus.Gauge
 }
 
 func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
@@ -62,7 +63,11 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 		}, []string{"map"}),
 		hostRouted: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "membrane", Subsystem: "datapath", Name: "host_routed_packets",
-			Help: "Packets from a pod delivered to another pod of the node by host routing (skipping the node's stack) since the maps were created.",
+			Help: "Packets delivered to a pod of the node by host routing (skipping the node's stack), from its pods and from other nodes, since the maps were created.",
+		}),
+		uplinkRouted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "datapath", Name: "host_routed_from_uplink_packets",
+			Help: "Of the host-routed packets, those from other nodes (received on the node's uplink).",
 		}),
 	}
 	// The datapath's gauges (verdicts, drops, hostRouted, mapEntries,
@@ -73,7 +78,7 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 
 // datapathGauges are the gauges datapath fills.
 func (m *policyMetrics) datapathGauges() []prometheus.Collector {
-	return []prometheus.Collector{m.verdicts, m.drops, m.hostRouted, m.mapEntries, m.mapPressure}
+	return []prometheus.Collector{m.verdicts, m.drops, m.hostRouted, m.uplinkRouted, m.mapEntries, m.mapPressure}
 }
 
 // datapath exports the policy programs' counters and map usage.
@@ -94,6 +99,7 @@ func (m *policyMetrics) datapath(dp *bpfpolicy.Datapath) error {
 		m.verdicts.WithLabelValues(d.String(), "dropped").Set(float64(dropped))
 	}
 	m.hostRouted.Set(float64(c.HostRouted))
+	m.uplinkRouted.Set(float64(c.UplinkRouted))
 	usage, err := dp.Count()
 	if err != nil {
 		return err
