@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -77,11 +78,11 @@ func (u *uplinks) run(ctx context.Context) {
 func (u *uplinks) find() ([]int, error) {
 	n, err := u.nodes.Get(u.node)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("get node %s: %w", u.node, err)
 	}
 	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list the node's addresses: %w", err)
 	}
 	return uplinkIndexes(nodeIPv4s(n), addrs), nil
 }
