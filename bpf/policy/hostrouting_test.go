@@ -37,15 +37,7 @@ func TestHostRouting(t *testing.T) {
 		{Key: in(82), Entry: PolicyEntry{Verdict: Redirect, ProxyPort: proxyPort}},
 	}))
 	// routed is frame as the router forwards it to the pod.
-	routed := func(frame []byte) []byte {
-		r := bytes.Clone(frame)
-		copy(r[0:6], route.PodMAC)
-		copy(r[6:12], route.HostMAC)
-		r[14+8]--
-		binary.BigEndian.PutUint16(r[14+10:], 0)
-		binary.BigEndian.PutUint16(r[14+10:], checksum(r[14:34]))
-		return r
-	}
+	routed := func(frame []byte) []byte { return routedFrame(frame, route) }
 	fromPod := func(port uint16) pkt {
 		return pkt{src: netip.MustParseAddr(peer(1)), dst: netip.MustParseAddr(podAddr), proto: TCP, sport: f.nextPort(), dport: port, flags: SYN}
 	}
@@ -184,4 +176,16 @@ func TestHostRouting(t *testing.T) {
 	if evs := ingress(drain(t, g.ev)); len(evs) != 0 {
 		t.Errorf("host routing off: ingress events %v, want none", evs)
 	}
+}
+
+// routedFrame is frame as the node's router forwards it on route: the
+// link's Ethernet addresses, the TTL decremented, the checksum updated.
+func routedFrame(frame []byte, route LocalRoute) []byte {
+	r := bytes.Clone(frame)
+	copy(r[0:6], route.PodMAC)
+	copy(r[6:12], route.HostMAC)
+	r[14+8]--
+	binary.BigEndian.PutUint16(r[14+10:], 0)
+	binary.BigEndian.PutUint16(r[14+10:], checksum(r[14:34]))
+	return r
 }

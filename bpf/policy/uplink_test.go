@@ -71,15 +71,7 @@ func TestHostRoutingFromUplink(t *testing.T) {
 		{Key: in(80), Entry: PolicyEntry{Verdict: Allow}},
 		{Key: in(82), Entry: PolicyEntry{Verdict: Redirect, ProxyPort: proxyPort}},
 	}))
-	routed := func(frame []byte) []byte {
-		r := bytes.Clone(frame)
-		copy(r[0:6], route.PodMAC)
-		copy(r[6:12], route.HostMAC)
-		r[14+8]--
-		binary.BigEndian.PutUint16(r[14+10:], 0)
-		binary.BigEndian.PutUint16(r[14+10:], checksum(r[14:34]))
-		return r
-	}
+	routed := func(frame []byte) []byte { return routedFrame(frame, route) }
 	fromRemote := func(port uint16) pkt {
 		return pkt{src: netip.MustParseAddr(peer(2)), dst: netip.MustParseAddr(podAddr), proto: TCP, sport: f.nextPort(), dport: port, flags: SYN}
 	}
