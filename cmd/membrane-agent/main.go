@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -151,8 +152,24 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.IntVar(&cfg.ClusterID, "cluster-id", 0, "id of this cluster in a cluster mesh, 1 to 255 (0: no cluster mesh)")
 	fs.StringVar(&cfg.ClusterMeshSecret, "clustermesh-secret", "kube-system/membrane-clustermesh", "NAMESPACE/NAME of the Secret with one read-only kubeconfig per remote cluster (written by membrane clustermesh connect)")
 	fs.DurationVar(&cfg.ClusterMeshCacheTTL, "clustermesh-cache-ttl", 30*time.Second, "how long a remote cluster whose API server stopped answering keeps its backends")
+	fs.StringVar(&cfg.CNI.ConfDir, "cni-conf-dir", "", "the node's CNI configuration directory: once ready to serve membrane-cni, the agent copies the plugin into --cni-bin-dir and writes --cni-conf-name here with the node's PodCIDR, and keeps it so (empty: installs nothing; needs --api-socket)")
+	fs.StringVar(&cfg.CNI.BinDir, "cni-bin-dir", "", "the node's CNI plugin directory --cni-plugin is copied into (empty: membrane-cni is installed some other way)")
+	fs.StringVar(&cfg.CNI.ConfName, "cni-conf-name", agent.DefaultCNIConfName, "file name of the CNI configuration list in --cni-conf-dir (the runtime uses the first in name order)")
+	fs.StringVar(&cfg.CNI.Plugin, "cni-plugin", defaultCNIPlugin(), "the membrane-cni binary copied into --cni-bin-dir, a file named membrane-cni (default: the one next to this executable)")
+	fs.StringVar(&cfg.CNI.DataDir, "cni-data-dir", agent.DefaultCNIDataDir, "membrane-cni's IPAM state directory on the node (dataDir of the CNI config)")
+	fs.StringVar(&cfg.CNI.LogFile, "cni-log-file", agent.DefaultCNILogFile, "membrane-cni's log file on the node (logFile of the CNI config; empty: the plugin logs warnings and errors to the runtime)")
 	debug = fs.Bool("debug", false, "log debug messages")
 	return proxyPort, debug
+}
+
+// defaultCNIPlugin is membrane-cni in the directory of this executable
+// (empty when that is unknown).
+func defaultCNIPlugin() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(exe), "membrane-cni")
 }
 
 func newLogger(w io.Writer, debug bool) *slog.Logger {
@@ -189,7 +206,7 @@ func runCleanup(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nRemoves everything membrane-agent programmed on this node: eBPF programs, pinned maps\nand links, the L7 proxy's nftables table and ip rule, the WireGuard device and its routing,\nthe WireGuard key and, when the Kubernetes API answers, the agent's Node annotations.\nRun it in the node's network namespace after the agent stopped, with the agent's flags.\n\n", fs.Name())
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nRemoves everything membrane-agent programmed on this node: the CNI config it wrote (with\n--cni-conf-dir; the membrane-cni binary stays), eBPF programs, pinned maps and links, the L7\nproxy's nftables table and ip rule, the WireGuard device and its routing, the WireGuard key\nand, when the Kubernetes API answers, the agent's Node annotations.\nRun it in the node's network namespace after the agent stopped, with the agent's flags.\n\n", fs.Name())
 		fs.PrintDefaults()
 	}
 	var cfg agent.Config

@@ -29,14 +29,16 @@ connected over xDS, does it run the newest configuration, or did it reject
 it, with Envoy's error) and its encryption mode; then each Gateway with
 its address, Programmed condition and listeners; then each Ingress with
 its address, whether it is programmed (it has its address) and its rules,
-followed by the Warning Events on the Ingresses.`
+followed by the Warning Events on the Ingresses. Below the nodes come their
+problems: configurations their Envoy rejected, and CNI configurations the
+agent could not write (-o json has each node's CNI configuration).`
 	return cmd
 }
 
 func printStatus(g *globals, list []agentapi.NodeStatus, now time.Time) error {
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tAGENT\tENDPOINTS\tSERVICES\tL7 PROXY\tENCRYPTION")
-	var rejections []string
+	var problems []string
 	for _, s := range list {
 		agentState := "syncing"
 		if s.Ready {
@@ -51,13 +53,16 @@ func printStatus(g *globals, list []agentapi.NodeStatus, now time.Time) error {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Node, agentState, strings.Join(eps, ", "), s.Services, proxyState(s.Proxy, now), encryptionState(s))
 		if p := s.Proxy; p != nil && p.Rejected != nil {
-			rejections = append(rejections, fmt.Sprintf("%s: Envoy rejected version %s %s ago: %s", s.Node, p.Rejected.Version, now.Sub(p.Rejected.At).Round(time.Second), strings.TrimSpace(p.Rejected.Error)))
+			problems = append(problems, fmt.Sprintf("%s: Envoy rejected version %s %s ago: %s", s.Node, p.Rejected.Version, now.Sub(p.Rejected.At).Round(time.Second), strings.TrimSpace(p.Rejected.Error)))
+		}
+		if c := s.CNI; c != nil && c.Error != "" {
+			problems = append(problems, cniProblem(s.Node, c))
 		}
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	for _, r := range rejections {
+	for _, r := range problems {
 		fmt.Fprintln(g.stdout, r)
 	}
 	return nil
@@ -88,6 +93,15 @@ func encryptionState(s agentapi.NodeStatus) string {
 		return s.Encryption + " (error: " + wg.Error + ")"
 	}
 	return fmt.Sprintf("%s %s, key %s, %d peers", s.Encryption, wg.Backend, wg.PublicKeyFingerprint, wg.Peers)
+}
+
+// cniProblem is one line on a node whose CNI config is not in place or not
+// up to date.
+func cniProblem(node string, c *agentapi.CNIStatus) string {
+	if c.PodCIDR == "" {
+		return fmt.Sprintf("%s: CNI config %s not written: %s", node, c.Config, c.Error)
+	}
+	return fmt.Sprintf("%s: CNI config %s (podCIDR %s): %s", node, c.Config, c.PodCIDR, c.Error)
 }
 
 func orNone(v string) string {

@@ -46,8 +46,9 @@ func chartObject(t *testing.T, objs []chart.Object, kind, name string) chart.Obj
 }
 
 // TestLocalValuesAgent checks the agent DaemonSet the local values render:
-// its API socket is where Layout.AgentSocket finds it on the node, and the
-// state directory, pin directory and encryption are the chart's own.
+// its API socket is where Layout.AgentSocket finds it on the node, its CNI
+// config and plugin go to the node's CNI directories, and the state
+// directory, pin directory and encryption are the chart's own.
 func TestLocalValuesAgent(t *testing.T) {
 	var ds appsv1.DaemonSet
 	if err := yaml.UnmarshalStrict([]byte(chartObject(t, renderedChart(t), "DaemonSet", agentDaemonSet).YAML), &ds); err != nil {
@@ -75,6 +76,9 @@ func TestLocalValuesAgent(t *testing.T) {
 		"--api-socket=/var/run/membrane/agent/api.sock": l.AgentSocket("v-node1"),
 		"--state-dir=/var/lib/membrane/agent":           l.NodeAgentStateDir("v-node1"),
 		"--bpf-pin-dir=/sys/fs/bpf/membrane":            l.NodeAgentPinDir("v-node1"),
+		// The agent's conflist and plugin: the node's CNI directories.
+		"--cni-conf-dir=/etc/cni/net.d": l.NodeCNIConfDir("v-node1"),
+		"--cni-bin-dir=/opt/cni/bin":    "/bin-dir",
 	} {
 		if !slices.Contains(args, flag) {
 			t.Errorf("agent args %q lack %s", args, flag)

@@ -40,11 +40,12 @@ type Agent struct {
 
 	dp    *socklb.Datapath
 	lb    *lb.Reconciler
-	eps   *endpoints  // the policy datapath's endpoints
-	proxy *proxy      // nil without an L7 proxy
-	dns   *dnsPolicy  // nil without a DNS proxy
-	enc   *encryption // nil with encryption off
-	ids   *identities // nil without SPIFFE identities
+	eps   *endpoints    // the policy datapath's endpoints
+	proxy *proxy        // nil without an L7 proxy
+	dns   *dnsPolicy    // nil without a DNS proxy
+	enc   *encryption   // nil with encryption off
+	ids   *identities   // nil without SPIFFE identities
+	cni   *cniInstaller // nil without --cni-conf-dir
 	// mesh watches remote clusters (nil without a cluster id); meshRoutes
 	// owns the routes to their pods.
 	mesh       *k8s.Mesh
@@ -189,6 +190,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.proxy.authMetrics = newAuthMetrics(a.reg)
 	}
 
+	if a.cfg.CNI.ConfDir != "" {
+		a.cni = newCNIInstaller(a.log.With("component", "cni"), a.cfg, informers.Typed.Core().V1().Nodes().Lister())
+	}
+
 	api, err := a.listenAPI(ctx)
 	if err != nil {
 		return err
@@ -200,12 +205,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.datapathGauges()
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	wg.Add(13)
+	wg.Add(14)
 	go func() {
 		defer wg.Done()
 		select {
 		case <-informers.Synced():
 			up.run(ctx)
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if a.cni == nil {
+			return
+		}
+		// The API socket listens already and the endpoint loop starts
+		// with the sync: from then on the plugin's ADD is served.
+		select {
+		case <-informers.Synced():
+			a.cni.run(ctx)
 		case <-ctx.Done():
 		}
 	}()

@@ -24,6 +24,7 @@ import (
 	gwnode "github.com/membrane-mesh/membrane/gateway/node"
 	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/cni/install"
 	"github.com/membrane-mesh/membrane/mesh/l2announce"
 	"github.com/membrane-mesh/membrane/mesh/tproxy"
 )
@@ -45,17 +46,26 @@ func (c Config) ValidateCleanup() error {
 	if c.APISocket != "" && !filepath.IsAbs(c.APISocket) {
 		errs = append(errs, fmt.Errorf("--api-socket %q: must be an absolute path", c.APISocket))
 	}
+	if c.CNI.ConfDir != "" {
+		if !filepath.IsAbs(c.CNI.ConfDir) {
+			errs = append(errs, fmt.Errorf("--cni-conf-dir %q: must be an absolute path", c.CNI.ConfDir))
+		}
+		if err := validConfName(c.CNI.ConfName); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // Cleanup removes from the node everything the agent with cfg programmed
-// there, in the network namespace of the calling thread: the L7 proxy
-// plumbing, the Gateway addresses, the policy programs on pod interfaces,
-// the socket load balancer on the cgroup, every pinned map and link and the
-// pin directory, the WireGuard device with its routing and key, the learned
-// DNS names, and the agent's API socket and state directory when they are
-// left empty. With a client it also
-// withdraws the agent's annotations from the Node (best effort: a failure
+// there, in the network namespace of the calling thread: the CNI
+// configuration it wrote (the plugin binary stays, for the DEL of the pods
+// left), the L7 proxy plumbing, the Gateway addresses, the policy programs
+// on pod interfaces, the socket load balancer on the cgroup, every pinned
+// map and link and the pin directory, the WireGuard device with its routing
+// and key, the learned DNS names, and the agent's API socket and state
+// directory when they are left empty. With a client it also withdraws the
+// agent's annotations from the Node (best effort: a failure
 // is logged, not returned). It logs one line per object it removes, removes
 // only objects by the agent's own names, marks and tables, and is a no-op
 // when run again. Run it after the agent has stopped.
@@ -71,6 +81,11 @@ func Cleanup(ctx context.Context, log *slog.Logger, cfg Config, client kubernete
 	}
 	if cfg.APISocket != "" && serving(cfg.APISocket) {
 		log.Warn("the agent still serves its API socket: stop it first, or it programs the node again", "socket", cfg.APISocket)
+	}
+	// The CNI configuration first: no new pod gets an interface of
+	// Membrane's while its datapath goes.
+	if cfg.CNI.ConfDir != "" {
+		step("remove the CNI config", removeCNIConfig(log.With("component", "cni"), cfg.CNI))
 	}
 	// Proxy plumbing first: nothing is marked for a proxy any more once
 	// the policy programs are gone.
@@ -139,7 +154,16 @@ func removeStaleSocket(log *slog.Logger, path string) error {
 	return nil
 }
 
-// removeEmptyDir removes dir if it exists and is empty.
+// removeCNIConfig removes the conflist the agent writes; the plugin binary
+// stays, for the DEL of the pods still running.
+func removeCNIConfig(log *slog.Logger, cni CNIConfig) error {
+	removed, err := install.RemoveConfig(cni.ConfDir, cni.ConfName)
+	if removed {
+		log.Info("removed CNI config", "file", filepath.Join(cni.ConfDir, cni.ConfName))
+	}
+	return err
+}
+
 // removeFile removes the file at path; a missing one is fine.
 func removeFile(log *slog.Logger, path string) error {
 	if err := os.Remove(path); errors.Is(err, os.ErrNotExist) {
@@ -151,6 +175,7 @@ func removeFile(log *slog.Logger, path string) error {
 	return nil
 }
 
+// removeEmptyDir removes dir if it exists and is empty.
 func removeEmptyDir(log *slog.Logger, dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {

@@ -22,8 +22,9 @@ import (
 
 // TestCleanupStateAndAnnotations runs Cleanup in a fresh network namespace
 // on a node whose datapath is already gone: it removes the key file, the
-// stale API socket, their directories when empty and the agent's Node
-// annotations, and leaves other annotations; a second run logs nothing.
+// stale API socket, their directories when empty, the CNI config and the
+// agent's Node annotations, and leaves other annotations, other CNI configs
+// and the plugin binary; a second run logs nothing.
 // (Each datapath package tests its own Cleanup; the e2e test the whole.)
 func TestCleanupStateAndAnnotations(t *testing.T) {
 	testenv.RequireRoot(t, "creates a network namespace")
@@ -42,6 +43,15 @@ func TestCleanupStateAndAnnotations(t *testing.T) {
 		BPFPinDir: filepath.Join(root, "bpf", "membrane"), // missing: nothing pinned
 		StateDir:  filepath.Join(root, "state"),
 		APISocket: filepath.Join(root, "run", "agent", "api.sock"),
+		CNI:       CNIConfig{ConfDir: filepath.Join(root, "net.d"), ConfName: DefaultCNIConfName, BinDir: filepath.Join(root, "bin")},
+	}
+	for _, f := range []string{filepath.Join(cfg.CNI.ConfDir, DefaultCNIConfName), filepath.Join(cfg.CNI.ConfDir, "10-other.conflist"), filepath.Join(cfg.CNI.BinDir, "membrane-cni")} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	k, err := wireguard.GeneratePrivateKey()
 	if err != nil {
@@ -88,6 +98,17 @@ func TestCleanupStateAndAnnotations(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "run")); err != nil {
 		t.Errorf("parent of the socket directory: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(cfg.CNI.ConfDir, DefaultCNIConfName)); !os.IsNotExist(err) {
+		t.Errorf("CNI config after Cleanup: %v", err)
+	}
+	for _, kept := range []string{filepath.Join(cfg.CNI.ConfDir, "10-other.conflist"), filepath.Join(cfg.CNI.BinDir, "membrane-cni")} {
+		if _, err := os.Stat(kept); err != nil {
+			t.Errorf("%s after Cleanup: %v, want it kept", kept, err)
+		}
+	}
+	if c := strings.Count(logs.String(), "removed CNI config"); c != 1 {
+		t.Errorf("logged %d removed CNI configs, want 1", c)
+	}
 	n, err := client.CoreV1().Nodes().Get(t.Context(), "node1", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +138,8 @@ func TestValidateCleanup(t *testing.T) {
 		{Config{BPFPinDir: "relative"}, "--bpf-pin-dir"},
 		{Config{BPFPinDir: "/sys/fs/bpf/membrane", StateDir: "state"}, "--state-dir"},
 		{Config{BPFPinDir: "/sys/fs/bpf/membrane", APISocket: "api.sock"}, "--api-socket"},
+		{Config{BPFPinDir: "/sys/fs/bpf/membrane", CNI: CNIConfig{ConfDir: "net.d", ConfName: DefaultCNIConfName}}, "--cni-conf-dir"},
+		{Config{BPFPinDir: "/sys/fs/bpf/membrane", CNI: CNIConfig{ConfDir: "/etc/cni/net.d", ConfName: "../x.conflist"}}, "--cni-conf-name"},
 	} {
 		if err := c.cfg.ValidateCleanup(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ValidateCleanup(%+v) = %v, want an error naming %s", c.cfg, err, c.want)
@@ -124,5 +147,9 @@ func TestValidateCleanup(t *testing.T) {
 	}
 	if err := (Config{BPFPinDir: "/sys/fs/bpf/membrane"}).ValidateCleanup(); err != nil {
 		t.Errorf("ValidateCleanup of a pin dir only: %v", err)
+	}
+	// The CNI config without --api-socket: cleanup removes it all the same.
+	if err := (Config{BPFPinDir: "/sys/fs/bpf/membrane", CNI: CNIConfig{ConfDir: "/etc/cni/net.d", ConfName: DefaultCNIConfName}}).ValidateCleanup(); err != nil {
+		t.Errorf("ValidateCleanup with a CNI config: %v", err)
 	}
 }

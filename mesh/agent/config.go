@@ -117,6 +117,10 @@ type Config struct {
 	// kernel lacks bpf_redirect_peer, the agent falls back to legacy);
 	// HostRoutingLegacy routes them through the node's stack.
 	HostRouting string
+
+	// CNI installs membrane-cni and its conflist on the node (see
+	// cni_install.go); CNI.ConfDir empty: nothing is installed.
+	CNI CNIConfig
 }
 
 // HostRouting modes (--host-routing).
@@ -203,6 +207,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateEncryption()...)
 	errs = append(errs, c.SPIFFE.validate()...)
 	errs = append(errs, c.validateClusterMesh()...)
+	errs = append(errs, c.validateCNI()...)
 	return errors.Join(errs...)
 }
 

@@ -28,6 +28,10 @@ func (a *Agent) status() agentapi.NodeStatus {
 		}
 		st.WireGuard = sum
 	}
+	if a.cni != nil {
+		cni := a.cni.status()
+		st.CNI = &cni
+	}
 	return st
 }
 

@@ -94,6 +94,23 @@ type NodeStatus struct {
 	Encryption string `json:"encryption"`
 	// WireGuard sums up the device when encryption is on.
 	WireGuard *WireGuardSummary `json:"wireguard,omitempty"`
+	// CNI is the node's CNI configuration the agent installs; nil when it
+	// installs none.
+	CNI *CNIStatus `json:"cni,omitempty"`
+}
+
+// CNIStatus is the membrane-cni configuration list the agent keeps on its
+// node.
+type CNIStatus struct {
+	// Config is the conflist's path on the node.
+	Config string `json:"config"`
+	// PodCIDR is the PodCIDR of the conflist in place; empty until the
+	// agent wrote one.
+	PodCIDR string `json:"podCIDR,omitempty"`
+	// Error is why the last attempt did not leave the plugin and the
+	// conflist in place (such as a node without a PodCIDR yet); empty
+	// when it did.
+	Error string `json:"error,omitempty"`
 }
 
 // WireGuardSummary is the node's WireGuard device in brief (`membrane

@@ -47,6 +47,9 @@ value at fault. */}}
 {{- if .Values.clustermesh.useAPIServer }}
 {{- fail (printf "clustermesh.useAPIServer=true: cluster mesh %s" $na) }}
 {{- end }}
+{{- if and .Values.cni.install (not .Values.agent.apiSocket) }}
+{{- fail "agent.apiSocket: required with cni.install=true (membrane-cni reports each new pod to the agent over it, so the pod is policed from its first packet); set it, e.g. /var/run/membrane/agent/api.sock, or set cni.install=false and install a CNI config yourself" }}
+{{- end }}
 {{- if and .Values.kubeProxyReplacement (not .Values.k8sServiceHost) }}
 {{- fail "k8sServiceHost: required with kubeProxyReplacement=true (without kube-proxy the agent and the operator cannot reach the API server through its Service)" }}
 {{- end }}
