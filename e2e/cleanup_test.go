@@ -245,6 +245,9 @@ type nodeView struct {
 	// apiSocket is where the node's agent API socket is seen from the
 	// host; empty: not checked.
 	apiSocket string
+	// cniConf is where the node's CNI configuration written by the agent
+	// is seen from the host; empty: not checked.
+	cniConf string
 }
 
 type inventory struct {
@@ -258,15 +261,16 @@ type inventory struct {
 	wgDevice    bool
 	rules       []string // ip rules looking up our tables
 	apiSocket   bool     // the agent API socket file exists
+	cniConf     bool     // the agent's CNI configuration exists
 }
 
 func (i inventory) clean() bool {
-	return len(i.pins) == 0 && i.tcx == 0 && i.uplinkTCX == 0 && i.tcFilters == 0 && i.cgroupProgs == 0 && !i.nftTable && !i.wgDevice && len(i.rules) == 0 && !i.apiSocket
+	return len(i.pins) == 0 && i.tcx == 0 && i.uplinkTCX == 0 && i.tcFilters == 0 && i.cgroupProgs == 0 && !i.nftTable && !i.wgDevice && len(i.rules) == 0 && !i.apiSocket && !i.cniConf
 }
 
 func (i inventory) String() string {
-	return fmt.Sprintf("%d pins %v, %d tcx programs and %d clsact filters on %d pod interfaces, %d tcx programs on other interfaces, %d cgroup socket programs, nftables table %s %v, %s %v, our ip rules %v, agent API socket %v",
-		len(i.pins), i.pins, i.tcx, i.tcFilters, i.podIfs, i.uplinkTCX, i.cgroupProgs, tproxy.TableName, i.nftTable, wireguard.DeviceName, i.wgDevice, i.rules, i.apiSocket)
+	return fmt.Sprintf("%d pins %v, %d tcx programs and %d clsact filters on %d pod interfaces, %d tcx programs on other interfaces, %d cgroup socket programs, nftables table %s %v, %s %v, our ip rules %v, agent API socket %v, CNI configuration %v",
+		len(i.pins), i.pins, i.tcx, i.tcFilters, i.podIfs, i.uplinkTCX, i.cgroupProgs, tproxy.TableName, i.nftTable, wireguard.DeviceName, i.wgDevice, i.rules, i.apiSocket, i.cniConf)
 }
 
 func (v nodeView) inventory() inventory {
@@ -290,6 +294,13 @@ func (v nodeView) inventory() inventory {
 			v.t.Fatal(err)
 		}
 		inv.apiSocket = err == nil
+	}
+	if v.cniConf != "" {
+		_, err := os.Stat(v.cniConf)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			v.t.Fatal(err)
+		}
+		inv.cniConf = err == nil
 	}
 	socketHooks := []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername}
 	err = filepath.WalkDir(v.cgroup, func(path string, d fs.DirEntry, err error) error {

@@ -72,7 +72,8 @@ func TestTutorialPair(t *testing.T) {
 
 	t.Run("deleted pod is replaced and its IP released", func(t *testing.T) {
 		victim := backends[0]
-		ipFile := filepath.Join(shared.cluster.Layout().NodeDir(victim.Spec.NodeName), "cni", "ipam", victim.Status.PodIP)
+		// The plugin's dataDir, /var/lib/membrane/cni on the node.
+		ipFile := filepath.Join(shared.cluster.Layout().NodeHostDir(victim.Spec.NodeName), "var/lib/membrane/cni", victim.Status.PodIP)
 		if _, err := os.Stat(ipFile); err != nil {
 			t.Fatalf("IPAM holds no record for %s: %v", victim.Status.PodIP, err)
 		}

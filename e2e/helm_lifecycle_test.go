@@ -23,6 +23,21 @@ import (
 
 const lifeNamespace = "life"
 
+// latePod is a pod on node n without access to the backend.
+func latePod(n string) string {
+	return `apiVersion: v1
+kind: Pod
+metadata: {name: late, namespace: life, labels: {app: late}}
+spec:
+  nodeName: ` + n + `
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: late
+    image: busybox:1.36
+    command: ["/bin/sh", "-c", "sleep 3600"]
+`
+}
+
 // lifePods: a client and a pod without access on node 1, a backend on
 // node 2 behind Service backend, and a NetworkPolicy letting only the
 // client reach the backend.
@@ -188,7 +203,42 @@ echo $po $pf $so $sf`, int(d.Seconds()), c.podIP, c.svc)
 // node is what of Membrane's is on node n.
 func (c *life) node(n string) inventory {
 	l := c.s.Layout()
-	return nodeView{t: c.t, netns: l.NodeNetns(n), pinDir: l.NodeBPFDir(n), cgroup: filepath.Join(l.CgroupDir(c.s.CgroupRoot), n), apiSocket: l.AgentSocket(n)}.inventory()
+	return nodeView{t: c.t, netns: l.NodeNetns(n), pinDir: l.NodeBPFDir(n), cgroup: filepath.Join(l.CgroupDir(c.s.CgroupRoot), n),
+		apiSocket: l.AgentSocket(n), cniConf: c.cniConf(n)}.inventory()
+}
+
+// cniConf is where the host sees node n's /etc/cni/net.d/05-membrane.conflist.
+func (c *life) cniConf(n string) string {
+	return filepath.Join(c.s.Layout().NodeHostDir(n), "etc/cni/net.d/05-membrane.conflist")
+}
+
+// checkCNIConf checks that the agent of node n installed the plugin and a
+// configuration of the node's PodCIDR that reports to the agent's socket.
+func (c *life) checkCNIConf(n string) {
+	c.t.Helper()
+	raw, err := os.ReadFile(c.cniConf(n))
+	if err != nil {
+		c.t.Fatalf("node %s's CNI configuration: %v", n, err)
+	}
+	var conf struct {
+		Name    string `json:"name"`
+		Plugins []struct {
+			Type        string `json:"type"`
+			PodCIDR     string `json:"podCIDR"`
+			AgentSocket string `json:"agentSocket"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(raw, &conf); err != nil {
+		c.t.Fatalf("node %s's CNI configuration: %v\n%s", n, err, raw)
+	}
+	cidr := strings.TrimSpace(c.k.must("", "get", "node", n, "-o", "jsonpath={.spec.podCIDR}"))
+	if conf.Name != "membrane" || len(conf.Plugins) != 1 || conf.Plugins[0].Type != "membrane-cni" ||
+		conf.Plugins[0].PodCIDR != cidr || conf.Plugins[0].AgentSocket != "/var/run/membrane/agent/api.sock" {
+		c.t.Errorf("node %s's CNI configuration (PodCIDR %s):\n%s", n, cidr, raw)
+	}
+	if fi, err := os.Stat(filepath.Join(c.s.Layout().NodeHostDir(n), "opt/cni/bin/membrane-cni")); err != nil || fi.Mode()&0o111 == 0 {
+		c.t.Errorf("node %s's /opt/cni/bin/membrane-cni: %v", n, err)
+	}
 }
 
 // plaintext captures node's underlay while the client makes 5 requests to
@@ -252,6 +302,9 @@ func TestHelmLifecycle(t *testing.T) {
 		svc:   strings.TrimSpace(k.must("", "-n", lifeNamespace, "get", "svc", "backend", "-o", "jsonpath={.spec.clusterIP}")),
 	}
 	c.works("installed")
+	for _, n := range []string{n1, n2} {
+		c.checkCNIConf(n)
+	}
 
 	t.Run("encryption on and off by helm upgrade under traffic", func(t *testing.T) {
 		c := c.in(t)
@@ -415,7 +468,7 @@ func TestHelmLifecycle(t *testing.T) {
 	t.Run("helm uninstall cleans every node", func(t *testing.T) {
 		c := c.in(t)
 		for _, n := range []string{n1, n2} {
-			if inv := c.node(n); len(inv.pins) == 0 || inv.cgroupProgs == 0 || inv.tcx+inv.tcFilters == 0 || !inv.apiSocket {
+			if inv := c.node(n); len(inv.pins) == 0 || inv.cgroupProgs == 0 || inv.tcx+inv.tcFilters == 0 || !inv.apiSocket || !inv.cniConf {
 				t.Fatalf("%s does not have the datapath to clean up: %s", n, inv)
 			}
 		}
@@ -438,6 +491,19 @@ func TestHelmLifecycle(t *testing.T) {
 		eventually(t, 60*time.Second, "other reaches the backend by pod IP without Membrane", func() error {
 			return c.fetch("other", "http://"+c.podIP+":8080/")
 		})
+		// A new pod waits for a network: the node has no CNI
+		// configuration until an agent writes one.
+		c.k.must(latePod(n1), "apply", "-f", "-")
+		eventually(t, 60*time.Second, "the late pod waits for the network", func() error {
+			out := c.k.must("", "-n", lifeNamespace, "get", "events", "--field-selector", "involvedObject.name=late,reason=SetupFailed", "-o", "jsonpath={.items[*].message}")
+			if !strings.Contains(out, "network plugin not ready: no CNI configuration in /etc/cni/net.d") {
+				return fmt.Errorf("events of the late pod: %q", out)
+			}
+			return nil
+		})
+		if phase := c.k.must("", "-n", lifeNamespace, "get", "pod", "late", "-o", "jsonpath={.status.phase}"); phase != "Pending" {
+			t.Errorf("the late pod is %s without a network", phase)
+		}
 	})
 
 	t.Run("install over a clean cluster and over a previous install's state", func(t *testing.T) {
@@ -447,6 +513,14 @@ func TestHelmLifecycle(t *testing.T) {
 		c.agentsAvailable()
 		t.Logf("helm install after uninstall: agents available in %s", time.Since(start).Round(time.Second))
 		c.works("installed again")
+		// The agents wrote the configuration again; the pod that waited
+		// for it runs, policed like the others.
+		c.checkCNIConf(n1)
+		c.k.must("", "-n", lifeNamespace, "wait", "--for=condition=Ready", "pod/late", "--timeout=120s")
+		if err := c.fetch("late", "http://"+c.podIP+":8080/"); err == nil {
+			t.Error("the late pod reached the backend the NetworkPolicy closes to it")
+		}
+		c.k.must("", "-n", lifeNamespace, "delete", "pod", "late", "--wait=true", "--timeout=60s")
 
 		// An uninstall without the cleanup hooks leaves the datapath; the
 		// agents are killed hard first, as a crashed node would leave them.

@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -77,8 +78,8 @@ func TestLocalValuesAgent(t *testing.T) {
 		"--state-dir=/var/lib/membrane/agent":           l.NodeAgentStateDir("v-node1"),
 		"--bpf-pin-dir=/sys/fs/bpf/membrane":            l.NodeAgentPinDir("v-node1"),
 		// The agent's conflist and plugin: the node's CNI directories.
-		"--cni-conf-dir=/etc/cni/net.d": l.NodeCNIConfDir("v-node1"),
-		"--cni-bin-dir=/opt/cni/bin":    "/bin-dir",
+		"--cni-conf-dir=/etc/cni/net.d": filepath.Join(l.NodeHostDir("v-node1"), "etc/cni/net.d"),
+		"--cni-bin-dir=/opt/cni/bin":    filepath.Join(l.NodeHostDir("v-node1"), "opt/cni/bin"),
 	} {
 		if !slices.Contains(args, flag) {
 			t.Errorf("agent args %q lack %s", args, flag)
@@ -98,7 +99,7 @@ func TestLocalValuesAgent(t *testing.T) {
 // path mappings (the longest that holds it).
 func hostPathOf(l Layout, node, path string) string {
 	best, out := -1, fmt.Sprintf("(no mapping for %s)", path)
-	for _, hp := range l.NodeHostPaths(node, "/cg", "/bin-dir") {
+	for _, hp := range l.NodeHostPaths(node, "/cg") {
 		rest, ok := strings.CutPrefix(path, hp.Path)
 		if ok && (rest == "" || strings.HasPrefix(rest, "/")) && len(hp.Path) > best {
 			best, out = len(hp.Path), hp.Source+rest

@@ -257,14 +257,12 @@ func (l Layout) NodeHostDir(node string) string { return filepath.Join(l.NodeDir
 // NodeRunDir holds the node's own part of the host's /run.
 func (l Layout) NodeRunDir(node string) string { return filepath.Join(l.RunDir(), "nodes", node) }
 
-// NodeCNIConfDir is where the node runner writes its CNI configuration.
-func (l Layout) NodeCNIConfDir(node string) string { return filepath.Join(l.NodeDir(node), "cni") }
-
 // NodeHostPaths maps the host paths a DaemonSet pod mounts to node's part
 // of the machine: its bpffs pin directory, cgroup v2 subtree, state, run
-// and CNI directories. cgroupRoot is the cgroup2 mount; cniBinDir holds
-// membrane-cni.
-func (l Layout) NodeHostPaths(node, cgroupRoot, cniBinDir string) []noderunner.HostPathMapping {
+// and CNI directories (the node runner takes the CNI configuration and
+// plugins from the last two, as a container runtime does). cgroupRoot is
+// the cgroup2 mount.
+func (l Layout) NodeHostPaths(node, cgroupRoot string) []noderunner.HostPathMapping {
 	run := filepath.Join(l.NodeRunDir(node), "membrane")
 	return []noderunner.HostPathMapping{
 		{Path: "/sys/fs/bpf", Source: l.NodeBPFDir(node)},
@@ -272,7 +270,7 @@ func (l Layout) NodeHostPaths(node, cgroupRoot, cniBinDir string) []noderunner.H
 		{Path: "/var/lib/membrane", Source: filepath.Join(l.NodeHostDir(node), "var/lib/membrane")},
 		{Path: "/var/run/membrane", Source: run},
 		{Path: "/run/membrane", Source: run},
-		{Path: "/etc/cni/net.d", Source: l.NodeCNIConfDir(node)},
-		{Path: "/opt/cni/bin", Source: cniBinDir},
+		{Path: "/etc/cni/net.d", Source: filepath.Join(l.NodeHostDir(node), "etc/cni/net.d")},
+		{Path: "/opt/cni/bin", Source: filepath.Join(l.NodeHostDir(node), "opt/cni/bin")},
 	}
 }

@@ -63,16 +63,16 @@ func TestLayoutNames(t *testing.T) {
 	}
 }
 
-// Each node's host paths are its own: no two nodes share a directory but
-// the CNI binaries, and the runner accepts them.
+// Each node's host paths are its own: no two nodes share a directory, and
+// the runner accepts them.
 func TestNodeHostPaths(t *testing.T) {
 	l := Layout{Name: "hp", Index: 3}
-	a := l.NodeHostPaths(l.NodeName(1), "/sys/fs/cgroup/unified", "/bin-dir")
-	b := l.NodeHostPaths(l.NodeName(2), "/sys/fs/cgroup/unified", "/bin-dir")
+	a := l.NodeHostPaths(l.NodeName(1), "/sys/fs/cgroup/unified")
+	b := l.NodeHostPaths(l.NodeName(2), "/sys/fs/cgroup/unified")
 	cfg := noderunner.Config{
 		Cluster: "hp", NodeName: l.NodeName(1), NodeIP: "198.18.3.11", ClusterDNS: "10.96.0.10",
 		Kubeconfig: "/k", RoutesKubeconfig: "/r", StateDir: "/s", PodNetnsDir: "/n", CgroupDir: "/c",
-		ImagesDir: "/i", CNIBinDir: "/bin-dir", KubeletPort: KubeletPort, HostPaths: a,
+		ImagesDir: "/i", KubeletPort: KubeletPort, HostPaths: a,
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -87,8 +87,8 @@ func TestNodeHostPaths(t *testing.T) {
 		"/var/lib/membrane": "/var/lib/membrane/dev/hp/nodes/hp-node1/host/var/lib/membrane",
 		"/var/run/membrane": "/run/membrane/dev/hp/nodes/hp-node1/membrane",
 		"/run/membrane":     "/run/membrane/dev/hp/nodes/hp-node1/membrane",
-		"/etc/cni/net.d":    "/var/lib/membrane/dev/hp/nodes/hp-node1/cni",
-		"/opt/cni/bin":      "/bin-dir",
+		"/etc/cni/net.d":    "/var/lib/membrane/dev/hp/nodes/hp-node1/host/etc/cni/net.d",
+		"/opt/cni/bin":      "/var/lib/membrane/dev/hp/nodes/hp-node1/host/opt/cni/bin",
 	}
 	if len(a) != len(want) {
 		t.Fatalf("%d mappings, want %d: %v", len(a), len(want), a)
@@ -97,7 +97,7 @@ func TestNodeHostPaths(t *testing.T) {
 		if want[m.Path] != m.Source {
 			t.Errorf("%s -> %s, want %s", m.Path, m.Source, want[m.Path])
 		}
-		if m.Path != "/opt/cni/bin" && b[i].Source == m.Source {
+		if b[i].Source == m.Source {
 			t.Errorf("%s is %s on both nodes", m.Path, m.Source)
 		}
 	}

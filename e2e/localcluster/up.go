@@ -216,7 +216,7 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 	if err := os.MkdirAll(system, 0o755); err != nil {
 		return Process{}, fmt.Errorf("create cgroup %s: %w", system, err)
 	}
-	hostPaths := l.NodeHostPaths(n.Name, s.CgroupRoot, o.BinDir)
+	hostPaths := l.NodeHostPaths(n.Name, s.CgroupRoot)
 	for _, hp := range hostPaths {
 		// The bpffs pin directory only where bpffs is mounted: a pod that
 		// needs it gets a clear hostPath error otherwise.
@@ -243,8 +243,6 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 		PodNetnsDir:       filepath.Join(l.RunDir(), "netns", n.Name),
 		CgroupDir:         cg,
 		ImagesDir:         filepath.Join(o.ToolsDir, "images"),
-		CNIBinDir:         o.BinDir,
-		CNIPlugin:         "membrane-cni",
 		ControlPlaneNetns: l.ControlPlaneNetns(),
 		ClusterDNS:        ClusterDNS(svc).String(),
 		ClusterDomain:     ClusterDomain,
@@ -252,8 +250,9 @@ func startNode(o Options, s *State, n NodeState) (Process, error) {
 		HostPaths:         hostPaths,
 		OwnImagesDir:      filepath.Join(o.BinDir, "images"),
 	}
-	if !o.NoMembrane {
-		cfg.AgentSocket = l.AgentSocket(n.Name)
+	if o.NoMembrane {
+		// No agent to install the CNI configuration: the runner does.
+		cfg.StaticCNI = filepath.Join(o.BinDir, "membrane-cni")
 	}
 	raw, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

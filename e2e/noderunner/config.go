@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 )
 
 // Config is what a node runner needs to know; `membrane dev up` writes it.
@@ -33,13 +34,13 @@ type Config struct {
 	// CgroupDir is the node's cgroup v2 subtree; pods go below pods/.
 	CgroupDir string `json:"cgroupDir"`
 	ImagesDir string `json:"imagesDir"`
-	// CNIBinDir holds membrane-cni; CNIPlugin names it.
-	CNIBinDir string `json:"cniBinDir"`
-	CNIPlugin string `json:"cniPlugin"`
-	// AgentSocket is the node agent's root-only API socket, the CNI
-	// plugin's agentSocket: ADD waits for the agent to put the pod's
-	// interface into the policy datapath. Empty: the plugin tells no one.
-	AgentSocket string `json:"agentSocket,omitempty"`
+	// StaticCNI, when set, is a membrane-cni binary the runner installs at
+	// start with a network configuration of its own (the node's PodCIDR,
+	// no agent) into the node's /opt/cni/bin and /etc/cni/net.d, as an
+	// administrator installs a plain CNI: for clusters without Membrane.
+	// Otherwise the node's configuration is whatever its agent installs
+	// there, and pods wait for it.
+	StaticCNI string `json:"staticCNI,omitempty"`
 	// ControlPlaneNetns is the namespace that must route replies to this
 	// node's pods (the API server's); the runner installs its PodCIDR route there.
 	ControlPlaneNetns string `json:"controlPlaneNetns"`
@@ -65,8 +66,10 @@ func (c Config) Validate() error {
 		return errors.New("config: nodeName is empty")
 	case c.Kubeconfig == "" || c.RoutesKubeconfig == "":
 		return errors.New("config: kubeconfig and routesKubeconfig must be set")
-	case c.StateDir == "" || c.PodNetnsDir == "" || c.CgroupDir == "" || c.ImagesDir == "" || c.CNIBinDir == "":
-		return errors.New("config: stateDir, podNetnsDir, cgroupDir, imagesDir and cniBinDir must be set")
+	case c.StateDir == "" || c.PodNetnsDir == "" || c.CgroupDir == "" || c.ImagesDir == "":
+		return errors.New("config: stateDir, podNetnsDir, cgroupDir and imagesDir must be set")
+	case c.StaticCNI != "" && !filepath.IsAbs(c.StaticCNI):
+		return fmt.Errorf("config: staticCNI %q must be an absolute path", c.StaticCNI)
 	case c.KubeletPort <= 0 || c.KubeletPort > 65535:
 		return fmt.Errorf("config: kubeletPort %d out of range", c.KubeletPort)
 	}
@@ -91,9 +94,6 @@ func LoadConfig(path string) (Config, error) {
 	var c Config
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return Config{}, fmt.Errorf("parse node config %s: %w", path, err)
-	}
-	if c.CNIPlugin == "" {
-		c.CNIPlugin = "membrane-cni"
 	}
 	if c.ClusterDomain == "" {
 		c.ClusterDomain = "cluster.local"

@@ -124,7 +124,11 @@ func (m *Manager) tearDown(ctx context.Context, td teardown) error {
 	}
 	if r.Sandbox == nil || r.Sandbox.Netns != "" {
 		stub := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: r.UID, Name: r.Name, Namespace: r.Namespace}}
-		if err := m.net.tearDown(ctx, stub); err != nil {
+		network := ""
+		if r.Sandbox != nil {
+			network = r.Sandbox.Network
+		}
+		if err := m.net.tearDown(ctx, stub, network); err != nil {
 			m.log.Warn("tear down pod network", "uid", r.UID, "error", err)
 		}
 	}

@@ -61,7 +61,17 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 			return err
 		}
 	}
-	net, err := newNetwork(cfg, podCIDR)
+	if cfg.StaticCNI != "" {
+		if err := installStaticCNI(cfg, podCIDR); err != nil {
+			return err
+		}
+	}
+	rt := runtime.New(log.With("component", "runtime"), "")
+	exec, err := newNodeExec(cfg, rt)
+	if err != nil {
+		return err
+	}
+	net, err := newNetwork(cfg, exec)
 	if err != nil {
 		return err
 	}
@@ -75,7 +85,6 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	nodeInformer := routesFactory.Core().V1().Nodes()
 	podInformer := podFactory.Core().V1().Pods()
 
-	rt := runtime.New(log.With("component", "runtime"), "")
 	m := newManager(log, cfg, client, rt, net, svcInformer.Lister())
 	if err := m.recoverPods(ctx); err != nil {
 		return err

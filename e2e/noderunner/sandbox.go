@@ -2,12 +2,13 @@ package noderunner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -20,57 +21,69 @@ import (
 type sandbox struct {
 	Netns string     `json:"netns"` // "" for hostNetwork pods
 	IP    netip.Addr `json:"ip"`
+	// Network names the CNI network ADD used: DEL finds its configuration
+	// in the CNI cache, even after the node's configuration went away.
+	Network string `json:"network,omitempty"`
 }
 
-// network calls the CNI plugin the way a container runtime does.
+// The node's CNI directories, where a container runtime looks by default.
+const (
+	cniConfPath = "/etc/cni/net.d"
+	cniBinPath  = "/opt/cni/bin"
+)
+
+// network calls the CNI plugin the way a container runtime does: with the
+// first network configuration in the node's /etc/cni/net.d (read for every
+// ADD, so one written later is taken up), the plugin from the node's
+// /opt/cni/bin, run with the node's files (nodeExec).
 type network struct {
-	cni       *libcni.CNIConfig
-	conf      *libcni.NetworkConfigList
-	netnsDir  string
-	cacheDir  string
-	ifName    string
-	podCIDR   netip.Prefix
-	stateRoot string
+	cni      *libcni.CNIConfig
+	confDir  string // the node's /etc/cni/net.d on this machine
+	netnsDir string
+	ifName   string
 }
 
-func newNetwork(cfg Config, podCIDR netip.Prefix) (*network, error) {
-	cniDir := filepath.Join(cfg.StateDir, "cni")
-	conf := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "membrane",
-		"plugins": []map[string]any{{
-			"type":        cfg.CNIPlugin,
-			"podCIDR":     podCIDR.String(),
-			"dataDir":     filepath.Join(cniDir, "ipam"),
-			"logFile":     filepath.Join(cniDir, "plugin.log"),
-			"agentSocket": cfg.AgentSocket,
-		}},
-	}
-	raw, err := json.MarshalIndent(conf, "", "  ")
+func newNetwork(cfg Config, exec *nodeExec) (*network, error) {
+	confDir, _, err := newHostPaths(cfg.HostPaths).resolve(cniConfPath)
 	if err != nil {
-		return nil, fmt.Errorf("encode CNI config: %w", err)
+		return nil, fmt.Errorf("the node's CNI configuration directory: %w", err)
 	}
-	if err := os.MkdirAll(cniDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create CNI dir: %w", err)
-	}
-	// Written out too, where a user looks for it.
-	if err := os.WriteFile(filepath.Join(cniDir, "10-membrane.conflist"), raw, 0o644); err != nil {
-		return nil, fmt.Errorf("write CNI config: %w", err)
-	}
-	list, err := libcni.ConfListFromBytes(raw)
-	if err != nil {
-		return nil, fmt.Errorf("parse CNI config: %w", err)
-	}
-	cacheDir := filepath.Join(cniDir, "cache")
+	cacheDir := filepath.Join(cfg.StateDir, "cni", "cache")
 	return &network{
-		cni:       libcni.NewCNIConfigWithCacheDir([]string{cfg.CNIBinDir}, cacheDir, nil),
-		conf:      list,
-		netnsDir:  cfg.PodNetnsDir,
-		cacheDir:  cacheDir,
-		ifName:    "eth0",
-		podCIDR:   podCIDR,
-		stateRoot: cfg.StateDir,
+		cni:      libcni.NewCNIConfigWithCacheDir([]string{cniBinPath}, cacheDir, exec),
+		confDir:  confDir,
+		netnsDir: cfg.PodNetnsDir,
+		ifName:   "eth0",
 	}, nil
+}
+
+// config returns the node's network configuration: the first file of
+// /etc/cni/net.d in lexical order, as the kubelet's runtimes take it.
+func (n *network) config() (*libcni.NetworkConfigList, error) {
+	files, err := libcni.ConfFiles(n.confDir, []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		return nil, fmt.Errorf("read %s (the node's %s): %w", n.confDir, cniConfPath, err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("network plugin not ready: no CNI configuration in %s", cniConfPath)
+	}
+	sort.Strings(files)
+	if strings.HasSuffix(files[0], ".conflist") {
+		list, err := libcni.ConfListFromFile(files[0])
+		if err != nil {
+			return nil, fmt.Errorf("CNI configuration %s: %w", filepath.Base(files[0]), err)
+		}
+		return list, nil
+	}
+	conf, err := libcni.ConfFromFile(files[0])
+	if err != nil {
+		return nil, fmt.Errorf("CNI configuration %s: %w", filepath.Base(files[0]), err)
+	}
+	list, err := libcni.ConfListFromConf(conf)
+	if err != nil {
+		return nil, fmt.Errorf("CNI configuration %s: %w", filepath.Base(files[0]), err)
+	}
+	return list, nil
 }
 
 func (n *network) runtimeConf(pod *corev1.Pod, nsPath string) *libcni.RuntimeConf {
@@ -90,43 +103,64 @@ func (n *network) runtimeConf(pod *corev1.Pod, nsPath string) *libcni.RuntimeCon
 
 // setUp creates the pod's namespace and calls CNI ADD.
 func (n *network) setUp(ctx context.Context, pod *corev1.Pod) (sandbox, error) {
+	conf, err := n.config()
+	if err != nil {
+		return sandbox{}, err
+	}
 	nsPath := filepath.Join(n.netnsDir, string(pod.UID))
 	if _, err := os.Stat(nsPath); errors.Is(err, os.ErrNotExist) {
 		if err := netns.Create(nsPath); err != nil {
 			return sandbox{}, err
 		}
 	}
-	res, err := n.cni.AddNetworkList(ctx, n.conf, n.runtimeConf(pod, nsPath))
+	res, err := n.cni.AddNetworkList(ctx, conf, n.runtimeConf(pod, nsPath))
 	if err != nil {
-		_ = n.tearDown(ctx, pod)
+		_ = n.tearDown(ctx, pod, conf.Name)
 		return sandbox{}, fmt.Errorf("CNI ADD for pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	r, err := types100.NewResultFromResult(res)
 	if err != nil {
-		_ = n.tearDown(ctx, pod)
+		_ = n.tearDown(ctx, pod, conf.Name)
 		return sandbox{}, fmt.Errorf("CNI ADD for pod %s/%s: convert result: %w", pod.Namespace, pod.Name, err)
 	}
 	if len(r.IPs) == 0 {
-		_ = n.tearDown(ctx, pod)
+		_ = n.tearDown(ctx, pod, conf.Name)
 		return sandbox{}, fmt.Errorf("CNI ADD for pod %s/%s: no IP in result", pod.Namespace, pod.Name)
 	}
 	ip, ok := netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
 	if !ok {
-		_ = n.tearDown(ctx, pod)
+		_ = n.tearDown(ctx, pod, conf.Name)
 		return sandbox{}, fmt.Errorf("CNI ADD for pod %s/%s: bad IP %s", pod.Namespace, pod.Name, r.IPs[0].Address.IP)
 	}
-	return sandbox{Netns: nsPath, IP: ip}, nil
+	return sandbox{Netns: nsPath, IP: ip, Network: conf.Name}, nil
 }
 
-// tearDown calls CNI DEL and removes the namespace. Safe to repeat.
-func (n *network) tearDown(ctx context.Context, pod *corev1.Pod) error {
+// tearDown calls CNI DEL with the configuration ADD used for network
+// (the CNI cache has it), else the node's current one, and removes the
+// namespace. Safe to repeat.
+func (n *network) tearDown(ctx context.Context, pod *corev1.Pod, network string) error {
 	nsPath := filepath.Join(n.netnsDir, string(pod.UID))
+	rt := n.runtimeConf(pod, nsPath)
 	var errs []error
-	if err := n.cni.DelNetworkList(ctx, n.conf, n.runtimeConf(pod, nsPath)); err != nil {
+	conf, err := n.delConfig(network, rt)
+	if err == nil {
+		err = n.cni.DelNetworkList(ctx, conf, rt)
+	}
+	if err != nil {
 		errs = append(errs, fmt.Errorf("CNI DEL for pod %s/%s: %w", pod.Namespace, pod.Name, err))
 	}
 	if err := netns.Remove(nsPath); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+func (n *network) delConfig(network string, rt *libcni.RuntimeConf) (*libcni.NetworkConfigList, error) {
+	if network != "" {
+		raw, _, err := n.cni.GetNetworkListCachedConfig(&libcni.NetworkConfigList{Name: network}, rt)
+		if err == nil && raw != nil {
+			return libcni.ConfListFromBytes(raw)
+		}
+	}
+	return n.config()
 }

@@ -503,7 +503,7 @@ func (w *podWorker) terminate(ctx context.Context, pod, last *corev1.Pod) {
 // release removes the sandbox, the cgroup and the pod's files.
 func (w *podWorker) release(ctx context.Context, pod *corev1.Pod) {
 	if w.sb != nil && w.sb.Netns != "" {
-		if err := w.m.net.tearDown(ctx, pod); err != nil {
+		if err := w.m.net.tearDown(ctx, pod, w.sb.Network); err != nil {
 			w.log.Error("tear down pod network", "error", err)
 		}
 	}

@@ -284,6 +284,49 @@ func TestContainer(t *testing.T) {
 		}
 	})
 
+	t.Run("run in the foreground", func(t *testing.T) {
+		t.Parallel()
+		secret := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(secret, []byte("node file\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := f.spec(t, "run", "info", "/etc/cni/net.d/conf", "7")
+		s.Cgroup, s.LogPath = "", ""
+		s.Mounts = []Mount{{Source: secret, Target: "/etc/cni/net.d/conf", ReadOnly: true}}
+		var stdout, stderr bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		code, err := f.rt.Run(ctx, s, nil, &stdout, &stderr)
+		if err != nil || code != 7 {
+			t.Fatalf("Run = %d, %v (stderr %q), want exit code 7", code, err, stderr.String())
+		}
+		kv := map[string]string{}
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				kv[k] = v
+			}
+		}
+		// The caller's network namespace, its own mount namespace with
+		// the mounts, the overlay root.
+		want := map[string]string{"file": "node file", "netns": hostNetNS(t), "rowrite": "denied", "written": "ok", "devnull": "true"}
+		for k, v := range want {
+			if kv[k] != v {
+				t.Errorf("%s = %q, want %q (stdout %q)", k, kv[k], v, stdout.String())
+			}
+		}
+		if kv["pid"] == "1" {
+			t.Error("Run gave the program a PID namespace of its own")
+		}
+		if _, err := os.Stat(s.StateDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("state dir left after Run: %v", err)
+		}
+
+		s.NetNS = "/proc/self/ns/net"
+		if _, err := f.rt.Run(ctx, s, nil, &stdout, &stderr); err == nil {
+			t.Error("Run took a network namespace: want the caller's")
+		}
+	})
+
 	t.Run("network namespace", func(t *testing.T) {
 		t.Parallel()
 		ns := filepath.Join(t.TempDir(), "netns")

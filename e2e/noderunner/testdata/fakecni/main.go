@@ -1,0 +1,25 @@
+// Command fakecni is a CNI plugin for nodeExec's test: ADD records its
+// stdin and environment in the node's /var/lib/membrane and prints a
+// result; any other command fails with a CNI error.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+func main() {
+	in, _ := io.ReadAll(os.Stdin)
+	if os.Getenv("CNI_COMMAND") != "ADD" {
+		fmt.Printf(`{"cniVersion":"1.0.0","code":7,"msg":"refused %s"}`+"\n", os.Getenv("CNI_COMMAND"))
+		os.Exit(1)
+	}
+	seen := string(in) + "\n" + os.Getenv("CNI_NETNS") + "\n" + strings.Join(os.Environ(), ",")
+	if err := os.WriteFile("/var/lib/membrane/seen", []byte(seen), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fmt.Println(`{"cniVersion":"1.0.0","ips":[{"address":"10.244.1.7/32"}]}`)
+}
