@@ -21,7 +21,9 @@ all: build
 ## build: all binaries into bin/, and their pod images into bin/images (see e2e/images/own-images.sh)
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+	# Static: they run in any image, and membrane-cni on nodes whose plugins
+	# run without the node's libc (the local cluster's empty plugin root).
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
 	@bash e2e/images/own-images.sh $(BIN) $(TOOLS_IMAGES)/busybox/rootfs
 
 ## generate: regenerate committed generated code

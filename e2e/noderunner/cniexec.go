@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -19,18 +20,23 @@ import (
 // node's files: all nodes of a local cluster share one machine, so a
 // plugin runs in a mount namespace of its own where the node's host paths
 // (/opt/cni/bin, /var/lib/membrane, /var/run/membrane, ...) are the node's
-// directories, on an empty root with /proc, /sys, /dev and the directory
-// of the pods' network namespaces. The paths of a configuration the node's
-// agent wrote then mean what they mean on that node.
+// directories, on an empty root with /proc, /sys, /dev and the pods'
+// network namespaces in /run/netns (CNI_NETNS says so). The paths of a
+// configuration the node's agent wrote then mean what they mean on that
+// node.
 type nodeExec struct {
 	version.PluginDecoder
 	rt       *runtime.Runtime
 	paths    hostPaths
 	mounts   []runtime.Mount
+	netnsDir string // the pods' network namespaces on this machine
 	rootfs   string // an empty directory, the plugin's read-only root
 	stateDir string // per-call directories below it
 	calls    atomic.Uint64
 }
+
+// podNetnsPath is where a plugin sees the pods' network namespaces.
+const podNetnsPath = "/run/netns"
 
 func newNodeExec(cfg Config, rt *runtime.Runtime) (*nodeExec, error) {
 	dir := filepath.Join(cfg.StateDir, "cni", "exec")
@@ -38,7 +44,7 @@ func newNodeExec(cfg Config, rt *runtime.Runtime) (*nodeExec, error) {
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return nil, fmt.Errorf("create the CNI plugins' root: %w", err)
 	}
-	mounts := []runtime.Mount{{Source: cfg.PodNetnsDir, Target: cfg.PodNetnsDir}}
+	var mounts []runtime.Mount
 	for _, m := range cfg.HostPaths {
 		// A node path whose directory is missing (bpffs not mounted) is
 		// not there for the plugin either.
@@ -46,7 +52,10 @@ func newNodeExec(cfg Config, rt *runtime.Runtime) (*nodeExec, error) {
 			mounts = append(mounts, runtime.Mount{Source: m.Source, Target: m.Path})
 		}
 	}
-	return &nodeExec{rt: rt, paths: newHostPaths(cfg.HostPaths), mounts: mounts, rootfs: rootfs, stateDir: dir}, nil
+	// After the host paths: the machine's directory may be below one of
+	// them (/run/membrane), the plugin's is not.
+	mounts = append(mounts, runtime.Mount{Source: cfg.PodNetnsDir, Target: podNetnsPath})
+	return &nodeExec{rt: rt, paths: newHostPaths(cfg.HostPaths), mounts: mounts, netnsDir: cfg.PodNetnsDir, rootfs: rootfs, stateDir: dir}, nil
 }
 
 // FindInPath finds plugin in the node's directories paths and returns its
@@ -77,7 +86,7 @@ func (e *nodeExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []by
 		RootFS:   e.rootfs,
 		StateDir: filepath.Join(e.stateDir, id),
 		Argv:     []string{pluginPath},
-		Env:      environ,
+		Env:      e.pluginEnv(environ),
 		Mounts:   e.mounts,
 		Security: runtime.Security{Privileged: true},
 	}
@@ -89,6 +98,18 @@ func (e *nodeExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []by
 		return nil, pluginError(code, stdout.Bytes(), stderr.Bytes())
 	}
 	return stdout.Bytes(), nil
+}
+
+// pluginEnv is environ with CNI_NETNS where the plugin sees it.
+func (e *nodeExec) pluginEnv(environ []string) []string {
+	env := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if ns, ok := strings.CutPrefix(kv, "CNI_NETNS="); ok && filepath.Dir(ns) == e.netnsDir {
+			kv = "CNI_NETNS=" + filepath.Join(podNetnsPath, filepath.Base(ns))
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // pluginError is the CNI error a failed plugin printed, or one that says

@@ -70,6 +70,9 @@ func TestNodeExec(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	nsPath := filepath.Join(netnsDir, "pod")
+	if err := os.WriteFile(nsPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, err := e.ExecPlugin(ctx, path, []byte(`{"name":"membrane"}`), []string{"CNI_COMMAND=ADD", "CNI_NETNS=" + nsPath})
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -82,7 +85,7 @@ func TestNodeExec(t *testing.T) {
 		t.Fatalf("the plugin's write to the node's /var/lib/membrane: %v", err)
 	}
 	lines := strings.SplitN(string(seen), "\n", 3)
-	if len(lines) != 3 || lines[0] != `{"name":"membrane"}` || lines[1] != nsPath || !strings.Contains(lines[2], "CNI_COMMAND=ADD") {
+	if len(lines) != 3 || lines[0] != `{"name":"membrane"}` || lines[1] != "/run/netns/pod" || !strings.Contains(lines[2], "CNI_COMMAND=ADD") {
 		t.Errorf("the plugin saw %q", seen)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(cfg.StateDir, "cni", "exec")); len(entries) != 1 {
