@@ -68,20 +68,18 @@ func (n *network) config() (*libcni.NetworkConfigList, error) {
 		return nil, fmt.Errorf("network plugin not ready: no CNI configuration in %s", cniConfPath)
 	}
 	sort.Strings(files)
-	if strings.HasSuffix(files[0], ".conflist") {
-		list, err := libcni.ConfListFromFile(files[0])
-		if err != nil {
-			return nil, fmt.Errorf("CNI configuration %s: %w", filepath.Base(files[0]), err)
+	first := files[0]
+	var list *libcni.NetworkConfigList
+	if strings.HasSuffix(first, ".conflist") {
+		list, err = libcni.ConfListFromFile(first)
+	} else {
+		var conf *libcni.NetworkConfig
+		if conf, err = libcni.ConfFromFile(first); err == nil {
+			list, err = libcni.ConfListFromConf(conf)
 		}
-		return list, nil
 	}
-	conf, err := libcni.ConfFromFile(files[0])
 	if err != nil {
-		return nil, fmt.Errorf("CNI configuration %s: %w", filepath.Base(files[0]), err)
-	}
-	list, err := libcni.ConfListFromConf(conf)
-	if err != nil {
-		return nil, fmt.Errorf("CNI configuration %s: %w", filepath.Base(files[0]), err)
+		return nil, fmt.Errorf("CNI configuration %s: %w", filepath.Base(first), err)
 	}
 	return list, nil
 }
