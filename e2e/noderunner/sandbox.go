@@ -57,6 +57,9 @@ func newNetwork(cfg Config, exec *nodeExec) (*network, error) {
 	}, nil
 }
 
+// errNetworkNotReady: the node has no network configuration yet.
+var errNetworkNotReady = errors.New("network plugin not ready")
+
 // config returns the node's network configuration: the first file of
 // /etc/cni/net.d in lexical order, as the kubelet's runtimes take it.
 func (n *network) config() (*libcni.NetworkConfigList, error) {
@@ -65,7 +68,7 @@ func (n *network) config() (*libcni.NetworkConfigList, error) {
 		return nil, fmt.Errorf("read %s (the node's %s): %w", n.confDir, cniConfPath, err)
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("network plugin not ready: no CNI configuration in %s", cniConfPath)
+		return nil, fmt.Errorf("%w: no CNI configuration in %s", errNetworkNotReady, cniConfPath)
 	}
 	sort.Strings(files)
 	first := files[0]

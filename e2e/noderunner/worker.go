@@ -26,6 +26,12 @@ import (
 
 const syncPeriod = 250 * time.Millisecond
 
+// The first and the longest wait after a failed pod set-up.
+const (
+	setupBackoff    = time.Second
+	setupBackoffMax = 10 * time.Second
+)
+
 // podWorker owns one pod: its sandbox, containers and probes. Everything but
 // the latest pod object is touched only by its run goroutine.
 type podWorker struct {
@@ -48,6 +54,12 @@ type podWorker struct {
 	startTime  time.Time
 	lastStatus *corev1.PodStatus
 	setupErr   string
+	// setupWait is how long after a failed set-up the next waits (doubling
+	// to setupBackoffMax), setupAt when it may come: a plugin that keeps
+	// failing is not run four times a second. A node without a network
+	// configuration yet is looked at on every sync.
+	setupWait  time.Duration
+	setupAt    time.Time
 	done       bool
 	lastRecord []byte // as last persisted
 }
@@ -102,7 +114,14 @@ func (w *podWorker) sync(ctx context.Context, pod, last *corev1.Pod) {
 		w.stopAll(0)
 		return
 	}
+	if time.Now().Before(w.setupAt) {
+		return
+	}
 	if err := w.setUp(ctx, pod); err != nil {
+		if !errors.Is(err, errNetworkNotReady) {
+			w.setupWait = min(max(2*w.setupWait, setupBackoff), setupBackoffMax)
+			w.setupAt = time.Now().Add(w.setupWait)
+		}
 		msg := err.Error()
 		if msg != w.setupErr {
 			w.log.Error("set up pod", "error", err)
@@ -113,7 +132,7 @@ func (w *podWorker) sync(ctx context.Context, pod, last *corev1.Pod) {
 		w.writeStatus(ctx, pod)
 		return
 	}
-	w.setupErr = ""
+	w.setupErr, w.setupWait = "", 0
 	w.refreshVolumes(ctx, pod)
 	w.runContainers(ctx, pod)
 	// Recorded before it is reported: a runner restarted in between knows

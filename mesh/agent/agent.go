@@ -191,7 +191,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	if a.cfg.CNI.ConfDir != "" {
-		a.cni = newCNIInstaller(a.log.With("component", "cni"), a.cfg, informers.Typed.Core().V1().Nodes().Lister())
+		nodes := informers.Typed.Core().V1().Nodes()
+		a.cni = newCNIInstaller(a.log.With("component", "cni"), a.cfg, nodes.Lister())
+		if err := informers.Watch(nodes.Informer(), a.cni.nodeEvents()); err != nil {
+			return fmt.Errorf("watch nodes for the CNI config: %w", err)
+		}
 	}
 
 	api, err := a.listenAPI(ctx)

@@ -94,6 +94,13 @@ func (a *Agent) cniEndpointAdded(w http.ResponseWriter, r *http.Request) {
 			macs[i] = m
 		}
 	}
+	if a.cni != nil {
+		if err := a.cni.checkAddr(req.IP); err != nil {
+			a.log.Warn("refused a new interface", "pod", req.Namespace+"/"+req.Pod, "ip", req.IP, "error", err)
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), cniTimeout)
 	defer cancel()
 	res, err := a.eps.initEndpoint(ctx, req.Ifindex, req.IP, macs[0], macs[1])

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/cni/install"
@@ -103,6 +104,9 @@ type cniInstaller struct {
 	socket string // the agent's --api-socket, the plugin's agentSocket
 	node   string
 	nodes  corelisters.NodeLister
+	// kick asks run for an attempt now (a change of the Node, an ADD of
+	// an address outside its PodCIDR).
+	kick chan struct{}
 
 	// pluginChecked: the installed plugin was compared with --cni-plugin
 	// in full once (only run touches it).
@@ -117,13 +121,14 @@ type cniInstaller struct {
 }
 
 func newCNIInstaller(log *slog.Logger, cfg Config, nodes corelisters.NodeLister) *cniInstaller {
-	return &cniInstaller{log: log, cfg: cfg.CNI, socket: cfg.APISocket, node: cfg.NodeName, nodes: nodes,
+	return &cniInstaller{log: log, cfg: cfg.CNI, socket: cfg.APISocket, node: cfg.NodeName, nodes: nodes, kick: make(chan struct{}, 1),
 		st: agentapi.CNIStatus{Config: filepath.Join(cfg.CNI.ConfDir, cfg.CNI.ConfName), Error: "not installed yet"}}
 }
 
 // run installs the plugin and the conflist, then keeps them in place until
 // ctx is done: it writes the conflist again when the node's PodCIDR changes
-// or when someone else removed or changed it. Call it once the agent
+// (at once: see nodeEvents) or when someone else removed or
+// changed it. Call it once the agent
 // serves --api-socket and the informers synced. Errors are logged, shown
 // in the status and retried.
 func (c *cniInstaller) run(ctx context.Context) {
@@ -134,9 +139,51 @@ func (c *cniInstaller) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.kick:
+			if !t.Stop() {
+				<-t.C
+			}
 		}
 		t.Reset(c.sync())
 	}
+}
+
+// poke asks run for an attempt now.
+func (c *cniInstaller) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// nodeEvents pokes run when a Node comes or goes (this node's, deleted and
+// registered again, may have another PodCIDR) or this node's PodCIDR
+// changes; heartbeats change nothing here.
+func (c *cniInstaller) nodeEvents() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.poke() },
+		UpdateFunc: func(old, cur any) {
+			o, ok := old.(*corev1.Node)
+			n, ok2 := cur.(*corev1.Node)
+			if ok && ok2 && n.Name == c.node && nodePodCIDR(o) != nodePodCIDR(n) {
+				c.poke()
+			}
+		},
+		DeleteFunc: func(any) { c.poke() },
+	}
+}
+
+// checkAddr refuses a new pod address outside the node's PodCIDR: the
+// runtime read a configuration written for an earlier PodCIDR (the Node
+// was registered again). The conflist is written again at once, and the
+// runtime's next ADD takes it up.
+func (c *cniInstaller) checkAddr(addr netip.Addr) error {
+	cidr, err := c.podCIDR()
+	if err != nil || !cidr.IsValid() || cidr.Contains(addr) {
+		return nil // nothing to tell it by
+	}
+	c.poke()
+	return fmt.Errorf("address %s is outside the node's PodCIDR %s: the CNI configuration is of an earlier PodCIDR; %s is written again", addr, cidr, c.st.Config)
 }
 
 // sync makes one attempt and returns when to make the next.

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -300,5 +302,44 @@ func TestCNIConfig(t *testing.T) {
 	noBin.CNI.BinDir, noBin.CNI.Plugin = "", ""
 	if err := noBin.Validate(); err != nil {
 		t.Errorf("without --cni-bin-dir: %v", err)
+	}
+}
+
+// A Node registered again may come back with another PodCIDR: an ADD of an
+// address outside it is refused and the conflist written again at once;
+// only this node's PodCIDR changes (not its heartbeats) ask for that.
+func TestCNIStalePodCIDR(t *testing.T) {
+	f := newCNIFixture(t)
+	f.setNode(t, "10.244.1.0/24")
+	if err := f.c.checkAddr(netip.MustParseAddr("10.244.1.7")); err != nil {
+		t.Fatalf("an address of the PodCIDR: %v", err)
+	}
+	f.setNode(t, "10.244.3.0/24")
+	err := f.c.checkAddr(netip.MustParseAddr("10.244.1.8"))
+	if err == nil || !strings.Contains(err.Error(), "outside the node's PodCIDR 10.244.3.0/24") {
+		t.Fatalf("an address of the earlier PodCIDR: %v", err)
+	}
+	select {
+	case <-f.c.kick:
+	default:
+		t.Error("a refused address did not ask for the conflist again")
+	}
+
+	h := f.c.nodeEvents()
+	node := func(name, cidr string, beat int64) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: strconv.FormatInt(beat, 10)}, Spec: corev1.NodeSpec{PodCIDR: cidr}}
+	}
+	h.OnUpdate(node("node1", "10.244.3.0/24", 1), node("node1", "10.244.3.0/24", 2))
+	h.OnUpdate(node("node2", "10.244.4.0/24", 1), node("node2", "10.244.5.0/24", 2))
+	select {
+	case <-f.c.kick:
+		t.Error("a heartbeat or another node's change asked for the conflist")
+	default:
+	}
+	h.OnUpdate(node("node1", "10.244.3.0/24", 2), node("node1", "10.244.4.0/24", 3))
+	select {
+	case <-f.c.kick:
+	default:
+		t.Error("this node's new PodCIDR did not ask for the conflist")
 	}
 }
