@@ -12,16 +12,22 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 )
 
-const scaleServices = 10000
+// scaleServices is as many as the API server creates in about 3 minutes on
+// a 2-core machine: kube-apiserver's ClusterIP allocator lists every
+// IPAddress on each allocation, so creating n Services costs O(n²) there
+// (about 15 CPU-minutes for 10,000). `make bench` programs 10,000
+// (BenchmarkSocketLBvsKubeProxy).
+const scaleServices = 3000
 
-// TestTenThousandServices programs 10,000 services with 2 endpoints each on
+// TestThousandsOfServices programs 3,000 services with 2 endpoints each on
 // every node, then checks that one more service added on top is reachable.
-func TestTenThousandServices(t *testing.T) {
+func TestThousandsOfServices(t *testing.T) {
 	k := cluster(t)
 	const ns = "scale"
 	backends, frontends := deployTutorial(t, k, ns)
@@ -73,6 +79,7 @@ func bulkClient(t *testing.T, kubeconfig string) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	cfg.QPS, cfg.Burst = 5000, 10000
+	cfg.ContentType = runtime.ContentTypeProtobuf
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +91,7 @@ func bulkClient(t *testing.T, kubeconfig string) kubernetes.Interface {
 // of the given backend pods on port 8080, with 32 workers.
 func createServices(t *testing.T, c kubernetes.Interface, ns string, n int, backends []corev1.Pod) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	var eps []discoveryv1.Endpoint
 	for _, b := range backends {

@@ -171,7 +171,7 @@ var ruleUses = map[string][]use{
 		{"k8s.io/client-go/tools/record/event.go", "recordEvent", "sink.Patch(event, patch)"},
 	},
 	"membrane-operator /services list,watch": {
-		{"mesh/operator/lbipam.go", "LBIPAMController.Setup", "Watches(&corev1.Service{}, one)"},
+		{"mesh/operator/lbipam.go", "LBIPAMController.Setup", "Watches(&corev1.Service{}, one, builder.WithPredicates(loadBalancers()))"},
 	},
 	"membrane-operator /services/status update": {{"mesh/operator/lbipam.go", "LBIPAMController.Reconcile", "r.c.Status().Update(ctx, s)"}},
 	"membrane-operator membrane.io/membraneloadbalancerippools list,watch": {

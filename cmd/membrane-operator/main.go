@@ -265,7 +265,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// One assignment for Services, Gateways and Ingresses.
 		lbipam.WithOtherClaims(operator.OtherClaims{Claims: gw.Claims, Watch: gwcontroller.Watched()})
 	}
-	if err := lbipam.Setup(mgr); err != nil {
+	if err := lbipam.Setup(ctx, mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {

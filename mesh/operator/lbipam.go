@@ -15,8 +15,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
@@ -58,15 +61,25 @@ func NewLBIPAMController(log *slog.Logger, c client.Client) *LBIPAMController {
 	return &LBIPAMController{log: log, c: c}
 }
 
-// Setup watches pools and Services.
-func (r *LBIPAMController) Setup(mgr ctrl.Manager) error {
+// serviceTypeIndex indexes the cached Services by spec.type.
+const serviceTypeIndex = "spec.type"
+
+// Setup indexes Services by type and watches pools and the Services of
+// type LoadBalancer: a change of any other Service (most of a cluster's)
+// costs nothing.
+func (r *LBIPAMController) Setup(ctx context.Context, mgr ctrl.Manager) error {
 	r.recorder = mgr.GetEventRecorderFor("membrane-lbipam")
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Service{}, serviceTypeIndex, func(o client.Object) []string {
+		return []string{string(o.(*corev1.Service).Spec.Type)}
+	}); err != nil {
+		return fmt.Errorf("index services by type: %w", err)
+	}
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "lb-ipam"}}}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("lb-ipam").
 		Watches(&v1alpha1.MembraneLoadBalancerIPPool{}, one).
-		Watches(&corev1.Service{}, one)
+		Watches(&corev1.Service{}, one, builder.WithPredicates(loadBalancers()))
 	for _, o := range r.other.Watch {
 		b = b.Watches(o, one)
 	}
@@ -104,6 +117,21 @@ func poolFrom(p *v1alpha1.MembraneLoadBalancerIPPool) (lbipam.Pool, error) {
 
 func managedLB(s *corev1.Service) bool {
 	return s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.LoadBalancerClass == nil
+}
+
+// loadBalancers passes the events of Services that are, or were, of type
+// LoadBalancer: a Service that stops being one gives its address back.
+func loadBalancers() predicate.TypedPredicate[client.Object] {
+	isLB := func(o client.Object) bool {
+		s, ok := o.(*corev1.Service)
+		return ok && s.Spec.Type == corev1.ServiceTypeLoadBalancer
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return isLB(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return isLB(e.ObjectOld) || isLB(e.ObjectNew) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return isLB(e.Object) },
+		GenericFunc: func(e event.GenericEvent) bool { return isLB(e.Object) },
+	}
 }
 
 // ReadPools lists the MembraneLoadBalancerIPPools: those it can read, and
@@ -169,8 +197,8 @@ func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (
 		return reconcile.Result{}, err
 	}
 	var svcs corev1.ServiceList
-	if err := r.c.List(ctx, &svcs); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
+	if err := r.c.List(ctx, &svcs, client.MatchingFields{serviceTypeIndex: string(corev1.ServiceTypeLoadBalancer)}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("list services of type LoadBalancer: %w", err)
 	}
 	claims, byKey := ServiceClaims(svcs.Items, func(s *corev1.Service, msg string) {
 		r.recorder.Event(s, corev1.EventTypeWarning, "AddressNotAssigned", msg)
