@@ -259,7 +259,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if cfg.gatewayAPI {
 		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, SecretsNamespace: cfg.gatewaySecrets})
-		if err := gw.Setup(mgr); err != nil {
+		if err := gw.Setup(ctx, mgr); err != nil {
 			return err
 		}
 		// One assignment for Services, Gateways and Ingresses.

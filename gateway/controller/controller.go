@@ -9,7 +9,10 @@
 //
 // It reconciles the whole Gateway API state in one pass (one work item):
 // routes, Gateways and their references depend on each other, and the
-// number of Gateways of a cluster is small.
+// number of Gateways of a cluster is small. Of the Services, only those
+// that can change the result reconcile: the LoadBalancers (their addresses
+// take part in the assignment) and those an object of the translation's
+// refers to (found by field index, servicerefs.go).
 package controller
 
 import (
@@ -86,8 +89,10 @@ func workItem() reconcile.Request {
 	return reconcile.Request{NamespacedName: types.NamespacedName{Name: "gateway-api"}}
 }
 
-// Setup watches every kind the translation reads.
-func (r *Reconciler) Setup(mgr ctrl.Manager) error {
+// Setup watches every kind the translation reads (of the Services, those
+// that can change its result) and indexes the objects that refer to
+// Services.
+func (r *Reconciler) Setup(ctx context.Context, mgr ctrl.Manager) error {
 	enqueue := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{workItem()}
 	})
@@ -95,7 +100,7 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	watched := []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
 		&gwv1.BackendTLSPolicy{}, &corev1.ConfigMap{},
-		&corev1.Namespace{}, &corev1.Service{}, &corev1.Secret{},
+		&corev1.Namespace{}, &corev1.Secret{},
 		&networkingv1.Ingress{}, &networkingv1.IngressClass{}, &v1alpha1.MembraneLoadBalancerIPPool{},
 	}
 	r.events = mgr.GetEventRecorderFor("membrane-operator")
@@ -120,6 +125,11 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	for _, obj := range watched {
 		b = b.Watches(obj, enqueue)
 	}
+	referrers := serviceReferrers(r.tlsRoutes)
+	if err := indexServiceRefs(ctx, mgr.GetFieldIndexer(), referrers); err != nil {
+		return err
+	}
+	b = b.Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(serviceEvents(r.log, mgr.GetCache(), referrers)))
 	// The node agents report what their Envoy rejects on their Node.
 	b = b.WatchesMetadata(nodeMetadata(), enqueue, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
 	if err := b.Complete(r); err != nil {

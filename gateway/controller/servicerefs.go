@@ -1,0 +1,228 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+)
+
+// serviceRefIndex is the field index, on every kind whose objects the
+// translation resolves Services for (routes, Ingresses,
+// BackendTLSPolicies), of the Services an object refers to, as
+// "namespace/name".
+const serviceRefIndex = "membrane.serviceRefs"
+
+// serviceReferrer is a kind that refers to Services: how to index its
+// objects and a list of it to query the index with.
+type serviceReferrer struct {
+	obj   client.Object
+	list  func() client.ObjectList
+	index client.IndexerFunc
+}
+
+// serviceReferrers are the kinds that refer to Services (TLSRoutes only
+// when the cluster serves them).
+func serviceReferrers(tlsRoutes bool) []serviceReferrer {
+	out := []serviceReferrer{
+		{&gwv1.HTTPRoute{}, func() client.ObjectList { return &gwv1.HTTPRouteList{} }, httpRouteServices},
+		{&gwv1.GRPCRoute{}, func() client.ObjectList { return &gwv1.GRPCRouteList{} }, grpcRouteServices},
+		{&networkingv1.Ingress{}, func() client.ObjectList { return &networkingv1.IngressList{} }, ingressServices},
+		{&gwv1.BackendTLSPolicy{}, func() client.ObjectList { return &gwv1.BackendTLSPolicyList{} }, policyServices},
+	}
+	if tlsRoutes {
+		out = append(out, serviceReferrer{&gwv1alpha2.TLSRoute{}, func() client.ObjectList { return &gwv1alpha2.TLSRouteList{} }, tlsRouteServices})
+	}
+	return out
+}
+
+// indexServiceRefs registers serviceRefIndex on every referring kind.
+func indexServiceRefs(ctx context.Context, indexer client.FieldIndexer, referrers []serviceReferrer) error {
+	for _, r := range referrers {
+		if err := indexer.IndexField(ctx, r.obj, serviceRefIndex, r.index); err != nil {
+			return fmt.Errorf("index %T by the Services it refers to: %w", r.obj, err)
+		}
+	}
+	return nil
+}
+
+// serviceEvents maps a Service's event to the work item when the Service
+// can change what the controller computes: it is of type LoadBalancer
+// (its address claim takes part in the assignment), or an object of a
+// referring kind refers to it (c must hold their serviceRefIndex). For an
+// update, handler.EnqueueRequestsFromMapFunc maps the old object and the
+// new one, so a Service that stops being a LoadBalancer reconciles too.
+// The events of every other Service (most of a cluster's) cost a few
+// index lookups and no reconcile.
+func serviceEvents(log *slog.Logger, c client.Reader, referrers []serviceReferrer) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		svc, ok := o.(*corev1.Service)
+		if !ok {
+			return nil
+		}
+		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			return []reconcile.Request{workItem()}
+		}
+		key := svc.Namespace + "/" + svc.Name
+		for _, r := range referrers {
+			l := r.list()
+			if err := c.List(ctx, l, client.MatchingFields{serviceRefIndex: key}); err != nil {
+				// Reconciling once too often is harmless; missing a change is not.
+				log.Warn("list the objects referring to a Service", "service", key, "kind", fmt.Sprintf("%T", r.obj), "error", err)
+				return []reconcile.Request{workItem()}
+			}
+			if meta.LenList(l) > 0 {
+				return []reconcile.Request{workItem()}
+			}
+		}
+		return nil
+	}
+}
+
+// serviceKey is the "namespace/name" of the Service a backend reference of
+// an object in namespace ns names (its namespace defaults to ns), false
+// for a reference to another kind.
+func serviceKey(ns string, ref gwv1.BackendObjectReference) (string, bool) {
+	if ref.Group != nil && *ref.Group != "" {
+		return "", false
+	}
+	if ref.Kind != nil && *ref.Kind != "Service" {
+		return "", false
+	}
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	return ns + "/" + string(ref.Name), true
+}
+
+// backendKeys collects the Services an object's backend references name.
+type backendKeys struct {
+	ns   string
+	keys []string
+}
+
+func (b *backendKeys) add(ref gwv1.BackendObjectReference) {
+	if k, ok := serviceKey(b.ns, ref); ok {
+		b.keys = append(b.keys, k)
+	}
+}
+
+func (b *backendKeys) mirror(m *gwv1.HTTPRequestMirrorFilter) {
+	if m != nil {
+		b.add(m.BackendRef)
+	}
+}
+
+func (b *backendKeys) result() []string {
+	slices.Sort(b.keys)
+	return slices.Compact(b.keys)
+}
+
+// httpRouteServices indexes an HTTPRoute by the Services of its backends
+// and of its mirror filters (of the rules and of the backends).
+func httpRouteServices(o client.Object) []string {
+	r, ok := o.(*gwv1.HTTPRoute)
+	if !ok {
+		return nil
+	}
+	b := backendKeys{ns: r.Namespace}
+	for _, rule := range r.Spec.Rules {
+		for _, f := range rule.Filters {
+			b.mirror(f.RequestMirror)
+		}
+		for _, be := range rule.BackendRefs {
+			b.add(be.BackendObjectReference)
+			for _, f := range be.Filters {
+				b.mirror(f.RequestMirror)
+			}
+		}
+	}
+	return b.result()
+}
+
+// grpcRouteServices indexes a GRPCRoute as httpRouteServices does an
+// HTTPRoute.
+func grpcRouteServices(o client.Object) []string {
+	r, ok := o.(*gwv1.GRPCRoute)
+	if !ok {
+		return nil
+	}
+	b := backendKeys{ns: r.Namespace}
+	for _, rule := range r.Spec.Rules {
+		for _, f := range rule.Filters {
+			b.mirror(f.RequestMirror)
+		}
+		for _, be := range rule.BackendRefs {
+			b.add(be.BackendObjectReference)
+			for _, f := range be.Filters {
+				b.mirror(f.RequestMirror)
+			}
+		}
+	}
+	return b.result()
+}
+
+// tlsRouteServices indexes a TLSRoute by the Services of its backends.
+func tlsRouteServices(o client.Object) []string {
+	r, ok := o.(*gwv1alpha2.TLSRoute)
+	if !ok {
+		return nil
+	}
+	b := backendKeys{ns: r.Namespace}
+	for _, rule := range r.Spec.Rules {
+		for _, be := range rule.BackendRefs {
+			b.add(be.BackendObjectReference)
+		}
+	}
+	return b.result()
+}
+
+// ingressServices indexes an Ingress by the Services of its default
+// backend and of its paths (all in its namespace).
+func ingressServices(o client.Object) []string {
+	ing, ok := o.(*networkingv1.Ingress)
+	if !ok {
+		return nil
+	}
+	b := backendKeys{ns: ing.Namespace}
+	add := func(be *networkingv1.IngressBackend) {
+		if be != nil && be.Service != nil {
+			b.keys = append(b.keys, ing.Namespace+"/"+be.Service.Name)
+		}
+	}
+	add(ing.Spec.DefaultBackend)
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			continue
+		}
+		for i := range rule.HTTP.Paths {
+			add(&rule.HTTP.Paths[i].Backend)
+		}
+	}
+	return b.result()
+}
+
+// policyServices indexes a BackendTLSPolicy by the Services it targets
+// (in its namespace).
+func policyServices(o client.Object) []string {
+	p, ok := o.(*gwv1.BackendTLSPolicy)
+	if !ok {
+		return nil
+	}
+	b := backendKeys{ns: p.Namespace}
+	for _, ref := range p.Spec.TargetRefs {
+		if ref.Group == "" && ref.Kind == "Service" {
+			b.keys = append(b.keys, p.Namespace+"/"+string(ref.Name))
+		}
+	}
+	return b.result()
+}
