@@ -616,10 +616,7 @@ func meshScale(t *testing.T, eastState *localcluster.State, east, west *meshClus
 	before := agentMemory(t, eastState)
 	start := time.Now()
 	for _, m := range []*meshCluster{east, west} {
-		client, err := localcluster.Client(m.k.kubeconfig)
-		if err != nil {
-			t.Fatal(err)
-		}
+		client := bulkClient(t, m.k.kubeconfig)
 		third := byte(250)
 		if m == east {
 			third = 249

@@ -164,35 +164,47 @@ func (r lifeLoop) String() string {
 	return fmt.Sprintf("by pod IP %d ok / %d failed, through the Service %d ok / %d failed", r.podOK, r.podFailed, r.svcOK, r.svcFailed)
 }
 
+// loopTail is how long a request loop goes on after the change it
+// watches: requests through the datapath the change left.
+const loopTail = 5 * time.Second
+
 // loop sends one request to the backend's pod IP and one through the
-// Service every 100 ms from the client for d (at most 600 rounds, 3 s
-// timeout each), calls during after 2 s, and returns the tally.
+// Service every 100 ms from the client: from 2 s before during until
+// loopTail after it returned, at most for d (and 600 rounds, 3 s timeout
+// each). It returns the tally.
 func (c *life) loop(d time.Duration, during func()) lifeLoop {
 	c.t.Helper()
 	type result struct {
 		out string
 		err error
+		end time.Time
 	}
 	done := make(chan result, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
 		defer cancel()
-		script := fmt.Sprintf(`end=$(($(date +%%s)+%d)); i=0; po=0; pf=0; so=0; sf=0
-while [ $i -lt 600 ] && [ $(date +%%s) -lt $end ]; do
+		script := fmt.Sprintf(`rm -f /tmp/stop; end=$(($(date +%%s)+%d)); i=0; po=0; pf=0; so=0; sf=0
+while [ ! -e /tmp/stop ] && [ $i -lt 600 ] && [ $(date +%%s) -lt $end ]; do
   if timeout 3 wget -q -O- http://%s:8080 >/dev/null 2>&1; then po=$((po+1)); else pf=$((pf+1)); fi
   if timeout 3 wget -q -O- http://%s:8080 >/dev/null 2>&1; then so=$((so+1)); else sf=$((sf+1)); fi
   i=$((i+1)); sleep 0.1
 done
 echo $po $pf $so $sf`, int(d.Seconds()), c.podIP, c.svc)
 		out, err := c.k.run(ctx, "", "-n", lifeNamespace, "exec", "client", "--", "sh", "-c", script)
-		done <- result{out, err}
+		done <- result{out, err, time.Now()}
 	}()
 	time.Sleep(2 * time.Second)
 	during()
+	changed := time.Now()
+	time.Sleep(loopTail)
+	c.k.must("", "-n", lifeNamespace, "exec", "client", "--", "touch", "/tmp/stop")
 	r := <-done
 	var res lifeLoop
 	if _, err := fmt.Sscanf(strings.TrimSpace(r.out), "%d %d %d %d", &res.podOK, &res.podFailed, &res.svcOK, &res.svcFailed); r.err != nil || err != nil {
 		c.t.Fatalf("request loop: %v %v: %s", r.err, err, r.out)
+	}
+	if r.end.Before(changed.Add(loopTail)) {
+		c.t.Errorf("the request loop ended (%s) before %s after the change (%s): it proves nothing about the datapath the change left", r.end, loopTail, changed)
 	}
 	if res.podOK+res.svcOK == 0 {
 		c.t.Errorf("request loop: no request succeeded: %s", res)
@@ -384,7 +396,12 @@ func TestHelmLifecycle(t *testing.T) {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			script := fmt.Sprintf(`(i=0; while [ $i -lt %d ]; do printf 'GET / HTTP/1.1\r\nHost: backend\r\n\r\n'; sleep 1; i=$((i+1)); done) | timeout 100 nc %s 8080 | grep -c '%s'`, connRequests, c.svc, helloText)
+			// One request a second until told to stop (after the rollout
+			// and the request loop's tail), at most connRequests; then the
+			// count of answers and of requests sent.
+			script := fmt.Sprintf(`rm -f /tmp/conn-stop /tmp/conn-sent
+(i=0; while [ $i -lt %d ] && [ ! -e /tmp/conn-stop ]; do printf 'GET / HTTP/1.1\r\nHost: backend\r\n\r\n'; sleep 1; i=$((i+1)); done; echo $i > /tmp/conn-sent) | timeout 100 nc %s 8080 | grep -c '%s'
+cat /tmp/conn-sent`, connRequests, c.svc, helloText)
 			out, err := c.k.run(ctx, "", "-n", lifeNamespace, "exec", "client", "--", "sh", "-c", script)
 			conn <- connResult{out, err}
 		}()
@@ -437,6 +454,7 @@ func TestHelmLifecycle(t *testing.T) {
 		})
 		close(stop)
 		wg.Wait()
+		c.k.must("", "-n", lifeNamespace, "exec", "client", "--", "touch", "/tmp/conn-stop")
 		cr := <-conn
 		t.Logf("rolling upgrade %s -> tag %s in %s; requests meanwhile: %s; at most %d agent pod(s) unready over %d samples",
 			oldImage, tag, took.Round(time.Second), r, maxUnready, samples)
@@ -449,10 +467,13 @@ func TestHelmLifecycle(t *testing.T) {
 		if samples == 0 {
 			t.Error("the agent pods were never sampled")
 		}
-		got, _ := strconv.Atoi(strings.TrimSpace(cr.out))
-		t.Logf("long-lived connection: %d of %d responses on one connection", got, connRequests)
-		if got != connRequests {
-			t.Errorf("the established connection answered %d of %d requests (%v)", got, connRequests, cr.err)
+		var got, sent int
+		if _, err := fmt.Sscanf(strings.TrimSpace(cr.out), "%d\n%d", &got, &sent); err != nil {
+			t.Errorf("long-lived connection: %v: %q (%v)", err, cr.out, cr.err)
+		}
+		t.Logf("long-lived connection: %d of %d responses on one connection", got, sent)
+		if got != sent || sent == 0 {
+			t.Errorf("the established connection answered %d of %d requests (%v)", got, sent, cr.err)
 		}
 		for _, p := range c.k.pods("kube-system", "k8s-app=membrane-agent") {
 			if img := p.Spec.Containers[0].Image; !strings.HasSuffix(img, ":"+tag) {

@@ -12,10 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+
+	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
 // scaleServices is as many as the API server creates in about 3 minutes on
@@ -74,13 +74,7 @@ spec:
 // bulkClient is an admin client allowed a high request rate.
 func bulkClient(t *testing.T, kubeconfig string) kubernetes.Interface {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.QPS, cfg.Burst = 5000, 10000
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	c, err := kubernetes.NewForConfig(cfg)
+	c, err := localcluster.BulkClient(kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
