@@ -126,7 +126,7 @@ func (r *Reconciler) Setup(ctx context.Context, mgr ctrl.Manager) error {
 		b = b.Watches(obj, enqueue)
 	}
 	referrers := serviceReferrers(r.tlsRoutes)
-	if err := indexServiceRefs(ctx, mgr.GetFieldIndexer(), referrers); err != nil {
+	if err := indexServiceRefs(ctx, r.log, mgr.GetFieldIndexer(), referrers); err != nil {
 		return err
 	}
 	b = b.Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(serviceEvents(r.log, mgr.GetCache(), referrers)))

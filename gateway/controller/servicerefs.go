@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -45,10 +47,28 @@ func serviceReferrers(tlsRoutes bool) []serviceReferrer {
 	return out
 }
 
-// indexServiceRefs registers serviceRefIndex on every referring kind.
-func indexServiceRefs(ctx context.Context, indexer client.FieldIndexer, referrers []serviceReferrer) error {
+// crdWait bounds how long indexServiceRefs waits for a referring kind to be
+// served: CRDs installed together with the operator (the chart's
+// gatewayAPI.crds) are established one by one, in any order.
+const crdWait = 2 * time.Minute
+
+// indexServiceRefs registers serviceRefIndex on every referring kind,
+// waiting up to crdWait for a kind the API server does not serve yet.
+func indexServiceRefs(ctx context.Context, log *slog.Logger, indexer client.FieldIndexer, referrers []serviceReferrer) error {
 	for _, r := range referrers {
-		if err := indexer.IndexField(ctx, r.obj, serviceRefIndex, r.index); err != nil {
+		waited := false
+		err := wait.PollUntilContextTimeout(ctx, time.Second, crdWait, true, func(ctx context.Context) (bool, error) {
+			err := indexer.IndexField(ctx, r.obj, serviceRefIndex, r.index)
+			if meta.IsNoMatchError(err) {
+				if !waited {
+					log.Info("waiting for the kind to be served", "kind", fmt.Sprintf("%T", r.obj), "reason", err)
+					waited = true
+				}
+				return false, nil
+			}
+			return err == nil, err
+		})
+		if err != nil {
 			return fmt.Errorf("index %T by the Services it refers to: %w", r.obj, err)
 		}
 	}

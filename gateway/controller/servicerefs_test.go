@@ -2,14 +2,17 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -211,5 +214,35 @@ func TestServiceEventsListError(t *testing.T) {
 	got := serviceEvents(slog.New(slog.DiscardHandler), c, serviceReferrers(false))(context.Background(), svc)
 	if !slices.Equal(got, []reconcile.Request{workItem()}) {
 		t.Errorf("got %v, want the work item", got)
+	}
+}
+
+// flakyIndexer fails IndexField with err for its first failures calls.
+type flakyIndexer struct {
+	failures int
+	err      error
+	calls    int
+}
+
+func (f *flakyIndexer) IndexField(context.Context, client.Object, string, client.IndexerFunc) error {
+	f.calls++
+	if f.calls <= f.failures {
+		return f.err
+	}
+	return nil
+}
+
+// TestIndexServiceRefsWaitsForTheKind: a kind not served yet (its CRD is
+// being established) is waited for; any other error fails at once.
+func TestIndexServiceRefsWaitsForTheKind(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	refs := serviceReferrers(false)[:1]
+	notYet := &flakyIndexer{failures: 1, err: &apimeta.NoKindMatchError{GroupKind: schema.GroupKind{Group: gwv1.GroupName, Kind: "HTTPRoute"}}}
+	if err := indexServiceRefs(context.Background(), log, notYet, refs); err != nil || notYet.calls != 2 {
+		t.Errorf("kind served on the second try: %v after %d calls, want success after 2", err, notYet.calls)
+	}
+	broken := &flakyIndexer{failures: 1, err: errors.New("index conflict")}
+	if err := indexServiceRefs(context.Background(), log, broken, refs); err == nil || broken.calls != 1 {
+		t.Errorf("other error: %v after %d calls, want it at once", err, broken.calls)
 	}
 }
