@@ -196,9 +196,9 @@ func restConfig(cfg agent.Config) (*rest.Config, error) {
 	}
 	restCfg.UserAgent = "membrane-agent/" + cfg.NodeName
 	restCfg.QPS, restCfg.Burst = 100, 200
-	// Built-in kinds in protobuf, as kube-proxy does: a tenth of JSON's
-	// decoding cost for the Service and EndpointSlice watches. The dynamic
-	// and Membrane clients set JSON themselves.
+	// Built-in kinds in protobuf, as kube-proxy does: the Service and
+	// EndpointSlice watches decode cheaper than in JSON. The dynamic and
+	// Membrane clients set JSON themselves.
 	restCfg.ContentType = runtime.ContentTypeProtobuf
 	restCfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return restCfg, nil
