@@ -100,33 +100,44 @@ var armOrder = []string{armMembrane, armDirect, armIPTables, armIPTablesLast, ar
 	armDirectBare, armMembranePolicy, armDirectPolicy,
 	armMembraneRR, armDirectRR, armIPTablesRR, armNFTablesRR, armDirectNFTRR, armDirectBareRR}
 
-// ratioRow is one line of the ratio table; target "" or ">= 1.0x".
-type ratioRow struct{ name, a, b, block, target string }
+// ratioRow is one line of the ratio table; target "" or ">= 1.0x", for
+// every size, or with largest for the run's largest size only (the
+// targets set for 10,000 services).
+type ratioRow struct {
+	name, a, b, block, target string
+	largest                   bool
+}
+
+// judged says whether the row's target applies at size (of a run whose
+// largest size is last).
+func (r ratioRow) judged(size, last int) bool {
+	return r.target != "" && (!r.largest || size == last)
+}
 
 // ratioRows are the rows of the ratio table; the summary takes those with
 // a target.
 func ratioRows() []ratioRow {
 	return []ratioRow{
-		{"membrane / kube-proxy iptables", armMembrane, armIPTables, "iptables", ">= 3x"},
-		{"membrane / iptables, VIP rule last", armMembrane, armIPTablesLast, "iptables", ">= 3x"},
-		{"membrane / kube-proxy nftables", armMembrane, armNFTables, "nftables", ">= 1.0x"},
-		{"membrane / floor (bare cluster, direct)", armMembrane, armDirectBare, "nftables", ">= 0.95x"},
-		{"direct: membrane cluster / floor", armDirect, armDirectBare, "nftables", ">= 0.95x"},
-		{"membrane+policy / kube-proxy nftables", armMembranePolicy, armNFTables, blockPolicy, ">= 1.0x"},
-		{"membrane+policy / floor", armMembranePolicy, armDirectBare, blockPolicy, ">= 0.95x"},
-		{"direct+policy: membrane cluster / floor", armDirectPolicy, armDirectBare, blockPolicy, ">= 0.95x"},
-		{"cost of policy: membrane+policy / membrane", armMembranePolicy, armMembrane, "", ""},
-		{"nftables / floor", armNFTables, armDirectBare, "nftables", ""},
-		{"kept connection: membrane / iptables", armMembraneRR, armIPTablesRR, rrBlockIPTables, ""},
-		{"kept connection: membrane / nftables", armMembraneRR, armNFTablesRR, rrBlockNFTables, ""},
-		{"kept connection: membrane / floor", armMembraneRR, armDirectBareRR, rrBlockNFTables, ""},
-		{"kept connection: membrane / direct", armMembraneRR, armDirectRR, "", ""},
-		{"kept connection: nftables / floor", armNFTablesRR, armDirectBareRR, rrBlockNFTables, ""},
-		{"membrane / direct", armMembrane, armDirect, "", ">= 0.9x"},
-		{"iptables / its direct", armIPTables, armDirectIPTables, "", ""},
-		{"nftables / its direct", armNFTables, armDirectNFTables, "", ""},
-		{"direct: membrane cluster / iptables rules", armDirect, armDirectIPTables, "iptables", ""},
-		{"direct: membrane cluster / nftables rules", armDirect, armDirectNFTables, "nftables", ""},
+		{"membrane / kube-proxy iptables", armMembrane, armIPTables, "iptables", ">= 3x", true},
+		{"membrane / iptables, VIP rule last", armMembrane, armIPTablesLast, "iptables", ">= 3x", true},
+		{"membrane / kube-proxy nftables", armMembrane, armNFTables, "nftables", ">= 1.0x", false},
+		{"membrane / floor (bare cluster, direct)", armMembrane, armDirectBare, "nftables", ">= 0.95x", false},
+		{"direct: membrane cluster / floor", armDirect, armDirectBare, "nftables", ">= 0.95x", false},
+		{"membrane+policy / kube-proxy nftables", armMembranePolicy, armNFTables, blockPolicy, ">= 1.0x", false},
+		{"membrane+policy / floor", armMembranePolicy, armDirectBare, blockPolicy, ">= 0.95x", false},
+		{"direct+policy: membrane cluster / floor", armDirectPolicy, armDirectBare, blockPolicy, ">= 0.95x", false},
+		{"cost of policy: membrane+policy / membrane", armMembranePolicy, armMembrane, "", "", false},
+		{"nftables / floor", armNFTables, armDirectBare, "nftables", "", false},
+		{"kept connection: membrane / iptables", armMembraneRR, armIPTablesRR, rrBlockIPTables, "", false},
+		{"kept connection: membrane / nftables", armMembraneRR, armNFTablesRR, rrBlockNFTables, "", false},
+		{"kept connection: membrane / floor", armMembraneRR, armDirectBareRR, rrBlockNFTables, "", false},
+		{"kept connection: membrane / direct", armMembraneRR, armDirectRR, "", "", false},
+		{"kept connection: nftables / floor", armNFTablesRR, armDirectBareRR, rrBlockNFTables, "", false},
+		{"membrane / direct", armMembrane, armDirect, "", ">= 0.9x", true},
+		{"iptables / its direct", armIPTables, armDirectIPTables, "", "", false},
+		{"nftables / its direct", armNFTables, armDirectNFTables, "", "", false},
+		{"direct: membrane cluster / iptables rules", armDirect, armDirectIPTables, "iptables", "", false},
+		{"direct: membrane cluster / nftables rules", armDirect, armDirectNFTables, "nftables", "", false},
 	}
 }
 
@@ -194,14 +205,23 @@ func (r *report) String() string {
 	for _, size := range r.sizes {
 		head += fmt.Sprintf("%d services\t", size)
 	}
-	fmt.Fprintln(tw, head+" target (10000)\t")
+	fmt.Fprintln(tw, head+" target\t")
+	last := r.sizes[len(r.sizes)-1]
 	for _, row := range ratioRows() {
 		line := row.name + "\t"
 		for _, size := range r.sizes {
 			x, y := r.mean(row.a, size, row.block), r.mean(row.b, size, row.block)
-			line += ratio(x, y) + met(x, y, row.target) + "\t"
+			line += ratio(x, y)
+			if row.judged(size, last) {
+				line += met(x, y, row.target)
+			}
+			line += "\t"
 		}
-		fmt.Fprintln(tw, line+" "+row.target+"\t")
+		target := row.target
+		if row.largest && target != "" {
+			target += fmt.Sprintf(" at %d", last)
+		}
+		fmt.Fprintln(tw, line+" "+target+"\t")
 	}
 	tw.Flush()
 
@@ -238,7 +258,6 @@ func (r *report) String() string {
 		}
 	}
 	tw.Flush()
-	last := r.sizes[len(r.sizes)-1]
 	mm, ok := r.extraMedian(armMembrane)
 	if ok {
 		fmt.Fprintf(&sb, "\nOne extra service at ~%d services, median (max) of the client node's samples:\n", last)

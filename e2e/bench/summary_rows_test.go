@@ -2,6 +2,7 @@ package bench
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,14 @@ func TestSocketLBSummary(t *testing.T) {
 	if row.Met != summary.NotEvaluated || row.HasRatio {
 		t.Errorf("floor not measured: %+v", row)
 	}
+	// The nftables target is judged at every size, the iptables one
+	// (set for 10,000 services) at the largest only.
+	if row, ok := rows[[2]string{armMembrane + ", 1 services, nftables block", armNFTables}]; !ok || row.Met != summary.NotEvaluated {
+		t.Errorf("nftables target at the first size: %+v (present %v), want not evaluated", row, ok)
+	}
+	if row, ok := rows[[2]string{armMembrane + ", 1 services, iptables block", armIPTables}]; ok {
+		t.Errorf("iptables target judged at the first size: %+v", row)
+	}
 }
 
 func TestPolicySummary(t *testing.T) {
@@ -108,5 +117,33 @@ func TestGatewaySummary(t *testing.T) {
 	}
 	if row := rows[[2]string{"requests/s through the Gateway", "straight to the pod"}]; row.Ratio != 0.5 || row.Met != summary.NoTarget {
 		t.Errorf("requests/s: %+v", row)
+	}
+}
+
+// The ratio table judges a target only at the sizes it is set for: the
+// iptables target at the largest size, the nftables one at every size.
+func TestSocketLBRatioTable(t *testing.T) {
+	r := &report{sizes: []int{1, 100}}
+	for _, size := range r.sizes {
+		r.addRate(armMembrane, size, "iptables", crrResult{Rate: 2000}, "")
+		r.addRate(armIPTables, size, "iptables", crrResult{Rate: 1000}, "")
+		r.addRate(armMembrane, size, "nftables", crrResult{Rate: 2000}, "")
+		r.addRate(armNFTables, size, "nftables", crrResult{Rate: 1000}, "")
+	}
+	lines := map[string]string{}
+	for _, line := range strings.Split(r.String(), "\n") {
+		for _, name := range []string{"membrane / kube-proxy iptables", "membrane / kube-proxy nftables"} {
+			if strings.HasPrefix(strings.TrimSpace(line), name) {
+				lines[name] = strings.Join(strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), name)), " ")
+			}
+		}
+	}
+	for name, want := range map[string]string{
+		"membrane / kube-proxy iptables": "2.00x 2.00x MISSED >= 3x at 100",
+		"membrane / kube-proxy nftables": "2.00x met 2.00x met >= 1.0x",
+	} {
+		if lines[name] != want {
+			t.Errorf("%s: %q, want %q", name, lines[name], want)
+		}
 	}
 }

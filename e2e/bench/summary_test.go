@@ -33,9 +33,10 @@ func cpu(v float64) float64 {
 // µs is d in whole microseconds, as the reports print it (us).
 func µs(d time.Duration) float64 { return float64(d.Microseconds()) }
 
-// summary: the socket LB's ratios with a target at the largest size (the
-// size the targets are for), the kept-connection ratios at the first size,
-// and the time to program one more service.
+// summary: the socket LB's ratios with a target at each size it is judged
+// at (every size, or the largest for the 10,000-service targets), the
+// kept-connection ratios at the first size, and the time to program one
+// more service.
 func (r *report) summary() []summary.Row {
 	var rows []summary.Row
 	last := r.sizes[len(r.sizes)-1]
@@ -67,7 +68,11 @@ func (r *report) summary() []summary.Row {
 	for _, row := range ratioRows() {
 		switch {
 		case row.target != "":
-			add(row, last)
+			for _, size := range r.sizes {
+				if row.judged(size, last) {
+					add(row, size)
+				}
+			}
 		case row.a == armMembraneRR && (row.b == armIPTablesRR || row.b == armNFTablesRR):
 			add(row, r.sizes[0])
 		}
