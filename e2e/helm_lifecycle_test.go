@@ -283,7 +283,8 @@ func (c *life) agentsAvailable() {
 // flow; a rolling agent upgrade (another image tag) one node at a time with
 // Services, policy and an established connection working; helm uninstall
 // removing everything the agents programmed; and installs over the state a
-// previous install left.
+// previous install left, and over another plugin's CNI configuration (set
+// aside while Membrane is installed, renamed back by the uninstall).
 func TestHelmLifecycle(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -529,15 +530,29 @@ cat /tmp/conn-sent`, connRequests, c.svc, helloText)
 
 	t.Run("install over a clean cluster and over a previous install's state", func(t *testing.T) {
 		c := c.in(t)
+		// Another plugin's configuration, first in name order, whose
+		// plugin the node does not have (an earlier CNI's leftover): the
+		// runtime takes it for the waiting pod until the agent sets it
+		// aside (cni.exclusive).
+		other := filepath.Join(c.s.Layout().NodeHostDir(n1), "etc/cni/net.d/00-other.conflist")
+		if err := os.WriteFile(other, []byte(`{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"other-cni"}]}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		start := time.Now()
 		c.helm("install")
 		c.agentsAvailable()
 		t.Logf("helm install after uninstall: agents available in %s", time.Since(start).Round(time.Second))
 		c.works("installed again")
-		// The agents wrote the configuration again; the pod that waited
-		// for it runs, policed like the others.
+		// The agents wrote the configuration again and set the other one
+		// aside; the pod that waited runs, policed like the others.
 		c.checkCNIConf(n1)
 		c.k.must("", "-n", lifeNamespace, "wait", "--for=condition=Ready", "pod/late", "--timeout=120s")
+		if _, err := os.Stat(other); !os.IsNotExist(err) {
+			t.Errorf("%s after the install: %v, want it set aside", other, err)
+		}
+		if _, err := os.Stat(other + ".membrane_bak"); err != nil {
+			t.Errorf("the other configuration set aside: %v", err)
+		}
 		if err := c.fetch("late", "http://"+c.podIP+":8080/"); err == nil {
 			t.Error("the late pod reached the backend the NetworkPolicy closes to it")
 		}
@@ -574,12 +589,19 @@ cat /tmp/conn-sent`, connRequests, c.svc, helloText)
 				t.Errorf("%s: pins grew from %d to %d: the new agent did not adopt the old ones: %s", n, len(left[n].pins), len(inv.pins), inv)
 			}
 		}
-		// And the full uninstall cleans up what the adopting agents have.
+		// And the full uninstall cleans up what the adopting agents have,
+		// and renames the other configuration back.
 		c.helm("uninstall", "membrane", "-n", "kube-system", "--wait", "--timeout", "5m")
 		for _, n := range []string{n1, n2} {
 			if inv := c.node(n); !inv.clean() {
 				t.Errorf("%s is not clean after the second helm uninstall: %s", n, inv)
 			}
+		}
+		if _, err := os.Stat(other); err != nil {
+			t.Errorf("the other configuration after the uninstall: %v, want it back", err)
+		}
+		if _, err := os.Stat(other + ".membrane_bak"); !os.IsNotExist(err) {
+			t.Errorf("the other configuration's renamed copy after the uninstall: %v, want it gone", err)
 		}
 	})
 }

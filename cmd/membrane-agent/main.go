@@ -25,6 +25,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/gateway/synced"
 	"github.com/membrane-mesh/membrane/mesh/agent"
+	"github.com/membrane-mesh/membrane/mesh/cni/install"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/xds/mtls"
@@ -158,6 +159,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.CNI.ConfName, "cni-conf-name", agent.DefaultCNIConfName, "file name of the CNI configuration list in --cni-conf-dir (the runtime uses the first in name order)")
 	fs.StringVar(&cfg.CNI.Plugin, "cni-plugin", defaultCNIPlugin(), "the membrane-cni binary copied into --cni-bin-dir, a file named membrane-cni (default: the one next to this executable)")
 	fs.StringVar(&cfg.CNI.DataDir, "cni-data-dir", agent.DefaultCNIDataDir, "membrane-cni's IPAM state directory on the node (dataDir of the CNI config)")
+	fs.BoolVar(&cfg.CNI.Exclusive, "cni-exclusive", true, "set every other CNI configuration in --cni-conf-dir aside (renamed with a "+install.SetAsideSuffix+" suffix) once the conflist is written, and any that appears later, so that no pod gets another plugin's network; cleanup renames them back (false: for chaining plugins such as Multus)")
 	fs.StringVar(&cfg.CNI.LogFile, "cni-log-file", agent.DefaultCNILogFile, "membrane-cni's log file on the node (logFile of the CNI config; empty: the plugin logs warnings and errors to the runtime)")
 	debug = fs.Bool("debug", false, "log debug messages")
 	return proxyPort, debug

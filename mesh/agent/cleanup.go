@@ -154,14 +154,19 @@ func removeStaleSocket(log *slog.Logger, path string) error {
 	return nil
 }
 
-// removeCNIConfig removes the conflist the agent writes; the plugin binary
-// stays, for the DEL of the pods still running.
+// removeCNIConfig removes the conflist the agent writes and renames back
+// the configurations --cni-exclusive set aside; the plugin binary stays,
+// for the DEL of the pods still running.
 func removeCNIConfig(log *slog.Logger, cni CNIConfig) error {
 	removed, err := install.RemoveConfig(cni.ConfDir, cni.ConfName)
 	if removed {
 		log.Info("removed CNI config", "file", filepath.Join(cni.ConfDir, cni.ConfName))
 	}
-	return err
+	restored, rerr := install.RestoreSetAside(cni.ConfDir)
+	for _, name := range restored {
+		log.Info("restored CNI config set aside", "file", filepath.Join(cni.ConfDir, name))
+	}
+	return errors.Join(err, rerr)
 }
 
 // removeFile removes the file at path; a missing one is fine.

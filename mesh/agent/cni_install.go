@@ -56,6 +56,12 @@ type CNIConfig struct {
 	// conflist as dataDir and logFile.
 	DataDir string
 	LogFile string
+	// Exclusive: every other CNI configuration in ConfDir is set aside
+	// (renamed with install.SetAsideSuffix) once the conflist is written,
+	// and again whenever one appears, so that no pod of the node gets
+	// another plugin's network; `membrane-agent cleanup` renames them
+	// back.
+	Exclusive bool
 }
 
 // validateCNI checks the --cni-* flags; the conflist needs --api-socket.
@@ -210,6 +216,17 @@ func (c *cniInstaller) sync() time.Duration {
 	if err != nil {
 		c.failed(fmt.Errorf("write the CNI config: %w", err))
 		return cniRetryInterval
+	}
+	if c.cfg.Exclusive {
+		moved, err := install.SetAside(c.cfg.ConfDir, c.cfg.ConfName)
+		for _, name := range moved {
+			c.log.Info("another CNI config set aside: the runtime uses only Membrane's (--cni-exclusive)",
+				"file", filepath.Join(c.cfg.ConfDir, name), "renamedTo", name+install.SetAsideSuffix)
+		}
+		if err != nil {
+			c.failed(fmt.Errorf("set the other CNI configs aside (--cni-exclusive): %w", err))
+			return cniRetryInterval
+		}
 	}
 	c.mu.Lock()
 	c.st.PodCIDR, c.st.Error = cidr.String(), ""

@@ -343,3 +343,60 @@ func TestCNIStalePodCIDR(t *testing.T) {
 		t.Error("this node's new PodCIDR did not ask for the conflist")
 	}
 }
+
+// With --cni-exclusive the other configurations are set aside once the
+// conflist is written and whenever one appears; without it they stay.
+// Cleanup renames them back.
+func TestCNIInstallExclusive(t *testing.T) {
+	for _, exclusive := range []bool{true, false} {
+		t.Run("exclusive="+strconv.FormatBool(exclusive), func(t *testing.T) {
+			f := newCNIFixture(t)
+			f.c.cfg.Exclusive = exclusive
+			other := filepath.Join(f.confDir, "00-other.conflist")
+			if err := os.MkdirAll(f.confDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(other, []byte(`{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"bridge"}]}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// Not before Membrane's own configuration is there.
+			f.c.sync()
+			if _, err := os.Stat(other); err != nil {
+				t.Fatalf("set aside before the conflist was written: %v", err)
+			}
+			f.setNode(t, "10.244.1.0/24")
+			if d := f.c.sync(); d != cniRecheckInterval {
+				t.Errorf("next in %s, want %s (status %+v)", d, cniRecheckInterval, f.c.status())
+			}
+			_, errOther := os.Stat(other)
+			_, errAside := os.Stat(other + ".membrane_bak")
+			if exclusive != (errOther != nil && errAside == nil) {
+				t.Errorf("exclusive %v: 00-other.conflist %v, set aside %v", exclusive, errOther, errAside)
+			}
+			if exclusive && !strings.Contains(f.logs.String(), "another CNI config set aside") {
+				t.Errorf("no log line for the rename:\n%s", f.logs)
+			}
+			// One that appears later goes the same way at the next attempt.
+			later := filepath.Join(f.confDir, "01-later.conf")
+			if err := os.WriteFile(later, []byte(`{}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f.c.sync()
+			if _, err := os.Stat(later); exclusive != os.IsNotExist(err) {
+				t.Errorf("exclusive %v: 01-later.conf after a sync: %v", exclusive, err)
+			}
+
+			if err := removeCNIConfig(slog.New(slog.NewTextHandler(f.logs, nil)), f.c.cfg); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{other, later} {
+				if _, err := os.Stat(p); err != nil {
+					t.Errorf("after cleanup: %v", err)
+				}
+			}
+			if _, err := os.Stat(f.confPath()); !os.IsNotExist(err) {
+				t.Errorf("Membrane's conflist after cleanup: %v", err)
+			}
+		})
+	}
+}

@@ -8,6 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // File modes of the installed files.
@@ -205,4 +208,83 @@ func cause(err error) error {
 		return le.Err
 	}
 	return err
+}
+
+// SetAsideSuffix ends the name of another CNI configuration SetAside
+// renamed; RestoreSetAside takes it off again.
+const SetAsideSuffix = ".membrane_bak"
+
+// isConfigName reports whether a runtime reads a file of this name as a
+// CNI configuration (libcni's extensions; a leading dot marks a temporary
+// file of writeAtomic).
+func isConfigName(name string) bool {
+	switch filepath.Ext(name) {
+	case ".conf", ".conflist", ".json":
+		return !strings.HasPrefix(name, ".")
+	}
+	return false
+}
+
+// SetAside renames every CNI configuration in dir but keep to its name
+// with SetAsideSuffix, so that the runtime uses keep whatever sorts before
+// it; a file set aside earlier under the same name is replaced. It returns
+// the names it renamed, in name order.
+func SetAside(dir, keep string) ([]string, error) {
+	if err := checkName(keep); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	var (
+		moved []string
+		errs  []error
+	)
+	for _, e := range entries {
+		name := e.Name()
+		if name == keep || e.IsDir() || !isConfigName(name) {
+			continue
+		}
+		if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, name+SetAsideSuffix)); err != nil {
+			errs = append(errs, fmt.Errorf("set %s aside: %w", filepath.Join(dir, name), cause(err)))
+			continue
+		}
+		moved = append(moved, name)
+	}
+	return moved, errors.Join(errs...)
+}
+
+// RestoreSetAside renames the configurations SetAside set aside in dir
+// back, except where a file of the original name is there again (the
+// renamed one then stays). It returns the names it restored, in name
+// order; a missing dir holds none.
+func RestoreSetAside(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	var (
+		restored []string
+		errs     []error
+	)
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), SetAsideSuffix)
+		if !ok || e.IsDir() || !isConfigName(name) {
+			continue
+		}
+		from, to := filepath.Join(dir, e.Name()), filepath.Join(dir, name)
+		err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+		switch {
+		case errors.Is(err, unix.EEXIST):
+			errs = append(errs, fmt.Errorf("restore %s: a file of that name is there again; %s stays", to, from))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("restore %s: %w", to, err))
+		default:
+			restored = append(restored, name)
+		}
+	}
+	return restored, errors.Join(errs...)
 }

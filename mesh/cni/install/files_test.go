@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -241,5 +242,66 @@ func TestRemoveConfig(t *testing.T) {
 	}
 	if _, err := RemoveConfig(dir, "../10-other.conflist"); err == nil {
 		t.Error("RemoveConfig with a path: no error")
+	}
+}
+
+func TestSetAsideAndRestore(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"00-multus.conf":        "a",
+		"10-flannel.conflist":   "b",
+		"99-loopback.json":      "c",
+		"05-membrane.conflist":  "ours",
+		".05-membrane.x.tmp":    "temporary",
+		".hidden.conf":          "hidden",
+		"README":                "not a config",
+		"87-podman.conflist.bk": "not a config either",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub.conf"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := SetAside(dir, "05-membrane.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"00-multus.conf", "10-flannel.conflist", "99-loopback.json"}; !slices.Equal(moved, want) {
+		t.Errorf("set aside %v, want %v", moved, want)
+	}
+	want := []string{".05-membrane.x.tmp", ".hidden.conf", "00-multus.conf.membrane_bak", "05-membrane.conflist",
+		"10-flannel.conflist.membrane_bak", "87-podman.conflist.bk", "99-loopback.json.membrane_bak", "README", "sub.conf"}
+	if got := dirNames(t, dir); !slices.Equal(got, want) {
+		t.Errorf("after SetAside: %v, want %v", got, want)
+	}
+	// Nothing more to set aside.
+	if moved, err := SetAside(dir, "05-membrane.conflist"); err != nil || len(moved) != 0 {
+		t.Errorf("second SetAside: %v, %v", moved, err)
+	}
+
+	// flannel wrote its configuration again meanwhile: that backup stays.
+	if err := os.WriteFile(filepath.Join(dir, "10-flannel.conflist"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := RestoreSetAside(dir)
+	if err == nil || !strings.Contains(err.Error(), "10-flannel.conflist: a file of that name is there again") {
+		t.Errorf("restore over a new file: %v", err)
+	}
+	if want := []string{"00-multus.conf", "99-loopback.json"}; !slices.Equal(restored, want) {
+		t.Errorf("restored %v, want %v", restored, want)
+	}
+	checkFile(t, filepath.Join(dir, "00-multus.conf"), []byte("a"), 0o644)
+	checkFile(t, filepath.Join(dir, "10-flannel.conflist"), []byte("new"), 0o644)
+	checkFile(t, filepath.Join(dir, "10-flannel.conflist.membrane_bak"), []byte("b"), 0o644)
+	checkFile(t, filepath.Join(dir, "05-membrane.conflist"), []byte("ours"), 0o644)
+
+	if _, err := SetAside(dir, "../x.conflist"); err == nil {
+		t.Error("SetAside with a path for keep: no error")
+	}
+	if restored, err := RestoreSetAside(filepath.Join(dir, "missing")); err != nil || len(restored) != 0 {
+		t.Errorf("RestoreSetAside of a missing dir: %v, %v", restored, err)
 	}
 }
