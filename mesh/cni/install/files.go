@@ -215,12 +215,12 @@ func cause(err error) error {
 const SetAsideSuffix = ".membrane_bak"
 
 // isConfigName reports whether a runtime reads a file of this name as a
-// CNI configuration (libcni's extensions; a leading dot marks a temporary
-// file of writeAtomic).
+// CNI configuration: libcni's extensions, hidden files included
+// (writeAtomic's temporary files end in .tmp).
 func isConfigName(name string) bool {
 	switch filepath.Ext(name) {
 	case ".conf", ".conflist", ".json":
-		return !strings.HasPrefix(name, ".")
+		return true
 	}
 	return false
 }

@@ -269,10 +269,10 @@ func TestSetAsideAndRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"00-multus.conf", "10-flannel.conflist", "99-loopback.json"}; !slices.Equal(moved, want) {
+	if want := []string{".hidden.conf", "00-multus.conf", "10-flannel.conflist", "99-loopback.json"}; !slices.Equal(moved, want) {
 		t.Errorf("set aside %v, want %v", moved, want)
 	}
-	want := []string{".05-membrane.x.tmp", ".hidden.conf", "00-multus.conf.membrane_bak", "05-membrane.conflist",
+	want := []string{".05-membrane.x.tmp", ".hidden.conf.membrane_bak", "00-multus.conf.membrane_bak", "05-membrane.conflist",
 		"10-flannel.conflist.membrane_bak", "87-podman.conflist.bk", "99-loopback.json.membrane_bak", "README", "sub.conf"}
 	if got := dirNames(t, dir); !slices.Equal(got, want) {
 		t.Errorf("after SetAside: %v, want %v", got, want)
@@ -290,7 +290,7 @@ func TestSetAsideAndRestore(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "10-flannel.conflist: a file of that name is there again") {
 		t.Errorf("restore over a new file: %v", err)
 	}
-	if want := []string{"00-multus.conf", "99-loopback.json"}; !slices.Equal(restored, want) {
+	if want := []string{".hidden.conf", "00-multus.conf", "99-loopback.json"}; !slices.Equal(restored, want) {
 		t.Errorf("restored %v, want %v", restored, want)
 	}
 	checkFile(t, filepath.Join(dir, "00-multus.conf"), []byte("a"), 0o644)
