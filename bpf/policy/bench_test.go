@@ -75,7 +75,8 @@ func programRules(tb testing.TB, dp *Datapath, rules []Rule) time.Duration {
 }
 
 // BenchmarkSetEndpointPolicy: SetEndpointPolicy for 100 endpoints of 250
-// rules each, from scratch, unchanged, and with a tenth of the rules changed.
+// rules each, from scratch, unchanged, with a tenth of the rules changed,
+// and with one changed (all endpoints one policy, or two in turns).
 func BenchmarkSetEndpointPolicy(b *testing.B) {
 	e := newEnv(b, Options{})
 	clearAll := func() {
@@ -117,6 +118,28 @@ func BenchmarkSetEndpointPolicy(b *testing.B) {
 		for b.Loop() {
 			i++
 			programRules(b, e.dp, sorted[i%2])
+		}
+	})
+	// The same change where endpoints take turns between two policies
+	// (the second: the first's but for one rule), each endpoint given a
+	// copy of its own, as the agent's resolver hands over equal policies
+	// of different identities.
+	var second [2][]Rule
+	for j := range sorted {
+		second[j] = slices.Clone(sorted[j])
+		second[j][len(second[j])-1].Entry = PolicyEntry{Verdict: Allow}
+	}
+	b.Run("one-changed-two-policies-copies", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			for ep := EndpointID(1); ep <= benchEndpoints; ep++ {
+				p := sorted
+				if ep%2 == 0 {
+					p = second
+				}
+				must(b, e.dp.SetEndpointPolicy(ep, slices.Clone(p[i%2])))
+			}
 		}
 	})
 }

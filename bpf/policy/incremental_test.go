@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -145,5 +147,76 @@ func TestSetEndpointPolicyMatchesFromScratch(t *testing.T) {
 	t.Logf("%d calls written incrementally, %d invalid", incremental, failed)
 	if incremental < 200 {
 		t.Errorf("only %d of 400 calls were diffed with the last one", incremental)
+	}
+}
+
+// TestSetEndpointPolicyShared: endpoints given equal rules (in slices of
+// their own) share one list, and a change they all make is computed once;
+// every endpoint's entries carry its own ID. A list whose keys name an
+// endpoint is that endpoint's only.
+func TestSetEndpointPolicyShared(t *testing.T) {
+	e := newEnv(t, Options{})
+	m := e.dp.Maps
+	allow := PolicyEntry{Verdict: Allow}
+	rules := func(port uint16) []Rule {
+		rs := []Rule{
+			{Key: PolicyKey{Direction: Ingress, RemoteIdentity: 1001, Proto: TCP, Port: port}, Entry: allow},
+			{Key: PolicyKey{Direction: Ingress, RemoteIdentity: 1002, Proto: TCP, Port: 443}, Entry: allow},
+			{Key: PolicyKey{Direction: Egress, RemoteIdentity: 1003, Proto: UDP, Port: 53}, Entry: PolicyEntry{Verdict: Deny}},
+		}
+		slices.SortFunc(rs, compareRules)
+		return rs
+	}
+	ids := []EndpointID{1, 2, 3}
+	check := func(port uint16) {
+		t.Helper()
+		for _, id := range ids {
+			got := policyOf(t, m, id)
+			if len(got) != 3 {
+				t.Fatalf("endpoint %d: %d entries, want 3: %+v", id, len(got), got)
+			}
+			var ports []uint16
+			for _, pe := range got {
+				if pe.Key.EndpointID != id {
+					t.Errorf("endpoint %d holds %s", id, pe.Key)
+				}
+				if pe.Key.RemoteIdentity == 1001 {
+					ports = append(ports, pe.Key.Port)
+				}
+			}
+			if !slices.Equal(ports, []uint16{port}) {
+				t.Errorf("endpoint %d: identity 1001 to ports %v, want %d", id, ports, port)
+			}
+		}
+	}
+	for _, id := range ids {
+		must(t, e.dp.SetEndpointPolicy(id, rules(80)))
+	}
+	check(80)
+	if m.rules[1] != m.rules[2] || m.rules[2] != m.rules[3] {
+		t.Errorf("equal rules: lists %p %p %p, want one", m.rules[1], m.rules[2], m.rules[3])
+	}
+	clear(m.plans)
+	for _, id := range ids {
+		must(t, e.dp.SetEndpointPolicy(id, rules(8080)))
+	}
+	check(8080)
+	if len(m.plans) != 1 {
+		t.Errorf("%d plans for one change of 3 endpoints, want 1", len(m.plans))
+	}
+
+	// Keys naming endpoint 1 are not endpoint 2's.
+	own := rules(9090)
+	for i := range own {
+		own[i].Key.EndpointID = 1
+	}
+	must(t, e.dp.SetEndpointPolicy(1, own))
+	before := policyOf(t, m, 2)
+	err := e.dp.SetEndpointPolicy(2, own)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "of endpoint 1, not 2") {
+		t.Errorf("endpoint 2 given endpoint 1's keys: %v, want invalid", err)
+	}
+	if got := policyOf(t, m, 2); !reflect.DeepEqual(got, before) {
+		t.Errorf("the refused call changed endpoint 2's entries:\n%+v\nwere\n%+v", got, before)
 	}
 }

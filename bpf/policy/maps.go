@@ -35,12 +35,19 @@ type Maps struct {
 	// shadow holds the policy map's entries, by endpoint, as written.
 	shadow map[EndpointID]map[policyPolicyKey]policyPolicyEntry
 	// rules holds, by endpoint, the rules of its last SetEndpointPolicy
-	// (when in compareRules' order) while its shadow holds exactly their
-	// entries: the next call recomputes only the (direction, identity)
-	// groups whose rules differ. An endpoint without rules here (read from
-	// the map, written by UpsertPolicy or DeletePolicy, after a failed
-	// write or rules out of order) is recomputed in full.
-	rules map[EndpointID][]Rule
+	// while its shadow holds exactly their entries: the next call with
+	// equal rules writes nothing, and one with rules in compareRules'
+	// order recomputes only the (direction, identity) groups whose rules
+	// differ. An endpoint without rules here (read from the map, written
+	// by UpsertPolicy or DeletePolicy, or after a failed write) is
+	// recomputed in full.
+	rules map[EndpointID]*ruleList
+	// lists are the lists recent calls made, by their rules' hash: the
+	// next endpoint given equal rules shares one. plans are the entries
+	// of changes from one list to another, computed once for every
+	// endpoint making the same change.
+	lists map[uint64]*ruleList
+	plans map[listChange]*entryPlan
 	// noBatch: the kernel lacks batch operations on the policy map (before 5.6).
 	noBatch bool
 	// writer: these are the Datapath's maps (Load), the policy map's one
@@ -70,7 +77,9 @@ func newMaps(m *policyMaps) (*Maps, error) {
 		events:    m.MembraneEvents,
 		metrics:   m.MembranePolmet,
 		counters:  m.MembranePolcnt,
-		rules:     map[EndpointID][]Rule{},
+		rules:     map[EndpointID]*ruleList{},
+		lists:     map[uint64]*ruleList{},
+		plans:     map[listChange]*entryPlan{},
 	}
 	if err := maps.readShadow(); err != nil {
 		return nil, err
@@ -331,95 +340,108 @@ func (m *Maps) SetEndpointPolicy(id EndpointID, rules []Rule) error {
 	if err := (PolicyKey{}).validate(id); err != nil {
 		return fmt.Errorf("set policy: %w", err)
 	}
-	for _, r := range rules {
-		if err := r.Key.validate(id); err != nil {
-			return fmt.Errorf("set policy of endpoint %d: %w", id, err)
-		}
-		if _, err := r.Entry.value(); err != nil {
-			return fmt.Errorf("set policy of endpoint %d: %s: %w", id, r.Key, err)
-		}
-	}
-	// Rules in order (as the agent's resolver hands them over) are
-	// compared with the last call's; others are written whole.
-	sorted := slices.IsSortedFunc(rules, compareRules)
-
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var (
-		want map[policyPolicyKey]policyPolicyEntry
-		// stale are the keys that may go, with some; without, every
-		// key of the endpoint not in want.
-		stale []policyPolicyKey
-		some  bool
-		err   error
-	)
-	if old, known := m.rules[id]; !known || !sorted {
-		want, err = allEntries(id, rules)
-	} else if groups, affected := changedGroups(old, rules); len(groups) == 0 {
+	old := m.rules[id]
+	if old != nil && slices.Equal(old.rules, rules) {
 		return nil
-	} else if some = 2*affected <= len(old)+len(rules); some {
-		want, stale, err = groupEntries(id, old, rules, groups)
-	} else {
-		want, err = allEntries(id, rules)
+	}
+	list, err := m.ruleList(rules)
+	if err == nil {
+		err = list.usableBy(id)
 	}
 	if err != nil {
 		return fmt.Errorf("set policy of endpoint %d: %w", id, err)
+	}
+	p := m.plan(old, list)
+	switch {
+	case p.err != nil:
+		return fmt.Errorf("set policy of endpoint %d: %w", id, p.err)
+	case p.none:
+		m.rules[id] = list
+		return nil
 	}
 	// What is written now is what the rules make of it only when every
 	// write succeeds.
 	delete(m.rules, id)
-	if some {
-		err = m.applySome(id, want, stale)
+	if p.whole {
+		err = m.apply(id, p.want)
 	} else {
-		err = m.apply(id, want)
+		err = m.applySome(id, p.want, p.maybe)
 	}
 	if err != nil {
 		return fmt.Errorf("set policy of endpoint %d: %w", id, err)
 	}
-	if sorted && len(rules) > 0 {
-		m.rules[id] = slices.Clone(rules)
+	if len(list.rules) > 0 {
+		m.rules[id] = list
 	}
 	return nil
 }
 
+// ruleList returns rules as a list: a recent call's when equal, else a new
+// one (validated).
+func (m *Maps) ruleList(rules []Rule) (*ruleList, error) {
+	h := rulesHash(rules)
+	if l, ok := m.lists[h]; ok && slices.Equal(l.rules, rules) {
+		return l, nil
+	}
+	l, err := newRuleList(rules)
+	if err != nil {
+		return nil, err
+	}
+	if len(m.lists) >= maxLists {
+		clear(m.lists)
+	}
+	m.lists[h] = l
+	return l, nil
+}
+
 // allEntries returns the map entries of rules (validated; merged in their
-// order) for endpoint id.
-func allEntries(id EndpointID, rules []Rule) (map[policyPolicyKey]policyPolicyEntry, error) {
+// order), EndpointId 0.
+func allEntries(rules []Rule) (map[policyPolicyKey]policyPolicyEntry, error) {
 	own := make(ownEntries, len(rules))
-	if err := own.add(id, rules); err != nil {
+	if err := own.add(rules); err != nil {
 		return nil, err
 	}
 	return own.effective(), nil
 }
 
-// groupEntries returns the map entries of the groups of rules (sorted) for
-// endpoint id, and the keys of old's rules of the groups: those not in the
-// entries are stale.
-func groupEntries(id EndpointID, old, rules []Rule, groups []ruleGroup) (map[policyPolicyKey]policyPolicyEntry, []policyPolicyKey, error) {
+// groupEntries returns the map entries of the groups of rules (sorted),
+// and the keys of old's rules of the groups that are not among them: those
+// that go where the endpoint holds them (EndpointId 0).
+func groupEntries(old, rules []Rule, groups []ruleGroup) (map[policyPolicyKey]policyPolicyEntry, []policyPolicyKey, error) {
 	own := ownEntries{}
-	var stale []policyPolicyKey
 	for _, g := range groups {
-		if err := own.add(id, groupSpan(rules, g)); err != nil {
+		if err := own.add(groupSpan(rules, g)); err != nil {
 			return nil, nil, err
 		}
+	}
+	var maybe []policyPolicyKey
+	seen := map[policyPolicyKey]bool{}
+	for _, g := range groups {
 		for _, r := range groupSpan(old, g) {
-			stale = append(stale, r.Key.mapKeys(id)...)
+			for _, k := range r.Key.mapKeys(0) {
+				if _, ok := own[k]; !ok && !seen[k] {
+					seen[k] = true
+					maybe = append(maybe, k)
+				}
+			}
 		}
 	}
 	// Every entry of a group is here, and the derived flags come from
 	// the entry's own group: effective() of these is theirs in the whole.
-	return own.effective(), stale, nil
+	return own.effective(), maybe, nil
 }
 
-// add merges the entries of rules (validated; in their order) for endpoint
-// id.
-func (o ownEntries) add(id EndpointID, rules []Rule) error {
+// add merges the entries of rules (validated; in their order), EndpointId
+// 0.
+func (o ownEntries) add(rules []Rule) error {
 	for _, r := range rules {
 		v, err := r.Entry.value()
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.Key, err)
 		}
-		for _, k := range r.Key.mapKeys(id) {
+		for _, k := range r.Key.mapKeys(0) {
 			if err := o.merge(k, v); err != nil {
 				return err
 			}
@@ -537,7 +559,7 @@ func (m *Maps) UpsertPolicy(key PolicyKey, entry PolicyEntry) error {
 	defer m.mu.Unlock()
 	delete(m.rules, key.EndpointID)
 	own := m.ownEntries(key.EndpointID)
-	for _, k := range key.mapKeys(key.EndpointID) {
+	for _, k := range key.mapKeys(0) {
 		own.set(k, v)
 	}
 	if err := m.apply(key.EndpointID, own.effective()); err != nil {
@@ -555,7 +577,7 @@ func (m *Maps) DeletePolicy(key PolicyKey) error {
 	defer m.mu.Unlock()
 	delete(m.rules, key.EndpointID)
 	own := m.ownEntries(key.EndpointID)
-	for _, k := range key.mapKeys(key.EndpointID) {
+	for _, k := range key.mapKeys(0) {
 		delete(own, k)
 	}
 	if err := m.apply(key.EndpointID, own.effective()); err != nil {
@@ -598,42 +620,39 @@ func (m *Maps) LookupPolicy(key PolicyKey) (PolicyEntry, bool, error) {
 	return first, true, nil
 }
 
-// ownEntries copies endpoint id's entries without derived flags.
+// ownEntries copies endpoint id's entries without derived flags, EndpointId
+// 0.
 func (m *Maps) ownEntries(id EndpointID) ownEntries {
 	own := make(ownEntries, len(m.shadow[id]))
 	for k, v := range m.shadow[id] {
-		own[k] = ownOf(v)
+		own[anyEndpoint(k)] = ownOf(v)
 	}
 	return own
 }
 
-// apply makes endpoint id's entries in the map equal to want: writes new and
-// changed entries, then deletes the rest (in batches where the kernel can).
-// The shadow follows every successful write, so a failed apply is redone by
-// the next one.
+// apply makes endpoint id's entries in the map equal to want (EndpointId
+// 0): writes new and changed entries, then deletes the rest (in batches
+// where the kernel can). The shadow follows every successful write, so a
+// failed apply is redone by the next one.
 func (m *Maps) apply(id EndpointID, want map[policyPolicyKey]policyPolicyEntry) error {
 	keys, vals := m.changed(id, want)
 	var stale []policyPolicyKey
 	for k := range m.shadow[id] {
-		if _, ok := want[k]; !ok {
+		if _, ok := want[anyEndpoint(k)]; !ok {
 			stale = append(stale, k)
 		}
 	}
 	return m.write(id, keys, vals, stale)
 }
 
-// applySome is apply for some of endpoint id's entries: those of want and
-// those of maybe, which go where want does not have them.
+// applySome is apply for some of endpoint id's entries: those of want, and
+// those of maybe (not in want), which go (EndpointId 0 in both).
 func (m *Maps) applySome(id EndpointID, want map[policyPolicyKey]policyPolicyEntry, maybe []policyPolicyKey) error {
 	keys, vals := m.changed(id, want)
 	var stale []policyPolicyKey
 	cur := m.shadow[id]
-	seen := make(map[policyPolicyKey]bool, len(maybe))
 	for _, k := range maybe {
-		if _, ok := want[k]; ok || seen[k] {
-			continue
-		}
-		seen[k] = true
+		k = forEndpoint(k, id)
 		if _, ok := cur[k]; ok {
 			stale = append(stale, k)
 		}
@@ -641,7 +660,8 @@ func (m *Maps) applySome(id EndpointID, want map[policyPolicyKey]policyPolicyEnt
 	return m.write(id, keys, vals, stale)
 }
 
-// changed returns the entries of want endpoint id's shadow does not hold.
+// changed returns endpoint id's keys and entries of want (EndpointId 0)
+// that its shadow does not hold.
 func (m *Maps) changed(id EndpointID, want map[policyPolicyKey]policyPolicyEntry) ([]policyPolicyKey, []policyPolicyEntry) {
 	cur := m.shadow[id]
 	var (
@@ -649,6 +669,7 @@ func (m *Maps) changed(id EndpointID, want map[policyPolicyKey]policyPolicyEntry
 		vals []policyPolicyEntry
 	)
 	for k, v := range want {
+		k = forEndpoint(k, id)
 		if old, ok := cur[k]; !ok || old != v {
 			keys = append(keys, k)
 			vals = append(vals, v)
