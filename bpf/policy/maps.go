@@ -335,7 +335,8 @@ func (m *Maps) DeleteLocalRoute(addr netip.Addr) error {
 // identity, protocol, port, end port, then entry: the agent's resolver's
 // order), the work is in proportion to what changed since the endpoint's
 // last call: only the entries of the (direction, remote identity) pairs
-// whose rules differ are computed again.
+// whose rules differ are computed again. Endpoints given equal rules share
+// that work: the entries are computed once for all of them (see ruleList).
 func (m *Maps) SetEndpointPolicy(id EndpointID, rules []Rule) error {
 	if err := (PolicyKey{}).validate(id); err != nil {
 		return fmt.Errorf("set policy: %w", err)
