@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -43,21 +47,39 @@ const validMessage = "policy is valid"
 // that a ProxyRejected or Unsupported one is deleted once it no longer
 // applies: the operator has nothing to say about programming that does not
 // involve the proxies.
+//
+// A policy's status is written at most once per WriteInterval: the
+// writes of a burst of changes are coalesced into the last state. Each
+// write of a large policy costs the API server as much as the user's own
+// write (it decodes, validates and stores the whole object again, and
+// every watcher decodes it again).
 type PolicyStatusController struct {
 	// MutualAuth says the cluster's agents hold SPIFFE identities (the
 	// built-in CA runs): ingress rules requiring authentication are mutual
 	// TLS, not drops. Set before Setup.
 	MutualAuth bool
+	// WriteInterval is the least time between two status writes of one
+	// policy (DefaultStatusWriteInterval). Set before Setup.
+	WriteInterval time.Duration
 
 	namespaced  policyStatusReconciler[*v1alpha1.MembraneNetworkPolicy]
 	clusterwide policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]
 }
 
+// DefaultStatusWriteInterval is PolicyStatusController's WriteInterval.
+const DefaultStatusWriteInterval = time.Second
+
 // NewPolicyStatusController returns the controller; Setup registers it.
 func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusController {
 	ctrl := &PolicyStatusController{}
+	// The reconcilers read ctrl.WriteInterval at each write.
+	writes := func() *statusWrites {
+		return &statusWrites{interval: func() time.Duration { return ctrl.WriteInterval }, now: time.Now, last: map[types.NamespacedName]time.Time{}}
+	}
 	*ctrl = PolicyStatusController{
+		WriteInterval: DefaultStatusWriteInterval,
 		namespaced: policyStatusReconciler[*v1alpha1.MembraneNetworkPolicy]{
+			writes:     writes(),
 			log:        log.With("kind", convert.KindMembraneNetworkPolicy),
 			c:          c,
 			kind:       convert.KindMembraneNetworkPolicy,
@@ -72,6 +94,7 @@ func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusC
 			},
 		},
 		clusterwide: policyStatusReconciler[*v1alpha1.MembraneClusterwideNetworkPolicy]{
+			writes: writes(),
 			log:    log.With("kind", convert.KindMembraneClusterwideNetworkPolicy),
 			c:      c,
 			kind:   convert.KindMembraneClusterwideNetworkPolicy,
@@ -137,14 +160,52 @@ type policyStatusReconciler[P policyObject] struct {
 	// unsupported lists the fields the policy uses that Membrane does not
 	// implement (see unsupportedFields).
 	unsupported func(P) []string
+	writes      *statusWrites
+}
+
+// statusWrites spaces the status writes of each policy by an interval.
+type statusWrites struct {
+	interval func() time.Duration
+	now      func() time.Time
+	mu       sync.Mutex
+	last     map[types.NamespacedName]time.Time
+}
+
+// wait returns how long key's next write must wait (0: not at all).
+func (w *statusWrites) wait(key types.NamespacedName) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	last, ok := w.last[key]
+	if !ok {
+		return 0
+	}
+	return max(0, w.interval()-w.now().Sub(last))
+}
+
+// wrote records a write of key's status now.
+func (w *statusWrites) wrote(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last[key] = w.now()
+}
+
+// forget drops key (the policy is gone).
+func (w *statusWrites) forget(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.last, key)
 }
 
 // Reconcile writes the policy's Valid and Programmed conditions and observed
-// generation when they differ from what the policy's status holds. A
+// generation when they differ from what the policy's status holds, or
+// requeues the policy until its last write is WriteInterval old. A
 // conflict is returned, so the request is retried on the newer object.
 func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	obj := r.newObj()
 	if err := r.c.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.writes.forget(req.NamespacedName)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	status, errs := r.check(obj)
@@ -164,9 +225,13 @@ func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile
 	if !changed {
 		return reconcile.Result{}, nil
 	}
+	if wait := r.writes.wait(req.NamespacedName); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
 	if err := r.c.Status().Update(ctx, obj); err != nil {
 		return reconcile.Result{}, fmt.Errorf("update status of policy %s: %w", req.NamespacedName, err)
 	}
+	r.writes.wrote(req.NamespacedName)
 	r.log.Debug("policy status updated", "policy", req.NamespacedName, "generation", gen,
 		"valid", len(errs) == 0, "rejectingNodes", len(rejections))
 	return reconcile.Result{}, nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,7 +38,9 @@ func newPolicyStatusTest(t *testing.T, objs ...client.Object) (*PolicyStatusCont
 		WithObjects(objs...).
 		Build()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return NewPolicyStatusController(log, c), c
+	r := NewPolicyStatusController(log, c)
+	r.WriteInterval = 0 // every reconcile writes (TestPolicyStatusWriteInterval tests the spacing)
+	return r, c
 }
 
 // allowPort is a rule letting anything reach the selected pods on port.
@@ -210,6 +213,74 @@ func TestPolicyStatusGenerationBump(t *testing.T) {
 	}
 	if cond.ObservedGeneration != 2 || after.Status.ObservedGeneration != 2 {
 		t.Errorf("observed generations = %d, %d, want 2", cond.ObservedGeneration, after.Status.ObservedGeneration)
+	}
+}
+
+// A policy's status is written at most once per WriteInterval: a change
+// within it is requeued until the interval is over, and then written.
+func TestPolicyStatusWriteInterval(t *testing.T) {
+	ctx := context.Background()
+	r, c := newPolicyStatusTest(t, mnp("web", allowPort("8080")))
+	r.WriteInterval = time.Second
+	now := time.Unix(1000, 0)
+	r.namespaced.writes.now = func() time.Time { return now }
+	key := types.NamespacedName{Namespace: "shop", Name: "web"}
+	reconcileOnce := func() reconcile.Result {
+		t.Helper()
+		res, err := r.namespaced.Reconcile(ctx, reconcile.Request{NamespacedName: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	generation := func() int64 {
+		t.Helper()
+		var p v1alpha1.MembraneNetworkPolicy
+		if err := c.Get(ctx, key, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Status.ObservedGeneration
+	}
+	bump := func(gen int64, port string) {
+		t.Helper()
+		var p v1alpha1.MembraneNetworkPolicy
+		if err := c.Get(ctx, key, &p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec, p.Generation = allowPort(port), gen
+		if err := c.Update(ctx, &p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first write is at once.
+	if res := reconcileOnce(); res.RequeueAfter != 0 || generation() != 1 {
+		t.Fatalf("first reconcile: %+v, observed generation %d; want written at once", res, generation())
+	}
+	now = now.Add(300 * time.Millisecond)
+	bump(2, "8081")
+	if res := reconcileOnce(); res.RequeueAfter != 700*time.Millisecond || generation() != 1 {
+		t.Fatalf("a change 300ms after a write: %+v, observed generation %d; want requeued after 700ms, not written", res, generation())
+	}
+	now = now.Add(400 * time.Millisecond)
+	bump(3, "8082")
+	if res := reconcileOnce(); res.RequeueAfter != 300*time.Millisecond || generation() != 1 {
+		t.Fatalf("another change 700ms after the write: %+v, observed generation %d; want requeued after 300ms", res, generation())
+	}
+	now = now.Add(300 * time.Millisecond)
+	if res := reconcileOnce(); res.RequeueAfter != 0 || generation() != 3 {
+		t.Fatalf("at the interval's end: %+v, observed generation %d; want the last generation (3) written", res, generation())
+	}
+	// Nothing to change: nothing waits.
+	if res := reconcileOnce(); res.RequeueAfter != 0 {
+		t.Fatalf("unchanged: %+v, want no requeue", res)
+	}
+	// A deleted policy is forgotten.
+	if err := c.Delete(ctx, &v1alpha1.MembraneNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	reconcileOnce()
+	if n := len(r.namespaced.writes.last); n != 0 {
+		t.Errorf("%d policies remembered after the deletion, want 0", n)
 	}
 }
 
