@@ -75,8 +75,8 @@ const (
 	maxPlans = 64
 )
 
-// rulesHash hashes rules (what slices.Equal compares): a cheap mix, as an
-// equal hash is only where slices.Equal looks.
+// rulesHash hashes what slices.Equal compares of rules: a cheap mix that
+// finds the candidate slices.Equal then checks.
 func rulesHash(rules []Rule) uint64 {
 	const prime = 0x100000001b3
 	h := uint64(0xcbf29ce484222325)
@@ -91,6 +91,9 @@ func rulesHash(rules []Rule) uint64 {
 // plan returns the plan from one list to another, computed once for every
 // endpoint making the same change.
 func (m *Maps) plan(from, to *ruleList) *entryPlan {
+	if from != nil && (!from.sorted || !to.sorted) {
+		from = nil // written whole, whatever it was
+	}
 	c := listChange{from, to}
 	if p, ok := m.plans[c]; ok {
 		return p
@@ -105,7 +108,7 @@ func (m *Maps) plan(from, to *ruleList) *entryPlan {
 
 func newPlan(from, to *ruleList) *entryPlan {
 	p := &entryPlan{}
-	if from == nil || !from.sorted || !to.sorted {
+	if from == nil {
 		p.whole = true
 		p.want, p.err = allEntries(to.rules)
 		return p
