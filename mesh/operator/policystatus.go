@@ -72,9 +72,8 @@ const DefaultStatusWriteInterval = time.Second
 // NewPolicyStatusController returns the controller; Setup registers it.
 func NewPolicyStatusController(log *slog.Logger, c client.Client) *PolicyStatusController {
 	ctrl := &PolicyStatusController{}
-	// The reconcilers read ctrl.WriteInterval at each write.
 	writes := func() *statusWrites {
-		return &statusWrites{interval: func() time.Duration { return ctrl.WriteInterval }, now: time.Now, last: map[types.NamespacedName]time.Time{}}
+		return &statusWrites{interval: &ctrl.WriteInterval, now: time.Now, last: map[types.NamespacedName]time.Time{}}
 	}
 	*ctrl = PolicyStatusController{
 		WriteInterval: DefaultStatusWriteInterval,
@@ -163,9 +162,10 @@ type policyStatusReconciler[P policyObject] struct {
 	writes      *statusWrites
 }
 
-// statusWrites spaces the status writes of each policy by an interval.
+// statusWrites spaces the status writes of each policy by an interval (the
+// controller's WriteInterval).
 type statusWrites struct {
-	interval func() time.Duration
+	interval *time.Duration
 	now      func() time.Time
 	mu       sync.Mutex
 	last     map[types.NamespacedName]time.Time
@@ -179,7 +179,7 @@ func (w *statusWrites) wait(key types.NamespacedName) time.Duration {
 	if !ok {
 		return 0
 	}
-	return max(0, w.interval()-w.now().Sub(last))
+	return max(0, *w.interval-w.now().Sub(last))
 }
 
 // wrote records a write of key's status now.
