@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/encryption/wireguard"
+	"github.com/membrane-mesh/membrane/mesh/agent"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
 
@@ -135,6 +137,40 @@ func TestEncryption(t *testing.T) {
 			t.Fatalf("want only UDP %d between node IPs: %d tunnel packets, %d other IP packets, %d with pod addresses\n%s", wireguard.ListenPort, tunnel, other, pods, summary)
 		}
 		t.Logf("capture on %s eth0: %d bytes, %d WireGuard packets %s<->%s, 0 other IP packets, plaintext response 0 times", n1, len(pcap), tunnel, n1IP, n2IP)
+	})
+
+	t.Run("pods and the device fit the underlay's MTU", func(t *testing.T) {
+		w := w.in(t)
+		mtuOf := func(node, dev string) int {
+			t.Helper()
+			f := strings.Fields(w.inNode(node, "ip", "-o", "link", "show", dev))
+			i := slices.Index(f, "mtu")
+			if i < 0 || i+1 == len(f) {
+				t.Fatalf("%s %s: no mtu in %v", node, dev, f)
+			}
+			n, err := strconv.Atoi(f[i+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		// The cluster runs the chart's datapath.mtu, 1500: the nodes'
+		// own interfaces' MTU.
+		underlay := mtuOf(n1, "eth0")
+		if underlay != agent.DefaultMTU {
+			t.Fatalf("%s eth0 MTU %d: the local cluster's underlay is not the chart's default %d", n1, underlay, agent.DefaultMTU)
+		}
+		want := underlay - wireguard.Overhead
+		for _, n := range w.nodes {
+			if got := mtuOf(n, wireguard.DeviceName); got != want {
+				t.Errorf("%s: %s MTU %d, want %d (the underlay's %d less %d)", n, wireguard.DeviceName, got, want, underlay, wireguard.Overhead)
+			}
+		}
+		got := strings.TrimSpace(w.k.must("", "-n", wgNamespace, "exec", "frontend", "--", "cat", "/sys/class/net/eth0/mtu"))
+		if got != strconv.Itoa(want) {
+			t.Errorf("frontend's eth0 MTU %s, want %d: a full-size packet must fit the tunnel", got, want)
+		}
+		t.Logf("underlay MTU %d; %s and the pods' interfaces %d", underlay, wireguard.DeviceName, want)
 	})
 
 	t.Run("status, CLI and metrics", func(t *testing.T) {

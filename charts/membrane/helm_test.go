@@ -181,6 +181,7 @@ func TestRejectedValues(t *testing.T) {
 		{"CNI conf name not a conflist", "cni: {confName: 05-membrane.conf}", []string{"/cni/confName", "does not match pattern"}},
 		{"CNI install not a boolean", "cni: {install: yes please}", []string{"/cni/install", "boolean"}},
 		{"flow buffer too large", "observe: {flowBufferSize: 1000000}", []string{"/observe/flowBufferSize", "maximum", "262,144"}},
+		{"MTU below IPv6's minimum", "datapath: {mtu: 576}", []string{"/datapath/mtu", "minimum", "1,280"}},
 		{"image pull policy", "image: {pullPolicy: Sometimes}", []string{"/image/pullPolicy", "'IfNotPresent'"}},
 		{"ingress load balancer mode", "ingressController: {loadbalancerMode: both}", []string{"/ingressController/loadbalancerMode", "'dedicated'", "'shared'"}},
 		{"kube-proxy replacement without API server", "kubeProxyReplacement: true", []string{"k8sServiceHost: required with kubeProxyReplacement=true"}},

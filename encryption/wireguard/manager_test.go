@@ -228,29 +228,32 @@ func (f *fakeLinks) LinkSetUp(l netlink.Link) error {
 	return nil
 }
 
+// testMTU is the device MTU on a 1500-byte underlay.
+const testMTU = 1500 - Overhead
+
 func TestKernelDevice(t *testing.T) {
 	h := &fakeLinks{kernelWG: true, links: map[string]netlink.Link{}}
-	b, dev, err := startDevice(slog.New(slog.DiscardHandler), h, BackendAuto, DeviceName, MTU)
+	b, dev, err := startDevice(slog.New(slog.DiscardHandler), h, BackendAuto, DeviceName, testMTU)
 	if err != nil || b != BackendKernel || dev != nil {
 		t.Fatalf("auto with kernel WireGuard: %v %v", b, err)
 	}
 	l := h.links[DeviceName]
-	if l == nil || l.Type() != "wireguard" || l.Attrs().MTU != MTU || len(h.ups) != 1 {
+	if l == nil || l.Type() != "wireguard" || l.Attrs().MTU != testMTU || len(h.ups) != 1 {
 		t.Fatalf("kernel link %+v ups %v", l, h.ups)
 	}
 	// An agent restart adopts the device, fixing its MTU.
 	l.Attrs().MTU = 1500
-	if b, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendKernel, DeviceName, MTU); err != nil || b != BackendKernel || h.links[DeviceName] != l || l.Attrs().MTU != MTU {
+	if b, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendKernel, DeviceName, testMTU); err != nil || b != BackendKernel || h.links[DeviceName] != l || l.Attrs().MTU != testMTU {
 		t.Fatalf("adopt: %v %v", b, err)
 	}
 	// A leftover link of another type is replaced.
 	h.links[DeviceName] = &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, MTU: 1500}}
-	if _, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendKernel, DeviceName, MTU); err != nil || h.links[DeviceName].Type() != "wireguard" {
+	if _, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendKernel, DeviceName, testMTU); err != nil || h.links[DeviceName].Type() != "wireguard" {
 		t.Fatalf("replace: %v", err)
 	}
 	// Kernel asked for, kernel without WireGuard: a clear error, no fallback.
 	h = &fakeLinks{links: map[string]netlink.Link{}}
-	if _, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendKernel, DeviceName, MTU); !errors.Is(err, errNoKernelWireGuard) {
+	if _, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendKernel, DeviceName, testMTU); !errors.Is(err, errNoKernelWireGuard) {
 		t.Fatalf("kernel without WireGuard: %v", err)
 	}
 }
@@ -259,7 +262,7 @@ func TestKernelDeviceWithFakeClient(t *testing.T) {
 	// The kernel path end to end behind the Client interface: the same
 	// manager code configures it.
 	h := &fakeLinks{kernelWG: true, links: map[string]netlink.Link{}}
-	b, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendAuto, DeviceName, MTU)
+	b, _, err := startDevice(slog.New(slog.DiscardHandler), h, BackendAuto, DeviceName, testMTU)
 	if err != nil {
 		t.Fatal(err)
 	}

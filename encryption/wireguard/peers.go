@@ -12,7 +12,10 @@ import (
 const (
 	DeviceName = "membrane_wg0"
 	ListenPort = 51871
-	MTU        = 1420
+	// Overhead is what WireGuard adds to a packet at most (outer IPv6
+	// header, UDP, its own header and tag): the device's MTU is the
+	// underlay's less this.
+	Overhead = 80
 	// KeepaliveInterval makes a peer that was just (re)configured — a new
 	// node, or a rotated key — handshake at once rather than at its next
 	// packet, and keeps the handshake fresh for status.

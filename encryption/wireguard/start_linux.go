@@ -12,14 +12,16 @@ import (
 
 // Start creates (or adopts) the device in the current network namespace
 // with the chosen backend: the kernel's when asked or, with BackendAuto,
-// when the kernel has WireGuard; otherwise the embedded one.
-func Start(log *slog.Logger, backend Backend) (*Manager, error) {
+// when the kernel has WireGuard; otherwise the embedded one. Its MTU is
+// underlayMTU less Overhead.
+func Start(log *slog.Logger, backend Backend, underlayMTU int) (*Manager, error) {
+	mtu := underlayMTU - Overhead
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
-	chosen, closer, err := startDevice(log, h, backend, DeviceName, MTU)
+	chosen, closer, err := startDevice(log, h, backend, DeviceName, mtu)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +47,7 @@ func Start(log *slog.Logger, backend Backend) (*Manager, error) {
 		}
 		return nil
 	}))
-	log.Info("WireGuard device ready", "device", DeviceName, "backend", chosen, "mtu", MTU, "port", ListenPort)
+	log.Info("WireGuard device ready", "device", DeviceName, "backend", chosen, "mtu", mtu, "port", ListenPort)
 	return m, nil
 }
 

@@ -108,6 +108,7 @@ type cniInstaller struct {
 	log    *slog.Logger
 	cfg    CNIConfig
 	socket string // the agent's --api-socket, the plugin's agentSocket
+	mtu    int    // the pods' (Config.PodMTU)
 	node   string
 	nodes  corelisters.NodeLister
 	// kick asks run for an attempt now (a change of the Node, an ADD of
@@ -127,7 +128,7 @@ type cniInstaller struct {
 }
 
 func newCNIInstaller(log *slog.Logger, cfg Config, nodes corelisters.NodeLister) *cniInstaller {
-	return &cniInstaller{log: log, cfg: cfg.CNI, socket: cfg.APISocket, node: cfg.NodeName, nodes: nodes, kick: make(chan struct{}, 1),
+	return &cniInstaller{log: log, cfg: cfg.CNI, socket: cfg.APISocket, mtu: cfg.PodMTU(), node: cfg.NodeName, nodes: nodes, kick: make(chan struct{}, 1),
 		st: agentapi.CNIStatus{Config: filepath.Join(cfg.CNI.ConfDir, cfg.CNI.ConfName), Error: "not installed yet"}}
 }
 
@@ -207,7 +208,7 @@ func (c *cniInstaller) sync() time.Duration {
 		c.waitForPodCIDR()
 		return cniRetryInterval
 	}
-	conf, err := install.Conflist(install.Options{PodCIDR: cidr, DataDir: c.cfg.DataDir, LogFile: c.cfg.LogFile, AgentSocket: c.socket})
+	conf, err := install.Conflist(install.Options{PodCIDR: cidr, DataDir: c.cfg.DataDir, LogFile: c.cfg.LogFile, AgentSocket: c.socket, MTU: c.mtu})
 	if err != nil {
 		c.failed(fmt.Errorf("render the CNI config: %w", err))
 		return cniRetryInterval
@@ -233,7 +234,7 @@ func (c *cniInstaller) sync() time.Duration {
 	c.waiting, c.lastErr = false, ""
 	c.mu.Unlock()
 	if changed {
-		c.log.Info("CNI config written", "path", c.st.Config, "podCIDR", cidr)
+		c.log.Info("CNI config written", "path", c.st.Config, "podCIDR", cidr, "mtu", c.mtu)
 	}
 	return cniRecheckInterval
 }

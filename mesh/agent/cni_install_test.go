@@ -259,6 +259,30 @@ func TestCNIInstallRun(t *testing.T) {
 	}
 }
 
+// The pods' MTU is the underlay's, less WireGuard's overhead with
+// encryption on; the conflist carries it.
+func TestPodMTU(t *testing.T) {
+	for _, c := range []struct {
+		mtu        int
+		encryption bool
+		want       int
+	}{
+		{0, false, 1500}, {0, true, 1420}, {9000, false, 9000}, {9000, true, 8920}, {1460, true, 1380},
+	} {
+		cfg := Config{MTU: c.mtu, EnableEncryption: c.encryption}
+		if got := cfg.PodMTU(); got != c.want {
+			t.Errorf("--mtu %d, encryption %v: pod MTU %d, want %d", c.mtu, c.encryption, got, c.want)
+		}
+	}
+	f := newCNIFixture(t)
+	f.c.mtu = Config{MTU: 9000, EnableEncryption: true}.PodMTU()
+	f.setNode(t, "10.244.1.0/24")
+	f.c.sync()
+	if got := f.conf(t).MTU; got != 8920 {
+		t.Errorf("conflist MTU %d, want 8920", got)
+	}
+}
+
 func TestCNIConfig(t *testing.T) {
 	base := Config{NodeName: "n1", BPFPinDir: "/sys/fs/bpf/m", CgroupPath: "/sys/fs/cgroup", APIAddr: ":9890",
 		APISocket: "/var/run/membrane/agent/api.sock", CNI: CNIConfig{
@@ -282,6 +306,8 @@ func TestCNIConfig(t *testing.T) {
 		{"relative data dir", func(c *Config) { c.CNI.DataDir = "cni" }, "--cni-data-dir"},
 		{"relative log file", func(c *Config) { c.CNI.LogFile = "cni.log" }, "--cni-log-file"},
 		{"no API socket", func(c *Config) { c.APISocket = "" }, "--cni-conf-dir: needs --api-socket (membrane-cni reports each new pod"},
+		{"MTU too small", func(c *Config) { c.MTU = 1279 }, "--mtu 1279: want 1280 to 65535"},
+		{"MTU too large", func(c *Config) { c.MTU = 65536 }, "--mtu 65536: want 1280 to 65535"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := base

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
+	"github.com/membrane-mesh/membrane/encryption/wireguard"
 )
 
 // Config is the agent's configuration, from flags.
@@ -118,15 +119,46 @@ type Config struct {
 	// HostRoutingLegacy routes them through the node's stack.
 	HostRouting string
 
+	// MTU is the underlay's: of the network between the nodes (0:
+	// DefaultMTU). Pods get it, less wireguard.Overhead with encryption
+	// on, and so does the WireGuard device.
+	MTU int
+
 	// CNI installs membrane-cni and its conflist on the node (see
 	// cni_install.go); CNI.ConfDir empty: nothing is installed.
 	CNI CNIConfig
+}
+
+// DefaultMTU is the underlay MTU assumed without --mtu.
+const DefaultMTU = 1500
+
+// UnderlayMTU is MTU, or DefaultMTU when unset.
+func (c Config) UnderlayMTU() int {
+	if c.MTU == 0 {
+		return DefaultMTU
+	}
+	return c.MTU
+}
+
+// PodMTU is the MTU of the pods' interfaces: the underlay's, less what
+// encryption adds to each packet.
+func (c Config) PodMTU() int {
+	if c.EnableEncryption {
+		return c.UnderlayMTU() - wireguard.Overhead
+	}
+	return c.UnderlayMTU()
 }
 
 // HostRouting modes (--host-routing).
 const (
 	HostRoutingBPF    = "bpf"
 	HostRoutingLegacy = "legacy"
+)
+
+// The range of --mtu: IPv6's minimum and the largest IPv4 packet.
+const (
+	minMTU = 1280
+	maxMTU = 65535
 )
 
 // DefaultDNSProxyPort is --tofqdns-proxy-port's default.
@@ -172,6 +204,9 @@ func (c Config) Validate() error {
 		if _, err := bpfpolicy.ParseTraceMode(c.FlowEvents); err != nil {
 			errs = append(errs, fmt.Errorf("--flow-events %w", err))
 		}
+	}
+	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > maxMTU) {
+		errs = append(errs, fmt.Errorf("--mtu %d: want %d to %d (the underlay's MTU)", c.MTU, minMTU, maxMTU))
 	}
 	switch c.HostRouting {
 	case "", HostRoutingBPF, HostRoutingLegacy:

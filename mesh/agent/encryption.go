@@ -113,7 +113,7 @@ func (e *encryption) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := wireguard.Start(e.log, backend)
+	mgr, err := wireguard.Start(e.log, backend, e.cfg.UnderlayMTU())
 	if err != nil {
 		return err
 	}

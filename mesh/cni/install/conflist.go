@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+
+	"github.com/membrane-mesh/membrane/mesh/cni/netconf"
 )
 
 // Network is the conflist's network name; PluginType the plugin's type,
@@ -33,6 +35,8 @@ type Options struct {
 	// agent police a new pod's interface (an absolute path; empty: the
 	// plugin tells no one).
 	AgentSocket string
+	// MTU is the pods' interfaces' (0: the plugin's default, 1500).
+	MTU int
 }
 
 type conflist struct {
@@ -48,6 +52,7 @@ type plugin struct {
 	DataDir     string `json:"dataDir"`
 	LogFile     string `json:"logFile,omitempty"`
 	AgentSocket string `json:"agentSocket,omitempty"`
+	MTU         int    `json:"mtu,omitempty"`
 }
 
 // Conflist renders the network configuration list of o: indented JSON
@@ -65,6 +70,7 @@ func Conflist(o Options) ([]byte, error) {
 			DataDir:     o.DataDir,
 			LogFile:     o.LogFile,
 			AgentSocket: o.AgentSocket,
+			MTU:         o.MTU,
 		}},
 	}, "", "  ")
 	if err != nil {
@@ -88,6 +94,9 @@ func (o Options) validate() error {
 	}
 	if o.LogFile != "" && !filepath.IsAbs(o.LogFile) {
 		errs = append(errs, fmt.Errorf("logFile %q: must be an absolute path (or empty)", o.LogFile))
+	}
+	if o.MTU != 0 && (o.MTU < netconf.MinMTU || o.MTU > netconf.MaxMTU) {
+		errs = append(errs, fmt.Errorf("mtu %d: want %d to %d (or 0)", o.MTU, netconf.MinMTU, netconf.MaxMTU))
 	}
 	if o.AgentSocket != "" && !filepath.IsAbs(o.AgentSocket) {
 		errs = append(errs, fmt.Errorf("agentSocket %q: must be an absolute path (or empty)", o.AgentSocket))

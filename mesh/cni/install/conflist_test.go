@@ -22,6 +22,7 @@ type goldenInput struct {
 	DataDir     string       `json:"dataDir"`
 	LogFile     string       `json:"logFile"`
 	AgentSocket string       `json:"agentSocket"`
+	MTU         int          `json:"mtu"`
 }
 
 // TestConflistGolden renders testdata/<case>.in.yaml and compares the
@@ -90,7 +91,11 @@ func checkPluginAccepts(t *testing.T, conf []byte, o Options) {
 	if err != nil {
 		t.Fatalf("membrane-cni rejects its entry: %v\n%s", err, p.Bytes)
 	}
-	if cfg.Prefix != o.PodCIDR.Masked() || cfg.DataDir != o.DataDir || cfg.LogFile != o.LogFile || cfg.AgentSocket != o.AgentSocket {
+	mtu := o.MTU
+	if mtu == 0 {
+		mtu = netconf.DefaultMTU
+	}
+	if cfg.Prefix != o.PodCIDR.Masked() || cfg.DataDir != o.DataDir || cfg.LogFile != o.LogFile || cfg.AgentSocket != o.AgentSocket || cfg.MTU != mtu {
 		t.Errorf("membrane-cni reads %+v, want the fields of %+v", cfg, o)
 	}
 }
@@ -111,6 +116,8 @@ func TestConflistRejects(t *testing.T) {
 		{"relative data dir", func(o *Options) { o.DataDir = "var/lib/cni" }, `dataDir "var/lib/cni": must be an absolute path`},
 		{"relative log file", func(o *Options) { o.LogFile = "cni.log" }, `logFile "cni.log": must be an absolute path`},
 		{"relative agent socket", func(o *Options) { o.AgentSocket = "api.sock" }, `agentSocket "api.sock": must be an absolute path`},
+		{"MTU too small", func(o *Options) { o.MTU = 67 }, "mtu 67: want 68 to 65535"},
+		{"MTU too large", func(o *Options) { o.MTU = 65536 }, "mtu 65536: want 68 to 65535"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o := good

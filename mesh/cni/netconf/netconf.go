@@ -15,12 +15,12 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 )
 
-// Defaults for optional fields.
+// Defaults for optional fields, and the range of mtu.
 const (
 	DefaultDataDir = "/var/lib/membrane/cni"
 	DefaultMTU     = 1500
-	minMTU         = 68
-	maxMTU         = 65535
+	MinMTU         = 68
+	MaxMTU         = 65535
 )
 
 // Config is the plugin's network configuration.
@@ -90,8 +90,8 @@ func (c *Config) Validate() error {
 	if prefix.Bits() > 30 {
 		return invalid(fmt.Sprintf("podCIDR %q is too small: need /30 or larger (network, broadcast and .1 are not allocated)", c.PodCIDR))
 	}
-	if c.MTU < minMTU || c.MTU > maxMTU {
-		return invalid(fmt.Sprintf("mtu %d out of range [%d, %d]", c.MTU, minMTU, maxMTU))
+	if c.MTU < MinMTU || c.MTU > MaxMTU {
+		return invalid(fmt.Sprintf("mtu %d out of range [%d, %d]", c.MTU, MinMTU, MaxMTU))
 	}
 	c.Prefix = prefix.Masked()
 	return nil
