@@ -106,7 +106,14 @@ const (
 const (
 	mChangeToEnforced = "membrane_policy_change_to_enforced_seconds"
 	mRegeneration     = "membrane_policy_regeneration_seconds"
+	// mRegenerationPhase is a vector by phase (regenerationPhases).
+	mRegenerationPhase = "membrane_policy_regeneration_phase_seconds"
 )
+
+// regenerationPhases are the agent's regeneration phases, in their order.
+func regenerationPhases() []string {
+	return []string{"resolve", "ipcache", "discover", "proxy", "endpoints", "prune"}
+}
 
 func BenchmarkPolicyChangeToEnforced(b *testing.B) {
 	for _, groups := range []int{100, 10} {
@@ -801,11 +808,18 @@ func (p *policyBench) agentHistograms(ctx context.Context) (map[string]*histogra
 			return nil, err
 		}
 		for _, name := range []string{mChangeToEnforced, mRegeneration} {
-			h, err := parseHistogram(series, name)
+			h, err := parseHistogram(series, name, "")
 			if err != nil {
 				return nil, fmt.Errorf("agent on %s: %w", n.Name, err)
 			}
 			out[name] = out[name].add(h, 1)
+		}
+		for _, phase := range regenerationPhases() {
+			h, err := parseHistogram(series, mRegenerationPhase, `phase="`+phase+`"`)
+			if err != nil {
+				return nil, fmt.Errorf("agent on %s: %w", n.Name, err)
+			}
+			out[phase] = out[phase].add(h, 1)
 		}
 	}
 	return out, nil
@@ -817,12 +831,19 @@ func (p *policyBench) agentMetrics(ctx context.Context, n localcluster.NodeState
 	return scrapeMetrics(ctx, p.hc, fmt.Sprintf("http://%s:%d/metrics", n.IP, localcluster.AgentPort), "agent metrics on "+n.Name)
 }
 
-func parseHistogram(series map[string]float64, name string) (*histogram, error) {
+// parseHistogram reads histogram name from series; labels (`phase="x"`,
+// or "") picks one of a vector's.
+func parseHistogram(series map[string]float64, name, labels string) (*histogram, error) {
+	bucket, sum, count := name+`_bucket{le="`, name+"_sum", name+"_count"
+	if labels != "" {
+		bucket, sum, count = name+"_bucket{"+labels+`,le="`, name+"_sum{"+labels+"}", name+"_count{"+labels+"}"
+		name += "{" + labels + "}"
+	}
 	h := &histogram{}
-	type bucket struct{ le, n float64 }
-	var bs []bucket
+	type bucketCount struct{ le, n float64 }
+	var bs []bucketCount
 	for s, v := range series {
-		rest, ok := strings.CutPrefix(s, name+`_bucket{le="`)
+		rest, ok := strings.CutPrefix(s, bucket)
 		if !ok {
 			continue
 		}
@@ -830,16 +851,16 @@ func parseHistogram(series map[string]float64, name string) (*histogram, error) 
 		if err != nil {
 			return nil, fmt.Errorf("%s: bucket %q: %w", name, s, err)
 		}
-		bs = append(bs, bucket{le, v})
+		bs = append(bs, bucketCount{le, v})
 	}
 	if len(bs) == 0 {
 		return nil, fmt.Errorf("no histogram %s", name)
 	}
-	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	slices.SortFunc(bs, func(a, b bucketCount) int { return cmp.Compare(a.le, b.le) })
 	for _, bk := range bs {
 		h.le, h.counts = append(h.le, bk.le), append(h.counts, bk.n)
 	}
-	h.sum, h.count = series[name+"_sum"], series[name+"_count"]
+	h.sum, h.count = series[sum], series[count]
 	return h, nil
 }
 
@@ -947,8 +968,14 @@ func (p *policyBench) report(samples []policySample, scale []int, before, after 
 		b.ReportMetric(1000*a99, "agent-p99-ms")
 		b.Logf("  agents' own view, both nodes (%s: from the agent seeing a change to the maps written; bucket estimate): p50 %.1f ms p99 %.1f ms over %.0f (target p99 <= %d ms: %s)",
 			mChangeToEnforced, 1000*c2e.quantile(0.5), 1000*a99, c2e.count, policyAgentTarget.Milliseconds(), metOrMissed(a99 <= policyAgentTarget.Seconds()))
-		b.Logf("  %s: %.0f regenerations, mean %.1f ms, ~p50 %.1f ms ~p99 %.1f ms",
-			mRegeneration, regen.count, 1000*regen.sum/regen.count, 1000*regen.quantile(0.5), 1000*regen.quantile(0.99))
+		var phases []string
+		for _, phase := range regenerationPhases() {
+			h := after[phase].add(before[phase], -1)
+			phases = append(phases, fmt.Sprintf("%s %.2f/%.1f", phase, 1000*h.sum/max(h.count, 1), 1000*h.quantile(0.99)))
+		}
+		b.Logf("  %s: %.0f regenerations, mean %.1f ms, ~p50 %.1f ms ~p99 %.1f ms; by phase (%s), mean/~p99 ms: %s",
+			mRegeneration, regen.count, 1000*regen.sum/regen.count, 1000*regen.quantile(0.5), 1000*regen.quantile(0.99),
+			mRegenerationPhase, strings.Join(phases, ", "))
 	} else {
 		b.Errorf("agents' histograms did not move during the changes (%s %.0f, %s %.0f)", mChangeToEnforced, c2e.count, mRegeneration, regen.count)
 	}

@@ -53,6 +53,8 @@ func (e *endpoints) initEndpoint(ctx context.Context, ifindex int, addr netip.Ad
 
 // serveInit runs in the regeneration loop.
 func (e *endpoints) serveInit(r initRequest) {
+	// A new interface: the next regeneration looks them up again.
+	e.discovery.Invalidate()
 	if r.hostMAC != nil && r.podMAC != nil {
 		e.writer.SetLink(r.ifindex, r.hostMAC, r.podMAC)
 	}

@@ -240,6 +240,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		return err
 	}
 	start := time.Now()
+	ph := phaseClock{last: start}
 	ids := policy.IdentitySet{Identities: st.Identities, CIDRs: e.cidrs}
 	if e.names != nil {
 		ids.Names = e.names()
@@ -254,17 +255,23 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	}
 	res := e.repo.Update(st.Policies, ids, policy.Config{ProxyPort: e.proxyPort, DNSProxyPort: e.dnsProxyPort, MutualAuth: e.auth != nil})
 	e.cidrs = res.CIDRIdentities()
+	ph.lap(phaseResolve)
 	var errs []error
 	for _, p := range res.Problems() {
 		e.log.Warn("policy rule not applied", "problem", p)
 	}
 	want := ipcache.Build(ipcache.Input{Node: e.node, Nodes: st.Nodes, APIServer: st.APIServer, Pods: st.Pods, CIDRs: e.cidrs})
 	errs = append(errs, e.writer.SetIPCache(want)...)
+	ph.lap(phaseIPCache)
 
+	if sweep {
+		e.discovery.Invalidate()
+	}
 	locals, err := e.discovery.Local(st.Pods)
 	if err != nil {
 		return err
 	}
+	ph.lap(phaseDiscover)
 	var (
 		view    []agentapi.EndpointEntry
 		results = map[string]agentapi.PolicyEntry{}
@@ -311,6 +318,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			e.log.Warn("L7 rule not applied", "problem", p)
 		}
 		e.proxy.update(ctx, n, origins, authCfg)
+		ph.lap(phaseProxy)
 	}
 	for _, l := range locals {
 		pod, iface := l.Pod, l.Interface
@@ -348,6 +356,8 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			if err != nil {
 				entry.State, entry.Error = agentapi.StateError, err.Error()
 				errs = append(errs, fmt.Errorf("endpoint %s/%s: %w", pod.Namespace, pod.Name, err))
+				// Its interface may be gone: look again next time.
+				e.discovery.Invalidate()
 			}
 			pe := agentapi.PolicyEntry{Endpoint: entry, Result: r}
 			for _, p := range r.Problems {
@@ -358,10 +368,11 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		}
 		view = append(view, entry)
 	}
+	ph.lap(phaseEndpoints)
 	// Interfaces the CNI plugin announced whose pod is not known yet keep
 	// their init identity while the interface is there.
 	if inits := e.writer.Init(); len(inits) > 0 {
-		present, err := e.discovery.Links.HostInterfaces()
+		present, err := e.discovery.Interfaces()
 		if err != nil {
 			return err
 		}
@@ -372,8 +383,10 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		}
 	}
 	errs = append(errs, e.writer.Prune(keep, sweep)...)
-	enforced := time.Now()
+	enforced := ph.lap(phasePrune)
 	e.metrics.regenerationSeconds.Observe(enforced.Sub(start).Seconds())
+	e.metrics.observePhases(&ph)
+	e.log.Debug("policy regenerated", "took", enforced.Sub(start), "phases", &ph, "sweep", sweep)
 	if !st.ChangedAt.IsZero() {
 		e.metrics.changeToEnforced.Observe(enforced.Sub(st.ChangedAt).Seconds())
 	}

@@ -1,6 +1,10 @@
 package agent
 
 import (
+	"fmt"
+	"log/slog"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
@@ -11,6 +15,7 @@ type policyMetrics struct {
 	regenerations       *prometheus.CounterVec
 	regenerationSeconds prometheus.Histogram
 	changeToEnforced    prometheus.Histogram
+	phaseSeconds        *prometheus.HistogramVec
 	endpoints           *prometheus.GaugeVec
 	invalidPolicies     prometheus.Gauge
 	verdicts            *prometheus.GaugeVec
@@ -37,6 +42,11 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 			Help:    "From a change of policy, pod, identity or node seen by the agent to the datapath enforcing it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		phaseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "membrane", Subsystem: "policy", Name: "regeneration_phase_seconds",
+			Help:    "Time a regeneration spent in each of its phases (resolve, ipcache, discover, proxy, endpoints, prune).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"phase"}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "membrane", Subsystem: "policy", Name: "endpoints",
 			Help: "Local endpoints by state (ready, waiting-for-identity, waiting-for-interface, error).",
@@ -72,7 +82,7 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 	}
 	// The datapath's gauges (verdicts, drops, hostRouted, mapEntries,
 	// mapPressure) are filled at scrape time: see Agent.datapathGauges.
-	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.endpoints, m.invalidPolicies)
+	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.phaseSeconds, m.endpoints, m.invalidPolicies)
 	return m
 }
 
@@ -111,4 +121,66 @@ func (m *policyMetrics) datapath(dp *bpfpolicy.Datapath) error {
 		}
 	}
 	return nil
+}
+
+// phase is a phase of a regeneration.
+type phase int
+
+// The phases of a regeneration, in their order.
+const (
+	phaseResolve phase = iota
+	phaseIPCache
+	phaseDiscover
+	phaseProxy
+	phaseEndpoints
+	phasePrune
+	phases
+)
+
+func (p phase) String() string {
+	switch p {
+	case phaseResolve:
+		return "resolve"
+	case phaseIPCache:
+		return "ipcache"
+	case phaseDiscover:
+		return "discover"
+	case phaseProxy:
+		return "proxy"
+	case phaseEndpoints:
+		return "endpoints"
+	case phasePrune:
+		return "prune"
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
+}
+
+// phaseClock times a regeneration's phases.
+type phaseClock struct {
+	last time.Time
+	d    [phases]time.Duration
+}
+
+// lap ends phase p now and returns the time.
+func (c *phaseClock) lap(p phase) time.Time {
+	now := time.Now()
+	c.d[p] += now.Sub(c.last)
+	c.last = now
+	return now
+}
+
+// LogValue lists the phases' durations.
+func (c *phaseClock) LogValue() slog.Value {
+	attrs := make([]slog.Attr, phases)
+	for p, d := range c.d {
+		attrs[p] = slog.Duration(phase(p).String(), d)
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// observePhases records a regeneration's phase durations.
+func (m *policyMetrics) observePhases(c *phaseClock) {
+	for p, d := range c.d {
+		m.phaseSeconds.WithLabelValues(phase(p).String()).Observe(d.Seconds())
+	}
 }

@@ -51,18 +51,51 @@ type Local struct {
 	HasInterface bool
 }
 
-// Discovery finds the endpoints of one node.
+// Discovery finds the endpoints of one node. It keeps the interfaces it
+// found, and looks again only when they may have changed: after
+// Invalidate, or when a pod of the node has an address without an
+// interface (a new pod, a new address, or one whose interface is not there
+// yet). A change of policy alone does not list the node's interfaces.
 type Discovery struct {
 	Node  string
 	Links Links
+	// ifaces are the interfaces last found; nil: look again.
+	ifaces map[netip.Addr]Interface
+}
+
+// Invalidate makes the next Local look the interfaces up again: one may
+// have come or gone that no pod's address tells of (the CNI plugin set up
+// or tore down an interface, or writing one failed).
+func (d *Discovery) Invalidate() { d.ifaces = nil }
+
+// Interfaces returns the pods' host-side interfaces by pod address, as
+// last found (looked up again if invalidated).
+func (d *Discovery) Interfaces() (map[netip.Addr]Interface, error) {
+	if d.ifaces == nil {
+		ifaces, err := d.Links.HostInterfaces()
+		if err != nil {
+			return nil, fmt.Errorf("find the pods' interfaces: %w", err)
+		}
+		d.ifaces = ifaces
+	}
+	return d.ifaces, nil
 }
 
 // Local returns the pods of the node, in the order of pods, with their
 // interfaces.
-func (d Discovery) Local(pods []Pod) ([]Local, error) {
-	ifaces, err := d.Links.HostInterfaces()
+func (d *Discovery) Local(pods []Pod) ([]Local, error) {
+	for _, p := range pods {
+		if p.Node != d.Node || !p.IP.IsValid() {
+			continue
+		}
+		if _, ok := d.ifaces[p.IP]; !ok {
+			d.Invalidate()
+			break
+		}
+	}
+	ifaces, err := d.Interfaces()
 	if err != nil {
-		return nil, fmt.Errorf("find the pods' interfaces: %w", err)
+		return nil, err
 	}
 	var out []Local
 	for _, p := range pods {

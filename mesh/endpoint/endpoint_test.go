@@ -65,3 +65,65 @@ func TestResolveKey(t *testing.T) {
 		t.Errorf("different identities, same key %q", p.ResolveKey())
 	}
 }
+
+// countingLinks counts the lookups of the interfaces.
+type countingLinks struct {
+	ifaces  map[netip.Addr]Interface
+	lookups int
+}
+
+func (c *countingLinks) HostInterfaces() (map[netip.Addr]Interface, error) {
+	c.lookups++
+	return c.ifaces, nil
+}
+
+func TestLocalLooksAgainOnlyWhenNeeded(t *testing.T) {
+	a := netip.MustParseAddr
+	links := &countingLinks{ifaces: map[netip.Addr]Interface{a("10.244.0.5"): {Index: 7, Name: "mbr1234"}}}
+	d := Discovery{Node: "n1", Links: links}
+	pods := []Pod{
+		{Namespace: "ns", Name: "a", Node: "n1", IP: a("10.244.0.5")},
+		{Namespace: "ns", Name: "pending", Node: "n1"},                     // no address yet
+		{Namespace: "ns", Name: "remote", Node: "n2", IP: a("10.244.1.5")}, // not this node's
+	}
+	step := func(name string, pods []Pod, wantLookups int) []Local {
+		t.Helper()
+		got, err := d.Local(pods)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if links.lookups != wantLookups {
+			t.Errorf("%s: %d lookups in all, want %d", name, links.lookups, wantLookups)
+		}
+		return got
+	}
+	step("first", pods, 1)
+	step("unchanged pods", pods, 1)
+
+	// A new pod whose interface is not there yet: looked up every time
+	// until it is.
+	pods = append(pods, Pod{Namespace: "ns", Name: "b", Node: "n1", IP: a("10.244.0.6")})
+	if got := step("new pod", pods, 2); got[2].HasInterface {
+		t.Errorf("new pod: has interface %+v before there is one", got[2].Interface)
+	}
+	step("new pod, still no interface", pods, 3)
+	links.ifaces = map[netip.Addr]Interface{a("10.244.0.5"): {Index: 7, Name: "mbr1234"}, a("10.244.0.6"): {Index: 9, Name: "mbr9abc"}}
+	if got := step("new pod's interface there", pods, 4); !got[2].HasInterface || got[2].Interface.Index != 9 {
+		t.Errorf("new pod: %+v, want interface 9", got[2])
+	}
+	step("all found", pods, 4)
+
+	// An interface replaced under a known address is found after
+	// Invalidate.
+	links.ifaces = map[netip.Addr]Interface{a("10.244.0.5"): {Index: 11, Name: "mbr1111"}, a("10.244.0.6"): {Index: 9, Name: "mbr9abc"}}
+	if got := step("before Invalidate", pods, 4); got[0].Interface.Index != 7 {
+		t.Errorf("before Invalidate: interface %d, want the one found before (7)", got[0].Interface.Index)
+	}
+	d.Invalidate()
+	if got := step("after Invalidate", pods, 5); got[0].Interface.Index != 11 {
+		t.Errorf("after Invalidate: interface %d, want 11", got[0].Interface.Index)
+	}
+	if ifaces, err := d.Interfaces(); err != nil || len(ifaces) != 2 || links.lookups != 5 {
+		t.Errorf("Interfaces: %v, %v after %d lookups; want the 2 found, no new lookup", ifaces, err, links.lookups)
+	}
+}
