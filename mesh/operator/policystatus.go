@@ -199,7 +199,8 @@ func (w *statusWrites) forget(key types.NamespacedName) {
 // Reconcile writes the policy's Valid and Programmed conditions and observed
 // generation when they differ from what the policy's status holds, or
 // requeues the policy until its last write is WriteInterval old. A
-// conflict is returned, so the request is retried on the newer object.
+// conflict (the policy changed since it was read) is requeued, so the
+// request is retried on the newer object.
 func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	obj := r.newObj()
 	if err := r.c.Get(ctx, req.NamespacedName, obj); err != nil {
@@ -229,6 +230,13 @@ func (r *policyStatusReconciler[P]) Reconcile(ctx context.Context, req reconcile
 		return reconcile.Result{RequeueAfter: wait}, nil
 	}
 	if err := r.c.Status().Update(ctx, obj); err != nil {
+		if apierrors.IsConflict(err) {
+			// The policy changed since it was read (its spec, or another
+			// writer): the newer object's event brings it back anyway;
+			// requeued so it is not lost, without an error.
+			r.log.Debug("policy changed before its status was written; requeued", "policy", req.NamespacedName)
+			return reconcile.Result{Requeue: true}, nil
+		}
 		return reconcile.Result{}, fmt.Errorf("update status of policy %s: %w", req.NamespacedName, err)
 	}
 	r.writes.wrote(req.NamespacedName)

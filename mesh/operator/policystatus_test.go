@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,13 +11,16 @@ import (
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
@@ -318,5 +322,28 @@ func TestErrorsMessage(t *testing.T) {
 	if got := errorsMessage(long, maxConditionMessage); len(got) > maxConditionMessage || !utf8.ValidString(got) ||
 		!strings.HasPrefix(got, "spec.ingress[0]") {
 		t.Errorf("long message: %d bytes, valid UTF-8 %t", len(got), utf8.ValidString(got))
+	}
+}
+
+func TestPolicyStatusConflictRequeued(t *testing.T) {
+	ctx := context.Background()
+	r, c := newPolicyStatusTest(t, mnp("web", allowPort("80")))
+	conflicts := 1
+	r.namespaced.c = interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			if conflicts > 0 {
+				conflicts--
+				return apierrors.NewConflict(schema.GroupResource{Group: "membrane.io", Resource: "membranenetworkpolicies"}, obj.GetName(), errors.New("the object has been modified"))
+			}
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+	})
+	key := types.NamespacedName{Namespace: "shop", Name: "web"}
+	res, err := r.namespaced.Reconcile(ctx, reconcile.Request{NamespacedName: key})
+	if err != nil || !res.Requeue {
+		t.Fatalf("reconcile meeting a conflict: %+v, %v; want requeued without an error", res, err)
+	}
+	if got := reconcileMNP(t, r, c, "web"); got.Status.ObservedGeneration != 1 {
+		t.Errorf("after the retry: observed generation %d, want 1", got.Status.ObservedGeneration)
 	}
 }
