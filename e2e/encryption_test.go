@@ -18,7 +18,6 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 	"github.com/membrane-mesh/membrane/encryption/wireguard"
-	"github.com/membrane-mesh/membrane/mesh/agent"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 )
 
@@ -26,6 +25,10 @@ const (
 	wgCluster   = "e2e-wg"
 	wgNamespace = "wg"
 	helloText   = "Hello from Backend Service!"
+	// wgUnderlayMTU is the MTU of the encryption cluster's node links: a
+	// cloud network's rather than the 1500 assumed when none is found,
+	// so the agents must detect it.
+	wgUnderlayMTU = 1450
 )
 
 // wgPods is the tutorial pair pinned across the nodes: the frontend on
@@ -94,6 +97,7 @@ func TestEncryption(t *testing.T) {
 	s, err := localcluster.Up(ctx, log, localcluster.Options{
 		Name: wgCluster, Nodes: 3, PodCIDR: "10.246.0.0/16", ServiceCIDR: "10.98.0.0/16",
 		ToolsDir: shared.toolsDir, BinDir: shared.binDir, Encryption: localcluster.EncryptionWireGuard,
+		UnderlayMTU: wgUnderlayMTU,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -154,11 +158,11 @@ func TestEncryption(t *testing.T) {
 			}
 			return n
 		}
-		// The cluster runs the chart's datapath.mtu, 1500: the nodes'
-		// own interfaces' MTU.
+		// No datapath.mtu is set: the agents found their nodes' eth0's,
+		// which is not the 1500 assumed without one.
 		underlay := mtuOf(n1, "eth0")
-		if underlay != agent.DefaultMTU {
-			t.Fatalf("%s eth0 MTU %d: the local cluster's underlay is not the chart's default %d", n1, underlay, agent.DefaultMTU)
+		if underlay != wgUnderlayMTU {
+			t.Fatalf("%s eth0 MTU %d: the local cluster's underlay is not the %d asked for", n1, underlay, wgUnderlayMTU)
 		}
 		want := underlay - wireguard.Overhead
 		for _, n := range w.nodes {
@@ -170,7 +174,7 @@ func TestEncryption(t *testing.T) {
 		if got != strconv.Itoa(want) {
 			t.Errorf("frontend's eth0 MTU %s, want %d: a full-size packet must fit the tunnel", got, want)
 		}
-		t.Logf("underlay MTU %d; %s and the pods' interfaces %d", underlay, wireguard.DeviceName, want)
+		t.Logf("underlay MTU %d (detected by the agents); %s and the pods' interfaces %d", underlay, wireguard.DeviceName, want)
 	})
 
 	t.Run("status, CLI and metrics", func(t *testing.T) {

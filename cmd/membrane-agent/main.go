@@ -140,7 +140,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.WireGuardBackend, "wireguard-backend", "auto", "WireGuard device: auto (kernel when it has WireGuard, else embedded), kernel or embedded")
 	fs.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", flow.DefaultCapacity, "flows the node keeps for observe (the oldest go first)")
 	fs.StringVar(&cfg.FlowEvents, "flow-events", "connections", "forwarded packets the datapath reports: connections (the packet opening each), packets (every packet: costly) or drops (none); every drop is reported")
-	fs.IntVar(&cfg.MTU, "mtu", agent.DefaultMTU, "the MTU of the network between the nodes: pods get it (less 80, WireGuard's overhead, with encryption on), and the WireGuard device less 80")
+	fs.IntVar(&cfg.MTU, "mtu", 0, "the MTU of the network between the nodes: pods get it (less 80, WireGuard's overhead, with encryption on), and the WireGuard device less 80; 0: the MTU of the interface holding the node's InternalIP, else of the default route's, else 1500")
 	fs.StringVar(&cfg.HostRouting, "host-routing", agent.HostRoutingBPF, "how packets between the node's pods travel: bpf (from one pod's interface to the other's after both policies, skipping the node's stack; legacy where the kernel lacks bpf_redirect_peer, Linux 5.10) or legacy (through the node's stack)")
 	fs.BoolVar(&cfg.SPIFFE.Enabled, "spiffe", false, "keep X.509-SVIDs from the built-in CA for the service accounts of the node's pods")
 	fs.StringVar(&cfg.SPIFFE.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")

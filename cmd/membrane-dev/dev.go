@@ -87,6 +87,7 @@ func newDevUpCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.IdentityProvider, "identity-provider", "", "workload identities (SPIFFE X.509-SVIDs): builtin (the operator's CA) or spire (SPIRE server and agents, built by make tools); default: none")
 	f.StringVar(&o.Encryption, "encryption", "", "encrypt pod traffic between nodes: wireguard (default: off; the chart's encryption values)")
 	f.IntVar(&o.ClusterID, "cluster-id", 0, "id of the cluster in a cluster mesh, 1-255 (the chart's cluster.id; cluster.name is --name)")
+	f.IntVar(&o.UnderlayMTU, "underlay-mtu", 0, "MTU of the nodes' links to the underlay, 1280-9000 (default: 1500), as a cloud network's would be")
 	f.StringArrayVar(&o.HelmSet, "set", nil, "a chart value over the local cluster's, KEY=VALUE as helm --set takes it (repeatable)")
 	return cmd
 }

@@ -74,7 +74,17 @@ type Options struct {
 	// HelmSet are values for the chart over the local cluster's, as
 	// `helm --set` takes them (key=value).
 	HelmSet []string
+	// UnderlayMTU is the MTU of the nodes' links to the underlay bridge
+	// (0: the kernel's default, 1500), as a cloud network's (1460, 9001)
+	// would be.
+	UnderlayMTU int
 }
+
+// The range of Options.UnderlayMTU: IPv6's minimum MTU to jumbo frames.
+const (
+	minUnderlayMTU = 1280
+	maxUnderlayMTU = 9000
+)
 
 // Validate reports the first option at fault.
 func (o Options) Validate() error {
@@ -120,6 +130,9 @@ func (o Options) Validate() error {
 	}
 	if o.ClusterID != 0 && o.NoMembrane {
 		return fmt.Errorf("--cluster-id %d: needs Membrane (drop --no-membrane)", o.ClusterID)
+	}
+	if o.UnderlayMTU != 0 && (o.UnderlayMTU < minUnderlayMTU || o.UnderlayMTU > maxUnderlayMTU) {
+		return fmt.Errorf("--underlay-mtu %d: must be %d to %d (0: 1500)", o.UnderlayMTU, minUnderlayMTU, maxUnderlayMTU)
 	}
 	if o.ToolsDir == "" || o.BinDir == "" {
 		return fmt.Errorf("tools and binary directories must be set")

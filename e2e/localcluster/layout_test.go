@@ -17,9 +17,10 @@ func TestOptionsValidate(t *testing.T) {
 		{HelmSet: []string{"encryption.enabled=true", "operator.replicas=1"}},
 		{Encryption: EncryptionWireGuard},
 		{NoMembrane: true},
+		{UnderlayMTU: 1450},
 	} {
 		o := ok
-		o.HelmSet, o.Encryption, o.NoMembrane = good.HelmSet, good.Encryption, good.NoMembrane
+		o.HelmSet, o.Encryption, o.NoMembrane, o.UnderlayMTU = good.HelmSet, good.Encryption, good.NoMembrane, good.UnderlayMTU
 		if err := o.Validate(); err != nil {
 			t.Errorf("%+v: %v", good, err)
 		}
@@ -31,6 +32,7 @@ func TestOptionsValidate(t *testing.T) {
 		"--service-cidr":         func(o *Options) { o.ServiceCIDR = "fd00::/64" },
 		"overlaps":               func(o *Options) { o.ServiceCIDR = "10.244.0.0/20" },
 		"--encryption \"ipsec\"": func(o *Options) { o.Encryption = "ipsec" },
+		"--underlay-mtu 576":     func(o *Options) { o.UnderlayMTU = 576 },
 		"--set \"encryption.enabled\": must be KEY=VALUE": func(o *Options) { o.HelmSet = []string{"encryption.enabled"} },
 		"--set \"operator.replicas=1\": chart values, but --no-membrane": func(o *Options) {
 			o.NoMembrane, o.HelmSet = true, []string{"operator.replicas=1"}

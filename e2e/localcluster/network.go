@@ -33,8 +33,9 @@ func createBridge(l Layout) error {
 }
 
 // attachNamespace creates the namespace at nsPath and joins it to the bridge
-// through a veth whose namespace side is eth0 with ip.
-func attachNamespace(l Layout, nsPath, hostLink string, ip netip.Addr) error {
+// through a veth whose namespace side is eth0 with ip; both ends get mtu
+// (0: the kernel's default).
+func attachNamespace(l Layout, nsPath, hostLink string, ip netip.Addr, mtu int) error {
 	if err := netns.Create(nsPath); err != nil {
 		return err
 	}
@@ -43,7 +44,7 @@ func attachNamespace(l Layout, nsPath, hostLink string, ip netip.Addr) error {
 		return fmt.Errorf("find bridge %s: %w", l.Bridge(), err)
 	}
 	peer := hostLink + "p"
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostLink, MasterIndex: br.Attrs().Index}, PeerName: peer}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostLink, MasterIndex: br.Attrs().Index, MTU: mtu}, PeerName: peer}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return fmt.Errorf("add veth %s: %w", hostLink, err)
 	}
@@ -70,6 +71,11 @@ func attachNamespace(l Layout, nsPath, hostLink string, ip netip.Addr) error {
 	inner, err := h.LinkByName(peer)
 	if err != nil {
 		return fmt.Errorf("find %s in %s: %w", peer, nsPath, err)
+	}
+	if mtu != 0 {
+		if err := h.LinkSetMTU(inner, mtu); err != nil {
+			return fmt.Errorf("set %s MTU %d in %s: %w", peer, mtu, nsPath, err)
+		}
 	}
 	if err := h.LinkSetName(inner, l.UnderlayIf()); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", peer, l.UnderlayIf(), err)

@@ -25,9 +25,11 @@ type State struct {
 	// ClusterID is Options.ClusterID (the chart's cluster.id).
 	ClusterID int `json:"clusterID,omitempty"`
 	// HelmSet are the chart values `up` was given (Options.HelmSet).
-	HelmSet   []string    `json:"helmSet,omitempty"`
-	Nodes     []NodeState `json:"nodes"`
-	Processes []Process   `json:"processes"`
+	HelmSet []string `json:"helmSet,omitempty"`
+	// UnderlayMTU is Options.UnderlayMTU.
+	UnderlayMTU int         `json:"underlayMTU,omitempty"`
+	Nodes       []NodeState `json:"nodes"`
+	Processes   []Process   `json:"processes"`
 }
 
 // NodeState records one node.

@@ -94,7 +94,7 @@ func reserve(o Options, cgroupRoot string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, IdentityProvider: o.IdentityProvider, NoMembrane: o.NoMembrane, HelmSet: o.HelmSet, ClusterID: o.ClusterID}
+	s := &State{Name: o.Name, Index: idx, PodCIDR: o.PodCIDR, ServiceCIDR: o.ServiceCIDR, CgroupRoot: cgroupRoot, Encryption: o.Encryption, IdentityProvider: o.IdentityProvider, NoMembrane: o.NoMembrane, HelmSet: o.HelmSet, ClusterID: o.ClusterID, UnderlayMTU: o.UnderlayMTU}
 	l := s.Layout()
 	for i := 1; i <= o.Nodes; i++ {
 		name := l.NodeName(i)
@@ -124,11 +124,11 @@ func build(ctx context.Context, log *slog.Logger, o Options, s *State) error {
 	if err := createBridge(l); err != nil {
 		return err
 	}
-	if err := attachNamespace(l, l.ControlPlaneNetns(), l.ControlPlaneLink(), l.APIServerIP()); err != nil {
+	if err := attachNamespace(l, l.ControlPlaneNetns(), l.ControlPlaneLink(), l.APIServerIP(), 0); err != nil {
 		return err
 	}
 	for _, n := range s.Nodes {
-		if err := attachNamespace(l, n.Netns, n.Link, netip.MustParseAddr(n.IP)); err != nil {
+		if err := attachNamespace(l, n.Netns, n.Link, netip.MustParseAddr(n.IP), s.UnderlayMTU); err != nil {
 			return err
 		}
 		if err := enableForwarding(n.Netns); err != nil {

@@ -144,7 +144,7 @@ func createWorld(o Options, s *State) error {
 		return fmt.Errorf("create cgroup %s: %w", cg, err)
 	}
 	for _, h := range l.WorldHosts() {
-		if err := attachNamespace(l, h.Netns, h.Link, h.IP); err != nil {
+		if err := attachNamespace(l, h.Netns, h.Link, h.IP, 0); err != nil {
 			return fmt.Errorf("world host %s: %w", h.Name, err)
 		}
 		// Replies to the nodes: the underlay is on the same segment.

@@ -80,6 +80,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := hostfs.CheckCgroup2(a.cfg.CgroupPath); err != nil {
 		return fmt.Errorf("--cgroup-path: %w", err)
 	}
+	// Pods and the WireGuard device are sized by it.
+	a.cfg.MTU = a.underlayMTU(ctx)
 	dp, err := socklb.Load(ctx, a.log.With("component", "socklb"), socklb.Options{PinDir: a.cfg.BPFPinDir, CgroupPath: a.cfg.CgroupPath})
 	if err != nil {
 		return err

@@ -120,8 +120,9 @@ type Config struct {
 	HostRouting string
 
 	// MTU is the underlay's: of the network between the nodes (0:
-	// DefaultMTU). Pods get it, less wireguard.Overhead with encryption
-	// on, and so does the WireGuard device.
+	// detected when the agent runs, see Agent.underlayMTU). Pods get it,
+	// less wireguard.Overhead with encryption on, and so does the
+	// WireGuard device.
 	MTU int
 
 	// CNI installs membrane-cni and its conflist on the node (see
@@ -129,7 +130,8 @@ type Config struct {
 	CNI CNIConfig
 }
 
-// DefaultMTU is the underlay MTU assumed without --mtu.
+// DefaultMTU is the underlay MTU assumed when --mtu is not given and none
+// is detected.
 const DefaultMTU = 1500
 
 // UnderlayMTU is MTU, or DefaultMTU when unset.
