@@ -291,6 +291,33 @@ spec:
 		waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "True", "")
 	})
 
+	t.Run("redirects wait for the node proxy", func(t *testing.T) {
+		// The port's rules go from L3/L4 only to L7 while the target
+		// node's Envoy is frozen: the datapath keeps the connections off
+		// the proxy until Envoy runs the port's chain (up to 2s), so
+		// requests go on; once thawed, Envoy takes them.
+		target := p.payments[1]
+		l4 := strings.Split(paymentPolicy(""), "      rules:")[0]
+		k.must(l4, "apply", "-f", "-")
+		url := "http://" + target.Status.PodIP + ":3000/api/v1/payments/P123"
+		expectCode(t, k, checkout, "GET", url, "200")
+		loop := startRequestLoop(t, k, checkout, url, 25)
+		time.Sleep(500 * time.Millisecond)
+		thaw := freezeEnvoy(t, k, target.Spec.NodeName)
+		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$"}`), "apply", "-f", "-")
+		time.Sleep(1200 * time.Millisecond)
+		thaw()
+		results := loop()
+		gap, failed := longestFailure(results)
+		t.Logf("%d requests, Envoy frozen for 1.2s as L7 rules came: %d failed (longest outage %s)", len(results), failed, gap)
+		if failed != 0 {
+			t.Errorf("%d of %d requests failed: %v", failed, len(results), results)
+		}
+		waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "True", "")
+		// Envoy enforces the rules now.
+		expectCode(t, k, checkout, "DELETE", "http://"+target.Status.PodIP+":3000/api/v1/payments/123", "403")
+	})
+
 	t.Run("invalid rules", func(t *testing.T) {
 		// A header given as an object: the CRD's schema refuses it.
 		_, err := k.run(t.Context(), paymentPolicy(`{method: POST, headers: [{name: Content-Type}]}`), "apply", "-f", "-")
@@ -391,18 +418,9 @@ func longestFailure(rs []httpResult) (time.Duration, int) {
 // through the pod's cgroup.
 func killEnvoy(t *testing.T, k *kube, node string) {
 	t.Helper()
-	var pods corev1.PodList
-	mustJSON(t, k.must("", "-n", "kube-system", "get", "pods", "-l", "k8s-app=membrane-envoy",
-		"--field-selector", "spec.nodeName="+node, "-o", "json"), &pods)
-	if len(pods.Items) != 1 {
-		t.Fatalf("%d Envoy pods on %s, want 1", len(pods.Items), node)
-	}
-	dirs, err := filepath.Glob(filepath.Join(shared.cluster.Layout().CgroupDir(shared.cluster.CgroupRoot), node, "pods", string(pods.Items[0].UID)))
-	if err != nil || len(dirs) != 1 {
-		t.Fatalf("cgroup of Envoy pod %s: %v %v", pods.Items[0].Name, dirs, err)
-	}
+	dir, pod := envoyCgroup(t, k, node)
 	killed := 0
-	err = filepath.WalkDir(dirs[0], func(path string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.Name() != "cgroup.procs" {
 			return err
 		}
@@ -424,5 +442,40 @@ func killEnvoy(t *testing.T, k *kube, node string) {
 	if err != nil || killed == 0 {
 		t.Fatalf("kill Envoy on %s: killed %d processes: %v", node, killed, err)
 	}
-	t.Logf("killed %d Envoy process(es) of %s on %s", killed, pods.Items[0].Name, node)
+	t.Logf("killed %d Envoy process(es) of %s on %s", killed, pod, node)
+}
+
+// freezeEnvoy freezes the node's Envoy pod (its cgroup's cgroup.freeze):
+// it keeps its connections and answers nothing. The returned function
+// thaws it, as the test's cleanup does.
+func freezeEnvoy(t *testing.T, k *kube, node string) (thaw func()) {
+	t.Helper()
+	dir, pod := envoyCgroup(t, k, node)
+	file := filepath.Join(dir, "cgroup.freeze")
+	thaw = func() {
+		if err := os.WriteFile(file, []byte("0"), 0); err != nil {
+			t.Errorf("thaw Envoy pod %s: %v", pod, err)
+		}
+	}
+	if err := os.WriteFile(file, []byte("1"), 0); err != nil {
+		t.Fatalf("freeze Envoy pod %s: %v", pod, err)
+	}
+	t.Cleanup(thaw)
+	return thaw
+}
+
+// envoyCgroup is the cgroup directory and name of the node's Envoy pod.
+func envoyCgroup(t *testing.T, k *kube, node string) (dir, pod string) {
+	t.Helper()
+	var pods corev1.PodList
+	mustJSON(t, k.must("", "-n", "kube-system", "get", "pods", "-l", "k8s-app=membrane-envoy",
+		"--field-selector", "spec.nodeName="+node, "-o", "json"), &pods)
+	if len(pods.Items) != 1 {
+		t.Fatalf("%d Envoy pods on %s, want 1", len(pods.Items), node)
+	}
+	dirs, err := filepath.Glob(filepath.Join(shared.cluster.Layout().CgroupDir(shared.cluster.CgroupRoot), node, "pods", string(pods.Items[0].UID)))
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("cgroup of Envoy pod %s: %v %v", pods.Items[0].Name, dirs, err)
+	}
+	return dirs[0], pods.Items[0].Name
 }

@@ -293,6 +293,9 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	var (
 		plan    auth.Plan
 		authCfg *authState
+		// final publishes the L7 configuration without the chains it
+		// dropped, once the maps are written; nil: nothing dropped.
+		final func()
 	)
 	if e.auth != nil && e.proxy != nil {
 		var as authState
@@ -303,7 +306,8 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		}
 	}
 	if e.proxy != nil {
-		// Envoy gets the L7 rules before the datapath redirects to them.
+		// Envoy runs the L7 rules before the datapath redirects to them,
+		// and keeps them until it no longer does.
 		var l7eps []l7.Endpoint
 		for _, l := range locals {
 			if l.Identity != 0 && l.IP.IsValid() {
@@ -317,7 +321,15 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		for _, p := range problems {
 			e.log.Warn("L7 rule not applied", "problem", p)
 		}
-		e.proxy.update(ctx, n, origins, authCfg)
+		// Chains the configuration drops stay published until the datapath
+		// no longer redirects to them (below).
+		publish, dropped := e.proxy.withDroppedChains(n)
+		if e.proxy.update(ctx, publish, origins, authCfg) {
+			e.proxy.waitInSync(ctx)
+		}
+		if dropped {
+			final = func() { e.proxy.update(ctx, n, origins, authCfg) }
+		}
 		ph.lap(phaseProxy)
 	}
 	for _, l := range locals {
@@ -384,7 +396,11 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	}
 	errs = append(errs, e.writer.Prune(keep, sweep)...)
 	enforced := ph.lap(phasePrune)
-	e.metrics.regenerationSeconds.Observe(enforced.Sub(start).Seconds())
+	if final != nil {
+		final()
+		ph.lap(phaseProxy)
+	}
+	e.metrics.regenerationSeconds.Observe(ph.last.Sub(start).Seconds())
 	e.metrics.observePhases(&ph)
 	e.log.Debug("policy regenerated", "took", enforced.Sub(start), "phases", &ph, "sweep", sweep)
 	if !st.ChangedAt.IsZero() {

@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -50,11 +52,15 @@ type proxy struct {
 	// tr translates the configurations, rebuilding only what changed
 	// (the regeneration loop's).
 	tr *translate.Translator
-	// last is the configuration last published, with its policies'
-	// contributions (the regeneration loop's).
+	// last is the L7 configuration last published, with its policies'
+	// contributions (the regeneration loop's, as are lastRoutes and
+	// lastAuth).
 	last        *translate.Node
 	lastOrigins map[string]string
-	lastAuth    *authState
+	// lastRoutes are the route configurations (one per filter chain) of
+	// the last L7 configuration published.
+	lastRoutes map[string][]string
+	lastAuth   *authState
 	// authMetrics count authenticated connections; nil: not counted.
 	authMetrics *authMetrics
 
@@ -65,6 +71,8 @@ type proxy struct {
 	gatewayR gwtranslate.Resources
 
 	mu sync.Mutex
+	// l7Origins are the origins of the L7 part published last.
+	l7Origins origins
 	// published holds the origins of the newest published configuration,
 	// of the one in force and of the last published one that was in force
 	// whole, by version: which policies a rejection is about.
@@ -147,12 +155,14 @@ func (p *proxy) run(ctx context.Context) error {
 	}
 }
 
-// update publishes the L7 configuration of the node's endpoints. Most
-// regenerations change no L7 rule: an unchanged configuration is not
-// translated again.
-func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) {
+// update publishes the L7 configuration of the node's endpoints, and
+// reports whether it adds a filter chain (an endpoint port the proxy did
+// not serve): the datapath must not redirect to that before Envoy runs it
+// (waitInSync). Most regenerations change no L7 rule: an unchanged
+// configuration is not translated again.
+func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) (newChains bool) {
 	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, policies) && sameAuth(p.lastAuth, as) {
-		return
+		return false
 	}
 	res, err := p.tr.Resources(n)
 	if err != nil {
@@ -171,15 +181,74 @@ func (p *proxy) update(ctx context.Context, n translate.Node, policies map[strin
 	version, err := p.publish(ctx, &res, nil)
 	if err != nil {
 		p.log.Error("publish the L7 configuration", "error", err)
-		return
+		return false
 	}
 	if as != nil && p.authMetrics != nil && (p.lastAuth == nil || p.lastAuth.snap.Version != as.snap.Version) {
 		p.authMetrics.secretUpdates.Inc()
 	}
+	routes := translate.RouteOrigins(n)
+	for name := range routes {
+		if _, ok := p.lastRoutes[name]; !ok {
+			newChains = true
+			break
+		}
+	}
 	p.mu.Lock()
-	p.published[version] = origins{policies: policies, routes: translate.RouteOrigins(n)}
+	p.published[version] = origins{policies: policies, routes: routes}
+	p.l7Origins = p.published[version]
 	p.mu.Unlock()
-	p.last, p.lastOrigins, p.lastAuth = &n, policies, as
+	p.last, p.lastOrigins, p.lastAuth, p.lastRoutes = &n, policies, as, routes
+	return newChains
+}
+
+// withDroppedChains returns n with the ports of the configuration
+// published last that n no longer has, and whether there were any. Kept
+// published until the datapath stops redirecting to them, they close no
+// connection redirected meanwhile.
+func (p *proxy) withDroppedChains(n translate.Node) (translate.Node, bool) {
+	if p.last == nil {
+		return n, false
+	}
+	type chain struct {
+		dir  translate.Direction
+		ep   netip.Addr
+		port uint16
+	}
+	has := map[chain]bool{}
+	for _, pt := range n.Ports {
+		has[chain{pt.Direction, pt.Endpoint, pt.Port}] = true
+	}
+	var dropped []translate.Port
+	for _, pt := range p.last.Ports {
+		if !has[chain{pt.Direction, pt.Endpoint, pt.Port}] {
+			dropped = append(dropped, pt)
+		}
+	}
+	if len(dropped) == 0 {
+		return n, false
+	}
+	n.Ports = append(slices.Clone(n.Ports), dropped...)
+	return n, true
+}
+
+// proxyAckTimeout bounds a regeneration's wait for the node's Envoy to run
+// new filter chains before the datapath redirects to them.
+const proxyAckTimeout = 2 * time.Second
+
+// waitInSync waits, up to proxyAckTimeout, until the node's Envoy runs the
+// configuration published last, as Cilium waits for its proxy's ACK
+// before writing redirects: a connection redirected to a chain Envoy does
+// not have yet would be closed. Without a connected Envoy there is nothing
+// to wait for (one that connects gets the newest configuration); a
+// rejection or the timeout is logged and the regeneration goes on (the
+// rejection is reported on the Node).
+func (p *proxy) waitInSync(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, proxyAckTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := p.xds.WaitInSync(ctx); err != nil && !errors.Is(err, server.ErrNotConnected) {
+		p.log.Warn("redirecting to the node proxy before it runs the new configuration", "waited", time.Since(start), "error", err)
+	}
 }
 
 // setGateway publishes the node Envoy's gateway listeners and clusters
@@ -192,13 +261,9 @@ func (p *proxy) setGateway(ctx context.Context, res gwtranslate.Resources) {
 	}
 	// The L7 part is the last one published: its origins are this
 	// version's too.
-	o := origins{policies: p.lastOrigins}
-	if p.last != nil {
-		o.routes = translate.RouteOrigins(*p.last)
-	}
 	p.mu.Lock()
 	if _, ok := p.published[version]; !ok {
-		p.published[version] = o
+		p.published[version] = p.l7Origins
 	}
 	p.mu.Unlock()
 }

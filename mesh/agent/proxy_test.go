@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/ipcache"
 	"github.com/membrane-mesh/membrane/mesh/policy"
@@ -87,5 +91,69 @@ func TestRejectedPolicies(t *testing.T) {
 		if got := rejectedPolicies(tc.resources, rejected, tc.inForce); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestProxyUpdateNewChains: update reports a new filter chain (the
+// regeneration then waits for Envoy before redirecting), not a change of
+// an existing chain's rules or an unchanged configuration; with no Envoy
+// connected the wait returns at once.
+func TestProxyUpdateNewChains(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p := newProxy(log, Config{NodeName: "n1"}, nil, flow.NewStore(16, nil), flow.MapEnricher{})
+	port := func(ep string, n uint16, path string) translate.Port {
+		return translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ep), Port: n,
+			Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: path}}}}}
+	}
+	node := func(ports ...translate.Port) translate.Node { return translate.Node{ProxyPort: 15001, Ports: ports} }
+	for _, step := range []struct {
+		name string
+		n    translate.Node
+		want bool
+	}{
+		{"first chain", node(port("10.0.0.5", 80, "/a")), true},
+		{"unchanged", node(port("10.0.0.5", 80, "/a")), false},
+		{"other rules, same chain", node(port("10.0.0.5", 80, "/b")), false},
+		{"a second port", node(port("10.0.0.5", 80, "/b"), port("10.0.0.5", 8080, "/b")), true},
+		{"a port removed", node(port("10.0.0.5", 8080, "/b")), false},
+		{"another endpoint", node(port("10.0.0.5", 8080, "/b"), port("10.0.0.6", 8080, "/b")), true},
+	} {
+		if got := p.update(t.Context(), step.n, nil, nil); got != step.want {
+			t.Errorf("%s: new chains %v, want %v", step.name, got, step.want)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.waitInSync(t.Context())
+	}()
+	select {
+	case <-done:
+	case <-time.After(proxyAckTimeout / 2):
+		t.Fatal("waitInSync waited without a connected Envoy")
+	}
+}
+
+// TestProxyKeepsDroppedChains: a chain the configuration drops is kept,
+// with its last rules, in what is published before the maps are written.
+func TestProxyKeepsDroppedChains(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p := newProxy(log, Config{NodeName: "n1"}, nil, flow.NewStore(16, nil), flow.MapEnricher{})
+	a := translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr("10.0.0.5"), Port: 80}
+	b := translate.Port{Direction: translate.Egress, Endpoint: netip.MustParseAddr("10.0.0.5"), Port: 80,
+		Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET"}}}}}
+	node := func(ports ...translate.Port) translate.Node { return translate.Node{ProxyPort: 15001, Ports: ports} }
+	if n, dropped := p.withDroppedChains(node(a)); dropped || len(n.Ports) != 1 {
+		t.Errorf("nothing published yet: %+v, dropped %v; want the configuration as it is", n.Ports, dropped)
+	}
+	p.update(t.Context(), node(a, b), nil, nil)
+	if n, dropped := p.withDroppedChains(node(a, b)); dropped || len(n.Ports) != 2 {
+		t.Errorf("unchanged: %+v, dropped %v", n.Ports, dropped)
+	}
+	aOther := a
+	aOther.Rules = b.Rules
+	n, dropped := p.withDroppedChains(node(aOther))
+	if !dropped || len(n.Ports) != 2 || n.Ports[0].Rules == nil || n.Ports[1].Direction != translate.Egress || n.Ports[1].Rules == nil {
+		t.Errorf("egress chain dropped: %+v, dropped %v; want the new ingress rules and the egress chain as it was", n.Ports, dropped)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -54,15 +55,31 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 		t.Fatalf("publishing equal resources gave version %s, then %s", v1, again)
 	}
 
+	inSync := func() error {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		return s.WaitInSync(ctx)
+	}
+	if err := inSync(); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("WaitInSync before Envoy connects: %v, want ErrNotConnected at once", err)
+	}
+
 	boot := bootstrapFile(t, adsAddr)
 	stop := startEnvoy(t, envoy, boot)
-	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Connected && st.Acked == v1 })
+	waitStatus(t, s, "connected", func(st Status) bool { return st.Connected })
+	if err := inSync(); err != nil || s.Status().Acked != v1 {
+		t.Fatalf("WaitInSync after Envoy connected: %v, acked %q; want v1 %q running", err, s.Status().Acked, v1)
+	}
 
 	// [a-z]{300} compiles to an RE2 program far over the limit of 100 that
 	// Envoy enforces unless the bootstrap raises it.
 	bad := node("/api/[a-z]{300}")
 	bad.ProxyPort = good.ProxyPort
 	v2 := publish(bad)
+	if err := inSync(); err == nil || errors.Is(err, ErrNotConnected) || !strings.Contains(err.Error(), "rejected version "+v2) {
+		t.Errorf("WaitInSync on a configuration Envoy refuses: %v, want its rejection", err)
+	}
 	waitStatus(t, s, "v2 rejected", func(st Status) bool { return st.Rejected != nil && st.Rejected.Version == v2 })
 	st := s.Status()
 	if st.Acked != v1 || st.InSync() {
@@ -86,6 +103,9 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 	fixed := node("/api/v2/.*")
 	fixed.ProxyPort = good.ProxyPort
 	v3 := publish(fixed)
+	if err := inSync(); err != nil || s.Status().Acked != v3 {
+		t.Errorf("WaitInSync after a fix: %v, acked %q; want v3 %q running", err, s.Status().Acked, v3)
+	}
 	waitStatus(t, s, "v3 accepted", func(st Status) bool { return st.Acked == v3 && st.Rejected == nil && st.InSync() })
 	stop()
 }

@@ -743,22 +743,53 @@ func (s *Server) notify() {
 // is done. It is woken by every change of Status (no polling) and leaves
 // Changed's signal to its consumer.
 func (s *Server) WaitAcked(ctx context.Context, version string) error {
+	return s.wait(ctx, "accept version "+version, func(st Status) (bool, error) {
+		switch {
+		case st.Acked == version:
+			return true, nil
+		case st.Rejected != nil && st.Rejected.Version == version:
+			// Rejections are replaced, never changed: reading it unlocked is safe.
+			return true, fmt.Errorf("envoy rejected version %s: %s", version, st.Rejected.Error)
+		case st.Published != version:
+			return true, errors.New("superseded by version " + st.Published)
+		}
+		return false, nil
+	})
+}
+
+// ErrNotConnected: no Envoy of the node has an open ADS stream.
+var ErrNotConnected = errors.New("no envoy connected")
+
+// WaitInSync waits until Envoy runs the newest published configuration
+// (nil), rejected it, no Envoy is connected (ErrNotConnected: one that
+// connects gets the newest), or ctx is done. Like WaitAcked, it is woken
+// by every change of Status.
+func (s *Server) WaitInSync(ctx context.Context) error {
+	return s.wait(ctx, "run the newest configuration", func(st Status) (bool, error) {
+		switch {
+		case st.InSync():
+			return true, nil
+		case !st.Connected:
+			return true, ErrNotConnected
+		case st.Rejected != nil && st.Rejected.Version == st.Published:
+			return true, fmt.Errorf("envoy rejected version %s: %s", st.Published, st.Rejected.Error)
+		}
+		return false, nil
+	})
+}
+
+// wait returns done's error once done reports the Status done, or ctx's.
+func (s *Server) wait(ctx context.Context, what string, done func(Status) (bool, error)) error {
 	for {
 		s.mu.Lock()
 		st, wake := s.status, s.wake
 		s.mu.Unlock()
-		switch {
-		case st.Acked == version:
-			return nil
-		case st.Rejected != nil && st.Rejected.Version == version:
-			// Rejections are replaced, never changed: reading it unlocked is safe.
-			return fmt.Errorf("envoy rejected version %s: %s", version, st.Rejected.Error)
-		case st.Published != version:
-			return errors.New("superseded by version " + st.Published)
+		if ok, err := done(st); ok {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for envoy to accept version %s: %w", version, ctx.Err())
+			return fmt.Errorf("wait for envoy to %s: %w", what, ctx.Err())
 		case <-wake:
 		}
 	}
