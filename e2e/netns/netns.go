@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/membrane-mesh/membrane/e2e/testenv"
 )
 
 // Create makes a new network namespace and pins it at path.
@@ -97,4 +100,22 @@ func onThread(fn func() error) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// ForTest creates a network namespace for tb under its temporary directory
+// and removes it when tb ends. Without root it ends tb through
+// testenv.RequireRoot.
+func ForTest(tb testing.TB) string {
+	tb.Helper()
+	testenv.RequireRoot(tb, "creates a network namespace")
+	path := filepath.Join(tb.TempDir(), "netns")
+	if err := Create(path); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := Remove(path); err != nil {
+			tb.Errorf("remove netns: %v", err)
+		}
+	})
+	return path
 }

@@ -24,15 +24,7 @@ import (
 // is a no-op.
 func TestCleanup(t *testing.T) {
 	testenv.RequireRoot(t, "creates a network namespace, a TUN device and ip rules")
-	ns := filepath.Join(t.TempDir(), "netns")
-	if err := netns.Create(ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Remove(ns); err != nil {
-			t.Errorf("remove netns: %v", err)
-		}
-	})
+	ns := netns.ForTest(t)
 	stateDir, uapi := t.TempDir(), t.TempDir()
 	do := func(fn func() error) {
 		t.Helper()

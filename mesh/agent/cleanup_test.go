@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/membrane-mesh/membrane/e2e/netns"
-	"github.com/membrane-mesh/membrane/e2e/testenv"
 	"github.com/membrane-mesh/membrane/encryption/wireguard"
 	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
@@ -27,16 +26,7 @@ import (
 // and the plugin binary; a second run logs nothing.
 // (Each datapath package tests its own Cleanup; the e2e test the whole.)
 func TestCleanupStateAndAnnotations(t *testing.T) {
-	testenv.RequireRoot(t, "creates a network namespace")
-	ns := filepath.Join(t.TempDir(), "netns")
-	if err := netns.Create(ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Remove(ns); err != nil {
-			t.Errorf("remove netns: %v", err)
-		}
-	})
+	ns := netns.ForTest(t)
 	root := t.TempDir()
 	cfg := Config{
 		NodeName:  "node1",

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -17,19 +15,7 @@ import (
 // inNetns runs fn in a new network namespace.
 func inNetns(t *testing.T, fn func() error) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	path := filepath.Join(t.TempDir(), "netns")
-	if err := netns.Create(path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Remove(path); err != nil {
-			t.Errorf("remove netns: %v", err)
-		}
-	})
-	if err := netns.Do(path, fn); err != nil {
+	if err := netns.Do(netns.ForTest(t), fn); err != nil {
 		t.Fatal(err)
 	}
 }

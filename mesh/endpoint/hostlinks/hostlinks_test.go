@@ -3,8 +3,6 @@ package hostlinks
 import (
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,18 +16,7 @@ import (
 // own, looks each link up once while it stays, and sees a pod's address move
 // to a new veth.
 func TestHostInterfaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	path := filepath.Join(t.TempDir(), "netns")
-	if err := netns.Create(path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Remove(path); err != nil {
-			t.Errorf("remove netns: %v", err)
-		}
-	})
+	path := netns.ForTest(t)
 	in := func(fn func() error) {
 		t.Helper()
 		if err := netns.Do(path, fn); err != nil {
