@@ -50,8 +50,10 @@ func Detect(nodeIPs []netip.Addr) (Found, error) {
 	}
 	var found Found
 	for _, r := range routes {
-		if r.Dst != nil && !isDefault(r.Dst.String()) {
-			continue
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue // not a default route
+			}
 		}
 		indexes := []int{r.LinkIndex}
 		for _, hop := range r.MultiPath {
@@ -75,5 +77,3 @@ func Detect(nodeIPs []netip.Addr) (Found, error) {
 	}
 	return found, nil
 }
-
-func isDefault(dst string) bool { return dst == "0.0.0.0/0" }
