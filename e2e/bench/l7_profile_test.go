@@ -76,6 +76,9 @@ func startPerf(dir, name, cgroup string) (*l7Perf, error) {
 	if pids == "" {
 		return nil, fmt.Errorf("perf %s: no process in %s", name, cgroup)
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("perf %s: %w", name, err)
+	}
 	p := &l7Perf{name: name, data: filepath.Join(dir, name+".perf.data")}
 	p.cmd = exec.Command(perf, "record", "-q", "-F", "997", "-g", "-p", pids, "-o", p.data)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -216,6 +216,9 @@ func mtlsStatsDump(ctx context.Context, dir, prefix string, admins map[string]en
 	if dir == "" {
 		return nil
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("stats dir: %w", err)
+	}
 	for name, a := range admins {
 		body, err := l7AdminGet(ctx, a.ns, a.admin, "/stats")
 		if err != nil {
