@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -165,7 +169,8 @@ spec:
 // payment pods (enforced by their node's Envoy), then egress L7 rules on
 // the checkout pods (by theirs), both checked same-node and cross-node;
 // a required header; the flows in `membrane observe`; an Envoy killed in a
-// request loop; a configuration Envoy rejects.
+// request loop; a configuration Envoy rejects; two pods of a node under one
+// policy sharing one filter chain.
 func TestL7Policy(t *testing.T) {
 	k := cluster(t)
 	p := deployL7(t, k)
@@ -333,6 +338,42 @@ spec:
 		}
 		expectCode(t, k, checkout, "GET", paymentURLs(p, "/api/v1/payments/P123")[1], "200")
 		expectCode(t, k, checkout, "DELETE", paymentURLs(p, "/api/v1/payments/123")[1], "403")
+	})
+
+	t.Run("pods under one policy share a chain", func(t *testing.T) {
+		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$"}`), "apply", "-f", "-")
+		node := shared.cluster.Nodes[0]
+		k.must(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: payment-b, namespace: payments, labels: {app: payment}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: echo
+    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
+    ports: [{name: http, containerPort: 3000}]
+`, node.Name), "apply", "-f", "-")
+		defer k.must("", "-n", "payments", "delete", "pod", "payment-b", "--wait=false")
+		k.must("", "-n", "payments", "wait", "--for=condition=Ready", "pod", "payment-b", "--timeout=90s")
+		b := getPod(t, k, "payments", "payment-b")
+		url := "http://" + b.Status.PodIP + ":3000"
+		expectCode(t, k, checkout, "DELETE", url+"/api/v1/payments/123", "403")
+		expectCode(t, k, checkout, "GET", url+"/api/v1/payments/P123", "200")
+		// Both payment pods of the node are one group: one filter chain
+		// (and route configuration) of port 3000 in the node's Envoy.
+		out, err := exec.CommandContext(t.Context(), "nsenter", "--net="+shared.cluster.Layout().NodeNetns(node.Name), "--",
+			"curl", "-s", "-m", "5", "http://127.0.0.1:9901/config_dump?resource=dynamic_listeners").CombinedOutput()
+		if err != nil {
+			t.Fatalf("envoy config_dump: %v: %s", err, out)
+		}
+		chains := map[string]bool{}
+		for _, m := range regexp.MustCompile(`"name": "(ingress/[^"]*:3000)"`).FindAllStringSubmatch(string(out), -1) {
+			chains[m[1]] = true
+		}
+		if len(chains) != 1 {
+			t.Errorf("node %s's Envoy has the ingress chains %v for port 3000: want one, shared by %s and %s", node.Name, slices.Sorted(maps.Keys(chains)), p.payments[0].Name, b.Name)
+		}
 	})
 }
 

@@ -53,14 +53,10 @@ type proxy struct {
 	// (the regeneration loop's).
 	tr *translate.Translator
 	// last is the L7 configuration last published, with its policies'
-	// contributions (the regeneration loop's, as are lastRoutes and
-	// lastAuth).
+	// contributions (the regeneration loop's, as is lastAuth).
 	last        *translate.Node
 	lastOrigins map[string]string
-	// lastRoutes are the route configurations (one per filter chain) of
-	// the last L7 configuration published.
-	lastRoutes map[string][]string
-	lastAuth   *authState
+	lastAuth    *authState
 	// authMetrics count authenticated connections; nil: not counted.
 	authMetrics *authMetrics
 
@@ -156,11 +152,11 @@ func (p *proxy) run(ctx context.Context) error {
 }
 
 // update publishes the L7 configuration of the node's endpoints, and
-// reports whether it adds a filter chain (an endpoint port the proxy did
-// not serve): the datapath must not redirect to that before Envoy runs it
-// (waitInSync). Most regenerations change no L7 rule: an unchanged
+// reports whether it adds an endpoint port the proxy did not serve (a
+// filter chain, or an endpoint in the listener's matcher): the datapath
+// must not redirect to that before Envoy runs it (waitInSync). Most regenerations change no L7 rule: an unchanged
 // configuration is not translated again.
-func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) (newChains bool) {
+func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) (newPorts bool) {
 	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, policies) && sameAuth(p.lastAuth, as) {
 		return false
 	}
@@ -187,9 +183,13 @@ func (p *proxy) update(ctx context.Context, n translate.Node, policies map[strin
 		p.authMetrics.secretUpdates.Inc()
 	}
 	routes := translate.RouteOrigins(n)
-	for name := range routes {
-		if _, ok := p.lastRoutes[name]; !ok {
-			newChains = true
+	var served map[redirected]bool
+	if p.last != nil {
+		served = redirectedPorts(*p.last)
+	}
+	for k := range redirectedPorts(n) {
+		if !served[k] {
+			newPorts = true
 			break
 		}
 	}
@@ -197,8 +197,23 @@ func (p *proxy) update(ctx context.Context, n translate.Node, policies map[strin
 	p.published[version] = origins{policies: policies, routes: routes}
 	p.l7Origins = p.published[version]
 	p.mu.Unlock()
-	p.last, p.lastOrigins, p.lastAuth, p.lastRoutes = &n, policies, as, routes
-	return newChains
+	p.last, p.lastOrigins, p.lastAuth = &n, policies, as
+	return newPorts
+}
+
+// redirected is an endpoint port the datapath redirects to the proxy.
+type redirected struct {
+	dir  translate.Direction
+	ep   netip.Addr
+	port uint16
+}
+
+func redirectedPorts(n translate.Node) map[redirected]bool {
+	out := make(map[redirected]bool, len(n.Ports))
+	for _, pt := range n.Ports {
+		out[redirected{pt.Direction, pt.Endpoint, pt.Port}] = true
+	}
+	return out
 }
 
 // withDroppedChains returns n with the ports of the configuration
@@ -209,18 +224,10 @@ func (p *proxy) withDroppedChains(n translate.Node) (translate.Node, bool) {
 	if p.last == nil {
 		return n, false
 	}
-	type chain struct {
-		dir  translate.Direction
-		ep   netip.Addr
-		port uint16
-	}
-	has := map[chain]bool{}
-	for _, pt := range n.Ports {
-		has[chain{pt.Direction, pt.Endpoint, pt.Port}] = true
-	}
+	has := redirectedPorts(n)
 	var dropped []translate.Port
 	for _, pt := range p.last.Ports {
-		if !has[chain{pt.Direction, pt.Endpoint, pt.Port}] {
+		if !has[redirected{pt.Direction, pt.Endpoint, pt.Port}] {
 			dropped = append(dropped, pt)
 		}
 	}

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,17 +75,27 @@ func TestRejectedPolicies(t *testing.T) {
 	eps[0].Rules[0].HTTP = []policy.HTTPRule{{Method: "POST"}}
 	eps[0].Rules[2].HTTP = []policy.HTTPRule{{Method: "PUT"}}
 	rejected := config()
+	// routeOf names the route configuration of endpoint port port.
+	routeOf := func(port int) string {
+		for name := range rejected.routes {
+			if strings.HasPrefix(name, "ingress/") && strings.HasSuffix(name, fmt.Sprintf(":%d", port)) {
+				return name
+			}
+		}
+		t.Fatalf("no route configuration for port %d in %v", port, rejected.routes)
+		return ""
+	}
 	for _, tc := range []struct {
 		name      string
 		resources []string
 		inForce   origins
 		want      []string
 	}{
-		{"one route configuration", []string{"ingress/10.0.1.5:3000"}, inForce, []string{"MembraneNetworkPolicy payments/payment-l7"}},
-		{"the other", []string{"ingress/10.0.1.5:3001"}, inForce, []string{"MembraneNetworkPolicy payments/other"}},
-		{"nothing in force", []string{"ingress/10.0.1.5:3000"}, origins{},
+		{"one route configuration", []string{routeOf(3000)}, inForce, []string{"MembraneNetworkPolicy payments/payment-l7"}},
+		{"the other", []string{routeOf(3001)}, inForce, []string{"MembraneNetworkPolicy payments/other"}},
+		{"nothing in force", []string{routeOf(3000)}, origins{},
 			[]string{"MembraneNetworkPolicy payments/audit", "MembraneNetworkPolicy payments/payment-l7"}},
-		{"none of its policies changed", []string{"ingress/10.0.1.5:3000"}, rejected,
+		{"none of its policies changed", []string{routeOf(3000)}, rejected,
 			[]string{"MembraneNetworkPolicy payments/audit", "MembraneNetworkPolicy payments/payment-l7"}},
 		{"the listener", []string{"membrane-proxy"}, inForce,
 			[]string{"MembraneNetworkPolicy payments/other", "MembraneNetworkPolicy payments/payment-l7"}},
@@ -94,11 +106,12 @@ func TestRejectedPolicies(t *testing.T) {
 	}
 }
 
-// TestProxyUpdateNewChains: update reports a new filter chain (the
-// regeneration then waits for Envoy before redirecting), not a change of
-// an existing chain's rules or an unchanged configuration; with no Envoy
-// connected the wait returns at once.
-func TestProxyUpdateNewChains(t *testing.T) {
+// TestProxyUpdateNewPorts: update reports an endpoint port new to the
+// proxy (the regeneration then waits for Envoy before redirecting), be it
+// a new filter chain or a pod joining one; not a change of rules or an
+// unchanged configuration. With no Envoy connected the wait returns at
+// once.
+func TestProxyUpdateNewPorts(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	p := newProxy(log, Config{NodeName: "n1"}, nil, flow.NewStore(16, nil), flow.MapEnricher{})
 	port := func(ep string, n uint16, path string) translate.Port {
@@ -116,10 +129,11 @@ func TestProxyUpdateNewChains(t *testing.T) {
 		{"other rules, same chain", node(port("10.0.0.5", 80, "/b")), false},
 		{"a second port", node(port("10.0.0.5", 80, "/b"), port("10.0.0.5", 8080, "/b")), true},
 		{"a port removed", node(port("10.0.0.5", 8080, "/b")), false},
+		// Same rules: it shares the chain, and is new to the matcher.
 		{"another endpoint", node(port("10.0.0.5", 8080, "/b"), port("10.0.0.6", 8080, "/b")), true},
 	} {
 		if got := p.update(t.Context(), step.n, nil, nil); got != step.want {
-			t.Errorf("%s: new chains %v, want %v", step.name, got, step.want)
+			t.Errorf("%s: new ports %v, want %v", step.name, got, step.want)
 		}
 	}
 	done := make(chan struct{})

@@ -78,7 +78,7 @@ func (r *Receiver) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLo
 }
 
 // Convert turns one entry into an HTTPLog. The entry's route name is the
-// filter chain's ("ingress/10.0.1.5:8080", "egress/10.0.1.7:8080",
+// filter chain's ("ingress/group-3fa2b1c4d5e6:8080", "egress/10.0.1.7:8080",
 // "egress/…+ingress/…:8080" when both sides are local), which gives the
 // direction; a combined chain counts as egress.
 func Convert(e *datav3.HTTPAccessLogEntry) (flow.HTTPLog, error) {

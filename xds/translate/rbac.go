@@ -43,17 +43,17 @@ func rbacHTTPFilter(dir Direction) (*hcmv3.HttpFilter, error) {
 // the transparent proxy sees its real address). Egress peers are the
 // connection's destination (restored by the original_dst listener filter);
 // the chain already matched the local pod as the source.
-func rbacPerRoute(s *side, rx *regexes) (*anypb.Any, error) {
-	policies := make(map[string]*rbacconfigv3.Policy, len(s.rules))
-	for _, r := range s.rules {
-		policies[r.name] = rbacPolicy(s.dir, r.Rule, rx)
+func rbacPerRoute(dir Direction, rules []namedRule, rx *regexes) (*anypb.Any, error) {
+	policies := make(map[string]*rbacconfigv3.Policy, len(rules))
+	for _, r := range rules {
+		policies[r.name] = rbacPolicy(dir, r.Rule, rx)
 	}
 	return marshalAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{
 		Rules: &rbacconfigv3.RBAC{
 			Action:   rbacconfigv3.RBAC_ALLOW,
 			Policies: policies,
 		},
-		RulesStatPrefix: string(s.dir) + ".",
+		RulesStatPrefix: string(dir) + ".",
 	}})
 }
 

@@ -1,28 +1,37 @@
 // Package translate turns one node's L7 HTTP policy into the Envoy resources
 // its node-local Envoy needs: a transparent listener with one filter chain
-// per redirected (pod, direction, port), one route configuration per chain
-// carrying that chain's rules (Envoy's RBAC HTTP filter, configured per
-// route), and an ORIGINAL_DST cluster that forwards what passes to where the
-// client was going. It is pure (no I/O, no clocks): the agent feeds the
-// result to its xDS snapshot cache.
+// per group of redirected pods in one direction on one port (the pods whose
+// rules there are the same and come from the same policies: a Deployment's
+// pods share one), one route configuration per chain carrying that chain's
+// rules (Envoy's RBAC HTTP filter, configured per route), and an
+// ORIGINAL_DST cluster that forwards what passes to where the client was
+// going. It is pure (no I/O, no clocks): the agent feeds the result to its
+// xDS snapshot cache.
 //
 // The rules live in the route configurations, not in the listener, so a
 // change of rules changes one route configuration (delivered over RDS)
 // and leaves the listener alone: Envoy reparses what changed, not the node.
+// Which pods a chain serves lives in the listener's filter chain matcher,
+// not in the chains, so a pod coming or going changes the matcher and no
+// chain: Envoy drains no connection for it.
 //
 // Shape of the output:
 //
 //   - Listener "membrane-proxy" on ListenAddress:ProxyPort (127.0.0.1 by
 //     default), transparent, with the envoy.filters.listener.original_dst
 //     listener filter and, with an UpstreamMark, original_src (upstream
-//     connections leave from the client's address, with that mark). Each filter chain
-//     matches the destination port and, for ingress, the pod as destination
-//     (prefix_ranges) or, for egress, the pod as source
-//     (source_prefix_ranges). A connection matching no chain is closed.
-//     When a pod's egress and another local pod's ingress are both policed
-//     on the same port, a connection between them passes the proxy once, so
-//     a third chain (pod as source and peer as destination, the most
-//     specific match) runs both RBAC filters, egress first.
+//     connections leave from the client's address, with that mark). Its
+//     filter_chain_matcher selects a chain by destination port, then the
+//     destination address (a pod with ingress rules), then the source
+//     address (a pod with egress rules). A connection matching no chain is
+//     closed. When a pod's egress and another local pod's ingress are both
+//     policed on the same port, a connection between them passes the proxy
+//     once, through a third chain of the two groups that runs both RBAC
+//     filters, egress first.
+//   - Chains are named after their direction(s), group(s) and port:
+//     "ingress/group-<digest of the policies>:8080", or with the pod's
+//     address instead of the group ("ingress/10.0.1.5:8080") where pods
+//     under the same policies have different rules there.
 //   - Each chain: an HTTP connection manager (codec AUTO, routes over RDS
 //     through ADS: the route configuration named after the chain, no
 //     generated x-request-id) with the HTTP filters membrane.rbac.egress
@@ -41,7 +50,8 @@
 //     bootstrap.
 //
 // The output is deterministic: the same Node gives equal resources (filter
-// chains and route configurations sorted by port, destination, source), and
+// chains and route configurations sorted by port, ingress group, egress
+// group), and
 // the Any fields are marshalled deterministically, so equal inputs give
 // equal bytes. A Translator gives the same output as Node.Resources and
 // reuses what it built for an unchanged chain.
@@ -49,6 +59,8 @@ package translate
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -128,38 +140,56 @@ type side struct {
 	origins  []string
 }
 
-// namedRule is a rule with its place in the input, which names its RBAC
-// policy (so a denial can be traced back to the input).
+// namedRule is a rule with its place in its side ("rules[2]"), which
+// names its RBAC policy.
 type namedRule struct {
 	name string
 	Rule
 }
 
-// chain is one filter chain: the connections to port from src (if valid)
-// to dst (if valid), policed by egress (of src) then ingress (of dst).
+// group is the rules of one direction on one port that one filter chain
+// and route configuration enforce for its endpoints. The pods whose rules
+// there come from the same origins share one when those rules are the same
+// for all of them (a Deployment's pods under one policy); otherwise each
+// pod has its own. Label is how names show it: "group-" and a digest of
+// the origins, which stays while the rules change (a rule change is a
+// change of the route configuration only) and while pods come and go (a
+// change of the listener's matcher only, which drains no connection); or
+// the pod's address.
+type group struct {
+	dir       Direction
+	port      uint16
+	label     string
+	rules     []namedRule
+	origins   []string
+	endpoints []netip.Addr // sorted
+}
+
+// chain is one filter chain: the connections to port from an endpoint of
+// egress (if set) to an endpoint of ingress (if set), policed by egress
+// then ingress.
 type chain struct {
 	port            uint16
-	src, dst        netip.Addr
-	egress, ingress *side
+	egress, ingress *group
 }
 
 func (c chain) name() string {
 	var parts []string
 	if c.egress != nil {
-		parts = append(parts, fmt.Sprintf("egress/%s", c.src))
+		parts = append(parts, "egress/"+c.egress.label)
 	}
 	if c.ingress != nil {
-		parts = append(parts, fmt.Sprintf("ingress/%s", c.dst))
+		parts = append(parts, "ingress/"+c.ingress.label)
 	}
 	return fmt.Sprintf("%s:%d", strings.Join(parts, "+"), c.port)
 }
 
-// sides are the chain's sides in the order their filters run.
-func (c chain) sides() []*side {
-	var out []*side
-	for _, s := range []*side{c.egress, c.ingress} {
-		if s != nil {
-			out = append(out, s)
+// groups are the chain's groups in the order their filters run.
+func (c chain) groups() []*group {
+	var out []*group
+	for _, g := range []*group{c.egress, c.ingress} {
+		if g != nil {
+			out = append(out, g)
 		}
 	}
 	return out
@@ -176,8 +206,11 @@ func (c chain) statPrefix() string {
 	}, c.name())
 }
 
-// chains merges the ports per (direction, endpoint, port) and pairs every
-// egress side with every ingress side of the same port.
+// chains merges the ports per (direction, endpoint, port) into sides,
+// groups the sides, and pairs every egress group with every ingress group
+// of the same port (a connection between two policed pods of the node
+// passes the proxy once, through both). Sorted by port, then ingress,
+// then egress label.
 func chains(ports []Port) []chain {
 	type key struct {
 		dir      Direction
@@ -186,7 +219,7 @@ func chains(ports []Port) []chain {
 	}
 	sides := map[key]*side{}
 	var order []key
-	for i, p := range ports {
+	for _, p := range ports {
 		k := key{p.Direction, p.Endpoint.Unmap(), p.Port}
 		s, ok := sides[k]
 		if !ok {
@@ -194,31 +227,89 @@ func chains(ports []Port) []chain {
 			sides[k] = s
 			order = append(order, k)
 		}
-		for j, r := range p.Rules {
-			s.rules = append(s.rules, namedRule{"ports[" + strconv.Itoa(i) + "].rules[" + strconv.Itoa(j) + "]", r})
+		for _, r := range p.Rules {
+			s.rules = append(s.rules, namedRule{"rules[" + strconv.Itoa(len(s.rules)) + "]", r})
 		}
 		s.origins = append(s.origins, p.Origins...)
 	}
-	var out []chain
+	// Sides of one direction and port whose rules come from the same
+	// origins form a group when their rules are all the same.
+	type groupKey struct {
+		dir     Direction
+		port    uint16
+		origins string
+	}
+	bySource := map[groupKey][]*side{}
+	var keys []groupKey
 	for _, k := range order {
 		s := sides[k]
-		if s.dir == Ingress {
-			out = append(out, chain{port: s.port, dst: s.endpoint, ingress: s})
-			continue
+		slices.Sort(s.origins)
+		s.origins = slices.Compact(s.origins)
+		gk := groupKey{s.dir, s.port, strings.Join(s.origins, "\n")}
+		if _, ok := bySource[gk]; !ok {
+			keys = append(keys, gk)
 		}
-		out = append(out, chain{port: s.port, src: s.endpoint, egress: s})
-		for _, k2 := range order {
-			if in := sides[k2]; in.dir == Ingress && in.port == s.port {
-				out = append(out, chain{port: s.port, src: s.endpoint, dst: in.endpoint, egress: s, ingress: in})
+		bySource[gk] = append(bySource[gk], s)
+	}
+	byPort := map[uint16]struct{ egress, ingress []*group }{}
+	var portOrder []uint16
+	for _, gk := range keys {
+		ss := bySource[gk]
+		var gs []*group
+		if !slices.ContainsFunc(ss[1:], func(s *side) bool { return !equalRules(s.rules, ss[0].rules) }) {
+			g := &group{dir: gk.dir, port: gk.port, label: sharedLabel(gk.dir, gk.port, ss[0].origins), rules: ss[0].rules, origins: ss[0].origins}
+			for _, s := range ss {
+				g.endpoints = append(g.endpoints, s.endpoint)
+			}
+			slices.SortFunc(g.endpoints, netip.Addr.Compare)
+			gs = append(gs, g)
+		} else {
+			for _, s := range ss {
+				gs = append(gs, &group{dir: s.dir, port: s.port, label: s.endpoint.String(), rules: s.rules, origins: s.origins, endpoints: []netip.Addr{s.endpoint}})
+			}
+		}
+		bp, ok := byPort[gk.port]
+		if !ok {
+			portOrder = append(portOrder, gk.port)
+		}
+		if gk.dir == Ingress {
+			bp.ingress = append(bp.ingress, gs...)
+		} else {
+			bp.egress = append(bp.egress, gs...)
+		}
+		byPort[gk.port] = bp
+	}
+	var out []chain
+	for _, port := range portOrder {
+		bp := byPort[port]
+		for _, in := range bp.ingress {
+			out = append(out, chain{port: port, ingress: in})
+		}
+		for _, eg := range bp.egress {
+			out = append(out, chain{port: port, egress: eg})
+			for _, in := range bp.ingress {
+				out = append(out, chain{port: port, egress: eg, ingress: in})
 			}
 		}
 	}
-	// An invalid (zero) address sorts first: the chain without a
-	// destination (or source) comes before those with one.
+	label := func(g *group) string {
+		if g == nil {
+			return ""
+		}
+		return g.label
+	}
 	slices.SortFunc(out, func(a, b chain) int {
-		return cmp.Or(cmp.Compare(a.port, b.port), a.dst.Compare(b.dst), a.src.Compare(b.src))
+		return cmp.Or(cmp.Compare(a.port, b.port), cmp.Compare(label(a.ingress), label(b.ingress)), cmp.Compare(label(a.egress), label(b.egress)))
 	})
 	return out
+}
+
+// sharedLabel names the group of the sides of dir and port whose rules
+// come from origins.
+func sharedLabel(dir Direction, port uint16, origins []string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%d\n%s", dir, port, strings.Join(origins, "\n"))
+	return "group-" + hex.EncodeToString(h.Sum(nil)[:6])
 }
 
 // RouteOrigins maps the name of each route configuration n translates to
@@ -229,8 +320,8 @@ func RouteOrigins(n Node) map[string][]string {
 	out := map[string][]string{}
 	for _, c := range chains(n.Ports) {
 		var o []string
-		for _, s := range c.sides() {
-			o = append(o, s.origins...)
+		for _, g := range c.groups() {
+			o = append(o, g.origins...)
 		}
 		slices.Sort(o)
 		out[c.name()] = slices.Compact(o)
@@ -273,24 +364,23 @@ func buildListener(n Node, cs []chain) (*listenerv3.Listener, error) {
 		}
 		l.FilterChains = append(l.FilterChains, fc)
 	}
+	m, err := chainMatcher(cs)
+	if err != nil {
+		return nil, fmt.Errorf("filter chain matcher: %w", err)
+	}
+	l.FilterChainMatcher = m
 	return l, nil
 }
 
-// filterChain is the chain's match and HTTP connection manager. It does
-// not depend on the chain's rules: those are in its route configuration.
+// filterChain is the chain's HTTP connection manager. It depends neither
+// on the chain's rules (those are in its route configuration) nor on its
+// endpoints (the listener's matcher selects it).
 func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, error) {
-	match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(c.port))}
-	if c.dst.IsValid() {
-		match.PrefixRanges = []*corev3.CidrRange{cidr(netip.PrefixFrom(c.dst, c.dst.BitLen()))}
-	}
-	if c.src.IsValid() {
-		match.SourcePrefixRanges = []*corev3.CidrRange{cidr(netip.PrefixFrom(c.src, c.src.BitLen()))}
-	}
 	var filters []*hcmv3.HttpFilter
-	for _, s := range c.sides() {
-		f, err := rbacHTTPFilter(s.dir)
+	for _, g := range c.groups() {
+		f, err := rbacHTTPFilter(g.dir)
 		if err != nil {
-			return nil, fmt.Errorf("%s rbac: %w", s.dir, err)
+			return nil, fmt.Errorf("%s rbac: %w", g.dir, err)
 		}
 		filters = append(filters, f)
 	}
@@ -339,8 +429,7 @@ func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, err
 		return nil, err
 	}
 	return &listenerv3.FilterChain{
-		Name:             c.name(),
-		FilterChainMatch: match,
+		Name: c.name(),
 		Filters: []*listenerv3.Filter{{
 			Name:       hcmFilter,
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
@@ -355,12 +444,12 @@ func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, err
 func routeConfig(c chain, rx *regexes) (*routev3.RouteConfiguration, error) {
 	name := c.name()
 	perFilter := map[string]*anypb.Any{}
-	for _, s := range c.sides() {
-		cfg, err := rbacPerRoute(s, rx)
+	for _, g := range c.groups() {
+		cfg, err := rbacPerRoute(g.dir, g.rules, rx)
 		if err != nil {
-			return nil, fmt.Errorf("%s rbac: %w", s.dir, err)
+			return nil, fmt.Errorf("%s rbac: %w", g.dir, err)
 		}
-		perFilter[RBACFilterPrefix+string(s.dir)] = cfg
+		perFilter[RBACFilterPrefix+string(g.dir)] = cfg
 	}
 	return &routev3.RouteConfiguration{
 		Name: name,

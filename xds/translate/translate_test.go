@@ -243,11 +243,12 @@ func TestRouteOrigins(t *testing.T) {
 		{Direction: Ingress, Endpoint: netip.MustParseAddr("10.1.0.1"), Port: 81},
 	}}
 	got := RouteOrigins(n)
+	in80, eg80 := sharedLabel(Ingress, 80, []string{"a", "b"}), sharedLabel(Egress, 80, []string{"c"})
 	want := map[string][]string{
-		"ingress/10.1.0.1:80":                 {"a", "b"},
-		"egress/10.1.0.2:80":                  {"c"},
-		"egress/10.1.0.2+ingress/10.1.0.1:80": {"a", "b", "c"},
-		"ingress/10.1.0.1:81":                 nil,
+		"ingress/" + in80 + ":80":                          {"a", "b"},
+		"egress/" + eg80 + ":80":                           {"c"},
+		"egress/" + eg80 + "+ingress/" + in80 + ":80":      {"a", "b", "c"},
+		"ingress/" + sharedLabel(Ingress, 81, nil) + ":81": nil,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("RouteOrigins (-want +got):\n%s", diff)
@@ -408,5 +409,59 @@ func TestHTTPPermissions(t *testing.T) {
 	}
 	if _, err := HTTPPermissions([]HTTPRule{{}, {Path: "("}}); err == nil || !strings.HasPrefix(err.Error(), `http[1].path: invalid regex "("`) {
 		t.Errorf("bad regex: %v", err)
+	}
+}
+
+// TestPodsShareAChain: the pods whose rules on a port come from the same
+// origins and are the same share one filter chain and route configuration;
+// a pod joining them changes only the listener's matcher, a rule change
+// only the route configuration; when their rules differ, each has its own.
+func TestPodsShareAChain(t *testing.T) {
+	rule := func(path string) Rule {
+		return Rule{Peers: []netip.Prefix{netip.MustParsePrefix("10.2.0.1/32")}, HTTP: []HTTPRule{{Method: "GET", Path: path}}}
+	}
+	pod := func(ip string, rules ...Rule) Port {
+		return Port{Direction: Ingress, Endpoint: netip.MustParseAddr(ip), Port: 8080, Rules: rules, Origins: []string{"MembraneNetworkPolicy shop/web"}}
+	}
+	shared := "ingress/" + sharedLabel(Ingress, 8080, []string{"MembraneNetworkPolicy shop/web"}) + ":8080"
+	tr := NewTranslator()
+	translate := func(what string, ports ...Port) Resources {
+		t.Helper()
+		res, err := tr.Resources(Node{ProxyPort: 15001, Ports: ports})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return res
+	}
+	chainNames := func(res Resources) []string {
+		var out []string
+		for _, fc := range res.Listeners[0].GetFilterChains() {
+			out = append(out, fc.GetName())
+		}
+		return out
+	}
+
+	two := translate("two pods", pod("10.1.0.1", rule("/a")), pod("10.1.0.2", rule("/a")))
+	if got := chainNames(two); !slices.Equal(got, []string{shared}) || len(two.Routes) != 1 || two.Routes[0].GetName() != shared {
+		t.Fatalf("two pods with the same rules: chains %v, %d route configurations; want one, %s", got, len(two.Routes), shared)
+	}
+	three := translate("a third", pod("10.1.0.1", rule("/a")), pod("10.1.0.2", rule("/a")), pod("10.1.0.3", rule("/a")))
+	if three.Routes[0] != two.Routes[0] {
+		t.Error("a pod joining the group built its route configuration again")
+	}
+	if !proto.Equal(three.Listeners[0].GetFilterChains()[0], two.Listeners[0].GetFilterChains()[0]) {
+		t.Error("a pod joining the group changed its filter chain (Envoy would drain its connections)")
+	}
+	if proto.Equal(three.Listeners[0].GetFilterChainMatcher(), two.Listeners[0].GetFilterChainMatcher()) {
+		t.Error("a pod joining the group left the matcher as it was")
+	}
+	changed := translate("a rule change", pod("10.1.0.1", rule("/b")), pod("10.1.0.2", rule("/b")), pod("10.1.0.3", rule("/b")))
+	if changed.Listeners[0] != three.Listeners[0] || changed.Routes[0] == three.Routes[0] || changed.Routes[0].GetName() != shared {
+		t.Error("a rule change of the group: want the same listener and a new route configuration of the same name")
+	}
+	apart := translate("different rules", pod("10.1.0.1", rule("/b")), pod("10.1.0.2", rule("/b")), pod("10.1.0.3", rule("/c")))
+	want := []string{"ingress/10.1.0.1:8080", "ingress/10.1.0.2:8080", "ingress/10.1.0.3:8080"}
+	if got := chainNames(apart); !slices.Equal(got, want) || len(apart.Routes) != 3 {
+		t.Errorf("pods with different rules: chains %v, %d route configurations; want %v", got, len(apart.Routes), want)
 	}
 }

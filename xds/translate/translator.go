@@ -82,14 +82,20 @@ func (t *Translator) Resources(n Node) (Resources, error) {
 }
 
 // buildListener is the listener of cs, the previous one when the node's
-// settings and the chains' names are the same (a filter chain depends on
-// nothing else).
+// settings and the chains' names and endpoints are the same (the filter
+// chains and their matcher depend on nothing else).
 func (t *Translator) buildListener(n Node, cs []chain) (*listenerv3.Listener, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d %s %d %q", n.ProxyPort, n.ListenAddress, n.UpstreamMark, n.AccessLogCluster)
 	for _, c := range cs {
 		b.WriteByte(' ')
 		b.WriteString(c.name())
+		for _, g := range c.groups() {
+			for _, a := range g.endpoints {
+				b.WriteByte(',')
+				b.WriteString(a.String())
+			}
+		}
 	}
 	key := b.String()
 	if t.listener != nil && key == t.listenerKey {
@@ -103,11 +109,11 @@ func (t *Translator) buildListener(n Node, cs []chain) (*listenerv3.Listener, er
 	return l, nil
 }
 
-func rulesOf(s *side) []namedRule {
-	if s == nil {
+func rulesOf(g *group) []namedRule {
+	if g == nil {
 		return nil
 	}
-	return s.rules
+	return g.rules
 }
 
 // equalRules compares rules field by field (reflect.DeepEqual is several
