@@ -532,11 +532,13 @@ func (l *l7Bench) liveRouteConfig(ctx context.Context, name string) (*routev3.Ro
 // chainHCM is the HTTP connection manager of l's filter chain for
 // ingress to dst:port; nil when there is none.
 func chainHCM(l *listenerv3.Listener, dst netip.Addr, port uint16) (*hcmv3.HttpConnectionManager, error) {
+	// A client with no egress rules of its own gets dst's ingress chain.
+	name, err := translate.SelectChain(l, netip.IPv4Unspecified(), dst, port)
+	if err != nil {
+		return nil, err
+	}
 	for _, fc := range l.GetFilterChains() {
-		m := fc.GetFilterChainMatch()
-		pr := m.GetPrefixRanges()
-		if m.GetDestinationPort().GetValue() != uint32(port) || len(m.GetSourcePrefixRanges()) != 0 ||
-			len(pr) != 1 || pr[0].GetAddressPrefix() != dst.String() {
+		if name == "" || fc.GetName() != name {
 			continue
 		}
 		for _, f := range fc.GetFilters() {

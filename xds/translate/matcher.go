@@ -1,11 +1,13 @@
 package translate
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 
 	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
 	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	networkinputsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/matching/common_inputs/network/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -162,4 +164,79 @@ func typedConfig(name string, m proto.Message) (*xdscorev3.TypedExtensionConfig,
 		return nil, err
 	}
 	return &xdscorev3.TypedExtensionConfig{Name: name, TypedConfig: a}, nil
+}
+
+// SelectChain is the name of the filter chain l's matcher (as chainMatcher
+// builds it) selects for a connection from src to dst:port, or "" when
+// the connection matches none (Envoy closes it).
+func SelectChain(l *listenerv3.Listener, src, dst netip.Addr, port uint16) (string, error) {
+	values := map[string]string{
+		destinationPortInput: strconv.Itoa(int(port)),
+		destinationIPInput:   dst.Unmap().String(),
+		sourceIPInput:        src.Unmap().String(),
+	}
+	return selectIn(l.GetFilterChainMatcher(), values)
+}
+
+func selectIn(m *xdsmatcherv3.Matcher, values map[string]string) (string, error) {
+	if m == nil {
+		return "", nil
+	}
+	tree := m.GetMatcherTree()
+	if tree == nil {
+		return "", fmt.Errorf("matcher without a tree: %v", m)
+	}
+	v, ok := values[tree.GetInput().GetName()]
+	if !ok {
+		return "", fmt.Errorf("unknown matcher input %q", tree.GetInput().GetName())
+	}
+	var found *xdsmatcherv3.Matcher_OnMatch
+	switch t := tree.GetTreeType().(type) {
+	case *xdsmatcherv3.Matcher_MatcherTree_ExactMatchMap:
+		found = t.ExactMatchMap.GetMap()[v]
+	case *xdsmatcherv3.Matcher_MatcherTree_CustomMatch:
+		var trie xdsmatcherv3.IPMatcher
+		if err := t.CustomMatch.GetTypedConfig().UnmarshalTo(&trie); err != nil {
+			return "", fmt.Errorf("ip matcher: %w", err)
+		}
+		addr, err := netip.ParseAddr(v)
+		if err != nil {
+			return "", err
+		}
+		best := -1
+		for _, rm := range trie.GetRangeMatchers() {
+			for _, r := range rm.GetRanges() {
+				p, err := netip.ParsePrefix(fmt.Sprintf("%s/%d", r.GetAddressPrefix(), r.GetPrefixLen().GetValue()))
+				if err != nil {
+					return "", err
+				}
+				if p.Contains(addr) && p.Bits() > best {
+					best, found = p.Bits(), rm.GetOnMatch()
+				}
+			}
+		}
+	default:
+		return "", fmt.Errorf("unknown matcher tree type %T", t)
+	}
+	if found != nil {
+		name, err := onMatch(found, values)
+		if err != nil || name != "" {
+			return name, err
+		}
+	}
+	if m.GetOnNoMatch() == nil {
+		return "", nil
+	}
+	return onMatch(m.GetOnNoMatch(), values)
+}
+
+func onMatch(om *xdsmatcherv3.Matcher_OnMatch, values map[string]string) (string, error) {
+	if nested := om.GetMatcher(); nested != nil {
+		return selectIn(nested, values)
+	}
+	var name wrapperspb.StringValue
+	if err := om.GetAction().GetTypedConfig().UnmarshalTo(&name); err != nil {
+		return "", fmt.Errorf("action: %w", err)
+	}
+	return name.GetValue(), nil
 }

@@ -465,3 +465,44 @@ func TestPodsShareAChain(t *testing.T) {
 		t.Errorf("pods with different rules: chains %v, %d route configurations; want %v", got, len(apart.Routes), want)
 	}
 }
+
+// TestSelectChain: the matcher selects the chain of both sides for a
+// connection between a pod with egress rules and one with ingress rules,
+// else the chain of the side that has rules, and none for the rest.
+func TestSelectChain(t *testing.T) {
+	rule := Rule{HTTP: []HTTPRule{{Method: "GET"}}}
+	port := func(dir Direction, ip, origin string) Port {
+		return Port{Direction: dir, Endpoint: netip.MustParseAddr(ip), Port: 8080, Rules: []Rule{rule}, Origins: []string{origin}}
+	}
+	res, err := Node{ProxyPort: 15001, Ports: []Port{
+		port(Ingress, "10.0.1.5", "p"), port(Ingress, "10.0.1.7", "p"), port(Egress, "10.0.1.6", "q"),
+	}}.Resources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, eg := "ingress/"+sharedLabel(Ingress, 8080, []string{"p"}), "egress/"+sharedLabel(Egress, 8080, []string{"q"})
+	for _, tc := range []struct {
+		src, dst string
+		port     uint16
+		want     string
+	}{
+		{"10.0.1.6", "10.0.1.5", 8080, eg + "+" + in + ":8080"},
+		{"10.0.1.6", "10.0.1.7", 8080, eg + "+" + in + ":8080"},
+		{"10.0.2.9", "10.0.1.5", 8080, in + ":8080"},
+		{"10.0.1.6", "10.0.2.9", 8080, eg + ":8080"},
+		{"10.0.2.9", "10.0.2.8", 8080, ""},
+		{"10.0.1.6", "10.0.1.5", 9090, ""},
+	} {
+		got, err := SelectChain(res.Listeners[0], netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst), tc.port)
+		if err != nil || got != tc.want {
+			t.Errorf("%s -> %s:%d: chain %q (%v), want %q", tc.src, tc.dst, tc.port, got, err, tc.want)
+		}
+	}
+	names := map[string]bool{}
+	for _, fc := range res.Listeners[0].GetFilterChains() {
+		names[fc.GetName()] = true
+	}
+	if len(names) != 3 {
+		t.Errorf("filter chains %v: want the ingress, the egress and the combined one", names)
+	}
+}
