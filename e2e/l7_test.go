@@ -20,12 +20,17 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
 )
 
 // l7Pods are the checkout → payment scenario's pods: a payment server and
 // a checkout client on each node, and a client of another app.
+// proxyWait is how long an agent's regeneration waits at most for its
+// node's Envoy to run a new configuration (mesh/agent's proxyAckTimeout).
+const proxyWait = 2 * time.Second
+
 type l7Pods struct {
 	payments  []corev1.Pod // by node: [0] on the first node
 	checkouts []corev1.Pod
@@ -169,7 +174,8 @@ spec:
 // payment pods (enforced by their node's Envoy), then egress L7 rules on
 // the checkout pods (by theirs), both checked same-node and cross-node;
 // a required header; the flows in `membrane observe`; an Envoy killed in a
-// request loop; a configuration Envoy rejects; two pods of a node under one
+// request loop; a configuration Envoy rejects; redirects waiting for Envoy,
+// and not again after it failed to answer; two pods of a node under one
 // policy sharing one filter chain.
 func TestL7Policy(t *testing.T) {
 	k := cluster(t)
@@ -321,6 +327,89 @@ spec:
 		waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "True", "")
 		// Envoy enforces the rules now.
 		expectCode(t, k, checkout, "DELETE", "http://"+target.Status.PodIP+":3000/api/v1/payments/123", "403")
+	})
+
+	t.Run("a stuck node proxy holds back one change", func(t *testing.T) {
+		// Envoy on the target node is frozen (connected, answering
+		// nothing). A new payment pod there adds a redirected port: its
+		// regeneration waits the whole 2s for Envoy. A second one, while
+		// Envoy still runs nothing newer, does not wait again.
+		node := p.payments[1].Spec.NodeName
+		slow := func() float64 {
+			var count, fast float64
+			for _, l := range agentMetric(t, k, node, "membrane_policy_regeneration_seconds") {
+				f := strings.Fields(l)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				switch le, ok := strings.CutPrefix(l, `membrane_policy_regeneration_seconds_bucket{le="`); {
+				case strings.HasPrefix(l, "membrane_policy_regeneration_seconds_count"):
+					count = v
+				case ok:
+					// The bucket of 1.024 s (0.5 ms doubled 11 times).
+					if b, err := strconv.ParseFloat(strings.Split(le, `"`)[0], 64); err == nil && b >= 1 && b < 1.1 {
+						fast = v
+					}
+				}
+			}
+			return count - fast
+		}
+		pod := func(name string) corev1.Pod {
+			k.must(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: payments, labels: {app: payment}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: echo
+    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
+    ports: [{name: http, containerPort: 3000}]
+`, name, node), "apply", "-f", "-")
+			t.Cleanup(func() { k.must("", "-n", "payments", "delete", "pod", name, "--wait=false") })
+			k.must("", "-n", "payments", "wait", "--for=condition=Ready", "pod", name, "--timeout=90s")
+			return getPod(t, k, "payments", name)
+		}
+		programmed := func(name string) {
+			eventually(t, policyTimeout, name+" programmed", func() error {
+				var lists []agentapi.EndpointList
+				if err := json.Unmarshal([]byte(k.membrane("endpoint", "list", "-o", "json")), &lists); err != nil {
+					return err
+				}
+				for _, l := range lists {
+					for _, e := range l.Endpoints {
+						if e.Namespace == "payments" && e.Pod == name && e.State == agentapi.StateReady {
+							return nil
+						}
+					}
+				}
+				return fmt.Errorf("not ready in %d node lists", len(lists))
+			})
+		}
+		before := slow()
+		defer func() {
+			if t.Failed() {
+				t.Logf("phases:\n%s", strings.Join(agentMetric(t, k, node, "membrane_policy_regeneration_phase_seconds"), "\n"))
+				out, _ := k.run(context.Background(), "", "-n", "kube-system", "logs", "-l", "k8s-app=membrane-agent", "--tail", "60", "--prefix")
+				t.Logf("agent logs:\n%s", out)
+			}
+		}()
+		thaw := freezeEnvoy(t, k, node)
+		pod("payment-c")
+		programmed("payment-c")
+		eventually(t, policyTimeout, "one regeneration that waited for Envoy", func() error {
+			if got := slow() - before; got != 1 {
+				return fmt.Errorf("%v regenerations over 1s", got)
+			}
+			return nil
+		})
+		d := pod("payment-d")
+		programmed("payment-d")
+		time.Sleep(proxyWait + time.Second) // a wait would have ended by now
+		if got := slow() - before; got != 1 {
+			t.Errorf("%v regenerations over 1s while Envoy stayed frozen: want 1 (the second pod's waited again)", got)
+		}
+		thaw()
+		expectCode(t, k, checkout, "DELETE", "http://"+d.Status.PodIP+":3000/api/v1/payments/123", "403")
+		expectCode(t, k, checkout, "GET", "http://"+d.Status.PodIP+":3000/api/v1/payments/P123", "200")
 	})
 
 	t.Run("invalid rules", func(t *testing.T) {

@@ -57,6 +57,9 @@ type proxy struct {
 	last        *translate.Node
 	lastOrigins map[string]string
 	lastAuth    *authState
+	// stall keeps the regenerations from waiting for an Envoy that did
+	// not answer (the regeneration loop's).
+	stall stallGate
 	// authMetrics count authenticated connections; nil: not counted.
 	authMetrics *authMetrics
 
@@ -248,15 +251,48 @@ const proxyAckTimeout = 2 * time.Second
 // not have yet would be closed. Without a connected Envoy there is nothing
 // to wait for (one that connects gets the newest configuration); a
 // rejection or the timeout is logged and the regeneration goes on (the
-// rejection is reported on the Node).
+// rejection is reported on the Node). After a timeout it does not wait
+// again until Envoy has run a newer configuration: an Envoy that is
+// connected but stuck would otherwise hold every regeneration that adds a
+// port for the whole timeout, and the node's other policy changes with it.
 func (p *proxy) waitInSync(ctx context.Context) {
+	if !p.stall.wait(p.xds.Status().Acked) {
+		p.log.Debug("not waiting for the node proxy: it has run nothing since it last did not answer in time")
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, proxyAckTimeout)
 	defer cancel()
 	start := time.Now()
-	if err := p.xds.WaitInSync(ctx); err != nil && !errors.Is(err, server.ErrNotConnected) {
+	err := p.xds.WaitInSync(ctx)
+	switch {
+	case err == nil, errors.Is(err, server.ErrNotConnected):
+	case errors.Is(err, context.DeadlineExceeded):
+		p.stall.timedOut(p.xds.Status().Acked)
+		p.log.Warn("redirecting to the node proxy before it runs the new configuration; not waiting for it again until it runs a newer one",
+			"waited", time.Since(start), "error", err)
+	default:
 		p.log.Warn("redirecting to the node proxy before it runs the new configuration", "waited", time.Since(start), "error", err)
 	}
 }
+
+// stallGate decides whether a regeneration waits for the node's Envoy: not
+// while Envoy runs the configuration it ran when a wait last timed out.
+type stallGate struct {
+	stalled bool
+	at      string // the configuration Envoy ran then (Status.Acked)
+}
+
+// wait reports whether to wait, Envoy running acked.
+func (g *stallGate) wait(acked string) bool {
+	if g.stalled && acked == g.at {
+		return false
+	}
+	g.stalled = false
+	return true
+}
+
+// timedOut records a wait that timed out, Envoy running acked.
+func (g *stallGate) timedOut(acked string) { g.stalled, g.at = true, acked }
 
 // setGateway publishes the node Envoy's gateway listeners and clusters
 // (gateway/node), next to the L7 policy ones.

@@ -171,3 +171,23 @@ func TestProxyKeepsDroppedChains(t *testing.T) {
 		t.Errorf("egress chain dropped: %+v, dropped %v; want the new ingress rules and the egress chain as it was", n.Ports, dropped)
 	}
 }
+
+// TestStallGate: after a wait that timed out, the regenerations do not
+// wait while Envoy runs the same configuration, and wait again once it
+// has run another.
+func TestStallGate(t *testing.T) {
+	var g stallGate
+	if !g.wait("v1") {
+		t.Fatal("no wait timed out yet: want a wait")
+	}
+	g.timedOut("v1")
+	if g.wait("v1") || g.wait("v1") {
+		t.Error("Envoy still runs v1 after the timeout: want no wait")
+	}
+	if !g.wait("v3") {
+		t.Error("Envoy ran v3 since: want a wait")
+	}
+	if !g.wait("v1") {
+		t.Error("a wait succeeded since the timeout: want the gate open")
+	}
+}
