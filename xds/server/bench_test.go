@@ -33,10 +33,11 @@ const (
 )
 
 // xdsBenchShape is the node BenchmarkXDSHTTPRules loads: rules HTTP rules
-// spread over ports redirected ingress pod ports (each a distinct pod IP,
-// port 8080).
+// spread over ports redirected ingress pod ports (port 8080 of a distinct
+// pod IP each), each port's rules also those of pods-1 more pods from the
+// same policy (a Deployment's replicas: one filter chain for them all).
 type xdsBenchShape struct {
-	rules, ports, changes int
+	rules, ports, pods, changes int
 }
 
 func xdsBenchShapeFromEnv(b *testing.B) xdsBenchShape {
@@ -55,13 +56,14 @@ func xdsBenchShapeFromEnv(b *testing.B) xdsBenchShape {
 	s := xdsBenchShape{
 		rules:   env("MEMBRANE_BENCH_XDS_HTTP_RULES", 10000),
 		ports:   env("MEMBRANE_BENCH_XDS_PORTS", 100),
+		pods:    env("MEMBRANE_BENCH_XDS_PODS", 1),
 		changes: env("MEMBRANE_BENCH_XDS_CHANGES", 20),
 	}
 	if s.ports > s.rules {
 		b.Fatalf("MEMBRANE_BENCH_XDS_PORTS=%d: more ports than HTTP rules (%d)", s.ports, s.rules)
 	}
-	if s.ports > 60000 {
-		b.Fatalf("MEMBRANE_BENCH_XDS_PORTS=%d: at most 60000 pod IPs", s.ports)
+	if s.ports*s.pods > 60000 {
+		b.Fatalf("MEMBRANE_BENCH_XDS_PORTS=%d x MEMBRANE_BENCH_XDS_PODS=%d: at most 60000 pod IPs", s.ports, s.pods)
 	}
 	return s
 }
@@ -77,11 +79,12 @@ func (s xdsBenchShape) node(proxyPort uint16) translate.Node {
 	n := translate.Node{ProxyPort: proxyPort}
 	peer := 0
 	for i := range s.ports {
-		ip := 1 + i
+		ip := 1 + i*s.pods
 		p := translate.Port{
 			Direction: translate.Ingress,
 			Endpoint:  netip.AddrFrom4([4]byte{10, 1, byte(ip >> 8), byte(ip)}),
 			Port:      8080,
+			Origins:   []string{fmt.Sprintf("MembraneNetworkPolicy bench/svc%d", i)},
 		}
 		nHTTP := s.rules / s.ports
 		if i < s.rules%s.ports {
@@ -110,6 +113,13 @@ func (s xdsBenchShape) node(proxyPort uint16) translate.Node {
 			r.HTTP = append(r.HTTP, h)
 		}
 		n.Ports = append(n.Ports, p)
+		// The other pods of the policy share its rules (the same slices:
+		// a change of one is a change of all).
+		for k := 1; k < s.pods; k++ {
+			q := p
+			q.Endpoint = netip.AddrFrom4([4]byte{10, 1, byte((ip + k) >> 8), byte(ip + k)})
+			n.Ports = append(n.Ports, q)
+		}
 	}
 	return n
 }
@@ -117,7 +127,8 @@ func (s xdsBenchShape) node(proxyPort uint16) translate.Node {
 // BenchmarkXDSHTTPRules measures how fast the pinned Envoy takes a node's
 // L7 configuration from the server, over incremental ADS: a node of
 // MEMBRANE_BENCH_XDS_HTTP_RULES HTTP rules (10,000) over
-// MEMBRANE_BENCH_XDS_PORTS pod ports (100), published whole to a connected
+// MEMBRANE_BENCH_XDS_PORTS pod ports (100), each port's policy selecting
+// MEMBRANE_BENCH_XDS_PODS pods of the node (1), published whole to a connected
 // Envoy that has nothing yet (translate + publish → ACK of every resource,
 // target ≤ 300 ms; Envoy's RSS then, target ≤ 100 MB); then
 // MEMBRANE_BENCH_XDS_CHANGES (20) changes of one HTTP rule's path, each to
@@ -166,12 +177,13 @@ func BenchmarkXDSHTTPRules(b *testing.B) {
 	fullTranslate, fullPublish, full := apply(node)
 	b.StopTimer()
 	rss := vmRSS(proc.Pid)
+	chains := len(translate.RouteOrigins(node)) // a route configuration per chain
 	time.Sleep(3 * xdsStatsFlush)
 	afterFull := envoyStats(b, adminPath)
 
 	// One HTTP rule of one port (the middle one) changes its path back
 	// and forth: every publish is a real change.
-	port, rule := &node.Ports[shape.ports/2], 0
+	port, rule := &node.Ports[shape.ports/2*shape.pods], 0
 	orig := port.Rules[rule].HTTP[0].Path
 	var changes, changeTranslate, changePublish []time.Duration
 	for k := range shape.changes {
@@ -212,8 +224,8 @@ func BenchmarkXDSHTTPRules(b *testing.B) {
 	if rss <= 0 {
 		rssVerdict = "not evaluated: RSS not readable"
 	}
-	b.Logf("xds %d HTTP rules (%d pod ports x %d HTTP rules, %d per peer set of %d /32s), delta ADS: full publish -> ACK %.0f ms (translate %.0f ms, publish %.0f ms; target <= %s: %s); one-rule change -> ACK p50 %.1f ms p99 %.1f ms max %.1f ms over %d (translate p50 %.1f ms, publish p50 %.1f ms; target p99 <= %s: %s); envoy RSS %.0f MB (target <= %d MB: %s)",
-		shape.rules, shape.ports, shape.rules/shape.ports, xdsHTTPPerRule, xdsPeersPerRule,
+	b.Logf("xds %d HTTP rules (%d pod ports x %d HTTP rules, %d per peer set of %d /32s; %d pods per port's policy, %d filter chains), delta ADS: full publish -> ACK %.0f ms (translate %.0f ms, publish %.0f ms; target <= %s: %s); one-rule change -> ACK p50 %.1f ms p99 %.1f ms max %.1f ms over %d (translate p50 %.1f ms, publish p50 %.1f ms; target p99 <= %s: %s); envoy RSS %.0f MB (target <= %d MB: %s)",
+		shape.rules, shape.ports, shape.rules/shape.ports, xdsHTTPPerRule, xdsPeersPerRule, shape.pods, chains,
 		ms(full), ms(fullTranslate), ms(fullPublish-fullTranslate), xdsFullTarget, met(full <= xdsFullTarget),
 		ms(p50), ms(p99), ms(worst), len(changes), ms(nearestRank(changeTranslate, 0.5)), ms(nearestRank(changePublish, 0.5)),
 		xdsChangeTarget, met(p99 <= xdsChangeTarget),
@@ -246,7 +258,17 @@ func BenchmarkXDSHTTPRules(b *testing.B) {
 		b.Logf("  envoy, full load: %d route configurations (RDS): update_duration sum %.1f ms, max %.1f ms", len(rc), sum, worst)
 	}
 	b.Logf("  envoy, changes: %d LDS updates, %d RDS updates for %d changes", ldsUpdates, rdsUpdates, len(changes))
-	changed := fmt.Sprintf("ingress_%s_8080.rds.", strings.ReplaceAll(port.Endpoint.String(), ".", "_"))
+	// The changed route configuration's stats: http.<its chain's stat
+	// prefix>.rds.<its name>.update_duration.
+	var changed string
+	for name := range translate.RouteOrigins(translate.Node{Ports: []translate.Port{*port}}) {
+		changed = strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+				return r
+			}
+			return '_'
+		}, name) + ".rds."
+	}
 	for _, name := range afterChanges.names(changed, ".update_duration") {
 		b.Logf("  envoy, changes (the changed route configuration, full load included): %s", afterChanges.line(name))
 	}
