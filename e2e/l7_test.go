@@ -106,6 +106,16 @@ spec:
 	return p
 }
 
+// paymentPod adds a payment pod on node (removed when the test ends), once
+// it is Ready.
+func paymentPod(t *testing.T, k *kube, name, node string) corev1.Pod {
+	t.Helper()
+	k.must(echoPod("payments", name, node, "app: payment"), "apply", "-f", "-")
+	t.Cleanup(func() { k.must("", "-n", "payments", "delete", "pod", name, "--wait=false") })
+	k.must("", "-n", "payments", "wait", "--for=condition=Ready", "pod", name, "--timeout=90s")
+	return getPod(t, k, "payments", name)
+}
+
 func getPod(t *testing.T, k *kube, ns, name string) corev1.Pod {
 	t.Helper()
 	var p corev1.Pod
@@ -352,22 +362,6 @@ spec:
 			}
 			return count - fast
 		}
-		pod := func(name string) corev1.Pod {
-			k.must(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: payments, labels: {app: payment}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: http, containerPort: 3000}]
-`, name, node), "apply", "-f", "-")
-			t.Cleanup(func() { k.must("", "-n", "payments", "delete", "pod", name, "--wait=false") })
-			k.must("", "-n", "payments", "wait", "--for=condition=Ready", "pod", name, "--timeout=90s")
-			return getPod(t, k, "payments", name)
-		}
 		programmed := func(name string) {
 			eventually(t, policyTimeout, name+" programmed", func() error {
 				var lists []agentapi.EndpointList
@@ -393,7 +387,7 @@ spec:
 			}
 		}()
 		thaw := freezeEnvoy(t, k, node)
-		pod("payment-c")
+		paymentPod(t, k, "payment-c", node)
 		programmed("payment-c")
 		eventually(t, policyTimeout, "one regeneration that waited for Envoy", func() error {
 			if got := slow() - before; got != 1 {
@@ -401,7 +395,7 @@ spec:
 			}
 			return nil
 		})
-		d := pod("payment-d")
+		d := paymentPod(t, k, "payment-d", node)
 		programmed("payment-d")
 		time.Sleep(proxyWait + time.Second) // a wait would have ended by now
 		if got := slow() - before; got != 1 {
@@ -432,20 +426,7 @@ spec:
 	t.Run("pods under one policy share a chain", func(t *testing.T) {
 		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$"}`), "apply", "-f", "-")
 		node := shared.cluster.Nodes[0]
-		k.must(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: payment-b, namespace: payments, labels: {app: payment}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: http, containerPort: 3000}]
-`, node.Name), "apply", "-f", "-")
-		defer k.must("", "-n", "payments", "delete", "pod", "payment-b", "--wait=false")
-		k.must("", "-n", "payments", "wait", "--for=condition=Ready", "pod", "payment-b", "--timeout=90s")
-		b := getPod(t, k, "payments", "payment-b")
+		b := paymentPod(t, k, "payment-b", node.Name)
 		url := "http://" + b.Status.PodIP + ":3000"
 		expectCode(t, k, checkout, "DELETE", url+"/api/v1/payments/123", "403")
 		expectCode(t, k, checkout, "GET", url+"/api/v1/payments/P123", "200")
