@@ -157,8 +157,9 @@ func (p *proxy) run(ctx context.Context) error {
 // update publishes the L7 configuration of the node's endpoints, and
 // reports whether it adds an endpoint port the proxy did not serve (a
 // filter chain, or an endpoint in the listener's matcher): the datapath
-// must not redirect to that before Envoy runs it (waitInSync). Most regenerations change no L7 rule: an unchanged
-// configuration is not translated again.
+// must not redirect to that before Envoy runs it (waitInSync). Most
+// regenerations change no L7 rule: an unchanged configuration is not
+// translated again.
 func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) (newPorts bool) {
 	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, policies) && sameAuth(p.lastAuth, as) {
 		return false

@@ -51,10 +51,9 @@
 //
 // The output is deterministic: the same Node gives equal resources (filter
 // chains and route configurations sorted by port, ingress group, egress
-// group), and
-// the Any fields are marshalled deterministically, so equal inputs give
-// equal bytes. A Translator gives the same output as Node.Resources and
-// reuses what it built for an unchanged chain.
+// group), and the Any fields are marshalled deterministically, so equal
+// inputs give equal bytes. A Translator gives the same output as
+// Node.Resources and reuses what it built for an unchanged chain.
 package translate
 
 import (
