@@ -262,12 +262,7 @@ func BenchmarkXDSHTTPRules(b *testing.B) {
 	// prefix>.rds.<its name>.update_duration.
 	var changed string
 	for name := range translate.RouteOrigins(translate.Node{Ports: []translate.Port{*port}}) {
-		changed = strings.Map(func(r rune) rune {
-			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
-				return r
-			}
-			return '_'
-		}, name) + ".rds."
+		changed = translate.StatPrefix(name) + ".rds."
 	}
 	for _, name := range afterChanges.names(changed, ".update_duration") {
 		b.Logf("  envoy, changes (the changed route configuration, full load included): %s", afterChanges.line(name))

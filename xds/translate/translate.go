@@ -194,15 +194,17 @@ func (c chain) groups() []*group {
 	return out
 }
 
-// statPrefix is the chain's name with every character that is not a letter
-// or digit replaced by '_' (dots would split Envoy's stat names).
-func (c chain) statPrefix() string {
+// StatPrefix is the stat prefix of the filter chain named name (the name
+// of its route configuration too): the name with every character that is
+// not a letter or digit replaced by '_' (dots would split Envoy's stat
+// names).
+func StatPrefix(name string) string {
 	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
 			return r
 		}
 		return '_'
-	}, c.name())
+	}, name)
 }
 
 // chains merges the ports per (direction, endpoint, port) into sides,
@@ -394,7 +396,7 @@ func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, err
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 	})
 	m := &hcmv3.HttpConnectionManager{
-		StatPrefix: c.statPrefix(),
+		StatPrefix: StatPrefix(c.name()),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: &corev3.ConfigSource{
