@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -44,8 +46,9 @@ const gatewayTimeout = 60 * time.Second
 //
 // over HTTPS both present the Secret's certificate, byte for byte. The
 // agents' service account may read no Secret but the copies in the secrets
-// namespace, where the Secret's copy holds its certificate and key only;
-// the Secret rotated, both present the new certificate (the test reports
+// namespace, where the Secret's copy holds its certificate and key only
+// (an edit of the copy is put back); the Secret rotated, both present the
+// new certificate (the test reports
 // the seconds it took the Gateway). A route
 // to a missing Service gets ResolvedRefs=False (BackendNotFound) and 500,
 // and nothing else changes. `membrane status` lists the Gateway and the
@@ -395,6 +398,24 @@ spec:
 
 	t.Run("the agents read only the copy of the Secret", func(t *testing.T) {
 		checkAgentSecretAccess(t, k, "shop", "shop-tls", certPEM, keyPEM)
+	})
+
+	t.Run("an edited copy of the Secret is put back", func(t *testing.T) {
+		// The operator watches, of the cluster's Secrets, those the
+		// Gateways and Ingresses refer to and the copies: an edit of the
+		// copy alone starts a pass.
+		k.must("", "-n", "membrane-secrets", "patch", "secret", "shop.shop-tls", "--type=merge",
+			"-p", `{"data":{"tls.crt":"`+base64.StdEncoding.EncodeToString([]byte("edited"))+`"}}`)
+		eventually(t, gatewayTimeout, "the copy holds the Secret's certificate again", func() error {
+			var s corev1.Secret
+			if err := getJSON(k, &s, "-n", "membrane-secrets", "get", "secret", "shop.shop-tls"); err != nil {
+				return err
+			}
+			if !bytes.Equal(s.Data["tls.crt"], certPEM) {
+				return fmt.Errorf("tls.crt is %q", s.Data["tls.crt"])
+			}
+			return nil
+		})
 	})
 
 	t.Run("rotating the Secret changes the certificate served", func(t *testing.T) {

@@ -205,7 +205,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("scheme: %w", err)
 	}
-	var cacheOpts cache.Options
+	// Nothing reads the objects' managed fields: the cache goes without.
+	cacheOpts := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 	if cfg.gatewayAPI {
 		if err := gwv1.Install(scheme); err != nil {
 			return fmt.Errorf("scheme: %w", err)
@@ -216,9 +217,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err := gwv1alpha2.Install(scheme); err != nil {
 			return fmt.Errorf("scheme: %w", err)
 		}
-		// Only TLS Secrets (HTTPS listeners' certificates) are read.
+		// Only TLS Secrets (HTTPS listeners' certificates) and the CA
+		// certificates of ConfigMaps are read.
 		cacheOpts.ByObject = map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+			&corev1.Secret{}:    {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+			&corev1.ConfigMap{}: {Transform: gwcontroller.TrimConfigMap},
 		}
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{

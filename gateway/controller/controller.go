@@ -90,8 +90,9 @@ func workItem() reconcile.Request {
 }
 
 // Setup watches every kind the translation reads (of the Services, those
-// that can change its result) and indexes the objects that refer to
-// Services.
+// that can change its result; of the Secrets and ConfigMaps, those it
+// reads and the copies) and indexes the objects that refer to Services,
+// Secrets and ConfigMaps.
 func (r *Reconciler) Setup(ctx context.Context, mgr ctrl.Manager) error {
 	enqueue := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{workItem()}
@@ -99,8 +100,7 @@ func (r *Reconciler) Setup(ctx context.Context, mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).Named("gateway-api")
 	watched := []client.Object{
 		&gwv1.GatewayClass{}, &gwv1.Gateway{}, &gwv1.HTTPRoute{}, &gwv1.GRPCRoute{}, &gwv1beta1.ReferenceGrant{},
-		&gwv1.BackendTLSPolicy{}, &corev1.ConfigMap{},
-		&corev1.Namespace{}, &corev1.Secret{},
+		&gwv1.BackendTLSPolicy{}, &corev1.Namespace{},
 		&networkingv1.Ingress{}, &networkingv1.IngressClass{}, &v1alpha1.MembraneLoadBalancerIPPool{},
 	}
 	r.events = mgr.GetEventRecorderFor("membrane-operator")
@@ -126,10 +126,23 @@ func (r *Reconciler) Setup(ctx context.Context, mgr ctrl.Manager) error {
 		b = b.Watches(obj, enqueue)
 	}
 	referrers := serviceReferrers(r.tlsRoutes)
-	if err := indexServiceRefs(ctx, r.log, mgr.GetFieldIndexer(), referrers); err != nil {
+	if err := indexRefs(ctx, r.log, mgr.GetFieldIndexer(), serviceRefIndex, referrers); err != nil {
 		return err
 	}
 	b = b.Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(serviceEvents(r.log, mgr.GetCache(), referrers)))
+	for _, d := range []struct {
+		obj       client.Object
+		field     string
+		referrers []referrer
+	}{
+		{&corev1.Secret{}, secretRefIndex, secretReferrers()},
+		{&corev1.ConfigMap{}, configMapRefIndex, configMapReferrers()},
+	} {
+		if err := indexRefs(ctx, r.log, mgr.GetFieldIndexer(), d.field, d.referrers); err != nil {
+			return err
+		}
+		b = b.Watches(d.obj, handler.EnqueueRequestsFromMapFunc(dataEvents(r.log, mgr.GetCache(), d.field, d.referrers, r.cfg.SecretsNamespace)))
+	}
 	// The node agents report what their Envoy rejects on their Node.
 	b = b.WatchesMetadata(nodeMetadata(), enqueue, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
 	if err := b.Complete(r); err != nil {
@@ -224,11 +237,9 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		grants   gwv1beta1.ReferenceGrantList
 		nss      corev1.NamespaceList
 		services corev1.ServiceList
-		secrets  corev1.SecretList
 		btls     gwv1.BackendTLSPolicyList
-		cms      corev1.ConfigMapList
 	)
-	for _, l := range []client.ObjectList{&classes, &gws, &routes, &grpc, &grants, &nss, &services, &secrets, &btls, &cms} {
+	for _, l := range []client.ObjectList{&classes, &gws, &routes, &grpc, &grants, &nss, &services, &btls} {
 		if err := r.c.List(ctx, l); err != nil {
 			return translate.Input{}, fmt.Errorf("list %T: %w", l, err)
 		}
@@ -242,8 +253,8 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 	in := translate.Input{
 		TLSRoutes: tls.Items, TLSRoutesServed: r.tlsRoutes,
 		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items, GRPCRoutes: grpc.Items,
-		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items, Secrets: secrets.Items,
-		BackendTLSPolicies: btls.Items, ConfigMaps: cms.Items,
+		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items,
+		BackendTLSPolicies: btls.Items,
 	}
 	var ings networkingv1.IngressList
 	var ingClasses networkingv1.IngressClassList
@@ -253,6 +264,9 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		}
 	}
 	in.Ingresses, in.IngressClasses = ings.Items, ingClasses.Items
+	if err := referencedData(ctx, r.c, &in); err != nil {
+		return translate.Input{}, err
+	}
 	claims, objs := AddressClaims(classes.Items, gws.Items, ingClasses.Items, ings.Items)
 	// The assignment the LB IPAM controller computes too: the Services'
 	// claims take part, so no Gateway gets a Service's address.

@@ -2,15 +2,11 @@ package controller
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -24,55 +20,19 @@ import (
 // "namespace/name".
 const serviceRefIndex = "membrane.serviceRefs"
 
-// serviceReferrer is a kind that refers to Services: how to index its
-// objects and a list of it to query the index with.
-type serviceReferrer struct {
-	obj   client.Object
-	list  func() client.ObjectList
-	index client.IndexerFunc
-}
-
 // serviceReferrers are the kinds that refer to Services (TLSRoutes only
 // when the cluster serves them).
-func serviceReferrers(tlsRoutes bool) []serviceReferrer {
-	out := []serviceReferrer{
+func serviceReferrers(tlsRoutes bool) []referrer {
+	out := []referrer{
 		{&gwv1.HTTPRoute{}, func() client.ObjectList { return &gwv1.HTTPRouteList{} }, httpRouteServices},
 		{&gwv1.GRPCRoute{}, func() client.ObjectList { return &gwv1.GRPCRouteList{} }, grpcRouteServices},
 		{&networkingv1.Ingress{}, func() client.ObjectList { return &networkingv1.IngressList{} }, ingressServices},
 		{&gwv1.BackendTLSPolicy{}, func() client.ObjectList { return &gwv1.BackendTLSPolicyList{} }, policyServices},
 	}
 	if tlsRoutes {
-		out = append(out, serviceReferrer{&gwv1alpha2.TLSRoute{}, func() client.ObjectList { return &gwv1alpha2.TLSRouteList{} }, tlsRouteServices})
+		out = append(out, referrer{&gwv1alpha2.TLSRoute{}, func() client.ObjectList { return &gwv1alpha2.TLSRouteList{} }, tlsRouteServices})
 	}
 	return out
-}
-
-// crdWait bounds how long indexServiceRefs waits for a referring kind to be
-// served: CRDs installed together with the operator (the chart's
-// gatewayAPI.crds) are established one by one, in any order.
-const crdWait = 2 * time.Minute
-
-// indexServiceRefs registers serviceRefIndex on every referring kind,
-// waiting up to crdWait for a kind the API server does not serve yet.
-func indexServiceRefs(ctx context.Context, log *slog.Logger, indexer client.FieldIndexer, referrers []serviceReferrer) error {
-	for _, r := range referrers {
-		waited := false
-		err := wait.PollUntilContextTimeout(ctx, time.Second, crdWait, true, func(ctx context.Context) (bool, error) {
-			err := indexer.IndexField(ctx, r.obj, serviceRefIndex, r.index)
-			if meta.IsNoMatchError(err) {
-				if !waited {
-					log.Info("waiting for the kind to be served", "kind", fmt.Sprintf("%T", r.obj), "reason", err)
-					waited = true
-				}
-				return false, nil
-			}
-			return err == nil, err
-		})
-		if err != nil {
-			return fmt.Errorf("index %T by the Services it refers to: %w", r.obj, err)
-		}
-	}
-	return nil
 }
 
 // serviceEvents maps a Service's event to the work item when the Service
@@ -83,26 +43,14 @@ func indexServiceRefs(ctx context.Context, log *slog.Logger, indexer client.Fiel
 // new one, so a Service that stops being a LoadBalancer reconciles too.
 // The events of every other Service (most of a cluster's) cost a few
 // index lookups and no reconcile.
-func serviceEvents(log *slog.Logger, c client.Reader, referrers []serviceReferrer) handler.MapFunc {
+func serviceEvents(log *slog.Logger, c client.Reader, referrers []referrer) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		svc, ok := o.(*corev1.Service)
 		if !ok {
 			return nil
 		}
-		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer || referredTo(ctx, log, c, serviceRefIndex, svc, referrers) {
 			return []reconcile.Request{workItem()}
-		}
-		key := svc.Namespace + "/" + svc.Name
-		for _, r := range referrers {
-			l := r.list()
-			if err := c.List(ctx, l, client.MatchingFields{serviceRefIndex: key}); err != nil {
-				// Reconciling once too often is harmless; missing a change is not.
-				log.Warn("list the objects referring to a Service", "service", key, "kind", fmt.Sprintf("%T", r.obj), "error", err)
-				return []reconcile.Request{workItem()}
-			}
-			if meta.LenList(l) > 0 {
-				return []reconcile.Request{workItem()}
-			}
 		}
 		return nil
 	}

@@ -238,11 +238,11 @@ func TestIndexServiceRefsWaitsForTheKind(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	refs := serviceReferrers(false)[:1]
 	notYet := &flakyIndexer{failures: 1, err: &apimeta.NoKindMatchError{GroupKind: schema.GroupKind{Group: gwv1.GroupName, Kind: "HTTPRoute"}}}
-	if err := indexServiceRefs(context.Background(), log, notYet, refs); err != nil || notYet.calls != 2 {
+	if err := indexRefs(context.Background(), log, notYet, serviceRefIndex, refs); err != nil || notYet.calls != 2 {
 		t.Errorf("kind served on the second try: %v after %d calls, want success after 2", err, notYet.calls)
 	}
 	broken := &flakyIndexer{failures: 1, err: errors.New("index conflict")}
-	if err := indexServiceRefs(context.Background(), log, broken, refs); err == nil || broken.calls != 1 {
+	if err := indexRefs(context.Background(), log, broken, serviceRefIndex, refs); err == nil || broken.calls != 1 {
 		t.Errorf("other error: %v after %d calls, want it at once", err, broken.calls)
 	}
 }
