@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -140,7 +141,7 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 			for _, req := range [][2]string{
 				{"GET", "/v1/flows"}, {"GET", "/v1/flows?follow=true"}, {"GET", "/v1/endpoints"}, {"GET", "/v1/services"},
 				{"GET", "/v1/status"}, {"GET", "/v1/encryption"}, {"GET", "/v1/bpf/lb"}, {"GET", "/v1/bpf/policy"},
-				{"POST", "/v1/encryption/rotate-key"},
+				{"POST", "/v1/encryption/rotate-key"}, {"GET", "/v1/debug/profile?kind=heap"},
 			} {
 				if got := curl(k, intruder, req[0], base+req[1]); !slices.Contains(refusedCodes, got) {
 					t.Errorf("pod %s: %s %s%s answered %s, want one of %v", intruder.Name, req[0], base, req[1], got, refusedCodes)
@@ -173,6 +174,8 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 				{"GET", "/v1/flows", token, "403"},
 				{"GET", "/v1/endpoints", token, "403"},
 				{"POST", "/v1/encryption/rotate-key", token, "403"},
+				{"GET", "/v1/debug/profile?kind=heap", "", "401"},
+				{"GET", "/v1/debug/profile?kind=heap", token, "403"},
 			} {
 				got, err := tunnelFromNetns(podNetns(i), addr, c.method, c.path, c.token)
 				if err != nil {
@@ -247,6 +250,39 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 			if err != nil || resp.StatusCode != http.StatusOK || st.Node != n.Name {
 				t.Errorf("GET /v1/status on %s: %s, %+v, %v", path, resp.Status, st, err)
 			}
+		}
+	})
+
+	t.Run("CLI saves profiles of an agent", func(t *testing.T) {
+		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
+		dir := t.TempDir()
+		for _, c := range []struct{ kind, period string }{{"cpu", "cpu"}, {"heap", "space"}} {
+			file := filepath.Join(dir, c.kind+".pprof")
+			out := k.membrane("debug", "profile", "--node", n1.Name, "--kind", c.kind, "--seconds", "2", "-o", file)
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatalf("membrane debug profile --kind %s: %v (%s)", c.kind, err, out)
+			}
+			p, err := profile.ParseData(raw)
+			if err != nil {
+				t.Fatalf("%s profile of %s: %v", c.kind, n1.Name, err)
+			}
+			// The agent's own functions are in the heap's allocation sites
+			// (a CPU profile of an idle agent may have no sample).
+			var own bool
+			for _, f := range p.Function {
+				own = own || strings.HasPrefix(f.Name, "github.com/membrane-mesh/membrane/")
+			}
+			if p.PeriodType == nil || p.PeriodType.Type != c.period || (c.kind == "cpu" && p.DurationNanos < int64(2*time.Second)) || (c.kind == "heap" && !own) {
+				t.Errorf("%s profile of %s: period %v, duration %s, %d samples, the agent's functions: %v", c.kind, n1.Name, p.PeriodType, time.Duration(p.DurationNanos), len(p.Sample), own)
+			}
+			t.Logf("%s profile of %s: %d samples over %s, %d functions", c.kind, n1.Name, len(p.Sample), time.Duration(p.DurationNanos), len(p.Function))
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		out, err := k.membraneCommand(ctx, "debug", "profile", "--node", n1.Name, "--kind", "block").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `--kind "block"`) {
+			t.Errorf("membrane debug profile --kind block: %v: %s; want a refusal naming --kind", err, out)
 		}
 	})
 

@@ -66,7 +66,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
 	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
 	root.PersistentFlags().StringVar(&g.context, "context", "", "kubeconfig context to use")
-	root.AddCommand(newDevCommand(g), newServiceCommand(g), newBPFCommand(g), newEncryptionCommand(g), newIdentityCommand(g), newEndpointCommand(g), newPolicyCommand(g), newFQDNCommand(g), newObserveCommand(g), newStatusCommand(g), newClusterMeshCommand(g), newVersionCommand(g))
+	root.AddCommand(newDevCommand(g), newServiceCommand(g), newBPFCommand(g), newEncryptionCommand(g), newIdentityCommand(g), newEndpointCommand(g), newPolicyCommand(g), newFQDNCommand(g), newObserveCommand(g), newStatusCommand(g), newClusterMeshCommand(g), newDebugCommand(g), newVersionCommand(g))
 	return root
 }
 

@@ -283,6 +283,7 @@ func (a *Agent) handler() http.Handler {
 		}
 		writeJSON(w, agentapi.BPFPolicyList{Node: a.cfg.NodeName, Dump: policyDump(d)})
 	})
+	mux.HandleFunc("GET "+agentapi.PathDebugProfile, serveProfile)
 	a.encryptionRoutes(mux)
 	a.identityRoutes(mux)
 	a.statusRoutes(mux)

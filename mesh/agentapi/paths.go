@@ -34,6 +34,20 @@ func EndpointPolicyPath(namespace, pod string) string {
 // (ClusterMeshStatus).
 const PathClusterMesh = "/v1/clustermesh"
 
+// PathDebugProfile serves a pprof profile of the agent (query: kind, one
+// of ProfileKinds, and for cpu seconds, 1 to MaxProfileSeconds, default
+// DefaultProfileSeconds), `membrane debug profile`.
+const PathDebugProfile = "/v1/debug/profile"
+
+// ProfileKinds are the profiles PathDebugProfile serves.
+func ProfileKinds() []string { return []string{"cpu", "heap", "allocs", "goroutine"} }
+
+// How long a CPU profile runs.
+const (
+	DefaultProfileSeconds = 10
+	MaxProfileSeconds     = 60
+)
+
 // PathCNIEndpoints is where the CNI plugin announces a pod's new interface
 // (POST CNIEndpoint, answered with CNIEndpointResult). Served only on the
 // agent's root-only socket.
