@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bufio"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -286,6 +289,47 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 		}
 	})
 
+	t.Run("CLI saves a support bundle", func(t *testing.T) {
+		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
+		file := filepath.Join(t.TempDir(), "bundle.tar.gz")
+		out := k.membrane("debug", "bundle", "-o", file)
+		files := readBundle(t, file)
+		t.Logf("%s: %d files", strings.TrimSpace(out), len(files))
+		if e, ok := files["errors.txt"]; ok {
+			t.Errorf("the bundle lists what it could not collect:\n%s", e)
+		}
+		for _, c := range []struct{ file, want string }{
+			{"nodes/" + n1.Name + "/status.json", `"node":"` + n1.Name + `"`},
+			{"nodes/" + n2.Name + "/endpoints.json", `"pod":"target"`},
+			{"nodes/" + n1.Name + "/metrics.txt", "membrane_policy_regenerations_total"},
+			{"cluster/nodes.json", n2.Name},
+			{"cluster/membraneidentities.json", `"kind":"MembraneIdentityList"`},
+			{"cluster/pods.json", "membrane-agent"},
+		} {
+			if !strings.Contains(strings.ReplaceAll(files[c.file], `": "`, `":"`), c.want) {
+				t.Errorf("%s: does not hold %s (%d bytes)", c.file, c.want, len(files[c.file]))
+			}
+		}
+		var logs, profiles int
+		for name, data := range files {
+			if strings.Contains(data, "PRIVATE KEY") {
+				t.Errorf("%s holds a private key", name)
+			}
+			if strings.HasPrefix(name, "logs/") && strings.Contains(name, "membrane-agent") && strings.Contains(data, "level=") {
+				logs++
+			}
+			if strings.HasSuffix(name, ".pprof") {
+				if _, err := profile.ParseData([]byte(data)); err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+				profiles++
+			}
+		}
+		if logs != len(s.Nodes) || profiles != 2*len(s.Nodes) {
+			t.Errorf("%d agent logs and %d profiles, want %d and %d", logs, profiles, len(s.Nodes), 2*len(s.Nodes))
+		}
+	})
+
 	t.Run("CLI reads and drives the agents through the API server", func(t *testing.T) {
 		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
 		w := w.in(t)
@@ -442,4 +486,35 @@ func tunnelFromNetns(path, addr, method, reqPath, token string) (string, error) 
 // membraneCommand is the CLI against the cluster, not yet started.
 func (k *kube) membraneCommand(ctx context.Context, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, filepath.Join(shared.binDir, "membrane"), append([]string{"--kubeconfig", k.kubeconfig}, args...)...)
+}
+
+// readBundle returns the files of a `membrane debug bundle` archive, by
+// their names below membrane-bundle/.
+func readBundle(t *testing.T, file string) map[string]string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	tr := tar.NewReader(gz)
+	files := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", file, h.Name, err)
+		}
+		files[strings.TrimPrefix(h.Name, "membrane-bundle/")] = string(data)
+	}
 }

@@ -71,6 +71,6 @@ func newDebugCommand(g *globals) *cobra.Command {
 	profile.Flags().IntVar(&seconds, "seconds", agentapi.DefaultProfileSeconds, fmt.Sprintf("how long a CPU profile runs (1 to %d)", agentapi.MaxProfileSeconds))
 	profile.Flags().StringVarP(&out, "output", "o", "", "the file to write (default <node>.<kind>.pprof)")
 	_ = profile.MarkFlagRequired("node")
-	d.AddCommand(profile)
+	d.AddCommand(profile, newBundleCommand(g))
 	return d
 }
