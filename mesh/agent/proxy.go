@@ -257,7 +257,7 @@ const proxyAckTimeout = 2 * time.Second
 // connected but stuck would otherwise hold every regeneration that adds a
 // port for the whole timeout, and the node's other policy changes with it.
 func (p *proxy) waitInSync(ctx context.Context) {
-	if !p.stall.wait(p.xds.Status().Acked) {
+	if !p.stall.wait(p.xds.Status()) {
 		p.log.Debug("not waiting for the node proxy: it has run nothing since it last did not answer in time")
 		return
 	}
@@ -268,7 +268,7 @@ func (p *proxy) waitInSync(ctx context.Context) {
 	switch {
 	case err == nil, errors.Is(err, server.ErrNotConnected):
 	case errors.Is(err, context.DeadlineExceeded):
-		p.stall.timedOut(p.xds.Status().Acked)
+		p.stall.timedOut(p.xds.Status())
 		p.log.Warn("redirecting to the node proxy before it runs the new configuration; not waiting for it again until it runs a newer one",
 			"waited", time.Since(start), "error", err)
 	default:
@@ -277,23 +277,33 @@ func (p *proxy) waitInSync(ctx context.Context) {
 }
 
 // stallGate decides whether a regeneration waits for the node's Envoy: not
-// while Envoy runs the configuration it ran when a wait last timed out.
+// while the Envoy whose wait last timed out has run no configuration since.
+// Versions cannot tell: they are digests of the configuration, which can
+// come back to one Envoy ran before (a rule removed and added again), so
+// the gate keeps the server's counts of streams and accepted
+// configurations.
 type stallGate struct {
 	stalled bool
-	at      string // the configuration Envoy ran then (Status.Acked)
+	at      stallMark
 }
 
-// wait reports whether to wait, Envoy running acked.
-func (g *stallGate) wait(acked string) bool {
-	if g.stalled && acked == g.at {
+// stallMark is which Envoy (its ADS stream) ran which accepted
+// configuration.
+type stallMark struct{ streams, accepted int }
+
+func markOf(st server.Status) stallMark { return stallMark{st.Streams, st.Accepted} }
+
+// wait reports whether to wait, the server's status being st.
+func (g *stallGate) wait(st server.Status) bool {
+	if g.stalled && markOf(st) == g.at {
 		return false
 	}
 	g.stalled = false
 	return true
 }
 
-// timedOut records a wait that timed out, Envoy running acked.
-func (g *stallGate) timedOut(acked string) { g.stalled, g.at = true, acked }
+// timedOut records a wait that timed out, the server's status being st.
+func (g *stallGate) timedOut(st server.Status) { g.stalled, g.at = true, markOf(st) }
 
 // setGateway publishes the node Envoy's gateway listeners and clusters
 // (gateway/node), next to the L7 policy ones.

@@ -15,6 +15,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/ipcache"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 	"github.com/membrane-mesh/membrane/xds/l7"
+	"github.com/membrane-mesh/membrane/xds/server"
 	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
@@ -176,18 +177,26 @@ func TestProxyKeepsDroppedChains(t *testing.T) {
 // wait while Envoy runs the same configuration, and wait again once it
 // has run another.
 func TestStallGate(t *testing.T) {
+	v1 := server.Status{Streams: 1, Acked: "v1", Accepted: 1}
 	var g stallGate
-	if !g.wait("v1") {
+	if !g.wait(v1) {
 		t.Fatal("no wait timed out yet: want a wait")
 	}
-	g.timedOut("v1")
-	if g.wait("v1") || g.wait("v1") {
+	g.timedOut(v1)
+	if g.wait(v1) || g.wait(v1) {
 		t.Error("Envoy still runs v1 after the timeout: want no wait")
 	}
-	if !g.wait("v3") {
-		t.Error("Envoy ran v3 since: want a wait")
+	// Envoy ran v2, then v1 again (a rule removed and added back): the
+	// version is the one of the timeout, but Envoy answered since.
+	if !g.wait(server.Status{Streams: 1, Acked: "v1", Accepted: 3}) {
+		t.Error("Envoy ran v2 and v1 again since: want a wait")
 	}
-	if !g.wait("v1") {
+	g.timedOut(v1)
+	// A new Envoy (a new stream) that runs nothing yet is waited for.
+	if !g.wait(server.Status{Streams: 2, Accepted: 1}) {
+		t.Error("a new Envoy connected since: want a wait")
+	}
+	if !g.wait(v1) {
 		t.Error("a wait succeeded since the timeout: want the gate open")
 	}
 }

@@ -107,6 +107,19 @@ func TestEnvoyAckNackRestart(t *testing.T) {
 		t.Errorf("WaitInSync after a fix: %v, acked %q; want v3 %q running", err, s.Status().Acked, v3)
 	}
 	waitStatus(t, s, "v3 accepted", func(st Status) bool { return st.Acked == v3 && st.Rejected == nil && st.InSync() })
+
+	// Back to v1's rules: the version Envoy ran before, accepted again,
+	// which Accepted counts (a stalled-proxy check cannot go by versions).
+	before := s.Status().Accepted
+	if back := publish(good); back != v1 {
+		t.Fatalf("the rules of v1 again gave version %s, want %s", back, v1)
+	}
+	if err := inSync(); err != nil || s.Status().Acked != v1 {
+		t.Errorf("WaitInSync back on v1: %v, acked %q", err, s.Status().Acked)
+	}
+	if got := s.Status().Accepted; got != before+1 {
+		t.Errorf("Accepted went from %d to %d running v1 again, want +1", before, got)
+	}
 	stop()
 }
 

@@ -74,6 +74,10 @@ type Status struct {
 	Acked string `json:"acked,omitempty"`
 	// AckedAt is when it did.
 	AckedAt time.Time `json:"ackedAt,omitzero"`
+	// Accepted counts the times Acked took a new value since the server
+	// started (never reset): a configuration can come back to an earlier
+	// version, this tells that Envoy ran something since.
+	Accepted int `json:"-"`
 	// Rejected is set while the newest configuration holds resources
 	// Envoy rejected: Version is the newest published, Resources every
 	// resource of it Envoy refused (Refused says which and why).
@@ -570,6 +574,7 @@ func (s *Server) checkAcked() {
 		return
 	}
 	s.status.Acked, s.status.AckedAt = version, time.Now()
+	s.status.Accepted++
 	s.prune()
 	s.notify()
 	s.log.Info("xds configuration accepted", "version", version)
