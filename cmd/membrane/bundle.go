@@ -68,11 +68,7 @@ func newBundleCommand(g *globals) *cobra.Command {
 			if out == "" {
 				out = "membrane-bundle-" + time.Now().UTC().Format("20060102-150405") + ".tar.gz"
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			nodes, err := nodeNames(cmd.Context(), c, node)
+			c, nodes, err := g.clientForNodes(cmd.Context(), node)
 			if err != nil {
 				return err
 			}

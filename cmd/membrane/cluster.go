@@ -44,6 +44,20 @@ func (g *globals) client() (*clusterClient, error) {
 	return &clusterClient{Interface: agents.Kubernetes(), agents: agents}, nil
 }
 
+// clientForNodes opens the cluster's client and resolves --node (only):
+// that node, or all nodes.
+func (g *globals) clientForNodes(ctx context.Context, only string) (*clusterClient, []string, error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	nodes, err := nodeNames(ctx, c, only)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, nodes, nil
+}
+
 // nodeNames returns the node named by --node, or all nodes.
 func nodeNames(ctx context.Context, c kubernetes.Interface, only string) ([]string, error) {
 	if only != "" {
@@ -102,11 +116,7 @@ func agentListCommand[T any](g *globals, use, short, path string, table func(*gl
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			nodes, err := nodeNames(cmd.Context(), c, node)
+			c, nodes, err := g.clientForNodes(cmd.Context(), node)
 			if err != nil {
 				return err
 			}

@@ -34,11 +34,8 @@ func newDebugCommand(g *globals) *cobra.Command {
 			if out == "" {
 				out = node + "." + kind + ".pprof"
 			}
-			c, err := g.client()
+			c, _, err := g.clientForNodes(cmd.Context(), node)
 			if err != nil {
-				return err
-			}
-			if _, err := nodeNames(cmd.Context(), c, node); err != nil {
 				return err
 			}
 			q := url.Values{"kind": {kind}}

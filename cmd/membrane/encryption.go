@@ -30,11 +30,8 @@ func newEncryptionCommand(g *globals) *cobra.Command {
 			if err := checkOutput(rotateOutput); err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, _, err := g.clientForNodes(cmd.Context(), rotateNode)
 			if err != nil {
-				return err
-			}
-			if _, err := nodeNames(cmd.Context(), c, rotateNode); err != nil {
 				return err
 			}
 			var res agentapi.RotateResult

@@ -87,11 +87,7 @@ interleaved from all nodes.`,
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			nodes, err := nodeNames(cmd.Context(), c, o.node)
+			c, nodes, err := g.clientForNodes(cmd.Context(), o.node)
 			if err != nil {
 				return err
 			}
