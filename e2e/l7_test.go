@@ -27,10 +27,6 @@ import (
 
 // l7Pods are the checkout → payment scenario's pods: a payment server and
 // a checkout client on each node, and a client of another app.
-// proxyWait is how long an agent's regeneration waits at most for its
-// node's Envoy to run a new configuration (mesh/agent's proxyAckTimeout).
-const proxyWait = 2 * time.Second
-
 type l7Pods struct {
 	payments  []corev1.Pod // by node: [0] on the first node
 	checkouts []corev1.Pod
@@ -185,7 +181,8 @@ spec:
 // the checkout pods (by theirs), both checked same-node and cross-node;
 // a required header; the flows in `membrane observe`; an Envoy killed in a
 // request loop; a configuration Envoy rejects; redirects waiting for Envoy,
-// and not again after it failed to answer; two pods of a node under one
+// holding only the endpoints that need it, and not again after it failed
+// to answer; two pods of a node under one
 // policy sharing one filter chain.
 func TestL7Policy(t *testing.T) {
 	k := cluster(t)
@@ -339,11 +336,12 @@ spec:
 		expectCode(t, k, checkout, "DELETE", "http://"+target.Status.PodIP+":3000/api/v1/payments/123", "403")
 	})
 
-	t.Run("a stuck node proxy holds back one change", func(t *testing.T) {
+	t.Run("a stuck node proxy holds back only its new ports", func(t *testing.T) {
 		// Envoy on the target node is frozen (connected, answering
-		// nothing). A new payment pod there adds a redirected port: its
-		// regeneration waits the whole 2s for Envoy. A second one, while
-		// Envoy still runs nothing newer, does not wait again.
+		// nothing). A new payment pod there adds a redirected port: the
+		// pod waits for Envoy (waiting-for-proxy), for 2s, while the
+		// node's regenerations go on (none takes 1s). A second one, while
+		// Envoy still runs nothing newer, does not wait.
 		node := p.payments[1].Spec.NodeName
 		slow := func() float64 {
 			var count, fast float64
@@ -354,7 +352,7 @@ spec:
 				case strings.HasPrefix(l, "membrane_policy_regeneration_seconds_count"):
 					count = v
 				case ok:
-					// The bucket of 1.024 s (0.5 ms doubled 11 times).
+					// The bucket of 1 s.
 					if b, err := strconv.ParseFloat(strings.Split(le, `"`)[0], 64); err == nil && b >= 1 && b < 1.1 {
 						fast = v
 					}
@@ -362,23 +360,41 @@ spec:
 			}
 			return count - fast
 		}
-		programmed := func(name string) {
+		waits := func() map[string]float64 {
+			out := map[string]float64{}
+			for _, l := range agentMetric(t, k, node, "membrane_proxy_waits_total{") {
+				outcome, _, _ := strings.Cut(strings.TrimPrefix(l, `membrane_proxy_waits_total{outcome="`), `"`)
+				f := strings.Fields(l)
+				out[outcome], _ = strconv.ParseFloat(f[len(f)-1], 64)
+			}
+			return out
+		}
+		// states polls the endpoint list until the pod is ready, and
+		// returns the states it was seen in, in order.
+		states := func(name string) []string {
+			var seen []string
 			eventually(t, policyTimeout, name+" programmed", func() error {
 				var lists []agentapi.EndpointList
-				if err := json.Unmarshal([]byte(k.membrane("endpoint", "list", "-o", "json")), &lists); err != nil {
+				if err := json.Unmarshal([]byte(k.membrane("endpoint", "list", "--node", node, "-o", "json")), &lists); err != nil {
 					return err
 				}
 				for _, l := range lists {
 					for _, e := range l.Endpoints {
-						if e.Namespace == "payments" && e.Pod == name && e.State == agentapi.StateReady {
-							return nil
+						if e.Namespace == "payments" && e.Pod == name {
+							if len(seen) == 0 || seen[len(seen)-1] != e.State {
+								seen = append(seen, e.State)
+							}
+							if e.State == agentapi.StateReady {
+								return nil
+							}
 						}
 					}
 				}
-				return fmt.Errorf("not ready in %d node lists", len(lists))
+				return fmt.Errorf("not ready: seen %v", seen)
 			})
+			return seen
 		}
-		before := slow()
+		slowBefore, waitsBefore := slow(), waits()
 		defer func() {
 			if t.Failed() {
 				t.Logf("phases:\n%s", strings.Join(agentMetric(t, k, node, "membrane_policy_regeneration_phase_seconds"), "\n"))
@@ -387,19 +403,30 @@ spec:
 			}
 		}()
 		thaw := freezeEnvoy(t, k, node)
-		paymentPod(t, k, "payment-c", node)
-		programmed("payment-c")
-		eventually(t, policyTimeout, "one regeneration that waited for Envoy", func() error {
-			if got := slow() - before; got != 1 {
-				return fmt.Errorf("%v regenerations over 1s", got)
+		k.must(echoPod("payments", "payment-c", node, "app: payment"), "apply", "-f", "-")
+		t.Cleanup(func() { k.must("", "-n", "payments", "delete", "pod", "payment-c", "--wait=false") })
+		if seen := states("payment-c"); !slices.Contains(seen, agentapi.StateWaitingForProxy) {
+			t.Errorf("payment-c went through %v: want %s before %s", seen, agentapi.StateWaitingForProxy, agentapi.StateReady)
+		}
+		eventually(t, policyTimeout, "payment-c's wait timed out", func() error {
+			if got := waits()["timeout"] - waitsBefore["timeout"]; got != 1 {
+				return fmt.Errorf("%v waits timed out", got)
 			}
 			return nil
 		})
 		d := paymentPod(t, k, "payment-d", node)
-		programmed("payment-d")
-		time.Sleep(proxyWait + time.Second) // a wait would have ended by now
-		if got := slow() - before; got != 1 {
-			t.Errorf("%v regenerations over 1s while Envoy stayed frozen: want 1 (the second pod's waited again)", got)
+		if seen := states("payment-d"); slices.Contains(seen, agentapi.StateWaitingForProxy) {
+			t.Errorf("payment-d went through %v while Envoy stayed frozen: want no wait for it", seen)
+		}
+		w := waits()
+		if got := w["skipped"] - waitsBefore["skipped"]; got < 1 {
+			t.Errorf("%v waits skipped while Envoy stayed frozen: want payment-d's", got)
+		}
+		if got := w["timeout"] - waitsBefore["timeout"]; got != 1 {
+			t.Errorf("%v waits timed out: want 1 (payment-c's)", got)
+		}
+		if got := slow() - slowBefore; got != 0 {
+			t.Errorf("%v regenerations took over 1s while Envoy was frozen: want none (a wait holds the endpoints, not the regeneration)", got)
 		}
 		thaw()
 		expectCode(t, k, checkout, "DELETE", "http://"+d.Status.PodIP+":3000/api/v1/payments/123", "403")

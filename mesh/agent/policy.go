@@ -25,6 +25,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/k8s"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 	"github.com/membrane-mesh/membrane/xds/l7"
+	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // resyncInterval regenerates every endpoint even without a change, so an
@@ -76,6 +77,11 @@ type endpoints struct {
 	// repo keeps the compiled policies and the endpoints' Results across
 	// regenerations: a change costs in proportion to what it touches.
 	repo *policy.Repository
+	// waitingForProxy counts the endpoints the last regeneration held for
+	// the proxy (see proxy.held); heldChange is when the oldest change
+	// they hold back was seen.
+	waitingForProxy int
+	heldChange      time.Time
 
 	// Read by the API and the event converter.
 	mu      sync.RWMutex
@@ -126,10 +132,14 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 		} else {
 			e.metrics.regenerations.WithLabelValues("ok").Inc()
 		}
-		for _, w := range waiting {
-			close(w)
+		// A request is served once nothing waits for the proxy: the
+		// regeneration that ends a hold follows it (proxyReady).
+		if e.waitingForProxy == 0 {
+			for _, w := range waiting {
+				close(w)
+			}
+			waiting = waiting[:0]
 		}
-		waiting = waiting[:0]
 		if first {
 			e.once.Store(true)
 			close(ready)
@@ -182,6 +192,11 @@ func (e *endpoints) regenerateNow(ctx context.Context) error {
 		return fmt.Errorf("wait for the policy regeneration: %w", ctx.Err())
 	}
 }
+
+// proxyReady is called when the node proxy runs the ports endpoints were
+// held for (or they stop waiting): the regeneration that follows writes
+// them.
+func (e *endpoints) proxyReady() { e.requestRegeneration() }
 
 // requestRegeneration asks for a regeneration soon, without waiting.
 func (e *endpoints) requestRegeneration() {
@@ -296,6 +311,11 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		// final publishes the L7 configuration without the chains it
 		// dropped, once the maps are written; nil: nothing dropped.
 		final func()
+		// held are the redirected ports Envoy may not run yet; holding
+		// counts the endpoints that keep their previous policy until it
+		// does.
+		held    map[redirected]bool
+		holding int
 	)
 	if e.auth != nil && e.proxy != nil {
 		var as authState
@@ -324,9 +344,8 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		// Chains the configuration drops stay published until the datapath
 		// no longer redirects to them (below).
 		publish, dropped := e.proxy.withDroppedChains(n)
-		if e.proxy.update(ctx, publish, origins, authCfg) {
-			e.proxy.waitInSync(ctx)
-		}
+		e.proxy.update(ctx, publish, origins, authCfg)
+		held = e.proxy.held()
 		if dropped {
 			final = func() { e.proxy.update(ctx, n, origins, authCfg) }
 		}
@@ -341,21 +360,31 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		case pod.Identity == 0:
 			entry.State = agentapi.StateWaitingForIdentity
 			entry.Ifindex, entry.Interface = iface.Index, iface.Name
-			if p, ok := e.writer.Programmed(iface.Index); ok && p.Endpoint.Addr == pod.IP {
-				// Its labels changed: the previous identity's policy stays
-				// enforced until the new identity exists.
-				keep[iface.Index] = true
-				entry.ID, entry.Identity = uint16(p.Endpoint.ID), uint32(p.Endpoint.Identity)
-				entry.EnforceIngress, entry.EnforceEgress, entry.Rules = p.Endpoint.EnforceIngress, p.Endpoint.EnforceEgress, len(p.Rules)
-			}
+			// Its labels changed: the previous identity's policy stays
+			// enforced until the new identity exists.
+			e.keepProgrammed(&entry, keep, iface.Index, pod.IP)
 		default:
 			entry.Ifindex, entry.Interface = iface.Index, iface.Name
-			keep[iface.Index] = true
 			r := resolve(pod)
 			authEgress := plan.Egress[pod.IP]
 			// The entries programmed, mutual authentication's included
 			// (policy get shows these).
 			r.Rules = withAuthEgress(withAuthIngress(r.Rules, plan.Ingress[pod.IP]), authEgress)
+			if redirectsTo(r.Rules, pod.IP, e.proxyPort, held) {
+				// Its previous policy stays until Envoy runs its new
+				// ports (or it is programmed once Envoy does).
+				holding++
+				entry.State = agentapi.StateWaitingForProxy
+				key := pod.Namespace + "/" + pod.Name
+				if e.keepProgrammed(&entry, keep, iface.Index, pod.IP) {
+					if pe, ok := e.results[key]; ok {
+						pe.Endpoint = entry
+						results[key], byIP[pod.IP] = pe, e.byIP[pod.IP]
+					}
+				}
+				break
+			}
+			keep[iface.Index] = true
 			id, err := e.writer.Program(iface.Index, datapath.Endpoint{
 				Addr: pod.IP, Identity: pod.Identity,
 				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
@@ -396,21 +425,32 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	}
 	errs = append(errs, e.writer.Prune(keep, sweep)...)
 	enforced := ph.lap(phasePrune)
-	if final != nil {
+	// A held endpoint may still redirect to a dropped chain.
+	if final != nil && holding == 0 {
 		final()
 		ph.lap(phaseProxy)
 	}
 	e.metrics.regenerationSeconds.Observe(ph.last.Sub(start).Seconds())
 	e.metrics.observePhases(&ph)
-	e.log.Debug("policy regenerated", "took", enforced.Sub(start), "phases", &ph, "sweep", sweep)
-	if !st.ChangedAt.IsZero() {
-		e.metrics.changeToEnforced.Observe(enforced.Sub(st.ChangedAt).Seconds())
+	e.log.Debug("policy regenerated", "took", enforced.Sub(start), "phases", &ph, "sweep", sweep, "waitingForProxy", holding)
+	// A change is enforced once no endpoint waits for the proxy.
+	changed := st.ChangedAt
+	if !e.heldChange.IsZero() && (changed.IsZero() || e.heldChange.Before(changed)) {
+		changed = e.heldChange
+	}
+	switch {
+	case holding > 0:
+		e.heldChange = changed
+	case !changed.IsZero():
+		e.heldChange = time.Time{}
+		e.metrics.changeToEnforced.Observe(enforced.Sub(changed).Seconds())
 	}
 	e.metrics.invalidPolicies.Set(float64(len(e.src.Invalid())))
 	e.metrics.endpoints.Reset()
 	for _, v := range view {
 		e.metrics.endpoints.WithLabelValues(v.State).Inc()
 	}
+	e.waitingForProxy = holding
 	e.mu.Lock()
 	e.view, e.results, e.byIP, e.ipc = view, results, byIP, want
 	e.mu.Unlock()
@@ -478,4 +518,43 @@ func (e *endpoints) policyOf(namespace, pod string) (agentapi.PolicyEntry, bool)
 	defer e.mu.RUnlock()
 	p, ok := e.results[namespace+"/"+pod]
 	return p, ok
+}
+
+// keepProgrammed keeps the policy the endpoint on ifindex has, if it is
+// ip's, and shows it in entry; it reports whether there was one.
+func (e *endpoints) keepProgrammed(entry *agentapi.EndpointEntry, keep map[int]bool, ifindex int, ip netip.Addr) bool {
+	p, ok := e.writer.Programmed(ifindex)
+	if !ok || p.Endpoint.Addr != ip {
+		return false
+	}
+	keep[ifindex] = true
+	entry.ID, entry.Identity = uint16(p.Endpoint.ID), uint32(p.Endpoint.Identity)
+	entry.EnforceIngress, entry.EnforceEgress, entry.Rules = p.Endpoint.EnforceIngress, p.Endpoint.EnforceEgress, len(p.Rules)
+	return true
+}
+
+// redirectsTo reports whether rules of the endpoint at ip redirect to the
+// L7 proxy on proxyPort for a port in held.
+func redirectsTo(rules []policy.DatapathRule, ip netip.Addr, proxyPort uint16, held map[redirected]bool) bool {
+	if len(held) == 0 {
+		return false
+	}
+	for _, r := range rules {
+		if r.Verdict != policy.Redirect || r.ProxyPort != proxyPort {
+			continue
+		}
+		dir := translate.Ingress
+		if r.Direction == policy.Egress {
+			dir = translate.Egress
+		}
+		for port := r.Port; ; port++ {
+			if held[redirected{dir, ip, port}] {
+				return true
+			}
+			if port >= r.EndPort {
+				break
+			}
+		}
+	}
+	return false
 }

@@ -60,7 +60,7 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 		}, []string{"phase"}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "membrane", Subsystem: "policy", Name: "endpoints",
-			Help: "Local endpoints by state (ready, waiting-for-identity, waiting-for-interface, error).",
+			Help: "Local endpoints by state (ready, waiting-for-identity, waiting-for-interface, waiting-for-proxy, error).",
 		}, []string{"state"}),
 		invalidPolicies: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "membrane", Subsystem: "policy", Name: "invalid_objects",

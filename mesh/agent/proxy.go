@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -18,6 +17,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -57,11 +57,17 @@ type proxy struct {
 	last        *translate.Node
 	lastOrigins map[string]string
 	lastAuth    *authState
-	// stall keeps the regenerations from waiting for an Envoy that did
-	// not answer (the regeneration loop's).
-	stall stallGate
 	// authMetrics count authenticated connections; nil: not counted.
 	authMetrics *authMetrics
+	// waits counts the holds by how they ended (see settle); nil: not
+	// counted. onReady is called when held ports become ready, outside
+	// the regeneration loop. Both set before run.
+	waits   *prometheus.CounterVec
+	onReady func()
+	// holding wakes run when a publication holds ports (their deadline).
+	holding chan struct{}
+	// status is the xDS server's (xds.Status).
+	status func() server.Status
 
 	// pub serializes publications: the L7 policy resources and the
 	// gateway resources share one snapshot.
@@ -78,6 +84,13 @@ type proxy struct {
 	published map[string]origins
 	inForce   string // the last published version Envoy ran whole
 	reported  string // the annotation value last written ("" none)
+	// ports are the redirected ports of the L7 configuration published
+	// last, ready those of them the datapath may redirect to (see held),
+	// heldSince when the others began to wait (zero: none waits).
+	ports, ready map[redirected]bool
+	heldSince    time.Time
+	// stall keeps holds from waiting for an Envoy that did not answer.
+	stall stallGate
 }
 
 // origins are where a published configuration came from.
@@ -92,7 +105,9 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 		xds:       server.New(log, cfg.NodeName),
 		tr:        translate.NewTranslator(),
 		published: map[string]origins{},
+		holding:   make(chan struct{}, 1),
 	}
+	p.status = p.xds.Status
 	p.als = accesslog.New(log, func(l flow.HTTPLog) {
 		// One count per tunnel (its CONNECT), not per request inside.
 		if l.SourceID != "" && l.Method == "CONNECT" && p.authMetrics != nil {
@@ -140,6 +155,15 @@ func (p *proxy) run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(lis) }()
 	p.log.Info("serving the node proxy", "xds", p.cfg.XDSAddr, "proxyPort", p.cfg.ProxyPort)
+	// deadline fires when the held ports' wait times out.
+	deadline := time.NewTimer(time.Hour)
+	defer deadline.Stop()
+	deadline.Stop()
+	arm := func() {
+		if at, ok := p.holdDeadline(); ok {
+			deadline.Reset(time.Until(at))
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,19 +174,24 @@ func (p *proxy) run(ctx context.Context) error {
 			return fmt.Errorf("serve xds: %w", err)
 		case <-p.xds.Changed():
 			p.report(ctx)
+			p.settle(time.Now(), true)
+		case <-p.holding:
+			arm()
+		case <-deadline.C:
+			p.settle(time.Now(), true)
+			arm()
 		}
 	}
 }
 
-// update publishes the L7 configuration of the node's endpoints, and
-// reports whether it adds an endpoint port the proxy did not serve (a
-// filter chain, or an endpoint in the listener's matcher): the datapath
-// must not redirect to that before Envoy runs it (waitInSync). Most
+// update publishes the L7 configuration of the node's endpoints. An
+// endpoint port the proxy did not serve (a filter chain, or an endpoint
+// in the listener's matcher) is held until Envoy runs it (see held). Most
 // regenerations change no L7 rule: an unchanged configuration is not
 // translated again.
-func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) (newPorts bool) {
+func (p *proxy) update(ctx context.Context, n translate.Node, policies map[string]string, as *authState) {
 	if p.last != nil && reflect.DeepEqual(*p.last, n) && maps.Equal(p.lastOrigins, policies) && sameAuth(p.lastAuth, as) {
-		return false
+		return
 	}
 	res, err := p.tr.Resources(n)
 	if err != nil {
@@ -181,28 +210,30 @@ func (p *proxy) update(ctx context.Context, n translate.Node, policies map[strin
 	version, err := p.publish(ctx, &res, nil)
 	if err != nil {
 		p.log.Error("publish the L7 configuration", "error", err)
-		return false
+		return
 	}
 	if as != nil && p.authMetrics != nil && (p.lastAuth == nil || p.lastAuth.snap.Version != as.snap.Version) {
 		p.authMetrics.secretUpdates.Inc()
 	}
 	routes := translate.RouteOrigins(n)
-	var served map[redirected]bool
-	if p.last != nil {
-		served = redirectedPorts(*p.last)
-	}
-	for k := range redirectedPorts(n) {
-		if !served[k] {
-			newPorts = true
-			break
-		}
-	}
+	now := time.Now()
 	p.mu.Lock()
 	p.published[version] = origins{policies: policies, routes: routes}
 	p.l7Origins = p.published[version]
+	p.ports = redirectedPorts(n)
+	maps.DeleteFunc(p.ready, func(k redirected, _ bool) bool { return !p.ports[k] })
+	if p.heldSince.IsZero() && len(p.heldLocked()) > 0 {
+		p.heldSince = now
+	}
 	p.mu.Unlock()
 	p.last, p.lastOrigins, p.lastAuth = &n, policies, as
-	return newPorts
+	// Without a connected Envoy nothing is held; otherwise run keeps the
+	// deadline.
+	p.settle(now, false)
+	select {
+	case p.holding <- struct{}{}:
+	default:
+	}
 }
 
 // redirected is an endpoint port the datapath redirects to the proxy.
@@ -242,38 +273,119 @@ func (p *proxy) withDroppedChains(n translate.Node) (translate.Node, bool) {
 	return n, true
 }
 
-// proxyAckTimeout bounds a regeneration's wait for the node's Envoy to run
-// new filter chains before the datapath redirects to them.
+// proxyAckTimeout bounds how long an endpoint waits for the node's Envoy
+// to run its new filter chains before the datapath redirects to them.
 const proxyAckTimeout = 2 * time.Second
 
-// waitInSync waits, up to proxyAckTimeout, until the node's Envoy runs the
-// configuration published last, as Cilium waits for its proxy's ACK
-// before writing redirects: a connection redirected to a chain Envoy does
-// not have yet would be closed. Without a connected Envoy there is nothing
-// to wait for (one that connects gets the newest configuration); a
-// rejection or the timeout is logged and the regeneration goes on (the
-// rejection is reported on the Node). After a timeout it does not wait
-// again until Envoy has run a newer configuration: an Envoy that is
-// connected but stuck would otherwise hold every regeneration that adds a
-// port for the whole timeout, and the node's other policy changes with it.
-func (p *proxy) waitInSync(ctx context.Context) {
-	if !p.stall.wait(p.xds.Status()) {
-		p.log.Debug("not waiting for the node proxy: it has run nothing since it last did not answer in time")
+// Outcomes of a hold (membrane_proxy_waits_total).
+const (
+	waitReady        = "ready"
+	waitRejected     = "rejected"
+	waitNotConnected = "not-connected"
+	waitTimeout      = "timeout"
+	waitSkipped      = "skipped"
+)
+
+// newProxyWaits registers membrane_proxy_waits_total.
+func newProxyWaits(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "membrane", Subsystem: "proxy", Name: "waits_total",
+		Help: "Waits of endpoints for the node proxy to run their new redirected ports, by how they ended " +
+			"(ready, rejected, not-connected, timeout, skipped: the proxy ran nothing since a timeout).",
+	}, []string{"outcome"})
+	reg.MustRegister(c)
+	return c
+}
+
+// held returns the redirected ports of the published configuration the
+// datapath must not redirect to yet, as Cilium waits for its proxy's ACK
+// before writing an endpoint's redirects: a connection redirected to a
+// chain Envoy does not run yet would be closed. The endpoints with such
+// ports keep their previous policy meanwhile; the others are written at
+// once (see settle for how a hold ends).
+func (p *proxy) held() map[redirected]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.heldLocked()
+}
+
+func (p *proxy) heldLocked() map[redirected]bool {
+	var out map[redirected]bool
+	for k := range p.ports {
+		if !p.ready[k] {
+			if out == nil {
+				out = map[redirected]bool{}
+			}
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// holdDeadline is when the held ports' wait times out (false: none waits).
+func (p *proxy) holdDeadline() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.heldSince.Add(proxyAckTimeout), !p.heldSince.IsZero()
+}
+
+// settle ends the hold, if any, when the datapath may redirect to the held
+// ports: Envoy runs the newest configuration; it rejected it (the
+// rejection is reported on the Node); no Envoy is connected (one that
+// connects gets the newest); or Envoy did not answer within
+// proxyAckTimeout. After a timeout, holds do not wait until Envoy has run
+// a newer configuration (stallGate): an Envoy that is connected but stuck
+// would otherwise hold every endpoint that gets a new port for the whole
+// timeout. With wake, onReady asks for the regeneration that writes the
+// endpoints held.
+func (p *proxy) settle(now time.Time, wake bool) {
+	st := p.status()
+	p.mu.Lock()
+	outcome, waited := p.settleLocked(st, now)
+	p.mu.Unlock()
+	switch outcome {
+	case "":
 		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, proxyAckTimeout)
-	defer cancel()
-	start := time.Now()
-	err := p.xds.WaitInSync(ctx)
-	switch {
-	case err == nil, errors.Is(err, server.ErrNotConnected):
-	case errors.Is(err, context.DeadlineExceeded):
-		p.stall.timedOut(p.xds.Status())
+	case waitTimeout:
 		p.log.Warn("redirecting to the node proxy before it runs the new configuration; not waiting for it again until it runs a newer one",
-			"waited", time.Since(start), "error", err)
-	default:
-		p.log.Warn("redirecting to the node proxy before it runs the new configuration", "waited", time.Since(start), "error", err)
+			"waited", waited)
+	case waitRejected:
+		p.log.Warn("redirecting to the node proxy, which rejected the new configuration", "waited", waited, "error", st.Rejected.Error)
+	case waitSkipped:
+		p.log.Debug("not waiting for the node proxy: it has run nothing since it last did not answer in time")
 	}
+	if p.waits != nil {
+		p.waits.WithLabelValues(outcome).Inc()
+	}
+	if wake && p.onReady != nil {
+		p.onReady()
+	}
+}
+
+// settleLocked is settle's decision, the server's status being st: how
+// the hold ended ("": it goes on) and how long it waited.
+func (p *proxy) settleLocked(st server.Status, now time.Time) (outcome string, waited time.Duration) {
+	if p.heldSince.IsZero() {
+		return "", 0
+	}
+	waited = now.Sub(p.heldSince)
+	switch {
+	case st.InSync():
+		outcome = waitReady
+	case !st.Connected:
+		outcome = waitNotConnected
+	case st.Rejected != nil && st.Rejected.Version == st.Published:
+		outcome = waitRejected
+	case !p.stall.wait(st):
+		outcome = waitSkipped
+	case waited >= proxyAckTimeout:
+		p.stall.timedOut(st)
+		outcome = waitTimeout
+	default:
+		return "", waited
+	}
+	p.ready, p.heldSince = maps.Clone(p.ports), time.Time{}
+	return outcome, waited
 }
 
 // stallGate decides whether a regeneration waits for the node's Envoy: not

@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -107,45 +111,140 @@ func TestRejectedPolicies(t *testing.T) {
 	}
 }
 
-// TestProxyUpdateNewPorts: update reports an endpoint port new to the
-// proxy (the regeneration then waits for Envoy before redirecting), be it
-// a new filter chain or a pod joining one; not a change of rules or an
-// unchanged configuration. With no Envoy connected the wait returns at
-// once.
-func TestProxyUpdateNewPorts(t *testing.T) {
+// TestProxyHolds: a port new to the proxy (a new filter chain, or an
+// endpoint joining one) is held until Envoy runs the configuration,
+// rejects it, disconnects, or does not answer in time; a change of rules
+// or an unchanged configuration holds nothing. After a timeout nothing is
+// held while Envoy runs nothing newer. Each end of a hold is counted; one
+// that run sees (not the regeneration's own update) asks for a
+// regeneration.
+func TestProxyHolds(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	p := newProxy(log, Config{NodeName: "n1"}, nil, flow.NewStore(16, nil), flow.MapEnricher{})
+	st := server.Status{Connected: true, Streams: 1, Acked: "v0", Accepted: 1}
+	p.status = func() server.Status { return st }
+	p.waits = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "waits"}, []string{"outcome"})
+	woken := 0
+	p.onReady = func() { woken++ }
 	port := func(ep string, n uint16, path string) translate.Port {
 		return translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ep), Port: n,
 			Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: path}}}}}
 	}
 	node := func(ports ...translate.Port) translate.Node { return translate.Node{ProxyPort: 15001, Ports: ports} }
-	for _, step := range []struct {
+	key := func(ep string, n uint16) redirected {
+		return redirected{translate.Ingress, netip.MustParseAddr(ep), n}
+	}
+	runs := func() { st.Acked, st.Accepted = st.Published, st.Accepted+1 }
+	outcomes := func() map[string]float64 {
+		out := map[string]float64{}
+		for _, o := range []string{waitReady, waitRejected, waitNotConnected, waitTimeout, waitSkipped} {
+			out[o] = testutil.ToFloat64(p.waits.WithLabelValues(o))
+		}
+		return out
+	}
+	for i, step := range []struct {
 		name string
 		n    translate.Node
-		want bool
+		// same: the configuration published does not change; connect:
+		// Envoy connects before.
+		same, connect bool
+		held []redirected // after update
+		// envoy changes the status before settle (nil: none); after is
+		// settle's time since the hold began.
+		envoy func()
+		after time.Duration
+		ended string // how the hold ended ("": it did not)
 	}{
-		{"first chain", node(port("10.0.0.5", 80, "/a")), true},
-		{"unchanged", node(port("10.0.0.5", 80, "/a")), false},
-		{"other rules, same chain", node(port("10.0.0.5", 80, "/b")), false},
-		{"a second port", node(port("10.0.0.5", 80, "/b"), port("10.0.0.5", 8080, "/b")), true},
-		{"a port removed", node(port("10.0.0.5", 8080, "/b")), false},
-		// Same rules: it shares the chain, and is new to the matcher.
-		{"another endpoint", node(port("10.0.0.5", 8080, "/b"), port("10.0.0.6", 8080, "/b")), true},
+		{name: "first chain", n: node(port("10.0.0.5", 80, "/a")), held: []redirected{key("10.0.0.5", 80)}, after: proxyAckTimeout / 2},
+		{name: "Envoy answers late", n: node(port("10.0.0.5", 80, "/a")), same: true, held: []redirected{key("10.0.0.5", 80)},
+			envoy: runs, after: proxyAckTimeout - time.Millisecond, ended: waitReady},
+		{name: "unchanged", n: node(port("10.0.0.5", 80, "/a")), same: true},
+		{name: "other rules, same chain", n: node(port("10.0.0.5", 80, "/b"))},
+		{name: "a second port", n: node(port("10.0.0.5", 80, "/b"), port("10.0.0.5", 8080, "/b")),
+			held: []redirected{key("10.0.0.5", 8080)}, after: proxyAckTimeout, ended: waitTimeout},
+		// Same rules: it shares the chain, and is new to the matcher. Envoy
+		// ran nothing since the timeout: the hold ends in update.
+		{name: "another endpoint, Envoy stuck", n: node(port("10.0.0.5", 8080, "/b"), port("10.0.0.6", 8080, "/b")), ended: waitSkipped},
+		{name: "a port removed", n: node(port("10.0.0.6", 8080, "/b")), envoy: runs},
+		{name: "a port added again", n: node(port("10.0.0.5", 8080, "/b"), port("10.0.0.6", 8080, "/b")),
+			held: []redirected{key("10.0.0.5", 8080)}, envoy: func() { st.Connected = false }, ended: waitNotConnected},
+		{name: "rejected", n: node(port("10.0.0.5", 8080, "/b"), port("10.0.0.6", 8080, "/b"), port("10.0.0.7", 8080, "/b")),
+			connect: true, held: []redirected{key("10.0.0.7", 8080)}, ended: waitRejected,
+			envoy: func() { st.Rejected = &server.Rejection{Version: st.Published} }},
 	} {
-		if got := p.update(t.Context(), step.n, nil, nil); got != step.want {
-			t.Errorf("%s: new ports %v, want %v", step.name, got, step.want)
+		if !step.same {
+			st.Published = fmt.Sprintf("v%d", i+1)
+		}
+		if step.connect {
+			st.Connected, st.Streams = true, st.Streams+1
+		}
+		before, woke := outcomes(), woken
+		p.update(t.Context(), step.n, nil, nil)
+		// At most one port is held at a time here: no order to sort.
+		if got := slices.Collect(maps.Keys(p.held())); !slices.Equal(got, step.held) {
+			t.Errorf("%s: held %v, want %v", step.name, got, step.held)
+		}
+		if step.envoy != nil {
+			step.envoy()
+		}
+		if at, ok := p.holdDeadline(); ok {
+			p.settle(at.Add(step.after-proxyAckTimeout), true)
+		}
+		ended := ""
+		for o, n := range outcomes() {
+			if n != before[o] {
+				ended += o
+			}
+		}
+		if ended != step.ended {
+			t.Errorf("%s: the hold ended %q, want %q", step.name, ended, step.ended)
+		}
+		if step.ended != "" && len(p.held()) != 0 {
+			t.Errorf("%s: %v still held after the hold ended", step.name, p.held())
+		}
+		wake := 0
+		if len(step.held) > 0 && step.ended != "" {
+			wake = 1
+		}
+		if woken-woke != wake {
+			t.Errorf("%s: %d regenerations asked for, want %d", step.name, woken-woke, wake)
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.waitInSync(t.Context())
-	}()
-	select {
-	case <-done:
-	case <-time.After(proxyAckTimeout / 2):
-		t.Fatal("waitInSync waited without a connected Envoy")
+}
+
+// TestRedirectsTo: an endpoint is held when one of its rules redirects to
+// the L7 proxy (not the DNS proxy) on a held port of its own, in the
+// rule's direction, a port range included.
+func TestRedirectsTo(t *testing.T) {
+	ip, other := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("10.0.0.6")
+	held := map[redirected]bool{{translate.Ingress, ip, 8080}: true, {translate.Egress, ip, 53}: true}
+	rule := func(dir policy.Direction, port, end, proxy uint16) []policy.DatapathRule {
+		return []policy.DatapathRule{
+			{Direction: policy.Ingress, Proto: policy.TCP, Port: 80, Verdict: policy.Allow},
+			{Direction: dir, Proto: policy.TCP, Port: port, EndPort: end, Verdict: policy.Redirect, ProxyPort: proxy},
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		rules []policy.DatapathRule
+		ip    netip.Addr
+		want  bool
+	}{
+		{"held port", rule(policy.Ingress, 8080, 0, 15001), ip, true},
+		{"in a range", rule(policy.Ingress, 8000, 8100, 15001), ip, true},
+		{"range below", rule(policy.Ingress, 7000, 8079, 15001), ip, false},
+		{"other direction", rule(policy.Egress, 8080, 0, 15001), ip, false},
+		{"other endpoint", rule(policy.Ingress, 8080, 0, 15001), other, false},
+		{"the DNS proxy", rule(policy.Egress, 53, 0, 15053), ip, false},
+		{"egress to the L7 proxy", rule(policy.Egress, 53, 0, 15001), ip, true},
+		{"last port", rule(policy.Ingress, 65535, 65535, 15001), ip, false},
+	} {
+		if got := redirectsTo(tc.rules, tc.ip, 15001, held); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if redirectsTo(rule(policy.Ingress, 8080, 0, 15001), ip, 15001, nil) {
+		t.Error("nothing held: want false")
 	}
 }
 

@@ -33,7 +33,10 @@ const (
 	StateReady               = "ready"
 	StateWaitingForIdentity  = "waiting-for-identity"
 	StateWaitingForInterface = "waiting-for-interface"
-	StateError               = "error"
+	// StateWaitingForProxy: its new policy redirects to ports the node's
+	// L7 proxy does not run yet; its previous policy stays until it does.
+	StateWaitingForProxy = "waiting-for-proxy"
+	StateError           = "error"
 )
 
 // EndpointList is the answer of PathEndpoints.
@@ -59,7 +62,8 @@ type EndpointEntry struct {
 	EnforceEgress  bool `json:"enforceEgress"`
 	// Rules counts its policy map rules.
 	Rules int `json:"rules"`
-	// State is ready, waiting-for-identity, waiting-for-interface or error.
+	// State is ready, waiting-for-identity, waiting-for-interface,
+	// waiting-for-proxy or error.
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
 }
