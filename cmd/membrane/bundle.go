@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -142,46 +143,50 @@ func (b *bundle) close() error {
 	return b.gz.Close()
 }
 
+// bundleParallel is how many items a bundle collects at once (and holds
+// at most before writing them).
+const bundleParallel = 8
+
+// bundleItem is one file of a bundle and how to collect it.
+type bundleItem struct {
+	name  string
+	fetch func(ctx context.Context) ([]byte, error)
+}
+
 // collectBundle fills b: each node's agent, then the cluster's objects and
-// Membrane's logs. Every step has its own timeout.
+// Membrane's logs. Every item has its own timeout; the agents and the logs
+// are collected bundleParallel at a time, and written in a fixed order.
 func collectBundle(ctx context.Context, c *clusterClient, nodes []string, b *bundle) {
-	step := func(f func(ctx context.Context) ([]byte, error)) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(ctx, bundleStepTimeout)
-		defer cancel()
-		return f(ctx)
-	}
-	agentGet := func(node, path string, query url.Values) ([]byte, error) {
-		return step(func(ctx context.Context) ([]byte, error) {
+	agentGet := func(node, path string, query url.Values) func(ctx context.Context) ([]byte, error) {
+		return func(ctx context.Context) ([]byte, error) {
 			body, err := c.agents.Stream(ctx, node, path, query)
 			if err != nil {
 				return nil, err
 			}
 			defer body.Close()
 			return io.ReadAll(body)
-		})
+		}
 	}
+	var items []bundleItem
 	paths := bundleAgentPaths()
 	for _, node := range nodes {
 		dir := "nodes/" + node + "/"
 		for _, name := range slices.Sorted(maps.Keys(paths)) {
-			data, err := agentGet(node, paths[name], nil)
-			b.add(dir+name, data, err)
+			items = append(items, bundleItem{dir + name, agentGet(node, paths[name], nil)})
 		}
 		for _, kind := range []string{"heap", "goroutine"} {
-			data, err := agentGet(node, agentapi.PathDebugProfile, url.Values{"kind": {kind}})
-			b.add(dir+kind+".pprof", data, err)
+			items = append(items, bundleItem{dir + kind + ".pprof", agentGet(node, agentapi.PathDebugProfile, url.Values{"kind": {kind}})})
 		}
 	}
-	data, err := step(func(ctx context.Context) ([]byte, error) {
+	items = append(items, bundleItem{"cluster/nodes.json", func(ctx context.Context) ([]byte, error) {
 		list, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, err
 		}
 		return json.MarshalIndent(list, "", "  ")
-	})
-	b.add("cluster/nodes.json", data, err)
+	}})
 	for _, res := range bundleResources() {
-		data, err := step(func(ctx context.Context) ([]byte, error) {
+		items = append(items, bundleItem{"cluster/" + res + ".json", func(ctx context.Context) ([]byte, error) {
 			raw, err := c.Discovery().RESTClient().Get().AbsPath("/apis", v1alpha1.GroupName, v1alpha1.SchemeGroupVersion.Version, res).DoRaw(ctx)
 			if err != nil {
 				return nil, err
@@ -191,26 +196,61 @@ func collectBundle(ctx context.Context, c *clusterClient, nodes []string, b *bun
 				return raw, nil
 			}
 			return v.Bytes(), nil
-		})
-		b.add("cluster/"+res+".json", data, err)
+		}})
 	}
 	var pods *corev1.PodList
-	data, err = step(func(ctx context.Context) ([]byte, error) {
-		if pods, err = c.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=membrane"}); err != nil {
+	items = append(items, bundleItem{"cluster/pods.json", func(ctx context.Context) ([]byte, error) {
+		list, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=membrane"})
+		if err != nil {
 			return nil, err
 		}
-		return json.MarshalIndent(pods, "", "  ")
-	})
-	b.add("cluster/pods.json", data, err)
+		pods = list
+		return json.MarshalIndent(list, "", "  ")
+	}})
+	fetchInOrder(ctx, items, b.add)
 	if pods == nil {
 		return
 	}
+	items = items[:0]
 	for _, p := range pods.Items {
 		for _, ctr := range p.Spec.Containers {
-			data, err := step(func(ctx context.Context) ([]byte, error) {
+			items = append(items, bundleItem{fmt.Sprintf("logs/%s/%s/%s.log", p.Namespace, p.Name, ctr.Name), func(ctx context.Context) ([]byte, error) {
 				return c.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: ctr.Name, TailLines: ptr.To(int64(bundleLogLines))}).DoRaw(ctx)
-			})
-			b.add(fmt.Sprintf("logs/%s/%s/%s.log", p.Namespace, p.Name, ctr.Name), data, err)
+			}})
 		}
+	}
+	fetchInOrder(ctx, items, b.add)
+}
+
+// fetchInOrder collects items, bundleParallel at a time, each within
+// bundleStepTimeout, and hands them to add in their order. An item starts
+// only once fewer than bundleParallel are collected and not yet added.
+func fetchInOrder(ctx context.Context, items []bundleItem, add func(name string, data []byte, err error)) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	results := make([]chan result, len(items))
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	slots := make(chan struct{}, bundleParallel)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for i, it := range items {
+			slots <- struct{}{} // freed by add's loop below, which never stops early
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(ctx, bundleStepTimeout)
+				defer cancel()
+				data, err := it.fetch(ctx)
+				results[i] <- result{data, err}
+			})
+		}
+	})
+	for i, it := range items {
+		r := <-results[i]
+		add(it.name, r.data, r.err)
+		<-slots
 	}
 }

@@ -4,10 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestBundleArchive: files go under membrane-bundle/, what could not be
@@ -55,5 +59,60 @@ func TestBundleArchive(t *testing.T) {
 	}
 	if e := got["membrane-bundle/errors.txt"]; e != "nodes/n2/status.json: node n2: agent did not answer\n" {
 		t.Errorf("errors.txt: %q", e)
+	}
+}
+
+// TestFetchInOrder: items are added in their order whatever order they
+// finish in, an error stays with its item, no more than bundleParallel
+// are collected at once, and each has a deadline.
+func TestFetchInOrder(t *testing.T) {
+	const n = 3*bundleParallel + 1
+	var (
+		mu            sync.Mutex
+		running, peak int
+		items         []bundleItem
+		added         []string
+	)
+	for i := range n {
+		items = append(items, bundleItem{fmt.Sprint(i), func(ctx context.Context) ([]byte, error) {
+			if _, ok := ctx.Deadline(); !ok {
+				return nil, errors.New("no deadline")
+			}
+			mu.Lock()
+			running++
+			peak = max(peak, running)
+			mu.Unlock()
+			// Later items finish first.
+			time.Sleep(time.Duration(n-i) * time.Millisecond)
+			mu.Lock()
+			running--
+			mu.Unlock()
+			if i == 5 {
+				return nil, errors.New("broken")
+			}
+			return []byte{byte(i)}, nil
+		}})
+	}
+	fetchInOrder(t.Context(), items, func(name string, data []byte, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case name == "5" && err == nil:
+			t.Error("item 5's error was lost")
+		case name != "5" && (err != nil || len(data) != 1 || fmt.Sprint(data[0]) != name):
+			t.Errorf("item %s: %v, %v", name, data, err)
+		}
+		added = append(added, name)
+	})
+	for i, name := range added {
+		if name != fmt.Sprint(i) {
+			t.Fatalf("added in the order %v", added)
+		}
+	}
+	if len(added) != n {
+		t.Errorf("%d of %d items added", len(added), n)
+	}
+	if peak > bundleParallel || peak < 2 {
+		t.Errorf("%d items collected at once: want 2 to %d", peak, bundleParallel)
 	}
 }
