@@ -173,8 +173,9 @@ func (p *proxy) run(ctx context.Context) error {
 		case err := <-served:
 			return fmt.Errorf("serve xds: %w", err)
 		case <-p.xds.Changed():
-			p.report(ctx)
+			// Before report, which may call the API server.
 			p.settle(time.Now(), true)
+			p.report(ctx)
 		case <-p.holding:
 			arm()
 		case <-deadline.C:
