@@ -182,8 +182,8 @@ spec:
 // a required header; the flows in `membrane observe`; an Envoy killed in a
 // request loop; a configuration Envoy rejects; redirects waiting for Envoy,
 // holding only the endpoints that need it, and not again after it failed
-// to answer; two pods of a node under one
-// policy sharing one filter chain.
+// to answer; two pods of a node under one policy sharing one filter chain,
+// which a second policy joins and leaves without renaming it.
 func TestL7Policy(t *testing.T) {
 	k := cluster(t)
 	p := deployL7(t, k)
@@ -470,6 +470,73 @@ spec:
 		}
 		if len(chains) != 1 {
 			t.Errorf("node %s's Envoy has the ingress chains %v for port 3000: want one, shared by %s and %s", node.Name, slices.Sorted(maps.Keys(chains)), p.payments[0].Name, b.Name)
+		}
+	})
+
+	t.Run("a policy joining a group keeps its chain", func(t *testing.T) {
+		// A second policy selecting every payment pod on port 3000 joins
+		// the policies of the node's payment group: its rule reaches the
+		// group's route configuration, the chain keeps its name and Envoy
+		// drains nothing (a renamed chain would be drained); the same when
+		// it leaves again.
+		target := p.payments[0]
+		admin := func(path string) string {
+			out, err := exec.CommandContext(t.Context(), "nsenter", "--net="+shared.cluster.Layout().NodeNetns(target.Spec.NodeName), "--",
+				"curl", "-s", "-m", "5", "http://127.0.0.1:9901"+path).CombinedOutput()
+			if err != nil {
+				t.Fatalf("envoy %s: %v: %s", path, err, out)
+			}
+			return string(out)
+		}
+		chains := func() []string {
+			var out []string
+			for _, m := range regexp.MustCompile(`"name": "(ingress/[^"]*:3000)"`).FindAllStringSubmatch(admin("/config_dump?resource=dynamic_listeners"), -1) {
+				out = append(out, m[1])
+			}
+			slices.Sort(out)
+			return slices.Compact(out)
+		}
+		draining := func() int {
+			out := admin("/stats?filter=^listener_manager%5C.total_filter_chains_draining$")
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "listener_manager.total_filter_chains_draining:")))
+			if err != nil {
+				t.Fatalf("draining filter chains: %q: %v", out, err)
+			}
+			return n
+		}
+		const audit = `apiVersion: membrane.io/v1alpha1
+kind: MembraneNetworkPolicy
+metadata: {name: payment-audit, namespace: payments}
+spec:
+  endpointSelector: {matchLabels: {app: payment}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: checkout, k8s:io.kubernetes.pod.namespace: checkout}}]
+    toPorts:
+    - ports: [{port: "3000", protocol: TCP}]
+      rules:
+        http:
+        - {method: GET, path: "/api/v1/audit/.*"}
+`
+		url := "http://" + target.Status.PodIP + ":3000/api/v1/audit/1"
+		expectCode(t, k, checkout, "GET", url, "403")
+		before, drainingBefore := chains(), draining()
+		if len(before) != 1 {
+			t.Fatalf("ingress chains of port 3000: %v, want one", before)
+		}
+		k.must(audit, "apply", "-f", "-")
+		t.Cleanup(func() { k.must("", "-n", "payments", "delete", "mnp", "payment-audit", "--ignore-not-found") })
+		expectCode(t, k, checkout, "GET", url, "200")
+		expectCode(t, k, checkout, "DELETE", "http://"+target.Status.PodIP+":3000/api/v1/payments/123", "403")
+		if got := chains(); !slices.Equal(got, before) {
+			t.Errorf("a policy joined the group: chains %v, want %v kept", got, before)
+		}
+		k.must("", "-n", "payments", "delete", "mnp", "payment-audit")
+		expectCode(t, k, checkout, "GET", url, "403")
+		if got := chains(); !slices.Equal(got, before) {
+			t.Errorf("the policy left the group: chains %v, want %v kept", got, before)
+		}
+		if got := draining(); got > drainingBefore {
+			t.Errorf("%d filter chains draining, %d before: want none more", got, drainingBefore)
 		}
 	})
 }

@@ -343,7 +343,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		}
 		// Chains the configuration drops stay published until the datapath
 		// no longer redirects to them (below).
-		publish, dropped := e.proxy.withDroppedChains(n)
+		n, publish, dropped := e.proxy.prepare(n)
 		e.proxy.update(ctx, publish, origins, authCfg)
 		held = e.proxy.held()
 		if dropped {

@@ -252,6 +252,26 @@ func redirectedPorts(n translate.Node) map[redirected]bool {
 	return out
 }
 
+// prepare returns n, and what to publish until the maps are written (n
+// with the chains it drops: see withDroppedChains), both labelled so that
+// their groups keep the chains of the configuration published last where
+// they continue them (translate.InheritLabels): a policy joining or
+// leaving a group's set renames no chain, and Envoy drains none.
+func (p *proxy) prepare(n translate.Node) (next, publish translate.Node, dropped bool) {
+	if p.last == nil {
+		return n, n, false
+	}
+	if reflect.DeepEqual(p.last.Ports, n.Ports) {
+		// Nothing changed (most regenerations).
+		n.GroupLabels = p.last.GroupLabels
+		return n, n, false
+	}
+	publish, dropped = p.withDroppedChains(n)
+	labels := translate.InheritLabels(translate.Groups(*p.last), publish)
+	n.GroupLabels, publish.GroupLabels = labels, labels
+	return n, publish, dropped
+}
+
 // withDroppedChains returns n with the ports of the configuration
 // published last that n no longer has, and whether there were any. Kept
 // published until the datapath stops redirecting to them, they close no

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/membrane-mesh/membrane/mesh/flow"
 	"github.com/membrane-mesh/membrane/mesh/identity"
@@ -148,7 +150,7 @@ func TestProxyHolds(t *testing.T) {
 		// same: the configuration published does not change; connect:
 		// Envoy connects before.
 		same, connect bool
-		held []redirected // after update
+		held          []redirected // after update
 		// envoy changes the status before settle (nil: none); after is
 		// settle's time since the hold began.
 		envoy func()
@@ -297,5 +299,46 @@ func TestStallGate(t *testing.T) {
 	}
 	if !g.wait(v1) {
 		t.Error("a wait succeeded since the timeout: want the gate open")
+	}
+}
+
+// TestProxyPrepareKeepsChains: a policy joining the set of a group's pods
+// keeps the group's filter chain as it was (Envoy drains none of its
+// connections) and changes its route configuration; an unchanged
+// configuration keeps its labels.
+func TestProxyPrepareKeepsChains(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p := newProxy(log, Config{NodeName: "n1"}, nil, flow.NewStore(16, nil), flow.MapEnricher{})
+	node := func(origins ...string) translate.Node {
+		n := translate.Node{ProxyPort: 15001}
+		for _, ip := range []string{"10.0.0.5", "10.0.0.6"} {
+			n.Ports = append(n.Ports, translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ip), Port: 80, Origins: origins,
+				Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: "/" + strings.Join(origins, ",")}}}}})
+		}
+		return n
+	}
+	publish := func(n translate.Node) translate.Resources {
+		t.Helper()
+		next, pub, dropped := p.prepare(n)
+		if dropped {
+			t.Fatalf("no port was dropped: got dropped chains")
+		}
+		if !reflect.DeepEqual(next, pub) {
+			t.Fatalf("nothing dropped: want what is published to be the configuration")
+		}
+		p.update(t.Context(), pub, nil, nil)
+		return p.l7Res
+	}
+	before := publish(node("MembraneNetworkPolicy shop/a"))
+	after := publish(node("MembraneNetworkPolicy shop/a", "MembraneNetworkPolicy shop/b"))
+	fb, fa := before.Listeners[0].GetFilterChains(), after.Listeners[0].GetFilterChains()
+	if len(fb) != 1 || len(fa) != 1 || !proto.Equal(fb[0], fa[0]) {
+		t.Errorf("a policy joined the group: chains %v then %v, want the same one", fb, fa)
+	}
+	if proto.Equal(before.Routes[0], after.Routes[0]) || before.Routes[0].GetName() != after.Routes[0].GetName() {
+		t.Error("a policy joined the group: want its route configuration changed under the same name")
+	}
+	if again, _, _ := p.prepare(node("MembraneNetworkPolicy shop/a", "MembraneNetworkPolicy shop/b")); !reflect.DeepEqual(again, *p.last) {
+		t.Errorf("unchanged: prepared %+v, want what was published last", again)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp/syntax"
+	"slices"
 	"strings"
 )
 
@@ -43,6 +44,23 @@ type Node struct {
 	// Ports are the redirected ports. Entries with the same direction,
 	// endpoint and port are merged (their rules are OR-ed).
 	Ports []Port `json:"ports,omitempty"`
+	// GroupLabels name groups of pods sharing a filter chain (see Group)
+	// otherwise than after their origins, so a chain keeps its name, and
+	// Envoy the chain and its connections, while the policies of its pods
+	// change (see InheritLabels). Labels of groups n does not have are
+	// ignored.
+	GroupLabels []GroupLabel `json:"groupLabels,omitempty"`
+}
+
+// GroupLabel is the label of the group of pods whose rules in Direction
+// on Port come from Origins (sorted, without duplicates).
+type GroupLabel struct {
+	Direction Direction `json:"direction"`
+	Port      uint16    `json:"port"`
+	Origins   []string  `json:"origins"`
+	// Label is "group-" and 12 hexadecimal digits, as a digest of origins
+	// gives.
+	Label string `json:"label"`
 }
 
 // Port is one redirected port of one local pod.
@@ -160,7 +178,31 @@ func (n Node) validate(checkRe func(string) error) error {
 			}
 		}
 	}
+	groups, labels := map[string]bool{}, map[string]bool{}
+	for i, gl := range n.GroupLabels {
+		f := func(sub string) func() string {
+			return func() string { return fmt.Sprintf("groupLabels[%d].%s", i, sub) }
+		}
+		if !isGroupLabel(gl.Label) {
+			fail(f("label"), "%q is not \"group-\" and 12 hexadecimal digits", gl.Label)
+		}
+		if !slices.IsSorted(gl.Origins) || len(slices.Compact(slices.Clone(gl.Origins))) != len(gl.Origins) {
+			fail(f("origins"), "must be sorted, without duplicates")
+		}
+		g, l := groupKey(gl.Direction, gl.Port, gl.Origins), labelKey(gl.Direction, gl.Port, gl.Label)
+		if groups[g] || labels[l] {
+			fail(f("label"), "a second label for the same group, or a label of two groups of one port and direction")
+		}
+		groups[g], labels[l] = true, true
+	}
 	return errors.Join(errs...)
+}
+
+// isGroupLabel reports whether l is "group-" and 12 lower-case
+// hexadecimal digits.
+func isGroupLabel(l string) bool {
+	hex, ok := strings.CutPrefix(l, "group-")
+	return ok && len(hex) == 12 && strings.Trim(hex, "0123456789abcdef") == ""
 }
 
 func checkIPv4(a netip.Addr) error {

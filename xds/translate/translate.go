@@ -208,11 +208,15 @@ func StatPrefix(name string) string {
 }
 
 // chains merges the ports per (direction, endpoint, port) into sides,
-// groups the sides, and pairs every egress group with every ingress group
-// of the same port (a connection between two policed pods of the node
-// passes the proxy once, through both). Sorted by port, then ingress,
-// then egress label.
-func chains(ports []Port) []chain {
+// groups the sides (labelled by labels, else by sharedLabel), and pairs
+// every egress group with every ingress group of the same port (a
+// connection between two policed pods of the node passes the proxy once,
+// through both). Sorted by port, then ingress, then egress label.
+func chains(ports []Port, labels []GroupLabel) []chain {
+	labelOf := map[string]string{}
+	for _, gl := range labels {
+		labelOf[groupKey(gl.Direction, gl.Port, gl.Origins)] = gl.Label
+	}
 	type key struct {
 		dir      Direction
 		endpoint netip.Addr
@@ -235,18 +239,18 @@ func chains(ports []Port) []chain {
 	}
 	// Sides of one direction and port whose rules come from the same
 	// origins form a group when their rules are all the same.
-	type groupKey struct {
+	type sourceKey struct {
 		dir     Direction
 		port    uint16
 		origins string
 	}
-	bySource := map[groupKey][]*side{}
-	var keys []groupKey
+	bySource := map[sourceKey][]*side{}
+	var keys []sourceKey
 	for _, k := range order {
 		s := sides[k]
 		slices.Sort(s.origins)
 		s.origins = slices.Compact(s.origins)
-		gk := groupKey{s.dir, s.port, strings.Join(s.origins, "\n")}
+		gk := sourceKey{s.dir, s.port, strings.Join(s.origins, "\n")}
 		if _, ok := bySource[gk]; !ok {
 			keys = append(keys, gk)
 		}
@@ -258,7 +262,11 @@ func chains(ports []Port) []chain {
 		ss := bySource[gk]
 		var gs []*group
 		if !slices.ContainsFunc(ss[1:], func(s *side) bool { return !equalRules(s.rules, ss[0].rules) }) {
-			g := &group{dir: gk.dir, port: gk.port, label: sharedLabel(gk.dir, gk.port, ss[0].origins), rules: ss[0].rules, origins: ss[0].origins}
+			label, ok := labelOf[groupKey(gk.dir, gk.port, ss[0].origins)]
+			if !ok {
+				label = sharedLabel(gk.dir, gk.port, ss[0].origins)
+			}
+			g := &group{dir: gk.dir, port: gk.port, label: label, rules: ss[0].rules, origins: ss[0].origins}
 			for _, s := range ss {
 				g.endpoints = append(g.endpoints, s.endpoint)
 			}
@@ -313,13 +321,145 @@ func sharedLabel(dir Direction, port uint16, origins []string) string {
 	return "group-" + hex.EncodeToString(h.Sum(nil)[:6])
 }
 
+// groupKey identifies the group of the sides of dir and port whose rules
+// come from origins.
+func groupKey(dir Direction, port uint16, origins []string) string {
+	return fmt.Sprintf("%s %d %s", dir, port, strings.Join(origins, "\n"))
+}
+
+// labelKey identifies label among the labels of the groups of dir and
+// port: one group each.
+func labelKey(dir Direction, port uint16, label string) string {
+	return fmt.Sprintf("%s %d %s", dir, port, label)
+}
+
+// Group is a group of pods that share a filter chain: those whose rules
+// in one direction on one port come from the same origins, and are the
+// same.
+type Group struct {
+	GroupLabel
+	Endpoints []netip.Addr // sorted
+}
+
+// Groups returns n's groups, labelled as n's chains are named. Pods with
+// a chain of their own are not in a group.
+func Groups(n Node) []Group {
+	var out []Group
+	seen := map[*group]bool{}
+	for _, c := range chains(n.Ports, n.GroupLabels) {
+		for _, g := range c.groups() {
+			if seen[g] || !isGroupLabel(g.label) {
+				continue
+			}
+			seen[g] = true
+			out = append(out, Group{GroupLabel{g.dir, g.port, g.origins, g.label}, g.endpoints})
+		}
+	}
+	return out
+}
+
+// InheritLabels returns the labels that keep the chains of prev (the
+// Groups of the configuration published before next) where next's groups
+// continue them, so Envoy keeps those chains and their connections
+// (Envoy drains the connections of a chain that changes or goes):
+//   - a group whose origins prev had keeps its label;
+//   - a group with new origins takes the label of a group of prev, of the
+//     same direction and port, whose origins next no longer has and which
+//     shares pods with it (a policy selecting all of a group's pods joined
+//     or left their set): the pairs sharing the most pods first, the
+//     smaller label first on a tie;
+//   - any other group gets a digest of its origins, made unique if a
+//     group kept that label.
+//
+// Only the labels that differ from a digest of the group's origins are
+// returned.
+func InheritLabels(prev []Group, next Node) []GroupLabel {
+	cur := Groups(Node{Ports: next.Ports})
+	byKey := func(gs []Group) map[string]int {
+		m := make(map[string]int, len(gs))
+		for i, g := range gs {
+			m[groupKey(g.Direction, g.Port, g.Origins)] = i
+		}
+		return m
+	}
+	prevByKey, curByKey := byKey(prev), byKey(cur)
+	label := make([]string, len(cur))
+	taken := map[string]bool{} // by labelKey
+	take := func(i int, l string) {
+		label[i] = l
+		taken[labelKey(cur[i].Direction, cur[i].Port, l)] = true
+	}
+	for i, g := range cur {
+		if j, ok := prevByKey[groupKey(g.Direction, g.Port, g.Origins)]; ok {
+			take(i, prev[j].Label)
+		}
+	}
+	// The pairs that share the most pods first.
+	type pair struct{ cur, prev, shared int }
+	var pairs []pair
+	for i, g := range cur {
+		if label[i] != "" {
+			continue
+		}
+		for j, p := range prev {
+			if _, stays := curByKey[groupKey(p.Direction, p.Port, p.Origins)]; stays || p.Direction != g.Direction || p.Port != g.Port {
+				continue
+			}
+			if n := commonSorted(p.Endpoints, g.Endpoints); n > 0 {
+				pairs = append(pairs, pair{i, j, n})
+			}
+		}
+	}
+	slices.SortFunc(pairs, func(x, y pair) int {
+		return cmp.Or(cmp.Compare(y.shared, x.shared), cmp.Compare(prev[x.prev].Label, prev[y.prev].Label), cmp.Compare(x.cur, y.cur))
+	})
+	for _, pr := range pairs {
+		p := prev[pr.prev]
+		if label[pr.cur] == "" && !taken[labelKey(p.Direction, p.Port, p.Label)] {
+			take(pr.cur, p.Label)
+		}
+	}
+	var out []GroupLabel
+	for i, g := range cur {
+		l := label[i]
+		if l == "" {
+			l = sharedLabel(g.Direction, g.Port, g.Origins)
+			for n := 1; taken[labelKey(g.Direction, g.Port, l)]; n++ {
+				l = sharedLabel(g.Direction, g.Port, append(slices.Clone(g.Origins), "#"+strconv.Itoa(n)))
+			}
+			take(i, l)
+		}
+		if l != sharedLabel(g.Direction, g.Port, g.Origins) {
+			out = append(out, GroupLabel{g.Direction, g.Port, g.Origins, l})
+		}
+	}
+	return out
+}
+
+// commonSorted counts the addresses two sorted lists share.
+func commonSorted(a, b []netip.Addr) int {
+	n := 0
+	for len(a) > 0 && len(b) > 0 {
+		switch c := a[0].Compare(b[0]); {
+		case c < 0:
+			a = a[1:]
+		case c > 0:
+			b = b[1:]
+		default:
+			n++
+			a, b = a[1:], b[1:]
+		}
+	}
+	return n
+}
+
 // RouteOrigins maps the name of each route configuration n translates to
 // to the origins (Port.Origins) of the rules it carries, sorted and
 // without duplicates: what a rejection of that route configuration is
 // about. It does not validate n.
 func RouteOrigins(n Node) map[string][]string {
 	out := map[string][]string{}
-	for _, c := range chains(n.Ports) {
+	for _, c := range chains(n.Ports, n.GroupLabels) {
 		var o []string
 		for _, g := range c.groups() {
 			o = append(o, g.origins...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -303,6 +304,19 @@ func TestResourcesErrors(t *testing.T) {
 			[]string{`ports[0].rules[0].http[0].headers[0].value: invalid header value`}},
 		{"every problem reported", Node{Ports: []Port{{Direction: Ingress, Endpoint: netip.MustParseAddr("10.0.1.5")}}},
 			[]string{"proxyPort: must not be 0", "ports[0].port: must not be 0"}},
+		{"bad group label", Node{ProxyPort: 15001, Ports: []Port{okPort}, GroupLabels: []GroupLabel{{Direction: Ingress, Port: 80, Label: "group-XYZ"}}},
+			[]string{`groupLabels[0].label: "group-XYZ" is not "group-" and 12 hexadecimal digits`}},
+		{"unsorted group origins", Node{ProxyPort: 15001, Ports: []Port{okPort}, GroupLabels: []GroupLabel{{Direction: Ingress, Port: 80, Origins: []string{"b", "a"}, Label: "group-000000000000"}}},
+			[]string{"groupLabels[0].origins: must be sorted, without duplicates"}},
+		{"one label, two groups", Node{ProxyPort: 15001, Ports: []Port{okPort}, GroupLabels: []GroupLabel{
+			{Direction: Ingress, Port: 80, Origins: []string{"a"}, Label: "group-000000000000"},
+			{Direction: Ingress, Port: 80, Origins: []string{"b"}, Label: "group-000000000000"}}},
+			[]string{"groupLabels[1].label: a second label for the same group, or a label of two groups"}},
+		{"a label taken by another group's digest", Node{ProxyPort: 15001, Ports: []Port{
+			{Direction: Ingress, Endpoint: netip.MustParseAddr("10.0.1.5"), Port: 80, Origins: []string{"a"}},
+			{Direction: Ingress, Endpoint: netip.MustParseAddr("10.0.1.6"), Port: 80, Origins: []string{"b"}}},
+			GroupLabels: []GroupLabel{{Direction: Ingress, Port: 80, Origins: []string{"b"}, Label: sharedLabel(Ingress, 80, []string{"a"})}}},
+			[]string{"groupLabels: two filter chains named ingress/" + sharedLabel(Ingress, 80, []string{"a"}) + ":80"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := tc.node.Resources()
@@ -463,6 +477,96 @@ func TestPodsShareAChain(t *testing.T) {
 	want := []string{"ingress/10.1.0.1:8080", "ingress/10.1.0.2:8080", "ingress/10.1.0.3:8080"}
 	if got := chainNames(apart); !slices.Equal(got, want) || len(apart.Routes) != 3 {
 		t.Errorf("pods with different rules: chains %v, %d route configurations; want %v", got, len(apart.Routes), want)
+	}
+}
+
+// TestInheritLabels: a group keeps the label of the group it continues,
+// so a policy joining or leaving the set of all of a group's pods changes
+// its route configuration only: the filter chain stays byte-equal (Envoy
+// drains none of its connections).
+func TestInheritLabels(t *testing.T) {
+	const a, b, c = "MembraneNetworkPolicy shop/a", "MembraneNetworkPolicy shop/b", "MembraneNetworkPolicy shop/c"
+	pods := func(port uint16, origins []string, ips ...string) []Port {
+		var out []Port
+		for _, ip := range ips {
+			out = append(out, Port{Direction: Ingress, Endpoint: netip.MustParseAddr(ip), Port: port, Origins: origins,
+				Rules: []Rule{{HTTP: []HTTPRule{{Method: "GET", Path: "/" + strings.Join(origins, "")}}}}})
+		}
+		return out
+	}
+	digest := func(port uint16, origins ...string) string { return sharedLabel(Ingress, port, origins) }
+	labelled := func(ports []Port, labels []GroupLabel) Node {
+		return Node{ProxyPort: 15001, Ports: ports, GroupLabels: labels}
+	}
+	for _, tc := range []struct {
+		name       string
+		prev, next []Port
+		prevLabels []GroupLabel
+		want       map[string]string // group origins joined by "+" → label
+	}{
+		{name: "a policy joins all pods", prev: pods(80, []string{a}, "10.0.0.1", "10.0.0.2"),
+			next: pods(80, []string{a, b}, "10.0.0.1", "10.0.0.2"),
+			want: map[string]string{a + "+" + b: digest(80, a)}},
+		{name: "it leaves again", prev: pods(80, []string{a, b}, "10.0.0.1", "10.0.0.2"),
+			prevLabels: []GroupLabel{{Ingress, 80, []string{a, b}, digest(80, a)}},
+			next:       pods(80, []string{a}, "10.0.0.1", "10.0.0.2"),
+			want:       map[string]string{a: digest(80, a)}},
+		{name: "a policy joins half: the pods that move get a new chain", prev: pods(80, []string{a}, "10.0.0.1", "10.0.0.2"),
+			next: slices.Concat(pods(80, []string{a, b}, "10.0.0.1"), pods(80, []string{a}, "10.0.0.2")),
+			want: map[string]string{a: digest(80, a), a + "+" + b: digest(80, a, b)}},
+		{name: "the group sharing most pods inherits", prev: pods(80, []string{a}, "10.0.0.1", "10.0.0.2", "10.0.0.3"),
+			next: slices.Concat(pods(80, []string{a, c}, "10.0.0.1"), pods(80, []string{a, b}, "10.0.0.2", "10.0.0.3")),
+			want: map[string]string{a + "+" + b: digest(80, a), a + "+" + c: digest(80, a, c)}},
+		{name: "no pod in common", prev: pods(80, []string{a}, "10.0.0.1"),
+			next: pods(80, []string{b}, "10.0.0.2"),
+			want: map[string]string{b: digest(80, b)}},
+		{name: "another port", prev: pods(80, []string{a}, "10.0.0.1"),
+			next: pods(81, []string{a, b}, "10.0.0.1"),
+			want: map[string]string{a + "+" + b: digest(81, a, b)}},
+		{name: "a group comes back while its digest is taken", prev: pods(80, []string{a, b}, "10.0.0.1"),
+			prevLabels: []GroupLabel{{Ingress, 80, []string{a, b}, digest(80, a)}},
+			next:       slices.Concat(pods(80, []string{a, b}, "10.0.0.1"), pods(80, []string{a}, "10.0.0.2")),
+			want:       map[string]string{a + "+" + b: digest(80, a), a: sharedLabel(Ingress, 80, []string{a, "#1"})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prev := labelled(tc.prev, tc.prevLabels)
+			next := labelled(tc.next, InheritLabels(Groups(prev), labelled(tc.next, nil)))
+			got := map[string]string{}
+			for _, g := range Groups(next) {
+				got[strings.Join(g.Origins, "+")] = g.Label
+			}
+			if !maps.Equal(got, tc.want) {
+				t.Errorf("labels %v, want %v", got, tc.want)
+			}
+			for _, gl := range next.GroupLabels {
+				if gl.Label == sharedLabel(gl.Direction, gl.Port, gl.Origins) {
+					t.Errorf("%v: a label a digest gives anyway", gl)
+				}
+			}
+			before, err := prev.Resources()
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, err := next.Resources()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A chain of the same name is byte-equal: Envoy keeps it.
+			kept := 0
+			for _, fa := range after.Listeners[0].GetFilterChains() {
+				for _, fb := range before.Listeners[0].GetFilterChains() {
+					if fa.GetName() == fb.GetName() {
+						kept++
+						if !proto.Equal(fa, fb) {
+							t.Errorf("chain %s changed", fa.GetName())
+						}
+					}
+				}
+			}
+			if tc.name == "a policy joins all pods" && kept != 1 {
+				t.Errorf("%d chains kept, want 1", kept)
+			}
+		})
 	}
 }
 

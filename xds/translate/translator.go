@@ -49,7 +49,14 @@ func (t *Translator) Resources(n Node) (Resources, error) {
 	var out Resources
 	routes := map[string]routeEntry{}
 	if len(n.Ports) > 0 {
-		cs := chains(n.Ports)
+		cs := chains(n.Ports, n.GroupLabels)
+		names := make(map[string]bool, len(cs))
+		for _, c := range cs {
+			if names[c.name()] {
+				return Resources{}, fmt.Errorf("invalid L7 configuration: groupLabels: two filter chains named %s", c.name())
+			}
+			names[c.name()] = true
+		}
 		l, err := t.buildListener(n, cs)
 		if err != nil {
 			return Resources{}, fmt.Errorf("listener %s: %w", ListenerName, err)
