@@ -133,7 +133,8 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 			e.metrics.regenerations.WithLabelValues("ok").Inc()
 		}
 		// A request is served once nothing waits for the proxy: the
-		// regeneration that ends a hold follows it (proxyReady).
+		// regeneration that ends a hold follows it (proxy.onReady asks
+		// for it).
 		if e.waitingForProxy == 0 {
 			for _, w := range waiting {
 				close(w)
@@ -192,11 +193,6 @@ func (e *endpoints) regenerateNow(ctx context.Context) error {
 		return fmt.Errorf("wait for the policy regeneration: %w", ctx.Err())
 	}
 }
-
-// proxyReady is called when the node proxy runs the ports endpoints were
-// held for (or they stop waiting): the regeneration that follows writes
-// them.
-func (e *endpoints) proxyReady() { e.requestRegeneration() }
 
 // requestRegeneration asks for a regeneration soon, without waiting.
 func (e *endpoints) requestRegeneration() {
