@@ -37,6 +37,9 @@ func (g *globals) client() (*clusterClient, error) {
 		return nil, fmt.Errorf("find the cluster (--kubeconfig, KUBECONFIG or ~/.kube/config): %w", err)
 	}
 	cfg.UserAgent = "membrane-cli/" + version
+	// client-go's default (5 a second) would throttle the commands that
+	// ask every agent, e.g. debug bundle's parallel requests.
+	cfg.QPS, cfg.Burst = 50, 100
 	agents, err := agentclient.New(cfg, agentclient.DefaultPort)
 	if err != nil {
 		return nil, err
