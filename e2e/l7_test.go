@@ -160,9 +160,15 @@ const jsonHeader = "Content-Type: application/json"
 // paymentPolicy is the payment service's L7 ingress policy; extraPost is
 // added to the POST rule (e.g. a required header).
 func paymentPolicy(postRule string) string {
+	return paymentsL7Policy("payment-l7", `{method: GET, path: "/api/v1/payments/.*"}`, postRule)
+}
+
+// paymentsL7Policy is a policy named name allowing the checkout pods the
+// HTTP rules on the payment pods' port 3000.
+func paymentsL7Policy(name string, rules ...string) string {
 	return `apiVersion: membrane.io/v1alpha1
 kind: MembraneNetworkPolicy
-metadata: {name: payment-l7, namespace: payments}
+metadata: {name: ` + name + `, namespace: payments}
 spec:
   endpointSelector: {matchLabels: {app: payment}}
   ingress:
@@ -171,8 +177,7 @@ spec:
     - ports: [{port: "3000", protocol: TCP}]
       rules:
         http:
-        - {method: GET, path: "/api/v1/payments/.*"}
-        - ` + postRule + `
+        - ` + strings.Join(rules, "\n        - ") + `
 `
 }
 
@@ -504,19 +509,7 @@ spec:
 			}
 			return n
 		}
-		const audit = `apiVersion: membrane.io/v1alpha1
-kind: MembraneNetworkPolicy
-metadata: {name: payment-audit, namespace: payments}
-spec:
-  endpointSelector: {matchLabels: {app: payment}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: checkout, k8s:io.kubernetes.pod.namespace: checkout}}]
-    toPorts:
-    - ports: [{port: "3000", protocol: TCP}]
-      rules:
-        http:
-        - {method: GET, path: "/api/v1/audit/.*"}
-`
+		audit := paymentsL7Policy("payment-audit", `{method: GET, path: "/api/v1/audit/.*"}`)
 		url := "http://" + target.Status.PodIP + ":3000/api/v1/audit/1"
 		expectCode(t, k, checkout, "GET", url, "403")
 		before, drainingBefore := chains(), draining()
