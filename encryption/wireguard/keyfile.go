@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/membrane-mesh/membrane/mesh/statefile"
 )
 
 // KeyFileName is the private key's file below the agent's state directory.
@@ -85,43 +87,16 @@ func decodePrivateKey(raw []byte) (PrivateKey, error) {
 	return k, nil
 }
 
-// Store writes k: a temporary file created with mode 0600 next to the key
-// file, synced, then renamed over it, and the directory synced, so a crash
-// leaves either the old key or the new one.
+// Store writes k atomically (statefile.Write): a crash leaves either the
+// old key or the new one.
 func (f KeyFile) Store(k PrivateKey) error {
-	dir := filepath.Dir(f.Path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create WireGuard key directory %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+KeyFileName+".*")
-	if err != nil {
-		return fmt.Errorf("store WireGuard key: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("store WireGuard key: %w", err)
-	}
 	buf := make([]byte, base64.StdEncoding.EncodedLen(KeyLen)+1)
 	base64.StdEncoding.Encode(buf, k.k[:])
 	buf[len(buf)-1] = '\n'
-	_, werr := tmp.Write(buf)
+	err := statefile.Write(f.Path, buf)
 	clear(buf)
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return fmt.Errorf("store WireGuard key: %w", werr)
-	}
-	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+	if err != nil {
 		return fmt.Errorf("store WireGuard key: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

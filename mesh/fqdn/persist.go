@@ -8,9 +8,9 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 
 	"github.com/membrane-mesh/membrane/mesh/fqdn/matchpattern"
+	"github.com/membrane-mesh/membrane/mesh/statefile"
 )
 
 // fileVersion is the version of the file Save writes.
@@ -28,8 +28,8 @@ func (c *Cache) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save name cache %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, append(data, '\n')); err != nil {
-		return fmt.Errorf("save name cache %s: %w", path, err)
+	if err := statefile.Write(path, append(data, '\n')); err != nil {
+		return fmt.Errorf("save name cache: %w", err)
 	}
 	return nil
 }
@@ -89,41 +89,4 @@ func Load(path string, c Config) (*Cache, error) {
 		set[e.IP.Unmap()] = st
 	}
 	return cache, nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it
-// and renames it over path.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
