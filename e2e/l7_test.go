@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
@@ -482,8 +483,8 @@ spec:
 		// A second policy selecting every payment pod on port 3000 joins
 		// the policies of the node's payment group: its rule reaches the
 		// group's route configuration, the chain keeps its name and Envoy
-		// drains nothing (a renamed chain would be drained); the same when
-		// it leaves again.
+		// drains nothing (a renamed chain would be drained); the same after
+		// the node's agent restarts, and when the policy leaves again.
 		target := p.payments[0]
 		admin := func(path string) string {
 			out, err := exec.CommandContext(t.Context(), "nsenter", "--net="+shared.cluster.Layout().NodeNetns(target.Spec.NodeName), "--",
@@ -501,14 +502,15 @@ spec:
 			slices.Sort(out)
 			return slices.Compact(out)
 		}
-		draining := func() int {
-			out := admin("/stats?filter=^listener_manager%5C.total_filter_chains_draining$")
-			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "listener_manager.total_filter_chains_draining:")))
+		stat := func(name string) int {
+			out := strings.TrimSpace(admin("/stats?filter=^" + strings.ReplaceAll(name, ".", "%5C.") + "$"))
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out, name+":")))
 			if err != nil {
-				t.Fatalf("draining filter chains: %q: %v", out, err)
+				t.Fatalf("envoy stat %s: %q: %v", name, out, err)
 			}
 			return n
 		}
+		draining := func() int { return stat("listener_manager.total_filter_chains_draining") }
 		audit := paymentsL7Policy("payment-audit", `{method: GET, path: "/api/v1/audit/.*"}`)
 		url := "http://" + target.Status.PodIP + ":3000/api/v1/audit/1"
 		expectCode(t, k, checkout, "GET", url, "403")
@@ -523,6 +525,23 @@ spec:
 		if got := chains(); !slices.Equal(got, before) {
 			t.Errorf("a policy joined the group: chains %v, want %v kept", got, before)
 		}
+		// A restarted agent publishes the group's chain under the name
+		// it had, which is no longer its policies' digest: the node's
+		// Envoy, which kept running, keeps it.
+		updates := stat("listener_manager.lds.update_success")
+		if err := localcluster.RestartAgent(t.Context(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), sharedName, target.Spec.NodeName); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, policyTimeout, "the node's Envoy took the restarted agent's listeners", func() error {
+			if n := stat("listener_manager.lds.update_success"); n <= updates {
+				return fmt.Errorf("%d listener updates, %d before the restart", n, updates)
+			}
+			return nil
+		})
+		if got := chains(); !slices.Equal(got, before) {
+			t.Errorf("the agent restarted: chains %v, want %v kept", got, before)
+		}
+		expectCode(t, k, checkout, "GET", url, "200")
 		k.must("", "-n", "payments", "delete", "mnp", "payment-audit")
 		expectCode(t, k, checkout, "GET", url, "403")
 		if got := chains(); !slices.Equal(got, before) {

@@ -135,7 +135,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config) (proxyPort *uint, debug *bo
 	fs.StringVar(&cfg.GatewaySecretsNamespace, "gateway-secrets-namespace", synced.DefaultNamespace, "namespace of the operator's copies of the Secrets and ConfigMaps Gateways, Ingresses and BackendTLSPolicies refer to: the only ones the agent reads")
 	fs.BoolVar(&cfg.EnableEncryption, "enable-encryption", false, "encrypt pod traffic between nodes")
 	fs.StringVar(&cfg.EncryptionType, "encryption-type", agent.EncryptionWireGuard, "encryption type (wireguard)")
-	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory the agent keeps across restarts (WireGuard private key, mode 0600)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/membrane/agent", "directory of what the agent keeps across restarts (WireGuard private key, learned DNS names, the L7 proxy's chain groups; files mode 0600)")
 	fs.DurationVar(&cfg.KeyRotationPeriod, "encryption-key-rotation-period", 0, "rotate the WireGuard key when it is this old (0: only on request)")
 	fs.StringVar(&cfg.WireGuardBackend, "wireguard-backend", "auto", "WireGuard device: auto (kernel when it has WireGuard, else embedded), kernel or embedded")
 	fs.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", flow.DefaultCapacity, "flows the node keeps for observe (the oldest go first)")

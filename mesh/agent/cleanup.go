@@ -110,6 +110,9 @@ func Cleanup(ctx context.Context, log *slog.Logger, cfg Config, client kubernete
 	if f := cfg.fqdnStateFile(); filepath.IsAbs(f) {
 		step("remove the learned DNS names", removeFile(log, f))
 	}
+	if f := cfg.proxyGroupsFile(); f != "" {
+		step("remove the proxy's groups", removeFile(log, f))
+	}
 	if cfg.StateDir != "" {
 		step("remove state directory", removeEmptyDir(log, cfg.StateDir))
 	}

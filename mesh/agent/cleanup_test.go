@@ -54,6 +54,10 @@ func TestCleanupStateAndAnnotations(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfg.StateDir, "fqdn-names.json"), []byte(`{"version":1,"entries":[]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The proxy's groups, as the agent keeps them.
+	if err := saveProxyGroups(cfg.proxyGroupsFile(), nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.APISocket), 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -84,8 +84,9 @@ type Config struct {
 	// Encryption of node-to-node pod traffic (see encryption.go).
 	EnableEncryption bool
 	EncryptionType   string
-	// StateDir holds what the agent keeps across restarts (the WireGuard
-	// private key, mode 0600).
+	// StateDir holds what the agent keeps across restarts (files mode
+	// 0600): the WireGuard private key, the learned DNS names and the L7
+	// proxy's groups (proxy_groups.go).
 	StateDir string
 	// KeyRotationPeriod rotates the WireGuard key when it is that old; 0
 	// never rotates on its own.

@@ -68,6 +68,11 @@ type proxy struct {
 	holding chan struct{}
 	// status is the xDS server's (xds.Status).
 	status func() server.Status
+	// groups keeps the published groups across restarts; restored are
+	// those a previous run of the agent published last, whose labels the
+	// first publication continues (the regeneration loop's).
+	groups   groupSaver
+	restored []translate.Group
 
 	// pub serializes publications: the L7 policy resources and the
 	// gateway resources share one snapshot.
@@ -108,6 +113,14 @@ func newProxy(log *slog.Logger, cfg Config, client kubernetes.Interface, flows *
 		holding:   make(chan struct{}, 1),
 	}
 	p.status = p.xds.Status
+	p.groups = groupSaver{path: cfg.proxyGroupsFile(), wake: make(chan struct{}, 1)}
+	if p.groups.path != "" {
+		gs, err := loadProxyGroups(p.groups.path)
+		if err != nil {
+			log.Warn("the L7 chains shared by groups of pods get new names: the node's Envoy drains their connections once", "error", err)
+		}
+		p.restored, p.groups.saved = gs, gs
+	}
 	p.als = accesslog.New(log, func(l flow.HTTPLog) {
 		// One count per tunnel (its CONNECT), not per request inside.
 		if l.SourceID != "" && l.Method == "CONNECT" && p.authMetrics != nil {
@@ -178,6 +191,8 @@ func (p *proxy) run(ctx context.Context) error {
 			p.report(ctx)
 		case <-p.holding:
 			arm()
+		case <-p.groups.wake:
+			p.saveGroups()
 		case <-deadline.C:
 			p.settle(time.Now(), true)
 			arm()
@@ -226,8 +241,15 @@ func (p *proxy) update(ctx context.Context, n translate.Node, policies map[strin
 	if p.heldSince.IsZero() && len(p.heldLocked()) > 0 {
 		p.heldSince = now
 	}
+	p.groups.next = &n
 	p.mu.Unlock()
 	p.last, p.lastOrigins, p.lastAuth = &n, policies, as
+	if p.groups.path != "" {
+		select {
+		case p.groups.wake <- struct{}{}:
+		default:
+		}
+	}
 	// Without a connected Envoy nothing is held; otherwise run keeps the
 	// deadline.
 	p.settle(now, false)
@@ -257,8 +279,14 @@ func redirectedPorts(n translate.Node) map[redirected]bool {
 // their groups keep the chains of the configuration published last where
 // they continue them (translate.InheritLabels): a policy joining or
 // leaving a group's set renames no chain, and Envoy drains none.
+//
+// The first configuration continues the groups a previous run of the
+// agent published last (see groupSaver), as Envoy may still run them.
 func (p *proxy) prepare(n translate.Node) (next, publish translate.Node, dropped bool) {
 	if p.last == nil {
+		if len(p.restored) > 0 {
+			n.GroupLabels = translate.InheritLabels(p.restored, n)
+		}
 		return n, n, false
 	}
 	if reflect.DeepEqual(p.last.Ports, n.Ports) {

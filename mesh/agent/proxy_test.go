@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -340,5 +342,68 @@ func TestProxyPrepareKeepsChains(t *testing.T) {
 	}
 	if again, _, _ := p.prepare(node("MembraneNetworkPolicy shop/a", "MembraneNetworkPolicy shop/b")); !reflect.DeepEqual(again, *p.last) {
 		t.Errorf("unchanged: prepared %+v, want what was published last", again)
+	}
+}
+
+// TestProxyGroupsSurviveRestart: a restarted agent publishes the chains
+// of its groups under the names they had (the node's Envoy keeps them),
+// also when a policy joined a group while it was down; a file it cannot
+// use costs the names, not the configuration.
+func TestProxyGroupsSurviveRestart(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := Config{NodeName: "n1", StateDir: filepath.Join(t.TempDir(), "state")}
+	node := func(origins ...string) translate.Node {
+		n := translate.Node{ProxyPort: 15001}
+		for _, ip := range []string{"10.0.0.5", "10.0.0.6"} {
+			n.Ports = append(n.Ports, translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ip), Port: 80, Origins: origins,
+				Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: "/" + strings.Join(origins, ",")}}}}})
+		}
+		return n
+	}
+	const a, b, c = "MembraneNetworkPolicy shop/a", "MembraneNetworkPolicy shop/b", "MembraneNetworkPolicy shop/c"
+	publish := func(p *proxy, n translate.Node) string {
+		t.Helper()
+		_, pub, _ := p.prepare(n)
+		p.update(t.Context(), pub, nil, nil)
+		p.saveGroups()
+		chains := p.l7Res.Listeners[0].GetFilterChains()
+		if len(chains) != 1 {
+			t.Fatalf("%d chains, want one", len(chains))
+		}
+		return chains[0].GetName()
+	}
+	first := newProxy(log, cfg, nil, flow.NewStore(16, nil), flow.MapEnricher{})
+	name := publish(first, node(a))
+	if got := publish(first, node(a, b)); got != name {
+		t.Fatalf("a policy joined the group: chain %s, want %s kept", got, name)
+	}
+	for _, tc := range []struct {
+		what string
+		node translate.Node
+	}{
+		{"restarted", node(a, b)},
+		{"restarted after a policy joined", node(a, b, c)},
+	} {
+		p := newProxy(log, cfg, nil, flow.NewStore(16, nil), flow.MapEnricher{})
+		if got := publish(p, tc.node); got != name {
+			t.Errorf("%s: chain %s, want %s kept", tc.what, got, name)
+		}
+	}
+
+	// A file the agent cannot use: the digests name the chains.
+	if err := os.WriteFile(cfg.proxyGroupsFile(), []byte(`{"version":1,"groups":[{"direction":"ingress","port":80,"origins":["b","a"],"label":"group-000000000000","endpoints":[]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadProxyGroups(cfg.proxyGroupsFile()); err == nil || !strings.Contains(err.Error(), "groups[0].origins: must be sorted") {
+		t.Errorf("loading unsorted origins: error %v, want one naming groups[0].origins", err)
+	}
+	p := newProxy(log, cfg, nil, flow.NewStore(16, nil), flow.MapEnricher{})
+	got := publish(p, node(a, b, c))
+	if got == name || !strings.HasPrefix(got, "ingress/group-") {
+		t.Errorf("unusable file: chain %s, want one named after its policies' digest", got)
+	}
+	// The next save replaces the file.
+	if gs, err := loadProxyGroups(cfg.proxyGroupsFile()); err != nil || len(gs) != 1 || got != "ingress/"+gs[0].Label+":80" {
+		t.Errorf("after publishing: the file holds %+v (%v), want the group of chain %s", gs, err, got)
 	}
 }

@@ -178,24 +178,33 @@ func (n Node) validate(checkRe func(string) error) error {
 			}
 		}
 	}
-	groups, labels := map[string]bool{}, map[string]bool{}
-	for i, gl := range n.GroupLabels {
-		f := func(sub string) func() string {
-			return func() string { return fmt.Sprintf("groupLabels[%d].%s", i, sub) }
+	validateLabels(n.GroupLabels, func(i int, sub, format string, args ...any) {
+		fail(func() string { return fmt.Sprintf("groupLabels[%d].%s", i, sub) }, format, args...)
+	})
+	return errors.Join(errs...)
+}
+
+// validateLabels reports, through fail, each problem of labels: a
+// malformed label, unsorted origins, a group labelled twice or a label of
+// two groups of one direction and port.
+func validateLabels(labels []GroupLabel, fail func(i int, field, format string, args ...any)) {
+	groups, seen := map[string]bool{}, map[string]bool{}
+	for i, gl := range labels {
+		if gl.Direction != Ingress && gl.Direction != Egress {
+			fail(i, "direction", "must be %q or %q, got %q", Ingress, Egress, gl.Direction)
 		}
 		if !isGroupLabel(gl.Label) {
-			fail(f("label"), "%q is not \"group-\" and 12 hexadecimal digits", gl.Label)
+			fail(i, "label", "%q is not \"group-\" and 12 hexadecimal digits", gl.Label)
 		}
 		if !slices.IsSorted(gl.Origins) || len(slices.Compact(slices.Clone(gl.Origins))) != len(gl.Origins) {
-			fail(f("origins"), "must be sorted, without duplicates")
+			fail(i, "origins", "must be sorted, without duplicates")
 		}
 		g, l := groupKey(gl.Direction, gl.Port, gl.Origins), labelKey(gl.Direction, gl.Port, gl.Label)
-		if groups[g] || labels[l] {
-			fail(f("label"), "a second label for the same group, or a label of two groups of one port and direction")
+		if groups[g] || seen[l] {
+			fail(i, "label", "a second label for the same group, or a label of two groups of one port and direction")
 		}
-		groups[g], labels[l] = true, true
+		groups[g], seen[l] = true, true
 	}
-	return errors.Join(errs...)
 }
 
 // isGroupLabel reports whether l is "group-" and 12 lower-case

@@ -60,6 +60,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -338,7 +339,30 @@ func labelKey(dir Direction, port uint16, label string) string {
 // same.
 type Group struct {
 	GroupLabel
-	Endpoints []netip.Addr // sorted
+	Endpoints []netip.Addr `json:"endpoints"` // sorted
+}
+
+// ValidateGroups reports every problem of groups (e.g. read back from a
+// file) that would keep InheritLabels from labelling each group of a node
+// once, each naming its field, joined.
+func ValidateGroups(groups []Group) error {
+	var errs []error
+	labels := make([]GroupLabel, len(groups))
+	for i, g := range groups {
+		labels[i] = g.GroupLabel
+		if !slices.IsSortedFunc(g.Endpoints, netip.Addr.Compare) {
+			errs = append(errs, fmt.Errorf("groups[%d].endpoints: must be sorted", i))
+		}
+		for j, a := range g.Endpoints {
+			if !a.IsValid() {
+				errs = append(errs, fmt.Errorf("groups[%d].endpoints[%d]: missing or invalid address", i, j))
+			}
+		}
+	}
+	validateLabels(labels, func(i int, field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("groups[%d].%s: %s", i, field, fmt.Sprintf(format, args...)))
+	})
+	return errors.Join(errs...)
 }
 
 // Groups returns n's groups, labelled as n's chains are named. Pods with

@@ -570,6 +570,43 @@ func TestInheritLabels(t *testing.T) {
 	}
 }
 
+// TestValidateGroups: groups read back from a file are refused where
+// InheritLabels could label two groups of a node alike.
+func TestValidateGroups(t *testing.T) {
+	const a, b = "MembraneNetworkPolicy shop/a", "MembraneNetworkPolicy shop/b"
+	ok := func() []Group {
+		return []Group{
+			{GroupLabel{Ingress, 80, []string{a, b}, sharedLabel(Ingress, 80, []string{a})}, []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")}},
+			{GroupLabel{Ingress, 81, []string{a}, sharedLabel(Ingress, 80, []string{a})}, nil},
+		}
+	}
+	if err := ValidateGroups(ok()); err != nil {
+		t.Fatalf("valid groups: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(gs []Group) []Group
+		want   string
+	}{
+		{"a label of two groups", func(gs []Group) []Group { gs[1].Port = 80; return gs }, "groups[1].label: a second label"},
+		{"a group labelled twice", func(gs []Group) []Group {
+			return append(gs, Group{GroupLabel{Ingress, 81, []string{a}, sharedLabel(Ingress, 81, []string{b})}, nil})
+		}, "groups[2].label: a second label"},
+		{"a malformed label", func(gs []Group) []Group { gs[0].Label = "group-XYZ"; return gs }, `groups[0].label: "group-XYZ" is not`},
+		{"unsorted origins", func(gs []Group) []Group { gs[0].Origins = []string{b, a}; return gs }, "groups[0].origins: must be sorted"},
+		{"a direction", func(gs []Group) []Group { gs[1].Direction = "sideways"; return gs }, `groups[1].direction: must be "ingress" or "egress"`},
+		{"unsorted endpoints", func(gs []Group) []Group { slices.Reverse(gs[0].Endpoints); return gs }, "groups[0].endpoints: must be sorted"},
+		{"an invalid endpoint", func(gs []Group) []Group { gs[1].Endpoints = []netip.Addr{{}}; return gs }, "groups[1].endpoints[0]: missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateGroups(tc.change(ok()))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
 // TestSelectChain: the matcher selects the chain of both sides for a
 // connection between a pod with egress rules and one with ingress rules,
 // else the chain of the side that has rules, and none for the rest.
