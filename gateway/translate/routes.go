@@ -652,7 +652,7 @@ func virtualHosts(ls []*listener) []ir.VirtualHost {
 			if i > 0 && rs[i-1].route.Name == r.route.Name {
 				continue
 			}
-			vh.Routes = append(vh.Routes, withRedirectPort(r.route, uint16(best.spec.Port)))
+			vh.Routes = append(vh.Routes, withRedirectPort(r.route, listenerScheme(best), uint16(best.spec.Port), d))
 		}
 		out = append(out, vh)
 	}
@@ -683,6 +683,15 @@ func listenerHost(l *listener) string {
 	return string(*l.spec.Hostname)
 }
 
+// listenerScheme is the scheme of l's requests: "https" where l
+// terminates TLS, else "http".
+func listenerScheme(l *listener) string {
+	if l.spec.Protocol == gwv1.HTTPSProtocolType {
+		return "https"
+	}
+	return "http"
+}
+
 // coversHost reports whether pattern ("*", "*.suffix" or a name) covers
 // host (the same forms).
 func coversHost(pattern, host string) bool {
@@ -700,24 +709,48 @@ func moreSpecific(a, b string) bool {
 	return len(a) > len(b)
 }
 
-// withRedirectPort gives a redirect without a port the one Gateway API
-// says: the scheme's well-known port when the scheme changes, else the
-// listener's (Envoy leaves out a scheme's default port).
-func withRedirectPort(r ir.Route, listenerPort uint16) ir.Route {
-	if r.Redirect == nil || r.Redirect.Port != 0 {
+// withRedirectPort gives a redirect the port Gateway API says when it
+// names none (the scheme's well-known port when the scheme changes, else
+// the listener's), on the virtual host of domain of a listener of
+// listenerScheme and listenerPort. A Location that would carry its
+// scheme's well-known port carries none (the spec: SHOULD NOT add it):
+// the redirect then sets no port, and Envoy writes the host without one
+// where the redirect names the host (domain, where it is one name), or
+// writes the request's host, whose port, if any, is the listener's
+// well-known one, which Envoy drops on a scheme change. Otherwise the
+// port stays explicit.
+func withRedirectPort(r ir.Route, listenerScheme string, listenerPort uint16, domain string) ir.Route {
+	if r.Redirect == nil {
 		return r
 	}
 	rd := *r.Redirect
-	switch rd.Scheme {
-	case "":
+	scheme := cmp.Or(rd.Scheme, listenerScheme)
+	if rd.Port == 0 {
 		rd.Port = listenerPort
-	case "https":
-		rd.Port = 443
-	case "http":
-		rd.Port = 80
+		if scheme != listenerScheme {
+			rd.Port = wellKnownPort(scheme)
+		}
+	}
+	if rd.Port == wellKnownPort(scheme) {
+		switch {
+		case rd.Hostname != "":
+			rd.Port = 0
+		case !strings.Contains(domain, "*"):
+			rd.Hostname, rd.Port = domain, 0
+		case listenerPort == wellKnownPort(listenerScheme):
+			rd.Port = 0
+		}
 	}
 	r.Redirect = &rd
 	return r
+}
+
+// wellKnownPort is scheme's default port ("http" or "https").
+func wellKnownPort(scheme string) uint16 {
+	if scheme == "https" {
+		return 443
+	}
+	return 80
 }
 
 // passthroughServers are a TLS passthrough listener's servers: one per
