@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/membrane-mesh/membrane/e2e/noderunner/runtime"
+	"github.com/membrane-mesh/membrane/mesh/statefile"
 )
 
 func TestPlanStart(t *testing.T) {
@@ -170,7 +171,7 @@ func TestPodRecordFile(t *testing.T) {
 		{"someone else's", `{"uid":"uid-2"}`, `uid "uid-2" does not match`},
 		{"relative netns", `{"uid":"uid-1","sandbox":{"netns":"x","ip":"10.0.0.1"}}`, `sandbox.netns "x"`},
 	} {
-		if err := writeFileAtomic(filepath.Join(dir, recordFile), []byte(tc.content)); err != nil {
+		if err := statefile.Write(filepath.Join(dir, recordFile), []byte(tc.content)); err != nil {
 			t.Fatal(err)
 		}
 		_, err := readRecord(dir)

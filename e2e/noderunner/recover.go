@@ -20,6 +20,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/e2e/cgroups"
 	"github.com/membrane-mesh/membrane/e2e/noderunner/runtime"
+	"github.com/membrane-mesh/membrane/mesh/statefile"
 )
 
 const killTimeout = 5 * time.Second
@@ -308,7 +309,7 @@ func (w *podWorker) persist() {
 	if bytes.Equal(raw, w.lastRecord) {
 		return
 	}
-	if err := writeFileAtomic(filepath.Join(w.dir, recordFile), raw); err != nil {
+	if err := statefile.Write(filepath.Join(w.dir, recordFile), raw); err != nil {
 		w.log.Error("persist pod record", "error", err)
 		return
 	}

@@ -65,34 +65,6 @@ func (r podRecord) processes() []runtime.Process {
 	return out
 }
 
-// writeFileAtomic replaces path with data: a reader (or a runner started
-// after a crash) sees the old content or the new, never a part.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
-}
-
 // readRecord reads the record in a pod's state dir.
 func readRecord(dir string) (podRecord, error) {
 	path := filepath.Join(dir, recordFile)

@@ -304,6 +304,17 @@ func TestStallGate(t *testing.T) {
 	}
 }
 
+// twoPodNode is an L7 configuration of two pods whose port 80 has one
+// rule, from origins (its path names them).
+func twoPodNode(origins ...string) translate.Node {
+	n := translate.Node{ProxyPort: 15001}
+	for _, ip := range []string{"10.0.0.5", "10.0.0.6"} {
+		n.Ports = append(n.Ports, translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ip), Port: 80, Origins: origins,
+			Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: "/" + strings.Join(origins, ",")}}}}})
+	}
+	return n
+}
+
 // TestProxyPrepareKeepsChains: a policy joining the set of a group's pods
 // keeps the group's filter chain as it was (Envoy drains none of its
 // connections) and changes its route configuration; an unchanged
@@ -311,14 +322,7 @@ func TestStallGate(t *testing.T) {
 func TestProxyPrepareKeepsChains(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	p := newProxy(log, Config{NodeName: "n1"}, nil, flow.NewStore(16, nil), flow.MapEnricher{})
-	node := func(origins ...string) translate.Node {
-		n := translate.Node{ProxyPort: 15001}
-		for _, ip := range []string{"10.0.0.5", "10.0.0.6"} {
-			n.Ports = append(n.Ports, translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ip), Port: 80, Origins: origins,
-				Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: "/" + strings.Join(origins, ",")}}}}})
-		}
-		return n
-	}
+	node := twoPodNode
 	publish := func(n translate.Node) translate.Resources {
 		t.Helper()
 		next, pub, dropped := p.prepare(n)
@@ -352,14 +356,7 @@ func TestProxyPrepareKeepsChains(t *testing.T) {
 func TestProxyGroupsSurviveRestart(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := Config{NodeName: "n1", StateDir: filepath.Join(t.TempDir(), "state")}
-	node := func(origins ...string) translate.Node {
-		n := translate.Node{ProxyPort: 15001}
-		for _, ip := range []string{"10.0.0.5", "10.0.0.6"} {
-			n.Ports = append(n.Ports, translate.Port{Direction: translate.Ingress, Endpoint: netip.MustParseAddr(ip), Port: 80, Origins: origins,
-				Rules: []translate.Rule{{HTTP: []translate.HTTPRule{{Method: "GET", Path: "/" + strings.Join(origins, ",")}}}}})
-		}
-		return n
-	}
+	node := twoPodNode
 	const a, b, c = "MembraneNetworkPolicy shop/a", "MembraneNetworkPolicy shop/b", "MembraneNetworkPolicy shop/c"
 	publish := func(p *proxy, n translate.Node) string {
 		t.Helper()
