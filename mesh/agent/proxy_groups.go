@@ -24,7 +24,8 @@ const proxyGroupsFileName = "proxy-groups.json"
 // proxyGroupsVersion is the version of the file saveProxyGroups writes.
 const proxyGroupsVersion = 1
 
-type proxyGroupsFile struct {
+// proxyGroups is the file's content.
+type proxyGroups struct {
 	Version int               `json:"version"`
 	Groups  []translate.Group `json:"groups"`
 }
@@ -49,7 +50,7 @@ func loadProxyGroups(path string) ([]translate.Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load the proxy's groups: %w", err)
 	}
-	var f proxyGroupsFile
+	var f proxyGroups
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
@@ -66,7 +67,7 @@ func loadProxyGroups(path string) ([]translate.Group, error) {
 
 // saveProxyGroups writes groups to path atomically.
 func saveProxyGroups(path string, groups []translate.Group) error {
-	data, err := json.Marshal(proxyGroupsFile{Version: proxyGroupsVersion, Groups: groups})
+	data, err := json.Marshal(proxyGroups{Version: proxyGroupsVersion, Groups: groups})
 	if err != nil {
 		return fmt.Errorf("save the proxy's groups: %w", err)
 	}
@@ -77,9 +78,9 @@ func saveProxyGroups(path string, groups []translate.Group) error {
 }
 
 // groupSaver keeps the groups of the configuration the proxy published
-// last in a file, off the regeneration loop: publish hands it each
-// published configuration, and save (the proxy's run loop) writes its
-// groups when they changed.
+// last in a file, off the regeneration loop: update hands it each
+// published configuration, and the proxy's run loop writes its groups
+// when they changed (saveGroups).
 type groupSaver struct {
 	path string
 	// next is the configuration published last and not saved yet (nil:
