@@ -458,6 +458,10 @@ spec:
 		t.Cleanup(func() { k.must("", "-n", "shop", "delete", "secret", "bad-tls", "--ignore-not-found") })
 		k.must("", "-n", "shop", "patch", "gateway", "web", "--type=json", "-p",
 			`[{"op":"add","path":"/spec/listeners/-","value":{"name":"bad-cert","protocol":"HTTPS","port":443,"hostname":"bad.example.com","tls":{"mode":"Terminate","certificateRefs":[{"name":"bad-tls"}]}}}]`)
+		t.Cleanup(func() {
+			k.must("", "-n", "shop", "patch", "gateway", "web", "--type=json", "-p",
+				`[{"op":"test","path":"/spec/listeners/2/name","value":"bad-cert"},{"op":"remove","path":"/spec/listeners/2"}]`)
+		})
 		var gw gwv1.Gateway
 		var bad gwv1.ListenerStatus
 		eventually(t, gatewayTimeout, "listener bad-cert ResolvedRefs=False", func() error {
@@ -493,8 +497,6 @@ spec:
 		if r, err := hostGet(gwHTTPS+"/shop/items", getOptions{host: "shop.example.com", roots: roots}); err != nil || r.Code != http.StatusOK {
 			t.Errorf("GET https://shop.example.com/shop/items beside the refused certificate: %d, %v", r.Code, err)
 		}
-		k.must("", "-n", "shop", "patch", "gateway", "web", "--type=json", "-p",
-			`[{"op":"test","path":"/spec/listeners/2/name","value":"bad-cert"},{"op":"remove","path":"/spec/listeners/2"}]`)
 	})
 
 	t.Run("a route to a missing Service", func(t *testing.T) {
