@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -418,6 +419,16 @@ spec:
 	})
 
 	t.Run("rotating the Secret changes the certificate served", func(t *testing.T) {
+		// The certificate comes over SDS: no node Envoy's listener changes
+		// (a changed filter chain would drain its connections).
+		modified := func() map[string]int {
+			out := map[string]int{}
+			for _, n := range s.Nodes {
+				out[n.Name] = envoyStat(t, l.NodeNetns(n.Name), "listener_manager.listener_modified")
+			}
+			return out
+		}
+		modifiedBefore := modified()
 		leaf2, cert2, key2 := ca.issue(t, "shop.example.com", "secure.example.com", "ing.example.com")
 		start := time.Now()
 		k.must(tlsSecret("shop", "shop-tls", cert2, key2), "apply", "-f", "-")
@@ -445,6 +456,9 @@ spec:
 			return err
 		})
 		checkAgentSecretAccess(t, k, "shop", "shop-tls", cert2, key2)
+		if got := modified(); !maps.Equal(got, modifiedBefore) {
+			t.Errorf("listeners modified by the node Envoys %v, %v before the rotation: want none", got, modifiedBefore)
+		}
 	})
 
 	t.Run("a certificate Envoy would refuse is the listener's own error", func(t *testing.T) {

@@ -486,30 +486,16 @@ spec:
 		// drains nothing (a renamed chain would be drained); the same after
 		// the node's agent restarts, and when the policy leaves again.
 		target := p.payments[0]
-		admin := func(path string) string {
-			out, err := exec.CommandContext(t.Context(), "nsenter", "--net="+shared.cluster.Layout().NodeNetns(target.Spec.NodeName), "--",
-				"curl", "-s", "-m", "5", "http://127.0.0.1:9901"+path).CombinedOutput()
-			if err != nil {
-				t.Fatalf("envoy %s: %v: %s", path, err, out)
-			}
-			return string(out)
-		}
+		netns := shared.cluster.Layout().NodeNetns(target.Spec.NodeName)
 		chains := func() []string {
 			var out []string
-			for _, m := range regexp.MustCompile(`"name": "(ingress/[^"]*:3000)"`).FindAllStringSubmatch(admin("/config_dump?resource=dynamic_listeners"), -1) {
+			for _, m := range regexp.MustCompile(`"name": "(ingress/[^"]*:3000)"`).FindAllStringSubmatch(envoyAdmin(t, netns, "/config_dump?resource=dynamic_listeners"), -1) {
 				out = append(out, m[1])
 			}
 			slices.Sort(out)
 			return slices.Compact(out)
 		}
-		stat := func(name string) int {
-			out := strings.TrimSpace(admin("/stats?filter=^" + strings.ReplaceAll(name, ".", "%5C.") + "$"))
-			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out, name+":")))
-			if err != nil {
-				t.Fatalf("envoy stat %s: %q: %v", name, out, err)
-			}
-			return n
-		}
+		stat := func(name string) int { return envoyStat(t, netns, name) }
 		draining := func() int { return stat("listener_manager.total_filter_chains_draining") }
 		audit := paymentsL7Policy("payment-audit", `{method: GET, path: "/api/v1/audit/.*"}`)
 		url := "http://" + target.Status.PodIP + ":3000/api/v1/audit/1"

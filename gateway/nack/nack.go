@@ -1,7 +1,9 @@
-// Package nack attributes a gateway listener or route configuration the
-// node Envoy rejected to the Gateway API objects it was made from: the Gateway (or Ingress) and port
-// its name carries, the Gateway listeners whose filter chains changed since
-// the version Envoy runs, and the route rules whose routes changed in them.
+// Package nack attributes a gateway listener, route configuration or
+// certificate the node Envoy rejected to the Gateway API objects it was
+// made from: the Gateway (or Ingress) and port its name carries, the
+// Gateway listeners whose filter chains changed since the version Envoy
+// runs (or that serve the certificate), and the route rules whose routes
+// changed in them.
 package nack
 
 import (
@@ -13,6 +15,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/membrane-mesh/membrane/gateway/translate"
@@ -27,16 +30,11 @@ import (
 // passthrough) or the Envoy listener's own name (HTTP: every Gateway
 // listener of the port); routes "<namespace>/<route>/rule/<i>/match/<j>".
 func Attribute(refused, running *listenerv3.Listener, errText string) (v1alpha1.GatewayRejection, error) {
-	name, ok := strings.CutPrefix(refused.GetName(), translate.ListenerPrefix)
-	parts := strings.Split(name, "/")
-	if !ok || len(parts) != 3 {
-		return v1alpha1.GatewayRejection{}, fmt.Errorf("listener %q is not a gateway listener", refused.GetName())
-	}
-	port, err := strconv.ParseInt(parts[2], 10, 32)
+	out, err := listenerRejection(refused.GetName(), errText)
 	if err != nil {
-		return v1alpha1.GatewayRejection{}, fmt.Errorf("listener %q: port: %w", refused.GetName(), err)
+		return out, err
 	}
-	out := v1alpha1.GatewayRejection{Namespace: parts[0], Name: parts[1], Port: int32(port), Error: errText}
+	port := strconv.Itoa(int(out.Port))
 	old := map[string]*listenerv3.FilterChain{}
 	for _, fc := range running.GetFilterChains() {
 		old[fc.GetName()] = fc
@@ -53,7 +51,7 @@ func Attribute(refused, running *listenerv3.Listener, errText string) (v1alpha1.
 	}
 	for _, fc := range changed {
 		chain := strings.Split(fc.GetName(), "/")
-		if len(chain) < 3 || chain[2] == parts[2] {
+		if len(chain) < 3 || chain[2] == port {
 			// An HTTP port's one chain: every listener of the port.
 			out.Listeners = nil
 			break
@@ -75,6 +73,22 @@ func Attribute(refused, running *listenerv3.Listener, errText string) (v1alpha1.
 	slices.Sort(out.Rules)
 	out.Rules = slices.Compact(out.Rules)
 	return out, nil
+}
+
+// listenerRejection is the rejection, with errText, of the Gateway and
+// port the gateway listener name ("gateway/<namespace>/<gateway>/<port>")
+// carries.
+func listenerRejection(name, errText string) (v1alpha1.GatewayRejection, error) {
+	rest, ok := strings.CutPrefix(name, translate.ListenerPrefix)
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 3 {
+		return v1alpha1.GatewayRejection{}, fmt.Errorf("listener %q is not a gateway listener", name)
+	}
+	port, err := strconv.ParseInt(parts[2], 10, 32)
+	if err != nil {
+		return v1alpha1.GatewayRejection{}, fmt.Errorf("listener %q: port: %w", name, err)
+	}
+	return v1alpha1.GatewayRejection{Namespace: parts[0], Name: parts[1], Port: int32(port), Error: errText}, nil
 }
 
 // AttributeRoutes names what the rejection of the gateway route
@@ -105,6 +119,56 @@ func AttributeRoutes(refused, running *routev3.RouteConfiguration, errText strin
 		out.Rules = slices.Compact(out.Rules)
 	}
 	return out, nil
+}
+
+// AttributeSecret names what the rejection of the gateway certificate
+// (SDS secret) name is about: for each of listeners (the gateway
+// listeners published with it) whose filter chains serve it, its Gateway
+// and port and the Gateway listeners of those chains. Envoy's error text
+// is each rejection's.
+func AttributeSecret(name string, listeners []*listenerv3.Listener, errText string) ([]v1alpha1.GatewayRejection, error) {
+	if !strings.HasPrefix(name, translate.CertificatePrefix) {
+		return nil, fmt.Errorf("secret %q is not a gateway certificate", name)
+	}
+	var out []v1alpha1.GatewayRejection
+	for _, l := range listeners {
+		var gl []string
+		for _, fc := range l.GetFilterChains() {
+			serves, err := servesSecret(fc, name)
+			if err != nil {
+				return nil, fmt.Errorf("listener %s: %w", l.GetName(), err)
+			}
+			if chain := strings.Split(fc.GetName(), "/"); serves && len(chain) >= 3 {
+				gl = append(gl, chain[2])
+			}
+		}
+		if len(gl) == 0 {
+			continue
+		}
+		g, err := listenerRejection(l.GetName(), errText)
+		if err != nil {
+			return nil, err
+		}
+		slices.Sort(gl)
+		g.Listeners = slices.Compact(gl)
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// servesSecret reports whether fc's TLS context names the SDS secret name.
+func servesSecret(fc *listenerv3.FilterChain, name string) (bool, error) {
+	tc := fc.GetTransportSocket().GetTypedConfig()
+	if tc == nil || !tc.MessageIs((*tlsv3.DownstreamTlsContext)(nil)) {
+		return false, nil
+	}
+	var ctx tlsv3.DownstreamTlsContext
+	if err := tc.UnmarshalTo(&ctx); err != nil {
+		return false, fmt.Errorf("filter chain %s: %w", fc.GetName(), err)
+	}
+	return slices.ContainsFunc(ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs(), func(c *tlsv3.SdsSecretConfig) bool {
+		return c.GetName() == name
+	}), nil
 }
 
 // changedRules are the route rules whose routes differ between the filter

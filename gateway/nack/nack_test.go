@@ -7,6 +7,7 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/membrane-mesh/membrane/gateway/ir"
@@ -38,7 +39,7 @@ func TestAttribute(t *testing.T) {
 			Servers: []ir.Server{{Name: "ns/gw/80", VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"}, Routes: routes}}}}}
 	}
 	server := func(name, key, path string) ir.Server {
-		return ir.Server{Name: "ns/gw/" + name, SNI: []string{name + ".example"}, Certificates: []ir.Certificate{{Name: "ns/s", Chain: []byte("chain"), Key: []byte(key)}},
+		return ir.Server{Name: "ns/gw/" + name, SNI: []string{name + ".example"}, Certificates: []ir.Certificate{{Name: "ns/" + name, Chain: []byte("chain"), Key: []byte(key)}},
 			VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"}, Routes: []ir.Route{route("ns/r2/rule/0/match/0", path)}}}}
 	}
 	https := func(servers ...ir.Server) ir.Listener {
@@ -62,7 +63,7 @@ func TestAttribute(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// What Envoy refuses: the listener if it changed, else the
-			// route configuration that did (routes come over RDS).
+			// route configuration (RDS) or the certificate (SDS) that did.
 			refused := render(t, c.refused)
 			var got v1alpha1.GatewayRejection
 			var err error
@@ -75,11 +76,23 @@ func TestAttribute(t *testing.T) {
 				for _, rc := range running.Routes {
 					old[rc.GetName()] = rc
 				}
-				i := slices.IndexFunc(refused.Routes, func(rc *routev3.RouteConfiguration) bool { return !proto.Equal(old[rc.GetName()], rc) })
-				if i < 0 {
-					t.Fatal("neither the listener nor a route configuration changed")
+				oldSecrets := map[string]*tlsv3.Secret{}
+				for _, sec := range running.Secrets {
+					oldSecrets[sec.GetName()] = sec
 				}
-				got, err = AttributeRoutes(refused.Routes[i], old[refused.Routes[i].GetName()], "envoy's error")
+				if i := slices.IndexFunc(refused.Routes, func(rc *routev3.RouteConfiguration) bool { return !proto.Equal(old[rc.GetName()], rc) }); i >= 0 {
+					got, err = AttributeRoutes(refused.Routes[i], old[refused.Routes[i].GetName()], "envoy's error")
+				} else if i := slices.IndexFunc(refused.Secrets, func(s *tlsv3.Secret) bool { return !proto.Equal(oldSecrets[s.GetName()], s) }); i >= 0 {
+					// A certificate comes over SDS.
+					var all []v1alpha1.GatewayRejection
+					all, err = AttributeSecret(refused.Secrets[i].GetName(), refused.Listeners, "envoy's error")
+					if len(all) != 1 {
+						t.Fatalf("%d rejections %+v, want one", len(all), all)
+					}
+					got = all[0]
+				} else {
+					t.Fatal("neither the listener nor a route configuration nor a certificate changed")
+				}
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -95,5 +108,8 @@ func TestAttribute(t *testing.T) {
 	}
 	if _, err := AttributeRoutes(&routev3.RouteConfiguration{Name: "ingress/10.0.0.5:8080"}, nil, ""); err == nil {
 		t.Error("a policy route configuration is attributed to a Gateway")
+	}
+	if _, err := AttributeSecret("spiffe://cluster.local/ns/shop/sa/web", nil, ""); err == nil {
+		t.Error("a workload's SVID is attributed to a Gateway")
 	}
 }

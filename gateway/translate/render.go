@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -40,6 +41,12 @@ const (
 	// RoutePrefix starts the name of every gateway route configuration
 	// (RDS): "gateway/<listener>#<server>".
 	RoutePrefix = "gateway/"
+	// CertificatePrefix starts the name of every gateway certificate's
+	// SDS secret: "gateway-certificate/<namespace>/<name>" of its Secret,
+	// the same while the Secret rotates, so that a rotated certificate
+	// changes the secret Envoy serves and not the listener (whose
+	// connections Envoy would drain).
+	CertificatePrefix = "gateway-certificate/"
 	// invalidBackendCluster is named by routes for invalid backends and
 	// never defined: Envoy answers those requests with 500.
 	invalidBackendCluster = "gateway-invalid-backend"
@@ -57,14 +64,17 @@ const (
 )
 
 // Resources are the node Envoys' gateway listeners, their route
-// configurations and clusters. The HTTP connection managers get their
-// routes over RDS, so that a route change replaces a route configuration,
-// not the listener: connections already open keep going and see the new
-// routes with their next request.
+// configurations, clusters and certificates. The HTTP connection managers
+// get their routes over RDS and the listeners their certificates over
+// SDS, so that a route change replaces a route configuration and a
+// rotated certificate a secret, not the listener: connections already
+// open keep going and see the new routes with their next request.
 type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
+	// Secrets are the certificates the listeners name, by name.
+	Secrets []*tlsv3.Secret
 }
 
 // Render turns the IR into Envoy resources. Every listener binds its
@@ -73,6 +83,7 @@ type Resources struct {
 // (a proto that does not marshal).
 func Render(in ir.IR) (Resources, error) {
 	var out Resources
+	certs := map[string]ir.Certificate{}
 	for _, l := range in.Listeners {
 		el, routes, err := renderListener(l)
 		if err != nil {
@@ -86,6 +97,18 @@ func Render(in ir.IR) (Resources, error) {
 		}
 		out.Listeners = append(out.Listeners, el)
 		out.Routes = append(out.Routes, routes...)
+		for _, sv := range l.Servers {
+			for _, c := range sv.Certificates {
+				certs[c.Name] = c
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(certs)) {
+		c := certs[name]
+		out.Secrets = append(out.Secrets, &tlsv3.Secret{Name: CertificatePrefix + c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Chain}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Key}},
+		}}})
 	}
 	for _, c := range in.Clusters {
 		ec, err := renderCluster(c)
@@ -173,10 +196,8 @@ func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
 		AlpnProtocols: []string{"h2", "http/1.1"},
 	}}
 	for _, c := range s.Certificates {
-		ctx.CommonTlsContext.TlsCertificates = append(ctx.CommonTlsContext.TlsCertificates, &tlsv3.TlsCertificate{
-			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Chain}},
-			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Key}},
-		})
+		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = append(ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs,
+			&tlsv3.SdsSecretConfig{Name: CertificatePrefix + c.Name, SdsConfig: ads()})
 	}
 	a, err := marshalAny(ctx)
 	if err != nil {
@@ -215,10 +236,7 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 		StatPrefix: statPrefix(s.Name),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			ConfigSource: &corev3.ConfigSource{
-				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-				ResourceApiVersion:    corev3.ApiVersion_V3,
-			},
+			ConfigSource:    ads(),
 			RouteConfigName: routeName,
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
@@ -384,6 +402,14 @@ func stringMatch(v ir.ValueMatch) *matcherv3.StringMatcher {
 		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: v.Value}}}
 	}
 	return exact(v.Value)
+}
+
+// ads is the aggregated config source (the agent's ADS stream).
+func ads() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
 }
 
 func exact(s string) *matcherv3.StringMatcher {

@@ -39,8 +39,9 @@ func goldenCases(t *testing.T) []xdstest.GoldenCase[Input, built] {
 
 // TestGolden compares the translation of testdata/<case>.in.yaml with
 // <case>.status.yaml (the status every object should get),
-// <case>.listeners.json, <case>.routes.json and <case>.clusters.json (go
-// test ./gateway/translate -update rewrites them).
+// <case>.listeners.json, <case>.routes.json, <case>.clusters.json and,
+// where it has certificates, <case>.secrets.json (go test
+// ./gateway/translate -update rewrites them).
 func TestGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.Name, func(t *testing.T) {
@@ -48,6 +49,11 @@ func TestGolden(t *testing.T) {
 			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".listeners.json"), c.Out.out.Listeners, *update)
 			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".routes.json"), c.Out.out.Routes, *update)
 			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".clusters.json"), c.Out.out.Clusters, *update)
+			// Only the cases with certificates have a secrets file.
+			secrets := filepath.Join("testdata", c.Name+".secrets.json")
+			if _, err := os.Stat(secrets); err == nil || len(c.Out.out.Secrets) > 0 {
+				xdstest.CheckGolden(t, secrets, c.Out.out.Secrets, *update)
+			}
 		})
 	}
 }

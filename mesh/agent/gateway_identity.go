@@ -130,7 +130,7 @@ func cleanupIngressAddr(log *slog.Logger) error {
 // connections to src (when valid) and whose HTTP connection managers send
 // their access logs, named accesslog.GatewayLogName, to alsCluster.
 func withIngressIdentity(res gwtranslate.Resources, src netip.Addr, alsCluster string) (gwtranslate.Resources, error) {
-	out := gwtranslate.Resources{Routes: res.Routes}
+	out := gwtranslate.Resources{Routes: res.Routes, Secrets: res.Secrets}
 	for _, c := range res.Clusters {
 		c = proto.Clone(c).(*clusterv3.Cluster)
 		if src.IsValid() {

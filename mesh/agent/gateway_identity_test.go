@@ -10,6 +10,7 @@ import (
 	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -33,6 +34,7 @@ func TestWithIngressIdentity(t *testing.T) {
 		}}},
 		Routes:   []*routev3.RouteConfiguration{{Name: "gateway/gw#gw"}},
 		Clusters: []*clusterv3.Cluster{{Name: "gateway/a"}, {Name: "gateway/b"}},
+		Secrets:  []*tlsv3.Secret{{Name: "gateway-certificate/shop/shop-tls"}},
 	}
 	src := netip.MustParseAddr("10.244.1.1")
 	out, err := withIngressIdentity(in, src, "membrane-agent")
@@ -41,6 +43,9 @@ func TestWithIngressIdentity(t *testing.T) {
 	}
 	if len(out.Routes) != 1 || out.Routes[0].GetName() != "gateway/gw#gw" {
 		t.Errorf("route configurations %v, want the input's", out.Routes)
+	}
+	if len(out.Secrets) != 1 || out.Secrets[0].GetName() != "gateway-certificate/shop/shop-tls" {
+		t.Errorf("secrets %v, want the input's", out.Secrets)
 	}
 	for _, c := range out.Clusters {
 		if got := c.GetUpstreamBindConfig().GetSourceAddress().GetAddress(); got != src.String() {

@@ -498,7 +498,7 @@ func (p *proxy) publish(ctx context.Context, l7 *translate.Resources, gw *gwtran
 		Listeners: slices.Concat(p.l7Res.Listeners, p.gatewayR.Listeners),
 		Routes:    slices.Concat(p.l7Res.Routes, p.gatewayR.Routes),
 		Clusters:  slices.Concat(p.l7Res.Clusters, p.gatewayR.Clusters),
-		Secrets:   p.l7Res.Secrets,
+		Secrets:   slices.Concat(p.l7Res.Secrets, p.gatewayR.Secrets),
 	})
 }
 
@@ -552,6 +552,16 @@ func (p *proxy) rejectedGateways(refused []server.Refusal) []v1alpha1.GatewayRej
 			if g, ok := p.rejectedGatewayRoutes(r); ok {
 				out = append(out, g)
 			}
+			continue
+		}
+		if r.TypeURL == resource.SecretType && strings.HasPrefix(r.Name, gwtranslate.CertificatePrefix) {
+			p.pub.Lock()
+			gs, err := nack.AttributeSecret(r.Name, p.gatewayR.Listeners, r.Error)
+			p.pub.Unlock()
+			if err != nil {
+				p.log.Warn("attribute a rejected gateway certificate", "secret", r.Name, "error", err)
+			}
+			out = append(out, gs...)
 			continue
 		}
 		if r.TypeURL != resource.ListenerType || !strings.HasPrefix(r.Name, gwtranslate.ListenerPrefix) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,10 +12,15 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
 	"github.com/membrane-mesh/membrane/gateway/ir"
@@ -39,6 +45,40 @@ func selfSigned(t testing.TB, host string) (chain, key []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}
+
+// inlineCertificates returns res's listeners with the certificates they
+// name (SDS) inline.
+func inlineCertificates(t *testing.T, res gwtranslate.Resources) []*listenerv3.Listener {
+	t.Helper()
+	byName := map[string]*tlsv3.TlsCertificate{}
+	for _, sec := range res.Secrets {
+		byName[sec.GetName()] = sec.GetTlsCertificate()
+	}
+	var out []*listenerv3.Listener
+	for _, l := range res.Listeners {
+		l = proto.Clone(l).(*listenerv3.Listener)
+		for _, fc := range l.GetFilterChains() {
+			tc := fc.GetTransportSocket().GetTypedConfig()
+			if tc == nil {
+				continue
+			}
+			var ctx tlsv3.DownstreamTlsContext
+			if err := tc.UnmarshalTo(&ctx); err != nil {
+				t.Fatal(err)
+			}
+			common := ctx.GetCommonTlsContext()
+			for _, sds := range common.GetTlsCertificateSdsSecretConfigs() {
+				common.TlsCertificates = append(common.TlsCertificates, byName[sds.GetName()])
+			}
+			common.TlsCertificateSdsSecretConfigs = nil
+			if err := tc.MarshalFrom(&ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // TestEnvoyRejectsOneGatewayListener: Envoy applies the listeners of a
@@ -76,7 +116,9 @@ func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := s.Publish(t.Context(), translate.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters})
+		// The certificates inline, so that Envoy refuses the listener of
+		// a bad one (over SDS it would refuse the secret).
+		v, err := s.Publish(t.Context(), translate.Resources{Listeners: inlineCertificates(t, res), Routes: res.Routes, Clusters: res.Clusters})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,4 +201,108 @@ func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
 	v5 := publish(model("/e", key, https("ns/gw2/https", newPort, key)))
 	waitStatus(t, s, "v5 accepted", func(st Status) bool { return st.Acked == v5 && st.Rejected == nil && st.InSync() })
 	serves("/e")
+}
+
+// TestEnvoyRotatesGatewayCertificate: a gateway listener's certificate
+// comes over SDS, so a rotated certificate reaches new connections without
+// a listener update: a connection open before the rotation keeps going
+// (Envoy, told to drain at once, would close it had its filter chain
+// changed). A certificate Envoy refuses is reported as that secret, and
+// the one before it stays served.
+func TestEnvoyRotatesGatewayCertificate(t *testing.T) {
+	envoy := testenv.Tool(t, "envoy")
+	s, adsAddr := serveADS(t)
+	port := freePort(t)
+	chain1, key1 := selfSigned(t, "a.example")
+	chain2, key2 := selfSigned(t, "a.example")
+	_, otherKey := selfSigned(t, "a.example")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(chain1)
+	roots.AppendCertsFromPEM(chain2)
+	publish := func(chain, key []byte) string {
+		t.Helper()
+		res, err := gwtranslate.Render(ir.IR{Listeners: []ir.Listener{{Name: "ns/gw/443", Address: netip.MustParseAddr("127.0.0.1"), Port: port, Protocol: ir.HTTPS,
+			Servers: []ir.Server{{Name: "ns/gw/https", SNI: []string{"a.example"}, Certificates: []ir.Certificate{{Name: "ns/s", Chain: chain, Key: key}},
+				VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"},
+					Routes: []ir.Route{{Name: "ns/r/rule/0/match/0", Match: ir.Match{PathType: ir.PathPrefix, Path: "/"}, DirectResponse: 200}}}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.Publish(t.Context(), translate.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters, Secrets: res.Secrets})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	url := fmt.Sprintf("https://127.0.0.1:%d/", port)
+	newClient := func() *http.Client {
+		return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1,
+			TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "a.example"}}}
+	}
+	// get returns the served certificate and whether the request went over
+	// a connection used before.
+	get := func(c *http.Client) (cert []byte, reused bool, err error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return nil, false, err
+		}
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, false, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Close {
+			return nil, reused, fmt.Errorf("status %d, connection close %v", resp.StatusCode, resp.Close)
+		}
+		return resp.TLS.PeerCertificates[0].Raw, reused, nil
+	}
+	leaf := func(chain []byte) []byte {
+		b, _ := pem.Decode(chain)
+		return b.Bytes
+	}
+	servesNew := func(what string, want []byte) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			cert, _, err := get(newClient())
+			if err == nil && bytes.Equal(cert, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: a new connection got %v, want the certificate within 10s", what, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	v1 := publish(chain1, key1)
+	runEnvoy(t, envoy, bootstrapFile(t, adsAddr), "--drain-time-s", "1", "--drain-strategy", "immediate")
+	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
+	servesNew("before the rotation", leaf(chain1))
+	open := newClient()
+	if cert, _, err := get(open); err != nil || !bytes.Equal(cert, leaf(chain1)) {
+		t.Fatalf("GET %s: %v, want the first certificate", url, err)
+	}
+
+	v2 := publish(chain2, key2)
+	waitStatus(t, s, "the rotation accepted", func(st Status) bool { return st.Acked == v2 })
+	servesNew("after the rotation", leaf(chain2))
+	time.Sleep(1500 * time.Millisecond) // past the drain time
+	for i := range 3 {
+		cert, reused, err := get(open)
+		if err != nil || !reused || !bytes.Equal(cert, leaf(chain1)) {
+			t.Fatalf("request %d over the connection opened before the rotation: reused %v, %v; want it kept, with the first certificate", i, reused, err)
+		}
+	}
+
+	v3 := publish(chain2, otherKey)
+	waitStatus(t, s, "the mismatched key refused", func(st Status) bool { return st.Rejected != nil && st.Rejected.Version == v3 })
+	st := s.Status()
+	if len(st.Refused) != 1 || st.Refused[0].TypeURL != "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret" ||
+		st.Refused[0].Name != gwtranslate.CertificatePrefix+"ns/s" {
+		t.Fatalf("refused %+v, want the certificate's secret alone", st.Refused)
+	}
+	t.Logf("refused: %s %s: %s", st.Refused[0].TypeURL, st.Refused[0].Name, st.Refused[0].Error)
+	servesNew("after the refused certificate", leaf(chain2))
 }

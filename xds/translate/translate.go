@@ -118,8 +118,8 @@ type Resources struct {
 	// Routes are the filter chains' route configurations, served over RDS.
 	Routes   []*routev3.RouteConfiguration
 	Clusters []*clusterv3.Cluster
-	// Secrets are SDS secrets (the node's SVIDs and trust bundle); this
-	// package adds none.
+	// Secrets are SDS secrets (the node's SVIDs and trust bundle, the
+	// gateway listeners' certificates); this package adds none.
 	Secrets []*tlsv3.Secret
 }
 
