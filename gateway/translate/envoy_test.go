@@ -1,9 +1,7 @@
 package translate
 
 import (
-	"bytes"
 	"cmp"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -13,11 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,17 +22,18 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
 	xdstranslate "github.com/membrane-mesh/membrane/xds/translate"
+	"github.com/membrane-mesh/membrane/xds/xdstest"
 )
 
 // TestEnvoyValidate loads every golden case's resources, as static
-// resources of a bootstrap (route configurations inline), into the pinned Envoy in validate mode: the
-// translation must be something Envoy accepts, not only something that fits
-// the API's schema.
+// resources of a bootstrap (route configurations inline, certificates as
+// static secrets), into the pinned Envoy in validate mode: the translation
+// must be something Envoy accepts, not only something that fits the API's
+// schema.
 func TestEnvoyValidate(t *testing.T) {
 	envoy := testenv.Tool(t, "envoy")
 	for _, c := range goldenCases(t) {
@@ -50,58 +45,13 @@ func TestEnvoyValidate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Nor SDS: the certificates become static secrets, which
-			// Envoy loads.
-			if err := staticCertificates(inline); err != nil {
+			if err := envoyValidate(t, envoy, &bootstrapv3.Bootstrap_StaticResources{
+				Listeners: inline, Clusters: c.Out.out.Clusters, Secrets: c.Out.out.Secrets,
+			}); err != nil {
 				t.Fatal(err)
-			}
-			b, err := protojson.Marshal(&bootstrapv3.Bootstrap{
-				Node: &corev3.Node{Id: "test-node", Cluster: "membrane"},
-				Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
-				}}}},
-				StaticResources: &bootstrapv3.Bootstrap_StaticResources{Listeners: inline, Clusters: c.Out.out.Clusters, Secrets: c.Out.out.Secrets},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join(t.TempDir(), "envoy.json")
-			if err := os.WriteFile(path, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path,
-				"--disable-hot-restart", "--log-level", "warn").CombinedOutput()
-			if err != nil {
-				t.Fatalf("envoy --mode validate: %v\n%s", err, out)
 			}
 		})
 	}
-}
-
-// staticCertificates makes the listeners' SDS certificates (fetched over
-// ADS) references to static secrets of the same names.
-func staticCertificates(listeners []*listenerv3.Listener) error {
-	for _, l := range listeners {
-		for _, fc := range l.GetFilterChains() {
-			ts := fc.GetTransportSocket().GetTypedConfig()
-			if ts == nil {
-				continue
-			}
-			var ctx tlsv3.DownstreamTlsContext
-			if err := ts.UnmarshalTo(&ctx); err != nil {
-				return fmt.Errorf("listener %s: %w", l.GetName(), err)
-			}
-			for _, sds := range ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
-				sds.SdsConfig = nil
-			}
-			if err := ts.MarshalFrom(&ctx); err != nil {
-				return fmt.Errorf("listener %s: %w", l.GetName(), err)
-			}
-		}
-	}
-	return nil
 }
 
 // TestEnvoyAgreesOnKeyPairs: checkKeyPair refuses a certificate and key
@@ -195,37 +145,30 @@ func envoyServes(t *testing.T, envoy string, chain, key []byte) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := protojson.Marshal(&bootstrapv3.Bootstrap{
-		Node: &corev3.Node{Id: "test-node", Cluster: "membrane"},
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Listeners: []*listenerv3.Listener{{
-				Name: "https",
-				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
-				}}},
-				FilterChains: []*listenerv3.FilterChain{{
-					TransportSocket: &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx}},
-					Filters:         []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tcp}}},
-				}},
+	return envoyValidate(t, envoy, &bootstrapv3.Bootstrap_StaticResources{
+		Listeners: []*listenerv3.Listener{{
+			Name: "https",
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
+			}}},
+			FilterChains: []*listenerv3.FilterChain{{
+				TransportSocket: &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx}},
+				Filters:         []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tcp}}},
 			}},
-			Clusters: []*clusterv3.Cluster{{Name: "c"}},
-		},
+		}},
+		Clusters: []*clusterv3.Cluster{{Name: "c"}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "envoy.json")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path, "--disable-hot-restart", "--log-level", "warn").CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("envoy --mode validate: %v", ctx.Err())
-	}
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
-	}
-	return nil
+}
+
+// envoyValidate loads the static resources into the pinned Envoy in
+// validate mode (the certificates' SDS references made static).
+func envoyValidate(t *testing.T, envoy string, static *bootstrapv3.Bootstrap_StaticResources) error {
+	t.Helper()
+	return xdstest.EnvoyValidate(t, envoy, &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: "test-node", Cluster: "membrane"},
+		Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
+		}}}},
+		StaticResources: static,
+	})
 }

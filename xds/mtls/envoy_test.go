@@ -1,15 +1,8 @@
 package mtls
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -17,9 +10,9 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
+	"github.com/membrane-mesh/membrane/xds/xdstest"
 )
 
 // TestEnvoyValidate loads every golden case's resources, with the secrets
@@ -62,31 +55,8 @@ func TestEnvoyValidate(t *testing.T) {
 				b.StaticResources.Clusters = append(b.StaticResources.Clusters, deliverCluster())
 				b.StaticResources.Clusters[len(b.StaticResources.Clusters)-1].Name = c.In.AccessLogCluster
 			}
-			raw, err := protojson.Marshal(b)
-			if err != nil {
+			if err := xdstest.EnvoyValidate(t, envoy, b); err != nil {
 				t.Fatal(err)
-			}
-			// protojson's spacing is deliberately unstable: compact it
-			// before the textual replacement below.
-			var compact bytes.Buffer
-			if err := json.Compact(&compact, raw); err != nil {
-				t.Fatal(err)
-			}
-			// Static secrets instead of ADS ones.
-			js := strings.ReplaceAll(compact.String(), `,"sdsConfig":{"ads":{},"resourceApiVersion":"V3"}`, "")
-			if strings.Contains(js, "sdsConfig") {
-				t.Fatalf("an SDS reference was not made static:\n%s", js)
-			}
-			path := filepath.Join(t.TempDir(), "envoy.json")
-			if err := os.WriteFile(path, []byte(js), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path,
-				"--disable-hot-restart", "--log-level", "warn").CombinedOutput()
-			if err != nil {
-				t.Fatalf("envoy --mode validate: %v\n%s", err, out)
 			}
 		})
 	}

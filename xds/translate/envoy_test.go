@@ -1,10 +1,6 @@
 package translate
 
 import (
-	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -14,11 +10,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
+	"github.com/membrane-mesh/membrane/xds/xdstest"
 )
 
 // TestEnvoyValidate loads every golden case's resources, as static
@@ -33,23 +29,9 @@ func TestEnvoyValidate(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
-			b, err := protojson.Marshal(bootstrap(t, c.In, c.Out))
-			if err != nil {
+			if err := xdstest.EnvoyValidate(t, envoy, bootstrap(t, c.In, c.Out)); err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(t.TempDir(), "envoy.json")
-			if err := os.WriteFile(path, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path,
-				"--disable-hot-restart", "--log-level", "warn")
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				t.Fatalf("envoy --mode validate: %v\n%s\nbootstrap:\n%s", err, out, b)
-			}
-			t.Logf("envoy --mode validate: %s", out)
 		})
 	}
 }
