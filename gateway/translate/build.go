@@ -2,8 +2,6 @@ package translate
 
 import (
 	"cmp"
-	"crypto/rsa"
-	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -348,9 +346,6 @@ func (b *builder) resolveCertificates(gw *gwv1.Gateway, l *listener) (gwv1.Liste
 		if s.Type != corev1.SecretTypeTLS || !isPEM(chain, "CERTIFICATE") || !isPEM(key, "PRIVATE KEY") {
 			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s/%s is not a kubernetes.io/tls Secret with a PEM tls.crt and tls.key", field, ns, ref.Name)
 		}
-		if err := checkKeyPair(chain, key); err != nil {
-			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s/%s: %v", field, ns, ref.Name, err)
-		}
 		l.certs = append(l.certs, ir.Certificate{Name: ns + "/" + string(ref.Name), Chain: chain, Key: key})
 	}
 	return "", ""
@@ -443,21 +438,6 @@ func RequestedAddress(gw *gwv1.Gateway) (netip.Addr, gwv1.GatewayConditionReason
 		want = ip
 	}
 	return want, "", ""
-}
-
-// checkKeyPair reports why Envoy would refuse to serve chain with key,
-// which Envoy refuses as a whole listener, holding back the other
-// listeners of its port: a key that does not match the chain's first
-// certificate, or an RSA key of fewer than 2048 bits.
-func checkKeyPair(chain, key []byte) error {
-	pair, err := tls.X509KeyPair(chain, key)
-	if err != nil {
-		return fmt.Errorf("tls.crt and tls.key: %w", err)
-	}
-	if k, ok := pair.Leaf.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() < 2048 {
-		return fmt.Errorf("tls.crt: a %d-bit RSA key (Envoy serves RSA keys of 2048 bits or more)", k.N.BitLen())
-	}
-	return nil
 }
 
 func isPEM(b []byte, typeSuffix string) bool {

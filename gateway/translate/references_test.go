@@ -64,7 +64,7 @@ func TestReferences(t *testing.T) {
 		file                string
 		secrets, configMaps []string
 	}{
-		{"https.in.yaml", []string{"certs/wildcard", "web/example-tls", "web/mismatched-tls", "web/nope"}, nil},
+		{"https.in.yaml", []string{"certs/wildcard", "web/example-tls", "web/nope"}, nil},
 		{"ingress.in.yaml", []string{"default/missing-tls", "default/shop-tls"}, nil},
 		{"backendtls.in.yaml", nil, []string{"default/ca", "default/nope"}},
 	} {
