@@ -50,7 +50,9 @@ const gatewayTimeout = 60 * time.Second
 // namespace, where the Secret's copy holds its certificate and key only
 // (an edit of the copy is put back); the Secret rotated, both present the
 // new certificate (the test reports
-// the seconds it took the Gateway). A route
+// the seconds it took the Gateway). A BackendTLSPolicy's CA bundle
+// rotates without any node Envoy replacing the backend's cluster, and a CA
+// that did not sign the backend fails the next connection (503). A route
 // to a missing Service gets ResolvedRefs=False (BackendNotFound) and 500,
 // and nothing else changes. `membrane status` lists the Gateway and the
 // Ingress with their addresses, programmed; `membrane observe` shows the
@@ -517,6 +519,130 @@ spec:
 			}
 			return nil
 		})
+	})
+
+	t.Run("a BackendTLSPolicy's CA rotates without replacing its cluster", func(t *testing.T) {
+		// The gateway speaks TLS to an echo backend whose certificate
+		// backendCA signed. The policy's CA comes over SDS: rotating it
+		// changes the secret, not the cluster (whose connection pool a
+		// replaced cluster would drain), and the new CA decides the next
+		// connection.
+		backendCA, otherCA := newTestCA(t), newTestCA(t)
+		_, beCert, beKey := backendCA.issue(t, "backend.shop.example.com")
+		caConfigMap := func(pems ...[]byte) string {
+			js, err := json.Marshal(string(bytes.Join(pems, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shop-ca, namespace: shop}\ndata: {ca.crt: " + string(js) + "}\n"
+		}
+		k.must(tlsSecret("shop", "backend-tls", beCert, beKey)+"---\n"+caConfigMap(backendCA.PEM)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata: {name: shop-tls, namespace: shop, labels: {app: shop-tls}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: echo
+    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
+    ports: [{name: https, containerPort: 8443}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: TLS_SERVER_CERT, value: /etc/backend-tls/tls.crt}
+    - {name: TLS_SERVER_PRIVKEY, value: /etc/backend-tls/tls.key}
+    volumeMounts: [{name: tls, mountPath: /etc/backend-tls}]
+  volumes: [{name: tls, secret: {secretName: backend-tls}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop-tls, namespace: shop}
+spec:
+  selector: {app: shop-tls}
+  ports: [{name: https, port: 443, targetPort: 8443}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: shop-tls, namespace: shop}
+spec:
+  targetRefs: [{group: "", kind: Service, name: shop-tls}]
+  validation:
+    caCertificateRefs: [{group: "", kind: ConfigMap, name: shop-ca}]
+    hostname: backend.shop.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop-tls, namespace: shop}
+spec:
+  parentRefs: [{name: web, sectionName: http}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /tls}}]
+    backendRefs: [{name: shop-tls, port: 443}]
+`, s.Nodes[1].Name), "apply", "-f", "-")
+		t.Cleanup(func() {
+			// The route first: the listener's attached routes are counted
+			// further on.
+			_, _ = k.run(context.Background(), "", "-n", "shop", "delete", "httproute/shop-tls", "backendtlspolicy/shop-tls",
+				"service/shop-tls", "pod/shop-tls", "configmap/shop-ca", "secret/backend-tls", "--ignore-not-found")
+		})
+		get := func() (int, error) {
+			r, err := hostGet(gwHTTP+"/tls/a", getOptions{})
+			if err == nil && r.Code == http.StatusOK && r.Echo.Pod != "shop-tls" {
+				return r.Code, fmt.Errorf("answered by pod %q", r.Echo.Pod)
+			}
+			return r.Code, err
+		}
+		eventually(t, gatewayTimeout, "GET /tls -> 200 from the TLS backend", func() error {
+			if code, err := get(); err != nil || code != http.StatusOK {
+				return fmt.Errorf("status %d, %v", code, err)
+			}
+			return nil
+		})
+		const secretUpdates = "sds.gateway-ca/shop/shop-tls.update_success"
+		stats := func() map[string][2]int {
+			out := map[string][2]int{}
+			for _, n := range s.Nodes {
+				ns := l.NodeNetns(n.Name)
+				out[n.Name] = [2]int{envoyStat(t, ns, "cluster_manager.cluster_modified"), envoyStat(t, ns, secretUpdates)}
+			}
+			return out
+		}
+		// rotate puts pems in the ConfigMap and waits until every node
+		// Envoy took the CA: its secret updated, no cluster replaced.
+		rotate := func(what string, pems ...[]byte) {
+			t.Helper()
+			before := stats()
+			k.must(caConfigMap(pems...), "apply", "-f", "-")
+			eventually(t, gatewayTimeout, "every node Envoy takes the CA "+what, func() error {
+				for n, got := range stats() {
+					if got[1] == before[n][1] {
+						return fmt.Errorf("%s: %s %d", n, secretUpdates, got[1])
+					}
+				}
+				return nil
+			})
+			for n, got := range stats() {
+				if got[0] != before[n][0] {
+					t.Errorf("%s: cluster_manager.cluster_modified %d, %d before the CA %s: want no cluster replaced", n, got[0], before[n][0], what)
+				}
+			}
+		}
+		rotate("with a second CA added", otherCA.PEM, backendCA.PEM)
+		if code, err := get(); err != nil || code != http.StatusOK {
+			t.Fatalf("GET /tls with both CAs: %d, %v", code, err)
+		}
+		rotate("without the backend's CA", otherCA.PEM)
+		// The pooled connection was verified before; a new one is made
+		// once it has idled past the gateway's upstream idle timeout (5 s).
+		time.Sleep(6 * time.Second)
+		if code, err := get(); err != nil || code != http.StatusServiceUnavailable {
+			t.Errorf("GET /tls with a CA that did not sign the backend: %d, %v; want 503 (the certificate not verified)", code, err)
+		}
+		rotate("back", backendCA.PEM)
+		if code, err := get(); err != nil || code != http.StatusOK {
+			t.Errorf("GET /tls with the backend's CA back: %d, %v", code, err)
+		}
 	})
 
 	t.Run("a route to a missing Service", func(t *testing.T) {

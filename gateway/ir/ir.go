@@ -217,6 +217,9 @@ type Cluster struct {
 type UpstreamTLS struct {
 	// SNI is sent in the ClientHello.
 	SNI string `json:"sni"`
+	// CAName names the CA bundle after the BackendTLSPolicy it comes from
+	// ("<namespace>/<name>"): the same while its ConfigMaps change.
+	CAName string `json:"caName"`
 	// CA is the PEM bundle the backend's certificate must chain to.
 	CA []byte `json:"ca"`
 	// SANs the certificate must have one of (SNI as a DNS name when empty).

@@ -118,7 +118,7 @@ func (b *builder) validateBackendTLS(p *gwv1.BackendTLSPolicy) (metav1.Condition
 	if len(ca) == 0 {
 		return invalid(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef, "validation.caCertificateRefs: none given")
 	}
-	t := &ir.UpstreamTLS{SNI: string(v.Hostname), CA: ca}
+	t := &ir.UpstreamTLS{SNI: string(v.Hostname), CAName: p.Namespace + "/" + p.Name, CA: ca}
 	for i, san := range v.SubjectAltNames {
 		switch {
 		case san.Type == gwv1.HostnameSubjectAltNameType && san.Hostname != "":

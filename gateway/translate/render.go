@@ -47,6 +47,11 @@ const (
 	// changes the secret Envoy serves and not the listener (whose
 	// connections Envoy would drain).
 	CertificatePrefix = "gateway-certificate/"
+	// CAPrefix starts the name of every BackendTLSPolicy's CA bundle's SDS
+	// secret: "gateway-ca/<namespace>/<name>" of the policy, so that a
+	// rotated CA changes the secret and not the clusters (whose connection
+	// pools Envoy would drain).
+	CAPrefix = "gateway-ca/"
 	// invalidBackendCluster is named by routes for invalid backends and
 	// never defined: Envoy answers those requests with 500.
 	invalidBackendCluster = "gateway-invalid-backend"
@@ -73,7 +78,8 @@ type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
-	// Secrets are the certificates the listeners name, by name.
+	// Secrets are the certificates the listeners name and the CA bundles
+	// the clusters name, by name.
 	Secrets []*tlsv3.Secret
 }
 
@@ -110,12 +116,21 @@ func Render(in ir.IR) (Resources, error) {
 			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Key}},
 		}}})
 	}
+	cas := map[string][]byte{}
 	for _, c := range in.Clusters {
 		ec, err := renderCluster(c)
 		if err != nil {
 			return Resources{}, fmt.Errorf("cluster %s: %w", c.Name, err)
 		}
 		out.Clusters = append(out.Clusters, ec)
+		if c.TLS != nil {
+			cas[c.TLS.CAName] = c.TLS.CA
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cas)) {
+		out.Secrets = append(out.Secrets, &tlsv3.Secret{Name: CAPrefix + name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cas[name]}},
+		}}})
 	}
 	return out, nil
 }
@@ -493,16 +508,14 @@ func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 }
 
 // upstreamTLS originates TLS to a backend: the SNI given, its certificate
-// verified against the CA bundle and, by subject alternative name, against
-// the SANs (or the SNI as a DNS name).
+// verified against the CA bundle (its SDS secret) and, by subject
+// alternative name, against the SANs (or the SNI as a DNS name).
 func upstreamTLS(t *ir.UpstreamTLS) (*corev3.TransportSocket, error) {
 	sans := t.SANs
 	if len(sans) == 0 {
 		sans = []ir.SAN{{DNS: t.SNI}}
 	}
-	vc := &tlsv3.CertificateValidationContext{
-		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: t.CA}},
-	}
+	vc := &tlsv3.CertificateValidationContext{}
 	for _, san := range sans {
 		m := &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS, Matcher: exact(san.DNS)}
 		if san.URI != "" {
@@ -513,7 +526,10 @@ func upstreamTLS(t *ir.UpstreamTLS) (*corev3.TransportSocket, error) {
 	a, err := marshalAny(&tlsv3.UpstreamTlsContext{
 		Sni: t.SNI,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         vc,
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: CAPrefix + t.CAName, SdsConfig: ads()},
+			}},
 		},
 	})
 	if err != nil {
