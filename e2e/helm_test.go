@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
@@ -35,6 +36,10 @@ func TestHelmInstall(t *testing.T) {
 	opts := localcluster.Options{
 		Name: name, Nodes: 2, PodCIDR: "10.253.0.0/16", ServiceCIDR: "10.104.0.0/16",
 		ToolsDir: shared.toolsDir, BinDir: shared.binDir,
+		// What a cluster with a private registry and its own pod metadata
+		// sets (the local cluster's nodes pull nothing: the pods carry them).
+		HelmSet: []string{"imagePullSecrets[0].name=" + helmPullSecret, `agent.podAnnotations.example\.com/team=network`,
+			"operator.podLabels.team=network", `envoy.podAnnotations.example\.com/team=network`},
 	}
 
 	t.Run("bad values refused before anything starts", func(t *testing.T) {
@@ -207,6 +212,60 @@ func TestHelmInstall(t *testing.T) {
 		}
 	})
 
+	t.Run("pod metadata and the operator's disruption budget", func(t *testing.T) {
+		k := &kube{t: t, kubeconfig: k.kubeconfig, kubectlPath: k.kubectlPath}
+		for _, c := range []struct{ app, annotation, label string }{
+			{"membrane-agent", "network", ""}, {"membrane-envoy", "network", ""}, {"membrane-operator", "", "network"},
+		} {
+			for _, p := range k.pods("kube-system", "k8s-app="+c.app) {
+				if len(p.Spec.ImagePullSecrets) != 1 || p.Spec.ImagePullSecrets[0].Name != helmPullSecret {
+					t.Errorf("pod %s: imagePullSecrets %v, want %s", p.Name, p.Spec.ImagePullSecrets, helmPullSecret)
+				}
+				if got := p.Annotations["example.com/team"]; got != c.annotation {
+					t.Errorf("pod %s: annotation example.com/team %q, want %q", p.Name, got, c.annotation)
+				}
+				if got := p.Labels["team"]; got != c.label {
+					t.Errorf("pod %s: label team %q, want %q", p.Name, got, c.label)
+				}
+			}
+		}
+		// The real disruption controller counts the operator replicas
+		// (one per node) and allows one eviction.
+		var pdb policyv1.PodDisruptionBudget
+		eventually(t, time.Minute, "PodDisruptionBudget membrane-operator allows one disruption of 2 pods", func() error {
+			pdb = policyv1.PodDisruptionBudget{}
+			if err := getJSON(k, &pdb, "-n", "kube-system", "get", "pdb", "membrane-operator"); err != nil {
+				return err
+			}
+			if st := pdb.Status; st.ExpectedPods != 2 || st.CurrentHealthy != 2 || st.DisruptionsAllowed != 1 {
+				return fmt.Errorf("status %+v", st)
+			}
+			return nil
+		})
+		ops := k.pods("kube-system", "k8s-app=membrane-operator")
+		if len(ops) != 2 {
+			t.Fatalf("%d operator pods, want 2", len(ops))
+		}
+		evict := func(pod string) (string, error) {
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			return k.run(ctx, fmt.Sprintf(`{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":%q,"namespace":"kube-system"}}`, pod),
+				"create", "--raw", "/api/v1/namespaces/kube-system/pods/"+pod+"/eviction", "-f", "-")
+		}
+		if out, err := evict(ops[0].Name); err != nil {
+			t.Fatalf("evict %s: %v: %s", ops[0].Name, err, out)
+		}
+		// Until its replacement is ready, the budget refuses the other.
+		out, err := evict(ops[1].Name)
+		if err == nil || !strings.Contains(out+err.Error(), "disruption budget") {
+			t.Errorf("evict %s right after %s: %v: %s; want the disruption budget's refusal", ops[1].Name, ops[0].Name, err, out)
+		} else {
+			t.Logf("evict %s right after %s: %v", ops[1].Name, ops[0].Name, err)
+		}
+		k.must("", "-n", "kube-system", "rollout", "status", "deployment/membrane-operator", "--timeout=120s")
+		checkWorkloads(t, k, len(s.Nodes))
+	})
+
 	t.Run("dev down removes the agents' pods, pins and cgroups", func(t *testing.T) {
 		agentPIDs := cgroupPIDs(t, filepath.Join(l.CgroupDir(s.CgroupRoot)), "membrane-agent")
 		if len(agentPIDs) != len(s.Nodes) {
@@ -232,6 +291,9 @@ func TestHelmInstall(t *testing.T) {
 		}
 	})
 }
+
+// helmPullSecret is the image pull secret TestHelmInstall gives the chart.
+const helmPullSecret = "membrane-registry"
 
 // checkWorkloads checks the chart's workloads: the agent DaemonSet with a
 // ready pod on each of nodes, the Envoy DaemonSet and the operator

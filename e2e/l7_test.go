@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -465,13 +464,9 @@ spec:
 		expectCode(t, k, checkout, "GET", url+"/api/v1/payments/P123", "200")
 		// Both payment pods of the node are one group: one filter chain
 		// (and route configuration) of port 3000 in the node's Envoy.
-		out, err := exec.CommandContext(t.Context(), "nsenter", "--net="+shared.cluster.Layout().NodeNetns(node.Name), "--",
-			"curl", "-s", "-m", "5", "http://127.0.0.1:9901/config_dump?resource=dynamic_listeners").CombinedOutput()
-		if err != nil {
-			t.Fatalf("envoy config_dump: %v: %s", err, out)
-		}
+		out := envoyAdmin(t, shared.cluster.Layout().NodeNetns(node.Name), "/config_dump?resource=dynamic_listeners")
 		chains := map[string]bool{}
-		for _, m := range regexp.MustCompile(`"name": "(ingress/[^"]*:3000)"`).FindAllStringSubmatch(string(out), -1) {
+		for _, m := range regexp.MustCompile(`"name": "(ingress/[^"]*:3000)"`).FindAllStringSubmatch(out, -1) {
 			chains[m[1]] = true
 		}
 		if len(chains) != 1 {

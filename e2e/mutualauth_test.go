@@ -253,13 +253,9 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 			// The tunnel connections were established before the capture
 			// (Envoy keeps them): the versions they negotiated are in the
 			// source node's Envoy's statistics.
-			out, err := exec.Command("nsenter", "--net="+s.Layout().NodeNetns(nodeA), "--",
-				"curl", "-s", "-m", "5", "http://127.0.0.1:9901/stats?filter=membrane-mtls-tunnel.*ssl%5C.versions").CombinedOutput()
-			if err != nil {
-				t.Fatalf("envoy stats on %s: %v %s", nodeA, err, out)
-			}
+			out := envoyAdmin(t, s.Layout().NodeNetns(nodeA), "/stats?filter=membrane-mtls-tunnel.*ssl%5C.versions")
 			v13, other := 0.0, 0.0
-			for _, l := range strings.Split(string(out), "\n") {
+			for _, l := range strings.Split(out, "\n") {
 				name, v, ok := strings.Cut(l, ": ")
 				n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 				switch {
@@ -453,12 +449,7 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 
 	t.Run("SVID and CA rotation under a request loop", func(t *testing.T) {
 		certs := func() string {
-			out, err := exec.Command("nsenter", "--net="+s.Layout().NodeNetns(nodeB), "--",
-				"curl", "-s", "-m", "5", "http://127.0.0.1:9901/certs").CombinedOutput()
-			if err != nil {
-				t.Fatalf("envoy /certs: %v %s", err, out)
-			}
-			return serials(string(out))
+			return serials(envoyAdmin(t, s.Layout().NodeNetns(nodeB), "/certs"))
 		}
 		before := certs()
 		oldCAs := map[string]bool{}
@@ -949,19 +940,7 @@ func checkIdleTimeout(t *testing.T, nodeNS, clientNS, dest string, idle time.Dur
 		}
 		return nil
 	}
-	idleTimeouts := func() float64 {
-		out, err := exec.Command("nsenter", "--net="+nodeNS, "--", "curl", "-s", "-m", "5",
-			"http://127.0.0.1:9901/stats?filter=^tcp%5C.membrane_mtls_outbound%5C.idle_timeout$").CombinedOutput()
-		if err != nil {
-			t.Fatalf("envoy stats: %v %s", err, out)
-		}
-		_, v, ok := strings.Cut(strings.TrimSpace(string(out)), ": ")
-		n, err := strconv.ParseFloat(v, 64)
-		if !ok || err != nil {
-			t.Fatalf("envoy stats: no idle_timeout counter in %q", out)
-		}
-		return n
-	}
+	idleTimeouts := func() int { return envoyStat(t, nodeNS, "tcp.membrane_mtls_outbound.idle_timeout") }
 	if err := get(); err != nil {
 		t.Fatalf("first request: %v", err)
 	}

@@ -187,6 +187,9 @@ func TestRejectedValues(t *testing.T) {
 		{"kube-proxy replacement without API server", "kubeProxyReplacement: true", []string{"k8sServiceHost: required with kubeProxyReplacement=true"}},
 		{"shared port", "envoy: {adminPort: 9890}", []string{"envoy.adminPort=9890", "agent.apiPort"}},
 		{"secrets namespace of the release", "gatewayAPI: {enabled: true, secretsNamespace: kube-system}", []string{"gatewayAPI.secretsNamespace=kube-system", "namespace of its own"}},
+		{"pod label of the chart's own", "agent: {podLabels: {k8s-app: mine}}", []string{"agent.podLabels.k8s-app", "the chart sets this label"}},
+		{"pull secret without a name", "imagePullSecrets: [{secret: regcred}]", []string{"/imagePullSecrets/0", "name"}},
+		{"disruption budget not a percentage", "operator: {podDisruptionBudget: {enabled: true, maxUnavailable: half}}", []string{"/operator/podDisruptionBudget/maxUnavailable"}},
 		{"secrets namespace not a name", "gatewayAPI: {enabled: true, secretsNamespace: My.Secrets}", []string{"/gatewayAPI/secretsNamespace", "does not match pattern"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

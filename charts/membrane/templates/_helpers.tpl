@@ -14,6 +14,15 @@ Called with (list $ .Values.<component>.image). */}}
 {{ $img.repository }}:{{ $img.tag | default $root.Chart.AppVersion }}
 {{- end }}
 
+{{/* The pull secrets of every pod the chart makes (imagePullSecrets), as
+the pod spec's field, indented for a pod template's spec. */}}
+{{- define "membrane.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{/* The API server address for components that start before Services
 work (kubeProxyReplacement): in-cluster config reads these variables. */}}
 {{- define "membrane.apiServerEnv" -}}
@@ -52,6 +61,13 @@ value at fault. */}}
 {{- end }}
 {{- if and .Values.kubeProxyReplacement (not .Values.k8sServiceHost) }}
 {{- fail "k8sServiceHost: required with kubeProxyReplacement=true (without kube-proxy the agent and the operator cannot reach the API server through its Service)" }}
+{{- end }}
+{{- range $component, $v := dict "agent" .Values.agent "operator" .Values.operator "envoy" .Values.envoy }}
+{{- range $label := list "k8s-app" "app.kubernetes.io/name" "app.kubernetes.io/component" }}
+{{- if hasKey $v.podLabels $label }}
+{{- fail (printf "%s.podLabels.%s: the chart sets this label on its pods (their selectors use it); choose another" $component $label) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- $ports := dict }}
 {{- $_ := set $ports (toString .Values.agent.apiPort) "agent.apiPort" }}
