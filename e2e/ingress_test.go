@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestIngress installs Membrane with the Ingress controller on a cluster of
@@ -17,8 +18,11 @@ import (
 // two Services and a default backend gets an address of its own; two
 // shared Ingresses (one by Membrane's annotation, one by Cilium's) share
 // one; the test process, on the host, gets the right backend for each
-// host and path, over HTTPS the Secret's certificate; an Ingress with a
-// missing Service gets a Warning Event and the others keep working.
+// host and path, over HTTPS the Secret's certificate; an Ingress forcing
+// HTTPS redirects port 80 (301, the path and query kept) and its request
+// timeout answers a slow backend with 504; an Ingress with a missing
+// Service and an annotation that does not parse gets a Warning Event for
+// each and the others keep working.
 func TestIngress(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s, k := gatewayCluster(t, "e2e-ing-", "10.248.0.0/16", "10.94.0.0/16", true)
@@ -139,11 +143,52 @@ spec:
 		t.Errorf("GET https /elsewhere: %d from %q, %v; want the default backend shop-v2", r.Code, r.Echo.Pod, err)
 	}
 
-	// A missing Service: a Warning Event on its Ingress, which still gets
-	// its address; the others keep serving.
+	// Options by annotation: HTTPS forced for the TLS host (port 80
+	// redirects every path) and a request timeout (echo-basic answers
+	// ?delay=D after D).
+	_, secureCert, secureKey := ca.issue(t, "secure.example.com")
+	k.must(tlsSecret("shop", "secure-tls", secureCert, secureKey)+`---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: secure
+  namespace: shop
+  annotations: {ingress.membrane.io/force-https: "true", ingress.cilium.io/request-timeout: 1s}
+spec:
+  ingressClassName: membrane
+  tls: [{hosts: [secure.example.com], secretName: secure-tls}]
+  rules:
+  - host: secure.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: shop-v1, port: {number: 8080}}}}
+`, "apply", "-f", "-")
+	secure := waitIngressAddress(t, k, "shop", "secure")
+	eventually(t, gatewayTimeout, "GET http secure.example.com/a -> 301 to https", func() error {
+		r, err := hostGet("http://"+secure.String()+"/a/b?c=d", getOptions{host: "secure.example.com"})
+		if err == nil && (r.Code != http.StatusMovedPermanently || r.Header.Get("Location") != "https://secure.example.com/a/b?c=d") {
+			err = fmt.Errorf("status %d, Location %q", r.Code, r.Header.Get("Location"))
+		}
+		return err
+	})
+	secureGet := func(path string) (gotResponse, time.Duration, error) {
+		start := time.Now()
+		r, err := hostGet("https://"+secure.String()+path, getOptions{host: "secure.example.com", roots: roots})
+		return r, time.Since(start), err
+	}
+	if r, _, err := secureGet("/a?delay=200ms"); err != nil || r.Code != http.StatusOK || r.Echo.Pod != "shop-v1" {
+		t.Errorf("GET https secure.example.com/a?delay=200ms: %d from %q, %v; want 200 from shop-v1", r.Code, r.Echo.Pod, err)
+	}
+	if r, took, err := secureGet("/a?delay=2500ms"); err != nil || r.Code != http.StatusGatewayTimeout || took > 2*time.Second {
+		t.Errorf("GET https secure.example.com/a?delay=2500ms: %d after %s, %v; want 504 after the 1 s request timeout", r.Code, took, err)
+	}
+
+	// A missing Service and an annotation that does not parse: a Warning
+	// Event each on their Ingress, which still gets its address; the
+	// others keep serving.
 	k.must(`apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: broken, namespace: shop, annotations: {ingress.membrane.io/loadbalancer-mode: shared}}
+metadata: {name: broken, namespace: shop, annotations: {ingress.membrane.io/loadbalancer-mode: shared, ingress.cilium.io/force-https: maybe}}
 spec:
   ingressClassName: membrane
   rules:
@@ -165,13 +210,19 @@ spec:
 		if err := json.Unmarshal([]byte(out), &list); err != nil {
 			return err
 		}
+		var found []string
 		for _, ev := range list.Items {
-			if ev.Type == "Warning" && strings.Contains(ev.Message, "Service shop/nowhere not found") {
-				t.Logf("event: %s %s", ev.Reason, ev.Message)
-				return nil
+			for _, want := range []string{"Service shop/nowhere not found", `annotation ingress.cilium.io/force-https: "maybe" is not true or false`} {
+				if ev.Type == "Warning" && strings.Contains(ev.Message, want) {
+					found = append(found, ev.Reason+" "+ev.Message)
+				}
 			}
 		}
-		return fmt.Errorf("events %+v", list.Items)
+		if len(found) != 2 {
+			return fmt.Errorf("events %+v", list.Items)
+		}
+		t.Logf("events: %q", found)
+		return nil
 	})
 	eventually(t, gatewayTimeout, "GET broken.example.com -> 500", func() error {
 		if _, code, err := ingressGet("http://"+addrs["blog"].String()+"/", "broken.example.com"); err != nil || code != http.StatusInternalServerError {

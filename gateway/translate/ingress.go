@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -31,6 +32,18 @@ const (
 	ModeShared           = "shared"
 	ModeAnnotation       = "ingress.membrane.io/loadbalancer-mode"
 	CiliumModeAnnotation = "ingress.cilium.io/loadbalancer-mode"
+)
+
+// Per-Ingress options, by Membrane's annotation or Cilium's (Membrane's
+// wins): force-https ("true"/"enabled" or "false"/"disabled") redirects
+// port 80's requests for the Ingress's TLS hosts to HTTPS (301);
+// request-timeout (a Go duration, "0s": none) bounds every request of its
+// rules, as an HTTPRoute rule's timeouts.request.
+const (
+	ForceHTTPSAnnotation           = "ingress.membrane.io/force-https"
+	CiliumForceHTTPSAnnotation     = "ingress.cilium.io/force-https"
+	RequestTimeoutAnnotation       = "ingress.membrane.io/request-timeout"
+	CiliumRequestTimeoutAnnotation = "ingress.cilium.io/request-timeout"
 )
 
 const (
@@ -101,10 +114,7 @@ func OwnedIngresses(classes []networkingv1.IngressClass, ings []networkingv1.Ing
 		if m := class.Annotations[ModeAnnotation]; m == ModeShared || m == ModeDedicated {
 			o.Mode = m
 		}
-		field, m := ModeAnnotation, ing.Annotations[ModeAnnotation]
-		if m == "" {
-			field, m = CiliumModeAnnotation, ing.Annotations[CiliumModeAnnotation]
-		}
+		field, m := annotation(ing, ModeAnnotation, CiliumModeAnnotation)
 		switch m {
 		case "":
 		case ModeShared, ModeDedicated:
@@ -122,6 +132,72 @@ func OwnedIngresses(classes []networkingv1.IngressClass, ings []networkingv1.Ing
 		return cmp.Or(cmp.Compare(a.Ingress.Namespace, b.Ingress.Namespace), cmp.Compare(a.Ingress.Name, b.Ingress.Name))
 	})
 	return out
+}
+
+// annotation is the Ingress's annotation ours, else theirs (Cilium's
+// name for it), with the name it was found under.
+func annotation(ing *networkingv1.Ingress, ours, theirs string) (field, value string) {
+	if v := ing.Annotations[ours]; v != "" {
+		return ours, v
+	}
+	return theirs, ing.Annotations[theirs]
+}
+
+// ingressOptions are an Ingress's options from its annotations.
+type ingressOptions struct {
+	forceHTTPS bool
+	timeout    *gwv1.Duration // nil: none set
+}
+
+// parseIngressOptions reads the Ingress's options; a value that does not
+// parse is named in problems and the option left unset.
+func parseIngressOptions(ing *networkingv1.Ingress) (o ingressOptions, problems []string) {
+	switch field, v := annotation(ing, ForceHTTPSAnnotation, CiliumForceHTTPSAnnotation); v {
+	case "", "false", "disabled":
+	case "true", "enabled":
+		o.forceHTTPS = true
+	default:
+		problems = append(problems, fmt.Sprintf("annotation %s: %q is not true or false (enabled or disabled); HTTPS is not forced", field, v))
+	}
+	if field, v := annotation(ing, RequestTimeoutAnnotation, CiliumRequestTimeoutAnnotation); v != "" {
+		d, err := time.ParseDuration(v)
+		var gd gwv1.Duration
+		if err == nil {
+			gd, err = gatewayDuration(d)
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("annotation %s: %q: %v; no request timeout is set", field, v, err))
+		} else {
+			o.timeout = &gd
+		}
+	}
+	return o, problems
+}
+
+// gatewayDuration writes d as a Gateway API Duration (hours, minutes,
+// seconds and milliseconds of up to 5 digits each).
+func gatewayDuration(d time.Duration) (gwv1.Duration, error) {
+	switch {
+	case d < 0:
+		return "", fmt.Errorf("negative")
+	case d%time.Millisecond != 0:
+		return "", fmt.Errorf("not a whole number of milliseconds")
+	case d >= 100000*time.Hour:
+		return "", fmt.Errorf("longer than 99999h")
+	case d == 0:
+		return "0s", nil
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}, {time.Millisecond, "ms"}} {
+		if n := d / u.unit; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.name)
+			d -= n * u.unit
+		}
+	}
+	return gwv1.Duration(b.String()), nil
 }
 
 // IngressAddressesFromStatus reads the Ingresses' addresses from their
@@ -173,6 +249,9 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 		if o.Problem != "" {
 			s.problems[nn] = append(s.problems[nn], o.Problem)
 		}
+		opts, problems := parseIngressOptions(ing)
+		s.problems[nn] = append(s.problems[nn], problems...)
+		var tlsHosts []string // "": every host
 		gw, ok := byKey[o.Key]
 		if !ok {
 			from := gwv1.NamespacesFromAll
@@ -187,6 +266,7 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 			if len(hosts) == 0 {
 				hosts = []string{""}
 			}
+			tlsHosts = append(tlsHosts, hosts...)
 			for _, h := range hosts {
 				name := "https"
 				if h != "" {
@@ -209,11 +289,29 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 				s.tlsListeners[lk] = append(s.tlsListeners[lk], nn)
 			}
 		}
-		parent := gwv1.ParentReference{Name: gwv1.ObjectName(o.Key.Name), Namespace: ptr(gwv1.Namespace(o.Key.Namespace))}
-		route := func(suffix string, hostnames []gwv1.Hostname, rules []gwv1.HTTPRouteRule) {
+		slices.Sort(tlsHosts)
+		tlsHosts = slices.Compact(tlsHosts)
+		// parents are the listeners serving a rule of host ("": every
+		// host): the whole Gateway, or with force-https, for a host the
+		// Ingress has TLS for, its HTTPS listeners only (port 80 redirects).
+		parents := func(host string) []gwv1.ParentReference {
+			whole := gwv1.ParentReference{Name: gwv1.ObjectName(o.Key.Name), Namespace: ptr(gwv1.Namespace(o.Key.Namespace))}
+			sections := httpsSections(tlsHosts, host)
+			if !opts.forceHTTPS || len(sections) == 0 {
+				return []gwv1.ParentReference{whole}
+			}
+			var out []gwv1.ParentReference
+			for _, sn := range sections {
+				p := whole
+				p.SectionName = ptr(sn)
+				out = append(out, p)
+			}
+			return out
+		}
+		route := func(suffix string, parents []gwv1.ParentReference, hostnames []gwv1.Hostname, rules []gwv1.HTTPRouteRule) {
 			r := gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ing.Namespace, Name: ing.Name + "/" + suffix,
 				CreationTimestamp: ing.CreationTimestamp, Generation: ing.Generation}}
-			r.Spec.ParentRefs = []gwv1.ParentReference{parent}
+			r.Spec.ParentRefs = parents
 			r.Spec.Hostnames = hostnames
 			r.Spec.Rules = rules
 			s.routes = append(s.routes, r)
@@ -240,9 +338,9 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 				if problem != "" {
 					s.problems[nn] = append(s.problems[nn], problem)
 				}
-				rules = append(rules, gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{m}, BackendRefs: be})
+				rules = append(rules, gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{m}, BackendRefs: be, Timeouts: opts.timeouts()})
 			}
-			route(fmt.Sprintf("rule-%d", i), hostnames, rules)
+			route(fmt.Sprintf("rule-%d", i), parents(rule.Host), hostnames, rules)
 		}
 		if db := ing.Spec.DefaultBackend; db != nil {
 			be, problem := ingressBackend(ing, *db, "spec.defaultBackend", services)
@@ -250,13 +348,69 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 				s.problems[nn] = append(s.problems[nn], problem)
 			}
 			m := gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr("/")}}
-			route("default", nil, []gwv1.HTTPRouteRule{{Matches: []gwv1.HTTPRouteMatch{m}, BackendRefs: be}})
+			route("default", parents(""), nil, []gwv1.HTTPRouteRule{{Matches: []gwv1.HTTPRouteMatch{m}, BackendRefs: be, Timeouts: opts.timeouts()}})
+		}
+		if opts.forceHTTPS {
+			// Every request on port 80 for a TLS host, whatever its path:
+			// the host's exact name outranks the rules without one.
+			httpOnly := []gwv1.ParentReference{{Name: gwv1.ObjectName(o.Key.Name), Namespace: ptr(gwv1.Namespace(o.Key.Namespace)), SectionName: ptr(gwv1.SectionName("http"))}}
+			redirect := []gwv1.HTTPRouteRule{{
+				Matches: []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr("/")}}},
+				Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestRedirect,
+					RequestRedirect: &gwv1.HTTPRequestRedirectFilter{Scheme: ptr("https"), StatusCode: ptr(301)}}},
+			}}
+			for i, h := range tlsHosts {
+				var hostnames []gwv1.Hostname
+				if h != "" {
+					hostnames = []gwv1.Hostname{gwv1.Hostname(h)}
+				}
+				route(fmt.Sprintf("force-https-%d", i), httpOnly, hostnames, redirect)
+			}
 		}
 	}
 	for _, k := range keys {
 		s.gateways = append(s.gateways, *byKey[k])
 	}
 	return s
+}
+
+// timeouts are the route rule timeouts of the Ingress's options (nil:
+// none).
+func (o ingressOptions) timeouts() *gwv1.HTTPRouteTimeouts {
+	if o.timeout == nil {
+		return nil
+	}
+	return &gwv1.HTTPRouteTimeouts{Request: o.timeout}
+}
+
+// httpsSections are the HTTPS listeners an Ingress's TLS hosts (tlsHosts;
+// "": a TLS entry without hosts) make that serve its rules of host ("": a
+// rule for every host, which only an entry without hosts serves whole).
+func httpsSections(tlsHosts []string, host string) []gwv1.SectionName {
+	var out []gwv1.SectionName
+	for _, th := range tlsHosts {
+		switch {
+		case th == "":
+			out = append(out, "https")
+		case host != "" && hostCovers(th, host):
+			out = append(out, gwv1.SectionName("https-"+th))
+		}
+	}
+	return out
+}
+
+// hostCovers reports whether the TLS host th (exact, or "*." and a
+// suffix: one more label) serves the rule host.
+func hostCovers(th, host string) bool {
+	if th == host {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(th, "*")
+	if !ok {
+		return false
+	}
+	label, ok := strings.CutSuffix(host, suffix)
+	return ok && label != "" && !strings.ContainsAny(label, ".*")
 }
 
 // ingressBackend is the backendRef of an Ingress backend; a backend that
