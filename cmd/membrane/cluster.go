@@ -12,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/membrane-mesh/membrane/mesh/agentclient"
@@ -22,6 +23,7 @@ import (
 type clusterClient struct {
 	kubernetes.Interface
 	agents *agentclient.Client
+	config *rest.Config
 }
 
 // client resolves the cluster like kubectl: --kubeconfig, then KUBECONFIG,
@@ -44,7 +46,7 @@ func (g *globals) client() (*clusterClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clusterClient{Interface: agents.Kubernetes(), agents: agents}, nil
+	return &clusterClient{Interface: agents.Kubernetes(), agents: agents, config: cfg}, nil
 }
 
 // clientForNodes opens the cluster's client and resolves --node (only):

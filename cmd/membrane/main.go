@@ -11,7 +11,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 )
 
 // version is the CLI's version; release builds set it with -ldflags -X.
@@ -63,10 +65,19 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.PersistentPreRun = func(*cobra.Command, []string) {
+		// client-go's own messages (e.g. an exec stream closed when its
+		// check's time is up) only with --verbose.
+		if g.verbose {
+			klog.SetSlogLogger(g.logger().With("from", "client-go"))
+		} else {
+			klog.SetLogger(logr.Discard())
+		}
+	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
 	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
 	root.PersistentFlags().StringVar(&g.context, "context", "", "kubeconfig context to use")
-	root.AddCommand(newDevCommand(g), newServiceCommand(g), newBPFCommand(g), newEncryptionCommand(g), newIdentityCommand(g), newEndpointCommand(g), newPolicyCommand(g), newFQDNCommand(g), newObserveCommand(g), newStatusCommand(g), newClusterMeshCommand(g), newDebugCommand(g), newVersionCommand(g))
+	root.AddCommand(newDevCommand(g), newServiceCommand(g), newBPFCommand(g), newEncryptionCommand(g), newIdentityCommand(g), newEndpointCommand(g), newPolicyCommand(g), newFQDNCommand(g), newObserveCommand(g), newStatusCommand(g), newConnectivityCommand(g), newClusterMeshCommand(g), newDebugCommand(g), newVersionCommand(g))
 	return root
 }
 

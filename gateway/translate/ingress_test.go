@@ -2,6 +2,7 @@ package translate
 
 import (
 	"testing"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,6 +50,40 @@ func TestOwnedIngresses(t *testing.T) {
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+func TestGatewayDuration(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		err      bool
+	}{
+		{"0s", "0s", false}, {"90s", "1m30s", false}, {"1h0m0.25s", "1h250ms", false}, {"500ms", "500ms", false},
+		{"1500us", "", true}, {"-1s", "", true}, {"100000h", "", true},
+	} {
+		d, err := time.ParseDuration(c.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := gatewayDuration(d)
+		if string(got) != c.want || (err != nil) != c.err {
+			t.Errorf("gatewayDuration(%s) = %q, %v; want %q (error %v)", c.in, got, err, c.want, c.err)
+		}
+	}
+}
+
+func TestHostCovers(t *testing.T) {
+	for _, c := range []struct {
+		tls, host string
+		want      bool
+	}{
+		{"a.example.com", "a.example.com", true}, {"a.example.com", "b.example.com", false},
+		{"*.example.com", "a.example.com", true}, {"*.example.com", "a.b.example.com", false},
+		{"*.example.com", "example.com", false}, {"*.example.com", "*.example.com", true},
+	} {
+		if got := hostCovers(c.tls, c.host); got != c.want {
+			t.Errorf("hostCovers(%s, %s) = %v", c.tls, c.host, got)
 		}
 	}
 }

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/connectivity"
+)
+
+func newConnectivityCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "connectivity",
+		Short: "Check the cluster's pod networking end to end",
+	}
+	o := connectivity.Options{}
+	test := &cobra.Command{
+		Use:   "test",
+		Short: "Run test pods and check pod to pod, Services, DNS, NetworkPolicy and L7 policy",
+		Long: `Run echo servers and curl clients in a namespace of the test's own
+(--namespace, labelled app.kubernetes.io/managed-by=membrane-connectivity-test;
+a namespace without that label is never touched) on the first two nodes
+whose agent is ready, and check from inside the clients:
+
+  pod-to-pod/same-node        a client reaches an echo pod of its node
+  pod-to-pod/cross-node       ... and one of the other node
+  pod-to-service/cluster-ip   the echo Service's ClusterIP, both echo pods answering
+  pod-to-service/dns          the Service by its name (cluster DNS)
+  network-policy/allowed      with a NetworkPolicy admitting role=client only,
+  network-policy/denied       the client gets through and another pod does not
+  l7-policy/allowed-path      with a MembraneNetworkPolicy allowing GET /public/.*,
+  l7-policy/denied-path       /public/hello answers 200 and /private 403
+
+Each check retries until its condition holds or --timeout passes (a
+policy just written takes a moment to reach the datapath). The L7 checks
+are skipped when the agents run no L7 proxy, the cross-node check on a
+one-node cluster. The namespace is removed at the end (--keep leaves it).
+The command fails when a check failed, naming the failed checks.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
+				return fmt.Errorf("--namespace %q: %s", o.Namespace, strings.Join(errs, "; "))
+			}
+			if o.Timeout < time.Second {
+				return fmt.Errorf("--timeout %s: must be at least 1s", o.Timeout)
+			}
+			ctx := cmd.Context()
+			c, all, err := g.clientForNodes(ctx, "")
+			if err != nil {
+				return err
+			}
+			statuses, err := fromAgents[agentapi.NodeStatus](ctx, c, all, agentapi.PathStatus)
+			if err != nil {
+				g.logger().Warn("some agents did not answer: their nodes are not used", "error", err)
+			}
+			var nodes []string
+			o.L7 = len(statuses) > 0
+			for _, s := range statuses {
+				if s.Ready {
+					nodes = append(nodes, s.Node)
+				}
+				o.L7 = o.L7 && s.Proxy != nil
+			}
+			if len(nodes) == 0 {
+				return errors.New("no node has a ready agent (see membrane status)")
+			}
+			slices.Sort(nodes)
+			kube, err := connectivity.NewKube(c.config, o.Namespace)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "Testing in namespace %s on nodes %s\n", o.Namespace, strings.Join(nodes[:min(2, len(nodes))], ", "))
+			results, err := connectivity.Run(ctx, g.logger(), kube, o, nodes, g.stdout)
+			if err != nil {
+				return err
+			}
+			line, err := connectivity.Summary(results)
+			fmt.Fprintln(g.stdout, line)
+			return err
+		},
+	}
+	f := test.Flags()
+	f.StringVar(&o.Namespace, "namespace", "membrane-test", "namespace of the test's pods, made and removed by the test")
+	f.StringVar(&o.ClientImage, "client-image", "curlimages/curl:8.5.0", "image of the client pods (needs curl and sleep)")
+	f.StringVar(&o.EchoImage, "echo-image", "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1", "image of the echo pods (Gateway API's echo-basic: port 3000, answers with its pod's name)")
+	f.DurationVar(&o.Timeout, "timeout", time.Minute, "bound of the wait for the pods and of each check")
+	f.BoolVar(&o.Keep, "keep", false, "leave the namespace and its pods")
+	cmd.AddCommand(test)
+	return cmd
+}

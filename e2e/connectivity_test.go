@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConnectivityTest runs `membrane connectivity test` on the shared
+// cluster: every check passes and the test's namespace is gone afterwards;
+// with a clusterwide policy isolating the test's echo pods, the checks
+// that need them fail, the command fails naming them, and the policy
+// checks (whose policies allow the client) still pass; a namespace the
+// test did not make is refused and left alone.
+func TestConnectivityTest(t *testing.T) {
+	k := cluster(t)
+	const ns = "membrane-ct"
+	run := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+		defer cancel()
+		var out bytes.Buffer
+		cmd := k.membraneCommand(ctx, append([]string{"connectivity", "test", "--namespace", ns}, args...)...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		t.Logf("membrane connectivity test %s:\n%s", strings.Join(args, " "), out.String())
+		return out.String(), err
+	}
+	gone := func() {
+		t.Helper()
+		if out, err := k.run(t.Context(), "", "get", "namespace", ns, "--ignore-not-found", "-o", "name"); err != nil || out != "" {
+			t.Errorf("namespace %s is still there after the test: %q, %v", ns, out, err)
+		}
+	}
+
+	t.Run("every check passes", func(t *testing.T) {
+		out, err := run()
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+		for _, c := range []string{"pod-to-pod/same-node", "pod-to-pod/cross-node", "pod-to-service/cluster-ip", "pod-to-service/dns",
+			"network-policy/denied", "network-policy/allowed", "l7-policy/denied-path", "l7-policy/allowed-path"} {
+			if !strings.Contains(out, "✓ "+c+" ") {
+				t.Errorf("check %s did not pass", c)
+			}
+		}
+		if !strings.Contains(out, "8 passed, 0 failed, 0 skipped") {
+			t.Errorf("no summary of 8 passed checks")
+		}
+		gone()
+	})
+
+	t.Run("isolated echo pods fail the checks that need them", func(t *testing.T) {
+		k.must(`apiVersion: membrane.io/v1alpha1
+kind: MembraneClusterwideNetworkPolicy
+metadata: {name: e2e-isolate-ct-echo}
+spec:
+  endpointSelector: {matchLabels: {app: echo, k8s:io.kubernetes.pod.namespace: `+ns+`}}
+  ingress: [{}]
+`, "apply", "-f", "-")
+		t.Cleanup(func() {
+			k.must("", "delete", "membraneclusterwidenetworkpolicy", "e2e-isolate-ct-echo", "--ignore-not-found")
+		})
+		out, err := run("--timeout", "5s")
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("exit: %v, want exit status 1", err)
+		}
+		const failed = "4 of 8 checks failed: pod-to-pod/same-node, pod-to-pod/cross-node, pod-to-service/cluster-ip, pod-to-service/dns"
+		if !strings.Contains(out, failed) || !strings.Contains(out, "4 passed, 4 failed, 0 skipped") {
+			t.Errorf("want %q and the summary 4 passed, 4 failed", failed)
+		}
+		if !strings.Contains(out, "✗ pod-to-pod/same-node") || !strings.Contains(out, "timed out (exit 28)") {
+			t.Errorf("the failed check does not say what curl saw")
+		}
+		gone()
+	})
+
+	t.Run("a namespace of another owner is refused", func(t *testing.T) {
+		k.must("", "create", "namespace", ns)
+		t.Cleanup(func() { k.must("", "delete", "namespace", ns, "--ignore-not-found", "--wait=false") })
+		out, err := run()
+		if err == nil || !strings.Contains(out, "namespace "+ns+" exists and is not the connectivity test's") {
+			t.Fatalf("exit %v: want the refusal naming the namespace", err)
+		}
+		if out, err := k.run(t.Context(), "", "get", "namespace", ns, "-o", "name"); err != nil || strings.TrimSpace(out) != "namespace/"+ns {
+			t.Errorf("the foreign namespace: %q, %v", out, err)
+		}
+	})
+}

@@ -1,0 +1,157 @@
+package connectivity
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeCluster answers curl as a cluster whose datapath enforces the
+// policies applied (NetworkPolicy: only Client reaches the echo pods; L7:
+// /private is 403), and records what the test did.
+type fakeCluster struct {
+	claimErr error
+	// down: requests to these URLs time out (exit 28).
+	down     []string
+	inForce  map[string]bool
+	calls    []string
+	tornDown bool
+}
+
+func (f *fakeCluster) Claim(context.Context) error { f.calls = append(f.calls, "claim"); return f.claimErr }
+
+func (f *fakeCluster) Setup(_ context.Context, w Workload) (Addresses, error) {
+	f.calls = append(f.calls, "setup")
+	a := Addresses{Pods: map[string]string{}, ClusterIP: "10.96.0.10"}
+	for i, p := range w.Pods {
+		a.Pods[p.Name] = "10.244.0." + string(rune('1'+i))
+	}
+	return a, nil
+}
+
+func (f *fakeCluster) Apply(_ context.Context, p Policy) error {
+	f.calls = append(f.calls, "apply "+p.Name)
+	f.inForce[p.Kind] = true
+	return nil
+}
+
+func (f *fakeCluster) Delete(_ context.Context, p Policy) error {
+	f.calls = append(f.calls, "delete "+p.Name)
+	delete(f.inForce, p.Kind)
+	return nil
+}
+
+func (f *fakeCluster) Exec(_ context.Context, pod string, cmd []string) (string, error) {
+	url := cmd[len(cmd)-1]
+	switch {
+	case slices.ContainsFunc(f.down, func(d string) bool { return strings.HasPrefix(url, d) }):
+		return "", &ExitError{Code: 28}
+	case f.inForce["NetworkPolicy"] && pod != Client:
+		return "", &ExitError{Code: 28}
+	case f.inForce["MembraneNetworkPolicy"] && strings.HasSuffix(url, "/private"):
+		return "RBAC: access denied\n403", nil
+	case strings.Contains(url, ":8080"):
+		return `{"pod":"echo-a"}` + "\n200\n" + `{"pod":"echo-b"}` + "\n200", nil
+	}
+	return "{}\n200", nil
+}
+
+func (f *fakeCluster) Teardown(context.Context) error { f.tornDown = true; return nil }
+
+func run(t *testing.T, f *fakeCluster, o Options, nodes ...string) ([]Result, error) {
+	t.Helper()
+	f.inForce = map[string]bool{}
+	o.Namespace, o.Timeout = "membrane-test", 2*time.Second
+	return Run(t.Context(), slog.New(slog.NewTextHandler(io.Discard, nil)), f, o, nodes, io.Discard)
+}
+
+func statuses(results []Result) map[string]Status {
+	out := map[string]Status{}
+	for _, r := range results {
+		out[r.Name] = r.Status
+	}
+	return out
+}
+
+func TestRunPasses(t *testing.T) {
+	f := &fakeCluster{}
+	results, err := run(t, f, Options{L7: true}, "n1", "n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range statuses(results) {
+		if st != Passed {
+			t.Errorf("%s: %s", name, st)
+		}
+	}
+	line, err := Summary(results)
+	if line != "8 passed, 0 failed, 0 skipped" || err != nil {
+		t.Errorf("summary %q, %v", line, err)
+	}
+	// Each policy is applied once for its checks, and removed before the
+	// next one and at the end.
+	want := []string{"claim", "setup", "apply echo-from-client", "delete echo-from-client", "apply echo-l7", "delete echo-l7"}
+	if !slices.Equal(f.calls, want) {
+		t.Errorf("calls %v, want %v", f.calls, want)
+	}
+	if !f.tornDown {
+		t.Error("the namespace was not removed")
+	}
+}
+
+func TestRunFailsAndSkips(t *testing.T) {
+	f := &fakeCluster{down: []string{"http://10.96.0.10:8080"}}
+	results, err := run(t, f, Options{L7: false}, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := statuses(results)
+	want := map[string]Status{
+		"pod-to-pod/same-node": Passed, "pod-to-pod/cross-node": Skipped,
+		"pod-to-service/cluster-ip": Failed, "pod-to-service/dns": Passed,
+		"network-policy/denied": Passed, "network-policy/allowed": Passed,
+		"l7-policy/denied-path": Skipped, "l7-policy/allowed-path": Skipped,
+	}
+	for name, st := range want {
+		if got[name] != st {
+			t.Errorf("%s: %s, want %s", name, got[name], st)
+		}
+	}
+	for _, r := range results {
+		if r.Name == "pod-to-service/cluster-ip" && r.Detail != "curl http://10.96.0.10:8080/: timed out (exit 28)" {
+			t.Errorf("detail %q: want what curl saw", r.Detail)
+		}
+	}
+	line, err := Summary(results)
+	if line != "4 passed, 1 failed, 3 skipped" || err == nil || !strings.Contains(err.Error(), "1 of 8 checks failed: pod-to-service/cluster-ip") {
+		t.Errorf("summary %q, %v", line, err)
+	}
+}
+
+func TestRunLeavesForeignNamespace(t *testing.T) {
+	f := &fakeCluster{claimErr: errors.New("namespace membrane-test exists and is not the connectivity test's")}
+	if _, err := run(t, f, Options{}, "n1"); err == nil {
+		t.Fatal("no error")
+	}
+	if f.tornDown {
+		t.Error("a namespace the test did not claim was removed")
+	}
+	if !slices.Equal(f.calls, []string{"claim"}) {
+		t.Errorf("calls %v", f.calls)
+	}
+}
+
+func TestRunKeep(t *testing.T) {
+	f := &fakeCluster{}
+	if _, err := run(t, f, Options{Keep: true}, "n1", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if f.tornDown {
+		t.Error("--keep removed the namespace")
+	}
+}
