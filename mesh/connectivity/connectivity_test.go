@@ -23,7 +23,10 @@ type fakeCluster struct {
 	tornDown bool
 }
 
-func (f *fakeCluster) Claim(context.Context) error { f.calls = append(f.calls, "claim"); return f.claimErr }
+func (f *fakeCluster) Claim(context.Context) error {
+	f.calls = append(f.calls, "claim")
+	return f.claimErr
+}
 
 func (f *fakeCluster) Setup(_ context.Context, w Workload) (Addresses, error) {
 	f.calls = append(f.calls, "setup")
