@@ -42,13 +42,13 @@ func TestConnectivityTest(t *testing.T) {
 			t.Fatalf("exit: %v", err)
 		}
 		for _, c := range []string{"pod-to-pod/same-node", "pod-to-pod/cross-node", "pod-to-service/cluster-ip", "pod-to-service/dns",
-			"network-policy/denied", "network-policy/allowed", "l7-policy/denied-path", "l7-policy/allowed-path"} {
+			"network-policy/denied", "network-policy/allowed", "flows/policy-drop", "l7-policy/denied-path", "l7-policy/allowed-path", "flows/l7-http"} {
 			if !strings.Contains(out, "✓ "+c+" ") {
 				t.Errorf("check %s did not pass", c)
 			}
 		}
-		if !strings.Contains(out, "8 passed, 0 failed, 0 skipped") {
-			t.Errorf("no summary of 8 passed checks")
+		if !strings.Contains(out, "10 passed, 0 failed, 0 skipped") {
+			t.Errorf("no summary of 10 passed checks")
 		}
 		gone()
 	})
@@ -69,9 +69,9 @@ spec:
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 			t.Fatalf("exit: %v, want exit status 1", err)
 		}
-		const failed = "4 of 8 checks failed: pod-to-pod/same-node, pod-to-pod/cross-node, pod-to-service/cluster-ip, pod-to-service/dns"
-		if !strings.Contains(out, failed) || !strings.Contains(out, "4 passed, 4 failed, 0 skipped") {
-			t.Errorf("want %q and the summary 4 passed, 4 failed", failed)
+		const failed = "4 of 10 checks failed: pod-to-pod/same-node, pod-to-pod/cross-node, pod-to-service/cluster-ip, pod-to-service/dns"
+		if !strings.Contains(out, failed) || !strings.Contains(out, "6 passed, 4 failed, 0 skipped") {
+			t.Errorf("want %q and the summary 6 passed, 4 failed", failed)
 		}
 		if !strings.Contains(out, "✗ pod-to-pod/same-node") || !strings.Contains(out, "timed out (exit 28)") {
 			t.Errorf("the failed check does not say what curl saw")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/connectivity"
+	"github.com/membrane-mesh/membrane/mesh/flow"
 )
 
 func newConnectivityCommand(g *globals) *cobra.Command {
@@ -32,10 +34,12 @@ whose agent is ready, and check from inside the clients:
   pod-to-pod/cross-node       ... and one of the other node
   pod-to-service/cluster-ip   the echo Service's ClusterIP, both echo pods answering
   pod-to-service/dns          the Service by its name (cluster DNS)
-  network-policy/allowed      with a NetworkPolicy admitting role=client only,
-  network-policy/denied       the client gets through and another pod does not
-  l7-policy/allowed-path      with a MembraneNetworkPolicy allowing GET /public/.*,
-  l7-policy/denied-path       /public/hello answers 200 and /private 403
+  network-policy/denied       with a NetworkPolicy admitting role=client only,
+  network-policy/allowed      another pod gets no answer and the client does
+  flows/policy-drop           the drop shows in the flows of echo-a's node (Policy denied)
+  l7-policy/denied-path       with a MembraneNetworkPolicy allowing GET /public/.*,
+  l7-policy/allowed-path      /private answers 403 and /public/hello 200
+  flows/l7-http               the HTTP response GET /private 403 shows in the flows
 
 Each check retries until its condition holds or --timeout passes (a
 policy just written takes a moment to reach the datapath). The L7 checks
@@ -75,6 +79,12 @@ The command fails when a check failed, naming the failed checks.`,
 			if err != nil {
 				return err
 			}
+			kube.FlowSource = func(ctx context.Context, node string, req flow.Request) ([]flow.Flow, error) {
+				var out []flow.Flow
+				_, err := streamFlows(ctx, c, node, req, func(f flow.Flow) error { out = append(out, f); return nil }, nil)
+				return out, err
+			}
+			o.Flows = true
 			fmt.Fprintf(g.stdout, "Testing in namespace %s on nodes %s\n", o.Namespace, strings.Join(nodes[:min(2, len(nodes))], ", "))
 			results, err := connectivity.Run(ctx, g.logger(), kube, o, nodes, g.stdout)
 			if err != nil {

@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/membrane-mesh/membrane/mesh/flow"
 )
 
 // ManagedBy is the value of the app.kubernetes.io/managed-by label of the
@@ -33,8 +35,10 @@ type Options struct {
 	Timeout time.Duration
 	// Keep leaves the namespace and its pods for a look afterwards.
 	Keep bool
-	// L7 runs the L7 check (the agents run the node proxy).
+	// L7 runs the L7 checks (the agents run the node proxy).
 	L7 bool
+	// Flows runs the flow checks (the Cluster reads the agents' flows).
+	Flows bool
 }
 
 // Status is a check's outcome.
@@ -73,7 +77,13 @@ type Cluster interface {
 	Exec(ctx context.Context, pod string, cmd []string) (string, error)
 	// Teardown removes the namespace and waits until it is gone.
 	Teardown(ctx context.Context) error
+	// Flows are the flows node's agent observed that req matches
+	// (ErrNoFlows: the flows cannot be read).
+	Flows(ctx context.Context, node string, req flow.Request) ([]flow.Flow, error)
 }
+
+// ErrNoFlows is the error of a Cluster that cannot read flows.
+var ErrNoFlows = errors.New("no access to the agents' flows")
 
 // ExitError is a command that ran and exited non-zero.
 type ExitError struct {
@@ -231,15 +241,27 @@ func checks(o Options, w Workload, a Addresses) []check {
 		// Each policy's first check waits until the policy is enforced.
 		{name: "network-policy/denied", policy: &w.NetworkPolicy, run: refused(OtherClient, echoA+"/")},
 		{name: "network-policy/allowed", policy: &w.NetworkPolicy, run: expect(Client, echoA+"/", 200, "")},
+		{name: "flows/policy-drop", policy: &w.NetworkPolicy, run: seenFlow(a.Nodes[EchoA], map[string][]string{
+			flow.KeyFromPod: {o.Namespace + "/" + OtherClient}, flow.KeyToPod: {o.Namespace + "/" + EchoA}, flow.KeyVerdict: {"DROPPED"},
+		}, "a drop of client-other → echo-a for Policy denied", func(f flow.Flow) bool {
+			return f.DropReason != nil && f.DropReason.Description == "Policy denied"
+		})},
 		{name: "l7-policy/denied-path", policy: &w.L7Policy, run: expect(Client, echoA+"/private", 403, "")},
 		{name: "l7-policy/allowed-path", policy: &w.L7Policy, run: expect(Client, echoA+"/public/hello", 200, "")},
+		{name: "flows/l7-http", policy: &w.L7Policy, run: seenFlow(a.Nodes[EchoA], map[string][]string{
+			flow.KeyType: {"l7"}, flow.KeyFromPod: {o.Namespace + "/" + Client}, flow.KeyToPod: {o.Namespace + "/" + EchoA}, flow.KeyHTTPPath: {"^/private$"},
+		}, "the HTTP response GET /private 403", func(f flow.Flow) bool {
+			return f.L7 != nil && f.L7.HTTP != nil && f.L7.HTTP.Method == "GET" && f.L7.HTTP.Code == 403
+		})},
 	}
 	for i := range out {
 		switch {
 		case !w.TwoNodes && strings.HasSuffix(out[i].name, "cross-node"):
 			out[i].skip = "one node only"
-		case !o.L7 && strings.HasPrefix(out[i].name, "l7-policy/"):
+		case !o.L7 && (strings.HasPrefix(out[i].name, "l7-policy/") || out[i].name == "flows/l7-http"):
 			out[i].skip = "the agents run no L7 proxy (chart value l7Proxy=false)"
+		case !o.Flows && strings.HasPrefix(out[i].name, "flows/"):
+			out[i].skip = ErrNoFlows.Error()
 		}
 	}
 	return out
@@ -341,6 +363,31 @@ func refused(pod, url string) func(context.Context, Cluster) (string, error) {
 				return "", err // the exec itself failed
 			}
 			return fmt.Sprintf("%s → %s: refused (%v)", pod, url, err), nil
+		})
+	}
+}
+
+// seenFlow: node's agent observed a flow that filter (observe's filter
+// keys) matches and that has what want checks (described by what).
+func seenFlow(node string, filter map[string][]string, what string, want func(flow.Flow) bool) func(context.Context, Cluster) (string, error) {
+	return func(ctx context.Context, c Cluster) (string, error) {
+		var req flow.Request
+		for k, vs := range filter {
+			if err := req.Filter.Set(k, vs...); err != nil {
+				return "", fmt.Errorf("filter %s: %w", k, err)
+			}
+		}
+		return until(ctx, func(ctx context.Context) (string, error) {
+			flows, err := c.Flows(ctx, node, req)
+			if err != nil {
+				return "", fmt.Errorf("flows of %s: %w", node, err)
+			}
+			for _, f := range flows {
+				if want(f) {
+					return fmt.Sprintf("%s: %s", node, what), nil
+				}
+			}
+			return "", fmt.Errorf("%s: %d matching flows, none is %s", node, len(flows), what)
 		})
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/membrane-mesh/membrane/mesh/flow"
 )
 
 // fakeCluster answers curl as a cluster whose datapath enforces the
@@ -30,9 +32,10 @@ func (f *fakeCluster) Claim(context.Context) error {
 
 func (f *fakeCluster) Setup(_ context.Context, w Workload) (Addresses, error) {
 	f.calls = append(f.calls, "setup")
-	a := Addresses{Pods: map[string]string{}, ClusterIP: "10.96.0.10"}
+	a := Addresses{Pods: map[string]string{}, Nodes: map[string]string{}, ClusterIP: "10.96.0.10"}
 	for i, p := range w.Pods {
 		a.Pods[p.Name] = "10.244.0." + string(rune('1'+i))
+		a.Nodes[p.Name] = p.Spec.NodeName
 	}
 	return a, nil
 }
@@ -66,6 +69,21 @@ func (f *fakeCluster) Exec(_ context.Context, pod string, cmd []string) (string,
 
 func (f *fakeCluster) Teardown(context.Context) error { f.tornDown = true; return nil }
 
+// Flows: the drops and the L7 responses the policies in force made.
+func (f *fakeCluster) Flows(_ context.Context, node string, req flow.Request) ([]flow.Flow, error) {
+	if node != "n1" {
+		return nil, nil // echo-a runs on n1
+	}
+	var out []flow.Flow
+	if f.inForce["NetworkPolicy"] && slices.Contains(req.Filter.Verdict, flow.Dropped) {
+		out = append(out, flow.Flow{Verdict: flow.Dropped, DropReason: &flow.DropReason{Description: "Policy denied"}})
+	}
+	if f.inForce["MembraneNetworkPolicy"] && slices.Contains(req.Filter.Type, flow.TypeL7) {
+		out = append(out, flow.Flow{Type: flow.TypeL7, L7: &flow.L7{HTTP: &flow.HTTP{Method: "GET", Code: 403}}})
+	}
+	return out, nil
+}
+
 func run(t *testing.T, f *fakeCluster, o Options, nodes ...string) ([]Result, error) {
 	t.Helper()
 	f.inForce = map[string]bool{}
@@ -83,7 +101,7 @@ func statuses(results []Result) map[string]Status {
 
 func TestRunPasses(t *testing.T) {
 	f := &fakeCluster{}
-	results, err := run(t, f, Options{L7: true}, "n1", "n2")
+	results, err := run(t, f, Options{L7: true, Flows: true}, "n1", "n2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +111,7 @@ func TestRunPasses(t *testing.T) {
 		}
 	}
 	line, err := Summary(results)
-	if line != "8 passed, 0 failed, 0 skipped" || err != nil {
+	if line != "10 passed, 0 failed, 0 skipped" || err != nil {
 		t.Errorf("summary %q, %v", line, err)
 	}
 	// Each policy is applied once for its checks, and removed before the
@@ -119,6 +137,7 @@ func TestRunFailsAndSkips(t *testing.T) {
 		"pod-to-service/cluster-ip": Failed, "pod-to-service/dns": Passed,
 		"network-policy/denied": Passed, "network-policy/allowed": Passed,
 		"l7-policy/denied-path": Skipped, "l7-policy/allowed-path": Skipped,
+		"flows/policy-drop": Skipped, "flows/l7-http": Skipped,
 	}
 	for name, st := range want {
 		if got[name] != st {
@@ -131,7 +150,7 @@ func TestRunFailsAndSkips(t *testing.T) {
 		}
 	}
 	line, err := Summary(results)
-	if line != "4 passed, 1 failed, 3 skipped" || err == nil || !strings.Contains(err.Error(), "1 of 8 checks failed: pod-to-service/cluster-ip") {
+	if line != "4 passed, 1 failed, 5 skipped" || err == nil || !strings.Contains(err.Error(), "1 of 10 checks failed: pod-to-service/cluster-ip") {
 		t.Errorf("summary %q, %v", line, err)
 	}
 }

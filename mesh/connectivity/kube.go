@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/membrane-mesh/membrane/mesh/flow"
 )
 
 // Kube is the Cluster of a real API server.
@@ -27,6 +29,8 @@ type Kube struct {
 	Dynamic   dynamic.Interface
 	Config    *rest.Config
 	Namespace string
+	// FlowSource reads a node agent's flows (the observe API); nil: none.
+	FlowSource func(ctx context.Context, node string, req flow.Request) ([]flow.Flow, error)
 }
 
 // NewKube is the Cluster behind cfg, for the test's namespace ns.
@@ -183,6 +187,14 @@ func (k *Kube) Exec(ctx context.Context, pod string, cmd []string) (string, erro
 		return stdout.String(), fmt.Errorf("exec in %s: %w", pod, err)
 	}
 	return stdout.String(), nil
+}
+
+// Flows reads node's flows through FlowSource.
+func (k *Kube) Flows(ctx context.Context, node string, req flow.Request) ([]flow.Flow, error) {
+	if k.FlowSource == nil {
+		return nil, ErrNoFlows
+	}
+	return k.FlowSource(ctx, node, req)
 }
 
 // Teardown deletes the namespace and waits until it is gone.
