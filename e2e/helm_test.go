@@ -175,16 +175,16 @@ func TestHelmInstall(t *testing.T) {
 		k.must("", "-n", "kube-system", "rollout", "status", "daemonset/membrane-agent", "--timeout=180s")
 		checkWorkloads(t, k, len(s.Nodes))
 		// The node Envoys ran on through the agents' restart: each new agent
-		// finds its Envoy running what it publishes.
-		eventually(t, 30*time.Second, "every node's L7 proxy in sync", func() error {
-			status := k.membrane("status")
-			for _, n := range s.Nodes {
-				if !strings.Contains(lineOf(status, n.Name), "in sync") {
-					return fmt.Errorf("%s:\n%s", n.Name, status)
-				}
+		// finds its Envoy running what it publishes. `status --wait` returns
+		// once every agent is ready and its Envoy in sync.
+		waitStart := time.Now()
+		status := k.membrane("status", "--wait", "--wait-duration", "60s")
+		t.Logf("membrane status --wait returned after %s:\n%s", time.Since(waitStart).Round(time.Millisecond), status)
+		for _, n := range s.Nodes {
+			if line := lineOf(status, n.Name); !strings.Contains(line, " ready ") || !strings.Contains(line, "in sync") {
+				t.Errorf("after status --wait, %s is not ready and in sync: %q", n.Name, line)
 			}
-			return nil
-		})
+		}
 		w := &wgEnv{t: t, k: k, s: s, log: log}
 		// Traffic between the nodes starts the handshakes.
 		expectReach(t, k, ns, podNames(frontends), backendURLs(backends)[1:], true)

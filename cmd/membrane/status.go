@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -31,8 +32,88 @@ its address, Programmed condition and listeners; then each Ingress with
 its address, whether it is programmed (it has its address) and its rules,
 followed by the Warning Events on the Ingresses. Below the nodes come their
 problems: configurations their Envoy rejected, and CNI configurations the
-agent could not write (-o json has each node's CNI configuration).`
+agent could not write (-o json has each node's CNI configuration).
+
+With --wait it first waits (up to --wait-duration) until every node's
+agent answers and is ready, its Envoy (where L7 policy is on) is connected
+and runs the newest configuration, and no node has a CNI or WireGuard
+problem; it fails naming what is not, after printing the status.`
+	var wait bool
+	var waitFor time.Duration
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every agent is ready and its proxy in sync")
+	cmd.Flags().DurationVar(&waitFor, "wait-duration", 5*time.Minute, "how long --wait waits")
+	show := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if !wait {
+			return show(cmd, args)
+		}
+		node, _ := cmd.Flags().GetString("node")
+		waitErr := waitReady(cmd.Context(), g, node, waitFor)
+		return errors.Join(show(cmd, args), waitErr)
+	}
 	return cmd
+}
+
+// waitReady polls the agents of every node (or of node) until notReady
+// finds nothing, or d has passed.
+func waitReady(ctx context.Context, g *globals, node string, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var problems []string
+	for {
+		c, nodes, err := g.clientForNodes(ctx, node)
+		if err == nil {
+			list, fetchErr := fromAgents[agentapi.NodeStatus](ctx, c, nodes, agentapi.PathStatus)
+			problems = notReady(nodes, list, fetchErr)
+		} else {
+			problems = []string{err.Error()}
+		}
+		if len(problems) == 0 {
+			return nil
+		}
+		g.logger().Debug("waiting", "not ready", problems)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after %s: %s", d, strings.Join(problems, "; "))
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// notReady says what keeps the nodes from ready: an agent that did not
+// answer or is syncing, an Envoy not connected or not running the newest
+// configuration, a CNI or WireGuard problem.
+func notReady(nodes []string, list []agentapi.NodeStatus, fetchErr error) []string {
+	var out []string
+	answered := map[string]bool{}
+	for _, s := range list {
+		answered[s.Node] = true
+		switch p := s.Proxy; {
+		case !s.Ready:
+			out = append(out, s.Node+": agent syncing")
+		case p != nil && !p.Connected:
+			out = append(out, s.Node+": envoy not connected")
+		case p != nil && !p.InSync():
+			out = append(out, fmt.Sprintf("%s: envoy runs %s, not %s", s.Node, orNone(p.Acked), p.Published))
+		}
+		if c := s.CNI; c != nil && c.Error != "" {
+			out = append(out, cniProblem(s.Node, c))
+		}
+		if wg := s.WireGuard; wg != nil && wg.Error != "" {
+			out = append(out, s.Node+": wireguard: "+wg.Error)
+		}
+	}
+	for _, n := range nodes {
+		if !answered[n] {
+			msg := n + ": agent did not answer"
+			if fetchErr != nil {
+				msg += " (" + fetchErr.Error() + ")"
+			}
+			out = append(out, msg)
+			fetchErr = nil // once is enough
+		}
+	}
+	return out
 }
 
 func printStatus(g *globals, list []agentapi.NodeStatus, now time.Time) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +36,34 @@ func TestPrintStatusCNI(t *testing.T) {
 		if lines[5+i] != w {
 			t.Errorf("line %d: %q, want %q", 5+i, lines[5+i], w)
 		}
+	}
+}
+
+// notReady names each node that keeps `status --wait` waiting, and why.
+func TestNotReady(t *testing.T) {
+	inSync := &agentapi.ProxyStatus{XDSStatus: agentapi.XDSStatus{Connected: true, Published: "v3", Acked: "v3"}}
+	list := []agentapi.NodeStatus{
+		{Node: "ok", Ready: true, Proxy: inSync},
+		{Node: "no-l7", Ready: true},
+		{Node: "syncing", Proxy: inSync},
+		{Node: "no-envoy", Ready: true, Proxy: &agentapi.ProxyStatus{XDSStatus: agentapi.XDSStatus{Published: "v1"}}},
+		{Node: "applying", Ready: true, Proxy: &agentapi.ProxyStatus{XDSStatus: agentapi.XDSStatus{Connected: true, Published: "v4", Acked: "v3"}}},
+		{Node: "cni", Ready: true, CNI: &agentapi.CNIStatus{Config: "/etc/cni/net.d/05-membrane.conflist", Error: "read-only file system"}},
+		{Node: "wg", Ready: true, WireGuard: &agentapi.WireGuardSummary{Error: "no device"}},
+	}
+	got := notReady([]string{"ok", "no-l7", "syncing", "no-envoy", "applying", "cni", "wg", "gone"}, list, errors.New("gone: 503"))
+	want := []string{
+		"syncing: agent syncing",
+		"no-envoy: envoy not connected",
+		"applying: envoy runs v3, not v4",
+		"cni: CNI config /etc/cni/net.d/05-membrane.conflist not written: read-only file system",
+		"wg: wireguard: no device",
+		"gone: agent did not answer (gone: 503)",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("notReady:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := notReady([]string{"ok", "no-l7"}, list[:2], nil); len(got) != 0 {
+		t.Errorf("ready nodes: %v", got)
 	}
 }
