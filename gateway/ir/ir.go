@@ -92,6 +92,8 @@ type Route struct {
 	// request to a backend (0: none).
 	Timeout        time.Duration `json:"timeout,omitempty"`
 	BackendTimeout time.Duration `json:"backendTimeout,omitempty"`
+	// Retry retries a request to another backend endpoint (nil: none).
+	Retry *Retry `json:"retry,omitempty"`
 	// Mirrors get a copy of the requests (responses are dropped).
 	Mirrors []Mirror `json:"mirrors,omitempty"`
 	// CORS answers preflight requests and adds the CORS response headers
@@ -102,6 +104,16 @@ type Route struct {
 	DirectResponse uint32 `json:"directResponse,omitempty"`
 	// Backends share the requests by weight; an Invalid one answers 500.
 	Backends []Backend `json:"backends,omitempty"`
+}
+
+// Retry is when and how often a request is tried again: on connection
+// failures and resets (a backend timeout included) and on the status codes
+// given, after at least Backoff, on an endpoint not tried yet where there is
+// one.
+type Retry struct {
+	Codes    []int         `json:"codes,omitempty"`
+	Attempts int           `json:"attempts"`
+	Backoff  time.Duration `json:"backoff,omitempty"`
 }
 
 // PathMatch kinds.

@@ -31,7 +31,7 @@ func grpcAsHTTP(g *gwv1.GRPCRoute) *gwv1.HTTPRoute {
 	r.Spec.ParentRefs = g.Spec.ParentRefs
 	r.Spec.Hostnames = g.Spec.Hostnames
 	for _, gr := range g.Spec.Rules {
-		hr := gwv1.HTTPRouteRule{Name: gr.Name}
+		hr := gwv1.HTTPRouteRule{Name: gr.Name, SessionPersistence: gr.SessionPersistence}
 		for _, m := range gr.Matches {
 			var hm gwv1.HTTPRouteMatch
 			if m.Method != nil {

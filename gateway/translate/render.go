@@ -19,6 +19,7 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -65,7 +66,9 @@ const (
 	tlsInspector        = "envoy.filters.listener.tls_inspector"
 	tlsTransportSocket  = "envoy.transport_sockets.tls"
 	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	connectTimeout      = 5 * time.Second
+	// previousHostsPredicate keeps a retry off the endpoints tried.
+	previousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
+	connectTimeout         = 5 * time.Second
 )
 
 // Resources are the node Envoys' gateway listeners, their route
@@ -321,8 +324,10 @@ func renderRoute(r ir.Route) (*routev3.Route, error) {
 			}
 			ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 		}
-		if r.BackendTimeout > 0 {
-			ra.RetryPolicy = &routev3.RetryPolicy{PerTryTimeout: durationpb.New(r.BackendTimeout)}
+		if rp, err := retryPolicy(r); err != nil {
+			return nil, err
+		} else if rp != nil {
+			ra.RetryPolicy = rp
 		}
 		if rw := r.Rewrite; rw != nil {
 			if rw.Hostname != "" {
@@ -459,6 +464,44 @@ func renderRedirect(r *ir.Redirect) *routev3.RedirectAction {
 		ra.ResponseCode = routev3.RedirectAction_FOUND
 	}
 	return ra
+}
+
+// retryPolicy bounds each try by the backend timeout and retries as r's
+// Retry says (nil: neither). Retries go to an endpoint not tried yet where
+// the cluster has one (previous_hosts, up to 3 picks).
+func retryPolicy(r ir.Route) (*routev3.RetryPolicy, error) {
+	if r.Retry == nil && r.BackendTimeout == 0 {
+		return nil, nil
+	}
+	rp := &routev3.RetryPolicy{}
+	if r.BackendTimeout > 0 {
+		rp.PerTryTimeout = durationpb.New(r.BackendTimeout)
+	}
+	rt := r.Retry
+	if rt == nil {
+		return rp, nil
+	}
+	// "reset" covers a backend that does not answer within its try's time.
+	on := []string{"connect-failure", "refused-stream", "reset"}
+	for _, c := range rt.Codes {
+		rp.RetriableStatusCodes = append(rp.RetriableStatusCodes, uint32(c))
+	}
+	if len(rt.Codes) > 0 {
+		on = append(on, "retriable-status-codes")
+	}
+	rp.RetryOn = strings.Join(on, ",")
+	rp.NumRetries = wrapperspb.UInt32(uint32(rt.Attempts))
+	if rt.Backoff > 0 {
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(rt.Backoff)}
+	}
+	prev, err := marshalAny(&previoushostsv3.PreviousHostsPredicate{})
+	if err != nil {
+		return nil, err
+	}
+	rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{Name: previousHostsPredicate,
+		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: prev}}}
+	rp.HostSelectionRetryMaxAttempts = 3
+	return rp, nil
 }
 
 // renderCluster is a STATIC cluster of the Service port's ready endpoints

@@ -220,6 +220,23 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 				unsupported = append(unsupported, "timeouts.backendRequest: "+err.Error())
 			}
 		}
+		if rt := spec.Retry; rt != nil {
+			// Unset attempts: one retry (Envoy's default).
+			action.Retry = &ir.Retry{Attempts: 1}
+			if rt.Attempts != nil {
+				action.Retry.Attempts = max(*rt.Attempts, 0)
+			}
+			for _, c := range rt.Codes {
+				action.Retry.Codes = append(action.Retry.Codes, int(c))
+			}
+			var err error
+			if action.Retry.Backoff, err = duration(rt.Backoff); err != nil {
+				unsupported = append(unsupported, "retry.backoff: "+err.Error())
+			}
+		}
+		if spec.SessionPersistence != nil {
+			unsupported = append(unsupported, "sessionPersistence")
+		}
 		if action.Redirect == nil {
 			for j, ref := range spec.BackendRefs {
 				be, reason, msg := b.backend(r.Namespace, kind, ref)
@@ -246,7 +263,7 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 			// A filter that cannot be applied must not be skipped: the
 			// rule answers 500 instead.
 			action = ir.Route{DirectResponse: 500}
-			unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[%d]: filters %s are not supported (its requests get 500)", i, strings.Join(unsupported, ", ")))
+			unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[%d]: not supported: %s (its requests get 500)", i, strings.Join(unsupported, ", ")))
 		}
 		matches := spec.Matches
 		if len(matches) == 0 {
