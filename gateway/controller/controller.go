@@ -334,8 +334,8 @@ func AddressClaims(classes []gwv1.GatewayClass, gws []gwv1.Gateway, ingClasses [
 		key := "gateway:" + nn.String()
 		objs[key] = nn
 		requested, reason, _ := translate.RequestedAddress(&gw)
-		if reason != "" {
-			continue // spec.addresses cannot be honoured: no address (its status says why)
+		if unservable, _ := translate.Unservable(&gw); reason != "" || unservable != "" {
+			continue // spec.addresses cannot be honoured, or the Gateway is refused: no address (its status says why)
 		}
 		claims = append(claims, lbipam.Claim{Key: key, Labels: labels.Set(gw.Labels), Current: current[nn],
 			Requested: requested, Created: gw.CreationTimestamp.UnixNano()})

@@ -150,8 +150,8 @@ type builder struct {
 type gateway struct {
 	gw      *gwv1.Gateway
 	address netip.Addr
-	// addrReason and addrMsg say why spec.addresses cannot be honoured
-	// (the Gateway is then not served).
+	// addrReason and addrMsg say why spec.addresses cannot be honoured,
+	// or why the Gateway is refused (Unservable): it is then not served.
 	addrReason gwv1.GatewayConditionReason
 	addrMsg    string
 	listeners  []*listener
@@ -205,6 +205,9 @@ func newBuilder(in Input) *builder {
 		if want, g.addrReason, g.addrMsg = RequestedAddress(gw); g.addrReason == "" && want.IsValid() && g.address != want {
 			g.addrReason = gwv1.GatewayReasonAddressNotUsable
 			g.addrMsg = fmt.Sprintf("spec.addresses: %s is in no MembraneLoadBalancerIPPool that selects this Gateway, or is in use", want)
+		}
+		if reason, msg := Unservable(gw); reason != "" {
+			g.addrReason, g.addrMsg = reason, msg
 		}
 		if g.addrReason != "" {
 			g.address = netip.Addr{}
@@ -390,14 +393,14 @@ func (b *builder) gatewayStatus(g *gateway) gwv1.GatewayStatus {
 		st.Listeners = append(st.Listeners, ls)
 	}
 	switch {
-	case g.addrReason == gwv1.GatewayReasonUnsupportedAddress:
+	case g.addrReason == gwv1.GatewayReasonUnsupportedAddress || g.addrReason == gwv1.GatewayReasonInvalid:
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, false, g.addrReason, g.addrMsg, gen),
 			condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonInvalid, "Gateway not accepted", gen))
 		return st
 	case valid == len(g.listeners) || !g.address.IsValid():
-		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonAccepted, "Gateway accepted", gen))
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonAccepted, withIgnored("Gateway accepted", g.gw), gen))
 	default:
-		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonListenersNotValid, "Some listeners are invalid", gen))
+		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionAccepted, true, gwv1.GatewayReasonListenersNotValid, withIgnored("Some listeners are invalid", g.gw), gen))
 	}
 	switch {
 	case g.addrReason != "":
@@ -409,6 +412,57 @@ func (b *builder) gatewayStatus(g *gateway) gwv1.GatewayStatus {
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonAddressNotAssigned, "No address assigned yet (from a MembraneLoadBalancerIPPool)", gen))
 	}
 	return st
+}
+
+// Unservable says why a Gateway is refused whatever its address: it asks
+// for what Membrane does not do and cannot safely ignore (client
+// certificate validation: serving it would let every client in). Such a
+// Gateway gets no address and is not served.
+func Unservable(gw *gwv1.Gateway) (gwv1.GatewayConditionReason, string) {
+	t := gw.Spec.TLS
+	if t == nil || t.Frontend == nil {
+		return "", ""
+	}
+	field := ""
+	if t.Frontend.Default.Validation != nil {
+		field = "spec.tls.frontend.default.validation"
+	}
+	for i, p := range t.Frontend.PerPort {
+		if field == "" && p.TLS.Validation != nil {
+			field = fmt.Sprintf("spec.tls.frontend.perPort[%d].tls.validation", i)
+		}
+	}
+	if field == "" {
+		return "", ""
+	}
+	return gwv1.GatewayReasonInvalid, field + ": client certificate validation is not supported; the Gateway is not served, so that no client goes unchecked"
+}
+
+// withIgnored adds to msg the fields of gw Membrane does not implement and
+// ignores (they change nothing of what is served).
+func withIgnored(msg string, gw *gwv1.Gateway) string {
+	var ignored []string
+	if gw.Spec.Infrastructure != nil {
+		ignored = append(ignored, "spec.infrastructure")
+	}
+	if gw.Spec.AllowedListeners != nil {
+		ignored = append(ignored, "spec.allowedListeners")
+	}
+	if t := gw.Spec.TLS; t != nil && t.Backend != nil {
+		ignored = append(ignored, "spec.tls.backend")
+	}
+	if gw.Spec.DefaultScope != "" {
+		ignored = append(ignored, "spec.defaultScope")
+	}
+	for i, l := range gw.Spec.Listeners {
+		if l.TLS != nil && len(l.TLS.Options) > 0 {
+			ignored = append(ignored, fmt.Sprintf("spec.listeners[%d].tls.options", i))
+		}
+	}
+	if len(ignored) == 0 {
+		return msg
+	}
+	return msg + "; not supported, ignored: " + strings.Join(ignored, ", ")
 }
 
 // RequestedAddress is the IPv4 address a Gateway's spec.addresses asks for

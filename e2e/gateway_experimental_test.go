@@ -20,15 +20,18 @@ import (
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
 )
 
-// TestGatewayRetry: HTTPRoute retries (rules[].retry, in the experimental
-// CRDs) on a cluster of its own. Service flaky has two endpoints: an echo
-// server whose /status/503 answers 503, and an http-echo that answers 200
-// to every path. Without retry about half the requests get 503; with
-// retry on 503 every request gets 200 (the retry goes to the endpoint not
-// tried yet), and the node Envoys count the retries. A rule with
-// sessionPersistence, which Membrane does not implement, answers 500 and
-// its route is Accepted=False naming the field.
-func TestGatewayRetry(t *testing.T) {
+// TestGatewayExperimental: fields of the experimental Gateway API CRDs, on
+// a cluster of its own. HTTPRoute retries: Service flaky has two
+// endpoints, an echo server whose /status/503 answers 503 and an http-echo
+// that answers 200 to every path; without retry about half the requests
+// get 503, with retry on 503 every request gets 200 (the retry goes to the
+// endpoint not tried yet), and the node Envoys count the retries. A rule
+// with sessionPersistence, which Membrane does not implement, answers 500
+// and its route is Accepted=False naming the field. A Gateway asking for
+// client certificate validation is refused (Accepted=False, no address); a
+// Gateway's infrastructure labels are ignored, and its Accepted condition
+// says so.
+func TestGatewayExperimental(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
 		Name: "e2e-gr-" + strconv.Itoa(os.Getpid()), Nodes: 2, PodCIDR: "10.237.0.0/16", ServiceCIDR: "10.87.0.0/16",
@@ -168,6 +171,49 @@ spec:
 	}
 	if code, err := statusOf(base+"/", "sticky.example.com"); err != nil || code != http.StatusInternalServerError {
 		t.Errorf("GET sticky.example.com: %d, %v; want 500", code, err)
+	}
+
+	k.must(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mtls, namespace: shop}
+spec:
+  gatewayClassName: membrane
+  listeners: [{name: http, protocol: HTTP, port: 8081}]
+  tls:
+    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{group: "", kind: ConfigMap, name: client-ca}]
+`, "apply", "-f", "-")
+	k.must("", "-n", "shop", "patch", "gateway", "web", "--type=merge", "-p", `{"spec":{"infrastructure":{"labels":{"team":"shop"}}}}`)
+	accepted := func(name string) (gwv1.Gateway, *metav1.Condition, error) {
+		var g gwv1.Gateway
+		if err := getJSON(k, &g, "-n", "shop", "get", "gateway", name); err != nil {
+			return g, nil, err
+		}
+		c := meta.FindStatusCondition(g.Status.Conditions, "Accepted")
+		if c == nil || c.ObservedGeneration != g.Generation {
+			return g, nil, fmt.Errorf("Accepted %+v at generation %d", c, g.Generation)
+		}
+		return g, c, nil
+	}
+	eventually(t, gatewayTimeout, "Gateway mtls refused", func() error {
+		g, c, err := accepted("mtls")
+		if err == nil && (c.Status != metav1.ConditionFalse || c.Reason != "Invalid" ||
+			!strings.Contains(c.Message, "spec.tls.frontend.default.validation: client certificate validation is not supported") || len(g.Status.Addresses) > 0) {
+			err = fmt.Errorf("Accepted %+v, addresses %v", c, g.Status.Addresses)
+		}
+		return err
+	})
+	eventually(t, gatewayTimeout, "Gateway web accepted, naming what it ignores", func() error {
+		_, c, err := accepted("web")
+		if err == nil && (c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "not supported, ignored: spec.infrastructure")) {
+			err = fmt.Errorf("Accepted %+v", c)
+		}
+		return err
+	})
+	if code, err := statusOf(base+"/status/200", "plain.example.com"); err != nil || code != http.StatusOK {
+		t.Errorf("Gateway web after its infrastructure labels: %d, %v; want 200", code, err)
 	}
 }
 
