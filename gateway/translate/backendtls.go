@@ -85,7 +85,11 @@ func (b *builder) checkBackendTLS() {
 // backends.
 func (b *builder) validateBackendTLS(p *gwv1.BackendTLSPolicy) (metav1.Condition, metav1.Condition, *ir.UpstreamTLS) {
 	v := p.Spec.Validation
-	accepted := condition(gwv1.PolicyConditionAccepted, true, gwv1.PolicyReasonAccepted, "Policy accepted", 0)
+	msg := "Policy accepted"
+	if len(p.Spec.Options) > 0 {
+		msg += "; not supported, ignored: spec.options"
+	}
+	accepted := condition(gwv1.PolicyConditionAccepted, true, gwv1.PolicyReasonAccepted, msg, 0)
 	resolved := condition(gwv1.BackendTLSPolicyConditionResolvedRefs, true, gwv1.BackendTLSPolicyReasonResolvedRefs, "References resolved", 0)
 	invalid := func(reason gwv1.PolicyConditionReason, msg string) (metav1.Condition, metav1.Condition, *ir.UpstreamTLS) {
 		return condition(gwv1.PolicyConditionAccepted, false, gwv1.BackendTLSPolicyReasonNoValidCACertificate, msg, 0),
