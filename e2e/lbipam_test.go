@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/mesh/l2announce"
 )
 
 // TestLoadBalancerIPAM checks LB IPAM and L2 announcement end to end: the
@@ -24,7 +25,9 @@ import (
 // overlapping it gets the PoolConflict condition naming it; a requested
 // address outside every pool gets an Event; and when the announcing node
 // is cut off the underlay, another node takes the address over: the test
-// reports the seconds until requests from the host succeed again.
+// reports the seconds until requests from the host succeed again. Before
+// that, loadBalancerSourceRanges refuse the host while they exclude it and
+// admit it once they include it, without a new election.
 func TestLoadBalancerIPAM(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
@@ -131,6 +134,44 @@ spec:
 		}
 		return nil
 	})
+
+	// loadBalancerSourceRanges: a client outside them is reset; changing
+	// them applies to the next connection without a new election; the
+	// range that admits the host (on the underlay, 198.18.0.0/15) lets it in.
+	holder := announcer(t, k, s, addr)
+	transitions := func() string {
+		return k.must("", "-n", "kube-system", "get", "lease", l2announce.LeaseName(addr), "-o", "jsonpath={.spec.holderIdentity}/{.spec.leaseTransitions}")
+	}
+	before := transitions()
+	ranges := func(cidrs string) {
+		k.must("", "-n", "lb", "patch", "service", "web", "--type=merge", "-p", `{"spec":{"loadBalancerSourceRanges":`+cidrs+`}}`)
+	}
+	ranges(`["203.0.113.0/24"]`)
+	eventually(t, gatewayTimeout, "a client outside loadBalancerSourceRanges is refused", func() error {
+		if _, code, err := echo(url, nil); err == nil {
+			return fmt.Errorf("GET %s: %d", url, code)
+		}
+		return nil
+	})
+	_, _, err := echo(url, nil)
+	t.Logf("outside loadBalancerSourceRanges 203.0.113.0/24: %v", err)
+	ranges(`["203.0.113.0/24", "198.18.0.0/15"]`)
+	eventually(t, gatewayTimeout, "a client inside loadBalancerSourceRanges gets through", func() error {
+		if _, code, err := echo(url, nil); err != nil || code != 200 {
+			return fmt.Errorf("GET %s: %d, %v", url, code, err)
+		}
+		return nil
+	})
+	ranges(`null`)
+	eventually(t, gatewayTimeout, "without loadBalancerSourceRanges every client gets through", func() error {
+		if _, code, err := echo(url, nil); err != nil || code != 200 {
+			return fmt.Errorf("GET %s: %d, %v", url, code, err)
+		}
+		return nil
+	})
+	if after := transitions(); after != before || announcer(t, k, s, addr).Name != holder.Name {
+		t.Errorf("Lease holder/transitions %s before the source ranges changed, %s after: want no new election", before, after)
+	}
 
 	// Failover. The holder of the address's Lease announces it.
 	first := announcer(t, k, s, addr)

@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -59,12 +60,42 @@ func LeaseName(a netip.Addr) string {
 type Target struct {
 	ClusterIP netip.Addr
 	Ports     []uint16
+	// SourceRanges are the clients allowed (loadBalancerSourceRanges);
+	// nil: every client.
+	SourceRanges []netip.Prefix
+}
+
+// sourceRangesAnnotation is the legacy form of loadBalancerSourceRanges,
+// read when the field is empty (as kube-proxy does).
+const sourceRangesAnnotation = "service.beta.kubernetes.io/load-balancer-source-ranges"
+
+// SourceRanges are the client ranges a LoadBalancer Service admits
+// (nil: all): spec.loadBalancerSourceRanges, else the annotation. A range
+// that does not parse admits nobody until it is fixed (the error says
+// which): a typo must not open the address to everyone.
+func SourceRanges(s *corev1.Service) ([]netip.Prefix, error) {
+	ranges, field := s.Spec.LoadBalancerSourceRanges, "spec.loadBalancerSourceRanges"
+	if len(ranges) == 0 && s.Annotations[sourceRangesAnnotation] != "" {
+		ranges, field = strings.Split(s.Annotations[sourceRangesAnnotation], ","), "annotation "+sourceRangesAnnotation
+	}
+	if len(ranges) == 0 {
+		return nil, nil
+	}
+	out := []netip.Prefix{}
+	for i, r := range ranges {
+		p, err := netip.ParsePrefix(strings.TrimSpace(r))
+		if err != nil || !p.Addr().Is4() {
+			return []netip.Prefix{}, fmt.Errorf("service %s/%s: %s[%d]: %q is not an IPv4 CIDR; no client is admitted until it is fixed", s.Namespace, s.Name, field, i, r)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // Wanted is the address → target of every LoadBalancer Service with an
-// IPv4 ingress address.
-func Wanted(svcs []*corev1.Service) map[netip.Addr]Target {
-	out := map[netip.Addr]Target{}
+// IPv4 ingress address; errs names the source ranges that do not parse.
+func Wanted(svcs []*corev1.Service) (out map[netip.Addr]Target, errs []error) {
+	out = map[netip.Addr]Target{}
 	for _, s := range svcs {
 		if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
 			continue
@@ -80,13 +111,17 @@ func Wanted(svcs []*corev1.Service) map[netip.Addr]Target {
 			}
 		}
 		slices.Sort(ports)
+		ranges, err := SourceRanges(s)
+		if err != nil {
+			errs = append(errs, err)
+		}
 		for _, in := range s.Status.LoadBalancer.Ingress {
 			if a, err := netip.ParseAddr(in.IP); err == nil && a.Is4() {
-				out[a] = Target{ClusterIP: cip, Ports: ports}
+				out[a] = Target{ClusterIP: cip, Ports: ports, SourceRanges: ranges}
 			}
 		}
 	}
-	return out
+	return out, errs
 }
 
 // Announcer runs the elections of this node.
@@ -139,6 +174,9 @@ type election struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	target Target
+	// ranges are the target's source ranges, changed without a new
+	// election; the forwarder reads them for each connection.
+	ranges *atomic.Pointer[[]netip.Prefix]
 }
 
 // Run keeps one election per wanted address until ctx ends, then
@@ -173,7 +211,10 @@ func (a *Announcer) sync(ctx context.Context) {
 			svcs = append(svcs, s)
 		}
 	}
-	want := Wanted(svcs)
+	want, errs := Wanted(svcs)
+	for _, err := range errs {
+		a.Log.Warn("load-balancer source ranges", "error", err)
+	}
 	a.gwMu.Lock()
 	for _, g := range a.gateways {
 		if _, ok := want[g]; !ok && g.Is4() {
@@ -184,10 +225,15 @@ func (a *Announcer) sync(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for addr, e := range a.running {
-		if t, ok := want[addr]; !ok || t.ClusterIP != e.target.ClusterIP || !slices.Equal(t.Ports, e.target.Ports) {
+		t, ok := want[addr]
+		if !ok || t.ClusterIP != e.target.ClusterIP || !slices.Equal(t.Ports, e.target.Ports) {
 			e.cancel()
 			<-e.done
 			delete(a.running, addr)
+			continue
+		}
+		if !slices.Equal(t.SourceRanges, *e.ranges.Load()) || (t.SourceRanges == nil) != (*e.ranges.Load() == nil) {
+			e.ranges.Store(&t.SourceRanges)
 		}
 	}
 	for addr, t := range want {
@@ -195,17 +241,18 @@ func (a *Announcer) sync(ctx context.Context) {
 			continue
 		}
 		ectx, cancel := context.WithCancel(ctx)
-		e := &election{cancel: cancel, done: make(chan struct{}), target: t}
+		e := &election{cancel: cancel, done: make(chan struct{}), target: t, ranges: &atomic.Pointer[[]netip.Prefix]{}}
+		e.ranges.Store(&t.SourceRanges)
 		a.running[addr] = e
 		go func() {
 			defer close(e.done)
-			a.elect(ectx, addr, t)
+			a.elect(ectx, addr, t, e.ranges)
 		}()
 	}
 }
 
 // elect competes for addr's Lease until ctx ends, again after each loss.
-func (a *Announcer) elect(ctx context.Context, addr netip.Addr, t Target) {
+func (a *Announcer) elect(ctx context.Context, addr netip.Addr, t Target, ranges *atomic.Pointer[[]netip.Prefix]) {
 	log := a.Log.With("address", addr)
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: a.Namespace, Name: LeaseName(addr)},
@@ -227,7 +274,7 @@ func (a *Announcer) elect(ctx context.Context, addr netip.Addr, t Target) {
 						return
 					}
 					lctx, lcancel = context.WithCancel(ctx)
-					fwd = &Forwarder{Log: log, Addr: addr, Target: t}
+					fwd = &Forwarder{Log: log, Addr: addr, Target: t, Ranges: ranges}
 					if err := fwd.Start(lctx); err != nil {
 						log.Error("forward load-balancer address", "error", err)
 					}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,9 @@ type Forwarder struct {
 	Log    *slog.Logger
 	Addr   netip.Addr
 	Target Target
+	// Ranges are the clients admitted, read for each connection (nil, or
+	// pointing to nil: every client); others are reset at once.
+	Ranges *atomic.Pointer[[]netip.Prefix]
 
 	wg sync.WaitGroup
 }
@@ -59,12 +63,39 @@ func (f *Forwarder) serve(ctx context.Context, ln net.Listener, to string) {
 		if err != nil {
 			return
 		}
+		if !f.admits(c.RemoteAddr()) {
+			f.Log.Debug("refused by the Service's loadBalancerSourceRanges", "client", c.RemoteAddr().String())
+			c.(*net.TCPConn).SetLinger(0) // a reset, not a close
+			c.Close()
+			continue
+		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
 			f.pipe(ctx, c, to)
 		}()
 	}
+}
+
+// admits reports whether the client at a is in the source ranges.
+func (f *Forwarder) admits(a net.Addr) bool {
+	if f.Ranges == nil {
+		return true
+	}
+	ranges := f.Ranges.Load()
+	if ranges == nil || *ranges == nil {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return false
+	}
+	for _, p := range *ranges {
+		if p.Contains(ap.Addr().Unmap()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *Forwarder) pipe(ctx context.Context, c net.Conn, to string) {
