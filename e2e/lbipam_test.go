@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -27,7 +28,8 @@ import (
 // is cut off the underlay, another node takes the address over: the test
 // reports the seconds until requests from the host succeed again. Before
 // that, loadBalancerSourceRanges refuse the host while they exclude it and
-// admit it once they include it, without a new election.
+// admit it once they include it, without a new election; and a UDP
+// LoadBalancer Service (the cluster DNS) answers the host.
 func TestLoadBalancerIPAM(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
@@ -134,6 +136,42 @@ spec:
 		}
 		return nil
 	})
+
+	// UDP: a LoadBalancer Service in front of the cluster DNS answers the
+	// host's queries on its address.
+	k.must(`apiVersion: v1
+kind: Service
+metadata: {name: dns-lb, namespace: kube-system}
+spec:
+  type: LoadBalancer
+  selector: {k8s-app: kube-dns}
+  ports: [{name: dns, port: 53, protocol: UDP, targetPort: 53}]
+`, "apply", "-f", "-")
+	t.Cleanup(func() { k.must("", "-n", "kube-system", "delete", "service", "dns-lb", "--ignore-not-found") })
+	var dnsAddr netip.Addr
+	eventually(t, gatewayTimeout, "Service kube-system/dns-lb has a load-balancer address", func() error {
+		var svc corev1.Service
+		if err := getJSON(k, &svc, "-n", "kube-system", "get", "service", "dns-lb"); err != nil {
+			return err
+		}
+		if len(svc.Status.LoadBalancer.Ingress) != 1 {
+			return fmt.Errorf("ingress %+v", svc.Status.LoadBalancer.Ingress)
+		}
+		dnsAddr = netip.MustParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		return nil
+	})
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "udp4", netip.AddrPortFrom(dnsAddr, 53).String())
+	}}
+	var answer []string
+	eventually(t, gatewayTimeout, "the DNS Service's address answers the host over UDP", func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		var err error
+		answer, err = resolver.LookupHost(ctx, "kubernetes.default.svc.cluster.local")
+		return err
+	})
+	t.Logf("kubernetes.default.svc.cluster.local from %s:53/udp: %v", dnsAddr, answer)
 
 	// loadBalancerSourceRanges: a client outside them is reset; changing
 	// them applies to the next connection without a new election; the

@@ -59,7 +59,8 @@ func LeaseName(a netip.Addr) string {
 // Service and its ClusterIP, which connections are forwarded to.
 type Target struct {
 	ClusterIP netip.Addr
-	Ports     []uint16
+	Ports     []uint16 // TCP
+	UDPPorts  []uint16
 	// SourceRanges are the clients allowed (loadBalancerSourceRanges);
 	// nil: every client.
 	SourceRanges []netip.Prefix
@@ -104,20 +105,24 @@ func Wanted(svcs []*corev1.Service) (out map[netip.Addr]Target, errs []error) {
 		if err != nil || !cip.Is4() {
 			continue
 		}
-		var ports []uint16
+		var ports, udp []uint16
 		for _, p := range s.Spec.Ports {
-			if p.Protocol == corev1.ProtocolTCP || p.Protocol == "" {
+			switch p.Protocol {
+			case corev1.ProtocolTCP, "":
 				ports = append(ports, uint16(p.Port))
+			case corev1.ProtocolUDP:
+				udp = append(udp, uint16(p.Port))
 			}
 		}
 		slices.Sort(ports)
+		slices.Sort(udp)
 		ranges, err := SourceRanges(s)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		for _, in := range s.Status.LoadBalancer.Ingress {
 			if a, err := netip.ParseAddr(in.IP); err == nil && a.Is4() {
-				out[a] = Target{ClusterIP: cip, Ports: ports, SourceRanges: ranges}
+				out[a] = Target{ClusterIP: cip, Ports: ports, UDPPorts: udp, SourceRanges: ranges}
 			}
 		}
 	}
@@ -226,7 +231,7 @@ func (a *Announcer) sync(ctx context.Context) {
 	defer a.mu.Unlock()
 	for addr, e := range a.running {
 		t, ok := want[addr]
-		if !ok || t.ClusterIP != e.target.ClusterIP || !slices.Equal(t.Ports, e.target.Ports) {
+		if !ok || t.ClusterIP != e.target.ClusterIP || !slices.Equal(t.Ports, e.target.Ports) || !slices.Equal(t.UDPPorts, e.target.UDPPorts) {
 			e.cancel()
 			<-e.done
 			delete(a.running, addr)

@@ -16,14 +16,16 @@ import (
 // Forwarder serves an announced address: it accepts TCP connections to
 // each port of the target on the address and connects them to the
 // Service's ClusterIP and the same port, which the socket LB of the node
-// translates to a backend. Traffic arriving from the underlay has no
-// socket the socket LB could translate; this is its path.
+// translates to a backend; it relays each UDP client's datagrams the same
+// way (forward_udp.go). Traffic arriving from the underlay has no socket
+// the socket LB could translate; this is its path.
 type Forwarder struct {
 	Log    *slog.Logger
 	Addr   netip.Addr
 	Target Target
-	// Ranges are the clients admitted, read for each connection (nil, or
-	// pointing to nil: every client); others are reset at once.
+	// Ranges are the clients admitted, read for each connection or
+	// datagram (nil, or pointing to nil: every client); others are reset
+	// at once (TCP) or dropped (UDP).
 	Ranges *atomic.Pointer[[]netip.Prefix]
 
 	wg sync.WaitGroup
@@ -49,6 +51,24 @@ func (f *Forwarder) Start(ctx context.Context) error {
 		go func() {
 			defer f.wg.Done()
 			f.serve(ctx, ln, to)
+		}()
+	}
+	for _, p := range f.Target.UDPPorts {
+		ln, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Addr, p)))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen on %s:%d/udp: %w", f.Addr, p, err))
+			continue
+		}
+		to := netip.AddrPortFrom(f.Target.ClusterIP, p)
+		f.wg.Add(2)
+		go func() {
+			defer f.wg.Done()
+			<-ctx.Done()
+			ln.Close()
+		}()
+		go func() {
+			defer f.wg.Done()
+			f.serveUDP(ctx, ln, to)
 		}()
 	}
 	return errors.Join(errs...)
@@ -79,6 +99,12 @@ func (f *Forwarder) serve(ctx context.Context, ln net.Listener, to string) {
 
 // admits reports whether the client at a is in the source ranges.
 func (f *Forwarder) admits(a net.Addr) bool {
+	ap, err := netip.ParseAddrPort(a.String())
+	return err == nil && f.admitsAddr(ap.Addr().Unmap())
+}
+
+// admitsAddr reports whether the client a is in the source ranges.
+func (f *Forwarder) admitsAddr(a netip.Addr) bool {
 	if f.Ranges == nil {
 		return true
 	}
@@ -86,12 +112,8 @@ func (f *Forwarder) admits(a net.Addr) bool {
 	if ranges == nil || *ranges == nil {
 		return true
 	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return false
-	}
 	for _, p := range *ranges {
-		if p.Contains(ap.Addr().Unmap()) {
+		if p.Contains(a) {
 			return true
 		}
 	}

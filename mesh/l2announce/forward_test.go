@@ -76,3 +76,57 @@ func TestForwarderSourceRanges(t *testing.T) {
 		t.Errorf("no ranges: %v", err)
 	}
 }
+
+// UDP: each client's datagrams reach the backend and its replies come
+// back; a client outside the source ranges gets nothing.
+func TestForwarderUDP(t *testing.T) {
+	backend, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.2:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := backend.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			backend.WriteToUDPAddrPort(append([]byte("echo "), buf[:n]...), from)
+		}
+	}()
+	port := uint16(backend.LocalAddr().(*net.UDPAddr).Port)
+	ranges := &atomic.Pointer[[]netip.Prefix]{}
+	var all []netip.Prefix
+	ranges.Store(&all)
+	f := &Forwarder{Log: slog.New(slog.DiscardHandler), Addr: netip.MustParseAddr("127.0.0.1"),
+		Target: Target{ClusterIP: netip.MustParseAddr("127.0.0.2"), UDPPorts: []uint16{port}}, Ranges: ranges}
+	if err := f.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Wait)
+	ask := func(msg string) (string, error) {
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Addr, port)))
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		return string(buf[:n]), err
+	}
+	for _, msg := range []string{"one", "two"} {
+		if got, err := ask(msg); err != nil || got != "echo "+msg {
+			t.Errorf("ask %q: %q, %v", msg, got, err)
+		}
+	}
+	only10 := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	ranges.Store(&only10)
+	if got, err := ask("three"); err == nil {
+		t.Errorf("a client outside 10.0.0.0/8 got %q", got)
+	}
+}
