@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -116,7 +114,7 @@ spec:
 	counts := func(host string, n int) map[int]int {
 		out := map[int]int{}
 		for range n {
-			code, err := statusOf(base+"/status/503", host)
+			code, err := statusOf(base+"/status/503", host, 3*time.Second)
 			if err != nil {
 				t.Fatalf("GET %s/status/503: %v", host, err)
 			}
@@ -169,7 +167,7 @@ spec:
 	if c.Reason != "UnsupportedValue" || !strings.Contains(c.Message, "sessionPersistence") {
 		t.Errorf("route sticky Accepted=False %s %q: want UnsupportedValue naming sessionPersistence", c.Reason, c.Message)
 	}
-	if code, err := statusOf(base+"/", "sticky.example.com"); err != nil || code != http.StatusInternalServerError {
+	if code, err := statusOf(base+"/", "sticky.example.com", 3*time.Second); err != nil || code != http.StatusInternalServerError {
 		t.Errorf("GET sticky.example.com: %d, %v; want 500", code, err)
 	}
 
@@ -212,28 +210,7 @@ spec:
 		}
 		return err
 	})
-	if code, err := statusOf(base+"/status/200", "plain.example.com"); err != nil || code != http.StatusOK {
+	if code, err := statusOf(base+"/status/200", "plain.example.com", 3*time.Second); err != nil || code != http.StatusOK {
 		t.Errorf("Gateway web after its infrastructure labels: %d, %v; want 200", code, err)
 	}
-}
-
-// statusOf GETs url with the Host header host (3 s bound, a connection of
-// its own) and returns the status.
-func statusOf(url, host string) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Host = host
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, err = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, err
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,8 +11,10 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"maps"
 	"math/big"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -250,7 +253,7 @@ func cutOffAndWait(t *testing.T, node localcluster.NodeState, url string) time.D
 		if time.Since(cut) > 30*time.Second {
 			t.Fatalf("no answer from %s within 30 s of cutting off %s", url, node.Name)
 		}
-		if _, code, err := echoWithin(url, 500*time.Millisecond); err == nil && code == 200 {
+		if code, err := statusOf(url, "", 500*time.Millisecond); err == nil && code == 200 {
 			return time.Since(cut)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -308,4 +311,27 @@ func checkAgentSecretAccess(t *testing.T, k *kube, ns, name string, certPEM, key
 	if !found {
 		t.Errorf("no copy %s/%s among %d Secrets", secretsNS, copyName, len(copies.Items))
 	}
+}
+
+// statusOf GETs url with the Host header host (if any) within d, on a
+// connection of its own, and returns the status.
+func statusOf(url, host string, d time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
 }

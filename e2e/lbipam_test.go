@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -68,22 +67,10 @@ spec:
 	k.must("", "-n", "lb", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
 
 	// The Service gets an address of the default pool.
-	var addr netip.Addr
-	eventually(t, gatewayTimeout, "Service lb/web has a load-balancer address", func() error {
-		var svc corev1.Service
-		if err := getJSON(k, &svc, "-n", "lb", "get", "service", "web"); err != nil {
-			return err
-		}
-		if len(svc.Status.LoadBalancer.Ingress) != 1 {
-			return fmt.Errorf("ingress %+v", svc.Status.LoadBalancer.Ingress)
-		}
-		a, err := netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
-		if err != nil || !inRange(a, start+"-"+stop) {
-			return fmt.Errorf("address %q not in the pool %s-%s", svc.Status.LoadBalancer.Ingress[0].IP, start, stop)
-		}
-		addr = a
-		return nil
-	})
+	addr := lbAddress(t, k, "lb", "web")
+	if !inRange(addr, start+"-"+stop) {
+		t.Fatalf("address %s not in the pool %s-%s", addr, start, stop)
+	}
 	url := "http://" + addr.String() + "/"
 	eventually(t, gatewayTimeout, "the address answers from the host", func() error {
 		e, code, err := echo(url, nil)
@@ -148,18 +135,7 @@ spec:
   ports: [{name: dns, port: 53, protocol: UDP, targetPort: 53}]
 `, "apply", "-f", "-")
 	t.Cleanup(func() { k.must("", "-n", "kube-system", "delete", "service", "dns-lb", "--ignore-not-found") })
-	var dnsAddr netip.Addr
-	eventually(t, gatewayTimeout, "Service kube-system/dns-lb has a load-balancer address", func() error {
-		var svc corev1.Service
-		if err := getJSON(k, &svc, "-n", "kube-system", "get", "service", "dns-lb"); err != nil {
-			return err
-		}
-		if len(svc.Status.LoadBalancer.Ingress) != 1 {
-			return fmt.Errorf("ingress %+v", svc.Status.LoadBalancer.Ingress)
-		}
-		dnsAddr = netip.MustParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
-		return nil
-	})
+	dnsAddr := lbAddress(t, k, "kube-system", "dns-lb")
 	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "udp4", netip.AddrPortFrom(dnsAddr, 53).String())
 	}}
@@ -241,22 +217,24 @@ spec:
 	}
 }
 
-// echoWithin is one GET bounded by d, its status code.
-func echoWithin(url string, d time.Duration) (struct{}, int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return struct{}{}, 0, err
-	}
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return struct{}{}, 0, err
-	}
-	resp.Body.Close()
-	return struct{}{}, resp.StatusCode, nil
+// lbAddress waits until the LoadBalancer Service ns/name has its one
+// address and returns it.
+func lbAddress(t *testing.T, k *kube, ns, name string) netip.Addr {
+	t.Helper()
+	var addr netip.Addr
+	eventually(t, gatewayTimeout, "Service "+ns+"/"+name+" has a load-balancer address", func() error {
+		var svc corev1.Service
+		if err := getJSON(k, &svc, "-n", ns, "get", "service", name); err != nil {
+			return err
+		}
+		if len(svc.Status.LoadBalancer.Ingress) != 1 {
+			return fmt.Errorf("ingress %+v", svc.Status.LoadBalancer.Ingress)
+		}
+		a, err := netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		addr = a
+		return err
+	})
+	return addr
 }
 
 // metOrMissed words whether a measured figure met its target.

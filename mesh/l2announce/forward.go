@@ -42,16 +42,7 @@ func (f *Forwarder) Start(ctx context.Context) error {
 			continue
 		}
 		to := netip.AddrPortFrom(f.Target.ClusterIP, p).String()
-		f.wg.Add(2)
-		go func() {
-			defer f.wg.Done()
-			<-ctx.Done()
-			ln.Close()
-		}()
-		go func() {
-			defer f.wg.Done()
-			f.serve(ctx, ln, to)
-		}()
+		f.run(ctx, ln, func() { f.serve(ctx, ln, to) })
 	}
 	for _, p := range f.Target.UDPPorts {
 		ln, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Addr, p)))
@@ -60,18 +51,23 @@ func (f *Forwarder) Start(ctx context.Context) error {
 			continue
 		}
 		to := netip.AddrPortFrom(f.Target.ClusterIP, p)
-		f.wg.Add(2)
-		go func() {
-			defer f.wg.Done()
-			<-ctx.Done()
-			ln.Close()
-		}()
-		go func() {
-			defer f.wg.Done()
-			f.serveUDP(ctx, ln, to)
-		}()
+		f.run(ctx, ln, func() { f.serveUDP(ctx, ln, to) })
 	}
 	return errors.Join(errs...)
+}
+
+// run serves ln with serve until ctx ends, which closes ln.
+func (f *Forwarder) run(ctx context.Context, ln io.Closer, serve func()) {
+	f.wg.Add(2)
+	go func() {
+		defer f.wg.Done()
+		<-ctx.Done()
+		ln.Close()
+	}()
+	go func() {
+		defer f.wg.Done()
+		serve()
+	}()
 }
 
 // Wait returns once every listener and connection has ended.
