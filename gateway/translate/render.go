@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/membrane-mesh/membrane/gateway/ir"
+	xdstranslate "github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // Names of what the rendered resources contain or refer to.
@@ -215,7 +216,7 @@ func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
 	}}
 	for _, c := range s.Certificates {
 		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = append(ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs,
-			&tlsv3.SdsSecretConfig{Name: CertificatePrefix + c.Name, SdsConfig: ads()})
+			&tlsv3.SdsSecretConfig{Name: CertificatePrefix + c.Name, SdsConfig: xdstranslate.ADS()})
 	}
 	a, err := marshalAny(ctx)
 	if err != nil {
@@ -254,7 +255,7 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 		StatPrefix: statPrefix(s.Name),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			ConfigSource:    ads(),
+			ConfigSource:    xdstranslate.ADS(),
 			RouteConfigName: routeName,
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
@@ -424,14 +425,6 @@ func stringMatch(v ir.ValueMatch) *matcherv3.StringMatcher {
 	return exact(v.Value)
 }
 
-// ads is the aggregated config source (the agent's ADS stream).
-func ads() *corev3.ConfigSource {
-	return &corev3.ConfigSource{
-		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-		ResourceApiVersion:    corev3.ApiVersion_V3,
-	}
-}
-
 func exact(s string) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
 }
@@ -571,7 +564,7 @@ func upstreamTLS(t *ir.UpstreamTLS) (*corev3.TransportSocket, error) {
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext:         vc,
-				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: CAPrefix + t.CAName, SdsConfig: ads()},
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: CAPrefix + t.CAName, SdsConfig: xdstranslate.ADS()},
 			}},
 		},
 	})

@@ -33,6 +33,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/membrane-mesh/membrane/xds/translate"
 )
 
 // Resource names.
@@ -235,13 +237,13 @@ func staticCluster(name string, addr *corev3.Address) *clusterv3.Cluster {
 // commonTLS presents the SVID of id and validates the peer with the trust
 // bundle (and def, when not nil), TLS 1.3 only.
 func commonTLS(id spiffeid.ID, def *tlsv3.CertificateValidationContext) *tlsv3.CommonTlsContext {
-	bundle := &tlsv3.SdsSecretConfig{Name: BundleSecret, SdsConfig: ads()}
+	bundle := &tlsv3.SdsSecretConfig{Name: BundleSecret, SdsConfig: translate.ADS()}
 	c := &tlsv3.CommonTlsContext{
 		TlsParams: &tlsv3.TlsParameters{
 			TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
 			TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
 		},
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: id.String(), SdsConfig: ads()}},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: id.String(), SdsConfig: translate.ADS()}},
 		ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: bundle},
 	}
 	if def != nil {
@@ -545,13 +547,6 @@ func accessLog(cluster, name string, filterState []string) (*accesslogv3.AccessL
 		Name:       "envoy.access_loggers.http_grpc",
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: cfg},
 	}, nil
-}
-
-func ads() *corev3.ConfigSource {
-	return &corev3.ConfigSource{
-		ResourceApiVersion:    corev3.ApiVersion_V3,
-		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-	}
 }
 
 func header(k, v string) *corev3.HeaderValueOption {

@@ -563,10 +563,7 @@ func filterChain(c chain, accessLogCluster string) (*listenerv3.FilterChain, err
 		StatPrefix: StatPrefix(c.name()),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			ConfigSource: &corev3.ConfigSource{
-				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-				ResourceApiVersion:    corev3.ApiVersion_V3,
-			},
+			ConfigSource:    ADS(),
 			RouteConfigName: c.name(),
 		}},
 		HttpFilters: filters,
@@ -746,4 +743,13 @@ func (r Resources) InlineRoutes() ([]*listenerv3.Listener, error) {
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// ADS is the config source of the resources the node Envoy gets over its
+// aggregated stream from the agent (route configurations, secrets).
+func ADS() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
 }
