@@ -14,8 +14,9 @@ import (
 // cluster: every check passes and the test's namespace is gone afterwards;
 // with a clusterwide policy isolating the test's echo pods, the checks
 // that need them fail, the command fails naming them, and the policy
-// checks (whose policies allow the client) still pass; a namespace the
-// test did not make is refused and left alone.
+// checks (whose policies allow the client) still pass; --test runs only
+// the checks it selects; a namespace the test did not make is refused and
+// left alone.
 func TestConnectivityTest(t *testing.T) {
 	k := cluster(t)
 	const ns = "membrane-ct"
@@ -75,6 +76,14 @@ spec:
 		}
 		if !strings.Contains(out, "✗ pod-to-pod/same-node") || !strings.Contains(out, "timed out (exit 28)") {
 			t.Errorf("the failed check does not say what curl saw")
+		}
+		gone()
+	})
+
+	t.Run("only the checks --test selects run", func(t *testing.T) {
+		out, err := run("--test", "^pod-to-pod/")
+		if err != nil || !strings.Contains(out, "2 passed, 0 failed, 8 skipped") || !strings.Contains(out, "- network-policy/denied ") {
+			t.Errorf("exit %v: want the two pod-to-pod checks passed and the others skipped", err)
 		}
 		gone()
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ func newConnectivityCommand(g *globals) *cobra.Command {
 		Short: "Check the cluster's pod networking end to end",
 	}
 	o := connectivity.Options{}
+	var only string
 	test := &cobra.Command{
 		Use:   "test",
 		Short: "Run test pods and check pod to pod, Services, DNS, NetworkPolicy and L7 policy",
@@ -45,7 +47,9 @@ Each check retries until its condition holds or --timeout passes (a
 policy just written takes a moment to reach the datapath). The L7 checks
 are skipped when the agents run no L7 proxy, the cross-node check on a
 one-node cluster. The namespace is removed at the end (--keep leaves it).
-The command fails when a check failed, naming the failed checks.`,
+The command fails when a check failed, naming the failed checks. --test
+runs the checks whose names match a regular expression (the pods are made
+all the same).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
@@ -53,6 +57,13 @@ The command fails when a check failed, naming the failed checks.`,
 			}
 			if o.Timeout < time.Second {
 				return fmt.Errorf("--timeout %s: must be at least 1s", o.Timeout)
+			}
+			if only != "" {
+				re, err := regexp.Compile(only)
+				if err != nil {
+					return fmt.Errorf("--test %q: %w", only, err)
+				}
+				o.Only = re
 			}
 			ctx := cmd.Context()
 			c, all, err := g.clientForNodes(ctx, "")
@@ -101,6 +112,7 @@ The command fails when a check failed, naming the failed checks.`,
 	f.StringVar(&o.EchoImage, "echo-image", "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1", "image of the echo pods (Gateway API's echo-basic: port 3000, answers with its pod's name)")
 	f.DurationVar(&o.Timeout, "timeout", time.Minute, "bound of the wait for the pods and of each check")
 	f.BoolVar(&o.Keep, "keep", false, "leave the namespace and its pods")
+	f.StringVar(&only, "test", "", "run only the checks whose names match this regular expression (e.g. 'policy'); the others are skipped")
 	cmd.AddCommand(test)
 	return cmd
 }

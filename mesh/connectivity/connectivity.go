@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
@@ -39,6 +40,8 @@ type Options struct {
 	L7 bool
 	// Flows runs the flow checks (the Cluster reads the agents' flows).
 	Flows bool
+	// Only runs the checks whose names it matches (nil: all).
+	Only *regexp.Regexp
 }
 
 // Status is a check's outcome.
@@ -262,6 +265,8 @@ func checks(o Options, w Workload, a Addresses) []check {
 			out[i].skip = "the agents run no L7 proxy (chart value l7Proxy=false)"
 		case !o.Flows && strings.HasPrefix(out[i].name, "flows/"):
 			out[i].skip = ErrNoFlows.Error()
+		case o.Only != nil && !o.Only.MatchString(out[i].name):
+			out[i].skip = "not selected (--test " + o.Only.String() + ")"
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -165,6 +166,23 @@ func TestRunLeavesForeignNamespace(t *testing.T) {
 	}
 	if !slices.Equal(f.calls, []string{"claim"}) {
 		t.Errorf("calls %v", f.calls)
+	}
+}
+
+func TestRunOnly(t *testing.T) {
+	f := &fakeCluster{}
+	results, err := run(t, f, Options{L7: true, Flows: true, Only: regexp.MustCompile("^l7-")}, "n1", "n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range statuses(results) {
+		if want := map[bool]Status{true: Passed, false: Skipped}[strings.HasPrefix(name, "l7-")]; st != want {
+			t.Errorf("%s: %s, want %s", name, st, want)
+		}
+	}
+	// Only the L7 policy is applied.
+	if want := []string{"claim", "setup", "apply echo-l7", "delete echo-l7"}; !slices.Equal(f.calls, want) {
+		t.Errorf("calls %v, want %v", f.calls, want)
 	}
 }
 
