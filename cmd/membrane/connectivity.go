@@ -109,7 +109,8 @@ all the same).`,
 	f := test.Flags()
 	f.StringVar(&o.Namespace, "namespace", "membrane-test", "namespace of the test's pods, made and removed by the test")
 	f.StringVar(&o.ClientImage, "client-image", "curlimages/curl:8.5.0", "image of the client pods (needs curl and sleep)")
-	f.StringVar(&o.EchoImage, "echo-image", "gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1", "image of the echo pods (Gateway API's echo-basic: port 3000, answers with its pod's name)")
+	f.StringVar(&o.EchoImage, "echo-image", "gcr.io/k8s-staging-gateway-api/echo-basic:v20240412-v1.0.0-394-g40c666fd",
+		"image of the echo pods (the Gateway API conformance suite's echo-basic: port 3000, answers with its pod's name)")
 	f.DurationVar(&o.Timeout, "timeout", time.Minute, "bound of the wait for the pods and of each check")
 	f.BoolVar(&o.Keep, "keep", false, "leave the namespace and its pods")
 	f.StringVar(&only, "test", "", "run only the checks whose names match this regular expression (e.g. 'policy'); the others are skipped")
