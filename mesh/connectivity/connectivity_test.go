@@ -3,6 +3,7 @@ package connectivity
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
@@ -24,6 +25,7 @@ type fakeCluster struct {
 	inForce  map[string]bool
 	calls    []string
 	tornDown bool
+	served   int
 }
 
 func (f *fakeCluster) Claim(context.Context) error {
@@ -63,7 +65,9 @@ func (f *fakeCluster) Exec(_ context.Context, pod string, cmd []string) (string,
 	case f.inForce["MembraneNetworkPolicy"] && strings.HasSuffix(url, "/private"):
 		return "RBAC: access denied\n403", nil
 	case strings.Contains(url, ":8080"):
-		return `{"pod":"echo-a"}` + "\n200\n" + `{"pod":"echo-b"}` + "\n200", nil
+		// The Service's endpoints answer in turn.
+		f.served++
+		return fmt.Sprintf(`{"path": "/", "pod": "echo-%c"}`+"\n200", 'a'+f.served%2), nil
 	}
 	return "{}\n200", nil
 }
