@@ -237,7 +237,10 @@ type ingressSet struct {
 // become one HTTPRoute per Ingress rule (the host as its hostname), the
 // default backend one more without a hostname. Prefix is Gateway API's
 // PathPrefix (element-wise, as Kubernetes defines Prefix);
-// ImplementationSpecific is Prefix.
+// ImplementationSpecific is Prefix. The options (parseIngressOptions) set
+// the rules' request timeout and, forcing HTTPS, attach the rules of the
+// TLS hosts to their HTTPS listeners only and redirect port 80's requests
+// for those hosts.
 func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service) ingressSet {
 	s := ingressSet{owned: OwnedIngresses(in.IngressClasses, in.Ingresses),
 		problems: map[types.NamespacedName][]string{}, tlsListeners: map[string][]types.NamespacedName{}}
