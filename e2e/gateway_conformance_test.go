@@ -34,7 +34,7 @@ import (
 // TestGatewayConformance runs the upstream Gateway API conformance suite
 // (v1.4.1, profiles GATEWAY-HTTP, GATEWAY-GRPC and GATEWAY-TLS, features
 // from the GatewayClass's supportedFeatures) against a cluster of its own
-// with Gateway API on (the experimental CRDs, for TLSRoute); every test it
+// with Gateway API on (the experimental CRDs, for TLSRoute and UDPRoute); every test it
 // runs must pass. It writes the suite's ConformanceReport to
 // $MEMBRANE_GATEWAY_CONFORMANCE_REPORT, by default to
 // gateway-conformance-report.yaml under the local clusters' state root

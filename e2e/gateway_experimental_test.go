@@ -28,7 +28,7 @@ import (
 // and its route is Accepted=False naming the field. A Gateway asking for
 // client certificate validation is refused (Accepted=False, no address); a
 // Gateway's infrastructure labels are ignored, and its Accepted condition
-// says so.
+// says so. Then TCPRoutes and UDPRoutes (checkL4Routes).
 func TestGatewayExperimental(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
@@ -213,4 +213,6 @@ spec:
 	if code, err := statusOf(base+"/status/200", "plain.example.com", 3*time.Second); err != nil || code != http.StatusOK {
 		t.Errorf("Gateway web after its infrastructure labels: %d, %v; want 200", code, err)
 	}
+
+	t.Run("TCPRoute and UDPRoute", func(t *testing.T) { checkL4Routes(t, k, s) })
 }

@@ -70,9 +70,9 @@ type Reconciler struct {
 	c   client.Client
 	cfg Config
 	now func() time.Time
-	// tlsRoutes: the cluster serves TLSRoutes (experimental CRDs), seen
-	// at Setup.
-	tlsRoutes bool
+	// served: the experimental route kinds the cluster serves, seen at
+	// Setup.
+	served translate.ExperimentalKinds
 	// events records the Ingresses' problems; ingressProblems are the
 	// ones recorded last pass, per Ingress.
 	events          record.EventRecorder
@@ -104,28 +104,34 @@ func (r *Reconciler) Setup(ctx context.Context, mgr ctrl.Manager) error {
 		&networkingv1.Ingress{}, &networkingv1.IngressClass{}, &v1alpha1.MembraneLoadBalancerIPPool{},
 	}
 	r.events = mgr.GetEventRecorderFor("membrane-operator")
-	// TLSRoutes come with the experimental CRDs only.
-	_, err := mgr.GetRESTMapper().RESTMapping(gwv1alpha2.SchemeGroupVersion.WithKind("TLSRoute").GroupKind(), gwv1alpha2.SchemeGroupVersion.Version)
-	if r.tlsRoutes = err == nil; r.tlsRoutes {
-		watched = append(watched, &gwv1alpha2.TLSRoute{})
+	// TLSRoutes, TCPRoutes and UDPRoutes come with the experimental CRDs
+	// only.
+	disco, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("discovery client: %w", err)
 	}
-	r.log.Info("gateway api kinds", "tlsRoutes", r.tlsRoutes)
-	if !r.tlsRoutes {
-		disco, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())
-		if err != nil {
-			return fmt.Errorf("discovery client: %w", err)
+	r.served = gwnode.ServedKinds(disco)
+	for _, k := range []struct {
+		served bool
+		obj    client.Object
+	}{{r.served.TLSRoute, &gwv1alpha2.TLSRoute{}}, {r.served.TCPRoute, &gwv1alpha2.TCPRoute{}}, {r.served.UDPRoute, &gwv1alpha2.UDPRoute{}}} {
+		if k.served {
+			watched = append(watched, k.obj)
 		}
-		// Exits the manager (and the operator restarts) once they appear.
+	}
+	r.log.Info("gateway api kinds", "tlsRoutes", r.served.TLSRoute, "tcpRoutes", r.served.TCPRoute, "udpRoutes", r.served.UDPRoute)
+	if !r.served.All() {
+		// Exits the manager (and the operator restarts) once one appears.
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			return gwnode.AwaitTLSRoutes(ctx, disco, 5*time.Second)
+			return gwnode.AwaitKinds(ctx, disco, r.served, 5*time.Second)
 		})); err != nil {
-			return fmt.Errorf("watch for TLSRoutes: %w", err)
+			return fmt.Errorf("watch for experimental route kinds: %w", err)
 		}
 	}
 	for _, obj := range watched {
 		b = b.Watches(obj, enqueue)
 	}
-	referrers := serviceReferrers(r.tlsRoutes)
+	referrers := serviceReferrers(r.served)
 	if err := indexRefs(ctx, r.log, mgr.GetFieldIndexer(), serviceRefIndex, referrers); err != nil {
 		return err
 	}
@@ -186,6 +192,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		var rt gwv1alpha2.TLSRoute
 		errs = append(errs, r.writeRoute(ctx, s, "TLSRoute", &rt, &rt.Status.Parents))
 	}
+	for _, s := range st.TCPRoutes {
+		var rt gwv1alpha2.TCPRoute
+		errs = append(errs, r.writeRoute(ctx, s, "TCPRoute", &rt, &rt.Status.Parents))
+	}
+	for _, s := range st.UDPRoutes {
+		var rt gwv1alpha2.UDPRoute
+		errs = append(errs, r.writeRoute(ctx, s, "UDPRoute", &rt, &rt.Status.Parents))
+	}
 	written := map[types.NamespacedName]bool{}
 	for _, s := range st.BackendTLSPolicies {
 		written[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = true
@@ -244,14 +258,24 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 			return translate.Input{}, fmt.Errorf("list %T: %w", l, err)
 		}
 	}
-	var tls gwv1alpha2.TLSRouteList
-	if r.tlsRoutes {
-		if err := r.c.List(ctx, &tls); err != nil {
-			return translate.Input{}, fmt.Errorf("list TLSRoutes: %w", err)
+	var (
+		tls gwv1alpha2.TLSRouteList
+		tcp gwv1alpha2.TCPRouteList
+		udp gwv1alpha2.UDPRouteList
+	)
+	for _, k := range []struct {
+		served bool
+		list   client.ObjectList
+	}{{r.served.TLSRoute, &tls}, {r.served.TCPRoute, &tcp}, {r.served.UDPRoute, &udp}} {
+		if !k.served {
+			continue
+		}
+		if err := r.c.List(ctx, k.list); err != nil {
+			return translate.Input{}, fmt.Errorf("list %T: %w", k.list, err)
 		}
 	}
 	in := translate.Input{
-		TLSRoutes: tls.Items, TLSRoutesServed: r.tlsRoutes,
+		TLSRoutes: tls.Items, TCPRoutes: tcp.Items, UDPRoutes: udp.Items, Served: r.served,
 		GatewayClasses: classes.Items, Gateways: gws.Items, HTTPRoutes: routes.Items, GRPCRoutes: grpc.Items,
 		ReferenceGrants: grants.Items, Namespaces: nss.Items, Services: services.Items,
 		BackendTLSPolicies: btls.Items,

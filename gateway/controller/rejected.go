@@ -148,7 +148,7 @@ func foldRejections(st *translate.Status, in translate.Input, rejs []rejection) 
 				}
 			}
 		}
-		for _, routes := range []*[]translate.RouteStatus{&st.HTTPRoutes, &st.GRPCRoutes, &st.TLSRoutes} {
+		for _, routes := range []*[]translate.RouteStatus{&st.HTTPRoutes, &st.GRPCRoutes, &st.TLSRoutes, &st.TCPRoutes, &st.UDPRoutes} {
 			prefix := map[*[]translate.RouteStatus]string{&st.GRPCRoutes: "grpcroute:"}[routes]
 			for i := range *routes {
 				foldRoute(&(*routes)[i], prefix, rj, listeners, in)

@@ -12,6 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+
+	"github.com/membrane-mesh/membrane/gateway/translate"
 )
 
 // serviceRefIndex is the field index, on every kind whose objects the
@@ -20,17 +22,23 @@ import (
 // "namespace/name".
 const serviceRefIndex = "membrane.serviceRefs"
 
-// serviceReferrers are the kinds that refer to Services (TLSRoutes only
-// when the cluster serves them).
-func serviceReferrers(tlsRoutes bool) []referrer {
+// serviceReferrers are the kinds that refer to Services (the experimental
+// route kinds only when the cluster serves them).
+func serviceReferrers(served translate.ExperimentalKinds) []referrer {
 	out := []referrer{
 		{&gwv1.HTTPRoute{}, func() client.ObjectList { return &gwv1.HTTPRouteList{} }, httpRouteServices},
 		{&gwv1.GRPCRoute{}, func() client.ObjectList { return &gwv1.GRPCRouteList{} }, grpcRouteServices},
 		{&networkingv1.Ingress{}, func() client.ObjectList { return &networkingv1.IngressList{} }, ingressServices},
 		{&gwv1.BackendTLSPolicy{}, func() client.ObjectList { return &gwv1.BackendTLSPolicyList{} }, policyServices},
 	}
-	if tlsRoutes {
+	if served.TLSRoute {
 		out = append(out, referrer{&gwv1alpha2.TLSRoute{}, func() client.ObjectList { return &gwv1alpha2.TLSRouteList{} }, tlsRouteServices})
+	}
+	if served.TCPRoute {
+		out = append(out, referrer{&gwv1alpha2.TCPRoute{}, func() client.ObjectList { return &gwv1alpha2.TCPRouteList{} }, tcpRouteServices})
+	}
+	if served.UDPRoute {
+		out = append(out, referrer{&gwv1alpha2.UDPRoute{}, func() client.ObjectList { return &gwv1alpha2.UDPRouteList{} }, udpRouteServices})
 	}
 	return out
 }
@@ -139,15 +147,36 @@ func grpcRouteServices(o client.Object) []string {
 	return b.result()
 }
 
-// tlsRouteServices indexes a TLSRoute by the Services of its backends.
+// tlsRouteServices, tcpRouteServices and udpRouteServices index a route
+// by the Services of its backends.
 func tlsRouteServices(o client.Object) []string {
 	r, ok := o.(*gwv1alpha2.TLSRoute)
 	if !ok {
 		return nil
 	}
-	b := backendKeys{ns: r.Namespace}
-	for _, rule := range r.Spec.Rules {
-		for _, be := range rule.BackendRefs {
+	return l4RouteServices(r.Namespace, len(r.Spec.Rules), func(i int) []gwv1.BackendRef { return r.Spec.Rules[i].BackendRefs })
+}
+
+func tcpRouteServices(o client.Object) []string {
+	r, ok := o.(*gwv1alpha2.TCPRoute)
+	if !ok {
+		return nil
+	}
+	return l4RouteServices(r.Namespace, len(r.Spec.Rules), func(i int) []gwv1.BackendRef { return r.Spec.Rules[i].BackendRefs })
+}
+
+func udpRouteServices(o client.Object) []string {
+	r, ok := o.(*gwv1alpha2.UDPRoute)
+	if !ok {
+		return nil
+	}
+	return l4RouteServices(r.Namespace, len(r.Spec.Rules), func(i int) []gwv1.BackendRef { return r.Spec.Rules[i].BackendRefs })
+}
+
+func l4RouteServices(ns string, rules int, backends func(int) []gwv1.BackendRef) []string {
+	b := backendKeys{ns: ns}
+	for i := range rules {
+		for _, be := range backends(i) {
 			b.add(be.BackendObjectReference)
 		}
 	}

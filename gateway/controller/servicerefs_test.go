@@ -22,6 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
+
+	"github.com/membrane-mesh/membrane/gateway/translate"
 )
 
 func backendRef(name string, ns, group, kind *string) gwv1.BackendObjectReference {
@@ -81,6 +83,13 @@ func TestServiceRefIndexes(t *testing.T) {
 				{BackendObjectReference: backendRef("bucket", nil, ptr("example.com"), ptr("Bucket"))},
 			},
 		}}}}, []string{"app/tls", "other/far"}},
+		{"TCPRoute", tcpRouteServices, &gwv1alpha2.TCPRoute{ObjectMeta: meta, Spec: gwv1alpha2.TCPRouteSpec{Rules: []gwv1alpha2.TCPRouteRule{
+			{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: backendRef("db", nil, nil, nil)}}},
+			{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: backendRef("db", &other, nil, nil)}}},
+		}}}, []string{"app/db", "other/db"}},
+		{"UDPRoute", udpRouteServices, &gwv1alpha2.UDPRoute{ObjectMeta: meta, Spec: gwv1alpha2.UDPRouteSpec{Rules: []gwv1alpha2.UDPRouteRule{{
+			BackendRefs: []gwv1.BackendRef{{BackendObjectReference: backendRef("dns", nil, nil, nil)}},
+		}}}}, []string{"app/dns"}},
 		{"Ingress", ingressServices, &networkingv1.Ingress{ObjectMeta: meta, Spec: networkingv1.IngressSpec{
 			DefaultBackend: &networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "default"}},
 			Rules: []networkingv1.IngressRule{
@@ -117,7 +126,7 @@ func TestServiceEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	referrers := serviceReferrers(true)
+	referrers := serviceReferrers(translate.ExperimentalKinds{TLSRoute: true, TCPRoute: true, UDPRoute: true})
 	b := fake.NewClientBuilder().WithScheme(scheme)
 	for _, r := range referrers {
 		b = b.WithIndex(r.obj, serviceRefIndex, r.index)
@@ -211,7 +220,7 @@ func TestServiceEventsListError(t *testing.T) {
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).Build() // no index: every List by it fails
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web"}}
-	got := serviceEvents(slog.New(slog.DiscardHandler), c, serviceReferrers(false))(context.Background(), svc)
+	got := serviceEvents(slog.New(slog.DiscardHandler), c, serviceReferrers(translate.ExperimentalKinds{}))(context.Background(), svc)
 	if !slices.Equal(got, []reconcile.Request{workItem()}) {
 		t.Errorf("got %v, want the work item", got)
 	}
@@ -236,7 +245,7 @@ func (f *flakyIndexer) IndexField(context.Context, client.Object, string, client
 // being established) is waited for; any other error fails at once.
 func TestIndexServiceRefsWaitsForTheKind(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	refs := serviceReferrers(false)[:1]
+	refs := serviceReferrers(translate.ExperimentalKinds{})[:1]
 	notYet := &flakyIndexer{failures: 1, err: &apimeta.NoKindMatchError{GroupKind: schema.GroupKind{Group: gwv1.GroupName, Kind: "HTTPRoute"}}}
 	if err := indexRefs(context.Background(), log, notYet, serviceRefIndex, refs); err != nil || notYet.calls != 2 {
 		t.Errorf("kind served on the second try: %v after %d calls, want success after 2", err, notYet.calls)

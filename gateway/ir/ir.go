@@ -28,17 +28,24 @@ const (
 	HTTPS Protocol = "HTTPS"
 	// TLS is passed through to the backends, chosen by SNI.
 	TLS Protocol = "TLS"
+	// TCP connections and UDP datagrams are forwarded whole to the
+	// backends of one route rule (TCPRoute, UDPRoute).
+	TCP Protocol = "TCP"
+	UDP Protocol = "UDP"
 )
 
 // Listener is one (address, port) of a Gateway: its HTTP listeners merged.
 type Listener struct {
-	// Name is unique: "<namespace>/<gateway>/<port>".
+	// Name is unique: "<namespace>/<gateway>/<port>", and
+	// "<namespace>/<gateway>/<port>/udp" for UDP (a TCP listener may share
+	// its port).
 	Name     string     `json:"name"`
 	Address  netip.Addr `json:"address"`
 	Port     uint16     `json:"port"`
 	Protocol Protocol   `json:"protocol"`
 	// Servers: for HTTP one server with every virtual host; for HTTPS one
-	// per Gateway listener, chosen by SNI.
+	// per Gateway listener, chosen by SNI; for TLS one per SNI; for TCP
+	// and UDP at most one.
 	Servers []Server `json:"servers"`
 }
 
@@ -54,7 +61,8 @@ type Server struct {
 	// VirtualHosts are sorted by name; Envoy picks the most specific
 	// domain.
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
-	// Backends take TLS connections whole (TLS passthrough), by weight.
+	// Backends take TLS connections whole (TLS passthrough), TCP
+	// connections or UDP datagrams, by weight.
 	Backends []Backend `json:"backends,omitempty"`
 }
 

@@ -25,7 +25,9 @@ import (
 // Attribute names what the rejection of the gateway listener refused (as
 // published) is about, given the version of it Envoy runs (nil: none) and
 // Envoy's error text about it. Listener names are
-// "gateway/<namespace>/<gateway>/<port>" (gateway/translate); filter chains
+// "gateway/<namespace>/<gateway>/<port>" (gateway/translate; UDP ones end
+// in "/udp" and have no filter chains: a rejection concerns every
+// listener of the port); filter chains
 // "<namespace>/<gateway>/<listener>" (HTTPS), ".../<listener>/<host>" (TLS
 // passthrough) or the Envoy listener's own name (HTTP: every Gateway
 // listener of the port); routes "<namespace>/<route>/rule/<i>/match/<j>".
@@ -76,10 +78,11 @@ func Attribute(refused, running *listenerv3.Listener, errText string) (v1alpha1.
 }
 
 // listenerRejection is the rejection, with errText, of the Gateway and
-// port the gateway listener name ("gateway/<namespace>/<gateway>/<port>")
-// carries.
+// port the gateway listener name ("gateway/<namespace>/<gateway>/<port>",
+// ".../<port>/udp") carries.
 func listenerRejection(name, errText string) (v1alpha1.GatewayRejection, error) {
 	rest, ok := strings.CutPrefix(name, translate.ListenerPrefix)
+	rest = strings.TrimSuffix(rest, "/udp")
 	parts := strings.Split(rest, "/")
 	if !ok || len(parts) != 3 {
 		return v1alpha1.GatewayRejection{}, fmt.Errorf("listener %q is not a gateway listener", name)

@@ -60,6 +60,8 @@ func TestAttribute(t *testing.T) {
 		{name: "a new HTTPS listener", running: https(server("one", "k", "/")),
 			refused: https(server("one", "k", "/"), server("two", "bad", "/")), listeners: []string{"two"}},
 		{name: "a new Envoy listener", new: true, refused: https(server("one", "k", "/"), server("two", "k", "/")), listeners: []string{"one", "two"}},
+		{name: "a UDP listener: every listener of the port", new: true, refused: ir.Listener{Name: "ns/gw/53/udp", Address: addr, Port: 53, Protocol: ir.UDP,
+			Servers: []ir.Server{{Name: "ns/gw/dns", Backends: []ir.Backend{{Cluster: "ns/dns/53/udp", Weight: 1}}}}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// What Envoy refuses: the listener if it changed, else the

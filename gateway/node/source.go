@@ -52,10 +52,11 @@ type Source struct {
 
 	classes, gateways, routes, grpcRoutes, grants cache.GenericLister
 	backendTLS                                    cache.GenericLister
-	tlsRoutes                                     cache.GenericLister // nil: not served
-	services, slices, namespaces                  cache.Indexer
-	nodes, secrets, configMaps                    cache.Indexer
-	ingresses, ingressClasses                     cache.Indexer
+	// The experimental route kinds: nil when not served.
+	tlsRoutes, tcpRoutes, udpRoutes cache.GenericLister
+	services, slices, namespaces    cache.Indexer
+	nodes, secrets, configMaps      cache.Indexer
+	ingresses, ingressClasses       cache.Indexer
 
 	// mu guards converted: the typed copies of the dynamic informers'
 	// objects by UID, reused while their resourceVersion stays.
@@ -73,8 +74,8 @@ type convertedObject struct {
 // certificates) are watched only in secretsNamespace, where the operator
 // copies the ones the Gateways, Ingresses and policies refer to
 // (gateway/synced): the translation sees the copies under their sources'
-// names. TLSRoutes are watched only when the cluster serves them (the
-// experimental CRDs, as disco says at start).
+// names. The experimental route kinds are watched only when the cluster
+// serves them (has their CRDs, as disco says at start).
 func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryInterface, secretsNamespace string) (*Source, error) {
 	s := &Source{log: log, changed: make(chan struct{}, 1)}
 	h := cache.ResourceEventHandlerFuncs{
@@ -94,11 +95,20 @@ func NewSource(log *slog.Logger, inf *k8s.Informers, disco discovery.DiscoveryIn
 		{gatewayResource("v1beta1", "referencegrants"), &s.grants},
 		{gatewayResource("v1", "backendtlspolicies"), &s.backendTLS},
 	}
-	tls := served(disco, gatewayResource("v1alpha2", "tlsroutes"))
-	if tls {
-		resources = append(resources, resource{gatewayResource("v1alpha2", "tlsroutes"), &s.tlsRoutes})
+	kinds := ServedKinds(disco)
+	for _, k := range []struct {
+		served bool
+		r      resource
+	}{
+		{kinds.TLSRoute, resource{experimental(tlsRoutesResource), &s.tlsRoutes}},
+		{kinds.TCPRoute, resource{experimental(tcpRoutesResource), &s.tcpRoutes}},
+		{kinds.UDPRoute, resource{experimental(udpRoutesResource), &s.udpRoutes}},
+	} {
+		if k.served {
+			resources = append(resources, k.r)
+		}
 	}
-	log.Info("gateway api kinds", "tlsRoutes", tls)
+	log.Info("gateway api kinds", "tlsRoutes", kinds.TLSRoute, "tcpRoutes", kinds.TCPRoute, "udpRoutes", kinds.UDPRoute)
 	for _, r := range resources {
 		gi := inf.Dynamic.ForResource(r.gvr)
 		if err := inf.Watch(gi.Informer(), h); err != nil {
@@ -148,9 +158,11 @@ func served(disco discovery.DiscoveryInterface, gvr schema.GroupVersionResource)
 	return false
 }
 
-// TLSRoutesServed reports whether the Source watches TLSRoutes (the API
+// Served are the experimental route kinds the Source watches (the API
 // server served them when it was made).
-func (s *Source) TLSRoutesServed() bool { return s.tlsRoutes != nil }
+func (s *Source) Served() translate.ExperimentalKinds {
+	return translate.ExperimentalKinds{TLSRoute: s.tlsRoutes != nil, TCPRoute: s.tcpRoutes != nil, UDPRoute: s.udpRoutes != nil}
+}
 
 func (s *Source) signal() {
 	select {
@@ -189,6 +201,17 @@ func (s *Source) Input() (translate.Input, []corev1.Node, error) {
 			return in, nil, err
 		}
 	}
+	if s.tcpRoutes != nil {
+		if in.TCPRoutes, err = typed[gwv1alpha2.TCPRoute](s.tcpRoutes, s.converted, next); err != nil {
+			return in, nil, err
+		}
+	}
+	if s.udpRoutes != nil {
+		if in.UDPRoutes, err = typed[gwv1alpha2.UDPRoute](s.udpRoutes, s.converted, next); err != nil {
+			return in, nil, err
+		}
+	}
+	in.Served = s.Served()
 	if in.ReferenceGrants, err = typed[gwv1beta1.ReferenceGrant](s.grants, s.converted, next); err != nil {
 		return in, nil, err
 	}

@@ -23,6 +23,8 @@ const (
 	kindHTTPRoute = "HTTPRoute"
 	kindGRPCRoute = "GRPCRoute"
 	kindTLSRoute  = "TLSRoute"
+	kindTCPRoute  = "TCPRoute"
+	kindUDPRoute  = "UDPRoute"
 	kindService   = "Service"
 	kindSecret    = "Secret"
 )
@@ -88,7 +90,7 @@ func build(in Input) *builder {
 				condition(gwv1.GatewayClassConditionStatusAccepted, true, gwv1.GatewayClassReasonAccepted, "Accepted by membrane", gc.Generation),
 				condition(gwv1.GatewayClassConditionStatusSupportedVersion, true, gwv1.GatewayClassReasonSupportedVersion, "Gateway API v1.4", gc.Generation),
 			},
-			SupportedFeatures: SupportedFeatures(b.in.TLSRoutesServed),
+			SupportedFeatures: SupportedFeatures(b.in.Served),
 		}})
 	}
 	for _, g := range b.gateways {
@@ -102,6 +104,17 @@ func build(in Input) *builder {
 	for i := range b.in.TLSRoutes {
 		if rs, ok := b.attachHTTPRoute(tlsAsHTTP(&b.in.TLSRoutes[i]), kindTLSRoute); ok {
 			st.TLSRoutes = append(st.TLSRoutes, rs)
+		}
+	}
+	// A TCP or UDP listener forwards to one route: the oldest.
+	for _, i := range oldestFirst(len(b.in.TCPRoutes), func(i int) metav1.ObjectMeta { return b.in.TCPRoutes[i].ObjectMeta }) {
+		if rs, ok := b.attachHTTPRoute(tcpAsHTTP(&b.in.TCPRoutes[i]), kindTCPRoute); ok {
+			st.TCPRoutes = append(st.TCPRoutes, rs)
+		}
+	}
+	for _, i := range oldestFirst(len(b.in.UDPRoutes), func(i int) metav1.ObjectMeta { return b.in.UDPRoutes[i].ObjectMeta }) {
+		if rs, ok := b.attachHTTPRoute(udpAsHTTP(&b.in.UDPRoutes[i]), kindUDPRoute); ok {
+			st.UDPRoutes = append(st.UDPRoutes, rs)
 		}
 	}
 	for i := range b.in.GRPCRoutes {
@@ -122,6 +135,20 @@ func build(in Input) *builder {
 	}
 	b.st = st
 	return b
+}
+
+// oldestFirst are the indexes of n objects, oldest first (then by
+// namespace and name).
+func oldestFirst(n int, meta func(int) metav1.ObjectMeta) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, c int) int {
+		ma, mc := meta(a), meta(c)
+		return cmp.Or(ma.CreationTimestamp.Compare(mc.CreationTimestamp.Time), cmp.Compare(ma.Namespace, mc.Namespace), cmp.Compare(ma.Name, mc.Name))
+	})
+	return idx
 }
 
 type builder struct {
@@ -169,6 +196,15 @@ type listener struct {
 	certs          []ir.Certificate
 	attached       int
 	routes         []attachedRoute
+	// forwardsTo is the route a TCP or UDP listener forwards to
+	// ("<namespace>/<name>"; one at most).
+	forwardsTo string
+}
+
+// forwardsWhole reports whether a listener of protocol p forwards
+// connections or datagrams whole to one route's backends.
+func forwardsWhole(p gwv1.ProtocolType) bool {
+	return p == gwv1.TCPProtocolType || p == gwv1.UDPProtocolType
 }
 
 // attachedRoute is one rule match of a route attached to a listener, with
@@ -256,12 +292,16 @@ func (b *builder) checkListeners(g *gateway) {
 					"protocol TLS is supported with tls.mode Passthrough", gen)
 				l.valid, l.attachable = false, false
 			}
+		case gwv1.TCPProtocolType:
+			kinds = []gwv1.Kind{kindTCPRoute}
+		case gwv1.UDPProtocolType:
+			kinds = []gwv1.Kind{kindUDPRoute}
 		default:
 			accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
-				fmt.Sprintf("protocol %s is not supported (HTTP, HTTPS and TLS passthrough are)", spec.Protocol), gen)
+				fmt.Sprintf("protocol %s is not supported (HTTP, HTTPS, TLS passthrough, TCP and UDP are)", spec.Protocol), gen)
 			l.valid, l.attachable = false, false
 		}
-		// Route kinds: HTTPRoute is the only one served.
+		// Route kinds: those the protocol serves.
 		var invalidKinds []string
 		if spec.AllowedRoutes != nil && len(spec.AllowedRoutes.Kinds) > 0 {
 			for _, k := range spec.AllowedRoutes.Kinds {
@@ -295,10 +335,11 @@ func (b *builder) checkListeners(g *gateway) {
 		l.conditions = []metav1.Condition{accepted, resolved,
 			condition(gwv1.ListenerConditionConflicted, false, gwv1.ListenerReasonNoConflicts, "No conflicts", gen)}
 	}
-	// Conflicts: one protocol per port; one listener per (port, hostname).
+	// Conflicts: one protocol per port (but UDP beside a TCP-based one);
+	// one listener per (port, hostname).
 	for i, l := range g.listeners {
 		for j, o := range g.listeners {
-			if i == j || l.spec.Port != o.spec.Port {
+			if i == j || l.spec.Port != o.spec.Port || (l.spec.Protocol == gwv1.UDPProtocolType) != (o.spec.Protocol == gwv1.UDPProtocolType) {
 				continue
 			}
 			var reason gwv1.ListenerConditionReason

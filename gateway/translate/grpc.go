@@ -3,6 +3,8 @@ package translate
 import (
 	"regexp"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 )
@@ -10,12 +12,28 @@ import (
 // tlsAsHTTP expresses a TLSRoute as an HTTPRoute of one match-all rule per
 // rule: what it has are hostnames (SNI) and weighted backends.
 func tlsAsHTTP(t *gwv1alpha2.TLSRoute) *gwv1.HTTPRoute {
-	r := &gwv1.HTTPRoute{ObjectMeta: t.ObjectMeta}
-	r.Spec.ParentRefs = t.Spec.ParentRefs
+	r := l4AsHTTP(t.ObjectMeta, t.Spec.CommonRouteSpec, len(t.Spec.Rules), func(i int) []gwv1.BackendRef { return t.Spec.Rules[i].BackendRefs })
 	r.Spec.Hostnames = t.Spec.Hostnames
-	for _, tr := range t.Spec.Rules {
+	return r
+}
+
+// tcpAsHTTP and udpAsHTTP express a TCPRoute and a UDPRoute as an
+// HTTPRoute of one match-all rule per rule, without hostnames: what they
+// have are weighted backends.
+func tcpAsHTTP(t *gwv1alpha2.TCPRoute) *gwv1.HTTPRoute {
+	return l4AsHTTP(t.ObjectMeta, t.Spec.CommonRouteSpec, len(t.Spec.Rules), func(i int) []gwv1.BackendRef { return t.Spec.Rules[i].BackendRefs })
+}
+
+func udpAsHTTP(u *gwv1alpha2.UDPRoute) *gwv1.HTTPRoute {
+	return l4AsHTTP(u.ObjectMeta, u.Spec.CommonRouteSpec, len(u.Spec.Rules), func(i int) []gwv1.BackendRef { return u.Spec.Rules[i].BackendRefs })
+}
+
+func l4AsHTTP(meta metav1.ObjectMeta, common gwv1.CommonRouteSpec, rules int, backends func(int) []gwv1.BackendRef) *gwv1.HTTPRoute {
+	r := &gwv1.HTTPRoute{ObjectMeta: meta}
+	r.Spec.CommonRouteSpec = common
+	for i := range rules {
 		var hr gwv1.HTTPRouteRule
-		for _, b := range tr.BackendRefs {
+		for _, b := range backends(i) {
 			hr.BackendRefs = append(hr.BackendRefs, gwv1.HTTPBackendRef{BackendRef: b})
 		}
 		r.Spec.Rules = append(r.Spec.Rules, hr)

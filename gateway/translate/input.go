@@ -35,6 +35,8 @@ type Input struct {
 	HTTPRoutes      []gwv1.HTTPRoute
 	GRPCRoutes      []gwv1.GRPCRoute
 	TLSRoutes       []gwv1alpha2.TLSRoute
+	TCPRoutes       []gwv1alpha2.TCPRoute
+	UDPRoutes       []gwv1alpha2.UDPRoute
 	ReferenceGrants []gwv1beta1.ReferenceGrant
 	Namespaces      []corev1.Namespace
 	Services        []corev1.Service
@@ -48,14 +50,24 @@ type Input struct {
 	// (see OwnedIngresses).
 	Ingresses      []networkingv1.Ingress
 	IngressClasses []networkingv1.IngressClass
-	// TLSRoutesServed: the cluster serves TLSRoutes (the experimental
-	// CRDs); GatewayClasses then list the TLSRoute feature.
-	TLSRoutesServed bool
+	// Served are the route kinds of the experimental channel the cluster
+	// serves; GatewayClasses list their features.
+	Served ExperimentalKinds
 	// Addresses are the Gateways' assigned addresses (LB IPAM), and the
 	// Ingresses' under OwnedIngress.Key. A Gateway without one is not
 	// programmed.
 	Addresses map[types.NamespacedName]netip.Addr
 }
+
+// ExperimentalKinds says which route kinds of Gateway API's experimental
+// channel the cluster serves (has the CRD of): each is watched and served
+// only then.
+type ExperimentalKinds struct {
+	TLSRoute, TCPRoute, UDPRoute bool
+}
+
+// All reports whether every experimental route kind is served.
+func (k ExperimentalKinds) All() bool { return k.TLSRoute && k.TCPRoute && k.UDPRoute }
 
 // AddressesFromStatus reads the Gateways' addresses from their status (as
 // the operator wrote them): the agents' view of the assignment.
@@ -77,7 +89,7 @@ func AddressesFromStatus(gws []gwv1.Gateway) map[types.NamespacedName]netip.Addr
 
 // ParseObjects reads a multi-document YAML stream of Kubernetes objects
 // into an Input (test data, `membrane` tooling) of a cluster that serves
-// TLSRoutes. The Gateways' addresses come from their status. Unknown kinds
+// the experimental route kinds. The Gateways' addresses come from their status. Unknown kinds
 // are errors.
 func ParseObjects(r io.Reader) (Input, error) {
 	var in Input
@@ -118,6 +130,12 @@ func ParseObjects(r io.Reader) (Input, error) {
 		case "TLSRoute":
 			in.TLSRoutes = append(in.TLSRoutes, gwv1alpha2.TLSRoute{})
 			target = &in.TLSRoutes[len(in.TLSRoutes)-1]
+		case "TCPRoute":
+			in.TCPRoutes = append(in.TCPRoutes, gwv1alpha2.TCPRoute{})
+			target = &in.TCPRoutes[len(in.TCPRoutes)-1]
+		case "UDPRoute":
+			in.UDPRoutes = append(in.UDPRoutes, gwv1alpha2.UDPRoute{})
+			target = &in.UDPRoutes[len(in.UDPRoutes)-1]
 		case "ReferenceGrant":
 			in.ReferenceGrants = append(in.ReferenceGrants, gwv1beta1.ReferenceGrant{})
 			target = &in.ReferenceGrants[len(in.ReferenceGrants)-1]
@@ -154,6 +172,6 @@ func ParseObjects(r io.Reader) (Input, error) {
 	}
 	in.Addresses = AddressesFromStatus(in.Gateways)
 	maps.Copy(in.Addresses, IngressAddressesFromStatus(OwnedIngresses(in.IngressClasses, in.Ingresses)))
-	in.TLSRoutesServed = true
+	in.Served = ExperimentalKinds{TLSRoute: true, TCPRoute: true, UDPRoute: true}
 	return in, nil
 }

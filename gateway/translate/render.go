@@ -3,12 +3,15 @@ package translate
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
+	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -19,6 +22,7 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	udpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/udp/udp_proxy/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -62,6 +66,7 @@ const (
 const (
 	hcmFilter           = "envoy.filters.network.http_connection_manager"
 	tcpProxyFilter      = "envoy.filters.network.tcp_proxy"
+	udpProxyFilter      = "envoy.filters.udp_listener.udp_proxy"
 	routerFilter        = "envoy.filters.http.router"
 	corsFilter          = "envoy.filters.http.cors"
 	tlsInspector        = "envoy.filters.listener.tls_inspector"
@@ -70,6 +75,9 @@ const (
 	// previousHostsPredicate keeps a retry off the endpoints tried.
 	previousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
 	connectTimeout         = 5 * time.Second
+	// udpIdleTimeout ends a UDP client's session (its upstream socket)
+	// after this long without datagrams (Envoy's default).
+	udpIdleTimeout = 60 * time.Second
 )
 
 // Resources are the node Envoys' gateway listeners, their route
@@ -95,15 +103,26 @@ func Render(in ir.IR) (Resources, error) {
 	var out Resources
 	certs := map[string]ir.Certificate{}
 	for _, l := range in.Listeners {
-		el, routes, err := renderListener(l)
-		if err != nil {
-			return Resources{}, fmt.Errorf("listener %s: %w", l.Name, err)
-		}
-		if len(el.FilterChains) == 0 {
-			// Nothing to serve (a TLS passthrough listener without
-			// routes): Envoy refuses a listener without filter chains,
+		if len(l.Servers) == 0 {
+			// Nothing to serve (a TLS, TCP or UDP listener without a
+			// route): Envoy refuses a TCP listener without filter chains,
 			// and its port refuses connections either way.
 			continue
+		}
+		var el *listenerv3.Listener
+		var routes []*routev3.RouteConfiguration
+		var err error
+		if l.Protocol == ir.UDP {
+			var weighted *clusterv3.Cluster
+			el, weighted, err = renderUDPListener(l, in.Clusters)
+			if weighted != nil {
+				out.Clusters = append(out.Clusters, weighted)
+			}
+		} else {
+			el, routes, err = renderListener(l)
+		}
+		if err != nil {
+			return Resources{}, fmt.Errorf("listener %s: %w", l.Name, err)
 		}
 		out.Listeners = append(out.Listeners, el)
 		out.Routes = append(out.Routes, routes...)
@@ -156,8 +175,8 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, []*routev3.RouteConfig
 	}
 	var routes []*routev3.RouteConfiguration
 	for _, s := range l.Servers {
-		if l.Protocol == ir.TLS {
-			fc, err := passthroughChain(s)
+		if l.Protocol == ir.TLS || l.Protocol == ir.TCP {
+			fc, err := forwardChain(s)
 			if err != nil {
 				return nil, nil, fmt.Errorf("server %s: %w", s.Name, err)
 			}
@@ -186,9 +205,9 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, []*routev3.RouteConfig
 	return el, routes, nil
 }
 
-// passthroughChain forwards the TLS connections of the server's SNI whole
-// (tcp_proxy) to its backends, by weight.
-func passthroughChain(s ir.Server) (*listenerv3.FilterChain, error) {
+// forwardChain forwards the connections (TLS: of the server's SNI) whole
+// (tcp_proxy) to the server's backends, by weight.
+func forwardChain(s ir.Server) (*listenerv3.FilterChain, error) {
 	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(s.Name)}
 	if len(s.Backends) == 1 {
 		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: backendCluster(s.Backends[0])}
@@ -203,11 +222,75 @@ func passthroughChain(s ir.Server) (*listenerv3.FilterChain, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &listenerv3.FilterChain{
-		Name:             s.Name,
-		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: s.SNI},
-		Filters:          []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
-	}, nil
+	fc := &listenerv3.FilterChain{
+		Name:    s.Name,
+		Filters: []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
+	}
+	if len(s.SNI) > 0 {
+		fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: s.SNI}
+	}
+	return fc, nil
+}
+
+// renderUDPListener is a UDP listener whose udp_proxy relays each client's
+// datagrams to its one server's backends, and, when they are more than
+// one, the cluster that weighs them: one locality per backend, weighted
+// (udp_proxy routes to one cluster). A backend that did not resolve has no
+// share there: its datagrams go to the others.
+func renderUDPListener(l ir.Listener, clusters []ir.Cluster) (*listenerv3.Listener, *clusterv3.Cluster, error) {
+	s := l.Servers[0]
+	var weighted *clusterv3.Cluster
+	cluster := backendCluster(s.Backends[0])
+	if len(s.Backends) > 1 {
+		cluster = ClusterPrefix + l.Name + "#weighted"
+		la := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+		for _, b := range s.Backends {
+			i := slices.IndexFunc(clusters, func(c ir.Cluster) bool { return c.Name == b.Cluster })
+			if b.Invalid || i < 0 || len(clusters[i].Endpoints) == 0 {
+				continue
+			}
+			lle := localityEndpoints(clusters[i].Endpoints)
+			lle.Locality = &corev3.Locality{SubZone: b.Cluster}
+			lle.LoadBalancingWeight = wrapperspb.UInt32(b.Weight)
+			la.Endpoints = append(la.Endpoints, lle)
+		}
+		weighted = &clusterv3.Cluster{
+			Name:                 cluster,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+			ConnectTimeout:       durationpb.New(connectTimeout),
+			LoadAssignment:       la,
+			CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+				LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
+			}},
+		}
+	}
+	route, err := marshalAny(&udpproxyv3.Route{Cluster: cluster})
+	if err != nil {
+		return nil, nil, err
+	}
+	up, err := marshalAny(&udpproxyv3.UdpProxyConfig{
+		StatPrefix: statPrefix(s.Name),
+		RouteSpecifier: &udpproxyv3.UdpProxyConfig_Matcher{Matcher: &xdsmatcherv3.Matcher{
+			OnNoMatch: &xdsmatcherv3.Matcher_OnMatch{OnMatch: &xdsmatcherv3.Matcher_OnMatch_Action{
+				Action: &xdscorev3.TypedExtensionConfig{Name: "route", TypedConfig: route},
+			}},
+		}},
+		IdleTimeout: durationpb.New(udpIdleTimeout),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	el := &listenerv3.Listener{
+		Name: ListenerPrefix + l.Name,
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Protocol: corev3.SocketAddress_UDP,
+			Address:  l.Address.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(l.Port)},
+		}}},
+		Freebind:          wrapperspb.Bool(true),
+		UdpListenerConfig: &listenerv3.UdpListenerConfig{},
+		ListenerFilters:   []*listenerv3.ListenerFilter{{Name: udpProxyFilter, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: up}}},
+	}
+	return el, weighted, nil
 }
 
 func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
@@ -503,15 +586,7 @@ func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 	name := ClusterPrefix + c.Name
 	la := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if len(c.Endpoints) > 0 {
-		lle := &endpointv3.LocalityLbEndpoints{}
-		for _, ep := range c.Endpoints {
-			lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: ep.Addr().String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(ep.Port())},
-				}}},
-			}}})
-		}
-		la.Endpoints = []*endpointv3.LocalityLbEndpoints{lle}
+		la.Endpoints = []*endpointv3.LocalityLbEndpoints{localityEndpoints(c.Endpoints)}
 	}
 	ec := &clusterv3.Cluster{
 		Name:                 name,
@@ -541,6 +616,19 @@ func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 		ec.TransportSocket = ts
 	}
 	return ec, nil
+}
+
+// localityEndpoints is one locality of the endpoints.
+func localityEndpoints(eps []netip.AddrPort) *endpointv3.LocalityLbEndpoints {
+	lle := &endpointv3.LocalityLbEndpoints{}
+	for _, ep := range eps {
+		lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: ep.Addr().String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(ep.Port())},
+			}}},
+		}}})
+	}
+	return lle
 }
 
 // upstreamTLS originates TLS to a backend: the SNI given, its certificate

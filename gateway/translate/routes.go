@@ -60,6 +60,7 @@ func (b *builder) attachHTTPRoute(r *gwv1.HTTPRoute, kind string) (RouteStatus, 
 // and that accepts the route, and returns the Accepted condition.
 func (b *builder) attach(r *gwv1.HTTPRoute, kind string, ref gwv1.ParentReference, g *gateway, rules []rule) metav1.Condition {
 	var matched, allowed, attached int
+	var taken *listener
 	for _, l := range g.listeners {
 		if ref.SectionName != nil && *ref.SectionName != l.spec.Name {
 			continue
@@ -76,6 +77,13 @@ func (b *builder) attach(r *gwv1.HTTPRoute, kind string, ref gwv1.ParentReferenc
 		if len(hosts) == 0 {
 			continue
 		}
+		if forwardsWhole(l.spec.Protocol) {
+			if l.forwardsTo != "" && l.forwardsTo != r.Namespace+"/"+r.Name {
+				taken = l
+				continue
+			}
+			l.forwardsTo = r.Namespace + "/" + r.Name
+		}
 		attached++
 		l.attached++
 		for _, ru := range rules {
@@ -87,6 +95,9 @@ func (b *builder) attach(r *gwv1.HTTPRoute, kind string, ref gwv1.ParentReferenc
 		return condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonNoMatchingParent, "No listener of the Gateway matches the parentRef's sectionName and port", 0)
 	case allowed == 0:
 		return condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonNotAllowedByListeners, "The matching listeners do not allow routes from this namespace or of this kind", 0)
+	case attached == 0 && taken != nil:
+		return condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonNotAllowedByListeners,
+			fmt.Sprintf("Listener %s forwards to %s %s already: a %s listener forwards to one route, the oldest", taken.spec.Name, kind, taken.forwardsTo, taken.spec.Protocol), 0)
 	case attached == 0:
 		return condition(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonNoMatchingListenerHostname, "No hostname of the route matches a listener's hostname", 0)
 	}
@@ -282,6 +293,9 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 			rules = append(rules, rule{route: ru, prec: p})
 		}
 	}
+	if (kind == kindTCPRoute || kind == kindUDPRoute) && len(r.Spec.Rules) > 1 {
+		unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[1:]: a %s listener forwards to one rule's backends, so only rules[0] is served (%s rules have no matches to choose by)", map[string]string{kindTCPRoute: "TCP", kindUDPRoute: "UDP"}[kind], kind))
+	}
 	return rules, resolved, strings.Join(unsupportedMsgs, "; ")
 }
 
@@ -461,23 +475,29 @@ func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectRefer
 	if ref.Port == nil {
 		return "", gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("Service %s/%s: port is required", ns, name)
 	}
+	proto := corev1.ProtocolTCP
+	if routeKind == kindUDPRoute {
+		proto = corev1.ProtocolUDP
+	}
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
-		if svc.Spec.Ports[i].Port == int32(*ref.Port) && svc.Spec.Ports[i].Protocol != corev1.ProtocolUDP && svc.Spec.Ports[i].Protocol != corev1.ProtocolSCTP {
+		if svc.Spec.Ports[i].Port == int32(*ref.Port) && cmp.Or(svc.Spec.Ports[i].Protocol, corev1.ProtocolTCP) == proto {
 			sp = &svc.Spec.Ports[i]
 		}
 	}
 	if sp == nil {
-		return "", gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s has no TCP port %d", ns, name, *ref.Port)
+		return "", gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s/%s has no %s port %d", ns, name, proto, *ref.Port)
 	}
 	c := ir.Cluster{Name: fmt.Sprintf("%s/%s/%d", ns, name, sp.Port), Endpoints: b.endpoints(svc, sp)}
 	switch {
+	case proto == corev1.ProtocolUDP:
+		c.Name += "/udp"
 	case ptrValue(sp.AppProtocol) == "kubernetes.io/h2c":
 		c.Protocol = "h2c"
 	case routeKind == kindGRPCRoute:
 		c.Name, c.Protocol = c.Name+"/h2c", "h2c"
 	}
-	if routeKind != kindTLSRoute {
+	if routeKind == kindHTTPRoute || routeKind == kindGRPCRoute {
 		svcNN := types.NamespacedName{Namespace: ns, Name: name}
 		b.used = append(b.used, b.targeting(svcNN, sp.Name)...)
 		if bt := b.backendTLSFor(svcNN, sp.Name); bt != nil {
@@ -492,7 +512,7 @@ func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectRefer
 }
 
 // endpoints are a Service port's ready IPv4 endpoints, from its
-// EndpointSlices.
+// EndpointSlices (the ports of the same name and protocol).
 func (b *builder) endpoints(svc *corev1.Service, sp *corev1.ServicePort) []netip.AddrPort {
 	seen := map[netip.AddrPort]bool{}
 	var out []netip.AddrPort
@@ -502,7 +522,7 @@ func (b *builder) endpoints(svc *corev1.Service, sp *corev1.ServicePort) []netip
 		}
 		var port int32
 		for _, p := range es.Ports {
-			if ptrValue(p.Name) == sp.Name && p.Port != nil && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+			if ptrValue(p.Name) == sp.Name && p.Port != nil && cmp.Or(ptrValue(p.Protocol), corev1.ProtocolTCP) == cmp.Or(sp.Protocol, corev1.ProtocolTCP) {
 				port = *p.Port
 			}
 		}
@@ -577,24 +597,36 @@ func (b *builder) ir() ir.IR {
 		if !g.address.IsValid() {
 			continue
 		}
-		byPort := map[gwv1.PortNumber]*ir.Listener{}
-		gwListeners := map[gwv1.PortNumber][]*listener{}
+		// A UDP listener may share its port with a TCP-based one.
+		type portKey struct {
+			port gwv1.PortNumber
+			udp  bool
+		}
+		byPort := map[portKey]*ir.Listener{}
+		gwListeners := map[portKey][]*listener{}
 		for _, l := range g.listeners {
 			if !l.valid {
 				continue
 			}
-			il, ok := byPort[l.spec.Port]
+			key := portKey{l.spec.Port, l.spec.Protocol == gwv1.UDPProtocolType}
+			il, ok := byPort[key]
 			if !ok {
 				il = &ir.Listener{Name: fmt.Sprintf("%s/%s/%d", g.gw.Namespace, g.gw.Name, l.spec.Port),
 					Address: g.address, Port: uint16(l.spec.Port), Protocol: ir.Protocol(l.spec.Protocol)}
-				byPort[l.spec.Port] = il
+				if key.udp {
+					il.Name += "/udp"
+				}
+				byPort[key] = il
 			}
-			if il.Protocol == ir.HTTP {
-				gwListeners[l.spec.Port] = append(gwListeners[l.spec.Port], l)
+			switch il.Protocol {
+			case ir.HTTP:
+				gwListeners[key] = append(gwListeners[key], l)
 				continue
-			}
-			if il.Protocol == ir.TLS {
+			case ir.TLS:
 				il.Servers = append(il.Servers, passthroughServers(g, l)...)
+				continue
+			case ir.TCP, ir.UDP:
+				il.Servers = forwardServer(g, l)
 				continue
 			}
 			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name),
@@ -604,9 +636,9 @@ func (b *builder) ir() ir.IR {
 			}
 			il.Servers = append(il.Servers, s)
 		}
-		for port, il := range byPort {
+		for key, il := range byPort {
 			if il.Protocol == ir.HTTP {
-				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: virtualHosts(gwListeners[port])}}
+				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: virtualHosts(gwListeners[key])}}
 			}
 			if il.Protocol == ir.TLS {
 				il.Servers = uniqueSNI(il.Servers)
@@ -616,7 +648,7 @@ func (b *builder) ir() ir.IR {
 		}
 	}
 	slices.SortFunc(out.Listeners, func(a, c ir.Listener) int {
-		return cmp.Or(a.Address.Compare(c.Address), cmp.Compare(a.Port, c.Port))
+		return cmp.Or(a.Address.Compare(c.Address), cmp.Compare(a.Port, c.Port), compareBool(a.Protocol == ir.UDP, c.Protocol == ir.UDP))
 	})
 	for _, c := range b.clusters {
 		out.Clusters = append(out.Clusters, c)
@@ -790,6 +822,18 @@ func passthroughServers(g *gateway, l *listener) []ir.Server {
 		}
 	}
 	return out
+}
+
+// forwardServer is a TCP or UDP listener's server: the backends of the
+// first rule of the route it forwards to (none when that rule has no
+// valid backend: connections are refused, datagrams dropped).
+func forwardServer(g *gateway, l *listener) []ir.Server {
+	routes := slices.Clone(l.routes)
+	slices.SortStableFunc(routes, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
+	if len(routes) == 0 || routes[0].route.DirectResponse != 0 || len(routes[0].route.Backends) == 0 {
+		return nil
+	}
+	return []ir.Server{{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name), Backends: routes[0].route.Backends}}
 }
 
 // uniqueSNI keeps the first server of every SNI set (Envoy refuses two

@@ -14,6 +14,8 @@ type Status struct {
 	HTTPRoutes     []RouteStatus        `json:"httpRoutes,omitempty"`
 	GRPCRoutes     []RouteStatus        `json:"grpcRoutes,omitempty"`
 	TLSRoutes      []RouteStatus        `json:"tlsRoutes,omitempty"`
+	TCPRoutes      []RouteStatus        `json:"tcpRoutes,omitempty"`
+	UDPRoutes      []RouteStatus        `json:"udpRoutes,omitempty"`
 	Ingresses      []IngressStatus      `json:"ingresses,omitempty"`
 	// BackendTLSPolicies that apply to backends of Membrane's Gateways.
 	BackendTLSPolicies []PolicyStatus `json:"backendTLSPolicies,omitempty"`
@@ -42,9 +44,9 @@ type RouteStatus struct {
 }
 
 // SupportedFeatures are the Gateway API features Membrane implements, for
-// GatewayClass.status.supportedFeatures (sorted, as the API wants); TLSRoute
-// only where the cluster serves TLSRoutes.
-func SupportedFeatures(tlsRoutes bool) []gwv1.SupportedFeature {
+// GatewayClass.status.supportedFeatures (sorted, as the API wants); the
+// experimental route kinds only where the cluster serves them.
+func SupportedFeatures(served ExperimentalKinds) []gwv1.SupportedFeature {
 	names := []gwv1.FeatureName{
 		"BackendTLSPolicy", "BackendTLSPolicySANValidation",
 		"GRPCRoute", "GRPCRouteNamedRouteRule", "Gateway", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation", "GatewayPort8080",
@@ -58,8 +60,13 @@ func SupportedFeatures(tlsRoutes bool) []gwv1.SupportedFeature {
 		"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
 		"ReferenceGrant",
 	}
-	if tlsRoutes {
-		names = append(names, "TLSRoute")
+	for _, k := range []struct {
+		name   gwv1.FeatureName
+		served bool
+	}{{"TCPRoute", served.TCPRoute}, {"TLSRoute", served.TLSRoute}, {"UDPRoute", served.UDPRoute}} {
+		if k.served {
+			names = append(names, k.name)
+		}
 	}
 	out := make([]gwv1.SupportedFeature, len(names))
 	for i, n := range names {

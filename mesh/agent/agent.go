@@ -273,10 +273,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if gateways == nil || gateways.TLSRoutesServed() {
+		if gateways == nil || gateways.Served().All() {
 			return
 		}
-		if err := gwnode.AwaitTLSRoutes(ctx, a.client.Discovery(), 5*time.Second); err != nil {
+		if err := gwnode.AwaitKinds(ctx, a.client.Discovery(), gateways.Served(), 5*time.Second); err != nil {
 			errc <- err
 			cancel()
 		}
