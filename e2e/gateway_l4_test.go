@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/mesh/k8s"
 )
 
 // checkL4Routes: a Gateway with a UDP and a TCP listener on port 53 (DNS)
@@ -22,7 +24,7 @@ import (
 // 192.0.2.2; a UDPRoute weighs them 1:1, a TCPRoute forwards to the first.
 // Queries from the host's root namespace to the Gateway's address get both
 // answers over UDP (each query is a session of its own) and the first over
-// TCP. A second TCPRoute on the same listener is refused, naming the route
+// TCP; the backend sees them come from a node's ingress address. A second TCPRoute on the same listener is refused, naming the route
 // served; deleting the UDPRoute stops the UDP answers. The GatewayClass
 // lists TCPRoute and UDPRoute.
 func checkL4Routes(t *testing.T, k *kube, s *localcluster.State) {
@@ -35,6 +37,9 @@ data:
     .:1053 {
         template IN A l4.test {
             answer "{{ .Name }} 5 IN A ` + answer + `"
+        }
+        template IN A who.test {
+            answer "{{ .Name }} 5 IN A {{ .Remote }}"
         }
     }
 ---
@@ -102,14 +107,14 @@ spec:
 	addr := net.JoinHostPort(gw.Status.Addresses[0].Value, "53")
 
 	// lookup asks addr for l4.test.'s A record over network.
-	lookup := func(network string) (string, error) {
+	lookupName := func(network, name string) (string, error) {
 		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		}}
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		ips, err := r.LookupIP(ctx, "ip4", "l4.test.")
+		ips, err := r.LookupIP(ctx, "ip4", name)
 		if err != nil {
 			return "", err
 		}
@@ -118,6 +123,7 @@ spec:
 		}
 		return ips[0].String(), nil
 	}
+	lookup := func(network string) (string, error) { return lookupName(network, "l4.test.") }
 	eventually(t, gatewayTimeout, "both CoreDNS pods answer through the UDPRoute", func() error {
 		seen := map[string]int{}
 		for range 20 {
@@ -140,6 +146,23 @@ spec:
 		}
 		return err
 	})
+	// The backends see the gateway's traffic come from a node's ingress
+	// address (the reserved ingress identity), over UDP as over TCP.
+	var nodes corev1.NodeList
+	if err := getJSON(k, &nodes, "get", "nodes"); err != nil {
+		t.Fatal(err)
+	}
+	var ingress []string
+	for _, n := range nodes.Items {
+		ingress = append(ingress, k8s.NodeIngressIP(&n).String())
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		ip, err := lookupName(network, "who.test.")
+		if err != nil || !slices.Contains(ingress, ip) {
+			t.Errorf("over %s the backend saw the query come from %q (%v); want a node's ingress address %v", network, ip, err, ingress)
+		}
+		t.Logf("over %s the backend saw the query come from %s (nodes' ingress addresses %v)", network, ip, ingress)
+	}
 	eventually(t, gatewayTimeout, "TCPRoute second refused", func() error {
 		var rt gwv1alpha2.TCPRoute
 		if err := getJSON(k, &rt, "-n", "shop", "get", "tcproute", "second"); err != nil {
