@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,9 +27,9 @@ import (
 // endpoints, an echo server whose /status/503 answers 503 and an http-echo
 // that answers 200 to every path; without retry about half the requests
 // get 503, with retry on 503 every request gets 200 (the retry goes to the
-// endpoint not tried yet), and the node Envoys count the retries. A rule
-// with sessionPersistence, which Membrane does not implement, answers 500
-// and its route is Accepted=False naming the field. A Gateway asking for
+// endpoint not tried yet), and the node Envoys count the retries. Rules
+// with sessionPersistence keep a client with the cookie on one endpoint.
+// A Gateway asking for
 // client certificate validation is refused (Accepted=False, no address); a
 // Gateway's infrastructure labels are ignored, and its Accepted condition
 // says so. Then TCPRoutes and UDPRoutes (checkL4Routes).
@@ -42,7 +46,7 @@ metadata: {name: shop}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: failing, namespace: shop, labels: {app: flaky}}
+metadata: {name: failing, namespace: shop, labels: {app: flaky, which: failing}}
 spec:
   nodeName: `+s.Nodes[0].Name+`
   terminationGracePeriodSeconds: 0
@@ -53,7 +57,7 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: healthy, namespace: shop, labels: {app: flaky}}
+metadata: {name: healthy, namespace: shop, labels: {app: flaky, which: healthy}}
 spec:
   nodeName: `+s.Nodes[1].Name+`
   terminationGracePeriodSeconds: 0
@@ -68,6 +72,20 @@ kind: Service
 metadata: {name: flaky, namespace: shop}
 spec:
   selector: {app: flaky}
+  ports: [{name: http, port: 8080, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: flaky-failing, namespace: shop}
+spec:
+  selector: {which: failing}
+  ports: [{name: http, port: 8080, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: flaky-healthy, namespace: shop}
+spec:
+  selector: {which: healthy}
   ports: [{name: http, port: 8080, targetPort: http}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -105,6 +123,16 @@ spec:
   rules:
   - sessionPersistence: {sessionName: shop, type: Cookie}
     backendRefs: [{name: flaky, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: sticky-split, namespace: shop}
+spec:
+  parentRefs: [{name: web}]
+  hostnames: [sticky-split.example.com]
+  rules:
+  - sessionPersistence: {type: Cookie}
+    backendRefs: [{name: flaky-failing, port: 8080}, {name: flaky-healthy, port: 8080}]
 `, "apply", "-f", "-")
 	k.must("", "-n", "shop", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=90s")
 	gw := waitGateway(t, k, "shop", "web")
@@ -149,26 +177,38 @@ spec:
 		t.Errorf("the node Envoys retried %d times over 40 requests", after-before)
 	}
 
-	var rt gwv1.HTTPRoute
-	eventually(t, gatewayTimeout, "route sticky Accepted=False", func() error {
-		rt = gwv1.HTTPRoute{}
-		if err := getJSON(k, &rt, "-n", "shop", "get", "httproute", "sticky"); err != nil {
-			return err
+	// Session persistence: without a cookie both endpoints answer; with
+	// the cookie of an answer, every request goes to the endpoint that
+	// gave it, for a Service's two endpoints (sticky) as for two
+	// backendRefs (sticky-split).
+	for _, host := range []string{"sticky.example.com", "sticky-split.example.com"} {
+		cookies := map[string]string{} // by endpoint
+		eventually(t, gatewayTimeout, host+": both endpoints answer, each setting a cookie", func() error {
+			clear(cookies)
+			for range 20 {
+				who, cookie, err := stickyGet(base, host, "")
+				if err != nil {
+					return err
+				}
+				if cookie == "" {
+					return fmt.Errorf("%s answered without a session cookie", who)
+				}
+				cookies[who] = cookie
+			}
+			if len(cookies) != 2 {
+				return fmt.Errorf("only %v answered 20 requests", slices.Collect(maps.Keys(cookies)))
+			}
+			return nil
+		})
+		for who, cookie := range cookies {
+			for range 10 {
+				got, _, err := stickyGet(base, host, cookie)
+				if err != nil || got != who {
+					t.Fatalf("%s with %s's cookie %q: answered by %s (%v)", host, who, cookie, got, err)
+				}
+			}
 		}
-		if len(rt.Status.Parents) != 1 {
-			return fmt.Errorf("parents %+v", rt.Status.Parents)
-		}
-		if c := meta.FindStatusCondition(rt.Status.Parents[0].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionFalse {
-			return fmt.Errorf("Accepted %+v", c)
-		}
-		return nil
-	})
-	c := meta.FindStatusCondition(rt.Status.Parents[0].Conditions, "Accepted")
-	if c.Reason != "UnsupportedValue" || !strings.Contains(c.Message, "sessionPersistence") {
-		t.Errorf("route sticky Accepted=False %s %q: want UnsupportedValue naming sessionPersistence", c.Reason, c.Message)
-	}
-	if code, err := statusOf(base+"/", "sticky.example.com", 3*time.Second); err != nil || code != http.StatusInternalServerError {
-		t.Errorf("GET sticky.example.com: %d, %v; want 500", code, err)
+		t.Logf("%s: 10 requests with each endpoint's cookie all went to it (%v)", host, cookies)
 	}
 
 	k.must(`apiVersion: gateway.networking.k8s.io/v1
@@ -215,4 +255,40 @@ spec:
 	}
 
 	t.Run("TCPRoute and UDPRoute", func(t *testing.T) { checkL4Routes(t, k, s) })
+}
+
+// stickyGet GETs base/ with Host host and, unless "", the Cookie cookie,
+// and returns which of the flaky endpoints answered ("echo" or "ok") and
+// the session cookie the answer sets ("name=value"; "" for none).
+func stickyGet(base, host, cookie string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
+	if err != nil {
+		return "", "", err
+	}
+	req.Host = host
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	who := "ok"
+	if strings.Contains(string(body), `"pod"`) {
+		who = "echo"
+	}
+	set, _, _ := strings.Cut(resp.Header.Get("Set-Cookie"), ";")
+	return who, set, nil
 }

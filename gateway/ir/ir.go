@@ -107,11 +107,26 @@ type Route struct {
 	// CORS answers preflight requests and adds the CORS response headers
 	// for the origins it allows (nil: no CORS handling).
 	CORS *CORS `json:"cors,omitempty"`
+	// Session keeps a client's requests on the backend endpoint its first
+	// one went to (nil: none).
+	Session *Session `json:"session,omitempty"`
 	// DirectResponse answers with this status (500 for a rule whose
 	// backends are all invalid).
 	DirectResponse uint32 `json:"directResponse,omitempty"`
 	// Backends share the requests by weight; an Invalid one answers 500.
 	Backends []Backend `json:"backends,omitempty"`
+}
+
+// Session is how a client's session is kept on one endpoint: Envoy names
+// the endpoint in a cookie or a header of its first response, and sends
+// the requests that carry it back to that endpoint while it is there.
+type Session struct {
+	// Header: the endpoint travels in the header Name; else in the cookie
+	// Name, with Path and (TTL > 0) Max-Age.
+	Header bool          `json:"header,omitempty"`
+	Name   string        `json:"name"`
+	Path   string        `json:"path,omitempty"`
+	TTL    time.Duration `json:"ttl,omitempty"`
 }
 
 // Retry is when and how often a request is tried again: on connection
@@ -219,11 +234,17 @@ type Backend struct {
 	RequestHeaders HeaderModifier `json:"requestHeaders,omitzero"`
 }
 
-// Cluster is a Service port's ready endpoints.
+// Cluster is a Service port's ready endpoints, or several Service ports'
+// as one (Localities).
 type Cluster struct {
-	// Name is "<namespace>/<service>/<port>".
+	// Name is "<namespace>/<service>/<port>"; for Localities, that of
+	// what weighs them.
 	Name      string           `json:"name"`
 	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
+	// Localities are the endpoints of several backends, each with its
+	// weight: one cluster, so that a session (UDP, session persistence)
+	// can stay on an endpoint of any of them. Endpoints is then empty.
+	Localities []Locality `json:"localities,omitempty"`
 	// Protocol is how the backend speaks HTTP: "" (HTTP/1.1, upgrades to
 	// WebSocket allowed) or "h2c" (HTTP/2 over cleartext, from the
 	// Service port's appProtocol kubernetes.io/h2c).
@@ -231,6 +252,14 @@ type Cluster struct {
 	// TLS: the gateway speaks TLS to the endpoints and verifies them
 	// (a BackendTLSPolicy); nil: plaintext.
 	TLS *UpstreamTLS `json:"tls,omitempty"`
+}
+
+// Locality is one backend's endpoints in a cluster of several.
+type Locality struct {
+	// Name is the backend's cluster.
+	Name      string           `json:"name"`
+	Weight    uint32           `json:"weight"`
+	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
 }
 
 // UpstreamTLS is how the gateway connects to a backend over TLS.

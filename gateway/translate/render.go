@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -19,13 +20,17 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	statefulsessionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	udpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/udp/udp_proxy/v3"
+	cookiesessionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/cookie/v3"
+	headersessionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/header/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	httptypev3 "github.com/envoyproxy/go-control-plane/envoy/type/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -64,14 +69,18 @@ const (
 )
 
 const (
-	hcmFilter           = "envoy.filters.network.http_connection_manager"
-	tcpProxyFilter      = "envoy.filters.network.tcp_proxy"
-	udpProxyFilter      = "envoy.filters.udp_listener.udp_proxy"
-	routerFilter        = "envoy.filters.http.router"
-	corsFilter          = "envoy.filters.http.cors"
-	tlsInspector        = "envoy.filters.listener.tls_inspector"
-	tlsTransportSocket  = "envoy.transport_sockets.tls"
-	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	hcmFilter      = "envoy.filters.network.http_connection_manager"
+	tcpProxyFilter = "envoy.filters.network.tcp_proxy"
+	udpProxyFilter = "envoy.filters.udp_listener.udp_proxy"
+	routerFilter   = "envoy.filters.http.router"
+	corsFilter     = "envoy.filters.http.cors"
+	// The stateful session filter and its session states.
+	statefulSessionFilter = "envoy.filters.http.stateful_session"
+	cookieSessionState    = "envoy.http.stateful_session.cookie"
+	headerSessionState    = "envoy.http.stateful_session.header"
+	tlsInspector          = "envoy.filters.listener.tls_inspector"
+	tlsTransportSocket    = "envoy.transport_sockets.tls"
+	httpProtocolOptions   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	// previousHostsPredicate keeps a retry off the endpoints tried.
 	previousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
 	connectTimeout         = 5 * time.Second
@@ -113,11 +122,7 @@ func Render(in ir.IR) (Resources, error) {
 		var routes []*routev3.RouteConfiguration
 		var err error
 		if l.Protocol == ir.UDP {
-			var weighted *clusterv3.Cluster
-			el, weighted, err = renderUDPListener(l, in.Clusters)
-			if weighted != nil {
-				out.Clusters = append(out.Clusters, weighted)
-			}
+			el, err = renderUDPListener(l)
 		} else {
 			el, routes, err = renderListener(l)
 		}
@@ -233,40 +238,17 @@ func forwardChain(s ir.Server) (*listenerv3.FilterChain, error) {
 }
 
 // renderUDPListener is a UDP listener whose udp_proxy relays each client's
-// datagrams to its one server's backends, and, when they are more than
-// one, the cluster that weighs them: one locality per backend, weighted
-// (udp_proxy routes to one cluster). A backend that did not resolve has no
-// share there: its datagrams go to the others.
-func renderUDPListener(l ir.Listener, clusters []ir.Cluster) (*listenerv3.Listener, *clusterv3.Cluster, error) {
-	s := l.Servers[0]
-	var weighted *clusterv3.Cluster
-	cluster := backendCluster(s.Backends[0])
-	if len(s.Backends) > 1 {
-		cluster = ClusterPrefix + l.Name + "#weighted"
-		la := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
-		for _, b := range s.Backends {
-			i := slices.IndexFunc(clusters, func(c ir.Cluster) bool { return c.Name == b.Cluster })
-			if b.Invalid || i < 0 || len(clusters[i].Endpoints) == 0 {
-				continue
-			}
-			lle := localityEndpoints(clusters[i].Endpoints)
-			lle.Locality = &corev3.Locality{SubZone: b.Cluster}
-			lle.LoadBalancingWeight = wrapperspb.UInt32(b.Weight)
-			la.Endpoints = append(la.Endpoints, lle)
-		}
-		weighted = &clusterv3.Cluster{
-			Name:                 cluster,
-			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-			ConnectTimeout:       durationpb.New(connectTimeout),
-			LoadAssignment:       la,
-			CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
-				LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
-			}},
-		}
+// datagrams to its one server's one backend (udp_proxy routes to one
+// cluster: gateway/translate weighs several backends in one).
+func renderUDPListener(l ir.Listener) (*listenerv3.Listener, error) {
+	if len(l.Servers) != 1 || len(l.Servers[0].Backends) != 1 {
+		return nil, errors.New("a UDP listener forwards to one backend of one server")
 	}
+	s := l.Servers[0]
+	cluster := backendCluster(s.Backends[0])
 	route, err := marshalAny(&udpproxyv3.Route{Cluster: cluster})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	up, err := marshalAny(&udpproxyv3.UdpProxyConfig{
 		StatPrefix: statPrefix(s.Name),
@@ -278,7 +260,7 @@ func renderUDPListener(l ir.Listener, clusters []ir.Cluster) (*listenerv3.Listen
 		IdleTimeout: durationpb.New(udpIdleTimeout),
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	el := &listenerv3.Listener{
 		Name: ListenerPrefix + l.Name,
@@ -290,7 +272,7 @@ func renderUDPListener(l ir.Listener, clusters []ir.Cluster) (*listenerv3.Listen
 		UdpListenerConfig: &listenerv3.UdpListenerConfig{},
 		ListenerFilters:   []*listenerv3.ListenerFilter{{Name: udpProxyFilter, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: up}}},
 	}
-	return el, weighted, nil
+	return el, nil
 }
 
 func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
@@ -315,8 +297,13 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 	if err != nil {
 		return nil, nil, err
 	}
-	// The CORS filter acts only on routes with a CORS policy.
+	// The CORS filter acts only on routes with a CORS policy, the
+	// stateful session filter only on routes with a session.
 	corsCfg, err := marshalAny(&corsv3.Cors{})
+	if err != nil {
+		return nil, nil, err
+	}
+	sessionCfg, err := marshalAny(&statefulsessionv3.StatefulSession{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -343,6 +330,7 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
 			{Name: corsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: corsCfg}},
+			{Name: statefulSessionFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: sessionCfg}},
 			{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
 		},
 		NormalizePath:    wrapperspb.Bool(true),
@@ -363,6 +351,16 @@ func renderRoute(r ir.Route) (*routev3.Route, error) {
 			return nil, err
 		}
 		er.TypedPerFilterConfig = map[string]*anypb.Any{corsFilter: a}
+	}
+	if r.Session != nil && len(r.Backends) > 0 {
+		a, err := sessionConfig(r.Session)
+		if err != nil {
+			return nil, err
+		}
+		if er.TypedPerFilterConfig == nil {
+			er.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		er.TypedPerFilterConfig[statefulSessionFilter] = a
 	}
 	for _, h := range r.RequestHeaders.Set {
 		er.RequestHeadersToAdd = append(er.RequestHeadersToAdd, headerValue(h, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
@@ -444,6 +442,28 @@ func renderRoute(r ir.Route) (*routev3.Route, error) {
 
 // corsPolicy is a route's CORS policy for Envoy's CORS filter: origins
 // exactly, "*" as any, a "*" in the host as one or more host characters.
+// sessionConfig is a route's stateful session: the endpoint (its address,
+// encoded by Envoy) in a cookie or a header. Not strict: a request whose
+// endpoint is gone goes to another, and its response names that one.
+func sessionConfig(s *ir.Session) (*anypb.Any, error) {
+	var state proto.Message = &headersessionv3.HeaderBasedSessionState{Name: s.Name}
+	name := headerSessionState
+	if !s.Header {
+		c := &httptypev3.Cookie{Name: s.Name, Path: s.Path}
+		if s.TTL > 0 {
+			c.Ttl = durationpb.New(s.TTL)
+		}
+		state, name = &cookiesessionv3.CookieBasedSessionState{Cookie: c}, cookieSessionState
+	}
+	st, err := marshalAny(state)
+	if err != nil {
+		return nil, err
+	}
+	return marshalAny(&statefulsessionv3.StatefulSessionPerRoute{Override: &statefulsessionv3.StatefulSessionPerRoute_StatefulSession{
+		StatefulSession: &statefulsessionv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{Name: name, TypedConfig: st}},
+	}})
+}
+
 func corsPolicy(c *ir.CORS) *corsv3.CorsPolicy {
 	p := &corsv3.CorsPolicy{
 		AllowMethods:     strings.Join(c.AllowMethods, ","),
@@ -581,7 +601,8 @@ func retryPolicy(r ir.Route) (*routev3.RetryPolicy, error) {
 }
 
 // renderCluster is a STATIC cluster of the Service port's ready endpoints
-// (none: Envoy answers 503).
+// (none: Envoy answers 503), or of several backends' endpoints, a locality
+// each with its weight.
 func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 	name := ClusterPrefix + c.Name
 	la := &endpointv3.ClusterLoadAssignment{ClusterName: name}
@@ -593,6 +614,20 @@ func renderCluster(c ir.Cluster) (*clusterv3.Cluster, error) {
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LoadAssignment:       la,
+	}
+	if len(c.Localities) > 0 {
+		for _, l := range c.Localities {
+			if len(l.Endpoints) == 0 {
+				continue
+			}
+			lle := localityEndpoints(l.Endpoints)
+			lle.Locality = &corev3.Locality{SubZone: l.Name}
+			lle.LoadBalancingWeight = wrapperspb.UInt32(l.Weight)
+			la.Endpoints = append(la.Endpoints, lle)
+		}
+		ec.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+			LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
+		}}
 	}
 	if c.Protocol == "h2c" {
 		opts, err := marshalAny(&upstreamhttpv3.HttpProtocolOptions{

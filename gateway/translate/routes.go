@@ -245,8 +245,10 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 				unsupported = append(unsupported, "retry.backoff: "+err.Error())
 			}
 		}
-		if spec.SessionPersistence != nil {
-			unsupported = append(unsupported, "sessionPersistence")
+		if sp := spec.SessionPersistence; sp != nil {
+			var why []string
+			action.Session, why = session(sp)
+			unsupported = append(unsupported, why...)
 		}
 		if action.Redirect == nil {
 			for j, ref := range spec.BackendRefs {
@@ -276,6 +278,16 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 			action = ir.Route{DirectResponse: 500}
 			unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[%d]: not supported: %s (its requests get 500)", i, strings.Join(unsupported, ", ")))
 		}
+		if action.Session != nil && len(action.Backends) > 1 && b.combinable(action.Backends) {
+			// One cluster, so that a session stays on its endpoint
+			// whichever backend it is of (else it stays on it only while
+			// the weights pick its backend).
+			name := fmt.Sprintf("%s/%s/rule/%d/session", r.Namespace, r.Name, i)
+			if kind != kindHTTPRoute {
+				name = strings.ToLower(kind) + ":" + name
+			}
+			action.Backends = []ir.Backend{b.combine(name, action.Backends)}
+		}
 		matches := spec.Matches
 		if len(matches) == 0 {
 			matches = []gwv1.HTTPRouteMatch{{}}
@@ -287,6 +299,15 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 				ru.Name = strings.ToLower(kind) + ":" + ru.Name
 			}
 			ru.Match, ru.RequestHeaders, ru.ResponseHeaders = match(m), action.RequestHeaders, action.ResponseHeaders
+			if ru.Session != nil && !ru.Session.Header {
+				// The cookie goes back with the requests this match serves.
+				s := *ru.Session
+				s.Path = "/"
+				if ru.Match.PathType != ir.PathRegex {
+					s.Path = ru.Match.Path
+				}
+				ru.Session = &s
+			}
 			p := precedence{exact: ru.Match.PathType == ir.PathExact, pathLen: len(ru.Match.Path), method: ru.Match.Method != "",
 				headers: len(ru.Match.Headers), queries: len(ru.Match.QueryParams), created: r.CreationTimestamp,
 				namespace: r.Namespace, name: r.Name, ruleIndex: i, matchIndex: j}
@@ -297,6 +318,37 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 		unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[1:]: a %s listener forwards to one rule's backends, so only rules[0] is served (%s rules have no matches to choose by)", map[string]string{kindTCPRoute: "TCP", kindUDPRoute: "UDP"}[kind], kind))
 	}
 	return rules, resolved, strings.Join(unsupportedMsgs, "; ")
+}
+
+// defaultSessionName names a session's cookie or header when
+// sessionPersistence.sessionName does not.
+const defaultSessionName = "membrane-session"
+
+// session translates a rule's sessionPersistence; why names the fields
+// that cannot be honoured. A cookie's path is the match's.
+func session(sp *gwv1.SessionPersistence) (*ir.Session, []string) {
+	s := &ir.Session{Name: cmp.Or(ptrValue(sp.SessionName), defaultSessionName)}
+	var why []string
+	if sp.IdleTimeout != nil {
+		why = append(why, "sessionPersistence.idleTimeout (Envoy ends no session for idleness)")
+	}
+	ttl, err := duration(sp.AbsoluteTimeout)
+	if err != nil {
+		why = append(why, "sessionPersistence.absoluteTimeout: "+err.Error())
+	}
+	permanent := sp.CookieConfig != nil && ptrValue(sp.CookieConfig.LifetimeType) == gwv1.PermanentCookieLifetimeType
+	switch {
+	case ptrValue(sp.Type) == gwv1.HeaderBasedSessionPersistence:
+		s.Header = true
+		if ttl > 0 {
+			why = append(why, "sessionPersistence.absoluteTimeout with type Header (a header carries no lifetime)")
+		}
+	case permanent:
+		s.TTL = ttl
+	case ttl > 0:
+		why = append(why, "sessionPersistence.absoluteTimeout with a Session cookie (only a Permanent cookie's Max-Age ends the session)")
+	}
+	return s, why
 }
 
 func match(m gwv1.HTTPRouteMatch) ir.Match {
@@ -626,7 +678,7 @@ func (b *builder) ir() ir.IR {
 				il.Servers = append(il.Servers, passthroughServers(g, l)...)
 				continue
 			case ir.TCP, ir.UDP:
-				il.Servers = forwardServer(g, l)
+				il.Servers = b.forwardServer(g, l)
 				continue
 			}
 			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name),
@@ -826,14 +878,49 @@ func passthroughServers(g *gateway, l *listener) []ir.Server {
 
 // forwardServer is a TCP or UDP listener's server: the backends of the
 // first rule of the route it forwards to (none when that rule has no
-// valid backend: connections are refused, datagrams dropped).
-func forwardServer(g *gateway, l *listener) []ir.Server {
+// valid backend: connections are refused, datagrams dropped). A UDP
+// server's backends are one (udp_proxy routes to one cluster): several
+// are weighed in one cluster, without those that do not resolve.
+func (b *builder) forwardServer(g *gateway, l *listener) []ir.Server {
 	routes := slices.Clone(l.routes)
 	slices.SortStableFunc(routes, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
 	if len(routes) == 0 || routes[0].route.DirectResponse != 0 || len(routes[0].route.Backends) == 0 {
 		return nil
 	}
-	return []ir.Server{{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name), Backends: routes[0].route.Backends}}
+	s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name), Backends: routes[0].route.Backends}
+	if l.spec.Protocol == gwv1.UDPProtocolType {
+		valid := slices.DeleteFunc(slices.Clone(s.Backends), func(be ir.Backend) bool { return be.Invalid })
+		if len(valid) > 1 {
+			valid = []ir.Backend{b.combine(s.Name+"/weighted", valid)}
+		}
+		s.Backends = valid
+	}
+	return []ir.Server{s}
+}
+
+// combinable reports whether backends can be weighed in one cluster
+// (combine): all resolve, to plaintext clusters of one protocol, and none
+// changes its requests' headers.
+func (b *builder) combinable(backends []ir.Backend) bool {
+	for _, be := range backends {
+		c, ok := b.clusters[be.Cluster]
+		if be.Invalid || !ok || c.TLS != nil || c.Protocol != b.clusters[backends[0].Cluster].Protocol || !be.RequestHeaders.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+// combine makes the cluster name (an IR cluster name) of the backends'
+// endpoints, a locality per backend with its weight, and returns the one
+// backend that stands for them. The backends must be combinable.
+func (b *builder) combine(name string, backends []ir.Backend) ir.Backend {
+	c := ir.Cluster{Name: name, Protocol: b.clusters[backends[0].Cluster].Protocol}
+	for _, be := range backends {
+		c.Localities = append(c.Localities, ir.Locality{Name: be.Cluster, Weight: be.Weight, Endpoints: b.clusters[be.Cluster].Endpoints})
+	}
+	b.clusters[name] = c
+	return ir.Backend{Cluster: name, Weight: 1}
 }
 
 // uniqueSNI keeps the first server of every SNI set (Envoy refuses two
