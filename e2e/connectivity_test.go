@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os/exec"
 	"strings"
@@ -11,7 +12,9 @@ import (
 )
 
 // TestConnectivityTest runs `membrane connectivity test` on the shared
-// cluster: every check passes and the test's namespace is gone afterwards;
+// cluster: every check passes (pod-to-world against the local cluster's
+// outside world) and the test's namespace is gone afterwards; -o json
+// prints one document with every check;
 // with a clusterwide policy isolating the test's echo pods, the checks
 // that need them fail, the command fails naming them, and the policy
 // checks (whose policies allow the client) still pass; --test runs only
@@ -37,19 +40,48 @@ func TestConnectivityTest(t *testing.T) {
 		}
 	}
 
+	all := []string{"pod-to-pod/same-node", "pod-to-pod/cross-node", "pod-to-service/cluster-ip", "pod-to-service/dns",
+		"node-to-pod/same-node", "node-to-pod/cross-node", "node-to-service/cluster-ip", "pod-to-world/http",
+		"network-policy/denied", "network-policy/allowed", "flows/policy-drop", "l7-policy/denied-path", "l7-policy/allowed-path", "flows/l7-http"}
 	t.Run("every check passes", func(t *testing.T) {
-		out, err := run()
+		// The local cluster's outside world serves api.example.com.
+		out, err := run("--external-url", "http://api.example.com/")
 		if err != nil {
 			t.Fatalf("exit: %v", err)
 		}
-		for _, c := range []string{"pod-to-pod/same-node", "pod-to-pod/cross-node", "pod-to-service/cluster-ip", "pod-to-service/dns",
-			"network-policy/denied", "network-policy/allowed", "flows/policy-drop", "l7-policy/denied-path", "l7-policy/allowed-path", "flows/l7-http"} {
+		for _, c := range all {
 			if !strings.Contains(out, "✓ "+c+" ") {
 				t.Errorf("check %s did not pass", c)
 			}
 		}
-		if !strings.Contains(out, "10 passed, 0 failed, 0 skipped") {
-			t.Errorf("no summary of 10 passed checks")
+		if !strings.Contains(out, "14 passed, 0 failed, 0 skipped") {
+			t.Errorf("no summary of 14 passed checks")
+		}
+		gone()
+	})
+
+	t.Run("json output", func(t *testing.T) {
+		out, err := run("--test", "^(pod|node)-to-pod/same-node$", "-o", "json")
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+		var doc struct {
+			Namespace string   `json:"namespace"`
+			Nodes     []string `json:"nodes"`
+			Results   []struct {
+				Name, Status, Detail string
+			} `json:"results"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("the output is not one JSON document: %v", err)
+		}
+		got := map[string]string{}
+		for _, r := range doc.Results {
+			got[r.Name] = r.Status
+		}
+		if doc.Namespace != ns || len(doc.Nodes) != 2 || len(got) != len(all) || got["pod-to-pod/same-node"] != "passed" ||
+			got["node-to-pod/same-node"] != "passed" || got["pod-to-world/http"] != "skipped" {
+			t.Errorf("namespace %q, nodes %v, statuses %v: want the two selected checks passed and the others skipped", doc.Namespace, doc.Nodes, got)
 		}
 		gone()
 	})
@@ -70,9 +102,12 @@ spec:
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 			t.Fatalf("exit: %v, want exit status 1", err)
 		}
-		const failed = "4 of 10 checks failed: pod-to-pod/same-node, pod-to-pod/cross-node, pod-to-service/cluster-ip, pod-to-service/dns"
-		if !strings.Contains(out, failed) || !strings.Contains(out, "6 passed, 4 failed, 0 skipped") {
-			t.Errorf("want %q and the summary 6 passed, 4 failed", failed)
+		// The local node stays allowed (Cilium's default), the other
+		// node's namespace is not.
+		const failed = "6 of 14 checks failed: pod-to-pod/same-node, pod-to-pod/cross-node, pod-to-service/cluster-ip, pod-to-service/dns, " +
+			"node-to-pod/cross-node, node-to-service/cluster-ip"
+		if !strings.Contains(out, failed) || !strings.Contains(out, "7 passed, 6 failed, 1 skipped") {
+			t.Errorf("want %q and the summary 7 passed, 6 failed, 1 skipped", failed)
 		}
 		if !strings.Contains(out, "✗ pod-to-pod/same-node") || !strings.Contains(out, "timed out (exit 28)") {
 			t.Errorf("the failed check does not say what curl saw")
@@ -82,7 +117,7 @@ spec:
 
 	t.Run("only the checks --test selects run", func(t *testing.T) {
 		out, err := run("--test", "^pod-to-pod/")
-		if err != nil || !strings.Contains(out, "2 passed, 0 failed, 8 skipped") || !strings.Contains(out, "- network-policy/denied ") {
+		if err != nil || !strings.Contains(out, "2 passed, 0 failed, 12 skipped") || !strings.Contains(out, "- network-policy/denied ") {
 			t.Errorf("exit %v: want the two pod-to-pod checks passed and the others skipped", err)
 		}
 		gone()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -23,10 +25,10 @@ func newConnectivityCommand(g *globals) *cobra.Command {
 		Short: "Check the cluster's pod networking end to end",
 	}
 	o := connectivity.Options{}
-	var only string
+	var only, output string
 	test := &cobra.Command{
 		Use:   "test",
-		Short: "Run test pods and check pod to pod, Services, DNS, NetworkPolicy and L7 policy",
+		Short: "Run test pods and check pod to pod, node to pod, Services, DNS, the world, NetworkPolicy and L7 policy",
 		Long: `Run echo servers and curl clients in a namespace of the test's own
 (--namespace, labelled app.kubernetes.io/managed-by=membrane-connectivity-test;
 a namespace without that label is never touched) on the first two nodes
@@ -36,6 +38,11 @@ whose agent is ready, and check from inside the clients:
   pod-to-pod/cross-node       ... and one of the other node
   pod-to-service/cluster-ip   the echo Service's ClusterIP, both echo pods answering
   pod-to-service/dns          the Service by its name (cluster DNS)
+  node-to-pod/same-node       a client in the first node's network namespace
+  node-to-pod/cross-node      (hostNetwork; --host-client=false leaves it out)
+  node-to-service/cluster-ip  reaches both echo pods and the ClusterIP
+  pod-to-world/http           a client gets an HTTP answer from --external-url
+                              (any status; skipped without it)
   network-policy/denied       with a NetworkPolicy admitting role=client only,
   network-policy/allowed      another pod gets no answer and the client does
   flows/policy-drop           the drop shows in the flows of echo-a's node (Policy denied)
@@ -49,7 +56,8 @@ are skipped when the agents run no L7 proxy, the cross-node check on a
 one-node cluster. The namespace is removed at the end (--keep leaves it).
 The command fails when a check failed, naming the failed checks. --test
 runs the checks whose names match a regular expression (the pods are made
-all the same).`,
+all the same). -o json prints, at the end, the namespace, the nodes and
+every check's name, status (passed, failed, skipped), detail and duration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
@@ -57,6 +65,14 @@ all the same).`,
 			}
 			if o.Timeout < time.Second {
 				return fmt.Errorf("--timeout %s: must be at least 1s", o.Timeout)
+			}
+			if output != "text" && output != "json" {
+				return fmt.Errorf("--output %q: must be text or json", output)
+			}
+			if o.ExternalURL != "" {
+				if u, err := url.Parse(o.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return fmt.Errorf("--external-url %q: must be an http or https URL", o.ExternalURL)
+				}
 			}
 			if only != "" {
 				re, err := regexp.Compile(only)
@@ -96,14 +112,27 @@ all the same).`,
 				return out, err
 			}
 			o.Flows = true
-			fmt.Fprintf(g.stdout, "Testing in namespace %s on nodes %s\n", o.Namespace, strings.Join(nodes[:min(2, len(nodes))], ", "))
-			results, err := connectivity.Run(ctx, g.logger(), kube, o, nodes, g.stdout)
+			used := nodes[:min(2, len(nodes))]
+			progress := g.stdout
+			if output == "json" {
+				progress = io.Discard
+			}
+			fmt.Fprintf(progress, "Testing in namespace %s on nodes %s\n", o.Namespace, strings.Join(used, ", "))
+			results, err := connectivity.Run(ctx, g.logger(), kube, o, nodes, progress)
 			if err != nil {
 				return err
 			}
-			line, err := connectivity.Summary(results)
-			fmt.Fprintln(g.stdout, line)
-			return err
+			line, failed := connectivity.Summary(results)
+			if output == "json" {
+				err = writeJSON(g, struct {
+					Namespace string                `json:"namespace"`
+					Nodes     []string              `json:"nodes"`
+					Results   []connectivity.Result `json:"results"`
+				}{o.Namespace, used, results})
+			} else {
+				fmt.Fprintln(g.stdout, line)
+			}
+			return errors.Join(err, failed)
 		},
 	}
 	f := test.Flags()
@@ -114,6 +143,9 @@ all the same).`,
 	f.DurationVar(&o.Timeout, "timeout", time.Minute, "bound of the wait for the pods and of each check")
 	f.BoolVar(&o.Keep, "keep", false, "leave the namespace and its pods")
 	f.StringVar(&only, "test", "", "run only the checks whose names match this regular expression (e.g. 'policy'); the others are skipped")
+	f.BoolVar(&o.HostClient, "host-client", true, "run a client in the first node's network namespace (hostNetwork) for the node-to-* checks")
+	f.StringVar(&o.ExternalURL, "external-url", "", "an http(s) URL outside the cluster for the pod-to-world check (skipped when empty)")
+	f.StringVarP(&output, "output", "o", "text", "output format: text (each check as it ends) or json (all at the end)")
 	cmd.AddCommand(test)
 	return cmd
 }

@@ -2,7 +2,9 @@
 // `cilium connectivity test` does: it runs echo servers and curl clients in
 // a namespace of its own, and from inside the clients checks pod to pod on
 // one node and across nodes, pod to a Service's ClusterIP (both backends
-// answering) and by its DNS name, a NetworkPolicy (the allowed client gets
+// answering) and by its DNS name, the same from a client in a node's
+// network namespace, pod to an address outside the cluster when given
+// one, a NetworkPolicy (the allowed client gets
 // through, the other is refused) and, where the agents run the L7 proxy, an
 // HTTP rule of a MembraneNetworkPolicy (the allowed path 200, another 403),
 // and that the agents' flows show the drop and the HTTP response. Every
@@ -45,6 +47,11 @@ type Options struct {
 	Flows bool
 	// Only runs the checks whose names it matches (nil: all).
 	Only *regexp.Regexp
+	// HostClient runs a client in the first node's network namespace
+	// (hostNetwork) for the node-to-pod checks.
+	HostClient bool
+	// ExternalURL, when set, is what the pod-to-world check asks for.
+	ExternalURL string
 }
 
 // Status is a check's outcome.
@@ -58,10 +65,10 @@ const (
 
 // Result is one check's outcome: what it did and saw.
 type Result struct {
-	Name   string
-	Status Status
-	Detail string
-	Took   time.Duration
+	Name   string        `json:"name"`
+	Status Status        `json:"status"`
+	Detail string        `json:"detail"`
+	Took   time.Duration `json:"tookNanoseconds"`
 }
 
 // Cluster is what the test needs of the cluster: making and removing its
@@ -245,6 +252,10 @@ func checks(o Options, w Workload, a Addresses) []check {
 		{name: "pod-to-pod/cross-node", run: expect(Client, echoB+"/", 200)},
 		{name: "pod-to-service/cluster-ip", run: spread(Client, svc+"/", w.echoPods())},
 		{name: "pod-to-service/dns", run: expect(Client, dns+"/", 200)},
+		{name: "node-to-pod/same-node", run: expect(HostClient, echoA+"/", 200)},
+		{name: "node-to-pod/cross-node", run: expect(HostClient, echoB+"/", 200)},
+		{name: "node-to-service/cluster-ip", run: spread(HostClient, svc+"/", w.echoPods())},
+		{name: "pod-to-world/http", run: answered(Client, o.ExternalURL)},
 		// Each policy's first check waits until the policy is enforced.
 		{name: "network-policy/denied", policy: &w.NetworkPolicy, run: refused(OtherClient, echoA+"/")},
 		{name: "network-policy/allowed", policy: &w.NetworkPolicy, run: expect(Client, echoA+"/", 200)},
@@ -265,6 +276,10 @@ func checks(o Options, w Workload, a Addresses) []check {
 		switch {
 		case !w.TwoNodes && strings.HasSuffix(out[i].name, "cross-node"):
 			out[i].skip = "one node only"
+		case !o.HostClient && strings.HasPrefix(out[i].name, "node-to-"):
+			out[i].skip = "no client in a node's network namespace (--host-client=false)"
+		case o.ExternalURL == "" && strings.HasPrefix(out[i].name, "pod-to-world/"):
+			out[i].skip = "no address outside the cluster to ask (--external-url)"
 		case !o.L7 && (strings.HasPrefix(out[i].name, "l7-policy/") || out[i].name == "flows/l7-http"):
 			out[i].skip = "the agents run no L7 proxy (chart value l7Proxy=false)"
 		case !o.Flows && strings.HasPrefix(out[i].name, "flows/"):
@@ -353,6 +368,20 @@ func expect(pod, url string, want int) func(context.Context, Cluster) (string, e
 				return "", err
 			case code != want:
 				return "", fmt.Errorf("%s → %s: %d, want %d", pod, url, code, want)
+			}
+			return fmt.Sprintf("%s → %s: %d", pod, url, code), nil
+		})
+	}
+}
+
+// answered: pod's request to url gets an HTTP answer, of any status (a
+// site outside the cluster may redirect or refuse the path).
+func answered(pod, url string) func(context.Context, Cluster) (string, error) {
+	return func(ctx context.Context, c Cluster) (string, error) {
+		return until(ctx, func(ctx context.Context) (string, error) {
+			code, _, err := curlCode(ctx, c, pod, url)
+			if err != nil {
+				return "", err
 			}
 			return fmt.Sprintf("%s → %s: %d", pod, url, code), nil
 		})

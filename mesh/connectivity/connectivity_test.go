@@ -26,6 +26,8 @@ type fakeCluster struct {
 	calls    []string
 	tornDown bool
 	served   int
+	// hostNetwork are the pods set up in their node's network namespace.
+	hostNetwork []string
 }
 
 func (f *fakeCluster) Claim(context.Context) error {
@@ -39,6 +41,9 @@ func (f *fakeCluster) Setup(_ context.Context, w Workload) (Addresses, error) {
 	for i, p := range w.Pods {
 		a.Pods[p.Name] = "10.244.0." + string(rune('1'+i))
 		a.Nodes[p.Name] = p.Spec.NodeName
+		if p.Spec.HostNetwork {
+			f.hostNetwork = append(f.hostNetwork, p.Name)
+		}
 	}
 	return a, nil
 }
@@ -106,7 +111,7 @@ func statuses(results []Result) map[string]Status {
 
 func TestRunPasses(t *testing.T) {
 	f := &fakeCluster{}
-	results, err := run(t, f, Options{L7: true, Flows: true}, "n1", "n2")
+	results, err := run(t, f, Options{L7: true, Flows: true, HostClient: true, ExternalURL: "http://api.example.com/"}, "n1", "n2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +121,11 @@ func TestRunPasses(t *testing.T) {
 		}
 	}
 	line, err := Summary(results)
-	if line != "10 passed, 0 failed, 0 skipped" || err != nil {
+	if line != "14 passed, 0 failed, 0 skipped" || err != nil {
 		t.Errorf("summary %q, %v", line, err)
+	}
+	if !slices.Equal(f.hostNetwork, []string{HostClient}) {
+		t.Errorf("pods in their node's network namespace: %v, want %s only", f.hostNetwork, HostClient)
 	}
 	// Each policy is applied once for its checks, and removed before the
 	// next one and at the end.
@@ -143,6 +151,8 @@ func TestRunFailsAndSkips(t *testing.T) {
 		"network-policy/denied": Passed, "network-policy/allowed": Passed,
 		"l7-policy/denied-path": Skipped, "l7-policy/allowed-path": Skipped,
 		"flows/policy-drop": Skipped, "flows/l7-http": Skipped,
+		"node-to-pod/same-node": Skipped, "node-to-pod/cross-node": Skipped, "node-to-service/cluster-ip": Skipped,
+		"pod-to-world/http": Skipped,
 	}
 	for name, st := range want {
 		if got[name] != st {
@@ -155,7 +165,7 @@ func TestRunFailsAndSkips(t *testing.T) {
 		}
 	}
 	line, err := Summary(results)
-	if line != "4 passed, 1 failed, 5 skipped" || err == nil || !strings.Contains(err.Error(), "1 of 10 checks failed: pod-to-service/cluster-ip") {
+	if line != "4 passed, 1 failed, 9 skipped" || err == nil || !strings.Contains(err.Error(), "1 of 14 checks failed: pod-to-service/cluster-ip") {
 		t.Errorf("summary %q, %v", line, err)
 	}
 }

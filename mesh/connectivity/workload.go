@@ -7,14 +7,15 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// The test's pods and Service: echo-a and the clients on the first node,
-// echo-b on the second; Service echo (port 8080) in front of both echo
-// pods (port 3000).
+// The test's pods and Service: echo-a and the clients on the first node
+// (host-client in the node's network namespace), echo-b on the second;
+// Service echo (port 8080) in front of both echo pods (port 3000).
 const (
 	EchoA       = "echo-a"
 	EchoB       = "echo-b"
 	Client      = "client"
 	OtherClient = "client-other"
+	HostClient  = "host-client"
 	EchoService = "echo"
 )
 
@@ -87,6 +88,13 @@ func newWorkload(o Options, nodes []string) Workload {
 		}
 	}
 	w.Pods = []corev1.Pod{echo(EchoA, nodes[0]), client(Client, "client", nodes[0]), client(OtherClient, "other", nodes[0])}
+	if o.HostClient {
+		hc := client(HostClient, "host", nodes[0])
+		hc.Spec.HostNetwork = true
+		// The cluster DNS, as a pod's, though in the node's namespace.
+		hc.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet
+		w.Pods = append(w.Pods, hc)
+	}
 	if w.TwoNodes {
 		w.Pods = append(w.Pods, echo(EchoB, nodes[1]))
 	}
