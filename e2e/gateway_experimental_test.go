@@ -32,7 +32,8 @@ import (
 // A Gateway asking for
 // client certificate validation is refused (Accepted=False, no address); a
 // Gateway's infrastructure labels are ignored, and its Accepted condition
-// says so. Then TCPRoutes and UDPRoutes (checkL4Routes).
+// says so. Then the ExternalAuth filter (checkExtAuth), TCPRoutes and
+// UDPRoutes (checkL4Routes).
 func TestGatewayExperimental(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
@@ -254,6 +255,7 @@ spec:
 		t.Errorf("Gateway web after its infrastructure labels: %d, %v; want 200", code, err)
 	}
 
+	t.Run("ExternalAuth", func(t *testing.T) { checkExtAuth(t, k, s, base) })
 	t.Run("TCPRoute and UDPRoute", func(t *testing.T) { checkL4Routes(t, k, s) })
 }
 

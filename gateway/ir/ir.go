@@ -110,6 +110,9 @@ type Route struct {
 	// Session keeps a client's requests on the backend endpoint its first
 	// one went to (nil: none).
 	Session *Session `json:"session,omitempty"`
+	// ExtAuth asks an authorization server about each request first
+	// (nil: none).
+	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 	// DirectResponse answers with this status (500 for a rule whose
 	// backends are all invalid).
 	DirectResponse uint32 `json:"directResponse,omitempty"`
@@ -127,6 +130,27 @@ type Session struct {
 	Name   string        `json:"name"`
 	Path   string        `json:"path,omitempty"`
 	TTL    time.Duration `json:"ttl,omitempty"`
+}
+
+// ExtAuth is an HTTP authorization server that answers for each request
+// before it is served: a 2xx answer lets it through, any other answer is
+// the client's (403 when the server cannot be reached).
+type ExtAuth struct {
+	// Cluster is the server's IR cluster, Authority the host of the
+	// check requests.
+	Cluster   string `json:"cluster"`
+	Authority string `json:"authority"`
+	// PathPrefix goes before the request's path in the check request.
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// RequestHeaders of the request go with the check request, besides
+	// Host, Method, Path, Content-Length and Authorization.
+	RequestHeaders []string `json:"requestHeaders,omitempty"`
+	// ResponseHeaders of an allowing answer go into the request to the
+	// backend.
+	ResponseHeaders []string `json:"responseHeaders,omitempty"`
+	// MaxBody is how many bytes of the request's body go with the check
+	// request (0: none).
+	MaxBody uint32 `json:"maxBody,omitempty"`
 }
 
 // Retry is when and how often a request is tried again: on connection

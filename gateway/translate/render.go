@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -19,6 +21,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	statefulsessionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -74,6 +77,7 @@ const (
 	udpProxyFilter = "envoy.filters.udp_listener.udp_proxy"
 	routerFilter   = "envoy.filters.http.router"
 	corsFilter     = "envoy.filters.http.cors"
+	extAuthzFilter = "envoy.filters.http.ext_authz"
 	// The stateful session filter and its session states.
 	statefulSessionFilter = "envoy.filters.http.stateful_session"
 	cookieSessionState    = "envoy.http.stateful_session.cookie"
@@ -87,6 +91,8 @@ const (
 	// udpIdleTimeout ends a UDP client's session (its upstream socket)
 	// after this long without datagrams (Envoy's default).
 	udpIdleTimeout = 60 * time.Second
+	// extAuthTimeout bounds a check request (Envoy's default is 200 ms).
+	extAuthTimeout = 2 * time.Second
 )
 
 // Resources are the node Envoys' gateway listeners, their route
@@ -310,6 +316,9 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 	// Hostnames match without the Host header's port; the header itself
 	// reaches the backend as the client sent it.
 	rc := &routev3.RouteConfiguration{Name: routeName, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
+	// One ext_authz filter per authorization server configuration, off
+	// but on the routes that ask it.
+	authFilters := map[string]*hcmv3.HttpFilter{}
 	for _, vh := range s.VirtualHosts {
 		evh := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
 		for _, r := range vh.Routes {
@@ -317,10 +326,27 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 			if err != nil {
 				return nil, nil, err
 			}
+			if r.ExtAuth != nil {
+				f, err := extAuthFilter(*r.ExtAuth)
+				if err != nil {
+					return nil, nil, err
+				}
+				authFilters[f.Name] = f
+				if err := enableExtAuth(er, f.Name); err != nil {
+					return nil, nil, err
+				}
+			}
 			evh.Routes = append(evh.Routes, er)
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, evh)
 	}
+	filters := []*hcmv3.HttpFilter{{Name: corsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: corsCfg}}}
+	for _, name := range slices.Sorted(maps.Keys(authFilters)) {
+		filters = append(filters, authFilters[name])
+	}
+	filters = append(filters,
+		&hcmv3.HttpFilter{Name: statefulSessionFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: sessionCfg}},
+		&hcmv3.HttpFilter{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}})
 	hcm, err := marshalAny(&hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(s.Name),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -328,11 +354,7 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 			ConfigSource:    xdstranslate.ADS(),
 			RouteConfigName: routeName,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: corsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: corsCfg}},
-			{Name: statefulSessionFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: sessionCfg}},
-			{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
-		},
+		HttpFilters:      filters,
 		NormalizePath:    wrapperspb.Bool(true),
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
@@ -442,6 +464,69 @@ func renderRoute(r ir.Route) (*routev3.Route, error) {
 
 // corsPolicy is a route's CORS policy for Envoy's CORS filter: origins
 // exactly, "*" as any, a "*" in the host as one or more host characters.
+// extAuthFilter is the ext_authz filter, off by default, that asks the
+// authorization server a: by HTTP, failing closed (403 when it cannot be
+// reached), with up to MaxBody bytes of the body (the rest cut off). Its
+// name digests a, so that routes asking the same server share it.
+func extAuthFilter(a ir.ExtAuth) (*hcmv3.HttpFilter, error) {
+	svc := &extauthzv3.HttpService{
+		ServerUri: &corev3.HttpUri{
+			Uri:              "http://" + a.Authority,
+			HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: ClusterPrefix + a.Cluster},
+			Timeout:          durationpb.New(extAuthTimeout),
+		},
+		PathPrefix: a.PathPrefix,
+	}
+	if len(a.ResponseHeaders) > 0 {
+		svc.AuthorizationResponse = &extauthzv3.AuthorizationResponse{AllowedUpstreamHeaders: headerList(a.ResponseHeaders)}
+	}
+	cfg := &extauthzv3.ExtAuthz{
+		Services:            &extauthzv3.ExtAuthz_HttpService{HttpService: svc},
+		TransportApiVersion: corev3.ApiVersion_V3,
+	}
+	if len(a.RequestHeaders) > 0 {
+		cfg.AllowedHeaders = headerList(a.RequestHeaders)
+	}
+	if a.MaxBody > 0 {
+		cfg.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: a.MaxBody, AllowPartialMessage: true}
+	}
+	tc, err := marshalAny(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(tc.GetValue())
+	return &hcmv3.HttpFilter{Name: extAuthzFilter + "/" + hex.EncodeToString(sum[:6]), Disabled: true,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: tc}}, nil
+}
+
+// enableExtAuth turns the ext_authz filter name on for the route.
+func enableExtAuth(er *routev3.Route, name string) error {
+	perRoute, err := marshalAny(&extauthzv3.ExtAuthzPerRoute{
+		Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: &extauthzv3.CheckSettings{}},
+	})
+	if err != nil {
+		return err
+	}
+	on, err := marshalAny(&routev3.FilterConfig{Config: perRoute})
+	if err != nil {
+		return err
+	}
+	if er.TypedPerFilterConfig == nil {
+		er.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	er.TypedPerFilterConfig[name] = on
+	return nil
+}
+
+// headerList matches the header names given (case-insensitively).
+func headerList(names []string) *matcherv3.ListStringMatcher {
+	l := &matcherv3.ListStringMatcher{}
+	for _, n := range names {
+		l.Patterns = append(l.Patterns, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: n}, IgnoreCase: true})
+	}
+	return l
+}
+
 // sessionConfig is a route's stateful session: the endpoint (its address,
 // encoded by Envoy) in a cookie or a header. Not strict: a request whose
 // endpoint is gone goes to another, and its response names that one.

@@ -190,6 +190,9 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 	for i, spec := range r.Spec.Rules {
 		action := ir.Route{}
 		var unsupported []string
+		// closed: a filter whose backend does not resolve must not let the
+		// requests through (externalAuth): the rule answers 500.
+		closed := false
 		for _, f := range spec.Filters {
 			switch f.Type {
 			case gwv1.HTTPRouteFilterRequestHeaderModifier:
@@ -218,6 +221,19 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 					continue
 				}
 				action.Mirrors = append(action.Mirrors, ir.Mirror{Cluster: cluster, Percent: mirrorPercent(f.RequestMirror)})
+			case gwv1.HTTPRouteFilterExternalAuth:
+				ea, why, reason, msg := b.extAuth(r.Namespace, kind, f.ExternalAuth)
+				switch {
+				case why != "":
+					unsupported = append(unsupported, why)
+				case ea == nil:
+					closed = true
+					if reason != "" && resolved.Status == metav1.ConditionTrue {
+						resolved = condition(gwv1.RouteConditionResolvedRefs, false, reason, fmt.Sprintf("rules[%d].filters: externalAuth: %s (its requests get 500)", i, msg), 0)
+					}
+				default:
+					action.ExtAuth = ea
+				}
 			default:
 				unsupported = append(unsupported, string(f.Type))
 			}
@@ -272,6 +288,9 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 				action.Backends, action.DirectResponse = nil, 500
 			}
 		}
+		if closed {
+			action = ir.Route{DirectResponse: 500}
+		}
 		if len(unsupported) > 0 {
 			// A filter that cannot be applied must not be skipped: the
 			// rule answers 500 instead.
@@ -318,6 +337,35 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 		unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[1:]: a %s listener forwards to one rule's backends, so only rules[0] is served (%s rules have no matches to choose by)", map[string]string{kindTCPRoute: "TCP", kindUDPRoute: "UDP"}[kind], kind))
 	}
 	return rules, resolved, strings.Join(unsupportedMsgs, "; ")
+}
+
+// extAuth translates an ExternalAuth filter of a route in routeNS. why
+// names what is not supported; without it, a nil ExtAuth is a server that
+// does not resolve (reason and msg say why; "" when its BackendTLSPolicy
+// is not usable).
+func (b *builder) extAuth(routeNS, kind string, f *gwv1.HTTPExternalAuthFilter) (*ir.ExtAuth, string, gwv1.RouteConditionReason, string) {
+	if f == nil {
+		return nil, "ExternalAuth without externalAuth", "", ""
+	}
+	if f.ExternalAuthProtocol != gwv1.HTTPRouteExternalAuthHTTPProtocol {
+		return nil, fmt.Sprintf("externalAuth.protocol %s (HTTP is supported)", f.ExternalAuthProtocol), "", ""
+	}
+	cluster, reason, msg := b.resolve(routeNS, kind, f.BackendRef)
+	if reason != "" || cluster == "" {
+		return nil, "", reason, msg
+	}
+	ns := routeNS
+	if f.BackendRef.Namespace != nil {
+		ns = string(*f.BackendRef.Namespace)
+	}
+	ea := &ir.ExtAuth{Cluster: cluster, Authority: fmt.Sprintf("%s.%s:%d", f.BackendRef.Name, ns, *f.BackendRef.Port)}
+	if h := f.HTTPAuthConfig; h != nil {
+		ea.PathPrefix, ea.RequestHeaders, ea.ResponseHeaders = h.Path, h.AllowedRequestHeaders, h.AllowedResponseHeaders
+	}
+	if fb := f.ForwardBody; fb != nil {
+		ea.MaxBody = uint32(fb.MaxSize)
+	}
+	return ea, "", "", ""
 }
 
 // defaultSessionName names a session's cookie or header when
