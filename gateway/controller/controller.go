@@ -180,26 +180,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	for _, s := range st.Gateways {
 		errs = append(errs, r.writeGateway(ctx, s))
 	}
-	for _, s := range st.HTTPRoutes {
-		var rt gwv1.HTTPRoute
-		errs = append(errs, r.writeRoute(ctx, s, "HTTPRoute", &rt, &rt.Status.Parents))
-	}
-	for _, s := range st.GRPCRoutes {
-		var rt gwv1.GRPCRoute
-		errs = append(errs, r.writeRoute(ctx, s, "GRPCRoute", &rt, &rt.Status.Parents))
-	}
-	for _, s := range st.TLSRoutes {
-		var rt gwv1alpha2.TLSRoute
-		errs = append(errs, r.writeRoute(ctx, s, "TLSRoute", &rt, &rt.Status.Parents))
-	}
-	for _, s := range st.TCPRoutes {
-		var rt gwv1alpha2.TCPRoute
-		errs = append(errs, r.writeRoute(ctx, s, "TCPRoute", &rt, &rt.Status.Parents))
-	}
-	for _, s := range st.UDPRoutes {
-		var rt gwv1alpha2.UDPRoute
-		errs = append(errs, r.writeRoute(ctx, s, "UDPRoute", &rt, &rt.Status.Parents))
-	}
+	errs = append(errs, writeRoutes(ctx, r, "HTTPRoute", st.HTTPRoutes, func(rt *gwv1.HTTPRoute) *[]gwv1.RouteParentStatus { return &rt.Status.Parents }))
+	errs = append(errs, writeRoutes(ctx, r, "GRPCRoute", st.GRPCRoutes, func(rt *gwv1.GRPCRoute) *[]gwv1.RouteParentStatus { return &rt.Status.Parents }))
+	errs = append(errs, writeRoutes(ctx, r, "TLSRoute", st.TLSRoutes, func(rt *gwv1alpha2.TLSRoute) *[]gwv1.RouteParentStatus { return &rt.Status.Parents }))
+	errs = append(errs, writeRoutes(ctx, r, "TCPRoute", st.TCPRoutes, func(rt *gwv1alpha2.TCPRoute) *[]gwv1.RouteParentStatus { return &rt.Status.Parents }))
+	errs = append(errs, writeRoutes(ctx, r, "UDPRoute", st.UDPRoutes, func(rt *gwv1alpha2.UDPRoute) *[]gwv1.RouteParentStatus { return &rt.Status.Parents }))
 	written := map[types.NamespacedName]bool{}
 	for _, s := range st.BackendTLSPolicies {
 		written[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = true
@@ -426,6 +411,20 @@ func (r *Reconciler) writeGateway(ctx context.Context, s translate.GatewayStatus
 	}
 	r.log.Info("gateway status updated", "gateway", s.Namespace+"/"+s.Name, "addresses", len(want.Addresses))
 	return nil
+}
+
+// writeRoutes writes the statuses of the routes of one kind (T, whose
+// parent statuses parents finds).
+func writeRoutes[T any, PT interface {
+	*T
+	client.Object
+}](ctx context.Context, r *Reconciler, kind string, statuses []translate.RouteStatus, parents func(PT) *[]gwv1.RouteParentStatus) error {
+	var errs []error
+	for _, s := range statuses {
+		obj := PT(new(T))
+		errs = append(errs, r.writeRoute(ctx, s, kind, obj, parents(obj)))
+	}
+	return errors.Join(errs...)
 }
 
 // writeRoute merges Membrane's parent statuses s into the status of the
