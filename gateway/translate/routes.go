@@ -334,7 +334,7 @@ func (b *builder) httpRules(r *gwv1.HTTPRoute, kind string) ([]rule, metav1.Cond
 		}
 	}
 	if (kind == kindTCPRoute || kind == kindUDPRoute) && len(r.Spec.Rules) > 1 {
-		unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[1:]: a %s listener forwards to one rule's backends, so only rules[0] is served (%s rules have no matches to choose by)", map[string]string{kindTCPRoute: "TCP", kindUDPRoute: "UDP"}[kind], kind))
+		unsupportedMsgs = append(unsupportedMsgs, fmt.Sprintf("rules[1:]: a %s listener forwards to one rule's backends, so only rules[0] is served (%s rules have no matches to choose by)", strings.TrimSuffix(kind, "Route"), kind))
 	}
 	return rules, resolved, strings.Join(unsupportedMsgs, "; ")
 }
