@@ -23,6 +23,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/flow"
+	"github.com/membrane-mesh/membrane/mesh/policy"
 )
 
 // l7Pods are the checkout → payment scenario's pods: a payment server and
@@ -222,6 +223,25 @@ func TestL7Policy(t *testing.T) {
 		}
 	}
 	waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "True", "")
+
+	t.Run("policy trace names the proxy's rules", func(t *testing.T) {
+		pay := "payments/" + p.payments[1].Name // the other node's
+		got := k.membrane("policy", "trace", "checkout/"+checkout.Name, pay, "--port", "3000")
+		if !strings.Contains(got, "ALLOWED to the L7 proxy") || !strings.Contains(got, "ingress of ") ||
+			!strings.Contains(got, "the proxy allows method POST, path /api/v1/payments$ (MembraneNetworkPolicy payments/payment-l7") {
+			t.Errorf("trace checkout -> payment:\n%s", got)
+		}
+		if got := k.membrane("policy", "trace", "checkout/"+p.other.Name, pay, "--port", "3000"); !strings.Contains(got, ": DENIED") ||
+			!strings.Contains(got, "3000: Policy denied") {
+			t.Errorf("trace other -> payment:\n%s", got)
+		}
+		var tr policy.TraceResult
+		mustJSON(t, k.membrane("policy", "trace", "checkout/"+checkout.Name, pay, "--port", "3000/tcp", "-o", "json"), &tr)
+		if !tr.Allowed || tr.Ingress.Verdict != policy.Redirect || len(tr.Ingress.L7) == 0 {
+			t.Errorf("trace -o json: %+v", tr)
+		}
+		t.Logf("membrane policy trace checkout/%s %s --port 3000:\n%s", checkout.Name, pay, got)
+	})
 
 	t.Run("observe shows the L7 flows", func(t *testing.T) {
 		ns := []string{"--namespace", "payments", "--protocol", "http"}

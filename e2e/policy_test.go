@@ -183,6 +183,24 @@ spec:
 	if !strings.Contains(got, "NetworkPolicy "+ns+"/backend") || !strings.Contains(got, "Ingress enforcement: Enabled") {
 		t.Errorf("policy get shows no rule from the policy:\n%s", got)
 	}
+	// policy trace: the frontend is let in by the policy's rule, on its
+	// port only; the other pod is not.
+	for _, c := range []struct {
+		from, port string
+		want       []string
+	}{
+		{frontends[0].Name, "8080", []string{": ALLOWED", "egress of ", "policy not enforced", "8080: allowed", "(NetworkPolicy " + ns + "/backend"}},
+		{frontends[0].Name, "9090/TCP", []string{": DENIED", "9090: Policy denied"}},
+		{other.Name, "8080", []string{": DENIED", "8080: Policy denied"}},
+	} {
+		got := k.membrane("policy", "trace", "-n", ns, c.from, backends[1].Name, "--port", c.port)
+		t.Logf("membrane policy trace -n %s %s %s --port %s:\n%s", ns, c.from, backends[1].Name, c.port, got)
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("policy trace %s -> %s --port %s: no %q in\n%s", c.from, backends[1].Name, c.port, w, got)
+			}
+		}
+	}
 }
 
 // TestMembraneNetworkPolicy: the same with a MembraneNetworkPolicy;

@@ -102,7 +102,7 @@ and its toFQDNs selectors.`,
 	}
 	get.Flags().StringVarP(&namespace, "namespace", "n", "default", "the pod's namespace")
 	get.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	pol.AddCommand(get)
+	pol.AddCommand(get, newPolicyTraceCommand(g))
 	return pol
 }
 

@@ -212,10 +212,17 @@ func (t TraceResult) String() string {
 // Trace decides a new flow from src to dst on proto/port, as both
 // endpoints' datapaths would.
 func (r *Resolver) Trace(src, dst Endpoint, proto Proto, port uint16) TraceResult {
-	eg := r.Resolve(src).Lookup(Egress, dst.Identity, proto, port)
-	eg.Endpoint = src.Identity
-	in := r.Resolve(dst).Lookup(Ingress, src.Identity, proto, port)
-	in.Endpoint = dst.Identity
+	return TraceResolved(r.Resolve(src), src.Identity, r.Resolve(dst), dst.Identity, proto, port)
+}
+
+// TraceResolved decides a new flow from the endpoint of identity srcID
+// to the one of dstID on proto/port from their resolved policies (as
+// their nodes' agents hold them).
+func TraceResolved(src Result, srcID identity.ID, dst Result, dstID identity.ID, proto Proto, port uint16) TraceResult {
+	eg := src.Lookup(Egress, dstID, proto, port)
+	eg.Endpoint = srcID
+	in := dst.Lookup(Ingress, srcID, proto, port)
+	in.Endpoint = dstID
 	return TraceResult{Egress: eg, Ingress: in, Allowed: eg.Verdict != Deny && in.Verdict != Deny}
 }
 
