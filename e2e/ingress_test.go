@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -20,7 +21,9 @@ import (
 // one; the test process, on the host, gets the right backend for each
 // host and path, over HTTPS the Secret's certificate; an Ingress forcing
 // HTTPS redirects port 80 (301, the path and query kept) and its request
-// timeout answers a slow backend with 504; an Ingress with a missing
+// timeout answers a slow backend with 504; a TLS passthrough Ingress
+// forwards HTTPS connections whole to a backend that presents its own
+// certificate; an Ingress with a missing
 // Service and an annotation that does not parse gets a Warning Event for
 // each and the others keep working.
 func TestIngress(t *testing.T) {
@@ -182,6 +185,64 @@ spec:
 	if r, took, err := secureGet("/a?delay=2500ms"); err != nil || r.Code != http.StatusGatewayTimeout || took > 2*time.Second {
 		t.Errorf("GET https secure.example.com/a?delay=2500ms: %d after %s, %v; want 504 after the 1 s request timeout", r.Code, took, err)
 	}
+
+	// TLS passthrough: port 443 forwards the connections for
+	// pass.example.com whole to an echo pod that terminates TLS with its
+	// own certificate.
+	passLeaf, passCert, passKey := ca.issue(t, "pass.example.com")
+	k.must(tlsSecret("shop", "pass-tls", passCert, passKey)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata: {name: pass-tls, namespace: shop, labels: {app: pass-tls}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: echo
+    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
+    ports: [{name: https, containerPort: 8443}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: TLS_SERVER_CERT, value: /etc/backend-tls/tls.crt}
+    - {name: TLS_SERVER_PRIVKEY, value: /etc/backend-tls/tls.key}
+    volumeMounts: [{name: tls, mountPath: /etc/backend-tls}]
+  volumes: [{name: tls, secret: {secretName: pass-tls}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pass-tls, namespace: shop}
+spec:
+  selector: {app: pass-tls}
+  ports: [{name: https, port: 443, targetPort: 8443}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: pass
+  namespace: shop
+  annotations: {ingress.membrane.io/tls-passthrough: "true"}
+spec:
+  ingressClassName: membrane
+  rules:
+  - host: pass.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: pass-tls, port: {name: https}}}}
+`, s.Nodes[1].Name), "apply", "-f", "-")
+	pass := waitIngressAddress(t, k, "shop", "pass")
+	eventually(t, gatewayTimeout, "GET https pass.example.com through TLS passthrough", func() error {
+		r, err := hostGet("https://"+pass.String()+"/p", getOptions{host: "pass.example.com", roots: roots})
+		switch {
+		case err != nil:
+			return err
+		case r.Code != http.StatusOK || r.Echo.Pod != "pass-tls":
+			return fmt.Errorf("status %d from %q", r.Code, r.Echo.Pod)
+		case !bytes.Equal(r.Cert, passLeaf):
+			return errors.New("the certificate presented is not the backend's")
+		}
+		return nil
+	})
 
 	// A missing Service and an annotation that does not parse: a Warning
 	// Event each on their Ingress, which still gets its address; the

@@ -125,6 +125,9 @@ func build(in Input) *builder {
 	for i := range ingresses.routes {
 		b.attachHTTPRoute(&ingresses.routes[i], kindHTTPRoute)
 	}
+	for i := range ingresses.tlsRoutes {
+		b.attachHTTPRoute(tlsAsHTTP(&ingresses.tlsRoutes[i]), kindTLSRoute)
+	}
 	st.Ingresses = b.ingressStatus(ingresses)
 	st.BackendTLSPolicies = b.policyStatus()
 	for _, g := range b.gateways {

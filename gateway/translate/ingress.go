@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
 )
 
 // Ingress support: every Ingress of Membrane's IngressClasses is expressed
@@ -44,6 +45,8 @@ const (
 	CiliumForceHTTPSAnnotation     = "ingress.cilium.io/force-https"
 	RequestTimeoutAnnotation       = "ingress.membrane.io/request-timeout"
 	CiliumRequestTimeoutAnnotation = "ingress.cilium.io/request-timeout"
+	TLSPassthroughAnnotation       = "ingress.membrane.io/tls-passthrough"
+	CiliumTLSPassthroughAnnotation = "ingress.cilium.io/tls-passthrough"
 )
 
 const (
@@ -147,17 +150,28 @@ func annotation(ing *networkingv1.Ingress, ours, theirs string) (field, value st
 type ingressOptions struct {
 	forceHTTPS bool
 	timeout    *gwv1.Duration // nil: none set
+	// passthrough: port 443 forwards TLS connections whole to the rules'
+	// backends, chosen by SNI (the backends terminate TLS).
+	passthrough bool
 }
 
 // parseIngressOptions reads the Ingress's options; a value that does not
 // parse is named in problems and the option left unset.
 func parseIngressOptions(ing *networkingv1.Ingress) (o ingressOptions, problems []string) {
-	switch field, v := annotation(ing, ForceHTTPSAnnotation, CiliumForceHTTPSAnnotation); v {
-	case "", "false", "disabled":
-	case "true", "enabled":
-		o.forceHTTPS = true
-	default:
-		problems = append(problems, fmt.Sprintf("annotation %s: %q is not true or false (enabled or disabled); HTTPS is not forced", field, v))
+	for _, b := range []struct {
+		ours, theirs, off string
+		on                *bool
+	}{
+		{ForceHTTPSAnnotation, CiliumForceHTTPSAnnotation, "HTTPS is not forced", &o.forceHTTPS},
+		{TLSPassthroughAnnotation, CiliumTLSPassthroughAnnotation, "TLS is not passed through", &o.passthrough},
+	} {
+		switch field, v := annotation(ing, b.ours, b.theirs); v {
+		case "", "false", "disabled":
+		case "true", "enabled":
+			*b.on = true
+		default:
+			problems = append(problems, fmt.Sprintf("annotation %s: %q is not true or false (enabled or disabled); %s", field, v, b.off))
+		}
 	}
 	if field, v := annotation(ing, RequestTimeoutAnnotation, CiliumRequestTimeoutAnnotation); v != "" {
 		d, err := time.ParseDuration(v)
@@ -224,6 +238,8 @@ type ingressSet struct {
 	owned    []OwnedIngress
 	gateways []gwv1.Gateway
 	routes   []gwv1.HTTPRoute
+	// tlsRoutes are the TLS passthrough Ingresses' rules.
+	tlsRoutes []gwv1alpha2.TLSRoute
 	// problems found while expressing them, per Ingress.
 	problems map[types.NamespacedName][]string
 	// tlsListener names the HTTPS listener each TLS entry became, to report
@@ -240,7 +256,8 @@ type ingressSet struct {
 // ImplementationSpecific is Prefix. The options (parseIngressOptions) set
 // the rules' request timeout and, forcing HTTPS, attach the rules of the
 // TLS hosts to their HTTPS listeners only and redirect port 80's requests
-// for those hosts.
+// for those hosts. A TLS passthrough Ingress is a TLS listener and route
+// per host instead (passthrough).
 func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service) ingressSet {
 	s := ingressSet{owned: OwnedIngresses(in.IngressClasses, in.Ingresses),
 		problems: map[types.NamespacedName][]string{}, tlsListeners: map[string][]types.NamespacedName{}}
@@ -264,6 +281,10 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 			byKey[o.Key] = gw
 			keys = append(keys, o.Key)
 		}
+		if opts.passthrough {
+			s.passthrough(o, nn, gw, services)
+			continue
+		}
 		for i, t := range ing.Spec.TLS {
 			hosts := t.Hosts
 			if len(hosts) == 0 {
@@ -277,6 +298,10 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 				}
 				if slices.ContainsFunc(gw.Spec.Listeners, func(l gwv1.Listener) bool { return string(l.Name) == name }) {
 					s.problems[nn] = append(s.problems[nn], fmt.Sprintf("spec.tls[%d]: host %q has a certificate of another Ingress on the shared address already; that one is served", i, h))
+					continue
+				}
+				if hasProtocol(gw, gwv1.TLSProtocolType) {
+					s.problems[nn] = append(s.problems[nn], fmt.Sprintf("spec.tls[%d]: port 443 of the shared address passes TLS through for another Ingress; HTTPS for host %q is not served", i, h))
 					continue
 				}
 				from := gwv1.NamespacesFromAll
@@ -375,6 +400,66 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 		s.gateways = append(s.gateways, *byKey[k])
 	}
 	return s
+}
+
+// passthrough expresses a TLS passthrough Ingress o (nn) on gw: per rule,
+// a TLS listener on port 443 for its host, in Passthrough mode, and a
+// TLS route to the backend of its first path. What passthrough cannot use
+// (TLS entries, the default backend, rules without a host, more paths) is
+// a problem of the Ingress.
+func (s *ingressSet) passthrough(o OwnedIngress, nn types.NamespacedName, gw *gwv1.Gateway, services map[types.NamespacedName]*corev1.Service) {
+	ing := o.Ingress
+	problem := func(format string, args ...any) { s.problems[nn] = append(s.problems[nn], fmt.Sprintf(format, args...)) }
+	if len(ing.Spec.TLS) > 0 {
+		problem("spec.tls: not used with TLS passthrough (the backends terminate TLS with their own certificates)")
+	}
+	if ing.Spec.DefaultBackend != nil {
+		problem("spec.defaultBackend: not used with TLS passthrough (a connection is routed by its SNI, which needs a host)")
+	}
+	for i, rule := range ing.Spec.Rules {
+		switch {
+		case rule.Host == "":
+			problem("spec.rules[%d]: TLS passthrough needs a host (the SNI connections are routed by); the rule is not served", i)
+			continue
+		case rule.HTTP == nil || len(rule.HTTP.Paths) == 0:
+			problem("spec.rules[%d]: no backend (http.paths); the rule is not served", i)
+			continue
+		case len(rule.HTTP.Paths) > 1:
+			problem("spec.rules[%d].http.paths[1:]: not used with TLS passthrough (the gateway sees no paths): every connection for %s goes to paths[0]'s backend", i, rule.Host)
+		}
+		name := gwv1.SectionName("tls-passthrough-" + rule.Host)
+		switch {
+		case slices.ContainsFunc(gw.Spec.Listeners, func(l gwv1.Listener) bool { return l.Name == name }):
+			problem("spec.rules[%d]: host %q is passed through for another Ingress on the shared address already; that one is served", i, rule.Host)
+			continue
+		case hasProtocol(gw, gwv1.HTTPSProtocolType):
+			problem("spec.rules[%d]: port 443 of the shared address serves HTTPS for another Ingress; TLS for host %q is not passed through", i, rule.Host)
+			continue
+		}
+		be, p := ingressBackend(ing, rule.HTTP.Paths[0].Backend, fmt.Sprintf("spec.rules[%d].http.paths[0].backend", i), services)
+		if p != "" {
+			problem("%s", p)
+		}
+		from := gwv1.NamespacesFromAll
+		gw.Spec.Listeners = append(gw.Spec.Listeners, gwv1.Listener{Name: name, Port: 443, Protocol: gwv1.TLSProtocolType,
+			Hostname: ptr(gwv1.Hostname(rule.Host)), TLS: &gwv1.ListenerTLSConfig{Mode: ptr(gwv1.TLSModePassthrough)},
+			AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: &from}}})
+		r := gwv1alpha2.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ing.Namespace, Name: fmt.Sprintf("%s/passthrough-%d", ing.Name, i),
+			CreationTimestamp: ing.CreationTimestamp, Generation: ing.Generation}}
+		r.Spec.ParentRefs = []gwv1.ParentReference{{Name: gwv1.ObjectName(o.Key.Name), Namespace: ptr(gwv1.Namespace(o.Key.Namespace)), SectionName: ptr(name)}}
+		r.Spec.Hostnames = []gwv1.Hostname{gwv1.Hostname(rule.Host)}
+		var refs []gwv1.BackendRef
+		for _, b := range be {
+			refs = append(refs, b.BackendRef)
+		}
+		r.Spec.Rules = []gwv1alpha2.TLSRouteRule{{BackendRefs: refs}}
+		s.tlsRoutes = append(s.tlsRoutes, r)
+	}
+}
+
+// hasProtocol reports whether gw has a listener of protocol p.
+func hasProtocol(gw *gwv1.Gateway, p gwv1.ProtocolType) bool {
+	return slices.ContainsFunc(gw.Spec.Listeners, func(l gwv1.Listener) bool { return l.Protocol == p })
 }
 
 // timeouts are the route rule timeouts of the Ingress's options (nil:
