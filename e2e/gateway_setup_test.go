@@ -108,6 +108,38 @@ data: {tls.crt: %s, tls.key: %s}
 `, name, ns, base64.StdEncoding.EncodeToString(certPEM), base64.StdEncoding.EncodeToString(keyPEM))
 }
 
+// tlsEchoPod is the manifest of an echo-basic pod name (label app: name) on
+// node that serves HTTPS on port 8443 with the kubernetes.io/tls Secret
+// secret, and of Service name in front of it (port 443, named https).
+func tlsEchoPod(ns, name, node, secret string) string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata: {name: %[2]s, namespace: %[1]s, labels: {app: %[2]s}}
+spec:
+  nodeName: %[3]s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: echo
+    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
+    ports: [{name: https, containerPort: 8443}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: TLS_SERVER_CERT, value: /etc/backend-tls/tls.crt}
+    - {name: TLS_SERVER_PRIVKEY, value: /etc/backend-tls/tls.key}
+    volumeMounts: [{name: tls, mountPath: /etc/backend-tls}]
+  volumes: [{name: tls, secret: {secretName: %[4]s}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  selector: {app: %[2]s}
+  ports: [{name: https, port: 443, targetPort: 8443}]
+`, ns, name, node, secret)
+}
+
 // selfSigned is a certificate for host and its key, issued by a CA of its
 // own (a client trusting the certificate itself verifies it).
 func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {

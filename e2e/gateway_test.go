@@ -536,32 +536,7 @@ spec:
 			}
 			return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shop-ca, namespace: shop}\ndata: {ca.crt: " + string(js) + "}\n"
 		}
-		k.must(tlsSecret("shop", "backend-tls", beCert, beKey)+"---\n"+caConfigMap(backendCA.PEM)+fmt.Sprintf(`---
-apiVersion: v1
-kind: Pod
-metadata: {name: shop-tls, namespace: shop, labels: {app: shop-tls}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: https, containerPort: 8443}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-    - {name: TLS_SERVER_CERT, value: /etc/backend-tls/tls.crt}
-    - {name: TLS_SERVER_PRIVKEY, value: /etc/backend-tls/tls.key}
-    volumeMounts: [{name: tls, mountPath: /etc/backend-tls}]
-  volumes: [{name: tls, secret: {secretName: backend-tls}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: shop-tls, namespace: shop}
-spec:
-  selector: {app: shop-tls}
-  ports: [{name: https, port: 443, targetPort: 8443}]
----
+		k.must(tlsSecret("shop", "backend-tls", beCert, beKey)+"---\n"+caConfigMap(backendCA.PEM)+tlsEchoPod("shop", "shop-tls", s.Nodes[1].Name, "backend-tls")+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: BackendTLSPolicy
 metadata: {name: shop-tls, namespace: shop}
@@ -579,7 +554,7 @@ spec:
   rules:
   - matches: [{path: {type: PathPrefix, value: /tls}}]
     backendRefs: [{name: shop-tls, port: 443}]
-`, s.Nodes[1].Name), "apply", "-f", "-")
+`, "apply", "-f", "-")
 		t.Cleanup(func() {
 			// The route first: the listener's attached routes are counted
 			// further on.

@@ -190,32 +190,7 @@ spec:
 	// pass.example.com whole to an echo pod that terminates TLS with its
 	// own certificate.
 	passLeaf, passCert, passKey := ca.issue(t, "pass.example.com")
-	k.must(tlsSecret("shop", "pass-tls", passCert, passKey)+fmt.Sprintf(`---
-apiVersion: v1
-kind: Pod
-metadata: {name: pass-tls, namespace: shop, labels: {app: pass-tls}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: echo
-    image: gcr.io/k8s-staging-gateway-api/echo-basic:v1.4.1
-    ports: [{name: https, containerPort: 8443}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-    - {name: TLS_SERVER_CERT, value: /etc/backend-tls/tls.crt}
-    - {name: TLS_SERVER_PRIVKEY, value: /etc/backend-tls/tls.key}
-    volumeMounts: [{name: tls, mountPath: /etc/backend-tls}]
-  volumes: [{name: tls, secret: {secretName: pass-tls}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: pass-tls, namespace: shop}
-spec:
-  selector: {app: pass-tls}
-  ports: [{name: https, port: 443, targetPort: 8443}]
----
+	k.must(tlsSecret("shop", "pass-tls", passCert, passKey)+tlsEchoPod("shop", "pass-tls", s.Nodes[1].Name, "pass-tls")+`---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -229,7 +204,7 @@ spec:
     http:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: pass-tls, port: {name: https}}}}
-`, s.Nodes[1].Name), "apply", "-f", "-")
+`, "apply", "-f", "-")
 	pass := waitIngressAddress(t, k, "shop", "pass")
 	eventually(t, gatewayTimeout, "GET https pass.example.com through TLS passthrough", func() error {
 		r, err := hostGet("https://"+pass.String()+"/p", getOptions{host: "pass.example.com", roots: roots})
