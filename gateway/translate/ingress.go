@@ -409,7 +409,9 @@ func expandIngresses(in Input, services map[types.NamespacedName]*corev1.Service
 // a problem of the Ingress.
 func (s *ingressSet) passthrough(o OwnedIngress, nn types.NamespacedName, gw *gwv1.Gateway, services map[types.NamespacedName]*corev1.Service) {
 	ing := o.Ingress
-	problem := func(format string, args ...any) { s.problems[nn] = append(s.problems[nn], fmt.Sprintf(format, args...)) }
+	problem := func(format string, args ...any) {
+		s.problems[nn] = append(s.problems[nn], fmt.Sprintf(format, args...))
+	}
 	if len(ing.Spec.TLS) > 0 {
 		problem("spec.tls: not used with TLS passthrough (the backends terminate TLS with their own certificates)")
 	}
