@@ -22,10 +22,25 @@ func envoyAdmin(t *testing.T, netns, path string) string {
 // envoyStat reads the counter or gauge name of the node Envoy in netns.
 func envoyStat(t *testing.T, netns, name string) int {
 	t.Helper()
+	n, ok := envoyStatIf(t, netns, name)
+	if !ok {
+		t.Fatalf("envoy stat %s: the node Envoy in %s has no such statistic", name, netns)
+	}
+	return n
+}
+
+// envoyStatIf reads the counter or gauge name of the node Envoy in netns,
+// false if Envoy has no such statistic (yet: a cluster's statistics appear
+// with the cluster).
+func envoyStatIf(t *testing.T, netns, name string) (int, bool) {
+	t.Helper()
 	out := strings.TrimSpace(envoyAdmin(t, netns, "/stats?filter=^"+strings.ReplaceAll(name, ".", "%5C.")+"$"))
+	if out == "" {
+		return 0, false
+	}
 	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out, name+":")))
 	if err != nil {
 		t.Fatalf("envoy stat %s: %q: %v", name, out, err)
 	}
-	return n
+	return n, true
 }

@@ -157,10 +157,21 @@ spec:
 		}
 		return nil
 	})
+	const retryStat = "cluster.gateway/shop/flaky/8080.upstream_rq_retry"
+	// Each node's Envoy gets the gateway's configuration on its own: the
+	// count starts once every one has the cluster.
+	eventually(t, gatewayTimeout, "every node Envoy has the route's cluster", func() error {
+		for _, node := range s.Nodes {
+			if _, ok := envoyStatIf(t, s.Layout().NodeNetns(node.Name), retryStat); !ok {
+				return fmt.Errorf("the Envoy of %s has no %s", node.Name, retryStat)
+			}
+		}
+		return nil
+	})
 	retries := func() int {
 		n := 0
 		for _, node := range s.Nodes {
-			n += envoyStat(t, s.Layout().NodeNetns(node.Name), "cluster.gateway/shop/flaky/8080.upstream_rq_retry")
+			n += envoyStat(t, s.Layout().NodeNetns(node.Name), retryStat)
 		}
 		return n
 	}
