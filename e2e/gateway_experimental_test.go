@@ -29,11 +29,10 @@ import (
 // get 503, with retry on 503 every request gets 200 (the retry goes to the
 // endpoint not tried yet), and the node Envoys count the retries. Rules
 // with sessionPersistence keep a client with the cookie on one endpoint.
-// A Gateway asking for
-// client certificate validation is refused (Accepted=False, no address); a
-// Gateway's infrastructure labels are ignored, and its Accepted condition
-// says so. Then the ExternalAuth filter (checkExtAuth), TCPRoutes and
-// UDPRoutes (checkL4Routes).
+// A Gateway's infrastructure labels are ignored, and its Accepted
+// condition says so. Then the ExternalAuth filter (checkExtAuth), TCPRoutes
+// and UDPRoutes (checkL4Routes), client certificate validation
+// (checkFrontendTLS).
 func TestGatewayExperimental(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
@@ -223,18 +222,6 @@ spec:
 		t.Logf("%s: 10 requests with each endpoint's cookie all went to it (%v)", host, cookies)
 	}
 
-	k.must(`apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mtls, namespace: shop}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, protocol: HTTP, port: 8081}]
-  tls:
-    frontend:
-      default:
-        validation:
-          caCertificateRefs: [{group: "", kind: ConfigMap, name: client-ca}]
-`, "apply", "-f", "-")
 	k.must("", "-n", "shop", "patch", "gateway", "web", "--type=merge", "-p", `{"spec":{"infrastructure":{"labels":{"team":"shop"}}}}`)
 	accepted := func(name string) (gwv1.Gateway, *metav1.Condition, error) {
 		var g gwv1.Gateway
@@ -247,14 +234,6 @@ spec:
 		}
 		return g, c, nil
 	}
-	eventually(t, gatewayTimeout, "Gateway mtls refused", func() error {
-		g, c, err := accepted("mtls")
-		if err == nil && (c.Status != metav1.ConditionFalse || c.Reason != "Invalid" ||
-			!strings.Contains(c.Message, "spec.tls.frontend.default.validation: client certificate validation is not supported") || len(g.Status.Addresses) > 0) {
-			err = fmt.Errorf("Accepted %+v, addresses %v", c, g.Status.Addresses)
-		}
-		return err
-	})
 	eventually(t, gatewayTimeout, "Gateway web accepted, naming what it ignores", func() error {
 		_, c, err := accepted("web")
 		if err == nil && (c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "not supported, ignored: spec.infrastructure")) {
@@ -268,6 +247,7 @@ spec:
 
 	t.Run("ExternalAuth", func(t *testing.T) { checkExtAuth(t, k, s, base) })
 	t.Run("TCPRoute and UDPRoute", func(t *testing.T) { checkL4Routes(t, k, s) })
+	t.Run("client certificate validation", func(t *testing.T) { checkFrontendTLS(t, k) })
 }
 
 // stickyGet GETs base/ with Host host and, unless "", the Cookie cookie,

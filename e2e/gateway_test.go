@@ -765,6 +765,7 @@ type getOptions struct {
 	host    string            // the Host header and, over TLS, the SNI
 	headers map[string]string // request headers
 	roots   *x509.CertPool    // the CAs an HTTPS server's certificate must chain to
+	cert    *tls.Certificate  // the client certificate presented over TLS
 }
 
 // gotResponse is what hostGet got: the status, the headers (redirects are
@@ -804,6 +805,9 @@ func hostGet(url string, o getOptions) (gotResponse, error) {
 				}
 				return nil
 			}}
+		if o.cert != nil {
+			tr.TLSClientConfig.Certificates = []tls.Certificate{*o.cert}
+		}
 	}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

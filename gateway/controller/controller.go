@@ -343,8 +343,8 @@ func AddressClaims(classes []gwv1.GatewayClass, gws []gwv1.Gateway, ingClasses [
 		key := "gateway:" + nn.String()
 		objs[key] = nn
 		requested, reason, _ := translate.RequestedAddress(&gw)
-		if unservable, _ := translate.Unservable(&gw); reason != "" || unservable != "" {
-			continue // spec.addresses cannot be honoured, or the Gateway is refused: no address (its status says why)
+		if reason != "" {
+			continue // spec.addresses cannot be honoured: no address (its status says why)
 		}
 		claims = append(claims, lbipam.Claim{Key: key, Labels: labels.Set(gw.Labels), Current: current[nn],
 			Requested: requested, Created: gw.CreationTimestamp.UnixNano()})
@@ -505,8 +505,9 @@ func (r *Reconciler) mergeParents(old, want []gwv1.RouteParentStatus) []gwv1.Rou
 
 // mergeConditions returns want with the transition times of old where a
 // condition keeps its status, now otherwise; conditions of old of other
-// types are kept after them, but for RouteConditionProgrammed (Membrane's
-// own, present only while it applies).
+// types are kept after them, but for RouteConditionProgrammed and a
+// Gateway's InsecureFrontendValidationMode (present only while they
+// apply).
 func (r *Reconciler) mergeConditions(old, want []metav1.Condition) []metav1.Condition {
 	out := make([]metav1.Condition, 0, len(want))
 	now := metav1.NewTime(r.now().Truncate(time.Second))
@@ -518,7 +519,8 @@ func (r *Reconciler) mergeConditions(old, want []metav1.Condition) []metav1.Cond
 		out = append(out, c)
 	}
 	for _, o := range old {
-		if meta.FindStatusCondition(want, o.Type) == nil && o.Type != RouteConditionProgrammed {
+		transient := o.Type == RouteConditionProgrammed || o.Type == string(gwv1.GatewayConditionInsecureFrontendValidationMode)
+		if meta.FindStatusCondition(want, o.Type) == nil && !transient {
 			out = append(out, o)
 		}
 	}

@@ -22,7 +22,8 @@ import (
 
 // secretRefIndex and configMapRefIndex are the field indexes of the
 // Secrets (Gateways' certificate references, Ingresses' TLS secretName)
-// and ConfigMaps (BackendTLSPolicies' CA certificate references) an object
+// and ConfigMaps (BackendTLSPolicies' and Gateways' client validation's CA
+// certificate references) an object
 // refers to, as "namespace/name". The translation reads no other Secret or
 // ConfigMap, so the events of the others (most of a cluster's) reconcile
 // nothing.
@@ -41,7 +42,40 @@ func secretReferrers() []referrer {
 func configMapReferrers() []referrer {
 	return []referrer{
 		{&gwv1.BackendTLSPolicy{}, func() client.ObjectList { return &gwv1.BackendTLSPolicyList{} }, policyConfigMaps},
+		{&gwv1.Gateway{}, func() client.ObjectList { return &gwv1.GatewayList{} }, gatewayConfigMaps},
 	}
+}
+
+// gatewayConfigMaps indexes a Gateway by the ConfigMaps of its client
+// certificate validation's CA references (spec.tls.frontend; in its
+// namespace unless the reference names another).
+func gatewayConfigMaps(o client.Object) []string {
+	gw, ok := o.(*gwv1.Gateway)
+	if !ok || gw.Spec.TLS == nil || gw.Spec.TLS.Frontend == nil {
+		return nil
+	}
+	f := gw.Spec.TLS.Frontend
+	validations := []*gwv1.FrontendTLSValidation{f.Default.Validation}
+	for _, p := range f.PerPort {
+		validations = append(validations, p.TLS.Validation)
+	}
+	var keys []string
+	for _, v := range validations {
+		if v == nil {
+			continue
+		}
+		for _, ref := range v.CACertificateRefs {
+			if ref.Group != "" || ref.Kind != "ConfigMap" {
+				continue
+			}
+			ns := gw.Namespace
+			if ref.Namespace != nil {
+				ns = string(*ref.Namespace)
+			}
+			keys = append(keys, ns+"/"+string(ref.Name))
+		}
+	}
+	return sortedKeys(keys)
 }
 
 // gatewaySecrets indexes a Gateway by the Secrets of its listeners'
@@ -133,6 +167,7 @@ func referencedData(ctx context.Context, c client.Reader, in *translate.Input) e
 	var secrets, cms []string
 	for i := range in.Gateways {
 		secrets = append(secrets, gatewaySecrets(&in.Gateways[i])...)
+		cms = append(cms, gatewayConfigMaps(&in.Gateways[i])...)
 	}
 	for i := range in.Ingresses {
 		secrets = append(secrets, ingressSecrets(&in.Ingresses[i])...)

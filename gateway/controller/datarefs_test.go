@@ -33,8 +33,9 @@ func certRef(name string, ns, kind *string) gwv1.SecretObjectReference {
 	return ref
 }
 
-// The objects of the tests below: a Gateway with certificates in its own
-// namespace and in another, an Ingress with a TLS Secret, a
+// The objects of the tests below: a Gateway with certificates and client
+// CA certificates in its own namespace and in another, an Ingress with a
+// TLS Secret, a
 // BackendTLSPolicy with a CA ConfigMap; references to other kinds.
 func dataReferrers() []client.Object {
 	other, cmKind := "certs", "ConfigMap"
@@ -44,7 +45,14 @@ func dataReferrers() []client.Object {
 			{Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 443, TLS: &gwv1.ListenerTLSConfig{CertificateRefs: []gwv1.SecretObjectReference{
 				certRef("site", nil, nil), certRef("shared", &other, nil), certRef("site", nil, nil), certRef("not-a-secret", nil, &cmKind),
 			}}},
-		}}},
+		}, TLS: &gwv1.GatewayTLSConfig{Frontend: &gwv1.FrontendTLSConfig{
+			Default: gwv1.TLSConfig{Validation: &gwv1.FrontendTLSValidation{CACertificateRefs: []gwv1.ObjectReference{
+				{Kind: "ConfigMap", Name: "client-ca"}, {Kind: "Secret", Name: "not-a-configmap"},
+			}}},
+			PerPort: []gwv1.TLSPortConfig{{Port: 8443, TLS: gwv1.TLSConfig{Validation: &gwv1.FrontendTLSValidation{CACertificateRefs: []gwv1.ObjectReference{
+				{Kind: "ConfigMap", Name: "partner-ca", Namespace: ptr(gwv1.Namespace(other))}, {Kind: "ConfigMap", Name: "client-ca"},
+			}}}}},
+		}}}},
 		&networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "ing", Namespace: "app"}, Spec: networkingv1.IngressSpec{
 			TLS: []networkingv1.IngressTLS{{SecretName: "legacy"}, {Hosts: []string{"no.secret"}}},
 		}},
@@ -61,20 +69,22 @@ func dataReferrers() []client.Object {
 // indexed.
 func TestDataRefIndexes(t *testing.T) {
 	objs := dataReferrers()
-	for i, c := range []struct {
+	for _, c := range []struct {
 		index client.IndexerFunc
+		obj   client.Object
 		want  []string
 	}{
-		{gatewaySecrets, []string{"app/site", "certs/shared"}},
-		{ingressSecrets, []string{"app/legacy"}},
-		{policyConfigMaps, []string{"app/ca"}},
+		{gatewaySecrets, objs[0], []string{"app/site", "certs/shared"}},
+		{gatewayConfigMaps, objs[0], []string{"app/client-ca", "certs/partner-ca"}},
+		{ingressSecrets, objs[1], []string{"app/legacy"}},
+		{policyConfigMaps, objs[2], []string{"app/ca"}},
 	} {
-		if got := c.index(objs[i]); !slices.Equal(got, c.want) {
-			t.Errorf("%T: indexed %v, want %v", objs[i], got, c.want)
+		if got := c.index(c.obj); !slices.Equal(got, c.want) {
+			t.Errorf("%T: indexed %v, want %v", c.obj, got, c.want)
 		}
 		// Another kind is not indexed.
 		if got := c.index(&corev1.Service{}); got != nil {
-			t.Errorf("%T's index of a Service: %v, want nothing", objs[i], got)
+			t.Errorf("%T's index of a Service: %v, want nothing", c.obj, got)
 		}
 	}
 }
@@ -126,6 +136,8 @@ func TestDataEvents(t *testing.T) {
 		{"copy of a Secret", deleteEvent(ctx, secrets, secret("membrane-secrets", "app-site", copyLabels)), true},
 		{"unlabelled Secret in the copies' namespace", createEvent(ctx, secrets, secret("membrane-secrets", "x", nil)), false},
 		{"BackendTLSPolicy's CA", updateEvent(ctx, cms, cm("app", "ca", nil), cm("app", "ca", nil)), true},
+		{"Gateway's client CA", createEvent(ctx, cms, cm("app", "client-ca", nil)), true},
+		{"Gateway's client CA in another namespace", deleteEvent(ctx, cms, cm("certs", "partner-ca", nil)), true},
 		{"kube-root-ca.crt", updateEvent(ctx, cms, cm("app", "kube-root-ca.crt", nil), cm("app", "kube-root-ca.crt", nil)), false},
 		{"copy of a ConfigMap", createEvent(ctx, cms, cm("membrane-secrets", "app-ca", map[string]string{synced.LabelKind: "ConfigMap"})), true},
 	} {
@@ -147,6 +159,7 @@ func TestReferencedData(t *testing.T) {
 	c := dataClient(t,
 		tlsSecret("app", "site"), tlsSecret("app", "legacy"), tlsSecret("app", "unreferenced"), // certs/shared is missing
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "ca"}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "client-ca"}}, // certs/partner-ca is missing
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "kube-root-ca.crt"}},
 	)
 	objs := dataReferrers()
@@ -168,7 +181,7 @@ func TestReferencedData(t *testing.T) {
 	if want := []string{"app/legacy", "app/site"}; !slices.Equal(secrets, want) {
 		t.Errorf("secrets %v, want %v", secrets, want)
 	}
-	if want := []string{"app/ca"}; !slices.Equal(cms, want) {
+	if want := []string{"app/ca", "app/client-ca"}; !slices.Equal(cms, want) {
 		t.Errorf("configmaps %v, want %v", cms, want)
 	}
 }

@@ -58,6 +58,9 @@ type Server struct {
 	SNI []string `json:"sni,omitempty"`
 	// Certificates serve HTTPS.
 	Certificates []Certificate `json:"certificates,omitempty"`
+	// ClientValidation checks the certificates of HTTPS clients (nil:
+	// none asked).
+	ClientValidation *ClientValidation `json:"clientValidation,omitempty"`
 	// VirtualHosts are sorted by name; Envoy picks the most specific
 	// domain.
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
@@ -72,6 +75,22 @@ type Certificate struct {
 	Name  string `json:"name"`
 	Chain []byte `json:"chain"`
 	Key   []byte `json:"key"`
+}
+
+// ClientValidation is how an HTTPS server checks its clients'
+// certificates (a Gateway's spec.tls.frontend).
+type ClientValidation struct {
+	// Name names the CA bundle after the Gateway's configuration it comes
+	// from: "<namespace>/<gateway>" (default) or
+	// "<namespace>/<gateway>/<port>" (perPort), the same while its
+	// ConfigMaps change.
+	Name string `json:"name"`
+	// CA is the PEM bundle a client's certificate must chain to.
+	CA []byte `json:"ca"`
+	// Optional lets in clients without a certificate or with one that
+	// does not verify (AllowInsecureFallback); otherwise the handshake
+	// fails without a certificate that verifies.
+	Optional bool `json:"optional,omitempty"`
 }
 
 // VirtualHost is the routes of one hostname.

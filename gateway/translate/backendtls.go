@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -109,15 +110,12 @@ func (b *builder) validateBackendTLS(p *gwv1.BackendTLSPolicy) (metav1.Condition
 		if !ok {
 			return invalid(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef, fmt.Sprintf("%s: ConfigMap %s/%s not found", field, p.Namespace, ref.Name))
 		}
-		certs := []byte(cm.Data[CACertKey])
-		if !validCertificates(certs) {
+		certs, ok := caCertificates(cm)
+		if !ok {
 			return invalid(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef,
 				fmt.Sprintf("%s: ConfigMap %s/%s has no PEM certificates under %s", field, p.Namespace, ref.Name, CACertKey))
 		}
 		ca = append(ca, certs...)
-		if len(ca) > 0 && ca[len(ca)-1] != '\n' {
-			ca = append(ca, '\n')
-		}
 	}
 	if len(ca) == 0 {
 		return invalid(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef, "validation.caCertificateRefs: none given")
@@ -135,6 +133,20 @@ func (b *builder) validateBackendTLS(p *gwv1.BackendTLSPolicy) (metav1.Condition
 		}
 	}
 	return accepted, resolved, t
+}
+
+// caCertificates returns the PEM certificates under cm's CACertKey,
+// ending in a newline (so that bundles concatenate); false when it holds
+// none or anything else.
+func caCertificates(cm *corev1.ConfigMap) ([]byte, bool) {
+	certs := []byte(cm.Data[CACertKey])
+	if !validCertificates(certs) {
+		return nil, false
+	}
+	if certs[len(certs)-1] != '\n' {
+		certs = append(certs, '\n')
+	}
+	return certs, true
 }
 
 // validCertificates reports whether b is one or more PEM certificates and

@@ -40,9 +40,11 @@ func Build(in Input) (ir.IR, Status) {
 // References are the Secrets and ConfigMaps a translation reads the bytes
 // of: the Secrets of the HTTPS listeners of Membrane's Gateways (those a
 // ReferenceGrant permits, when in another namespace) and of Membrane's
-// Ingresses, and the ConfigMaps of the BackendTLSPolicies that apply to a
-// backend of theirs. Translating an Input whose Secrets and ConfigMaps are
-// only these gives the same IR: the node agents read no others.
+// Ingresses, the ConfigMaps of the BackendTLSPolicies that apply to a
+// backend of theirs and those of the Gateways' client certificate
+// validation (spec.tls.frontend; permitted ones). Translating an Input
+// whose Secrets and ConfigMaps are only these gives the same IR: the node
+// agents read no others.
 type References struct {
 	Secrets    []types.NamespacedName
 	ConfigMaps []types.NamespacedName
@@ -59,6 +61,9 @@ func (b *builder) references() References {
 	var refs References
 	for nn := range b.readSecrets {
 		refs.Secrets = append(refs.Secrets, nn)
+	}
+	for nn := range b.readConfigMaps {
+		refs.ConfigMaps = append(refs.ConfigMaps, nn)
 	}
 	for _, bt := range b.policies {
 		if !bt.reached {
@@ -161,10 +166,11 @@ type builder struct {
 	byName   map[types.NamespacedName]*gateway
 	services map[types.NamespacedName]*corev1.Service
 	secrets  map[types.NamespacedName]*corev1.Secret
-	// readSecrets are the Secrets certificates were looked up in.
-	readSecrets map[types.NamespacedName]bool
-	nsLabels    map[string]labels.Set
-	clusters    map[string]ir.Cluster
+	// readSecrets are the Secrets certificates were looked up in;
+	// readConfigMaps the ConfigMaps client CA certificates were.
+	readSecrets, readConfigMaps map[types.NamespacedName]bool
+	nsLabels                    map[string]labels.Set
+	clusters                    map[string]ir.Cluster
 
 	configMaps     map[types.NamespacedName]*corev1.ConfigMap
 	policies       []*backendTLS // BackendTLSPolicies, oldest first
@@ -180,8 +186,8 @@ type builder struct {
 type gateway struct {
 	gw      *gwv1.Gateway
 	address netip.Addr
-	// addrReason and addrMsg say why spec.addresses cannot be honoured,
-	// or why the Gateway is refused (Unservable): it is then not served.
+	// addrReason and addrMsg say why spec.addresses cannot be honoured:
+	// it is then not served.
 	addrReason gwv1.GatewayConditionReason
 	addrMsg    string
 	listeners  []*listener
@@ -197,8 +203,10 @@ type listener struct {
 	valid          bool               // programmable
 	attachable     bool               // routes attach (and count) even when it is not programmable
 	certs          []ir.Certificate
-	attached       int
-	routes         []attachedRoute
+	// clientValidation checks an HTTPS listener's clients' certificates.
+	clientValidation *ir.ClientValidation
+	attached         int
+	routes           []attachedRoute
 	// forwardsTo is the route a TCP or UDP listener forwards to
 	// ("<namespace>/<name>"; one at most).
 	forwardsTo string
@@ -221,8 +229,8 @@ type attachedRoute struct {
 func newBuilder(in Input) *builder {
 	b := &builder{in: in, byName: map[types.NamespacedName]*gateway{},
 		services: map[types.NamespacedName]*corev1.Service{}, secrets: map[types.NamespacedName]*corev1.Secret{},
-		readSecrets: map[types.NamespacedName]bool{},
-		nsLabels:    map[string]labels.Set{}, clusters: map[string]ir.Cluster{},
+		readSecrets: map[types.NamespacedName]bool{}, readConfigMaps: map[types.NamespacedName]bool{},
+		nsLabels: map[string]labels.Set{}, clusters: map[string]ir.Cluster{},
 		configMaps: map[types.NamespacedName]*corev1.ConfigMap{}, policyByTarget: map[policyTarget]*backendTLS{}}
 	ours := map[string]bool{}
 	for i := range in.GatewayClasses {
@@ -244,9 +252,6 @@ func newBuilder(in Input) *builder {
 		if want, g.addrReason, g.addrMsg = RequestedAddress(gw); g.addrReason == "" && want.IsValid() && g.address != want {
 			g.addrReason = gwv1.GatewayReasonAddressNotUsable
 			g.addrMsg = fmt.Sprintf("spec.addresses: %s is in no MembraneLoadBalancerIPPool that selects this Gateway, or is in use", want)
-		}
-		if reason, msg := Unservable(gw); reason != "" {
-			g.addrReason, g.addrMsg = reason, msg
 		}
 		if g.addrReason != "" {
 			g.address = netip.Addr{}
@@ -330,7 +335,13 @@ func (b *builder) checkListeners(g *gateway) {
 			}
 		}
 		if spec.Protocol == gwv1.HTTPSProtocolType {
-			if reason, msg := b.resolveCertificates(g.gw, l); reason != "" {
+			reason, msg := b.resolveCertificates(g.gw, l)
+			if reason == "" {
+				// A listener whose clients cannot be checked as asked is
+				// not served, so that no client goes unchecked.
+				reason, msg = b.resolveClientValidation(g.gw, l)
+			}
+			if reason != "" {
 				resolved = condition(gwv1.ListenerConditionResolvedRefs, false, reason, msg, gen)
 				l.valid = false
 			}
@@ -455,31 +466,10 @@ func (b *builder) gatewayStatus(g *gateway) gwv1.GatewayStatus {
 	default:
 		st.Conditions = append(st.Conditions, condition(gwv1.GatewayConditionProgrammed, false, gwv1.GatewayReasonAddressNotAssigned, "No address assigned yet (from a MembraneLoadBalancerIPPool)", gen))
 	}
+	if c, ok := insecureFrontendCondition(g.gw); ok {
+		st.Conditions = append(st.Conditions, c)
+	}
 	return st
-}
-
-// Unservable says why a Gateway is refused whatever its address: it asks
-// for what Membrane does not do and cannot safely ignore (client
-// certificate validation: serving it would let every client in). Such a
-// Gateway gets no address and is not served.
-func Unservable(gw *gwv1.Gateway) (gwv1.GatewayConditionReason, string) {
-	t := gw.Spec.TLS
-	if t == nil || t.Frontend == nil {
-		return "", ""
-	}
-	field := ""
-	if t.Frontend.Default.Validation != nil {
-		field = "spec.tls.frontend.default.validation"
-	}
-	for i, p := range t.Frontend.PerPort {
-		if field == "" && p.TLS.Validation != nil {
-			field = fmt.Sprintf("spec.tls.frontend.perPort[%d].tls.validation", i)
-		}
-	}
-	if field == "" {
-		return "", ""
-	}
-	return gwv1.GatewayReasonInvalid, field + ": client certificate validation is not supported; the Gateway is not served, so that no client goes unchecked"
 }
 
 // withIgnored adds to msg the fields of gw Membrane does not implement and

@@ -66,6 +66,11 @@ const (
 	// rotated CA changes the secret and not the clusters (whose connection
 	// pools Envoy would drain).
 	CAPrefix = "gateway-ca/"
+	// ClientCAPrefix starts the name of every client certificate
+	// validation's CA bundle's SDS secret: "gateway-client-ca/" and the
+	// bundle's name (ir.ClientValidation), so that a rotated CA changes
+	// the secret and not the listener.
+	ClientCAPrefix = "gateway-client-ca/"
 	// invalidBackendCluster is named by routes for invalid backends and
 	// never defined: Envoy answers those requests with 500.
 	invalidBackendCluster = "gateway-invalid-backend"
@@ -117,6 +122,7 @@ type Resources struct {
 func Render(in ir.IR) (Resources, error) {
 	var out Resources
 	certs := map[string]ir.Certificate{}
+	clientCAs := map[string][]byte{}
 	for _, l := range in.Listeners {
 		if len(l.Servers) == 0 {
 			// Nothing to serve (a TLS, TCP or UDP listener without a
@@ -141,6 +147,9 @@ func Render(in ir.IR) (Resources, error) {
 			for _, c := range sv.Certificates {
 				certs[c.Name] = c
 			}
+			if v := sv.ClientValidation; v != nil {
+				clientCAs[v.Name] = v.CA
+			}
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(certs)) {
@@ -149,6 +158,9 @@ func Render(in ir.IR) (Resources, error) {
 			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Chain}},
 			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Key}},
 		}}})
+	}
+	for _, name := range slices.Sorted(maps.Keys(clientCAs)) {
+		out.Secrets = append(out.Secrets, validationSecret(ClientCAPrefix+name, clientCAs[name]))
 	}
 	cas := map[string][]byte{}
 	for _, c := range in.Clusters {
@@ -162,11 +174,16 @@ func Render(in ir.IR) (Resources, error) {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(cas)) {
-		out.Secrets = append(out.Secrets, &tlsv3.Secret{Name: CAPrefix + name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cas[name]}},
-		}}})
+		out.Secrets = append(out.Secrets, validationSecret(CAPrefix+name, cas[name]))
 	}
 	return out, nil
+}
+
+// validationSecret is the SDS secret name of the PEM CA bundle ca.
+func validationSecret(name string, ca []byte) *tlsv3.Secret {
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ca}},
+	}}}
 }
 
 func renderListener(l ir.Listener) (*listenerv3.Listener, []*routev3.RouteConfiguration, error) {
@@ -289,6 +306,22 @@ func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
 		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = append(ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs,
 			&tlsv3.SdsSecretConfig{Name: CertificatePrefix + c.Name, SdsConfig: xdstranslate.ADS()})
 	}
+	if v := s.ClientValidation; v != nil {
+		ca := &tlsv3.SdsSecretConfig{Name: ClientCAPrefix + v.Name, SdsConfig: xdstranslate.ADS()}
+		ctx.RequireClientCertificate = wrapperspb.Bool(!v.Optional)
+		if v.Optional {
+			// A certificate that does not verify is let in too.
+			ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext: &tlsv3.CertificateValidationContext{
+						TrustChainVerification: tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED,
+					},
+					ValidationContextSdsSecretConfig: ca,
+				}}
+		} else {
+			ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: ca}
+		}
+	}
 	a, err := marshalAny(ctx)
 	if err != nil {
 		return nil, err
@@ -347,7 +380,7 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 	filters = append(filters,
 		&hcmv3.HttpFilter{Name: statefulSessionFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: sessionCfg}},
 		&hcmv3.HttpFilter{Name: routerFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}})
-	hcm, err := marshalAny(&hcmv3.HttpConnectionManager{
+	m := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(s.Name),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -358,7 +391,17 @@ func connectionManager(routeName string, s ir.Server) (*anypb.Any, *routev3.Rout
 		NormalizePath:    wrapperspb.Bool(true),
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
-	})
+	}
+	if v := s.ClientValidation; v != nil && !v.Optional {
+		// The backends learn the verified client certificate from
+		// X-Forwarded-Client-Cert (a client's own is replaced; without
+		// verification, as everywhere else, it is removed).
+		m.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
+		m.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
+			Subject: wrapperspb.Bool(true), Uri: true, Dns: true,
+		}
+	}
+	hcm, err := marshalAny(m)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -730,7 +730,7 @@ func (b *builder) ir() ir.IR {
 				continue
 			}
 			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name),
-				Certificates: l.certs, VirtualHosts: virtualHosts([]*listener{l})}
+				Certificates: l.certs, ClientValidation: l.clientValidation, VirtualHosts: virtualHosts([]*listener{l})}
 			if l.spec.Hostname != nil {
 				s.SNI = []string{string(*l.spec.Hostname)}
 			}
