@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/worldhost"
 )
 
 // checkExtAuth: an HTTPRoute of Gateway web (namespace shop, base its
@@ -109,4 +111,49 @@ spec:
 		}
 		return nil
 	})
+
+	// Over gRPC: the world host api (outside the cluster, a Service
+	// without selector in front of it) serves Envoy's Authorization
+	// service, allowing paths under /allowed with a header naming it.
+	api, ok := s.Layout().WorldHost("api")
+	if !ok {
+		t.Fatal("no world host api")
+	}
+	k.must(fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: authz-world, namespace: shop}
+spec:
+  ports: [{name: grpc, port: 9001, targetPort: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: authz-world, namespace: shop, labels: {kubernetes.io/service-name: authz-world}}
+addressType: IPv4
+ports: [{name: grpc, port: 80}]
+endpoints: [{addresses: [%s]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: authz-grpc, namespace: shop}
+spec:
+  parentRefs: [{name: web}]
+  hostnames: [authz-grpc.example.com]
+  rules:
+  - filters: [{type: ExternalAuth, externalAuth: {protocol: GRPC, backendRef: {name: authz-world, port: 9001}, grpc: {}}}]
+    backendRefs: [{name: flaky-failing, port: 8080}]
+`, api.IP), "apply", "-f", "-")
+	eventually(t, gatewayTimeout, "the gRPC authorization server allows /allowed, adding its header", func() error {
+		r, err := hostGet(base+"/allowed/grpc", getOptions{host: "authz-grpc.example.com"})
+		if err != nil {
+			return err
+		}
+		if got := r.Echo.Headers[http.CanonicalHeaderKey(worldhost.AuthzHeader)]; r.Code != http.StatusOK || !slices.Equal(got, []string{api.Name}) {
+			return fmt.Errorf("status %d, the backend saw %s %q", r.Code, worldhost.AuthzHeader, got)
+		}
+		return nil
+	})
+	if r, err := hostGet(base+"/elsewhere", getOptions{host: "authz-grpc.example.com"}); err != nil || r.Code != http.StatusForbidden || r.Body != "denied by "+api.Name+"\n" {
+		t.Errorf("a path the gRPC authorization server denies: %d %q (%v), want its 403", r.Code, r.Body, err)
+	}
+	t.Logf("over gRPC: /allowed/grpc 200 with %s: %s, /elsewhere 403", worldhost.AuthzHeader, api.Name)
 }

@@ -769,11 +769,12 @@ type getOptions struct {
 }
 
 // gotResponse is what hostGet got: the status, the headers (redirects are
-// not followed), echo-basic's answer (200 only) and, over TLS, the server's
-// certificate (DER).
+// not followed), the body, echo-basic's answer (200 only) and, over TLS,
+// the server's certificate (DER).
 type gotResponse struct {
 	Code   int
 	Header http.Header
+	Body   string
 	Echo   echoResponse
 	Cert   []byte
 }
@@ -821,6 +822,7 @@ func hostGet(url string, o getOptions) (gotResponse, error) {
 	if err != nil {
 		return got, err
 	}
+	got.Body = string(body)
 	if resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(body, &got.Echo); err != nil {
 			return got, fmt.Errorf("decode %q: %w", body, err)

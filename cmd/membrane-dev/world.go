@@ -17,7 +17,7 @@ func newDevWorldHostCommand(g *globals) *cobra.Command {
 	var c worldhost.Config
 	cmd := &cobra.Command{
 		Use:    "world-host",
-		Short:  "Serve one host of a local cluster's outside world: HTTP, and an authoritative DNS zone",
+		Short:  "Serve one host of a local cluster's outside world: HTTP (with Envoy's external authorization service over gRPC), and an authoritative DNS zone",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -25,7 +25,7 @@ func newDevWorldHostCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&c.Name, "name", "", "the host's name, in HTTP answers")
-	cmd.Flags().StringVar(&c.HTTPAddr, "http-addr", "", "address of the HTTP server (empty: none)")
+	cmd.Flags().StringVar(&c.HTTPAddr, "http-addr", "", "address of the HTTP server, HTTP/1.1 and h2c (empty: none)")
 	cmd.Flags().StringVar(&c.DNSAddr, "dns-addr", "", "address of the authoritative DNS server, UDP and TCP (empty: none)")
 	cmd.Flags().StringVar(&c.ZoneFile, "zone-file", "", "the DNS server's zone (JSON; read again when it changes)")
 	return cmd

@@ -274,7 +274,9 @@ func HTTPHandler(name string) http.Handler {
 // Config is one world host's servers.
 type Config struct {
 	Name string
-	// HTTPAddr serves HTTPHandler; empty: none.
+	// HTTPAddr serves HTTPHandler over HTTP/1.1 and h2c, and Envoy's
+	// external authorization service over gRPC (see authorization);
+	// empty: none.
 	HTTPAddr string
 	// DNSAddr serves ZoneFile over UDP and TCP; empty: none.
 	DNSAddr  string
@@ -306,7 +308,12 @@ func Run(ctx context.Context, log *slog.Logger, c Config) error {
 		if err != nil {
 			return fmt.Errorf("--http-addr %s: %w", c.HTTPAddr, err)
 		}
-		srv := &http.Server{Handler: HTTPHandler(c.Name), ReadHeaderTimeout: 10 * time.Second}
+		// HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge), which
+		// gRPC clients such as Envoy's speak.
+		var protocols http.Protocols
+		protocols.SetHTTP1(true)
+		protocols.SetUnencryptedHTTP2(true)
+		srv := &http.Server{Handler: withAuthorization(c.Name, HTTPHandler(c.Name)), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 		start(func() error {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve http: %w", err)

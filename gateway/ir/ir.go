@@ -159,13 +159,19 @@ type ExtAuth struct {
 	// check requests.
 	Cluster   string `json:"cluster"`
 	Authority string `json:"authority"`
-	// PathPrefix goes before the request's path in the check request.
+	// GRPC: the server is Envoy's external authorization service over
+	// gRPC (envoy.service.auth.v3.Authorization, on an h2c cluster);
+	// otherwise it answers HTTP check requests.
+	GRPC bool `json:"grpc,omitempty"`
+	// PathPrefix goes before the request's path in the check request
+	// (HTTP).
 	PathPrefix string `json:"pathPrefix,omitempty"`
 	// RequestHeaders of the request go with the check request, besides
-	// Host, Method, Path, Content-Length and Authorization.
+	// Host, Method, Path, Content-Length and Authorization (HTTP); over
+	// gRPC only these, every header when empty.
 	RequestHeaders []string `json:"requestHeaders,omitempty"`
 	// ResponseHeaders of an allowing answer go into the request to the
-	// backend.
+	// backend (HTTP; a gRPC server names the headers it adds).
 	ResponseHeaders []string `json:"responseHeaders,omitempty"`
 	// MaxBody is how many bytes of the request's body go with the check
 	// request (0: none).

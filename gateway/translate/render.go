@@ -512,20 +512,27 @@ func renderRoute(r ir.Route) (*routev3.Route, error) {
 // reached), with up to MaxBody bytes of the body (the rest cut off). Its
 // name digests a, so that routes asking the same server share it.
 func extAuthFilter(a ir.ExtAuth) (*hcmv3.HttpFilter, error) {
-	svc := &extauthzv3.HttpService{
-		ServerUri: &corev3.HttpUri{
-			Uri:              "http://" + a.Authority,
-			HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: ClusterPrefix + a.Cluster},
-			Timeout:          durationpb.New(extAuthTimeout),
-		},
-		PathPrefix: a.PathPrefix,
-	}
-	if len(a.ResponseHeaders) > 0 {
-		svc.AuthorizationResponse = &extauthzv3.AuthorizationResponse{AllowedUpstreamHeaders: headerList(a.ResponseHeaders)}
-	}
-	cfg := &extauthzv3.ExtAuthz{
-		Services:            &extauthzv3.ExtAuthz_HttpService{HttpService: svc},
-		TransportApiVersion: corev3.ApiVersion_V3,
+	cfg := &extauthzv3.ExtAuthz{TransportApiVersion: corev3.ApiVersion_V3}
+	if a.GRPC {
+		cfg.Services = &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+				ClusterName: ClusterPrefix + a.Cluster, Authority: a.Authority,
+			}},
+			Timeout: durationpb.New(extAuthTimeout),
+		}}
+	} else {
+		svc := &extauthzv3.HttpService{
+			ServerUri: &corev3.HttpUri{
+				Uri:              "http://" + a.Authority,
+				HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: ClusterPrefix + a.Cluster},
+				Timeout:          durationpb.New(extAuthTimeout),
+			},
+			PathPrefix: a.PathPrefix,
+		}
+		if len(a.ResponseHeaders) > 0 {
+			svc.AuthorizationResponse = &extauthzv3.AuthorizationResponse{AllowedUpstreamHeaders: headerList(a.ResponseHeaders)}
+		}
+		cfg.Services = &extauthzv3.ExtAuthz_HttpService{HttpService: svc}
 	}
 	if len(a.RequestHeaders) > 0 {
 		cfg.AllowedHeaders = headerList(a.RequestHeaders)

@@ -347,10 +347,11 @@ func (b *builder) extAuth(routeNS, kind string, f *gwv1.HTTPExternalAuthFilter) 
 	if f == nil {
 		return nil, "ExternalAuth without externalAuth", "", ""
 	}
-	if f.ExternalAuthProtocol != gwv1.HTTPRouteExternalAuthHTTPProtocol {
-		return nil, fmt.Sprintf("externalAuth.protocol %s (HTTP is supported)", f.ExternalAuthProtocol), "", ""
+	grpcAuth := f.ExternalAuthProtocol == gwv1.HTTPRouteExternalAuthGRPCProtocol
+	if !grpcAuth && f.ExternalAuthProtocol != gwv1.HTTPRouteExternalAuthHTTPProtocol {
+		return nil, fmt.Sprintf("externalAuth.protocol %s (HTTP and GRPC are supported)", f.ExternalAuthProtocol), "", ""
 	}
-	cluster, reason, msg := b.resolve(routeNS, kind, f.BackendRef)
+	cluster, reason, msg := b.resolveAs(routeNS, kind, grpcAuth, f.BackendRef)
 	if reason != "" || cluster == "" {
 		return nil, "", reason, msg
 	}
@@ -358,8 +359,12 @@ func (b *builder) extAuth(routeNS, kind string, f *gwv1.HTTPExternalAuthFilter) 
 	if f.BackendRef.Namespace != nil {
 		ns = string(*f.BackendRef.Namespace)
 	}
-	ea := &ir.ExtAuth{Cluster: cluster, Authority: fmt.Sprintf("%s.%s:%d", f.BackendRef.Name, ns, *f.BackendRef.Port)}
-	if h := f.HTTPAuthConfig; h != nil {
+	ea := &ir.ExtAuth{Cluster: cluster, Authority: fmt.Sprintf("%s.%s:%d", f.BackendRef.Name, ns, *f.BackendRef.Port), GRPC: grpcAuth}
+	switch {
+	case grpcAuth && f.GRPCAuthConfig != nil:
+		ea.RequestHeaders = f.GRPCAuthConfig.AllowedRequestHeaders
+	case !grpcAuth && f.HTTPAuthConfig != nil:
+		h := f.HTTPAuthConfig
 		ea.PathPrefix, ea.RequestHeaders, ea.ResponseHeaders = h.Path, h.AllowedRequestHeaders, h.AllowedResponseHeaders
 	}
 	if fb := f.ForwardBody; fb != nil {
@@ -550,6 +555,12 @@ func (b *builder) backend(routeNS, kind string, ref gwv1.HTTPBackendRef) (ir.Bac
 // port's BackendTLSPolicy is not usable (its status says why): the
 // backend answers 500.
 func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectReference) (string, gwv1.RouteConditionReason, string) {
+	return b.resolveAs(routeNS, routeKind, routeKind == kindGRPCRoute, ref)
+}
+
+// resolveAs is resolve, with h2c: the cluster speaks HTTP/2 (gRPC) to the
+// Service port whatever its appProtocol.
+func (b *builder) resolveAs(routeNS, routeKind string, h2c bool, ref gwv1.BackendObjectReference) (string, gwv1.RouteConditionReason, string) {
 	group, kind := "", kindService
 	if ref.Group != nil {
 		group = string(*ref.Group)
@@ -594,7 +605,7 @@ func (b *builder) resolve(routeNS, routeKind string, ref gwv1.BackendObjectRefer
 		c.Name += "/udp"
 	case ptrValue(sp.AppProtocol) == "kubernetes.io/h2c":
 		c.Protocol = "h2c"
-	case routeKind == kindGRPCRoute:
+	case h2c:
 		c.Name, c.Protocol = c.Name+"/h2c", "h2c"
 	}
 	if routeKind == kindHTTPRoute || routeKind == kindGRPCRoute {
