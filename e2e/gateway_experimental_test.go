@@ -32,7 +32,7 @@ import (
 // A Gateway's infrastructure labels are ignored, and its Accepted
 // condition says so. Then the ExternalAuth filter (checkExtAuth), TCPRoutes
 // and UDPRoutes (checkL4Routes), client certificate validation
-// (checkFrontendTLS).
+// (checkFrontendTLS), TLS listeners terminating TLS (checkTLSTerminate).
 func TestGatewayExperimental(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
@@ -248,6 +248,7 @@ spec:
 	t.Run("ExternalAuth", func(t *testing.T) { checkExtAuth(t, k, s, base) })
 	t.Run("TCPRoute and UDPRoute", func(t *testing.T) { checkL4Routes(t, k, s) })
 	t.Run("client certificate validation", func(t *testing.T) { checkFrontendTLS(t, k) })
+	t.Run("TLSRoute with TLS terminated", func(t *testing.T) { checkTLSTerminate(t, k) })
 }
 
 // stickyGet GETs base/ with Host host and, unless "", the Cookie cookie,

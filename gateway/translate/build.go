@@ -295,9 +295,9 @@ func (b *builder) checkListeners(g *gateway) {
 		case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
 		case gwv1.TLSProtocolType:
 			kinds = []gwv1.Kind{kindTLSRoute}
-			if spec.TLS == nil || spec.TLS.Mode == nil || *spec.TLS.Mode != gwv1.TLSModePassthrough {
+			if spec.TLS == nil {
 				accepted = condition(gwv1.ListenerConditionAccepted, false, gwv1.ListenerReasonUnsupportedProtocol,
-					"protocol TLS is supported with tls.mode Passthrough", gen)
+					"protocol TLS needs tls (mode Passthrough, or Terminate with certificateRefs)", gen)
 				l.valid, l.attachable = false, false
 			}
 		case gwv1.TCPProtocolType:
@@ -334,9 +334,9 @@ func (b *builder) checkListeners(g *gateway) {
 				l.valid = false
 			}
 		}
-		if spec.Protocol == gwv1.HTTPSProtocolType {
+		if terminatesTLS(spec) {
 			reason, msg := b.resolveCertificates(g.gw, l)
-			if reason == "" {
+			if reason == "" && spec.Protocol == gwv1.HTTPSProtocolType {
 				// A listener whose clients cannot be checked as asked is
 				// not served, so that no client goes unchecked.
 				reason, msg = b.resolveClientValidation(g.gw, l)
@@ -373,12 +373,24 @@ func (b *builder) checkListeners(g *gateway) {
 	}
 }
 
-// resolveCertificates loads an HTTPS listener's certificates; the reason
-// and message say why they do not resolve.
+// terminatesTLS reports whether a listener terminates TLS: HTTPS, and TLS
+// with tls.mode Terminate (the default).
+func terminatesTLS(l gwv1.Listener) bool {
+	switch l.Protocol {
+	case gwv1.HTTPSProtocolType:
+		return true
+	case gwv1.TLSProtocolType:
+		return l.TLS != nil && (l.TLS.Mode == nil || *l.TLS.Mode == gwv1.TLSModeTerminate)
+	}
+	return false
+}
+
+// resolveCertificates loads the certificates of a listener that
+// terminates TLS; the reason and message say why they do not resolve.
 func (b *builder) resolveCertificates(gw *gwv1.Gateway, l *listener) (gwv1.ListenerConditionReason, string) {
 	tls := l.spec.TLS
 	if tls == nil || len(tls.CertificateRefs) == 0 {
-		return gwv1.ListenerReasonInvalidCertificateRef, "HTTPS needs tls.certificateRefs"
+		return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s needs tls.certificateRefs to terminate TLS", l.spec.Protocol)
 	}
 	if tls.Mode != nil && *tls.Mode != gwv1.TLSModeTerminate {
 		return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("tls.mode %s is not supported on HTTPS (Terminate is)", *tls.Mode)

@@ -222,7 +222,7 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, []*routev3.RouteConfig
 		}
 		if l.Protocol == ir.HTTPS {
 			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: s.SNI}
-			ts, err := tlsContext(s)
+			ts, err := tlsContext(s, "h2", "http/1.1")
 			if err != nil {
 				return nil, nil, fmt.Errorf("server %s: %w", s.Name, err)
 			}
@@ -233,8 +233,9 @@ func renderListener(l ir.Listener) (*listenerv3.Listener, []*routev3.RouteConfig
 	return el, routes, nil
 }
 
-// forwardChain forwards the connections (TLS: of the server's SNI) whole
-// (tcp_proxy) to the server's backends, by weight.
+// forwardChain forwards the connections (TLS: of the server's SNI; with
+// certificates, the plaintext inside) whole (tcp_proxy) to the server's
+// backends, by weight.
 func forwardChain(s ir.Server) (*listenerv3.FilterChain, error) {
 	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(s.Name)}
 	if len(s.Backends) == 1 {
@@ -256,6 +257,13 @@ func forwardChain(s ir.Server) (*listenerv3.FilterChain, error) {
 	}
 	if len(s.SNI) > 0 {
 		fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: s.SNI}
+	}
+	if len(s.Certificates) > 0 {
+		// TLS terminated: the backends get the plaintext, whatever
+		// protocol it is (no ALPN offered).
+		if fc.TransportSocket, err = tlsContext(s); err != nil {
+			return nil, err
+		}
 	}
 	return fc, nil
 }
@@ -298,10 +306,10 @@ func renderUDPListener(l ir.Listener) (*listenerv3.Listener, error) {
 	return el, nil
 }
 
-func tlsContext(s ir.Server) (*corev3.TransportSocket, error) {
-	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-		AlpnProtocols: []string{"h2", "http/1.1"},
-	}}
+// tlsContext terminates TLS with the server's certificates (and checks
+// its clients' as it says), offering alpn.
+func tlsContext(s ir.Server, alpn ...string) (*corev3.TransportSocket, error) {
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{AlpnProtocols: alpn}}
 	for _, c := range s.Certificates {
 		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = append(ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs,
 			&tlsv3.SdsSecretConfig{Name: CertificatePrefix + c.Name, SdsConfig: xdstranslate.ADS()})

@@ -734,7 +734,7 @@ func (b *builder) ir() ir.IR {
 				gwListeners[key] = append(gwListeners[key], l)
 				continue
 			case ir.TLS:
-				il.Servers = append(il.Servers, passthroughServers(g, l)...)
+				il.Servers = append(il.Servers, tlsServers(g, l)...)
 				continue
 			case ir.TCP, ir.UDP:
 				il.Servers = b.forwardServer(g, l)
@@ -913,10 +913,11 @@ func wellKnownPort(scheme string) uint16 {
 	return 80
 }
 
-// passthroughServers are a TLS passthrough listener's servers: one per
-// hostname of its routes (oldest route first), each forwarding the
-// connections whole to the route's backends.
-func passthroughServers(g *gateway, l *listener) []ir.Server {
+// tlsServers are a TLS listener's servers: one per hostname of its routes
+// (oldest route first), each forwarding the connections whole to the
+// route's backends: as they come (Passthrough) or, with the listener's
+// certificates, the plaintext inside (Terminate).
+func tlsServers(g *gateway, l *listener) []ir.Server {
 	routes := slices.Clone(l.routes)
 	slices.SortStableFunc(routes, func(a, c attachedRoute) int { return comparePrecedence(a.prec, c.prec) })
 	var out []ir.Server
@@ -925,7 +926,7 @@ func passthroughServers(g *gateway, l *listener) []ir.Server {
 			continue // no valid backend: the connection is refused
 		}
 		for _, h := range r.hostnames {
-			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name, h), Backends: r.route.Backends}
+			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name, h), Backends: r.route.Backends, Certificates: l.certs}
 			if h != "*" {
 				s.SNI = []string{h}
 			}
