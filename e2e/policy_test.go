@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/policy"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 )
 
@@ -184,20 +185,30 @@ spec:
 		t.Errorf("policy get shows no rule from the policy:\n%s", got)
 	}
 	// policy trace: the frontend is let in by the policy's rule, on its
-	// port only; the other pod is not.
+	// port only (also given by its address); the other pod is not, nor
+	// is a host outside the cluster (world, no policy of its own); the
+	// backend may reach that host (no egress policy).
+	world, ok := shared.cluster.Layout().WorldHost("api")
+	if !ok {
+		t.Fatal("no world host api")
+	}
+	backend := backends[1].Name
 	for _, c := range []struct {
-		from, port string
-		want       []string
+		from, to, port string
+		want           []string
 	}{
-		{frontends[0].Name, "8080", []string{": ALLOWED", "egress of ", "policy not enforced", "8080: allowed", "(NetworkPolicy " + ns + "/backend"}},
-		{frontends[0].Name, "9090/TCP", []string{": DENIED", "9090: Policy denied"}},
-		{other.Name, "8080", []string{": DENIED", "8080: Policy denied"}},
+		{frontends[0].Name, backend, "8080", []string{": ALLOWED", "egress of ", "policy not enforced", "8080: allowed", "(NetworkPolicy " + ns + "/backend"}},
+		{frontends[0].Status.PodIP, backend, "8080", []string{ns + "/" + frontends[0].Name + " (identity", ": ALLOWED", "8080: allowed"}},
+		{frontends[0].Name, backend, "9090/TCP", []string{": DENIED", "9090: Policy denied"}},
+		{other.Name, backend, "8080", []string{": DENIED", "8080: Policy denied"}},
+		{world.IP.String(), backend, "8080", []string{world.IP.String() + " (reserved:world in the ipcache of ", ": DENIED", policy.ReasonNotEndpoint, "from reserved:world TCP/8080: Policy denied"}},
+		{backend, world.IP.String(), "80", []string{": ALLOWED", "egress of ", "to reserved:world TCP/80: policy not enforced", "ingress from", policy.ReasonNotEndpoint}},
 	} {
-		got := k.membrane("policy", "trace", "-n", ns, c.from, backends[1].Name, "--port", c.port)
-		t.Logf("membrane policy trace -n %s %s %s --port %s:\n%s", ns, c.from, backends[1].Name, c.port, got)
+		got := k.membrane("policy", "trace", "-n", ns, c.from, c.to, "--port", c.port)
+		t.Logf("membrane policy trace -n %s %s %s --port %s:\n%s", ns, c.from, c.to, c.port, got)
 		for _, w := range c.want {
 			if !strings.Contains(got, w) {
-				t.Errorf("policy trace %s -> %s --port %s: no %q in\n%s", c.from, backends[1].Name, c.port, w, got)
+				t.Errorf("policy trace %s -> %s --port %s: no %q in\n%s", c.from, c.to, c.port, w, got)
 			}
 		}
 	}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"net/netip"
 	"testing"
 
+	"github.com/membrane-mesh/membrane/mesh/agentapi"
+	"github.com/membrane-mesh/membrane/mesh/identity"
 	"github.com/membrane-mesh/membrane/mesh/model"
 	"github.com/membrane-mesh/membrane/mesh/policy"
 )
@@ -53,5 +56,39 @@ func TestHTTPRule(t *testing.T) {
 	got := httpRule(policy.HTTPRule{Method: "GET", Path: "/api/.*", Headers: []policy.HeaderMatch{{Name: "X-Tenant", Value: "a"}, {Name: "X-Debug"}}})
 	if want := "method GET, path /api/.*, header X-Tenant: a, header X-Debug"; got != want {
 		t.Errorf("%q, want %q", got, want)
+	}
+}
+
+// TestIPCacheLookup: the longest prefix holding the address decides;
+// without one it is world.
+func TestIPCacheLookup(t *testing.T) {
+	entries := []agentapi.IPCacheEntry{
+		{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Identity: 16777217},
+		{Prefix: netip.MustParsePrefix("10.244.1.7/32"), Identity: 300},
+		{Prefix: netip.MustParsePrefix("10.244.0.0/16"), Identity: uint32(identity.Unmanaged)},
+	}
+	for addr, want := range map[string]identity.ID{
+		"10.244.1.7": 300, "10.244.1.8": identity.Unmanaged, "10.9.9.9": 16777217, "198.19.2.11": identity.World,
+	} {
+		if got := ipcacheLookup(entries, netip.MustParseAddr(addr)); got != want {
+			t.Errorf("%s: identity %d, want %d", addr, got, want)
+		}
+	}
+}
+
+// TestTraceEndDecide: an address has no policy of its own; a pod's
+// policy decides with its identity set.
+func TestTraceEndDecide(t *testing.T) {
+	addr := traceEnd{addr: netip.MustParseAddr("198.19.2.11"), id: identity.World}
+	if d := addr.decide(policy.Egress, 300, model.TCP, 80); d.Verdict != policy.Allow || d.Reason != policy.ReasonNotEndpoint || d.Remote != 300 {
+		t.Errorf("an address's decision: %+v", d)
+	}
+	pod := traceEnd{pod: &agentapi.PolicyEntry{Result: policy.Result{EnforceIngress: true}}, id: 300}
+	d := pod.decide(policy.Ingress, identity.World, model.TCP, 80)
+	if d.Verdict != policy.Deny || d.Endpoint != 300 || d.Remote != identity.World {
+		t.Errorf("a pod enforcing ingress without rules: %+v", d)
+	}
+	if tr := policy.TraceOf(addr.decide(policy.Egress, 300, model.TCP, 80), d); tr.Allowed {
+		t.Errorf("world -> the pod: %+v, want denied", tr)
 	}
 }

@@ -44,7 +44,17 @@ const (
 	ReasonDenied       = "Policy denied"
 	ReasonDenylist     = "Policy denied by denylist"
 	ReasonAuthRequired = "Authentication required"
+	// ReasonNotEndpoint: the flow's end is no pod of the cluster (an
+	// address outside it, or a node's): no policy of Membrane's applies
+	// on its side.
+	ReasonNotEndpoint = "not a pod: no policy of its own"
 )
+
+// NotEndpoint is the decision on the side of a flow that is no pod of the
+// cluster: nothing is enforced there.
+func NotEndpoint(dir Direction, remote identity.ID, proto Proto, port uint16) Decision {
+	return Decision{Direction: dir, Remote: remote, Proto: proto, Port: port, Verdict: Allow, Reason: ReasonNotEndpoint}
+}
 
 func (d Decision) String() string {
 	s := d.Direction.String()
@@ -223,6 +233,12 @@ func TraceResolved(src Result, srcID identity.ID, dst Result, dstID identity.ID,
 	eg.Endpoint = srcID
 	in := dst.Lookup(Ingress, srcID, proto, port)
 	in.Endpoint = dstID
+	return TraceOf(eg, in)
+}
+
+// TraceOf is the fate of a flow the source's egress decision eg and the
+// destination's ingress decision in decide.
+func TraceOf(eg, in Decision) TraceResult {
 	return TraceResult{Egress: eg, Ingress: in, Allowed: eg.Verdict != Deny && in.Verdict != Deny}
 }
 
