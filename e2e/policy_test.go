@@ -12,8 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
-	"github.com/membrane-mesh/membrane/mesh/policy"
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
+	"github.com/membrane-mesh/membrane/mesh/policy"
 )
 
 // policyTimeout bounds how long a policy change may take to be enforced in
