@@ -65,14 +65,9 @@ func gatewayConfigMaps(o client.Object) []string {
 			continue
 		}
 		for _, ref := range v.CACertificateRefs {
-			if ref.Group != "" || ref.Kind != "ConfigMap" {
-				continue
+			if ref.Group == "" && ref.Kind == "ConfigMap" {
+				keys = append(keys, refKey(gw.Namespace, ref.Namespace, ref.Name))
 			}
-			ns := gw.Namespace
-			if ref.Namespace != nil {
-				ns = string(*ref.Namespace)
-			}
-			keys = append(keys, ns+"/"+string(ref.Name))
 		}
 	}
 	return sortedKeys(keys)
@@ -93,17 +88,21 @@ func gatewaySecrets(o client.Object) []string {
 			continue
 		}
 		for _, ref := range l.TLS.CertificateRefs {
-			if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
-				continue
+			if (ref.Group == nil || *ref.Group == "") && (ref.Kind == nil || *ref.Kind == "Secret") {
+				keys = append(keys, refKey(gw.Namespace, ref.Namespace, ref.Name))
 			}
-			ns := gw.Namespace
-			if ref.Namespace != nil {
-				ns = string(*ref.Namespace)
-			}
-			keys = append(keys, ns+"/"+string(ref.Name))
 		}
 	}
 	return sortedKeys(keys)
+}
+
+// refKey is the "namespace/name" key of a reference from an object in
+// namespace from: in ns when given.
+func refKey(from string, ns *gwv1.Namespace, name gwv1.ObjectName) string {
+	if ns != nil {
+		from = string(*ns)
+	}
+	return from + "/" + string(name)
 }
 
 // ingressSecrets indexes an Ingress by the Secrets of its TLS entries (in
