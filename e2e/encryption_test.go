@@ -217,6 +217,16 @@ func TestEncryption(t *testing.T) {
 		}
 	})
 
+	t.Run("connectivity test sees the traffic in the tunnel", func(t *testing.T) {
+		w := w.in(t)
+		out := w.k.membrane("connectivity", "test", "--namespace", "membrane-ct-wg", "--test", "^(pod-to-pod|encryption)/")
+		t.Logf("membrane connectivity test:\n%s", out)
+		if !strings.Contains(out, "✓ encryption/pod-to-pod-cross-node ") || !strings.Contains(out, "WireGuard tunnel to") ||
+			!strings.Contains(out, "3 passed, 0 failed, 12 skipped") {
+			t.Errorf("want the encryption check passed beside the two pod-to-pod checks")
+		}
+	})
+
 	t.Run("off and on again converges without restarting pods", func(t *testing.T) {
 		w := w.in(t)
 		before := w.podStates()

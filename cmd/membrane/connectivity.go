@@ -28,7 +28,7 @@ func newConnectivityCommand(g *globals) *cobra.Command {
 	var only, output string
 	test := &cobra.Command{
 		Use:   "test",
-		Short: "Run test pods and check pod to pod, node to pod, Services, DNS, the world, NetworkPolicy and L7 policy",
+		Short: "Run test pods and check pod to pod, node to pod, Services, DNS, the world, NetworkPolicy, L7 policy and encryption",
 		Long: `Run echo servers and curl clients in a namespace of the test's own
 (--namespace, labelled app.kubernetes.io/managed-by=membrane-connectivity-test;
 a namespace without that label is never touched) on the first two nodes
@@ -36,6 +36,10 @@ whose agent is ready, and check from inside the clients:
 
   pod-to-pod/same-node        a client reaches an echo pod of its node
   pod-to-pod/cross-node       ... and one of the other node
+  encryption/pod-to-pod-cross-node
+                              with WireGuard on, 5 requests of 16 KiB each way
+                              to the other node's echo pod show (at least) in
+                              the client node's tunnel counters of that node
   pod-to-service/cluster-ip   the echo Service's ClusterIP, both echo pods answering
   pod-to-service/dns          the Service by its name (cluster DNS)
   node-to-pod/same-node       a client in the first node's network namespace
@@ -52,8 +56,8 @@ whose agent is ready, and check from inside the clients:
 
 Each check retries until its condition holds or --timeout passes (a
 policy just written takes a moment to reach the datapath). The L7 checks
-are skipped when the agents run no L7 proxy, the cross-node check on a
-one-node cluster. The namespace is removed at the end (--keep leaves it).
+are skipped when the agents run no L7 proxy, the encryption check when
+the nodes do not encrypt, the cross-node checks on a one-node cluster. The namespace is removed at the end (--keep leaves it).
 The command fails when a check failed, naming the failed checks. --test
 runs the checks whose names match a regular expression (the pods are made
 all the same). -o json prints, at the end, the namespace, the nodes and
@@ -113,6 +117,12 @@ every check's name, status (passed, failed, skipped), detail and duration.`,
 			}
 			o.Flows = true
 			used := nodes[:min(2, len(nodes))]
+			if o.Encryption, err = encrypting(ctx, c, used); err != nil {
+				return err
+			}
+			kube.TunnelSource = func(ctx context.Context, node, peer string) (connectivity.Transfer, error) {
+				return tunnelTransfer(ctx, c, node, peer)
+			}
 			progress := g.stdout
 			if output == "json" {
 				progress = io.Discard
@@ -148,4 +158,36 @@ every check's name, status (passed, failed, skipped), detail and duration.`,
 	f.StringVarP(&output, "output", "o", "text", "output format: text (each check as it ends) or json (all at the end)")
 	cmd.AddCommand(test)
 	return cmd
+}
+
+// encrypting reports whether every one of nodes encrypts its traffic to
+// the others with WireGuard (its agent says so).
+func encrypting(ctx context.Context, c *clusterClient, nodes []string) (bool, error) {
+	list, err := fromAgents[agentapi.EncryptionStatus](ctx, c, nodes, agentapi.PathEncryption)
+	if err != nil {
+		return false, fmt.Errorf("read the nodes' encryption status: %w", err)
+	}
+	for _, s := range list {
+		if s.WireGuard == nil {
+			return false, nil
+		}
+	}
+	return len(list) > 0, nil
+}
+
+// tunnelTransfer is what node's WireGuard device has sent to peer's and
+// received from it (its agent's encryption status).
+func tunnelTransfer(ctx context.Context, c *clusterClient, node, peer string) (connectivity.Transfer, error) {
+	list, err := fromAgents[agentapi.EncryptionStatus](ctx, c, []string{node}, agentapi.PathEncryption)
+	if err != nil {
+		return connectivity.Transfer{}, err
+	}
+	if wg := list[0].WireGuard; wg != nil {
+		for _, p := range wg.Peers {
+			if p.Node == peer {
+				return connectivity.Transfer{Sent: p.TransmitBytes, Received: p.ReceiveBytes}, nil
+			}
+		}
+	}
+	return connectivity.Transfer{}, fmt.Errorf("node %s has no WireGuard peer %s", node, peer)
 }

@@ -52,6 +52,9 @@ type Options struct {
 	HostClient bool
 	// ExternalURL, when set, is what the pod-to-world check asks for.
 	ExternalURL string
+	// Encryption runs the encryption check (the nodes encrypt their
+	// traffic with WireGuard; the Cluster reads their tunnels' counters).
+	Encryption bool
 }
 
 // Status is a check's outcome.
@@ -93,7 +96,19 @@ type Cluster interface {
 	// Flows are the flows node's agent observed that req matches
 	// (ErrNoFlows: the flows cannot be read).
 	Flows(ctx context.Context, node string, req flow.Request) ([]flow.Flow, error)
+	// Tunnel is what node's WireGuard device has carried to and from its
+	// peer node so far (ErrNoTunnel: it cannot be read).
+	Tunnel(ctx context.Context, node, peer string) (Transfer, error)
 }
+
+// Transfer counts the bytes a node's WireGuard device sent to one peer
+// and received from it (encrypted, as the underlay carries them).
+type Transfer struct {
+	Sent, Received int64
+}
+
+// ErrNoTunnel is the error of a Cluster that cannot read the tunnels.
+var ErrNoTunnel = errors.New("no access to the agents' WireGuard devices")
 
 // ErrNoFlows is the error of a Cluster that cannot read flows.
 var ErrNoFlows = errors.New("no access to the agents' flows")
@@ -250,6 +265,7 @@ func checks(o Options, w Workload, a Addresses) []check {
 	out := []check{
 		{name: "pod-to-pod/same-node", run: expect(Client, echoA+"/", 200)},
 		{name: "pod-to-pod/cross-node", run: expect(Client, echoB+"/", 200)},
+		{name: "encryption/pod-to-pod-cross-node", run: throughTunnel(a.Nodes[Client], a.Nodes[EchoB], Client, echoB+"/")},
 		{name: "pod-to-service/cluster-ip", run: spread(Client, svc+"/", w.echoPods())},
 		{name: "pod-to-service/dns", run: expect(Client, dns+"/", 200)},
 		{name: "node-to-pod/same-node", run: expect(HostClient, echoA+"/", 200)},
@@ -276,6 +292,8 @@ func checks(o Options, w Workload, a Addresses) []check {
 		switch {
 		case !w.TwoNodes && strings.HasSuffix(out[i].name, "cross-node"):
 			out[i].skip = "one node only"
+		case !o.Encryption && strings.HasPrefix(out[i].name, "encryption/"):
+			out[i].skip = "the nodes do not encrypt their traffic (chart value encryption.enabled=false)"
 		case !o.HostClient && strings.HasPrefix(out[i].name, "node-to-"):
 			out[i].skip = "no client in a node's network namespace (--host-client=false)"
 		case o.ExternalURL == "" && strings.HasPrefix(out[i].name, "pod-to-world/"):
@@ -386,6 +404,52 @@ func answered(pod, url string) func(context.Context, Cluster) (string, error) {
 			return fmt.Sprintf("%s → %s: %d", pod, url, code), nil
 		})
 	}
+}
+
+// Requests of the encryption check: each carries a header of
+// tunnelPadding bytes, which echo-basic's answer repeats.
+const (
+	tunnelRequests = 5
+	tunnelPadding  = 16 << 10
+)
+
+// throughTunnel: pod (on node) makes tunnelRequests requests to url (of a
+// pod on peer), and node's WireGuard device counts at least their bytes
+// sent to peer and received from it: they went through the tunnel.
+func throughTunnel(node, peer, pod, url string) func(context.Context, Cluster) (string, error) {
+	return func(ctx context.Context, c Cluster) (string, error) {
+		return until(ctx, func(ctx context.Context) (string, error) { return tunnelCarries(ctx, c, node, peer, pod, url) })
+	}
+}
+
+// tunnelCarries is one try of throughTunnel.
+func tunnelCarries(ctx context.Context, c Cluster, node, peer, pod, url string) (string, error) {
+	before, err := c.Tunnel(ctx, node, peer)
+	if err != nil {
+		return "", err
+	}
+	pad := strings.Repeat("a", tunnelPadding)
+	for range tunnelRequests {
+		out, err := c.Exec(ctx, pod, []string{"curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-Padding: " + pad, url})
+		if err != nil {
+			return "", fmt.Errorf("curl %s from %s: %w", url, pod, err)
+		}
+		if strings.TrimSpace(out) != "200" {
+			return "", fmt.Errorf("%s → %s: %s, want 200", pod, url, out)
+		}
+	}
+	after, err := c.Tunnel(ctx, node, peer)
+	if err != nil {
+		return "", err
+	}
+	sent, received := after.Sent-before.Sent, after.Received-before.Received
+	const least = tunnelRequests * tunnelPadding
+	if sent < least || received < least {
+		return "", fmt.Errorf("%d requests of %d bytes each way: %s's tunnel to %s sent %d and received %d bytes meanwhile, want at least %d each: the traffic went around it",
+			tunnelRequests, tunnelPadding, node, peer, sent, received, least)
+	}
+	return fmt.Sprintf("%d requests of %d bytes each way %s → %s: %s's WireGuard tunnel to %s sent %d and received %d bytes meanwhile",
+		tunnelRequests, tunnelPadding, pod, url, node, peer, sent, received), nil
 }
 
 // refused: pod's request to url gets no answer (the policy drops it).

@@ -28,6 +28,10 @@ type fakeCluster struct {
 	served   int
 	// hostNetwork are the pods set up in their node's network namespace.
 	hostNetwork []string
+	// tunnel counts what the requests with a header sent through n1's
+	// tunnel to n2, unless bypass.
+	tunnel Transfer
+	bypass bool
 }
 
 func (f *fakeCluster) Claim(context.Context) error {
@@ -62,6 +66,15 @@ func (f *fakeCluster) Delete(_ context.Context, p Policy) error {
 
 func (f *fakeCluster) Exec(_ context.Context, pod string, cmd []string) (string, error) {
 	url := cmd[len(cmd)-1]
+	if slices.Contains(cmd, "-H") {
+		// The encryption check's request: the header goes there and
+		// back, with some more.
+		if !f.bypass {
+			f.tunnel.Sent += tunnelPadding + 100
+			f.tunnel.Received += tunnelPadding + 300
+		}
+		return "200", nil
+	}
 	switch {
 	case slices.ContainsFunc(f.down, func(d string) bool { return strings.HasPrefix(url, d) }):
 		return "", &ExitError{Code: 28}
@@ -78,6 +91,13 @@ func (f *fakeCluster) Exec(_ context.Context, pod string, cmd []string) (string,
 }
 
 func (f *fakeCluster) Teardown(context.Context) error { f.tornDown = true; return nil }
+
+func (f *fakeCluster) Tunnel(_ context.Context, node, peer string) (Transfer, error) {
+	if node != "n1" || peer != "n2" {
+		return Transfer{}, fmt.Errorf("no tunnel of %s to %s", node, peer)
+	}
+	return f.tunnel, nil
+}
 
 // Flows: the drops and the L7 responses the policies in force made.
 func (f *fakeCluster) Flows(_ context.Context, node string, req flow.Request) ([]flow.Flow, error) {
@@ -111,7 +131,7 @@ func statuses(results []Result) map[string]Status {
 
 func TestRunPasses(t *testing.T) {
 	f := &fakeCluster{}
-	results, err := run(t, f, Options{L7: true, Flows: true, HostClient: true, ExternalURL: "http://api.example.com/"}, "n1", "n2")
+	results, err := run(t, f, Options{L7: true, Flows: true, HostClient: true, ExternalURL: "http://api.example.com/", Encryption: true}, "n1", "n2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +141,7 @@ func TestRunPasses(t *testing.T) {
 		}
 	}
 	line, err := Summary(results)
-	if line != "14 passed, 0 failed, 0 skipped" || err != nil {
+	if line != "15 passed, 0 failed, 0 skipped" || err != nil {
 		t.Errorf("summary %q, %v", line, err)
 	}
 	if !slices.Equal(f.hostNetwork, []string{HostClient}) {
@@ -152,7 +172,7 @@ func TestRunFailsAndSkips(t *testing.T) {
 		"l7-policy/denied-path": Skipped, "l7-policy/allowed-path": Skipped,
 		"flows/policy-drop": Skipped, "flows/l7-http": Skipped,
 		"node-to-pod/same-node": Skipped, "node-to-pod/cross-node": Skipped, "node-to-service/cluster-ip": Skipped,
-		"pod-to-world/http": Skipped,
+		"pod-to-world/http": Skipped, "encryption/pod-to-pod-cross-node": Skipped,
 	}
 	for name, st := range want {
 		if got[name] != st {
@@ -165,8 +185,23 @@ func TestRunFailsAndSkips(t *testing.T) {
 		}
 	}
 	line, err := Summary(results)
-	if line != "4 passed, 1 failed, 9 skipped" || err == nil || !strings.Contains(err.Error(), "1 of 14 checks failed: pod-to-service/cluster-ip") {
+	if line != "4 passed, 1 failed, 10 skipped" || err == nil || !strings.Contains(err.Error(), "1 of 15 checks failed: pod-to-service/cluster-ip") {
 		t.Errorf("summary %q, %v", line, err)
+	}
+}
+
+// TestRunEncryptionBypassed: cross-node requests that the tunnel does not
+// count fail the encryption check, saying what it counted.
+func TestRunEncryptionBypassed(t *testing.T) {
+	f := &fakeCluster{bypass: true}
+	results, err := run(t, f, Options{Encryption: true, Only: regexp.MustCompile("^encryption/")}, "n1", "n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		if r.Name == "encryption/pod-to-pod-cross-node" && (r.Status != Failed || !strings.Contains(r.Detail, "sent 0 and received 0 bytes meanwhile") || !strings.Contains(r.Detail, "went around it")) {
+			t.Errorf("%s: %s %q, want failed, saying what the tunnel counted", r.Name, r.Status, r.Detail)
+		}
 	}
 }
 

@@ -31,6 +31,9 @@ type Kube struct {
 	Namespace string
 	// FlowSource reads a node agent's flows (the observe API); nil: none.
 	FlowSource func(ctx context.Context, node string, req flow.Request) ([]flow.Flow, error)
+	// TunnelSource reads a node's WireGuard counters of a peer (the
+	// agent's encryption status); nil: none.
+	TunnelSource func(ctx context.Context, node, peer string) (Transfer, error)
 }
 
 // NewKube is the Cluster behind cfg, for the test's namespace ns.
@@ -195,6 +198,14 @@ func (k *Kube) Flows(ctx context.Context, node string, req flow.Request) ([]flow
 		return nil, ErrNoFlows
 	}
 	return k.FlowSource(ctx, node, req)
+}
+
+// Tunnel reads node's counters of peer through TunnelSource.
+func (k *Kube) Tunnel(ctx context.Context, node, peer string) (Transfer, error) {
+	if k.TunnelSource == nil {
+		return Transfer{}, ErrNoTunnel
+	}
+	return k.TunnelSource(ctx, node, peer)
 }
 
 // Teardown deletes the namespace and waits until it is gone.
