@@ -575,6 +575,22 @@ spec:
 			return nil
 		})
 		const secretUpdates = "sds.gateway-ca/shop/shop-tls.update_success"
+		// Each node's Envoy gets the configuration on its own (the
+		// request above reached one): the counts start once every one
+		// has the CA and the cluster with its endpoint.
+		const healthy = "cluster.gateway/shop/shop-tls/443/tls.membership_healthy"
+		eventually(t, gatewayTimeout, "every node Envoy has the TLS cluster with its endpoint and the CA", func() error {
+			for _, n := range s.Nodes {
+				ns := l.NodeNetns(n.Name)
+				if h, _ := envoyStatIf(t, ns, healthy); h != 1 {
+					return fmt.Errorf("%s: %s %d", n.Name, healthy, h)
+				}
+				if u, _ := envoyStatIf(t, ns, secretUpdates); u == 0 {
+					return fmt.Errorf("%s: no %s", n.Name, secretUpdates)
+				}
+			}
+			return nil
+		})
 		stats := func() map[string][2]int {
 			out := map[string][2]int{}
 			for _, n := range s.Nodes {

@@ -67,10 +67,18 @@ type Mesh struct {
 	problems map[string]string
 }
 
+// HealthInterval is how often a remote is probed by default with cache
+// TTL ttl: a sixth of it, from 1 s to 5 s. A remote that stops answering
+// keeps its backends for ttl after its last answer, so for between
+// ttl-HealthInterval and ttl after it stopped.
+func HealthInterval(ttl time.Duration) time.Duration {
+	return max(time.Second, min(5*time.Second, ttl/6))
+}
+
 // NewMesh returns a watcher; Run starts it.
 func NewMesh(log *slog.Logger, cfg MeshConfig, local kubernetes.Interface, sink MeshSink) *Mesh {
 	if cfg.HealthInterval <= 0 {
-		cfg.HealthInterval = max(time.Second, min(5*time.Second, cfg.CacheTTL/6))
+		cfg.HealthInterval = HealthInterval(cfg.CacheTTL)
 	}
 	return &Mesh{log: log, cfg: cfg, local: local, sink: sink, remotes: map[string]*remote{}, problems: map[string]string{}}
 }
