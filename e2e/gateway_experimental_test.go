@@ -32,7 +32,8 @@ import (
 // A Gateway's infrastructure labels are ignored, and its Accepted
 // condition says so. Then the ExternalAuth filter (checkExtAuth), TCPRoutes
 // and UDPRoutes (checkL4Routes), client certificate validation
-// (checkFrontendTLS), TLS listeners terminating TLS (checkTLSTerminate).
+// (checkFrontendTLS), TLS listeners terminating TLS (checkTLSTerminate),
+// the Gateway's backend client certificate (checkBackendClientCert).
 func TestGatewayExperimental(t *testing.T) {
 	cluster(t) // skips like every end-to-end test
 	s := ownCluster(t, localcluster.Options{
@@ -249,6 +250,7 @@ spec:
 	t.Run("TCPRoute and UDPRoute", func(t *testing.T) { checkL4Routes(t, k, s) })
 	t.Run("client certificate validation", func(t *testing.T) { checkFrontendTLS(t, k) })
 	t.Run("TLSRoute with TLS terminated", func(t *testing.T) { checkTLSTerminate(t, k) })
+	t.Run("backend client certificate", func(t *testing.T) { checkBackendClientCert(t, k, s) })
 }
 
 // stickyGet GETs base/ with Host host and, unless "", the Cookie cookie,

@@ -111,7 +111,13 @@ data: {tls.crt: %s, tls.key: %s}
 // tlsEchoPod is the manifest of an echo-basic pod name (label app: name) on
 // node that serves HTTPS on port 8443 with the kubernetes.io/tls Secret
 // secret, and of Service name in front of it (port 443, named https).
-func tlsEchoPod(ns, name, node, secret string) string {
+// With clientCA, the pod verifies the client certificates it is given
+// against the Secret's ca.crt (and answers with them).
+func tlsEchoPod(ns, name, node, secret string, clientCA ...bool) string {
+	var env string
+	if len(clientCA) > 0 && clientCA[0] {
+		env = "\n    - {name: TLS_CLIENT_CACERTS, value: /etc/backend-tls/ca.crt}"
+	}
 	return fmt.Sprintf(`---
 apiVersion: v1
 kind: Pod
@@ -127,7 +133,7 @@ spec:
     - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
     - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
     - {name: TLS_SERVER_CERT, value: /etc/backend-tls/tls.crt}
-    - {name: TLS_SERVER_PRIVKEY, value: /etc/backend-tls/tls.key}
+    - {name: TLS_SERVER_PRIVKEY, value: /etc/backend-tls/tls.key}%[5]s
     volumeMounts: [{name: tls, mountPath: /etc/backend-tls}]
   volumes: [{name: tls, secret: {secretName: %[4]s}}]
 ---
@@ -137,7 +143,7 @@ metadata: {name: %[2]s, namespace: %[1]s}
 spec:
   selector: {app: %[2]s}
   ports: [{name: https, port: 443, targetPort: 8443}]
-`, ns, name, node, secret)
+`, ns, name, node, secret, env)
 }
 
 // selfSigned is a certificate for host and its key, issued by a CA of its

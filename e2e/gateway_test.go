@@ -852,6 +852,10 @@ type echoResponse struct {
 	Path    string              `json:"path"`
 	Pod     string              `json:"pod"`
 	Headers map[string][]string `json:"headers"`
+	// TLS: over HTTPS, the client certificates (PEM) the pod verified.
+	TLS *struct {
+		PeerCertificates []string `json:"peerCertificates"`
+	} `json:"tls"`
 }
 
 // echo makes one GET (see hostGet) and decodes echo-basic's answer when

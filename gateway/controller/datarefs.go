@@ -74,7 +74,8 @@ func gatewayConfigMaps(o client.Object) []string {
 }
 
 // gatewaySecrets indexes a Gateway by the Secrets of its listeners'
-// certificate references (in its namespace unless the reference names
+// certificate references and of its backend client certificate
+// (spec.tls.backend; in its namespace unless the reference names
 // another; whether a ReferenceGrant allows that is the translation's
 // concern).
 func gatewaySecrets(o client.Object) []string {
@@ -82,15 +83,19 @@ func gatewaySecrets(o client.Object) []string {
 	if !ok {
 		return nil
 	}
-	var keys []string
+	refs := []gwv1.SecretObjectReference{}
 	for _, l := range gw.Spec.Listeners {
-		if l.TLS == nil {
-			continue
+		if l.TLS != nil {
+			refs = append(refs, l.TLS.CertificateRefs...)
 		}
-		for _, ref := range l.TLS.CertificateRefs {
-			if (ref.Group == nil || *ref.Group == "") && (ref.Kind == nil || *ref.Kind == "Secret") {
-				keys = append(keys, refKey(gw.Namespace, ref.Namespace, ref.Name))
-			}
+	}
+	if t := gw.Spec.TLS; t != nil && t.Backend != nil && t.Backend.ClientCertificateRef != nil {
+		refs = append(refs, *t.Backend.ClientCertificateRef)
+	}
+	var keys []string
+	for _, ref := range refs {
+		if (ref.Group == nil || *ref.Group == "") && (ref.Kind == nil || *ref.Kind == "Secret") {
+			keys = append(keys, refKey(gw.Namespace, ref.Namespace, ref.Name))
 		}
 	}
 	return sortedKeys(keys)

@@ -34,7 +34,8 @@ func certRef(name string, ns, kind *string) gwv1.SecretObjectReference {
 }
 
 // The objects of the tests below: a Gateway with certificates and client
-// CA certificates in its own namespace and in another, an Ingress with a
+// CA certificates in its own namespace and in another and a backend client
+// certificate in another, an Ingress with a
 // TLS Secret, a
 // BackendTLSPolicy with a CA ConfigMap; references to other kinds.
 func dataReferrers() []client.Object {
@@ -52,7 +53,7 @@ func dataReferrers() []client.Object {
 			PerPort: []gwv1.TLSPortConfig{{Port: 8443, TLS: gwv1.TLSConfig{Validation: &gwv1.FrontendTLSValidation{CACertificateRefs: []gwv1.ObjectReference{
 				{Kind: "ConfigMap", Name: "partner-ca", Namespace: ptr(gwv1.Namespace(other))}, {Kind: "ConfigMap", Name: "client-ca"},
 			}}}}},
-		}}}},
+		}, Backend: &gwv1.GatewayBackendTLS{ClientCertificateRef: ptr(certRef("backend-client", &other, nil))}}}},
 		&networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "ing", Namespace: "app"}, Spec: networkingv1.IngressSpec{
 			TLS: []networkingv1.IngressTLS{{SecretName: "legacy"}, {Hosts: []string{"no.secret"}}},
 		}},
@@ -74,7 +75,7 @@ func TestDataRefIndexes(t *testing.T) {
 		obj   client.Object
 		want  []string
 	}{
-		{gatewaySecrets, objs[0], []string{"app/site", "certs/shared"}},
+		{gatewaySecrets, objs[0], []string{"app/site", "certs/backend-client", "certs/shared"}},
 		{gatewayConfigMaps, objs[0], []string{"app/client-ca", "certs/partner-ca"}},
 		{ingressSecrets, objs[1], []string{"app/legacy"}},
 		{policyConfigMaps, objs[2], []string{"app/ca"}},

@@ -322,6 +322,9 @@ type UpstreamTLS struct {
 	CA []byte `json:"ca"`
 	// SANs the certificate must have one of (SNI as a DNS name when empty).
 	SANs []SAN `json:"sans,omitempty"`
+	// ClientCertificate is presented to the backend when it asks for one
+	// (the Gateway's spec.tls.backend.clientCertificateRef); nil: none.
+	ClientCertificate *Certificate `json:"clientCertificate,omitempty"`
 }
 
 // SAN is a subject alternative name: a DNS name or a URI.

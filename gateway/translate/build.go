@@ -38,9 +38,10 @@ func Build(in Input) (ir.IR, Status) {
 }
 
 // References are the Secrets and ConfigMaps a translation reads the bytes
-// of: the Secrets of the HTTPS listeners of Membrane's Gateways (those a
-// ReferenceGrant permits, when in another namespace) and of Membrane's
-// Ingresses, the ConfigMaps of the BackendTLSPolicies that apply to a
+// of: the Secrets of the listeners terminating TLS and of the backend
+// client certificates of Membrane's Gateways (those a ReferenceGrant
+// permits, when in another namespace) and of Membrane's Ingresses, the
+// ConfigMaps of the BackendTLSPolicies that apply to a
 // backend of theirs and those of the Gateways' client certificate
 // validation (spec.tls.frontend; permitted ones). Translating an Input
 // whose Secrets and ConfigMaps are only these gives the same IR: the node
@@ -100,6 +101,7 @@ func build(in Input) *builder {
 	}
 	for _, g := range b.gateways {
 		b.checkListeners(g)
+		b.resolveBackendCertificate(g)
 	}
 	for i := range b.in.HTTPRoutes {
 		if rs, ok := b.attachHTTPRoute(&b.in.HTTPRoutes[i], kindHTTPRoute); ok {
@@ -193,6 +195,9 @@ type gateway struct {
 	listeners  []*listener
 	// ingress: the Gateway some Ingresses amount to (no status of its own).
 	ingress bool
+	// backendCert is the client certificate presented to the backends it
+	// speaks TLS to (nil: none).
+	backendCert *ir.Certificate
 }
 
 // listener is one Gateway listener, its status so far and its routes.
@@ -396,29 +401,63 @@ func (b *builder) resolveCertificates(gw *gwv1.Gateway, l *listener) (gwv1.Liste
 		return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("tls.mode %s is not supported on HTTPS (Terminate is)", *tls.Mode)
 	}
 	for i, ref := range tls.CertificateRefs {
-		field := fmt.Sprintf("tls.certificateRefs[%d]", i)
-		if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != kindSecret) {
-			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: only core Secrets are supported", field)
+		c, reason, msg := b.tlsCertificate(gw, ref, fmt.Sprintf("tls.certificateRefs[%d]", i))
+		if reason != "" {
+			return reason, msg
 		}
-		ns := gw.Namespace
-		if ref.Namespace != nil {
-			ns = string(*ref.Namespace)
-		}
-		if ns != gw.Namespace && !b.byName[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}].ingress && !b.granted(gatewayGroup, kindGateway, gw.Namespace, "", kindSecret, ns, string(ref.Name)) {
-			return gwv1.ListenerReasonRefNotPermitted, fmt.Sprintf("%s: Secret %s/%s: no ReferenceGrant in %s allows it", field, ns, ref.Name, ns)
-		}
-		b.readSecrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}] = true
-		s, ok := b.secrets[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
-		if !ok {
-			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s/%s not found", field, ns, ref.Name)
-		}
-		chain, key := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
-		if s.Type != corev1.SecretTypeTLS || !isPEM(chain, "CERTIFICATE") || !isPEM(key, "PRIVATE KEY") {
-			return gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s/%s is not a kubernetes.io/tls Secret with a PEM tls.crt and tls.key", field, ns, ref.Name)
-		}
-		l.certs = append(l.certs, ir.Certificate{Name: ns + "/" + string(ref.Name), Chain: chain, Key: key})
+		l.certs = append(l.certs, c)
 	}
 	return "", ""
+}
+
+// tlsCertificate loads the certificate and key of the kubernetes.io/tls
+// Secret that gw's field refers to; the reason and message say why it
+// does not resolve.
+func (b *builder) tlsCertificate(gw *gwv1.Gateway, ref gwv1.SecretObjectReference, field string) (ir.Certificate, gwv1.ListenerConditionReason, string) {
+	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != kindSecret) {
+		return ir.Certificate{}, gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: only core Secrets are supported", field)
+	}
+	ns := gw.Namespace
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	if ns != gw.Namespace && !b.byName[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}].ingress && !b.granted(gatewayGroup, kindGateway, gw.Namespace, "", kindSecret, ns, string(ref.Name)) {
+		return ir.Certificate{}, gwv1.ListenerReasonRefNotPermitted, fmt.Sprintf("%s: Secret %s/%s: no ReferenceGrant in %s allows it", field, ns, ref.Name, ns)
+	}
+	nn := types.NamespacedName{Namespace: ns, Name: string(ref.Name)}
+	b.readSecrets[nn] = true
+	s, ok := b.secrets[nn]
+	if !ok {
+		return ir.Certificate{}, gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s not found", field, nn)
+	}
+	chain, key := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
+	if s.Type != corev1.SecretTypeTLS || !isPEM(chain, "CERTIFICATE") || !isPEM(key, "PRIVATE KEY") {
+		return ir.Certificate{}, gwv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("%s: Secret %s is not a kubernetes.io/tls Secret with a PEM tls.crt and tls.key", field, nn)
+	}
+	return ir.Certificate{Name: nn.String(), Chain: chain, Key: key}, "", ""
+}
+
+// resolveBackendCertificate loads the client certificate gw presents to
+// the backends it speaks TLS to (spec.tls.backend.clientCertificateRef).
+// When it does not resolve, every listener says why (ResolvedRefs) and
+// keeps serving: the backends get no client certificate, and those that
+// require one refuse the connection.
+func (b *builder) resolveBackendCertificate(g *gateway) {
+	t := g.gw.Spec.TLS
+	if t == nil || t.Backend == nil || t.Backend.ClientCertificateRef == nil {
+		return
+	}
+	c, reason, msg := b.tlsCertificate(g.gw, *t.Backend.ClientCertificateRef, "spec.tls.backend.clientCertificateRef")
+	if reason == "" {
+		g.backendCert = &c
+		return
+	}
+	for _, l := range g.listeners {
+		if l.conditions[1].Status == metav1.ConditionTrue {
+			l.conditions[1] = condition(gwv1.ListenerConditionResolvedRefs, false, reason,
+				msg+" (backends get no client certificate)", g.gw.Generation)
+		}
+	}
 }
 
 // granted reports whether a ReferenceGrant in toNS lets objects of
@@ -493,9 +532,6 @@ func withIgnored(msg string, gw *gwv1.Gateway) string {
 	}
 	if gw.Spec.AllowedListeners != nil {
 		ignored = append(ignored, "spec.allowedListeners")
-	}
-	if t := gw.Spec.TLS; t != nil && t.Backend != nil {
-		ignored = append(ignored, "spec.tls.backend")
 	}
 	if gw.Spec.DefaultScope != "" {
 		ignored = append(ignored, "spec.defaultScope")

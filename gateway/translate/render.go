@@ -152,16 +152,6 @@ func Render(in ir.IR) (Resources, error) {
 			}
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(certs)) {
-		c := certs[name]
-		out.Secrets = append(out.Secrets, &tlsv3.Secret{Name: CertificatePrefix + c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Chain}},
-			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Key}},
-		}}})
-	}
-	for _, name := range slices.Sorted(maps.Keys(clientCAs)) {
-		out.Secrets = append(out.Secrets, validationSecret(ClientCAPrefix+name, clientCAs[name]))
-	}
 	cas := map[string][]byte{}
 	for _, c := range in.Clusters {
 		ec, err := renderCluster(c)
@@ -171,7 +161,21 @@ func Render(in ir.IR) (Resources, error) {
 		out.Clusters = append(out.Clusters, ec)
 		if c.TLS != nil {
 			cas[c.TLS.CAName] = c.TLS.CA
+			if cc := c.TLS.ClientCertificate; cc != nil {
+				certs[cc.Name] = *cc
+			}
 		}
+	}
+	// Listeners and clusters share the secret of a certificate.
+	for _, name := range slices.Sorted(maps.Keys(certs)) {
+		c := certs[name]
+		out.Secrets = append(out.Secrets, &tlsv3.Secret{Name: CertificatePrefix + c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Chain}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.Key}},
+		}}})
+	}
+	for _, name := range slices.Sorted(maps.Keys(clientCAs)) {
+		out.Secrets = append(out.Secrets, validationSecret(ClientCAPrefix+name, clientCAs[name]))
 	}
 	for _, name := range slices.Sorted(maps.Keys(cas)) {
 		out.Secrets = append(out.Secrets, validationSecret(CAPrefix+name, cas[name]))
@@ -811,7 +815,8 @@ func localityEndpoints(eps []netip.AddrPort) *endpointv3.LocalityLbEndpoints {
 
 // upstreamTLS originates TLS to a backend: the SNI given, its certificate
 // verified against the CA bundle (its SDS secret) and, by subject
-// alternative name, against the SANs (or the SNI as a DNS name).
+// alternative name, against the SANs (or the SNI as a DNS name); the
+// client certificate, if any, is its Secret's SDS secret, as a listener's.
 func upstreamTLS(t *ir.UpstreamTLS) (*corev3.TransportSocket, error) {
 	sans := t.SANs
 	if len(sans) == 0 {
@@ -825,15 +830,16 @@ func upstreamTLS(t *ir.UpstreamTLS) (*corev3.TransportSocket, error) {
 		}
 		vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, m)
 	}
-	a, err := marshalAny(&tlsv3.UpstreamTlsContext{
-		Sni: t.SNI,
-		CommonTlsContext: &tlsv3.CommonTlsContext{
-			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
-				DefaultValidationContext:         vc,
-				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: CAPrefix + t.CAName, SdsConfig: xdstranslate.ADS()},
-			}},
-		},
-	})
+	common := &tlsv3.CommonTlsContext{
+		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+			DefaultValidationContext:         vc,
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: CAPrefix + t.CAName, SdsConfig: xdstranslate.ADS()},
+		}},
+	}
+	if c := t.ClientCertificate; c != nil {
+		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: CertificatePrefix + c.Name, SdsConfig: xdstranslate.ADS()}}
+	}
+	a, err := marshalAny(&tlsv3.UpstreamTlsContext{Sni: t.SNI, CommonTlsContext: common})
 	if err != nil {
 		return nil, err
 	}

@@ -741,7 +741,7 @@ func (b *builder) ir() ir.IR {
 				continue
 			}
 			s := ir.Server{Name: fmt.Sprintf("%s/%s/%s", g.gw.Namespace, g.gw.Name, l.spec.Name),
-				Certificates: l.certs, ClientValidation: l.clientValidation, VirtualHosts: virtualHosts([]*listener{l})}
+				Certificates: l.certs, ClientValidation: l.clientValidation, VirtualHosts: b.presenting(g, virtualHosts([]*listener{l}))}
 			if l.spec.Hostname != nil {
 				s.SNI = []string{string(*l.spec.Hostname)}
 			}
@@ -749,7 +749,7 @@ func (b *builder) ir() ir.IR {
 		}
 		for key, il := range byPort {
 			if il.Protocol == ir.HTTP {
-				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: virtualHosts(gwListeners[key])}}
+				il.Servers = []ir.Server{{Name: il.Name, VirtualHosts: b.presenting(g, virtualHosts(gwListeners[key]))}}
 			}
 			if il.Protocol == ir.TLS {
 				il.Servers = uniqueSNI(il.Servers)
@@ -765,6 +765,49 @@ func (b *builder) ir() ir.IR {
 		out.Clusters = append(out.Clusters, c)
 	}
 	slices.SortFunc(out.Clusters, func(a, c ir.Cluster) int { return cmp.Compare(a.Name, c.Name) })
+	return out
+}
+
+// presenting returns vhs with g's client certificate presented to the
+// backends they speak TLS to: each such cluster is replaced by one of the
+// same endpoints and TLS with the certificate (Gateways presenting
+// different certificates, or none, cannot share a cluster).
+func (b *builder) presenting(g *gateway, vhs []ir.VirtualHost) []ir.VirtualHost {
+	if g.backendCert == nil {
+		return vhs
+	}
+	variant := func(name string) string {
+		c, ok := b.clusters[name]
+		if !ok || c.TLS == nil {
+			return name
+		}
+		c.Name = name + "/client/" + g.backendCert.Name
+		t := *c.TLS
+		t.ClientCertificate = g.backendCert
+		c.TLS = &t
+		b.clusters[c.Name] = c
+		return c.Name
+	}
+	out := slices.Clone(vhs)
+	for i := range out {
+		out[i].Routes = slices.Clone(out[i].Routes)
+		for j := range out[i].Routes {
+			r := &out[i].Routes[j]
+			r.Backends = slices.Clone(r.Backends)
+			for k := range r.Backends {
+				r.Backends[k].Cluster = variant(r.Backends[k].Cluster)
+			}
+			r.Mirrors = slices.Clone(r.Mirrors)
+			for k := range r.Mirrors {
+				r.Mirrors[k].Cluster = variant(r.Mirrors[k].Cluster)
+			}
+			if r.ExtAuth != nil {
+				ea := *r.ExtAuth
+				ea.Cluster = variant(ea.Cluster)
+				r.ExtAuth = &ea
+			}
+		}
+	}
 	return out
 }
 
