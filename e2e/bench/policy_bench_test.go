@@ -106,6 +106,9 @@ const (
 const (
 	mChangeToEnforced = "membrane_policy_change_to_enforced_seconds"
 	mRegeneration     = "membrane_policy_regeneration_seconds"
+	// mProxyWait: endpoints waiting for the node Envoy to run new
+	// redirected ports (the L7 changes).
+	mProxyWait = "membrane_proxy_wait_seconds"
 	// mRegenerationPhase is a vector by phase (regenerationPhases).
 	mRegenerationPhase = "membrane_policy_regeneration_phase_seconds"
 )
@@ -837,7 +840,7 @@ func (p *policyBench) agentHistograms(ctx context.Context) (map[string]*histogra
 		if err != nil {
 			return nil, err
 		}
-		for _, name := range []string{mChangeToEnforced, mRegeneration} {
+		for _, name := range []string{mChangeToEnforced, mRegeneration, mProxyWait} {
 			h, err := parseHistogram(series, name, "")
 			if err != nil {
 				return nil, fmt.Errorf("agent on %s: %w", n.Name, err)
@@ -1029,9 +1032,10 @@ func (p *policyBench) report(samples []policySample, scale []int, before, after 
 			h := after[phase].add(before[phase], -1)
 			phases = append(phases, fmt.Sprintf("%s %.2f/%.1f", phase, 1000*h.sum/max(h.count, 1), 1000*h.quantile(0.99)))
 		}
-		b.Logf("  %s: %.0f regenerations, mean %.1f ms, ~p50 %.1f ms ~p99 %.1f ms; by phase (%s), mean/~p99 ms: %s",
+		wait := after[mProxyWait].add(before[mProxyWait], -1)
+		b.Logf("  %s: %.0f regenerations, mean %.1f ms, ~p50 %.1f ms ~p99 %.1f ms; by phase (%s), mean/~p99 ms: %s; waits for the node Envoy to run new redirected ports (%s): %.0f, ~p50 %.1f ms ~p99 %.1f ms",
 			mRegeneration, regen.count, 1000*regen.sum/regen.count, 1000*regen.quantile(0.5), 1000*regen.quantile(0.99),
-			mRegenerationPhase, strings.Join(phases, ", "))
+			mRegenerationPhase, strings.Join(phases, ", "), mProxyWait, wait.count, 1000*wait.quantile(0.5), 1000*wait.quantile(0.99))
 	} else {
 		b.Errorf("agents' histograms did not move during the changes (%s %.0f, %s %.0f)", mChangeToEnforced, c2e.count, mRegeneration, regen.count)
 	}

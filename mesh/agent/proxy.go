@@ -59,10 +59,10 @@ type proxy struct {
 	lastAuth    *authState
 	// authMetrics count authenticated connections; nil: not counted.
 	authMetrics *authMetrics
-	// waits counts the holds by how they ended (see settle); nil: not
-	// counted. onReady is called when held ports become ready, outside
-	// the regeneration loop. Both set before run.
-	waits   *prometheus.CounterVec
+	// waits counts and times the holds (see settle); nil: not counted.
+	// onReady is called when held ports become ready, outside the
+	// regeneration loop. Both set before run.
+	waits   *proxyWaits
 	onReady func()
 	// holding wakes run when a publication holds ports (their deadline).
 	holding chan struct{}
@@ -335,15 +335,29 @@ const (
 	waitSkipped      = "skipped"
 )
 
-// newProxyWaits registers membrane_proxy_waits_total.
-func newProxyWaits(reg prometheus.Registerer) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "membrane", Subsystem: "proxy", Name: "waits_total",
-		Help: "Waits of endpoints for the node proxy to run their new redirected ports, by how they ended " +
-			"(ready, rejected, not-connected, timeout, skipped: the proxy ran nothing since a timeout).",
-	}, []string{"outcome"})
-	reg.MustRegister(c)
-	return c
+// proxyWaits are the metrics of the holds.
+type proxyWaits struct {
+	total   *prometheus.CounterVec // by outcome
+	seconds prometheus.Histogram
+}
+
+// newProxyWaits registers membrane_proxy_waits_total and
+// membrane_proxy_wait_seconds.
+func newProxyWaits(reg prometheus.Registerer) *proxyWaits {
+	w := &proxyWaits{
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "membrane", Subsystem: "proxy", Name: "waits_total",
+			Help: "Waits of endpoints for the node proxy to run their new redirected ports, by how they ended " +
+				"(ready, rejected, not-connected, timeout, skipped: the proxy ran nothing since a timeout).",
+		}, []string{"outcome"}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "membrane", Subsystem: "proxy", Name: "wait_seconds",
+			Help:    "How long endpoints waited for the node proxy to run their new redirected ports (from the publication to its end).",
+			Buckets: policyLatencyBuckets(),
+		}),
+	}
+	reg.MustRegister(w.total, w.seconds)
+	return w
 }
 
 // held returns the redirected ports of the published configuration the
@@ -404,7 +418,8 @@ func (p *proxy) settle(now time.Time, wake bool) {
 		p.log.Debug("not waiting for the node proxy: it has run nothing since it last did not answer in time")
 	}
 	if p.waits != nil {
-		p.waits.WithLabelValues(outcome).Inc()
+		p.waits.total.WithLabelValues(outcome).Inc()
+		p.waits.seconds.Observe(waited.Seconds())
 	}
 	if wake && p.onReady != nil {
 		p.onReady()

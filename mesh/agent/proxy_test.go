@@ -127,7 +127,8 @@ func TestProxyHolds(t *testing.T) {
 	p := newProxy(log, Config{NodeName: "n1"}, nil, flow.NewStore(16, nil), flow.MapEnricher{})
 	st := server.Status{Connected: true, Streams: 1, Acked: "v0", Accepted: 1}
 	p.status = func() server.Status { return st }
-	p.waits = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "waits"}, []string{"outcome"})
+	p.waits = &proxyWaits{total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "waits"}, []string{"outcome"}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wait_seconds"})}
 	woken := 0
 	p.onReady = func() { woken++ }
 	port := func(ep string, n uint16, path string) translate.Port {
@@ -142,7 +143,7 @@ func TestProxyHolds(t *testing.T) {
 	outcomes := func() map[string]float64 {
 		out := map[string]float64{}
 		for _, o := range []string{waitReady, waitRejected, waitNotConnected, waitTimeout, waitSkipped} {
-			out[o] = testutil.ToFloat64(p.waits.WithLabelValues(o))
+			out[o] = testutil.ToFloat64(p.waits.total.WithLabelValues(o))
 		}
 		return out
 	}
