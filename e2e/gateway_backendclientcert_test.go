@@ -68,16 +68,8 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: mtls-backend-ca, namespace: shop}
 data: {ca.crt: %s}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: BackendTLSPolicy
-metadata: {name: mtls-backend, namespace: shop}
-spec:
-  targetRefs: [{group: "", kind: Service, name: mtls-backend}]
-  validation:
-    caCertificateRefs: [{group: "", kind: ConfigMap, name: mtls-backend-ca}]
-    hostname: backend.shop.example.com
 `, b64(srvCert), b64(srvKey), b64(clientCA.PEM), caJSON)+
+		backendTLSPolicy("shop", "mtls-backend", "mtls-backend-ca", "backend.shop.example.com")+
 		tlsEchoPod("shop", "mtls-backend", s.Nodes[1].Name, "mtls-backend", true)+
 		tlsSecret("shop", "gateway-client", gwCert, gwKey)+tlsSecret("shop", "other-client", otherCert, otherKey)+
 		gateway("client-cert", "gateway-client")+gateway("client-cert-other", "other-client")+gateway("client-cert-missing", "no-such-secret"),

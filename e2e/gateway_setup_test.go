@@ -146,6 +146,22 @@ spec:
 `, ns, name, node, secret, env)
 }
 
+// backendTLSPolicy is the manifest of a BackendTLSPolicy named after the
+// Service it targets: TLS with hostname, verified with the ca.crt of
+// ConfigMap configMap.
+func backendTLSPolicy(ns, service, configMap, hostname string) string {
+	return fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  targetRefs: [{group: "", kind: Service, name: %[2]s}]
+  validation:
+    caCertificateRefs: [{group: "", kind: ConfigMap, name: %[3]s}]
+    hostname: %[4]s
+`, ns, service, configMap, hostname)
+}
+
 // selfSigned is a certificate for host and its key, issued by a CA of its
 // own (a client trusting the certificate itself verifies it).
 func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {

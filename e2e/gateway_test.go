@@ -536,16 +536,8 @@ spec:
 			}
 			return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shop-ca, namespace: shop}\ndata: {ca.crt: " + string(js) + "}\n"
 		}
-		k.must(tlsSecret("shop", "backend-tls", beCert, beKey)+"---\n"+caConfigMap(backendCA.PEM)+tlsEchoPod("shop", "shop-tls", s.Nodes[1].Name, "backend-tls")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: BackendTLSPolicy
-metadata: {name: shop-tls, namespace: shop}
-spec:
-  targetRefs: [{group: "", kind: Service, name: shop-tls}]
-  validation:
-    caCertificateRefs: [{group: "", kind: ConfigMap, name: shop-ca}]
-    hostname: backend.shop.example.com
----
+		k.must(tlsSecret("shop", "backend-tls", beCert, beKey)+"---\n"+caConfigMap(backendCA.PEM)+tlsEchoPod("shop", "shop-tls", s.Nodes[1].Name, "backend-tls")+
+			backendTLSPolicy("shop", "shop-tls", "shop-ca", "backend.shop.example.com")+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop-tls, namespace: shop}
