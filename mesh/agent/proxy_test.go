@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/membrane-mesh/membrane/mesh/flow"
@@ -214,6 +216,15 @@ func TestProxyHolds(t *testing.T) {
 		if woken-woke != wake {
 			t.Errorf("%s: %d regenerations asked for, want %d", step.name, woken-woke, wake)
 		}
+	}
+	// Every hold that ended is timed, from its publication: 2 s less 1 ms
+	// (late), 2 s (timeout), 0 (skipped, not connected, rejected).
+	var m dto.Metric
+	if err := p.waits.seconds.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if h := m.GetHistogram(); h.GetSampleCount() != 5 || math.Abs(h.GetSampleSum()-(2*proxyAckTimeout-time.Millisecond).Seconds()) > 1e-9 {
+		t.Errorf("wait_seconds: %d waits, %.6f s in all; want 5, %.6f s", h.GetSampleCount(), h.GetSampleSum(), (2*proxyAckTimeout - time.Millisecond).Seconds())
 	}
 }
 
