@@ -555,11 +555,11 @@ func (p *policyBench) measure(ctx context.Context, changes int) ([]policySample,
 	var denyGroup, l7Group int
 	var denyPort, l7Port uint16
 	lastSpec := (policyRules - 1) / policyRulesPerSpec
+	l7Index := policyRules - lastSpec*policyRulesPerSpec // the L7 rule's index in the last spec
 	seen, err := p.agentChangeHistogram(ctx)
 	if err != nil {
 		return nil, err
 	}
-	l7Index := policyRules - lastSpec*policyRulesPerSpec // the L7 rule's index in the last spec
 	for i := 0; i < changes && (i%policyKinds != 0 || time.Since(start) < policyMeasureBudget); i++ {
 		var (
 			kind, patch string
@@ -627,19 +627,11 @@ func (p *policyBench) measure(ctx context.Context, changes int) ([]policySample,
 // agentChangeHistogram reads the agents' change-to-enforced histogram,
 // summed over nodes.
 func (p *policyBench) agentChangeHistogram(ctx context.Context) (*histogram, error) {
-	var sum *histogram
-	for _, n := range p.c.state.Nodes {
-		series, err := p.agentMetrics(ctx, n)
-		if err != nil {
-			return nil, err
-		}
-		h, err := parseHistogram(series, mChangeToEnforced, "")
-		if err != nil {
-			return nil, fmt.Errorf("agent on %s: %w", n.Name, err)
-		}
-		sum = sum.add(h, 1)
+	hs, err := p.agentHistograms(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return sum, nil
+	return hs[mChangeToEnforced], nil
 }
 
 // waitEnforced looks up the entry of group g's rule on port in the
