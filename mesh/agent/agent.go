@@ -139,7 +139,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.cfg.ProxyPort != 0 {
 		a.proxy = newProxy(a.log.With("component", "proxy"), a.cfg, a.client, a.flows, a.eps)
-		a.proxy.waits, a.proxy.onReady = newProxyWaits(a.reg), a.eps.requestRegeneration
+		a.proxy.waits, a.proxy.onReady = newProxyWaits(a.reg), a.eps.proxyRan
 		a.eps.proxy, a.eps.proxyPort = a.proxy, a.cfg.ProxyPort
 	}
 

@@ -67,6 +67,9 @@ type endpoints struct {
 	requests chan chan struct{}
 	// wanted: regenerate soon (requestRegeneration).
 	wanted chan struct{}
+	// proxyReady: the node proxy runs the ports the last regeneration
+	// held endpoints for (proxyRan).
+	proxyReady chan struct{}
 	// inits are new interfaces to program with the init identity.
 	inits chan initRequest
 
@@ -79,9 +82,13 @@ type endpoints struct {
 	repo *policy.Repository
 	// waitingForProxy counts the endpoints the last regeneration held for
 	// the proxy (see proxy.held); heldChange is when the oldest change
-	// they hold back was seen.
+	// they hold back was seen; held are those endpoints with the policy
+	// to program once the proxy runs their ports, heldFinal what to
+	// publish after (nil: nothing).
 	waitingForProxy int
 	heldChange      time.Time
+	held            []heldEndpoint
+	heldFinal       func()
 
 	// Read by the API and the event converter.
 	mu      sync.RWMutex
@@ -101,13 +108,14 @@ func newEndpoints(log *slog.Logger, node string, dp *bpfpolicy.Datapath, src *k8
 	}
 	e := &endpoints{
 		log: log, node: node, dp: dp, src: src, flows: flows, metrics: m,
-		discovery: endpoint.Discovery{Node: node, Links: hostlinks.New()},
-		writer:    w,
-		repo:      policy.NewRepository(),
-		results:   map[string]agentapi.PolicyEntry{},
-		requests:  make(chan chan struct{}),
-		wanted:    make(chan struct{}, 1),
-		inits:     make(chan initRequest),
+		discovery:  endpoint.Discovery{Node: node, Links: hostlinks.New()},
+		writer:     w,
+		repo:       policy.NewRepository(),
+		results:    map[string]agentapi.PolicyEntry{},
+		requests:   make(chan chan struct{}),
+		wanted:     make(chan struct{}, 1),
+		proxyReady: make(chan struct{}, 1),
+		inits:      make(chan initRequest),
 	}
 	empty := flow.MapEnricher{}
 	e.enrich.Store(&empty)
@@ -121,19 +129,29 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 	defer t.Stop()
 	sweep := true // look for leftover attachments: at start and on resyncs
 	var waiting []chan struct{}
+	// full: regenerate; else only program the endpoints the last
+	// regeneration held for the proxy, which runs their ports now.
+	full := true
 	for first := true; ; first = false {
 		var identities <-chan struct{} // nil: never
 		if e.auth != nil {
 			identities = e.auth.svids.Changed()
 		}
-		if err := e.regenerate(ctx, sweep); err != nil {
+		var err error
+		if full {
+			err = e.regenerate(ctx, sweep)
+		} else {
+			err = e.programHeld()
+		}
+		full = true
+		if err != nil {
 			e.metrics.regenerations.WithLabelValues("error").Inc()
 			e.log.Error("regenerate endpoint policy", "error", err)
 		} else {
 			e.metrics.regenerations.WithLabelValues("ok").Inc()
 		}
 		// A request is served once nothing waits for the proxy: the
-		// regeneration that ends a hold follows it (proxy.onReady asks
+		// programming that ends a hold follows it (proxy.onReady asks
 		// for it).
 		if e.waitingForProxy == 0 {
 			for _, w := range waiting {
@@ -159,6 +177,13 @@ func (e *endpoints) run(ctx context.Context, ready chan<- struct{}) {
 			sweep = false
 		case <-e.wanted:
 			sweep = false
+		case <-e.proxyReady:
+			sweep = false
+			// Programming the held endpoints is the regeneration that
+			// ends the hold, when no other change waits (a regeneration
+			// would also write them).
+			full = len(e.held) == 0 || len(e.proxy.held()) > 0 ||
+				len(e.src.Changed()) > 0 || len(identities) > 0 || len(e.wanted) > 0
 		case w := <-e.requests:
 			sweep = false
 			waiting = append(waiting, w)
@@ -198,6 +223,15 @@ func (e *endpoints) regenerateNow(ctx context.Context) error {
 func (e *endpoints) requestRegeneration() {
 	select {
 	case e.wanted <- struct{}{}:
+	default:
+	}
+}
+
+// proxyRan tells the regeneration loop that the node proxy runs the ports
+// endpoints were held for (proxy.onReady), without waiting.
+func (e *endpoints) proxyRan() {
+	select {
+	case e.proxyReady <- struct{}{}:
 	default:
 	}
 }
@@ -309,9 +343,10 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		final func()
 		// held are the redirected ports Envoy may not run yet; holding
 		// counts the endpoints that keep their previous policy until it
-		// does.
+		// does, pending is what to program for them then.
 		held    map[redirected]bool
 		holding int
+		pending []heldEndpoint
 	)
 	if e.auth != nil && e.proxy != nil {
 		var as authState
@@ -366,12 +401,18 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			// The entries programmed, mutual authentication's included
 			// (policy get shows these).
 			r.Rules = withAuthEgress(withAuthIngress(r.Rules, plan.Ingress[pod.IP]), authEgress)
+			h := heldEndpoint{entry: entry, ifindex: iface.Index, result: r, ep: datapath.Endpoint{
+				Addr: pod.IP, Identity: pod.Identity,
+				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
+				Rules: r.Rules,
+			}}
+			key := pod.Namespace + "/" + pod.Name
 			if redirectsTo(r.Rules, pod.IP, e.proxyPort, held) {
 				// Its previous policy stays until Envoy runs its new
-				// ports (or it is programmed once Envoy does).
+				// ports: then it is programmed (programHeld).
 				holding++
+				pending = append(pending, h)
 				entry.State = agentapi.StateWaitingForProxy
-				key := pod.Namespace + "/" + pod.Name
 				if e.keepProgrammed(&entry, keep, iface.Index, pod.IP) {
 					if pe, ok := e.results[key]; ok {
 						pe.Endpoint = entry
@@ -381,27 +422,12 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 				break
 			}
 			keep[iface.Index] = true
-			id, err := e.writer.Program(iface.Index, datapath.Endpoint{
-				Addr: pod.IP, Identity: pod.Identity,
-				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
-				Rules: r.Rules,
-			})
-			entry.ID = uint16(id)
-			entry.EnforceIngress, entry.EnforceEgress = r.EnforceIngress, r.EnforceEgress
-			entry.Rules = len(r.Rules)
-			entry.State = agentapi.StateReady
+			pe, err := e.program(h)
 			if err != nil {
-				entry.State, entry.Error = agentapi.StateError, err.Error()
-				errs = append(errs, fmt.Errorf("endpoint %s/%s: %w", pod.Namespace, pod.Name, err))
-				// Its interface may be gone: look again next time.
-				e.discovery.Invalidate()
+				errs = append(errs, err)
 			}
-			pe := agentapi.PolicyEntry{Endpoint: entry, Result: r}
-			for _, p := range r.Problems {
-				pe.Problems = append(pe.Problems, p.Error())
-			}
-			results[pod.Namespace+"/"+pod.Name] = pe
-			byIP[pod.IP] = r
+			entry = pe.Endpoint
+			results[key], byIP[pod.IP] = pe, r
 		}
 		view = append(view, entry)
 	}
@@ -429,29 +455,114 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	e.metrics.regenerationSeconds.Observe(ph.last.Sub(start).Seconds())
 	e.metrics.observePhases(&ph)
 	e.log.Debug("policy regenerated", "took", enforced.Sub(start), "phases", &ph, "sweep", sweep, "waitingForProxy", holding)
-	// A change is enforced once no endpoint waits for the proxy.
-	changed := st.ChangedAt
-	if !e.heldChange.IsZero() && (changed.IsZero() || e.heldChange.Before(changed)) {
-		changed = e.heldChange
-	}
-	switch {
-	case holding > 0:
-		e.heldChange = changed
-	case !changed.IsZero():
-		e.heldChange = time.Time{}
-		e.metrics.changeToEnforced.Observe(enforced.Sub(changed).Seconds())
-	}
+	e.enforced(st.ChangedAt, enforced, holding > 0)
 	e.metrics.invalidPolicies.Set(float64(len(e.src.Invalid())))
-	e.metrics.endpoints.Reset()
-	for _, v := range view {
-		e.metrics.endpoints.WithLabelValues(v.State).Inc()
+	e.countStates(view)
+	e.waitingForProxy, e.held, e.heldFinal = holding, pending, nil
+	if holding > 0 {
+		e.heldFinal = final
 	}
-	e.waitingForProxy = holding
 	e.mu.Lock()
 	e.view, e.results, e.byIP, e.ipc = view, results, byIP, want
 	e.mu.Unlock()
 	enr := enricher(st)
 	e.enrich.Store(&enr)
+	return errors.Join(errs...)
+}
+
+// enforced records, at the end of a regeneration at at, the change seen
+// at changed (zero: none) as enforced unless endpoints are held for the
+// proxy: a change is enforced once none is.
+func (e *endpoints) enforced(changed, at time.Time, holding bool) {
+	if !e.heldChange.IsZero() && (changed.IsZero() || e.heldChange.Before(changed)) {
+		changed = e.heldChange
+	}
+	switch {
+	case holding:
+		e.heldChange = changed
+	case !changed.IsZero():
+		e.heldChange = time.Time{}
+		e.metrics.changeToEnforced.Observe(at.Sub(changed).Seconds())
+	}
+}
+
+// countStates sets the endpoints metric from view.
+func (e *endpoints) countStates(view []agentapi.EndpointEntry) {
+	e.metrics.endpoints.Reset()
+	for _, v := range view {
+		e.metrics.endpoints.WithLabelValues(v.State).Inc()
+	}
+}
+
+// heldEndpoint is an endpoint a regeneration held for the node proxy: its
+// entry as the API shows it before it is programmed, its interface, and
+// the policy to program there.
+type heldEndpoint struct {
+	entry   agentapi.EndpointEntry
+	ifindex int
+	ep      datapath.Endpoint
+	result  policy.Result
+}
+
+// program writes h's policy and returns its entry as the API shows it (an
+// error names the endpoint).
+func (e *endpoints) program(h heldEndpoint) (agentapi.PolicyEntry, error) {
+	entry := h.entry
+	id, err := e.writer.Program(h.ifindex, h.ep)
+	entry.ID = uint16(id)
+	entry.EnforceIngress, entry.EnforceEgress = h.result.EnforceIngress, h.result.EnforceEgress
+	entry.Rules = len(h.result.Rules)
+	entry.State = agentapi.StateReady
+	if err != nil {
+		entry.State, entry.Error = agentapi.StateError, err.Error()
+		err = fmt.Errorf("endpoint %s/%s: %w", entry.Namespace, entry.Pod, err)
+		// Its interface may be gone: look again next time.
+		e.discovery.Invalidate()
+	}
+	pe := agentapi.PolicyEntry{Endpoint: entry, Result: h.result}
+	for _, p := range h.result.Problems {
+		pe.Problems = append(pe.Problems, p.Error())
+	}
+	return pe, err
+}
+
+// programHeld ends the last regeneration once the node proxy runs the
+// ports it held endpoints for: it programs them (and publishes the proxy
+// configuration without the chains it dropped) without computing the rest
+// again. A change since then is the next regeneration's.
+func (e *endpoints) programHeld() error {
+	start := time.Now()
+	ph := phaseClock{last: start}
+	held, final := e.held, e.heldFinal
+	e.held, e.heldFinal, e.waitingForProxy = nil, nil, 0
+	var errs []error
+	done := make(map[string]agentapi.PolicyEntry, len(held))
+	for _, h := range held {
+		pe, err := e.program(h)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		done[pe.Endpoint.Namespace+"/"+pe.Endpoint.Pod] = pe
+	}
+	enforced := ph.lap(phaseEndpoints)
+	if final != nil {
+		final()
+		ph.lap(phaseProxy)
+	}
+	e.metrics.regenerationSeconds.Observe(ph.last.Sub(start).Seconds())
+	e.metrics.observePhases(&ph)
+	e.log.Debug("held endpoints programmed", "took", enforced.Sub(start), "phases", &ph, "endpoints", len(held))
+	e.enforced(time.Time{}, enforced, false)
+	e.mu.Lock()
+	// The regeneration's maps are replaced whole by the next one: these
+	// are updated in place, under the lock their readers take.
+	for i, v := range e.view {
+		if pe, ok := done[v.Namespace+"/"+v.Pod]; ok {
+			e.view[i], e.results[v.Namespace+"/"+v.Pod], e.byIP[v.IP] = pe.Endpoint, pe, pe.Result
+		}
+	}
+	e.countStates(e.view)
+	e.mu.Unlock()
 	return errors.Join(errs...)
 }
 

@@ -88,7 +88,10 @@ import (
 
 // Names of the generated resources and of what they refer to.
 const (
-	ListenerName       = "membrane-proxy"
+	ListenerName = "membrane-proxy"
+	// NoPortsChain is the listener's one filter chain while no port is
+	// redirected to it (no filters: it closes what it gets).
+	NoPortsChain       = "no-redirected-ports"
 	OriginalDstCluster = "membrane-original-dst"
 	AccessLogName      = "membrane"
 	// RBACFilterPrefix and a Direction name a chain's RBAC filter: the key
@@ -124,8 +127,11 @@ type Resources struct {
 }
 
 // Resources translates n. Every error is a problem of the input (see
-// Validate). A node with no redirected ports gets no listener (Envoy
-// refuses a listener without filter chains), only the cluster.
+// Validate). A node with no redirected ports keeps its listener, with one
+// filter chain of no filters that closes every connection (Envoy refuses
+// a listener without filter chains): its first redirected port is then a
+// change of the listener's filter chains, which Envoy applies in place,
+// not a new listener to bind and start.
 func (n Node) Resources() (Resources, error) {
 	return NewTranslator().Resources(n)
 }
@@ -521,6 +527,10 @@ func buildListener(n Node, cs []chain) (*listenerv3.Listener, error) {
 			Name:       originalSrcFilter,
 			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: origSrc},
 		})
+	}
+	if len(cs) == 0 {
+		l.FilterChains = []*listenerv3.FilterChain{{Name: NoPortsChain}}
+		return l, nil
 	}
 	for _, c := range cs {
 		fc, err := filterChain(c, n.AccessLogCluster)

@@ -132,6 +132,12 @@ func checkReferences(t *testing.T, res Resources) {
 	used := map[string]bool{}
 	for _, l := range res.Listeners {
 		for _, fc := range l.GetFilterChains() {
+			if fc.GetName() == NoPortsChain {
+				if len(fc.GetFilters()) != 0 || len(l.GetFilterChains()) != 1 {
+					t.Errorf("chain %s: %d filters beside %d chains, want none and alone", NoPortsChain, len(fc.GetFilters()), len(l.GetFilterChains())-1)
+				}
+				continue
+			}
 			var m hcmv3.HttpConnectionManager
 			if err := fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(&m); err != nil {
 				t.Fatal(err)

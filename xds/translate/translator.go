@@ -48,33 +48,31 @@ func (t *Translator) Resources(n Node) (Resources, error) {
 
 	var out Resources
 	routes := map[string]routeEntry{}
-	if len(n.Ports) > 0 {
-		cs := chains(n.Ports, n.GroupLabels)
-		names := make(map[string]bool, len(cs))
-		for _, c := range cs {
-			if names[c.name()] {
-				return Resources{}, fmt.Errorf("invalid L7 configuration: groupLabels: two filter chains named %s", c.name())
+	cs := chains(n.Ports, n.GroupLabels)
+	names := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		if names[c.name()] {
+			return Resources{}, fmt.Errorf("invalid L7 configuration: groupLabels: two filter chains named %s", c.name())
+		}
+		names[c.name()] = true
+	}
+	l, err := t.buildListener(n, cs)
+	if err != nil {
+		return Resources{}, fmt.Errorf("listener %s: %w", ListenerName, err)
+	}
+	out.Listeners = []*listenerv3.Listener{l}
+	for _, c := range cs {
+		name := c.name()
+		e, ok := t.routes[name]
+		if !ok || !equalRules(e.egress, rulesOf(c.egress)) || !equalRules(e.ingress, rulesOf(c.ingress)) {
+			rc, err := routeConfig(c, rx)
+			if err != nil {
+				return Resources{}, fmt.Errorf("route configuration %s: %w", name, err)
 			}
-			names[c.name()] = true
+			e = routeEntry{egress: cloneRules(rulesOf(c.egress)), ingress: cloneRules(rulesOf(c.ingress)), route: rc}
 		}
-		l, err := t.buildListener(n, cs)
-		if err != nil {
-			return Resources{}, fmt.Errorf("listener %s: %w", ListenerName, err)
-		}
-		out.Listeners = []*listenerv3.Listener{l}
-		for _, c := range cs {
-			name := c.name()
-			e, ok := t.routes[name]
-			if !ok || !equalRules(e.egress, rulesOf(c.egress)) || !equalRules(e.ingress, rulesOf(c.ingress)) {
-				rc, err := routeConfig(c, rx)
-				if err != nil {
-					return Resources{}, fmt.Errorf("route configuration %s: %w", name, err)
-				}
-				e = routeEntry{egress: cloneRules(rulesOf(c.egress)), ingress: cloneRules(rulesOf(c.ingress)), route: rc}
-			}
-			routes[name] = e
-			out.Routes = append(out.Routes, e.route)
-		}
+		routes[name] = e
+		out.Routes = append(out.Routes, e.route)
 	}
 	t.routes = routes
 	if t.cluster == nil {
