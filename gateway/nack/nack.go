@@ -1,9 +1,9 @@
-// Package nack attributes a gateway listener, route configuration or
-// certificate the node Envoy rejected to the Gateway API objects it was
+// Package nack attributes a gateway listener, route configuration,
+// certificate or client certificate CA bundle the node Envoy rejected to the Gateway API objects it was
 // made from: the Gateway (or Ingress) and port its name carries, the
 // Gateway listeners whose filter chains changed since the version Envoy
-// runs (or that serve the certificate), and the route rules whose routes
-// changed in them.
+// runs (or that serve the certificate, or check clients with the CA
+// bundle), and the route rules whose routes changed in them.
 package nack
 
 import (
@@ -124,14 +124,15 @@ func AttributeRoutes(refused, running *routev3.RouteConfiguration, errText strin
 	return out, nil
 }
 
-// AttributeSecret names what the rejection of the gateway certificate
-// (SDS secret) name is about: for each of listeners (the gateway
-// listeners published with it) whose filter chains serve it, its Gateway
-// and port and the Gateway listeners of those chains. Envoy's error text
-// is each rejection's.
+// AttributeSecret names what the rejection of the gateway certificate or
+// client certificate CA bundle (SDS secret) name is about: for each of
+// listeners (the gateway listeners published with it) whose filter chains
+// serve the certificate or check clients with the bundle, its Gateway and
+// port and the Gateway listeners of those chains. Envoy's error text is
+// each rejection's.
 func AttributeSecret(name string, listeners []*listenerv3.Listener, errText string) ([]v1alpha1.GatewayRejection, error) {
-	if !strings.HasPrefix(name, translate.CertificatePrefix) {
-		return nil, fmt.Errorf("secret %q is not a gateway certificate", name)
+	if !strings.HasPrefix(name, translate.CertificatePrefix) && !strings.HasPrefix(name, translate.ClientCAPrefix) {
+		return nil, fmt.Errorf("secret %q is neither a gateway certificate nor a client certificate CA bundle", name)
 	}
 	var out []v1alpha1.GatewayRejection
 	for _, l := range listeners {
@@ -159,7 +160,8 @@ func AttributeSecret(name string, listeners []*listenerv3.Listener, errText stri
 	return out, nil
 }
 
-// servesSecret reports whether fc's TLS context names the SDS secret name.
+// servesSecret reports whether fc's TLS context names the SDS secret name:
+// a certificate it presents or the CA bundle it checks clients with.
 func servesSecret(fc *listenerv3.FilterChain, name string) (bool, error) {
 	tc := fc.GetTransportSocket().GetTypedConfig()
 	if tc == nil || !tc.MessageIs((*tlsv3.DownstreamTlsContext)(nil)) {
@@ -169,7 +171,14 @@ func servesSecret(fc *listenerv3.FilterChain, name string) (bool, error) {
 	if err := tc.UnmarshalTo(&ctx); err != nil {
 		return false, fmt.Errorf("filter chain %s: %w", fc.GetName(), err)
 	}
-	return slices.ContainsFunc(ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs(), func(c *tlsv3.SdsSecretConfig) bool {
+	common := ctx.GetCommonTlsContext()
+	if v := common.GetValidationContextSdsSecretConfig(); v.GetName() == name {
+		return true, nil
+	}
+	if v := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig(); v.GetName() == name {
+		return true, nil
+	}
+	return slices.ContainsFunc(common.GetTlsCertificateSdsSecretConfigs(), func(c *tlsv3.SdsSecretConfig) bool {
 		return c.GetName() == name
 	}), nil
 }

@@ -45,6 +45,11 @@ func TestAttribute(t *testing.T) {
 	https := func(servers ...ir.Server) ir.Listener {
 		return ir.Listener{Name: "ns/gw/443", Address: addr, Port: 443, Protocol: ir.HTTPS, Servers: servers}
 	}
+	// checking clients with the CA bundle ca of the Gateway's port.
+	checking := func(s ir.Server, ca string, optional bool) ir.Server {
+		s.ClientValidation = &ir.ClientValidation{Name: "ns/gw/443", CA: []byte(ca), Optional: optional}
+		return s
+	}
 	for _, c := range []struct {
 		name             string
 		running, refused ir.Listener
@@ -59,6 +64,10 @@ func TestAttribute(t *testing.T) {
 			refused: https(server("one", "k", "/x"), server("two", "k", "/")), listeners: []string{"one"}, rules: []string{"ns/r2/rule/0"}},
 		{name: "a new HTTPS listener", running: https(server("one", "k", "/")),
 			refused: https(server("one", "k", "/"), server("two", "bad", "/")), listeners: []string{"two"}},
+		{name: "a client CA bundle", running: https(server("one", "k", "/"), checking(server("two", "k", "/"), "ca", false)),
+			refused: https(server("one", "k", "/"), checking(server("two", "k", "/"), "bad", false)), listeners: []string{"two"}},
+		{name: "an optional client CA bundle", running: https(checking(server("one", "k", "/"), "ca", true), server("two", "k", "/")),
+			refused: https(checking(server("one", "k", "/"), "bad", true), server("two", "k", "/")), listeners: []string{"one"}},
 		{name: "a new Envoy listener", new: true, refused: https(server("one", "k", "/"), server("two", "k", "/")), listeners: []string{"one", "two"}},
 		{name: "a UDP listener: every listener of the port", new: true, refused: ir.Listener{Name: "ns/gw/53/udp", Address: addr, Port: 53, Protocol: ir.UDP,
 			Servers: []ir.Server{{Name: "ns/gw/dns", Backends: []ir.Backend{{Cluster: "ns/dns/53/udp", Weight: 1}}}}}},
@@ -85,7 +94,7 @@ func TestAttribute(t *testing.T) {
 				if i := slices.IndexFunc(refused.Routes, func(rc *routev3.RouteConfiguration) bool { return !proto.Equal(old[rc.GetName()], rc) }); i >= 0 {
 					got, err = AttributeRoutes(refused.Routes[i], old[refused.Routes[i].GetName()], "envoy's error")
 				} else if i := slices.IndexFunc(refused.Secrets, func(s *tlsv3.Secret) bool { return !proto.Equal(oldSecrets[s.GetName()], s) }); i >= 0 {
-					// A certificate comes over SDS.
+					// A certificate or CA bundle comes over SDS.
 					var all []v1alpha1.GatewayRejection
 					all, err = AttributeSecret(refused.Secrets[i].GetName(), refused.Listeners, "envoy's error")
 					if len(all) != 1 {

@@ -569,12 +569,13 @@ func (p *proxy) rejectedGateways(refused []server.Refusal) []v1alpha1.GatewayRej
 			}
 			continue
 		}
-		if r.TypeURL == resource.SecretType && strings.HasPrefix(r.Name, gwtranslate.CertificatePrefix) {
+		if r.TypeURL == resource.SecretType &&
+			(strings.HasPrefix(r.Name, gwtranslate.CertificatePrefix) || strings.HasPrefix(r.Name, gwtranslate.ClientCAPrefix)) {
 			p.pub.Lock()
 			gs, err := nack.AttributeSecret(r.Name, p.gatewayR.Listeners, r.Error)
 			p.pub.Unlock()
 			if err != nil {
-				p.log.Warn("attribute a rejected gateway certificate", "secret", r.Name, "error", err)
+				p.log.Warn("attribute a rejected gateway certificate or client CA bundle", "secret", r.Name, "error", err)
 			}
 			out = append(out, gs...)
 			continue
