@@ -87,7 +87,7 @@ type endpoints struct {
 	// publish after (nil: nothing).
 	waitingForProxy int
 	heldChange      time.Time
-	held            []heldEndpoint
+	held            []endpointProgram
 	heldFinal       func()
 
 	// Read by the API and the event converter.
@@ -346,7 +346,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		// does, pending is what to program for them then.
 		held    map[redirected]bool
 		holding int
-		pending []heldEndpoint
+		pending []endpointProgram
 	)
 	if e.auth != nil && e.proxy != nil {
 		var as authState
@@ -401,7 +401,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 			// The entries programmed, mutual authentication's included
 			// (policy get shows these).
 			r.Rules = withAuthEgress(withAuthIngress(r.Rules, plan.Ingress[pod.IP]), authEgress)
-			h := heldEndpoint{entry: entry, ifindex: iface.Index, result: r, ep: datapath.Endpoint{
+			h := endpointProgram{entry: entry, ifindex: iface.Index, result: r, ep: datapath.Endpoint{
 				Addr: pod.IP, Identity: pod.Identity,
 				EnforceIngress: r.EnforceIngress, EnforceEgress: r.EnforceEgress, AuthEgress: len(authEgress) > 0,
 				Rules: r.Rules,
@@ -455,7 +455,7 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	e.metrics.regenerationSeconds.Observe(ph.last.Sub(start).Seconds())
 	e.metrics.observePhases(&ph)
 	e.log.Debug("policy regenerated", "took", enforced.Sub(start), "phases", &ph, "sweep", sweep, "waitingForProxy", holding)
-	e.enforced(st.ChangedAt, enforced, holding > 0)
+	e.recordEnforced(st.ChangedAt, enforced, holding > 0)
 	e.metrics.invalidPolicies.Set(float64(len(e.src.Invalid())))
 	e.countStates(view)
 	e.waitingForProxy, e.held, e.heldFinal = holding, pending, nil
@@ -470,10 +470,10 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 	return errors.Join(errs...)
 }
 
-// enforced records, at the end of a regeneration at at, the change seen
+// recordEnforced records, at the end of a regeneration at at, the change seen
 // at changed (zero: none) as enforced unless endpoints are held for the
 // proxy: a change is enforced once none is.
-func (e *endpoints) enforced(changed, at time.Time, holding bool) {
+func (e *endpoints) recordEnforced(changed, at time.Time, holding bool) {
 	if !e.heldChange.IsZero() && (changed.IsZero() || e.heldChange.Before(changed)) {
 		changed = e.heldChange
 	}
@@ -494,10 +494,10 @@ func (e *endpoints) countStates(view []agentapi.EndpointEntry) {
 	}
 }
 
-// heldEndpoint is an endpoint a regeneration held for the node proxy: its
-// entry as the API shows it before it is programmed, its interface, and
-// the policy to program there.
-type heldEndpoint struct {
+// endpointProgram is what a regeneration programs for an endpoint (now, or
+// once the node proxy runs its new ports): its entry as the API shows it
+// before, its interface, and the policy to write there.
+type endpointProgram struct {
 	entry   agentapi.EndpointEntry
 	ifindex int
 	ep      datapath.Endpoint
@@ -506,7 +506,7 @@ type heldEndpoint struct {
 
 // program writes h's policy and returns its entry as the API shows it (an
 // error names the endpoint).
-func (e *endpoints) program(h heldEndpoint) (agentapi.PolicyEntry, error) {
+func (e *endpoints) program(h endpointProgram) (agentapi.PolicyEntry, error) {
 	entry := h.entry
 	id, err := e.writer.Program(h.ifindex, h.ep)
 	entry.ID = uint16(id)
@@ -552,7 +552,7 @@ func (e *endpoints) programHeld() error {
 	e.metrics.regenerationSeconds.Observe(ph.last.Sub(start).Seconds())
 	e.metrics.observePhases(&ph)
 	e.log.Debug("held endpoints programmed", "took", enforced.Sub(start), "phases", &ph, "endpoints", len(held))
-	e.enforced(time.Time{}, enforced, false)
+	e.recordEnforced(time.Time{}, enforced, false)
 	e.mu.Lock()
 	// The regeneration's maps are replaced whole by the next one: these
 	// are updated in place, under the lock their readers take.
