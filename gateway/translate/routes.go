@@ -761,10 +761,42 @@ func (b *builder) ir() ir.IR {
 	slices.SortFunc(out.Listeners, func(a, c ir.Listener) int {
 		return cmp.Or(a.Address.Compare(c.Address), cmp.Compare(a.Port, c.Port), compareBool(a.Protocol == ir.UDP, c.Protocol == ir.UDP))
 	})
-	for _, c := range b.clusters {
-		out.Clusters = append(out.Clusters, c)
+	// Only the clusters something uses: a Gateway presenting a client
+	// certificate uses its own variants of the TLS clusters (presenting).
+	used := referencedClusters(out.Listeners)
+	for name, c := range b.clusters {
+		if used[name] {
+			out.Clusters = append(out.Clusters, c)
+		}
 	}
 	slices.SortFunc(out.Clusters, func(a, c ir.Cluster) int { return cmp.Compare(a.Name, c.Name) })
+	return out
+}
+
+// referencedClusters are the clusters the listeners' servers and routes
+// name: backends, mirrors, authorization servers.
+func referencedClusters(ls []ir.Listener) map[string]bool {
+	out := map[string]bool{}
+	for _, l := range ls {
+		for _, s := range l.Servers {
+			for _, be := range s.Backends {
+				out[be.Cluster] = true
+			}
+			for _, vh := range s.VirtualHosts {
+				for _, r := range vh.Routes {
+					for _, be := range r.Backends {
+						out[be.Cluster] = true
+					}
+					for _, m := range r.Mirrors {
+						out[m.Cluster] = true
+					}
+					if r.ExtAuth != nil {
+						out[r.ExtAuth.Cluster] = true
+					}
+				}
+			}
+		}
+	}
 	return out
 }
 
