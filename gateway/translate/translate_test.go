@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/membrane-mesh/membrane/gateway/ir"
 	"github.com/membrane-mesh/membrane/xds/xdstest"
 )
 
@@ -129,4 +133,58 @@ func TestValid(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClustersUsed: in every golden case, the IR's clusters are exactly
+// those its listeners name; and a TLS backend's plain cluster goes when the
+// only Gateway using it presents a client certificate (it uses its own
+// variant).
+func TestClustersUsed(t *testing.T) {
+	check := func(t *testing.T, m ir.IR) {
+		t.Helper()
+		used := referencedClusters(m.Listeners)
+		have := map[string]bool{}
+		for _, c := range m.Clusters {
+			have[c.Name] = true
+			if !used[c.Name] {
+				t.Errorf("cluster %s: no listener uses it", c.Name)
+			}
+		}
+		for name := range used {
+			if name != "" && !have[name] {
+				t.Errorf("cluster %s: used but missing", name)
+			}
+		}
+	}
+	for _, c := range goldenCases(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			m, _ := Build(c.In)
+			check(t, m)
+		})
+	}
+	t.Run("only a presenting Gateway", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join("testdata", "backend-client-cert.in.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := ParseObjects(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Gateways = slices.DeleteFunc(in.Gateways, func(g gwv1.Gateway) bool { return g.Name != "mtls" })
+		m, _ := Build(in)
+		check(t, m)
+		var tls, variants int
+		for _, c := range m.Clusters {
+			if c.TLS != nil {
+				tls++
+				if strings.Contains(c.Name, "/client/") {
+					variants++
+				}
+			}
+		}
+		if tls == 0 || variants != tls {
+			t.Errorf("%d TLS clusters, %d of them presenting the client certificate: want all, and some", tls, variants)
+		}
+	})
 }
