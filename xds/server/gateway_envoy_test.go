@@ -197,6 +197,14 @@ func TestEnvoyRejectsOneGatewayListener(t *testing.T) {
 	waitStatus(t, s, "v4's new listener rejected", func(st Status) bool { return st.Rejected != nil && st.Rejected.Version == v4 && len(st.Refused) == 2 })
 	serves("/d")
 
+	// Published again unchanged while the other listener changes: still
+	// left out (its route configuration with it), the change served.
+	v4 = publish(model("/d2", otherKey, https("ns/gw2/https", newPort, otherKey)))
+	serves("/d2")
+	if st := s.Status(); st.Rejected == nil || st.Rejected.Version != v4 || len(st.Refused) != 2 {
+		t.Errorf("after publishing the refused new listener unchanged: rejected %+v, refused %+v; want both refusals kept", st.Rejected, st.Refused)
+	}
+
 	// Fixed: accepted whole.
 	v5 := publish(model("/e", key, https("ns/gw2/https", newPort, key)))
 	waitStatus(t, s, "v5 accepted", func(st Status) bool { return st.Acked == v5 && st.Rejected == nil && st.InSync() })
@@ -305,4 +313,72 @@ func TestEnvoyRotatesGatewayCertificate(t *testing.T) {
 	}
 	t.Logf("refused: %s %s: %s", st.Refused[0].TypeURL, st.Refused[0].Name, st.Refused[0].Error)
 	servesNew("after the refused certificate", leaf(chain2))
+}
+
+// TestEnvoyMovesGatewayAddress: an address moves from one Gateway's
+// listener to another's in one change (the first one gets a new address,
+// the second one takes its old one), as when the address assignment of
+// Gateways or Ingresses created together settles. Envoy refuses a
+// listener whose address another one it runs still holds; the refused
+// listener is sent again once that one has let go of the address, so both
+// are served.
+func TestEnvoyMovesGatewayAddress(t *testing.T) {
+	envoy := testenv.Tool(t, "envoy")
+	s, adsAddr := serveADS(t)
+	port := freePort(t)
+	first, second := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
+	listener := func(gateway string, addr netip.Addr) ir.Listener {
+		name := fmt.Sprintf("ns/%s/%d", gateway, port)
+		return ir.Listener{Name: name, Address: addr, Port: port, Protocol: ir.HTTP,
+			Servers: []ir.Server{{Name: name, VirtualHosts: []ir.VirtualHost{{Name: gateway, Domains: []string{"*"},
+				Routes: []ir.Route{{Name: "ns/" + gateway + "/rule/0/match/0", Match: ir.Match{PathType: ir.PathPrefix, Path: "/" + gateway}, DirectResponse: 200}}}}}}}
+	}
+	publish := func(ls ...ir.Listener) string {
+		t.Helper()
+		res, err := gwtranslate.Render(ir.IR{Listeners: ls})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.Publish(t.Context(), translate.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	serves := func(addr netip.Addr, gateway string) {
+		t.Helper()
+		url := fmt.Sprintf("http://%s/%s", netip.AddrPortFrom(addr, port), gateway)
+		start := time.Now()
+		for {
+			resp, err := client.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					t.Logf("%s served after %v", url, time.Since(start))
+					return
+				}
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("GET %s: %v %v, want 200 within 10s; status %+v", url, resp, err, s.Status())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	v1 := publish(listener("a", first))
+	startEnvoy(t, envoy, bootstrapFile(t, adsAddr))
+	waitStatus(t, s, "v1 accepted", func(st Status) bool { return st.Acked == v1 })
+	serves(first, "a")
+
+	v2 := publish(listener("a", second), listener("b", first))
+	serves(second, "a")
+	serves(first, "b")
+	waitStatus(t, s, "v2 accepted whole", func(st Status) bool { return st.Acked == v2 && st.Rejected == nil && st.InSync() })
+
+	// And back, the other way round.
+	v3 := publish(listener("a", first), listener("b", second))
+	serves(first, "a")
+	serves(second, "b")
+	waitStatus(t, s, "v3 accepted whole", func(st Status) bool { return st.Acked == v3 && st.Rejected == nil && st.InSync() })
 }

@@ -17,6 +17,12 @@
 // gets the configuration in force, not the rejected one, until a new
 // configuration is published.
 //
+// An address that moves from one listener to another (or two listeners
+// that swap theirs) reaches Envoy in two steps: first without the
+// listeners concerned, then, once Envoy runs that, with them. Envoy
+// refuses a listener on an address that a listener of another name it
+// runs holds, and applies removals before additions.
+//
 //	s := server.New(log, nodeName)
 //	g := grpc.NewServer()
 //	s.Register(g)
@@ -33,12 +39,15 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -146,6 +155,9 @@ type Server struct {
 	fresh string
 	// refused are the resources Envoy refused, by type URL and name.
 	refused map[string]map[string]Refusal
+	// pending is the newest configuration while the cache holds a stage
+	// of it without the listeners whose addresses move (see install).
+	pending *configuration
 	good    *cachev3.Snapshot // last snapshot Envoy ran whole
 	changed chan struct{}
 	// wake is closed (and replaced) whenever Status changes: it wakes every
@@ -270,25 +282,10 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	if version == s.status.Published {
 		return version, nil
 	}
-	// Resources Envoy refused and published unchanged are not sent
-	// again: Envoy keeps the version it runs (none of a new one).
-	refused := s.keepRefused(versions)
-	snapVersion := version
-	if refused {
-		byType, versions = s.withoutRefused(byType, versions)
-		snapVersion = contentVersion(versions)
-	}
-	snap, err := newSnapshot(snapVersion, byType, versions)
-	if err != nil {
+	if err := s.install(ctx, configuration{version, byType, versions}); err != nil {
 		return "", err
 	}
-	if err := s.cache.SetSnapshot(ctx, s.nodeID, snap); err != nil {
-		return "", fmt.Errorf("set snapshot %s: %w", version, err)
-	}
 	s.hashes = hashes
-	s.snaps[snapVersion] = snap
-	s.current = snap
-	s.fresh = snapVersion
 	s.status.Published = version
 	s.setRejected()
 	s.checkAcked()
@@ -297,6 +294,146 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	s.log.Info("xds configuration published", "version", version,
 		"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "secrets", len(res.Secrets))
 	return version, nil
+}
+
+// configuration is a published configuration: its version and its
+// resources, by type, with their versions (by type URL and name).
+type configuration struct {
+	version  string
+	byType   map[resource.Type][]types.Resource
+	versions map[string]map[string]string
+}
+
+// install puts c in the cache as Envoy is to get it. Resources Envoy
+// refused and published unchanged are not sent again: Envoy keeps the
+// version it runs (none of a new one). Listeners whose addresses move
+// (addressMoves) are left out until Envoy no longer runs them: Envoy
+// refuses a listener whose address a listener of another name it runs
+// holds, and applies removals before additions, so the stage without
+// them frees the addresses and c follows once Envoy runs it (advance).
+func (s *Server) install(ctx context.Context, c configuration) error {
+	byType, versions, snapVersion := c.byType, c.versions, c.version
+	if s.keepRefused(versions) {
+		byType, versions = s.withoutRefused(byType, versions)
+		snapVersion = contentVersion(versions)
+	}
+	s.pending = nil
+	if moves := s.addressMoves(byType[resource.ListenerType]); len(moves) > 0 {
+		byType, versions = without(byType, versions, resource.ListenerType, moves)
+		snapVersion = contentVersion(versions)
+		s.pending = &c
+		s.log.Info("xds listeners whose addresses move are removed first", "version", c.version,
+			"listeners", strings.Join(slices.Sorted(maps.Keys(moves)), ","))
+	}
+	if s.current != nil && s.current.GetVersion(resource.ListenerType) == snapVersion {
+		s.fresh = snapVersion
+		return nil // the cache has it
+	}
+	snap, err := newSnapshot(snapVersion, byType, versions)
+	if err != nil {
+		return err
+	}
+	if err := s.cache.SetSnapshot(ctx, s.nodeID, snap); err != nil {
+		return fmt.Errorf("set snapshot %s: %w", snapVersion, err)
+	}
+	s.snaps[snapVersion] = snap
+	s.current = snap
+	s.fresh = snapVersion
+	return nil
+}
+
+// advance installs the pending configuration (its listeners whose
+// addresses moved no longer run: Envoy runs the stage without them).
+func (s *Server) advance() {
+	if err := s.install(context.Background(), *s.pending); err != nil {
+		s.log.Error("publish the staged xds configuration", "version", s.status.Published, "error", err)
+		return
+	}
+	s.prune()
+	s.checkAcked()
+}
+
+// addressMoves are the listeners of next, and those Envoy runs, that take
+// part in an address's move: a listener whose address (protocol, IP and
+// port) a listener of another name Envoy runs holds, which next moves
+// elsewhere or removes, and that other listener (moved in a cycle, each
+// would wait for the other).
+func (s *Server) addressMoves(next []types.Resource) map[string]bool {
+	holders := map[string]string{} // address → name, of what Envoy runs
+	for name := range s.envoy[resource.ListenerType] {
+		if l, ok := s.accepted[resource.ListenerType][name].(*listenerv3.Listener); ok {
+			if a := socketAddress(l); a != "" {
+				holders[a] = name
+			}
+		}
+	}
+	if len(holders) == 0 {
+		return nil
+	}
+	want := make(map[string]string, len(next)) // name → address
+	for _, r := range next {
+		if l, ok := r.(*listenerv3.Listener); ok {
+			want[l.GetName()] = socketAddress(l)
+		}
+	}
+	var out map[string]bool
+	for name, a := range want {
+		holder, held := holders[a]
+		if a == "" || !held || holder == name || want[holder] == a {
+			continue
+		}
+		if out == nil {
+			out = map[string]bool{}
+		}
+		out[name], out[holder] = true, true
+	}
+	return out
+}
+
+// socketAddress is where l listens ("" when not on an IP socket).
+func socketAddress(l *listenerv3.Listener) string {
+	sa := l.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s %s", sa.GetProtocol(), net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))))
+}
+
+// without is byType and versions without the resources of type t named
+// in names, and without the route configurations then no listener names.
+func without(byType map[resource.Type][]types.Resource, versions map[string]map[string]string, t string, names map[string]bool) (map[resource.Type][]types.Resource, map[string]map[string]string) {
+	outTypes := maps.Clone(byType)
+	outVersions := maps.Clone(versions)
+	outTypes[t] = slices.DeleteFunc(slices.Clone(byType[t]), func(r types.Resource) bool { return names[cachev3.GetResourceName(r)] })
+	outVersions[t] = maps.Clone(versions[t])
+	for name := range names {
+		delete(outVersions[t], name)
+	}
+	return withoutUnnamedRoutes(outTypes, outVersions)
+}
+
+// withoutUnnamedRoutes drops the route configurations no listener of
+// byType names (those of listeners left out): a snapshot holds those its
+// listeners name, no others.
+func withoutUnnamedRoutes(byType map[resource.Type][]types.Resource, versions map[string]map[string]string) (map[resource.Type][]types.Resource, map[string]map[string]string) {
+	listeners := make(map[string]types.ResourceWithTTL, len(byType[resource.ListenerType]))
+	for _, l := range byType[resource.ListenerType] {
+		listeners[cachev3.GetResourceName(l)] = types.ResourceWithTTL{Resource: l}
+	}
+	named := cachev3.GetResourceReferences(listeners)[resource.RouteType]
+	routes := byType[resource.RouteType]
+	if !slices.ContainsFunc(routes, func(r types.Resource) bool { return !named[cachev3.GetResourceName(r)] }) {
+		return byType, versions
+	}
+	byType, versions = maps.Clone(byType), maps.Clone(versions)
+	byType[resource.RouteType] = slices.DeleteFunc(slices.Clone(routes), func(r types.Resource) bool { return !named[cachev3.GetResourceName(r)] })
+	versions[resource.RouteType] = maps.Clone(versions[resource.RouteType])
+	for name := range versions[resource.RouteType] {
+		if !named[name] {
+			delete(versions[resource.RouteType], name)
+		}
+	}
+	return byType, versions
 }
 
 // keepRefused forgets the refusals of resources that versions (by type URL
@@ -350,7 +487,7 @@ func (s *Server) withoutRefused(byType map[resource.Type][]types.Resource, versi
 			outTypes[t] = append(outTypes[t], r)
 		}
 	}
-	return outTypes, outVersions
+	return withoutUnnamedRoutes(outTypes, outVersions)
 }
 
 // setRejected sets Status.Rejected and Status.Refused from the refusals.
@@ -438,6 +575,9 @@ func (s *Server) onClosed(id int64, _ *corev3.Node) {
 		clear(s.envoy)
 		clear(s.accepted)
 		s.status.Acked, s.status.AckedAt = "", time.Time{}
+		if s.pending != nil {
+			s.advance() // an Envoy that connects starts with no listener
+		}
 	}
 	s.notify()
 	s.log.Info("envoy disconnected", "stream", id)
@@ -570,14 +710,16 @@ func (s *Server) checkAcked() {
 		}
 		maps.Copy(s.accepted[t], cur.GetResources(t))
 	}
-	if s.status.Acked == version {
-		return
+	if s.status.Acked != version {
+		s.status.Acked, s.status.AckedAt = version, time.Now()
+		s.status.Accepted++
+		s.prune()
+		s.notify()
+		s.log.Info("xds configuration accepted", "version", version)
 	}
-	s.status.Acked, s.status.AckedAt = version, time.Now()
-	s.status.Accepted++
-	s.prune()
-	s.notify()
-	s.log.Info("xds configuration accepted", "version", version)
+	if s.pending != nil {
+		s.advance()
+	}
 }
 
 // reject records a NACK of resp and takes its resources back (see the
@@ -721,6 +863,7 @@ func (s *Server) takeBack(t string, rejected []string) (*cachev3.Snapshot, error
 			return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b))
 		})
 	}
+	byType, versions = withoutUnnamedRoutes(byType, versions)
 	return newSnapshot(contentVersion(versions), byType, versions)
 }
 
