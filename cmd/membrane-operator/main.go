@@ -47,6 +47,7 @@ import (
 	"github.com/membrane-mesh/membrane/mesh/api/v1alpha1"
 	"github.com/membrane-mesh/membrane/mesh/clustermesh"
 	"github.com/membrane-mesh/membrane/mesh/identity"
+	"github.com/membrane-mesh/membrane/mesh/lbipam"
 	"github.com/membrane-mesh/membrane/mesh/operator"
 )
 
@@ -249,7 +250,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := policyStatus.Setup(ctx, mgr); err != nil {
 		return err
 	}
-	lbipam := operator.NewLBIPAMController(log.With("controller", "lb-ipam"), mgr.GetClient())
+	// One assignment for Services, Gateways and Ingresses, computed by
+	// two controllers.
+	addresses := &lbipam.Ledger{}
+	ipam := operator.NewLBIPAMController(log.With("controller", "lb-ipam"), mgr.GetClient(), addresses)
 	if cfg.ca.enabled {
 		if err := setupCA(log, mgr, restCfg, cfg.ca); err != nil {
 			return err
@@ -261,14 +265,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	if cfg.gatewayAPI {
-		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, SecretsNamespace: cfg.gatewaySecrets})
+		gw := gwcontroller.New(log.With("controller", "gateway-api"), mgr.GetClient(), gwcontroller.Config{ClassName: cfg.gatewayClass, SecretsNamespace: cfg.gatewaySecrets, Addresses: addresses})
 		if err := gw.Setup(ctx, mgr); err != nil {
 			return err
 		}
-		// One assignment for Services, Gateways and Ingresses.
-		lbipam.WithOtherClaims(operator.OtherClaims{Claims: gw.Claims, Watch: gwcontroller.Watched()})
+		ipam.WithOtherClaims(operator.OtherClaims{Claims: gw.Claims, Watch: gwcontroller.Watched()})
 	}
-	if err := lbipam.Setup(ctx, mgr); err != nil {
+	if err := ipam.Setup(ctx, mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {

@@ -62,6 +62,9 @@ type Config struct {
 	// Gateways, Ingresses and BackendTLSPolicies refer to, the only ones
 	// the node agents read ("": none are made).
 	SecretsNamespace string
+	// Addresses is the load-balancer address assignment's ledger, shared
+	// with the LB IPAM controller (nil: one of its own).
+	Addresses *lbipam.Ledger
 }
 
 // Reconciler is the controller.
@@ -81,6 +84,9 @@ type Reconciler struct {
 
 // New returns the controller; Setup registers it with a manager.
 func New(log *slog.Logger, c client.Client, cfg Config) *Reconciler {
+	if cfg.Addresses == nil {
+		cfg.Addresses = &lbipam.Ledger{}
+	}
 	return &Reconciler{log: log, c: c, cfg: cfg, now: time.Now, ingressProblems: map[string][]string{}}
 }
 
@@ -284,7 +290,7 @@ func (r *Reconciler) input(ctx context.Context) (translate.Input, error) {
 		return translate.Input{}, err
 	}
 	svcClaims, _ := operator.ServiceClaims(services.Items, nil)
-	res := lbipam.Assign(pools, append(svcClaims, claims...))
+	res := r.cfg.Addresses.Assign(pools, append(svcClaims, claims...))
 	in.Addresses = map[types.NamespacedName]netip.Addr{}
 	for key, nn := range objs {
 		if a, ok := res.Addresses[key]; ok {
@@ -340,7 +346,7 @@ func AddressClaims(classes []gwv1.GatewayClass, gws []gwv1.Gateway, ingClasses [
 			continue
 		}
 		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
-		key := "gateway:" + nn.String()
+		key := translate.GatewayClaimKey(nn)
 		objs[key] = nn
 		requested, reason, _ := translate.RequestedAddress(&gw)
 		if reason != "" {
@@ -360,7 +366,7 @@ func AddressClaims(classes []gwv1.GatewayClass, gws []gwv1.Gateway, ingClasses [
 			}
 			continue
 		}
-		key := "ingress:" + o.Key.String()
+		key := translate.IngressClaimKey(o.Key)
 		objs[key] = o.Key
 		byKey[o.Key] = len(claims)
 		claims = append(claims, lbipam.Claim{Key: key, Labels: labels.Set(o.Ingress.Labels), Current: ingCurrent[o.Key], Created: created})

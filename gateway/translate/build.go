@@ -89,6 +89,7 @@ func (b *builder) references() References {
 func build(in Input) *builder {
 	b := newBuilder(in)
 	ingresses := b.addIngresses()
+	b.oneGatewayPerAddress()
 	var st Status
 	for _, gc := range b.classes {
 		st.GatewayClasses = append(st.GatewayClasses, GatewayClassStatus{Name: gc.Name, Status: gwv1.GatewayClassStatus{
@@ -285,6 +286,48 @@ func newBuilder(in Input) *builder {
 	b.checkBackendTLS()
 	return b
 }
+
+// oneGatewayPerAddress leaves an address that several Gateways (or
+// Ingress addresses) have with the one the address assignment keeps (the
+// oldest, then by its claim's key: lbipam's order); the others get no
+// listeners until they have an address of their own. The node agents read
+// the addresses from the objects' status, which says so for a moment while
+// the operator moves an address from one to another; two listeners cannot
+// bind one address and port.
+func (b *builder) oneGatewayPerAddress() {
+	claimKey := func(g *gateway) string {
+		nn := types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name}
+		if g.ingress {
+			return IngressClaimKey(nn)
+		}
+		return GatewayClaimKey(nn)
+	}
+	byAddr := map[netip.Addr]*gateway{}
+	for _, g := range b.gateways {
+		if !g.address.IsValid() {
+			continue
+		}
+		o, ok := byAddr[g.address]
+		if !ok {
+			byAddr[g.address] = g
+			continue
+		}
+		keep, drop := o, g
+		if cmp.Or(g.gw.CreationTimestamp.Compare(o.gw.CreationTimestamp.Time), cmp.Compare(claimKey(g), claimKey(o))) < 0 {
+			keep, drop = g, o
+		}
+		byAddr[g.address] = keep
+		drop.address = netip.Addr{}
+	}
+}
+
+// GatewayClaimKey is the key of a Gateway's claim on the load-balancer
+// address pools (lbipam.Claim).
+func GatewayClaimKey(nn types.NamespacedName) string { return "gateway:" + nn.String() }
+
+// IngressClaimKey is the key of the claim of the Ingresses of an address
+// key (OwnedIngress.Key) on the load-balancer address pools.
+func IngressClaimKey(key types.NamespacedName) string { return "ingress:" + key.String() }
 
 // checkListeners validates a Gateway's listeners: protocol, route kinds,
 // certificates and conflicts between listeners on the same port.

@@ -561,8 +561,8 @@ func (b *builder) ingressStatus(s ingressSet) []IngressStatus {
 	for _, o := range s.owned {
 		nn := types.NamespacedName{Namespace: o.Ingress.Namespace, Name: o.Ingress.Name}
 		st := IngressStatus{Namespace: nn.Namespace, Name: nn.Name, Mode: o.Mode, Problems: s.problems[nn]}
-		if a, ok := b.in.Addresses[o.Key]; ok && a.IsValid() {
-			st.Address = a.String()
+		if g := b.byName[o.Key]; g != nil && g.address.IsValid() {
+			st.Address = g.address.String()
 		} else {
 			st.Problems = append(st.Problems, "no address assigned yet (pool exhausted or not configured)")
 		}

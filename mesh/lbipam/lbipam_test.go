@@ -1,6 +1,7 @@
 package lbipam
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -81,5 +82,37 @@ func TestAssign(t *testing.T) {
 	res = Assign(pools, []Claim{{Key: "ns/keep", Current: a("10.0.0.2")}, {Key: "ns/new"}})
 	if res.Addresses["ns/keep"] != a("10.0.0.2") || res.Addresses["ns/new"].IsValid() {
 		t.Errorf("disabled pool: %v", res.Addresses)
+	}
+}
+
+// TestLedgerKeepsAddresses: a pass that reads a cache without the status
+// an earlier pass wrote does not move the address to another claim.
+func TestLedgerKeepsAddresses(t *testing.T) {
+	a := netip.MustParseAddr
+	pools := []Pool{{Name: "main", Ranges: []Range{mustRange(t, "10.0.0.1", "10.0.0.9")}}}
+	var l Ledger
+	// "shop" alone: the first address.
+	if got := l.Assign(pools, []Claim{{Key: "ingress:ns/shop", Created: 5}}).Addresses; got["ingress:ns/shop"] != a("10.0.0.1") {
+		t.Fatalf("first pass: %v", got)
+	}
+	// Two more, created in the same second, whose keys sort first; the
+	// cache has no status of shop yet.
+	claims := []Claim{{Key: "ingress:ns/shop", Created: 5}, {Key: "ingress:ns/blog", Created: 5}, {Key: "gateway:ns/gw", Created: 5}}
+	got := l.Assign(pools, claims).Addresses
+	want := map[string]netip.Addr{"ingress:ns/shop": a("10.0.0.1"), "gateway:ns/gw": a("10.0.0.2"), "ingress:ns/blog": a("10.0.0.3")}
+	if !maps.Equal(got, want) {
+		t.Errorf("second pass: %v, want %v", got, want)
+	}
+	// Without the ledger the address moves.
+	if got := Assign(pools, claims).Addresses; got["ingress:ns/shop"] == a("10.0.0.1") {
+		t.Errorf("the pure assignment kept shop's address without its current one: the test shows nothing")
+	}
+	// A claim that is gone leaves the ledger: its address is free again.
+	got = l.Assign(pools, claims[1:]).Addresses
+	if got["gateway:ns/gw"] != a("10.0.0.2") || got["ingress:ns/blog"] != a("10.0.0.3") {
+		t.Errorf("after shop is gone: %v", got)
+	}
+	if got := l.Assign(pools, append(claims[1:], Claim{Key: "svc:ns/new", Created: 9})).Addresses; got["svc:ns/new"] != a("10.0.0.1") {
+		t.Errorf("a new claim gets %s, want the freed 10.0.0.1", got["svc:ns/new"])
 	}
 }

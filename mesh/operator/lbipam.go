@@ -35,6 +35,7 @@ import (
 type LBIPAMController struct {
 	log      *slog.Logger
 	c        client.Client
+	ledger   *lbipam.Ledger
 	recorder record.EventRecorder
 	other    OtherClaims
 }
@@ -56,9 +57,11 @@ func (r *LBIPAMController) WithOtherClaims(o OtherClaims) *LBIPAMController {
 	return r
 }
 
-// NewLBIPAMController returns the controller; Setup registers it.
-func NewLBIPAMController(log *slog.Logger, c client.Client) *LBIPAMController {
-	return &LBIPAMController{log: log, c: c}
+// NewLBIPAMController returns the controller; Setup registers it. ledger
+// is shared with the owner of the other claims (WithOtherClaims), which
+// computes the same assignment.
+func NewLBIPAMController(log *slog.Logger, c client.Client, ledger *lbipam.Ledger) *LBIPAMController {
+	return &LBIPAMController{log: log, c: c, ledger: ledger}
 }
 
 // serviceTypeIndex indexes the cached Services by spec.type.
@@ -210,7 +213,7 @@ func (r *LBIPAMController) Reconcile(ctx context.Context, _ reconcile.Request) (
 		}
 		claims = append(claims, more...)
 	}
-	res := lbipam.Assign(in, claims)
+	res := r.ledger.Assign(in, claims)
 	var errs []error
 	for key, s := range byKey {
 		var want []corev1.LoadBalancerIngress
