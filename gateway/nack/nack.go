@@ -1,9 +1,11 @@
 // Package nack attributes a gateway listener, route configuration,
-// certificate or client certificate CA bundle the node Envoy rejected to the Gateway API objects it was
-// made from: the Gateway (or Ingress) and port its name carries, the
-// Gateway listeners whose filter chains changed since the version Envoy
-// runs (or that serve the certificate, or check clients with the CA
-// bundle), and the route rules whose routes changed in them.
+// certificate, client certificate CA bundle or BackendTLSPolicy CA bundle
+// the node Envoy rejected to the Gateway API objects it was made from: the
+// Gateway (or Ingress) and port its name carries, the Gateway listeners
+// whose filter chains changed since the version Envoy runs (or that serve
+// the certificate, or check clients with the CA bundle), and the route
+// rules whose routes changed in them (or send requests to backends
+// verified with the CA bundle).
 package nack
 
 import (
@@ -12,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -102,19 +105,9 @@ func listenerRejection(name, errText string) (v1alpha1.GatewayRejection, error) 
 // (HTTPS) or, being the listener itself (HTTP), every Gateway listener of
 // the port; the rules are those whose routes changed.
 func AttributeRoutes(refused, running *routev3.RouteConfiguration, errText string) (v1alpha1.GatewayRejection, error) {
-	name, ok := strings.CutPrefix(refused.GetName(), translate.RoutePrefix)
-	listener, server, found := strings.Cut(name, "#")
-	parts := strings.Split(listener, "/")
-	if !ok || !found || len(parts) != 3 {
-		return v1alpha1.GatewayRejection{}, fmt.Errorf("route configuration %q is not a gateway's", refused.GetName())
-	}
-	port, err := strconv.ParseInt(parts[2], 10, 32)
+	out, err := routesRejection(refused.GetName(), errText)
 	if err != nil {
-		return v1alpha1.GatewayRejection{}, fmt.Errorf("route configuration %q: port: %w", refused.GetName(), err)
-	}
-	out := v1alpha1.GatewayRejection{Namespace: parts[0], Name: parts[1], Port: int32(port), Error: errText}
-	if chain := strings.Split(server, "/"); len(chain) >= 3 && chain[2] != parts[2] {
-		out.Listeners = []string{chain[2]}
+		return out, err
 	}
 	if running != nil {
 		out.Rules = changedRoutes(running, refused)
@@ -122,6 +115,101 @@ func AttributeRoutes(refused, running *routev3.RouteConfiguration, errText strin
 		out.Rules = slices.Compact(out.Rules)
 	}
 	return out, nil
+}
+
+// routesRejection is the rejection, with errText, of the Gateway, port
+// and (HTTPS) Gateway listener the gateway route configuration name
+// ("gateway/<listener>#<server>") carries.
+func routesRejection(name, errText string) (v1alpha1.GatewayRejection, error) {
+	rest, ok := strings.CutPrefix(name, translate.RoutePrefix)
+	listener, server, found := strings.Cut(rest, "#")
+	parts := strings.Split(listener, "/")
+	if !ok || !found || len(parts) != 3 {
+		return v1alpha1.GatewayRejection{}, fmt.Errorf("route configuration %q is not a gateway's", name)
+	}
+	port, err := strconv.ParseInt(parts[2], 10, 32)
+	if err != nil {
+		return v1alpha1.GatewayRejection{}, fmt.Errorf("route configuration %q: port: %w", name, err)
+	}
+	out := v1alpha1.GatewayRejection{Namespace: parts[0], Name: parts[1], Port: int32(port), Error: errText}
+	if chain := strings.Split(server, "/"); len(chain) >= 3 && chain[2] != parts[2] {
+		out.Listeners = []string{chain[2]}
+	}
+	return out, nil
+}
+
+// AttributeCA names what the rejection of a BackendTLSPolicy's CA bundle
+// (SDS secret name, translate.CAPrefix) is about: the route rules of
+// routes (the route configurations published with it) that send requests
+// to, or mirror them to, a cluster of clusters (published with it) that
+// verifies its backends with the bundle; one rejection per route
+// configuration, Envoy's error text each.
+func AttributeCA(name string, clusters []*clusterv3.Cluster, routes []*routev3.RouteConfiguration, errText string) ([]v1alpha1.GatewayRejection, error) {
+	if !strings.HasPrefix(name, translate.CAPrefix) {
+		return nil, fmt.Errorf("secret %q is not a BackendTLSPolicy's CA bundle", name)
+	}
+	verifying := map[string]bool{}
+	for _, c := range clusters {
+		ok, err := verifiesWith(c, name)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			verifying[c.GetName()] = true
+		}
+	}
+	var out []v1alpha1.GatewayRejection
+	for _, rc := range routes {
+		var rules []string
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				if slices.ContainsFunc(routeClusters(r), func(c string) bool { return verifying[c] }) {
+					rule, _, _ := strings.Cut(r.GetName(), "/match/")
+					rules = append(rules, rule)
+				}
+			}
+		}
+		if len(rules) == 0 {
+			continue
+		}
+		g, err := routesRejection(rc.GetName(), errText)
+		if err != nil {
+			return nil, err
+		}
+		slices.Sort(rules)
+		g.Rules = slices.Compact(rules)
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// verifiesWith reports whether c's upstream TLS context verifies its
+// backends with the CA bundle of the SDS secret name.
+func verifiesWith(c *clusterv3.Cluster, name string) (bool, error) {
+	tc := c.GetTransportSocket().GetTypedConfig()
+	if tc == nil || !tc.MessageIs((*tlsv3.UpstreamTlsContext)(nil)) {
+		return false, nil
+	}
+	var ctx tlsv3.UpstreamTlsContext
+	if err := tc.UnmarshalTo(&ctx); err != nil {
+		return false, fmt.Errorf("cluster %s: %w", c.GetName(), err)
+	}
+	common := ctx.GetCommonTlsContext()
+	return common.GetValidationContextSdsSecretConfig().GetName() == name ||
+		common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName() == name, nil
+}
+
+// routeClusters are the clusters r sends requests to or mirrors them to.
+func routeClusters(r *routev3.Route) []string {
+	ra := r.GetRoute()
+	out := []string{ra.GetCluster()}
+	for _, w := range ra.GetWeightedClusters().GetClusters() {
+		out = append(out, w.GetName())
+	}
+	for _, m := range ra.GetRequestMirrorPolicies() {
+		out = append(out, m.GetCluster())
+	}
+	return out
 }
 
 // AttributeSecret names what the rejection of the gateway certificate or

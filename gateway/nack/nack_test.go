@@ -124,3 +124,57 @@ func TestAttribute(t *testing.T) {
 		t.Error("a workload's SVID is attributed to a Gateway")
 	}
 }
+
+// TestAttributeCA: a refused BackendTLSPolicy CA bundle names the route
+// rules that send requests to (or mirror them to) a backend verified with
+// it, per route configuration; other bundles and rules are not named.
+func TestAttributeCA(t *testing.T) {
+	addr := netip.MustParseAddr("10.0.0.1")
+	tlsTo := func(name, policy string) ir.Cluster {
+		return ir.Cluster{Name: name, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.1.0.5:8443")},
+			TLS: &ir.UpstreamTLS{SNI: "b.example", CAName: policy, CA: []byte("ca")}}
+	}
+	to := func(name, path string, clusters ...string) ir.Route {
+		r := ir.Route{Name: name, Match: ir.Match{PathType: ir.PathPrefix, Path: path}}
+		for _, c := range clusters {
+			r.Backends = append(r.Backends, ir.Backend{Cluster: c, Weight: 1})
+		}
+		return r
+	}
+	mirrored := to("ns/r/rule/3/match/0", "/m", "ns/plain/80")
+	mirrored.Mirrors = []ir.Mirror{{Cluster: "ns/secure/443", Percent: 100}}
+	http := ir.Listener{Name: "ns/gw/80", Address: addr, Port: 80, Protocol: ir.HTTP,
+		Servers: []ir.Server{{Name: "ns/gw/80", VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"}, Routes: []ir.Route{
+			to("ns/r/rule/0/match/0", "/s", "ns/secure/443"),
+			to("ns/r/rule/0/match/1", "/s2", "ns/secure/443"),
+			to("ns/r/rule/1/match/0", "/p", "ns/plain/80"),
+			to("ns/r/rule/2/match/0", "/w", "ns/plain/80", "ns/secure/443"),
+			mirrored,
+			to("ns/r/rule/4/match/0", "/o", "ns/other/443"),
+		}}}}}}
+	res, err := translate.Render(ir.IR{Listeners: []ir.Listener{http}, Clusters: []ir.Cluster{
+		{Name: "ns/plain/80", Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.1.0.6:80")}},
+		tlsTo("ns/secure/443", "ns/policy"), tlsTo("ns/other/443", "ns/other-policy"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := AttributeCA(translate.CAPrefix+"ns/policy", res.Clusters, res.Routes, "bad CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []v1alpha1.GatewayRejection{{Namespace: "ns", Name: "gw", Port: 80, Error: "bad CA",
+		Rules: []string{"ns/r/rule/0", "ns/r/rule/2", "ns/r/rule/3"}}}
+	if !slices.EqualFunc(got, want, func(a, b v1alpha1.GatewayRejection) bool {
+		return a.Namespace == b.Namespace && a.Name == b.Name && a.Port == b.Port && a.Error == b.Error &&
+			slices.Equal(a.Listeners, b.Listeners) && slices.Equal(a.Rules, b.Rules)
+	}) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if got, err := AttributeCA(translate.CAPrefix+"ns/unused", res.Clusters, res.Routes, "bad CA"); err != nil || len(got) != 0 {
+		t.Errorf("a bundle no cluster uses: %+v, %v; want nothing", got, err)
+	}
+	if _, err := AttributeCA(translate.CertificatePrefix+"ns/policy", res.Clusters, res.Routes, "bad CA"); err == nil {
+		t.Errorf("a certificate's name: no error")
+	}
+}

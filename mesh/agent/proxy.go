@@ -580,6 +580,16 @@ func (p *proxy) rejectedGateways(refused []server.Refusal) []v1alpha1.GatewayRej
 			out = append(out, gs...)
 			continue
 		}
+		if r.TypeURL == resource.SecretType && strings.HasPrefix(r.Name, gwtranslate.CAPrefix) {
+			p.pub.Lock()
+			gs, err := nack.AttributeCA(r.Name, p.gatewayR.Clusters, p.gatewayR.Routes, r.Error)
+			p.pub.Unlock()
+			if err != nil {
+				p.log.Warn("attribute a rejected BackendTLSPolicy CA bundle", "secret", r.Name, "error", err)
+			}
+			out = append(out, gs...)
+			continue
+		}
 		if r.TypeURL != resource.ListenerType || !strings.HasPrefix(r.Name, gwtranslate.ListenerPrefix) {
 			continue
 		}
