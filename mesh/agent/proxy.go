@@ -182,6 +182,7 @@ func (p *proxy) run(ctx context.Context) error {
 		case <-ctx.Done():
 			g.Stop()
 			<-served
+			p.xds.Close()
 			return nil
 		case err := <-served:
 			return fmt.Errorf("serve xds: %w", err)

@@ -252,6 +252,7 @@ func serveADSAt(tb testing.TB, addr string) (s *Server, bound string, stop func(
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s = New(log, "node-a")
+	tb.Cleanup(s.Close)
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
@@ -381,4 +382,56 @@ func TestEnvoyMovesGatewayAddress(t *testing.T) {
 	serves(first, "a")
 	serves(second, "b")
 	waitStatus(t, s, "v3 accepted whole", func(st Status) bool { return st.Acked == v3 && st.Rejected == nil && st.InSync() })
+}
+
+// TestEnvoyRetriesListenerAddress: a gateway listener whose address
+// another socket of the node holds is refused; it is sent again, unchanged,
+// after 1 s, 2 s, ...: once the socket is gone it is served, and the
+// refusal is gone from the status. The refusal is reported once meanwhile
+// (its time stays).
+func TestEnvoyRetriesListenerAddress(t *testing.T) {
+	envoy := testenv.Tool(t, "envoy")
+	s, adsAddr := serveADS(t)
+	addr := netip.MustParseAddr("127.0.0.4")
+	other, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	port := uint16(other.Addr().(*net.TCPAddr).Port)
+	name := fmt.Sprintf("ns/gw/%d", port)
+	res, err := gwtranslate.Render(ir.IR{Listeners: []ir.Listener{{Name: name, Address: addr, Port: port, Protocol: ir.HTTP,
+		Servers: []ir.Server{{Name: name, VirtualHosts: []ir.VirtualHost{{Name: "a", Domains: []string{"*"},
+			Routes: []ir.Route{{Name: "ns/r/rule/0/match/0", Match: ir.Match{PathType: ir.PathPrefix, Path: "/"}, DirectResponse: 200}}}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Publish(t.Context(), translate.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startEnvoy(t, envoy, bootstrapFile(t, adsAddr))
+	waitStatus(t, s, "refused", func(st Status) bool { return st.Rejected != nil && st.Rejected.Version == v })
+	first := s.Status().Refused
+	if len(first) != 1 || first[0].Name != "gateway/"+name || !addressRefusal(first[0].Error) {
+		t.Fatalf("refused %+v, want the listener, for its address", first)
+	}
+	t.Logf("refused: %s", first[0].Error)
+	// Refused again on the first retry: still one refusal, of the first time.
+	waitStatus(t, s, "refused again", func(st Status) bool { return len(st.Refused) == 1 && st.Refused[0].tries >= 2 })
+	if st := s.Status(); !st.Refused[0].At.Equal(first[0].At) || st.Rejected == nil {
+		t.Errorf("after the first retry: rejected %+v, refused %+v; want the first refusal", st.Rejected, st.Refused)
+	}
+	other.Close()
+	closed := time.Now()
+	waitStatus(t, s, "accepted", func(st Status) bool { return st.Acked == v && st.Rejected == nil && len(st.Refused) == 0 })
+	t.Logf("accepted %v after the socket closed", time.Since(closed).Round(time.Millisecond))
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get(fmt.Sprintf("http://%s/", netip.AddrPortFrom(addr, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET: %d, want 200", resp.StatusCode)
+	}
 }

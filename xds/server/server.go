@@ -17,6 +17,10 @@
 // gets the configuration in force, not the rejected one, until a new
 // configuration is published.
 //
+// A listener Envoy refused for its address (another socket holds it) is
+// the exception: it is sent again, unchanged, after 1 s, then twice as long
+// each time up to a minute, until Envoy runs it.
+//
 // An address that moves from one listener to another (or two listeners
 // that swap theirs) reaches Envoy in two steps: first without the
 // listeners concerned, then, once Envoy runs that, with them. Envoy
@@ -104,8 +108,28 @@ type Refusal struct {
 	Error   string    `json:"error"`
 	At      time.Time `json:"at"`
 	// version is the refused version: the resource stays refused (and
-	// is not sent again) while it is published unchanged.
+	// is not sent again) while it is published unchanged, but for retries.
 	version string
+	// retryAt is when a listener refused for its address (addressRefusal)
+	// is sent again unchanged (zero: never); retrying, that it is being
+	// sent again; tries counts the refusals of this version.
+	retryAt  time.Time
+	retrying bool
+	tries    int
+}
+
+// Retries of a listener Envoy refused for its address: after 1 s, then
+// twice as long each time, at most maxRetryWait apart.
+const (
+	firstRetryWait = time.Second
+	maxRetryWait   = time.Minute
+)
+
+// addressRefusal reports whether Envoy's error about a listener is about
+// its address: one bound by another socket of the node (not Envoy's) or
+// by another listener, which can let go of it.
+func addressRefusal(err string) bool {
+	return strings.Contains(err, "cannot bind") || strings.Contains(err, "duplicate address")
 }
 
 // Rejection is a NACK: the version Envoy refused, which of its resources
@@ -155,9 +179,14 @@ type Server struct {
 	fresh string
 	// refused are the resources Envoy refused, by type URL and name.
 	refused map[string]map[string]Refusal
-	// pending is the newest configuration while the cache holds a stage
-	// of it without the listeners whose addresses move (see install).
-	pending *configuration
+	// newest is the newest configuration published; pending is it while
+	// the cache holds a stage of it without the listeners whose addresses
+	// move (see install).
+	newest, pending *configuration
+	// retry fires at the next retry of a refused listener (retryDue);
+	// closed stops it for good.
+	retry   *time.Timer
+	closed  bool
 	good    *cachev3.Snapshot // last snapshot Envoy ran whole
 	changed chan struct{}
 	// wake is closed (and replaced) whenever Status changes: it wakes every
@@ -282,9 +311,11 @@ func (s *Server) Publish(ctx context.Context, res translate.Resources) (string, 
 	if version == s.status.Published {
 		return version, nil
 	}
-	if err := s.install(ctx, configuration{version, byType, versions}); err != nil {
+	c := configuration{version, byType, versions}
+	if err := s.install(ctx, c); err != nil {
 		return "", err
 	}
+	s.newest = &c
 	s.hashes = hashes
 	s.status.Published = version
 	s.setRejected()
@@ -465,7 +496,7 @@ func (s *Server) withoutRefused(byType map[resource.Type][]types.Resource, versi
 		outVersions[t] = maps.Clone(versions[t])
 		for _, r := range rs {
 			name := cachev3.GetResourceName(r)
-			if f, refused := s.refused[t][name]; refused {
+			if f, refused := s.refused[t][name]; refused && !f.retrying {
 				var cur types.Resource
 				var curVersion string
 				if s.current != nil {
@@ -657,8 +688,88 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) err
 		delete(s.envoy[t], name)
 		delete(s.accepted[t], name)
 	}
+	s.forgetApplied(t, resp.resources)
 	s.checkAcked()
 	return nil
+}
+
+// forgetApplied drops the refusals of the resources (of type t, name →
+// version) Envoy applied in the refused version: a retried listener.
+func (s *Server) forgetApplied(t string, applied map[string]string) {
+	n := len(s.refused[t])
+	maps.DeleteFunc(s.refused[t], func(name string, f Refusal) bool { return f.version != "" && applied[name] == f.version })
+	if len(s.refused[t]) == n {
+		return
+	}
+	s.setRejected()
+	s.armRetry()
+	s.notify()
+}
+
+// armRetry sets the retry timer to the earliest retry of a refused
+// listener (none: stops it).
+func (s *Server) armRetry() {
+	var next time.Time
+	for _, byName := range s.refused {
+		for _, f := range byName {
+			if !f.retryAt.IsZero() && (next.IsZero() || f.retryAt.Before(next)) {
+				next = f.retryAt
+			}
+		}
+	}
+	switch {
+	case s.closed:
+	case next.IsZero():
+		if s.retry != nil {
+			s.retry.Stop()
+		}
+	case s.retry == nil:
+		s.retry = time.AfterFunc(time.Until(next), s.retryDue)
+	default:
+		s.retry.Reset(time.Until(next))
+	}
+}
+
+// retryDue sends the refused listeners whose retry is due again,
+// unchanged, with the newest configuration.
+func (s *Server) retryDue() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.newest == nil {
+		return
+	}
+	now := time.Now()
+	var due []string
+	for _, byName := range s.refused {
+		for name, f := range byName {
+			if !f.retryAt.IsZero() && !f.retryAt.After(now) {
+				f.retryAt, f.retrying = time.Time{}, true
+				byName[name] = f
+				due = append(due, name)
+			}
+		}
+	}
+	if len(due) > 0 {
+		slices.Sort(due)
+		s.log.Info("xds listeners refused for their address are sent again", "listeners", strings.Join(due, ","))
+		if err := s.install(context.Background(), *s.newest); err != nil {
+			s.log.Error("publish the xds configuration again", "version", s.status.Published, "error", err)
+		} else {
+			s.prune()
+			s.checkAcked()
+		}
+	}
+	s.armRetry()
+}
+
+// Close stops the retries of refused listeners.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.retry != nil {
+		s.retry.Stop()
+	}
 }
 
 func (s *Server) onResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
@@ -756,14 +867,29 @@ func (s *Server) reject(resp sent, msg string) {
 			delete(s.envoy[t], name)
 			delete(s.accepted[t], name)
 		}
+		applied := maps.Clone(resp.resources)
+		maps.DeleteFunc(applied, func(name, _ string) bool { _, bad := errs[name]; return bad })
+		s.forgetApplied(t, applied)
 	}
 	if s.refused[t] == nil {
 		s.refused[t] = map[string]Refusal{}
 	}
 	now := time.Now()
 	for name, e := range errs {
-		s.refused[t][name] = Refusal{TypeURL: t, Name: name, Error: e, At: now, version: resp.resources[name]}
+		f := Refusal{TypeURL: t, Name: name, Error: e, At: now, version: resp.resources[name]}
+		if prev, ok := s.refused[t][name]; ok && prev.version == f.version {
+			f.tries = prev.tries
+			if prev.Error == f.Error {
+				f.At = prev.At // the same refusal, again
+			}
+		}
+		f.tries++
+		if t == resource.ListenerType && addressRefusal(e) {
+			f.retryAt = now.Add(min(firstRetryWait<<min(f.tries-1, 16), maxRetryWait))
+		}
+		s.refused[t][name] = f
 	}
+	s.armRetry()
 	if len(names) == 0 {
 		// A removal refused: nothing to keep refusing on the next publish.
 		s.refused[t][""] = Refusal{TypeURL: t, Error: strings.TrimSpace(msg), At: now}
