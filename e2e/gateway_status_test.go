@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/netns"
 )
 
 // TestGatewayStatusEnvoyRejects: a TLS Secret whose certificate and key do
@@ -385,4 +387,44 @@ spec:
 	k.must(tlsSecret("nack", "b-cert", newBCert, newBKey), "apply", "-f", "-")
 	newBRoots := roots(newBCert)
 	serves("GET https Ingress shop with the fixed Secret's certificate", ingURL, ingHost, newBRoots)
+
+	// A listener on a port another process of a node holds (here a
+	// socket on every address of the first node): that node's Envoy
+	// refuses it, the Gateway says so; once the process lets go, the
+	// agent's retry has it served and Programmed is True again.
+	node := s.Nodes[0].Name
+	var busy net.Listener
+	if err := netns.Do(l.NodeNetns(node), func() error {
+		var err error
+		busy, err = net.Listen("tcp", "0.0.0.0:8081")
+		return err
+	}); err != nil {
+		t.Fatalf("listen on port 8081 of node %s: %v", node, err)
+	}
+	defer busy.Close()
+	k.must(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: other, namespace: nack}
+spec:
+  gatewayClassName: membrane
+  listeners:
+  - {name: http, protocol: HTTP, port: 80}
+  - {name: busy, protocol: HTTP, port: 8081}
+`, "apply", "-f", "-")
+	eventually(t, gatewayTimeout, "Gateway other Programmed=False: node "+node+" cannot bind port 8081", func() error {
+		if _, c := programmed("other"); c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "cannot bind") || !strings.Contains(c.Message, node) {
+			return fmt.Errorf("Programmed %+v", c)
+		}
+		return nil
+	})
+	busy.Close()
+	freed := time.Now()
+	eventually(t, gatewayTimeout, "Gateway other Programmed=True once port 8081 is free", func() error {
+		if _, c := programmed("other"); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Programmed %+v", c)
+		}
+		return nil
+	})
+	t.Logf("Gateway other Programmed=True %.2fs after node %s's socket on port 8081 closed", time.Since(freed).Seconds(), node)
+	serves("GET Gateway other on port 8081", "http://"+addrs["other"]+":8081/o1", "", nil)
 }
