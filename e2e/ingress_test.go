@@ -97,13 +97,19 @@ spec:
 	}
 
 	shop := "http://" + addrs["shop"].String()
-	eventually(t, gatewayTimeout, "GET shop.example.com/v1", func() error {
-		e, code, err := ingressGet(shop+"/v1/items", "shop.example.com")
-		if err == nil && (code != http.StatusOK || e.Pod != "shop-v1") {
-			err = fmt.Errorf("status %d from %q", code, e.Pod)
-		}
-		return err
-	})
+	// Each address serves once its node Envoys have its listener.
+	for _, c := range []struct{ base, host, path, pod string }{
+		{shop, "shop.example.com", "/v1/items", "shop-v1"},
+		{"http://" + addrs["blog"].String(), "blog.example.com", "/", "shop-v1"},
+	} {
+		eventually(t, gatewayTimeout, "GET "+c.host+c.path, func() error {
+			e, code, err := ingressGet(c.base+c.path, c.host)
+			if err == nil && (code != http.StatusOK || e.Pod != c.pod) {
+				err = fmt.Errorf("status %d from %q", code, e.Pod)
+			}
+			return err
+		})
+	}
 	for _, c := range []struct{ base, host, path, pod string }{
 		{shop, "shop.example.com", "/v1", "shop-v1"},
 		{shop, "shop.example.com", "/v1/items", "shop-v1"},
