@@ -144,7 +144,7 @@ func TestAgentAPIClosedToPods(t *testing.T) {
 			for _, req := range [][2]string{
 				{"GET", "/v1/flows"}, {"GET", "/v1/flows?follow=true"}, {"GET", "/v1/endpoints"}, {"GET", "/v1/services"},
 				{"GET", "/v1/status"}, {"GET", "/v1/encryption"}, {"GET", "/v1/bpf/lb"}, {"GET", "/v1/bpf/policy"},
-				{"POST", "/v1/encryption/rotate-key"}, {"GET", "/v1/debug/profile?kind=heap"},
+				{"GET", "/v1/bpf/policy/ipcache/10.0.0.1"}, {"POST", "/v1/encryption/rotate-key"}, {"GET", "/v1/debug/profile?kind=heap"},
 			} {
 				if got := curl(k, intruder, req[0], base+req[1]); !slices.Contains(refusedCodes, got) {
 					t.Errorf("pod %s: %s %s%s answered %s, want one of %v", intruder.Name, req[0], base, req[1], got, refusedCodes)

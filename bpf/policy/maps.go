@@ -162,6 +162,26 @@ func (m *Maps) UpsertIPCache(prefix netip.Prefix, identity Identity) error {
 	return nil
 }
 
+// LookupIPCache returns the identity the datapath gives addr: that of the
+// longest prefix holding it (the kernel's longest-prefix match), and
+// false when no prefix holds it (the datapath then uses IdentityWorld,
+// which it returns).
+func (m *Maps) LookupIPCache(addr netip.Addr) (Identity, bool, error) {
+	key, err := ipcacheKey(netip.PrefixFrom(addr, addr.BitLen()))
+	if err != nil {
+		return 0, false, fmt.Errorf("look up ipcache: %w", err)
+	}
+	var v policyIpcacheEntry
+	err = m.ipcache.Lookup(&key, &v)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return IdentityWorld, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("look up ipcache %s: %w", addr, err)
+	}
+	return Identity(v.Identity), true, nil
+}
+
 // DeleteIPCache removes prefix; a missing one is fine.
 func (m *Maps) DeleteIPCache(prefix netip.Prefix) error {
 	key, err := ipcacheKey(prefix)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"net/netip"
 	"reflect"
 	"sync/atomic"
 	"testing"
@@ -310,5 +311,34 @@ func TestLookupPolicy(t *testing.T) {
 
 	if _, _, err := reader.LookupPolicy(PolicyKey{Direction: Ingress, Proto: TCP, Port: 443}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("endpoint 0: %v, want ErrInvalid", err)
+	}
+}
+
+// TestLookupIPCache: an address gets the identity of the longest prefix
+// holding it, world (not found) without one.
+func TestLookupIPCache(t *testing.T) {
+	e := newEnv(t, Options{})
+	must(t, e.dp.UpsertIPCache(prefix("10.1.0.0/16"), 300))
+	must(t, e.dp.UpsertIPCache(prefix("10.1.2.0/24"), 301))
+	must(t, e.dp.UpsertIPCache(prefix("10.1.2.3/32"), 302))
+	for _, c := range []struct {
+		addr  string
+		want  Identity
+		found bool
+	}{
+		{"10.1.2.3", 302, true},
+		{"10.1.2.4", 301, true},
+		{"10.1.9.9", 300, true},
+		{"10.2.0.1", IdentityWorld, false},
+		{"::ffff:10.1.2.3", 302, true},
+	} {
+		got, found, err := e.dp.LookupIPCache(netip.MustParseAddr(c.addr))
+		must(t, err)
+		if got != c.want || found != c.found {
+			t.Errorf("LookupIPCache(%s) = %s, %t; want %s, %t", c.addr, got, found, c.want, c.found)
+		}
+	}
+	if _, _, err := e.dp.LookupIPCache(netip.MustParseAddr("fd00::1")); !errors.Is(err, ErrInvalid) {
+		t.Errorf("LookupIPCache(fd00::1): %v, want ErrInvalid", err)
 	}
 }

@@ -150,23 +150,11 @@ func resolveTraceEnd(ctx context.Context, c *clusterClient, ns, arg string) (tra
 // addressIdentity is the identity node's datapath gives addr: its ipcache
 // entry of the longest prefix holding it, world without one.
 func addressIdentity(ctx context.Context, c *clusterClient, node string, addr netip.Addr) (identity.ID, error) {
-	dumps, err := fromAgents[agentapi.BPFPolicyList](ctx, c, []string{node}, agentapi.PathBPFPolicy)
+	answers, err := fromAgents[agentapi.IPCacheLookup](ctx, c, []string{node}, agentapi.IPCachePath(addr))
 	if err != nil {
 		return 0, err
 	}
-	return ipcacheLookup(dumps[0].Dump.IPCache, addr), nil
-}
-
-// ipcacheLookup is the identity of the longest of entries' prefixes that
-// holds addr, world without one.
-func ipcacheLookup(entries []agentapi.IPCacheEntry, addr netip.Addr) identity.ID {
-	id, bits := identity.World, -1
-	for _, e := range entries {
-		if e.Prefix.Contains(addr) && e.Prefix.Bits() > bits {
-			id, bits = identity.ID(e.Identity), e.Prefix.Bits()
-		}
-	}
-	return id
+	return identity.ID(answers[0].Identity), nil
 }
 
 // podPolicy is the policy the node of pod ([namespace/]name, namespace ns

@@ -59,23 +59,6 @@ func TestHTTPRule(t *testing.T) {
 	}
 }
 
-// TestIPCacheLookup: the longest prefix holding the address decides;
-// without one it is world.
-func TestIPCacheLookup(t *testing.T) {
-	entries := []agentapi.IPCacheEntry{
-		{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Identity: 16777217},
-		{Prefix: netip.MustParsePrefix("10.244.1.7/32"), Identity: 300},
-		{Prefix: netip.MustParsePrefix("10.244.0.0/16"), Identity: uint32(identity.Unmanaged)},
-	}
-	for addr, want := range map[string]identity.ID{
-		"10.244.1.7": 300, "10.244.1.8": identity.Unmanaged, "10.9.9.9": 16777217, "198.19.2.11": identity.World,
-	} {
-		if got := ipcacheLookup(entries, netip.MustParseAddr(addr)); got != want {
-			t.Errorf("%s: identity %d, want %d", addr, got, want)
-		}
-	}
-}
-
 // TestTraceEndDecide: an address has no policy of its own; a pod's
 // policy decides with its identity set.
 func TestTraceEndDecide(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	bpfpolicy "github.com/membrane-mesh/membrane/bpf/policy"
 	"github.com/membrane-mesh/membrane/mesh/agentapi"
 	"github.com/membrane-mesh/membrane/mesh/agentauth"
 	"github.com/membrane-mesh/membrane/mesh/agenttunnel"
@@ -282,6 +284,23 @@ func (a *Agent) handler() http.Handler {
 			return
 		}
 		writeJSON(w, agentapi.BPFPolicyList{Node: a.cfg.NodeName, Dump: policyDump(d)})
+	})
+	mux.HandleFunc("GET "+agentapi.PathBPFPolicy+"/ipcache/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		addr, err := netip.ParseAddr(r.PathValue("addr"))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("address %q: %v", r.PathValue("addr"), err), http.StatusBadRequest)
+			return
+		}
+		id, found, err := a.eps.dp.LookupIPCache(addr)
+		switch {
+		case errors.Is(err, bpfpolicy.ErrInvalid):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, agentapi.IPCacheLookup{Node: a.cfg.NodeName, Addr: addr, Identity: uint32(id), Found: found})
 	})
 	mux.HandleFunc("GET "+agentapi.PathDebugProfile, serveProfile)
 	a.encryptionRoutes(mux)

@@ -3,6 +3,8 @@
 // proxy or WireGuard code, so the CLI links none of it (deps_test.go).
 package agentapi
 
+import "net/netip"
+
 // API paths the CLI reads (through the API server's node proxy).
 const (
 	// PathStatus is the node's summary (NodeStatus), `membrane status`.
@@ -28,6 +30,12 @@ const (
 // (PolicyEntry).
 func EndpointPolicyPath(namespace, pod string) string {
 	return PathEndpoints + "/" + namespace + "/" + pod + "/policy"
+}
+
+// IPCachePath is where the identity the datapath gives addr is served
+// (IPCacheLookup): one map lookup, not the whole PathBPFPolicy dump.
+func IPCachePath(addr netip.Addr) string {
+	return PathBPFPolicy + "/ipcache/" + addr.String()
 }
 
 // PathClusterMesh is the node's view of the cluster mesh

@@ -84,6 +84,17 @@ type BPFPolicyList struct {
 	Dump PolicyDump `json:"dump"`
 }
 
+// IPCacheLookup is the answer of IPCachePath: the security identity the
+// node's datapath gives an address.
+type IPCacheLookup struct {
+	Node string     `json:"node"`
+	Addr netip.Addr `json:"addr"`
+	// Identity is that of the longest ipcache prefix holding Addr; world
+	// (2) when none does (Found false).
+	Identity uint32 `json:"identity"`
+	Found    bool   `json:"found"`
+}
+
 // NodeStatus is the answer of PathStatus: one node's agent in brief.
 type NodeStatus struct {
 	Node string `json:"node"`
