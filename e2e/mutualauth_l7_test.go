@@ -1,17 +1,22 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
+	"github.com/membrane-mesh/membrane/e2e/netns"
 )
 
 // mtlsL7Policy allows the frontends into the backends' port 8080 with
@@ -139,6 +144,52 @@ func TestMutualAuthL7(t *testing.T) {
 
 	t.Run("backend sees the frontend's address", func(t *testing.T) {
 		checkFrontendAddresses(t, k, ns, backend, remoteFront, localFront)
+	})
+
+	t.Run("a rule change reaches an open connection", func(t *testing.T) {
+		// The rules are a route configuration: no filter chain changes,
+		// the connection stays and its next request meets the new rule.
+		frontNS := filepath.Join(s.Layout().RunDir(), "netns", remoteFront.Spec.NodeName, string(remoteFront.UID))
+		var conn net.Conn
+		if err := netns.Do(frontNS, func() error {
+			var err error
+			conn, err = net.DialTimeout("tcp", net.JoinHostPort(backend.Status.PodIP, "8080"), 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("connect from %s: %v", remoteFront.Name, err)
+		}
+		c := &keptConn{c: conn, r: bufio.NewReader(conn)}
+		defer conn.Close()
+		code := func(path string) (int, error) {
+			resp, err := c.get(path)
+			if err != nil {
+				return 0, err
+			}
+			return resp.StatusCode, nil
+		}
+		if got, err := code("/public/hello"); err != nil || got != 200 {
+			t.Fatalf("GET /public/hello before the change: %d, %v", got, err)
+		}
+		modified := func() int { return envoyStat(t, s.Layout().NodeNetns(nodeB), "listener_manager.listener_modified") }
+		before := modified()
+		k.must(strings.Replace(mtlsL7Policy(ns), `path: "/public/.*"`, `path: "/private/.*"`, 1), "apply", "-f", "-")
+		defer k.must(mtlsL7Policy(ns), "apply", "-f", "-")
+		eventually(t, 60*time.Second, "GET /public/hello on the open connection is 403", func() error {
+			got, err := code("/public/hello")
+			if err != nil {
+				t.Fatalf("the open connection: %v", err)
+			}
+			if got != 403 {
+				return fmt.Errorf("got %d", got)
+			}
+			return nil
+		})
+		if got, err := code("/private/x"); err != nil || got != 200 {
+			t.Errorf("GET /private/x on the open connection after the change: %d, %v", got, err)
+		}
+		if after := modified(); after != before {
+			t.Errorf("the backend node's Envoy modified %d listeners for a rule change, want none", after-before)
+		}
 	})
 
 	t.Run("bypass refused", func(t *testing.T) {

@@ -286,6 +286,31 @@ func testMutualAuth(t *testing.T, p mtlsProvider) {
 		})
 	}
 
+	t.Run("a new frontend pod changes no listener of the backend's node", func(t *testing.T) {
+		// Its address joins the backend's authorization (a route
+		// configuration), not a filter chain: Envoy drains no tunnel.
+		modified := func() int { return envoyStat(t, s.Layout().NodeNetns(nodeB), "listener_manager.listener_modified") }
+		before := modified()
+		k.must(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: frontend-extra, namespace: %s, labels: {app: frontend}}
+spec:
+  nodeName: %s
+  serviceAccountName: frontend
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {name: frontend, image: "busybox:1.36", command: [sleep, "3600"]}
+`, ns, nodeA), "apply", "-f", "-")
+		defer k.must("", "-n", ns, "delete", "pod", "frontend-extra", "--wait=false")
+		k.must("", "-n", ns, "wait", "--for=condition=Ready", "pod/frontend-extra", "--timeout=90s")
+		eventually(t, 90*time.Second, "the new frontend pod reaches the backend", func() error {
+			return fetch(k, ns, "frontend-extra", url)
+		})
+		if after := modified(); after != before {
+			t.Errorf("the backend node's Envoy modified %d listeners for a new frontend pod, want none", after-before)
+		}
+	})
+
 	t.Run("bypass refused", func(t *testing.T) {
 		// The backend's node itself: no workload identity, no way in.
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)

@@ -220,6 +220,7 @@ func addAuth(res *translate.Resources, as *authState) error {
 		return err
 	}
 	res.Listeners = append(res.Listeners, r.Listeners...)
+	res.Routes = append(res.Routes, r.Routes...)
 	res.Clusters = append(res.Clusters, r.Clusters...)
 	res.Secrets = append(res.Secrets, secrets...)
 	return nil

@@ -6,12 +6,14 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	internallistenerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/internal_listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/membrane-mesh/membrane/e2e/testenv"
+	"github.com/membrane-mesh/membrane/xds/translate"
 	"github.com/membrane-mesh/membrane/xds/xdstest"
 )
 
@@ -48,7 +50,7 @@ func TestEnvoyValidate(t *testing.T) {
 				// (the tunnels' L7 policing).
 				BootstrapExtensions: []*corev3.TypedExtensionConfig{{Name: "envoy.bootstrap.internal_listener", TypedConfig: internalListener}},
 				StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-					Listeners: c.Out.Listeners, Clusters: c.Out.Clusters, Secrets: secrets,
+					Listeners: inlineRoutes(t, c.Out), Clusters: c.Out.Clusters, Secrets: secrets,
 				},
 			}
 			if c.In.AccessLogCluster != "" {
@@ -102,4 +104,15 @@ func names(ss []*tlsv3.Secret) []string {
 		out = append(out, s.Name)
 	}
 	return out
+}
+
+// inlineRoutes are res's listeners with their route configurations inline,
+// for a static bootstrap.
+func inlineRoutes(t *testing.T, res Resources) []*listenerv3.Listener {
+	t.Helper()
+	ls, err := translate.Resources{Listeners: res.Listeners, Routes: res.Routes}.InlineRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls
 }

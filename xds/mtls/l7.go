@@ -53,6 +53,7 @@ const (
 // Envoy's names for what the tunnel hands over to L7Listener.
 const (
 	originalSrcHTTPFilter  = "envoy.filters.http.original_src"
+	rbacFilter             = "envoy.filters.http.rbac"
 	setFilterStateFilter   = "envoy.filters.http.set_filter_state"
 	originalDstLocalState  = "envoy.filters.listener.original_dst.local_ip"
 	originalDstRemoteState = "envoy.filters.listener.original_dst.remote_ip"
@@ -108,11 +109,12 @@ func tunnelFilterState() (*hcmv3.HttpFilter, error) {
 }
 
 // l7 is the internal listener that polices the tunnels' HTTP, one filter
-// chain per destination, and its two clusters.
-func (c Config) l7(dests []l7Destination) (*listenerv3.Listener, []*clusterv3.Cluster, error) {
+// chain per destination, with their route configurations, and its two
+// clusters.
+func (c Config) l7(dests []l7Destination) (*listenerv3.Listener, []*routev3.RouteConfiguration, []*clusterv3.Cluster, error) {
 	origDst, err := marshalAny(&origdstv3.OriginalDst{})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	l := &listenerv3.Listener{
 		Name:              L7Listener,
@@ -122,36 +124,41 @@ func (c Config) l7(dests []l7Destination) (*listenerv3.Listener, []*clusterv3.Cl
 			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: origDst},
 		}},
 	}
+	var routes []*routev3.RouteConfiguration
 	for _, d := range dests {
-		fc, err := c.l7Chain(d)
+		fc, rc, err := c.l7Chain(d)
 		if err != nil {
-			return nil, nil, fmt.Errorf("filter chain %s: %w", d.name(), err)
+			return nil, nil, nil, fmt.Errorf("filter chain %s: %w", d.name(), err)
 		}
 		l.FilterChains = append(l.FilterChains, fc)
+		routes = append(routes, rc)
 	}
 	toListener, err := l7Cluster()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// The destination restored by original_dst, in the client's HTTP
 	// version (gRPC over h2c keeps working).
 	deliver, err := translate.OriginalDstHTTPCluster(L7DeliverCluster)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return l, []*clusterv3.Cluster{toListener, deliver}, nil
+	return l, routes, []*clusterv3.Cluster{toListener, deliver}, nil
 }
 
 // l7Chain parses one destination's stream as HTTP (HTTP/1.1 or HTTP/2,
 // like the L7 path) and lets through the requests the rules allow, from
-// the client's address with the proxy's mark.
-func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, error) {
+// the client's address with the proxy's mark. The rules (with the peers'
+// pod addresses) are the chain's route configuration, over RDS: a rule
+// change or a peer pod coming reaches the open connections and drains
+// none.
+func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, *routev3.RouteConfiguration, error) {
 	name := d.name()
 	policies := map[string]*rbacconfigv3.Policy{}
 	for i, r := range d.Rules {
 		perms, err := translate.HTTPPermissions(r.HTTP)
 		if err != nil {
-			return nil, fmt.Errorf("rules[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("rules[%d]: %w", i, err)
 		}
 		p := &rbacconfigv3.Policy{Permissions: perms}
 		for _, peer := range r.Peers {
@@ -162,45 +169,41 @@ func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, error) {
 		}
 		policies["rules["+strconv.Itoa(i)+"]"] = p
 	}
+	// The route's own RBAC configuration has the rules; this one, without
+	// policies, denies a request that would reach a route without.
 	rbac, err := marshalAny(&rbacv3.RBAC{
-		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: policies},
+		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW},
 		RulesStatPrefix: "mtls_l7.",
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	perRBAC, err := marshalAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{
+		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: policies},
+		RulesStatPrefix: "mtls_l7.",
+	}})
+	if err != nil {
+		return nil, nil, err
 	}
 	origSrc, err := marshalAny(&origsrchttpv3.OriginalSrc{Mark: c.UpstreamMark})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	router, err := marshalAny(&routerv3.Router{SuppressEnvoyHeaders: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix: "membrane_mtls_l7",
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: "mtls/" + name,
-			// As the tunnel's: the deliver cluster may come after the listener.
-			ValidateClusters: wrapperspb.Bool(false),
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name: "any", Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Name:  "mtls/" + name,
-					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: L7DeliverCluster},
-						Timeout:          durationpb.New(0),
-					}},
-				}},
-			}},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: translate.ADS(), RouteConfigName: "mtls/" + name,
 		}},
 		// The connection's remote address is the client's (restored by
 		// original_dst), never a header the client sent.
 		UseRemoteAddress: wrapperspb.Bool(true),
 		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}},
+			{Name: rbacFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}},
 			{Name: originalSrcHTTPFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: origSrc}},
 			{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
 		},
@@ -214,13 +217,30 @@ func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, error) {
 	if c.AccessLogCluster != "" {
 		al, err := accessLog(c.AccessLogCluster, L7AccessLogName, []string{PeerIDFilterState, LocalIDFilterState})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		m.AccessLog = []*accesslogv3.AccessLog{al}
 	}
 	hcm, err := marshalAny(m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	rc := &routev3.RouteConfiguration{
+		Name: "mtls/" + name,
+		// As the tunnel's: the deliver cluster may come after it.
+		ValidateClusters: wrapperspb.Bool(false),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name: "any", Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Name:  "mtls/" + name,
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: L7DeliverCluster},
+					Timeout:          durationpb.New(0),
+				}},
+				TypedPerFilterConfig: map[string]*anypb.Any{rbacFilter: perRBAC},
+			}},
+		}},
 	}
 	return &listenerv3.FilterChain{
 		Name: name,
@@ -232,7 +252,7 @@ func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, error) {
 			Name:       "envoy.filters.network.http_connection_manager",
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 		}},
-	}, nil
+	}, rc, nil
 }
 
 // l7Principal: the tunnel's peer SPIFFE ID (handed over as filter state)

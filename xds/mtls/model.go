@@ -16,7 +16,9 @@
 // the peer certificate's SPIFFE ID (and the client address against that
 // identity's pods) per destination, then connects to the pod from the
 // client's address with the proxy's socket mark, which the destination
-// datapath requires for ports whose rules require authentication.
+// datapath requires for ports whose rules require authentication. Its
+// routes and their RBAC policies are a route configuration per local
+// identity (RDS): pods coming and going change no filter chain.
 //
 // A port that also has L7 rules (Inbound.L7) composes with one proxy pass
 // at each end: the source proxy only tunnels bytes, and the destination's

@@ -60,7 +60,11 @@ const (
 // from Secrets).
 type Resources struct {
 	Listeners []*listenerv3.Listener
-	Clusters  []*clusterv3.Cluster
+	// Routes are the route configurations (over RDS) of the inbound
+	// listener, one per local identity, and of the internal L7 listener,
+	// one per destination.
+	Routes   []*routev3.RouteConfiguration
+	Clusters []*clusterv3.Cluster
 }
 
 // Resources translates c. A Config with neither outbound nor inbound
@@ -79,18 +83,20 @@ func (c Config) Resources() (Resources, error) {
 		out.Clusters = append(out.Clusters, clusters...)
 	}
 	if len(c.Inbound) > 0 {
-		l, l7s, err := c.inbound()
+		l, routes, l7s, err := c.inbound()
 		if err != nil {
 			return Resources{}, fmt.Errorf("listener %s: %w", InboundListener, err)
 		}
 		out.Listeners = append(out.Listeners, l)
+		out.Routes = append(out.Routes, routes...)
 		out.Clusters = append(out.Clusters, deliverCluster())
 		if len(l7s) > 0 {
-			il, clusters, err := c.l7(l7s)
+			il, routes, clusters, err := c.l7(l7s)
 			if err != nil {
 				return Resources{}, fmt.Errorf("listener %s: %w", L7Listener, err)
 			}
 			out.Listeners = append(out.Listeners, il)
+			out.Routes = append(out.Routes, routes...)
 			out.Clusters = append(out.Clusters, clusters...)
 		}
 	}
@@ -257,10 +263,10 @@ func commonTLS(id spiffeid.ID, def *tlsv3.CertificateValidationContext) *tlsv3.C
 	return c
 }
 
-func (c Config) inbound() (*listenerv3.Listener, []l7Destination, error) {
+func (c Config) inbound() (*listenerv3.Listener, []*routev3.RouteConfiguration, []l7Destination, error) {
 	inspector, err := marshalAny(&tlsinspectorv3.TlsInspector{})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	l := &listenerv3.Listener{
 		Name:    InboundListener,
@@ -279,23 +285,30 @@ func (c Config) inbound() (*listenerv3.Listener, []l7Destination, error) {
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, func(a, b spiffeid.ID) int { return cmp.Compare(a.String(), b.String()) })
+	var routes []*routev3.RouteConfiguration
 	var l7s []l7Destination
 	for _, id := range ids {
-		fc, dests, err := c.inboundChain(id, byID[id])
+		fc, rc, dests, err := c.inboundChain(id, byID[id])
 		if err != nil {
-			return nil, nil, fmt.Errorf("filter chain %s: %w", id, err)
+			return nil, nil, nil, fmt.Errorf("filter chain %s: %w", id, err)
 		}
 		l.FilterChains = append(l.FilterChains, fc)
+		routes = append(routes, rc)
 		l7s = append(l7s, dests...)
 	}
-	return l, l7s, nil
+	return l, routes, l7s, nil
 }
 
 // inboundChain terminates the tunnels to the local pods of one identity:
 // TLS with that identity's SVID, client certificate required; one CONNECT
 // route per destination, each with its RBAC policy. A destination with L7
 // rules goes to the internal listener (see l7.go), which it returns.
-func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterChain, []l7Destination, error) {
+//
+// The routes and their policies (which name the allowed peers' pod
+// addresses) are the chain's route configuration, over RDS, not part of
+// the chain: pods coming and going anywhere in the cluster change it, and
+// a changed chain would make Envoy drain the tunnels' connections.
+func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterChain, *routev3.RouteConfiguration, []l7Destination, error) {
 	slices.SortFunc(ins, func(a, b Inbound) int {
 		return cmp.Or(a.Destination.Compare(b.Destination), cmp.Compare(a.Port, b.Port))
 	})
@@ -349,16 +362,27 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 			// The internal listener connects from the client's address.
 			off, err := disabled()
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			perFilter = map[string]*anypb.Any{originalSrcHTTPFilter: off}
 		} else if anyL7 {
 			off, err := disabled()
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			perFilter = map[string]*anypb.Any{setFilterStateFilter: off}
 		}
+		perRBAC, err := marshalAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{
+			Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: map[string]*rbacconfigv3.Policy{name: policies[name]}},
+			RulesStatPrefix: "mtls.",
+		}})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if perFilter == nil {
+			perFilter = map[string]*anypb.Any{}
+		}
+		perFilter[rbacFilter] = perRBAC
 		routes = append(routes, &routev3.Route{
 			Name: name,
 			Match: &routev3.RouteMatch{
@@ -376,29 +400,31 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 			TypedPerFilterConfig: perFilter,
 		})
 	}
+	// Each route's policy is its own (per-route configuration): this one,
+	// without policies, denies a stream that would reach a route without.
 	rbac, err := marshalAny(&rbacv3.RBAC{
-		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: policies},
+		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW},
 		RulesStatPrefix: "mtls.",
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	origSrc, err := marshalAny(&origsrchttpv3.OriginalSrc{Mark: c.UpstreamMark})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	router, err := marshalAny(&routerv3.Router{SuppressEnvoyHeaders: true})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	filters := []*hcmv3.HttpFilter{
-		{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}},
+		{Name: rbacFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}},
 		{Name: originalSrcHTTPFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: origSrc}},
 	}
 	if anyL7 {
 		sfs, err := tunnelFilterState()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		filters = append(filters, sfs)
 	}
@@ -406,15 +432,8 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix: "membrane_mtls_inbound",
 		CodecType:  hcmv3.HttpConnectionManager_HTTP2,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: id.String(),
-			// Over delta ADS the listener may arrive before a cluster new
-			// in the same configuration: an inline route table that
-			// validated its clusters would be refused for that moment.
-			ValidateClusters: wrapperspb.Bool(false),
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name: "destinations", Domains: []string{"*"}, Routes: routes,
-			}},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: translate.ADS(), RouteConfigName: id.String(),
 		}},
 		// The client's pod address is the last x-forwarded-for entry (the
 		// source proxy's): original_src connects from it.
@@ -432,20 +451,30 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 	if c.AccessLogCluster != "" {
 		al, err := accessLog(c.AccessLogCluster, AccessLogName, nil)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		m.AccessLog = []*accesslogv3.AccessLog{al}
 	}
 	hcm, err := marshalAny(m)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	tlsCtx, err := marshalAny(&tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext:         commonTLS(id, nil),
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	rc := &routev3.RouteConfiguration{
+		Name: id.String(),
+		// The route configuration may arrive before a cluster new in the
+		// same configuration: one that validated its clusters would be
+		// refused for that moment.
+		ValidateClusters: wrapperspb.Bool(false),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name: "destinations", Domains: []string{"*"}, Routes: routes,
+		}},
 	}
 	return &listenerv3.FilterChain{
 		Name:             id.String(),
@@ -458,7 +487,7 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 			Name:       "envoy.filters.network.http_connection_manager",
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 		}},
-	}, l7s, nil
+	}, rc, l7s, nil
 }
 
 type destMatch struct {

@@ -29,12 +29,13 @@ func goldenCases(t *testing.T) []xdstest.GoldenCase[Config, Resources] {
 }
 
 // TestResourcesGolden compares the translation of testdata/<case>.in.yaml
-// with <case>.listeners.json and <case>.clusters.json (-update rewrites
-// them).
+// with <case>.listeners.json, <case>.routes.json and <case>.clusters.json
+// (-update rewrites them).
 func TestResourcesGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".listeners.json"), c.Out.Listeners, *update)
+			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".routes.json"), c.Out.Routes, *update)
 			xdstest.CheckGolden(t, filepath.Join("testdata", c.Name+".clusters.json"), c.Out.Clusters, *update)
 		})
 	}

@@ -719,7 +719,8 @@ func marshalAny(m proto.Message) (*anypb.Any, error) {
 
 // InlineRoutes returns copies of the listeners whose filter chains carry
 // their route configurations inline instead of over RDS: the same policy
-// for an Envoy configured without ADS (a static bootstrap).
+// for an Envoy configured without ADS (a static bootstrap). Connection
+// managers with inline routes stay as they are.
 func (r Resources) InlineRoutes() ([]*listenerv3.Listener, error) {
 	byName := make(map[string]*routev3.RouteConfiguration, len(r.Routes))
 	for _, rc := range r.Routes {
@@ -736,6 +737,9 @@ func (r Resources) InlineRoutes() ([]*listenerv3.Listener, error) {
 				var m hcmv3.HttpConnectionManager
 				if err := f.GetTypedConfig().UnmarshalTo(&m); err != nil {
 					return nil, fmt.Errorf("filter chain %s: %w", fc.GetName(), err)
+				}
+				if m.GetRds() == nil {
+					continue // inline already
 				}
 				name := m.GetRds().GetRouteConfigName()
 				rc, ok := byName[name]
