@@ -169,19 +169,7 @@ func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, *routev3.Rout
 		}
 		policies["rules["+strconv.Itoa(i)+"]"] = p
 	}
-	// The route's own RBAC configuration has the rules; this one, without
-	// policies, denies a request that would reach a route without.
-	rbac, err := marshalAny(&rbacv3.RBAC{
-		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW},
-		RulesStatPrefix: "mtls_l7.",
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	perRBAC, err := marshalAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{
-		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: policies},
-		RulesStatPrefix: "mtls_l7.",
-	}})
+	rbac, perRBAC, err := routeRBAC(policies, "mtls_l7.")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -253,6 +241,29 @@ func (c Config) l7Chain(d l7Destination) (*listenerv3.FilterChain, *routev3.Rout
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 		}},
 	}, rc, nil
+}
+
+// routeRBAC is the configuration of an RBAC filter whose rules are its
+// routes' own (policies, for the route that gets perRoute): the filter's,
+// without policies, denies a request that reaches a route without. The
+// rules travel with the route configuration (RDS), not the filter chain,
+// whose change would make Envoy drain its connections.
+func routeRBAC(policies map[string]*rbacconfigv3.Policy, statPrefix string) (filter, perRoute *anypb.Any, err error) {
+	filter, err = marshalAny(&rbacv3.RBAC{
+		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW},
+		RulesStatPrefix: statPrefix,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	perRoute, err = marshalAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{
+		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: policies},
+		RulesStatPrefix: statPrefix,
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return filter, perRoute, nil
 }
 
 // l7Principal: the tunnel's peer SPIFFE ID (handed over as filter state)

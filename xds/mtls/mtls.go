@@ -19,7 +19,6 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	origsrchttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/original_src/v3"
-	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -51,9 +50,12 @@ const (
 )
 
 const (
-	connectTimeout   = 5 * time.Second
-	httpProtocolOpts = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	tlsSocket        = "envoy.transport_sockets.tls"
+	// inboundRBACPrefix prefixes the tunnel port's RBAC statistics
+	// (http.membrane_mtls_inbound.rbac.mtls.*).
+	inboundRBACPrefix = "mtls."
+	connectTimeout    = 5 * time.Second
+	httpProtocolOpts  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	tlsSocket         = "envoy.transport_sockets.tls"
 )
 
 // Resources are the listeners and clusters of a Config (the secrets come
@@ -372,10 +374,7 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 			}
 			perFilter = map[string]*anypb.Any{setFilterStateFilter: off}
 		}
-		perRBAC, err := marshalAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{
-			Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: map[string]*rbacconfigv3.Policy{name: policies[name]}},
-			RulesStatPrefix: "mtls.",
-		}})
+		_, perRBAC, err := routeRBAC(map[string]*rbacconfigv3.Policy{name: policies[name]}, inboundRBACPrefix)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -400,12 +399,7 @@ func (c Config) inboundChain(id spiffeid.ID, ins []Inbound) (*listenerv3.FilterC
 			TypedPerFilterConfig: perFilter,
 		})
 	}
-	// Each route's policy is its own (per-route configuration): this one,
-	// without policies, denies a stream that would reach a route without.
-	rbac, err := marshalAny(&rbacv3.RBAC{
-		Rules:           &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW},
-		RulesStatPrefix: "mtls.",
-	})
+	rbac, _, err := routeRBAC(nil, inboundRBACPrefix)
 	if err != nil {
 		return nil, nil, nil, err
 	}
