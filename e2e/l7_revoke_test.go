@@ -45,18 +45,7 @@ spec:
 	server, client := getPod(t, k, ns, "server"), getPod(t, k, ns, "client")
 	dest := net.JoinHostPort(server.Status.PodIP, "3000")
 	clientNS := filepath.Join(shared.cluster.Layout().RunDir(), "netns", client.Spec.NodeName, string(client.UID))
-	dial := func() (*keptConn, error) {
-		var c net.Conn
-		err := netns.Do(clientNS, func() error {
-			var err error
-			c, err = net.DialTimeout("tcp", dest, 3*time.Second)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return &keptConn{c: c, r: bufio.NewReader(c)}, nil
-	}
+	dial := func() (*keptConn, error) { return dialKept(clientNS, dest) }
 	policy := func(peer, rules string) string {
 		return `apiVersion: membrane.io/v1alpha1
 kind: MembraneNetworkPolicy
@@ -135,6 +124,20 @@ spec:
 type keptConn struct {
 	c net.Conn
 	r *bufio.Reader
+}
+
+// dialKept opens a keptConn to dest from the network namespace nsPath.
+func dialKept(nsPath, dest string) (*keptConn, error) {
+	var c net.Conn
+	err := netns.Do(nsPath, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", dest, 3*time.Second)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &keptConn{c: c, r: bufio.NewReader(c)}, nil
 }
 
 // get makes one request and reads its answer whole.

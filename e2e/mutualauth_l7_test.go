@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/membrane-mesh/membrane/e2e/localcluster"
-	"github.com/membrane-mesh/membrane/e2e/netns"
 )
 
 // mtlsL7Policy allows the frontends into the backends' port 8080 with
@@ -150,16 +148,11 @@ func TestMutualAuthL7(t *testing.T) {
 		// The rules are a route configuration: no filter chain changes,
 		// the connection stays and its next request meets the new rule.
 		frontNS := filepath.Join(s.Layout().RunDir(), "netns", remoteFront.Spec.NodeName, string(remoteFront.UID))
-		var conn net.Conn
-		if err := netns.Do(frontNS, func() error {
-			var err error
-			conn, err = net.DialTimeout("tcp", net.JoinHostPort(backend.Status.PodIP, "8080"), 5*time.Second)
-			return err
-		}); err != nil {
+		c, err := dialKept(frontNS, net.JoinHostPort(backend.Status.PodIP, "8080"))
+		if err != nil {
 			t.Fatalf("connect from %s: %v", remoteFront.Name, err)
 		}
-		c := &keptConn{c: conn, r: bufio.NewReader(conn)}
-		defer conn.Close()
+		defer c.c.Close()
 		code := func(path string) (int, error) {
 			resp, err := c.get(path)
 			if err != nil {
