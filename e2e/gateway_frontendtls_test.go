@@ -1,12 +1,18 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -100,12 +106,32 @@ spec:
 		}
 		return nil
 	}
-	// refused checks that the handshake of the client with cert on port
-	// failed for its certificate.
+	// refused checks that the server refused the client with cert on port
+	// for its certificate. It reads the server's verdict before writing
+	// anything: in TLS 1.3 the client's handshake ends before the server
+	// judges its certificate, and a request written meanwhile may meet the
+	// closed connection (broken pipe, reset) instead of the alert.
 	refused := func(port int, cert *tls.Certificate) error {
-		r, err := get(port, cert)
+		conf := &tls.Config{ServerName: "mtls.example.com", RootCAs: roots, MinVersion: tls.VersionTLS12}
+		if cert != nil {
+			conf.Certificates = []tls.Certificate{*cert}
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		d := tls.Dialer{NetDialer: &net.Dialer{}, Config: conf}
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(gw.Status.Addresses[0].Value, strconv.Itoa(port)))
 		if err == nil {
-			return fmt.Errorf("got through: status %d", r.Code)
+			defer c.Close()
+			if err = c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+				return err
+			}
+			var b [1]byte
+			switch _, err = c.Read(b[:]); {
+			case err == nil:
+				return fmt.Errorf("the server accepted the connection and sent data")
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return fmt.Errorf("the server accepted the connection: no alert within 3s")
+			}
 		}
 		if !strings.Contains(err.Error(), "certificate") {
 			return fmt.Errorf("failed, but not for the certificate: %w", err)

@@ -344,17 +344,32 @@ spec:
 		k.must(l4, "apply", "-f", "-")
 		url := "http://" + target.Status.PodIP + ":3000/api/v1/payments/P123"
 		expectCode(t, k, checkout, "GET", url, "200")
+		node := target.Spec.NodeName
+		netns := shared.cluster.Layout().NodeNetns(node)
+		waitsBefore := proxyWaits(t, k, node)
+		// The node Envoy's redirect listener (chart: proxy.proxyPort).
+		const noChainStat = "listener.127.0.0.1_15001.no_filter_chain_match"
+		noChainBefore, _ := envoyStatIf(t, netns, noChainStat)
 		loop := startRequestLoop(t, k, checkout, url, 25)
 		time.Sleep(500 * time.Millisecond)
-		thaw := freezeEnvoy(t, k, target.Spec.NodeName)
+		thaw := freezeEnvoy(t, k, node)
 		k.must(paymentPolicy(`{method: POST, path: "/api/v1/payments$"}`), "apply", "-f", "-")
+		frozenAt := time.Now()
 		time.Sleep(1200 * time.Millisecond)
 		thaw()
 		results := loop()
 		gap, failed := longestFailure(results)
 		t.Logf("%d requests, Envoy frozen for 1.2s as L7 rules came: %d failed (longest outage %s)", len(results), failed, gap)
 		if failed != 0 {
-			t.Errorf("%d of %d requests failed: %v", failed, len(results), results)
+			// How the hold ended, and whether Envoy met connections it
+			// had no chain for.
+			w := proxyWaits(t, k, node)
+			for o := range w {
+				w[o] -= waitsBefore[o]
+			}
+			noChain, _ := envoyStatIf(t, netns, noChainStat)
+			t.Errorf("%d of %d requests failed (uptime, code): %v; holds since: %v; connections without a chain: %d; policy written %s ago",
+				failed, len(results), results, w, noChain-noChainBefore, time.Since(frozenAt).Round(time.Millisecond))
 		}
 		waitCondition(t, k, "payments", "payment-l7", v1alpha1.ConditionProgrammed, "True", "")
 		// Envoy enforces the rules now.
@@ -385,15 +400,7 @@ spec:
 			}
 			return count - fast
 		}
-		waits := func() map[string]float64 {
-			out := map[string]float64{}
-			for _, l := range agentMetric(t, k, node, "membrane_proxy_waits_total{") {
-				outcome, _, _ := strings.Cut(strings.TrimPrefix(l, `membrane_proxy_waits_total{outcome="`), `"`)
-				f := strings.Fields(l)
-				out[outcome], _ = strconv.ParseFloat(f[len(f)-1], 64)
-			}
-			return out
-		}
+		waits := func() map[string]float64 { return proxyWaits(t, k, node) }
 		// states polls the endpoint list until the pod is ready, and
 		// returns the states it was seen in, in order.
 		states := func(name string) []string {
@@ -696,4 +703,17 @@ func envoyCgroup(t *testing.T, k *kube, node string) (dir, pod string) {
 		t.Fatalf("cgroup of Envoy pod %s: %v %v", pods.Items[0].Name, dirs, err)
 	}
 	return dirs[0], pods.Items[0].Name
+}
+
+// proxyWaits are node's agent's holds for its Envoy by how they ended
+// (membrane_proxy_waits_total).
+func proxyWaits(t *testing.T, k *kube, node string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, l := range agentMetric(t, k, node, "membrane_proxy_waits_total{") {
+		outcome, _, _ := strings.Cut(strings.TrimPrefix(l, `membrane_proxy_waits_total{outcome="`), `"`)
+		f := strings.Fields(l)
+		out[outcome], _ = strconv.ParseFloat(f[len(f)-1], 64)
+	}
+	return out
 }
