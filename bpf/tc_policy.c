@@ -21,6 +21,15 @@
  * about one) passes. A new flow resolves the peer's identity in the ipcache
  * and, where the endpoint enforces that direction, looks up the policy map;
  * allowed flows get a conntrack entry. Drops and new flows emit flow events.
+ * After a policy change (the agent bumps the policy revision), a tracked
+ * flow's next packet in its own direction gets the same decision as a new
+ * flow, and a flow the policy no longer allows is dropped both ways from
+ * then on: taking access away closes connections already open, and so does
+ * a port starting to require authentication for a flow that did not come
+ * through the proxy. A flow keeps the path it opened on: one that went
+ * directly to a port that gains L7 rules goes on directly, as in Cilium
+ * (the redirect is the conntrack entry's). A flow picked up without a check
+ * (EP_PICKUP) stays unchecked: its direction is unknown.
  *
  * Non-IPv4 (ARP, IPv6) passes untouched: the cluster is IPv4-only; a v6
  * variant gets its own parse/ct/ipcache maps of the same shape.
@@ -228,12 +237,48 @@ static __always_inline int pass(struct __sk_buff *skb, struct verdict_ctx *v)
 	return ret;
 }
 
+/*
+ * The policy's decision on a flow whose opening packet v holds, where v's
+ * endpoint enforces v->dir: 0 (allowed, as pd says) or the drop reason.
+ */
+static __always_inline int policy_decide(struct verdict_ctx *v, struct policy_decision *pd, bool from_proxy)
+{
+	int reason;
+
+	resolve_identities(v);
+	reason = policy_check(v->ep.endpoint_id, v->dir, v->remote_id, &v->f, pd);
+	if (reason)
+		return reason;
+	if (pd->auth && (!from_proxy || pd->proxy_port))
+		return DROP_POLICY_AUTH_REQUIRED;
+	return 0;
+}
+
+/*
+ * The decision on the tracked flow of v's packet (in the flow's own
+ * direction) after a policy change: 0 while the policy allows it, or the
+ * reason to drop it.
+ */
+static __always_inline int policy_recheck(struct verdict_ctx *v, bool from_proxy)
+{
+	struct policy_decision pd = {};
+	int reason;
+
+	if (!v->have_ep || !(v->ep.flags & (v->dir == DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS)))
+		return 0;
+	reason = policy_decide(v, &pd, from_proxy);
+	if (!reason)
+		v->match = pd.match;
+	return reason;
+}
+
 static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __u32 ifindex)
 {
 	struct verdict_ctx v = {};
 	struct ct4_result ctr = {};
 	struct policy_decision pd = {};
 	bool from_proxy;
+	__u16 rev;
 	__u64 now;
 	int reason;
 
@@ -268,6 +313,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __
 	}
 
 	now = bpf_ktime_get_ns();
+	rev = policy_revision();
 	v.ct = ct4_lookup_tuple(&v.f, dir, v.ifindex, skb->len, now, &ctr);
 	if (ctr.expired)
 		pol_count(POL_CNT_CT_EXPIRED);
@@ -275,6 +321,13 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __
 		pol_count(POL_CNT_CT_REOPENED);
 	if (v.ct != CT_NEW) {
 		v.proxy_port = from_proxy ? 0 : ctr.proxy_port;
+		if (v.ct == CT_ESTABLISHED && ctr.policy_rev != rev && !ctr.picked_up) {
+			ctr.denied = policy_recheck(&v, from_proxy);
+			ct4_recheck(&v.f, dir, v.ifindex, rev, ctr.denied);
+			pol_count(POL_CNT_CT_RECHECKED);
+		}
+		if (ctr.denied)
+			return drop(skb, &v, ctr.denied);
 		return pass(skb, &v);
 	}
 	if (ct4_lookup_related(skb, &v.f, dir, v.ifindex, now)) {
@@ -290,7 +343,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __
 	 */
 	if (v.have_ep && (v.ep.flags & EP_PICKUP) && v.f.proto == IPPROTO_TCP && v.f.frag != FRAG_LATER &&
 	    !(v.f.tcp_flags & (TCP_SYN | TCP_RST))) {
-		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, 0, CT_F_PICKED_UP) < 0)
+		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, 0, CT_F_PICKED_UP, rev) < 0)
 			return drop(skb, &v, DROP_CT_CREATE_FAILED);
 		pol_count(POL_CNT_CT_CREATED);
 		pol_count(POL_CNT_CT_PICKED_UP);
@@ -306,12 +359,9 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __
 		if (dir == DIR_EGRESS || v.remote_id != ID_HOST)
 			return drop(skb, &v, DROP_POLICY_INIT);
 	} else if (v.have_ep && (v.ep.flags & (dir == DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS))) {
-		resolve_identities(&v);
-		reason = policy_check(v.ep.endpoint_id, dir, v.remote_id, &v.f, &pd);
+		reason = policy_decide(&v, &pd, from_proxy);
 		if (reason)
 			return drop(skb, &v, reason);
-		if (pd.auth && (!from_proxy || pd.proxy_port))
-			return drop(skb, &v, DROP_POLICY_AUTH_REQUIRED);
 		v.proxy_port = from_proxy ? 0 : pd.proxy_port;
 		v.match = pd.match;
 	} else if (v.have_ep && dir == DIR_EGRESS && (v.ep.flags & EP_AUTH_EGRESS)) {
@@ -323,7 +373,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const __u8 dir, __
 		}
 	}
 	if (ct4_can_create(&v.f)) {
-		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port, 0) < 0)
+		if (ct4_create(&v.f, dir, v.ifindex, skb->len, now, v.proxy_port, 0, rev) < 0)
 			return drop(skb, &v, DROP_CT_CREATE_FAILED);
 		pol_count(POL_CNT_CT_CREATED);
 	}

@@ -6,8 +6,14 @@
  * direction it went (relative to the endpoint) and the interface. A packet
  * matching the key is the flow going on (established); one matching the
  * reversed tuple in the opposite direction on the same interface is a reply.
- * Both pass without a policy lookup, so a policy change applies to new flows
- * only. Entries expire lazily: a lookup treats an entry idle for longer than
+ * Both pass without a policy lookup while the policy stays as it was: each
+ * entry keeps the policy revision (policy.h) its flow was last checked at,
+ * and the flow's next packet in its own direction after a change is checked
+ * again. A flow the policy no longer allows keeps its entry with the drop
+ * reason, and every packet of it, either way, is dropped until the policy
+ * allows it again or the entry expires (Cilium consults the policy for every
+ * packet of a flow; this is the same verdict, looked up once per change).
+ * Entries expire lazily: a lookup treats an entry idle for longer than
  * its lifetime as missing (and deletes it); the LRU map evicts the rest.
  *
  * Lifetimes (seconds; set by the loader, Options.CT*Timeout):
@@ -39,9 +45,14 @@ struct ct4_key {
 	__u8 pad[2];
 };
 
-/* ct4_entry.state: byte 0 TCP flags seen from the opener, byte 1 from the peer, byte 2 CT_F_*. */
+/*
+ * ct4_entry.state: byte 0 TCP flags seen from the opener, byte 1 from the
+ * peer, byte 2 CT_F_*, byte 3 the drop reason of a flow the policy no longer
+ * allows (0: allowed).
+ */
 #define CT_STATE_ORIG_SHIFT	0
 #define CT_STATE_REPLY_SHIFT	8
+#define CT_STATE_DENIED_SHIFT	24
 #define CT_F_REPLY_SEEN		(1 << 16)	/* the peer answered */
 #define CT_F_PICKED_UP		(1 << 17)	/* opened by a packet of a running connection
 						   (no SYN), which no policy checked */
@@ -55,7 +66,7 @@ struct ct4_entry {
 	__u64 bytes_reply;
 	__u32 state;
 	__u16 proxy_port;	/* redirected flow: the L7 proxy's port */
-	__u8 pad[2];
+	__u16 policy_rev;	/* the policy revision the flow was last checked at */
 };
 
 struct {
@@ -75,6 +86,9 @@ enum ct_status {
 
 struct ct4_result {
 	__u16 proxy_port;	/* CT_ESTABLISHED: the flow's redirect */
+	__u16 policy_rev;	/* CT_ESTABLISHED: the revision it was last checked at */
+	__u8 denied;		/* the drop reason of a flow the policy no longer allows */
+	bool picked_up;		/* CT_ESTABLISHED: CT_F_PICKED_UP */
 	bool expired;		/* an expired entry was deleted */
 	bool reopened;		/* a bare SYN on a closed TCP entry: deleted, new flow */
 };
@@ -181,6 +195,9 @@ static __always_inline enum ct_status ct4_lookup_tuple(const struct flow4 *f, __
 		if (!expired && !ct4_reopens(e, f)) {
 			ct4_touch(e, f, false, len, now);
 			res->proxy_port = e->proxy_port;
+			res->policy_rev = e->policy_rev;
+			res->denied = e->state >> CT_STATE_DENIED_SHIFT;
+			res->picked_up = e->state & CT_F_PICKED_UP;
 			return CT_ESTABLISHED;
 		}
 		res->expired |= expired;
@@ -194,6 +211,7 @@ static __always_inline enum ct_status ct4_lookup_tuple(const struct flow4 *f, __
 		expired = ct4_expired(e, f->proto, now);
 		if (!expired && !ct4_reopens(e, f)) {
 			ct4_touch(e, f, true, len, now);
+			res->denied = e->state >> CT_STATE_DENIED_SHIFT;
 			return CT_REPLY;
 		}
 		res->expired |= expired;
@@ -245,7 +263,7 @@ static __always_inline bool ct4_can_create(const struct flow4 *f)
 }
 
 static __always_inline int ct4_create(const struct flow4 *f, __u8 dir, __u32 ifindex, __u32 len,
-				      __u64 now, __u16 proxy_port, __u32 flags)
+				      __u64 now, __u16 proxy_port, __u32 flags, __u16 policy_rev)
 {
 	struct ct4_key key = {};
 	struct ct4_entry e = {
@@ -255,10 +273,29 @@ static __always_inline int ct4_create(const struct flow4 *f, __u8 dir, __u32 ifi
 		.bytes_orig = len,
 		.state = ((__u32)f->tcp_flags << CT_STATE_ORIG_SHIFT) | flags,
 		.proxy_port = proxy_port,
+		.policy_rev = policy_rev,
 	};
 
 	ct4_key_of(&key, f, dir, ifindex, false);
 	return bpf_map_update_elem(&membrane_ct4, &key, &e, BPF_ANY);
+}
+
+/*
+ * Records the verdict of the policy at revision policy_rev on the flow f
+ * opened in direction dir: denied is its drop reason, 0 when it is allowed.
+ */
+static __always_inline void ct4_recheck(const struct flow4 *f, __u8 dir, __u32 ifindex,
+					__u16 policy_rev, __u8 denied)
+{
+	struct ct4_key key = {};
+	struct ct4_entry *e;
+
+	ct4_key_of(&key, f, dir, ifindex, false);
+	e = bpf_map_lookup_elem(&membrane_ct4, &key);
+	if (!e)
+		return;
+	e->policy_rev = policy_rev;
+	e->state = (e->state & ~(0xffU << CT_STATE_DENIED_SHIFT)) | ((__u32)denied << CT_STATE_DENIED_SHIFT);
 }
 
 #endif /* MEMBRANE_LIB_CONNTRACK4_H */

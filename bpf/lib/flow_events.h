@@ -91,6 +91,7 @@ enum pol_counter {
 	POL_CNT_CT_PICKED_UP = 8,	/* TCP connections of the untracked time picked up */
 	POL_CNT_HOST_ROUTED = 9,	/* to a local pod: delivered by bpf_redirect_peer (from a pod or an uplink) */
 	POL_CNT_UPLINK_ROUTED = 10,	/* of those, from another node (the node's uplink) */
+	POL_CNT_CT_RECHECKED = 11,	/* tracked flows checked again after a policy change */
 	POL_CNT_MAX,
 };
 

@@ -77,6 +77,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } membrane_policy SEC(".maps");
 
+/*
+ * The policy revision: the agent bumps it once a change to the policy,
+ * ipcache or endpoint maps is written whole (Maps.Revise), and a tracked
+ * flow last checked at another revision is checked again (conntrack4.h). Not pinned: a new load starts
+ * over, and every flow is checked once more.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} membrane_polrev SEC(".maps");
+
+/* The policy revision, cut to conntrack's 16 bits. */
+static __always_inline __u16 policy_revision(void)
+{
+	__u32 zero = 0;
+	const __u32 *rev = bpf_map_lookup_elem(&membrane_polrev, &zero);
+
+	return rev ? (__u16)*rev : 0;
+}
+
 /* Which parts of the winning entry's key were specific (Cilium's match types). */
 enum policy_match {
 	MATCH_NONE = 0,		/* no lookup (not enforced, or established) */

@@ -62,3 +62,29 @@ func TestAuthEgressRedirect(t *testing.T) {
 		t.Errorf("without AuthEgress: returned %d, mark %#x; want an unmarked pass", int32(r.ret), r.mark)
 	}
 }
+
+// TestAuthRequiredOnOpenFlows: when a port starts to require
+// authentication, an open flow that did not come through the proxy is
+// dropped at its next packet; one from the proxy goes on.
+func TestAuthRequiredOnOpenFlows(t *testing.T) {
+	f := newFixture(t, Options{}, Endpoint{})
+	set := func(auth bool) {
+		t.Helper()
+		must(t, f.dp.SetEndpointPolicy(epID, []Rule{
+			{Key: PolicyKey{Direction: Ingress, RemoteIdentity: peerID(1), Proto: TCP, Port: 8080}, Entry: PolicyEntry{Verdict: Allow, AuthRequired: auth}},
+		}))
+		must(t, f.dp.Revise())
+	}
+	set(false)
+	direct, proxied := f.in(1, TCP, 8080), f.in(1, TCP, 8080)
+	f.expect(t, "direct SYN", Ingress, direct, DropNone)
+	if r := f.runMarked(Ingress, f.ifindex, MarkMagicFromProxy, proxied.frame()); !r.passed() {
+		t.Fatalf("SYN from the proxy: returned %d, want pass", int32(r.ret))
+	}
+	drain(t, f.ev)
+	set(true)
+	f.expect(t, "direct data", Ingress, direct.reverse(SYN|ACK).reverse(ACK|PSH), DropAuthRequired)
+	if r := f.runMarked(Ingress, f.ifindex, MarkMagicFromProxy, proxied.reverse(SYN|ACK).reverse(ACK|PSH).frame()); !r.passed() {
+		t.Errorf("data from the proxy: returned %d, want pass", int32(r.ret))
+	}
+}

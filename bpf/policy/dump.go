@@ -138,16 +138,22 @@ type Conn struct {
 	OrigFlags, ReplyFlags TCPFlags
 	ReplySeen             bool
 	ProxyPort             uint16
-	Age, Idle             time.Duration
-	PacketsOrig           uint64
-	BytesOrig             uint64
-	PacketsReply          uint64
-	BytesReply            uint64
+	// Denied: the policy no longer allows the flow, and why its packets are
+	// dropped (DropNone: allowed).
+	Denied       DropReason
+	Age, Idle    time.Duration
+	PacketsOrig  uint64
+	BytesOrig    uint64
+	PacketsReply uint64
+	BytesReply   uint64
 }
 
 // ct4_entry.state: byte 0 the opener's TCP flags, byte 1 the peer's, then
 // CT_F_* (bpf/lib/conntrack4.h).
-const ctReplySeen = 1 << 16
+const (
+	ctReplySeen        = 1 << 16
+	ctStateDeniedShift = 24
+)
 
 // DumpConntrack reads the conntrack map (expired entries included until a
 // packet or the LRU removes them).
@@ -173,6 +179,7 @@ func (m *Maps) DumpConntrack() ([]Conn, error) {
 			ReplyFlags:   TCPFlags(v.State >> 8),
 			ReplySeen:    v.State&ctReplySeen != 0,
 			ProxyPort:    v.ProxyPort,
+			Denied:       DropReason(v.State >> ctStateDeniedShift),
 			Age:          time.Duration(now - int64(v.CreatedNs)),
 			Idle:         time.Duration(now - int64(v.LastSeenNs)),
 			PacketsOrig:  v.PacketsOrig,
@@ -298,6 +305,7 @@ type Counters struct {
 	CTCreated       uint64 // conntrack entries created
 	CTExpired       uint64 // expired entries removed by lookups
 	CTReopened      uint64 // bare SYNs on closed connections, checked as new
+	CTRechecked     uint64 // tracked flows checked again after a policy change
 	CTRelated       uint64 // ICMP errors passed as related to a tracked flow
 	ProxyHairpin    uint64 // packets hairpinned to the L7 proxy, passed unchecked by policy_from_pod
 	HostRouted      uint64 // packets delivered to a pod of the node by host routing (from a pod or an uplink)
@@ -358,6 +366,7 @@ func (m *Maps) Counters() (Counters, error) {
 		policyPolCounterPOL_CNT_CT_PICKED_UP:  &c.CTPickedUp,
 		policyPolCounterPOL_CNT_HOST_ROUTED:   &c.HostRouted,
 		policyPolCounterPOL_CNT_UPLINK_ROUTED: &c.UplinkRouted,
+		policyPolCounterPOL_CNT_CT_RECHECKED:  &c.CTRechecked,
 	} {
 		var perCPU []uint64
 		if err := m.counters.Lookup(idx, &perCPU); err != nil {

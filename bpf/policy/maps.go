@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -31,6 +33,12 @@ type Maps struct {
 	events    *ebpf.Map // membrane_events: ring buffer
 	metrics   *ebpf.Map // membrane_polmet: (direction, reason) -> per-CPU packets, bytes
 	counters  *ebpf.Map // membrane_polcnt: pol_counter -> per-CPU u64
+	// revision is membrane_polrev (nil in a Maps from OpenPinned), rev the
+	// value written to it last, dirty whether the policy, ipcache or
+	// endpoint maps changed since (see Revise).
+	revision *ebpf.Map
+	rev      atomic.Uint32
+	dirty    atomic.Bool
 
 	// shadow holds the policy map's entries, by endpoint, as written.
 	shadow map[EndpointID]map[policyPolicyKey]policyPolicyEntry
@@ -77,6 +85,7 @@ func newMaps(m *policyMaps) (*Maps, error) {
 		events:    m.MembraneEvents,
 		metrics:   m.MembranePolmet,
 		counters:  m.MembranePolcnt,
+		revision:  m.MembranePolrev,
 		rules:     map[EndpointID]*ruleList{},
 		lists:     map[uint64]*ruleList{},
 		plans:     map[listChange]*entryPlan{},
@@ -84,11 +93,35 @@ func newMaps(m *policyMaps) (*Maps, error) {
 	if err := maps.readShadow(); err != nil {
 		return nil, err
 	}
+	// Conntrack entries outlive the revision map (not pinned): a start far
+	// from the last run's revisions has every flow checked once more.
+	maps.rev.Store(uint32(time.Now().UnixNano()))
+	maps.dirty.Store(true)
+	if err := maps.Revise(); err != nil {
+		return nil, err
+	}
 	return maps, nil
 }
 
+// Revise makes what the policy, ipcache and endpoint maps hold now the
+// policy that flows already open meet: if they changed since the last call,
+// each tracked flow's next packet in its own direction is checked against
+// them again (bpf/lib/conntrack4.h), and a flow they no longer allow is
+// dropped. Call it once a whole change is written: a flow checked between
+// the writes of one change could meet half of it.
+func (m *Maps) Revise() error {
+	if m.revision == nil || !m.dirty.Swap(false) {
+		return nil
+	}
+	if err := m.revision.Update(uint32(0), m.rev.Add(1), ebpf.UpdateAny); err != nil {
+		m.dirty.Store(true)
+		return fmt.Errorf("revise the policy: %w", err)
+	}
+	return nil
+}
+
 func (m *Maps) all() []*ebpf.Map {
-	return []*ebpf.Map{m.ipcache, m.endpoints, m.routes, m.policy, m.ct, m.frags, m.events, m.metrics, m.counters}
+	return []*ebpf.Map{m.ipcache, m.endpoints, m.routes, m.policy, m.ct, m.frags, m.events, m.metrics, m.counters, m.revision}
 }
 
 // Close releases the map file descriptors; pinned maps stay.
@@ -159,6 +192,7 @@ func (m *Maps) UpsertIPCache(prefix netip.Prefix, identity Identity) error {
 	if err := m.ipcache.Update(&key, &policyIpcacheEntry{Identity: uint32(identity)}, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("upsert ipcache %s -> %s: %w", prefix, identity, err)
 	}
+	m.dirty.Store(true)
 	return nil
 }
 
@@ -191,6 +225,7 @@ func (m *Maps) DeleteIPCache(prefix netip.Prefix) error {
 	if err := deleteIfExists(m.ipcache, &key); err != nil {
 		return fmt.Errorf("delete ipcache %s: %w", prefix, err)
 	}
+	m.dirty.Store(true)
 	return nil
 }
 
@@ -266,6 +301,7 @@ func (m *Maps) UpsertEndpoint(ifindex int, ep Endpoint) error {
 	if err := m.endpoints.Update(uint32(ifindex), &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("upsert endpoint %d on ifindex %d: %w", ep.ID, ifindex, err)
 	}
+	m.dirty.Store(true)
 	return nil
 }
 
@@ -702,6 +738,10 @@ func (m *Maps) changed(id EndpointID, want map[policyPolicyKey]policyPolicyEntry
 // write writes keys[i] -> vals[i] for endpoint id, then deletes stale, and
 // keeps the shadow equal to what was done.
 func (m *Maps) write(id EndpointID, keys []policyPolicyKey, vals []policyPolicyEntry, stale []policyPolicyKey) error {
+	if len(keys) == 0 && len(stale) == 0 {
+		return nil
+	}
+	m.dirty.Store(true)
 	cur := m.shadow[id]
 	if cur == nil {
 		cur = make(map[policyPolicyKey]policyPolicyEntry, len(keys))

@@ -23,7 +23,7 @@ type policyCt4Entry struct {
 	BytesReply   uint64
 	State        uint32
 	ProxyPort    uint16
-	Pad          [2]uint8
+	PolicyRev    uint16
 }
 
 type policyCt4Key struct {
@@ -169,7 +169,8 @@ const (
 	policyPolCounterPOL_CNT_CT_PICKED_UP  policyPolCounter = 8
 	policyPolCounterPOL_CNT_HOST_ROUTED   policyPolCounter = 9
 	policyPolCounterPOL_CNT_UPLINK_ROUTED policyPolCounter = 10
-	policyPolCounterPOL_CNT_MAX           policyPolCounter = 11
+	policyPolCounterPOL_CNT_CT_RECHECKED  policyPolCounter = 11
+	policyPolCounterPOL_CNT_MAX           policyPolCounter = 12
 )
 
 type policyPolicyEntry struct {
@@ -256,6 +257,7 @@ const (
 	policyMapMembranePolcnt    = "membrane_polcnt"
 	policyMapMembranePolicy    = "membrane_policy"
 	policyMapMembranePolmet    = "membrane_polmet"
+	policyMapMembranePolrev    = "membrane_polrev"
 	policyProgPolicyFromPod    = "policy_from_pod"
 	policyProgPolicyFromUplink = "policy_from_uplink"
 	policyProgPolicyHostRouted = "policy_host_routed"
@@ -332,6 +334,7 @@ type policyMapSpecs struct {
 	MembranePolcnt  *ebpf.MapSpec `ebpf:"membrane_polcnt"`
 	MembranePolicy  *ebpf.MapSpec `ebpf:"membrane_policy"`
 	MembranePolmet  *ebpf.MapSpec `ebpf:"membrane_polmet"`
+	MembranePolrev  *ebpf.MapSpec `ebpf:"membrane_polrev"`
 }
 
 // policyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -378,6 +381,7 @@ type policyMaps struct {
 	MembranePolcnt  *ebpf.Map `ebpf:"membrane_polcnt"`
 	MembranePolicy  *ebpf.Map `ebpf:"membrane_policy"`
 	MembranePolmet  *ebpf.Map `ebpf:"membrane_polmet"`
+	MembranePolrev  *ebpf.Map `ebpf:"membrane_polrev"`
 }
 
 func (m *policyMaps) Close() error {
@@ -392,6 +396,7 @@ func (m *policyMaps) Close() error {
 		m.MembranePolcnt,
 		m.MembranePolicy,
 		m.MembranePolmet,
+		m.MembranePolrev,
 	)
 }
 

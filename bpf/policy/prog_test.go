@@ -339,34 +339,100 @@ func TestConntrack(t *testing.T) {
 	}
 }
 
-// TestEstablishedSurvivesPolicyChange: a policy change applies to new flows
-// only; a closed connection's tuple opening again is a new flow.
-func TestEstablishedSurvivesPolicyChange(t *testing.T) {
+// TestEstablishedMeetsPolicyChange: after a policy change, a tracked
+// flow's next packet in its own direction is checked again. A flow the
+// policy no longer allows is dropped both ways until it allows it again;
+// one the change leaves allowed goes on, and is checked once per change. A
+// flow keeps the path it opened on when its port gains a redirect; a
+// closed connection's tuple opening again is a new flow.
+func TestEstablishedMeetsPolicyChange(t *testing.T) {
 	f := newFixture(t, Options{}, Endpoint{})
-	must(t, f.dp.SetEndpointPolicy(epID, []Rule{{
-		Key:   PolicyKey{Direction: Ingress, RemoteIdentity: peerID(1), Proto: TCP, Port: 80},
-		Entry: PolicyEntry{Verdict: Allow},
-	}}))
+	// set writes rules and makes them the policy open flows meet.
+	set := func(rules ...Rule) {
+		t.Helper()
+		must(t, f.dp.SetEndpointPolicy(epID, rules))
+		must(t, f.dp.Revise())
+	}
+	allow := func(e PolicyEntry) {
+		t.Helper()
+		set(Rule{Key: PolicyKey{Direction: Ingress, RemoteIdentity: peerID(1), Proto: TCP, Port: 80}, Entry: e})
+	}
+	allow(PolicyEntry{Verdict: Allow})
 	syn := f.in(1, TCP, 80)
 	f.expect(t, "SYN", Ingress, syn, DropNone)
 	f.expect(t, "SYN-ACK", Egress, syn.reverse(SYN|ACK), DropNone)
+	data := syn.reverse(SYN | ACK).reverse(ACK | PSH)
+	answer := syn.reverse(ACK | PSH)
+	rechecked := f.counters().CTRechecked
+	for range 3 {
+		f.expect(t, "data, no change", Ingress, data, DropNone)
+		f.expect(t, "answer, no change", Egress, answer, DropNone)
+	}
+	if got := f.counters().CTRechecked; got != rechecked {
+		t.Errorf("%d flows checked again without a policy change", got-rechecked)
+	}
 
-	// Deny the peer altogether.
+	// A change that still allows the flow (another peer gets in too).
+	set(Rule{Key: PolicyKey{Direction: Ingress, RemoteIdentity: peerID(1), Proto: TCP, Port: 80}, Entry: PolicyEntry{Verdict: Allow}},
+		Rule{Key: PolicyKey{Direction: Ingress, RemoteIdentity: peerID(2), Proto: TCP, Port: 80}, Entry: PolicyEntry{Verdict: Allow}})
+	f.expect(t, "data after a change that allows it", Ingress, data, DropNone)
+	f.expect(t, "data again", Ingress, data, DropNone)
+	if got := f.counters().CTRechecked; got != rechecked+1 {
+		t.Errorf("checked again %d times after one change, want once", got-rechecked)
+	}
+
+	// Deny the peer altogether: new SYNs are dropped at once; the open flow
+	// once the change is whole (Revise), both ways.
 	must(t, f.dp.SetEndpointPolicy(epID, []Rule{{
 		Key:   PolicyKey{Direction: Ingress, RemoteIdentity: peerID(1)},
 		Entry: PolicyEntry{Verdict: Deny},
 	}}))
-	f.expect(t, "ACK after deny", Ingress, syn.reverse(SYN|ACK).reverse(ACK), DropNone)
-	f.expect(t, "data after deny", Egress, syn.reverse(ACK|PSH), DropNone)
+	f.expect(t, "data after deny, not revised yet", Ingress, data, DropNone)
+	must(t, f.dp.Revise())
+	f.expect(t, "answer after deny, before the peer's next packet", Egress, answer, DropNone)
+	evs := f.expect(t, "data after deny", Ingress, data, DropPolicyDenyList)
+	if len(evs) != 1 || evs[0].CTState != CTEstablished {
+		t.Errorf("events of the denied flow's packet %+v, want one, established", evs)
+	}
+	f.expect(t, "answer after deny", Egress, answer, DropPolicyDenyList)
 	f.expect(t, "new SYN after deny", Ingress, f.in(1, TCP, 80), DropPolicyDenyList)
-	must(t, f.dp.SetEndpointPolicy(epID, nil))
-	f.expect(t, "new SYN without policy", Ingress, f.in(1, TCP, 80), DropPolicyDenied)
-	f.expect(t, "data without policy", Ingress, syn.reverse(ACK).reverse(ACK|PSH), DropNone)
+	conns, err := f.dp.DumpConntrack()
+	must(t, err)
+	denied := 0
+	for _, c := range conns {
+		if c.Src.Port() == syn.sport && c.Denied == DropPolicyDenyList {
+			denied++
+		}
+	}
+	if denied != 1 {
+		t.Errorf("%d conntrack entries of the flow say it is denied, want 1: %+v", denied, conns)
+	}
+	// No policy at all for the enforced endpoint: still dropped, now for
+	// the missing allow.
+	set()
+	f.expect(t, "data without policy", Ingress, data, DropPolicyDenied)
+
+	// Allowed again: the flow goes on both ways.
+	allow(PolicyEntry{Verdict: Allow})
+	f.expect(t, "data, allowed again", Ingress, data, DropNone)
+	f.expect(t, "answer, allowed again", Egress, answer, DropNone)
+
+	// The port goes to the L7 proxy: this flow goes on directly (as it
+	// opened), a new one is redirected.
+	allow(PolicyEntry{Verdict: Redirect, ProxyPort: 15001})
+	if evs := f.expect(t, "data, opened directly", Ingress, data, DropNone); len(evs) != 0 && evs[0].Verdict == Redirected {
+		t.Errorf("an open flow went to the proxy: %v", evs)
+	}
+	if evs := f.expect(t, "new SYN, to the proxy", Ingress, f.in(1, TCP, 80), DropNone); len(evs) != 1 || evs[0].Verdict != Redirected {
+		t.Errorf("new flow events %v, want one redirected", evs)
+	}
+	allow(PolicyEntry{Verdict: Allow})
 
 	// FIN both ways, then the same tuple opens anew: checked as new.
 	f.expect(t, "FIN", Ingress, syn.reverse(ACK).reverse(FIN|ACK), DropNone)
 	f.expect(t, "FIN back", Egress, syn.reverse(FIN|ACK), DropNone)
 	f.expect(t, "last ACK", Ingress, syn.reverse(ACK).reverse(ACK), DropNone)
+	set()
 	before := f.counters().CTReopened
 	f.expect(t, "SYN on the closed tuple", Ingress, syn, DropPolicyDenied)
 	if got := f.counters().CTReopened; got != before+1 {

@@ -206,10 +206,12 @@ func testTraffic(t *testing.T, opts Options) {
 		return ev.Verdict == Dropped && ev.Direction == Egress && ev.EndpointID == 2 && ev.DropReason == DropPolicyDenied
 	})
 
-	// Deny A at B: new connections fail, the open one keeps working.
+	// Deny A at B: new connections fail, and so does the open one, whose
+	// next packet meets the new policy.
 	must(t, dp.SetEndpointPolicy(2, []Rule{{
 		Key: PolicyKey{Direction: Ingress, RemoteIdentity: idA}, Entry: PolicyEntry{Verdict: Deny},
 	}}))
+	must(t, dp.Revise())
 	if c, err := a.dial(b.addr, open, 500*time.Millisecond); err == nil {
 		c.Close()
 		t.Errorf("new connect after the deny succeeded")
@@ -217,9 +219,12 @@ func testTraffic(t *testing.T, opts Options) {
 	waitEvent(t, events, "denylist drop", func(ev FlowEvent) bool {
 		return ev.Verdict == Dropped && ev.DropReason == DropPolicyDenyList && ev.EndpointID == 2
 	})
-	if err := echo(conn, "still there"); err != nil {
-		t.Errorf("established connection after the deny: %v", err)
+	if err := echo(conn, "after the deny"); !isTimeout(err) {
+		t.Errorf("established connection after the deny: %v, want its packets dropped (a timeout)", err)
 	}
+	waitEvent(t, events, "the open connection's drop", func(ev FlowEvent) bool {
+		return ev.Verdict == Dropped && ev.DropReason == DropPolicyDenyList && ev.EndpointID == 2 && ev.CTState == CTEstablished
+	})
 
 	c, err := dp.Counters()
 	must(t, err)

@@ -131,7 +131,7 @@ func TestEventLayout(t *testing.T) {
 
 // TestEnums keeps the Go names in step with the C enums.
 func TestEnums(t *testing.T) {
-	if policyPolCounterPOL_CNT_MAX != 11 {
+	if policyPolCounterPOL_CNT_MAX != 12 {
 		t.Errorf("pol_counter has %d values: update Counters and Maps.Counters", policyPolCounterPOL_CNT_MAX)
 	}
 	for _, r := range []DropReason{DropInvalidSourceIP, DropPolicyDenied, DropInvalidPacket, DropCTInvalidHeader,

@@ -34,6 +34,7 @@ func (m *initMaps) UpsertLocalRoute(addr netip.Addr, r bpfpolicy.LocalRoute) err
 }
 func (m *initMaps) DeleteLocalRoute(addr netip.Addr) error                         { delete(m.routes, addr); return nil }
 func (m *initMaps) SetEndpointPolicy(bpfpolicy.EndpointID, []bpfpolicy.Rule) error { return nil }
+func (m *initMaps) Revise() error                                                  { return nil }
 func (m *initMaps) Attach(ifindex int) error                                       { m.attached = append(m.attached, ifindex); return nil }
 func (m *initMaps) Detach(int) error                                               { return nil }
 func (m *initMaps) Attached() ([]int, error)                                       { return m.attached, nil }

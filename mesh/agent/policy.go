@@ -446,6 +446,10 @@ func (e *endpoints) regenerate(ctx context.Context, sweep bool) error {
 		}
 	}
 	errs = append(errs, e.writer.Prune(keep, sweep)...)
+	// Connections already open meet the change once it is whole.
+	if err := e.writer.Revise(); err != nil {
+		errs = append(errs, err)
+	}
 	enforced := ph.lap(phasePrune)
 	// A held endpoint may still redirect to a dropped chain.
 	if final != nil && holding == 0 {
@@ -543,6 +547,9 @@ func (e *endpoints) programHeld() error {
 			errs = append(errs, err)
 		}
 		done[pe.Endpoint.Namespace+"/"+pe.Endpoint.Pod] = pe
+	}
+	if err := e.writer.Revise(); err != nil {
+		errs = append(errs, err)
 	}
 	enforced := ph.lap(phaseEndpoints)
 	if final != nil {

@@ -29,6 +29,9 @@ type Maps interface {
 	UpsertLocalRoute(addr netip.Addr, r bpfpolicy.LocalRoute) error
 	DeleteLocalRoute(addr netip.Addr) error
 	SetEndpointPolicy(id bpfpolicy.EndpointID, rules []bpfpolicy.Rule) error
+	// Revise makes what the maps hold the policy that flows already open
+	// meet (bpfpolicy Maps.Revise).
+	Revise() error
 	Attach(ifindex int) error
 	Detach(ifindex int) error
 	// Attached lists the interfaces the programs are attached to.
@@ -94,8 +97,8 @@ type conversion struct {
 // PickupWindow is how long an endpoint that policy starts to apply to picks
 // up the TCP connections it opened or accepted before, untracked: each that
 // sends a packet meanwhile is tracked from then on, as if it had always
-// been (policy changes never cut established connections). Later, a packet
-// of an unknown connection is checked as a new flow.
+// been, and goes on (its direction is unknown, so the policy is not checked
+// on it). Later, a packet of an unknown connection is checked as a new flow.
 const PickupWindow = 2 * time.Minute
 
 // New adopts what the maps hold (pinned across agent restarts).
@@ -125,6 +128,17 @@ func New(log *slog.Logger, maps Maps) (*Writer, error) {
 	}
 	log.Info("policy datapath restored", "ipcache", len(dump.IPCache), "endpoints", len(dump.Endpoints), "routes", len(dump.Routes), "policyEntries", len(dump.Policy))
 	return w, nil
+}
+
+// Revise makes what was written since the last call the policy that the
+// connections already open meet: each is checked again at its next packet,
+// and one the policy no longer allows is cut. Call it once a whole change is
+// written (ipcache and endpoints), so that no connection meets half of one.
+func (w *Writer) Revise() error {
+	if err := w.maps.Revise(); err != nil {
+		return fmt.Errorf("apply the policy to open connections: %w", err)
+	}
+	return nil
 }
 
 // SetIPCache writes new and changed prefixes, then deletes stale ones.

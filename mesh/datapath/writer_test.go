@@ -59,6 +59,7 @@ func (f *fakeMaps) DeleteLocalRoute(addr netip.Addr) error { return f.call("rout
 func (f *fakeMaps) SetEndpointPolicy(id bpfpolicy.EndpointID, rules []bpfpolicy.Rule) error {
 	return f.call(fmt.Sprintf("policy %d rules=%d", id, len(rules)))
 }
+func (f *fakeMaps) Revise() error                 { return f.call("revise") }
 func (f *fakeMaps) Attach(ifindex int) error      { return f.call(fmt.Sprintf("attach %d", ifindex)) }
 func (f *fakeMaps) Detach(ifindex int) error      { return f.call(fmt.Sprintf("detach %d", ifindex)) }
 func (f *fakeMaps) Attached() ([]int, error)      { return f.attached, nil }
