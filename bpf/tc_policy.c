@@ -264,7 +264,14 @@ static __always_inline int policy_recheck(struct verdict_ctx *v, bool from_proxy
 	struct policy_decision pd = {};
 	int reason;
 
-	if (!v->have_ep || !(v->ep.flags & (v->dir == DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS)))
+	if (!v->have_ep)
+		return 0;
+	if (v->ep.identity == ID_INIT) {
+		/* As for a new flow: only the node gets in. */
+		resolve_identities(v);
+		return v->dir == DIR_EGRESS || v->remote_id != ID_HOST ? DROP_POLICY_INIT : 0;
+	}
+	if (!(v->ep.flags & (v->dir == DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS)))
 		return 0;
 	reason = policy_decide(v, &pd, from_proxy);
 	if (!reason)

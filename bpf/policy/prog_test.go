@@ -256,8 +256,13 @@ func TestInitIdentity(t *testing.T) {
 	f.expect(t, "init, egress", Egress, f.out(1, TCP, 80), DropPolicyInit)
 	f.expect(t, "init, ingress", Ingress, f.in(1, TCP, 80), DropPolicyInit)
 	must(t, f.dp.UpsertIPCache(peerPrefix(2), IdentityHost))
-	f.expect(t, "init, ingress from the node", Ingress, f.in(2, TCP, 80), DropNone)
+	probe := f.in(2, TCP, 80)
+	f.expect(t, "init, ingress from the node", Ingress, probe, DropNone)
 	f.expect(t, "init, egress to the node", Egress, f.out(2, TCP, 80), DropPolicyInit)
+	// The node's connection (a kubelet probe) goes on across a policy
+	// change: checked again, as a new one, it is allowed.
+	must(t, f.dp.Revise())
+	f.expect(t, "init, the node's open connection after a change", Ingress, probe.reverse(SYN|ACK).reverse(ACK|PSH), DropNone)
 
 	must(t, f.dp.UpsertEndpoint(f.ifindex, Endpoint{ID: epID, Identity: epIdentity, Addr: netip.MustParseAddr(podAddr)}))
 	f.expect(t, "real identity, unenforced", Egress, f.out(1, TCP, 80), DropNone)
