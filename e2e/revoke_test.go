@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,18 @@ spec:
 		}
 	})
 
+	rechecked := func() float64 {
+		for _, l := range agentMetric(t, k, server.Spec.NodeName, "membrane_datapath_rechecked_flows ") {
+			v, err := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			if err == nil {
+				return v
+			}
+		}
+		t.Fatalf("no membrane_datapath_rechecked_flows on %s", server.Spec.NodeName)
+		return 0
+	}
+	recheckedBefore := rechecked()
+
 	// Only the keeper may come in now.
 	k.must(policy("keeper"), "apply", "-f", "-")
 	revoked := time.Now()
@@ -118,6 +131,10 @@ spec:
 	}
 	if err := ok(conns["keeper"]); err != nil {
 		t.Errorf("the keeper's connection, still allowed: %v", err)
+	}
+	// Three open connections on the server's interface, each checked again.
+	if n := rechecked() - recheckedBefore; n < 3 {
+		t.Errorf("%v flows checked again on %s after the change, want at least 3", n, server.Spec.NodeName)
 	}
 
 	// The drops of the open connections, as flows.

@@ -80,8 +80,8 @@ struct {
 /*
  * The policy revision: the agent bumps it once a change to the policy,
  * ipcache or endpoint maps is written whole (Maps.Revise), and a tracked
- * flow last checked at another revision is checked again (conntrack4.h). Not pinned: a new load starts
- * over, and every flow is checked once more.
+ * flow last checked at another revision is checked again (conntrack4.h).
+ * Not pinned: a new load starts over, and every flow is checked once more.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -24,6 +24,7 @@ type policyMetrics struct {
 	mapPressure         *prometheus.GaugeVec
 	hostRouted          prometheus.Gauge
 	uplinkRouted        prometheus.Gauge
+	rechecked           prometheus.Gauge
 }
 
 // policyLatencyBuckets are the bounds, in seconds, of the histograms of a
@@ -90,16 +91,20 @@ func newPolicyMetrics(reg prometheus.Registerer) *policyMetrics {
 			Namespace: "membrane", Subsystem: "datapath", Name: "host_routed_from_uplink_packets",
 			Help: "Of the host-routed packets, those from other nodes (received on the node's uplink).",
 		}),
+		rechecked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "membrane", Subsystem: "datapath", Name: "rechecked_flows",
+			Help: "Times an open flow was checked against the policy again after a policy change, since the maps were created.",
+		}),
 	}
-	// The datapath's gauges (verdicts, drops, hostRouted, mapEntries,
-	// mapPressure) are filled at scrape time: see Agent.datapathGauges.
+	// The datapath's gauges (verdicts, drops, hostRouted, rechecked,
+	// mapEntries, mapPressure) are filled at scrape time: see Agent.datapathGauges.
 	reg.MustRegister(m.regenerations, m.regenerationSeconds, m.changeToEnforced, m.phaseSeconds, m.endpoints, m.invalidPolicies)
 	return m
 }
 
 // datapathGauges are the gauges datapath fills.
 func (m *policyMetrics) datapathGauges() []prometheus.Collector {
-	return []prometheus.Collector{m.verdicts, m.drops, m.hostRouted, m.uplinkRouted, m.mapEntries, m.mapPressure}
+	return []prometheus.Collector{m.verdicts, m.drops, m.hostRouted, m.uplinkRouted, m.rechecked, m.mapEntries, m.mapPressure}
 }
 
 // datapath exports the policy programs' counters and map usage.
@@ -121,6 +126,7 @@ func (m *policyMetrics) datapath(dp *bpfpolicy.Datapath) error {
 	}
 	m.hostRouted.Set(float64(c.HostRouted))
 	m.uplinkRouted.Set(float64(c.UplinkRouted))
+	m.rechecked.Set(float64(c.CTRechecked))
 	usage, err := dp.Count()
 	if err != nil {
 		return err
