@@ -71,6 +71,21 @@ spec:
 `, name, ns, labels, node)
 }
 
+// sleepPod is the manifest of a busybox Pod on node that does nothing (a
+// client whose network namespace a test dials from); labels as echoPod's.
+func sleepPod(ns, name, node, labels string) string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s, labels: {%s}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {name: sleep, image: "busybox:1.36", command: [sleep, "3600"]}
+`, name, ns, labels, node)
+}
+
 // echoService is the manifest of a Service of port 8080 (named http) to
 // port 3000 of the pods selector (a flow mapping's content) selects.
 func echoService(ns, name, selector string) string {

@@ -32,16 +32,7 @@ func TestL7RevokedConnection(t *testing.T) {
 	nodes := shared.cluster.Nodes
 	drain := chartDrainTime(t)
 	k.must(fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", ns)+
-		echoPod(ns, "server", nodes[1].Name, "app: server")+fmt.Sprintf(`---
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: %s, labels: {app: client}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - {name: sleep, image: "busybox:1.36", command: [sleep, "3600"]}
-`, ns, nodes[0].Name), "apply", "-f", "-")
+		echoPod(ns, "server", nodes[1].Name, "app: server")+sleepPod(ns, "client", nodes[0].Name, "app: client"), "apply", "-f", "-")
 	t.Cleanup(func() { k.must("", "delete", "namespace", ns, "--wait=false") })
 	k.must("", "-n", ns, "wait", "--for=condition=Ready", "pod/server", "pod/client", "--timeout=90s")
 	server, client := getPod(t, k, ns, "server"), getPod(t, k, ns, "client")

@@ -25,22 +25,10 @@ func TestRevokedConnection(t *testing.T) {
 	k := cluster(t)
 	const ns = "revoke"
 	nodes := shared.cluster.Nodes
-	client := func(name, app, node string) string {
-		return fmt.Sprintf(`---
-apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s, labels: {app: %s}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - {name: sleep, image: "busybox:1.36", command: [sleep, "3600"]}
-`, name, ns, app, node)
-	}
 	k.must(fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", ns)+
 		echoPod(ns, "server", nodes[1].Name, "app: server")+
-		client("remote", "client", nodes[0].Name)+client("local", "client", nodes[1].Name)+
-		client("keeper", "keeper", nodes[0].Name), "apply", "-f", "-")
+		sleepPod(ns, "remote", nodes[0].Name, "app: client")+sleepPod(ns, "local", nodes[1].Name, "app: client")+
+		sleepPod(ns, "keeper", nodes[0].Name, "app: keeper"), "apply", "-f", "-")
 	t.Cleanup(func() { k.must("", "delete", "namespace", ns, "--wait=false") })
 	k.must("", "-n", ns, "wait", "--for=condition=Ready", "pod/server", "pod/remote", "pod/local", "pod/keeper", "--timeout=90s")
 	server := getPod(t, k, ns, "server")
