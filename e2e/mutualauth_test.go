@@ -541,6 +541,32 @@ done; echo ok=$ok failed=$failed`, seconds, url)
 		})
 	})
 
+	t.Run("taking access away stops an open authenticated connection", func(t *testing.T) {
+		// The tunnel's stream outlives the change (its authorization is
+		// checked when it opens), but the backend node's Envoy connects
+		// to the backend with the frontend's address, and the datapath
+		// checks that connection again: nothing more gets through.
+		c, err := dialKept(podNetns(remoteFront), net.JoinHostPort(backend.Status.PodIP, "8080"))
+		if err != nil {
+			t.Fatalf("connect from %s: %v", remoteFront.Name, err)
+		}
+		defer c.c.Close()
+		if resp, err := c.get("/"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET / before the change: %v, %v", resp, err)
+		}
+		k.must(strings.Replace(mtlsPolicy(ns, true), "app: frontend", "app: nobody", 1), "apply", "-f", "-")
+		defer func() {
+			k.must(mtlsPolicy(ns, true), "apply", "-f", "-")
+			waitFrontendsReach(t, k, ns, url, remoteFront, localFront)
+		}()
+		eventually(t, 60*time.Second, "no answer on the open connection", func() error {
+			if resp, err := c.get("/"); err == nil {
+				return fmt.Errorf("answered %d", resp.StatusCode)
+			}
+			return nil
+		})
+	})
+
 	t.Run("without authentication the capture sees plaintext", func(t *testing.T) {
 		k.must(mtlsPolicy(ns, false), "apply", "-f", "-")
 		eventually(t, 60*time.Second, "the plaintext answer on the underlay", func() error {
