@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,14 +84,8 @@ spec:
 	})
 
 	rechecked := func() float64 {
-		for _, l := range agentMetric(t, k, server.Spec.NodeName, "membrane_datapath_rechecked_flows ") {
-			v, err := strconv.ParseFloat(strings.Fields(l)[1], 64)
-			if err == nil {
-				return v
-			}
-		}
-		t.Fatalf("no membrane_datapath_rechecked_flows on %s", server.Spec.NodeName)
-		return 0
+		return metricValue(strings.Join(agentMetric(t, k, server.Spec.NodeName, "membrane_datapath_rechecked_flows"), "\n"),
+			"membrane_datapath_rechecked_flows")
 	}
 	recheckedBefore := rechecked()
 
